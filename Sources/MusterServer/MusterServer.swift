@@ -1,0 +1,3 @@
+import MusterCore
+import MusterProtocol
+import MusterTransport
