@@ -6,6 +6,7 @@ struct Muster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "muster",
         abstract: "Coordinator that spreads image and video jobs across GPU backends.",
-        version: "0.1.0"
+        version: "0.1.0",
+        subcommands: [Bench.self]
     )
 }

@@ -1,0 +1,21 @@
+import ArgumentParser
+
+/// `muster bench NAME`: the benchmarks behind `Scripts/bench`. Each prints one table and asserts nothing.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a benchmark and print its table.",
+        subcommands: Bench.all.map(\.command)
+    )
+
+    /// Every benchmark, in the order `Scripts/bench` runs them.
+    static let all: [(name: String, command: any ParsableCommand.Type)] = [
+    ]
+
+    @Flag(help: "List the benchmark names, one per line.")
+    var list = false
+
+    func run() async throws {
+        guard list else { throw CleanExit.helpRequest(self) }
+        for bench in Bench.all { print(bench.name) }
+    }
+}
