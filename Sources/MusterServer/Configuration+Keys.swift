@@ -1,0 +1,200 @@
+import Foundation
+
+/// One scalar configuration key: its dotted name, type, default and help text. The table
+/// `ConfigKey.all` is the single source for parsing, environment names, `--print-config` and docs.
+public struct ConfigKey: Sendable {
+    public enum Kind: Sendable, Equatable {
+        case string
+        case path
+        case secret
+        case int(ClosedRange<Int>)
+        case seconds(ClosedRange<Double>)
+        case fraction
+        case bool
+        case choice([String])
+        case hostPort
+    }
+
+    public var name: String
+    public var kind: Kind
+    public var defaultValue: ConfigValue
+    public var help: String
+
+    /// `gate.window_seconds` -> `MUSTER_GATE_WINDOW_SECONDS`.
+    public var environmentName: String {
+        "MUSTER_" + name.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }.map(String.init).joined()
+    }
+
+    public static let all: [ConfigKey] = [
+        ConfigKey(
+            name: "listen", kind: .hostPort, defaultValue: .hostPort(HostPort(host: "127.0.0.1", port: 7460)),
+            help: "Address for WebSocket links, the HTTP API and probes (port 0 picks a free port)."),
+        ConfigKey(
+            name: "auth.token", kind: .secret, defaultValue: .string(""),
+            help: "Shared token backends and clients present. Empty with no token file: no authentication."),
+        ConfigKey(
+            name: "auth.token_file", kind: .path, defaultValue: .string(""),
+            help: "File whose first line is the shared token (keeps it out of the process list)."),
+        ConfigKey(
+            name: "tls.cert", kind: .path, defaultValue: .string(""),
+            help: "PEM certificate chain: serve wss:// and https:// (needs tls.key)."),
+        ConfigKey(
+            name: "tls.key", kind: .path, defaultValue: .string(""),
+            help: "PEM private key for tls.cert."),
+        ConfigKey(
+            name: "tls.client_ca", kind: .path, defaultValue: .string(""),
+            help: "PEM CA bundle: require client certificates signed by it (mTLS)."),
+        ConfigKey(
+            name: "log.level", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]),
+            defaultValue: .string("info"), help: "Lowest log level written."),
+        ConfigKey(
+            name: "log.format", kind: .choice(["text", "json"]), defaultValue: .string("text"),
+            help: "Log lines as text or as JSON objects."),
+        ConfigKey(
+            name: "gate.window_seconds", kind: .seconds(0...86_400), defaultValue: .double(60),
+            help: "Longest a capability-bound job waits for a registered backend to announce. 0 turns the gate off."),
+        ConfigKey(
+            name: "routing.overqueue", kind: .int(0...64), defaultValue: .int(1),
+            help: "Jobs a backend may hold waiting beyond its running slots."),
+        ConfigKey(
+            name: "routing.work_stealing", kind: .bool, defaultValue: .bool(true),
+            help: "Revoke a bound, unstarted job from a busy backend when an eligible one goes idle."),
+        ConfigKey(
+            name: "routing.inhibit_after_failure_seconds", kind: .seconds(0...3_600), defaultValue: .double(5),
+            help: "How long a backend gets no new work after a job failed on it."),
+        ConfigKey(
+            name: "routing.max_attempts", kind: .int(1...100), defaultValue: .int(3),
+            help: "Attempts per job (a lost backend or retryable failure costs one) before it fails."),
+        ConfigKey(
+            name: "routing.no_eligible_backend", kind: .choice(["fail", "queue"]), defaultValue: .string("fail"),
+            help: "Once the gate is open, fail jobs no backend can run, or keep them queued."),
+        ConfigKey(
+            name: "links.suspect_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(10),
+            help: "A backend whose link dropped keeps its jobs this long before they are requeued."),
+        ConfigKey(
+            name: "links.sync_interval_seconds", kind: .seconds(0.1...3_600), defaultValue: .double(15),
+            help: "Anti-entropy: how often each backend is asked whether its capabilities changed."),
+        ConfigKey(
+            name: "links.keepalive_seconds", kind: .seconds(1...3_600), defaultValue: .double(10),
+            help: "A silent peer is dropped within this bound."),
+        ConfigKey(
+            name: "links.max_message_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
+            help: "Largest WebSocket message accepted; larger ones close the link with 1009."),
+        ConfigKey(
+            name: "links.outbound_high_water_bytes", kind: .int(4_096...(1 << 30)), defaultValue: .int(8 << 20),
+            help: "Bytes queued to one slow peer before its link is closed with 1008."),
+        ConfigKey(
+            name: "http.max_body_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
+            help: "Largest HTTP request body accepted; larger ones get 413."),
+        ConfigKey(
+            name: "jobs.retain_finished", kind: .int(0...10_000_000), defaultValue: .int(100_000),
+            help: "Finished jobs kept for GET /v1/jobs/{id} and status, newest first."),
+    ]
+
+    static let byName: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    /// Parses a value given as text (environment, `--set`).
+    func parse(text: String) -> Result<ConfigValue, InvalidValue> {
+        switch kind {
+        case .string, .path, .secret:
+            return .success(.string(text))
+        case .int(let range):
+            guard let i = Int(text.trimmingCharacters(in: .whitespaces)) else { return .failure("expected an integer, got '\(text)'") }
+            return check(int: i, range)
+        case .seconds(let range):
+            return parseSeconds(text).flatMap { check(seconds: $0, range) }
+        case .fraction:
+            guard let d = Double(text), (0...1).contains(d) else { return .failure("expected a number from 0 to 1") }
+            return .success(.double(d))
+        case .bool:
+            switch text.lowercased() {
+            case "true", "1", "yes", "on": return .success(.bool(true))
+            case "false", "0", "no", "off": return .success(.bool(false))
+            default: return .failure("expected true or false, got '\(text)'")
+            }
+        case .choice(let options):
+            return options.contains(text)
+                ? .success(.string(text)) : .failure("expected one of \(options.joined(separator: ", ")), got '\(text)'")
+        case .hostPort:
+            guard let hp = HostPort(text) else { return .failure("expected HOST:PORT, got '\(text)'") }
+            return .success(.hostPort(hp))
+        }
+    }
+
+    /// Parses a value from the JSON config file, where types are checked strictly.
+    func parse(json: Any) -> Result<ConfigValue, InvalidValue> {
+        switch kind {
+        case .string, .path, .secret, .choice, .hostPort:
+            guard let s = json as? String else { return .failure("expected a string, got \(jsonTypeName(json))") }
+            return parse(text: s)
+        case .int(let range):
+            guard let n = jsonNumber(json), n == n.rounded(), abs(n) < 1e15 else {
+                return .failure("expected an integer, got \(jsonTypeName(json))")
+            }
+            return check(int: Int(n), range)
+        case .seconds(let range):
+            if let s = json as? String { return parseSeconds(s).flatMap { check(seconds: $0, range) } }
+            guard let n = jsonNumber(json) else { return .failure("expected seconds as a number, got \(jsonTypeName(json))") }
+            return check(seconds: n, range)
+        case .fraction:
+            guard let n = jsonNumber(json), (0...1).contains(n) else { return .failure("expected a number from 0 to 1") }
+            return .success(.double(n))
+        case .bool:
+            guard let b = jsonBool(json) else { return .failure("expected true or false, got \(jsonTypeName(json))") }
+            return .success(.bool(b))
+        }
+    }
+
+    private func check(int i: Int, _ range: ClosedRange<Int>) -> Result<ConfigValue, InvalidValue> {
+        range.contains(i) ? .success(.int(i)) : .failure("\(i) is out of range \(range.lowerBound)...\(range.upperBound)")
+    }
+
+    private func check(seconds s: Double, _ range: ClosedRange<Double>) -> Result<ConfigValue, InvalidValue> {
+        guard s.isFinite, range.contains(s) else {
+            return .failure("\(s) is out of range \(ConfigValue.double(range.lowerBound))...\(ConfigValue.double(range.upperBound)) seconds")
+        }
+        return .success(.double(s))
+    }
+}
+
+/// Parses `40`, `40s`, `1.5s`, `250ms`, `2m` into seconds.
+func parseSeconds(_ text: String) -> Result<Double, InvalidValue> {
+    let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (suffix, scale) in units where t.hasSuffix(suffix) {
+        if let n = Double(t.dropLast(suffix.count)), n.isFinite { return .success(n * scale) }
+        return .failure("expected a duration like 40s or 250ms, got '\(text)'")
+    }
+    if let n = Double(t), n.isFinite { return .success(n) }
+    return .failure("expected a duration like 40s or 250ms, got '\(text)'")
+}
+
+
+func jsonTypeName(_ value: Any) -> String {
+    if value is NSNull { return "null" }
+    if jsonBool(value) != nil { return "a boolean" }
+    if jsonNumber(value) != nil { return "a number" }
+    if value is String { return "a string" }
+    if value is [Any] { return "an array" }
+    if value is [String: Any] { return "an object" }
+    return "an unsupported value"
+}
+
+/// JSONSerialization hands booleans over as NSNumber; its booleans carry the objCType "c",
+/// which its numbers never do (they are "i", "q" or "d").
+func jsonBool(_ value: Any) -> Bool? {
+    guard let n = value as? NSNumber, String(cString: n.objCType) == "c" else { return nil }
+    return n.boolValue
+}
+
+func jsonNumber(_ value: Any) -> Double? {
+    guard let n = value as? NSNumber, String(cString: n.objCType) != "c" else { return nil }
+    return n.doubleValue
+}
+
+/// Why a configuration value was refused; becomes the reason of a `ConfigError`.
+struct InvalidValue: Error, ExpressibleByStringInterpolation, CustomStringConvertible {
+    var description: String
+    init(stringLiteral value: String) { description = value }
+    init(stringInterpolation: DefaultStringInterpolation) { description = String(stringInterpolation: stringInterpolation) }
+}

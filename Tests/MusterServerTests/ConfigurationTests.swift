@@ -1,0 +1,122 @@
+import Foundation
+import MusterServer
+import Testing
+
+@Suite struct ConfigurationTests {
+    /// Writes `text` to a fresh temp file and returns its path.
+    func write(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-\(UUID().uuidString).json").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func loadError(file: String? = nil, env: [String: String] = [:], set: [(String, String)] = []) -> ConfigError? {
+        do {
+            _ = try Configuration.load(file: file, environment: env, overrides: set.map { ("flag --set", $0.0, $0.1) })
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func embeddedDefaultServesLocallyWithAnImageAndAVideoBackend() throws {
+        let config = try Configuration.load(file: nil, environment: [:])
+        #expect(config.listen == HostPort(host: "127.0.0.1", port: 7460))
+        #expect(config.backends.count == 2)
+        #expect(config.backends.allSatisfy { $0.isLocal })
+        #expect(config.backends.contains { $0.features.contains("video") && $0.features.contains("frameinterps") })
+        #expect(config.backends.contains { !$0.features.contains("video") })
+        #expect(config.seconds("gate.window_seconds") == 60)
+        #expect(config.int("routing.overqueue") == 1)
+    }
+
+    @Test func laterSourcesWin() throws {
+        let file = try write(#"{"listen": "0.0.0.0:9000", "gate": {"window_seconds": 30}, "routing": {"overqueue": 2}}"#)
+        let config = try Configuration.load(
+            file: file, environment: ["MUSTER_GATE_WINDOW_SECONDS": "45s", "MUSTER_ROUTING_OVERQUEUE": "3"],
+            overrides: [("flag --set", "routing.overqueue", "4")])
+        #expect(config.listen == HostPort(host: "0.0.0.0", port: 9000))
+        #expect(config.seconds("gate.window_seconds") == 45)
+        #expect(config.int("routing.overqueue") == 4)
+    }
+
+    @Test func unknownKeyNamesFileKeyAndSuggestion() throws {
+        let file = try write(#"{"gate": {"window_secs": 30}}"#)
+        let error = try #require(loadError(file: file))
+        #expect(error.source == "file \(file)")
+        #expect(error.key == "gate.window_secs")
+        #expect(error.reason.contains("unknown key"))
+        #expect(error.reason.contains("gate.window_seconds"))
+    }
+
+    @Test func wrongTypeAndBadValueAreRefused() throws {
+        let typeError = try #require(loadError(file: try write(#"{"routing": {"overqueue": "two"}}"#)))
+        #expect(typeError.key == "routing.overqueue")
+        #expect(typeError.reason.contains("integer"))
+        let rangeError = try #require(loadError(env: ["MUSTER_ROUTING_MAX_ATTEMPTS": "0"]))
+        #expect(rangeError.source == "environment MUSTER_ROUTING_MAX_ATTEMPTS")
+        #expect(rangeError.reason.contains("out of range"))
+        let listenError = try #require(loadError(set: [("listen", "localhost")]))
+        #expect(listenError.key == "listen")
+        let boolError = try #require(loadError(file: try write(#"{"routing": {"work_stealing": 1}}"#)))
+        #expect(boolError.reason.contains("true or false"))
+        let notJSON = try write("{not json")
+        #expect(loadError(file: notJSON) != nil)
+        #expect(loadError(file: "/nonexistent/muster.json")?.reason.contains("cannot be read") == true)
+    }
+
+    @Test func backendsAreParsedStrictly() throws {
+        let file = try write(
+            #"""
+            {"backends": [
+              {"name": "sim", "kind": "simulated", "features": ["video", "frameinterps"], "slots": 2,
+               "job_seconds": {"video": "1.5s", "default": 1}},
+              {"name": "gpu-box", "kind": "remote", "url": "ws://127.0.0.1:7461", "token": "s3cret"}
+            ]}
+            """#)
+        let config = try Configuration.load(file: file, environment: [:])
+        #expect(config.backends.map(\.name) == ["sim", "gpu-box"])
+        #expect(config.backends[0].slots == 2)
+        guard case .simulated(let sim) = config.backends[0].kind else {
+            Issue.record("expected a simulated backend")
+            return
+        }
+        #expect(sim.jobSeconds["video"] == 1.5)
+        #expect(!config.backends[1].isLocal)
+        #expect(!config.printable().contains("s3cret"))
+        #expect(config.printable().contains("<redacted>"))
+
+        let unknownField = try #require(loadError(file: try write(#"{"backends": [{"name": "a", "kind": "simulated", "slot": 1}]}"#)))
+        #expect(unknownField.key == "backends[0].slot")
+        let badKind = try #require(loadError(file: try write(#"{"backends": [{"name": "a", "kind": "gpu"}]}"#)))
+        #expect(badKind.key == "backends[0].kind")
+        let duplicate = try #require(
+            loadError(file: try write(#"{"backends": [{"name": "a", "kind": "simulated"}, {"name": "a", "kind": "simulated"}]}"#)))
+        #expect(duplicate.key == "backends[1].name")
+        let badFeature = try #require(loadError(file: try write(#"{"backends": [{"name": "a", "kind": "simulated", "features": ["Video!"]}]}"#)))
+        #expect(badFeature.key == "backends[0].features")
+        let badURL = try #require(loadError(set: [("backends", #"[{"name": "r", "kind": "remote", "url": "http://x"}]"#)]))
+        #expect(badURL.key == "backends[0].url")
+    }
+
+    @Test func crossKeyRules() throws {
+        let error = try #require(loadError(set: [("tls.cert", "/dev/null")]))
+        #expect(error.key == "tls.key")
+        let both = try #require(loadError(set: [("auth.token", "a"), ("auth.token_file", "/dev/null")]))
+        #expect(both.key == "auth.token_file")
+    }
+
+    @Test func tokenFileFirstLineIsTheToken() throws {
+        let path = try write("  tok3n  \nsecond line\n")
+        let config = try Configuration.load(file: nil, environment: ["MUSTER_AUTH_TOKEN_FILE": path])
+        #expect(try config.resolvedSharedToken() == "tok3n")
+        #expect(!config.printable().contains("tok3n"))
+    }
+
+    @Test func environmentNamesFollowTheKeys() {
+        let names = ConfigKey.all.map(\.environmentName)
+        #expect(names.contains("MUSTER_GATE_WINDOW_SECONDS"))
+        #expect(names.contains("MUSTER_LINKS_MAX_MESSAGE_BYTES"))
+        #expect(Set(names).count == names.count)
+    }
+}

@@ -1,6 +1,0 @@
-import MusterProtocol
-import Testing
-
-@Test func finalJobStates() {
-    #expect(JobState.allCases.filter(\.isFinal) == [.completed, .failed, .canceled])
-}
