@@ -1,0 +1,95 @@
+import CoreMetrics
+import Prometheus
+
+/// The coordinator's metrics, reported through swift-metrics into a Prometheus registry of this
+/// server's own (so several servers in one test process never share counters), and rendered for
+/// `GET /metrics` in the Prometheus text format.
+///
+/// Gauges for "how many are in state X right now" are set from snapshots; counters and histograms
+/// are fed as things happen. Labelled metrics are created on first use and cached.
+public final class ServerMetrics: @unchecked Sendable {
+    // @unchecked Sendable: the label caches are only touched on the coordinator's loop thread
+    // (the coordinator is the only caller); the swift-metrics handles themselves are thread-safe.
+
+    public let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+
+    private var gauges: [String: CoreMetrics.Gauge] = [:]
+    private var counters: [String: CoreMetrics.Counter] = [:]
+
+    public let bindLatency: CoreMetrics.Timer
+    public let jobDuration: CoreMetrics.Timer
+    public let capabilityPropagation: CoreMetrics.Timer
+    public let gateRelease: CoreMetrics.Timer
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let fast: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(250), .seconds(1),
+            .seconds(10), .seconds(60),
+        ]
+        let slow: [Duration] = [
+            .milliseconds(100), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+            .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600), .seconds(1800),
+        ]
+        factory.durationHistogramBuckets = [
+            "muster_bind_latency_seconds": fast,
+            "muster_gate_release_seconds": fast,
+            "muster_job_duration_seconds": slow,
+            "muster_capability_propagation_seconds": slow,
+        ]
+        self.factory = factory
+        bindLatency = CoreMetrics.Timer(label: "muster_bind_latency_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+        jobDuration = CoreMetrics.Timer(label: "muster_job_duration_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+        capabilityPropagation = Timer(
+            label: "muster_capability_propagation_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+        gateRelease = CoreMetrics.Timer(label: "muster_gate_release_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+    }
+
+    /// A gauge, created on first use: `gauge("muster_jobs", ["state": "queued"])`.
+    public func gauge(_ name: String, _ labels: KeyValuePairs<String, String> = [:]) -> CoreMetrics.Gauge {
+        let key = Self.key(name, labels)
+        if let g = gauges[key] { return g }
+        let g = CoreMetrics.Gauge(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
+        gauges[key] = g
+        return g
+    }
+
+    /// A counter, created on first use: `counter("muster_protocol_errors_total", ["code": "malformed_json"])`.
+    public func counter(_ name: String, _ labels: KeyValuePairs<String, String> = [:]) -> CoreMetrics.Counter {
+        let key = Self.key(name, labels)
+        if let c = counters[key] { return c }
+        let c = CoreMetrics.Counter(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
+        counters[key] = c
+        return c
+    }
+
+    /// Sets every gauge `name{label=value}` from `counts`; values seen before but absent now go to 0,
+    /// so a state that emptied does not keep reporting its last count.
+    public func setGauges(_ name: String, label: String, counts: [String: Int]) {
+        let prefix = name + "{" + label + "="
+        for (key, g) in gauges where key.hasPrefix(prefix) {
+            let value = String(key.dropFirst(prefix.count).dropLast())
+            if counts[value] == nil { g.record(0) }
+        }
+        for (value, count) in counts {
+            gauge(name, [label: value]).record(count)
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func render() -> String {
+        registry.emitToString()
+    }
+
+    private static func key(_ name: String, _ labels: KeyValuePairs<String, String>) -> String {
+        var key = name + "{"
+        for (i, (k, v)) in labels.enumerated() {
+            if i > 0 { key += "," }
+            key += k + "=" + v
+        }
+        return key + "}"
+    }
+}
