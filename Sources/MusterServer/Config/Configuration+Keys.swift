@@ -198,3 +198,22 @@ struct InvalidValue: Error, ExpressibleByStringInterpolation, CustomStringConver
     init(stringLiteral value: String) { description = value }
     init(stringInterpolation: DefaultStringInterpolation) { description = String(stringInterpolation: stringInterpolation) }
 }
+
+extension ConfigKey {
+    /// The configuration reference as a Markdown table, as README.md carries it
+    /// (a test keeps README equal to this).
+    public static func referenceMarkdown() -> String {
+        var out = "| key | environment | default | meaning |\n|---|---|---|---|\n"
+        for key in all {
+            let def: String
+            switch key.defaultValue {
+            case .string(let s) where s.isEmpty: def = "(none)"
+            default: def = "`\(key.defaultValue)`"
+            }
+            out += "| `\(key.name)` | `\(key.environmentName)` | \(def) | \(key.help) |\n"
+        }
+        out += "| `backends` | `MUSTER_BACKENDS` | two local simulated | Array of backends (JSON), see below. |\n"
+        out += "| `auth.backend_tokens` | `MUSTER_AUTH_BACKEND_TOKENS` | (none) | Object of backend name to the token that backend must present (JSON). |\n"
+        return out
+    }
+}
