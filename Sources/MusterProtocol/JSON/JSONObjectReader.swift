@@ -59,23 +59,23 @@ struct JSONObjectReader {
     private func checkDuplicates() throws(ProtocolError) {
         let count = Int(doc.nodes[node].count)
         guard count > 1 else { return }
-        var keys: [Int] = []
-        keys.reserveCapacity(count)
-        var k = node + 1
-        while k < endIndex {
-            keys.append(k)
-            k = nextKey(after: k)
-        }
-        if count <= 16 {
-            for a in 0..<keys.count {
-                for b in (a + 1)..<keys.count where keysEqual(keys[a], keys[b]) {
-                    throw duplicate(keys[b])
+        let end = endIndex
+        if count <= 24 {
+            var a = node + 1
+            while a < end {
+                var b = nextKey(after: a)
+                while b < end {
+                    if keysEqual(a, b) { throw duplicate(b) }
+                    b = nextKey(after: b)
                 }
+                a = nextKey(after: a)
             }
         } else {
             var seen = Set<[UInt8]>(minimumCapacity: count)
-            for key in keys where !seen.insert(keyBytes(key)).inserted {
-                throw duplicate(key)
+            var k = node + 1
+            while k < end {
+                if !seen.insert(keyBytes(k)).inserted { throw duplicate(k) }
+                k = nextKey(after: k)
             }
         }
     }
@@ -177,10 +177,23 @@ struct JSONObjectReader {
         for (i, s) in list.enumerated() {
             try grammar.check(s, path: "\(key)[\(i)]")
         }
-        if list.count > 1 && Set(list).count != list.count {
-            throw .invalid("\(key)", "entries must be distinct")
-        }
+        try Self.checkDistinct(list, path: "\(key)")
         return list
+    }
+
+    /// Rejects repeated entries. Lists are usually sent sorted, which makes this one linear pass.
+    static func checkDistinct(_ list: [String], path: String) throws(ProtocolError) {
+        guard list.count > 1 else { return }
+        var sorted = true
+        for i in 1..<list.count where !(list[i - 1] < list[i]) {
+            sorted = false
+            break
+        }
+        if sorted { return }
+        let copy = list.sorted()
+        for i in 1..<copy.count where copy[i - 1] == copy[i] {
+            throw .invalid(path, "entries must be distinct ('\(copy[i])' repeats)")
+        }
     }
 
     /// A required integer in `range`.

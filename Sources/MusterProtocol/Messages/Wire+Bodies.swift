@@ -84,13 +84,14 @@ extension Wire {
                 owner: try o.optionalString("owner", .key))
         }
 
+        /// Members at their default value are left out: the canonical form is the shortest.
         func encodeMembers(_ w: inout JSONWriter) {
             w.member("kind", kind)
-            w.member("needs", needs)
+            if !needs.isEmpty { w.member("needs", needs) }
             w.member("model", model)
-            w.member("params", params)
-            w.member("count", count)
-            w.member("priority", priority)
+            if params != .emptyObject { w.member("params", params) }
+            if count != 1 { w.member("count", count) }
+            if priority != 0 { w.member("priority", priority) }
             w.member("owner", owner)
         }
     }

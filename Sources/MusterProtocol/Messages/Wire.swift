@@ -256,8 +256,26 @@ extension CapabilitySnapshot: WireMessage {
         let models: Wire.Models = try o.required("models")
         let slots = try o.int("slots", in: 0...Int64(ProtocolLimits.maxSlots))
         return Self(
-            version: CapabilityVersion(incarnation: incarnation, revision: revision), state: state,
+            wireVersion: CapabilityVersion(incarnation: incarnation, revision: revision), state: state,
             features: features, modelsAvailable: models.available, modelsLoaded: models.loaded, slots: slots)
+    }
+
+    /// The public initialiser's normalisation (sorted, distinct) without its cost when the lists
+    /// arrive sorted, as they usually do; the decoder has already rejected repeats.
+    init(
+        wireVersion: CapabilityVersion, state: BackendState, features: [String], modelsAvailable: [String],
+        modelsLoaded: [String], slots: Int
+    ) {
+        func normalised(_ list: [String]) -> [String] {
+            for i in list.indices.dropFirst() where !(list[i - 1] < list[i]) { return list.sorted() }
+            return list
+        }
+        self.version = wireVersion
+        self.state = state
+        self.features = normalised(features)
+        self.modelsAvailable = normalised(modelsAvailable)
+        self.modelsLoaded = normalised(modelsLoaded)
+        self.slots = slots
     }
 
     func encodeMembers(_ w: inout JSONWriter) {
