@@ -18,11 +18,13 @@ extension ErrorCode {
     public static let jobTimeout = ErrorCode("job_timeout")
     /// A message arrived that is valid but not allowed now (e.g. a second `hello`).
     public static let unexpectedMessage = ErrorCode("unexpected_message")
+    /// `hello` from a backend whose name is linked under a newer incarnation.
+    public static let staleIncarnation = ErrorCode("stale_incarnation")
 
     /// Every code the protocol defines, in the order of the spec's table.
     public static let defined: [ErrorCode] = [
         .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
-        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleLease, .unknownJob, .unknownBatch,
+        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .unknownJob, .unknownBatch,
         .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend, .attemptsExhausted, .jobFailed,
         .jobTimeout, .backendLost, .modelLoadFailed, .canceled, .notFound, .methodNotAllowed, .shuttingDown,
         .internalError,
@@ -35,7 +37,7 @@ extension ErrorCode {
         case .badCredentials: 401
         case .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .notFound: 404
         case .methodNotAllowed: 405
-        case .notRegistered, .unexpectedMessage, .staleLease, .batchKeyConflict: 409
+        case .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .batchKeyConflict: 409
         case .messageTooLarge, .limitExceeded: 413
         case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .canceled: 422
         case .modelLoadFailed: 502

@@ -441,7 +441,9 @@ public struct JobEventKind: RawRepresentable, Hashable, Sendable, CustomStringCo
     public init(_ rawValue: String) { self.rawValue = rawValue }
     public var description: String { rawValue }
 
-    /// Entered the queue (also sent as the current state on `subscribe`).
+    /// The job's current state, sent once per job right after `subscribed`.
+    public static let snapshot = JobEventKind("snapshot")
+    /// Entered the queue.
     public static let queued = JobEventKind("queued")
     /// Held by the warm-up gate; `waiting` says for what.
     public static let gated = JobEventKind("gated")
