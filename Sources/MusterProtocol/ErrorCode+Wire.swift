@@ -1,0 +1,48 @@
+// Codes added by the wire protocol, and the HTTP status each one maps to (Protocol/README.md has
+// the same table; a test keeps them equal).
+
+extension ErrorCode {
+    /// HTTP only: no such route.
+    public static let notFound = ErrorCode("not_found")
+    /// HTTP only: the route exists, the method does not.
+    public static let methodNotAllowed = ErrorCode("method_not_allowed")
+    /// A `batch_key` was reused with a different batch.
+    public static let batchKeyConflict = ErrorCode("batch_key_conflict")
+    /// `load_model` named a model no backend offers.
+    public static let unknownModel = ErrorCode("unknown_model")
+    /// A backend could not load a model.
+    public static let modelLoadFailed = ErrorCode("model_load_failed")
+    /// A job's backend was lost while the job was bound to it (the job is requeued).
+    public static let backendLost = ErrorCode("backend_lost")
+    /// A job ran longer than its time limit.
+    public static let jobTimeout = ErrorCode("job_timeout")
+    /// A message arrived that is valid but not allowed now (e.g. a second `hello`).
+    public static let unexpectedMessage = ErrorCode("unexpected_message")
+    /// `hello` from a backend whose name is linked under a newer incarnation.
+    public static let staleIncarnation = ErrorCode("stale_incarnation")
+
+    /// Every code the protocol defines, in the order of the spec's table.
+    public static let defined: [ErrorCode] = [
+        .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
+        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .unknownJob, .unknownBatch,
+        .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend, .attemptsExhausted, .jobFailed,
+        .jobTimeout, .backendLost, .modelLoadFailed, .canceled, .notFound, .methodNotAllowed, .shuttingDown,
+        .internalError,
+    ]
+
+    /// The HTTP status an error with this code is answered with. Unknown codes map to 500.
+    public var httpStatus: Int {
+        switch self {
+        case .malformedJSON, .invalidMessage, .unknownType, .noCommonVersion, .wrongRole: 400
+        case .badCredentials: 401
+        case .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .notFound: 404
+        case .methodNotAllowed: 405
+        case .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .batchKeyConflict: 409
+        case .messageTooLarge, .limitExceeded: 413
+        case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .canceled: 422
+        case .modelLoadFailed: 502
+        case .shuttingDown: 503
+        default: 500
+        }
+    }
+}

@@ -1,0 +1,471 @@
+// Subprotocol `muster.client.v1`: clients submit batches and follow their jobs.
+
+/// A message a client sends to the coordinator.
+public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, ProtocolEncodable {
+    case hello(Hello)
+    case submit(Submit)
+    case subscribe(Subscribe)
+    case cancel(Cancel)
+    case status(Status)
+    case loadModel(Wire.LoadModelRequest)
+
+    /// The wire `type`.
+    public var type: String {
+        switch self {
+        case .hello: "hello"
+        case .submit: "submit"
+        case .subscribe: "subscribe"
+        case .cancel: "cancel"
+        case .status: "status"
+        case .loadModel: "load_model"
+        }
+    }
+
+    static let types: [StaticString] = ["hello", "submit", "subscribe", "cancel", "status", "load_model"]
+
+    public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
+        -> Self
+    {
+        try Envelope.decode(bytes, limits: limits) { type, o throws(ProtocolError) in
+            switch type {
+            case "hello": .hello(try .decode(&o))
+            case "submit": .submit(try .decode(&o))
+            case "subscribe": .subscribe(try .decode(&o))
+            case "cancel": .cancel(try .decode(&o))
+            case "status": .status(try .decode(&o))
+            case "load_model": .loadModel(try .decode(&o))
+            default: throw Envelope.unknownType(type, known: types)
+            }
+        }
+    }
+
+    public func encode() -> [UInt8] {
+        switch self {
+        case .hello(let m): m.encodeMessage()
+        case .submit(let m): m.encodeMessage()
+        case .subscribe(let m): m.encodeMessage()
+        case .cancel(let m): m.encodeMessage()
+        case .status(let m): m.encodeMessage()
+        case .loadModel(let m): m.encodeMessage()
+        }
+    }
+
+    /// `hello` on the client link.
+    public struct Hello: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "hello"
+        public var id: String?
+        /// Names the client in logs; the default `owner` of its jobs.
+        public var name: String
+        /// Never logged, never echoed.
+        public var token: String
+        public var versions: [Int]
+        public var software: String?
+
+        public init(
+            id: String? = nil, name: String, token: String, versions: [Int] = Subprotocol.supportedVersions,
+            software: String? = nil
+        ) {
+            self.id = id
+            self.name = name
+            self.token = token
+            self.versions = versions
+            self.software = software
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            let id = try o.optionalString("id", .key)
+            try PeerRole.expect(.client, in: &o)
+            return Self(
+                id: id, name: try o.string("name", .name), token: try o.string("token", .token),
+                versions: try PeerRole.versions(&o), software: try o.optionalString("software", .key))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("role", PeerRole.client.rawValue)
+            w.member("name", name)
+            w.member("token", token)
+            w.member("versions", versions)
+            w.member("software", software)
+        }
+    }
+
+    /// Submit a batch. Same members as the body of `POST /v1/batches`, plus `id`.
+    public struct Submit: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "submit"
+        public var id: String?
+        public var batch: Wire.BatchRequest
+        public init(id: String? = nil, batch: Wire.BatchRequest) {
+            self.id = id
+            self.batch = batch
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key), batch: try .decode(&o))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            batch.encodeMembers(&w)
+        }
+    }
+
+    /// Follow the jobs of one batch (or, without `batch`, every job). The coordinator answers
+    /// `subscribed`, then sends each job's current state as a `job` event, then every change.
+    public struct Subscribe: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "subscribe"
+        public var id: String?
+        public var batch: BatchID?
+        public init(id: String? = nil, batch: BatchID? = nil) {
+            self.id = id
+            self.batch = batch
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key), batch: try o.optional("batch"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("batch", batch)
+        }
+    }
+
+    /// Cancel one job or every job of a batch: exactly one of `job` and `batch`.
+    public struct Cancel: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "cancel"
+        public var id: String?
+        public var target: Target
+
+        /// What to cancel.
+        public enum Target: Hashable, Sendable {
+            case job(JobID)
+            case batch(BatchID)
+        }
+
+        public init(id: String? = nil, target: Target) {
+            self.id = id
+            self.target = target
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            let id = try o.optionalString("id", .key)
+            let job: JobID? = try o.optional("job")
+            let batch: BatchID? = try o.optional("batch")
+            switch (job, batch) {
+            case (let job?, nil): return Self(id: id, target: .job(job))
+            case (nil, let batch?): return Self(id: id, target: .batch(batch))
+            case (nil, nil): throw .invalid("", "one of 'job' and 'batch' is required")
+            case (_?, _?): throw .invalid("", "give either 'job' or 'batch', not both")
+            }
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            switch target {
+            case .job(let job): w.member("job", job)
+            case .batch(let batch): w.member("batch", batch)
+            }
+        }
+    }
+
+    /// Ask for a `status_report`.
+    public struct Status: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "status"
+        public var id: String?
+        public init(id: String? = nil) { self.id = id }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) { w.member("id", id) }
+    }
+}
+
+/// A message the coordinator sends to a client.
+public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, ProtocolEncodable {
+    case welcome(Welcome)
+    case accepted(Wire.Accepted)
+    case subscribed(Subscribed)
+    case job(JobEvent)
+    case canceled(Canceled)
+    case statusReport(StatusReport)
+    case modelsLoading(Wire.ModelsLoading)
+    case error(Wire.ErrorMessage)
+    case goodbye(Wire.Goodbye)
+
+    /// The wire `type`.
+    public var type: String {
+        switch self {
+        case .welcome: "welcome"
+        case .accepted: "accepted"
+        case .subscribed: "subscribed"
+        case .job: "job"
+        case .canceled: "canceled"
+        case .statusReport: "status_report"
+        case .modelsLoading: "models_loading"
+        case .error: "error"
+        case .goodbye: "goodbye"
+        }
+    }
+
+    static let types: [StaticString] = [
+        "welcome", "accepted", "subscribed", "job", "canceled", "status_report", "models_loading", "error", "goodbye",
+    ]
+
+    public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
+        -> Self
+    {
+        try Envelope.decode(bytes, limits: limits) { type, o throws(ProtocolError) in
+            switch type {
+            case "job": .job(try .decode(&o))
+            case "welcome": .welcome(try .decode(&o))
+            case "accepted": .accepted(try .decode(&o))
+            case "subscribed": .subscribed(try .decode(&o))
+            case "canceled": .canceled(try .decode(&o))
+            case "status_report": .statusReport(try .decode(&o))
+            case "models_loading": .modelsLoading(try .decode(&o))
+            case "error": .error(try .decode(&o))
+            case "goodbye": .goodbye(try .decode(&o))
+            default: throw Envelope.unknownType(type, known: types)
+            }
+        }
+    }
+
+    public func encode() -> [UInt8] {
+        switch self {
+        case .welcome(let m): m.encodeMessage()
+        case .accepted(let m): m.encodeMessage()
+        case .subscribed(let m): m.encodeMessage()
+        case .job(let m): m.encodeMessage()
+        case .canceled(let m): m.encodeMessage()
+        case .statusReport(let m): m.encodeMessage()
+        case .modelsLoading(let m): m.encodeMessage()
+        case .error(let m): m.encodeMessage()
+        case .goodbye(let m): m.encodeMessage()
+        }
+    }
+
+    /// The answer to a client's `hello`.
+    public struct Welcome: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "welcome"
+        public var id: String?
+        public var version: Int
+        public var coordinator: String
+        public var heartbeatMs: UInt64
+        public var maxMessageBytes: Int
+        public init(
+            id: String? = nil, version: Int = 1, coordinator: String, heartbeatMs: UInt64,
+            maxMessageBytes: Int = ProtocolLimits.default.maxMessageBytes
+        ) {
+            self.id = id
+            self.version = version
+            self.coordinator = coordinator
+            self.heartbeatMs = heartbeatMs
+            self.maxMessageBytes = maxMessageBytes
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(
+                id: try o.optionalString("id", .key), version: try o.int("version", in: 1...1000),
+                coordinator: try o.string("coordinator", .key), heartbeatMs: try o.required("heartbeat_ms"),
+                maxMessageBytes: try o.int("max_message_bytes", in: 1024...Int64(Int32.max)))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("version", version)
+            w.member("coordinator", coordinator)
+            w.member("heartbeat_ms", heartbeatMs)
+            w.member("max_message_bytes", maxMessageBytes)
+        }
+    }
+
+    /// The answer to `subscribe`.
+    public struct Subscribed: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "subscribed"
+        public var id: String?
+        public var batch: BatchID?
+        public init(id: String? = nil, batch: BatchID? = nil) {
+            self.id = id
+            self.batch = batch
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key), batch: try o.optional("batch"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("batch", batch)
+        }
+    }
+
+    /// The answer to `cancel`: the jobs that were canceled by it (already final ones are not listed).
+    public struct Canceled: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "canceled"
+        public var id: String?
+        public var jobs: [JobID]
+        public init(id: String? = nil, jobs: [JobID]) {
+            self.id = id
+            self.jobs = jobs
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key), jobs: try o.required("jobs"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("jobs", jobs)
+        }
+    }
+
+    /// The answer to `status`: readiness, backends, queue.
+    public struct StatusReport: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "status_report"
+        public var id: String?
+        public var readiness: Wire.Readiness
+        public var backends: [Wire.BackendInfo]
+        public var queue: Wire.QueueSummary
+        public init(id: String? = nil, readiness: Wire.Readiness, backends: [Wire.BackendInfo], queue: Wire.QueueSummary) {
+            self.id = id
+            self.readiness = readiness
+            self.backends = backends
+            self.queue = queue
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(
+                id: try o.optionalString("id", .key), readiness: try o.required("readiness"),
+                backends: try o.list("backends", maxCount: ProtocolLimits.maxListLength),
+                queue: try o.required("queue"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("readiness", readiness)
+            w.member("backends", backends)
+            w.member("queue", queue)
+        }
+    }
+
+    /// One transition of one job. `event` says what happened, `state` is the state after it.
+    public struct JobEvent: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "job"
+        public var job: JobID
+        public var batch: BatchID
+        public var event: JobEventKind
+        public var state: JobState
+        public var attempt: Int
+        /// Milliseconds since the Unix epoch, coordinator clock.
+        public var atMs: UInt64
+        /// The backend the job is bound to or ran on.
+        public var backend: BackendID?
+        /// With `progress`: 0...1.
+        public var progress: Double?
+        /// With `progress`: the backend's text.
+        public var message: String?
+        /// With `completed`.
+        public var result: RawJSON?
+        /// With `failed`, `canceled` and `requeued`.
+        public var error: Wire.ErrorBody?
+        /// With `gated`: what the job waits for.
+        public var waiting: Wire.GateWait?
+        /// With `released`: open set `announced`, `window_elapsed`, `idle_backend`, `gate_disabled`.
+        public var cause: String?
+
+        public init(
+            job: JobID, batch: BatchID, event: JobEventKind, state: JobState, attempt: Int, atMs: UInt64,
+            backend: BackendID? = nil, progress: Double? = nil, message: String? = nil, result: RawJSON? = nil,
+            error: Wire.ErrorBody? = nil, waiting: Wire.GateWait? = nil, cause: String? = nil
+        ) {
+            self.job = job
+            self.batch = batch
+            self.event = event
+            self.state = state
+            self.attempt = attempt
+            self.atMs = atMs
+            self.backend = backend
+            self.progress = progress
+            self.message = message
+            self.result = result
+            self.error = error
+            self.waiting = waiting
+            self.cause = cause
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            let job: JobID = try o.required("job")
+            let batch: BatchID = try o.required("batch")
+            let event: JobEventKind = try o.required("event")
+            let state: JobState = try o.required("state")
+            let attempt = try o.int("attempt", in: 0...1000)
+            let atMs: UInt64 = try o.required("at_ms")
+            let backend: BackendID? = try o.optional("backend")
+            let progress: Double? = try o.optional("progress")
+            if let progress, !(0...1).contains(progress) { throw .invalid("progress", "must lie in 0...1") }
+            return Self(
+                job: job, batch: batch, event: event, state: state, attempt: attempt, atMs: atMs, backend: backend,
+                progress: progress, message: try o.optionalString("message", .message),
+                result: try o.raw("result", object: false, maxBytes: o.doc.limits.maxResultBytes),
+                error: try o.optional("error"), waiting: try o.optional("waiting"),
+                cause: try o.optionalString("cause", .code))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("job", job)
+            w.member("batch", batch)
+            w.member("event", event)
+            w.member("state", state)
+            w.member("attempt", attempt)
+            w.member("at_ms", atMs)
+            w.member("backend", backend)
+            w.member("progress", progress)
+            w.member("message", message)
+            w.member("result", result)
+            w.member("error", error)
+            w.member("waiting", waiting)
+            w.member("cause", cause)
+        }
+    }
+}
+
+/// What happened to a job, in a `job` event. Open set: clients must accept names they do not know.
+public struct JobEventKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible,
+    JSONValueDecodable, JSONValueEncodable
+{
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// The job's current state, sent once per job right after `subscribed`.
+    public static let snapshot = JobEventKind("snapshot")
+    /// Entered the queue.
+    public static let queued = JobEventKind("queued")
+    /// Held by the warm-up gate; `waiting` says for what.
+    public static let gated = JobEventKind("gated")
+    /// Let out of the gate; `cause` says why.
+    public static let released = JobEventKind("released")
+    /// Bound to `backend` under a new lease.
+    public static let bound = JobEventKind("bound")
+    /// Taken back from a backend that had not started it (work stealing); queued again.
+    public static let revoked = JobEventKind("revoked")
+    public static let started = JobEventKind("started")
+    public static let progress = JobEventKind("progress")
+    /// Its backend was lost or it failed retryably; queued again with `attempt` + 1.
+    public static let requeued = JobEventKind("requeued")
+    public static let completed = JobEventKind("completed")
+    public static let failed = JobEventKind("failed")
+    public static let canceled = JobEventKind("canceled")
+
+    static func decodeJSON(_ doc: JSONDocument, _ i: Int) throws(ProtocolError) -> JobEventKind {
+        let s = try String.decodeJSON(doc, i)
+        try Grammar.code.check(s, path: "")
+        return JobEventKind(s)
+    }
+
+    func encodeJSON(_ w: inout JSONWriter) { w.string(rawValue) }
+}

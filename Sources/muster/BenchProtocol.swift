@@ -1,0 +1,131 @@
+import ArgumentParser
+import MusterProtocol
+
+/// `muster bench protocol`: decode, encode and decode+encode throughput of the hot messages.
+struct BenchProtocol: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "protocol",
+        abstract: "Messages per second through the MusterProtocol codecs (one core)."
+    )
+
+    @Option(help: "Seconds to measure each cell of the table.")
+    var seconds: Double = 1.0
+
+    func run() throws {
+        let samples = Self.samples()
+        print("| message | bytes | decode msg/s | encode msg/s | decode+encode msg/s |")
+        print("|---|---:|---:|---:|---:|")
+        for sample in samples {
+            let decode = measure { sample.decode() }
+            let encode = measure { sample.encode() }
+            let both = measure { sample.roundTrip() }
+            print("| \(sample.name) | \(sample.bytes.count) | \(Self.format(decode)) | \(Self.format(encode)) | \(Self.format(both)) |")
+        }
+    }
+
+    /// Runs `body` in rounds until `seconds` have passed; returns calls per second.
+    private func measure(_ body: () -> Int) -> Double {
+        let clock = ContinuousClock()
+        var sink = 0
+        for _ in 0..<1000 { sink &+= body() }
+        var calls = 0
+        let start = clock.now
+        let budget = Duration.milliseconds(Int64(seconds * 1000))
+        var elapsed = Duration.zero
+        while elapsed < budget {
+            for _ in 0..<2000 { sink &+= body() }
+            calls += 2000
+            elapsed = clock.now - start
+        }
+        if sink == 42 { print("") }  // keeps the work observable
+        let s = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return Double(calls) / s
+    }
+
+    private static func format(_ v: Double) -> String {
+        let n = Int(v.rounded())
+        var s = String(n)
+        var i = s.count - 3
+        while i > 0 {
+            s.insert(",", at: s.index(s.startIndex, offsetBy: i))
+            i -= 3
+        }
+        return s
+    }
+
+    struct Sample {
+        var name: String
+        var bytes: [UInt8]
+        var decode: () -> Int
+        var encode: () -> Int
+        var roundTrip: () -> Int
+    }
+
+    static func backendIn(_ name: String, _ message: BackendToCoordinator) -> Sample {
+        let bytes = message.encode()
+        return Sample(
+            name: name, bytes: bytes,
+            decode: { (try? BackendToCoordinator.decode(bytes)) == nil ? 0 : 1 },
+            encode: { message.encode().count },
+            roundTrip: { (try? BackendToCoordinator.decode(bytes))?.encode().count ?? 0 })
+    }
+
+    static func backendOut(_ name: String, _ message: CoordinatorToBackend) -> Sample {
+        let bytes = message.encode()
+        return Sample(
+            name: name, bytes: bytes,
+            decode: { (try? CoordinatorToBackend.decode(bytes)) == nil ? 0 : 1 },
+            encode: { message.encode().count },
+            roundTrip: { (try? CoordinatorToBackend.decode(bytes))?.encode().count ?? 0 })
+    }
+
+    static func clientIn(_ name: String, _ message: ClientToCoordinator) -> Sample {
+        let bytes = message.encode()
+        return Sample(
+            name: name, bytes: bytes,
+            decode: { (try? ClientToCoordinator.decode(bytes)) == nil ? 0 : 1 },
+            encode: { message.encode().count },
+            roundTrip: { (try? ClientToCoordinator.decode(bytes))?.encode().count ?? 0 })
+    }
+
+    static func samples() -> [Sample] {
+        let params = RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","seed":1234,"frames":48,"fps":24}"#)
+        return [
+            backendOut(
+                "assign",
+                .assign(
+                    .init(
+                        job: JobID(1_000_017), lease: Lease(73), batch: BatchID(4211), attempt: 1, kind: "video",
+                        needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b", params: params))),
+            backendIn(
+                "progress",
+                .progress(.init(job: JobID(1_000_017), lease: Lease(73), fraction: 0.375, message: "step 18/48"))),
+            backendIn(
+                "completed",
+                .completed(
+                    .init(
+                        job: JobID(1_000_017), lease: Lease(73),
+                        result: RawJSON(unchecked: #"{"files":["out/1000017.mp4"],"seconds":61.2}"#)))),
+            backendIn(
+                "capabilities",
+                .capabilities(
+                    CapabilitySnapshot(
+                        version: CapabilityVersion(incarnation: Incarnation(1_763_700_000_000), revision: 3),
+                        state: .ready, features: ["frameinterps", "image", "video"],
+                        modelsAvailable: ["flux1-dev", "sdxl-base-1.0", "wan2.1-t2v-14b"],
+                        modelsLoaded: ["wan2.1-t2v-14b"], slots: 1))),
+            clientIn(
+                "submit",
+                .submit(
+                    .init(
+                        id: "r1",
+                        batch: .init(
+                            batchKey: "render-2026-11-21-001",
+                            jobs: [
+                                .init(
+                                    kind: "video", needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b",
+                                    params: params, count: 4, priority: 0, owner: "alice")
+                            ])))),
+        ]
+    }
+}
