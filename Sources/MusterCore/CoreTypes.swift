@@ -65,6 +65,12 @@ public struct BackendRefusal: Hashable, Sendable {
     public var backend: BackendID
     public var name: String
     public var reason: String
+
+    public init(backend: BackendID, name: String, reason: String) {
+        self.backend = backend
+        self.name = name
+        self.reason = reason
+    }
 }
 
 /// Why a job ended in `failed`.
@@ -90,6 +96,13 @@ public struct WaitReason: Hashable, Sendable {
     public var backends: [BackendID]
     /// True when no ready backend can run the job at all yet (rather than none being free).
     public var noReadyBackend: Bool
+
+    public init(features: [String], model: String?, backends: [BackendID], noReadyBackend: Bool) {
+        self.features = features
+        self.model = model
+        self.backends = backends
+        self.noReadyBackend = noReadyBackend
+    }
 }
 
 /// Why a held job left the gate.
