@@ -8,7 +8,7 @@ extension Coordinator {
         backends[id] = Backend(
             id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now)
         scheduleGateWindow(id)
-        refresh(id, reindex: false)
+        refresh(id, reindex: true)
     }
 
     mutating func register(_ r: BackendRegistration) {
