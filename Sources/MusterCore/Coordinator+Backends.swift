@@ -4,15 +4,15 @@ import MusterProtocol
 // keep routing decisions away from full scans.
 extension Coordinator {
     mutating func expect(_ id: BackendID, name: String) {
-        guard backends[id] == nil else { return }
-        backends[id] = Backend(
-            id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now)
+        guard !backends.contains(id) else { return }
+        backends.put(Backend(
+            id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
         scheduleGateWindow(id)
         refresh(id, reindex: true)
     }
 
     mutating func register(_ r: BackendRegistration) {
-        var b = backends[r.id] ?? Backend(
+        var b = backends.get(r.id) ?? Backend(
             id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
             helloSlots: r.slots, registeredAt: now)
         if let known = b.incarnation, r.incarnation < known { return }  // a dead process's late hello
@@ -21,7 +21,7 @@ extension Coordinator {
         b.helloSlots = r.slots
         b.lastSeen = now
         if let known = b.incarnation, r.incarnation == known {
-            backends[r.id] = b
+            backends.put(b)
             linkRestored(r.id)
             return
         }
@@ -39,7 +39,7 @@ extension Coordinator {
         } else {
             b.snapshot = nil
         }
-        backends[r.id] = b
+        backends.put(b)
         if restarted { requeueAll(on: r.id, .backendRestarted) }
         scheduleGateWindow(r.id)
         scheduleSync(r.id)
@@ -49,7 +49,7 @@ extension Coordinator {
 
     mutating func announce(_ id: BackendID, _ snapshot: CapabilitySnapshot) {
         let outcome = registry.apply(snapshot, from: id)
-        guard var b = backends[id] else {
+        guard var b = backends.get(id) else {
             // Kept in the registry (it is a lattice); routing starts when the backend registers.
             return
         }
@@ -57,14 +57,14 @@ extension Coordinator {
         let held = registry.entries[id]!.version
         out.append(.ackCapabilities(backend: id, version: held))
         guard case .applied(let previous) = outcome else {
-            backends[id] = b
+            backends.put(b)
             counters.announcementsStale += 1
             out.append(.observe(.staleAnnouncement(id, snapshot.version)))
             return
         }
         if let known = b.incarnation, snapshot.version.incarnation < known {
             // Newer than what the registry held, yet from a process that has since restarted.
-            backends[id] = b
+            backends.put(b)
             counters.announcementsStale += 1
             out.append(.observe(.staleAnnouncement(id, snapshot.version)))
             return
@@ -95,7 +95,7 @@ extension Coordinator {
             }
         }
         b.snapshot = snapshot
-        backends[id] = b
+        backends.put(b)
         if restarted { requeueAll(on: id, .backendRestarted) }
         if snapshot.state == .ready && !wasReady && previous?.incarnation != snapshot.version.incarnation
             || snapshot.state == .ready && previous == nil
@@ -107,20 +107,20 @@ extension Coordinator {
     }
 
     mutating func linkLost(_ id: BackendID) {
-        guard var b = backends[id], b.link == .up else { return }
+        guard var b = backends.get(id), b.link == .up else { return }
         b.link = .suspect
         b.suspectUntil = now + policy.suspectGrace
-        backends[id] = b
+        backends.put(b)
         schedule(b.suspectUntil!, .suspect(id))
         refresh(id, reindex: true)
     }
 
     mutating func linkRestored(_ id: BackendID) {
-        guard var b = backends[id], b.link == .suspect || b.link == .down else { return }
+        guard var b = backends.get(id), b.link == .suspect || b.link == .down else { return }
         b.link = .up
         b.suspectUntil = nil
         b.lastSeen = now
-        backends[id] = b
+        backends.put(b)
         // Whatever changed while the link was down comes back with the answer.
         out.append(.sync(backend: id, held: registry.entries[id]?.version))
         scheduleSync(id)
@@ -128,36 +128,36 @@ extension Coordinator {
     }
 
     mutating func suspectExpired(_ id: BackendID) {
-        guard var b = backends[id], b.link == .suspect, let until = b.suspectUntil, until <= now else { return }
+        guard var b = backends.get(id), b.link == .suspect, let until = b.suspectUntil, until <= now else { return }
         b.link = .down
         b.suspectUntil = nil
         b.nextSync = nil
-        backends[id] = b
+        backends.put(b)
         requeueAll(on: id, .linkLost)
         refresh(id, reindex: true)
     }
 
     mutating func drain(_ id: BackendID) {
-        guard backends[id] != nil else { return }
-        backends[id]!.drainRequested = true
+        guard backends.contains(id) else { return }
+        backends[id].drainRequested = true
         refresh(id, reindex: true)
     }
 
     mutating func remove(_ id: BackendID) {
-        guard backends[id] != nil else { return }
+        guard backends.contains(id) else { return }
         requeueAll(on: id, .backendRemoved)
-        backends[id]!.link = .down
-        backends[id]!.drainRequested = true
+        backends[id].link = .down
+        backends[id].drainRequested = true
         refresh(id, reindex: true)
         if unknown.remove(id) != nil { readinessDirty = true }
         free.remove(id)
         stealable.remove(id)
         dirty.remove(id)
-        backends[id] = nil
+        backends.remove(id)
     }
 
     mutating func requeueAll(on id: BackendID, _ cause: RequeueCause) {
-        guard let b = backends[id] else { return }
+        guard let b = backends.get(id) else { return }
         for job in b.jobs {
             unbind(job, outcome: "requeued: \(cause.rawValue)")
             requeueOrFail(job, cause)
@@ -165,34 +165,34 @@ extension Coordinator {
     }
 
     mutating func requestPinned(_ id: BackendID) {
-        guard !pinnedModels.isEmpty, let b = backends[id], b.link == .up, b.announcedReady else { return }
+        guard !pinnedModels.isEmpty, let b = backends.get(id), b.link == .up, b.announcedReady else { return }
         for model in pinnedModels.sorted() where b.available.contains(model) && !b.loaded.contains(model) {
             requestLoad(id, model, force: false)
         }
     }
 
     mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool) {
-        guard let b = backends[id] else { return }
+        guard let b = backends.get(id) else { return }
         if !force && (b.loaded.contains(model) || b.loadRequested[model] != nil) { return }
-        backends[id]!.loadRequested[model] = now
+        backends[id].loadRequested[model] = now
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))
     }
 
     mutating func scheduleGateWindow(_ id: BackendID) {
-        guard policy.gateWindow > .zero, let b = backends[id] else { return }
+        guard policy.gateWindow > .zero, let b = backends.get(id) else { return }
         schedule(b.registeredAt + policy.gateWindow, .gateWindow(id))
     }
 
     mutating func scheduleSync(_ id: BackendID) {
         guard policy.syncInterval > .zero else { return }
         let at = now + policy.syncInterval
-        backends[id]!.nextSync = at
+        backends[id].nextSync = at
         schedule(at, .sync(id))
     }
 
     mutating func syncDue(_ id: BackendID, _ at: CoreInstant) {
-        guard let b = backends[id], b.nextSync == at, b.link == .up else { return }
+        guard let b = backends.get(id), b.nextSync == at, b.link == .up else { return }
         out.append(.sync(backend: id, held: registry.entries[id]?.version))
         scheduleSync(id)
     }
@@ -202,7 +202,7 @@ extension Coordinator {
     /// Recomputes everything derived from one backend's record. `reindex` when its capabilities,
     /// link or draining changed (class membership); otherwise only load-derived sets change.
     mutating func refresh(_ id: BackendID, reindex: Bool) {
-        guard var b = backends[id] else { return }
+        guard var b = backends.get(id) else { return }
         if reindex {
             b.features = Set(b.snapshot?.features ?? [])
             b.available = Set(b.snapshot?.modelsAvailable ?? [])
@@ -255,20 +255,21 @@ extension Coordinator {
                 lastGateOpenCause = b.unannounced ? .windowExpired : .backendsAnnounced
             }
         }
-        backends[id] = b
+        backends.put(b)
         refreshLoad(id)
     }
 
     /// Free and stealable membership after a change of load or routability.
     mutating func refreshLoad(_ id: BackendID) {
-        guard let b = backends[id] else { return }
-        if b.routable(now) && b.jobs.count < b.slots + policy.overqueue {
-            free.insert(id)
-            dirty.insert(id)
+        guard let i = backends.index(id) else { return }
+        let inFlight = backends.records[i].jobs.count, slots = backends.records[i].slots
+        let running = backends.records[i].running
+        if backends.records[i].routable(now) && inFlight < slots + policy.overqueue {
+            if free.insert(id).inserted || !dirty.contains(id) { dirty.insert(id) }
         } else {
             free.remove(id)
         }
-        if b.running >= b.slots && b.jobs.count > b.running {
+        if running >= slots && inFlight > running {
             stealable.insert(id)
         } else {
             stealable.remove(id)
@@ -282,8 +283,8 @@ extension Coordinator {
     }
 
     mutating func adjustModelInFlight(_ id: BackendID, _ delta: Int) {
-        guard let b = backends[id], b.counted else { return }
-        for m in b.countedModels { modelLoad[m, default: ModelLoad()].inFlight += delta }
+        guard let i = backends.index(id), backends.records[i].counted else { return }
+        for m in backends.records[i].countedModels { modelLoad[m, default: ModelLoad()].inFlight += delta }
     }
 
     /// Why a backend cannot run a job of class `c`, or nil if it could.

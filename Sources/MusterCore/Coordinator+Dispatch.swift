@@ -18,14 +18,14 @@ extension Coordinator {
         if opened || justClosed || !classesToCheck.isEmpty {
             reviewGate(opened: opened, justClosed: justClosed)
         }
-        for id in pending where jobs[id]?.state == .queued {
-            let c = jobs[id]!.classIndex
+        for id in pending where jobs.state(id) == .queued {
+            let c = jobs[id].classIndex
             if classes[c].capable.isEmpty && !closed && !policy.keepQueuedWhenNoEligible {
                 failNoEligible(id)
             }
         }
         dispatch()
-        for id in pending where jobs[id]?.state == .queued && classHeld(jobs[id]!.classIndex) {
+        for id in pending where jobs.state(id) == .queued && classHeld(jobs[id].classIndex) {
             hold(id)
         }
         pending.removeAll(keepingCapacity: true)
@@ -43,7 +43,7 @@ extension Coordinator {
     mutating func reviewGate(opened: Bool, justClosed: Bool) {
         let closed = gateClosed
         if !held.isEmpty {
-            for id in held.sorted() where !classHeld(jobs[id]!.classIndex) {
+            for id in held.sorted() where !classHeld(jobs[id].classIndex) {
                 release(id, opened ? lastGateOpenCause : .backendsAnnounced)
             }
         }
@@ -51,20 +51,21 @@ extension Coordinator {
         for c in targets where classes[c].queued > 0 {
             if closed {
                 guard classHeld(c) else { continue }
-                for entry in classes[c].queue.unordered.sorted() where jobs[entry.job]?.state == .queued {
+                for entry in classes[c].queue.unordered.sorted() where jobs.state(entry.job) == .queued {
                     hold(entry.job)
                 }
             } else if classes[c].capable.isEmpty && !policy.keepQueuedWhenNoEligible {
                 for entry in classes[c].queue.unordered.sorted() {
-                    if let s = jobs[entry.job]?.state, s == .queued || s == .gated { failNoEligible(entry.job) }
+                    if let s = jobs.state(entry.job), s == .queued || s == .gated { failNoEligible(entry.job) }
                 }
                 classes[c].queue = Heap()
+                classes[c].dead = 0
             }
         }
     }
 
     mutating func hold(_ id: JobID) {
-        var j = jobs[id]!
+        var j = jobs[id]
         let c = classes[j.classIndex]
         let reason = WaitReason(
             features: c.needs, model: c.model, backends: unknown.sorted(), noReadyBackend: c.capable.isEmpty)
@@ -79,7 +80,7 @@ extension Coordinator {
 
     mutating func unhold(_ id: JobID) {
         guard held.remove(id) != nil else { return }
-        for f in classes[jobs[id]!.classIndex].needs {
+        for f in classes[jobs[id].classIndex].needs {
             heldFeatures[f, default: 0] -= 1
             if heldFeatures[f] == 0 { heldFeatures[f] = nil }
         }
@@ -88,20 +89,20 @@ extension Coordinator {
 
     mutating func release(_ id: JobID, _ cause: ReleaseCause) {
         unhold(id)
-        jobs[id]!.state = .queued
-        jobs[id]!.waitReason = nil
-        emit(jobs[id]!, .released(cause))
-        wake(jobs[id]!.classIndex)
+        jobs[id].state = .queued
+        jobs[id].waitReason = nil
+        emit(jobs[id], .released(cause))
+        wake(jobs[id].classIndex)
     }
 
     /// Fails a queued job that no backend can run, naming what is missing and why each backend
     /// was refused.
     mutating func failNoEligible(_ id: JobID) {
-        let j = jobs[id]!
+        let j = jobs[id]
         let c = classes[j.classIndex]
         var refusals: [BackendRefusal] = []
-        for bid in backends.keys.sorted() {
-            let b = backends[bid]!
+        for bid in backends.ids.sorted() {
+            let b = backends[bid]
             refusals.append(BackendRefusal(backend: bid, name: b.name, reason: refusal(b, c) ?? "eligible"))
         }
         var wanted: [String] = []
@@ -114,9 +115,9 @@ extension Coordinator {
         let failure = JobFailure(
             code: .noEligibleBackend, message: "no backend can run this job: it needs \(what); \(detail)",
             refusals: refusals)
-        dequeued(id)
-        jobs[id]!.waitReason = nil
-        jobs[id]!.failure = failure
+        dequeued(id, popped: false)
+        jobs[id].waitReason = nil
+        jobs[id].failure = failure
         end(id, .failed, .failed(failure))
     }
 
@@ -127,6 +128,7 @@ extension Coordinator {
     mutating func dispatch() {
         while !dirty.isEmpty {
             var heap = Heap<Candidate>()
+            swap(&heap, &scratch)  // reuse the drained heap's storage
             for id in dirty where free.contains(id) { heap.insert(candidate(id)) }
             dirty.removeAll(keepingCapacity: true)
             while let e = heap.popMin() {
@@ -136,8 +138,7 @@ extension Coordinator {
                     heap.insert(fresh)
                     continue
                 }
-                let b = backends[e.id]!
-                let runningFree = b.jobs.count < b.slots
+                let runningFree = e.inFlight < e.slots
                 if let (c, entry) = bestJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     classes[c].queue.removeMin()
@@ -150,23 +151,31 @@ extension Coordinator {
                 dirty.remove(e.id)
                 if free.contains(e.id) { heap.insert(candidate(e.id)) }
             }
+            scratch = heap
         }
     }
 
     func candidate(_ id: BackendID) -> Candidate {
-        let b = backends[id]!
-        return Candidate(inFlight: b.jobs.count, slots: b.slots, isLocal: b.isLocal, priority: b.priority, id: id)
+        let i = backends.index(id)!
+        return Candidate(
+            inFlight: backends.records[i].jobs.count, slots: backends.records[i].slots, isLocal: id.isLocal,
+            priority: backends.records[i].priority, id: id)
     }
 
     /// The best queued job this backend may take now, or nil.
     mutating func bestJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
-        let b = backends[id]!
+        let bi = backends.index(id)!
+        let eligible = backends.records[bi].classes
         var best: (Int, QueueEntry)?
-        for c in b.classes where classes[c].queued > 0 {
+        for c in eligible where classes[c].queued > 0 {
             if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
             guard let head = cleanHead(c) else { continue }
             if let current = best, !(head < current.1) { continue }
-            if let m = classes[c].model, !b.loaded.contains(m), !loadPaysOff(head.job, model: m) { continue }
+            if let m = classes[c].model, !backends.records[bi].loaded.contains(m),
+                !loadPaysOff(estimate: Int(head.estimate), model: m)
+            {
+                continue
+            }
             best = (c, head)
         }
         return best
@@ -174,20 +183,22 @@ extension Coordinator {
 
     /// The head of a class queue, dropping entries of jobs that left the queue without being popped.
     mutating func cleanHead(_ c: Int) -> QueueEntry? {
+        guard classes[c].dead > 0 else { return classes[c].queue.min }
         while let head = classes[c].queue.min {
-            if let s = jobs[head.job]?.state, s == .queued || s == .gated { return head }
+            if let s = jobs.state(head.job), s == .queued || s == .gated { return head }
             classes[c].queue.removeMin()
+            classes[c].dead -= 1
         }
         return nil
     }
 
     /// Among backends as loaded as `e` (same locality), one that already has the class's model.
     func loadedPeer(for c: Int, instead e: Candidate, in heap: Heap<Candidate>) -> BackendID? {
-        guard let m = classes[c].model, !backends[e.id]!.loaded.contains(m) else { return nil }
+        guard let m = classes[c].model, !backends[e.id].loaded.contains(m) else { return nil }
         let held = classHeld(c)
         var best: Candidate?
         for other in heap.unordered.prefix(64) where other.id != e.id && other.sameTier(e) {
-            guard free.contains(other.id), classes[c].capable.contains(other.id), let b = backends[other.id],
+            guard free.contains(other.id), classes[c].capable.contains(other.id), let b = backends.get(other.id),
                 b.loaded.contains(m), candidate(other.id) == other, !held || b.jobs.count < b.slots
             else { continue }
             if best == nil || other < best! { best = other }
@@ -198,11 +209,11 @@ extension Coordinator {
     /// The model-affinity rule: send a job to a backend that must load its model first only when
     /// that backend would finish it sooner than the backends that have the model finish the jobs
     /// waiting for it.
-    func loadPaysOff(_ job: JobID, model: String) -> Bool {
+    func loadPaysOff(estimate: Int, model: String) -> Bool {
         guard policy.modelAffinity else { return true }
         let load = modelLoad[model] ?? ModelLoad()
         guard load.slots > 0 else { return true }
-        let jobSeconds = estimates.jobSeconds[jobs[job]!.estimateIndex] ?? policy.defaultJobDuration.secondsValue
+        let jobSeconds = estimates.jobSeconds[estimate] ?? policy.defaultJobDuration.secondsValue
         let loadSeconds = estimates.loadSeconds[model] ?? policy.defaultModelLoadTime.secondsValue
         let backlog = load.inFlight + (queuedByModel[model] ?? 0)
         let rounds = (backlog + load.slots - 1) / load.slots
@@ -212,17 +223,17 @@ extension Coordinator {
     /// Work stealing: an idle backend takes the most recently bound job that a saturated backend
     /// has not started, revoking the old lease.
     mutating func steal(into thief: BackendID) -> Bool {
-        let t = backends[thief]!
+        let t = backends[thief]
         var pick: (victim: BackendID, job: JobID, inFlight: Int, slots: Int)?
         for v in stealable where v != thief {
-            let vb = backends[v]!
+            let vb = backends[v]
             guard vb.running >= vb.slots else { continue }
             if let p = pick {
                 let mine = vb.jobs.count * p.slots, theirs = p.inFlight * vb.slots
                 if mine < theirs || (mine == theirs && v > p.victim) { continue }
             }
-            for job in vb.jobs.reversed() where jobs[job]!.state == .bound {
-                let j = jobs[job]!
+            for job in vb.jobs.reversed() where jobs[job].state == .bound {
+                let j = jobs[job]
                 guard classes[j.classIndex].capable.contains(thief) else { continue }
                 if let m = j.spec.model, !t.loaded.contains(m), policy.modelAffinity {
                     // Stolen work waits at least one job on the victim; loading must beat that.
@@ -235,7 +246,7 @@ extension Coordinator {
             }
         }
         guard let pick else { return false }
-        let lease = jobs[pick.job]!.lease!
+        let lease = jobs[pick.job].lease!
         out.append(.revoke(job: pick.job, backend: pick.victim, lease: lease))
         unbind(pick.job, outcome: "revoked")
         counters.stolen += 1

@@ -29,10 +29,10 @@ extension Coordinator {
         if let c = classIndex[key] { return c }
         let c = classes.count
         var jobClass = JobClass(needs: spec.needs, model: spec.model)
-        for (id, b) in backends where b.capable && matches(b, jobClass) {
-            jobClass.capable.insert(id)
-            backends[id]!.classes.append(c)
+        for b in backends.records where b.capable && matches(b, jobClass) {
+            jobClass.capable.insert(b.id)
         }
+        for id in jobClass.capable { backends[id].classes.append(c) }
         classes.append(jobClass)
         classIndex[key] = c
         return c
@@ -50,19 +50,21 @@ extension Coordinator {
 
     /// Puts a job (new or requeued) into its class queue and wakes the free backends that could take it.
     mutating func enqueue(_ id: JobID, event: JobEvent.Kind) {
-        var j = jobs[id]!
-        j.state = .queued
-        j.backend = nil
-        j.lease = nil
-        j.progress = 0
-        j.enqueuedAt = now
-        jobs[id] = j
-        let c = j.classIndex
-        classes[c].queue.insert(QueueEntry(negPriority: -j.spec.priority, round: j.round, seq: j.seq, job: id))
+        // Field by field: the record is modified in place, never copied.
+        jobs[id].state = .queued
+        jobs[id].backend = nil
+        jobs[id].lease = nil
+        jobs[id].progress = 0
+        jobs[id].enqueuedAt = now
+        let c = jobs[id].classIndex
+        let priority = jobs[id].spec.priority
+        classes[c].queue.insert(QueueEntry(
+            negPriority: -priority, round: jobs[id].round, seq: jobs[id].seq, job: id,
+            estimate: Int32(jobs[id].estimateIndex)))
         classes[c].queued += 1
-        queuedByPriority[j.spec.priority, default: 0] += 1
-        if let m = j.spec.model { queuedByModel[m, default: 0] += 1 }
-        emit(j, event)
+        queuedByPriority[priority, default: 0] += 1
+        if let m = classes[c].model { queuedByModel[m, default: 0] += 1 }
+        emit(jobs[id], event)
         pending.append(id)
         wake(c)
     }
@@ -76,12 +78,14 @@ extension Coordinator {
         }
     }
 
-    /// Bookkeeping for a job leaving its class queue (its heap entry is dropped lazily or popped).
-    mutating func dequeued(_ id: JobID) {
-        let j = jobs[id]!
-        classes[j.classIndex].queued -= 1
-        queuedByPriority[j.spec.priority, default: 0] -= 1
-        if let m = j.spec.model { queuedByModel[m, default: 0] -= 1 }
+    /// Bookkeeping for a job leaving its class queue. An entry not `popped` stays in the heap
+    /// and is dropped when it reaches the top; `dead` counts those so clean heads need no lookup.
+    mutating func dequeued(_ id: JobID, popped: Bool) {
+        let c = jobs[id].classIndex
+        classes[c].queued -= 1
+        if !popped { classes[c].dead += 1 }
+        queuedByPriority[jobs[id].spec.priority, default: 0] -= 1
+        if let m = classes[c].model { queuedByModel[m, default: 0] -= 1 }
         if held.contains(id) { unhold(id) }
     }
 
@@ -90,56 +94,58 @@ extension Coordinator {
         if fromQueue {
             if held.contains(id) {
                 unhold(id)
-                jobs[id]!.state = .queued
-                jobs[id]!.waitReason = nil
-                emit(jobs[id]!, .released(.idleBackend))
+                jobs[id].state = .queued
+                jobs[id].waitReason = nil
+                emit(jobs[id], .released(.idleBackend))
             }
-            dequeued(id)
+            dequeued(id, popped: true)
         }
-        var j = jobs[id]!
         let lease = Lease(nextLease)
         nextLease += 1
-        j.state = .bound
-        j.backend = backend
-        j.lease = lease
-        j.waitReason = nil
-        j.history.append(AttemptRecord(attempt: j.attempt, backend: backend, lease: lease, boundAt: now))
-        jobs[id] = j
-        servedRound[j.spec.priority] = max(servedRound[j.spec.priority] ?? 0, j.round)
-        backends[backend]!.jobs.append(id)
+        jobs[id].state = .bound
+        jobs[id].backend = backend
+        jobs[id].lease = lease
+        jobs[id].waitReason = nil
+        let attempt = jobs[id].attempt
+        jobs[id].history.append(AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now))
+        let priority = jobs[id].spec.priority
+        servedRound[priority] = max(servedRound[priority] ?? 0, jobs[id].round)
+        backends[backend].jobs.append(id)
         adjustModelInFlight(backend, 1)
-        if let m = j.spec.model, let b = backends[backend], !b.loaded.contains(m) {
+        if let m = classes[jobs[id].classIndex].model, !backends[backend].loaded.contains(m) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
             requestLoad(backend, m, force: false)
         }
         counters.bound += 1
-        out.append(.assign(job: id, spec: j.spec, backend: backend, lease: lease, attempt: j.attempt))
-        emit(j, .bound)
-        out.append(.observe(.bindLatency(id, now - j.enqueuedAt)))
+        out.append(.assign(job: id, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
+        emit(jobs[id], .bound)
+        out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
         refreshLoad(backend)
     }
 
     /// Detaches a bound or running job from its backend, closing its current attempt.
     mutating func unbind(_ id: JobID, outcome: String) {
-        guard var j = jobs[id], let backend = j.backend else { return }
-        if var b = backends[backend], let i = b.jobs.firstIndex(of: id) {
-            b.jobs.remove(at: i)
-            if j.state == .running { b.running -= 1 }
-            backends[backend] = b
+        guard let ji = jobs.index(id), let backend = jobs.records[ji].backend else { return }
+        let wasRunning = jobs.records[ji].state == .running
+        if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
+            backends[backend].jobs.remove(at: i)
+            if wasRunning { backends[backend].running -= 1 }
             adjustModelInFlight(backend, -1)
             refreshLoad(backend)
         }
-        if !j.history.isEmpty {
-            j.history[j.history.count - 1].endedAt = now
-            j.history[j.history.count - 1].outcome = outcome
+        let last = jobs[id].history.count - 1
+        if last >= 0 {
+            jobs[id].history[last].endedAt = now
+            jobs[id].history[last].outcome = outcome
         }
-        jobs[id] = j
     }
 
     /// True when the report names the job's current binding; otherwise it is counted as stale.
     mutating func current(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Bool {
-        if let j = jobs[id], j.lease == lease, j.backend == backend, j.state == .bound || j.state == .running {
-            backends[backend]?.lastSeen = now
+        if let i = jobs.index(id), jobs.records[i].lease == lease, jobs.records[i].backend == backend,
+            jobs.records[i].state == .bound || jobs.records[i].state == .running
+        {
+            backends[backend].lastSeen = now
             return true
         }
         counters.staleReports += 1
@@ -148,32 +154,32 @@ extension Coordinator {
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        guard current(id, backend, lease), jobs[id]!.state == .bound else { return }
-        jobs[id]!.state = .running
-        jobs[id]!.history[jobs[id]!.history.count - 1].startedAt = now
-        backends[backend]!.running += 1
-        emit(jobs[id]!, .started)
+        guard current(id, backend, lease), jobs[id].state == .bound else { return }
+        jobs[id].state = .running
+        jobs[id].history[jobs[id].history.count - 1].startedAt = now
+        backends[backend].running += 1
+        emit(jobs[id], .started)
         refreshLoad(backend)
     }
 
     mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double) {
         guard current(id, backend, lease) else { return }
-        if jobs[id]!.state == .bound { started(id, backend, lease) }
-        jobs[id]!.progress = min(1, max(0, fraction))
-        emit(jobs[id]!, .progress(jobs[id]!.progress))
+        if jobs[id].state == .bound { started(id, backend, lease) }
+        jobs[id].progress = min(1, max(0, fraction))
+        emit(jobs[id], .progress(jobs[id].progress))
     }
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
         guard current(id, backend, lease) else { return }
-        if let startedAt = jobs[id]!.history.last?.startedAt {
+        if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
-            let e = jobs[id]!.estimateIndex
+            let e = jobs[id].estimateIndex
             estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], took.secondsValue, policy.estimateSmoothing)
             out.append(.observe(.jobDuration(id, backend, took)))
         }
         unbind(id, outcome: "completed")
-        jobs[id]!.progress = 1
-        jobs[id]!.result = result
+        jobs[id].progress = 1
+        jobs[id].result = result
         end(id, .completed, .completed(result))
     }
 
@@ -184,45 +190,45 @@ extension Coordinator {
         unbind(id, outcome: "failed: \(failure.code) \(failure.message)")
         if policy.inhibitAfterFailure > .zero {
             let until = now + policy.inhibitAfterFailure
-            backends[backend]!.inhibitedUntil = until
+            backends[backend].inhibitedUntil = until
             schedule(until, .inhibit(backend))
             refreshLoad(backend)
         }
         if retryable {
             requeueOrFail(id, .backendFailed)
         } else {
-            jobs[id]!.failure = failure
+            jobs[id].failure = failure
             end(id, .failed, .failed(failure))
         }
     }
 
     /// A job lost its binding through no fault of its own: another attempt, or failed when spent.
     mutating func requeueOrFail(_ id: JobID, _ cause: RequeueCause) {
-        let j = jobs[id]!
+        let j = jobs[id]
         guard j.attempt < policy.maxAttempts else {
             let tried = j.history.map { "attempt \($0.attempt) on backend \($0.backend): \($0.outcome ?? "?")" }
             let failure = JobFailure(
                 code: .attemptsExhausted,
                 message: "gave up after \(j.attempt) attempts (max \(policy.maxAttempts)); "
                     + tried.joined(separator: "; "))
-            jobs[id]!.failure = failure
+            jobs[id].failure = failure
             end(id, .failed, .failed(failure))
             return
         }
-        jobs[id]!.attempt += 1
+        jobs[id].attempt += 1
         counters.requeued += 1
         out.append(.observe(.requeued(id, cause)))
         enqueue(id, event: .requeued(cause))
     }
 
     mutating func cancel(_ id: JobID) {
-        guard let j = jobs[id] else { return }
+        guard let j = jobs.get(id) else { return }
         switch j.state {
         case .completed, .failed, .canceled:
             return
         case .queued, .gated:
-            dequeued(id)
-            jobs[id]!.waitReason = nil
+            dequeued(id, popped: false)
+            jobs[id].waitReason = nil
         case .bound, .running:
             out.append(.cancel(job: id, backend: j.backend!, lease: j.lease!))
             unbind(id, outcome: "canceled")
@@ -232,15 +238,15 @@ extension Coordinator {
 
     /// The single place where a job reaches a final state.
     mutating func end(_ id: JobID, _ state: JobState, _ kind: JobEvent.Kind) {
-        precondition(state.isFinal && !jobs[id]!.state.isFinal, "job \(id) would end twice")
-        jobs[id]!.state = state
-        jobs[id]!.endedAt = now
+        precondition(state.isFinal && !jobs[id].state.isFinal, "job \(id) would end twice")
+        jobs[id].state = state
+        jobs[id].endedAt = now
         switch state {
         case .completed: counters.completed += 1
         case .failed: counters.failed += 1
         default: counters.canceled += 1
         }
-        emit(jobs[id]!, kind)
+        emit(jobs[id], kind)
         if finished.isEmpty { schedule(now + policy.finishedJobRetention, .retention) }
         finished.append(id)
         evictFinished()
@@ -249,12 +255,12 @@ extension Coordinator {
     /// Drops finished jobs beyond the count limit or older than the retention.
     mutating func evictFinished() {
         while let first = finished.first {
-            let endedAt = jobs[first]?.endedAt ?? now
+            let endedAt = jobs.index(first).flatMap { jobs.records[$0].endedAt } ?? now
             guard finished.count > policy.finishedJobLimit || endedAt + policy.finishedJobRetention <= now else {
                 break
             }
             finished.removeFirst()
-            guard let j = jobs.removeValue(forKey: first) else { continue }
+            guard let j = jobs.remove(first) else { continue }
             batches[j.batch]?.live -= 1
             if let batch = batches[j.batch], batch.live <= 0 {
                 batches[j.batch] = nil
@@ -265,7 +271,7 @@ extension Coordinator {
 
     mutating func retentionDue() {
         evictFinished()
-        if let first = finished.first, let endedAt = jobs[first]?.endedAt {
+        if let first = finished.first, let i = jobs.index(first), let endedAt = jobs.records[i].endedAt {
             schedule(endedAt + policy.finishedJobRetention, .retention)
         }
     }

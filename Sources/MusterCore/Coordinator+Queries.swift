@@ -3,14 +3,14 @@ import MusterProtocol
 // Read-only views for the server: probes, status, metrics.
 extension Coordinator {
     /// A job by id (finished jobs are kept within the retention bounds).
-    public func job(_ id: JobID) -> JobRecord? { jobs[id] }
+    public func job(_ id: JobID) -> JobRecord? { jobs.get(id) }
 
     /// A batch by id.
     public func batch(_ id: BatchID) -> BatchRecord? { batches[id] }
 
     /// One backend.
     public func backend(_ id: BackendID) -> BackendInfo? {
-        guard let b = backends[id] else { return nil }
+        guard let b = backends.get(id) else { return nil }
         return BackendInfo(
             id: b.id, name: b.name, isLocal: b.isLocal, link: b.link, incarnation: b.incarnation,
             announced: b.snapshot?.state, version: registry.entries[id]?.version,
@@ -22,7 +22,7 @@ extension Coordinator {
     }
 
     /// Every backend, by id.
-    public var backendList: [BackendInfo] { backends.keys.sorted().compactMap { backend($0) } }
+    public var backendList: [BackendInfo] { backends.ids.sorted().compactMap { backend($0) } }
 
     /// Ready when a backend is ready and no job is held; otherwise what the coordinator waits for.
     public var readiness: Readiness {
@@ -41,7 +41,7 @@ extension Coordinator {
     /// Jobs currently in each state (finished ones within the retention bounds).
     public var jobsByState: [JobState: Int] {
         var counts: [JobState: Int] = [:]
-        for j in jobs.values { counts[j.state, default: 0] += 1 }
+        for j in jobs.records { counts[j.state, default: 0] += 1 }
         return counts
     }
 

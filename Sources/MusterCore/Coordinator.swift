@@ -16,8 +16,8 @@ public struct Coordinator: Sendable {
     /// Running totals.
     public internal(set) var counters = CoreCounters()
 
-    var backends: [BackendID: Backend] = [:]
-    var jobs: [JobID: JobRecord] = [:]
+    var backends = BackendTable()
+    var jobs = JobTable()
     var batches: [BatchID: BatchRecord] = [:]
     var batchKeys: [String: BatchID] = [:]
     var classes: [JobClass] = []
@@ -57,6 +57,8 @@ public struct Coordinator: Sendable {
     var pending: [JobID] = []
     var classesToCheck: Set<Int> = []
     var readinessDirty = false
+    /// Reused between dispatch rounds to avoid an allocation per event.
+    var scratch = Heap<Candidate>()
 
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {
@@ -108,11 +110,11 @@ public struct Coordinator: Sendable {
                 nextJobID += 1
                 ids.append(id)
                 let round = assignRound(owner: entry.spec.owner, priority: entry.spec.priority)
-                jobs[id] = JobRecord(
+                jobs.insert(JobRecord(
                     id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
                     attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
                     submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
-                    seq: takeSeq(), enqueuedAt: now)
+                    seq: takeSeq(), enqueuedAt: now))
                 counters.submitted += 1
                 enqueue(id, event: .queued)
             }
@@ -125,7 +127,7 @@ public struct Coordinator: Sendable {
     /// Cancels a job in any state; a bound or running job is also canceled on its backend.
     /// Canceling a finished job changes nothing.
     public mutating func cancelJob(_ id: JobID, at now: CoreInstant) throws(CoreError) -> [CoreAction] {
-        guard jobs[id] != nil else { throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)") }
+        guard jobs.contains(id) else { throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)") }
         begin(now)
         cancel(id)
         return finish()
@@ -146,7 +148,7 @@ public struct Coordinator: Sendable {
         _ model: String, backend: BackendID? = nil, at now: CoreInstant
     ) throws(CoreError) -> [CoreAction] {
         if let backend {
-            guard let b = backends[backend] else { throw CoreError(.unknownBackend, "no backend \(backend)") }
+            guard let b = backends.get(backend) else { throw CoreError(.unknownBackend, "no backend \(backend)") }
             guard b.available.contains(model) || b.loaded.contains(model) else {
                 throw CoreError(.noEligibleBackend, "backend \(backend) (\(b.name)) does not have model \(model)")
             }
@@ -156,7 +158,7 @@ public struct Coordinator: Sendable {
         }
         begin(now)
         pinnedModels.insert(model)
-        for id in backends.keys.sorted() { requestPinned(id) }
+        for id in backends.ids.sorted() { requestPinned(id) }
         return finish()
     }
 
@@ -211,6 +213,8 @@ struct JobClass {
     var queue = Heap<QueueEntry>()
     /// Valid entries in `queue` (canceled jobs are removed lazily).
     var queued = 0
+    /// Entries in `queue` whose job already left it.
+    var dead = 0
     /// Backends announced ready with these features and the model, link not down, not draining.
     var capable: Set<BackendID> = []
 }
@@ -220,6 +224,8 @@ struct QueueEntry: Comparable {
     var round: UInt64
     var seq: UInt64
     var job: JobID
+    /// The job's duration estimate slot, so the affinity rule needs no job lookup.
+    var estimate: Int32
     static func < (a: QueueEntry, b: QueueEntry) -> Bool {
         (a.negPriority, a.round, a.seq) < (b.negPriority, b.round, b.seq)
     }
