@@ -10,6 +10,7 @@ struct Bench: AsyncParsableCommand {
     /// Every benchmark, in the order `Scripts/bench` runs them.
     static let all: [(name: String, command: any ParsableCommand.Type)] = [
         ("protocol", BenchProtocol.self),
+        ("core", BenchCore.self),
     ]
 
     @Flag(help: "List the benchmark names, one per line.")

@@ -1,0 +1,307 @@
+import MusterProtocol
+
+// Backend lifecycle: registration, announcements, links, draining, removal, and the indexes that
+// keep routing decisions away from full scans.
+extension Coordinator {
+    mutating func expect(_ id: BackendID, name: String) {
+        guard !backends.contains(id) else { return }
+        backends.put(Backend(
+            id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
+        scheduleGateWindow(id)
+        refresh(id, reindex: true)
+    }
+
+    mutating func register(_ r: BackendRegistration) {
+        var b = backends.get(r.id) ?? Backend(
+            id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
+            helloSlots: r.slots, registeredAt: now)
+        if let known = b.incarnation, r.incarnation < known { return }  // a dead process's late hello
+        b.name = r.name
+        b.priority = r.priority
+        b.helloSlots = r.slots
+        b.lastSeen = now
+        if let known = b.incarnation, r.incarnation == known {
+            backends.put(b)
+            linkRestored(r.id)
+            return
+        }
+        let restarted = b.incarnation != nil
+        b.incarnation = r.incarnation
+        b.link = .up
+        b.suspectUntil = nil
+        b.registeredAt = now
+        b.firstAnnouncedAt = nil
+        b.loadRequested = [:]
+        // The announcement of this incarnation may have overtaken the hello.
+        if let entry = registry.entries[r.id], entry.version.incarnation == r.incarnation {
+            b.snapshot = entry
+            b.firstAnnouncedAt = now
+        } else {
+            b.snapshot = nil
+        }
+        backends.put(b)
+        if restarted { requeueAll(on: r.id, .backendRestarted) }
+        scheduleGateWindow(r.id)
+        scheduleSync(r.id)
+        refresh(r.id, reindex: true)
+        requestPinned(r.id)
+    }
+
+    mutating func announce(_ id: BackendID, _ snapshot: CapabilitySnapshot) {
+        let outcome = registry.apply(snapshot, from: id)
+        guard var b = backends.get(id) else {
+            // Kept in the registry (it is a lattice); routing starts when the backend registers.
+            return
+        }
+        b.lastSeen = now
+        let held = registry.entries[id]!.version
+        out.append(.ackCapabilities(backend: id, version: held))
+        guard case .applied(let previous) = outcome else {
+            backends.put(b)
+            counters.announcementsStale += 1
+            out.append(.observe(.staleAnnouncement(id, snapshot.version)))
+            return
+        }
+        if let known = b.incarnation, snapshot.version.incarnation < known {
+            // Newer than what the registry held, yet from a process that has since restarted.
+            backends.put(b)
+            counters.announcementsStale += 1
+            out.append(.observe(.staleAnnouncement(id, snapshot.version)))
+            return
+        }
+        counters.announcementsApplied += 1
+        out.append(.observe(.announcementApplied(id, snapshot.version)))
+        if let previous, previous.incarnation == snapshot.version.incarnation,
+            snapshot.version.revision > previous.revision + 1
+        {
+            // Announcements were lost on the way: ask for the current state right away.
+            out.append(.sync(backend: id, held: snapshot.version))
+        }
+        let restarted = b.incarnation.map { snapshot.version.incarnation > $0 } ?? false
+        if b.incarnation == nil || restarted {
+            b.incarnation = snapshot.version.incarnation
+        }
+        if restarted {
+            b.registeredAt = now
+            b.firstAnnouncedAt = nil
+            b.loadRequested = [:]
+        }
+        let wasReady = b.announcedReady
+        if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
+        for model in snapshot.modelsLoaded {
+            if let asked = b.loadRequested.removeValue(forKey: model) {
+                estimates.loadSeconds[model] = Estimates.blend(
+                    estimates.loadSeconds[model], (now - asked).secondsValue, policy.estimateSmoothing)
+            }
+        }
+        b.snapshot = snapshot
+        backends.put(b)
+        if restarted { requeueAll(on: id, .backendRestarted) }
+        if snapshot.state == .ready && !wasReady && previous?.incarnation != snapshot.version.incarnation
+            || snapshot.state == .ready && previous == nil
+        {
+            out.append(.observe(.propagation(id, now - b.registeredAt)))
+        }
+        refresh(id, reindex: true)
+        if snapshot.state == .ready { requestPinned(id) }
+    }
+
+    mutating func linkLost(_ id: BackendID) {
+        guard var b = backends.get(id), b.link == .up else { return }
+        b.link = .suspect
+        b.suspectUntil = now + policy.suspectGrace
+        backends.put(b)
+        schedule(b.suspectUntil!, .suspect(id))
+        refresh(id, reindex: true)
+    }
+
+    mutating func linkRestored(_ id: BackendID) {
+        guard var b = backends.get(id), b.link == .suspect || b.link == .down else { return }
+        b.link = .up
+        b.suspectUntil = nil
+        b.lastSeen = now
+        backends.put(b)
+        // Whatever changed while the link was down comes back with the answer.
+        out.append(.sync(backend: id, held: registry.entries[id]?.version))
+        scheduleSync(id)
+        refresh(id, reindex: true)
+    }
+
+    mutating func suspectExpired(_ id: BackendID) {
+        guard var b = backends.get(id), b.link == .suspect, let until = b.suspectUntil, until <= now else { return }
+        b.link = .down
+        b.suspectUntil = nil
+        b.nextSync = nil
+        backends.put(b)
+        requeueAll(on: id, .linkLost)
+        refresh(id, reindex: true)
+    }
+
+    mutating func drain(_ id: BackendID) {
+        guard backends.contains(id) else { return }
+        backends[id].drainRequested = true
+        refresh(id, reindex: true)
+    }
+
+    mutating func remove(_ id: BackendID) {
+        guard backends.contains(id) else { return }
+        requeueAll(on: id, .backendRemoved)
+        backends[id].link = .down
+        backends[id].drainRequested = true
+        refresh(id, reindex: true)
+        if unknown.remove(id) != nil { readinessDirty = true }
+        free.remove(id)
+        stealable.remove(id)
+        dirty.remove(id)
+        backends.remove(id)
+    }
+
+    mutating func requeueAll(on id: BackendID, _ cause: RequeueCause) {
+        guard let b = backends.get(id) else { return }
+        for job in b.jobs {
+            unbind(job, outcome: "requeued: \(cause.rawValue)")
+            requeueOrFail(job, cause)
+        }
+    }
+
+    mutating func requestPinned(_ id: BackendID) {
+        guard !pinnedModels.isEmpty, let b = backends.get(id), b.link == .up, b.announcedReady else { return }
+        for model in pinnedModels.sorted() where b.available.contains(model) && !b.loaded.contains(model) {
+            requestLoad(id, model, force: false)
+        }
+    }
+
+    mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool) {
+        guard let b = backends.get(id) else { return }
+        if !force && (b.loaded.contains(model) || b.loadRequested[model] != nil) { return }
+        backends[id].loadRequested[model] = now
+        counters.modelLoadsRequested += 1
+        out.append(.loadModel(backend: id, model: model))
+    }
+
+    mutating func scheduleGateWindow(_ id: BackendID) {
+        guard policy.gateWindow > .zero, let b = backends.get(id) else { return }
+        schedule(b.registeredAt + policy.gateWindow, .gateWindow(id))
+    }
+
+    mutating func scheduleSync(_ id: BackendID) {
+        guard policy.syncInterval > .zero else { return }
+        let at = now + policy.syncInterval
+        backends[id].nextSync = at
+        schedule(at, .sync(id))
+    }
+
+    mutating func syncDue(_ id: BackendID, _ at: CoreInstant) {
+        guard let b = backends.get(id), b.nextSync == at, b.link == .up else { return }
+        out.append(.sync(backend: id, held: registry.entries[id]?.version))
+        scheduleSync(id)
+    }
+
+    // MARK: - Indexes
+
+    /// Recomputes everything derived from one backend's record. `reindex` when its capabilities,
+    /// link or draining changed (class membership); otherwise only load-derived sets change.
+    mutating func refresh(_ id: BackendID, reindex: Bool) {
+        guard var b = backends.get(id) else { return }
+        if reindex {
+            b.features = Set(b.snapshot?.features ?? [])
+            b.available = Set(b.snapshot?.modelsAvailable ?? [])
+            b.loaded = Set(b.snapshot?.modelsLoaded ?? [])
+            b.available.formUnion(b.loaded)
+            var member: [Int] = []
+            if b.capable {
+                for c in classes.indices where matches(b, classes[c]) { member.append(c) }
+            }
+            let old = Set(b.classes)
+            let new = Set(member)
+            for c in old.subtracting(new) {
+                classes[c].capable.remove(id)
+                classesToCheck.insert(c)
+            }
+            for c in new.subtracting(old) {
+                classes[c].capable.insert(id)
+                classesToCheck.insert(c)
+            }
+            b.classes = member
+            // Ready count and per-model totals (for the affinity rule).
+            let counts = b.link == .up && b.announcedReady && !b.drainRequested
+            let models = counts ? b.loaded.sorted() : []
+            if b.counted != counts || b.countedModels != models {
+                if b.counted {
+                    readyCount -= 1
+                    for m in b.countedModels {
+                        modelLoad[m, default: ModelLoad()].slots -= b.countedSlots
+                        modelLoad[m, default: ModelLoad()].inFlight -= b.jobs.count
+                    }
+                }
+                if counts {
+                    readyCount += 1
+                    for m in models {
+                        modelLoad[m, default: ModelLoad()].slots += b.slots
+                        modelLoad[m, default: ModelLoad()].inFlight += b.jobs.count
+                    }
+                }
+                b.counted = counts
+                b.countedModels = models
+                b.countedSlots = b.slots
+                readinessDirty = true
+            }
+            let isUnknown = b.unannounced && b.link != .down && policy.gateWindow > .zero
+                && now < b.registeredAt + policy.gateWindow
+            if isUnknown {
+                if unknown.insert(id).inserted { readinessDirty = true }
+            } else if unknown.remove(id) != nil {
+                readinessDirty = true
+                lastGateOpenCause = b.unannounced ? .windowExpired : .backendsAnnounced
+            }
+        }
+        backends.put(b)
+        refreshLoad(id)
+    }
+
+    /// Free and stealable membership after a change of load or routability.
+    mutating func refreshLoad(_ id: BackendID) {
+        guard let i = backends.index(id) else { return }
+        let inFlight = backends.records[i].jobs.count, slots = backends.records[i].slots
+        let running = backends.records[i].running
+        if backends.records[i].routable(now) && inFlight < slots + policy.overqueue {
+            if free.insert(id).inserted || !dirty.contains(id) { dirty.insert(id) }
+        } else {
+            free.remove(id)
+        }
+        if running >= slots && inFlight > running {
+            stealable.insert(id)
+        } else {
+            stealable.remove(id)
+        }
+    }
+
+    func matches(_ b: Backend, _ c: JobClass) -> Bool {
+        if let model = c.model, !b.available.contains(model) { return false }
+        for f in c.needs where !b.features.contains(f) { return false }
+        return true
+    }
+
+    mutating func adjustModelInFlight(_ id: BackendID, _ delta: Int) {
+        guard let i = backends.index(id), backends.records[i].counted else { return }
+        for m in backends.records[i].countedModels { modelLoad[m, default: ModelLoad()].inFlight += delta }
+    }
+
+    /// Why a backend cannot run a job of class `c`, or nil if it could.
+    func refusal(_ b: Backend, _ c: JobClass) -> String? {
+        switch b.link {
+        case .expected: return "never connected"
+        case .down: return "link down"
+        case .suspect: return "link suspect"
+        case .up: break
+        }
+        guard let snapshot = b.snapshot else { return "has not announced" }
+        if snapshot.state != .ready { return "announced \(snapshot.state.rawValue)" }
+        if b.drainRequested { return "draining" }
+        let missing = c.needs.filter { !b.features.contains($0) }
+        var parts: [String] = []
+        if !missing.isEmpty { parts.append("missing features \(missing.joined(separator: ","))") }
+        if let model = c.model, !b.available.contains(model) { parts.append("missing model \(model)") }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+}

@@ -1,0 +1,280 @@
+import HeapModule
+import MusterProtocol
+
+// The warm-up gate and the late-binding router.
+extension Coordinator {
+    /// Whether jobs of class `c` are held by the gate: it needs features (or nothing ready can run
+    /// it yet) while a backend that might turn out eligible has not announced.
+    func classHeld(_ c: Int) -> Bool {
+        gateClosed && (!classes[c].needs.isEmpty || classes[c].capable.isEmpty)
+    }
+
+    /// Runs after every event: gate transitions, failures of jobs nothing can run, dispatch,
+    /// readiness.
+    mutating func settle() {
+        let closed = gateClosed
+        let opened = gateWasClosed && !closed
+        let justClosed = closed && !gateWasClosed
+        if opened || justClosed || !classesToCheck.isEmpty {
+            reviewGate(opened: opened, justClosed: justClosed)
+        }
+        for id in pending where jobs.state(id) == .queued {
+            let c = jobs[id].classIndex
+            if classes[c].capable.isEmpty && !closed && !policy.keepQueuedWhenNoEligible {
+                failNoEligible(id)
+            }
+        }
+        dispatch()
+        for id in pending where jobs.state(id) == .queued && classHeld(jobs[id].classIndex) {
+            hold(id)
+        }
+        pending.removeAll(keepingCapacity: true)
+        classesToCheck.removeAll(keepingCapacity: true)
+        if readinessDirty {
+            readinessDirty = false
+            let r = readiness
+            if r != lastReadiness {
+                lastReadiness = r
+                out.append(.readinessChanged(r))
+            }
+        }
+    }
+
+    mutating func reviewGate(opened: Bool, justClosed: Bool) {
+        let closed = gateClosed
+        if !held.isEmpty {
+            for id in held.sorted() where !classHeld(jobs[id].classIndex) {
+                release(id, opened ? lastGateOpenCause : .backendsAnnounced)
+            }
+        }
+        let targets: [Int] = (opened || justClosed) ? Array(classes.indices) : classesToCheck.sorted()
+        for c in targets where classes[c].queued > 0 {
+            if closed {
+                guard classHeld(c) else { continue }
+                for entry in classes[c].queue.unordered.sorted() where jobs.state(entry.job) == .queued {
+                    hold(entry.job)
+                }
+            } else if classes[c].capable.isEmpty && !policy.keepQueuedWhenNoEligible {
+                for entry in classes[c].queue.unordered.sorted() {
+                    if let s = jobs.state(entry.job), s == .queued || s == .gated { failNoEligible(entry.job) }
+                }
+                classes[c].queue = Heap()
+                classes[c].dead = 0
+            }
+        }
+    }
+
+    mutating func hold(_ id: JobID) {
+        var j = jobs[id]
+        let c = classes[j.classIndex]
+        let reason = WaitReason(
+            features: c.needs, model: c.model, backends: unknown.sorted(), noReadyBackend: c.capable.isEmpty)
+        j.state = .gated
+        j.waitReason = reason
+        jobs[id] = j
+        held.insert(id)
+        for f in c.needs { heldFeatures[f, default: 0] += 1 }
+        readinessDirty = true
+        emit(j, .gated(reason))
+    }
+
+    mutating func unhold(_ id: JobID) {
+        guard held.remove(id) != nil else { return }
+        for f in classes[jobs[id].classIndex].needs {
+            heldFeatures[f, default: 0] -= 1
+            if heldFeatures[f] == 0 { heldFeatures[f] = nil }
+        }
+        readinessDirty = true
+    }
+
+    mutating func release(_ id: JobID, _ cause: ReleaseCause) {
+        unhold(id)
+        jobs[id].state = .queued
+        jobs[id].waitReason = nil
+        emit(jobs[id], .released(cause))
+        wake(jobs[id].classIndex)
+    }
+
+    /// Fails a queued job that no backend can run, naming what is missing and why each backend
+    /// was refused.
+    mutating func failNoEligible(_ id: JobID) {
+        let j = jobs[id]
+        let c = classes[j.classIndex]
+        var refusals: [BackendRefusal] = []
+        for bid in backends.ids.sorted() {
+            let b = backends[bid]
+            refusals.append(BackendRefusal(backend: bid, name: b.name, reason: refusal(b, c) ?? "eligible"))
+        }
+        var wanted: [String] = []
+        if !c.needs.isEmpty { wanted.append("features \(c.needs.joined(separator: ","))") }
+        if let m = c.model { wanted.append("model \(m)") }
+        let what = wanted.isEmpty ? "a ready backend" : wanted.joined(separator: " and ")
+        let detail = refusals.isEmpty
+            ? "no backends are registered"
+            : refusals.map { "\($0.backend) (\($0.name)): \($0.reason)" }.joined(separator: "; ")
+        let failure = JobFailure(
+            code: .noEligibleBackend, message: "no backend can run this job: it needs \(what); \(detail)",
+            refusals: refusals)
+        dequeued(id, popped: false)
+        jobs[id].waitReason = nil
+        jobs[id].failure = failure
+        end(id, .failed, .failed(failure))
+    }
+
+    // MARK: - Dispatch
+
+    /// Binds queued jobs to backends with free slots: the least loaded backend first, each taking
+    /// its best job (priority, owner round, FIFO), one job at a time so load stays level.
+    mutating func dispatch() {
+        while !dirty.isEmpty {
+            var heap = Heap<Candidate>()
+            swap(&heap, &scratch)  // reuse the drained heap's storage
+            for id in dirty where free.contains(id) { heap.insert(candidate(id)) }
+            dirty.removeAll(keepingCapacity: true)
+            while let e = heap.popMin() {
+                guard free.contains(e.id) else { continue }
+                let fresh = candidate(e.id)
+                if fresh != e {
+                    heap.insert(fresh)
+                    continue
+                }
+                let runningFree = e.inFlight < e.slots
+                if let (c, entry) = bestJob(for: e.id, runningFree: runningFree) {
+                    let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
+                    classes[c].queue.removeMin()
+                    bind(entry.job, to: target, fromQueue: true)
+                    dirty.remove(target)
+                } else if !(runningFree && policy.workStealing && steal(into: e.id)) {
+                    dirty.remove(e.id)
+                    continue
+                }
+                dirty.remove(e.id)
+                if free.contains(e.id) { heap.insert(candidate(e.id)) }
+            }
+            scratch = heap
+        }
+    }
+
+    func candidate(_ id: BackendID) -> Candidate {
+        let i = backends.index(id)!
+        return Candidate(
+            inFlight: backends.records[i].jobs.count, slots: backends.records[i].slots, isLocal: id.isLocal,
+            priority: backends.records[i].priority, id: id)
+    }
+
+    /// The best queued job this backend may take now, or nil.
+    mutating func bestJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
+        let bi = backends.index(id)!
+        let eligible = backends.records[bi].classes
+        var best: (Int, QueueEntry)?
+        for c in eligible where classes[c].queued > 0 {
+            if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
+            guard let head = cleanHead(c) else { continue }
+            if let current = best, !(head < current.1) { continue }
+            if let m = classes[c].model, !backends.records[bi].loaded.contains(m),
+                !loadPaysOff(estimate: Int(head.estimate), model: m)
+            {
+                continue
+            }
+            best = (c, head)
+        }
+        return best
+    }
+
+    /// The head of a class queue, dropping entries of jobs that left the queue without being popped.
+    mutating func cleanHead(_ c: Int) -> QueueEntry? {
+        guard classes[c].dead > 0 else { return classes[c].queue.min }
+        while let head = classes[c].queue.min {
+            if let s = jobs.state(head.job), s == .queued || s == .gated { return head }
+            classes[c].queue.removeMin()
+            classes[c].dead -= 1
+        }
+        return nil
+    }
+
+    /// Among backends as loaded as `e` (same locality), one that already has the class's model.
+    func loadedPeer(for c: Int, instead e: Candidate, in heap: Heap<Candidate>) -> BackendID? {
+        guard let m = classes[c].model, !backends[e.id].loaded.contains(m) else { return nil }
+        let held = classHeld(c)
+        var best: Candidate?
+        for other in heap.unordered.prefix(64) where other.id != e.id && other.sameTier(e) {
+            guard free.contains(other.id), classes[c].capable.contains(other.id), let b = backends.get(other.id),
+                b.loaded.contains(m), candidate(other.id) == other, !held || b.jobs.count < b.slots
+            else { continue }
+            if best == nil || other < best! { best = other }
+        }
+        return best?.id
+    }
+
+    /// The model-affinity rule: send a job to a backend that must load its model first only when
+    /// that backend would finish it sooner than the backends that have the model finish the jobs
+    /// waiting for it.
+    func loadPaysOff(estimate: Int, model: String) -> Bool {
+        guard policy.modelAffinity else { return true }
+        let load = modelLoad[model] ?? ModelLoad()
+        guard load.slots > 0 else { return true }
+        let jobSeconds = estimates.jobSeconds[estimate] ?? policy.defaultJobDuration.secondsValue
+        let loadSeconds = estimates.loadSeconds[model] ?? policy.defaultModelLoadTime.secondsValue
+        let backlog = load.inFlight + (queuedByModel[model] ?? 0)
+        let rounds = (backlog + load.slots - 1) / load.slots
+        return loadSeconds * policy.affinityMargin + jobSeconds < Double(rounds) * jobSeconds
+    }
+
+    /// Work stealing: an idle backend takes the most recently bound job that a saturated backend
+    /// has not started, revoking the old lease.
+    mutating func steal(into thief: BackendID) -> Bool {
+        let t = backends[thief]
+        var pick: (victim: BackendID, job: JobID, inFlight: Int, slots: Int)?
+        for v in stealable where v != thief {
+            let vb = backends[v]
+            guard vb.running >= vb.slots else { continue }
+            if let p = pick {
+                let mine = vb.jobs.count * p.slots, theirs = p.inFlight * vb.slots
+                if mine < theirs || (mine == theirs && v > p.victim) { continue }
+            }
+            for job in vb.jobs.reversed() where jobs[job].state == .bound {
+                let j = jobs[job]
+                guard classes[j.classIndex].capable.contains(thief) else { continue }
+                if let m = j.spec.model, !t.loaded.contains(m), policy.modelAffinity {
+                    // Stolen work waits at least one job on the victim; loading must beat that.
+                    let jobSeconds = estimates.jobSeconds[j.estimateIndex] ?? policy.defaultJobDuration.secondsValue
+                    let loadSeconds = estimates.loadSeconds[m] ?? policy.defaultModelLoadTime.secondsValue
+                    guard loadSeconds * policy.affinityMargin < jobSeconds else { continue }
+                }
+                pick = (v, job, vb.jobs.count, vb.slots)
+                break
+            }
+        }
+        guard let pick else { return false }
+        let lease = jobs[pick.job].lease!
+        out.append(.revoke(job: pick.job, backend: pick.victim, lease: lease))
+        unbind(pick.job, outcome: "revoked")
+        counters.stolen += 1
+        out.append(.observe(.stolen(pick.job, from: pick.victim, to: thief)))
+        bind(pick.job, to: thief, fromQueue: false)
+        return true
+    }
+}
+
+/// A backend with a free slot, ordered as the router prefers them: least loaded (in flight /
+/// slots), local before remote, higher configured priority, lower id.
+struct Candidate: Comparable {
+    var inFlight: Int
+    var slots: Int
+    var isLocal: Bool
+    var priority: Int
+    var id: BackendID
+
+    static func < (a: Candidate, b: Candidate) -> Bool {
+        let l = a.inFlight * b.slots, r = b.inFlight * a.slots
+        if l != r { return l < r }
+        if a.isLocal != b.isLocal { return a.isLocal }
+        if a.priority != b.priority { return a.priority > b.priority }
+        return a.id < b.id
+    }
+
+    /// Equally loaded and equally local: the model tie-break may choose between them.
+    func sameTier(_ o: Candidate) -> Bool {
+        inFlight * o.slots == o.inFlight * slots && isLocal == o.isLocal
+    }
+}

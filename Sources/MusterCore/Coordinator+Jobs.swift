@@ -1,0 +1,278 @@
+import MusterProtocol
+
+// Job lifecycle: queueing, binding under a lease, reports from backends, requeue, cancel, the end
+// of a job (exactly once) and the bounded store of finished jobs.
+extension Coordinator {
+    func validate(_ entries: [BatchEntry]) throws(CoreError) {
+        guard !entries.isEmpty else { throw CoreError(.invalidMessage, "submission has no entries; add at least one job") }
+        var total = 0
+        for (i, entry) in entries.enumerated() {
+            guard entry.count >= 1 else {
+                throw CoreError(.invalidMessage, "entry \(i): count is \(entry.count); it must be at least 1")
+            }
+            guard !entry.spec.kind.isEmpty else { throw CoreError(.invalidMessage, "entry \(i): kind is empty") }
+            guard !entry.spec.owner.isEmpty else { throw CoreError(.invalidMessage, "entry \(i): owner is empty") }
+            if let model = entry.spec.model, model.isEmpty {
+                throw CoreError(.invalidMessage, "entry \(i): model is empty; leave it out instead")
+            }
+            total += entry.count
+            guard total <= policy.maxJobsPerSubmission else {
+                throw CoreError(
+                    .limitExceeded,
+                    "submission creates more than \(policy.maxJobsPerSubmission) jobs; split it into several batches")
+            }
+        }
+    }
+
+    mutating func classFor(_ spec: JobSpec) -> Int {
+        let key = ClassKey(needs: spec.needs, model: spec.model)
+        if let c = classIndex[key] { return c }
+        let c = classes.count
+        var jobClass = JobClass(needs: spec.needs, model: spec.model)
+        for b in backends.records where b.capable && matches(b, jobClass) {
+            jobClass.capable.insert(b.id)
+        }
+        for id in jobClass.capable { backends[id].classes.append(c) }
+        classes.append(jobClass)
+        classIndex[key] = c
+        return c
+    }
+
+    /// Round-robin between owners within a priority: an owner's k-th waiting job goes to round
+    /// k after the round being served when it arrived, so a newcomer's first job competes with
+    /// the next job of every other owner instead of queueing behind all of them.
+    mutating func assignRound(owner: String, priority: Int) -> UInt64 {
+        let key = OwnerKey(owner: owner, priority: priority)
+        let round = max(ownerRounds[key] ?? 0, servedRound[priority] ?? 0)
+        ownerRounds[key] = round + 1
+        return round
+    }
+
+    /// Puts a job (new or requeued) into its class queue and wakes the free backends that could take it.
+    mutating func enqueue(_ id: JobID, event: JobEvent.Kind) {
+        // Field by field: the record is modified in place, never copied.
+        jobs[id].state = .queued
+        jobs[id].backend = nil
+        jobs[id].lease = nil
+        jobs[id].progress = 0
+        jobs[id].enqueuedAt = now
+        let c = jobs[id].classIndex
+        let priority = jobs[id].spec.priority
+        classes[c].queue.insert(QueueEntry(
+            negPriority: -priority, round: jobs[id].round, seq: jobs[id].seq, job: id,
+            estimate: Int32(jobs[id].estimateIndex)))
+        classes[c].queued += 1
+        queuedByPriority[priority, default: 0] += 1
+        if let m = classes[c].model { queuedByModel[m, default: 0] += 1 }
+        emit(jobs[id], event)
+        pending.append(id)
+        wake(c)
+    }
+
+    /// Marks the free backends capable of class `c` for the next dispatch round.
+    mutating func wake(_ c: Int) {
+        if free.count <= classes[c].capable.count {
+            for b in free where classes[c].capable.contains(b) { dirty.insert(b) }
+        } else {
+            for b in classes[c].capable where free.contains(b) { dirty.insert(b) }
+        }
+    }
+
+    /// Bookkeeping for a job leaving its class queue. An entry not `popped` stays in the heap
+    /// and is dropped when it reaches the top; `dead` counts those so clean heads need no lookup.
+    mutating func dequeued(_ id: JobID, popped: Bool) {
+        let c = jobs[id].classIndex
+        classes[c].queued -= 1
+        if !popped { classes[c].dead += 1 }
+        queuedByPriority[jobs[id].spec.priority, default: 0] -= 1
+        if let m = classes[c].model { queuedByModel[m, default: 0] -= 1 }
+        if held.contains(id) { unhold(id) }
+    }
+
+    /// Binds a job to a backend under a fresh lease and sends it there.
+    mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool) {
+        if fromQueue {
+            if held.contains(id) {
+                unhold(id)
+                jobs[id].state = .queued
+                jobs[id].waitReason = nil
+                emit(jobs[id], .released(.idleBackend))
+            }
+            dequeued(id, popped: true)
+        }
+        let lease = Lease(nextLease)
+        nextLease += 1
+        jobs[id].state = .bound
+        jobs[id].backend = backend
+        jobs[id].lease = lease
+        jobs[id].waitReason = nil
+        let attempt = jobs[id].attempt
+        jobs[id].history.append(AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now))
+        let priority = jobs[id].spec.priority
+        servedRound[priority] = max(servedRound[priority] ?? 0, jobs[id].round)
+        backends[backend].jobs.append(id)
+        adjustModelInFlight(backend, 1)
+        if let m = classes[jobs[id].classIndex].model, !backends[backend].loaded.contains(m) {
+            // Tell the backend to start loading now; the affinity rule decided it pays off.
+            requestLoad(backend, m, force: false)
+        }
+        counters.bound += 1
+        out.append(.assign(job: id, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
+        emit(jobs[id], .bound)
+        out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
+        refreshLoad(backend)
+    }
+
+    /// Detaches a bound or running job from its backend, closing its current attempt.
+    mutating func unbind(_ id: JobID, outcome: String) {
+        guard let ji = jobs.index(id), let backend = jobs.records[ji].backend else { return }
+        let wasRunning = jobs.records[ji].state == .running
+        if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
+            backends[backend].jobs.remove(at: i)
+            if wasRunning { backends[backend].running -= 1 }
+            adjustModelInFlight(backend, -1)
+            refreshLoad(backend)
+        }
+        let last = jobs[id].history.count - 1
+        if last >= 0 {
+            jobs[id].history[last].endedAt = now
+            jobs[id].history[last].outcome = outcome
+        }
+    }
+
+    /// True when the report names the job's current binding; otherwise it is counted as stale.
+    mutating func current(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Bool {
+        if let i = jobs.index(id), jobs.records[i].lease == lease, jobs.records[i].backend == backend,
+            jobs.records[i].state == .bound || jobs.records[i].state == .running
+        {
+            backends[backend].lastSeen = now
+            return true
+        }
+        counters.staleReports += 1
+        out.append(.observe(.staleReport(id, backend, lease)))
+        return false
+    }
+
+    mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
+        guard current(id, backend, lease), jobs[id].state == .bound else { return }
+        jobs[id].state = .running
+        jobs[id].history[jobs[id].history.count - 1].startedAt = now
+        backends[backend].running += 1
+        emit(jobs[id], .started)
+        refreshLoad(backend)
+    }
+
+    mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double) {
+        guard current(id, backend, lease) else { return }
+        if jobs[id].state == .bound { started(id, backend, lease) }
+        jobs[id].progress = min(1, max(0, fraction))
+        emit(jobs[id], .progress(jobs[id].progress))
+    }
+
+    mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
+        guard current(id, backend, lease) else { return }
+        if let startedAt = jobs[id].history.last?.startedAt {
+            let took = now - startedAt
+            let e = jobs[id].estimateIndex
+            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], took.secondsValue, policy.estimateSmoothing)
+            out.append(.observe(.jobDuration(id, backend, took)))
+        }
+        unbind(id, outcome: "completed")
+        jobs[id].progress = 1
+        jobs[id].result = result
+        end(id, .completed, .completed(result))
+    }
+
+    mutating func failedOnBackend(
+        _ id: JobID, _ backend: BackendID, _ lease: Lease, _ failure: JobFailure, retryable: Bool
+    ) {
+        guard current(id, backend, lease) else { return }
+        unbind(id, outcome: "failed: \(failure.code) \(failure.message)")
+        if policy.inhibitAfterFailure > .zero {
+            let until = now + policy.inhibitAfterFailure
+            backends[backend].inhibitedUntil = until
+            schedule(until, .inhibit(backend))
+            refreshLoad(backend)
+        }
+        if retryable {
+            requeueOrFail(id, .backendFailed)
+        } else {
+            jobs[id].failure = failure
+            end(id, .failed, .failed(failure))
+        }
+    }
+
+    /// A job lost its binding through no fault of its own: another attempt, or failed when spent.
+    mutating func requeueOrFail(_ id: JobID, _ cause: RequeueCause) {
+        let j = jobs[id]
+        guard j.attempt < policy.maxAttempts else {
+            let tried = j.history.map { "attempt \($0.attempt) on backend \($0.backend): \($0.outcome ?? "?")" }
+            let failure = JobFailure(
+                code: .attemptsExhausted,
+                message: "gave up after \(j.attempt) attempts (max \(policy.maxAttempts)); "
+                    + tried.joined(separator: "; "))
+            jobs[id].failure = failure
+            end(id, .failed, .failed(failure))
+            return
+        }
+        jobs[id].attempt += 1
+        counters.requeued += 1
+        out.append(.observe(.requeued(id, cause)))
+        enqueue(id, event: .requeued(cause))
+    }
+
+    mutating func cancel(_ id: JobID) {
+        guard let j = jobs.get(id) else { return }
+        switch j.state {
+        case .completed, .failed, .canceled:
+            return
+        case .queued, .gated:
+            dequeued(id, popped: false)
+            jobs[id].waitReason = nil
+        case .bound, .running:
+            out.append(.cancel(job: id, backend: j.backend!, lease: j.lease!))
+            unbind(id, outcome: "canceled")
+        }
+        end(id, .canceled, .canceled)
+    }
+
+    /// The single place where a job reaches a final state.
+    mutating func end(_ id: JobID, _ state: JobState, _ kind: JobEvent.Kind) {
+        precondition(state.isFinal && !jobs[id].state.isFinal, "job \(id) would end twice")
+        jobs[id].state = state
+        jobs[id].endedAt = now
+        switch state {
+        case .completed: counters.completed += 1
+        case .failed: counters.failed += 1
+        default: counters.canceled += 1
+        }
+        emit(jobs[id], kind)
+        if finished.isEmpty { schedule(now + policy.finishedJobRetention, .retention) }
+        finished.append(id)
+        evictFinished()
+    }
+
+    /// Drops finished jobs beyond the count limit or older than the retention.
+    mutating func evictFinished() {
+        while let first = finished.first {
+            let endedAt = jobs.index(first).flatMap { jobs.records[$0].endedAt } ?? now
+            guard finished.count > policy.finishedJobLimit || endedAt + policy.finishedJobRetention <= now else {
+                break
+            }
+            finished.removeFirst()
+            guard let j = jobs.remove(first) else { continue }
+            batches[j.batch]?.live -= 1
+            if let batch = batches[j.batch], batch.live <= 0 {
+                batches[j.batch] = nil
+                if let key = batch.key { batchKeys[key] = nil }
+            }
+        }
+    }
+
+    mutating func retentionDue() {
+        evictFinished()
+        if let first = finished.first, let i = jobs.index(first), let endedAt = jobs.records[i].endedAt {
+            schedule(endedAt + policy.finishedJobRetention, .retention)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import MusterProtocol
+
+// Read-only views for the server: probes, status, metrics.
+extension Coordinator {
+    /// A job by id (finished jobs are kept within the retention bounds).
+    public func job(_ id: JobID) -> JobRecord? { jobs.get(id) }
+
+    /// A batch by id.
+    public func batch(_ id: BatchID) -> BatchRecord? { batches[id] }
+
+    /// One backend.
+    public func backend(_ id: BackendID) -> BackendInfo? {
+        guard let b = backends.get(id) else { return nil }
+        return BackendInfo(
+            id: b.id, name: b.name, isLocal: b.isLocal, link: b.link, incarnation: b.incarnation,
+            announced: b.snapshot?.state, version: registry.entries[id]?.version,
+            features: b.snapshot?.features ?? [], modelsAvailable: b.snapshot?.modelsAvailable ?? [],
+            modelsLoaded: b.snapshot?.modelsLoaded ?? [], slots: b.slots, priority: b.priority,
+            inFlight: b.jobs.count, running: b.running, draining: b.drainRequested || b.snapshot?.state == .draining,
+            inhibitedUntil: b.inhibitedUntil > now ? b.inhibitedUntil : nil, lastSeen: b.lastSeen,
+            registeredAt: b.registeredAt, firstAnnouncedAt: b.firstAnnouncedAt)
+    }
+
+    /// Every backend, by id.
+    public var backendList: [BackendInfo] { backends.ids.sorted().compactMap { backend($0) } }
+
+    /// Ready when a backend is ready and no job is held; otherwise what the coordinator waits for.
+    public var readiness: Readiness {
+        let ready = readyCount > 0 && held.isEmpty
+        return Readiness(
+            ready: ready, readyBackends: readyCount, heldJobs: held.count,
+            waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: ready ? [] : unknown.sorted())
+    }
+
+    /// Jobs waiting for a backend (queued or gated) per job priority.
+    public var queueDepthByPriority: [Int: Int] { queuedByPriority.filter { $0.value > 0 } }
+
+    /// Jobs held by the warm-up gate, by id.
+    public var heldJobs: [JobID] { held.sorted() }
+
+    /// Jobs currently in each state (finished ones within the retention bounds).
+    public var jobsByState: [JobState: Int] {
+        var counts: [JobState: Int] = [:]
+        for j in jobs.records { counts[j.state, default: 0] += 1 }
+        return counts
+    }
+
+    /// Models every backend is asked to load when it can (load-model-now without a backend).
+    public var rememberedModels: [String] { pinnedModels.sorted() }
+}

@@ -1,0 +1,15 @@
+// The single timer: the shell arms it for `nextDeadline` and feeds `.tick`.
+extension Coordinator {
+    mutating func fireTimers() {
+        while let t = timers.min, t.at <= now {
+            timers.removeMin()
+            switch t.kind {
+            case .gateWindow(let id): refresh(id, reindex: true)
+            case .suspect(let id): suspectExpired(id)
+            case .sync(let id): syncDue(id, t.at)
+            case .inhibit(let id): refreshLoad(id)
+            case .retention: retentionDue()
+            }
+        }
+    }
+}

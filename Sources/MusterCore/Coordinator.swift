@@ -1,0 +1,327 @@
+import DequeModule
+import HeapModule
+import MusterProtocol
+
+/// The coordinator's brain: capability registry, warm-up gate, router and job lifecycle as one
+/// deterministic state machine. Every mutating method takes the current instant, changes state and
+/// returns the actions the shell must perform. Nothing here reads a clock or does I/O.
+///
+/// Timer contract: after any call, arm one timer for `nextDeadline` (if any) and feed
+/// `handle(.tick, at:)` when it fires. Early or spurious ticks are harmless.
+public struct Coordinator: Sendable {
+    /// The knobs this coordinator runs with.
+    public let policy: CorePolicy
+    /// Every announcement joined so far (the semilattice; the routing view is derived from it).
+    public internal(set) var registry = CapabilityRegistry()
+    /// Running totals.
+    public internal(set) var counters = CoreCounters()
+
+    var backends = BackendTable()
+    var jobs = JobTable()
+    var batches: [BatchID: BatchRecord] = [:]
+    var batchKeys: [String: BatchID] = [:]
+    var classes: [JobClass] = []
+    var classIndex: [ClassKey: Int] = [:]
+    var estimates = Estimates()
+    var ownerRounds: [OwnerKey: UInt64] = [:]
+    var servedRound: [Int: UInt64] = [:]
+    var queuedByPriority: [Int: Int] = [:]
+    var queuedByModel: [String: Int] = [:]
+    var modelLoad: [String: ModelLoad] = [:]
+    var pinnedModels: Set<String> = []
+
+    var nextJobID: UInt64 = 1
+    var nextBatchID: UInt64 = 1
+    var nextLease: UInt64 = 1
+    var nextSeq: UInt64 = 1
+
+    /// Backends the gate waits for: not announced for their incarnation, window still open.
+    var unknown: Set<BackendID> = []
+    var lastGateOpenCause: ReleaseCause = .backendsAnnounced
+    var gateWasClosed = false
+    var held: Set<JobID> = []
+    var heldFeatures: [String: Int] = [:]
+    /// Routable backends with a free in-flight slot.
+    var free: Set<BackendID> = []
+    /// Backends whose running slots are busy and that hold bound jobs they have not started.
+    var stealable: Set<BackendID> = []
+    var readyCount = 0
+    var timers = Heap<Timer>()
+    var finished = Deque<JobID>()
+    var lastReadiness: Readiness
+
+    // Scratch state of the event being handled.
+    var now = CoreInstant.zero
+    var out: [CoreAction] = []
+    var dirty: Set<BackendID> = []
+    var pending: [JobID] = []
+    var classesToCheck: Set<Int> = []
+    var readinessDirty = false
+    /// Reused between dispatch rounds to avoid an allocation per event.
+    var scratch = Heap<Candidate>()
+
+    /// A coordinator with no backends and no jobs.
+    public init(policy: CorePolicy = CorePolicy()) {
+        self.policy = policy
+        lastReadiness = Readiness(ready: false, readyBackends: 0, heldJobs: 0, waitingFeatures: [], waitingBackends: [])
+    }
+
+    // MARK: - Entry points
+
+    /// Feeds one event; returns what to do.
+    public mutating func handle(_ event: CoreEvent, at now: CoreInstant) -> [CoreAction] {
+        begin(now)
+        switch event {
+        case .backendExpected(let id, let name): expect(id, name: name)
+        case .backendRegistered(let registration): register(registration)
+        case .capabilities(let id, let snapshot): announce(id, snapshot)
+        case .linkLost(let id): linkLost(id)
+        case .linkRestored(let id): linkRestored(id)
+        case .jobStarted(let job, let backend, let lease): started(job, backend, lease)
+        case .jobProgress(let job, let backend, let lease, let fraction): progress(job, backend, lease, fraction)
+        case .jobCompleted(let job, let backend, let lease, let result): completed(job, backend, lease, result)
+        case .jobFailed(let job, let backend, let lease, let code, let message, let retryable):
+            failedOnBackend(job, backend, lease, JobFailure(code: code, message: message), retryable: retryable)
+        case .drain(let id): drain(id)
+        case .backendRemoved(let id): remove(id)
+        case .tick: fireTimers()
+        }
+        return finish()
+    }
+
+    /// Submits a batch. The same `key` again returns the first receipt and creates nothing.
+    public mutating func submit(
+        key: String?, entries: [BatchEntry], at now: CoreInstant
+    ) throws(CoreError) -> (receipt: SubmitReceipt, actions: [CoreAction]) {
+        if let key, let batch = batchKeys[key], let record = batches[batch] {
+            return (SubmitReceipt(batch: batch, jobs: record.jobs, duplicate: true), [])
+        }
+        try validate(entries)
+        begin(now)
+        let batch = BatchID(nextBatchID)
+        nextBatchID += 1
+        var ids: [JobID] = []
+        ids.reserveCapacity(entries.reduce(0) { $0 + $1.count })
+        for entry in entries {
+            let c = classFor(entry.spec)
+            let e = estimates.index(kind: entry.spec.kind, model: entry.spec.model)
+            for _ in 0..<entry.count {
+                let id = JobID(nextJobID)
+                nextJobID += 1
+                ids.append(id)
+                let round = assignRound(owner: entry.spec.owner, priority: entry.spec.priority)
+                jobs.insert(JobRecord(
+                    id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
+                    attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
+                    submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
+                    seq: takeSeq(), enqueuedAt: now))
+                counters.submitted += 1
+                enqueue(id, event: .queued)
+            }
+        }
+        batches[batch] = BatchRecord(id: batch, key: key, jobs: ids, submittedAt: now, live: ids.count)
+        if let key { batchKeys[key] = batch }
+        return (SubmitReceipt(batch: batch, jobs: ids, duplicate: false), finish())
+    }
+
+    /// Cancels a job in any state; a bound or running job is also canceled on its backend.
+    /// Canceling a finished job changes nothing.
+    public mutating func cancelJob(_ id: JobID, at now: CoreInstant) throws(CoreError) -> [CoreAction] {
+        guard jobs.contains(id) else { throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)") }
+        begin(now)
+        cancel(id)
+        return finish()
+    }
+
+    /// Cancels every job of a batch that has not finished.
+    public mutating func cancelBatch(_ id: BatchID, at now: CoreInstant) throws(CoreError) -> [CoreAction] {
+        guard let batch = batches[id] else { throw CoreError(.unknownBatch, "no batch \(id)") }
+        begin(now)
+        for job in batch.jobs { cancel(job) }
+        return finish()
+    }
+
+    /// Load-model-now: every eligible backend (ready, link up, model available, not loaded) loads
+    /// `model` at once; without `backend` the model is remembered so backends that announce later
+    /// load it too. With `backend`, only that backend is asked.
+    public mutating func loadModelNow(
+        _ model: String, backend: BackendID? = nil, at now: CoreInstant
+    ) throws(CoreError) -> [CoreAction] {
+        if let backend {
+            guard let b = backends.get(backend) else { throw CoreError(.unknownBackend, "no backend \(backend)") }
+            guard b.available.contains(model) || b.loaded.contains(model) else {
+                throw CoreError(.noEligibleBackend, "backend \(backend) (\(b.name)) does not have model \(model)")
+            }
+            begin(now)
+            requestLoad(backend, model, force: true)
+            return finish()
+        }
+        begin(now)
+        pinnedModels.insert(model)
+        for id in backends.ids.sorted() { requestPinned(id) }
+        return finish()
+    }
+
+    /// The earliest instant at which `tick` has something to do, if any.
+    public var nextDeadline: CoreInstant? { timers.min?.at }
+
+    // MARK: - Event plumbing
+
+    mutating func begin(_ now: CoreInstant) {
+        precondition(out.isEmpty, "actions of the previous event were not taken")
+        // The clock never goes backwards for the core, whatever the shell does.
+        self.now = max(self.now, now)
+        gateWasClosed = gateClosed
+    }
+
+    mutating func finish() -> [CoreAction] {
+        settle()
+        let actions = out
+        out.removeAll(keepingCapacity: true)
+        return actions
+    }
+
+    var gateClosed: Bool { !unknown.isEmpty }
+
+    mutating func takeSeq() -> UInt64 {
+        defer { nextSeq += 1 }
+        return nextSeq
+    }
+
+    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind) {
+        out.append(.jobEvent(JobEvent(
+            job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
+            backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
+    }
+
+    mutating func schedule(_ at: CoreInstant, _ kind: Timer.Kind) {
+        timers.insert(Timer(at: at, seq: takeSeq(), kind: kind))
+    }
+}
+
+// MARK: - Internal records
+
+struct ClassKey: Hashable {
+    var needs: [String]
+    var model: String?
+}
+
+/// Jobs with the same needs and model: one queue, one set of capable backends.
+struct JobClass {
+    var needs: [String]
+    var model: String?
+    var queue = Heap<QueueEntry>()
+    /// Valid entries in `queue` (canceled jobs are removed lazily).
+    var queued = 0
+    /// Entries in `queue` whose job already left it.
+    var dead = 0
+    /// Backends announced ready with these features and the model, link not down, not draining.
+    var capable: Set<BackendID> = []
+}
+
+struct QueueEntry: Comparable {
+    var negPriority: Int
+    var round: UInt64
+    var seq: UInt64
+    var job: JobID
+    /// The job's duration estimate slot, so the affinity rule needs no job lookup.
+    var estimate: Int32
+    static func < (a: QueueEntry, b: QueueEntry) -> Bool {
+        (a.negPriority, a.round, a.seq) < (b.negPriority, b.round, b.seq)
+    }
+    static func == (a: QueueEntry, b: QueueEntry) -> Bool { a.seq == b.seq && a.job == b.job }
+}
+
+struct OwnerKey: Hashable {
+    var owner: String
+    var priority: Int
+}
+
+struct ModelLoad {
+    var slots = 0
+    var inFlight = 0
+}
+
+struct Timer: Comparable {
+    enum Kind {
+        case gateWindow(BackendID)
+        case suspect(BackendID)
+        case sync(BackendID)
+        case inhibit(BackendID)
+        case retention
+    }
+    var at: CoreInstant
+    var seq: UInt64
+    var kind: Kind
+    static func < (a: Timer, b: Timer) -> Bool { (a.at, a.seq) < (b.at, b.seq) }
+    static func == (a: Timer, b: Timer) -> Bool { a.at == b.at && a.seq == b.seq }
+}
+
+struct Backend {
+    var id: BackendID
+    var name: String
+    var priority: Int
+    var link: LinkState
+    var incarnation: Incarnation?
+    var helloSlots: Int
+    var registeredAt: CoreInstant
+    var firstAnnouncedAt: CoreInstant?
+    var lastSeen: CoreInstant?
+    /// The newest announcement of the current incarnation.
+    var snapshot: CapabilitySnapshot?
+    var features: Set<String> = []
+    var available: Set<String> = []
+    var loaded: Set<String> = []
+    /// Jobs bound here, in binding order.
+    var jobs: [JobID] = []
+    var running = 0
+    var drainRequested = false
+    var inhibitedUntil = CoreInstant.zero
+    var suspectUntil: CoreInstant?
+    var classes: [Int] = []
+    /// Models this backend was asked to load, and when (to measure load times).
+    var loadRequested: [String: CoreInstant] = [:]
+    var nextSync: CoreInstant?
+    /// Whether this backend currently counts as ready (for readiness and model load totals).
+    var counted = false
+    var countedModels: [String] = []
+    var countedSlots = 0
+
+    var isLocal: Bool { id.isLocal }
+    var slots: Int { max(1, snapshot?.slots ?? helloSlots) }
+    var announcedReady: Bool { snapshot?.state == .ready }
+    var capable: Bool { announcedReady && (link == .up || link == .suspect) && !drainRequested }
+    func routable(_ now: CoreInstant) -> Bool {
+        link == .up && announcedReady && !drainRequested && inhibitedUntil <= now
+    }
+    /// Unknown for capability purposes: no final announcement for this incarnation yet.
+    var unannounced: Bool {
+        guard let snapshot else { return true }
+        return snapshot.state == .starting || snapshot.state == .loading
+    }
+}
+
+/// Moving averages of job durations per (kind, model) and load times per model, in seconds.
+struct Estimates {
+    var keys: [ClassEstimateKey: Int] = [:]
+    var jobSeconds: [Double?] = []
+    var loadSeconds: [String: Double] = [:]
+
+    struct ClassEstimateKey: Hashable {
+        var kind: String
+        var model: String?
+    }
+
+    mutating func index(kind: String, model: String?) -> Int {
+        let key = ClassEstimateKey(kind: kind, model: model)
+        if let i = keys[key] { return i }
+        jobSeconds.append(nil)
+        keys[key] = jobSeconds.count - 1
+        return jobSeconds.count - 1
+    }
+
+    static func blend(_ old: Double?, _ sample: Double, _ alpha: Double) -> Double {
+        guard let old else { return sample }
+        return old + alpha * (sample - old)
+    }
+}

@@ -1,0 +1,40 @@
+/// Every knob of the core, with the defaults the issue asks for.
+public struct CorePolicy: Sendable, Hashable {
+    /// How long the warm-up gate waits for a backend that registered but has not announced
+    /// (counted from its registration). `.zero` turns the gate off.
+    public var gateWindow: Duration = .seconds(60)
+    /// Jobs a backend may hold beyond its running slots (queued on the backend).
+    public var overqueue: Int = 1
+    /// How long a backend whose link dropped keeps its jobs before they are requeued.
+    public var suspectGrace: Duration = .seconds(10)
+    /// Anti-entropy: how often each backend is asked for its current capabilities.
+    public var syncInterval: Duration = .seconds(15)
+    /// A backend that failed a job gets no new work for this long.
+    public var inhibitAfterFailure: Duration = .seconds(5)
+    /// Bindings per job before it fails with `attempts_exhausted`.
+    public var maxAttempts: Int = 3
+    /// When no backend can ever run a job (gate open), keep it queued instead of failing it
+    /// with `no_eligible_backend`.
+    public var keepQueuedWhenNoEligible: Bool = false
+    /// Send jobs to backends that must load the model first only when that pays off.
+    public var modelAffinity: Bool = true
+    /// Loading pays off when `loadTime * affinityMargin + jobTime` is below the time the backends
+    /// that have the model need for the jobs waiting for it. Larger values favour loaded backends.
+    public var affinityMargin: Double = 1.0
+    /// Estimate for a model load before any load was measured.
+    public var defaultModelLoadTime: Duration = .seconds(20)
+    /// Estimate for a job before any job of its kind and model was measured.
+    public var defaultJobDuration: Duration = .seconds(10)
+    /// Weight of the newest sample in the moving averages of load and job times.
+    public var estimateSmoothing: Double = 0.3
+    /// Let an idle backend take a job bound to a busy one that has not started it.
+    public var workStealing: Bool = true
+    /// Finished jobs kept for queries: at most this many ...
+    public var finishedJobLimit: Int = 10_000
+    /// ... and for at most this long after they finished.
+    public var finishedJobRetention: Duration = .seconds(3600)
+    /// Largest number of jobs one submission may create.
+    public var maxJobsPerSubmission: Int = 10_000
+
+    public init() {}
+}

@@ -1,0 +1,310 @@
+import MusterProtocol
+
+/// The state of the coordinator's link to a backend.
+public enum LinkState: String, Hashable, Sendable, CaseIterable {
+    /// Listed in the configuration but never connected.
+    case expected
+    /// Connected.
+    case up
+    /// The link dropped less than the suspect grace ago: capabilities kept, no new work.
+    case suspect
+    /// The grace ended (or the backend was told to go); its jobs were requeued.
+    case down
+}
+
+/// What a backend says when it registers (its hello), plus configuration the server knows.
+public struct BackendRegistration: Hashable, Sendable {
+    public var id: BackendID
+    public var name: String
+    public var incarnation: Incarnation
+    /// Running slots until the first announcement says otherwise.
+    public var slots: Int
+    /// Configured priority: higher wins among equally loaded backends.
+    public var priority: Int
+
+    public init(id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0) {
+        self.id = id
+        self.name = name
+        self.incarnation = incarnation
+        self.slots = slots
+        self.priority = priority
+    }
+}
+
+/// One entry of a submission: `count` jobs with the same spec.
+public struct BatchEntry: Hashable, Sendable {
+    public var spec: JobSpec
+    public var count: Int
+    public init(spec: JobSpec, count: Int = 1) {
+        self.spec = spec
+        self.count = count
+    }
+}
+
+/// The answer to a submission.
+public struct SubmitReceipt: Hashable, Sendable {
+    public var batch: BatchID
+    public var jobs: [JobID]
+    /// True when the batch key was seen before and nothing new was created.
+    public var duplicate: Bool
+}
+
+/// A refused command: a code from the shared vocabulary and a message a person can act on.
+public struct CoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { "\(code): \(message)" }
+}
+
+/// Why one backend could not take a job; part of a `no_eligible_backend` failure.
+public struct BackendRefusal: Hashable, Sendable {
+    public var backend: BackendID
+    public var name: String
+    public var reason: String
+
+    public init(backend: BackendID, name: String, reason: String) {
+        self.backend = backend
+        self.name = name
+        self.reason = reason
+    }
+}
+
+/// Why a job ended in `failed`.
+public struct JobFailure: Hashable, Sendable {
+    public var code: ErrorCode
+    public var message: String
+    /// For `no_eligible_backend`: every backend considered and why it was refused.
+    public var refusals: [BackendRefusal]
+    public init(code: ErrorCode, message: String, refusals: [BackendRefusal] = []) {
+        self.code = code
+        self.message = message
+        self.refusals = refusals
+    }
+}
+
+/// Why a job is held by the warm-up gate.
+public struct WaitReason: Hashable, Sendable {
+    /// The features the job needs.
+    public var features: [String]
+    /// The model the job needs, if any.
+    public var model: String?
+    /// The backends that have not announced yet and might turn out eligible.
+    public var backends: [BackendID]
+    /// True when no ready backend can run the job at all yet (rather than none being free).
+    public var noReadyBackend: Bool
+
+    public init(features: [String], model: String?, backends: [BackendID], noReadyBackend: Bool) {
+        self.features = features
+        self.model = model
+        self.backends = backends
+        self.noReadyBackend = noReadyBackend
+    }
+}
+
+/// Why a held job left the gate.
+public enum ReleaseCause: String, Hashable, Sendable {
+    /// Every backend the gate waited for has announced.
+    case backendsAnnounced
+    /// The gate window of the last backend it waited for ended.
+    case windowExpired
+    /// An eligible backend had an idle running slot, which a held job may always take.
+    case idleBackend
+}
+
+/// Why a job went back to the queue.
+public enum RequeueCause: String, Hashable, Sendable {
+    /// The link stayed down longer than the suspect grace.
+    case linkLost
+    /// The backend came back with a new incarnation: its old leases died.
+    case backendRestarted
+    /// The backend was removed.
+    case backendRemoved
+    /// The backend reported a retryable failure.
+    case backendFailed
+}
+
+/// A job event for clients and metrics.
+public struct JobEvent: Hashable, Sendable {
+    public enum Kind: Hashable, Sendable {
+        case queued
+        case gated(WaitReason)
+        case released(ReleaseCause)
+        case bound
+        case started
+        case progress(Double)
+        case requeued(RequeueCause)
+        case completed(RawJSON)
+        case failed(JobFailure)
+        case canceled
+    }
+    public var job: JobID
+    public var batch: BatchID
+    public var owner: String
+    public var kind: Kind
+    /// The job's state after the event.
+    public var state: JobState
+    public var backend: BackendID?
+    public var lease: Lease?
+    public var attempt: Int
+    public var at: CoreInstant
+}
+
+/// Whether the coordinator is ready, and if not what it waits for.
+public struct Readiness: Hashable, Sendable {
+    /// At least one backend is ready and no job is held by the gate.
+    public var ready: Bool
+    public var readyBackends: Int
+    public var heldJobs: Int
+    /// Features the held jobs need.
+    public var waitingFeatures: [String]
+    /// Backends the gate waits for (registered or expected, not announced, window open).
+    public var waitingBackends: [BackendID]
+}
+
+/// Facts for metrics and logs.
+public enum Observation: Hashable, Sendable {
+    /// Time from a job entering the queue to its binding.
+    case bindLatency(JobID, Duration)
+    /// Time from a backend's registration to its first `ready` announcement.
+    case propagation(BackendID, Duration)
+    case announcementApplied(BackendID, CapabilityVersion)
+    case staleAnnouncement(BackendID, CapabilityVersion)
+    /// A report naming a lease that is not the job's current one: ignored.
+    case staleReport(JobID, BackendID, Lease)
+    case stolen(JobID, from: BackendID, to: BackendID)
+    case requeued(JobID, RequeueCause)
+    /// Time from start to completion on a backend.
+    case jobDuration(JobID, BackendID, Duration)
+}
+
+/// What the shell must do after an event.
+public enum CoreAction: Hashable, Sendable {
+    /// Send the job to the backend under this lease.
+    case assign(job: JobID, spec: JobSpec, backend: BackendID, lease: Lease, attempt: Int)
+    /// Tell the backend to stop the job (client cancel).
+    case cancel(job: JobID, backend: BackendID, lease: Lease)
+    /// Take back a job the backend has not started (work stealing); the lease is dead.
+    case revoke(job: JobID, backend: BackendID, lease: Lease)
+    /// Ask the backend to load a model now.
+    case loadModel(backend: BackendID, model: String)
+    /// Ask the backend for its capabilities; `held` is the version the coordinator has.
+    case sync(backend: BackendID, held: CapabilityVersion?)
+    /// Acknowledge an announcement with the version now held.
+    case ackCapabilities(backend: BackendID, version: CapabilityVersion)
+    case jobEvent(JobEvent)
+    case readinessChanged(Readiness)
+    case observe(Observation)
+}
+
+/// Events from backends, links and the timer.
+public enum CoreEvent: Hashable, Sendable {
+    /// A backend named in the configuration, not connected yet: the gate waits for it.
+    case backendExpected(BackendID, name: String)
+    /// A backend linked and said hello (first time, reconnect or restart).
+    case backendRegistered(BackendRegistration)
+    case capabilities(BackendID, CapabilitySnapshot)
+    case linkLost(BackendID)
+    /// The link came back with the same incarnation.
+    case linkRestored(BackendID)
+    case jobStarted(JobID, backend: BackendID, lease: Lease)
+    case jobProgress(JobID, backend: BackendID, lease: Lease, fraction: Double)
+    case jobCompleted(JobID, backend: BackendID, lease: Lease, result: RawJSON)
+    case jobFailed(JobID, backend: BackendID, lease: Lease, code: ErrorCode, message: String, retryable: Bool)
+    /// Finish what it has, take nothing new.
+    case drain(BackendID)
+    case backendRemoved(BackendID)
+    /// The timer armed for `nextDeadline` fired (spurious ticks are harmless).
+    case tick
+}
+
+/// One binding of a job, kept in its history.
+public struct AttemptRecord: Hashable, Sendable {
+    public var attempt: Int
+    public var backend: BackendID
+    public var lease: Lease
+    public var boundAt: CoreInstant
+    public var startedAt: CoreInstant?
+    public var endedAt: CoreInstant?
+    /// How the binding ended: `completed`, `failed: ...`, `revoked`, `requeued: ...`, `canceled`.
+    public var outcome: String?
+}
+
+/// A job as the core sees it.
+public struct JobRecord: Hashable, Sendable {
+    public internal(set) var id: JobID
+    public internal(set) var batch: BatchID
+    public internal(set) var spec: JobSpec
+    public internal(set) var state: JobState
+    public internal(set) var backend: BackendID?
+    public internal(set) var lease: Lease?
+    /// 1 for the first binding; a backend lost mid-job adds one.
+    public internal(set) var attempt: Int
+    public internal(set) var progress: Double
+    public internal(set) var history: [AttemptRecord]
+    public internal(set) var result: RawJSON?
+    public internal(set) var failure: JobFailure?
+    /// Set while the job is gated.
+    public internal(set) var waitReason: WaitReason?
+    public internal(set) var submittedAt: CoreInstant
+    public internal(set) var endedAt: CoreInstant?
+
+    // Routing bookkeeping.
+    var classIndex: Int
+    var estimateIndex: Int
+    var round: UInt64
+    var seq: UInt64
+    var enqueuedAt: CoreInstant
+}
+
+/// A batch as the core sees it.
+public struct BatchRecord: Hashable, Sendable {
+    public internal(set) var id: BatchID
+    public internal(set) var key: String?
+    public internal(set) var jobs: [JobID]
+    public internal(set) var submittedAt: CoreInstant
+    /// Jobs not yet evicted from the finished-job store.
+    var live: Int
+}
+
+/// A backend as the core sees it.
+public struct BackendInfo: Hashable, Sendable {
+    public var id: BackendID
+    public var name: String
+    public var isLocal: Bool
+    public var link: LinkState
+    public var incarnation: Incarnation?
+    /// The announced state of the current incarnation; nil before the first announcement.
+    public var announced: BackendState?
+    public var version: CapabilityVersion?
+    public var features: [String]
+    public var modelsAvailable: [String]
+    public var modelsLoaded: [String]
+    public var slots: Int
+    public var priority: Int
+    public var inFlight: Int
+    public var running: Int
+    public var draining: Bool
+    public var inhibitedUntil: CoreInstant?
+    public var lastSeen: CoreInstant?
+    public var registeredAt: CoreInstant
+    public var firstAnnouncedAt: CoreInstant?
+}
+
+/// Running totals for metrics.
+public struct CoreCounters: Hashable, Sendable {
+    public var submitted = 0
+    public var bound = 0
+    public var completed = 0
+    public var failed = 0
+    public var canceled = 0
+    public var requeued = 0
+    public var stolen = 0
+    public var announcementsApplied = 0
+    public var announcementsStale = 0
+    public var staleReports = 0
+    public var modelLoadsRequested = 0
+}

@@ -1,0 +1,106 @@
+import DequeModule
+import MusterProtocol
+
+// Storage for the records the router touches on every decision. Reads and writes go through
+// `_read`/`_modify` accessors into an array, so looking at one field of a record neither copies
+// the record nor retains its strings and sets (a Dictionary's getter would do both).
+
+/// Jobs by id. Ids are allocated in increasing order, so a window of slot numbers indexed by
+/// `id - base` replaces hashing; the window's front advances as the oldest jobs are evicted.
+struct JobTable {
+    private var base: UInt64 = 1
+    private var slots = Deque<Int32>()
+    private(set) var records: [JobRecord] = []
+
+    var count: Int { records.count }
+
+    func index(_ id: JobID) -> Int? {
+        guard id.rawValue >= base else { return nil }
+        let offset = id.rawValue - base
+        guard offset < UInt64(slots.count) else { return nil }
+        let slot = slots[Int(offset)]
+        return slot < 0 ? nil : Int(slot)
+    }
+
+    func contains(_ id: JobID) -> Bool { index(id) != nil }
+
+    /// The record of a job that must exist.
+    subscript(id: JobID) -> JobRecord {
+        _read { yield records[index(id)!] }
+        _modify { yield &records[index(id)!] }
+    }
+
+    /// A copy of the record, if the job exists.
+    func get(_ id: JobID) -> JobRecord? { index(id).map { records[$0] } }
+
+    /// The state of a job, if it exists, without copying its record.
+    func state(_ id: JobID) -> JobState? {
+        guard let i = index(id) else { return nil }
+        return records[i].state
+    }
+
+    /// Adds a job whose id is larger than every id added before.
+    mutating func insert(_ record: JobRecord) {
+        if slots.isEmpty { base = record.id.rawValue }
+        precondition(record.id.rawValue >= base + UInt64(slots.count), "job ids must increase")
+        while base + UInt64(slots.count) < record.id.rawValue { slots.append(-1) }
+        slots.append(Int32(records.count))
+        records.append(record)
+    }
+
+    mutating func remove(_ id: JobID) -> JobRecord? {
+        guard let i = index(id) else { return nil }
+        let last = records.count - 1
+        if i != last {
+            records.swapAt(i, last)
+            slots[Int(records[i].id.rawValue - base)] = Int32(i)
+        }
+        slots[Int(id.rawValue - base)] = -1
+        while let first = slots.first, first < 0 {
+            slots.removeFirst()
+            base += 1
+        }
+        return records.removeLast()
+    }
+}
+
+/// Backends by id: a dictionary of slots into an array of records.
+struct BackendTable {
+    private var slots: [BackendID: Int] = [:]
+    private(set) var records: [Backend] = []
+
+    var ids: Dictionary<BackendID, Int>.Keys { slots.keys }
+
+    func index(_ id: BackendID) -> Int? { slots[id] }
+
+    func contains(_ id: BackendID) -> Bool { slots[id] != nil }
+
+    /// The record of a backend that must exist.
+    subscript(id: BackendID) -> Backend {
+        _read { yield records[slots[id]!] }
+        _modify { yield &records[slots[id]!] }
+    }
+
+    /// A copy of the record, if the backend exists.
+    func get(_ id: BackendID) -> Backend? { slots[id].map { records[$0] } }
+
+    /// Adds or replaces a record.
+    mutating func put(_ record: Backend) {
+        if let i = slots[record.id] {
+            records[i] = record
+        } else {
+            slots[record.id] = records.count
+            records.append(record)
+        }
+    }
+
+    mutating func remove(_ id: BackendID) {
+        guard let i = slots.removeValue(forKey: id) else { return }
+        let last = records.count - 1
+        if i != last {
+            records.swapAt(i, last)
+            slots[records[i].id] = i
+        }
+        records.removeLast()
+    }
+}

@@ -1,0 +1,169 @@
+import ArgumentParser
+import Glibc
+import Histogram
+import MusterCore
+import MusterProtocol
+
+/// `muster bench core`: routing decisions of the core under a large fleet and a deep queue.
+struct BenchCore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "core",
+        abstract: "Bindings per second, decision latency and memory per queued job of MusterCore."
+    )
+
+    @Option(help: "Fleet sizes to measure, comma-separated.")
+    var backends = "1000,10000"
+
+    @Option(help: "Jobs kept queued.")
+    var queued = 100_000
+
+    @Option(help: "Decisions (job completions that free a slot) measured per fleet size.")
+    var decisions = 200_000
+
+    func run() throws {
+        let sizes = backends.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
+        print("core: \(queued) queued jobs over 20 feature sets and 50 models; one decision = a completion that frees a slot")
+        print("| backends | bindings/s | decision p50 | decision p99 | decision max | bytes/queued job |")
+        print("|---------:|-----------:|-------------:|-------------:|-------------:|-----------------:|")
+        for n in sizes {
+            let r = Self.measure(backends: n, queued: queued, decisions: decisions)
+            print(
+                "| \(n) | \(Int(r.bindingsPerSecond)) | \(Self.micros(r.p50)) | \(Self.micros(r.p99)) | \(Self.micros(r.max)) | \(r.bytesPerJob) |"
+            )
+        }
+    }
+
+    static func micros(_ ns: UInt64) -> String {
+        let us = Double(ns) / 1000
+        return us < 10 ? "\((us * 100).rounded() / 100) µs" : "\(Int(us.rounded())) µs"
+    }
+
+    struct Result {
+        var bindingsPerSecond: Double
+        var p50: UInt64
+        var p99: UInt64
+        var max: UInt64
+        var bytesPerJob: Int
+    }
+
+    /// A fixed-seed generator so every run measures the same fleet and queue.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    /// Resident bytes of the process (second field of `/proc/self/statm`, in pages). Glibc's
+    /// mallinfo is not exposed to Swift, and the growth of the resident set while the queue fills
+    /// is what a deployment pays anyway.
+    static func residentBytes() -> Int {
+        let fd = open("/proc/self/statm", O_RDONLY)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let n = read(fd, &buffer, buffer.count)
+        guard n > 0 else { return 0 }
+        let fields = buffer[0..<n].split(separator: UInt8(ascii: " "))
+        guard fields.count > 1, let pages = Int(String(decoding: fields[1], as: UTF8.self)) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    static func measure(backends n: Int, queued: Int, decisions: Int) -> Result {
+        var rng = SplitMix(state: 42)
+        let features = ["video", "frameinterps", "upscale", "controlnet", "ipadapter", "lora", "inpaint", "audio"]
+        let models = (0..<50).map { "model-\($0)" }
+        // 20 feature sets: the empty set, singles and pairs of the features above.
+        var featureSets: [[String]] = [[]]
+        for i in features.indices where featureSets.count < 20 { featureSets.append([features[i]]) }
+        outer: for i in features.indices {
+            for j in features.indices where j > i {
+                if featureSets.count == 20 { break outer }
+                featureSets.append([features[i], features[j]])
+            }
+        }
+        var core = Coordinator()
+        var clock = CoreInstant.zero
+        func tick() -> CoreInstant {
+            clock.nanoseconds += 1000
+            return clock
+        }
+        for i in 1...n {
+            let id = BackendID(Int64(i))
+            let slots = 1 + Int(rng.next() % 2)
+            _ = core.handle(
+                .backendRegistered(BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
+                at: tick())
+            let has = features.filter { _ in rng.next() % 10 < 7 }
+            var available: [String] = []
+            while available.count < 8 {
+                let m = models[Int(rng.next() % 50)]
+                if !available.contains(m) { available.append(m) }
+            }
+            _ = core.handle(
+                .capabilities(id, CapabilitySnapshot(
+                    version: CapabilityVersion(incarnation: Incarnation(1), revision: 1), state: .ready, features: has,
+                    modelsAvailable: available, modelsLoaded: Array(available.prefix(2)), slots: slots)),
+                at: tick())
+        }
+        let specs = (0..<1000).map { k in
+            JobSpec(kind: k % 3 == 0 ? "video" : "image", needs: featureSets[k % 20], model: models[(k / 20) % 50],
+                    owner: "owner\(k % 7)")
+        }
+        func randomSpec() -> JobSpec { specs[Int(rng.next() % UInt64(specs.count))] }
+
+        // Fill the queue; measure the heap it takes.
+        var bound: [(JobID, BackendID, Lease)] = []
+        func collect(_ actions: [CoreAction]) -> Int {
+            var n = 0
+            for case .assign(let job, _, let backend, let lease, _) in actions {
+                bound.append((job, backend, lease))
+                n += 1
+            }
+            return n
+        }
+        let before = residentBytes()
+        var submitted = 0
+        while submitted < queued {
+            let entries = (0..<100).map { _ in BatchEntry(spec: randomSpec()) }
+            let (_, actions) = try! core.submit(key: nil, entries: entries, at: tick())
+            _ = collect(actions)
+            submitted += entries.count
+        }
+        let bytesPerJob = (residentBytes() - before) / max(1, queued)
+
+        // Steady state: a random bound job completes, its backend takes the next job, and a new job
+        // keeps the queue at its depth.
+        var histogram = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
+        let timer = ContinuousClock()
+        var bindings = 0
+        var total = Duration.zero
+        for _ in 0..<decisions {
+            guard !bound.isEmpty else { break }
+            let pick = Int(rng.next() % UInt64(bound.count))
+            let (job, backend, lease) = bound[pick]
+            bound.swapAt(pick, bound.count - 1)
+            bound.removeLast()
+            let spec = randomSpec()
+            let start = timer.now
+            _ = core.handle(.jobStarted(job, backend: backend, lease: lease), at: tick())
+            let decisionStart = timer.now
+            let actions = core.handle(.jobCompleted(job, backend: backend, lease: lease, result: .null), at: tick())
+            let decisionEnd = timer.now
+            let (_, more) = try! core.submit(key: nil, entries: [BatchEntry(spec: spec)], at: tick())
+            let end = timer.now
+            bindings += collect(actions) + collect(more)
+            total += end - start
+            let d = (decisionEnd - decisionStart).components
+            _ = histogram.record(UInt64(d.seconds) * 1_000_000_000 + UInt64(d.attoseconds / 1_000_000_000))
+        }
+        let seconds = Double(total.components.seconds) + Double(total.components.attoseconds) / 1e18
+        return Result(
+            bindingsPerSecond: Double(bindings) / seconds, p50: histogram.valueAtPercentile(50),
+            p99: histogram.valueAtPercentile(99), max: histogram.max, bytesPerJob: bytesPerJob)
+    }
+}

@@ -1,0 +1,173 @@
+import MusterCore
+import MusterProtocol
+import Testing
+
+/// The warm-up gate, readiness, anti-entropy and model commands, event by event.
+@Suite struct GateTests {
+    let video = JobSpec(kind: "video", needs: ["video", "frameinterps"])
+
+    func readinessChanges(_ actions: [CoreAction]) -> [Readiness] {
+        actions.compactMap { if case .readinessChanged(let r) = $0 { r } else { nil } }
+    }
+
+    @Test func heldJobsMakeReadinessFalseWithReasons() {
+        var h = Harness()
+        h.ready(-1, features: ["video", "frameinterps"])
+        #expect(h.core.readiness.ready)
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        let jobs = h.submit(video, count: 3)
+        // One starts at once on the idle local backend; the others are not parked behind it.
+        #expect(jobs.map { h.state($0) } == [.bound, .gated, .gated])
+        #expect(h.core.backend(BackendID(-1))?.inFlight == 1)
+        let r = h.core.readiness
+        #expect(!r.ready && r.heldJobs == 2)
+        #expect(r.waitingFeatures == ["frameinterps", "video"])
+        #expect(r.waitingBackends == [BackendID(5)])
+        #expect(readinessChanges(h.last).last == r)
+        #expect(h.core.heldJobs == [jobs[1], jobs[2]])
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5)])
+        #expect(h.core.job(jobs[1])?.waitReason?.noReadyBackend == false)
+
+        // The local backend finishing its job takes the next held one at once (idle running slot).
+        h.send(.jobCompleted(jobs[0], backend: BackendID(-1), lease: h.lease(jobs[0]), result: .null))
+        #expect(h.events(jobs[1], in: h.last) == [.released(.idleBackend), .bound])
+        #expect(h.state(jobs[2]) == .gated)
+
+        h.clock = .seconds(40)
+        h.announce(5, .ready, features: ["video", "frameinterps"], revision: 2)
+        #expect(h.events(jobs[2], in: h.last) == [.released(.backendsAnnounced), .bound])
+        #expect(h.backend(jobs[2]) == BackendID(5))
+        #expect(h.core.readiness.ready)
+        #expect(readinessChanges(h.last).last?.ready == true)
+    }
+
+    @Test func loadingAnnouncementKeepsTheBackendUnknown() {
+        var h = Harness()
+        h.ready(-1, features: ["video", "frameinterps"])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        h.announce(5, .loading, revision: 1)
+        h.announce(5, .starting, revision: 2)
+        _ = h.submit(video, count: 2)
+        #expect(h.core.readiness.waitingBackends == [BackendID(5)])
+        h.announce(5, .ready, features: ["image"], revision: 3)
+        // It announced, without the features: the gate opens and the held job goes to the local backend.
+        #expect(h.core.readiness.ready)
+        #expect(h.core.backend(BackendID(-1))?.inFlight == 2)
+    }
+
+    @Test func gateWindowCountsFromRegistration() {
+        var h = Harness { $0.gateWindow = .seconds(60) }
+        h.ready(-1, features: ["video", "frameinterps"])
+        h.clock = .seconds(30)
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        let jobs = h.submit(video, count: 3)
+        #expect(h.state(jobs[1]) == .gated)
+        h.advance(to: 89)
+        #expect(h.state(jobs[1]) == .gated)
+        h.advance(to: 90)
+        #expect(h.events(jobs[1], in: h.last) == [.released(.windowExpired), .bound])
+        #expect(h.state(jobs[2]) == .queued)  // the local backend has one running, one waiting now
+    }
+
+    @Test func expectedBackendsCountAsUnknown() {
+        var h = Harness()
+        h.send(.backendExpected(BackendID(8), name: "gpu-box"))
+        h.ready(-1, features: ["video"])
+        let jobs = h.submit(JobSpec(kind: "video", needs: ["video"]), count: 2)
+        #expect(h.state(jobs[1]) == .gated)
+        #expect(h.core.readiness.waitingBackends == [BackendID(8)])
+        #expect(h.core.backend(BackendID(8))?.link == .expected)
+        h.advance(to: 60)
+        #expect(h.state(jobs[1]) == .bound)
+        #expect(h.core.readiness.ready)
+    }
+
+    @Test func gateOffFailsAtOnceWhenNothingCanRunTheJob() {
+        var h = Harness { $0.gateWindow = .zero }
+        h.ready(-1, features: ["video"])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        let job = h.submit(video)[0]
+        #expect(h.state(job) == .failed)
+        let failure = h.core.job(job)!.failure!
+        #expect(failure.code == .noEligibleBackend)
+        #expect(failure.refusals == [
+            BackendRefusal(backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps"),
+            BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced"),
+        ])
+    }
+
+    @Test func imageJobsAreNotHeldWhileSomeBackendLoads() {
+        var h = Harness()
+        h.ready(1)
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(2), name: "loading", incarnation: Incarnation(1))))
+        let jobs = h.submit(JobSpec(kind: "image"), count: 3)
+        #expect(jobs.map { h.state($0) } == [.bound, .bound, .queued])
+        #expect(h.core.heldJobs.isEmpty)
+    }
+
+    @Test func periodicAndGapSync() {
+        var h = Harness { $0.syncInterval = .seconds(15) }
+        h.ready(1, revision: 1)
+        #expect(h.core.nextDeadline == .seconds(15))
+        h.advance(to: 15)
+        #expect(h.last.contains(.sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
+        #expect(h.core.nextDeadline == .seconds(30))
+        // Revision 2 was lost: revision 3 is applied and an immediate sync asks for the rest.
+        h.announce(1, .ready, revision: 3)
+        let v3 = CapabilityVersion(incarnation: Incarnation(1), revision: 3)
+        #expect(h.last.contains(.sync(backend: BackendID(1), held: v3)))
+        #expect(h.last.contains(.ackCapabilities(backend: BackendID(1), version: v3)))
+        // The late revision 2 is stale: acknowledged with what is held, counted, nothing else.
+        h.announce(1, .draining, revision: 2)
+        #expect(h.last.contains(.ackCapabilities(backend: BackendID(1), version: v3)))
+        #expect(h.last.contains(.observe(.staleAnnouncement(BackendID(1), CapabilityVersion(incarnation: Incarnation(1), revision: 2)))))
+        #expect(h.core.backend(BackendID(1))?.announced == .ready)
+        #expect(h.core.counters.announcementsStale == 1)
+    }
+
+    @Test func propagationTimeIsObserved() {
+        var h = Harness()
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        h.clock = .seconds(40)
+        h.announce(5, .ready, revision: 1)
+        #expect(h.last.contains(.observe(.propagation(BackendID(5), .seconds(40)))))
+        #expect(h.core.backend(BackendID(5))?.firstAnnouncedAt == .seconds(40))
+    }
+
+    @Test func loadModelNowAskesEveryEligibleBackendAndRemembersTheModel() throws {
+        var h = Harness()
+        h.ready(1, models: ["flux"])
+        h.ready(2, models: ["flux"], loaded: ["flux"])
+        h.ready(3, models: ["sdxl"])
+        let actions = try h.core.loadModelNow("flux", at: h.clock)
+        #expect(actions == [.loadModel(backend: BackendID(1), model: "flux")])
+        #expect(h.core.rememberedModels == ["flux"])
+        // A backend that joins later with the model available loads it too.
+        h.ready(4, models: ["flux"])
+        #expect(h.last.contains(.loadModel(backend: BackendID(4), model: "flux")))
+        // One backend: asked even if a load was requested before; unknown ones are errors.
+        let one = try h.core.loadModelNow("flux", backend: BackendID(1), at: h.clock)
+        #expect(one == [.loadModel(backend: BackendID(1), model: "flux")])
+        #expect(throws: CoreError.self) { _ = try h.core.loadModelNow("flux", backend: BackendID(3), at: h.clock) }
+        #expect(throws: CoreError.self) { _ = try h.core.loadModelNow("flux", backend: BackendID(99), at: h.clock) }
+    }
+
+    @Test func modelTieBreakPrefersTheBackendWithTheModelLoaded() {
+        var h = Harness()
+        h.ready(1, models: ["m"])
+        h.ready(2, models: ["m"], loaded: ["m"])
+        let job = h.submit(JobSpec(kind: "image", model: "m"))[0]
+        #expect(h.backend(job) == BackendID(2))
+    }
+
+    @Test func leastLoadedThenLocalThenPriorityThenLowestID() {
+        var h = Harness()
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(3), name: "hi", incarnation: Incarnation(1), priority: 5)))
+        h.announce(3, .ready, revision: 1)
+        h.ready(2)
+        h.ready(-1)
+        h.ready(-2)
+        let jobs = h.submit(JobSpec(kind: "image"), count: 5)
+        #expect(jobs.map { h.backend($0) } == [BackendID(-2), BackendID(-1), BackendID(3), BackendID(2), BackendID(-2)])
+    }
+}

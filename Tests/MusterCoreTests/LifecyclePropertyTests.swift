@@ -1,0 +1,91 @@
+import MusterCore
+import MusterProtocol
+import PropertyBased
+import Testing
+
+/// Random event storms against the coordinator: whatever the order of reports, restarts, link
+/// drops, cancels and timer ticks, every job ends exactly once and the bookkeeping stays sound.
+@Suite struct LifecyclePropertyTests {
+    @Test func jobsEndExactlyOnceAndLoadsStayWithinSlots() async {
+        await propertyCheck(count: 60, input: Gen.int(in: 0...Int(Int32.max)).array(of: 1...120)) { script in
+            var h = Harness {
+                $0.suspectGrace = .seconds(3)
+                $0.inhibitAfterFailure = .seconds(1)
+                $0.gateWindow = .seconds(20)
+            }
+            var incarnations: [Int64: UInt64] = [1: 1, 2: 1, 3: 1]
+            var revisions: [Int64: UInt64] = [1: 0, 2: 0, 3: 0]
+            var leases: [(JobID, BackendID, Lease)] = []
+            var submitted: [JobID] = []
+            var t = 0.0
+            func announce(_ h: inout Harness, _ b: Int64, _ state: BackendState) {
+                revisions[b]! += 1
+                h.announce(b, state, features: b == 3 ? ["video"] : [], slots: Int(b), incarnation: incarnations[b]!,
+                           revision: revisions[b]!)
+            }
+            for id in Int64(1)...3 {
+                h.send(.backendRegistered(BackendRegistration(
+                    id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: Int(id))))
+            }
+            for n in script {
+                let b = Int64(n % 3 + 1)
+                let pick = (n / 3) % 13
+                switch pick {
+                case 0: announce(&h, b, .ready)
+                case 1: announce(&h, b, n % 2 == 0 ? .loading : .draining)
+                case 2, 3:
+                    submitted += h.submit(JobSpec(kind: "image", needs: n % 5 == 0 ? ["video"] : [], owner: "o\(n % 2)"),
+                                          count: 1 + n % 3)
+                case 4, 5, 6:
+                    // Report on a random lease ever handed out: current ones progress, old ones are stale.
+                    guard !leases.isEmpty else { continue }
+                    let (job, backend, lease) = leases[(n / 39) % leases.count]
+                    switch n % 4 {
+                    case 0: h.send(.jobStarted(job, backend: backend, lease: lease))
+                    case 1: h.send(.jobCompleted(job, backend: backend, lease: lease, result: .null))
+                    case 2: h.send(.jobFailed(job, backend: backend, lease: lease, code: .jobFailed, message: "x", retryable: n % 8 < 4))
+                    default: h.send(.jobProgress(job, backend: backend, lease: lease, fraction: 0.5))
+                    }
+                case 7: h.send(.linkLost(BackendID(b)))
+                case 8:
+                    h.send(.backendRegistered(BackendRegistration(
+                        id: BackendID(b), name: "b\(b)", incarnation: Incarnation(incarnations[b]!), slots: Int(b))))
+                case 9:
+                    incarnations[b]! += 1
+                    revisions[b] = 0
+                    h.send(.backendRegistered(BackendRegistration(
+                        id: BackendID(b), name: "b\(b)", incarnation: Incarnation(incarnations[b]!), slots: Int(b))))
+                case 10:
+                    guard !submitted.isEmpty else { continue }
+                    h.record(try! h.core.cancelJob(submitted[(n / 39) % submitted.count], at: h.clock))
+                default:
+                    t += Double(n % 7)
+                    h.advance(to: t)
+                }
+                for case .assign(let job, _, let backend, let lease, _) in h.last { leases.append((job, backend, lease)) }
+            }
+            // Every job reached at most one final event.
+            var finals: [JobID: Int] = [:]
+            for case .jobEvent(let e) in h.all {
+                if e.state.isFinal { finals[e.job, default: 0] += 1 }
+            }
+            #expect(finals.values.allSatisfy { $0 == 1 })
+            for job in submitted {
+                guard let record = h.core.job(job) else { continue }
+                #expect(record.state.isFinal == (finals[job] == 1))
+            }
+            // Loads match the jobs bound and never exceed slots + overqueue.
+            for info in h.core.backendList {
+                let here = submitted.filter {
+                    let s = h.core.job($0)?.state
+                    return (s == .bound || s == .running) && h.core.job($0)?.backend == info.id
+                }
+                #expect(info.inFlight == here.count)
+                #expect(info.inFlight <= info.slots + h.core.policy.overqueue)
+                #expect(info.running <= info.inFlight)
+            }
+            // Held jobs are exactly the gated ones.
+            #expect(h.core.heldJobs == submitted.filter { h.core.job($0)?.state == .gated })
+        }
+    }
+}
