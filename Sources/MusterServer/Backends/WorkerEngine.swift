@@ -1,0 +1,467 @@
+import DequeModule
+import MusterCore
+import MusterProtocol
+
+/// What a worker is and how it behaves: the same description drives a local pseudo-backend inside
+/// the coordinator and `muster agent`.
+public struct WorkerSpec: Sendable, Equatable {
+    public enum Runner: Sendable, Equatable {
+        /// Each job takes `jobDurations[kind]` (or `["default"]`), failing at `failureRate`.
+        case simulated
+        /// Each job runs `command`: the `assign` JSON on stdin, the result JSON on stdout.
+        case exec(command: [String], timeout: Duration)
+    }
+
+    public var name: String
+    public var features: [String]
+    /// Models it can run; none of them is loaded at start.
+    public var models: [String]
+    public var slots: Int
+    public var runner: Runner
+    /// Time spent `loading` before the worker announces `ready`.
+    public var startupDelay: Duration
+    public var jobDurations: [String: Duration]
+    public var modelLoadTime: Duration
+    public var failureRate: Double
+    /// How often a running job reports progress.
+    public var progressInterval: Duration
+
+    public init(
+        name: String, features: [String] = [], models: [String] = [], slots: Int = 1, runner: Runner = .simulated,
+        startupDelay: Duration = .zero, jobDurations: [String: Duration] = ["default": .seconds(2)],
+        modelLoadTime: Duration = .seconds(5), failureRate: Double = 0, progressInterval: Duration = .seconds(1)
+    ) {
+        self.name = name
+        self.features = features
+        self.models = models
+        self.slots = slots
+        self.runner = runner
+        self.startupDelay = startupDelay
+        self.jobDurations = jobDurations
+        self.modelLoadTime = modelLoadTime
+        self.failureRate = failureRate
+        self.progressInterval = progressInterval
+    }
+
+    func duration(kind: String) -> Duration {
+        jobDurations[kind] ?? jobDurations["default"] ?? .seconds(2)
+    }
+}
+
+/// The backend side of `muster.backend.v1` as a state machine (Protocol/README.md 6.7): it
+/// announces its capabilities, runs at most `slots` assigned jobs in FIFO order, reports
+/// `started`/`progress`/`completed`/`failed` under each job's lease, obeys `cancel`, `revoke`,
+/// `stale_lease`, `load_model` and `drain`, answers `sync`, and reconciles its jobs with
+/// `welcome.bindings` after a reconnect. Time is injected; nothing here does I/O: the shell sends
+/// the messages, starts and kills `exec` processes, and arms a timer for `nextDeadline`.
+public struct WorkerEngine: Sendable {
+    public enum Action: Sendable, Equatable {
+        case send(BackendToCoordinator)
+        /// Start the exec runner for this job with `input` (the job as JSON) on stdin.
+        case startExec(job: JobID, lease: Lease, input: String)
+        /// Kill the exec runner of this job; its outcome is no longer wanted.
+        case killExec(job: JobID, lease: Lease)
+        /// Draining finished: every job is done and reported. The shell may close the link (1000).
+        case drained
+    }
+
+    /// How an exec runner ended, as the shell reports it.
+    public enum ExecResult: Sendable, Equatable {
+        case output(String)
+        case failed(code: ErrorCode, message: String, retryable: Bool)
+    }
+
+    struct Job {
+        var assign: CoordinatorToBackend.Assign
+        var startedAt: CoreInstant?
+        var endsAt: CoreInstant?
+        var nextProgress: CoreInstant?
+        /// Set while the job's model loads before it can start.
+        var loadingModelUntil: CoreInstant?
+        /// The final message, kept until a `welcome` shows whether it is still wanted.
+        var final: BackendToCoordinator?
+    }
+
+    public let spec: WorkerSpec
+    public private(set) var incarnation: Incarnation
+    public private(set) var revision: UInt64 = 0
+    public private(set) var state: BackendState
+    public private(set) var loadedModels: Set<String> = []
+    /// True between `welcome` and the link going down.
+    public private(set) var welcomed = false
+    public private(set) var backendID: BackendID?
+
+    /// Assigned jobs, by job id: queued (not started), running, or finished with a final message
+    /// not yet delivered.
+    var jobs: [JobID: Job] = [:]
+    var queue = Deque<JobID>()
+    var running = 0
+    var readyAt: CoreInstant?
+    var modelLoads: [String: (until: CoreInstant, requests: [String?])] = [:]
+    var draining = false
+    var drainReported = false
+    var random: SplitMix64
+    /// Wall-clock milliseconds at `CoreInstant.zero`, for new incarnations.
+    let epochMs: UInt64
+
+    /// - Parameters:
+    ///   - incarnation: the process start time in ms since the Unix epoch.
+    ///   - epochMs: wall-clock ms at instant zero of the clock the caller drives this engine with.
+    ///   - seed: seeds the simulated failure draws, so tests are repeatable.
+    public init(spec: WorkerSpec, incarnation: Incarnation, epochMs: UInt64, seed: UInt64 = 0x5eed, at now: CoreInstant) {
+        self.spec = spec
+        self.incarnation = incarnation
+        self.epochMs = epochMs
+        random = SplitMix64(seed: seed ^ incarnation.rawValue)
+        if spec.startupDelay > .zero {
+            state = .loading
+            readyAt = now + spec.startupDelay
+        } else {
+            state = .ready
+        }
+        revision = 1
+    }
+
+    // MARK: - Link
+
+    /// The `hello` to send when a link opens.
+    public func hello(token: String, software: String) -> BackendToCoordinator {
+        .hello(.init(name: spec.name, token: token, incarnation: incarnation, slots: spec.slots, software: software))
+    }
+
+    /// The current full snapshot.
+    public var snapshot: CapabilitySnapshot {
+        CapabilitySnapshot(
+            version: version, state: state, features: spec.features, modelsAvailable: spec.models,
+            modelsLoaded: Array(loadedModels), slots: spec.slots)
+    }
+
+    public var version: CapabilityVersion { CapabilityVersion(incarnation: incarnation, revision: revision) }
+
+    /// The link went down: keep running, keep final messages until the next `welcome`.
+    public mutating func linkDown() {
+        welcomed = false
+    }
+
+    /// A message from the coordinator.
+    public mutating func receive(_ message: CoordinatorToBackend, at now: CoreInstant) -> [Action] {
+        var out: [Action] = []
+        switch message {
+        case .welcome(let w):
+            backendID = w.backend
+            welcomed = true
+            if let known = w.known, known > version { takeNewIncarnation(above: known, at: now) }
+            reconcile(w.bindings, out: &out)
+            if w.known != version { out.append(.send(.capabilities(snapshot))) }
+        case .capabilitiesAck(let ack):
+            if ack.version > version {
+                takeNewIncarnation(above: ack.version, at: now)
+                out.append(.send(.capabilities(snapshot)))
+            }
+        case .sync(let s):
+            if s.known != version { out.append(.send(.capabilities(snapshot))) }
+        case .assign(let a):
+            accept(a, at: now, out: &out)
+        case .cancel(let c):
+            drop(c.job, lease: c.lease, out: &out)
+        case .revoke(let r):
+            drop(r.job, lease: r.lease, out: &out)
+        case .staleLease(let s):
+            drop(s.job, lease: s.lease, out: &out)
+        case .loadModel(let l):
+            loadModel(l.model, requestID: l.id, at: now, out: &out)
+        case .drain:
+            beginDrain(out: &out)
+        case .error, .goodbye:
+            break
+        }
+        startQueued(at: now, out: &out)
+        checkDrained(out: &out)
+        return out
+    }
+
+    /// Stop taking work, finish what is here, then report `.drained`.
+    public mutating func drain() -> [Action] {
+        var out: [Action] = []
+        beginDrain(out: &out)
+        checkDrained(out: &out)
+        return out
+    }
+
+    // MARK: - Time
+
+    /// The earliest instant at which `tick` has something to do.
+    public var nextDeadline: CoreInstant? {
+        var next = readyAt
+        func consider(_ t: CoreInstant?) {
+            if let t, next.map({ t < $0 }) ?? true { next = t }
+        }
+        for job in jobs.values where job.final == nil {
+            consider(job.endsAt)
+            consider(job.nextProgress)
+            consider(job.loadingModelUntil)
+        }
+        for load in modelLoads.values { consider(load.until) }
+        return next
+    }
+
+    public mutating func tick(at now: CoreInstant) -> [Action] {
+        var out: [Action] = []
+        if let readyAt, readyAt <= now {
+            self.readyAt = nil
+            if !draining { changeState(.ready, out: &out) }
+        }
+        for (model, load) in modelLoads where load.until <= now {
+            modelLoads[model] = nil
+            loadedModels.insert(model)
+            announce(out: &out)
+            for id in load.requests {
+                out.append(.send(.loadModelResult(.init(id: id, model: model, ok: true, durationMs: spec.modelLoadTime.milliseconds))))
+            }
+        }
+        for id in jobs.keys.sorted() {
+            guard var job = jobs[id], job.final == nil, job.startedAt != nil else { continue }
+            let lease = job.assign.lease
+            if let until = job.loadingModelUntil {
+                guard until <= now else { continue }
+                job.loadingModelUntil = nil
+                if let model = job.assign.model, !loadedModels.contains(model) {
+                    loadedModels.insert(model)
+                    announce(out: &out)
+                }
+                jobs[id] = job
+                begin(id, at: now, out: &out)
+                continue
+            }
+            if let ends = job.endsAt, ends <= now {
+                let fails = spec.failureRate > 0 && random.nextUnit() < spec.failureRate
+                if fails {
+                    finish(id, .failed(.init(job: id, lease: lease, code: ErrorCode("simulated_failure"),
+                        message: "\(spec.name) failed the job (simulated, failure rate \(spec.failureRate))", retryable: true)), out: &out)
+                } else {
+                    let seconds = Double((ends - job.startedAt!).milliseconds) / 1000
+                    let result = #"{"backend":"\#(jsonEscaped(spec.name))","kind":"\#(jsonEscaped(job.assign.kind))","seconds":\#(seconds)}"#
+                    finish(id, .completed(.init(job: id, lease: lease, result: RawJSON(unchecked: result))), out: &out)
+                }
+            } else if let p = job.nextProgress, p <= now, let start = job.startedAt, let ends = job.endsAt {
+                let total = Double((ends - start).milliseconds)
+                let fraction = total > 0 ? min(0.99, Double((now - start).milliseconds) / total) : 0
+                job.nextProgress = now + spec.progressInterval
+                jobs[id] = job
+                if welcomed { out.append(.send(.progress(.init(job: id, lease: lease, fraction: fraction)))) }
+            }
+        }
+        startQueued(at: now, out: &out)
+        checkDrained(out: &out)
+        return out
+    }
+
+    /// The exec runner of a job ended.
+    public mutating func execFinished(job id: JobID, lease: Lease, result: ExecResult, limits: ProtocolLimits = .default, at now: CoreInstant) -> [Action] {
+        guard let job = jobs[id], job.assign.lease == lease, job.final == nil else { return [] }
+        var out: [Action] = []
+        switch result {
+        case .output(let text):
+            let trimmed = text.trimmingWhitespace()
+            do throws(ProtocolError) {
+                let raw = try RawJSON(validating: trimmed.isEmpty ? "null" : trimmed, limits: limits)
+                if raw.text.utf8.count > limits.maxResultBytes {
+                    finish(id, .failed(.init(job: id, lease: lease, code: .limitExceeded,
+                        message: "result is \(raw.text.utf8.count) bytes, over the \(limits.maxResultBytes)-byte limit", retryable: false)), out: &out)
+                } else {
+                    finish(id, .completed(.init(job: id, lease: lease, result: raw)), out: &out)
+                }
+            } catch {
+                finish(id, .failed(.init(job: id, lease: lease, code: ErrorCode("invalid_result"),
+                    message: "the command's stdout is not JSON: \(error.reason)", retryable: false)), out: &out)
+            }
+        case .failed(let code, let message, let retryable):
+            finish(id, .failed(.init(job: id, lease: lease, code: code, message: message, retryable: retryable)), out: &out)
+        }
+        startQueued(at: now, out: &out)
+        checkDrained(out: &out)
+        return out
+    }
+
+    // MARK: - Jobs
+
+    private mutating func accept(_ a: CoordinatorToBackend.Assign, at now: CoreInstant, out: inout [Action]) {
+        if let model = a.model, !spec.models.contains(model), !loadedModels.contains(model) {
+            out.append(.send(.failed(.init(job: a.job, lease: a.lease, code: ErrorCode("model_unavailable"),
+                message: "\(spec.name) does not have model \(model)", retryable: true))))
+            return
+        }
+        if let existing = jobs[a.job] {
+            if existing.assign.lease >= a.lease { return }  // a duplicate or older assign
+            drop(a.job, lease: existing.assign.lease, out: &out)
+        }
+        jobs[a.job] = Job(assign: a)
+        queue.append(a.job)
+    }
+
+    private mutating func startQueued(at now: CoreInstant, out: inout [Action]) {
+        while running < spec.slots, let id = queue.popFirst() {
+            guard var job = jobs[id], job.startedAt == nil else { continue }
+            running += 1
+            job.startedAt = now
+            if welcomed { out.append(.send(.started(.init(job: id, lease: job.assign.lease)))) }
+            if let model = job.assign.model, !loadedModels.contains(model), case .simulated = spec.runner {
+                job.loadingModelUntil = now + spec.modelLoadTime
+                jobs[id] = job
+                continue
+            }
+            jobs[id] = job
+            begin(id, at: now, out: &out)
+        }
+    }
+
+    /// Starts the actual work of a job whose slot (and model) is ready.
+    private mutating func begin(_ id: JobID, at now: CoreInstant, out: inout [Action]) {
+        guard var job = jobs[id] else { return }
+        switch spec.runner {
+        case .simulated:
+            job.startedAt = now
+            job.endsAt = now + spec.duration(kind: job.assign.kind)
+            job.nextProgress = now + spec.progressInterval
+            jobs[id] = job
+        case .exec:
+            out.append(.startExec(job: id, lease: job.assign.lease, input: CoordinatorToBackend.assign(job.assign).encodedString()))
+        }
+    }
+
+    private mutating func finish(_ id: JobID, _ message: BackendToCoordinator, out: inout [Action]) {
+        guard var job = jobs[id] else { return }
+        if job.startedAt != nil { running -= 1 }
+        if welcomed {
+            jobs[id] = nil
+            out.append(.send(message))
+        } else {
+            job.final = message
+            job.endsAt = nil
+            job.nextProgress = nil
+            jobs[id] = job
+        }
+    }
+
+    /// Drops a job the coordinator no longer wants under `lease` (cancel, revoke, stale lease).
+    private mutating func drop(_ id: JobID, lease: Lease, out: inout [Action]) {
+        guard let job = jobs[id], job.assign.lease == lease else { return }
+        jobs[id] = nil
+        if job.final == nil, job.startedAt != nil {
+            running -= 1
+            if case .exec = spec.runner, job.loadingModelUntil == nil { out.append(.killExec(job: id, lease: lease)) }
+        }
+        if let i = queue.firstIndex(of: id) { queue.remove(at: i) }
+    }
+
+    /// After `welcome`: keep jobs bound under the same lease (resending what the coordinator may
+    /// have missed), drop the rest, and report bindings this worker never got.
+    private mutating func reconcile(_ bindings: [Wire.Binding], out: inout [Action]) {
+        var wanted: [JobID: Lease] = [:]
+        for b in bindings { wanted[b.job] = b.lease }
+        let held = Set(jobs.keys)
+        for id in jobs.keys.sorted() {
+            let job = jobs[id]!
+            guard wanted[id] == job.assign.lease else {
+                drop(id, lease: job.assign.lease, out: &out)
+                continue
+            }
+            if let final = job.final {
+                jobs[id] = nil
+                out.append(.send(final))
+            } else if job.startedAt != nil {
+                out.append(.send(.started(.init(job: id, lease: job.assign.lease))))
+            }
+        }
+        for b in bindings.sorted(by: { $0.job < $1.job }) where !held.contains(b.job) {
+            out.append(.send(.failed(.init(job: b.job, lease: b.lease, code: .unknownJob,
+                message: "\(spec.name) does not hold this job (its assign was lost)", retryable: true))))
+        }
+    }
+
+    // MARK: - Capabilities
+
+    private mutating func loadModel(_ model: String, requestID: String?, at now: CoreInstant, out: inout [Action]) {
+        if loadedModels.contains(model) {
+            out.append(.send(.loadModelResult(.init(id: requestID, model: model, ok: true, durationMs: 0))))
+        } else if !spec.models.contains(model) {
+            out.append(.send(.loadModelResult(.init(id: requestID, model: model, ok: false,
+                error: Wire.ErrorBody(code: ErrorCode("unknown_model"), message: "\(spec.name) does not have model \(model)")))))
+        } else if modelLoads[model] != nil {
+            modelLoads[model]!.requests.append(requestID)
+        } else {
+            modelLoads[model] = (now + spec.modelLoadTime, [requestID])
+        }
+    }
+
+    private mutating func beginDrain(out: inout [Action]) {
+        guard !draining else { return }
+        draining = true
+        readyAt = nil
+        changeState(.draining, out: &out)
+    }
+
+    private mutating func checkDrained(out: inout [Action]) {
+        guard draining, !drainReported, jobs.isEmpty else { return }
+        drainReported = true
+        out.append(.drained)
+    }
+
+    private mutating func changeState(_ new: BackendState, out: inout [Action]) {
+        guard state != new else { return }
+        state = new
+        announce(out: &out)
+    }
+
+    /// Something in the snapshot changed: new revision, and tell the coordinator when linked.
+    private mutating func announce(out: inout [Action]) {
+        revision += 1
+        if welcomed { out.append(.send(.capabilities(snapshot))) }
+    }
+
+    /// The coordinator holds a version newer than ours (our clock went backwards across a
+    /// restart): take an incarnation above it and start over at revision 1.
+    private mutating func takeNewIncarnation(above known: CapabilityVersion, at now: CoreInstant) {
+        incarnation = Incarnation(max(epochMs + UInt64(now.nanoseconds / 1_000_000), known.incarnation.rawValue + 1))
+        revision = 1
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64) for simulated failures.
+struct SplitMix64: Sendable {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+extension Duration {
+    /// Whole milliseconds (durations here are far from the limits).
+    var milliseconds: UInt64 {
+        let (s, atto) = components
+        return UInt64(max(0, s)) * 1000 + UInt64(max(0, atto) / 1_000_000_000_000_000)
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
+
+/// Escapes text for a JSON string literal (names here are already restricted; be safe anyway).
+func jsonEscaped(_ s: String) -> String {
+    var out = ""
+    appendJSONString(s, to: &out)
+    return String(out.dropFirst().dropLast())
+}

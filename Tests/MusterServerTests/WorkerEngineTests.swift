@@ -1,0 +1,169 @@
+import MusterCore
+import MusterProtocol
+import MusterServer
+import Testing
+
+/// The backend side of the protocol, event by event on a manual clock.
+@Suite struct WorkerEngineTests {
+    let inc = Incarnation(1_763_712_000_000)
+
+    func welcome(_ engine: WorkerEngine, bindings: [Wire.Binding] = [], known: CapabilityVersion? = nil) -> CoordinatorToBackend {
+        .welcome(.init(backend: BackendID(7), coordinator: "test", heartbeatMs: 5000, syncMs: 15000, known: known, bindings: bindings))
+    }
+
+    func assign(_ job: UInt64, lease: UInt64, kind: String = "video", model: String? = nil) -> CoordinatorToBackend {
+        .assign(.init(job: JobID(job), lease: Lease(lease), batch: BatchID(1), attempt: 1, kind: kind, model: model))
+    }
+
+    func sent(_ actions: [WorkerEngine.Action]) -> [BackendToCoordinator] {
+        actions.compactMap { if case .send(let m) = $0 { m } else { nil } }
+    }
+
+    @Test func announcesLoadingThenReadyAfterTheStartupDelay() {
+        let spec = WorkerSpec(name: "gpu", features: ["video", "frameinterps"], startupDelay: .seconds(40))
+        var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        let first = sent(e.receive(welcome(e), at: .zero))
+        guard case .capabilities(let loading)? = first.first else {
+            Issue.record("expected a snapshot after welcome, got \(first)")
+            return
+        }
+        #expect(loading.state == .loading)
+        #expect(loading.version.revision == 1)
+        #expect(e.nextDeadline == .seconds(40))
+        let later = sent(e.tick(at: .seconds(40)))
+        guard case .capabilities(let ready)? = later.first else {
+            Issue.record("expected the ready snapshot, got \(later)")
+            return
+        }
+        #expect(ready.state == .ready)
+        #expect(ready.version.revision == 2)
+        #expect(ready.features == ["frameinterps", "video"])
+    }
+
+    @Test func runsAtMostSlotsJobsFIFOAndReportsUnderTheLease() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu", slots: 1, jobDurations: ["video": .seconds(60)]), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        let a = sent(e.receive(assign(1, lease: 10), at: .zero))
+        #expect(a == [.started(.init(job: JobID(1), lease: Lease(10)))])
+        let b = sent(e.receive(assign(2, lease: 11), at: .zero))
+        #expect(b.isEmpty, "the second job waits for the slot")
+        let progress = sent(e.tick(at: .seconds(30)))
+        guard case .progress(let p)? = progress.first else {
+            Issue.record("expected progress, got \(progress)")
+            return
+        }
+        #expect(p.lease == Lease(10))
+        #expect(p.fraction > 0 && p.fraction < 1)
+        let done = sent(e.tick(at: .seconds(60)))
+        guard case .completed(let c)? = done.first else {
+            Issue.record("expected completion, got \(done)")
+            return
+        }
+        #expect(c.job == JobID(1) && c.lease == Lease(10))
+        #expect(done.dropFirst().first == .started(.init(job: JobID(2), lease: Lease(11))))
+    }
+
+    @Test func cancelAndRevokeDropJobsAndSendNothingMoreForThem() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu", slots: 1), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        _ = e.receive(assign(1, lease: 10), at: .zero)
+        _ = e.receive(assign(2, lease: 11), at: .zero)
+        #expect(sent(e.receive(.revoke(.init(job: JobID(2), lease: Lease(11))), at: .seconds(1))).isEmpty)
+        // A cancel under a stale lease changes nothing.
+        _ = e.receive(.cancel(.init(job: JobID(1), lease: Lease(9))), at: .seconds(1))
+        let cancel = sent(e.receive(.cancel(.init(job: JobID(1), lease: Lease(10))), at: .seconds(1)))
+        #expect(cancel.isEmpty)
+        #expect(e.nextDeadline == nil, "nothing left to run")
+    }
+
+    @Test func finalMessagesSurviveALostLinkAndAreReconciledAfterWelcome() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu", slots: 2, jobDurations: ["default": .seconds(5)]), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        _ = e.receive(assign(1, lease: 10), at: .zero)
+        _ = e.receive(assign(2, lease: 11), at: .zero)
+        e.linkDown()
+        #expect(sent(e.tick(at: .seconds(5))).isEmpty, "nothing is sent while the link is down")
+        // The coordinator still binds job 1 under lease 10, job 2 was requeued elsewhere, and
+        // job 3 was assigned but the assign was lost.
+        let after = sent(e.receive(welcome(e, bindings: [.init(job: JobID(1), lease: Lease(10)), .init(job: JobID(3), lease: Lease(12))], known: e.version), at: .seconds(6)))
+        #expect(after.count == 2, "\(after)")
+        guard case .completed(let c)? = after.first else {
+            Issue.record("expected the buffered completion, got \(after)")
+            return
+        }
+        #expect(c.job == JobID(1))
+        guard case .failed(let f)? = after.last else {
+            Issue.record("expected a failure for the lost assign, got \(after)")
+            return
+        }
+        #expect(f.job == JobID(3) && f.code == .unknownJob && f.retryable)
+    }
+
+    @Test func syncIsAnsweredOnlyWhenVersionsDiffer() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu"), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        #expect(sent(e.receive(.sync(.init(known: e.version)), at: .seconds(1))).isEmpty)
+        #expect(sent(e.receive(.sync(.init(known: nil)), at: .seconds(1))) == [.capabilities(e.snapshot)])
+    }
+
+    @Test func aNewerKnownVersionForcesANewIncarnation() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu"), incarnation: Incarnation(100), epochMs: 50, at: .zero)
+        let out = sent(e.receive(welcome(e, known: CapabilityVersion(incarnation: Incarnation(500), revision: 3)), at: .zero))
+        #expect(e.incarnation == Incarnation(501))
+        #expect(e.revision == 1)
+        #expect(out == [.capabilities(e.snapshot)])
+    }
+
+    @Test func loadModelAnswersAfterTheLoadTimeAndAnnouncesIt() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu", models: ["sdxl"], modelLoadTime: .seconds(8)), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        #expect(sent(e.receive(.loadModel(.init(id: "lm1", model: "sdxl")), at: .zero)).isEmpty)
+        let unknown = sent(e.receive(.loadModel(.init(id: "lm2", model: "flux")), at: .zero))
+        guard case .loadModelResult(let r)? = unknown.first else {
+            Issue.record("expected a refusal, got \(unknown)")
+            return
+        }
+        #expect(!r.ok)
+        let loaded = sent(e.tick(at: .seconds(8)))
+        #expect(loaded.contains { if case .capabilities(let s) = $0 { s.modelsLoaded == ["sdxl"] } else { false } })
+        #expect(loaded.contains(.loadModelResult(.init(id: "lm1", model: "sdxl", ok: true, durationMs: 8000))))
+    }
+
+    @Test func execJobsHandTheAssignToTheRunnerAndValidateItsOutput() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "x", runner: .exec(command: ["cat"], timeout: .seconds(5))), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        let actions = e.receive(assign(1, lease: 10), at: .zero)
+        #expect(actions.contains { if case .startExec(let job, _, let input) = $0 { job == JobID(1) && input.contains(#""type":"assign""#) } else { false } })
+        let bad = sent(e.execFinished(job: JobID(1), lease: Lease(10), result: .output("not json"), at: .seconds(1)))
+        guard case .failed(let f)? = bad.first else {
+            Issue.record("expected a failure, got \(bad)")
+            return
+        }
+        #expect(f.code == ErrorCode("invalid_result") && !f.retryable)
+        _ = e.receive(assign(2, lease: 11), at: .seconds(1))
+        let good = sent(e.execFinished(job: JobID(2), lease: Lease(11), result: .output(#" {"image":"a.png"} "#), at: .seconds(2)))
+        #expect(good == [.completed(.init(job: JobID(2), lease: Lease(11), result: RawJSON(unchecked: #"{"image":"a.png"}"#)))])
+    }
+
+    @Test func drainingFinishesTheJobsThenReportsDrained() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu", jobDurations: ["default": .seconds(3)]), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        _ = e.receive(assign(1, lease: 10), at: .zero)
+        let drain = e.drain()
+        #expect(sent(drain).contains { if case .capabilities(let s) = $0 { s.state == .draining } else { false } })
+        #expect(!drain.contains(.drained))
+        #expect(e.tick(at: .seconds(3)).contains(.drained))
+    }
+
+    @Test func simulatedFailuresAreRetryableAndFollowTheRate() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "flaky", slots: 1, jobDurations: ["default": .seconds(1)], failureRate: 1), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        _ = e.receive(assign(1, lease: 10), at: .zero)
+        let out = sent(e.tick(at: .seconds(1)))
+        guard case .failed(let f)? = out.first else {
+            Issue.record("expected a failure, got \(out)")
+            return
+        }
+        #expect(f.retryable)
+    }
+}
