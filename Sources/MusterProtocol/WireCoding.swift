@@ -56,7 +56,7 @@ protocol WireMessage: WireObject {
 
 extension WireMessage {
     func encodeMessage() -> [UInt8] {
-        var w = JSONWriter(capacity: 192)
+        var w = JSONWriter(capacity: 512)
         w.raw("{\"type\":\"")
         w.raw(Self.wireType)
         w.bytes.append(UInt8(ascii: "\""))
