@@ -136,7 +136,8 @@ enum Envelope {
 
     static func unknownType(_ type: String, known: [StaticString]) -> ProtocolError {
         let list = known.map { "\($0)" }.joined(separator: ", ")
-        return ProtocolError(code: .unknownType, path: "type", reason: "unknown message type; this link accepts \(list)")
+        return ProtocolError(
+            code: .unknownType, path: "type", reason: "unknown message type; this link accepts \(list)")
     }
 }
 
@@ -168,9 +169,10 @@ extension RawJSON {
         var copy = text
         let result: Result<T, ProtocolError> = copy.withUTF8 { buffer in
             do throws(ProtocolError) {
-                return .success(try JSONDocument.with(buffer, limits: limits) { doc throws(ProtocolError) in
-                    try T.decodeJSON(doc, 0)
-                })
+                return .success(
+                    try JSONDocument.with(buffer, limits: limits) { doc throws(ProtocolError) in
+                        try T.decodeJSON(doc, 0)
+                    })
             } catch {
                 return .failure(error)
             }
