@@ -24,10 +24,10 @@ extension ErrorCode {
     /// Every code the protocol defines, in the order of the spec's table.
     public static let defined: [ErrorCode] = [
         .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
-        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .unknownJob, .unknownBatch,
-        .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend, .attemptsExhausted, .jobFailed,
-        .jobTimeout, .backendLost, .modelLoadFailed, .canceled, .notFound, .methodNotAllowed, .shuttingDown,
-        .internalError,
+        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease,
+        .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
+        .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .modelLoadFailed, .canceled, .notFound,
+        .methodNotAllowed, .shuttingDown, .internalError,
     ]
 
     /// The HTTP status an error with this code is answered with. Unknown codes map to 500.

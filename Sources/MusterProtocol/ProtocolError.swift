@@ -39,6 +39,9 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
         Wire.ErrorMessage(id: requestID, code: code, message: path.isEmpty ? reason : "\(path): \(reason)")
     }
 
+    /// The HTTP error body for this rejection (status: `code.httpStatus`).
+    public var errorBody: Wire.ErrorBody { errorMessage.body }
+
     public var description: String {
         var s = "\(code)"
         if let messageType { s += " in '\(messageType)'" }

@@ -56,7 +56,7 @@ protocol WireMessage: WireObject {
 
 extension WireMessage {
     func encodeMessage() -> [UInt8] {
-        var w = JSONWriter(capacity: 192)
+        var w = JSONWriter(capacity: 512)
         w.raw("{\"type\":\"")
         w.raw(Self.wireType)
         w.bytes.append(UInt8(ascii: "\""))
@@ -136,7 +136,8 @@ enum Envelope {
 
     static func unknownType(_ type: String, known: [StaticString]) -> ProtocolError {
         let list = known.map { "\($0)" }.joined(separator: ", ")
-        return ProtocolError(code: .unknownType, path: "type", reason: "unknown message type; this link accepts \(list)")
+        return ProtocolError(
+            code: .unknownType, path: "type", reason: "unknown message type; this link accepts \(list)")
     }
 }
 
@@ -168,9 +169,10 @@ extension RawJSON {
         var copy = text
         let result: Result<T, ProtocolError> = copy.withUTF8 { buffer in
             do throws(ProtocolError) {
-                return .success(try JSONDocument.with(buffer, limits: limits) { doc throws(ProtocolError) in
-                    try T.decodeJSON(doc, 0)
-                })
+                return .success(
+                    try JSONDocument.with(buffer, limits: limits) { doc throws(ProtocolError) in
+                        try T.decodeJSON(doc, 0)
+                    })
             } catch {
                 return .failure(error)
             }

@@ -19,7 +19,8 @@ struct BenchProtocol: ParsableCommand {
             let decode = measure { sample.decode() }
             let encode = measure { sample.encode() }
             let both = measure { sample.roundTrip() }
-            print("| \(sample.name) | \(sample.bytes.count) | \(Self.format(decode)) | \(Self.format(encode)) | \(Self.format(both)) |")
+            let cells = [sample.name, String(sample.bytes.count)] + [decode, encode, both].map(Self.format)
+            print("| " + cells.joined(separator: " | ") + " |")
         }
     }
 
@@ -89,7 +90,8 @@ struct BenchProtocol: ParsableCommand {
     }
 
     static func samples() -> [Sample] {
-        let params = RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","seed":1234,"frames":48,"fps":24}"#)
+        let params = RawJSON(
+            unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","seed":1234,"frames":48,"fps":24}"#)
         return [
             backendOut(
                 "assign",

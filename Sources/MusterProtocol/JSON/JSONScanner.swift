@@ -315,14 +315,16 @@ struct JSONParser {
             ok = pos + 1 < n && (0x80...0x9F).contains(bytes[pos + 1]) && isContinuation(pos + 2)
         case 0xF0:
             length = 4
-            ok = pos + 1 < n && (0x90...0xBF).contains(bytes[pos + 1]) && isContinuation(pos + 2)
+            ok =
+                pos + 1 < n && (0x90...0xBF).contains(bytes[pos + 1]) && isContinuation(pos + 2)
                 && isContinuation(pos + 3)
         case 0xF1...0xF3:
             length = 4
             ok = isContinuation(pos + 1) && isContinuation(pos + 2) && isContinuation(pos + 3)
         case 0xF4:
             length = 4
-            ok = pos + 1 < n && (0x80...0x8F).contains(bytes[pos + 1]) && isContinuation(pos + 2)
+            ok =
+                pos + 1 < n && (0x80...0x8F).contains(bytes[pos + 1]) && isContinuation(pos + 2)
                 && isContinuation(pos + 3)
         default:
             ok = false

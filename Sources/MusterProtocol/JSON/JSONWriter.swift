@@ -72,22 +72,16 @@ struct JSONWriter {
             bytes.append(UInt8(ascii: "0") + UInt8(v))
             return
         }
-        var digits = 0
-        var t = v
-        while t > 0 {
-            digits += 1
-            t /= 10
-        }
-        let end = bytes.count + digits
-        bytes.append(contentsOf: repeatElement(0, count: digits))
-        var p = end - 1
-        t = v
-        bytes.withUnsafeMutableBufferPointer { buf in
+        // Digits go into a stack buffer back to front, then into the array in one copy.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { buf in
+            var p = 20
+            var t = v
             while t > 0 {
+                p -= 1
                 buf[p] = UInt8(ascii: "0") + UInt8(t % 10)
                 t /= 10
-                p -= 1
             }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buf[p..<20]))
         }
     }
 

@@ -245,7 +245,8 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
         /// How long the load took, when it was done.
         public var durationMs: UInt64?
         public var error: Wire.ErrorBody?
-        public init(id: String? = nil, model: String, ok: Bool, durationMs: UInt64? = nil, error: Wire.ErrorBody? = nil) {
+        public init(id: String? = nil, model: String, ok: Bool, durationMs: UInt64? = nil, error: Wire.ErrorBody? = nil)
+        {
             self.id = id
             self.model = model
             self.ok = ok

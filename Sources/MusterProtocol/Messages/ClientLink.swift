@@ -329,7 +329,9 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         public var readiness: Wire.Readiness
         public var backends: [Wire.BackendInfo]
         public var queue: Wire.QueueSummary
-        public init(id: String? = nil, readiness: Wire.Readiness, backends: [Wire.BackendInfo], queue: Wire.QueueSummary) {
+        public init(
+            id: String? = nil, readiness: Wire.Readiness, backends: [Wire.BackendInfo], queue: Wire.QueueSummary
+        ) {
             self.id = id
             self.readiness = readiness
             self.backends = backends

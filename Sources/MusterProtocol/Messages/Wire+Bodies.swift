@@ -449,8 +449,10 @@ extension Wire {
             }
 
             static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-                let range = Int64(ProtocolLimits.priorityRange.lowerBound)...Int64(ProtocolLimits.priorityRange.upperBound)
-                return Self(priority: try o.int("priority", in: range), jobs: try o.int("jobs", in: 0...Int64(Int32.max)))
+                let range =
+                    Int64(ProtocolLimits.priorityRange.lowerBound)...Int64(ProtocolLimits.priorityRange.upperBound)
+                return Self(
+                    priority: try o.int("priority", in: range), jobs: try o.int("jobs", in: 0...Int64(Int32.max)))
             }
 
             func encodeMembers(_ w: inout JSONWriter) {
