@@ -90,8 +90,9 @@ extension Coordinator {
         if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
         for model in snapshot.modelsLoaded {
             if let asked = b.loadRequested.removeValue(forKey: model) {
-                estimates.loadSeconds[model] = Estimates.blend(
-                    estimates.loadSeconds[model], (now - asked).secondsValue, policy.estimateSmoothing)
+                let m = Int(modelID(model))
+                estimates.loadSeconds[m] = Estimates.blend(
+                    estimates.loadSeconds[m], (now - asked).secondsValue, policy.estimateSmoothing)
             }
         }
         b.snapshot = snapshot
@@ -208,6 +209,9 @@ extension Coordinator {
             b.available = Set(b.snapshot?.modelsAvailable ?? [])
             b.loaded = Set(b.snapshot?.modelsLoaded ?? [])
             b.available.formUnion(b.loaded)
+            b.loadedIDs = b.loaded.map { modelID($0) }.sorted()
+            b.cachedSlots = max(1, b.snapshot?.slots ?? b.helloSlots)
+            b.takesWork = b.link == .up && b.announcedReady && !b.drainRequested
             var member: [Int] = []
             if b.capable {
                 for c in classes.indices where matches(b, classes[c]) { member.append(c) }
@@ -225,20 +229,20 @@ extension Coordinator {
             b.classes = member
             // Ready count and per-model totals (for the affinity rule).
             let counts = b.link == .up && b.announcedReady && !b.drainRequested
-            let models = counts ? b.loaded.sorted() : []
+            let models = counts ? b.loadedIDs : []
             if b.counted != counts || b.countedModels != models {
                 if b.counted {
                     readyCount -= 1
                     for m in b.countedModels {
-                        modelLoad[m, default: ModelLoad()].slots -= b.countedSlots
-                        modelLoad[m, default: ModelLoad()].inFlight -= b.jobs.count
+                        modelLoad[Int(m)].slots -= b.countedSlots
+                        modelLoad[Int(m)].inFlight -= b.jobs.count
                     }
                 }
                 if counts {
                     readyCount += 1
                     for m in models {
-                        modelLoad[m, default: ModelLoad()].slots += b.slots
-                        modelLoad[m, default: ModelLoad()].inFlight += b.jobs.count
+                        modelLoad[Int(m)].slots += b.slots
+                        modelLoad[Int(m)].inFlight += b.jobs.count
                     }
                 }
                 b.counted = counts
@@ -264,15 +268,23 @@ extension Coordinator {
         guard let i = backends.index(id) else { return }
         let inFlight = backends.records[i].jobs.count, slots = backends.records[i].slots
         let running = backends.records[i].running
-        if backends.records[i].routable(now) && inFlight < slots + policy.overqueue {
-            if free.insert(id).inserted || !dirty.contains(id) { dirty.insert(id) }
-        } else {
+        let isFree = backends.records[i].takesWork && backends.records[i].inhibitedUntil <= now
+            && inFlight < slots + policy.overqueue
+        // The flags mirror set membership so that unchanged states cost no hashing.
+        if isFree {
+            if !backends.records[i].inFree {
+                backends[id].inFree = true
+                free.insert(id)
+            }
+            dirty.insert(id)
+        } else if backends.records[i].inFree {
+            backends[id].inFree = false
             free.remove(id)
         }
-        if running >= slots && inFlight > running {
-            stealable.insert(id)
-        } else {
-            stealable.remove(id)
+        let isStealable = running >= slots && inFlight > running
+        if isStealable != backends.records[i].inStealable {
+            backends[id].inStealable = isStealable
+            if isStealable { stealable.insert(id) } else { stealable.remove(id) }
         }
     }
 
@@ -284,7 +296,7 @@ extension Coordinator {
 
     mutating func adjustModelInFlight(_ id: BackendID, _ delta: Int) {
         guard let i = backends.index(id), backends.records[i].counted else { return }
-        for m in backends.records[i].countedModels { modelLoad[m, default: ModelLoad()].inFlight += delta }
+        for m in backends.records[i].countedModels { modelLoad[Int(m)].inFlight += delta }
     }
 
     /// Why a backend cannot run a job of class `c`, or nil if it could.

@@ -171,8 +171,8 @@ extension Coordinator {
             if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
             guard let head = cleanHead(c) else { continue }
             if let current = best, !(head < current.1) { continue }
-            if let m = classes[c].model, !backends.records[bi].loaded.contains(m),
-                !loadPaysOff(estimate: Int(head.estimate), model: m)
+            let m = classes[c].modelID
+            if m >= 0, !backends.records[bi].loadedIDs.contains(m), !loadPaysOff(estimate: Int(head.estimate), model: m)
             {
                 continue
             }
@@ -209,13 +209,13 @@ extension Coordinator {
     /// The model-affinity rule: send a job to a backend that must load its model first only when
     /// that backend would finish it sooner than the backends that have the model finish the jobs
     /// waiting for it.
-    func loadPaysOff(estimate: Int, model: String) -> Bool {
+    func loadPaysOff(estimate: Int, model: Int32) -> Bool {
         guard policy.modelAffinity else { return true }
-        let load = modelLoad[model] ?? ModelLoad()
+        let load = modelLoad[Int(model)]
         guard load.slots > 0 else { return true }
-        let jobSeconds = estimates.jobSeconds[estimate] ?? policy.defaultJobDuration.secondsValue
-        let loadSeconds = estimates.loadSeconds[model] ?? policy.defaultModelLoadTime.secondsValue
-        let backlog = load.inFlight + (queuedByModel[model] ?? 0)
+        let jobSeconds = estimates.jobSeconds[estimate] ?? defaultJobSeconds
+        let loadSeconds = estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds
+        let backlog = load.inFlight + queuedByModel[Int(model)]
         let rounds = (backlog + load.slots - 1) / load.slots
         return loadSeconds * policy.affinityMargin + jobSeconds < Double(rounds) * jobSeconds
     }
@@ -235,10 +235,11 @@ extension Coordinator {
             for job in vb.jobs.reversed() where jobs[job].state == .bound {
                 let j = jobs[job]
                 guard classes[j.classIndex].capable.contains(thief) else { continue }
-                if let m = j.spec.model, !t.loaded.contains(m), policy.modelAffinity {
+                let m = classes[j.classIndex].modelID
+                if m >= 0, !t.loadedIDs.contains(m), policy.modelAffinity {
                     // Stolen work waits at least one job on the victim; loading must beat that.
-                    let jobSeconds = estimates.jobSeconds[j.estimateIndex] ?? policy.defaultJobDuration.secondsValue
-                    let loadSeconds = estimates.loadSeconds[m] ?? policy.defaultModelLoadTime.secondsValue
+                    let jobSeconds = estimates.jobSeconds[j.estimateIndex] ?? defaultJobSeconds
+                    let loadSeconds = estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds
                     guard loadSeconds * policy.affinityMargin < jobSeconds else { continue }
                 }
                 pick = (v, job, vb.jobs.count, vb.slots)
@@ -254,6 +255,11 @@ extension Coordinator {
         bind(pick.job, to: thief, fromQueue: false)
         return true
     }
+}
+
+extension Coordinator {
+    var defaultJobSeconds: Double { policy.defaultJobDuration.secondsValue }
+    var defaultLoadSeconds: Double { policy.defaultModelLoadTime.secondsValue }
 }
 
 /// A backend with a free slot, ordered as the router prefers them: least loaded (in flight /

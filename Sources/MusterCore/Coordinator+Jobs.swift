@@ -29,6 +29,7 @@ extension Coordinator {
         if let c = classIndex[key] { return c }
         let c = classes.count
         var jobClass = JobClass(needs: spec.needs, model: spec.model)
+        if let m = spec.model { jobClass.modelID = modelID(m) }
         for b in backends.records where b.capable && matches(b, jobClass) {
             jobClass.capable.insert(b.id)
         }
@@ -63,7 +64,7 @@ extension Coordinator {
             estimate: Int32(jobs[id].estimateIndex)))
         classes[c].queued += 1
         queuedByPriority[priority, default: 0] += 1
-        if let m = classes[c].model { queuedByModel[m, default: 0] += 1 }
+        if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
         emit(jobs[id], event)
         pending.append(id)
         wake(c)
@@ -85,7 +86,7 @@ extension Coordinator {
         classes[c].queued -= 1
         if !popped { classes[c].dead += 1 }
         queuedByPriority[jobs[id].spec.priority, default: 0] -= 1
-        if let m = classes[c].model { queuedByModel[m, default: 0] -= 1 }
+        if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] -= 1 }
         if held.contains(id) { unhold(id) }
     }
 
@@ -112,7 +113,8 @@ extension Coordinator {
         servedRound[priority] = max(servedRound[priority] ?? 0, jobs[id].round)
         backends[backend].jobs.append(id)
         adjustModelInFlight(backend, 1)
-        if let m = classes[jobs[id].classIndex].model, !backends[backend].loaded.contains(m) {
+        let c = jobs[id].classIndex
+        if let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
             requestLoad(backend, m, force: false)
         }
@@ -260,11 +262,11 @@ extension Coordinator {
                 break
             }
             finished.removeFirst()
-            guard let j = jobs.remove(first) else { continue }
-            batches[j.batch]?.live -= 1
-            if let batch = batches[j.batch], batch.live <= 0 {
-                batches[j.batch] = nil
-                if let key = batch.key { batchKeys[key] = nil }
+            guard let batch = jobs.remove(first)?.batch, let i = batches.index(forKey: batch) else { continue }
+            batches.values[i].live -= 1
+            if batches.values[i].live <= 0 {
+                if let key = batches.values[i].key { batchKeys[key] = nil }
+                batches.remove(at: i)
             }
         }
     }

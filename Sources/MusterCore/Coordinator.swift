@@ -26,8 +26,10 @@ public struct Coordinator: Sendable {
     var ownerRounds: [OwnerKey: UInt64] = [:]
     var servedRound: [Int: UInt64] = [:]
     var queuedByPriority: [Int: Int] = [:]
-    var queuedByModel: [String: Int] = [:]
-    var modelLoad: [String: ModelLoad] = [:]
+    /// Models are interned: the per-model totals below are arrays indexed by model id.
+    var modelIDs: [String: Int32] = [:]
+    var queuedByModel: [Int] = []
+    var modelLoad: [ModelLoad] = []
     var pinnedModels: Set<String> = []
 
     var nextJobID: UInt64 = 1
@@ -194,6 +196,16 @@ public struct Coordinator: Sendable {
             backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
     }
 
+    mutating func modelID(_ name: String) -> Int32 {
+        if let id = modelIDs[name] { return id }
+        let id = Int32(modelLoad.count)
+        modelIDs[name] = id
+        modelLoad.append(ModelLoad())
+        queuedByModel.append(0)
+        estimates.loadSeconds.append(nil)
+        return id
+    }
+
     mutating func schedule(_ at: CoreInstant, _ kind: Timer.Kind) {
         timers.insert(Timer(at: at, seq: takeSeq(), kind: kind))
     }
@@ -210,6 +222,8 @@ struct ClassKey: Hashable {
 struct JobClass {
     var needs: [String]
     var model: String?
+    /// Interned `model`, or -1.
+    var modelID: Int32 = -1
     var queue = Heap<QueueEntry>()
     /// Valid entries in `queue` (canceled jobs are removed lazily).
     var queued = 0
@@ -284,16 +298,23 @@ struct Backend {
     var nextSync: CoreInstant?
     /// Whether this backend currently counts as ready (for readiness and model load totals).
     var counted = false
-    var countedModels: [String] = []
+    var countedModels: [Int32] = []
+    /// Ids of the loaded models (a few; a linear search beats hashing).
+    var loadedIDs: [Int32] = []
+    /// `max(1, slots)` of the current snapshot or hello; kept stored for the hot path.
+    var cachedSlots = 1
+    /// Link up, announced ready, not draining (inhibition is checked against the clock).
+    var takesWork = false
+    /// Membership in `free` and `stealable`, kept in step with those sets.
+    var inFree = false
+    var inStealable = false
     var countedSlots = 0
 
     var isLocal: Bool { id.isLocal }
-    var slots: Int { max(1, snapshot?.slots ?? helloSlots) }
+    var slots: Int { cachedSlots }
     var announcedReady: Bool { snapshot?.state == .ready }
     var capable: Bool { announcedReady && (link == .up || link == .suspect) && !drainRequested }
-    func routable(_ now: CoreInstant) -> Bool {
-        link == .up && announcedReady && !drainRequested && inhibitedUntil <= now
-    }
+    func routable(_ now: CoreInstant) -> Bool { takesWork && inhibitedUntil <= now }
     /// Unknown for capability purposes: no final announcement for this incarnation yet.
     var unannounced: Bool {
         guard let snapshot else { return true }
@@ -305,7 +326,8 @@ struct Backend {
 struct Estimates {
     var keys: [ClassEstimateKey: Int] = [:]
     var jobSeconds: [Double?] = []
-    var loadSeconds: [String: Double] = [:]
+    /// By model id.
+    var loadSeconds: [Double?] = []
 
     struct ClassEstimateKey: Hashable {
         var kind: String

@@ -52,7 +52,8 @@ struct JobTable {
         guard let i = index(id) else { return nil }
         let last = records.count - 1
         if i != last {
-            records.swapAt(i, last)
+            // The buffer's swapAt moves the records; Array's would copy them (retaining every field).
+            records.withUnsafeMutableBufferPointer { $0.swapAt(i, last) }
             slots[Int(records[i].id.rawValue - base)] = Int32(i)
         }
         slots[Int(id.rawValue - base)] = -1
@@ -64,42 +65,57 @@ struct JobTable {
     }
 }
 
+/// A backend id with a cheap hash: the slot map is looked up several times per decision and
+/// SipHash dominated it. Ids are assigned by the coordinator, not chosen by clients, so a
+/// seeded multiplicative mix is enough.
+struct BackendKey: Hashable {
+    var raw: Int64
+    init(_ id: BackendID) { raw = id.rawValue }
+    func hash(into hasher: inout Hasher) { hasher.combine(raw) }
+    func _rawHashValue(seed: Int) -> Int {
+        var z = UInt64(bitPattern: raw) &+ UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Int(bitPattern: UInt(z ^ (z >> 31)))
+    }
+}
+
 /// Backends by id: a dictionary of slots into an array of records.
 struct BackendTable {
-    private var slots: [BackendID: Int] = [:]
+    private var slots: [BackendKey: Int] = [:]
     private(set) var records: [Backend] = []
 
-    var ids: Dictionary<BackendID, Int>.Keys { slots.keys }
+    var ids: [BackendID] { records.map(\.id) }
 
-    func index(_ id: BackendID) -> Int? { slots[id] }
+    func index(_ id: BackendID) -> Int? { slots[BackendKey(id)] }
 
-    func contains(_ id: BackendID) -> Bool { slots[id] != nil }
+    func contains(_ id: BackendID) -> Bool { index(id) != nil }
 
     /// The record of a backend that must exist.
     subscript(id: BackendID) -> Backend {
-        _read { yield records[slots[id]!] }
-        _modify { yield &records[slots[id]!] }
+        _read { yield records[index(id)!] }
+        _modify { yield &records[index(id)!] }
     }
 
     /// A copy of the record, if the backend exists.
-    func get(_ id: BackendID) -> Backend? { slots[id].map { records[$0] } }
+    func get(_ id: BackendID) -> Backend? { index(id).map { records[$0] } }
 
     /// Adds or replaces a record.
     mutating func put(_ record: Backend) {
-        if let i = slots[record.id] {
+        if let i = index(record.id) {
             records[i] = record
         } else {
-            slots[record.id] = records.count
+            slots[BackendKey(record.id)] = records.count
             records.append(record)
         }
     }
 
     mutating func remove(_ id: BackendID) {
-        guard let i = slots.removeValue(forKey: id) else { return }
+        guard let i = slots.removeValue(forKey: BackendKey(id)) else { return }
         let last = records.count - 1
         if i != last {
-            records.swapAt(i, last)
-            slots[records[i].id] = i
+            records.withUnsafeMutableBufferPointer { $0.swapAt(i, last) }
+            slots[BackendKey(records[i].id)] = i
         }
         records.removeLast()
     }

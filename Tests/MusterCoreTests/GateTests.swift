@@ -171,3 +171,40 @@ import Testing
         #expect(jobs.map { h.backend($0) } == [BackendID(-2), BackendID(-1), BackendID(3), BackendID(2), BackendID(-2)])
     }
 }
+
+/// The worked example of README's "Routing and the warm-up gate" section, step by step.
+@Suite struct ReadmeExampleTests {
+    @Test func workedExample() {
+        var h = Harness()
+        func hello(_ id: Int64, slots: Int, priority: Int = 0) -> CoreEvent {
+            .backendRegistered(BackendRegistration(
+                id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: slots, priority: priority))
+        }
+        let all = ["upscale"]
+        h.send(hello(-1, slots: 1))
+        h.announce(-1, .ready, features: all, models: ["sdxl"], loaded: ["sdxl"], slots: 1, revision: 1)
+        h.send(hello(2, slots: 2, priority: 5))
+        h.announce(2, .ready, features: all, models: ["sdxl"], slots: 2, revision: 1)
+        h.send(hello(3, slots: 2))
+        h.announce(3, .ready, features: all, models: ["sdxl"], loaded: ["sdxl"], slots: 2, revision: 1)
+        h.send(hello(4, slots: 1))
+        h.announce(4, .ready, features: [], models: ["sdxl"], loaded: ["sdxl"], slots: 1, revision: 1)
+        // Earlier work: one image job each on -1, 2 and 3.
+        let earlier = h.submit(JobSpec(kind: "image"), count: 4)
+        #expect(earlier.map { h.backend($0) } == [BackendID(-1), BackendID(2), BackendID(3), BackendID(4)])
+        h.send(.jobCompleted(earlier[3], backend: BackendID(4), lease: h.lease(earlier[3]), result: .null))
+        // Backend 5 connects and is still loading: the gate is closed for jobs that need features.
+        h.send(hello(5, slots: 1))
+        h.announce(5, .loading, revision: 1)
+
+        let job = h.submit(JobSpec(kind: "image", needs: ["upscale"], model: "sdxl"))[0]
+        // -1: load 1/1, no free running slot. 4: missing upscale. 5: unknown.
+        // 2 and 3: load 1/2 each, both remote; 3 has sdxl loaded, which beats 2's priority.
+        #expect(h.backend(job) == BackendID(3))
+        // The next one finds only 2 with a free running slot, but sdxl is not loaded there and
+        // loading (20 s default) does not beat waiting for 3 (10 s default): it is held.
+        let next = h.submit(JobSpec(kind: "image", needs: ["upscale"], model: "sdxl"))[0]
+        #expect(h.state(next) == .gated)
+        #expect(h.core.readiness.waitingBackends == [BackendID(5)])
+    }
+}
