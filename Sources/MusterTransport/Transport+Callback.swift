@@ -67,7 +67,9 @@ extension Transport {
             if let link = link(of: wsi) {
                 let why = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "unknown"
                 logger.debug("link dial failed", metadata: ["connection.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
+                counters.dialFailures += 1
                 linkClosed(link, wsi)
+                link.handler.dialFailed?(self, link.id, why)
             }
             return 0
         case LWS_CALLBACK_CLIENT_CLOSED:

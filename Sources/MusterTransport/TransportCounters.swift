@@ -17,6 +17,8 @@ public struct TransportCounters: Sendable, Equatable {
     public var handshakeTimeouts = 0
     /// Dials made by client links after the first one.
     public var reconnectAttempts = 0
+    /// Client dial attempts that failed before the WebSocket opened.
+    public var dialFailures = 0
     public var httpRequests = 0
 
     public init() {}

@@ -71,19 +71,24 @@ public struct WebSocketHandler: Sendable {
     /// A complete binary message. When nil, a binary message closes the connection with 1003.
     public var binary: (@Sendable (isolated Transport, ConnectionID, [UInt8]) -> Void)?
     public var closed: @Sendable (isolated Transport, CloseEvent) -> Void
+    /// Client links only: one dial attempt failed (refused, TLS verification, handshake); the
+    /// text is lws' reason. The link stays and dials again after its backoff.
+    public var dialFailed: (@Sendable (isolated Transport, ConnectionID, String) -> Void)?
 
     public init(
         shouldAccept: (@Sendable (isolated Transport, ConnectionInfo) -> Bool)? = nil,
         opened: @escaping @Sendable (isolated Transport, ConnectionInfo) -> Void = { _, _ in },
         text: @escaping @Sendable (isolated Transport, ConnectionID, String) -> Void,
         binary: (@Sendable (isolated Transport, ConnectionID, [UInt8]) -> Void)? = nil,
-        closed: @escaping @Sendable (isolated Transport, CloseEvent) -> Void = { _, _ in }
+        closed: @escaping @Sendable (isolated Transport, CloseEvent) -> Void = { _, _ in },
+        dialFailed: (@Sendable (isolated Transport, ConnectionID, String) -> Void)? = nil
     ) {
         self.shouldAccept = shouldAccept
         self.opened = opened
         self.text = text
         self.binary = binary
         self.closed = closed
+        self.dialFailed = dialFailed
     }
 }
 

@@ -74,6 +74,7 @@ enum WSEvent: Sendable, Equatable {
     case text(ConnectionID, String)
     case binary(ConnectionID, Int)
     case closed(ConnectionID, UInt16, String, willReconnect: Bool)
+    case dialFailed(ConnectionID)
 }
 
 extension Recorder where Event == WSEvent {
@@ -86,7 +87,8 @@ extension Recorder where Event == WSEvent {
                 if echo { t.send(text: text, to: id) }
             },
             binary: acceptBinary ? binaryHandler(echo: echo) : nil,
-            closed: { _, e in self.append(.closed(e.id, e.code.rawValue, e.reason, willReconnect: e.willReconnect)) })
+            closed: { _, e in self.append(.closed(e.id, e.code.rawValue, e.reason, willReconnect: e.willReconnect)) },
+            dialFailed: { _, id, _ in self.append(.dialFailed(id)) })
     }
 
     private func binaryHandler(echo: Bool) -> @Sendable (isolated Transport, ConnectionID, [UInt8]) -> Void {
@@ -115,6 +117,10 @@ extension Recorder where Event == WSEvent {
 
     func waitText(_ text: String) async -> Bool {
         await wait { $0.contains { if case .text(_, text) = $0 { return true } else { return false } } }
+    }
+
+    func waitDialFailed() async -> Bool {
+        await wait { $0.contains { if case .dialFailed = $0 { true } else { false } } }
     }
 
     func closeCodes() -> [UInt16] {
