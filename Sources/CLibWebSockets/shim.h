@@ -5,6 +5,7 @@
 #define CLIBWEBSOCKETS_SHIM_H
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 /// LWS_PRE is a macro expression Swift cannot import: the headroom lws needs before a payload.
 static inline size_t clws_pre(void) { return LWS_PRE; }
@@ -90,6 +91,13 @@ static inline int clws_write_http_head(struct lws *wsi, unsigned char *buf, size
 /// at its next timeout check. LWS_TO_KILL_ASYNC is a macro; the reason enum is imported fine.
 static inline void clws_kill_soon(struct lws *wsi, int secs) {
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs);
+}
+
+/// SSL_CTX_set_mode is a macro over SSL_CTX_ctrl. RELEASE_BUFFERS lets OpenSSL free a
+/// connection's ~34 KB of record buffers while it is idle, which is most of the memory of an
+/// idle TLS link (thousands of backend links are mostly idle).
+static inline void clws_tune_ssl_ctx(void *ctx) {
+    SSL_CTX_set_mode((SSL_CTX *)ctx, SSL_MODE_RELEASE_BUFFERS);
 }
 
 #endif

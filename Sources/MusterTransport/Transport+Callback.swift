@@ -13,6 +13,13 @@ func transportCallback(
     _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
     _ input: UnsafeMutableRawPointer?, _ len: Int
 ) -> Int32 {
+    if reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS
+        || reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS
+    {
+        // `user` is the vhost's SSL_CTX (the wsi is a stand-in lws builds for this call).
+        if let user { clws_tune_ssl_ctx(user) }
+        return 0
+    }
     guard let wsi, let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx) else { return 0 }
     let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
     let args = CallbackArguments(wsi: wsi, input: input)

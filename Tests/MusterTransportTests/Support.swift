@@ -163,8 +163,18 @@ final class RawSocket {
         var off = 0
         while off < bytes.count {
             let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0, errno == EINTR { continue }
             if n <= 0 { return }
             off += n
+        }
+    }
+
+    /// recv, retried when a signal (SIGCHLD from a test's child process) interrupts it.
+    private func receive(_ buf: inout [UInt8]) -> Int {
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0, errno == EINTR { continue }
+            return n
         }
     }
 
@@ -173,7 +183,7 @@ final class RawSocket {
         var all: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = receive(&buf)
             if n == 0 { return (all, true) }
             if n < 0 { return (all, false) }
             all += buf[..<n]
@@ -186,7 +196,7 @@ final class RawSocket {
         var buf = [UInt8](repeating: 0, count: 4096)
         let m = Array(marker.utf8)
         while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = receive(&buf)
             if n <= 0 { break }
             all += buf[..<n]
             if all.count >= m.count, (0...(all.count - m.count)).contains(where: { all[$0..<($0 + m.count)].elementsEqual(m) }) {
@@ -248,19 +258,26 @@ func temporaryDirectory() throws -> URL {
     return url
 }
 
-/// Runs a program to completion, returning its exit status and combined output.
+/// Runs a program to completion, returning its exit status and combined output. Output goes to
+/// a temporary file rather than a pipe: reading a pipe with FileHandle traps when a signal
+/// (SIGCHLD of another test's child) interrupts the read.
 @discardableResult
 func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("muster-run-\(UUID().uuidString).log")
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: out) }
+    let handle = try FileHandle(forWritingTo: out)
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
     if let environment { p.environment = environment }
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
+    p.standardOutput = handle
+    p.standardError = handle
+    p.standardInput = FileHandle.nullDevice
     try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
+    try handle.close()
+    let data = try Data(contentsOf: out)
     return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
