@@ -1,12 +1,103 @@
 // The one C header Swift sees for libwebsockets. Helpers here exist because Swift cannot import
-// the macros they stand for (LWS_PRE, OR-ed option macros, variadic lwsl_* logging); each is
-// prefixed `clws_` and says why it exists.
+// the macros they stand for (LWS_PRE, OR-ed option macros, variadic lwsl_* logging) or because a
+// C callback needs a context pointer lws does not carry; each is prefixed `clws_` and says why.
 #ifndef CLIBWEBSOCKETS_SHIM_H
 #define CLIBWEBSOCKETS_SHIM_H
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 /// LWS_PRE is a macro expression Swift cannot import: the headroom lws needs before a payload.
 static inline size_t clws_pre(void) { return LWS_PRE; }
+
+/// Context options: OpenSSL global init (for wss/https) and UTF-8 validation of text frames, plus
+/// explicit vhosts so listeners and client vhosts are created later on the loop thread. Some of
+/// these macros are OR-ed expressions Swift cannot import, so the whole set is built here.
+static inline uint64_t clws_context_options(void) {
+    return LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS
+        | LWS_SERVER_OPTION_VALIDATE_UTF8;
+}
+
+/// Vhost options for a listener. LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT is an OR-ed
+/// macro (it implies SSL global init), so Swift cannot import it; mTLS is selected here instead.
+/// FAIL_UPON_UNABLE_TO_BIND makes a busy port an error instead of a vhost that never listens.
+static inline uint64_t clws_listener_options(int require_client_cert, int tls) {
+    uint64_t o = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND
+        | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (tls) o |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (require_client_cert) o |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+    return o;
+}
+
+/// Vhost options for a client-only vhost (no listener): text frames received by clients are
+/// validated as UTF-8 as well.
+static inline uint64_t clws_client_vhost_options(void) {
+    return LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+}
+
+/// A timer for lws's scheduler. lws calls a sul callback with nothing but the sul pointer, so the
+/// sul is embedded first in this struct and the callback recovers the owner and the timer id.
+typedef struct clws_timer {
+    lws_sorted_usec_list_t sul;
+    void *owner;
+    uint64_t id;
+} clws_timer;
+
+/// Recovers the enclosing clws_timer from the sul pointer lws hands to the callback.
+static inline clws_timer *clws_timer_from_sul(lws_sorted_usec_list_t *sul) {
+    return (clws_timer *)(void *)sul;
+}
+
+/// Schedules (or reschedules) a timer `usecs` from now on the context's only service thread.
+static inline void clws_timer_schedule(struct lws_context *ctx, clws_timer *t, sul_cb_t cb,
+                                       int64_t usecs) {
+    lws_sul_schedule(ctx, 0, &t->sul, cb, (lws_usec_t)usecs);
+}
+
+/// Cancels a pending timer; harmless when it is not scheduled.
+static inline void clws_timer_cancel(clws_timer *t) { lws_sul_cancel(&t->sul); }
+
+/// The payload of LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER is a `char **` cursor plus the room
+/// left; this appends one header there (Swift cannot conveniently walk `unsigned char **`).
+static inline int clws_append_header(struct lws *wsi, void *in, size_t len, const char *name,
+                                     const char *value, int value_len) {
+    unsigned char **p = (unsigned char **)in;
+    unsigned char *end = (*p) + len;
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, value_len, p, end);
+}
+
+/// Writes a complete HTTP response head (status, content type and length, extra header lines
+/// already formatted as "name: value\r\n") into `buf` past LWS_PRE and sends it. The
+/// `unsigned char **` cursor API of lws is awkward from Swift, so the cursor lives here.
+static inline int clws_write_http_head(struct lws *wsi, unsigned char *buf, size_t buflen,
+                                       unsigned int status, const char *content_type,
+                                       uint64_t content_len, const char *const *names,
+                                       const char *const *values, int count) {
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + buflen - 1;
+    if (lws_add_http_common_headers(wsi, status, content_type, (lws_filepos_t)content_len, &p,
+                                    end))
+        return 1;
+    for (int i = 0; i < count; i++) {
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)names[i],
+                                        (const unsigned char *)values[i],
+                                        (int)strlen(values[i]), &p, end))
+            return 1;
+    }
+    return lws_finalize_write_http_header(wsi, start, &p, end);
+}
+
+/// Hostile close for a connection that cannot even take a close frame (slow peer): lws drops it
+/// at its next timeout check. LWS_TO_KILL_ASYNC is a macro; the reason enum is imported fine.
+static inline void clws_kill_soon(struct lws *wsi, int secs) {
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs);
+}
+
+/// SSL_CTX_set_mode is a macro over SSL_CTX_ctrl. RELEASE_BUFFERS lets OpenSSL free a
+/// connection's ~34 KB of record buffers while it is idle, which is most of the memory of an
+/// idle TLS link (thousands of backend links are mostly idle).
+static inline void clws_tune_ssl_ctx(void *ctx) {
+    SSL_CTX_set_mode((SSL_CTX *)ctx, SSL_MODE_RELEASE_BUFFERS);
+}
 
 #endif

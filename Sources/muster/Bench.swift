@@ -9,6 +9,7 @@ struct Bench: AsyncParsableCommand {
 
     /// Every benchmark, in the order `Scripts/bench` runs them.
     static let all: [(name: String, command: any ParsableCommand.Type)] = [
+        ("transport", BenchTransport.self),
         ("protocol", BenchProtocol.self),
         ("core", BenchCore.self),
     ]

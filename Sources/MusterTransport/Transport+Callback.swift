@@ -1,0 +1,151 @@
+import CLibWebSockets
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The one lws callback of every protocol of every vhost. lws calls it on the loop thread from
+/// inside `lws_service` (or `lws_context_destroy`), so entering the actor with `assumeIsolated` is
+/// checked by ``EventLoopExecutor/checkIsolated()``.
+func transportCallback(
+    _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+    _ input: UnsafeMutableRawPointer?, _ len: Int
+) -> Int32 {
+    if reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS
+        || reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS
+    {
+        // `user` is the vhost's SSL_CTX (the wsi is a stand-in lws builds for this call).
+        if let user { clws_tune_ssl_ctx(user) }
+        return 0
+    }
+    guard let wsi, let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx) else { return 0 }
+    let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
+    let args = CallbackArguments(wsi: wsi, input: input)
+    return transport.assumeIsolated { $0.handle(args.wsi, reason, args.input, len) }
+}
+
+/// The raw pointers of one callback, carried into the isolated closure.
+private struct CallbackArguments: @unchecked Sendable {
+    // @unchecked Sendable: built and consumed on the loop thread inside one lws callback;
+    // `assumeIsolated` runs the closure synchronously, so the pointers never cross threads.
+    let wsi: OpaquePointer
+    let input: UnsafeMutableRawPointer?
+}
+
+extension Transport {
+    func handle(_ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ input: UnsafeMutableRawPointer?, _ len: Int)
+        -> Int32
+    {
+        switch reason {
+        // Server accept and handshake bookkeeping.
+        case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+            pendingHandshakes[key(wsi)] = .now
+            return 0
+        case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+            pendingHandshakes.removeValue(forKey: key(wsi))
+            return filterWebSocket(wsi)
+        case LWS_CALLBACK_ESTABLISHED:
+            return establishedServer(wsi)
+
+        // WebSocket traffic, both directions.
+        case LWS_CALLBACK_RECEIVE, LWS_CALLBACK_CLIENT_RECEIVE:
+            guard let link = link(of: wsi) else { return -1 }
+            return receive(link, wsi, input, len)
+        case LWS_CALLBACK_SERVER_WRITEABLE, LWS_CALLBACK_CLIENT_WRITEABLE:
+            guard let link = link(of: wsi) else { return 0 }
+            return writable(link, wsi)
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            if let link = link(of: wsi) { link.peerClose = parseClosePayload(input, len) }
+            return 0
+        case LWS_CALLBACK_CLOSED:
+            if let link = link(of: wsi) { linkClosed(link, wsi) }
+            return 0
+
+        // Client links.
+        case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+            guard let link = link(of: wsi), let dial = link.dial, let input else { return 0 }
+            return appendHeaders(dial, wsi, input, len)
+        case LWS_CALLBACK_CLIENT_ESTABLISHED:
+            guard let link = link(of: wsi) else { return -1 }
+            return establishedClient(link, wsi)
+        case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+            if let link = link(of: wsi) {
+                let why = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "unknown"
+                logger.debug("link dial failed", metadata: ["connection.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
+                counters.dialFailures += 1
+                linkClosed(link, wsi)
+                link.handler.dialFailed?(self, link.id, why)
+            }
+            return 0
+        case LWS_CALLBACK_CLIENT_CLOSED:
+            if let link = link(of: wsi) { linkClosed(link, wsi) }
+            return 0
+
+        // Plain HTTP.
+        case LWS_CALLBACK_HTTP:
+            pendingHandshakes.removeValue(forKey: key(wsi))
+            return httpRequest(wsi, input)
+        case LWS_CALLBACK_HTTP_BODY:
+            return httpBody(wsi, input, len)
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+            return httpBodyComplete(wsi)
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            return httpWritable(wsi)
+        case LWS_CALLBACK_CLOSED_HTTP:
+            dropHTTP(key(wsi))
+            return 0
+
+        case LWS_CALLBACK_WSI_DESTROY:
+            wsiDestroyed(wsi)
+            return 0
+        default:
+            return 0
+        }
+    }
+
+    func key(_ wsi: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(wsi))) }
+
+    func link(of wsi: OpaquePointer) -> Link? {
+        guard let p = lws_get_opaque_user_data(wsi) else { return nil }
+        return Unmanaged<Link>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    func listener(of wsi: OpaquePointer) -> (ListenerState, Int)? {
+        guard let proto = lws_get_protocol(wsi), let user = proto.pointee.user else { return nil }
+        return (Unmanaged<ListenerState>.fromOpaque(user).takeUnretainedValue(), Int(proto.pointee.id))
+    }
+
+    private func wsiDestroyed(_ wsi: OpaquePointer) {
+        let k = key(wsi)
+        if let accepted = pendingHandshakes.removeValue(forKey: k) {
+            // lws drops a connection whose handshake stalls after `timeout_secs`; one destroyed
+            // earlier was closed by its peer.
+            let bound = configuration.handshakeTimeout - .milliseconds(500)
+            if ContinuousClock.now - accepted >= bound { counters.handshakeTimeouts += 1 }
+        }
+        dropHTTP(k)
+        if let link = link(of: wsi) {
+            lws_set_opaque_user_data(wsi, nil)
+            if link.wsi == wsi {
+                if link.open || link.isClient {
+                    linkClosed(link, wsi)
+                } else {
+                    // A server handshake that never completed.
+                    link.wsi = nil
+                    connections.removeValue(forKey: link.id)
+                }
+            }
+        }
+    }
+}
+
+/// Code and reason from a close frame payload.
+func parseClosePayload(_ input: UnsafeMutableRawPointer?, _ len: Int) -> (code: CloseCode, reason: String) {
+    guard let input, len >= 2 else { return (.noStatus, "") }
+    let bytes = UnsafeRawBufferPointer(start: input, count: len)
+    let code = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+    let reason = String(decoding: bytes[2...], as: UTF8.self)
+    return (CloseCode(code), reason)
+}

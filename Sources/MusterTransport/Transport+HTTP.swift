@@ -1,0 +1,135 @@
+import CLibWebSockets
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension Transport {
+    /// Answers a request whose handler returned ``HTTPOutcome/deferred``. Returns false when the
+    /// client has gone away (or the request was already answered).
+    @discardableResult
+    public func respond(to request: HTTPRequestID, with response: HTTPResponse) -> Bool {
+        guard let k = deferredHTTP.removeValue(forKey: request), let exchange = httpExchanges[k],
+            exchange.response == nil, let wsi = exchange.wsi
+        else { return false }
+        exchange.response = response
+        lws_callback_on_writable(wsi)
+        return true
+    }
+
+    func httpRequest(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?) -> Int32 {
+        guard let (listener, _) = listener(of: wsi) else { return -1 }
+        let methods: [(HTTPMethod, lws_token_indexes)] = [
+            (.get, WSI_TOKEN_GET_URI), (.post, WSI_TOKEN_POST_URI), (.put, WSI_TOKEN_PUT_URI),
+            (.patch, WSI_TOKEN_PATCH_URI), (.delete, WSI_TOKEN_DELETE_URI), (.options, WSI_TOKEN_OPTIONS_URI),
+            (.head, WSI_TOKEN_HEAD_URI),
+        ]
+        let method = methods.first { lws_hdr_total_length(wsi, $0.1) > 0 }?.0 ?? HTTPMethod("UNKNOWN")
+        let path = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/"
+        let id = HTTPRequestID(rawValue: nextHTTP)
+        nextHTTP += 1
+        counters.httpRequests += 1
+        let request = HTTPRequest(
+            id: id, method: method, path: path, query: header(wsi, WSI_TOKEN_HTTP_URI_ARGS) ?? "",
+            headers: capturedHeaders(wsi, listener.configuration.capturedHeaders), body: [], peer: peerAddress(wsi))
+        let length = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH).flatMap { Int($0.trimmingSpaces) } ?? 0
+        let exchange = HTTPExchange(request: request, expectedBody: length)
+        exchange.wsi = wsi
+        httpExchanges[key(wsi)] = exchange
+        if length > listener.configuration.maxRequestBodyBytes {
+            reject413(exchange, wsi, listener.configuration.maxRequestBodyBytes)
+            return 0
+        }
+        if length > 0 { return 0 }  // the body follows in LWS_CALLBACK_HTTP_BODY
+        dispatch(exchange, wsi, listener)
+        return 0
+    }
+
+    func httpBody(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+        guard let exchange = httpExchanges[key(wsi)], let (listener, _) = listener(of: wsi) else { return -1 }
+        if exchange.rejected { return 0 }
+        if exchange.request.body.count + len > listener.configuration.maxRequestBodyBytes {
+            reject413(exchange, wsi, listener.configuration.maxRequestBodyBytes)
+            return 0
+        }
+        if let input, len > 0 {
+            exchange.request.body.append(contentsOf: UnsafeRawBufferPointer(start: input, count: len))
+        }
+        return 0
+    }
+
+    func httpBodyComplete(_ wsi: OpaquePointer) -> Int32 {
+        guard let exchange = httpExchanges[key(wsi)], let (listener, _) = listener(of: wsi) else { return -1 }
+        if exchange.rejected { return 0 }
+        dispatch(exchange, wsi, listener)
+        return 0
+    }
+
+    private func reject413(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ limit: Int) {
+        exchange.rejected = true
+        exchange.closeAfter = true
+        exchange.request.body = []
+        exchange.response = .error(413, "request body larger than \(limit) bytes")
+        lws_callback_on_writable(wsi)
+    }
+
+    private func dispatch(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ listener: ListenerState) {
+        counters.bytesIn += exchange.request.body.count
+        switch listener.configuration.http.route(self, exchange.request) {
+        case .respond(let response):
+            exchange.response = response
+            lws_callback_on_writable(wsi)
+        case .deferred:
+            deferredHTTP[exchange.request.id] = key(wsi)
+        }
+    }
+
+    func httpWritable(_ wsi: OpaquePointer) -> Int32 {
+        guard let exchange = httpExchanges[key(wsi)], let response = exchange.response else { return 0 }
+        httpExchanges.removeValue(forKey: key(wsi))
+        let names = response.headers.map { strdup($0.name.lowercased() + ":") }
+        let values = response.headers.map { strdup($0.value) }
+        defer {
+            names.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let cNames = names.map { UnsafePointer($0) }
+        let cValues = values.map { UnsafePointer($0) }
+        let headerRoom = 512 + response.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
+        var head = [UInt8](repeating: 0, count: lwsPre + headerRoom)
+        let status = response.status == 0 ? 500 : response.status
+        let rc = head.withUnsafeMutableBufferPointer { buf in
+            cNames.withUnsafeBufferPointer { np in
+                cValues.withUnsafeBufferPointer { vp in
+                    clws_write_http_head(
+                        wsi, buf.baseAddress, buf.count, UInt32(status), response.contentType,
+                        UInt64(response.body.count), np.baseAddress, vp.baseAddress, Int32(response.headers.count))
+                }
+            }
+        }
+        if rc != 0 { return -1 }
+        if !response.body.isEmpty {
+            var body = [UInt8](repeating: 0, count: lwsPre) + response.body
+            let n = response.body.count
+            let w = body.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + lwsPre, n, LWS_WRITE_HTTP_FINAL) }
+            if w < 0 { return -1 }
+            counters.bytesOut += n
+        }
+        if exchange.closeAfter { return -1 }
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    func dropHTTP(_ k: UInt) {
+        if let exchange = httpExchanges.removeValue(forKey: k) {
+            deferredHTTP.removeValue(forKey: exchange.request.id)
+        }
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}

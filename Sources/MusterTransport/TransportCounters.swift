@@ -1,0 +1,25 @@
+/// Monotonic counters of one transport, for metrics. Read them on the loop
+/// (``Transport/counters``); byte counts are message payload bytes (WebSocket) and body bytes
+/// (HTTP), not including framing.
+public struct TransportCounters: Sendable, Equatable {
+    public var bytesIn = 0
+    public var bytesOut = 0
+    public var messagesIn = 0
+    public var messagesOut = 0
+    /// WebSocket connections that completed a handshake (server and client side, each reconnect).
+    public var connectionsOpened = 0
+    public var connectionsClosed = 0
+    /// Closed WebSockets by the code reported in ``CloseEvent/code``.
+    public var closesByCode: [UInt16: Int] = [:]
+    /// Connections closed with 1008 because their outbound queue passed the high-water mark.
+    public var slowPeerDrops = 0
+    /// Accepted TCP connections dropped because their handshake did not complete in time.
+    public var handshakeTimeouts = 0
+    /// Dials made by client links after the first one.
+    public var reconnectAttempts = 0
+    /// Client dial attempts that failed before the WebSocket opened.
+    public var dialFailures = 0
+    public var httpRequests = 0
+
+    public init() {}
+}

@@ -1,0 +1,459 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MusterTransport
+import Synchronization
+
+/// `muster bench transport`: raw transport throughput and memory on loopback.
+///
+/// The measured side is a server ``Transport`` in this process. The load comes from a child
+/// process (`--role client`) with its own transport, so the two event loops run on separate
+/// cores and the server's RSS is not mixed with the client's. Echo rates are counted by the
+/// client (a round trip ends there); one-way rates and RSS are measured in the server.
+struct BenchTransport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transport",
+        abstract: "Echo round trips/s (1 and 100 connections), one-way messages/s and RSS per idle link, plain and TLS."
+    )
+
+    enum Role: String, ExpressibleByArgument { case server, column, client }
+    enum Mode: String, ExpressibleByArgument { case echo, oneway, idle }
+
+    @Option(help: "server (default: the whole benchmark); column and client are internal (one measured server, one load generator).")
+    var role: Role = .server
+    @Option(help: "Seconds per echo measurement.")
+    var seconds: Double = 3
+    @Option(help: "Messages in the one-way measurement.")
+    var messages: Int = 1_000_000
+    @Option(help: "Idle links for the RSS measurement.")
+    var idleLinks: Int = 1000
+
+    @Flag(help: .hidden) var tls = false
+
+    // Client role only.
+    @Option(help: .hidden) var url: String = ""
+    @Option(help: .hidden) var mode: Mode = .echo
+    @Option(help: .hidden) var connections: Int = 1
+
+    func run() async throws {
+        switch role {
+        case .client: try await runClient()
+        case .column: try await runColumn()
+        case .server: try await runServer()
+        }
+    }
+
+    // MARK: - Server side (the measured process)
+
+    /// Runs one column (plain, then TLS) per fresh server process, so RSS deltas are not helped
+    /// or hurt by the heap of an earlier measurement, and prints the table.
+    private func runServer() async throws {
+        var columns: [[String]] = []
+        for secure in [false, true] {
+            var args = ["--seconds", "\(seconds)", "--messages", "\(messages)", "--idle-links", "\(idleLinks)"]
+            if secure { args.append("--tls") }
+            let line = try await BenchChild(role: .column, args).result()
+            columns.append(line.split(separator: "|").map(String.init))
+        }
+        let names = [
+            "echo round trips/s, 1 connection", "echo round trips/s, 100 connections", "one-way messages/s, 1 connection",
+            "RSS per idle link (\(idleLinks) links)",
+        ]
+        print("transport (loopback; server measured in its own process, load from a child process; 32-byte text messages)")
+        print(pad("", 40) + pad("plain", 14) + "tls")
+        for (i, name) in names.enumerated() {
+            let plain = columns[0].count > i ? columns[0][i] : "?"
+            let tls = columns[1].count > i ? columns[1][i] : "?"
+            print(pad(name, 40) + pad(plain, 14) + tls)
+        }
+    }
+
+    /// One column: a server transport in this process, loads from client children.
+    private func runColumn() async throws {
+        var logger = Logger(label: "muster.bench.transport")
+        logger.logLevel = .warning
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+
+        var config = TransportConfiguration()
+        config.outboundHighWaterBytes = 64 << 20
+        let server = try Transport(configuration: config, logger: logger)
+        let sink = Sink()
+        var s = ServerConfiguration()
+        s.tls = tls ? try makeCertificate(in: dir) : nil
+        s.subprotocols = [
+            ("bench.echo", WebSocketHandler(text: { t, id, text in t.send(text: text, to: id) })),
+            ("bench.sink", sink.handler()),
+            ("bench.idle", WebSocketHandler(opened: { _, _ in sink.opened() }, text: { _, _, _ in })),
+        ]
+        let listenConfig = s
+        let port = try await server.listen(listenConfig).port
+        let url = "\(tls ? "wss" : "ws")://127.0.0.1:\(port)/"
+
+        // Idle links first, while the heap holds nothing from the throughput runs.
+        let before = residentBytes()
+        let idle = try BenchChild(role: .client, ["--mode", "idle", "--url", url, "--connections", "\(idleLinks)"])
+        await sink.waitOpened(idleLinks)
+        let after = residentBytes()
+        try await idle.stop()
+        let rss = String(format: "%.1f KB", Double(after - before) / Double(idleLinks) / 1024)
+
+        var column: [String] = []
+        for conns in [1, 100] {
+            let out = try await BenchChild(
+                role: .client, ["--mode", "echo", "--url", url, "--connections", "\(conns)", "--seconds", "\(seconds)"]
+            ).result()
+            column.append(format(rate: Double(out) ?? 0))
+        }
+        sink.reset(expect: messages)
+        _ = try await BenchChild(role: .client, ["--mode", "oneway", "--url", url, "--messages", "\(messages)"]).result()
+        column.append(format(rate: sink.rate()))
+        column.append(rss)
+        await server.shutdown()
+        print(column.joined(separator: "|"))
+    }
+
+    private func makeCertificate(in dir: URL) throws -> ServerTLS {
+        let cert = dir.appendingPathComponent("cert.pem").path
+        let key = dir.appendingPathComponent("key.pem").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+        ]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw ValidationError("openssl could not make a test certificate (is openssl installed? Scripts/setup installs it)")
+        }
+        return ServerTLS(certificateFile: cert, privateKeyFile: key)
+    }
+
+    // MARK: - Client side (the load generator, a child process)
+
+    private func runClient() async throws {
+        var logger = Logger(label: "muster.bench.client")
+        logger.logLevel = .error
+        var config = TransportConfiguration()
+        config.outboundHighWaterBytes = 64 << 20
+        let t = try Transport(configuration: config, logger: logger)
+        let tls = ClientTLS(allowSelfSigned: true)
+        let done = Done()
+        switch mode {
+        case .echo:
+            let load = EchoLoad(connections: connections, duration: .milliseconds(Int64(seconds * 1000)), done: done)
+            for _ in 0..<connections {
+                _ = try await t.dial(DialConfiguration(url: url, subprotocol: "bench.echo", tls: tls), handler: load.handler())
+            }
+            let rate = await done.wait()
+            print(rate)
+        case .oneway:
+            let load = OneWayLoad(total: messages, done: done)
+            _ = try await t.dial(DialConfiguration(url: url, subprotocol: "bench.sink", tls: tls), handler: load.handler())
+            _ = await done.wait()
+            print("sent")
+        case .idle:
+            let load = IdleLoad(connections: connections, done: done)
+            for _ in 0..<connections {
+                _ = try await t.dial(DialConfiguration(url: url, subprotocol: "bench.idle", tls: tls), handler: load.handler())
+            }
+            _ = await done.wait()
+            FileHandle.standardOutput.write(Data("ready\n".utf8))
+            // Hold the links until the parent closes our stdin.
+            waitForStandardInputEOF()
+        }
+        await t.shutdown()
+    }
+}
+
+/// The 32-byte message every measurement sends.
+private let benchMessage = "{\"op\":\"bench\",\"seq\":1234567890}"
+
+/// Signals the end of a client run with a number.
+private final class Done: Sendable {
+    private let state = Mutex<(value: Double?, waiter: CheckedContinuation<Double, Never>?)>((nil, nil))
+
+    func finish(_ value: Double) {
+        let w = state.withLock { s -> CheckedContinuation<Double, Never>? in
+            guard s.value == nil else { return nil }
+            s.value = value
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        w?.resume(returning: value)
+    }
+
+    func wait() async -> Double {
+        await withCheckedContinuation { c in
+            let v = state.withLock { s -> Double? in
+                if let v = s.value { return v }
+                s.waiter = c
+                return nil
+            }
+            if let v { c.resume(returning: v) }
+        }
+    }
+}
+
+/// Every connection keeps one message in flight; the rate is round trips per second over all.
+private final class EchoLoad: Sendable {
+    private struct State {
+        var open = 0
+        var ids: [ConnectionID] = []
+        var start: ContinuousClock.Instant?
+        var count = 0
+        var finished = false
+    }
+    private let state = Mutex(State())
+    let connections: Int
+    let duration: Duration
+    let done: Done
+
+    init(connections: Int, duration: Duration, done: Done) {
+        self.connections = connections
+        self.duration = duration
+        self.done = done
+    }
+
+    func handler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { t, info in
+                let all = self.state.withLock { s -> [ConnectionID]? in
+                    s.open += 1
+                    s.ids.append(info.id)
+                    guard s.open == self.connections else { return nil }
+                    s.start = .now
+                    return s.ids
+                }
+                for id in all ?? [] { t.send(text: benchMessage, to: id) }
+            },
+            text: { t, id, _ in
+                let result = self.state.withLock { s -> Double? in
+                    guard !s.finished, let start = s.start else { return nil }
+                    s.count += 1
+                    if s.count & 255 == 0 {
+                        let elapsed = ContinuousClock.now - start
+                        if elapsed >= self.duration {
+                            s.finished = true
+                            return Double(s.count) / elapsed.seconds
+                        }
+                    }
+                    return .nan
+                }
+                guard let result else { return }
+                if result.isNaN { t.send(text: benchMessage, to: id) } else { self.done.finish(result) }
+            })
+    }
+}
+
+/// Sends `total` messages on one link with at most `window` unacknowledged (the sink acks every
+/// `ackEvery`), so neither side's queue grows without bound.
+private final class OneWayLoad: Sendable {
+    static let window = 65_536
+    private let sent = Mutex(0)
+    let total: Int
+    let done: Done
+
+    init(total: Int, done: Done) {
+        self.total = total
+        self.done = done
+    }
+
+    func handler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { t, info in self.send(t, info.id, Self.window) },
+            text: { t, id, text in
+                if text == "done" {
+                    self.done.finish(0)
+                } else {
+                    self.send(t, id, Sink.ackEvery)
+                }
+            })
+    }
+
+    private func send(_ t: isolated Transport, _ id: ConnectionID, _ n: Int) {
+        let k = sent.withLock { s -> Int in
+            let k = min(n, total - s)
+            s += k
+            return k
+        }
+        for _ in 0..<k { t.send(text: benchMessage, to: id) }
+    }
+}
+
+/// Server side of the one-way measurement: counts, acks, times first to last message.
+private final class Sink: Sendable {
+    static let ackEvery = 8192
+    private struct State {
+        var expected = 0
+        var count = 0
+        var start: ContinuousClock.Instant?
+        var end: ContinuousClock.Instant?
+        var opened = 0
+        var openWaiter: (Int, CheckedContinuation<Void, Never>)?
+    }
+    private let state = Mutex(State())
+
+    func reset(expect n: Int) {
+        state.withLock { s in
+            s.expected = n
+            s.count = 0
+            s.start = nil
+            s.end = nil
+        }
+    }
+
+    func rate() -> Double {
+        state.withLock { s in
+            guard let start = s.start, let end = s.end, s.count > 1 else { return 0 }
+            return Double(s.count - 1) / (end - start).seconds
+        }
+    }
+
+    func handler() -> WebSocketHandler {
+        WebSocketHandler(text: { t, id, _ in
+            let reply = self.state.withLock { s -> String? in
+                s.count += 1
+                if s.count == 1 { s.start = .now }
+                if s.count == s.expected {
+                    s.end = .now
+                    return "done"
+                }
+                return s.count % Sink.ackEvery == 0 ? "ack" : nil
+            }
+            if let reply { t.send(text: reply, to: id) }
+        })
+    }
+
+    func opened() {
+        let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.opened += 1
+            if let (n, c) = s.openWaiter, s.opened >= n {
+                s.openWaiter = nil
+                return c
+            }
+            return nil
+        }
+        w?.resume()
+    }
+
+    func waitOpened(_ n: Int) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if s.opened >= n { return true }
+                s.openWaiter = (n, c)
+                return false
+            }
+            if ready { c.resume() }
+        }
+    }
+}
+
+/// Opens `connections` links and reports when all are up.
+private final class IdleLoad: Sendable {
+    private let open = Mutex(0)
+    let connections: Int
+    let done: Done
+
+    init(connections: Int, done: Done) {
+        self.connections = connections
+        self.done = done
+    }
+
+    func handler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { _, _ in
+                let all = self.open.withLock { n -> Bool in
+                    n += 1
+                    return n == self.connections
+                }
+                if all { self.done.finish(Double(self.connections)) }
+            },
+            text: { _, _, _ in })
+    }
+}
+
+/// A child `muster bench transport` process. Its output goes to a temporary file, not a pipe:
+/// reading a pipe with FileHandle traps when SIGCHLD of another child interrupts the read.
+private final class BenchChild: @unchecked Sendable {
+    // @unchecked Sendable: `process` and `output` are set in init; afterwards only Process's own
+    // thread-safe calls (waitUntilExit, terminationStatus) and file reads happen.
+    let process = Process()
+    let output: URL
+    let stdin = Pipe()
+
+    init(role: BenchTransport.Role, _ args: [String]) throws {
+        output = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString).out")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        process.executableURL = Bundle.main.executableURL
+        process.arguments = ["bench", "transport", "--role", role.rawValue] + args
+        process.standardOutput = try FileHandle(forWritingTo: output)
+        process.standardInput = stdin
+        try process.run()
+    }
+
+    /// Waits for the child to exit and returns its last output line.
+    func result() async throws -> String {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                self.process.waitUntilExit()
+                c.resume()
+            }
+        }
+        defer { try? FileManager.default.removeItem(at: output) }
+        let text = String(decoding: (try? Data(contentsOf: output)) ?? Data(), as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("bench child \(process.arguments ?? []) exited with \(process.terminationStatus): \(text)")
+        }
+        return text.split(separator: "\n").last.map(String.init) ?? ""
+    }
+
+    /// Closes the child's stdin (it holds its links until then) and waits for it.
+    func stop() async throws {
+        try stdin.fileHandleForWriting.close()
+        _ = try await result()
+    }
+}
+
+/// Blocks until stdin reaches end of file (the parent closed it), retrying interrupted reads.
+private func waitForStandardInputEOF() {
+    var byte: UInt8 = 0
+    while true {
+        let n = read(0, &byte, 1)
+        if n > 0 || (n < 0 && errno == EINTR) { continue }
+        return
+    }
+}
+
+private func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+private func format(rate: Double) -> String {
+    let n = Int(rate.rounded())
+    var s = String(n)
+    var i = s.count - 3
+    while i > 0 {
+        s.insert(",", at: s.index(s.startIndex, offsetBy: i))
+        i -= 3
+    }
+    return s
+}
+
+private func pad(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
+}
+
+extension Duration {
+    fileprivate var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+}

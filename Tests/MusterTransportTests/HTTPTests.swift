@@ -1,0 +1,91 @@
+import Foundation
+import MusterTransport
+import Testing
+
+@Suite("HTTP on the transport port", .serialized, .timeLimit(.minutes(1)))
+struct HTTPTests {
+    private func server(_ t: Transport) async throws -> Int {
+        var s = ServerConfiguration()
+        s.maxRequestBodyBytes = 1024
+        s.http.get("/healthz") { _, _ in .respond(.json(200, "{\"status\":\"ok\"}")) }
+        s.http.post("/v1/jobs") { _, req in
+            .respond(.json(201, "{\"received\":\(req.body.count),\"query\":\"\(req.query)\"}"))
+        }
+        s.http.get("/slow") { t, req in
+            // Answered later from the loop, as a handler waiting for a backend would.
+            t.schedule(after: .milliseconds(20)) { t in
+                t.respond(to: req.id, with: .json(200, "{\"deferred\":true}"))
+            }
+            return .deferred
+        }
+        s.http.fallback = { _, req in
+            guard req.path.hasPrefix("/v1/jobs/") else { return nil }
+            let id = req.path.dropFirst("/v1/jobs/".count)
+            guard req.method == .delete else { return .respond(.error(405, "only DELETE", headers: [("allow", "DELETE")])) }
+            return .respond(.json(200, "{\"canceled\":\"\(id)\"}"))
+        }
+        let config = s
+        return try await t.listen(config).port
+    }
+
+    @Test func routesAnswerWithJSON() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let results = try await blocking {
+            [
+                try httpRequest(port: port, "GET", "/healthz"),
+                try httpRequest(port: port, "POST", "/v1/jobs?priority=high", body: "{\"prompt\":\"cat\"}"),
+                try httpRequest(port: port, "DELETE", "/v1/jobs/42"),
+                try httpRequest(port: port, "GET", "/slow"),
+            ]
+        }
+        #expect(results[0].status == 200)
+        #expect(results[0].body == "{\"status\":\"ok\"}")
+        #expect(results[0].head.lowercased().contains("content-type: application/json"))
+        #expect(results[1].status == 201)
+        #expect(results[1].body == "{\"received\":16,\"query\":\"priority=high\"}")
+        #expect(results[2].status == 200)
+        #expect(results[2].body == "{\"canceled\":\"42\"}")
+        #expect(results[3].status == 200)
+        #expect(results[3].body == "{\"deferred\":true}")
+        await t.shutdown()
+    }
+
+    @Test func errorsAreJSON() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let results = try await blocking {
+            [
+                try httpRequest(port: port, "GET", "/nope"),
+                try httpRequest(port: port, "DELETE", "/healthz"),
+                try httpRequest(port: port, "POST", "/v1/jobs", body: String(repeating: "x", count: 2000)),
+                try httpRequest(port: port, "GET", "/v1/jobs/7"),
+            ]
+        }
+        #expect(results[0].status == 404)
+        #expect(results[0].body == "{\"error\":{\"status\":404,\"message\":\"no route for GET /nope\"}}")
+        #expect(results[1].status == 405)
+        #expect(results[1].head.lowercased().contains("allow: get"))
+        #expect(results[1].body.hasPrefix("{\"error\":{\"status\":405"))
+        #expect(results[2].status == 413)
+        #expect(results[2].body.hasPrefix("{\"error\":{\"status\":413"))
+        #expect(results[3].status == 405)
+        await t.shutdown()
+    }
+
+    @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let text = try await blocking { () -> String in
+            let s = try RawSocket(port: port)
+            s.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            var all = s.read(until: "\"ok\"}")
+            s.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            all += String(decoding: s.readToEnd().bytes, as: UTF8.self)
+            return all
+        }
+        #expect(text.components(separatedBy: "HTTP/1.1 200").count == 3)
+        #expect(await t.counters.httpRequests == 2)
+        await t.shutdown()
+    }
+}
