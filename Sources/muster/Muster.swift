@@ -1,5 +1,6 @@
 import ArgumentParser
 import MusterTransport
+import Synchronization
 
 @main
 struct Muster: AsyncParsableCommand {
@@ -7,6 +8,6 @@ struct Muster: AsyncParsableCommand {
         commandName: "muster",
         abstract: "Coordinator that spreads image and video jobs across GPU backends.",
         version: "0.1.0",
-        subcommands: [Bench.self]
+        subcommands: [Serve.self, Bench.self]
     )
 }

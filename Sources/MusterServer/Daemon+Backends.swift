@@ -1,0 +1,244 @@
+import Foundation
+import Logging
+import MusterCore
+import MusterProtocol
+import MusterTransport
+
+/// One WebSocket on `muster.backend.v1`, accepted or dialled.
+struct BackendLink {
+    enum Phase {
+        /// Open; the backend must say `hello` before the timer fires.
+        case awaitingHello(TimerID?)
+        case registered(BackendID)
+    }
+    var phase: Phase
+    var peer: String
+}
+
+extension Daemon {
+    nonisolated func backendHandler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { [weak self] _, info in self?.assumeIsolated { $0.backendOpened(info) } },
+            text: { [weak self] _, id, text in self?.assumeIsolated { $0.backendText(id, text) } },
+            closed: { [weak self] _, event in self?.assumeIsolated { $0.backendClosed(event) } })
+    }
+
+    /// The id a backend name maps to, stable for the life of the coordinator.
+    func backendID(forName name: String) -> BackendID {
+        if let id = idsByName[name] { return id }
+        let id = BackendID(nextRemoteID)
+        nextRemoteID += 1
+        idsByName[name] = id
+        namesByID[id] = name
+        return id
+    }
+
+    func backendOpened(_ info: ConnectionInfo) {
+        if stopping {
+            transport.assumeIsolated { $0.close(info.id, code: .goingAway, reason: "shutting down") }
+            return
+        }
+        let timer = transport.assumeIsolated { t in
+            t.schedule(after: .seconds(10)) { [weak self] _ in
+                self?.assumeIsolated { $0.helloTimedOut(info.id) }
+            }
+        }
+        backendLinks[info.id] = BackendLink(phase: .awaitingHello(timer), peer: info.peer)
+        logger.debug("backend link open", metadata: ["link.id": "\(info.id)", "peer": "\(info.peer)"])
+    }
+
+    func helloTimedOut(_ id: ConnectionID) {
+        guard let link = backendLinks[id], case .awaitingHello = link.phase else { return }
+        refuse(id, backendSide: true, code: ErrorCode("hello_timeout"), message: "no hello within 10 s of the link opening", close: 4004)
+    }
+
+    func backendText(_ id: ConnectionID, _ text: String) {
+        guard let link = backendLinks[id] else { return }
+        let message: BackendToCoordinator
+        do {
+            message = try BackendToCoordinator.decode(text, limits: limits)
+        } catch {
+            protocolError(error, on: id, backendSide: true)
+            return
+        }
+        switch link.phase {
+        case .awaitingHello(let timer):
+            guard case .hello(let hello) = message else {
+                refuse(id, backendSide: true, code: .notRegistered, message: "send hello first, then \(message.type)", close: 1008)
+                return
+            }
+            if let timer { transport.assumeIsolated { $0.cancel(timer) } }
+            register(hello, on: id, peer: link.peer)
+        case .registered(let backend):
+            if case .hello = message {
+                refuse(id, backendSide: true, code: ErrorCode("unexpected_message"), message: "a second hello on one link", close: 1008)
+                return
+            }
+            backendMessage(message, from: backend, connection: id)
+        }
+    }
+
+    private func register(_ hello: BackendToCoordinator.Hello, on id: ConnectionID, peer: String) {
+        guard hello.versions.contains(1) else {
+            metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.noCommonVersion.rawValue]).increment()
+            let details = RawJSON(unchecked: #"{"supported":[1]}"#)
+            sendError(Wire.ErrorMessage(id: hello.id, code: .noCommonVersion, message: "this coordinator speaks protocol version 1 only", details: details), to: id, backendSide: true)
+            transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
+            return
+        }
+        let dialedConfig = dialed[id]
+        let name = dialedConfig?.name ?? hello.name
+        if dialedConfig == nil {
+            // Dialled links were authenticated by dialling the configured URL; others present a token.
+            if let expected = configuration.backendTokens[name] ?? sharedToken, !constantTimeEqual(expected, hello.token) {
+                logger.warning("backend refused: bad credentials", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)"])
+                refuse(id, backendSide: true, code: .badCredentials, message: "the token is missing or not accepted", close: 4001)
+                return
+            }
+        }
+        let backend = backendID(forName: name)
+        let known = core.backend(backend)
+        if let incarnation = known?.incarnation, hello.incarnation < incarnation {
+            refuse(id, backendSide: true, code: ErrorCode("stale_incarnation"), message: "backend \(name) is registered with a newer incarnation \(incarnation)", close: 1008)
+            return
+        }
+        if let old = linkOf[backend], old != id {
+            logger.info("backend link replaced", metadata: ["backend.id": "\(backend)", "link.id": "\(old)", "link.new": "\(id)"])
+            backendLinks[old] = nil
+            send(CoordinatorToBackend.goodbye(.init(reason: "replaced", message: "a newer link registered \(name)")).encode(), to: old)
+            transport.assumeIsolated { $0.close(old, code: CloseCode(4005), reason: "replaced") }
+        }
+        if known != nil { metrics.counter("muster_reconnects_total").increment() }
+        backendLinks[id] = BackendLink(phase: .registered(backend), peer: peer)
+        linkOf[backend] = id
+        let configured = configuration.backends.first { $0.name == name }
+        let actions = core.handle(
+            .backendRegistered(BackendRegistration(
+                id: backend, name: name, incarnation: hello.incarnation, slots: hello.slots, priority: configured?.priority ?? 0)),
+            at: now)
+        let info = core.backend(backend)
+        let heldVersion = info?.version.flatMap { $0.incarnation == hello.incarnation ? $0 : nil }
+        let welcome = CoordinatorToBackend.Welcome(
+            id: hello.id, backend: backend, coordinator: Self.version,
+            heartbeatMs: UInt64(configuration.seconds("links.keepalive_seconds") * 500),
+            syncMs: UInt64(configuration.seconds("links.sync_interval_seconds") * 1000),
+            maxMessageBytes: limits.maxMessageBytes, known: heldVersion,
+            bindings: core.bindings(of: backend).map { Wire.Binding(job: $0.job, lease: $0.lease) })
+        send(CoordinatorToBackend.welcome(welcome).encode(), to: id)
+        logger.info(
+            known == nil ? "backend registered" : "backend re-registered",
+            metadata: [
+                "backend.id": "\(backend)", "backend.name": "\(name)", "backend.incarnation": "\(hello.incarnation)",
+                "link.id": "\(id)", "peer": "\(peer)", "bindings": "\(welcome.bindings.count)",
+            ])
+        perform(actions)
+        pump()
+    }
+
+    /// A message from a registered backend, remote (`connection`) or local (nil).
+    func backendMessage(_ message: BackendToCoordinator, from backend: BackendID, connection: ConnectionID?) {
+        switch message {
+        case .capabilities(let snapshot):
+            feed(.capabilities(backend, snapshot))
+        case .started(let m):
+            reportAbout = "started"
+            feed(.jobStarted(m.job, backend: backend, lease: m.lease))
+        case .progress(let m):
+            reportAbout = "progress"
+            feed(.jobProgress(m.job, backend: backend, lease: m.lease, fraction: m.fraction))
+            if let text = m.message, let record = core.job(m.job), record.lease == m.lease {
+                progressMessages[m.job] = text
+            }
+        case .completed(let m):
+            reportAbout = "completed"
+            feed(.jobCompleted(m.job, backend: backend, lease: m.lease, result: m.result))
+        case .failed(let m):
+            reportAbout = "failed"
+            feed(.jobFailed(m.job, backend: backend, lease: m.lease, code: m.code, message: m.message, retryable: m.retryable))
+        case .loadModelResult(let r):
+            if r.ok {
+                logger.info("model loaded", metadata: ["backend.id": "\(backend)", "model": "\(r.model)", "duration_ms": "\(r.durationMs ?? 0)"])
+            } else {
+                logger.warning("model load failed", metadata: ["backend.id": "\(backend)", "model": "\(r.model)", "error": "\(r.error?.message ?? "")"])
+            }
+        case .error(let e):
+            logger.warning("backend reported an error", metadata: ["backend.id": "\(backend)", "code": "\(e.code)", "message": "\(e.message)"])
+        case .goodbye(let g):
+            logger.info("backend said goodbye", metadata: ["backend.id": "\(backend)", "reason": "\(g.reason)"])
+            if g.reason == "drained" { feed(.drain(backend)) }
+        case .hello:
+            break
+        }
+        reportAbout = nil
+    }
+
+    func backendClosed(_ event: CloseEvent) {
+        guard let link = backendLinks.removeValue(forKey: event.id) else { return }
+        if case .awaitingHello(let timer?) = link.phase { transport.assumeIsolated { $0.cancel(timer) } }
+        guard case .registered(let backend) = link.phase, linkOf[backend] == event.id else { return }
+        linkOf[backend] = nil
+        logger.warning(
+            "backend link lost",
+            metadata: [
+                "backend.id": "\(backend)", "link.id": "\(event.id)", "close.code": "\(event.code.rawValue)",
+                "close.reason": "\(event.reason)", "reconnecting": "\(event.willReconnect)",
+            ])
+        if !stopping { feed(.linkLost(backend)) }
+    }
+
+    /// Dials every `remote` backend of the configuration; the gate waits for them from now on.
+    func dialRemoteBackends() {
+        for config in configuration.backends {
+            guard case .remote(let remote) = config.kind else { continue }
+            let id = backendID(forName: config.name)
+            feed(.backendExpected(id, name: config.name))
+            var target = DialConfiguration(url: remote.url, subprotocol: Subprotocol.backend)
+            if let token = remote.token { target.headers = [("Authorization", "Bearer \(token)")] }
+            if remote.caFile != nil || remote.allowSelfSigned {
+                target.tls = ClientTLS(caFile: remote.caFile, allowSelfSigned: remote.allowSelfSigned)
+            }
+            do {
+                let handler = backendHandler()
+                let link = try transport.assumeIsolated { try $0.dial(target, handler: handler) }
+                dialed[link] = config
+                logger.info("dialling backend", metadata: ["backend.id": "\(id)", "backend.name": "\(config.name)", "url": "\(remote.url)", "link.id": "\(link)"])
+            } catch {
+                logger.error("cannot dial backend", metadata: ["backend.name": "\(config.name)", "url": "\(remote.url)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: - Errors on links
+
+    /// Answers a message that could not be decoded; closes the link when the error demands it.
+    func protocolError(_ error: ProtocolError, on id: ConnectionID, backendSide: Bool) {
+        metrics.counter("muster_protocol_errors_total", ["code": error.code.rawValue]).increment()
+        logger.notice("protocol error", metadata: ["link.id": "\(id)", "code": "\(error.code)", "error": "\(error)"])
+        sendError(error.errorMessage, to: id, backendSide: backendSide)
+        if let close = error.closeCode {
+            transport.assumeIsolated { $0.close(id, code: CloseCode(close.rawValue), reason: error.code.rawValue) }
+        }
+    }
+
+    /// Sends an `error` with `code`, then closes the link with `close`.
+    func refuse(_ id: ConnectionID, backendSide: Bool, code: ErrorCode, message: String, close: UInt16) {
+        metrics.counter("muster_protocol_errors_total", ["code": code.rawValue]).increment()
+        sendError(Wire.ErrorMessage(code: code, message: message), to: id, backendSide: backendSide)
+        transport.assumeIsolated { $0.close(id, code: CloseCode(close), reason: code.rawValue) }
+    }
+
+    func sendError(_ error: Wire.ErrorMessage, to id: ConnectionID, backendSide: Bool) {
+        let bytes = backendSide ? CoordinatorToBackend.error(error).encode() : CoordinatorToClient.error(error).encode()
+        send(bytes, to: id)
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths, not on where they differ.
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var diff = UInt8(truncatingIfNeeded: x.count ^ y.count)
+    for i in 0..<max(x.count, y.count) {
+        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return diff == 0
+}

@@ -1,0 +1,320 @@
+import Foundation
+import Logging
+import MusterCore
+import MusterProtocol
+import MusterTransport
+
+/// One WebSocket on `muster.client.v1`.
+struct ClientSession {
+    var name: String?
+    var helloTimer: TimerID?
+    var subscribedAll = false
+    var batches: Set<BatchID> = []
+}
+
+/// What went wrong with a client request: answered as an `error` (WebSocket) or an HTTP status.
+struct RequestError: Error {
+    var code: ErrorCode
+    var message: String
+    var details: RawJSON?
+    var status: Int
+
+    init(_ code: ErrorCode, _ message: String, status: Int, details: RawJSON? = nil) {
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details
+    }
+
+    init(_ e: CoreError) {
+        let status: Int
+        switch e.code {
+        case .unknownJob, .unknownBatch, .unknownBackend, ErrorCode("unknown_model"): status = 404
+        case .limitExceeded: status = 413
+        case .noEligibleBackend: status = 422
+        default: status = 400
+        }
+        self.init(e.code, e.message, status: status)
+    }
+}
+
+extension Daemon {
+    nonisolated func clientHandler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { [weak self] _, info in self?.assumeIsolated { $0.clientOpened(info) } },
+            text: { [weak self] _, id, text in self?.assumeIsolated { $0.clientText(id, text) } },
+            closed: { [weak self] _, event in self?.assumeIsolated { $0.clientClosed(event.id) } })
+    }
+
+    func clientOpened(_ info: ConnectionInfo) {
+        if stopping {
+            transport.assumeIsolated { $0.close(info.id, code: .goingAway, reason: "shutting down") }
+            return
+        }
+        let timer = transport.assumeIsolated { t in
+            t.schedule(after: .seconds(10)) { [weak self] _ in
+                self?.assumeIsolated { d in
+                    guard let c = d.clients[info.id], c.name == nil else { return }
+                    d.refuse(info.id, backendSide: false, code: ErrorCode("hello_timeout"), message: "no hello within 10 s of the link opening", close: 4004)
+                }
+            }
+        }
+        clients[info.id] = ClientSession(helloTimer: timer)
+    }
+
+    func clientClosed(_ id: ConnectionID) {
+        guard let session = clients.removeValue(forKey: id) else { return }
+        if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
+        subscribersAll.remove(id)
+        for batch in session.batches {
+            subscribersByBatch[batch]?.remove(id)
+            if subscribersByBatch[batch]?.isEmpty == true { subscribersByBatch[batch] = nil }
+        }
+    }
+
+    func clientText(_ id: ConnectionID, _ text: String) {
+        guard var session = clients[id] else { return }
+        let message: ClientToCoordinator
+        do {
+            message = try ClientToCoordinator.decode(text, limits: limits)
+        } catch {
+            protocolError(error, on: id, backendSide: false)
+            return
+        }
+        guard session.name != nil else {
+            guard case .hello(let hello) = message else {
+                refuse(id, backendSide: false, code: .notRegistered, message: "send hello first, then \(message.type)", close: 1008)
+                return
+            }
+            if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
+            session.helloTimer = nil
+            guard hello.versions.contains(1) else {
+                metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.noCommonVersion.rawValue]).increment()
+                sendError(Wire.ErrorMessage(id: hello.id, code: .noCommonVersion, message: "this coordinator speaks protocol version 1 only", details: RawJSON(unchecked: #"{"supported":[1]}"#)), to: id, backendSide: false)
+                transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
+                return
+            }
+            if let token = sharedToken, !constantTimeEqual(token, hello.token) {
+                refuse(id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted", close: 4001)
+                return
+            }
+            session.name = hello.name
+            clients[id] = session
+            let welcome = CoordinatorToClient.Welcome(
+                id: hello.id, version: 1, coordinator: Self.version,
+                heartbeatMs: UInt64(configuration.seconds("links.keepalive_seconds") * 500), maxMessageBytes: limits.maxMessageBytes)
+            send(CoordinatorToClient.welcome(welcome).encode(), to: id)
+            logger.debug("client registered", metadata: ["client.name": "\(hello.name)", "link.id": "\(id)"])
+            return
+        }
+        do {
+            switch message {
+            case .hello:
+                refuse(id, backendSide: false, code: ErrorCode("unexpected_message"), message: "a second hello on one link", close: 1008)
+            case .submit(let m):
+                let (accepted, actions) = try submit(m.batch, defaultOwner: session.name ?? "anonymous")
+                var answer = accepted
+                answer.id = m.id
+                send(CoordinatorToClient.accepted(answer).encode(), to: id)
+                perform(actions)
+                pump()
+            case .subscribe(let m):
+                try subscribe(id, batch: m.batch, requestID: m.id)
+            case .cancel(let m):
+                let canceled = try cancel(m.target)
+                send(CoordinatorToClient.canceled(.init(id: m.id, jobs: canceled)).encode(), to: id)
+            case .status(let m):
+                let report = CoordinatorToClient.StatusReport(
+                    id: m.id, readiness: wireReadiness(), backends: core.backendList.map(wireBackend), queue: wireQueue())
+                send(CoordinatorToClient.statusReport(report).encode(), to: id)
+            case .loadModel(let m):
+                var answer = try loadModel(m.model, backend: m.backend)
+                answer.id = m.id
+                send(CoordinatorToClient.modelsLoading(answer).encode(), to: id)
+            }
+        } catch {
+            metrics.counter("muster_request_errors_total", ["code": error.code.rawValue]).increment()
+            sendError(Wire.ErrorMessage(id: message.requestID, code: error.code, message: error.message, details: error.details), to: id, backendSide: false)
+        }
+    }
+
+    // MARK: - Requests shared by the client link and HTTP
+
+    /// Submits a batch; returns the answer and the core actions to perform after it is sent.
+    func submit(_ request: Wire.BatchRequest, defaultOwner: String) throws(RequestError) -> (Wire.Accepted, [CoreAction]) {
+        if stopping { throw RequestError(.shuttingDown, "the coordinator is stopping and takes no new work", status: 503) }
+        let owner = request.owner ?? defaultOwner
+        let entries = request.jobs.map { j in
+            BatchEntry(
+                spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner),
+                count: j.count)
+        }
+        if let key = request.batchKey {
+            let fingerprint = entries.map { "\($0)" }.joined(separator: "\u{1}")
+            if let earlier = batchFingerprints[key], earlier.fingerprint != fingerprint {
+                throw RequestError(
+                    ErrorCode("batch_key_conflict"), "batch_key '\(key)' was used for a different batch (\(earlier.batch))", status: 409,
+                    details: RawJSON(unchecked: #"{"batch":\#(earlier.batch.rawValue)}"#))
+            }
+            do {
+                let (receipt, actions) = try core.submit(key: key, entries: entries, at: now)
+                batchFingerprints[key] = (receipt.batch, fingerprint)
+                logSubmit(receipt, owner: owner)
+                return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
+            } catch {
+                throw RequestError(error)
+            }
+        }
+        do {
+            let (receipt, actions) = try core.submit(key: nil, entries: entries, at: now)
+            logSubmit(receipt, owner: owner)
+            return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
+        } catch {
+            throw RequestError(error)
+        }
+    }
+
+    private func logSubmit(_ receipt: SubmitReceipt, owner: String) {
+        guard !receipt.duplicate else { return }
+        logger.info("batch accepted", metadata: ["batch.id": "\(receipt.batch)", "jobs": "\(receipt.jobs.count)", "owner": "\(owner)"])
+    }
+
+    func subscribe(_ id: ConnectionID, batch: BatchID?, requestID: String?) throws(RequestError) {
+        let scope: [JobID]
+        if let batch {
+            guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)", status: 404) }
+            clients[id]?.batches.insert(batch)
+            subscribersByBatch[batch, default: []].insert(id)
+            scope = record.jobs
+        } else {
+            clients[id]?.subscribedAll = true
+            subscribersAll.insert(id)
+            scope = core.jobIDs
+        }
+        send(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
+        for job in scope {
+            guard let record = core.job(job) else { continue }
+            send(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id)
+        }
+    }
+
+    /// Cancels a job or a batch; returns the jobs this request canceled.
+    func cancel(_ target: ClientToCoordinator.Cancel.Target) throws(RequestError) -> [JobID] {
+        let actions: [CoreAction]
+        do {
+            switch target {
+            case .job(let job): actions = try core.cancelJob(job, at: now)
+            case .batch(let batch): actions = try core.cancelBatch(batch, at: now)
+            }
+        } catch {
+            throw RequestError(error)
+        }
+        let canceled = actions.compactMap { action -> JobID? in
+            if case .jobEvent(let e) = action, case .canceled = e.kind { return e.job }
+            return nil
+        }
+        perform(actions)
+        pump()
+        return canceled
+    }
+
+    func loadModel(_ model: String, backend: BackendID?) throws(RequestError) -> Wire.ModelsLoading {
+        if let backend, core.backend(backend) == nil {
+            throw RequestError(.unknownBackend, "no backend \(backend)", status: 404)
+        }
+        let offered = core.backendList.contains { $0.modelsAvailable.contains(model) || $0.modelsLoaded.contains(model) }
+        guard offered || (backend == nil && configuration.backends.contains { $0.models.contains(model) }) else {
+            throw RequestError(ErrorCode("unknown_model"), "no backend offers model \(model)", status: 404)
+        }
+        let actions: [CoreAction]
+        do {
+            actions = try core.loadModelNow(model, backend: backend, at: now)
+        } catch {
+            throw RequestError(error)
+        }
+        let told = actions.compactMap { action -> BackendID? in
+            if case .loadModel(let b, _) = action { return b }
+            return nil
+        }
+        logger.info("load model now", metadata: ["model": "\(model)", "backends": "\(told.map(\.description).joined(separator: ","))"])
+        perform(actions)
+        pump()
+        return Wire.ModelsLoading(model: model, backends: told)
+    }
+
+    // MARK: - Events out
+
+    /// Sends a job event to every client subscribed to it, encoded once.
+    func publish(_ event: JobEvent) {
+        switch event.kind {
+        case .completed, .failed, .canceled:
+            progressMessages[event.job] = nil
+            metrics.counter("muster_jobs_finished_total", ["outcome": event.state.rawValue]).increment()
+            if let start = startedAt.removeValue(forKey: event.job), case .completed = event.kind {
+                metrics.jobDuration.recordNanoseconds(Int64(event.at.nanoseconds - min(event.at.nanoseconds, start.nanoseconds)))
+            }
+        case .started:
+            startedAt[event.job] = event.at
+        case .gated:
+            metrics.counter("muster_jobs_gated_total").increment()
+        default:
+            break
+        }
+        let batchSubscribers = subscribersByBatch[event.batch]
+        guard !subscribersAll.isEmpty || batchSubscribers != nil else { return }
+        let bytes = CoordinatorToClient.job(wireEvent(event)).encode()
+        for id in subscribersAll { send(bytes, to: id) }
+        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) { send(bytes, to: id) }
+    }
+
+    func observe(_ o: Observation) {
+        switch o {
+        case .bindLatency(_, let d):
+            metrics.bindLatency.recordNanoseconds(d.nanosecondsClamped)
+        case .propagation(let b, let d):
+            metrics.capabilityPropagation.recordNanoseconds(d.nanosecondsClamped)
+            logger.info("backend announced ready", metadata: ["backend.id": "\(b)", "propagation_ms": "\(d.nanosecondsClamped / 1_000_000)"])
+        case .announcementApplied:
+            metrics.counter("muster_announcements_total", ["result": "applied"]).increment()
+        case .staleAnnouncement(let b, _):
+            metrics.counter("muster_announcements_total", ["result": "stale"]).increment()
+            if let held = core.backend(b)?.version { deliver(.capabilitiesAck(.init(version: held, applied: false)), to: b) }
+        case .staleReport(let job, let backend, let lease):
+            metrics.counter("muster_stale_reports_total").increment()
+            deliver(.staleLease(.init(job: job, lease: lease, about: reportAbout ?? "report")), to: backend)
+        case .stolen(let job, let from, _):
+            metrics.counter("muster_jobs_stolen_total").increment()
+            if let record = core.job(job) {
+                let event = CoordinatorToClient.JobEvent(
+                    job: job, batch: record.batch, event: .revoked, state: .queued, attempt: record.attempt, atMs: ms(now), backend: from)
+                let bytes = CoordinatorToClient.job(event).encode()
+                for id in subscribersAll.union(subscribersByBatch[record.batch] ?? []) { send(bytes, to: id) }
+            }
+        case .requeued(_, let cause):
+            metrics.counter("muster_jobs_requeued_total", ["cause": cause.rawValue]).increment()
+        case .jobDuration:
+            break
+        }
+    }
+}
+
+extension Duration {
+    var nanosecondsClamped: Int64 {
+        let (s, atto) = components
+        return s.multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ atto / 1_000_000_000
+    }
+}
+
+extension ClientToCoordinator {
+    /// The request `id`, echoed by the answer.
+    var requestID: String? {
+        switch self {
+        case .hello(let m): m.id
+        case .submit(let m): m.id
+        case .subscribe(let m): m.id
+        case .cancel(let m): m.id
+        case .status(let m): m.id
+        case .loadModel(let m): m.id
+        }
+    }
+}

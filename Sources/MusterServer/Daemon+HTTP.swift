@@ -1,0 +1,177 @@
+import Foundation
+import MusterCore
+import MusterProtocol
+import MusterTransport
+
+// The HTTP API of Protocol/README.md section 8: the client API mirrored, probes and metrics.
+extension Daemon {
+    func httpRoutes() -> HTTPRoutes {
+        var routes = HTTPRoutes()
+        func route(_ method: HTTPMethod, _ path: String, _ body: @escaping @Sendable (isolated Daemon, HTTPRequest) -> HTTPResponse) {
+            routes.add(method, path) { [weak self] _, request in
+                guard let self else { return .respond(.error(503, "stopping")) }
+                return .respond(self.assumeIsolated { d in d.guarded(request) { body(d, request) } })
+            }
+        }
+        route(.get, "/healthz") { d, _ in
+            let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).components.seconds)) * 1000
+            return d.json(200, Wire.Health(version: Self.version, uptimeMs: uptime))
+        }
+        route(.get, "/readyz") { d, _ in
+            let r = d.wireReadiness()
+            return d.json(r.ready ? 200 : 503, r)
+        }
+        route(.get, "/metrics") { d, _ in
+            d.refreshGauges()
+            return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: Array(d.metrics.render().utf8))
+        }
+        route(.get, "/v1/backends") { d, _ in d.json(200, Wire.BackendList(backends: d.core.backendList.map(d.wireBackend))) }
+        route(.post, "/v1/batches") { d, request in
+            let batch: Wire.BatchRequest
+            do throws(ProtocolError) {
+                batch = try Wire.BatchRequest.decode(request.body, limits: d.limits)
+            } catch {
+                d.metrics.counter("muster_protocol_errors_total", ["code": error.code.rawValue]).increment()
+                return d.errorResponse(RequestError(error.code, error.path.isEmpty ? error.reason : "\(error.path): \(error.reason)", status: Self.status(error.code)))
+            }
+            do throws(RequestError) {
+                let (accepted, actions) = try d.submit(batch, defaultOwner: "anonymous")
+                var response = d.json(accepted.duplicate ? 200 : 201, accepted)
+                response.headers.append((name: "Location", value: "/v1/batches/\(accepted.batch)"))
+                d.perform(actions)
+                d.pump()
+                return response
+            } catch {
+                return d.errorResponse(error)
+            }
+        }
+        route(.post, "/v1/models/load") { d, request in
+            let load: Wire.LoadModelRequest
+            do throws(ProtocolError) {
+                load = try Wire.LoadModelRequest.decode(request.body, limits: d.limits)
+            } catch {
+                return d.errorResponse(RequestError(error.code, error.path.isEmpty ? error.reason : "\(error.path): \(error.reason)", status: Self.status(error.code)))
+            }
+            do throws(RequestError) {
+                return d.json(202, try d.loadModel(load.model, backend: load.backend))
+            } catch {
+                return d.errorResponse(error)
+            }
+        }
+        routes.fallback = { [weak self] _, request in
+            guard let self else { return nil }
+            return self.assumeIsolated { d in d.patternRoute(request) }
+        }
+        return routes
+    }
+
+    /// Routes with an id in the path: `/v1/batches/{id}`, `/v1/jobs/{id}`.
+    private func patternRoute(_ request: HTTPRequest) -> HTTPOutcome? {
+        let parts = request.path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0].isEmpty, parts[1] == "v1", parts[2] == "batches" || parts[2] == "jobs" else {
+            return .respond(errorResponse(RequestError(ErrorCode("not_found"), "no route \(request.path)", status: 404)))
+        }
+        let allowed: [HTTPMethod] = parts[2] == "jobs" ? [.get, .delete] : [.get]
+        guard allowed.contains(request.method) else {
+            var response = errorResponse(RequestError(
+                ErrorCode("method_not_allowed"), "\(request.path) takes \(allowed.map(\.rawValue).joined(separator: ", "))", status: 405))
+            response.headers.append((name: "Allow", value: allowed.map(\.rawValue).joined(separator: ", ")))
+            return .respond(response)
+        }
+        return .respond(guarded(request) {
+            guard let raw = UInt64(parts[3]) else {
+                return errorResponse(RequestError(.invalidMessage, "'\(parts[3])' is not an id (a decimal integer)", status: 400))
+            }
+            switch (parts[2], request.method) {
+            case ("batches", _):
+                guard let batch = core.batch(BatchID(raw)) else { return errorResponse(RequestError(.unknownBatch, "no batch \(raw)", status: 404)) }
+                let jobs = batch.jobs.compactMap { core.job($0) }
+                let info = Wire.BatchInfo(
+                    batch: batch.id, batchKey: batch.key, createdMs: ms(batch.submittedAt), done: jobs.allSatisfy { $0.state.isFinal },
+                    jobs: jobs.map(wireJob))
+                return json(200, info)
+            case ("jobs", .get):
+                guard let job = core.job(JobID(raw)) else {
+                    return errorResponse(RequestError(.unknownJob, "no job \(raw) (finished jobs are kept only for a while)", status: 404))
+                }
+                return json(200, wireJob(job))
+            default:
+                let id = JobID(raw)
+                guard let before = core.job(id) else { return errorResponse(RequestError(.unknownJob, "no job \(raw)", status: 404)) }
+                if before.state.isFinal { return json(200, Wire.CancelResult(job: id, state: before.state, canceled: false)) }
+                do throws(RequestError) {
+                    let canceled = try cancel(.job(id))
+                    return json(200, Wire.CancelResult(job: id, state: core.job(id)?.state ?? .canceled, canceled: canceled.contains(id)))
+                } catch {
+                    return errorResponse(error)
+                }
+            }
+        })
+    }
+
+    /// Checks the bearer token on `/v1/` routes when tokens are configured.
+    private func guarded(_ request: HTTPRequest, _ body: () -> HTTPResponse) -> HTTPResponse {
+        if request.path.hasPrefix("/v1/"), let token = sharedToken {
+            let header = request.headers["authorization"] ?? ""
+            let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+            guard constantTimeEqual(token, presented) else {
+                metrics.counter("muster_http_errors_total", ["code": ErrorCode.badCredentials.rawValue]).increment()
+                var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>", status: 401))
+                response.headers.append((name: "WWW-Authenticate", value: "Bearer"))
+                return response
+            }
+        }
+        return body()
+    }
+
+    func json(_ status: Int, _ body: some ProtocolEncodable) -> HTTPResponse {
+        HTTPResponse(status: status, body: body.encode())
+    }
+
+    func errorResponse(_ e: RequestError) -> HTTPResponse {
+        metrics.counter("muster_http_errors_total", ["code": e.code.rawValue]).increment()
+        return json(e.status, Wire.ErrorBody(code: e.code, message: e.message, details: e.details))
+    }
+
+    static func status(_ code: ErrorCode) -> Int {
+        switch code {
+        case .messageTooLarge, .limitExceeded: 413
+        default: 400
+        }
+    }
+
+    /// Sets the state gauges from the core before `/metrics` is rendered.
+    func refreshGauges() {
+        var jobStates: [String: Int] = [:]
+        for (state, count) in core.jobsByState { jobStates[state.rawValue] = count }
+        for state in JobState.allCases where jobStates[state.rawValue] == nil { jobStates[state.rawValue] = 0 }
+        metrics.setGauges("muster_jobs", label: "state", counts: jobStates)
+        var backendStates: [String: Int] = ["ready": 0, "loading": 0, "starting": 0, "draining": 0, "unknown": 0, "suspect": 0, "down": 0]
+        for b in core.backendList {
+            let key: String
+            switch b.link {
+            case .suspect: key = "suspect"
+            case .down, .expected: key = "down"
+            case .up: key = b.announced?.rawValue ?? "unknown"
+            }
+            backendStates[key, default: 0] += 1
+        }
+        metrics.setGauges("muster_backends", label: "state", counts: backendStates)
+        metrics.setGauges(
+            "muster_queue_depth", label: "priority",
+            counts: Dictionary(uniqueKeysWithValues: core.queueDepthByPriority.map { ("\($0.key)", $0.value) }))
+        metrics.gauge("muster_gate_held_jobs").record(core.readiness.heldJobs)
+        metrics.gauge("muster_ready").record(wireReadiness().ready ? 1 : 0)
+        let counters = transport.assumeIsolated { $0.counters }
+        metrics.gauge("muster_bytes", ["direction": "in"]).record(counters.bytesIn)
+        metrics.gauge("muster_bytes", ["direction": "out"]).record(counters.bytesOut)
+        metrics.gauge("muster_messages", ["direction": "in"]).record(counters.messagesIn)
+        metrics.gauge("muster_messages", ["direction": "out"]).record(counters.messagesOut)
+        metrics.gauge("muster_slow_peer_closes").record(counters.slowPeerDrops)
+        metrics.gauge("muster_handshake_timeouts").record(counters.handshakeTimeouts)
+        metrics.gauge("muster_links_open").record(transport.assumeIsolated { $0.connectionCount })
+        for (code, count) in counters.closesByCode {
+            metrics.gauge("muster_link_closes", ["code": "\(code)"]).record(count)
+        }
+    }
+}

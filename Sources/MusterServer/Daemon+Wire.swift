@@ -1,0 +1,188 @@
+import MusterCore
+import MusterProtocol
+
+// Mapping the core's records and events to the wire bodies of Protocol/README.md.
+extension Daemon {
+    func wireLink(_ link: LinkState) -> Wire.LinkState {
+        switch link {
+        case .up: .up
+        case .suspect: .suspect
+        case .down, .expected: .down
+        }
+    }
+
+    func wireBackend(_ b: BackendInfo) -> Wire.BackendInfo {
+        var snapshot: CapabilitySnapshot?
+        if let version = b.version, let state = b.announced {
+            snapshot = CapabilitySnapshot(
+                version: version, state: state, features: b.features, modelsAvailable: b.modelsAvailable,
+                modelsLoaded: b.modelsLoaded, slots: b.slots)
+        }
+        return Wire.BackendInfo(
+            id: b.id, name: b.name, local: b.isLocal, link: wireLink(b.link), capabilities: snapshot,
+            inFlight: b.inFlight, running: b.running, capacity: b.slots + core.policy.overqueue,
+            registeredMs: ms(b.registeredAt), firstAnnouncedMs: b.firstAnnouncedAt.map(ms),
+            lastSeenMs: b.lastSeen.map(ms), inhibitedUntilMs: b.inhibitedUntil.map(ms))
+    }
+
+    /// Why the gate waits for one backend, in the wire's reason tokens.
+    func waitingBackend(_ id: BackendID) -> Wire.WaitingBackend {
+        let info = core.backend(id)
+        let reason: String
+        switch (info?.link, info?.announced) {
+        case (.expected?, _), (nil, _): reason = "not_connected"
+        case (_, .starting?): reason = "starting"
+        case (_, .loading?): reason = "loading"
+        case (_, nil): reason = "not_announced"
+        default: reason = "not_announced"
+        }
+        return Wire.WaitingBackend(id: id, name: info?.name ?? namesByID[id] ?? "\(id)", reason: reason)
+    }
+
+    /// When the gate stops waiting for these backends at the latest.
+    func gateUntilMs(_ backends: [BackendID]) -> UInt64? {
+        guard core.policy.gateWindow > .zero else { return nil }
+        let ends = backends.compactMap { core.backend($0)?.registeredAt }.map { $0 + core.policy.gateWindow }
+        return ends.max().map(ms)
+    }
+
+    func wireWait(_ w: WaitReason) -> Wire.GateWait {
+        Wire.GateWait(
+            features: w.features, model: w.model, backends: w.backends.map(waitingBackend), untilMs: gateUntilMs(w.backends))
+    }
+
+    func wireReadiness() -> Wire.Readiness {
+        let r = core.readiness
+        var reasons: [String] = []
+        if stopping { reasons.append("shutting_down") }
+        if r.readyBackends == 0 { reasons.append("no_ready_backend") }
+        if r.heldJobs > 0 { reasons.append("jobs_held") }
+        var waiting: [Wire.GateWait] = []
+        if r.heldJobs > 0 {
+            // Group the held jobs by what they wait for.
+            var groups: [[String]: (model: String?, backends: Set<BackendID>, jobs: Int)] = [:]
+            for id in core.heldJobs {
+                guard let w = core.job(id)?.waitReason else { continue }
+                var g = groups[w.features] ?? (w.model, [], 0)
+                g.backends.formUnion(w.backends)
+                g.jobs += 1
+                groups[w.features] = g
+            }
+            for (features, g) in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                let backends = g.backends.sorted()
+                waiting.append(Wire.GateWait(
+                    features: features, model: g.model, backends: backends.map(waitingBackend),
+                    untilMs: gateUntilMs(backends), jobs: g.jobs))
+            }
+        }
+        return Wire.Readiness(
+            ready: r.ready && !stopping, reasons: reasons, readyBackends: r.readyBackends, heldJobs: r.heldJobs,
+            waiting: waiting)
+    }
+
+    func wireQueue() -> Wire.QueueSummary {
+        let s = core.jobsByState
+        let depth = core.queueDepthByPriority.sorted { $0.key > $1.key }.map { Wire.QueueSummary.PriorityDepth(priority: $0.key, jobs: $0.value) }
+        return Wire.QueueSummary(queued: s[.queued] ?? 0, gated: s[.gated] ?? 0, bound: s[.bound] ?? 0, running: s[.running] ?? 0, byPriority: depth)
+    }
+
+    func wireError(_ f: JobFailure, spec: JobSpec?) -> Wire.ErrorBody {
+        guard f.code == .noEligibleBackend else { return Wire.ErrorBody(code: f.code, message: f.message) }
+        var refusals: [Wire.NoEligibleBackend.Refusal] = []
+        var readyFeatures = Set<String>()
+        var readyModels = Set<String>()
+        for b in core.backendList where b.link == .up && b.announced == .ready {
+            readyFeatures.formUnion(b.features)
+            readyModels.formUnion(b.modelsAvailable)
+        }
+        for r in f.refusals {
+            let (reasons, missing) = refusalTokens(r.reason)
+            refusals.append(.init(backend: r.backend, name: r.name, reasons: reasons, missingFeatures: missing))
+        }
+        let missingFeatures = spec?.needs.filter { !readyFeatures.contains($0) } ?? []
+        let missingModel = spec?.model.flatMap { readyModels.contains($0) ? nil : $0 }
+        return Wire.ErrorBody(code: f.code, message: f.message, details: Wire.NoEligibleBackend(
+            missingFeatures: missingFeatures, missingModel: missingModel, refusals: refusals).details)
+    }
+
+    /// The core explains refusals in words; the wire wants its reason tokens.
+    func refusalTokens(_ text: String) -> (reasons: [String], missingFeatures: [String]) {
+        switch text {
+        case "never connected": return (["not_connected"], [])
+        case "link down": return (["link_down"], [])
+        case "link suspect": return (["link_suspect"], [])
+        case "has not announced": return (["not_announced"], [])
+        case "draining": return (["draining"], [])
+        case "eligible": return (["inhibited"], [])
+        default: break
+        }
+        if text.hasPrefix("announced ") { return ([String(text.dropFirst("announced ".count))], []) }
+        var reasons: [String] = []
+        var missing: [String] = []
+        for part in text.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if part.hasPrefix("missing features ") {
+                reasons.append("missing_features")
+                missing = part.dropFirst("missing features ".count).split(separator: ",").map(String.init)
+            } else if part.hasPrefix("missing model") {
+                reasons.append("missing_model")
+            }
+        }
+        return (reasons.isEmpty ? [text] : reasons, missing)
+    }
+
+    func wireJob(_ j: JobRecord) -> Wire.JobInfo {
+        let history = j.history.map { a in
+            Wire.AttemptRecord(attempt: a.attempt, backend: a.backend, outcome: a.outcome ?? "in_progress", boundMs: ms(a.boundAt), endedMs: a.endedAt.map(ms))
+        }
+        return Wire.JobInfo(
+            job: j.id, batch: j.batch, state: j.state, spec: j.spec, attempt: j.history.isEmpty ? 0 : j.attempt,
+            backend: j.backend, progress: j.state == .running ? j.progress : nil, result: j.result,
+            error: j.failure.map { wireError($0, spec: j.spec) }, waiting: j.waitReason.map(wireWait), createdMs: ms(j.submittedAt),
+            startedMs: j.history.last?.startedAt.map(ms), finishedMs: j.endedAt.map(ms), history: history)
+    }
+
+    /// The client `job` event for a core event.
+    func wireEvent(_ e: JobEvent) -> CoordinatorToClient.JobEvent {
+        var w = CoordinatorToClient.JobEvent(
+            job: e.job, batch: e.batch, event: .queued, state: e.state, attempt: e.attempt, atMs: ms(e.at), backend: e.backend)
+        switch e.kind {
+        case .queued: w.event = .queued
+        case .gated(let reason):
+            w.event = .gated
+            w.waiting = wireWait(reason)
+        case .released(let cause):
+            w.event = .released
+            switch cause {
+            case .backendsAnnounced: w.cause = core.policy.gateWindow > .zero ? "announced" : "gate_disabled"
+            case .windowExpired: w.cause = "window_elapsed"
+            case .idleBackend: w.cause = "idle_backend"
+            }
+        case .bound: w.event = .bound
+        case .started: w.event = .started
+        case .progress(let fraction):
+            w.event = .progress
+            w.progress = fraction
+            w.message = progressMessages[e.job]
+        case .requeued(let cause):
+            w.event = .requeued
+            let code: ErrorCode = cause == .backendFailed ? .jobFailed : ErrorCode("backend_lost")
+            w.error = Wire.ErrorBody(code: code, message: "requeued: \(cause.rawValue)")
+        case .completed(let result):
+            w.event = .completed
+            w.result = result
+        case .failed(let failure):
+            w.event = .failed
+            w.error = wireError(failure, spec: core.job(e.job)?.spec)
+        case .canceled: w.event = .canceled
+        }
+        return w
+    }
+
+    /// A `snapshot` event: the job's current state.
+    func snapshotEvent(_ j: JobRecord) -> CoordinatorToClient.JobEvent {
+        CoordinatorToClient.JobEvent(
+            job: j.id, batch: j.batch, event: .snapshot, state: j.state, attempt: j.history.isEmpty ? 0 : j.attempt,
+            atMs: ms(now), backend: j.backend, progress: j.state == .running ? j.progress : nil, result: j.result,
+            error: j.failure.map { wireError($0, spec: j.spec) }, waiting: j.waitReason.map(wireWait))
+    }
+}

@@ -1,0 +1,293 @@
+import DequeModule
+import Foundation
+import Logging
+import MusterCore
+import MusterProtocol
+import MusterTransport
+
+/// The running coordinator: the core state machine wired to the network.
+///
+/// The daemon is an actor whose executor is the transport's event-loop thread, so the core, the
+/// link tables and the local backends live on that one thread, and every WebSocket message, HTTP
+/// request and timer reaches them synchronously (`assumeIsolated`), with no hop per message.
+///
+/// Core events are fed through `pump`: core actions are performed in order, and whatever they
+/// cause in local pseudo-backends is queued and fed back until nothing is left, so the core is
+/// never re-entered while it is handling an event.
+public actor Daemon {
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { transport.unownedExecutor }
+
+    public nonisolated let transport: Transport
+    public nonisolated let configuration: Configuration
+    nonisolated let logger: Logger
+    public nonisolated let metrics: ServerMetrics
+    /// The software version reported in `welcome`, `/healthz` and logs.
+    public static let version = "0.1.0"
+
+    var core: MusterCore.Coordinator
+    let origin: ContinuousClock.Instant
+    /// Wall-clock milliseconds at `origin`, for the `*_ms` fields of the wire protocol.
+    let originMs: UInt64
+    let limits: ProtocolLimits
+    let sharedToken: String?
+
+    // Links.
+    var backendLinks: [ConnectionID: BackendLink] = [:]
+    var linkOf: [BackendID: ConnectionID] = [:]
+    var idsByName: [String: BackendID] = [:]
+    var namesByID: [BackendID: String] = [:]
+    var nextRemoteID: Int64 = 1
+    var clients: [ConnectionID: ClientSession] = [:]
+    var subscribersAll: Set<ConnectionID> = []
+    var subscribersByBatch: [BatchID: Set<ConnectionID>] = [:]
+    var dialed: [ConnectionID: BackendConfig] = [:]
+
+    // Local pseudo-backends.
+    var locals: [BackendID: LocalBackend] = [:]
+    /// Messages local backends sent, fed to the core after the current actions.
+    var localInbox = Deque<(BackendID, BackendToCoordinator)>()
+    var pumping = false
+
+    var coreTimer: (id: TimerID, at: CoreInstant)?
+    var listener: Listener?
+    var stopping = false
+    var stopped = false
+    var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    /// When each running job started, for the job duration histogram.
+    var startedAt: [JobID: CoreInstant] = [:]
+    /// The `progress` text a backend sent last, per running job.
+    var progressMessages: [JobID: String] = [:]
+    /// The message type being applied while a backend report is fed to the core, for `stale_lease.about`.
+    var reportAbout: String?
+    /// What each `batch_key` submitted, to tell an idempotent retry from a conflicting reuse.
+    var batchFingerprints: [String: (batch: BatchID, fingerprint: String)] = [:]
+
+    /// Creates the transport (its loop thread starts now); `start()` listens and brings up backends.
+    public init(configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics()) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.metrics = metrics
+        var t = TransportConfiguration()
+        t.maxMessageBytes = configuration.int("links.max_message_bytes")
+        t.outboundHighWaterBytes = configuration.int("links.outbound_high_water_bytes")
+        let keepalive = configuration.seconds("links.keepalive_seconds")
+        t.keepalivePingAfter = .milliseconds(Int64(max(500, keepalive * 500)))
+        t.keepaliveHangUpAfter = .milliseconds(Int64(keepalive * 1000))
+        self.transport = try Transport(configuration: t, logger: logger)
+        self.core = MusterCore.Coordinator(policy: Self.policy(from: configuration))
+        self.origin = .now
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        self.originMs = UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+        var limits = ProtocolLimits.default
+        limits.maxMessageBytes = configuration.int("links.max_message_bytes")
+        self.limits = limits
+        self.sharedToken = try configuration.resolvedSharedToken()
+    }
+
+    static func policy(from c: Configuration) -> CorePolicy {
+        var p = CorePolicy()
+        p.gateWindow = .milliseconds(Int64(c.seconds("gate.window_seconds") * 1000))
+        p.overqueue = c.int("routing.overqueue")
+        p.workStealing = c.bool("routing.work_stealing")
+        p.inhibitAfterFailure = .milliseconds(Int64(c.seconds("routing.inhibit_after_failure_seconds") * 1000))
+        p.maxAttempts = c.int("routing.max_attempts")
+        p.keepQueuedWhenNoEligible = c.string("routing.no_eligible_backend") == "queue"
+        p.suspectGrace = .milliseconds(Int64(c.seconds("links.suspect_grace_seconds") * 1000))
+        p.syncInterval = .milliseconds(Int64(c.seconds("links.sync_interval_seconds") * 1000))
+        p.finishedJobLimit = c.int("jobs.retain_finished")
+        return p
+    }
+
+    /// The core's clock: time since this daemon started.
+    var now: CoreInstant {
+        let d = ContinuousClock.now - origin
+        let (s, atto) = d.components
+        return CoreInstant(nanoseconds: UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000))
+    }
+
+    /// Wall-clock milliseconds of a core instant.
+    func ms(_ t: CoreInstant) -> UInt64 { originMs + t.nanoseconds / 1_000_000 }
+
+    // MARK: - Lifecycle
+
+    /// Listens, starts the local pseudo-backends and dials the configured remote backends.
+    /// Returns the bound port.
+    @discardableResult
+    public func start() throws -> Int {
+        var server = ServerConfiguration()
+        server.host = configuration.listen.host
+        server.port = configuration.listen.port
+        server.maxRequestBodyBytes = configuration.int("http.max_body_bytes")
+        server.subprotocols = [
+            (Subprotocol.backend, backendHandler()),
+            (Subprotocol.client, clientHandler()),
+        ]
+        server.http = httpRoutes()
+        if let cert = configuration.tlsCertificate, let key = configuration.tlsKey {
+            server.tls = ServerTLS(
+                certificateFile: cert, privateKeyFile: key, clientCAFile: configuration.tlsClientCA,
+                requireClientCertificate: configuration.tlsClientCA != nil)
+        }
+        let listener = try transport.assumeIsolated { try $0.listen(server) }
+        self.listener = listener
+        logger.info(
+            "muster serving",
+            metadata: [
+                "listen.host": "\(configuration.listen.host)", "listen.port": "\(listener.port)",
+                "version": "\(Self.version)", "backends.local": "\(configuration.backends.filter(\.isLocal).count)",
+                "backends.remote": "\(configuration.backends.filter { !$0.isLocal }.count)",
+                "auth": "\(sharedToken != nil || !configuration.backendTokens.isEmpty)",
+            ])
+        startLocalBackends()
+        dialRemoteBackends()
+        return listener.port
+    }
+
+    /// The port the daemon listens on (after `start()`).
+    public var port: Int? { listener?.port }
+
+    /// Waits until `shutdown()` has finished.
+    public func waitUntilStopped() async {
+        if stopped { return }
+        await withCheckedContinuation { stopWaiters.append($0) }
+    }
+
+    /// Graceful shutdown: refuse new work, tell every peer `goodbye`, log what is still queued,
+    /// close every link with 1001 and stop the loop. Idempotent.
+    public func shutdown() async {
+        guard !stopping else {
+            await waitUntilStopped()
+            return
+        }
+        beginShutdown()
+        await transport.shutdown()
+        stopped = true
+        logger.info("stopped")
+        let waiters = stopWaiters
+        stopWaiters = []
+        for w in waiters { w.resume() }
+    }
+
+    /// The synchronous part of shutdown, on the loop: refuse work, say goodbye, stop the timers.
+    private func beginShutdown() {
+        stopping = true
+        let states = core.jobsByState
+        let queued: Int = (states[.queued] ?? 0) + (states[.gated] ?? 0)
+        let bound: Int = states[.bound] ?? 0
+        let running: Int = states[.running] ?? 0
+        let unfinished = queued + bound + running
+        logger.notice(
+            "shutting down", metadata: ["jobs.queued": "\(queued)", "jobs.bound": "\(bound)", "jobs.running": "\(running)"])
+        if unfinished > 0 {
+            logger.warning("jobs not finished at shutdown are lost (durable jobs are not implemented)", metadata: ["jobs.unfinished": "\(unfinished)"])
+        }
+        let goodbye = Wire.Goodbye(reason: "shutdown", message: "the coordinator is stopping")
+        let toBackends = CoordinatorToBackend.goodbye(goodbye).encode()
+        let toClients = CoordinatorToClient.goodbye(goodbye).encode()
+        for id in backendLinks.keys { send(toBackends, to: id) }
+        for id in clients.keys { send(toClients, to: id) }
+        let timers = ([coreTimer?.id] + locals.values.map { $0.timer?.id }).compactMap { $0 }
+        coreTimer = nil
+        transport.assumeIsolated { t in
+            for timer in timers { t.cancel(timer) }
+        }
+        for local in locals.values { local.killAll() }
+    }
+
+    // MARK: - Core plumbing
+
+    /// Feeds one event to the core and performs what follows.
+    func feed(_ event: CoreEvent) {
+        perform(core.handle(event, at: now))
+        pump()
+    }
+
+    /// Performs core actions in order.
+    func perform(_ actions: [CoreAction]) {
+        for action in actions { perform(action) }
+        armCoreTimer()
+    }
+
+    /// Feeds what local backends said back into the core until nothing is left.
+    func pump() {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
+        while let (id, message) = localInbox.popFirst() {
+            backendMessage(message, from: id, connection: nil)
+        }
+        armCoreTimer()
+    }
+
+    private func perform(_ action: CoreAction) {
+        switch action {
+        case .assign(let job, let spec, let backend, let lease, let attempt):
+            guard let batch = core.job(job)?.batch else { return }
+            let assign = CoordinatorToBackend.Assign(
+                job: job, lease: lease, batch: batch, attempt: attempt, kind: spec.kind, needs: spec.needs,
+                model: spec.model, params: spec.params)
+            deliver(.assign(assign), to: backend)
+        case .cancel(let job, let backend, let lease):
+            deliver(.cancel(.init(job: job, lease: lease)), to: backend)
+        case .revoke(let job, let backend, let lease):
+            deliver(.revoke(.init(job: job, lease: lease)), to: backend)
+        case .loadModel(let backend, let model):
+            deliver(.loadModel(.init(id: "lm-\(backend)-\(model)", model: model)), to: backend)
+        case .sync(let backend, let held):
+            deliver(.sync(.init(known: held)), to: backend)
+        case .ackCapabilities(let backend, let version):
+            deliver(.capabilitiesAck(.init(version: version, applied: true)), to: backend)
+        case .jobEvent(let event):
+            publish(event)
+        case .readinessChanged(let r):
+            logger.info(
+                r.ready ? "ready" : "not ready",
+                metadata: [
+                    "ready.backends": "\(r.readyBackends)", "gate.held_jobs": "\(r.heldJobs)",
+                    "gate.features": "\(r.waitingFeatures.joined(separator: ","))",
+                    "gate.backends": "\(r.waitingBackends.map(\.description).joined(separator: ","))",
+                ])
+        case .observe(let o):
+            observe(o)
+        }
+    }
+
+    /// Sends a message to a backend: over its link, or into a local pseudo-backend.
+    func deliver(_ message: CoordinatorToBackend, to backend: BackendID) {
+        if backend.isLocal {
+            localReceive(message, id: backend)
+            return
+        }
+        guard let connection = linkOf[backend] else { return }
+        send(message.encode(), to: connection)
+    }
+
+    func send(_ bytes: [UInt8], to connection: ConnectionID) {
+        transport.assumeIsolated { t in
+            bytes.withUnsafeBytes { _ = t.send(utf8: $0, to: connection) }
+        }
+    }
+
+    /// Keeps one transport timer armed for the core's next deadline.
+    func armCoreTimer() {
+        guard !stopping else { return }
+        let next = core.nextDeadline
+        if let current = coreTimer, let next, current.at == next { return }
+        let old = coreTimer?.id
+        coreTimer = nil
+        if let old { transport.assumeIsolated { $0.cancel(old) } }
+        guard let next else { return }
+        let current = now
+        let delay = next > current ? next - current : .zero
+        let id = transport.assumeIsolated { t in
+            t.schedule(after: delay) { [weak self] _ in
+                self?.assumeIsolated { d in
+                    d.coreTimer = nil
+                    d.feed(.tick)
+                }
+            }
+        }
+        coreTimer = (id, next)
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Synchronization
+
+/// A real `muster` process started by an end-to-end test, with its JSON log lines collected so the
+/// test can wait for the event it expects (never for a fixed time).
+final class MusterProcess: Sendable {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    let process: Process
+    let arguments: [String]
+    private let lines = Mutex<[String]>([])
+    private let stdoutText = Mutex<String>("")
+    private let changed = Mutex<[CheckedContinuation<Void, Never>]>([])
+
+    /// The `muster` executable built next to the test bundle (`swift build --build-tests` builds it).
+    static var executable: URL {
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for dir in [bundleDir, bundleDir.deletingLastPathComponent()] {
+            let candidate = dir.appendingPathComponent("muster")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        }
+        return bundleDir.appendingPathComponent("muster")
+    }
+
+    /// Starts `muster ARGUMENTS` with JSON logs at debug level on standard error.
+    init(_ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil) throws {
+        self.arguments = arguments
+        process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["MUSTER_LOG_FORMAT"] = env["MUSTER_LOG_FORMAT"] ?? "json"
+        env["SWIFT_BACKTRACE"] = "enable=no"
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let err = Pipe(), out = Pipe()
+        process.standardError = err
+        process.standardOutput = out
+        if let stdin {
+            let input = Pipe()
+            process.standardInput = input
+            input.fileHandleForWriting.write(stdin)
+            try? input.fileHandleForWriting.close()
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
+        let partial = Mutex<String>("")
+        err.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            let complete: [String] = partial.withLock { buffer in
+                buffer += String(decoding: data, as: UTF8.self)
+                var done: [String] = []
+                while let nl = buffer.firstIndex(of: "\n") {
+                    done.append(String(buffer[..<nl]))
+                    buffer = String(buffer[buffer.index(after: nl)...])
+                }
+                return done
+            }
+            if !complete.isEmpty {
+                self.lines.withLock { $0.append(contentsOf: complete) }
+                self.wake()
+            }
+        }
+        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.stdoutText.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            self.wake()
+        }
+        process.terminationHandler = { [weak self] _ in self?.wake() }
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+    }
+
+    private func wake() {
+        let waiting = changed.withLock { w -> [CheckedContinuation<Void, Never>] in
+            defer { w.removeAll() }
+            return w
+        }
+        for c in waiting { c.resume() }
+    }
+
+    /// Every log line so far, parsed.
+    var logEvents: [[String: Any]] {
+        lines.withLock { $0 }.compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }
+    }
+
+    var standardOutput: String { stdoutText.withLock { $0 } }
+    var standardError: String { lines.withLock { $0.joined(separator: "\n") } }
+
+    /// Waits until `condition` holds, checking after every new output, or fails after `timeout`
+    /// (a generous bound against hangs, not a timing assertion).
+    func waitUntil(
+        _ what: String, timeout: Duration = .seconds(60), _ condition: @Sendable (MusterProcess) -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition(self) {
+            if ContinuousClock.now > deadline {
+                throw Failure(description: "timed out waiting for \(what); muster \(arguments.joined(separator: " ")) wrote:\n\(standardError.suffix(4000))")
+            }
+            if !process.isRunning, !condition(self) {
+                throw Failure(description: "muster exited (\(process.terminationStatus)) before \(what):\n\(standardError.suffix(4000))")
+            }
+            // Wake on new output, or re-check at least every 100 ms.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    await withCheckedContinuation { c in self.changed.withLock { $0.append(c) } }
+                }
+                group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
+                await group.next()
+                group.cancelAll()
+                self.wake()
+            }
+        }
+    }
+
+    /// Waits for a log line whose `msg` is `message` (and whose fields match `fields`), returning it.
+    @discardableResult
+    func waitForLog(_ message: String, fields: [String: String] = [:], timeout: Duration = .seconds(60)) async throws -> [String: Any] {
+        try await waitUntil("log '\(message)' \(fields)", timeout: timeout) { p in p.findLog(message, fields: fields) != nil }
+        return findLog(message, fields: fields)!
+    }
+
+    func findLog(_ message: String, fields: [String: String] = [:]) -> [String: Any]? {
+        logEvents.first { e in
+            e["msg"] as? String == message && fields.allSatisfy { e[$0.key] as? String == $0.value }
+        }
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(30)) async throws -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        try await waitUntil("exit after signal \(signal)", timeout: timeout) { !$0.process.isRunning }
+        return process.terminationStatus
+    }
+
+    /// Waits for the process to exit by itself.
+    func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
+        try await waitUntil("exit", timeout: timeout) { !$0.process.isRunning }
+        return process.terminationStatus
+    }
+}
