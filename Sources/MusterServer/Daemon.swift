@@ -43,7 +43,7 @@ public actor Daemon {
     var dialed: [ConnectionID: BackendConfig] = [:]
 
     // Local pseudo-backends.
-    var locals: [BackendID: LocalBackend] = [:]
+    var locals: [BackendID: WorkerDriver] = [:]
     /// Messages local backends sent, fed to the core after the current actions.
     var localInbox = Deque<(BackendID, BackendToCoordinator)>()
     var pumping = false
@@ -100,7 +100,9 @@ public actor Daemon {
     }
 
     /// The core's clock: time since this daemon started.
-    var now: CoreInstant {
+    var now: CoreInstant { Self.instant(since: origin) }
+
+    static func instant(since origin: ContinuousClock.Instant) -> CoreInstant {
         let d = ContinuousClock.now - origin
         let (s, atto) = d.components
         return CoreInstant(nanoseconds: UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000))
@@ -187,12 +189,9 @@ public actor Daemon {
         let toClients = CoordinatorToClient.goodbye(goodbye).encode()
         for id in backendLinks.keys { send(toBackends, to: id) }
         for id in clients.keys { send(toClients, to: id) }
-        let timers = ([coreTimer?.id] + locals.values.map { $0.timer?.id }).compactMap { $0 }
+        if let timer = coreTimer?.id { transport.assumeIsolated { $0.cancel(timer) } }
         coreTimer = nil
-        transport.assumeIsolated { t in
-            for timer in timers { t.cancel(timer) }
-        }
-        for local in locals.values { local.killAll() }
+        for local in locals.values { local.stop() }
     }
 
     // MARK: - Core plumbing
@@ -256,7 +255,7 @@ public actor Daemon {
     /// Sends a message to a backend: over its link, or into a local pseudo-backend.
     func deliver(_ message: CoordinatorToBackend, to backend: BackendID) {
         if backend.isLocal {
-            localReceive(message, id: backend)
+            locals[backend]?.receive(message)
             return
         }
         guard let connection = linkOf[backend] else { return }

@@ -217,3 +217,10 @@ extension ConfigKey {
         return out
     }
 }
+
+/// A duration as written in configuration and flags (`40`, `40s`, `250ms`, `2m`), or nil when the
+/// text is not one or is negative.
+public func parseDuration(_ text: String) -> Duration? {
+    guard case .success(let seconds) = parseSeconds(text), seconds >= 0 else { return nil }
+    return .milliseconds(Int64((seconds * 1000).rounded()))
+}

@@ -1,0 +1,232 @@
+import Foundation
+import Logging
+import MusterCore
+import MusterProtocol
+import MusterTransport
+
+/// How `muster agent` runs.
+public struct AgentOptions: Sendable {
+    /// Dial this coordinator (`ws://` or `wss://`) ...
+    public var coordinator: String?
+    /// ... or listen here and wait to be dialled.
+    public var listen: HostPort?
+    /// Presented in `hello`; in listen mode also required as `Authorization: Bearer` from the coordinator.
+    public var token: String
+    public var spec: WorkerSpec
+    public var caFile: String?
+    public var allowSelfSigned = false
+    /// How long a drain may take before the agent stops anyway.
+    public var drainTimeout: Duration = .seconds(120)
+
+    public init(coordinator: String?, listen: HostPort?, token: String, spec: WorkerSpec) {
+        self.coordinator = coordinator
+        self.listen = listen
+        self.token = token
+        self.spec = spec
+    }
+}
+
+/// A remote backend: one `WorkerEngine` behind a `muster.backend.v1` link. It dials the
+/// coordinator (or waits to be dialled), says `hello`, announces `loading` and then its
+/// capabilities, runs jobs, and on a lost link keeps running and reconnects with the same
+/// incarnation. A refusal (bad token, no common version, wrong role, replaced) stops it.
+public actor Agent {
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { transport.unownedExecutor }
+    public nonisolated let transport: Transport
+    nonisolated let logger: Logger
+    public nonisolated let options: AgentOptions
+    let origin = ContinuousClock.now
+    let incarnation: Incarnation
+    var driver: WorkerDriver?
+    /// The open link to the coordinator, if any.
+    var link: ConnectionID?
+    var dialedLink: ConnectionID?
+    var draining = false
+    var stopped = false
+    var finished = false
+    var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Why the agent stopped, when it was not asked to.
+    public private(set) var failure: String?
+
+    public init(options: AgentOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        var t = TransportConfiguration()
+        t.reconnectDelays = [.milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16), .seconds(30)]
+        transport = try Transport(configuration: t, logger: logger)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        incarnation = Incarnation(UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000))
+    }
+
+    /// Starts the engine and dials (or listens). Returns the listening port in listen mode.
+    @discardableResult
+    public func start() throws -> Int? {
+        let origin = self.origin
+        let clock: @Sendable () -> CoreInstant = { Daemon.instant(since: origin) }
+        let engine = WorkerEngine(spec: options.spec, incarnation: incarnation, epochMs: incarnation.rawValue, seed: incarnation.rawValue, at: clock())
+        driver = WorkerDriver(
+            engine: engine, transport: transport, limits: .default, clock: clock,
+            output: { [weak self] action in self?.assumeIsolated { $0.engineOutput(action) } })
+        logger.info(
+            "agent starting",
+            metadata: [
+                "backend.name": "\(options.spec.name)", "incarnation": "\(incarnation)",
+                "features": "\(options.spec.features.joined(separator: ","))", "models": "\(options.spec.models.joined(separator: ","))",
+                "slots": "\(options.spec.slots)",
+            ])
+        let handler = linkHandler()
+        if let listen = options.listen {
+            var server = ServerConfiguration()
+            server.host = listen.host
+            server.port = listen.port
+            let token = options.token
+            var backend = handler
+            backend.shouldAccept = { _, info in
+                // A coordinator dialling us must present our token (Protocol/README.md 6.1).
+                token.isEmpty || constantTimeEqual(info.headers["authorization"] ?? "", "Bearer \(token)")
+            }
+            server.subprotocols = [(Subprotocol.backend, backend)]
+            let listener = try transport.assumeIsolated { try $0.listen(server) }
+            logger.info("agent listening", metadata: ["listen.port": "\(listener.port)"])
+            return listener.port
+        }
+        guard let url = options.coordinator else { return nil }
+        var target = DialConfiguration(url: url, subprotocol: Subprotocol.backend)
+        if options.caFile != nil || options.allowSelfSigned {
+            target.tls = ClientTLS(caFile: options.caFile, allowSelfSigned: options.allowSelfSigned)
+        }
+        dialedLink = try transport.assumeIsolated { try $0.dial(target, handler: handler) }
+        logger.info("agent dialling", metadata: ["url": "\(url)"])
+        return nil
+    }
+
+    nonisolated func linkHandler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { [weak self] _, info in self?.assumeIsolated { $0.opened(info) } },
+            text: { [weak self] _, id, text in self?.assumeIsolated { $0.text(id, text) } },
+            closed: { [weak self] _, event in self?.assumeIsolated { $0.closed(event) } })
+    }
+
+    private func opened(_ info: ConnectionInfo) {
+        if let old = link, old != info.id {
+            // Listen mode: a new coordinator link replaces the old one.
+            transport.assumeIsolated { $0.close(old, code: CloseCode(4005), reason: "replaced") }
+            driver?.linkDown()
+        }
+        link = info.id
+        guard let driver else { return }
+        send(driver.engine.hello(token: options.token, software: "muster-agent/\(Daemon.version)"))
+        logger.info("linked to coordinator", metadata: ["link.id": "\(info.id)", "peer": "\(info.peer)"])
+    }
+
+    private func text(_ id: ConnectionID, _ text: String) {
+        guard id == link else { return }
+        let message: CoordinatorToBackend
+        do {
+            message = try CoordinatorToBackend.decode(text)
+        } catch {
+            logger.warning("undecodable message from the coordinator", metadata: ["error": "\(error)"])
+            return
+        }
+        switch message {
+        case .error(let e):
+            logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
+            if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, ErrorCode("stale_incarnation")].contains(e.code) {
+                failure = "\(e.code): \(e.message)"
+            }
+        case .welcome(let w):
+            logger.info("registered", metadata: ["backend.id": "\(w.backend)", "bindings": "\(w.bindings.count)"])
+            driver?.receive(message)
+        case .goodbye(let g):
+            logger.info("coordinator said goodbye", metadata: ["reason": "\(g.reason)"])
+        default:
+            driver?.receive(message)
+        }
+    }
+
+    private func closed(_ event: CloseEvent) {
+        guard event.id == link || event.id == dialedLink else { return }
+        if event.id == link {
+            link = nil
+            driver?.linkDown()
+        }
+        let fatalCodes: Set<UInt16> = [4001, 4002, 4003, 4005]
+        if fatalCodes.contains(event.code.rawValue) || failure != nil {
+            failure = failure ?? "the coordinator closed the link with \(event.code.rawValue) \(event.reason)"
+            logger.error("stopping: the coordinator refused this agent", metadata: ["close.code": "\(event.code.rawValue)", "reason": "\(failure ?? "")"])
+            Task { await self.stop() }
+            return
+        }
+        if stopped || (draining && event.code == .normal) { return }
+        logger.warning(
+            "link to coordinator lost", metadata: ["close.code": "\(event.code.rawValue)", "reconnecting": "\(event.willReconnect)"])
+    }
+
+    private func engineOutput(_ action: WorkerEngine.Action) {
+        switch action {
+        case .send(let message):
+            send(message)
+        case .drained:
+            logger.info("drained: every job is done")
+            send(.goodbye(.init(reason: "drained")))
+            Task { await self.stop() }
+        default:
+            break
+        }
+    }
+
+    private func send(_ message: BackendToCoordinator) {
+        guard let link else { return }
+        let bytes = message.encode()
+        transport.assumeIsolated { t in bytes.withUnsafeBytes { _ = t.send(utf8: $0, to: link) } }
+    }
+
+    /// SIGTERM: announce `draining`, finish the jobs, say goodbye and stop (bounded by the drain timeout).
+    public func drain() {
+        guard !draining, !stopped else { return }
+        draining = true
+        logger.notice("draining")
+        driver?.drain()
+        let bound = options.drainTimeout
+        Task {
+            try? await Task.sleep(for: bound)
+            await self.drainTimedOut()
+        }
+    }
+
+    private func drainTimedOut() async {
+        guard !stopped else { return }
+        logger.warning("drain timed out; stopping with jobs unfinished")
+        await stop()
+    }
+
+    /// Closes the link with 1000 and stops the loop.
+    public func stop() async {
+        guard !stopped else {
+            await waitUntilStopped()
+            return
+        }
+        stopped = true
+        halt()
+        await transport.shutdown()
+        finished = true
+        logger.info("agent stopped")
+        let waiters = stopWaiters
+        stopWaiters = []
+        for w in waiters { w.resume() }
+    }
+
+    private func halt() {
+        driver?.stop()
+        let links = [link, dialedLink].compactMap { $0 }
+        transport.assumeIsolated { t in
+            for l in links { t.close(l, code: .normal, reason: "agent stopping") }
+        }
+    }
+
+    public func waitUntilStopped() async {
+        if finished { return }
+        await withCheckedContinuation { stopWaiters.append($0) }
+    }
+}

@@ -1,0 +1,155 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MusterServer
+
+/// `muster agent`: a real remote backend, simulated or running a command per job.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run a remote backend that links to a coordinator.",
+        discussion: """
+            The agent dials the coordinator (--coordinator) or listens to be dialled (--listen), says \
+            hello, announces `loading`, and after --announce-after its features, models and slots as \
+            `ready`. Jobs are simulated (--job-seconds) or run by --exec: the assign message as JSON on \
+            stdin, the result JSON read from stdout. A lost link is redialled with backoff; the agent \
+            keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM drains: the agent \
+            announces `draining`, finishes its jobs, says goodbye and exits 0. A refused hello (bad \
+            token, no common version, replaced) exits 1.
+            """)
+
+    @Option(help: "Coordinator URL to dial, e.g. ws://127.0.0.1:7460.")
+    var coordinator: String?
+
+    @Option(help: "Listen on HOST:PORT and wait to be dialled instead of dialling.")
+    var listen: String?
+
+    @Option(help: "Token presented to the coordinator (and required from it in --listen mode).")
+    var token: String?
+
+    @Option(help: "File whose first line is the token.")
+    var tokenFile: String?
+
+    @Option(help: "Backend name: stable across restarts; the coordinator keys the backend id on it.")
+    var name: String = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "agent"
+
+    @Option(help: "Features announced, comma separated, e.g. video,frameinterps.")
+    var features: String = ""
+
+    @Option(help: "Models available, comma separated.")
+    var models: String = ""
+
+    @Option(help: "Jobs run at once.")
+    var slots: Int = 1
+
+    @Option(help: "Time spent loading before announcing ready, e.g. 40s.")
+    var announceAfter: String = "0s"
+
+    @Option(help: "Simulated job time: one duration (5s) or per kind (video=8s,image=2s,default=4s).")
+    var jobSeconds: String = "5s"
+
+    @Option(help: "Simulated time to load a model on request.")
+    var modelLoadSeconds: String = "5s"
+
+    @Option(help: "Fraction of simulated jobs that fail (retryable), 0 to 1.")
+    var failureRate: Double = 0
+
+    @Option(help: "Run this shell command per job instead of simulating (sh -c).")
+    var exec: String?
+
+    @Option(help: "Kill an --exec job running longer than this.")
+    var execTimeout: String = "600s"
+
+    @Option(help: "CA file to verify a wss:// coordinator.")
+    var caFile: String?
+
+    @Flag(help: "Accept a self-signed wss:// certificate (development only).")
+    var allowSelfSigned = false
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "text or json.")
+    var logFormat: String = "text"
+
+    func validate() throws {
+        guard (coordinator == nil) != (listen == nil) else {
+            throw ValidationError("give exactly one of --coordinator URL and --listen HOST:PORT")
+        }
+        if let coordinator, !(coordinator.hasPrefix("ws://") || coordinator.hasPrefix("wss://")) {
+            throw ValidationError("--coordinator must be a ws:// or wss:// URL, got '\(coordinator)'")
+        }
+        if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
+        guard (1...1024).contains(slots) else { throw ValidationError("--slots must be 1...1024") }
+        guard (0...1).contains(failureRate) else { throw ValidationError("--failure-rate must be from 0 to 1") }
+        guard token == nil || tokenFile == nil else { throw ValidationError("give --token or --token-file, not both") }
+        for f in list(features) where f.first.map({ !$0.isLowercase }) ?? true || f.contains(where: { !($0.isLowercase || $0.isNumber || "_.-".contains($0)) }) {
+            throw ValidationError("--features: '\(f)' is not a feature name (a-z, 0-9, _ . -; starts with a letter)")
+        }
+        _ = try duration(announceAfter, "--announce-after")
+        _ = try durations(jobSeconds)
+        _ = try duration(modelLoadSeconds, "--model-load-seconds")
+        _ = try duration(execTimeout, "--exec-timeout")
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+    }
+
+    func run() async throws {
+        LogBootstrap.bootstrap(format: logFormat, level: logLevel)
+        let logger = Logger(label: "muster.agent")
+        signal(SIGPIPE, SIG_IGN)
+        var resolvedToken = token ?? ""
+        if let tokenFile {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8),
+                let first = text.split(whereSeparator: \.isNewline).first
+            else { throw ValidationError("--token-file: cannot read a token from '\(tokenFile)'") }
+            resolvedToken = first.trimmingCharacters(in: .whitespaces)
+        }
+        let runner: WorkerSpec.Runner = exec.map { .exec(command: ["/bin/sh", "-c", $0], timeout: (try? duration(execTimeout, "")) ?? .seconds(600)) } ?? .simulated
+        let spec = WorkerSpec(
+            name: name, features: list(features), models: list(models), slots: slots, runner: runner,
+            startupDelay: try duration(announceAfter, "--announce-after"), jobDurations: try durations(jobSeconds),
+            modelLoadTime: try duration(modelLoadSeconds, "--model-load-seconds"), failureRate: failureRate)
+        var options = AgentOptions(coordinator: coordinator, listen: listen.flatMap(HostPort.init), token: resolvedToken, spec: spec)
+        options.caFile = caFile
+        options.allowSelfSigned = allowSelfSigned
+        let agent: Agent
+        do {
+            agent = try Agent(options: options, logger: logger)
+            try await agent.start()
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        let signals = SignalHandler(logger: logger) { await agent.drain() }
+        await agent.waitUntilStopped()
+        signals.cancel()
+        if let failure = await agent.failure {
+            FileHandle.standardError.write(Data("muster agent: \(failure)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    private func list(_ s: String) -> [String] {
+        s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    private func duration(_ text: String, _ flag: String) throws -> Duration {
+        switch parseDuration(text) {
+        case .some(let d): return d
+        case .none: throw ValidationError("\(flag): expected a duration like 40s or 250ms, got '\(text)'")
+        }
+    }
+
+    /// `5s` or `video=8s,image=2s,default=4s`.
+    private func durations(_ text: String) throws -> [String: Duration] {
+        if !text.contains("=") { return ["default": try duration(text, "--job-seconds")] }
+        var out: [String: Duration] = [:]
+        for part in list(text) {
+            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw ValidationError("--job-seconds: expected KIND=DURATION, got '\(part)'") }
+            out[kv[0]] = try duration(kv[1], "--job-seconds")
+        }
+        return out
+    }
+}
