@@ -58,6 +58,16 @@ extension Daemon {
                 return d.errorResponse(error)
             }
         }
+        routes.errorResponse = { status, message in
+            let code: ErrorCode
+            switch status {
+            case 404: code = ErrorCode("not_found")
+            case 405: code = ErrorCode("method_not_allowed")
+            case 413: code = .messageTooLarge
+            default: code = .internalError
+            }
+            return HTTPResponse(status: status, body: Wire.ErrorBody(code: code, message: message).encode())
+        }
         routes.fallback = { [weak self] _, request in
             guard let self else { return nil }
             return self.assumeIsolated { d in d.patternRoute(request) }

@@ -81,6 +81,9 @@ public struct HTTPRoutes: Sendable {
     var exact: [String: [HTTPMethod: HTTPHandler]] = [:]
     /// Called for paths without an exact route; return nil for 404.
     public var fallback: (@Sendable (isolated Transport, HTTPRequest) -> HTTPOutcome?)?
+    /// Renders the errors the transport answers by itself (404, 405, 413) so that they share
+    /// the error shape of the layer above. The default is ``HTTPResponse/error(_:_:headers:)``.
+    public var errorResponse: @Sendable (_ status: Int, _ message: String) -> HTTPResponse = { HTTPResponse.error($0, $1) }
 
     public init() {}
 
@@ -96,11 +99,12 @@ public struct HTTPRoutes: Sendable {
         if let methods = exact[request.path] {
             if let h = methods[request.method] { return h(transport, request) }
             let allow = methods.keys.map(\.rawValue).sorted().joined(separator: ", ")
-            return .respond(
-                .error(405, "method \(request.method) not allowed on \(request.path)", headers: [("allow", allow)]))
+            var response = errorResponse(405, "\(request.path) takes \(allow), not \(request.method)")
+            response.headers.append(("allow", allow))
+            return .respond(response)
         }
         if let fallback, let outcome = fallback(transport, request) { return outcome }
-        return .respond(.error(404, "no route for \(request.method) \(request.path)"))
+        return .respond(errorResponse(404, "no route for \(request.method) \(request.path)"))
     }
 }
 

@@ -71,7 +71,8 @@ extension Transport {
         exchange.rejected = true
         exchange.closeAfter = true
         exchange.request.body = []
-        exchange.response = .error(413, "request body larger than \(limit) bytes")
+        let message = "request body larger than \(limit) bytes"
+        exchange.response = listener(of: wsi)?.0.configuration.http.errorResponse(413, message) ?? .error(413, message)
         lws_callback_on_writable(wsi)
     }
 

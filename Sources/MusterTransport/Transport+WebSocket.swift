@@ -92,8 +92,12 @@ extension Transport {
     /// Writes queued frames while the socket takes them without lws buffering; lws keeps what a
     /// partial send left over and calls back when that has drained, so memory stays bounded by
     /// the high-water mark plus one batch.
+    ///
+    /// A requested close goes out after the messages queued before it (an `error` followed by a
+    /// close must arrive in that order). Closes that must not wait (a slow peer, a protocol
+    /// failure) empty the queue first.
     func writable(_ link: Link, _ wsi: OpaquePointer) -> Int32 {
-        if let close = link.pendingClose {
+        if let close = link.pendingClose, link.queue.isEmpty, lws_partial_buffered(wsi) == 0 {
             return closeNow(wsi, close.code, close.reason)
         }
         var written = 0
@@ -112,7 +116,7 @@ extension Transport {
             batchBytes += n
             if lws_partial_buffered(wsi) != 0 { break }
         }
-        if !link.queue.isEmpty { lws_callback_on_writable(wsi) }
+        if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
         return 0
     }
 

@@ -1,0 +1,191 @@
+import Foundation
+import Testing
+
+/// The daemon issue's end-to-end cases, with real processes on 127.0.0.1: `muster serve`,
+/// `muster agent` and Debian's python3-websockets as an independent peer. Time is scaled down
+/// (seconds instead of minutes); nothing asserts a duration.
+@Suite(.serialized) struct EndToEndTests {
+    /// Starts `muster serve` on a free port and returns it with the port.
+    func coordinator(_ extra: [String] = [], port: Int = 0) async throws -> (MusterProcess, Int) {
+        let p = try MusterProcess(["serve", "--listen", "127.0.0.1:\(port)", "--log-level", "debug"] + extra)
+        let line = try await p.waitForLog("muster serving")
+        let bound = try #require(Int(line["listen.port"] as? String ?? ""))
+        return (p, bound)
+    }
+
+    /// Starts `muster agent` against the coordinator and waits until it registered.
+    func agent(port: Int, name: String, features: String, announceAfter: String = "0s", jobSeconds: String = "1s", waitForRegistration: Bool = true) async throws -> MusterProcess {
+        let p = try MusterProcess([
+            "agent", "--coordinator", "ws://127.0.0.1:\(port)", "--token", "t", "--name", name, "--features", features,
+            "--announce-after", announceAfter, "--job-seconds", jobSeconds, "--log-format", "json", "--log-level", "debug",
+        ])
+        if waitForRegistration { try await p.waitForLog("registered") }
+        return p
+    }
+
+    func backends(_ json: String) -> [String] { ["--set", "backends=\(json)"] }
+
+    /// Waits for every job of the batch to be final; returns (job, state, backend) per job.
+    func finishedBatch(port: Int, batch: Int = 1) async throws -> [(job: Int, state: String, backend: Int?)] {
+        let r = try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/batches/\(batch)", "batch \(batch) done") { $0.json["done"] as? Bool == true }
+        let jobs = r.json["jobs"] as? [[String: Any]] ?? []
+        return jobs.map { ($0["job"] as? Int ?? 0, $0["state"] as? String ?? "", $0["backend"] as? Int) }
+    }
+
+    func readyBackends(port: Int, count: Int) async throws {
+        try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/backends", "\(count) ready backends") { r in
+            let list = r.json["backends"] as? [[String: Any]] ?? []
+            return list.filter { (($0["capabilities"] as? [String: Any])?["state"] as? String) == "ready" }.count == count
+        }
+    }
+
+    @Test func warmUpCaseSpreadsAVideoBatchAcrossTheLocalAndTheLateRemoteBackend() async throws {
+        let (serve, port) = try await coordinator(
+            backends(#"[{"name": "local-gpu", "kind": "simulated", "features": ["video", "frameinterps"], "job_seconds": {"default": 5}}]"#)
+                + ["--set", "gate.window_seconds=60"])
+        // The remote backend links at once but announces its features only after a while, like a
+        // real one loading its models: the issue's 40 s of loading against 60 s jobs, scaled down.
+        let remote = try await agent(port: port, name: "gpu-box", features: "video,frameinterps", announceAfter: "3s", jobSeconds: "5s")
+        let submitted = try await HTTP.post(
+            "http://127.0.0.1:\(port)/v1/batches", #"{"owner": "e2e", "jobs": [{"kind": "video", "needs": ["video", "frameinterps"], "count": 4}]}"#)
+        #expect(submitted.status == 201)
+
+        let held = try await HTTP.get("http://127.0.0.1:\(port)/readyz")
+        #expect(held.status == 503, "jobs wait for gpu-box, so the coordinator is not ready: \(held.text)")
+        let waiting = (held.json["waiting"] as? [[String: Any]])?.first
+        let waitingFor = (waiting?["backends"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
+        #expect(waitingFor == ["gpu-box"])
+
+        let jobs = try await finishedBatch(port: port)
+        #expect(jobs.allSatisfy { $0.state == "completed" })
+        let perBackend = Dictionary(grouping: jobs, by: { $0.backend ?? 0 }).mapValues(\.count)
+        #expect(perBackend == [-1: 2, 1: 2], "2 on the local backend, 2 on the remote one: \(jobs)")
+        let ready = try await HTTP.get("http://127.0.0.1:\(port)/readyz")
+        #expect(ready.status == 200)
+        try await remote.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func imageJobsSpreadEvenlyOverRemoteAgents() async throws {
+        let (serve, port) = try await coordinator(backends("[]"))
+        var agents: [MusterProcess] = []
+        for i in 1...4 { agents.append(try await agent(port: port, name: "img-\(i)", features: "image", jobSeconds: "1s")) }
+        try await readyBackends(port: port, count: 4)
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image", "count": 8}]}"#)
+        let jobs = try await finishedBatch(port: port)
+        #expect(jobs.allSatisfy { $0.state == "completed" })
+        let perBackend = Dictionary(grouping: jobs, by: { $0.backend ?? 0 }).mapValues(\.count)
+        #expect(perBackend.count == 4, "all 4 agents used: \(perBackend)")
+        #expect(perBackend.values.allSatisfy { $0 == 2 }, "2 each: \(perBackend)")
+
+        // Two of them, four more images: two each.
+        try await agents[2].stop()
+        try await agents[3].stop()
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image", "count": 4}]}"#)
+        let second = try await finishedBatch(port: port, batch: 2)
+        let secondPer = Dictionary(grouping: second, by: { $0.backend ?? 0 }).mapValues(\.count)
+        #expect(secondPer == [1: 2, 2: 2], "\(secondPer)")
+        for a in agents { try await a.stop() }
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func agentsReconnectAndReannounceAfterTheCoordinatorRestarts() async throws {
+        var (serve, port) = try await coordinator(backends("[]"))
+        let remote = try await agent(port: port, name: "survivor", features: "video")
+        try await readyBackends(port: port, count: 1)
+        #expect(try await serve.stop(signal: SIGKILL) != 0)
+        (serve, _) = try await coordinator(backends("[]"), port: port)
+        try await readyBackends(port: port, count: 1)
+        let list = try await HTTP.get("http://127.0.0.1:\(port)/v1/backends").json["backends"] as? [[String: Any]]
+        #expect(list?.first?["name"] as? String == "survivor")
+        #expect(remote.process.isRunning)
+        try await remote.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    /// Runs tests/Interop/backend_link.py CASE against the coordinator.
+    func python(port: Int, token: String, _ testCase: String) throws -> [String: Any] {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Interop/backend_link.py").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = [script, "\(port)", token, testCase]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any]) ?? ["exit": Int(p.terminationStatus), "output": String(decoding: data, as: UTF8.self)]
+    }
+
+    @Test func badInputOnTheBackendLinkGetsItsDocumentedAnswerAndTheDaemonCarriesOn() async throws {
+        let (serve, port) = try await coordinator(["--set", "auth.token=s3cret"])
+        let badToken = try python(port: port, token: "s3cret", "bad_token")
+        #expect(badToken["error"] as? String == "bad_credentials")
+        #expect(badToken["close"] as? Int == 4001)
+        let wrongRole = try python(port: port, token: "s3cret", "client_on_backend_link")
+        #expect(wrongRole["error"] as? String == "wrong_role")
+        #expect(wrongRole["close"] as? Int == 4003)
+        let malformed = try python(port: port, token: "s3cret", "malformed_then_hello")
+        #expect(malformed["error"] as? String == "malformed_json")
+        #expect(malformed["after"] as? String == "welcome", "the link stays up after malformed JSON")
+        let early = try python(port: port, token: "s3cret", "report_before_hello")
+        #expect(early["error"] as? String == "not_registered")
+        #expect(early["close"] as? Int == 1008)
+        let oversize = try python(port: port, token: "s3cret", "oversize")
+        #expect(oversize["close"] as? Int == 1009)
+        let unknown = try python(port: port, token: "s3cret", "unknown_type")
+        #expect(unknown["error"] as? String == "unknown_type")
+        #expect(unknown["id"] as? String == "t1")
+        #expect(unknown["after"] as? String == "capabilities_ack", "the link stays up after an unknown type")
+
+        let health = try await HTTP.get("http://127.0.0.1:\(port)/healthz")
+        #expect(health.status == 200)
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        #expect(metrics.contains(#"muster_protocol_errors_total{code="bad_credentials"} 1"#))
+        #expect(metrics.contains(#"muster_protocol_errors_total{code="malformed_json"} 1"#))
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func httpErrorsUseTheOneErrorShape() async throws {
+        let (serve, port) = try await coordinator(["--set", "auth.token=s3cret"])
+        let base = "http://127.0.0.1:\(port)"
+        let auth = ["Authorization": "Bearer s3cret"]
+        let noToken = try await HTTP.get("\(base)/v1/backends")
+        #expect(noToken.status == 401)
+        #expect(noToken.json["code"] as? String == "bad_credentials")
+        #expect(try await HTTP.get("\(base)/v1/backends", headers: auth).status == 200)
+        let unknownJob = try await HTTP.get("\(base)/v1/jobs/99", headers: auth)
+        #expect(unknownJob.status == 404)
+        #expect(unknownJob.json["code"] as? String == "unknown_job")
+        let badID = try await HTTP.get("\(base)/v1/jobs/abc", headers: auth)
+        #expect(badID.status == 400)
+        let notFound = try await HTTP.get("\(base)/v1/nothing", headers: auth)
+        #expect(notFound.status == 404)
+        #expect(notFound.json["code"] as? String == "not_found")
+        let wrongMethod = try await HTTP.request("PUT", "\(base)/v1/jobs/1", headers: auth)
+        #expect(wrongMethod.status == 405)
+        let exactWrongMethod = try await HTTP.request("DELETE", "\(base)/healthz")
+        #expect(exactWrongMethod.status == 405)
+        #expect(exactWrongMethod.json["code"] as? String == "method_not_allowed")
+        let huge = try await HTTP.post("\(base)/v1/batches", String(repeating: " ", count: 2 << 20) + "{}", headers: auth)
+        #expect(huge.status == 413)
+        #expect(huge.json["code"] as? String == "message_too_large")
+        let malformed = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video""#, headers: auth)
+        #expect(malformed.status == 400)
+        #expect(malformed.json["code"] as? String == "malformed_json")
+        let invalid = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "count": "four"}]}"#, headers: auth)
+        #expect(invalid.status == 400)
+        #expect((invalid.json["message"] as? String)?.contains("count") == true)
+        // Probes need no token.
+        #expect(try await HTTP.get("\(base)/healthz").status == 200)
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func configurationErrorsExitWithStatus2AndNameTheKey() async throws {
+        let p = try MusterProcess(["serve", "--set", "gate.window_secs=5"])
+        #expect(try await p.waitForExit() == 2)
+        #expect(p.standardError.contains("gate.window_secs"))
+        #expect(p.standardError.contains("gate.window_seconds"), "suggests the right key")
+    }
+}
