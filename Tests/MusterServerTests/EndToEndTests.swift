@@ -182,6 +182,72 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    @Test func execBackendsRunACommandPerJob() async throws {
+        // The command gets the assign message on stdin and answers with a result object.
+        let script = #"read -r job; printf '{"echo":%s}' "$job""#
+        let config: [[String: Any]] = [
+            ["name": "local-exec", "kind": "exec", "features": ["image"], "command": ["sh", "-c", script]],
+            ["name": "local-fail", "kind": "exec", "features": ["fail"], "command": ["sh", "-c", "echo 'GPU on fire' >&2; exit 7"]],
+        ]
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: config), as: UTF8.self)
+        let (serve, port) = try await coordinator(backends(json))
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image", "needs": ["image"], "params": {"prompt": "a cat"}}]}"#)
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image", "needs": ["fail"]}]}"#)
+        let ok = try await finishedBatch(port: port, batch: 1)
+        #expect(ok.first?.state == "completed")
+        let job = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(ok.first?.job ?? 0)").json
+        let echoed = (job["result"] as? [String: Any])?["echo"] as? [String: Any]
+        #expect(echoed?["type"] as? String == "assign")
+        #expect((echoed?["params"] as? [String: Any])?["prompt"] as? String == "a cat")
+        let failed = try await finishedBatch(port: port, batch: 2)
+        #expect(failed.first?.state == "failed")
+        let failure = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(failed.first?.job ?? 0)").json["error"] as? [String: Any]
+        #expect((failure?["message"] as? String)?.contains("GPU on fire") == true, "the tail of stderr names the failure: \(failure ?? [:])")
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func tlsCoordinatorTakesAgentsOverWSS() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.appendingPathComponent("key.pem").path,
+            "-out", dir.appendingPathComponent("cert.pem").path,
+        ]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        #expect(openssl.terminationStatus == 0)
+        let cert = dir.appendingPathComponent("cert.pem").path
+        let (serve, port) = try await coordinator(["--tls-cert", cert, "--tls-key", dir.appendingPathComponent("key.pem").path] + backends("[]"))
+        let agent = try MusterProcess([
+            "agent", "--coordinator", "wss://127.0.0.1:\(port)", "--token", "t", "--name", "secure", "--features", "video",
+            "--ca-file", cert, "--log-format", "json",
+        ])
+        try await agent.waitForLog("registered")
+        #expect(try await agent.stop() == 0)
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func coordinatorDialsTheRemoteBackendsOfItsConfiguration() async throws {
+        let agent = try MusterProcess([
+            "agent", "--listen", "127.0.0.1:0", "--token", "dial-secret", "--name", "dialled", "--features", "video",
+            "--job-seconds", "200ms", "--log-format", "json",
+        ])
+        let line = try await agent.waitForLog("agent listening")
+        let agentPort = try #require(Int(line["listen.port"] as? String ?? ""))
+        let (serve, port) = try await coordinator(backends(
+            #"[{"name": "dialled", "kind": "remote", "url": "ws://127.0.0.1:\#(agentPort)", "token": "dial-secret"}]"#))
+        try await readyBackends(port: port, count: 1)
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 2}]}"#)
+        let jobs = try await finishedBatch(port: port)
+        #expect(jobs.allSatisfy { $0.state == "completed" && $0.backend == 1 })
+        #expect(try await serve.stop() == 0)
+        #expect(try await agent.stop() == 0)
+    }
+
     @Test func configurationErrorsExitWithStatus2AndNameTheKey() async throws {
         let p = try MusterProcess(["serve", "--set", "gate.window_secs=5"])
         #expect(try await p.waitForExit() == 2)
