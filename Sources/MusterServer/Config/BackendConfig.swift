@@ -48,13 +48,15 @@ public struct BackendConfig: Sendable, Equatable {
 
     /// Two local simulated backends: one image-only, one with `video` and `frameinterps`.
     public static let embeddedDefault: [BackendConfig] = [
+        // Durations in the range real GPUs take, so the warm-up gate has something to do: a
+        // remote backend that loads for 20 s still gets half of a four-job video batch.
         BackendConfig(
             name: "local-image",
-            kind: .simulated(Simulated(jobSeconds: ["default": 2, "image": 2])),
+            kind: .simulated(Simulated(jobSeconds: ["default": 5, "image": 5])),
             features: ["image"], models: ["sdxl"], slots: 1),
         BackendConfig(
             name: "local-video",
-            kind: .simulated(Simulated(jobSeconds: ["default": 4, "image": 2, "video": 4])),
+            kind: .simulated(Simulated(jobSeconds: ["default": 5, "image": 5, "video": 30])),
             features: ["frameinterps", "image", "video"], models: ["sdxl", "wan-2.1"], slots: 1),
     ]
 
