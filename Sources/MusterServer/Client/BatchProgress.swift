@@ -32,9 +32,16 @@ public struct BatchProgress: Sendable {
 
         public var isFinal: Bool { state?.isFinal ?? false }
 
-        /// Milliseconds from `started` (or, when that was not seen, from the first event) to the end.
+        /// Milliseconds from `started` to the end; nil when either was not seen.
         public var durationMs: UInt64? {
-            guard let end = endedMs, let start = startedMs ?? firstSeenMs else { return nil }
+            guard let end = endedMs, let start = startedMs else { return nil }
+            return end >= start ? end - start : 0
+        }
+
+        /// Milliseconds from the first event seen to the end: a lower bound on the run time of a
+        /// job that was already running when the client started following it.
+        public var followedMs: UInt64? {
+            guard let end = endedMs, let start = firstSeenMs else { return nil }
             return end >= start ? end - start : 0
         }
     }
