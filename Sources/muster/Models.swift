@@ -24,7 +24,10 @@ struct Models: AsyncParsableCommand {
         @Argument(help: "The model, as backends list it, e.g. sdxl.")
         var model: String
 
-        @Option(help: ArgumentHelp("Load it on this backend only (an id from muster status).", valueName: "ID"))
+        // Unconditional: local backends have negative ids, which would otherwise read as flags.
+        @Option(
+            parsing: .unconditional,
+            help: ArgumentHelp("Load it on this backend only (an id from muster status; local ones are negative).", valueName: "ID"))
         var backend: Int64?
 
         @Flag(help: "Print the models_loading answer as JSON.")

@@ -34,7 +34,8 @@ struct Submit: AsyncParsableCommand {
     @Option(help: "Model the jobs use.")
     var model: String?
 
-    @Option(help: "Priority, -1000...1000; higher runs first.")
+    // Unconditional: a negative priority would otherwise read as a flag.
+    @Option(parsing: .unconditional, help: "Priority, -1000...1000; higher runs first.")
     var priority = 0
 
     @Option(help: "Owner of the jobs (fairness is round-robin between owners); default: the login name.")

@@ -210,4 +210,12 @@ import Testing
         #expect(p.jobs[JobID(1)]?.finalEvents == 2)
         #expect(p.jobs[JobID(1)]?.state == .completed)
     }
+
+    @Test func aJobFollowedFromARunningSnapshotHasOnlyALowerBoundOnItsRunTime() {
+        var p = BatchProgress(batch: BatchID(7), jobs: [JobID(1)])
+        p.apply(event(1, .snapshot, .running, at: 100, backend: -1))
+        p.apply(event(1, .completed, .completed, at: 400, backend: -1))
+        #expect(p.jobs[JobID(1)]?.durationMs == nil)
+        #expect(p.jobs[JobID(1)]?.followedMs == 300)
+    }
 }

@@ -109,7 +109,7 @@ import Testing
 
     @Test func submitWithoutWaitPrintsTheBatchAndItsJobs() async throws {
         let (server, url) = try await serve()
-        let text = try await run(["submit", "--coordinator", url, "--kind", "image", "--count", "3"])
+        let text = try await run(["submit", "--coordinator", url, "--kind", "image", "--count", "3", "--priority", "-5"])
         #expect(text.status == 0, "\(text.errors)")
         #expect(text.output.contains("3 jobs accepted"), "\(text.output)")
         let json = try await run(["submit", "--coordinator", url.replacingOccurrences(of: "ws://", with: "http://"), "--kind", "image", "--json"])
@@ -140,6 +140,10 @@ import Testing
         let ok = try await run(["models", "load", "m1", "--coordinator", url])
         #expect(ok.status == 0, "\(ok.errors)")
         #expect(ok.output.contains("sim-b (-2)"), "\(ok.output)")
+        // Local backends have negative ids; they must parse as the option's value.
+        let onOne = try await run(["models", "load", "m1", "--backend", "-2", "--coordinator", url])
+        #expect(onOne.status == 0, "\(onOne.errors)")
+        #expect(onOne.output.contains("sim-b (-2)"), "\(onOne.output)")
         let unknown = try await run(["models", "load", "no-such-model", "--coordinator", url])
         #expect(unknown.status == 1)
         #expect(unknown.errors.contains("muster: unknown_model:"), "\(unknown.errors)")
