@@ -37,6 +37,9 @@ public actor MusterClient {
     /// The `goodbye` the coordinator sent before closing, if any.
     public private(set) var goodbye: Wire.Goodbye?
 
+    /// Requests sent and not yet answered.
+    public var pendingRequests: Int { pending.count }
+
     nonisolated let options: Options
     nonisolated let url: String
     nonisolated let logger: Logger
