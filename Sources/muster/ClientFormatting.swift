@@ -74,7 +74,9 @@ enum Format {
 
     /// One line of compact JSON with sorted keys.
     static func jsonLine(_ object: [String: Any]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 }
@@ -92,6 +94,7 @@ enum Grammar {
 
     /// 1 to `max` characters, no control characters (models, keys, owners).
     static func isLabel(_ s: String, max: Int) -> Bool {
-        !s.isEmpty && s.unicodeScalars.count <= max && !s.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
+        !s.isEmpty && s.unicodeScalars.count <= max
+            && !s.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
     }
 }

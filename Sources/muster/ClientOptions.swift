@@ -7,7 +7,10 @@ import MusterTransport
 
 /// The options of the commands that talk to a running coordinator as a client.
 struct ClientOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped).", valueName: "URL"))
+    @Option(
+        help: ArgumentHelp(
+            "Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped).",
+            valueName: "URL"))
     var coordinator = "ws://127.0.0.1:7460"
 
     @Option(help: "The coordinator's client token (its auth.token), if it requires one.")
@@ -19,12 +22,16 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Seconds to wait for the connection and for each answer.", valueName: "SECONDS"))
     var timeout: Double = 30
 
-    @Option(help: ArgumentHelp("CA bundle (PEM) to verify a wss:// coordinator against, instead of the system store.", valueName: "FILE"))
+    @Option(
+        help: ArgumentHelp(
+            "CA bundle (PEM) to verify a wss:// coordinator against, instead of the system store.", valueName: "FILE"))
     var tlsCa: String?
 
     func validate() throws {
         if token != nil, tokenFile != nil { throw ValidationError("give --token or --token-file, not both") }
-        guard timeout > 0, timeout <= 86_400 else { throw ValidationError("--timeout must lie in 0...86400 seconds, got \(timeout)") }
+        guard timeout > 0, timeout <= 86_400 else {
+            throw ValidationError("--timeout must lie in 0...86400 seconds, got \(timeout)")
+        }
         do {
             _ = try MusterClient.Options(coordinator: coordinator).webSocketURL()
         } catch {
@@ -84,7 +91,9 @@ struct ClientOptions: ParsableArguments {
         let user = ProcessInfo.processInfo.environment["USER"] ?? ""
         let valid =
             !user.isEmpty && user.utf8.count <= 64 && user.first != "." && user.first != "-" && user.first != "_"
-            && user.utf8.allSatisfy { $0.isASCIIAlnum || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+            && user.utf8.allSatisfy {
+                $0.isASCIIAlnum || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+            }
         return valid ? user : "muster-cli"
     }
 }

@@ -27,7 +27,8 @@ struct Models: AsyncParsableCommand {
         // Unconditional: local backends have negative ids, which would otherwise read as flags.
         @Option(
             parsing: .unconditional,
-            help: ArgumentHelp("Load it on this backend only (an id from muster status; local ones are negative).", valueName: "ID"))
+            help: ArgumentHelp(
+                "Load it on this backend only (an id from muster status; local ones are negative).", valueName: "ID"))
         var backend: Int64?
 
         @Flag(help: "Print the models_loading answer as JSON.")
@@ -35,7 +36,8 @@ struct Models: AsyncParsableCommand {
 
         func validate() throws {
             guard Grammar.isLabel(model, max: ProtocolLimits.maxModelLength) else {
-                throw ValidationError("MODEL must be 1...\(ProtocolLimits.maxModelLength) characters without control characters")
+                throw ValidationError(
+                    "MODEL must be 1...\(ProtocolLimits.maxModelLength) characters without control characters")
             }
         }
 
@@ -48,9 +50,13 @@ struct Models: AsyncParsableCommand {
             if json {
                 print(String(decoding: loading.encode(), as: UTF8.self))
             } else if loading.backends.isEmpty {
-                print("no backend was told to load \(loading.model) now; backends that join later and offer it will load it")
+                print(
+                    "no backend was told to load \(loading.model) now; "
+                        + "backends that join later and offer it will load it"
+                )
             } else {
-                print("loading \(loading.model) on: \(loading.backends.map { names.label($0) }.joined(separator: ", "))")
+                print(
+                    "loading \(loading.model) on: \(loading.backends.map { names.label($0) }.joined(separator: ", "))")
             }
         }
     }

@@ -38,12 +38,16 @@ struct Status: AsyncParsableCommand {
         let names = BackendNames(r.backends)
         var readiness = r.readiness.ready ? "ready" : "not ready (\(r.readiness.reasons.joined(separator: ", ")))"
         readiness += ", \(r.readiness.readyBackends) backend\(r.readiness.readyBackends == 1 ? "" : "s") ready"
-        if r.readiness.heldJobs > 0 { readiness += ", \(r.readiness.heldJobs) job\(r.readiness.heldJobs == 1 ? "" : "s") held by the gate" }
+        if r.readiness.heldJobs > 0 {
+            readiness += ", \(r.readiness.heldJobs) job\(r.readiness.heldJobs == 1 ? "" : "s") held by the gate"
+        }
         lines.append("coordinator: \(readiness)")
         for w in r.readiness.waiting {
             var line = "  waiting for \(Format.wait(w, names))"
             if let jobs = w.jobs { line += ", \(jobs) job\(jobs == 1 ? "" : "s")" }
-            if let until = w.untilMs { line += ", at most \(Format.duration(ms: until > nowMs ? until - nowMs : 0)) more" }
+            if let until = w.untilMs {
+                line += ", at most \(Format.duration(ms: until > nowMs ? until - nowMs : 0)) more"
+            }
             lines.append(line)
         }
         lines.append("")
@@ -59,9 +63,13 @@ struct Status: AsyncParsableCommand {
             var rows = [["ID", "NAME", "LINK", "STATE", "FEATURES", "MODELS", "LOAD", "LAST SEEN"]]
             for b in ordered {
                 let caps = b.capabilities
-                let models = (caps?.modelsAvailable ?? []).map { m in caps?.modelsLoaded.contains(m) == true ? "\(m)*" : m }
-                    + (caps?.modelsLoaded ?? []).filter { !(caps?.modelsAvailable.contains($0) ?? false) }.map { "\($0)*" }
-                let seen = b.lastSeenMs.map { $0 >= nowMs ? "now" : Format.duration(ms: nowMs - $0) + " ago" } ?? "never"
+                let models =
+                    (caps?.modelsAvailable ?? []).map { m in caps?.modelsLoaded.contains(m) == true ? "\(m)*" : m }
+                    + (caps?.modelsLoaded ?? []).filter { !(caps?.modelsAvailable.contains($0) ?? false) }.map {
+                        "\($0)*"
+                    }
+                let seen =
+                    b.lastSeenMs.map { $0 >= nowMs ? "now" : Format.duration(ms: nowMs - $0) + " ago" } ?? "never"
                 var state = caps?.state.rawValue ?? "not announced"
                 if let until = b.inhibitedUntilMs, until > nowMs { state += " (inhibited)" }
                 rows.append([
@@ -77,7 +85,8 @@ struct Status: AsyncParsableCommand {
         let q = r.queue
         lines.append("queue: \(q.queued) queued, \(q.gated) gated, \(q.bound) bound, \(q.running) running")
         if !q.byPriority.isEmpty {
-            lines.append("  waiting by priority: " + q.byPriority.map { "\($0.priority): \($0.jobs)" }.joined(separator: ", "))
+            lines.append(
+                "  waiting by priority: " + q.byPriority.map { "\($0.priority): \($0.jobs)" }.joined(separator: ", "))
         }
         return lines
     }

@@ -88,7 +88,8 @@ struct SubmitDisplay {
         let counts = progress.counts
         let states: [JobState] = [.queued, .gated, .bound, .running, .completed, .failed, .canceled]
         let parts = states.compactMap { s in counts[s].map { "\($0) \(s.rawValue)" } }
-        return "batch \(progress.batch): " + (parts.isEmpty ? "waiting for the first events" : parts.joined(separator: ", "))
+        return "batch \(progress.batch): "
+            + (parts.isEmpty ? "waiting for the first events" : parts.joined(separator: ", "))
     }
 
     static func row(_ job: BatchProgress.Job, _ names: BackendNames) -> [String] {
@@ -158,7 +159,9 @@ struct SubmitDisplay {
         if let e = job.error, e.code == .noEligibleBackend, let details = e.details,
             let d = try? Wire.NoEligibleBackend(details: details)
         {
-            if !d.missingFeatures.isEmpty { lines.append("no ready backend has [\(d.missingFeatures.joined(separator: ", "))]") }
+            if !d.missingFeatures.isEmpty {
+                lines.append("no ready backend has [\(d.missingFeatures.joined(separator: ", "))]")
+            }
             for r in d.refusals {
                 var line = "refused by \(r.name) (\(r.backend)): \(r.reasons.joined(separator: ", "))"
                 if !r.missingFeatures.isEmpty { line += " [\(r.missingFeatures.joined(separator: ", "))]" }
@@ -171,7 +174,9 @@ struct SubmitDisplay {
     static func summaryObject(_ progress: BatchProgress, _ names: BackendNames) -> [String: Any] {
         let counts = progress.counts
         let jobs: [[String: Any]] = progress.orderedJobs.map { job in
-            var o: [String: Any] = ["job": job.id.rawValue, "state": job.state?.rawValue ?? "unknown", "attempt": job.attempt]
+            var o: [String: Any] = [
+                "job": job.id.rawValue, "state": job.state?.rawValue ?? "unknown", "attempt": job.attempt,
+            ]
             if let b = job.backend {
                 o["backend"] = b.rawValue
                 if let name = names.name(b) { o["backend_name"] = name }

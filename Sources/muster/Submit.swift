@@ -66,20 +66,23 @@ struct Submit: AsyncParsableCommand {
             throw ValidationError("--count must lie in 1...\(ProtocolLimits.maxCount), got \(count)")
         }
         for feature in neededFeatures where !Grammar.isFeature(feature) {
-            throw ValidationError("--needs: '\(feature)' is not a feature name: lowercase a-z 0-9 _ . -, starting with a letter")
+            throw ValidationError(
+                "--needs: '\(feature)' is not a feature name: lowercase a-z 0-9 _ . -, starting with a letter")
         }
         guard neededFeatures.count <= ProtocolLimits.maxNeeds else {
             throw ValidationError("--needs names \(neededFeatures.count) features; at most \(ProtocolLimits.maxNeeds)")
         }
         if let model, !Grammar.isLabel(model, max: ProtocolLimits.maxModelLength) {
-            throw ValidationError("--model must be 1...\(ProtocolLimits.maxModelLength) characters without control characters")
+            throw ValidationError(
+                "--model must be 1...\(ProtocolLimits.maxModelLength) characters without control characters")
         }
         guard ProtocolLimits.priorityRange.contains(priority) else {
             throw ValidationError("--priority must lie in \(ProtocolLimits.priorityRange), got \(priority)")
         }
         for (flag, value) in [("--owner", owner), ("--batch-key", batchKey)] {
             if let value, !Grammar.isLabel(value, max: ProtocolLimits.maxKeyLength) {
-                throw ValidationError("\(flag) must be 1...\(ProtocolLimits.maxKeyLength) characters without control characters")
+                throw ValidationError(
+                    "\(flag) must be 1...\(ProtocolLimits.maxKeyLength) characters without control characters")
             }
         }
         _ = try parsedParams()
@@ -95,14 +98,16 @@ struct Submit: AsyncParsableCommand {
             throw ValidationError("--params is not valid JSON: \(error.description)")
         }
         guard params.drop(while: { $0.isWhitespace }).first == "{" else {
-            throw ValidationError("--params must be a JSON object, e.g. '{\"prompt\": \"a lighthouse\"}', got \(params)")
+            throw ValidationError(
+                "--params must be a JSON object, e.g. '{\"prompt\": \"a lighthouse\"}', got \(params)")
         }
         return raw
     }
 
     func batchRequest() throws -> Wire.BatchRequest {
         let job = Wire.JobRequest(
-            kind: kind, needs: neededFeatures, model: model, params: try parsedParams(), count: count, priority: priority,
+            kind: kind, needs: neededFeatures, model: model, params: try parsedParams(), count: count,
+            priority: priority,
             owner: owner)
         return Wire.BatchRequest(batchKey: batchKey, jobs: [job])
     }
@@ -126,7 +131,8 @@ struct Submit: AsyncParsableCommand {
             return
         }
         let note = accepted.duplicate ? " (duplicate: this batch_key was submitted before; nothing new was queued)" : ""
-        print("batch \(accepted.batch): \(accepted.jobs.count) job\(accepted.jobs.count == 1 ? "" : "s") accepted\(note)")
+        print(
+            "batch \(accepted.batch): \(accepted.jobs.count) job\(accepted.jobs.count == 1 ? "" : "s") accepted\(note)")
         print("jobs: \(accepted.jobs.map(\.description).joined(separator: " "))")
     }
 

@@ -41,9 +41,9 @@ import Testing
             port = try await transport.listen(server).port
         }
 
-        func connect(connectTimeout: Duration = .seconds(30), requestTimeout: Duration? = .seconds(30)) async throws(
-            MusterClientError
-        ) -> MusterClient {
+        func connect(connectTimeout: Duration = .seconds(30), requestTimeout: Duration? = .seconds(30))
+            async throws(MusterClientError) -> MusterClient
+        {
             var options = MusterClient.Options(coordinator: "ws://127.0.0.1:\(port)", name: "tester")
             options.connectTimeout = connectTimeout
             options.requestTimeout = requestTimeout
@@ -94,7 +94,9 @@ import Testing
     @Test func closingTheClientFailsWhatIsPending() async throws {
         let peer = try await Peer(.welcomeOnly)
         let client = try await peer.connect(requestTimeout: nil)
-        let answer = Task { () async throws(MusterClientError) -> CoordinatorToClient.StatusReport in try await client.status() }
+        let answer = Task { () async throws(MusterClientError) -> CoordinatorToClient.StatusReport in
+            try await client.status()
+        }
         // Close once the request is on its way; the pending request fails instead of waiting forever.
         try await within(.seconds(60), "the request to be pending") {
             while await client.pendingRequests == 0 { await Task.yield() }

@@ -91,7 +91,9 @@ import Testing
                 group.addTask {
                     try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 1 + i % 3)]))
                 }
-                group.addTask { _ = try await client.status(); return Wire.Accepted(batch: BatchID(0), jobs: []) }
+                group.addTask {
+                    _ = try await client.status(); return Wire.Accepted(batch: BatchID(0), jobs: [])
+                }
             }
             var all: [Wire.Accepted] = []
             for try await a in group where a.batch != BatchID(0) { all.append(a) }

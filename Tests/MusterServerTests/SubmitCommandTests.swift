@@ -8,7 +8,8 @@ import Testing
 @Suite struct SubmitCommandTests {
     /// Two fast simulated backends that can both run video jobs.
     static let twoVideoBackends = """
-        [{"name": "sim-a", "kind": "simulated", "features": ["frameinterps", "video"], "job_seconds": {"default": 0.05}},
+        [{"name": "sim-a", "kind": "simulated", "features": ["frameinterps", "video"],
+          "job_seconds": {"default": 0.05}},
          {"name": "sim-b", "kind": "simulated", "features": ["frameinterps", "image", "video"], "models": ["m1"],
           "job_seconds": {"default": 0.05}, "model_load_seconds": 0.05}]
         """
@@ -70,7 +71,8 @@ import Testing
     @Test func submitWaitRunsEveryJobAndSaysWhere() async throws {
         let (server, url) = try await serve()
         let result = try await run([
-            "submit", "--coordinator", url, "--kind", "video", "--needs", "video,frameinterps", "--count", "4", "--wait",
+            "submit", "--coordinator", url, "--kind", "video", "--needs", "video,frameinterps", "--count", "4",
+            "--wait",
         ])
         #expect(result.status == 0, "\(result.errors)")
         let summary = result.output.split(separator: "\n").filter {
@@ -82,7 +84,9 @@ import Testing
     }
 
     @Test func submitWaitExitsOneWhenAJobFails() async throws {
-        let flaky = #"[{"name": "flaky", "kind": "simulated", "features": ["video"], "failure_rate": 1, "job_seconds": {"default": 0.05}}]"#
+        let flaky =
+            #"[{"name": "flaky", "kind": "simulated", "features": ["video"], "failure_rate": 1, "#
+            + #""job_seconds": {"default": 0.05}}]"#
         let (server, url) = try await serve(backends: flaky, settings: ["routing.max_attempts=1"])
         let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--count", "1", "--wait"])
         #expect(result.status == 1, "\(result.output)\n\(result.errors)")
@@ -93,7 +97,9 @@ import Testing
 
     @Test func submitWaitJSONPrintsTheEventsAndASummary() async throws {
         let (server, url) = try await serve()
-        let result = try await run(["submit", "--coordinator", url, "--kind", "image", "--count", "2", "--wait", "--json"])
+        let result = try await run([
+            "submit", "--coordinator", url, "--kind", "image", "--count", "2", "--wait", "--json",
+        ])
         #expect(result.status == 0, "\(result.errors)")
         let lines = result.output.split(separator: "\n").map(String.init)
         let events = lines.compactMap { line -> CoordinatorToClient.JobEvent? in
@@ -101,7 +107,8 @@ import Testing
             return e
         }
         #expect(events.filter { $0.state == .completed }.count == 2, "\(result.output)")
-        let summary = try #require(lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any])
+        let summary = try #require(
+            lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any])
         #expect(summary["type"] as? String == "summary")
         #expect(summary["completed"] as? Int == 2)
         #expect(try await server.stop() == 0)
@@ -109,10 +116,15 @@ import Testing
 
     @Test func submitWithoutWaitPrintsTheBatchAndItsJobs() async throws {
         let (server, url) = try await serve()
-        let text = try await run(["submit", "--coordinator", url, "--kind", "image", "--count", "3", "--priority", "-5"])
+        let text = try await run([
+            "submit", "--coordinator", url, "--kind", "image", "--count", "3", "--priority", "-5",
+        ])
         #expect(text.status == 0, "\(text.errors)")
         #expect(text.output.contains("3 jobs accepted"), "\(text.output)")
-        let json = try await run(["submit", "--coordinator", url.replacingOccurrences(of: "ws://", with: "http://"), "--kind", "image", "--json"])
+        let json = try await run([
+            "submit", "--coordinator", url.replacingOccurrences(of: "ws://", with: "http://"), "--kind", "image",
+            "--json",
+        ])
         #expect(json.status == 0, "\(json.errors)")
         let accepted = try Wire.Accepted.decode(json.output.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(accepted.jobs.count == 1)
@@ -126,7 +138,9 @@ import Testing
         #expect(text.output.contains("sim-a"), "\(text.output)")
         #expect(text.output.contains("sim-b"), "\(text.output)")
         let json = try await run(["status", "--coordinator", url, "--json"])
-        guard case .statusReport(let report) = try CoordinatorToClient.decode(json.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        guard
+            case .statusReport(let report) = try CoordinatorToClient.decode(
+                json.output.trimmingCharacters(in: .whitespacesAndNewlines))
         else {
             Issue.record("not a status_report: \(json.output)")
             return

@@ -50,7 +50,8 @@ extension MusterClient {
             let authority = mapped.drop { $0 != "/" }.dropFirst(2).prefix { $0 != "/" && $0 != "?" }
             guard !authority.isEmpty else {
                 throw MusterClientError(
-                    code: MusterClientError.invalidURL, message: "'\(coordinator)' names no host; expected ws://HOST:PORT")
+                    code: MusterClientError.invalidURL,
+                    message: "'\(coordinator)' names no host; expected ws://HOST:PORT")
             }
             return mapped
         }

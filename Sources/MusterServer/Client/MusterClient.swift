@@ -6,7 +6,8 @@ import MusterTransport
 /// ask for status, load models.
 ///
 /// ```swift
-/// let client = try await MusterClient.connect(MusterClient.Options(coordinator: "ws://127.0.0.1:7460"), logger: logger)
+/// let options = MusterClient.Options(coordinator: "ws://127.0.0.1:7460")
+/// let client = try await MusterClient.connect(options, logger: logger)
 /// let accepted = try await client.submit(Wire.BatchRequest(jobs: [.init(kind: "image", count: 4)]))
 /// try await client.subscribe(batch: accepted.batch)
 /// for await event in client.events { ... }
@@ -100,7 +101,8 @@ public actor MusterClient {
                     code: MusterClientError.connectionFailed, message: "cannot start the network loop: \(error)")
             }
         }
-        let client = MusterClient(transport: t, ownsTransport: transport == nil, options: options, url: url, logger: logger)
+        let client = MusterClient(
+            transport: t, ownsTransport: transport == nil, options: options, url: url, logger: logger)
         do {
             try await client.handshake()
         } catch {
@@ -185,7 +187,8 @@ public actor MusterClient {
                     refused
                         ?? MusterClientError(
                             code: MusterClientError.timeout,
-                            message: "no welcome from \(client.url) within \(timeout); is a coordinator listening there?"))
+                            message:
+                                "no welcome from \(client.url) within \(timeout); is a coordinator listening there?"))
             }
         }
         welcome = try result.get()
@@ -284,7 +287,8 @@ public actor MusterClient {
             } else if let id = e.id, pending[id] != nil {
                 resolve(id, .failure(MusterClientError(code: e.code, message: e.message, details: e.details)))
             } else {
-                logger.warning("error from the coordinator", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
+                logger.warning(
+                    "error from the coordinator", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
             }
         case .goodbye(let g):
             goodbye = g
@@ -384,7 +388,10 @@ public actor MusterClient {
                 }
             }
         } onCancel: {
-            Task { await self.resolve(id, .failure(MusterClientError(code: MusterClientError.clientClosed, message: "cancelled"))) }
+            Task {
+                await self.resolve(
+                    id, .failure(MusterClientError(code: MusterClientError.clientClosed, message: "cancelled")))
+            }
         }
         return try result.get()
     }
