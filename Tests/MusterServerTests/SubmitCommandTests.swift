@@ -95,6 +95,20 @@ import Testing
         #expect(try await server.stop() == 0)
     }
 
+    @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
+        // `late` loads for 2 s before it announces video; the gate holds the job for it meanwhile.
+        let late =
+            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": 2, "#
+            + #""job_seconds": {"default": 0.05}}]"#
+        let (server, url) = try await serve(backends: late)
+        let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])
+        #expect(result.status == 0, "\(result.errors)")
+        #expect(result.output.contains("completed on late (-1)"), "\(result.output)")
+        #expect(result.output.contains("waited for [video]: late (-1) loading"), "\(result.output)")
+        #expect(result.output.contains("released: announced"), "\(result.output)")
+        #expect(try await server.stop() == 0)
+    }
+
     @Test func submitWaitJSONPrintsTheEventsAndASummary() async throws {
         let (server, url) = try await serve()
         let result = try await run([
