@@ -196,16 +196,17 @@ public actor MusterClient {
 
     private nonisolated func handler() -> WebSocketHandler {
         WebSocketHandler(
-            opened: { [weak self] _, _ in self?.assumeIsolated { $0.opened() } },
+            opened: { [weak self] _, info in self?.assumeIsolated { $0.opened(info.id) } },
             text: { [weak self] _, _, text in self?.assumeIsolated { $0.received(text) } },
             closed: { [weak self] _, event in self?.assumeIsolated { $0.closed(event) } },
             dialFailed: { [weak self] _, _, reason in self?.assumeIsolated { $0.dialFailed(reason) } })
     }
 
-    private func opened() {
+    private func opened(_ id: ConnectionID) {
         guard phase == .connecting else {
-            // The transport redialled after a drop this client has already reported; stop it.
-            stopLink()
+            // A link that opened after this client ended (a redial, or a dial that outlived the
+            // connect timeout): nobody will use it.
+            transport.assumeIsolated { $0.close(id, code: .normal, reason: "client done") }
             return
         }
         let hello = ClientToCoordinator.Hello(
