@@ -159,6 +159,12 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
     }
 
     private func drainAfterStop() {
+        // A job run here may drop the last reference to the actor that owns this executor (and
+        // so to the executor itself); keep the executor alive until the drain is over.
+        withExtendedLifetime(self) { drainLeftovers() }
+    }
+
+    private func drainLeftovers() {
         let me = currentThreadID()
         while true {
             guard owner.compareExchange(expected: 0, desired: me, ordering: .acquiringAndReleasing).exchanged

@@ -1,0 +1,59 @@
+import Foundation
+import MusterProtocol
+import MusterTransport
+
+extension MusterClient {
+    /// Where and how a ``MusterClient`` connects.
+    public struct Options: Sendable {
+        /// `ws://HOST:PORT` or `wss://...`; `http(s)://` and a bare `HOST:PORT` are accepted too.
+        public var coordinator: String
+        /// Names the client in the coordinator's logs; the default `owner` of its jobs.
+        /// Must match `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
+        public var name: String
+        /// The coordinator's client token (`auth.token`); nil when it requires none.
+        public var token: String?
+        /// Bound on dialling plus the `hello`/`welcome` handshake.
+        public var connectTimeout: Duration = .seconds(10)
+        /// Bound on each request's answer; nil waits as long as the link is up.
+        public var requestTimeout: Duration? = .seconds(30)
+        /// Certificate checks for `wss://`; nil verifies against the system store.
+        public var tls: ClientTLS?
+        /// Sent in `hello` as `software`.
+        public var software: String? = "muster/\(Daemon.version)"
+        /// Largest message accepted from the coordinator. Generous: a `status_report` of a large
+        /// fleet may pass the 1 MiB the coordinator accepts from clients.
+        public var maxMessageBytes = 16 << 20
+
+        public init(coordinator: String = "ws://127.0.0.1:7460", name: String = "muster-client", token: String? = nil) {
+            self.coordinator = coordinator
+            self.name = name
+            self.token = token
+        }
+
+        /// The `ws://` or `wss://` URL to dial for `coordinator`.
+        public func webSocketURL() throws(MusterClientError) -> String {
+            let text = coordinator.trimmingCharacters(in: .whitespaces)
+            let mapped: String
+            if text.hasPrefix("ws://") || text.hasPrefix("wss://") {
+                mapped = text
+            } else if text.hasPrefix("http://") {
+                mapped = "ws://" + text.dropFirst("http://".count)
+            } else if text.hasPrefix("https://") {
+                mapped = "wss://" + text.dropFirst("https://".count)
+            } else if !text.contains("://"), !text.isEmpty {
+                mapped = "ws://" + text
+            } else {
+                throw MusterClientError(
+                    code: MusterClientError.invalidURL,
+                    message: "'\(coordinator)' is not a coordinator URL; expected ws://HOST:PORT or wss://HOST:PORT")
+            }
+            let authority = mapped.drop { $0 != "/" }.dropFirst(2).prefix { $0 != "/" && $0 != "?" }
+            guard !authority.isEmpty else {
+                throw MusterClientError(
+                    code: MusterClientError.invalidURL,
+                    message: "'\(coordinator)' names no host; expected ws://HOST:PORT")
+            }
+            return mapped
+        }
+    }
+}

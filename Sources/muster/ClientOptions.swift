@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MusterProtocol
+import MusterServer
+import MusterTransport
+
+/// The options of the commands that talk to a running coordinator as a client.
+struct ClientOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped).",
+            valueName: "URL"))
+    var coordinator = "ws://127.0.0.1:7460"
+
+    @Option(help: "The coordinator's client token (its auth.token), if it requires one.")
+    var token: String?
+
+    @Option(help: ArgumentHelp("File whose first line is the client token.", valueName: "FILE"))
+    var tokenFile: String?
+
+    @Option(help: ArgumentHelp("Seconds to wait for the connection and for each answer.", valueName: "SECONDS"))
+    var timeout: Double = 30
+
+    @Option(
+        help: ArgumentHelp(
+            "CA bundle (PEM) to verify a wss:// coordinator against, instead of the system store.", valueName: "FILE"))
+    var tlsCa: String?
+
+    func validate() throws {
+        if token != nil, tokenFile != nil { throw ValidationError("give --token or --token-file, not both") }
+        guard timeout > 0, timeout <= 86_400 else {
+            throw ValidationError("--timeout must lie in 0...86400 seconds, got \(timeout)")
+        }
+        do {
+            _ = try MusterClient.Options(coordinator: coordinator).webSocketURL()
+        } catch {
+            throw ValidationError("--coordinator: \(error.message)")
+        }
+    }
+
+    /// The token from `--token` or the first line of `--token-file`.
+    func resolvedToken() throws -> String? {
+        if let token { return token }
+        guard let tokenFile else { return nil }
+        guard let data = FileManager.default.contents(atPath: tokenFile) else {
+            throw ClientExit(message: "--token-file: cannot read '\(tokenFile)'")
+        }
+        let first = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first
+        guard let token = first?.trimmingCharacters(in: .whitespaces), !token.isEmpty else {
+            throw ClientExit(message: "--token-file: '\(tokenFile)' holds no token on its first line")
+        }
+        return token
+    }
+
+    /// Connects, runs `body`, and closes. Errors (the coordinator's or the link's) are printed as
+    /// `muster: <code>: <message>` and end the command with status 1.
+    func withClient<T>(_ body: (MusterClient) async throws -> T) async throws -> T {
+        LogBootstrap.bootstrapForClient()
+        var options = MusterClient.Options(coordinator: coordinator, name: Self.clientName)
+        do {
+            options.token = try resolvedToken()
+        } catch let exit as ClientExit {
+            exit.fail()
+        }
+        options.connectTimeout = .milliseconds(Int64(timeout * 1000))
+        options.requestTimeout = .milliseconds(Int64(timeout * 1000))
+        if let tlsCa { options.tls = ClientTLS(caFile: tlsCa) }
+        let client: MusterClient
+        do {
+            client = try await MusterClient.connect(options, logger: Logger(label: "muster.client"))
+        } catch {
+            ClientExit.fail(error)
+        }
+        do {
+            let result = try await body(client)
+            await client.close()
+            return result
+        } catch let error as MusterClientError {
+            await client.close()
+            ClientExit.fail(error)
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
+    /// The login name when it is a valid client name (it becomes the default owner of jobs),
+    /// else `muster-cli`.
+    static var clientName: String {
+        let user = ProcessInfo.processInfo.environment["USER"] ?? ""
+        let valid =
+            !user.isEmpty && user.utf8.count <= 64 && user.first != "." && user.first != "-" && user.first != "_"
+            && user.utf8.allSatisfy {
+                $0.isASCIIAlnum || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+            }
+        return valid ? user : "muster-cli"
+    }
+}
+
+/// A client command's failure: printed as `muster: <message>`, exit status 1.
+struct ClientExit: Error {
+    var message: String
+
+    func fail() -> Never {
+        FileHandle.standardError.write(Data("muster: \(message)\n".utf8))
+        exit(1)
+    }
+
+    static func fail(_ error: MusterClientError) -> Never {
+        var message = error.description
+        if error.code == .badCredentials { message += " (--token or --token-file)" }
+        ClientExit(message: message).fail()
+    }
+}
+
+extension UInt8 {
+    var isASCIIAlnum: Bool {
+        (self >= 0x30 && self <= 0x39) || (self >= 0x41 && self <= 0x5a) || (self >= 0x61 && self <= 0x7a)
+    }
+}
+
+extension LogBootstrap {
+    /// Client commands log only errors (to standard error), unless `MUSTER_LOG_LEVEL` says
+    /// otherwise: their output is the answer, not a log.
+    static func bootstrapForClient() {
+        let env = ProcessInfo.processInfo.environment
+        bootstrap(format: env["MUSTER_LOG_FORMAT"] ?? "text", level: env["MUSTER_LOG_LEVEL"] ?? "error")
+    }
+}

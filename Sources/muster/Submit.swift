@@ -1,0 +1,161 @@
+import ArgumentParser
+import Foundation
+import MusterProtocol
+import MusterServer
+
+/// `muster submit`: submits one batch and, with `--wait`, follows it to the end.
+struct Submit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit one batch of jobs to a coordinator.",
+        discussion: """
+            Without --wait it prints the batch id and the job ids and exits 0. With --wait it \
+            follows every job until it is final: a live display on a terminal, one line per event \
+            otherwise, the job events as JSON lines with --json; then a summary of where each job \
+            ran, for how long, why any job waited and how any failed. With --wait the exit status is \
+            1 when a job failed or was canceled. Interrupting --wait stops following; the jobs keep \
+            running (cancel them with the HTTP API: DELETE /v1/jobs/ID).
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "Kind of job, e.g. image or video (a-z 0-9 _ . -, starting with a letter).")
+    var kind: String
+
+    @Option(help: "Number of jobs (1...1000).")
+    var count = 1
+
+    @Option(
+        parsing: .singleValue,
+        help: ArgumentHelp(
+            "Features every backend running the jobs must announce, comma-separated, e.g. frameinterps,video.",
+            valueName: "FEATURES"))
+    var needs: [String] = []
+
+    @Option(help: "Model the jobs use.")
+    var model: String?
+
+    // Unconditional: a negative priority would otherwise read as a flag.
+    @Option(parsing: .unconditional, help: "Priority, -1000...1000; higher runs first.")
+    var priority = 0
+
+    @Option(help: "Owner of the jobs (fairness is round-robin between owners); default: the login name.")
+    var owner: String?
+
+    @Option(help: ArgumentHelp("Job parameters: a JSON object, handed to the backend as is.", valueName: "JSON"))
+    var params: String?
+
+    @Option(help: "Idempotency key: a retry with the same key and content gets the original batch back.")
+    var batchKey: String?
+
+    @Flag(help: "Follow the jobs until every one is final, then summarise.")
+    var wait = false
+
+    @Flag(help: "Print JSON lines: the accepted answer, or with --wait every job event and a final summary.")
+    var json = false
+
+    /// `--needs`, split on commas, sorted, without repeats.
+    var neededFeatures: [String] {
+        Array(Set(needs.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) })).sorted()
+    }
+
+    func validate() throws {
+        guard Grammar.isFeature(kind) else {
+            throw ValidationError("--kind '\(kind)' is not a job kind: lowercase a-z 0-9 _ . -, starting with a letter")
+        }
+        guard (1...ProtocolLimits.maxCount).contains(count) else {
+            throw ValidationError("--count must lie in 1...\(ProtocolLimits.maxCount), got \(count)")
+        }
+        for feature in neededFeatures where !Grammar.isFeature(feature) {
+            throw ValidationError(
+                "--needs: '\(feature)' is not a feature name: lowercase a-z 0-9 _ . -, starting with a letter")
+        }
+        guard neededFeatures.count <= ProtocolLimits.maxNeeds else {
+            throw ValidationError("--needs names \(neededFeatures.count) features; at most \(ProtocolLimits.maxNeeds)")
+        }
+        if let model, !Grammar.isLabel(model, max: ProtocolLimits.maxModelLength) {
+            throw ValidationError(
+                "--model must be 1...\(ProtocolLimits.maxModelLength) characters without control characters")
+        }
+        guard ProtocolLimits.priorityRange.contains(priority) else {
+            throw ValidationError("--priority must lie in \(ProtocolLimits.priorityRange), got \(priority)")
+        }
+        for (flag, value) in [("--owner", owner), ("--batch-key", batchKey)] {
+            if let value, !Grammar.isLabel(value, max: ProtocolLimits.maxKeyLength) {
+                throw ValidationError(
+                    "\(flag) must be 1...\(ProtocolLimits.maxKeyLength) characters without control characters")
+            }
+        }
+        _ = try parsedParams()
+    }
+
+    /// `--params` as validated JSON text, which must be an object.
+    func parsedParams() throws -> RawJSON {
+        guard let params else { return .emptyObject }
+        let raw: RawJSON
+        do {
+            raw = try RawJSON(validating: params)
+        } catch {
+            throw ValidationError("--params is not valid JSON: \(error.description)")
+        }
+        guard params.drop(while: { $0.isWhitespace }).first == "{" else {
+            throw ValidationError(
+                "--params must be a JSON object, e.g. '{\"prompt\": \"a lighthouse\"}', got \(params)")
+        }
+        return raw
+    }
+
+    func batchRequest() throws -> Wire.BatchRequest {
+        let job = Wire.JobRequest(
+            kind: kind, needs: neededFeatures, model: model, params: try parsedParams(), count: count,
+            priority: priority,
+            owner: owner)
+        return Wire.BatchRequest(batchKey: batchKey, jobs: [job])
+    }
+
+    func run() async throws {
+        let request = try batchRequest()
+        let allCompleted = try await client.withClient { c -> Bool in
+            let accepted = try await c.submit(request)
+            guard wait else {
+                printAccepted(accepted)
+                return true
+            }
+            return try await follow(accepted, on: c)
+        }
+        if !allCompleted { throw ExitCode(1) }
+    }
+
+    private func printAccepted(_ accepted: Wire.Accepted) {
+        if json {
+            print(String(decoding: accepted.encode(), as: UTF8.self))
+            return
+        }
+        let note = accepted.duplicate ? " (duplicate: this batch_key was submitted before; nothing new was queued)" : ""
+        print(
+            "batch \(accepted.batch): \(accepted.jobs.count) job\(accepted.jobs.count == 1 ? "" : "s") accepted\(note)")
+        print("jobs: \(accepted.jobs.map(\.description).joined(separator: " "))")
+    }
+
+    /// Follows the batch until every job is final; returns whether all completed.
+    private func follow(_ accepted: Wire.Accepted, on c: MusterClient) async throws -> Bool {
+        // Subscribe first: events wait in the stream while the names are fetched.
+        try await c.subscribe(batch: accepted.batch)
+        var names = BackendNames(try await c.status().backends)
+        let mode: SubmitDisplay.Mode = json ? .json : (isatty(STDOUT_FILENO) != 0 ? .terminal : .lines)
+        var display = SubmitDisplay(mode: mode, batch: accepted.batch, jobs: accepted.jobs)
+        var progress = BatchProgress(batch: accepted.batch, jobs: accepted.jobs)
+        display.start(progress)
+        for await event in c.events {
+            guard progress.apply(event) else { continue }
+            names.learn(event)
+            display.show(event, progress, names)
+            if progress.isDone { break }
+        }
+        guard progress.isDone else {
+            throw await c.closeError
+                ?? MusterClientError(code: MusterClientError.linkClosed, message: "the job events ended early")
+        }
+        display.summary(progress, names)
+        return progress.orderedJobs.allSatisfy { $0.state == .completed }
+    }
+}

@@ -1,0 +1,223 @@
+import MusterProtocol
+import MusterServer
+import Testing
+
+/// `MusterClient` against an in-process coordinator over real sockets on 127.0.0.1.
+@Suite struct ClientTests {
+    @Test func submittedJobsEachCompleteExactlyOnce() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        #expect(await client.welcome?.version == 1)
+        // Subscribing to everything first sees each job from its first event on.
+        try await client.subscribe(batch: nil)
+        let accepted = try await client.submit(
+            Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "video", needs: ["frameinterps", "video"], count: 4)]))
+        #expect(accepted.jobs.count == 4)
+        #expect(!accepted.duplicate)
+        let progress = try await within(.seconds(60), "4 jobs final") { await client.follow(accepted) }
+        for job in progress.orderedJobs {
+            #expect(job.state == .completed, "job \(job.id)")
+            #expect(job.finalEvents == 1, "job \(job.id)")
+            #expect(job.backend == BackendID(-2), "only sim-video has video")
+        }
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func subscribingAfterSubmitStartsWithSnapshots() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 3)]))
+        try await client.subscribe(batch: accepted.batch)
+        let progress = try await within(.seconds(60), "3 jobs final") { await client.follow(accepted) }
+        #expect(progress.counts[.completed] == 3)
+        #expect(progress.orderedJobs.allSatisfy { $0.finalEvents <= 1 && $0.backend != nil })
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func cancelEndsTheJobsOfABatch() async throws {
+        let slow = #"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 600}}]"#
+        let coordinator = try await TestCoordinator.start(backends: slow)
+        let client = try await coordinator.connect()
+        let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 2)]))
+        try await client.subscribe(batch: accepted.batch)
+        let canceled = try await client.cancel(.batch(accepted.batch))
+        #expect(Set(canceled) == Set(accepted.jobs))
+        let progress = try await within(.seconds(60), "2 jobs canceled") { await client.follow(accepted) }
+        #expect(progress.counts[.canceled] == 2)
+        // Canceling again cancels nothing; an unknown job is an error with its code.
+        #expect(try await client.cancel(.batch(accepted.batch)).isEmpty)
+        let error = await #expect(throws: MusterClientError.self) { try await client.cancel(.job(JobID(999_999))) }
+        #expect(error?.code == .unknownJob)
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func statusReportsBackendsAndQueue() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        let report = try await client.status()
+        #expect(Set(report.backends.map(\.name)) == ["sim-image", "sim-video"])
+        #expect(report.backends.allSatisfy { $0.local && $0.id.isLocal })
+        #expect(report.queue.queued + report.queue.gated + report.queue.bound + report.queue.running == 0)
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func loadModelNamesTheBackendsToldAndRefusesUnknownOnes() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        let loading = try await client.loadModel("m1")
+        #expect(loading.model == "m1")
+        #expect(loading.backends == [BackendID(-2)])
+        let onOne = try await client.loadModel("m1", backend: BackendID(-2))
+        #expect(onOne.backends == [BackendID(-2)])
+        let unknownModel = await #expect(throws: MusterClientError.self) { try await client.loadModel("no-such-model") }
+        #expect(unknownModel?.code == .unknownModel)
+        let unknownBackend = await #expect(throws: MusterClientError.self) {
+            try await client.loadModel("m1", backend: BackendID(42))
+        }
+        #expect(unknownBackend?.code == .unknownBackend)
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func manyRequestsInFlightAreMatchedToTheirAnswers() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        let batches = try await withThrowingTaskGroup(of: Wire.Accepted.self) { group in
+            for i in 1...40 {
+                group.addTask {
+                    try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 1 + i % 3)]))
+                }
+                group.addTask {
+                    _ = try await client.status(); return Wire.Accepted(batch: BatchID(0), jobs: [])
+                }
+            }
+            var all: [Wire.Accepted] = []
+            for try await a in group where a.batch != BatchID(0) { all.append(a) }
+            return all
+        }
+        #expect(batches.count == 40)
+        #expect(Set(batches.map(\.batch)).count == 40)
+        #expect(Set(batches.flatMap(\.jobs)).count == batches.map(\.jobs.count).reduce(0, +))
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func aBadTokenIsRefusedWithItsCodeAndCloseCode() async throws {
+        let coordinator = try await TestCoordinator.start(settings: [("auth.token", "s3cret-token")])
+        let error = await #expect(throws: MusterClientError.self) { _ = try await coordinator.connect(token: "wrong") }
+        #expect(error?.code == .badCredentials)
+        #expect(error?.closeCode == 4001)
+        #expect(error?.description.contains("4001") == true)
+        #expect(error?.description.contains("wrong") == false)
+        let missing = await #expect(throws: MusterClientError.self) { _ = try await coordinator.connect() }
+        #expect(missing?.code == .badCredentials)
+        let client = try await coordinator.connect(token: "s3cret-token")
+        #expect(try await client.status().backends.count == 2)
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func nothingListeningIsAConnectionFailure() async throws {
+        let coordinator = try await TestCoordinator.start(backends: "[]")
+        await coordinator.stop()
+        let error = await #expect(throws: MusterClientError.self) { _ = try await coordinator.connect() }
+        #expect(error?.code == MusterClientError.connectionFailed)
+        #expect(error?.message.contains("127.0.0.1:\(coordinator.port)") == true)
+    }
+
+    @Test func aCoordinatorShutdownEndsTheClient() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        try await client.subscribe(batch: nil)
+        await coordinator.stop()
+        // The event stream finishes when the link goes.
+        try await within(.seconds(60), "events to finish") { for await _ in client.events {} }
+        let closed = try #require(await client.closeError)
+        #expect(closed.code == MusterClientError.linkClosed)
+        #expect(closed.closeCode == 1001)
+        let error = await #expect(throws: MusterClientError.self) { _ = try await client.status() }
+        #expect(error?.code == MusterClientError.linkClosed)
+        await client.close()
+    }
+
+    @Test func coordinatorURLsAreMappedToWebSocketURLs() throws {
+        func mapped(_ s: String) throws -> String { try MusterClient.Options(coordinator: s).webSocketURL() }
+        #expect(try mapped("ws://127.0.0.1:7460") == "ws://127.0.0.1:7460")
+        #expect(try mapped("wss://gpu.example:443/") == "wss://gpu.example:443/")
+        #expect(try mapped("http://127.0.0.1:7460") == "ws://127.0.0.1:7460")
+        #expect(try mapped("https://muster.example") == "wss://muster.example")
+        #expect(try mapped("127.0.0.1:7460") == "ws://127.0.0.1:7460")
+        for bad in ["ftp://host:1", "http://", ""] {
+            let error = #expect(throws: MusterClientError.self) { try mapped(bad) }
+            #expect(error?.code == MusterClientError.invalidURL, "\(bad)")
+        }
+    }
+}
+
+/// `BatchProgress` folds events event by event.
+@Suite struct BatchProgressTests {
+    func event(
+        _ job: UInt64, _ kind: JobEventKind, _ state: JobState, at: UInt64, backend: Int64? = nil, batch: UInt64 = 7
+    ) -> CoordinatorToClient.JobEvent {
+        CoordinatorToClient.JobEvent(
+            job: JobID(job), batch: BatchID(batch), event: kind, state: state, attempt: backend == nil ? 0 : 1,
+            atMs: at, backend: backend.map { BackendID($0) })
+    }
+
+    @Test func foldsWaitsRunsAndEnds() {
+        var p = BatchProgress(batch: BatchID(7), jobs: [JobID(1), JobID(2)])
+        let wait = Wire.GateWait(
+            features: ["video"], backends: [Wire.WaitingBackend(id: BackendID(3), name: "gpu", reason: "loading")])
+        var gated = event(1, .gated, .gated, at: 1000)
+        gated.waiting = wait
+        let applied = p.apply(gated)
+        #expect(applied)
+        var released = event(1, .released, .queued, at: 3000)
+        released.cause = "announced"
+        p.apply(released)
+        p.apply(event(1, .bound, .bound, at: 3000, backend: 3))
+        p.apply(event(1, .started, .running, at: 3500, backend: 3))
+        var progress = event(1, .progress, .running, at: 4000, backend: 3)
+        progress.progress = 0.5
+        p.apply(progress)
+        #expect(p.jobs[JobID(1)]?.progress == 0.5)
+        p.apply(event(1, .completed, .completed, at: 5500, backend: 3))
+        #expect(!p.isDone)
+        var failed = event(2, .failed, .failed, at: 6000)
+        failed.error = Wire.ErrorBody(code: .noEligibleBackend, message: "nobody has video")
+        p.apply(failed)
+        #expect(p.isDone)
+        let one = p.jobs[JobID(1)]!
+        #expect(one.waits == [wait])
+        #expect(one.releaseCause == "announced")
+        #expect(one.backend == BackendID(3))
+        #expect(one.durationMs == 2000)
+        #expect(p.jobs[JobID(2)]?.error?.code == .noEligibleBackend)
+        #expect(p.counts == [.completed: 1, .failed: 1])
+    }
+
+    @Test func ignoresOtherBatchesAndCountsRepeatedEnds() {
+        var p = BatchProgress(batch: BatchID(7), jobs: [JobID(1)])
+        let otherBatch = p.apply(event(1, .completed, .completed, at: 1, batch: 8))
+        let otherJob = p.apply(event(9, .completed, .completed, at: 1))
+        #expect(!otherBatch && !otherJob)
+        p.apply(event(1, .completed, .completed, at: 1, backend: -1))
+        p.apply(event(1, .snapshot, .completed, at: 2, backend: -1))
+        #expect(p.jobs[JobID(1)]?.finalEvents == 1)
+        p.apply(event(1, .failed, .failed, at: 3))
+        #expect(p.jobs[JobID(1)]?.finalEvents == 2)
+        #expect(p.jobs[JobID(1)]?.state == .completed)
+    }
+
+    @Test func aJobFollowedFromARunningSnapshotHasOnlyALowerBoundOnItsRunTime() {
+        var p = BatchProgress(batch: BatchID(7), jobs: [JobID(1)])
+        p.apply(event(1, .snapshot, .running, at: 100, backend: -1))
+        p.apply(event(1, .completed, .completed, at: 400, backend: -1))
+        #expect(p.jobs[JobID(1)]?.durationMs == nil)
+        #expect(p.jobs[JobID(1)]?.followedMs == 300)
+    }
+}

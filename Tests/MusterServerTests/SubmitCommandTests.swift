@@ -1,0 +1,201 @@
+import Dispatch
+import Foundation
+import MusterProtocol
+import Testing
+
+/// `muster submit`, `muster status` and `muster models load` as real processes against a real
+/// `muster serve` on 127.0.0.1 port 0.
+@Suite struct SubmitCommandTests {
+    /// Two fast simulated backends that can both run video jobs.
+    static let twoVideoBackends = """
+        [{"name": "sim-a", "kind": "simulated", "features": ["frameinterps", "video"],
+          "job_seconds": {"default": 0.05}},
+         {"name": "sim-b", "kind": "simulated", "features": ["frameinterps", "image", "video"], "models": ["m1"],
+          "job_seconds": {"default": 0.05}, "model_load_seconds": 0.05}]
+        """
+
+    /// Starts `muster serve` and waits until it listens; returns it with its coordinator URL.
+    func serve(backends: String = twoVideoBackends, settings: [String] = []) async throws -> (MusterProcess, String) {
+        let server = try MusterProcess(
+            ["serve", "--listen", "127.0.0.1:0", "--set", "backends=\(backends)"] + settings.flatMap { ["--set", $0] })
+        let serving = try await server.waitForLog("muster serving")
+        let port = try #require((serving["listen.port"] as? String).flatMap(Int.init))
+        return (server, "ws://127.0.0.1:\(port)")
+    }
+
+    /// Runs a `muster` client command to its end and returns its exit status and its whole output
+    /// (both pipes read to end of file, so nothing is still in flight when this returns).
+    func run(_ arguments: [String], bound: Duration = .seconds(120)) async throws
+        -> (status: Int32, output: String, errors: String)
+    {
+        let process = Process()
+        process.executableURL = MusterProcess.executable
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["SWIFT_BACKTRACE"] = "enable=no"
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        let exited = AsyncStream.makeStream(of: Int32.self)
+        process.terminationHandler = { p in
+            exited.continuation.yield(p.terminationStatus)
+            exited.continuation.finish()
+        }
+        try process.run()
+        // A guard against a hang, not a timing assertion: a command still running then is killed.
+        let watchdog = Task {
+            try await Task.sleep(for: bound)
+            if process.isRunning {
+                Issue.record("muster \(arguments.joined(separator: " ")) still running after \(bound); killed")
+                process.terminate()
+            }
+        }
+        defer { watchdog.cancel() }
+        async let output = Self.readToEnd(out.fileHandleForReading)
+        async let errors = Self.readToEnd(err.fileHandleForReading)
+        var status: Int32 = -1
+        for await s in exited.stream { status = s }
+        return (status, await output, await errors)
+    }
+
+    static func readToEnd(_ handle: FileHandle) async -> String {
+        await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                c.resume(returning: String(decoding: handle.readDataToEndOfFile(), as: UTF8.self))
+            }
+        }
+    }
+
+    @Test func submitWaitRunsEveryJobAndSaysWhere() async throws {
+        let (server, url) = try await serve()
+        let result = try await run([
+            "submit", "--coordinator", url, "--kind", "video", "--needs", "video,frameinterps", "--count", "4",
+            "--wait",
+        ])
+        #expect(result.status == 0, "\(result.errors)")
+        let summary = result.output.split(separator: "\n").filter {
+            $0.range(of: #"^  job \d+ +completed +on sim-[ab] \(-[12]\)"#, options: .regularExpression) != nil
+        }
+        #expect(summary.count == 4, "\(result.output)")
+        #expect(result.output.contains("4 completed"))
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func submitWaitExitsOneWhenAJobFails() async throws {
+        let flaky =
+            #"[{"name": "flaky", "kind": "simulated", "features": ["video"], "failure_rate": 1, "#
+            + #""job_seconds": {"default": 0.05}}]"#
+        let (server, url) = try await serve(backends: flaky, settings: ["routing.max_attempts=1"])
+        let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--count", "1", "--wait"])
+        #expect(result.status == 1, "\(result.output)\n\(result.errors)")
+        #expect(result.output.contains("1 failed"), "\(result.output)")
+        #expect(result.output.contains("flaky (-1)"), "\(result.output)")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
+        // `late` loads for 2 s before it announces video; the gate holds the job for it meanwhile.
+        let late =
+            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": 2, "#
+            + #""job_seconds": {"default": 0.05}}]"#
+        let (server, url) = try await serve(backends: late)
+        let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])
+        #expect(result.status == 0, "\(result.errors)")
+        #expect(result.output.contains("completed on late (-1)"), "\(result.output)")
+        #expect(result.output.contains("waited for [video]: late (-1) loading"), "\(result.output)")
+        #expect(result.output.contains("released: announced"), "\(result.output)")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func submitWaitJSONPrintsTheEventsAndASummary() async throws {
+        let (server, url) = try await serve()
+        let result = try await run([
+            "submit", "--coordinator", url, "--kind", "image", "--count", "2", "--wait", "--json",
+        ])
+        #expect(result.status == 0, "\(result.errors)")
+        let lines = result.output.split(separator: "\n").map(String.init)
+        let events = lines.compactMap { line -> CoordinatorToClient.JobEvent? in
+            guard case .job(let e)? = try? CoordinatorToClient.decode(line) else { return nil }
+            return e
+        }
+        #expect(events.filter { $0.state == .completed }.count == 2, "\(result.output)")
+        let summary = try #require(
+            lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any])
+        #expect(summary["type"] as? String == "summary")
+        #expect(summary["completed"] as? Int == 2)
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func submitWithoutWaitPrintsTheBatchAndItsJobs() async throws {
+        let (server, url) = try await serve()
+        let text = try await run([
+            "submit", "--coordinator", url, "--kind", "image", "--count", "3", "--priority", "-5",
+        ])
+        #expect(text.status == 0, "\(text.errors)")
+        #expect(text.output.contains("3 jobs accepted"), "\(text.output)")
+        let json = try await run([
+            "submit", "--coordinator", url.replacingOccurrences(of: "ws://", with: "http://"), "--kind", "image",
+            "--json",
+        ])
+        #expect(json.status == 0, "\(json.errors)")
+        let accepted = try Wire.Accepted.decode(json.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(accepted.jobs.count == 1)
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func statusPrintsEveryBackend() async throws {
+        let (server, url) = try await serve()
+        let text = try await run(["status", "--coordinator", url])
+        #expect(text.status == 0, "\(text.errors)")
+        #expect(text.output.contains("sim-a"), "\(text.output)")
+        #expect(text.output.contains("sim-b"), "\(text.output)")
+        let json = try await run(["status", "--coordinator", url, "--json"])
+        guard
+            case .statusReport(let report) = try CoordinatorToClient.decode(
+                json.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
+            Issue.record("not a status_report: \(json.output)")
+            return
+        }
+        #expect(Set(report.backends.map(\.name)) == ["sim-a", "sim-b"])
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func modelsLoadNamesTheBackendsAndRefusesUnknownModels() async throws {
+        let (server, url) = try await serve()
+        let ok = try await run(["models", "load", "m1", "--coordinator", url])
+        #expect(ok.status == 0, "\(ok.errors)")
+        #expect(ok.output.contains("sim-b (-2)"), "\(ok.output)")
+        // Local backends have negative ids; they must parse as the option's value.
+        let onOne = try await run(["models", "load", "m1", "--backend", "-2", "--coordinator", url])
+        #expect(onOne.status == 0, "\(onOne.errors)")
+        #expect(onOne.output.contains("sim-b (-2)"), "\(onOne.output)")
+        let unknown = try await run(["models", "load", "no-such-model", "--coordinator", url])
+        #expect(unknown.status == 1)
+        #expect(unknown.errors.contains("muster: unknown_model:"), "\(unknown.errors)")
+        let badBackend = try await run(["models", "load", "m1", "--backend", "42", "--coordinator", url])
+        #expect(badBackend.status == 1)
+        #expect(badBackend.errors.contains("muster: unknown_backend:"), "\(badBackend.errors)")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func aWrongTokenExitsOneNamingTheCode() async throws {
+        let (server, url) = try await serve(settings: ["auth.token=s3cret-token"])
+        let wrong = try await run(["status", "--coordinator", url, "--token", "wrong-token"])
+        #expect(wrong.status == 1)
+        #expect(wrong.errors.contains("muster: bad_credentials:"), "\(wrong.errors)")
+        #expect(wrong.errors.contains("4001"), "\(wrong.errors)")
+        #expect(!wrong.errors.contains("wrong-token"))
+        let right = try await run(["status", "--coordinator", url, "--token", "s3cret-token"])
+        #expect(right.status == 0, "\(right.errors)")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func paramsMustBeAJSONObject() async throws {
+        let result = try await run(["submit", "--kind", "video", "--params", "[1]"])
+        #expect(result.status != 0)
+        #expect(result.errors.contains("--params"), "\(result.errors)")
+    }
+}

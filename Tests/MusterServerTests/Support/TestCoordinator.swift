@@ -1,0 +1,87 @@
+import Logging
+import MusterProtocol
+import MusterServer
+import Synchronization
+
+/// An in-process coordinator on 127.0.0.1, port picked by the kernel, with fast simulated backends.
+struct TestCoordinator {
+    let daemon: Daemon
+    let port: Int
+
+    static let quietLogger = Logger(label: "muster.test") { _ in SwiftLogNoOpLogHandler() }
+
+    /// Two simulated backends by default: `sim-image` (image) and `sim-video` (video,
+    /// frameinterps, image; model `m1`), each job 50 ms.
+    static let defaultBackends = """
+        [{"name": "sim-image", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}},
+         {"name": "sim-video", "kind": "simulated", "features": ["frameinterps", "image", "video"], "models": ["m1"],
+          "slots": 2, "job_seconds": {"default": 0.05}, "model_load_seconds": 0.05}]
+        """
+
+    static func start(backends: String = defaultBackends, settings: [(String, String)] = []) async throws
+        -> TestCoordinator
+    {
+        let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends)] + settings).map {
+            (source: "test", key: $0.0, value: $0.1)
+        }
+        let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
+        let daemon = try Daemon(configuration: config, logger: quietLogger)
+        let port = try await daemon.start()
+        return TestCoordinator(daemon: daemon, port: port)
+    }
+
+    var url: String { "ws://127.0.0.1:\(port)" }
+
+    func connect(token: String? = nil) async throws(MusterClientError) -> MusterClient {
+        var options = MusterClient.Options(coordinator: url, name: "tester", token: token)
+        options.connectTimeout = .seconds(30)
+        options.requestTimeout = .seconds(30)
+        return try await MusterClient.connect(options, logger: Self.quietLogger)
+    }
+
+    func stop() async {
+        await daemon.shutdown()
+        // Workaround: after its loop stops, `EventLoopExecutor.drainAfterStop` runs jobs without
+        // holding the executor, so dropping the last reference to a stopped daemon while that
+        // drain is still looping frees the executor under it (signal 11). Keep stopped daemons.
+        Self.stopped.withLock { $0.append(daemon) }
+    }
+
+    private static let stopped = Mutex<[Daemon]>([])
+}
+
+/// Runs `body`, failing if it has not finished within `bound`: a guard against hangs, not a
+/// timing assertion.
+func within<T: Sendable>(
+    _ bound: Duration = .seconds(60), _ what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: bound)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw BoundExceeded(what: what)
+        }
+        return value
+    }
+}
+
+struct BoundExceeded: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "gave up waiting for \(what)" }
+}
+
+extension MusterClient {
+    /// Follows `events` until every job of `accepted` is final.
+    nonisolated func follow(_ accepted: Wire.Accepted) async -> BatchProgress {
+        var progress = BatchProgress(batch: accepted.batch, jobs: accepted.jobs)
+        for await event in events {
+            progress.apply(event)
+            if progress.isDone { break }
+        }
+        return progress
+    }
+}
