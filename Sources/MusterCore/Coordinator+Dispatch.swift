@@ -13,6 +13,9 @@ extension Coordinator {
     /// readiness.
     mutating func settle() {
         let closed = gateClosed
+        if pending.isEmpty && dirty.isEmpty && classesToCheck.isEmpty && !readinessDirty && closed == gateWasClosed {
+            return  // the common report that changes no routing state
+        }
         let opened = gateWasClosed && !closed
         let justClosed = closed && !gateWasClosed
         if opened || justClosed || !classesToCheck.isEmpty {
@@ -59,6 +62,7 @@ extension Coordinator {
                     if let s = jobs.state(entry.job), s == .queued || s == .gated { failNoEligible(entry.job) }
                 }
                 classes[c].queue = Heap()
+                heads[c] = .empty
                 classes[c].dead = 0
             }
         }
@@ -142,6 +146,7 @@ extension Coordinator {
                 if let (c, entry) = bestJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     classes[c].queue.removeMin()
+                    heads[c] = classes[c].queue.min ?? .empty
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
                 } else if !(runningFree && policy.workStealing && steal(into: e.id)) {
@@ -167,9 +172,14 @@ extension Coordinator {
         let bi = backends.index(id)!
         let eligible = backends.records[bi].classes
         var best: (Int, QueueEntry)?
-        for c in eligible where classes[c].queued > 0 {
+        for c in eligible {
+            var head = heads[c]
+            if head.isEmpty { continue }
             if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
-            guard let head = cleanHead(c) else { continue }
+            if classes[c].dead > 0 {
+                guard let clean = cleanHead(c) else { continue }
+                head = clean
+            }
             if let current = best, !(head < current.1) { continue }
             let m = classes[c].modelID
             if m >= 0, !backends.records[bi].loadedIDs.contains(m), !loadPaysOff(estimate: Int(head.estimate), model: m)
@@ -188,6 +198,7 @@ extension Coordinator {
             if let s = jobs.state(head.job), s == .queued || s == .gated { return head }
             classes[c].queue.removeMin()
             classes[c].dead -= 1
+            heads[c] = classes[c].queue.min ?? .empty
         }
         return nil
     }

@@ -35,6 +35,7 @@ extension Coordinator {
         }
         for id in jobClass.capable { backends[id].classes.append(c) }
         classes.append(jobClass)
+        heads.append(.empty)
         classIndex[key] = c
         return c
     }
@@ -59,9 +60,11 @@ extension Coordinator {
         jobs[id].enqueuedAt = now
         let c = jobs[id].classIndex
         let priority = jobs[id].spec.priority
-        classes[c].queue.insert(QueueEntry(
+        let entry = QueueEntry(
             negPriority: -priority, round: jobs[id].round, seq: jobs[id].seq, job: id,
-            estimate: Int32(jobs[id].estimateIndex)))
+            estimate: Int32(jobs[id].estimateIndex))
+        classes[c].queue.insert(entry)
+        if entry < heads[c] { heads[c] = entry }
         classes[c].queued += 1
         queuedByPriority[priority, default: 0] += 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
@@ -250,14 +253,13 @@ extension Coordinator {
         }
         emit(jobs[id], kind)
         if finished.isEmpty { schedule(now + policy.finishedJobRetention, .retention) }
-        finished.append(id)
+        finished.append((id, now))
         evictFinished()
     }
 
     /// Drops finished jobs beyond the count limit or older than the retention.
     mutating func evictFinished() {
-        while let first = finished.first {
-            let endedAt = jobs.index(first).flatMap { jobs.records[$0].endedAt } ?? now
+        while let (first, endedAt) = finished.first {
             guard finished.count > policy.finishedJobLimit || endedAt + policy.finishedJobRetention <= now else {
                 break
             }
@@ -273,8 +275,8 @@ extension Coordinator {
 
     mutating func retentionDue() {
         evictFinished()
-        if let first = finished.first, let i = jobs.index(first), let endedAt = jobs.records[i].endedAt {
-            schedule(endedAt + policy.finishedJobRetention, .retention)
+        if let first = finished.first {
+            schedule(first.endedAt + policy.finishedJobRetention, .retention)
         }
     }
 }

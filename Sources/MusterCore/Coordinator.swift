@@ -22,6 +22,9 @@ public struct Coordinator: Sendable {
     var batchKeys: [String: BatchID] = [:]
     var classes: [JobClass] = []
     var classIndex: [ClassKey: Int] = [:]
+    /// `classes[c].queue.min` for every class, contiguous so that scanning a backend's classes
+    /// touches one small array instead of every class's heap.
+    var heads: [QueueEntry] = []
     var estimates = Estimates()
     var ownerRounds: [OwnerKey: UInt64] = [:]
     var servedRound: [Int: UInt64] = [:]
@@ -49,7 +52,8 @@ public struct Coordinator: Sendable {
     var stealable: Set<BackendID> = []
     var readyCount = 0
     var timers = Heap<Timer>()
-    var finished = Deque<JobID>()
+    /// Finished jobs in the order they ended, with when (so eviction reads no cold record).
+    var finished = Deque<(job: JobID, endedAt: CoreInstant)>()
     var lastReadiness: Readiness
 
     // Scratch state of the event being handled.
@@ -178,8 +182,9 @@ public struct Coordinator: Sendable {
 
     mutating func finish() -> [CoreAction] {
         settle()
+        // Hand the buffer over; keeping its capacity would cost an allocation per event.
         let actions = out
-        out.removeAll(keepingCapacity: true)
+        out = []
         return actions
     }
 
@@ -244,6 +249,9 @@ struct QueueEntry: Comparable {
         (a.negPriority, a.round, a.seq) < (b.negPriority, b.round, b.seq)
     }
     static func == (a: QueueEntry, b: QueueEntry) -> Bool { a.seq == b.seq && a.job == b.job }
+    /// Stands for an empty queue; orders after every real entry.
+    static let empty = QueueEntry(negPriority: .max, round: .max, seq: .max, job: JobID(0), estimate: 0)
+    var isEmpty: Bool { seq == .max }
 }
 
 struct OwnerKey: Hashable {
