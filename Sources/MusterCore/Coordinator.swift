@@ -41,15 +41,15 @@ public struct Coordinator: Sendable {
     var nextSeq: UInt64 = 1
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.
-    var unknown: Set<BackendID> = []
+    var unknown = BackendSet()
     var lastGateOpenCause: ReleaseCause = .backendsAnnounced
     var gateWasClosed = false
     var held: Set<JobID> = []
     var heldFeatures: [String: Int] = [:]
     /// Routable backends with a free in-flight slot.
-    var free: Set<BackendID> = []
+    var free = BackendSet()
     /// Backends whose running slots are busy and that hold bound jobs they have not started.
-    var stealable: Set<BackendID> = []
+    var stealable = BackendSet()
     var readyCount = 0
     var timers = Heap<Timer>()
     /// Finished jobs in the order they ended, with when (so eviction reads no cold record).
@@ -59,7 +59,7 @@ public struct Coordinator: Sendable {
     // Scratch state of the event being handled.
     var now = CoreInstant.zero
     var out: [CoreAction] = []
-    var dirty: Set<BackendID> = []
+    var dirty = BackendSet()
     var pending: [JobID] = []
     var classesToCheck: Set<Int> = []
     var readinessDirty = false
@@ -182,7 +182,7 @@ public struct Coordinator: Sendable {
 
     mutating func finish() -> [CoreAction] {
         settle()
-        // Hand the buffer over; keeping its capacity would cost an allocation per event.
+        // Hand the buffer over; the next event starts a fresh one.
         let actions = out
         out = []
         return actions
@@ -235,7 +235,7 @@ struct JobClass {
     /// Entries in `queue` whose job already left it.
     var dead = 0
     /// Backends announced ready with these features and the model, link not down, not draining.
-    var capable: Set<BackendID> = []
+    var capable = BackendSet()
 }
 
 struct QueueEntry: Comparable {

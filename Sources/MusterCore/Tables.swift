@@ -120,3 +120,25 @@ struct BackendTable {
         records.removeLast()
     }
 }
+
+/// A set of backend ids hashed with `BackendKey` (the router updates several per decision).
+struct BackendSet: Sequence {
+    private var keys = Set<BackendKey>()
+
+    var isEmpty: Bool { keys.isEmpty }
+    var count: Int { keys.count }
+    func contains(_ id: BackendID) -> Bool { keys.contains(BackendKey(id)) }
+    @discardableResult
+    mutating func insert(_ id: BackendID) -> (inserted: Bool, memberAfterInsert: BackendID) {
+        let (inserted, _) = keys.insert(BackendKey(id))
+        return (inserted, id)
+    }
+    @discardableResult
+    mutating func remove(_ id: BackendID) -> BackendID? { keys.remove(BackendKey(id)).map { _ in id } }
+    mutating func removeAll(keepingCapacity: Bool) { keys.removeAll(keepingCapacity: keepingCapacity) }
+    func sorted() -> [BackendID] { keys.map { BackendID($0.raw) }.sorted() }
+
+    func makeIterator() -> some IteratorProtocol<BackendID> {
+        keys.lazy.map { BackendID($0.raw) }.makeIterator()
+    }
+}
