@@ -21,8 +21,9 @@ extension Coordinator {
         b.helloSlots = r.slots
         b.lastSeen = now
         if let known = b.incarnation, r.incarnation == known {
+            let wasUp = b.link == .up
             backends.put(b)
-            linkRestored(r.id)
+            if wasUp { refresh(r.id, reindex: true) } else { linkRestored(r.id) }
             return
         }
         let restarted = b.incarnation != nil

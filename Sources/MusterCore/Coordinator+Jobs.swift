@@ -15,6 +15,14 @@ extension Coordinator {
             if let model = entry.spec.model, model.isEmpty {
                 throw CoreError(.invalidMessage, "entry \(i): model is empty; leave it out instead")
             }
+            if classIndex[ClassKey(needs: entry.spec.needs, model: entry.spec.model)] == nil,
+                classes.count >= policy.maxJobClasses
+            {
+                throw CoreError(
+                    .limitExceeded,
+                    "entry \(i): too many distinct combinations of needs and model (\(policy.maxJobClasses)); "
+                        + "reuse existing ones")
+            }
             total += entry.count
             guard total <= policy.maxJobsPerSubmission else {
                 throw CoreError(

@@ -282,3 +282,16 @@ import Testing
         #expect(order == [urgent[0], a[0], b[0], a[1], b[1], a[2]])
     }
 }
+
+@Suite struct LimitTests {
+    @Test func distinctJobClassesAreBounded() throws {
+        var h = Harness { $0.maxJobClasses = 2 }
+        h.ready(1, features: ["a", "b", "c"])
+        _ = h.submit(JobSpec(kind: "image", needs: ["a"]))
+        _ = h.submit(JobSpec(kind: "image", needs: ["b"]))
+        _ = h.submit(JobSpec(kind: "image", needs: ["a"]))  // known combination: fine
+        #expect(throws: CoreError.self) {
+            _ = try h.core.submit(key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image", needs: ["c"]))], at: h.clock)
+        }
+    }
+}
