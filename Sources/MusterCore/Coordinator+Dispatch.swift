@@ -268,11 +268,6 @@ extension Coordinator {
     }
 }
 
-extension Coordinator {
-    var defaultJobSeconds: Double { policy.defaultJobDuration.secondsValue }
-    var defaultLoadSeconds: Double { policy.defaultModelLoadTime.secondsValue }
-}
-
 /// A backend with a free slot, ordered as the router prefers them: least loaded (in flight /
 /// slots), local before remote, higher configured priority, lower id.
 struct Candidate: Comparable {

@@ -187,7 +187,8 @@ extension Coordinator {
         if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
             let e = jobs[id].estimateIndex
-            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], took.secondsValue, policy.estimateSmoothing)
+            let seconds = Double(now.nanoseconds - startedAt.nanoseconds) / 1e9
+            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], seconds, policy.estimateSmoothing)
             out.append(.observe(.jobDuration(id, backend, took)))
         }
         unbind(id, outcome: "completed")
@@ -268,7 +269,8 @@ extension Coordinator {
     /// Drops finished jobs beyond the count limit or older than the retention.
     mutating func evictFinished() {
         while let (first, endedAt) = finished.first {
-            guard finished.count > policy.finishedJobLimit || endedAt + policy.finishedJobRetention <= now else {
+            guard finished.count > policy.finishedJobLimit || endedAt.nanoseconds &+ retentionNanos <= now.nanoseconds
+            else {
                 break
             }
             finished.removeFirst()

@@ -11,6 +11,10 @@ import MusterProtocol
 public struct Coordinator: Sendable {
     /// The knobs this coordinator runs with.
     public let policy: CorePolicy
+    // Policy durations converted once: Duration arithmetic divides 128-bit attoseconds.
+    let retentionNanos: UInt64
+    let defaultJobSeconds: Double
+    let defaultLoadSeconds: Double
     /// Every announcement joined so far (the semilattice; the routing view is derived from it).
     public internal(set) var registry = CapabilityRegistry()
     /// Running totals.
@@ -69,6 +73,9 @@ public struct Coordinator: Sendable {
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {
         self.policy = policy
+        retentionNanos = UInt64(max(0, policy.finishedJobRetention.nanoseconds))
+        defaultJobSeconds = policy.defaultJobDuration.secondsValue
+        defaultLoadSeconds = policy.defaultModelLoadTime.secondsValue
         lastReadiness = Readiness(ready: false, readyBackends: 0, heldJobs: 0, waitingFeatures: [], waitingBackends: [])
     }
 

@@ -41,6 +41,8 @@ import Testing
         #expect(r.makespan == 160)
         #expect(r.optimum == 160)
         #expect(r.ratio == 1)
+        // Each ran 120 s of the 160 s (the remote was loading for the first 40).
+        #expect(r.utilisation == [BackendID(-1): 0.75, BackendID(7): 0.75])
         // Three jobs were held while the remote loaded, then released by its announcement.
         let gated = r.events { if case .gated = $0.kind { true } else { false } }
         #expect(gated.count == 3)
