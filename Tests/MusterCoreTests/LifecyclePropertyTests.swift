@@ -29,7 +29,7 @@ import Testing
             }
             for n in script {
                 let b = Int64(n % 3 + 1)
-                let pick = (n / 3) % 13
+                let pick = (n / 3) % 15
                 switch pick {
                 case 0: announce(&h, b, .ready)
                 case 1: announce(&h, b, n % 2 == 0 ? .loading : .draining)
@@ -58,6 +58,13 @@ import Testing
                 case 10:
                     guard !submitted.isEmpty else { continue }
                     h.record(try! h.core.cancelJob(submitted[(n / 39) % submitted.count], at: h.clock))
+                case 13:
+                    // Removal (a later hello brings the backend back as new), or a drain request.
+                    if n % 2 == 0 {
+                        h.send(.backendRemoved(BackendID(b)))
+                    } else {
+                        h.send(.drain(BackendID(b)))
+                    }
                 default:
                     t += Double(n % 7)
                     h.advance(to: t)
