@@ -174,8 +174,10 @@ extension Coordinator {
     }
 
     mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool) {
-        guard let b = backends.get(id) else { return }
-        if !force && (b.loaded.contains(model) || b.loadRequested[model] != nil) { return }
+        guard let i = backends.index(id) else { return }
+        if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[model] != nil) {
+            return
+        }
         backends[id].loadRequested[model] = now
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))

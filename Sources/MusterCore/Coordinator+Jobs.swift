@@ -53,7 +53,7 @@ extension Coordinator {
     /// the next job of every other owner instead of queueing behind all of them.
     mutating func assignRound(owner: String, priority: Int) -> UInt64 {
         let key = OwnerKey(owner: owner, priority: priority)
-        let round = max(ownerRounds[key] ?? 0, servedRound[priority] ?? 0)
+        let round = max(ownerRounds[key] ?? 0, servedRound[PriorityKey(priority)] ?? 0)
         ownerRounds[key] = round + 1
         return round
     }
@@ -74,7 +74,7 @@ extension Coordinator {
         classes[c].queue.insert(entry)
         if entry < heads[c] { heads[c] = entry }
         classes[c].queued += 1
-        queuedByPriority[priority, default: 0] += 1
+        queuedByPriority[PriorityKey(priority), default: 0] += 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
         emit(jobs[id], event)
         pending.append(id)
@@ -96,15 +96,15 @@ extension Coordinator {
         let c = jobs[id].classIndex
         classes[c].queued -= 1
         if !popped { classes[c].dead += 1 }
-        queuedByPriority[jobs[id].spec.priority, default: 0] -= 1
+        queuedByPriority[PriorityKey(jobs[id].spec.priority), default: 0] -= 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] -= 1 }
-        if held.contains(id) { unhold(id) }
+        if jobs[id].state == .gated { unhold(id) }  // gated exactly when held
     }
 
     /// Binds a job to a backend under a fresh lease and sends it there.
     mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool) {
         if fromQueue {
-            if held.contains(id) {
+            if jobs[id].state == .gated {
                 unhold(id)
                 jobs[id].state = .queued
                 jobs[id].waitReason = nil
@@ -121,7 +121,12 @@ extension Coordinator {
         let attempt = jobs[id].attempt
         jobs[id].history.append(AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now))
         let priority = jobs[id].spec.priority
-        servedRound[priority] = max(servedRound[priority] ?? 0, jobs[id].round)
+        let round = jobs[id].round
+        if let i = servedRound.index(forKey: PriorityKey(priority)) {
+            if servedRound.values[i] < round { servedRound.values[i] = round }
+        } else {
+            servedRound[PriorityKey(priority)] = round
+        }
         backends[backend].jobs.append(id)
         adjustModelInFlight(backend, 1)
         let c = jobs[id].classIndex

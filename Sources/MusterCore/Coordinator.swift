@@ -31,8 +31,8 @@ public struct Coordinator: Sendable {
     var heads: [QueueEntry] = []
     var estimates = Estimates()
     var ownerRounds: [OwnerKey: UInt64] = [:]
-    var servedRound: [Int: UInt64] = [:]
-    var queuedByPriority: [Int: Int] = [:]
+    var servedRound: [PriorityKey: UInt64] = [:]
+    var queuedByPriority: [PriorityKey: Int] = [:]
     /// Models are interned: the per-model totals below are arrays indexed by model id.
     var modelIDs: [String: Int32] = [:]
     var queuedByModel: [Int] = []

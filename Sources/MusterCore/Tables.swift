@@ -72,12 +72,24 @@ struct BackendKey: Hashable {
     var raw: Int64
     init(_ id: BackendID) { raw = id.rawValue }
     func hash(into hasher: inout Hasher) { hasher.combine(raw) }
-    func _rawHashValue(seed: Int) -> Int {
-        var z = UInt64(bitPattern: raw) &+ UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Int(bitPattern: UInt(z ^ (z >> 31)))
-    }
+    func _rawHashValue(seed: Int) -> Int { mix64(raw, seed) }
+}
+
+/// A job priority with the same cheap hash (per-priority totals change on every binding).
+struct PriorityKey: Hashable {
+    var raw: Int
+    init(_ priority: Int) { raw = priority }
+    func hash(into hasher: inout Hasher) { hasher.combine(raw) }
+    func _rawHashValue(seed: Int) -> Int { mix64(Int64(raw), seed) }
+}
+
+/// SplitMix64's finaliser over a value and the table's seed.
+@inline(__always)
+func mix64(_ raw: Int64, _ seed: Int) -> Int {
+    var z = UInt64(bitPattern: raw) &+ UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return Int(bitPattern: UInt(z ^ (z >> 31)))
 }
 
 /// Backends by id: a dictionary of slots into an array of records.
