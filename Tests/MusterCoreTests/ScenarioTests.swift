@@ -208,6 +208,7 @@ import Testing
         // Alice's first job runs 0-10 and her second already waits on the backend (overqueue 1);
         // Bob's job takes the slot freed at 10 and starts at 20, not after Alice's hundred.
         #expect(bob.first?.at == .seconds(20))
+        #expect(r.events { $0.owner == "bob" && $0.kind == .bound }.first?.at == .seconds(10))
         #expect(r.completions.count == 101)
     }
 }
