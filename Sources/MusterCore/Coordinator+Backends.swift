@@ -253,17 +253,24 @@ extension Coordinator {
                 b.countedSlots = b.slots
                 readinessDirty = true
             }
-            let isUnknown = b.unannounced && b.link != .down && policy.gateWindow > .zero
-                && now < b.registeredAt + policy.gateWindow
-            if isUnknown {
-                if unknown.insert(id).inserted { readinessDirty = true }
-            } else if unknown.remove(id) != nil {
-                readinessDirty = true
-                lastGateOpenCause = b.unannounced ? .windowExpired : .backendsAnnounced
-            }
         }
         backends.put(b)
+        refreshUnknown(id)
         refreshLoad(id)
+    }
+
+    /// Gate membership: unannounced, link not down, window still open.
+    mutating func refreshUnknown(_ id: BackendID) {
+        guard let i = backends.index(id) else { return }
+        let unannounced = backends.records[i].unannounced
+        let isUnknown = unannounced && backends.records[i].link != .down && policy.gateWindow > .zero
+            && now < backends.records[i].registeredAt + policy.gateWindow
+        if isUnknown {
+            if unknown.insert(id).inserted { readinessDirty = true }
+        } else if unknown.remove(id) != nil {
+            readinessDirty = true
+            lastGateOpenCause = unannounced ? .windowExpired : .backendsAnnounced
+        }
     }
 
     /// Free and stealable membership after a change of load or routability.
@@ -291,7 +298,7 @@ extension Coordinator {
         }
     }
 
-    func matches(_ b: Backend, _ c: JobClass) -> Bool {
+    func matches(_ b: borrowing Backend, _ c: borrowing JobClass) -> Bool {
         if let model = c.model, !b.available.contains(model) { return false }
         for f in c.needs where !b.features.contains(f) { return false }
         return true

@@ -204,13 +204,18 @@ extension Coordinator {
     }
 
     /// Among backends as loaded as `e` (same locality), one that already has the class's model.
+    /// Looks at the top of the candidate heap only (where the least loaded candidates sit): in a
+    /// burst with thousands of equal candidates a full scan per binding would cost more than the
+    /// tie-break is worth.
     func loadedPeer(for c: Int, instead e: Candidate, in heap: Heap<Candidate>) -> BackendID? {
-        guard let m = classes[c].model, !backends[e.id].loaded.contains(m) else { return nil }
+        let m = classes[c].modelID
+        guard m >= 0, !backends[e.id].loadedIDs.contains(m), heap.count > 0 else { return nil }
         let held = classHeld(c)
         var best: Candidate?
-        for other in heap.unordered.prefix(64) where other.id != e.id && other.sameTier(e) {
-            guard free.contains(other.id), classes[c].capable.contains(other.id), let b = backends.get(other.id),
-                b.loaded.contains(m), candidate(other.id) == other, !held || b.jobs.count < b.slots
+        for other in heap.unordered.prefix(4) where other.id != e.id && other.sameTier(e) {
+            guard let i = backends.index(other.id), backends.records[i].loadedIDs.contains(m),
+                backends.records[i].inFree, classes[c].capable.contains(other.id), candidate(other.id) == other,
+                !held || other.inFlight < other.slots
             else { continue }
             if best == nil || other < best! { best = other }
         }
