@@ -135,6 +135,9 @@ extension Coordinator {
             swap(&heap, &scratch)  // reuse the drained heap's storage
             for id in dirty where free.contains(id) { heap.insert(candidate(id)) }
             dirty.removeAll(keepingCapacity: true)
+            // A binding emits about four actions; growing the buffer by doubling would copy it
+            // (and fault in fresh pages) several times during a burst.
+            if heap.count > 8 { out.reserveCapacity(out.count + 4 * heap.count * (1 + policy.overqueue)) }
             while let e = heap.popMin() {
                 guard free.contains(e.id) else { continue }
                 let fresh = candidate(e.id)
