@@ -208,3 +208,24 @@ import Testing
         #expect(h.core.readiness.waitingBackends == [BackendID(5)])
     }
 }
+
+@Suite struct QueryTests {
+    @Test func queriesDescribeBackendsJobsAndQueues() {
+        var h = Harness()
+        h.clock = .seconds(2)
+        h.ready(-1, features: ["video"], models: ["m"], loaded: ["m"], slots: 1)
+        let jobs = h.submit(JobSpec(kind: "video", needs: ["video"], priority: 2), count: 3)
+        let info = h.core.backend(BackendID(-1))!
+        #expect(info.isLocal && info.link == .up && info.announced == .ready)
+        #expect(info.features == ["video"] && info.modelsLoaded == ["m"] && info.slots == 1)
+        #expect(info.inFlight == 2 && info.running == 0)
+        #expect(info.registeredAt == .seconds(2) && info.firstAnnouncedAt == .seconds(2) && info.lastSeen == .seconds(2))
+        #expect(info.version == CapabilityVersion(incarnation: Incarnation(1), revision: 1))
+        #expect(h.core.queueDepthByPriority == [2: 1])
+        #expect(h.core.jobsByState == [.bound: 2, .queued: 1])
+        #expect(h.core.job(jobs[2])?.waitReason == nil)
+        #expect(h.core.backendList.map(\.id) == [BackendID(-1)])
+        #expect(h.core.counters.submitted == 3 && h.core.counters.bound == 2)
+        #expect(h.core.registry.entries[BackendID(-1)]?.state == .ready)
+    }
+}
