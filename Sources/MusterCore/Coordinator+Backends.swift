@@ -230,6 +230,14 @@ extension Coordinator {
                 classesToCheck.insert(c)
             }
             b.classes = member
+            // Capable backends that have each class's model loaded (the affinity rule must never
+            // refuse the only way a job can run).
+            let loadedNow = member.filter { classes[$0].modelID >= 0 && b.loadedIDs.contains(classes[$0].modelID) }
+            if loadedNow != b.loadedClasses {
+                for c in b.loadedClasses { classes[c].loadedCapable -= 1 }
+                for c in loadedNow { classes[c].loadedCapable += 1 }
+                b.loadedClasses = loadedNow
+            }
             // Ready count and per-model totals (for the affinity rule).
             let counts = b.link == .up && b.announcedReady && !b.drainRequested
             let models = counts ? b.loadedIDs : []

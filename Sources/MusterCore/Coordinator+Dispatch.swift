@@ -185,7 +185,8 @@ extension Coordinator {
             }
             if let current = best, !(head < current.1) { continue }
             let m = classes[c].modelID
-            if m >= 0, !backends.records[bi].loadedIDs.contains(m), !loadPaysOff(estimate: Int(head.estimate), model: m)
+            if m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
+                !loadPaysOff(estimate: Int(head.estimate), model: m)
             {
                 continue
             }

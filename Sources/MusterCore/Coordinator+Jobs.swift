@@ -40,8 +40,14 @@ extension Coordinator {
         if let m = spec.model { jobClass.modelID = modelID(m) }
         for b in backends.records where b.capable && matches(b, jobClass) {
             jobClass.capable.insert(b.id)
+            if jobClass.modelID >= 0 && b.loadedIDs.contains(jobClass.modelID) { jobClass.loadedCapable += 1 }
         }
-        for id in jobClass.capable { backends[id].classes.append(c) }
+        for id in jobClass.capable {
+            backends[id].classes.append(c)
+            if jobClass.modelID >= 0 && backends[id].loadedIDs.contains(jobClass.modelID) {
+                backends[id].loadedClasses.append(c)
+            }
+        }
         classes.append(jobClass)
         heads.append(.empty)
         classIndex[key] = c

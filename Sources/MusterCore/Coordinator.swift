@@ -241,6 +241,8 @@ struct JobClass {
     var queued = 0
     /// Entries in `queue` whose job already left it.
     var dead = 0
+    /// Capable backends with `model` loaded.
+    var loadedCapable = 0
     /// Backends announced ready with these features and the model, link not down, not draining.
     var capable = BackendSet()
 }
@@ -308,6 +310,8 @@ struct Backend {
     var inhibitedUntil = CoreInstant.zero
     var suspectUntil: CoreInstant?
     var classes: [Int] = []
+    /// The subset of `classes` whose model this backend has loaded.
+    var loadedClasses: [Int] = []
     /// Models this backend was asked to load, and when (to measure load times).
     var loadRequested: [String: CoreInstant] = [:]
     var nextSync: CoreInstant?

@@ -229,3 +229,17 @@ import Testing
         #expect(h.core.registry.entries[BackendID(-1)]?.state == .ready)
     }
 }
+
+@Suite struct AffinityTests {
+    /// The model is loaded only on a backend that cannot run the job: loading it on the one that
+    /// can is the only way, whatever the estimates say.
+    @Test func loadsWhenNoCapableBackendHasTheModel() {
+        var h = Harness { $0.defaultModelLoadTime = .seconds(600) }
+        h.ready(1, features: [], models: ["m"], loaded: ["m"])
+        h.ready(2, features: ["video"], models: ["m"])
+        let job = h.submit(JobSpec(kind: "video", needs: ["video"], model: "m"))[0]
+        #expect(h.state(job) == .bound)
+        #expect(h.backend(job) == BackendID(2))
+        #expect(h.last.contains(.loadModel(backend: BackendID(2), model: "m")))
+    }
+}
