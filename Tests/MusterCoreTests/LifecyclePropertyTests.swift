@@ -70,6 +70,17 @@ import Testing
                     h.advance(to: t)
                 }
                 for case .assign(let job, _, let backend, let lease, _) in h.last { leases.append((job, backend, lease)) }
+                // Late binding never leaves a usable slot idle while a job it could take waits.
+                let waiting = submitted.compactMap { h.core.job($0) }.filter { $0.state == .queued || $0.state == .gated }
+                for info in h.core.backendList
+                where info.link == .up && info.announced == .ready && !info.draining && info.inhibitedUntil == nil {
+                    let runningFree = info.inFlight < info.slots
+                    let anyFree = info.inFlight < info.slots + h.core.policy.overqueue
+                    let idleWith = waiting.filter { j in
+                        Set(j.spec.needs).isSubset(of: info.features) && (j.state == .gated ? runningFree : anyFree)
+                    }
+                    #expect(idleWith.isEmpty, "backend \(info.id) has room while \(idleWith.map(\.id)) wait")
+                }
             }
             // Every job reached at most one final event.
             var finals: [JobID: Int] = [:]
