@@ -8,6 +8,14 @@ import MusterProtocol
 ///
 /// Timer contract: after any call, arm one timer for `nextDeadline` (if any) and feed
 /// `handle(.tick, at:)` when it fires. Early or spurious ticks are harmless.
+///
+/// ```swift
+/// var core = Coordinator(policy: policy)
+/// perform(core.handle(.backendRegistered(hello), at: now()))       // links, timers, clients
+/// let (receipt, actions) = try core.submit(key: key, entries: entries, at: now())
+/// perform(actions)
+/// rearm(core.nextDeadline)
+/// ```
 public struct Coordinator: Sendable {
     /// The knobs this coordinator runs with.
     public let policy: CorePolicy
