@@ -15,8 +15,8 @@ extension Coordinator {
             if let model = entry.spec.model, model.isEmpty {
                 throw CoreError(.invalidMessage, "entry \(i): model is empty; leave it out instead")
             }
-            if classIndex[ClassKey(needs: entry.spec.needs, model: entry.spec.model)] == nil,
-                classes.count >= policy.maxJobClasses
+            if classes.count >= policy.maxJobClasses,
+                classIndex[ClassKey(needs: entry.spec.needs, model: entry.spec.model)] == nil
             {
                 throw CoreError(
                     .limitExceeded,
@@ -61,6 +61,12 @@ extension Coordinator {
         let key = OwnerKey(owner: owner, priority: priority)
         let round = max(ownerRounds[key] ?? 0, servedRound[PriorityKey(priority)] ?? 0)
         ownerRounds[key] = round + 1
+        if ownerRounds.count > ownerRoundsPruneAt {
+            // An owner whose next round is not ahead of the round being served gets the same
+            // round without an entry: drop those, so one-off owners do not accumulate.
+            ownerRounds = ownerRounds.filter { $0.value > servedRound[PriorityKey($0.key.priority)] ?? 0 }
+            ownerRoundsPruneAt = max(1024, 2 * ownerRounds.count)
+        }
         return round
     }
 

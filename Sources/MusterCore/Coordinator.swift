@@ -39,6 +39,7 @@ public struct Coordinator: Sendable {
     var heads: [QueueEntry] = []
     var estimates = Estimates()
     var ownerRounds: [OwnerKey: UInt64] = [:]
+    var ownerRoundsPruneAt = 1024
     var servedRound: [PriorityKey: UInt64] = [:]
     var queuedByPriority: [PriorityKey: Int] = [:]
     /// Models are interned: the per-model totals below are arrays indexed by model id.
