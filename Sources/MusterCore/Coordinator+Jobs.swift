@@ -155,8 +155,8 @@ extension Coordinator {
 
     /// Detaches a bound or running job from its backend, closing its current attempt.
     mutating func unbind(_ id: JobID, outcome: String) {
-        guard let ji = jobs.index(id), let backend = jobs.records[ji].backend else { return }
-        let wasRunning = jobs.records[ji].state == .running
+        guard let ji = jobs.index(id), let backend = jobs[slot: ji].backend else { return }
+        let wasRunning = jobs[slot: ji].state == .running
         if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobs.remove(at: i)
             if wasRunning { backends[backend].running -= 1 }
@@ -172,8 +172,8 @@ extension Coordinator {
 
     /// True when the report names the job's current binding; otherwise it is counted as stale.
     mutating func current(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Bool {
-        if let i = jobs.index(id), jobs.records[i].lease == lease, jobs.records[i].backend == backend,
-            jobs.records[i].state == .bound || jobs.records[i].state == .running
+        if let i = jobs.index(id), jobs[slot: i].lease == lease, jobs[slot: i].backend == backend,
+            jobs[slot: i].state == .bound || jobs[slot: i].state == .running
         {
             backends[backend].lastSeen = now
             return true

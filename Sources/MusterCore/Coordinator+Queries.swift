@@ -41,7 +41,7 @@ extension Coordinator {
     /// Jobs currently in each state (finished ones within the retention bounds).
     public var jobsByState: [JobState: Int] {
         var counts: [JobState: Int] = [:]
-        for j in jobs.records { counts[j.state, default: 0] += 1 }
+        for j in jobs.all { counts[j.state, default: 0] += 1 }
         return counts
     }
 
