@@ -32,6 +32,7 @@ extension Coordinator {
         b.suspectUntil = nil
         b.registeredAt = now
         b.firstAnnouncedAt = nil
+        b.propagated = false
         b.loadRequested = [:]
         // The announcement of this incarnation may have overtaken the hello.
         if let entry = registry.entries[r.id], entry.version.incarnation == r.incarnation {
@@ -85,10 +86,14 @@ extension Coordinator {
         if restarted {
             b.registeredAt = now
             b.firstAnnouncedAt = nil
+            b.propagated = false
             b.loadRequested = [:]
         }
-        let wasReady = b.announcedReady
         if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
+        if snapshot.state == .ready && !b.propagated {
+            b.propagated = true
+            out.append(.observe(.propagation(id, now - b.registeredAt)))
+        }
         for model in snapshot.modelsLoaded {
             if let asked = b.loadRequested.removeValue(forKey: model) {
                 let m = Int(modelID(model))
@@ -99,11 +104,6 @@ extension Coordinator {
         b.snapshot = snapshot
         backends.put(b)
         if restarted { requeueAll(on: id, .backendRestarted) }
-        if snapshot.state == .ready && !wasReady && previous?.incarnation != snapshot.version.incarnation
-            || snapshot.state == .ready && previous == nil
-        {
-            out.append(.observe(.propagation(id, now - b.registeredAt)))
-        }
         refresh(id, reindex: true)
         if snapshot.state == .ready { requestPinned(id) }
     }

@@ -309,6 +309,8 @@ struct Backend {
     var helloSlots: Int
     var registeredAt: CoreInstant
     var firstAnnouncedAt: CoreInstant?
+    /// Whether this incarnation's first `ready` announcement was observed (propagation time).
+    var propagated = false
     var lastSeen: CoreInstant?
     /// The newest announcement of the current incarnation.
     var snapshot: CapabilitySnapshot?

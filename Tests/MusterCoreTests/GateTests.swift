@@ -125,13 +125,23 @@ import Testing
         #expect(h.core.counters.announcementsStale == 1)
     }
 
-    @Test func propagationTimeIsObserved() {
+    @Test func propagationTimeIsObservedOncePerIncarnation() {
         var h = Harness()
         h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        h.clock = .seconds(1)
+        h.announce(5, .loading, revision: 1)
+        #expect(h.core.backend(BackendID(5))?.firstAnnouncedAt == .seconds(1))
         h.clock = .seconds(40)
-        h.announce(5, .ready, revision: 1)
+        h.announce(5, .ready, revision: 2)
         #expect(h.last.contains(.observe(.propagation(BackendID(5), .seconds(40)))))
-        #expect(h.core.backend(BackendID(5))?.firstAnnouncedAt == .seconds(40))
+        h.announce(5, .ready, features: ["x"], revision: 3)
+        #expect(!h.last.contains { if case .observe(.propagation) = $0 { true } else { false } })
+        // A restart measures again, from the new hello.
+        h.clock = .seconds(100)
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(2))))
+        h.clock = .seconds(130)
+        h.announce(5, .ready, incarnation: 2, revision: 1)
+        #expect(h.last.contains(.observe(.propagation(BackendID(5), .seconds(30)))))
     }
 
     @Test func loadModelNowAskesEveryEligibleBackendAndRemembersTheModel() throws {
