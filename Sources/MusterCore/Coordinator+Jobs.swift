@@ -184,7 +184,8 @@ extension Coordinator {
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        guard current(id, backend, lease), jobs[id].state == .bound else { return }
+        guard current(id, backend, lease) else { return dropDeadLease(id, backend, lease) }
+        guard jobs[id].state == .bound else { return }
         jobs[id].state = .running
         jobs[id].history[jobs[id].history.count - 1].startedAt = now
         backends[backend].running += 1
@@ -193,10 +194,16 @@ extension Coordinator {
     }
 
     mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double) {
-        guard current(id, backend, lease) else { return }
+        guard current(id, backend, lease) else { return dropDeadLease(id, backend, lease) }
         if jobs[id].state == .bound { started(id, backend, lease) }
         jobs[id].progress = min(1, max(0, fraction))
         emit(jobs[id], .progress(jobs[id].progress))
+    }
+
+    /// A backend works on a job under a lease that died (its link was down past the grace, or the
+    /// job was stolen, canceled or finished elsewhere): tell it to stop wasting the GPU.
+    mutating func dropDeadLease(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
+        out.append(.revoke(job: id, backend: backend, lease: lease))
     }
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {

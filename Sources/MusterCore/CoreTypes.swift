@@ -188,7 +188,8 @@ public enum CoreAction: Hashable, Sendable {
     case assign(job: JobID, spec: JobSpec, backend: BackendID, lease: Lease, attempt: Int)
     /// Tell the backend to stop the job (client cancel).
     case cancel(job: JobID, backend: BackendID, lease: Lease)
-    /// Take back a job the backend has not started (work stealing); the lease is dead.
+    /// Take back a job under a dead lease: stolen before it started, or still worked on after
+    /// the lease died (reported started or in progress by a backend that lost it).
     case revoke(job: JobID, backend: BackendID, lease: Lease)
     /// Ask the backend to load a model now.
     case loadModel(backend: BackendID, model: String)
