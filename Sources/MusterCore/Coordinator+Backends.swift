@@ -151,7 +151,10 @@ extension Coordinator {
         backends[id].link = .down
         backends[id].drainRequested = true
         refresh(id, reindex: true)
-        if unknown.remove(id) != nil { readinessDirty = true }
+        if unknown.remove(id) != nil {
+            readinessDirty = true
+            unknownChanged = true
+        }
         free.remove(id)
         stealable.remove(id)
         dirty.remove(id)
@@ -274,9 +277,13 @@ extension Coordinator {
         let isUnknown = unannounced && backends.records[i].link != .down && policy.gateWindow > .zero
             && now < backends.records[i].registeredAt + policy.gateWindow
         if isUnknown {
-            if unknown.insert(id).inserted { readinessDirty = true }
+            if unknown.insert(id).inserted {
+                readinessDirty = true
+                unknownChanged = true
+            }
         } else if unknown.remove(id) != nil {
             readinessDirty = true
+            unknownChanged = true
             lastGateOpenCause = unannounced ? .windowExpired : .backendsAnnounced
         }
     }

@@ -31,6 +31,14 @@ extension Coordinator {
         for id in pending where jobs.state(id) == .queued && classHeld(jobs[id].classIndex) {
             hold(id)
         }
+        if unknownChanged {
+            // Jobs still held keep an accurate list of the backends they wait for.
+            unknownChanged = false
+            if !held.isEmpty {
+                let waitingFor = unknown.sorted()
+                for id in held { jobs[id].waitReason?.backends = waitingFor }
+            }
+        }
         pending.removeAll(keepingCapacity: true)
         classesToCheck.removeAll(keepingCapacity: true)
         if readinessDirty {

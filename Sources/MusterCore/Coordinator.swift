@@ -76,6 +76,7 @@ public struct Coordinator: Sendable {
     var pending: [JobID] = []
     var classesToCheck: Set<Int> = []
     var readinessDirty = false
+    var unknownChanged = false
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
 

@@ -55,6 +55,19 @@ import Testing
         #expect(h.core.backend(BackendID(-1))?.inFlight == 2)
     }
 
+    @Test func heldJobsTrackTheBackendsTheyWaitFor() {
+        var h = Harness()
+        h.ready(-1, features: ["video"])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "a", incarnation: Incarnation(1))))
+        let jobs = h.submit(JobSpec(kind: "video", needs: ["video"]), count: 2)
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5)])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(6), name: "b", incarnation: Incarnation(1))))
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5), BackendID(6)])
+        h.announce(5, .ready, revision: 1)
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(6)])
+        #expect(h.core.readiness.waitingBackends == [BackendID(6)])
+    }
+
     @Test func gateWindowCountsFromRegistration() {
         var h = Harness { $0.gateWindow = .seconds(60) }
         h.ready(-1, features: ["video", "frameinterps"])
