@@ -5,16 +5,19 @@ import MusterProtocol
 extension Coordinator {
     mutating func expect(_ id: BackendID, name: String) {
         guard !backends.contains(id) else { return }
-        backends.put(Backend(
-            id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
+        backends.put(
+            Backend(
+                id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
         scheduleGateWindow(id)
         refresh(id, reindex: true)
     }
 
     mutating func register(_ r: BackendRegistration) {
-        var b = backends.get(r.id) ?? Backend(
-            id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
-            helloSlots: r.slots, registeredAt: now)
+        var b =
+            backends.get(r.id)
+            ?? Backend(
+                id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
+                helloSlots: r.slots, registeredAt: now)
         if let known = b.incarnation, r.incarnation < known { return }  // a dead process's late hello
         b.name = r.name
         b.priority = r.priority
@@ -274,7 +277,8 @@ extension Coordinator {
     mutating func refreshUnknown(_ id: BackendID) {
         guard let i = backends.index(id) else { return }
         let unannounced = backends.records[i].unannounced
-        let isUnknown = unannounced && backends.records[i].link != .down && policy.gateWindow > .zero
+        let isUnknown =
+            unannounced && backends.records[i].link != .down && policy.gateWindow > .zero
             && now < backends.records[i].registeredAt + policy.gateWindow
         if isUnknown {
             if unknown.insert(id).inserted {
@@ -293,7 +297,8 @@ extension Coordinator {
         guard let i = backends.index(id) else { return }
         let inFlight = backends.records[i].jobs.count, slots = backends.records[i].slots
         let running = backends.records[i].running
-        let isFree = backends.records[i].takesWork && backends.records[i].inhibitedUntil <= now
+        let isFree =
+            backends.records[i].takesWork && backends.records[i].inhibitedUntil <= now
             && inFlight < slots + policy.overqueue
         // The flags mirror set membership so that unchanged states cost no hashing.
         if isFree {

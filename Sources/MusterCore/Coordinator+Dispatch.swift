@@ -121,7 +121,8 @@ extension Coordinator {
         if !c.needs.isEmpty { wanted.append("features \(c.needs.joined(separator: ","))") }
         if let m = c.model { wanted.append("model \(m)") }
         let what = wanted.isEmpty ? "a ready backend" : wanted.joined(separator: " and ")
-        let detail = refusals.isEmpty
+        let detail =
+            refusals.isEmpty
             ? "no backends are registered"
             : refusals.map { "\($0.backend) (\($0.name)): \($0.reason)" }.joined(separator: "; ")
         let failure = JobFailure(

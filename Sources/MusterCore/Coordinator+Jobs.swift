@@ -4,7 +4,9 @@ import MusterProtocol
 // of a job (exactly once) and the bounded store of finished jobs.
 extension Coordinator {
     func validate(_ entries: [BatchEntry]) throws(CoreError) {
-        guard !entries.isEmpty else { throw CoreError(.invalidMessage, "submission has no entries; add at least one job") }
+        guard !entries.isEmpty else {
+            throw CoreError(.invalidMessage, "submission has no entries; add at least one job")
+        }
         var total = 0
         for (i, entry) in entries.enumerated() {
             guard entry.count >= 1 else {

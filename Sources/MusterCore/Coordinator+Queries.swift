@@ -33,7 +33,9 @@ extension Coordinator {
     }
 
     /// Jobs waiting for a backend (queued or gated) per job priority.
-    public var queueDepthByPriority: [Int: Int] { Dictionary(uniqueKeysWithValues: queuedByPriority.filter { $0.value > 0 }.map { ($0.key.raw, $0.value) }) }
+    public var queueDepthByPriority: [Int: Int] {
+        Dictionary(uniqueKeysWithValues: queuedByPriority.filter { $0.value > 0 }.map { ($0.key.raw, $0.value) })
+    }
 
     /// Jobs held by the warm-up gate, by id.
     public var heldJobs: [JobID] { held.sorted() }

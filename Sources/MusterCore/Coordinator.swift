@@ -133,11 +133,12 @@ public struct Coordinator: Sendable {
                 nextJobID += 1
                 ids.append(id)
                 let round = assignRound(owner: entry.spec.owner, priority: entry.spec.priority)
-                jobs.insert(JobRecord(
-                    id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
-                    attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
-                    submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
-                    seq: takeSeq(), enqueuedAt: now))
+                jobs.insert(
+                    JobRecord(
+                        id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
+                        attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
+                        submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
+                        seq: takeSeq(), enqueuedAt: now))
                 counters.submitted += 1
                 enqueue(id, event: .queued)
             }
@@ -150,7 +151,9 @@ public struct Coordinator: Sendable {
     /// Cancels a job in any state; a bound or running job is also canceled on its backend.
     /// Canceling a finished job changes nothing.
     public mutating func cancelJob(_ id: JobID, at now: CoreInstant) throws(CoreError) -> [CoreAction] {
-        guard jobs.contains(id) else { throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)") }
+        guard jobs.contains(id) else {
+            throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)")
+        }
         begin(now)
         cancel(id)
         return finish()
@@ -216,9 +219,11 @@ public struct Coordinator: Sendable {
     }
 
     mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind) {
-        out.append(.jobEvent(JobEvent(
-            job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
-            backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
+        out.append(
+            .jobEvent(
+                JobEvent(
+                    job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
+                    backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
     }
 
     mutating func modelID(_ name: String) -> Int32 {

@@ -1,8 +1,8 @@
 import ArgumentParser
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import Histogram
 import MusterCore
@@ -26,9 +26,15 @@ struct BenchCore: ParsableCommand {
 
     func run() throws {
         let sizes = backends.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
-        print("core: \(queued) queued jobs over 20 feature sets and 50 models; one decision = a completion that frees a slot")
-        print("| backends | bindings/CPU-s (burst) | bindings/CPU-s (full cycle) | decision p50 | p99 | p99.9 | bytes/queued job |")
-        print("|---------:|-----------------------:|----------------------------:|-------------:|----:|------:|-----------------:|")
+        print(
+            "core: \(queued) queued jobs over 20 feature sets and 50 models; one decision = a completion that frees a slot"
+        )
+        print(
+            "| backends | bindings/CPU-s (burst) | bindings/CPU-s (full cycle) | decision p50 | p99 | p99.9 | bytes/queued job |"
+        )
+        print(
+            "|---------:|-----------------------:|----------------------------:|-------------:|----:|------:|-----------------:|"
+        )
         for n in sizes {
             let r = Self.measure(backends: n, queued: queued, decisions: decisions)
             print(
@@ -112,7 +118,8 @@ struct BenchCore: ParsableCommand {
             let id = BackendID(Int64(i))
             let slots = 1 + Int(rng.next() % 2)
             _ = core.handle(
-                .backendRegistered(BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
+                .backendRegistered(
+                    BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
                 at: tick())
             let has = features.filter { _ in rng.next() % 10 < 7 }
             var available: [String] = []
@@ -121,14 +128,18 @@ struct BenchCore: ParsableCommand {
                 if !available.contains(m) { available.append(m) }
             }
             _ = core.handle(
-                .capabilities(id, CapabilitySnapshot(
-                    version: CapabilityVersion(incarnation: Incarnation(1), revision: 1), state: .ready, features: has,
-                    modelsAvailable: available, modelsLoaded: Array(available.prefix(2)), slots: slots)),
+                .capabilities(
+                    id,
+                    CapabilitySnapshot(
+                        version: CapabilityVersion(incarnation: Incarnation(1), revision: 1), state: .ready,
+                        features: has,
+                        modelsAvailable: available, modelsLoaded: Array(available.prefix(2)), slots: slots)),
                 at: tick())
         }
         let specs = (0..<1000).map { k in
-            JobSpec(kind: k % 3 == 0 ? "video" : "image", needs: featureSets[k % 20], model: models[(k / 20) % 50],
-                    owner: "owner\(k % 7)")
+            JobSpec(
+                kind: k % 3 == 0 ? "video" : "image", needs: featureSets[k % 20], model: models[(k / 20) % 50],
+                owner: "owner\(k % 7)")
         }
         func randomSpec() -> JobSpec { specs[Int(rng.next() % UInt64(specs.count))] }
 
@@ -199,8 +210,10 @@ struct BenchCore: ParsableCommand {
             var ended = 0
             for backend in byBackend.keys.sorted() {
                 for (k, (job, lease)) in byBackend[backend]!.enumerated() {
-                    let event: CoreEvent = k == 0
-                        ? .jobFailed(job, backend: backend, lease: lease, code: .jobFailed, message: "bench", retryable: false)
+                    let event: CoreEvent =
+                        k == 0
+                        ? .jobFailed(
+                            job, backend: backend, lease: lease, code: .jobFailed, message: "bench", retryable: false)
                         : .jobCompleted(job, backend: backend, lease: lease, result: .null)
                     _ = core.handle(event, at: t0)
                     ended += 1

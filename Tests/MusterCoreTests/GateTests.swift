@@ -103,10 +103,11 @@ import Testing
         #expect(h.state(job) == .failed)
         let failure = h.core.job(job)!.failure!
         #expect(failure.code == .noEligibleBackend)
-        #expect(failure.refusals == [
-            BackendRefusal(backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps"),
-            BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced"),
-        ])
+        #expect(
+            failure.refusals == [
+                BackendRefusal(backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps"),
+                BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced"),
+            ])
     }
 
     @Test func imageJobsAreNotHeldWhileSomeBackendLoads() {
@@ -123,7 +124,9 @@ import Testing
         h.ready(1, revision: 1)
         #expect(h.core.nextDeadline == .seconds(15))
         h.advance(to: 15)
-        #expect(h.last.contains(.sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
+        #expect(
+            h.last.contains(
+                .sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
         #expect(h.core.nextDeadline == .seconds(30))
         // Revision 2 was lost: revision 3 is applied and an immediate sync asks for the rest.
         h.announce(1, .ready, revision: 3)
@@ -133,7 +136,10 @@ import Testing
         // The late revision 2 is stale: acknowledged with what is held, counted, nothing else.
         h.announce(1, .draining, revision: 2)
         #expect(h.last.contains(.ackCapabilities(backend: BackendID(1), version: v3)))
-        #expect(h.last.contains(.observe(.staleAnnouncement(BackendID(1), CapabilityVersion(incarnation: Incarnation(1), revision: 2)))))
+        #expect(
+            h.last.contains(
+                .observe(.staleAnnouncement(BackendID(1), CapabilityVersion(incarnation: Incarnation(1), revision: 2))))
+        )
         #expect(h.core.backend(BackendID(1))?.announced == .ready)
         #expect(h.core.counters.announcementsStale == 1)
     }
@@ -185,13 +191,16 @@ import Testing
 
     @Test func leastLoadedThenLocalThenPriorityThenLowestID() {
         var h = Harness()
-        h.send(.backendRegistered(BackendRegistration(id: BackendID(3), name: "hi", incarnation: Incarnation(1), priority: 5)))
+        h.send(
+            .backendRegistered(
+                BackendRegistration(id: BackendID(3), name: "hi", incarnation: Incarnation(1), priority: 5)))
         h.announce(3, .ready, revision: 1)
         h.ready(2)
         h.ready(-1)
         h.ready(-2)
         let jobs = h.submit(JobSpec(kind: "image"), count: 5)
-        #expect(jobs.map { h.backend($0) } == [BackendID(-2), BackendID(-1), BackendID(3), BackendID(2), BackendID(-2)])
+        #expect(
+            jobs.map { h.backend($0) } == [BackendID(-2), BackendID(-1), BackendID(3), BackendID(2), BackendID(-2)])
     }
 }
 
@@ -200,8 +209,9 @@ import Testing
     @Test func workedExample() {
         var h = Harness()
         func hello(_ id: Int64, slots: Int, priority: Int = 0) -> CoreEvent {
-            .backendRegistered(BackendRegistration(
-                id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: slots, priority: priority))
+            .backendRegistered(
+                BackendRegistration(
+                    id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: slots, priority: priority))
         }
         let all = ["upscale"]
         h.send(hello(-1, slots: 1))
@@ -242,7 +252,8 @@ import Testing
         #expect(info.isLocal && info.link == .up && info.announced == .ready)
         #expect(info.features == ["video"] && info.modelsLoaded == ["m"] && info.slots == 1)
         #expect(info.inFlight == 2 && info.running == 0)
-        #expect(info.registeredAt == .seconds(2) && info.firstAnnouncedAt == .seconds(2) && info.lastSeen == .seconds(2))
+        #expect(
+            info.registeredAt == .seconds(2) && info.firstAnnouncedAt == .seconds(2) && info.lastSeen == .seconds(2))
         #expect(info.version == CapabilityVersion(incarnation: Incarnation(1), revision: 1))
         #expect(h.core.queueDepthByPriority == [2: 1])
         #expect(h.core.jobsByState == [.bound: 2, .queued: 1])

@@ -74,7 +74,8 @@ import Testing
             policy: policy,
             backends: [
                 Scenario.Backend(id: BackendID(-1), name: "images", features: ["video"]),
-                Scenario.Backend(id: BackendID(3), name: "interp", announceAfter: announce, features: ["video", "frameinterps"]),
+                Scenario.Backend(
+                    id: BackendID(3), name: "interp", announceAfter: announce, features: ["video", "frameinterps"]),
             ],
             submissions: [.init(at: 1, entries: [BatchEntry(spec: video)])], horizon: 300)
     }
