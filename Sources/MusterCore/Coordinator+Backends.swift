@@ -5,24 +5,28 @@ import MusterProtocol
 extension Coordinator {
     mutating func expect(_ id: BackendID, name: String) {
         guard !backends.contains(id) else { return }
-        backends.put(Backend(
-            id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
+        backends.put(
+            Backend(
+                id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
         scheduleGateWindow(id)
         refresh(id, reindex: true)
     }
 
     mutating func register(_ r: BackendRegistration) {
-        var b = backends.get(r.id) ?? Backend(
-            id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
-            helloSlots: r.slots, registeredAt: now)
+        var b =
+            backends.get(r.id)
+            ?? Backend(
+                id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
+                helloSlots: r.slots, registeredAt: now)
         if let known = b.incarnation, r.incarnation < known { return }  // a dead process's late hello
         b.name = r.name
         b.priority = r.priority
         b.helloSlots = r.slots
         b.lastSeen = now
         if let known = b.incarnation, r.incarnation == known {
+            let wasUp = b.link == .up
             backends.put(b)
-            linkRestored(r.id)
+            if wasUp { refresh(r.id, reindex: true) } else { linkRestored(r.id) }
             return
         }
         let restarted = b.incarnation != nil
@@ -31,6 +35,7 @@ extension Coordinator {
         b.suspectUntil = nil
         b.registeredAt = now
         b.firstAnnouncedAt = nil
+        b.propagated = false
         b.loadRequested = [:]
         // The announcement of this incarnation may have overtaken the hello.
         if let entry = registry.entries[r.id], entry.version.incarnation == r.incarnation {
@@ -84,10 +89,14 @@ extension Coordinator {
         if restarted {
             b.registeredAt = now
             b.firstAnnouncedAt = nil
+            b.propagated = false
             b.loadRequested = [:]
         }
-        let wasReady = b.announcedReady
         if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
+        if snapshot.state == .ready && !b.propagated {
+            b.propagated = true
+            out.append(.observe(.propagation(id, now - b.registeredAt)))
+        }
         for model in snapshot.modelsLoaded {
             if let asked = b.loadRequested.removeValue(forKey: model) {
                 let m = Int(modelID(model))
@@ -98,11 +107,6 @@ extension Coordinator {
         b.snapshot = snapshot
         backends.put(b)
         if restarted { requeueAll(on: id, .backendRestarted) }
-        if snapshot.state == .ready && !wasReady && previous?.incarnation != snapshot.version.incarnation
-            || snapshot.state == .ready && previous == nil
-        {
-            out.append(.observe(.propagation(id, now - b.registeredAt)))
-        }
         refresh(id, reindex: true)
         if snapshot.state == .ready { requestPinned(id) }
     }
@@ -150,7 +154,10 @@ extension Coordinator {
         backends[id].link = .down
         backends[id].drainRequested = true
         refresh(id, reindex: true)
-        if unknown.remove(id) != nil { readinessDirty = true }
+        if unknown.remove(id) != nil {
+            readinessDirty = true
+            unknownChanged = true
+        }
         free.remove(id)
         stealable.remove(id)
         dirty.remove(id)
@@ -173,8 +180,10 @@ extension Coordinator {
     }
 
     mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool) {
-        guard let b = backends.get(id) else { return }
-        if !force && (b.loaded.contains(model) || b.loadRequested[model] != nil) { return }
+        guard let i = backends.index(id) else { return }
+        if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[model] != nil) {
+            return
+        }
         backends[id].loadRequested[model] = now
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))
@@ -227,6 +236,14 @@ extension Coordinator {
                 classesToCheck.insert(c)
             }
             b.classes = member
+            // Capable backends that have each class's model loaded (the affinity rule must never
+            // refuse the only way a job can run).
+            let loadedNow = member.filter { classes[$0].modelID >= 0 && b.loadedIDs.contains(classes[$0].modelID) }
+            if loadedNow != b.loadedClasses {
+                for c in b.loadedClasses { classes[c].loadedCapable -= 1 }
+                for c in loadedNow { classes[c].loadedCapable += 1 }
+                b.loadedClasses = loadedNow
+            }
             // Ready count and per-model totals (for the affinity rule).
             let counts = b.link == .up && b.announcedReady && !b.drainRequested
             let models = counts ? b.loadedIDs : []
@@ -250,17 +267,29 @@ extension Coordinator {
                 b.countedSlots = b.slots
                 readinessDirty = true
             }
-            let isUnknown = b.unannounced && b.link != .down && policy.gateWindow > .zero
-                && now < b.registeredAt + policy.gateWindow
-            if isUnknown {
-                if unknown.insert(id).inserted { readinessDirty = true }
-            } else if unknown.remove(id) != nil {
-                readinessDirty = true
-                lastGateOpenCause = b.unannounced ? .windowExpired : .backendsAnnounced
-            }
         }
         backends.put(b)
+        refreshUnknown(id)
         refreshLoad(id)
+    }
+
+    /// Gate membership: unannounced, link not down, window still open.
+    mutating func refreshUnknown(_ id: BackendID) {
+        guard let i = backends.index(id) else { return }
+        let unannounced = backends.records[i].unannounced
+        let isUnknown =
+            unannounced && backends.records[i].link != .down && policy.gateWindow > .zero
+            && now < backends.records[i].registeredAt + policy.gateWindow
+        if isUnknown {
+            if unknown.insert(id).inserted {
+                readinessDirty = true
+                unknownChanged = true
+            }
+        } else if unknown.remove(id) != nil {
+            readinessDirty = true
+            unknownChanged = true
+            lastGateOpenCause = unannounced ? .windowExpired : .backendsAnnounced
+        }
     }
 
     /// Free and stealable membership after a change of load or routability.
@@ -268,7 +297,8 @@ extension Coordinator {
         guard let i = backends.index(id) else { return }
         let inFlight = backends.records[i].jobs.count, slots = backends.records[i].slots
         let running = backends.records[i].running
-        let isFree = backends.records[i].takesWork && backends.records[i].inhibitedUntil <= now
+        let isFree =
+            backends.records[i].takesWork && backends.records[i].inhibitedUntil <= now
             && inFlight < slots + policy.overqueue
         // The flags mirror set membership so that unchanged states cost no hashing.
         if isFree {
@@ -288,7 +318,7 @@ extension Coordinator {
         }
     }
 
-    func matches(_ b: Backend, _ c: JobClass) -> Bool {
+    func matches(_ b: borrowing Backend, _ c: borrowing JobClass) -> Bool {
         if let model = c.model, !b.available.contains(model) { return false }
         for f in c.needs where !b.features.contains(f) { return false }
         return true

@@ -13,6 +13,9 @@ extension Coordinator {
     /// readiness.
     mutating func settle() {
         let closed = gateClosed
+        if pending.isEmpty && dirty.isEmpty && classesToCheck.isEmpty && !readinessDirty && closed == gateWasClosed {
+            return  // the common report that changes no routing state
+        }
         let opened = gateWasClosed && !closed
         let justClosed = closed && !gateWasClosed
         if opened || justClosed || !classesToCheck.isEmpty {
@@ -27,6 +30,14 @@ extension Coordinator {
         dispatch()
         for id in pending where jobs.state(id) == .queued && classHeld(jobs[id].classIndex) {
             hold(id)
+        }
+        if unknownChanged {
+            // Jobs still held keep an accurate list of the backends they wait for.
+            unknownChanged = false
+            if !held.isEmpty {
+                let waitingFor = unknown.sorted()
+                for id in held { jobs[id].waitReason?.backends = waitingFor }
+            }
         }
         pending.removeAll(keepingCapacity: true)
         classesToCheck.removeAll(keepingCapacity: true)
@@ -59,6 +70,7 @@ extension Coordinator {
                     if let s = jobs.state(entry.job), s == .queued || s == .gated { failNoEligible(entry.job) }
                 }
                 classes[c].queue = Heap()
+                heads[c] = .empty
                 classes[c].dead = 0
             }
         }
@@ -109,7 +121,8 @@ extension Coordinator {
         if !c.needs.isEmpty { wanted.append("features \(c.needs.joined(separator: ","))") }
         if let m = c.model { wanted.append("model \(m)") }
         let what = wanted.isEmpty ? "a ready backend" : wanted.joined(separator: " and ")
-        let detail = refusals.isEmpty
+        let detail =
+            refusals.isEmpty
             ? "no backends are registered"
             : refusals.map { "\($0.backend) (\($0.name)): \($0.reason)" }.joined(separator: "; ")
         let failure = JobFailure(
@@ -131,6 +144,9 @@ extension Coordinator {
             swap(&heap, &scratch)  // reuse the drained heap's storage
             for id in dirty where free.contains(id) { heap.insert(candidate(id)) }
             dirty.removeAll(keepingCapacity: true)
+            // A binding emits about four actions; growing the buffer by doubling would copy it
+            // (and fault in fresh pages) several times during a burst.
+            if heap.count > 8 { out.reserveCapacity(out.count + 4 * heap.count * (1 + policy.overqueue)) }
             while let e = heap.popMin() {
                 guard free.contains(e.id) else { continue }
                 let fresh = candidate(e.id)
@@ -142,6 +158,7 @@ extension Coordinator {
                 if let (c, entry) = bestJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     classes[c].queue.removeMin()
+                    heads[c] = classes[c].queue.min ?? .empty
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
                 } else if !(runningFree && policy.workStealing && steal(into: e.id)) {
@@ -167,12 +184,18 @@ extension Coordinator {
         let bi = backends.index(id)!
         let eligible = backends.records[bi].classes
         var best: (Int, QueueEntry)?
-        for c in eligible where classes[c].queued > 0 {
+        for c in eligible {
+            var head = heads[c]
+            if head.isEmpty { continue }
             if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
-            guard let head = cleanHead(c) else { continue }
+            if classes[c].dead > 0 {
+                guard let clean = cleanHead(c) else { continue }
+                head = clean
+            }
             if let current = best, !(head < current.1) { continue }
             let m = classes[c].modelID
-            if m >= 0, !backends.records[bi].loadedIDs.contains(m), !loadPaysOff(estimate: Int(head.estimate), model: m)
+            if m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
+                !loadPaysOff(estimate: Int(head.estimate), model: m)
             {
                 continue
             }
@@ -188,18 +211,24 @@ extension Coordinator {
             if let s = jobs.state(head.job), s == .queued || s == .gated { return head }
             classes[c].queue.removeMin()
             classes[c].dead -= 1
+            heads[c] = classes[c].queue.min ?? .empty
         }
         return nil
     }
 
     /// Among backends as loaded as `e` (same locality), one that already has the class's model.
+    /// Looks at the top of the candidate heap only (where the least loaded candidates sit): in a
+    /// burst with thousands of equal candidates a full scan per binding would cost more than the
+    /// tie-break is worth.
     func loadedPeer(for c: Int, instead e: Candidate, in heap: Heap<Candidate>) -> BackendID? {
-        guard let m = classes[c].model, !backends[e.id].loaded.contains(m) else { return nil }
+        let m = classes[c].modelID
+        guard m >= 0, !backends[e.id].loadedIDs.contains(m), heap.count > 0 else { return nil }
         let held = classHeld(c)
         var best: Candidate?
-        for other in heap.unordered.prefix(64) where other.id != e.id && other.sameTier(e) {
-            guard free.contains(other.id), classes[c].capable.contains(other.id), let b = backends.get(other.id),
-                b.loaded.contains(m), candidate(other.id) == other, !held || b.jobs.count < b.slots
+        for other in heap.unordered.prefix(4) where other.id != e.id && other.sameTier(e) {
+            guard let i = backends.index(other.id), backends.records[i].loadedIDs.contains(m),
+                backends.records[i].inFree, classes[c].capable.contains(other.id), candidate(other.id) == other,
+                !held || other.inFlight < other.slots
             else { continue }
             if best == nil || other < best! { best = other }
         }
@@ -255,11 +284,6 @@ extension Coordinator {
         bind(pick.job, to: thief, fromQueue: false)
         return true
     }
-}
-
-extension Coordinator {
-    var defaultJobSeconds: Double { policy.defaultJobDuration.secondsValue }
-    var defaultLoadSeconds: Double { policy.defaultModelLoadTime.secondsValue }
 }
 
 /// A backend with a free slot, ordered as the router prefers them: least loaded (in flight /

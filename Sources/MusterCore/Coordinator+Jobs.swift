@@ -4,7 +4,9 @@ import MusterProtocol
 // of a job (exactly once) and the bounded store of finished jobs.
 extension Coordinator {
     func validate(_ entries: [BatchEntry]) throws(CoreError) {
-        guard !entries.isEmpty else { throw CoreError(.invalidMessage, "submission has no entries; add at least one job") }
+        guard !entries.isEmpty else {
+            throw CoreError(.invalidMessage, "submission has no entries; add at least one job")
+        }
         var total = 0
         for (i, entry) in entries.enumerated() {
             guard entry.count >= 1 else {
@@ -14,6 +16,14 @@ extension Coordinator {
             guard !entry.spec.owner.isEmpty else { throw CoreError(.invalidMessage, "entry \(i): owner is empty") }
             if let model = entry.spec.model, model.isEmpty {
                 throw CoreError(.invalidMessage, "entry \(i): model is empty; leave it out instead")
+            }
+            if classes.count >= policy.maxJobClasses,
+                classIndex[ClassKey(needs: entry.spec.needs, model: entry.spec.model)] == nil
+            {
+                throw CoreError(
+                    .limitExceeded,
+                    "entry \(i): too many distinct combinations of needs and model (\(policy.maxJobClasses)); "
+                        + "reuse existing ones")
             }
             total += entry.count
             guard total <= policy.maxJobsPerSubmission else {
@@ -32,9 +42,16 @@ extension Coordinator {
         if let m = spec.model { jobClass.modelID = modelID(m) }
         for b in backends.records where b.capable && matches(b, jobClass) {
             jobClass.capable.insert(b.id)
+            if jobClass.modelID >= 0 && b.loadedIDs.contains(jobClass.modelID) { jobClass.loadedCapable += 1 }
         }
-        for id in jobClass.capable { backends[id].classes.append(c) }
+        for id in jobClass.capable {
+            backends[id].classes.append(c)
+            if jobClass.modelID >= 0 && backends[id].loadedIDs.contains(jobClass.modelID) {
+                backends[id].loadedClasses.append(c)
+            }
+        }
         classes.append(jobClass)
+        heads.append(.empty)
         classIndex[key] = c
         return c
     }
@@ -44,8 +61,14 @@ extension Coordinator {
     /// the next job of every other owner instead of queueing behind all of them.
     mutating func assignRound(owner: String, priority: Int) -> UInt64 {
         let key = OwnerKey(owner: owner, priority: priority)
-        let round = max(ownerRounds[key] ?? 0, servedRound[priority] ?? 0)
+        let round = max(ownerRounds[key] ?? 0, servedRound[PriorityKey(priority)] ?? 0)
         ownerRounds[key] = round + 1
+        if ownerRounds.count > ownerRoundsPruneAt {
+            // An owner whose next round is not ahead of the round being served gets the same
+            // round without an entry: drop those, so one-off owners do not accumulate.
+            ownerRounds = ownerRounds.filter { $0.value > servedRound[PriorityKey($0.key.priority)] ?? 0 }
+            ownerRoundsPruneAt = max(1024, 2 * ownerRounds.count)
+        }
         return round
     }
 
@@ -59,11 +82,13 @@ extension Coordinator {
         jobs[id].enqueuedAt = now
         let c = jobs[id].classIndex
         let priority = jobs[id].spec.priority
-        classes[c].queue.insert(QueueEntry(
+        let entry = QueueEntry(
             negPriority: -priority, round: jobs[id].round, seq: jobs[id].seq, job: id,
-            estimate: Int32(jobs[id].estimateIndex)))
+            estimate: Int32(jobs[id].estimateIndex))
+        classes[c].queue.insert(entry)
+        if entry < heads[c] { heads[c] = entry }
         classes[c].queued += 1
-        queuedByPriority[priority, default: 0] += 1
+        queuedByPriority[PriorityKey(priority), default: 0] += 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
         emit(jobs[id], event)
         pending.append(id)
@@ -85,15 +110,15 @@ extension Coordinator {
         let c = jobs[id].classIndex
         classes[c].queued -= 1
         if !popped { classes[c].dead += 1 }
-        queuedByPriority[jobs[id].spec.priority, default: 0] -= 1
+        queuedByPriority[PriorityKey(jobs[id].spec.priority), default: 0] -= 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] -= 1 }
-        if held.contains(id) { unhold(id) }
+        if jobs[id].state == .gated { unhold(id) }  // gated exactly when held
     }
 
     /// Binds a job to a backend under a fresh lease and sends it there.
     mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool) {
         if fromQueue {
-            if held.contains(id) {
+            if jobs[id].state == .gated {
                 unhold(id)
                 jobs[id].state = .queued
                 jobs[id].waitReason = nil
@@ -110,7 +135,12 @@ extension Coordinator {
         let attempt = jobs[id].attempt
         jobs[id].history.append(AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now))
         let priority = jobs[id].spec.priority
-        servedRound[priority] = max(servedRound[priority] ?? 0, jobs[id].round)
+        let round = jobs[id].round
+        if let i = servedRound.index(forKey: PriorityKey(priority)) {
+            if servedRound.values[i] < round { servedRound.values[i] = round }
+        } else {
+            servedRound[PriorityKey(priority)] = round
+        }
         backends[backend].jobs.append(id)
         adjustModelInFlight(backend, 1)
         let c = jobs[id].classIndex
@@ -127,8 +157,8 @@ extension Coordinator {
 
     /// Detaches a bound or running job from its backend, closing its current attempt.
     mutating func unbind(_ id: JobID, outcome: String) {
-        guard let ji = jobs.index(id), let backend = jobs.records[ji].backend else { return }
-        let wasRunning = jobs.records[ji].state == .running
+        guard let ji = jobs.index(id), let backend = jobs[slot: ji].backend else { return }
+        let wasRunning = jobs[slot: ji].state == .running
         if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobs.remove(at: i)
             if wasRunning { backends[backend].running -= 1 }
@@ -144,8 +174,8 @@ extension Coordinator {
 
     /// True when the report names the job's current binding; otherwise it is counted as stale.
     mutating func current(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Bool {
-        if let i = jobs.index(id), jobs.records[i].lease == lease, jobs.records[i].backend == backend,
-            jobs.records[i].state == .bound || jobs.records[i].state == .running
+        if let i = jobs.index(id), jobs[slot: i].lease == lease, jobs[slot: i].backend == backend,
+            jobs[slot: i].state == .bound || jobs[slot: i].state == .running
         {
             backends[backend].lastSeen = now
             return true
@@ -156,7 +186,8 @@ extension Coordinator {
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        guard current(id, backend, lease), jobs[id].state == .bound else { return }
+        guard current(id, backend, lease) else { return dropDeadLease(id, backend, lease) }
+        guard jobs[id].state == .bound else { return }
         jobs[id].state = .running
         jobs[id].history[jobs[id].history.count - 1].startedAt = now
         backends[backend].running += 1
@@ -165,10 +196,16 @@ extension Coordinator {
     }
 
     mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double) {
-        guard current(id, backend, lease) else { return }
+        guard current(id, backend, lease) else { return dropDeadLease(id, backend, lease) }
         if jobs[id].state == .bound { started(id, backend, lease) }
         jobs[id].progress = min(1, max(0, fraction))
         emit(jobs[id], .progress(jobs[id].progress))
+    }
+
+    /// A backend works on a job under a lease that died (its link was down past the grace, or the
+    /// job was stolen, canceled or finished elsewhere): tell it to stop wasting the GPU.
+    mutating func dropDeadLease(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
+        out.append(.revoke(job: id, backend: backend, lease: lease))
     }
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
@@ -176,7 +213,8 @@ extension Coordinator {
         if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
             let e = jobs[id].estimateIndex
-            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], took.secondsValue, policy.estimateSmoothing)
+            let seconds = Double(now.nanoseconds - startedAt.nanoseconds) / 1e9
+            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], seconds, policy.estimateSmoothing)
             out.append(.observe(.jobDuration(id, backend, took)))
         }
         unbind(id, outcome: "completed")
@@ -250,15 +288,15 @@ extension Coordinator {
         }
         emit(jobs[id], kind)
         if finished.isEmpty { schedule(now + policy.finishedJobRetention, .retention) }
-        finished.append(id)
+        finished.append((id, now))
         evictFinished()
     }
 
     /// Drops finished jobs beyond the count limit or older than the retention.
     mutating func evictFinished() {
-        while let first = finished.first {
-            let endedAt = jobs.index(first).flatMap { jobs.records[$0].endedAt } ?? now
-            guard finished.count > policy.finishedJobLimit || endedAt + policy.finishedJobRetention <= now else {
+        while let (first, endedAt) = finished.first {
+            guard finished.count > policy.finishedJobLimit || endedAt.nanoseconds &+ retentionNanos <= now.nanoseconds
+            else {
                 break
             }
             finished.removeFirst()
@@ -273,8 +311,8 @@ extension Coordinator {
 
     mutating func retentionDue() {
         evictFinished()
-        if let first = finished.first, let i = jobs.index(first), let endedAt = jobs.records[i].endedAt {
-            schedule(endedAt + policy.finishedJobRetention, .retention)
+        if let first = finished.first {
+            schedule(first.endedAt + policy.finishedJobRetention, .retention)
         }
     }
 }

@@ -33,7 +33,9 @@ extension Coordinator {
     }
 
     /// Jobs waiting for a backend (queued or gated) per job priority.
-    public var queueDepthByPriority: [Int: Int] { queuedByPriority.filter { $0.value > 0 } }
+    public var queueDepthByPriority: [Int: Int] {
+        Dictionary(uniqueKeysWithValues: queuedByPriority.filter { $0.value > 0 }.map { ($0.key.raw, $0.value) })
+    }
 
     /// Jobs held by the warm-up gate, by id.
     public var heldJobs: [JobID] { held.sorted() }
@@ -41,7 +43,7 @@ extension Coordinator {
     /// Jobs currently in each state (finished ones within the retention bounds).
     public var jobsByState: [JobState: Int] {
         var counts: [JobState: Int] = [:]
-        for j in jobs.records { counts[j.state, default: 0] += 1 }
+        for j in jobs.all { counts[j.state, default: 0] += 1 }
         return counts
     }
 

@@ -4,7 +4,7 @@ extension Coordinator {
         while let t = timers.min, t.at <= now {
             timers.removeMin()
             switch t.kind {
-            case .gateWindow(let id): refresh(id, reindex: true)
+            case .gateWindow(let id): refreshUnknown(id)
             case .suspect(let id): suspectExpired(id)
             case .sync(let id): syncDue(id, t.at)
             case .inhibit(let id): refreshLoad(id)

@@ -8,9 +8,21 @@ import MusterProtocol
 ///
 /// Timer contract: after any call, arm one timer for `nextDeadline` (if any) and feed
 /// `handle(.tick, at:)` when it fires. Early or spurious ticks are harmless.
+///
+/// ```swift
+/// var core = Coordinator(policy: policy)
+/// perform(core.handle(.backendRegistered(hello), at: now()))       // links, timers, clients
+/// let (receipt, actions) = try core.submit(key: key, entries: entries, at: now())
+/// perform(actions)
+/// rearm(core.nextDeadline)
+/// ```
 public struct Coordinator: Sendable {
     /// The knobs this coordinator runs with.
     public let policy: CorePolicy
+    // Policy durations converted once: Duration arithmetic divides 128-bit attoseconds.
+    let retentionNanos: UInt64
+    let defaultJobSeconds: Double
+    let defaultLoadSeconds: Double
     /// Every announcement joined so far (the semilattice; the routing view is derived from it).
     public internal(set) var registry = CapabilityRegistry()
     /// Running totals.
@@ -22,10 +34,14 @@ public struct Coordinator: Sendable {
     var batchKeys: [String: BatchID] = [:]
     var classes: [JobClass] = []
     var classIndex: [ClassKey: Int] = [:]
+    /// `classes[c].queue.min` for every class, contiguous so that scanning a backend's classes
+    /// touches one small array instead of every class's heap.
+    var heads: [QueueEntry] = []
     var estimates = Estimates()
     var ownerRounds: [OwnerKey: UInt64] = [:]
-    var servedRound: [Int: UInt64] = [:]
-    var queuedByPriority: [Int: Int] = [:]
+    var ownerRoundsPruneAt = 1024
+    var servedRound: [PriorityKey: UInt64] = [:]
+    var queuedByPriority: [PriorityKey: Int] = [:]
     /// Models are interned: the per-model totals below are arrays indexed by model id.
     var modelIDs: [String: Int32] = [:]
     var queuedByModel: [Int] = []
@@ -38,33 +54,38 @@ public struct Coordinator: Sendable {
     var nextSeq: UInt64 = 1
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.
-    var unknown: Set<BackendID> = []
+    var unknown = BackendSet()
     var lastGateOpenCause: ReleaseCause = .backendsAnnounced
     var gateWasClosed = false
     var held: Set<JobID> = []
     var heldFeatures: [String: Int] = [:]
     /// Routable backends with a free in-flight slot.
-    var free: Set<BackendID> = []
+    var free = BackendSet()
     /// Backends whose running slots are busy and that hold bound jobs they have not started.
-    var stealable: Set<BackendID> = []
+    var stealable = BackendSet()
     var readyCount = 0
     var timers = Heap<Timer>()
-    var finished = Deque<JobID>()
+    /// Finished jobs in the order they ended, with when (so eviction reads no cold record).
+    var finished = Deque<(job: JobID, endedAt: CoreInstant)>()
     var lastReadiness: Readiness
 
     // Scratch state of the event being handled.
     var now = CoreInstant.zero
     var out: [CoreAction] = []
-    var dirty: Set<BackendID> = []
+    var dirty = BackendSet()
     var pending: [JobID] = []
     var classesToCheck: Set<Int> = []
     var readinessDirty = false
+    var unknownChanged = false
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
 
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {
         self.policy = policy
+        retentionNanos = UInt64(max(0, policy.finishedJobRetention.nanoseconds))
+        defaultJobSeconds = policy.defaultJobDuration.secondsValue
+        defaultLoadSeconds = policy.defaultModelLoadTime.secondsValue
         lastReadiness = Readiness(ready: false, readyBackends: 0, heldJobs: 0, waitingFeatures: [], waitingBackends: [])
     }
 
@@ -112,11 +133,12 @@ public struct Coordinator: Sendable {
                 nextJobID += 1
                 ids.append(id)
                 let round = assignRound(owner: entry.spec.owner, priority: entry.spec.priority)
-                jobs.insert(JobRecord(
-                    id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
-                    attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
-                    submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
-                    seq: takeSeq(), enqueuedAt: now))
+                jobs.insert(
+                    JobRecord(
+                        id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
+                        attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
+                        submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
+                        seq: takeSeq(), enqueuedAt: now))
                 counters.submitted += 1
                 enqueue(id, event: .queued)
             }
@@ -129,7 +151,9 @@ public struct Coordinator: Sendable {
     /// Cancels a job in any state; a bound or running job is also canceled on its backend.
     /// Canceling a finished job changes nothing.
     public mutating func cancelJob(_ id: JobID, at now: CoreInstant) throws(CoreError) -> [CoreAction] {
-        guard jobs.contains(id) else { throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)") }
+        guard jobs.contains(id) else {
+            throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)")
+        }
         begin(now)
         cancel(id)
         return finish()
@@ -174,12 +198,16 @@ public struct Coordinator: Sendable {
         // The clock never goes backwards for the core, whatever the shell does.
         self.now = max(self.now, now)
         gateWasClosed = gateClosed
+        // A completion that binds the next job emits about six actions: one allocation instead
+        // of a buffer regrown (and copied) three times.
+        out.reserveCapacity(6)
     }
 
     mutating func finish() -> [CoreAction] {
         settle()
+        // Hand the buffer over; the next event starts a fresh one.
         let actions = out
-        out.removeAll(keepingCapacity: true)
+        out = []
         return actions
     }
 
@@ -191,9 +219,11 @@ public struct Coordinator: Sendable {
     }
 
     mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind) {
-        out.append(.jobEvent(JobEvent(
-            job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
-            backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
+        out.append(
+            .jobEvent(
+                JobEvent(
+                    job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
+                    backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
     }
 
     mutating func modelID(_ name: String) -> Int32 {
@@ -229,8 +259,10 @@ struct JobClass {
     var queued = 0
     /// Entries in `queue` whose job already left it.
     var dead = 0
+    /// Capable backends with `model` loaded.
+    var loadedCapable = 0
     /// Backends announced ready with these features and the model, link not down, not draining.
-    var capable: Set<BackendID> = []
+    var capable = BackendSet()
 }
 
 struct QueueEntry: Comparable {
@@ -244,6 +276,9 @@ struct QueueEntry: Comparable {
         (a.negPriority, a.round, a.seq) < (b.negPriority, b.round, b.seq)
     }
     static func == (a: QueueEntry, b: QueueEntry) -> Bool { a.seq == b.seq && a.job == b.job }
+    /// Stands for an empty queue; orders after every real entry.
+    static let empty = QueueEntry(negPriority: .max, round: .max, seq: .max, job: JobID(0), estimate: 0)
+    var isEmpty: Bool { seq == .max }
 }
 
 struct OwnerKey: Hashable {
@@ -280,6 +315,8 @@ struct Backend {
     var helloSlots: Int
     var registeredAt: CoreInstant
     var firstAnnouncedAt: CoreInstant?
+    /// Whether this incarnation's first `ready` announcement was observed (propagation time).
+    var propagated = false
     var lastSeen: CoreInstant?
     /// The newest announcement of the current incarnation.
     var snapshot: CapabilitySnapshot?
@@ -293,6 +330,8 @@ struct Backend {
     var inhibitedUntil = CoreInstant.zero
     var suspectUntil: CoreInstant?
     var classes: [Int] = []
+    /// The subset of `classes` whose model this backend has loaded.
+    var loadedClasses: [Int] = []
     /// Models this backend was asked to load, and when (to measure load times).
     var loadRequested: [String: CoreInstant] = [:]
     var nextSync: CoreInstant?

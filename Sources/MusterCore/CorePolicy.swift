@@ -35,6 +35,9 @@ public struct CorePolicy: Sendable, Hashable {
     public var finishedJobRetention: Duration = .seconds(3600)
     /// Largest number of jobs one submission may create.
     public var maxJobsPerSubmission: Int = 10_000
+    /// Largest number of distinct (needs, model) combinations; each is an index the router keeps
+    /// per backend, so clients may not create them without bound.
+    public var maxJobClasses: Int = 10_000
 
     public init() {}
 }

@@ -129,6 +129,7 @@ public enum RequeueCause: String, Hashable, Sendable {
 
 /// A job event for clients and metrics.
 public struct JobEvent: Hashable, Sendable {
+    /// What happened; every state transition has one.
     public enum Kind: Hashable, Sendable {
         case queued
         case gated(WaitReason)
@@ -187,7 +188,8 @@ public enum CoreAction: Hashable, Sendable {
     case assign(job: JobID, spec: JobSpec, backend: BackendID, lease: Lease, attempt: Int)
     /// Tell the backend to stop the job (client cancel).
     case cancel(job: JobID, backend: BackendID, lease: Lease)
-    /// Take back a job the backend has not started (work stealing); the lease is dead.
+    /// Take back a job under a dead lease: stolen before it started, or still worked on after
+    /// the lease died (reported started or in progress by a backend that lost it).
     case revoke(job: JobID, backend: BackendID, lease: Lease)
     /// Ask the backend to load a model now.
     case loadModel(backend: BackendID, model: String)
@@ -206,13 +208,18 @@ public enum CoreEvent: Hashable, Sendable {
     case backendExpected(BackendID, name: String)
     /// A backend linked and said hello (first time, reconnect or restart).
     case backendRegistered(BackendRegistration)
+    /// An announcement from a registered backend (feed the hello first).
     case capabilities(BackendID, CapabilitySnapshot)
+    /// The link dropped: the backend becomes suspect for the grace period.
     case linkLost(BackendID)
     /// The link came back with the same incarnation.
     case linkRestored(BackendID)
+    // Reports from the backend a job is bound to. Any other backend or lease: stale, ignored.
     case jobStarted(JobID, backend: BackendID, lease: Lease)
+    /// `fraction` in 0...1.
     case jobProgress(JobID, backend: BackendID, lease: Lease, fraction: Double)
     case jobCompleted(JobID, backend: BackendID, lease: Lease, result: RawJSON)
+    /// `retryable`: the job may succeed elsewhere (requeued while attempts remain).
     case jobFailed(JobID, backend: BackendID, lease: Lease, code: ErrorCode, message: String, retryable: Bool)
     /// Finish what it has, take nothing new.
     case drain(BackendID)

@@ -76,7 +76,9 @@ public struct Scenario: Sendable {
     /// The simulation stops here even if jobs remain (seconds).
     public var horizon: Double
 
-    public init(policy: CorePolicy = CorePolicy(), backends: [Backend], submissions: [Submission], horizon: Double = 86_400) {
+    public init(
+        policy: CorePolicy = CorePolicy(), backends: [Backend], submissions: [Submission], horizon: Double = 86_400
+    ) {
         self.policy = policy
         self.backends = backends
         self.submissions = submissions
@@ -226,8 +228,10 @@ struct Simulation {
             state[i].registered = true
             state[i].linkUp = true
             let c = backends[i]
-            feed(.backendRegistered(BackendRegistration(
-                id: c.id, name: c.name, incarnation: Incarnation(1), slots: c.slots, priority: c.priority)))
+            feed(
+                .backendRegistered(
+                    BackendRegistration(
+                        id: c.id, name: c.name, incarnation: Incarnation(1), slots: c.slots, priority: c.priority)))
             if c.announceAfter == 0 {
                 state[i].state = .ready
                 announce(i)
@@ -258,9 +262,12 @@ struct Simulation {
             feed(.linkLost(backends[i].id))
         case .linkUp(let i):
             state[i].linkUp = true
-            feed(.backendRegistered(BackendRegistration(
-                id: backends[i].id, name: backends[i].name, incarnation: Incarnation(1), slots: backends[i].slots,
-                priority: backends[i].priority)))
+            feed(
+                .backendRegistered(
+                    BackendRegistration(
+                        id: backends[i].id, name: backends[i].name, incarnation: Incarnation(1),
+                        slots: backends[i].slots,
+                        priority: backends[i].priority)))
             let held = state[i].held
             state[i].held = []
             for e in held { feed(e) }
@@ -381,8 +388,9 @@ struct Simulation {
         }
         var fleet: [Slotted] = s.backends.map { b in
             let ready = b.registerAt + (b.announceAfter ?? .infinity)
-            return Slotted(free: Array(repeating: ready, count: max(1, b.slots)),
-                           loadedAt: Dictionary(uniqueKeysWithValues: b.modelsLoaded.map { ($0, ready) }))
+            return Slotted(
+                free: Array(repeating: ready, count: max(1, b.slots)),
+                loadedAt: Dictionary(uniqueKeysWithValues: b.modelsLoaded.map { ($0, ready) }))
         }
         var makespan = 0.0
         for sub in s.submissions.sorted(by: { $0.at < $1.at }) {

@@ -7,12 +7,13 @@ import MusterProtocol
 
 /// Jobs by id. Ids are allocated in increasing order, so a window of slot numbers indexed by
 /// `id - base` replaces hashing; the window's front advances as the oldest jobs are evicted.
+/// Records stay where they were inserted (freed slots are reused), so removing one moves nothing.
 struct JobTable {
     private var base: UInt64 = 1
     private var slots = Deque<Int32>()
-    private(set) var records: [JobRecord] = []
-
-    var count: Int { records.count }
+    private var storage: [JobRecord?] = []
+    private var vacant: [Int32] = []
+    private(set) var count = 0
 
     func index(_ id: JobID) -> Int? {
         guard id.rawValue >= base else { return nil }
@@ -26,42 +27,56 @@ struct JobTable {
 
     /// The record of a job that must exist.
     subscript(id: JobID) -> JobRecord {
-        _read { yield records[index(id)!] }
-        _modify { yield &records[index(id)!] }
+        _read { yield storage[index(id)!]! }
+        _modify { yield &storage[index(id)!]! }
+    }
+
+    /// The record in a slot returned by `index`, read in place.
+    subscript(slot slot: Int) -> JobRecord {
+        _read { yield storage[slot]! }
     }
 
     /// A copy of the record, if the job exists.
-    func get(_ id: JobID) -> JobRecord? { index(id).map { records[$0] } }
+    func get(_ id: JobID) -> JobRecord? { index(id).map { storage[$0]! } }
 
     /// The state of a job, if it exists, without copying its record.
     func state(_ id: JobID) -> JobState? {
         guard let i = index(id) else { return nil }
-        return records[i].state
+        return storage[i]!.state
     }
+
+    /// Every record, in no particular order.
+    var all: [JobRecord] { storage.compactMap { $0 } }
 
     /// Adds a job whose id is larger than every id added before.
     mutating func insert(_ record: JobRecord) {
         if slots.isEmpty { base = record.id.rawValue }
         precondition(record.id.rawValue >= base + UInt64(slots.count), "job ids must increase")
         while base + UInt64(slots.count) < record.id.rawValue { slots.append(-1) }
-        slots.append(Int32(records.count))
-        records.append(record)
+        let slot: Int32
+        if let reused = vacant.popLast() {
+            slot = reused
+            storage[Int(slot)] = record
+        } else {
+            slot = Int32(storage.count)
+            storage.append(record)
+        }
+        slots.append(slot)
+        count += 1
     }
 
     mutating func remove(_ id: JobID) -> JobRecord? {
         guard let i = index(id) else { return nil }
-        let last = records.count - 1
-        if i != last {
-            // The buffer's swapAt moves the records; Array's would copy them (retaining every field).
-            records.withUnsafeMutableBufferPointer { $0.swapAt(i, last) }
-            slots[Int(records[i].id.rawValue - base)] = Int32(i)
-        }
+        var removed: JobRecord? = nil
+        swap(&removed, &storage[i])  // moved out, not copied
+        vacant.append(Int32(i))
+        count -= 1
         slots[Int(id.rawValue - base)] = -1
         while let first = slots.first, first < 0 {
             slots.removeFirst()
             base += 1
         }
-        return records.removeLast()
+        return removed
     }
 }
 
@@ -72,12 +87,24 @@ struct BackendKey: Hashable {
     var raw: Int64
     init(_ id: BackendID) { raw = id.rawValue }
     func hash(into hasher: inout Hasher) { hasher.combine(raw) }
-    func _rawHashValue(seed: Int) -> Int {
-        var z = UInt64(bitPattern: raw) &+ UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Int(bitPattern: UInt(z ^ (z >> 31)))
-    }
+    func _rawHashValue(seed: Int) -> Int { mix64(raw, seed) }
+}
+
+/// A job priority with the same cheap hash (per-priority totals change on every binding).
+struct PriorityKey: Hashable {
+    var raw: Int
+    init(_ priority: Int) { raw = priority }
+    func hash(into hasher: inout Hasher) { hasher.combine(raw) }
+    func _rawHashValue(seed: Int) -> Int { mix64(Int64(raw), seed) }
+}
+
+/// SplitMix64's finaliser over a value and the table's seed.
+@inline(__always)
+func mix64(_ raw: Int64, _ seed: Int) -> Int {
+    var z = UInt64(bitPattern: raw) &+ UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return Int(bitPattern: UInt(z ^ (z >> 31)))
 }
 
 /// Backends by id: a dictionary of slots into an array of records.
@@ -118,5 +145,27 @@ struct BackendTable {
             slots[BackendKey(records[i].id)] = i
         }
         records.removeLast()
+    }
+}
+
+/// A set of backend ids hashed with `BackendKey` (the router updates several per decision).
+struct BackendSet: Sequence {
+    private var keys = Set<BackendKey>()
+
+    var isEmpty: Bool { keys.isEmpty }
+    var count: Int { keys.count }
+    func contains(_ id: BackendID) -> Bool { keys.contains(BackendKey(id)) }
+    @discardableResult
+    mutating func insert(_ id: BackendID) -> (inserted: Bool, memberAfterInsert: BackendID) {
+        let (inserted, _) = keys.insert(BackendKey(id))
+        return (inserted, id)
+    }
+    @discardableResult
+    mutating func remove(_ id: BackendID) -> BackendID? { keys.remove(BackendKey(id)).map { _ in id } }
+    mutating func removeAll(keepingCapacity: Bool) { keys.removeAll(keepingCapacity: keepingCapacity) }
+    func sorted() -> [BackendID] { keys.map { BackendID($0.raw) }.sorted() }
+
+    func makeIterator() -> some IteratorProtocol<BackendID> {
+        keys.lazy.map { BackendID($0.raw) }.makeIterator()
     }
 }

@@ -55,6 +55,19 @@ import Testing
         #expect(h.core.backend(BackendID(-1))?.inFlight == 2)
     }
 
+    @Test func heldJobsTrackTheBackendsTheyWaitFor() {
+        var h = Harness()
+        h.ready(-1, features: ["video"])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "a", incarnation: Incarnation(1))))
+        let jobs = h.submit(JobSpec(kind: "video", needs: ["video"]), count: 2)
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5)])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(6), name: "b", incarnation: Incarnation(1))))
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5), BackendID(6)])
+        h.announce(5, .ready, revision: 1)
+        #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(6)])
+        #expect(h.core.readiness.waitingBackends == [BackendID(6)])
+    }
+
     @Test func gateWindowCountsFromRegistration() {
         var h = Harness { $0.gateWindow = .seconds(60) }
         h.ready(-1, features: ["video", "frameinterps"])
@@ -90,10 +103,11 @@ import Testing
         #expect(h.state(job) == .failed)
         let failure = h.core.job(job)!.failure!
         #expect(failure.code == .noEligibleBackend)
-        #expect(failure.refusals == [
-            BackendRefusal(backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps"),
-            BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced"),
-        ])
+        #expect(
+            failure.refusals == [
+                BackendRefusal(backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps"),
+                BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced"),
+            ])
     }
 
     @Test func imageJobsAreNotHeldWhileSomeBackendLoads() {
@@ -110,7 +124,9 @@ import Testing
         h.ready(1, revision: 1)
         #expect(h.core.nextDeadline == .seconds(15))
         h.advance(to: 15)
-        #expect(h.last.contains(.sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
+        #expect(
+            h.last.contains(
+                .sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
         #expect(h.core.nextDeadline == .seconds(30))
         // Revision 2 was lost: revision 3 is applied and an immediate sync asks for the rest.
         h.announce(1, .ready, revision: 3)
@@ -120,18 +136,31 @@ import Testing
         // The late revision 2 is stale: acknowledged with what is held, counted, nothing else.
         h.announce(1, .draining, revision: 2)
         #expect(h.last.contains(.ackCapabilities(backend: BackendID(1), version: v3)))
-        #expect(h.last.contains(.observe(.staleAnnouncement(BackendID(1), CapabilityVersion(incarnation: Incarnation(1), revision: 2)))))
+        #expect(
+            h.last.contains(
+                .observe(.staleAnnouncement(BackendID(1), CapabilityVersion(incarnation: Incarnation(1), revision: 2))))
+        )
         #expect(h.core.backend(BackendID(1))?.announced == .ready)
         #expect(h.core.counters.announcementsStale == 1)
     }
 
-    @Test func propagationTimeIsObserved() {
+    @Test func propagationTimeIsObservedOncePerIncarnation() {
         var h = Harness()
         h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        h.clock = .seconds(1)
+        h.announce(5, .loading, revision: 1)
+        #expect(h.core.backend(BackendID(5))?.firstAnnouncedAt == .seconds(1))
         h.clock = .seconds(40)
-        h.announce(5, .ready, revision: 1)
+        h.announce(5, .ready, revision: 2)
         #expect(h.last.contains(.observe(.propagation(BackendID(5), .seconds(40)))))
-        #expect(h.core.backend(BackendID(5))?.firstAnnouncedAt == .seconds(40))
+        h.announce(5, .ready, features: ["x"], revision: 3)
+        #expect(!h.last.contains { if case .observe(.propagation) = $0 { true } else { false } })
+        // A restart measures again, from the new hello.
+        h.clock = .seconds(100)
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(2))))
+        h.clock = .seconds(130)
+        h.announce(5, .ready, incarnation: 2, revision: 1)
+        #expect(h.last.contains(.observe(.propagation(BackendID(5), .seconds(30)))))
     }
 
     @Test func loadModelNowAskesEveryEligibleBackendAndRemembersTheModel() throws {
@@ -162,13 +191,16 @@ import Testing
 
     @Test func leastLoadedThenLocalThenPriorityThenLowestID() {
         var h = Harness()
-        h.send(.backendRegistered(BackendRegistration(id: BackendID(3), name: "hi", incarnation: Incarnation(1), priority: 5)))
+        h.send(
+            .backendRegistered(
+                BackendRegistration(id: BackendID(3), name: "hi", incarnation: Incarnation(1), priority: 5)))
         h.announce(3, .ready, revision: 1)
         h.ready(2)
         h.ready(-1)
         h.ready(-2)
         let jobs = h.submit(JobSpec(kind: "image"), count: 5)
-        #expect(jobs.map { h.backend($0) } == [BackendID(-2), BackendID(-1), BackendID(3), BackendID(2), BackendID(-2)])
+        #expect(
+            jobs.map { h.backend($0) } == [BackendID(-2), BackendID(-1), BackendID(3), BackendID(2), BackendID(-2)])
     }
 }
 
@@ -177,8 +209,9 @@ import Testing
     @Test func workedExample() {
         var h = Harness()
         func hello(_ id: Int64, slots: Int, priority: Int = 0) -> CoreEvent {
-            .backendRegistered(BackendRegistration(
-                id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: slots, priority: priority))
+            .backendRegistered(
+                BackendRegistration(
+                    id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: slots, priority: priority))
         }
         let all = ["upscale"]
         h.send(hello(-1, slots: 1))
@@ -206,5 +239,41 @@ import Testing
         let next = h.submit(JobSpec(kind: "image", needs: ["upscale"], model: "sdxl"))[0]
         #expect(h.state(next) == .gated)
         #expect(h.core.readiness.waitingBackends == [BackendID(5)])
+    }
+}
+
+@Suite struct QueryTests {
+    @Test func queriesDescribeBackendsJobsAndQueues() {
+        var h = Harness()
+        h.clock = .seconds(2)
+        h.ready(-1, features: ["video"], models: ["m"], loaded: ["m"], slots: 1)
+        let jobs = h.submit(JobSpec(kind: "video", needs: ["video"], priority: 2), count: 3)
+        let info = h.core.backend(BackendID(-1))!
+        #expect(info.isLocal && info.link == .up && info.announced == .ready)
+        #expect(info.features == ["video"] && info.modelsLoaded == ["m"] && info.slots == 1)
+        #expect(info.inFlight == 2 && info.running == 0)
+        #expect(
+            info.registeredAt == .seconds(2) && info.firstAnnouncedAt == .seconds(2) && info.lastSeen == .seconds(2))
+        #expect(info.version == CapabilityVersion(incarnation: Incarnation(1), revision: 1))
+        #expect(h.core.queueDepthByPriority == [2: 1])
+        #expect(h.core.jobsByState == [.bound: 2, .queued: 1])
+        #expect(h.core.job(jobs[2])?.waitReason == nil)
+        #expect(h.core.backendList.map(\.id) == [BackendID(-1)])
+        #expect(h.core.counters.submitted == 3 && h.core.counters.bound == 2)
+        #expect(h.core.registry.entries[BackendID(-1)]?.state == .ready)
+    }
+}
+
+@Suite struct AffinityTests {
+    /// The model is loaded only on a backend that cannot run the job: loading it on the one that
+    /// can is the only way, whatever the estimates say.
+    @Test func loadsWhenNoCapableBackendHasTheModel() {
+        var h = Harness { $0.defaultModelLoadTime = .seconds(600) }
+        h.ready(1, features: [], models: ["m"], loaded: ["m"])
+        h.ready(2, features: ["video"], models: ["m"])
+        let job = h.submit(JobSpec(kind: "video", needs: ["video"], model: "m"))[0]
+        #expect(h.state(job) == .bound)
+        #expect(h.backend(job) == BackendID(2))
+        #expect(h.last.contains(.loadModel(backend: BackendID(2), model: "m")))
     }
 }

@@ -36,19 +36,25 @@ struct Harness {
         _ id: Int64, features: [String] = [], models: [String] = [], loaded: [String] = [], slots: Int = 1,
         incarnation: UInt64 = 1, revision: UInt64 = 1
     ) {
-        send(.backendRegistered(BackendRegistration(
-            id: BackendID(id), name: "b\(id)", incarnation: Incarnation(incarnation), slots: slots)))
-        announce(id, .ready, features: features, models: models, loaded: loaded, slots: slots,
-                 incarnation: incarnation, revision: revision)
+        send(
+            .backendRegistered(
+                BackendRegistration(
+                    id: BackendID(id), name: "b\(id)", incarnation: Incarnation(incarnation), slots: slots)))
+        announce(
+            id, .ready, features: features, models: models, loaded: loaded, slots: slots,
+            incarnation: incarnation, revision: revision)
     }
 
     mutating func announce(
         _ id: Int64, _ state: BackendState, features: [String] = [], models: [String] = [], loaded: [String] = [],
         slots: Int = 1, incarnation: UInt64 = 1, revision: UInt64
     ) {
-        send(.capabilities(BackendID(id), CapabilitySnapshot(
-            version: CapabilityVersion(incarnation: Incarnation(incarnation), revision: revision), state: state,
-            features: features, modelsAvailable: models, modelsLoaded: loaded, slots: slots)))
+        send(
+            .capabilities(
+                BackendID(id),
+                CapabilitySnapshot(
+                    version: CapabilityVersion(incarnation: Incarnation(incarnation), revision: revision), state: state,
+                    features: features, modelsAvailable: models, modelsLoaded: loaded, slots: slots)))
     }
 
     @discardableResult

@@ -20,22 +20,26 @@ import Testing
             var t = 0.0
             func announce(_ h: inout Harness, _ b: Int64, _ state: BackendState) {
                 revisions[b]! += 1
-                h.announce(b, state, features: b == 3 ? ["video"] : [], slots: Int(b), incarnation: incarnations[b]!,
-                           revision: revisions[b]!)
+                h.announce(
+                    b, state, features: b == 3 ? ["video"] : [], slots: Int(b), incarnation: incarnations[b]!,
+                    revision: revisions[b]!)
             }
             for id in Int64(1)...3 {
-                h.send(.backendRegistered(BackendRegistration(
-                    id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: Int(id))))
+                h.send(
+                    .backendRegistered(
+                        BackendRegistration(
+                            id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: Int(id))))
             }
             for n in script {
                 let b = Int64(n % 3 + 1)
-                let pick = (n / 3) % 13
+                let pick = (n / 3) % 15
                 switch pick {
                 case 0: announce(&h, b, .ready)
                 case 1: announce(&h, b, n % 2 == 0 ? .loading : .draining)
                 case 2, 3:
-                    submitted += h.submit(JobSpec(kind: "image", needs: n % 5 == 0 ? ["video"] : [], owner: "o\(n % 2)"),
-                                          count: 1 + n % 3)
+                    submitted += h.submit(
+                        JobSpec(kind: "image", needs: n % 5 == 0 ? ["video"] : [], owner: "o\(n % 2)"),
+                        count: 1 + n % 3)
                 case 4, 5, 6:
                     // Report on a random lease ever handed out: current ones progress, old ones are stale.
                     guard !leases.isEmpty else { continue }
@@ -43,26 +47,58 @@ import Testing
                     switch n % 4 {
                     case 0: h.send(.jobStarted(job, backend: backend, lease: lease))
                     case 1: h.send(.jobCompleted(job, backend: backend, lease: lease, result: .null))
-                    case 2: h.send(.jobFailed(job, backend: backend, lease: lease, code: .jobFailed, message: "x", retryable: n % 8 < 4))
+                    case 2:
+                        h.send(
+                            .jobFailed(
+                                job, backend: backend, lease: lease, code: .jobFailed, message: "x",
+                                retryable: n % 8 < 4))
                     default: h.send(.jobProgress(job, backend: backend, lease: lease, fraction: 0.5))
                     }
                 case 7: h.send(.linkLost(BackendID(b)))
                 case 8:
-                    h.send(.backendRegistered(BackendRegistration(
-                        id: BackendID(b), name: "b\(b)", incarnation: Incarnation(incarnations[b]!), slots: Int(b))))
+                    h.send(
+                        .backendRegistered(
+                            BackendRegistration(
+                                id: BackendID(b), name: "b\(b)", incarnation: Incarnation(incarnations[b]!),
+                                slots: Int(b))))
                 case 9:
                     incarnations[b]! += 1
                     revisions[b] = 0
-                    h.send(.backendRegistered(BackendRegistration(
-                        id: BackendID(b), name: "b\(b)", incarnation: Incarnation(incarnations[b]!), slots: Int(b))))
+                    h.send(
+                        .backendRegistered(
+                            BackendRegistration(
+                                id: BackendID(b), name: "b\(b)", incarnation: Incarnation(incarnations[b]!),
+                                slots: Int(b))))
                 case 10:
                     guard !submitted.isEmpty else { continue }
                     h.record(try! h.core.cancelJob(submitted[(n / 39) % submitted.count], at: h.clock))
+                case 13:
+                    // Removal (a later hello brings the backend back as new), or a drain request.
+                    if n % 2 == 0 {
+                        h.send(.backendRemoved(BackendID(b)))
+                    } else {
+                        h.send(.drain(BackendID(b)))
+                    }
                 default:
                     t += Double(n % 7)
                     h.advance(to: t)
                 }
-                for case .assign(let job, _, let backend, let lease, _) in h.last { leases.append((job, backend, lease)) }
+                for case .assign(let job, _, let backend, let lease, _) in h.last {
+                    leases.append((job, backend, lease))
+                }
+                // Late binding never leaves a usable slot idle while a job it could take waits.
+                let waiting = submitted.compactMap { h.core.job($0) }.filter {
+                    $0.state == .queued || $0.state == .gated
+                }
+                for info in h.core.backendList
+                where info.link == .up && info.announced == .ready && !info.draining && info.inhibitedUntil == nil {
+                    let runningFree = info.inFlight < info.slots
+                    let anyFree = info.inFlight < info.slots + h.core.policy.overqueue
+                    let idleWith = waiting.filter { j in
+                        Set(j.spec.needs).isSubset(of: info.features) && (j.state == .gated ? runningFree : anyFree)
+                    }
+                    #expect(idleWith.isEmpty, "backend \(info.id) has room while \(idleWith.map(\.id)) wait")
+                }
             }
             // Every job reached at most one final event.
             var finals: [JobID: Int] = [:]

@@ -41,10 +41,16 @@ import Testing
             .jobCompleted(job, backend: BackendID(2), lease: old, result: .null),  // right lease, wrong backend
         ] {
             let actions = h.send(event)
-            #expect(actions.count == 1)
             guard case .observe(.staleReport) = actions.first else {
-                Issue.record("expected only a stale report, got \(actions)")
+                Issue.record("expected a stale report, got \(actions)")
                 continue
+            }
+            // A backend still working under a dead lease is told to drop the job; nothing else.
+            switch event {
+            case .jobStarted(_, let backend, let lease), .jobProgress(_, let backend, let lease, _):
+                #expect(Array(actions.dropFirst()) == [.revoke(job: job, backend: backend, lease: lease)])
+            default:
+                #expect(actions.count == 1)
             }
         }
         #expect(h.core.job(job) == before)
@@ -106,7 +112,9 @@ import Testing
         let job = h.submit(image)[0]
         for attempt in 1...3 {
             #expect(h.core.job(job)?.attempt == attempt)
-            h.send(.jobFailed(job, backend: BackendID(1), lease: h.lease(job), code: .jobFailed, message: "oom", retryable: true))
+            h.send(
+                .jobFailed(
+                    job, backend: BackendID(1), lease: h.lease(job), code: .jobFailed, message: "oom", retryable: true))
             h.advance(to: h.clock.seconds + 5)  // inhibit ends, the job is bound again
         }
         let record = h.core.job(job)!
@@ -124,7 +132,10 @@ import Testing
         h.ready(2)
         let job = h.submit(image)[0]
         #expect(h.backend(job) == BackendID(1))
-        h.send(.jobFailed(job, backend: BackendID(1), lease: h.lease(job), code: .jobFailed, message: "bad params", retryable: false))
+        h.send(
+            .jobFailed(
+                job, backend: BackendID(1), lease: h.lease(job), code: .jobFailed, message: "bad params",
+                retryable: false))
         #expect(h.state(job) == .failed)
         #expect(h.core.backend(BackendID(1))?.inhibitedUntil == .seconds(5))
         // Backend 1 gets nothing new until the inhibit ends, even though it is the lower id.
@@ -190,8 +201,11 @@ import Testing
         h.clock = .seconds(1)
         h.send(.linkLost(BackendID(1)))
         h.clock = .seconds(4)
-        let restored = h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
-        #expect(restored.contains(.sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
+        let restored = h.send(
+            .backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        #expect(
+            restored.contains(
+                .sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
         #expect(h.core.backend(BackendID(1))?.link == .up)
         h.advance(to: 20)
         #expect(h.state(job) == .bound && h.lease(job) == lease)
@@ -242,7 +256,8 @@ import Testing
             #expect(error.message.contains("entry 0"))
         }
         var small = Harness { $0.maxJobsPerSubmission = 5 }
-        #expect(throws: CoreError(.limitExceeded, "submission creates more than 5 jobs; split it into several batches")) {
+        #expect(throws: CoreError(.limitExceeded, "submission creates more than 5 jobs; split it into several batches"))
+        {
             _ = try small.core.submit(key: nil, entries: [BatchEntry(spec: image, count: 6)], at: .zero)
         }
     }
@@ -280,5 +295,19 @@ import Testing
             }
         }
         #expect(order == [urgent[0], a[0], b[0], a[1], b[1], a[2]])
+    }
+}
+
+@Suite struct LimitTests {
+    @Test func distinctJobClassesAreBounded() throws {
+        var h = Harness { $0.maxJobClasses = 2 }
+        h.ready(1, features: ["a", "b", "c"])
+        _ = h.submit(JobSpec(kind: "image", needs: ["a"]))
+        _ = h.submit(JobSpec(kind: "image", needs: ["b"]))
+        _ = h.submit(JobSpec(kind: "image", needs: ["a"]))  // known combination: fine
+        #expect(throws: CoreError.self) {
+            _ = try h.core.submit(
+                key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image", needs: ["c"]))], at: h.clock)
+        }
     }
 }

@@ -96,7 +96,8 @@ import Testing
                 var core = Coordinator()
                 for id in Int64(-1)...2 {
                     _ = core.handle(
-                        .backendRegistered(BackendRegistration(id: BackendID(id), name: "b\(id)", incarnation: Incarnation(0))),
+                        .backendRegistered(
+                            BackendRegistration(id: BackendID(id), name: "b\(id)", incarnation: Incarnation(0))),
                         at: .zero)
                 }
                 for n in delivery {

@@ -41,6 +41,8 @@ import Testing
         #expect(r.makespan == 160)
         #expect(r.optimum == 160)
         #expect(r.ratio == 1)
+        // Each ran 120 s of the 160 s (the remote was loading for the first 40).
+        #expect(r.utilisation == [BackendID(-1): 0.75, BackendID(7): 0.75])
         // Three jobs were held while the remote loaded, then released by its announcement.
         let gated = r.events { if case .gated = $0.kind { true } else { false } }
         #expect(gated.count == 3)
@@ -72,7 +74,8 @@ import Testing
             policy: policy,
             backends: [
                 Scenario.Backend(id: BackendID(-1), name: "images", features: ["video"]),
-                Scenario.Backend(id: BackendID(3), name: "interp", announceAfter: announce, features: ["video", "frameinterps"]),
+                Scenario.Backend(
+                    id: BackendID(3), name: "interp", announceAfter: announce, features: ["video", "frameinterps"]),
             ],
             submissions: [.init(at: 1, entries: [BatchEntry(spec: video)])], horizon: 300)
     }
@@ -206,6 +209,7 @@ import Testing
         // Alice's first job runs 0-10 and her second already waits on the backend (overqueue 1);
         // Bob's job takes the slot freed at 10 and starts at 20, not after Alice's hundred.
         #expect(bob.first?.at == .seconds(20))
+        #expect(r.events { $0.owner == "bob" && $0.kind == .bound }.first?.at == .seconds(10))
         #expect(r.completions.count == 101)
     }
 }
