@@ -12,5 +12,5 @@ extension Coordinator {
     }
 
     /// Every job the core still knows (finished ones within the retention bounds), by id.
-    public var jobIDs: [JobID] { jobs.records.map(\.id).sorted() }
+    public var jobIDs: [JobID] { jobs.all.map(\.id).sorted() }
 }
