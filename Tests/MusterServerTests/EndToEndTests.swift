@@ -1,4 +1,6 @@
 import Foundation
+import MusterProtocol
+import MusterServer
 import Testing
 
 /// The daemon issue's end-to-end cases, with real processes on 127.0.0.1: `muster serve`,
@@ -246,6 +248,42 @@ import Testing
         #expect(jobs.allSatisfy { $0.state == "completed" && $0.backend == 1 })
         #expect(try await serve.stop() == 0)
         #expect(try await agent.stop() == 0)
+    }
+
+    @Test func anAgentKilledMidJobLosesItToAnotherAndEveryJobEndsOnce() async throws {
+        let (serve, port) = try await coordinator(backends("[]") + ["--set", "links.suspect_grace_seconds=0.5"])
+        let victim = try await agent(port: port, name: "victim", features: "video", jobSeconds: "3s")
+        try await readyBackends(port: port, count: 1)
+        var options = MusterClient.Options(coordinator: "ws://127.0.0.1:\(port)", name: "e2e")
+        options.requestTimeout = .seconds(30)
+        let client = try await MusterClient.connect(options, logger: TestCoordinator.quietLogger)
+        try await client.subscribe(batch: nil)
+        let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "video", needs: ["video"], count: 2)]))
+
+        let finals = try await within(.seconds(90), "every job to end") {
+            var finals: [JobID: [String]] = [:]
+            var rescuer: MusterProcess?
+            var killed = false
+            for await event in client.events where accepted.jobs.contains(event.job) {
+                if event.event == .started, event.backend == BackendID(1), !killed {
+                    // The victim runs a job: bring up a rescuer, then kill the victim without a goodbye.
+                    rescuer = try await agent(port: port, name: "rescuer", features: "video", jobSeconds: "1s")
+                    kill(victim.process.processIdentifier, SIGKILL)
+                    killed = true
+                }
+                if event.state.isFinal { finals[event.job, default: []].append(event.state.rawValue) }
+                if finals.count == accepted.jobs.count { break }
+            }
+            try await rescuer?.stop()
+            return finals
+        }
+        #expect(finals.count == 2)
+        #expect(finals.values.allSatisfy { $0 == ["completed"] }, "exactly one final event per job, completed: \(finals)")
+        let requeued = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(accepted.jobs[0])").json
+        #expect((requeued["history"] as? [[String: Any]])?.first?["backend"] as? Int == 1, "the first job started on the victim")
+        #expect(requeued["backend"] as? Int == 2, "and completed on the rescuer")
+        await client.close()
+        #expect(try await serve.stop() == 0)
     }
 
     @Test func configurationErrorsExitWithStatus2AndNameTheKey() async throws {

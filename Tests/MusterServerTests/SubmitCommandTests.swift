@@ -83,6 +83,21 @@ import Testing
         #expect(try await server.stop() == 0)
     }
 
+    @Test func submitWaitCompletesAVideoBatchOnTheEmbeddedDefault() async throws {
+        // No configuration at all, as Scripts/run starts it (only the port is free-picked):
+        // the video job runs on local-video (30 s, like a real GPU).
+        let server = try MusterProcess(["serve", "--listen", "127.0.0.1:0"])
+        let serving = try await server.waitForLog("muster serving")
+        let port = try #require((serving["listen.port"] as? String).flatMap(Int.init))
+        let result = try await run([
+            "submit", "--coordinator", "ws://127.0.0.1:\(port)", "--kind", "video", "--needs", "video,frameinterps",
+            "--count", "1", "--wait",
+        ])
+        #expect(result.status == 0, "\(result.errors)")
+        #expect(result.output.contains("on local-video (-2)"), "\(result.output)")
+        #expect(try await server.stop() == 0)
+    }
+
     @Test func submitWaitExitsOneWhenAJobFails() async throws {
         let flaky =
             #"[{"name": "flaky", "kind": "simulated", "features": ["video"], "failure_rate": 1, "#

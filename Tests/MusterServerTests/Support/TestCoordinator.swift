@@ -1,7 +1,6 @@
 import Logging
 import MusterProtocol
 import MusterServer
-import Synchronization
 
 /// An in-process coordinator on 127.0.0.1, port picked by the kernel, with fast simulated backends.
 struct TestCoordinator {
@@ -41,13 +40,7 @@ struct TestCoordinator {
 
     func stop() async {
         await daemon.shutdown()
-        // Workaround: after its loop stops, `EventLoopExecutor.drainAfterStop` runs jobs without
-        // holding the executor, so dropping the last reference to a stopped daemon while that
-        // drain is still looping frees the executor under it (signal 11). Keep stopped daemons.
-        Self.stopped.withLock { $0.append(daemon) }
     }
-
-    private static let stopped = Mutex<[Daemon]>([])
 }
 
 /// Runs `body`, failing if it has not finished within `bound`: a guard against hangs, not a
