@@ -330,20 +330,33 @@ extension Coordinator {
     }
 
     /// Why a backend cannot run a job of class `c`, or nil if it could.
-    func refusal(_ b: Backend, _ c: JobClass) -> String? {
+    func refusal(_ b: Backend, _ c: JobClass) -> String? { refusalDetail(b, c)?.reason }
+
+    /// Why a backend cannot run a job of class `c`, in words and in the wire's tokens.
+    func refusalDetail(_ b: Backend, _ c: JobClass) -> BackendRefusal? {
+        func refuse(_ reason: String, _ tokens: [String], missing: [String] = []) -> BackendRefusal {
+            BackendRefusal(backend: b.id, name: b.name, reason: reason, reasons: tokens, missingFeatures: missing)
+        }
         switch b.link {
-        case .expected: return "never connected"
-        case .down: return "link down"
-        case .suspect: return "link suspect"
+        case .expected: return refuse("never connected", ["not_connected"])
+        case .down: return refuse("link down", ["link_down"])
+        case .suspect: return refuse("link suspect", ["link_suspect"])
         case .up: break
         }
-        guard let snapshot = b.snapshot else { return "has not announced" }
-        if snapshot.state != .ready { return "announced \(snapshot.state.rawValue)" }
-        if b.drainRequested { return "draining" }
+        guard let snapshot = b.snapshot else { return refuse("has not announced", ["not_announced"]) }
+        if snapshot.state != .ready { return refuse("announced \(snapshot.state.rawValue)", [snapshot.state.rawValue]) }
+        if b.drainRequested { return refuse("draining", ["draining"]) }
         let missing = c.needs.filter { !b.features.contains($0) }
         var parts: [String] = []
-        if !missing.isEmpty { parts.append("missing features \(missing.joined(separator: ","))") }
-        if let model = c.model, !b.available.contains(model) { parts.append("missing model \(model)") }
-        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+        var tokens: [String] = []
+        if !missing.isEmpty {
+            parts.append("missing features \(missing.joined(separator: ","))")
+            tokens.append("missing_features")
+        }
+        if let model = c.model, !b.available.contains(model) {
+            parts.append("missing model \(model)")
+            tokens.append("missing_model")
+        }
+        return parts.isEmpty ? nil : refuse(parts.joined(separator: "; "), tokens, missing: missing)
     }
 }

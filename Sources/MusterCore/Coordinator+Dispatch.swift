@@ -115,7 +115,11 @@ extension Coordinator {
         var refusals: [BackendRefusal] = []
         for bid in backends.ids.sorted() {
             let b = backends[bid]
-            refusals.append(BackendRefusal(backend: bid, name: b.name, reason: refusal(b, c) ?? "eligible"))
+            refusals.append(
+                refusalDetail(b, c)
+                    ?? (b.inhibitedUntil > now
+                        ? BackendRefusal(backend: bid, name: b.name, reason: "inhibited after a recent failure", reasons: ["inhibited"])
+                        : BackendRefusal(backend: bid, name: b.name, reason: "eligible", reasons: [])))
         }
         var wanted: [String] = []
         if !c.needs.isEmpty { wanted.append("features \(c.needs.joined(separator: ","))") }

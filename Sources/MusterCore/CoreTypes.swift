@@ -64,12 +64,21 @@ public struct CoreError: Error, Hashable, Sendable, CustomStringConvertible {
 public struct BackendRefusal: Hashable, Sendable {
     public var backend: BackendID
     public var name: String
+    /// Why, for people: "missing features frameinterps", "announced loading", ...
     public var reason: String
+    /// Why, as the wire's reason tokens (Protocol/README.md section 5): `not_connected`,
+    /// `link_down`, `link_suspect`, `not_announced`, `starting`, `loading`, `draining`,
+    /// `missing_features`, `missing_model`, `inhibited`.
+    public var reasons: [String]
+    /// With `missing_features`: which of the job's features this backend lacks.
+    public var missingFeatures: [String]
 
-    public init(backend: BackendID, name: String, reason: String) {
+    public init(backend: BackendID, name: String, reason: String, reasons: [String] = [], missingFeatures: [String] = []) {
         self.backend = backend
         self.name = name
         self.reason = reason
+        self.reasons = reasons
+        self.missingFeatures = missingFeatures
     }
 }
 

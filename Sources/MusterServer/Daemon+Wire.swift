@@ -96,38 +96,12 @@ extension Daemon {
             readyModels.formUnion(b.modelsAvailable)
         }
         for r in f.refusals {
-            let (reasons, missing) = refusalTokens(r.reason)
-            refusals.append(.init(backend: r.backend, name: r.name, reasons: reasons, missingFeatures: missing))
+            refusals.append(.init(backend: r.backend, name: r.name, reasons: r.reasons, missingFeatures: r.missingFeatures))
         }
         let missingFeatures = spec?.needs.filter { !readyFeatures.contains($0) } ?? []
         let missingModel = spec?.model.flatMap { readyModels.contains($0) ? nil : $0 }
         return Wire.ErrorBody(code: f.code, message: f.message, details: Wire.NoEligibleBackend(
             missingFeatures: missingFeatures, missingModel: missingModel, refusals: refusals).details)
-    }
-
-    /// The core explains refusals in words; the wire wants its reason tokens.
-    func refusalTokens(_ text: String) -> (reasons: [String], missingFeatures: [String]) {
-        switch text {
-        case "never connected": return (["not_connected"], [])
-        case "link down": return (["link_down"], [])
-        case "link suspect": return (["link_suspect"], [])
-        case "has not announced": return (["not_announced"], [])
-        case "draining": return (["draining"], [])
-        case "eligible": return (["inhibited"], [])
-        default: break
-        }
-        if text.hasPrefix("announced ") { return ([String(text.dropFirst("announced ".count))], []) }
-        var reasons: [String] = []
-        var missing: [String] = []
-        for part in text.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            if part.hasPrefix("missing features ") {
-                reasons.append("missing_features")
-                missing = part.dropFirst("missing features ".count).split(separator: ",").map(String.init)
-            } else if part.hasPrefix("missing model") {
-                reasons.append("missing_model")
-            }
-        }
-        return (reasons.isEmpty ? [text] : reasons, missing)
     }
 
     func wireJob(_ j: JobRecord) -> Wire.JobInfo {

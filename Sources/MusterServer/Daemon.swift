@@ -146,6 +146,9 @@ public actor Daemon {
         return listener.port
     }
 
+    /// True once shutdown has begun.
+    public var isStopping: Bool { stopping }
+
     /// The port the daemon listens on (after `start()`).
     public var port: Int? { listener?.port }
 

@@ -116,14 +116,19 @@ struct AgentCommand: AsyncParsableCommand {
         let agent: Agent
         do {
             agent = try Agent(options: options, logger: logger)
-            try await agent.start()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
         let signals = SignalHandler(logger: logger) { await agent.drain() }
+        defer { signals.cancel() }
+        do {
+            try await agent.start()
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         await agent.waitUntilStopped()
-        signals.cancel()
         if let failure = await agent.failure {
             FileHandle.standardError.write(Data("muster agent: \(failure)\n".utf8))
             throw ExitCode(1)

@@ -47,16 +47,24 @@ struct Serve: AsyncParsableCommand {
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)
-            try await daemon.start()
         } catch let error as ConfigError {
             ConfigExit.exit(ConfigExit(message: error.description))
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
+        // Signals are watched before the daemon listens: a supervisor may stop it the moment it
+        // reports that it serves, and that signal must not be lost.
         let signals = SignalHandler(logger: logger) { await daemon.shutdown() }
+        defer { signals.cancel() }
+        do {
+            try await daemon.start()
+        } catch {
+            if await daemon.isStopping { return }
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
         await daemon.waitUntilStopped()
-        signals.cancel()
     }
 }
 
@@ -70,6 +78,8 @@ final class SignalHandler {
         let seen = Mutex(false)
         var sources: [any DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
+            // The default action goes first; libdispatch then installs its own handler for the
+            // source (ignoring the signal after that would remove it again).
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
             source.setEventHandler {

@@ -105,8 +105,10 @@ import Testing
         #expect(failure.code == .noEligibleBackend)
         #expect(
             failure.refusals == [
-                BackendRefusal(backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps"),
-                BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced"),
+                BackendRefusal(
+                    backend: BackendID(-1), name: "b-1", reason: "missing features frameinterps",
+                    reasons: ["missing_features"], missingFeatures: ["frameinterps"]),
+                BackendRefusal(backend: BackendID(5), name: "remote", reason: "has not announced", reasons: ["not_announced"]),
             ])
     }
 

@@ -106,6 +106,9 @@ import Testing
         #expect(failure.refusals.map(\.backend) == [BackendID(-1), BackendID(3)])
         #expect(failure.refusals[0].reason == "missing features frameinterps")
         #expect(failure.refusals[1].reason == "announced loading")
+        #expect(failure.refusals[0].reasons == ["missing_features"])
+        #expect(failure.refusals[0].missingFeatures == ["frameinterps"])
+        #expect(failure.refusals[1].reasons == ["loading"])
         #expect(r.events { $0.kind == .released(.windowExpired) }.count == 1)
     }
 

@@ -286,6 +286,24 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    @Test func aJobNoBackendCanRunFailsNamingWhatIsMissingAndWhy() async throws {
+        // Gate off: nothing is loading, so the job fails at once instead of waiting.
+        let (serve, port) = try await coordinator(["--set", "gate.window_seconds=0"])
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video", "upscale4k"]}]}"#)
+        let jobs = try await finishedBatch(port: port)
+        #expect(jobs.first?.state == "failed")
+        let error = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(jobs.first?.job ?? 0)").json["error"] as? [String: Any]
+        #expect(error?["code"] as? String == "no_eligible_backend")
+        let details = error?["details"] as? [String: Any]
+        #expect(details?["missing_features"] as? [String] == ["upscale4k"])
+        let refusals = details?["refusals"] as? [[String: Any]] ?? []
+        #expect(refusals.count == 2)
+        #expect(refusals.allSatisfy { ($0["reasons"] as? [String])?.contains("missing_features") == true })
+        let video = refusals.first { $0["name"] as? String == "local-video" }
+        #expect(video?["missing_features"] as? [String] == ["upscale4k"])
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func configurationErrorsExitWithStatus2AndNameTheKey() async throws {
         let p = try MusterProcess(["serve", "--set", "gate.window_secs=5"])
         #expect(try await p.waitForExit() == 2)

@@ -187,7 +187,12 @@ public actor Agent {
         guard !draining, !stopped else { return }
         draining = true
         logger.notice("draining")
-        driver?.drain()
+        guard let driver else {
+            // Not started yet: nothing to finish.
+            Task { await self.stop() }
+            return
+        }
+        driver.drain()
         let bound = options.drainTimeout
         Task {
             try? await Task.sleep(for: bound)
