@@ -59,10 +59,10 @@ extension WireMessage {
         var w = JSONWriter(capacity: 512)
         w.raw("{\"type\":\"")
         w.raw(Self.wireType)
-        w.bytes.append(UInt8(ascii: "\""))
+        w.append(UInt8(ascii: "\""))
         encodeMembers(&w)
-        w.bytes.append(UInt8(ascii: "}"))
-        return w.bytes
+        w.append(UInt8(ascii: "}"))
+        return w.finish()
     }
 }
 
@@ -84,7 +84,7 @@ extension WireBody {
     func encodeBody() -> [UInt8] {
         var w = JSONWriter(capacity: 256)
         encodeJSON(&w)
-        return w.bytes
+        return w.finish()
     }
 }
 
@@ -161,7 +161,7 @@ extension RawJSON {
     init<T: JSONValueEncodable>(encoding value: T) {
         var w = JSONWriter(capacity: 128)
         value.encodeJSON(&w)
-        self.init(unchecked: String(decoding: w.bytes, as: UTF8.self))
+        self.init(unchecked: String(decoding: w.finish(), as: UTF8.self))
     }
 
     /// Decodes this text as a protocol object.
