@@ -141,9 +141,14 @@ struct JSONWriter: ~Copyable {
         }
     }
 
-    /// A finite double in its shortest round-trip form; integral values keep no fraction.
+    /// A double in its shortest round-trip form; integral values keep no fraction. JSON has no
+    /// NaN or infinity: those are written as `null`, which every decoder of a number rejects, so
+    /// the bug that produced them shows up at the peer instead of crashing the sender.
     mutating func double(_ v: Double) {
-        precondition(v.isFinite, "JSON has no representation for \(v)")
+        guard v.isFinite else {
+            raw("null")
+            return
+        }
         if v == v.rounded(), v.magnitude < 1e15 {
             int(Int64(v))
             return

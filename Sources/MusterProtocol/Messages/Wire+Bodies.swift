@@ -440,6 +440,7 @@ extension Wire {
             self.byPriority = byPriority
         }
 
+        /// How many jobs wait at one priority.
         public struct PriorityDepth: Hashable, Sendable, WireObject {
             public var priority: Int
             public var jobs: Int
