@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import MusterProtocol
 
 #if canImport(Glibc)
@@ -103,10 +104,45 @@ struct BenchProtocol: ParsableCommand {
             roundTrip: { (try? ClientToCoordinator.decode(bytes))?.encode().count ?? 0 })
     }
 
+    /// The same messages through Foundation's Codable coders, for comparison only.
+    struct FoundationProgress: Codable, Equatable {
+        var type: String
+        var job: UInt64
+        var lease: UInt64
+        var fraction: Double
+        var message: String?
+    }
+
+    struct FoundationCapabilities: Codable, Equatable {
+        struct Models: Codable, Equatable {
+            var available: [String]
+            var loaded: [String]
+        }
+        var type: String
+        var incarnation: UInt64
+        var revision: UInt64
+        var state: String
+        var features: [String]
+        var models: Models
+        var slots: Int
+    }
+
+    static func foundation<T: Codable>(_ name: String, _ type: T.Type, _ bytes: [UInt8]) -> Sample {
+        let data = Data(bytes)
+        let decoder = JSONDecoder()
+        let encoder = JSONEncoder()
+        let value = try! decoder.decode(T.self, from: data)
+        return Sample(
+            name: name, bytes: bytes,
+            decode: { (try? decoder.decode(T.self, from: data)) == nil ? 0 : 1 },
+            encode: { (try? encoder.encode(value))?.count ?? 0 },
+            roundTrip: { (try? decoder.decode(T.self, from: data)).flatMap { try? encoder.encode($0) }?.count ?? 0 })
+    }
+
     static func samples() -> [Sample] {
         let params = RawJSON(
             unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","seed":1234,"frames":48,"fps":24}"#)
-        return [
+        let all = [
             backendOut(
                 "assign",
                 .assign(
@@ -142,6 +178,12 @@ struct BenchProtocol: ParsableCommand {
                                     kind: "video", needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b",
                                     params: params, count: 4, priority: 0, owner: "alice")
                             ])))),
+        ]
+        let progress = all.first { $0.name == "progress" }!.bytes
+        let capabilities = all.first { $0.name == "capabilities" }!.bytes
+        return all + [
+            foundation("progress (Foundation Codable)", FoundationProgress.self, progress),
+            foundation("capabilities (Foundation Codable)", FoundationCapabilities.self, capabilities),
         ]
     }
 }
