@@ -108,13 +108,16 @@ enum Envelope {
                     if (try? Grammar.key.check(s, path: "id")) != nil { requestID = s }
                 }
                 let typeNode = firstMember(doc, "type")
-                if let typeNode, doc.nodes[typeNode].kind == .string { messageType = doc.string(typeNode) }
+                // Only a plausible type name is kept: it ends up in logs and answers.
+                if let typeNode, doc.nodes[typeNode].kind == .string, doc.textLength(typeNode) <= 66 {
+                    messageType = doc.string(typeNode)
+                }
                 var o = try JSONObjectReader(doc, 0)
                 guard let typeNode else { throw .invalid("type", "required member is missing") }
-                guard let type = messageType else {
+                guard doc.nodes[typeNode].kind == .string else {
                     throw .invalid("type", "expected a string, found \(doc.kindName(typeNode))")
                 }
-                return try dispatch(type, &o)
+                return try dispatch(messageType ?? doc.string(typeNode), &o)
             }
         } catch {
             var e = error

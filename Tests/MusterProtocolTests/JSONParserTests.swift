@@ -115,6 +115,25 @@ private func parseError(_ text: String, maxDepth: Int = 64) -> ProtocolError? {
         #expect(throws: ProtocolError.self) { try BackendToCoordinator.decode(big) }
     }
 
+    @Test func hostileNamesStayOutOfErrors() {
+        let long = String(repeating: "k", count: 10_000)
+        do {
+            _ = try BackendToCoordinator.decode("{\"type\":\"\(long)\",\"\(long)\":1,\"\(long)\":2}")
+            Issue.record("accepted duplicate members")
+        } catch {
+            #expect(error.code == .invalidMessage)
+            #expect(error.path.count == 65)
+            #expect(error.messageType == nil)
+        }
+        do {
+            _ = try BackendToCoordinator.decode("{\"type\":\"\(long)\"}")
+            Issue.record("accepted an unknown type")
+        } catch {
+            #expect(error.code == .unknownType)
+            #expect(error.description.count < 400)
+        }
+    }
+
     @Test func ignoresUnknownMembers() throws {
         let m = try BackendToCoordinator.decode(
             #"{"future":{"deep":[1,{"x":null}]},"type":"started","lease":8,"job":7,"also":"ignored"}"#)

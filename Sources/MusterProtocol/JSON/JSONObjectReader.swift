@@ -81,7 +81,10 @@ struct JSONObjectReader {
     }
 
     private func duplicate(_ key: Int) -> ProtocolError {
-        .invalid(doc.string(key), "member name appears more than once")
+        // The name goes into the path; a hostile one could be almost a megabyte long.
+        var name = doc.string(key)
+        if name.unicodeScalars.count > 64 { name = String(name.unicodeScalars.prefix(64)) + "…" }
+        return .invalid(name, "member name appears more than once")
     }
 
     private func keyBytes(_ key: Int) -> [UInt8] {
