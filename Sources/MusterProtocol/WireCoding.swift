@@ -59,10 +59,10 @@ extension WireMessage {
         var w = JSONWriter(capacity: 512)
         w.raw("{\"type\":\"")
         w.raw(Self.wireType)
-        w.bytes.append(UInt8(ascii: "\""))
+        w.append(UInt8(ascii: "\""))
         encodeMembers(&w)
-        w.bytes.append(UInt8(ascii: "}"))
-        return w.bytes
+        w.append(UInt8(ascii: "}"))
+        return w.finish()
     }
 }
 
@@ -84,7 +84,7 @@ extension WireBody {
     func encodeBody() -> [UInt8] {
         var w = JSONWriter(capacity: 256)
         encodeJSON(&w)
-        return w.bytes
+        return w.finish()
     }
 }
 
@@ -108,13 +108,16 @@ enum Envelope {
                     if (try? Grammar.key.check(s, path: "id")) != nil { requestID = s }
                 }
                 let typeNode = firstMember(doc, "type")
-                if let typeNode, doc.nodes[typeNode].kind == .string { messageType = doc.string(typeNode) }
+                // Only a plausible type name is kept: it ends up in logs and answers.
+                if let typeNode, doc.nodes[typeNode].kind == .string, doc.textLength(typeNode) <= 66 {
+                    messageType = doc.string(typeNode)
+                }
                 var o = try JSONObjectReader(doc, 0)
                 guard let typeNode else { throw .invalid("type", "required member is missing") }
-                guard let type = messageType else {
+                guard doc.nodes[typeNode].kind == .string else {
                     throw .invalid("type", "expected a string, found \(doc.kindName(typeNode))")
                 }
-                return try dispatch(type, &o)
+                return try dispatch(messageType ?? doc.string(typeNode), &o)
             }
         } catch {
             var e = error
@@ -161,7 +164,7 @@ extension RawJSON {
     init<T: JSONValueEncodable>(encoding value: T) {
         var w = JSONWriter(capacity: 128)
         value.encodeJSON(&w)
-        self.init(unchecked: String(decoding: w.bytes, as: UTF8.self))
+        self.init(unchecked: String(decoding: w.finish(), as: UTF8.self))
     }
 
     /// Decodes this text as a protocol object.

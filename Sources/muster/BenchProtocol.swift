@@ -1,18 +1,28 @@
 import ArgumentParser
+import Foundation
 import MusterProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// `muster bench protocol`: decode, encode and decode+encode throughput of the hot messages.
 struct BenchProtocol: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "protocol",
-        abstract: "Messages per second through the MusterProtocol codecs (one core)."
+        abstract: "Messages per CPU-second through the MusterProtocol codecs (one thread)."
     )
 
-    @Option(help: "Seconds to measure each cell of the table.")
+    @Option(help: "CPU seconds to measure each cell of the table.")
     var seconds: Double = 1.0
 
+    @Option(help: "Measure only the message with this name (e.g. for a profiler).")
+    var only: String?
+
     func run() throws {
-        let samples = Self.samples()
+        let samples = Self.samples().filter { only == nil || $0.name == only }
         print("| message | bytes | decode msg/s | encode msg/s | decode+encode msg/s |")
         print("|---|---:|---:|---:|---:|")
         for sample in samples {
@@ -24,23 +34,28 @@ struct BenchProtocol: ParsableCommand {
         }
     }
 
-    /// Runs `body` in rounds until `seconds` have passed; returns calls per second.
+    /// Runs `body` in rounds until `seconds` of this thread's CPU time have passed; returns calls
+    /// per CPU-second. CPU time rather than wall time, so that other load on a shared machine
+    /// does not count against the codec.
     private func measure(_ body: () -> Int) -> Double {
-        let clock = ContinuousClock()
         var sink = 0
         for _ in 0..<1000 { sink &+= body() }
         var calls = 0
-        let start = clock.now
-        let budget = Duration.milliseconds(Int64(seconds * 1000))
-        var elapsed = Duration.zero
-        while elapsed < budget {
+        let start = Self.threadCPUSeconds()
+        var elapsed = 0.0
+        while elapsed < seconds {
             for _ in 0..<2000 { sink &+= body() }
             calls += 2000
-            elapsed = clock.now - start
+            elapsed = Self.threadCPUSeconds() - start
         }
         if sink == 42 { print("") }  // keeps the work observable
-        let s = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Double(calls) / s
+        return Double(calls) / elapsed
+    }
+
+    private static func threadCPUSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 
     private static func format(_ v: Double) -> String {
@@ -89,10 +104,45 @@ struct BenchProtocol: ParsableCommand {
             roundTrip: { (try? ClientToCoordinator.decode(bytes))?.encode().count ?? 0 })
     }
 
+    /// The same messages through Foundation's Codable coders, for comparison only.
+    struct FoundationProgress: Codable, Equatable {
+        var type: String
+        var job: UInt64
+        var lease: UInt64
+        var fraction: Double
+        var message: String?
+    }
+
+    struct FoundationCapabilities: Codable, Equatable {
+        struct Models: Codable, Equatable {
+            var available: [String]
+            var loaded: [String]
+        }
+        var type: String
+        var incarnation: UInt64
+        var revision: UInt64
+        var state: String
+        var features: [String]
+        var models: Models
+        var slots: Int
+    }
+
+    static func foundation<T: Codable>(_ name: String, _ type: T.Type, _ bytes: [UInt8]) -> Sample {
+        let data = Data(bytes)
+        let decoder = JSONDecoder()
+        let encoder = JSONEncoder()
+        let value = try! decoder.decode(T.self, from: data)
+        return Sample(
+            name: name, bytes: bytes,
+            decode: { (try? decoder.decode(T.self, from: data)) == nil ? 0 : 1 },
+            encode: { (try? encoder.encode(value))?.count ?? 0 },
+            roundTrip: { (try? decoder.decode(T.self, from: data)).flatMap { try? encoder.encode($0) }?.count ?? 0 })
+    }
+
     static func samples() -> [Sample] {
         let params = RawJSON(
             unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","seed":1234,"frames":48,"fps":24}"#)
-        return [
+        let all = [
             backendOut(
                 "assign",
                 .assign(
@@ -128,6 +178,12 @@ struct BenchProtocol: ParsableCommand {
                                     kind: "video", needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b",
                                     params: params, count: 4, priority: 0, owner: "alice")
                             ])))),
+        ]
+        let progress = all.first { $0.name == "progress" }!.bytes
+        let capabilities = all.first { $0.name == "capabilities" }!.bytes
+        return all + [
+            foundation("progress (Foundation Codable)", FoundationProgress.self, progress),
+            foundation("capabilities (Foundation Codable)", FoundationCapabilities.self, capabilities),
         ]
     }
 }

@@ -31,8 +31,15 @@ public func protocolFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     roundTrip(ClientToCoordinator.self, input)
     roundTrip(CoordinatorToClient.self, input)
     roundTrip(Wire.BatchRequest.self, input)
+    roundTrip(Wire.Accepted.self, input)
+    roundTrip(Wire.BatchInfo.self, input)
     roundTrip(Wire.JobInfo.self, input)
+    roundTrip(Wire.CancelResult.self, input)
     roundTrip(Wire.BackendList.self, input)
+    roundTrip(Wire.LoadModelRequest.self, input)
+    roundTrip(Wire.ModelsLoading.self, input)
+    roundTrip(Wire.Health.self, input)
     roundTrip(Wire.Readiness.self, input)
+    roundTrip(Wire.ErrorBody.self, input)
     return 0
 }

@@ -115,6 +115,25 @@ private func parseError(_ text: String, maxDepth: Int = 64) -> ProtocolError? {
         #expect(throws: ProtocolError.self) { try BackendToCoordinator.decode(big) }
     }
 
+    @Test func hostileNamesStayOutOfErrors() {
+        let long = String(repeating: "k", count: 10_000)
+        do {
+            _ = try BackendToCoordinator.decode("{\"type\":\"\(long)\",\"\(long)\":1,\"\(long)\":2}")
+            Issue.record("accepted duplicate members")
+        } catch {
+            #expect(error.code == .invalidMessage)
+            #expect(error.path.count == 65)
+            #expect(error.messageType == nil)
+        }
+        do {
+            _ = try BackendToCoordinator.decode("{\"type\":\"\(long)\"}")
+            Issue.record("accepted an unknown type")
+        } catch {
+            #expect(error.code == .unknownType)
+            #expect(error.description.count < 400)
+        }
+    }
+
     @Test func ignoresUnknownMembers() throws {
         let m = try BackendToCoordinator.decode(
             #"{"future":{"deep":[1,{"x":null}]},"type":"started","lease":8,"job":7,"also":"ignored"}"#)
@@ -124,7 +143,9 @@ private func parseError(_ text: String, maxDepth: Int = 64) -> ProtocolError? {
     @Test func integerRanges() throws {
         let max = try CoordinatorToBackend.decode(#"{"type":"cancel","job":18446744073709551615,"lease":0}"#)
         #expect(max == .cancel(.init(job: JobID(UInt64.max), lease: Lease(0))))
-        for bad in ["18446744073709551616", "-1", "1.0", "1e2", "\"1\"", "true", "null"] {
+        let negativeZero = try CoordinatorToBackend.decode(#"{"type":"cancel","job":-0,"lease":0}"#)
+        #expect(negativeZero == .cancel(.init(job: JobID(0), lease: Lease(0))))
+        for bad in ["18446744073709551616", "-1", "-18446744073709551615", "1.0", "1e2", "\"1\"", "true", "null"] {
             #expect(throws: ProtocolError.self) {
                 try CoordinatorToBackend.decode(#"{"type":"cancel","job":"# + bad + #","lease":0}"#)
             }
@@ -156,6 +177,12 @@ private func parseError(_ text: String, maxDepth: Int = 64) -> ProtocolError? {
             }
             #expect(parsed == Double(text), "\(text)")
         }
+    }
+
+    @Test func nonFiniteNumbersAreWrittenAsNull() {
+        let m = BackendToCoordinator.progress(.init(job: JobID(1), lease: Lease(2), fraction: .nan))
+        #expect(m.encodedString().contains(#""fraction":null"#))
+        #expect(throws: ProtocolError.self) { try BackendToCoordinator.decode(m.encode()) }
     }
 
     @Test func rawJSONValidation() {

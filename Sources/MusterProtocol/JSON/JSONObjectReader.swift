@@ -26,9 +26,9 @@ extension WireObject {
     }
 
     func encodeJSON(_ w: inout JSONWriter) {
-        w.bytes.append(UInt8(ascii: "{"))
+        w.append(UInt8(ascii: "{"))
         encodeMembers(&w)
-        w.bytes.append(UInt8(ascii: "}"))
+        w.append(UInt8(ascii: "}"))
     }
 }
 
@@ -81,7 +81,10 @@ struct JSONObjectReader {
     }
 
     private func duplicate(_ key: Int) -> ProtocolError {
-        .invalid(doc.string(key), "member name appears more than once")
+        // The name goes into the path; a hostile one could be almost a megabyte long.
+        var name = doc.string(key)
+        if name.unicodeScalars.count > 64 { name = String(name.unicodeScalars.prefix(64)) + "…" }
+        return .invalid(name, "member name appears more than once")
     }
 
     private func keyBytes(_ key: Int) -> [UInt8] {
@@ -182,7 +185,7 @@ struct JSONObjectReader {
     }
 
     /// Rejects repeated entries. Lists are usually sent sorted, which makes this one linear pass.
-    static func checkDistinct(_ list: [String], path: String) throws(ProtocolError) {
+    static func checkDistinct(_ list: [String], path: @autoclosure () -> String) throws(ProtocolError) {
         guard list.count > 1 else { return }
         var sorted = true
         for i in 1..<list.count where !(list[i - 1] < list[i]) {
@@ -192,7 +195,7 @@ struct JSONObjectReader {
         if sorted { return }
         let copy = list.sorted()
         for i in 1..<copy.count where copy[i - 1] == copy[i] {
-            throw .invalid(path, "entries must be distinct ('\(copy[i])' repeats)")
+            throw .invalid(path(), "entries must be distinct ('\(copy[i])' repeats)")
         }
     }
 
@@ -278,24 +281,25 @@ enum Grammar {
     static let token = Grammar.label(max: ProtocolLimits.maxTokenLength)
     static let message = Grammar.text(max: ProtocolLimits.maxTextLength)
 
-    func check(_ s: String, path: String) throws(ProtocolError) {
+    /// `path` is built only when the check fails: paths are for errors, not for the hot path.
+    func check(_ s: String, path: @autoclosure () -> String) throws(ProtocolError) {
         switch self {
         case .feature:
             guard Self.matches(s, first: Self.isLowerAlpha, rest: Self.isFeatureByte) else {
-                throw .invalid(path, "must match ^[a-z][a-z0-9_.-]{0,63}$")
+                throw .invalid(path(), "must match ^[a-z][a-z0-9_.-]{0,63}$")
             }
         case .name:
             guard Self.matches(s, first: Self.isAlnum, rest: Self.isNameByte) else {
-                throw .invalid(path, "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+                throw .invalid(path(), "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
             }
         case .code:
             guard Self.matches(s, first: Self.isLowerAlpha, rest: Self.isCodeByte) else {
-                throw .invalid(path, "must match ^[a-z][a-z0-9_]{0,63}$")
+                throw .invalid(path(), "must match ^[a-z][a-z0-9_]{0,63}$")
             }
         case .label(let max):
-            if s.isEmpty { throw .invalid(path, "must not be empty") }
+            if s.isEmpty { throw .invalid(path(), "must not be empty") }
             if s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
-                throw .invalid(path, "must not contain control characters")
+                throw .invalid(path(), "must not contain control characters")
             }
             try Self.checkLength(s, max: max, path: path)
         case .text(let max):
@@ -304,9 +308,9 @@ enum Grammar {
     }
 
     /// Lengths count Unicode code points, as JSON Schema's maxLength does.
-    private static func checkLength(_ s: String, max: Int, path: String) throws(ProtocolError) {
+    private static func checkLength(_ s: String, max: Int, path: () -> String) throws(ProtocolError) {
         if s.utf8.count > max && s.unicodeScalars.count > max {
-            throw .limit(path, "longer than \(max) characters")
+            throw .limit(path(), "longer than \(max) characters")
         }
     }
 
@@ -419,12 +423,12 @@ extension Array: JSONValueDecodable where Element: JSONValueDecodable {
 
 extension Array: JSONValueEncodable where Element: JSONValueEncodable {
     func encodeJSON(_ w: inout JSONWriter) {
-        w.bytes.append(UInt8(ascii: "["))
+        w.append(UInt8(ascii: "["))
         for (i, e) in enumerated() {
-            if i > 0 { w.bytes.append(UInt8(ascii: ",")) }
+            if i > 0 { w.append(UInt8(ascii: ",")) }
             e.encodeJSON(&w)
         }
-        w.bytes.append(UInt8(ascii: "]"))
+        w.append(UInt8(ascii: "]"))
     }
 }
 

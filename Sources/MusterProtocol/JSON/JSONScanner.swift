@@ -460,18 +460,19 @@ struct JSONDocument {
         return Int(node.end - node.start) + (node.kind == .string ? 2 : 0)
     }
 
-    /// An unsigned integer; nil when the number is not an integer or out of range.
+    /// An unsigned integer; nil when the number is not an integer or out of range. `-0` is 0.
     func uint64(_ i: Int) -> UInt64? {
         let node = nodes[i]
-        guard node.kind == .number, node.flags == JSONNode.isInteger else { return nil }
+        guard node.kind == .number, node.flags & JSONNode.isInteger != 0 else { return nil }
+        let negative = node.flags & JSONNode.isNegative != 0
         var v: UInt64 = 0
-        for p in Int(node.start)..<Int(node.end) {
+        for p in Int(node.start) + (negative ? 1 : 0)..<Int(node.end) {
             let (m, o1) = v.multipliedReportingOverflow(by: 10)
             let (a, o2) = m.addingReportingOverflow(UInt64(bytes[p] - UInt8(ascii: "0")))
             if o1 || o2 { return nil }
             v = a
         }
-        return v
+        return negative && v != 0 ? nil : v
     }
 
     /// A signed integer; nil when the number is not an integer or out of range.

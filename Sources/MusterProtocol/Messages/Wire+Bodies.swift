@@ -272,9 +272,9 @@ extension Wire {
             w.member("link", link)
             if let capabilities {
                 w.key("capabilities")
-                w.bytes.append(UInt8(ascii: "{"))
+                w.append(UInt8(ascii: "{"))
                 capabilities.encodeMembers(&w)
-                w.bytes.append(UInt8(ascii: "}"))
+                w.append(UInt8(ascii: "}"))
             }
             w.member("load", Load(inFlight: inFlight, running: running, capacity: capacity))
             w.member("registered_ms", registeredMs)
@@ -440,6 +440,7 @@ extension Wire {
             self.byPriority = byPriority
         }
 
+        /// How many jobs wait at one priority.
         public struct PriorityDepth: Hashable, Sendable, WireObject {
             public var priority: Int
             public var jobs: Int
