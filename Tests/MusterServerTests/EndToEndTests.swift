@@ -18,7 +18,7 @@ import Testing
     /// Starts `muster agent` against the coordinator and waits until it registered.
     func agent(port: Int, name: String, features: String, announceAfter: String = "0s", jobSeconds: String = "1s", waitForRegistration: Bool = true) async throws -> MusterProcess {
         let p = try MusterProcess([
-            "agent", "--coordinator", "ws://127.0.0.1:\(port)", "--token", "t", "--name", name, "--features", features,
+            "agent", "--coordinator", "ws://127.0.0.1:\(port)", "--name", name, "--features", features,
             "--announce-after", announceAfter, "--job-seconds", jobSeconds, "--log-format", "json", "--log-level", "debug",
         ])
         if waitForRegistration { try await p.waitForLog("registered") }

@@ -273,12 +273,14 @@ enum Grammar {
     case code
     /// 1 to `max` characters, no control characters (U+0000–U+001F, U+007F).
     case label(max: Int)
+    /// 0 to `max` characters, no control characters: credentials, empty when there are none.
+    case secret(max: Int)
     /// 0 to `max` characters, anything.
     case text(max: Int)
 
     static let model = Grammar.label(max: ProtocolLimits.maxModelLength)
     static let key = Grammar.label(max: ProtocolLimits.maxKeyLength)
-    static let token = Grammar.label(max: ProtocolLimits.maxTokenLength)
+    static let token = Grammar.secret(max: ProtocolLimits.maxTokenLength)
     static let message = Grammar.text(max: ProtocolLimits.maxTextLength)
 
     /// `path` is built only when the check fails: paths are for errors, not for the hot path.
@@ -298,6 +300,11 @@ enum Grammar {
             }
         case .label(let max):
             if s.isEmpty { throw .invalid(path(), "must not be empty") }
+            if s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+                throw .invalid(path(), "must not contain control characters")
+            }
+            try Self.checkLength(s, max: max, path: path)
+        case .secret(let max):
             if s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
                 throw .invalid(path(), "must not contain control characters")
             }

@@ -210,7 +210,7 @@ public actor MusterClient {
             return
         }
         let hello = ClientToCoordinator.Hello(
-            name: options.name, token: options.token ?? "none", software: options.software)
+            name: options.name, token: options.token ?? "", software: options.software)
         send(ClientToCoordinator.hello(hello).encode())
     }
 
