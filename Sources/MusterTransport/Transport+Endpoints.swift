@@ -91,8 +91,21 @@ extension Transport {
         return id
     }
 
+    /// Starts a dial now, or queues it while ``TransportConfiguration/maxConcurrentDials`` are in
+    /// flight: thousands of links dialled at once would overflow the server's accept backlog and
+    /// time out in a retry storm.
     private func connect(_ link: Link) {
+        guard dialsInFlight < configuration.maxConcurrentDials else {
+            if !link.awaitingDialSlot {
+                link.awaitingDialSlot = true
+                dialQueue.append(link.id)
+            }
+            return
+        }
+        link.awaitingDialSlot = false
         guard let context, let dial = link.dial else { return }
+        link.dialing = true
+        dialsInFlight += 1
         var info = lws_client_connect_info()
         info.context = context
         info.port = dial.port
@@ -118,7 +131,23 @@ extension Transport {
         // A synchronous failure may already have run CONNECTION_ERROR and scheduled the redial.
         if link.retryTimer == nil, link.wsi == nil {
             link.wsi = wsi
-            if wsi == nil { scheduleRedial(link) }
+            if wsi == nil {
+                dialEnded(link)
+                scheduleRedial(link)
+            }
+        }
+    }
+
+    /// A dial attempt finished (open or failed): frees its slot for a queued one.
+    func dialEnded(_ link: Link) {
+        guard link.dialing else { return }
+        link.dialing = false
+        dialsInFlight -= 1
+        while dialsInFlight < configuration.maxConcurrentDials, let id = dialQueue.popFirst() {
+            guard let next = connections[id], next.awaitingDialSlot else { continue }
+            next.awaitingDialSlot = false
+            guard next.wsi == nil, !next.closedByUser, !shuttingDown else { continue }
+            connect(next)
         }
     }
 
@@ -138,6 +167,7 @@ extension Transport {
 
     func establishedClient(_ link: Link, _ wsi: OpaquePointer) -> Int32 {
         link.wsi = wsi
+        dialEnded(link)
         link.open = true
         link.retryCount = 0
         counters.connectionsOpened += 1

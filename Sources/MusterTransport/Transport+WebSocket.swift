@@ -223,6 +223,7 @@ extension Transport {
         let byPeer = link.peerClose != nil
         link.peerClose = nil
         if link.isClient {
+            dialEnded(link)
             let again = !link.closedByUser && !shuttingDown
             link.pendingClose = nil
             if !again { connections.removeValue(forKey: link.id) }

@@ -1,4 +1,5 @@
 import CLibWebSockets
+import DequeModule
 import Dispatch
 import Logging
 import Synchronization
@@ -61,6 +62,8 @@ public actor Transport {
     /// Accepted sockets whose handshake has not completed, with their accept time.
     var pendingHandshakes: [UInt: ContinuousClock.Instant] = [:]
     var shuttingDown = false
+    var dialsInFlight = 0
+    var dialQueue = Deque<ConnectionID>()
     var shutdownWaiter: CheckedContinuation<Void, Never>?
     var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     /// C memory that must outlive the context (protocol arrays, strings, retry tables).

@@ -20,6 +20,8 @@ public struct TransportConfiguration: Sendable {
         .seconds(4), .seconds(8),
     ]
     public var reconnectJitterPercent: UInt8 = 20
+    /// Client dials (TCP + TLS + WebSocket handshake) in flight at once; more wait their turn.
+    public var maxConcurrentDials = 256
     /// Size lws uses for each read from a socket (and each chunk of a large message).
     public var receiveChunkBytes = 4096
 
@@ -34,8 +36,8 @@ public struct ServerConfiguration: Sendable {
     public var port = 0
     /// WebSocket subprotocols by name, e.g. `muster.backend.v1`.
     public var subprotocols: [(name: String, handler: WebSocketHandler)] = []
-    /// Handler for WebSocket clients that ask for no subprotocol (or one not listed); nil refuses
-    /// them.
+    /// Handler for WebSocket clients that ask for no subprotocol; nil refuses them. A client that
+    /// asks only for subprotocols not listed here is refused during the handshake.
     public var defaultWebSocket: WebSocketHandler?
     /// Plain HTTP routes on the same port.
     public var http = HTTPRoutes()

@@ -263,6 +263,44 @@ struct WebSocketTests {
         await t.shutdown()
     }
 
+    @Test func unknownSubprotocolIsRefused() async throws {
+        let t = try makeTransport { $0.reconnectDelays = [.seconds(60)] }
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server)
+        let client = Recorder<WSEvent>()
+        _ = try await t.dial(
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.unknown.v9"), handler: client.handler())
+        let plain = Recorder<WSEvent>()
+        _ = try await t.dial(DialConfiguration(url: "ws://127.0.0.1:\(port)/"), handler: plain.handler())
+        #expect(await client.waitDialFailed())
+        #expect(await plain.waitDialFailed())
+        #expect(server.openedIDs().isEmpty)
+        await t.shutdown()
+    }
+
+    @Test func manyLinksOnOneLoop() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server)
+        let client = Recorder<WSEvent>()
+        let n = 500
+        var links: [ConnectionID] = []
+        for _ in 0..<n {
+            links.append(
+                try await t.dial(
+                    DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+                    handler: client.handler()))
+        }
+        #expect(await client.waitOpened(count: n))
+        for (i, link) in links.enumerated() { await t.send(text: "m\(i)", to: link) }
+        #expect(await client.wait { $0.filter { if case .text = $0 { true } else { false } }.count == n })
+        let echoed = Set(client.events.compactMap { if case .text(let id, let s) = $0 { "\(id)/\(s)" } else { nil } })
+        #expect(echoed == Set(links.enumerated().map { "\($1)/m\($0)" }))
+        #expect(await t.connectionCount == 2 * n)
+        await t.shutdown()
+        #expect(client.closeCodes().count == n)
+    }
+
     @Test func timersFireAndCancel() async throws {
         let t = try makeTransport()
         let fired = Recorder<String>()
