@@ -94,9 +94,7 @@ struct BenchTransport: AsyncParsableCommand {
         // Idle links first, while the heap holds nothing from the throughput runs.
         let before = residentBytes()
         let idle = try BenchChild(role: .client, ["--mode", "idle", "--url", url, "--connections", "\(idleLinks)"])
-        let idleStart = ContinuousClock.now
         await sink.waitOpened(idleLinks)
-        FileHandle.standardError.write(Data("idle links open after \(ContinuousClock.now - idleStart)\n".utf8))
         let after = residentBytes()
         try await idle.stop()
         let rss = String(format: "%.1f KB", Double(after - before) / Double(idleLinks) / 1024)
