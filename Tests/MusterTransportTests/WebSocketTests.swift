@@ -321,11 +321,19 @@ struct WebSocketTests {
         let client = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         let coordinator = LoopSharingActor(transport: t)
+        // Handlers run on the loop, so they enter the loop-sharing actor synchronously.
         let link = try await t.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+            handler: WebSocketHandler(
+                opened: { _, info in client.append(.opened(info.id)) },
+                text: { _, id, text in
+                    coordinator.assumeIsolated { $0.received(text) }
+                    client.append(.text(id, text))
+                }))
         #expect(await client.waitOpened())
         #expect(await coordinator.sendTwice("hi", to: link))
         #expect(await client.wait { $0.filter { $0 == .text(link, "hi") }.count == 2 })
+        #expect(await coordinator.seen == ["hi", "hi"])
         await t.shutdown()
     }
 }
@@ -335,7 +343,11 @@ actor LoopSharingActor {
     let transport: Transport
     nonisolated var unownedExecutor: UnownedSerialExecutor { transport.executor.asUnownedSerialExecutor() }
 
+    private(set) var seen: [String] = []
+
     init(transport: Transport) { self.transport = transport }
+
+    func received(_ text: String) { seen.append(text) }
 
     func sendTwice(_ text: String, to id: ConnectionID) -> Bool {
         precondition(transport.executor.isOnLoopThread)
