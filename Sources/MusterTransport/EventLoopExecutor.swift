@@ -2,9 +2,9 @@ import CLibWebSockets
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The serial executor of one event-loop thread: every job enqueued here runs on the thread that
@@ -173,8 +173,8 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
 
 func currentThreadID() -> UInt {
     #if canImport(Glibc)
-    return UInt(pthread_self())
+        return UInt(pthread_self())
     #else
-    return UInt(bitPattern: pthread_self())
+        return UInt(bitPattern: pthread_self())
     #endif
 }

@@ -2,9 +2,9 @@ import CLibWebSockets
 import DequeModule
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Loop-side state of one WebSocket: a server connection or a client link (which outlives its

@@ -1,9 +1,9 @@
 import CLibWebSockets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension Transport {
@@ -13,7 +13,8 @@ extension Transport {
     /// Returns the bound port. Listen backlog is lws' `SOMAXCONN` (4096 on these systems).
     public func listen(_ server: ServerConfiguration) throws -> Listener {
         guard let context, !shuttingDown else {
-            throw TransportError(code: .shutDown, message: "listen on \(server.host):\(server.port): transport is shut down")
+            throw TransportError(
+                code: .shutDown, message: "listen on \(server.host):\(server.port): transport is shut down")
         }
         let count = 1 + server.subprotocols.count
         let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: count + 1)
@@ -33,7 +34,8 @@ extension Transport {
         info.iface = server.host == "0.0.0.0" || server.host.isEmpty ? nil : keepCString(server.host)
         info.protocols = UnsafePointer(protocols)
         info.vhost_name = keepCString("muster-listen-\(state.index)")
-        info.options = clws_listener_options(server.tls?.requireClientCertificate == true ? 1 : 0, server.tls == nil ? 0 : 1)
+        info.options = clws_listener_options(
+            server.tls?.requireClientCertificate == true ? 1 : 0, server.tls == nil ? 0 : 1)
         info.retry_and_idle_policy = UnsafePointer(retryPolicy)
         info.alpn = keepCString("http/1.1")
         info.timeout_secs = UInt32(configuration.handshakeTimeout.lwsSeconds)
@@ -176,7 +178,8 @@ extension Transport {
         return 0
     }
 
-    func appendHeaders(_ dial: ClientDial, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer, _ len: Int) -> Int32 {
+    func appendHeaders(_ dial: ClientDial, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer, _ len: Int) -> Int32
+    {
         for (name, value) in dial.headers {
             let n = name.hasSuffix(":") ? name : name + ":"
             let rc = n.withCString { np in
@@ -188,7 +191,8 @@ extension Transport {
     }
 
     private func clientVhost(for tls: ClientTLS?) throws -> OpaquePointer {
-        let key = ClientVhostKey(caFile: tls?.caFile, certificateFile: tls?.certificateFile, privateKeyFile: tls?.privateKeyFile)
+        let key = ClientVhostKey(
+            caFile: tls?.caFile, certificateFile: tls?.certificateFile, privateKeyFile: tls?.privateKeyFile)
         if let vh = clientVhosts[key] { return vh }
         guard let context else { throw TransportError(code: .shutDown, message: "transport is shut down") }
         if clientProtocols == nil {
@@ -211,7 +215,9 @@ extension Transport {
         guard let vh = lws_create_vhost(context, &info) else {
             throw TransportError(
                 code: .tlsConfiguration,
-                message: "cannot create client TLS setup (ca: \(key.caFile ?? "system"), cert: \(key.certificateFile ?? "none")); check the files exist and are PEM")
+                message:
+                    "cannot create client TLS setup (ca: \(key.caFile ?? "system"), cert: \(key.certificateFile ?? "none")); check the files exist and are PEM"
+            )
         }
         clientVhosts[key] = vh
         return vh

@@ -1,9 +1,9 @@
 import CLibWebSockets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension Transport {
@@ -231,7 +231,8 @@ extension Transport {
                 counters.connectionsClosed += wasOpen ? 1 : 0
                 counters.closesByCode[code.rawValue, default: 0] += 1
                 link.handler.closed(
-                    self, CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: again))
+                    self,
+                    CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: again))
             }
             if again { scheduleRedial(link) }
         } else {
@@ -242,7 +243,8 @@ extension Transport {
                 counters.connectionsClosed += 1
                 counters.closesByCode[code.rawValue, default: 0] += 1
                 link.handler.closed(
-                    self, CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: false))
+                    self,
+                    CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: false))
             }
         }
         noteLinkGone()

@@ -102,8 +102,9 @@ public struct DialConfiguration: Sendable {
     /// Used for `wss://`; nil means verify against the system store.
     public var tls: ClientTLS?
 
-    public init(url: String, subprotocol: String? = nil, headers: [(name: String, value: String)] = [], tls: ClientTLS? = nil)
-    {
+    public init(
+        url: String, subprotocol: String? = nil, headers: [(name: String, value: String)] = [], tls: ClientTLS? = nil
+    ) {
         self.url = url
         self.subprotocol = subprotocol
         self.headers = headers
