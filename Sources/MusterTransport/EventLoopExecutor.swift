@@ -59,7 +59,12 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
             }
         }
         if let wake { lws_cancel_service(wake) }
-        if runHere { drainAfterStop() }
+        if runHere {
+            // The runtime holds executors unowned. Before the loop ended, the loop thread kept the
+            // transport (and so this executor) alive; now a job run here may drop the last
+            // reference to the transport, and the drain must not touch a freed executor.
+            withExtendedLifetime(self) { drainAfterStop() }
+        }
     }
 
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
