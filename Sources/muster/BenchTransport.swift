@@ -397,6 +397,7 @@ private final class BenchChild: @unchecked Sendable {
     let process = Process()
     let output: URL
     let stdin = Pipe()
+    private let exit = Done()
 
     init(role: BenchTransport.Role, _ args: [String]) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString).out")
@@ -405,17 +406,15 @@ private final class BenchChild: @unchecked Sendable {
         process.arguments = ["bench", "transport", "--role", role.rawValue] + args
         process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardInput = stdin
+        // Not waitUntilExit: on Linux it spins a run loop and took a core away from the server
+        // being measured.
+        process.terminationHandler = { [exit] _ in exit.finish(0) }
         try process.run()
     }
 
     /// Waits for the child to exit and returns its last output line.
     func result() async throws -> String {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
-                self.process.waitUntilExit()
-                c.resume()
-            }
-        }
+        _ = await exit.wait()
         defer { try? FileManager.default.removeItem(at: output) }
         let text = String(decoding: (try? Data(contentsOf: output)) ?? Data(), as: UTF8.self)
         guard process.terminationStatus == 0 else {
