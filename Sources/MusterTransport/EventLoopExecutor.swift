@@ -2,9 +2,9 @@ import CLibWebSockets
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The serial executor of one event-loop thread: every job enqueued here runs on the thread that
@@ -59,7 +59,12 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
             }
         }
         if let wake { lws_cancel_service(wake) }
-        if runHere { drainAfterStop() }
+        if runHere {
+            // The runtime holds executors unowned. Before the loop ended, the loop thread kept the
+            // transport (and so this executor) alive; now a job run here may drop the last
+            // reference to the transport, and the drain must not touch a freed executor.
+            withExtendedLifetime(self) { drainAfterStop() }
+        }
     }
 
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
@@ -179,8 +184,8 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
 
 func currentThreadID() -> UInt {
     #if canImport(Glibc)
-    return UInt(pthread_self())
+        return UInt(pthread_self())
     #else
-    return UInt(bitPattern: pthread_self())
+        return UInt(bitPattern: pthread_self())
     #endif
 }

@@ -43,7 +43,10 @@ public struct HTTPResponse: Sendable {
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
 
-    public init(status: Int, contentType: String = "application/json", headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+    public init(
+        status: Int, contentType: String = "application/json", headers: [(name: String, value: String)] = [],
+        body: [UInt8] = []
+    ) {
         self.status = status
         self.contentType = contentType
         self.headers = headers
@@ -56,7 +59,9 @@ public struct HTTPResponse: Sendable {
     }
 
     /// The JSON error body every error uses: `{"error":{"status":404,"message":"..."}}`.
-    public static func error(_ status: Int, _ message: String, headers: [(name: String, value: String)] = []) -> HTTPResponse {
+    public static func error(_ status: Int, _ message: String, headers: [(name: String, value: String)] = [])
+        -> HTTPResponse
+    {
         HTTPResponse(
             status: status, headers: headers,
             body: Array("{\"error\":{\"status\":\(status),\"message\":\(jsonString(message))}}".utf8))

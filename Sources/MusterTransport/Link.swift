@@ -2,9 +2,9 @@ import CLibWebSockets
 import DequeModule
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Loop-side state of one WebSocket: a server connection or a client link (which outlives its
@@ -36,6 +36,10 @@ final class Link {
     var retryCount: UInt16 = 0
     var retryTimer: TimerID?
     var closedByUser = false
+    /// A dial of this link is in flight (counts against the concurrent-dial limit).
+    var dialing = false
+    /// Waiting in the dial queue for a free slot.
+    var awaitingDialSlot = false
 
     init(id: ConnectionID, handler: WebSocketHandler, info: ConnectionInfo, dial: ClientDial?) {
         self.id = id

@@ -1,9 +1,9 @@
 import CLibWebSockets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The one lws callback of every protocol of every vhost. lws calls it on the loop thread from
@@ -73,7 +73,9 @@ extension Transport {
         case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
             if let link = link(of: wsi) {
                 let why = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "unknown"
-                logger.debug("link dial failed", metadata: ["connection.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
+                logger.debug(
+                    "link dial failed",
+                    metadata: ["connection.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
                 counters.dialFailures += 1
                 linkClosed(link, wsi)
                 link.handler.dialFailed?(self, link.id, why)

@@ -1,9 +1,9 @@
 import CLibWebSockets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension Transport {
@@ -13,7 +13,8 @@ extension Transport {
     /// Returns the bound port. Listen backlog is lws' `SOMAXCONN` (4096 on these systems).
     public func listen(_ server: ServerConfiguration) throws -> Listener {
         guard let context, !shuttingDown else {
-            throw TransportError(code: .shutDown, message: "listen on \(server.host):\(server.port): transport is shut down")
+            throw TransportError(
+                code: .shutDown, message: "listen on \(server.host):\(server.port): transport is shut down")
         }
         let count = 1 + server.subprotocols.count
         let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: count + 1)
@@ -33,7 +34,8 @@ extension Transport {
         info.iface = server.host == "0.0.0.0" || server.host.isEmpty ? nil : keepCString(server.host)
         info.protocols = UnsafePointer(protocols)
         info.vhost_name = keepCString("muster-listen-\(state.index)")
-        info.options = clws_listener_options(server.tls?.requireClientCertificate == true ? 1 : 0, server.tls == nil ? 0 : 1)
+        info.options = clws_listener_options(
+            server.tls?.requireClientCertificate == true ? 1 : 0, server.tls == nil ? 0 : 1)
         info.retry_and_idle_policy = UnsafePointer(retryPolicy)
         info.alpn = keepCString("http/1.1")
         info.timeout_secs = UInt32(configuration.handshakeTimeout.lwsSeconds)
@@ -91,8 +93,21 @@ extension Transport {
         return id
     }
 
+    /// Starts a dial now, or queues it while ``TransportConfiguration/maxConcurrentDials`` are in
+    /// flight: thousands of links dialled at once would overflow the server's accept backlog and
+    /// time out in a retry storm.
     private func connect(_ link: Link) {
+        guard dialsInFlight < configuration.maxConcurrentDials else {
+            if !link.awaitingDialSlot {
+                link.awaitingDialSlot = true
+                dialQueue.append(link.id)
+            }
+            return
+        }
+        link.awaitingDialSlot = false
         guard let context, let dial = link.dial else { return }
+        link.dialing = true
+        dialsInFlight += 1
         var info = lws_client_connect_info()
         info.context = context
         info.port = dial.port
@@ -118,7 +133,23 @@ extension Transport {
         // A synchronous failure may already have run CONNECTION_ERROR and scheduled the redial.
         if link.retryTimer == nil, link.wsi == nil {
             link.wsi = wsi
-            if wsi == nil { scheduleRedial(link) }
+            if wsi == nil {
+                dialEnded(link)
+                scheduleRedial(link)
+            }
+        }
+    }
+
+    /// A dial attempt finished (open or failed): frees its slot for a queued one.
+    func dialEnded(_ link: Link) {
+        guard link.dialing else { return }
+        link.dialing = false
+        dialsInFlight -= 1
+        while dialsInFlight < configuration.maxConcurrentDials, let id = dialQueue.popFirst() {
+            guard let next = connections[id], next.awaitingDialSlot else { continue }
+            next.awaitingDialSlot = false
+            guard next.wsi == nil, !next.closedByUser, !shuttingDown else { continue }
+            connect(next)
         }
     }
 
@@ -138,6 +169,7 @@ extension Transport {
 
     func establishedClient(_ link: Link, _ wsi: OpaquePointer) -> Int32 {
         link.wsi = wsi
+        dialEnded(link)
         link.open = true
         link.retryCount = 0
         counters.connectionsOpened += 1
@@ -146,7 +178,8 @@ extension Transport {
         return 0
     }
 
-    func appendHeaders(_ dial: ClientDial, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer, _ len: Int) -> Int32 {
+    func appendHeaders(_ dial: ClientDial, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer, _ len: Int) -> Int32
+    {
         for (name, value) in dial.headers {
             let n = name.hasSuffix(":") ? name : name + ":"
             let rc = n.withCString { np in
@@ -158,7 +191,8 @@ extension Transport {
     }
 
     private func clientVhost(for tls: ClientTLS?) throws -> OpaquePointer {
-        let key = ClientVhostKey(caFile: tls?.caFile, certificateFile: tls?.certificateFile, privateKeyFile: tls?.privateKeyFile)
+        let key = ClientVhostKey(
+            caFile: tls?.caFile, certificateFile: tls?.certificateFile, privateKeyFile: tls?.privateKeyFile)
         if let vh = clientVhosts[key] { return vh }
         guard let context else { throw TransportError(code: .shutDown, message: "transport is shut down") }
         if clientProtocols == nil {
@@ -181,7 +215,9 @@ extension Transport {
         guard let vh = lws_create_vhost(context, &info) else {
             throw TransportError(
                 code: .tlsConfiguration,
-                message: "cannot create client TLS setup (ca: \(key.caFile ?? "system"), cert: \(key.certificateFile ?? "none")); check the files exist and are PEM")
+                message:
+                    "cannot create client TLS setup (ca: \(key.caFile ?? "system"), cert: \(key.certificateFile ?? "none")); check the files exist and are PEM"
+            )
         }
         clientVhosts[key] = vh
         return vh

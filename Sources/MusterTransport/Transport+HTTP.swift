@@ -1,9 +1,9 @@
 import CLibWebSockets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension Transport {
@@ -114,7 +114,9 @@ extension Transport {
         if !response.body.isEmpty {
             var body = [UInt8](repeating: 0, count: lwsPre) + response.body
             let n = response.body.count
-            let w = body.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + lwsPre, n, LWS_WRITE_HTTP_FINAL) }
+            let w = body.withUnsafeMutableBufferPointer {
+                lws_write(wsi, $0.baseAddress! + lwsPre, n, LWS_WRITE_HTTP_FINAL)
+            }
             if w < 0 { return -1 }
             counters.bytesOut += n
         }

@@ -1,9 +1,9 @@
 import CLibWebSockets
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension Transport {
@@ -227,6 +227,7 @@ extension Transport {
         let byPeer = link.peerClose != nil
         link.peerClose = nil
         if link.isClient {
+            dialEnded(link)
             let again = !link.closedByUser && !shuttingDown
             link.pendingClose = nil
             if !again { connections.removeValue(forKey: link.id) }
@@ -234,7 +235,8 @@ extension Transport {
                 counters.connectionsClosed += wasOpen ? 1 : 0
                 counters.closesByCode[code.rawValue, default: 0] += 1
                 link.handler.closed(
-                    self, CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: again))
+                    self,
+                    CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: again))
             }
             if again { scheduleRedial(link) }
         } else {
@@ -245,7 +247,8 @@ extension Transport {
                 counters.connectionsClosed += 1
                 counters.closesByCode[code.rawValue, default: 0] += 1
                 link.handler.closed(
-                    self, CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: false))
+                    self,
+                    CloseEvent(id: link.id, code: code, reason: reason, initiatedByPeer: byPeer, willReconnect: false))
             }
         }
         noteLinkGone()

@@ -1,12 +1,13 @@
 import CLibWebSockets
+import DequeModule
 import Dispatch
 import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One libwebsockets context on one dedicated thread: WebSocket server and client links and plain
@@ -61,6 +62,8 @@ public actor Transport {
     /// Accepted sockets whose handshake has not completed, with their accept time.
     var pendingHandshakes: [UInt: ContinuousClock.Instant] = [:]
     var shuttingDown = false
+    var dialsInFlight = 0
+    var dialQueue = Deque<ConnectionID>()
     var shutdownWaiter: CheckedContinuation<Void, Never>?
     var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     /// C memory that must outlive the context (protocol arrays, strings, retry tables).
@@ -296,11 +299,13 @@ final class LoopThread: @unchecked Sendable {
         var attr = pthread_attr_t()
         pthread_attr_init(&attr)
         pthread_attr_setstacksize(&attr, 8 << 20)
-        let rc = pthread_create(&tid, &attr, { arg in
-            let body = Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue()
-            body.run()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &tid, &attr,
+            { arg in
+                let body = Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue()
+                body.run()
+                return nil
+            }, box)
         pthread_attr_destroy(&attr)
         precondition(rc == 0, "pthread_create failed: \(rc)")
         started.store(true, ordering: .releasing)

@@ -13,7 +13,9 @@ public struct TransportCounters: Sendable, Equatable {
     public var closesByCode: [UInt16: Int] = [:]
     /// Connections closed with 1008 because their outbound queue passed the high-water mark.
     public var slowPeerDrops = 0
-    /// Accepted TCP connections dropped because their handshake did not complete in time.
+    /// Accepted TCP connections dropped because their TLS/HTTP/WebSocket handshake did not
+    /// complete in time. lws does the dropping and does not say why, so a socket counts when it
+    /// is destroyed mid-handshake at least `handshakeTimeout - 0.5 s` after it was accepted.
     public var handshakeTimeouts = 0
     /// Dials made by client links after the first one.
     public var reconnectAttempts = 0

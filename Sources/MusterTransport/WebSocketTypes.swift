@@ -96,10 +96,11 @@ public struct WebSocketHandler: Sendable {
 public enum SendResult: Sendable, Equatable {
     /// Queued; it goes out when the socket is writable (for a link that is down: after reconnect).
     case queued
-    /// No such connection (never existed, or closed).
+    /// No such connection: it never existed, has closed, or is closing.
     case unknownConnection
     /// The connection's outbound queue passed its high-water mark: the peer is too slow, so the
-    /// connection is being closed with 1008 and the message was dropped.
+    /// connection is being closed with 1008 and the message was dropped. (A client link closed
+    /// this way dials again like after any other drop.)
     case closedSlowPeer
     /// A client link that is down has a full queue; the message was dropped, the link stays.
     case queueFull

@@ -19,7 +19,10 @@ struct BenchTransport: AsyncParsableCommand {
     enum Role: String, ExpressibleByArgument { case server, column, client }
     enum Mode: String, ExpressibleByArgument { case echo, oneway, idle }
 
-    @Option(help: "server (default: the whole benchmark); column and client are internal (one measured server, one load generator).")
+    @Option(
+        help:
+            "server (default: the whole benchmark); column and client are internal (one measured server, one load generator)."
+    )
     var role: Role = .server
     @Option(help: "Seconds per echo measurement.")
     var seconds: Double = 3
@@ -56,10 +59,13 @@ struct BenchTransport: AsyncParsableCommand {
             columns.append(line.split(separator: "|").map(String.init))
         }
         let names = [
-            "echo round trips/s, 1 connection", "echo round trips/s, 100 connections", "one-way messages/s, 1 connection",
+            "echo round trips/s, 1 connection", "echo round trips/s, 100 connections",
+            "one-way messages/s, 1 connection",
             "RSS per idle link (\(idleLinks) links)",
         ]
-        print("transport (loopback; server measured in its own process, load from a child process; 32-byte text messages)")
+        print(
+            "transport (loopback; server measured in its own process, load from a child process; 32-byte text messages)"
+        )
         print(pad("", 40) + pad("plain", 14) + "tls")
         for (i, name) in names.enumerated() {
             let plain = columns[0].count > i ? columns[0][i] : "?"
@@ -107,7 +113,8 @@ struct BenchTransport: AsyncParsableCommand {
             column.append(format(rate: Double(out) ?? 0))
         }
         sink.reset(expect: messages)
-        _ = try await BenchChild(role: .client, ["--mode", "oneway", "--url", url, "--messages", "\(messages)"]).result()
+        _ = try await BenchChild(role: .client, ["--mode", "oneway", "--url", url, "--messages", "\(messages)"])
+            .result()
         column.append(format(rate: sink.rate()))
         column.append(rss)
         await server.shutdown()
@@ -120,7 +127,8 @@ struct BenchTransport: AsyncParsableCommand {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days",
+            "1",
             "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
         ]
         p.standardOutput = FileHandle.nullDevice
@@ -128,7 +136,8 @@ struct BenchTransport: AsyncParsableCommand {
         try p.run()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw ValidationError("openssl could not make a test certificate (is openssl installed? Scripts/setup installs it)")
+            throw ValidationError(
+                "openssl could not make a test certificate (is openssl installed? Scripts/setup installs it)")
         }
         return ServerTLS(certificateFile: cert, privateKeyFile: key)
     }
@@ -147,19 +156,22 @@ struct BenchTransport: AsyncParsableCommand {
         case .echo:
             let load = EchoLoad(connections: connections, duration: .milliseconds(Int64(seconds * 1000)), done: done)
             for _ in 0..<connections {
-                _ = try await t.dial(DialConfiguration(url: url, subprotocol: "bench.echo", tls: tls), handler: load.handler())
+                _ = try await t.dial(
+                    DialConfiguration(url: url, subprotocol: "bench.echo", tls: tls), handler: load.handler())
             }
             let rate = await done.wait()
             print(rate)
         case .oneway:
             let load = OneWayLoad(total: messages, done: done)
-            _ = try await t.dial(DialConfiguration(url: url, subprotocol: "bench.sink", tls: tls), handler: load.handler())
+            _ = try await t.dial(
+                DialConfiguration(url: url, subprotocol: "bench.sink", tls: tls), handler: load.handler())
             _ = await done.wait()
             print("sent")
         case .idle:
             let load = IdleLoad(connections: connections, done: done)
             for _ in 0..<connections {
-                _ = try await t.dial(DialConfiguration(url: url, subprotocol: "bench.idle", tls: tls), handler: load.handler())
+                _ = try await t.dial(
+                    DialConfiguration(url: url, subprotocol: "bench.idle", tls: tls), handler: load.handler())
             }
             _ = await done.wait()
             FileHandle.standardOutput.write(Data("ready\n".utf8))
@@ -385,6 +397,7 @@ private final class BenchChild: @unchecked Sendable {
     let process = Process()
     let output: URL
     let stdin = Pipe()
+    private let exit = Done()
 
     init(role: BenchTransport.Role, _ args: [String]) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString).out")
@@ -393,21 +406,20 @@ private final class BenchChild: @unchecked Sendable {
         process.arguments = ["bench", "transport", "--role", role.rawValue] + args
         process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardInput = stdin
+        // Not waitUntilExit: on Linux it spins a run loop and took a core away from the server
+        // being measured.
+        process.terminationHandler = { [exit] _ in exit.finish(0) }
         try process.run()
     }
 
     /// Waits for the child to exit and returns its last output line.
     func result() async throws -> String {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
-                self.process.waitUntilExit()
-                c.resume()
-            }
-        }
+        _ = await exit.wait()
         defer { try? FileManager.default.removeItem(at: output) }
         let text = String(decoding: (try? Data(contentsOf: output)) ?? Data(), as: UTF8.self)
         guard process.terminationStatus == 0 else {
-            throw ValidationError("bench child \(process.arguments ?? []) exited with \(process.terminationStatus): \(text)")
+            throw ValidationError(
+                "bench child \(process.arguments ?? []) exited with \(process.terminationStatus): \(text)")
         }
         return text.split(separator: "\n").last.map(String.init) ?? ""
     }

@@ -21,7 +21,9 @@ struct HTTPTests {
         s.http.fallback = { _, req in
             guard req.path.hasPrefix("/v1/jobs/") else { return nil }
             let id = req.path.dropFirst("/v1/jobs/".count)
-            guard req.method == .delete else { return .respond(.error(405, "only DELETE", headers: [("allow", "DELETE")])) }
+            guard req.method == .delete else {
+                return .respond(.error(405, "only DELETE", headers: [("allow", "DELETE")]))
+            }
             return .respond(.json(200, "{\"canceled\":\"\(id)\"}"))
         }
         let config = s

@@ -78,14 +78,19 @@ struct InteropTests {
         let verdicts = try autobahnVerdicts(in: out)
         #expect(verdicts.count > 250, "kosoku ran too few cases: \(result.output.suffix(2000))")
         let pingBurst: Set<String> = ["2.10", "2.11"]
-        let bad = verdicts.filter { !["OK", "NON-STRICT", "INFORMATIONAL"].contains($0.value) && !pingBurst.contains($0.key) }
+        let bad = verdicts.filter {
+            !["OK", "NON-STRICT", "INFORMATIONAL"].contains($0.value) && !pingBurst.contains($0.key)
+        }
         #expect(bad.isEmpty, "failing cases: \(bad.sorted { $0.key < $1.key })")
         for id in pingBurst where verdicts[id] != "OK" {
             let received = try autobahnReceived(case: id, in: out)
-            #expect(received.first == ["pong", "payload-0"], "case \(id) failed differently than lws' one-pong-per-burst: \(received)")
+            #expect(
+                received.first == ["pong", "payload-0"],
+                "case \(id) failed differently than lws' one-pong-per-burst: \(received)")
         }
-        #expect(result.status == 0 || verdicts.values.contains("FAILED"),
-                "kosoku exited \(result.status) without a failed case: \(result.output.suffix(2000))")
+        #expect(
+            result.status == 0 || verdicts.values.contains("FAILED"),
+            "kosoku exited \(result.status) without a failed case: \(result.output.suffix(2000))")
         let soft = verdicts.filter { $0.value != "OK" }.sorted { $0.key < $1.key }
         if !soft.isEmpty { print("Autobahn soft spots: \(soft)") }
         await t.shutdown()

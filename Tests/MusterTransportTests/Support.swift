@@ -4,7 +4,7 @@ import MusterTransport
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Tests are quiet unless something is wrong.
@@ -147,7 +147,9 @@ final class RawSocket {
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard rc == 0 else {
             close(fd)
@@ -199,7 +201,9 @@ final class RawSocket {
             let n = receive(&buf)
             if n <= 0 { break }
             all += buf[..<n]
-            if all.count >= m.count, (0...(all.count - m.count)).contains(where: { all[$0..<($0 + m.count)].elementsEqual(m) }) {
+            if all.count >= m.count,
+                (0...(all.count - m.count)).contains(where: { all[$0..<($0 + m.count)].elementsEqual(m) })
+            {
                 break
             }
         }
@@ -235,7 +239,9 @@ final class RawSocket {
 }
 
 /// A raw HTTP/1.1 exchange with `Connection: close`; returns status and body.
-func httpRequest(port: Int, _ method: String, _ path: String, body: String? = nil) throws -> (status: Int, body: String, head: String) {
+func httpRequest(port: Int, _ method: String, _ path: String, body: String? = nil) throws -> (
+    status: Int, body: String, head: String
+) {
     let s = try RawSocket(port: port)
     var req = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     if let body {
@@ -262,7 +268,9 @@ func temporaryDirectory() throws -> URL {
 /// a temporary file rather than a pipe: reading a pipe with FileHandle traps when a signal
 /// (SIGCHLD of another test's child) interrupts the read.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (
+    status: Int32, output: String
+) {
     let out = FileManager.default.temporaryDirectory.appendingPathComponent("muster-run-\(UUID().uuidString).log")
     _ = FileManager.default.createFile(atPath: out.path, contents: nil)
     defer { try? FileManager.default.removeItem(at: out) }

@@ -41,7 +41,8 @@ struct TLSTests {
         let client = Recorder<WSEvent>()
         let link = try await t.dial(
             DialConfiguration(
-                url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1", tls: ClientTLS(caFile: cert.certificate)),
+                url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1",
+                tls: ClientTLS(caFile: cert.certificate)),
             handler: client.handler())
         #expect(await client.waitOpened())
         #expect(await t.send(text: "over tls", to: link) == .queued)
@@ -66,12 +67,16 @@ struct TLSTests {
         // Verified against the wrong CA: the handshake fails, nothing opens.
         let refused = Recorder<WSEvent>()
         let bad = try await t.dial(
-            DialConfiguration(url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1", tls: ClientTLS(caFile: other.certificate)),
+            DialConfiguration(
+                url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1",
+                tls: ClientTLS(caFile: other.certificate)),
             handler: refused.handler())
         // Development mode: self-signed accepted explicitly.
         let dev = Recorder<WSEvent>()
         _ = try await t.dial(
-            DialConfiguration(url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1", tls: ClientTLS(allowSelfSigned: true)),
+            DialConfiguration(
+                url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1", tls: ClientTLS(allowSelfSigned: true)
+            ),
             handler: dev.handler())
         #expect(await dev.waitOpened())
         #expect(await server.waitOpened(count: 1))
@@ -90,7 +95,8 @@ struct TLSTests {
         let server = Recorder<WSEvent>()
         var s = ServerConfiguration()
         s.tls = ServerTLS(
-            certificateFile: serverCert.certificate, privateKeyFile: serverCert.key, clientCAFile: clientCert.certificate,
+            certificateFile: serverCert.certificate, privateKeyFile: serverCert.key,
+            clientCAFile: clientCert.certificate,
             requireClientCertificate: true)
         s.subprotocols = [("muster.backend.v1", server.handler(echo: true))]
         let config = s
@@ -98,13 +104,17 @@ struct TLSTests {
 
         let anonymous = Recorder<WSEvent>()
         _ = try await t.dial(
-            DialConfiguration(url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1", tls: ClientTLS(caFile: serverCert.certificate)),
+            DialConfiguration(
+                url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1",
+                tls: ClientTLS(caFile: serverCert.certificate)),
             handler: anonymous.handler())
         let withCert = Recorder<WSEvent>()
         let link = try await t.dial(
             DialConfiguration(
                 url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1",
-                tls: ClientTLS(caFile: serverCert.certificate, certificateFile: clientCert.certificate, privateKeyFile: clientCert.key)),
+                tls: ClientTLS(
+                    caFile: serverCert.certificate, certificateFile: clientCert.certificate,
+                    privateKeyFile: clientCert.key)),
             handler: withCert.handler())
         #expect(await withCert.waitOpened())
         #expect(await t.send(text: "mtls", to: link) == .queued)

@@ -77,7 +77,8 @@ struct WebSocketTests {
         let client = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         let link = try await t.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+            handler: client.handler())
         #expect(await client.waitOpened())
         let big = String((0..<100_000).map { Character(UnicodeScalar(UInt8(97 + $0 % 26))) })
         #expect(await t.send(text: big, to: link) == .queued)
@@ -95,7 +96,9 @@ struct WebSocketTests {
         try await blocking {
             let s = try RawSocket(port: port)
             _ = s.webSocketHandshake()
-            let parts = stride(from: 0, to: payload.count, by: 4000).map { Array(payload[$0..<min($0 + 4000, payload.count)]) }
+            let parts = stride(from: 0, to: payload.count, by: 4000).map {
+                Array(payload[$0..<min($0 + 4000, payload.count)])
+            }
             for (i, part) in parts.enumerated() {
                 s.writeFrame(opcode: i == 0 ? 0x1 : 0x0, part, fin: i == parts.count - 1)
             }
@@ -112,7 +115,8 @@ struct WebSocketTests {
         let client = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         let link = try await t.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+            handler: client.handler())
         #expect(await client.waitOpened())
         await t.send(text: String(repeating: "x", count: 100_000), to: link)
         #expect(await server.waitClosed(code: 1009))
@@ -127,7 +131,8 @@ struct WebSocketTests {
         let client = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         let link = try await t.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+            handler: client.handler())
         #expect(await client.waitOpened())
         let bad: [UInt8] = [0x68, 0x69, 0xC0, 0xAF, 0xFF]
         await t.assumeIsolatedSend(bad, to: link)
@@ -142,7 +147,8 @@ struct WebSocketTests {
         let client = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         let link = try await t.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+            handler: client.handler())
         #expect(await client.waitOpened())
         await t.send(binary: [1, 2, 3], to: link)
         #expect(await server.waitClosed(code: 1003))
@@ -187,7 +193,10 @@ struct WebSocketTests {
             handler: clientEvents.handler())
         #expect(await clientEvents.waitOpened())
         await server.shutdown()
-        #expect(await clientEvents.wait { $0.contains { if case .closed(link, 1001, _, true) = $0 { true } else { false } } })
+        #expect(
+            await clientEvents.wait {
+                $0.contains { if case .closed(link, 1001, _, true) = $0 { true } else { false } }
+            })
         #expect(await clientSide.send(text: "queued-1", to: link) == .queued)
         #expect(await clientSide.send(text: "queued-2", to: link) == .queued)
 
@@ -263,6 +272,45 @@ struct WebSocketTests {
         await t.shutdown()
     }
 
+    @Test func unknownSubprotocolIsRefused() async throws {
+        let t = try makeTransport { $0.reconnectDelays = [.seconds(60)] }
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server)
+        let client = Recorder<WSEvent>()
+        _ = try await t.dial(
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.unknown.v9"),
+            handler: client.handler())
+        let plain = Recorder<WSEvent>()
+        _ = try await t.dial(DialConfiguration(url: "ws://127.0.0.1:\(port)/"), handler: plain.handler())
+        #expect(await client.waitDialFailed())
+        #expect(await plain.waitDialFailed())
+        #expect(server.openedIDs().isEmpty)
+        await t.shutdown()
+    }
+
+    @Test func manyLinksOnOneLoop() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server)
+        let client = Recorder<WSEvent>()
+        let n = 500
+        var links: [ConnectionID] = []
+        for _ in 0..<n {
+            links.append(
+                try await t.dial(
+                    DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+                    handler: client.handler()))
+        }
+        #expect(await client.waitOpened(count: n))
+        for (i, link) in links.enumerated() { await t.send(text: "m\(i)", to: link) }
+        #expect(await client.wait { $0.filter { if case .text = $0 { true } else { false } }.count == n })
+        let echoed = Set(client.events.compactMap { if case .text(let id, let s) = $0 { "\(id)/\(s)" } else { nil } })
+        #expect(echoed == Set(links.enumerated().map { "\($1)/m\($0)" }))
+        #expect(await t.connectionCount == 2 * n)
+        await t.shutdown()
+        #expect(client.closeCodes().count == n)
+    }
+
     @Test func timersFireAndCancel() async throws {
         let t = try makeTransport()
         let fired = Recorder<String>()
@@ -283,11 +331,19 @@ struct WebSocketTests {
         let client = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         let coordinator = LoopSharingActor(transport: t)
+        // Handlers run on the loop, so they enter the loop-sharing actor synchronously.
         let link = try await t.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"),
+            handler: WebSocketHandler(
+                opened: { _, info in client.append(.opened(info.id)) },
+                text: { _, id, text in
+                    coordinator.assumeIsolated { $0.received(text) }
+                    client.append(.text(id, text))
+                }))
         #expect(await client.waitOpened())
         #expect(await coordinator.sendTwice("hi", to: link))
         #expect(await client.wait { $0.filter { $0 == .text(link, "hi") }.count == 2 })
+        #expect(await coordinator.seen == ["hi", "hi"])
         await t.shutdown()
     }
 }
@@ -297,7 +353,11 @@ actor LoopSharingActor {
     let transport: Transport
     nonisolated var unownedExecutor: UnownedSerialExecutor { transport.executor.asUnownedSerialExecutor() }
 
+    private(set) var seen: [String] = []
+
     init(transport: Transport) { self.transport = transport }
+
+    func received(_ text: String) { seen.append(text) }
 
     func sendTwice(_ text: String, to id: ConnectionID) -> Bool {
         precondition(transport.executor.isOnLoopThread)
