@@ -59,12 +59,7 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
             }
         }
         if let wake { lws_cancel_service(wake) }
-        if runHere {
-            // The runtime holds executors unowned. Before the loop ended, the loop thread kept the
-            // transport (and so this executor) alive; now a job run here may drop the last
-            // reference to the transport, and the drain must not touch a freed executor.
-            withExtendedLifetime(self) { drainAfterStop() }
-        }
+        if runHere { drainAfterStop() }
     }
 
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
@@ -164,8 +159,9 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
     }
 
     private func drainAfterStop() {
-        // A job run here may drop the last reference to the actor that owns this executor (and
-        // so to the executor itself); keep the executor alive until the drain is over.
+        // The runtime holds executors unowned. Before the loop ended, the loop thread kept the
+        // transport (and so this executor) alive; now a job run here may drop the last reference
+        // to it, and the drain must not touch a freed executor.
         withExtendedLifetime(self) { drainLeftovers() }
     }
 
