@@ -13,6 +13,10 @@ extension Daemon {
                 return .respond(self.assumeIsolated { d in d.guarded(request) { body(d, request) } })
             }
         }
+        for asset in Dashboard.assets {
+            let response = Dashboard.response(contentType: asset.contentType, body: asset.body)
+            routes.add(.get, asset.path) { _, _ in .respond(response) }
+        }
         route(.get, "/healthz") { d, _ in
             let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).components.seconds)) * 1000
             return d.json(200, Wire.Health(version: Self.version, uptimeMs: uptime))
