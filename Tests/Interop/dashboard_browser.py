@@ -67,6 +67,21 @@ class Page:
         return result.get("result", {}).get("value")
 
 
+async def wait(page, expression, deadline, timeout):
+    """Until `expression` is truthy; an exception (an element not there yet) counts as not yet."""
+    last_error = None
+    while True:
+        try:
+            if await page.evaluate(f"Boolean({expression})"):
+                return
+        except RuntimeError as e:
+            last_error = e
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise RuntimeError(f"timed out after {timeout} s waiting for: {expression}{detail}")
+        await asyncio.sleep(0.2)
+
+
 def devtools_port(profile, process, deadline):
     """Chromium writes the port it picked to DevToolsActivePort in the profile."""
     path = os.path.join(profile, "DevToolsActivePort")
@@ -111,12 +126,11 @@ async def run(url, steps, size, timeout):
             page = Page(ws)
             await page.call("Page.enable")
             await page.call("Page.navigate", url=url)
-            for step in steps:
+            # The page, not about:blank, with its script run.
+            loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+            for step in [{"wait": loaded}] + steps:
                 if "wait" in step:
-                    while not await page.evaluate(f"Boolean({step['wait']})"):
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"timed out after {timeout} s waiting for: {step['wait']}")
-                        await asyncio.sleep(0.2)
+                    await wait(page, step["wait"], deadline, timeout)
                 elif "click" in step:
                     selector = json.dumps(step["click"])
                     if not await page.evaluate(f"(() => {{ const e = document.querySelector({selector}); if (!e) return false; e.click(); return true; }})()"):
