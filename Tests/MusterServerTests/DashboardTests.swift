@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 
 /// The dashboard in a real browser against a real `muster serve`: headless Chromium, driven over
@@ -184,5 +187,26 @@ import Testing
         #expect(page.ok, "\(page.error ?? ""):\n\(dom.suffix(3000))")
         #expect(!dom.contains(token), "the token never lands in the page")
         #expect(try await serve.stop() == 0)
+    }
+}
+
+/// What the coordinator sends for the page, without a browser.
+@Suite struct DashboardAssetTests {
+    @Test func thePageAndItsAssetsAreServedFromTheBinaryAndLoadNothingFromElsewhere() async throws {
+        let coordinator = try await TestCoordinator.start(settings: [("auth.token", "s3cret-token")])
+        for (path, type) in [("/", "text/html"), ("/dashboard.css", "text/css"), ("/dashboard.js", "text/javascript")] {
+            // No token needed for the page itself: the data behind it is what the token guards.
+            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(coordinator.port)\(path)")!)
+            let http = try #require(response as? HTTPURLResponse)
+            #expect(http.statusCode == 200, "\(path)")
+            #expect(http.value(forHTTPHeaderField: "Content-Type")?.hasPrefix(type) == true, "\(path)")
+            let policy = http.value(forHTTPHeaderField: "Content-Security-Policy") ?? ""
+            #expect(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "\(path): \(policy)")
+            let text = String(decoding: data, as: UTF8.self)
+            for external in ["http://", "https://", "@import", "fonts.googleapis"] {
+                #expect(!text.contains(external), "\(path) refers to \(external)")
+            }
+        }
+        await coordinator.stop()
     }
 }

@@ -24,7 +24,7 @@ extension Dashboard {
             <div><dt>Queued</dt><dd id="count-queued">–</dd></div>
             <div><dt>Gated</dt><dd id="count-gated">–</dd></div>
             <div class="good"><dt>Completed</dt><dd id="count-completed">0</dd></div>
-            <div class="bad"><dt>Failed</dt><dd id="count-failed">0</dd></div>
+            <div><dt>Failed</dt><dd id="count-failed">0</dd></div>
             <div><dt>Canceled</dt><dd id="count-canceled">0</dd></div>
           </dl>
         </header>

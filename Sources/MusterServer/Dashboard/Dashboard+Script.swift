@@ -64,7 +64,7 @@ extension Dashboard {
             const scheme = location.protocol === "https:" ? "wss:" : "ws:";
             let ws;
             try {
-              ws = new WebSocket(`${scheme}//${location.host}/`, "muster.client.v1");
+              ws = new WebSocket(`${scheme}//${location.host}/v1/ws`, "muster.client.v1");
             } catch (e) {
               retry();
               return;
@@ -274,6 +274,7 @@ extension Dashboard {
             for (const s of S.finals.values()) counts[s] += 1;
             el("count-completed").textContent = counts.completed;
             el("count-failed").textContent = counts.failed;
+            el("count-failed").parentElement.classList.toggle("bad", counts.failed > 0);
             el("count-canceled").textContent = counts.canceled;
             const r = S.report;
             if (!r) return;
