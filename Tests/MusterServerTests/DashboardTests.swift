@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import Testing
 
@@ -20,7 +20,9 @@ import Testing
     /// Fails the test (rather than skipping it) when the browser is missing, saying how to get it.
     func requireChromium() throws {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        let found = path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/chromium") }
+        let found = path.split(separator: ":").contains {
+            FileManager.default.isExecutableFile(atPath: "\($0)/chromium")
+        }
         try #require(found, "chromium is not installed; Scripts/setup installs it (Debian package chromium)")
     }
 
@@ -39,7 +41,8 @@ import Testing
         let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
         return Browse(
             ok: json["ok"] as? Bool ?? false,
-            error: json["error"] as? String ?? (json.isEmpty ? "no answer from the browser script: \(String(decoding: data, as: UTF8.self))" : nil),
+            error: json["error"] as? String
+                ?? (json.isEmpty ? "no answer from the browser script: \(String(decoding: data, as: UTF8.self))" : nil),
             dom: json["dom"] as? [String] ?? [])
     }
 
@@ -49,10 +52,13 @@ import Testing
         return (p, try #require(Int(line["listen.port"] as? String ?? "")))
     }
 
-    func agent(port: Int, name: String, features: String, announceAfter: String = "0s", jobSeconds: String = "1s") async throws -> MusterProcess {
+    func agent(port: Int, name: String, features: String, announceAfter: String = "0s", jobSeconds: String = "1s")
+        async throws -> MusterProcess
+    {
         let p = try MusterProcess([
             "agent", "--coordinator", "ws://127.0.0.1:\(port)", "--token", "t", "--name", name, "--features", features,
-            "--announce-after", announceAfter, "--job-seconds", jobSeconds, "--log-format", "json", "--log-level", "debug",
+            "--announce-after", announceAfter, "--job-seconds", jobSeconds, "--log-format", "json", "--log-level",
+            "debug",
         ])
         try await p.waitForLog("registered")
         return p
@@ -74,33 +80,40 @@ import Testing
             "--set", "gate.window_seconds=60",
         ])
         // Links at once, announces a little later: the gate holds the batch until it does.
-        let late = try await agent(port: port, name: "gpu-late", features: "frameinterps,video", announceAfter: "2s", jobSeconds: "1s")
+        let late = try await agent(
+            port: port, name: "gpu-late", features: "frameinterps,video", announceAfter: "2s", jobSeconds: "1s")
         let submitted = try await HTTP.post(
             "http://127.0.0.1:\(port)/v1/batches",
             #"{"owner": "e2e", "jobs": [{"kind": "video", "needs": ["frameinterps", "video"], "count": 6}]}"#)
         #expect(submitted.status == 201)
         let jobIDs = (submitted.json["jobs"] as? [Int] ?? []).map(String.init)
         #expect(jobIDs.count == 6)
-        try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/batches/1", "batch 1 done") { $0.json["done"] as? Bool == true }
+        try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/batches/1", "batch 1 done") {
+            $0.json["done"] as? Bool == true
+        }
 
-        let page = try await browse("http://127.0.0.1:\(port)/", [
+        let page = try await browse(
+            "http://127.0.0.1:\(port)/",
             [
-                "wait": """
+                [
+                    "wait": """
                     document.body.dataset.status === 'received'
                     && document.querySelectorAll('#job-rows tr[data-state="completed"]').length === 6
                     && document.querySelectorAll('#gantt .g-bar.completed').length === 6
                     && document.getElementById('count-completed').textContent === '6'
                     """
-            ],
-            ["dom": "true"],
-        ])
+                ],
+                ["dom": "true"],
+            ])
         let dom = try #require(page.dom.last, "no page: \(page.error ?? "")")
         #expect(page.ok, "\(page.error ?? ""):\n\(dom.suffix(3000))")
 
         // Backends: local ones first (-1, -2), then the remote one, each with its name and state.
         let backendRows = captures(#"<tr data-backend-id="(-?\d+)""#, in: dom)
         #expect(backendRows == ["-1", "-2", "1"], "\(backendRows)")
-        for name in ["local-video", "local-image", "gpu-late"] { #expect(dom.contains(">\(name)</span>"), "\(name) missing") }
+        for name in ["local-video", "local-image", "gpu-late"] {
+            #expect(dom.contains(">\(name)</span>"), "\(name) missing")
+        }
         #expect(captures(#"data-backend-id="-?\d+" data-state="(\w+)""#, in: dom) == ["ready", "ready", "ready"])
         #expect(dom.contains(#"<span class="tag hot">frameinterps</span>"#), "frameinterps is highlighted")
         #expect(dom.contains(#"<span class="tag hot">video</span>"#), "video is highlighted")
@@ -131,27 +144,36 @@ import Testing
         ])
         let remote = try await agent(port: port, name: "gpu-a", features: "video")
         try await HTTP.waitFor("http://127.0.0.1:\(port)/readyz", "ready") { $0.status == 200 }
-        let submitted = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image", "count": 1}]}"#)
+        let submitted = try await HTTP.post(
+            "http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image", "count": 1}]}"#)
         let job = try #require((submitted.json["jobs"] as? [Int])?.first)
 
-        let page = try await browse("http://127.0.0.1:\(port)/", [
-            ["wait": "document.querySelector('#job-rows tr[data-job-id=\"\(job)\"] button[data-action=cancel]')"],
-            ["click": "#job-rows tr[data-job-id=\"\(job)\"] button[data-action=cancel]"],
-            ["wait": "document.querySelector('#job-rows tr[data-job-id=\"\(job)\"][data-state=canceled]')"],
-            ["wait": "[...document.querySelectorAll('#load-model option')].some(o => o.value === 'm1')"],
-            ["fill": "#load-model", "value": "m1"],
-            ["submit": "#load-form"],
-            ["wait": "[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('loading m1 on slow'))"],
-            // Drain takes two clicks: the first arms the button, the second confirms.
-            ["click": "tr[data-backend-id=\"1\"] button[data-action=drain]"],
-            ["wait": "document.querySelector('tr[data-backend-id=\"1\"] button.armed')"],
-            ["click": "tr[data-backend-id=\"1\"] button[data-action=drain]"],
-            ["wait": "[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('gpu-a is draining'))"],
-            ["click": "tr[data-backend-id=\"-1\"] button[data-action=drain]"],
-            ["click": "tr[data-backend-id=\"-1\"] button[data-action=drain]"],
-            ["wait": "document.querySelector('tr[data-backend-id=\"-1\"][data-state=draining]')"],
-            ["dom": "true"],
-        ])
+        let page = try await browse(
+            "http://127.0.0.1:\(port)/",
+            [
+                ["wait": "document.querySelector('#job-rows tr[data-job-id=\"\(job)\"] button[data-action=cancel]')"],
+                ["click": "#job-rows tr[data-job-id=\"\(job)\"] button[data-action=cancel]"],
+                ["wait": "document.querySelector('#job-rows tr[data-job-id=\"\(job)\"][data-state=canceled]')"],
+                ["wait": "[...document.querySelectorAll('#load-model option')].some(o => o.value === 'm1')"],
+                ["fill": "#load-model", "value": "m1"],
+                ["submit": "#load-form"],
+                [
+                    "wait":
+                        "[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('loading m1 on slow'))"
+                ],
+                // Drain takes two clicks: the first arms the button, the second confirms.
+                ["click": "tr[data-backend-id=\"1\"] button[data-action=drain]"],
+                ["wait": "document.querySelector('tr[data-backend-id=\"1\"] button.armed')"],
+                ["click": "tr[data-backend-id=\"1\"] button[data-action=drain]"],
+                [
+                    "wait":
+                        "[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('gpu-a is draining'))"
+                ],
+                ["click": "tr[data-backend-id=\"-1\"] button[data-action=drain]"],
+                ["click": "tr[data-backend-id=\"-1\"] button[data-action=drain]"],
+                ["wait": "document.querySelector('tr[data-backend-id=\"-1\"][data-state=draining]')"],
+                ["dom": "true"],
+            ])
         #expect(page.ok, "\(page.error ?? ""):\n\(page.dom.last?.suffix(3000) ?? "")")
 
         let info = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(job)")
@@ -170,19 +192,28 @@ import Testing
         try requireChromium()
         let token = "dashboard-s3cret"
         let (serve, port) = try await coordinator([
-            "--set", #"backends=[{"name": "sim", "kind": "simulated", "features": ["image"]}]"#, "--set", "auth.token=\(token)",
+            "--set", #"backends=[{"name": "sim", "kind": "simulated", "features": ["image"]}]"#, "--set",
+            "auth.token=\(token)",
         ])
-        let page = try await browse("http://127.0.0.1:\(port)/", [
-            ["wait": "!document.getElementById('auth').hidden && document.body.dataset.link === 'auth'"],
-            ["fill": "#token-input", "value": "wrong"],
-            ["submit": "#token-form"],
-            ["wait": "!document.getElementById('auth').hidden && !document.getElementById('token-error').hidden"],
-            ["fill": "#token-input", "value": token],
-            ["submit": "#token-form"],
-            ["wait": "document.body.dataset.status === 'received' && document.querySelector('tr[data-backend-id=\"-1\"]')"],
-            ["wait": "sessionStorage.getItem('muster.token') === '\(token)' && document.getElementById('auth').hidden"],
-            ["dom": "true"],
-        ])
+        let page = try await browse(
+            "http://127.0.0.1:\(port)/",
+            [
+                ["wait": "!document.getElementById('auth').hidden && document.body.dataset.link === 'auth'"],
+                ["fill": "#token-input", "value": "wrong"],
+                ["submit": "#token-form"],
+                ["wait": "!document.getElementById('auth').hidden && !document.getElementById('token-error').hidden"],
+                ["fill": "#token-input", "value": token],
+                ["submit": "#token-form"],
+                [
+                    "wait":
+                        "document.body.dataset.status === 'received' && document.querySelector('tr[data-backend-id=\"-1\"]')"
+                ],
+                [
+                    "wait":
+                        "sessionStorage.getItem('muster.token') === '\(token)' && document.getElementById('auth').hidden"
+                ],
+                ["dom": "true"],
+            ])
         let dom = try #require(page.dom.last, "no page: \(page.error ?? "")")
         #expect(page.ok, "\(page.error ?? ""):\n\(dom.suffix(3000))")
         #expect(!dom.contains(token), "the token never lands in the page")
@@ -196,12 +227,14 @@ import Testing
         let coordinator = try await TestCoordinator.start(settings: [("auth.token", "s3cret-token")])
         for (path, type) in [("/", "text/html"), ("/dashboard.css", "text/css"), ("/dashboard.js", "text/javascript")] {
             // No token needed for the page itself: the data behind it is what the token guards.
-            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(coordinator.port)\(path)")!)
+            let (data, response) = try await URLSession.shared.data(
+                from: URL(string: "http://127.0.0.1:\(coordinator.port)\(path)")!)
             let http = try #require(response as? HTTPURLResponse)
             #expect(http.statusCode == 200, "\(path)")
             #expect(http.value(forHTTPHeaderField: "Content-Type")?.hasPrefix(type) == true, "\(path)")
             let policy = http.value(forHTTPHeaderField: "Content-Security-Policy") ?? ""
-            #expect(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "\(path): \(policy)")
+            #expect(
+                policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "\(path): \(policy)")
             let text = String(decoding: data, as: UTF8.self)
             for external in ["http://", "https://", "@import", "fonts.googleapis"] {
                 #expect(!text.contains(external), "\(path) refers to \(external)")

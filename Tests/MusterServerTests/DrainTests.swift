@@ -19,7 +19,8 @@ import Testing
         let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 6)]))
         let progress = try await within(.seconds(60), "6 images final") { await client.follow(accepted) }
         #expect(progress.counts[.completed] == 6)
-        #expect(progress.orderedJobs.allSatisfy { $0.backend == BackendID(-2) }, "\(progress.orderedJobs.map(\.backend))")
+        #expect(
+            progress.orderedJobs.allSatisfy { $0.backend == BackendID(-2) }, "\(progress.orderedJobs.map(\.backend))")
 
         // Draining again is harmless; an unknown id is refused with its code.
         try await client.drain(backend: BackendID(-1))
@@ -41,7 +42,9 @@ import Testing
         #expect(try CoordinatorToClient.Draining.decode([UInt8](accepted.body)) == .init(backend: BackendID(-2)))
         let list = try await HTTP.get(base, headers: auth)
         let backends = list.json["backends"] as? [[String: Any]] ?? []
-        let state = backends.first { $0["id"] as? Int == -2 }.flatMap { ($0["capabilities"] as? [String: Any])?["state"] as? String }
+        let state = backends.first { $0["id"] as? Int == -2 }.flatMap {
+            ($0["capabilities"] as? [String: Any])?["state"] as? String
+        }
         #expect(state == "draining")
 
         let unknown = try await HTTP.request("POST", "\(base)/77/drain", headers: auth)
