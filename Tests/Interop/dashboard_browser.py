@@ -13,7 +13,9 @@ STEPS_JSON is a list of steps, run in order:
   {"submit": "<CSS selector of a form>"}  (requestSubmit, so the page's handler runs)
   {"dom": true}                           adds document.documentElement.outerHTML to the output
   {"screenshot": "<file.png>"}            the whole page
-Prints one JSON object: {"ok": true, "dom": [...]} or {"ok": false, "error": "...", "dom": [...]}.
+Prints one JSON object: {"ok": true, "dom": [...], "problems": [...]} or {"ok": false, "error": "...", ...};
+"problems" lists what the page got wrong meanwhile: uncaught exceptions and errors the browser logged
+(a blocked resource, a Content-Security-Policy violation).
 Needs Debian's chromium and python3-websockets (Scripts/setup installs both).
 """
 import asyncio
@@ -48,6 +50,7 @@ class Page:
     def __init__(self, ws):
         self.ws = ws
         self.next_id = 0
+        self.problems = []
 
     async def call(self, method, **params):
         self.next_id += 1
@@ -55,10 +58,20 @@ class Page:
         await self.ws.send(json.dumps({"id": mine, "method": method, "params": params}))
         while True:
             message = json.loads(await self.ws.recv())
+            self.note(message)
             if message.get("id") == mine:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
+
+    def note(self, message):
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.problems.append(details.get("exception", {}).get("description") or details.get("text"))
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            self.problems.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
 
     async def evaluate(self, expression):
         result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -125,6 +138,8 @@ async def run(url, steps, size, timeout):
         async with websockets.connect(page_target(port, url, deadline), max_size=None) as ws:
             page = Page(ws)
             await page.call("Page.enable")
+            await page.call("Runtime.enable")
+            await page.call("Log.enable")
             await page.call("Page.navigate", url=url)
             # The page, not about:blank, with its script run.
             loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
@@ -158,6 +173,8 @@ async def run(url, steps, size, timeout):
             except Exception:  # noqa: BLE001 - the page may be gone; the error above says why
                 pass
     finally:
+        if page is not None:
+            out["problems"] = page.problems
         process.terminate()
         try:
             process.wait(10)

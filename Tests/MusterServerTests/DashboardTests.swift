@@ -12,6 +12,8 @@ import Testing
         var ok: Bool
         var error: String?
         var dom: [String]
+        /// Uncaught exceptions and errors the browser logged while the page ran.
+        var problems: [String]
     }
 
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -43,7 +45,7 @@ import Testing
             ok: json["ok"] as? Bool ?? false,
             error: json["error"] as? String
                 ?? (json.isEmpty ? "no answer from the browser script: \(String(decoding: data, as: UTF8.self))" : nil),
-            dom: json["dom"] as? [String] ?? [])
+            dom: json["dom"] as? [String] ?? [], problems: json["problems"] as? [String] ?? [])
     }
 
     func coordinator(_ extra: [String]) async throws -> (MusterProcess, Int) {
@@ -107,6 +109,7 @@ import Testing
             ])
         let dom = try #require(page.dom.last, "no page: \(page.error ?? "")")
         #expect(page.ok, "\(page.error ?? ""):\n\(dom.suffix(3000))")
+        #expect(page.problems.isEmpty, "the page reported: \(page.problems)")
 
         // Backends: local ones first (-1, -2), then the remote one, each with its name and state.
         let backendRows = captures(#"<tr data-backend-id="(-?\d+)""#, in: dom)
@@ -175,6 +178,7 @@ import Testing
                 ["dom": "true"],
             ])
         #expect(page.ok, "\(page.error ?? ""):\n\(page.dom.last?.suffix(3000) ?? "")")
+        #expect(page.problems.isEmpty, "the page reported: \(page.problems)")
 
         let info = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(job)")
         #expect(info.json["state"] as? String == "canceled")
@@ -216,6 +220,7 @@ import Testing
             ])
         let dom = try #require(page.dom.last, "no page: \(page.error ?? "")")
         #expect(page.ok, "\(page.error ?? ""):\n\(dom.suffix(3000))")
+        #expect(page.problems.isEmpty, "the page reported: \(page.problems)")
         #expect(!dom.contains(token), "the token never lands in the page")
         #expect(try await serve.stop() == 0)
     }

@@ -4,6 +4,7 @@ extension Dashboard {
         "use strict";
         (() => {
           const HOT_FEATURES = new Set(["frameinterps", "video"]);
+          const FINAL = new Set(["completed", "failed", "canceled"]);
           const MAX_JOBS = 400;          // jobs kept in memory (final ones are dropped oldest first)
           const JOB_ROWS = 60;           // rows in "Recent jobs"
           const TIMELINE_MAX_MS = 15 * 60 * 1000;
@@ -14,7 +15,7 @@ extension Dashboard {
 
           const S = {
             ws: null, link: "connecting", welcome: null, report: null,
-            jobs: new Map(), finals: new Map(), batches: new Set(),
+            jobs: new Map(), counts: { completed: 0, failed: 0, canceled: 0 }, batches: new Map(), fetching: 0,
             pending: new Map(), nextRequest: 1, statusInFlight: false,
             offset: null, retryMs: 500, retryTimer: null,
             token: sessionStorage.getItem("muster.token") || "", authRefused: false,
@@ -122,6 +123,10 @@ extension Dashboard {
                 S.retryMs = 500;
                 setLink("live", "live", "good");
                 el("coordinator").textContent = `coordinator ${msg.coordinator} · ${location.host}`;
+                // The subscription resends every job's state: start counting afresh, and fetch
+                // again the batches that could not be fetched before.
+                S.counts = { completed: 0, failed: 0, canceled: 0 };
+                for (const [batch, status] of S.batches) if (status !== "done") S.batches.delete(batch);
                 request({ type: "subscribe" }).catch((e) => toast(`subscribe failed: ${e.message}`, true));
                 pollStatus();
                 return;
@@ -196,42 +201,71 @@ extension Dashboard {
                 if (e.progress != null) j.progress = e.progress;
                 break;
             }
-            if (["completed", "failed", "canceled"].includes(e.state)) S.finals.set(e.job, e.state);
-            if (!S.batches.has(e.batch)) fetchBatch(e.batch);
+            // A job ends once, and a subscription reports an ended job once (as its snapshot), so
+            // counting these needs no bookkeeping per job. Each subscription starts from zero.
+            if (FINAL.has(e.state) && (e.event === "snapshot" || e.event === e.state)) S.counts[e.state] += 1;
+            wantBatch(e.batch);
             prune();
             scheduleRender();
           }
 
           // What events do not say (kind, owner, priority, and start times of jobs that finished
-          // before the page opened) comes from the batch, once per batch.
+          // before the page opened) comes from GET /v1/batches/{id}: once per batch, four at a
+          // time, only for batches that still have a job on the page, again after a failure.
+          function wantBatch(batch) {
+            if (S.batches.has(batch)) return;
+            S.batches.set(batch, "wanted");
+            pumpBatches();
+          }
+          function pumpBatches() {
+            for (const [batch, status] of S.batches) {
+              if (S.fetching >= 4) return;
+              if (status !== "wanted") continue;
+              if ([...S.jobs.values()].some((j) => j.batch === batch)) fetchBatch(batch);
+              else S.batches.set(batch, "skipped");
+            }
+          }
           function fetchBatch(batch) {
-            S.batches.add(batch);
+            S.batches.set(batch, "fetching");
+            S.fetching += 1;
             const headers = S.token ? { Authorization: `Bearer ${S.token}` } : {};
             fetch(`/v1/batches/${batch}`, { headers, cache: "no-store" })
-              .then((r) => (r.ok ? r.json() : null))
-              .then((info) => {
-                if (!info) return;
-                for (const ji of info.jobs || []) {
-                  const j = S.jobs.get(ji.job);
-                  if (!j) continue;
-                  j.kind = ji.kind; j.needs = ji.needs || []; j.model = ji.model; j.priority = ji.priority; j.owner = ji.owner;
-                  j.createdMs = ji.created_ms;
-                  if (j.startedMs == null && ji.started_ms != null && ["running", "completed", "failed", "canceled"].includes(j.state)) j.startedMs = ji.started_ms;
-                  if (j.endedMs == null && ji.finished_ms != null && ["completed", "failed", "canceled"].includes(j.state)) j.endedMs = ji.finished_ms;
-                  if (j.lost.length === 0) {
-                    for (const a of (ji.history || []).slice(0, -1)) {
-                      if (a.ended_ms != null) j.lost.push({ backend: a.backend, start: a.bound_ms, end: a.ended_ms });
-                    }
-                  }
-                }
-                scheduleRender();
+              .then((r) => {
+                if (r.status === 404) return null;  // forgotten already
+                if (r.status === 401) return "unauthorized";  // tried again after the next welcome
+                if (!r.ok) throw new Error(`HTTP ${r.status}`);
+                return r.json();
               })
-              .catch(() => { S.batches.delete(batch); });
+              .then((info) => {
+                S.batches.set(batch, info === "unauthorized" ? info : "done");
+                if (info && info !== "unauthorized") applyBatch(info);
+              })
+              .catch(() => {
+                S.batches.set(batch, "retry");
+                setTimeout(() => { S.batches.set(batch, "wanted"); pumpBatches(); }, 2000);
+              })
+              .finally(() => { S.fetching -= 1; pumpBatches(); });
+          }
+          function applyBatch(info) {
+            for (const ji of info.jobs || []) {
+              const j = S.jobs.get(ji.job);
+              if (!j) continue;
+              j.kind = ji.kind; j.needs = ji.needs || []; j.model = ji.model; j.priority = ji.priority; j.owner = ji.owner;
+              j.createdMs = ji.created_ms;
+              if (j.startedMs == null && ji.started_ms != null && (j.state === "running" || FINAL.has(j.state))) j.startedMs = ji.started_ms;
+              if (j.endedMs == null && ji.finished_ms != null && FINAL.has(j.state)) j.endedMs = ji.finished_ms;
+              if (j.lost.length === 0) {
+                for (const a of (ji.history || []).slice(0, -1)) {
+                  if (a.ended_ms != null) j.lost.push({ backend: a.backend, start: a.bound_ms, end: a.ended_ms });
+                }
+              }
+            }
+            scheduleRender();
           }
 
           function prune() {
             if (S.jobs.size <= MAX_JOBS) return;
-            const finished = [...S.jobs.values()].filter((j) => S.finals.has(j.id)).sort((a, b) => (a.endedMs ?? 0) - (b.endedMs ?? 0));
+            const finished = [...S.jobs.values()].filter((j) => FINAL.has(j.state)).sort((a, b) => (a.endedMs ?? 0) - (b.endedMs ?? 0));
             for (const j of finished.slice(0, S.jobs.size - MAX_JOBS)) S.jobs.delete(j.id);
           }
 
@@ -270,8 +304,7 @@ extension Dashboard {
           }
 
           function renderHeader() {
-            const counts = { completed: 0, failed: 0, canceled: 0 };
-            for (const s of S.finals.values()) counts[s] += 1;
+            const counts = S.counts;
             el("count-completed").textContent = counts.completed;
             el("count-failed").textContent = counts.failed;
             el("count-failed").parentElement.classList.toggle("bad", counts.failed > 0);
@@ -457,7 +490,7 @@ extension Dashboard {
             el("jobs-total").textContent = `${S.jobs.size} shown of the jobs this coordinator still knows`;
             const now = serverNow();
             const rows = list.slice(0, JOB_ROWS).map((j) => {
-              const final = S.finals.has(j.id);
+              const final = FINAL.has(j.state);
               const duration = j.startedMs != null ? span((j.endedMs ?? now) - j.startedMs) : "";
               const progress = j.state === "running" && j.progress != null ? `<span class="progress"><div data-css="width:${Math.round(j.progress * 100)}%"></div></span>` : "";
               const error = j.error ? `<div class="err">${esc(j.error.code)}: ${esc(j.error.message)}</div>` : "";
@@ -536,7 +569,6 @@ extension Dashboard {
             else sessionStorage.removeItem("muster.token");
             el("auth").hidden = true;
             S.retryMs = 500;
-            S.batches.clear();
             connect();
           });
 
