@@ -131,6 +131,9 @@ extension Daemon {
                 var answer = try loadModel(m.model, backend: m.backend)
                 answer.id = m.id
                 send(CoordinatorToClient.modelsLoading(answer).encode(), to: id)
+            case .drain(let m):
+                try drain(m.backend)
+                send(CoordinatorToClient.draining(.init(id: m.id, backend: m.backend)).encode(), to: id)
             }
         } catch {
             metrics.counter("muster_request_errors_total", ["code": error.code.rawValue]).increment()
@@ -242,6 +245,23 @@ extension Daemon {
         return Wire.ModelsLoading(model: model, backends: told)
     }
 
+    /// Drains a backend: the core stops routing to it at once, and the backend is told to finish
+    /// what it has (a remote one then says `goodbye` and leaves). Draining twice is harmless.
+    func drain(_ backend: BackendID) throws(RequestError) {
+        guard let info = core.backend(backend) else {
+            throw RequestError(.unknownBackend, "no backend \(backend); GET /v1/backends lists them", status: 404)
+        }
+        logger.info("drain requested", metadata: ["backend.id": "\(backend)", "backend.name": "\(info.name)"])
+        feed(.drain(backend))
+        if backend.isLocal {
+            // The driver's own answer (`draining`, later `.drained`) lands in the local inbox.
+            locals[backend]?.drain()
+            pump()
+        } else {
+            deliver(.drain(.init(reason: "requested by a client")), to: backend)
+        }
+    }
+
     // MARK: - Events out
 
     /// Sends a job event to every client subscribed to it, encoded once.
@@ -315,6 +335,7 @@ extension ClientToCoordinator {
         case .cancel(let m): m.id
         case .status(let m): m.id
         case .loadModel(let m): m.id
+        case .drain(let m): m.id
         }
     }
 }

@@ -13,6 +13,10 @@ extension Daemon {
                 return .respond(self.assumeIsolated { d in d.guarded(request) { body(d, request) } })
             }
         }
+        for asset in Dashboard.assets {
+            let response = Dashboard.response(contentType: asset.contentType, body: asset.body)
+            routes.add(.get, asset.path) { _, _ in .respond(response) }
+        }
         route(.get, "/healthz") { d, _ in
             let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).components.seconds)) * 1000
             return d.json(200, Wire.Health(version: Self.version, uptimeMs: uptime))
@@ -75,9 +79,12 @@ extension Daemon {
         return routes
     }
 
-    /// Routes with an id in the path: `/v1/batches/{id}`, `/v1/jobs/{id}`.
+    /// Routes with an id in the path: `/v1/batches/{id}`, `/v1/jobs/{id}`, `/v1/backends/{id}/drain`.
     private func patternRoute(_ request: HTTPRequest) -> HTTPOutcome? {
         let parts = request.path.split(separator: "/", omittingEmptySubsequences: false)
+        if parts.count == 5, parts[0].isEmpty, parts[1] == "v1", parts[2] == "backends", parts[4] == "drain" {
+            return .respond(drainRoute(request, id: parts[3]))
+        }
         guard parts.count == 4, parts[0].isEmpty, parts[1] == "v1", parts[2] == "batches" || parts[2] == "jobs" else {
             return .respond(errorResponse(RequestError(ErrorCode("not_found"), "no route \(request.path)", status: 404)))
         }
@@ -117,6 +124,26 @@ extension Daemon {
                 }
             }
         })
+    }
+
+    /// `POST /v1/backends/{id}/drain`: 202 `draining`.
+    private func drainRoute(_ request: HTTPRequest, id: Substring) -> HTTPResponse {
+        guard request.method == .post else {
+            var response = errorResponse(RequestError(ErrorCode("method_not_allowed"), "\(request.path) takes POST", status: 405))
+            response.headers.append((name: "Allow", value: "POST"))
+            return response
+        }
+        return guarded(request) {
+            guard let raw = Int64(id), raw != 0 else {
+                return errorResponse(RequestError(.invalidMessage, "'\(id)' is not a backend id (a non-zero decimal integer)", status: 400))
+            }
+            do throws(RequestError) {
+                try drain(BackendID(raw))
+                return json(202, CoordinatorToClient.Draining(backend: BackendID(raw)))
+            } catch {
+                return errorResponse(error)
+            }
+        }
     }
 
     /// Checks the bearer token on `/v1/` routes when tokens are configured.

@@ -43,6 +43,7 @@ func decodeExample(_ name: String, _ bytes: [UInt8]) throws(ProtocolError) -> (S
         case "backend_list": return (body, try Wire.BackendList.decode(bytes).encode())
         case "load_model_request": return (body, try Wire.LoadModelRequest.decode(bytes).encode())
         case "models_loading": return (body, try Wire.ModelsLoading.decode(bytes).encode())
+        case "draining": return (body, try CoordinatorToClient.Draining.decode(bytes).encode())
         case "health": return (body, try Wire.Health.decode(bytes).encode())
         case "readiness": return (body, try Wire.Readiness.decode(bytes).encode())
         case "error_body": return (body, try Wire.ErrorBody.decode(bytes).encode())

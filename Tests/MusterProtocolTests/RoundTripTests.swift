@@ -118,7 +118,7 @@ struct MessageGenerator {
     }
 
     mutating func clientIn() -> ClientToCoordinator {
-        switch int(0...5) {
+        switch int(0...6) {
         case 0: .hello(.init(id: maybe { $0.label() }, name: name(), token: label(), software: maybe { $0.label() }))
         case 1:
             .submit(
@@ -135,6 +135,7 @@ struct MessageGenerator {
         case 2: .subscribe(.init(id: maybe { $0.label() }, batch: maybe { BatchID($0.u64()) }))
         case 3: .cancel(.init(id: maybe { $0.label() }, target: bool() ? .job(JobID(u64())) : .batch(BatchID(u64()))))
         case 4: .status(.init(id: maybe { $0.label() }))
+        case 5: .drain(.init(id: maybe { $0.label() }, backend: backendID()))
         default: .loadModel(.init(id: maybe { $0.label() }, model: label(), backend: maybe { $0.backendID() }))
         }
     }
@@ -148,7 +149,7 @@ struct MessageGenerator {
     }
 
     mutating func clientOut() -> CoordinatorToClient {
-        switch int(0...5) {
+        switch int(0...6) {
         case 0:
             .accepted(
                 .init(
@@ -183,6 +184,7 @@ struct MessageGenerator {
                         queued: int(0...9), gated: int(0...9), bound: int(0...9), running: int(0...9),
                         byPriority: [.init(priority: int(-1000...1000), jobs: int(0...9))])))
         case 4: .modelsLoading(.init(id: maybe { $0.label() }, model: label(), backends: [backendID()]))
+        case 5: .draining(.init(id: maybe { $0.label() }, backend: backendID()))
         default: .welcome(.init(id: maybe { $0.label() }, coordinator: label(), heartbeatMs: u64()))
         }
     }

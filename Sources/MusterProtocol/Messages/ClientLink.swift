@@ -8,6 +8,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
     case cancel(Cancel)
     case status(Status)
     case loadModel(Wire.LoadModelRequest)
+    case drain(Drain)
 
     /// The wire `type`.
     public var type: String {
@@ -18,10 +19,11 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         case .cancel: "cancel"
         case .status: "status"
         case .loadModel: "load_model"
+        case .drain: "drain"
         }
     }
 
-    static let types: [StaticString] = ["hello", "submit", "subscribe", "cancel", "status", "load_model"]
+    static let types: [StaticString] = ["hello", "submit", "subscribe", "cancel", "status", "load_model", "drain"]
 
     public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
         -> Self
@@ -34,6 +36,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             case "cancel": .cancel(try .decode(&o))
             case "status": .status(try .decode(&o))
             case "load_model": .loadModel(try .decode(&o))
+            case "drain": .drain(try .decode(&o))
             default: throw Envelope.unknownType(type, known: types)
             }
         }
@@ -47,6 +50,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         case .cancel(let m): m.encodeMessage()
         case .status(let m): m.encodeMessage()
         case .loadModel(let m): m.encodeMessage()
+        case .drain(let m): m.encodeMessage()
         }
     }
 
@@ -181,6 +185,27 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         func encodeMembers(_ w: inout JSONWriter) { w.member("id", id) }
     }
+
+    /// Drain one backend: it gets no new jobs, finishes those it has, then (a remote one) says
+    /// `goodbye` and closes. Answered by `draining`.
+    public struct Drain: Hashable, Sendable, WireMessage {
+        static let wireType: StaticString = "drain"
+        public var id: String?
+        public var backend: BackendID
+        public init(id: String? = nil, backend: BackendID) {
+            self.id = id
+            self.backend = backend
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key), backend: try o.required("backend"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("backend", backend)
+        }
+    }
 }
 
 /// A message the coordinator sends to a client.
@@ -192,6 +217,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
     case canceled(Canceled)
     case statusReport(StatusReport)
     case modelsLoading(Wire.ModelsLoading)
+    case draining(Draining)
     case error(Wire.ErrorMessage)
     case goodbye(Wire.Goodbye)
 
@@ -205,13 +231,15 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         case .canceled: "canceled"
         case .statusReport: "status_report"
         case .modelsLoading: "models_loading"
+        case .draining: "draining"
         case .error: "error"
         case .goodbye: "goodbye"
         }
     }
 
     static let types: [StaticString] = [
-        "welcome", "accepted", "subscribed", "job", "canceled", "status_report", "models_loading", "error", "goodbye",
+        "welcome", "accepted", "subscribed", "job", "canceled", "status_report", "models_loading", "draining", "error",
+        "goodbye",
     ]
 
     public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -226,6 +254,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             case "canceled": .canceled(try .decode(&o))
             case "status_report": .statusReport(try .decode(&o))
             case "models_loading": .modelsLoading(try .decode(&o))
+            case "draining": .draining(try .decode(&o))
             case "error": .error(try .decode(&o))
             case "goodbye": .goodbye(try .decode(&o))
             default: throw Envelope.unknownType(type, known: types)
@@ -242,6 +271,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         case .canceled(let m): m.encodeMessage()
         case .statusReport(let m): m.encodeMessage()
         case .modelsLoading(let m): m.encodeMessage()
+        case .draining(let m): m.encodeMessage()
         case .error(let m): m.encodeMessage()
         case .goodbye(let m): m.encodeMessage()
         }
@@ -320,6 +350,32 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             w.member("id", id)
             w.member("jobs", jobs)
         }
+    }
+
+    /// The answer to `drain`: the backend takes no new jobs from now on. Also the body of
+    /// `POST /v1/backends/{id}/drain` (HTTP 202).
+    public struct Draining: Hashable, Sendable, WireMessage, WireBody {
+        static let wireType: StaticString = "draining"
+        public var id: String?
+        public var backend: BackendID
+        public init(id: String? = nil, backend: BackendID) {
+            self.id = id
+            self.backend = backend
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(id: try o.optionalString("id", .key), backend: try o.required("backend"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("id", id)
+            w.member("backend", backend)
+        }
+
+        public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
+            -> Self
+        { try decodeBody(bytes, limits: limits) }
+        public func encode() -> [UInt8] { encodeBody() }
     }
 
     /// The answer to `status`: readiness, backends, queue.

@@ -153,6 +153,13 @@ public actor MusterClient {
         return loading
     }
 
+    /// Drains one backend: it takes no new jobs, finishes those it has and (a remote one) then
+    /// leaves. Throws `unknown_backend` for an id the coordinator does not know.
+    public func drain(backend: BackendID) async throws(MusterClientError) {
+        let answer = try await request { .drain(.init(id: $0, backend: backend)) }
+        guard case .draining = answer else { throw unexpected(answer, wanted: "draining") }
+    }
+
     /// Closes the link with 1000, fails what is pending, finishes ``events`` and, when the client
     /// owns its transport, shuts it down. Idempotent.
     public nonisolated func close() async {
@@ -298,6 +305,7 @@ public actor MusterClient {
         case .canceled(let m): answer(m.id, message)
         case .statusReport(let m): answer(m.id, message)
         case .modelsLoading(let m): answer(m.id, message)
+        case .draining(let m): answer(m.id, message)
         }
     }
 
