@@ -152,24 +152,17 @@ extension Daemon {
                 spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner),
                 count: j.count)
         }
-        if let key = request.batchKey {
-            let fingerprint = entries.map { "\($0)" }.joined(separator: "\u{1}")
-            if let earlier = batchFingerprints[key], earlier.fingerprint != fingerprint {
-                throw RequestError(
-                    ErrorCode("batch_key_conflict"), "batch_key '\(key)' was used for a different batch (\(earlier.batch))", status: 409,
-                    details: RawJSON(unchecked: #"{"batch":\#(earlier.batch.rawValue)}"#))
-            }
-            do {
-                let (receipt, actions) = try core.submit(key: key, entries: entries, at: now)
-                batchFingerprints[key] = (receipt.batch, fingerprint)
-                logSubmit(receipt, owner: owner)
-                return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
-            } catch {
-                throw RequestError(error)
-            }
+        // A retry with the same key and the same content gets the first answer; the same key
+        // with other content is a conflict, not a silent duplicate.
+        let fingerprint = request.batchKey.map { _ in entries.map { "\($0)" }.joined(separator: "\u{1}") }
+        if let key = request.batchKey, let earlier = batchFingerprints[key], earlier.fingerprint != fingerprint {
+            throw RequestError(
+                ErrorCode("batch_key_conflict"), "batch_key '\(key)' was used for a different batch (\(earlier.batch))", status: 409,
+                details: RawJSON(unchecked: #"{"batch":\#(earlier.batch.rawValue)}"#))
         }
         do {
-            let (receipt, actions) = try core.submit(key: nil, entries: entries, at: now)
+            let (receipt, actions) = try core.submit(key: request.batchKey, entries: entries, at: now)
+            if let key = request.batchKey, let fingerprint { batchFingerprints[key] = (receipt.batch, fingerprint) }
             logSubmit(receipt, owner: owner)
             return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
         } catch {

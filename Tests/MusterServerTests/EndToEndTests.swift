@@ -304,6 +304,27 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    @Test func aBatchKeyMakesRetriesIdempotentAndRefusesOtherContent() async throws {
+        let (serve, port) = try await coordinator(backends("[]"))
+        let url = "http://127.0.0.1:\(port)/v1/batches"
+        let body = #"{"batch_key": "render-001", "jobs": [{"kind": "image", "count": 2}]}"#
+        let first = try await HTTP.post(url, body)
+        #expect(first.status == 201)
+        #expect(first.json["duplicate"] as? Bool == false)
+        let retry = try await HTTP.post(url, body)
+        #expect(retry.status == 200, "a retry creates nothing")
+        #expect(retry.json["duplicate"] as? Bool == true)
+        #expect(retry.json["batch"] as? Int == first.json["batch"] as? Int)
+        #expect(retry.json["jobs"] as? [Int] == first.json["jobs"] as? [Int])
+        let conflict = try await HTTP.post(url, #"{"batch_key": "render-001", "jobs": [{"kind": "image", "count": 3}]}"#)
+        #expect(conflict.status == 409)
+        #expect(conflict.json["code"] as? String == "batch_key_conflict")
+        #expect((conflict.json["details"] as? [String: Any])?["batch"] as? Int == first.json["batch"] as? Int)
+        let status = try await HTTP.get("http://127.0.0.1:\(port)/v1/batches/\(first.json["batch"] as? Int ?? 0)")
+        #expect((status.json["jobs"] as? [Any])?.count == 2, "still the first batch's two jobs only")
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func configurationErrorsExitWithStatus2AndNameTheKey() async throws {
         let p = try MusterProcess(["serve", "--set", "gate.window_secs=5"])
         #expect(try await p.waitForExit() == 2)
