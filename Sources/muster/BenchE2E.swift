@@ -34,7 +34,7 @@ struct BenchE2E: AsyncParsableCommand {
     @Option(help: "Batches in flight per submitting client.")
     var inFlight = 4
     @Option(help: "Throughput: most jobs submitted and not yet final (flow control).")
-    var outstanding = 20_000
+    var outstanding = 5_000
     @Option(help: "Latency: jobs/s to submit; 0 = half of the throughput measured (12,500 without it).")
     var rate: Double = 0
     @Option(help: "Latency: jobs to submit.")
@@ -43,6 +43,8 @@ struct BenchE2E: AsyncParsableCommand {
     var latencyBatch = 10
     @Option(help: "Scale: backend links to hold.")
     var scaleLinks = 10_000
+    @Option(help: "Scale: links.keepalive_seconds of the coordinator; the backends ping at half of it too.")
+    var scaleKeepalive: Double = 10
     @Option(help: "Scale: seconds of idle CPU measurement.")
     var idleSeconds: Double = 10
     @Option(help: "Churn: seconds of announcing.")
@@ -71,6 +73,15 @@ struct BenchE2E: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
+        do {
+            try await runScenarios()
+        } catch {
+            E2EChild.killAll()
+            throw error
+        }
+    }
+
+    func runScenarios() async throws {
         let wanted = Set(scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         let known: Set<String> = ["throughput", "latency", "scale", "churn", "gate"]
         guard wanted.isSubset(of: known) else {
@@ -144,7 +155,13 @@ struct BenchE2E: AsyncParsableCommand {
 
     func stop(_ c: Coordinator) async {
         c.child.signal(SIGTERM)
+        let killer = Task {
+            // Graceful shutdown is bounded at 15 s by muster serve itself; this is a backstop.
+            try await Task.sleep(for: .seconds(20))
+            c.child.signal(SIGKILL)
+        }
         _ = await c.child.waitExit()
+        killer.cancel()
     }
 
     func startBackends(_ url: String, _ extra: [String]) async throws -> E2EChild {
@@ -315,18 +332,24 @@ struct BenchE2E: AsyncParsableCommand {
 
     /// Many idle backend links held with keepalive, then one batch routed across them.
     func scale() async throws -> Row {
-        let coordinator = try await startCoordinator(["gate.window_seconds=0", "links.keepalive_seconds=10"])
+        let coordinator = try await startCoordinator(["gate.window_seconds=0", "links.keepalive_seconds=\(scaleKeepalive)"])
         let pid = coordinator.child.pid
-        let fleet = try await startBackends(coordinator.url, ["--count", "\(scaleLinks)", "--name", "scale"])
+        let fleet = try await startBackends(
+            coordinator.url, ["--count", "\(scaleLinks)", "--name", "scale", "--keepalive-seconds", "\(scaleKeepalive)"])
         // Idle: nothing but keepalive pings for the measurement window.
         let cpu0 = ProcStats.cpuSeconds(pid), t0 = ContinuousClock.now
         try await Task.sleep(for: .milliseconds(Int64(idleSeconds * 1000)))
         let idle = (ProcStats.cpuSeconds(pid) - cpu0) / (ContinuousClock.now - t0).secondsDouble
         let rss = ProcStats.memory(pid, "VmRSS")
         let clients = try await connectClients(coordinator.url, count: 1, window: nil)
-        let sent = ContinuousClock.now
-        let accepted = try await clients.submitters[0].submit(request(scaleLinks))
-        clients.tracker.submitted(accepted.batch, at: sent)
+        var left = scaleLinks
+        while left > 0 {
+            let n = min(1000, left)
+            left -= n
+            let sent = ContinuousClock.now
+            let accepted = try await clients.submitters[0].submit(request(n))
+            clients.tracker.submitted(accepted.batch, at: sent)
+        }
         let finished = await clients.tracker.waitFinals(scaleLinks, within: waitBound)
         let peak = ProcStats.memory(pid, "VmHWM")
         await clients.close()
@@ -339,8 +362,8 @@ struct BenchE2E: AsyncParsableCommand {
         row.complete = s.complete.text
         row.cpu = String(format: "%.1f%% idle", idle * 100)
         row.rss = formatMB(rss)
-        row.note = "RSS with \(formatCount(Double(scaleLinks))) links held (peak \(formatMB(peak)) after the batch); one batch of"
-            + " \(formatCount(Double(scaleLinks))) jobs ran on \(formatCount(Double(s.backends.count))) backends"
+        row.note = "keepalive \(scaleKeepalive) s both ways; RSS with \(formatCount(Double(scaleLinks))) links held (peak \(formatMB(peak)) after the batch); batches of 1,000,"
+            + " \(formatCount(Double(scaleLinks))) jobs, ran on \(formatCount(Double(s.backends.count))) backends"
             + invariant(s, expected: scaleLinks, finished: finished)
         return row
     }
@@ -363,7 +386,9 @@ struct BenchE2E: AsyncParsableCommand {
         row.rate = "\(formatCount(acks / elapsed)) ann/s"
         row.cpu = String(format: "%.0f%%", (cpu1 - cpu0) / (t1 - t0).secondsDouble * 100)
         row.rss = formatMB(peak)
-        row.note = "announcements applied and acked, \(backends) backends x 8 in flight, each one flips the loaded model"
+        let perCPU = acks / max(cpu1 - cpu0, 0.001)
+        row.note = "announcements applied and acked (\(formatCount(perCPU)) per coordinator CPU-second), \(backends) backends"
+            + " x 8 in flight, each one flips the loaded model"
         return row
     }
 
@@ -445,24 +470,21 @@ struct BenchE2E: AsyncParsableCommand {
             let redis = try E2EChild(
                 "redis-server", executable: URL(fileURLWithPath: server),
                 ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            defer { redis.signal(SIGTERM) }
-            _ = try await redis.line("", within: .seconds(10))
+            // SIGKILL: redis keeps nothing, and it inherits a mask that may block SIGTERM.
+            defer { redis.signal(SIGKILL) }
+            _ = try await redis.line("Ready to accept connections", within: .seconds(10), anywhere: true)
             var rates: [String: Double] = [:]
-            for attempt in 0..<50 where rates.count < 2 {
-                if attempt > 0 { try await Task.sleep(for: .milliseconds(100)) }
-                let run = try E2EChild(
-                    "redis-benchmark", executable: URL(fileURLWithPath: bench),
-                    ["-h", "127.0.0.1", "-p", "\(port)", "-t", "lpush,rpop", "-c", "100", "-n", "500000", "-q"])
-                _ = await run.finish()
-                for op in ["LPUSH", "RPOP"] {
-                    if let line = try? await run.line(op, within: .seconds(1)),
-                        let v = line.split(separator: " ").compactMap({ Double($0) }).first
-                    {
-                        rates[op] = v
-                    }
-                }
+            let run = try E2EChild(
+                "redis-benchmark", executable: URL(fileURLWithPath: bench),
+                ["-h", "127.0.0.1", "-p", "\(port)", "-t", "lpush,rpop", "-c", "100", "-n", "500000", "-q"])
+            _ = await run.finish()
+            for op in ["LPUSH", "RPOP"] {
+                // -q prints progress ending in \r, then "OP: N requests per second, ...".
+                let line = try? await run.line("\(op): ", within: .seconds(1), anywhere: true)
+                let final = line?.split(separator: "\r").last { $0.contains("requests per second") }
+                if let v = final?.split(separator: " ").compactMap({ Double($0) }).first { rates[op] = v }
             }
-            redis.signal(SIGTERM)
+            redis.signal(SIGKILL)
             _ = await redis.waitExit()
             guard let push = rates["LPUSH"], let pop = rates["RPOP"] else {
                 row.note = "redis-benchmark printed no rates"

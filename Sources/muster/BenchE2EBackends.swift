@@ -53,6 +53,8 @@ struct BenchE2EBackends: AsyncParsableCommand {
     var window = 8
     @Option(help: "Churn: seconds of announcing. Flap: seconds of flapping.")
     var seconds: Double = 3
+    @Option(help: "Ping after half of this many idle seconds, hang up after all of them.")
+    var keepaliveSeconds: Double = 10
     @Option(help: "Gate: assigns to wait for before reporting.")
     var expectAssigns = 0
 
@@ -62,6 +64,8 @@ struct BenchE2EBackends: AsyncParsableCommand {
         logger.logLevel = .error
         var config = TransportConfiguration()
         config.outboundHighWaterBytes = 64 << 20
+        config.keepalivePingAfter = .milliseconds(Int64(keepaliveSeconds * 500))
+        config.keepaliveHangUpAfter = .milliseconds(Int64(keepaliveSeconds * 1000))
         config.reconnectDelays = [.milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1)]
         let transport = try Transport(configuration: config, logger: logger)
         let fleet = SimFleet(command: self, transport: transport)

@@ -19,7 +19,13 @@ final class E2EChild: @unchecked Sendable {
     private let input = Pipe()
     private let output = Pipe()
     private let stderrFile: URL
-    private let state = Mutex<(lines: [String], ended: Bool, waiters: [CheckedContinuation<Void, Never>])>(([], false, []))
+    private let state = Mutex<(lines: [String], ended: Bool, exited: Bool, waiters: [CheckedContinuation<Void, Never>])>(([], false, false, []))
+    private static let living = Mutex<[E2EChild]>([])
+
+    /// Kills every child still running: a benchmark that fails must not leave processes behind.
+    static func killAll() {
+        for child in living.withLock({ $0 }) where child.process.isRunning { kill(child.pid, SIGKILL) }
+    }
 
     init(_ label: String, executable: URL, _ arguments: [String]) throws {
         self.label = label
@@ -33,10 +39,13 @@ final class E2EChild: @unchecked Sendable {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = try FileHandle(forWritingTo: stderrFile)
+        // Waiting with waitUntilExit spins a core in Foundation's run loop; the handler does not.
+        process.terminationHandler = { [weak self] _ in self?.wake { $0.exited = true } }
         try process.run()
         // The child has its copies; without closing ours the reader would never see end of file.
         try? output.fileHandleForWriting.close()
         try? input.fileHandleForReading.close()
+        Self.living.withLock { $0.append(self) }
         let fd = output.fileHandleForReading.fileDescriptor
         Thread.detachNewThread { [self] in
             var buffer: [UInt8] = []
@@ -63,7 +72,7 @@ final class E2EChild: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
-    private func wake(_ change: (inout (lines: [String], ended: Bool, waiters: [CheckedContinuation<Void, Never>])) -> Void) {
+    private func wake(_ change: (inout (lines: [String], ended: Bool, exited: Bool, waiters: [CheckedContinuation<Void, Never>])) -> Void) {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             change(&s)
             defer { s.waiters = [] }
@@ -73,10 +82,12 @@ final class E2EChild: @unchecked Sendable {
     }
 
     /// The first stdout line starting with `prefix`, waiting for it at most `bound`.
-    func line(_ prefix: String, within bound: Duration = .seconds(120)) async throws -> String {
+    func line(_ prefix: String, within bound: Duration = .seconds(120), anywhere: Bool = false) async throws -> String {
         let deadline = ContinuousClock.now + bound
         while true {
-            let (found, ended) = state.withLock { s in (s.lines.first { $0.hasPrefix(prefix) }, s.ended) }
+            let (found, ended) = state.withLock { s in
+                (s.lines.first { anywhere ? $0.contains(prefix) : $0.hasPrefix(prefix) }, s.ended)
+            }
             if let found { return found }
             if ended || ContinuousClock.now > deadline {
                 let err = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
@@ -107,10 +118,14 @@ final class E2EChild: @unchecked Sendable {
     func signal(_ sig: Int32) { if process.isRunning { kill(pid, sig) } }
 
     func waitExit() async -> Int32 {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
-                self.process.waitUntilExit()
-                c.resume()
+        while !state.withLock({ $0.exited }) {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { s -> Bool in
+                    if s.exited { return true }
+                    s.waiters.append(c)
+                    return false
+                }
+                if done { c.resume() }
             }
         }
         try? FileManager.default.removeItem(at: stderrFile)
