@@ -4,7 +4,7 @@ import ArgumentParser
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a benchmark and print its table.",
-        subcommands: Bench.all.map(\.command) + [BenchE2EBackends.self]
+        subcommands: Bench.all.map(\.command) + [BenchE2EBackends.self, BenchSoak.self]
     )
 
     /// Every benchmark, in the order `Scripts/bench` runs them.

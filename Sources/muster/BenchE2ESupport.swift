@@ -263,6 +263,8 @@ final class JobTracker: Sendable {
         var finals = 0
         var state: JobState?
         var backend: BackendID?
+        /// Failed, and the event gave no reason.
+        var reasonless = false
     }
     private struct State {
         var jobs: [JobID: Track] = [:]
@@ -296,6 +298,7 @@ final class JobTracker: Sendable {
                 track.finals += 1
                 track.state = e.state
                 track.backend = e.backend ?? track.backend
+                if e.state == .failed, (e.error?.message ?? "").isEmpty { track.reasonless = true }
             }
             s.jobs[e.job] = track
             if newFinal, s.uniqueFinals >= s.target, let w = s.waiter {
@@ -339,6 +342,15 @@ final class JobTracker: Sendable {
             group.cancelAll()
             return first
         }
+    }
+
+    /// Final events seen per job, for jobs with at least one; and the jobs that failed without a reason.
+    func finalCounts() -> [JobID: Int] {
+        state.withLock { s in s.jobs.compactMapValues { $0.finals > 0 ? $0.finals : nil } }
+    }
+
+    func reasonless() -> [JobID] {
+        state.withLock { s in s.jobs.filter { $0.value.reasonless }.map(\.key).sorted() }
     }
 
     struct Summary {
