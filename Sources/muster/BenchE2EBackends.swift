@@ -79,8 +79,8 @@ struct BenchE2EBackends: AsyncParsableCommand {
         case .flap:
             try await transport.onLoopThrowing { t in fleet.startFlapping(t) }
             try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
-            await transport.onLoop { t in fleet.stopFlapping(t) }
-            emit("flapped \(fleet.flaps)")
+            let flaps = await transport.onLoopValue { t in fleet.stopFlapping(t) }
+            emit("flapped \(flaps)")
             await input.waitForEnd()
         case .churn:
             guard await input.next() == "go" else { break }
@@ -98,8 +98,8 @@ struct BenchE2EBackends: AsyncParsableCommand {
             emit("gate " + samples.map { String($0) }.joined(separator: ","))
             await input.waitForEnd()
         }
-        let counters = await transport.counters
-        emit("stats \(counters.messagesIn) \(counters.messagesOut) \(fleet.completed)")
+        let (counters, completed) = await transport.onLoopValue { t in (t.counters, fleet.completed) }
+        emit("stats \(counters.messagesIn) \(counters.messagesOut) \(completed)")
         await transport.shutdown()
     }
 
@@ -111,9 +111,10 @@ struct BenchE2EBackends: AsyncParsableCommand {
 /// The simulated backends. Every stored property is touched only on the transport's loop thread
 /// (from link handlers and `onLoop` closures); the waiters are resumed from there too.
 final class SimFleet: @unchecked Sendable {
-    // @unchecked Sendable: state is confined to the loop thread, checked by `precondition(onLoop)`
-    // in every entry point that mutates it; `flaps` and `completed` are read after the loop work
-    // they count has ended (the parent reads them once the loop is idle or stopped).
+    // @unchecked Sendable: state is confined to the loop thread. Link handlers and timers run
+    // there by construction (they are handed the isolated transport); the entry points called
+    // from the command check `precondition(onLoop)`, and the command reads results only through
+    // `onLoopValue`.
 
     struct Backend {
         var name: String
@@ -346,9 +347,11 @@ final class SimFleet: @unchecked Sendable {
         for i in backends.indices { scheduleFlap(i, t) }
     }
 
-    func stopFlapping(_ t: isolated Transport) {
+    /// Stops flapping; returns how many link replacements there were.
+    func stopFlapping(_ t: isolated Transport) -> Int {
         precondition(onLoop)
         flapping = false
+        return flaps
     }
 
     private func scheduleFlap(_ i: Int, _ t: isolated Transport) {
