@@ -4,7 +4,7 @@ import ArgumentParser
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a benchmark and print its table.",
-        subcommands: Bench.all.map(\.command)
+        subcommands: Bench.all.map(\.command) + [BenchE2EBackends.self, BenchSoak.self]
     )
 
     /// Every benchmark, in the order `Scripts/bench` runs them.
@@ -12,6 +12,7 @@ struct Bench: AsyncParsableCommand {
         ("transport", BenchTransport.self),
         ("protocol", BenchProtocol.self),
         ("core", BenchCore.self),
+        ("e2e", BenchE2E.self),
     ]
 
     @Flag(help: "List the benchmark names, one per line.")

@@ -1,0 +1,508 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import Logging
+import MusterProtocol
+import MusterServer
+import MusterTransport
+import Synchronization
+
+/// `muster bench e2e`: the whole system on loopback. A coordinator (`muster serve`) and the
+/// simulated backends (`muster bench e2e-backends`, many links in one process) run as child
+/// processes; the clients (``MusterClient``s on one transport) run in this process. Prints one
+/// table and asserts nothing.
+///
+/// Latencies are client-side: the time a submitter sent `submit` to the time the watcher (one
+/// more client, subscribed to every job) received the job's `bound` event, and its final event.
+/// They include the coordinator's outbound queue and the client's own event loop, so they bound
+/// what the coordinator does from above; the events' `at_ms` has only millisecond resolution.
+struct BenchE2E: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "e2e",
+        abstract: "End to end on loopback: jobs/s, submit->bind and submit->completed latency, scale, churn, gate.")
+
+    @Option(help: "Comma-separated scenarios: throughput, latency, scale, churn, gate.")
+    var scenarios = "throughput,latency,scale,churn,gate"
+    @Option(help: "Backends (links) for throughput, latency and churn.")
+    var backends = 100
+    @Option(help: "Jobs in the throughput scenario.")
+    var jobs = 200_000
+    @Option(help: "Jobs per batch (throughput).")
+    var batch = 100
+    @Option(help: "Submitting clients.")
+    var clients = 4
+    @Option(help: "Batches in flight per submitting client.")
+    var inFlight = 4
+    @Option(help: "Throughput: most jobs submitted and not yet final (flow control).")
+    var outstanding = 5_000
+    @Option(help: "Latency: jobs/s to submit; 0 = half of the throughput measured (12,500 without it).")
+    var rate: Double = 0
+    @Option(help: "Latency: jobs to submit.")
+    var latencyJobs = 60_000
+    @Option(help: "Latency: jobs per batch.")
+    var latencyBatch = 10
+    @Option(help: "Scale: backend links to hold.")
+    var scaleLinks = 10_000
+    @Option(help: "Scale: links.keepalive_seconds of the coordinator; the backends ping at half of it too.")
+    var scaleKeepalive: Double = 10
+    @Option(help: "Scale: seconds of idle CPU measurement.")
+    var idleSeconds: Double = 10
+    @Option(help: "Churn: seconds of announcing.")
+    var churnSeconds: Double = 3
+    @Option(help: "Gate: rounds (each a new set of backends and a held batch).")
+    var gateRounds = 25
+    @Option(help: "Gate: backends per round (4 slots each, one job per slot).")
+    var gateBackends = 10
+    @Option(help: "Messages in the raw transport reference.")
+    var rawMessages = 1_000_000
+    @Option(help: "Upper bound in seconds on each wait (a scenario that passes it reports what it got).")
+    var bound: Double = 180
+    @Flag(help: "Skip the Redis reference.")
+    var noRedis = false
+
+    struct Row {
+        var name: String
+        var rate = "-"
+        var bind = "-"
+        var complete = "-"
+        var cpu = "-"
+        var rss = "-"
+        var messages: Double?
+        var note = ""
+    }
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            try await runScenarios()
+        } catch {
+            E2EChild.killAll()
+            throw error
+        }
+    }
+
+    func runScenarios() async throws {
+        let wanted = Set(scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let known: Set<String> = ["throughput", "latency", "scale", "churn", "gate"]
+        guard wanted.isSubset(of: known) else {
+            throw ValidationError("--scenarios: unknown \(wanted.subtracting(known).sorted()); pick from \(known.sorted())")
+        }
+        var rows: [Row] = []
+        var measuredRate: Double?
+        if wanted.contains("throughput") {
+            let row = try await throughput()
+            measuredRate = Double(row.rate.filter(\.isNumber))
+            rows.append(row)
+        }
+        if wanted.contains("latency") {
+            let target = rate > 0 ? rate : (measuredRate.map { $0 / 2 } ?? 12_500)
+            rows.append(try await latency(rate: target))
+        }
+        if wanted.contains("scale") { rows.append(try await scale()) }
+        if wanted.contains("churn") { rows.append(try await churn()) }
+        if wanted.contains("gate") { rows.append(try await gate()) }
+        if !noRedis, wanted.contains("throughput") { rows.append(await redisReference()) }
+        let raw = try await rawTransport()
+        rows.append(Row(name: "raw transport", rate: "\(formatCount(raw)) msg/s", note: "one-way, 32-byte messages, 1 link"))
+
+        print("e2e (loopback; coordinator, backends and clients in separate processes; release build; \(ProcessInfo.processInfo.activeProcessorCount) cores)")
+        let header = [
+            padded("scenario", 14), padded("rate", 24), padded("submit->bind p50/p90/p99/p99.9", 34),
+            padded("submit->completed p50/p90/p99/p99.9", 38), padded("coord CPU", 11), padded("coord RSS", 11),
+            padded("msgs/s (x raw)", 24), "notes",
+        ]
+        print(header.joined())
+        for r in rows {
+            let messages = r.messages.map { "\(formatCount($0)) (\(String(format: "%.2f", $0 / max(raw, 1))))" } ?? "-"
+            print(
+                [
+                    padded(r.name, 14), padded(r.rate, 24), padded(r.bind, 34), padded(r.complete, 38), padded(r.cpu, 11),
+                    padded(r.rss, 11), padded(messages, 24), r.note,
+                ].joined())
+        }
+    }
+
+    var waitBound: Duration { .milliseconds(Int64(bound * 1000)) }
+
+    // MARK: - Processes
+
+    struct Coordinator {
+        var child: E2EChild
+        var url: String
+    }
+
+    /// `muster serve` on a free loopback port with no configured backends, once it takes clients.
+    func startCoordinator(_ settings: [String] = []) async throws -> Coordinator {
+        let port = try freeLoopbackPort()
+        var args = ["serve", "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--set", "backends=[]"]
+        for s in ["links.outbound_high_water_bytes=268435456"] + settings { args += ["--set", s] }
+        let child = try E2EChild.muster("muster serve", args)
+        let url = "ws://127.0.0.1:\(port)"
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            // Poll until it listens: the child has no other way to say so at log level error.
+            if let probe = try? await MusterClient.connect(.init(coordinator: url, name: "probe"), logger: quiet) {
+                await probe.close()
+                return Coordinator(child: child, url: url)
+            }
+            if ContinuousClock.now > deadline || !child.process.isRunning {
+                child.signal(SIGKILL)
+                throw ValidationError("muster serve did not start on port \(port)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func stop(_ c: Coordinator) async {
+        c.child.signal(SIGTERM)
+        let killer = Task {
+            // Graceful shutdown is bounded at 15 s by muster serve itself; this is a backstop.
+            try await Task.sleep(for: .seconds(20))
+            c.child.signal(SIGKILL)
+        }
+        _ = await c.child.waitExit()
+        killer.cancel()
+    }
+
+    func startBackends(_ url: String, _ extra: [String]) async throws -> E2EChild {
+        let child = try E2EChild.muster("e2e-backends", ["bench", "e2e-backends", "--coordinator", url] + extra)
+        _ = try await child.line("ready", within: waitBound)
+        return child
+    }
+
+    /// Ends a backends process; returns its messages in + out.
+    func stopBackends(_ child: E2EChild) async throws -> Int {
+        let done = Task { await child.finish() }
+        let stats = try await child.line("stats", within: .seconds(30)).split(separator: " ")
+        _ = await done.value
+        return (Int(stats[1]) ?? 0) + (Int(stats[2]) ?? 0)
+    }
+
+    var quiet: Logger {
+        var l = Logger(label: "muster.bench.e2e")
+        l.logLevel = .error
+        return l
+    }
+
+    /// Submitting clients plus one watcher subscribed to every job, all on one transport.
+    struct Clients {
+        var transport: Transport
+        var watcher: MusterClient
+        var submitters: [MusterClient]
+        var tracker: JobTracker
+        var follow: Task<Void, Never>
+
+        func close() async {
+            for c in submitters { await c.close() }
+            await watcher.close()
+            await follow.value
+            await transport.shutdown()
+        }
+
+        var messages: Int {
+            get async {
+                let c = await transport.counters
+                return c.messagesIn + c.messagesOut
+            }
+        }
+    }
+
+    func connectClients(_ url: String, count: Int, window: JobWindow?) async throws -> Clients {
+        var config = TransportConfiguration()
+        config.maxMessageBytes = 16 << 20
+        config.outboundHighWaterBytes = 256 << 20
+        config.shutdownGrace = .seconds(1)
+        let transport = try Transport(configuration: config, logger: quiet)
+        var options = MusterClient.Options(coordinator: url, name: "e2e-watcher")
+        options.requestTimeout = .seconds(120)
+        let watcher = try await MusterClient.connect(options, logger: quiet, transport: transport)
+        try await watcher.subscribe(batch: nil)
+        let tracker = JobTracker(window: window)
+        let follow = Task {
+            for await event in watcher.events { tracker.record(event, at: .now) }
+        }
+        var submitters: [MusterClient] = []
+        for i in 0..<count {
+            options.name = "e2e-client-\(i)"
+            submitters.append(try await MusterClient.connect(options, logger: quiet, transport: transport))
+        }
+        return Clients(transport: transport, watcher: watcher, submitters: submitters, tracker: tracker, follow: follow)
+    }
+
+    func request(_ n: Int, needs: [String] = ["image"]) -> Wire.BatchRequest {
+        Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", needs: needs, count: n)])
+    }
+
+    // MARK: - Scenarios
+
+    /// As many zero-duration jobs as the system moves, at most `outstanding` unfinished at a time.
+    func throughput() async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=0"])
+        let fleet = try await startBackends(coordinator.url, ["--count", "\(backends)"])
+        let window = JobWindow(limit: outstanding)
+        let clients = try await connectClients(coordinator.url, count: clients, window: window)
+        let pid = coordinator.child.pid
+        let cpu0 = ProcStats.cpuSeconds(pid), messages0 = await clients.messages, t0 = ContinuousClock.now
+        let remaining = Remaining(jobs)
+        let tracker = clients.tracker
+        let batch = self.batch
+        await withTaskGroup(of: Void.self) { group in
+            for client in clients.submitters {
+                for _ in 0..<inFlight {
+                    group.addTask {
+                        while true {
+                            let n = remaining.take(batch)
+                            guard n > 0 else { return }
+                            await window.acquire(n)
+                            let sent = ContinuousClock.now
+                            guard let accepted = try? await client.submit(self.request(n)) else { return }
+                            tracker.submitted(accepted.batch, at: sent)
+                        }
+                    }
+                }
+            }
+        }
+        let finished = await tracker.waitFinals(jobs, within: waitBound)
+        let t1 = ContinuousClock.now, cpu1 = ProcStats.cpuSeconds(pid)
+        let peak = ProcStats.memory(pid, "VmHWM")
+        let clientMessages = await clients.messages - messages0
+        await clients.close()
+        let backendMessages = try await stopBackends(fleet)
+        await stop(coordinator)
+        let s = tracker.summary()
+        let elapsed = ((s.last ?? t1) - (s.first ?? t0)).secondsDouble
+        var row = Row(name: "throughput")
+        row.rate = "\(formatCount(Double(s.finals) / elapsed)) jobs/s"
+        row.bind = s.bind.text
+        row.complete = s.complete.text
+        row.cpu = String(format: "%.0f%%", (cpu1 - cpu0) / (t1 - t0).secondsDouble * 100)
+        row.rss = formatMB(peak)
+        row.messages = Double(clientMessages + backendMessages) / (t1 - t0).secondsDouble
+        row.note = "\(backends) backends x 1 slot, \(formatCount(Double(jobs))) jobs in batches of \(batch), \(self.clients) clients"
+            + " x \(inFlight) batches in flight, <= \(formatCount(Double(outstanding))) unfinished"
+            + invariant(s, expected: jobs, finished: finished)
+        return row
+    }
+
+    /// Paced submissions at `rate` jobs/s in small batches.
+    func latency(rate: Double) async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=0"])
+        let fleet = try await startBackends(coordinator.url, ["--count", "\(backends)"])
+        let clients = try await connectClients(coordinator.url, count: clients, window: nil)
+        let pid = coordinator.child.pid
+        let cpu0 = ProcStats.cpuSeconds(pid), messages0 = await clients.messages, t0 = ContinuousClock.now
+        let tracker = clients.tracker
+        let size = latencyBatch
+        let batches = latencyJobs / size
+        let interval = Duration.nanoseconds(Int64(Double(size) / rate * 1e9))
+        let submitters = clients.submitters
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<batches {
+                // Paced by the clock, not by answers: a slow answer does not slow the offered load.
+                try? await Task.sleep(until: t0 + interval * i, clock: .continuous)
+                let client = submitters[i % submitters.count]
+                group.addTask {
+                    let sent = ContinuousClock.now
+                    if let accepted = try? await client.submit(self.request(size)) {
+                        tracker.submitted(accepted.batch, at: sent)
+                    }
+                }
+            }
+        }
+        let total = batches * size
+        let finished = await tracker.waitFinals(total, within: waitBound)
+        let t1 = ContinuousClock.now, cpu1 = ProcStats.cpuSeconds(pid)
+        let peak = ProcStats.memory(pid, "VmHWM")
+        let clientMessages = await clients.messages - messages0
+        await clients.close()
+        let backendMessages = try await stopBackends(fleet)
+        await stop(coordinator)
+        let s = tracker.summary()
+        var row = Row(name: "latency")
+        row.rate = "\(formatCount(Double(s.finals) / ((s.last ?? t1) - t0).secondsDouble)) jobs/s"
+        row.bind = s.bind.text
+        row.complete = s.complete.text
+        row.cpu = String(format: "%.0f%%", (cpu1 - cpu0) / (t1 - t0).secondsDouble * 100)
+        row.rss = formatMB(peak)
+        row.messages = Double(clientMessages + backendMessages) / (t1 - t0).secondsDouble
+        row.note = "offered \(formatCount(rate)) jobs/s in batches of \(size), \(backends) backends"
+            + invariant(s, expected: total, finished: finished)
+        return row
+    }
+
+    /// Many idle backend links held with keepalive, then one batch routed across them.
+    func scale() async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=0", "links.keepalive_seconds=\(scaleKeepalive)"])
+        let pid = coordinator.child.pid
+        let fleet = try await startBackends(
+            coordinator.url, ["--count", "\(scaleLinks)", "--name", "scale", "--keepalive-seconds", "\(scaleKeepalive)"])
+        // Idle: nothing but keepalive pings for the measurement window.
+        let cpu0 = ProcStats.cpuSeconds(pid), t0 = ContinuousClock.now
+        try await Task.sleep(for: .milliseconds(Int64(idleSeconds * 1000)))
+        let idle = (ProcStats.cpuSeconds(pid) - cpu0) / (ContinuousClock.now - t0).secondsDouble
+        let rss = ProcStats.memory(pid, "VmRSS")
+        let clients = try await connectClients(coordinator.url, count: 1, window: nil)
+        var left = scaleLinks
+        while left > 0 {
+            let n = min(1000, left)
+            left -= n
+            let sent = ContinuousClock.now
+            let accepted = try await clients.submitters[0].submit(request(n))
+            clients.tracker.submitted(accepted.batch, at: sent)
+        }
+        let finished = await clients.tracker.waitFinals(scaleLinks, within: waitBound)
+        let peak = ProcStats.memory(pid, "VmHWM")
+        await clients.close()
+        _ = try await stopBackends(fleet)
+        await stop(coordinator)
+        let s = clients.tracker.summary()
+        var row = Row(name: "scale")
+        row.rate = "\(formatCount(Double(scaleLinks))) links"
+        row.bind = s.bind.text
+        row.complete = s.complete.text
+        row.cpu = String(format: "%.1f%% idle", idle * 100)
+        row.rss = formatMB(rss)
+        row.note = "keepalive \(scaleKeepalive) s both ways; RSS with \(formatCount(Double(scaleLinks))) links held (peak \(formatMB(peak)) after the batch); batches of 1,000,"
+            + " \(formatCount(Double(scaleLinks))) jobs, ran on \(formatCount(Double(s.backends.count))) backends"
+            + invariant(s, expected: scaleLinks, finished: finished)
+        return row
+    }
+
+    /// Announcements applied per second: every backend re-announces as soon as its last one is acked.
+    func churn() async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=0"])
+        let pid = coordinator.child.pid
+        let fleet = try await startBackends(
+            coordinator.url, ["--count", "\(backends)", "--mode", "churn", "--seconds", "\(churnSeconds)", "--name", "churn"])
+        let cpu0 = ProcStats.cpuSeconds(pid), t0 = ContinuousClock.now
+        fleet.send("go")
+        let line = try await fleet.line("churn", within: waitBound).split(separator: " ")
+        let cpu1 = ProcStats.cpuSeconds(pid), t1 = ContinuousClock.now
+        let acks = Double(line[1]) ?? 0, elapsed = Double(line[2]) ?? 1
+        let peak = ProcStats.memory(pid, "VmHWM")
+        _ = try await stopBackends(fleet)
+        await stop(coordinator)
+        var row = Row(name: "churn")
+        row.rate = "\(formatCount(acks / elapsed)) ann/s"
+        row.cpu = String(format: "%.0f%%", (cpu1 - cpu0) / (t1 - t0).secondsDouble * 100)
+        row.rss = formatMB(peak)
+        let perCPU = acks / max(cpu1 - cpu0, 0.001)
+        row.note = "announcements applied and acked (\(formatCount(perCPU)) per coordinator CPU-second), \(backends) backends"
+            + " x 8 in flight, each one flips the loaded model"
+        return row
+    }
+
+    /// Jobs held by the gate for backends that announced `loading`; the time from the last
+    /// `ready` announcement sent to each `assign` received, both in the backends process.
+    func gate() async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=60"])
+        let pid = coordinator.child.pid
+        var options = MusterClient.Options(coordinator: coordinator.url, name: "e2e-gate")
+        options.requestTimeout = .seconds(60)
+        let client = try await MusterClient.connect(options, logger: quiet)
+        var histogram = e2eHistogram()
+        let perRound = gateBackends * 4
+        for round in 0..<gateRounds {
+            let feature = "g\(round)"
+            let fleet = try await startBackends(
+                coordinator.url,
+                [
+                    "--count", "\(gateBackends)", "--mode", "gate", "--slots", "4", "--name", "gate\(round)", "--features", feature,
+                    "--expect-assigns", "\(perRound)",
+                ])
+            // Accepted means decided: every job is held, since no ready backend has the feature.
+            _ = try await client.submit(request(perRound, needs: [feature]))
+            fleet.send("go")
+            let samples = try await fleet.line("gate", within: waitBound).dropFirst(5).split(separator: ",")
+            for s in samples { _ = histogram.record(UInt64(s) ?? 0) }
+            _ = try await stopBackends(fleet)
+        }
+        let peak = ProcStats.memory(pid, "VmHWM")
+        await client.close()
+        await stop(coordinator)
+        var row = Row(name: "gate")
+        row.rate = "\(gateRounds) rounds"
+        row.bind = Percentiles(histogram).text
+        row.rss = formatMB(peak)
+        row.note = "bind column: last ready announcement sent -> assign received (backend side, 2 loopback hops),"
+            + " \(gateBackends) backends x 4 slots per round"
+        return row
+    }
+
+    func invariant(_ s: JobTracker.Summary, expected: Int, finished: Bool) -> String {
+        let outcomes = s.outcomes.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key.rawValue)" }
+        var text = "; \(s.finals)/\(expected) jobs ended (\(outcomes.joined(separator: ", ")))"
+        if s.duplicates > 0 { text += ", \(s.duplicates) DUPLICATE final events" }
+        if !finished { text += ", GAVE UP after \(Int(bound)) s" }
+        return text
+    }
+
+    // MARK: - References
+
+    /// The raw transport's one-way rate: a sink here, the load from a `muster bench transport` child.
+    func rawTransport() async throws -> Double {
+        var config = TransportConfiguration()
+        config.outboundHighWaterBytes = 64 << 20
+        let server = try Transport(configuration: config, logger: quiet)
+        let sink = RawSink(expect: rawMessages)
+        var s = ServerConfiguration()
+        s.subprotocols = [("bench.sink", sink.handler())]
+        let listen = s
+        let port = try await server.listen(listen).port
+        let child = try E2EChild.muster(
+            "transport client",
+            ["bench", "transport", "--role", "client", "--mode", "oneway", "--url", "ws://127.0.0.1:\(port)/", "--messages", "\(rawMessages)"])
+        _ = try await child.line("sent", within: waitBound)
+        _ = await child.finish()
+        await server.shutdown()
+        return sink.rate
+    }
+
+    /// Debian's redis-server with redis-benchmark LPUSH and RPOP at 100 clients; a job is 4 operations.
+    func redisReference() async -> Row {
+        var row = Row(name: "redis list")
+        guard let server = which("redis-server"), let bench = which("redis-benchmark") else {
+            row.note = "skipped: redis-server and redis-benchmark not installed (apt-get install redis-server redis-tools)"
+            return row
+        }
+        do {
+            let port = try freeLoopbackPort()
+            let redis = try E2EChild(
+                "redis-server", executable: URL(fileURLWithPath: server),
+                ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // SIGKILL: redis keeps nothing, and it inherits a mask that may block SIGTERM.
+            defer { redis.signal(SIGKILL) }
+            _ = try await redis.line("Ready to accept connections", within: .seconds(10), anywhere: true)
+            var rates: [String: Double] = [:]
+            let run = try E2EChild(
+                "redis-benchmark", executable: URL(fileURLWithPath: bench),
+                ["-h", "127.0.0.1", "-p", "\(port)", "-t", "lpush,rpop", "-c", "100", "-n", "500000", "-q"])
+            _ = await run.finish()
+            for op in ["LPUSH", "RPOP"] {
+                // -q prints progress ending in \r, then "OP: N requests per second, ...".
+                let line = try? await run.line("\(op): ", within: .seconds(1), anywhere: true)
+                let final = line?.split(separator: "\r").last { $0.contains("requests per second") }
+                if let v = final?.split(separator: " ").compactMap({ Double($0) }).first { rates[op] = v }
+            }
+            redis.signal(SIGKILL)
+            _ = await redis.waitExit()
+            guard let push = rates["LPUSH"], let pop = rates["RPOP"] else {
+                row.note = "redis-benchmark printed no rates"
+                return row
+            }
+            row.rate = "\(formatCount(1 / (2 / push + 2 / pop))) jobs/s"
+            row.note = "LPUSH \(formatCount(push))/s, RPOP \(formatCount(pop))/s, 100 clients; 1 job = 2 LPUSH + 2 RPOP"
+        } catch {
+            row.note = "failed: \(error)"
+        }
+        return row
+    }
+
+    func which(_ name: String) -> String? {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import Foundation
+import MusterProtocol
+import MusterServer
+import Synchronization
+
+/// `muster bench soak --seconds N` (hidden; `Scripts/soak N`): a mixed workload with faults for N
+/// seconds, then the invariant check (every accepted job ended exactly once, one final event per
+/// job seen by the client) and the coordinator's peak RSS. Exits 1 when the invariant breaks.
+///
+/// The workload: 20 steady backends and 50 flapping ones (`e2e-backends`), two `muster agent`s,
+/// two submitting clients and a watcher. The faults, in turn every 2 s: an agent SIGSTOPped for
+/// 3 s (keepalive drops it), the other agent SIGKILLed and restarted, a batch canceled.
+struct BenchSoak: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "soak", abstract: "Mixed workload with faults; prints the invariant check and peak RSS (internal).",
+        shouldDisplay: false)
+
+    @Option(help: "Seconds of load and faults.")
+    var seconds: Double = 20
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            try await soak()
+        } catch {
+            E2EChild.killAll()
+            throw error
+        }
+    }
+
+    private func soak() async throws {
+        let e2e = try BenchE2E.parse([])
+        let coordinator = try await e2e.startCoordinator([
+            "links.keepalive_seconds=2", "links.suspect_grace_seconds=0.5", "gate.window_seconds=0", "routing.max_attempts=10",
+        ])
+        let url = coordinator.url
+        let steady = try await e2e.startBackends(url, ["--count", "20", "--job-ms", "5", "--name", "steady"])
+        let flapping = try await e2e.startBackends(
+            url, ["--count", "50", "--mode", "flap", "--seconds", "\(seconds)", "--job-ms", "20", "--name", "flap"])
+        func agent(_ name: String) throws -> E2EChild {
+            try E2EChild.muster(
+                name,
+                [
+                    "agent", "--coordinator", url, "--token", "t", "--name", name, "--features", "image", "--job-seconds", "50ms",
+                    "--log-level", "error",
+                ])
+        }
+        let agentA = try agent("agent-a")
+        var agentB = try agent("agent-b")
+        let window = JobWindow(limit: 2_000)
+        let clients = try await e2e.connectClients(url, count: 2, window: window)
+        let tracker = clients.tracker
+        let accepted = AcceptedJobs()
+        let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+
+        let submitting = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for client in clients.submitters {
+                    group.addTask {
+                        while ContinuousClock.now < end {
+                            await window.acquire(20)
+                            let sent = ContinuousClock.now
+                            guard let a = try? await client.submit(e2e.request(20)) else {
+                                window.release(20)
+                                continue
+                            }
+                            tracker.submitted(a.batch, at: sent)
+                            accepted.add(a)
+                        }
+                    }
+                }
+            }
+        }
+        var faults: [String: Int] = [:]
+        var step = 0
+        while ContinuousClock.now < end {
+            try await Task.sleep(for: .seconds(2))
+            switch step % 3 {
+            case 0:
+                agentA.signal(SIGSTOP)
+                faults["agent SIGSTOP 3 s", default: 0] += 1
+                Task {
+                    try? await Task.sleep(for: .seconds(3))
+                    agentA.signal(SIGCONT)
+                }
+            case 1:
+                agentB.signal(SIGKILL)
+                _ = await agentB.waitExit()
+                agentB = try agent("agent-b")
+                faults["agent SIGKILL + restart", default: 0] += 1
+            default:
+                if let batch = accepted.latest, (try? await clients.submitters[0].cancel(.batch(batch))) != nil {
+                    faults["batch canceled", default: 0] += 1
+                }
+            }
+            step += 1
+        }
+        await submitting.value
+        agentA.signal(SIGCONT)
+        let jobs = accepted.jobs
+        let finished = await tracker.waitFinals(jobs.count, within: .seconds(180))
+        let peak = ProcStats.memory(coordinator.child.pid, "VmHWM")
+        let summary = tracker.summary()
+        let broken = tracker.violations(accepted: jobs)
+        let flaps = (try? await flapping.line("flapped", within: .seconds(5)))?.split(separator: " ").last ?? "?"
+        await clients.close()
+        _ = try await e2e.stopBackends(steady)
+        _ = try await e2e.stopBackends(flapping)
+        agentA.signal(SIGTERM)
+        agentB.signal(SIGTERM)
+        _ = await agentA.waitExit()
+        _ = await agentB.waitExit()
+        await e2e.stop(coordinator)
+
+        let outcomes = summary.outcomes.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key.rawValue)" }
+        print("soak: \(Int(seconds)) s, \(jobs.count) jobs accepted: \(outcomes.joined(separator: ", "))")
+        print(
+            "soak: faults: " + faults.sorted { $0.key < $1.key }.map { "\($0.value) x \($0.key)" }.joined(separator: ", ")
+                + ", \(flaps) link flaps of 50 backends")
+        print("soak: coordinator peak RSS \(formatMB(peak))")
+        if finished, broken.isEmpty {
+            print("soak: invariant holds: every accepted job ended exactly once, one final event each")
+        } else {
+            print("soak: INVARIANT BROKEN\(finished ? "" : " (gave up waiting for every job to end)"):")
+            for line in broken.prefix(20) { print("  \(line)") }
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Jobs the coordinator accepted during the soak.
+final class AcceptedJobs: Sendable {
+    private let state = Mutex<(jobs: [JobID], latest: BatchID?)>(([], nil))
+
+    func add(_ a: Wire.Accepted) {
+        state.withLock { s in
+            s.jobs += a.jobs
+            s.latest = a.batch
+        }
+    }
+
+    var jobs: [JobID] { state.withLock { $0.jobs } }
+    var latest: BatchID? { state.withLock { $0.latest } }
+}
+
+extension JobTracker {
+    /// Accepted jobs without exactly one final event, and final events of jobs never accepted.
+    func violations(accepted: [JobID]) -> [String] {
+        let finals = finalCounts()
+        var out: [String] = []
+        let set = Set(accepted)
+        for job in accepted where finals[job] != 1 { out.append("job \(job): \(finals[job] ?? 0) final events") }
+        for (job, _) in finals where !set.contains(job) { out.append("job \(job): final event, never accepted") }
+        for job in reasonless() { out.append("job \(job): failed without a reason") }
+        return out
+    }
+}

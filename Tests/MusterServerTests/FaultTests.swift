@@ -1,0 +1,328 @@
+import Foundation
+import MusterProtocol
+import MusterServer
+import Testing
+
+/// Faults with real processes on 127.0.0.1. Every test ends with the same invariant (see
+/// ``JobLedger``): each accepted job ended exactly once and the client saw one final event for it.
+/// (An agent SIGKILLed mid-job is `EndToEndTests.anAgentKilledMidJobLosesItToAnotherAndEveryJobEndsOnce`.)
+@Suite(.serialized) struct FaultTests {
+    let e2e = EndToEndTests()
+
+    func client(port: Int, name: String = "faults") async throws -> MusterClient {
+        var options = MusterClient.Options(coordinator: "ws://127.0.0.1:\(port)", name: name)
+        options.requestTimeout = .seconds(30)
+        return try await MusterClient.connect(options, logger: TestCoordinator.quietLogger)
+    }
+
+    func jobs(_ n: Int, needs: [String] = ["video"]) -> Wire.BatchRequest {
+        Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "video", needs: needs, count: n)])
+    }
+
+    func expectInvariant(_ ledger: JobLedger, _ sourceLocation: SourceLocation = #_sourceLocation) {
+        let broken = ledger.violations()
+        #expect(broken.isEmpty, "every accepted job ends exactly once: \(broken.prefix(20))", sourceLocation: sourceLocation)
+    }
+
+    @Test func aStoppedAgentIsDroppedByKeepaliveAndItsJobsEndOnceElsewhere() async throws {
+        let (serve, port) = try await e2e.coordinator(
+            e2e.backends("[]") + ["--set", "links.keepalive_seconds=2", "--set", "links.suspect_grace_seconds=0.5"])
+        let frozen = try await e2e.agent(port: port, name: "frozen", features: "video", jobSeconds: "3s")
+        try await e2e.readyBackends(port: port, count: 1)
+        let ledger = try await JobLedger(try await client(port: port))
+        let accepted = try await ledger.submit(jobs(2))
+        try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/jobs/\(accepted.jobs[0])", "the first job running") {
+            $0.json["state"] as? String == "running"
+        }
+        // Both jobs are on the frozen agent (one running, one parked); bring a rescuer, then stop
+        // the agent: no FIN, no goodbye, only silence until keepalive gives up on it.
+        let rescuer = try await e2e.agent(port: port, name: "rescuer", features: "video", jobSeconds: "200ms")
+        kill(frozen.process.processIdentifier, SIGSTOP)
+        try await serve.waitForLog("backend link lost", fields: ["backend.id": "1"], timeout: .seconds(60))
+        try await ledger.waitAllFinal()
+        kill(frozen.process.processIdentifier, SIGCONT)
+        // It comes back with the same incarnation; the welcome holds none of its old jobs.
+        try await frozen.waitUntil("the frozen agent to register again") { p in
+            p.logEvents.filter { $0["msg"] as? String == "registered" }.count >= 2
+        }
+        try await ledger.barrier(jobs(2))
+        expectInvariant(ledger)
+        #expect(ledger.outcomes == [.completed: 4])
+        await ledger.stop()
+        try await rescuer.stop()
+        try await frozen.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func aCoordinatorKilledAndRestartedLosesItsJobsAndAgentsCarryOn() async throws {
+        var (serve, port) = try await e2e.coordinator(e2e.backends("[]"))
+        let a = try await e2e.agent(port: port, name: "steady-a", features: "video", jobSeconds: "5s")
+        let b = try await e2e.agent(port: port, name: "steady-b", features: "video", jobSeconds: "5s")
+        try await e2e.readyBackends(port: port, count: 2)
+        let before = try await client(port: port, name: "before")
+        try await before.subscribe(batch: nil)
+        let lost = try await before.submit(jobs(2))
+        for job in lost.jobs {
+            try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/jobs/\(job)", "job \(job) running") { $0.json["state"] as? String == "running" }
+        }
+        #expect(try await serve.stop(signal: SIGKILL) != 0)
+        // The client's link ends with the coordinator; no final event came for the jobs.
+        var finalsBefore = 0
+        for await e in before.events where e.state.isFinal && lost.jobs.contains(e.job) { finalsBefore += 1 }
+        #expect(finalsBefore == 0)
+        #expect(await before.closeError != nil)
+        await before.close()
+
+        (serve, _) = try await e2e.coordinator(e2e.backends("[]"), port: port)
+        try await e2e.readyBackends(port: port, count: 2)
+        // Jobs live in memory: the new coordinator never heard of them ...
+        let lookup = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(lost.jobs[0])")
+        #expect(lookup.status == 404)
+        // ... and the agents, re-registered with the same processes, were told to hold nothing.
+        for agent in [a, b] {
+            try await agent.waitUntil("re-registration") { p in
+                p.logEvents.filter { $0["msg"] as? String == "registered" }.count >= 2
+            }
+            let again = agent.logEvents.filter { $0["msg"] as? String == "registered" }.last
+            #expect(again?["bindings"] as? String == "0")
+            #expect(agent.process.isRunning)
+        }
+        let ledger = try await JobLedger(try await client(port: port, name: "after"))
+        try await ledger.submit(jobs(3))
+        try await ledger.waitAllFinal()
+        expectInvariant(ledger)
+        #expect(ledger.outcomes == [.completed: 3])
+        await ledger.stop()
+        try await a.stop()
+        try await b.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func twoHundredBackendsFlappingWhileJobsFlowLoseNoJob() async throws {
+        let (serve, port) = try await e2e.coordinator(
+            e2e.backends("[]") + [
+                "--set", "links.suspect_grace_seconds=0.3", "--set", "gate.window_seconds=0", "--set", "routing.max_attempts=20",
+            ])
+        // A steady agent finishes what the flapping fleet drops at the end.
+        let steady = try await e2e.agent(port: port, name: "steady", features: "image", jobSeconds: "10ms")
+        let fleet = try MusterProcess([
+            "bench", "e2e-backends", "--coordinator", "ws://127.0.0.1:\(port)", "--count", "200", "--mode", "flap",
+            "--seconds", "5", "--job-ms", "30", "--name", "flap",
+        ])
+        try await fleet.waitUntil("200 flapping backends ready", timeout: .seconds(120)) { $0.standardOutput.contains("ready") }
+        let ledger = try await JobLedger(try await client(port: port))
+        var submitted = 0
+        while !fleet.standardOutput.contains("flapped") {
+            try await ledger.submit(jobs(50, needs: ["image"]))
+            submitted += 50
+            // Wait for this batch to be decided before the next: the load follows the fleet, not a clock.
+            try await ledger.waitUntilFinal(atLeast: submitted - 200)
+        }
+        try await ledger.waitAllFinal(within: .seconds(180))
+        expectInvariant(ledger)
+        let outcomes = ledger.outcomes
+        #expect(outcomes.keys.allSatisfy { $0 == .completed || $0 == .failed }, "\(outcomes)")
+        let flaps = Int(fleet.standardOutput.split(separator: "\n").first { $0.hasPrefix("flapped") }?.split(separator: " ").last ?? "") ?? 0
+        #expect(flaps > 200, "the fleet flapped: \(flaps) link replacements")
+        _ = try await fleet.waitForExit()
+        await ledger.stop()
+        try await steady.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func aResultUnderAStaleLeaseIsAnsweredStaleLeaseAndChangesNothing() async throws {
+        let (serve, port) = try await e2e.coordinator(e2e.backends("[]") + ["--set", "links.suspect_grace_seconds=30"])
+        let url = "ws://127.0.0.1:\(port)"
+        let ledger = try await JobLedger(try await client(port: port))
+
+        // First life of the backend: it takes the job and starts it.
+        let first = try await RawBackendPeer(url: url)
+        let incarnation1 = Incarnation(1_000)
+        await first.send(.hello(.init(name: "raw", token: "none", incarnation: incarnation1, slots: 1)))
+        _ = try await first.next("welcome") { if case .welcome(let w) = $0 { w } else { nil } }
+        let ready1 = CapabilitySnapshot(
+            version: .init(incarnation: incarnation1, revision: 1), state: .ready, features: ["video"], modelsAvailable: [],
+            modelsLoaded: [], slots: 1)
+        await first.send(.capabilities(ready1))
+        let accepted = try await ledger.submit(jobs(1))
+        let job = try #require(accepted.jobs.first)
+        let assign1 = try await first.next("the first assign") { if case .assign(let a) = $0 { a } else { nil } }
+        await first.send(.started(.init(job: job, lease: assign1.lease)))
+        await first.close()
+
+        // It restarts (a new incarnation): its leases are dead, the job is requeued and bound again.
+        let second = try await RawBackendPeer(url: url)
+        let incarnation2 = Incarnation(2_000)
+        await second.send(.hello(.init(name: "raw", token: "none", incarnation: incarnation2, slots: 1)))
+        let welcome = try await second.next("welcome") { if case .welcome(let w) = $0 { w } else { nil } }
+        #expect(welcome.bindings.isEmpty)
+        var ready2 = ready1
+        ready2.version = .init(incarnation: incarnation2, revision: 1)
+        await second.send(.capabilities(ready2))
+        let assign2 = try await second.next("the second assign") { if case .assign(let a) = $0 { a } else { nil } }
+        #expect(assign2.job == job)
+        #expect(assign2.lease > assign1.lease)
+        #expect(assign2.attempt > assign1.attempt)
+
+        // The result of the first life arrives late, under the old lease.
+        let oldResult = RawJSON(unchecked: #"{"from":"stale"}"#)
+        await second.send(.completed(.init(job: job, lease: assign1.lease, result: oldResult)))
+        let stale = try await second.next("stale_lease") { if case .staleLease(let s) = $0 { s } else { nil } }
+        #expect(stale.job == job)
+        #expect(stale.lease == assign1.lease)
+        #expect(stale.about == "completed")
+        let record = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(job)").json
+        #expect(record["state"] as? String == "bound", "the stale result changed nothing: \(record)")
+
+        await second.send(.started(.init(job: job, lease: assign2.lease)))
+        await second.send(.completed(.init(job: job, lease: assign2.lease, result: RawJSON(unchecked: #"{"from":"current"}"#))))
+        try await ledger.waitAllFinal()
+        expectInvariant(ledger)
+        let done = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(job)").json
+        #expect((done["result"] as? [String: Any])?["from"] as? String == "current")
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        #expect(metrics.contains("muster_stale_reports_total 1"), "counted once")
+        await second.close()
+        await ledger.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func aClientThatNeverReadsIsClosedAtItsHighWaterMarkAndOthersCarryOn() async throws {
+        let (serve, port) = try await e2e.coordinator(
+            e2e.backends(#"[{"name": "fast", "kind": "simulated", "features": ["image"], "slots": 16, "job_seconds": {"default": 0.001}}]"#)
+                + ["--set", "links.outbound_high_water_bytes=1048576"])
+        let slow = try SilentClient(port: port)
+        try slow.send(ClientToCoordinator.hello(.init(name: "slow", token: "none")).encode())
+        try slow.send(ClientToCoordinator.subscribe(.init(id: "s1", batch: nil)).encode())
+        // It never reads again. Another client submits and follows batch after batch; the events
+        // of each batch stay under the high-water mark, everything together does not.
+        let ledger = try await JobLedger(try await client(port: port, name: "reader"))
+        var batches = 0
+        while serve.findLog("closing slow peer") == nil, batches < 100 {
+            try await ledger.submit(jobs(500, needs: ["image"]))
+            try await ledger.waitAllFinal()
+            batches += 1
+        }
+        #expect(serve.findLog("closing slow peer") != nil, "closed after \(batches) batches")
+        // The reader carries on after the slow client is gone.
+        try await ledger.submit(jobs(500, needs: ["image"]))
+        try await ledger.waitAllFinal()
+        expectInvariant(ledger)
+        #expect(ledger.outcomes == [.completed: (batches + 1) * 500])
+        let end = try slow.drainUntilClosed()
+        if let code = end.closeCode { #expect(code == 1008) }
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        #expect(metrics.contains("muster_slow_peer_closes 1"), "one slow peer closed")
+        #expect(try await HTTP.get("http://127.0.0.1:\(port)/healthz").status == 200)
+        await ledger.stop()
+        #expect(try await serve.stop() == 0)
+    }
+}
+
+extension JobLedger {
+    /// Waits until at least `n` accepted jobs have ended.
+    func waitUntilFinal(atLeast n: Int, within bound: Duration = .seconds(120)) async throws {
+        let deadline = ContinuousClock.now + bound
+        while finalCount < n {
+            if ContinuousClock.now > deadline { throw BoundExceeded(what: "\(n) jobs to end") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// A `muster.client.v1` peer on a plain socket with a tiny receive buffer that stops reading
+/// after its handshake: the slow consumer the outbound high-water mark is for.
+final class SilentClient: Sendable {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var small: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { throw BoundExceeded(what: "connect to 127.0.0.1:\(port) (errno \(errno))") }
+        let request =
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + "Sec-WebSocket-Protocol: muster.client.v1\r\n\r\n"
+        try write(Array(request.utf8))
+        // Read the 101 answer byte by byte so nothing after it is consumed.
+        var head: [UInt8] = []
+        while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
+            var byte: UInt8 = 0
+            guard recv(fd, &byte, 1, 0) == 1 else { throw BoundExceeded(what: "the handshake answer") }
+            head.append(byte)
+        }
+        guard String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 101") else {
+            throw BoundExceeded(what: "101 Switching Protocols, got \(String(decoding: head, as: UTF8.self))")
+        }
+    }
+
+    deinit { close(fd) }
+
+    private func write(_ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw BoundExceeded(what: "send (errno \(errno))") }
+            sent += n
+        }
+    }
+
+    /// Sends one masked text frame.
+    func send(_ payload: [UInt8]) throws {
+        var frame: [UInt8] = [0x81]
+        if payload.count < 126 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else {
+            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        }
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        frame += mask
+        for (i, b) in payload.enumerated() { frame.append(b ^ mask[i % 4]) }
+        try write(frame)
+    }
+
+    /// Reads everything that is left until the coordinator ends the connection; returns the
+    /// close code if a close frame made it through.
+    func drainUntilClosed() throws -> (bytes: Int, closeCode: UInt16?) {
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                data += chunk[0..<n]
+                continue
+            }
+            if n < 0, errno == EINTR { continue }
+            if n < 0, errno == EAGAIN || errno == EWOULDBLOCK { throw BoundExceeded(what: "the coordinator to close the slow client") }
+            break  // 0: closed; ECONNRESET: dropped
+        }
+        // Walk the server's (unmasked) frames for a close frame.
+        var i = 0
+        var code: UInt16?
+        while i + 2 <= data.count {
+            let opcode = data[i] & 0x0f
+            var len = Int(data[i + 1] & 0x7f)
+            var at = i + 2
+            if len == 126, at + 2 <= data.count {
+                len = Int(data[at]) << 8 | Int(data[at + 1])
+                at += 2
+            } else if len == 127, at + 8 <= data.count {
+                len = data[at..<at + 8].reduce(0) { $0 << 8 | Int($1) }
+                at += 8
+            }
+            if opcode == 8, len >= 2, at + 2 <= data.count { code = UInt16(data[at]) << 8 | UInt16(data[at + 1]) }
+            i = at + len
+        }
+        return (data.count, code)
+    }
+}
