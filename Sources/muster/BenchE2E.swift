@@ -243,6 +243,7 @@ struct BenchE2E: AsyncParsableCommand {
         let clients = try await connectClients(coordinator.url, count: clients, window: window)
         let pid = coordinator.child.pid
         let cpu0 = ProcStats.cpuSeconds(pid), messages0 = await clients.messages, t0 = ContinuousClock.now
+        let others0 = (ProcStats.cpuSeconds(fleet.pid), ProcStats.cpuSeconds(getpid()))
         let remaining = Remaining(jobs)
         let tracker = clients.tracker
         let batch = self.batch
@@ -264,6 +265,7 @@ struct BenchE2E: AsyncParsableCommand {
         }
         let finished = await tracker.waitFinals(jobs, within: waitBound)
         let t1 = ContinuousClock.now, cpu1 = ProcStats.cpuSeconds(pid)
+        let others = otherCPU(others0, fleet: fleet, over: t1 - t0)
         let peak = ProcStats.memory(pid, "VmHWM")
         let clientMessages = await clients.messages - messages0
         await clients.close()
@@ -279,7 +281,7 @@ struct BenchE2E: AsyncParsableCommand {
         row.rss = formatMB(peak)
         row.messages = Double(clientMessages + backendMessages) / (t1 - t0).secondsDouble
         row.note = "\(backends) backends x 1 slot, \(formatCount(Double(jobs))) jobs in batches of \(batch), \(self.clients) clients"
-            + " x \(inFlight) batches in flight, <= \(formatCount(Double(outstanding))) unfinished"
+            + " x \(inFlight) batches in flight, <= \(formatCount(Double(outstanding))) unfinished; \(others)"
             + invariant(s, expected: jobs, finished: finished)
         return row
     }
@@ -291,6 +293,7 @@ struct BenchE2E: AsyncParsableCommand {
         let clients = try await connectClients(coordinator.url, count: clients, window: nil)
         let pid = coordinator.child.pid
         let cpu0 = ProcStats.cpuSeconds(pid), messages0 = await clients.messages, t0 = ContinuousClock.now
+        let others0 = (ProcStats.cpuSeconds(fleet.pid), ProcStats.cpuSeconds(getpid()))
         let tracker = clients.tracker
         let size = latencyBatch
         let batches = latencyJobs / size
@@ -312,6 +315,7 @@ struct BenchE2E: AsyncParsableCommand {
         let total = batches * size
         let finished = await tracker.waitFinals(total, within: waitBound)
         let t1 = ContinuousClock.now, cpu1 = ProcStats.cpuSeconds(pid)
+        let others = otherCPU(others0, fleet: fleet, over: t1 - t0)
         let peak = ProcStats.memory(pid, "VmHWM")
         let clientMessages = await clients.messages - messages0
         await clients.close()
@@ -325,7 +329,7 @@ struct BenchE2E: AsyncParsableCommand {
         row.cpu = String(format: "%.0f%%", (cpu1 - cpu0) / (t1 - t0).secondsDouble * 100)
         row.rss = formatMB(peak)
         row.messages = Double(clientMessages + backendMessages) / (t1 - t0).secondsDouble
-        row.note = "offered \(formatCount(rate)) jobs/s in batches of \(size), \(backends) backends"
+        row.note = "offered \(formatCount(rate)) jobs/s in batches of \(size), \(backends) backends; \(others)"
             + invariant(s, expected: total, finished: finished)
         return row
     }
@@ -427,6 +431,13 @@ struct BenchE2E: AsyncParsableCommand {
         row.note = "bind column: last ready announcement sent -> assign received (backend side, 2 loopback hops),"
             + " \(gateBackends) backends x 4 slots per round"
         return row
+    }
+
+    /// CPU of the backends process and of this (clients) process over a run, as text.
+    func otherCPU(_ before: (Double, Double), fleet: E2EChild, over elapsed: Duration) -> String {
+        let backends = (ProcStats.cpuSeconds(fleet.pid) - before.0) / elapsed.secondsDouble * 100
+        let clients = (ProcStats.cpuSeconds(getpid()) - before.1) / elapsed.secondsDouble * 100
+        return String(format: "CPU of the backends process %.0f%%, of the clients process %.0f%%", backends, clients)
     }
 
     func invariant(_ s: JobTracker.Summary, expected: Int, finished: Bool) -> String {
