@@ -27,13 +27,16 @@ struct JobTable {
 
     /// The record of a job that must exist.
     subscript(id: JobID) -> JobRecord {
-        _read { yield storage[index(id)!]! }
+        // A plain getter, not `_read`: yielding the force-unwrapped element (a temporary) let
+        // callers read members after the coroutine ended (AddressSanitizer: heap-use-after-free
+        // under Swift 6.3.1 at -Onone).
+        get { storage[index(id)!]! }
         _modify { yield &storage[index(id)!]! }
     }
 
     /// The record in a slot returned by `index`, read in place.
     subscript(slot slot: Int) -> JobRecord {
-        _read { yield storage[slot]! }
+        storage[slot]!
     }
 
     /// A copy of the record, if the job exists.
