@@ -20,7 +20,6 @@ public final class ServerMetrics: @unchecked Sendable {
     public let bindLatency: CoreMetrics.Timer
     public let jobDuration: CoreMetrics.Timer
     public let capabilityPropagation: CoreMetrics.Timer
-    public let gateRelease: CoreMetrics.Timer
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -36,7 +35,6 @@ public final class ServerMetrics: @unchecked Sendable {
         ]
         factory.durationHistogramBuckets = [
             "muster_bind_latency_seconds": fast,
-            "muster_gate_release_seconds": fast,
             "muster_job_duration_seconds": slow,
             "muster_capability_propagation_seconds": slow,
         ]
@@ -45,7 +43,6 @@ public final class ServerMetrics: @unchecked Sendable {
         jobDuration = CoreMetrics.Timer(label: "muster_job_duration_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
         capabilityPropagation = Timer(
             label: "muster_capability_propagation_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
-        gateRelease = CoreMetrics.Timer(label: "muster_gate_release_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
     }
 
     /// A gauge, created on first use: `gauge("muster_jobs", ["state": "queued"])`.
