@@ -61,25 +61,6 @@ struct BenchCore: ParsableCommand {
         var bytesPerJob: Int
     }
 
-    /// A fixed-seed generator so every run measures the same fleet and queue.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
-    /// CPU time of the calling thread: the loop runs on one thread without suspending.
-    static func threadCPUSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
     /// Resident bytes of the process (second field of `/proc/self/statm`, in pages). Glibc's
     /// mallinfo is not exposed to Swift, and the growth of the resident set while the queue fills
     /// is what a deployment pays anyway.
@@ -96,7 +77,7 @@ struct BenchCore: ParsableCommand {
     }
 
     static func measure(backends n: Int, queued: Int, decisions: Int) -> Result {
-        var rng = SplitMix(state: 42)
+        var rng = SplitMix64(seed: 42)
         let features = ["video", "frameinterps", "upscale", "controlnet", "ipadapter", "lora", "inpaint", "audio"]
         let models = (0..<50).map { "model-\($0)" }
         // 20 feature sets: the empty set, singles and pairs of the features above.
@@ -176,7 +157,7 @@ struct BenchCore: ParsableCommand {
         for step in 0..<decisions {
             guard !bound.isEmpty else { break }
             if step % 1000 == 0 {
-                let cpu = Self.threadCPUSeconds()
+                let cpu = threadCPUSeconds()
                 if step > 0 {
                     cycleRates.append(Double(bindings + decisionBindings) / (cpu - chunkCPU))
                 }
@@ -225,9 +206,9 @@ struct BenchCore: ParsableCommand {
                 ended -= entries.count
             }
             clock = t0 + .seconds(5)
-            let start = Self.threadCPUSeconds()
+            let start = threadCPUSeconds()
             let actions = core.handle(.tick, at: clock)
-            let took = Self.threadCPUSeconds() - start
+            let took = threadCPUSeconds() - start
             burstRates.append(Double(collect(actions)) / took)
         }
         func median(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.sorted()[xs.count / 2] }

@@ -455,7 +455,8 @@ struct BenchE2E: AsyncParsableCommand {
         var config = TransportConfiguration()
         config.outboundHighWaterBytes = 64 << 20
         let server = try Transport(configuration: config, logger: quiet)
-        let sink = RawSink(expect: rawMessages)
+        let sink = Sink()
+        sink.reset(expect: rawMessages)
         var s = ServerConfiguration()
         s.subprotocols = [("bench.sink", sink.handler())]
         let listen = s
@@ -466,7 +467,7 @@ struct BenchE2E: AsyncParsableCommand {
         _ = try await child.line("sent", within: waitBound)
         _ = await child.finish()
         await server.shutdown()
-        return sink.rate
+        return sink.rate()
     }
 
     /// Debian's redis-server with redis-benchmark LPUSH and RPOP at 100 clients; a job is 4 operations.

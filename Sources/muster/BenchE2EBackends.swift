@@ -453,15 +453,3 @@ final class StdinLines: Sendable {
         while await next() != nil {}
     }
 }
-
-extension Duration {
-    var secondsDouble: Double {
-        let (s, atto) = components
-        return Double(s) + Double(atto) / 1e18
-    }
-
-    var nanosecondsInt: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
-    }
-}

@@ -388,49 +388,6 @@ final class JobTracker: Sendable {
     }
 }
 
-/// The sink side of the raw transport reference: counts one-way messages, acks every 8,192 and
-/// answers `done` after the last (the protocol of `muster bench transport --role client --mode oneway`).
-final class RawSink: Sendable {
-    private let state = Mutex<(expected: Int, count: Int, start: ContinuousClock.Instant?, end: ContinuousClock.Instant?)>((0, 0, nil, nil))
-
-    init(expect n: Int) { state.withLock { $0.expected = n } }
-
-    func handler() -> WebSocketHandler {
-        WebSocketHandler(text: { t, id, _ in
-            let reply = self.state.withLock { s -> String? in
-                s.count += 1
-                if s.count == 1 { s.start = .now }
-                if s.count == s.expected {
-                    s.end = .now
-                    return "done"
-                }
-                return s.count % 8192 == 0 ? "ack" : nil
-            }
-            if let reply { t.send(text: reply, to: id) }
-        })
-    }
-
-    var rate: Double {
-        state.withLock { s in
-            guard let start = s.start, let end = s.end, s.count > 1 else { return 0 }
-            return Double(s.count - 1) / (end - start).secondsDouble
-        }
-    }
-}
-
-func formatCount(_ v: Double) -> String {
-    let n = Int(v.rounded())
-    var s = String(n)
-    var i = s.count - 3
-    while i > 0 {
-        s.insert(",", at: s.index(s.startIndex, offsetBy: i))
-        i -= 3
-    }
-    return s
-}
-
-func formatMB(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
-
 func padded(_ s: String, _ width: Int) -> String {
     s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
 }

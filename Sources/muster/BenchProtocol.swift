@@ -29,7 +29,7 @@ struct BenchProtocol: ParsableCommand {
             let decode = measure { sample.decode() }
             let encode = measure { sample.encode() }
             let both = measure { sample.roundTrip() }
-            let cells = [sample.name, String(sample.bytes.count)] + [decode, encode, both].map(Self.format)
+            let cells = [sample.name, String(sample.bytes.count)] + [decode, encode, both].map(formatCount)
             print("| " + cells.joined(separator: " | ") + " |")
         }
     }
@@ -41,32 +41,15 @@ struct BenchProtocol: ParsableCommand {
         var sink = 0
         for _ in 0..<1000 { sink &+= body() }
         var calls = 0
-        let start = Self.threadCPUSeconds()
+        let start = threadCPUSeconds()
         var elapsed = 0.0
         while elapsed < seconds {
             for _ in 0..<2000 { sink &+= body() }
             calls += 2000
-            elapsed = Self.threadCPUSeconds() - start
+            elapsed = threadCPUSeconds() - start
         }
         if sink == 42 { print("") }  // keeps the work observable
         return Double(calls) / elapsed
-    }
-
-    private static func threadCPUSeconds() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-    }
-
-    private static func format(_ v: Double) -> String {
-        let n = Int(v.rounded())
-        var s = String(n)
-        var i = s.count - 3
-        while i > 0 {
-            s.insert(",", at: s.index(s.startIndex, offsetBy: i))
-            i -= 3
-        }
-        return s
     }
 
     struct Sample {

@@ -110,12 +110,12 @@ struct BenchTransport: AsyncParsableCommand {
             let out = try await BenchChild(
                 role: .client, ["--mode", "echo", "--url", url, "--connections", "\(conns)", "--seconds", "\(seconds)"]
             ).result()
-            column.append(format(rate: Double(out) ?? 0))
+            column.append(formatCount(Double(out) ?? 0))
         }
         sink.reset(expect: messages)
         _ = try await BenchChild(role: .client, ["--mode", "oneway", "--url", url, "--messages", "\(messages)"])
             .result()
-        column.append(format(rate: sink.rate()))
+        column.append(formatCount(sink.rate()))
         column.append(rss)
         await server.shutdown()
         print(column.joined(separator: "|"))
@@ -251,7 +251,7 @@ private final class EchoLoad: Sendable {
                         let elapsed = ContinuousClock.now - start
                         if elapsed >= self.duration {
                             s.finished = true
-                            return Double(s.count) / elapsed.seconds
+                            return Double(s.count) / elapsed.secondsDouble
                         }
                     }
                     return .nan
@@ -297,8 +297,9 @@ private final class OneWayLoad: Sendable {
     }
 }
 
-/// Server side of the one-way measurement: counts, acks, times first to last message.
-private final class Sink: Sendable {
+/// Server side of the one-way measurement: counts, acks, times first to last message (also the
+/// raw-transport reference of `muster bench e2e`).
+final class Sink: Sendable {
     static let ackEvery = 8192
     private struct State {
         var expected = 0
@@ -322,7 +323,7 @@ private final class Sink: Sendable {
     func rate() -> Double {
         state.withLock { s in
             guard let start = s.start, let end = s.end, s.count > 1 else { return 0 }
-            return Double(s.count - 1) / (end - start).seconds
+            return Double(s.count - 1) / (end - start).secondsDouble
         }
     }
 
@@ -448,24 +449,7 @@ private func residentBytes() -> Int {
     return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
-private func format(rate: Double) -> String {
-    let n = Int(rate.rounded())
-    var s = String(n)
-    var i = s.count - 3
-    while i > 0 {
-        s.insert(",", at: s.index(s.startIndex, offsetBy: i))
-        i -= 3
-    }
-    return s
-}
 
 private func pad(_ s: String, _ width: Int) -> String {
     s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
-}
-
-extension Duration {
-    fileprivate var seconds: Double {
-        let (s, atto) = components
-        return Double(s) + Double(atto) / 1e18
-    }
 }

@@ -6,18 +6,6 @@ import Testing
 /// The capability registry is a join-semilattice: proven over random announcement histories
 /// delivered in random orders with duplicates.
 @Suite struct RegistryPropertyTests {
-    /// A small deterministic generator for shuffles, seeded by the property's input.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// Decodes one random number into an announcement. Small ranges make equal versions (and
     /// equal versions with different content) common, which is where a sloppy merge breaks.
     static func announcement(_ n: Int) -> (BackendID, CapabilitySnapshot) {
@@ -55,7 +43,7 @@ import Testing
 
     @Test func everyDeliveryOrderWithDuplicatesConverges() async {
         await propertyCheck(input: Self.histories, Self.seeds) { history, seed in
-            var rng = SplitMix(state: UInt64(seed))
+            var rng = SplitMix64(seed: UInt64(seed))
             var delivery = history
             // Duplicate a random part of the history, then deliver everything in a random order.
             for _ in 0..<(history.isEmpty ? 0 : Int(rng.next() % 10)) {
@@ -106,7 +94,7 @@ import Testing
                 }
                 return core.backendList
             }
-            var rng = SplitMix(state: UInt64(seed))
+            var rng = SplitMix64(seed: UInt64(seed))
             var delivery = history + history.prefix(5)
             delivery.shuffle(using: &rng)
             let a = play(history), b = play(delivery)

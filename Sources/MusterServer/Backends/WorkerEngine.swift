@@ -234,7 +234,7 @@ public struct WorkerEngine: Sendable {
                 continue
             }
             if let ends = job.endsAt, ends <= now {
-                let fails = spec.failureRate > 0 && random.nextUnit() < spec.failureRate
+                let fails = spec.failureRate > 0 && Double.random(in: 0..<1, using: &random) < spec.failureRate
                 if fails {
                     finish(id, .failed(.init(job: id, lease: lease, code: ErrorCode("simulated_failure"),
                         message: "\(spec.name) failed the job (simulated, failure rate \(spec.failureRate))", retryable: true)), out: &out)
@@ -425,21 +425,6 @@ public struct WorkerEngine: Sendable {
         incarnation = Incarnation(max(epochMs + UInt64(now.nanoseconds / 1_000_000), known.incarnation.rawValue + 1))
         revision = 1
     }
-}
-
-/// A small, fast, seedable generator (SplitMix64) for simulated failures.
-struct SplitMix64: Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
 extension Duration {
