@@ -149,7 +149,7 @@ extension Coordinator {
             requestLoad(backend, m, force: false)
         }
         counters.bound += 1
-        out.append(.assign(job: id, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
+        out.append(.assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
         emit(jobs[id], .bound)
         out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
         refreshLoad(backend)

@@ -194,7 +194,7 @@ public enum Observation: Hashable, Sendable {
 /// What the shell must do after an event.
 public enum CoreAction: Hashable, Sendable {
     /// Send the job to the backend under this lease.
-    case assign(job: JobID, spec: JobSpec, backend: BackendID, lease: Lease, attempt: Int)
+    case assign(job: JobID, batch: BatchID, spec: JobSpec, backend: BackendID, lease: Lease, attempt: Int)
     /// Tell the backend to stop the job (client cancel).
     case cancel(job: JobID, backend: BackendID, lease: Lease)
     /// Take back a job under a dead lease: stolen before it started, or still worked on after

@@ -305,7 +305,7 @@ struct Simulation {
         for action in actions {
             trace.append((now, action))
             switch action {
-            case .assign(let job, let spec, let backend, let lease, _):
+            case .assign(let job, _, let spec, let backend, let lease, _):
                 guard let i = index[backend] else { continue }
                 state[i].waiting.append(Task(job: job, lease: lease, spec: spec))
                 startNext(i)

@@ -224,8 +224,7 @@ public actor Daemon {
 
     private func perform(_ action: CoreAction) {
         switch action {
-        case .assign(let job, let spec, let backend, let lease, let attempt):
-            guard let batch = core.job(job)?.batch else { return }
+        case .assign(let job, let batch, let spec, let backend, let lease, let attempt):
             let assign = CoordinatorToBackend.Assign(
                 job: job, lease: lease, batch: batch, attempt: attempt, kind: spec.kind, needs: spec.needs,
                 model: spec.model, params: spec.params)

@@ -128,7 +128,7 @@ struct BenchCore: ParsableCommand {
         var bound: [(JobID, BackendID, Lease)] = []
         func collect(_ actions: [CoreAction]) -> Int {
             var n = 0
-            for case .assign(let job, _, let backend, let lease, _) in actions {
+            for case .assign(let job, _, _, let backend, let lease, _) in actions {
                 bound.append((job, backend, lease))
                 n += 1
             }

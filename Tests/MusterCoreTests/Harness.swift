@@ -66,7 +66,7 @@ struct Harness {
 
     /// The assignments of the last step, as (job, backend, lease).
     var assigned: [(job: JobID, backend: BackendID, lease: Lease)] {
-        last.compactMap { if case .assign(let j, _, let b, let l, _) = $0 { (j, b, l) } else { nil } }
+        last.compactMap { if case .assign(let j, _, _, let b, let l, _) = $0 { (j, b, l) } else { nil } }
     }
 
     func lease(_ job: JobID) -> Lease { core.job(job)!.lease! }

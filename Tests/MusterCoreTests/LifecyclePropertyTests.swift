@@ -83,7 +83,7 @@ import Testing
                     t += Double(n % 7)
                     h.advance(to: t)
                 }
-                for case .assign(let job, _, let backend, let lease, _) in h.last {
+                for case .assign(let job, _, _, let backend, let lease, _) in h.last {
                     leases.append((job, backend, lease))
                 }
                 // Late binding never leaves a usable slot idle while a job it could take waits.
