@@ -1,5 +1,6 @@
 import MusterProtocol
 import MusterServer
+import MusterTransport
 import Testing
 
 /// `MusterClient` against an in-process coordinator over real sockets on 127.0.0.1.
@@ -21,6 +22,36 @@ import Testing
             #expect(job.backend == BackendID(-2), "only sim-video has video")
         }
         await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func onEventTakesTheEventsOnTheLoopThreadInsteadOfTheStream() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let finals = AsyncStream.makeStream(of: JobID.self)
+        let transport = try Transport(configuration: TransportConfiguration(), logger: TestCoordinator.quietLogger)
+        var options = MusterClient.Options(coordinator: coordinator.url, name: "observer")
+        options.onEvent = { event in
+            #expect(transport.executor.isOnLoopThread, "onEvent runs on the client's loop thread")
+            if event.state.isFinal { finals.continuation.yield(event.job) }
+        }
+        let client = try await MusterClient.connect(options, logger: TestCoordinator.quietLogger, transport: transport)
+        try await client.subscribe(batch: nil)
+        let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 3)]))
+        let ended = try await within(.seconds(60), "3 final events") {
+            var ended: [JobID] = []
+            for await job in finals.stream {
+                ended.append(job)
+                if ended.count == 3 { break }
+            }
+            return ended
+        }
+        #expect(Set(ended) == Set(accepted.jobs))
+        await client.close()
+        // The stream got nothing and finished with the client.
+        var streamed = 0
+        for await _ in client.events { streamed += 1 }
+        #expect(streamed == 0)
+        await transport.shutdown()
         await coordinator.stop()
     }
 

@@ -3,7 +3,7 @@ import Foundation
 import MusterProtocol
 import Testing
 
-/// `muster submit`, `muster status` and `muster models load` as real processes against a real
+/// `muster submit`, `muster status`, `muster models load` and `muster drain` as real processes against a real
 /// `muster serve` on 127.0.0.1 port 0.
 @Suite struct SubmitCommandTests {
     /// Two fast simulated backends that can both run video jobs.
@@ -193,6 +193,29 @@ import Testing
         let badBackend = try await run(["models", "load", "m1", "--backend", "42", "--coordinator", url])
         #expect(badBackend.status == 1)
         #expect(badBackend.errors.contains("muster: unknown_backend:"), "\(badBackend.errors)")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func drainTakesANegativeIDAndTheBackendShowsDraining() async throws {
+        let (server, url) = try await serve()
+        let drained = try await run(["drain", "-1", "--coordinator", url])
+        #expect(drained.status == 0, "\(drained.errors)")
+        #expect(drained.output.contains("draining sim-a (-1)"), "\(drained.output)")
+        let json = try await run(["status", "--coordinator", url, "--json"])
+        guard
+            case .statusReport(let report) = try CoordinatorToClient.decode(
+                json.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
+            Issue.record("not a status_report: \(json.output)")
+            return
+        }
+        #expect(report.backends.first { $0.id == BackendID(-1) }?.capabilities?.state == .draining)
+        #expect(report.backends.first { $0.id == BackendID(-2) }?.capabilities?.state == .ready)
+        let unknown = try await run(["drain", "42", "--coordinator", url])
+        #expect(unknown.status == 1)
+        #expect(unknown.errors.contains("muster: unknown_backend:"), "\(unknown.errors)")
+        let notAnID = try await run(["drain", "sim-a", "--coordinator", url])
+        #expect(notAnID.status == 64, "\(notAnID.errors)")
         #expect(try await server.stop() == 0)
     }
 

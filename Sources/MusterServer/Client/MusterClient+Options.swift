@@ -23,6 +23,11 @@ extension MusterClient {
         /// Largest message accepted from the coordinator. Generous: a `status_report` of a large
         /// fleet may pass the 1 MiB the coordinator accepts from clients.
         public var maxMessageBytes = 16 << 20
+        /// When set, every `job` event is handed to this closure on the client's loop thread, as
+        /// soon as it is decoded, instead of to ``MusterClient/events`` (which then stays empty).
+        /// It must return quickly: it runs on the thread that serves the link. For consumers that
+        /// keep up with tens of thousands of events a second without a task switch per event.
+        public var onEvent: (@Sendable (CoordinatorToClient.JobEvent) -> Void)?
 
         public init(coordinator: String = "ws://127.0.0.1:7460", name: String = "muster-client", token: String? = nil) {
             self.coordinator = coordinator

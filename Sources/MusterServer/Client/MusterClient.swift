@@ -28,7 +28,7 @@ public actor MusterClient {
     /// The transport carrying the link (owned by the client unless one was passed to `connect`).
     public nonisolated let transport: Transport
     /// Every `job` event of the subscriptions, in order. Finishes when the client closes.
-    /// One consumer only (it is an `AsyncStream`).
+    /// One consumer only (it is an `AsyncStream`). Empty when ``Options/onEvent`` takes the events.
     public nonisolated let events: AsyncStream<CoordinatorToClient.JobEvent>
 
     /// The coordinator's `welcome` (version, heartbeat, message limit).
@@ -281,7 +281,7 @@ public actor MusterClient {
         }
         switch message {
         case .job(let event):
-            eventSink.yield(event)
+            if let onEvent = options.onEvent { onEvent(event) } else { eventSink.yield(event) }
         case .welcome(let w):
             finishHandshake(.success(w))
         case .error(let e):
