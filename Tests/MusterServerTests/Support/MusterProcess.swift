@@ -13,6 +13,8 @@ final class MusterProcess: Sendable {
     private let lines = Mutex<[String]>([])
     private let stdoutText = Mutex<String>("")
     private let changed = Mutex<[CheckedContinuation<Void, Never>]>([])
+    /// Pipes (stderr, stdout) read to end of file: after exit, the output is complete only then.
+    private let pipesEnded = Mutex(0)
 
     /// The `muster` executable built next to the test bundle (`swift build --build-tests` builds it).
     static var executable: URL {
@@ -49,7 +51,18 @@ final class MusterProcess: Sendable {
         let partial = Mutex<String>("")
         err.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
+            guard let self else { return }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                let last = partial.withLock { buffer in
+                    defer { buffer = "" }
+                    return buffer
+                }
+                if !last.isEmpty { self.lines.withLock { $0.append(last) } }
+                self.pipesEnded.withLock { $0 += 1 }
+                self.wake()
+                return
+            }
             let complete: [String] = partial.withLock { buffer in
                 buffer += String(decoding: data, as: UTF8.self)
                 var done: [String] = []
@@ -66,7 +79,13 @@ final class MusterProcess: Sendable {
         }
         out.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
+            guard let self else { return }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                self.pipesEnded.withLock { $0 += 1 }
+                self.wake()
+                return
+            }
             self.stdoutText.withLock { $0 += String(decoding: data, as: UTF8.self) }
             self.wake()
         }
@@ -106,7 +125,7 @@ final class MusterProcess: Sendable {
             if ContinuousClock.now > deadline {
                 throw Failure(description: "timed out waiting for \(what); muster \(arguments.joined(separator: " ")) wrote:\n\(standardError.suffix(4000))")
             }
-            if !process.isRunning, !condition(self) {
+            if exitedWithAllOutput, !condition(self) {
                 throw Failure(description: "muster exited (\(process.terminationStatus)) before \(what):\n\(standardError.suffix(4000))")
             }
             // Wake on new output, or re-check at least every 100 ms.
@@ -139,13 +158,16 @@ final class MusterProcess: Sendable {
     @discardableResult
     func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(30)) async throws -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
-        try await waitUntil("exit after signal \(signal)", timeout: timeout) { !$0.process.isRunning }
+        try await waitUntil("exit after signal \(signal)", timeout: timeout) { $0.exitedWithAllOutput }
         return process.terminationStatus
     }
 
     /// Waits for the process to exit by itself.
     func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
-        try await waitUntil("exit", timeout: timeout) { !$0.process.isRunning }
+        try await waitUntil("exit", timeout: timeout) { $0.exitedWithAllOutput }
         return process.terminationStatus
     }
+
+    /// Exited, and both pipes read to end of file (a child holding them open keeps this false).
+    var exitedWithAllOutput: Bool { !process.isRunning && pipesEnded.withLock { $0 } == 2 }
 }
