@@ -100,6 +100,11 @@ extension Transport {
         if let close = link.pendingClose, link.queue.isEmpty, lws_partial_buffered(wsi) == 0 {
             return closeNow(wsi, close.code, close.reason)
         }
+        if link.queue.count > 1 {
+            if writeCoalesced(link, wsi) < 0 { return -1 }
+            if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
+            return 0
+        }
         var written = 0
         var batchBytes = 0
         while written < 128, batchBytes < 512 << 10, var frame = link.queue.popFirst() {
@@ -118,6 +123,93 @@ extension Transport {
         }
         if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
         return 0
+    }
+
+    /// Several queued messages: frames them here and hands lws one buffer, so the kernel sees
+    /// one `send` instead of one per message (lws frames each `lws_write` on its own, and on a
+    /// client link also reads 4 random bytes from the kernel for each frame's mask). This
+    /// transport negotiates no extensions, so a frame is a 2-14 byte header and the payload,
+    /// masked on client links (RFC 6455, 5.3) with keys from one `lws_get_random` call. lws
+    /// passes `LWS_WRITE_HTTP` writes through as they are and keeps what a partial send leaves
+    /// over, like any other write.
+    private func writeCoalesced(_ link: Link, _ wsi: OpaquePointer) -> Int32 {
+        let masked = link.isClient
+        var count = 0
+        var total = 0
+        for frame in link.queue {
+            let n = frame.payloadCount
+            if count == 128 || (count > 0 && total + n > 512 << 10) { break }
+            total += Self.frameHeaderBytes(n, masked: masked) + n
+            count += 1
+        }
+        var keys = [UInt8](repeating: 0, count: masked ? 4 * count : 0)
+        if masked {
+            let got = keys.withUnsafeMutableBytes { lws_get_random(context, $0.baseAddress, $0.count) }
+            if got != keys.count { return -1 }
+        }
+        var payloadBytes = 0
+        let buffer = [UInt8](unsafeUninitializedCapacity: lwsPre + total) { buf, initialized in
+            // lws may write into the headroom; give it defined bytes.
+            buf.baseAddress!.initialize(repeating: 0, count: lwsPre)
+            var at = lwsPre
+            for i in 0..<count {
+                let frame = link.queue.removeFirst()
+                let n = frame.payloadCount
+                payloadBytes += n
+                let dst = buf.baseAddress! + at
+                at += Self.writeFrameHeader(into: dst, payload: n, binary: frame.binary, masked: masked)
+                frame.bytes.withUnsafeBufferPointer { src in
+                    guard n > 0 else { return }
+                    let payload = buf.baseAddress! + at
+                    payload.initialize(from: src.baseAddress! + lwsPre, count: n)
+                    if masked {
+                        let key = (keys[4 * i], keys[4 * i + 1], keys[4 * i + 2], keys[4 * i + 3])
+                        let k = buf.baseAddress! + at - 4
+                        (k[0], k[1], k[2], k[3]) = key
+                        for j in 0..<n { payload[j] ^= k[j & 3] }
+                    }
+                }
+                at += n
+            }
+            initialized = at
+        }
+        link.queuedBytes -= payloadBytes
+        let rc = buffer.withUnsafeBufferPointer { buf in
+            lws_write(wsi, UnsafeMutablePointer(mutating: buf.baseAddress! + lwsPre), total, LWS_WRITE_HTTP)
+        }
+        if rc < 0 { return -1 }
+        counters.messagesOut += count
+        counters.bytesOut += payloadBytes
+        return 0
+    }
+
+    /// Bytes of a frame header for a payload of `n` bytes, with the mask key when `masked`
+    /// (RFC 6455, 5.2).
+    static func frameHeaderBytes(_ n: Int, masked: Bool) -> Int {
+        (n < 126 ? 2 : (n < 65536 ? 4 : 10)) + (masked ? 4 : 0)
+    }
+
+    /// Writes a final text or binary frame header, leaving the last 4 bytes for the mask key
+    /// when `masked`; returns its length.
+    static func writeFrameHeader(
+        into p: UnsafeMutablePointer<UInt8>, payload n: Int, binary: Bool, masked: Bool
+    ) -> Int {
+        p[0] = 0x80 | (binary ? 0x2 : 0x1)
+        let maskBit: UInt8 = masked ? 0x80 : 0
+        let keyBytes = masked ? 4 : 0
+        if n < 126 {
+            p[1] = maskBit | UInt8(n)
+            return 2 + keyBytes
+        }
+        if n < 65536 {
+            p[1] = maskBit | 126
+            p[2] = UInt8(truncatingIfNeeded: n >> 8)
+            p[3] = UInt8(truncatingIfNeeded: n)
+            return 4 + keyBytes
+        }
+        p[1] = maskBit | 127
+        for i in 0..<8 { p[2 + i] = UInt8(truncatingIfNeeded: UInt64(n) >> (56 - 8 * UInt64(i))) }
+        return 10 + keyBytes
     }
 
     /// Sends a close frame (from a callback) and tells lws to close.

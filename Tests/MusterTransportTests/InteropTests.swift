@@ -41,6 +41,119 @@ struct InteropTests {
         await t.shutdown()
     }
 
+    /// Messages queued together on a server link leave in one buffer framed by the transport
+    /// itself: an independent client must read every one intact and in order, across the
+    /// header-size boundaries (125/126 bytes, 65,535/65,536 bytes), text and binary mixed.
+    @Test func pythonReadsABurstOfServerMessagesFramedTogether() async throws {
+        let t = try makeTransport { $0.outboundHighWaterBytes = 8 << 20 }
+        let sizes = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000, 3, 200_000, 2]
+        var s = ServerConfiguration()
+        s.subprotocols = [
+            (
+                "muster.client.v1",
+                WebSocketHandler(
+                    opened: { t, info in
+                        // All queued in one callback, so they are written together.
+                        for (i, n) in sizes.enumerated() {
+                            let byte = UInt8(97 + i % 26)
+                            if i % 4 == 3 {
+                                t.send(binary: [UInt8](repeating: byte, count: n), to: info.id)
+                            } else {
+                                t.send(text: String(repeating: Character(UnicodeScalar(byte)), count: n), to: info.id)
+                            }
+                        }
+                    },
+                    text: { _, _, _ in })
+            )
+        ]
+        let config = s
+        let port = try await t.listen(config).port
+        let script = """
+            import asyncio, sys, websockets
+            async def main(port, sizes):
+                async with websockets.connect(f"ws://127.0.0.1:{port}/", subprotocols=["muster.client.v1"],
+                                              max_size=None) as ws:
+                    for i, n in enumerate(sizes):
+                        m = await ws.recv()
+                        want_binary = i % 4 == 3
+                        assert isinstance(m, bytes) == want_binary, (i, type(m))
+                        c = chr(97 + i % 26)
+                        assert m == (c.encode() * n if want_binary else c * n), (i, len(m))
+                    print("burst ok:", len(sizes))
+            asyncio.run(main(int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]))
+            """
+        let list = sizes.map(String.init).joined(separator: ",")
+        let result = try await blocking { try run(debianPython, ["-c", script, String(port), list]) }
+        #expect(result.status == 0, "python failed: \(result.output)")
+        #expect(result.output.contains("burst ok: \(sizes.count)"), "\(result.output)")
+        await t.shutdown()
+    }
+
+    /// The same from the client side: frames queued together on a client link are masked by
+    /// the transport; an independent server must unmask every one.
+    @Test func pythonServerReadsABurstOfClientMessagesFramedTogether() async throws {
+        let t = try makeTransport { $0.outboundHighWaterBytes = 8 << 20 }
+        let sizes = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000, 3, 200_000, 2]
+        let script = """
+            import asyncio, sys, websockets
+            sizes = [int(x) for x in sys.argv[1].split(",")]
+            done = asyncio.Event()
+            async def handler(ws, path=None):
+                for i, n in enumerate(sizes):
+                    m = await ws.recv()
+                    want_binary = i % 4 == 3
+                    assert isinstance(m, bytes) == want_binary, (i, type(m))
+                    c = chr(97 + i % 26)
+                    assert m == (c.encode() * n if want_binary else c * n), (i, len(m))
+                print("burst ok:", len(sizes), flush=True)
+                await ws.close(code=4000, reason="ok")
+                done.set()
+            async def main():
+                async with websockets.serve(handler, "127.0.0.1", 0, max_size=None,
+                                            subprotocols=["muster.client.v1"]) as server:
+                    port = server.sockets[0].getsockname()[1]
+                    with open(sys.argv[2] + ".tmp", "w") as f:
+                        f.write(str(port))
+                    import os; os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+                    await asyncio.wait_for(done.wait(), 60)
+            asyncio.run(main())
+            """
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let portFile = dir.appendingPathComponent("port").path
+        let list = sizes.map(String.init).joined(separator: ",")
+        let python = Task { try await blocking { try run(debianPython, ["-c", script, list, portFile]) } }
+        var port: Int?
+        for _ in 0..<600 where port == nil {
+            port = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0) }
+            if port == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let serverPort = try #require(port, "the python server did not start")
+        let client = Recorder<WSEvent>()
+        let recorder = client.handler()
+        let handler = WebSocketHandler(
+            opened: { t, info in
+                recorder.opened(t, info)
+                for (i, n) in sizes.enumerated() {
+                    let byte = UInt8(97 + i % 26)
+                    if i % 4 == 3 {
+                        t.send(binary: [UInt8](repeating: byte, count: n), to: info.id)
+                    } else {
+                        t.send(text: String(repeating: Character(UnicodeScalar(byte)), count: n), to: info.id)
+                    }
+                }
+            },
+            text: recorder.text, closed: recorder.closed)
+        let link = try await t.dial(
+            DialConfiguration(url: "ws://127.0.0.1:\(serverPort)/", subprotocol: "muster.client.v1"), handler: handler)
+        #expect(await client.waitClosed(code: 4000))
+        await t.close(link)
+        let output = try await python.value
+        #expect(output.status == 0, "python failed: \(output.output)")
+        #expect(output.output.contains("burst ok: \(sizes.count)"), "\(output.output)")
+        await t.shutdown()
+    }
+
     /// Autobahn cases 1-7 and 9.1-9.2 run by kosoku's fuzzing client against an echo server on
     /// this transport (the echo handler exists only in this test target).
     ///
