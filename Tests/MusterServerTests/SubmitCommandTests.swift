@@ -60,6 +60,16 @@ import Testing
         return (status, await output, await errors)
     }
 
+    /// `muster status --json`, decoded.
+    func statusJSON(_ url: String) async throws -> CoordinatorToClient.StatusReport {
+        let json = try await run(["status", "--coordinator", url, "--json"])
+        guard
+            case .statusReport(let report) = try CoordinatorToClient.decode(
+                json.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { throw MusterProcess.Failure(description: "not a status_report: \(json.output)") }
+        return report
+    }
+
     static func readToEnd(_ handle: FileHandle) async -> String {
         await withCheckedContinuation { c in
             DispatchQueue.global().async {
@@ -166,14 +176,7 @@ import Testing
         #expect(text.status == 0, "\(text.errors)")
         #expect(text.output.contains("sim-a"), "\(text.output)")
         #expect(text.output.contains("sim-b"), "\(text.output)")
-        let json = try await run(["status", "--coordinator", url, "--json"])
-        guard
-            case .statusReport(let report) = try CoordinatorToClient.decode(
-                json.output.trimmingCharacters(in: .whitespacesAndNewlines))
-        else {
-            Issue.record("not a status_report: \(json.output)")
-            return
-        }
+        let report = try await statusJSON(url)
         #expect(Set(report.backends.map(\.name)) == ["sim-a", "sim-b"])
         #expect(try await server.stop() == 0)
     }
@@ -201,14 +204,7 @@ import Testing
         let drained = try await run(["drain", "-1", "--coordinator", url])
         #expect(drained.status == 0, "\(drained.errors)")
         #expect(drained.output.contains("draining sim-a (-1)"), "\(drained.output)")
-        let json = try await run(["status", "--coordinator", url, "--json"])
-        guard
-            case .statusReport(let report) = try CoordinatorToClient.decode(
-                json.output.trimmingCharacters(in: .whitespacesAndNewlines))
-        else {
-            Issue.record("not a status_report: \(json.output)")
-            return
-        }
+        let report = try await statusJSON(url)
         #expect(report.backends.first { $0.id == BackendID(-1) }?.capabilities?.state == .draining)
         #expect(report.backends.first { $0.id == BackendID(-2) }?.capabilities?.state == .ready)
         let unknown = try await run(["drain", "42", "--coordinator", url])

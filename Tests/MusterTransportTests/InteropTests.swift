@@ -46,46 +46,29 @@ struct InteropTests {
     /// header-size boundaries (125/126 bytes, 65,535/65,536 bytes), text and binary mixed.
     @Test func pythonReadsABurstOfServerMessagesFramedTogether() async throws {
         let t = try makeTransport { $0.outboundHighWaterBytes = 8 << 20 }
-        let sizes = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000, 3, 200_000, 2]
         var s = ServerConfiguration()
         s.subprotocols = [
             (
                 "muster.client.v1",
                 WebSocketHandler(
-                    opened: { t, info in
-                        // All queued in one callback, so they are written together.
-                        for (i, n) in sizes.enumerated() {
-                            let byte = UInt8(97 + i % 26)
-                            if i % 4 == 3 {
-                                t.send(binary: [UInt8](repeating: byte, count: n), to: info.id)
-                            } else {
-                                t.send(text: String(repeating: Character(UnicodeScalar(byte)), count: n), to: info.id)
-                            }
-                        }
-                    },
+                    // All queued in one callback, so they are written together.
+                    opened: { t, info in sendBurst(t, info.id) },
                     text: { _, _, _ in })
             )
         ]
         let config = s
         let port = try await t.listen(config).port
-        let script = """
-            import asyncio, sys, websockets
+        let script = burstReader + """
             async def main(port, sizes):
                 async with websockets.connect(f"ws://127.0.0.1:{port}/", subprotocols=["muster.client.v1"],
                                               max_size=None) as ws:
-                    for i, n in enumerate(sizes):
-                        m = await ws.recv()
-                        want_binary = i % 4 == 3
-                        assert isinstance(m, bytes) == want_binary, (i, type(m))
-                        c = chr(97 + i % 26)
-                        assert m == (c.encode() * n if want_binary else c * n), (i, len(m))
+                    await read_burst(ws, sizes)
                     print("burst ok:", len(sizes))
             asyncio.run(main(int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]))
             """
-        let list = sizes.map(String.init).joined(separator: ",")
-        let result = try await blocking { try run(debianPython, ["-c", script, String(port), list]) }
+        let result = try await blocking { try run(debianPython, ["-c", script, String(port), burstList]) }
         #expect(result.status == 0, "python failed: \(result.output)")
-        #expect(result.output.contains("burst ok: \(sizes.count)"), "\(result.output)")
+        #expect(result.output.contains("burst ok: \(burstSizes.count)"), "\(result.output)")
         await t.shutdown()
     }
 
@@ -93,18 +76,11 @@ struct InteropTests {
     /// the transport; an independent server must unmask every one.
     @Test func pythonServerReadsABurstOfClientMessagesFramedTogether() async throws {
         let t = try makeTransport { $0.outboundHighWaterBytes = 8 << 20 }
-        let sizes = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000, 3, 200_000, 2]
-        let script = """
-            import asyncio, sys, websockets
+        let script = burstReader + """
             sizes = [int(x) for x in sys.argv[1].split(",")]
             done = asyncio.Event()
             async def handler(ws, path=None):
-                for i, n in enumerate(sizes):
-                    m = await ws.recv()
-                    want_binary = i % 4 == 3
-                    assert isinstance(m, bytes) == want_binary, (i, type(m))
-                    c = chr(97 + i % 26)
-                    assert m == (c.encode() * n if want_binary else c * n), (i, len(m))
+                await read_burst(ws, sizes)
                 print("burst ok:", len(sizes), flush=True)
                 await ws.close(code=4000, reason="ok")
                 done.set()
@@ -121,8 +97,7 @@ struct InteropTests {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let portFile = dir.appendingPathComponent("port").path
-        let list = sizes.map(String.init).joined(separator: ",")
-        let python = Task { try await blocking { try run(debianPython, ["-c", script, list, portFile]) } }
+        let python = Task { try await blocking { try run(debianPython, ["-c", script, burstList, portFile]) } }
         var port: Int?
         for _ in 0..<600 where port == nil {
             port = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0) }
@@ -134,14 +109,7 @@ struct InteropTests {
         let handler = WebSocketHandler(
             opened: { t, info in
                 recorder.opened(t, info)
-                for (i, n) in sizes.enumerated() {
-                    let byte = UInt8(97 + i % 26)
-                    if i % 4 == 3 {
-                        t.send(binary: [UInt8](repeating: byte, count: n), to: info.id)
-                    } else {
-                        t.send(text: String(repeating: Character(UnicodeScalar(byte)), count: n), to: info.id)
-                    }
-                }
+                sendBurst(t, info.id)
             },
             text: recorder.text, closed: recorder.closed)
         let link = try await t.dial(
@@ -150,7 +118,7 @@ struct InteropTests {
         await t.close(link)
         let output = try await python.value
         #expect(output.status == 0, "python failed: \(output.output)")
-        #expect(output.output.contains("burst ok: \(sizes.count)"), "\(output.output)")
+        #expect(output.output.contains("burst ok: \(burstSizes.count)"), "\(output.output)")
         await t.shutdown()
     }
 
@@ -247,3 +215,35 @@ func autobahnVerdicts(in dir: URL) throws -> [String: String] {
     }
     return verdicts
 }
+
+// MARK: - Bursts of messages written together
+
+/// Payload sizes across the frame header boundaries (125/126, 65,535/65,536 bytes).
+private let burstSizes = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000, 3, 200_000, 2]
+private let burstList = burstSizes.map(String.init).joined(separator: ",")
+
+/// Queues the burst on one link from one callback: message i is `burstSizes[i]` copies of one
+/// letter, every fourth one binary.
+private func sendBurst(_ t: isolated Transport, _ id: ConnectionID) {
+    for (i, n) in burstSizes.enumerated() {
+        let byte = UInt8(97 + i % 26)
+        if i % 4 == 3 {
+            t.send(binary: [UInt8](repeating: byte, count: n), to: id)
+        } else {
+            t.send(text: String(repeating: Character(UnicodeScalar(byte)), count: n), to: id)
+        }
+    }
+}
+
+/// Python that reads the burst and checks every message.
+private let burstReader = """
+    import asyncio, sys, websockets
+    async def read_burst(ws, sizes):
+        for i, n in enumerate(sizes):
+            m = await ws.recv()
+            want_binary = i % 4 == 3
+            assert isinstance(m, bytes) == want_binary, (i, type(m))
+            c = chr(97 + i % 26)
+            assert m == (c.encode() * n if want_binary else c * n), (i, len(m))
+
+    """
