@@ -20,11 +20,13 @@ extension ErrorCode {
     public static let unexpectedMessage = ErrorCode("unexpected_message")
     /// `hello` from a backend whose name is linked under a newer incarnation.
     public static let staleIncarnation = ErrorCode("stale_incarnation")
+    /// A link said no `hello` within the handshake timeout (closed with 4004).
+    public static let helloTimeout = ErrorCode("hello_timeout")
 
     /// Every code the protocol defines, in the order of the spec's table.
     public static let defined: [ErrorCode] = [
         .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
-        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease,
+        .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .helloTimeout, .staleLease,
         .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
         .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .modelLoadFailed, .canceled, .notFound,
         .methodNotAllowed, .shuttingDown, .internalError,
@@ -37,6 +39,7 @@ extension ErrorCode {
         case .badCredentials: 401
         case .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .notFound: 404
         case .methodNotAllowed: 405
+        case .helloTimeout: 408
         case .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .batchKeyConflict: 409
         case .messageTooLarge, .limitExceeded: 413
         case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .canceled: 422

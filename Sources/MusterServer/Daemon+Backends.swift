@@ -39,7 +39,7 @@ extension Daemon {
             return
         }
         let timer = transport.assumeIsolated { t in
-            t.schedule(after: .seconds(10)) { [weak self] _ in
+            t.schedule(after: handshakeTimeout) { [weak self] _ in
                 self?.assumeIsolated { $0.helloTimedOut(info.id) }
             }
         }
@@ -49,7 +49,7 @@ extension Daemon {
 
     func helloTimedOut(_ id: ConnectionID) {
         guard let link = backendLinks[id], case .awaitingHello = link.phase else { return }
-        refuse(id, backendSide: true, code: ErrorCode("hello_timeout"), message: "no hello within 10 s of the link opening", close: 4004)
+        refuse(id, backendSide: true, code: .helloTimeout, message: "no hello within \(handshakeTimeout) of the link opening", close: 4004)
     }
 
     func backendText(_ id: ConnectionID, _ text: String) {

@@ -52,10 +52,10 @@ extension Daemon {
             return
         }
         let timer = transport.assumeIsolated { t in
-            t.schedule(after: .seconds(10)) { [weak self] _ in
+            t.schedule(after: handshakeTimeout) { [weak self] _ in
                 self?.assumeIsolated { d in
                     guard let c = d.clients[info.id], c.name == nil else { return }
-                    d.refuse(info.id, backendSide: false, code: ErrorCode("hello_timeout"), message: "no hello within 10 s of the link opening", close: 4004)
+                    d.refuse(info.id, backendSide: false, code: .helloTimeout, message: "no hello within \(d.handshakeTimeout) of the link opening", close: 4004)
                 }
             }
         }

@@ -35,7 +35,6 @@ extension Daemon {
             do throws(ProtocolError) {
                 batch = try Wire.BatchRequest.decode(request.body, limits: d.limits)
             } catch {
-                d.metrics.counter("muster_protocol_errors_total", ["code": error.code.rawValue]).increment()
                 return d.errorResponse(RequestError(error.code, error.path.isEmpty ? error.reason : "\(error.path): \(error.reason)", status: Self.status(error.code)))
             }
             do throws(RequestError) {
@@ -62,14 +61,17 @@ extension Daemon {
                 return d.errorResponse(error)
             }
         }
-        routes.errorResponse = { status, message in
+        // The errors the transport answers by itself (404, 405, 413), in the error shape and
+        // counted like every other HTTP error. The transport calls this on the loop.
+        routes.errorResponse = { [weak self] status, message in
             let code: ErrorCode
             switch status {
-            case 404: code = ErrorCode("not_found")
-            case 405: code = ErrorCode("method_not_allowed")
+            case 404: code = .notFound
+            case 405: code = .methodNotAllowed
             case 413: code = .messageTooLarge
             default: code = .internalError
             }
+            self?.assumeIsolated { $0.metrics.counter("muster_http_errors_total", ["code": code.rawValue]).increment() }
             return HTTPResponse(status: status, body: Wire.ErrorBody(code: code, message: message).encode())
         }
         routes.fallback = { [weak self] _, request in

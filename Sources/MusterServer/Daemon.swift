@@ -30,6 +30,8 @@ public actor Daemon {
     let originMs: UInt64
     let limits: ProtocolLimits
     let sharedToken: String?
+    /// How long a new link may take to say `hello` (and a connection to finish its upgrade).
+    let handshakeTimeout: Duration
 
     // Links.
     var backendLinks: [ConnectionID: BackendLink] = [:]
@@ -73,6 +75,7 @@ public actor Daemon {
         let keepalive = configuration.seconds("links.keepalive_seconds")
         t.keepalivePingAfter = .milliseconds(Int64(max(500, keepalive * 500)))
         t.keepaliveHangUpAfter = .milliseconds(Int64(keepalive * 1000))
+        t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
         self.transport = try Transport(configuration: t, logger: logger)
         self.core = MusterCore.Coordinator(policy: Self.policy(from: configuration))
         self.origin = .now
@@ -83,6 +86,7 @@ public actor Daemon {
         limits.maxMessageBytes = configuration.int("links.max_message_bytes")
         self.limits = limits
         self.sharedToken = try configuration.resolvedSharedToken()
+        self.handshakeTimeout = t.handshakeTimeout
     }
 
     static func policy(from c: Configuration) -> CorePolicy {

@@ -314,8 +314,11 @@ extension Transport {
         link.wsi = nil
         link.open = false
         link.resetReceive()
-        let code = link.peerClose?.code ?? link.pendingClose?.code ?? .abnormal
-        let reason = link.peerClose?.reason ?? link.pendingClose?.reason ?? ""
+        // lws fails some frames by itself (text that is not UTF-8: 1007; framing errors: 1002)
+        // and tells no callback; the close it sent is still in its close buffer.
+        let byLWS = link.peerClose == nil && link.pendingClose == nil ? closeSentByLWS(wsi) : nil
+        let code = link.peerClose?.code ?? link.pendingClose?.code ?? byLWS?.code ?? .abnormal
+        let reason = link.peerClose?.reason ?? link.pendingClose?.reason ?? byLWS?.reason ?? ""
         let byPeer = link.peerClose != nil
         link.peerClose = nil
         if link.isClient {
@@ -344,6 +347,13 @@ extension Transport {
             }
         }
         noteLinkGone()
+    }
+
+    /// The close lws queued on its own for `wsi`, if any.
+    private func closeSentByLWS(_ wsi: OpaquePointer) -> (code: CloseCode, reason: String)? {
+        let length = Int(lws_get_close_length(wsi))
+        guard length >= 2, let payload = lws_get_close_payload(wsi) else { return nil }
+        return parseClosePayload(UnsafeMutableRawPointer(payload), length)
     }
 
     // MARK: - Header helpers

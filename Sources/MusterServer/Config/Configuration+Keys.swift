@@ -78,6 +78,9 @@ public struct ConfigKey: Sendable {
             name: "links.keepalive_seconds", kind: .seconds(1...3_600), defaultValue: .double(10),
             help: "A silent peer is dropped within this bound."),
         ConfigKey(
+            name: "links.handshake_timeout_seconds", kind: .seconds(1...600), defaultValue: .double(10),
+            help: "A connection must finish its WebSocket upgrade within this time, then say hello within it (else close 4004)."),
+        ConfigKey(
             name: "links.max_message_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
             help: "Largest WebSocket message accepted; larger ones close the link with 1009."),
         ConfigKey(
