@@ -96,10 +96,14 @@ extension Transport {
     /// A requested close goes out after the messages queued before it (an `error` followed by a
     /// close must arrive in that order). Closes that must not wait (a slow peer, a protocol
     /// failure) empty the queue first.
+    ///
+    /// A keepalive PING goes first: every `lws_write` here is one whole message, so a PING never
+    /// lands inside one.
     func writable(_ link: Link, _ wsi: OpaquePointer) -> Int32 {
         if let close = link.pendingClose, link.queue.isEmpty, lws_partial_buffered(wsi) == 0 {
             return closeNow(wsi, close.code, close.reason)
         }
+        if link.pingDue, lws_partial_buffered(wsi) == 0, !writeKeepalivePing(link, wsi) { return -1 }
         var written = 0
         var batchBytes = 0
         while written < 128, batchBytes < 512 << 10, var frame = link.queue.popFirst() {
@@ -116,7 +120,7 @@ extension Transport {
             batchBytes += n
             if lws_partial_buffered(wsi) != 0 { break }
         }
-        if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
+        if !link.queue.isEmpty || link.pendingClose != nil || link.pingDue { lws_callback_on_writable(wsi) }
         return 0
     }
 
@@ -140,6 +144,7 @@ extension Transport {
     // MARK: - Receiving
 
     func receive(_ link: Link, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+        keepaliveReceived(link)
         if link.pendingClose != nil { return 0 }
         if !link.inMessage {
             link.inMessage = true
@@ -205,6 +210,7 @@ extension Transport {
     func establishedServer(_ wsi: OpaquePointer) -> Int32 {
         guard let link = link(of: wsi) else { return -1 }
         link.open = true
+        keepaliveOpened(link)
         counters.connectionsOpened += 1
         link.handler.opened(self, link.info)
         if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
