@@ -20,17 +20,26 @@ import CLibWebSockets
 /// - silent for ``TransportConfiguration/keepaliveHangUpAfter``: dropped without a close frame and
 ///   reported with 1006, as lws' validity timeout did.
 ///
-/// The sweep runs when the earliest of those deadlines comes, but at most once per
-/// ``keepaliveGap``: links falling due within one gap are pinged in one batch, one loop wakeup,
-/// and no link is pinged or dropped more than one gap late. With no open links nothing runs.
+/// The sweep runs when the earliest of those deadlines comes, but for pings at most once per
+/// ``keepaliveGap``: links falling due within one gap are pinged in one batch (one loop wakeup
+/// for many links), none more than one gap late. Hang-up deadlines are kept exactly (they only
+/// exist for links that did not answer a PING, so they add few sweeps). With no open links
+/// nothing runs.
+///
+/// A PONG with an empty payload reaches the transport only on client links (lws 4.1 does not
+/// report one to a server), so the PINGs sent here carry a payload.
 extension Transport {
-    /// Shortest time between two sweeps: an eighth of the shorter keepalive interval, within
-    /// 10 ms ... 250 ms.
+    /// Shortest time between two sweeps that only ping: a fifth of the shorter of
+    /// ``TransportConfiguration/keepalivePingAfter`` and the time from it to
+    /// ``TransportConfiguration/keepaliveHangUpAfter``, within 10 ms ... 1 s. Every loop wakeup
+    /// costs a `poll()` over all sockets (lws' default loop), so fewer, larger batches are
+    /// what keeps thousands of idle links cheap; a PING a little late only shortens the time
+    /// left for its PONG.
     var keepaliveGap: Int64 {
         let ping = configuration.keepalivePingAfter.nanoseconds
         let hangUp = configuration.keepaliveHangUpAfter.nanoseconds
         let span = ping < hangUp ? min(ping, hangUp - ping) : hangUp
-        return min(250_000_000, max(10_000_000, span / 8))
+        return min(1_000_000_000, max(10_000_000, span / 5))
     }
 
     /// A WebSocket (server connection or client link) just opened: its silence starts now.
@@ -72,7 +81,8 @@ extension Transport {
         let pingAfter = configuration.keepalivePingAfter.nanoseconds
         let hangUp = configuration.keepaliveHangUpAfter.nanoseconds
         let pings = pingAfter < hangUp
-        var next = Int64.max
+        var nextPing = Int64.max
+        var nextHangUp = Int64.max
         var silent: [(Link, OpaquePointer)] = []
         for link in connections.values {
             guard link.open, let wsi = link.wsi else { continue }
@@ -83,14 +93,14 @@ extension Transport {
             }
             if pings, !link.pingAwaited, link.pendingClose == nil {
                 if idle < pingAfter {
-                    next = min(next, link.lastReceived + pingAfter)
+                    nextPing = min(nextPing, link.lastReceived + pingAfter)
                     continue
                 }
                 link.pingAwaited = true
                 link.pingDue = true
                 lws_callback_on_writable(wsi)
             }
-            next = min(next, link.lastReceived + hangUp)
+            nextHangUp = min(nextHangUp, link.lastReceived + hangUp)
         }
         // Closing runs the handlers' `closed` (which may close or open other links), so only
         // after the walk, and only for links still on the connection they had.
@@ -101,7 +111,8 @@ extension Transport {
                 metadata: ["connection.id": "\(link.id)", "silent.ms": "\((now - link.lastReceived) / 1_000_000)"])
             clws_kill_now(wsi)
         }
-        if next != .max { scheduleKeepaliveSweep(at: max(next, now + keepaliveGap)) }
+        let next = min(nextPing == .max ? .max : max(nextPing, now + keepaliveGap), nextHangUp)
+        if next != .max { scheduleKeepaliveSweep(at: next) }
     }
 
     /// Writes the PING the sweep asked for (from a writable callback, so between whole

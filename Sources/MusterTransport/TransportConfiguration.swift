@@ -7,12 +7,12 @@ public struct TransportConfiguration: Sendable {
     /// (slow peer) and refuses more sends on a client link that is down.
     public var outboundHighWaterBytes = 8 << 20
     /// Idle time (nothing received: no message, no PONG) after which a PING is sent; one per
-    /// silence, between whole messages. Not less than ``keepaliveHangUpAfter`` sends none.
+    /// silence, between whole messages. PINGs falling due close together go out in one batch,
+    /// up to a fifth of the shorter keepalive interval (at most 1 s) late. Not less than
+    /// ``keepaliveHangUpAfter`` sends none.
     public var keepalivePingAfter: Duration = .seconds(5)
     /// Idle time (no PONG or data) after which the connection is dropped without a close frame
-    /// and reported with 1006. One transport-wide sweep checks every link, so a link goes within
-    /// an eighth of the shorter keepalive interval (at most 250 ms) after this; pings due within
-    /// that window go out in one batch.
+    /// and reported with 1006.
     public var keepaliveHangUpAfter: Duration = .seconds(10)
     /// A TCP connection must complete its TLS, HTTP or WebSocket handshake within this time.
     public var handshakeTimeout: Duration = .seconds(10)
