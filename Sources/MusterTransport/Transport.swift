@@ -69,7 +69,7 @@ public actor Transport {
     /// The keepalive sweep (``keepaliveSweep()``) and the monotonic time it is due.
     var keepaliveTimer: TimerID?
     var keepaliveSweepAt = Int64.max
-    /// LWS_PRE bytes of headroom and an empty payload: every PING is written from here.
+    /// LWS_PRE bytes of headroom and room for a PING's payload: every PING is written from here.
     var pingFrame: UnsafeMutablePointer<UInt8>?
     /// C memory that must outlive the context (protocol arrays, strings, retry tables).
     var cAllocations: [UnsafeMutableRawPointer] = []

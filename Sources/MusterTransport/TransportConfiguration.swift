@@ -8,8 +8,8 @@ public struct TransportConfiguration: Sendable {
     public var outboundHighWaterBytes = 8 << 20
     /// Idle time (nothing received: no message, no PONG) after which a PING is sent; one per
     /// silence, between whole messages. PINGs falling due close together go out in one batch,
-    /// up to a fifth of the shorter keepalive interval (at most 1 s) late. Not less than
-    /// ``keepaliveHangUpAfter`` sends none.
+    /// up to a fifth of the shorter of this and the time from it to ``keepaliveHangUpAfter``
+    /// (at most 1 s) late. Not less than ``keepaliveHangUpAfter`` sends none.
     public var keepalivePingAfter: Duration = .seconds(5)
     /// Idle time (no PONG or data) after which the connection is dropped without a close frame
     /// and reported with 1006.

@@ -19,10 +19,12 @@ public struct TransportCounters: Sendable, Equatable {
     public var handshakeTimeouts = 0
     /// PINGs sent by the keepalive to links idle for ``TransportConfiguration/keepalivePingAfter``.
     public var keepalivePings = 0
-    /// PONGs received (answers to those PINGs, or unsolicited ones).
+    /// PONGs received: answers to those PINGs, or unsolicited ones (on server connections only
+    /// those with a payload; lws does not report an empty one there).
     public var keepalivePongs = 0
     /// Open WebSockets dropped because nothing arrived for
-    /// ``TransportConfiguration/keepaliveHangUpAfter`` (also counted in ``closesByCode``, as 1006).
+    /// ``TransportConfiguration/keepaliveHangUpAfter`` (also counted in ``closesByCode``: as 1006,
+    /// or as the code of a close this side had already started).
     public var keepaliveTimeouts = 0
     /// Dials made by client links after the first one.
     public var reconnectAttempts = 0
