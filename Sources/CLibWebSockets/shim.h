@@ -93,6 +93,13 @@ static inline void clws_kill_soon(struct lws *wsi, int secs) {
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs);
 }
 
+/// Drops a connection now, without a close frame (LWS_CLOSE_STATUS_NOSTATUS, as lws' own validity
+/// timeout did): for a peer that has gone silent. Callbacks (CLOSED) run inside this call.
+/// LWS_TO_KILL_SYNC is a macro.
+static inline void clws_kill_now(struct lws *wsi) {
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+}
+
 /// SSL_CTX_set_mode is a macro over SSL_CTX_ctrl. RELEASE_BUFFERS lets OpenSSL free a
 /// connection's ~34 KB of record buffers while it is idle, which is most of the memory of an
 /// idle TLS link (thousands of backend links are mostly idle).

@@ -27,6 +27,15 @@ final class Link {
     var queue = Deque<OutFrame>()
     var queuedBytes = 0
 
+    // Keepalive (Transport+Keepalive.swift).
+    /// Coarse monotonic nanoseconds when anything (a chunk of a message, a PONG) last arrived,
+    /// or when the WebSocket opened.
+    var lastReceived: Int64 = 0
+    /// A PING was asked for since `lastReceived`; no other one goes out until something arrives.
+    var pingAwaited = false
+    /// Write a PING at the next writable callback, before any queued message.
+    var pingDue = false
+
     /// Set when this side decided to close; sent from the next writable callback.
     var pendingClose: (code: CloseCode, reason: String)?
     var peerClose: (code: CloseCode, reason: String)?

@@ -56,6 +56,12 @@ extension Transport {
         case LWS_CALLBACK_SERVER_WRITEABLE, LWS_CALLBACK_CLIENT_WRITEABLE:
             guard let link = link(of: wsi) else { return 0 }
             return writable(link, wsi)
+        case LWS_CALLBACK_RECEIVE_PONG, LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+            if let link = link(of: wsi) {
+                keepaliveReceived(link)
+                counters.keepalivePongs += 1
+            }
+            return 0
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
             if let link = link(of: wsi) { link.peerClose = parseClosePayload(input, len) }
             return 0

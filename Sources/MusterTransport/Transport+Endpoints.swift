@@ -171,6 +171,7 @@ extension Transport {
         link.wsi = wsi
         dialEnded(link)
         link.open = true
+        keepaliveOpened(link)
         link.retryCount = 0
         counters.connectionsOpened += 1
         link.handler.opened(self, link.info)

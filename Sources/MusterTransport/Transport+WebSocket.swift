@@ -96,13 +96,17 @@ extension Transport {
     /// A requested close goes out after the messages queued before it (an `error` followed by a
     /// close must arrive in that order). Closes that must not wait (a slow peer, a protocol
     /// failure) empty the queue first.
+    ///
+    /// A keepalive PING goes first: every `lws_write` here is one or more whole messages, so a
+    /// PING never lands inside one.
     func writable(_ link: Link, _ wsi: OpaquePointer) -> Int32 {
         if let close = link.pendingClose, link.queue.isEmpty, lws_partial_buffered(wsi) == 0 {
             return closeNow(wsi, close.code, close.reason)
         }
-        if link.queue.count > 1 {
+        if link.pingDue, lws_partial_buffered(wsi) == 0, !writeKeepalivePing(link, wsi) { return -1 }
+        if link.queue.count > 1, lws_partial_buffered(wsi) == 0 {
             if writeCoalesced(link, wsi) < 0 { return -1 }
-            if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
+            if !link.queue.isEmpty || link.pendingClose != nil || link.pingDue { lws_callback_on_writable(wsi) }
             return 0
         }
         var written = 0
@@ -121,7 +125,7 @@ extension Transport {
             batchBytes += n
             if lws_partial_buffered(wsi) != 0 { break }
         }
-        if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }
+        if !link.queue.isEmpty || link.pendingClose != nil || link.pingDue { lws_callback_on_writable(wsi) }
         return 0
     }
 
@@ -232,6 +236,7 @@ extension Transport {
     // MARK: - Receiving
 
     func receive(_ link: Link, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+        keepaliveReceived(link)
         if link.pendingClose != nil { return 0 }
         if !link.inMessage {
             link.inMessage = true
@@ -297,6 +302,7 @@ extension Transport {
     func establishedServer(_ wsi: OpaquePointer) -> Int32 {
         guard let link = link(of: wsi) else { return -1 }
         link.open = true
+        keepaliveOpened(link)
         counters.connectionsOpened += 1
         link.handler.opened(self, link.info)
         if !link.queue.isEmpty || link.pendingClose != nil { lws_callback_on_writable(wsi) }

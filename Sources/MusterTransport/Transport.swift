@@ -66,6 +66,11 @@ public actor Transport {
     var dialQueue = Deque<ConnectionID>()
     var shutdownWaiter: CheckedContinuation<Void, Never>?
     var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
+    /// The keepalive sweep (``keepaliveSweep()``) and the monotonic time it is due.
+    var keepaliveTimer: TimerID?
+    var keepaliveSweepAt = Int64.max
+    /// LWS_PRE bytes of headroom and room for a PING's payload: every PING is written from here.
+    var pingFrame: UnsafeMutablePointer<UInt8>?
     /// C memory that must outlive the context (protocol arrays, strings, retry tables).
     var cAllocations: [UnsafeMutableRawPointer] = []
 
@@ -122,16 +127,22 @@ public actor Transport {
         let delays = configuration.reconnectDelays.isEmpty ? [.seconds(1)] : configuration.reconnectDelays
         let table = UnsafeMutablePointer<UInt32>.allocate(capacity: delays.count)
         for (i, d) in delays.enumerated() { table[i] = UInt32(clamping: d.microseconds / 1000) }
+        // Only the backoff table: lws' validity timers (secs_since_valid_*) stay off, because lws
+        // keeps them in one sorted list re-inserted in O(n) on every PONG; the transport's own
+        // keepalive sweep (Transport+Keepalive.swift) pings and hangs up instead.
         policy.initialize(
             to: lws_retry_bo_t(
                 retry_ms_table: table, retry_ms_table_count: UInt16(delays.count),
                 conceal_count: UInt16.max,
-                secs_since_valid_ping: configuration.keepalivePingAfter.lwsSeconds,
-                secs_since_valid_hangup: configuration.keepaliveHangUpAfter.lwsSeconds,
+                secs_since_valid_ping: 0,
+                secs_since_valid_hangup: 0,
                 jitter_percent: configuration.reconnectJitterPercent))
         cAllocations.append(UnsafeMutableRawPointer(table))
         cAllocations.append(UnsafeMutableRawPointer(policy))
         retryPolicy = policy
+        let ping = malloc(lwsPre + 16)!
+        cAllocations.append(ping)
+        pingFrame = ping.bindMemory(to: UInt8.self, capacity: lwsPre + 16)
 
         var info = lws_context_creation_info()
         info.options = clws_context_options()
@@ -153,6 +164,9 @@ public actor Transport {
         context = nil
         for (_, box) in timers { box.memory.deallocate() }
         timers.removeAll()
+        keepaliveTimer = nil
+        keepaliveSweepAt = .max
+        pingFrame = nil
         for p in cAllocations { free(p) }
         cAllocations.removeAll()
         if let clientProtocols { clientProtocols.deallocate() }

@@ -1,14 +1,18 @@
 /// Settings of one transport (one lws context, one loop thread). Durations are rounded up to
-/// whole seconds where lws counts in seconds (keepalive, handshake timeout).
+/// whole seconds where lws counts in seconds (the handshake timeout).
 public struct TransportConfiguration: Sendable {
     /// A received message larger than this closes the connection with 1009.
     public var maxMessageBytes = 1 << 20
     /// Per-connection bytes queued for sending. Passing it closes a server connection with 1008
     /// (slow peer) and refuses more sends on a client link that is down.
     public var outboundHighWaterBytes = 8 << 20
-    /// Idle time after which a PING is sent.
+    /// Idle time (nothing received: no message, no PONG) after which a PING is sent; one per
+    /// silence, between whole messages. PINGs falling due close together go out in one batch,
+    /// up to a fifth of the shorter of this and the time from it to ``keepaliveHangUpAfter``
+    /// (at most 1 s) late. Not less than ``keepaliveHangUpAfter`` sends none.
     public var keepalivePingAfter: Duration = .seconds(5)
-    /// Idle time (no PONG or data) after which the connection is dropped and reported with 1006.
+    /// Idle time (no PONG or data) after which the connection is dropped without a close frame
+    /// and reported with 1006.
     public var keepaliveHangUpAfter: Duration = .seconds(10)
     /// A TCP connection must complete its TLS, HTTP or WebSocket handshake within this time.
     public var handshakeTimeout: Duration = .seconds(10)
@@ -124,6 +128,11 @@ extension Duration {
         var secs = s + (atto > 0 ? 1 : 0)
         if secs < 1 { secs = 1 }
         return UInt16(min(secs, Int64(UInt16.max)))
+    }
+
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 
     var microseconds: Int64 {

@@ -17,6 +17,15 @@ public struct TransportCounters: Sendable, Equatable {
     /// complete in time. lws does the dropping and does not say why, so a socket counts when it
     /// is destroyed mid-handshake at least `handshakeTimeout - 0.5 s` after it was accepted.
     public var handshakeTimeouts = 0
+    /// PINGs sent by the keepalive to links idle for ``TransportConfiguration/keepalivePingAfter``.
+    public var keepalivePings = 0
+    /// PONGs received: answers to those PINGs, or unsolicited ones (on server connections only
+    /// those with a payload; lws does not report an empty one there).
+    public var keepalivePongs = 0
+    /// Open WebSockets dropped because nothing arrived for
+    /// ``TransportConfiguration/keepaliveHangUpAfter`` (also counted in ``closesByCode``: as 1006,
+    /// or as the code of a close this side had already started).
+    public var keepaliveTimeouts = 0
     /// Dials made by client links after the first one.
     public var reconnectAttempts = 0
     /// Client dial attempts that failed before the WebSocket opened.
