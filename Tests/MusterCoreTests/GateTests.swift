@@ -146,6 +146,20 @@ import Testing
         #expect(h.core.counters.announcementsStale == 1)
     }
 
+    @Test func periodicSyncsOfAFleetGoOutTogether() {
+        var h = Harness { $0.syncInterval = .seconds(15) }
+        // Three backends ready at 0.1 s, 0.4 s and 0.9 s: one wakeup at 16 s syncs all three.
+        for (id, at) in [(Int64(1), 0.1), (2, 0.4), (3, 0.9)] {
+            h.clock = .seconds(at)
+            h.ready(id, revision: 1)
+        }
+        #expect(h.core.nextDeadline == .seconds(16))
+        h.advance(to: 16)
+        let synced = h.last.compactMap { if case .sync(let b, _) = $0 { b } else { nil } }
+        #expect(Set(synced) == [BackendID(1), BackendID(2), BackendID(3)])
+        #expect(h.core.nextDeadline == .seconds(31))
+    }
+
     @Test func propagationTimeIsObservedOncePerIncarnation() {
         var h = Harness()
         h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
