@@ -74,6 +74,12 @@ struct OutFrame {
 
 let lwsPre = Int(clws_pre())
 
+/// Most bytes one `send` may carry, lws' `tx_packet_size`. Without it lws limits every send to
+/// the receive chunk size (1 KiB) and trickles the rest out one chunk per loop pass, which with
+/// thousands of sockets polled per pass made a 100 KB burst take seconds. Writes batch at most
+/// this much (``Transport/writable``), so lws rarely buffers any of it.
+let maxSendBytes = 512 << 10
+
 /// What a client link needs to dial again.
 final class ClientDial {
     let url: String

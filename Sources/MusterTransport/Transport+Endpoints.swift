@@ -26,6 +26,7 @@ extension Transport {
             protocols[i].callback = transportCallback
             protocols[i].per_session_data_size = 0
             protocols[i].rx_buffer_size = configuration.receiveChunkBytes
+            protocols[i].tx_packet_size = maxSendBytes
             protocols[i].id = UInt32(i)
             protocols[i].user = Unmanaged.passUnretained(state).toOpaque()
         }
@@ -202,6 +203,7 @@ extension Transport {
             p[0].name = keepCString("muster-client")
             p[0].callback = transportCallback
             p[0].rx_buffer_size = configuration.receiveChunkBytes
+            p[0].tx_packet_size = maxSendBytes
             clientProtocols = p
         }
         var info = lws_context_creation_info()

@@ -111,7 +111,7 @@ extension Transport {
         }
         var written = 0
         var batchBytes = 0
-        while written < 128, batchBytes < 512 << 10, var frame = link.queue.popFirst() {
+        while written < 128, batchBytes < maxSendBytes, var frame = link.queue.popFirst() {
             let n = frame.payloadCount
             link.queuedBytes -= n
             let mode = frame.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT
@@ -142,7 +142,7 @@ extension Transport {
         var total = 0
         for frame in link.queue {
             let n = frame.payloadCount
-            if count == 128 || (count > 0 && total + n > 512 << 10) { break }
+            if count == 128 || (count > 0 && total + n > maxSendBytes) { break }
             total += Self.frameHeaderBytes(n, masked: masked) + n
             count += 1
         }
