@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import MusterTransport
 
 /// A real `muster` process started by an end-to-end test, with its JSON log lines collected so the
 /// test can wait for the event it expects (never for a fixed time).
@@ -10,9 +10,9 @@ final class MusterProcess: Sendable {
 
     let process: Process
     let arguments: [String]
-    private let lines = Mutex<[String]>([])
-    private let stdoutText = Mutex<String>("")
-    private let changed = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let lines = Locked<[String]>([])
+    private let stdoutText = Locked<String>("")
+    private let changed = Locked<[CheckedContinuation<Void, Never>]>([])
 
     /// The `muster` executable built next to the test bundle (`swift build --build-tests` builds it).
     static var executable: URL {
@@ -46,7 +46,7 @@ final class MusterProcess: Sendable {
         } else {
             process.standardInput = FileHandle.nullDevice
         }
-        let partial = Mutex<String>("")
+        let partial = Locked<String>("")
         err.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self, !data.isEmpty else { return }
