@@ -113,7 +113,7 @@ import Testing
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
         // `late` loads for 2 s before it announces video; the gate holds the job for it meanwhile.
         let late =
-            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": 2, "#
+            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(2)), "#
             + #""job_seconds": {"default": 0.05}}]"#
         let (server, url) = try await serve(backends: late)
         let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])
