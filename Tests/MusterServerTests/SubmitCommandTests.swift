@@ -38,11 +38,6 @@ import Testing
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        let exited = AsyncStream.makeStream(of: Int32.self)
-        process.terminationHandler = { p in
-            exited.continuation.yield(p.terminationStatus)
-            exited.continuation.finish()
-        }
         try process.run()
         // A guard against a hang, not a timing assertion: a command still running then is killed.
         let watchdog = Task {
@@ -55,9 +50,20 @@ import Testing
         defer { watchdog.cancel() }
         async let output = Self.readToEnd(out.fileHandleForReading)
         async let errors = Self.readToEnd(err.fileHandleForReading)
-        var status: Int32 = -1
-        for await s in exited.stream { status = s }
-        return (status, await output, await errors)
+        let (o, e) = (await output, await errors)
+        return (await Self.exitStatus(process), o, e)
+    }
+
+    /// Waits for `process` off the cooperative pool. Not a terminationHandler: Foundation leaks
+    /// the Process, its pipes and its environment when one is set (LeakSanitizer shows it with
+    /// no Muster code involved).
+    static func exitStatus(_ process: Process) async -> Int32 {
+        await withCheckedContinuation { c in
+            DispatchQueue.global().async {
+                process.waitUntilExit()
+                c.resume(returning: process.terminationStatus)
+            }
+        }
     }
 
     static func readToEnd(_ handle: FileHandle) async -> String {

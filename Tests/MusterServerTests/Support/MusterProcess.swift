@@ -70,7 +70,9 @@ final class MusterProcess: Sendable {
             self.stdoutText.withLock { $0 += String(decoding: data, as: UTF8.self) }
             self.wake()
         }
-        process.terminationHandler = { [weak self] _ in self?.wake() }
+        // No terminationHandler: Foundation leaks the Process, its pipes and its environment when
+        // one is set (LeakSanitizer shows it with no Muster code involved); `waitUntil` re-checks
+        // `isRunning` at least every 100 ms instead.
         try process.run()
     }
 
