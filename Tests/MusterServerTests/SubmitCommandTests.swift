@@ -54,9 +54,9 @@ import Testing
         return (await Self.exitStatus(process), o, e)
     }
 
-    /// Waits for `process` off the cooperative pool. Not a terminationHandler: Foundation leaks
-    /// the Process, its pipes and its environment when one is set (LeakSanitizer shows it with
-    /// no Muster code involved).
+    /// Waits for `process` off the cooperative pool. `waitUntilExit`, not a terminationHandler:
+    /// Foundation frees a Process, its pipes and its environment only once `waitUntilExit` has
+    /// run (a reduced program with no Muster code leaks them under LeakSanitizer otherwise).
     static func exitStatus(_ process: Process) async -> Int32 {
         await withCheckedContinuation { c in
             DispatchQueue.global().async {

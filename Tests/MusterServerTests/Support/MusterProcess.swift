@@ -70,9 +70,8 @@ final class MusterProcess: Sendable {
             self.stdoutText.withLock { $0 += String(decoding: data, as: UTF8.self) }
             self.wake()
         }
-        // No terminationHandler: Foundation leaks the Process, its pipes and its environment when
-        // one is set (LeakSanitizer shows it with no Muster code involved); `waitUntil` re-checks
-        // `isRunning` at least every 100 ms instead.
+        // No terminationHandler (a reduced program with one leaked its Process under
+        // LeakSanitizer); `waitUntil` re-checks `isRunning` at least every 100 ms instead.
         try process.run()
     }
 
