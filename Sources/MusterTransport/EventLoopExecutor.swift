@@ -24,7 +24,7 @@ public final class EventLoopExecutor: SerialExecutor, @unchecked Sendable {
     // @unchecked Sendable: `jobs`, `context` and `phase` are only read or written with `lock`
     // held; the owning thread id is an atomic. lws itself is only called on the loop thread,
     // except `lws_cancel_service`, which lws documents as thread-safe.
-    private let lock = Mutex<Void>(())
+    private let lock = Locked<Void>(())
     private var jobs: [UnownedJob] = []
     private var context: OpaquePointer?
     private var phase = Phase.starting

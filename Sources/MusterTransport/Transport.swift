@@ -339,7 +339,7 @@ private final class ThreadBody {
 
 // MARK: - lws logging into swift-log
 
-private let lwsLogger = Mutex<Logger?>(nil)
+private let lwsLogger = Locked<Logger?>(nil)
 
 /// lws logging is process-wide: the first transport's logger receives it. Errors are logged as
 /// warnings (lws calls many peer mistakes errors), warnings as debug.

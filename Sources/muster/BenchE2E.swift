@@ -5,7 +5,6 @@ import Logging
 import MusterProtocol
 import MusterServer
 import MusterTransport
-import Synchronization
 
 /// `muster bench e2e`: the whole system on loopback. A coordinator (`muster serve`) and the
 /// simulated backends (`muster bench e2e-backends`, many links in one process) run as child

@@ -5,7 +5,6 @@ import MusterCore
 import MusterProtocol
 import MusterServer
 import MusterTransport
-import Synchronization
 
 /// `muster bench e2e-backends` (hidden): many simulated backends in one process, one dialled
 /// `muster.backend.v1` link and one ``WorkerEngine`` each, all on one transport. The load side of
@@ -399,7 +398,7 @@ final class StdinLines: Sendable {
         var ended = false
         var waiters: [CheckedContinuation<String?, Never>] = []
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init() {
         Thread.detachNewThread { [self] in

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import MusterProtocol
 import MusterServer
-import Synchronization
+import MusterTransport
 
 /// `muster bench soak --seconds N` (hidden; `Scripts/soak N`): a mixed workload with faults for N
 /// seconds, then the invariant check (every accepted job ended exactly once, one final event per
@@ -131,7 +131,7 @@ struct BenchSoak: AsyncParsableCommand {
 
 /// Jobs the coordinator accepted during the soak.
 final class AcceptedJobs: Sendable {
-    private let state = Mutex<(jobs: [JobID], latest: BatchID?)>(([], nil))
+    private let state = Locked<(jobs: [JobID], latest: BatchID?)>(([], nil))
 
     func add(_ a: Wire.Accepted) {
         state.withLock { s in

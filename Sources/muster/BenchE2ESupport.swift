@@ -5,7 +5,6 @@ import Logging
 import MusterProtocol
 import MusterServer
 import MusterTransport
-import Synchronization
 
 /// A child process of the end-to-end benchmark (`muster serve`, `muster bench e2e-backends`, a
 /// transport load client, redis): stdin is a pipe the bench writes lines to and closes, stdout is
@@ -13,14 +12,14 @@ import Synchronization
 /// when SIGCHLD interrupts them), stderr goes to a temporary file shown when the child fails.
 final class E2EChild: @unchecked Sendable {
     // @unchecked Sendable: `process`, `input` and `stderrFile` are set in init and then only used
-    // through their own thread-safe calls; the lines live in a Mutex.
+    // through their own thread-safe calls; the lines live in a Locked.
     let process = Process()
     let label: String
     private let input = Pipe()
     private let output = Pipe()
     private let stderrFile: URL
-    private let state = Mutex<(lines: [String], ended: Bool, exited: Bool, waiters: [CheckedContinuation<Void, Never>])>(([], false, false, []))
-    private static let living = Mutex<[E2EChild]>([])
+    private let state = Locked<(lines: [String], ended: Bool, exited: Bool, waiters: [CheckedContinuation<Void, Never>])>(([], false, false, []))
+    private static let living = Locked<[E2EChild]>([])
 
     /// Kills every child still running: a benchmark that fails must not leave processes behind.
     static func killAll() {
@@ -205,9 +204,9 @@ func e2eHistogram() -> Histogram<UInt64> {
 
 /// Flow control for submitters: at most `limit` jobs submitted and not yet final.
 final class JobWindow: Sendable {
-    private let state: Mutex<(free: Int, waiters: [(Int, CheckedContinuation<Void, Never>)])>
+    private let state: Locked<(free: Int, waiters: [(Int, CheckedContinuation<Void, Never>)])>
 
-    init(limit: Int) { state = Mutex((limit, [])) }
+    init(limit: Int) { state = Locked((limit, [])) }
 
     func acquire(_ n: Int) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
@@ -240,8 +239,8 @@ final class JobWindow: Sendable {
 
 /// Jobs left to submit, shared by the submitting tasks.
 final class Remaining: Sendable {
-    private let count: Mutex<Int>
-    init(_ n: Int) { count = Mutex(n) }
+    private let count: Locked<Int>
+    init(_ n: Int) { count = Locked(n) }
 
     /// Takes up to `n`; 0 when none are left.
     func take(_ n: Int) -> Int {
@@ -273,7 +272,7 @@ final class JobTracker: Sendable {
         var target = Int.max
         var waiter: CheckedContinuation<Void, Never>?
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let window: JobWindow?
 
     init(window: JobWindow?) { self.window = window }

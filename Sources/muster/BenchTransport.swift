@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import MusterTransport
-import Synchronization
 
 /// `muster bench transport`: raw transport throughput and memory on loopback.
 ///
@@ -187,7 +186,7 @@ private let benchMessage = "{\"op\":\"bench\",\"seq\":1234567890}"
 
 /// Signals the end of a client run with a number.
 private final class Done: Sendable {
-    private let state = Mutex<(value: Double?, waiter: CheckedContinuation<Double, Never>?)>((nil, nil))
+    private let state = Locked<(value: Double?, waiter: CheckedContinuation<Double, Never>?)>((nil, nil))
 
     func finish(_ value: Double) {
         let w = state.withLock { s -> CheckedContinuation<Double, Never>? in
@@ -220,7 +219,7 @@ private final class EchoLoad: Sendable {
         var count = 0
         var finished = false
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let connections: Int
     let duration: Duration
     let done: Done
@@ -266,7 +265,7 @@ private final class EchoLoad: Sendable {
 /// `ackEvery`), so neither side's queue grows without bound.
 private final class OneWayLoad: Sendable {
     static let window = 65_536
-    private let sent = Mutex(0)
+    private let sent = Locked(0)
     let total: Int
     let done: Done
 
@@ -309,7 +308,7 @@ final class Sink: Sendable {
         var opened = 0
         var openWaiter: (Int, CheckedContinuation<Void, Never>)?
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     func reset(expect n: Int) {
         state.withLock { s in
@@ -368,7 +367,7 @@ final class Sink: Sendable {
 
 /// Opens `connections` links and reports when all are up.
 private final class IdleLoad: Sendable {
-    private let open = Mutex(0)
+    private let open = Locked(0)
     let connections: Int
     let done: Done
 

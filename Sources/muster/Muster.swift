@@ -1,6 +1,5 @@
 import ArgumentParser
 import MusterTransport
-import Synchronization
 
 @main
 struct Muster: AsyncParsableCommand {

@@ -1,9 +1,9 @@
-import Synchronization
 import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
 import MusterServer
+import MusterTransport
 
 /// `muster serve`: runs the coordinator until SIGTERM or SIGINT.
 struct Serve: AsyncParsableCommand {
@@ -75,7 +75,7 @@ final class SignalHandler {
 
     init(logger: Logger, bound: Duration = .seconds(15), shutdown: @escaping @Sendable () async -> Void) {
         let queue = DispatchQueue(label: "muster.signals")
-        let seen = Mutex(false)
+        let seen = Locked(false)
         var sources: [any DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
             // The default action goes first; libdispatch then installs its own handler for the

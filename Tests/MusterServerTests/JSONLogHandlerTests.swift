@@ -1,11 +1,11 @@
 import Foundation
 import Logging
 import MusterServer
-import Synchronization
+import MusterTransport
 import Testing
 
 @Test func jsonLogLinesAreParseableAndKeepDottedMetadata() throws {
-    let lines = Mutex<[String]>([])
+    let lines = Locked<[String]>([])
     var handler = JSONLogHandler(label: "muster.test") { line in lines.withLock { $0.append(line) } }
     handler.logLevel = .debug
     var logger = Logger(label: "muster.test") { _ in handler }

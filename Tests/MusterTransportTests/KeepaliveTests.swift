@@ -1,6 +1,5 @@
 import Foundation
 import MusterTransport
-import Synchronization
 import Testing
 
 /// The transport's own keepalive: idle links are pinged and stay up, silent ones are dropped with
@@ -215,7 +214,7 @@ final class FreezableRelay: Sendable {
     let port: Int
     private let listener: Int32
     private let frozen = Atomic<Bool>(false)
-    private let pairs = Mutex<[RelayPair]>([])
+    private let pairs = Locked<[RelayPair]>([])
 
     init(upstream: Int) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -290,7 +289,7 @@ final class FreezableRelay: Sendable {
 private final class RelayPair: Sendable {
     let a: Int32
     let b: Int32
-    private let running = Mutex(2)
+    private let running = Locked(2)
 
     init(_ a: Int32, _ b: Int32) {
         self.a = a

@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import MusterTransport
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -26,7 +25,7 @@ final class Recorder<Event: Sendable>: Sendable {
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init() {}
 

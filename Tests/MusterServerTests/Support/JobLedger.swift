@@ -1,7 +1,7 @@
 import Foundation
 import MusterProtocol
 import MusterServer
-import Synchronization
+import MusterTransport
 
 /// The fault suite's invariant: every accepted job ended exactly once (completed, failed with a
 /// reason, or canceled), and the client saw exactly one final event per job. The ledger follows
@@ -15,7 +15,7 @@ final class JobLedger: Sendable {
     }
     /// The state behind a reference, so the follower task can hold it before `self` exists.
     private final class Box: Sendable {
-        let state = Mutex(State())
+        let state = Locked(State())
     }
     private let box = Box()
     let client: MusterClient
@@ -35,7 +35,7 @@ final class JobLedger: Sendable {
         }
     }
 
-    private static func change(_ state: borrowing Mutex<State>, _ body: (inout State) -> Void) {
+    private static func change(_ state: borrowing Locked<State>, _ body: (inout State) -> Void) {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             body(&s)
             defer { s.waiters = [] }

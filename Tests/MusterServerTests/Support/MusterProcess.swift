@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import MusterTransport
 
 /// A real `muster` process started by an end-to-end test, with its JSON log lines collected so the
 /// test can wait for the event it expects (never for a fixed time).
@@ -10,11 +10,11 @@ final class MusterProcess: Sendable {
 
     let process: Process
     let arguments: [String]
-    private let lines = Mutex<[String]>([])
-    private let stdoutText = Mutex<String>("")
-    private let changed = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let lines = Locked<[String]>([])
+    private let stdoutText = Locked<String>("")
+    private let changed = Locked<[CheckedContinuation<Void, Never>]>([])
     /// Pipes (stderr, stdout) read to end of file: after exit, the output is complete only then.
-    private let pipesEnded = Mutex(0)
+    private let pipesEnded = Locked(0)
 
     /// The `muster` executable built next to the test bundle (`swift build --build-tests` builds it).
     static var executable: URL {
@@ -48,7 +48,7 @@ final class MusterProcess: Sendable {
         } else {
             process.standardInput = FileHandle.nullDevice
         }
-        let partial = Mutex<String>("")
+        let partial = Locked<String>("")
         err.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self else { return }
@@ -89,12 +89,17 @@ final class MusterProcess: Sendable {
             self.stdoutText.withLock { $0 += String(decoding: data, as: UTF8.self) }
             self.wake()
         }
-        process.terminationHandler = { [weak self] _ in self?.wake() }
+        // No terminationHandler (a reduced program with one leaked its Process under
+        // LeakSanitizer); `waitUntil` re-checks `isRunning` at least every 100 ms instead.
         try process.run()
     }
 
     deinit {
         if process.isRunning { process.terminate() }
+        // Foundation frees a Process (and its pipes) only once `waitUntilExit` has run; a process
+        // that was merely seen to end leaks, as a reduced program shows under LeakSanitizer.
+        let process = self.process
+        DispatchQueue.global().async { process.waitUntilExit() }
     }
 
     private func wake() {

@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import MusterProtocol
 import MusterTransport
-import Synchronization
 
 /// A hand-driven `muster.backend.v1` peer on its own transport: the test says every message,
 /// so it can say the wrong ones (a result under a lease that is no longer valid).
@@ -16,7 +15,7 @@ final class RawBackendPeer: Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
     let transport: Transport
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(url: String) async throws {
         var config = TransportConfiguration()
