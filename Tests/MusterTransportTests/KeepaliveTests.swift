@@ -1,5 +1,6 @@
 import Foundation
 import MusterTransport
+import Synchronization
 import Testing
 
 /// The transport's own keepalive: idle links are pinged and stay up, silent ones are dropped with
