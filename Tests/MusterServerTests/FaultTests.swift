@@ -39,6 +39,10 @@ import Testing
         let rescuer = try await e2e.agent(port: port, name: "rescuer", features: "video", jobSeconds: "200ms")
         kill(frozen.process.processIdentifier, SIGSTOP)
         try await serve.waitForLog("backend link lost", fields: ["backend.id": "1"], timeout: .seconds(60))
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        let timeouts = metrics.split(separator: "\n").first { $0.hasPrefix("muster_keepalive_timeouts ") }
+        #expect(timeouts.flatMap { Double($0.split(separator: " ")[1]) }.map { $0 >= 1 } == true, "\(metrics)")
+        #expect(metrics.contains("muster_keepalive_pings "), "pings are counted")
         try await ledger.waitAllFinal()
         kill(frozen.process.processIdentifier, SIGCONT)
         // It comes back with the same incarnation; the welcome holds none of its old jobs.
