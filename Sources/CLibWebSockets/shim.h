@@ -10,12 +10,14 @@
 /// LWS_PRE is a macro expression Swift cannot import: the headroom lws needs before a payload.
 static inline size_t clws_pre(void) { return LWS_PRE; }
 
-/// Context options: OpenSSL global init (for wss/https) and UTF-8 validation of text frames, plus
-/// explicit vhosts so listeners and client vhosts are created later on the loop thread. Some of
+/// Context options: UTF-8 validation of text frames, explicit vhosts so listeners and client
+/// vhosts are created later on the loop thread and, when `ssl_global_init`, OpenSSL's global init.
+/// lws 4.1 allocates its process-wide OpenSSL ex_data indices anew in every context that asks for
+/// the global init, so only the first context of the process may (Transport.createContext). Some of
 /// these macros are OR-ed expressions Swift cannot import, so the whole set is built here.
-static inline uint64_t clws_context_options(void) {
-    return LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS
-        | LWS_SERVER_OPTION_VALIDATE_UTF8;
+static inline uint64_t clws_context_options(int ssl_global_init) {
+    return LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_VALIDATE_UTF8
+        | (ssl_global_init ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0);
 }
 
 /// Vhost options for a listener. LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT is an OR-ed

@@ -145,12 +145,24 @@ public actor Transport {
         pingFrame = ping.bindMemory(to: UInt8.self, capacity: lwsPre + 16)
 
         var info = lws_context_creation_info()
-        info.options = clws_context_options()
         info.user = Unmanaged.passUnretained(self).toOpaque()
         info.timeout_secs = UInt32(configuration.handshakeTimeout.lwsSeconds)
         info.timeout_secs_ah_idle = UInt32(configuration.handshakeTimeout.lwsSeconds)
         info.pt_serv_buf_size = UInt32(max(4096, configuration.receiveChunkBytes))
-        guard let ctx = lws_create_context(&info) else {
+        // lws 4.1 keeps the OpenSSL ex_data indices it finds its per-connection wsi and a client
+        // SSL_CTX's reuse record by in two globals, and every context created with
+        // DO_SSL_GLOBAL_INIT allocates fresh ones. A context older than the newest then looks its
+        // records up at the wrong index: destroying it never frees its client vhosts' SSL_CTX
+        // (system CA store included), and its TLS verify callbacks cannot find their wsi. So
+        // only the process's first context does the global init; the vhosts still ask for TLS
+        // themselves. The lock makes "first" exact when transports start on several threads.
+        var created: OpaquePointer?
+        openSSLGlobalInit.withLock { done in
+            info.options = clws_context_options(done ? 0 : 1)
+            created = lws_create_context(&info)
+            if created != nil { done = true }
+        }
+        guard let ctx = created else {
             throw TransportError(code: .contextCreation, message: "lws_create_context failed (see lws log above)")
         }
         context = ctx
@@ -336,6 +348,9 @@ private final class ThreadBody {
     let run: @Sendable () -> Void
     init(_ run: @escaping @Sendable () -> Void) { self.run = run }
 }
+
+/// Whether a context of this process already did lws' OpenSSL global init (see createContext).
+private let openSSLGlobalInit = Locked<Bool>(false)
 
 // MARK: - lws logging into swift-log
 
