@@ -15,6 +15,7 @@ final class MusterProcess: Sendable {
     private let changed = Locked<[CheckedContinuation<Void, Never>]>([])
     /// Pipes (stderr, stdout) read to end of file: after exit, the output is complete only then.
     private let pipesEnded = Locked(0)
+    private let exitSeenAt = Locked<ContinuousClock.Instant?>(nil)
 
     /// The `muster` executable built next to the test bundle (`swift build --build-tests` builds it).
     static var executable: URL {
@@ -128,7 +129,7 @@ final class MusterProcess: Sendable {
         let deadline = ContinuousClock.now + timeout
         while !condition(self) {
             if ContinuousClock.now > deadline {
-                throw Failure(description: "timed out waiting for \(what); muster \(arguments.joined(separator: " ")) wrote:\n\(standardError.suffix(4000))")
+                throw Failure(description: "timed out waiting for \(what) (running: \(process.isRunning), pipes at end: \(pipesEnded.withLock { $0 })); muster \(arguments.joined(separator: " ")) wrote:\n\(standardError.suffix(4000))")
             }
             if exitedWithAllOutput, !condition(self) {
                 throw Failure(description: "muster exited (\(process.terminationStatus)) before \(what):\n\(standardError.suffix(4000))")
@@ -173,6 +174,17 @@ final class MusterProcess: Sendable {
         return process.terminationStatus
     }
 
-    /// Exited, and both pipes read to end of file (a child holding them open keeps this false).
-    var exitedWithAllOutput: Bool { !process.isRunning && pipesEnded.withLock { $0 } == 2 }
+    /// Exited, and both pipes read to end of file, or 5 s have passed since the exit was first
+    /// seen: Foundation's readability handler now and then never reports the end of a pipe that
+    /// carried nothing, and a child holding a pipe open must not hang the test either.
+    var exitedWithAllOutput: Bool {
+        guard !process.isRunning else { return false }
+        if pipesEnded.withLock({ $0 }) == 2 { return true }
+        let now = ContinuousClock.now
+        let seen = exitSeenAt.withLock { at in
+            if at == nil { at = now }
+            return at!
+        }
+        return now - seen > .seconds(5)
+    }
 }
