@@ -62,6 +62,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            resources: [
+                // The dashboard's page, stylesheet and script, compiled into the binary.
+                .embedInCode("Dashboard/Resources/dashboard.html"),
+                .embedInCode("Dashboard/Resources/dashboard.css"),
+                .embedInCode("Dashboard/Resources/dashboard.js"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -13,7 +13,10 @@ extension Daemon {
                 return .respond(self.assumeIsolated { d in d.guarded(request) { body(d, request) } })
             }
         }
-        for asset in Dashboard.assets {
+        let settings = Dashboard.Settings(
+            highlightFeatures: configuration.features("dashboard.highlight_features"),
+            gateWindowMs: Int64((configuration.seconds("gate.window_seconds") * 1000).rounded()))
+        for asset in Dashboard.assets(settings: settings) {
             let response = Dashboard.response(contentType: asset.contentType, body: asset.body)
             routes.add(.get, asset.path) { _, _ in .respond(response) }
         }

@@ -30,6 +30,19 @@ import Testing
         #expect(config.int("routing.overqueue") == 1)
     }
 
+    @Test func featureListsTakeAnArrayOrCommasAndRefuseBadNames() throws {
+        #expect(try Configuration.load(file: nil, environment: [:]).features("dashboard.highlight_features") == ["frameinterps", "video"])
+        let file = try write(#"{"dashboard": {"highlight_features": ["video", "image", "video"]}}"#)
+        #expect(try Configuration.load(file: file, environment: [:]).features("dashboard.highlight_features") == ["image", "video"])
+        let env = try Configuration.load(file: nil, environment: ["MUSTER_DASHBOARD_HIGHLIGHT_FEATURES": "b, a"])
+        #expect(env.features("dashboard.highlight_features") == ["a", "b"])
+        let bad = loadError(set: [("dashboard.highlight_features", "video,Frame Interp")])
+        #expect(bad?.key == "dashboard.highlight_features")
+        #expect(bad?.description.contains("'Frame Interp' is not a feature name") == true, "\(String(describing: bad))")
+        let notArray = loadError(file: try write(#"{"dashboard": {"highlight_features": [1]}}"#))
+        #expect(notArray?.key == "dashboard.highlight_features")
+    }
+
     @Test func laterSourcesWin() throws {
         let file = try write(#"{"listen": "0.0.0.0:9000", "gate": {"window_seconds": 30}, "routing": {"overqueue": 2}}"#)
         let config = try Configuration.load(

@@ -247,4 +247,24 @@ import Testing
         }
         await coordinator.stop()
     }
+
+    /// What the page highlights and the gate window it counts down come from the coordinator's
+    /// configuration, in a JSON data block (not a script, so the policy stays `script-src 'self'`).
+    @Test func thePageCarriesTheCoordinatorsSettings() async throws {
+        let coordinator = try await TestCoordinator.start(settings: [
+            ("dashboard.highlight_features", "upscale.4x, video,upscale.4x"), ("gate.window_seconds", "42"),
+        ])
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(coordinator.port)/")!)
+        let page = String(decoding: data, as: UTF8.self)
+        #expect(!page.contains("<!-- muster:settings -->"))
+        #expect(
+            page.contains(
+                #"<script type="application/json" id="muster-settings">{"highlight_features":["upscale.4x","video"],"gate_window_ms":42000}</script>"#
+            ), "\(page)")
+        let (script, _) = try await URLSession.shared.data(
+            from: URL(string: "http://127.0.0.1:\(coordinator.port)/dashboard.js")!)
+        let js = String(decoding: script, as: UTF8.self)
+        #expect(js.contains("muster-settings") && !js.contains(#"["frameinterps", "video"]"#), "no feature list baked into the script")
+        await coordinator.stop()
+    }
 }

@@ -13,6 +13,9 @@ public struct ConfigKey: Sendable {
         case bool
         case choice([String])
         case hostPort
+        /// A set of feature names: a JSON array of strings, or text separated by commas. Kept as
+        /// one comma-separated string, sorted, without repeats.
+        case featureList
     }
 
     public var name: String
@@ -92,6 +95,9 @@ public struct ConfigKey: Sendable {
         ConfigKey(
             name: "jobs.retain_finished", kind: .int(0...10_000_000), defaultValue: .int(100_000),
             help: "Finished jobs kept for GET /v1/jobs/{id} and status, newest first."),
+        ConfigKey(
+            name: "dashboard.highlight_features", kind: .featureList, defaultValue: .string("frameinterps,video"),
+            help: "Features the dashboard highlights on backends and held jobs (comma-separated)."),
     ]
 
     static let byName: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
@@ -121,6 +127,9 @@ public struct ConfigKey: Sendable {
         case .hostPort:
             guard let hp = HostPort(text) else { return .failure("expected HOST:PORT, got '\(text)'") }
             return .success(.hostPort(hp))
+        case .featureList:
+            let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            return featureList(items)
         }
     }
 
@@ -145,7 +154,27 @@ public struct ConfigKey: Sendable {
         case .bool:
             guard let b = jsonBool(json) else { return .failure("expected true or false, got \(jsonTypeName(json))") }
             return .success(.bool(b))
+        case .featureList:
+            if let s = json as? String { return parse(text: s) }
+            guard let array = json as? [Any] else {
+                return .failure("expected an array of feature names, got \(jsonTypeName(json))")
+            }
+            var items: [String] = []
+            for element in array {
+                guard let s = element as? String else {
+                    return .failure("expected an array of feature names, found \(jsonTypeName(element)) in it")
+                }
+                items.append(s)
+            }
+            return featureList(items)
         }
+    }
+
+    private func featureList(_ items: [String]) -> Result<ConfigValue, InvalidValue> {
+        if let bad = items.first(where: { !isValidFeature($0) }) {
+            return .failure("'\(bad)' is not a feature name (a-z, 0-9, _ . -; starts with a letter)")
+        }
+        return .success(.string(Set(items).sorted().joined(separator: ",")))
     }
 
     private func check(int i: Int, _ range: ClosedRange<Int>) -> Result<ConfigValue, InvalidValue> {

@@ -36,6 +36,8 @@ public struct Configuration: Sendable, Equatable {
     public func int(_ key: String) -> Int { values[key]!.int! }
     public func bool(_ key: String) -> Bool { values[key]!.bool! }
     public func string(_ key: String) -> String { values[key]!.string! }
+    /// A `featureList` key: sorted, no repeats.
+    public func features(_ key: String) -> [String] { string(key).split(separator: ",").map(String.init) }
 }
 
 /// A host and port, written `HOST:PORT` (`[::1]:7460` for IPv6).
