@@ -43,6 +43,11 @@ struct Serve: AsyncParsableCommand {
         }
         LogBootstrap.bootstrap(format: config.logFormat, level: config.logLevel)
         let logger = Logger(label: "muster")
+        if config.isOpenBeyondLoopback {
+            logger.warning(
+                "protected mode is off (auth.allow_anonymous): anyone who can reach this address may submit, cancel, drain and register backends",
+                metadata: ["listen": "\(config.listen)"])
+        }
         signal(SIGPIPE, SIG_IGN)
         let daemon: Daemon
         do {

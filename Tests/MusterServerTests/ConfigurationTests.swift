@@ -43,8 +43,23 @@ import Testing
         #expect(notArray?.key == "dashboard.highlight_features")
     }
 
+    @Test func protectedModeRefusesAnOpenCoordinatorBeyondLoopback() throws {
+        for host in ["0.0.0.0", "192.0.2.7", "::"] {
+            let error = loadError(set: [("listen", "\(host == "::" ? "[::]" : host):7460")])
+            #expect(error?.key == "auth.token", "\(host)")
+            #expect(error?.reason.contains("auth.allow_anonymous=true") == true)
+        }
+        for host in ["127.0.0.1", "127.3.0.9", "localhost", "[::1]"] {
+            #expect(loadError(set: [("listen", "\(host):7460")]) == nil, "\(host)")
+        }
+        #expect(loadError(set: [("listen", "0.0.0.0:7460"), ("auth.token", "t0ken")]) == nil)
+        #expect(loadError(set: [("listen", "0.0.0.0:7460"), ("auth.allow_anonymous", "true")]) == nil)
+        // Backend tokens alone leave clients unauthenticated: still refused.
+        #expect(loadError(set: [("listen", "0.0.0.0:7460"), ("auth.backend_tokens", #"{"gpu-1": "t"}"#)]) != nil)
+    }
+
     @Test func laterSourcesWin() throws {
-        let file = try write(#"{"listen": "0.0.0.0:9000", "gate": {"window_seconds": 30}, "routing": {"overqueue": 2}}"#)
+        let file = try write(#"{"listen": "0.0.0.0:9000", "auth": {"token": "t0ken"}, "gate": {"window_seconds": 30}, "routing": {"overqueue": 2}}"#)
         let config = try Configuration.load(
             file: file, environment: ["MUSTER_GATE_WINDOW_SECONDS": "45s", "MUSTER_ROUTING_OVERQUEUE": "3"],
             overrides: [("flag --set", "routing.overqueue", "4")])

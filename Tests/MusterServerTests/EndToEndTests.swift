@@ -334,4 +334,25 @@ import Testing
         #expect(p.standardError.contains("gate.window_secs"))
         #expect(p.standardError.contains("gate.window_seconds"), "suggests the right key")
     }
+
+    /// Protected mode: a coordinator reachable beyond loopback with no credentials refuses to
+    /// start, naming the key to set and the override; with the override it starts and warns.
+    @Test func listeningBeyondLoopbackWithoutCredentialsIsRefused() async throws {
+        let refused = try MusterProcess(["serve", "--listen", "0.0.0.0:0"])
+        #expect(try await refused.waitForExit() == 2)
+        #expect(refused.standardError.contains("auth.token"), "\(refused.standardError)")
+        #expect(refused.standardError.contains("auth.allow_anonymous=true"), "\(refused.standardError)")
+
+        let allowed = try MusterProcess(["serve", "--listen", "0.0.0.0:0", "--set", "auth.allow_anonymous=true"])
+        let line = try await allowed.waitForLog("muster serving")
+        let port = try #require(Int(line["listen.port"] as? String ?? ""))
+        #expect(try await HTTP.get("http://127.0.0.1:\(port)/healthz").status == 200)
+        #expect(try await allowed.stop() == 0)
+        #expect(allowed.standardError.contains("protected mode is off"), "\(allowed.standardError)")
+
+        let token = try MusterProcess(["serve", "--listen", "0.0.0.0:0", "--set", "auth.token=s3cret-token"])
+        _ = try await token.waitForLog("muster serving")
+        #expect(try await token.stop() == 0)
+        #expect(!token.standardError.contains("protected mode is off"))
+    }
 }

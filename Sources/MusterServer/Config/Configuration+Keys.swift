@@ -39,6 +39,9 @@ public struct ConfigKey: Sendable {
             name: "auth.token_file", kind: .path, defaultValue: .string(""),
             help: "File whose first line is the shared token (keeps it out of the process list)."),
         ConfigKey(
+            name: "auth.allow_anonymous", kind: .bool, defaultValue: .bool(false),
+            help: "Start even when listening beyond loopback with no token and no client certificates (protected mode off)."),
+        ConfigKey(
             name: "tls.cert", kind: .path, defaultValue: .string(""),
             help: "PEM certificate chain: serve wss:// and https:// (needs tls.key)."),
         ConfigKey(

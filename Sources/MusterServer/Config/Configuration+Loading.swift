@@ -128,6 +128,20 @@ extension Configuration {
             let key = ["auth.token_file", "tls.cert", "tls.key", "tls.client_ca"].first { string($0) == path }!
             throw ConfigError(source: source, key: key, reason: "cannot read '\(path)'")
         }
+        if isOpenBeyondLoopback, !bool("auth.allow_anonymous") {
+            throw ConfigError(
+                source: source, key: "auth.token",
+                reason: "listen \(listen) is reachable beyond this machine and no credentials are configured, so anyone "
+                    + "who reaches the port could submit, cancel, drain and register as a backend; set auth.token or "
+                    + "auth.token_file (or tls.client_ca for client certificates), listen on 127.0.0.1, or accept "
+                    + "that with --set auth.allow_anonymous=true")
+        }
+    }
+
+    /// Protected mode: listening on anything but loopback with no client credentials at all (no
+    /// shared token, no client certificates). `auth.allow_anonymous` lets it start anyway.
+    public var isOpenBeyondLoopback: Bool {
+        !listen.isLoopback && sharedToken == nil && tokenFile == nil && tlsClientCA == nil
     }
 
     /// " (did you mean gate.window_seconds?)" for a near miss.
