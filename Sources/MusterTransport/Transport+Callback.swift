@@ -81,7 +81,7 @@ extension Transport {
                 let why = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "unknown"
                 logger.debug(
                     "link dial failed",
-                    metadata: ["connection.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
+                    metadata: ["link.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
                 counters.dialFailures += 1
                 linkClosed(link, wsi)
                 link.handler.dialFailed?(self, link.id, why)

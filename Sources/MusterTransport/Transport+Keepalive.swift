@@ -108,7 +108,7 @@ extension Transport {
             counters.keepaliveTimeouts += 1
             logger.debug(
                 "keepalive: peer silent, dropping",
-                metadata: ["connection.id": "\(link.id)", "silent.ms": "\((now - link.lastReceived) / 1_000_000)"])
+                metadata: ["link.id": "\(link.id)", "silent.ms": "\((now - link.lastReceived) / 1_000_000)"])
             clws_kill_now(wsi)
         }
         let next = min(nextPing == .max ? .max : max(nextPing, now + keepaliveGap), nextHangUp)

@@ -67,7 +67,7 @@ extension Transport {
             }
             counters.slowPeerDrops += 1
             logger.notice(
-                "closing slow peer", metadata: ["connection.id": "\(id)", "queued.bytes": "\(link.queuedBytes)"])
+                "closing slow peer", metadata: ["link.id": "\(id)", "queued.bytes": "\(link.queuedBytes)"])
             link.queue.removeAll()
             link.queuedBytes = 0
             link.pendingClose = (.policyViolation, "slow peer: outbound queue over its high-water mark")
