@@ -24,6 +24,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Listen on HOST:PORT and wait to be dialled instead of dialling.")
     var listen: String?
 
+    @Flag(help: "With --listen beyond loopback: accept a coordinator that presents no token (protected mode off).")
+    var allowAnonymous = false
+
     @Option(help: "Token presented to the coordinator (and required from it in --listen mode).")
     var token: String?
 
@@ -80,6 +83,12 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError("--coordinator must be a ws:// or wss:// URL, got '\(coordinator)'")
         }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
+        // Protected mode, as for `muster serve`: whoever dials an open agent gets its GPU.
+        if let listen, let hp = HostPort(listen), !hp.isLoopback, token == nil, tokenFile == nil, !allowAnonymous {
+            throw ValidationError(
+                "--listen \(listen) is reachable beyond this machine and no --token or --token-file is set, so anyone who "
+                    + "reaches it could send jobs; set a token, listen on 127.0.0.1, or pass --allow-anonymous")
+        }
         guard (1...1024).contains(slots) else { throw ValidationError("--slots must be 1...1024") }
         guard (0...1).contains(failureRate) else { throw ValidationError("--failure-rate must be from 0 to 1") }
         guard token == nil || tokenFile == nil else { throw ValidationError("give --token or --token-file, not both") }

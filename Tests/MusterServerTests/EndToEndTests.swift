@@ -350,6 +350,11 @@ import Testing
         #expect(try await allowed.stop() == 0)
         #expect(allowed.standardError.contains("protected mode is off"), "\(allowed.standardError)")
 
+        // The agent's --listen mode follows the same rule.
+        let agent = try MusterProcess(["agent", "--listen", "0.0.0.0:0", "--name", "open"])
+        #expect(try await agent.waitForExit() != 0)
+        #expect(agent.standardError.contains("--allow-anonymous"), "\(agent.standardError)")
+
         let token = try MusterProcess(["serve", "--listen", "0.0.0.0:0", "--set", "auth.token=s3cret-token"])
         _ = try await token.waitForLog("muster serving")
         #expect(try await token.stop() == 0)
