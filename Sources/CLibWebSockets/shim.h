@@ -105,8 +105,12 @@ static inline void clws_kill_now(struct lws *wsi) {
 /// SSL_CTX_set_mode is a macro over SSL_CTX_ctrl. RELEASE_BUFFERS lets OpenSSL free a
 /// connection's ~34 KB of record buffers while it is idle, which is most of the memory of an
 /// idle TLS link (thousands of backend links are mostly idle).
+///
+/// SSL_CTX_set_min_proto_version is a macro too. TLS 1.2 is the floor on every server and client
+/// context, whatever the system's OpenSSL configuration allows.
 static inline void clws_tune_ssl_ctx(void *ctx) {
     SSL_CTX_set_mode((SSL_CTX *)ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_min_proto_version((SSL_CTX *)ctx, TLS1_2_VERSION);
 }
 
 #endif

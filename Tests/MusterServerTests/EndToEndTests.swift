@@ -236,6 +236,58 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// TLS 1.2 is the floor even where the system's OpenSSL configuration allows older versions:
+    /// both the coordinator and the probing client run with a configuration that permits TLS 1.0
+    /// (MinProtocol TLSv1, security level 0); a TLS 1.1 handshake still fails, TLS 1.2 and 1.3 work.
+    @Test func tlsOlderThan1_2IsRefusedWhateverTheSystemAllows() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cert = dir.appendingPathComponent("cert.pem").path, key = dir.appendingPathComponent("key.pem").path
+        let weak = dir.appendingPathComponent("weak.cnf").path
+        let weakConfig = [
+            "openssl_conf = default_conf", "[default_conf]", "ssl_conf = ssl_sect", "[ssl_sect]",
+            "system_default = system_default_sect", "[system_default_sect]", "MinProtocol = TLSv1",
+            "CipherString = DEFAULT:@SECLEVEL=0", "",
+        ]
+        try weakConfig.joined(separator: "\n").write(toFile: weak, atomically: true, encoding: .utf8)
+        func openssl(_ arguments: [String]) throws -> (status: Int32, output: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            p.arguments = arguments
+            p.environment = ProcessInfo.processInfo.environment.merging(["OPENSSL_CONF": weak]) { $1 }
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            p.standardInput = FileHandle.nullDevice
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        let made = try openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
+        ])
+        try #require(made.status == 0, "\(made.output)")
+        let serve = try MusterProcess(
+            ["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key] + backends("[]"),
+            environment: ["OPENSSL_CONF": weak])
+        let line = try await serve.waitForLog("muster serving")
+        let port = try #require(Int(line["listen.port"] as? String ?? ""))
+        func handshake(_ version: String) throws -> (status: Int32, output: String) {
+            try openssl(["s_client", "-connect", "127.0.0.1:\(port)", version, "-cipher", "DEFAULT:@SECLEVEL=0", "-brief"])
+        }
+        let old = try handshake("-tls1_1")
+        #expect(old.status != 0, "a TLS 1.1 handshake succeeded: \(old.output)")
+        #expect(!old.output.contains("Protocol version: TLSv1.1"), "\(old.output)")
+        for version in ["-tls1_2", "-tls1_3"] {
+            let r = try handshake(version)
+            #expect(r.status == 0 && r.output.contains("CONNECTION ESTABLISHED"), "\(version): \(r.output)")
+        }
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func coordinatorDialsTheRemoteBackendsOfItsConfiguration() async throws {
         let agent = try MusterProcess([
             "agent", "--listen", "127.0.0.1:0", "--token", "dial-secret", "--name", "dialled", "--features", "video",
