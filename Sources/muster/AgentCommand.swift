@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MusterServer
+import ServiceLifecycle
 
 /// `muster agent`: a real remote backend, simulated or running a command per job.
 struct AgentCommand: AsyncParsableCommand {
@@ -129,15 +130,12 @@ struct AgentCommand: AsyncParsableCommand {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        let signals = SignalHandler(logger: logger) { await agent.drain() }
-        defer { signals.cancel() }
         do {
-            try await agent.start()
+            try await ServiceGroup.muster(AgentService(agent: agent, logger: logger), logger: logger).run()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        await agent.waitUntilStopped()
         if let failure = await agent.failure {
             FileHandle.standardError.write(Data("muster agent: \(failure)\n".utf8))
             throw ExitCode(1)

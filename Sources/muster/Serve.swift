@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import MusterServer
 import MusterTransport
+import ServiceLifecycle
 
 /// `muster serve`: runs the coordinator until SIGTERM or SIGINT.
 struct Serve: AsyncParsableCommand {
@@ -58,58 +59,13 @@ struct Serve: AsyncParsableCommand {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        // Signals are watched before the daemon listens: a supervisor may stop it the moment it
-        // reports that it serves, and that signal must not be lost.
-        let signals = SignalHandler(logger: logger) { await daemon.shutdown() }
-        defer { signals.cancel() }
+        // The service group watches SIGTERM/SIGINT from the moment it runs, before the daemon
+        // listens: a supervisor may stop it the moment it reports that it serves.
         do {
-            try await daemon.start()
+            try await ServiceGroup.muster(CoordinatorService(daemon: daemon), logger: logger).run()
         } catch {
-            if await daemon.isStopping { return }
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        await daemon.waitUntilStopped()
-    }
-}
-
-/// Turns SIGTERM and SIGINT into one graceful shutdown; a second signal, or a shutdown that
-/// takes longer than `bound`, ends the process at once.
-final class SignalHandler {
-    private let sources: [any DispatchSourceSignal]
-
-    init(logger: Logger, bound: Duration = .seconds(15), shutdown: @escaping @Sendable () async -> Void) {
-        let queue = DispatchQueue(label: "muster.signals")
-        let seen = Locked(false)
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            // The default action goes first; libdispatch then installs its own handler for the
-            // source (ignoring the signal after that would remove it again).
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler {
-                let again = seen.withLock { s -> Bool in
-                    defer { s = true }
-                    return s
-                }
-                if again {
-                    logger.warning("second signal: exiting now")
-                    exit(1)
-                }
-                logger.notice("signal received, shutting down", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
-                queue.asyncAfter(deadline: .now() + .milliseconds(Int(bound.components.seconds * 1000))) {
-                    logger.error("shutdown did not finish in time: exiting")
-                    exit(1)
-                }
-                Task { await shutdown() }
-            }
-            source.resume()
-            sources.append(source)
-        }
-        self.sources = sources
-    }
-
-    func cancel() {
-        for s in sources { s.cancel() }
     }
 }

@@ -1,0 +1,84 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The coordinator as a swift-service-lifecycle `Service`: `run()` listens and serves until the
+/// group's graceful shutdown (SIGTERM or SIGINT in `muster serve`), which refuses new work, says
+/// `goodbye` to every peer, logs what is still queued and closes every link with 1001. `run()`
+/// returns once the daemon has stopped. A shutdown that takes longer than `bound` ends the
+/// process with status 1.
+public struct CoordinatorService: Service {
+    public let daemon: Daemon
+    public let bound: Duration
+
+    public init(daemon: Daemon, shutdownBound bound: Duration = .seconds(15)) {
+        self.daemon = daemon
+        self.bound = bound
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            do {
+                _ = try await daemon.start()
+            } catch {
+                // A shutdown that began while the daemon was still starting is not a failure.
+                if await daemon.isStopping {
+                    await daemon.waitUntilStopped()
+                    return
+                }
+                throw error
+            }
+            await daemon.waitUntilStopped()
+        } onGracefulShutdown: { [daemon, bound] in
+            daemon.logger.notice("graceful shutdown requested")
+            exitIfNotDone(within: bound, logger: daemon.logger)
+            Task { await daemon.shutdown() }
+        }
+    }
+}
+
+/// An agent as a `Service`: `run()` links (or listens to be dialled) and works until graceful
+/// shutdown, which drains it: announce `draining`, finish the jobs it has, say `goodbye`, stop.
+/// A drain that takes longer than `bound` ends the process with status 1.
+public struct AgentService: Service {
+    public let agent: Agent
+    public let logger: Logger
+    public let bound: Duration
+
+    public init(agent: Agent, logger: Logger, shutdownBound bound: Duration = .seconds(15)) {
+        self.agent = agent
+        self.logger = logger
+        self.bound = bound
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            _ = try await agent.start()
+            await agent.waitUntilStopped()
+        } onGracefulShutdown: { [agent, logger, bound] in
+            logger.notice("graceful shutdown requested: draining")
+            exitIfNotDone(within: bound, logger: logger)
+            Task { await agent.drain() }
+        }
+    }
+}
+
+extension ServiceGroup {
+    /// One service under SIGTERM/SIGINT graceful shutdown. Signals are watched from the moment
+    /// the group runs, before the service listens: a supervisor may stop it as soon as it serves.
+    public static func muster(_ service: any Service, logger: Logger) -> ServiceGroup {
+        ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    }
+}
+
+/// The last resort of a graceful shutdown that hangs: log and exit 1 once `bound` has passed.
+private func exitIfNotDone(within bound: Duration, logger: Logger) {
+    let (seconds, attoseconds) = bound.components
+    let deadline = DispatchTime.now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
+    DispatchQueue.global().asyncAfter(deadline: deadline) {
+        logger.error("shutdown did not finish in time: exiting")
+        exit(1)
+    }
+}
