@@ -127,9 +127,11 @@ import Testing
     }
 
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
-        // `late` loads for 2 s before it announces video; the gate holds the job for it meanwhile.
+        // `late` loads for 5 s before it announces video; the gate holds the job for it meanwhile.
+        // (2 s was too short when the whole suite loads the machine: the submitting process could
+        // start after `late` had announced, and nothing was held.)
         let late =
-            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(2)), "#
+            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(5)), "#
             + #""job_seconds": {"default": 0.05}}]"#
         let (server, url) = try await serve(backends: late)
         let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])

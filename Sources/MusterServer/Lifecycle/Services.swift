@@ -66,10 +66,13 @@ public struct AgentService: Service {
 extension ServiceGroup {
     /// One service under SIGTERM/SIGINT graceful shutdown. Signals are watched from the moment
     /// the group runs, before the service listens: a supervisor may stop it as soon as it serves.
+    /// A service that ends by itself (a drained agent, a daemon stopped from within) ends the
+    /// group normally: that is not a failure.
     public static func muster(_ service: any Service, logger: Logger) -> ServiceGroup {
         ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     }
 }
 
