@@ -47,7 +47,8 @@ struct MessageGenerator {
         let scalars = ["1", "\"s\"", "null", "[1,\"two\"]", "123456789012345678901234567890.5e-7"]
         return RawJSON(unchecked: object || bool() ? objects[int(0...3)] : scalars[int(0...4)])
     }
-    mutating func version() -> CapabilityVersion { CapabilityVersion(incarnation: Incarnation(u64()), revision: u64()) }
+    /// Revisions start at 1 (Protocol/README.md section 1).
+    mutating func version() -> CapabilityVersion { CapabilityVersion(incarnation: Incarnation(u64()), revision: max(1, u64())) }
     mutating func backendID() -> BackendID {
         let v = Int64(bitPattern: rng.next() >> UInt64(int(0...63)))
         return BackendID(v == 0 ? 1 : (bool() ? v : -Swift.abs(v == Int64.min ? 1 : v)))
@@ -162,7 +163,7 @@ struct MessageGenerator {
                     state: JobState.allCases.randomElement(using: &rng)!, attempt: int(0...1000), atMs: u64(),
                     backend: maybe { $0.backendID() }, progress: maybe { $0.fraction() }, message: maybe { $0.text() },
                     result: maybe { $0.raw(object: false) }, error: maybe { $0.errorBody() },
-                    waiting: maybe { $0.gateWait() }, cause: maybe { $0.code() }))
+                    waiting: maybe { $0.gateWait() }, cause: maybe { ReleaseCause($0.code()) }))
         case 2: .canceled(.init(id: maybe { $0.label() }, jobs: (0..<int(0...5)).map { _ in JobID(u64()) }))
         case 3:
             .statusReport(
