@@ -201,10 +201,12 @@ async def gate_announced(t):
 
 @scenario("9.2 gate: window_elapsed, then no_eligible_backend")
 async def gate_window_elapsed(t):
-    d = await t.daemon({"gate.window_seconds": "1"})
+    # The window counts from the backend's registration: the job must arrive within it, so it is
+    # long enough for a loaded machine and the client is ready before the backend registers.
+    d = await t.daemon({"gate.window_seconds": "4"})
+    cl = await d.subscribed_client()
     b = await d.backend("late")
     await b.hello()
-    cl = await d.subscribed_client()
     (j,) = (await submit(cl, [{"kind": "video", "needs": ["video"]}]))["jobs"]
     await event(cl, j, "queued")
     g = await event(cl, j, "gated")
@@ -317,6 +319,7 @@ async def reconnect_same_incarnation(t):
                                                           for x in body.get("backends", [])), "gpu-box-2 suspect")
     info = await d.job_info(j)
     t.check(info.get("state") == "running" and info.get("backend") == b.backend_id, "6.5 suspect keeps jobs", "job %s" % info)
+    check_history(t, info, [(1, b.backend_id, "running", None)])
     b2 = await d.backend("gpu-box-2", incarnation=b.incarnation)
     w = await b2.hello()
     t.check(w.get("backend") == b.backend_id, "9.5", "id %s, was %s" % (w.get("backend"), b.backend_id))
@@ -649,7 +652,7 @@ async def second_hello_1008(t):
 async def invalid_hello_1008(t):
     # With a short handshake timeout a daemon that waits for it closes with 4004, not 1008: the
     # close code, not the time it took, tells "at once" from "after the timeout".
-    d = await t.daemon({"links.handshake_timeout_seconds": "3"})
+    d = await t.daemon({"links.handshake_timeout_seconds": "5"})
     nameless = await d.backend("bad")
     m = nameless.hello_message(id="h-bad")
     del m["name"]
@@ -811,6 +814,10 @@ async def http_api(t):
         if st == 405:
             t.check("GET" in h.get("allow", "") and "DELETE" in h.get("allow", ""), "8 405", "Allow %r" % h.get("allow"))
     await d.http("GET", "/v1/backends", schema="http/backend_list.json", expect=200)
+    b = await d.ready_backend("loader", ["image"], models=["sdxl"])
+    s, _, ml = await d.http("POST", "/v1/models/load", {"model": "sdxl"}, schema="http/models_loading.json", expect=202)
+    t.check((ml.get("model"), ml.get("backends")) == ("sdxl", [b.backend_id]), "8 models/load", "%s" % ml)
+    await b.expect("load_model", "load_model after POST /v1/models/load")
     s, h, body = await d.http("GET", "/metrics", expect=200)
     t.check(h.get("content-type", "").startswith("text/plain") and "muster_" in body, "8 metrics", "content-type %r" % h.get("content-type"))
     s, _, health = await d.http("GET", "/healthz", schema="http/health.json", expect=200)
@@ -861,6 +868,20 @@ async def heartbeat(t):
     raw.close()
     t.check(0x9 in seen, "2 heartbeats", "no ping reached a silent link; frames %s" % seen)
     t.check(0x8 not in seen, "2 heartbeats", "a dead link got a close frame; frames %s" % seen)
+
+
+@scenario("decision 11: README speaks the protocol's names")
+async def readme_names(t):
+    with open(harness.os.path.join(harness.ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    for name in ("announced", "window_elapsed", "idle_backend", "gate_disabled"):
+        t.check("`%s`" % name in text, "decision 11", "README does not name the release cause `%s`" % name)
+    for swift_name in ("backendsAnnounced", "windowExpired", "idleBackend"):
+        t.check(swift_name not in text, "decision 11", "README names a release cause %r, not the protocol's name" % swift_name)
+    t.check("stale_lease" in text, "decision 11", "README does not say a report under a dead lease gets stale_lease")
+    wrong = harness.re.search(r"dead lease[^.]*\brevoke\b[^.]*\.", text.replace("\n", " "))
+    t.check(not wrong, "decision 11", "README: %r; spec 6.4: such a report is answered stale_lease"
+            % (wrong.group(0) if wrong else ""))
 
 
 # ---------------------------------------------------------------------------------------------

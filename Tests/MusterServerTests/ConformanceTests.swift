@@ -14,7 +14,7 @@ import Testing
         "failure_not_retryable", "attempts_exhausted", "cancel_states", "cancel_batch", "drain", "bad_token_4001",
         "no_common_version_4002", "wrong_role_4003", "hello_timeout_4004", "replaced_4005", "stale_incarnation_1008",
         "message_before_hello_1008", "second_hello_1008", "invalid_hello_1008", "subprotocol_negotiation",
-        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat",
+        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "readme_names",
     ]
 
     /// Scenarios the daemon does not pass yet, with the spec decisions (issue 13) they wait for.
@@ -26,7 +26,7 @@ import Testing
         "gate_window_elapsed": "decision 6: queued/gated/failed carry attempt 1 before any binding",
         "backend_lost_requeue": "decisions 6, 7, 9: requeued has no backend and the next attempt; history outcome is free text",
         "work_stealing": "decision 6: the binding after a revoke keeps attempt 1; history",
-        "reconnect_same_incarnation": "decision 6: queued carries attempt 1",
+        "reconnect_same_incarnation": "decisions 6, 9: queued carries attempt 1; the open attempt's outcome is in_progress",
         "reconnect_new_incarnation": "decisions 6, 7: requeued has no backend and the next attempt; released announced has no backend",
         "failure_retryable": "decisions 6, 7, 9: requeued error is job_failed, not the backend's code; no backend; history",
         "failure_not_retryable": "decisions 6, 9: attempt 1 before binding; history outcome is free text",
@@ -41,6 +41,7 @@ import Testing
         "invalid_hello_1008": "decision 4: an invalid hello is not closed with 1008 (the link waits for the hello timeout)",
         "subprotocol_negotiation": "decision 1: an upgrade with no known subprotocol is dropped instead of HTTP 400",
         "framing_errors": "decision 5: the nesting-depth limit_exceeded does not echo the id read before it",
+        "readme_names": "decision 11: README names release causes by their Swift names",
     ]
 
     struct Outcome: Decodable, Sendable {
