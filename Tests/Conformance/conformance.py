@@ -547,7 +547,7 @@ async def drain(t):
 
 async def refused(t, peer, message, code, close, rid=None, rule="6.2 handshake"):
     if message is not None:
-        await peer.send(message)
+        await peer.send(message, valid=False)
     got = await peer.expect_close("close %d" % close)
     errors = [m for m in peer.received if m.get("type") == "error"]
     t.check(got == close, rule, "%s: closed with %s, spec says %d" % (peer.label(), got, close))
@@ -724,6 +724,15 @@ async def framing_errors(t):
     await c2.hello()
     await c2.send_raw(b'{"type": "status"}')
     t.check(await c2.expect_close("close 1003") == 1003, "2 binary", "binary frame: %r" % c2.closed)
+    raw = RawWS(d.port)
+    status, _, _ = await asyncio.to_thread(raw.upgrade, CLIENT)
+    t.require(status == 101, "7", "upgrade %s" % status)
+    await asyncio.to_thread(raw.send_text, json.dumps({"type": "hello", "id": "h1", "role": "client", "name": "utf8",
+                                                         "token": "", "versions": [1]}))
+    await asyncio.to_thread(raw.send_frame, 0x1, b'{"type": "status", "id": "\xff\xfe"}')
+    code = await asyncio.to_thread(raw.close_code)
+    raw.close()
+    t.check(code == 1007, "2 invalid UTF-8", "a text frame that is not UTF-8: close %s, spec says 1007" % code)
     b = await d.backend("framer")
     await b.hello()
     await b.send('[1, 2')

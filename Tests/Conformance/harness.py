@@ -187,6 +187,10 @@ class Ctx:
 
     async def close(self):
         for p in self.peers:
+            try:
+                await p.final_checks()
+            except ScenarioStop as e:
+                self.failures.append(str(e))
             await p.abort()
         for d in self.daemons:
             await d.stop()
@@ -403,6 +407,8 @@ class Peer:
         self.received = []
         self.closed = None
         self.sent_ids = []
+        self.sent_types = []
+        self.echoable_ids = set()
         self.answers = {}
         self.ws = None
         self.changed = asyncio.Event()
@@ -468,7 +474,7 @@ class Peer:
         t = m.get("type")
         if "id" in m and not (self.subprotocol == BACKEND and t == "load_model"):
             rid = m["id"]
-            ctx.check(rid in self.sent_ids, "2 id echo", "%s: %s carries id %r, which no request of ours had" % (where, t, rid))
+            ctx.check(rid in self.sent_ids or rid in self.echoable_ids, "2 id echo", "%s: %s carries id %r, which no request of ours had" % (where, t, rid))
             self.answers[rid] = self.answers.get(rid, 0) + 1
             ctx.check(self.answers[rid] == 1, "7 one answer per request", "%s: a second answer to id %r: %s" % (where, rid, raw[:300]))
         if t == "error":
@@ -494,16 +500,23 @@ class Peer:
 
     # --- sending
 
-    async def send(self, message):
+    async def send(self, message, valid=True):
+        """Sends a message (a dict, or text as is). A dict is checked against the schema of what
+        the coordinator receives unless `valid=False` marks it as deliberately wrong, so the suite
+        does not test the daemon with malformed input by accident."""
         if isinstance(message, dict):
-            if "id" in message:
+            if valid:
+                for e in SCHEMA.errors(self.schema.replace("-out", "-in"), message):
+                    self.ctx.check(False, "harness", "%s: the suite sent an invalid %s: %s" % (self.label(), message.get("type"), e))
+            if "id" in message and message.get("type") != "load_model_result":
                 self.sent_ids.append(message["id"])
+            self.sent_types.append(message.get("type"))
             text = json.dumps(message)
         else:
             text = message
             rid = re.search(r'"id"\s*:\s*"([^"]*)"', text)
-            if rid:
-                self.sent_ids.append(rid.group(1))
+            if rid:  # may be echoed; raw text need not be readable enough to be answered with it
+                self.echoable_ids.add(rid.group(1))
         await self.ws.send(text)
 
     async def send_raw(self, data):
@@ -550,11 +563,11 @@ class Peer:
         self.inbox = [m for m in self.inbox if not pred(m)]
         return out
 
-    async def request(self, message, answer, rid=None, rule="7 answers"):
+    async def request(self, message, answer, rid=None, rule="7 answers", valid=True):
         """Sends a request with an id and waits for its one answer (`answer` type or `error`)."""
         rid = rid or "r%d" % (len(self.sent_ids) + 1)
         message = dict(message, id=rid)
-        await self.send(message)
+        await self.send(message, valid=valid and answer != "error")
         m = await self.expect(lambda m: m.get("id") == rid and m.get("type") in (answer, "error"),
                               "the answer to %s %r" % (message["type"], rid))
         if answer != "error":
@@ -578,11 +591,25 @@ class Peer:
         """Everything the coordinator sent in answer to what we sent before: it answers in order,
         so once an `unknown_type` error for a marker message arrives, the earlier answers are in."""
         rid = "marker-%d" % len(self.sent_ids)
-        await self.send({"type": "conformance_marker", "id": rid})
+        await self.send({"type": "conformance_marker", "id": rid}, valid=False)
         m = await self.expect(lambda m: m.get("id") == rid, "the answer to the marker %r" % rid)
         self.ctx.check(m.get("type") == "error" and m.get("code") == "unknown_type", "2 unknown type",
                        "%s: an unknown type got %s" % (self.label(), short([m])))
         return self.received[:self._index(m)]
+
+    async def final_checks(self):
+        """On a link still up and welcomed, after everything sent has been answered: each request
+        got exactly one answer, and each announcement exactly one ack."""
+        if self.closed or not getattr(self, "welcome", None):
+            return
+        await self.barrier()
+        missing = [i for i in self.sent_ids if i not in self.answers]
+        self.ctx.check(not missing, "7 one answer per request", "%s: no answer to the requests %s" % (self.label(), missing))
+        if self.subprotocol == BACKEND:
+            announced = self.sent_types.count("capabilities")
+            acks = sum(1 for m in self.received if m.get("type") == "capabilities_ack")
+            self.ctx.check(announced == acks, "6.3 one ack per announcement",
+                           "%s: %d announcements, %d acks" % (self.label(), announced, acks))
 
     async def close(self, code=1000):
         await self.ws.close(code)
@@ -798,9 +825,11 @@ class RawWS:
         return status, headers, body
 
     def send_text(self, text):
-        payload = text.encode()
+        self.send_frame(0x1, text.encode())
+
+    def send_frame(self, opcode, payload):
         mask = os.urandom(4)
-        head = bytes([0x81])
+        head = bytes([0x80 | opcode])
         n = len(payload)
         if n < 126:
             head += bytes([0x80 | n])
@@ -833,6 +862,16 @@ class RawWS:
         payload = self.buf[off:off + n]
         self.buf = self.buf[off + n:]
         return b0 & 0x0F, payload
+
+    def close_code(self):
+        """Reads frames until a close frame (its code) or the end of the stream (None)."""
+        try:
+            while True:
+                op, payload = self.read_frame()
+                if op == 0x8:
+                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        except (EOFError, OSError):
+            return None
 
     def close(self):
         if self.sock:
