@@ -451,8 +451,13 @@ async def cancel_states(t):
     ab = await b.assigned("bound job (overqueue)")
     await b.report("started", jr, ar["lease"])
     await event(cl, jr, "started")
-    (jq,) = (await submit(cl, [{"kind": "image", "needs": ["image"]}]))["jobs"]  # nobody has image: stays queued
+    (jq,) = (await submit(cl, [{"kind": "image", "needs": ["image"], "priority": 7}]))["jobs"]  # nobody has image: stays queued
     await event(cl, jq, "queued")
+    r = await cl.request({"type": "status"}, "status_report")
+    q = r.get("queue", {})
+    t.check((q.get("queued"), q.get("gated"), q.get("bound"), q.get("running"), q.get("by_priority"))
+            == (1, 0, 1, 1, [{"priority": 7, "jobs": 1}]), "7.3 status",
+            "queue %s; spec: 1 queued (priority 7), 1 bound, 1 running" % q)
     # queued
     m = await cl.request({"type": "cancel", "job": jq}, "canceled")
     t.check(m.get("jobs") == [jq], "7.3 cancel", "canceled %s" % m)
@@ -877,6 +882,41 @@ async def heartbeat(t):
     raw.close()
     t.check(0x9 in seen, "2 heartbeats", "no ping reached a silent link; frames %s" % seen)
     t.check(0x8 not in seen, "2 heartbeats", "a dead link got a close frame; frames %s" % seen)
+
+
+@scenario("2 opaque values, progress, unknown members")
+async def opaque_values(t):
+    d = await t.daemon()
+    b = await d.backend("opaque")
+    await b.hello(future_member={"x": [1, 2]})  # unknown members are ignored
+    await b.announce("ready", ["image"])
+    cl = await d.subscribed_client()
+    params = '{"prompt": "a \\u00e9 lighthouse",  "n": 1.50e2, "big": 18446744073709551616, "nested": {"z": [1.0, -0]}}'
+    cl.sent_ids.append("op1")
+    await cl.send('{"type": "submit", "id": "op1", "jobs": [{"kind": "image", "params": %s}], "colour": "blue"}' % params)
+    acc = await cl.expect(lambda m: m.get("id") == "op1", "the answer to the submit with opaque params")
+    t.require(acc.get("type") == "accepted", "7.1", "submit with opaque params: %s" % acc)
+    (j,) = acc["jobs"]
+    a = await b.assigned()
+    raw = b.raw_text[id(a)]
+    t.check('"params":%s' % params in raw or '"params": %s' % params in raw, "2 opaque values",
+            "assign does not carry params byte for byte: sent %s, got %s" % (params, raw[:400]))
+    await b.report("started", j, a["lease"])
+    await b.report("progress", j, a["lease"], fraction=0.5, message="half way")
+    p = await event(cl, j, "progress")
+    t.check((p.get("progress"), p.get("message"), p.get("state"), p.get("backend")) == (0.5, "half way", "running", b.backend_id),
+            "7.2 progress", "progress event %s" % p)
+    info = await d.job_info(j)
+    t.check(info.get("progress") == 0.5 and info.get("state") == "running" and "started_ms" in info, "8 job_info", "%s" % info)
+    result = '{"frames": [1, 2.50, 3e2], "text": "\\ud83d\\ude00"}'
+    b.sent_types.append("completed")
+    await b.send('{"type": "completed", "job": %d, "lease": %d, "result": %s}' % (j, a["lease"], result))
+    c = await event(cl, j, "completed")
+    raw = cl.raw_text[id(c)]
+    t.check('"result":%s' % result in raw or '"result": %s' % result in raw, "2 opaque values",
+            "the completed event does not carry the result byte for byte: sent %s, got %s" % (result, raw[:400]))
+    info = await d.job_info(j)
+    t.check("finished_ms" in info and info.get("state") == "completed", "8 job_info", "%s" % info)
 
 
 @scenario("decision 11: README speaks the protocol's names")

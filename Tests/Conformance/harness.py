@@ -124,6 +124,32 @@ SCHEMA = Schemas()
 SPEC_CODES = spec_error_codes()
 
 
+class _Fraction(str):
+    """A JSON number written with a fraction or an exponent (kept as its text)."""
+
+
+def fractional_numbers(raw, path="", value=None, opaque=("params", "result", "details")):
+    """Paths of numbers written with a fraction or exponent outside opaque values, other than the
+    two members that are fractions by nature (section 2: integers are written as `17`)."""
+    if value is None:
+        value = json.loads(raw, parse_float=_Fraction)
+    out = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            p = "%s.%s" % (path, k) if path else k
+            if isinstance(v, _Fraction) and k not in ("progress", "fraction"):
+                out.append("%s = %s" % (p, v))
+            elif k not in opaque:
+                out += fractional_numbers(None, p, v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, _Fraction):
+                out.append("%s[%d] = %s" % (path, i, v))
+            else:
+                out += fractional_numbers(None, "%s[%d]" % (path, i), v)
+    return out
+
+
 def nulls(value, path="", opaque=("params", "result", "details")):
     """Paths of `null` members outside opaque values (optional members are omitted, never null)."""
     out = []
@@ -409,6 +435,7 @@ class Peer:
         self.sent_ids = []
         self.sent_types = []
         self.echoable_ids = set()
+        self.raw_text = {}  # id(message) -> the text frame it came in
         self.answers = {}
         self.ws = None
         self.changed = asyncio.Event()
@@ -469,6 +496,8 @@ class Peer:
             ctx.check(False, "schema " + self.schema, "%s: %s in %s" % (where, e, raw[:400]))
         for p in nulls(m):
             ctx.check(False, "2 optional members", "%s: %s is null in %s" % (where, p, raw[:300]))
+        for p in fractional_numbers(raw):
+            ctx.check(False, "2 integers", "%s: %s written with a fraction or exponent in %s" % (where, p, raw[:300]))
         for p, rev in revisions(m):
             ctx.check(isinstance(rev, int) and rev >= 1, "1 revision >= 1", "%s: %s.revision is %r in %s" % (where, p, rev, raw[:300]))
         t = m.get("type")
@@ -494,6 +523,7 @@ class Peer:
                       % (where, m.get("job"), m.get("event"), code))
         if t == "accepted" and self.events is not None:
             self.events.accepted(m)
+        self.raw_text[id(m)] = raw
         self.received.append(m)
         self.inbox.append(m)
         self.changed.set()

@@ -14,7 +14,7 @@ import Testing
         "failure_not_retryable", "attempts_exhausted", "cancel_states", "cancel_batch", "drain", "bad_token_4001",
         "no_common_version_4002", "wrong_role_4003", "hello_timeout_4004", "replaced_4005", "stale_incarnation_1008",
         "message_before_hello_1008", "second_hello_1008", "invalid_hello_1008", "subprotocol_negotiation",
-        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "readme_names",
+        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "opaque_values", "readme_names",
     ]
 
     /// Scenarios the daemon does not pass yet, with the spec decisions (issue 13) they wait for.
@@ -41,6 +41,7 @@ import Testing
         "invalid_hello_1008": "decision 4: an invalid hello is not closed with 1008 (the link waits for the hello timeout)",
         "subprotocol_negotiation": "decision 1: an upgrade with no known subprotocol is dropped instead of HTTP 400",
         "framing_errors": "decision 5: the nesting-depth limit_exceeded does not echo the id read before it",
+        "opaque_values": "decision 6: queued carries attempt 1; 7.2: the progress event drops the backend's message",
         "readme_names": "decision 11: README names release causes by their Swift names",
     ]
 
