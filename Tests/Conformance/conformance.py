@@ -575,6 +575,9 @@ async def bad_token_4001(t):
     await d.http("GET", "/v1/backends", expect=401)
     await d.http("GET", "/v1/backends", headers={"Authorization": "Bearer s3cret"}, schema="http/backend_list.json", expect=200)
     await d.http("GET", "/healthz", schema="http/health.json", expect=200)
+    s, _, _ = await d.http("GET", "/readyz")
+    t.check(s in (200, 503), "8 probes need no token", "/readyz without a token: %d" % s)
+    await d.http("GET", "/metrics", expect=200, rule="8 probes need no token")
 
 
 @scenario("5 close 4002 no common version")
@@ -882,6 +885,21 @@ async def heartbeat(t):
     raw.close()
     t.check(0x9 in seen, "2 heartbeats", "no ping reached a silent link; frames %s" % seen)
     t.check(0x8 not in seen, "2 heartbeats", "a dead link got a close frame; frames %s" % seen)
+
+
+@scenario("6.5 shutdown: goodbye, then close 1001")
+async def shutdown_goodbye(t):
+    d = await t.daemon()
+    b = await d.ready_backend("stayer", ["image"])
+    c = await d.client()
+    await c.hello()
+    d.proc.send_signal(harness.signal.SIGTERM)
+    for peer in (b, c):
+        code = await peer.expect_close("close 1001 at shutdown")
+        t.check(code == 1001, "5 close codes", "%s: closed with %s at shutdown, spec says 1001" % (peer.label(), code))
+        byes = [m for m in peer.received if m.get("type") == "goodbye"]
+        t.check(len(byes) == 1 and byes[0].get("reason") in ("shutdown", "restart") and peer.received[-1] is byes[0],
+                "6.5 goodbye", "%s: before the close %s; spec: goodbye (shutdown) last" % (peer.label(), short(peer.received[-2:])))
 
 
 @scenario("2 opaque values, progress, unknown members")

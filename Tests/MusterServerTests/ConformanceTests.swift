@@ -14,7 +14,8 @@ import Testing
         "failure_not_retryable", "attempts_exhausted", "cancel_states", "cancel_batch", "drain", "bad_token_4001",
         "no_common_version_4002", "wrong_role_4003", "hello_timeout_4004", "replaced_4005", "stale_incarnation_1008",
         "message_before_hello_1008", "second_hello_1008", "invalid_hello_1008", "subprotocol_negotiation",
-        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "opaque_values", "readme_names",
+        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "shutdown_goodbye", "opaque_values",
+        "readme_names",
     ]
 
     /// Scenarios the daemon does not pass yet, with the spec decisions (issue 13) they wait for.
