@@ -22,14 +22,20 @@ import Testing
     /// Listed ones are recorded as known issues; one that starts passing fails the case ("known
     /// issue not recorded") until it is taken off this list.
     static let knownDivergences: [String: Comment] = [
-        "sync_and_anti_entropy": "decision 8: a duplicate or stale announcement gets two acks, one of them applied:true",
-        "gate_announced": "decisions 6, 7: queued/gated carry attempt 1; no gated/released before an idle_backend binding; released announced has no backend",
+        "sync_and_anti_entropy":
+            "decision 8: a duplicate or stale announcement gets two acks, one of them applied:true",
+        "gate_announced":
+            "decisions 6, 7: attempt 1 before binding; no gated/released before an idle_backend binding; no backend in released",
         "gate_window_elapsed": "decision 6: queued/gated/failed carry attempt 1 before any binding",
-        "backend_lost_requeue": "decisions 6, 7, 9: requeued has no backend and the next attempt; history outcome is free text",
+        "backend_lost_requeue":
+            "decisions 6, 7, 9: requeued has no backend and the next attempt; history outcome is free text",
         "work_stealing": "decision 6: the binding after a revoke keeps attempt 1; history",
-        "reconnect_same_incarnation": "decisions 6, 9: queued carries attempt 1; the open attempt's outcome is in_progress",
-        "reconnect_new_incarnation": "decisions 6, 7: requeued has no backend and the next attempt; released announced has no backend",
-        "failure_retryable": "decisions 6, 7, 9: requeued error is job_failed, not the backend's code; no backend; history",
+        "reconnect_same_incarnation":
+            "decisions 6, 9: queued carries attempt 1; the open attempt's outcome is in_progress",
+        "reconnect_new_incarnation":
+            "decisions 6, 7: requeued has no backend and the next attempt; released announced has no backend",
+        "failure_retryable":
+            "decisions 6, 7, 9: requeued error is job_failed, not the backend's code; no backend; history",
         "failure_not_retryable": "decisions 6, 9: attempt 1 before binding; history outcome is free text",
         "attempts_exhausted": "decisions 6, 7, 9: no details.history; requeued members; history",
         "cancel_states": "decision 6: queued carries attempt 1",
@@ -39,7 +45,8 @@ import Testing
         "stale_incarnation_1008": "decision 5: stale_incarnation does not echo the hello's id",
         "message_before_hello_1008": "decision 5: not_registered does not echo the request's id",
         "second_hello_1008": "decision 5: unexpected_message does not echo the second hello's id",
-        "invalid_hello_1008": "decision 4: an invalid hello is not closed with 1008 (the link waits for the hello timeout)",
+        "invalid_hello_1008":
+            "decision 4: an invalid hello is not closed with 1008 (the link waits for the hello timeout)",
         "subprotocol_negotiation": "decision 1: an upgrade with no known subprotocol is dropped instead of HTTP 400",
         "framing_errors": "decision 5: the nesting-depth limit_exceeded does not echo the id read before it",
         "opaque_values": "decision 6: queued carries attempt 1; 7.2: the progress event drops the backend's message",
@@ -60,11 +67,13 @@ import Testing
 
     /// One run of the whole script, shared by every case.
     static let run = Task<Report, any Error> {
-        let out = try await conformanceScript(["--muster", MusterProcess.executable.path, "--jobs", "2", "--json"], bound: .seconds(240))
+        let out = try await conformanceScript(
+            ["--muster", MusterProcess.executable.path, "--jobs", "2", "--json"], bound: .seconds(240))
         do {
             return try JSONDecoder().decode(Report.self, from: out)
         } catch {
-            throw MusterProcess.Failure(description: "conformance.py printed no report: \(String(decoding: out, as: UTF8.self).suffix(2000))")
+            throw MusterProcess.Failure(
+                description: "conformance.py printed no report: \(String(decoding: out, as: UTF8.self).suffix(2000))")
         }
     }
 
@@ -75,7 +84,8 @@ import Testing
         let verdict = {
             #expect(
                 outcome.ok,
-                "\(name) (\(outcome.rule)):\n\(outcome.failures.joined(separator: "\n"))\n-- daemon log tail --\n\(log)")
+                "\(name) (\(outcome.rule)):\n\(outcome.failures.joined(separator: "\n"))\n-- daemon log tail --\n\(log)"
+            )
         }
         if let why = Self.knownDivergences[name] {
             withKnownIssue(why) { verdict() }
