@@ -16,6 +16,8 @@ exits 1 when any failed.
 import argparse
 import asyncio
 import json
+import os
+import re
 import signal
 import sys
 import time
@@ -51,11 +53,16 @@ def event(client, job, name, **match):
     return client.expect(pred, "job %s %s%s" % (job, name, " " + json.dumps(match) if match else ""))
 
 
+ANY = "*"  # an error code the spec leaves open (e.g. on a revoked or canceled attempt)
+
+
 def check_history(t, info, expected, rule="decision 9 history"):
-    """`expected`: [(attempt, backend, outcome, error code or None)] in order."""
+    """`expected`: [(attempt, backend, outcome, error code, None for no error, or ANY)] in order."""
     hist = info.get("history", [])
     got = [(h.get("attempt"), h.get("backend"), h.get("outcome"), (h.get("error") or {}).get("code")) for h in hist]
-    t.check(got == expected, rule, "job %s history %s, spec says %s" % (info.get("job"), got, expected))
+    same = len(got) == len(expected) and all(
+        g[:3] == e[:3] and (e[3] == ANY or g[3] == e[3]) for g, e in zip(got, expected))
+    t.check(same, rule, "job %s history %s, spec says %s" % (info.get("job"), got, expected))
     for h in hist:
         t.check(h.get("outcome") in HISTORY_OUTCOMES, rule,
                 "job %s attempt %s outcome %r is not one of %s" % (info.get("job"), h.get("attempt"), h.get("outcome"), sorted(HISTORY_OUTCOMES)))
@@ -291,15 +298,16 @@ async def work_stealing(t):
             "assign %s; spec: job %s, lease > %s, attempt 2 (decision 6)" % (a, j9, a9["lease"]))
     r = await event(cl, j9, "revoked")
     t.check(r.get("backend") == s.backend_id and r.get("attempt") == 1, "9.4 revoked", "revoked %s" % r)
+    await event(cl, j9, "bound", backend=s.backend_id)  # the first binding, before the steal
     bd = await event(cl, j9, "bound")
-    t.check(bd.get("backend") == f.backend_id, "9.4", "bound %s" % bd)
+    t.check(bd.get("backend") == f.backend_id, "9.4", "bound after the revoke %s" % bd)
     await f.report("started", j9, a["lease"])
     await s.report("started", j9, a9["lease"])  # the race: too late
     sl = await s.expect("stale_lease", "stale_lease for the revoked lease")
     t.check((sl["job"], sl["lease"], sl["about"]) == (j9, a9["lease"], "started"), "9.4 stale_lease", "%s" % sl)
     await f.report("completed", j9, a["lease"])
     await event(cl, j9, "completed", backend=f.backend_id)
-    check_history(t, await d.job_info(j9), [(1, s.backend_id, "revoked", None), (2, f.backend_id, "completed", None)])
+    check_history(t, await d.job_info(j9), [(1, s.backend_id, "revoked", ANY), (2, f.backend_id, "completed", None)])
 
 
 @scenario("9.5 reconnect in grace, same incarnation")
@@ -485,7 +493,7 @@ async def cancel_states(t):
     t.check(m.get("jobs") == [], "7.3 cancel", "canceling a final job: %s" % m)
     m = await cl.request({"type": "cancel", "job": 987654}, "error", rid="x-unknown")
     t.check((m.get("type"), m.get("code"), m.get("id")) == ("error", "unknown_job", "x-unknown"), "7.3 cancel", "%s" % m)
-    check_history(t, await d.job_info(jr), [(1, b.backend_id, "canceled", None)])
+    check_history(t, await d.job_info(jr), [(1, b.backend_id, "canceled", ANY)])
     check_history(t, await d.job_info(jq), [])
 
 
@@ -893,7 +901,7 @@ async def shutdown_goodbye(t):
     b = await d.ready_backend("stayer", ["image"])
     c = await d.client()
     await c.hello()
-    d.proc.send_signal(harness.signal.SIGTERM)
+    d.proc.send_signal(signal.SIGTERM)
     for peer in (b, c):
         code = await peer.expect_close("close 1001 at shutdown")
         t.check(code == 1001, "5 close codes", "%s: closed with %s at shutdown, spec says 1001" % (peer.label(), code))
@@ -939,14 +947,14 @@ async def opaque_values(t):
 
 @scenario("decision 11: README speaks the protocol's names")
 async def readme_names(t):
-    with open(harness.os.path.join(harness.ROOT, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(harness.ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
     for name in ("announced", "window_elapsed", "idle_backend", "gate_disabled"):
         t.check("`%s`" % name in text, "decision 11", "README does not name the release cause `%s`" % name)
     for swift_name in ("backendsAnnounced", "windowExpired", "idleBackend"):
         t.check(swift_name not in text, "decision 11", "README names a release cause %r, not the protocol's name" % swift_name)
     t.check("stale_lease" in text, "decision 11", "README does not say a report under a dead lease gets stale_lease")
-    wrong = harness.re.search(r"dead lease[^.]*\brevoke\b[^.]*\.", text.replace("\n", " "))
+    wrong = re.search(r"dead lease[^.]*\brevoke\b[^.]*\.", text.replace("\n", " "))
     t.check(not wrong, "decision 11", "README: %r; spec 6.4: such a report is answered stale_lease"
             % (wrong.group(0) if wrong else ""))
 
