@@ -25,7 +25,7 @@ import Testing
         "sync_and_anti_entropy":
             "decision 8: a duplicate or stale announcement gets two acks, one of them applied:true",
         "gate_announced":
-            "decisions 6, 7: attempt 1 before binding; no gated/released before an idle binding; released lacks backend",
+            "decisions 6, 7: attempt 1 before binding; no gated/released on an idle slot; no backend in released",
         "gate_window_elapsed": "decision 6: queued/gated/failed carry attempt 1 before any binding",
         "backend_lost_requeue":
             "decisions 6, 7, 9: requeued has no backend and the next attempt; history outcome is free text",
