@@ -53,27 +53,45 @@ extension Coordinator {
     }
 
     mutating func announce(_ id: BackendID, _ snapshot: CapabilitySnapshot) {
-        let outcome = registry.apply(snapshot, from: id)
         guard var b = backends.get(id) else {
             // Kept in the registry (it is a lattice); routing starts when the backend registers.
+            _ = registry.apply(snapshot, from: id)
             return
         }
         b.lastSeen = now
-        let held = registry.entries[id]!.version
-        out.append(.ackCapabilities(backend: id, version: held))
+        if let known = b.incarnation, snapshot.version.incarnation < known {
+            // From a process that has since restarted: never applied, whatever the registry holds.
+            backends.put(b)
+            counters.announcementsStale += 1
+            out.append(.observe(.staleAnnouncement(id, snapshot.version)))
+            out.append(.ackCapabilities(backend: id, version: b.snapshot?.version ?? registry.entries[id]?.version ?? snapshot.version, applied: false))
+            return
+        }
+        if let held = registry.entries[id], held.version == snapshot.version {
+            // A version is applied once; other content under it is a protocol violation, and the
+            // held snapshot stays (Protocol/README.md 6.3 rule 3).
+            backends.put(b)
+            counters.announcementsStale += 1
+            if held != snapshot {
+                counters.announcementConflicts += 1
+                out.append(.observe(.announcementConflict(id, snapshot.version)))
+            } else {
+                out.append(.observe(.staleAnnouncement(id, snapshot.version)))
+            }
+            out.append(.ackCapabilities(backend: id, version: held.version, applied: false))
+            return
+        }
+        let outcome = registry.apply(snapshot, from: id)
+        // One ack per announcement, with the verdict (Protocol/README.md 6.3).
         guard case .applied(let previous) = outcome else {
             backends.put(b)
             counters.announcementsStale += 1
             out.append(.observe(.staleAnnouncement(id, snapshot.version)))
+            out.append(.ackCapabilities(backend: id, version: registry.entries[id]!.version, applied: false))
             return
         }
-        if let known = b.incarnation, snapshot.version.incarnation < known {
-            // Newer than what the registry held, yet from a process that has since restarted.
-            backends.put(b)
-            counters.announcementsStale += 1
-            out.append(.observe(.staleAnnouncement(id, snapshot.version)))
-            return
-        }
+        out.append(.ackCapabilities(backend: id, version: snapshot.version, applied: true))
+        announcing = id
         counters.announcementsApplied += 1
         out.append(.observe(.announcementApplied(id, snapshot.version)))
         if let previous, previous.incarnation == snapshot.version.incarnation,
@@ -127,7 +145,7 @@ extension Coordinator {
         b.lastSeen = now
         backends.put(b)
         // Whatever changed while the link was down comes back with the answer.
-        out.append(.sync(backend: id, held: registry.entries[id]?.version))
+        out.append(.sync(backend: id, held: b.snapshot?.version))
         scheduleSync(id)
         refresh(id, reindex: true)
     }
@@ -166,9 +184,22 @@ extension Coordinator {
 
     mutating func requeueAll(on id: BackendID, _ cause: RequeueCause) {
         guard let b = backends.get(id) else { return }
+        let error: JobFailure
+        switch cause {
+        case .backendRestarted:
+            error = JobFailure(
+                code: .backendRestarted,
+                message: "backend \(id) (\(b.name)) restarted with a new incarnation: its leases died")
+        case .backendRemoved:
+            error = JobFailure(code: .backendLost, message: "backend \(id) (\(b.name)) was removed")
+        case .linkLost, .backendFailed:
+            error = JobFailure(
+                code: .backendLost,
+                message: "backend \(id) (\(b.name)): link down for longer than the \(policy.suspectGrace) grace")
+        }
         for job in b.jobs {
-            unbind(job, outcome: "requeued: \(cause.rawValue)")
-            requeueOrFail(job, cause)
+            unbind(job, outcome: .requeued, error: error)
+            requeueOrFail(job, cause, error: error, from: id)
         }
     }
 
@@ -209,7 +240,7 @@ extension Coordinator {
 
     mutating func syncDue(_ id: BackendID, _ at: CoreInstant) {
         guard let b = backends.get(id), b.nextSync == at, b.link == .up else { return }
-        out.append(.sync(backend: id, held: registry.entries[id]?.version))
+        out.append(.sync(backend: id, held: b.snapshot?.version))
         scheduleSync(id)
     }
 
@@ -294,7 +325,8 @@ extension Coordinator {
         } else if unknown.remove(id) != nil {
             readinessDirty = true
             unknownChanged = true
-            lastGateOpenCause = unannounced ? .windowExpired : .backendsAnnounced
+            lastGateOpenCause = unannounced ? .windowElapsed : .announced
+            if !unannounced { gateOpener = id }
         }
     }
 

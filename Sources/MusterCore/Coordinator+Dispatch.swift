@@ -27,10 +27,12 @@ extension Coordinator {
                 failNoEligible(id)
             }
         }
-        dispatch()
+        // Held before dispatch: a held job that takes an idle slot is `gated`, then `released`
+        // (`idle_backend`) and `bound`, as Protocol/README.md 9.2 draws it.
         for id in pending where jobs.state(id) == .queued && classHeld(jobs[id].classIndex) {
             hold(id)
         }
+        dispatch()
         if unknownChanged {
             // Jobs still held keep an accurate list of the backends they wait for.
             unknownChanged = false
@@ -55,7 +57,7 @@ extension Coordinator {
         let closed = gateClosed
         if !held.isEmpty {
             for id in held.sorted() where !classHeld(jobs[id].classIndex) {
-                release(id, opened ? lastGateOpenCause : .backendsAnnounced)
+                release(id, opened ? lastGateOpenCause : .announced)
             }
         }
         let targets: [Int] = (opened || justClosed) ? Array(classes.indices) : classesToCheck.sorted()
@@ -103,7 +105,7 @@ extension Coordinator {
         unhold(id)
         jobs[id].state = .queued
         jobs[id].waitReason = nil
-        emit(jobs[id], .released(cause))
+        emit(jobs[id], .released(cause), backend: cause == .announced ? announcing ?? gateOpener : nil)
         wake(jobs[id].classIndex)
     }
 
@@ -129,9 +131,17 @@ extension Coordinator {
             refusals.isEmpty
             ? "no backends are registered"
             : refusals.map { "\($0.backend) (\($0.name)): \($0.reason)" }.joined(separator: "; ")
+        // What no ready backend offers, as it stands now (the details never change afterwards).
+        var readyFeatures = Set<String>()
+        var readyModels = Set<String>()
+        for b in backends.records where b.link == .up && b.announcedReady {
+            readyFeatures.formUnion(b.features)
+            readyModels.formUnion(b.available)
+        }
         let failure = JobFailure(
             code: .noEligibleBackend, message: "no backend can run this job: it needs \(what); \(detail)",
-            refusals: refusals)
+            refusals: refusals, missingFeatures: c.needs.filter { !readyFeatures.contains($0) },
+            missingModel: c.model.flatMap { readyModels.contains($0) ? nil : $0 })
         dequeued(id, popped: false)
         jobs[id].waitReason = nil
         jobs[id].failure = failure
@@ -282,8 +292,12 @@ extension Coordinator {
         guard let pick else { return false }
         let lease = jobs[pick.job].lease!
         out.append(.revoke(job: pick.job, backend: pick.victim, lease: lease))
-        unbind(pick.job, outcome: "revoked")
+        unbind(pick.job, outcome: .revoked)
         counters.stolen += 1
+        jobs[pick.job].state = .queued
+        jobs[pick.job].backend = nil
+        jobs[pick.job].lease = nil
+        emit(jobs[pick.job], .revoked, backend: pick.victim)
         out.append(.observe(.stolen(pick.job, from: pick.victim, to: thief)))
         bind(pick.job, to: thief, fromQueue: false)
         return true

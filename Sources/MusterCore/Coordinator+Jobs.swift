@@ -72,13 +72,15 @@ extension Coordinator {
         return round
     }
 
-    /// Puts a job (new or requeued) into its class queue and wakes the free backends that could take it.
-    mutating func enqueue(_ id: JobID, event: JobEvent.Kind) {
+    /// Puts a job (new or requeued) into its class queue and wakes the free backends that could
+    /// take it. `from`: the backend a requeued job was lost on.
+    mutating func enqueue(_ id: JobID, event: JobEvent.Kind, from: BackendID? = nil) {
         // Field by field: the record is modified in place, never copied.
         jobs[id].state = .queued
         jobs[id].backend = nil
         jobs[id].lease = nil
         jobs[id].progress = 0
+        jobs[id].progressMessage = nil
         jobs[id].enqueuedAt = now
         let c = jobs[id].classIndex
         let priority = jobs[id].spec.priority
@@ -90,7 +92,7 @@ extension Coordinator {
         classes[c].queued += 1
         queuedByPriority[PriorityKey(priority), default: 0] += 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
-        emit(jobs[id], event)
+        emit(jobs[id], event, backend: from)
         pending.append(id)
         wake(c)
     }
@@ -122,7 +124,7 @@ extension Coordinator {
                 unhold(id)
                 jobs[id].state = .queued
                 jobs[id].waitReason = nil
-                emit(jobs[id], .released(.idleBackend))
+                emit(jobs[id], .released(.idleBackend), backend: backend)
             }
             dequeued(id, popped: true)
         }
@@ -132,8 +134,10 @@ extension Coordinator {
         jobs[id].backend = backend
         jobs[id].lease = lease
         jobs[id].waitReason = nil
+        jobs[id].attempt += 1
         let attempt = jobs[id].attempt
-        jobs[id].history.append(AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now))
+        jobs[id].history.append(
+            AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now, outcome: .bound))
         let priority = jobs[id].spec.priority
         let round = jobs[id].round
         if let i = servedRound.index(forKey: PriorityKey(priority)) {
@@ -156,7 +160,7 @@ extension Coordinator {
     }
 
     /// Detaches a bound or running job from its backend, closing its current attempt.
-    mutating func unbind(_ id: JobID, outcome: String) {
+    mutating func unbind(_ id: JobID, outcome: AttemptOutcome, error: JobFailure? = nil) {
         guard let ji = jobs.index(id), let backend = jobs[slot: ji].backend else { return }
         let wasRunning = jobs[slot: ji].state == .running
         if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
@@ -169,11 +173,13 @@ extension Coordinator {
         if last >= 0 {
             jobs[id].history[last].endedAt = now
             jobs[id].history[last].outcome = outcome
+            jobs[id].history[last].error = error
         }
     }
 
-    /// True when the report names the job's current binding; otherwise it is counted as stale.
-    mutating func current(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Bool {
+    /// True when the report names the job's current binding; otherwise it is counted as stale and
+    /// answered `stale_lease` (`about`: the report's wire type).
+    mutating func current(_ id: JobID, _ backend: BackendID, _ lease: Lease, about: String) -> Bool {
         if let i = jobs.index(id), jobs[slot: i].lease == lease, jobs[slot: i].backend == backend,
             jobs[slot: i].state == .bound || jobs[slot: i].state == .running
         {
@@ -182,34 +188,36 @@ extension Coordinator {
         }
         counters.staleReports += 1
         out.append(.observe(.staleReport(id, backend, lease)))
+        out.append(.staleLease(job: id, backend: backend, lease: lease, about: about))
         return false
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        guard current(id, backend, lease) else { return dropDeadLease(id, backend, lease) }
+        guard current(id, backend, lease, about: "started") else { return }
+        markStarted(id, backend)
+    }
+
+    mutating func markStarted(_ id: JobID, _ backend: BackendID) {
         guard jobs[id].state == .bound else { return }
         jobs[id].state = .running
-        jobs[id].history[jobs[id].history.count - 1].startedAt = now
+        let last = jobs[id].history.count - 1
+        jobs[id].history[last].startedAt = now
+        jobs[id].history[last].outcome = .running
         backends[backend].running += 1
         emit(jobs[id], .started)
         refreshLoad(backend)
     }
 
-    mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double) {
-        guard current(id, backend, lease) else { return dropDeadLease(id, backend, lease) }
-        if jobs[id].state == .bound { started(id, backend, lease) }
+    mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?) {
+        guard current(id, backend, lease, about: "progress") else { return }
+        markStarted(id, backend)  // progress implies started
         jobs[id].progress = min(1, max(0, fraction))
-        emit(jobs[id], .progress(jobs[id].progress))
-    }
-
-    /// A backend works on a job under a lease that died (its link was down past the grace, or the
-    /// job was stolen, canceled or finished elsewhere): tell it to stop wasting the GPU.
-    mutating func dropDeadLease(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        out.append(.revoke(job: id, backend: backend, lease: lease))
+        jobs[id].progressMessage = message
+        emit(jobs[id], .progress(jobs[id].progress, message: message))
     }
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
-        guard current(id, backend, lease) else { return }
+        guard current(id, backend, lease, about: "completed") else { return }
         if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
             let e = jobs[id].estimateIndex
@@ -217,7 +225,7 @@ extension Coordinator {
             estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], seconds, policy.estimateSmoothing)
             out.append(.observe(.jobDuration(id, backend, took)))
         }
-        unbind(id, outcome: "completed")
+        unbind(id, outcome: .completed)
         jobs[id].progress = 1
         jobs[id].result = result
         end(id, .completed, .completed(result))
@@ -226,8 +234,8 @@ extension Coordinator {
     mutating func failedOnBackend(
         _ id: JobID, _ backend: BackendID, _ lease: Lease, _ failure: JobFailure, retryable: Bool
     ) {
-        guard current(id, backend, lease) else { return }
-        unbind(id, outcome: "failed: \(failure.code) \(failure.message)")
+        guard current(id, backend, lease, about: "failed") else { return }
+        unbind(id, outcome: retryable ? .requeued : .failed, error: failure)
         if policy.inhibitAfterFailure > .zero {
             let until = now + policy.inhibitAfterFailure
             backends[backend].inhibitedUntil = until
@@ -235,30 +243,37 @@ extension Coordinator {
             refreshLoad(backend)
         }
         if retryable {
-            requeueOrFail(id, .backendFailed)
+            requeueOrFail(id, .backendFailed, error: failure, from: backend)
         } else {
             jobs[id].failure = failure
             end(id, .failed, .failed(failure))
         }
     }
 
-    /// A job lost its binding through no fault of its own: another attempt, or failed when spent.
-    mutating func requeueOrFail(_ id: JobID, _ cause: RequeueCause) {
-        let j = jobs[id]
-        guard j.attempt < policy.maxAttempts else {
-            let tried = j.history.map { "attempt \($0.attempt) on backend \($0.backend): \($0.outcome ?? "?")" }
+    /// A job lost its binding through no fault of its own (its attempt is closed `requeued` with
+    /// `error`): another attempt, or failed when `maxAttempts` attempts ended that way.
+    mutating func requeueOrFail(_ id: JobID, _ cause: RequeueCause, error: JobFailure, from backend: BackendID) {
+        jobs[id].lostAttempts += 1
+        guard jobs[id].lostAttempts < policy.maxAttempts else {
+            let last = jobs[id].history.count - 1
+            if last >= 0 { jobs[id].history[last].outcome = .failed }
+            let j = jobs[id]
+            let tried = j.history.map { a in
+                "attempt \(a.attempt) on backend \(a.backend): \(a.outcome.rawValue)"
+                    + (a.error.map { " (\($0.code))" } ?? "")
+            }
             let failure = JobFailure(
                 code: .attemptsExhausted,
-                message: "gave up after \(j.attempt) attempts (max \(policy.maxAttempts)); "
-                    + tried.joined(separator: "; "))
+                message: "gave up after \(j.lostAttempts) attempts (max \(policy.maxAttempts)); "
+                    + tried.joined(separator: "; "),
+                attempts: j.history)
             jobs[id].failure = failure
             end(id, .failed, .failed(failure))
             return
         }
-        jobs[id].attempt += 1
         counters.requeued += 1
         out.append(.observe(.requeued(id, cause)))
-        enqueue(id, event: .requeued(cause))
+        enqueue(id, event: .requeued(cause, error: error), from: backend)
     }
 
     mutating func cancel(_ id: JobID) {
@@ -271,7 +286,7 @@ extension Coordinator {
             jobs[id].waitReason = nil
         case .bound, .running:
             out.append(.cancel(job: id, backend: j.backend!, lease: j.lease!))
-            unbind(id, outcome: "canceled")
+            unbind(id, outcome: .canceled)
         }
         end(id, .canceled, .canceled)
     }

@@ -13,7 +13,7 @@ extension Coordinator {
         guard let b = backends.get(id) else { return nil }
         return BackendInfo(
             id: b.id, name: b.name, isLocal: b.isLocal, link: b.link, incarnation: b.incarnation,
-            announced: b.snapshot?.state, version: registry.entries[id]?.version,
+            announced: b.snapshot?.state, version: b.snapshot?.version,
             features: b.snapshot?.features ?? [], modelsAvailable: b.snapshot?.modelsAvailable ?? [],
             modelsLoaded: b.snapshot?.modelsLoaded ?? [], slots: b.slots, priority: b.priority,
             inFlight: b.jobs.count, running: b.running, draining: b.drainRequested || b.snapshot?.state == .draining,

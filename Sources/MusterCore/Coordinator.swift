@@ -55,7 +55,11 @@ public struct Coordinator: Sendable {
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.
     var unknown = BackendSet()
-    var lastGateOpenCause: ReleaseCause = .backendsAnnounced
+    var lastGateOpenCause: ReleaseCause = .announced
+    /// The last backend whose announcement took it out of `unknown` (named by `released` events).
+    var gateOpener: BackendID?
+    /// The backend whose announcement is being handled, if any.
+    var announcing: BackendID?
     var gateWasClosed = false
     var held: Set<JobID> = []
     var heldFeatures: [String: Int] = [:]
@@ -101,7 +105,8 @@ public struct Coordinator: Sendable {
         case .linkLost(let id): linkLost(id)
         case .linkRestored(let id): linkRestored(id)
         case .jobStarted(let job, let backend, let lease): started(job, backend, lease)
-        case .jobProgress(let job, let backend, let lease, let fraction): progress(job, backend, lease, fraction)
+        case .jobProgress(let job, let backend, let lease, let fraction, let message):
+            progress(job, backend, lease, fraction, message)
         case .jobCompleted(let job, let backend, let lease, let result): completed(job, backend, lease, result)
         case .jobFailed(let job, let backend, let lease, let code, let message, let retryable):
             failedOnBackend(job, backend, lease, JobFailure(code: code, message: message), retryable: retryable)
@@ -112,11 +117,20 @@ public struct Coordinator: Sendable {
         return finish()
     }
 
-    /// Submits a batch. The same `key` again returns the first receipt and creates nothing.
+    /// Submits a batch. The same `key` with the same entries again returns the first receipt and
+    /// creates nothing; the same `key` with other entries is `batch_key_conflict`. A key is
+    /// remembered as long as its batch is (until every job of it is evicted from the finished-job
+    /// store); after that the key is free and makes a new batch.
     public mutating func submit(
         key: String?, entries: [BatchEntry], at now: CoreInstant
     ) throws(CoreError) -> (receipt: SubmitReceipt, actions: [CoreAction]) {
         if let key, let batch = batchKeys[key], let record = batches[batch] {
+            guard record.entries == entries else {
+                throw CoreError(
+                    .batchKeyConflict,
+                    "batch_key '\(key)' was used for a different batch (\(batch)); use a new key for new work",
+                    details: RawJSON(unchecked: #"{"batch":\#(batch.rawValue)}"#))
+            }
             return (SubmitReceipt(batch: batch, jobs: record.jobs, duplicate: true), [])
         }
         try validate(entries)
@@ -136,14 +150,15 @@ public struct Coordinator: Sendable {
                 jobs.insert(
                     JobRecord(
                         id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
-                        attempt: 1, progress: 0, history: [], result: nil, failure: nil, waitReason: nil,
+                        attempt: 0, progress: 0, progressMessage: nil, history: [], result: nil, failure: nil, waitReason: nil,
                         submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round,
                         seq: takeSeq(), enqueuedAt: now))
                 counters.submitted += 1
                 enqueue(id, event: .queued)
             }
         }
-        batches[batch] = BatchRecord(id: batch, key: key, jobs: ids, submittedAt: now, live: ids.count)
+        batches[batch] = BatchRecord(
+            id: batch, key: key, jobs: ids, submittedAt: now, live: ids.count, entries: key == nil ? [] : entries)
         if let key { batchKeys[key] = batch }
         return (SubmitReceipt(batch: batch, jobs: ids, duplicate: false), finish())
     }
@@ -198,6 +213,7 @@ public struct Coordinator: Sendable {
         // The clock never goes backwards for the core, whatever the shell does.
         self.now = max(self.now, now)
         gateWasClosed = gateClosed
+        announcing = nil
         // A completion that binds the next job emits about six actions: one allocation instead
         // of a buffer regrown (and copied) three times.
         out.reserveCapacity(6)
@@ -218,12 +234,14 @@ public struct Coordinator: Sendable {
         return nextSeq
     }
 
-    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind) {
+    /// Emits a job event; `backend` names another backend than the job's own (the one it was
+    /// lost on, taken from, or released by).
+    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind, backend: BackendID? = nil) {
         out.append(
             .jobEvent(
                 JobEvent(
                     job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
-                    backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
+                    backend: backend ?? job.backend, lease: job.lease, attempt: job.attempt, at: now)))
     }
 
     mutating func modelID(_ name: String) -> Int32 {

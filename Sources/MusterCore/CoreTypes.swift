@@ -53,9 +53,12 @@ public struct SubmitReceipt: Hashable, Sendable {
 public struct CoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: ErrorCode
     public var message: String
-    public init(_ code: ErrorCode, _ message: String) {
+    /// Code-specific structured data, e.g. `{"batch": 12}` for `batch_key_conflict`.
+    public var details: RawJSON?
+    public init(_ code: ErrorCode, _ message: String, details: RawJSON? = nil) {
         self.code = code
         self.message = message
+        self.details = details
     }
     public var description: String { "\(code): \(message)" }
 }
@@ -82,16 +85,29 @@ public struct BackendRefusal: Hashable, Sendable {
     }
 }
 
-/// Why a job ended in `failed`.
+/// Why a job ended in `failed`, or why one attempt ended (a backend's own failure code, or
+/// `backend_lost`). Decided once, when it happens: the details never change afterwards.
 public struct JobFailure: Hashable, Sendable {
     public var code: ErrorCode
     public var message: String
     /// For `no_eligible_backend`: every backend considered and why it was refused.
     public var refusals: [BackendRefusal]
-    public init(code: ErrorCode, message: String, refusals: [BackendRefusal] = []) {
+    /// For `no_eligible_backend`: needed features no ready backend announced at that moment.
+    public var missingFeatures: [String]
+    /// For `no_eligible_backend`: the job's model, when no ready backend offered it.
+    public var missingModel: String?
+    /// For `attempts_exhausted`: the job's attempts, every one of them ended.
+    public var attempts: [AttemptRecord]
+    public init(
+        code: ErrorCode, message: String, refusals: [BackendRefusal] = [], missingFeatures: [String] = [],
+        missingModel: String? = nil, attempts: [AttemptRecord] = []
+    ) {
         self.code = code
         self.message = message
         self.refusals = refusals
+        self.missingFeatures = missingFeatures
+        self.missingModel = missingModel
+        self.attempts = attempts
     }
 }
 
@@ -114,39 +130,49 @@ public struct WaitReason: Hashable, Sendable {
     }
 }
 
-/// Why a held job left the gate.
+/// Why a held job left the gate; the raw values are the wire's `cause` tokens (Protocol/README.md 7.2).
 public enum ReleaseCause: String, Hashable, Sendable {
-    /// Every backend the gate waited for has announced.
-    case backendsAnnounced
+    /// Every backend the gate waited for has announced (the event names the last one).
+    case announced
     /// The gate window of the last backend it waited for ended.
-    case windowExpired
-    /// An eligible backend had an idle running slot, which a held job may always take.
-    case idleBackend
+    case windowElapsed = "window_elapsed"
+    /// An eligible backend had an idle running slot, which a held job may always take (the event
+    /// names that backend).
+    case idleBackend = "idle_backend"
 }
 
-/// Why a job went back to the queue.
+/// Why a job went back to the queue; the raw values label metrics.
 public enum RequeueCause: String, Hashable, Sendable {
     /// The link stayed down longer than the suspect grace.
-    case linkLost
+    case linkLost = "link_lost"
     /// The backend came back with a new incarnation: its old leases died.
-    case backendRestarted
+    case backendRestarted = "backend_restarted"
     /// The backend was removed.
-    case backendRemoved
+    case backendRemoved = "backend_removed"
     /// The backend reported a retryable failure.
-    case backendFailed
+    case backendFailed = "backend_failed"
 }
 
 /// A job event for clients and metrics.
 public struct JobEvent: Hashable, Sendable {
     /// What happened; every state transition has one.
     public enum Kind: Hashable, Sendable {
+        /// A new job entered the queue (its first event).
         case queued
         case gated(WaitReason)
+        /// `backend`: the backend whose announcement opened the gate (`announced`) or the idle
+        /// backend that takes the job (`idle_backend`).
         case released(ReleaseCause)
+        /// `attempt` is the new attempt number.
         case bound
         case started
-        case progress(Double)
-        case requeued(RequeueCause)
+        /// The fraction (0...1) and the backend's text, if it sent one.
+        case progress(Double, message: String?)
+        /// Back in the queue: `backend` is where it was lost, `attempt` the attempt that ended,
+        /// `error` the backend's own failure or `backend_lost` / `backend_restarted`.
+        case requeued(RequeueCause, error: JobFailure)
+        /// Taken back from `backend` by work stealing; `attempt` is the attempt that ended.
+        case revoked
         case completed(RawJSON)
         case failed(JobFailure)
         case canceled
@@ -157,8 +183,10 @@ public struct JobEvent: Hashable, Sendable {
     public var kind: Kind
     /// The job's state after the event.
     public var state: JobState
+    /// The backend the event concerns (see `Kind`); the job's backend otherwise.
     public var backend: BackendID?
     public var lease: Lease?
+    /// 0 before the first binding; the attempt the event concerns after it.
     public var attempt: Int
     public var at: CoreInstant
 }
@@ -183,7 +211,10 @@ public enum Observation: Hashable, Sendable {
     case propagation(BackendID, Duration)
     case announcementApplied(BackendID, CapabilityVersion)
     case staleAnnouncement(BackendID, CapabilityVersion)
-    /// A report naming a lease that is not the job's current one: ignored.
+    /// Different content under a version already held: a protocol violation, not applied.
+    case announcementConflict(BackendID, CapabilityVersion)
+    /// A report naming a lease that is not the job's current one: ignored (and answered with
+    /// `staleLease`).
     case staleReport(JobID, BackendID, Lease)
     case stolen(JobID, from: BackendID, to: BackendID)
     case requeued(JobID, RequeueCause)
@@ -197,15 +228,18 @@ public enum CoreAction: Hashable, Sendable {
     case assign(job: JobID, batch: BatchID, spec: JobSpec, backend: BackendID, lease: Lease, attempt: Int)
     /// Tell the backend to stop the job (client cancel).
     case cancel(job: JobID, backend: BackendID, lease: Lease)
-    /// Take back a job under a dead lease: stolen before it started, or still worked on after
-    /// the lease died (reported started or in progress by a backend that lost it).
+    /// Take back a job stolen before it started: its lease is dead from now on.
     case revoke(job: JobID, backend: BackendID, lease: Lease)
+    /// Answer a report under a lease that is not the job's current one: it changed nothing.
+    /// `about` is the report's wire type (`started`, `progress`, `completed`, `failed`).
+    case staleLease(job: JobID, backend: BackendID, lease: Lease, about: String)
     /// Ask the backend to load a model now.
     case loadModel(backend: BackendID, model: String)
     /// Ask the backend for its capabilities; `held` is the version the coordinator has.
     case sync(backend: BackendID, held: CapabilityVersion?)
-    /// Acknowledge an announcement with the version now held.
-    case ackCapabilities(backend: BackendID, version: CapabilityVersion)
+    /// Acknowledge an announcement, once: `applied` when it replaced the held snapshot (then
+    /// `version` is the received one), otherwise `version` is the one still held.
+    case ackCapabilities(backend: BackendID, version: CapabilityVersion, applied: Bool)
     case jobEvent(JobEvent)
     case readinessChanged(Readiness)
     case observe(Observation)
@@ -225,8 +259,8 @@ public enum CoreEvent: Hashable, Sendable {
     case linkRestored(BackendID)
     // Reports from the backend a job is bound to. Any other backend or lease: stale, ignored.
     case jobStarted(JobID, backend: BackendID, lease: Lease)
-    /// `fraction` in 0...1.
-    case jobProgress(JobID, backend: BackendID, lease: Lease, fraction: Double)
+    /// `fraction` in 0...1; `message` the backend's text, if any.
+    case jobProgress(JobID, backend: BackendID, lease: Lease, fraction: Double, message: String? = nil)
     case jobCompleted(JobID, backend: BackendID, lease: Lease, result: RawJSON)
     /// `retryable`: the job may succeed elsewhere (requeued while attempts remain).
     case jobFailed(JobID, backend: BackendID, lease: Lease, code: ErrorCode, message: String, retryable: Bool)
@@ -237,6 +271,24 @@ public enum CoreEvent: Hashable, Sendable {
     case tick
 }
 
+/// How one attempt of a job went; the raw values are the wire's `outcome` codes
+/// (Protocol/README.md 8, `job_info.history`).
+public enum AttemptOutcome: String, Hashable, Sendable, CaseIterable {
+    /// Open attempt, not started yet.
+    case bound
+    /// Open attempt, running.
+    case running
+    case completed
+    /// The job failed on this attempt (the backend's failure, or attempts ran out).
+    case failed
+    case canceled
+    /// The attempt ended without the job's fault (retryable failure, backend lost or restarted):
+    /// the job went back to the queue.
+    case requeued
+    /// Taken back by work stealing before it started.
+    case revoked
+}
+
 /// One binding of a job, kept in its history.
 public struct AttemptRecord: Hashable, Sendable {
     public var attempt: Int
@@ -245,8 +297,9 @@ public struct AttemptRecord: Hashable, Sendable {
     public var boundAt: CoreInstant
     public var startedAt: CoreInstant?
     public var endedAt: CoreInstant?
-    /// How the binding ended: `completed`, `failed: ...`, `revoked`, `requeued: ...`, `canceled`.
-    public var outcome: String?
+    public var outcome: AttemptOutcome
+    /// Why it ended, when it ended with an error (`failed`, `requeued`).
+    public var error: JobFailure?
 }
 
 /// A job as the core sees it.
@@ -257,9 +310,12 @@ public struct JobRecord: Hashable, Sendable {
     public internal(set) var state: JobState
     public internal(set) var backend: BackendID?
     public internal(set) var lease: Lease?
-    /// 1 for the first binding; a backend lost mid-job adds one.
+    /// 0 before the first binding, then the number of the current (or last) attempt: every
+    /// binding adds one.
     public internal(set) var attempt: Int
     public internal(set) var progress: Double
+    /// The text of the last `progress` report of the current attempt.
+    public internal(set) var progressMessage: String?
     public internal(set) var history: [AttemptRecord]
     public internal(set) var result: RawJSON?
     public internal(set) var failure: JobFailure?
@@ -267,6 +323,9 @@ public struct JobRecord: Hashable, Sendable {
     public internal(set) var waitReason: WaitReason?
     public internal(set) var submittedAt: CoreInstant
     public internal(set) var endedAt: CoreInstant?
+
+    /// Attempts that ended without the job's fault (requeued): bounded by `maxAttempts`.
+    var lostAttempts = 0
 
     // Routing bookkeeping.
     var classIndex: Int
@@ -284,6 +343,9 @@ public struct BatchRecord: Hashable, Sendable {
     public internal(set) var submittedAt: CoreInstant
     /// Jobs not yet evicted from the finished-job store.
     var live: Int
+    /// What was submitted under `key`, to tell an idempotent retry from a conflicting reuse
+    /// (kept only for keyed batches, and dropped with the batch).
+    var entries: [BatchEntry] = []
 }
 
 /// A backend as the core sees it.
@@ -321,6 +383,8 @@ public struct CoreCounters: Hashable, Sendable {
     public var stolen = 0
     public var announcementsApplied = 0
     public var announcementsStale = 0
+    /// Announcements that reused a held version with other content (protocol violations).
+    public var announcementConflicts = 0
     public var staleReports = 0
     public var modelLoadsRequested = 0
 }

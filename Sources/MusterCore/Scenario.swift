@@ -309,7 +309,8 @@ struct Simulation {
                 guard let i = index[backend] else { continue }
                 state[i].waiting.append(Task(job: job, lease: lease, spec: spec))
                 startNext(i)
-            case .revoke(let job, let backend, _), .cancel(let job, let backend, _):
+            case .revoke(let job, let backend, _), .cancel(let job, let backend, _),
+                .staleLease(let job, let backend, _, _):
                 guard let i = index[backend] else { continue }
                 state[i].waiting.removeAll { $0.job == job }
                 if let r = state[i].running.removeValue(forKey: job) { state[i].busy += now - r.started }

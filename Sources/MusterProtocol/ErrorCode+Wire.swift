@@ -14,6 +14,9 @@ extension ErrorCode {
     public static let modelLoadFailed = ErrorCode("model_load_failed")
     /// A job's backend was lost while the job was bound to it (the job is requeued).
     public static let backendLost = ErrorCode("backend_lost")
+    /// A job's backend restarted (new incarnation) while the job was bound to it: its leases
+    /// died and the job is requeued.
+    public static let backendRestarted = ErrorCode("backend_restarted")
     /// A job ran longer than its time limit.
     public static let jobTimeout = ErrorCode("job_timeout")
     /// A message arrived that is valid but not allowed now (e.g. a second `hello`).
@@ -28,7 +31,7 @@ extension ErrorCode {
         .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
         .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .helloTimeout, .staleLease,
         .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
-        .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .modelLoadFailed, .canceled, .notFound,
+        .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .modelLoadFailed, .canceled, .notFound,
         .methodNotAllowed, .shuttingDown, .internalError,
     ]
 
@@ -42,7 +45,8 @@ extension ErrorCode {
         case .helloTimeout: 408
         case .notRegistered, .unexpectedMessage, .staleIncarnation, .staleLease, .batchKeyConflict: 409
         case .messageTooLarge, .limitExceeded: 413
-        case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .canceled: 422
+        case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .canceled:
+            422
         case .modelLoadFailed: 502
         case .shuttingDown: 503
         default: 500

@@ -121,7 +121,7 @@ enum Envelope {
             }
         } catch {
             var e = error
-            e.requestID = requestID
+            e.requestID = requestID ?? e.requestID
             e.messageType = messageType
             throw e
         }

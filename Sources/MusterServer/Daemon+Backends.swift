@@ -58,20 +58,27 @@ extension Daemon {
         do {
             message = try BackendToCoordinator.decode(text, limits: limits)
         } catch {
-            protocolError(error, on: id, backendSide: true)
+            // Before `welcome` a message that cannot be read ends the link (Protocol/README.md 6.2).
+            let welcomed: Bool
+            if case .registered = link.phase { welcomed = true } else { welcomed = false }
+            protocolError(error, on: id, backendSide: true, welcomed: welcomed)
             return
         }
         switch link.phase {
         case .awaitingHello(let timer):
             guard case .hello(let hello) = message else {
-                refuse(id, backendSide: true, code: .notRegistered, message: "send hello first, then \(message.type)", close: 1008)
+                refuse(
+                    id, backendSide: true, code: .notRegistered, message: "send hello first, then \(message.type)",
+                    close: 1008, requestID: message.requestID)
                 return
             }
             if let timer { transport.assumeIsolated { $0.cancel(timer) } }
             register(hello, on: id, peer: link.peer)
         case .registered(let backend):
-            if case .hello = message {
-                refuse(id, backendSide: true, code: ErrorCode("unexpected_message"), message: "a second hello on one link", close: 1008)
+            if case .hello(let m) = message {
+                refuse(
+                    id, backendSide: true, code: .unexpectedMessage, message: "a second hello on one link", close: 1008,
+                    requestID: m.id)
                 return
             }
             backendMessage(message, from: backend, connection: id)
@@ -92,14 +99,19 @@ extension Daemon {
             // Dialled links were authenticated by dialling the configured URL; others present a token.
             if let expected = configuration.backendTokens[name] ?? sharedToken, !constantTimeEqual(expected, hello.token) {
                 logger.warning("backend refused: bad credentials", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)"])
-                refuse(id, backendSide: true, code: .badCredentials, message: "the token is missing or not accepted", close: 4001)
+                refuse(
+                    id, backendSide: true, code: .badCredentials, message: "the token is missing or not accepted",
+                    close: 4001, requestID: hello.id)
                 return
             }
         }
         let backend = backendID(forName: name)
         let known = core.backend(backend)
         if let incarnation = known?.incarnation, hello.incarnation < incarnation {
-            refuse(id, backendSide: true, code: ErrorCode("stale_incarnation"), message: "backend \(name) is registered with a newer incarnation \(incarnation)", close: 1008)
+            refuse(
+                id, backendSide: true, code: .staleIncarnation,
+                message: "backend \(name) is registered with a newer incarnation \(incarnation); use a new incarnation",
+                close: 1008, requestID: hello.id)
             return
         }
         if let old = linkOf[backend], old != id {
@@ -116,11 +128,12 @@ extension Daemon {
             .backendRegistered(BackendRegistration(
                 id: backend, name: name, incarnation: hello.incarnation, slots: hello.slots, priority: configured?.priority ?? 0)),
             at: now)
-        let info = core.backend(backend)
-        let heldVersion = info?.version.flatMap { $0.incarnation == hello.incarnation ? $0 : nil }
+        // The snapshot of this incarnation, if any: after a newer incarnation's hello the old one
+        // no longer counts, so `known` is omitted until the first announcement.
+        let heldVersion = core.backend(backend)?.version
         let welcome = CoordinatorToBackend.Welcome(
             id: hello.id, backend: backend, coordinator: Self.version,
-            heartbeatMs: UInt64(configuration.seconds("links.keepalive_seconds") * 500),
+            heartbeatMs: heartbeatMs,
             syncMs: UInt64(configuration.seconds("links.sync_interval_seconds") * 1000),
             maxMessageBytes: limits.maxMessageBytes, known: heldVersion,
             bindings: core.bindings(of: backend).map { Wire.Binding(job: $0.job, lease: $0.lease) })
@@ -141,19 +154,12 @@ extension Daemon {
         case .capabilities(let snapshot):
             feed(.capabilities(backend, snapshot))
         case .started(let m):
-            reportAbout = "started"
             feed(.jobStarted(m.job, backend: backend, lease: m.lease))
         case .progress(let m):
-            reportAbout = "progress"
-            feed(.jobProgress(m.job, backend: backend, lease: m.lease, fraction: m.fraction))
-            if let text = m.message, let record = core.job(m.job), record.lease == m.lease {
-                progressMessages[m.job] = text
-            }
+            feed(.jobProgress(m.job, backend: backend, lease: m.lease, fraction: m.fraction, message: m.message))
         case .completed(let m):
-            reportAbout = "completed"
             feed(.jobCompleted(m.job, backend: backend, lease: m.lease, result: m.result))
         case .failed(let m):
-            reportAbout = "failed"
             feed(.jobFailed(m.job, backend: backend, lease: m.lease, code: m.code, message: m.message, retryable: m.retryable))
         case .loadModelResult(let r):
             if r.ok {
@@ -169,7 +175,6 @@ extension Daemon {
         case .hello:
             break
         }
-        reportAbout = nil
     }
 
     func backendClosed(_ event: CloseEvent) {
@@ -210,20 +215,23 @@ extension Daemon {
 
     // MARK: - Errors on links
 
-    /// Answers a message that could not be decoded; closes the link when the error demands it.
-    func protocolError(_ error: ProtocolError, on id: ConnectionID, backendSide: Bool) {
+    /// Answers a message that could not be decoded; closes the link when the error demands it,
+    /// and always before `welcome` (a peer whose hello cannot be read is not waited for: 1008).
+    func protocolError(_ error: ProtocolError, on id: ConnectionID, backendSide: Bool, welcomed: Bool) {
         metrics.counter("muster_protocol_errors_total", ["code": error.code.rawValue]).increment()
         logger.notice("protocol error", metadata: ["link.id": "\(id)", "code": "\(error.code)", "error": "\(error)"])
         sendError(error.errorMessage, to: id, backendSide: backendSide)
-        if let close = error.closeCode {
-            transport.assumeIsolated { $0.close(id, code: CloseCode(close.rawValue), reason: error.code.rawValue) }
+        if let close = error.closeCode ?? (welcomed ? nil : .policyViolation) {
+            transport.assumeIsolated { $0.close(id, code: MusterTransport.CloseCode(close.rawValue), reason: error.code.rawValue) }
         }
     }
 
-    /// Sends an `error` with `code`, then closes the link with `close`.
-    func refuse(_ id: ConnectionID, backendSide: Bool, code: ErrorCode, message: String, close: UInt16) {
+    /// Sends an `error` with `code` (echoing `requestID`), then closes the link with `close`.
+    func refuse(
+        _ id: ConnectionID, backendSide: Bool, code: ErrorCode, message: String, close: UInt16, requestID: String? = nil
+    ) {
         metrics.counter("muster_protocol_errors_total", ["code": code.rawValue]).increment()
-        sendError(Wire.ErrorMessage(code: code, message: message), to: id, backendSide: backendSide)
+        sendError(Wire.ErrorMessage(id: requestID, code: code, message: message), to: id, backendSide: backendSide)
         transport.assumeIsolated { $0.close(id, code: CloseCode(close), reason: code.rawValue) }
     }
 
@@ -241,4 +249,16 @@ func constantTimeEqual(_ a: String, _ b: String) -> Bool {
         diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
     }
     return diff == 0
+}
+
+extension BackendToCoordinator {
+    /// The request `id` of a message that carries one, echoed by an `error` about it.
+    var requestID: String? {
+        switch self {
+        case .hello(let m): m.id
+        case .loadModelResult(let m): m.id
+        case .error(let m): m.id
+        case .capabilities, .started, .progress, .completed, .failed, .goodbye: nil
+        }
+    }
 }

@@ -12,30 +12,23 @@ struct ClientSession {
     var batches: Set<BatchID> = []
 }
 
-/// What went wrong with a client request: answered as an `error` (WebSocket) or an HTTP status.
+/// What went wrong with a client request: answered as an `error` (WebSocket) or over HTTP with
+/// the code's status (`ErrorCode.httpStatus`, the one map of Protocol/README.md section 5).
 struct RequestError: Error {
     var code: ErrorCode
     var message: String
     var details: RawJSON?
-    var status: Int
+    var status: Int { code.httpStatus }
 
-    init(_ code: ErrorCode, _ message: String, status: Int, details: RawJSON? = nil) {
+    init(_ code: ErrorCode, _ message: String, details: RawJSON? = nil) {
         self.code = code
         self.message = message
-        self.status = status
         self.details = details
     }
 
-    init(_ e: CoreError) {
-        let status: Int
-        switch e.code {
-        case .unknownJob, .unknownBatch, .unknownBackend, ErrorCode("unknown_model"): status = 404
-        case .limitExceeded: status = 413
-        case .noEligibleBackend: status = 422
-        default: status = 400
-        }
-        self.init(e.code, e.message, status: status)
-    }
+    init(_ e: CoreError) { self.init(e.code, e.message, details: e.details) }
+
+    init(_ e: ProtocolError) { self.init(e.code, e.path.isEmpty ? e.reason : "\(e.path): \(e.reason)") }
 }
 
 extension Daemon {
@@ -78,12 +71,14 @@ extension Daemon {
         do {
             message = try ClientToCoordinator.decode(text, limits: limits)
         } catch {
-            protocolError(error, on: id, backendSide: false)
+            protocolError(error, on: id, backendSide: false, welcomed: session.name != nil)
             return
         }
         guard session.name != nil else {
             guard case .hello(let hello) = message else {
-                refuse(id, backendSide: false, code: .notRegistered, message: "send hello first, then \(message.type)", close: 1008)
+                refuse(
+                    id, backendSide: false, code: .notRegistered, message: "send hello first, then \(message.type)",
+                    close: 1008, requestID: message.requestID)
                 return
             }
             if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
@@ -95,22 +90,26 @@ extension Daemon {
                 return
             }
             if let token = sharedToken, !constantTimeEqual(token, hello.token) {
-                refuse(id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted", close: 4001)
+                refuse(
+                    id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted",
+                    close: 4001, requestID: hello.id)
                 return
             }
             session.name = hello.name
             clients[id] = session
             let welcome = CoordinatorToClient.Welcome(
                 id: hello.id, version: 1, coordinator: Self.version,
-                heartbeatMs: UInt64(configuration.seconds("links.keepalive_seconds") * 500), maxMessageBytes: limits.maxMessageBytes)
+                heartbeatMs: heartbeatMs, maxMessageBytes: limits.maxMessageBytes)
             send(CoordinatorToClient.welcome(welcome).encode(), to: id)
             logger.debug("client registered", metadata: ["client.name": "\(hello.name)", "link.id": "\(id)"])
             return
         }
         do {
             switch message {
-            case .hello:
-                refuse(id, backendSide: false, code: ErrorCode("unexpected_message"), message: "a second hello on one link", close: 1008)
+            case .hello(let m):
+                refuse(
+                    id, backendSide: false, code: .unexpectedMessage, message: "a second hello on one link", close: 1008,
+                    requestID: m.id)
             case .submit(let m):
                 let (accepted, actions) = try submit(m.batch, defaultOwner: session.name ?? "anonymous")
                 var answer = accepted
@@ -145,24 +144,16 @@ extension Daemon {
 
     /// Submits a batch; returns the answer and the core actions to perform after it is sent.
     func submit(_ request: Wire.BatchRequest, defaultOwner: String) throws(RequestError) -> (Wire.Accepted, [CoreAction]) {
-        if stopping { throw RequestError(.shuttingDown, "the coordinator is stopping and takes no new work", status: 503) }
+        if stopping { throw RequestError(.shuttingDown, "the coordinator is stopping and takes no new work") }
         let owner = request.owner ?? defaultOwner
         let entries = request.jobs.map { j in
             BatchEntry(
                 spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner),
                 count: j.count)
         }
-        // A retry with the same key and the same content gets the first answer; the same key
-        // with other content is a conflict, not a silent duplicate.
-        let fingerprint = request.batchKey.map { _ in entries.map { "\($0)" }.joined(separator: "\u{1}") }
-        if let key = request.batchKey, let earlier = batchFingerprints[key], earlier.fingerprint != fingerprint {
-            throw RequestError(
-                ErrorCode("batch_key_conflict"), "batch_key '\(key)' was used for a different batch (\(earlier.batch))", status: 409,
-                details: RawJSON(unchecked: #"{"batch":\#(earlier.batch.rawValue)}"#))
-        }
         do {
+            // The core tells an idempotent retry (same key, same entries) from a conflicting reuse.
             let (receipt, actions) = try core.submit(key: request.batchKey, entries: entries, at: now)
-            if let key = request.batchKey, let fingerprint { batchFingerprints[key] = (receipt.batch, fingerprint) }
             logSubmit(receipt, owner: owner)
             return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
         } catch {
@@ -178,7 +169,7 @@ extension Daemon {
     func subscribe(_ id: ConnectionID, batch: BatchID?, requestID: String?) throws(RequestError) {
         let scope: [JobID]
         if let batch {
-            guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)", status: 404) }
+            guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
             clients[id]?.batches.insert(batch)
             subscribersByBatch[batch, default: []].insert(id)
             scope = record.jobs
@@ -216,11 +207,11 @@ extension Daemon {
 
     func loadModel(_ model: String, backend: BackendID?) throws(RequestError) -> Wire.ModelsLoading {
         if let backend, core.backend(backend) == nil {
-            throw RequestError(.unknownBackend, "no backend \(backend)", status: 404)
+            throw RequestError(.unknownBackend, "no backend \(backend)")
         }
         let offered = core.backendList.contains { $0.modelsAvailable.contains(model) || $0.modelsLoaded.contains(model) }
         guard offered || (backend == nil && configuration.backends.contains { $0.models.contains(model) }) else {
-            throw RequestError(ErrorCode("unknown_model"), "no backend offers model \(model)", status: 404)
+            throw RequestError(.unknownModel, "no backend offers model \(model)")
         }
         let actions: [CoreAction]
         do {
@@ -242,7 +233,7 @@ extension Daemon {
     /// what it has (a remote one then says `goodbye` and leaves). Draining twice is harmless.
     func drain(_ backend: BackendID) throws(RequestError) {
         guard let info = core.backend(backend) else {
-            throw RequestError(.unknownBackend, "no backend \(backend); GET /v1/backends lists them", status: 404)
+            throw RequestError(.unknownBackend, "no backend \(backend); GET /v1/backends lists them")
         }
         logger.info("drain requested", metadata: ["backend.id": "\(backend)", "backend.name": "\(info.name)"])
         feed(.drain(backend))
@@ -261,13 +252,7 @@ extension Daemon {
     func publish(_ event: JobEvent) {
         switch event.kind {
         case .completed, .failed, .canceled:
-            progressMessages[event.job] = nil
             metrics.counter("muster_jobs_finished_total", ["outcome": event.state.rawValue]).increment()
-            if let start = startedAt.removeValue(forKey: event.job), case .completed = event.kind {
-                metrics.jobDuration.recordNanoseconds(Int64(event.at.nanoseconds - min(event.at.nanoseconds, start.nanoseconds)))
-            }
-        case .started:
-            startedAt[event.job] = event.at
         case .gated:
             metrics.counter("muster_jobs_gated_total").increment()
         default:
@@ -289,24 +274,21 @@ extension Daemon {
             logger.info("backend announced ready", metadata: ["backend.id": "\(b)", "propagation_ms": "\(d.nanosecondsClamped / 1_000_000)"])
         case .announcementApplied:
             metrics.counter("muster_announcements_total", ["result": "applied"]).increment()
-        case .staleAnnouncement(let b, _):
+        case .staleAnnouncement:
             metrics.counter("muster_announcements_total", ["result": "stale"]).increment()
-            if let held = core.backend(b)?.version { deliver(.capabilitiesAck(.init(version: held, applied: false)), to: b) }
-        case .staleReport(let job, let backend, let lease):
+        case .announcementConflict(let b, let version):
+            metrics.counter("muster_announcements_total", ["result": "conflict"]).increment()
+            logger.warning(
+                "protocol violation: other content under a capability version already held; kept the held one",
+                metadata: ["backend.id": "\(b)", "version": "\(version)"])
+        case .staleReport:
             metrics.counter("muster_stale_reports_total").increment()
-            deliver(.staleLease(.init(job: job, lease: lease, about: reportAbout ?? "report")), to: backend)
-        case .stolen(let job, let from, _):
+        case .stolen:
             metrics.counter("muster_jobs_stolen_total").increment()
-            if let record = core.job(job) {
-                let event = CoordinatorToClient.JobEvent(
-                    job: job, batch: record.batch, event: .revoked, state: .queued, attempt: record.attempt, atMs: ms(now), backend: from)
-                let bytes = CoordinatorToClient.job(event).encode()
-                for id in subscribersAll.union(subscribersByBatch[record.batch] ?? []) { send(bytes, to: id) }
-            }
         case .requeued(_, let cause):
             metrics.counter("muster_jobs_requeued_total", ["cause": cause.rawValue]).increment()
-        case .jobDuration:
-            break
+        case .jobDuration(_, _, let d):
+            metrics.jobDuration.recordNanoseconds(d.nanosecondsClamped)
         }
     }
 }

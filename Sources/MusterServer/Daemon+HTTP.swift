@@ -35,7 +35,7 @@ extension Daemon {
             do throws(ProtocolError) {
                 batch = try Wire.BatchRequest.decode(request.body, limits: d.limits)
             } catch {
-                return d.errorResponse(RequestError(error.code, error.path.isEmpty ? error.reason : "\(error.path): \(error.reason)", status: Self.status(error.code)))
+                return d.errorResponse(RequestError(error))
             }
             do throws(RequestError) {
                 let (accepted, actions) = try d.submit(batch, defaultOwner: "anonymous")
@@ -53,7 +53,7 @@ extension Daemon {
             do throws(ProtocolError) {
                 load = try Wire.LoadModelRequest.decode(request.body, limits: d.limits)
             } catch {
-                return d.errorResponse(RequestError(error.code, error.path.isEmpty ? error.reason : "\(error.path): \(error.reason)", status: Self.status(error.code)))
+                return d.errorResponse(RequestError(error))
             }
             do throws(RequestError) {
                 return d.json(202, try d.loadModel(load.model, backend: load.backend))
@@ -66,6 +66,7 @@ extension Daemon {
         routes.errorResponse = { [weak self] status, message in
             let code: ErrorCode
             switch status {
+            case 400: code = .invalidMessage  // an upgrade offering no known subprotocol
             case 404: code = .notFound
             case 405: code = .methodNotAllowed
             case 413: code = .messageTooLarge
@@ -88,22 +89,22 @@ extension Daemon {
             return .respond(drainRoute(request, id: parts[3]))
         }
         guard parts.count == 4, parts[0].isEmpty, parts[1] == "v1", parts[2] == "batches" || parts[2] == "jobs" else {
-            return .respond(errorResponse(RequestError(ErrorCode("not_found"), "no route \(request.path)", status: 404)))
+            return .respond(errorResponse(RequestError(.notFound, "no route \(request.path)")))
         }
         let allowed: [HTTPMethod] = parts[2] == "jobs" ? [.get, .delete] : [.get]
         guard allowed.contains(request.method) else {
             var response = errorResponse(RequestError(
-                ErrorCode("method_not_allowed"), "\(request.path) takes \(allowed.map(\.rawValue).joined(separator: ", "))", status: 405))
+                .methodNotAllowed, "\(request.path) takes \(allowed.map(\.rawValue).joined(separator: ", "))"))
             response.headers.append((name: "Allow", value: allowed.map(\.rawValue).joined(separator: ", ")))
             return .respond(response)
         }
         return .respond(guarded(request) {
             guard let raw = UInt64(parts[3]) else {
-                return errorResponse(RequestError(.invalidMessage, "'\(parts[3])' is not an id (a decimal integer)", status: 400))
+                return errorResponse(RequestError(.invalidMessage, "'\(parts[3])' is not an id (a decimal integer)"))
             }
             switch (parts[2], request.method) {
             case ("batches", _):
-                guard let batch = core.batch(BatchID(raw)) else { return errorResponse(RequestError(.unknownBatch, "no batch \(raw)", status: 404)) }
+                guard let batch = core.batch(BatchID(raw)) else { return errorResponse(RequestError(.unknownBatch, "no batch \(raw)")) }
                 let jobs = batch.jobs.compactMap { core.job($0) }
                 let info = Wire.BatchInfo(
                     batch: batch.id, batchKey: batch.key, createdMs: ms(batch.submittedAt), done: jobs.allSatisfy { $0.state.isFinal },
@@ -111,12 +112,12 @@ extension Daemon {
                 return json(200, info)
             case ("jobs", .get):
                 guard let job = core.job(JobID(raw)) else {
-                    return errorResponse(RequestError(.unknownJob, "no job \(raw) (finished jobs are kept only for a while)", status: 404))
+                    return errorResponse(RequestError(.unknownJob, "no job \(raw) (finished jobs are kept only for a while)"))
                 }
                 return json(200, wireJob(job))
             default:
                 let id = JobID(raw)
-                guard let before = core.job(id) else { return errorResponse(RequestError(.unknownJob, "no job \(raw)", status: 404)) }
+                guard let before = core.job(id) else { return errorResponse(RequestError(.unknownJob, "no job \(raw)")) }
                 if before.state.isFinal { return json(200, Wire.CancelResult(job: id, state: before.state, canceled: false)) }
                 do throws(RequestError) {
                     let canceled = try cancel(.job(id))
@@ -131,13 +132,13 @@ extension Daemon {
     /// `POST /v1/backends/{id}/drain`: 202 `draining`.
     private func drainRoute(_ request: HTTPRequest, id: Substring) -> HTTPResponse {
         guard request.method == .post else {
-            var response = errorResponse(RequestError(ErrorCode("method_not_allowed"), "\(request.path) takes POST", status: 405))
+            var response = errorResponse(RequestError(.methodNotAllowed, "\(request.path) takes POST"))
             response.headers.append((name: "Allow", value: "POST"))
             return response
         }
         return guarded(request) {
             guard let raw = Int64(id), raw != 0 else {
-                return errorResponse(RequestError(.invalidMessage, "'\(id)' is not a backend id (a non-zero decimal integer)", status: 400))
+                return errorResponse(RequestError(.invalidMessage, "'\(id)' is not a backend id (a non-zero decimal integer)"))
             }
             do throws(RequestError) {
                 try drain(BackendID(raw))
@@ -155,7 +156,7 @@ extension Daemon {
             let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
             guard constantTimeEqual(token, presented) else {
                 metrics.counter("muster_http_errors_total", ["code": ErrorCode.badCredentials.rawValue]).increment()
-                var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>", status: 401))
+                var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>"))
                 response.headers.append((name: "WWW-Authenticate", value: "Bearer"))
                 return response
             }
@@ -170,13 +171,6 @@ extension Daemon {
     func errorResponse(_ e: RequestError) -> HTTPResponse {
         metrics.counter("muster_http_errors_total", ["code": e.code.rawValue]).increment()
         return json(e.status, Wire.ErrorBody(code: e.code, message: e.message, details: e.details))
-    }
-
-    static func status(_ code: ErrorCode) -> Int {
-        switch code {
-        case .messageTooLarge, .limitExceeded: 413
-        default: 400
-        }
     }
 
     /// Sets the state gauges from the core before `/metrics` is rendered.

@@ -86,36 +86,38 @@ extension Daemon {
         return Wire.QueueSummary(queued: s[.queued] ?? 0, gated: s[.gated] ?? 0, bound: s[.bound] ?? 0, running: s[.running] ?? 0, byPriority: depth)
     }
 
-    func wireError(_ f: JobFailure, spec: JobSpec?) -> Wire.ErrorBody {
-        guard f.code == .noEligibleBackend else { return Wire.ErrorBody(code: f.code, message: f.message) }
-        var refusals: [Wire.NoEligibleBackend.Refusal] = []
-        var readyFeatures = Set<String>()
-        var readyModels = Set<String>()
-        for b in core.backendList where b.link == .up && b.announced == .ready {
-            readyFeatures.formUnion(b.features)
-            readyModels.formUnion(b.modelsAvailable)
+    /// A failure as the wire's error shape; every detail was decided by the core when it happened.
+    func wireError(_ f: JobFailure) -> Wire.ErrorBody {
+        switch f.code {
+        case .noEligibleBackend:
+            let refusals = f.refusals.map {
+                Wire.NoEligibleBackend.Refusal(backend: $0.backend, name: $0.name, reasons: $0.reasons, missingFeatures: $0.missingFeatures)
+            }
+            return Wire.ErrorBody(
+                code: f.code, message: f.message,
+                details: Wire.NoEligibleBackend(missingFeatures: f.missingFeatures, missingModel: f.missingModel, refusals: refusals).details)
+        case .attemptsExhausted where !f.attempts.isEmpty:
+            return Wire.ErrorBody(code: f.code, message: f.message, details: Wire.AttemptsExhausted(history: f.attempts.map(wireAttempt)).details)
+        default:
+            return Wire.ErrorBody(code: f.code, message: f.message)
         }
-        for r in f.refusals {
-            refusals.append(.init(backend: r.backend, name: r.name, reasons: r.reasons, missingFeatures: r.missingFeatures))
-        }
-        let missingFeatures = spec?.needs.filter { !readyFeatures.contains($0) } ?? []
-        let missingModel = spec?.model.flatMap { readyModels.contains($0) ? nil : $0 }
-        return Wire.ErrorBody(code: f.code, message: f.message, details: Wire.NoEligibleBackend(
-            missingFeatures: missingFeatures, missingModel: missingModel, refusals: refusals).details)
+    }
+
+    func wireAttempt(_ a: AttemptRecord) -> Wire.AttemptRecord {
+        Wire.AttemptRecord(
+            attempt: a.attempt, backend: a.backend, outcome: a.outcome.rawValue, error: a.error.map(wireError),
+            boundMs: ms(a.boundAt), endedMs: a.endedAt.map(ms))
     }
 
     func wireJob(_ j: JobRecord) -> Wire.JobInfo {
-        let history = j.history.map { a in
-            Wire.AttemptRecord(attempt: a.attempt, backend: a.backend, outcome: a.outcome ?? "in_progress", boundMs: ms(a.boundAt), endedMs: a.endedAt.map(ms))
-        }
-        return Wire.JobInfo(
-            job: j.id, batch: j.batch, state: j.state, spec: j.spec, attempt: j.history.isEmpty ? 0 : j.attempt,
+        Wire.JobInfo(
+            job: j.id, batch: j.batch, state: j.state, spec: j.spec, attempt: j.attempt,
             backend: j.backend, progress: j.state == .running ? j.progress : nil, result: j.result,
-            error: j.failure.map { wireError($0, spec: j.spec) }, waiting: j.waitReason.map(wireWait), createdMs: ms(j.submittedAt),
-            startedMs: j.history.last?.startedAt.map(ms), finishedMs: j.endedAt.map(ms), history: history)
+            error: j.failure.map(wireError), waiting: j.waitReason.map(wireWait), createdMs: ms(j.submittedAt),
+            startedMs: j.history.last?.startedAt.map(ms), finishedMs: j.endedAt.map(ms), history: j.history.map(wireAttempt))
     }
 
-    /// The client `job` event for a core event.
+    /// The client `job` event for a core event: a mapping, every fact comes from the core.
     func wireEvent(_ e: JobEvent) -> CoordinatorToClient.JobEvent {
         var w = CoordinatorToClient.JobEvent(
             job: e.job, batch: e.batch, event: .queued, state: e.state, attempt: e.attempt, atMs: ms(e.at), backend: e.backend)
@@ -126,27 +128,23 @@ extension Daemon {
             w.waiting = wireWait(reason)
         case .released(let cause):
             w.event = .released
-            switch cause {
-            case .backendsAnnounced: w.cause = core.policy.gateWindow > .zero ? "announced" : "gate_disabled"
-            case .windowExpired: w.cause = "window_elapsed"
-            case .idleBackend: w.cause = "idle_backend"
-            }
+            w.cause = cause.rawValue
         case .bound: w.event = .bound
         case .started: w.event = .started
-        case .progress(let fraction):
+        case .progress(let fraction, let message):
             w.event = .progress
             w.progress = fraction
-            w.message = progressMessages[e.job]
-        case .requeued(let cause):
+            w.message = message
+        case .requeued(_, let error):
             w.event = .requeued
-            let code: ErrorCode = cause == .backendFailed ? .jobFailed : ErrorCode("backend_lost")
-            w.error = Wire.ErrorBody(code: code, message: "requeued: \(cause.rawValue)")
+            w.error = wireError(error)
+        case .revoked: w.event = .revoked
         case .completed(let result):
             w.event = .completed
             w.result = result
         case .failed(let failure):
             w.event = .failed
-            w.error = wireError(failure, spec: core.job(e.job)?.spec)
+            w.error = wireError(failure)
         case .canceled: w.event = .canceled
         }
         return w
@@ -155,8 +153,9 @@ extension Daemon {
     /// A `snapshot` event: the job's current state.
     func snapshotEvent(_ j: JobRecord) -> CoordinatorToClient.JobEvent {
         CoordinatorToClient.JobEvent(
-            job: j.id, batch: j.batch, event: .snapshot, state: j.state, attempt: j.history.isEmpty ? 0 : j.attempt,
-            atMs: ms(now), backend: j.backend, progress: j.state == .running ? j.progress : nil, result: j.result,
-            error: j.failure.map { wireError($0, spec: j.spec) }, waiting: j.waitReason.map(wireWait))
+            job: j.id, batch: j.batch, event: .snapshot, state: j.state, attempt: j.attempt,
+            atMs: ms(now), backend: j.backend, progress: j.state == .running ? j.progress : nil,
+            message: j.state == .running ? j.progressMessage : nil, result: j.result,
+            error: j.failure.map(wireError), waiting: j.waitReason.map(wireWait))
     }
 }

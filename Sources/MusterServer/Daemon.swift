@@ -55,14 +55,8 @@ public actor Daemon {
     var stopping = false
     var stopped = false
     var stopWaiters: [CheckedContinuation<Void, Never>] = []
-    /// When each running job started, for the job duration histogram.
-    var startedAt: [JobID: CoreInstant] = [:]
-    /// The `progress` text a backend sent last, per running job.
-    var progressMessages: [JobID: String] = [:]
-    /// The message type being applied while a backend report is fed to the core, for `stale_lease.about`.
-    var reportAbout: String?
-    /// What each `batch_key` submitted, to tell an idempotent retry from a conflicting reuse.
-    var batchFingerprints: [String: (batch: BatchID, fingerprint: String)] = [:]
+    /// `welcome.heartbeat_ms`: the keepalive ping interval the transport really uses.
+    let heartbeatMs: UInt64
 
     /// Creates the transport (its loop thread starts now); `start()` listens and brings up backends.
     public init(configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics()) throws {
@@ -72,9 +66,12 @@ public actor Daemon {
         var t = TransportConfiguration()
         t.maxMessageBytes = configuration.int("links.max_message_bytes")
         t.outboundHighWaterBytes = configuration.int("links.outbound_high_water_bytes")
-        let keepalive = configuration.seconds("links.keepalive_seconds")
-        t.keepalivePingAfter = .milliseconds(Int64(max(500, keepalive * 500)))
-        t.keepaliveHangUpAfter = .milliseconds(Int64(keepalive * 1000))
+        // Protocol/README.md section 2: ping after `heartbeat_ms` of silence (half the keepalive,
+        // at least 500 ms), drop a link silent for two intervals.
+        let heartbeat = Self.heartbeatMs(keepaliveSeconds: configuration.seconds("links.keepalive_seconds"))
+        t.keepalivePingAfter = .milliseconds(Int64(heartbeat))
+        t.keepaliveHangUpAfter = .milliseconds(Int64(2 * heartbeat))
+        self.heartbeatMs = heartbeat
         t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
         self.transport = try Transport(configuration: t, logger: logger)
         self.core = MusterCore.Coordinator(policy: Self.policy(from: configuration))
@@ -87,6 +84,11 @@ public actor Daemon {
         self.limits = limits
         self.sharedToken = try configuration.resolvedSharedToken()
         self.handshakeTimeout = t.handshakeTimeout
+    }
+
+    /// `heartbeat_ms` for `links.keepalive_seconds`: half of it, at least 500 ms.
+    static func heartbeatMs(keepaliveSeconds: Double) -> UInt64 {
+        UInt64(max(500, (keepaliveSeconds * 500).rounded()))
     }
 
     static func policy(from c: Configuration) -> CorePolicy {
@@ -241,8 +243,10 @@ public actor Daemon {
             deliver(.loadModel(.init(id: "lm-\(backend)-\(model)", model: model)), to: backend)
         case .sync(let backend, let held):
             deliver(.sync(.init(known: held)), to: backend)
-        case .ackCapabilities(let backend, let version):
-            deliver(.capabilitiesAck(.init(version: version, applied: true)), to: backend)
+        case .ackCapabilities(let backend, let version, let applied):
+            deliver(.capabilitiesAck(.init(version: version, applied: applied)), to: backend)
+        case .staleLease(let job, let backend, let lease, let about):
+            deliver(.staleLease(.init(job: job, lease: lease, about: about)), to: backend)
         case .jobEvent(let event):
             publish(event)
         case .readinessChanged(let r):

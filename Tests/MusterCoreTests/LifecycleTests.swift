@@ -45,13 +45,17 @@ import Testing
                 Issue.record("expected a stale report, got \(actions)")
                 continue
             }
-            // A backend still working under a dead lease is told to drop the job; nothing else.
+            // Answered `stale_lease` naming the report, once; nothing else.
+            let about: String
+            let backend: BackendID, lease: Lease
             switch event {
-            case .jobStarted(_, let backend, let lease), .jobProgress(_, let backend, let lease, _):
-                #expect(Array(actions.dropFirst()) == [.revoke(job: job, backend: backend, lease: lease)])
-            default:
-                #expect(actions.count == 1)
+            case .jobStarted(_, let b, let l): (about, backend, lease) = ("started", b, l)
+            case .jobProgress(_, let b, let l, _, _): (about, backend, lease) = ("progress", b, l)
+            case .jobCompleted(_, let b, let l, _): (about, backend, lease) = ("completed", b, l)
+            case .jobFailed(_, let b, let l, _, _, _): (about, backend, lease) = ("failed", b, l)
+            default: continue
             }
+            #expect(Array(actions.dropFirst()) == [.staleLease(job: job, backend: backend, lease: lease, about: about)])
         }
         #expect(h.core.job(job) == before)
         #expect(h.core.counters.staleReports == 5)
@@ -122,7 +126,9 @@ import Testing
         #expect(record.failure?.code == .attemptsExhausted)
         #expect(record.history.count == 3)
         #expect(record.history.map(\.attempt) == [1, 2, 3])
-        #expect(record.history.allSatisfy { $0.outcome?.hasPrefix("failed: job_failed oom") == true })
+        #expect(record.history.map(\.outcome) == [.requeued, .requeued, .failed])
+        #expect(record.history.allSatisfy { $0.error?.code == .jobFailed && $0.error?.message == "oom" })
+        #expect(record.failure?.attempts == record.history)
         #expect(record.failure!.message.contains("attempt 2 on backend 1"))
     }
 
@@ -157,9 +163,11 @@ import Testing
         h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(200))))
         // Nothing else can run it and the restarted backend has not announced: held by the gate.
         let why = WaitReason(features: [], model: nil, backends: [BackendID(1)], noReadyBackend: true)
-        #expect(h.events(job, in: h.last) == [.requeued(.backendRestarted), .gated(why)])
+        let restarted = JobFailure(
+            code: .backendRestarted, message: "backend 1 (b1) restarted with a new incarnation: its leases died")
+        #expect(h.events(job, in: h.last) == [.requeued(.backendRestarted, error: restarted), .gated(why)])
         #expect(h.state(job) == .gated)
-        #expect(h.core.job(job)?.attempt == 2)
+        #expect(h.core.job(job)?.attempt == 1)  // the attempt that ended; the next binding is 2
         // The old process's report is stale.
         h.send(.jobCompleted(job, backend: BackendID(1), lease: oldLease, result: .null))
         #expect(h.state(job) == .gated)
@@ -189,8 +197,13 @@ import Testing
         #expect(h.state(jobs[0]) == .bound)
         h.advance(to: 11)
         #expect(h.core.backend(BackendID(1))?.link == .down)
-        #expect(h.events(jobs[0], in: h.last).first == .requeued(.linkLost))
-        #expect(h.core.job(jobs[0])?.attempt == 2)
+        guard case .requeued(.linkLost, let error)? = h.events(jobs[0], in: h.last).first else {
+            Issue.record("expected requeued, got \(h.events(jobs[0], in: h.last))")
+            return
+        }
+        #expect(error.code == .backendLost)
+        // Backend 2 is full (slots 1 + overqueue 1): the job waits, attempt 1 ended.
+        #expect(h.core.job(jobs[0])?.attempt == 1)
     }
 
     @Test func linkRestoredWithinGraceResumes() {

@@ -77,9 +77,19 @@ import Testing
         }
     }
 
-    /// The coordinator's routing view is derived from the registry, so it converges too.
+    /// The coordinator's routing view is derived from the registry, so it converges too, for
+    /// backends that follow the protocol: one content per version (Protocol/README.md 6.3 rule 3;
+    /// a violation keeps whatever was held first).
     @Test func coordinatorViewIsIndependentOfDeliveryOrder() async {
-        await propertyCheck(count: 50, input: Self.histories, Self.seeds) { history, seed in
+        await propertyCheck(count: 50, input: Self.histories, Self.seeds) { raw, seed in
+            var first: [String: Int] = [:]
+            let history = raw.map { n in
+                let (b, s) = Self.announcement(n)
+                let key = "\(b).\(s.version)"
+                if let n0 = first[key] { return n0 }
+                first[key] = n
+                return n
+            }
             func play(_ delivery: [Int]) -> [BackendInfo] {
                 var core = Coordinator()
                 for id in Int64(-1)...2 {

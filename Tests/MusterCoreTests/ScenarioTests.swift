@@ -43,12 +43,16 @@ import Testing
         #expect(r.ratio == 1)
         // Each ran 120 s of the 160 s (the remote was loading for the first 40).
         #expect(r.utilisation == [BackendID(-1): 0.75, BackendID(7): 0.75])
-        // Three jobs were held while the remote loaded, then released by its announcement.
+        // All four were held (Protocol/README.md 9.2): one took the idle local slot at once, three
+        // waited while the remote loaded and were released by its announcement.
         let gated = r.events { if case .gated = $0.kind { true } else { false } }
-        #expect(gated.count == 3)
-        #expect(gated.allSatisfy { $0.state == .gated })
-        let released = r.events { $0.kind == .released(.backendsAnnounced) }
+        #expect(gated.count == 4)
+        #expect(gated.allSatisfy { $0.state == .gated && $0.attempt == 0 })
+        let idle = r.events { $0.kind == .released(.idleBackend) }
+        #expect(idle.count == 1 && idle.first?.backend == BackendID(-1) && idle.first?.at == .zero)
+        let released = r.events { $0.kind == .released(.announced) }
         #expect(released.count == 3)
+        #expect(released.allSatisfy { $0.backend == BackendID(7) && $0.at == .seconds(40) })
     }
 
     @Test func deepQueuesWithoutGateOrStealingStackOnTheFirstBackend() {
@@ -91,7 +95,7 @@ import Testing
             #expect(why.noReadyBackend)
         }
         #expect(r.startedAt.values.first == 30)
-        #expect(r.events { $0.kind == .released(.backendsAnnounced) }.count == 1)
+        #expect(r.events { $0.kind == .released(.announced) }.count == 1)
     }
 
     @Test func frameinterpsJobFailsWhenTheBackendNeverAnnounces() throws {
@@ -109,7 +113,7 @@ import Testing
         #expect(failure.refusals[0].reasons == ["missing_features"])
         #expect(failure.refusals[0].missingFeatures == ["frameinterps"])
         #expect(failure.refusals[1].reasons == ["loading"])
-        #expect(r.events { $0.kind == .released(.windowExpired) }.count == 1)
+        #expect(r.events { $0.kind == .released(.windowElapsed) }.count == 1)
     }
 
     @Test func keepQueuedPolicyLeavesTheJobWaiting() {
@@ -194,8 +198,10 @@ import Testing
         #expect(r.completions.values.allSatisfy { $0 == 1 })
         // Backend 1's job came back after the grace (t=15) and ran on backend 2 after its first job.
         #expect(r.jobsPerBackend == [BackendID(1): 0, BackendID(2): 2])
-        let requeued = r.events { $0.kind == .requeued(.linkLost) }
-        #expect(requeued.count == 1 && requeued.first?.at == .seconds(15) && requeued.first?.attempt == 2)
+        let requeued = r.events { if case .requeued(.linkLost, let e) = $0.kind { e.code == .backendLost } else { false } }
+        // The requeued event names the attempt that ended and the backend it was lost on.
+        #expect(requeued.count == 1 && requeued.first?.at == .seconds(15) && requeued.first?.attempt == 1)
+        #expect(requeued.first?.backend == BackendID(1))
         // Backend 1's late completion (delivered when its link came back) was ignored.
         #expect(r.coordinator.counters.staleReports >= 1)
     }

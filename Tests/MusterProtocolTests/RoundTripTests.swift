@@ -47,7 +47,8 @@ struct MessageGenerator {
         let scalars = ["1", "\"s\"", "null", "[1,\"two\"]", "123456789012345678901234567890.5e-7"]
         return RawJSON(unchecked: object || bool() ? objects[int(0...3)] : scalars[int(0...4)])
     }
-    mutating func version() -> CapabilityVersion { CapabilityVersion(incarnation: Incarnation(u64()), revision: u64()) }
+    /// Revisions start at 1 (Protocol/README.md section 1).
+    mutating func version() -> CapabilityVersion { CapabilityVersion(incarnation: Incarnation(u64()), revision: max(1, u64())) }
     mutating func backendID() -> BackendID {
         let v = Int64(bitPattern: rng.next() >> UInt64(int(0...63)))
         return BackendID(v == 0 ? 1 : (bool() ? v : -Swift.abs(v == Int64.min ? 1 : v)))

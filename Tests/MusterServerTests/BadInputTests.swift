@@ -189,7 +189,7 @@ import Testing
         #expect(try await rig.python("b_oversize", [T.closes(1009): 1])["close"] as? Int == 1009)
         expectError(
             try await rig.python("b_second_hello", [T.protocolError("unexpected_message"): 1, T.closes(1008): 1]), "unexpected_message",
-            close: 1008)
+            id: "h1", close: 1008)
         // An unauthenticated backend reporting a result, and a client on the backend subprotocol.
         expectError(
             try await rig.python("b_report_before_hello", [T.protocolError("not_registered"): 1, T.closes(1008): 1]), "not_registered",
@@ -205,7 +205,7 @@ import Testing
         typealias T = BadInputTests
         let ok = T.closes(1000)
         expectError(
-            try await rig.python("c_malformed", [T.protocolError("malformed_json"): 1, ok: 1]), "malformed_json", after: "status_report")
+            try await rig.python("c_malformed", [T.protocolError("malformed_json"): 1, ok: 1]), "malformed_json", id: "r0", after: "status_report")
         expectError(
             try await rig.python("c_wrong_type", [T.protocolError("invalid_message"): 1, ok: 1]), "invalid_message",
             path: "jobs[0].count", id: "r1", after: "status_report")
@@ -237,13 +237,14 @@ import Testing
             try await rig.python("c_long_string", [T.protocolError("limit_exceeded"): 1, ok: 1]), "limit_exceeded", path: "owner",
             id: "r9", after: "status_report")
         expectError(
-            try await rig.python("c_deep", [T.protocolError("limit_exceeded"): 1, ok: 1]), "limit_exceeded", after: "status_report")
+            try await rig.python("c_deep", [T.protocolError("limit_exceeded"): 1, ok: 1]), "limit_exceeded", id: "r10",
+            after: "status_report")
         #expect(try await rig.python("c_invalid_utf8", [T.closes(1007): 1])["close"] as? Int == 1007)
         #expect(try await rig.python("c_binary", [T.closes(1003): 1])["close"] as? Int == 1003)
         #expect(try await rig.python("c_oversize", [T.closes(1009): 1])["close"] as? Int == 1009)
         expectError(
             try await rig.python("c_request_before_hello", [T.protocolError("not_registered"): 1, T.closes(1008): 1]),
-            "not_registered", close: 1008)
+            "not_registered", id: "early", close: 1008)
         // A backend's hello on the client subprotocol.
         expectError(
             try await rig.python("c_backend_hello", [T.protocolError("wrong_role"): 1, T.closes(4003): 1]), "wrong_role", path: "role",

@@ -46,12 +46,40 @@ struct JSONParser {
         var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
         parser.nodes.reserveCapacity(min(bytes.count / 6 + 4, 4096))
         parser.skipWhitespace()
-        try parser.parseValue(depth: 0)
+        do {
+            try parser.parseValue(depth: 0)
+        } catch {
+            // An `error` echoes the request id whenever it was read before the fault
+            // (Protocol/README.md section 2), e.g. `id` ahead of a member nested too deep.
+            var e = error
+            e.requestID = parser.partialRequestID(maxDepth: maxDepth)
+            throw e
+        }
         parser.skipWhitespace()
         if parser.pos != bytes.count {
             throw parser.syntax("unexpected \(parser.describeByte()) after the JSON value")
         }
         return parser.nodes
+    }
+
+    /// The top-level string member `id` among the members parsed completely before a fault.
+    func partialRequestID(maxDepth: Int) -> String? {
+        guard let first = nodes.first, first.kind == .object else { return nil }
+        var k = 1
+        while k + 1 < nodes.count {
+            let value = nodes[k + 1]
+            guard value.next > 0, Int(value.next) <= nodes.count else { return nil }  // not finished
+            let found: String?? = nodes.withUnsafeBufferPointer { buffer in
+                let doc = JSONDocument(bytes: bytes, nodes: buffer, limits: .default)
+                guard doc.stringEquals(k, "id") else { return .none }
+                guard value.kind == .string else { return .some(nil) }
+                let s = doc.string(k + 1)
+                return .some((try? Grammar.key.check(s, path: "id")) != nil ? s : nil)
+            }
+            if let found { return found }
+            k = Int(value.next)
+        }
+        return nil
     }
 
     func syntax(_ reason: String) -> ProtocolError {

@@ -191,13 +191,36 @@ extension Wire {
             self = try details.decoded(as: Self.self)
         }
     }
+
+    /// `details` of `attempts_exhausted`: every attempt of the job, as `job_info.history` lists them.
+    public struct AttemptsExhausted: Hashable, Sendable, WireObject {
+        public var history: [AttemptRecord]
+        public init(history: [AttemptRecord]) { self.history = history }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(history: try o.list("history", maxCount: 1000))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) { w.member("history", history) }
+
+        /// As the `details` of an error.
+        public var details: RawJSON { RawJSON(encoding: self) }
+
+        /// Reads the `details` of an `attempts_exhausted` error.
+        public init(details: RawJSON) throws(ProtocolError) {
+            self = try details.decoded(as: Self.self)
+        }
+    }
 }
 
 // MARK: - Versions and models
 
 extension CapabilityVersion: WireObject {
     static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-        Self(incarnation: try o.required("incarnation"), revision: try o.required("revision"))
+        let incarnation: Incarnation = try o.required("incarnation")
+        let revision: UInt64 = try o.required("revision")
+        guard revision >= 1 else { throw .invalid("revision", "must be at least 1") }
+        return Self(incarnation: incarnation, revision: revision)
     }
 
     func encodeMembers(_ w: inout JSONWriter) {
@@ -251,6 +274,7 @@ extension CapabilitySnapshot: WireMessage {
     static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
         let incarnation: Incarnation = try o.required("incarnation")
         let revision: UInt64 = try o.required("revision")
+        guard revision >= 1 else { throw .invalid("revision", "must be at least 1 (the first snapshot of an incarnation is 1)") }
         let state: BackendState = try o.required("state")
         let features = try o.names("features", .feature, maxCount: ProtocolLimits.maxFeatures)
         let models: Wire.Models = try o.required("models")

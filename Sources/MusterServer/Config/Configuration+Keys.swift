@@ -76,7 +76,7 @@ public struct ConfigKey: Sendable {
             help: "Anti-entropy: how often each backend is asked whether its capabilities changed."),
         ConfigKey(
             name: "links.keepalive_seconds", kind: .seconds(1...3_600), defaultValue: .double(10),
-            help: "A silent peer is dropped within this bound."),
+            help: "A silent peer is dropped within this bound: the coordinator pings after `heartbeat_ms` = half of it (at least 500 ms, announced in `welcome`) of silence and drops a link silent for two such intervals."),
         ConfigKey(
             name: "links.handshake_timeout_seconds", kind: .seconds(1...600), defaultValue: .double(10),
             help: "A connection must finish its WebSocket upgrade within this time, then say hello within it (else close 4004)."),
