@@ -625,6 +625,8 @@ async def replaced_4005(t):
     last = [m for m in old.received if m.get("type") in ("goodbye", "error")]
     t.check(len(last) == 1 and last[0].get("type") == "goodbye" and last[0].get("reason") == "replaced", "decision 2 replaced",
             "before 4005 the old link got %s; spec: goodbye reason replaced and no error" % short(last))
+    t.check(bool(last) and isinstance(last[0].get("message"), str) and last[0].get("message") != "", "decision 2 replaced",
+            "the goodbye before 4005 has no message: %s" % short(last))
     t.check(w.get("known") == {"incarnation": old.incarnation, "revision": 1}, "6.2 welcome",
             "the replacing link (same incarnation) got known %s" % w.get("known"))
     await new.barrier()
