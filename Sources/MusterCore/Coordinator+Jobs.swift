@@ -80,6 +80,7 @@ extension Coordinator {
         jobs[id].lease = nil
         jobs[id].progress = 0
         jobs[id].enqueuedAt = now
+        jobs[id].declinedSince = nil
         let c = jobs[id].classIndex
         let priority = jobs[id].spec.priority
         let entry = QueueEntry(
@@ -141,9 +142,17 @@ extension Coordinator {
         } else {
             servedRound[PriorityKey(priority)] = round
         }
-        backends[backend].jobs.append(id)
-        adjustModelInFlight(backend, 1)
         let c = jobs[id].classIndex
+        let bi = backends.index(backend)!
+        let seconds = expectedSeconds(bi, jobs[id].estimateIndex)
+        let readyAt = modelReady(bi, c) ?? 0
+        backends[backend].jobs.append(id)
+        backends[backend].jobSeconds.append(seconds)
+        backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
+        backends[backend].jobReadyAt.append(readyAt)
+        backends[backend].jobStartedAt.append(-1)
+        adjustModelInFlight(backend, 1)
+        if fromQueue { wakeDecliners(c) }
         if let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
             requestLoad(backend, m, force: false)
@@ -161,6 +170,10 @@ extension Coordinator {
         let wasRunning = jobs[slot: ji].state == .running
         if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobs.remove(at: i)
+            backends[backend].jobSeconds.remove(at: i)
+            backends[backend].jobEstimate.remove(at: i)
+            backends[backend].jobReadyAt.remove(at: i)
+            backends[backend].jobStartedAt.remove(at: i)
             if wasRunning { backends[backend].running -= 1 }
             adjustModelInFlight(backend, -1)
             refreshLoad(backend)
@@ -191,6 +204,7 @@ extension Coordinator {
         jobs[id].state = .running
         jobs[id].history[jobs[id].history.count - 1].startedAt = now
         backends[backend].running += 1
+        if let k = backends[backend].jobs.firstIndex(of: id) { backends[backend].jobStartedAt[k] = now.seconds }
         emit(jobs[id], .started)
         refreshLoad(backend)
     }
@@ -212,9 +226,14 @@ extension Coordinator {
         guard current(id, backend, lease) else { return }
         if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
-            let e = jobs[id].estimateIndex
-            let seconds = Double(now.nanoseconds - startedAt.nanoseconds) / 1e9
-            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], seconds, policy.estimateSmoothing)
+            // A job that started while its model was loading worked only since the load ended.
+            var from = startedAt
+            if policy.routing == .expectedCompletion, let m = jobs[id].spec.model,
+                let loadedAt = backends[backend].modelReadyAt[m], loadedAt > from
+            {
+                from = loadedAt
+            }
+            learn(backend, estimate: jobs[id].estimateIndex, seconds: (now - from).secondsValue)
             out.append(.observe(.jobDuration(id, backend, took)))
         }
         unbind(id, outcome: "completed")

@@ -21,13 +21,19 @@ public struct BackendRegistration: Hashable, Sendable {
     public var slots: Int
     /// Configured priority: higher wins among equally loaded backends.
     public var priority: Int
+    /// Configured speed relative to 1.0 (2.0: jobs take half as long), the prior for this
+    /// backend's estimates until it announces a speed or its jobs are measured.
+    public var speed: Double?
 
-    public init(id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0) {
+    public init(
+        id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0, speed: Double? = nil
+    ) {
         self.id = id
         self.name = name
         self.incarnation = incarnation
         self.slots = slots
         self.priority = priority
+        self.speed = speed
     }
 }
 
@@ -274,6 +280,8 @@ public struct JobRecord: Hashable, Sendable {
     var round: UInt64
     var seq: UInt64
     var enqueuedAt: CoreInstant
+    /// Since when free backends leave this job to one expected to finish it sooner (bounded).
+    var declinedSince: CoreInstant?
 }
 
 /// A batch as the core sees it.
