@@ -5,8 +5,8 @@ import MusterProtocol
 // A job's duration on a backend is the class estimate at speed 1.0 divided by the backend's
 // speed. The class estimate is a moving average of measured durations, each multiplied by the
 // speed of the backend that ran it, or before any measurement the kind's configured prior. A
-// backend's speed is its configured one, else learned from its measured jobs against the class
-// estimates, else 1.0.
+// backend's speed is learned from its measured jobs against the class estimates once it has
+// some, before that its configured speed, else the speed it announces, else 1.0.
 extension Coordinator {
     /// Speeds are kept to 1% so that backends measured alike compare equal (and tie-break).
     static func quantised(_ speed: Double) -> Double {
@@ -17,7 +17,7 @@ extension Coordinator {
     /// Recomputes a backend's speed and keeps `speedCounts`/`maxSpeed` in step with it.
     mutating func recountSpeed(_ bi: Int) {
         let r = backends.records[bi]
-        let speed = Self.quantised(r.configuredSpeed ?? r.learnedSpeed ?? 1)
+        let speed = Self.quantised(r.learnedSpeed ?? r.configuredSpeed ?? r.snapshot?.speed ?? 1)
         backends[r.id].speed = speed
         let counts = r.counted
         if r.speedCounted == counts && (!counts || r.countedSpeed == speed) { return }
@@ -41,10 +41,10 @@ extension Coordinator {
             estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x, alpha)
             return
         }
-        var speed = backends.records[bi].configuredSpeed ?? backends.records[bi].learnedSpeed ?? 1
+        var speed = backends.records[bi].speed
         // Durations below a millisecond say nothing about speed (and would divide by ~0).
         let reference = estimates.jobSeconds[e] ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
-        if backends.records[bi].configuredSpeed == nil, x >= 0.001, let reference {
+        if x >= 0.001, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
             speed = min(1000, max(0.01, learned))
             backends[backend].learnedSpeed = speed
@@ -227,8 +227,10 @@ extension Coordinator {
 public struct BackendEstimates: Hashable, Sendable {
     /// Where the speed comes from.
     public enum SpeedSource: String, Hashable, Sendable {
-        /// Configured for this backend (or announced by it).
+        /// Configured for this backend.
         case configured
+        /// Announced by the backend (`speed` in its capabilities).
+        case announced
         /// Learned from its measured jobs against the fleet's estimates.
         case measured
         /// Nothing known yet: 1.0.
@@ -258,7 +260,8 @@ extension Coordinator {
         guard let bi = backends.index(backend) else { return nil }
         let r = backends.records[bi]
         let source: BackendEstimates.SpeedSource =
-            r.configuredSpeed != nil ? .configured : r.learnedSpeed != nil ? .measured : .assumed
+            r.learnedSpeed != nil
+            ? .measured : r.configuredSpeed != nil ? .configured : r.snapshot?.speed != nil ? .announced : .assumed
         var list: [JobClassEstimate] = []
         for (e, key) in estimates.classKeys.enumerated() {
             list.append(

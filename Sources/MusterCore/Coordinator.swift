@@ -345,7 +345,8 @@ struct Backend {
     var jobReadyAt: [Double] = []
     var jobStartedAt: [Double] = []
     /// Speed relative to 1.0 from the configuration, and as learned from this backend's measured
-    /// jobs against the fleet's estimates (nil until one was measured).
+    /// jobs against the fleet's estimates (nil until one was measured); the announced one is in
+    /// `snapshot`.
     var configuredSpeed: Double?
     var learnedSpeed: Double?
     /// The speed its estimates use (quantised to 1%, so equal backends compare equal).

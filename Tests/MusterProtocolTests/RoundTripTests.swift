@@ -56,7 +56,7 @@ struct MessageGenerator {
         CapabilitySnapshot(
             version: version(), state: BackendState.allCases.randomElement(using: &rng)!, features: features(max: 10),
             modelsAvailable: (0..<int(0...5)).map { _ in label() }, modelsLoaded: (0..<int(0...2)).map { _ in label() },
-            slots: int(0...1024))
+            slots: int(0...1024), speed: maybe { Double($0.int(1...4000)) / 4 })
     }
     mutating func errorBody() -> Wire.ErrorBody {
         Wire.ErrorBody(code: ErrorCode(code()), message: text(), details: maybe { $0.raw(object: true) })
