@@ -316,6 +316,8 @@ public struct BackendInfo: Hashable, Sendable {
     public var lastSeen: CoreInstant?
     public var registeredAt: CoreInstant
     public var firstAnnouncedAt: CoreInstant?
+    /// The `speed` of its snapshot, if it announced one.
+    public var announcedSpeed: Double? = nil
 }
 
 /// Running totals for metrics.

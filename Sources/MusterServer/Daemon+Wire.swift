@@ -16,13 +16,20 @@ extension Daemon {
         if let version = b.version, let state = b.announced {
             snapshot = CapabilitySnapshot(
                 version: version, state: state, features: b.features, modelsAvailable: b.modelsAvailable,
-                modelsLoaded: b.modelsLoaded, slots: b.slots)
+                modelsLoaded: b.modelsLoaded, slots: b.slots, speed: b.announcedSpeed)
         }
         return Wire.BackendInfo(
             id: b.id, name: b.name, local: b.isLocal, link: wireLink(b.link), capabilities: snapshot,
             inFlight: b.inFlight, running: b.running, capacity: b.slots + core.policy.overqueue,
             registeredMs: ms(b.registeredAt), firstAnnouncedMs: b.firstAnnouncedAt.map(ms),
-            lastSeenMs: b.lastSeen.map(ms), inhibitedUntilMs: b.inhibitedUntil.map(ms))
+            lastSeenMs: b.lastSeen.map(ms), inhibitedUntilMs: b.inhibitedUntil.map(ms),
+            estimates: core.estimates(for: b.id).map { e in
+                Wire.Estimates(
+                    speed: e.speed, speedSource: e.speedSource.rawValue, modelLoadSeconds: e.modelLoadSeconds,
+                    jobs: e.jobs.map {
+                        Wire.JobEstimate(kind: $0.kind, model: $0.model, seconds: $0.seconds, measured: $0.measured)
+                    })
+            })
     }
 
     /// Why the gate waits for one backend, in the wire's reason tokens.

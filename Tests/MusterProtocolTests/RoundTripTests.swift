@@ -178,7 +178,17 @@ struct MessageGenerator {
                             link: Wire.LinkState.allCases.randomElement(using: &rng)!,
                             capabilities: maybe { $0.snapshot() }, inFlight: int(0...4), running: int(0...4),
                             capacity: int(0...4), registeredMs: u64(), firstAnnouncedMs: maybe { $0.u64() },
-                            lastSeenMs: maybe { $0.u64() }, inhibitedUntilMs: maybe { $0.u64() })
+                            lastSeenMs: maybe { $0.u64() }, inhibitedUntilMs: maybe { $0.u64() },
+                            estimates: maybe { g in
+                                Wire.Estimates(
+                                    speed: Double(g.int(1...400)) / 4, speedSource: "measured",
+                                    modelLoadSeconds: g.maybe { Double($0.int(0...100)) },
+                                    jobs: [
+                                        Wire.JobEstimate(
+                                            kind: "image", model: g.maybe { $0.label() },
+                                            seconds: Double(g.int(0...1000)) / 8, measured: g.bool())
+                                    ])
+                            })
                     ],
                     queue: .init(
                         queued: int(0...9), gated: int(0...9), bound: int(0...9), running: int(0...9),
