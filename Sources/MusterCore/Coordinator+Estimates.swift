@@ -132,10 +132,12 @@ extension Coordinator {
         let margin = 1e-9 * max(1, mine)
         let latestStart = deadline.seconds
         var capacity = 0
+        var second: (backend: BackendID, at: Double)?
         // Stops once enough capacity is found; the verdict does not depend on the set's order.
         for t in classes[c].capable where t != id {
             guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
             let theirs = expectedCompletion(ti, c, e)
+            if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
             guard theirs < mine - margin else { continue }
             let p = max(expectedSeconds(ti, e), 1e-3)
             // A backend not expected to start it within the wait bound does not count.
@@ -143,7 +145,11 @@ extension Coordinator {
             capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down)))
             if capacity >= need { break }
         }
-        if capacity < need { return true }
+        if capacity < need {
+            // Complete only when the whole set was seen (no early exit happened).
+            runnerUp = second.map { (entry.job, $0.backend, $0.at) }
+            return true
+        }
         if jobs[entry.job].declinedSince == nil { jobs[entry.job].declinedSince = now }
         classes[c].decliners.append(id)
         if classes[c].waitTimerAt.map({ $0 > deadline }) ?? true {

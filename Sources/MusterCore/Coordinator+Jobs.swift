@@ -146,6 +146,16 @@ extension Coordinator {
         let bi = backends.index(backend)!
         let seconds = expectedSeconds(bi, jobs[id].estimateIndex)
         let readyAt = modelReady(bi, c) ?? 0
+        var placement: Placement?
+        if policy.routing == .expectedCompletion {
+            let ect = expectedCompletion(bi, c, jobs[id].estimateIndex) - now.seconds
+            placement = Placement(expectedSeconds: ect)
+            if let r = runnerUp, r.job == id, r.backend != backend {
+                placement?.runnerUp = r.backend
+                placement?.runnerUpSeconds = r.at - now.seconds
+            }
+            runnerUp = nil
+        }
         backends[backend].jobs.append(id)
         backends[backend].jobSeconds.append(seconds)
         backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
@@ -159,7 +169,7 @@ extension Coordinator {
         }
         counters.bound += 1
         out.append(.assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
-        emit(jobs[id], .bound)
+        emit(jobs[id], .bound, placement: placement)
         out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
         refreshLoad(backend)
     }

@@ -83,6 +83,8 @@ public struct Coordinator: Sendable {
     var unknownChanged = false
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
+    /// The runner-up of the last comparison (`admits`), for the explanation of the next binding.
+    var runnerUp: (job: JobID, backend: BackendID, at: Double)?
 
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {
@@ -224,12 +226,12 @@ public struct Coordinator: Sendable {
         return nextSeq
     }
 
-    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind) {
+    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind, placement: Placement? = nil) {
         out.append(
             .jobEvent(
                 JobEvent(
                     job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
-                    backend: job.backend, lease: job.lease, attempt: job.attempt, at: now)))
+                    backend: job.backend, lease: job.lease, attempt: job.attempt, at: now, placement: placement)))
     }
 
     mutating func modelID(_ name: String) -> Int32 {

@@ -167,6 +167,22 @@ public struct JobEvent: Hashable, Sendable {
     public var lease: Lease?
     public var attempt: Int
     public var at: CoreInstant
+    /// With `bound`: why this backend (expected completion times).
+    public var placement: Placement? = nil
+}
+
+/// Why a job was bound where it was: expected completion times, in seconds from the binding.
+public struct Placement: Hashable, Sendable {
+    public var expectedSeconds: Double
+    /// The backend expected to finish it soonest after the chosen one, if any was compared.
+    public var runnerUp: BackendID?
+    public var runnerUpSeconds: Double?
+
+    public init(expectedSeconds: Double, runnerUp: BackendID? = nil, runnerUpSeconds: Double? = nil) {
+        self.expectedSeconds = expectedSeconds
+        self.runnerUp = runnerUp
+        self.runnerUpSeconds = runnerUpSeconds
+    }
 }
 
 /// Whether the coordinator is ready, and if not what it waits for.

@@ -138,7 +138,13 @@ extension Daemon {
             case .windowExpired: w.cause = "window_elapsed"
             case .idleBackend: w.cause = "idle_backend"
             }
-        case .bound: w.event = .bound
+        case .bound:
+            w.event = .bound
+            if let p = e.placement {
+                w.expectedMs = UInt64(max(0, p.expectedSeconds * 1000).rounded())
+                w.runnerUp = p.runnerUp
+                w.runnerUpExpectedMs = p.runnerUpSeconds.map { UInt64(max(0, $0 * 1000).rounded()) }
+            }
         case .started: w.event = .started
         case .progress(let fraction):
             w.event = .progress

@@ -30,6 +30,10 @@ import Testing
         if rule == .expectedCompletion {
             #expect(r.jobsPerBackend[BackendID(1)] == 2)
             #expect(r.makespan == 20)
+            // The second job's binding says when it is expected to complete: 20 s, behind the first
+            // job (the fastest backend decides without comparing, so there is no runner-up).
+            let bound = r.events { $0.job == JobID(2) && $0.kind == .bound }
+            #expect(bound.first?.placement == Placement(expectedSeconds: 20))
         } else {
             #expect(r.makespan == 30)
         }
@@ -112,5 +116,8 @@ import Testing
         // is no longer expected to free a slot within job 3's bound (22) and the slow one takes it.
         #expect(r.ranOn[JobID(3)] == BackendID(2))
         #expect(r.startedAt[JobID(3)] == 21)
+        // Its binding names the runner-up: the fast backend, expected to finish it 1 s later.
+        let bound = r.events { $0.job == JobID(3) && $0.kind == .bound }
+        #expect(bound.first?.placement == Placement(expectedSeconds: 30, runnerUp: BackendID(1), runnerUpSeconds: 31))
     }
 }
