@@ -52,7 +52,8 @@ public struct CapabilityRegistry: Hashable, Sendable {
         if a.modelsAvailable != b.modelsAvailable {
             return a.modelsAvailable.lexicographicallyPrecedes(b.modelsAvailable)
         }
-        return a.modelsLoaded.lexicographicallyPrecedes(b.modelsLoaded)
+        if a.modelsLoaded != b.modelsLoaded { return a.modelsLoaded.lexicographicallyPrecedes(b.modelsLoaded) }
+        return (a.speed ?? 0) < (b.speed ?? 0)
     }
 
     private static func stateRank(_ s: BackendState) -> Int {

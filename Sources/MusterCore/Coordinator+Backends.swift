@@ -22,6 +22,7 @@ extension Coordinator {
         b.name = r.name
         b.priority = r.priority
         b.helloSlots = r.slots
+        b.configuredSpeed = r.speed.flatMap { $0.isFinite && $0 > 0 ? $0 : nil }
         b.lastSeen = now
         if let known = b.incarnation, r.incarnation == known {
             let wasUp = b.link == .up
@@ -117,6 +118,8 @@ extension Coordinator {
         }
         for model in snapshot.modelsLoaded {
             if let asked = b.loadRequested.removeValue(forKey: model) {
+                b.modelReadyAt[model] = now
+                b.loadSeconds = Estimates.blend(b.loadSeconds, (now - asked).secondsValue, policy.estimateSmoothing)
                 let m = Int(modelID(model))
                 estimates.loadSeconds[m] = Estimates.blend(
                     estimates.loadSeconds[m], (now - asked).secondsValue, policy.estimateSmoothing)
@@ -306,6 +309,7 @@ extension Coordinator {
             }
         }
         backends.put(b)
+        if reindex, let bi = backends.index(id) { recountSpeed(bi) }
         refreshUnknown(id)
         refreshLoad(id)
     }

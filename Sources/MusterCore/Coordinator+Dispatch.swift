@@ -169,13 +169,13 @@ extension Coordinator {
                     continue
                 }
                 let runningFree = e.inFlight < e.slots
-                if let (c, entry) = bestJob(for: e.id, runningFree: runningFree) {
+                if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     classes[c].queue.removeMin()
                     heads[c] = classes[c].queue.min ?? .empty
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
-                } else if !(runningFree && policy.workStealing && steal(into: e.id)) {
+                } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
                     dirty.remove(e.id)
                     continue
                 }
@@ -189,12 +189,41 @@ extension Coordinator {
     func candidate(_ id: BackendID) -> Candidate {
         let i = backends.index(id)!
         return Candidate(
-            inFlight: backends.records[i].jobs.count, slots: backends.records[i].slots, isLocal: id.isLocal,
+            inFlight: backends.records[i].jobs.count, slots: backends.records[i].slots,
+            speed: policy.routing == .expectedCompletion ? backends.records[i].speed : 1, isLocal: id.isLocal,
             priority: backends.records[i].priority, id: id)
     }
 
-    /// The best queued job this backend may take now, or nil.
-    mutating func bestJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
+    /// The job a free backend takes now, if any: its best job (priority, owner round, FIFO) of a
+    /// class whose waiting jobs are not all expected to finish sooner elsewhere.
+    mutating func pickJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
+        guard policy.routing == .expectedCompletion else { return bestJob(for: id, runningFree: runningFree) }
+        let bi = backends.index(id)!
+        // No backend is faster: with the model loaded nothing finishes sooner than here (the
+        // candidate order already gave less loaded backends their turn), and the model rule in
+        // `bestJob` decides loads. This keeps a uniform fleet's decisions free of comparisons.
+        let fastest = backends.records[bi].speed >= maxSpeed
+        var skip: [Int] = []
+        while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: fastest) {
+            if fastest || admits(bi, id, c, entry) { return (c, entry) }
+            skip.append(c)
+        }
+        return nil
+    }
+
+    /// Work stealing under the routing rule in force.
+    mutating func stealInto(_ id: BackendID, runningFree: Bool) -> Bool {
+        switch policy.routing {
+        case .leastLoaded: runningFree && steal(into: id)
+        case .expectedCompletion: stealSooner(into: id)
+        }
+    }
+
+    /// The best queued job this backend may take now, or nil. `affinity`: skip classes whose model
+    /// this backend would have to load when that does not pay off (aggregate rule).
+    mutating func bestJob(
+        for id: BackendID, runningFree: Bool, skip: [Int] = [], affinity: Bool = true
+    ) -> (Int, QueueEntry)? {
         let bi = backends.index(id)!
         let eligible = backends.records[bi].classes
         var best: (Int, QueueEntry)?
@@ -202,13 +231,14 @@ extension Coordinator {
             var head = heads[c]
             if head.isEmpty { continue }
             if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
+            if !skip.isEmpty && skip.contains(c) { continue }
             if classes[c].dead > 0 {
                 guard let clean = cleanHead(c) else { continue }
                 head = clean
             }
             if let current = best, !(head < current.1) { continue }
             let m = classes[c].modelID
-            if m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
+            if affinity, m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
                 !loadPaysOff(estimate: Int(head.estimate), model: m)
             {
                 continue
@@ -239,7 +269,7 @@ extension Coordinator {
         guard m >= 0, !backends[e.id].loadedIDs.contains(m), heap.count > 0 else { return nil }
         let held = classHeld(c)
         var best: Candidate?
-        for other in heap.unordered.prefix(4) where other.id != e.id && other.sameTier(e) {
+        for other in heap.unordered.prefix(4) where other.id != e.id && other.sameTier(e) && other.speed == e.speed {
             guard let i = backends.index(other.id), backends.records[i].loadedIDs.contains(m),
                 backends.records[i].inFree, classes[c].capable.contains(other.id), candidate(other.id) == other,
                 !held || other.inFlight < other.slots
@@ -256,7 +286,10 @@ extension Coordinator {
         guard policy.modelAffinity else { return true }
         let load = modelLoad[Int(model)]
         guard load.slots > 0 else { return true }
-        let jobSeconds = estimates.jobSeconds[estimate] ?? defaultJobSeconds
+        let jobSeconds =
+            policy.routing == .leastLoaded
+            ? estimates.jobSeconds[estimate] ?? defaultJobSeconds
+            : (estimates.jobSeconds[estimate] ?? estimates.priorSeconds[estimate]) / maxSpeed
         let loadSeconds = estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds
         let backlog = load.inFlight + queuedByModel[Int(model)]
         let rounds = (backlog + load.slots - 1) / load.slots
@@ -304,11 +337,13 @@ extension Coordinator {
     }
 }
 
-/// A backend with a free slot, ordered as the router prefers them: least loaded (in flight /
-/// slots), local before remote, higher configured priority, lower id.
+/// A backend with a free slot, ordered as the router offers it jobs: least loaded (in flight /
+/// slots), faster (expected-completion rule only), local before remote, higher configured
+/// priority, lower id.
 struct Candidate: Comparable {
     var inFlight: Int
     var slots: Int
+    var speed: Double
     var isLocal: Bool
     var priority: Int
     var id: BackendID
@@ -316,6 +351,7 @@ struct Candidate: Comparable {
     static func < (a: Candidate, b: Candidate) -> Bool {
         let l = a.inFlight * b.slots, r = b.inFlight * a.slots
         if l != r { return l < r }
+        if a.speed != b.speed { return a.speed > b.speed }
         if a.isLocal != b.isLocal { return a.isLocal }
         if a.priority != b.priority { return a.priority > b.priority }
         return a.id < b.id

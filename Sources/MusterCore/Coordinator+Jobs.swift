@@ -82,6 +82,7 @@ extension Coordinator {
         jobs[id].progress = 0
         jobs[id].progressMessage = nil
         jobs[id].enqueuedAt = now
+        jobs[id].declinedSince = nil
         let c = jobs[id].classIndex
         let priority = jobs[id].spec.priority
         let entry = QueueEntry(
@@ -145,16 +146,34 @@ extension Coordinator {
         } else {
             servedRound[PriorityKey(priority)] = round
         }
-        backends[backend].jobs.append(id)
-        adjustModelInFlight(backend, 1)
         let c = jobs[id].classIndex
+        let bi = backends.index(backend)!
+        let seconds = expectedSeconds(bi, jobs[id].estimateIndex)
+        let readyAt = modelReady(bi, c) ?? 0
+        var placement: Placement?
+        if policy.routing == .expectedCompletion {
+            let ect = expectedCompletion(bi, c, jobs[id].estimateIndex) - now.seconds
+            placement = Placement(expectedSeconds: ect)
+            if let r = runnerUp, r.job == id, r.backend != backend {
+                placement?.runnerUp = r.backend
+                placement?.runnerUpSeconds = r.at - now.seconds
+            }
+            runnerUp = nil
+        }
+        backends[backend].jobs.append(id)
+        backends[backend].jobSeconds.append(seconds)
+        backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
+        backends[backend].jobReadyAt.append(readyAt)
+        backends[backend].jobStartedAt.append(-1)
+        adjustModelInFlight(backend, 1)
+        if fromQueue { wakeDecliners(c) }
         if let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
             requestLoad(backend, m, force: false)
         }
         counters.bound += 1
         out.append(.assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
-        emit(jobs[id], .bound)
+        emit(jobs[id], .bound, placement: placement)
         out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
         refreshLoad(backend)
     }
@@ -165,6 +184,10 @@ extension Coordinator {
         let wasRunning = jobs[slot: ji].state == .running
         if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobs.remove(at: i)
+            backends[backend].jobSeconds.remove(at: i)
+            backends[backend].jobEstimate.remove(at: i)
+            backends[backend].jobReadyAt.remove(at: i)
+            backends[backend].jobStartedAt.remove(at: i)
             if wasRunning { backends[backend].running -= 1 }
             adjustModelInFlight(backend, -1)
             refreshLoad(backend)
@@ -204,6 +227,7 @@ extension Coordinator {
         jobs[id].history[last].startedAt = now
         jobs[id].history[last].outcome = .running
         backends[backend].running += 1
+        if let k = backends[backend].jobs.firstIndex(of: id) { backends[backend].jobStartedAt[k] = now.seconds }
         emit(jobs[id], .started)
         refreshLoad(backend)
     }
@@ -220,9 +244,14 @@ extension Coordinator {
         guard current(id, backend, lease, about: "completed") else { return }
         if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
-            let e = jobs[id].estimateIndex
-            let seconds = Double(now.nanoseconds - startedAt.nanoseconds) / 1e9
-            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], seconds, policy.estimateSmoothing)
+            // A job that started while its model was loading worked only since the load ended.
+            var from = startedAt
+            if policy.routing == .expectedCompletion, let m = jobs[id].spec.model,
+                let loadedAt = backends[backend].modelReadyAt[m], loadedAt > from
+            {
+                from = loadedAt
+            }
+            learn(backend, estimate: jobs[id].estimateIndex, seconds: (now - from).secondsValue)
             out.append(.observe(.jobDuration(id, backend, took)))
         }
         unbind(id, outcome: .completed)

@@ -9,6 +9,7 @@ extension Coordinator {
             case .sync(let id): syncDue(id, t.at)
             case .inhibit(let id): refreshLoad(id)
             case .retention: retentionDue()
+            case .routeWait(let c): routeWaitDue(c, t.at)
             }
         }
     }

@@ -38,6 +38,10 @@ public struct Coordinator: Sendable {
     /// touches one small array instead of every class's heap.
     var heads: [QueueEntry] = []
     var estimates = Estimates()
+    /// Ready backends per speed, and the largest such speed: a backend at least that fast with
+    /// the model loaded cannot be beaten by another one, so its decisions need no comparison.
+    var speedCounts: [Double: Int] = [:]
+    var maxSpeed = 1.0
     var ownerRounds: [OwnerKey: UInt64] = [:]
     var ownerRoundsPruneAt = 1024
     var servedRound: [PriorityKey: UInt64] = [:]
@@ -83,6 +87,8 @@ public struct Coordinator: Sendable {
     var unknownChanged = false
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
+    /// The runner-up of the last comparison (`admits`), for the explanation of the next binding.
+    var runnerUp: (job: JobID, backend: BackendID, at: Double)?
 
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {
@@ -141,7 +147,9 @@ public struct Coordinator: Sendable {
         ids.reserveCapacity(entries.reduce(0) { $0 + $1.count })
         for entry in entries {
             let c = classFor(entry.spec)
-            let e = estimates.index(kind: entry.spec.kind, model: entry.spec.model)
+            let e = estimates.index(
+                kind: entry.spec.kind, model: entry.spec.model,
+                prior: policy.jobDurationPriors[entry.spec.kind]?.secondsValue, fallback: defaultJobSeconds)
             for _ in 0..<entry.count {
                 let id = JobID(nextJobID)
                 nextJobID += 1
@@ -236,12 +244,12 @@ public struct Coordinator: Sendable {
 
     /// Emits a job event; `backend` names another backend than the job's own (the one it was
     /// lost on, taken from, or released by).
-    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind, backend: BackendID? = nil) {
+    mutating func emit(_ job: JobRecord, _ kind: JobEvent.Kind, backend: BackendID? = nil, placement: Placement? = nil) {
         out.append(
             .jobEvent(
                 JobEvent(
                     job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
-                    backend: backend ?? job.backend, lease: job.lease, attempt: job.attempt, at: now)))
+                    backend: backend ?? job.backend, lease: job.lease, attempt: job.attempt, at: now, placement: placement)))
     }
 
     mutating func modelID(_ name: String) -> Int32 {
@@ -279,6 +287,11 @@ struct JobClass {
     var dead = 0
     /// Capable backends with `model` loaded.
     var loadedCapable = 0
+    /// Free backends that left this class's head job to a backend expected to finish it sooner;
+    /// they look again when a job of the class is bound or the wait bound passes.
+    var decliners: [BackendID] = []
+    /// The wait-bound timer already armed for this class, if any.
+    var waitTimerAt: CoreInstant?
     /// Backends announced ready with these features and the model, link not down, not draining.
     var capable = BackendSet()
 }
@@ -316,6 +329,8 @@ struct Timer: Comparable {
         case sync(BackendID)
         case inhibit(BackendID)
         case retention
+        /// A job of this class was left waiting for a faster backend: let slower ones reconsider.
+        case routeWait(Int)
     }
     var at: CoreInstant
     var seq: UInt64
@@ -343,6 +358,26 @@ struct Backend {
     var loaded: Set<String> = []
     /// Jobs bound here, in binding order.
     var jobs: [JobID] = []
+    /// Per entry of `jobs`: its expected seconds here, the earliest it can start (its model
+    /// loaded; core seconds) and when it started (-1: not yet), for expected completion times.
+    var jobSeconds: [Double] = []
+    var jobEstimate: [Int32] = []
+    var jobReadyAt: [Double] = []
+    var jobStartedAt: [Double] = []
+    /// Speed relative to 1.0 from the configuration, and as learned from this backend's measured
+    /// jobs against the fleet's estimates (nil until one was measured); the announced one is in
+    /// `snapshot`.
+    var configuredSpeed: Double?
+    var learnedSpeed: Double?
+    /// The speed its estimates use (quantised to 1%, so equal backends compare equal).
+    var speed = 1.0
+    /// The speed counted in `speedCounts` while `counted`.
+    var countedSpeed = 1.0
+    /// When each model this backend was asked to load became loaded (to measure durations
+    /// without the wait for the model).
+    var modelReadyAt: [String: CoreInstant] = [:]
+    /// Moving average of this backend's measured model loads, in seconds.
+    var loadSeconds: Double?
     var running = 0
     var drainRequested = false
     var inhibitedUntil = CoreInstant.zero
@@ -366,6 +401,8 @@ struct Backend {
     var inFree = false
     var inStealable = false
     var countedSlots = 0
+    /// Whether `countedSpeed` is in `speedCounts`.
+    var speedCounted = false
 
     var isLocal: Bool { id.isLocal }
     var slots: Int { cachedSlots }
@@ -382,7 +419,13 @@ struct Backend {
 /// Moving averages of job durations per (kind, model) and load times per model, in seconds.
 struct Estimates {
     var keys: [ClassEstimateKey: Int] = [:]
+    /// Measured seconds at speed 1.0 (each sample times the speed of the backend that ran it).
     var jobSeconds: [Double?] = []
+    /// What to expect before any measurement: the kind's configured prior or the default.
+    var priorSeconds: [Double] = []
+    /// Whether `priorSeconds` was configured (then it is a reference for learning speeds).
+    var priorConfigured: [Bool] = []
+    var classKeys: [ClassEstimateKey] = []
     /// By model id.
     var loadSeconds: [Double?] = []
 
@@ -391,10 +434,13 @@ struct Estimates {
         var model: String?
     }
 
-    mutating func index(kind: String, model: String?) -> Int {
+    mutating func index(kind: String, model: String?, prior: Double?, fallback: Double) -> Int {
         let key = ClassEstimateKey(kind: kind, model: model)
         if let i = keys[key] { return i }
         jobSeconds.append(nil)
+        priorSeconds.append(prior ?? fallback)
+        priorConfigured.append(prior != nil)
+        classKeys.append(key)
         keys[key] = jobSeconds.count - 1
         return jobSeconds.count - 1
     }

@@ -29,6 +29,14 @@ public struct CorePolicy: Sendable, Hashable {
     public var estimateSmoothing: Double = 0.3
     /// Let an idle backend take a job bound to a busy one that has not started it.
     public var workStealing: Bool = true
+    /// How a job's backend is chosen (README "Routing and the warm-up gate").
+    public var routing: RoutingRule = .expectedCompletion
+    /// Longest a queued job may be left waiting for a faster backend while a slower one could take
+    /// it now (counted from when it was queued), so that wrong estimates cannot starve it.
+    public var maxWaitForBetterBackend: Duration = .seconds(30)
+    /// Expected seconds of a job of each kind on a backend of speed 1.0, before any job of that
+    /// kind (and model) was measured; other kinds use `defaultJobDuration`.
+    public var jobDurationPriors: [String: Duration] = [:]
     /// Finished jobs kept for queries: at most this many ...
     public var finishedJobLimit: Int = 10_000
     /// ... and for at most this long after they finished.
@@ -40,4 +48,14 @@ public struct CorePolicy: Sendable, Hashable {
     public var maxJobClasses: Int = 10_000
 
     public init() {}
+}
+
+/// How the router chooses a backend for a job.
+public enum RoutingRule: String, Sendable, Hashable, CaseIterable {
+    /// The backend where the job is expected to finish first: work already ahead of it there, a
+    /// model load if needed, and its duration there (estimated per backend speed and job class).
+    case expectedCompletion
+    /// The rule before expected completion times (least loaded, local first, model affinity by
+    /// aggregate backlog), kept so the routing suite can compare the two.
+    case leastLoaded
 }

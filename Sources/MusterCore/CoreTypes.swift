@@ -21,13 +21,19 @@ public struct BackendRegistration: Hashable, Sendable {
     public var slots: Int
     /// Configured priority: higher wins among equally loaded backends.
     public var priority: Int
+    /// Configured speed relative to 1.0 (2.0: jobs take half as long), the prior for this
+    /// backend's estimates until it announces a speed or its jobs are measured.
+    public var speed: Double?
 
-    public init(id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0) {
+    public init(
+        id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0, speed: Double? = nil
+    ) {
         self.id = id
         self.name = name
         self.incarnation = incarnation
         self.slots = slots
         self.priority = priority
+        self.speed = speed
     }
 }
 
@@ -178,6 +184,22 @@ public struct JobEvent: Hashable, Sendable {
     /// 0 before the first binding; the attempt the event concerns after it.
     public var attempt: Int
     public var at: CoreInstant
+    /// With `bound`: why this backend (expected completion times).
+    public var placement: Placement? = nil
+}
+
+/// Why a job was bound where it was: expected completion times, in seconds from the binding.
+public struct Placement: Hashable, Sendable {
+    public var expectedSeconds: Double
+    /// The backend expected to finish it soonest after the chosen one, if any was compared.
+    public var runnerUp: BackendID?
+    public var runnerUpSeconds: Double?
+
+    public init(expectedSeconds: Double, runnerUp: BackendID? = nil, runnerUpSeconds: Double? = nil) {
+        self.expectedSeconds = expectedSeconds
+        self.runnerUp = runnerUp
+        self.runnerUpSeconds = runnerUpSeconds
+    }
 }
 
 /// Whether the coordinator is ready, and if not what it waits for.
@@ -304,6 +326,8 @@ public struct JobRecord: Hashable, Sendable {
     var round: UInt64
     var seq: UInt64
     var enqueuedAt: CoreInstant
+    /// Since when free backends leave this job to one expected to finish it sooner (bounded).
+    var declinedSince: CoreInstant?
 }
 
 /// A batch as the core sees it.
@@ -341,6 +365,8 @@ public struct BackendInfo: Hashable, Sendable {
     public var lastSeen: CoreInstant?
     public var registeredAt: CoreInstant
     public var firstAnnouncedAt: CoreInstant?
+    /// The `speed` of its snapshot, if it announced one.
+    public var announcedSpeed: Double? = nil
 }
 
 /// Running totals for metrics.

@@ -30,13 +30,16 @@ public struct Scenario: Sendable {
         public var linkDownAt: Double?
         /// The link comes back (same incarnation) at this time; nil: never.
         public var linkUpAt: Double?
+        /// The speed the coordinator is told (configured prior); nil: it must measure. The job
+        /// durations above are what really happens.
+        public var speed: Double?
 
         public init(
             id: BackendID, name: String? = nil, slots: Int = 1, priority: Int = 0, expected: Bool = false,
             registerAt: Double = 0, announceAfter: Double? = 0, features: [String] = [],
             modelsAvailable: [String] = [], modelsLoaded: [String] = [], jobSeconds: [String: Double] = [:],
             defaultJobSeconds: Double = 10, loadSeconds: Double = 20, linkDownAt: Double? = nil,
-            linkUpAt: Double? = nil
+            linkUpAt: Double? = nil, speed: Double? = nil
         ) {
             self.id = id
             self.name = name ?? "backend\(id)"
@@ -53,6 +56,7 @@ public struct Scenario: Sendable {
             self.loadSeconds = loadSeconds
             self.linkDownAt = linkDownAt
             self.linkUpAt = linkUpAt
+            self.speed = speed
         }
 
         func seconds(for kind: String) -> Double { jobSeconds[kind] ?? defaultJobSeconds }
@@ -231,7 +235,8 @@ struct Simulation {
             feed(
                 .backendRegistered(
                     BackendRegistration(
-                        id: c.id, name: c.name, incarnation: Incarnation(1), slots: c.slots, priority: c.priority)))
+                        id: c.id, name: c.name, incarnation: Incarnation(1), slots: c.slots, priority: c.priority,
+                        speed: c.speed)))
             if c.announceAfter == 0 {
                 state[i].state = .ready
                 announce(i)
@@ -267,7 +272,7 @@ struct Simulation {
                     BackendRegistration(
                         id: backends[i].id, name: backends[i].name, incarnation: Incarnation(1),
                         slots: backends[i].slots,
-                        priority: backends[i].priority)))
+                        priority: backends[i].priority, speed: backends[i].speed)))
             let held = state[i].held
             state[i].held = []
             for e in held { feed(e) }

@@ -50,6 +50,8 @@ public struct ProtocolLimits: Hashable, Sendable {
     public static let maxCount = 1000
     /// Most slots a backend may announce.
     public static let maxSlots = 1024
+    /// Largest `speed` a capability snapshot may announce (relative to 1.0).
+    public static let maxSpeed = 1000.0
     /// Most protocol versions listed in `hello`.
     public static let maxVersions = 16
     /// Priorities lie in this range; higher runs first.

@@ -89,10 +89,13 @@ public struct CapabilitySnapshot: Hashable, Sendable {
     public var modelsAvailable: [String]
     public var modelsLoaded: [String]
     public var slots: Int
+    /// How fast the backend runs jobs relative to 1.0 (2.0: in half the time), a prior for the
+    /// coordinator's estimates; nil when it does not say.
+    public var speed: Double?
 
     public init(
         version: CapabilityVersion, state: BackendState, features: [String],
-        modelsAvailable: [String], modelsLoaded: [String], slots: Int
+        modelsAvailable: [String], modelsLoaded: [String], slots: Int, speed: Double? = nil
     ) {
         self.version = version
         self.state = state
@@ -100,6 +103,7 @@ public struct CapabilitySnapshot: Hashable, Sendable {
         self.modelsAvailable = Array(Set(modelsAvailable)).sorted()
         self.modelsLoaded = Array(Set(modelsLoaded)).sorted()
         self.slots = slots
+        self.speed = speed
     }
 }
 

@@ -16,13 +16,20 @@ extension Daemon {
         if let version = b.version, let state = b.announced {
             snapshot = CapabilitySnapshot(
                 version: version, state: state, features: b.features, modelsAvailable: b.modelsAvailable,
-                modelsLoaded: b.modelsLoaded, slots: b.slots)
+                modelsLoaded: b.modelsLoaded, slots: b.slots, speed: b.announcedSpeed)
         }
         return Wire.BackendInfo(
             id: b.id, name: b.name, local: b.isLocal, link: wireLink(b.link), capabilities: snapshot,
             inFlight: b.inFlight, running: b.running, capacity: b.slots + core.policy.overqueue,
             registeredMs: ms(b.registeredAt), firstAnnouncedMs: b.firstAnnouncedAt.map(ms),
-            lastSeenMs: b.lastSeen.map(ms), inhibitedUntilMs: b.inhibitedUntil.map(ms))
+            lastSeenMs: b.lastSeen.map(ms), inhibitedUntilMs: b.inhibitedUntil.map(ms),
+            estimates: core.estimates(for: b.id).map { e in
+                Wire.Estimates(
+                    speed: e.speed, speedSource: e.speedSource.rawValue, modelLoadSeconds: e.modelLoadSeconds,
+                    jobs: e.jobs.map {
+                        Wire.JobEstimate(kind: $0.kind, model: $0.model, seconds: $0.seconds, measured: $0.measured)
+                    })
+            })
     }
 
     /// Why the gate waits for one backend, in the wire's reason tokens.
@@ -129,7 +136,13 @@ extension Daemon {
         case .released(let cause):
             w.event = .released
             w.cause = cause
-        case .bound: w.event = .bound
+        case .bound:
+            w.event = .bound
+            if let p = e.placement {
+                w.expectedMs = UInt64(max(0, p.expectedSeconds * 1000).rounded())
+                w.runnerUp = p.runnerUp
+                w.runnerUpExpectedMs = p.runnerUpSeconds.map { UInt64(max(0, $0 * 1000).rounded()) }
+            }
         case .started: w.event = .started
         case .progress(let fraction, let message):
             w.event = .progress

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MusterProtocol
 import MusterServer
 import ServiceLifecycle
 
@@ -52,6 +53,13 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Simulated job time: one duration (5s) or per kind (video=8s,image=2s,default=4s).")
     var jobSeconds: String = "5s"
 
+    @Option(
+        help: """
+            Speed announced to the coordinator, relative to 1.0 (2 = twice as fast), its prior for this \
+            backend's job durations; simulated jobs take --job-seconds divided by it.
+            """)
+    var speed: Double?
+
     @Option(help: "Simulated time to load a model on request.")
     var modelLoadSeconds: String = "5s"
 
@@ -91,6 +99,9 @@ struct AgentCommand: AsyncParsableCommand {
                     + "reaches it could send jobs; set a token, listen on 127.0.0.1, or pass --allow-anonymous")
         }
         guard (1...1024).contains(slots) else { throw ValidationError("--slots must be 1...1024") }
+        if let speed, !(speed > 0 && speed <= ProtocolLimits.maxSpeed) {
+            throw ValidationError("--speed must be above 0 and at most \(Int(ProtocolLimits.maxSpeed)), got \(speed)")
+        }
         guard (0...1).contains(failureRate) else { throw ValidationError("--failure-rate must be from 0 to 1") }
         guard token == nil || tokenFile == nil else { throw ValidationError("give --token or --token-file, not both") }
         for f in list(features) where f.first.map({ !$0.isLowercase }) ?? true || f.contains(where: { !($0.isLowercase || $0.isNumber || "_.-".contains($0)) }) {
@@ -119,7 +130,8 @@ struct AgentCommand: AsyncParsableCommand {
         let spec = WorkerSpec(
             name: name, features: list(features), models: list(models), slots: slots, runner: runner,
             startupDelay: try duration(announceAfter, "--announce-after"), jobDurations: try durations(jobSeconds),
-            modelLoadTime: try duration(modelLoadSeconds, "--model-load-seconds"), failureRate: failureRate)
+            modelLoadTime: try duration(modelLoadSeconds, "--model-load-seconds"), failureRate: failureRate,
+            speed: speed)
         var options = AgentOptions(coordinator: coordinator, listen: listen.flatMap(HostPort.init), token: resolvedToken, spec: spec)
         options.caFile = caFile
         options.allowSelfSigned = allowSelfSigned

@@ -24,10 +24,23 @@ struct BenchCore: ParsableCommand {
     @Option(help: "Decisions (job completions that free a slot) measured per fleet size.")
     var decisions = 200_000
 
+    @Option(help: "Routing rule: expectedCompletion (the default) or leastLoaded (the rule before it).")
+    var routing = RoutingRule.expectedCompletion.rawValue
+
+    func validate() throws {
+        guard RoutingRule(rawValue: routing) != nil else {
+            throw ValidationError(
+                "--routing \(routing): expected one of \(RoutingRule.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
     func run() throws {
         let sizes = backends.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
+        var policy = CorePolicy()
+        policy.routing = RoutingRule(rawValue: routing) ?? .expectedCompletion
         print(
             "core: \(queued) queued jobs over 20 feature sets and 50 models; one decision = a completion that frees a slot"
+                + "; routing \(policy.routing.rawValue)"
         )
         print(
             "| backends | bindings/CPU-s (burst) | bindings/CPU-s (full cycle) | decision p50 | p99 | p99.9 | bytes/queued job |"
@@ -36,7 +49,7 @@ struct BenchCore: ParsableCommand {
             "|---------:|-----------------------:|----------------------------:|-------------:|----:|------:|-----------------:|"
         )
         for n in sizes {
-            let r = Self.measure(backends: n, queued: queued, decisions: decisions)
+            let r = Self.measure(backends: n, queued: queued, decisions: decisions, policy: policy)
             print(
                 "| \(n) | \(Int(r.burstBindingsPerSecond)) | \(Int(r.cycleBindingsPerSecond)) | \(Self.micros(r.p50)) "
                     + "| \(Self.micros(r.p99)) | \(Self.micros(r.p999)) | \(r.bytesPerJob) |"
@@ -76,7 +89,7 @@ struct BenchCore: ParsableCommand {
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
-    static func measure(backends n: Int, queued: Int, decisions: Int) -> Result {
+    static func measure(backends n: Int, queued: Int, decisions: Int, policy: CorePolicy = CorePolicy()) -> Result {
         var rng = SplitMix64(seed: 42)
         let features = ["video", "frameinterps", "upscale", "controlnet", "ipadapter", "lora", "inpaint", "audio"]
         let models = (0..<50).map { "model-\($0)" }
@@ -89,7 +102,7 @@ struct BenchCore: ParsableCommand {
                 featureSets.append([features[i], features[j]])
             }
         }
-        var core = Coordinator()
+        var core = Coordinator(policy: policy)
         var clock = CoreInstant.zero
         func tick() -> CoreInstant {
             clock.nanoseconds += 1000

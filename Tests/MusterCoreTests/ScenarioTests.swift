@@ -169,13 +169,21 @@ import Testing
             ],
             submissions: [.init(entries: [BatchEntry(spec: Self.image, count: 6)])])
         let r = ScenarioRunner.run(s)
-        // At t=40 the fast one has run out of queued work while the slow one still holds an
-        // unstarted job behind its first: the fast one takes it.
+        // At t=30 the fast one runs its last queued job and has its overqueue slot free, while the
+        // slow one still holds an unstarted job behind a first that overran its 10 s estimate: the
+        // fast one is expected to finish it sooner (at 50, not after the overrun job) and takes it.
         #expect(r.coordinator.counters.stolen == 1)
         #expect(r.jobsPerBackend == [BackendID(1): 5, BackendID(2): 1])
         #expect(r.makespan == 100)
         let revokes = r.trace.filter { if case .revoke(_, BackendID(2), _) = $0.action { true } else { false } }
-        #expect(revokes.map(\.at) == [40])
+        #expect(revokes.map(\.at) == [30])
+        // The old rule steals only into an idle backend: at 40, with the same result.
+        var old = s
+        old.policy.routing = .leastLoaded
+        let r1 = ScenarioRunner.run(old)
+        #expect(r1.makespan == 100)
+        #expect(
+            r1.trace.filter { if case .revoke(_, BackendID(2), _) = $0.action { true } else { false } }.map(\.at) == [40])
         // Without stealing the slow one sits on a second job it has not started.
         var off = s
         off.policy.workStealing = false

@@ -57,7 +57,7 @@ struct MessageGenerator {
         CapabilitySnapshot(
             version: version(), state: BackendState.allCases.randomElement(using: &rng)!, features: features(max: 10),
             modelsAvailable: (0..<int(0...5)).map { _ in label() }, modelsLoaded: (0..<int(0...2)).map { _ in label() },
-            slots: int(0...1024))
+            slots: int(0...1024), speed: maybe { Double($0.int(1...4000)) / 4 })
     }
     mutating func errorBody() -> Wire.ErrorBody {
         Wire.ErrorBody(code: ErrorCode(code()), message: text(), details: maybe { $0.raw(object: true) })
@@ -163,7 +163,8 @@ struct MessageGenerator {
                     state: JobState.allCases.randomElement(using: &rng)!, attempt: int(0...1000), atMs: u64(),
                     backend: maybe { $0.backendID() }, progress: maybe { $0.fraction() }, message: maybe { $0.text() },
                     result: maybe { $0.raw(object: false) }, error: maybe { $0.errorBody() },
-                    waiting: maybe { $0.gateWait() }, cause: maybe { ReleaseCause($0.code()) }))
+                    waiting: maybe { $0.gateWait() }, cause: maybe { ReleaseCause($0.code()) }, expectedMs: maybe { $0.u64() },
+                    runnerUp: maybe { $0.backendID() }, runnerUpExpectedMs: maybe { $0.u64() }))
         case 2: .canceled(.init(id: maybe { $0.label() }, jobs: (0..<int(0...5)).map { _ in JobID(u64()) }))
         case 3:
             .statusReport(
@@ -179,7 +180,17 @@ struct MessageGenerator {
                             link: Wire.LinkState.allCases.randomElement(using: &rng)!,
                             capabilities: maybe { $0.snapshot() }, inFlight: int(0...4), running: int(0...4),
                             capacity: int(0...4), registeredMs: u64(), firstAnnouncedMs: maybe { $0.u64() },
-                            lastSeenMs: maybe { $0.u64() }, inhibitedUntilMs: maybe { $0.u64() })
+                            lastSeenMs: maybe { $0.u64() }, inhibitedUntilMs: maybe { $0.u64() },
+                            estimates: maybe { g in
+                                Wire.Estimates(
+                                    speed: Double(g.int(1...400)) / 4, speedSource: "measured",
+                                    modelLoadSeconds: g.maybe { Double($0.int(0...100)) },
+                                    jobs: [
+                                        Wire.JobEstimate(
+                                            kind: "image", model: g.maybe { $0.label() },
+                                            seconds: Double(g.int(0...1000)) / 8, measured: g.bool())
+                                    ])
+                            })
                     ],
                     queue: .init(
                         queued: int(0...9), gated: int(0...9), bound: int(0...9), running: int(0...9),

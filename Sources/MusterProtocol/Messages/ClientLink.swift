@@ -433,11 +433,17 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         public var waiting: Wire.GateWait?
         /// With `released`: open set `announced`, `window_elapsed`, `idle_backend`, `gate_disabled`.
         public var cause: ReleaseCause?
+        /// With `bound`: milliseconds from the binding until the job is expected to complete on
+        /// `backend`, and the backend expected to finish it soonest after that one, with its time.
+        public var expectedMs: UInt64?
+        public var runnerUp: BackendID?
+        public var runnerUpExpectedMs: UInt64?
 
         public init(
             job: JobID, batch: BatchID, event: JobEventKind, state: JobState, attempt: Int, atMs: UInt64,
             backend: BackendID? = nil, progress: Double? = nil, message: String? = nil, result: RawJSON? = nil,
-            error: Wire.ErrorBody? = nil, waiting: Wire.GateWait? = nil, cause: ReleaseCause? = nil
+            error: Wire.ErrorBody? = nil, waiting: Wire.GateWait? = nil, cause: ReleaseCause? = nil,
+            expectedMs: UInt64? = nil, runnerUp: BackendID? = nil, runnerUpExpectedMs: UInt64? = nil
         ) {
             self.job = job
             self.batch = batch
@@ -452,6 +458,9 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.error = error
             self.waiting = waiting
             self.cause = cause
+            self.expectedMs = expectedMs
+            self.runnerUp = runnerUp
+            self.runnerUpExpectedMs = runnerUpExpectedMs
         }
 
         static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
@@ -469,7 +478,8 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
                 progress: progress, message: try o.optionalString("message", .message),
                 result: try o.raw("result", object: false, maxBytes: o.doc.limits.maxResultBytes),
                 error: try o.optional("error"), waiting: try o.optional("waiting"),
-                cause: try o.optional("cause"))
+                cause: try o.optional("cause"), expectedMs: try o.optional("expected_ms"),
+                runnerUp: try o.optional("runner_up"), runnerUpExpectedMs: try o.optional("runner_up_expected_ms"))
         }
 
         func encodeMembers(_ w: inout JSONWriter) {
@@ -486,6 +496,9 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             w.member("error", error)
             w.member("waiting", waiting)
             w.member("cause", cause)
+            w.member("expected_ms", expectedMs)
+            w.member("runner_up", runnerUp)
+            w.member("runner_up_expected_ms", runnerUpExpectedMs)
         }
     }
 }

@@ -222,11 +222,13 @@ extension Wire {
         public var lastSeenMs: UInt64?
         /// Gets no new work until then after a failure.
         public var inhibitedUntilMs: UInt64?
+        /// What routing expects of it.
+        public var estimates: Estimates?
 
         public init(
             id: BackendID, name: String, local: Bool, link: LinkState, capabilities: CapabilitySnapshot?,
             inFlight: Int, running: Int, capacity: Int, registeredMs: UInt64, firstAnnouncedMs: UInt64? = nil,
-            lastSeenMs: UInt64? = nil, inhibitedUntilMs: UInt64? = nil
+            lastSeenMs: UInt64? = nil, inhibitedUntilMs: UInt64? = nil, estimates: Estimates? = nil
         ) {
             self.id = id
             self.name = name
@@ -240,6 +242,7 @@ extension Wire {
             self.firstAnnouncedMs = firstAnnouncedMs
             self.lastSeenMs = lastSeenMs
             self.inhibitedUntilMs = inhibitedUntilMs
+            self.estimates = estimates
         }
 
         static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
@@ -262,7 +265,7 @@ extension Wire {
                 id: id, name: name, local: local, link: link, capabilities: capabilities, inFlight: load.inFlight,
                 running: load.running, capacity: load.capacity, registeredMs: try o.required("registered_ms"),
                 firstAnnouncedMs: try o.optional("first_announced_ms"), lastSeenMs: try o.optional("last_seen_ms"),
-                inhibitedUntilMs: try o.optional("inhibited_until_ms"))
+                inhibitedUntilMs: try o.optional("inhibited_until_ms"), estimates: try o.optional("estimates"))
         }
 
         func encodeMembers(_ w: inout JSONWriter) {
@@ -281,6 +284,7 @@ extension Wire {
             w.member("first_announced_ms", firstAnnouncedMs)
             w.member("last_seen_ms", lastSeenMs)
             w.member("inhibited_until_ms", inhibitedUntilMs)
+            w.member("estimates", estimates)
         }
 
         struct Load: WireObject {
@@ -702,5 +706,69 @@ extension Wire {
             -> Self
         { try decodeBody(bytes, limits: limits) }
         public func encode() -> [UInt8] { encodeBody() }
+    }
+}
+
+extension Wire {
+    /// What the coordinator's router expects of one backend: its speed and, per job class, the
+    /// expected seconds of one job there.
+    public struct Estimates: Hashable, Sendable, WireObject {
+        /// Relative to 1.0 (2.0: the same job in half the time).
+        public var speed: Double
+        /// `measured`, `configured`, `announced` or `assumed` (nothing known: 1.0).
+        public var speedSource: String
+        /// Its measured model load time (moving average), if it loaded one.
+        public var modelLoadSeconds: Double?
+        public var jobs: [JobEstimate]
+
+        public init(speed: Double, speedSource: String, modelLoadSeconds: Double? = nil, jobs: [JobEstimate] = []) {
+            self.speed = speed
+            self.speedSource = speedSource
+            self.modelLoadSeconds = modelLoadSeconds
+            self.jobs = jobs
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(
+                speed: try o.required("speed"), speedSource: try o.string("speed_source", .code),
+                modelLoadSeconds: try o.optional("model_load_seconds"),
+                jobs: try o.list("jobs", maxCount: ProtocolLimits.maxListLength))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("speed", speed)
+            w.member("speed_source", speedSource)
+            w.member("model_load_seconds", modelLoadSeconds)
+            w.member("jobs", jobs)
+        }
+    }
+
+    /// Expected seconds of one job of a class (kind and model) on one backend.
+    public struct JobEstimate: Hashable, Sendable, WireObject {
+        public var kind: String
+        public var model: String?
+        public var seconds: Double
+        /// Whether jobs of the class were measured (on any backend); otherwise a prior.
+        public var measured: Bool
+
+        public init(kind: String, model: String? = nil, seconds: Double, measured: Bool) {
+            self.kind = kind
+            self.model = model
+            self.seconds = seconds
+            self.measured = measured
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(
+                kind: try o.string("kind", .feature), model: try o.optionalString("model", .model),
+                seconds: try o.required("seconds"), measured: try o.required("measured"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("kind", kind)
+            w.member("model", model)
+            w.member("seconds", seconds)
+            w.member("measured", measured)
+        }
     }
 }

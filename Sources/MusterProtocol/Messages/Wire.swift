@@ -279,16 +279,21 @@ extension CapabilitySnapshot: WireMessage {
         let features = try o.names("features", .feature, maxCount: ProtocolLimits.maxFeatures)
         let models: Wire.Models = try o.required("models")
         let slots = try o.int("slots", in: 0...Int64(ProtocolLimits.maxSlots))
+        let speed: Double? = try o.optional("speed")
+        if let speed, !(speed > 0 && speed <= ProtocolLimits.maxSpeed) {
+            throw .invalid("speed", "must be a number above 0 and at most \(Int(ProtocolLimits.maxSpeed))")
+        }
         return Self(
             wireVersion: CapabilityVersion(incarnation: incarnation, revision: revision), state: state,
-            features: features, modelsAvailable: models.available, modelsLoaded: models.loaded, slots: slots)
+            features: features, modelsAvailable: models.available, modelsLoaded: models.loaded, slots: slots,
+            speed: speed)
     }
 
     /// The public initialiser's normalisation (sorted, distinct) without its cost when the lists
     /// arrive sorted, as they usually do; the decoder has already rejected repeats.
     init(
         wireVersion: CapabilityVersion, state: BackendState, features: [String], modelsAvailable: [String],
-        modelsLoaded: [String], slots: Int
+        modelsLoaded: [String], slots: Int, speed: Double?
     ) {
         func normalised(_ list: [String]) -> [String] {
             for i in list.indices.dropFirst() where !(list[i - 1] < list[i]) { return list.sorted() }
@@ -300,6 +305,7 @@ extension CapabilitySnapshot: WireMessage {
         self.modelsAvailable = normalised(modelsAvailable)
         self.modelsLoaded = normalised(modelsLoaded)
         self.slots = slots
+        self.speed = speed
     }
 
     func encodeMembers(_ w: inout JSONWriter) {
@@ -309,5 +315,6 @@ extension CapabilitySnapshot: WireMessage {
         w.member("features", features)
         w.member("models", Wire.Models(available: modelsAvailable, loaded: modelsLoaded))
         w.member("slots", slots)
+        if let speed { w.member("speed", speed) }
     }
 }

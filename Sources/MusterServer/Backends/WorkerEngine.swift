@@ -25,11 +25,15 @@ public struct WorkerSpec: Sendable, Equatable {
     public var failureRate: Double
     /// How often a running job reports progress.
     public var progressInterval: Duration
+    /// Announced in the capabilities (relative to 1.0); simulated jobs take their duration divided
+    /// by it.
+    public var speed: Double?
 
     public init(
         name: String, features: [String] = [], models: [String] = [], slots: Int = 1, runner: Runner = .simulated,
         startupDelay: Duration = .zero, jobDurations: [String: Duration] = ["default": .seconds(2)],
-        modelLoadTime: Duration = .seconds(5), failureRate: Double = 0, progressInterval: Duration = .seconds(1)
+        modelLoadTime: Duration = .seconds(5), failureRate: Double = 0, progressInterval: Duration = .seconds(1),
+        speed: Double? = nil
     ) {
         self.name = name
         self.features = features
@@ -41,10 +45,13 @@ public struct WorkerSpec: Sendable, Equatable {
         self.modelLoadTime = modelLoadTime
         self.failureRate = failureRate
         self.progressInterval = progressInterval
+        self.speed = speed
     }
 
     func duration(kind: String) -> Duration {
-        jobDurations[kind] ?? jobDurations["default"] ?? .seconds(2)
+        let d = jobDurations[kind] ?? jobDurations["default"] ?? .seconds(2)
+        guard let speed, speed > 0 else { return d }
+        return d * (1 / speed)
     }
 }
 
@@ -133,7 +140,7 @@ public struct WorkerEngine: Sendable {
     public var snapshot: CapabilitySnapshot {
         CapabilitySnapshot(
             version: version, state: state, features: spec.features, modelsAvailable: spec.models,
-            modelsLoaded: Array(loadedModels), slots: spec.slots)
+            modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed)
     }
 
     public var version: CapabilityVersion { CapabilityVersion(incarnation: incarnation, revision: revision) }

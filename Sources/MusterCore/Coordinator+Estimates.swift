@@ -1,0 +1,281 @@
+import MusterProtocol
+
+// Estimates and expected completion times (README "Routing and the warm-up gate").
+//
+// A job's duration on a backend is the class estimate at speed 1.0 divided by the backend's
+// speed. The class estimate is a moving average of measured durations, each multiplied by the
+// speed of the backend that ran it, or before any measurement the kind's configured prior. A
+// backend's speed is learned from its measured jobs against the class estimates once it has
+// some, before that its configured speed, else the speed it announces, else 1.0.
+extension Coordinator {
+    /// Speeds are kept to 1% so that backends measured alike compare equal (and tie-break).
+    static func quantised(_ speed: Double) -> Double {
+        guard speed.isFinite, speed > 0 else { return 1 }
+        return min(1000, max(0.01, (speed * 100).rounded() / 100))
+    }
+
+    /// Recomputes a backend's speed and keeps `speedCounts`/`maxSpeed` in step with it.
+    mutating func recountSpeed(_ bi: Int) {
+        let r = backends.records[bi]
+        let speed = Self.quantised(r.learnedSpeed ?? r.configuredSpeed ?? r.snapshot?.speed ?? 1)
+        backends[r.id].speed = speed
+        let counts = r.counted
+        if r.speedCounted == counts && (!counts || r.countedSpeed == speed) { return }
+        if r.speedCounted {
+            let left = (speedCounts[r.countedSpeed] ?? 1) - 1
+            speedCounts[r.countedSpeed] = left > 0 ? left : nil
+        }
+        if counts { speedCounts[speed, default: 0] += 1 }
+        backends[r.id].speedCounted = counts
+        backends[r.id].countedSpeed = speed
+        maxSpeed = speedCounts.keys.max() ?? 1
+    }
+
+    /// Folds one measured duration (seconds of work, without waiting for a model) into the
+    /// estimates: the class's, and the backend's learned speed when none is configured.
+    mutating func learn(_ backend: BackendID, estimate e: Int, seconds x: Double) {
+        guard let bi = backends.index(backend), x.isFinite, x >= 0 else { return }
+        let alpha = policy.estimateSmoothing
+        guard policy.routing == .expectedCompletion else {
+            // The old rule averaged raw durations, whatever backend ran them.
+            estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x, alpha)
+            return
+        }
+        var speed = backends.records[bi].speed
+        // Durations below a millisecond say nothing about speed (and would divide by ~0).
+        let reference = estimates.jobSeconds[e] ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
+        if x >= 0.001, let reference {
+            let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
+            speed = min(1000, max(0.01, learned))
+            backends[backend].learnedSpeed = speed
+            recountSpeed(bi)
+        }
+        estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)
+    }
+
+    /// Expected seconds of a job of estimate class `e` on the backend at record index `bi`.
+    func expectedSeconds(_ bi: Int, _ e: Int) -> Double {
+        (estimates.jobSeconds[e] ?? estimates.priorSeconds[e]) / backends.records[bi].speed
+    }
+
+    /// Expected seconds for the backend at `bi` to load model `m` (interned id): its own measured
+    /// loads, else the fleet's loads of that model, else the default.
+    func expectedLoadSeconds(_ bi: Int, _ m: Int32) -> Double {
+        backends.records[bi].loadSeconds ?? estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds
+    }
+
+    /// When a job of class `c` could start on the backend at `bi` as far as its model goes: now
+    /// (core seconds) or later while the model is (or would be) loading; nil when it is loaded.
+    func modelReady(_ bi: Int, _ c: Int) -> Double? {
+        let m = classes[c].modelID
+        guard m >= 0, !backends.records[bi].loadedIDs.contains(m), let name = classes[c].model else { return nil }
+        let asked = backends.records[bi].loadRequested[name] ?? now
+        return asked.seconds + expectedLoadSeconds(bi, m)
+    }
+
+    /// The expected end (core seconds) of every job bound to the backend at `bi`, in the order of
+    /// its `jobs`, and when a slot would be free for one more. Running jobs end after their
+    /// expected duration; one already past it is expected to run as long again as it overran
+    /// (estimates were too low). Bound jobs take the earliest free slot in binding order.
+    /// `floors`: durations at speed 1.0 that jobs of an estimate class are known to exceed.
+    func expectedSchedule(_ bi: Int, floors: [(estimate: Int32, seconds: Double)] = []) -> (ends: [Double], available: Double) {
+        let t = now.seconds
+        let n = backends.records[bi].jobs.count
+        let slots = backends.records[bi].slots
+        let speed = backends.records[bi].speed
+        func seconds(_ k: Int) -> Double {
+            var p = backends.records[bi].jobSeconds[k]
+            for f in floors where f.estimate == backends.records[bi].jobEstimate[k] { p = max(p, f.seconds / speed) }
+            return p
+        }
+        var slotEnds = [Double](repeating: t, count: slots)
+        var ends = [Double](repeating: t, count: n)
+        var used = 0
+        for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
+            var end = backends.records[bi].jobStartedAt[k] + seconds(k)
+            if end < t { end = t + (t - end) }
+            ends[k] = end
+            if used < slots {
+                slotEnds[used] = end
+                used += 1
+            } else if let i = slotEnds.indices.min(by: { slotEnds[$0] < slotEnds[$1] }) {
+                slotEnds[i] = max(slotEnds[i], end)
+            }
+        }
+        for k in 0..<n where backends.records[bi].jobStartedAt[k] < 0 {
+            let i = slotEnds.indices.min { slotEnds[$0] < slotEnds[$1] }!
+            let end = max(slotEnds[i], backends.records[bi].jobReadyAt[k]) + seconds(k)
+            slotEnds[i] = end
+            ends[k] = end
+        }
+        return (ends, slotEnds.min() ?? t)
+    }
+
+    /// When a job of class `c` (estimate `e`) would finish on the backend at `bi` if bound now.
+    func expectedCompletion(_ bi: Int, _ c: Int, _ e: Int) -> Double {
+        let available = backends.records[bi].jobs.count < backends.records[bi].slots
+            ? now.seconds : expectedSchedule(bi).available
+        return max(available, modelReady(bi, c) ?? 0) + expectedSeconds(bi, e)
+    }
+
+    /// The expected-completion rule, for a free backend and the best job it may take (the head of
+    /// class `c`): take it, unless the class's waiting jobs are all expected to finish sooner on
+    /// other backends (counting how many each of those finishes before this one would). Declining
+    /// is bounded: a job queued for `maxWaitForBetterBackend` is taken by the next free backend.
+    mutating func admits(_ bi: Int, _ id: BackendID, _ c: Int, _ entry: QueueEntry) -> Bool {
+        let e = Int(entry.estimate)
+        let since = jobs[entry.job].declinedSince ?? now
+        let deadline = since + policy.maxWaitForBetterBackend
+        if deadline <= now { return true }
+        let mine = expectedCompletion(bi, c, e)
+        let need = classes[c].queued
+        let margin = 1e-9 * max(1, mine)
+        let latestStart = deadline.seconds
+        var capacity = 0
+        var second: (backend: BackendID, at: Double)?
+        // Stops once enough capacity is found; the verdict does not depend on the set's order.
+        for t in classes[c].capable where t != id {
+            guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
+            let theirs = expectedCompletion(ti, c, e)
+            if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
+            guard theirs < mine - margin else { continue }
+            let p = max(expectedSeconds(ti, e), 1e-3)
+            // A backend not expected to start it within the wait bound does not count.
+            guard theirs - p <= latestStart else { continue }
+            capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down)))
+            if capacity >= need { break }
+        }
+        if capacity < need {
+            // Complete only when the whole set was seen (no early exit happened).
+            runnerUp = second.map { (entry.job, $0.backend, $0.at) }
+            return true
+        }
+        if jobs[entry.job].declinedSince == nil { jobs[entry.job].declinedSince = now }
+        classes[c].decliners.append(id)
+        if classes[c].waitTimerAt.map({ $0 > deadline }) ?? true {
+            classes[c].waitTimerAt = deadline
+            schedule(deadline, .routeWait(c))
+        }
+        return false
+    }
+
+    /// The wait bound of a class passed: every free backend that can run it looks again.
+    mutating func routeWaitDue(_ c: Int, _ at: CoreInstant) {
+        guard c < classes.count else { return }
+        if classes[c].waitTimerAt == at { classes[c].waitTimerAt = nil }
+        wake(c)
+    }
+
+    /// A job of class `c` was bound: the backends that left it to others look again.
+    mutating func wakeDecliners(_ c: Int) {
+        guard !classes[c].decliners.isEmpty else { return }
+        for d in classes[c].decliners where free.contains(d) { dirty.insert(d) }
+        classes[c].decliners.removeAll(keepingCapacity: true)
+    }
+
+    /// Work stealing by expected completion: a backend with a free slot and nothing it should take
+    /// from the queue revokes the bound, unstarted job that it would finish soonest before the
+    /// backend holding it (by more than 5% of the job), if any.
+    mutating func stealSooner(into thief: BackendID) -> Bool {
+        guard let ti = backends.index(thief) else { return false }
+        let available =
+            backends.records[ti].jobs.count < backends.records[ti].slots ? now.seconds : expectedSchedule(ti).available
+        var pick: (gain: Double, victim: BackendID, job: JobID)?
+        for v in stealable where v != thief {
+            guard let vi = backends.index(v), backends.records[vi].running >= backends.records[vi].slots else {
+                continue
+            }
+            // A running job past its expected duration shows that its class takes at least that
+            // long (the estimate may be a prior): both sides of the comparison count with it.
+            var floors: [(estimate: Int32, seconds: Double)] = []
+            let t = now.seconds
+            for k in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[k] >= 0 {
+                let elapsed = t - backends.records[vi].jobStartedAt[k]
+                if elapsed > backends.records[vi].jobSeconds[k] {
+                    floors.append((backends.records[vi].jobEstimate[k], elapsed * backends.records[vi].speed))
+                }
+            }
+            let ends = expectedSchedule(vi, floors: floors).ends
+            for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
+                guard let j = jobs.index(job), jobs[slot: j].state == .bound else { continue }
+                let c = jobs[slot: j].classIndex
+                guard classes[c].capable.contains(thief) else { continue }
+                let e = jobs[slot: j].estimateIndex
+                var p = expectedSeconds(ti, e)
+                // Unmeasured, the overrun says the class is longer than its prior, for the thief
+                // too; measured, it says the victim is slower than thought.
+                if estimates.jobSeconds[e] == nil {
+                    for f in floors where f.estimate == backends.records[vi].jobEstimate[k] {
+                        p = max(p, f.seconds / backends.records[ti].speed)
+                    }
+                }
+                let mine = max(available, modelReady(ti, c) ?? 0) + p
+                let gain = ends[k] - mine
+                guard gain > 0.05 * p + 1e-9 else { continue }
+                if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {
+                    continue
+                }
+                pick = (gain, v, job)
+            }
+        }
+        guard let pick else { return false }
+        let lease = jobs[pick.job].lease!
+        out.append(.revoke(job: pick.job, backend: pick.victim, lease: lease))
+        unbind(pick.job, outcome: "revoked")
+        counters.stolen += 1
+        out.append(.observe(.stolen(pick.job, from: pick.victim, to: thief)))
+        bind(pick.job, to: thief, fromQueue: false)
+        return true
+    }
+}
+
+/// What the coordinator expects of one backend (`Coordinator.estimates(for:)`).
+public struct BackendEstimates: Hashable, Sendable {
+    /// Where the speed comes from.
+    public enum SpeedSource: String, Hashable, Sendable {
+        /// Configured for this backend.
+        case configured
+        /// Announced by the backend (`speed` in its capabilities).
+        case announced
+        /// Learned from its measured jobs against the fleet's estimates.
+        case measured
+        /// Nothing known yet: 1.0.
+        case assumed
+    }
+    /// Relative to 1.0: a job of a class expected to take 10 s at 1.0 is expected to take 5 s at 2.0.
+    public var speed: Double
+    public var speedSource: SpeedSource
+    /// Its own measured model load time (moving average), if it loaded one.
+    public var modelLoadSeconds: Double?
+    /// Expected seconds per job class (kind and model) on this backend.
+    public var jobs: [JobClassEstimate]
+}
+
+/// The expected duration of one job class on one backend.
+public struct JobClassEstimate: Hashable, Sendable {
+    public var kind: String
+    public var model: String?
+    public var seconds: Double
+    /// Whether jobs of this class were measured (on any backend); otherwise a prior.
+    public var measured: Bool
+}
+
+extension Coordinator {
+    /// The estimates routing uses for one backend; nil for an unknown backend.
+    public func estimates(for backend: BackendID) -> BackendEstimates? {
+        guard let bi = backends.index(backend) else { return nil }
+        let r = backends.records[bi]
+        let source: BackendEstimates.SpeedSource =
+            r.learnedSpeed != nil
+            ? .measured : r.configuredSpeed != nil ? .configured : r.snapshot?.speed != nil ? .announced : .assumed
+        var list: [JobClassEstimate] = []
+        for (e, key) in estimates.classKeys.enumerated() {
+            list.append(
+                JobClassEstimate(
+                    kind: key.kind, model: key.model, seconds: expectedSeconds(bi, e),
+                    measured: estimates.jobSeconds[e] != nil))
+        }
+        list.sort { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
+        return BackendEstimates(speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds, jobs: list)
+    }
+}

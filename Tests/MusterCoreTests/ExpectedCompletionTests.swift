@@ -1,0 +1,123 @@
+import MusterCore
+import MusterProtocol
+import Testing
+
+/// The cases for routing by expected completion time, each against the old rule.
+@Suite struct ExpectedCompletionTests {
+    static let video = JobSpec(kind: "video", needs: ["video"])
+
+    static func policy(_ rule: RoutingRule) -> CorePolicy {
+        var p = CorePolicy()
+        p.routing = rule
+        p.jobDurationPriors = ["video": .seconds(30)]
+        return p
+    }
+
+    /// Two idle local backends three times slower than an idle remote one: both video jobs go to
+    /// the remote one (20 s) instead of one to each local backend (30 s).
+    @Test(arguments: [RoutingRule.expectedCompletion, .leastLoaded])
+    func speedDecidesNotLocality(rule: RoutingRule) {
+        let s = Scenario(
+            policy: Self.policy(rule),
+            backends: [
+                Scenario.Backend(id: BackendID(-1), features: ["video"], defaultJobSeconds: 30, speed: 1),
+                Scenario.Backend(id: BackendID(-2), features: ["video"], defaultJobSeconds: 30, speed: 1),
+                Scenario.Backend(id: BackendID(1), features: ["video"], defaultJobSeconds: 10, speed: 3),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: Self.video, count: 2)])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions.count == 2 && r.completions.values.allSatisfy { $0 == 1 })
+        if rule == .expectedCompletion {
+            #expect(r.jobsPerBackend[BackendID(1)] == 2)
+            #expect(r.makespan == 20)
+            // The second job's binding says when it is expected to complete: 20 s, behind the first
+            // job (the fastest backend decides without comparing, so there is no runner-up).
+            let bound = r.events { $0.job == JobID(2) && $0.kind == .bound }
+            #expect(bound.first?.placement == Placement(expectedSeconds: 20))
+        } else {
+            #expect(r.makespan == 30)
+        }
+    }
+
+    /// The speed of a backend nobody configured is learned from its measured jobs: after one job
+    /// each, the slow backend is left alone while the fast one can finish sooner.
+    @Test func learnedSpeedsSteerTheSecondBatch() {
+        let s = Scenario(
+            policy: Self.policy(.expectedCompletion),
+            backends: [
+                Scenario.Backend(id: BackendID(-1), features: ["video"], defaultJobSeconds: 30),
+                Scenario.Backend(id: BackendID(1), features: ["video"], defaultJobSeconds: 10),
+            ],
+            submissions: [
+                .init(at: 0, entries: [BatchEntry(spec: Self.video, count: 2)]),
+                .init(at: 40, entries: [BatchEntry(spec: Self.video, count: 2)]),
+            ])
+        let r = ScenarioRunner.run(s)
+        // First batch: one each (nothing known). Second: both on the fast one, done at 60.
+        #expect(r.jobsPerBackend == [BackendID(-1): 1, BackendID(1): 3])
+        #expect(r.makespan == 60)
+        #expect(r.coordinator.estimates(for: BackendID(1))?.speed == 3)
+        #expect(r.coordinator.estimates(for: BackendID(-1))?.speed == 1)
+    }
+
+    /// The warm-up gate releases a held job by the same rule: a slow backend that announces
+    /// idle does not take it when a fast one frees its slot a second later.
+    @Test(arguments: [RoutingRule.expectedCompletion, .leastLoaded])
+    func gateReleaseWaitsForTheFasterBackend(rule: RoutingRule) {
+        let s = Scenario(
+            policy: Self.policy(rule),
+            backends: [
+                Scenario.Backend(id: BackendID(1), name: "fast", features: ["video"], defaultJobSeconds: 11, speed: 3),
+                Scenario.Backend(
+                    id: BackendID(2), name: "slow", announceAfter: 10, features: ["video"], defaultJobSeconds: 30,
+                    speed: 1),
+                // Keeps the gate closed: registered, never announces.
+                Scenario.Backend(id: BackendID(3), name: "late", announceAfter: nil, features: ["video"]),
+            ],
+            submissions: [
+                .init(at: 0, entries: [BatchEntry(spec: Self.video)]),
+                .init(at: 1, entries: [BatchEntry(spec: Self.video)]),
+            ], horizon: 200)
+        let r = ScenarioRunner.run(s)
+        let second = JobID(2)
+        #expect(r.events { $0.job == second && $0.kind == .released(.idleBackend) }.count == 1)
+        if rule == .expectedCompletion {
+            #expect(r.ranOn[second] == BackendID(1))
+            #expect(r.startedAt[second] == 11)
+        } else {
+            #expect(r.ranOn[second] == BackendID(2))
+            #expect(r.startedAt[second] == 10)
+        }
+    }
+
+    /// Waiting for a better backend is bounded: when the fast backend's job runs far past its
+    /// estimate, the slow idle one takes the waiting job once `maxWaitForBetterBackend` passed.
+    @Test func waitingForAFasterBackendIsBounded() {
+        var policy = Self.policy(.expectedCompletion)
+        policy.maxWaitForBetterBackend = .seconds(20)
+        policy.workStealing = false
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                // Configured three times faster than the slow one, but its jobs take 500 s.
+                Scenario.Backend(id: BackendID(1), features: ["video"], defaultJobSeconds: 500, speed: 3),
+                Scenario.Backend(id: BackendID(2), features: ["video"], defaultJobSeconds: 30, speed: 1),
+            ],
+            submissions: [
+                .init(at: 0, entries: [BatchEntry(spec: Self.video)]),
+                .init(at: 1, entries: [BatchEntry(spec: Self.video)]),
+                .init(at: 2, entries: [BatchEntry(spec: Self.video)]),
+            ])
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions.count == 3)
+        // Job 2 went to the fast backend's overqueue slot (expected 10 s + 10 s beats 30 s); job 3
+        // was left for it (expected to start there at 20). At 21 the wait bound of job 2's class
+        // fires a re-check: the fast backend's first job has overrun its estimate by 11 s, so it
+        // is no longer expected to free a slot within job 3's bound (22) and the slow one takes it.
+        #expect(r.ranOn[JobID(3)] == BackendID(2))
+        #expect(r.startedAt[JobID(3)] == 21)
+        // Its binding names the runner-up: the fast backend, expected to finish it 1 s later.
+        let bound = r.events { $0.job == JobID(3) && $0.kind == .bound }
+        #expect(bound.first?.placement == Placement(expectedSeconds: 30, runnerUp: BackendID(1), runnerUpSeconds: 31))
+    }
+}

@@ -1,0 +1,103 @@
+import MusterCore
+import MusterProtocol
+import Testing
+
+/// The exact optimum on hand-solved fleets, and the seeded randomized routing suite.
+@Suite struct RoutingSuiteTests {
+    static let video = JobSpec(kind: "video", needs: ["video"])
+
+    @Test func exactOptimumPutsBothJobsOnTheFastBackend() {
+        // Two slow idle backends (30 s per job) and a fast one (10 s): both jobs on the fast one.
+        let s = Scenario(
+            backends: [
+                Scenario.Backend(id: BackendID(-1), features: ["video"], defaultJobSeconds: 30),
+                Scenario.Backend(id: BackendID(-2), features: ["video"], defaultJobSeconds: 30),
+                Scenario.Backend(id: BackendID(1), features: ["video"], defaultJobSeconds: 10),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: Self.video, count: 2)])])
+        let r = ExactOptimum.solve(s)
+        #expect(r.exact)
+        #expect(r.end == 20)
+    }
+
+    @Test func exactOptimumCountsReadyTimesLoadsAndArrivals() {
+        // Backend 1 is ready at 40 and runs a job in 10 s; backend -1 is ready now, needs 15 s to
+        // load sdxl, then 30 s per job. Three sdxl jobs at 0 and one more at 50.
+        let s = Scenario(
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(-1), modelsAvailable: ["sdxl"], defaultJobSeconds: 30, loadSeconds: 15),
+                Scenario.Backend(
+                    id: BackendID(1), announceAfter: 40, modelsLoaded: ["sdxl"], defaultJobSeconds: 10),
+            ],
+            submissions: [
+                .init(at: 0, entries: [BatchEntry(spec: JobSpec(kind: "image", model: "sdxl"), count: 3)]),
+                .init(at: 50, entries: [BatchEntry(spec: JobSpec(kind: "image", model: "sdxl"))]),
+            ])
+        let r = ExactOptimum.solve(s)
+        #expect(r.exact)
+        // -1 loads until 15 and runs one job until 45; 1 runs the other two 40-60 and the late one
+        // 60-70. Any other split ends later (two on -1 end at 75).
+        #expect(r.end == 70)
+    }
+
+    @Test func exactOptimumNeverBeatsItsOwnFeasibilityRules() {
+        // Slots: a two-slot backend runs two jobs at once; features exclude the other backend.
+        let s = Scenario(
+            backends: [
+                Scenario.Backend(id: BackendID(1), slots: 2, features: ["video"], defaultJobSeconds: 20),
+                Scenario.Backend(id: BackendID(2), defaultJobSeconds: 1),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: Self.video, count: 3)])])
+        let r = ExactOptimum.solve(s)
+        #expect(r.exact)
+        #expect(r.end == 40)
+    }
+
+    static let seeds: Range<UInt64> = 0..<240
+
+    /// Both rules on the same 200 scenarios: the optimum is a lower bound for every run, every
+    /// job completes exactly once, and the expected-completion rule meets its targets.
+    @Test func randomizedSuiteAgainstTheExactOptimum() {
+        var optima: [UInt64: ExactOptimum.Result] = [:]
+        for seed in Self.seeds { optima[seed] = ExactOptimum.solve(RoutingSuite.scenario(seed: seed)) }
+        #expect(optima.values.allSatisfy { $0.exact })
+        var lines: [String] = []
+        var summaries: [RoutingRule: RoutingSuite.Summary] = [:]
+        for rule in [RoutingRule.leastLoaded, .expectedCompletion] {
+            let summary = RoutingSuite.run(seeds: Self.seeds, rule: rule, optima: optima)
+            summaries[rule] = summary
+            #expect(summary.allCompleted, "\(rule): incomplete seeds \(summary.incomplete)")
+            for c in summary.cases {
+                #expect(c.makespan >= c.optimum - 1e-6, "seed \(c.seed): \(c.makespan) beats the optimum \(c.optimum)")
+            }
+            var parts = [("all", summary.cases)]
+            for k in RoutingSuite.Knowledge.allCases {
+                parts.append(("knows \(k.rawValue)", summary.cases.filter { $0.knowledge == k }))
+            }
+            for (name, cases) in parts {
+                let part = RoutingSuite.Summary(cases: cases)
+                let worst = part.worst!
+                lines.append(
+                    "\(rule.rawValue) \(name): \(cases.count) scenarios, mean \(fmt(part.mean)), worst \(fmt(worst.ratio)) "
+                        + "(seed \(worst.seed): \(fmt(worst.makespan)) s vs \(fmt(worst.optimum)) s)")
+            }
+        }
+        print("routing suite, makespan / optimum:\n" + lines.joined(separator: "\n"))
+        // The worst cases, placement by placement.
+        for k in RoutingSuite.Knowledge.allCases {
+            let cases = summaries[.expectedCompletion]!.cases.filter { $0.knowledge == k }
+            for c in cases.sorted(by: { $0.ratio > $1.ratio }).prefix(3) {
+                print(RoutingSuite.describe(seed: c.seed, rule: .expectedCompletion))
+            }
+        }
+        let ect = summaries[.expectedCompletion]!
+        let old = summaries[.leastLoaded]!
+        #expect(ect.mean <= old.mean)
+    }
+
+    func fmt(_ x: Double) -> String {
+        let r = (x * 1000).rounded() / 1000
+        return String(r)
+    }
+}
