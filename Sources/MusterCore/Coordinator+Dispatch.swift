@@ -323,17 +323,23 @@ extension Coordinator {
             }
         }
         guard let pick else { return false }
-        let lease = jobs[pick.job].lease!
-        out.append(.revoke(job: pick.job, backend: pick.victim, lease: lease))
-        unbind(pick.job, outcome: .revoked)
-        counters.stolen += 1
-        jobs[pick.job].state = .queued
-        jobs[pick.job].backend = nil
-        jobs[pick.job].lease = nil
-        emit(jobs[pick.job], .revoked, backend: pick.victim)
-        out.append(.observe(.stolen(pick.job, from: pick.victim, to: thief)))
-        bind(pick.job, to: thief, fromQueue: false)
+        moveStolen(pick.job, from: pick.victim, to: thief)
         return true
+    }
+
+    /// Work stealing's one move: revoke the job's lease on `victim` (a `revoked` event naming it),
+    /// then bind it to `thief` under a new lease.
+    mutating func moveStolen(_ job: JobID, from victim: BackendID, to thief: BackendID) {
+        let lease = jobs[job].lease!
+        out.append(.revoke(job: job, backend: victim, lease: lease))
+        unbind(job, outcome: .revoked)
+        counters.stolen += 1
+        jobs[job].state = .queued
+        jobs[job].backend = nil
+        jobs[job].lease = nil
+        emit(jobs[job], .revoked, backend: victim)
+        out.append(.observe(.stolen(job, from: victim, to: thief)))
+        bind(job, to: thief, fromQueue: false)
     }
 }
 

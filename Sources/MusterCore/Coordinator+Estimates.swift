@@ -219,12 +219,7 @@ extension Coordinator {
             }
         }
         guard let pick else { return false }
-        let lease = jobs[pick.job].lease!
-        out.append(.revoke(job: pick.job, backend: pick.victim, lease: lease))
-        unbind(pick.job, outcome: "revoked")
-        counters.stolen += 1
-        out.append(.observe(.stolen(pick.job, from: pick.victim, to: thief)))
-        bind(pick.job, to: thief, fromQueue: false)
+        moveStolen(pick.job, from: pick.victim, to: thief)
         return true
     }
 }
