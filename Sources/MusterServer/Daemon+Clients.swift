@@ -215,8 +215,13 @@ extension Daemon {
     }
 
     func loadModel(_ model: String, backend: BackendID?) throws(RequestError) -> Wire.ModelsLoading {
-        if let backend, core.backend(backend) == nil {
-            throw RequestError(.unknownBackend, "no backend \(backend)", status: 404)
+        if let backend {
+            guard let info = core.backend(backend) else { throw RequestError(.unknownBackend, "no backend \(backend)", status: 404) }
+            // Protocol/README.md 7.3: `unknown_model` when the backend named does not offer it.
+            guard info.modelsAvailable.contains(model) || info.modelsLoaded.contains(model) else {
+                throw RequestError(
+                    ErrorCode("unknown_model"), "backend \(backend) (\(info.name)) does not offer model \(model)", status: 404)
+            }
         }
         let offered = core.backendList.contains { $0.modelsAvailable.contains(model) || $0.modelsLoaded.contains(model) }
         guard offered || (backend == nil && configuration.backends.contains { $0.models.contains(model) }) else {
