@@ -206,8 +206,12 @@ extension Daemon {
     }
 
     func loadModel(_ model: String, backend: BackendID?) throws(RequestError) -> Wire.ModelsLoading {
-        if let backend, core.backend(backend) == nil {
-            throw RequestError(.unknownBackend, "no backend \(backend)")
+        if let backend {
+            guard let info = core.backend(backend) else { throw RequestError(.unknownBackend, "no backend \(backend)") }
+            // Protocol/README.md 7.3: `unknown_model` when the backend named does not offer it.
+            guard info.modelsAvailable.contains(model) || info.modelsLoaded.contains(model) else {
+                throw RequestError(.unknownModel, "backend \(backend) (\(info.name)) does not offer model \(model)")
+            }
         }
         let offered = core.backendList.contains { $0.modelsAvailable.contains(model) || $0.modelsLoaded.contains(model) }
         guard offered || (backend == nil && configuration.backends.contains { $0.models.contains(model) }) else {

@@ -3,7 +3,8 @@ import MusterCore
 import MusterProtocol
 import MusterTransport
 
-// The HTTP API of Protocol/README.md section 8: the client API mirrored, probes and metrics.
+// The HTTP API of Protocol/README.md section 8: the client API mirrored, probes and metrics, and
+// its OpenAPI document (Protocol/openapi.yaml bundled by Scripts/openapi) at GET /openapi.json.
 extension Daemon {
     func httpRoutes() -> HTTPRoutes {
         var routes = HTTPRoutes()
@@ -28,6 +29,8 @@ extension Daemon {
             let r = d.wireReadiness()
             return d.json(r.ready ? 200 : 503, r)
         }
+        let openAPI = HTTPResponse(status: 200, body: PackageResources.openapi_json)
+        route(.get, "/openapi.json") { _, _ in openAPI }
         route(.get, "/metrics") { d, _ in
             d.refreshGauges()
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: Array(d.metrics.render().utf8))

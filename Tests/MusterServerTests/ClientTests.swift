@@ -106,6 +106,11 @@ import Testing
         #expect(onOne.backends == [BackendID(-2)])
         let unknownModel = await #expect(throws: MusterClientError.self) { try await client.loadModel("no-such-model") }
         #expect(unknownModel?.code == .unknownModel)
+        // A model other backends offer, on a backend that does not: unknown_model too (not a job failure).
+        let notOnThatOne = await #expect(throws: MusterClientError.self) {
+            try await client.loadModel("m1", backend: BackendID(-1))
+        }
+        #expect(notOnThatOne?.code == .unknownModel)
         let unknownBackend = await #expect(throws: MusterClientError.self) {
             try await client.loadModel("m1", backend: BackendID(42))
         }
