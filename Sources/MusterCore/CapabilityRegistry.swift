@@ -52,7 +52,14 @@ public struct CapabilityRegistry: Hashable, Sendable {
         if a.modelsAvailable != b.modelsAvailable {
             return a.modelsAvailable.lexicographicallyPrecedes(b.modelsAvailable)
         }
-        return a.modelsLoaded.lexicographicallyPrecedes(b.modelsLoaded)
+        if a.modelsLoaded != b.modelsLoaded { return a.modelsLoaded.lexicographicallyPrecedes(b.modelsLoaded) }
+        if a.nodes != b.nodes { return a.nodes.lexicographicallyPrecedes(b.nodes) }
+        if a.message != b.message { return (a.message ?? "") < (b.message ?? "") }
+        return a.devices.map(deviceKey).lexicographicallyPrecedes(b.devices.map(deviceKey))
+    }
+
+    private static func deviceKey(_ d: DeviceTelemetry) -> String {
+        "\(d.name)\u{0}\(d.type)\u{0}\(d.vramTotal)\u{0}\(d.vramFree)"
     }
 
     private static func stateRank(_ s: BackendState) -> Int {

@@ -6,7 +6,7 @@ extension Coordinator {
     /// Whether jobs of class `c` are held by the gate: it needs features (or nothing ready can run
     /// it yet) while a backend that might turn out eligible has not announced.
     func classHeld(_ c: Int) -> Bool {
-        gateClosed && (!classes[c].needs.isEmpty || classes[c].capable.isEmpty)
+        gateClosed && (!classes[c].needs.isEmpty || !classes[c].nodes.isEmpty || classes[c].capable.isEmpty)
     }
 
     /// Runs after every event: gate transitions, failures of jobs nothing can run, dispatch,
@@ -124,6 +124,7 @@ extension Coordinator {
         var wanted: [String] = []
         if !c.needs.isEmpty { wanted.append("features \(c.needs.joined(separator: ","))") }
         if let m = c.model { wanted.append("model \(m)") }
+        if !c.nodes.isEmpty { wanted.append("node classes \(c.nodes.joined(separator: ", "))") }
         let what = wanted.isEmpty ? "a ready backend" : wanted.joined(separator: " and ")
         let detail =
             refusals.isEmpty

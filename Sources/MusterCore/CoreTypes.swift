@@ -72,13 +72,19 @@ public struct BackendRefusal: Hashable, Sendable {
     public var reasons: [String]
     /// With `missing_features`: which of the job's features this backend lacks.
     public var missingFeatures: [String]
+    /// With `missing_nodes`: which of the job's workflow node classes this backend lacks.
+    public var missingNodes: [String]
 
-    public init(backend: BackendID, name: String, reason: String, reasons: [String] = [], missingFeatures: [String] = []) {
+    public init(
+        backend: BackendID, name: String, reason: String, reasons: [String] = [], missingFeatures: [String] = [],
+        missingNodes: [String] = []
+    ) {
         self.backend = backend
         self.name = name
         self.reason = reason
         self.reasons = reasons
         self.missingFeatures = missingFeatures
+        self.missingNodes = missingNodes
     }
 }
 
@@ -308,6 +314,12 @@ public struct BackendInfo: Hashable, Sendable {
     public var lastSeen: CoreInstant?
     public var registeredAt: CoreInstant
     public var firstAnnouncedAt: CoreInstant?
+    /// Node classes of the current snapshot (backends that run node graphs).
+    public var nodes: [String] = []
+    /// Device telemetry of the current snapshot.
+    public var devices: [DeviceTelemetry] = []
+    /// The current snapshot's `message`.
+    public var message: String?
 }
 
 /// Running totals for metrics.

@@ -16,7 +16,7 @@ extension Daemon {
         if let version = b.version, let state = b.announced {
             snapshot = CapabilitySnapshot(
                 version: version, state: state, features: b.features, modelsAvailable: b.modelsAvailable,
-                modelsLoaded: b.modelsLoaded, slots: b.slots)
+                modelsLoaded: b.modelsLoaded, slots: b.slots, nodes: b.nodes, devices: b.devices, message: b.message)
         }
         return Wire.BackendInfo(
             id: b.id, name: b.name, local: b.isLocal, link: wireLink(b.link), capabilities: snapshot,
@@ -91,17 +91,23 @@ extension Daemon {
         var refusals: [Wire.NoEligibleBackend.Refusal] = []
         var readyFeatures = Set<String>()
         var readyModels = Set<String>()
+        var readyNodes = Set<String>()
         for b in core.backendList where b.link == .up && b.announced == .ready {
             readyFeatures.formUnion(b.features)
             readyModels.formUnion(b.modelsAvailable)
+            readyNodes.formUnion(b.nodes)
         }
         for r in f.refusals {
-            refusals.append(.init(backend: r.backend, name: r.name, reasons: r.reasons, missingFeatures: r.missingFeatures))
+            refusals.append(.init(
+                backend: r.backend, name: r.name, reasons: r.reasons, missingFeatures: r.missingFeatures,
+                missingNodes: r.missingNodes))
         }
         let missingFeatures = spec?.needs.filter { !readyFeatures.contains($0) } ?? []
         let missingModel = spec?.model.flatMap { readyModels.contains($0) ? nil : $0 }
+        let missingNodes = spec?.nodes.filter { !readyNodes.contains($0) } ?? []
         return Wire.ErrorBody(code: f.code, message: f.message, details: Wire.NoEligibleBackend(
-            missingFeatures: missingFeatures, missingModel: missingModel, refusals: refusals).details)
+            missingFeatures: missingFeatures, missingModel: missingModel, missingNodes: missingNodes,
+            refusals: refusals).details)
     }
 
     func wireJob(_ j: JobRecord) -> Wire.JobInfo {
