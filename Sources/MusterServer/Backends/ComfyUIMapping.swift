@@ -322,11 +322,14 @@ public enum ComfyUIMapping {
 
     /// The job result for a finished prompt: every output with the URL to fetch it from that
     /// server (`/view`).
-    public static func result(prompt: String, backend: String, baseURL: String, outputs: [Output]) -> RawJSON {
+    public static func result(
+        prompt: String, backend: String, baseURL: String, outputs: [Output], postedMs: UInt64? = nil
+    ) -> RawJSON {
         var s = "{\"prompt_id\":"
         appendJSONString(prompt, to: &s)
         s += ",\"backend\":"
         appendJSONString(backend, to: &s)
+        if let postedMs { s += ",\"posted_ms\":\(postedMs)" }
         s += ",\"outputs\":["
         for (i, o) in outputs.enumerated() {
             if i > 0 { s += "," }
