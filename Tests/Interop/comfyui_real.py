@@ -7,7 +7,7 @@ A is the peer's ComfyUI as is (ComfyUI-Frame-Interpolation's `RIFE VFI` and the 
 the exit status is 1 when any failed. Every wait is bounded (generous: ComfyUI takes 10 s to a few
 minutes to start on a loaded machine), and every process started here is stopped at the end.
 """
-import http.server
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import os
 import threading
@@ -170,7 +170,7 @@ def comfy_queue(port):
     return jobs_of(q["queue_running"]), jobs_of(q["queue_pending"])
 
 
-class Garbage(http.server.BaseHTTPRequestHandler):
+class Garbage(BaseHTTPRequestHandler):
     """A server that answers every request with HTML, as a wrong URL (a web page) would."""
     def do_GET(self):
         body = b"<html><body>not ComfyUI</body></html>"
@@ -323,7 +323,7 @@ def main():
     check("a workflow that is not JSON is refused", p.returncode != 0 and "JSON" in p.stderr, p.stderr)
     unknown = write_workflow("unknown.json", {"1": {"class_type": "NoSuchNode", "inputs": {}}})
     p = submit(pc, unknown, 1, wait=True)
-    f = [e for e in events(p) if e["event"] == "failed"]
+    f = [e for e in events(p) if e["state"] == "failed"]  # it fails at once: the snapshot says so
     det = f[0]["error"].get("details", {}) if f else {}
     check("a node class no backend has fails no_eligible_backend naming it per backend",
           f and f[0]["error"]["code"] == "no_eligible_backend" and det.get("missing_nodes") == ["NoSuchNode"]
@@ -359,7 +359,7 @@ def main():
           f"{before} -> {after}")
 
     # --- the coordinator-dialled kind -------------------------------------------------------------
-    garbage = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    garbage = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
     threading.Thread(target=garbage.serve_forever, daemon=True).start()
     G = f"http://127.0.0.1:{garbage.server_address[1]}"
     start_muster("coordinator-2", "serve", "--listen", f"127.0.0.1:{pd}", "--set",

@@ -42,7 +42,6 @@ final class ComfyUIRunner: @unchecked Sendable {
     private var ws: ConnectionID?
     private var wsOpen = false
     private var serverUp = false
-    private var lastSeenUp: ContinuousClock.Instant?
     private var prompts: [JobID: Prompt] = [:]
     private var byPromptID: [String: JobID] = [:]
     /// Model loads use job ids of their own, above every real job id.
@@ -51,6 +50,8 @@ final class ComfyUIRunner: @unchecked Sendable {
     private var lastPromptID: String?
     private var probeTimer: TimerID?
     private var lostTimer: TimerID?
+    /// One telemetry refresh pending at a time.
+    private var telemetryTimer: TimerID?
     private var stopped = false
     private var probing = false
     /// What the server said last, to announce again after a restart of the incarnation.
@@ -99,6 +100,7 @@ final class ComfyUIRunner: @unchecked Sendable {
         transport.assumeIsolated { t in
             if let probeTimer { t.cancel(probeTimer) }
             if let lostTimer { t.cancel(lostTimer) }
+            if let telemetryTimer { t.cancel(telemetryTimer) }
             if let ws { t.close(ws, code: .normal, reason: "stopping") }
         }
     }
@@ -258,10 +260,9 @@ final class ComfyUIRunner: @unchecked Sendable {
     }
 
     private func wsDialFailed(_ reason: String) {
-        guard !stopped else { return }
-        if serverUp || lastSeenUp == nil {
-            serverLost("\(settings.url)/ws does not answer: \(reason)")
-        }
+        // While the server is down the HTTP probe says why; a failing /ws matters once it is up.
+        guard !stopped, serverUp else { return }
+        serverLost("\(settings.url)/ws does not answer: \(reason)")
     }
 
     private func wsText(_ text: String) {
@@ -419,7 +420,6 @@ final class ComfyUIRunner: @unchecked Sendable {
             self.lastDevices = devices
             let wasUp = self.serverUp
             self.serverUp = true
-            self.lastSeenUp = .now
             if let lostTimer = self.lostTimer { self.transport.assumeIsolated { $0.cancel(lostTimer) } }
             self.lostTimer = nil
             let classes = Set(info.classes)
@@ -435,7 +435,15 @@ final class ComfyUIRunner: @unchecked Sendable {
                     state: .ready, features: Array(features), nodes: info.classes, models: info.models,
                     loaded: e.loadedModels.intersection(info.models), devices: devices)
             }
-            self.schedule(after: self.settings.telemetryInterval) { $0.refreshTelemetry(info) }
+            self.scheduleTelemetry(info)
+        }
+    }
+
+    private func scheduleTelemetry(_ info: ComfyUIMapping.ObjectInfo) {
+        if let telemetryTimer { transport.assumeIsolated { $0.cancel(telemetryTimer) } }
+        telemetryTimer = schedule(after: settings.telemetryInterval) { r in
+            r.telemetryTimer = nil
+            r.refreshTelemetry(info)
         }
     }
 
@@ -455,14 +463,13 @@ final class ComfyUIRunner: @unchecked Sendable {
             switch result {
             case .success(let r) where r.status == 200:
                 if let d = try? ComfyUIMapping.devices(r.body) {
-                    self.lastSeenUp = .now
                     self.driver?.external { e, _ in
                         e.serverCapabilities(
                             state: e.state, features: e.features, nodes: e.nodes, models: e.models, loaded: e.loadedModels,
                             devices: d.map(Self.rounded), message: e.stateMessage)
                     }
                 }
-                self.schedule(after: self.settings.telemetryInterval) { $0.refreshTelemetry(info) }
+                self.scheduleTelemetry(info)
             case .success(let r):
                 self.serverLost("\(self.settings.url)/system_stats answered HTTP \(r.status)")
             case .failure(let e):
