@@ -435,17 +435,21 @@ def bench(n):
                "--inputs-json", inputs, "--wait", "--json", timeout=1800)
     through = time.time() - t0
     finals = [e for e in events(p) if e["event"] == "completed"]
-    lat = []
+    # submit -> POST holds the wait for a free slot (late binding: at most slots + overqueue
+    # prompts per server); bound -> POST is Muster's own path (assign, agent, POST).
+    lat, own = [], []
     for e in finals:
         info = job(pc, e["job"])
         lat.append(e["result"]["posted_ms"] - info["created_ms"])
+        own.append(e["result"]["posted_ms"] - info["history"][-1]["bound_ms"])
     on = {}
     for e in finals:
         on[e["backend"]] = on.get(e["backend"], 0) + 1
     ratio = through / direct
     print(f"bench comfyui: {n} core.json jobs on 2 ComfyUIs: direct {direct:.2f} s, through Muster {through:.2f} s "
           f"(x{ratio:.3f}; {len(finals)} completed, per backend {sorted(on.values())}); submit -> POST p50 "
-          f"{pct(lat, 50)} ms, p99 {pct(lat, 99)} ms", flush=True)
+          f"{pct(lat, 50)} ms, p99 {pct(lat, 99)} ms; bound -> POST p50 {pct(own, 50)} ms, p99 {pct(own, 99)} ms",
+          flush=True)
     check("every job completed through Muster", len(finals) == n, p.stderr[-500:])
 
 
