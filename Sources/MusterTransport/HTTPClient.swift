@@ -9,7 +9,9 @@ public struct HTTPClientRequest: Sendable {
     public var headers: [(name: String, value: String)]
     /// The request body; empty for none.
     public var body: [UInt8]
-    /// For the whole request: connect, send and the complete response.
+    /// For the whole request: connect, send and the complete response. lws also bounds the TCP
+    /// connect alone by ``TransportConfiguration/handshakeTimeout`` (10 s by default), failing
+    /// with ``HTTPClientError/Code/connectFailed``.
     public var timeout: Duration
     /// A response body larger than this fails with ``HTTPClientError/Code/responseTooLarge``.
     public var maxResponseBytes: Int

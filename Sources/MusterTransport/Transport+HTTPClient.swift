@@ -129,7 +129,8 @@ extension Transport {
 
     /// The request's timer fires at its deadline, and before it every half handshake timeout to
     /// push lws' own per-state timeouts (the handshake timeout, armed afresh at each step of a
-    /// client connection) past the deadline: the request's timeout is the only one that counts.
+    /// client connection) past the deadline. One lws timer cannot be moved: the TCP connect alone
+    /// fails after the handshake timeout ("Unable to connect", reported as connectFailed).
     private func armHTTPClientTimer(_ exchange: HTTPClientExchange) {
         let now = ContinuousClock.now
         let refresh = max(.milliseconds(500), configuration.handshakeTimeout / 2)
@@ -310,10 +311,6 @@ extension Transport {
             }
             exchange.expectedLength = length
         }
-        if let length = exchange.expectedLength, length > exchange.request.maxResponseBytes {
-            finish(exchange, .failure(tooLarge(exchange)))
-            return -1
-        }
         // Responses without a body end with their head: lws would otherwise wait for one (a
         // keep-alive server sends nothing more, so only the timeout would end the request).
         let s = exchange.status
@@ -321,6 +318,10 @@ extension Transport {
             || (exchange.expectedLength == 0)
         {
             finish(exchange, .success(head))
+            return -1
+        }
+        if let length = exchange.expectedLength, length > exchange.request.maxResponseBytes {
+            finish(exchange, .failure(tooLarge(exchange)))
             return -1
         }
         return 0

@@ -10,8 +10,8 @@ import Synchronization
     import Darwin
 #endif
 
-/// One libwebsockets context on one dedicated thread: WebSocket server and client links and plain
-/// HTTP, all carried by a single event loop.
+/// One libwebsockets context on one dedicated thread: WebSocket server and client links, plain
+/// HTTP and HTTP client requests (``request(_:completion:)``), all carried by a single event loop.
 ///
 /// The actor's executor *is* the loop thread (``executor``), so every isolated method runs on
 /// it and C callbacks enter with `assumeIsolated`. Another actor can share the loop:

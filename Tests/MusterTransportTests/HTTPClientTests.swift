@@ -122,6 +122,14 @@ struct HTTPClientTests {
         let redirect = try await t.request(HTTPClientRequest(url: "\(base)/status/302")).get()
         #expect(redirect.status == 302)
         #expect(redirect.header("location") == "/elsewhere")
+
+        // HEAD: the head is the whole response, whatever length it announces.
+        let head = try await t.request(
+            HTTPClientRequest(method: .head, url: "\(base)/large?n=1000", maxResponseBytes: 10)
+        ).get()
+        #expect(head.status == 200)
+        #expect(head.header("content-length") == "1000")
+        #expect(head.body.isEmpty)
         await t.shutdown()
     }
 
@@ -202,6 +210,26 @@ struct HTTPClientTests {
         // The server sees the connection close.
         #expect(await python.waitForLine("silent: peer closed"))
         #expect(results.events == [.timeout])
+        #expect(await t.httpClientRequestsInFlight == 0)
+        await t.shutdown()
+    }
+
+    /// A listener whose accept queue is full drops the SYN, so the connect never completes: the
+    /// request's timeout ends it when it is the shorter one; lws bounds the TCP connect itself by
+    /// the handshake timeout (a timer of its own), reported as a connect failure.
+    @Test func connectThatNeverCompletes() async throws {
+        let (listener, port) = try fullListener()
+        defer { listener.forEach { close($0) } }
+        let t = try makeTransport { $0.handshakeTimeout = .seconds(2) }
+        let results = Recorder<HTTPClientError>()
+        for timeout in [Duration.milliseconds(500), .seconds(20)] {
+            await t.request(HTTPClientRequest(url: "http://127.0.0.1:\(port)/", timeout: timeout)) { _, r in
+                if case .failure(let e) = r { results.append(e) }
+            }
+        }
+        #expect(await results.wait { $0.count == 2 })
+        #expect(results.events.map(\.code) == [.timeout, .connectFailed], "\(results.events)")
+        #expect(results.events.first?.message.contains("not connected") == true, "\(results.events)")
         #expect(await t.httpClientRequestsInFlight == 0)
         await t.shutdown()
     }
@@ -294,6 +322,39 @@ struct HTTPClientTests {
         return try await t.listen(config).port
     }
 
+    /// A listening socket with a backlog of 0 whose queue is already full (one connection made,
+    /// never accepted): further SYNs are dropped. Returns every descriptor to close, and the port.
+    private func fullListener() throws -> ([Int32], Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let rc = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(fd, p, len) == 0 && listen(fd, 0) == 0 ? getsockname(fd, p, &len) : -1
+            }
+        }
+        try #require(rc == 0)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        // Backlog 0 still queues one connection (two on some kernels); fill it.
+        var fds = [fd]
+        for _ in 0..<2 {
+            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var to = sockaddr_in()
+            to.sin_family = sa_family_t(AF_INET)
+            to.sin_port = in_port_t(UInt16(port).bigEndian)
+            to.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &to) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            fds.append(c)
+        }
+        return (fds, port)
+    }
+
     /// A port on 127.0.0.1 nobody listens on: bound, then released.
     private func closedPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -356,6 +417,10 @@ final class PythonHTTPServer: Sendable {
                 self.wfile.write(data)
             def do_POST(self):
                 self.do_GET()
+            def do_HEAD(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
             def do_GET(self):
                 path = self.path.split("?")[0]
                 query = self.path.split("?")[1] if "?" in self.path else ""
