@@ -111,6 +111,7 @@ let package = Package(
         .testTarget(
             name: "MusterServerTests",
             dependencies: ["MusterServer", "MusterProtocol", "MusterCore", "MusterTransport"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
     ],

@@ -53,7 +53,14 @@ public struct CapabilityRegistry: Hashable, Sendable {
             return a.modelsAvailable.lexicographicallyPrecedes(b.modelsAvailable)
         }
         if a.modelsLoaded != b.modelsLoaded { return a.modelsLoaded.lexicographicallyPrecedes(b.modelsLoaded) }
-        return (a.speed ?? 0) < (b.speed ?? 0)
+        if (a.speed ?? 0) != (b.speed ?? 0) { return (a.speed ?? 0) < (b.speed ?? 0) }
+        if a.nodes != b.nodes { return a.nodes.lexicographicallyPrecedes(b.nodes) }
+        if a.message != b.message { return (a.message ?? "") < (b.message ?? "") }
+        return a.devices.map(deviceKey).lexicographicallyPrecedes(b.devices.map(deviceKey))
+    }
+
+    private static func deviceKey(_ d: DeviceTelemetry) -> String {
+        "\(d.name)\u{0}\(d.type)\u{0}\(d.vramTotal)\u{0}\(d.vramFree)"
     }
 
     private static func stateRank(_ s: BackendState) -> Int {

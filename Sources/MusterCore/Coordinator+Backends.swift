@@ -257,6 +257,7 @@ extension Coordinator {
             b.features = Set(b.snapshot?.features ?? [])
             b.available = Set(b.snapshot?.modelsAvailable ?? [])
             b.loaded = Set(b.snapshot?.modelsLoaded ?? [])
+            b.nodes = Set(b.snapshot?.nodes ?? [])
             b.available.formUnion(b.loaded)
             b.loadedIDs = b.loaded.map { modelID($0) }.sorted()
             b.cachedSlots = max(1, b.snapshot?.slots ?? b.helloSlots)
@@ -363,6 +364,7 @@ extension Coordinator {
     func matches(_ b: borrowing Backend, _ c: borrowing JobClass) -> Bool {
         if let model = c.model, !b.available.contains(model) { return false }
         for f in c.needs where !b.features.contains(f) { return false }
+        for n in c.nodes where !b.nodes.contains(n) { return false }
         return true
     }
 
@@ -376,8 +378,9 @@ extension Coordinator {
 
     /// Why a backend cannot run a job of class `c`, in words and in the wire's tokens.
     func refusalDetail(_ b: Backend, _ c: JobClass) -> BackendRefusal? {
-        func refuse(_ reason: String, _ tokens: [String], missing: [String] = []) -> BackendRefusal {
-            BackendRefusal(backend: b.id, name: b.name, reason: reason, reasons: tokens, missingFeatures: missing)
+        func refuse(_ reason: String, _ tokens: [String], missing: [String] = [], nodes: [String] = []) -> BackendRefusal {
+            BackendRefusal(
+                backend: b.id, name: b.name, reason: reason, reasons: tokens, missingFeatures: missing, missingNodes: nodes)
         }
         switch b.link {
         case .expected: return refuse("never connected", ["not_connected"])
@@ -399,6 +402,12 @@ extension Coordinator {
             parts.append("missing model \(model)")
             tokens.append("missing_model")
         }
-        return parts.isEmpty ? nil : refuse(parts.joined(separator: "; "), tokens, missing: missing)
+        let missingNodes = c.nodes.filter { !b.nodes.contains($0) }
+        if !missingNodes.isEmpty {
+            parts.append("missing node classes \(missingNodes.joined(separator: ", "))")
+            tokens.append("missing_nodes")
+        }
+        return parts.isEmpty
+            ? nil : refuse(parts.joined(separator: "; "), tokens, missing: missing, nodes: missingNodes)
     }
 }

@@ -6,7 +6,7 @@ extension Coordinator {
     /// Whether jobs of class `c` are held by the gate: it needs features (or nothing ready can run
     /// it yet) while a backend that might turn out eligible has not announced.
     func classHeld(_ c: Int) -> Bool {
-        gateClosed && (!classes[c].needs.isEmpty || classes[c].capable.isEmpty)
+        gateClosed && (!classes[c].needs.isEmpty || !classes[c].nodes.isEmpty || classes[c].capable.isEmpty)
     }
 
     /// Runs after every event: gate transitions, failures of jobs nothing can run, dispatch,
@@ -126,6 +126,7 @@ extension Coordinator {
         var wanted: [String] = []
         if !c.needs.isEmpty { wanted.append("features \(c.needs.joined(separator: ","))") }
         if let m = c.model { wanted.append("model \(m)") }
+        if !c.nodes.isEmpty { wanted.append("node classes \(c.nodes.joined(separator: ", "))") }
         let what = wanted.isEmpty ? "a ready backend" : wanted.joined(separator: " and ")
         let detail =
             refusals.isEmpty
@@ -134,14 +135,17 @@ extension Coordinator {
         // What no ready backend offers, as it stands now (the details never change afterwards).
         var readyFeatures = Set<String>()
         var readyModels = Set<String>()
+        var readyNodes = Set<String>()
         for b in backends.records where b.link == .up && b.announcedReady {
             readyFeatures.formUnion(b.features)
             readyModels.formUnion(b.available)
+            readyNodes.formUnion(b.nodes)
         }
         let failure = JobFailure(
             code: .noEligibleBackend, message: "no backend can run this job: it needs \(what); \(detail)",
             refusals: refusals, missingFeatures: c.needs.filter { !readyFeatures.contains($0) },
-            missingModel: c.model.flatMap { readyModels.contains($0) ? nil : $0 })
+            missingModel: c.model.flatMap { readyModels.contains($0) ? nil : $0 },
+            missingNodes: c.nodes.filter { !readyNodes.contains($0) })
         dequeued(id, popped: false)
         jobs[id].waitReason = nil
         jobs[id].failure = failure

@@ -18,7 +18,7 @@ extension Coordinator {
                 throw CoreError(.invalidMessage, "entry \(i): model is empty; leave it out instead")
             }
             if classes.count >= policy.maxJobClasses,
-                classIndex[ClassKey(needs: entry.spec.needs, model: entry.spec.model)] == nil
+                classIndex[ClassKey(needs: entry.spec.needs, model: entry.spec.model, nodes: entry.spec.nodes)] == nil
             {
                 throw CoreError(
                     .limitExceeded,
@@ -35,10 +35,10 @@ extension Coordinator {
     }
 
     mutating func classFor(_ spec: JobSpec) -> Int {
-        let key = ClassKey(needs: spec.needs, model: spec.model)
+        let key = ClassKey(needs: spec.needs, model: spec.model, nodes: spec.nodes)
         if let c = classIndex[key] { return c }
         let c = classes.count
-        var jobClass = JobClass(needs: spec.needs, model: spec.model)
+        var jobClass = JobClass(needs: spec.needs, model: spec.model, nodes: spec.nodes)
         if let m = spec.model { jobClass.modelID = modelID(m) }
         for b in backends.records where b.capable && matches(b, jobClass) {
             jobClass.capable.insert(b.id)

@@ -18,7 +18,8 @@ extension Coordinator {
             modelsLoaded: b.snapshot?.modelsLoaded ?? [], slots: b.slots, priority: b.priority,
             inFlight: b.jobs.count, running: b.running, draining: b.drainRequested || b.snapshot?.state == .draining,
             inhibitedUntil: b.inhibitedUntil > now ? b.inhibitedUntil : nil, lastSeen: b.lastSeen,
-            registeredAt: b.registeredAt, firstAnnouncedAt: b.firstAnnouncedAt, announcedSpeed: b.snapshot?.speed)
+            registeredAt: b.registeredAt, firstAnnouncedAt: b.firstAnnouncedAt, nodes: b.snapshot?.nodes ?? [],
+            devices: b.snapshot?.devices ?? [], message: b.snapshot?.message, announcedSpeed: b.snapshot?.speed)
     }
 
     /// Every backend, by id.

@@ -272,12 +272,16 @@ public struct Coordinator: Sendable {
 struct ClassKey: Hashable {
     var needs: [String]
     var model: String?
+    /// Node classes of the jobs' workflow (empty for jobs without one).
+    var nodes: [String] = []
 }
 
 /// Jobs with the same needs and model: one queue, one set of capable backends.
 struct JobClass {
     var needs: [String]
     var model: String?
+    /// Node classes every capable backend must have (a workflow's `class_type`s).
+    var nodes: [String] = []
     /// Interned `model`, or -1.
     var modelID: Int32 = -1
     var queue = Heap<QueueEntry>()
@@ -356,6 +360,8 @@ struct Backend {
     var features: Set<String> = []
     var available: Set<String> = []
     var loaded: Set<String> = []
+    /// Node classes of the current snapshot.
+    var nodes: Set<String> = []
     /// Jobs bound here, in binding order.
     var jobs: [JobID] = []
     /// Per entry of `jobs`: its expected seconds here, the earliest it can start (its model

@@ -81,13 +81,19 @@ public struct BackendRefusal: Hashable, Sendable {
     public var reasons: [String]
     /// With `missing_features`: which of the job's features this backend lacks.
     public var missingFeatures: [String]
+    /// With `missing_nodes`: which of the job's workflow node classes this backend lacks.
+    public var missingNodes: [String]
 
-    public init(backend: BackendID, name: String, reason: String, reasons: [String] = [], missingFeatures: [String] = []) {
+    public init(
+        backend: BackendID, name: String, reason: String, reasons: [String] = [], missingFeatures: [String] = [],
+        missingNodes: [String] = []
+    ) {
         self.backend = backend
         self.name = name
         self.reason = reason
         self.reasons = reasons
         self.missingFeatures = missingFeatures
+        self.missingNodes = missingNodes
     }
 }
 
@@ -102,17 +108,20 @@ public struct JobFailure: Hashable, Sendable {
     public var missingFeatures: [String]
     /// For `no_eligible_backend`: the job's model, when no ready backend offered it.
     public var missingModel: String?
+    /// For `no_eligible_backend`: workflow node classes no ready backend announced at that moment.
+    public var missingNodes: [String]
     /// For `attempts_exhausted`: the job's attempts, every one of them ended.
     public var attempts: [AttemptRecord]
     public init(
         code: ErrorCode, message: String, refusals: [BackendRefusal] = [], missingFeatures: [String] = [],
-        missingModel: String? = nil, attempts: [AttemptRecord] = []
+        missingModel: String? = nil, missingNodes: [String] = [], attempts: [AttemptRecord] = []
     ) {
         self.code = code
         self.message = message
         self.refusals = refusals
         self.missingFeatures = missingFeatures
         self.missingModel = missingModel
+        self.missingNodes = missingNodes
         self.attempts = attempts
     }
 }
@@ -365,6 +374,12 @@ public struct BackendInfo: Hashable, Sendable {
     public var lastSeen: CoreInstant?
     public var registeredAt: CoreInstant
     public var firstAnnouncedAt: CoreInstant?
+    /// Node classes of the current snapshot (backends that run node graphs).
+    public var nodes: [String] = []
+    /// Device telemetry of the current snapshot.
+    public var devices: [DeviceTelemetry] = []
+    /// The current snapshot's `message`.
+    public var message: String?
     /// The `speed` of its snapshot, if it announced one.
     public var announcedSpeed: Double? = nil
 }

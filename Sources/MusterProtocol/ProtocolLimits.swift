@@ -36,6 +36,12 @@ public struct ProtocolLimits: Hashable, Sendable {
     public static let maxModelLength = 256
     /// Most models in one list of a snapshot (`available` or `loaded`).
     public static let maxModels = 4096
+    /// Most node classes in a snapshot's `nodes` or a job's workflow.
+    public static let maxNodes = 4096
+    /// Longest node class name, in characters (no control characters).
+    public static let maxNodeClassLength = 128
+    /// Most devices in a snapshot's `devices`.
+    public static let maxDevices = 64
     /// Longest backend or client name, in characters (grammar `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`).
     public static let maxNameLength = 64
     /// Longest owner, batch key, request id or error code, in characters.

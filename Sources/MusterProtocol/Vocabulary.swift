@@ -92,11 +92,20 @@ public struct CapabilitySnapshot: Hashable, Sendable {
     /// How fast the backend runs jobs relative to 1.0 (2.0: in half the time), a prior for the
     /// coordinator's estimates; nil when it does not say.
     public var speed: Double?
+    /// Node classes the backend can run (a ComfyUI's `/object_info` keys); empty for backends that
+    /// do not run node graphs. Jobs whose workflow uses a class run only where it is listed.
+    public var nodes: [String]
+    /// Device telemetry (name, type, memory), for people and metrics; routing ignores it.
+    public var devices: [DeviceTelemetry]
+    /// Why the backend is in this state, for people: e.g. what a `loading` backend waits for.
+    public var message: String?
 
     public init(
         version: CapabilityVersion, state: BackendState, features: [String],
-        modelsAvailable: [String], modelsLoaded: [String], slots: Int, speed: Double? = nil
+        modelsAvailable: [String], modelsLoaded: [String], slots: Int, speed: Double? = nil, nodes: [String] = [],
+        devices: [DeviceTelemetry] = [], message: String? = nil
     ) {
+        self.message = message
         self.version = version
         self.state = state
         self.features = Array(Set(features)).sorted()
@@ -104,6 +113,27 @@ public struct CapabilitySnapshot: Hashable, Sendable {
         self.modelsLoaded = Array(Set(modelsLoaded)).sorted()
         self.slots = slots
         self.speed = speed
+        self.nodes = Array(Set(nodes)).sorted()
+        self.devices = devices
+    }
+}
+
+/// One compute device of a backend, as its server reports it (ComfyUI's `/system_stats`).
+public struct DeviceTelemetry: Hashable, Sendable {
+    /// E.g. `cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync`, or `cpu`.
+    public var name: String
+    /// E.g. `cuda`, `cpu`, `mps`.
+    public var type: String
+    /// Bytes.
+    public var vramTotal: UInt64
+    /// Bytes.
+    public var vramFree: UInt64
+
+    public init(name: String, type: String, vramTotal: UInt64, vramFree: UInt64) {
+        self.name = name
+        self.type = type
+        self.vramTotal = vramTotal
+        self.vramFree = vramFree
     }
 }
 
@@ -138,10 +168,13 @@ public struct JobSpec: Hashable, Sendable {
     public var priority: Int
     /// Who submitted it; fairness is round-robin between owners within a priority.
     public var owner: String
+    /// Node classes every eligible backend must have (sorted, no duplicates): the `class_type`s
+    /// of the ComfyUI workflow in `params.workflow`, derived by the coordinator.
+    public var nodes: [String]
 
     public init(
         kind: String, needs: [String] = [], model: String? = nil, params: RawJSON = .emptyObject,
-        priority: Int = 0, owner: String = "anonymous"
+        priority: Int = 0, owner: String = "anonymous", nodes: [String] = []
     ) {
         self.kind = kind
         self.needs = Array(Set(needs)).sorted()
@@ -149,6 +182,7 @@ public struct JobSpec: Hashable, Sendable {
         self.params = params
         self.priority = priority
         self.owner = owner
+        self.nodes = Array(Set(nodes)).sorted()
     }
 }
 

@@ -148,7 +148,7 @@ extension Daemon {
         let owner = request.owner ?? defaultOwner
         let entries = request.jobs.map { j in
             BatchEntry(
-                spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner),
+                spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner, nodes: j.nodes),
                 count: j.count)
         }
         do {

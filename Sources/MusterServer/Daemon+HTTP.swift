@@ -196,6 +196,14 @@ extension Daemon {
             backendStates[key, default: 0] += 1
         }
         metrics.setGauges("muster_backends", label: "state", counts: backendStates)
+        // Device telemetry (ComfyUI backends): one series per backend and device.
+        for b in core.backendList {
+            for (i, d) in b.devices.enumerated() {
+                let labels: KeyValuePairs<String, String> = ["backend": b.name, "device": "\(i)", "type": d.type]
+                metrics.gauge("muster_backend_vram_total_bytes", labels).record(Int64(clamping: d.vramTotal))
+                metrics.gauge("muster_backend_vram_free_bytes", labels).record(Int64(clamping: d.vramFree))
+            }
+        }
         metrics.setGauges(
             "muster_queue_depth", label: "priority",
             counts: Dictionary(uniqueKeysWithValues: core.queueDepthByPriority.map { ("\($0.key)", $0.value) }))

@@ -19,6 +19,9 @@ extension WorkerSpec {
             self.init(
                 name: config.name, features: config.features, models: config.models, slots: config.slots,
                 runner: .exec(command: e.command, timeout: seconds(e.timeoutSeconds)))
+        case .comfyui:
+            // Features, models and node classes come from the server; `features` adds to them.
+            self.init(name: config.name, features: [], models: [], slots: config.slots, runner: .external)
         case .remote:
             return nil
         }
@@ -50,6 +53,13 @@ extension Daemon {
                     }
                 },
                 settled: { [weak self] in self?.assumeIsolated { $0.pump() } })
+            if case .comfyui(let c) = config.kind, let driver = locals[id] {
+                let settings = ComfyUISettings(
+                    url: c.url, featureMap: ComfyUIFeatureMap.defaults.merging(c.featureMap), extraFeatures: config.features)
+                let runner = ComfyUIRunner(settings: settings, name: config.name, transport: transport, logger: logger)
+                comfyRunners[id] = runner
+                runner.start(driver: driver)
+            }
             perform(core.handle(
                 .backendRegistered(BackendRegistration(id: id, name: config.name, incarnation: incarnation, slots: spec.slots, priority: config.priority)),
                 at: now))

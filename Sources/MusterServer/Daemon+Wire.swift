@@ -16,7 +16,8 @@ extension Daemon {
         if let version = b.version, let state = b.announced {
             snapshot = CapabilitySnapshot(
                 version: version, state: state, features: b.features, modelsAvailable: b.modelsAvailable,
-                modelsLoaded: b.modelsLoaded, slots: b.slots, speed: b.announcedSpeed)
+                modelsLoaded: b.modelsLoaded, slots: b.slots, speed: b.announcedSpeed, nodes: b.nodes,
+                devices: b.devices, message: b.message)
         }
         return Wire.BackendInfo(
             id: b.id, name: b.name, local: b.isLocal, link: wireLink(b.link), capabilities: snapshot,
@@ -98,11 +99,15 @@ extension Daemon {
         switch f.code {
         case .noEligibleBackend:
             let refusals = f.refusals.map {
-                Wire.NoEligibleBackend.Refusal(backend: $0.backend, name: $0.name, reasons: $0.reasons, missingFeatures: $0.missingFeatures)
+                Wire.NoEligibleBackend.Refusal(
+                    backend: $0.backend, name: $0.name, reasons: $0.reasons, missingFeatures: $0.missingFeatures,
+                    missingNodes: $0.missingNodes)
             }
             return Wire.ErrorBody(
                 code: f.code, message: f.message,
-                details: Wire.NoEligibleBackend(missingFeatures: f.missingFeatures, missingModel: f.missingModel, refusals: refusals).details)
+                details: Wire.NoEligibleBackend(
+                    missingFeatures: f.missingFeatures, missingModel: f.missingModel, missingNodes: f.missingNodes,
+                    refusals: refusals).details)
         case .attemptsExhausted where !f.attempts.isEmpty:
             return Wire.ErrorBody(code: f.code, message: f.message, details: Wire.AttemptsExhausted(history: f.attempts.map(wireAttempt)).details)
         default:

@@ -46,6 +46,8 @@ public actor Daemon {
 
     // Local pseudo-backends.
     var locals: [BackendID: WorkerDriver] = [:]
+    /// The ComfyUI servers of `comfyui` backends, by backend id.
+    var comfyRunners: [BackendID: ComfyUIRunner] = [:]
     /// Messages local backends sent, fed to the core after the current actions.
     var localInbox = Deque<(BackendID, BackendToCoordinator)>()
     var pumping = false
@@ -200,6 +202,7 @@ public actor Daemon {
         for id in clients.keys { send(toClients, to: id) }
         if let timer = coreTimer?.id { transport.assumeIsolated { $0.cancel(timer) } }
         coreTimer = nil
+        for runner in comfyRunners.values { runner.stop() }
         for local in locals.values { local.stop() }
     }
 

@@ -192,18 +192,25 @@ extension Transport {
         return 0
     }
 
-    private func clientVhost(for tls: ClientTLS?) throws -> OpaquePointer {
+    /// The client vhost for these certificate files; its protocols are the WebSocket client
+    /// (index 0) and the HTTP client (index 1, Transport+HTTPClient.swift).
+    func clientVhost(for tls: ClientTLS?) throws(TransportError) -> OpaquePointer {
         let key = ClientVhostKey(
             caFile: tls?.caFile, certificateFile: tls?.certificateFile, privateKeyFile: tls?.privateKeyFile)
         if let vh = clientVhosts[key] { return vh }
         guard let context else { throw TransportError(code: .shutDown, message: "transport is shut down") }
         if clientProtocols == nil {
-            let p = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
-            p.initialize(repeating: lws_protocols(), count: 2)
+            let p = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 3)
+            p.initialize(repeating: lws_protocols(), count: 3)
             p[0].name = keepCString("muster-client")
             p[0].callback = transportCallback
             p[0].rx_buffer_size = configuration.receiveChunkBytes
             p[0].tx_packet_size = maxSendBytes
+            p[1].name = UnsafePointer(httpClient.protocolName)
+            p[1].callback = httpClientCallback
+            p[1].rx_buffer_size = configuration.receiveChunkBytes
+            p[1].tx_packet_size = maxSendBytes
+            p[1].id = 1
             clientProtocols = p
         }
         var info = lws_context_creation_info()
@@ -236,20 +243,28 @@ struct WebSocketURL: Equatable {
 }
 
 /// Parses `ws://host[:port][/path][?query]` and `wss://...`; IPv6 hosts in brackets.
-func parseWebSocketURL(_ text: String) throws -> WebSocketURL {
+func parseWebSocketURL(_ text: String) throws(TransportError) -> WebSocketURL {
+    try parseURL(text, plain: "ws", secure: "wss")
+}
+
+/// Parses `plain://host[:port][/path][?query]` and `secure://...` (ws/wss, http/https); IPv6
+/// hosts in brackets.
+func parseURL(_ text: String, plain: String, secure secureScheme: String) throws(TransportError) -> WebSocketURL {
     func bad(_ why: String) -> TransportError {
-        TransportError(code: .invalidURL, message: "\(text): \(why); expected ws://host[:port]/path or wss://...")
+        TransportError(
+            code: .invalidURL,
+            message: "\(text): \(why); expected \(plain)://host[:port]/path or \(secureScheme)://...")
     }
     let secure: Bool
     var rest: Substring
-    if text.hasPrefix("ws://") {
+    if text.hasPrefix("\(plain)://") {
         secure = false
-        rest = text.dropFirst(5)
-    } else if text.hasPrefix("wss://") {
+        rest = text.dropFirst(plain.count + 3)
+    } else if text.hasPrefix("\(secureScheme)://") {
         secure = true
-        rest = text.dropFirst(6)
+        rest = text.dropFirst(secureScheme.count + 3)
     } else {
-        throw bad("scheme must be ws or wss")
+        throw bad("scheme must be \(plain) or \(secureScheme)")
     }
     let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
     let authority = rest[..<authorityEnd]

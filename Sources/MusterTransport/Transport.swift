@@ -10,8 +10,8 @@ import Synchronization
     import Darwin
 #endif
 
-/// One libwebsockets context on one dedicated thread: WebSocket server and client links and plain
-/// HTTP, all carried by a single event loop.
+/// One libwebsockets context on one dedicated thread: WebSocket server and client links, plain
+/// HTTP and HTTP client requests (``request(_:completion:)``), all carried by a single event loop.
 ///
 /// The actor's executor *is* the loop thread (``executor``), so every isolated method runs on
 /// it and C callbacks enter with `assumeIsolated`. Another actor can share the loop:
@@ -59,6 +59,8 @@ public actor Transport {
     var httpExchanges: [UInt: HTTPExchange] = [:]
     var deferredHTTP: [HTTPRequestID: UInt] = [:]
     var nextHTTP: UInt64 = 1
+    /// HTTP client requests in flight (Transport+HTTPClient.swift).
+    let httpClient = HTTPClientState()
     /// Accepted sockets whose handshake has not completed, with their accept time.
     var pendingHandshakes: [UInt: ContinuousClock.Instant] = [:]
     var shuttingDown = false
@@ -171,6 +173,7 @@ public actor Transport {
 
     private func destroyContext() {
         guard let ctx = context else { return }
+        failHTTPClientRequestsForShutdown()
         // Callbacks for every remaining connection run inside this call (CLOSED, WSI_DESTROY).
         lws_context_destroy(ctx)
         context = nil
@@ -205,6 +208,7 @@ public actor Transport {
     private func closeAllForShutdown() async {
         guard !shuttingDown, context != nil else { return }
         shuttingDown = true
+        failHTTPClientRequestsForShutdown()
         var waiting = false
         for link in connections.values {
             if let timer = link.retryTimer {

@@ -18,6 +18,12 @@ struct AgentCommand: AsyncParsableCommand {
             keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM drains: the agent \
             announces `draining`, finishes its jobs, says goodbye and exits 0. A refused hello (bad \
             token, no common version, replaced) exits 1.
+
+            With --comfyui URL the jobs run on that ComfyUI server (ComfyUI workflows, see \
+            `muster submit --workflow`): the agent announces `loading` until the server's \
+            /object_info answers, then `ready` with the server's node classes, the features they \
+            give (--feature-map), its checkpoints as models and its devices' memory. --features adds \
+            features on top; --slots is how many prompts run at once (ComfyUI runs one).
             """)
 
     @Option(help: "Coordinator URL to dial, e.g. ws://127.0.0.1:7460.")
@@ -72,6 +78,14 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Kill an --exec job running longer than this.")
     var execTimeout: String = "600s"
 
+    @Option(help: ArgumentHelp("Run the jobs on this ComfyUI server, e.g. http://127.0.0.1:8188.", valueName: "URL"))
+    var comfyui: String?
+
+    @Option(help: ArgumentHelp(
+        "With --comfyui: features from node classes, laid over the defaults, e.g. '{\"frameinterps\": [\"RIFE VFI\"]}'.",
+        valueName: "JSON"))
+    var featureMap: String?
+
     @Option(help: "CA file to verify a wss:// coordinator.")
     var caFile: String?
 
@@ -111,6 +125,16 @@ struct AgentCommand: AsyncParsableCommand {
         _ = try durations(jobSeconds)
         _ = try duration(modelLoadSeconds, "--model-load-seconds")
         _ = try duration(execTimeout, "--exec-timeout")
+        if let comfyui {
+            guard (comfyui.hasPrefix("http://") || comfyui.hasPrefix("https://")) && comfyui.count > 8 else {
+                throw ValidationError("--comfyui must be an http:// or https:// URL, got '\(comfyui)'")
+            }
+            guard exec == nil else { throw ValidationError("give --comfyui or --exec, not both") }
+        }
+        if featureMap != nil {
+            guard comfyui != nil else { throw ValidationError("--feature-map applies to --comfyui") }
+            _ = try parsedFeatureMap()
+        }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
     }
@@ -126,7 +150,8 @@ struct AgentCommand: AsyncParsableCommand {
             else { throw ValidationError("--token-file: cannot read a token from '\(tokenFile)'") }
             resolvedToken = first.trimmingCharacters(in: .whitespaces)
         }
-        let runner: WorkerSpec.Runner = exec.map { .exec(command: ["/bin/sh", "-c", $0], timeout: (try? duration(execTimeout, "")) ?? .seconds(600)) } ?? .simulated
+        var runner: WorkerSpec.Runner = exec.map { .exec(command: ["/bin/sh", "-c", $0], timeout: (try? duration(execTimeout, "")) ?? .seconds(600)) } ?? .simulated
+        if comfyui != nil { runner = .external }
         let spec = WorkerSpec(
             name: name, features: list(features), models: list(models), slots: slots, runner: runner,
             startupDelay: try duration(announceAfter, "--announce-after"), jobDurations: try durations(jobSeconds),
@@ -135,6 +160,11 @@ struct AgentCommand: AsyncParsableCommand {
         var options = AgentOptions(coordinator: coordinator, listen: listen.flatMap(HostPort.init), token: resolvedToken, spec: spec)
         options.caFile = caFile
         options.allowSelfSigned = allowSelfSigned
+        if let comfyui {
+            options.comfyui = ComfyUISettings(
+                url: comfyui, featureMap: ComfyUIFeatureMap.defaults.merging(try parsedFeatureMap()),
+                extraFeatures: list(features))
+        }
         let agent: Agent
         do {
             agent = try Agent(options: options, logger: logger)
@@ -152,6 +182,22 @@ struct AgentCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("muster agent: \(failure)\n".utf8))
             throw ExitCode(1)
         }
+    }
+
+    /// `--feature-map` as feature -> node classes.
+    private func parsedFeatureMap() throws -> [String: [String]] {
+        guard let featureMap else { return [:] }
+        guard let o = try? JSONSerialization.jsonObject(with: Data(featureMap.utf8)) as? [String: Any] else {
+            throw ValidationError("--feature-map must be a JSON object of feature to node classes, got \(featureMap)")
+        }
+        var out: [String: [String]] = [:]
+        for (feature, value) in o {
+            guard let classes = value as? [String] else {
+                throw ValidationError("--feature-map: '\(feature)' must map to an array of node class names")
+            }
+            out[feature] = classes
+        }
+        return out
     }
 
     private func list(_ s: String) -> [String] {

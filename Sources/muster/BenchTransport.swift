@@ -12,11 +12,12 @@ import MusterTransport
 struct BenchTransport: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "transport",
-        abstract: "Echo round trips/s (1 and 100 connections), one-way messages/s and RSS per idle link, plain and TLS."
+        abstract:
+            "Echo round trips/s (1 and 100 connections), one-way messages/s and RSS per idle link, plain and TLS; HTTP client requests/s."
     )
 
     enum Role: String, ExpressibleByArgument { case server, column, client }
-    enum Mode: String, ExpressibleByArgument { case echo, oneway, idle }
+    enum Mode: String, ExpressibleByArgument { case echo, oneway, idle, http }
 
     @Option(
         help:
@@ -29,6 +30,9 @@ struct BenchTransport: AsyncParsableCommand {
     var messages: Int = 1_000_000
     @Option(help: "Idle links for the RSS measurement.")
     var idleLinks: Int = 1000
+
+    @Flag(help: "Measure only the HTTP client (Transport.request), not the WebSocket table.")
+    var httpOnly = false
 
     @Flag(help: .hidden) var tls = false
 
@@ -50,6 +54,11 @@ struct BenchTransport: AsyncParsableCommand {
     /// Runs one column (plain, then TLS) per fresh server process, so RSS deltas are not helped
     /// or hurt by the heap of an earlier measurement, and prints the table.
     private func runServer() async throws {
+        if !httpOnly { try await runWebSocketTable() }
+        try await runHTTPClientTable()
+    }
+
+    private func runWebSocketTable() async throws {
         var columns: [[String]] = []
         for secure in [false, true] {
             var args = ["--seconds", "\(seconds)", "--messages", "\(messages)", "--idle-links", "\(idleLinks)"]
@@ -70,6 +79,40 @@ struct BenchTransport: AsyncParsableCommand {
             let plain = columns[0].count > i ? columns[0][i] : "?"
             let tls = columns[1].count > i ? columns[1][i] : "?"
             print(pad(name, 40) + pad(plain, 14) + tls)
+        }
+    }
+
+    /// Small GETs made by a client child with `Transport.request` (one connection per request,
+    /// as the client does), against a transport server in this process and against Python's
+    /// threaded `http.server` in another.
+    private func runHTTPClientTable() async throws {
+        var logger = Logger(label: "muster.bench.http")
+        logger.logLevel = .warning
+        let server = try Transport(logger: logger)
+        var s = ServerConfiguration()
+        s.http.get("/small") { _, _ in .respond(.json(200, benchMessage)) }
+        let config = s
+        let port = try await server.listen(config).port
+        let python = try await BenchPythonHTTP.start()
+        var rows: [[String]] = []
+        for inFlight in [1, 16] {
+            var row: [String] = []
+            for url in ["http://127.0.0.1:\(port)/small", "http://127.0.0.1:\(python.port)/small"] {
+                let out = try await BenchChild(
+                    role: .client,
+                    ["--mode", "http", "--url", url, "--connections", "\(inFlight)", "--seconds", "\(seconds)"]
+                ).result()
+                row.append(out.hasPrefix("failed") ? out : formatCount(Double(out) ?? 0))
+            }
+            rows.append(row)
+        }
+        python.stop()
+        await server.shutdown()
+        print("")
+        print("http client (Transport.request from a child process, GET with a 32-byte JSON answer, a connection each)")
+        print(pad("", 40) + pad("transport server", 20) + "python http.server")
+        for (i, inFlight) in [1, 16].enumerated() {
+            print(pad("requests/s, \(inFlight) in flight", 40) + pad(rows[i][0], 20) + rows[i][1])
         }
     }
 
@@ -166,6 +209,9 @@ struct BenchTransport: AsyncParsableCommand {
                 DialConfiguration(url: url, subprotocol: "bench.sink", tls: tls), handler: load.handler())
             _ = await done.wait()
             print("sent")
+        case .http:
+            let load = HTTPLoad(transport: t, url: url, duration: .milliseconds(Int64(seconds * 1000)))
+            print(await load.run(inFlight: connections))
         case .idle:
             let load = IdleLoad(connections: connections, done: done)
             for _ in 0..<connections {
@@ -386,6 +432,112 @@ private final class IdleLoad: Sendable {
                 if all { self.done.finish(Double(self.connections)) }
             },
             text: { _, _, _ in })
+    }
+}
+
+/// Keeps `inFlight` GETs going for `duration`; the result is requests/s, or "failed: ..." when any
+/// request failed or answered other than 200.
+private struct HTTPLoad {
+    let transport: Transport
+    let url: String
+    let duration: Duration
+
+    func run(inFlight: Int) async -> String {
+        let start = ContinuousClock.now
+        let end = start + duration
+        let request = HTTPClientRequest(url: url, timeout: .seconds(10))
+        let (count, failure) = await withTaskGroup(of: (Int, String?).self) { group in
+            for _ in 0..<inFlight {
+                group.addTask {
+                    var n = 0
+                    while ContinuousClock.now < end {
+                        switch await transport.request(request) {
+                        case .success(let r) where r.status == 200: n += 1
+                        case .success(let r): return (n, "status \(r.status)")
+                        case .failure(let e): return (n, e.description)
+                        }
+                    }
+                    return (n, nil)
+                }
+            }
+            var total = 0
+            var failure: String?
+            for await (n, f) in group {
+                total += n
+                failure = failure ?? f
+            }
+            return (total, failure)
+        }
+        if let failure { return "failed: \(failure)" }
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return String(Double(count) / seconds)
+    }
+}
+
+/// Python's threaded `http.server` answering `GET /small`, in a child process, killed by
+/// ``stop()`` (SIGKILL: the child inherits a signal mask that may block SIGTERM).
+private final class BenchPythonHTTP: @unchecked Sendable {
+    // @unchecked Sendable: everything is set in init; afterwards only Process's own calls
+    // (isRunning, processIdentifier, waitUntilExit) run, from one task.
+    let process: Process
+    let directory: URL
+    let port: Int
+
+    private static let script = """
+        import http.server, socketserver, sys, os
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def log_message(self, *args):
+                pass
+            def do_GET(self):
+                body = b'{"op":"bench","seq":1234567890}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+        server = Server(("127.0.0.1", 0), Handler)
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            f.write(str(server.server_address[1]))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        server.serve_forever()
+        """
+
+    private init(running process: Process, directory: URL, port: Int) {
+        self.process = process
+        self.directory = directory
+        self.port = port
+    }
+
+    static func start() async throws -> BenchPythonHTTP {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let portFile = dir.appendingPathComponent("port").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", script, portFile]
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        for _ in 0..<600 {
+            if let port = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap({ Int($0) }) {
+                return BenchPythonHTTP(running: p, directory: dir, port: port)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kill(p.processIdentifier, SIGKILL)
+        throw ValidationError("python3 http.server did not start (is python3 installed? Scripts/setup installs it)")
+    }
+
+    func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
     }
 }
 

@@ -32,6 +32,8 @@ struct Status: AsyncParsableCommand {
         UInt64(max(0, Date().timeIntervalSince1970 * 1000))
     }
 
+    static func gib(_ bytes: UInt64) -> String { String(format: "%.1f", Double(bytes) / 1_073_741_824) }
+
     /// The report as text lines.
     static func render(_ r: CoordinatorToClient.StatusReport, nowMs: UInt64) -> [String] {
         var lines: [String] = []
@@ -80,6 +82,15 @@ struct Status: AsyncParsableCommand {
                 ])
             }
             lines += Format.table(rows, indent: "  ")
+            // Devices and why a backend is not ready (ComfyUI backends report both).
+            for b in ordered {
+                guard let caps = b.capabilities else { continue }
+                for d in caps.devices {
+                    lines.append("  \(b.name): device \(d.name) (\(d.type)), \(gib(d.vramFree)) of \(gib(d.vramTotal)) GiB free")
+                }
+                if let message = caps.message { lines.append("  \(b.name): \(message)") }
+                if !caps.nodes.isEmpty { lines.append("  \(b.name): \(caps.nodes.count) node classes") }
+            }
         }
         lines.append("")
         let q = r.queue

@@ -14,12 +14,32 @@ struct Submit: AsyncParsableCommand {
             ran, for how long, why any job waited and how any failed. With --wait the exit status is \
             1 when a job failed or was canceled. Interrupting --wait stops following; the jobs keep \
             running (cancel them with the HTTP API: DELETE /v1/jobs/ID).
+
+            --workflow FILE submits ComfyUI jobs: FILE is a workflow in API format (ComfyUI's \
+            "Export (API)"), sent as params.workflow; only backends with every node class of the graph \
+            run them. The jobs of a batch differ by seed: without --seed each job gets one derived \
+            from its job id; with --seed S the jobs get S, S+1, ... --inputs-json sets inputs per job: \
+            an object ("NODE.INPUT": value, e.g. '{"6.text": "a lighthouse"}') for every job, or an \
+            array of such objects, one job each.
             """)
 
     @OptionGroup var client: ClientOptions
 
-    @Option(help: "Kind of job, e.g. image or video (a-z 0-9 _ . -, starting with a letter).")
-    var kind: String
+    @Option(name: .customLong("kind"), help: "Kind of job, e.g. image or video (a-z 0-9 _ . -, starting with a letter); with --workflow, default workflow.")
+    var kindOption: String?
+
+    @Option(help: ArgumentHelp("A ComfyUI workflow in API format to run (params.workflow).", valueName: "FILE"))
+    var workflow: String?
+
+    @Option(help: "With --workflow: the seed of the first job; the next jobs get the next seeds.")
+    var seed: UInt64?
+
+    @Option(help: ArgumentHelp(
+        "With --workflow: input overrides, an object of \"NODE.INPUT\": value, or an array of them (one job each).",
+        valueName: "JSON"))
+    var inputsJson: String?
+
+    var kind: String { kindOption ?? "workflow" }
 
     @Option(help: "Number of jobs (1...1000).")
     var count = 1
@@ -59,6 +79,13 @@ struct Submit: AsyncParsableCommand {
     }
 
     func validate() throws {
+        guard kindOption != nil || workflow != nil else { throw ValidationError("give --kind KIND or --workflow FILE") }
+        if workflow == nil, seed != nil || inputsJson != nil {
+            throw ValidationError("--seed and --inputs-json apply to --workflow")
+        }
+        if workflow != nil, params != nil {
+            throw ValidationError("give --params or --workflow, not both (a workflow's params are built from the file)")
+        }
         guard Grammar.isFeature(kind) else {
             throw ValidationError("--kind '\(kind)' is not a job kind: lowercase a-z 0-9 _ . -, starting with a letter")
         }
@@ -85,7 +112,7 @@ struct Submit: AsyncParsableCommand {
                     "\(flag) must be 1...\(ProtocolLimits.maxKeyLength) characters without control characters")
             }
         }
-        _ = try parsedParams()
+        if workflow == nil { _ = try parsedParams() }
     }
 
     /// `--params` as validated JSON text, which must be an object.
@@ -105,11 +132,80 @@ struct Submit: AsyncParsableCommand {
     }
 
     func batchRequest() throws -> Wire.BatchRequest {
+        if let workflow { return try workflowBatch(file: workflow) }
         let job = Wire.JobRequest(
             kind: kind, needs: neededFeatures, model: model, params: try parsedParams(), count: count,
             priority: priority,
             owner: owner)
         return Wire.BatchRequest(batchKey: batchKey, jobs: [job])
+    }
+
+    /// The jobs of `--workflow`: one entry of `count` jobs when they differ only by the derived
+    /// seed, else one entry per job with its own `seed` and `inputs`. The workflow is checked
+    /// here as the coordinator would, so a bad file queues nothing.
+    func workflowBatch(file: String) throws -> Wire.BatchRequest {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ValidationError("--workflow: cannot read '\(file)'")
+        }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            _ = try RawJSON(validating: text)
+        } catch {
+            throw ValidationError("--workflow: '\(file)' is not JSON: \(error.description)")
+        }
+        if let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any], o["nodes"] is [Any], o["links"] != nil {
+            throw ValidationError(
+                "--workflow: '\(file)' is a workflow in ComfyUI's UI format; save it with \"Export (API)\" instead")
+        }
+        var perJob: [String?] = Array(repeating: nil, count: count)
+        if let inputsJson {
+            guard let value = try? JSONSerialization.jsonObject(with: Data(inputsJson.utf8), options: [.fragmentsAllowed]) else {
+                throw ValidationError("--inputs-json is not JSON: \(inputsJson)")
+            }
+            if let list = value as? [Any] {
+                guard list.allSatisfy({ $0 is [String: Any] }), !list.isEmpty else {
+                    throw ValidationError("--inputs-json: an array must hold objects of \"NODE.INPUT\": value")
+                }
+                guard count == 1 || count == list.count else {
+                    throw ValidationError("--inputs-json has \(list.count) entries, one job each; leave out --count or make it \(list.count)")
+                }
+                perJob = try list.map { String(decoding: try JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys]), as: UTF8.self) }
+            } else if value is [String: Any] {
+                let one = String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]), as: UTF8.self)
+                perJob = Array(repeating: one, count: count)
+            } else {
+                throw ValidationError("--inputs-json must be an object of \"NODE.INPUT\": value, or an array of them")
+            }
+        }
+        func params(seed: UInt64?, inputs: String?) -> RawJSON {
+            var s = "{\"workflow\":" + text
+            if let seed { s += ",\"seed\":\(seed)" }
+            if let inputs { s += ",\"inputs\":" + inputs }
+            return RawJSON(unchecked: s + "}")
+        }
+        var jobs: [Wire.JobRequest] = []
+        if seed == nil, Set(perJob.map { $0 ?? "" }).count == 1 {
+            jobs = [Wire.JobRequest(
+                kind: kind, needs: neededFeatures, model: model, params: params(seed: nil, inputs: perJob[0]),
+                count: perJob.count, priority: priority, owner: owner)]
+        } else {
+            for (i, inputs) in perJob.enumerated() {
+                jobs.append(Wire.JobRequest(
+                    kind: kind, needs: neededFeatures, model: model,
+                    params: params(seed: seed.map { $0 &+ UInt64(i) }, inputs: inputs), priority: priority, owner: owner))
+            }
+        }
+        for job in jobs {
+            do {
+                _ = try WorkflowParams.nodeClasses(of: job.params)
+            } catch {
+                throw ValidationError("--workflow '\(file)': \(error.path.replacingOccurrences(of: "params.", with: "")): \(error.reason)")
+            }
+            if job.params.text.utf8.count > ProtocolLimits.default.maxParamsBytes {
+                throw ValidationError("--workflow: '\(file)' is over the \(ProtocolLimits.default.maxParamsBytes)-byte params limit")
+            }
+        }
+        return Wire.BatchRequest(batchKey: batchKey, jobs: jobs)
     }
 
     func run() async throws {

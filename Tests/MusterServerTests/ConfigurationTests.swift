@@ -127,6 +127,25 @@ import Testing
         #expect(badURL.key == "backends[0].url")
     }
 
+    @Test func comfyuiBackendsAreParsedStrictly() throws {
+        let config = try Configuration.load(file: try write(
+            #"""
+            {"backends": [{"name": "comfy-a", "kind": "comfyui", "url": "http://127.0.0.1:8188", "features": ["gpu"],
+                           "feature_map": {"frameinterps": ["My VFI"]}, "slots": 2}]}
+            """#), environment: [:])
+        guard case .comfyui(let c) = config.backends[0].kind else {
+            Issue.record("expected a comfyui backend")
+            return
+        }
+        #expect(c.url == "http://127.0.0.1:8188" && c.featureMap == ["frameinterps": ["My VFI"]])
+        #expect(config.backends[0].isLocal && config.backends[0].slots == 2 && config.backends[0].features == ["gpu"])
+        #expect(config.printable().contains("comfyui"))
+        let badURL = try #require(loadError(set: [("backends", #"[{"name": "c", "kind": "comfyui", "url": "ws://x:8188"}]"#)]))
+        #expect(badURL.key == "backends[0].url" && badURL.reason.contains("http://"))
+        let badMap = try #require(loadError(set: [("backends", #"[{"name": "c", "kind": "comfyui", "url": "http://x:1", "feature_map": {"frameinterps": "RIFE VFI"}}]"#)]))
+        #expect(badMap.key == "backends[0].feature_map.frameinterps")
+    }
+
     @Test func crossKeyRules() throws {
         let error = try #require(loadError(set: [("tls.cert", "/dev/null")]))
         #expect(error.key == "tls.key")

@@ -126,6 +126,39 @@ import Testing
         #expect(try await server.stop() == 0)
     }
 
+    /// A ComfyUI workflow in a temporary file.
+    func workflowFile(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-wf-\(UUID().uuidString).json").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func submitWorkflowRefusesABadFileBeforeQueueingAnything() async throws {
+        let (server, url) = try await serve()
+        let notJSON = try workflowFile("{not json")
+        var r = try await run(["submit", "--coordinator", url, "--workflow", notJSON])
+        #expect(r.status != 0 && r.errors.contains("is not JSON"), "\(r.errors)")
+        let noInputs = try workflowFile(#"{"1": {"class_type": "EmptyImage"}}"#)
+        r = try await run(["submit", "--coordinator", url, "--workflow", noInputs])
+        #expect(r.status != 0 && r.errors.contains("workflow.1.inputs: required member is missing"), "\(r.errors)")
+        let ui = try workflowFile(#"{"nodes": [], "links": [], "version": 0.4}"#)
+        r = try await run(["submit", "--coordinator", url, "--workflow", ui])
+        #expect(r.status != 0 && r.errors.contains("Export (API)"), "\(r.errors)")
+        let status = try await run(["status", "--coordinator", url, "--json"])
+        #expect(status.output.contains(#""queued":0"#) && status.output.contains(#""gated":0"#), "\(status.output)")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func submitWorkflowNeedsItsNodeClasses() async throws {
+        let (server, url) = try await serve()
+        let wf = try workflowFile(#"{"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"class_type": "RIFE VFI", "inputs": {}}}"#)
+        let r = try await run(["submit", "--coordinator", url, "--workflow", wf, "--seed", "7", "--count", "2", "--wait", "--json"])
+        #expect(r.status == 1)
+        #expect(r.output.contains(#""missing_nodes":["EmptyImage","RIFE VFI"]"#), "\(r.output)")
+        #expect(r.output.contains(#""reasons":["missing_nodes"]"#), "\(r.output)")
+        #expect(try await server.stop() == 0)
+    }
+
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
         // `late` loads for 5 s before it announces video; the gate holds the job for it meanwhile.
         // (2 s was too short when the whole suite loads the machine: the submitting process could

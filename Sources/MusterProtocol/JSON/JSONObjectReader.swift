@@ -279,6 +279,8 @@ enum Grammar {
     case text(max: Int)
 
     static let model = Grammar.label(max: ProtocolLimits.maxModelLength)
+    /// ComfyUI node class names such as `RIFE VFI` or `KSampler (Advanced)`.
+    static let nodeClass = Grammar.label(max: ProtocolLimits.maxNodeClassLength)
     static let key = Grammar.label(max: ProtocolLimits.maxKeyLength)
     static let token = Grammar.secret(max: ProtocolLimits.maxTokenLength)
     static let message = Grammar.text(max: ProtocolLimits.maxTextLength)

@@ -51,10 +51,13 @@ extension Wire {
         public var count: Int
         public var priority: Int
         public var owner: String?
+        /// The node classes of the ComfyUI workflow in `params.workflow` (section 11), derived
+        /// when decoding; not a member on the wire.
+        public var nodes: [String]
 
         public init(
             kind: String, needs: [String] = [], model: String? = nil, params: RawJSON = .emptyObject, count: Int = 1,
-            priority: Int = 0, owner: String? = nil
+            priority: Int = 0, owner: String? = nil, nodes: [String] = []
         ) {
             self.kind = kind
             self.needs = needs
@@ -63,25 +66,43 @@ extension Wire {
             self.count = count
             self.priority = priority
             self.owner = owner
+            // Built in code rather than decoded: derive what the decoder would, so that both
+            // forms of the same request are equal.
+            if nodes.isEmpty, params.text.contains("\"workflow\"") {
+                self.nodes = (try? WorkflowParams.nodeClasses(of: params)) ?? []
+            } else {
+                self.nodes = nodes
+            }
         }
 
         /// The spec of each job; `defaultOwner` applies when neither entry nor batch names one.
         public func spec(batchOwner: String?, defaultOwner: String) -> JobSpec {
             JobSpec(
                 kind: kind, needs: needs, model: model, params: params, priority: priority,
-                owner: owner ?? batchOwner ?? defaultOwner)
+                owner: owner ?? batchOwner ?? defaultOwner, nodes: nodes)
         }
 
         static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
             let range = Int64(ProtocolLimits.priorityRange.lowerBound)...Int64(ProtocolLimits.priorityRange.upperBound)
+            let kind = try o.string("kind", .feature)
+            let needs = try o.names("needs", .feature, maxCount: ProtocolLimits.maxNeeds, required: false)
+            let model = try o.optionalString("model", .model)
+            let params = try o.raw("params", object: true, maxBytes: o.doc.limits.maxParamsBytes) ?? .emptyObject
+            var nodes: [String] = []
+            if let p = o.find("params") {
+                do throws(ProtocolError) {
+                    nodes = try WorkflowParams.nodeClasses(o.doc, params: p)
+                } catch {
+                    var e = error
+                    e.prepend(key: "params")
+                    throw e
+                }
+            }
             return Self(
-                kind: try o.string("kind", .feature),
-                needs: try o.names("needs", .feature, maxCount: ProtocolLimits.maxNeeds, required: false),
-                model: try o.optionalString("model", .model),
-                params: try o.raw("params", object: true, maxBytes: o.doc.limits.maxParamsBytes) ?? .emptyObject,
+                kind: kind, needs: needs, model: model, params: params,
                 count: try o.optionalInt("count", in: 1...Int64(ProtocolLimits.maxCount)) ?? 1,
                 priority: try o.optionalInt("priority", in: range) ?? 0,
-                owner: try o.optionalString("owner", .key))
+                owner: try o.optionalString("owner", .key), nodes: nodes)
         }
 
         /// Members at their default value are left out: the canonical form is the shortest.

@@ -108,11 +108,14 @@ extension Wire {
         public var missingFeatures: [String]
         /// The job's model, when no ready backend offers it.
         public var missingModel: String?
+        /// Node classes of the job's workflow that no ready backend has.
+        public var missingNodes: [String]
         public var refusals: [Refusal]
 
-        public init(missingFeatures: [String], missingModel: String? = nil, refusals: [Refusal]) {
+        public init(missingFeatures: [String], missingModel: String? = nil, missingNodes: [String] = [], refusals: [Refusal]) {
             self.missingFeatures = missingFeatures
             self.missingModel = missingModel
+            self.missingNodes = missingNodes
             self.refusals = refusals
         }
 
@@ -125,12 +128,18 @@ extension Wire {
             public var reasons: [String]
             /// With `missing_features`: which of the needed features it lacks.
             public var missingFeatures: [String]
+            /// With `missing_nodes`: which of the workflow's node classes it lacks.
+            public var missingNodes: [String]
 
-            public init(backend: BackendID, name: String, reasons: [String], missingFeatures: [String] = []) {
+            public init(
+                backend: BackendID, name: String, reasons: [String], missingFeatures: [String] = [],
+                missingNodes: [String] = []
+            ) {
                 self.backend = backend
                 self.name = name
                 self.reasons = reasons
                 self.missingFeatures = missingFeatures
+                self.missingNodes = missingNodes
             }
 
             static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
@@ -138,7 +147,9 @@ extension Wire {
                     backend: try o.required("backend"), name: try o.string("name", .name),
                     reasons: try o.names("reasons", .code, maxCount: 16),
                     missingFeatures: try o.names(
-                        "missing_features", .feature, maxCount: ProtocolLimits.maxNeeds, required: false))
+                        "missing_features", .feature, maxCount: ProtocolLimits.maxNeeds, required: false),
+                    missingNodes: try o.names(
+                        "missing_nodes", .nodeClass, maxCount: ProtocolLimits.maxNodes, required: false))
             }
 
             func encodeMembers(_ w: inout JSONWriter) {
@@ -146,6 +157,7 @@ extension Wire {
                 w.member("name", name)
                 w.member("reasons", reasons)
                 if !missingFeatures.isEmpty { w.member("missing_features", missingFeatures) }
+                if !missingNodes.isEmpty { w.member("missing_nodes", missingNodes) }
             }
         }
 
@@ -153,12 +165,14 @@ extension Wire {
             Self(
                 missingFeatures: try o.names("missing_features", .feature, maxCount: ProtocolLimits.maxNeeds),
                 missingModel: try o.optionalString("missing_model", .model),
+                missingNodes: try o.names("missing_nodes", .nodeClass, maxCount: ProtocolLimits.maxNodes, required: false),
                 refusals: try o.list("refusals", maxCount: ProtocolLimits.maxListLength))
         }
 
         func encodeMembers(_ w: inout JSONWriter) {
             w.member("missing_features", missingFeatures)
             w.member("missing_model", missingModel)
+            if !missingNodes.isEmpty { w.member("missing_nodes", missingNodes) }
             w.member("refusals", refusals)
         }
 
@@ -283,17 +297,21 @@ extension CapabilitySnapshot: WireMessage {
         if let speed, !(speed > 0 && speed <= ProtocolLimits.maxSpeed) {
             throw .invalid("speed", "must be a number above 0 and at most \(Int(ProtocolLimits.maxSpeed))")
         }
-        return Self(
+        let nodes = try o.names("nodes", .nodeClass, maxCount: ProtocolLimits.maxNodes, required: false)
+        let devices: [DeviceTelemetry] = try o.list("devices", maxCount: ProtocolLimits.maxDevices, required: false)
+        var s = Self(
             wireVersion: CapabilityVersion(incarnation: incarnation, revision: revision), state: state,
             features: features, modelsAvailable: models.available, modelsLoaded: models.loaded, slots: slots,
-            speed: speed)
+            speed: speed, nodes: nodes, devices: devices)
+        s.message = try o.optionalString("message", .message)
+        return s
     }
 
     /// The public initialiser's normalisation (sorted, distinct) without its cost when the lists
     /// arrive sorted, as they usually do; the decoder has already rejected repeats.
     init(
         wireVersion: CapabilityVersion, state: BackendState, features: [String], modelsAvailable: [String],
-        modelsLoaded: [String], slots: Int, speed: Double?
+        modelsLoaded: [String], slots: Int, speed: Double?, nodes: [String], devices: [DeviceTelemetry]
     ) {
         func normalised(_ list: [String]) -> [String] {
             for i in list.indices.dropFirst() where !(list[i - 1] < list[i]) { return list.sorted() }
@@ -306,6 +324,8 @@ extension CapabilitySnapshot: WireMessage {
         self.modelsLoaded = normalised(modelsLoaded)
         self.slots = slots
         self.speed = speed
+        self.nodes = normalised(nodes)
+        self.devices = devices
     }
 
     func encodeMembers(_ w: inout JSONWriter) {
@@ -316,5 +336,23 @@ extension CapabilitySnapshot: WireMessage {
         w.member("models", Wire.Models(available: modelsAvailable, loaded: modelsLoaded))
         w.member("slots", slots)
         if let speed { w.member("speed", speed) }
+        if !nodes.isEmpty { w.member("nodes", nodes) }
+        if !devices.isEmpty { w.member("devices", devices) }
+        w.member("message", message)
+    }
+}
+
+extension DeviceTelemetry: WireObject {
+    static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+        Self(
+            name: try o.string("name", .key), type: try o.string("type", .key),
+            vramTotal: try o.required("vram_total"), vramFree: try o.required("vram_free"))
+    }
+
+    func encodeMembers(_ w: inout JSONWriter) {
+        w.member("name", name)
+        w.member("type", type)
+        w.member("vram_total", vramTotal)
+        w.member("vram_free", vramFree)
     }
 }

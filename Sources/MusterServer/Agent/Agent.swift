@@ -17,6 +17,8 @@ public struct AgentOptions: Sendable {
     public var allowSelfSigned = false
     /// How long a drain may take before the agent stops anyway.
     public var drainTimeout: Duration = .seconds(120)
+    /// The ComfyUI that runs the jobs (with `spec.runner == .external`).
+    public var comfyui: ComfyUISettings?
 
     public init(coordinator: String?, listen: HostPort?, token: String, spec: WorkerSpec) {
         self.coordinator = coordinator
@@ -38,6 +40,7 @@ public actor Agent {
     let origin = ContinuousClock.now
     let incarnation: Incarnation
     var driver: WorkerDriver?
+    var comfyRunner: ComfyUIRunner?
     /// The open link to the coordinator, if any.
     var link: ConnectionID?
     var dialedLink: ConnectionID?
@@ -68,6 +71,11 @@ public actor Agent {
         driver = WorkerDriver(
             engine: engine, transport: transport, limits: .default, clock: clock,
             output: { [weak self] action in self?.assumeIsolated { $0.engineOutput(action) } })
+        if let settings = options.comfyui, let driver {
+            let runner = ComfyUIRunner(settings: settings, name: options.spec.name, transport: transport, logger: logger)
+            comfyRunner = runner
+            runner.start(driver: driver)
+        }
         logger.info(
             "agent starting",
             metadata: [
@@ -223,6 +231,7 @@ public actor Agent {
     }
 
     private func halt() {
+        comfyRunner?.stop()
         driver?.stop()
         let links = [link, dialedLink].compactMap { $0 }
         transport.assumeIsolated { t in

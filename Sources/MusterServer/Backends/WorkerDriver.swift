@@ -25,6 +25,8 @@ final class WorkerDriver: @unchecked Sendable {
     private var timer: (id: TimerID, at: CoreInstant)?
     private var execs: [JobID: ExecProcess] = [:]
     private var stopped = false
+    /// Performs the `.run`, `.stop` and `.loadModel` actions of an external runner (ComfyUI).
+    var externalRunner: ((WorkerEngine.Action) -> Void)?
 
     init(
         engine: WorkerEngine, transport: Transport, limits: ProtocolLimits, clock: @escaping @Sendable () -> CoreInstant,
@@ -57,6 +59,15 @@ final class WorkerDriver: @unchecked Sendable {
         engine.linkDown()
     }
 
+    /// An external runner's report (server started a job, progress, outcome, capabilities):
+    /// applies it to the engine and performs what follows.
+    func external(_ report: (inout WorkerEngine, CoreInstant) -> [WorkerEngine.Action]) {
+        precondition(onLoop)
+        guard !stopped else { return }
+        perform(report(&engine, clock()))
+        settled()
+    }
+
     /// Kills every exec process and stops the timer (shutdown).
     func stop() {
         precondition(onLoop)
@@ -76,6 +87,8 @@ final class WorkerDriver: @unchecked Sendable {
                 startExec(job: job, lease: lease, input: input)
             case .killExec(let job, _):
                 execs.removeValue(forKey: job)?.cancel()
+            case .run, .stop, .loadModel:
+                externalRunner?(action)
             }
         }
         armTimer()

@@ -10,6 +10,11 @@ public struct WorkerSpec: Sendable, Equatable {
         case simulated
         /// Each job runs `command`: the `assign` JSON on stdin, the result JSON on stdout.
         case exec(command: [String], timeout: Duration)
+        /// A server runs the jobs (a ComfyUI): every assigned job is handed over at once with
+        /// `.run` (the server keeps its own queue), `.stop` takes it back; the shell reports
+        /// `externalStarted`, `externalProgress` and `execFinished`, and what the server can do
+        /// with `serverCapabilities`. The worker is `loading` until the server first answers.
+        case external
     }
 
     public var name: String
@@ -68,6 +73,13 @@ public struct WorkerEngine: Sendable {
         case startExec(job: JobID, lease: Lease, input: String)
         /// Kill the exec runner of this job; its outcome is no longer wanted.
         case killExec(job: JobID, lease: Lease)
+        /// External runner: hand the job to the server.
+        case run(CoordinatorToBackend.Assign)
+        /// External runner: take the job back from the server (delete it from the server's
+        /// queue, or interrupt it when `started`); its outcome is no longer wanted.
+        case stop(job: JobID, lease: Lease, started: Bool)
+        /// External runner: make the server load a model; answer with `externalModelLoaded`.
+        case loadModel(String)
         /// Draining finished: every job is done and reported. The shell may close the link (1000).
         case drained
     }
@@ -94,6 +106,14 @@ public struct WorkerEngine: Sendable {
     public private(set) var revision: UInt64 = 0
     public private(set) var state: BackendState
     public private(set) var loadedModels: Set<String> = []
+    /// What the worker announces; the spec's for simulated and exec workers, the server's for
+    /// an external one.
+    public private(set) var features: [String]
+    public private(set) var models: [String]
+    public private(set) var nodes: [String] = []
+    public private(set) var devices: [DeviceTelemetry] = []
+    /// Why the worker is in its state (external runner: what is wrong with the server).
+    public private(set) var stateMessage: String?
     /// True between `welcome` and the link going down.
     public private(set) var welcomed = false
     public private(set) var backendID: BackendID?
@@ -107,6 +127,10 @@ public struct WorkerEngine: Sendable {
     var modelLoads: [String: (until: CoreInstant, requests: [String?])] = [:]
     var draining = false
     var drainReported = false
+    /// The deadline of a model load that ends on a report, not on a timer.
+    static let never = CoreInstant(nanoseconds: .max)
+    /// External runner: when each model load began.
+    var externalLoadStarted: [String: CoreInstant] = [:]
     var random: SplitMix64
     /// Wall-clock milliseconds at `CoreInstant.zero`, for new incarnations.
     let epochMs: UInt64
@@ -120,7 +144,11 @@ public struct WorkerEngine: Sendable {
         self.incarnation = incarnation
         self.epochMs = epochMs
         random = SplitMix64(seed: seed ^ incarnation.rawValue)
-        if spec.startupDelay > .zero {
+        features = spec.features
+        models = spec.models
+        if spec.runner == .external {
+            state = .loading
+        } else if spec.startupDelay > .zero {
             state = .loading
             readyAt = now + spec.startupDelay
         } else {
@@ -139,8 +167,9 @@ public struct WorkerEngine: Sendable {
     /// The current full snapshot.
     public var snapshot: CapabilitySnapshot {
         CapabilitySnapshot(
-            version: version, state: state, features: spec.features, modelsAvailable: spec.models,
-            modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed)
+            version: version, state: state, features: features, modelsAvailable: models,
+            modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed, nodes: nodes, devices: devices,
+            message: stateMessage)
     }
 
     public var version: CapabilityVersion { CapabilityVersion(incarnation: incarnation, revision: revision) }
@@ -208,7 +237,7 @@ public struct WorkerEngine: Sendable {
             consider(job.nextProgress)
             consider(job.loadingModelUntil)
         }
-        for load in modelLoads.values { consider(load.until) }
+        for load in modelLoads.values where load.until != WorkerEngine.never { consider(load.until) }
         return next
     }
 
@@ -290,10 +319,101 @@ public struct WorkerEngine: Sendable {
         return out
     }
 
+    // MARK: - External runner
+
+    /// The server began running the job.
+    public mutating func externalStarted(job id: JobID, lease: Lease, at now: CoreInstant) -> [Action] {
+        guard var job = jobs[id], job.assign.lease == lease, job.final == nil, job.startedAt == nil else { return [] }
+        job.startedAt = now
+        jobs[id] = job
+        running += 1
+        return welcomed ? [.send(.started(.init(job: id, lease: lease)))] : []
+    }
+
+    /// The server reported progress (`fraction` 0-1).
+    public mutating func externalProgress(job id: JobID, lease: Lease, fraction: Double, message: String?, at now: CoreInstant)
+        -> [Action]
+    {
+        var out = externalStarted(job: id, lease: lease, at: now)  // progress implies started
+        guard let job = jobs[id], job.assign.lease == lease, job.final == nil, welcomed else { return out }
+        out.append(.send(.progress(.init(job: id, lease: lease, fraction: min(1, max(0, fraction)), message: message))))
+        return out
+    }
+
+    /// What the server can do now: announced when it differs from the current snapshot (a new
+    /// revision). A draining worker stays `draining`.
+    public mutating func serverCapabilities(
+        state newState: BackendState, features: [String], nodes: [String], models: [String], loaded: Set<String>? = nil,
+        devices: [DeviceTelemetry], message: String? = nil
+    ) -> [Action] {
+        let f = Array(Set(features)).sorted(), n = Array(Set(nodes)).sorted(), m = Array(Set(models)).sorted()
+        let s = draining ? BackendState.draining : newState
+        let l = loaded ?? loadedModels
+        guard s != state || f != self.features || n != self.nodes || m != self.models || devices != self.devices
+            || l != loadedModels || message != stateMessage
+        else { return [] }
+        stateMessage = message
+        state = s
+        self.features = f
+        self.nodes = n
+        self.models = m
+        self.devices = devices
+        loadedModels = l
+        var out: [Action] = []
+        announce(out: &out)
+        return out
+    }
+
+    /// A model load the shell ran for `.loadModel` ended.
+    public mutating func externalModelLoaded(_ model: String, ok: Bool, message: String, at now: CoreInstant) -> [Action] {
+        guard let load = modelLoads.removeValue(forKey: model) else { return [] }
+        let began = externalLoadStarted.removeValue(forKey: model) ?? now
+        var out: [Action] = []
+        if ok, !loadedModels.contains(model) {
+            loadedModels.insert(model)
+            announce(out: &out)
+        }
+        for id in load.requests {
+            if ok {
+                out.append(.send(.loadModelResult(.init(id: id, model: model, ok: true, durationMs: (now - began).milliseconds))))
+            } else {
+                out.append(.send(.loadModelResult(.init(id: id, model: model, ok: false,
+                    error: Wire.ErrorBody(code: ErrorCode("model_load_failed"), message: message)))))
+            }
+        }
+        return out
+    }
+
+    /// The server restarted (its queue and running prompt are gone): a new incarnation, every
+    /// job forgotten (the coordinator requeues the jobs of the old incarnation when it sees the
+    /// new one), `loading` until `serverCapabilities` says more.
+    public mutating func serverRestarted(at now: CoreInstant) -> [Action] {
+        incarnation = Incarnation(max(epochMs + UInt64(now.nanoseconds / 1_000_000), incarnation.rawValue + 1))
+        revision = 0
+        jobs = [:]
+        queue.removeAll()
+        running = 0
+        modelLoads = [:]
+        externalLoadStarted = [:]
+        loadedModels = []
+        if !draining { state = .loading }
+        var out: [Action] = []
+        announce(out: &out)
+        checkDrained(out: &out)
+        return out
+    }
+
+    /// Jobs handed to the server and not finished, with their leases (for the shell to match
+    /// server messages).
+    public var externalJobs: [(job: JobID, lease: Lease, started: Bool)] {
+        jobs.values.filter { $0.final == nil }.map { ($0.assign.job, $0.assign.lease, $0.startedAt != nil) }
+            .sorted { $0.job < $1.job }
+    }
+
     // MARK: - Jobs
 
     private mutating func accept(_ a: CoordinatorToBackend.Assign, at now: CoreInstant, out: inout [Action]) {
-        if let model = a.model, !spec.models.contains(model), !loadedModels.contains(model) {
+        if let model = a.model, !models.contains(model), !loadedModels.contains(model) {
             out.append(.send(.failed(.init(job: a.job, lease: a.lease, code: .modelUnavailable,
                 message: "\(spec.name) does not have model \(model)", retryable: true))))
             return
@@ -303,7 +423,11 @@ public struct WorkerEngine: Sendable {
             drop(a.job, lease: existing.assign.lease, out: &out)
         }
         jobs[a.job] = Job(assign: a)
-        queue.append(a.job)
+        if spec.runner == .external {
+            out.append(.run(a))  // the server queues it; `started` waits for the server
+        } else {
+            queue.append(a.job)
+        }
     }
 
     private mutating func startQueued(at now: CoreInstant, out: inout [Action]) {
@@ -333,6 +457,8 @@ public struct WorkerEngine: Sendable {
             jobs[id] = job
         case .exec:
             out.append(.startExec(job: id, lease: job.assign.lease, input: CoordinatorToBackend.assign(job.assign).encodedString()))
+        case .external:
+            break  // handed over in `accept`
         }
     }
 
@@ -357,6 +483,9 @@ public struct WorkerEngine: Sendable {
         if job.final == nil, job.startedAt != nil {
             running -= 1
             if case .exec = spec.runner, job.loadingModelUntil == nil { out.append(.killExec(job: id, lease: lease)) }
+        }
+        if job.final == nil, spec.runner == .external {
+            out.append(.stop(job: id, lease: lease, started: job.startedAt != nil))
         }
         if let i = queue.firstIndex(of: id) { queue.remove(at: i) }
     }
@@ -391,11 +520,15 @@ public struct WorkerEngine: Sendable {
     private mutating func loadModel(_ model: String, requestID: String?, at now: CoreInstant, out: inout [Action]) {
         if loadedModels.contains(model) {
             out.append(.send(.loadModelResult(.init(id: requestID, model: model, ok: true, durationMs: 0))))
-        } else if !spec.models.contains(model) {
+        } else if !models.contains(model) {
             out.append(.send(.loadModelResult(.init(id: requestID, model: model, ok: false,
                 error: Wire.ErrorBody(code: .unknownModel, message: "\(spec.name) does not have model \(model)")))))
         } else if modelLoads[model] != nil {
             modelLoads[model]!.requests.append(requestID)
+        } else if spec.runner == .external {
+            modelLoads[model] = (WorkerEngine.never, [requestID])  // ends with externalModelLoaded
+            externalLoadStarted[model] = now
+            out.append(.loadModel(model))
         } else {
             modelLoads[model] = (now + spec.modelLoadTime, [requestID])
         }

@@ -11,6 +11,15 @@ public struct BackendConfig: Sendable, Equatable {
         case exec(Exec)
         /// A remote backend at `url`, dialled and kept up with reconnect and backoff.
         case remote(Remote)
+        /// A ComfyUI server at `url` the coordinator drives itself (like a local backend: its
+        /// engine runs in the coordinator, with a negative id); capabilities come from the server.
+        case comfyui(ComfyUI)
+    }
+
+    public struct ComfyUI: Sendable, Equatable {
+        public var url: String
+        /// Feature -> node classes, laid over `ComfyUIFeatureMap.defaults`.
+        public var featureMap: [String: [String]] = [:]
     }
 
     public struct Simulated: Sendable, Equatable {
@@ -80,6 +89,10 @@ public struct BackendConfig: Sendable, Equatable {
             if r.token != nil { o["token"] = "<redacted>" }
             if let ca = r.caFile { o["ca_file"] = ca }
             o["allow_self_signed"] = r.allowSelfSigned
+        case .comfyui(let c):
+            o["kind"] = "comfyui"
+            o["url"] = c.url
+            if !c.featureMap.isEmpty { o["feature_map"] = c.featureMap }
         }
         return o
     }
@@ -137,8 +150,14 @@ func parseBackends(_ json: Any, source: String, path: String = "backends") -> Re
                     BackendConfig.Remote(
                         url: url, token: try reader.optionalString("token"), caFile: try reader.optionalString("ca_file"),
                         allowSelfSigned: try reader.bool("allow_self_signed", default: false)))
+            case "comfyui":
+                let url = try reader.string("url")
+                guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.count > 8 else {
+                    throw ConfigError(source: source, key: "\(at).url", reason: "expected a ComfyUI http:// or https:// URL, got '\(url)'")
+                }
+                kind = .comfyui(BackendConfig.ComfyUI(url: url, featureMap: try reader.featureMap("feature_map")))
             default:
-                throw ConfigError(source: source, key: "\(at).kind", reason: "expected simulated, exec or remote, got '\(kindName)'")
+                throw ConfigError(source: source, key: "\(at).kind", reason: "expected simulated, exec, remote or comfyui, got '\(kindName)'")
             }
             try reader.rejectUnread()
             result.append(BackendConfig(name: name, kind: kind, features: features, models: models, slots: slots, priority: priority))
@@ -232,6 +251,22 @@ struct ObjectReader {
         read.insert(key)
         guard let v = object[key] else { return def }
         return try Self.seconds(v, error: { error(key, $0) })
+    }
+
+    /// `{"feature": ["Node Class", ...]}`.
+    mutating func featureMap(_ key: String) throws -> [String: [String]] {
+        read.insert(key)
+        guard let v = object[key] else { return [:] }
+        guard let o = v as? [String: Any] else { throw error(key, "expected an object of feature to node classes, got \(jsonTypeName(v))") }
+        var out: [String: [String]] = [:]
+        for (feature, value) in o {
+            guard isValidFeature(feature) else { throw error(key, "'\(feature)' is not a feature name (a-z, 0-9, _ . -; starts with a letter)") }
+            guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
+                throw error("\(key).\(feature)", "expected an array of node class names, got \(jsonTypeName(value))")
+            }
+            out[feature] = list.map { $0 as! String }
+        }
+        return out
     }
 
     mutating func secondsMap(_ key: String, default def: [String: Double]) throws -> [String: Double] {

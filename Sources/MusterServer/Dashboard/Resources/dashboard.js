@@ -329,6 +329,14 @@
     return (features || []).map((f) => `<span class="tag${HOT_FEATURES.has(f) ? " hot" : ""}">${esc(f)}</span>`).join("");
   }
 
+  // ComfyUI backends report their devices, node classes and why they are not ready.
+  function backendNotes(c) {
+    const gib = (n) => (n / 1073741824).toFixed(1);
+    const devices = (c?.devices || []).map((d) => `<div class="sub">${esc(d.name)}: ${gib(d.vram_free)} of ${gib(d.vram_total)} GiB free</div>`).join("");
+    const nodes = c?.nodes?.length ? `<div class="sub">${c.nodes.length} node classes</div>` : "";
+    return devices + nodes + (c?.message ? `<div class="sub">${esc(c.message)}</div>` : "");
+  }
+
   function renderBackends() {
     const rows = sortedBackends().map((b) => {
       const c = b.capabilities;
@@ -343,7 +351,7 @@
       const canDrain = !draining && b.link !== "down";
       return `<tr data-backend-id="${b.id}" data-state="${esc(state ?? "none")}">
         <td class="id">${b.id}</td>
-        <td><span class="name">${esc(b.name)}</span> <span class="tag ${b.local ? "local" : "remote"}">${b.local ? "local" : "remote"}</span></td>
+        <td><span class="name">${esc(b.name)}</span> <span class="tag ${b.local ? "local" : "remote"}">${b.local ? "local" : "remote"}</span>${backendNotes(c)}</td>
         <td><span class="dot ${esc(b.link)}"></span>${esc(b.link)}</td>
         <td><span class="state ${esc(state ?? "none")}">${esc(state ?? "not announced")}</span>${b.inhibited_until_ms && b.inhibited_until_ms > serverNow() ? ' <span class="sub">inhibited</span>' : ""}</td>
         <td>${featureTags(c?.features) || '<span class="sub">–</span>'}</td>

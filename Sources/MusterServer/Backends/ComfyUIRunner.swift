@@ -1,0 +1,658 @@
+import Foundation
+import Logging
+import MusterCore
+import MusterProtocol
+import MusterTransport
+
+/// The shell between a `WorkerEngine` with the external runner and one ComfyUI server: it posts
+/// the engine's jobs to `/prompt`, follows them on `/ws`, reads results from `/history`, deletes
+/// or interrupts prompts the coordinator takes back, and tells the engine what the server can do
+/// (`/object_info`, `/system_stats`). Everything runs on the transport's loop.
+final class ComfyUIRunner: @unchecked Sendable {
+    // @unchecked Sendable: every stored property is read and written only on the transport's loop
+    // thread (HTTP completions, WebSocket callbacks and timers all run there); entry points check
+    // it with `precondition(onLoop)`.
+
+    /// One job handed to the server.
+    struct Prompt {
+        var job: JobID
+        var lease: Lease
+        /// nil while the POST is in flight.
+        var id: String?
+        var progress: ComfyUIMapping.Progress
+        /// Node id -> class, for progress messages.
+        var classes: [String: String]
+        /// The loader models the workflow names (known loaded after it succeeds).
+        var models: [String]
+        /// The coordinator took the job back while the POST was in flight.
+        var stopRequested = false
+        /// Set when this prompt loads a model for `load_model` rather than running a job.
+        var loadsModel: String?
+        /// Wall-clock ms when the prompt was posted (in the result, for latency measurements).
+        var postedMs: UInt64 = 0
+    }
+
+    let settings: ComfyUISettings
+    let transport: Transport
+    let logger: Logger
+    let name: String
+    weak var driver: WorkerDriver?
+    /// One ComfyUI client id per link: messages about our prompts come only to our socket.
+    let clientID = UUID().uuidString.lowercased()
+    private var ws: ConnectionID?
+    private var wsOpen = false
+    private var serverUp = false
+    private var prompts: [JobID: Prompt] = [:]
+    private var byPromptID: [String: JobID] = [:]
+    /// Model loads use job ids of their own, above every real job id.
+    private var nextLoadKey: UInt64 = .max
+    /// A prompt id this runner posted; a server that knows nothing of it after a reconnect restarted.
+    private var lastPromptID: String?
+    private var probeTimer: TimerID?
+    private var lostTimer: TimerID?
+    /// One telemetry refresh pending at a time.
+    private var telemetryTimer: TimerID?
+    private var stopped = false
+    private var probing = false
+    /// What the server said last, to announce again after a restart of the incarnation.
+    private var lastInfo: ComfyUIMapping.ObjectInfo?
+    private var lastDevices: [DeviceTelemetry] = []
+
+    init(settings: ComfyUISettings, name: String, transport: Transport, logger: Logger) {
+        self.settings = settings
+        self.name = name
+        self.transport = transport
+        var l = logger
+        l[metadataKey: "comfyui.url"] = "\(settings.url)"
+        self.logger = l
+    }
+
+    private var onLoop: Bool { transport.executor.isOnLoopThread }
+
+    /// Dials `/ws` (kept up with backoff by the transport) and starts probing the server.
+    func start(driver: WorkerDriver) {
+        precondition(onLoop)
+        self.driver = driver
+        driver.externalRunner = { [weak self] action in self?.perform(action) }
+        dialWebSocket()
+        probe()
+    }
+
+    /// (Re)dials `/ws` at once: the transport's backoff may have grown long while the server was
+    /// away, and a server that answers HTTP again should not wait for it.
+    private func dialWebSocket() {
+        let old = ws
+        ws = nil
+        do {
+            ws = try transport.assumeIsolated { t in
+                if let old { t.close(old, code: .normal, reason: "redial") }
+                return try t.dial(DialConfiguration(url: settings.wsURL(clientID: clientID)), handler: wsHandler())
+            }
+        } catch {
+            logger.error("cannot dial the ComfyUI WebSocket", metadata: ["error": "\(error)"])
+            report(.loading, message: "cannot dial \(settings.url)/ws: \(error)")
+        }
+    }
+
+    func stop() {
+        precondition(onLoop)
+        stopped = true
+        transport.assumeIsolated { t in
+            if let probeTimer { t.cancel(probeTimer) }
+            if let lostTimer { t.cancel(lostTimer) }
+            if let telemetryTimer { t.cancel(telemetryTimer) }
+            if let ws { t.close(ws, code: .normal, reason: "stopping") }
+        }
+    }
+
+    // MARK: - Engine actions
+
+    private func perform(_ action: WorkerEngine.Action) {
+        switch action {
+        case .run(let assign): post(assign)
+        case .stop(let job, let lease, _): takeBack(job, lease)
+        case .loadModel(let model): loadModel(model)
+        default: break
+        }
+    }
+
+    private func post(_ a: CoordinatorToBackend.Assign) {
+        let built: (body: [UInt8], nodes: Int)
+        do {
+            built = try ComfyUIMapping.promptBody(params: a.params, job: a.job, clientID: clientID)
+        } catch {
+            finish(a.job, a.lease, .failed(code: ComfyUIMapping.badParams, message: error.description, retryable: false))
+            return
+        }
+        let (classes, models) = Self.graphFacts(a.params)
+        var p = Prompt(
+            job: a.job, lease: a.lease, progress: ComfyUIMapping.Progress(total: built.nodes), classes: classes, models: models)
+        p.postedMs = Self.wallClockMs()
+        prompts[a.job] = p
+        send(.post, "/prompt", body: built.body) { [weak self] result in
+            self?.posted(a.job, a.lease, result)
+        }
+    }
+
+    private func posted(_ job: JobID, _ lease: Lease, _ result: Result<HTTPClientResponse, HTTPClientError>) {
+        guard var p = prompts[job], p.lease == lease else { return }
+        switch result {
+        case .success(let r) where r.status == 200:
+            do {
+                let id = try ComfyUIMapping.promptID(r.body)
+                p.id = id
+                prompts[job] = p
+                byPromptID[id] = job
+                lastPromptID = id
+                if p.stopRequested { cancelOnServer(id) }
+                logger.debug("prompt queued", metadata: ["job.id": "\(job)", "prompt.id": "\(id)"])
+            } catch {
+                finish(job, lease, .failed(code: ErrorCode("comfyui_error"), message: error.description, retryable: true))
+            }
+        case .success(let r) where r.status == 400:
+            finish(job, lease, .failed(code: ComfyUIMapping.badParams, message: ComfyUIMapping.promptRejection(r.body), retryable: false))
+        case .success(let r):
+            let text = ComfyUIMapping.clean(String(decoding: r.body.prefix(300), as: UTF8.self), max: 300)
+            finish(job, lease, .failed(
+                code: ErrorCode("comfyui_error"), message: "POST /prompt answered HTTP \(r.status): \(text)", retryable: true))
+        case .failure(let e):
+            finish(job, lease, .failed(
+                code: ErrorCode("comfyui_unreachable"), message: "POST \(settings.url)/prompt failed: \(e.message)", retryable: true))
+        }
+    }
+
+    /// The coordinator took the job back (cancel, revoke, stale lease): delete it from the
+    /// server's queue if it is pending, interrupt it if it runs.
+    private func takeBack(_ job: JobID, _ lease: Lease) {
+        guard var p = prompts[job], p.lease == lease else { return }
+        guard let id = p.id else {
+            p.stopRequested = true
+            prompts[job] = p
+            return
+        }
+        prompts[job] = nil
+        byPromptID[id] = nil
+        cancelOnServer(id)
+    }
+
+    private func cancelOnServer(_ id: String) {
+        let quoted = jsonQuoted(id)
+        send(.post, "/queue", body: Array("{\"delete\":[\(quoted)]}".utf8)) { [weak self] r in
+            self?.logger.debug("prompt deleted from the queue", metadata: ["prompt.id": "\(id)", "result": "\(Self.brief(r))"])
+        }
+        send(.post, "/interrupt", body: Array("{\"prompt_id\":\(quoted)}".utf8)) { [weak self] r in
+            self?.logger.debug("prompt interrupted", metadata: ["prompt.id": "\(id)", "result": "\(Self.brief(r))"])
+        }
+    }
+
+    /// Makes the server load a checkpoint now: a four-node workflow that loads it, decodes an
+    /// empty latent with its VAE and previews the result (ComfyUI runs only what leads to an
+    /// output, and keeps the loaded model for the next prompt).
+    private func loadModel(_ model: String) {
+        let key = JobID(nextLoadKey)
+        nextLoadKey -= 1
+        let name = jsonQuoted(model)
+        let graph = """
+            {"1":{"class_type":"CheckpointLoaderSimple","inputs":{"ckpt_name":\(name)}},\
+            "2":{"class_type":"EmptyLatentImage","inputs":{"width":64,"height":64,"batch_size":1}},\
+            "3":{"class_type":"VAEDecode","inputs":{"samples":["2",0],"vae":["1",2]}},\
+            "4":{"class_type":"PreviewImage","inputs":{"images":["3",0]}}}
+            """
+        let body = "{\"prompt\":\(graph),\"client_id\":\(jsonQuoted(clientID)),\"extra_data\":{\"muster_load_model\":\(name)}}"
+        var p = Prompt(job: key, lease: Lease(0), progress: .init(total: 4), classes: [:], models: [model])
+        p.loadsModel = model
+        prompts[key] = p
+        send(.post, "/prompt", body: Array(body.utf8)) { [weak self] result in
+            guard let self, var p = self.prompts[key] else { return }
+            if case .success(let r) = result, r.status == 200, let id = try? ComfyUIMapping.promptID(r.body) {
+                p.id = id
+                self.prompts[key] = p
+                self.byPromptID[id] = key
+                self.lastPromptID = id
+                return
+            }
+            self.prompts[key] = nil
+            let why: String
+            switch result {
+            case .success(let r) where r.status == 400: why = ComfyUIMapping.promptRejection(r.body)
+            case .success(let r): why = "POST /prompt answered HTTP \(r.status)"
+            case .failure(let e): why = "POST /prompt failed: \(e.message)"
+            }
+            self.driver?.external { e, now in e.externalModelLoaded(model, ok: false, message: why, at: now) }
+        }
+    }
+
+    // MARK: - /ws
+
+    private func wsHandler() -> WebSocketHandler {
+        WebSocketHandler(
+            opened: { [weak self] _, info in
+                guard let self, info.id == self.ws else { return }
+                self.wsOpened()
+            },
+            text: { [weak self] _, id, text in
+                guard let self, id == self.ws else { return }
+                self.wsText(text)
+            },
+            binary: { _, _, _ in },  // previews: not wanted
+            closed: { [weak self] _, event in
+                guard let self, event.id == self.ws else { return }
+                self.wsClosed(event)
+            },
+            dialFailed: { [weak self] _, id, reason in
+                guard let self, id == self.ws else { return }
+                self.wsDialFailed(reason)
+            })
+    }
+
+    private func wsOpened() {
+        wsOpen = true
+        logger.info("ComfyUI WebSocket open")
+        probe()
+    }
+
+    private func wsClosed(_ event: CloseEvent) {
+        guard wsOpen else { return }
+        wsOpen = false
+        guard !stopped else { return }
+        logger.warning("ComfyUI WebSocket closed", metadata: ["close.code": "\(event.code)", "close.reason": "\(event.reason)"])
+        serverLost("the ComfyUI WebSocket closed (\(event.code))")
+    }
+
+    private func wsDialFailed(_ reason: String) {
+        // While the server is down the HTTP probe says why; a failing /ws matters once it is up.
+        guard !stopped, serverUp else { return }
+        serverLost("\(settings.url)/ws does not answer: \(reason)")
+    }
+
+    private func wsText(_ text: String) {
+        guard let event = ComfyUIMapping.event(text) else { return }
+        switch event {
+        case .status: return
+        case .executionStart(let id):
+            guard let job = byPromptID[id], let p = prompts[job], p.loadsModel == nil else { return }
+            driver?.external { e, now in e.externalStarted(job: job, lease: p.lease, at: now) }
+        case .cached(let id, _), .executing(let id, _), .progress(let id, _, _, _):
+            guard let job = byPromptID[id], var p = prompts[job] else { return }
+            let moved = p.progress.apply(event, classes: p.classes)
+            prompts[job] = p
+            guard p.loadsModel == nil, let (fraction, message) = moved else { return }
+            driver?.external { e, now in
+                e.externalProgress(job: job, lease: p.lease, fraction: fraction, message: message, at: now)
+            }
+        case .executed: return
+        case .success(let id):
+            guard let job = byPromptID[id] else { return }
+            fetchHistory(job, id, attempt: 1)
+        case .error(let id, let error):
+            guard let job = byPromptID[id], let p = prompts[job] else { return }
+            let f = error.failure
+            end(job, id)
+            if let model = p.loadsModel {
+                driver?.external { e, now in e.externalModelLoaded(model, ok: false, message: f.message, at: now) }
+            } else {
+                finish(job, p.lease, .failed(code: f.code, message: f.message, retryable: f.retryable))
+            }
+        case .interrupted(let id, let node, let type):
+            // Prompts this runner stopped were forgotten first; this one someone else stopped.
+            guard let job = byPromptID[id], let p = prompts[job] else { return }
+            end(job, id)
+            let at = node.map { " at node \($0)" + (type.map { " (\($0))" } ?? "") } ?? ""
+            finish(job, p.lease, .failed(
+                code: ErrorCode("interrupted"), message: "the prompt was interrupted on the ComfyUI\(at), not by Muster",
+                retryable: true))
+        }
+    }
+
+    private func fetchHistory(_ job: JobID, _ id: String, attempt: Int) {
+        send(.get, "/history/\(id)", body: []) { [weak self] result in
+            guard let self, let p = self.prompts[job], p.id == id else { return }
+            var history: ComfyUIMapping.History?
+            var problem = ""
+            switch result {
+            case .success(let r) where r.status == 200:
+                do throws(ComfyUIFormatError) {
+                    history = try ComfyUIMapping.history(r.body, prompt: id)
+                    if history == nil { problem = "the server has no history of prompt \(id)" }
+                } catch {
+                    problem = error.description
+                }
+            case .success(let r): problem = "GET /history answered HTTP \(r.status)"
+            case .failure(let e): problem = "GET /history failed: \(e.message)"
+            }
+            guard let history else {
+                if attempt < 3 {
+                    self.schedule(after: .milliseconds(200 * attempt)) { $0.fetchHistory(job, id, attempt: attempt + 1) }
+                } else {
+                    self.end(job, id)
+                    if let model = p.loadsModel {
+                        self.driver?.external { e, now in e.externalModelLoaded(model, ok: false, message: problem, at: now) }
+                    } else {
+                        self.finish(job, p.lease, .failed(code: ErrorCode("comfyui_error"), message: problem, retryable: true))
+                    }
+                }
+                return
+            }
+            self.end(job, id)
+            self.completed(p, id, history)
+        }
+    }
+
+    private func completed(_ p: Prompt, _ id: String, _ h: ComfyUIMapping.History) {
+        if let model = p.loadsModel {
+            driver?.external { e, now in
+                e.externalModelLoaded(model, ok: h.succeeded, message: h.error?.failure.message ?? "the load did not succeed", at: now)
+            }
+            return
+        }
+        if h.succeeded {
+            let result = ComfyUIMapping.result(
+                prompt: id, backend: name, baseURL: settings.url, outputs: h.outputs, postedMs: p.postedMs)
+            let models = p.models
+            driver?.external { e, now in
+                var out = e.execFinished(job: p.job, lease: p.lease, result: .output(result.text), at: now)
+                if !models.isEmpty {
+                    // ComfyUI keeps what the last prompt loaded.
+                    out += e.serverCapabilities(
+                        state: e.state, features: e.features, nodes: e.nodes, models: e.models, loaded: Set(models),
+                        devices: e.devices, message: e.stateMessage)
+                }
+                return out
+            }
+        } else if let error = h.error {
+            let f = error.failure
+            finish(p.job, p.lease, .failed(code: f.code, message: f.message, retryable: f.retryable))
+        } else {
+            finish(p.job, p.lease, .failed(
+                code: ErrorCode("interrupted"), message: "ComfyUI ended prompt \(id) without success", retryable: true))
+        }
+    }
+
+    private func end(_ job: JobID, _ id: String) {
+        prompts[job] = nil
+        byPromptID[id] = nil
+    }
+
+    private func finish(_ job: JobID, _ lease: Lease, _ result: WorkerEngine.ExecResult) {
+        prompts[job] = nil
+        driver?.external { e, now in e.execFinished(job: job, lease: lease, result: result, at: now) }
+    }
+
+    // MARK: - Probing the server
+
+    /// Reads `/object_info` then `/system_stats`; the first answer makes the backend `ready`.
+    private func probe() {
+        guard !stopped, !probing else { return }
+        probing = true
+        if let probeTimer { transport.assumeIsolated { $0.cancel(probeTimer) } }
+        probeTimer = nil
+        send(.get, "/object_info", body: [], timeout: .seconds(30)) { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let r) where r.status == 200:
+                do throws(ComfyUIFormatError) {
+                    let info = try ComfyUIMapping.objectInfo(r.body)
+                    self.readStats(info)
+                } catch {
+                    self.probeFailed("\(self.settings.url)/object_info: \(error.description)")
+                }
+            case .success(let r): self.probeFailed("\(self.settings.url)/object_info answered HTTP \(r.status)")
+            case .failure(let e): self.probeFailed("\(self.settings.url) does not answer: \(e.message)")
+            }
+        }
+    }
+
+    private func readStats(_ info: ComfyUIMapping.ObjectInfo) {
+        send(.get, "/system_stats", body: []) { [weak self] result in
+            guard let self else { return }
+            self.probing = false
+            var devices: [DeviceTelemetry] = []
+            if case .success(let r) = result, r.status == 200, let d = try? ComfyUIMapping.devices(r.body) {
+                devices = d.map(Self.rounded)
+            }
+            guard self.wsOpen else {
+                // Jobs report through /ws: not ready until it is open (wsOpened probes again).
+                self.report(.loading, message: "\(self.settings.url) answers; waiting for its WebSocket /ws")
+                self.dialWebSocket()
+                return
+            }
+            self.lastInfo = info
+            self.lastDevices = devices
+            let wasUp = self.serverUp
+            self.serverUp = true
+            if let lostTimer = self.lostTimer { self.transport.assumeIsolated { $0.cancel(lostTimer) } }
+            self.lostTimer = nil
+            let classes = Set(info.classes)
+            let features = Set(self.settings.featureMap.features(for: classes)).union(self.settings.extraFeatures)
+            if !wasUp {
+                self.logger.info(
+                    "ComfyUI answers",
+                    metadata: ["node_classes": "\(info.classes.count)", "features": "\(features.sorted().joined(separator: ","))"])
+                self.reconcileAfterReconnect()
+            }
+            self.driver?.external { e, _ in
+                e.serverCapabilities(
+                    state: .ready, features: Array(features), nodes: info.classes, models: info.models,
+                    loaded: e.loadedModels.intersection(info.models), devices: devices)
+            }
+            self.scheduleTelemetry(info)
+        }
+    }
+
+    private func scheduleTelemetry(_ info: ComfyUIMapping.ObjectInfo) {
+        if let telemetryTimer { transport.assumeIsolated { $0.cancel(telemetryTimer) } }
+        telemetryTimer = schedule(after: settings.telemetryInterval) { r in
+            r.telemetryTimer = nil
+            r.refreshTelemetry(info)
+        }
+    }
+
+    /// Telemetry in announcements changes only in steps of 1% of a device's memory, so a busy
+    /// GPU does not re-announce on every job.
+    static func rounded(_ d: DeviceTelemetry) -> DeviceTelemetry {
+        var d = d
+        let step = max(1, d.vramTotal / 100)
+        d.vramFree = d.vramFree / step * step
+        return d
+    }
+
+    private func refreshTelemetry(_ info: ComfyUIMapping.ObjectInfo) {
+        guard serverUp, !stopped else { return }
+        send(.get, "/system_stats", body: []) { [weak self] result in
+            guard let self, self.serverUp else { return }
+            switch result {
+            case .success(let r) where r.status == 200:
+                if let d = try? ComfyUIMapping.devices(r.body) {
+                    self.driver?.external { e, _ in
+                        e.serverCapabilities(
+                            state: e.state, features: e.features, nodes: e.nodes, models: e.models, loaded: e.loadedModels,
+                            devices: d.map(Self.rounded), message: e.stateMessage)
+                    }
+                }
+                self.scheduleTelemetry(info)
+            case .success(let r):
+                self.serverLost("\(self.settings.url)/system_stats answered HTTP \(r.status)")
+            case .failure(let e):
+                self.serverLost("\(self.settings.url) does not answer: \(e.message)")
+            }
+        }
+    }
+
+    private func probeFailed(_ reason: String) {
+        probing = false
+        if serverUp {
+            serverLost(reason)
+        } else {
+            report(.loading, message: reason)
+        }
+        scheduleProbe()
+    }
+
+    /// One probe pending at a time.
+    private func scheduleProbe() {
+        if let probeTimer { transport.assumeIsolated { $0.cancel(probeTimer) } }
+        probeTimer = schedule(after: settings.retryInterval) { r in
+            r.probeTimer = nil
+            r.probe()
+        }
+    }
+
+    /// The server stopped answering: `loading` with the reason; jobs in flight wait `lostAfter`
+    /// for it to come back knowing their prompts.
+    private func serverLost(_ reason: String) {
+        let wasUp = serverUp
+        serverUp = false
+        report(.loading, message: reason)
+        if wasUp { logger.warning("ComfyUI lost", metadata: ["reason": "\(reason)"]) }
+        if lostTimer == nil, !prompts.isEmpty {
+            lostTimer = schedule(after: settings.lostAfter) { r in
+                r.lostTimer = nil
+                guard !r.serverUp else { return }
+                r.giveBackJobs("\(r.settings.url) did not come back within \(r.settings.lostAfter)")
+            }
+        }
+        scheduleProbe()
+    }
+
+    /// The server lost our prompts (it restarted) or is gone: a new incarnation, so the
+    /// coordinator requeues every job this backend held.
+    private func giveBackJobs(_ why: String) {
+        let loads = prompts.values.compactMap(\.loadsModel)
+        prompts = [:]
+        byPromptID = [:]
+        lastPromptID = nil
+        logger.warning("ComfyUI lost its prompts: new incarnation, jobs requeued by the coordinator", metadata: ["reason": "\(why)"])
+        driver?.external { e, now in
+            var out: [WorkerEngine.Action] = []
+            for model in loads { out += e.externalModelLoaded(model, ok: false, message: why, at: now) }
+            return out + e.serverRestarted(at: now)
+        }
+        if !serverUp {
+            report(.loading, message: why)
+        } else if let info = lastInfo {
+            // The server answers already (it restarted quickly): the new incarnation is ready.
+            let features = Set(settings.featureMap.features(for: Set(info.classes))).union(settings.extraFeatures)
+            let devices = lastDevices
+            driver?.external { e, _ in
+                e.serverCapabilities(
+                    state: .ready, features: Array(features), nodes: info.classes, models: info.models, devices: devices)
+            }
+        }
+    }
+
+    /// After the server came back: prompts it no longer knows mean it restarted; prompts that
+    /// finished while the WebSocket was down are read from `/history`.
+    private func reconcileAfterReconnect() {
+        guard let last = lastPromptID else { return }
+        send(.get, "/history/\(last)", body: []) { [weak self] result in
+            guard let self else { return }
+            guard case .success(let r) = result, r.status == 200 else { return }
+            let known = (try? ComfyUIMapping.history(r.body, prompt: last)) ?? nil
+            if known != nil {
+                // Same process: finish what completed meanwhile.
+                for (job, p) in self.prompts {
+                    if let id = p.id { self.fetchIfDone(job, id) }
+                }
+                return
+            }
+            self.send(.get, "/queue", body: []) { [weak self] q in
+                guard let self else { return }
+                guard case .success(let r) = q, r.status == 200 else { return }
+                if String(decoding: r.body, as: UTF8.self).contains(last) { return }
+                self.giveBackJobs("the ComfyUI restarted: it knows nothing of prompt \(last)")
+            }
+        }
+    }
+
+    private func fetchIfDone(_ job: JobID, _ id: String) {
+        send(.get, "/history/\(id)", body: []) { [weak self] result in
+            guard let self, case .success(let r) = result, r.status == 200,
+                let h = (try? ComfyUIMapping.history(r.body, prompt: id)) ?? nil, let p = self.prompts[job], p.id == id
+            else { return }
+            self.end(job, id)
+            self.completed(p, id, h)
+        }
+    }
+
+    private func report(_ state: BackendState, message: String) {
+        driver?.external { e, _ in
+            e.serverCapabilities(
+                state: state, features: state == .ready ? e.features : [], nodes: state == .ready ? e.nodes : [],
+                models: state == .ready ? e.models : [], loaded: state == .ready ? e.loadedModels : [], devices: e.devices,
+                message: message)
+        }
+    }
+
+    // MARK: - Plumbing
+
+    private func send(
+        _ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration? = nil,
+        _ done: @escaping (Result<HTTPClientResponse, HTTPClientError>) -> Void
+    ) {
+        guard !stopped else { return }
+        var headers: [(name: String, value: String)] = []
+        if !body.isEmpty { headers.append((name: "Content-Type", value: "application/json")) }
+        let request = HTTPClientRequest(
+            method: method, url: settings.url + path, headers: headers, body: body,
+            timeout: timeout ?? settings.requestTimeout)
+        let box = UncheckedBox(done)
+        transport.assumeIsolated { t in
+            t.request(request) { _, result in box.value(result) }
+        }
+    }
+
+    @discardableResult
+    private func schedule(after delay: Duration, _ body: @escaping (ComfyUIRunner) -> Void) -> TimerID? {
+        guard !stopped else { return nil }
+        let box = UncheckedBox(body)
+        let id = transport.assumeIsolated { t in
+            t.schedule(after: delay) { [weak self] _ in
+                guard let self, !self.stopped else { return }
+                box.value(self)
+            }
+        }
+        return id
+    }
+
+    private func jsonQuoted(_ s: String) -> String {
+        var out = ""
+        appendJSONString(s, to: &out)
+        return out
+    }
+
+    static func wallClockMs() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
+    }
+
+    static func brief(_ r: Result<HTTPClientResponse, HTTPClientError>) -> String {
+        switch r {
+        case .success(let r): "HTTP \(r.status)"
+        case .failure(let e): e.message
+        }
+    }
+
+    /// Node id -> class and the loader models a workflow names.
+    static func graphFacts(_ params: RawJSON) -> ([String: String], [String]) {
+        guard let p = try? JSONSerialization.jsonObject(with: Data(params.text.utf8)) as? [String: Any],
+            let graph = p["workflow"] as? [String: Any]
+        else { return ([:], []) }
+        var classes: [String: String] = [:]
+        var models = Set<String>()
+        for (id, v) in graph {
+            guard let node = v as? [String: Any], let cls = node["class_type"] as? String else { continue }
+            classes[id] = cls
+            let inputs = node["inputs"] as? [String: Any] ?? [:]
+            for name in ComfyUIMapping.modelInputs { if let m = inputs[name] as? String { models.insert(m) } }
+        }
+        return (classes, models.sorted())
+    }
+}
+
+/// Carries a loop-bound closure through a `@Sendable` callback of the transport; it is called
+/// only on the loop thread, where it was made.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,473 @@
+#!/usr/bin/python3
+"""Muster against real ComfyUI servers: a coordinator, agents and two ComfyUIs, all real processes.
+
+Usage: comfyui_real.py MUSTER_BINARY PEER_DIR VENV_DIR [--bench JOBS]
+A is the peer's ComfyUI as is (ComfyUI-Frame-Interpolation's `RIFE VFI` and the test node
+`MusterSlowPassthrough`); B runs with --disable-all-custom-nodes. Each check prints PASS or FAIL;
+the exit status is 1 when any failed. Every wait is bounded (generous: ComfyUI takes 10 s to a few
+minutes to start on a loaded machine), and every process started here is stopped at the end.
+"""
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json
+import os
+import threading
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+MUSTER, PEER, VENV = sys.argv[1], sys.argv[2], sys.argv[3]
+BENCH = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] == "--bench" else None
+WORK = tempfile.mkdtemp(prefix="muster-comfyui-")
+PROCS = {}
+FAILED = []
+START_WAIT = float(os.environ.get("MUSTER_COMFYUI_START_SECONDS", "300"))
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check(name, ok, detail=""):
+    print(("PASS " if ok else "FAIL ") + name + ("" if ok or not detail else f": {detail}"), flush=True)
+    if not ok:
+        FAILED.append(name)
+    return ok
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, timeout=30):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, raw
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def get_json(url, timeout=30):
+    status, raw = http("GET", url, timeout=timeout)
+    return status, (json.loads(raw) if raw[:1] in (b"{", b"[") else raw)
+
+
+def wait_for(what, predicate, timeout, interval=0.25):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(interval)
+    log(f"timed out after {timeout} s waiting for {what}")
+    return None
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+def start_comfyui(key, port, *flags):
+    run = os.path.join(WORK, key)
+    for sub in ("out", "tmp", "in", "user"):
+        os.makedirs(os.path.join(run, sub), exist_ok=True)
+    args = [os.path.join(VENV, "bin", "python"), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+            "--disable-auto-launch", "--disable-api-nodes", "--output-directory", f"{run}/out",
+            "--temp-directory", f"{run}/tmp", "--input-directory", f"{run}/in", "--user-directory", f"{run}/user",
+            "--database-url", "sqlite:///:memory:", *flags]
+    out = open(os.path.join(run, "server.log"), "ab")
+    PROCS[key] = subprocess.Popen(args, cwd=os.path.join(PEER, "ComfyUI"), stdout=out, stderr=subprocess.STDOUT)
+    return run
+
+
+def comfy_up(port):
+    return http("GET", f"http://127.0.0.1:{port}/system_stats", timeout=5)[0] == 200
+
+
+def start_muster(key, *args):
+    out = open(os.path.join(WORK, f"{key}.log"), "ab")
+    PROCS[key] = subprocess.Popen([MUSTER, *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(key, sig=signal.SIGTERM):
+    p = PROCS.pop(key, None)
+    if p and p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def muster(*args, timeout=300):
+    return subprocess.run([MUSTER, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# --- the coordinator's view ----------------------------------------------------------------------
+
+def backends(port):
+    return {b["name"]: b for b in get_json(f"http://127.0.0.1:{port}/v1/backends")[1]["backends"]}
+
+
+def backend_state(port, name):
+    b = backends(port).get(name)
+    return (b or {}).get("capabilities", {}).get("state")
+
+
+def job(port, jid):
+    return get_json(f"http://127.0.0.1:{port}/v1/jobs/{jid}")[1]
+
+
+def submit(port, workflow, count=1, *extra, wait=False):
+    args = ["submit", "--coordinator", f"ws://127.0.0.1:{port}", "--workflow", workflow, "--count", str(count), "--json",
+            *extra]
+    if wait:
+        args.append("--wait")
+    return muster(*args)
+
+
+def accepted_jobs(proc):
+    for line in proc.stdout.splitlines():
+        o = json.loads(line)
+        if o.get("type") == "accepted" or "jobs" in o and "batch" in o:
+            return o["jobs"]
+    raise ValueError(f"no accepted line in {proc.stdout!r} {proc.stderr!r}")
+
+
+def events(proc):
+    return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{") and '"event"' in l]
+
+
+def write_workflow(name, graph):
+    path = os.path.join(WORK, name)
+    with open(path, "w") as f:
+        json.dump(graph, f)
+    return path
+
+
+def workflow(name):
+    with open(os.path.join(PEER, "workflows", name)) as f:
+        return json.load(f)
+
+
+def comfy_queue(port):
+    q = get_json(f"http://127.0.0.1:{port}/queue")[1]
+    def jobs_of(entries):
+        return [(e[1], e[3].get("muster_job")) for e in entries]
+    return jobs_of(q["queue_running"]), jobs_of(q["queue_pending"])
+
+
+class Garbage(BaseHTTPRequestHandler):
+    """A server that answers every request with HTML, as a wrong URL (a web page) would."""
+    def do_GET(self):
+        body = b"<html><body>not ComfyUI</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    pa, pb, pc, pd = free_port(), free_port(), free_port(), free_port()
+    A, B = f"http://127.0.0.1:{pa}", f"http://127.0.0.1:{pb}"
+    core = os.path.join(PEER, "workflows", "core.json")
+    slow = os.path.join(PEER, "workflows", "slow.json")
+    slow_graph = workflow("slow.json")
+    long_graph = json.loads(json.dumps(slow_graph))
+    long_graph["2"]["inputs"].update({"steps": 1200, "step_seconds": 0.25})
+    long_wf = write_workflow("long.json", long_graph)
+
+    log(f"work dir {WORK}; ComfyUI A on {pa}, B on {pb}; coordinator on {pc}")
+    run_a = start_comfyui("comfy-a", pa)
+    start_muster("coordinator", "serve", "--listen", f"127.0.0.1:{pc}", "--set", "backends=[]",
+                 "--set", "gate.window_seconds=600", "--set", "links.suspect_grace_seconds=5")
+    wait_for("the coordinator", lambda: http("GET", f"http://127.0.0.1:{pc}/healthz", timeout=2)[0] == 200, 60)
+    start_muster("agent-a", "agent", "--coordinator", f"ws://127.0.0.1:{pc}", "--name", "comfy-a", "--comfyui", A)
+    start_muster("agent-b", "agent", "--coordinator", f"ws://127.0.0.1:{pc}", "--name", "comfy-b", "--comfyui", B)
+
+    # B's ComfyUI is not started yet: its backend says why it is loading.
+    b = wait_for("comfy-b loading with a reason",
+                 lambda: (backends(pc).get("comfy-b") or {}).get("capabilities", {}).get("message"), 60)
+    check("an unreachable ComfyUI makes its backend announce loading with the reason",
+          b is not None and backend_state(pc, "comfy-b") == "loading" and "does not answer" in b, str(b))
+
+    if not wait_for("ComfyUI A", lambda: comfy_up(pa), START_WAIT, 1):
+        check("ComfyUI A starts", False, open(os.path.join(run_a, "server.log")).read()[-2000:])
+        return
+    wait_for("comfy-a ready", lambda: backend_state(pc, "comfy-a") == "ready", 120)
+    a = backends(pc)["comfy-a"]["capabilities"]
+    check("A announces frameinterps from its RIFE VFI node", "frameinterps" in a["features"], str(a["features"]))
+    check("A announces its node classes", "RIFE VFI" in a["nodes"] and "MusterSlowPassthrough" in a["nodes"]
+          and len(a["nodes"]) > 300, f"{len(a.get('nodes', []))} classes")
+    dev = (a.get("devices") or [{}])[0]
+    check("A announces device telemetry from /system_stats",
+          dev.get("type") == "cpu" and dev.get("vram_total", 0) > 0 and 0 < dev.get("vram_free", 0) <= dev["vram_total"],
+          str(a.get("devices")))
+    status = muster("status", "--coordinator", f"ws://127.0.0.1:{pc}")
+    check("muster status shows the device", "cpu" in status.stdout and "comfy-a" in status.stdout, status.stdout)
+    metrics = http("GET", f"http://127.0.0.1:{pc}/metrics")[1].decode()
+    check("metrics export the device memory", 'muster_backend_vram_total_bytes{backend="comfy-a"' in metrics
+          and "muster_backend_vram_free_bytes" in metrics, "no muster_backend_vram_* for comfy-a")
+
+    # --- the warm-up gate for real, and cancel of a queued and a running prompt --------------------
+    # A runs a long job; the gate keeps everything else from parking behind it while B loads.
+    accepted_jobs(submit(pc, long_wf, 1))
+    wait_for("the long job on A", lambda: len(comfy_queue(pa)[0]) == 1, 60)
+    gated = submit(pc, core, 4)
+    core_jobs = accepted_jobs(gated)
+    time.sleep(1)
+    states = [job(pc, j)["state"] for j in core_jobs]
+    waiting = job(pc, core_jobs[0]).get("waiting", {})
+    check("core.json jobs B could run are held while B is loading",
+          states == ["gated"] * 4 and any(w["name"] == "comfy-b" for w in waiting.get("backends", [])),
+          f"{states} {waiting}")
+    run_b = start_comfyui("comfy-b", pb, "--disable-all-custom-nodes")
+    if not wait_for("ComfyUI B", lambda: comfy_up(pb), START_WAIT, 1):
+        check("ComfyUI B starts", False, open(os.path.join(run_b, "server.log")).read()[-2000:])
+        return
+    done = wait_for("the held core jobs", lambda: all(job(pc, j)["state"] == "completed" for j in core_jobs), 180)
+    ran_on = [job(pc, j)["history"][-1]["backend"] for j in core_jobs] if done else []
+    ids = {n: b["id"] for n, b in backends(pc).items()}
+    check("the held jobs spread when B comes up", done is not None and ids["comfy-b"] in ran_on, f"ran on {ran_on}")
+    released = [job(pc, j) for j in core_jobs]
+    log(f"core jobs ran on {ran_on}")
+
+    # The gate is open: a second long job waits in A's own queue behind the first.
+    accepted_jobs(submit(pc, long_wf, 1))
+    wait_for("a pending prompt on A", lambda: len(comfy_queue(pa)[1]) == 1, 60)
+    running, pending = comfy_queue(pa)
+    log(f"A's queue: running {running}, pending {pending}")
+    queued_job = pending[0][1] if pending else None
+    run_job = running[0][1] if running else None
+    http("DELETE", f"http://127.0.0.1:{pc}/v1/jobs/{queued_job}")
+    prompt_pending = pending[0][0] if pending else ""
+    gone = wait_for("the pending prompt to leave A's queue",
+                    lambda: all(p != prompt_pending for p, _ in comfy_queue(pa)[1]), 30)
+    hist = get_json(f"{A}/history/{prompt_pending}")[1]
+    check("cancel of a queued prompt deletes it from ComfyUI's queue (no history)",
+          gone is not None and hist == {} and job(pc, queued_job)["state"] == "canceled", f"history {hist}")
+    wait_for("the long job to run", lambda: job(pc, run_job)["state"] == "running", 60)
+    prompt_running = running[0][0] if running else ""
+    http("DELETE", f"http://127.0.0.1:{pc}/v1/jobs/{run_job}")
+    h = wait_for("the interrupted prompt's history",
+                 lambda: get_json(f"{A}/history/{prompt_running}")[1].get(prompt_running), 30)
+    msgs = [m[0] for m in (h or {}).get("status", {}).get("messages", [])]
+    check("cancel of a running prompt interrupts it (ComfyUI's history says interrupted)",
+          "execution_interrupted" in msgs and job(pc, run_job)["state"] == "canceled", str(msgs))
+
+    bcap = backends(pc)["comfy-b"]["capabilities"]
+    check("B (no custom nodes) does not announce frameinterps",
+          "frameinterps" not in bcap["features"] and "MusterSlowPassthrough" not in bcap["nodes"], str(bcap["features"]))
+
+    # --- routing by node class --------------------------------------------------------------------
+    p = submit(pc, slow, 3, wait=True)
+    ev = events(p)
+    finals = [e for e in ev if e["event"] in ("completed", "failed", "canceled")]
+    check("slow.json jobs (MusterSlowPassthrough) run only on A",
+          p.returncode == 0 and len(finals) == 3 and all(e["backend"] == ids["comfy-a"] for e in finals),
+          p.stdout[-1500:] + p.stderr[-500:])
+    prog = [e for e in ev if e["event"] == "progress"]
+    check("submit --wait shows ComfyUI's progress",
+          any(0 < e.get("progress", 0) < 1 and "step" in e.get("message", "") for e in prog), str(prog[:3]))
+    outputs = [o for e in finals if e["event"] == "completed" for o in e["result"]["outputs"]]
+    files_ok = outputs and all(os.path.exists(os.path.join(run_a, "out", o["subfolder"], o["filename"]))
+                               and o["filename"].endswith(".png") for o in outputs)
+    view = http("GET", outputs[0]["url"])[1][:8] if outputs else b""
+    check("results name PNG files that exist on that server", bool(files_ok) and view == b"\x89PNG\r\n\x1a\n",
+          json.dumps(outputs[:2]))
+
+    p = submit(pc, core, 12, wait=True)
+    finals = [e for e in events(p) if e["event"] == "completed"]
+    used = {e["backend"] for e in finals}
+    check("a batch of core.json jobs spreads over both", len(finals) == 12 and used == {ids["comfy-a"], ids["comfy-b"]},
+          f"{len(finals)} completed on {used}")
+
+    # --- failures ---------------------------------------------------------------------------------
+    p = submit(pc, slow, 1, "--inputs-json", '{"2.fail_at_step": 2}', wait=True)
+    f = [e for e in events(p) if e["event"] == "failed"]
+    err = f[0]["error"] if f else {}
+    check("a failing workflow (fail_at_step) fails with execution_error keeping ComfyUI's exception",
+          p.returncode == 1 and err.get("code") == "execution_error" and "RuntimeError" in err.get("message", ""), str(err))
+    p = submit(pc, core, 1, "--inputs-json", '{"3.upscale_method": "magic"}', wait=True)
+    f = [e for e in events(p) if e["event"] == "failed"]
+    err = f[0]["error"] if f else {}
+    check("a bad input (HTTP 400) fails with bad_params naming node and error",
+          err.get("code") == "bad_params" and "node 3 (ImageScale)" in err.get("message", ""), str(err))
+    bad = write_workflow("bad.json", {"1": {"class_type": "EmptyImage"}})
+    p = submit(pc, bad, 1)
+    check("a workflow that is not a graph of nodes is refused before anything is queued",
+          p.returncode != 0 and "class_type" not in p.stdout and "inputs" in p.stderr, p.stdout + p.stderr)
+    notjson = os.path.join(WORK, "notjson.json")
+    with open(notjson, "w") as fh:
+        fh.write("{not json")
+    p = submit(pc, notjson, 1)
+    check("a workflow that is not JSON is refused", p.returncode != 0 and "JSON" in p.stderr, p.stderr)
+    unknown = write_workflow("unknown.json", {"1": {"class_type": "NoSuchNode", "inputs": {}}})
+    p = submit(pc, unknown, 1, wait=True)
+    f = [e for e in events(p) if e["state"] == "failed"]  # it fails at once: the snapshot says so
+    det = f[0]["error"].get("details", {}) if f else {}
+    check("a node class no backend has fails no_eligible_backend naming it per backend",
+          f and f[0]["error"]["code"] == "no_eligible_backend" and det.get("missing_nodes") == ["NoSuchNode"]
+          and all(r.get("missing_nodes") == ["NoSuchNode"] for r in det.get("refusals", [])), str(det))
+
+    # --- a ComfyUI killed mid-job, then restarted ---------------------------------------------------
+    before = backends(pc)["comfy-b"]["capabilities"]["incarnation"]
+    heavy = write_workflow("heavy.json", {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 2, "color": 255}},
+        "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 10.0}},
+        "3": {"class_type": "ImageBlur", "inputs": {"image": ["2", 0], "blur_radius": 31, "sigma": 10.0}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "heavy"}}})
+    # Keep A busy so the heavy job goes to B.
+    busy = accepted_jobs(submit(pc, long_wf, 2))
+    hj = accepted_jobs(submit(pc, heavy, 1))[0]
+    on_b = wait_for("the heavy job running on B",
+                    lambda: job(pc, hj)["state"] == "running" and job(pc, hj)["backend"] == ids["comfy-b"], 120)
+    stop("comfy-b", signal.SIGKILL)
+    for j in busy:
+        http("DELETE", f"http://127.0.0.1:{pc}/v1/jobs/{j}")
+    done = wait_for("the heavy job to complete elsewhere", lambda: job(pc, hj)["state"] == "completed", 300, 1)
+    info = job(pc, hj)
+    check("a ComfyUI killed mid-job: the job completes on the other",
+          on_b is not None and done is not None and info["backend"] == ids["comfy-a"] and len(info["history"]) >= 2,
+          json.dumps(info.get("history")))
+    check("the killed ComfyUI's backend shows loading with the reason", backend_state(pc, "comfy-b") == "loading",
+          str(backends(pc)["comfy-b"].get("capabilities")))
+    start_comfyui("comfy-b", pb, "--disable-all-custom-nodes")
+    wait_for("ComfyUI B again", lambda: comfy_up(pb), START_WAIT, 1)
+    wait_for("comfy-b ready again", lambda: backend_state(pc, "comfy-b") == "ready", 120)
+    after = backends(pc)["comfy-b"]["capabilities"]["incarnation"]
+    check("a restarted ComfyUI is a new incarnation of its backend", after > before and backend_state(pc, "comfy-b") == "ready",
+          f"{before} -> {after}")
+
+    # --- the coordinator-dialled kind -------------------------------------------------------------
+    garbage = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=garbage.serve_forever, daemon=True).start()
+    G = f"http://127.0.0.1:{garbage.server_address[1]}"
+    start_muster("coordinator-2", "serve", "--listen", f"127.0.0.1:{pd}", "--set",
+                 "backends=" + json.dumps([{"name": "dialled-b", "kind": "comfyui", "url": B},
+                                           {"name": "nowhere", "kind": "comfyui", "url": "http://127.0.0.1:1"},
+                                           {"name": "garbage", "kind": "comfyui", "url": G}]))
+    wait_for("dialled-b ready", lambda: backend_state(pd, "dialled-b") == "ready", 120)
+    d = backends(pd)
+    check("a comfyui entry in backends is dialled by the coordinator",
+          d["dialled-b"]["id"] < 0 and "SaveImage" in d["dialled-b"]["capabilities"].get("nodes", []), str(d["dialled-b"]))
+    check("an unreachable comfyui entry shows loading with the reason, the daemon serves the rest",
+          d["nowhere"]["capabilities"]["state"] == "loading" and "does not answer" in d["nowhere"]["capabilities"].get("message", ""),
+          str(d["nowhere"]))
+    msg = wait_for("the garbage backend's reason",
+                   lambda: backends(pd)["garbage"]["capabilities"].get("message", "") or None, 30) or ""
+    check("a server that answers garbage shows loading with the reason",
+          backend_state(pd, "garbage") == "loading" and "object_info" in msg, msg)
+    p = submit(pd, core, 2, wait=True)
+    finals = [e for e in events(p) if e["event"] == "completed"]
+    check("the coordinator-dialled ComfyUI runs jobs", len(finals) == 2 and all(e["backend"] == d["dialled-b"]["id"] for e in finals),
+          p.stdout[-800:])
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def bench(n):
+    """n core.json jobs through Muster to two ComfyUIs, against the same prompts POSTed straight to
+    the two servers split evenly (what a hand-written script does), in one run. Each job gets a
+    distinct color so that ComfyUI's cache does not turn jobs into no-ops."""
+    pa, pb, pc = free_port(), free_port(), free_port()
+    A, B = f"http://127.0.0.1:{pa}", f"http://127.0.0.1:{pb}"
+    start_comfyui("comfy-a", pa)
+    start_comfyui("comfy-b", pb, "--disable-all-custom-nodes")
+    start_muster("coordinator", "serve", "--listen", f"127.0.0.1:{pc}", "--set", "backends=[]", "--log-level", "warning")
+    for key, url in (("agent-a", A), ("agent-b", B)):
+        start_muster(key, "agent", "--coordinator", f"ws://127.0.0.1:{pc}", "--name", key, "--comfyui", url,
+                     "--log-level", "warning")
+    for port in (pa, pb):
+        if not wait_for("ComfyUI", lambda: comfy_up(port), START_WAIT, 1):
+            check("ComfyUI starts", False)
+            return
+    wait_for("both backends ready", lambda: all(backend_state(pc, k) == "ready" for k in ("agent-a", "agent-b")), 120)
+    core = workflow("core.json")
+    # Warm both servers up (first run loads code paths), outside the measurement.
+    for url in (A, B):
+        http("POST", f"{url}/prompt", {"prompt": core, "client_id": "warmup"})
+    time.sleep(3)
+
+    def graph(i, base):
+        g = json.loads(json.dumps(core))
+        g["1"]["inputs"]["color"] = base + i
+        return g
+
+    # Direct: POST all prompts, half to each server, then wait for every history entry.
+    t0 = time.time()
+    ids = []
+    for i in range(n):
+        url = A if i % 2 == 0 else B
+        status, raw = http("POST", f"{url}/prompt", {"prompt": graph(i, 1000), "client_id": "bench-direct"})
+        ids.append((url, json.loads(raw)["prompt_id"]))
+    def all_done():
+        return all(pid in get_json(f"{url}/history/{pid}")[1] for url, pid in ids)
+    wait_for("the direct prompts", all_done, 1800, 0.05)
+    direct = time.time() - t0
+
+    # Muster: the same prompts (other colors) as one batch, followed to the end.
+    inputs = json.dumps([{"1.color": 200000 + i} for i in range(n)])
+    t0 = time.time()
+    p = muster("submit", "--coordinator", f"ws://127.0.0.1:{pc}", "--workflow", os.path.join(PEER, "workflows", "core.json"),
+               "--inputs-json", inputs, "--wait", "--json", timeout=1800)
+    through = time.time() - t0
+    finals = [e for e in events(p) if e["event"] == "completed"]
+    # submit -> POST holds the wait for a free slot (late binding: at most slots + overqueue
+    # prompts per server); bound -> POST is Muster's own path (assign, agent, POST).
+    lat, own = [], []
+    for e in finals:
+        info = job(pc, e["job"])
+        lat.append(e["result"]["posted_ms"] - info["created_ms"])
+        own.append(e["result"]["posted_ms"] - info["history"][-1]["bound_ms"])
+    on = {}
+    for e in finals:
+        on[e["backend"]] = on.get(e["backend"], 0) + 1
+    ratio = through / direct
+    print(f"bench comfyui: {n} core.json jobs on 2 ComfyUIs: direct {direct:.2f} s, through Muster {through:.2f} s "
+          f"(x{ratio:.3f}; {len(finals)} completed, per backend {sorted(on.values())}); submit -> POST p50 "
+          f"{pct(lat, 50)} ms, p99 {pct(lat, 99)} ms; bound -> POST p50 {pct(own, 50)} ms, p99 {pct(own, 99)} ms",
+          flush=True)
+    check("every job completed through Muster", len(finals) == n, p.stderr[-500:])
+
+
+if __name__ == "__main__":
+    try:
+        if BENCH:
+            bench(BENCH)
+        else:
+            main()
+    except Exception as e:  # a crash of the driver is a failure, with what it was doing
+        import traceback
+        traceback.print_exc()
+        FAILED.append(f"driver crashed: {e}")
+    finally:
+        for key in list(PROCS):
+            stop(key)
+        if FAILED:
+            print(f"test-comfyui: {len(FAILED)} failed; logs in {WORK}")
+            sys.exit(1)
+        print("test-comfyui: all passed")
+        shutil.rmtree(WORK, ignore_errors=True)
