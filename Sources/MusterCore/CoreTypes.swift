@@ -130,17 +130,6 @@ public struct WaitReason: Hashable, Sendable {
     }
 }
 
-/// Why a held job left the gate; the raw values are the wire's `cause` tokens (Protocol/README.md 7.2).
-public enum ReleaseCause: String, Hashable, Sendable {
-    /// Every backend the gate waited for has announced (the event names the last one).
-    case announced
-    /// The gate window of the last backend it waited for ended.
-    case windowElapsed = "window_elapsed"
-    /// An eligible backend had an idle running slot, which a held job may always take (the event
-    /// names that backend).
-    case idleBackend = "idle_backend"
-}
-
 /// Why a job went back to the queue; the raw values label metrics.
 public enum RequeueCause: String, Hashable, Sendable {
     /// The link stayed down longer than the suspect grace.
@@ -269,24 +258,6 @@ public enum CoreEvent: Hashable, Sendable {
     case backendRemoved(BackendID)
     /// The timer armed for `nextDeadline` fired (spurious ticks are harmless).
     case tick
-}
-
-/// How one attempt of a job went; the raw values are the wire's `outcome` codes
-/// (Protocol/README.md 8, `job_info.history`).
-public enum AttemptOutcome: String, Hashable, Sendable, CaseIterable {
-    /// Open attempt, not started yet.
-    case bound
-    /// Open attempt, running.
-    case running
-    case completed
-    /// The job failed on this attempt (the backend's failure, or attempts ran out).
-    case failed
-    case canceled
-    /// The attempt ended without the job's fault (retryable failure, backend lost or restarted):
-    /// the job went back to the queue.
-    case requeued
-    /// Taken back by work stealing before it started.
-    case revoked
 }
 
 /// One binding of a job, kept in its history.

@@ -148,6 +148,49 @@ public struct JobSpec: Hashable, Sendable {
     }
 }
 
+/// How one attempt of a job ended: `outcome` of `job_info.history` (Protocol/README.md section 8).
+/// The core records it and the wire carries it, so there is one type. Open set: accept unknown
+/// values.
+public struct AttemptOutcome: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// Open attempt, not started yet.
+    public static let bound = AttemptOutcome("bound")
+    /// Open attempt, running.
+    public static let running = AttemptOutcome("running")
+    public static let completed = AttemptOutcome("completed")
+    /// The job failed on this attempt (the backend's failure, or attempts ran out).
+    public static let failed = AttemptOutcome("failed")
+    public static let canceled = AttemptOutcome("canceled")
+    /// The attempt ended without the job's fault (retryable failure, backend lost or restarted):
+    /// the job went back to the queue.
+    public static let requeued = AttemptOutcome("requeued")
+    /// Taken back by work stealing before it started.
+    public static let revoked = AttemptOutcome("revoked")
+}
+
+/// Why a held job left the warm-up gate: `cause` of a `released` job event (Protocol/README.md
+/// 7.2). One type for the core and the wire. Open set: accept unknown values.
+public struct ReleaseCause: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// Every backend the gate waited for has announced (the event names the last one).
+    public static let announced = ReleaseCause("announced")
+    /// The gate window of the last backend it waited for ended.
+    public static let windowElapsed = ReleaseCause("window_elapsed")
+    /// An eligible backend had an idle running slot, which a held job may always take (the event
+    /// names that backend).
+    public static let idleBackend = ReleaseCause("idle_backend")
+    /// The gate was turned off while the job was held.
+    public static let gateDisabled = ReleaseCause("gate_disabled")
+}
+
 /// A machine-readable error code, shared by protocol errors, job failures and HTTP errors.
 /// The set is open: peers must accept codes they do not know.
 public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {

@@ -105,7 +105,7 @@ extension Daemon {
 
     func wireAttempt(_ a: AttemptRecord) -> Wire.AttemptRecord {
         Wire.AttemptRecord(
-            attempt: a.attempt, backend: a.backend, outcome: a.outcome.rawValue, error: a.error.map(wireError),
+            attempt: a.attempt, backend: a.backend, outcome: a.outcome, error: a.error.map(wireError),
             boundMs: ms(a.boundAt), endedMs: a.endedAt.map(ms))
     }
 
@@ -128,7 +128,7 @@ extension Daemon {
             w.waiting = wireWait(reason)
         case .released(let cause):
             w.event = .released
-            w.cause = cause.rawValue
+            w.cause = cause
         case .bound: w.event = .bound
         case .started: w.event = .started
         case .progress(let fraction, let message):

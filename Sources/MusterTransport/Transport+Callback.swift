@@ -43,6 +43,8 @@ extension Transport {
         case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
             pendingHandshakes[key(wsi)] = .now
             return 0
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            return confirmUpgrade(wsi, input)
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             pendingHandshakes.removeValue(forKey: key(wsi))
             return filterWebSocket(wsi)

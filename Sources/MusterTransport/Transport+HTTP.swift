@@ -87,9 +87,40 @@ extension Transport {
         }
     }
 
+    /// A WebSocket upgrade offering none of the listener's subprotocols (or none at all, without a
+    /// default handler) gets an HTTP 400 in the layer above's error shape instead of the dropped
+    /// connection lws would leave. When several are offered lws takes the first one listed that
+    /// the listener knows, so those pass.
+    func confirmUpgrade(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?) -> Int32 {
+        guard let (listener, _) = listener(of: wsi) else { return 0 }
+        let upgrade = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? ""
+        guard upgrade.lowercased() == "websocket" else { return 0 }
+        let offered = (header(wsi, WSI_TOKEN_PROTOCOL) ?? "").split(separator: ",").map { String($0).trimmingSpaces }
+            .filter { !$0.isEmpty }
+        let known = listener.configuration.subprotocols.map(\.name)
+        if offered.isEmpty && listener.configuration.defaultWebSocket != nil { return 0 }
+        if offered.contains(where: known.contains) { return 0 }
+        pendingHandshakes.removeValue(forKey: key(wsi))
+        counters.upgradesRefused += 1
+        let message =
+            offered.isEmpty
+            ? "the upgrade offers no subprotocol; offer one of \(known.joined(separator: ", ")) in Sec-WebSocket-Protocol"
+            : "the upgrade offers \(offered.joined(separator: ", ")); this server speaks \(known.joined(separator: ", "))"
+        let response = listener.configuration.http.errorResponse(400, message)
+        // Written here, synchronously: returning > 0 tells lws the answer is already sent.
+        return writeResponse(response, wsi) ? 1 : -1
+    }
+
     func httpWritable(_ wsi: OpaquePointer) -> Int32 {
         guard let exchange = httpExchanges[key(wsi)], let response = exchange.response else { return 0 }
         httpExchanges.removeValue(forKey: key(wsi))
+        guard writeResponse(response, wsi) else { return -1 }
+        if exchange.closeAfter { return -1 }
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    /// Writes a whole response (head and body); false when the connection failed.
+    private func writeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer) -> Bool {
         let names = response.headers.map { strdup($0.name.lowercased() + ":") }
         let values = response.headers.map { strdup($0.value) }
         defer {
@@ -110,18 +141,17 @@ extension Transport {
                 }
             }
         }
-        if rc != 0 { return -1 }
+        if rc != 0 { return false }
         if !response.body.isEmpty {
             var body = [UInt8](repeating: 0, count: lwsPre) + response.body
             let n = response.body.count
             let w = body.withUnsafeMutableBufferPointer {
                 lws_write(wsi, $0.baseAddress! + lwsPre, n, LWS_WRITE_HTTP_FINAL)
             }
-            if w < 0 { return -1 }
+            if w < 0 { return false }
             counters.bytesOut += n
         }
-        if exchange.closeAfter { return -1 }
-        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+        return true
     }
 
     func dropHTTP(_ k: UInt) {

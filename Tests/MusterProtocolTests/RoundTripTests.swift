@@ -163,7 +163,7 @@ struct MessageGenerator {
                     state: JobState.allCases.randomElement(using: &rng)!, attempt: int(0...1000), atMs: u64(),
                     backend: maybe { $0.backendID() }, progress: maybe { $0.fraction() }, message: maybe { $0.text() },
                     result: maybe { $0.raw(object: false) }, error: maybe { $0.errorBody() },
-                    waiting: maybe { $0.gateWait() }, cause: maybe { $0.code() }))
+                    waiting: maybe { $0.gateWait() }, cause: maybe { ReleaseCause($0.code()) }))
         case 2: .canceled(.init(id: maybe { $0.label() }, jobs: (0..<int(0...5)).map { _ in JobID(u64()) }))
         case 3:
             .statusReport(

@@ -208,7 +208,7 @@ import Testing
         let applied = p.apply(gated)
         #expect(applied)
         var released = event(1, .released, .queued, at: 3000)
-        released.cause = "announced"
+        released.cause = .announced
         p.apply(released)
         p.apply(event(1, .bound, .bound, at: 3000, backend: 3))
         p.apply(event(1, .started, .running, at: 3500, backend: 3))

@@ -139,7 +139,7 @@ import Testing
             Issue.record("expected a failure, got \(bad)")
             return
         }
-        #expect(f.code == ErrorCode("invalid_result") && !f.retryable)
+        #expect(f.code == .invalidResult && !f.retryable)
         _ = e.receive(assign(2, lease: 11), at: .seconds(1))
         let good = sent(e.execFinished(job: JobID(2), lease: Lease(11), result: .output(#" {"image":"a.png"} "#), at: .seconds(2)))
         #expect(good == [.completed(.init(job: JobID(2), lease: Lease(11), result: RawJSON(unchecked: #"{"image":"a.png"}"#)))])

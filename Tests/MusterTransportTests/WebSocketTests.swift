@@ -289,6 +289,50 @@ struct WebSocketTests {
         await t.shutdown()
     }
 
+    @Test func upgradeOfferingNoKnownSubprotocolGetsHTTP400() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server) { s in
+            s.http.errorResponse = { status, message in
+                HTTPResponse(status: status, body: Array(#"{"code":"invalid_message","message":"\#(message)"}"#.utf8))
+            }
+        }
+        for offer in ["muster.unknown.v9", nil, "a, b"] {
+            let socket = try RawSocket(port: port)
+            var request = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            if let offer { request += "Sec-WebSocket-Protocol: \(offer)\r\n" }
+            socket.write(request + "\r\n")
+            let response = socket.read(until: "}")
+            #expect(response.hasPrefix("HTTP/1.") && response.contains(" 400 "), "offer \(offer ?? "none"): \(response)")
+            #expect(response.contains(#""code":"invalid_message""#), "offer \(offer ?? "none"): \(response)")
+        }
+        #expect(server.openedIDs().isEmpty)
+        #expect(await t.counters.upgradesRefused == 3)
+        await t.shutdown()
+    }
+
+    @Test func upgradeOfferingSeveralSubprotocolsGetsTheFirstKnownOne() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let other = Recorder<WSEvent>()
+        let port = try await echoServer(t, server) { s in
+            s.subprotocols.append(("muster.backend.v1", other.handler()))
+        }
+        for (offer, expected) in [
+            ("muster.unknown.v9, muster.backend.v1, muster.client.v1", "muster.backend.v1"),
+            ("muster.client.v1, muster.backend.v1", "muster.client.v1"),
+        ] {
+            let socket = try RawSocket(port: port)
+            let head = socket.webSocketHandshake(path: "/v1/ws", subprotocol: offer)
+            #expect(head.hasPrefix("HTTP/1.1 101"), "\(head)")
+            #expect(head.lowercased().contains("sec-websocket-protocol: \(expected)"), "\(head)")
+        }
+        #expect(await other.waitOpened(count: 1))
+        #expect(await server.waitOpened(count: 1))
+        await t.shutdown()
+    }
+
     @Test func manyLinksOnOneLoop() async throws {
         let t = try makeTransport()
         let server = Recorder<WSEvent>()

@@ -492,6 +492,24 @@ extension WireEnum {
 extension BackendState: WireEnum {}
 extension JobState: WireEnum {}
 
+extension AttemptOutcome: JSONValueDecodable, JSONValueEncodable {
+    static func decodeJSON(_ doc: JSONDocument, _ i: Int) throws(ProtocolError) -> AttemptOutcome {
+        let s = try String.decodeJSON(doc, i)
+        try Grammar.code.check(s, path: "")
+        return AttemptOutcome(s)
+    }
+    func encodeJSON(_ w: inout JSONWriter) { w.string(rawValue) }
+}
+
+extension ReleaseCause: JSONValueDecodable, JSONValueEncodable {
+    static func decodeJSON(_ doc: JSONDocument, _ i: Int) throws(ProtocolError) -> ReleaseCause {
+        let s = try String.decodeJSON(doc, i)
+        try Grammar.code.check(s, path: "")
+        return ReleaseCause(s)
+    }
+    func encodeJSON(_ w: inout JSONWriter) { w.string(rawValue) }
+}
+
 extension ErrorCode: JSONValueDecodable, JSONValueEncodable {
     static func decodeJSON(_ doc: JSONDocument, _ i: Int) throws(ProtocolError) -> ErrorCode {
         let s = try String.decodeJSON(doc, i)

@@ -432,12 +432,12 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         /// With `gated`: what the job waits for.
         public var waiting: Wire.GateWait?
         /// With `released`: open set `announced`, `window_elapsed`, `idle_backend`, `gate_disabled`.
-        public var cause: String?
+        public var cause: ReleaseCause?
 
         public init(
             job: JobID, batch: BatchID, event: JobEventKind, state: JobState, attempt: Int, atMs: UInt64,
             backend: BackendID? = nil, progress: Double? = nil, message: String? = nil, result: RawJSON? = nil,
-            error: Wire.ErrorBody? = nil, waiting: Wire.GateWait? = nil, cause: String? = nil
+            error: Wire.ErrorBody? = nil, waiting: Wire.GateWait? = nil, cause: ReleaseCause? = nil
         ) {
             self.job = job
             self.batch = batch
@@ -469,7 +469,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
                 progress: progress, message: try o.optionalString("message", .message),
                 result: try o.raw("result", object: false, maxBytes: o.doc.limits.maxResultBytes),
                 error: try o.optional("error"), waiting: try o.optional("waiting"),
-                cause: try o.optionalString("cause", .code))
+                cause: try o.optional("cause"))
         }
 
         func encodeMembers(_ w: inout JSONWriter) {

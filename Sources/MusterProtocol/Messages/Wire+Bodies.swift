@@ -483,14 +483,13 @@ extension Wire {
     public struct AttemptRecord: Hashable, Sendable, WireObject {
         public var attempt: Int
         public var backend: BackendID
-        /// Open set: `completed`, `failed`, `backend_lost`, `revoked`, `canceled`, `running`.
-        public var outcome: String
+        public var outcome: AttemptOutcome
         public var error: ErrorBody?
         public var boundMs: UInt64
         public var endedMs: UInt64?
 
         public init(
-            attempt: Int, backend: BackendID, outcome: String, error: ErrorBody? = nil, boundMs: UInt64,
+            attempt: Int, backend: BackendID, outcome: AttemptOutcome, error: ErrorBody? = nil, boundMs: UInt64,
             endedMs: UInt64? = nil
         ) {
             self.attempt = attempt
@@ -504,7 +503,7 @@ extension Wire {
         static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
             Self(
                 attempt: try o.int("attempt", in: 1...1000), backend: try o.required("backend"),
-                outcome: try o.string("outcome", .code), error: try o.optional("error"),
+                outcome: try o.required("outcome"), error: try o.optional("error"),
                 boundMs: try o.required("bound_ms"), endedMs: try o.optional("ended_ms"))
         }
 

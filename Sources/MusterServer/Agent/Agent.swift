@@ -132,7 +132,7 @@ public actor Agent {
         switch message {
         case .error(let e):
             logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
-            if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, ErrorCode("stale_incarnation")].contains(e.code) {
+            if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code) {
                 failure = "\(e.code): \(e.message)"
             }
         case .welcome(let w):

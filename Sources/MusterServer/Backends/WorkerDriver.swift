@@ -125,7 +125,7 @@ final class WorkerDriver: @unchecked Sendable {
         case .failed(let status, let tail):
             result = .failed(code: .jobFailed, message: tail.isEmpty ? "the command ended with \(status)" : "the command ended with \(status): \(tail)", retryable: false)
         case .timedOut(let tail):
-            result = .failed(code: ErrorCode("job_timeout"), message: "the command ran past its timeout and was killed" + (tail.isEmpty ? "" : ": \(tail)"), retryable: false)
+            result = .failed(code: .jobTimeout, message: "the command ran past its timeout and was killed" + (tail.isEmpty ? "" : ": \(tail)"), retryable: false)
         case .outputTooLarge(let limit):
             result = .failed(code: .limitExceeded, message: "the command wrote more than \(limit) bytes to stdout", retryable: false)
         case .canceled:

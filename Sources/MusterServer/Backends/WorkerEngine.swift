@@ -236,7 +236,7 @@ public struct WorkerEngine: Sendable {
             if let ends = job.endsAt, ends <= now {
                 let fails = spec.failureRate > 0 && Double.random(in: 0..<1, using: &random) < spec.failureRate
                 if fails {
-                    finish(id, .failed(.init(job: id, lease: lease, code: ErrorCode("simulated_failure"),
+                    finish(id, .failed(.init(job: id, lease: lease, code: .simulatedFailure,
                         message: "\(spec.name) failed the job (simulated, failure rate \(spec.failureRate))", retryable: true)), out: &out)
                 } else {
                     let seconds = Double((ends - job.startedAt!).milliseconds) / 1000
@@ -272,7 +272,7 @@ public struct WorkerEngine: Sendable {
                     finish(id, .completed(.init(job: id, lease: lease, result: raw)), out: &out)
                 }
             } catch {
-                finish(id, .failed(.init(job: id, lease: lease, code: ErrorCode("invalid_result"),
+                finish(id, .failed(.init(job: id, lease: lease, code: .invalidResult,
                     message: "the command's stdout is not JSON: \(error.reason)", retryable: false)), out: &out)
             }
         case .failed(let code, let message, let retryable):
@@ -287,7 +287,7 @@ public struct WorkerEngine: Sendable {
 
     private mutating func accept(_ a: CoordinatorToBackend.Assign, at now: CoreInstant, out: inout [Action]) {
         if let model = a.model, !spec.models.contains(model), !loadedModels.contains(model) {
-            out.append(.send(.failed(.init(job: a.job, lease: a.lease, code: ErrorCode("model_unavailable"),
+            out.append(.send(.failed(.init(job: a.job, lease: a.lease, code: .modelUnavailable,
                 message: "\(spec.name) does not have model \(model)", retryable: true))))
             return
         }
@@ -386,7 +386,7 @@ public struct WorkerEngine: Sendable {
             out.append(.send(.loadModelResult(.init(id: requestID, model: model, ok: true, durationMs: 0))))
         } else if !spec.models.contains(model) {
             out.append(.send(.loadModelResult(.init(id: requestID, model: model, ok: false,
-                error: Wire.ErrorBody(code: ErrorCode("unknown_model"), message: "\(spec.name) does not have model \(model)")))))
+                error: Wire.ErrorBody(code: .unknownModel, message: "\(spec.name) does not have model \(model)")))))
         } else if modelLoads[model] != nil {
             modelLoads[model]!.requests.append(requestID)
         } else {
@@ -449,4 +449,15 @@ func jsonEscaped(_ s: String) -> String {
     var out = ""
     appendJSONString(s, to: &out)
     return String(out.dropFirst().dropLast())
+}
+
+// The built-in workers' own failure codes: a backend's code travels as it is (Protocol/README.md
+// section 5: the set is open, and `requeued`/`failed` keep the backend's code).
+extension ErrorCode {
+    /// A simulated worker drew a failure (its `failure_rate`); retryable.
+    public static let simulatedFailure = ErrorCode("simulated_failure")
+    /// An exec worker's command printed something that is not one JSON value.
+    public static let invalidResult = ErrorCode("invalid_result")
+    /// An `assign` named a model this worker does not have; retryable elsewhere.
+    public static let modelUnavailable = ErrorCode("model_unavailable")
 }

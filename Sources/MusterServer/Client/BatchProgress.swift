@@ -80,7 +80,7 @@ public struct BatchProgress: Sendable {
             job.progress = e.progress ?? job.progress
             job.progressMessage = e.message ?? job.progressMessage
         case .released:
-            job.releaseCause = e.cause
+            job.releaseCause = e.cause?.rawValue
         case .requeued:
             if let error = e.error { job.requeues.append(error) }
             job.progress = nil

@@ -1,0 +1,213 @@
+import Foundation
+import MusterProtocol
+import MusterServer
+import Testing
+
+/// The daemon against Protocol/README.md on real sockets: what an independent backend and client
+/// written from the spec alone expect, message by message (acks, ids on errors, closes, job
+/// events and attempt histories).
+@Suite struct SpecContractTests {
+    static let backendV1 = "muster.backend.v1"
+    static let clientV1 = "muster.client.v1"
+
+    func hello(_ name: String, incarnation: Int, id: String = "h1") -> String {
+        #"{"type":"hello","id":"\#(id)","role":"backend","name":"\#(name)","token":"","versions":[1],"incarnation":\#(incarnation),"slots":1}"#
+    }
+
+    func clientHello(id: String = "c1") -> String {
+        #"{"type":"hello","id":"\#(id)","role":"client","name":"tester","token":"","versions":[1]}"#
+    }
+
+    func capabilities(_ incarnation: Int, _ revision: Int, _ state: String, features: [String] = ["frameinterps", "video"]) -> String {
+        let list = features.map { "\"\($0)\"" }.joined(separator: ",")
+        return #"{"type":"capabilities","incarnation":\#(incarnation),"revision":\#(revision),"state":"\#(state)","features":[\#(list)],"models":{"available":[],"loaded":[]},"slots":1}"#
+    }
+
+    func backend(_ c: TestCoordinator, _ name: String, incarnation: Int) async throws -> (WirePeer, [String: Any]) {
+        let peer = try await WirePeer(port: c.port, subprotocol: Self.backendV1)
+        await peer.send(hello(name, incarnation: incarnation))
+        return (peer, try await peer.next(type: "welcome"))
+    }
+
+    @Test func everyAnnouncementGetsExactlyOneAck() async throws {
+        let c = try await TestCoordinator.start(backends: "[]")
+        let (b, welcome) = try await backend(c, "gpu-a", incarnation: 5)
+        // heartbeat_ms is what the transport does: half of links.keepalive_seconds (10 s).
+        #expect(welcome["heartbeat_ms"] as? Int == 5000)
+        #expect(welcome["known"] == nil)
+        let sends: [(String, Bool, Int)] = [
+            (capabilities(5, 1, "ready"), true, 1),
+            (capabilities(5, 1, "ready"), false, 1),  // duplicate
+            (capabilities(5, 1, "loading"), false, 1),  // same version, other content
+            (capabilities(5, 2, "ready"), true, 2),
+            (capabilities(5, 1, "ready"), false, 2),  // older
+        ]
+        for (json, applied, revision) in sends {
+            await b.send(json)
+            let ack = try await b.next(type: "capabilities_ack")
+            #expect(ack["applied"] as? Bool == applied, "\(json) -> \(ack)")
+            #expect(ack["revision"] as? Int == revision && ack["incarnation"] as? Int == 5, "\(ack)")
+        }
+        // A round trip after the last one: no second ack is on its way for any of them.
+        await b.send(capabilities(5, 3, "ready"))
+        _ = try await b.next(type: "capabilities_ack")
+        #expect(b.all { $0["type"] as? String == "capabilities_ack" }.count == sends.count + 1)
+        await b.close()
+        await c.stop()
+    }
+
+    @Test func errorsEchoTheRequestIDAndCloseAsTheSpecSays() async throws {
+        let c = try await TestCoordinator.start(
+            backends: "[]", settings: [("links.handshake_timeout_seconds", "120")])
+        // A request before hello.
+        let early = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await early.send(#"{"type":"status","id":"early"}"#)
+        let notRegistered = try await early.next(type: "error")
+        #expect(notRegistered["code"] as? String == "not_registered" && notRegistered["id"] as? String == "early")
+        #expect(try await early.closed() == 1008)
+
+        // A hello that fails validation ends the link at once (the hello timeout is 120 s here).
+        let bad = try await WirePeer(port: c.port, subprotocol: Self.backendV1)
+        await bad.send(#"{"type":"hello","id":"hx","role":"backend","name":"x","token":"","versions":[],"incarnation":1,"slots":1}"#)
+        let invalid = try await bad.next(type: "error")
+        #expect(invalid["code"] as? String == "invalid_message" && invalid["id"] as? String == "hx", "\(invalid)")
+        #expect(try await bad.closed() == 1008)
+
+        // A second hello.
+        let (first, _) = try await backend(c, "gpu-b", incarnation: 10)
+        await first.send(hello("gpu-b", incarnation: 10, id: "h2"))
+        let second = try await first.next(type: "error")
+        #expect(second["code"] as? String == "unexpected_message" && second["id"] as? String == "h2")
+        #expect(try await first.closed() == 1008)
+
+        // An older incarnation than the one linked.
+        let (current, _) = try await backend(c, "gpu-c", incarnation: 10)
+        let stale = try await WirePeer(port: c.port, subprotocol: Self.backendV1)
+        await stale.send(hello("gpu-c", incarnation: 9, id: "h9"))
+        let staleError = try await stale.next(type: "error")
+        #expect(staleError["code"] as? String == "stale_incarnation" && staleError["id"] as? String == "h9")
+        #expect(try await stale.closed() == 1008)
+
+        // A newer link with the same name replaces the old one: goodbye, no error, then 4005.
+        let (replacement, _) = try await backend(c, "gpu-c", incarnation: 10)
+        let goodbye = try await current.next("the goodbye")
+        #expect(goodbye["type"] as? String == "goodbye" && goodbye["reason"] as? String == "replaced", "\(goodbye)")
+        #expect(try await current.closed() == 4005)
+        #expect(current.all { $0["type"] as? String == "error" }.isEmpty)
+
+        // Nesting too deep after the id: the error still names the request.
+        let client = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await client.send(clientHello())
+        _ = try await client.next(type: "welcome")
+        let deep = String(repeating: "[", count: 80) + String(repeating: "]", count: 80)
+        await client.send(#"{"type":"submit","id":"deep","jobs":[{"kind":"image","params":{"p":\#(deep)}}]}"#)
+        let depth = try await client.next(type: "error")
+        #expect(depth["code"] as? String == "limit_exceeded" && depth["id"] as? String == "deep", "\(depth)")
+
+        for peer in [early, bad, first, current, stale, replacement, client] { await peer.close() }
+        await c.stop()
+    }
+
+    @Test func jobEventsAndHistoryCarryWhatTheSpecPromises() async throws {
+        // The local backend is busy for a long time with the first job; the raw backend is
+        // registered but has not announced, so the gate holds the second.
+        let c = try await TestCoordinator.start(
+            backends: #"[{"name": "local", "kind": "simulated", "features": ["frameinterps", "video"], "job_seconds": {"default": 600}}]"#)
+        let (b, welcome) = try await backend(c, "gpu-d", incarnation: 7)
+        let remoteID = try #require(welcome["backend"] as? Int)
+        let client = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await client.send(clientHello())
+        _ = try await client.next(type: "welcome")
+        await client.send(#"{"type":"subscribe","id":"s1"}"#)
+        _ = try await client.next(type: "subscribed")
+        await client.send(#"{"type":"submit","id":"r1","jobs":[{"kind":"video","needs":["frameinterps","video"],"count":2}]}"#)
+        // `accepted` comes before any event of the batch.
+        let accepted = try await client.next("accepted")
+        #expect(accepted["type"] as? String == "accepted", "\(accepted)")
+        let ids = try #require(accepted["jobs"] as? [Int])
+        // Events of both jobs interleave: each job's are kept until asked for.
+        var pending: [Int: [[String: Any]]] = [:]
+        func events(_ job: Int, _ count: Int) async throws -> [[String: Any]] {
+            while pending[job, default: []].count < count {
+                let m = try await client.next(type: "job")
+                pending[m["job"] as? Int ?? 0, default: []].append(m)
+            }
+            let out = Array(pending[job, default: []].prefix(count))
+            pending[job]?.removeFirst(count)
+            return out
+        }
+        func summary(_ e: [[String: Any]]) -> [String] {
+            e.map { m in
+                "\(m["event"] ?? "?") a\(m["attempt"] ?? "?")" + ((m["backend"] as? Int).map { " b\($0)" } ?? "")
+                    + ((m["cause"] as? String).map { " \($0)" } ?? "")
+            }
+        }
+        let first = try await events(ids[0], 4)
+        #expect(summary(first) == ["queued a0", "gated a0", "released a0 b-1 idle_backend", "bound a1 b-1"])
+        let second = try await events(ids[1], 2)
+        #expect(summary(second) == ["queued a0", "gated a0"])
+
+        await b.send(capabilities(7, 1, "ready"))
+        let assign = try await b.next(type: "assign")
+        #expect(assign["job"] as? Int == ids[1] && assign["attempt"] as? Int == 1)
+        #expect(summary(try await events(ids[1], 2)) == ["released a0 b\(remoteID) announced", "bound a1 b\(remoteID)"])
+
+        // A retryable failure: requeued with the backend's own code, then bound again (attempt 2).
+        let lease = try #require(assign["lease"] as? Int)
+        await b.send(#"{"type":"failed","job":\#(ids[1]),"lease":\#(lease),"code":"out_of_memory","message":"CUDA out of memory","retryable":true}"#)
+        let requeued = try await events(ids[1], 2)
+        #expect(summary(requeued) == ["requeued a1 b\(remoteID)", "bound a2 b-1"])
+        let error = requeued[0]["error"] as? [String: Any]
+        #expect(error?["code"] as? String == "out_of_memory" && error?["message"] as? String == "CUDA out of memory")
+
+        // A late report under the dead lease: stale_lease naming the report, nothing else.
+        await b.send(#"{"type":"completed","job":\#(ids[1]),"lease":\#(lease),"result":{}}"#)
+        let staleLease = try await b.next(type: "stale_lease")
+        #expect(staleLease["about"] as? String == "completed" && staleLease["lease"] as? Int == lease)
+        #expect(b.all { $0["type"] as? String == "revoke" }.isEmpty)
+
+        // The history: outcome codes, the error apart.
+        let info = try await HTTP.get("http://127.0.0.1:\(c.port)/v1/jobs/\(ids[1])").json
+        let history = try #require(info["history"] as? [[String: Any]])
+        #expect(history.map { $0["outcome"] as? String } == ["requeued", "bound"])
+        #expect((history[0]["error"] as? [String: Any])?["code"] as? String == "out_of_memory")
+        #expect(info["attempt"] as? Int == 2)
+
+        await client.close()
+        await b.close()
+        await c.stop()
+    }
+
+    @Test func anUpgradeOfferingNoKnownSubprotocolGetsHTTP400() async throws {
+        let c = try await TestCoordinator.start(backends: "[]")
+        for offer in ["muster.worker.v7", nil] {
+            var headers = [
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            ]
+            if let offer { headers["Sec-WebSocket-Protocol"] = offer }
+            let r = try await HTTP.get("http://127.0.0.1:\(c.port)/v1/ws", headers: headers)
+            #expect(r.status == 400, "\(offer ?? "none"): \(r.status) \(r.text)")
+            #expect(r.json["code"] as? String == "invalid_message", "\(r.text)")
+        }
+        await c.stop()
+    }
+
+    @Test func aNewIncarnationHidesTheOldSnapshot() async throws {
+        let c = try await TestCoordinator.start(backends: "[]")
+        let (old, _) = try await backend(c, "gpu-e", incarnation: 100)
+        await old.send(capabilities(100, 1, "ready"))
+        _ = try await old.next(type: "capabilities_ack")
+        let (restarted, welcome) = try await backend(c, "gpu-e", incarnation: 200)
+        #expect(welcome["known"] == nil, "\(welcome)")
+        let list = try await HTTP.get("http://127.0.0.1:\(c.port)/v1/backends").json
+        let entry = (list["backends"] as? [[String: Any]])?.first { $0["name"] as? String == "gpu-e" }
+        #expect(entry != nil && entry?["capabilities"] == nil, "\(list)")
+        await restarted.send(capabilities(200, 1, "ready"))
+        let ack = try await restarted.next(type: "capabilities_ack")
+        #expect(ack["applied"] as? Bool == true && ack["incarnation"] as? Int == 200)
+        await old.close()
+        await restarted.close()
+        await c.stop()
+    }
+}
