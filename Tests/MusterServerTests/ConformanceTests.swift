@@ -24,7 +24,6 @@ import Testing
     static let knownDivergences: [String: Comment] = [
         "message_before_hello_1008":
             "decision 5: not_registered for a backend report before hello does not echo its id",
-        "subprotocol_negotiation": "decision 1: an upgrade with no known subprotocol is dropped instead of HTTP 400",
         "readme_names": "decision 11: README does not name the release cause gate_disabled",
     ]
 
