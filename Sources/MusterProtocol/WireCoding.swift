@@ -88,7 +88,27 @@ extension WireBody {
     }
 }
 
+/// The top-level `id` of a message, when it has a readable one, whatever its `type`: what an
+/// error about a message it could not act on echoes (Protocol/README.md section 2), e.g. a
+/// `started` sent before `hello`. Parses the text again: meant for rare error paths only.
+public func wireRequestID(of text: String, limits: ProtocolLimits = .default) -> String? {
+    var text = text
+    return text.withUTF8 { bytes in
+        try? JSONDocument.with(bytes, limits: limits) { doc throws(ProtocolError) -> String? in
+            Envelope.requestID(doc)
+        }
+    } ?? nil
+}
+
 enum Envelope {
+    /// The message's `id`, when it is a string of the key grammar.
+    static func requestID(_ doc: JSONDocument) -> String? {
+        guard doc.nodes[0].kind == .object, let idNode = firstMember(doc, "id"), doc.nodes[idNode].kind == .string
+        else { return nil }
+        let s = doc.string(idNode)
+        return (try? Grammar.key.check(s, path: "id")) != nil ? s : nil
+    }
+
     /// Parses a message, reads its `id` and `type` first (so that every error can echo them), then
     /// hands the object to `dispatch`, which switches on the type.
     static func decode<M>(
@@ -102,11 +122,7 @@ enum Envelope {
                 guard doc.nodes[0].kind == .object else {
                     throw .invalid("", "a message must be a JSON object, found \(doc.kindName(0))")
                 }
-                let idNode = firstMember(doc, "id")
-                if let idNode, doc.nodes[idNode].kind == .string {
-                    let s = doc.string(idNode)
-                    if (try? Grammar.key.check(s, path: "id")) != nil { requestID = s }
-                }
+                requestID = Envelope.requestID(doc)
                 let typeNode = firstMember(doc, "type")
                 // Only a plausible type name is kept: it ends up in logs and answers.
                 if let typeNode, doc.nodes[typeNode].kind == .string, doc.textLength(typeNode) <= 66 {

@@ -69,7 +69,7 @@ extension Daemon {
             guard case .hello(let hello) = message else {
                 refuse(
                     id, backendSide: true, code: .notRegistered, message: "send hello first, then \(message.type)",
-                    close: 1008, requestID: message.requestID)
+                    close: 1008, requestID: message.requestID ?? wireRequestID(of: text, limits: limits))
                 return
             }
             if let timer { transport.assumeIsolated { $0.cancel(timer) } }

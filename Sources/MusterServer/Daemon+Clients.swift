@@ -78,7 +78,7 @@ extension Daemon {
             guard case .hello(let hello) = message else {
                 refuse(
                     id, backendSide: false, code: .notRegistered, message: "send hello first, then \(message.type)",
-                    close: 1008, requestID: message.requestID)
+                    close: 1008, requestID: message.requestID ?? wireRequestID(of: text, limits: limits))
                 return
             }
             if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }

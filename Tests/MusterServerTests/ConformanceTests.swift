@@ -21,11 +21,7 @@ import Testing
     /// Scenarios the daemon does not pass yet, with the spec decisions (issue 13) they wait for.
     /// Listed ones are recorded as known issues; one that starts passing fails the case ("known
     /// issue not recorded") until it is taken off this list.
-    static let knownDivergences: [String: Comment] = [
-        "message_before_hello_1008":
-            "decision 5: not_registered for a backend report before hello does not echo its id",
-        "readme_names": "decision 11: README does not name the release cause gate_disabled",
-    ]
+    static let knownDivergences: [String: Comment] = [:]
 
     struct Outcome: Decodable, Sendable {
         var rule: String
