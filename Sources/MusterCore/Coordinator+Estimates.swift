@@ -84,7 +84,8 @@ extension Coordinator {
         let slots = backends.records[bi].slots
         let speed = backends.records[bi].speed
         func seconds(_ k: Int) -> Double {
-            var p = backends.records[bi].jobSeconds[k]
+            // Today's estimate, not the one at binding: the thief is priced with today's too.
+            var p = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
             for f in floors where f.estimate == backends.records[bi].jobEstimate[k] { p = max(p, f.seconds / speed) }
             return p
         }
@@ -191,7 +192,7 @@ extension Coordinator {
             let t = now.seconds
             for k in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[k] >= 0 {
                 let elapsed = t - backends.records[vi].jobStartedAt[k]
-                if elapsed > backends.records[vi].jobSeconds[k] {
+                if elapsed > expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k])) {
                     floors.append((backends.records[vi].jobEstimate[k], elapsed * backends.records[vi].speed))
                 }
             }
@@ -277,5 +278,16 @@ extension Coordinator {
         }
         list.sort { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
         return BackendEstimates(speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds, jobs: list)
+    }
+}
+
+extension Coordinator {
+    /// Expected seconds of one job of each class (kind and model) on a backend of speed 1.0.
+    public var jobClassEstimates: [JobClassEstimate] {
+        estimates.classKeys.enumerated().map { e, key in
+            JobClassEstimate(
+                kind: key.kind, model: key.model, seconds: estimates.jobSeconds[e] ?? estimates.priorSeconds[e],
+                measured: estimates.jobSeconds[e] != nil)
+        }.sorted { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
     }
 }
