@@ -114,9 +114,42 @@ extension Coordinator {
 
     /// When a job of class `c` (estimate `e`) would finish on the backend at `bi` if bound now.
     func expectedCompletion(_ bi: Int, _ c: Int, _ e: Int) -> Double {
-        let available = backends.records[bi].jobs.count < backends.records[bi].slots
-            ? now.seconds : expectedSchedule(bi).available
-        return max(available, modelReady(bi, c) ?? 0) + expectedSeconds(bi, e)
+        max(availableAt(bi), modelReady(bi, c) ?? 0) + expectedSeconds(bi, e)
+    }
+
+    /// `expectedSchedule(bi).available` without allocating (this runs on every binding).
+    func availableAt(_ bi: Int) -> Double {
+        let t = now.seconds
+        let n = backends.records[bi].jobs.count
+        let slots = backends.records[bi].slots
+        if n < slots { return t }
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: slots) { slotEnds in
+            slotEnds.initialize(repeating: t)
+            func earliest() -> Int {
+                var i = 0
+                for k in 1..<slots where slotEnds[k] < slotEnds[i] { i = k }
+                return i
+            }
+            var used = 0
+            for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
+                var end = backends.records[bi].jobStartedAt[k] + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+                if end < t { end = t + (t - end) }
+                if used < slots {
+                    slotEnds[used] = end
+                    used += 1
+                } else {
+                    let i = earliest()
+                    slotEnds[i] = max(slotEnds[i], end)
+                }
+            }
+            for k in 0..<n where backends.records[bi].jobStartedAt[k] < 0 {
+                let i = earliest()
+                slotEnds[i] =
+                    max(slotEnds[i], backends.records[bi].jobReadyAt[k])
+                    + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+            }
+            return slotEnds[earliest()]
+        }
     }
 
     /// The expected-completion rule, for a free backend and the best job it may take (the head of
@@ -179,8 +212,7 @@ extension Coordinator {
     /// backend holding it (by more than 5% of the job), if any.
     mutating func stealSooner(into thief: BackendID) -> Bool {
         guard let ti = backends.index(thief) else { return false }
-        let available =
-            backends.records[ti].jobs.count < backends.records[ti].slots ? now.seconds : expectedSchedule(ti).available
+        let available = availableAt(ti)
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         for v in stealable where v != thief {
             guard let vi = backends.index(v), backends.records[vi].running >= backends.records[vi].slots else {
