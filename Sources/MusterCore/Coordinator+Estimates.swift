@@ -84,7 +84,8 @@ extension Coordinator {
         let slots = backends.records[bi].slots
         let speed = backends.records[bi].speed
         func seconds(_ k: Int) -> Double {
-            var p = backends.records[bi].jobSeconds[k]
+            // Today's estimate, not the one at binding: the thief is priced with today's too.
+            var p = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
             for f in floors where f.estimate == backends.records[bi].jobEstimate[k] { p = max(p, f.seconds / speed) }
             return p
         }
@@ -113,9 +114,42 @@ extension Coordinator {
 
     /// When a job of class `c` (estimate `e`) would finish on the backend at `bi` if bound now.
     func expectedCompletion(_ bi: Int, _ c: Int, _ e: Int) -> Double {
-        let available = backends.records[bi].jobs.count < backends.records[bi].slots
-            ? now.seconds : expectedSchedule(bi).available
-        return max(available, modelReady(bi, c) ?? 0) + expectedSeconds(bi, e)
+        max(availableAt(bi), modelReady(bi, c) ?? 0) + expectedSeconds(bi, e)
+    }
+
+    /// `expectedSchedule(bi).available` without allocating (this runs on every binding).
+    func availableAt(_ bi: Int) -> Double {
+        let t = now.seconds
+        let n = backends.records[bi].jobs.count
+        let slots = backends.records[bi].slots
+        if n < slots { return t }
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: slots) { slotEnds in
+            slotEnds.initialize(repeating: t)
+            func earliest() -> Int {
+                var i = 0
+                for k in 1..<slots where slotEnds[k] < slotEnds[i] { i = k }
+                return i
+            }
+            var used = 0
+            for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
+                var end = backends.records[bi].jobStartedAt[k] + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+                if end < t { end = t + (t - end) }
+                if used < slots {
+                    slotEnds[used] = end
+                    used += 1
+                } else {
+                    let i = earliest()
+                    slotEnds[i] = max(slotEnds[i], end)
+                }
+            }
+            for k in 0..<n where backends.records[bi].jobStartedAt[k] < 0 {
+                let i = earliest()
+                slotEnds[i] =
+                    max(slotEnds[i], backends.records[bi].jobReadyAt[k])
+                    + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+            }
+            return slotEnds[earliest()]
+        }
     }
 
     /// The expected-completion rule, for a free backend and the best job it may take (the head of
@@ -178,8 +212,7 @@ extension Coordinator {
     /// backend holding it (by more than 5% of the job), if any.
     mutating func stealSooner(into thief: BackendID) -> Bool {
         guard let ti = backends.index(thief) else { return false }
-        let available =
-            backends.records[ti].jobs.count < backends.records[ti].slots ? now.seconds : expectedSchedule(ti).available
+        let available = availableAt(ti)
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         for v in stealable where v != thief {
             guard let vi = backends.index(v), backends.records[vi].running >= backends.records[vi].slots else {
@@ -191,7 +224,7 @@ extension Coordinator {
             let t = now.seconds
             for k in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[k] >= 0 {
                 let elapsed = t - backends.records[vi].jobStartedAt[k]
-                if elapsed > backends.records[vi].jobSeconds[k] {
+                if elapsed > expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k])) {
                     floors.append((backends.records[vi].jobEstimate[k], elapsed * backends.records[vi].speed))
                 }
             }
@@ -272,5 +305,16 @@ extension Coordinator {
         }
         list.sort { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
         return BackendEstimates(speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds, jobs: list)
+    }
+}
+
+extension Coordinator {
+    /// Expected seconds of one job of each class (kind and model) on a backend of speed 1.0.
+    public var jobClassEstimates: [JobClassEstimate] {
+        estimates.classKeys.enumerated().map { e, key in
+            JobClassEstimate(
+                kind: key.kind, model: key.model, seconds: estimates.jobSeconds[e] ?? estimates.priorSeconds[e],
+                measured: estimates.jobSeconds[e] != nil)
+        }.sorted { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
     }
 }

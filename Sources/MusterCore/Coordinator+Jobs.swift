@@ -148,7 +148,6 @@ extension Coordinator {
         }
         let c = jobs[id].classIndex
         let bi = backends.index(backend)!
-        let seconds = expectedSeconds(bi, jobs[id].estimateIndex)
         let readyAt = modelReady(bi, c) ?? 0
         var placement: Placement?
         if policy.routing == .expectedCompletion {
@@ -161,7 +160,6 @@ extension Coordinator {
             runnerUp = nil
         }
         backends[backend].jobs.append(id)
-        backends[backend].jobSeconds.append(seconds)
         backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
         backends[backend].jobReadyAt.append(readyAt)
         backends[backend].jobStartedAt.append(-1)
@@ -184,7 +182,6 @@ extension Coordinator {
         let wasRunning = jobs[slot: ji].state == .running
         if let bi = backends.index(backend), let i = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobs.remove(at: i)
-            backends[backend].jobSeconds.remove(at: i)
             backends[backend].jobEstimate.remove(at: i)
             backends[backend].jobReadyAt.remove(at: i)
             backends[backend].jobStartedAt.remove(at: i)

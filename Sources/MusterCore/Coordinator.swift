@@ -364,9 +364,8 @@ struct Backend {
     var nodes: Set<String> = []
     /// Jobs bound here, in binding order.
     var jobs: [JobID] = []
-    /// Per entry of `jobs`: its expected seconds here, the earliest it can start (its model
-    /// loaded; core seconds) and when it started (-1: not yet), for expected completion times.
-    var jobSeconds: [Double] = []
+    /// Per entry of `jobs`: its estimate class, the earliest it can start (its model loaded; core
+    /// seconds) and when it started (-1: not yet), for expected completion times.
     var jobEstimate: [Int32] = []
     var jobReadyAt: [Double] = []
     var jobStartedAt: [Double] = []

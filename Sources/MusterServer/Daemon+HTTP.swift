@@ -208,6 +208,13 @@ extension Daemon {
             "muster_queue_depth", label: "priority",
             counts: Dictionary(uniqueKeysWithValues: core.queueDepthByPriority.map { ("\($0.key)", $0.value) }))
         metrics.gauge("muster_gate_held_jobs").record(core.readiness.heldJobs)
+        // Routing estimates: each backend's speed, and each job class's expected seconds at 1.0.
+        for b in core.backendList {
+            if let e = core.estimates(for: b.id) { metrics.gauge("muster_backend_speed", ["backend": b.name]).record(e.speed) }
+        }
+        for j in core.jobClassEstimates {
+            metrics.gauge("muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? ""]).record(j.seconds)
+        }
         metrics.gauge("muster_ready").record(wireReadiness().ready ? 1 : 0)
         let counters = transport.assumeIsolated { $0.counters }
         metrics.gauge("muster_bytes", ["direction": "in"]).record(counters.bytesIn)
