@@ -42,8 +42,19 @@ extension Coordinator {
             return
         }
         var speed = backends.records[bi].speed
+        // A speed is learned against what other backends measured (or a configured prior), never
+        // against this backend's own earlier samples alone: a slow cold first run followed by fast
+        // ones would otherwise make it look many times faster than backends not yet measured.
+        let others = estimates.measuredByMany[e] || (estimates.soleMeasurer[e].map { $0 != backend } ?? false)
+        if estimates.soleMeasurer[e] == nil, !estimates.measuredByMany[e] {
+            estimates.soleMeasurer[e] = backend
+        } else if others {
+            estimates.measuredByMany[e] = true
+            estimates.soleMeasurer[e] = nil
+        }
+        let measured = others ? estimates.jobSeconds[e] : nil
+        let reference = measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
         // Durations below a millisecond say nothing about speed (and would divide by ~0).
-        let reference = estimates.jobSeconds[e] ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
         if x >= 0.001, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
             speed = min(1000, max(0.01, learned))

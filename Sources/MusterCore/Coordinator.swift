@@ -430,6 +430,11 @@ struct Estimates {
     var priorSeconds: [Double] = []
     /// Whether `priorSeconds` was configured (then it is a reference for learning speeds).
     var priorConfigured: [Bool] = []
+    /// The backend whose samples the class's measurements come from, while only one has measured
+    /// it (nil before any, or once a second backend has): a backend's samples against its own
+    /// earlier ones (a cold first run, say) say nothing about its speed relative to others.
+    var soleMeasurer: [BackendID?] = []
+    var measuredByMany: [Bool] = []
     var classKeys: [ClassEstimateKey] = []
     /// By model id.
     var loadSeconds: [Double?] = []
@@ -445,6 +450,8 @@ struct Estimates {
         jobSeconds.append(nil)
         priorSeconds.append(prior ?? fallback)
         priorConfigured.append(prior != nil)
+        soleMeasurer.append(nil)
+        measuredByMany.append(false)
         classKeys.append(key)
         keys[key] = jobSeconds.count - 1
         return jobSeconds.count - 1

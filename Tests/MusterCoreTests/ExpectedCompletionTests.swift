@@ -121,3 +121,34 @@ import Testing
         #expect(bound.first?.placement == Placement(expectedSeconds: 30, runnerUp: BackendID(1), runnerUpSeconds: 31))
     }
 }
+
+/// A backend's speed is relative to other backends: its own samples alone (a slow cold first run,
+/// then fast ones, as a ComfyUI's first prompt) must not make it look faster than backends not yet
+/// measured, or they would never get work.
+@Suite struct SpeedLearningTests {
+    let image = JobSpec(kind: "image")
+
+    mutating func run(_ h: inout Harness, _ job: JobID, for seconds: Double) {
+        let backend = h.backend(job), lease = h.lease(job)
+        h.send(.jobStarted(job, backend: backend, lease: lease))
+        h.clock = h.clock + .seconds(seconds)
+        h.send(.jobCompleted(job, backend: backend, lease: lease, result: RawJSON(unchecked: "{}")))
+    }
+
+    @Test mutating func aBackendsOwnSamplesDoNotMakeItFasterThanTheOthers() throws {
+        var h = Harness { $0.routing = .expectedCompletion }
+        h.ready(1, features: ["image"])
+        let first = h.submit(image)
+        run(&h, first[0], for: 10)  // cold
+        let second = h.submit(image)
+        run(&h, second[0], for: 1)  // warm
+        #expect(h.core.estimates(for: BackendID(1))?.speed == 1, "only its own samples: no speed learned")
+
+        // A second backend measures the class: now speeds are relative to each other.
+        h.ready(2, features: ["image"])
+        let third = h.submit(image, count: 2)
+        let on2 = try #require(third.first { h.backend($0) == BackendID(2) }, "the unmeasured backend gets work")
+        run(&h, on2, for: 2)
+        #expect(h.core.estimates(for: BackendID(2))?.speedSource == .measured, "measured against backend 1's samples")
+    }
+}
