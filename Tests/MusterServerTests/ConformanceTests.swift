@@ -77,22 +77,5 @@ import Testing
 func conformanceScript(_ arguments: [String], bound: Duration) async throws -> Data {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Conformance/conformance.py").path
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-    p.arguments = [script] + arguments
-    let out = Pipe()
-    p.standardOutput = out
-    try p.run()
-    let killer = Task {
-        try await Task.sleep(for: bound)
-        if p.isRunning { p.terminate() }
-    }
-    defer { killer.cancel() }
-    return await withCheckedContinuation { c in
-        Thread.detachNewThread {
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            c.resume(returning: data)
-        }
-    }
+    return try await runPython(script, arguments, bound: bound).output
 }

@@ -35,12 +35,19 @@ struct MetricsText: Sendable {
     static func series(_ name: String, _ label: String, _ value: String) -> String { "\(name){\(label)=\"\(value)\"}" }
 }
 
-/// Runs a script of Tests/Interop with Debian's python3 (which has python3-websockets) on a
-/// thread of its own, so a slow case never blocks the test's executor. Returns the JSON object
-/// the script printed, or `exit`/`output` when it printed something else.
+/// Runs a script of Tests/Interop with Debian's python3 (which has python3-websockets). Returns
+/// the JSON object the script printed, or `exit`/`output` when it printed something else.
 func runInteropScript(_ name: String, _ arguments: [String], bound: Duration = .seconds(120)) async throws -> [String: Any] {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Interop/\(name)").path
+    let (data, status) = try await runPython(script, arguments, bound: bound)
+    let fallback: [String: Any] = ["exit": Int(status), "output": String(decoding: data, as: UTF8.self)]
+    return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any]) ?? fallback
+}
+
+/// Runs a Python script with Debian's python3 on a thread of its own, so a slow script never
+/// blocks the test's executor; it is killed after `bound`. Returns its standard output and status.
+func runPython(_ script: String, _ arguments: [String], bound: Duration) async throws -> (output: Data, status: Int32) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
     p.arguments = [script] + arguments
@@ -52,15 +59,13 @@ func runInteropScript(_ name: String, _ arguments: [String], bound: Duration = .
         if p.isRunning { p.terminate() }
     }
     defer { killer.cancel() }
-    let data: Data = await withCheckedContinuation { c in
+    return await withCheckedContinuation { c in
         Thread.detachNewThread {
             let data = out.fileHandleForReading.readDataToEndOfFile()
             p.waitUntilExit()
-            c.resume(returning: data)
+            c.resume(returning: (data, p.terminationStatus))
         }
     }
-    let fallback: [String: Any] = ["exit": Int(p.terminationStatus), "output": String(decoding: data, as: UTF8.self)]
-    return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any]) ?? fallback
 }
 
 /// Raises this process's soft limit on open files towards `wanted` (children inherit it) and
