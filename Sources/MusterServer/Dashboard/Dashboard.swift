@@ -17,8 +17,10 @@ enum Dashboard {
         /// The warm-up gate's window (`gate.window_seconds`), for the countdown bar.
         var gateWindowMs: Int64
 
+        /// Feature names are checked against the feature grammar (`a-z 0-9 _ . -`) when the
+        /// configuration loads, so they need no escaping and cannot close the block.
         var json: String {
-            let features = highlightFeatures.map { "\"\(jsonEscaped($0))\"" }.joined(separator: ",")
+            let features = highlightFeatures.map { "\"\($0)\"" }.joined(separator: ",")
             return "{\"highlight_features\":[\(features)],\"gate_window_ms\":\(gateWindowMs)}"
         }
     }
@@ -57,22 +59,5 @@ enum Dashboard {
                 (name: "Referrer-Policy", value: "no-referrer"),
             ],
             body: body)
-    }
-
-    /// JSON string escaping that also keeps `<` out of the page, so no value can close the block.
-    private static func jsonEscaped(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "<": out += "\\u003c"
-            case _ where u.value < 0x20:
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out
     }
 }
