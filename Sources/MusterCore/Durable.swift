@@ -1,0 +1,116 @@
+import MusterProtocol
+
+/// One change to the durable state of batches, jobs and backends. The core emits every change as
+/// a `.persist` action, in the order the changes happen; a store that applies them in that order
+/// holds exactly what `Coordinator.restore` needs after a crash or a restart.
+///
+/// What is kept is what a restarted coordinator must know to lose nothing and run nothing twice:
+/// each batch with its entries and key, each job's state, binding (backend, lease, attempt), its
+/// result or failure, and the incarnation of every backend that holds jobs. Not kept: `started`
+/// and `progress` (a backend that still runs a job says `started` again after `welcome`),
+/// capability snapshots (backends announce again), attempt histories before the restart (the
+/// attempt number is kept), and estimates.
+public enum StoreChange: Hashable, Sendable {
+    /// A new batch: its jobs are `batch.firstJob ..< batch.firstJob + batch.jobCount`, entry by
+    /// entry (each entry `count` jobs), all queued with attempt 0.
+    case batchAccepted(StoredBatch)
+    /// A job bound to a backend: attempt `attempt` under `lease`.
+    case jobBound(job: JobID, backend: BackendID, lease: Lease, attempt: Int)
+    /// A job back in the queue (requeued or revoked); `lostAttempts` counts the attempts that
+    /// ended without the job's fault (bounded by the policy's `maxAttempts`).
+    case jobRequeued(job: JobID, attempt: Int, lostAttempts: Int)
+    /// A job reached its final state (`completed` with `result`, `failed` with `failure`,
+    /// `canceled`). Written before the final event is published.
+    case jobEnded(StoredJob)
+    /// Finished jobs dropped by retention, and the batches left with no job.
+    case evicted(jobs: [JobID], batches: [BatchID])
+    /// A backend registered with a new incarnation (or for the first time): keeps the name to id
+    /// map stable across restarts and tells a reconnecting backend from a restarted one.
+    case backendRegistered(id: BackendID, name: String, incarnation: Incarnation)
+}
+
+/// A batch as stored.
+public struct StoredBatch: Hashable, Sendable {
+    public var id: BatchID
+    public var key: String?
+    public var entries: [BatchEntry]
+    public var firstJob: JobID
+    public var submittedAt: CoreInstant
+
+    public init(id: BatchID, key: String?, entries: [BatchEntry], firstJob: JobID, submittedAt: CoreInstant) {
+        self.id = id
+        self.key = key
+        self.entries = entries
+        self.firstJob = firstJob
+        self.submittedAt = submittedAt
+    }
+
+    /// The number of jobs the batch created.
+    public var jobCount: Int { entries.reduce(0) { $0 + $1.count } }
+}
+
+/// A job's stored state (its spec is its batch's entry).
+public struct StoredJob: Hashable, Sendable {
+    public var id: JobID
+    public var batch: BatchID
+    /// `queued` (never bound, or back in the queue), `bound` (bound or running when stored),
+    /// or a final state.
+    public var state: JobState
+    public var backend: BackendID?
+    public var lease: Lease?
+    public var attempt: Int
+    public var lostAttempts: Int
+    public var result: RawJSON?
+    /// With `failed`: the code and message (structured details are not kept).
+    public var failure: JobFailure?
+    public var endedAt: CoreInstant?
+
+    public init(
+        id: JobID, batch: BatchID, state: JobState, backend: BackendID? = nil, lease: Lease? = nil, attempt: Int = 0,
+        lostAttempts: Int = 0, result: RawJSON? = nil, failure: JobFailure? = nil, endedAt: CoreInstant? = nil
+    ) {
+        self.id = id
+        self.batch = batch
+        self.state = state
+        self.backend = backend
+        self.lease = lease
+        self.attempt = attempt
+        self.lostAttempts = lostAttempts
+        self.result = result
+        self.failure = failure
+        self.endedAt = endedAt
+    }
+}
+
+/// A backend as stored: its id, name and the incarnation of its last registration.
+public struct StoredBackend: Hashable, Sendable {
+    public var id: BackendID
+    public var name: String
+    public var incarnation: Incarnation
+
+    public init(id: BackendID, name: String, incarnation: Incarnation) {
+        self.id = id
+        self.name = name
+        self.incarnation = incarnation
+    }
+}
+
+/// Everything a store holds, read at startup and fed to `Coordinator.restore`.
+public struct StoreSnapshot: Hashable, Sendable {
+    /// By id, ascending.
+    public var batches: [StoredBatch]
+    /// Every job of every stored batch, by id, ascending.
+    public var jobs: [StoredJob]
+    public var backends: [StoredBackend]
+    /// How many times the store was opened, this opening included (1 for a new store). Leases
+    /// issued after this opening are larger than any issued before it (`epoch << 32`), so a
+    /// binding made before a crash and never stored cannot be confused with a new one.
+    public var epoch: UInt64
+
+    public init(batches: [StoredBatch] = [], jobs: [StoredJob] = [], backends: [StoredBackend] = [], epoch: UInt64 = 0) {
+        self.batches = batches
+        self.jobs = jobs
+        self.backends = backends
+        self.epoch = epoch
+    }
+}
