@@ -32,6 +32,9 @@ extension Coordinator {
         }
         let restarted = b.incarnation != nil
         b.incarnation = r.incarnation
+        if policy.persistChanges {
+            out.append(.persist(.backendRegistered(id: r.id, name: r.name, incarnation: r.incarnation)))
+        }
         b.link = .up
         b.suspectUntil = nil
         b.registeredAt = now
@@ -104,6 +107,9 @@ extension Coordinator {
         let restarted = b.incarnation.map { snapshot.version.incarnation > $0 } ?? false
         if b.incarnation == nil || restarted {
             b.incarnation = snapshot.version.incarnation
+            if policy.persistChanges {
+                out.append(.persist(.backendRegistered(id: id, name: b.name, incarnation: snapshot.version.incarnation)))
+            }
         }
         if restarted {
             b.registeredAt = now

@@ -170,6 +170,7 @@ extension Coordinator {
             requestLoad(backend, m, force: false)
         }
         counters.bound += 1
+        if policy.persistChanges { out.append(.persist(.jobBound(job: id, backend: backend, lease: lease, attempt: attempt))) }
         out.append(.assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
         emit(jobs[id], .bound, placement: placement)
         out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
@@ -298,6 +299,9 @@ extension Coordinator {
             return
         }
         counters.requeued += 1
+        if policy.persistChanges {
+            out.append(.persist(.jobRequeued(job: id, attempt: jobs[id].attempt, lostAttempts: jobs[id].lostAttempts)))
+        }
         out.append(.observe(.requeued(id, cause)))
         enqueue(id, event: .requeued(cause, error: error), from: backend)
     }
@@ -327,6 +331,17 @@ extension Coordinator {
         case .failed: counters.failed += 1
         default: counters.canceled += 1
         }
+        if policy.persistChanges {
+            // Durable before the final event goes out: a crash never yields a second one.
+            let j = jobs[id]
+            out.append(
+                .persist(
+                    .jobEnded(
+                        StoredJob(
+                            id: id, batch: j.batch, state: state, backend: j.backend, lease: j.lease, attempt: j.attempt,
+                            lostAttempts: j.lostAttempts, result: j.result,
+                            failure: j.failure.map { JobFailure(code: $0.code, message: $0.message) }, endedAt: now))))
+        }
         emit(jobs[id], kind)
         if finished.isEmpty { schedule(now + policy.finishedJobRetention, .retention) }
         finished.append((id, now))
@@ -335,19 +350,24 @@ extension Coordinator {
 
     /// Drops finished jobs beyond the count limit or older than the retention.
     mutating func evictFinished() {
+        var evictedJobs: [JobID] = []
+        var evictedBatches: [BatchID] = []
         while let (first, endedAt) = finished.first {
             guard finished.count > policy.finishedJobLimit || endedAt.nanoseconds &+ retentionNanos <= now.nanoseconds
             else {
                 break
             }
             finished.removeFirst()
+            if policy.persistChanges { evictedJobs.append(first) }
             guard let batch = jobs.remove(first)?.batch, let i = batches.index(forKey: batch) else { continue }
             batches.values[i].live -= 1
             if batches.values[i].live <= 0 {
                 if let key = batches.values[i].key { batchKeys[key] = nil }
                 batches.remove(at: i)
+                if policy.persistChanges { evictedBatches.append(batch) }
             }
         }
+        if !evictedJobs.isEmpty { out.append(.persist(.evicted(jobs: evictedJobs, batches: evictedBatches))) }
     }
 
     mutating func retentionDue() {

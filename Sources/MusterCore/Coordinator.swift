@@ -143,6 +143,13 @@ public struct Coordinator: Sendable {
         begin(now)
         let batch = BatchID(nextBatchID)
         nextBatchID += 1
+        if policy.persistChanges {
+            // First: the bindings that follow in this event refer to these jobs.
+            out.append(
+                .persist(
+                    .batchAccepted(
+                        StoredBatch(id: batch, key: key, entries: entries, firstJob: JobID(nextJobID), submittedAt: now))))
+        }
         var ids: [JobID] = []
         ids.reserveCapacity(entries.reduce(0) { $0 + $1.count })
         for entry in entries {

@@ -46,6 +46,9 @@ public struct CorePolicy: Sendable, Hashable {
     /// Largest number of distinct (needs, model) combinations; each is an index the router keeps
     /// per backend, so clients may not create them without bound.
     public var maxJobClasses: Int = 10_000
+    /// Emit a `.persist` action for every change a job store keeps (`StoreChange`). Off for a
+    /// coordinator without a store (`store.url = memory:`), so that it pays nothing for them.
+    public var persistChanges: Bool = false
 
     public init() {}
 }

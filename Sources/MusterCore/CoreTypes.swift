@@ -261,6 +261,10 @@ public enum CoreAction: Hashable, Sendable {
     /// `version` is the received one), otherwise `version` is the one still held.
     case ackCapabilities(backend: BackendID, version: CapabilityVersion, applied: Bool)
     case jobEvent(JobEvent)
+    /// Keep this change in the job store (only with `CorePolicy.persistChanges`). The shell
+    /// publishes no job event and sends no answer that follows a `.persist` to clients before the
+    /// store says the change is durable; work sent to backends need not wait.
+    case persist(StoreChange)
     case readinessChanged(Readiness)
     case observe(Observation)
 }

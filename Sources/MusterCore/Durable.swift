@@ -114,3 +114,51 @@ public struct StoreSnapshot: Hashable, Sendable {
         self.epoch = epoch
     }
 }
+
+/// What a store holds after a sequence of changes, kept in memory: the reference semantics every
+/// store implements (its tests compare against it), and what the tests restore from.
+public struct StoreImage: Hashable, Sendable {
+    public private(set) var batches: [BatchID: StoredBatch] = [:]
+    public private(set) var jobs: [JobID: StoredJob] = [:]
+    public private(set) var backends: [BackendID: StoredBackend] = [:]
+
+    public init() {}
+
+    public mutating func apply(_ change: StoreChange) {
+        switch change {
+        case .batchAccepted(let b):
+            batches[b.id] = b
+            var id = b.firstJob.rawValue
+            for _ in 0..<b.jobCount {
+                jobs[JobID(id)] = StoredJob(id: JobID(id), batch: b.id, state: .queued)
+                id += 1
+            }
+        case .jobBound(let job, let backend, let lease, let attempt):
+            jobs[job]?.state = .bound
+            jobs[job]?.backend = backend
+            jobs[job]?.lease = lease
+            jobs[job]?.attempt = attempt
+        case .jobRequeued(let job, let attempt, let lost):
+            jobs[job]?.state = .queued
+            jobs[job]?.backend = nil
+            jobs[job]?.lease = nil
+            jobs[job]?.attempt = attempt
+            jobs[job]?.lostAttempts = lost
+        case .jobEnded(let j):
+            if jobs[j.id] != nil { jobs[j.id] = j }
+        case .evicted(let gone, let goneBatches):
+            for j in gone { jobs[j] = nil }
+            for b in goneBatches { batches[b] = nil }
+        case .backendRegistered(let id, let name, let incarnation):
+            for (other, b) in backends where b.name == name && other != id { backends[other] = nil }
+            backends[id] = StoredBackend(id: id, name: name, incarnation: incarnation)
+        }
+    }
+
+    /// The snapshot a store would return, in its order.
+    public func snapshot(epoch: UInt64) -> StoreSnapshot {
+        StoreSnapshot(
+            batches: batches.values.sorted { $0.id < $1.id }, jobs: jobs.values.sorted { $0.id < $1.id },
+            backends: backends.values.sorted { $0.id < $1.id }, epoch: epoch)
+    }
+}

@@ -338,7 +338,7 @@ struct Simulation {
                     open -= 1
                 default: break
                 }
-            case .ackCapabilities, .readinessChanged, .observe:
+            case .ackCapabilities, .readinessChanged, .observe, .persist:
                 break
             }
         }

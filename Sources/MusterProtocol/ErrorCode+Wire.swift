@@ -32,7 +32,7 @@ extension ErrorCode {
         .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .helloTimeout, .staleLease,
         .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
         .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .modelLoadFailed, .canceled, .notFound,
-        .methodNotAllowed, .shuttingDown, .internalError,
+        .methodNotAllowed, .shuttingDown, .storeUnavailable, .internalError,
     ]
 
     /// The HTTP status an error with this code is answered with. Unknown codes map to 500.
@@ -48,7 +48,7 @@ extension ErrorCode {
         case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .canceled:
             422
         case .modelLoadFailed: 502
-        case .shuttingDown: 503
+        case .shuttingDown, .storeUnavailable: 503
         default: 500
         }
     }

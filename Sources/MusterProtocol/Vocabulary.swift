@@ -255,5 +255,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let canceled = ErrorCode("canceled")
     public static let limitExceeded = ErrorCode("limit_exceeded")
     public static let shuttingDown = ErrorCode("shutting_down")
+    /// The job store cannot write (cannot open, read-only, disk full, corrupt) or is too far
+    /// behind: nothing new is accepted until it can.
+    public static let storeUnavailable = ErrorCode("store_unavailable")
     public static let internalError = ErrorCode("internal_error")
 }

@@ -1,0 +1,151 @@
+import MusterProtocol
+
+extension Coordinator {
+    /// Takes over what a job store kept (`StoreSnapshot`) when the coordinator starts again after
+    /// a crash or a restart. Call it once, first, on a coordinator that has no jobs yet.
+    ///
+    /// - Batches come back with their keys (an idempotent retry still gets the first receipt).
+    /// - Queued jobs queue again in their original order (job id) and priority.
+    /// - Jobs stored as bound stay bound to their backend under their lease: the backend is kept
+    ///   as `suspect` with the incarnation it had, for the suspect grace. A backend that comes back
+    ///   with that incarnation (it kept running) gets its jobs back in `welcome.bindings`; one
+    ///   that comes back with a new incarnation, or not within the grace, has its jobs requeued
+    ///   exactly as if its link had been lost under this coordinator.
+    /// - Finished jobs come back for queries and are evicted by the same retention rules.
+    /// - Leases continue above `snapshot.epoch << 32` (and above every stored lease), so a binding
+    ///   sent before the crash but never stored cannot be confused with a new one.
+    ///
+    /// Emits no job events (no client can be subscribed yet) and no `.persist` for what the store
+    /// already holds; evictions that became due while the coordinator was down are persisted.
+    public mutating func restore(_ snapshot: StoreSnapshot, at now: CoreInstant) -> [CoreAction] {
+        precondition(jobs.count == 0 && batches.isEmpty, "restore runs before any job exists")
+        begin(now)
+        var maxLease = snapshot.epoch << 32
+        var byID: [JobID: Int] = [:]
+        byID.reserveCapacity(snapshot.jobs.count)
+        for (i, j) in snapshot.jobs.enumerated() {
+            byID[j.id] = i
+            if let l = j.lease { maxLease = max(maxLease, l.rawValue) }
+        }
+        nextLease = max(nextLease, maxLease + 1)
+        let stored = Dictionary(snapshot.backends.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
+
+        // Remote backends known before are expected back: the warm-up gate waits for them (its
+        // window counted from now) instead of failing restored jobs that only they could run.
+        for b in snapshot.backends where !b.id.isLocal && !backends.contains(b.id) {
+            expect(b.id, name: b.name)
+        }
+        var ended: [(job: JobID, endedAt: CoreInstant)] = []
+        var requeue: [JobID] = []
+        for batch in snapshot.batches {
+            var ids: [JobID] = []
+            ids.reserveCapacity(batch.jobCount)
+            var next = batch.firstJob.rawValue
+            var live = 0
+            for entry in batch.entries {
+                let c = classFor(entry.spec)
+                let e = estimates.index(
+                    kind: entry.spec.kind, model: entry.spec.model,
+                    prior: policy.jobDurationPriors[entry.spec.kind]?.secondsValue, fallback: defaultJobSeconds)
+                for _ in 0..<entry.count {
+                    let id = JobID(next)
+                    next += 1
+                    // A job the store no longer has (evicted) is not brought back.
+                    guard let i = byID[id] else { continue }
+                    let s = snapshot.jobs[i]
+                    ids.append(id)
+                    live += 1
+                    var record = JobRecord(
+                        id: id, batch: batch.id, spec: entry.spec, state: .queued, backend: nil, lease: nil,
+                        attempt: s.attempt, progress: 0, progressMessage: nil, history: [], result: nil, failure: nil,
+                        waitReason: nil, submittedAt: batch.submittedAt, endedAt: nil, classIndex: c, estimateIndex: e,
+                        round: 0, seq: 0, enqueuedAt: now)
+                    record.lostAttempts = s.lostAttempts
+                    if s.state.isFinal {
+                        record.state = s.state
+                        record.backend = s.backend
+                        record.lease = s.lease
+                        record.result = s.result
+                        record.failure = s.failure
+                        record.progress = s.state == .completed ? 1 : 0
+                        record.endedAt = s.endedAt ?? now
+                        jobs.insert(record)
+                        ended.append((id, record.endedAt!))
+                        continue
+                    }
+                    record.round = assignRound(owner: entry.spec.owner, priority: entry.spec.priority)
+                    record.seq = takeSeq()
+                    jobs.insert(record)
+                    if (s.state == .bound || s.state == .running), let backend = s.backend, let lease = s.lease,
+                        let incarnation = stored[backend]?.incarnation ?? backends.get(backend)?.incarnation
+                    {
+                        adopt(id, on: backend, lease: lease, name: stored[backend]?.name, incarnation: incarnation)
+                    } else {
+                        requeue.append(id)
+                    }
+                }
+            }
+            nextJobID = max(nextJobID, next)
+            nextBatchID = max(nextBatchID, batch.id.rawValue + 1)
+            guard live > 0 else { continue }
+            batches[batch.id] = BatchRecord(
+                id: batch.id, key: batch.key, jobs: ids, submittedAt: batch.submittedAt, live: live,
+                entries: batch.key == nil ? [] : batch.entries)
+            if let key = batch.key { batchKeys[key] = batch.id }
+        }
+        // Queued again in id order: the order (and, within a priority, the rounds) they had.
+        for id in requeue { enqueueRestored(id) }
+        ended.sort { ($0.endedAt, $0.job) < ($1.endedAt, $1.job) }
+        for e in ended { finished.append(e) }
+        if let first = finished.first { schedule(first.endedAt + policy.finishedJobRetention, .retention) }
+        evictFinished()
+        return finish()
+    }
+
+    /// Puts a restored, unfinished job into its class queue (no event: nobody listens yet).
+    private mutating func enqueueRestored(_ id: JobID) {
+        let before = out.count
+        enqueue(id, event: .queued)
+        // `enqueue` emits the job's `queued` event; a restored job is not new.
+        out.removeSubrange(before...)
+    }
+
+    /// Binds a restored job to the backend it was bound to when the store last wrote it. The
+    /// backend is created `suspect` with its stored incarnation when the core does not know it.
+    private mutating func adopt(_ id: JobID, on backend: BackendID, lease: Lease, name: String?, incarnation: Incarnation) {
+        if backends.get(backend)?.link == .expected {
+            // Known from the store and not linked yet: it holds jobs, so it is suspect, not expected.
+            backends[backend].incarnation = incarnation
+            backends[backend].link = .suspect
+            backends[backend].suspectUntil = now + policy.suspectGrace
+            schedule(now + policy.suspectGrace, .suspect(backend))
+            refresh(backend, reindex: true)
+        }
+        if !backends.contains(backend) {
+            var b = Backend(
+                id: backend, name: name ?? "backend-\(backend)", priority: 0, link: .suspect, incarnation: incarnation,
+                helloSlots: 1, registeredAt: now)
+            b.suspectUntil = now + policy.suspectGrace
+            backends.put(b)
+            schedule(b.suspectUntil!, .suspect(backend))
+            scheduleGateWindow(backend)
+            refresh(backend, reindex: true)
+        } else if backends[backend].incarnation != incarnation {
+            // Registered again with another incarnation before the restore: its leases died.
+            enqueueRestored(id)
+            return
+        }
+        jobs[id].state = .bound
+        jobs[id].backend = backend
+        jobs[id].lease = lease
+        jobs[id].history = [
+            AttemptRecord(attempt: jobs[id].attempt, backend: backend, lease: lease, boundAt: now, outcome: .bound)
+        ]
+        backends[backend].jobs.append(id)
+        backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
+        backends[backend].jobReadyAt.append(0)
+        backends[backend].jobStartedAt.append(-1)
+        adjustModelInFlight(backend, 1)
+        refreshLoad(backend)
+    }
+}

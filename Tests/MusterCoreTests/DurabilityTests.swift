@@ -1,0 +1,228 @@
+import MusterCore
+import MusterProtocol
+import Testing
+
+/// The changes the core persists, and what a coordinator restored from them does.
+@Suite struct DurabilityTests {
+    let image = JobSpec(kind: "image")
+
+    /// A harness whose core persists, with the store image of everything persisted so far.
+    struct Durable {
+        var h: Harness
+        var image = StoreImage()
+        var applied = 0
+
+        init(_ configure: (inout CorePolicy) -> Void = { _ in }) {
+            h = Harness { p in
+                p.persistChanges = true
+                configure(&p)
+            }
+        }
+
+        /// Applies the persisted changes not applied yet, in order (as a store commits them).
+        mutating func commit() {
+            for action in h.all[applied...] { if case .persist(let c) = action { image.apply(c) } }
+            applied = h.all.count
+        }
+
+        /// A new coordinator restored from what was committed, `after` seconds later.
+        func restarted(epoch: UInt64, after seconds: Double = 1, _ configure: (inout CorePolicy) -> Void = { _ in })
+            -> Harness
+        {
+            var n = Harness { p in
+                p.persistChanges = true
+                configure(&p)
+            }
+            n.clock = .seconds(h.clock.seconds + seconds)
+            n.record(n.core.restore(image.snapshot(epoch: epoch), at: n.clock))
+            return n
+        }
+    }
+
+    func persisted(_ actions: [CoreAction]) -> [StoreChange] {
+        actions.compactMap { if case .persist(let c) = $0 { c } else { nil } }
+    }
+
+    @Test func nothingIsPersistedWithoutAStore() {
+        var h = Harness()
+        h.ready(1)
+        _ = h.submit(image, count: 3)
+        #expect(persisted(h.all).isEmpty)
+    }
+
+    @Test func theBatchIsPersistedBeforeItsBindingsAndTheEndBeforeTheFinalEvent() throws {
+        var d = Durable()
+        d.h.ready(1)
+        let jobs = d.h.submit(image, count: 2, key: "k1")
+        let kinds = d.h.last.compactMap { a -> String? in
+            switch a {
+            case .persist(.batchAccepted): "batch"
+            case .persist(.jobBound): "bound"
+            case .assign: "assign"
+            default: nil
+            }
+        }
+        #expect(kinds.first == "batch")
+        #expect(kinds.filter { $0 == "bound" }.count == 2)
+        let lease = d.h.lease(jobs[0])
+        let done = d.h.send(.jobCompleted(jobs[0], backend: BackendID(1), lease: lease, result: RawJSON(unchecked: "[1]")))
+        let endIndex = try #require(done.firstIndex { if case .persist(.jobEnded) = $0 { true } else { false } })
+        let eventIndex = try #require(
+            done.firstIndex { if case .jobEvent(let e) = $0, case .completed = e.kind { true } else { false } })
+        #expect(endIndex < eventIndex)
+        guard case .persist(.jobEnded(let stored)) = done[endIndex] else { return }
+        #expect(stored.state == .completed && stored.result?.text == "[1]" && stored.attempt == 1)
+    }
+
+    @Test func queuedJobsComeBackInOrderWithTheirBatchKey() throws {
+        var d = Durable()
+        // A backend that has not announced: the gate holds the jobs, nothing runs before the crash.
+        d.h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        let low = d.h.submit(JobSpec(kind: "image", priority: 0), count: 2, key: "low")
+        let high = d.h.submit(JobSpec(kind: "image", priority: 5), count: 1, key: "high")
+        d.commit()
+        var n = d.restarted(epoch: 2)
+        // Backend 1 is expected back: the gate holds them again.
+        #expect(n.core.job(low[0])?.state == .gated)
+        #expect(n.core.backend(BackendID(1))?.link == .expected)
+        #expect(n.core.batch(BatchID(1))?.jobs == low)
+        // The same key and entries: the first receipt, nothing new.
+        let (receipt, _) = try n.core.submit(
+            key: "low", entries: [BatchEntry(spec: JobSpec(kind: "image", priority: 0), count: 2)], at: n.clock)
+        #expect(receipt.duplicate && receipt.jobs == low)
+        // New jobs and batches get new ids.
+        let fresh = n.submit(image)
+        #expect(fresh[0] > high[0])
+        // A backend takes them by priority, then in their original order.
+        n.ready(1, slots: 1)
+        n.send(.jobCompleted(high[0], backend: BackendID(1), lease: n.lease(high[0]), result: .null))
+        n.send(.jobCompleted(low[0], backend: BackendID(1), lease: n.lease(low[0]), result: .null))
+        let order = n.all.compactMap { if case .assign(let j, _, _, _, _, _) = $0 { j } else { nil } }
+        #expect(order == [high[0], low[0], low[1], fresh[0]])
+    }
+
+    @Test func aBackendThatKeptRunningGetsItsJobsBackUnderTheSameLease() throws {
+        var d = Durable()
+        d.h.ready(1, incarnation: 7)
+        let job = d.h.submit(image)[0]
+        let lease = d.h.lease(job)
+        d.h.send(.jobStarted(job, backend: BackendID(1), lease: lease))
+        d.commit()
+        var n = d.restarted(epoch: 2)
+        #expect(n.core.job(job)?.state == .bound)
+        #expect(n.core.bindings(of: BackendID(1)).map(\.job) == [job])
+        #expect(n.core.backend(BackendID(1))?.link == .suspect)
+        // The same process registers again: it keeps the job, its report under the old lease counts.
+        n.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(7))))
+        #expect(n.core.bindings(of: BackendID(1)).map(\.lease) == [lease])
+        n.send(.jobStarted(job, backend: BackendID(1), lease: lease))
+        n.send(.jobCompleted(job, backend: BackendID(1), lease: lease, result: .null))
+        #expect(n.state(job) == .completed)
+        #expect(n.core.counters.completed == 1 && n.core.counters.requeued == 0)
+        // Leases issued now are above every lease of earlier openings.
+        n.announce(1, .ready, incarnation: 7, revision: 1)
+        let next = n.submit(image)[0]
+        #expect(n.lease(next).rawValue > 2 << 32)
+    }
+
+    @Test func aBackendThatRestartedLosesItsLeasesAtOnce() {
+        var d = Durable()
+        d.h.ready(1, incarnation: 7)
+        let job = d.h.submit(image)[0]
+        let old = d.h.lease(job)
+        d.commit()
+        var n = d.restarted(epoch: 2)
+        n.ready(1, incarnation: 8)
+        #expect(n.events(job).contains(.requeued(.backendRestarted, error: JobFailure(code: .backendRestarted, message: "backend 1 (b1) restarted with a new incarnation: its leases died"))))
+        // Bound again at once on the new incarnation, under a lease above the old one.
+        #expect(n.state(job) == .bound)
+        #expect(n.lease(job) > old)
+        #expect(n.core.job(job)?.attempt == 2)
+        // The old lease is stale now.
+        n.send(.jobCompleted(job, backend: BackendID(1), lease: old, result: .null))
+        #expect(n.state(job) == .bound)
+    }
+
+    @Test func aBackendThatDoesNotComeBackLosesItsJobsAfterTheGrace() {
+        var d = Durable { $0.suspectGrace = .seconds(10) }
+        d.h.ready(1)
+        d.h.ready(2)
+        let job = d.h.submit(image)[0]
+        let first = d.h.backend(job)
+        d.commit()
+        var n = d.restarted(epoch: 2) { $0.suspectGrace = .seconds(10) }
+        let other: Int64 = first == BackendID(1) ? 2 : 1
+        n.ready(other)
+        #expect(n.state(job) == .bound && n.backend(job) == first)  // still waiting for its backend
+        n.advance(to: n.clock.seconds + 11)
+        #expect(n.state(job) == .bound && n.backend(job) == BackendID(other))
+        #expect(n.core.job(job)?.attempt == 2)
+    }
+
+    @Test func finishedJobsAnswerQueriesAndRetentionStillApplies() throws {
+        var d = Durable { $0.finishedJobRetention = .seconds(100) }
+        d.h.ready(1)
+        let jobs = d.h.submit(image, count: 2)
+        d.h.send(.jobCompleted(jobs[0], backend: BackendID(1), lease: d.h.lease(jobs[0]), result: RawJSON(unchecked: #"{"x":"é"}"#)))
+        d.h.record(try d.h.core.cancelJob(jobs[1], at: d.h.clock))
+        d.commit()
+        var n = d.restarted(epoch: 2, after: 50) { $0.finishedJobRetention = .seconds(100) }
+        #expect(n.core.job(jobs[0])?.result?.text == #"{"x":"é"}"#)
+        #expect(n.core.job(jobs[1])?.state == .canceled)
+        // Retention counts from when they ended, not from the restart.
+        n.advance(to: n.clock.seconds + 60)
+        #expect(n.core.job(jobs[0]) == nil && n.core.batch(BatchID(1)) == nil)
+        #expect(persisted(n.all).contains(.evicted(jobs: jobs, batches: [BatchID(1)])))
+    }
+
+    /// A crash at any point: the jobs of every stored batch end exactly once over both lives,
+    /// counting only final events whose end was stored before the crash.
+    @Test(arguments: 0..<40) func aCrashAnywhereLosesNoStoredJobAndEndsNoneTwice(seed: Int) throws {
+        var rng = SplitMix64(seed: UInt64(seed) &+ 11)
+        var d = Durable()
+        d.h.ready(1, incarnation: 1)
+        d.h.ready(2, incarnation: 1)
+        var ended: [JobID: Int] = [:]
+        let steps = 30 + Int(rng.next() % 30)
+        for _ in 0..<steps {
+            switch rng.next() % 5 {
+            case 0, 1:
+                d.h.submit(image, count: 1 + Int(rng.next() % 3))
+            default:
+                // A backend finishes or fails one of its jobs.
+                let b = BackendID(Int64(1 + rng.next() % 2))
+                guard let (job, lease) = d.h.core.bindings(of: b).first else { continue }
+                if rng.next() % 4 == 0 {
+                    d.h.send(.jobFailed(job, backend: b, lease: lease, code: .jobFailed, message: "oom", retryable: true))
+                } else {
+                    d.h.send(.jobCompleted(job, backend: b, lease: lease, result: .null))
+                }
+            }
+            if rng.next() % 3 == 0 { d.commit() }  // group commits land now and then
+        }
+        // Final events published before the crash: only those whose end was durable.
+        let durableEnds = Set(d.image.jobs.values.filter { $0.state.isFinal }.map(\.id))
+        for job in durableEnds { ended[job, default: 0] += 1 }
+        let stored = Set(d.image.jobs.keys)
+        // Restart; backend 1 kept running (same incarnation), backend 2 restarted.
+        var n = d.restarted(epoch: 2)
+        n.ready(1, incarnation: 1, revision: 2)
+        n.ready(2, incarnation: 2)
+        for _ in 0..<200 {
+            var progressed = false
+            for b in [BackendID(1), BackendID(2)] {
+                for (job, lease) in n.core.bindings(of: b) {
+                    let actions = n.send(.jobCompleted(job, backend: b, lease: lease, result: .null))
+                    for case .jobEvent(let e) in actions {
+                        if e.state.isFinal { ended[e.job, default: 0] += 1 }
+                    }
+                    progressed = true
+                }
+            }
+            if !progressed { break }
+        }
+        for job in stored { #expect(ended[job] == 1, "job \(job) ended \(ended[job] ?? 0) times") }
+        #expect(ended.values.allSatisfy { $0 == 1 })
+    }
+}
+
