@@ -29,6 +29,12 @@ let package = Package(
             pkgConfig: "libwebsockets",
             providers: [.apt(["libwebsockets-dev", "libssl-dev"])]
         ),
+        // SQLite (Debian's libsqlite3), wrapped thinly. Only MusterStore imports it.
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         // Wire types and codecs. No I/O.
         .target(name: "MusterProtocol", swiftSettings: strict),
         // Registry, warm-up gate, router, job lifecycle. No I/O, time injected.
@@ -39,6 +45,12 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
+            swiftSettings: strict
+        ),
+        // The durable job store: SQLite with one writer thread and group commit.
+        .target(
+            name: "MusterStore",
+            dependencies: ["MusterProtocol", "MusterCore", "CSQLite"],
             swiftSettings: strict
         ),
         // The one event loop: WebSocket and HTTP server and client on libwebsockets.
@@ -57,6 +69,7 @@ let package = Package(
             dependencies: [
                 "MusterProtocol",
                 "MusterCore",
+                "MusterStore",
                 "MusterTransport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -101,6 +114,11 @@ let package = Package(
                 "MusterProtocol",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MusterStoreTests",
+            dependencies: ["MusterStore", "MusterCore", "MusterProtocol"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,100 @@
+import MusterProtocol
+
+/// The SQLite store's schema. Its version is the database's `user_version`; `application_id`
+/// marks the file as a Muster store.
+///
+/// One row per batch (its entries as JSON, see `EntriesJSON`), one row per job (inserted with its
+/// batch, updated in place, deleted on eviction), one row per backend name, and the epoch.
+/// Integers that are `UInt64` in Swift (ids, leases, incarnations, instants) are stored as their
+/// bit pattern in SQLite's signed 64-bit INTEGER.
+enum SQLiteSchema {
+    /// The version this build writes; a store with a larger one is refused (written by a newer
+    /// Muster), a smaller one is migrated.
+    static let version: Int64 = 1
+    /// "MSTR".
+    static let applicationID: Int64 = 0x4D53_5452
+
+    static let create = """
+        CREATE TABLE meta (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            epoch INTEGER NOT NULL
+        );
+        INSERT INTO meta (id, epoch) VALUES (1, 0);
+        CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            key TEXT UNIQUE,
+            first_job INTEGER NOT NULL,
+            job_count INTEGER NOT NULL,
+            submitted_at INTEGER NOT NULL,
+            entries TEXT NOT NULL
+        );
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            batch INTEGER NOT NULL,
+            state INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            lost INTEGER NOT NULL,
+            backend INTEGER,
+            lease INTEGER,
+            ended_at INTEGER,
+            result TEXT,
+            error_code TEXT,
+            error_message TEXT
+        );
+        CREATE TABLE backends (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            incarnation INTEGER NOT NULL
+        );
+        PRAGMA application_id = \(applicationID);
+        PRAGMA user_version = \(version);
+        """
+
+    // Writes. INSERT OR REPLACE, so that applying a change twice can never fail on a constraint
+    // (a failed commit is retried as a whole; a change that could never succeed would stall the
+    // store). For backends, REPLACE also drops the row of a name that moved to another id.
+    static let insertBatch =
+        "INSERT OR REPLACE INTO batches (id, key, first_job, job_count, submitted_at, entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    static let insertJob = "INSERT OR REPLACE INTO jobs (id, batch, state, attempt, lost) VALUES (?1, ?2, 0, 0, 0)"
+    static let bindJob = "UPDATE jobs SET state = 1, backend = ?2, lease = ?3, attempt = ?4 WHERE id = ?1"
+    static let requeueJob =
+        "UPDATE jobs SET state = 0, backend = NULL, lease = NULL, attempt = ?2, lost = ?3 WHERE id = ?1"
+    static let endJob = """
+        UPDATE jobs SET state = ?2, backend = ?3, lease = ?4, attempt = ?5, lost = ?6, ended_at = ?7, result = ?8,
+            error_code = ?9, error_message = ?10 WHERE id = ?1
+        """
+    static let deleteJob = "DELETE FROM jobs WHERE id = ?1"
+    static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
+    static let upsertBackend = "INSERT OR REPLACE INTO backends (id, name, incarnation) VALUES (?1, ?2, ?3)"
+
+    // Reads, in id order (the rowid order: no sort).
+    static let selectBatches = "SELECT id, key, first_job, job_count, submitted_at, entries FROM batches ORDER BY id"
+    static let selectJobs = """
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        FROM jobs ORDER BY id
+        """
+    static let selectBackends = "SELECT id, name, incarnation FROM backends ORDER BY id"
+
+    /// The stored job states. The snapshot has only queued, bound and final states: `gated` is
+    /// stored as queued and `running` as bound.
+    static func stateCode(_ state: JobState) -> Int64 {
+        switch state {
+        case .queued, .gated: 0
+        case .bound, .running: 1
+        case .completed: 2
+        case .failed: 3
+        case .canceled: 4
+        }
+    }
+
+    static func state(_ code: Int64) -> JobState? {
+        switch code {
+        case 0: .queued
+        case 1: .bound
+        case 2: .completed
+        case 3: .failed
+        case 4: .canceled
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import CSQLite
+import MusterCore
+import MusterProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+extension SQLiteWriter {
+    /// Opens (creating the directories and the schema when new, migrating when old), increments
+    /// the epoch and reads everything, in one durable transaction.
+    static func open(
+        path: String, busyTimeout: Duration, compactionThresholdPages: Int
+    ) throws(StoreFailure) -> (SQLiteWriter, StoreSnapshot) {
+        do throws(StoreFailure) {
+            try prepareLocation(path)
+            let connection = try SQLiteConnection(path: path)
+            sqlite3_busy_timeout(connection.handle, milliseconds(busyTimeout))
+
+            // The header is read here: a file that is not a database fails with SQLITE_NOTADB.
+            let version = try connection.integer("PRAGMA user_version")
+            let applicationID = try connection.integer("PRAGMA application_id")
+            if applicationID != 0 && applicationID != SQLiteSchema.applicationID {
+                throw StoreFailure(
+                    .cannotOpen,
+                    "not a Muster store: an SQLite database of another application (application_id \(applicationID)) (\(path))"
+                )
+            }
+            if version > SQLiteSchema.version {
+                throw StoreFailure(
+                    .cannotOpen,
+                    "written by a newer Muster (schema version \(version); this build reads up to \(SQLiteSchema.version)): run the newer build or move the file away (\(path))"
+                )
+            }
+            if version == 0 {
+                let tables = try connection.integer("SELECT count(*) FROM sqlite_master")
+                if tables > 0 {
+                    throw StoreFailure(
+                        .cannotOpen, "not a Muster store: an SQLite database with \(tables) other objects (\(path))")
+                }
+                // Only possible before the first table exists.
+                try connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            }
+            let mode = try connection.text("PRAGMA journal_mode = WAL")
+            guard mode?.lowercased() == "wal" else {
+                throw StoreFailure(.cannotOpen, "cannot switch to WAL journal mode (got \(mode ?? "nothing")) (\(path))")
+            }
+            try configure(connection, busyTimeout: busyTimeout)
+
+            try transaction(connection) { () throws(StoreFailure) in
+                if version == 0 { try connection.execute(SQLiteSchema.create) }
+                // Migrations from older schema versions go here, one step per version.
+            }
+            var snapshot = StoreSnapshot()
+            try transaction(connection) { () throws(StoreFailure) in
+                try connection.execute("UPDATE meta SET epoch = epoch + 1 WHERE id = 1")
+                guard connection.changes == 1 else {
+                    throw StoreFailure(.corrupt, "the meta row holding the epoch is missing (\(path))")
+                }
+                snapshot = try read(connection, path: path)
+                snapshot.epoch = UInt64(bitPattern: try connection.integer("SELECT epoch FROM meta WHERE id = 1"))
+            }
+            connection.opening = false
+            let writer = SQLiteWriter(
+                try SQLiteDatabase(connection), busyTimeout: busyTimeout,
+                compactionThresholdPages: compactionThresholdPages)
+            return (writer, snapshot)
+        } catch {
+            throw explainReadOnly(error, path: path)
+        }
+    }
+
+    /// The per-connection settings (the journal mode and auto-vacuum are stored in the file).
+    static func configure(_ connection: SQLiteConnection, busyTimeout: Duration) throws(StoreFailure) {
+        sqlite3_busy_timeout(connection.handle, milliseconds(busyTimeout))
+        // FULL: every commit fsyncs the log; that is the durability contract of `.durable`.
+        // The log is cut back to 16 MiB after a checkpoint that followed a large commit.
+        try connection.execute(
+            """
+            PRAGMA synchronous = FULL;
+            PRAGMA journal_size_limit = \(16 << 20);
+            PRAGMA cache_size = -8192;
+            """)
+    }
+
+    private static func milliseconds(_ d: Duration) -> Int32 {
+        let (s, attos) = d.components
+        return Int32(clamping: s * 1000 + attos / 1_000_000_000_000_000)
+    }
+
+    /// Runs `body` in BEGIN IMMEDIATE ... COMMIT; rolls back on failure.
+    private static func transaction(
+        _ connection: SQLiteConnection, _ body: () throws(StoreFailure) -> Void
+    ) throws(StoreFailure) {
+        do throws(StoreFailure) {
+            try connection.execute("BEGIN IMMEDIATE")
+            try body()
+            try connection.execute("COMMIT")
+        } catch {
+            if connection.inTransaction { try? connection.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Reads batches, jobs and backends. Decodes each batch's entries once; allocates per job
+    /// only what the job holds (its result and failure texts).
+    private static func read(_ connection: SQLiteConnection, path: String) throws(StoreFailure) -> StoreSnapshot {
+        var snapshot = StoreSnapshot()
+        var jobCapacity = 0
+
+        let batches = try Statement(connection, SQLiteSchema.selectBatches, persistent: false)
+        while try batches.step() {
+            let id = batches.uint64(0)
+            guard let bytes = batches.bytes(5) else {
+                throw StoreFailure(.corrupt, "batch \(id) has no entries (\(path))")
+            }
+            let entries: [BatchEntry]
+            do throws(JSONCursor.Failure) {
+                entries = try EntriesJSON.decode(bytes)
+            } catch {
+                throw StoreFailure(
+                    .corrupt, "batch \(id): its entries do not read: \(error.reason) at byte \(error.offset) (\(path))")
+            }
+            snapshot.batches.append(
+                StoredBatch(
+                    id: BatchID(id), key: batches.string(1), entries: entries, firstJob: JobID(batches.uint64(2)),
+                    submittedAt: CoreInstant(nanoseconds: batches.uint64(4))))
+            jobCapacity += Int(clamping: batches.int64(3))
+        }
+
+        snapshot.jobs.reserveCapacity(jobCapacity)
+        let jobs = try Statement(connection, SQLiteSchema.selectJobs, persistent: false)
+        while try jobs.step() {
+            let id = jobs.uint64(0)
+            guard let state = SQLiteSchema.state(jobs.int64(2)) else {
+                throw StoreFailure(.corrupt, "job \(id) has an unknown state \(jobs.int64(2)) (\(path))")
+            }
+            var failure: JobFailure?
+            if let code = jobs.string(9) {
+                failure = JobFailure(code: ErrorCode(code), message: jobs.string(10) ?? "")
+            }
+            snapshot.jobs.append(
+                StoredJob(
+                    id: JobID(id), batch: BatchID(jobs.uint64(1)), state: state,
+                    backend: jobs.optionalInt64(3).map(BackendID.init(_:)),
+                    lease: jobs.optionalInt64(4).map { Lease(UInt64(bitPattern: $0)) },
+                    attempt: Int(jobs.int64(5)), lostAttempts: Int(jobs.int64(6)),
+                    result: jobs.string(8).map(RawJSON.init(unchecked:)), failure: failure,
+                    endedAt: jobs.optionalInt64(7).map { CoreInstant(nanoseconds: UInt64(bitPattern: $0)) }))
+        }
+
+        let backends = try Statement(connection, SQLiteSchema.selectBackends, persistent: false)
+        while try backends.step() {
+            snapshot.backends.append(
+                StoredBackend(
+                    id: BackendID(backends.int64(0)), name: backends.string(1) ?? "",
+                    incarnation: Incarnation(backends.uint64(2))))
+        }
+        return snapshot
+    }
+
+    /// Refuses a directory where the file should be; creates missing parent directories.
+    private static func prepareLocation(_ path: String) throws(StoreFailure) {
+        if isDirectory(path) {
+            throw StoreFailure(.cannotOpen, "\(path) is a directory; the store needs a file path, e.g. \(path)/muster.sqlite")
+        }
+        try makeDirectories(parentDirectory(path), for: path)
+    }
+
+    private static func makeDirectories(_ directory: String, for path: String) throws(StoreFailure) {
+        guard !directory.isEmpty, directory != "/", directory != "." else { return }
+        var st = stat()
+        if stat(directory, &st) == 0 {
+            if st.st_mode & S_IFMT == S_IFDIR { return }
+            throw StoreFailure(.cannotOpen, "\(directory) is not a directory (\(path))")
+        }
+        try makeDirectories(parentDirectory(directory), for: path)
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            let code = errno
+            throw StoreFailure(
+                code == EROFS ? .readOnly : .cannotOpen,
+                "cannot create directory \(directory): \(String(cString: strerror(code))) (\(path))")
+        }
+    }
+
+    /// A failure to open on a read-only file system shows as SQLITE_CANTOPEN, SQLITE_READONLY or
+    /// an I/O error depending on which file SQLite touched first; say what it is.
+    private static func explainReadOnly(_ failure: StoreFailure, path: String) -> StoreFailure {
+        guard failure.kind != .corrupt, isReadOnlyFileSystem(parentDirectory(path)) else { return failure }
+        return StoreFailure(
+            .readOnly,
+            "the file system holding \(path) is read-only: remount it read-write or point the store elsewhere (\(failure.message))"
+        )
+    }
+}
+
+func parentDirectory(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    let parent = String(path[..<slash])
+    return parent.isEmpty ? "/" : parent
+}
+
+func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+}
+
+func isReadOnlyFileSystem(_ directory: String) -> Bool {
+    var fs = statvfs()
+    return statvfs(directory, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) != 0
+}
+
+/// The size of a file in bytes (0 when it does not exist).
+func fileSize(_ path: String) -> UInt64 {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return 0 }
+    return UInt64(max(0, st.st_size))
+}

@@ -1,0 +1,188 @@
+import MusterCore
+import MusterProtocol
+
+/// Workloads that measure the SQLite store, for a `muster bench store` and the store's tests.
+/// They print nothing and assert nothing; they return what they measured.
+public enum StoreBenchmark {
+    /// What `groupCommit` measured.
+    public struct Throughput: Hashable, Sendable, CustomStringConvertible {
+        public var jobs: Int
+        public var changes: Int
+        public var seconds: Double
+        public var commits: UInt64
+        public var bytesOnDisk: UInt64
+        public var jobsStored: Int
+
+        public var changesPerSecond: Double { Double(changes) / seconds }
+        public var jobsPerSecond: Double { Double(jobs) / seconds }
+
+        public var description: String {
+            """
+            group commit: \(changes) changes (\(jobs) jobs) durable in \(format(seconds)) s: \
+            \(Int(changesPerSecond)) changes/s, \(Int(jobsPerSecond)) jobs/s; \(commits) commits \
+            (\(commits > 0 ? changes / Int(commits) : 0) changes each); \(jobsStored) jobs stored in \
+            \(bytesOnDisk / 1024) KiB
+            """
+        }
+    }
+
+    /// One thread appends the lives of `jobs` jobs as fast as it can, 4 changes each: a one-job
+    /// batch accepted, bound, completed with a short result, and evicted `retained` jobs later
+    /// (so the store holds about `retained` jobs). Returns once every change is durable.
+    public static func groupCommit(path: String, jobs: Int, retained: Int = 10_000) throws(StoreFailure) -> Throughput {
+        let store = SQLiteJobStore(path: path)
+        let waiter = DurableWaiter()
+        store.onCommit { waiter.record($0) }
+        _ = try store.open()
+        defer { store.close() }
+        let spec = JobSpec(kind: "image", params: RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk","steps":20}"#))
+        let started = monotonicNanoseconds()
+        var last: UInt64 = 0
+        for n in 1...UInt64(max(1, jobs)) {
+            let job = JobID(n)
+            let batch = StoredBatch(
+                id: BatchID(n), key: nil, entries: [BatchEntry(spec: spec)], firstJob: job,
+                submittedAt: CoreInstant(nanoseconds: n))
+            _ = store.append(.batchAccepted(batch))
+            _ = store.append(.jobBound(job: job, backend: BackendID(1), lease: Lease(n), attempt: 1))
+            last = store.append(
+                .jobEnded(
+                    StoredJob(
+                        id: job, batch: BatchID(n), state: .completed, backend: BackendID(1), lease: Lease(n),
+                        attempt: 1, result: RawJSON(unchecked: #"{"images":["out/\#(n).png"]}"#),
+                        endedAt: CoreInstant(nanoseconds: n))))
+            if n > UInt64(retained) {
+                let old = n - UInt64(retained)
+                last = store.append(.evicted(jobs: [JobID(old)], batches: [BatchID(old)]))
+            }
+        }
+        try waiter.wait(through: last)
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        let stats = store.statistics
+        return Throughput(
+            jobs: jobs, changes: Int(last), seconds: seconds, commits: stats.commits, bytesOnDisk: stats.bytesOnDisk,
+            jobsStored: stats.jobsStored)
+    }
+
+    /// What `openTime` measured.
+    public struct OpenTime: Hashable, Sendable, CustomStringConvertible {
+        public var jobs: Int
+        public var unfinished: Int
+        public var batches: Int
+        public var bytesOnDisk: UInt64
+        /// Writing the store through `append` (group commits), for scale.
+        public var buildSeconds: Double
+        /// `open()` of a new store object on the file: epoch commit and reading everything.
+        public var openSeconds: Double
+
+        public var description: String {
+            """
+            open: \(jobs) jobs (\(unfinished) unfinished) in \(batches) batches, \(bytesOnDisk / 1024) KiB \
+            (\(jobs > 0 ? Int(bytesOnDisk) / jobs : 0) bytes per job): open() read them in \(format(openSeconds)) s \
+            (written in \(format(buildSeconds)) s)
+            """
+        }
+    }
+
+    /// Writes `jobs` jobs in batches of `batchSize` through a store (all but the last `unfinished`
+    /// completed with a result, one in ten of those failed instead; of the unfinished ones half
+    /// bound, half queued), closes it, then times `open()` of a new store object on the file.
+    public static func openTime(
+        path: String, jobs: Int, unfinished: Int, batchSize: Int = 10
+    ) throws(StoreFailure) -> OpenTime {
+        let builder = SQLiteJobStore(path: path)
+        let waiter = DurableWaiter()
+        builder.onCommit { waiter.record($0) }
+        _ = try builder.open()
+        let started = monotonicNanoseconds()
+        let size = max(1, batchSize)
+        let finished = UInt64(max(0, jobs - unfinished))
+        var last: UInt64 = 0
+        var batches = 0
+        var first: UInt64 = 1
+        while first <= UInt64(jobs) {
+            let count = min(UInt64(size), UInt64(jobs) - first + 1)
+            let spec = JobSpec(
+                kind: first % 3 == 0 ? "video" : "image", needs: first % 3 == 0 ? ["video"] : [],
+                params: RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk","seed":\#(first),"steps":20}"#),
+                owner: "owner-\(first % 7)")
+            let batchID = BatchID(UInt64(batches + 1))
+            last = builder.append(
+                .batchAccepted(
+                    StoredBatch(
+                        id: batchID, key: first % 2 == 0 ? "key-\(first)" : nil,
+                        entries: [BatchEntry(spec: spec, count: Int(count))], firstJob: JobID(first),
+                        submittedAt: CoreInstant(nanoseconds: first))))
+            batches += 1
+            for n in first..<(first + count) {
+                let job = JobID(n)
+                if n <= finished || n % 2 == 0 {
+                    last = builder.append(.jobBound(job: job, backend: BackendID(Int64(n % 4) + 1), lease: Lease(n), attempt: 1))
+                }
+                guard n <= finished else { continue }
+                let failed = n % 10 == 0
+                last = builder.append(
+                    .jobEnded(
+                        StoredJob(
+                            id: job, batch: batchID, state: failed ? .failed : .completed,
+                            backend: BackendID(Int64(n % 4) + 1), lease: Lease(n), attempt: 1,
+                            result: failed ? nil : RawJSON(unchecked: #"{"images":["out/ComfyUI_\#(n)_.png"]}"#),
+                            failure: failed ? JobFailure(code: .jobFailed, message: "CUDA out of memory") : nil,
+                            endedAt: CoreInstant(nanoseconds: n))))
+            }
+            first += count
+        }
+        for n in 1...4 {
+            last = builder.append(
+                .backendRegistered(id: BackendID(Int64(n)), name: "gpu-\(n)", incarnation: Incarnation(UInt64(n))))
+        }
+        try waiter.wait(through: last)
+        builder.close()
+        let built = monotonicNanoseconds()
+
+        let store = SQLiteJobStore(path: path)
+        let snapshot = try store.open()
+        let opened = monotonicNanoseconds()
+        let bytes = store.statistics.bytesOnDisk
+        store.close()
+        return OpenTime(
+            jobs: snapshot.jobs.count, unfinished: snapshot.jobs.lazy.filter { !$0.state.isFinal }.count,
+            batches: snapshot.batches.count, bytesOnDisk: bytes, buildSeconds: Double(built - started) / 1e9,
+            openSeconds: Double(opened - built) / 1e9)
+    }
+
+    private static func format(_ seconds: Double) -> String {
+        let ms = Int((seconds * 1000).rounded())
+        let fraction = String(ms % 1000)
+        return "\(ms / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
+    }
+}
+
+/// Waits on the bench's thread for the store's handler to report a sequence number durable.
+private final class DurableWaiter: @unchecked Sendable {
+    // @unchecked Sendable: `through` and `failure` are read and written with `lock` held.
+    private let lock = StoreLock()
+    private var through: UInt64 = 0
+    private var failure: StoreFailure?
+
+    func record(_ commit: StoreCommit) {
+        lock.lock()
+        switch commit {
+        case .durable(let t): through = t
+        case .failed(let f): failure = f
+        }
+        lock.unlock()
+        lock.signalWork()
+    }
+
+    /// Returns once `seq` is durable; throws the store's failure instead of waiting through
+    /// retries (a benchmark on a failing disk measures nothing).
+    func wait(through seq: UInt64) throws(StoreFailure) {
+        lock.lock()
+        defer { lock.unlock() }
+        while through < seq {
+            if let failure { throw failure }
+            lock.waitForWork()
+        }
+    }
+}

@@ -1,0 +1,75 @@
+/// Where the daemon keeps its jobs: `memory:` (nowhere) or `sqlite:///absolute/path` (also
+/// `sqlite:relative/path`, relative to the working directory). Paths are taken literally: no
+/// percent-decoding, no `~` expansion.
+public enum StoreURL: Hashable, Sendable, CustomStringConvertible {
+    case memory
+    case sqlite(path: String)
+
+    public init(parsing text: String) throws(StoreURLError) {
+        if text == "memory:" || text == "memory" {
+            self = .memory
+            return
+        }
+        guard text.hasPrefix("sqlite:") else {
+            throw StoreURLError("unknown store \(text.debugDescription): use memory: or sqlite:///absolute/path")
+        }
+        let rest = text.dropFirst("sqlite:".count)
+        let path: Substring
+        if rest.hasPrefix("//") {
+            // sqlite:///abs/path: an empty authority, then the absolute path.
+            let afterSlashes = rest.dropFirst(2)
+            guard afterSlashes.hasPrefix("/") else {
+                throw StoreURLError(
+                    "store \(text.debugDescription) names a host; use sqlite:///absolute/path (three slashes) or sqlite:relative/path"
+                )
+            }
+            path = afterSlashes
+        } else {
+            path = rest
+        }
+        guard !path.isEmpty, path.last != "/" else {
+            throw StoreURLError("store \(text.debugDescription) names no file; e.g. sqlite:///var/lib/muster/muster.sqlite")
+        }
+        guard !path.utf8.contains(0) else { throw StoreURLError("store path contains a NUL byte") }
+        self = .sqlite(path: String(path))
+    }
+
+    /// `$XDG_STATE_HOME/muster/muster.sqlite`, else `$HOME/.local/state/muster/muster.sqlite`.
+    /// XDG_STATE_HOME counts only when absolute (the XDG base directory rules).
+    public static func defaultSQLitePath(environment: [String: String]) -> String {
+        if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") {
+            return "\(trimmingSlashes(state))/muster/muster.sqlite"
+        }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+        return "\(trimmingSlashes(home))/.local/state/muster/muster.sqlite"
+    }
+
+    /// A new, unopened store for this URL.
+    public func makeStore(retryInterval: Duration = .seconds(1)) -> any JobStore {
+        switch self {
+        case .memory: MemoryJobStore()
+        case .sqlite(let path): SQLiteJobStore(path: path, retryInterval: retryInterval)
+        }
+    }
+
+    /// `memory:` or `sqlite:///abs/path` (`sqlite:relative/path`).
+    public var description: String {
+        switch self {
+        case .memory: "memory:"
+        case .sqlite(let path): path.hasPrefix("/") ? "sqlite://\(path)" : "sqlite:\(path)"
+        }
+    }
+
+    private static func trimmingSlashes(_ path: String) -> String {
+        var p = Substring(path)
+        while p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
+        return p == "/" ? "" : String(p)
+    }
+}
+
+/// A store URL that does not parse; the message says what to write instead.
+public struct StoreURLError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

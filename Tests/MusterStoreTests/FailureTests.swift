@@ -1,0 +1,219 @@
+import Foundation
+import MusterCore
+import MusterProtocol
+import MusterStore
+import Testing
+
+/// Disks that fill up or turn read-only under a running store, and files that cannot be opened.
+/// The tmpfs tests need root (CI runs as root); without it they fail, they are never skipped.
+@Suite(.serialized) struct FailureTests {
+    static func batch(_ id: UInt64, firstJob: UInt64, params: String = "{}") -> StoredBatch {
+        StoredBatch(
+            id: BatchID(id), key: nil,
+            entries: [BatchEntry(spec: JobSpec(kind: "image", params: RawJSON(unchecked: params)), count: 2)],
+            firstJob: JobID(firstJob), submittedAt: .zero)
+    }
+
+    /// Large enough that committing it needs pages a full tmpfs does not have.
+    static let bulky = "{\"prompt\":\"\(String(repeating: "lighthouse ", count: 6000))\"}"
+
+    @Test func diskFullIsReportedOnceThenRetriedUntilEverythingFits() throws {
+        guard let fs = Tmpfs.mount(kibibytes: 512) else { return }
+        defer { fs.unmount() }
+        let path = fs.file("muster.sqlite")
+        let store = SQLiteJobStore(path: path, retryInterval: .milliseconds(50))
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        var expected = StoreSnapshot()
+        func append(_ change: StoreChange) -> UInt64 {
+            expected.apply(change)
+            return store.append(change)
+        }
+        let before = append(.batchAccepted(Self.batch(1, firstJob: 1)))
+        log.waitDurable(through: before)
+
+        fs.fill("filler")
+        let failing = append(.batchAccepted(Self.batch(2, firstJob: 3, params: Self.bulky)))
+        log.waitFailure(.diskFull)
+        // Appended while failing: kept behind the failed change, in order.
+        var last = append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1))
+        last = append(.jobEnded(StoredJob(id: JobID(3), batch: BatchID(2), state: .completed, result: .emptyObject)))
+        log.wait("a few more failed attempts") { _ in store.statistics.failedCommits >= 3 }
+
+        #expect(log.durable.allSatisfy { $0 < failing }, "reported durable what was not committed: \(log.durable)")
+        let failures = log.failures
+        #expect(failures.count == 1, "one report per failure streak: \(failures)")
+        #expect(failures.first?.kind == .diskFull)
+        #expect(failures.first?.message.contains(path) == true)
+        let stats = store.statistics
+        #expect(stats.lastFailure?.kind == .diskFull)
+        #expect(stats.durable == before && stats.appended == last)
+
+        try FileManager.default.removeItem(atPath: fs.file("filler"))
+        log.waitDurable(through: last)
+        #expect(store.statistics.lastFailure == nil)
+        store.close()
+
+        let reopened = SQLiteJobStore(path: path)
+        let snapshot = try reopened.open()
+        reopened.close()
+        expected.epoch = 2
+        #expect(snapshot == expected)
+    }
+
+    /// Linux refuses to remount a file system read-only while a process holds files open on it
+    /// for writing, and a running store holds its database and log open. After a failed commit
+    /// the store closes its files until the retry, so the file system can be remounted then: here
+    /// a full disk makes the first failure, the test remounts read-only in the pause, the retries
+    /// fail read-only, and the store recovers once the file system is writable and has room.
+    @Test func aFileSystemRemountedReadOnlyUnderTheStoreIsReportedAndRecoveredFrom() throws {
+        guard let fs = Tmpfs.mount(kibibytes: 512) else { return }
+        defer { fs.unmount() }
+        let path = fs.file("muster.sqlite")
+        let store = SQLiteJobStore(path: path, retryInterval: .milliseconds(50))
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        var expected = StoreSnapshot()
+        func append(_ change: StoreChange) -> UInt64 {
+            expected.apply(change)
+            return store.append(change)
+        }
+        log.waitDurable(through: append(.batchAccepted(Self.batch(1, firstJob: 1))))
+
+        // While the store holds its files open, the kernel says no.
+        let busy = fs.remount(readOnly: true)
+        #expect(busy.status != 0, "remount,ro succeeded while the store held its files open for writing")
+        if busy.status == 0 { _ = fs.remount(readOnly: false) }
+
+        fs.fill("filler")
+        var last = append(.batchAccepted(Self.batch(2, firstJob: 3, params: Self.bulky)))
+        log.waitFailure(.diskFull)
+        // Between attempts the store holds no file open: the remount goes through (it may meet an
+        // attempt in progress: try again).
+        var remounted = false
+        for _ in 0..<200 where !remounted {
+            remounted = fs.remount(readOnly: true).status == 0
+            if !remounted { usleep(5000) }
+        }
+        #expect(remounted, "could not remount read-only between the store's retries")
+        log.waitFailure(.readOnly)
+        let readOnly = log.failures.first { $0.kind == .readOnly }
+        #expect(readOnly?.message.contains(path) == true)
+        #expect(log.durable.allSatisfy { $0 < last })
+
+        #expect(fs.remount(readOnly: false).status == 0)
+        try FileManager.default.removeItem(atPath: fs.file("filler"))
+        last = append(.backendRegistered(id: BackendID(1), name: "after", incarnation: Incarnation(2)))
+        log.waitDurable(through: last)
+        // A retry between the remount and the filler's removal may fail on the full disk again.
+        #expect(Array(log.failures.map(\.kind).prefix(2)) == [.diskFull, .readOnly])
+        store.close()
+
+        let reopened = SQLiteJobStore(path: path)
+        let snapshot = try reopened.open()
+        reopened.close()
+        expected.epoch = 2
+        #expect(snapshot == expected)
+    }
+
+    @Test func openingOnAReadOnlyFileSystemFailsReadOnlyAndCanBeRetried() throws {
+        guard let fs = Tmpfs.mount(kibibytes: 1024) else { return }
+        defer { fs.unmount() }
+        let path = fs.file("muster.sqlite")
+        let first = SQLiteJobStore(path: path)
+        _ = try first.open()
+        _ = first.append(.batchAccepted(Self.batch(1, firstJob: 1)))
+        first.close()
+
+        let ro = fs.remount(readOnly: true)
+        try #require(ro.status == 0, "remount,ro: \(ro.output)")
+        let store = SQLiteJobStore(path: path)
+        let failure = #expect(throws: StoreFailure.self) { try store.open() }
+        #expect(failure?.kind == .readOnly)
+        #expect(failure?.message.contains(path) == true)
+
+        let rw = fs.remount(readOnly: false)
+        try #require(rw.status == 0, "remount,rw: \(rw.output)")
+        // The same object opens once the file system is writable; the failed open did not count.
+        let snapshot = try store.open()
+        store.close()
+        #expect(snapshot.epoch == 2)
+        #expect(snapshot.jobs.count == 2)
+    }
+
+    @Test func aDirectoryWhereTheFileShouldBeCannotBeOpened() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let failure = #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() }
+        #expect(failure?.kind == .cannotOpen)
+        #expect(failure?.message.contains(path) == true)
+    }
+
+    @Test func aFileWhereADirectoryShouldBeCannotBeOpened() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: dir.file("state")))
+        let path = dir.file("state/muster.sqlite")
+        let failure = #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() }
+        #expect(failure?.kind == .cannotOpen)
+        #expect(failure?.message.contains(path) == true)
+    }
+
+    @Test func aFileOfGarbageIsCorrupt() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        var rng = SplitMix64(seed: 7)
+        let garbage = (0..<65536).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        try Data(garbage).write(to: URL(fileURLWithPath: path))
+        let failure = #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() }
+        #expect(failure?.kind == .corrupt)
+        #expect(failure?.message.contains(path) == true)
+        // Nothing was written over it.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(garbage))
+    }
+
+    @Test func aStoreOfANewerSchemaIsRefused() throws {
+        let path = try closedStore()
+        defer { try? FileManager.default.removeItem(atPath: parentOf(path)) }
+        try patchHeader(path, offset: 60, value: 99)  // user_version
+        let failure = #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() }
+        #expect(failure?.kind == .cannotOpen)
+        #expect(failure?.message.contains("newer") == true)
+        #expect(failure?.message.contains(path) == true)
+    }
+
+    @Test func anotherApplicationsDatabaseIsRefused() throws {
+        let path = try closedStore()
+        defer { try? FileManager.default.removeItem(atPath: parentOf(path)) }
+        try patchHeader(path, offset: 68, value: 0x1234)  // application_id
+        let failure = #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() }
+        #expect(failure?.kind == .cannotOpen)
+        #expect(failure?.message.contains(path) == true)
+    }
+
+    /// A store created, written and closed (its log checkpointed into the file).
+    private func closedStore() throws -> String {
+        let dir = try TempDir()
+        let path = dir.file("muster.sqlite")
+        let store = SQLiteJobStore(path: path)
+        _ = try store.open()
+        _ = store.append(.batchAccepted(Self.batch(1, firstJob: 1)))
+        store.close()
+        return path
+    }
+
+    private func parentOf(_ path: String) -> String { URL(fileURLWithPath: path).deletingLastPathComponent().path }
+
+    /// Writes a big-endian 32-bit value into the database header.
+    private func patchHeader(_ path: String, offset: UInt64, value: UInt32) throws {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: offset)
+        try handle.write(contentsOf: withUnsafeBytes(of: value.bigEndian) { Data($0) })
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import MusterCore
+import MusterProtocol
+import MusterStore
+import Testing
+
+@Suite struct GroupCommitTests {
+    /// A batch of `count` jobs starting at `firstJob`.
+    static func batch(_ id: UInt64, firstJob: UInt64, count: Int) -> StoredBatch {
+        StoredBatch(
+            id: BatchID(id), key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image"), count: count)],
+            firstJob: JobID(firstJob), submittedAt: .zero)
+    }
+
+    @Test func manyAppendsFromOneThreadShareFewCommitsAndDurableOnlyGrows() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+
+        var seqs: [UInt64] = [store.append(.batchAccepted(Self.batch(1, firstJob: 1, count: 1000)))]
+        for n in 0..<20_000 {
+            let job = JobID(UInt64(n % 1000) + 1)
+            seqs.append(store.append(.jobBound(job: job, backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n)))
+        }
+        #expect(seqs == Array(1...20_001))
+        log.waitDurable(through: 20_001)
+        let durable = log.durable
+        #expect(zip(durable, durable.dropFirst()).allSatisfy { $0 < $1 }, "durable went backwards: \(durable)")
+        #expect(durable.last == 20_001)
+        #expect(log.failures.isEmpty)
+        let stats = store.statistics
+        #expect(stats.appended == 20_001 && stats.durable == 20_001 && stats.pending == 0)
+        #expect(stats.changesWritten == 20_001)
+        #expect(stats.commits == UInt64(durable.count))
+        #expect(stats.commits < 20_001, "one commit per change: no grouping")
+        #expect(stats.jobsStored == 1000)
+        #expect(stats.bytesOnDisk > 0)
+        #expect(stats.lastFailure == nil)
+        store.close()
+
+        let reopened = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let snapshot = try reopened.open()
+        reopened.close()
+        // The last binding of job k is change n = 19_000 + (k - 1).
+        #expect(snapshot.jobs.count == 1000)
+        #expect(snapshot.jobs.allSatisfy { $0.state == .bound && $0.attempt == 19_000 + Int($0.id.rawValue) - 1 })
+    }
+
+    /// No clean shutdown: a second store object opens the file while the first one still runs
+    /// (its connection open, its log not checkpointed) and finds everything reported durable.
+    @Test func everythingReportedDurableIsThereWithoutAClose() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        let first = SQLiteJobStore(path: path)
+        let log = CommitLog()
+        first.onCommit { log.record($0) }
+        _ = try first.open()
+        var expected = StoreSnapshot()
+        var last: UInt64 = 0
+        for n in 0..<50 {
+            let change = StoreChange.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n * 3 + 1), count: 3))
+            expected.apply(change)
+            last = first.append(change)
+        }
+        log.waitDurable(through: last)
+        #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+
+        let second = SQLiteJobStore(path: path)
+        let snapshot = try second.open()
+        expected.epoch = 2
+        #expect(snapshot == expected)
+        second.close()
+        first.close()
+    }
+
+    @Test func closeWritesWhatIsQueuedAndIsIdempotent() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        let store = SQLiteJobStore(path: path)
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        // Appended before open(): written after it.
+        _ = store.append(.backendRegistered(id: BackendID(1), name: "early", incarnation: Incarnation(1)))
+        _ = try store.open()
+        var last: UInt64 = 0
+        for n in 0..<5000 { last = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1))) }
+        store.close()
+        #expect(log.durable.last == last)
+        store.close()
+        #expect(store.statistics.durable == last)
+        // close() checkpointed and truncated the log.
+        #expect(fileSizeOf(path + "-wal") == 0)
+
+        let reopened = SQLiteJobStore(path: path)
+        let snapshot = try reopened.open()
+        reopened.close()
+        #expect(snapshot.batches.count == 5000 && snapshot.jobs.count == 5000)
+        #expect(snapshot.backends == [StoredBackend(id: BackendID(1), name: "early", incarnation: Incarnation(1))])
+    }
+
+    @Test func closingFromManyThreadsAtOnceIsSafe() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        _ = try store.open()
+        for n in 0..<1000 { _ = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1))) }
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 { group.addTask { store.close() } }
+        }
+        #expect(store.statistics.pending == 0)
+    }
+
+    @Test func aStoreObjectOpensOnce() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        _ = try store.open()
+        #expect(throws: StoreFailure.self) { try store.open() }
+        store.close()
+        let closed = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        closed.close()
+        #expect(throws: StoreFailure.self) { try closed.open() }
+    }
+
+    @Test func compactionGivesEvictedSpaceBack() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        let store = SQLiteJobStore(path: path, compactionThresholdPages: 64)
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        let result = RawJSON(unchecked: "{\"images\":[\"\(String(repeating: "x", count: 400))\"]}")
+        var job: UInt64 = 1
+        var peak: UInt64 = 0
+        for round in 1...8 {
+            let first = job
+            var last = store.append(.batchAccepted(Self.batch(UInt64(round), firstJob: first, count: 2000)))
+            for id in first..<(first + 2000) {
+                last = store.append(
+                    .jobEnded(StoredJob(id: JobID(id), batch: BatchID(UInt64(round)), state: .completed, result: result)))
+            }
+            log.waitDurable(through: last)
+            peak = max(peak, fileSizeOf(path))
+            last = store.append(
+                .evicted(jobs: (first..<(first + 2000)).map(JobID.init(_:)), batches: [BatchID(UInt64(round))]))
+            log.waitDurable(through: last)
+            job += 2000
+        }
+        #expect(store.statistics.jobsStored == 0)
+        store.close()
+        // 16,000 jobs of ~450 bytes went through; one round's worth (~1 MB) was the most held at once.
+        let after = fileSizeOf(path)
+        #expect(after < 256 * 1024, "the database file kept \(after) bytes after every row was evicted (peak \(peak))")
+    }
+
+    @Test func theMemoryStoreAcknowledgesEverythingAndKeepsNothing() throws {
+        let store = MemoryJobStore()
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        #expect(try store.open() == StoreSnapshot(epoch: 1))
+        var last: UInt64 = 0
+        for n in 0..<100 { last = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1))) }
+        log.waitDurable(through: last)
+        store.close()
+        #expect(store.statistics.durable == 100)
+        #expect(log.failures.isEmpty)
+    }
+}
+
+func fileSizeOf(_ path: String) -> UInt64 {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
+}

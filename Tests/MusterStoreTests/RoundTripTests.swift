@@ -1,0 +1,248 @@
+import MusterCore
+import MusterProtocol
+import MusterStore
+import Testing
+
+/// What goes in comes back: every kind of change, written, closed, read by a new store object.
+@Suite struct RoundTripTests {
+    static let epochLease: UInt64 = 1 << 32
+
+    static let changes: [StoreChange] = [
+        .backendRegistered(id: BackendID(1), name: "gpu-box", incarnation: Incarnation(1_700_000_000_000)),
+        .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(1)),
+        // Jobs 1, 2 (video entry) and 3 (image entry).
+        .batchAccepted(Samples.batch(id: 1, firstJob: 1, key: "nightly-42 ✓")),
+        // Jobs 4, 5, 6.
+        .batchAccepted(
+            StoredBatch(
+                id: BatchID(2), key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 3)],
+                firstJob: JobID(4), submittedAt: CoreInstant(nanoseconds: UInt64.max - 1))),
+        .jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(epochLease + 1), attempt: 1),
+        .jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1),
+        .jobBound(job: JobID(1), backend: BackendID(-1), lease: Lease(epochLease + 2), attempt: 2),
+        .jobEnded(
+            StoredJob(
+                id: JobID(1), batch: BatchID(1), state: .completed, backend: BackendID(-1),
+                lease: Lease(epochLease + 2), attempt: 2, lostAttempts: 1,
+                result: RawJSON(unchecked: #"{"images":["out/ünï \"1\".png"]}"#),
+                endedAt: CoreInstant(nanoseconds: 99_000_000_000))),
+        .jobBound(job: JobID(2), backend: BackendID(1), lease: Lease(epochLease + 3), attempt: 1),
+        .jobEnded(
+            StoredJob(
+                id: JobID(2), batch: BatchID(1), state: .failed, backend: BackendID(1), lease: Lease(epochLease + 3),
+                attempt: 1,
+                failure: JobFailure(
+                    code: .attemptsExhausted, message: "gave up after 3 attempts:\n\"backend_lost\"",
+                    refusals: [BackendRefusal(backend: BackendID(1), name: "gpu-box", reason: "loading")],
+                    missingFeatures: ["video"]),
+                endedAt: CoreInstant(nanoseconds: 100_000_000_000))),
+        .jobEnded(
+            StoredJob(id: JobID(3), batch: BatchID(1), state: .canceled, endedAt: CoreInstant(nanoseconds: 7))),
+        // A running job is stored as bound, a gated one as queued.
+        .jobEnded(StoredJob(id: JobID(4), batch: BatchID(2), state: .running, backend: BackendID(1), attempt: 1)),
+        .jobEnded(StoredJob(id: JobID(6), batch: BatchID(2), state: .gated)),
+        .jobEnded(StoredJob(id: JobID(5), batch: BatchID(2), state: .completed, result: .null)),
+        .evicted(jobs: [JobID(5)], batches: []),
+        // Job 7 in batch 3: evicted with its batch.
+        .batchAccepted(
+            StoredBatch(
+                id: BatchID(3), key: "gone", entries: [BatchEntry(spec: JobSpec(kind: "image"))], firstJob: JobID(7),
+                submittedAt: .zero)),
+        .jobEnded(StoredJob(id: JobID(7), batch: BatchID(3), state: .canceled)),
+        .evicted(jobs: [JobID(7)], batches: [BatchID(3)]),
+        // The name gpu-box moves to id 2: id 1's row goes.
+        .backendRegistered(id: BackendID(2), name: "gpu-box", incarnation: Incarnation(1_700_000_000_500)),
+        // A new incarnation of the same backend.
+        .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(2)),
+    ]
+
+    @Test func everyKindOfChangeSurvivesAReopenAndTheEpochGrowsByOnePerOpen() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        // The parent directories do not exist yet: the store creates them.
+        let path = dir.file("state/muster/muster.sqlite")
+
+        let first = SQLiteJobStore(path: path)
+        let log = CommitLog()
+        first.onCommit { log.record($0) }
+        let empty = try first.open()
+        #expect(empty == StoreSnapshot(epoch: 1))
+        var last: UInt64 = 0
+        for change in Self.changes { last = first.append(change) }
+        #expect(last == UInt64(Self.changes.count))
+        log.waitDurable(through: last)
+        first.close()
+
+        var expected = StoreSnapshot()
+        for change in Self.changes { expected.apply(change) }
+        expected.epoch = 2
+
+        let second = SQLiteJobStore(path: path)
+        let snapshot = try second.open()
+        second.close()
+        #expect(snapshot.batches == expected.batches)
+        #expect(snapshot.jobs == expected.jobs)
+        #expect(snapshot.backends == expected.backends)
+        #expect(snapshot == expected)
+
+        // Spot checks against the reference model itself.
+        #expect(snapshot.batches.map(\.id) == [BatchID(1), BatchID(2)])
+        #expect(snapshot.batches[0].entries[0].spec.params.text == Samples.tricky)
+        #expect(snapshot.batches[0].entries[1].spec.params.text == " [1, 2]\n")
+        #expect(snapshot.batches[0].entries[0].spec.owner == "ana\u{0001}\tö")
+        #expect(snapshot.batches[0].key == "nightly-42 ✓")
+        #expect(snapshot.batches[1].submittedAt == CoreInstant(nanoseconds: UInt64.max - 1))
+        #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6])
+        #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued])
+        #expect(snapshot.jobs[0].lostAttempts == 1 && snapshot.jobs[0].lease == Lease(Self.epochLease + 2))
+        #expect(snapshot.jobs[1].failure == JobFailure(code: .attemptsExhausted, message: "gave up after 3 attempts:\n\"backend_lost\""))
+        #expect(snapshot.backends.map(\.name) == ["local-image", "gpu-box"])
+        #expect(snapshot.backends.map(\.incarnation) == [Incarnation(2), Incarnation(1_700_000_000_500)])
+
+        let third = SQLiteJobStore(path: path)
+        let again = try third.open()
+        third.close()
+        #expect(again.epoch == 3)
+        expected.epoch = 3
+        #expect(again == expected)
+    }
+
+    @Test func paramsAreKeptByteForByteEvenWhenTheyAreNotJSON() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let texts = [
+            "{}", "null", "  {\"a\" : [ 1 , 2 ] }  ", "\"just a string\"", "-0.5e-7", "[[[[[[[[[[[]]]]]]]]]]]",
+            // Not one JSON value: stored as a string instead, read back the same.
+            "", "not json {", "{\"a\":1} {\"b\":2}", "{\"a\":\"\u{0007}\"}", "\u{FEFF}{}", "{\"a\":1,}",
+            String(repeating: "[", count: 600) + String(repeating: "]", count: 600),
+        ]
+        let batch = StoredBatch(
+            id: BatchID(1), key: nil,
+            entries: texts.map { BatchEntry(spec: JobSpec(kind: "k", params: RawJSON(unchecked: $0))) },
+            firstJob: JobID(1), submittedAt: .zero)
+        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        _ = try store.open()
+        _ = store.append(.batchAccepted(batch))
+        store.close()
+
+        let reopened = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let snapshot = try reopened.open()
+        reopened.close()
+        #expect(snapshot.batches.first?.entries.map(\.spec.params.text) == texts)
+        #expect(snapshot.jobs.count == texts.count)
+    }
+
+    /// Thousands of random changes, committed in many groups, match the reference model; a second
+    /// round on the reopened store too.
+    @Test(arguments: [1 as UInt64, 2, 3])
+    func randomChangesMatchTheReference(seed: UInt64) throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        var random = RandomChanges(seed: seed)
+        var expected = StoreSnapshot()
+
+        for round in 1...2 {
+            let store = SQLiteJobStore(path: path)
+            let log = CommitLog()
+            store.onCommit { log.record($0) }
+            let opened = try store.open()
+            expected.epoch = UInt64(round)
+            #expect(opened == expected)
+            for n in 0..<1500 {
+                let change = random.next(in: expected)
+                expected.apply(change)
+                let seq = store.append(change)
+                if n % 97 == 0 { log.waitDurable(through: seq) }
+            }
+            store.close()
+            #expect(store.statistics.pending == 0)
+        }
+        let store = SQLiteJobStore(path: path)
+        let final = try store.open()
+        store.close()
+        expected.epoch = 3
+        #expect(final.batches == expected.batches)
+        #expect(final.jobs == expected.jobs)
+        #expect(final.backends == expected.backends)
+        #expect(final.epoch == 3)
+    }
+}
+
+/// Plausible random changes: batches of random entries, bindings, requeues, ends and evictions of
+/// jobs that exist, backends whose names move between ids.
+struct RandomChanges {
+    var rng: SplitMix64
+    var nextBatch: UInt64 = 1
+    var nextJob: UInt64 = 1
+    var nextLease: UInt64 = 1
+
+    init(seed: UInt64) { rng = SplitMix64(seed: seed) }
+
+    static let texts = [
+        "", "plain", "ünïcödé ✓", "quote \" backslash \\ slash /", "line\nbreak\ttab\r", "\u{0000}\u{001F}\u{007F}",
+        "🎞️ 日本語", "{\"json\":\"in a string\"}",
+    ]
+    static let params = [
+        "{}", "null", Samples.tricky, "[1,2,3]", "{\"workflow\":{\"3\":{\"class_type\":\"KSampler\"}}}", "not json",
+    ]
+
+    mutating func text() -> String { Self.texts.randomElement(using: &rng)! }
+
+    mutating func next(in state: StoreSnapshot) -> StoreChange {
+        let live = state.jobs
+        switch live.isEmpty ? 0 : Int.random(in: 0..<100, using: &rng) {
+        case 0..<15:
+            let entries = (0..<Int.random(in: 1...3, using: &rng)).map { _ in
+                BatchEntry(
+                    spec: JobSpec(
+                        kind: text(), needs: Bool.random(using: &rng) ? [] : [text(), text()],
+                        model: Bool.random(using: &rng) ? nil : text(),
+                        params: RawJSON(unchecked: Self.params.randomElement(using: &rng)!),
+                        priority: Int.random(in: -5...5, using: &rng), owner: text(),
+                        nodes: Bool.random(using: &rng) ? [] : [text()]),
+                    count: Int.random(in: 1...4, using: &rng))
+            }
+            let batch = StoredBatch(
+                id: BatchID(nextBatch), key: Bool.random(using: &rng) ? nil : "key-\(nextBatch)-\(text())",
+                entries: entries, firstJob: JobID(nextJob),
+                submittedAt: CoreInstant(nanoseconds: UInt64.random(in: 0...UInt64.max, using: &rng)))
+            nextBatch += 1
+            nextJob += UInt64(batch.jobCount)
+            return .batchAccepted(batch)
+        case 15..<40:
+            nextLease += 1
+            return .jobBound(
+                job: live.randomElement(using: &rng)!.id, backend: BackendID(Int64.random(in: -3...5, using: &rng)),
+                lease: Lease(nextLease), attempt: Int.random(in: 1...5, using: &rng))
+        case 40..<50:
+            return .jobRequeued(
+                job: live.randomElement(using: &rng)!.id, attempt: Int.random(in: 0...5, using: &rng),
+                lostAttempts: Int.random(in: 0...3, using: &rng))
+        case 50..<75:
+            let job = live.randomElement(using: &rng)!
+            let state = [JobState.completed, .failed, .canceled, .running, .gated].randomElement(using: &rng)!
+            return .jobEnded(
+                StoredJob(
+                    id: job.id, batch: job.batch, state: state,
+                    backend: Bool.random(using: &rng) ? nil : BackendID(Int64.random(in: -3...5, using: &rng)),
+                    lease: Bool.random(using: &rng) ? nil : Lease(UInt64.random(in: 0...UInt64.max, using: &rng)),
+                    attempt: Int.random(in: 0...5, using: &rng), lostAttempts: Int.random(in: 0...3, using: &rng),
+                    result: state == .completed ? RawJSON(unchecked: Self.params.randomElement(using: &rng)!) : nil,
+                    failure: state == .failed ? JobFailure(code: ErrorCode(text()), message: text()) : nil,
+                    endedAt: Bool.random(using: &rng) ? nil : CoreInstant(nanoseconds: UInt64.random(in: 0...1 << 62, using: &rng))))
+        case 75..<90:
+            let finished = live.filter(\.state.isFinal).map(\.id)
+            let jobs = Array(finished.shuffled(using: &rng).prefix(Int.random(in: 0...6, using: &rng)))
+            let remaining = Set(live.map(\.id)).subtracting(jobs)
+            let empty = state.batches.filter { batch in
+                !(0..<UInt64(batch.jobCount)).contains { remaining.contains(JobID(batch.firstJob.rawValue + $0)) }
+            }
+            return .evicted(jobs: jobs, batches: empty.map(\.id))
+        default:
+            return .backendRegistered(
+                id: BackendID(Int64.random(in: -3...5, using: &rng)), name: ["a", "b", "c", "d"].randomElement(using: &rng)!,
+                incarnation: Incarnation(UInt64.random(in: 0...UInt64.max, using: &rng)))
+        }
+    }
+}
