@@ -93,6 +93,13 @@ extension Daemon {
             transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
             return
         }
+        if store != nil, !storeOpened {
+            // Ids and bindings come from the store: no backend is linked before it is open.
+            refuse(
+                id, backendSide: true, code: .storeUnavailable,
+                message: "the coordinator's job store is not open yet; reconnect later", close: 1013, requestID: hello.id)
+            return
+        }
         let dialedConfig = dialed[id]
         let name = dialedConfig?.name ?? hello.name
         if dialedConfig == nil {

@@ -57,6 +57,7 @@ extension Daemon {
 
     func clientClosed(_ id: ConnectionID) {
         guard let session = clients.removeValue(forKey: id) else { return }
+        dropHeld(for: id)
         if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
         subscribersAll.remove(id)
         for batch in session.batches {
@@ -114,25 +115,28 @@ extension Daemon {
                 let (accepted, actions) = try submit(m.batch, defaultOwner: session.name ?? "anonymous")
                 var answer = accepted
                 answer.id = m.id
-                send(CoordinatorToClient.accepted(answer).encode(), to: id)
-                perform(actions)
+                // The batch goes to the store before the answer is queued behind it.
+                if store != nil { for case .persist(let change) in actions { persist(change) } }
+                sendToClient(CoordinatorToClient.accepted(answer).encode(), to: id)
+                perform(actions.filter { if case .persist = $0 { false } else { true } })
                 pump()
             case .subscribe(let m):
                 try subscribe(id, batch: m.batch, requestID: m.id)
             case .cancel(let m):
                 let canceled = try cancel(m.target)
-                send(CoordinatorToClient.canceled(.init(id: m.id, jobs: canceled)).encode(), to: id)
+                sendToClient(CoordinatorToClient.canceled(.init(id: m.id, jobs: canceled)).encode(), to: id)
             case .status(let m):
                 let report = CoordinatorToClient.StatusReport(
                     id: m.id, readiness: wireReadiness(), backends: core.backendList.map(wireBackend), queue: wireQueue())
-                send(CoordinatorToClient.statusReport(report).encode(), to: id)
+                // A read: answered at once (in order behind anything held for this link).
+                sendToClient(CoordinatorToClient.statusReport(report).encode(), to: id, durable: false)
             case .loadModel(let m):
                 var answer = try loadModel(m.model, backend: m.backend)
                 answer.id = m.id
-                send(CoordinatorToClient.modelsLoading(answer).encode(), to: id)
+                sendToClient(CoordinatorToClient.modelsLoading(answer).encode(), to: id)
             case .drain(let m):
                 try drain(m.backend)
-                send(CoordinatorToClient.draining(.init(id: m.id, backend: m.backend)).encode(), to: id)
+                sendToClient(CoordinatorToClient.draining(.init(id: m.id, backend: m.backend)).encode(), to: id)
             }
         } catch {
             metrics.counter("muster_request_errors_total", ["code": error.code.rawValue]).increment()
@@ -145,6 +149,7 @@ extension Daemon {
     /// Submits a batch; returns the answer and the core actions to perform after it is sent.
     func submit(_ request: Wire.BatchRequest, defaultOwner: String) throws(RequestError) -> (Wire.Accepted, [CoreAction]) {
         if stopping { throw RequestError(.shuttingDown, "the coordinator is stopping and takes no new work") }
+        if let refusal = storeRefusal { throw refusal }
         let owner = request.owner ?? defaultOwner
         let entries = request.jobs.map { j in
             BatchEntry(
@@ -178,10 +183,10 @@ extension Daemon {
             subscribersAll.insert(id)
             scope = core.jobIDs
         }
-        send(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
+        sendToClient(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
         for job in scope {
             guard let record = core.job(job) else { continue }
-            send(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id)
+            sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id)
         }
     }
 
@@ -265,8 +270,10 @@ extension Daemon {
         let batchSubscribers = subscribersByBatch[event.batch]
         guard !subscribersAll.isEmpty || batchSubscribers != nil else { return }
         let bytes = CoordinatorToClient.job(wireEvent(event)).encode()
-        for id in subscribersAll { send(bytes, to: id) }
-        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) { send(bytes, to: id) }
+        // A final event waits until the job's end is durable; the others need not.
+        let durable = event.state.isFinal
+        for id in subscribersAll { sendToClient(bytes, to: id, durable: durable) }
+        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) { sendToClient(bytes, to: id, durable: durable) }
     }
 
     func observe(_ o: Observation) {

@@ -11,7 +11,11 @@ extension Daemon {
         func route(_ method: HTTPMethod, _ path: String, _ body: @escaping @Sendable (isolated Daemon, HTTPRequest) -> HTTPResponse) {
             routes.add(method, path) { [weak self] _, request in
                 guard let self else { return .respond(.error(503, "stopping")) }
-                return .respond(self.assumeIsolated { d in d.guarded(request) { body(d, request) } })
+                return self.assumeIsolated { d in
+                    let response = d.guarded(request) { body(d, request) }
+                    // The client API answers behind the durability barrier (Daemon+Store).
+                    return request.path.hasPrefix("/v1/") ? d.respondToClient(request, response) : .respond(response)
+                }
             }
         }
         let settings = Dashboard.Settings(
@@ -92,7 +96,7 @@ extension Daemon {
     private func patternRoute(_ request: HTTPRequest) -> HTTPOutcome? {
         let parts = request.path.split(separator: "/", omittingEmptySubsequences: false)
         if parts.count == 5, parts[0].isEmpty, parts[1] == "v1", parts[2] == "backends", parts[4] == "drain" {
-            return .respond(drainRoute(request, id: parts[3]))
+            return respondToClient(request, drainRoute(request, id: parts[3]))
         }
         guard parts.count == 4, parts[0].isEmpty, parts[1] == "v1", parts[2] == "batches" || parts[2] == "jobs" else {
             return .respond(errorResponse(RequestError(.notFound, "no route \(request.path)")))
@@ -104,7 +108,7 @@ extension Daemon {
             response.headers.append((name: "Allow", value: allowed.map(\.rawValue).joined(separator: ", ")))
             return .respond(response)
         }
-        return .respond(guarded(request) {
+        return respondToClient(request, guarded(request) {
             guard let raw = UInt64(parts[3]) else {
                 return errorResponse(RequestError(.invalidMessage, "'\(parts[3])' is not an id (a decimal integer)"))
             }
@@ -216,6 +220,18 @@ extension Daemon {
             metrics.gauge("muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? ""]).record(j.seconds)
         }
         metrics.gauge("muster_ready").record(wireReadiness().ready ? 1 : 0)
+        if let store {
+            let s = store.statistics
+            metrics.gauge("muster_store_available").record(storeRefusal == nil ? 1 : 0)
+            metrics.gauge("muster_store_bytes").record(Int64(clamping: s.bytesOnDisk))
+            metrics.gauge("muster_store_jobs").record(s.jobsStored)
+            metrics.gauge("muster_store_bytes_per_job").record(s.bytesPerJob ?? 0)
+            metrics.gauge("muster_store_pending_changes").record(Int64(clamping: s.pending))
+            metrics.gauge("muster_store_commits").record(Int64(clamping: s.commits))
+            metrics.gauge("muster_store_failed_commits").record(Int64(clamping: s.failedCommits))
+            metrics.gauge("muster_store_changes_written").record(Int64(clamping: s.changesWritten))
+            metrics.gauge("muster_store_last_commit_seconds").record(s.lastCommitSeconds)
+        }
         let counters = transport.assumeIsolated { $0.counters }
         metrics.gauge("muster_bytes", ["direction": "in"]).record(counters.bytesIn)
         metrics.gauge("muster_bytes", ["direction": "out"]).record(counters.bytesOut)

@@ -40,7 +40,8 @@ extension Daemon {
             let id = BackendID(Int64(-(index + 1)))
             idsByName[config.name] = id
             namesByID[id] = config.name
-            let engine = WorkerEngine(spec: spec, incarnation: incarnation, epochMs: originMs, seed: UInt64(index + 1), at: now)
+            let engine = WorkerEngine(
+                spec: spec, incarnation: incarnation, epochMs: originMs, seed: UInt64(index + 1), at: Daemon.instant(since: origin))
             locals[id] = WorkerDriver(
                 engine: engine, transport: transport, limits: limits, clock: { Daemon.instant(since: origin) },
                 output: { [weak self] action in

@@ -63,6 +63,8 @@ extension Daemon {
         let r = core.readiness
         var reasons: [String] = []
         if stopping { reasons.append("shutting_down") }
+        let storeDown = storeRefusal != nil
+        if storeDown { reasons.append("store_unavailable") }
         if r.readyBackends == 0 { reasons.append("no_ready_backend") }
         if r.heldJobs > 0 { reasons.append("jobs_held") }
         var waiting: [Wire.GateWait] = []
@@ -84,7 +86,7 @@ extension Daemon {
             }
         }
         return Wire.Readiness(
-            ready: r.ready && !stopping, reasons: reasons, readyBackends: r.readyBackends, heldJobs: r.heldJobs,
+            ready: r.ready && !stopping && !storeDown, reasons: reasons, readyBackends: r.readyBackends, heldJobs: r.heldJobs,
             waiting: waiting)
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MusterCore
 import MusterProtocol
+import MusterStore
 import MusterTransport
 
 /// The running coordinator: the core state machine wired to the network.
@@ -52,6 +53,17 @@ public actor Daemon {
     var localInbox = Deque<(BackendID, BackendToCoordinator)>()
     var pumping = false
 
+    // The job store (nil with `store.url = memory:`) and the durability barrier (Daemon+Store).
+    var store: (any JobStore)?
+    var storeOpened = false
+    var storeFailure: StoreFailure?
+    /// Sequence number of the last change appended, and of the last one the store made durable.
+    var storeAppended: UInt64 = 0
+    var storeDurable: UInt64 = 0
+    /// Per client link, messages waiting for the store (barrier 0: behind a held one only).
+    var heldOutput: [ConnectionID: Deque<(barrier: UInt64, bytes: [UInt8])>] = [:]
+    var heldResponses = Deque<(barrier: UInt64, request: HTTPRequestID, response: HTTPResponse)>()
+
     var coreTimer: (id: TimerID, at: CoreInstant)?
     var listener: Listener?
     var stopping = false
@@ -76,7 +88,10 @@ public actor Daemon {
         self.heartbeatMs = heartbeat
         t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
         self.transport = try Transport(configuration: t, logger: logger)
-        self.core = MusterCore.Coordinator(policy: Self.policy(from: configuration))
+        self.store = Self.makeStore(configuration)
+        var policy = Self.policy(from: configuration)
+        policy.persistChanges = configuration.storeURL != .memory
+        self.core = MusterCore.Coordinator(policy: policy)
         self.origin = .now
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
@@ -107,8 +122,11 @@ public actor Daemon {
         return p
     }
 
-    /// The core's clock: time since this daemon started.
-    var now: CoreInstant { Self.instant(since: origin) }
+    /// The core's clock: wall-clock nanoseconds since the Unix epoch when the daemon started,
+    /// advanced by the monotonic clock (instants a store kept stay meaningful after a restart).
+    var now: CoreInstant {
+        CoreInstant(nanoseconds: originMs &* 1_000_000 &+ Self.instant(since: origin).nanoseconds)
+    }
 
     static func instant(since origin: ContinuousClock.Instant) -> CoreInstant {
         let d = ContinuousClock.now - origin
@@ -117,7 +135,7 @@ public actor Daemon {
     }
 
     /// Wall-clock milliseconds of a core instant.
-    func ms(_ t: CoreInstant) -> UInt64 { originMs + t.nanoseconds / 1_000_000 }
+    func ms(_ t: CoreInstant) -> UInt64 { t.nanoseconds / 1_000_000 }
 
     // MARK: - Lifecycle
 
@@ -149,8 +167,13 @@ public actor Daemon {
                 "backends.remote": "\(configuration.backends.filter { !$0.isLocal }.count)",
                 "auth": "\(sharedToken != nil || !configuration.backendTokens.isEmpty)",
             ])
-        startLocalBackends()
-        dialRemoteBackends()
+        if store != nil {
+            // Local backends start and remote ones are dialled once the store is open.
+            openStore()
+        } else {
+            startLocalBackends()
+            dialRemoteBackends()
+        }
         return listener.port
     }
 
@@ -175,6 +198,8 @@ public actor Daemon {
         }
         beginShutdown()
         await transport.shutdown()
+        // What is appended is written before the process ends.
+        store?.close()
         stopped = true
         logger.info("stopped")
         let waiters = stopWaiters
@@ -193,7 +218,11 @@ public actor Daemon {
         logger.notice(
             "shutting down", metadata: ["jobs.queued": "\(queued)", "jobs.bound": "\(bound)", "jobs.running": "\(running)"])
         if unfinished > 0 {
-            logger.warning("jobs not finished at shutdown are lost (durable jobs are not implemented)", metadata: ["jobs.unfinished": "\(unfinished)"])
+            if store != nil {
+                logger.notice("unfinished jobs are kept in the job store for the next start", metadata: ["jobs.unfinished": "\(unfinished)"])
+            } else {
+                logger.warning("jobs not finished at shutdown are lost (store.url is memory:)", metadata: ["jobs.unfinished": "\(unfinished)"])
+            }
         }
         let goodbye = Wire.Goodbye(reason: "shutdown", message: "the coordinator is stopping")
         let toBackends = CoordinatorToBackend.goodbye(goodbye).encode()
@@ -216,6 +245,11 @@ public actor Daemon {
 
     /// Performs core actions in order.
     func perform(_ actions: [CoreAction]) {
+        if store != nil {
+            // Every change of this event goes to the store first, so whatever a client is told
+            // below waits for all of them (Daemon+Store).
+            for case .persist(let change) in actions { persist(change) }
+        }
         for action in actions { perform(action) }
         armCoreTimer()
     }
@@ -252,6 +286,8 @@ public actor Daemon {
             deliver(.staleLease(.init(job: job, lease: lease, about: about)), to: backend)
         case .jobEvent(let event):
             publish(event)
+        case .persist:
+            break  // appended before the other actions
         case .readinessChanged(let r):
             logger.info(
                 r.ready ? "ready" : "not ready",

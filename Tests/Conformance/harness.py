@@ -14,6 +14,7 @@ import base64
 import http.client
 import json
 import os
+import tempfile
 import re
 import signal
 import socket
@@ -275,6 +276,10 @@ class Daemon:
         for k, v in self.settings.items():
             args += ["--set", "%s=%s" % (k, v)]
         env = dict(os.environ, SWIFT_BACKTRACE="enable=no")
+        # Each scenario starts from an empty job store of its own (README "Durable jobs").
+        if "store.url" not in self.settings:
+            state = tempfile.mkdtemp(prefix="muster-conformance-")
+            env["MUSTER_STORE_URL"] = "sqlite://%s/muster.sqlite" % state
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, env=env, preexec_fn=_die_with_parent)

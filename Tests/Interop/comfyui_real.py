@@ -98,7 +98,9 @@ def comfy_up(port):
 
 def start_muster(key, *args):
     out = open(os.path.join(WORK, f"{key}.log"), "ab")
-    PROCS[key] = subprocess.Popen([MUSTER, *args], stdout=out, stderr=subprocess.STDOUT)
+    # Each coordinator keeps its jobs in a store of its own under the work directory.
+    env = dict(os.environ, XDG_STATE_HOME=os.path.join(WORK, f"state-{key}"))
+    PROCS[key] = subprocess.Popen([MUSTER, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def stop(key, sig=signal.SIGTERM):

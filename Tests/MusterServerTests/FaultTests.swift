@@ -58,8 +58,60 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
-    @Test func aCoordinatorKilledAndRestartedLosesItsJobsAndAgentsCarryOn() async throws {
-        var (serve, port) = try await e2e.coordinator(e2e.backends("[]"))
+    /// The durable store (the default): SIGKILL the coordinator while agents run jobs, several
+    /// times in a row; each restart takes over what was stored, the agents keep the jobs they run
+    /// (`welcome.bindings`), nothing runs twice and every accepted job ends exactly once.
+    @Test func aCoordinatorKilledRepeatedlyUnderLoadLosesNoJobAndRunsNoneTwice() async throws {
+        let store = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-crash-\(UUID().uuidString)/muster.sqlite").path
+        let settings = e2e.backends("[]") + [
+            "--set", "store.url=sqlite://\(store)", "--set", "links.suspect_grace_seconds=30",
+        ]
+        var (serve, port) = try await e2e.coordinator(settings)
+        let a = try await e2e.agent(port: port, name: "keeps-a", features: "video", jobSeconds: "300ms")
+        let b = try await e2e.agent(port: port, name: "keeps-b", features: "video", jobSeconds: "300ms")
+        try await e2e.readyBackends(port: port, count: 2)
+        var accepted: [JobID] = []
+        for round in 1...3 {
+            // Accepted jobs: the client got `accepted`, so they must survive the crash.
+            let c = try await client(port: port, name: "round-\(round)")
+            for _ in 0..<5 { accepted += try await c.submit(jobs(20)).jobs }
+            try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/backends", "both agents running a job") { r in
+                let list = r.json["backends"] as? [[String: Any]] ?? []
+                return list.filter { (($0["load"] as? [String: Any])?["running"] as? Int ?? 0) > 0 }.count == 2
+            }
+            await c.close()
+            #expect(try await serve.stop(signal: SIGKILL) != 0)
+            (serve, _) = try await e2e.coordinator(settings, port: port)
+            for agent in [a, b] {
+                try await agent.waitUntil("re-registration \(round)") { p in
+                    p.logEvents.filter { $0["msg"] as? String == "registered" }.count >= round + 1
+                }
+            }
+        }
+        // Every accepted job ends exactly once, each on its first attempt unless its binding was
+        // not yet written when the coordinator died (then it runs again, its first run dropped).
+        var attempts: [Int: Int] = [:]
+        for job in accepted {
+            let r = try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/jobs/\(job)", "job \(job) final", timeout: .seconds(120)) {
+                ["completed", "failed", "canceled"].contains($0.json["state"] as? String ?? "")
+            }
+            #expect(r.json["state"] as? String == "completed", "job \(job): \(r.text)")
+            attempts[r.json["attempt"] as? Int ?? 0, default: 0] += 1
+        }
+        #expect(attempts.keys.allSatisfy { $0 >= 1 }, "\(attempts)")
+        #expect((attempts[1] ?? 0) >= accepted.count * 9 / 10, "most jobs ran once: \(attempts)")
+        // The agents kept what they ran across the restarts: some welcome listed bindings.
+        let kept = [a, b].flatMap { $0.logEvents.filter { $0["msg"] as? String == "registered" } }
+            .compactMap { Int($0["bindings"] as? String ?? "") }.filter { $0 > 0 }
+        #expect(!kept.isEmpty, "a re-registered agent got its jobs back")
+        try await a.stop()
+        try await b.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func aCoordinatorWithoutAStoreLosesItsJobsOnARestartAndAgentsCarryOn() async throws {
+        var (serve, port) = try await e2e.coordinator(e2e.backends("[]") + ["--set", "store.url=memory:"])
         let a = try await e2e.agent(port: port, name: "steady-a", features: "video", jobSeconds: "5s")
         let b = try await e2e.agent(port: port, name: "steady-b", features: "video", jobSeconds: "5s")
         try await e2e.readyBackends(port: port, count: 2)
@@ -77,9 +129,9 @@ import Testing
         #expect(await before.closeError != nil)
         await before.close()
 
-        (serve, _) = try await e2e.coordinator(e2e.backends("[]"), port: port)
+        (serve, _) = try await e2e.coordinator(e2e.backends("[]") + ["--set", "store.url=memory:"], port: port)
         try await e2e.readyBackends(port: port, count: 2)
-        // Jobs live in memory: the new coordinator never heard of them ...
+        // Jobs lived in memory only: the new coordinator never heard of them ...
         let lookup = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(lost.jobs[0])")
         #expect(lookup.status == 404)
         // ... and the agents, re-registered with the same processes, were told to hold nothing.

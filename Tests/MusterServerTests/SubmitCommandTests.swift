@@ -160,11 +160,11 @@ import Testing
     }
 
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
-        // `late` loads for 10 s before it announces video; the gate holds the job for it meanwhile.
-        // (2 s and 5 s were too short when the whole suite loads the machine: the submitting process could
+        // `late` loads for 20 s before it announces video; the gate holds the job for it meanwhile.
+        // (2, 5 and 10 s were too short when the whole suite loads the machine: the submitting process could
         // start after `late` had announced, and nothing was held.)
         let late =
-            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(10)), "#
+            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(20)), "#
             + #""job_seconds": {"default": 0.05}}]"#
         let (server, url) = try await serve(backends: late)
         let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])

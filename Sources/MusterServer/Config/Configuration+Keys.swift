@@ -99,6 +99,10 @@ public struct ConfigKey: Sendable {
             name: "jobs.retain_finished", kind: .int(0...10_000_000), defaultValue: .int(100_000),
             help: "Finished jobs kept for GET /v1/jobs/{id} and status, newest first."),
         ConfigKey(
+            name: "store.url", kind: .string, defaultValue: .string(""),
+            help: "Job store: sqlite:///PATH (SQLite, WAL, one fsync per group commit) or memory: (jobs do not "
+                + "survive a restart). Empty: sqlite under $XDG_STATE_HOME/muster (~/.local/state/muster)."),
+        ConfigKey(
             name: "dashboard.highlight_features", kind: .featureList, defaultValue: .string("frameinterps,video"),
             help: "Features the dashboard highlights on backends and held jobs (comma-separated)."),
     ]

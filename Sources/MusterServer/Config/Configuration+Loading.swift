@@ -1,4 +1,5 @@
 import Foundation
+import MusterStore
 
 extension Configuration {
     /// Builds the effective configuration from its sources, later ones winning:
@@ -127,6 +128,14 @@ extension Configuration {
         for path in [tokenFile, tlsCertificate, tlsKey, tlsClientCA].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
             let key = ["auth.token_file", "tls.cert", "tls.key", "tls.client_ca"].first { string($0) == path }!
             throw ConfigError(source: source, key: key, reason: "cannot read '\(path)'")
+        }
+        let store = string("store.url")
+        if !store.isEmpty {
+            do {
+                _ = try StoreURL(parsing: store)
+            } catch {
+                throw ConfigError(source: source, key: "store.url", reason: "\(error)")
+            }
         }
         if isOpenBeyondLoopback, !bool("auth.allow_anonymous") {
             throw ConfigError(

@@ -1,4 +1,5 @@
 import Foundation
+import MusterStore
 
 /// The effective configuration of `muster serve`.
 ///
@@ -36,6 +37,21 @@ public struct Configuration: Sendable, Equatable {
     public func int(_ key: String) -> Int { values[key]!.int! }
     public func bool(_ key: String) -> Bool { values[key]!.bool! }
     public func string(_ key: String) -> String { values[key]!.string! }
+
+    /// Where jobs are kept (`store.url`; empty: SQLite at the default path of this user).
+    public var storeURL: StoreURL {
+        let text = string("store.url")
+        if text.isEmpty { return .sqlite(path: StoreURL.defaultSQLitePath(environment: ProcessInfo.processInfo.environment)) }
+        return (try? StoreURL(parsing: text)) ?? .memory
+    }
+
+    /// `store.url` as written in logs.
+    public var storeURLDescription: String {
+        switch storeURL {
+        case .memory: "memory:"
+        case .sqlite(let path): "sqlite://\(path)"
+        }
+    }
     /// A `featureList` key: sorted, no repeats.
     public func features(_ key: String) -> [String] { string(key).split(separator: ",").map(String.init) }
 }

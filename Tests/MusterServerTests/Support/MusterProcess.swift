@@ -36,6 +36,9 @@ final class MusterProcess: Sendable {
         var env = ProcessInfo.processInfo.environment
         env["MUSTER_LOG_FORMAT"] = env["MUSTER_LOG_FORMAT"] ?? "json"
         env["SWIFT_BACKTRACE"] = "enable=no"
+        // A store of its own per process (the default sqlite path is under XDG_STATE_HOME).
+        env["XDG_STATE_HOME"] = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-test-state-\(UUID().uuidString)").path
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let err = Pipe(), out = Pipe()

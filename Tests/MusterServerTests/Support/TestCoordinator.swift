@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MusterProtocol
 import MusterServer
@@ -20,7 +21,10 @@ struct TestCoordinator {
     static func start(backends: String = defaultBackends, settings: [(String, String)] = []) async throws
         -> TestCoordinator
     {
-        let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends)] + settings).map {
+        // A fresh SQLite store of its own (the default engine), unless the test names one.
+        let store = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-test-\(UUID().uuidString)/muster.sqlite").path
+        let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends), ("store.url", "sqlite://\(store)")] + settings).map {
             (source: "test", key: $0.0, value: $0.1)
         }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)

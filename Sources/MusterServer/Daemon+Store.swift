@@ -1,0 +1,177 @@
+import DequeModule
+import Foundation
+import Logging
+import MusterCore
+import MusterProtocol
+import MusterStore
+import MusterTransport
+
+/// The durability barrier between the core and clients.
+///
+/// The core emits `.persist(change)` for every change the store keeps, in order; the daemon
+/// appends each to the store, which commits them in groups (one fsync for many changes) on its own
+/// thread. What a client is told of durable facts (an `accepted`, a final job event, any answer or
+/// HTTP response of the client API) leaves only once every change appended before it is durable:
+/// a client is never
+/// told of a batch or an end that a crash could take back. Progress on the way (a binding, a
+/// start) is not held: a crash can undo it, and the job then runs again, so no final event is
+/// ever repeated. Work sent to backends does not wait either (a binding lost in a crash is
+/// repaired at restart: its backend is told it is stale).
+extension Daemon {
+    /// Opens the store and takes over what it holds. Before that succeeds the daemon serves only
+    /// probes and metrics: submissions are refused and backends are not linked.
+    func openStore() {
+        guard let store, !storeOpened, !stopping else { return }
+        store.onCommit { [weak self] commit in self?.storeReported(commit) }
+        let started = ContinuousClock.now
+        do {
+            let snapshot = try store.open()
+            storeOpened = true
+            storeFailure = nil
+            // Backend ids stay what they were: a reconnecting agent is known by its name.
+            for b in snapshot.backends where !b.id.isLocal {
+                idsByName[b.name] = b.id
+                namesByID[b.id] = b.name
+                nextRemoteID = max(nextRemoteID, b.id.rawValue + 1)
+            }
+            perform(core.restore(snapshot, at: now))
+            pump()
+            let unfinished = snapshot.jobs.count { !$0.state.isFinal }
+            logger.notice(
+                "job store opened",
+                metadata: [
+                    "store.url": "\(configuration.storeURLDescription)", "store.epoch": "\(snapshot.epoch)",
+                    "jobs.stored": "\(snapshot.jobs.count)", "jobs.unfinished": "\(unfinished)",
+                    "batches": "\(snapshot.batches.count)",
+                    "took_ms": "\((ContinuousClock.now - started).nanosecondsClamped / 1_000_000)",
+                ])
+            startLocalBackends()
+            dialRemoteBackends()
+        } catch {
+            if storeFailure == nil {
+                logger.error(
+                    "job store unavailable: accepting no work until it opens",
+                    metadata: ["store.url": "\(configuration.storeURLDescription)", "error": "\(error)"])
+            }
+            storeFailure = error
+            metrics.counter("muster_store_failures_total", ["kind": error.kind.rawValue]).increment()
+            // A store object opens once: the next attempt gets a new one.
+            self.store = Self.makeStore(configuration)
+            transport.assumeIsolated { t in
+                _ = t.schedule(after: .seconds(2)) { [weak self] _ in self?.assumeIsolated { $0.openStore() } }
+            }
+        }
+    }
+
+    /// A new, unopened store for `store.url` (nil for `memory:`).
+    static func makeStore(_ configuration: Configuration) -> (any JobStore)? {
+        switch configuration.storeURL {
+        case .memory: nil
+        case .sqlite(let path): SQLiteJobStore(path: path)
+        }
+    }
+
+    /// Appends one change to the store.
+    func persist(_ change: StoreChange) {
+        guard let store else { return }
+        storeAppended = store.append(change)
+    }
+
+    /// True when a change appended to the store is not durable yet.
+    var behindStore: Bool { storeDurable < storeAppended }
+
+    /// Sends to a client. `durable`: the message tells of something a crash must not take back
+    /// (an `accepted`, a final job event, an answer that reads job state), so it waits until
+    /// every change appended so far is durable. Other messages (a job `bound`, `started`,
+    /// `progress`...) go at once unless something is already held for this link: a link's
+    /// messages keep their order.
+    func sendToClient(_ bytes: [UInt8], to connection: ConnectionID, durable: Bool = true) {
+        if let i = heldOutput.index(forKey: connection) {
+            heldOutput.values[i].append((durable ? storeAppended : 0, bytes))
+        } else if durable && behindStore {
+            heldOutput[connection] = [(storeAppended, bytes)]
+        } else {
+            send(bytes, to: connection)
+        }
+    }
+
+    /// An HTTP response of the client API. A request that changed something (a submission, a
+    /// cancel, a drain) is answered once everything appended so far is durable; reads and errors
+    /// (a refusal asserts nothing) are answered at once, so they work while the store is down.
+    func respondToClient(_ request: HTTPRequest, _ response: HTTPResponse) -> HTTPOutcome {
+        guard behindStore, request.method != .get, response.status < 400 else { return .respond(response) }
+        heldResponses.append((storeAppended, request.id, response))
+        return .deferred
+    }
+
+    /// The store's thread reports a commit; the daemon reads the store's own figures (so reports
+    /// that arrive out of order cannot mislead it).
+    nonisolated func storeReported(_ commit: StoreCommit) {
+        Task { await self.storeCommitted() }
+    }
+
+    func storeCommitted() {
+        guard let store else { return }
+        let stats = store.statistics
+        if stats.durable > storeDurable { storeDurable = stats.durable }
+        if let failure = stats.lastFailure {
+            if storeFailure == nil {
+                logger.error(
+                    "job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged",
+                    metadata: ["error": "\(failure)", "store.pending": "\(stats.appended - stats.durable)"])
+                metrics.counter("muster_store_failures_total", ["kind": failure.kind.rawValue]).increment()
+            }
+            storeFailure = failure
+        } else if let failure = storeFailure, storeOpened {
+            logger.notice("job store writes again", metadata: ["error.was": "\(failure)"])
+            storeFailure = nil
+        }
+        releaseHeld()
+    }
+
+    /// Sends what waited for changes that are durable now, in order.
+    func releaseHeld() {
+        if !heldOutput.isEmpty {
+            var emptied: [ConnectionID] = []
+            for (connection, queue) in heldOutput {
+                var queue = queue
+                while let first = queue.first, first.barrier <= storeDurable {
+                    queue.removeFirst()
+                    send(first.bytes, to: connection)
+                }
+                if queue.isEmpty { emptied.append(connection) } else { heldOutput[connection] = queue }
+            }
+            for c in emptied { heldOutput[c] = nil }
+        }
+        while let first = heldResponses.first, first.barrier <= storeDurable {
+            heldResponses.removeFirst()
+            _ = transport.assumeIsolated { $0.respond(to: first.request, with: first.response) }
+        }
+    }
+
+    /// Forgets what was held for a link that closed.
+    func dropHeld(for connection: ConnectionID) {
+        heldOutput[connection] = nil
+    }
+
+    /// Why no new work can be accepted now, if the store is the reason.
+    var storeRefusal: RequestError? {
+        guard store != nil else { return nil }
+        if !storeOpened {
+            return RequestError(
+                .storeUnavailable, "the job store is not open (\(storeFailure.map { "\($0)" } ?? "opening")); retry later")
+        }
+        if let f = storeFailure {
+            return RequestError(.storeUnavailable, "the job store cannot write (\(f)); retry later")
+        }
+        if storeAppended - storeDurable > Self.maxUnwrittenChanges {
+            return RequestError(
+                .storeUnavailable,
+                "the job store is \(storeAppended - storeDurable) changes behind; retry later")
+        }
+        return nil
+    }
+
+    /// Changes appended but not yet written beyond which new submissions wait (bounded memory).
+    static let maxUnwrittenChanges: UInt64 = 1_000_000
+}

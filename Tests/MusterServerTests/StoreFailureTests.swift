@@ -1,0 +1,130 @@
+import Foundation
+import MusterProtocol
+import Testing
+
+/// The job store failing under a running `muster serve`: a full disk (a small tmpfs filled up)
+/// and a file system remounted read-only. Nothing unwritten is acknowledged, new work is refused
+/// with `store_unavailable`, `/readyz` says why, and all of it recovers when the store writes again.
+/// Needs root for `mount` (CI and `Scripts/test` run as root); without it the test fails, saying so.
+@Suite(.serialized) struct StoreFailureTests {
+    let e2e = EndToEndTests()
+
+    /// A tmpfs of `size` at a new directory; unmounted by `unmount()`.
+    struct Tmpfs {
+        let path: String
+
+        init(size: String) throws {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tmpfs-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try Self.run(["mount", "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path])
+        }
+
+        func remount(_ mode: String) throws { try Self.run(["mount", "-o", "remount,\(mode)", path]) }
+
+        func unmount() {
+            try? Self.run(["umount", "-l", path])
+            try? FileManager.default.removeItem(atPath: path)
+        }
+
+        /// Fills the file system with a file `filler` until it is full.
+        func fill() throws {
+            let fd = open("\(path)/filler", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            guard fd >= 0 else { throw Failure("cannot create the filler file") }
+            defer { close(fd) }
+            let block = [UInt8](repeating: 0x5a, count: 4096)
+            while block.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
+        }
+
+        func unfill() throws { try FileManager.default.removeItem(atPath: "\(path)/filler") }
+
+        static func run(_ arguments: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = arguments
+            let err = Pipe()
+            p.standardError = err
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else {
+                let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                throw Failure("\(arguments.joined(separator: " ")) failed (the store failure tests need root for mount): \(text)")
+            }
+        }
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ d: String) { description = d }
+    }
+
+    let batch = #"{"jobs": [{"kind": "image", "count": 3}]}"#
+
+    func serve(_ fs: Tmpfs) async throws -> (MusterProcess, Int) {
+        try await e2e.coordinator([
+            "--set", "store.url=sqlite://\(fs.path)/muster.sqlite",
+            "--set", #"backends=[{"name": "quick", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#,
+        ])
+    }
+
+    @Test func aFullDiskRefusesNewWorkAcknowledgesNothingUnwrittenAndRecovers() async throws {
+        let fs = try Tmpfs(size: "2m")
+        defer { fs.unmount() }
+        let (serve, port) = try await serve(fs)
+        let base = "http://127.0.0.1:\(port)"
+        let first = try await HTTP.post("\(base)/v1/batches", batch)
+        #expect(first.status == 201)
+        _ = try await e2e.finishedBatch(port: port, batch: 1)
+        try fs.fill()
+        // This batch cannot be written: its answer waits, it is not acknowledged.
+        let pending = Task { try await HTTP.post("\(base)/v1/batches", batch) }
+        try await serve.waitForLog("job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged")
+        let refused = try await HTTP.post("\(base)/v1/batches", batch)
+        #expect(refused.status == 503)
+        #expect(refused.json["code"] as? String == "store_unavailable", "\(refused.text)")
+        let ready = try await HTTP.get("\(base)/readyz")
+        #expect(ready.status == 503)
+        #expect((ready.json["reasons"] as? [String])?.contains("store_unavailable") == true, "\(ready.text)")
+        let metrics = try await HTTP.get("\(base)/metrics").text
+        #expect(metrics.contains("muster_store_available 0"), "the gauge says so")
+        // Space again: the held batch is written and answered, new work is accepted.
+        try fs.unfill()
+        let answered = try await pending.value
+        #expect(answered.status == 201, "\(answered.text)")
+        try await serve.waitForLog("job store writes again")
+        let after = try await HTTP.post("\(base)/v1/batches", batch)
+        #expect(after.status == 201)
+        for b in 1...3 {
+            let jobs = try await e2e.finishedBatch(port: port, batch: b)
+            #expect(jobs.count == 3 && jobs.allSatisfy { $0.state == "completed" }, "batch \(b): \(jobs)")
+        }
+        #expect(try await serve.stop() == 0)
+    }
+
+    /// A store that cannot be opened at startup (its file system is read-only): the coordinator
+    /// serves probes, refuses work and backends, retries, and takes over once it opens.
+    @Test func aStoreThatCannotOpenIsRetriedAndNothingIsAcceptedMeanwhile() async throws {
+        let fs = try Tmpfs(size: "8m")
+        defer { fs.unmount() }
+        try fs.remount("ro")
+        let (serve, port) = try await serve(fs)
+        let base = "http://127.0.0.1:\(port)"
+        try await serve.waitForLog("job store unavailable: accepting no work until it opens")
+        #expect(try await HTTP.get("\(base)/healthz").status == 200)
+        let refused = try await HTTP.post("\(base)/v1/batches", batch)
+        #expect(refused.status == 503 && refused.json["code"] as? String == "store_unavailable", "\(refused.text)")
+        let ready = try await HTTP.get("\(base)/readyz")
+        #expect((ready.json["reasons"] as? [String])?.contains("store_unavailable") == true, "\(ready.text)")
+        // An agent's hello is refused for now (close 1013); it keeps redialling.
+        let agent = try await e2e.agent(port: port, name: "patient", features: "image", waitForRegistration: false)
+        try await serve.waitForLog("job store unavailable: accepting no work until it opens")
+        try fs.remount("rw")
+        try await serve.waitForLog("job store opened")
+        try await agent.waitForLog("registered", timeout: .seconds(60))
+        let accepted = try await HTTP.post("\(base)/v1/batches", batch)
+        #expect(accepted.status == 201, "\(accepted.text)")
+        let jobs = try await e2e.finishedBatch(port: port, batch: 1)
+        #expect(jobs.count == 3 && jobs.allSatisfy { $0.state == "completed" })
+        try await agent.stop()
+        #expect(try await serve.stop() == 0)
+    }
+}
