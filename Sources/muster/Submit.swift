@@ -13,7 +13,11 @@ struct Submit: AsyncParsableCommand {
             otherwise, the job events as JSON lines with --json; then a summary of where each job \
             ran, for how long, why any job waited and how any failed. With --wait the exit status is \
             1 when a job failed or was canceled. Interrupting --wait stops following; the jobs keep \
-            running (cancel them with the HTTP API: DELETE /v1/jobs/ID).
+            running (cancel them with the HTTP API: DELETE /v1/jobs/ID). With --wait a lost link \
+            (the coordinator restarting) is redialled for up to --reconnect-seconds: the batch is \
+            followed again from the coordinator's job store and every job still gets exactly one \
+            final line; the batch gets a batch key of its own unless --batch-key gives one, so a \
+            submission whose answer was lost is sent again without running twice.
 
             --workflow FILE submits ComfyUI jobs: FILE is a workflow in API format (ComfyUI's \
             "Export (API)"), sent as params.workflow; only backends with every node class of the graph \
@@ -73,6 +77,12 @@ struct Submit: AsyncParsableCommand {
     @Flag(help: "Print JSON lines: the accepted answer, or with --wait every job event and a final summary.")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "With --wait: how long to keep redialling a lost coordinator (a restart) before giving up; 0: never.",
+            valueName: "SECONDS"))
+    var reconnectSeconds: Double = 300
+
     /// `--needs`, split on commas, sorted, without repeats.
     var neededFeatures: [String] {
         Array(Set(needs.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) })).sorted()
@@ -80,6 +90,9 @@ struct Submit: AsyncParsableCommand {
 
     func validate() throws {
         guard kindOption != nil || workflow != nil else { throw ValidationError("give --kind KIND or --workflow FILE") }
+        guard reconnectSeconds >= 0, reconnectSeconds <= 86_400 else {
+            throw ValidationError("--reconnect-seconds must lie in 0...86400, got \(reconnectSeconds)")
+        }
         if workflow == nil, seed != nil || inputsJson != nil {
             throw ValidationError("--seed and --inputs-json apply to --workflow")
         }
@@ -209,9 +222,13 @@ struct Submit: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let request = try batchRequest()
+        var request = try batchRequest()
+        if wait, request.batchKey == nil {
+            // A key of its own makes a resubmission after a lost answer idempotent.
+            request.batchKey = "muster-submit-\(UUID().uuidString.lowercased())"
+        }
         let allCompleted = try await client.withClient { c -> Bool in
-            let accepted = try await c.submit(request)
+            let accepted = try await submit(request, on: c)
             guard wait else {
                 printAccepted(accepted)
                 return true
@@ -219,6 +236,29 @@ struct Submit: AsyncParsableCommand {
             return try await follow(accepted, on: c)
         }
         if !allCompleted { throw ExitCode(1) }
+    }
+
+    /// Submits; with --wait, a link lost before the answer is redialled and the batch (its key
+    /// makes that idempotent) submitted again on the new link.
+    private func submit(_ request: Wire.BatchRequest, on c: MusterClient) async throws -> Wire.Accepted {
+        do {
+            return try await c.submit(request)
+        } catch {
+            guard wait, reconnectSeconds > 0, ClientOptions.linkLevel(error), request.batchKey != nil else { throw error }
+            let deadline = ContinuousClock.now + .milliseconds(Int64(reconnectSeconds * 1000))
+            while true {
+                let next = try await client.reconnect(until: deadline)
+                do {
+                    let accepted = try await next.submit(request)
+                    await next.close()
+                    return accepted
+                } catch {
+                    await next.close()
+                    guard ClientOptions.linkLevel(error), ContinuousClock.now < deadline else { throw error }
+                    try await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
     }
 
     private func printAccepted(_ accepted: Wire.Accepted) {
@@ -232,8 +272,13 @@ struct Submit: AsyncParsableCommand {
         print("jobs: \(accepted.jobs.map(\.description).joined(separator: " "))")
     }
 
-    /// Follows the batch until every job is final; returns whether all completed.
-    private func follow(_ accepted: Wire.Accepted, on c: MusterClient) async throws -> Bool {
+    /// Follows the batch until every job is final; returns whether all completed. A lost link
+    /// (the coordinator restarting, say) is redialled for up to `--reconnect-seconds`; the batch
+    /// is subscribed again and its snapshot fills in what happened meanwhile. Each job's final
+    /// line is printed once, whatever the coordinator resends.
+    private func follow(_ accepted: Wire.Accepted, on first: MusterClient) async throws -> Bool {
+        var c = first
+        var own: MusterClient?  // a client this function dialled (and so closes)
         // Subscribe first: events wait in the stream while the names are fetched.
         try await c.subscribe(batch: accepted.batch)
         var names = BackendNames(try await c.status().backends)
@@ -241,16 +286,37 @@ struct Submit: AsyncParsableCommand {
         var display = SubmitDisplay(mode: mode, batch: accepted.batch, jobs: accepted.jobs)
         var progress = BatchProgress(batch: accepted.batch, jobs: accepted.jobs)
         display.start(progress)
-        for await event in c.events {
-            guard progress.apply(event) else { continue }
-            names.learn(event)
-            display.show(event, progress, names)
+        while true {
+            for await event in c.events {
+                let shown = progress.isFinal(event.job)
+                guard progress.apply(event) else { continue }
+                names.learn(event)
+                if !shown { display.show(event, progress, names) }
+                if progress.isDone { break }
+            }
             if progress.isDone { break }
-        }
-        guard progress.isDone else {
-            throw await c.closeError
+            let error =
+                await c.closeError
                 ?? MusterClientError(code: MusterClientError.linkClosed, message: "the job events ended early")
+            guard ClientOptions.linkLevel(error), reconnectSeconds > 0 else {
+                await own?.close()
+                throw error
+            }
+            FileHandle.standardError.write(Data("muster: \(error.message); reconnecting (up to \(Int(reconnectSeconds)) s)\n".utf8))
+            let deadline = ContinuousClock.now + .milliseconds(Int64(reconnectSeconds * 1000))
+            let next: MusterClient
+            do {
+                next = try await client.reconnect(until: deadline)
+                try await next.subscribe(batch: accepted.batch)
+            } catch {
+                await own?.close()
+                throw error
+            }
+            await own?.close()
+            own = next
+            c = next
         }
+        await own?.close()
         display.summary(progress, names)
         return progress.orderedJobs.allSatisfy { $0.state == .completed }
     }

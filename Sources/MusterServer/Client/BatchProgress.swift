@@ -57,6 +57,9 @@ public struct BatchProgress: Sendable {
         self.jobs = Dictionary(uniqueKeysWithValues: jobs.map { ($0, Job(id: $0)) })
     }
 
+    /// True when the job has reached a final state (and its final line was shown).
+    public func isFinal(_ job: JobID) -> Bool { jobs[job]?.isFinal ?? false }
+
     /// Folds one event in. Returns false, changing nothing, for events of other batches or jobs.
     @discardableResult
     public mutating func apply(_ e: CoordinatorToClient.JobEvent) -> Bool {
