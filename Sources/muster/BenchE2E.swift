@@ -58,6 +58,8 @@ struct BenchE2E: AsyncParsableCommand {
     var bound: Double = 180
     @Flag(help: "Skip the Redis reference.")
     var noRedis = false
+    @Option(help: "Job stores for throughput (each a row): sqlite (the default, durable), memory.")
+    var stores = "sqlite,memory"
 
     struct Row {
         var name: String
@@ -88,19 +90,28 @@ struct BenchE2E: AsyncParsableCommand {
         }
         var rows: [Row] = []
         var measuredRate: Double?
+        let storeKinds = stores.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !storeKinds.isEmpty, Set(storeKinds).isSubset(of: ["sqlite", "memory"]) else {
+            throw ValidationError("--stores: pick from sqlite, memory")
+        }
         if wanted.contains("throughput") {
-            let row = try await throughput()
-            measuredRate = Double(row.rate.filter(\.isNumber))
-            rows.append(row)
+            for kind in storeKinds {
+                let row = try await throughput(store: kind)
+                // Latency is offered at half the durable (first) rate.
+                if measuredRate == nil { measuredRate = Double(row.rate.filter(\.isNumber)) }
+                rows.append(row)
+            }
         }
         if wanted.contains("latency") {
             let target = rate > 0 ? rate : (measuredRate.map { $0 / 2 } ?? 12_500)
-            rows.append(try await latency(rate: target))
+            rows.append(try await latency(rate: target, store: storeKinds[0]))
         }
         if wanted.contains("scale") { rows.append(try await scale()) }
         if wanted.contains("churn") { rows.append(try await churn()) }
         if wanted.contains("gate") { rows.append(try await gate()) }
-        if !noRedis, wanted.contains("throughput") { rows.append(await redisReference()) }
+        if !noRedis, wanted.contains("throughput") {
+            for fsync in ["no", "everysec", "always"] { rows.append(await redisReference(appendfsync: fsync)) }
+        }
         let raw = try await rawTransport()
         rows.append(Row(name: "raw transport", rate: "\(formatCount(raw)) msg/s", note: "one-way, 32-byte messages, 1 link"))
 
@@ -128,13 +139,22 @@ struct BenchE2E: AsyncParsableCommand {
     struct Coordinator {
         var child: E2EChild
         var url: String
+        /// The temporary directory of its SQLite store, removed when it stops.
+        var storeDirectory: String? = nil
     }
 
     /// `muster serve` on a free loopback port with no configured backends, once it takes clients.
-    func startCoordinator(_ settings: [String] = []) async throws -> Coordinator {
+    /// `store`: `sqlite` (a new file in a temporary directory, removed afterwards) or `memory`.
+    func startCoordinator(_ settings: [String] = [], store: String = "sqlite") async throws -> Coordinator {
         let port = try freeLoopbackPort()
         var args = ["serve", "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--set", "backends=[]"]
-        for s in ["links.outbound_high_water_bytes=268435456"] + settings { args += ["--set", s] }
+        var storeURL = "memory:", storeDirectory: String?
+        if store != "memory" {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString)").path
+            storeURL = "sqlite://\(dir)/muster.sqlite"
+            storeDirectory = dir
+        }
+        for s in ["links.outbound_high_water_bytes=268435456", "store.url=\(storeURL)"] + settings { args += ["--set", s] }
         let child = try E2EChild.muster("muster serve", args)
         let url = "ws://127.0.0.1:\(port)"
         let deadline = ContinuousClock.now + .seconds(30)
@@ -142,7 +162,7 @@ struct BenchE2E: AsyncParsableCommand {
             // Poll until it listens: the child has no other way to say so at log level error.
             if let probe = try? await MusterClient.connect(.init(coordinator: url, name: "probe"), logger: quiet) {
                 await probe.close()
-                return Coordinator(child: child, url: url)
+                return Coordinator(child: child, url: url, storeDirectory: storeDirectory)
             }
             if ContinuousClock.now > deadline || !child.process.isRunning {
                 child.signal(SIGKILL)
@@ -161,6 +181,7 @@ struct BenchE2E: AsyncParsableCommand {
         }
         _ = await c.child.waitExit()
         killer.cancel()
+        if let dir = c.storeDirectory { try? FileManager.default.removeItem(atPath: dir) }
     }
 
     func startBackends(_ url: String, _ extra: [String]) async throws -> E2EChild {
@@ -233,8 +254,8 @@ struct BenchE2E: AsyncParsableCommand {
     // MARK: - Scenarios
 
     /// As many zero-duration jobs as the system moves, at most `outstanding` unfinished at a time.
-    func throughput() async throws -> Row {
-        let coordinator = try await startCoordinator(["gate.window_seconds=0"])
+    func throughput(store: String) async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=0"], store: store)
         let fleet = try await startBackends(coordinator.url, ["--count", "\(backends)"])
         let window = JobWindow(limit: outstanding)
         let clients = try await connectClients(coordinator.url, count: clients, window: window)
@@ -270,7 +291,7 @@ struct BenchE2E: AsyncParsableCommand {
         await stop(coordinator)
         let s = tracker.summary()
         let elapsed = ((s.last ?? t1) - (s.first ?? t0)).secondsDouble
-        var row = Row(name: "throughput")
+        var row = Row(name: "throughput \(store)")
         row.rate = "\(formatCount(Double(s.finals) / elapsed)) jobs/s"
         row.bind = s.bind.text
         row.complete = s.complete.text
@@ -284,8 +305,8 @@ struct BenchE2E: AsyncParsableCommand {
     }
 
     /// Paced submissions at `rate` jobs/s in small batches.
-    func latency(rate: Double) async throws -> Row {
-        let coordinator = try await startCoordinator(["gate.window_seconds=0"])
+    func latency(rate: Double, store: String) async throws -> Row {
+        let coordinator = try await startCoordinator(["gate.window_seconds=0"], store: store)
         let fleet = try await startBackends(coordinator.url, ["--count", "\(backends)"])
         let clients = try await connectClients(coordinator.url, count: clients, window: nil)
         let pid = coordinator.child.pid
@@ -319,7 +340,7 @@ struct BenchE2E: AsyncParsableCommand {
         let backendMessages = try await stopBackends(fleet)
         await stop(coordinator)
         let s = tracker.summary()
-        var row = Row(name: "latency")
+        var row = Row(name: "latency \(store)")
         row.rate = "\(formatCount(Double(s.finals) / ((s.last ?? t1) - t0).secondsDouble)) jobs/s"
         row.bind = s.bind.text
         row.complete = s.complete.text
@@ -468,17 +489,23 @@ struct BenchE2E: AsyncParsableCommand {
     }
 
     /// Debian's redis-server with redis-benchmark LPUSH and RPOP at 100 clients; a job is 4 operations.
-    func redisReference() async -> Row {
-        var row = Row(name: "redis list")
+    func redisReference(appendfsync: String) async -> Row {
+        var row = Row(name: appendfsync == "no" ? "redis no AOF" : "redis AOF \(appendfsync)")
         guard let server = which("redis-server"), let bench = which("redis-benchmark") else {
             row.note = "skipped: redis-server and redis-benchmark not installed (apt-get install redis-server redis-tools)"
             return row
         }
         do {
             let port = try freeLoopbackPort()
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-redis-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            // The same durability choices as a job store: an append-only file synced every second
+            // or on every write, on the same disk as the coordinator's store.
+            let aof = appendfsync == "no" ? ["--appendonly", "no"] : ["--appendonly", "yes", "--appendfsync", appendfsync]
             let redis = try E2EChild(
                 "redis-server", executable: URL(fileURLWithPath: server),
-                ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--dir", dir.path] + aof)
             // SIGKILL: redis keeps nothing, and it inherits a mask that may block SIGTERM.
             defer { redis.signal(SIGKILL) }
             _ = try await redis.line("Ready to accept connections", within: .seconds(10), anywhere: true)
