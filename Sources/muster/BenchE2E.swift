@@ -145,11 +145,17 @@ struct BenchE2E: AsyncParsableCommand {
 
     /// `muster serve` on a free loopback port with no configured backends, once it takes clients.
     /// `store`: `sqlite` (a new file in a temporary directory, removed afterwards) or `memory`.
-    func startCoordinator(_ settings: [String] = [], store: String = "sqlite") async throws -> Coordinator {
-        let port = try freeLoopbackPort()
+    /// `restarting`: start again on that coordinator's port and store (after it was killed).
+    func startCoordinator(_ settings: [String] = [], store: String = "sqlite", restarting: Coordinator? = nil) async throws
+        -> Coordinator
+    {
+        let port = try restarting.flatMap { Int($0.url.split(separator: ":").last ?? "") } ?? freeLoopbackPort()
         var args = ["serve", "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--set", "backends=[]"]
         var storeURL = "memory:", storeDirectory: String?
-        if store != "memory" {
+        if let dir = restarting?.storeDirectory {
+            storeURL = "sqlite://\(dir)/muster.sqlite"
+            storeDirectory = dir
+        } else if store != "memory" {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString)").path
             storeURL = "sqlite://\(dir)/muster.sqlite"
             storeDirectory = dir

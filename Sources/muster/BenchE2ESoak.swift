@@ -19,6 +19,9 @@ struct BenchSoak: AsyncParsableCommand {
     @Option(help: "Seconds of load and faults.")
     var seconds: Double = 20
 
+    @Option(help: "Coordinator crash-restarts (SIGKILL, restart on the same job store) in the second phase; 0 skips it.")
+    var crashes = 3
+
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
         do {
@@ -125,6 +128,149 @@ struct BenchSoak: AsyncParsableCommand {
             print("soak: INVARIANT BROKEN\(finished ? "" : " (gave up waiting for every job to end)"):")
             for line in broken.prefix(20) { print("  \(line)") }
             throw ExitCode(1)
+        }
+        if crashes > 0 { try await crashPhase(e2e) }
+    }
+
+    /// The second phase: load on a coordinator that is SIGKILLed and restarted on its job store
+    /// `crashes` times. Each life gets a new watcher (subscribed to every job) and submitter;
+    /// after the last restart every job whose `accepted` arrived must end, with at most one live
+    /// final event over all lives (a job that ended while no watcher was linked shows up final in
+    /// the next life's snapshot).
+    private func crashPhase(_ e2e: BenchE2E) async throws {
+        let settings = ["links.suspect_grace_seconds=30", "gate.window_seconds=5", "links.keepalive_seconds=2"]
+        var coordinator = try await e2e.startCoordinator(settings)
+        let url = coordinator.url
+        func agent(_ name: String) throws -> E2EChild {
+            try E2EChild.muster(
+                name,
+                ["agent", "--coordinator", url, "--name", name, "--features", "image", "--job-seconds", "100ms", "--log-level", "error"])
+        }
+        let agents = [try agent("crash-a"), try agent("crash-b")]
+        let steady = try await e2e.startBackends(url, ["--count", "10", "--job-ms", "30", "--name", "crash-steady"])
+        let ledger = CrashLedger()
+        var transport = try Transport(configuration: TransportConfiguration(), logger: e2e.quiet)
+        func connect(_ name: String, watch: Bool) async throws -> MusterClient {
+            var options = MusterClient.Options(coordinator: url, name: name)
+            options.requestTimeout = .seconds(30)
+            if watch { options.onEvent = { ledger.record($0) } }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while true {
+                do {
+                    return try await MusterClient.connect(options, logger: e2e.quiet, transport: transport)
+                } catch {
+                    // The restarted coordinator is still opening its store.
+                    if ContinuousClock.now > deadline { throw error }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
+        var batches = 0
+        for life in 0...crashes {
+            let watcher = try await connect("crash-watcher-\(life)", watch: true)
+            try await watcher.subscribe(batch: nil)
+            guard life < crashes else {
+                let done = await ledger.waitAllFinal(within: .seconds(180))
+                await watcher.close()
+                try report(ledger, done: done)
+                break
+            }
+            let submitter = try await connect("crash-submitter-\(life)", watch: false)
+            let until = ContinuousClock.now + .seconds(3)
+            while ContinuousClock.now < until {
+                batches += 1
+                let request = Wire.BatchRequest(
+                    batchKey: "crash-\(batches)", jobs: [Wire.JobRequest(kind: "image", needs: ["image"], count: 20)])
+                if let a = try? await submitter.submit(request) { ledger.accepted(a.jobs) }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            coordinator.child.signal(SIGKILL)
+            _ = await coordinator.child.waitExit()
+            await submitter.close()
+            await watcher.close()
+            await transport.shutdown()
+            transport = try Transport(configuration: TransportConfiguration(), logger: e2e.quiet)
+            coordinator = try await e2e.startCoordinator(settings, restarting: coordinator)
+        }
+        await transport.shutdown()
+        _ = try await e2e.stopBackends(steady)
+        for a in agents { a.signal(SIGTERM) }
+        for a in agents { _ = await a.waitExit() }
+        await e2e.stop(coordinator)
+    }
+
+    private func report(_ ledger: CrashLedger, done: Bool) throws {
+        let (accepted, live, snapshot, broken) = ledger.check()
+        print(
+            "soak: \(crashes) coordinator crash-restarts (SIGKILL) under load: \(accepted) jobs accepted, \(live) final "
+                + "events seen live, \(snapshot) ended while no watcher was linked (seen final in the next snapshot)")
+        if done, broken.isEmpty {
+            print("soak: invariant holds across crashes: every accepted job ended exactly once, never a second final event")
+        } else {
+            print("soak: INVARIANT BROKEN ACROSS CRASHES\(done ? "" : " (gave up waiting for every job to end)"):")
+            for line in broken.prefix(20) { print("  \(line)") }
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// What the crash phase's clients saw: the jobs accepted, and per job its live final events and
+/// whether a snapshot showed it final.
+final class CrashLedger: Sendable {
+    private struct State {
+        var accepted: Set<JobID> = []
+        var live: [JobID: Int] = [:]
+        var snapshotFinal: Set<JobID> = []
+        var waiter: CheckedContinuation<Void, Never>?
+        var allFinal: Bool { accepted.allSatisfy { live[$0] != nil || snapshotFinal.contains($0) } }
+    }
+    private let state = Locked(State())
+
+    func accepted(_ jobs: [JobID]) { state.withLock { $0.accepted.formUnion(jobs) } }
+
+    func record(_ e: CoordinatorToClient.JobEvent) {
+        guard e.state.isFinal else { return }
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if e.event == .snapshot { s.snapshotFinal.insert(e.job) } else { s.live[e.job, default: 0] += 1 }
+            guard s.waiter != nil, s.allFinal else { return nil }
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Waits until every accepted job was seen final (live or in a snapshot).
+    func waitAllFinal(within bound: Duration) async -> Bool {
+        let timeout = Task {
+            try await Task.sleep(for: bound)
+            let w = self.state.withLock { s -> CheckedContinuation<Void, Never>? in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            w?.resume()
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if s.allFinal { return true }
+                s.waiter = c
+                return false
+            }
+            if ready { c.resume() }
+        }
+        timeout.cancel()
+        return state.withLock { $0.allFinal }
+    }
+
+    func check() -> (accepted: Int, live: Int, snapshotOnly: Int, broken: [String]) {
+        state.withLock { s in
+            var broken: [String] = []
+            for job in s.accepted.sorted() {
+                let n = s.live[job] ?? 0
+                if n > 1 { broken.append("job \(job): \(n) live final events") }
+                if n == 0 && !s.snapshotFinal.contains(job) { broken.append("job \(job): never ended") }
+            }
+            let snapshotOnly = s.accepted.filter { s.live[$0] == nil && s.snapshotFinal.contains($0) }.count
+            return (s.accepted.count, s.live.values.reduce(0, +), snapshotOnly, broken)
         }
     }
 }

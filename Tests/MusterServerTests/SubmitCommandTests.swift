@@ -15,9 +15,9 @@ import Testing
         """
 
     /// Starts `muster serve` and waits until it listens; returns it with its coordinator URL.
-    func serve(backends: String = twoVideoBackends, settings: [String] = []) async throws -> (MusterProcess, String) {
+    func serve(backends: String = twoVideoBackends, settings: [String] = [], port: Int = 0) async throws -> (MusterProcess, String) {
         let server = try MusterProcess(
-            ["serve", "--listen", "127.0.0.1:0", "--set", "backends=\(backends)"] + settings.flatMap { ["--set", $0] })
+            ["serve", "--listen", "127.0.0.1:\(port)", "--set", "backends=\(backends)"] + settings.flatMap { ["--set", $0] })
         let serving = try await server.waitForLog("muster serving")
         let port = try #require((serving["listen.port"] as? String).flatMap(Int.init))
         return (server, "ws://127.0.0.1:\(port)")
@@ -156,6 +156,32 @@ import Testing
         #expect(r.status == 1)
         #expect(r.output.contains(#""missing_nodes":["EmptyImage","RIFE VFI"]"#), "\(r.output)")
         #expect(r.output.contains(#""reasons":["missing_nodes"]"#), "\(r.output)")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// `--wait` rides through a coordinator killed and restarted on its job store: it redials,
+    /// follows the batch again and prints exactly one final line per job.
+    @Test func submitWaitRidesThroughACoordinatorRestart() async throws {
+        let store = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-ride-\(UUID().uuidString)/muster.sqlite").path
+        let slow = #"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 1}}]"#
+        let settings = ["store.url=sqlite://\(store)"]
+        var (server, url) = try await serve(backends: slow, settings: settings)
+        let port = try #require(Int(url.split(separator: ":").last ?? ""))
+        let submit = try MusterProcess([
+            "submit", "--coordinator", url, "--kind", "image", "--count", "4", "--wait", "--reconnect-seconds", "120",
+        ])
+        try await submit.waitUntil("the first job completed") { $0.standardOutput.contains("job 1  completed") }
+        #expect(try await server.stop(signal: SIGKILL) != 0)
+        (server, _) = try await serve(backends: slow, settings: settings, port: port)
+        let status = try await submit.waitForExit(timeout: .seconds(120))
+        let out = submit.standardOutput
+        #expect(status == 0, "\(out)")
+        for job in 1...4 {
+            let finals = out.split(separator: "\n").filter { $0.hasPrefix("job \(job)  completed") }
+            #expect(finals.count == 1, "job \(job): \(finals.count) final lines in\n\(out)")
+        }
+        #expect(out.contains("batch 1: 4 completed"), "\(out)")
         #expect(try await server.stop() == 0)
     }
 
