@@ -13,6 +13,7 @@ struct Bench: AsyncParsableCommand {
         ("protocol", BenchProtocol.self),
         ("core", BenchCore.self),
         ("e2e", BenchE2E.self),
+        ("store", BenchStore.self),
     ]
 
     @Flag(help: "List the benchmark names, one per line.")

@@ -313,7 +313,8 @@ def main():
     f = [e for e in events(p) if e["event"] == "failed"]
     err = f[0]["error"] if f else {}
     check("a bad input (HTTP 400) fails with bad_params naming node and error",
-          err.get("code") == "bad_params" and "node 3 (ImageScale)" in err.get("message", ""), str(err))
+          err.get("code") == "bad_params" and "node 3 (ImageScale)" in err.get("message", ""),
+          str(err) + " " + p.stdout[-1500:] + p.stderr[-1500:])
     bad = write_workflow("bad.json", {"1": {"class_type": "EmptyImage"}})
     p = submit(pc, bad, 1)
     check("a workflow that is not a graph of nodes is refused before anything is queued",
