@@ -53,46 +53,26 @@ struct ClientOptions: ParsableArguments {
         return token
     }
 
-    /// A new client to the same coordinator, after a lost link: redials with backoff (0.5 s
-    /// doubling to 5 s) until it connects or `deadline` passes. A refusal (bad token, no common
-    /// version) ends the wait at once.
-    func reconnect(until deadline: ContinuousClock.Instant) async throws(MusterClientError) -> MusterClient {
+    /// The options `withClient` connects with.
+    func clientOptions() -> MusterClient.Options {
         var options = MusterClient.Options(coordinator: coordinator, name: Self.clientName)
         options.token = try? resolvedToken()
-        options.connectTimeout = .milliseconds(Int64(min(timeout, 10) * 1000))
+        options.connectTimeout = .milliseconds(Int64(timeout * 1000))
         options.requestTimeout = .milliseconds(Int64(timeout * 1000))
         if let tlsCa { options.tls = ClientTLS(caFile: tlsCa) }
-        var delay = Duration.milliseconds(500)
-        while true {
-            do {
-                return try await MusterClient.connect(options, logger: Logger(label: "muster.client"))
-            } catch {
-                guard Self.linkLevel(error), ContinuousClock.now + delay < deadline else { throw error }
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
-            }
-        }
-    }
-
-    /// True for failures a reconnect may cure: the link or the connection, not a refusal.
-    static func linkLevel(_ error: MusterClientError) -> Bool {
-        [MusterClientError.linkClosed, MusterClientError.connectionFailed, MusterClientError.timeout, ErrorCode.shuttingDown,
-         ErrorCode.storeUnavailable].contains(error.code)
+        return options
     }
 
     /// Connects, runs `body`, and closes. Errors (the coordinator's or the link's) are printed as
     /// `muster: <code>: <message>` and end the command with status 1.
     func withClient<T>(_ body: (MusterClient) async throws -> T) async throws -> T {
         LogBootstrap.bootstrapForClient()
-        var options = MusterClient.Options(coordinator: coordinator, name: Self.clientName)
         do {
-            options.token = try resolvedToken()
+            _ = try resolvedToken()
         } catch let exit as ClientExit {
             exit.fail()
         }
-        options.connectTimeout = .milliseconds(Int64(timeout * 1000))
-        options.requestTimeout = .milliseconds(Int64(timeout * 1000))
-        if let tlsCa { options.tls = ClientTLS(caFile: tlsCa) }
+        let options = clientOptions()
         let client: MusterClient
         do {
             client = try await MusterClient.connect(options, logger: Logger(label: "muster.client"))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MusterProtocol
 import MusterServer
 
@@ -244,17 +245,18 @@ struct Submit: AsyncParsableCommand {
         do {
             return try await c.submit(request)
         } catch {
-            guard wait, reconnectSeconds > 0, ClientOptions.linkLevel(error), request.batchKey != nil else { throw error }
+            guard wait, reconnectSeconds > 0, MusterClient.isTransient(error), request.batchKey != nil else { throw error }
             let deadline = ContinuousClock.now + .milliseconds(Int64(reconnectSeconds * 1000))
             while true {
-                let next = try await client.reconnect(until: deadline)
+                let next = try await MusterClient.connect(
+                    client.clientOptions(), logger: Logger(label: "muster.client"), retryingUntil: deadline)
                 do {
                     let accepted = try await next.submit(request)
                     await next.close()
                     return accepted
                 } catch {
                     await next.close()
-                    guard ClientOptions.linkLevel(error), ContinuousClock.now < deadline else { throw error }
+                    guard MusterClient.isTransient(error), ContinuousClock.now < deadline else { throw error }
                     try await Task.sleep(for: .seconds(1))
                 }
             }
@@ -276,47 +278,23 @@ struct Submit: AsyncParsableCommand {
     /// (the coordinator restarting, say) is redialled for up to `--reconnect-seconds`; the batch
     /// is subscribed again and its snapshot fills in what happened meanwhile. Each job's final
     /// line is printed once, whatever the coordinator resends.
-    private func follow(_ accepted: Wire.Accepted, on first: MusterClient) async throws -> Bool {
-        var c = first
-        var own: MusterClient?  // a client this function dialled (and so closes)
-        // Subscribe first: events wait in the stream while the names are fetched.
-        try await c.subscribe(batch: accepted.batch)
+    private func follow(_ accepted: Wire.Accepted, on c: MusterClient) async throws -> Bool {
         var names = BackendNames(try await c.status().backends)
         let mode: SubmitDisplay.Mode = json ? .json : (isatty(STDOUT_FILENO) != 0 ? .terminal : .lines)
         var display = SubmitDisplay(mode: mode, batch: accepted.batch, jobs: accepted.jobs)
-        var progress = BatchProgress(batch: accepted.batch, jobs: accepted.jobs)
-        display.start(progress)
-        while true {
-            for await event in c.events {
-                let shown = progress.isFinal(event.job)
-                guard progress.apply(event) else { continue }
+        display.start(BatchProgress(batch: accepted.batch, jobs: accepted.jobs))
+        let progress = try await MusterClient.follow(
+            batch: accepted.batch, jobs: accepted.jobs, on: c, options: client.clientOptions(),
+            logger: Logger(label: "muster.client"), reconnectFor: .milliseconds(Int64(reconnectSeconds * 1000)),
+            onReconnect: { error in
+                FileHandle.standardError.write(
+                    Data("muster: \(error.message); reconnecting (up to \(Int(reconnectSeconds)) s)\n".utf8))
+            },
+            onEvent: { event, progress, newFinal in
                 names.learn(event)
-                if !shown { display.show(event, progress, names) }
-                if progress.isDone { break }
-            }
-            if progress.isDone { break }
-            let error =
-                await c.closeError
-                ?? MusterClientError(code: MusterClientError.linkClosed, message: "the job events ended early")
-            guard ClientOptions.linkLevel(error), reconnectSeconds > 0 else {
-                await own?.close()
-                throw error
-            }
-            FileHandle.standardError.write(Data("muster: \(error.message); reconnecting (up to \(Int(reconnectSeconds)) s)\n".utf8))
-            let deadline = ContinuousClock.now + .milliseconds(Int64(reconnectSeconds * 1000))
-            let next: MusterClient
-            do {
-                next = try await client.reconnect(until: deadline)
-                try await next.subscribe(batch: accepted.batch)
-            } catch {
-                await own?.close()
-                throw error
-            }
-            await own?.close()
-            own = next
-            c = next
-        }
-        await own?.close()
+                // A job already final is not shown again (a snapshot after a reconnect resends it).
+                if !event.state.isFinal || newFinal { display.show(event, progress, names) }
+            })
         display.summary(progress, names)
         return progress.orderedJobs.allSatisfy { $0.state == .completed }
     }
