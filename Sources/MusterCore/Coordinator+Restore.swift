@@ -21,13 +21,11 @@ extension Coordinator {
         precondition(jobs.count == 0 && batches.isEmpty, "restore runs before any job exists")
         begin(now)
         var maxLease = snapshot.epoch << 32
-        var byID: [JobID: Int] = [:]
-        byID.reserveCapacity(snapshot.jobs.count)
-        for (i, j) in snapshot.jobs.enumerated() {
-            byID[j.id] = i
-            if let l = j.lease { maxLease = max(maxLease, l.rawValue) }
-        }
+        for j in snapshot.jobs { if let l = j.lease { maxLease = max(maxLease, l.rawValue) } }
         nextLease = max(nextLease, maxLease + 1)
+        // Jobs and batches both come in ascending id order, and a batch's jobs are consecutive
+        // ids: one walk over the jobs instead of a lookup table of a million entries.
+        var cursor = 0
         let stored = Dictionary(snapshot.backends.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
 
         // Remote backends known before are expected back: the warm-up gate waits for them (its
@@ -36,6 +34,7 @@ extension Coordinator {
             expect(b.id, name: b.name)
         }
         var ended: [(job: JobID, endedAt: CoreInstant)] = []
+        ended.reserveCapacity(snapshot.jobs.count)
         var requeue: [JobID] = []
         for batch in snapshot.batches {
             var ids: [JobID] = []
@@ -51,8 +50,9 @@ extension Coordinator {
                     let id = JobID(next)
                     next += 1
                     // A job the store no longer has (evicted) is not brought back.
-                    guard let i = byID[id] else { continue }
-                    let s = snapshot.jobs[i]
+                    while cursor < snapshot.jobs.count, snapshot.jobs[cursor].id < id { cursor += 1 }
+                    guard cursor < snapshot.jobs.count, snapshot.jobs[cursor].id == id else { continue }
+                    let s = snapshot.jobs[cursor]
                     ids.append(id)
                     live += 1
                     var record = JobRecord(

@@ -1,6 +1,12 @@
 import MusterCore
 import MusterProtocol
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// How a batch's entries are stored: one JSON array, one object per entry,
 ///
 ///     [{"kind":"video","needs":["frameinterps","video"],"model":null,"params":{...},
@@ -76,20 +82,30 @@ enum EntriesJSON {
         try c.expect(UInt8(ascii: "{"))
         if !c.consume(UInt8(ascii: "}")) {
             repeat {
-                c.skipSpace()
-                let key = try c.string()
+                // Member names are compared as bytes: a batch is decoded on every open, and most of
+                // its time went into making and comparing Strings for the names.
+                let key = try c.memberName()
                 try c.expect(UInt8(ascii: ":"))
-                switch key {
-                case "kind": kind = try c.string()
-                case "needs": needs = try c.strings()
-                case "model": if !c.literal("null") { model = try c.string() }
-                case "params": params = try c.rawValue()
-                case "params_text": params = try c.string()
-                case "priority": priority = try c.integer()
-                case "owner": owner = try c.string()
-                case "nodes": nodes = try c.strings()
-                case "count": count = try c.integer()
-                default: try c.skipValue()
+                if key.equals("kind") {
+                    kind = try c.string()
+                } else if key.equals("needs") {
+                    needs = try c.strings()
+                } else if key.equals("model") {
+                    if !c.literal("null") { model = try c.string() }
+                } else if key.equals("params") {
+                    params = try c.rawValue()
+                } else if key.equals("params_text") {
+                    params = try c.string()
+                } else if key.equals("priority") {
+                    priority = try c.integer()
+                } else if key.equals("owner") {
+                    owner = try c.string()
+                } else if key.equals("nodes") {
+                    nodes = try c.strings()
+                } else if key.equals("count") {
+                    count = try c.integer()
+                } else {
+                    try c.skipValue()
                 }
             } while c.consume(UInt8(ascii: ","))
             try c.expect(UInt8(ascii: "}"))
@@ -97,9 +113,11 @@ enum EntriesJSON {
         guard let kind, let owner, let params, let count else {
             throw JSONCursor.Failure(offset: start, reason: "an entry lacks kind, owner, params or count")
         }
-        let spec = JobSpec(
-            kind: kind, needs: needs, model: model, params: RawJSON(unchecked: params), priority: priority,
-            owner: owner, nodes: nodes)
+        var spec = JobSpec(
+            kind: kind, model: model, params: RawJSON(unchecked: params), priority: priority, owner: owner)
+        // As stored (JobSpec's initialiser sorted them before they were stored): no sorting again.
+        spec.needs = needs
+        spec.nodes = nodes
         return BatchEntry(spec: spec, count: count)
     }
 
@@ -221,6 +239,17 @@ struct JSONCursor {
         }
         guard digits > 0 else { throw fail("expected an integer") }
         return negative ? -value : value
+    }
+
+    /// A member name's bytes (names are written without escapes; an escaped one is skipped over
+    /// as a name that matches nothing).
+    mutating func memberName() throws(Failure) -> UnsafeBufferPointer<UInt8> {
+        skipSpace()
+        guard current == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+        let start = at + 1
+        try skipString()
+        let name = UnsafeBufferPointer(rebasing: bytes[start..<(at - 1)])
+        return name.contains(UInt8(ascii: "\\")) ? UnsafeBufferPointer(rebasing: bytes[start..<start]) : name
     }
 
     mutating func strings() throws(Failure) -> [String] {
@@ -409,5 +438,16 @@ struct JSONCursor {
         let start = at
         while let b = current, b >= UInt8(ascii: "0"), b <= UInt8(ascii: "9") { at += 1 }
         return at - start
+    }
+}
+
+extension UnsafeBufferPointer<UInt8> {
+    /// True when the bytes are exactly the ASCII `word`.
+    @inline(__always)
+    fileprivate func equals(_ word: StaticString) -> Bool {
+        guard count == word.utf8CodeUnitCount, let base = baseAddress else {
+            return count == 0 && word.utf8CodeUnitCount == 0
+        }
+        return memcmp(base, word.utf8Start, count) == 0
     }
 }

@@ -23,12 +23,14 @@ protocol CommitSink: AnyObject {
 /// keep their sequence numbers; the writer retries them (together with what was appended
 /// meanwhile) every `retryInterval` until a commit succeeds. `.failed` is reported once per
 /// failure streak and again when the kind of failure changes (messages of one kind vary from
-/// attempt to attempt); `.durable` only ever covers committed changes. `close()` makes one last attempt at once; what that attempt cannot write is dropped
-/// (it was never reported durable).
+/// attempt to attempt); `.durable` only ever covers committed changes. `close()` makes one last
+/// attempt at once; what that attempt cannot write is dropped (it was never reported durable).
+///
+/// The handler runs on the writer thread between commits: it should only hand the report over
+/// (to the event loop), not work.
 final class GroupCommit: @unchecked Sendable {
-    // @unchecked Sendable: every stored `var` below is read and written with `lock` held, except
-    // `writerHandler`, which only the writer thread touches (it copies `handler` under the lock
-    // when it starts).
+    // @unchecked Sendable: every stored `var` below is read and written with `lock` held; the
+    // writer thread keeps the rest of its state (the sink, failed changes) in local variables.
     private let lock = StoreLock()
     private let thread = WriterThread()
     private let retryNanoseconds: UInt64
@@ -41,6 +43,8 @@ final class GroupCommit: @unchecked Sendable {
     private var writerWaiting = false
     private var handler: (@Sendable (StoreCommit) -> Void)?
     private var stats = StoreStatistics()
+    /// True while `open()` runs (between `claimOpen` and `start` or `openFailed`).
+    private var opening = false
 
     init(retryInterval: Duration) {
         let (s, attos) = retryInterval.components
@@ -73,7 +77,6 @@ final class GroupCommit: @unchecked Sendable {
         opening = true
         return true
     }
-    private var opening = false
 
     /// Gives up an open that failed: the store may be opened again (say once a read-only file
     /// system is writable again), or closed.
@@ -91,8 +94,11 @@ final class GroupCommit: @unchecked Sendable {
         stats.jobsStored = jobsStored
         if state == .idle {
             state = .running
-            lock.unlock()
+            // Started with the lock held, so that a close() from another thread, which joins the
+            // thread once it sees `.running`, never joins a thread not created yet. The writer's
+            // first step takes the lock, so it waits for this unlock.
             thread.start { [self] in run(owned.sink) }
+            lock.unlock()
         } else {
             // close() came first (from another thread, while open() ran): nothing to write.
             lock.unlock()

@@ -16,8 +16,10 @@ public protocol JobStore: AnyObject, Sendable {
     /// before `open()` are written after it; changes appended after `close()` are never written.
     func append(_ change: StoreChange) -> UInt64
     /// Called on the store's own thread after every commit attempt. Set once, before open().
+    /// The next commit waits for it: it should hand the report over, not work.
     func onCommit(_ handler: @escaping @Sendable (StoreCommit) -> Void)
-    /// Writes what is queued, stops the writer thread. Idempotent.
+    /// Writes what is queued, stops the writer thread. Idempotent. During a failure streak it
+    /// makes one last attempt; what that cannot write is lost (it was never reported durable).
     func close()
     /// Counters and sizes; readable from any thread.
     var statistics: StoreStatistics { get }

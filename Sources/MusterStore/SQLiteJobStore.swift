@@ -9,7 +9,9 @@ import MusterCore
 /// - `append` queues under a lock; the writer takes the whole queue, applies it in one
 ///   BEGIN IMMEDIATE ... COMMIT with prepared statements, and reports `.durable(through:)`.
 /// - A failed commit (disk full, read-only, I/O, corruption) is rolled back and retried every
-///   `retryInterval` with the same changes in front; see `GroupCommit`.
+///   `retryInterval` with the same changes in front (`StoreCommit.failed`). Until the retry the
+///   database is closed: no error state sticks to the connection, and the file system can be
+///   remounted meanwhile.
 /// - Commits that evict rows also give free pages back to the file system once more than
 ///   `compactionThresholdPages` are free (`PRAGMA incremental_vacuum`, the database is created
 ///   with `auto_vacuum=INCREMENTAL`); `close()` checkpoints and truncates the log.

@@ -117,7 +117,8 @@ public enum StoreBenchmark {
             for n in first..<(first + count) {
                 let job = JobID(n)
                 if n <= finished || n % 2 == 0 {
-                    last = builder.append(.jobBound(job: job, backend: BackendID(Int64(n % 4) + 1), lease: Lease(n), attempt: 1))
+                    last = builder.append(
+                        .jobBound(job: job, backend: BackendID(Int64(n % 4) + 1), lease: Lease(n), attempt: 1))
                 }
                 guard n <= finished else { continue }
                 let failed = n % 10 == 0

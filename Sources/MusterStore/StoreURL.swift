@@ -28,7 +28,8 @@ public enum StoreURL: Hashable, Sendable, CustomStringConvertible {
             path = rest
         }
         guard !path.isEmpty, path.last != "/" else {
-            throw StoreURLError("store \(text.debugDescription) names no file; e.g. sqlite:///var/lib/muster/muster.sqlite")
+            throw StoreURLError(
+                "store \(text.debugDescription) names no file; e.g. sqlite:///var/lib/muster/muster.sqlite")
         }
         guard !path.utf8.contains(0) else { throw StoreURLError("store path contains a NUL byte") }
         self = .sqlite(path: String(path))

@@ -88,7 +88,9 @@ import Testing
         _ = store.append(.backendRegistered(id: BackendID(1), name: "early", incarnation: Incarnation(1)))
         _ = try store.open()
         var last: UInt64 = 0
-        for n in 0..<5000 { last = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1))) }
+        for n in 0..<5000 {
+            last = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1)))
+        }
         store.close()
         #expect(log.durable.last == last)
         store.close()
@@ -108,7 +110,9 @@ import Testing
         defer { dir.remove() }
         let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
         _ = try store.open()
-        for n in 0..<1000 { _ = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1))) }
+        for n in 0..<1000 {
+            _ = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1)))
+        }
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<4 { group.addTask { store.close() } }
         }
@@ -143,7 +147,8 @@ import Testing
             var last = store.append(.batchAccepted(Self.batch(UInt64(round), firstJob: first, count: 2000)))
             for id in first..<(first + 2000) {
                 last = store.append(
-                    .jobEnded(StoredJob(id: JobID(id), batch: BatchID(UInt64(round)), state: .completed, result: result)))
+                    .jobEnded(
+                        StoredJob(id: JobID(id), batch: BatchID(UInt64(round)), state: .completed, result: result)))
             }
             log.waitDurable(through: last)
             peak = max(peak, fileSizeOf(path))
@@ -159,13 +164,45 @@ import Testing
         #expect(after < 256 * 1024, "the database file kept \(after) bytes after every row was evicted (peak \(peak))")
     }
 
+    /// Large stores are read by two threads (each a part of the jobs): every job comes back once,
+    /// in order, with its own state.
+    @Test func aLargeStoreReadsBackWhole() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        let store = SQLiteJobStore(path: path)
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        for n in 0..<60 {
+            _ = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n * 1000 + 1), count: 1000)))
+        }
+        var last: UInt64 = 0
+        for id in stride(from: 7 as UInt64, through: 60_000, by: 7) {
+            last = store.append(.jobBound(job: JobID(id), backend: BackendID(2), lease: Lease(id), attempt: 1))
+        }
+        log.waitDurable(through: last)
+        store.close()
+
+        let reopened = SQLiteJobStore(path: path)
+        let snapshot = try reopened.open()
+        reopened.close()
+        #expect(snapshot.batches.map(\.id.rawValue) == Array(1...60))
+        #expect(snapshot.jobs.map(\.id.rawValue) == Array(1...60_000))
+        #expect(snapshot.jobs.allSatisfy { $0.batch.rawValue == ($0.id.rawValue - 1) / 1000 + 1 })
+        #expect(snapshot.jobs.allSatisfy { ($0.state == .bound) == ($0.id.rawValue % 7 == 0) })
+        #expect(snapshot.jobs.allSatisfy { $0.lease == ($0.id.rawValue % 7 == 0 ? Lease($0.id.rawValue) : nil) })
+    }
+
     @Test func theMemoryStoreAcknowledgesEverythingAndKeepsNothing() throws {
         let store = MemoryJobStore()
         let log = CommitLog()
         store.onCommit { log.record($0) }
         #expect(try store.open() == StoreSnapshot(epoch: 1))
         var last: UInt64 = 0
-        for n in 0..<100 { last = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1))) }
+        for n in 0..<100 {
+            last = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1)))
+        }
         log.waitDurable(through: last)
         store.close()
         #expect(store.statistics.durable == 100)

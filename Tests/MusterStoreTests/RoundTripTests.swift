@@ -95,7 +95,9 @@ import Testing
         #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6])
         #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued])
         #expect(snapshot.jobs[0].lostAttempts == 1 && snapshot.jobs[0].lease == Lease(Self.epochLease + 2))
-        #expect(snapshot.jobs[1].failure == JobFailure(code: .attemptsExhausted, message: "gave up after 3 attempts:\n\"backend_lost\""))
+        #expect(
+            snapshot.jobs[1].failure
+                == JobFailure(code: .attemptsExhausted, message: "gave up after 3 attempts:\n\"backend_lost\""))
         #expect(snapshot.backends.map(\.name) == ["local-image", "gpu-box"])
         #expect(snapshot.backends.map(\.incarnation) == [Incarnation(2), Incarnation(1_700_000_000_500)])
 
@@ -230,7 +232,8 @@ struct RandomChanges {
                     attempt: Int.random(in: 0...5, using: &rng), lostAttempts: Int.random(in: 0...3, using: &rng),
                     result: state == .completed ? RawJSON(unchecked: Self.params.randomElement(using: &rng)!) : nil,
                     failure: state == .failed ? JobFailure(code: ErrorCode(text()), message: text()) : nil,
-                    endedAt: Bool.random(using: &rng) ? nil : CoreInstant(nanoseconds: UInt64.random(in: 0...1 << 62, using: &rng))))
+                    endedAt: Bool.random(using: &rng)
+                        ? nil : CoreInstant(nanoseconds: UInt64.random(in: 0...1 << 62, using: &rng))))
         case 75..<90:
             let finished = live.filter(\.state.isFinal).map(\.id)
             let jobs = Array(finished.shuffled(using: &rng).prefix(Int.random(in: 0...6, using: &rng)))
@@ -241,7 +244,8 @@ struct RandomChanges {
             return .evicted(jobs: jobs, batches: empty.map(\.id))
         default:
             return .backendRegistered(
-                id: BackendID(Int64.random(in: -3...5, using: &rng)), name: ["a", "b", "c", "d"].randomElement(using: &rng)!,
+                id: BackendID(Int64.random(in: -3...5, using: &rng)),
+                name: ["a", "b", "c", "d"].randomElement(using: &rng)!,
                 incarnation: Incarnation(UInt64.random(in: 0...UInt64.max, using: &rng)))
         }
     }

@@ -11,7 +11,8 @@ import Testing
         let dir = try TempDir()
         defer { dir.remove() }
         let jobs = Self.full ? 100_000 : 2_000
-        let result = try StoreBenchmark.groupCommit(path: dir.file("bench.sqlite"), jobs: jobs, retained: min(10_000, jobs / 2))
+        let result = try StoreBenchmark.groupCommit(
+            path: dir.file("bench.sqlite"), jobs: jobs, retained: min(10_000, jobs / 2))
         print(result)
         #expect(result.jobs == jobs)
         #expect(result.changes == 4 * jobs - min(10_000, jobs / 2))

@@ -73,6 +73,14 @@ enum SQLiteSchema {
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
         FROM jobs ORDER BY id
         """
+    static let selectJobsFrom = """
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        FROM jobs WHERE id >= ?1 ORDER BY id
+        """
+    static let selectJobsBelow = """
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        FROM jobs WHERE id < ?1 ORDER BY id
+        """
     static let selectBackends = "SELECT id, name, incarnation FROM backends ORDER BY id"
 
     /// The stored job states. The snapshot has only queued, bound and final states: `gated` is

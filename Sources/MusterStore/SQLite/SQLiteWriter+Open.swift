@@ -45,13 +45,16 @@ extension SQLiteWriter {
             }
             let mode = try connection.text("PRAGMA journal_mode = WAL")
             guard mode?.lowercased() == "wal" else {
-                throw StoreFailure(.cannotOpen, "cannot switch to WAL journal mode (got \(mode ?? "nothing")) (\(path))")
+                throw StoreFailure(
+                    .cannotOpen, "cannot switch to WAL journal mode (got \(mode ?? "nothing")) (\(path))")
             }
             try configure(connection, busyTimeout: busyTimeout)
 
-            try transaction(connection) { () throws(StoreFailure) in
-                if version == 0 { try connection.execute(SQLiteSchema.create) }
-                // Migrations from older schema versions go here, one step per version.
+            if version < SQLiteSchema.version {
+                try transaction(connection) { () throws(StoreFailure) in
+                    if version == 0 { try connection.execute(SQLiteSchema.create) }
+                    // Migrations from older schema versions go here, one step per version.
+                }
             }
             var snapshot = StoreSnapshot()
             try transaction(connection) { () throws(StoreFailure) in
@@ -59,7 +62,7 @@ extension SQLiteWriter {
                 guard connection.changes == 1 else {
                     throw StoreFailure(.corrupt, "the meta row holding the epoch is missing (\(path))")
                 }
-                snapshot = try read(connection, path: path)
+                snapshot = try read(connection, path: path, busyTimeout: busyTimeout)
                 snapshot.epoch = UInt64(bitPattern: try connection.integer("SELECT epoch FROM meta WHERE id = 1"))
             }
             connection.opening = false
@@ -106,10 +109,62 @@ extension SQLiteWriter {
 
     /// Reads batches, jobs and backends. Decodes each batch's entries once; allocates per job
     /// only what the job holds (its result and failure texts).
-    private static func read(_ connection: SQLiteConnection, path: String) throws(StoreFailure) -> StoreSnapshot {
+    ///
+    /// A large store is read by two threads: a helper, on a read-only connection of its own,
+    /// reads the batches and the upper part of the jobs while this thread reads the lower part
+    /// (the daemon has its cores to itself while it starts). Both read the same committed state:
+    /// this connection's transaction has changed nothing but the epoch.
+    private static func read(
+        _ connection: SQLiteConnection, path: String, busyTimeout: Duration
+    ) throws(StoreFailure) -> StoreSnapshot {
         var snapshot = StoreSnapshot()
-        var jobCapacity = 0
+        let count = Int(try connection.integer("SELECT count(*) FROM jobs"))
+        let low = try connection.integer("SELECT min(id) FROM jobs")
+        let high = try connection.integer("SELECT max(id) FROM jobs")
+        if count < parallelReadThreshold || high <= low {
+            snapshot.batches = try readBatches(connection, path: path)
+            snapshot.jobs = try readJobs(connection, path: path, from: nil, below: nil, capacity: count)
+        } else {
+            // The batches are the helper's too: give this thread the larger share of the jobs.
+            // Any split reads every job once; wrapping arithmetic only moves it.
+            let split = low &+ (high &- low) / 20 &* 11
+            let helper = HelperThread { () throws(StoreFailure) -> ([StoredBatch], [StoredJob]) in
+                let own = try SQLiteConnection(path: path, create: false, readOnly: true)
+                own.opening = false
+                sqlite3_busy_timeout(own.handle, milliseconds(busyTimeout))
+                try own.execute("BEGIN")
+                defer { try? own.execute("COMMIT") }
+                let batches = try readBatches(own, path: path)
+                return (batches, try readJobs(own, path: path, from: split, below: nil, capacity: count))
+            }
+            let lower: [StoredJob]
+            do throws(StoreFailure) {
+                lower = try readJobs(connection, path: path, from: nil, below: split, capacity: count)
+            } catch {
+                _ = helper.join()
+                throw error
+            }
+            let (batches, upper) = try helper.join().get()
+            snapshot.batches = batches
+            snapshot.jobs = lower
+            snapshot.jobs.append(contentsOf: upper)
+        }
+        let backends = try Statement(connection, SQLiteSchema.selectBackends, persistent: false)
+        while try backends.step() {
+            snapshot.backends.append(
+                StoredBackend(
+                    id: BackendID(backends.int64(0)), name: backends.string(1) ?? "",
+                    incarnation: Incarnation(backends.uint64(2))))
+        }
+        return snapshot
+    }
 
+    /// Below this many jobs one thread reads everything.
+    static let parallelReadThreshold = 50_000
+
+    private static func readBatches(_ connection: SQLiteConnection, path: String) throws(StoreFailure) -> [StoredBatch]
+    {
+        var out: [StoredBatch] = []
         let batches = try Statement(connection, SQLiteSchema.selectBatches, persistent: false)
         while try batches.step() {
             let id = batches.uint64(0)
@@ -123,15 +178,30 @@ extension SQLiteWriter {
                 throw StoreFailure(
                     .corrupt, "batch \(id): its entries do not read: \(error.reason) at byte \(error.offset) (\(path))")
             }
-            snapshot.batches.append(
+            out.append(
                 StoredBatch(
                     id: BatchID(id), key: batches.string(1), entries: entries, firstJob: JobID(batches.uint64(2)),
                     submittedAt: CoreInstant(nanoseconds: batches.uint64(4))))
-            jobCapacity += Int(clamping: batches.int64(3))
         }
+        return out
+    }
 
-        snapshot.jobs.reserveCapacity(jobCapacity)
-        let jobs = try Statement(connection, SQLiteSchema.selectJobs, persistent: false)
+    /// The jobs with `from <= id < below` (either bound optional), by id. `capacity` is reserved
+    /// up front: untouched capacity costs address space, not memory.
+    private static func readJobs(
+        _ connection: SQLiteConnection, path: String, from: Int64?, below: Int64?, capacity: Int
+    ) throws(StoreFailure) -> [StoredJob] {
+        var out: [StoredJob] = []
+        out.reserveCapacity(capacity)
+        let sql =
+            switch (from, below) {
+            case (nil, nil): SQLiteSchema.selectJobs
+            case (_, nil): SQLiteSchema.selectJobsFrom
+            case (nil, _): SQLiteSchema.selectJobsBelow
+            default: preconditionFailure("one bound at most")
+            }
+        let jobs = try Statement(connection, sql, persistent: false)
+        if let bound = from ?? below { jobs.bind(1, bound) }
         while try jobs.step() {
             let id = jobs.uint64(0)
             guard let state = SQLiteSchema.state(jobs.int64(2)) else {
@@ -141,7 +211,7 @@ extension SQLiteWriter {
             if let code = jobs.string(9) {
                 failure = JobFailure(code: ErrorCode(code), message: jobs.string(10) ?? "")
             }
-            snapshot.jobs.append(
+            out.append(
                 StoredJob(
                     id: JobID(id), batch: BatchID(jobs.uint64(1)), state: state,
                     backend: jobs.optionalInt64(3).map(BackendID.init(_:)),
@@ -150,21 +220,14 @@ extension SQLiteWriter {
                     result: jobs.string(8).map(RawJSON.init(unchecked:)), failure: failure,
                     endedAt: jobs.optionalInt64(7).map { CoreInstant(nanoseconds: UInt64(bitPattern: $0)) }))
         }
-
-        let backends = try Statement(connection, SQLiteSchema.selectBackends, persistent: false)
-        while try backends.step() {
-            snapshot.backends.append(
-                StoredBackend(
-                    id: BackendID(backends.int64(0)), name: backends.string(1) ?? "",
-                    incarnation: Incarnation(backends.uint64(2))))
-        }
-        return snapshot
+        return out
     }
 
     /// Refuses a directory where the file should be; creates missing parent directories.
     private static func prepareLocation(_ path: String) throws(StoreFailure) {
         if isDirectory(path) {
-            throw StoreFailure(.cannotOpen, "\(path) is a directory; the store needs a file path, e.g. \(path)/muster.sqlite")
+            throw StoreFailure(
+                .cannotOpen, "\(path) is a directory; the store needs a file path, e.g. \(path)/muster.sqlite")
         }
         try makeDirectories(parentDirectory(path), for: path)
     }
@@ -217,4 +280,27 @@ func fileSize(_ path: String) -> UInt64 {
     var st = stat()
     guard stat(path, &st) == 0 else { return 0 }
     return UInt64(max(0, st.st_size))
+}
+
+/// Runs one piece of work on a thread of its own; `join` waits for its result.
+private final class HelperThread<Value: Sendable>: @unchecked Sendable {
+    // @unchecked Sendable: `result` is written by the helper thread before it exits and read only
+    // after `join`, which pthread_join orders after that write.
+    private let thread = WriterThread()
+    private var result: Result<Value, StoreFailure>?
+
+    init(_ work: @escaping @Sendable () throws(StoreFailure) -> Value) {
+        thread.start { [self] in
+            do throws(StoreFailure) {
+                result = .success(try work())
+            } catch {
+                result = .failure(error)
+            }
+        }
+    }
+
+    func join() -> Result<Value, StoreFailure> {
+        thread.join()
+        return result!
+    }
 }

@@ -53,7 +53,9 @@ final class CommitLog: @unchecked Sendable {
         defer { condition.unlock() }
         while !predicate(events) {
             guard Date() < deadline else {
-                Issue.record("timed out after \(timeout) s waiting for \(what); reports: \(events)", sourceLocation: sourceLocation)
+                Issue.record(
+                    "timed out after \(timeout) s waiting for \(what); reports: \(events)",
+                    sourceLocation: sourceLocation)
                 return false
             }
             _ = condition.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.01)))
@@ -168,7 +170,8 @@ struct Tmpfs {
                 sourceLocation: sourceLocation)
             return nil
         }
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tmpfs-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tmpfs-\(UUID().uuidString)")
+            .path
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
@@ -219,7 +222,8 @@ struct Tmpfs {
 
 /// Test data: a batch with two entries whose params need escaping and hold non-ASCII text.
 enum Samples {
-    static let tricky = #"{"prompt":"caf\u00e9 \"quoted\" \\ back\/slash\n\t","emoji":"🎞️ 日本語","nested":[1,-2.5e3,true,null,{"a":[]}]}"#
+    static let tricky =
+        #"{"prompt":"caf\u00e9 \"quoted\" \\ back\/slash\n\t","emoji":"🎞️ 日本語","nested":[1,-2.5e3,true,null,{"a":[]}]}"#
 
     static func batch(id: UInt64, firstJob: UInt64, key: String? = nil, counts: (Int, Int) = (2, 1)) -> StoredBatch {
         StoredBatch(
@@ -232,7 +236,8 @@ enum Samples {
                         nodes: ["KSampler", "RIFE VFI"]),
                     count: counts.0),
                 BatchEntry(
-                    spec: JobSpec(kind: "image", params: RawJSON(unchecked: " [1, 2]\n"), priority: -1), count: counts.1),
+                    spec: JobSpec(kind: "image", params: RawJSON(unchecked: " [1, 2]\n"), priority: -1), count: counts.1
+                ),
             ],
             firstJob: JobID(firstJob), submittedAt: CoreInstant(nanoseconds: 1_234_567_890_123))
     }
