@@ -178,7 +178,10 @@ import Testing
         let out = submit.standardOutput
         #expect(status == 0, "\(out)")
         for job in 1...4 {
-            let finals = out.split(separator: "\n").filter { $0.hasPrefix("job \(job)  completed") }
+            // Live, or from the snapshot after the reconnect when it ended while the link was down.
+            let finals = out.split(separator: "\n").filter {
+                $0.hasPrefix("job \(job)  completed") || $0.hasPrefix("job \(job)  snapshot  completed")
+            }
             #expect(finals.count == 1, "job \(job): \(finals.count) final lines in\n\(out)")
         }
         #expect(out.contains("batch 1: 4 completed"), "\(out)")
