@@ -16,6 +16,7 @@ exits 1 when any failed.
 import argparse
 import asyncio
 import json
+import tempfile
 import os
 import re
 import signal
@@ -383,6 +384,50 @@ async def reconnect_new_incarnation(t):
     t.check(a2["job"] == j and a2["attempt"] == 2 and a2["lease"] > a["lease"], "6.5 restart", "assign %s" % a2)
     await nb.report("completed", j, a2["lease"])
     await event(cl, j, "completed")
+
+
+@scenario("6.5 coordinator restart: durable jobs, bindings kept")
+async def coordinator_restart(t):
+    # One job store for both lives of the coordinator (README "Durable jobs").
+    store = tempfile.mkdtemp(prefix="muster-conformance-restart-")
+    settings = {"store.url": "sqlite://%s/muster.sqlite" % store, "links.suspect_grace_seconds": "120"}
+    d = await t.daemon(settings)
+    b = await d.ready_backend("gpu-box-2", ["video"])
+    cl = await d.subscribed_client()
+    acc = await submit(cl, [{"kind": "video", "needs": ["video"]}], batch_key="restart-1")
+    (j,) = acc["jobs"]
+    a = await b.assigned()
+    await b.report("started", j, a["lease"])
+    await event(cl, j, "started")
+    await d.kill()
+    d2 = await t.daemon(settings)
+    d2.leases = dict(d.leases)  # the assigns this scenario saw before the restart
+    # 7.1: the accepted batch survived, and its key still answers with it.
+    cl2 = await d2.client("cl")  # the same name: the same default owner, the same content
+    await cl2.hello()
+    again = await submit(cl2, [{"kind": "video", "needs": ["video"]}], batch_key="restart-1")
+    t.check(again.get("duplicate") is True and again.get("batch") == acc["batch"] and again.get("jobs") == [j],
+            "7.1 durability", "a retry of the accepted batch after the restart: %s" % again)
+    await cl2.request({"type": "subscribe"}, "subscribed")
+    # 6.5: the backend that kept running (same incarnation) gets its job back under the same lease.
+    b2 = await d2.backend("gpu-box-2", incarnation=b.incarnation)
+    w = await b2.hello()
+    t.check(w.get("backend") == b.backend_id, "6.5 coordinator restart", "id %s, was %s" % (w.get("backend"), b.backend_id))
+    t.check(w.get("bindings") == [{"job": j, "lease": a["lease"]}], "6.5 coordinator restart",
+            "welcome.bindings %s after the restart" % w.get("bindings"))
+    b2.revision = b.revision
+    await b2.announce("ready", ["video"])
+    await b2.report("started", j, a["lease"])
+    await b2.report("completed", j, a["lease"], result="kept")
+    c = await event(cl2, j, "completed")
+    t.check(c.get("attempt") == 1 and c.get("result") == "kept" and c.get("backend") == b.backend_id,
+            "6.5 coordinator restart", "completed %s: the job ran once" % c)
+    # 6.4: leases issued after the restart are larger than every lease before it.
+    (j2,) = (await submit(cl2, [{"kind": "video", "needs": ["video"]}]))["jobs"]
+    a2 = await b2.assigned("a new job after the restart")
+    t.check(a2["job"] == j2 and a2["lease"] > a["lease"], "6.4 leases", "assign %s after lease %s" % (a2, a["lease"]))
+    await b2.report("completed", j2, a2["lease"])
+    await event(cl2, j2, "completed")
 
 
 # ---------------------------------------------------------------------------------------------
