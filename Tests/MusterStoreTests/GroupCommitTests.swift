@@ -49,8 +49,9 @@ import Testing
         #expect(snapshot.jobs.allSatisfy { $0.state == .bound && $0.attempt == 19_000 + Int($0.id.rawValue) - 1 })
     }
 
-    /// No clean shutdown: a second store object opens the file while the first one still runs
-    /// (its connection open, its log not checkpointed) and finds everything reported durable.
+    /// No clean shutdown: the files as the running store leaves them (its log not checkpointed),
+    /// copied as a crash would leave them, hold everything reported durable. The file itself is
+    /// the running store's alone: a second store object cannot open it.
     @Test func everythingReportedDurableIsThereWithoutAClose() throws {
         let dir = try TempDir()
         defer { dir.remove() }
@@ -69,7 +70,17 @@ import Testing
         log.waitDurable(through: last)
         #expect(FileManager.default.fileExists(atPath: path + "-wal"))
 
-        let second = SQLiteJobStore(path: path)
+        let rival = SQLiteJobStore(path: path, busyTimeout: .milliseconds(200))
+        #expect(throws: StoreFailure.self, "a second coordinator on the same file is refused") { try rival.open() }
+        do {
+            _ = try SQLiteJobStore(path: path, busyTimeout: .milliseconds(200)).open()
+        } catch {
+            #expect(error.message.contains("locked"), "\(error)")
+        }
+        let copy = dir.file("copy.sqlite")
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try FileManager.default.copyItem(atPath: path + "-wal", toPath: copy + "-wal")
+        let second = SQLiteJobStore(path: copy)
         let snapshot = try second.open()
         expected.epoch = 2
         #expect(snapshot == expected)

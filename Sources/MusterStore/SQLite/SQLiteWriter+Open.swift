@@ -65,6 +65,7 @@ extension SQLiteWriter {
                 snapshot = try read(connection, path: path, busyTimeout: busyTimeout)
                 snapshot.epoch = UInt64(bitPattern: try connection.integer("SELECT epoch FROM meta WHERE id = 1"))
             }
+            try lockExclusively(connection, path: path)
             connection.opening = false
             let writer = SQLiteWriter(
                 try SQLiteDatabase(connection), busyTimeout: busyTimeout,
@@ -72,6 +73,18 @@ extension SQLiteWriter {
             return (writer, snapshot)
         } catch {
             throw explainReadOnly(error, path: path)
+        }
+    }
+
+    /// Takes the file for this store alone, for as long as its connection is open: a second
+    /// coordinator pointed at the same file (several coordinators must not share one SQLite
+    /// store) fails to open it with `cannot_open` "database is locked" instead of interleaving
+    /// its writes with this one's. Done after the read, which may use a second connection.
+    static func lockExclusively(_ connection: SQLiteConnection, path: String) throws(StoreFailure) {
+        try connection.execute("PRAGMA locking_mode = EXCLUSIVE")
+        // The lock is taken by the first write in this mode and kept from then on.
+        try transaction(connection) { () throws(StoreFailure) in
+            try connection.execute("UPDATE meta SET epoch = epoch WHERE id = 1")
         }
     }
 
@@ -94,7 +107,7 @@ extension SQLiteWriter {
     }
 
     /// Runs `body` in BEGIN IMMEDIATE ... COMMIT; rolls back on failure.
-    private static func transaction(
+    static func transaction(
         _ connection: SQLiteConnection, _ body: () throws(StoreFailure) -> Void
     ) throws(StoreFailure) {
         do throws(StoreFailure) {

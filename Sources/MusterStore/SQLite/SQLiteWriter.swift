@@ -52,6 +52,7 @@ final class SQLiteWriter: CommitSink {
                 "the store file changed under the running store (schema version \(version), application_id \(applicationID)) (\(path))"
             )
         }
+        try SQLiteWriter.lockExclusively(connection, path: path)
         return try SQLiteDatabase(connection)
     }
 
