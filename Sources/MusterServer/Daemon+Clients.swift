@@ -117,7 +117,7 @@ extension Daemon {
                 answer.id = m.id
                 // The batch goes to the store before the answer is queued behind it.
                 if store != nil { for case .persist(let change) in actions { persist(change) } }
-                sendToClient(CoordinatorToClient.accepted(answer).encode(), to: id)
+                sendToClient(CoordinatorToClient.accepted(answer).encode(), to: id, batch: answer.batch)
                 perform(actions.filter { if case .persist = $0 { false } else { true } })
                 pump()
             case .subscribe(let m):
@@ -186,7 +186,7 @@ extension Daemon {
         sendToClient(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
         for job in scope {
             guard let record = core.job(job) else { continue }
-            sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id)
+            sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id, batch: record.batch)
         }
     }
 
@@ -272,8 +272,10 @@ extension Daemon {
         let bytes = CoordinatorToClient.job(wireEvent(event)).encode()
         // A final event waits until the job's end is durable; the others need not.
         let durable = event.state.isFinal
-        for id in subscribersAll { sendToClient(bytes, to: id, durable: durable) }
-        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) { sendToClient(bytes, to: id, durable: durable) }
+        for id in subscribersAll { sendToClient(bytes, to: id, durable: durable, batch: event.batch) }
+        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) {
+            sendToClient(bytes, to: id, durable: durable, batch: event.batch)
+        }
     }
 
     func observe(_ o: Observation) {

@@ -6,6 +6,42 @@ import MusterProtocol
 import MusterStore
 import MusterTransport
 
+/// What waits on one client link for the store, in the order it must go out.
+struct HeldQueue {
+    /// `barrier`: the change that must be durable first (0: none, it only keeps its place);
+    /// `batch`: the batch the message is about, if any.
+    var items = Deque<(barrier: UInt64, batch: BatchID?, bytes: [UInt8])>()
+    /// How many held items concern each batch, and how many concern no batch (an answer such as
+    /// `subscribed`, which everything after it must follow).
+    var batches: [BatchID: Int] = [:]
+    var unbatched = 0
+
+    mutating func append(_ barrier: UInt64, _ batch: BatchID?, _ bytes: [UInt8]) {
+        items.append((barrier, batch, bytes))
+        if let batch { batches[batch, default: 0] += 1 } else { unbatched += 1 }
+    }
+
+    /// Whether a message about `batch` that needs no durability may go ahead of what is held.
+    func mayBypass(_ batch: BatchID?) -> Bool {
+        unbatched == 0 && batch.map { batches[$0] == nil } ?? true
+    }
+
+    /// Removes and returns the items whose barrier is durable, from the front.
+    mutating func release(durable: UInt64) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        while let first = items.first, first.barrier <= durable {
+            items.removeFirst()
+            if let batch = first.batch {
+                if let n = batches[batch], n > 1 { batches[batch] = n - 1 } else { batches[batch] = nil }
+            } else {
+                unbatched -= 1
+            }
+            out.append(first.bytes)
+        }
+        return out
+    }
+}
+
 /// The durability barrier between the core and clients.
 ///
 /// The core emits `.persist(change)` for every change the store keeps, in order; the daemon
@@ -83,13 +119,21 @@ extension Daemon {
     /// Sends to a client. `durable`: the message tells of something a crash must not take back
     /// (an `accepted`, a final job event, an answer that reads job state), so it waits until
     /// every change appended so far is durable. Other messages (a job `bound`, `started`,
-    /// `progress`...) go at once unless something is already held for this link: a link's
-    /// messages keep their order.
-    func sendToClient(_ bytes: [UInt8], to connection: ConnectionID, durable: Bool = true) {
+    /// `progress`...) go at once, unless something about their `batch` is held for this link:
+    /// a job's events keep their order, and a submitter gets `accepted` before any event of its
+    /// batch (Protocol/README.md 7.2), while one job's end waiting for the disk does not hold
+    /// back another job's binding.
+    func sendToClient(_ bytes: [UInt8], to connection: ConnectionID, durable: Bool = true, batch: BatchID? = nil) {
         if let i = heldOutput.index(forKey: connection) {
-            heldOutput.values[i].append((durable ? storeAppended : 0, bytes))
+            if !durable, heldOutput.values[i].mayBypass(batch) {
+                send(bytes, to: connection)
+            } else {
+                heldOutput.values[i].append(durable ? storeAppended : 0, batch, bytes)
+            }
         } else if durable && behindStore {
-            heldOutput[connection] = [(storeAppended, bytes)]
+            var queue = HeldQueue()
+            queue.append(storeAppended, batch, bytes)
+            heldOutput[connection] = queue
         } else {
             send(bytes, to: connection)
         }
@@ -133,13 +177,10 @@ extension Daemon {
     func releaseHeld() {
         if !heldOutput.isEmpty {
             var emptied: [ConnectionID] = []
-            for (connection, queue) in heldOutput {
-                var queue = queue
-                while let first = queue.first, first.barrier <= storeDurable {
-                    queue.removeFirst()
-                    send(first.bytes, to: connection)
-                }
-                if queue.isEmpty { emptied.append(connection) } else { heldOutput[connection] = queue }
+            for connection in Array(heldOutput.keys) {
+                let ready = heldOutput[connection]!.release(durable: storeDurable)
+                for bytes in ready { send(bytes, to: connection) }
+                if heldOutput[connection]!.items.isEmpty { emptied.append(connection) }
             }
             for c in emptied { heldOutput[c] = nil }
         }

@@ -60,8 +60,8 @@ public actor Daemon {
     /// Sequence number of the last change appended, and of the last one the store made durable.
     var storeAppended: UInt64 = 0
     var storeDurable: UInt64 = 0
-    /// Per client link, messages waiting for the store (barrier 0: behind a held one only).
-    var heldOutput: [ConnectionID: Deque<(barrier: UInt64, bytes: [UInt8])>] = [:]
+    /// Per client link, messages waiting for the store (Daemon+Store).
+    var heldOutput: [ConnectionID: HeldQueue] = [:]
     var heldResponses = Deque<(barrier: UInt64, request: HTTPRequestID, response: HTTPResponse)>()
 
     var coreTimer: (id: TimerID, at: CoreInstant)?

@@ -11,12 +11,14 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the coordinator.",
         discussion: """
-            With no configuration it listens on 127.0.0.1:7460 and runs two local simulated backends \
+            With no configuration it listens on 127.0.0.1:7460, keeps accepted jobs in a SQLite job \
+            store ($XDG_STATE_HOME/muster/muster.sqlite, else ~/.local/state/muster/muster.sqlite; \
+            --set store.url=memory: keeps none) and runs two local simulated backends \
             (one image-only, one with video and frameinterps). Every configuration key can be set in \
             the JSON file (--config), as a MUSTER_* environment variable or with --set KEY=VALUE; \
             see README.md, Configuration. A bad key or value exits with status 2 and names it. \
             SIGTERM or SIGINT stops gracefully: new work is refused, peers get goodbye and close \
-            code 1001, and jobs still queued are reported in the log.
+            code 1001, and unfinished jobs stay in the store for the next start (README: Durable jobs).
             """)
 
     @OptionGroup var options: ConfigOptions

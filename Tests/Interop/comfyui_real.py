@@ -150,6 +150,9 @@ def accepted_jobs(proc):
 
 
 def events(proc):
+    # A job's final line is its final event, or, when it ended before `submit --wait` subscribed
+    # (its `accepted` waits for the job store's commit), the `snapshot` showing the final state:
+    # select finals by `state`, not by `event`.
     return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{") and '"event"' in l]
 
 
@@ -283,14 +286,14 @@ def main():
     # --- routing by node class --------------------------------------------------------------------
     p = submit(pc, slow, 3, wait=True)
     ev = events(p)
-    finals = [e for e in ev if e["event"] in ("completed", "failed", "canceled")]
+    finals = [e for e in ev if e["state"] in ("completed", "failed", "canceled")]
     check("slow.json jobs (MusterSlowPassthrough) run only on A",
           p.returncode == 0 and len(finals) == 3 and all(e["backend"] == ids["comfy-a"] for e in finals),
           p.stdout[-1500:] + p.stderr[-500:])
     prog = [e for e in ev if e["event"] == "progress"]
     check("submit --wait shows ComfyUI's progress",
           any(0 < e.get("progress", 0) < 1 and "step" in e.get("message", "") for e in prog), str(prog[:3]))
-    outputs = [o for e in finals if e["event"] == "completed" for o in e["result"]["outputs"]]
+    outputs = [o for e in finals if e["state"] == "completed" for o in e["result"]["outputs"]]
     files_ok = outputs and all(os.path.exists(os.path.join(run_a, "out", o["subfolder"], o["filename"]))
                                and o["filename"].endswith(".png") for o in outputs)
     view = http("GET", outputs[0]["url"])[1][:8] if outputs else b""
@@ -298,19 +301,19 @@ def main():
           json.dumps(outputs[:2]))
 
     p = submit(pc, core, 12, wait=True)
-    finals = [e for e in events(p) if e["event"] == "completed"]
+    finals = [e for e in events(p) if e["state"] == "completed"]
     used = {e["backend"] for e in finals}
     check("a batch of core.json jobs spreads over both", len(finals) == 12 and used == {ids["comfy-a"], ids["comfy-b"]},
           f"{len(finals)} completed on {used}")
 
     # --- failures ---------------------------------------------------------------------------------
     p = submit(pc, slow, 1, "--inputs-json", '{"2.fail_at_step": 2}', wait=True)
-    f = [e for e in events(p) if e["event"] == "failed"]
+    f = [e for e in events(p) if e["state"] == "failed"]
     err = f[0]["error"] if f else {}
     check("a failing workflow (fail_at_step) fails with execution_error keeping ComfyUI's exception",
           p.returncode == 1 and err.get("code") == "execution_error" and "RuntimeError" in err.get("message", ""), str(err))
     p = submit(pc, core, 1, "--inputs-json", '{"3.upscale_method": "magic"}', wait=True)
-    f = [e for e in events(p) if e["event"] == "failed"]
+    f = [e for e in events(p) if e["state"] == "failed"]
     err = f[0]["error"] if f else {}
     check("a bad input (HTTP 400) fails with bad_params naming node and error",
           err.get("code") == "bad_params" and "node 3 (ImageScale)" in err.get("message", ""),
@@ -381,7 +384,7 @@ def main():
     check("a server that answers garbage shows loading with the reason",
           backend_state(pd, "garbage") == "loading" and "object_info" in msg, msg)
     p = submit(pd, core, 2, wait=True)
-    finals = [e for e in events(p) if e["event"] == "completed"]
+    finals = [e for e in events(p) if e["state"] == "completed"]
     check("the coordinator-dialled ComfyUI runs jobs", len(finals) == 2 and all(e["backend"] == d["dialled-b"]["id"] for e in finals),
           p.stdout[-800:])
 
@@ -437,7 +440,7 @@ def bench(n):
     p = muster("submit", "--coordinator", f"ws://127.0.0.1:{pc}", "--workflow", os.path.join(PEER, "workflows", "core.json"),
                "--inputs-json", inputs, "--wait", "--json", timeout=1800)
     through = time.time() - t0
-    finals = [e for e in events(p) if e["event"] == "completed"]
+    finals = [e for e in events(p) if e["state"] == "completed"]
     # submit -> POST holds the wait for a free slot (late binding: at most slots + overqueue
     # prompts per server); bound -> POST is Muster's own path (assign, agent, POST).
     lat, own = [], []
