@@ -48,11 +48,10 @@ struct HeldQueue {
 /// appends each to the store, which commits them in groups (one fsync for many changes) on its own
 /// thread. What a client is told of durable facts (an `accepted`, a final job event, any answer or
 /// HTTP response of the client API) leaves only once every change appended before it is durable:
-/// a client is never
-/// told of a batch or an end that a crash could take back. Progress on the way (a binding, a
-/// start) is not held: a crash can undo it, and the job then runs again, so no final event is
-/// ever repeated. Work sent to backends does not wait either (a binding lost in a crash is
-/// repaired at restart: its backend is told it is stale).
+/// a client is never told of a batch or an end that a crash could take back. Progress on the way
+/// (a binding, a start) is not held: a crash can undo it, and the job then runs again, so no final
+/// event is ever repeated. Work sent to backends does not wait either (a binding lost in a crash
+/// is repaired at restart: its backend is told it is stale).
 extension Daemon {
     /// Opens the store and takes over what it holds. Before that succeeds the daemon serves only
     /// probes and metrics: submissions are refused and backends are not linked.
@@ -124,7 +123,10 @@ extension Daemon {
     /// batch (Protocol/README.md 7.2), while one job's end waiting for the disk does not hold
     /// back another job's binding.
     func sendToClient(_ bytes: [UInt8], to connection: ConnectionID, durable: Bool = true, batch: BatchID? = nil) {
-        if let i = heldOutput.index(forKey: connection) {
+        if heldOutput.isEmpty && !(durable && behindStore) {
+            // The common case, and the only one without a store: nothing held anywhere.
+            send(bytes, to: connection)
+        } else if let i = heldOutput.index(forKey: connection) {
             if !durable, heldOutput.values[i].mayBypass(batch) {
                 send(bytes, to: connection)
             } else {

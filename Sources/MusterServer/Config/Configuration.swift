@@ -46,12 +46,7 @@ public struct Configuration: Sendable, Equatable {
     }
 
     /// `store.url` as written in logs.
-    public var storeURLDescription: String {
-        switch storeURL {
-        case .memory: "memory:"
-        case .sqlite(let path): "sqlite://\(path)"
-        }
-    }
+    public var storeURLDescription: String { storeURL.description }
     /// A `featureList` key: sorted, no repeats.
     public func features(_ key: String) -> [String] { string(key).split(separator: ",").map(String.init) }
 }
