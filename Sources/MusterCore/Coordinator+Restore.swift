@@ -42,10 +42,7 @@ extension Coordinator {
             var next = batch.firstJob.rawValue
             var live = 0
             for entry in batch.entries {
-                let c = classFor(entry.spec)
-                let e = estimates.index(
-                    kind: entry.spec.kind, model: entry.spec.model,
-                    prior: policy.jobDurationPriors[entry.spec.kind]?.secondsValue, fallback: defaultJobSeconds)
+                let (c, e) = indexes(for: entry.spec)
                 for _ in 0..<entry.count {
                     let id = JobID(next)
                     next += 1

@@ -153,10 +153,7 @@ public struct Coordinator: Sendable {
         var ids: [JobID] = []
         ids.reserveCapacity(entries.reduce(0) { $0 + $1.count })
         for entry in entries {
-            let c = classFor(entry.spec)
-            let e = estimates.index(
-                kind: entry.spec.kind, model: entry.spec.model,
-                prior: policy.jobDurationPriors[entry.spec.kind]?.secondsValue, fallback: defaultJobSeconds)
+            let (c, e) = indexes(for: entry.spec)
             for _ in 0..<entry.count {
                 let id = JobID(nextJobID)
                 nextJobID += 1
@@ -257,6 +254,15 @@ public struct Coordinator: Sendable {
                 JobEvent(
                     job: job.id, batch: job.batch, owner: job.spec.owner, kind: kind, state: job.state,
                     backend: backend ?? job.backend, lease: job.lease, attempt: job.attempt, at: now, placement: placement)))
+    }
+
+    /// The job class (routing queue) and the duration estimate slot of jobs with this spec.
+    mutating func indexes(for spec: JobSpec) -> (jobClass: Int, estimate: Int) {
+        let c = classFor(spec)
+        let e = estimates.index(
+            kind: spec.kind, model: spec.model, prior: policy.jobDurationPriors[spec.kind]?.secondsValue,
+            fallback: defaultJobSeconds)
+        return (c, e)
     }
 
     mutating func modelID(_ name: String) -> Int32 {
