@@ -74,7 +74,7 @@ extension Coordinator {
 
     /// Puts a job (new or requeued) into its class queue and wakes the free backends that could
     /// take it. `from`: the backend a requeued job was lost on.
-    mutating func enqueue(_ id: JobID, event: JobEvent.Kind, from: BackendID? = nil) {
+    mutating func enqueue(_ id: JobID, event: JobEvent.Kind?, from: BackendID? = nil) {
         // Field by field: the record is modified in place, never copied.
         jobs[id].state = .queued
         jobs[id].backend = nil
@@ -93,7 +93,7 @@ extension Coordinator {
         classes[c].queued += 1
         queuedByPriority[PriorityKey(priority), default: 0] += 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
-        emit(jobs[id], event, backend: from)
+        if let event { emit(jobs[id], event, backend: from) }
         pending.append(id)
         wake(c)
     }

@@ -91,20 +91,13 @@ extension Coordinator {
             if let key = batch.key { batchKeys[key] = batch.id }
         }
         // Queued again in id order: the order (and, within a priority, the rounds) they had.
-        for id in requeue { enqueueRestored(id) }
+        // No `queued` event: the jobs are not new, and nobody listens yet.
+        for id in requeue { enqueue(id, event: nil) }
         ended.sort { ($0.endedAt, $0.job) < ($1.endedAt, $1.job) }
         for e in ended { finished.append(e) }
         if let first = finished.first { schedule(first.endedAt + policy.finishedJobRetention, .retention) }
         evictFinished()
         return finish()
-    }
-
-    /// Puts a restored, unfinished job into its class queue (no event: nobody listens yet).
-    private mutating func enqueueRestored(_ id: JobID) {
-        let before = out.count
-        enqueue(id, event: .queued)
-        // `enqueue` emits the job's `queued` event; a restored job is not new.
-        out.removeSubrange(before...)
     }
 
     /// Binds a restored job to the backend it was bound to when the store last wrote it. The
@@ -129,7 +122,7 @@ extension Coordinator {
             refresh(backend, reindex: true)
         } else if backends[backend].incarnation != incarnation {
             // Registered again with another incarnation before the restore: its leases died.
-            enqueueRestored(id)
+            enqueue(id, event: nil)
             return
         }
         jobs[id].state = .bound

@@ -115,10 +115,10 @@ extension Daemon {
                 let (accepted, actions) = try submit(m.batch, defaultOwner: session.name ?? "anonymous")
                 var answer = accepted
                 answer.id = m.id
-                // The batch goes to the store before the answer is queued behind it.
-                if store != nil { for case .persist(let change) in actions { persist(change) } }
-                sendToClient(CoordinatorToClient.accepted(answer).encode(), to: id, batch: answer.batch)
-                perform(actions.filter { if case .persist = $0 { false } else { true } })
+                // The answer waits for the batch to be durable, and goes before the batch's events.
+                perform(actions) {
+                    sendToClient(CoordinatorToClient.accepted(answer).encode(), to: id, batch: answer.batch)
+                }
                 pump()
             case .subscribe(let m):
                 try subscribe(id, batch: m.batch, requestID: m.id)

@@ -57,7 +57,6 @@ extension Daemon {
     /// probes and metrics: submissions are refused and backends are not linked.
     func openStore() {
         guard let store, !storeOpened, !stopping else { return }
-        store.onCommit { [weak self] commit in self?.storeReported(commit) }
         let started = ContinuousClock.now
         do {
             let snapshot = try store.open()
@@ -90,19 +89,9 @@ extension Daemon {
             }
             storeFailure = error
             metrics.counter("muster_store_failures_total", ["kind": error.kind.rawValue]).increment()
-            // A store object opens once: the next attempt gets a new one.
-            self.store = Self.makeStore(configuration)
             transport.assumeIsolated { t in
                 _ = t.schedule(after: .seconds(2)) { [weak self] _ in self?.assumeIsolated { $0.openStore() } }
             }
-        }
-    }
-
-    /// A new, unopened store for `store.url` (nil for `memory:`).
-    static func makeStore(_ configuration: Configuration) -> (any JobStore)? {
-        switch configuration.storeURL {
-        case .memory: nil
-        case .sqlite(let path): SQLiteJobStore(path: path)
         }
     }
 

@@ -54,7 +54,7 @@ public actor Daemon {
     var pumping = false
 
     // The job store (nil with `store.url = memory:`) and the durability barrier (Daemon+Store).
-    var store: (any JobStore)?
+    nonisolated let store: (any JobStore)?
     var storeOpened = false
     var storeFailure: StoreFailure?
     /// Sequence number of the last change appended, and of the last one the store made durable.
@@ -88,7 +88,10 @@ public actor Daemon {
         self.heartbeatMs = heartbeat
         t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
         self.transport = try Transport(configuration: t, logger: logger)
-        self.store = Self.makeStore(configuration)
+        switch configuration.storeURL {
+        case .memory: self.store = nil
+        case .sqlite(let path): self.store = SQLiteJobStore(path: path)
+        }
         var policy = Self.policy(from: configuration)
         policy.persistChanges = configuration.storeURL != .memory
         self.core = MusterCore.Coordinator(policy: policy)
@@ -167,7 +170,8 @@ public actor Daemon {
                 "backends.remote": "\(configuration.backends.filter { !$0.isLocal }.count)",
                 "auth": "\(sharedToken != nil || !configuration.backendTokens.isEmpty)",
             ])
-        if store != nil {
+        if let store {
+            store.onCommit { [weak self] commit in self?.storeReported(commit) }
             // Local backends start and remote ones are dialled once the store is open.
             openStore()
         } else {
@@ -244,12 +248,15 @@ public actor Daemon {
     }
 
     /// Performs core actions in order.
-    func perform(_ actions: [CoreAction]) {
+    /// `afterPersisting` runs once the event's changes are appended to the store and before any
+    /// other action: what it sends to a client waits for those changes, and comes first.
+    func perform(_ actions: [CoreAction], afterPersisting: () -> Void = {}) {
         if store != nil {
             // Every change of this event goes to the store first, so whatever a client is told
             // below waits for all of them (Daemon+Store).
             for case .persist(let change) in actions { persist(change) }
         }
+        afterPersisting()
         for action in actions { perform(action) }
         armCoreTimer()
     }

@@ -122,13 +122,8 @@ struct BenchSoak: AsyncParsableCommand {
             "soak: faults: " + faults.sorted { $0.key < $1.key }.map { "\($0.value) x \($0.key)" }.joined(separator: ", ")
                 + ", \(flaps) link flaps of 50 backends")
         print("soak: coordinator peak RSS \(formatMB(peak))")
-        if finished, broken.isEmpty {
-            print("soak: invariant holds: every accepted job ended exactly once, one final event each")
-        } else {
-            print("soak: INVARIANT BROKEN\(finished ? "" : " (gave up waiting for every job to end)"):")
-            for line in broken.prefix(20) { print("  \(line)") }
-            throw ExitCode(1)
-        }
+        try verdict(
+            finished: finished, broken: broken, holds: "every accepted job ended exactly once, one final event each")
         if crashes > 0 { try await crashPhase(e2e) }
     }
 
@@ -204,13 +199,20 @@ struct BenchSoak: AsyncParsableCommand {
         print(
             "soak: \(crashes) coordinator crash-restarts (SIGKILL) under load: \(accepted) jobs accepted, \(live) final "
                 + "events seen live, \(snapshot) ended while no watcher was linked (seen final in the next snapshot)")
-        if done, broken.isEmpty {
-            print("soak: invariant holds across crashes: every accepted job ended exactly once, never a second final event")
-        } else {
-            print("soak: INVARIANT BROKEN ACROSS CRASHES\(done ? "" : " (gave up waiting for every job to end)"):")
-            for line in broken.prefix(20) { print("  \(line)") }
-            throw ExitCode(1)
+        try verdict(
+            finished: done, broken: broken, across: " across crashes",
+            holds: "every accepted job ended exactly once, never a second final event")
+    }
+
+    /// Prints whether an invariant held; exits 1 (after up to 20 violations) when it did not.
+    private func verdict(finished: Bool, broken: [String], across: String = "", holds: String) throws {
+        if finished, broken.isEmpty {
+            print("soak: invariant holds\(across): \(holds)")
+            return
         }
+        print("soak: INVARIANT BROKEN\(across.uppercased())\(finished ? "" : " (gave up waiting for every job to end)"):")
+        for line in broken.prefix(20) { print("  \(line)") }
+        throw ExitCode(1)
     }
 }
 
