@@ -23,6 +23,7 @@ extension Coordinator {
         b.priority = r.priority
         b.helloSlots = r.slots
         b.configuredSpeed = r.speed.flatMap { $0.isFinite && $0 > 0 ? $0 : nil }
+        b.configuredLoadSeconds = r.modelLoadSeconds.flatMap { $0.isFinite && $0 >= 0 ? $0 : nil }
         b.lastSeen = now
         if let known = b.incarnation, r.incarnation == known {
             let wasUp = b.link == .up

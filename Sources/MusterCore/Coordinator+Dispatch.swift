@@ -203,13 +203,17 @@ extension Coordinator {
     mutating func pickJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
         guard policy.routing == .expectedCompletion else { return bestJob(for: id, runningFree: runningFree) }
         let bi = backends.index(id)!
-        // No backend is faster: with the model loaded nothing finishes sooner than here (the
-        // candidate order already gave less loaded backends their turn), and the model rule in
-        // `bestJob` decides loads. This keeps a uniform fleet's decisions free of comparisons.
+        // No backend is faster: with the model loaded (or none needed) nothing finishes sooner
+        // than here (the candidate order already gave less loaded backends their turn). This
+        // keeps a uniform fleet's decisions free of comparisons. A job whose model it must load
+        // is compared like any other: the load is part of its expected completion here, and the
+        // backends that have the model count with their own speeds.
         let fastest = backends.records[bi].speed >= maxSpeed
         var skip: [Int] = []
-        while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: fastest) {
-            if fastest || admits(bi, id, c, entry) { return (c, entry) }
+        while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: false) {
+            let m = classes[c].modelID
+            let mustLoad = m >= 0 && !backends.records[bi].loadedIDs.contains(m)
+            if (fastest && !mustLoad) || admits(bi, id, c, entry) { return (c, entry) }
             skip.append(c)
         }
         return nil
@@ -283,17 +287,15 @@ extension Coordinator {
         return best?.id
     }
 
-    /// The model-affinity rule: send a job to a backend that must load its model first only when
-    /// that backend would finish it sooner than the backends that have the model finish the jobs
-    /// waiting for it.
+    /// The model-affinity rule of the least-loaded rule: send a job to a backend that must load
+    /// its model first only when that backend would finish it sooner than the backends that have
+    /// the model finish the jobs waiting for it. (Under expected completion the load is part of
+    /// the comparison in `admits`.)
     func loadPaysOff(estimate: Int, model: Int32) -> Bool {
         guard policy.modelAffinity else { return true }
         let load = modelLoad[Int(model)]
         guard load.slots > 0 else { return true }
-        let jobSeconds =
-            policy.routing == .leastLoaded
-            ? estimates.jobSeconds[estimate] ?? defaultJobSeconds
-            : (estimates.jobSeconds[estimate] ?? estimates.priorSeconds[estimate]) / maxSpeed
+        let jobSeconds = estimates.jobSeconds[estimate] ?? defaultJobSeconds
         let loadSeconds = estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds
         let backlog = load.inFlight + queuedByModel[Int(model)]
         let rounds = (backlog + load.slots - 1) / load.slots

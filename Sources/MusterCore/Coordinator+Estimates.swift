@@ -70,9 +70,10 @@ extension Coordinator {
     }
 
     /// Expected seconds for the backend at `bi` to load model `m` (interned id): its own measured
-    /// loads, else the fleet's loads of that model, else the default.
+    /// loads, else its configured load time, else the fleet's loads of that model, else the default.
     func expectedLoadSeconds(_ bi: Int, _ m: Int32) -> Double {
-        backends.records[bi].loadSeconds ?? estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds
+        backends.records[bi].loadSeconds ?? backends.records[bi].configuredLoadSeconds ?? estimates.loadSeconds[Int(m)]
+            ?? defaultLoadSeconds
     }
 
     /// When a job of class `c` could start on the backend at `bi` as far as its model goes: now
@@ -173,6 +174,8 @@ extension Coordinator {
         let deadline = since + policy.maxWaitForBetterBackend
         if deadline <= now { return true }
         let mine = expectedCompletion(bi, c, e)
+        // When this backend must load the model, a backend that has it loaded wins a tie.
+        let mustLoad = modelReady(bi, c) != nil
         let need = classes[c].queued
         let margin = 1e-9 * max(1, mine)
         let latestStart = deadline.seconds
@@ -183,7 +186,9 @@ extension Coordinator {
             guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
             let theirs = expectedCompletion(ti, c, e)
             if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
-            guard theirs < mine - margin else { continue }
+            guard theirs < mine - margin || (mustLoad && theirs <= mine + margin && modelReady(ti, c) == nil) else {
+                continue
+            }
             let p = max(expectedSeconds(ti, e), 1e-3)
             // A backend not expected to start it within the wait bound does not count.
             guard theirs - p <= latestStart else { continue }
@@ -284,7 +289,8 @@ public struct BackendEstimates: Hashable, Sendable {
     /// Relative to 1.0: a job of a class expected to take 10 s at 1.0 is expected to take 5 s at 2.0.
     public var speed: Double
     public var speedSource: SpeedSource
-    /// Its own measured model load time (moving average), if it loaded one.
+    /// Its own measured model load time (moving average) once it loaded one, else its configured
+    /// load time, else nil (the fleet's measured loads of the model or the default apply).
     public var modelLoadSeconds: Double?
     /// Expected seconds per job class (kind and model) on this backend.
     public var jobs: [JobClassEstimate]
@@ -315,7 +321,8 @@ extension Coordinator {
                     measured: estimates.jobSeconds[e] != nil))
         }
         list.sort { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
-        return BackendEstimates(speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds, jobs: list)
+        return BackendEstimates(
+            speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds ?? r.configuredLoadSeconds, jobs: list)
     }
 }
 

@@ -396,6 +396,8 @@ struct Backend {
     var modelReadyAt: [String: CoreInstant] = [:]
     /// Moving average of this backend's measured model loads, in seconds.
     var loadSeconds: Double?
+    /// Configured model load time (seconds), used until `loadSeconds` is measured.
+    var configuredLoadSeconds: Double?
     var running = 0
     var drainRequested = false
     var inhibitedUntil = CoreInstant.zero

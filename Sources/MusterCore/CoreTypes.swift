@@ -24,9 +24,14 @@ public struct BackendRegistration: Hashable, Sendable {
     /// Configured speed relative to 1.0 (2.0: jobs take half as long), the prior for this
     /// backend's estimates until it announces a speed or its jobs are measured.
     public var speed: Double?
+    /// Configured seconds this backend needs to load a model, the prior for its load estimates
+    /// until it has loaded one (before that the fleet's measured loads of the model, else
+    /// `CorePolicy.defaultModelLoadTime`, are used).
+    public var modelLoadSeconds: Double?
 
     public init(
-        id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0, speed: Double? = nil
+        id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0, speed: Double? = nil,
+        modelLoadSeconds: Double? = nil
     ) {
         self.id = id
         self.name = name
@@ -34,6 +39,7 @@ public struct BackendRegistration: Hashable, Sendable {
         self.slots = slots
         self.priority = priority
         self.speed = speed
+        self.modelLoadSeconds = modelLoadSeconds
     }
 }
 

@@ -13,9 +13,10 @@ public enum RoutingSuite {
     public enum Knowledge: String, Sendable, CaseIterable {
         /// Nothing: it must measure (cold estimates).
         case none
-        /// Each backend's speed (configured or announced), not how long a kind takes.
+        /// Each backend's hardware: its speed and model load time (configured or announced), not
+        /// how long a kind takes.
         case speeds
-        /// Speeds, each kind's duration at speed 1.0 and the mean model load time (warm).
+        /// The hardware and each kind's duration at speed 1.0 (warm).
         case full
 
         init(seed: UInt64) { self = [.none, .speeds, .full][Int(seed % 3)] }
@@ -77,7 +78,8 @@ public enum RoutingSuite {
                     id: id, slots: chance(0.2) ? 2 : 1, announceAfter: local ? 0 : pick([0.0, 0, 0, 10, 30, 45]),
                     features: features, modelsAvailable: available, modelsLoaded: loaded,
                     jobSeconds: ["image": imageBase / speed, "video": videoBase / speed],
-                    defaultJobSeconds: imageBase / speed, loadSeconds: load, speed: knowledge == .none ? nil : speed))
+                    defaultJobSeconds: imageBase / speed, loadSeconds: load, speed: knowledge == .none ? nil : speed,
+                    loadPrior: knowledge == .none ? nil : load))
         }
         if !backends.contains(where: { $0.features.contains("video") }) {
             backends[Int(rng.next() % UInt64(count))].features.append("video")

@@ -1,3 +1,4 @@
+import DequeModule
 import HeapModule
 import MusterProtocol
 
@@ -33,13 +34,15 @@ public struct Scenario: Sendable {
         /// The speed the coordinator is told (configured prior); nil: it must measure. The job
         /// durations above are what really happens.
         public var speed: Double?
+        /// The model load time the coordinator is told (configured prior); nil: it must measure.
+        public var loadPrior: Double?
 
         public init(
             id: BackendID, name: String? = nil, slots: Int = 1, priority: Int = 0, expected: Bool = false,
             registerAt: Double = 0, announceAfter: Double? = 0, features: [String] = [],
             modelsAvailable: [String] = [], modelsLoaded: [String] = [], jobSeconds: [String: Double] = [:],
             defaultJobSeconds: Double = 10, loadSeconds: Double = 20, linkDownAt: Double? = nil,
-            linkUpAt: Double? = nil, speed: Double? = nil
+            linkUpAt: Double? = nil, speed: Double? = nil, loadPrior: Double? = nil
         ) {
             self.id = id
             self.name = name ?? "backend\(id)"
@@ -57,6 +60,7 @@ public struct Scenario: Sendable {
             self.linkDownAt = linkDownAt
             self.linkUpAt = linkUpAt
             self.speed = speed
+            self.loadPrior = loadPrior
         }
 
         func seconds(for kind: String) -> Double { jobSeconds[kind] ?? defaultJobSeconds }
@@ -175,6 +179,9 @@ struct Simulation {
     var seq = 0
     var now = 0.0
     var trace: [(at: Double, action: CoreAction)] = []
+    /// Actions emitted but not yet performed, and whether `perform` is running.
+    var pending: Deque<CoreAction> = []
+    var performing = false
     var completions: [JobID: Int] = [:]
     var ranOn: [JobID: BackendID] = [:]
     var startedAt: [JobID: Double] = [:]
@@ -236,7 +243,7 @@ struct Simulation {
                 .backendRegistered(
                     BackendRegistration(
                         id: c.id, name: c.name, incarnation: Incarnation(1), slots: c.slots, priority: c.priority,
-                        speed: c.speed)))
+                        speed: c.speed, modelLoadSeconds: c.loadPrior)))
             if c.announceAfter == 0 {
                 state[i].state = .ready
                 announce(i)
@@ -272,7 +279,8 @@ struct Simulation {
                     BackendRegistration(
                         id: backends[i].id, name: backends[i].name, incarnation: Incarnation(1),
                         slots: backends[i].slots,
-                        priority: backends[i].priority, speed: backends[i].speed)))
+                        priority: backends[i].priority, speed: backends[i].speed,
+                        modelLoadSeconds: backends[i].loadPrior)))
             let held = state[i].held
             state[i].held = []
             for e in held { feed(e) }
@@ -306,19 +314,31 @@ struct Simulation {
         report(i, .capabilities(c.id, snapshot))
     }
 
+    /// Performs the core's actions in the order it emitted them. A report a backend makes while
+    /// an action is performed (say `started` on an `assign`) is fed at once, but the actions it
+    /// yields wait until the earlier ones were performed, as on a real link, where a backend
+    /// receives the messages for it in order.
     mutating func perform(_ actions: [CoreAction]) {
-        for action in actions {
+        pending.append(contentsOf: actions)
+        guard !performing else { return }
+        performing = true
+        defer { performing = false }
+        while let action = pending.popFirst() {
             trace.append((now, action))
             switch action {
             case .assign(let job, _, let spec, let backend, let lease, _):
                 guard let i = index[backend] else { continue }
                 state[i].waiting.append(Task(job: job, lease: lease, spec: spec))
                 startNext(i)
-            case .revoke(let job, let backend, _), .cancel(let job, let backend, _),
-                .staleLease(let job, let backend, _, _):
+            case .revoke(let job, let backend, let lease), .cancel(let job, let backend, let lease),
+                .staleLease(let job, let backend, let lease, _):
+                // Only the named lease stops: the same job may be bound here again under a newer one.
                 guard let i = index[backend] else { continue }
-                state[i].waiting.removeAll { $0.job == job }
-                if let r = state[i].running.removeValue(forKey: job) { state[i].busy += now - r.started }
+                state[i].waiting.removeAll { $0.job == job && $0.lease == lease }
+                if let r = state[i].running[job], r.lease == lease {
+                    state[i].running[job] = nil
+                    state[i].busy += now - r.started
+                }
                 startNext(i)
             case .loadModel(let backend, let model):
                 guard let i = index[backend] else { continue }

@@ -133,7 +133,8 @@ extension Daemon {
         let configured = configuration.backends.first { $0.name == name }
         let actions = core.handle(
             .backendRegistered(BackendRegistration(
-                id: backend, name: name, incarnation: hello.incarnation, slots: hello.slots, priority: configured?.priority ?? 0)),
+                id: backend, name: name, incarnation: hello.incarnation, slots: hello.slots, priority: configured?.priority ?? 0,
+                speed: configured?.speed, modelLoadSeconds: configured?.expectedLoadSeconds)),
             at: now)
         // The snapshot of this incarnation, if any: after a newer incarnation's hello the old one
         // no longer counts, so `known` is omitted until the first announcement.

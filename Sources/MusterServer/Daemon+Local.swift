@@ -62,7 +62,10 @@ extension Daemon {
                 runner.start(driver: driver)
             }
             perform(core.handle(
-                .backendRegistered(BackendRegistration(id: id, name: config.name, incarnation: incarnation, slots: spec.slots, priority: config.priority)),
+                .backendRegistered(
+                    BackendRegistration(
+                        id: id, name: config.name, incarnation: incarnation, slots: spec.slots, priority: config.priority,
+                        speed: config.speed, modelLoadSeconds: config.expectedLoadSeconds)),
                 at: now))
             let welcome = CoordinatorToBackend.Welcome(
                 backend: id, coordinator: Self.version, heartbeatMs: 0,

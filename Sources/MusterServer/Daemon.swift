@@ -122,6 +122,11 @@ public actor Daemon {
         p.suspectGrace = .milliseconds(Int64(c.seconds("links.suspect_grace_seconds") * 1000))
         p.syncInterval = .milliseconds(Int64(c.seconds("links.sync_interval_seconds") * 1000))
         p.finishedJobLimit = c.int("jobs.retain_finished")
+        p.routing = c.string("routing.rule") == "least_loaded" ? .leastLoaded : .expectedCompletion
+        p.jobDurationPriors = c.secondsByKind("routing.job_seconds").mapValues { .milliseconds(Int64(($0 * 1000).rounded())) }
+        p.defaultJobDuration = .milliseconds(Int64(c.seconds("routing.default_job_seconds") * 1000))
+        p.defaultModelLoadTime = .milliseconds(Int64(c.seconds("routing.model_load_seconds") * 1000))
+        p.maxWaitForBetterBackend = .milliseconds(Int64(c.seconds("routing.max_wait_for_better_seconds") * 1000))
         return p
     }
 

@@ -93,7 +93,7 @@ import Testing
     /// Waiting for a better backend is bounded: when the fast backend's job runs far past its
     /// estimate, the slow idle one takes the waiting job once `maxWaitForBetterBackend` passed.
     @Test func waitingForAFasterBackendIsBounded() {
-        var policy = Self.policy(.expectedCompletion)
+        var policy = ExpectedCompletionTests.policy(.expectedCompletion)
         policy.maxWaitForBetterBackend = .seconds(20)
         policy.workStealing = false
         let s = Scenario(
@@ -150,5 +150,54 @@ import Testing
         let on2 = try #require(third.first { h.backend($0) == BackendID(2) }, "the unmeasured backend gets work")
         run(&h, on2, for: 2)
         #expect(h.core.estimates(for: BackendID(2))?.speedSource == .measured, "measured against backend 1's samples")
+    }
+
+    /// A backend's configured load time is its prior before it has loaded anything: an sdxl job
+    /// goes to the backend that loads it in 5 s, not to one that needs 45 s, although both are
+    /// equally fast and the fleet has measured no load.
+    @Test func configuredLoadTimesChooseTheQuickLoader() {
+        var policy = ExpectedCompletionTests.policy(.expectedCompletion)
+        policy.jobDurationPriors["image"] = .seconds(10)
+        let image = JobSpec(kind: "image", model: "sdxl")
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(-1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 45, speed: 1,
+                    loadPrior: 45),
+                Scenario.Backend(
+                    id: BackendID(1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 5, speed: 1,
+                    loadPrior: 5),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: image)])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.jobsPerBackend[BackendID(1)] == 1)
+        #expect(r.makespan == 15)
+        #expect(r.coordinator.estimates(for: BackendID(-1))?.modelLoadSeconds == 45)
+    }
+
+    /// The fastest backend that would have to load a model compares expected completion times
+    /// like any other, so a job does not sit out the wait bound while slower backends that have
+    /// the model loaded each leave it to the fast one and the fast one leaves it to them.
+    @Test func aFastLoaderAndSlowLoadedBackendsDoNotLeaveAJobWaiting() {
+        var policy = ExpectedCompletionTests.policy(.expectedCompletion)
+        policy.jobDurationPriors["image"] = .seconds(15)
+        let image = JobSpec(kind: "image", model: "sdxl")
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                // Slow, sdxl loaded: 15 s per job.
+                Scenario.Backend(
+                    id: BackendID(-1), modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"], defaultJobSeconds: 15,
+                    loadSeconds: 30, speed: 1, loadPrior: 30),
+                // Four times faster, loads sdxl in 5 s: 5 + 3.75 s.
+                Scenario.Backend(
+                    id: BackendID(1), modelsAvailable: ["sdxl"], defaultJobSeconds: 3.75, loadSeconds: 5, speed: 4,
+                    loadPrior: 5),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: image)])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.jobsPerBackend[BackendID(1)] == 1)
+        #expect(r.makespan == 8.75)
     }
 }

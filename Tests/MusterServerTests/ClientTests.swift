@@ -96,6 +96,30 @@ import Testing
         await coordinator.stop()
     }
 
+    /// The routing priors in the configuration reach the core: a backend's configured speed and
+    /// load time, and the kinds' durations, are what `/v1/backends` shows as its estimates.
+    @Test func configuredRoutingPriorsShowInTheBackendsEstimates() async throws {
+        let coordinator = try await TestCoordinator.start(
+            backends: """
+                [{"name": "fast", "kind": "simulated", "features": ["image"], "speed": 4, "expected_load_seconds": 7},
+                 {"name": "plain", "kind": "simulated", "features": ["image"]}]
+                """,
+            settings: [("routing.job_seconds", "image=12")])
+        let list = try await HTTP.get("http://127.0.0.1:\(coordinator.port)/v1/backends")
+        let backends = list.json["backends"] as? [[String: Any]] ?? []
+        func estimates(_ name: String) -> [String: Any]? {
+            backends.first { $0["name"] as? String == name }?["estimates"] as? [String: Any]
+        }
+        let fast = try #require(estimates("fast"), "\(String(decoding: list.body, as: UTF8.self))")
+        #expect(fast["speed"] as? Double == 4)
+        #expect(fast["speed_source"] as? String == "configured")
+        #expect(fast["model_load_seconds"] as? Double == 7)
+        let plain = try #require(estimates("plain"))
+        #expect(plain["speed_source"] as? String == "assumed")
+        #expect(plain["model_load_seconds"] == nil)
+        await coordinator.stop()
+    }
+
     @Test func loadModelNamesTheBackendsToldAndRefusesUnknownOnes() async throws {
         let coordinator = try await TestCoordinator.start()
         let client = try await coordinator.connect()

@@ -43,6 +43,41 @@ import Testing
         #expect(notArray?.key == "dashboard.highlight_features")
     }
 
+    @Test func routingPriorsTakeAnObjectOrPairsAndNameTheBadKey() throws {
+        let config = try Configuration.load(file: nil, environment: [:])
+        #expect(config.secondsByKind("routing.job_seconds").isEmpty)
+        #expect(config.string("routing.rule") == "expected_completion")
+        #expect(config.seconds("routing.model_load_seconds") == 20)
+        let file = try write(#"{"routing": {"job_seconds": {"video": "40s", "image": 6}, "rule": "least_loaded"}}"#)
+        let fromFile = try Configuration.load(file: file, environment: [:])
+        #expect(fromFile.secondsByKind("routing.job_seconds") == ["image": 6, "video": 40])
+        #expect(fromFile.string("routing.rule") == "least_loaded")
+        let env = try Configuration.load(file: nil, environment: ["MUSTER_ROUTING_JOB_SECONDS": "image=1.5, video=2m"])
+        #expect(env.secondsByKind("routing.job_seconds") == ["image": 1.5, "video": 120])
+        for bad in ["image", "image=-3", "image=soon", "=4"] {
+            let error = loadError(set: [("routing.job_seconds", bad)])
+            #expect(error?.key == "routing.job_seconds", "\(bad)")
+        }
+        #expect(loadError(set: [("routing.rule", "fastest")])?.key == "routing.rule")
+    }
+
+    @Test func backendsCarryRoutingPriorsAndRefuseBadOnes() throws {
+        let config = try Configuration.load(
+            file: nil, environment: [:],
+            overrides: [
+                (
+                    "flag --set", "backends",
+                    #"[{"name": "gpu", "kind": "simulated", "speed": 2.5, "expected_load_seconds": "12s"}]"#
+                )
+            ])
+        #expect(config.backends.first?.speed == 2.5)
+        #expect(config.backends.first?.expectedLoadSeconds == 12)
+        let slow = loadError(set: [("backends", #"[{"name": "gpu", "kind": "simulated", "speed": 0}]"#)])
+        #expect(slow?.key == "backends[0].speed")
+        let load = loadError(set: [("backends", #"[{"name": "gpu", "kind": "simulated", "expected_load_seconds": "x"}]"#)])
+        #expect(load?.key == "backends[0].expected_load_seconds")
+    }
+
     @Test func protectedModeRefusesAnOpenCoordinatorBeyondLoopback() throws {
         for host in ["0.0.0.0", "192.0.2.7", "::"] {
             let error = loadError(set: [("listen", "\(host == "::" ? "[::]" : host):7460")])

@@ -1,4 +1,5 @@
 import Foundation
+import MusterProtocol
 
 /// A backend declared in the configuration: a local pseudo-backend inside the coordinator
 /// (`simulated` or `exec`, negative ids -1, -2, ... in declaration order) or a remote backend the
@@ -49,6 +50,11 @@ public struct BackendConfig: Sendable, Equatable {
     public var slots: Int = 1
     /// Breaks ties between equally loaded backends; higher first.
     public var priority: Int = 0
+    /// Routing prior: speed relative to 1.0 (2: jobs take half as long), used until the
+    /// backend's jobs are measured (README "Routing and the warm-up gate").
+    public var speed: Double?
+    /// Routing prior: seconds this backend needs to load a model, used until it has loaded one.
+    public var expectedLoadSeconds: Double?
 
     public var isLocal: Bool {
         if case .remote = kind { return false }
@@ -72,6 +78,8 @@ public struct BackendConfig: Sendable, Equatable {
     /// The JSON form, as written in the config file and shown by `--print-config`. Secrets redacted.
     var redactedJSON: [String: Any] {
         var o: [String: Any] = ["name": name, "features": features, "models": models, "slots": slots, "priority": priority]
+        if let speed { o["speed"] = speed }
+        if let expectedLoadSeconds { o["expected_load_seconds"] = expectedLoadSeconds }
         switch kind {
         case .simulated(let s):
             o["kind"] = "simulated"
@@ -126,6 +134,8 @@ func parseBackends(_ json: Any, source: String, path: String = "backends") -> Re
             let models = try reader.stringArray("models", default: [])
             let slots = try reader.int("slots", default: 1, range: 1...1024)
             let priority = try reader.int("priority", default: 0, range: -1000...1000)
+            let speed = try reader.optionalDouble("speed", range: 0.01...ProtocolLimits.maxSpeed)
+            let expectedLoad = try reader.optionalSeconds("expected_load_seconds")
             let kind: BackendConfig.Kind
             switch kindName {
             case "simulated":
@@ -160,7 +170,10 @@ func parseBackends(_ json: Any, source: String, path: String = "backends") -> Re
                 throw ConfigError(source: source, key: "\(at).kind", reason: "expected simulated, exec, remote or comfyui, got '\(kindName)'")
             }
             try reader.rejectUnread()
-            result.append(BackendConfig(name: name, kind: kind, features: features, models: models, slots: slots, priority: priority))
+            result.append(
+                BackendConfig(
+                    name: name, kind: kind, features: features, models: models, slots: slots, priority: priority,
+                    speed: speed, expectedLoadSeconds: expectedLoad))
         } catch let error as ConfigError {
             return .failure(error)
         } catch {
@@ -238,6 +251,20 @@ struct ObjectReader {
         guard let n = jsonNumber(v) else { throw error(key, "expected a number, got \(jsonTypeName(v))") }
         guard range.contains(n) else { throw error(key, "\(n) is out of range \(range.lowerBound)...\(range.upperBound)") }
         return n
+    }
+
+    mutating func optionalDouble(_ key: String, range: ClosedRange<Double>) throws -> Double? {
+        read.insert(key)
+        guard let v = object[key], !(v is NSNull) else { return nil }
+        guard let n = jsonNumber(v) else { throw error(key, "expected a number, got \(jsonTypeName(v))") }
+        guard range.contains(n) else { throw error(key, "\(n) is out of range \(range.lowerBound)...\(range.upperBound)") }
+        return n
+    }
+
+    mutating func optionalSeconds(_ key: String) throws -> Double? {
+        read.insert(key)
+        guard let v = object[key], !(v is NSNull) else { return nil }
+        return try Self.seconds(v, error: { error(key, $0) })
     }
 
     mutating func bool(_ key: String, default def: Bool) throws -> Bool {

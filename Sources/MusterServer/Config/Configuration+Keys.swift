@@ -16,6 +16,9 @@ public struct ConfigKey: Sendable {
         /// A set of feature names: a JSON array of strings, or text separated by commas. Kept as
         /// one comma-separated string, sorted, without repeats.
         case featureList
+        /// Seconds per job kind: a JSON object (`{"image": 6, "video": "40s"}`) or text
+        /// (`image=6,video=40s`). Kept as `kind=seconds` pairs separated by commas, sorted.
+        case secondsByKind
     }
 
     public var name: String
@@ -74,6 +77,22 @@ public struct ConfigKey: Sendable {
         ConfigKey(
             name: "routing.no_eligible_backend", kind: .choice(["fail", "queue"]), defaultValue: .string("fail"),
             help: "Once the gate is open, fail jobs no backend can run, or keep them queued."),
+        ConfigKey(
+            name: "routing.rule", kind: .choice(["expected_completion", "least_loaded"]),
+            defaultValue: .string("expected_completion"),
+            help: "How a job's backend is chosen: where it is expected to finish first, or the older least-loaded rule (kept for comparison)."),
+        ConfigKey(
+            name: "routing.job_seconds", kind: .secondsByKind, defaultValue: .string(""),
+            help: "Expected seconds of one job of each kind on a backend of speed 1.0 before any was measured, e.g. image=6,video=40 (JSON object or text)."),
+        ConfigKey(
+            name: "routing.default_job_seconds", kind: .seconds(0.001...86_400), defaultValue: .double(10),
+            help: "Expected seconds of a job whose kind routing.job_seconds does not list, before any was measured."),
+        ConfigKey(
+            name: "routing.model_load_seconds", kind: .seconds(0...86_400), defaultValue: .double(20),
+            help: "Expected seconds of a model load before any was measured (a backend's expected_load_seconds comes first)."),
+        ConfigKey(
+            name: "routing.max_wait_for_better_seconds", kind: .seconds(0...86_400), defaultValue: .double(30),
+            help: "Longest a job is left waiting for a faster backend while a slower free one could take it now."),
         ConfigKey(
             name: "links.suspect_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(10),
             help: "A backend whose link dropped keeps its jobs this long before they are requeued."),
@@ -137,6 +156,14 @@ public struct ConfigKey: Sendable {
         case .featureList:
             let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             return featureList(items)
+        case .secondsByKind:
+            var pairs: [(String, Any)] = []
+            for item in text.split(separator: ",") {
+                let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard parts.count == 2 else { return .failure("expected KIND=SECONDS pairs separated by commas, got '\(item)'") }
+                pairs.append((parts[0], parts[1]))
+            }
+            return secondsByKind(pairs)
         }
     }
 
@@ -174,7 +201,36 @@ public struct ConfigKey: Sendable {
                 items.append(s)
             }
             return featureList(items)
+        case .secondsByKind:
+            if let s = json as? String { return parse(text: s) }
+            guard let o = json as? [String: Any] else {
+                return .failure("expected an object of job kind to seconds, got \(jsonTypeName(json))")
+            }
+            return secondsByKind(o.map { ($0.key, $0.value) })
         }
+    }
+
+    private func secondsByKind(_ pairs: [(String, Any)]) -> Result<ConfigValue, InvalidValue> {
+        var out: [String: Double] = [:]
+        for (kind, value) in pairs {
+            guard !kind.isEmpty, kind.utf8.count <= 64, !kind.contains(","), !kind.contains("=") else {
+                return .failure("'\(kind)' is not a job kind")
+            }
+            let seconds: Result<Double, InvalidValue>
+            if let text = value as? String {
+                seconds = parseSeconds(text)
+            } else if let n = jsonNumber(value) {
+                seconds = .success(n)
+            } else {
+                seconds = .failure("expected seconds for '\(kind)', got \(jsonTypeName(value))")
+            }
+            switch seconds {
+            case .success(let x) where x.isFinite && x > 0 && x <= 86_400: out[kind] = x
+            case .success(let x): return .failure("\(x) seconds for '\(kind)' is out of range (above 0, at most 86400)")
+            case .failure(let reason): return .failure(reason)
+            }
+        }
+        return .success(.string(out.keys.sorted().map { "\($0)=\(ConfigValue.double(out[$0]!))" }.joined(separator: ",")))
     }
 
     private func featureList(_ items: [String]) -> Result<ConfigValue, InvalidValue> {

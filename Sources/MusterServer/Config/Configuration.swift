@@ -49,6 +49,15 @@ public struct Configuration: Sendable, Equatable {
     public var storeURLDescription: String { storeURL.description }
     /// A `featureList` key: sorted, no repeats.
     public func features(_ key: String) -> [String] { string(key).split(separator: ",").map(String.init) }
+    /// A `secondsByKind` value: seconds per job kind.
+    public func secondsByKind(_ key: String) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for pair in string(key).split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let x = Double(parts[1]) { out[String(parts[0])] = x }
+        }
+        return out
+    }
 }
 
 /// A host and port, written `HOST:PORT` (`[::1]:7460` for IPv6).
