@@ -204,16 +204,25 @@ extension Coordinator {
         guard policy.routing == .expectedCompletion else { return bestJob(for: id, runningFree: runningFree) }
         let bi = backends.index(id)!
         // No backend is faster: with the model loaded (or none needed) nothing finishes sooner
-        // than here (the candidate order already gave less loaded backends their turn). This
-        // keeps a uniform fleet's decisions free of comparisons. A job whose model it must load
-        // is compared like any other: the load is part of its expected completion here, and the
-        // backends that have the model count with their own speeds.
+        // than here (the candidate order already gave less loaded backends their turn). A model
+        // it must load is decided by the aggregate model rule in `bestJob`, except that it
+        // compares like any other backend (the loaded ones at their own speeds) for a job that a
+        // slower backend already left to faster ones (so the two rules never each leave it to
+        // the other), and for a model no capable backend has loaded while its own load time is
+        // known (another may load it sooner). This keeps a uniform fleet's decisions free of
+        // comparisons.
         let fastest = backends.records[bi].speed >= maxSpeed
+        let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].configuredLoadSeconds != nil
         var skip: [Int] = []
-        while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: false) {
-            let m = classes[c].modelID
-            let mustLoad = m >= 0 && !backends.records[bi].loadedIDs.contains(m)
-            if (fastest && !mustLoad) || admits(bi, id, c, entry) { return (c, entry) }
+        while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: fastest) {
+            if fastest {
+                let m = classes[c].modelID
+                let compare =
+                    m >= 0 && !backends.records[bi].loadedIDs.contains(m)
+                    && (classes[c].loadedCapable == 0 ? knowsItsLoads : jobs[entry.job].declinedSince != nil)
+                if !compare { return (c, entry) }
+            }
+            if admits(bi, id, c, entry) { return (c, entry) }
             skip.append(c)
         }
         return nil
@@ -247,7 +256,9 @@ extension Coordinator {
             if let current = best, !(head < current.1) { continue }
             let m = classes[c].modelID
             if affinity, m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
-                !loadPaysOff(estimate: Int(head.estimate), model: m)
+                !loadPaysOff(bi, estimate: Int(head.estimate), model: m),
+                // A job a backend with the model left to faster ones is not left again here.
+                jobs[head.job].declinedSince == nil
             {
                 continue
             }
@@ -287,16 +298,21 @@ extension Coordinator {
         return best?.id
     }
 
-    /// The model-affinity rule of the least-loaded rule: send a job to a backend that must load
-    /// its model first only when that backend would finish it sooner than the backends that have
-    /// the model finish the jobs waiting for it. (Under expected completion the load is part of
-    /// the comparison in `admits`.)
-    func loadPaysOff(estimate: Int, model: Int32) -> Bool {
+    /// The aggregate model-affinity rule: send a job to the backend at `bi`, which must load its
+    /// model first, when the load and the job take less than the backends that have the model
+    /// need for the jobs waiting for it (at the fastest speed under expected completion; the
+    /// load is this backend's own estimate there, the fleet's under the least-loaded rule).
+    func loadPaysOff(_ bi: Int, estimate: Int, model: Int32) -> Bool {
         guard policy.modelAffinity else { return true }
         let load = modelLoad[Int(model)]
         guard load.slots > 0 else { return true }
-        let jobSeconds = estimates.jobSeconds[estimate] ?? defaultJobSeconds
-        let loadSeconds = estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds
+        let leastLoaded = policy.routing == .leastLoaded
+        let jobSeconds =
+            leastLoaded
+            ? estimates.jobSeconds[estimate] ?? defaultJobSeconds
+            : (estimates.jobSeconds[estimate] ?? estimates.priorSeconds[estimate]) / maxSpeed
+        let loadSeconds =
+            leastLoaded ? estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds : expectedLoadSeconds(bi, model)
         let backlog = load.inFlight + queuedByModel[Int(model)]
         let rounds = (backlog + load.slots - 1) / load.slots
         return loadSeconds * policy.affinityMargin + jobSeconds < Double(rounds) * jobSeconds

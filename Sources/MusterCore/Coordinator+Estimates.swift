@@ -193,6 +193,9 @@ extension Coordinator {
             // A backend not expected to start it within the wait bound does not count.
             guard theirs - p <= latestStart else { continue }
             capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down)))
+            // A free backend this one leaves the job to looks again (it may have passed over the
+            // job before this one declined it: see `pickJob`).
+            if backends.records[ti].inFree { dirty.insert(t) }
             if capacity >= need { break }
         }
         if capacity < need {
