@@ -241,7 +241,9 @@ extension Coordinator {
             }
             let ends = expectedSchedule(vi, floors: floors).ends
             for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
-                guard let j = jobs.index(job), jobs[slot: j].state == .bound else { continue }
+                guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil else {
+                    continue
+                }
                 let c = jobs[slot: j].classIndex
                 guard classes[c].capable.contains(thief) else { continue }
                 let e = jobs[slot: j].estimateIndex

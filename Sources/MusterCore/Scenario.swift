@@ -319,6 +319,11 @@ struct Simulation {
                 guard let i = index[backend] else { continue }
                 state[i].waiting.removeAll { $0.job == job }
                 if let r = state[i].running.removeValue(forKey: job) { state[i].busy += now - r.started }
+                if case .cancel(_, _, let lease) = action {
+                    // A backend confirms a cancel once the job stopped (Protocol/README.md 6.4).
+                    report(
+                        i, .jobFailed(job, backend: backend, lease: lease, code: .canceled, message: "canceled", retryable: false))
+                }
                 startNext(i)
             case .loadModel(let backend, let model):
                 guard let i = index[backend] else { continue }

@@ -122,6 +122,7 @@ public actor Daemon {
         p.suspectGrace = .milliseconds(Int64(c.seconds("links.suspect_grace_seconds") * 1000))
         p.syncInterval = .milliseconds(Int64(c.seconds("links.sync_interval_seconds") * 1000))
         p.finishedJobLimit = c.int("jobs.retain_finished")
+        p.cancelGrace = .milliseconds(Int64(c.seconds("jobs.cancel_grace_seconds") * 1000))
         return p
     }
 
