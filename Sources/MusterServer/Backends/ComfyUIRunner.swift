@@ -340,10 +340,13 @@ final class ComfyUIRunner: @unchecked Sendable {
         probe()
     }
 
+    /// The HTTP probe decides whether the server is gone (`serverLost`, after which its prompts
+    /// are given up if it does not come back): a /ws that fails while HTTP answers keeps the
+    /// backend `loading` and its prompts followed, and is dialled again on the next probe.
     private func wsDialFailed(_ reason: String) {
-        // While the server is down the HTTP probe says why; a failing /ws matters once it is up.
-        guard !stopped, serverUp else { return }
-        serverLost("\(settings.url)/ws does not answer: \(reason)")
+        guard !stopped else { return }
+        if serverUp { report(.loading, message: "\(settings.url)/ws does not answer: \(reason)") }
+        scheduleProbe()
     }
 
     private func wsText(_ text: String) {
@@ -502,6 +505,7 @@ final class ComfyUIRunner: @unchecked Sendable {
                 // Jobs report through /ws: not ready until it is open (wsOpened probes again).
                 self.report(.loading, message: "\(self.settings.url) answers; waiting for its WebSocket /ws")
                 self.dialWebSocket()
+                self.scheduleProbe()
                 return
             }
             self.lastInfo = info
