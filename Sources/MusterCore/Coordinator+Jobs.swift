@@ -328,8 +328,11 @@ extension Coordinator {
         case .bound, .running:
             guard j.cancelRequestedAt == nil else { return }  // already canceling
             out.append(.cancel(job: id, backend: j.backend!, lease: j.lease!))
-            guard policy.cancelGrace > .zero else {
+            guard policy.cancelGrace > .zero, backends.get(j.backend!)?.link == .up else {
+                // No grace, or no link to confirm over (suspect: a backend that comes back finds
+                // the binding gone and stops the job as stale): it ends now, as after a lost link.
                 unbind(id, outcome: .canceled)
+                if policy.cancelGrace > .zero { out.append(.observe(.cancelSettled(id, j.backend!, .linkLost))) }
                 break
             }
             beginCanceling(id)

@@ -81,6 +81,19 @@ import Testing
         #expect(finals(h, job) == [.canceled])
     }
 
+    @Test func aJobOnASuspectBackendEndsCanceledAtOnce() {
+        var (h, job, lease) = running { $0.suspectGrace = .seconds(10) }
+        h.send(.linkLost(BackendID(1)))
+        let c = h.record(try! h.core.cancelJob(job, at: h.clock))
+        #expect(h.state(job) == .canceled && h.events(job, in: c) == [.canceled])
+        #expect(c.contains(.observe(.cancelSettled(job, BackendID(1), .linkLost))))
+        // Back with the same incarnation: not among its bindings, its late report is stale.
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        #expect(h.core.bindings(of: BackendID(1)).isEmpty)
+        h.send(.jobCompleted(job, backend: BackendID(1), lease: lease, result: .null))
+        #expect(h.last.contains(.staleLease(job: job, backend: BackendID(1), lease: lease, about: "completed")))
+    }
+
     @Test func aRestartedOrRemovedBackendEndsItCanceledNotRequeued() {
         var (h, job, _) = running()
         _ = h.record(try! h.core.cancelJob(job, at: h.clock))
