@@ -145,6 +145,9 @@ extension Coordinator {
         b.suspectUntil = now + policy.suspectGrace
         backends.put(b)
         schedule(b.suspectUntil!, .suspect(id))
+        // Jobs it was told to stop: no confirmation can come over a dead link, and a backend that
+        // reconnects finds them gone from `welcome.bindings` and stops them as stale.
+        for job in b.jobs where jobs[job].cancelRequestedAt != nil { settleCancel(job, .linkLost) }
         refresh(id, reindex: true)
     }
 
@@ -208,6 +211,10 @@ extension Coordinator {
                 message: "backend \(id) (\(b.name)): link down for longer than the \(policy.suspectGrace) grace")
         }
         for job in b.jobs {
+            if jobs[job].cancelRequestedAt != nil {
+                settleCancel(job, .linkLost)  // canceled by a client: never run again
+                continue
+            }
             unbind(job, outcome: .requeued, error: error)
             requeueOrFail(job, cause, error: error, from: id)
         }

@@ -330,7 +330,7 @@ extension Coordinator {
                 let mine = vb.jobs.count * p.slots, theirs = p.inFlight * vb.slots
                 if mine < theirs || (mine == theirs && v > p.victim) { continue }
             }
-            for job in vb.jobs.reversed() where jobs[job].state == .bound {
+            for job in vb.jobs.reversed() where jobs[job].state == .bound && jobs[job].cancelRequestedAt == nil {
                 let j = jobs[job]
                 guard classes[j.classIndex].capable.contains(thief) else { continue }
                 let m = classes[j.classIndex].modelID

@@ -181,28 +181,34 @@ extension Coordinator {
         let latestStart = deadline.seconds
         var capacity = 0
         var second: (backend: BackendID, at: Double)?
-        // Stops once enough capacity is found; the verdict does not depend on the set's order.
+        // Free backends this one would leave the job to: woken if it does (they may have passed
+        // over the job before this one declined it: see `pickJob`). Once the verdict is known,
+        // the rest of the set is looked at only for them, so the wakes do not depend on the
+        // set's iteration order.
+        var wake: [BackendID] = []
         for t in classes[c].capable where t != id {
             guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
+            let counting = capacity < need
+            if !counting && !backends.records[ti].inFree { continue }
             let theirs = expectedCompletion(ti, c, e)
-            if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
+            if counting, let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else if counting {
+                second = (t, theirs)
+            }
             guard theirs < mine - margin || (mustLoad && theirs <= mine + margin && modelReady(ti, c) == nil) else {
                 continue
             }
             let p = max(expectedSeconds(ti, e), 1e-3)
             // A backend not expected to start it within the wait bound does not count.
             guard theirs - p <= latestStart else { continue }
-            capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down)))
-            // A free backend this one leaves the job to looks again (it may have passed over the
-            // job before this one declined it: see `pickJob`).
-            if backends.records[ti].inFree { dirty.insert(t) }
-            if capacity >= need { break }
+            if backends.records[ti].inFree { wake.append(t) }
+            if counting { capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down))) }
         }
         if capacity < need {
-            // Complete only when the whole set was seen (no early exit happened).
+            // Every backend of the set was counted.
             runnerUp = second.map { (entry.job, $0.backend, $0.at) }
             return true
         }
+        for t in wake { dirty.insert(t) }
         if jobs[entry.job].declinedSince == nil { jobs[entry.job].declinedSince = now }
         classes[c].decliners.append(id)
         if classes[c].waitTimerAt.map({ $0 > deadline }) ?? true {
@@ -249,7 +255,9 @@ extension Coordinator {
             }
             let ends = expectedSchedule(vi, floors: floors).ends
             for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
-                guard let j = jobs.index(job), jobs[slot: j].state == .bound else { continue }
+                guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil else {
+                    continue
+                }
                 let c = jobs[slot: j].classIndex
                 guard classes[c].capable.contains(thief) else { continue }
                 let e = jobs[slot: j].estimateIndex

@@ -215,6 +215,7 @@ extension Coordinator {
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
         guard current(id, backend, lease, about: "started") else { return }
+        guard jobs[id].cancelRequestedAt == nil else { return }  // stopping: nothing new to tell
         markStarted(id, backend)
     }
 
@@ -232,6 +233,7 @@ extension Coordinator {
 
     mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?) {
         guard current(id, backend, lease, about: "progress") else { return }
+        guard jobs[id].cancelRequestedAt == nil else { return }
         markStarted(id, backend)  // progress implies started
         jobs[id].progress = min(1, max(0, fraction))
         jobs[id].progressMessage = message
@@ -240,6 +242,11 @@ extension Coordinator {
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
         guard current(id, backend, lease, about: "completed") else { return }
+        if jobs[id].cancelRequestedAt != nil {
+            // It finished before it saw the cancel: the client's cancel still decides the end.
+            settleCancel(id, .raced)
+            return
+        }
         if let startedAt = jobs[id].history.last?.startedAt {
             let took = now - startedAt
             // A job that started while its model was loading worked only since the load ended.
@@ -262,6 +269,10 @@ extension Coordinator {
         _ id: JobID, _ backend: BackendID, _ lease: Lease, _ failure: JobFailure, retryable: Bool
     ) {
         guard current(id, backend, lease, about: "failed") else { return }
+        if jobs[id].cancelRequestedAt != nil {
+            settleCancel(id, failure.code == .canceled ? .confirmed : .raced)
+            return
+        }
         unbind(id, outcome: retryable ? .requeued : .failed, error: failure)
         if policy.inhibitAfterFailure > .zero {
             let until = now + policy.inhibitAfterFailure
@@ -315,10 +326,57 @@ extension Coordinator {
             dequeued(id, popped: false)
             jobs[id].waitReason = nil
         case .bound, .running:
+            guard j.cancelRequestedAt == nil else { return }  // already canceling
             out.append(.cancel(job: id, backend: j.backend!, lease: j.lease!))
-            unbind(id, outcome: .canceled)
+            guard policy.cancelGrace > .zero, backends.get(j.backend!)?.link == .up else {
+                // No grace, or no link to confirm over (suspect: a backend that comes back finds
+                // the binding gone and stops the job as stale): it ends now, as after a lost link.
+                unbind(id, outcome: .canceled)
+                if policy.cancelGrace > .zero { out.append(.observe(.cancelSettled(id, j.backend!, .linkLost))) }
+                break
+            }
+            beginCanceling(id)
+            return
         }
         end(id, .canceled, .canceled)
+    }
+
+    /// A bound or running job a client canceled: its backend was told to stop. The job keeps its
+    /// slot (so nothing new is routed to a backend still busy with it) until `settleCancel`.
+    ///
+    /// The outcome is decided now: the job will end `canceled`, whatever the backend reports,
+    /// so that end is written to the store at once. A coordinator restarted before the backend
+    /// confirmed restores the job `canceled`, and the backend, finding the binding gone from
+    /// `welcome.bindings`, stops it as stale: the job ends exactly once.
+    mutating func beginCanceling(_ id: JobID) {
+        jobs[id].cancelRequestedAt = now
+        if policy.persistChanges { out.append(.persist(.jobEnded(storedEnd(id, .canceled)))) }
+        emit(jobs[id], .canceling)
+        schedule(now + policy.cancelGrace, .cancelGrace(id))
+    }
+
+    /// Ends a canceling job `canceled` and frees its backend slot.
+    mutating func settleCancel(_ id: JobID, _ how: CancelSettlement) {
+        guard let backend = jobs[id].backend else { return }
+        unbind(id, outcome: .canceled)
+        out.append(.observe(.cancelSettled(id, backend, how)))
+        end(id, .canceled, .canceled)
+    }
+
+    mutating func cancelGraceDue(_ id: JobID) {
+        guard let j = jobs.get(id), !j.state.isFinal, let at = j.cancelRequestedAt, at + policy.cancelGrace <= now
+        else { return }
+        counters.cancelGraceExpired += 1
+        settleCancel(id, .graceExpired)
+    }
+
+    /// A job's end as the store keeps it.
+    func storedEnd(_ id: JobID, _ state: JobState) -> StoredJob {
+        let j = jobs[id]
+        return StoredJob(
+            id: id, batch: j.batch, state: state, backend: j.backend, lease: j.lease, attempt: j.attempt,
+            lostAttempts: j.lostAttempts, result: j.result,
+            failure: j.failure.map { JobFailure(code: $0.code, message: $0.message) }, endedAt: now)
     }
 
     /// The single place where a job reaches a final state.
@@ -331,16 +389,10 @@ extension Coordinator {
         case .failed: counters.failed += 1
         default: counters.canceled += 1
         }
-        if policy.persistChanges {
-            // Durable before the final event goes out: a crash never yields a second one.
-            let j = jobs[id]
-            out.append(
-                .persist(
-                    .jobEnded(
-                        StoredJob(
-                            id: id, batch: j.batch, state: state, backend: j.backend, lease: j.lease, attempt: j.attempt,
-                            lostAttempts: j.lostAttempts, result: j.result,
-                            failure: j.failure.map { JobFailure(code: $0.code, message: $0.message) }, endedAt: now))))
+        // Durable before the final event goes out: a crash never yields a second one. A canceled
+        // job that was canceling was written when the cancel began (`beginCanceling`).
+        if policy.persistChanges && jobs[id].cancelRequestedAt == nil {
+            out.append(.persist(.jobEnded(storedEnd(id, state))))
         }
         emit(jobs[id], kind)
         if finished.isEmpty { schedule(now + policy.finishedJobRetention, .retention) }

@@ -10,6 +10,7 @@ extension Coordinator {
             case .inhibit(let id): refreshLoad(id)
             case .retention: retentionDue()
             case .routeWait(let c): routeWaitDue(c, t.at)
+            case .cancelGrace(let job): cancelGraceDue(job)
             }
         }
     }

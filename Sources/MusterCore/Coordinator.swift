@@ -175,8 +175,10 @@ public struct Coordinator: Sendable {
         return (SubmitReceipt(batch: batch, jobs: ids, duplicate: false), finish())
     }
 
-    /// Cancels a job in any state; a bound or running job is also canceled on its backend.
-    /// Canceling a finished job changes nothing.
+    /// Cancels a job in any state. A queued or gated job ends `canceled` at once; a bound or
+    /// running one is told to stop on its backend (`.cancel`) and is `canceling`: it keeps its
+    /// slot and ends `canceled` when the backend reports the attempt ended, the link is lost, or
+    /// `cancelGrace` passes. Canceling a finished or canceling job changes nothing.
     public mutating func cancelJob(_ id: JobID, at now: CoreInstant) throws(CoreError) -> [CoreAction] {
         guard jobs.contains(id) else {
             throw CoreError(.unknownJob, "no job \(id) (finished jobs are kept only for a while)")
@@ -348,6 +350,8 @@ struct Timer: Comparable {
         case retention
         /// A job of this class was left waiting for a faster backend: let slower ones reconsider.
         case routeWait(Int)
+        /// The cancel grace of a canceling job.
+        case cancelGrace(JobID)
     }
     var at: CoreInstant
     var seq: UInt64

@@ -9,6 +9,9 @@ public struct CorePolicy: Sendable, Hashable {
     public var suspectGrace: Duration = .seconds(10)
     /// Anti-entropy: how often each backend is asked for its current capabilities.
     public var syncInterval: Duration = .seconds(15)
+    /// A job canceled while bound or running keeps its backend slot until the backend confirms it
+    /// stopped, at most this long; then it ends `canceled` and the slot is free. `.zero`: at once.
+    public var cancelGrace: Duration = .seconds(30)
     /// A backend that failed a job gets no new work for this long.
     public var inhibitAfterFailure: Duration = .seconds(5)
     /// Bindings per job before it fails with `attempts_exhausted`.

@@ -185,6 +185,10 @@ public struct JobEvent: Hashable, Sendable {
         case revoked
         case completed(RawJSON)
         case failed(JobFailure)
+        /// A client canceled the job while its backend holds it: the backend was told to stop,
+        /// keeps the slot until it confirms, and `canceled` follows (the state stays `bound` or
+        /// `running` until then).
+        case canceling
         case canceled
     }
     public var job: JobID
@@ -246,6 +250,21 @@ public enum Observation: Hashable, Sendable {
     case requeued(JobID, RequeueCause)
     /// Time from start to completion on a backend.
     case jobDuration(JobID, BackendID, Duration)
+    /// A job canceled on its backend ended `canceled`: how the backend's slot was given back.
+    case cancelSettled(JobID, BackendID, CancelSettlement)
+}
+
+/// How a job canceled on its backend ended; the raw values label metrics.
+public enum CancelSettlement: String, Hashable, Sendable, CaseIterable {
+    /// The backend reported the attempt ended as canceled (`failed` with code `canceled`).
+    case confirmed
+    /// The backend reported `completed` or another `failed` before it saw the cancel: the work
+    /// stopped, the job still ends `canceled`.
+    case raced
+    /// The link dropped, or the backend restarted or was removed: nothing more will come.
+    case linkLost = "link_lost"
+    /// The backend said nothing within the cancel grace (it may not know the confirmation).
+    case graceExpired = "grace_expired"
 }
 
 /// What the shell must do after an event.
@@ -335,6 +354,10 @@ public struct JobRecord: Hashable, Sendable {
     public internal(set) var waitReason: WaitReason?
     public internal(set) var submittedAt: CoreInstant
     public internal(set) var endedAt: CoreInstant?
+    /// Set while the job is `canceling`: a client canceled it while bound or running, its backend
+    /// was told to stop, and the job ends `canceled` when the backend confirms (or the link is
+    /// lost, or the cancel grace passes). Its state stays `bound` or `running` meanwhile.
+    public internal(set) var cancelRequestedAt: CoreInstant? = nil
 
     /// Attempts that ended without the job's fault (requeued): bounded by `maxAttempts`.
     var lostAttempts = 0
@@ -401,6 +424,8 @@ public struct CoreCounters: Hashable, Sendable {
     public var completed = 0
     public var failed = 0
     public var canceled = 0
+    /// Jobs canceled on their backend that ended when the cancel grace passed, unconfirmed.
+    public var cancelGraceExpired = 0
     public var requeued = 0
     public var stolen = 0
     public var announcementsApplied = 0

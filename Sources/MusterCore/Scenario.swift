@@ -339,6 +339,11 @@ struct Simulation {
                     state[i].running[job] = nil
                     state[i].busy += now - r.started
                 }
+                if case .cancel = action {
+                    // A backend confirms a cancel once the job stopped (Protocol/README.md 6.4).
+                    report(
+                        i, .jobFailed(job, backend: backend, lease: lease, code: .canceled, message: "canceled", retryable: false))
+                }
                 startNext(i)
             case .loadModel(let backend, let model):
                 guard let i = index[backend] else { continue }

@@ -190,7 +190,8 @@ extension Daemon {
         }
     }
 
-    /// Cancels a job or a batch; returns the jobs this request canceled.
+    /// Cancels a job or a batch; returns the jobs this request canceled: ended `canceled` now, or
+    /// `canceling` on their backend (they end `canceled` when it confirms).
     func cancel(_ target: ClientToCoordinator.Cancel.Target) throws(RequestError) -> [JobID] {
         let actions: [CoreAction]
         do {
@@ -202,8 +203,11 @@ extension Daemon {
             throw RequestError(error)
         }
         let canceled = actions.compactMap { action -> JobID? in
-            if case .jobEvent(let e) = action, case .canceled = e.kind { return e.job }
-            return nil
+            guard case .jobEvent(let e) = action else { return nil }
+            switch e.kind {
+            case .canceled, .canceling: return e.job
+            default: return nil
+            }
         }
         perform(actions)
         pump()
@@ -302,6 +306,13 @@ extension Daemon {
             metrics.counter("muster_jobs_requeued_total", ["cause": cause.rawValue]).increment()
         case .jobDuration(_, _, let d):
             metrics.jobDuration.recordNanoseconds(d.nanosecondsClamped)
+        case .cancelSettled(let job, let b, let how):
+            metrics.counter("muster_cancels_settled_total", ["how": how.rawValue]).increment()
+            if how == .graceExpired {
+                logger.warning(
+                    "a canceled job's backend did not confirm within the cancel grace; its slot is free again",
+                    metadata: ["job.id": "\(job)", "backend.id": "\(b)"])
+            }
         }
     }
 }

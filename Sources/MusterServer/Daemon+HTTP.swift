@@ -131,7 +131,9 @@ extension Daemon {
                 if before.state.isFinal { return json(200, Wire.CancelResult(job: id, state: before.state, canceled: false)) }
                 do throws(RequestError) {
                     let canceled = try cancel(.job(id))
-                    return json(200, Wire.CancelResult(job: id, state: core.job(id)?.state ?? .canceled, canceled: canceled.contains(id)))
+                    // A job already canceling is still being canceled: `canceled` is true again.
+                    let taken = canceled.contains(id) || before.cancelRequestedAt != nil
+                    return json(200, Wire.CancelResult(job: id, state: core.job(id)?.state ?? .canceled, canceled: taken))
                 } catch {
                     return errorResponse(error)
                 }

@@ -165,6 +165,7 @@ extension Daemon {
         case .failed(let failure):
             w.event = .failed
             w.error = wireError(failure)
+        case .canceling: w.event = .canceling
         case .canceled: w.event = .canceled
         }
         return w

@@ -127,6 +127,7 @@ public actor Daemon {
         p.defaultJobDuration = .milliseconds(Int64(c.seconds("routing.default_job_seconds") * 1000))
         p.defaultModelLoadTime = .milliseconds(Int64(c.seconds("routing.model_load_seconds") * 1000))
         p.maxWaitForBetterBackend = .milliseconds(Int64(c.seconds("routing.max_wait_for_better_seconds") * 1000))
+        p.cancelGrace = .milliseconds(Int64(c.seconds("jobs.cancel_grace_seconds") * 1000))
         return p
     }
 

@@ -496,7 +496,8 @@ async def attempts_exhausted(t):
 
 @scenario("7.3 cancel: queued, bound, running")
 async def cancel_states(t):
-    d = await t.daemon({"routing.no_eligible_backend": "queue"})
+    # A short cancel grace: the running job's backend never confirms (a backend of the old spec).
+    d = await t.daemon({"routing.no_eligible_backend": "queue", "jobs.cancel_grace_seconds": 1})
     b = await d.ready_backend("one-slot", ["video"])
     cl = await d.subscribed_client()
     jr, jb = (await submit(cl, [{"kind": "video", "needs": ["video"], "count": 2}]))["jobs"]
@@ -516,20 +517,25 @@ async def cancel_states(t):
     t.check(m.get("jobs") == [jq], "7.3 cancel", "canceled %s" % m)
     c = await event(cl, jq, "canceled")
     t.check("backend" not in c, "7.2 canceled", "a queued job's canceled event names backend %s" % c.get("backend"))
-    # bound: the backend gets cancel
+    # bound: the backend gets cancel, the job is canceling until the backend confirms
     m = await cl.request({"type": "cancel", "job": jb}, "canceled")
     t.check(m.get("jobs") == [jb], "7.3 cancel", "canceled %s" % m)
     bc = await b.expect("cancel", "cancel of the bound job")
     t.check((bc["job"], bc["lease"]) == (jb, ab["lease"]), "7.3 cancel", "%s" % bc)
+    await event(cl, jb, "canceling", backend=b.backend_id, state="bound")
+    await b.report("failed", jb, ab["lease"], code="canceled", message="dropped", retryable=False)
     await event(cl, jb, "canceled", backend=b.backend_id)
     await b.report("started", jb, ab["lease"])
     sl = await b.expect("stale_lease", "stale_lease after cancel")
     t.check((sl["job"], sl["about"]) == (jb, "started"), "6.4 lease check", "%s" % sl)
-    # running, over HTTP
+    # running, over HTTP: the backend never confirms; the cancel grace ends it
     status, _, body = await d.http("DELETE", "/v1/jobs/%d" % jr, schema="http/cancel_result.json", expect=200)
-    t.check(body == {"job": jr, "state": "canceled", "canceled": True}, "8 DELETE", "cancel_result %s" % body)
+    t.check(body == {"job": jr, "state": "running", "canceled": True}, "8 DELETE", "cancel_result %s" % body)
     rc = await b.expect("cancel", "cancel of the running job")
     t.check((rc["job"], rc["lease"]) == (jr, ar["lease"]), "7.3 cancel", "%s" % rc)
+    await event(cl, jr, "canceling", backend=b.backend_id, state="running")
+    status, _, body = await d.http("DELETE", "/v1/jobs/%d" % jr, schema="http/cancel_result.json", expect=200)
+    t.check(body == {"job": jr, "state": "running", "canceled": True}, "8 DELETE", "cancel while canceling %s" % body)
     await event(cl, jr, "canceled", backend=b.backend_id)
     # idempotent; already final ones are not listed
     status, _, body = await d.http("DELETE", "/v1/jobs/%d" % jr, schema="http/cancel_result.json", expect=200)
@@ -540,6 +546,36 @@ async def cancel_states(t):
     t.check((m.get("type"), m.get("code"), m.get("id")) == ("error", "unknown_job", "x-unknown"), "7.3 cancel", "%s" % m)
     check_history(t, await d.job_info(jr), [(1, b.backend_id, "canceled", ANY)])
     check_history(t, await d.job_info(jq), [])
+
+
+@scenario("6.4 a canceled job keeps its slot until the backend confirms")
+async def cancel_keeps_slot(t):
+    d = await t.daemon({"routing.overqueue": 0})
+    b = await d.ready_backend("one-slot", ["video"])
+    cl = await d.subscribed_client()
+    j1, j2 = (await submit(cl, [{"kind": "video", "needs": ["video"], "count": 2}]))["jobs"]
+    a1 = await b.assigned("the first job")
+    await b.report("started", j1, a1["lease"])
+    await event(cl, j1, "started")
+    m = await cl.request({"type": "cancel", "job": j1}, "canceled")
+    t.check(m.get("jobs") == [j1], "7.3 cancel", "canceled %s" % m)
+    await b.expect("cancel", "cancel of the running job")
+    await event(cl, j1, "canceling", state="running")
+    # The backend is still stopping job 1: job 2 waits in the queue, nothing is assigned.
+    q = (await cl.request({"type": "status"}, "status_report")).get("queue", {})
+    t.check((q.get("queued"), q.get("running")) == (1, 1), "6.4 canceling", "queue while canceling %s" % q)
+    t.check(not [x for x in b.inbox if x.get("type") == "assign" and x.get("job") == j2], "6.4 canceling",
+            "job 2 was assigned before the cancel was confirmed")
+    # Progress of a job being stopped is not stale, and not published.
+    await b.report("progress", j1, a1["lease"], fraction=0.5)
+    await b.report("failed", j1, a1["lease"], code="canceled", message="interrupted", retryable=False)
+    a2 = await b.assigned("the second job, once the slot is free")
+    t.check(a2["job"] == j2, "6.4 canceling", "assigned %s" % a2)
+    await event(cl, j1, "canceled", backend=b.backend_id)
+    t.check(cl.events.names(j1)[-2:] == ["canceling", "canceled"], "7.2 canceling", "events %s" % cl.events.names(j1))
+    t.check(not [x for x in b.inbox if x.get("type") == "stale_lease" and x.get("job") == j1], "6.4 canceling",
+            "a report while canceling was answered stale_lease")
+    check_history(t, await d.job_info(j1), [(1, b.backend_id, "canceled", ANY)])
 
 
 @scenario("7.3 cancel a batch")
@@ -558,6 +594,8 @@ async def cancel_batch(t):
     cancels = [await b.expect("cancel", "cancel %d" % i) for i in (1, 2)]
     t.check(sorted((c["job"], c["lease"]) for c in cancels) == sorted([(a1["job"], a1["lease"]), (a2["job"], a2["lease"])]),
             "7.3 cancel", "backend got %s" % short(cancels))
+    for c in cancels:
+        await b.report("failed", c["job"], c["lease"], code="canceled", message="stopped", retryable=False)
     for j in jobs:
         await event(cl, j, "canceled")
     m = await cl.request({"type": "cancel", "batch": 99999}, "error")

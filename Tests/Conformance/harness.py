@@ -781,6 +781,8 @@ class JobTracker:
             c.check(ev == "queued", "7 first event queued", "%s: the first event of a new job is %r, not queued" % (where, ev))
         if ev in STATE_AFTER:
             c.check(state == STATE_AFTER[ev], "7.2 states", "%s: state %r after %r, spec says %r" % (where, state, ev, STATE_AFTER[ev]))
+        if history and history[-1].get("event") == "canceling":
+            c.check(ev == "canceled", "7.2 canceling", "%s: after canceling only canceled may follow" % where)
         finals = [e for e in history if e.get("event") in FINAL or e.get("state") in FINAL]
         c.check(not finals, "7.2 exactly once", "%s: an event after the final %r" % (where, finals[0].get("event") if finals else None))
         # The attempt of the last binding this link saw: a `bound` event, or a `snapshot` (7.2)
@@ -802,6 +804,10 @@ class JobTracker:
                 c.check(isinstance(m.get("error"), dict), "decision 7 requeued", "%s: no error" % where)
         elif ev in ("started", "progress", "completed"):
             c.check(attempt == current, "decision 6 attempt", "%s: attempt %r, the binding's is %r" % (where, attempt, current))
+            c.check("backend" in m, "7.2 members", "%s: no backend" % where)
+        elif ev == "canceling":
+            c.check(state in ("bound", "running"), "7.2 states", "%s: state %r, spec says bound or running (unchanged)" % (where, state))
+            c.check(attempt == current and current >= 1, "decision 6 attempt", "%s: attempt %r, the binding's is %r" % (where, attempt, current))
             c.check("backend" in m, "7.2 members", "%s: no backend" % where)
         elif ev == "failed":
             c.check(attempt == current, "decision 6 attempt", "%s: attempt %r, the last binding's is %r" % (where, attempt, current))

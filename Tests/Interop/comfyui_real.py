@@ -268,16 +268,33 @@ def main():
     gone = wait_for("the pending prompt to leave A's queue",
                     lambda: all(p != prompt_pending for p, _ in comfy_queue(pa)[1]), 30)
     hist = get_json(f"{A}/history/{prompt_pending}")[1]
+    ended = wait_for("the queued job canceled", lambda: job(pc, queued_job)["state"] == "canceled", 30)
     check("cancel of a queued prompt deletes it from ComfyUI's queue (no history)",
-          gone is not None and hist == {} and job(pc, queued_job)["state"] == "canceled", f"history {hist}")
+          gone is not None and hist == {} and ended is not None, f"history {hist}")
     wait_for("the long job to run", lambda: job(pc, run_job)["state"] == "running", 60)
     prompt_running = running[0][0] if running else ""
     http("DELETE", f"http://127.0.0.1:{pc}/v1/jobs/{run_job}")
+    # At once, a job only A can run: it is bound to A (its overqueue slot) while the interrupted
+    # prompt may still be running there, and must not be POSTed before ComfyUI confirmed.
+    after = accepted_jobs(submit(pc, slow, 1))[0]
     h = wait_for("the interrupted prompt's history",
                  lambda: get_json(f"{A}/history/{prompt_running}")[1].get(prompt_running), 30)
     msgs = [m[0] for m in (h or {}).get("status", {}).get("messages", [])]
+    ended = wait_for("the running job canceled", lambda: job(pc, run_job)["state"] == "canceled", 60)
     check("cancel of a running prompt interrupts it (ComfyUI's history says interrupted)",
-          "execution_interrupted" in msgs and job(pc, run_job)["state"] == "canceled", str(msgs))
+          "execution_interrupted" in msgs and ended is not None, str(msgs))
+    interrupted_ms = [m[1].get("timestamp", 0) for m in (h or {}).get("status", {}).get("messages", [])
+                      if m[0] == "execution_interrupted"]
+    done_after = wait_for("the job submitted after the cancel", lambda: job(pc, after)["state"] == "completed", 120)
+    info = job(pc, after)
+    posted_ms = (info.get("result") or {}).get("posted_ms", 0)
+    check("after a cancel of a running prompt, no new prompt is POSTed to that ComfyUI before it confirmed",
+          done_after is not None and info["history"][-1]["backend"] == ids["comfy-a"] and interrupted_ms
+          and posted_ms >= interrupted_ms[0],
+          f"posted at {posted_ms}, interrupt confirmed at {interrupted_ms}; {json.dumps(info.get('history'))}")
+    metrics = http("GET", f"http://127.0.0.1:{pc}/metrics")[1].decode()
+    check("both cancels were confirmed by the backend", 'muster_cancels_settled_total{how="confirmed"} 2' in metrics,
+          [l for l in metrics.splitlines() if "cancels_settled" in l])
 
     bcap = backends(pc)["comfy-b"]["capabilities"]
     check("B (no custom nodes) does not announce frameinterps",
@@ -364,6 +381,9 @@ def main():
     check("a restarted ComfyUI is a new incarnation of its backend", after > before and backend_state(pc, "comfy-b") == "ready",
           f"{before} -> {after}")
 
+    # --- /ws closed mid-prompt while the server stays up ---------------------------------------------
+    ws_drop(pa)
+
     # --- the coordinator-dialled kind -------------------------------------------------------------
     garbage = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
     threading.Thread(target=garbage.serve_forever, daemon=True).start()
@@ -387,6 +407,128 @@ def main():
     finals = [e for e in events(p) if e["state"] == "completed"]
     check("the coordinator-dialled ComfyUI runs jobs", len(finals) == 2 and all(e["backend"] == d["dialled-b"]["id"] for e in finals),
           p.stdout[-800:])
+
+
+class Proxy:
+    """A TCP proxy in front of a ComfyUI that can close the WebSocket connections going through
+    it (and refuse new ones for a while) while HTTP keeps working: a socket dropped by the network
+    while the server stays up."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.lock = threading.Lock()
+        self.ws = []
+        self.ws_opened = 0
+        self.block_ws = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        try:
+            first = c.recv(65536)
+            is_ws = first.startswith(b"GET /ws")
+            if is_ws and self.block_ws:
+                c.close()
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            u.sendall(first)
+        except OSError:
+            c.close()
+            return
+        if is_ws:
+            with self.lock:
+                self.ws.append((c, u))
+                self.ws_opened += 1
+        for a, b in ((c, u), (u, c)):
+            threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop_ws(self):
+        with self.lock:
+            links, self.ws = self.ws, []
+        for pair in links:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        return len(links)
+
+
+def prompts_of(url, job_id, before=()):
+    """Prompt ids of the server's history and queue whose extra_data names this Muster job, leaving
+    out `before` (job ids of other coordinators are the same numbers)."""
+    hist = get_json(f"{url}/history")[1]
+    q = get_json(f"{url}/queue")[1]
+    entries = [e.get("prompt", []) for e in hist.values()] + q["queue_running"] + q["queue_pending"]
+    return [e[1] for e in entries
+            if len(e) > 3 and (e[3] or {}).get("muster_job") == job_id and e[1] not in before]
+
+
+def ws_drop(pa):
+    """A third coordinator dials ComfyUI A through the proxy; its /ws is closed while a prompt
+    runs. Twice: reconnected at once (the prompt is followed on the new socket), and kept closed
+    until the prompt has ended (it is read from /history). Each job completes on its first
+    attempt, from one prompt."""
+    A = f"http://127.0.0.1:{pa}"
+    proxy = Proxy(pa)
+    pe = free_port()
+    start_muster("coordinator-3", "serve", "--listen", f"127.0.0.1:{pe}", "--set",
+                 "backends=" + json.dumps([{"name": "proxied-a", "kind": "comfyui", "url": f"http://127.0.0.1:{proxy.port}"}]))
+    if not wait_for("proxied-a ready", lambda: backend_state(pe, "proxied-a") == "ready", 120):
+        check("a ComfyUI behind a proxy gets ready", False)
+        return
+    g = workflow("slow.json")
+    g["2"]["inputs"].update({"steps": 16, "step_seconds": 0.25})
+    wf = write_workflow("ws-drop.json", g)
+    for blocked in (False, True):
+        what = "kept closed until the prompt ended" if blocked else "reopened at once"
+        before = set(get_json(f"{A}/history")[1])
+        j = accepted_jobs(submit(pe, wf, 1))[0]
+        running = wait_for("the prompt running on A", lambda: job(pe, j)["state"] == "running", 60)
+        opened = proxy.ws_opened
+        proxy.block_ws = blocked
+        dropped = proxy.drop_ws()
+        if blocked:
+            wait_for("the prompt to end on A while /ws is closed",
+                     lambda: prompts_of(A, j, before)
+                     and all(p in get_json(f"{A}/history/{p}")[1] for p in prompts_of(A, j, before)), 60)
+            proxy.block_ws = False
+        done = wait_for(f"the job after /ws was {what}", lambda: job(pe, j)["state"] in ("completed", "failed"), 120)
+        info = job(pe, j)
+        check(f"/ws closed mid-prompt and {what}: the job completes on its first attempt, from one prompt",
+              running is not None and dropped >= 1 and done is not None and info["state"] == "completed"
+              and len(info["history"]) == 1 and len(prompts_of(A, j, before)) == 1 and proxy.ws_opened > opened,
+              f"dropped {dropped}, reopened {proxy.ws_opened - opened}; {json.dumps(info.get('history'))}; "
+              f"prompts {prompts_of(A, j, before)}")
+    stop("coordinator-3")
 
 
 def pct(values, p):

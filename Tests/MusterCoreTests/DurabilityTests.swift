@@ -159,6 +159,37 @@ import Testing
         #expect(n.core.job(job)?.attempt == 2)
     }
 
+    @Test func aCancelIsStoredWhenItBeginsSoARestartWhileCancelingEndsTheJobOnce() throws {
+        var d = Durable()
+        d.h.ready(1, incarnation: 7)
+        let job = d.h.submit(image)[0]
+        let lease = d.h.lease(job)
+        d.h.send(.jobStarted(job, backend: BackendID(1), lease: lease))
+        let c = d.h.record(try d.h.core.cancelJob(job, at: d.h.clock))
+        // The end is decided and stored at once, before the `canceling` event.
+        let stored = persisted(c)
+        #expect(stored.count == 1)
+        guard case .jobEnded(let end)? = stored.first else { return }
+        #expect(end.state == .canceled && end.lease == lease && end.backend == BackendID(1))
+        #expect(d.h.state(job) == .running)
+        d.commit()
+        // Crash before the backend confirmed: the job comes back canceled, not bound.
+        var n = d.restarted(epoch: 2)
+        #expect(n.core.job(job)?.state == .canceled)
+        // The backend kept running and registers again: the job is not among its bindings, so it
+        // stops it as stale; its confirmation is answered stale and ends nothing.
+        n.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(7))))
+        #expect(n.core.bindings(of: BackendID(1)).isEmpty)
+        n.send(.jobFailed(job, backend: BackendID(1), lease: lease, code: .canceled, message: "", retryable: false))
+        #expect(n.last.contains(.staleLease(job: job, backend: BackendID(1), lease: lease, about: "failed")))
+        #expect(n.events(job).isEmpty && n.core.counters.canceled == 0)
+
+        // Without a crash, the confirmation ends it with no second write.
+        let done = d.h.send(.jobFailed(job, backend: BackendID(1), lease: lease, code: .canceled, message: "", retryable: false))
+        #expect(persisted(done).isEmpty)
+        #expect(d.h.events(job, in: done) == [.canceled])
+    }
+
     @Test func finishedJobsAnswerQueriesAndRetentionStillApplies() throws {
         var d = Durable { $0.finishedJobRetention = .seconds(100) }
         d.h.ready(1)
@@ -185,9 +216,17 @@ import Testing
         var ended: [JobID: Int] = [:]
         let steps = 30 + Int(rng.next() % 30)
         for _ in 0..<steps {
-            switch rng.next() % 5 {
+            switch rng.next() % 6 {
             case 0, 1:
                 d.h.submit(image, count: 1 + Int(rng.next() % 3))
+            case 2:
+                // A client cancels a job on a backend; the backend confirms now or never.
+                let b = BackendID(Int64(1 + rng.next() % 2))
+                guard let (job, lease) = d.h.core.bindings(of: b).last else { continue }
+                d.h.record(try d.h.core.cancelJob(job, at: d.h.clock))
+                if rng.next() % 2 == 0 {
+                    d.h.send(.jobFailed(job, backend: b, lease: lease, code: .canceled, message: "", retryable: false))
+                }
             default:
                 // A backend finishes or fails one of its jobs.
                 let b = BackendID(Int64(1 + rng.next() % 2))

@@ -101,6 +101,8 @@ import Testing
         #expect(h.core.job(job)?.history.last?.outcome == .running)
         #expect(h.core.job(job)?.progressMessage == "step 5/20")
         _ = h.record(try! h.core.cancelJob(job, at: h.clock))
+        #expect(h.core.job(job)?.history.last?.outcome == .running, "open until the backend confirms")
+        h.send(.jobFailed(job, backend: BackendID(1), lease: h.lease(job), code: .canceled, message: "", retryable: false))
         #expect(h.core.job(job)?.history.last?.outcome == .canceled)
     }
 
@@ -205,6 +207,7 @@ extension JobEvent.Kind {
         case .revoked: "revoked"
         case .completed: "completed"
         case .failed: "failed"
+        case .canceling: "canceling"
         case .canceled: "canceled"
         }
     }

@@ -81,17 +81,25 @@ import Testing
         #expect(!q.contains { if case .cancel = $0 { true } else { false } })
         #expect(h.state(queued) == .canceled)
 
+        // Bound or running: the backend is told to stop, and the job ends when it confirms.
+        let boundLease = h.lease(bound)
         let b = h.record(try! h.core.cancelJob(bound, at: h.clock))
-        #expect(b.contains(.cancel(job: bound, backend: BackendID(1), lease: h.lease(bound))))
+        #expect(b.contains(.cancel(job: bound, backend: BackendID(1), lease: boundLease)))
+        #expect(h.state(bound) == .bound && h.core.job(bound)?.cancelRequestedAt == h.clock)
+        #expect(h.events(bound, in: b) == [.canceling])
+        h.send(.jobFailed(bound, backend: BackendID(1), lease: boundLease, code: .canceled, message: "stopped", retryable: false))
         #expect(h.state(bound) == .canceled)
 
         let runLease = h.lease(running)
         let r = h.record(try! h.core.cancelJob(running, at: h.clock))
         #expect(r.contains(.cancel(job: running, backend: BackendID(1), lease: runLease)))
-        #expect(h.state(running) == .canceled)
-        // The backend's late completion is stale: the job stays canceled.
+        #expect(h.state(running) == .running)
+        // A completion that raced the cancel ends it too, canceled.
         h.send(.jobCompleted(running, backend: BackendID(1), lease: runLease, result: .null))
         #expect(h.state(running) == .canceled)
+        // Anything later under that lease is stale.
+        h.send(.jobFailed(running, backend: BackendID(1), lease: runLease, code: .canceled, message: "stopped", retryable: false))
+        #expect(h.last.contains(.staleLease(job: running, backend: BackendID(1), lease: runLease, about: "failed")))
         // Canceling a finished job changes nothing; an unknown job is an error.
         #expect(try! h.core.cancelJob(running, at: h.clock).isEmpty)
         #expect(throws: CoreError.self) { _ = try h.core.cancelJob(JobID(999), at: h.clock) }
@@ -106,6 +114,11 @@ import Testing
         let first = receipt.jobs[0]
         h.send(.jobCompleted(first, backend: BackendID(1), lease: h.lease(first), result: .null))
         h.record(try h.core.cancelBatch(receipt.batch, at: h.clock))
+        // Both were on the backend: canceling until it confirms.
+        #expect(receipt.jobs.map { h.state($0) } == [.completed, .bound, .bound])
+        for job in receipt.jobs.dropFirst() {
+            h.send(.jobFailed(job, backend: BackendID(1), lease: h.lease(job), code: .canceled, message: "", retryable: false))
+        }
         #expect(receipt.jobs.map { h.state($0) } == [.completed, .canceled, .canceled])
         #expect(throws: CoreError.self) { _ = try h.core.cancelBatch(BatchID(77), at: h.clock) }
     }

@@ -28,6 +28,17 @@ import Testing
         #expect(!ComfyUIFeatureMap.defaults.features(for: core).contains("frameinterps"))
     }
 
+    /// `GET /queue` in the shape the transcript (`scenarios.txt`, C) recorded: where a canceled
+    /// prompt is tells whether it stopped.
+    @Test func queuePlaceFindsRunningPendingAndGonePrompts() throws {
+        let q = try Self.bytes("queue.json")
+        #expect(try ComfyUIMapping.queuePlace(q, prompt: "a47537bd-b66d-4f65-bc6e-155c2acc3ea9") == .running)
+        #expect(try ComfyUIMapping.queuePlace(q, prompt: "889054bd-77fb-42cf-acda-2c8d11eb43de") == .pending)
+        #expect(try ComfyUIMapping.queuePlace(q, prompt: "ee184246-3ad1-4ae1-b8a6-425c0b2c35ca") == .absent)
+        #expect(try ComfyUIMapping.queuePlace(Array(#"{"queue_running": [], "queue_pending": []}"#.utf8), prompt: "x") == .absent)
+        #expect(throws: ComfyUIFormatError.self) { try ComfyUIMapping.queuePlace(Array("<html>".utf8), prompt: "x") }
+    }
+
     @Test func theFeatureMapIsConfigurableFeatureByFeature() {
         let map = ComfyUIFeatureMap.defaults.merging(["frameinterps": ["MyInterpolator"], "slowmo": ["MusterSlowPassthrough"]])
         #expect(map.features(for: ["RIFE VFI"]) == [])

@@ -75,12 +75,39 @@ import Testing
         _ = e.receive(assign(2, lease: 11), at: .zero)
         _ = e.externalStarted(job: JobID(1), lease: Lease(10), at: .seconds(1))
         let c = e.receive(.cancel(.init(job: JobID(1), lease: Lease(10))), at: .seconds(2))
-        #expect(c.contains(.stop(job: JobID(1), lease: Lease(10), started: true)))
+        #expect(c == [.stop(job: JobID(1), lease: Lease(10), started: true, confirm: true)])
+        #expect(e.externalStopping == 1)
         let r = e.receive(.revoke(.init(job: JobID(2), lease: Lease(11))), at: .seconds(2))
-        #expect(r.contains(.stop(job: JobID(2), lease: Lease(11), started: false)))
-        // The server's late report about a taken-back job is ignored.
-        #expect(e.execFinished(job: JobID(1), lease: Lease(10), result: .output("{}"), at: .seconds(3)).isEmpty)
-        #expect(e.externalJobs.isEmpty)
+        #expect(r.contains(.stop(job: JobID(2), lease: Lease(11), started: false, confirm: false)))
+        // A revoked job is forgotten: the server's late report about it is ignored.
+        #expect(e.execFinished(job: JobID(2), lease: Lease(11), result: .output("{}"), at: .seconds(3)).isEmpty)
+        // The canceled one is confirmed only once the server says it stopped, and only once.
+        #expect(e.externalStopped(job: JobID(1), lease: Lease(99), at: .seconds(3)).isEmpty)
+        let stopped = sent(e.externalStopped(job: JobID(1), lease: Lease(10), at: .seconds(3)))
+        #expect(stopped.count == 1)
+        if case .failed(let f) = stopped.first {
+            #expect(f.job == JobID(1) && f.lease == Lease(10) && f.code == .canceled && !f.retryable)
+        } else {
+            Issue.record("expected failed canceled, got \(stopped)")
+        }
+        #expect(e.externalStopped(job: JobID(1), lease: Lease(10), at: .seconds(4)).isEmpty)
+        #expect(e.externalJobs.isEmpty && e.externalStopping == 0)
+    }
+
+    @Test func aCanceledPromptThatFinishedAnywayConfirmsTheCancel() {
+        var e = engine()
+        _ = e.receive(welcome(), at: .zero)
+        _ = e.receive(assign(1, lease: 10), at: .zero)
+        _ = e.externalStarted(job: JobID(1), lease: Lease(10), at: .seconds(1))
+        _ = e.receive(.cancel(.init(job: JobID(1), lease: Lease(10))), at: .seconds(2))
+        // Progress and start of a job being stopped are not reported.
+        #expect(e.externalProgress(job: JobID(1), lease: Lease(10), fraction: 0.9, message: nil, at: .seconds(2)).isEmpty)
+        let done = sent(e.execFinished(job: JobID(1), lease: Lease(10), result: .output("{}"), at: .seconds(3)))
+        guard case .failed(let f)? = done.first, done.count == 1 else {
+            Issue.record("expected one failed canceled, got \(done)")
+            return
+        }
+        #expect(f.code == .canceled)
     }
 
     @Test func aServerRestartIsANewIncarnationThatForgetsItsJobs() {

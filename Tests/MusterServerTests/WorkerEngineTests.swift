@@ -63,17 +63,41 @@ import Testing
         #expect(done.dropFirst().first == .started(.init(job: JobID(2), lease: Lease(11))))
     }
 
-    @Test func cancelAndRevokeDropJobsAndSendNothingMoreForThem() {
+    @Test func revokeDropsSilentlyAndCancelIsConfirmedOnceStopped() {
         var e = WorkerEngine(spec: WorkerSpec(name: "gpu", slots: 1), incarnation: inc, epochMs: 0, at: .zero)
         _ = e.receive(welcome(e), at: .zero)
         _ = e.receive(assign(1, lease: 10), at: .zero)
         _ = e.receive(assign(2, lease: 11), at: .zero)
         #expect(sent(e.receive(.revoke(.init(job: JobID(2), lease: Lease(11))), at: .seconds(1))).isEmpty)
         // A cancel under a stale lease changes nothing.
-        _ = e.receive(.cancel(.init(job: JobID(1), lease: Lease(9))), at: .seconds(1))
+        #expect(sent(e.receive(.cancel(.init(job: JobID(1), lease: Lease(9))), at: .seconds(1))).isEmpty)
+        // A simulated job stops at once: the cancel is confirmed at once, under its lease.
         let cancel = sent(e.receive(.cancel(.init(job: JobID(1), lease: Lease(10))), at: .seconds(1)))
-        #expect(cancel.isEmpty)
+        #expect(cancel == [.failed(.init(job: JobID(1), lease: Lease(10), code: .canceled,
+            message: "gpu stopped the job: canceled by the coordinator", retryable: false))])
+        #expect(sent(e.receive(.cancel(.init(job: JobID(1), lease: Lease(10))), at: .seconds(1))).isEmpty, "once")
         #expect(e.nextDeadline == nil, "nothing left to run")
+    }
+
+    @Test func anExecJobKeepsItsSlotUntilItsProcessExited() {
+        let spec = WorkerSpec(name: "gpu", slots: 1, runner: .exec(command: ["true"], timeout: .seconds(60)))
+        var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        let a = e.receive(assign(1, lease: 10), at: .zero)
+        #expect(a.contains { if case .startExec(JobID(1), Lease(10), _) = $0 { true } else { false } })
+        let cancel = e.receive(.cancel(.init(job: JobID(1), lease: Lease(10))), at: .seconds(1))
+        #expect(cancel == [.killExec(job: JobID(1), lease: Lease(10))], "no confirmation before the process is gone")
+        // A job assigned meanwhile waits: the slot is still taken by the dying process.
+        let b = e.receive(assign(2, lease: 11), at: .seconds(1))
+        #expect(!b.contains { if case .startExec = $0 { true } else { false } })
+        let exited = e.execFinished(
+            job: JobID(1), lease: Lease(10), result: .failed(code: .canceled, message: "killed", retryable: false), at: .seconds(2))
+        guard case .send(.failed(let f))? = exited.first else {
+            Issue.record("expected the cancel's confirmation, got \(exited)")
+            return
+        }
+        #expect(f.job == JobID(1) && f.code == .canceled && !f.retryable)
+        #expect(exited.contains { if case .startExec(JobID(2), Lease(11), _) = $0 { true } else { false } })
     }
 
     @Test func finalMessagesSurviveALostLinkAndAreReconciledAfterWelcome() {

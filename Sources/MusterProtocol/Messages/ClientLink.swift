@@ -530,6 +530,9 @@ public struct JobEventKind: RawRepresentable, Hashable, Sendable, CustomStringCo
     public static let requeued = JobEventKind("requeued")
     public static let completed = JobEventKind("completed")
     public static let failed = JobEventKind("failed")
+    /// A client canceled it while its backend holds it: the backend was told to stop and
+    /// `canceled` follows once it confirms (the state stays `bound` or `running` until then).
+    public static let canceling = JobEventKind("canceling")
     public static let canceled = JobEventKind("canceled")
 
     static func decodeJSON(_ doc: JSONDocument, _ i: Int) throws(ProtocolError) -> JobEventKind {

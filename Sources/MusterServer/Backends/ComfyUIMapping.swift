@@ -320,6 +320,27 @@ public enum ComfyUIMapping {
         return History(succeeded: succeeded, outputs: outputs, error: error, interrupted: interrupted)
     }
 
+    /// Where a prompt is in the server's queue (`GET /queue`).
+    public enum QueuePlace: Sendable, Equatable {
+        case running, pending
+        /// In neither list: it finished (see `/history`), was deleted, or the server never had it.
+        case absent
+    }
+
+    /// Where `prompt` is in a `GET /queue` answer: `{"queue_running": [[number, prompt_id, ...]],
+    /// "queue_pending": [...]}`.
+    public static func queuePlace(_ body: [UInt8], prompt: String) throws(ComfyUIFormatError) -> QueuePlace {
+        guard let root = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw ComfyUIFormatError("/queue is not a JSON object")
+        }
+        func has(_ key: String) -> Bool {
+            (root[key] as? [Any] ?? []).contains { ($0 as? [Any]).map { $0.count > 1 && $0[1] as? String == prompt } ?? false }
+        }
+        if has("queue_running") { return .running }
+        if has("queue_pending") { return .pending }
+        return .absent
+    }
+
     /// The job result for a finished prompt: every output with the URL to fetch it from that
     /// server (`/view`).
     public static func result(

@@ -26,6 +26,9 @@ final class ComfyUIRunner: @unchecked Sendable {
         var models: [String]
         /// The coordinator took the job back while the POST was in flight.
         var stopRequested = false
+        /// The coordinator canceled the job: it is being deleted or interrupted, and the engine is
+        /// told (`externalStopped`) once the server shows it no longer queues or runs it.
+        var canceling = false
         /// Set when this prompt loads a model for `load_model` rather than running a job.
         var loadsModel: String?
         /// Wall-clock ms when the prompt was posted (in the result, for latency measurements).
@@ -46,7 +49,9 @@ final class ComfyUIRunner: @unchecked Sendable {
     private var byPromptID: [String: JobID] = [:]
     /// Model loads use job ids of their own, above every real job id.
     private var nextLoadKey: UInt64 = .max
-    /// A prompt id this runner posted; a server that knows nothing of it after a reconnect restarted.
+    /// The last prompt of this runner that ended on the server (so the server keeps its history;
+    /// a pending prompt deleted from the queue leaves none): a server that knows nothing of it
+    /// after a reconnect restarted.
     private var lastPromptID: String?
     private var probeTimer: TimerID?
     private var lostTimer: TimerID?
@@ -57,6 +62,12 @@ final class ComfyUIRunner: @unchecked Sendable {
     /// What the server said last, to announce again after a restart of the incarnation.
     private var lastInfo: ComfyUIMapping.ObjectInfo?
     private var lastDevices: [DeviceTelemetry] = []
+    /// Jobs assigned while a canceled prompt is still stopping: posted once every cancel is
+    /// confirmed, so a new prompt never lands on a server still busy with an interrupted one.
+    private var held: [CoordinatorToBackend.Assign] = []
+    /// /ws dropped: once it is open again, every prompt is looked up by id (`reconcilePrompts`).
+    private var reconcileDue = false
+    private var reconciling = false
 
     init(settings: ComfyUISettings, name: String, transport: Transport, logger: Logger) {
         self.settings = settings
@@ -109,8 +120,9 @@ final class ComfyUIRunner: @unchecked Sendable {
 
     private func perform(_ action: WorkerEngine.Action) {
         switch action {
-        case .run(let assign): post(assign)
-        case .stop(let job, let lease, _): takeBack(job, lease)
+        case .run(let assign):
+            if prompts.values.contains(where: \.canceling) { held.append(assign) } else { post(assign) }
+        case .stop(let job, let lease, _, let confirm): takeBack(job, lease, confirm: confirm)
         case .loadModel(let model): loadModel(model)
         default: break
         }
@@ -143,8 +155,11 @@ final class ComfyUIRunner: @unchecked Sendable {
                 p.id = id
                 prompts[job] = p
                 byPromptID[id] = job
-                lastPromptID = id
-                if p.stopRequested { cancelOnServer(id) }
+                if p.canceling {
+                    stopOnServer(job, id)
+                } else if p.stopRequested {
+                    cancelOnServer(id)
+                }
                 logger.debug("prompt queued", metadata: ["job.id": "\(job)", "prompt.id": "\(id)"])
             } catch {
                 finish(job, lease, .failed(code: ErrorCode("comfyui_error"), message: error.description, retryable: true))
@@ -162,9 +177,24 @@ final class ComfyUIRunner: @unchecked Sendable {
     }
 
     /// The coordinator took the job back (cancel, revoke, stale lease): delete it from the
-    /// server's queue if it is pending, interrupt it if it runs.
-    private func takeBack(_ job: JobID, _ lease: Lease) {
-        guard var p = prompts[job], p.lease == lease else { return }
+    /// server's queue if it is pending, interrupt it if it runs. A cancel (`confirm`) is reported
+    /// to the engine once the server no longer queues or runs the prompt.
+    private func takeBack(_ job: JobID, _ lease: Lease, confirm: Bool) {
+        if let i = held.firstIndex(where: { $0.job == job && $0.lease == lease }) {
+            held.remove(at: i)  // never reached the server
+            if confirm { driver?.external { e, now in e.externalStopped(job: job, lease: lease, at: now) } }
+            return
+        }
+        guard var p = prompts[job], p.lease == lease else {
+            if confirm { driver?.external { e, now in e.externalStopped(job: job, lease: lease, at: now) } }
+            return
+        }
+        if confirm {
+            p.canceling = true
+            prompts[job] = p
+            if let id = p.id { stopOnServer(job, id) }  // else `posted` stops it
+            return
+        }
         guard let id = p.id else {
             p.stopRequested = true
             prompts[job] = p
@@ -183,6 +213,51 @@ final class ComfyUIRunner: @unchecked Sendable {
         send(.post, "/interrupt", body: Array("{\"prompt_id\":\(quoted)}".utf8)) { [weak self] r in
             self?.logger.debug("prompt interrupted", metadata: ["prompt.id": "\(id)", "result": "\(Self.brief(r))"])
         }
+    }
+
+    /// Stops a canceled prompt: deletes it from the queue, then interrupts it (only a prompt that
+    /// runs is interrupted, and only this one), then confirms once the server shows it stopped.
+    private func stopOnServer(_ job: JobID, _ id: String) {
+        let quoted = jsonQuoted(id)
+        send(.post, "/queue", body: Array("{\"delete\":[\(quoted)]}".utf8)) { [weak self] _ in
+            self?.send(.post, "/interrupt", body: Array("{\"prompt_id\":\(quoted)}".utf8)) { [weak self] r in
+                self?.logger.debug("prompt interrupted", metadata: ["prompt.id": "\(id)", "result": "\(Self.brief(r))"])
+                self?.checkStopped(job, id)
+            }
+        }
+    }
+
+    /// A canceled prompt stopped once `/queue` no longer lists it (it was deleted, or it ended:
+    /// interrupted, or finished before the interrupt). While it runs, its `execution_interrupted`
+    /// on /ws usually says so first; the server is asked again every second meanwhile.
+    private func checkStopped(_ job: JobID, _ id: String) {
+        guard let p = prompts[job], p.id == id, p.canceling else { return }
+        send(.get, "/queue", body: []) { [weak self] result in
+            guard let self, let p = self.prompts[job], p.id == id, p.canceling else { return }
+            var place: ComfyUIMapping.QueuePlace?
+            if case .success(let r) = result, r.status == 200 { place = try? ComfyUIMapping.queuePlace(r.body, prompt: id) }
+            switch place {
+            case .absent?: self.stopped(job, id)
+            case .pending?: self.schedule(after: .milliseconds(500)) { $0.stopOnServer(job, id) }
+            case .running?, nil: self.schedule(after: .seconds(1)) { $0.checkStopped(job, id) }
+            }
+        }
+    }
+
+    /// The server confirmed a canceled prompt stopped: the engine confirms the cancel, and the
+    /// jobs held meanwhile go to the server.
+    private func stopped(_ job: JobID, _ id: String) {
+        guard let p = prompts[job], p.id == id, p.canceling else { return }
+        end(job, id, hasHistory: false)
+        logger.debug("canceled prompt stopped", metadata: ["job.id": "\(job)", "prompt.id": "\(id)"])
+        driver?.external { e, now in e.externalStopped(job: job, lease: p.lease, at: now) }
+    }
+
+    private func postHeld() {
+        guard !held.isEmpty, !prompts.values.contains(where: \.canceling) else { return }
+        let waiting = held
+        held = []
+        for a in waiting { post(a) }
     }
 
     /// Makes the server load a checkpoint now: a four-node workflow that loads it, decodes an
@@ -208,7 +283,6 @@ final class ComfyUIRunner: @unchecked Sendable {
                 p.id = id
                 self.prompts[key] = p
                 self.byPromptID[id] = key
-                self.lastPromptID = id
                 return
             }
             self.prompts[key] = nil
@@ -251,18 +325,28 @@ final class ComfyUIRunner: @unchecked Sendable {
         probe()
     }
 
+    /// /ws closed. The server may still be up and running our prompts (a proxy or the network
+    /// dropped the socket): they are not failed or posted again. The HTTP probe tells a server
+    /// that is gone (`serverLost`) from one that only dropped the socket; in both cases the
+    /// prompts are looked up by id once /ws is open again (`reconcilePrompts`).
     private func wsClosed(_ event: CloseEvent) {
         guard wsOpen else { return }
         wsOpen = false
         guard !stopped else { return }
-        logger.warning("ComfyUI WebSocket closed", metadata: ["close.code": "\(event.code)", "close.reason": "\(event.reason)"])
-        serverLost("the ComfyUI WebSocket closed (\(event.code))")
+        logger.warning(
+            "ComfyUI WebSocket closed; following prompts by id until it is back",
+            metadata: ["close.code": "\(event.code)", "close.reason": "\(event.reason)"])
+        reconcileDue = true
+        probe()
     }
 
+    /// The HTTP probe decides whether the server is gone (`serverLost`, after which its prompts
+    /// are given up if it does not come back): a /ws that fails while HTTP answers keeps the
+    /// backend `loading` and its prompts followed, and is dialled again on the next probe.
     private func wsDialFailed(_ reason: String) {
-        // While the server is down the HTTP probe says why; a failing /ws matters once it is up.
-        guard !stopped, serverUp else { return }
-        serverLost("\(settings.url)/ws does not answer: \(reason)")
+        guard !stopped else { return }
+        if serverUp { report(.loading, message: "\(settings.url)/ws does not answer: \(reason)") }
+        scheduleProbe()
     }
 
     private func wsText(_ text: String) {
@@ -270,7 +354,7 @@ final class ComfyUIRunner: @unchecked Sendable {
         switch event {
         case .status: return
         case .executionStart(let id):
-            guard let job = byPromptID[id], let p = prompts[job], p.loadsModel == nil else { return }
+            guard let job = byPromptID[id], let p = prompts[job], p.loadsModel == nil, !p.canceling else { return }
             driver?.external { e, now in e.externalStarted(job: job, lease: p.lease, at: now) }
         case .cached(let id, _), .executing(let id, _), .progress(let id, _, _, _):
             guard let job = byPromptID[id], var p = prompts[job] else { return }
@@ -283,9 +367,11 @@ final class ComfyUIRunner: @unchecked Sendable {
         case .executed: return
         case .success(let id):
             guard let job = byPromptID[id] else { return }
+            if prompts[job]?.canceling == true { return stopped(job, id) }  // it won the race
             fetchHistory(job, id, attempt: 1)
         case .error(let id, let error):
             guard let job = byPromptID[id], let p = prompts[job] else { return }
+            if p.canceling { return stopped(job, id) }
             let f = error.failure
             end(job, id)
             if let model = p.loadsModel {
@@ -296,6 +382,7 @@ final class ComfyUIRunner: @unchecked Sendable {
         case .interrupted(let id, let node, let type):
             // Prompts this runner stopped were forgotten first; this one someone else stopped.
             guard let job = byPromptID[id], let p = prompts[job] else { return }
+            if p.canceling { return stopped(job, id) }  // ComfyUI confirms Muster's interrupt
             end(job, id)
             let at = node.map { " at node \($0)" + (type.map { " (\($0))" } ?? "") } ?? ""
             finish(job, p.lease, .failed(
@@ -368,14 +455,18 @@ final class ComfyUIRunner: @unchecked Sendable {
         }
     }
 
-    private func end(_ job: JobID, _ id: String) {
+    /// Forgets a prompt that ended; `hasHistory`: it ended on the server (not deleted pending).
+    private func end(_ job: JobID, _ id: String, hasHistory: Bool = true) {
         prompts[job] = nil
         byPromptID[id] = nil
+        if hasHistory { lastPromptID = id }
+        postHeld()
     }
 
     private func finish(_ job: JobID, _ lease: Lease, _ result: WorkerEngine.ExecResult) {
         prompts[job] = nil
         driver?.external { e, now in e.execFinished(job: job, lease: lease, result: result, at: now) }
+        postHeld()
     }
 
     // MARK: - Probing the server
@@ -414,6 +505,7 @@ final class ComfyUIRunner: @unchecked Sendable {
                 // Jobs report through /ws: not ready until it is open (wsOpened probes again).
                 self.report(.loading, message: "\(self.settings.url) answers; waiting for its WebSocket /ws")
                 self.dialWebSocket()
+                self.scheduleProbe()
                 return
             }
             self.lastInfo = info
@@ -428,7 +520,10 @@ final class ComfyUIRunner: @unchecked Sendable {
                 self.logger.info(
                     "ComfyUI answers",
                     metadata: ["node_classes": "\(info.classes.count)", "features": "\(features.sorted().joined(separator: ","))"])
-                self.reconcileAfterReconnect()
+            }
+            if !wasUp || self.reconcileDue {
+                self.reconcileDue = false
+                self.reconcilePrompts()
             }
             self.driver?.external { e, _ in
                 e.serverCapabilities(
@@ -520,6 +615,7 @@ final class ComfyUIRunner: @unchecked Sendable {
         let loads = prompts.values.compactMap(\.loadsModel)
         prompts = [:]
         byPromptID = [:]
+        held = []
         lastPromptID = nil
         logger.warning("ComfyUI lost its prompts: new incarnation, jobs requeued by the coordinator", metadata: ["reason": "\(why)"])
         driver?.external { e, now in
@@ -540,37 +636,72 @@ final class ComfyUIRunner: @unchecked Sendable {
         }
     }
 
-    /// After the server came back: prompts it no longer knows mean it restarted; prompts that
-    /// finished while the WebSocket was down are read from `/history`.
-    private func reconcileAfterReconnect() {
-        guard let last = lastPromptID else { return }
-        send(.get, "/history/\(last)", body: []) { [weak self] result in
+    /// After /ws was down (the server went away, or only the socket dropped): every prompt is
+    /// looked up by id, with /ws already open again so that nothing ends unseen in between. One
+    /// the server still queues or runs is followed on the new socket (same client id); one that
+    /// ended meanwhile is read from /history; one it knows nothing of (nor of the last prompt
+    /// posted, when none is in flight) means the server restarted: a new incarnation.
+    private func reconcilePrompts() {
+        guard !reconciling, lastPromptID != nil || prompts.values.contains(where: { $0.id != nil }) else { return }
+        reconciling = true
+        let last = lastPromptID
+        send(.get, "/queue", body: []) { [weak self] q in
             guard let self else { return }
-            guard case .success(let r) = result, r.status == 200 else { return }
-            let known = (try? ComfyUIMapping.history(r.body, prompt: last)) ?? nil
-            if known != nil {
-                // Same process: finish what completed meanwhile.
-                for (job, p) in self.prompts {
-                    if let id = p.id { self.fetchIfDone(job, id) }
-                }
+            guard case .success(let r) = q, r.status == 200 else {
+                self.reconciling = false
+                self.reconcileDue = true  // the next probe tries again
+                self.scheduleProbe()
                 return
             }
-            self.send(.get, "/queue", body: []) { [weak self] q in
-                guard let self else { return }
-                guard case .success(let r) = q, r.status == 200 else { return }
-                if String(decoding: r.body, as: UTF8.self).contains(last) { return }
-                self.giveBackJobs("the ComfyUI restarted: it knows nothing of prompt \(last)")
+            var gone: [(JobID, String)] = []
+            for (job, p) in self.prompts.sorted(by: { $0.key < $1.key }) {
+                guard let id = p.id else { continue }
+                switch (try? ComfyUIMapping.queuePlace(r.body, prompt: id)) ?? .absent {
+                case .running:
+                    // Its execution_start may have been missed.
+                    if p.loadsModel == nil, !p.canceling {
+                        self.driver?.external { e, now in e.externalStarted(job: job, lease: p.lease, at: now) }
+                    }
+                case .pending: break
+                case .absent where p.canceling: self.stopped(job, id)  // deleted or ended: stopped
+                case .absent: gone.append((job, id))
+                }
             }
+            self.lookUpEnded(gone, last: last)
         }
     }
 
-    private func fetchIfDone(_ job: JobID, _ id: String) {
-        send(.get, "/history/\(id)", body: []) { [weak self] result in
-            guard let self, case .success(let r) = result, r.status == 200,
-                let h = (try? ComfyUIMapping.history(r.body, prompt: id)) ?? nil, let p = self.prompts[job], p.id == id
-            else { return }
-            self.end(job, id)
-            self.completed(p, id, h)
+    /// Reads `/history` of prompts no longer queued: each ended (handled as if its end had come on
+    /// /ws), or the server does not know it and restarted.
+    private func lookUpEnded(_ gone: [(JobID, String)], last: String?) {
+        var ids = gone.map(\.1)
+        if let last, !ids.contains(last) { ids.append(last) }
+        guard let first = ids.first else {
+            reconciling = false
+            return
+        }
+        send(.get, "/history/\(first)", body: []) { [weak self] result in
+            guard let self else { return }
+            guard case .success(let r) = result, r.status == 200 else {
+                self.reconciling = false
+                self.reconcileDue = true
+                self.scheduleProbe()
+                return
+            }
+            guard let h = (try? ComfyUIMapping.history(r.body, prompt: first)) ?? nil else {
+                self.reconciling = false
+                self.giveBackJobs("the ComfyUI knows nothing of prompt \(first): it restarted")
+                return
+            }
+            if let (job, _) = gone.first(where: { $0.1 == first }), let p = self.prompts[job], p.id == first {
+                if p.canceling {
+                    self.stopped(job, first)
+                } else {
+                    self.end(job, first)
+                    self.completed(p, first, h)
+                }
+            }
+            self.lookUpEnded(gone.filter { $0.1 != first }, last: last == first ? nil : last)
         }
     }
 

@@ -23,7 +23,12 @@ final class WorkerDriver: @unchecked Sendable {
     private let output: (WorkerEngine.Action) -> Void
     private let settled: () -> Void
     private var timer: (id: TimerID, at: CoreInstant)?
-    private var execs: [JobID: ExecProcess] = [:]
+    /// Running exec processes, by job and lease (a killed one stays until it was reaped).
+    private var execs: [ExecKey: ExecProcess] = [:]
+    struct ExecKey: Hashable {
+        var job: JobID
+        var lease: Lease
+    }
     private var stopped = false
     /// Performs the `.run`, `.stop` and `.loadModel` actions of an external runner (ComfyUI).
     var externalRunner: ((WorkerEngine.Action) -> Void)?
@@ -85,8 +90,8 @@ final class WorkerDriver: @unchecked Sendable {
                 output(action)
             case .startExec(let job, let lease, let input):
                 startExec(job: job, lease: lease, input: input)
-            case .killExec(let job, _):
-                execs.removeValue(forKey: job)?.cancel()
+            case .killExec(let job, let lease):
+                execs[ExecKey(job: job, lease: lease)]?.cancel()  // `execEnded` follows once the process exited and was reaped
             case .run, .stop, .loadModel:
                 externalRunner?(action)
             }
@@ -122,7 +127,7 @@ final class WorkerDriver: @unchecked Sendable {
                 guard let self else { return }
                 Task { await self.transport.onLoop { _ in self.execEnded(job: job, lease: lease, outcome: outcome) } }
             }
-            execs[job] = process
+            execs[ExecKey(job: job, lease: lease)] = process
         } catch {
             execEnded(job: job, lease: lease, outcome: .failed(status: "not started", stderrTail: "\(error)"))
         }
@@ -130,7 +135,7 @@ final class WorkerDriver: @unchecked Sendable {
 
     private func execEnded(job: JobID, lease: Lease, outcome: ExecProcess.Outcome) {
         precondition(onLoop)
-        execs[job] = nil
+        execs[ExecKey(job: job, lease: lease)] = nil
         let result: WorkerEngine.ExecResult
         switch outcome {
         case .exited(let output):
@@ -142,7 +147,9 @@ final class WorkerDriver: @unchecked Sendable {
         case .outputTooLarge(let limit):
             result = .failed(code: .limitExceeded, message: "the command wrote more than \(limit) bytes to stdout", retryable: false)
         case .canceled:
-            return
+            // Killed for a cancel (or a revoke): a canceled job's cancel is confirmed now that its
+            // process is gone; any other job was already forgotten and this changes nothing.
+            result = .failed(code: .canceled, message: "the command was killed: canceled", retryable: false)
         }
         perform(engine.execFinished(job: job, lease: lease, result: result, limits: limits, at: clock()))
         settled()

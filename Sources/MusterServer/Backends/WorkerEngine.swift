@@ -62,8 +62,9 @@ public struct WorkerSpec: Sendable, Equatable {
 
 /// The backend side of `muster.backend.v1` as a state machine (Protocol/README.md 6.7): it
 /// announces its capabilities, runs at most `slots` assigned jobs in FIFO order, reports
-/// `started`/`progress`/`completed`/`failed` under each job's lease, obeys `cancel`, `revoke`,
-/// `stale_lease`, `load_model` and `drain`, answers `sync`, and reconciles its jobs with
+/// `started`/`progress`/`completed`/`failed` under each job's lease, obeys `cancel` (confirmed with
+/// `failed` `canceled` once the job stopped), `revoke`, `stale_lease`, `load_model` and `drain`,
+/// answers `sync`, and reconciles its jobs with
 /// `welcome.bindings` after a reconnect. Time is injected; nothing here does I/O: the shell sends
 /// the messages, starts and kills `exec` processes, and arms a timer for `nextDeadline`.
 public struct WorkerEngine: Sendable {
@@ -76,8 +77,9 @@ public struct WorkerEngine: Sendable {
         /// External runner: hand the job to the server.
         case run(CoordinatorToBackend.Assign)
         /// External runner: take the job back from the server (delete it from the server's
-        /// queue, or interrupt it when `started`); its outcome is no longer wanted.
-        case stop(job: JobID, lease: Lease, started: Bool)
+        /// queue, or interrupt it when `started`); its outcome is no longer wanted. With
+        /// `confirm` (a cancel), report `externalStopped` once the server confirms it stopped.
+        case stop(job: JobID, lease: Lease, started: Bool, confirm: Bool)
         /// External runner: make the server load a model; answer with `externalModelLoaded`.
         case loadModel(String)
         /// Draining finished: every job is done and reported. The shell may close the link (1000).
@@ -99,6 +101,9 @@ public struct WorkerEngine: Sendable {
         var loadingModelUntil: CoreInstant?
         /// The final message, kept until a `welcome` shows whether it is still wanted.
         var final: BackendToCoordinator?
+        /// The coordinator canceled it and it is stopping (exec process being killed, server
+        /// prompt being interrupted): it keeps its slot until `failed` `canceled` is sent.
+        var canceling = false
     }
 
     public let spec: WorkerSpec
@@ -199,7 +204,7 @@ public struct WorkerEngine: Sendable {
         case .assign(let a):
             accept(a, at: now, out: &out)
         case .cancel(let c):
-            drop(c.job, lease: c.lease, out: &out)
+            cancel(c.job, lease: c.lease, at: now, out: &out)
         case .revoke(let r):
             drop(r.job, lease: r.lease, out: &out)
         case .staleLease(let s):
@@ -292,10 +297,17 @@ public struct WorkerEngine: Sendable {
         return out
     }
 
-    /// The exec runner of a job ended.
+    /// The exec runner of a job ended (external runner: the server finished the job).
     public mutating func execFinished(job id: JobID, lease: Lease, result: ExecResult, limits: ProtocolLimits = .default, at now: CoreInstant) -> [Action] {
         guard let job = jobs[id], job.assign.lease == lease, job.final == nil else { return [] }
         var out: [Action] = []
+        if job.canceling {
+            // Whatever it ended with, it ended: that is the confirmation the coordinator waits for.
+            confirmCanceled(id, out: &out)
+            startQueued(at: now, out: &out)
+            checkDrained(out: &out)
+            return out
+        }
         switch result {
         case .output(let text):
             let trimmed = text.trimmingWhitespace()
@@ -323,19 +335,33 @@ public struct WorkerEngine: Sendable {
 
     /// The server began running the job.
     public mutating func externalStarted(job id: JobID, lease: Lease, at now: CoreInstant) -> [Action] {
-        guard var job = jobs[id], job.assign.lease == lease, job.final == nil, job.startedAt == nil else { return [] }
+        guard var job = jobs[id], job.assign.lease == lease, job.final == nil, job.startedAt == nil, !job.canceling
+        else { return [] }
         job.startedAt = now
         jobs[id] = job
         running += 1
         return welcomed ? [.send(.started(.init(job: id, lease: lease)))] : []
     }
 
+    /// The server confirmed that a job canceled by the coordinator stopped (its prompt was
+    /// interrupted or deleted from the queue): the cancel is confirmed with `failed` `canceled`.
+    public mutating func externalStopped(job id: JobID, lease: Lease, at now: CoreInstant) -> [Action] {
+        guard let job = jobs[id], job.assign.lease == lease, job.final == nil, job.canceling else { return [] }
+        var out: [Action] = []
+        confirmCanceled(id, out: &out)
+        checkDrained(out: &out)
+        return out
+    }
+
+    /// Canceled jobs whose stop the server has not confirmed yet (a new prompt waits for them).
+    public var externalStopping: Int { jobs.values.count { $0.canceling && $0.final == nil } }
+
     /// The server reported progress (`fraction` 0-1).
     public mutating func externalProgress(job id: JobID, lease: Lease, fraction: Double, message: String?, at now: CoreInstant)
         -> [Action]
     {
         var out = externalStarted(job: id, lease: lease, at: now)  // progress implies started
-        guard let job = jobs[id], job.assign.lease == lease, job.final == nil, welcomed else { return out }
+        guard let job = jobs[id], job.assign.lease == lease, job.final == nil, !job.canceling, welcomed else { return out }
         out.append(.send(.progress(.init(job: id, lease: lease, fraction: min(1, max(0, fraction)), message: message))))
         return out
     }
@@ -484,10 +510,42 @@ public struct WorkerEngine: Sendable {
             running -= 1
             if case .exec = spec.runner, job.loadingModelUntil == nil { out.append(.killExec(job: id, lease: lease)) }
         }
-        if job.final == nil, spec.runner == .external {
-            out.append(.stop(job: id, lease: lease, started: job.startedAt != nil))
+        if job.final == nil, !job.canceling, spec.runner == .external {
+            out.append(.stop(job: id, lease: lease, started: job.startedAt != nil, confirm: false))
         }
         if let i = queue.firstIndex(of: id) { queue.remove(at: i) }
+    }
+
+    /// The coordinator canceled a job (Protocol/README.md 6.4): stop it, and once it has stopped
+    /// say so with `failed` `canceled`, so that the coordinator frees its slot. A job that is not
+    /// running stops at once; an exec process stops when it exited; a server's job when the server
+    /// confirms (`externalStopped`, or `execFinished` when it ended anyway).
+    private mutating func cancel(_ id: JobID, lease: Lease, at now: CoreInstant, out: inout [Action]) {
+        guard var job = jobs[id], job.assign.lease == lease, job.final == nil, !job.canceling else {
+            drop(id, lease: lease, out: &out)
+            return
+        }
+        if let i = queue.firstIndex(of: id) { queue.remove(at: i) }
+        job.canceling = true
+        job.endsAt = nil
+        job.nextProgress = nil
+        switch spec.runner {
+        case .external:
+            jobs[id] = job
+            out.append(.stop(job: id, lease: lease, started: job.startedAt != nil, confirm: true))
+        case .exec where job.startedAt != nil && job.loadingModelUntil == nil:
+            jobs[id] = job
+            out.append(.killExec(job: id, lease: lease))  // confirmed when the process exited
+        case .exec, .simulated:
+            jobs[id] = job
+            confirmCanceled(id, out: &out)
+        }
+    }
+
+    private mutating func confirmCanceled(_ id: JobID, out: inout [Action]) {
+        guard let job = jobs[id] else { return }
+        finish(id, .failed(.init(job: id, lease: job.assign.lease, code: .canceled,
+            message: "\(spec.name) stopped the job: canceled by the coordinator", retryable: false)), out: &out)
     }
 
     /// After `welcome`: keep jobs bound under the same lease (resending what the coordinator may

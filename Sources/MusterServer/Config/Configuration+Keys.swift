@@ -118,6 +118,10 @@ public struct ConfigKey: Sendable {
             name: "jobs.retain_finished", kind: .int(0...10_000_000), defaultValue: .int(100_000),
             help: "Finished jobs kept for GET /v1/jobs/{id} and status, newest first."),
         ConfigKey(
+            name: "jobs.cancel_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(30),
+            help: "A job canceled while on a backend keeps that backend's slot until the backend confirms it stopped, "
+                + "at most this long; then it ends canceled anyway. 0: end at once."),
+        ConfigKey(
             name: "store.url", kind: .string, defaultValue: .string(""),
             help: "Job store: sqlite:///PATH (SQLite, WAL, one fsync per group commit) or memory: (jobs do not "
                 + "survive a restart). Empty: sqlite under $XDG_STATE_HOME/muster (~/.local/state/muster)."),
