@@ -25,10 +25,13 @@ extension ErrorCode {
     public static let staleIncarnation = ErrorCode("stale_incarnation")
     /// A link said no `hello` within the handshake timeout (closed with 4004).
     public static let helloTimeout = ErrorCode("hello_timeout")
+    /// The credential is valid but its role does not allow this request or link (HTTP 403; a
+    /// link's handshake refused so closes with 4007).
+    public static let forbidden = ErrorCode("forbidden")
 
     /// Every code the protocol defines, in the order of the spec's table.
     public static let defined: [ErrorCode] = [
-        .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
+        .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials, .forbidden,
         .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .helloTimeout, .staleLease,
         .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
         .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .modelLoadFailed, .canceled, .notFound,
@@ -40,6 +43,7 @@ extension ErrorCode {
         switch self {
         case .malformedJSON, .invalidMessage, .unknownType, .noCommonVersion, .wrongRole: 400
         case .badCredentials: 401
+        case .forbidden: 403
         case .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .notFound: 404
         case .methodNotAllowed: 405
         case .helloTimeout: 408

@@ -104,11 +104,18 @@ extension Daemon {
         let name = dialedConfig?.name ?? hello.name
         if dialedConfig == nil {
             // Dialled links were authenticated by dialling the configured URL; others present a token.
-            if let expected = configuration.backendTokens[name] ?? sharedToken, !constantTimeEqual(expected, hello.token) {
+            switch auth.backend(name: name, token: hello.token) {
+            case .success:
+                break
+            case .failure(.badCredentials):
                 logger.warning("backend refused: bad credentials", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)"])
                 refuse(
                     id, backendSide: true, code: .badCredentials, message: "the token is missing or not accepted",
                     close: 4001, requestID: hello.id)
+                return
+            case .failure(.forbidden(let why)):
+                logger.warning("backend refused: forbidden", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)", "reason": "\(why)"])
+                refuse(id, backendSide: true, code: .forbidden, message: why, close: 4007, requestID: hello.id)
                 return
             }
         }

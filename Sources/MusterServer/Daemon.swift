@@ -30,7 +30,8 @@ public actor Daemon {
     /// Wall-clock milliseconds at `origin`, for the `*_ms` fields of the wire protocol.
     let originMs: UInt64
     let limits: ProtocolLimits
-    let sharedToken: String?
+    /// Checks tokens and says what each may do (Daemon+Auth).
+    var auth: Authenticator
     /// How long a new link may take to say `hello` (and a connection to finish its upgrade).
     let handshakeTimeout: Duration
 
@@ -42,6 +43,8 @@ public actor Daemon {
     var nextRemoteID: Int64 = 1
     var clients: [ConnectionID: ClientSession] = [:]
     var subscribersAll: Set<ConnectionID> = []
+    /// Links of client credentials subscribed to everything: by owner, they see that owner's only.
+    var subscribersByOwner: [String: Set<ConnectionID>] = [:]
     var subscribersByBatch: [BatchID: Set<ConnectionID>] = [:]
     var dialed: [ConnectionID: BackendConfig] = [:]
 
@@ -102,7 +105,7 @@ public actor Daemon {
         var limits = ProtocolLimits.default
         limits.maxMessageBytes = configuration.int("links.max_message_bytes")
         self.limits = limits
-        self.sharedToken = try configuration.resolvedSharedToken()
+        self.auth = try configuration.authenticator()
         self.handshakeTimeout = t.handshakeTimeout
     }
 
@@ -168,7 +171,8 @@ public actor Daemon {
                 "listen.host": "\(configuration.listen.host)", "listen.port": "\(listener.port)",
                 "version": "\(Self.version)", "backends.local": "\(configuration.backends.filter(\.isLocal).count)",
                 "backends.remote": "\(configuration.backends.filter { !$0.isLocal }.count)",
-                "auth": "\(sharedToken != nil || !configuration.backendTokens.isEmpty)",
+                "auth.clients": auth.clientSideOpen ? "open" : "token", "auth.backends": auth.backendSideOpen ? "open" : "token",
+                "auth.credentials": "\(auth.credentials.count)",
             ])
         if let store {
             store.onCommit { [weak self] commit in self?.storeReported(commit) }

@@ -18,7 +18,11 @@ struct Serve: AsyncParsableCommand {
             the JSON file (--config), as a MUSTER_* environment variable or with --set KEY=VALUE; \
             see README.md, Configuration. A bad key or value exits with status 2 and names it. \
             SIGTERM or SIGINT stops gracefully: new work is refused, peers get goodbye and close \
-            code 1001, and unfinished jobs stay in the store for the next start (README: Durable jobs).
+            code 1001, and unfinished jobs stay in the store for the next start (README: Durable jobs). \
+            Credentials: auth.token is one token for every role; auth.credentials gives each client, \
+            operator, read-only viewer and backend its own token (from a file or the environment) \
+            and limits it to its role; listening beyond loopback needs both sides covered \
+            (README: Security).
             """)
 
     @OptionGroup var options: ConfigOptions

@@ -34,13 +34,16 @@ public struct ConfigKey: Sendable {
             help: "Address for WebSocket links, the HTTP API and probes (port 0 picks a free port)."),
         ConfigKey(
             name: "auth.token", kind: .secret, defaultValue: .string(""),
-            help: "Shared token backends and clients present. Empty with no token file: no authentication."),
+            help: "Shared token: every role (backend, client, operator, read). Empty with no token file and no auth.credentials: no authentication."),
         ConfigKey(
             name: "auth.token_file", kind: .path, defaultValue: .string(""),
             help: "File whose first line is the shared token (keeps it out of the process list)."),
         ConfigKey(
             name: "auth.allow_anonymous", kind: .bool, defaultValue: .bool(false),
-            help: "Start even when listening beyond loopback with no token and no client certificates (protected mode off)."),
+            help: "Start even when listening beyond loopback with clients or backends needing no token and no client certificates (protected mode off)."),
+        ConfigKey(
+            name: "auth.metrics_open", kind: .bool, defaultValue: .bool(true),
+            help: "Serve GET /metrics without a token. false: it needs the shared token or a read or operator credential."),
         ConfigKey(
             name: "tls.cert", kind: .path, defaultValue: .string(""),
             help: "PEM certificate chain: serve wss:// and https:// (needs tls.key)."),
@@ -252,7 +255,8 @@ extension ConfigKey {
             out += "| `\(key.name)` | `\(key.environmentName)` | \(def) | \(key.help) |\n"
         }
         out += "| `backends` | `MUSTER_BACKENDS` | two local simulated | Array of backends (JSON), see below. |\n"
-        out += "| `auth.backend_tokens` | `MUSTER_AUTH_BACKEND_TOKENS` | (none) | Object of backend name to the token that backend must present (JSON). |\n"
+        out += "| `auth.backend_tokens` | `MUSTER_AUTH_BACKEND_TOKENS` | (none) | Object of backend name to the token that backend must present (JSON): backend credentials with inline tokens. |\n"
+        out += "| `auth.credentials` | `MUSTER_AUTH_CREDENTIALS` | (none) | Array of credentials (JSON): `name`, `role` (`backend`, `client`, `operator`, `read`) and one of `token_file`, `token_env`; see \"Security\". |\n"
         return out
     }
 }

@@ -1,0 +1,239 @@
+import Foundation
+import MusterProtocol
+import MusterServer
+import Testing
+
+/// Credentials scoped to roles (README "Security"), against a real `muster serve` process over
+/// real sockets: each role refused what it may not do, with `forbidden` (HTTP 403, close 4007).
+@Suite(.serialized) struct SecurityTests {
+    /// Token files in a directory of their own, and the `auth.credentials` naming them.
+    struct Credentials {
+        let dir: URL
+        let tokens: [String: String]
+        let json: String
+
+        /// alice and bob (client), ops (operator), viewer (read), gpu-1 (backend); carol (client)
+        /// takes her token from the environment variable `CAROL_TOKEN`.
+        init() throws {
+            dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-creds-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let roles = [("alice", "client"), ("bob", "client"), ("ops", "operator"), ("viewer", "read"), ("gpu-1", "backend")]
+            var tokens: [String: String] = [:]
+            var entries: [String] = []
+            for (name, role) in roles {
+                let token = "\(name)-\(UUID().uuidString)"
+                tokens[name] = token
+                let file = dir.appendingPathComponent(name)
+                try Data("\(token)\n".utf8).write(to: file)
+                entries.append(#"{"name": "\#(name)", "role": "\#(role)", "token_file": "\#(file.path)"}"#)
+            }
+            tokens["carol"] = "carol-\(UUID().uuidString)"
+            entries.append(#"{"name": "carol", "role": "client", "token_env": "CAROL_TOKEN"}"#)
+            self.tokens = tokens
+            json = "[\(entries.joined(separator: ", "))]"
+        }
+
+        func bearer(_ name: String) -> [String: String] { ["Authorization": "Bearer \(tokens[name]!)"] }
+        func remove() { try? FileManager.default.removeItem(at: dir) }
+    }
+
+    let e2e = EndToEndTests()
+
+    func serve(_ creds: Credentials, store: String, _ extra: [String] = []) async throws -> (MusterProcess, Int) {
+        let p = try MusterProcess(
+            [
+                "serve", "--listen", "127.0.0.1:0", "--log-level", "debug", "--set", "auth.credentials=\(creds.json)",
+                "--set", "store.url=sqlite://\(store)",
+            ] + e2e.backends(#"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 600}}]"#)
+                + extra,
+            environment: ["CAROL_TOKEN": creds.tokens["carol"]!])
+        let line = try await p.waitForLog("muster serving")
+        return (p, try #require(Int(line["listen.port"] as? String ?? "")))
+    }
+
+    /// Opens a raw link, says `hello` with `token`, and returns the peer and its first answer.
+    func hello(port: Int, backend: Bool, name: String, token: String) async throws -> (WirePeer, [String: Any]) {
+        let peer = try await WirePeer(port: port, subprotocol: backend ? Subprotocol.backend : Subprotocol.client)
+        if backend {
+            await peer.send(
+                #"{"type": "hello", "id": "h", "role": "backend", "name": "\#(name)", "token": "\#(token)", "versions": [1], "incarnation": 1, "slots": 1}"#)
+        } else {
+            await peer.send(#"{"type": "hello", "id": "h", "role": "client", "name": "\#(name)", "token": "\#(token)", "versions": [1]}"#)
+        }
+        return (peer, try await peer.next("the answer to hello"))
+    }
+
+    @Test func eachRoleIsRefusedWhatItMayNotDoWithForbidden() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(creds, store: creds.dir.appendingPathComponent("muster.sqlite").path)
+        let base = "http://127.0.0.1:\(port)"
+
+        // A backend token cannot submit, over HTTP or on the client link.
+        let backendSubmits = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image"}]}"#, headers: creds.bearer("gpu-1"))
+        #expect(backendSubmits.status == 403, "\(backendSubmits.text)")
+        #expect(backendSubmits.json["code"] as? String == "forbidden")
+        let (backendAsClient, refusal) = try await hello(port: port, backend: false, name: "x", token: creds.tokens["gpu-1"]!)
+        #expect(refusal["type"] as? String == "error" && refusal["code"] as? String == "forbidden", "\(refusal)")
+        #expect(try await backendAsClient.closed() == 4007)
+        await backendAsClient.close()
+
+        // A client token cannot register a backend; a backend token registers its own name only.
+        let (clientAsBackend, refused) = try await hello(port: port, backend: true, name: "gpu-1", token: creds.tokens["alice"]!)
+        #expect(refused["code"] as? String == "forbidden", "\(refused)")
+        #expect(try await clientAsBackend.closed() == 4007)
+        await clientAsBackend.close()
+        let (stolen, otherName) = try await hello(port: port, backend: true, name: "gpu-2", token: creds.tokens["gpu-1"]!)
+        #expect(otherName["code"] as? String == "forbidden", "\(otherName)")
+        #expect((otherName["message"] as? String)?.contains(creds.tokens["gpu-1"]!) == false, "never the token")
+        #expect(try await stolen.closed() == 4007)
+        await stolen.close()
+        let (wrong, bad) = try await hello(port: port, backend: true, name: "gpu-1", token: "not-a-token")
+        #expect(bad["code"] as? String == "bad_credentials")
+        #expect(try await wrong.closed() == 4001)
+        await wrong.close()
+        let (gpu, welcome) = try await hello(port: port, backend: true, name: "gpu-1", token: creds.tokens["gpu-1"]!)
+        #expect(welcome["type"] as? String == "welcome", "\(welcome)")
+
+        // A client cannot drain or load models, over HTTP or on its link (which stays up).
+        let drain = try await HTTP.request("POST", "\(base)/v1/backends/-1/drain", headers: creds.bearer("alice"))
+        #expect(drain.status == 403 && drain.json["code"] as? String == "forbidden", "\(drain.text)")
+        let load = try await HTTP.post("\(base)/v1/models/load", #"{"model": "m1"}"#, headers: creds.bearer("alice"))
+        #expect(load.status == 403)
+        let (alice, aliceWelcome) = try await hello(port: port, backend: false, name: "alice-cli", token: creds.tokens["alice"]!)
+        #expect(aliceWelcome["role"] as? String == "client" && aliceWelcome["owner"] as? String == "alice", "\(aliceWelcome)")
+        await alice.send(#"{"type": "drain", "id": "d1", "backend": -1}"#)
+        let drainRefused = try await alice.next(type: "error")
+        #expect(drainRefused["code"] as? String == "forbidden" && drainRefused["id"] as? String == "d1")
+        await alice.send(#"{"type": "status", "id": "s1"}"#)
+        #expect(try await alice.next(type: "status_report")["id"] as? String == "s1")
+
+        // A read credential looks and does nothing else.
+        #expect(try await HTTP.get("\(base)/v1/backends", headers: creds.bearer("viewer")).status == 200)
+        #expect(try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image"}]}"#, headers: creds.bearer("viewer")).status == 403)
+
+        // Alice's jobs are hers: bob can neither see nor cancel them, an operator can.
+        let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image", "count": 3}]}"#, headers: creds.bearer("alice"))
+        #expect(submitted.status == 201, "\(submitted.text)")
+        let batch = try #require(submitted.json["batch"] as? Int)
+        let jobs = try #require(submitted.json["jobs"] as? [Int])
+        let asOther = try await HTTP.post(
+            "\(base)/v1/batches", #"{"owner": "bob", "jobs": [{"kind": "image"}]}"#, headers: creds.bearer("alice"))
+        #expect(asOther.status == 403, "a client submits as its own owner only: \(asOther.text)")
+        #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("bob")).status == 403)
+        #expect(try await HTTP.get("\(base)/v1/batches/\(batch)", headers: creds.bearer("bob")).status == 403)
+        let bobCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("bob"))
+        #expect(bobCancels.status == 403 && bobCancels.json["code"] as? String == "forbidden", "\(bobCancels.text)")
+        #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("alice")).json["state"] as? String != "canceled")
+        let viewerCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("viewer"))
+        #expect(viewerCancels.status == 403)
+        #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("viewer")).json["owner"] as? String == "alice")
+        let aliceCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("alice"))
+        #expect(aliceCancels.json["canceled"] as? Bool == true, "\(aliceCancels.text)")
+        let opsCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[1])", headers: creds.bearer("ops"))
+        #expect(opsCancels.json["canceled"] as? Bool == true, "\(opsCancels.text)")
+
+        // On the client link: bob following everything sees none of alice's jobs; carol (token
+        // from the environment) neither; cancelling alice's batch is refused.
+        let (bob, _) = try await hello(port: port, backend: false, name: "bob-cli", token: creds.tokens["bob"]!)
+        await bob.send(#"{"type": "subscribe", "id": "all"}"#)
+        _ = try await bob.next(type: "subscribed")
+        await bob.send(#"{"type": "subscribe", "id": "b", "batch": \#(batch)}"#)
+        #expect(try await bob.next(type: "error")["code"] as? String == "forbidden")
+        await bob.send(#"{"type": "cancel", "id": "c", "batch": \#(batch)}"#)
+        #expect(try await bob.next(type: "error")["code"] as? String == "forbidden")
+        let bobsOwn = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image"}]}"#, headers: creds.bearer("bob"))
+        let bobsJob = try #require((bobsOwn.json["jobs"] as? [Int])?.first)
+        // Bob's own job's events arrive; alice's (canceled just now, and her third job) never do.
+        _ = try await bob.next(type: "job")
+        await bob.send(#"{"type": "cancel", "id": "mine", "job": \#(bobsJob)}"#)
+        #expect(try await bob.next(type: "canceled")["jobs"] as? [Int] == [bobsJob])
+        #expect(bob.all { $0["type"] as? String == "job" }.allSatisfy { $0["job"] as? Int == bobsJob })
+        let (carol, carolWelcome) = try await hello(port: port, backend: false, name: "c", token: creds.tokens["carol"]!)
+        #expect(carolWelcome["owner"] as? String == "carol", "\(carolWelcome)")
+        await carol.close()
+
+        // Probes and (by default) metrics stay open; the operator drains.
+        #expect(try await HTTP.get("\(base)/healthz").status == 200)
+        #expect(try await HTTP.get("\(base)/metrics").status == 200)
+        let opsDrains = try await HTTP.request("POST", "\(base)/v1/backends/-1/drain", headers: creds.bearer("ops"))
+        #expect(opsDrains.status == 202, "\(opsDrains.text)")
+        for peer in [alice, bob, gpu] { await peer.close() }
+        #expect(try await serve.stop() == 0)
+        #expect(!serve.standardError.contains(creds.tokens["alice"]!), "tokens are never logged")
+        #expect(!serve.standardError.contains(creds.tokens["carol"]!))
+    }
+
+    @Test func aBatchsOwnerSurvivesARestart() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let store = creds.dir.appendingPathComponent("muster.sqlite").path
+        let (first, port) = try await serve(creds, store: store)
+        let submitted = try await HTTP.post(
+            "http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image"}]}"#, headers: creds.bearer("alice"))
+        let job = try #require((submitted.json["jobs"] as? [Int])?.first)
+        #expect(try await first.stop() == 0)
+
+        let (second, again) = try await serve(creds, store: store)
+        let base = "http://127.0.0.1:\(again)"
+        #expect(try await HTTP.get("\(base)/v1/jobs/\(job)", headers: creds.bearer("bob")).status == 403)
+        #expect(try await HTTP.request("DELETE", "\(base)/v1/jobs/\(job)", headers: creds.bearer("bob")).status == 403)
+        let mine = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(job)", headers: creds.bearer("alice"))
+        #expect(mine.json["canceled"] as? Bool == true, "\(mine.text)")
+        #expect(try await second.stop() == 0)
+    }
+
+    @Test func metricsCanNeedAToken() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(
+            creds, store: creds.dir.appendingPathComponent("muster.sqlite").path, ["--set", "auth.metrics_open=false"])
+        let url = "http://127.0.0.1:\(port)/metrics"
+        #expect(try await HTTP.get(url).status == 401)
+        #expect(try await HTTP.get(url, headers: creds.bearer("alice")).status == 403)
+        #expect(try await HTTP.get(url, headers: creds.bearer("gpu-1")).status == 403)
+        let read = try await HTTP.get(url, headers: creds.bearer("viewer"))
+        #expect(read.status == 200 && read.text.contains("muster_http_errors_total{code=\"forbidden\"} 2"), "\(read.text.prefix(200))")
+        #expect(try await HTTP.get("http://127.0.0.1:\(port)/readyz").status != 401)
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func theSharedTokenIsStillEveryRole() async throws {
+        let coordinator = try await TestCoordinator.start(settings: [("auth.token", "s3cret-token")])
+        let client = try await coordinator.connect(token: "s3cret-token")
+        let accepted = try await client.submit(Wire.BatchRequest(owner: "someone", jobs: [.init(kind: "image")]))
+        #expect(try await client.cancel(.job(try #require(accepted.jobs.first))).count <= 1)
+        try await client.drain(backend: BackendID(-1))
+        await client.close()
+        await coordinator.stop()
+    }
+
+    @Test func credentialsAreCheckedWhenTheConfigurationLoads() throws {
+        func load(_ json: String, env: [String: String] = [:], listen: String = "127.0.0.1:0") -> ConfigError? {
+            do {
+                _ = try Configuration.load(
+                    file: nil, environment: env,
+                    overrides: [("t", "listen", listen), ("t", "auth.credentials", json)].map { (source: $0.0, key: $0.1, value: $0.2) })
+                return nil
+            } catch {
+                return error
+            }
+        }
+        #expect(load(#"[{"name": "a", "role": "client", "token": "inline"}]"#)?.key == "auth.credentials[0].token")
+        #expect(load(#"[{"name": "a", "role": "admin", "token_env": "T"}]"#, env: ["T": "x"])?.key == "auth.credentials[0].role")
+        #expect(load(#"[{"name": "a", "role": "client", "token_env": "MISSING"}]"#)?.key == "auth.credentials[0].token_env")
+        #expect(load(#"[{"name": "a", "role": "client", "token_file": "/nonexistent/token"}]"#)?.key == "auth.credentials[0].token_file")
+        let same = load(#"[{"name": "a", "role": "client", "token_env": "T"}, {"name": "b", "role": "read", "token_env": "T"}]"#, env: ["T": "x"])
+        #expect(same?.key == "auth.credentials" && same?.description.contains("x") == false, "\(String(describing: same))")
+        // Protected mode: beyond loopback, both sides need credentials.
+        let clientsOnly = load(#"[{"name": "a", "role": "client", "token_env": "T"}]"#, env: ["T": "x"], listen: "0.0.0.0:0")
+        #expect(clientsOnly?.key == "auth.token" && clientsOnly?.reason.contains("register as a backend") == true)
+        let both = #"[{"name": "a", "role": "client", "token_env": "T"}, {"name": "g", "role": "backend", "token_env": "U"}]"#
+        #expect(load(both, env: ["T": "x", "U": "y"], listen: "0.0.0.0:0") == nil)
+        let printed = try Configuration.load(
+            file: nil, environment: ["T": "x-secret", "U": "y-secret"],
+            overrides: [(source: "t", key: "auth.credentials", value: both)]
+        ).printable()
+        #expect(printed.contains("token_env") && !printed.contains("x-secret"), "\(printed)")
+    }
+}
