@@ -13,6 +13,9 @@ struct BackendLink {
     }
     var phase: Phase
     var peer: String
+    /// The token its `hello` presented (nil for links the coordinator dialled): checked again when
+    /// credentials are reloaded (Daemon+Reload), never logged.
+    var token: String? = nil
 }
 
 extension Daemon {
@@ -135,7 +138,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(old, code: CloseCode(4005), reason: "replaced") }
         }
         if known != nil { metrics.counter("muster_reconnects_total").increment() }
-        backendLinks[id] = BackendLink(phase: .registered(backend), peer: peer)
+        backendLinks[id] = BackendLink(phase: .registered(backend), peer: peer, token: dialedConfig == nil ? hello.token : nil)
         linkOf[backend] = id
         let configured = configuration.backends.first { $0.name == name }
         let actions = core.handle(

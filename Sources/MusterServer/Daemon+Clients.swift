@@ -9,6 +9,8 @@ struct ClientSession {
     var name: String?
     /// Who the link's token is (set at `hello`).
     var principal: Principal = .anonymous
+    /// The token its `hello` presented: checked again when credentials are reloaded; never logged.
+    var token = ""
     var helloTimer: TimerID?
     var subscribedAll = false
     var batches: Set<BatchID> = []
@@ -111,6 +113,7 @@ extension Daemon {
             }
             session.name = hello.name
             session.principal = principal
+            session.token = hello.token
             clients[id] = session
             let welcome = CoordinatorToClient.Welcome(
                 id: hello.id, version: 1, coordinator: Self.version,

@@ -21,6 +21,9 @@ public actor Daemon {
     public nonisolated let transport: Transport
     public nonisolated let configuration: Configuration
     nonisolated let logger: Logger
+    /// Who did what among operator actions and credential reloads (README "Security"): its own
+    /// label, `muster.audit`, so it can be routed and kept apart.
+    nonisolated let audit: Logger
     public nonisolated let metrics: ServerMetrics
     /// The software version reported in `welcome`, `/healthz` and logs.
     public static let version = "0.1.0"
@@ -76,9 +79,13 @@ public actor Daemon {
     let heartbeatMs: UInt64
 
     /// Creates the transport (its loop thread starts now); `start()` listens and brings up backends.
-    public init(configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics()) throws {
+    /// `audit` defaults to the process's `muster.audit` logger.
+    public init(
+        configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics(), audit: Logger? = nil
+    ) throws {
         self.configuration = configuration
         self.logger = logger
+        self.audit = audit ?? Logger(label: "muster.audit")
         self.metrics = metrics
         var t = TransportConfiguration()
         t.maxMessageBytes = configuration.int("links.max_message_bytes")

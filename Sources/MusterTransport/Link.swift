@@ -133,6 +133,8 @@ final class ListenerState {
     let protocols: UnsafeMutablePointer<lws_protocols>
     var vhost: OpaquePointer?
     var port = 0
+    /// The vhost's SSL_CTX with TLS, for `reloadCertificate`.
+    var sslContext: SSLContextPointer?
 
     init(index: Int, configuration: ServerConfiguration, protocols: UnsafeMutablePointer<lws_protocols>) {
         self.index = index

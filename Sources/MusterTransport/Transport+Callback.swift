@@ -18,12 +18,27 @@ func transportCallback(
     {
         // `user` is the vhost's SSL_CTX (the wsi is a stand-in lws builds for this call).
         if let user { clws_tune_ssl_ctx(user) }
+        // A listener's SSL_CTX is kept so its certificate can be reloaded (`reloadCertificate`).
+        if reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS, let user, let wsi,
+            let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx)
+        {
+            let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
+            let pointer = SSLContextPointer(raw: user)
+            transport.assumeIsolated { $0.serverSSLContextCreated = pointer }
+        }
         return 0
     }
     guard let wsi, let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx) else { return 0 }
     let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
     let args = CallbackArguments(wsi: wsi, input: input)
     return transport.assumeIsolated { $0.handle(args.wsi, reason, args.input, len) }
+}
+
+/// A listener's OpenSSL `SSL_CTX`.
+struct SSLContextPointer: @unchecked Sendable {
+    // @unchecked Sendable: only used on the loop thread (created in a callback there, used by
+    // `reloadCertificate`, which is isolated to the transport).
+    let raw: UnsafeMutableRawPointer
 }
 
 /// The raw pointers of one callback, carried into the isolated closure.

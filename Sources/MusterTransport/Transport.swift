@@ -52,6 +52,8 @@ public actor Transport {
     /// The counters so far (read on the loop).
     public internal(set) var counters = TransportCounters()
     var listeners: [ListenerState] = []
+    /// Set by the callback lws makes while a TLS listener's vhost is created; taken by `listen`.
+    var serverSSLContextCreated: SSLContextPointer?
     var clientVhosts: [ClientVhostKey: OpaquePointer] = [:]
     var clientProtocols: UnsafeMutablePointer<lws_protocols>?
     var timers: [UInt64: TimerBox] = [:]

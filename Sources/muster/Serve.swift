@@ -22,7 +22,8 @@ struct Serve: AsyncParsableCommand {
             Credentials: auth.token is one token for every role; auth.credentials gives each client, \
             operator, read-only viewer and backend its own token (from a file or the environment) \
             and limits it to its role; listening beyond loopback needs both sides covered \
-            (README: Security).
+            (README: Security). SIGHUP reloads the credentials and the TLS certificate and key \
+            without dropping links; links whose token was revoked close with 4001.
             """)
 
     @OptionGroup var options: ConfigOptions
@@ -68,7 +69,9 @@ struct Serve: AsyncParsableCommand {
         // The service group watches SIGTERM/SIGINT from the moment it runs, before the daemon
         // listens: a supervisor may stop it the moment it reports that it serves.
         do {
-            try await ServiceGroup.muster(CoordinatorService(daemon: daemon), logger: logger).run()
+            // SIGHUP reads the same sources again (the file, and the environment as it is now).
+            let service = CoordinatorService(daemon: daemon) { [options] in try options.load() }
+            try await ServiceGroup.muster(service, logger: logger).run()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)

@@ -236,4 +236,116 @@ import Testing
         ).printable()
         #expect(printed.contains("token_env") && !printed.contains("x-secret"), "\(printed)")
     }
+
+    // MARK: - Reload on SIGHUP
+
+    /// Sends SIGHUP and waits until the reload has been logged (the `n`-th one).
+    func hangUp(_ serve: MusterProcess, expecting message: String = "credentials reloaded") async throws {
+        let before = serve.countLogs(message)
+        serve.send(signal: SIGHUP)
+        try await serve.waitUntil("a reload after SIGHUP") { $0.countLogs(message) > before }
+    }
+
+    @Test func aTokenRevokedBySIGHUPClosesItsLinksWith4001AndOthersStay() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(creds, store: creds.dir.appendingPathComponent("muster.sqlite").path)
+        let (alice, _) = try await hello(port: port, backend: false, name: "alice-cli", token: creds.tokens["alice"]!)
+        let (bob, _) = try await hello(port: port, backend: false, name: "bob-cli", token: creds.tokens["bob"]!)
+        let (gpu, welcome) = try await hello(port: port, backend: true, name: "gpu-1", token: creds.tokens["gpu-1"]!)
+        #expect(welcome["type"] as? String == "welcome")
+
+        // A SIGHUP that changes nothing closes nothing.
+        try await hangUp(serve)
+        #expect(serve.findLog("credentials reloaded")?["links.revoked"] as? String == "0")
+
+        // alice's token file gets a new token, gpu-1's is rotated too: their links close with 4001.
+        let fresh = "alice-rotated-\(UUID().uuidString)"
+        try Data("\(fresh)\n".utf8).write(to: creds.dir.appendingPathComponent("alice"))
+        try Data("gpu-rotated-\(UUID().uuidString)\n".utf8).write(to: creds.dir.appendingPathComponent("gpu-1"))
+        try await hangUp(serve)
+        #expect(try await alice.closed() == 4001)
+        #expect(alice.all { $0["type"] as? String == "error" }.last?["code"] as? String == "bad_credentials")
+        #expect(try await gpu.closed() == 4001)
+        // bob's link stays and still answers.
+        await bob.send(#"{"type": "status", "id": "after"}"#)
+        #expect(try await bob.next(type: "status_report")["id"] as? String == "after")
+        // The old token no longer opens anything; the new one does.
+        let base = "http://127.0.0.1:\(port)/v1/backends"
+        #expect(try await HTTP.get(base, headers: creds.bearer("alice")).status == 401)
+        #expect(try await HTTP.get(base, headers: ["Authorization": "Bearer \(fresh)"]).status == 200)
+
+        // A credentials file that no longer loads changes nothing: bob stays, alice's new token works.
+        try Data().write(to: creds.dir.appendingPathComponent("bob"))
+        try await hangUp(serve, expecting: "credentials reload refused: the old ones stay in force")
+        #expect(try await HTTP.get(base, headers: creds.bearer("bob")).status == 200)
+        await bob.send(#"{"type": "status", "id": "still"}"#)
+        #expect(try await bob.next(type: "status_report")["id"] as? String == "still")
+
+        let audit = serve.logEvents.filter { $0["label"] as? String == "muster.audit" }
+        #expect(audit.count >= 3 && audit.allSatisfy { $0["audit.by"] as? String == "SIGHUP" }, "\(audit)")
+        for peer in [alice, bob, gpu] { await peer.close() }
+        #expect(try await serve.stop() == 0)
+        #expect(!serve.standardError.contains(fresh), "tokens are never logged")
+    }
+
+    /// A self-signed certificate for 127.0.0.1 with `name` as its common name, written to `cert`/`key`.
+    func selfSigned(_ name: String, cert: String, key: String) throws {
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=\(name)",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
+        ]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        try #require(openssl.terminationStatus == 0)
+    }
+
+    /// The subject of the certificate the server at `port` presents now, by a new TLS connection.
+    func presentedSubject(port: Int) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = [
+            "-c",
+            "import ssl,sys; pem=ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))); "
+                + "import subprocess; print(subprocess.run(['openssl','x509','-noout','-subject'], input=pem.encode(), capture_output=True).stdout.decode())",
+            "\(port)",
+        ]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    @Test func sighupReloadsTheTLSCertificateForNewConnectionsAndKeepsOpenLinks() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let cert = creds.dir.appendingPathComponent("cert.pem").path, key = creds.dir.appendingPathComponent("key.pem").path
+        try selfSigned("first-cert", cert: cert, key: key)
+        let (serve, port) = try await serve(
+            creds, store: creds.dir.appendingPathComponent("muster.sqlite").path, ["--tls-cert", cert, "--tls-key", key])
+        #expect(try presentedSubject(port: port).contains("first-cert"))
+        // An agent linked over wss:// before the reload stays linked through it.
+        let agent = try MusterProcess([
+            "agent", "--coordinator", "wss://127.0.0.1:\(port)", "--token", creds.tokens["gpu-1"]!, "--name", "gpu-1",
+            "--features", "image", "--ca-file", cert, "--log-format", "json",
+        ])
+        try await agent.waitForLog("registered")
+
+        try selfSigned("second-cert", cert: cert, key: key)
+        try await hangUp(serve, expecting: "TLS certificate reloaded")
+        #expect(try presentedSubject(port: port).contains("second-cert"))
+
+        // A key that does not match the certificate is refused; the second one stays in use.
+        try selfSigned("third-cert", cert: creds.dir.appendingPathComponent("other.pem").path, key: key)
+        try await hangUp(serve, expecting: "TLS certificate reload refused: the old one stays in use")
+        #expect(try presentedSubject(port: port).contains("second-cert"))
+        #expect(agent.countLogs("linked to coordinator") == 1 && agent.countLogs("registered") == 1, "the agent's link stayed up")
+        #expect(try await agent.stop() == 0)
+        #expect(try await serve.stop() == 0)
+    }
 }
