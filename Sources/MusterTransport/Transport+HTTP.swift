@@ -77,6 +77,8 @@ extension Transport {
     }
 
     private func dispatch(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ listener: ListenerState) {
+        guard !exchange.dispatched else { return }
+        exchange.dispatched = true
         counters.bytesIn += exchange.request.body.count
         switch listener.configuration.http.route(self, exchange.request) {
         case .respond(let response):
