@@ -1,3 +1,4 @@
+import Logging
 import MusterCore
 import MusterProtocol
 
@@ -39,5 +40,15 @@ extension Daemon {
             }
             throw forbidden(p, cancel ? "cancel jobs" : "see jobs")
         }
+    }
+
+    /// One line of the audit log (`muster.audit`): what an operator action did and who did it
+    /// (the credential's name and role; never a token).
+    func audited(_ message: Logger.Message, action: String, by p: Principal, _ metadata: Logger.Metadata = [:]) {
+        var m = metadata
+        m["audit.action"] = "\(action)"
+        m["audit.by"] = "\(p.name)"
+        m["audit.role"] = "\(p.wireRole)"
+        audit.notice(message, metadata: m)
     }
 }

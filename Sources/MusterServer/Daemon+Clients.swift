@@ -240,6 +240,7 @@ extension Daemon {
         case .batch(let batch): what = "batch \(batch)"
         }
         try requireAccess(principal, owner: owner, cancel: true, what)
+        let othersJobs = owner != principal.name
         let actions: [CoreAction]
         do {
             switch target {
@@ -252,6 +253,11 @@ extension Daemon {
         let canceled = actions.compactMap { action -> JobID? in
             if case .jobEvent(let e) = action, case .canceled = e.kind { return e.job }
             return nil
+        }
+        if othersJobs {
+            audited(
+                "cancel of another owner's jobs", action: "cancel", by: principal,
+                ["target": "\(what)", "owner": "\(owner)", "jobs.canceled": "\(canceled.count)"])
         }
         perform(actions)
         pump()
@@ -281,7 +287,9 @@ extension Daemon {
             if case .loadModel(let b, _) = action { return b }
             return nil
         }
-        logger.info("load model now", metadata: ["model": "\(model)", "backends": "\(told.map(\.description).joined(separator: ","))"])
+        audited(
+            "load model now", action: "load_model", by: principal,
+            ["model": "\(model)", "backends": "\(told.map(\.description).joined(separator: ","))"])
         perform(actions)
         pump()
         return Wire.ModelsLoading(model: model, backends: told)
@@ -294,7 +302,7 @@ extension Daemon {
         guard let info = core.backend(backend) else {
             throw RequestError(.unknownBackend, "no backend \(backend); GET /v1/backends lists them")
         }
-        logger.info("drain requested", metadata: ["backend.id": "\(backend)", "backend.name": "\(info.name)"])
+        audited("drain requested", action: "drain", by: principal, ["backend.id": "\(backend)", "backend.name": "\(info.name)"])
         feed(.drain(backend))
         if backend.isLocal {
             // The driver's own answer (`draining`, later `.drained`) lands in the local inbox.

@@ -162,6 +162,14 @@ import Testing
         #expect(try await serve.stop() == 0)
         #expect(!serve.standardError.contains(creds.tokens["alice"]!), "tokens are never logged")
         #expect(!serve.standardError.contains(creds.tokens["carol"]!))
+
+        // The audit log says who did each operator action: the operator's cancel of alice's job
+        // and its drain; not alice's cancel of her own job, nor bob's of his.
+        let audit = serve.logEvents.filter { $0["label"] as? String == "muster.audit" }
+        let actions = audit.map { "\($0["audit.action"] as? String ?? "?") by \($0["audit.by"] as? String ?? "?")" }
+        #expect(actions == ["cancel by ops", "drain by ops"], Comment(rawValue: "\(audit)"))
+        #expect(audit.first?["owner"] as? String == "alice" && audit.first?["target"] as? String == "job \(jobs[1])")
+        #expect(audit.last?["backend.name"] as? String == "slow" && audit.last?["audit.role"] as? String == "operator")
     }
 
     @Test func aBatchsOwnerSurvivesARestart() async throws {
