@@ -41,6 +41,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(info.id, code: .goingAway, reason: "shutting down") }
             return
         }
+        guard admitLink(info, backendSide: true) else { return }
         let timer = transport.assumeIsolated { t in
             t.schedule(after: handshakeTimeout) { [weak self] _ in
                 self?.assumeIsolated { $0.helloTimedOut(info.id) }
@@ -56,7 +57,7 @@ extension Daemon {
     }
 
     func backendText(_ id: ConnectionID, _ text: String) {
-        guard let link = backendLinks[id] else { return }
+        guard let link = backendLinks[id], withinRate(id, backendSide: true) else { return }
         let message: BackendToCoordinator
         do {
             message = try BackendToCoordinator.decode(text, limits: limits)
@@ -195,6 +196,7 @@ extension Daemon {
     }
 
     func backendClosed(_ event: CloseEvent) {
+        linkGone(event.id)
         guard let link = backendLinks.removeValue(forKey: event.id) else { return }
         if case .awaitingHello(let timer?) = link.phase { transport.assumeIsolated { $0.cancel(timer) } }
         guard case .registered(let backend) = link.phase, linkOf[backend] == event.id else { return }

@@ -48,6 +48,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(info.id, code: .goingAway, reason: "shutting down") }
             return
         }
+        guard admitLink(info, backendSide: false) else { return }
         let timer = transport.assumeIsolated { t in
             t.schedule(after: handshakeTimeout) { [weak self] _ in
                 self?.assumeIsolated { d in
@@ -60,6 +61,7 @@ extension Daemon {
     }
 
     func clientClosed(_ id: ConnectionID) {
+        linkGone(id)
         guard let session = clients.removeValue(forKey: id) else { return }
         dropHeld(for: id)
         if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
@@ -75,7 +77,7 @@ extension Daemon {
     }
 
     func clientText(_ id: ConnectionID, _ text: String) {
-        guard var session = clients[id] else { return }
+        guard var session = clients[id], withinRate(id, backendSide: false) else { return }
         let message: ClientToCoordinator
         do {
             message = try ClientToCoordinator.decode(text, limits: limits)
@@ -187,9 +189,11 @@ extension Daemon {
                 spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner, nodes: j.nodes),
                 count: j.count)
         }
+        try checkQuota(owner: owner, adding: entries.reduce(0) { $0 + $1.count }, key: request.batchKey)
         do {
             // The core tells an idempotent retry (same key, same entries) from a conflicting reuse.
             let (receipt, actions) = try core.submit(key: request.batchKey, entries: entries, owner: owner, at: now)
+            if ownerQuota > 0, !receipt.duplicate { inFlightByOwner[owner, default: 0] += receipt.jobs.count }
             logSubmit(receipt, owner: owner)
             return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
         } catch {
@@ -320,6 +324,7 @@ extension Daemon {
         switch event.kind {
         case .completed, .failed, .canceled:
             metrics.counter("muster_jobs_finished_total", ["outcome": event.state.rawValue]).increment()
+            if ownerQuota > 0 { jobLeftFlight(batch: event.batch) }
         case .gated:
             metrics.counter("muster_jobs_gated_total").increment()
         default:

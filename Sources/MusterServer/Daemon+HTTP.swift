@@ -266,6 +266,7 @@ extension Daemon {
         metrics.gauge("muster_messages", ["direction": "out"]).record(counters.messagesOut)
         metrics.gauge("muster_slow_peer_closes").record(counters.slowPeerDrops)
         metrics.gauge("muster_handshake_timeouts").record(counters.handshakeTimeouts)
+        metrics.gauge("muster_handshakes_refused").record(counters.handshakesRefused)
         metrics.gauge("muster_keepalive_pings").record(counters.keepalivePings)
         metrics.gauge("muster_keepalive_timeouts").record(counters.keepaliveTimeouts)
         metrics.gauge("muster_links_open").record(transport.assumeIsolated { $0.connectionCount })

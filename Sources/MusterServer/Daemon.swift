@@ -35,6 +35,17 @@ public actor Daemon {
     let limits: ProtocolLimits
     /// Checks tokens and says what each may do (Daemon+Auth).
     var auth: Authenticator
+    /// `jobs.max_in_flight_per_owner` (0: no limit), and while it is set, each owner's unfinished
+    /// jobs: added at submit, taken off at each job's final event (Daemon+Limits).
+    let ownerQuota: Int
+    var inFlightByOwner: [String: Int] = [:]
+    /// `links.max_per_address` (0: no limit) and the open accepted links per source address.
+    let maxLinksPerAddress: Int
+    var linksByAddress: [String: Int] = [:]
+    var addressOf: [ConnectionID: String] = [:]
+    /// `links.max_messages_per_second` (0: no limit) and each link's allowance (Daemon+Limits).
+    let maxMessagesPerSecond: Int
+    var allowances: [ConnectionID: Allowance] = [:]
     /// How long a new link may take to say `hello` (and a connection to finish its upgrade).
     let handshakeTimeout: Duration
 
@@ -97,6 +108,7 @@ public actor Daemon {
         t.keepaliveHangUpAfter = .milliseconds(Int64(2 * heartbeat))
         self.heartbeatMs = heartbeat
         t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
+        t.maxPendingHandshakesPerAddress = configuration.int("links.max_pending_handshakes_per_address")
         self.transport = try Transport(configuration: t, logger: logger)
         switch configuration.storeURL {
         case .memory: self.store = nil
@@ -113,6 +125,9 @@ public actor Daemon {
         limits.maxMessageBytes = configuration.int("links.max_message_bytes")
         self.limits = limits
         self.auth = try configuration.authenticator()
+        self.ownerQuota = configuration.int("jobs.max_in_flight_per_owner")
+        self.maxLinksPerAddress = configuration.int("links.max_per_address")
+        self.maxMessagesPerSecond = configuration.int("links.max_messages_per_second")
         self.handshakeTimeout = t.handshakeTimeout
     }
 

@@ -102,7 +102,7 @@ extension Transport {
         let known = listener.configuration.subprotocols.map(\.name)
         if offered.isEmpty && listener.configuration.defaultWebSocket != nil { return 0 }
         if offered.contains(where: known.contains) { return 0 }
-        pendingHandshakes.removeValue(forKey: key(wsi))
+        handshakeEnded(key(wsi))
         counters.upgradesRefused += 1
         let message =
             offered.isEmpty

@@ -64,7 +64,9 @@ public actor Transport {
     /// HTTP client requests in flight (Transport+HTTPClient.swift).
     let httpClient = HTTPClientState()
     /// Accepted sockets whose handshake has not completed, with their accept time.
-    var pendingHandshakes: [UInt: ContinuousClock.Instant] = [:]
+    var pendingHandshakes: [UInt: (at: ContinuousClock.Instant, address: String)] = [:]
+    /// Accepted connections whose handshake is not done, by source address.
+    var pendingByAddress: [String: Int] = [:]
     var shuttingDown = false
     var dialsInFlight = 0
     var dialQueue = Deque<ConnectionID>()

@@ -23,7 +23,9 @@ struct Serve: AsyncParsableCommand {
             operator, read-only viewer and backend its own token (from a file or the environment) \
             and limits it to its role; listening beyond loopback needs both sides covered \
             (README: Security). SIGHUP reloads the credentials and the TLS certificate and key \
-            without dropping links; links whose token was revoked close with 4001.
+            without dropping links; links whose token was revoked close with 4001. Limits per \
+            peer (links.max_per_address, links.max_messages_per_second, \
+            jobs.max_in_flight_per_owner) are off until set.
             """)
 
     @OptionGroup var options: ConfigOptions

@@ -356,4 +356,127 @@ import Testing
         #expect(try await agent.stop() == 0)
         #expect(try await serve.stop() == 0)
     }
+
+    // MARK: - Limits per peer
+
+    @Test func aFloodOfLinksFromOneAddressIsRefusedWhileAnotherAddressIsServed() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(
+            creds, store: creds.dir.appendingPathComponent("muster.sqlite").path, ["--set", "links.max_per_address=3"])
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Interop/links_from_address.py").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = [script, "\(port)", "127.0.0.2", "6", creds.tokens["viewer"]!]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        p.waitUntilExit()
+        let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
+        let links = report["links"] as? [[String: Any]] ?? []
+        #expect(links.count == 6)
+        #expect(links.prefix(3).allSatisfy { $0["welcome"] as? Bool == true }, "\(links)")
+        #expect(
+            links.suffix(3).allSatisfy { $0["error"] as? String == "too_many_links" && $0["close"] as? Int == 4009 },
+            "\(links)")
+        // Another address is served all along (the three from 127.0.0.2 are still open here).
+        let (local, welcome) = try await hello(port: port, backend: false, name: "local", token: creds.tokens["viewer"]!)
+        #expect(welcome["type"] as? String == "welcome")
+        await local.close()
+        // Once one of its links closes, the address may open one again.
+        #expect((report["after_one_closed"] as? [String: Any])?["welcome"] as? Bool == true, "\(report)")
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        #expect(metrics.contains(#"muster_links_refused_total{reason="too_many_links"}"#), "counted")
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func pendingHandshakesFromOneAddressAreBoundedWhileAnotherAddressIsServed() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(
+            creds, store: creds.dir.appendingPathComponent("muster.sqlite").path,
+            ["--set", "links.max_pending_handshakes_per_address=4", "--set", "links.handshake_timeout_seconds=60"])
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Interop/pending_handshakes.py").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = [script, "\(port)", "127.0.0.2", "10"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        p.waitUntilExit()
+        let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
+        #expect(report["held"] as? Int == 4 && report["closed"] as? Int == 6, "\(report)")
+        #expect(report["other_address_status"] as? Int == 200, "\(report)")
+        #expect(report["after_status"] as? Int == 200, "\(report)")
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        // At least those six (an attempt of the last step may have been refused too, while the
+        // coordinator had not seen the held connections close yet).
+        let refused = metrics.split(separator: "\n").first { $0.hasPrefix("muster_handshakes_refused ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(refused >= 6, "counted: \(refused)")
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func aLinkOverItsMessageRateGetsRateLimitedThen4008AndOthersCarryOn() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(
+            creds, store: creds.dir.appendingPathComponent("muster.sqlite").path, ["--set", "links.max_messages_per_second=20"])
+        let (calm, _) = try await hello(port: port, backend: false, name: "calm", token: creds.tokens["viewer"]!)
+        let (noisy, _) = try await hello(port: port, backend: false, name: "noisy", token: creds.tokens["viewer"]!)
+        for i in 0..<30 { await noisy.send(#"{"type": "status", "id": "s\#(i)"}"#) }
+        let noisyClose = try await noisy.closed()
+        #expect(noisyClose == 4008, Comment(rawValue: "close \(noisyClose); \(noisy.all { $0["type"] as? String != "status_report" })"))
+        let errors = noisy.all { $0["type"] as? String == "error" }
+        #expect(errors.count == 1 && errors.first?["code"] as? String == "rate_limited", "\(errors)")
+        #expect(noisy.all { $0["type"] as? String == "status_report" }.count < 30)
+        await calm.send(#"{"type": "status", "id": "fine"}"#)
+        #expect(try await calm.next(type: "status_report")["id"] as? String == "fine")
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        #expect(metrics.contains(#"muster_rate_limited_total{link="client"} 1"#), "counted")
+        for peer in [calm, noisy] { await peer.close() }
+        #expect(try await serve.stop() == 0)
+    }
+
+    @Test func anOwnerOverItsQuotaIsRefusedWith429AndOthersAreNot() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let store = creds.dir.appendingPathComponent("muster.sqlite").path
+        let (serve, port) = try await serve(creds, store: store, ["--set", "jobs.max_in_flight_per_owner=3"])
+        let base = "http://127.0.0.1:\(port)/v1"
+        let two = #"{"batch_key": "a1", "jobs": [{"kind": "image", "count": 2}]}"#
+        let first = try await HTTP.post("\(base)/batches", two, headers: creds.bearer("alice"))
+        #expect(first.status == 201)
+        let over = try await HTTP.post("\(base)/batches", #"{"jobs": [{"kind": "image", "count": 2}]}"#, headers: creds.bearer("alice"))
+        #expect(over.status == 429 && over.json["code"] as? String == "quota_exceeded", "\(over.text)")
+        #expect((over.json["details"] as? [String: Any])?["limit"] as? Int == 3)
+        // A retry of the accepted batch creates nothing and is answered as a duplicate.
+        let retry = try await HTTP.post("\(base)/batches", two, headers: creds.bearer("alice"))
+        #expect(retry.status == 200 && retry.json["duplicate"] as? Bool == true, "\(retry.text)")
+        // Another owner has a quota of its own; on the client link the refusal is the error.
+        #expect(try await HTTP.post("\(base)/batches", #"{"jobs": [{"kind": "image", "count": 3}]}"#, headers: creds.bearer("bob")).status == 201)
+        let (alice, _) = try await hello(port: port, backend: false, name: "alice-cli", token: creds.tokens["alice"]!)
+        await alice.send(#"{"type": "submit", "id": "q", "jobs": [{"kind": "image", "count": 2}]}"#)
+        #expect(try await alice.next(type: "error")["code"] as? String == "quota_exceeded")
+        // A finished job leaves the flight: canceling one makes room for two (2 - 1 + 2 = 3).
+        let job = try #require((first.json["jobs"] as? [Int])?.first)
+        #expect(try await HTTP.request("DELETE", "\(base)/jobs/\(job)", headers: creds.bearer("alice")).status == 200)
+        await alice.send(#"{"type": "submit", "id": "ok", "jobs": [{"kind": "image", "count": 2}]}"#)
+        #expect(try await alice.next(type: "accepted")["id"] as? String == "ok")
+        await alice.close()
+        #expect(try await serve.stop() == 0)
+
+        // After a restart the jobs still in flight count again.
+        let (again, port2) = try await self.serve(creds, store: store, ["--set", "jobs.max_in_flight_per_owner=3"])
+        let refused = try await HTTP.post(
+            "http://127.0.0.1:\(port2)/v1/batches", #"{"jobs": [{"kind": "image"}]}"#, headers: creds.bearer("alice"))
+        #expect(refused.status == 429, "\(refused.text)")
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port2)/metrics").text
+        #expect(metrics.contains("muster_quota_exceeded_total 1"))
+        #expect(try await again.stop() == 0)
+    }
 }

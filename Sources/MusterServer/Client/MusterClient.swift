@@ -353,6 +353,7 @@ public actor MusterClient {
         case 4002: Wire.ErrorMessage(code: .noCommonVersion, message: "no common protocol version")
         case 4003: Wire.ErrorMessage(code: .wrongRole, message: "wrong role for this subprotocol")
         case 4007: Wire.ErrorMessage(code: .forbidden, message: "the credential may not open this link")
+        case 4009: Wire.ErrorMessage(code: .tooManyLinks, message: "too many links from this address")
         default: nil
         }
     }

@@ -96,8 +96,20 @@ public struct ConfigKey: Sendable {
             name: "links.outbound_high_water_bytes", kind: .int(4_096...(1 << 30)), defaultValue: .int(8 << 20),
             help: "Bytes queued to one slow peer before its link is closed with 1008."),
         ConfigKey(
+            name: "links.max_per_address", kind: .int(0...1_000_000), defaultValue: .int(0),
+            help: "WebSocket links one source address may hold open; more are refused with too_many_links and close 4009. 0: no limit."),
+        ConfigKey(
+            name: "links.max_pending_handshakes_per_address", kind: .int(0...1_000_000), defaultValue: .int(0),
+            help: "Accepted connections from one source address still in their TLS/HTTP/WebSocket handshake; more are closed as they are accepted. 0: no limit."),
+        ConfigKey(
+            name: "links.max_messages_per_second", kind: .int(0...10_000_000), defaultValue: .int(0),
+            help: "Messages one link may send per second (bursts up to one second's worth); more: rate_limited, then close 4008. 0: no limit."),
+        ConfigKey(
             name: "http.max_body_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
             help: "Largest HTTP request body accepted; larger ones get 413."),
+        ConfigKey(
+            name: "jobs.max_in_flight_per_owner", kind: .int(0...10_000_000), defaultValue: .int(0),
+            help: "Unfinished jobs one owner may have; a submit that would pass it is refused with 429 quota_exceeded. 0: no limit."),
         ConfigKey(
             name: "jobs.retain_finished", kind: .int(0...10_000_000), defaultValue: .int(100_000),
             help: "Finished jobs kept for GET /v1/jobs/{id} and status, newest first."),
