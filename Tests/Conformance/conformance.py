@@ -687,6 +687,27 @@ async def forbidden_4007(t):
     await d.http("DELETE", "/v1/jobs/%d" % job, headers=bearer("alice"), schema="http/cancel_result.json", expect=200)
 
 
+@scenario("5 limits per peer: quota_exceeded, close 4009 too_many_links")
+async def limits_per_peer(t):
+    d = await t.daemon({"jobs.max_in_flight_per_owner": "2", "routing.no_eligible_backend": "queue",
+                        "links.max_per_address": "1"})
+    c = await d.client()
+    await c.hello()
+    # The second link from this address is one too many: the error, then 4009.
+    other = await d.client("other")
+    await refused(t, other, None, "too_many_links", 4009, rule="5 limits")
+    acc = await c.request({"type": "submit", "owner": "ana", "jobs": [{"kind": "image", "count": 2}]}, "accepted")
+    t.check(len(acc.get("jobs", [])) == 2, "7.1 accepted", "%s" % acc)
+    e = await c.request({"type": "submit", "owner": "ana", "jobs": [{"kind": "image"}]}, "error")
+    t.check(e.get("code") == "quota_exceeded", "5 limits", "a submit over the owner's quota: %s" % short([e]))
+    t.check(e.get("details", {}).get("limit") == 2 and e.get("details", {}).get("in_flight") == 2, "5 limits",
+            "quota details %s" % e.get("details"))
+    await d.http("POST", "/v1/batches", body={"owner": "ana", "jobs": [{"kind": "image"}]}, expect=429, rule="5 limits")
+    await c.request({"type": "submit", "owner": "bo", "jobs": [{"kind": "image"}]}, "accepted")
+    await c.request({"type": "cancel", "job": acc["jobs"][0]}, "canceled")
+    await c.request({"type": "submit", "owner": "ana", "jobs": [{"kind": "image"}]}, "accepted")
+
+
 @scenario("5 close 4002 no common version")
 async def no_common_version_4002(t):
     d = await t.daemon()
