@@ -6,6 +6,7 @@
 
 #include <libwebsockets.h>
 #include <openssl/ssl.h>
+#include <openssl/err.h>
 
 /// LWS_PRE is a macro expression Swift cannot import: the headroom lws needs before a payload.
 static inline size_t clws_pre(void) { return LWS_PRE; }
@@ -111,6 +112,29 @@ static inline void clws_kill_now(struct lws *wsi) {
 static inline void clws_tune_ssl_ctx(void *ctx) {
     SSL_CTX_set_mode((SSL_CTX *)ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_min_proto_version((SSL_CTX *)ctx, TLS1_2_VERSION);
+}
+
+/// Loads a new certificate chain and private key into a listener's live SSL_CTX (reload on
+/// SIGHUP): connections accepted from now on present them, open ones keep what they have (each SSL
+/// copied the certificate when it was created). lws 4.1 has no reload for a vhost whose files
+/// were given by path, so it is done on the SSL_CTX directly. Both files are loaded into a scratch
+/// SSL_CTX first, so files that do not load or do not match leave the live one untouched.
+/// Returns 0, or -1 (certificate unreadable), -2 (key unreadable), -3 (key does not match the
+/// certificate), -4 (out of memory), -5 (the live context refused what the scratch one took).
+static inline int clws_reload_server_certificate(void *ctx, const char *cert, const char *key) {
+    SSL_CTX *scratch = SSL_CTX_new(TLS_server_method());
+    if (!scratch) return -4;
+    int rc = 0;
+    if (SSL_CTX_use_certificate_chain_file(scratch, cert) != 1) rc = -1;
+    else if (SSL_CTX_use_PrivateKey_file(scratch, key, SSL_FILETYPE_PEM) != 1) rc = -2;
+    else if (SSL_CTX_check_private_key(scratch) != 1) rc = -3;
+    SSL_CTX_free(scratch);
+    if (rc == 0 && (SSL_CTX_use_certificate_chain_file((SSL_CTX *)ctx, cert) != 1
+                    || SSL_CTX_use_PrivateKey_file((SSL_CTX *)ctx, key, SSL_FILETYPE_PEM) != 1
+                    || SSL_CTX_check_private_key((SSL_CTX *)ctx) != 1))
+        rc = -5;
+    ERR_clear_error();
+    return rc;
 }
 
 #endif

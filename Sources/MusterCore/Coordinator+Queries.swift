@@ -8,6 +8,9 @@ extension Coordinator {
     /// A batch by id.
     public func batch(_ id: BatchID) -> BatchRecord? { batches[id] }
 
+    /// The batch submitted under `key`, while it is kept.
+    public func batch(forKey key: String) -> BatchRecord? { batchKeys[key].flatMap { batches[$0] } }
+
     /// One backend.
     public func backend(_ id: BackendID) -> BackendInfo? {
         guard let b = backends.get(id) else { return nil }

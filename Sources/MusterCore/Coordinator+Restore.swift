@@ -86,7 +86,7 @@ extension Coordinator {
             nextBatchID = max(nextBatchID, batch.id.rawValue + 1)
             guard live > 0 else { continue }
             batches[batch.id] = BatchRecord(
-                id: batch.id, key: batch.key, jobs: ids, submittedAt: batch.submittedAt, live: live,
+                id: batch.id, key: batch.key, owner: batch.owner, jobs: ids, submittedAt: batch.submittedAt, live: live,
                 entries: batch.key == nil ? [] : batch.entries)
             if let key = batch.key { batchKeys[key] = batch.id }
         }

@@ -127,11 +127,14 @@ public struct Coordinator: Sendable {
     /// creates nothing; the same `key` with other entries is `batch_key_conflict`. A key is
     /// remembered as long as its batch is (until every job of it is evicted from the finished-job
     /// store); after that the key is free and makes a new batch.
+    /// `owner` is who the batch belongs to (nil: the first entry's owner); a retry under the same
+    /// key by another owner is a conflict, like one with other entries.
     public mutating func submit(
-        key: String?, entries: [BatchEntry], at now: CoreInstant
+        key: String?, entries: [BatchEntry], owner: String? = nil, at now: CoreInstant
     ) throws(CoreError) -> (receipt: SubmitReceipt, actions: [CoreAction]) {
+        let owner = owner ?? entries.first?.spec.owner ?? ""
         if let key, let batch = batchKeys[key], let record = batches[batch] {
-            guard record.entries == entries else {
+            guard record.entries == entries, record.owner == owner else {
                 throw CoreError(
                     .batchKeyConflict,
                     "batch_key '\(key)' was used for a different batch (\(batch)); use a new key for new work",
@@ -148,7 +151,9 @@ public struct Coordinator: Sendable {
             out.append(
                 .persist(
                     .batchAccepted(
-                        StoredBatch(id: batch, key: key, entries: entries, firstJob: JobID(nextJobID), submittedAt: now))))
+                        StoredBatch(
+                            id: batch, key: key, owner: owner, entries: entries, firstJob: JobID(nextJobID),
+                            submittedAt: now))))
         }
         var ids: [JobID] = []
         ids.reserveCapacity(entries.reduce(0) { $0 + $1.count })
@@ -170,7 +175,7 @@ public struct Coordinator: Sendable {
             }
         }
         batches[batch] = BatchRecord(
-            id: batch, key: key, jobs: ids, submittedAt: now, live: ids.count, entries: key == nil ? [] : entries)
+            id: batch, key: key, owner: owner, jobs: ids, submittedAt: now, live: ids.count, entries: key == nil ? [] : entries)
         if let key { batchKeys[key] = batch }
         return (SubmitReceipt(batch: batch, jobs: ids, duplicate: false), finish())
     }

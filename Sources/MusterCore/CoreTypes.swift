@@ -376,6 +376,9 @@ public struct JobRecord: Hashable, Sendable {
 public struct BatchRecord: Hashable, Sendable {
     public internal(set) var id: BatchID
     public internal(set) var key: String?
+    /// Who the batch belongs to: the name access control checks (a `client` credential sees and
+    /// cancels only its own batches). Given at submit; by default the first entry's owner.
+    public internal(set) var owner: String
     public internal(set) var jobs: [JobID]
     public internal(set) var submittedAt: CoreInstant
     /// Jobs not yet evicted from the finished-job store.

@@ -33,13 +33,19 @@ public enum StoreChange: Hashable, Sendable {
 public struct StoredBatch: Hashable, Sendable {
     public var id: BatchID
     public var key: String?
+    /// Who the batch belongs to (`BatchRecord.owner`).
+    public var owner: String
     public var entries: [BatchEntry]
     public var firstJob: JobID
     public var submittedAt: CoreInstant
 
-    public init(id: BatchID, key: String?, entries: [BatchEntry], firstJob: JobID, submittedAt: CoreInstant) {
+    /// `owner` nil: the first entry's owner (what a store written before batches had owners holds).
+    public init(
+        id: BatchID, key: String?, owner: String? = nil, entries: [BatchEntry], firstJob: JobID, submittedAt: CoreInstant
+    ) {
         self.id = id
         self.key = key
+        self.owner = owner ?? entries.first?.spec.owner ?? ""
         self.entries = entries
         self.firstJob = firstJob
         self.submittedAt = submittedAt

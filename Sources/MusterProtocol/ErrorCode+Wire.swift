@@ -25,14 +25,25 @@ extension ErrorCode {
     public static let staleIncarnation = ErrorCode("stale_incarnation")
     /// A link said no `hello` within the handshake timeout (closed with 4004).
     public static let helloTimeout = ErrorCode("hello_timeout")
+    /// The credential is valid but its role does not allow this request or link (HTTP 403; a
+    /// link's handshake refused so closes with 4007).
+    public static let forbidden = ErrorCode("forbidden")
+    /// The owner has as many jobs in flight as it may (`jobs.max_in_flight_per_owner`): HTTP 429.
+    public static let quotaExceeded = ErrorCode("quota_exceeded")
+    /// A link sent more messages per second than it may (`links.max_messages_per_second`): the
+    /// error, then close 4008.
+    public static let rateLimited = ErrorCode("rate_limited")
+    /// A source address has as many links open as it may (`links.max_per_address`): the error,
+    /// then close 4009.
+    public static let tooManyLinks = ErrorCode("too_many_links")
 
     /// Every code the protocol defines, in the order of the spec's table.
     public static let defined: [ErrorCode] = [
-        .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials,
+        .malformedJSON, .invalidMessage, .unknownType, .messageTooLarge, .limitExceeded, .badCredentials, .forbidden,
         .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .helloTimeout, .staleLease,
         .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
         .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .modelLoadFailed, .canceled, .notFound,
-        .methodNotAllowed, .shuttingDown, .storeUnavailable, .internalError,
+        .methodNotAllowed, .quotaExceeded, .rateLimited, .tooManyLinks, .shuttingDown, .storeUnavailable, .internalError,
     ]
 
     /// The HTTP status an error with this code is answered with. Unknown codes map to 500.
@@ -40,6 +51,7 @@ extension ErrorCode {
         switch self {
         case .malformedJSON, .invalidMessage, .unknownType, .noCommonVersion, .wrongRole: 400
         case .badCredentials: 401
+        case .forbidden: 403
         case .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .notFound: 404
         case .methodNotAllowed: 405
         case .helloTimeout: 408
@@ -47,6 +59,7 @@ extension ErrorCode {
         case .messageTooLarge, .limitExceeded: 413
         case .noEligibleBackend, .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .canceled:
             422
+        case .quotaExceeded, .rateLimited, .tooManyLinks: 429
         case .modelLoadFailed: 502
         case .shuttingDown, .storeUnavailable: 503
         default: 500

@@ -112,4 +112,11 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let replaced = CloseCode(4005)
     /// No heartbeat answer within three heartbeat intervals.
     public static let heartbeatTimeout = CloseCode(4006)
+    /// The credential is valid but may not open this link: a client's token on the backend link,
+    /// a backend's on the client link, or a backend token bound to another backend name.
+    public static let forbidden = CloseCode(4007)
+    /// The link sent more messages per second than the coordinator allows (after `rate_limited`).
+    public static let rateLimited = CloseCode(4008)
+    /// The link's source address holds as many links as the coordinator allows (after `too_many_links`).
+    public static let tooManyLinks = CloseCode(4009)
 }

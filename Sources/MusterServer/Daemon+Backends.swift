@@ -13,6 +13,9 @@ struct BackendLink {
     }
     var phase: Phase
     var peer: String
+    /// The token its `hello` presented (nil for links the coordinator dialled): checked again when
+    /// credentials are reloaded (Daemon+Reload), never logged.
+    var token: String? = nil
 }
 
 extension Daemon {
@@ -38,6 +41,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(info.id, code: .goingAway, reason: "shutting down") }
             return
         }
+        guard admitLink(info, backendSide: true) else { return }
         let timer = transport.assumeIsolated { t in
             t.schedule(after: handshakeTimeout) { [weak self] _ in
                 self?.assumeIsolated { $0.helloTimedOut(info.id) }
@@ -53,7 +57,7 @@ extension Daemon {
     }
 
     func backendText(_ id: ConnectionID, _ text: String) {
-        guard let link = backendLinks[id] else { return }
+        guard let link = backendLinks[id], withinRate(id, backendSide: true) else { return }
         let message: BackendToCoordinator
         do {
             message = try BackendToCoordinator.decode(text, limits: limits)
@@ -104,11 +108,18 @@ extension Daemon {
         let name = dialedConfig?.name ?? hello.name
         if dialedConfig == nil {
             // Dialled links were authenticated by dialling the configured URL; others present a token.
-            if let expected = configuration.backendTokens[name] ?? sharedToken, !constantTimeEqual(expected, hello.token) {
+            switch auth.backend(name: name, token: hello.token) {
+            case .success:
+                break
+            case .failure(.badCredentials):
                 logger.warning("backend refused: bad credentials", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)"])
                 refuse(
                     id, backendSide: true, code: .badCredentials, message: "the token is missing or not accepted",
                     close: 4001, requestID: hello.id)
+                return
+            case .failure(.forbidden(let why)):
+                logger.warning("backend refused: forbidden", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)", "reason": "\(why)"])
+                refuse(id, backendSide: true, code: .forbidden, message: why, close: 4007, requestID: hello.id)
                 return
             }
         }
@@ -128,7 +139,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(old, code: CloseCode(4005), reason: "replaced") }
         }
         if known != nil { metrics.counter("muster_reconnects_total").increment() }
-        backendLinks[id] = BackendLink(phase: .registered(backend), peer: peer)
+        backendLinks[id] = BackendLink(phase: .registered(backend), peer: peer, token: dialedConfig == nil ? hello.token : nil)
         linkOf[backend] = id
         let configured = configuration.backends.first { $0.name == name }
         let actions = core.handle(
@@ -186,6 +197,7 @@ extension Daemon {
     }
 
     func backendClosed(_ event: CloseEvent) {
+        linkGone(event.id)
         guard let link = backendLinks.removeValue(forKey: event.id) else { return }
         if case .awaitingHello(let timer?) = link.phase { transport.assumeIsolated { $0.cancel(timer) } }
         guard case .registered(let backend) = link.phase, linkOf[backend] == event.id else { return }

@@ -7,6 +7,10 @@ import MusterTransport
 /// One WebSocket on `muster.client.v1`.
 struct ClientSession {
     var name: String?
+    /// Who the link's token is (set at `hello`).
+    var principal: Principal = .anonymous
+    /// The token its `hello` presented: checked again when credentials are reloaded; never logged.
+    var token = ""
     var helloTimer: TimerID?
     var subscribedAll = false
     var batches: Set<BatchID> = []
@@ -44,6 +48,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(info.id, code: .goingAway, reason: "shutting down") }
             return
         }
+        guard admitLink(info, backendSide: false) else { return }
         let timer = transport.assumeIsolated { t in
             t.schedule(after: handshakeTimeout) { [weak self] _ in
                 self?.assumeIsolated { d in
@@ -56,10 +61,15 @@ extension Daemon {
     }
 
     func clientClosed(_ id: ConnectionID) {
+        linkGone(id)
         guard let session = clients.removeValue(forKey: id) else { return }
         dropHeld(for: id)
         if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
         subscribersAll.remove(id)
+        if let owner = session.principal.ownerScope {
+            subscribersByOwner[owner]?.remove(id)
+            if subscribersByOwner[owner]?.isEmpty == true { subscribersByOwner[owner] = nil }
+        }
         for batch in session.batches {
             subscribersByBatch[batch]?.remove(id)
             if subscribersByBatch[batch]?.isEmpty == true { subscribersByBatch[batch] = nil }
@@ -67,7 +77,7 @@ extension Daemon {
     }
 
     func clientText(_ id: ConnectionID, _ text: String) {
-        guard var session = clients[id] else { return }
+        guard var session = clients[id], withinRate(id, backendSide: false) else { return }
         let message: ClientToCoordinator
         do {
             message = try ClientToCoordinator.decode(text, limits: limits)
@@ -90,17 +100,27 @@ extension Daemon {
                 transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
                 return
             }
-            if let token = sharedToken, !constantTimeEqual(token, hello.token) {
+            guard let principal = auth.client(token: hello.token) else {
                 refuse(
                     id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted",
                     close: 4001, requestID: hello.id)
                 return
             }
+            guard principal.isClientSide else {
+                refuse(
+                    id, backendSide: false, code: .forbidden,
+                    message: "credential \(principal.name) is a backend credential: it opens the backend link only", close: 4007,
+                    requestID: hello.id)
+                return
+            }
             session.name = hello.name
+            session.principal = principal
+            session.token = hello.token
             clients[id] = session
             let welcome = CoordinatorToClient.Welcome(
                 id: hello.id, version: 1, coordinator: Self.version,
-                heartbeatMs: heartbeatMs, maxMessageBytes: limits.maxMessageBytes)
+                heartbeatMs: heartbeatMs, maxMessageBytes: limits.maxMessageBytes, role: principal.wireRole,
+                owner: principal.ownerScope)
             send(CoordinatorToClient.welcome(welcome).encode(), to: id)
             logger.debug("client registered", metadata: ["client.name": "\(hello.name)", "link.id": "\(id)"])
             return
@@ -112,7 +132,7 @@ extension Daemon {
                     id, backendSide: false, code: .unexpectedMessage, message: "a second hello on one link", close: 1008,
                     requestID: m.id)
             case .submit(let m):
-                let (accepted, actions) = try submit(m.batch, defaultOwner: session.name ?? "anonymous")
+                let (accepted, actions) = try submit(m.batch, by: session.principal, defaultOwner: session.name ?? "anonymous")
                 var answer = accepted
                 answer.id = m.id
                 // The answer waits for the batch to be durable, and goes before the batch's events.
@@ -121,9 +141,9 @@ extension Daemon {
                 }
                 pump()
             case .subscribe(let m):
-                try subscribe(id, batch: m.batch, requestID: m.id)
+                try subscribe(id, batch: m.batch, by: session.principal, requestID: m.id)
             case .cancel(let m):
-                let canceled = try cancel(m.target)
+                let canceled = try cancel(m.target, by: session.principal)
                 sendToClient(CoordinatorToClient.canceled(.init(id: m.id, jobs: canceled)).encode(), to: id)
             case .status(let m):
                 let report = CoordinatorToClient.StatusReport(
@@ -131,11 +151,11 @@ extension Daemon {
                 // A read: answered at once (in order behind anything held for this link).
                 sendToClient(CoordinatorToClient.statusReport(report).encode(), to: id, durable: false)
             case .loadModel(let m):
-                var answer = try loadModel(m.model, backend: m.backend)
+                var answer = try loadModel(m.model, backend: m.backend, by: session.principal)
                 answer.id = m.id
                 sendToClient(CoordinatorToClient.modelsLoading(answer).encode(), to: id)
             case .drain(let m):
-                try drain(m.backend)
+                try drain(m.backend, by: session.principal)
                 sendToClient(CoordinatorToClient.draining(.init(id: m.id, backend: m.backend)).encode(), to: id)
             }
         } catch {
@@ -147,18 +167,33 @@ extension Daemon {
     // MARK: - Requests shared by the client link and HTTP
 
     /// Submits a batch; returns the answer and the core actions to perform after it is sent.
-    func submit(_ request: Wire.BatchRequest, defaultOwner: String) throws(RequestError) -> (Wire.Accepted, [CoreAction]) {
+    func submit(
+        _ request: Wire.BatchRequest, by principal: Principal, defaultOwner: String
+    ) throws(RequestError) -> (Wire.Accepted, [CoreAction]) {
+        try require(principal.canSubmit, principal, "submit jobs")
+        var owner = request.owner ?? defaultOwner
+        if let scope = principal.ownerScope {
+            // A client credential's jobs are its own: the owner is its name, or it is refused.
+            for named in [request.owner] + request.jobs.map(\.owner) {
+                if let named, named != scope {
+                    throw RequestError(
+                        .forbidden, "credential \(principal.name) submits as owner \(scope) only; leave owner out or set it to \(scope)")
+                }
+            }
+            owner = scope
+        }
         if stopping { throw RequestError(.shuttingDown, "the coordinator is stopping and takes no new work") }
         if let refusal = storeRefusal { throw refusal }
-        let owner = request.owner ?? defaultOwner
         let entries = request.jobs.map { j in
             BatchEntry(
                 spec: JobSpec(kind: j.kind, needs: j.needs, model: j.model, params: j.params, priority: j.priority, owner: j.owner ?? owner, nodes: j.nodes),
                 count: j.count)
         }
+        try checkQuota(owner: owner, adding: entries.reduce(0) { $0 + $1.count }, key: request.batchKey)
         do {
             // The core tells an idempotent retry (same key, same entries) from a conflicting reuse.
-            let (receipt, actions) = try core.submit(key: request.batchKey, entries: entries, at: now)
+            let (receipt, actions) = try core.submit(key: request.batchKey, entries: entries, owner: owner, at: now)
+            if ownerQuota > 0, !receipt.duplicate { inFlightByOwner[owner, default: 0] += receipt.jobs.count }
             logSubmit(receipt, owner: owner)
             return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
         } catch {
@@ -171,13 +206,19 @@ extension Daemon {
         logger.info("batch accepted", metadata: ["batch.id": "\(receipt.batch)", "jobs": "\(receipt.jobs.count)", "owner": "\(owner)"])
     }
 
-    func subscribe(_ id: ConnectionID, batch: BatchID?, requestID: String?) throws(RequestError) {
-        let scope: [JobID]
+    func subscribe(_ id: ConnectionID, batch: BatchID?, by principal: Principal, requestID: String?) throws(RequestError) {
+        var scope: [JobID]
         if let batch {
             guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
+            try requireAccess(principal, owner: record.owner, cancel: false, "batch \(batch)")
             clients[id]?.batches.insert(batch)
             subscribersByBatch[batch, default: []].insert(id)
             scope = record.jobs
+        } else if let owner = principal.ownerScope {
+            // Every job of its own owner, and nothing else.
+            clients[id]?.subscribedAll = true
+            subscribersByOwner[owner, default: []].insert(id)
+            scope = core.jobIDs.filter { job in core.job(job).flatMap { core.batch($0.batch)?.owner } == owner }
         } else {
             clients[id]?.subscribedAll = true
             subscribersAll.insert(id)
@@ -192,7 +233,19 @@ extension Daemon {
 
     /// Cancels a job or a batch; returns the jobs this request canceled: ended `canceled` now, or
     /// `canceling` on their backend (they end `canceled` when it confirms).
-    func cancel(_ target: ClientToCoordinator.Cancel.Target) throws(RequestError) -> [JobID] {
+    func cancel(_ target: ClientToCoordinator.Cancel.Target, by principal: Principal) throws(RequestError) -> [JobID] {
+        let owner: String
+        switch target {
+        case .job(let job): owner = try ownerOf(job: job)
+        case .batch(let batch): owner = try ownerOf(batch: batch)
+        }
+        let what: String
+        switch target {
+        case .job(let job): what = "job \(job)"
+        case .batch(let batch): what = "batch \(batch)"
+        }
+        try requireAccess(principal, owner: owner, cancel: true, what)
+        let othersJobs = owner != principal.name
         let actions: [CoreAction]
         do {
             switch target {
@@ -209,12 +262,18 @@ extension Daemon {
             default: return nil
             }
         }
+        if othersJobs {
+            audited(
+                "cancel of another owner's jobs", action: "cancel", by: principal,
+                ["target": "\(what)", "owner": "\(owner)", "jobs.canceled": "\(canceled.count)"])
+        }
         perform(actions)
         pump()
         return canceled
     }
 
-    func loadModel(_ model: String, backend: BackendID?) throws(RequestError) -> Wire.ModelsLoading {
+    func loadModel(_ model: String, backend: BackendID?, by principal: Principal) throws(RequestError) -> Wire.ModelsLoading {
+        try require(principal.canOperate, principal, "load models")
         if let backend {
             guard let info = core.backend(backend) else { throw RequestError(.unknownBackend, "no backend \(backend)") }
             // Protocol/README.md 7.3: `unknown_model` when the backend named does not offer it.
@@ -236,7 +295,9 @@ extension Daemon {
             if case .loadModel(let b, _) = action { return b }
             return nil
         }
-        logger.info("load model now", metadata: ["model": "\(model)", "backends": "\(told.map(\.description).joined(separator: ","))"])
+        audited(
+            "load model now", action: "load_model", by: principal,
+            ["model": "\(model)", "backends": "\(told.map(\.description).joined(separator: ","))"])
         perform(actions)
         pump()
         return Wire.ModelsLoading(model: model, backends: told)
@@ -244,11 +305,12 @@ extension Daemon {
 
     /// Drains a backend: the core stops routing to it at once, and the backend is told to finish
     /// what it has (a remote one then says `goodbye` and leaves). Draining twice is harmless.
-    func drain(_ backend: BackendID) throws(RequestError) {
+    func drain(_ backend: BackendID, by principal: Principal) throws(RequestError) {
+        try require(principal.canOperate, principal, "drain backends")
         guard let info = core.backend(backend) else {
             throw RequestError(.unknownBackend, "no backend \(backend); GET /v1/backends lists them")
         }
-        logger.info("drain requested", metadata: ["backend.id": "\(backend)", "backend.name": "\(info.name)"])
+        audited("drain requested", action: "drain", by: principal, ["backend.id": "\(backend)", "backend.name": "\(info.name)"])
         feed(.drain(backend))
         if backend.isLocal {
             // The driver's own answer (`draining`, later `.drained`) lands in the local inbox.
@@ -266,18 +328,22 @@ extension Daemon {
         switch event.kind {
         case .completed, .failed, .canceled:
             metrics.counter("muster_jobs_finished_total", ["outcome": event.state.rawValue]).increment()
+            if ownerQuota > 0 { jobLeftFlight(batch: event.batch) }
         case .gated:
             metrics.counter("muster_jobs_gated_total").increment()
         default:
             break
         }
         let batchSubscribers = subscribersByBatch[event.batch]
-        guard !subscribersAll.isEmpty || batchSubscribers != nil else { return }
+        // Client credentials following "everything" see their own owner's batches only.
+        let ownerSubscribers = subscribersByOwner.isEmpty ? nil : core.batch(event.batch).flatMap { subscribersByOwner[$0.owner] }
+        guard !subscribersAll.isEmpty || batchSubscribers != nil || ownerSubscribers != nil else { return }
         let bytes = CoordinatorToClient.job(wireEvent(event)).encode()
         // A final event waits until the job's end is durable; the others need not.
         let durable = event.state.isFinal
         for id in subscribersAll { sendToClient(bytes, to: id, durable: durable, batch: event.batch) }
-        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) {
+        for id in ownerSubscribers ?? [] { sendToClient(bytes, to: id, durable: durable, batch: event.batch) }
+        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) && ownerSubscribers?.contains(id) != true {
             sendToClient(bytes, to: id, durable: durable, batch: event.batch)
         }
     }

@@ -8,11 +8,14 @@ import MusterTransport
 extension Daemon {
     func httpRoutes() -> HTTPRoutes {
         var routes = HTTPRoutes()
-        func route(_ method: HTTPMethod, _ path: String, _ body: @escaping @Sendable (isolated Daemon, HTTPRequest) -> HTTPResponse) {
+        func route(
+            _ method: HTTPMethod, _ path: String,
+            _ body: @escaping @Sendable (isolated Daemon, HTTPRequest, Principal) -> HTTPResponse
+        ) {
             routes.add(method, path) { [weak self] _, request in
                 guard let self else { return .respond(.error(503, "stopping")) }
                 return self.assumeIsolated { d in
-                    let response = d.guarded(request) { body(d, request) }
+                    let response = d.guarded(request) { principal in body(d, request, principal) }
                     // The client API answers behind the durability barrier (Daemon+Store).
                     return request.path.hasPrefix("/v1/") ? d.respondToClient(request, response) : .respond(response)
                 }
@@ -25,22 +28,26 @@ extension Daemon {
             let response = Dashboard.response(contentType: asset.contentType, body: asset.body)
             routes.add(.get, asset.path) { _, _ in .respond(response) }
         }
-        route(.get, "/healthz") { d, _ in
+        route(.get, "/healthz") { d, _, _ in
             let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).components.seconds)) * 1000
             return d.json(200, Wire.Health(version: Self.version, uptimeMs: uptime))
         }
-        route(.get, "/readyz") { d, _ in
+        route(.get, "/readyz") { d, _, _ in
             let r = d.wireReadiness()
             return d.json(r.ready ? 200 : 503, r)
         }
         let openAPI = HTTPResponse(status: 200, body: PackageResources.openapi_json)
-        route(.get, "/openapi.json") { _, _ in openAPI }
-        route(.get, "/metrics") { d, _ in
+        route(.get, "/openapi.json") { _, _, _ in openAPI }
+        route(.get, "/metrics") { d, _, principal in
+            // Guarded (with `auth.metrics_open = false`) for the views that see everything.
+            if !d.configuration.bool("auth.metrics_open"), !principal.seesAll {
+                return d.errorResponse(d.forbidden(principal, "read metrics"))
+            }
             d.refreshGauges()
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: Array(d.metrics.render().utf8))
         }
-        route(.get, "/v1/backends") { d, _ in d.json(200, Wire.BackendList(backends: d.core.backendList.map(d.wireBackend))) }
-        route(.post, "/v1/batches") { d, request in
+        route(.get, "/v1/backends") { d, _, _ in d.json(200, Wire.BackendList(backends: d.core.backendList.map(d.wireBackend))) }
+        route(.post, "/v1/batches") { d, request, principal in
             let batch: Wire.BatchRequest
             do throws(ProtocolError) {
                 batch = try Wire.BatchRequest.decode(request.body, limits: d.limits)
@@ -48,7 +55,7 @@ extension Daemon {
                 return d.errorResponse(RequestError(error))
             }
             do throws(RequestError) {
-                let (accepted, actions) = try d.submit(batch, defaultOwner: "anonymous")
+                let (accepted, actions) = try d.submit(batch, by: principal, defaultOwner: "anonymous")
                 var response = d.json(accepted.duplicate ? 200 : 201, accepted)
                 response.headers.append((name: "Location", value: "/v1/batches/\(accepted.batch)"))
                 d.perform(actions)
@@ -58,7 +65,7 @@ extension Daemon {
                 return d.errorResponse(error)
             }
         }
-        route(.post, "/v1/models/load") { d, request in
+        route(.post, "/v1/models/load") { d, request, principal in
             let load: Wire.LoadModelRequest
             do throws(ProtocolError) {
                 load = try Wire.LoadModelRequest.decode(request.body, limits: d.limits)
@@ -66,7 +73,7 @@ extension Daemon {
                 return d.errorResponse(RequestError(error))
             }
             do throws(RequestError) {
-                return d.json(202, try d.loadModel(load.model, backend: load.backend))
+                return d.json(202, try d.loadModel(load.model, backend: load.backend, by: principal))
             } catch {
                 return d.errorResponse(error)
             }
@@ -108,13 +115,18 @@ extension Daemon {
             response.headers.append((name: "Allow", value: allowed.map(\.rawValue).joined(separator: ", ")))
             return .respond(response)
         }
-        return respondToClient(request, guarded(request) {
+        return respondToClient(request, guarded(request) { principal in
             guard let raw = UInt64(parts[3]) else {
                 return errorResponse(RequestError(.invalidMessage, "'\(parts[3])' is not an id (a decimal integer)"))
             }
             switch (parts[2], request.method) {
             case ("batches", _):
                 guard let batch = core.batch(BatchID(raw)) else { return errorResponse(RequestError(.unknownBatch, "no batch \(raw)")) }
+                do throws(RequestError) {
+                    try requireAccess(principal, owner: batch.owner, cancel: false, "batch \(raw)")
+                } catch {
+                    return errorResponse(error)
+                }
                 let jobs = batch.jobs.compactMap { core.job($0) }
                 let info = Wire.BatchInfo(
                     batch: batch.id, batchKey: batch.key, createdMs: ms(batch.submittedAt), done: jobs.allSatisfy { $0.state.isFinal },
@@ -124,13 +136,23 @@ extension Daemon {
                 guard let job = core.job(JobID(raw)) else {
                     return errorResponse(RequestError(.unknownJob, "no job \(raw) (finished jobs are kept only for a while)"))
                 }
+                do throws(RequestError) {
+                    try requireAccess(principal, owner: try ownerOf(job: job.id), cancel: false, "job \(raw)")
+                } catch {
+                    return errorResponse(error)
+                }
                 return json(200, wireJob(job))
             default:
                 let id = JobID(raw)
                 guard let before = core.job(id) else { return errorResponse(RequestError(.unknownJob, "no job \(raw)")) }
+                do throws(RequestError) {
+                    try requireAccess(principal, owner: try ownerOf(job: id), cancel: true, "job \(raw)")
+                } catch {
+                    return errorResponse(error)
+                }
                 if before.state.isFinal { return json(200, Wire.CancelResult(job: id, state: before.state, canceled: false)) }
                 do throws(RequestError) {
-                    let canceled = try cancel(.job(id))
+                    let canceled = try cancel(.job(id), by: principal)
                     // A job already canceling is still being canceled: `canceled` is true again.
                     let taken = canceled.contains(id) || before.cancelRequestedAt != nil
                     return json(200, Wire.CancelResult(job: id, state: core.job(id)?.state ?? .canceled, canceled: taken))
@@ -148,12 +170,12 @@ extension Daemon {
             response.headers.append((name: "Allow", value: "POST"))
             return response
         }
-        return guarded(request) {
+        return guarded(request) { principal in
             guard let raw = Int64(id), raw != 0 else {
                 return errorResponse(RequestError(.invalidMessage, "'\(id)' is not a backend id (a non-zero decimal integer)"))
             }
             do throws(RequestError) {
-                try drain(BackendID(raw))
+                try drain(BackendID(raw), by: principal)
                 return json(202, CoordinatorToClient.Draining(backend: BackendID(raw)))
             } catch {
                 return errorResponse(error)
@@ -161,19 +183,24 @@ extension Daemon {
         }
     }
 
-    /// Checks the bearer token on `/v1/` routes when tokens are configured.
-    private func guarded(_ request: HTTPRequest, _ body: () -> HTTPResponse) -> HTTPResponse {
-        if request.path.hasPrefix("/v1/"), let token = sharedToken {
-            let header = request.headers["authorization"] ?? ""
-            let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
-            guard constantTimeEqual(token, presented) else {
-                metrics.counter("muster_http_errors_total", ["code": ErrorCode.badCredentials.rawValue]).increment()
-                var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>"))
-                response.headers.append((name: "WWW-Authenticate", value: "Bearer"))
-                return response
-            }
+    /// Checks the bearer token on `/v1/` routes (and `/metrics` unless `auth.metrics_open`) and
+    /// hands the body who presented it. Other routes run as `anonymous`.
+    private func guarded(_ request: HTTPRequest, _ body: (Principal) -> HTTPResponse) -> HTTPResponse {
+        let needsToken = request.path.hasPrefix("/v1/") || (request.path == "/metrics" && !configuration.bool("auth.metrics_open"))
+        guard needsToken else { return body(.anonymous) }
+        let header = request.headers["authorization"] ?? ""
+        let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+        guard let principal = auth.client(token: presented) else {
+            // errorResponse counts it in muster_http_errors_total.
+            var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>"))
+            response.headers.append((name: "WWW-Authenticate", value: "Bearer"))
+            return response
         }
-        return body()
+        guard principal.isClientSide else {
+            return errorResponse(RequestError(
+                .forbidden, "credential \(principal.name) is a backend credential: it opens the backend link only"))
+        }
+        return body(principal)
     }
 
     func json(_ status: Int, _ body: some ProtocolEncodable) -> HTTPResponse {
@@ -241,6 +268,7 @@ extension Daemon {
         metrics.gauge("muster_messages", ["direction": "out"]).record(counters.messagesOut)
         metrics.gauge("muster_slow_peer_closes").record(counters.slowPeerDrops)
         metrics.gauge("muster_handshake_timeouts").record(counters.handshakeTimeouts)
+        metrics.gauge("muster_handshakes_refused").record(counters.handshakesRefused)
         metrics.gauge("muster_keepalive_pings").record(counters.keepalivePings)
         metrics.gauge("muster_keepalive_timeouts").record(counters.keepaliveTimeouts)
         metrics.gauge("muster_links_open").record(transport.assumeIsolated { $0.connectionCount })

@@ -68,6 +68,7 @@ extension Daemon {
                 namesByID[b.id] = b.name
                 nextRemoteID = max(nextRemoteID, b.id.rawValue + 1)
             }
+            if ownerQuota > 0 { countInFlight(snapshot) }
             perform(core.restore(snapshot, at: now))
             pump()
             let unfinished = snapshot.jobs.count { !$0.state.isFinal }

@@ -21,6 +21,9 @@ public actor Daemon {
     public nonisolated let transport: Transport
     public nonisolated let configuration: Configuration
     nonisolated let logger: Logger
+    /// Who did what among operator actions and credential reloads (README "Security"): its own
+    /// label, `muster.audit`, so it can be routed and kept apart.
+    nonisolated let audit: Logger
     public nonisolated let metrics: ServerMetrics
     /// The software version reported in `welcome`, `/healthz` and logs.
     public static let version = "0.1.0"
@@ -30,7 +33,19 @@ public actor Daemon {
     /// Wall-clock milliseconds at `origin`, for the `*_ms` fields of the wire protocol.
     let originMs: UInt64
     let limits: ProtocolLimits
-    let sharedToken: String?
+    /// Checks tokens and says what each may do (Daemon+Auth).
+    var auth: Authenticator
+    /// `jobs.max_in_flight_per_owner` (0: no limit), and while it is set, each owner's unfinished
+    /// jobs: added at submit, taken off at each job's final event (Daemon+Limits).
+    let ownerQuota: Int
+    var inFlightByOwner: [String: Int] = [:]
+    /// `links.max_per_address` (0: no limit) and the open accepted links per source address.
+    let maxLinksPerAddress: Int
+    var linksByAddress: [String: Int] = [:]
+    var addressOf: [ConnectionID: String] = [:]
+    /// `links.max_messages_per_second` (0: no limit) and each link's allowance (Daemon+Limits).
+    let maxMessagesPerSecond: Int
+    var allowances: [ConnectionID: Allowance] = [:]
     /// How long a new link may take to say `hello` (and a connection to finish its upgrade).
     let handshakeTimeout: Duration
 
@@ -42,6 +57,8 @@ public actor Daemon {
     var nextRemoteID: Int64 = 1
     var clients: [ConnectionID: ClientSession] = [:]
     var subscribersAll: Set<ConnectionID> = []
+    /// Links of client credentials subscribed to everything: by owner, they see that owner's only.
+    var subscribersByOwner: [String: Set<ConnectionID>] = [:]
     var subscribersByBatch: [BatchID: Set<ConnectionID>] = [:]
     var dialed: [ConnectionID: BackendConfig] = [:]
 
@@ -73,9 +90,13 @@ public actor Daemon {
     let heartbeatMs: UInt64
 
     /// Creates the transport (its loop thread starts now); `start()` listens and brings up backends.
-    public init(configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics()) throws {
+    /// `audit` defaults to the process's `muster.audit` logger.
+    public init(
+        configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics(), audit: Logger? = nil
+    ) throws {
         self.configuration = configuration
         self.logger = logger
+        self.audit = audit ?? Logger(label: "muster.audit")
         self.metrics = metrics
         var t = TransportConfiguration()
         t.maxMessageBytes = configuration.int("links.max_message_bytes")
@@ -87,6 +108,7 @@ public actor Daemon {
         t.keepaliveHangUpAfter = .milliseconds(Int64(2 * heartbeat))
         self.heartbeatMs = heartbeat
         t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
+        t.maxPendingHandshakesPerAddress = configuration.int("links.max_pending_handshakes_per_address")
         self.transport = try Transport(configuration: t, logger: logger)
         switch configuration.storeURL {
         case .memory: self.store = nil
@@ -102,7 +124,10 @@ public actor Daemon {
         var limits = ProtocolLimits.default
         limits.maxMessageBytes = configuration.int("links.max_message_bytes")
         self.limits = limits
-        self.sharedToken = try configuration.resolvedSharedToken()
+        self.auth = try configuration.authenticator()
+        self.ownerQuota = configuration.int("jobs.max_in_flight_per_owner")
+        self.maxLinksPerAddress = configuration.int("links.max_per_address")
+        self.maxMessagesPerSecond = configuration.int("links.max_messages_per_second")
         self.handshakeTimeout = t.handshakeTimeout
     }
 
@@ -174,7 +199,8 @@ public actor Daemon {
                 "listen.host": "\(configuration.listen.host)", "listen.port": "\(listener.port)",
                 "version": "\(Self.version)", "backends.local": "\(configuration.backends.filter(\.isLocal).count)",
                 "backends.remote": "\(configuration.backends.filter { !$0.isLocal }.count)",
-                "auth": "\(sharedToken != nil || !configuration.backendTokens.isEmpty)",
+                "auth.clients": auth.clientSideOpen ? "open" : "token", "auth.backends": auth.backendSideOpen ? "open" : "token",
+                "auth.credentials": "\(auth.credentials.count)",
             ])
         if let store {
             store.onCommit { [weak self] commit in self?.storeReported(commit) }

@@ -133,6 +133,8 @@ final class ListenerState {
     let protocols: UnsafeMutablePointer<lws_protocols>
     var vhost: OpaquePointer?
     var port = 0
+    /// The vhost's SSL_CTX with TLS, for `reloadCertificate`.
+    var sslContext: SSLContextPointer?
 
     init(index: Int, configuration: ServerConfiguration, protocols: UnsafeMutablePointer<lws_protocols>) {
         self.index = index
@@ -156,6 +158,10 @@ final class HTTPExchange {
     var response: HTTPResponse?
     var closeAfter = false
     var rejected = false
+    /// Handed to the routes already. lws reports the end of a body even when `Content-Length: 0`
+    /// said there is none (and the request went to the routes at once), so without this a POST
+    /// with an empty body ran twice.
+    var dispatched = false
     /// The connection carrying it (cleared when lws destroys it).
     var wsi: OpaquePointer?
 

@@ -18,12 +18,27 @@ func transportCallback(
     {
         // `user` is the vhost's SSL_CTX (the wsi is a stand-in lws builds for this call).
         if let user { clws_tune_ssl_ctx(user) }
+        // A listener's SSL_CTX is kept so its certificate can be reloaded (`reloadCertificate`).
+        if reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS, let user, let wsi,
+            let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx)
+        {
+            let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
+            let pointer = SSLContextPointer(raw: user)
+            transport.assumeIsolated { $0.serverSSLContextCreated = pointer }
+        }
         return 0
     }
     guard let wsi, let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx) else { return 0 }
     let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
     let args = CallbackArguments(wsi: wsi, input: input)
     return transport.assumeIsolated { $0.handle(args.wsi, reason, args.input, len) }
+}
+
+/// A listener's OpenSSL `SSL_CTX`.
+struct SSLContextPointer: @unchecked Sendable {
+    // @unchecked Sendable: only used on the loop thread (created in a callback there, used by
+    // `reloadCertificate`, which is isolated to the transport).
+    let raw: UnsafeMutableRawPointer
 }
 
 /// The raw pointers of one callback, carried into the isolated closure.
@@ -41,12 +56,11 @@ extension Transport {
         switch reason {
         // Server accept and handshake bookkeeping.
         case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
-            pendingHandshakes[key(wsi)] = .now
-            return 0
+            return handshakeStarted(wsi)
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
             return confirmUpgrade(wsi, input)
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-            pendingHandshakes.removeValue(forKey: key(wsi))
+            handshakeEnded(key(wsi))
             return filterWebSocket(wsi)
         case LWS_CALLBACK_ESTABLISHED:
             return establishedServer(wsi)
@@ -95,7 +109,7 @@ extension Transport {
 
         // Plain HTTP.
         case LWS_CALLBACK_HTTP:
-            pendingHandshakes.removeValue(forKey: key(wsi))
+            handshakeEnded(key(wsi))
             return httpRequest(wsi, input)
         case LWS_CALLBACK_HTTP_BODY:
             return httpBody(wsi, input, len)
@@ -127,9 +141,34 @@ extension Transport {
         return (Unmanaged<ListenerState>.fromOpaque(user).takeUnretainedValue(), Int(proto.pointee.id))
     }
 
+    /// A TCP connection was accepted: its handshake is pending. Over
+    /// ``TransportConfiguration/maxPendingHandshakesPerAddress`` from its source address it is
+    /// closed at once, before anything of it is read.
+    private func handshakeStarted(_ wsi: OpaquePointer) -> Int32 {
+        let address = peerAddress(wsi)
+        let pending = pendingByAddress[address] ?? 0
+        if configuration.maxPendingHandshakesPerAddress > 0, pending >= configuration.maxPendingHandshakesPerAddress {
+            counters.handshakesRefused += 1
+            return -1
+        }
+        pendingByAddress[address] = pending + 1
+        pendingHandshakes[key(wsi)] = (.now, address)
+        return 0
+    }
+
+    /// The handshake of connection `k` finished (or the connection is gone); when it was pending,
+    /// when it was accepted.
+    @discardableResult
+    func handshakeEnded(_ k: UInt) -> ContinuousClock.Instant? {
+        guard let pending = pendingHandshakes.removeValue(forKey: k) else { return nil }
+        let left = (pendingByAddress[pending.address] ?? 1) - 1
+        pendingByAddress[pending.address] = left > 0 ? left : nil
+        return pending.at
+    }
+
     private func wsiDestroyed(_ wsi: OpaquePointer) {
         let k = key(wsi)
-        if let accepted = pendingHandshakes.removeValue(forKey: k) {
+        if let accepted = handshakeEnded(k) {
             // lws drops a connection whose handshake stalls after `timeout_secs`; one destroyed
             // earlier was closed by its peer.
             let bound = configuration.handshakeTimeout - .milliseconds(500)

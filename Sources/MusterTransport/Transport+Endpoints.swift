@@ -47,6 +47,8 @@ extension Transport {
             if let ca = tls.clientCAFile { info.ssl_ca_filepath = keepCString(ca) }
         }
         listeners.append(state)
+        serverSSLContextCreated = nil
+        defer { serverSSLContextCreated = nil }
         guard let vhost = lws_create_vhost(context, &info) else {
             throw TransportError(
                 code: .listen,
@@ -55,9 +57,35 @@ extension Transport {
                     + ": port in use, address not local, or bad TLS files")
         }
         state.vhost = vhost
+        state.sslContext = serverSSLContextCreated
         state.port = Int(lws_get_vhost_listen_port(vhost))
         logger.info("listening", metadata: ["listen.port": "\(state.port)", "tls": "\(server.tls != nil)"])
         return Listener(port: state.port, index: state.index)
+    }
+
+    /// Loads the listener's certificate chain and private key again from their files (`tls` of
+    /// its configuration): connections accepted from now on present the new ones, open ones are
+    /// untouched. Files that do not load, or a key that does not match, leave the old ones in use.
+    public func reloadCertificate(_ listener: Listener) throws(TransportError) {
+        guard listener.index < listeners.count, let tls = listeners[listener.index].configuration.tls else {
+            throw TransportError(code: .tlsConfiguration, message: "listener on port \(listener.port) serves no TLS")
+        }
+        guard let ctx = listeners[listener.index].sslContext else {
+            throw TransportError(
+                code: .tlsConfiguration, message: "listener on port \(listener.port): its TLS context was not captured")
+        }
+        let rc = clws_reload_server_certificate(ctx.raw, tls.certificateFile, tls.privateKeyFile)
+        guard rc == 0 else {
+            let why: String
+            switch rc {
+            case -1: why = "the certificate \(tls.certificateFile) does not load (PEM chain expected)"
+            case -2: why = "the key \(tls.privateKeyFile) does not load (PEM expected)"
+            case -3: why = "the key \(tls.privateKeyFile) does not match the certificate \(tls.certificateFile)"
+            default: why = "OpenSSL refused the new certificate (code \(rc))"
+            }
+            throw TransportError(code: .tlsConfiguration, message: "\(why); the previous certificate stays in use")
+        }
+        logger.info("TLS certificate reloaded", metadata: ["listen.port": "\(listener.port)"])
     }
 
     // MARK: - Client links

@@ -77,6 +77,8 @@ extension Transport {
     }
 
     private func dispatch(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ listener: ListenerState) {
+        guard !exchange.dispatched else { return }
+        exchange.dispatched = true
         counters.bytesIn += exchange.request.body.count
         switch listener.configuration.http.route(self, exchange.request) {
         case .respond(let response):
@@ -100,7 +102,7 @@ extension Transport {
         let known = listener.configuration.subprotocols.map(\.name)
         if offered.isEmpty && listener.configuration.defaultWebSocket != nil { return 0 }
         if offered.contains(where: known.contains) { return 0 }
-        pendingHandshakes.removeValue(forKey: key(wsi))
+        handshakeEnded(key(wsi))
         counters.upgradesRefused += 1
         let message =
             offered.isEmpty

@@ -52,6 +52,8 @@ public actor Transport {
     /// The counters so far (read on the loop).
     public internal(set) var counters = TransportCounters()
     var listeners: [ListenerState] = []
+    /// Set by the callback lws makes while a TLS listener's vhost is created; taken by `listen`.
+    var serverSSLContextCreated: SSLContextPointer?
     var clientVhosts: [ClientVhostKey: OpaquePointer] = [:]
     var clientProtocols: UnsafeMutablePointer<lws_protocols>?
     var timers: [UInt64: TimerBox] = [:]
@@ -62,7 +64,9 @@ public actor Transport {
     /// HTTP client requests in flight (Transport+HTTPClient.swift).
     let httpClient = HTTPClientState()
     /// Accepted sockets whose handshake has not completed, with their accept time.
-    var pendingHandshakes: [UInt: ContinuousClock.Instant] = [:]
+    var pendingHandshakes: [UInt: (at: ContinuousClock.Instant, address: String)] = [:]
+    /// Accepted connections whose handshake is not done, by source address.
+    var pendingByAddress: [String: Int] = [:]
     var shuttingDown = false
     var dialsInFlight = 0
     var dialQueue = Deque<ConnectionID>()

@@ -16,6 +16,9 @@ public struct TransportConfiguration: Sendable {
     public var keepaliveHangUpAfter: Duration = .seconds(10)
     /// A TCP connection must complete its TLS, HTTP or WebSocket handshake within this time.
     public var handshakeTimeout: Duration = .seconds(10)
+    /// Accepted connections from one source address whose handshake may be pending at once; more
+    /// are closed as they are accepted. 0: no limit.
+    public var maxPendingHandshakesPerAddress = 0
     /// How long ``Transport/shutdown()`` waits for close handshakes after sending 1001.
     public var shutdownGrace: Duration = .seconds(2)
     /// Backoff for client links: delays in order, the last one repeats; jitter in percent added.

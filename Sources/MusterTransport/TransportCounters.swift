@@ -17,6 +17,9 @@ public struct TransportCounters: Sendable, Equatable {
     /// complete in time. lws does the dropping and does not say why, so a socket counts when it
     /// is destroyed mid-handshake at least `handshakeTimeout - 0.5 s` after it was accepted.
     public var handshakeTimeouts = 0
+    /// Accepted TCP connections closed at once because their source address had
+    /// ``TransportConfiguration/maxPendingHandshakesPerAddress`` handshakes pending already.
+    public var handshakesRefused = 0
     /// WebSocket upgrades answered HTTP 400 because they offered no subprotocol served here.
     public var upgradesRefused = 0
     /// PINGs sent by the keepalive to links idle for ``TransportConfiguration/keepalivePingAfter``.

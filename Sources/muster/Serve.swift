@@ -18,7 +18,14 @@ struct Serve: AsyncParsableCommand {
             the JSON file (--config), as a MUSTER_* environment variable or with --set KEY=VALUE; \
             see README.md, Configuration. A bad key or value exits with status 2 and names it. \
             SIGTERM or SIGINT stops gracefully: new work is refused, peers get goodbye and close \
-            code 1001, and unfinished jobs stay in the store for the next start (README: Durable jobs).
+            code 1001, and unfinished jobs stay in the store for the next start (README: Durable jobs). \
+            Credentials: auth.token is one token for every role; auth.credentials gives each client, \
+            operator, read-only viewer and backend its own token (from a file or the environment) \
+            and limits it to its role; listening beyond loopback needs both sides covered \
+            (README: Security). SIGHUP reloads the credentials and the TLS certificate and key \
+            without dropping links; links whose token was revoked close with 4001. Limits per \
+            peer (links.max_per_address, links.max_messages_per_second, \
+            jobs.max_in_flight_per_owner) are off until set.
             """)
 
     @OptionGroup var options: ConfigOptions
@@ -64,7 +71,9 @@ struct Serve: AsyncParsableCommand {
         // The service group watches SIGTERM/SIGINT from the moment it runs, before the daemon
         // listens: a supervisor may stop it the moment it reports that it serves.
         do {
-            try await ServiceGroup.muster(CoordinatorService(daemon: daemon), logger: logger).run()
+            // SIGHUP reads the same sources again (the file, and the environment as it is now).
+            let service = CoordinatorService(daemon: daemon) { [options] in try options.load() }
+            try await ServiceGroup.muster(service, logger: logger).run()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)

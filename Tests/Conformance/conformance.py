@@ -673,6 +673,79 @@ async def bad_token_4001(t):
     await d.http("GET", "/metrics", expect=200, rule="8 probes need no token")
 
 
+@scenario("5.1 credentials and roles, close 4007 forbidden")
+async def forbidden_4007(t):
+    folder = tempfile.mkdtemp(prefix="muster-conformance-creds-")
+    creds = []
+    for name, role in (("alice", "client"), ("bob", "client"), ("viewer", "read"), ("gpu-1", "backend")):
+        path = os.path.join(folder, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("%s-tok\n" % name)
+        creds.append({"name": name, "role": role, "token_file": path})
+    d = await t.daemon({"auth.credentials": json.dumps(creds)})
+
+    def bearer(name):
+        return {"Authorization": "Bearer %s-tok" % name}
+
+    # Handshakes: a backend credential under another name, a client's on the backend link, a
+    # backend's on the client link.
+    b = await d.backend("gpu-2")
+    e = await refused(t, b, b.hello_message(token="gpu-1-tok"), "forbidden", 4007, rid="h1", rule="5.1 roles")
+    t.check("gpu-1-tok" not in json.dumps(e), "5 errors", "the error shows the token")
+    b = await d.backend("gpu-1")
+    await refused(t, b, b.hello_message(token="alice-tok"), "forbidden", 4007, rid="h1", rule="5.1 roles")
+    c = await d.client()
+    await refused(t, c, c.hello_message(token="gpu-1-tok"), "forbidden", 4007, rid="h1", rule="5.1 roles")
+    b = await d.backend("gpu-1")
+    await b.hello(token="gpu-1-tok")
+    await d.http("GET", "/v1/backends", headers=bearer("gpu-1"), expect=403, rule="5.1 roles")
+
+    # A client: welcome says its role and owner; drain is refused and the link stays up.
+    alice = await d.client("alice")
+    w = await alice.hello(token="alice-tok")
+    t.check(w.get("role") == "client" and w.get("owner") == "alice", "5.1 welcome.role", "welcome %s" % short([w]))
+    m = await alice.request({"type": "drain", "backend": b.backend_id}, "error")
+    t.check(m.get("type") == "error" and m.get("code") == "forbidden", "5.1 roles", "drain by a client: %s" % short([m]))
+    m = await alice.request({"type": "submit", "owner": "bob", "jobs": [{"kind": "image"}]}, "error")
+    t.check(m.get("code") == "forbidden", "5.1 roles", "a client submitting as another owner: %s" % short([m]))
+    acc = await alice.request({"type": "submit", "jobs": [{"kind": "image"}]}, "accepted")
+    job = acc["jobs"][0]
+
+    # Another client can neither see nor cancel alice's job; a read credential sees it only.
+    await d.http("GET", "/v1/jobs/%d" % job, headers=bearer("bob"), expect=403, rule="5.1 roles")
+    await d.http("DELETE", "/v1/jobs/%d" % job, headers=bearer("bob"), expect=403, rule="5.1 roles")
+    await d.http("DELETE", "/v1/jobs/%d" % job, headers=bearer("viewer"), expect=403, rule="5.1 roles")
+    await d.http("POST", "/v1/batches", body={"jobs": [{"kind": "image"}]}, headers=bearer("viewer"), expect=403, rule="5.1 roles")
+    _, _, info = await d.http("GET", "/v1/jobs/%d" % job, headers=bearer("viewer"), schema="http/job_info.json", expect=200)
+    t.check(isinstance(info, dict) and info.get("owner") == "alice", "5.1 roles", "job_info %s" % short([info]))
+    bob = await d.client("bob")
+    await bob.hello(token="bob-tok")
+    m = await bob.request({"type": "cancel", "job": job}, "error")
+    t.check(m.get("code") == "forbidden", "5.1 roles", "cancel of another owner's job: %s" % short([m]))
+    await d.http("DELETE", "/v1/jobs/%d" % job, headers=bearer("alice"), schema="http/cancel_result.json", expect=200)
+
+
+@scenario("5 limits per peer: quota_exceeded, close 4009 too_many_links")
+async def limits_per_peer(t):
+    d = await t.daemon({"jobs.max_in_flight_per_owner": "2", "routing.no_eligible_backend": "queue",
+                        "links.max_per_address": "1"})
+    c = await d.client()
+    await c.hello()
+    # The second link from this address is one too many: the error, then 4009.
+    other = await d.client("other")
+    await refused(t, other, None, "too_many_links", 4009, rule="5 limits")
+    acc = await c.request({"type": "submit", "owner": "ana", "jobs": [{"kind": "image", "count": 2}]}, "accepted")
+    t.check(len(acc.get("jobs", [])) == 2, "7.1 accepted", "%s" % acc)
+    e = await c.request({"type": "submit", "owner": "ana", "jobs": [{"kind": "image"}]}, "error")
+    t.check(e.get("code") == "quota_exceeded", "5 limits", "a submit over the owner's quota: %s" % short([e]))
+    t.check(e.get("details", {}).get("limit") == 2 and e.get("details", {}).get("in_flight") == 2, "5 limits",
+            "quota details %s" % e.get("details"))
+    await d.http("POST", "/v1/batches", body={"owner": "ana", "jobs": [{"kind": "image"}]}, expect=429, rule="5 limits")
+    await c.request({"type": "submit", "owner": "bo", "jobs": [{"kind": "image"}]}, "accepted")
+    await c.request({"type": "cancel", "job": acc["jobs"][0]}, "canceled")
+    await c.request({"type": "submit", "owner": "ana", "jobs": [{"kind": "image"}]}, "accepted")
+
+
 @scenario("5 close 4002 no common version")
 async def no_common_version_4002(t):
     d = await t.daemon()

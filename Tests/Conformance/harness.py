@@ -732,7 +732,7 @@ class Peer:
 
 
 CLOSE_ERRORS = {4001: "bad_credentials", 4002: "no_common_version", 4003: "wrong_role", 4004: "hello_timeout",
-                4005: "goodbye replaced"}
+                4005: "goodbye replaced", 4007: "forbidden", 4008: "rate_limited", 4009: "too_many_links"}
 BACKEND_CODES = set()  # codes raw backends sent in `failed`; the coordinator may keep them
 
 

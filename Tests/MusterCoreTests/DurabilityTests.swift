@@ -43,6 +43,29 @@ import Testing
         actions.compactMap { if case .persist(let c) = $0 { c } else { nil } }
     }
 
+    @Test func aBatchKeepsItsOwnerThroughARestartAndAKeyIsNotReusedByAnotherOwner() throws {
+        var d = Durable()
+        d.h.ready(1)
+        let entries = [BatchEntry(spec: image, count: 2)]
+        let mine = try d.h.core.submit(key: "k1", entries: entries, owner: "alice", at: d.h.clock)
+        d.h.record(mine.actions)
+        #expect(d.h.core.batch(mine.receipt.batch)?.owner == "alice")
+        // Without an owner the batch is its first entry's owner's.
+        let theirs = try d.h.core.submit(key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image", owner: "bob"))], at: d.h.clock)
+        d.h.record(theirs.actions)
+        #expect(d.h.core.batch(theirs.receipt.batch)?.owner == "bob")
+        // The same key and entries from another owner is not a retry: it would hand out alice's batch.
+        let conflict = #expect(throws: CoreError.self) {
+            _ = try d.h.core.submit(key: "k1", entries: entries, owner: "mallory", at: d.h.clock)
+        }
+        #expect(conflict?.code == .batchKeyConflict)
+        #expect(try d.h.core.submit(key: "k1", entries: entries, owner: "alice", at: d.h.clock).receipt.duplicate)
+        d.commit()
+        let n = d.restarted(epoch: 2)
+        #expect(n.core.batch(mine.receipt.batch)?.owner == "alice")
+        #expect(n.core.batch(theirs.receipt.batch)?.owner == "bob")
+    }
+
     @Test func nothingIsPersistedWithoutAStore() {
         var h = Harness()
         h.ready(1)

@@ -12,6 +12,7 @@ import Testing
         "registration", "sync_and_anti_entropy", "gate_announced", "gate_window_elapsed", "backend_lost_requeue",
         "work_stealing", "reconnect_same_incarnation", "reconnect_new_incarnation", "coordinator_restart", "failure_retryable",
         "failure_not_retryable", "attempts_exhausted", "cancel_states", "cancel_keeps_slot", "cancel_batch", "drain", "bad_token_4001",
+        "forbidden_4007", "limits_per_peer",
         "no_common_version_4002", "wrong_role_4003", "hello_timeout_4004", "replaced_4005", "stale_incarnation_1008",
         "message_before_hello_1008", "second_hello_1008", "invalid_hello_1008", "subprotocol_negotiation",
         "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "shutdown_goodbye", "opaque_values",

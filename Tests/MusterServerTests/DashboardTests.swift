@@ -226,6 +226,53 @@ import Testing
     }
 }
 
+extension DashboardTests {
+    @Test func thePageShowsWhatTheCredentialAllowsAndHidesTheRest() async throws {
+        try requireChromium()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-dash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var entries: [String] = []
+        for (name, role) in [("viewer", "read"), ("ops", "operator"), ("gpu", "backend")] {
+            try Data("\(name)-token\n".utf8).write(to: dir.appendingPathComponent(name))
+            entries.append(#"{"name": "\#(name)", "role": "\#(role)", "token_file": "\#(dir.appendingPathComponent(name).path)"}"#)
+        }
+        let (serve, port) = try await coordinator([
+            "--set", #"backends=[{"name": "sim", "kind": "simulated", "features": ["image"]}]"#, "--set",
+            "auth.credentials=[\(entries.joined(separator: ","))]",
+        ])
+        let backendRow = "document.querySelector('tr[data-backend-id=\"-1\"]')"
+        let page = try await browse(
+            "http://127.0.0.1:\(port)/",
+            [
+                ["wait": "!document.getElementById('auth').hidden"],
+                // A backend's token is refused with its reason.
+                ["fill": "#token-input", "value": "gpu-token"],
+                ["submit": "#token-form"],
+                ["wait": "!document.getElementById('auth').hidden && document.getElementById('token-error').textContent.includes('backend')"],
+                // A read credential sees the backends, and no drain button or load form.
+                ["fill": "#token-input", "value": "viewer-token"],
+                ["submit": "#token-form"],
+                ["wait": "document.body.dataset.role === 'read' && \(backendRow)"],
+                ["wait": "!document.querySelector('button[data-action=\"drain\"]') && document.getElementById('load-form').hidden"],
+                ["dom": "true"],
+            ])
+        #expect(page.ok, "\(page.error ?? ""):\n\(page.dom.last?.suffix(3000) ?? "")")
+        #expect(page.problems.isEmpty, "the page reported: \(page.problems)")
+        let operatorPage = try await browse(
+            "http://127.0.0.1:\(port)/",
+            [
+                ["wait": "!document.getElementById('auth').hidden"],
+                ["fill": "#token-input", "value": "ops-token"],
+                ["submit": "#token-form"],
+                ["wait": "document.body.dataset.role === 'operator' && document.querySelector('button[data-action=\"drain\"]')"],
+                ["wait": "!document.getElementById('load-form').hidden"],
+            ])
+        #expect(operatorPage.ok, "\(operatorPage.error ?? "")")
+        #expect(try await serve.stop() == 0)
+    }
+}
+
 /// What the coordinator sends for the page, without a browser.
 @Suite struct DashboardAssetTests {
     @Test func thePageAndItsAssetsAreServedFromTheBinaryAndLoadNothingFromElsewhere() async throws {

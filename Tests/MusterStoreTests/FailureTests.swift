@@ -187,6 +187,47 @@ import Testing
         #expect(failure?.message.contains(path) == true)
     }
 
+    @Test func aVersion1StoreIsMigratedAndItsBatchesAreOwnedByTheirFirstEntrysOwner() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("v1.sqlite")
+        // The version 1 schema as it was written, with one batch of one job.
+        let v1 = """
+            PRAGMA auto_vacuum = INCREMENTAL;
+            CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
+            INSERT INTO meta (id, epoch) VALUES (1, 4);
+            CREATE TABLE batches (id INTEGER PRIMARY KEY, key TEXT UNIQUE, first_job INTEGER NOT NULL,
+                job_count INTEGER NOT NULL, submitted_at INTEGER NOT NULL, entries TEXT NOT NULL);
+            CREATE TABLE jobs (id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, state INTEGER NOT NULL,
+                attempt INTEGER NOT NULL, lost INTEGER NOT NULL, backend INTEGER, lease INTEGER, ended_at INTEGER,
+                result TEXT, error_code TEXT, error_message TEXT);
+            CREATE TABLE backends (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, incarnation INTEGER NOT NULL);
+            INSERT INTO batches VALUES (1, 'k', 1, 1, 5,
+                '[{"kind":"image","needs":[],"params":{},"priority":0,"owner":"ana","nodes":[],"count":1}]');
+            INSERT INTO jobs (id, batch, state, attempt, lost) VALUES (1, 1, 0, 0, 0);
+            PRAGMA application_id = 1297306706;
+            PRAGMA user_version = 1;
+            """
+        let created = run(["sqlite3", path, v1])
+        #expect(created.status == 0, "\(created.output)")
+        let store = SQLiteJobStore(path: path)
+        let snapshot = try store.open()
+        #expect(snapshot.epoch == 5)
+        #expect(snapshot.batches.map(\.owner) == ["ana"])
+        #expect(snapshot.jobs.map(\.id) == [JobID(1)])
+        // Written after the migration: the new column holds the owner.
+        _ = store.append(
+            .batchAccepted(
+                StoredBatch(
+                    id: BatchID(2), key: nil, owner: "bob", entries: [BatchEntry(spec: JobSpec(kind: "image"))],
+                    firstJob: JobID(2), submittedAt: .zero)))
+        store.close()
+        let again = SQLiteJobStore(path: path)
+        #expect(try again.open().batches.map(\.owner) == ["ana", "bob"])
+        again.close()
+        #expect(run(["sqlite3", path, "PRAGMA user_version"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+    }
+
     @Test func anotherApplicationsDatabaseIsRefused() throws {
         let path = try closedStore()
         defer { try? FileManager.default.removeItem(atPath: parentOf(path)) }

@@ -15,7 +15,7 @@ import Testing
         // Jobs 4, 5, 6.
         .batchAccepted(
             StoredBatch(
-                id: BatchID(2), key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 3)],
+                id: BatchID(2), key: nil, owner: "alice ✓", entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 3)],
                 firstJob: JobID(4), submittedAt: CoreInstant(nanoseconds: UInt64.max - 1))),
         .jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(epochLease + 1), attempt: 1),
         .jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1),
@@ -92,6 +92,9 @@ import Testing
         #expect(snapshot.batches[0].entries[0].spec.owner == "ana\u{0001}\tö")
         #expect(snapshot.batches[0].key == "nightly-42 ✓")
         #expect(snapshot.batches[1].submittedAt == CoreInstant(nanoseconds: UInt64.max - 1))
+        // The batch's owner is its own, not its entries'.
+        #expect(snapshot.batches[1].owner == "alice ✓")
+        #expect(snapshot.batches[0].owner == "ana\u{0001}\tö")
         #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6])
         #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued])
         #expect(snapshot.jobs[0].lostAttempts == 1 && snapshot.jobs[0].lease == Lease(Self.epochLease + 2))

@@ -90,4 +90,29 @@ struct HTTPTests {
         #expect(await t.counters.httpRequests == 2)
         await t.shutdown()
     }
+
+    @Test func aPostWithContentLengthZeroReachesItsRouteOnce() async throws {
+        let t = try makeTransport()
+        let calls = Locked(0)
+        var s = ServerConfiguration()
+        s.http.post("/drain") { _, _ in
+            calls.withLock { $0 += 1 }
+            return .respond(.json(202, "{}"))
+        }
+        let config = s
+        let port = try await t.listen(config).port
+        let text = try await blocking { () -> String in
+            let s = try RawSocket(port: port)
+            // What URLSession sends for a POST without a body; then a second request on the same
+            // connection, so a late second dispatch of the first would have happened by its answer.
+            s.write("POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            var all = s.read(until: "{}")
+            s.write("POST /drain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            all += String(decoding: s.readToEnd().bytes, as: UTF8.self)
+            return all
+        }
+        #expect(text.components(separatedBy: "HTTP/1.1 202").count == 3, "\(text)")
+        #expect(calls.withLock { $0 } == 2, "each request reached the route once")
+        await t.shutdown()
+    }
 }

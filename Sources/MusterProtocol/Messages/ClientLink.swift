@@ -285,22 +285,30 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         public var coordinator: String
         public var heartbeatMs: UInt64
         public var maxMessageBytes: Int
+        /// What the credential of this link allows: `all` (the shared token, or no credentials
+        /// configured), `operator`, `client` or `read` (an open set). Absent from older coordinators.
+        public var role: String?
+        /// With `client`: the owner whose batches this link submits, sees and cancels.
+        public var owner: String?
         public init(
             id: String? = nil, version: Int = 1, coordinator: String, heartbeatMs: UInt64,
-            maxMessageBytes: Int = ProtocolLimits.default.maxMessageBytes
+            maxMessageBytes: Int = ProtocolLimits.default.maxMessageBytes, role: String? = nil, owner: String? = nil
         ) {
             self.id = id
             self.version = version
             self.coordinator = coordinator
             self.heartbeatMs = heartbeatMs
             self.maxMessageBytes = maxMessageBytes
+            self.role = role
+            self.owner = owner
         }
 
         static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
             Self(
                 id: try o.optionalString("id", .key), version: try o.int("version", in: 1...1000),
                 coordinator: try o.string("coordinator", .key), heartbeatMs: try o.required("heartbeat_ms"),
-                maxMessageBytes: try o.int("max_message_bytes", in: 1024...Int64(Int32.max)))
+                maxMessageBytes: try o.int("max_message_bytes", in: 1024...Int64(Int32.max)),
+                role: try o.optionalString("role", .key), owner: try o.optionalString("owner", .key))
         }
 
         func encodeMembers(_ w: inout JSONWriter) {
@@ -309,6 +317,8 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             w.member("coordinator", coordinator)
             w.member("heartbeat_ms", heartbeatMs)
             w.member("max_message_bytes", maxMessageBytes)
+            w.member("role", role)
+            w.member("owner", owner)
         }
     }
 

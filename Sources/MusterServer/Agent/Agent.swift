@@ -159,7 +159,7 @@ public actor Agent {
             link = nil
             driver?.linkDown()
         }
-        let fatalCodes: Set<UInt16> = [4001, 4002, 4003, 4005]
+        let fatalCodes: Set<UInt16> = [4001, 4002, 4003, 4005, 4007]
         if fatalCodes.contains(event.code.rawValue) || failure != nil {
             failure = failure ?? "the coordinator closed the link with \(event.code.rawValue) \(event.reason)"
             logger.error("stopping: the coordinator refused this agent", metadata: ["close.code": "\(event.code.rawValue)", "reason": "\(failure ?? "")"])

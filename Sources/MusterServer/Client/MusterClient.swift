@@ -251,7 +251,8 @@ public actor MusterClient {
         let closed = closeCode.map { " (close code \($0))" } ?? ""
         let hint: String
         switch e.code {
-        case .badCredentials: hint = "; give the coordinator's client token (its auth.token)"
+        case .badCredentials: hint = "; give the coordinator's client token (its auth.token, or a credential of auth.credentials)"
+        case .forbidden: hint = "; this credential's role does not open a client link: use a client, operator or read credential"
         case .noCommonVersion: hint = "; this client speaks protocol version 1, upgrade the older side"
         case .wrongRole: hint = "; \(url) does not take clients on \(Subprotocol.client)"
         default: hint = ""
@@ -351,6 +352,8 @@ public actor MusterClient {
         case 4001: Wire.ErrorMessage(code: .badCredentials, message: "the token is missing or not accepted")
         case 4002: Wire.ErrorMessage(code: .noCommonVersion, message: "no common protocol version")
         case 4003: Wire.ErrorMessage(code: .wrongRole, message: "wrong role for this subprotocol")
+        case 4007: Wire.ErrorMessage(code: .forbidden, message: "the credential may not open this link")
+        case 4009: Wire.ErrorMessage(code: .tooManyLinks, message: "too many links from this address")
         default: nil
         }
     }

@@ -37,13 +37,16 @@ public struct ConfigKey: Sendable {
             help: "Address for WebSocket links, the HTTP API and probes (port 0 picks a free port)."),
         ConfigKey(
             name: "auth.token", kind: .secret, defaultValue: .string(""),
-            help: "Shared token backends and clients present. Empty with no token file: no authentication."),
+            help: "Shared token: every role (backend, client, operator, read). Empty with no token file and no auth.credentials: no authentication."),
         ConfigKey(
             name: "auth.token_file", kind: .path, defaultValue: .string(""),
             help: "File whose first line is the shared token (keeps it out of the process list)."),
         ConfigKey(
             name: "auth.allow_anonymous", kind: .bool, defaultValue: .bool(false),
-            help: "Start even when listening beyond loopback with no token and no client certificates (protected mode off)."),
+            help: "Start even when listening beyond loopback with clients or backends needing no token and no client certificates (protected mode off)."),
+        ConfigKey(
+            name: "auth.metrics_open", kind: .bool, defaultValue: .bool(true),
+            help: "Serve GET /metrics without a token. false: it needs the shared token or a read or operator credential."),
         ConfigKey(
             name: "tls.cert", kind: .path, defaultValue: .string(""),
             help: "PEM certificate chain: serve wss:// and https:// (needs tls.key)."),
@@ -112,8 +115,20 @@ public struct ConfigKey: Sendable {
             name: "links.outbound_high_water_bytes", kind: .int(4_096...(1 << 30)), defaultValue: .int(8 << 20),
             help: "Bytes queued to one slow peer before its link is closed with 1008."),
         ConfigKey(
+            name: "links.max_per_address", kind: .int(0...1_000_000), defaultValue: .int(0),
+            help: "WebSocket links one source address may hold open; more are refused with too_many_links and close 4009. 0: no limit."),
+        ConfigKey(
+            name: "links.max_pending_handshakes_per_address", kind: .int(0...1_000_000), defaultValue: .int(0),
+            help: "Accepted connections from one source address still in their TLS/HTTP/WebSocket handshake; more are closed as they are accepted. 0: no limit."),
+        ConfigKey(
+            name: "links.max_messages_per_second", kind: .int(0...10_000_000), defaultValue: .int(0),
+            help: "Messages one link may send per second (bursts up to one second's worth); more: rate_limited, then close 4008. 0: no limit."),
+        ConfigKey(
             name: "http.max_body_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
             help: "Largest HTTP request body accepted; larger ones get 413."),
+        ConfigKey(
+            name: "jobs.max_in_flight_per_owner", kind: .int(0...10_000_000), defaultValue: .int(0),
+            help: "Unfinished jobs one owner may have; a submit that would pass it is refused with 429 quota_exceeded. 0: no limit."),
         ConfigKey(
             name: "jobs.retain_finished", kind: .int(0...10_000_000), defaultValue: .int(100_000),
             help: "Finished jobs kept for GET /v1/jobs/{id} and status, newest first."),
@@ -312,7 +327,8 @@ extension ConfigKey {
             out += "| `\(key.name)` | `\(key.environmentName)` | \(def) | \(key.help) |\n"
         }
         out += "| `backends` | `MUSTER_BACKENDS` | two local simulated | Array of backends (JSON), see below. |\n"
-        out += "| `auth.backend_tokens` | `MUSTER_AUTH_BACKEND_TOKENS` | (none) | Object of backend name to the token that backend must present (JSON). |\n"
+        out += "| `auth.backend_tokens` | `MUSTER_AUTH_BACKEND_TOKENS` | (none) | Object of backend name to the token that backend must present (JSON): backend credentials with inline tokens. |\n"
+        out += "| `auth.credentials` | `MUSTER_AUTH_CREDENTIALS` | (none) | Array of credentials (JSON): `name`, `role` (`backend`, `client`, `operator`, `read`) and one of `token_file`, `token_env`; see \"Security\". |\n"
         return out
     }
 }

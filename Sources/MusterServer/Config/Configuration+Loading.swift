@@ -28,22 +28,23 @@ extension Configuration {
             guard let object = root as? [String: Any] else {
                 throw ConfigError(source: source, key: "", reason: "expected a JSON object at the top level")
             }
-            try config.apply(object: object, prefix: "", source: source, backendsDeclared: &backendsDeclared)
+            try config.apply(
+                object: object, prefix: "", source: source, environment: environment, backendsDeclared: &backendsDeclared)
         }
 
         for key in ConfigKey.all {
             if let text = environment[key.environmentName] {
-                try config.set(key.name, text: text, source: "environment \(key.environmentName)")
+                try config.set(key.name, text: text, source: "environment \(key.environmentName)", environment: environment)
             }
         }
-        for (name, source) in [("backends", "MUSTER_BACKENDS"), ("auth.backend_tokens", "MUSTER_AUTH_BACKEND_TOKENS")] {
+        for (name, source) in Self.structuredKeys {
             if let text = environment[source] {
-                try config.set(name, text: text, source: "environment \(source)")
+                try config.set(name, text: text, source: "environment \(source)", environment: environment)
                 if name == "backends" { backendsDeclared = true }
             }
         }
         for o in overrides {
-            try config.set(o.key, text: o.value, source: o.source)
+            try config.set(o.key, text: o.value, source: o.source, environment: environment)
             if o.key == "backends" { backendsDeclared = true }
         }
         if !backendsDeclared { config.backends = BackendConfig.embeddedDefault }
@@ -51,8 +52,15 @@ extension Configuration {
         return config
     }
 
+    /// The keys whose values are JSON structures, with their environment variables.
+    static let structuredKeys = [
+        ("backends", "MUSTER_BACKENDS"), ("auth.backend_tokens", "MUSTER_AUTH_BACKEND_TOKENS"),
+        ("auth.credentials", "MUSTER_AUTH_CREDENTIALS"),
+    ]
+
     private mutating func apply(
-        object: [String: Any], prefix: String, source: String, backendsDeclared: inout Bool
+        object: [String: Any], prefix: String, source: String, environment: [String: String],
+        backendsDeclared: inout Bool
     ) throws(ConfigError) {
         for (k, v) in object.sorted(by: { $0.key < $1.key }) {
             let name = prefix.isEmpty ? k : "\(prefix).\(k)"
@@ -61,13 +69,16 @@ extension Configuration {
                 backends = try parseBackends(v, source: source).get()
             } else if name == "auth.backend_tokens" {
                 backendTokens = try parseTokens(v, source: source)
+            } else if name == "auth.credentials" {
+                credentials = try Self.parseCredentials(v, source: source, environment: environment)
             } else if let key = ConfigKey.byName[name] {
                 switch key.parse(json: v) {
                 case .success(let value): values[name] = value
                 case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
                 }
             } else if let sub = v as? [String: Any], ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") }) {
-                try apply(object: sub, prefix: name, source: source, backendsDeclared: &backendsDeclared)
+                try apply(
+                    object: sub, prefix: name, source: source, environment: environment, backendsDeclared: &backendsDeclared)
             } else {
                 throw ConfigError(source: source, key: name, reason: "unknown key\(Self.suggestion(for: name))")
             }
@@ -75,18 +86,20 @@ extension Configuration {
     }
 
     /// Sets one key from text, as given in the environment or on the command line.
-    private mutating func set(_ name: String, text: String, source: String) throws(ConfigError) {
-        if name == "backends" || name == "auth.backend_tokens" {
+    private mutating func set(
+        _ name: String, text: String, source: String, environment: [String: String]
+    ) throws(ConfigError) {
+        if Self.structuredKeys.contains(where: { $0.0 == name }) {
             let json: Any
             do {
                 json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
             } catch {
                 throw ConfigError(source: source, key: name, reason: "expected JSON: \(error.localizedDescription)")
             }
-            if name == "backends" {
-                backends = try parseBackends(json, source: source).get()
-            } else {
-                backendTokens = try parseTokens(json, source: source)
+            switch name {
+            case "backends": backends = try parseBackends(json, source: source).get()
+            case "auth.backend_tokens": backendTokens = try parseTokens(json, source: source)
+            default: credentials = try Self.parseCredentials(json, source: source, environment: environment)
             }
             return
         }
@@ -137,25 +150,51 @@ extension Configuration {
                 throw ConfigError(source: source, key: "store.url", reason: "\(error)")
             }
         }
-        if isOpenBeyondLoopback, !bool("auth.allow_anonymous") {
+        if let open = openSideBeyondLoopback, !bool("auth.allow_anonymous") {
+            let what = open == "client"
+                ? "submit, cancel and drain" : open == "backend" ? "register as a backend" : "submit, cancel, drain and register as a backend"
             throw ConfigError(
                 source: source, key: "auth.token",
-                reason: "listen \(listen) is reachable beyond this machine and no credentials are configured, so anyone "
-                    + "who reaches the port could submit, cancel, drain and register as a backend; set auth.token or "
-                    + "auth.token_file (or tls.client_ca for client certificates), listen on 127.0.0.1, or accept "
-                    + "that with --set auth.allow_anonymous=true")
+                reason: "listen \(listen) is reachable beyond this machine and no \(open == "both" ? "" : open + " ")credentials are configured, "
+                    + "so anyone who reaches the port could \(what); set auth.token or auth.token_file (every role), "
+                    + "auth.credentials with \(open == "backend" ? "a backend" : open == "client" ? "a client, operator or read" : "backend and client")"
+                    + " credential (or tls.client_ca for client certificates), listen on 127.0.0.1, or accept that with "
+                    + "--set auth.allow_anonymous=true")
         }
     }
 
-    /// Protected mode: listening on anything but loopback with no client credentials at all (no
-    /// shared token, no client certificates). `auth.allow_anonymous` lets it start anyway.
-    public var isOpenBeyondLoopback: Bool {
-        !listen.isLoopback && sharedToken == nil && tokenFile == nil && tlsClientCA == nil
+    /// Protected mode: listening on anything but loopback with no client certificates and a side
+    /// (clients, backends) that needs no token. `auth.allow_anonymous` lets it start anyway.
+    public var isOpenBeyondLoopback: Bool { openSideBeyondLoopback != nil }
+
+    /// "client", "backend" or "both": what protected mode refuses; nil when it does not.
+    private var openSideBeyondLoopback: String? {
+        guard !listen.isLoopback, tlsClientCA == nil else { return nil }
+        let shared = sharedToken != nil || tokenFile != nil
+        let auth = Authenticator(shared: shared ? "" : nil, credentials: allCredentials)
+        switch (auth.clientSideOpen, auth.backendSideOpen) {
+        case (true, true): return "both"
+        case (true, false): return "client"
+        case (false, true): return "backend"
+        case (false, false): return nil
+        }
+    }
+
+    /// `auth.credentials` with `auth.backend_tokens` as backend credentials.
+    var allCredentials: [Credential] {
+        credentials + backendTokens.sorted { $0.key < $1.key }.map {
+            Credential(name: $0.key, role: .backend, origin: "auth.backend_tokens", token: $0.value)
+        }
+    }
+
+    /// Checks tokens: the shared token read (from its file) now, and every credential.
+    func authenticator() throws(ConfigError) -> Authenticator {
+        Authenticator(shared: try resolvedSharedToken(), credentials: allCredentials)
     }
 
     /// " (did you mean gate.window_seconds?)" for a near miss.
     private static func suggestion(for name: String) -> String {
-        let candidates = ConfigKey.all.map(\.name) + ["backends", "auth.backend_tokens"]
+        let candidates = ConfigKey.all.map(\.name) + structuredKeys.map(\.0)
         let best = candidates.map { ($0, editDistance($0, name)) }.min { $0.1 < $1.1 }
         guard let best, best.1 <= max(2, name.count / 4) else { return "" }
         return " (did you mean \(best.0)?)"
@@ -178,6 +217,10 @@ extension Configuration {
         }
         var auth = root["auth"] as? [String: Any] ?? [:]
         auth["backend_tokens"] = Dictionary(uniqueKeysWithValues: backendTokens.keys.map { ($0, "<redacted>") })
+        auth["credentials"] = credentials.map { c -> [String: Any] in
+            let parts = c.origin.split(separator: " ", maxSplits: 1).map(String.init)
+            return ["name": c.name, "role": c.role.rawValue, parts[0]: parts.count > 1 ? parts[1] : ""]
+        }
         root["auth"] = auth
         root["backends"] = backends.map(\.redactedJSON)
         let data = try! JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
@@ -188,16 +231,7 @@ extension Configuration {
     public func resolvedSharedToken() throws(ConfigError) -> String? {
         if let sharedToken { return sharedToken }
         guard let tokenFile else { return nil }
-        guard let data = FileManager.default.contents(atPath: tokenFile) else {
-            throw ConfigError(source: "configuration", key: "auth.token_file", reason: "cannot read '\(tokenFile)'")
-        }
-        let token = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map {
-            $0.trimmingCharacters(in: .whitespaces)
-        }
-        guard let token, !token.isEmpty else {
-            throw ConfigError(source: "configuration", key: "auth.token_file", reason: "'\(tokenFile)' holds no token on its first line")
-        }
-        return token
+        return try Self.readTokenFile(tokenFile, source: "configuration", key: "auth.token_file")
     }
 }
 

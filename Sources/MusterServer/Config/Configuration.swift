@@ -14,6 +14,8 @@ public struct Configuration: Sendable, Equatable {
     public internal(set) var backends: [BackendConfig]
     /// Per-backend tokens for backends that dial in, by backend name.
     public internal(set) var backendTokens: [String: String]
+    /// `auth.credentials`: tokens scoped to roles, read from files or the environment at load.
+    public internal(set) var credentials: [Credential] = []
 
     /// The embedded default: 127.0.0.1:7460 with two local simulated backends,
     /// one image-only and one with `video` and `frameinterps`.

@@ -10,7 +10,7 @@ import MusterProtocol
 enum SQLiteSchema {
     /// The version this build writes; a store with a larger one is refused (written by a newer
     /// Muster), a smaller one is migrated.
-    static let version: Int64 = 1
+    static let version: Int64 = 2
     /// "MSTR".
     static let applicationID: Int64 = 0x4D53_5452
 
@@ -26,7 +26,8 @@ enum SQLiteSchema {
             first_job INTEGER NOT NULL,
             job_count INTEGER NOT NULL,
             submitted_at INTEGER NOT NULL,
-            entries TEXT NOT NULL
+            entries TEXT NOT NULL,
+            owner TEXT
         );
         CREATE TABLE jobs (
             id INTEGER PRIMARY KEY,
@@ -54,7 +55,7 @@ enum SQLiteSchema {
     // (a failed commit is retried as a whole; a change that could never succeed would stall the
     // store). For backends, REPLACE also drops the row of a name that moved to another id.
     static let insertBatch =
-        "INSERT OR REPLACE INTO batches (id, key, first_job, job_count, submitted_at, entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        "INSERT OR REPLACE INTO batches (id, key, first_job, job_count, submitted_at, entries, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     static let insertJob = "INSERT OR REPLACE INTO jobs (id, batch, state, attempt, lost) VALUES (?1, ?2, 0, 0, 0)"
     static let bindJob = "UPDATE jobs SET state = 1, backend = ?2, lease = ?3, attempt = ?4 WHERE id = ?1"
     static let requeueJob =
@@ -68,7 +69,15 @@ enum SQLiteSchema {
     static let upsertBackend = "INSERT OR REPLACE INTO backends (id, name, incarnation) VALUES (?1, ?2, ?3)"
 
     // Reads, in id order (the rowid order: no sort).
-    static let selectBatches = "SELECT id, key, first_job, job_count, submitted_at, entries FROM batches ORDER BY id"
+    static let selectBatches =
+        "SELECT id, key, first_job, job_count, submitted_at, entries, owner FROM batches ORDER BY id"
+
+    /// Version 1 to 2: batches gained their owner. Rows written before have none (NULL), and read
+    /// back as owned by their first entry's owner, which is what version 1 meant.
+    static let migrateToVersion2 = """
+        ALTER TABLE batches ADD COLUMN owner TEXT;
+        PRAGMA user_version = 2;
+        """
     static let selectJobs = """
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
         FROM jobs ORDER BY id

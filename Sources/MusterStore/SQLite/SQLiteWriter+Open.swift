@@ -53,7 +53,8 @@ extension SQLiteWriter {
             if version < SQLiteSchema.version {
                 try transaction(connection) { () throws(StoreFailure) in
                     if version == 0 { try connection.execute(SQLiteSchema.create) }
-                    // Migrations from older schema versions go here, one step per version.
+                    // Migrations from older schema versions, one step per version.
+                    if version == 1 { try connection.execute(SQLiteSchema.migrateToVersion2) }
                 }
             }
             var snapshot = StoreSnapshot()
@@ -193,7 +194,7 @@ extension SQLiteWriter {
             }
             out.append(
                 StoredBatch(
-                    id: BatchID(id), key: batches.string(1), entries: entries, firstJob: JobID(batches.uint64(2)),
+                    id: BatchID(id), key: batches.string(1), owner: batches.string(6), entries: entries, firstJob: JobID(batches.uint64(2)),
                     submittedAt: CoreInstant(nanoseconds: batches.uint64(4))))
         }
         return out

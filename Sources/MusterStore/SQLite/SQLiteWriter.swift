@@ -158,6 +158,7 @@ final class SQLiteDatabase {
             insertBatch.bind(4, count)
             insertBatch.bind(5, batch.submittedAt.nanoseconds)
             try insertBatch.bind(6, utf8: EntriesJSON.encode(batch.entries))
+            try insertBatch.bind(7, batch.owner)
             try insertBatch.run()
             insertJob.bind(2, batch.id.rawValue)
             for n in 0..<UInt64(max(0, count)) {

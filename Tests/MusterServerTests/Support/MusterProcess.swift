@@ -163,6 +163,16 @@ final class MusterProcess: Sendable {
         }
     }
 
+    /// Sends `signal` and returns at once (SIGHUP: reload).
+    func send(signal: Int32) {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+    }
+
+    /// How many log lines so far have `msg` `message`.
+    func countLogs(_ message: String) -> Int {
+        logEvents.filter { $0["msg"] as? String == message }.count
+    }
+
     /// Sends `signal` and waits for the process to exit; returns its exit status.
     @discardableResult
     func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(30)) async throws -> Int32 {

@@ -28,7 +28,7 @@ struct TestCoordinator {
             (source: "test", key: $0.0, value: $0.1)
         }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
-        let daemon = try Daemon(configuration: config, logger: quietLogger)
+        let daemon = try Daemon(configuration: config, logger: quietLogger, audit: quietLogger)
         let port = try await daemon.start()
         return TestCoordinator(daemon: daemon, port: port)
     }

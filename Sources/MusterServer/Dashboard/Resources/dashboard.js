@@ -19,7 +19,10 @@
     jobs: new Map(), counts: { completed: 0, failed: 0, canceled: 0 }, batches: new Map(), fetching: 0,
     pending: new Map(), nextRequest: 1, statusInFlight: false,
     offset: null, retryMs: 500, retryTimer: null,
-    token: sessionStorage.getItem("muster.token") || "", authRefused: false,
+    token: sessionStorage.getItem("muster.token") || "", authRefused: false, refusal: "",
+    // What the link's credential allows (welcome.role, Protocol/README.md 5.1); older
+    // coordinators do not say, and allow everything.
+    role: "all",
     armed: new Map(), renderQueued: false,
   };
 
@@ -91,9 +94,9 @@
       for (const p of S.pending.values()) p.reject({ code: "link_closed", message: "the link closed" });
       S.pending.clear();
       S.statusInFlight = false;
-      if (ev.code === 4001 || S.authRefused) {
+      if (ev.code === 4001 || ev.code === 4007 || S.authRefused) {
         setLink("auth", "token required", "bad");
-        askForToken(S.token !== "");
+        askForToken(S.token !== "", ev.code === 4007 ? "This token belongs to a backend: it cannot open the dashboard." : "");
         return;
       }
       setLink("down", "disconnected, retrying", "bad");
@@ -122,8 +125,11 @@
       case "welcome":
         S.welcome = msg;
         S.retryMs = 500;
+        S.role = msg.role || "all";
         setLink("live", "live", "good");
-        el("coordinator").textContent = `coordinator ${msg.coordinator} · ${location.host}`;
+        el("coordinator").textContent = `coordinator ${msg.coordinator} · ${location.host}`
+          + (S.role === "all" ? "" : ` · ${S.role}${msg.owner ? ` ${msg.owner}` : ""}`);
+        applyRole();
         // The subscription resends every job's state: start counting afresh, and fetch
         // again the batches that could not be fetched before.
         S.counts = { completed: 0, failed: 0, canceled: 0 };
@@ -138,7 +144,7 @@
         setLink("down", `coordinator said goodbye (${msg.reason})`, "bad");
         return;
       case "error":
-        if (msg.code === "bad_credentials") S.authRefused = true;
+        if (msg.code === "bad_credentials" || (msg.code === "forbidden" && msg.id === "hello")) S.authRefused = true;
         if (msg.id && S.pending.has(msg.id)) {
           S.pending.get(msg.id).reject(msg);
           S.pending.delete(msg.id);
@@ -359,7 +365,7 @@
         <td><span class="bar" title="${b.load.running} running, ${b.load.in_flight} bound of ${b.load.capacity}"><span class="bound" data-css="width:${bound}%"></span><span class="running" data-css="width:${running}%"></span></span><span class="bar-label">${b.load.in_flight} / ${b.load.capacity}</span></td>
         <td class="num mono">${c ? `${c.revision}` : "–"}</td>
         <td title="${b.last_seen_ms ? clock(b.last_seen_ms) : ""}">${esc(ago(b.last_seen_ms))}</td>
-        <td class="num"><button class="danger${armed ? " armed" : ""}" data-action="drain" data-backend="${b.id}" ${canDrain ? "" : "disabled"}>${draining ? "draining" : armed ? "confirm drain" : "Drain"}</button></td>
+        <td class="num">${canOperate() ? `<button class="danger${armed ? " armed" : ""}" data-action="drain" data-backend="${b.id}" ${canDrain ? "" : "disabled"}>${draining ? "draining" : armed ? "confirm drain" : "Drain"}</button>` : ""}</td>
       </tr>`;
     });
     fill("backend-rows", rows.join("") || '<tr><td colspan="10" class="empty">no backend has registered</td></tr>');
@@ -511,7 +517,7 @@
         <td><span class="jstate ${esc(j.state)}">${esc(j.state)}</span>${progress}${error}</td>
         <td>${j.backend != null ? `<span class="mono sub">${j.backend}</span> ${esc(backendName(j.backend))}` : '<span class="sub">–</span>'}</td>
         <td class="num">${j.attempt}</td><td class="num">${duration}</td>
-        <td class="num">${final ? "" : `<button data-action="cancel" data-job="${j.id}">Cancel</button>`}</td>
+        <td class="num">${final || !canCancel() ? "" : `<button data-action="cancel" data-job="${j.id}">Cancel</button>`}</td>
       </tr>`;
     });
     fill("job-rows", rows.join("") || '<tr><td colspan="10" class="empty">no jobs yet</td></tr>');
@@ -565,10 +571,20 @@
   });
 
   // ---- token --------------------------------------------------------------------------
-  function askForToken(wasRefused) {
+  // Drain and load models: an operator (or the shared token). Cancel: also a client, whose
+  // view holds its own jobs only. A read credential only looks.
+  function canOperate() { return S.role === "all" || S.role === "operator"; }
+  function canCancel() { return canOperate() || S.role === "client"; }
+  function applyRole() {
+    el("load-form").hidden = !canOperate();
+    document.body.dataset.role = S.role;
+  }
+
+  function askForToken(wasRefused, why) {
     if (wasRefused) sessionStorage.removeItem("muster.token");
     el("auth").hidden = false;
     el("token-error").hidden = !wasRefused;
+    el("token-error").textContent = why || "The token was not accepted.";
     el("token-input").focus();
   }
   el("token-form").addEventListener("submit", (ev) => {
