@@ -25,7 +25,8 @@ let benchmarks: @Sendable () -> Void = {
 
     codec("jobEvent", HotMessages.jobEvent, encode: { $0.encode() }, decode: { try CoordinatorToClient.decode($0) })
     codec(
-        "capabilities", HotMessages.capabilities, encode: { $0.encode() }, decode: { try BackendToCoordinator.decode($0) })
+        "capabilities", HotMessages.capabilities, encode: { $0.encode() },
+        decode: { try BackendToCoordinator.decode($0) })
     codec("submit", HotMessages.submit, encode: { $0.encode() }, decode: { try ClientToCoordinator.decode($0) })
     codec("assign", HotMessages.assign, encode: { $0.encode() }, decode: { try CoordinatorToBackend.decode($0) })
     codec("progress", HotMessages.progress, encode: { $0.encode() }, decode: { try BackendToCoordinator.decode($0) })

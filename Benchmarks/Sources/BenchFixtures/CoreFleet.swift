@@ -6,7 +6,9 @@ import MusterProtocol
 /// workloads submit from. Seeded, so the same numbers give the same fleet and the same jobs.
 /// The harness's `core` table and the `CoreDecisions` micro benchmarks start from it.
 public struct CoreFleet {
-    public static let features = ["video", "frameinterps", "upscale", "controlnet", "ipadapter", "lora", "inpaint", "audio"]
+    public static let features = [
+        "video", "frameinterps", "upscale", "controlnet", "ipadapter", "lora", "inpaint", "audio",
+    ]
     public static let models = (0..<50).map { "model-\($0)" }
     /// The empty set, singles and pairs of `features`: 20 in all.
     public static let featureSets: [[String]] = {
@@ -35,7 +37,8 @@ public struct CoreFleet {
         rng = SplitMix64(seed: seed)
         specs = (0..<1000).map { k in
             JobSpec(
-                kind: k % 3 == 0 ? "video" : "image", needs: Self.featureSets[k % 20], model: Self.models[(k / 20) % 50],
+                kind: k % 3 == 0 ? "video" : "image", needs: Self.featureSets[k % 20],
+                model: Self.models[(k / 20) % 50],
                 owner: "owner\(k % 7)")
         }
         for i in 1...max(1, n) {
@@ -43,7 +46,8 @@ public struct CoreFleet {
             let slots = 1 + Int(rng.next() % 2)
             self.slots += slots
             _ = core.handle(
-                .backendRegistered(BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
+                .backendRegistered(
+                    BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
                 at: tick())
             let has = Self.features.filter { _ in rng.next() % 10 < 7 }
             var available: [String] = []

@@ -40,7 +40,8 @@ public enum HotMessages {
                 jobs: [
                     .init(
                         kind: "video", needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b",
-                        params: RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","frames":48,"fps":24}"#),
+                        params: RawJSON(
+                            unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","frames":48,"fps":24}"#),
                         count: 4, priority: 0, owner: "alice")
                 ])))
 

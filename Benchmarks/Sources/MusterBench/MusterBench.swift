@@ -46,14 +46,17 @@ enum MusterBinary {
     static func muster() throws -> URL {
         if let path = ProcessInfo.processInfo.environment[variable], !path.isEmpty {
             guard FileManager.default.isExecutableFile(atPath: path) else {
-                throw ValidationError("\(variable)=\(path): no executable there; build it with `swift build -c release --product muster` in the project root")
+                throw ValidationError(
+                    "\(variable)=\(path): no executable there; build it with `swift build -c release --product muster` in the project root"
+                )
             }
             return URL(fileURLWithPath: path)
         }
         let beside = harness.deletingLastPathComponent().appendingPathComponent("muster")
         guard FileManager.default.isExecutableFile(atPath: beside.path) else {
             throw ValidationError(
-                "no muster binary: set \(variable) to the one `swift build -c release --product muster` builds in the project root (Scripts/bench and Scripts/soak do)")
+                "no muster binary: set \(variable) to the one `swift build -c release --product muster` builds in the project root (Scripts/bench and Scripts/soak do)"
+            )
         }
         return beside
     }

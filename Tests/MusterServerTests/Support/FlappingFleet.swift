@@ -93,8 +93,10 @@ final class FlappingFleet: @unchecked Sendable {
 
     private func newEngine(_ name: String, generation: UInt64) -> WorkerEngine {
         let spec = WorkerSpec(
-            name: name, features: features, slots: 1, jobDurations: ["default": jobDuration], progressInterval: .seconds(3600))
-        return WorkerEngine(spec: spec, incarnation: Incarnation(epochMs &* 1000 &+ generation), epochMs: epochMs, at: clock)
+            name: name, features: features, slots: 1, jobDurations: ["default": jobDuration],
+            progressInterval: .seconds(3600))
+        return WorkerEngine(
+            spec: spec, incarnation: Incarnation(epochMs &* 1000 &+ generation), epochMs: epochMs, at: clock)
     }
 
     private func dial(_ i: Int, _ t: isolated Transport) throws {
@@ -181,5 +183,7 @@ final class FlappingFleet: @unchecked Sendable {
 
 extension Transport {
     /// Runs `body` on the loop and returns its value.
-    fileprivate func perform<T: Sendable>(_ body: @Sendable (isolated Transport) throws -> T) rethrows -> T { try body(self) }
+    fileprivate func perform<T: Sendable>(_ body: @Sendable (isolated Transport) throws -> T) rethrows -> T {
+        try body(self)
+    }
 }
