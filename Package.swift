@@ -11,6 +11,12 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "muster", targets: ["muster"]),
+        // For the Benchmarks/ package beside this one, which measures these modules from outside.
+        .library(name: "MusterProtocol", targets: ["MusterProtocol"]),
+        .library(name: "MusterCore", targets: ["MusterCore"]),
+        .library(name: "MusterStore", targets: ["MusterStore"]),
+        .library(name: "MusterTransport", targets: ["MusterTransport"]),
+        .library(name: "MusterServer", targets: ["MusterServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -19,7 +25,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
     ],
     targets: [
@@ -99,7 +104,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: strict
         ),

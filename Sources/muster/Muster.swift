@@ -7,6 +7,6 @@ struct Muster: AsyncParsableCommand {
         commandName: "muster",
         abstract: "Coordinator that spreads image and video jobs across GPU backends.",
         version: "0.1.0",
-        subcommands: [Serve.self, AgentCommand.self, Submit.self, Status.self, Models.self, Drain.self, Bench.self]
+        subcommands: [Serve.self, AgentCommand.self, Submit.self, Status.self, Models.self, Drain.self]
     )
 }

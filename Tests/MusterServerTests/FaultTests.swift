@@ -161,26 +161,27 @@ import Testing
             ])
         // A steady agent finishes what the flapping fleet drops at the end.
         let steady = try await e2e.agent(port: port, name: "steady", features: "image", jobSeconds: "10ms")
-        let fleet = try MusterProcess([
-            "bench", "e2e-backends", "--coordinator", "ws://127.0.0.1:\(port)", "--count", "200", "--mode", "flap",
-            "--seconds", "5", "--job-ms", "30", "--name", "flap",
-        ])
-        try await fleet.waitUntil("200 flapping backends ready", timeout: .seconds(120)) { $0.standardOutput.contains("ready") }
+        // 200 backends in this process (the coordinator is the real process under test).
+        let fleet = try await within(.seconds(120), "200 flapping backends ready") {
+            try await FlappingFleet(
+                coordinator: "ws://127.0.0.1:\(port)", count: 200, name: "flap", features: ["image"], jobDuration: .milliseconds(30))
+        }
+        let flapping = Task { try await fleet.flap(for: .seconds(5)) }
         let ledger = try await JobLedger(try await client(port: port))
         var submitted = 0
-        while !fleet.standardOutput.contains("flapped") {
+        while !(await fleet.run { _ in fleet.flapsEnded }) {
             try await ledger.submit(jobs(50, needs: ["image"]))
             submitted += 50
             // Wait for this batch to be decided before the next: the load follows the fleet, not a clock.
             try await ledger.waitUntilFinal(atLeast: submitted - 200)
         }
+        let flaps = try await flapping.value
         try await ledger.waitAllFinal(within: .seconds(180))
         expectInvariant(ledger)
         let outcomes = ledger.outcomes
         #expect(outcomes.keys.allSatisfy { $0 == .completed || $0 == .failed }, "\(outcomes)")
-        let flaps = Int(fleet.standardOutput.split(separator: "\n").first { $0.hasPrefix("flapped") }?.split(separator: " ").last ?? "") ?? 0
         #expect(flaps > 200, "the fleet flapped: \(flaps) link replacements")
-        _ = try await fleet.waitForExit()
+        await fleet.stop()
         await ledger.stop()
         try await steady.stop()
         #expect(try await serve.stop() == 0)

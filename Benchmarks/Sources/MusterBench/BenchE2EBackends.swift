@@ -6,9 +6,9 @@ import MusterProtocol
 import MusterServer
 import MusterTransport
 
-/// `muster bench e2e-backends` (hidden): many simulated backends in one process, one dialled
+/// `muster-bench e2e-backends` (hidden): many simulated backends in one process, one dialled
 /// `muster.backend.v1` link and one ``WorkerEngine`` each, all on one transport. The load side of
-/// `muster bench e2e` and of the fault tests.
+/// `muster-bench e2e` and of the fault tests.
 ///
 /// It talks to its parent in lines: it prints `ready` once every link is welcomed and its first
 /// announcement acknowledged, acts on `go` read from stdin (churn and gate modes), and on end of
@@ -16,7 +16,7 @@ import MusterTransport
 struct BenchE2EBackends: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "e2e-backends",
-        abstract: "Simulated backends for muster bench e2e and the fault tests (internal).",
+        abstract: "Simulated backends for muster-bench e2e and soak (internal).",
         shouldDisplay: false)
 
     enum Mode: String, ExpressibleByArgument {

@@ -2,9 +2,10 @@ import ArgumentParser
 import Foundation
 import MusterCore
 import MusterProtocol
+import BenchFixtures
 import MusterStore
 
-/// `muster bench store`: the SQLite job store alone (group-commit throughput on this disk), and
+/// `muster-bench store`: the SQLite job store alone (group-commit throughput on this disk), and
 /// what a restart costs: opening a store of `--jobs` jobs (`--unfinished` of them unfinished)
 /// and the core taking it over (`Coordinator.restore`) until the jobs are ready to route.
 struct BenchStore: AsyncParsableCommand {

@@ -6,8 +6,8 @@ import MusterProtocol
 import MusterServer
 import MusterTransport
 
-/// `muster bench e2e`: the whole system on loopback. A coordinator (`muster serve`) and the
-/// simulated backends (`muster bench e2e-backends`, many links in one process) run as child
+/// `muster-bench e2e`: the whole system on loopback. A coordinator (`muster serve`) and the
+/// simulated backends (`muster-bench e2e-backends`, many links in one process) run as child
 /// processes; the clients (``MusterClient``s on one transport) run in this process. Prints one
 /// table and asserts nothing.
 ///
@@ -191,7 +191,7 @@ struct BenchE2E: AsyncParsableCommand {
     }
 
     func startBackends(_ url: String, _ extra: [String]) async throws -> E2EChild {
-        let child = try E2EChild.muster("e2e-backends", ["bench", "e2e-backends", "--coordinator", url] + extra)
+        let child = try E2EChild.harness("e2e-backends", ["e2e-backends", "--coordinator", url] + extra)
         _ = try await child.line("ready", within: waitBound)
         return child
     }
@@ -474,7 +474,7 @@ struct BenchE2E: AsyncParsableCommand {
 
     // MARK: - References
 
-    /// The raw transport's one-way rate: a sink here, the load from a `muster bench transport` child.
+    /// The raw transport's one-way rate: a sink here, the load from a `muster-bench transport` child.
     func rawTransport() async throws -> Double {
         var config = TransportConfiguration()
         config.outboundHighWaterBytes = 64 << 20
@@ -485,9 +485,9 @@ struct BenchE2E: AsyncParsableCommand {
         s.subprotocols = [("bench.sink", sink.handler())]
         let listen = s
         let port = try await server.listen(listen).port
-        let child = try E2EChild.muster(
+        let child = try E2EChild.harness(
             "transport client",
-            ["bench", "transport", "--role", "client", "--mode", "oneway", "--url", "ws://127.0.0.1:\(port)/", "--messages", "\(rawMessages)"])
+            ["transport", "--role", "client", "--mode", "oneway", "--url", "ws://127.0.0.1:\(port)/", "--messages", "\(rawMessages)"])
         _ = try await child.line("sent", within: waitBound)
         _ = await child.finish()
         await server.shutdown()

@@ -1,6 +1,6 @@
 import Foundation
 
-// Helpers every `muster bench` table uses.
+// Helpers every `muster-bench` table uses.
 
 /// A whole number with thousands separators: 1234567 -> "1,234,567".
 func formatCount(_ v: Double) -> String {

@@ -6,7 +6,7 @@ import MusterProtocol
 import MusterServer
 import MusterTransport
 
-/// A child process of the end-to-end benchmark (`muster serve`, `muster bench e2e-backends`, a
+/// A child process of the end-to-end benchmark (`muster serve`, `muster-bench e2e-backends`, a
 /// transport load client, redis): stdin is a pipe the bench writes lines to and closes, stdout is
 /// read line by line on a dedicated thread (blocking reads retried on EINTR; FileHandle reads trap
 /// when SIGCHLD interrupts them), stderr goes to a temporary file shown when the child fails.
@@ -65,8 +65,14 @@ final class E2EChild: @unchecked Sendable {
         }
     }
 
+    /// The real `muster` (``MusterBinary/muster()``), e.g. `serve` or `agent`.
     static func muster(_ label: String, _ arguments: [String]) throws -> E2EChild {
-        try E2EChild(label, executable: Bundle.main.executableURL!, arguments)
+        try E2EChild(label, executable: try MusterBinary.muster(), arguments)
+    }
+
+    /// This harness in one of its internal roles, e.g. `e2e-backends`.
+    static func harness(_ label: String, _ arguments: [String]) throws -> E2EChild {
+        try E2EChild(label, executable: MusterBinary.harness, arguments)
     }
 
     var pid: Int32 { process.processIdentifier }

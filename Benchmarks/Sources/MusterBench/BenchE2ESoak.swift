@@ -4,7 +4,7 @@ import MusterProtocol
 import MusterServer
 import MusterTransport
 
-/// `muster bench soak --seconds N` (hidden; `Scripts/soak N`): a mixed workload with faults for N
+/// `muster-bench soak --seconds N` (hidden; `Scripts/soak N`): a mixed workload with faults for N
 /// seconds, then the invariant check (every accepted job ended exactly once, one final event per
 /// job seen by the client) and the coordinator's peak RSS. Exits 1 when the invariant breaks.
 ///

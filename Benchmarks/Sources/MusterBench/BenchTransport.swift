@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import MusterTransport
 
-/// `muster bench transport`: raw transport throughput and memory on loopback.
+/// `muster-bench transport`: raw transport throughput and memory on loopback.
 ///
 /// The measured side is a server ``Transport`` in this process. The load comes from a child
 /// process (`--role client`) with its own transport, so the two event loops run on separate
@@ -343,7 +343,7 @@ private final class OneWayLoad: Sendable {
 }
 
 /// Server side of the one-way measurement: counts, acks, times first to last message (also the
-/// raw-transport reference of `muster bench e2e`).
+/// raw-transport reference of `muster-bench e2e`).
 final class Sink: Sendable {
     static let ackEvery = 8192
     private struct State {
@@ -541,7 +541,7 @@ private final class BenchPythonHTTP: @unchecked Sendable {
     }
 }
 
-/// A child `muster bench transport` process. Its output goes to a temporary file, not a pipe:
+/// A child `muster-bench transport` process. Its output goes to a temporary file, not a pipe:
 /// reading a pipe with FileHandle traps when SIGCHLD of another child interrupts the read.
 private final class BenchChild: @unchecked Sendable {
     // @unchecked Sendable: `process` and `output` are set in init; afterwards only Process's own
@@ -554,8 +554,8 @@ private final class BenchChild: @unchecked Sendable {
     init(role: BenchTransport.Role, _ args: [String]) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        process.executableURL = Bundle.main.executableURL
-        process.arguments = ["bench", "transport", "--role", role.rawValue] + args
+        process.executableURL = MusterBinary.harness
+        process.arguments = ["transport", "--role", role.rawValue] + args
         process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardInput = stdin
         // Not waitUntilExit: on Linux it spins a run loop and took a core away from the server

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BenchFixtures
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -8,7 +9,7 @@ import Histogram
 import MusterCore
 import MusterProtocol
 
-/// `muster bench core`: routing decisions of the core under a large fleet and a deep queue.
+/// `muster-bench core`: routing decisions of the core under a large fleet and a deep queue.
 struct BenchCore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "core",
@@ -90,52 +91,9 @@ struct BenchCore: ParsableCommand {
     }
 
     static func measure(backends n: Int, queued: Int, decisions: Int, policy: CorePolicy = CorePolicy()) -> Result {
-        var rng = SplitMix64(seed: 42)
-        let features = ["video", "frameinterps", "upscale", "controlnet", "ipadapter", "lora", "inpaint", "audio"]
-        let models = (0..<50).map { "model-\($0)" }
-        // 20 feature sets: the empty set, singles and pairs of the features above.
-        var featureSets: [[String]] = [[]]
-        for i in features.indices where featureSets.count < 20 { featureSets.append([features[i]]) }
-        outer: for i in features.indices {
-            for j in features.indices where j > i {
-                if featureSets.count == 20 { break outer }
-                featureSets.append([features[i], features[j]])
-            }
-        }
-        var core = Coordinator(policy: policy)
-        var clock = CoreInstant.zero
-        func tick() -> CoreInstant {
-            clock.nanoseconds += 1000
-            return clock
-        }
-        for i in 1...n {
-            let id = BackendID(Int64(i))
-            let slots = 1 + Int(rng.next() % 2)
-            _ = core.handle(
-                .backendRegistered(
-                    BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
-                at: tick())
-            let has = features.filter { _ in rng.next() % 10 < 7 }
-            var available: [String] = []
-            while available.count < 8 {
-                let m = models[Int(rng.next() % 50)]
-                if !available.contains(m) { available.append(m) }
-            }
-            _ = core.handle(
-                .capabilities(
-                    id,
-                    CapabilitySnapshot(
-                        version: CapabilityVersion(incarnation: Incarnation(1), revision: 1), state: .ready,
-                        features: has,
-                        modelsAvailable: available, modelsLoaded: Array(available.prefix(2)), slots: slots)),
-                at: tick())
-        }
-        let specs = (0..<1000).map { k in
-            JobSpec(
-                kind: k % 3 == 0 ? "video" : "image", needs: featureSets[k % 20], model: models[(k / 20) % 50],
-                owner: "owner\(k % 7)")
-        }
-        func randomSpec() -> JobSpec { specs[Int(rng.next() % UInt64(specs.count))] }
+        var fleet = CoreFleet(backends: n, policy: policy)
+        func tick() -> CoreInstant { fleet.tick() }
+        func randomSpec() -> JobSpec { fleet.randomSpec() }
 
         // Fill the queue; measure the heap it takes.
         var bound: [(JobID, BackendID, Lease)] = []
@@ -151,7 +109,7 @@ struct BenchCore: ParsableCommand {
         var submitted = 0
         while submitted < queued {
             let entries = (0..<100).map { _ in BatchEntry(spec: randomSpec()) }
-            let (_, actions) = try! core.submit(key: nil, entries: entries, at: tick())
+            let actions = try! fleet.submit(entries)
             _ = collect(actions)
             submitted += entries.count
         }
@@ -176,16 +134,16 @@ struct BenchCore: ParsableCommand {
                 }
                 (decisionBindings, bindings, chunkCPU) = (0, 0, cpu)
             }
-            let pick = Int(rng.next() % UInt64(bound.count))
+            let pick = Int(fleet.rng.next() % UInt64(bound.count))
             let (job, backend, lease) = bound[pick]
             bound.swapAt(pick, bound.count - 1)
             bound.removeLast()
             let spec = randomSpec()
-            _ = core.handle(.jobStarted(job, backend: backend, lease: lease), at: tick())
+            _ = fleet.handle(.jobStarted(job, backend: backend, lease: lease))
             let decisionStart = timer.now
-            let actions = core.handle(.jobCompleted(job, backend: backend, lease: lease, result: .null), at: tick())
+            let actions = fleet.handle(.jobCompleted(job, backend: backend, lease: lease, result: .null))
             let decisionEnd = timer.now
-            let (_, more) = try! core.submit(key: nil, entries: [BatchEntry(spec: spec)], at: tick())
+            let more = try! fleet.submit([BatchEntry(spec: spec)])
             decisionBindings += collect(actions)
             bindings += collect(more)
             let d = (decisionEnd - decisionStart).components
@@ -209,18 +167,18 @@ struct BenchCore: ParsableCommand {
                         ? .jobFailed(
                             job, backend: backend, lease: lease, code: .jobFailed, message: "bench", retryable: false)
                         : .jobCompleted(job, backend: backend, lease: lease, result: .null)
-                    _ = core.handle(event, at: t0)
+                    _ = fleet.core.handle(event, at: t0)
                     ended += 1
                 }
             }
             while ended > 0 {
                 let entries = (0..<min(100, ended)).map { _ in BatchEntry(spec: randomSpec()) }
-                _ = try! core.submit(key: nil, entries: entries, at: t0)
+                _ = try! fleet.core.submit(key: nil, entries: entries, at: t0)
                 ended -= entries.count
             }
-            clock = t0 + .seconds(5)
+            fleet.clock = t0 + .seconds(5)
             let start = threadCPUSeconds()
-            let actions = core.handle(.tick, at: clock)
+            let actions = fleet.core.handle(.tick, at: fleet.clock)
             let took = threadCPUSeconds() - start
             burstRates.append(Double(collect(actions)) / took)
         }

@@ -1,10 +1,10 @@
+import BenchFixtures
 import Foundation
-import MusterStore
 import Testing
 
 /// The benchmark workloads, small enough for every run (so they keep working); the full sizes
 /// run with MUSTER_STORE_BENCH=1 and print what they measured. Nothing here asserts a time.
-@Suite(.serialized) struct StoreBenchTests {
+@Suite(.serialized) struct StoreWorkloadTests {
     static let full = ProcessInfo.processInfo.environment["MUSTER_STORE_BENCH"] == "1"
 
     @Test func groupCommitWorkload() throws {
@@ -29,4 +29,18 @@ import Testing
         #expect(result.unfinished == unfinished)
         #expect(result.batches == jobs / 10)
     }
+}
+
+/// A fresh directory under the system's temporary directory.
+struct TempDir {
+    let path: String
+
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> String { "\(path)/\(name)" }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
 }

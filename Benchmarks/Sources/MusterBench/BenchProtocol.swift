@@ -1,4 +1,5 @@
 import ArgumentParser
+import BenchFixtures
 import Foundation
 import MusterProtocol
 
@@ -8,7 +9,7 @@ import MusterProtocol
     import Darwin
 #endif
 
-/// `muster bench protocol`: decode, encode and decode+encode throughput of the hot messages.
+/// `muster-bench protocol`: decode, encode and decode+encode throughput of the hot messages.
 struct BenchProtocol: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "protocol",
@@ -26,6 +27,8 @@ struct BenchProtocol: ParsableCommand {
         print("| message | bytes | decode msg/s | encode msg/s | decode+encode msg/s |")
         print("|---|---:|---:|---:|---:|")
         for sample in samples {
+            // A sample that does not decode would time the error path.
+            guard sample.decode() == 1 else { throw ValidationError("protocol: the \(sample.name) sample does not decode") }
             let decode = measure { sample.decode() }
             let encode = measure { sample.encode() }
             let both = measure { sample.roundTrip() }
@@ -123,44 +126,12 @@ struct BenchProtocol: ParsableCommand {
     }
 
     static func samples() -> [Sample] {
-        let params = RawJSON(
-            unchecked: #"{"prompt":"a lighthouse at dusk, cinematic","seed":1234,"frames":48,"fps":24}"#)
         let all = [
-            backendOut(
-                "assign",
-                .assign(
-                    .init(
-                        job: JobID(1_000_017), lease: Lease(73), batch: BatchID(4211), attempt: 1, kind: "video",
-                        needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b", params: params))),
-            backendIn(
-                "progress",
-                .progress(.init(job: JobID(1_000_017), lease: Lease(73), fraction: 0.375, message: "step 18/48"))),
-            backendIn(
-                "completed",
-                .completed(
-                    .init(
-                        job: JobID(1_000_017), lease: Lease(73),
-                        result: RawJSON(unchecked: #"{"files":["out/1000017.mp4"],"seconds":61.2}"#)))),
-            backendIn(
-                "capabilities",
-                .capabilities(
-                    CapabilitySnapshot(
-                        version: CapabilityVersion(incarnation: Incarnation(1_763_700_000_000), revision: 3),
-                        state: .ready, features: ["frameinterps", "image", "video"],
-                        modelsAvailable: ["flux1-dev", "sdxl-base-1.0", "wan2.1-t2v-14b"],
-                        modelsLoaded: ["wan2.1-t2v-14b"], slots: 1))),
-            clientIn(
-                "submit",
-                .submit(
-                    .init(
-                        id: "r1",
-                        batch: .init(
-                            batchKey: "render-2026-11-21-001",
-                            jobs: [
-                                .init(
-                                    kind: "video", needs: ["frameinterps", "video"], model: "wan2.1-t2v-14b",
-                                    params: params, count: 4, priority: 0, owner: "alice")
-                            ])))),
+            backendOut("assign", HotMessages.assign),
+            backendIn("progress", HotMessages.progress),
+            backendIn("completed", HotMessages.completed),
+            backendIn("capabilities", HotMessages.capabilities),
+            clientIn("submit", HotMessages.submit),
         ]
         let progress = all.first { $0.name == "progress" }!.bytes
         let capabilities = all.first { $0.name == "capabilities" }!.bytes

@@ -1,8 +1,11 @@
+import Foundation
 import MusterCore
 import MusterProtocol
+import MusterStore
 
-/// Workloads that measure the SQLite store, for a `muster bench store` and the store's tests.
-/// They print nothing and assert nothing; they return what they measured.
+/// Workloads that measure the SQLite store through its public API, for `muster-bench store` (and
+/// BenchFixturesTests, which keep them working). They print nothing and assert nothing; they
+/// return what they measured.
 public enum StoreBenchmark {
     /// What `groupCommit` measured.
     public struct Throughput: Hashable, Sendable, CustomStringConvertible {
@@ -36,7 +39,7 @@ public enum StoreBenchmark {
         _ = try store.open()
         defer { store.close() }
         let spec = JobSpec(kind: "image", params: RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk","steps":20}"#))
-        let started = monotonicNanoseconds()
+        let started = DispatchTime.now().uptimeNanoseconds
         var last: UInt64 = 0
         for n in 1...UInt64(max(1, jobs)) {
             let job = JobID(n)
@@ -57,7 +60,7 @@ public enum StoreBenchmark {
             }
         }
         try waiter.wait(through: last)
-        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         let stats = store.statistics
         return Throughput(
             jobs: jobs, changes: Int(last), seconds: seconds, commits: stats.commits, bytesOnDisk: stats.bytesOnDisk,
@@ -94,7 +97,7 @@ public enum StoreBenchmark {
         let waiter = DurableWaiter()
         builder.onCommit { waiter.record($0) }
         _ = try builder.open()
-        let started = monotonicNanoseconds()
+        let started = DispatchTime.now().uptimeNanoseconds
         let size = max(1, batchSize)
         let finished = UInt64(max(0, jobs - unfinished))
         var last: UInt64 = 0
@@ -139,11 +142,11 @@ public enum StoreBenchmark {
         }
         try waiter.wait(through: last)
         builder.close()
-        let built = monotonicNanoseconds()
+        let built = DispatchTime.now().uptimeNanoseconds
 
         let store = SQLiteJobStore(path: path)
         let snapshot = try store.open()
-        let opened = monotonicNanoseconds()
+        let opened = DispatchTime.now().uptimeNanoseconds
         let bytes = store.statistics.bytesOnDisk
         store.close()
         return OpenTime(
@@ -162,7 +165,7 @@ public enum StoreBenchmark {
 /// Waits on the bench's thread for the store's handler to report a sequence number durable.
 private final class DurableWaiter: @unchecked Sendable {
     // @unchecked Sendable: `through` and `failure` are read and written with `lock` held.
-    private let lock = StoreLock()
+    private let lock = NSCondition()
     private var through: UInt64 = 0
     private var failure: StoreFailure?
 
@@ -172,8 +175,8 @@ private final class DurableWaiter: @unchecked Sendable {
         case .durable(let t): through = t
         case .failed(let f): failure = f
         }
+        lock.broadcast()
         lock.unlock()
-        lock.signalWork()
     }
 
     /// Returns once `seq` is durable; throws the store's failure instead of waiting through
@@ -183,7 +186,7 @@ private final class DurableWaiter: @unchecked Sendable {
         defer { lock.unlock() }
         while through < seq {
             if let failure { throw failure }
-            lock.waitForWork()
+            lock.wait()
         }
     }
 }
