@@ -57,6 +57,11 @@ final class ComfyUIRunner: @unchecked Sendable {
     private var lostTimer: TimerID?
     /// One telemetry refresh pending at a time.
     private var telemetryTimer: TimerID?
+    /// Prompts in flight when /ws was reopened, polled by id until they end: ComfyUI may route
+    /// their messages to the old socket (it forgets a client id when that socket's close is seen
+    /// after the new socket registered it), so their end may never arrive on /ws.
+    private var followed: Set<String> = []
+    private var followTimer: TimerID?
     private var stopped = false
     private var probing = false
     /// What the server said last, to announce again after a restart of the incarnation.
@@ -112,6 +117,7 @@ final class ComfyUIRunner: @unchecked Sendable {
             if let probeTimer { t.cancel(probeTimer) }
             if let lostTimer { t.cancel(lostTimer) }
             if let telemetryTimer { t.cancel(telemetryTimer) }
+            if let followTimer { t.cancel(followTimer) }
             if let ws { t.close(ws, code: .normal, reason: "stopping") }
         }
     }
@@ -654,20 +660,38 @@ final class ComfyUIRunner: @unchecked Sendable {
                 return
             }
             var gone: [(JobID, String)] = []
+            var inFlight: Set<String> = []
             for (job, p) in self.prompts.sorted(by: { $0.key < $1.key }) {
                 guard let id = p.id else { continue }
                 switch (try? ComfyUIMapping.queuePlace(r.body, prompt: id)) ?? .absent {
                 case .running:
+                    inFlight.insert(id)
                     // Its execution_start may have been missed.
                     if p.loadsModel == nil, !p.canceling {
                         self.driver?.external { e, now in e.externalStarted(job: job, lease: p.lease, at: now) }
                     }
-                case .pending: break
+                case .pending: inFlight.insert(id)
                 case .absent where p.canceling: self.stopped(job, id)  // deleted or ended: stopped
                 case .absent: gone.append((job, id))
                 }
             }
+            self.follow(inFlight)
             self.lookUpEnded(gone, last: last)
+        }
+    }
+
+    /// Looks the prompts `ids` up again after `retryInterval` while any of them is in flight.
+    private func follow(_ ids: Set<String>) {
+        followed = ids
+        guard !ids.isEmpty, followTimer == nil else { return }
+        followTimer = schedule(after: settings.retryInterval) { r in
+            r.followTimer = nil
+            guard r.wsOpen, r.prompts.values.contains(where: { $0.id.map(r.followed.contains) ?? false }) else {
+                r.followed = []
+                return
+            }
+            if r.reconciling { return r.follow(r.followed) }
+            r.reconcilePrompts()
         }
     }
 
