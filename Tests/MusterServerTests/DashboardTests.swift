@@ -120,6 +120,9 @@ import Testing
         #expect(captures(#"data-backend-id="-?\d+" data-state="(\w+)""#, in: dom) == ["ready", "ready", "ready"])
         #expect(dom.contains(#"<span class="tag hot">frameinterps</span>"#), "frameinterps is highlighted")
         #expect(dom.contains(#"<span class="tag hot">video</span>"#), "video is highlighted")
+        // Routing's estimates per backend: a speed, and the video class measured (no asterisk).
+        #expect(captures(#"<div class="sub estimates"[^>]*>speed ([0-9.]+)×"#, in: dom).count == 3, "estimates on every backend")
+        #expect(!captures(#"(video [0-9.]+ s)(?: ·|</div>)"#, in: dom).isEmpty, "a measured video estimate")
 
         // The gate has let everything out by now and says so.
         #expect(dom.contains(#"id="gate""#))

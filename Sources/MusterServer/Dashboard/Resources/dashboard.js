@@ -343,6 +343,17 @@
     return devices + nodes + (c?.message ? `<div class="sub">${esc(c.message)}</div>` : "");
   }
 
+  // What routing expects of a backend: its speed (and where it comes from), its model load
+  // time, and the expected seconds of each job class there (a prior until measured).
+  function estimateNotes(e) {
+    if (!e) return "";
+    const secs = (x) => (x >= 10 ? x.toFixed(0) : x.toFixed(1)) + " s";
+    const speed = `speed ${e.speed}× <span class="sub">(${esc(e.speed_source)})</span>`;
+    const load = e.model_load_seconds != null ? ` · load ${secs(e.model_load_seconds)}` : "";
+    const jobs = (e.jobs || []).map((j) => `${esc(j.kind)}${j.model ? "/" + esc(j.model) : ""} ${secs(j.seconds)}${j.measured ? "" : "*"}`).join(" · ");
+    return `<div class="sub estimates" title="expected seconds per job class here; * not measured yet (a prior)">${speed}${load}${jobs ? " · " + jobs : ""}</div>`;
+  }
+
   function renderBackends() {
     const rows = sortedBackends().map((b) => {
       const c = b.capabilities;
@@ -357,7 +368,7 @@
       const canDrain = !draining && b.link !== "down";
       return `<tr data-backend-id="${b.id}" data-state="${esc(state ?? "none")}">
         <td class="id">${b.id}</td>
-        <td><span class="name">${esc(b.name)}</span> <span class="tag ${b.local ? "local" : "remote"}">${b.local ? "local" : "remote"}</span>${backendNotes(c)}</td>
+        <td><span class="name">${esc(b.name)}</span> <span class="tag ${b.local ? "local" : "remote"}">${b.local ? "local" : "remote"}</span>${backendNotes(c)}${estimateNotes(b.estimates)}</td>
         <td><span class="dot ${esc(b.link)}"></span>${esc(b.link)}</td>
         <td><span class="state ${esc(state ?? "none")}">${esc(state ?? "not announced")}</span>${b.inhibited_until_ms && b.inhibited_until_ms > serverNow() ? ' <span class="sub">inhibited</span>' : ""}</td>
         <td>${featureTags(c?.features) || '<span class="sub">–</span>'}</td>
