@@ -297,4 +297,28 @@ import Testing
         ).printable()
         #expect(printed.contains(#""certificate_cn" : "gpu-a""#), "\(printed)")
     }
+    @Test func anAgentPresentsItsCertificateAndRegistersUnderItsName() async throws {
+        let pki = try PKI()
+        defer { pki.remove() }
+        try pki.ca("ca-one")
+        let gpu = try pki.client("gpu", subject: "/CN=gpu-a.example", ca: "ca-one")
+        let (serve, port) = try await serve(
+            pki, clientCA: pki.path("ca-one.pem"),
+            credentials: #"[{"name": "gpu-a", "role": "backend", "certificate_cn": "gpu-a.example"}]"#)
+        let agent = try MusterProcess([
+            "agent", "--coordinator", "wss://127.0.0.1:\(port)", "--name", "gpu-a", "--features", "image",
+            "--ca-file", pki.serverCert, "--cert-file", gpu.certificateFile!, "--key-file", gpu.privateKeyFile!,
+            "--log-format", "json",
+        ])
+        try await agent.waitForLog("registered")
+        // The same certificate under another name is refused: the agent exits 1.
+        let impostor = try MusterProcess([
+            "agent", "--coordinator", "wss://127.0.0.1:\(port)", "--name", "gpu-b", "--features", "image",
+            "--ca-file", pki.serverCert, "--cert-file", gpu.certificateFile!, "--key-file", gpu.privateKeyFile!,
+            "--log-format", "json",
+        ])
+        #expect(try await impostor.waitForExit() == 1)
+        #expect(try await agent.stop() == 0)
+        #expect(try await serve.stop() == 0)
+    }
 }
