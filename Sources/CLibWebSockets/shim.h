@@ -7,6 +7,8 @@
 #include <libwebsockets.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
+#include <string.h>
 
 /// LWS_PRE is a macro expression Swift cannot import: the headroom lws needs before a payload.
 static inline size_t clws_pre(void) { return LWS_PRE; }
@@ -133,6 +135,65 @@ static inline int clws_reload_server_certificate(void *ctx, const char *cert, co
                     || SSL_CTX_use_PrivateKey_file((SSL_CTX *)ctx, key, SSL_FILETYPE_PEM) != 1
                     || SSL_CTX_check_private_key((SSL_CTX *)ctx) != 1))
         rc = -5;
+    ERR_clear_error();
+    return rc;
+}
+
+/// Replaces the client-certificate CA of a listener's live SSL_CTX (reload on SIGHUP) with the
+/// certificates in `ca`: handshakes from now on are verified against the new store, open
+/// connections were verified already. lws 4.1 loads `ssl_ca_filepath` once, at vhost creation.
+/// The file is loaded into a fresh X509_STORE first, so a file that does not load leaves the live
+/// store untouched. The session id context changes as well, so a session (or TLS 1.3 ticket)
+/// issued under the old CA cannot be resumed past the new verification.
+/// With `apply` 0 it only checks that the file loads (so a reload can refuse before changing
+/// anything). Returns 0, or -1 (the file holds no loadable certificate), -4 (out of memory).
+static inline int clws_reload_client_ca(void *ctx, const char *ca, unsigned int generation, int apply) {
+    X509_STORE *store = X509_STORE_new();
+    if (!store) return -4;
+    if (X509_STORE_load_locations(store, ca, NULL) != 1) {
+        X509_STORE_free(store);
+        ERR_clear_error();
+        return -1;
+    }
+    if (!apply) {
+        X509_STORE_free(store);
+        return 0;
+    }
+    SSL_CTX_set_cert_store((SSL_CTX *)ctx, store); /* frees the old store */
+    unsigned char sid[16] = "muster-ca-";
+    memcpy(sid + 10, &generation, sizeof(generation));
+    SSL_CTX_set_session_id_context((SSL_CTX *)ctx, sid, sizeof(sid));
+    SSL_CTX_flush_sessions((SSL_CTX *)ctx, 0x7fffffffL);
+    ERR_clear_error();
+    return 0;
+}
+
+/// The subject common name of the peer's client certificate, when the connection is TLS, the
+/// peer presented one and it verified against the listener's client CA; written NUL-terminated
+/// into `out`. lws_tls_peer_cert_info (4.1) is not used: it finds the CN by searching the
+/// one-line subject for "/CN=" and keeps whatever follows, so a subject with an RDN after the CN
+/// (or a "/CN=" inside another field) would name the wrong credential. Here the CN is the
+/// subject's one and only commonName entry, as UTF-8; a subject with none or several has none.
+/// Returns the CN's length, or -1 (no verified certificate, no single CN, or it does not fit).
+static inline int clws_peer_common_name(struct lws *wsi, char *out, size_t len) {
+    SSL *ssl = lws_get_ssl(lws_get_network_wsi(wsi));
+    if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK) return -1;
+    X509 *x = SSL_get_peer_certificate(ssl);
+    if (!x) return -1;
+    int rc = -1;
+    X509_NAME *subject = X509_get_subject_name(x);
+    int at = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1;
+    if (at >= 0 && X509_NAME_get_index_by_NID(subject, NID_commonName, at) < 0) {
+        unsigned char *utf8 = NULL;
+        int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+        if (n >= 0 && (size_t)n < len && memchr(utf8, 0, (size_t)n) == NULL) {
+            memcpy(out, utf8, (size_t)n);
+            out[n] = 0;
+            rc = n;
+        }
+        OPENSSL_free(utf8);
+    }
+    X509_free(x);
     ERR_clear_error();
     return rc;
 }

@@ -16,6 +16,8 @@ struct BackendLink {
     /// The token its `hello` presented (nil for links the coordinator dialled): checked again when
     /// credentials are reloaded (Daemon+Reload), never logged.
     var token: String? = nil
+    /// The common name of the client certificate the peer presented (mTLS), checked with the token.
+    var certificate: String? = nil
 }
 
 extension Daemon {
@@ -47,7 +49,8 @@ extension Daemon {
                 self?.assumeIsolated { $0.helloTimedOut(info.id) }
             }
         }
-        backendLinks[info.id] = BackendLink(phase: .awaitingHello(timer), peer: info.peer)
+        backendLinks[info.id] = BackendLink(
+            phase: .awaitingHello(timer), peer: info.peer, certificate: info.peerCertificateName)
         logger.debug("backend link open", metadata: ["link.id": "\(info.id)", "peer": "\(info.peer)"])
     }
 
@@ -77,7 +80,7 @@ extension Daemon {
                 return
             }
             if let timer { transport.assumeIsolated { $0.cancel(timer) } }
-            register(hello, on: id, peer: link.peer)
+            register(hello, on: id, peer: link.peer, certificate: link.certificate)
         case .registered(let backend):
             if case .hello(let m) = message {
                 refuse(
@@ -89,7 +92,7 @@ extension Daemon {
         }
     }
 
-    private func register(_ hello: BackendToCoordinator.Hello, on id: ConnectionID, peer: String) {
+    private func register(_ hello: BackendToCoordinator.Hello, on id: ConnectionID, peer: String, certificate: String?) {
         guard hello.versions.contains(1) else {
             metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.noCommonVersion.rawValue]).increment()
             let details = RawJSON(unchecked: #"{"supported":[1]}"#)
@@ -108,7 +111,7 @@ extension Daemon {
         let name = dialedConfig?.name ?? hello.name
         if dialedConfig == nil {
             // Dialled links were authenticated by dialling the configured URL; others present a token.
-            switch auth.backend(name: name, token: hello.token) {
+            switch auth.backend(name: name, token: hello.token, certificate: certificate) {
             case .success:
                 break
             case .failure(.badCredentials):
@@ -139,7 +142,8 @@ extension Daemon {
             transport.assumeIsolated { $0.close(old, code: CloseCode(4005), reason: "replaced") }
         }
         if known != nil { metrics.counter("muster_reconnects_total").increment() }
-        backendLinks[id] = BackendLink(phase: .registered(backend), peer: peer, token: dialedConfig == nil ? hello.token : nil)
+        backendLinks[id] = BackendLink(
+            phase: .registered(backend), peer: peer, token: dialedConfig == nil ? hello.token : nil, certificate: certificate)
         linkOf[backend] = id
         let configured = configuration.backends.first { $0.name == name }
         let actions = core.handle(

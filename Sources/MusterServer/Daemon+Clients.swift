@@ -11,6 +11,8 @@ struct ClientSession {
     var principal: Principal = .anonymous
     /// The token its `hello` presented: checked again when credentials are reloaded; never logged.
     var token = ""
+    /// The common name of the client certificate the peer presented (mTLS), checked with the token.
+    var certificate: String?
     var helloTimer: TimerID?
     var subscribedAll = false
     var batches: Set<BatchID> = []
@@ -57,7 +59,7 @@ extension Daemon {
                 }
             }
         }
-        clients[info.id] = ClientSession(helloTimer: timer)
+        clients[info.id] = ClientSession(certificate: info.peerCertificateName, helloTimer: timer)
     }
 
     func clientClosed(_ id: ConnectionID) {
@@ -100,9 +102,10 @@ extension Daemon {
                 transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
                 return
             }
-            guard let principal = auth.client(token: hello.token) else {
+            guard let principal = auth.client(token: hello.token, certificate: session.certificate) else {
                 refuse(
-                    id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted",
+                    id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted"
+                        + (session.certificate.map { " (and the client certificate \($0) names no credential)" } ?? ""),
                     close: 4001, requestID: hello.id)
                 return
             }

@@ -190,7 +190,7 @@ extension Daemon {
         guard needsToken else { return body(.anonymous) }
         let header = request.headers["authorization"] ?? ""
         let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
-        guard let principal = auth.client(token: presented) else {
+        guard let principal = auth.client(token: presented, certificate: request.peerCertificateName) else {
             // errorResponse counts it in muster_http_errors_total.
             var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>"))
             response.headers.append((name: "WWW-Authenticate", value: "Bearer"))

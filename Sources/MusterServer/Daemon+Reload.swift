@@ -2,8 +2,8 @@ import Logging
 import MusterProtocol
 import MusterTransport
 
-// Reload on SIGHUP (README "Security"): credentials are read again and the TLS certificate and
-// key loaded again, without dropping a link whose credential still holds. Runs on the loop, like
+// Reload on SIGHUP (README "Security"): credentials are read again and the TLS certificate, key
+// and client CA loaded again, without dropping a link whose credential still holds. Runs on the loop, like
 // everything else the daemon does.
 extension Daemon {
     /// What a reload did, for the caller and the tests.
@@ -31,7 +31,7 @@ extension Daemon {
         auth = next
         var revoked = 0
         for (id, session) in clients where session.name != nil {
-            guard auth.client(token: session.token) != session.principal else { continue }
+            guard auth.client(token: session.token, certificate: session.certificate) != session.principal else { continue }
             revoked += 1
             revoke(id, backendSide: false, who: session.principal.name)
         }
@@ -39,7 +39,7 @@ extension Daemon {
             guard let token = link.token, case .registered(let backend) = link.phase,
                 let name = namesByID[backend] ?? core.backend(backend)?.name
             else { continue }
-            if case .success = auth.backend(name: name, token: token) { continue }
+            if case .success = auth.backend(name: name, token: token, certificate: link.certificate) { continue }
             revoked += 1
             revoke(id, backendSide: true, who: name)
         }
@@ -68,7 +68,11 @@ extension Daemon {
             }
             certificate = true
             audit.notice(
-                "certificate reloaded", metadata: ["audit.action": "reload_certificate", "audit.by": "SIGHUP"])
+                "certificate reloaded",
+                metadata: [
+                    "audit.action": "reload_certificate", "audit.by": "SIGHUP",
+                    "tls.client_ca": "\(configuration.tlsClientCA != nil)",
+                ])
         }
         return ReloadOutcome(revokedLinks: revoked, certificateReloaded: certificate)
     }

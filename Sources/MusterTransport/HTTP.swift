@@ -30,6 +30,8 @@ public struct HTTPRequest: Sendable {
     public var headers: [String: String]
     public var body: [UInt8]
     public var peer: String
+    /// The subject common name of the peer's verified client certificate (mTLS); nil otherwise.
+    public var peerCertificateName: String? = nil
 
     /// The body as UTF-8 text (JSON bodies).
     public var bodyText: String { String(decoding: body, as: UTF8.self) }

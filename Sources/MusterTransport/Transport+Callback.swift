@@ -28,6 +28,12 @@ func transportCallback(
         }
         return 0
     }
+    if reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION {
+        // lws 4.1 hands OpenSSL's verdict on a client certificate (mTLS) to this callback as `len`
+        // (preverify_ok) and accepts the certificate whenever the callback returns 0, whatever that
+        // verdict: returning 0 here would admit a certificate from any CA. Nonzero refuses it.
+        return len == 0 ? 1 : 0
+    }
     guard let wsi, let ctx = lws_get_context(wsi), let owner = lws_context_user(ctx) else { return 0 }
     let transport = Unmanaged<Transport>.fromOpaque(owner).takeUnretainedValue()
     let args = CallbackArguments(wsi: wsi, input: input)

@@ -64,7 +64,8 @@ extension Transport {
     }
 
     /// Loads the listener's certificate chain and private key again from their files (`tls` of
-    /// its configuration): connections accepted from now on present the new ones, open ones are
+    /// its configuration), and its client CA (mTLS) when it has one: connections accepted from now
+    /// on present the new certificate and are verified against the new CA, open ones are
     /// untouched. Files that do not load, or a key that does not match, leave the old ones in use.
     public func reloadCertificate(_ listener: Listener) throws(TransportError) {
         guard listener.index < listeners.count, let tls = listeners[listener.index].configuration.tls else {
@@ -73,6 +74,11 @@ extension Transport {
         guard let ctx = listeners[listener.index].sslContext else {
             throw TransportError(
                 code: .tlsConfiguration, message: "listener on port \(listener.port): its TLS context was not captured")
+        }
+        if let ca = tls.clientCAFile, clws_reload_client_ca(ctx.raw, ca, 0, 0) != 0 {
+            throw TransportError(
+                code: .tlsConfiguration,
+                message: "the client CA \(ca) does not load (PEM certificates expected); the previous certificate and CA stay in use")
         }
         let rc = clws_reload_server_certificate(ctx.raw, tls.certificateFile, tls.privateKeyFile)
         guard rc == 0 else {
@@ -86,6 +92,16 @@ extension Transport {
             throw TransportError(code: .tlsConfiguration, message: "\(why); the previous certificate stays in use")
         }
         logger.info("TLS certificate reloaded", metadata: ["listen.port": "\(listener.port)"])
+        if let ca = tls.clientCAFile {
+            clientCAGeneration &+= 1
+            // Loaded a moment ago; it fails now only if the file changed in between.
+            guard clws_reload_client_ca(ctx.raw, ca, clientCAGeneration, 1) == 0 else {
+                throw TransportError(
+                    code: .tlsConfiguration,
+                    message: "the client CA \(ca) does not load (PEM certificates expected); the previous one stays in use")
+            }
+            logger.info("TLS client CA reloaded", metadata: ["listen.port": "\(listener.port)"])
+        }
     }
 
     // MARK: - Client links

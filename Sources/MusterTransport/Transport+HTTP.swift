@@ -33,7 +33,8 @@ extension Transport {
         counters.httpRequests += 1
         let request = HTTPRequest(
             id: id, method: method, path: path, query: header(wsi, WSI_TOKEN_HTTP_URI_ARGS) ?? "",
-            headers: capturedHeaders(wsi, listener.configuration.capturedHeaders), body: [], peer: peerAddress(wsi))
+            headers: capturedHeaders(wsi, listener.configuration.capturedHeaders), body: [], peer: peerAddress(wsi),
+            peerCertificateName: peerCertificateName(wsi))
         let length = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH).flatMap { Int($0.trimmingSpaces) } ?? 0
         let exchange = HTTPExchange(request: request, expectedBody: length)
         exchange.wsi = wsi

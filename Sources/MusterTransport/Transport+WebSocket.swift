@@ -290,7 +290,8 @@ extension Transport {
             path: uri,
             query: header(wsi, WSI_TOKEN_HTTP_URI_ARGS) ?? "",
             headers: capturedHeaders(wsi, listener.configuration.capturedHeaders),
-            isClient: false)
+            isClient: false,
+            peerCertificateName: peerCertificateName(wsi))
         if let accept = handler.shouldAccept, !accept(self, info) { return 1 }
         let link = Link(id: id, handler: handler, info: info, dial: nil)
         link.wsi = wsi
@@ -403,5 +404,14 @@ extension Transport {
         var buf = [CChar](repeating: 0, count: 64)
         guard lws_get_peer_simple(wsi, &buf, buf.count) != nil else { return "" }
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The common name of the peer's verified client certificate (`clws_peer_common_name`); nil
+    /// without TLS, without a certificate, or when it names no single CN.
+    func peerCertificateName(_ wsi: OpaquePointer) -> String? {
+        var buf = [CChar](repeating: 0, count: 256)
+        let n = clws_peer_common_name(wsi, &buf, buf.count)
+        guard n >= 0 else { return nil }
+        return String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -54,6 +54,9 @@ public actor Transport {
     var listeners: [ListenerState] = []
     /// Set by the callback lws makes while a TLS listener's vhost is created; taken by `listen`.
     var serverSSLContextCreated: SSLContextPointer?
+    /// Bumped at each client-CA reload: the session id context of listeners, so sessions resumed
+    /// after a reload are verified against the new CA (`clws_reload_client_ca`).
+    var clientCAGeneration: UInt32 = 0
     var clientVhosts: [ClientVhostKey: OpaquePointer] = [:]
     var clientProtocols: UnsafeMutablePointer<lws_protocols>?
     var timers: [UInt64: TimerBox] = [:]

@@ -44,6 +44,9 @@ public struct ConnectionInfo: Sendable {
     public var headers: [String: String]
     /// True for a link this process dialled.
     public var isClient: Bool
+    /// The subject common name of the client certificate the peer presented, when the listener
+    /// requires one (mTLS, ``ServerTLS/clientCAFile``) and it verified; nil otherwise.
+    public var peerCertificateName: String? = nil
 }
 
 /// A WebSocket went down.

@@ -92,6 +92,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Accept a self-signed wss:// certificate (development only).")
     var allowSelfSigned = false
 
+    @Option(help: "PEM client certificate for a wss:// coordinator that requires one (its tls.client_ca); with --key-file.")
+    var certFile: String?
+
+    @Option(help: "PEM private key of --cert-file.")
+    var keyFile: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -118,6 +124,12 @@ struct AgentCommand: AsyncParsableCommand {
         }
         guard (0...1).contains(failureRate) else { throw ValidationError("--failure-rate must be from 0 to 1") }
         guard token == nil || tokenFile == nil else { throw ValidationError("give --token or --token-file, not both") }
+        guard (certFile == nil) == (keyFile == nil) else { throw ValidationError("--cert-file and --key-file go together") }
+        for (flag, path) in [("--cert-file", certFile), ("--key-file", keyFile)] {
+            if let path, !FileManager.default.isReadableFile(atPath: path) {
+                throw ValidationError("\(flag): cannot read '\(path)'")
+            }
+        }
         for f in list(features) where f.first.map({ !$0.isLowercase }) ?? true || f.contains(where: { !($0.isLowercase || $0.isNumber || "_.-".contains($0)) }) {
             throw ValidationError("--features: '\(f)' is not a feature name (a-z, 0-9, _ . -; starts with a letter)")
         }
@@ -160,6 +172,8 @@ struct AgentCommand: AsyncParsableCommand {
         var options = AgentOptions(coordinator: coordinator, listen: listen.flatMap(HostPort.init), token: resolvedToken, spec: spec)
         options.caFile = caFile
         options.allowSelfSigned = allowSelfSigned
+        options.certificateFile = certFile
+        options.privateKeyFile = keyFile
         if let comfyui {
             options.comfyui = ComfyUISettings(
                 url: comfyui, featureMap: ComfyUIFeatureMap.defaults.merging(try parsedFeatureMap()),

@@ -20,7 +20,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "PEM private key for --tls-cert (key tls.key).")
     var tlsKey: String?
 
-    @Option(name: .long, help: "Require client certificates signed by this CA (key tls.client_ca).")
+    @Option(name: .long, help: "Require client certificates signed by this CA; auth.credentials may bind one by its CN (key tls.client_ca).")
     var tlsClientCa: String?
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (key log.level).")

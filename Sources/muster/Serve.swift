@@ -20,10 +20,11 @@ struct Serve: AsyncParsableCommand {
             SIGTERM or SIGINT stops gracefully: new work is refused, peers get goodbye and close \
             code 1001, and unfinished jobs stay in the store for the next start (README: Durable jobs). \
             Credentials: auth.token is one token for every role; auth.credentials gives each client, \
-            operator, read-only viewer and backend its own token (from a file or the environment) \
+            operator, read-only viewer and backend its own token (from a file or the environment), \
+            or with --tls-client-ca its own client certificate (certificate_cn: the subject CN), \
             and limits it to its role; listening beyond loopback needs both sides covered \
-            (README: Security). SIGHUP reloads the credentials and the TLS certificate and key \
-            without dropping links; links whose token was revoked close with 4001. Limits per \
+            (README: Security). SIGHUP reloads the credentials and the TLS certificate, key and \
+            client CA without dropping links; links whose credential was revoked close with 4001. Limits per \
             peer (links.max_per_address, links.max_messages_per_second, \
             jobs.max_in_flight_per_owner) are off until set.
             """)

@@ -127,6 +127,17 @@ struct TLSTests {
         #expect(await server.waitOpened(count: 1))
         #expect(await anonymous.waitDialFailed())
         #expect(anonymous.openedIDs().isEmpty)
+        // A certificate the client CA did not sign is refused too.
+        let stranger = try TestCertificate(name: "stranger", in: dir)
+        let withStrangerCert = Recorder<WSEvent>()
+        _ = try await t.dial(
+            DialConfiguration(
+                url: "wss://127.0.0.1:\(port)/", subprotocol: "muster.backend.v1",
+                tls: ClientTLS(
+                    caFile: serverCert.certificate, certificateFile: stranger.certificate, privateKeyFile: stranger.key)),
+            handler: withStrangerCert.handler())
+        #expect(await withStrangerCert.waitDialFailed())
+        #expect(withStrangerCert.openedIDs().isEmpty)
         #expect(server.openedIDs().count == 1)
         await t.shutdown()
     }

@@ -15,6 +15,10 @@ public struct AgentOptions: Sendable {
     public var spec: WorkerSpec
     public var caFile: String?
     public var allowSelfSigned = false
+    /// Client certificate and key presented to a `wss://` coordinator that requires one (mTLS);
+    /// with no token, the certificate is the credential (README "Security").
+    public var certificateFile: String?
+    public var privateKeyFile: String?
     /// How long a drain may take before the agent stops anyway.
     public var drainTimeout: Duration = .seconds(120)
     /// The ComfyUI that runs the jobs (with `spec.runner == .external`).
@@ -101,8 +105,10 @@ public actor Agent {
         }
         guard let url = options.coordinator else { return nil }
         var target = DialConfiguration(url: url, subprotocol: Subprotocol.backend)
-        if options.caFile != nil || options.allowSelfSigned {
-            target.tls = ClientTLS(caFile: options.caFile, allowSelfSigned: options.allowSelfSigned)
+        if options.caFile != nil || options.allowSelfSigned || options.certificateFile != nil {
+            target.tls = ClientTLS(
+                caFile: options.caFile, allowSelfSigned: options.allowSelfSigned,
+                certificateFile: options.certificateFile, privateKeyFile: options.privateKeyFile)
         }
         dialedLink = try transport.assumeIsolated { try $0.dial(target, handler: handler) }
         logger.info("agent dialling", metadata: ["url": "\(url)"])

@@ -78,25 +78,46 @@ struct Authenticator: Sendable {
     func match(_ token: String) -> Principal? {
         var found: Principal?
         if let shared, constantTimeEqual(shared, token) { found = .shared }
-        for c in credentials where constantTimeEqual(c.token, token) {
+        for c in credentials {
+            guard let t = c.token, constantTimeEqual(t, token) else { continue }
             found = found ?? Principal(kind: .credential(c.role), name: c.name)
         }
         return found
     }
 
-    /// The principal of a client link or `/v1/` request presenting `token`; nil: bad credentials.
-    /// A backend credential is returned too: the caller refuses it as `forbidden`.
-    func client(token: String) -> Principal? {
+    /// The credential bound to the client certificate whose subject CN is `certificate`, exactly.
+    /// Not a secret (the CA vouched for it), so a plain comparison.
+    func match(certificate: String?) -> Principal? {
+        guard let certificate, let c = credentials.first(where: { $0.certificateName == certificate }) else { return nil }
+        return Principal(kind: .credential(c.role), name: c.name)
+    }
+
+    /// The principal of a client link or `/v1/` request presenting `token` over a connection whose
+    /// verified client certificate has the common name `certificate`; nil: bad credentials. A token,
+    /// when one is given, wins: the certificate then only admitted the connection. A backend
+    /// credential is returned too: the caller refuses it as `forbidden`.
+    func client(token: String, certificate: String? = nil) -> Principal? {
         if clientSideOpen { return .anonymous }
+        if token.isEmpty, let principal = match(certificate: certificate) { return principal }
         return match(token)
     }
 
-    /// Whether a backend named `name` presenting `token` may register.
-    func backend(name: String, token: String) -> Result<Principal, BackendRefusal> {
+    /// Whether a backend named `name` presenting `token` (or, with no token, the client certificate
+    /// whose common name is `certificate`) may register.
+    func backend(name: String, token: String, certificate: String? = nil) -> Result<Principal, BackendRefusal> {
+        if token.isEmpty, let principal = match(certificate: certificate) {
+            switch principal.role {
+            case .backend? where principal.name == name: return .success(principal)
+            case .backend?:
+                return .failure(.forbidden("this client certificate is backend \(principal.name)'s; it cannot register as \(name)"))
+            default:
+                return .failure(.forbidden("a \(principal.role?.rawValue ?? "") credential cannot open a backend link"))
+            }
+        }
         let principal = match(token)
         if let own = credentials.first(where: { $0.role == .backend && $0.name == name }) {
             // Checked first: two backends may share a token in `auth.backend_tokens`.
-            if constantTimeEqual(own.token, token) { return .success(Principal(kind: .credential(.backend), name: name)) }
+            if let t = own.token, constantTimeEqual(t, token) { return .success(Principal(kind: .credential(.backend), name: name)) }
             if principal == nil { return .failure(.badCredentials) }
             return .failure(.forbidden("backend \(name) has a credential of its own; present that one"))
         }

@@ -55,7 +55,7 @@ public struct ConfigKey: Sendable {
             help: "PEM private key for tls.cert."),
         ConfigKey(
             name: "tls.client_ca", kind: .path, defaultValue: .string(""),
-            help: "PEM CA bundle: require client certificates signed by it (mTLS)."),
+            help: "PEM CA bundle: require client certificates signed by it (mTLS); an auth.credentials entry with certificate_cn is the certificate whose subject CN it is. Reloaded on SIGHUP."),
         ConfigKey(
             name: "log.level", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]),
             defaultValue: .string("info"), help: "Lowest log level written."),

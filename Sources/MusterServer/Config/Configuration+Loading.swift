@@ -135,6 +135,12 @@ extension Configuration {
         if tlsClientCA != nil, tlsCertificate == nil {
             throw ConfigError(source: source, key: "tls.client_ca", reason: "client certificates need tls.cert and tls.key")
         }
+        if tlsClientCA == nil, let bound = credentials.first(where: { $0.certificateName != nil }) {
+            throw ConfigError(
+                source: source, key: "auth.credentials",
+                reason: "credential \(bound.name) is bound to a client certificate (certificate_cn) but tls.client_ca is not set, "
+                    + "so no client certificate is asked for; set tls.client_ca or give it a token_file")
+        }
         if sharedToken != nil, tokenFile != nil {
             throw ConfigError(source: source, key: "auth.token_file", reason: "give auth.token or auth.token_file, not both")
         }

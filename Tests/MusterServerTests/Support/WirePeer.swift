@@ -11,6 +11,7 @@ final class WirePeer: Sendable {
         var open = false
         var messages: [[String: Any]] = []
         var close: UInt16?
+        var dialFailure: String?
         var cursor = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -22,22 +23,39 @@ final class WirePeer: Sendable {
     }
     private let box = Box()
 
-    init(port: Int, subprotocol: String) async throws {
+    /// A dial that failed before the link opened (TLS refused, connection refused).
+    struct DialFailed: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { "the link did not open: \(reason)" }
+    }
+
+    /// Opens a link to the coordinator on `port`: `ws://`, or `wss://` with `tls` (a client
+    /// certificate for mTLS in it). Throws ``DialFailed`` when the first dial fails.
+    init(port: Int, subprotocol: String, tls: ClientTLS? = nil) async throws {
         var config = TransportConfiguration()
         config.shutdownGrace = .seconds(1)
         config.reconnectDelays = [.seconds(3600)]
         transport = try Transport(configuration: config, logger: TestCoordinator.quietLogger)
         let id = try await transport.dial(
-            DialConfiguration(url: "ws://127.0.0.1:\(port)/v1/ws", subprotocol: subprotocol),
+            DialConfiguration(
+                url: "\(tls == nil ? "ws" : "wss")://127.0.0.1:\(port)/v1/ws", subprotocol: subprotocol, tls: tls),
             handler: WebSocketHandler(
                 opened: { [weak self] _, _ in self?.change { $0.open = true } },
                 text: { [weak self] _, _, text in
                     let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
                     self?.change { $0.messages.append(object ?? ["unparsable": text]) }
                 },
-                closed: { [weak self] _, event in self?.change { $0.close = event.code.rawValue } }))
+                closed: { [weak self] _, event in self?.change { $0.close = event.code.rawValue } },
+                dialFailed: { [weak self] _, _, why in self?.change { $0.dialFailure = $0.dialFailure ?? why } }))
         change { $0.link = id }
-        try await wait("the link to open") { s in s.open ? () : nil }
+        let failure: String? = try await wait("the link to open") { s -> String?? in
+            if s.open { return .some(nil) }
+            return (s.dialFailure ?? s.close.map { "closed with \($0) before opening" }).map { .some($0) }
+        }
+        if let failure {
+            await transport.shutdown()
+            throw DialFailed(reason: failure)
+        }
     }
 
     private func change(_ body: (inout State) -> Void) {
