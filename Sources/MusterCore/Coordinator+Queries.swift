@@ -36,6 +36,23 @@ extension Coordinator {
             waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: ready ? [] : unknown.sorted())
     }
 
+    /// The held jobs grouped by the features they need, ordered by features: what `readiness`
+    /// waits for, one entry per distinct need.
+    public var heldByNeed: [HeldNeed] {
+        var groups: [[String]: HeldNeed] = [:]
+        var backends: [[String]: Set<BackendID>] = [:]
+        for id in held.sorted() {
+            guard let w = jobs.get(id)?.waitReason else { continue }
+            groups[w.features, default: HeldNeed(features: w.features, model: w.model, backends: [], jobs: 0)].jobs += 1
+            backends[w.features, default: []].formUnion(w.backends)
+        }
+        return groups.sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { key, need in
+            var need = need
+            need.backends = backends[key, default: []].sorted()
+            return need
+        }
+    }
+
     /// Jobs waiting for a backend (queued or gated) per job priority.
     public var queueDepthByPriority: [Int: Int] {
         Dictionary(uniqueKeysWithValues: queuedByPriority.filter { $0.value > 0 }.map { ($0.key.raw, $0.value) })

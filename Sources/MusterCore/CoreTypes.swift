@@ -1,6 +1,8 @@
 import MusterProtocol
 
 /// The state of the coordinator's link to a backend.
+/// Not `Wire.LinkState`: the gate must tell a configured backend that never connected
+/// (`expected`, "not_connected") from one that left (`down`); the wire shows both as `down`.
 public enum LinkState: String, Hashable, Sendable, CaseIterable {
     /// Listed in the configuration but never connected.
     case expected
@@ -10,6 +12,15 @@ public enum LinkState: String, Hashable, Sendable, CaseIterable {
     case suspect
     /// The grace ended (or the backend was told to go); its jobs were requeued.
     case down
+
+    /// As `GET /v1/backends` and `status_report` show it.
+    public var wire: Wire.LinkState {
+        switch self {
+        case .up: .up
+        case .suspect: .suspect
+        case .down, .expected: .down
+        }
+    }
 }
 
 /// What a backend says when it registers (its hello), plus configuration the server knows.
@@ -164,6 +175,9 @@ public enum RequeueCause: String, Hashable, Sendable {
 }
 
 /// A job event for clients and metrics.
+/// Not the wire's `CoordinatorToClient.JobEvent`: it carries the `owner` and `lease`, which the wire
+/// does not show, and the failure and wait reason as the core decided them, before the shell adds
+/// backend names and milliseconds.
 public struct JobEvent: Hashable, Sendable {
     /// What happened; every state transition has one.
     public enum Kind: Hashable, Sendable {
@@ -222,6 +236,8 @@ public struct Placement: Hashable, Sendable {
 }
 
 /// Whether the coordinator is ready, and if not what it waits for.
+/// Not `Wire.Readiness`: the wire adds the shell's own reasons (`shutting_down`, `store_unavailable`)
+/// and wall-clock deadlines; this is the gate's part, compared to announce `readinessChanged`.
 public struct Readiness: Hashable, Sendable {
     /// At least one backend is ready and no job is held by the gate.
     public var ready: Bool
@@ -231,6 +247,23 @@ public struct Readiness: Hashable, Sendable {
     public var waitingFeatures: [String]
     /// Backends the gate waits for (registered or expected, not announced, window open).
     public var waitingBackends: [BackendID]
+}
+
+/// Jobs the gate holds for one need (the same features); `Wire.GateWait` shows it with backend names.
+public struct HeldNeed: Hashable, Sendable {
+    public var features: [String]
+    /// The model of the first held job with these features, if any.
+    public var model: String?
+    /// Every backend the gate waits for on behalf of these jobs, by id.
+    public var backends: [BackendID]
+    public var jobs: Int
+
+    public init(features: [String], model: String?, backends: [BackendID], jobs: Int) {
+        self.features = features
+        self.model = model
+        self.backends = backends
+        self.jobs = jobs
+    }
 }
 
 /// Facts for metrics and logs.
@@ -321,6 +354,8 @@ public enum CoreEvent: Hashable, Sendable {
 }
 
 /// One binding of a job, kept in its history.
+/// Not `Wire.AttemptRecord`: the core keeps the `lease` (never shown to clients), the start time
+/// and the full `JobFailure`, where the wire shows milliseconds and the error body.
 public struct AttemptRecord: Hashable, Sendable {
     public var attempt: Int
     public var backend: BackendID
@@ -389,6 +424,9 @@ public struct BatchRecord: Hashable, Sendable {
 }
 
 /// A backend as the core sees it.
+/// Not `Wire.BackendInfo`: the core's carries what routing uses (`priority`, the `expected` link,
+/// `draining`, slots before any announcement); the wire adds the capacity with overqueue and the
+/// estimates, and shows the snapshot only once announced.
 public struct BackendInfo: Hashable, Sendable {
     public var id: BackendID
     public var name: String

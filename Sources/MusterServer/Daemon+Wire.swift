@@ -3,14 +3,6 @@ import MusterProtocol
 
 // Mapping the core's records and events to the wire bodies of Protocol/README.md.
 extension Daemon {
-    func wireLink(_ link: LinkState) -> Wire.LinkState {
-        switch link {
-        case .up: .up
-        case .suspect: .suspect
-        case .down, .expected: .down
-        }
-    }
-
     func wireBackend(_ b: BackendInfo) -> Wire.BackendInfo {
         var snapshot: CapabilitySnapshot?
         if let version = b.version, let state = b.announced {
@@ -20,7 +12,7 @@ extension Daemon {
                 devices: b.devices, message: b.message)
         }
         return Wire.BackendInfo(
-            id: b.id, name: b.name, local: b.isLocal, link: wireLink(b.link), capabilities: snapshot,
+            id: b.id, name: b.name, local: b.isLocal, link: b.link.wire, capabilities: snapshot,
             inFlight: b.inFlight, running: b.running, capacity: b.slots + core.policy.overqueue,
             registeredMs: ms(b.registeredAt), firstAnnouncedMs: b.firstAnnouncedAt.map(ms),
             lastSeenMs: b.lastSeen.map(ms), inhibitedUntilMs: b.inhibitedUntil.map(ms),
@@ -67,23 +59,10 @@ extension Daemon {
         if storeDown { reasons.append("store_unavailable") }
         if r.readyBackends == 0 { reasons.append("no_ready_backend") }
         if r.heldJobs > 0 { reasons.append("jobs_held") }
-        var waiting: [Wire.GateWait] = []
-        if r.heldJobs > 0 {
-            // Group the held jobs by what they wait for.
-            var groups: [[String]: (model: String?, backends: Set<BackendID>, jobs: Int)] = [:]
-            for id in core.heldJobs {
-                guard let w = core.job(id)?.waitReason else { continue }
-                var g = groups[w.features] ?? (w.model, [], 0)
-                g.backends.formUnion(w.backends)
-                g.jobs += 1
-                groups[w.features] = g
-            }
-            for (features, g) in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-                let backends = g.backends.sorted()
-                waiting.append(Wire.GateWait(
-                    features: features, model: g.model, backends: backends.map(waitingBackend),
-                    untilMs: gateUntilMs(backends), jobs: g.jobs))
-            }
+        let waiting = r.heldJobs == 0 ? [] : core.heldByNeed.map {
+            Wire.GateWait(
+                features: $0.features, model: $0.model, backends: $0.backends.map(waitingBackend),
+                untilMs: gateUntilMs($0.backends), jobs: $0.jobs)
         }
         return Wire.Readiness(
             ready: r.ready && !stopping && !storeDown, reasons: reasons, readyBackends: r.readyBackends, heldJobs: r.heldJobs,

@@ -29,6 +29,10 @@ import Testing
         #expect(r.waitingBackends == [BackendID(5)])
         #expect(readinessChanges(h.last).last == r)
         #expect(h.core.heldJobs == [jobs[1], jobs[2]])
+        #expect(
+            h.core.heldByNeed == [
+                HeldNeed(features: ["frameinterps", "video"], model: nil, backends: [BackendID(5)], jobs: 2)
+            ])
         #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5)])
         #expect(h.core.job(jobs[1])?.waitReason?.noReadyBackend == false)
 
@@ -42,6 +46,7 @@ import Testing
         #expect(h.events(jobs[2], in: h.last) == [.released(.announced), .bound])
         #expect(h.backend(jobs[2]) == BackendID(5))
         #expect(h.core.readiness.ready)
+        #expect(h.core.heldByNeed.isEmpty)
         #expect(readinessChanges(h.last).last?.ready == true)
     }
 
