@@ -40,6 +40,9 @@ public struct StoreFailure: Error, Hashable, Sendable, CustomStringConvertible {
         case corrupt
         /// Any other I/O error (or a lock held by another process for longer than the busy timeout).
         case io
+        /// Another coordinator leads now: the store refuses commits under this coordinator's
+        /// fencing token (see `LeaderElection`). Final for this store object: it never recovers.
+        case fenced
     }
 
     public var kind: Kind
