@@ -284,10 +284,12 @@ extension Coordinator {
             let new = Set(member)
             for c in old.subtracting(new) {
                 classes[c].capable.remove(id)
+                classes[c].bySpeed.remove(id, speed: b.speed)
                 classesToCheck.insert(c)
             }
             for c in new.subtracting(old) {
                 classes[c].capable.insert(id)
+                classes[c].bySpeed.insert(id, speed: b.speed)
                 classesToCheck.insert(c)
             }
             b.classes = member

@@ -160,7 +160,9 @@ extension Coordinator {
         while !dirty.isEmpty {
             var heap = Heap<Candidate>()
             swap(&heap, &scratch)  // reuse the drained heap's storage
-            for id in dirty where free.contains(id) { heap.insert(candidate(id)) }
+            for id in dirty where free.contains(id) && backends[id].idleEpoch != routingEpoch {
+                heap.insert(candidate(id))
+            }
             dirty.removeAll(keepingCapacity: true)
             // A binding emits about four actions; growing the buffer by doubling would copy it
             // (and fault in fresh pages) several times during a burst.
@@ -180,6 +182,7 @@ extension Coordinator {
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
                 } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
+                    backends[e.id].idleEpoch = routingEpoch
                     dirty.remove(e.id)
                     continue
                 }

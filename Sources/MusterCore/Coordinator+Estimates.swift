@@ -18,6 +18,12 @@ extension Coordinator {
     mutating func recountSpeed(_ bi: Int) {
         let r = backends.records[bi]
         let speed = Self.quantised(r.learnedSpeed ?? r.configuredSpeed ?? r.snapshot?.speed ?? 1)
+        if speed != r.speed {
+            for c in r.classes {
+                classes[c].bySpeed.remove(r.id, speed: r.speed)
+                classes[c].bySpeed.insert(r.id, speed: speed)
+            }
+        }
         backends[r.id].speed = speed
         let counts = r.counted
         if r.speedCounted == counts && (!counts || r.countedSpeed == speed) { return }
@@ -186,30 +192,43 @@ extension Coordinator {
         // the rest of the set is looked at only for them, so the wakes do not depend on the
         // set's iteration order.
         var wake: [BackendID] = []
-        for t in classes[c].capable where t != id {
-            guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
+        func consider(_ t: BackendID) {
+            guard t != id, let ti = backends.index(t), backends.records[ti].routable(now) else { return }
             let counting = capacity < need
-            if !counting && !backends.records[ti].inFree { continue }
+            if !counting && !backends.records[ti].inFree { return }
             let theirs = expectedCompletion(ti, c, e)
             if counting, let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else if counting {
                 second = (t, theirs)
             }
             guard theirs < mine - margin || (mustLoad && theirs <= mine + margin && modelReady(ti, c) == nil) else {
-                continue
+                return
             }
             let p = max(expectedSeconds(ti, e), 1e-3)
             // A backend not expected to start it within the wait bound does not count.
-            guard theirs - p <= latestStart else { continue }
+            guard theirs - p <= latestStart else { return }
             if backends.records[ti].inFree { wake.append(t) }
             if counting { capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down))) }
         }
+        // With a slot open now and no model to load, only a faster backend can finish the job
+        // sooner: look at those alone (the class's speed index), so the decision does not grow
+        // with the fleet. A busy backend (the overqueue slot) or one that must load the model
+        // compares with every capable backend: availability, load times and loads under way
+        // differ per backend.
+        if !mustLoad && backends.records[bi].jobs.count < backends.records[bi].slots {
+            for t in classes[c].bySpeed.faster(than: backends.records[bi].speed) { consider(t) }
+        } else {
+            for t in classes[c].capable { consider(t) }
+        }
         if capacity < need {
-            // Every backend of the set was counted.
+            // Every backend that could finish sooner was counted.
             runnerUp = second.map { (entry.job, $0.backend, $0.at) }
             return true
         }
         for t in wake { dirty.insert(t) }
-        if jobs[entry.job].declinedSince == nil { jobs[entry.job].declinedSince = now }
+        if jobs[entry.job].declinedSince == nil {
+            jobs[entry.job].declinedSince = now
+            routingEpoch &+= 1
+        }
         classes[c].decliners.append(id)
         if classes[c].waitTimerAt.map({ $0 > deadline }) ?? true {
             classes[c].waitTimerAt = deadline

@@ -42,6 +42,7 @@ extension Coordinator {
         if let m = spec.model { jobClass.modelID = modelID(m) }
         for b in backends.records where b.capable && matches(b, jobClass) {
             jobClass.capable.insert(b.id)
+            jobClass.bySpeed.insert(b.id, speed: b.speed)
             if jobClass.modelID >= 0 && b.loadedIDs.contains(jobClass.modelID) { jobClass.loadedCapable += 1 }
         }
         for id in jobClass.capable {
@@ -83,6 +84,7 @@ extension Coordinator {
         jobs[id].progressMessage = nil
         jobs[id].enqueuedAt = now
         jobs[id].declinedSince = nil
+        routingEpoch &+= 1
         let c = jobs[id].classIndex
         let priority = jobs[id].spec.priority
         let entry = QueueEntry(
@@ -120,6 +122,7 @@ extension Coordinator {
 
     /// Binds a job to a backend under a fresh lease and sends it there.
     mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool) {
+        routingEpoch &+= 1
         if fromQueue {
             if jobs[id].state == .gated {
                 unhold(id)

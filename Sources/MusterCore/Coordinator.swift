@@ -42,6 +42,12 @@ public struct Coordinator: Sendable {
     /// the model loaded cannot be beaten by another one, so its decisions need no comparison.
     var speedCounts: [Double: Int] = [:]
     var maxSpeed = 1.0
+    /// Moves on with every change a routing decision reads (an event, a job queued or bound, a
+    /// job first left to faster backends): a free backend that found nothing to do is looked at
+    /// again only once it moved. Backends that leave jobs to each other (a slower one to a faster
+    /// one for one class, the other way round for another) wake each other; without this they
+    /// would do so forever within one dispatch.
+    var routingEpoch: UInt64 = 0
     var ownerRounds: [OwnerKey: UInt64] = [:]
     var ownerRoundsPruneAt = 1024
     var servedRound: [PriorityKey: UInt64] = [:]
@@ -233,6 +239,7 @@ public struct Coordinator: Sendable {
         self.now = max(self.now, now)
         gateWasClosed = gateClosed
         announcing = nil
+        routingEpoch &+= 1
         // A completion that binds the next job emits about six actions: one allocation instead
         // of a buffer regrown (and copied) three times.
         out.reserveCapacity(6)
@@ -318,6 +325,8 @@ struct JobClass {
     var waitTimerAt: CoreInstant?
     /// Backends announced ready with these features and the model, link not down, not draining.
     var capable = BackendSet()
+    /// `capable` by speed (each member under its current `speed`).
+    var bySpeed = SpeedIndex()
 }
 
 struct QueueEntry: Comparable {
@@ -428,6 +437,8 @@ struct Backend {
     var takesWork = false
     /// Membership in `free` and `stealable`, kept in step with those sets.
     var inFree = false
+    /// The `routingEpoch` at which this free backend last found nothing to take or steal.
+    var idleEpoch: UInt64 = .max
     var inStealable = false
     var countedSlots = 0
     /// Whether `countedSpeed` is in `speedCounts`.

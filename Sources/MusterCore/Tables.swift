@@ -172,3 +172,36 @@ struct BackendSet: Sequence {
         keys.lazy.map { BackendID($0.raw) }.makeIterator()
     }
 }
+
+/// A class's capable backends grouped by speed, fastest first: a backend slower than the fastest
+/// compares a job only with the backends faster than itself (an equal or slower backend that is
+/// not free cannot finish a job sooner than a free one that has its model), so the decision costs
+/// the faster backends of the class, not the fleet.
+struct SpeedIndex {
+    /// The distinct speeds of the members, descending.
+    private(set) var speeds: [Double] = []
+    private var members: [Double: BackendSet] = [:]
+
+    mutating func insert(_ id: BackendID, speed: Double) {
+        if members[speed] == nil {
+            let i = speeds.firstIndex { $0 < speed } ?? speeds.endIndex
+            speeds.insert(speed, at: i)
+        }
+        members[speed, default: BackendSet()].insert(id)
+    }
+
+    mutating func remove(_ id: BackendID, speed: Double) {
+        guard var set = members[speed], set.remove(id) != nil else { return }
+        if set.isEmpty {
+            members[speed] = nil
+            speeds.removeAll { $0 == speed }
+        } else {
+            members[speed] = set
+        }
+    }
+
+    /// The members strictly faster than `speed`, fastest first (in no set order within a speed).
+    func faster(than speed: Double) -> some Sequence<BackendID> {
+        speeds.lazy.prefix { $0 > speed }.flatMap { self.members[$0]! }
+    }
+}

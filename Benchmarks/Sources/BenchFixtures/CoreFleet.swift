@@ -32,7 +32,8 @@ public struct CoreFleet {
     /// Each backend's last announcement, for workloads that announce again.
     public private(set) var announced: [BackendID: CapabilitySnapshot] = [:]
 
-    public init(backends n: Int, policy: CorePolicy = CorePolicy(), seed: UInt64 = 42) {
+    /// `speeds`: each backend's configured speed, taken in turn (`[1]`: a uniform fleet).
+    public init(backends n: Int, policy: CorePolicy = CorePolicy(), seed: UInt64 = 42, speeds: [Double] = [1]) {
         core = Coordinator(policy: policy)
         rng = SplitMix64(seed: seed)
         specs = (0..<1000).map { k in
@@ -47,7 +48,9 @@ public struct CoreFleet {
             self.slots += slots
             _ = core.handle(
                 .backendRegistered(
-                    BackendRegistration(id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots)),
+                    BackendRegistration(
+                        id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots,
+                        speed: speeds.count > 1 ? speeds[i % speeds.count] : nil)),
                 at: tick())
             let has = Self.features.filter { _ in rng.next() % 10 < 7 }
             var available: [String] = []

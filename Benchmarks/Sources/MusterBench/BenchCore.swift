@@ -28,7 +28,15 @@ struct BenchCore: ParsableCommand {
     @Option(help: "Routing rule: expectedCompletion (the default) or leastLoaded (the rule before it).")
     var routing = RoutingRule.expectedCompletion.rawValue
 
+    @Option(help: "Backend speeds, comma-separated, given to the backends in turn (e.g. 1,1.5,2,3: a mixed fleet).")
+    var speeds = "1"
+
+    var speedList: [Double] { speeds.split(separator: ",").compactMap { Double($0.filter { $0 != " " }) } }
+
     func validate() throws {
+        guard !speedList.isEmpty, speedList.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw ValidationError("--speeds \(speeds): expected positive numbers, comma-separated")
+        }
         guard RoutingRule(rawValue: routing) != nil else {
             throw ValidationError(
                 "--routing \(routing): expected one of \(RoutingRule.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -41,7 +49,7 @@ struct BenchCore: ParsableCommand {
         policy.routing = RoutingRule(rawValue: routing) ?? .expectedCompletion
         print(
             "core: \(queued) queued jobs over 20 feature sets and 50 models; one decision = a completion that frees a slot"
-                + "; routing \(policy.routing.rawValue)"
+                + "; routing \(policy.routing.rawValue); speeds \(speedList.map { "\($0)" }.joined(separator: ","))"
         )
         print(
             "| backends | bindings/CPU-s (burst) | bindings/CPU-s (full cycle) | decision p50 | p99 | p99.9 | bytes/queued job |"
@@ -50,7 +58,7 @@ struct BenchCore: ParsableCommand {
             "|---------:|-----------------------:|----------------------------:|-------------:|----:|------:|-----------------:|"
         )
         for n in sizes {
-            let r = Self.measure(backends: n, queued: queued, decisions: decisions, policy: policy)
+            let r = Self.measure(backends: n, queued: queued, decisions: decisions, policy: policy, speeds: speedList)
             print(
                 "| \(n) | \(Int(r.burstBindingsPerSecond)) | \(Int(r.cycleBindingsPerSecond)) | \(Self.micros(r.p50)) "
                     + "| \(Self.micros(r.p99)) | \(Self.micros(r.p999)) | \(r.bytesPerJob) |"
@@ -90,8 +98,10 @@ struct BenchCore: ParsableCommand {
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
-    static func measure(backends n: Int, queued: Int, decisions: Int, policy: CorePolicy = CorePolicy()) -> Result {
-        var fleet = CoreFleet(backends: n, policy: policy)
+    static func measure(
+        backends n: Int, queued: Int, decisions: Int, policy: CorePolicy = CorePolicy(), speeds: [Double] = [1]
+    ) -> Result {
+        var fleet = CoreFleet(backends: n, policy: policy, speeds: speeds)
         func tick() -> CoreInstant { fleet.tick() }
         func randomSpec() -> JobSpec { fleet.randomSpec() }
 
