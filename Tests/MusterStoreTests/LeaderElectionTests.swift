@@ -74,6 +74,40 @@ import Testing
         #expect(b.current == .leader(token: tokenB))
     }
 
+    /// The leader's database session stops answering (its backend process is frozen with
+    /// SIGSTOP: the renewal hangs, nothing fails): the leader gives up on its own clock, before the
+    /// standby can take the expired lease over.
+    @Test func aLeaderWhoseDatabaseHangsGivesUpBeforeTheStandbyTakesOver() throws {
+        guard let url = TestPostgres.freshDatabase() else { return }
+        let a = Candidate(url: url, name: "a")
+        let b = Candidate(url: url, name: "b")
+        guard let tokenA = a.lead() else { return }
+        b.start()
+        b.log.first("b sees a") { $0.leaderInfo?.name == "a" }
+        guard
+            let pid = TestPostgres.sql(
+                url,
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'muster-election a' AND datname = current_database()"
+            ),
+            Int(pid) != nil
+        else {
+            Issue.record("no single session of a's election")
+            return
+        }
+        let reports = a.log.count
+        guard run(["kill", "-STOP", pid]).status == 0 else {
+            Issue.record("cannot stop the backend \(pid) (the test runs as root in CI)")
+            return
+        }
+        defer { run(["kill", "-CONT", pid]) }
+        a.log.first("a gives up", after: reports) { $0 == .standby(leader: nil) }
+        guard let tokenB = b.log.first("b takes over", where: \.isLeader)?.token else { return }
+        #expect(tokenB > tokenA)
+        let aStopped = a.log.instant { $0 == .standby(leader: nil) }
+        let bStarted = b.log.instant(of: \.isLeader)
+        #expect(aStopped != nil && bStarted != nil && aStopped! < bStarted!, "a stopped leading before b began")
+    }
+
     @Test func aDatabaseThatDoesNotAnswerMeansNoLeaderIsKnown() throws {
         // A port nothing listens on: bind one, then close it.
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
