@@ -16,11 +16,11 @@ import Testing
 
     /// A store writing under the token of a term that ended is refused: once reported, final,
     /// nothing of it written; the new leader's store sees what the old one wrote before.
-    @Test func aStoreOfAnEndedTermIsFencedOnceAndForGood() throws {
+    @Test func aStoreOfAnEndedTermIsFencedOnceAndForGood() async throws {
         guard let url = TestPostgres.freshDatabase() else { return }
         let a = Candidate(url: url, name: "a", lease: .milliseconds(1500))
         let b = Candidate(url: url, name: "b", lease: .milliseconds(1500))
-        guard let tokenA = a.lead() else { return }
+        guard let tokenA = await a.lead() else { return }
 
         let old = PostgresJobStore(url: url, retryInterval: .milliseconds(20), fencingToken: tokenA)
         let log = CommitLog()
@@ -29,17 +29,17 @@ import Testing
         var expected = StoreSnapshot()
         let change = StoreChange.batchAccepted(Self.batch(1, firstJob: 1))
         expected.apply(change)
-        log.waitDurable(through: old.append(change))
+        await log.waitDurable(through: old.append(change))
 
         b.start()
         a.stop()
-        guard let tokenB = b.log.first("b leads", where: \.isLeader)?.token else { return }
+        guard let tokenB = await b.log.first("b leads", where: \.isLeader)?.token else { return }
         #expect(tokenB > tokenA)
 
         let refused = old.append(.batchAccepted(Self.batch(2, firstJob: 3)))
-        log.waitFailure(.fenced)
+        await log.waitFailure(.fenced)
         _ = old.append(.jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(9), attempt: 1))
-        log.wait("several refused attempts") { _ in old.statistics.failedCommits >= 4 }
+        await log.wait("several refused attempts") { _ in old.statistics.failedCommits >= 4 }
         #expect(log.failures.count == 1, "fenced is reported once: \(log.failures)")
         #expect(log.failures.first?.kind == .fenced)
         #expect(log.durable.allSatisfy { $0 < refused })
@@ -64,12 +64,12 @@ import Testing
 
     /// Sessions of the database turn read-only (as on a hot standby): commits fail `read_only`,
     /// reported once, retried on fresh connections; once writable again everything is written.
-    @Test func aReadOnlyDatabaseIsReportedAndRecoveredFrom() throws {
+    @Test func aReadOnlyDatabaseIsReportedAndRecoveredFrom() async throws {
         guard let url = TestPostgres.freshDatabase(), let server = TestPostgres.serverURL() else { return }
         let database = String(url[url.index(after: url.lastIndex(of: "/")!)...])
         let under = try StoreUnderTest(PostgresJobStore(url: url, retryInterval: .milliseconds(50)))
         let (store, log) = (under.store, under.log)
-        log.waitDurable(through: under.append(.batchAccepted(Self.batch(1, firstJob: 1))))
+        await log.waitDurable(through: under.append(.batchAccepted(Self.batch(1, firstJob: 1))))
 
         // From the server's own database: sessions of this one can no longer undo it.
         TestPostgres.sql(server, "ALTER DATABASE \(database) SET default_transaction_read_only = on")
@@ -79,47 +79,47 @@ import Testing
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'muster-store' AND datname = '\(database)'"
         )
         let failing = under.append(.batchAccepted(Self.batch(2, firstJob: 3)))
-        log.waitFailure(.readOnly)
+        await log.waitFailure(.readOnly)
         let last = under.append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1))
-        log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
+        await log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
         #expect(log.durable.allSatisfy { $0 < failing })
         #expect(log.failures.last?.kind == .readOnly)
         #expect(log.failures.last?.message.contains("25006") == true)
         #expect(log.failures.allSatisfy { !$0.message.contains(":muster@") }, "the password stays out of messages")
 
         TestPostgres.sql(server, "ALTER DATABASE \(database) RESET default_transaction_read_only")
-        log.waitDurable(through: last)
+        await log.waitDurable(through: last)
         try under.closeAndCheck(PostgresJobStore(url: url), epoch: 2)
     }
 
     /// The server stops under a running store: commits fail `io` while it is down and go through
     /// once it is back, nothing lost, nothing reported durable that was not.
-    @Test func theStoreSurvivesARestartOfTheServer() throws {
+    @Test func theStoreSurvivesARestartOfTheServer() async throws {
         guard let server = PrivatePostgres() else { return }
         defer { server.shutdown() }
         let under = try StoreUnderTest(PostgresJobStore(url: server.url, retryInterval: .milliseconds(50)))
         let (store, log) = (under.store, under.log)
-        log.waitDurable(through: under.append(.batchAccepted(Self.batch(1, firstJob: 1))))
+        await log.waitDurable(through: under.append(.batchAccepted(Self.batch(1, firstJob: 1))))
 
         guard server.ctl("stop") else { return }
         let failing = under.append(.batchAccepted(Self.batch(2, firstJob: 3)))
-        log.waitFailure(.io)
+        await log.waitFailure(.io)
         var last: UInt64 = 0
         for n in 1...20 {
             last = under.append(
                 .jobBound(job: JobID(UInt64(n % 4 + 1)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n))
         }
-        log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
+        await log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
         #expect(log.durable.allSatisfy { $0 < failing })
         #expect(store.statistics.lastFailure?.kind == .io)
 
         guard server.ctl("start") else { return }
-        log.waitDurable(through: last)
+        await log.waitDurable(through: last)
         #expect(store.statistics.lastFailure == nil)
         try under.closeAndCheck(PostgresJobStore(url: server.url), epoch: 2)
     }
 
-    @Test func aWrongPasswordOrAMissingDatabaseCannotOpen() throws {
+    @Test func aWrongPasswordOrAMissingDatabaseCannotOpen() async throws {
         guard let server = TestPostgres.serverURL() else { return }
         let wrongPassword = TestPostgres.url(server, user: "muster", password: "not-the-password")
         let missing = TestPostgres.url(server, database: "no_such_database_here")
@@ -141,7 +141,7 @@ import Testing
         }
     }
 
-    @Test func aSchemaOfANewerMusterIsRefused() throws {
+    @Test func aSchemaOfANewerMusterIsRefused() async throws {
         guard let url = TestPostgres.freshDatabase() else { return }
         let store = PostgresJobStore(url: url)
         _ = try store.open()
@@ -175,14 +175,14 @@ import Testing
 
     /// Everything reported durable is there without a close (the writer's process could have
     /// died): a new store object reads it while the first still runs.
-    @Test func everythingReportedDurableIsThereWithoutAClose() throws {
+    @Test func everythingReportedDurableIsThereWithoutAClose() async throws {
         guard let url = TestPostgres.freshDatabase() else { return }
         let under = try StoreUnderTest(PostgresJobStore(url: url))
         var last: UInt64 = 0
         for n in 0..<50 {
             last = under.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n * 3 + 1), count: 3)))
         }
-        under.log.waitDurable(through: last)
+        await under.log.waitDurable(through: last)
         #expect(under.store.statistics.bytesOnDisk > 0)
         #expect(under.store.statistics.jobsStored == 150)
         // Read while the first store still runs.

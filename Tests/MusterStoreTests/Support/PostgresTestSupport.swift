@@ -61,9 +61,9 @@ final class LeadershipLog: ReportLog<Leadership>, @unchecked Sendable {
     func first(
         _ what: String, after count: Int = 0, timeout: TimeInterval = 30,
         sourceLocation: SourceLocation = #_sourceLocation, where predicate: (Leadership) -> Bool
-    ) -> Leadership? {
+    ) async -> Leadership? {
         var hit: Leadership?
-        let found = wait(what, timeout: timeout, sourceLocation: sourceLocation) { events in
+        let found = await wait(what, timeout: timeout, sourceLocation: sourceLocation) { events in
             hit = events.dropFirst(count).first(where: predicate)
             return hit != nil
         }
@@ -219,8 +219,8 @@ final class Candidate {
     var current: Leadership { election.current }
 
     /// Starts campaigning and waits until it leads; returns its token (nil: an issue is recorded).
-    func lead(sourceLocation: SourceLocation = #_sourceLocation) -> Int64? {
+    func lead(sourceLocation: SourceLocation = #_sourceLocation) async -> Int64? {
         start()
-        return log.first("\(election.name) leads", sourceLocation: sourceLocation, where: \.isLeader)?.token
+        return await log.first("\(election.name) leads", sourceLocation: sourceLocation, where: \.isLeader)?.token
     }
 }

@@ -73,6 +73,25 @@ class ReportLog<Event: Sendable>: @unchecked Sendable {
         }
         return true
     }
+
+    /// `wait` for async tests: polls every 10 ms with `Task.sleep`, so a long wait does not hold
+    /// one of the few threads of the cooperative pool that the other tests' tasks run on.
+    @discardableResult
+    func wait(
+        _ what: String, timeout: TimeInterval = 30, sourceLocation: SourceLocation = #_sourceLocation,
+        until predicate: ([Event]) -> Bool
+    ) async -> Bool {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while !predicate(all) {
+            guard Date() < deadline else {
+                Issue.record(
+                    "timed out after \(timeout) s waiting for \(what); reports: \(all)", sourceLocation: sourceLocation)
+                return false
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
 }
 
 /// A store's commit reports.
@@ -80,18 +99,32 @@ final class CommitLog: ReportLog<StoreCommit>, @unchecked Sendable {
     var durable: [UInt64] { all.compactMap { if case .durable(let t) = $0 { t } else { nil } } }
     var failures: [StoreFailure] { all.compactMap { if case .failed(let f) = $0 { f } else { nil } } }
 
+    static func isDurable(through seq: UInt64) -> ([StoreCommit]) -> Bool {
+        { events in events.contains { if case .durable(let t) = $0 { t >= seq } else { false } } }
+    }
+
+    static func hasFailed(_ kind: StoreFailure.Kind) -> ([StoreCommit]) -> Bool {
+        { events in events.contains { if case .failed(let f) = $0 { f.kind == kind } else { false } } }
+    }
+
     @discardableResult
     func waitDurable(through seq: UInt64, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-        wait("durable through \(seq)", sourceLocation: sourceLocation) { events in
-            events.contains { if case .durable(let t) = $0 { t >= seq } else { false } }
-        }
+        wait("durable through \(seq)", sourceLocation: sourceLocation, until: Self.isDurable(through: seq))
+    }
+
+    @discardableResult
+    func waitDurable(through seq: UInt64, sourceLocation: SourceLocation = #_sourceLocation) async -> Bool {
+        await wait("durable through \(seq)", sourceLocation: sourceLocation, until: Self.isDurable(through: seq))
     }
 
     @discardableResult
     func waitFailure(_ kind: StoreFailure.Kind, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-        wait("a \(kind) failure", sourceLocation: sourceLocation) { events in
-            events.contains { if case .failed(let f) = $0 { f.kind == kind } else { false } }
-        }
+        wait("a \(kind) failure", sourceLocation: sourceLocation, until: Self.hasFailed(kind))
+    }
+
+    @discardableResult
+    func waitFailure(_ kind: StoreFailure.Kind, sourceLocation: SourceLocation = #_sourceLocation) async -> Bool {
+        await wait("a \(kind) failure", sourceLocation: sourceLocation, until: Self.hasFailed(kind))
     }
 }
 
