@@ -113,6 +113,7 @@ public actor Daemon {
         switch configuration.storeURL {
         case .memory: self.store = nil
         case .sqlite(let path): self.store = SQLiteJobStore(path: path)
+        case .postgres: self.store = configuration.storeURL.makeStore()
         }
         var policy = Self.policy(from: configuration)
         policy.persistChanges = configuration.storeURL != .memory

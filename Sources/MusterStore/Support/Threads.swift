@@ -39,6 +39,8 @@ final class StoreLock: @unchecked Sendable {
 
     /// Wakes the writer. Allowed with or without the mutex held.
     @inline(__always) func signalWork() { pthread_cond_signal(work) }
+    /// Wakes every thread waiting for work. Allowed with or without the mutex held.
+    @inline(__always) func broadcastWork() { pthread_cond_broadcast(work) }
     /// Waits for `signalWork`; the mutex must be held. Spurious wake-ups happen: callers loop.
     func waitForWork() { pthread_cond_wait(work, mutex) }
 
@@ -57,6 +59,13 @@ func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// A duration in nanoseconds (negative: 0).
+func nanoseconds(_ d: Duration) -> UInt64 {
+    let (s, attos) = d.components
+    guard s >= 0, attos >= 0 else { return 0 }
+    return UInt64(s) * 1_000_000_000 + UInt64(attos / 1_000_000_000)
 }
 
 /// The store's writer thread, started once and joined once.
