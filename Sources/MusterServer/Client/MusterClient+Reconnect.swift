@@ -4,10 +4,14 @@ import MusterProtocol
 
 extension MusterClient {
     /// True for failures a new link may cure: the link dropped, the coordinator could not be
-    /// reached or did not answer in time, it is stopping, or its job store cannot write yet. Not a
-    /// refusal (bad credentials, no common version) and not an error about the request itself.
+    /// reached or did not answer in time, it is stopping, its job store cannot write yet, or it is
+    /// a standby (`not_leader`: the leader moves). Not a refusal (bad credentials, no common
+    /// version) and not an error about the request itself.
     public static func isTransient(_ error: MusterClientError) -> Bool {
-        [MusterClientError.linkClosed, MusterClientError.connectionFailed, MusterClientError.timeout, ErrorCode.shuttingDown, ErrorCode.storeUnavailable].contains(error.code)
+        [
+            MusterClientError.linkClosed, MusterClientError.connectionFailed, MusterClientError.timeout, ErrorCode.shuttingDown,
+            ErrorCode.storeUnavailable, ErrorCode.notLeader,
+        ].contains(error.code)
     }
 
     /// Connects, and while the failure is transient (``isTransient(_:)``) dials again with backoff
