@@ -40,6 +40,12 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // PostgreSQL's client library (Debian's libpq), wrapped thinly. Only MusterStore imports it.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         // Wire types and codecs. No I/O.
         .target(name: "MusterProtocol", swiftSettings: strict),
         // Registry, warm-up gate, router, job lifecycle. No I/O, time injected.
@@ -52,10 +58,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The durable job store: SQLite with one writer thread and group commit.
+        // The durable job store: SQLite or PostgreSQL with one writer thread and group commit, and
+        // the leader election on PostgreSQL.
         .target(
             name: "MusterStore",
-            dependencies: ["MusterProtocol", "MusterCore", "CSQLite"],
+            dependencies: ["MusterProtocol", "MusterCore", "CSQLite", "CLibPQ"],
             swiftSettings: strict
         ),
         // The one event loop: WebSocket and HTTP server and client on libwebsockets.

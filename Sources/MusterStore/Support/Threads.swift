@@ -39,6 +39,8 @@ final class StoreLock: @unchecked Sendable {
 
     /// Wakes the writer. Allowed with or without the mutex held.
     @inline(__always) func signalWork() { pthread_cond_signal(work) }
+    /// Wakes every thread waiting for work. Allowed with or without the mutex held.
+    @inline(__always) func broadcastWork() { pthread_cond_broadcast(work) }
     /// Waits for `signalWork`; the mutex must be held. Spurious wake-ups happen: callers loop.
     func waitForWork() { pthread_cond_wait(work, mutex) }
 

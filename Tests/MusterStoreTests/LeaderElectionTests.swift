@@ -1,0 +1,119 @@
+import Foundation
+import MusterStore
+import Testing
+
+/// Two candidates in one process on the real PostgreSQL server (Scripts/with-postgres), each test
+/// in a database of its own.
+@Suite struct LeaderElectionTests {
+    @Test func oneLeadsTheOtherSeesItAndTakesOverAtOnceWhenItStops() throws {
+        guard let url = TestPostgres.freshDatabase() else { return }
+        let a = PostgresLeaderElection(url: url, name: "a", address: "ws://10.0.0.1:7460", lease: .milliseconds(1500))
+        let b = PostgresLeaderElection(url: url, name: "b", address: "ws://10.0.0.2:7460", lease: .milliseconds(1500))
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let logA = LeadershipLog()
+        let logB = LeadershipLog()
+        a.start { logA.record($0) }
+        guard let first = logA.wait("a leads", until: \.isLeader), let tokenA = first.token else { return }
+        #expect(a.current == .leader(token: tokenA))
+
+        b.start { logB.record($0) }
+        let seen = logB.wait("b sees a as the leader") { $0.leaderInfo != nil }
+        #expect(seen == .standby(leader: LeaderInfo(name: "a", address: "ws://10.0.0.1:7460", token: tokenA)))
+        // Renewals keep the term: several renew intervals later a still leads under the same token.
+        Thread.sleep(forTimeInterval: 1.2)
+        #expect(a.current == .leader(token: tokenA))
+        #expect(logA.all.filter(\.isLeader) == [.leader(token: tokenA)], "reported only on changes: \(logA.all)")
+        #expect(logB.all.allSatisfy { !$0.isLeader })
+
+        let before = logB.count
+        a.stop()
+        #expect(logA.all.last == .standby(leader: nil), "a reports it stopped leading: \(logA.all)")
+        #expect(a.current == .standby(leader: nil))
+        // Released, not expired: b leads at its next look (a renew interval), not after a lease.
+        guard let next = logB.wait("b leads after a stopped", after: before, until: \.isLeader) else { return }
+        #expect(next.token! == tokenA + 1, "one new term, one token more")
+        #expect(TestPostgres.sql(url, "SELECT name, token FROM muster_leader") == "b|\(tokenA + 1)")
+    }
+
+    /// The leader loses its database (its connections are terminated and its role may no longer
+    /// log in) while the database serves the other: the leader gives up before the standby takes
+    /// over, and once it can connect again it finds the new leader and stays a standby.
+    @Test func aLeaderCutOffFromTheDatabaseStopsBeforeTheStandbyTakesOver() throws {
+        guard let url = TestPostgres.freshDatabase() else { return }
+        let suffix = UUID().uuidString.prefix(8).lowercased()
+        let roleA = "muster_a_\(suffix)"
+        let roleB = "muster_b_\(suffix)"
+        for role in [roleA, roleB] {
+            guard TestPostgres.sql(url, "CREATE ROLE \(role) LOGIN SUPERUSER PASSWORD 'pw'") != nil else { return }
+        }
+        defer {
+            // The schema belongs to whichever created it; it goes with the test's database.
+            TestPostgres.sql(url, "DROP OWNED BY \(roleA), \(roleB)")
+            TestPostgres.sql(url, "DROP ROLE \(roleA)")
+            TestPostgres.sql(url, "DROP ROLE \(roleB)")
+        }
+        let a = PostgresLeaderElection(
+            url: TestPostgres.url(url, user: roleA, password: "pw"), name: "a", address: "ws://a:7460")
+        let b = PostgresLeaderElection(
+            url: TestPostgres.url(url, user: roleB, password: "pw"), name: "b", address: "ws://b:7460")
+        let logA = LeadershipLog()
+        let logB = LeadershipLog()
+        defer {
+            a.stop()
+            b.stop()
+        }
+        a.start { logA.record($0) }
+        guard let tokenA = logA.wait("a leads", until: \.isLeader)?.token else { return }
+        b.start { logB.record($0) }
+        logB.wait("b sees a") { $0.leaderInfo?.name == "a" }
+
+        let reportsA = logA.count
+        TestPostgres.sql(url, "ALTER ROLE \(roleA) NOLOGIN")
+        TestPostgres.sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '\(roleA)'")
+        logA.wait("a gives up", after: reportsA) { $0 == .standby(leader: nil) }
+        guard let tokenB = logB.wait("b takes over", until: \.isLeader)?.token else { return }
+        #expect(tokenB > tokenA)
+        let aStopped = logA.instant { $0 == .standby(leader: nil) }
+        let bStarted = logB.instant(of: \.isLeader)
+        #expect(aStopped != nil && bStarted != nil && aStopped! < bStarted!, "a stopped leading before b began")
+
+        // a can reach the database again: it finds b and stays a standby.
+        let reportsAfter = logA.count
+        TestPostgres.sql(url, "ALTER ROLE \(roleA) LOGIN")
+        logA.wait("a sees b", after: reportsAfter) { $0.leaderInfo?.name == "b" }
+        #expect(logA.all.dropFirst(reportsAfter).allSatisfy { !$0.isLeader })
+        #expect(b.current == .leader(token: tokenB))
+    }
+
+    @Test func aDatabaseThatDoesNotAnswerMeansNoLeaderIsKnown() throws {
+        // A port nothing listens on: bind one, then close it.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        let port = UInt16(bigEndian: address.sin_port)
+        close(fd)
+
+        let election = PostgresLeaderElection(
+            url: "postgres://nobody:pw@127.0.0.1:\(port)/none", name: "a", address: "ws://a:7460",
+            lease: .milliseconds(600))
+        let log = LeadershipLog()
+        election.start { log.record($0) }
+        // The first outcome is reported even though it equals the initial value.
+        log.wait("a first report") { _ in true }
+        Thread.sleep(forTimeInterval: 0.5)
+        election.stop()
+        #expect(log.all == [.standby(leader: nil)])
+        #expect(election.current == .standby(leader: nil))
+    }
+}
