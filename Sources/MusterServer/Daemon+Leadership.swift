@@ -32,6 +32,10 @@ extension Daemon {
     /// True while this daemon routes (always, without an election).
     var isLeading: Bool { role == .leader }
 
+    /// True while this daemon leads (always, without an election): false on a standby and once
+    /// it lost the lead.
+    public var leads: Bool { isLeading }
+
     /// The leader as the wire names it, when this daemon stands by and knows one.
     var knownLeader: Wire.CoordinatorRef? {
         guard case .standby(let leader?) = role else { return nil }
@@ -106,12 +110,25 @@ extension Daemon {
         leaderTerm = token
         metrics.counter("muster_leader_terms_total").increment()
         logger.notice("leading: taking over the job store", metadata: ["ha.name": "\(configuration.haName)", "leader.term": "\(token)"])
-        if store == nil {
+        if configuration.storeURL == .memory {
             startLocalBackends()
             dialRemoteBackends()
         } else {
+            // The store of this term: it commits under the term's token, and a commit after a
+            // newer term began is refused (fenced).
+            let store = configuration.storeURL.makeStore()
+            store.onCommit { [weak self] commit in self?.storeReported(commit) }
+            self.store = store
             openStore()
         }
+    }
+
+    /// The election a configuration asks for: with a postgres store, one through its database.
+    static func election(for configuration: Configuration) -> (any LeaderElection)? {
+        guard configuration.electsLeader, let address = configuration.haAdvertise else { return nil }
+        return PostgresLeaderElection(
+            url: configuration.string("store.url"), name: configuration.haName, address: address,
+            lease: .milliseconds(Int64((configuration.seconds("ha.lease_seconds") * 1000).rounded())))
     }
 
     /// Stops leading at once: no action of the core goes out from here on (`isLeading`), links

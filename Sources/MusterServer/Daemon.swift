@@ -70,8 +70,9 @@ public actor Daemon {
     var localInbox = Deque<(BackendID, BackendToCoordinator)>()
     var pumping = false
 
-    // The job store (nil with `store.url = memory:`) and the durability barrier (Daemon+Store).
-    nonisolated let store: (any JobStore)?
+    // The job store (nil with `store.url = memory:`, and on a standby until it takes the lead:
+    // the store of a term is made with its fencing token) and the durability barrier (Daemon+Store).
+    var store: (any JobStore)?
     var storeOpened = false
     var storeFailure: StoreFailure?
     /// Sequence number of the last change appended, and of the last one the store made durable.
@@ -141,8 +142,10 @@ public actor Daemon {
         self.maxLinksPerAddress = configuration.int("links.max_per_address")
         self.maxMessagesPerSecond = configuration.int("links.max_messages_per_second")
         self.handshakeTimeout = t.handshakeTimeout
+        let election = election ?? Self.election(for: configuration)
         self.election = election
         self.role = election == nil ? .leader : .standby(nil)
+        if election != nil { self.store = nil }
     }
 
     /// `heartbeat_ms` for `links.keepalive_seconds`: half of it, at least 500 ms.

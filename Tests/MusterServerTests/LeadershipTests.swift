@@ -235,7 +235,7 @@ struct ElectedCoordinator {
         #expect(viaStandby.url == west.url)
         await viaStandby.close()
         // A list whose first address is dead: the next one is dialled.
-        let dead = try deadAddress()
+        let dead = "ws://127.0.0.1:\(try TestDatabase.freePort())"
         let viaList = try await MusterClient.connect(east.clientOptions("\(dead),\(west.url)"), logger: TestCoordinator.quietLogger)
         #expect(viaList.url == west.url)
         await viaList.close()
@@ -255,19 +255,6 @@ struct ElectedCoordinator {
         west.election.report(.standby(leader: east.info(name: "east", token: 2)))
         try await waitForBackend("gpu-follow", at: east.base)
         await agent.stop()
-    }
-
-    /// An address nothing listens on: a port the kernel gave and took back.
-    func deadAddress() throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return "ws://127.0.0.1:\(UInt16(bigEndian: addr.sin_port))"
     }
 
     func waitForBackend(_ name: String, at base: String) async throws {

@@ -64,6 +64,7 @@ public actor Agent {
     /// Dialled links given up to dial another address: their close is not a loss to report.
     var abandoned: Set<ConnectionID> = []
     var redialTimer: TimerID?
+    var dialedURL: String?
 
     public init(options: AgentOptions, logger: Logger) throws {
         self.options = options
@@ -124,6 +125,9 @@ public actor Agent {
         text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
+    /// The coordinator address dialled now (nil in listen mode).
+    var currentAddress: String? { dialedURL }
+
     private func dial(_ url: String) throws {
         var target = DialConfiguration(url: url, subprotocol: Subprotocol.backend)
         if options.caFile != nil || options.allowSelfSigned || options.certificateFile != nil {
@@ -133,6 +137,7 @@ public actor Agent {
         }
         let handler = linkHandler()
         dialedLink = try transport.assumeIsolated { try $0.dial(target, handler: handler) }
+        dialedURL = url
         logger.info("agent dialling", metadata: ["url": "\(url)"])
     }
 
@@ -226,6 +231,12 @@ public actor Agent {
         case .welcome(let w):
             failuresSinceWelcome = 0
             logger.info("registered", metadata: ["backend.id": "\(w.backend)", "bindings": "\(w.bindings.count)"])
+            driver?.receive(message)
+        case .assign(let a):
+            // Which coordinator sent the work (two coordinators: the leader of the moment).
+            logger.debug(
+                "job assigned",
+                metadata: ["job": "\(a.job)", "lease": "\(a.lease)", "coordinator": "\(currentAddress ?? "listen")"])
             driver?.receive(message)
         case .goodbye(let g):
             logger.info("coordinator said goodbye", metadata: ["reason": "\(g.reason)"])

@@ -1,0 +1,106 @@
+import Foundation
+import MusterProtocol
+import MusterServer
+import MusterStore
+import MusterTransport
+import Testing
+
+/// Two in-process coordinators elected through a real PostgreSQL lease (PostgresLeaderElection
+/// on a database of their own), with memory job stores: what the daemon does with the election's
+/// reports, apart from the store (TwoCoordinatorTests run the whole thing as processes).
+@Suite(.serialized) struct ElectionTakeoverTests {
+    struct Node {
+        let daemon: Daemon
+        let election: PostgresLeaderElection
+        let port: Int
+        var url: String { "ws://127.0.0.1:\(port)" }
+        var base: String { "http://127.0.0.1:\(port)" }
+
+        /// A coordinator named `name` on a free port, elected through `database` (or through `via`).
+        static func start(_ name: String, database: URLComponents, via forwarderPort: Int? = nil) async throws -> Node {
+            let port = try TestDatabase.freePort()
+            let overrides = [("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", "[]")]
+                .map { (source: "test", key: $0.0, value: $0.1) }
+            let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
+            var url = database
+            if let forwarderPort { url.port = forwarderPort }
+            let election = PostgresLeaderElection(url: url.string!, name: name, address: "ws://127.0.0.1:\(port)", lease: .seconds(3))
+            let daemon = try Daemon(
+                configuration: config, logger: TestCoordinator.quietLogger, audit: TestCoordinator.quietLogger, election: election)
+            try await daemon.start()
+            return Node(daemon: daemon, election: election, port: port)
+        }
+    }
+
+    func waitUntil(_ what: String, within bound: Duration = .seconds(30), _ condition: () async -> Bool) async throws {
+        let deadline = ContinuousClock.now + bound
+        while !(await condition()) {
+            if ContinuousClock.now > deadline { throw BoundExceeded(what: what) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    func backendUp(_ name: String, at node: Node) async -> Bool {
+        guard let r = try? await HTTP.get("\(node.base)/v1/backends"), r.status == 200 else { return false }
+        let list = r.json["backends"] as? [[String: Any]] ?? []
+        return list.contains { $0["name"] as? String == name && $0["link"] as? String == "up" }
+    }
+
+    @Test func aLeaderStoppedGracefullyHandsOverAtOnceAndAgentsFollow() async throws {
+        let database = try TestDatabase.fresh()
+        let east = try await Node.start("east", database: database)
+        try await waitUntil("east to lead") { await east.daemon.leads }
+        let west = try await Node.start("west", database: database)
+        let standby = try await HTTP.waitFor("\(west.base)/readyz", "west to name east") { $0.json["leader"] != nil }
+        #expect(standby.status == 503)
+        #expect((standby.json["leader"] as? [String: Any])?["name"] as? String == "east")
+        #expect(!(await west.daemon.leads))
+
+        var options = AgentOptions(
+            coordinator: "\(west.url),\(east.url)", listen: nil, token: "",
+            spec: WorkerSpec(name: "gpu-1", features: ["image"], jobDurations: ["default": .milliseconds(50)]))
+        options.drainTimeout = .seconds(5)
+        let agent = try Agent(options: options, logger: TestCoordinator.quietLogger)
+        try await agent.start()
+        try await waitUntil("the agent on east") { await backendUp("gpu-1", at: east) }
+
+        // SIGTERM's path: drain, then give the lease up; west takes over without waiting for it to expire.
+        let stoppedAt = ContinuousClock.now
+        await east.daemon.shutdown()
+        try await waitUntil("west to lead") { await west.daemon.leads }
+        print("graceful handover: west leads \(ContinuousClock.now - stoppedAt) after east stopped")
+        try await waitUntil("the agent on west") { await backendUp("gpu-1", at: west) }
+        #expect(await east.daemon.lostLeadership == nil)
+        await agent.stop()
+        await west.daemon.shutdown()
+    }
+
+    @Test func aLeaderCutOffFromTheDatabaseStopsLeadingBeforeTheStandbyLeads() async throws {
+        let database = try TestDatabase.fresh()
+        let forwarder = try TCPForwarder(port: database.port!)
+        defer { forwarder.close() }
+        let east = try await Node.start("east", database: database, via: forwarder.port)
+        try await waitUntil("east to lead") { await east.daemon.leads }
+        let west = try await Node.start("west", database: database)
+        _ = try await HTTP.waitFor("\(west.base)/readyz", "west to name east") { $0.json["leader"] != nil }
+
+        forwarder.cut()
+        let cutAt = ContinuousClock.now
+        // Sampled (on the elections' own state, no hop) until west's election says it leads:
+        // east's says it does not before that.
+        var eastStopped: Duration?
+        while true {
+            if case .leader = west.election.current { break }
+            if case .standby = east.election.current, eastStopped == nil { eastStopped = ContinuousClock.now - cutAt }
+            if ContinuousClock.now - cutAt > .seconds(30) { throw BoundExceeded(what: "west to lead") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let westLeads = ContinuousClock.now - cutAt
+        print("cut off: east stopped leading \(eastStopped.map { "\($0)" } ?? "no") after the cut, west led \(westLeads) after it")
+        #expect(eastStopped != nil, "west leads while east still does")
+        try await waitUntil("west's daemon to lead") { await west.daemon.leads }
+        #expect(await east.daemon.lostLeadership != nil)
+        try await within(.seconds(30), "east to stop") { await east.daemon.waitUntilStopped() }
+        await west.daemon.shutdown()
+    }
+}
