@@ -65,6 +65,10 @@ public actor Agent {
     var abandoned: Set<ConnectionID> = []
     var redialTimer: TimerID?
     var dialedURL: String?
+    /// The address whose link last failed (dropped or not reachable), until a `welcome`.
+    var unreachable: String?
+    /// The last `not_leader` came on the current link: its close is a refusal, not a failure.
+    var refusedAsStandby = false
 
     public init(options: AgentOptions, logger: Logger) throws {
         self.options = options
@@ -143,11 +147,17 @@ public actor Agent {
 
     /// The dialled link failed (refused, dropped, or a standby's `not_leader`). With one address
     /// and no leader named, the transport dials it again with its backoff. Otherwise the link is
-    /// given up and the next address (the named leader first) is dialled after the same backoff,
-    /// counted in rounds of the whole list.
-    private func linkFailed() {
+    /// given up and the next address (the named leader first, unless it is the one that just could
+    /// not be reached: a standby names the old leader until its lease runs out) is dialled after
+    /// the same backoff, counted in rounds of the whole list. A standby's refusal is an answer, not
+    /// a failure: it does not lengthen the backoff.
+    private func linkFailed(refusedAsStandby: Bool = false) {
         guard !stopped, !draining, failure == nil, let current = dialedLink else { return }
-        failuresSinceWelcome += 1
+        if !refusedAsStandby {
+            failuresSinceWelcome += 1
+            unreachable = dialedURL
+        }
+        if redirect != nil, redirect == unreachable { redirect = nil }
         guard addresses.count > 1 || redirect != nil else { return }
         dialedLink = nil
         abandoned.insert(current)
@@ -156,12 +166,13 @@ public actor Agent {
         if let redirect {
             next = redirect
             self.redirect = nil
+            if let i = addresses.firstIndex(of: next) { addressIndex = i }
         } else {
             addressIndex = (addressIndex + 1) % addresses.count
             next = addresses[addressIndex]
         }
         let delays = Self.redialDelays
-        let round = (failuresSinceWelcome - 1) / max(1, addresses.count)
+        let round = max(0, failuresSinceWelcome - 1) / max(1, addresses.count)
         let delay = delays[min(round, delays.count - 1)]
         redialTimer = transport.assumeIsolated { t in
             t.schedule(after: delay) { [weak self] _ in
@@ -223,6 +234,7 @@ public actor Agent {
             let leader = Wire.NotLeader.leader(in: e.details)
             logger.notice("the coordinator is not the leader", metadata: ["leader": "\(leader?.address ?? "unknown")"])
             redirect = leader?.address
+            refusedAsStandby = true
         case .error(let e):
             logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
             if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code) {
@@ -230,6 +242,7 @@ public actor Agent {
             }
         case .welcome(let w):
             failuresSinceWelcome = 0
+            unreachable = nil
             logger.info("registered", metadata: ["backend.id": "\(w.backend)", "bindings": "\(w.bindings.count)"])
             driver?.receive(message)
         case .assign(let a):
@@ -263,9 +276,13 @@ public actor Agent {
             return
         }
         if stopped || (draining && event.code == .normal) { return }
-        logger.warning(
-            "link to coordinator lost", metadata: ["close.code": "\(event.code.rawValue)", "reconnecting": "\(event.willReconnect)"])
-        linkFailed()
+        let refused = refusedAsStandby
+        refusedAsStandby = false
+        if !refused {
+            logger.warning(
+                "link to coordinator lost", metadata: ["close.code": "\(event.code.rawValue)", "reconnecting": "\(event.willReconnect)"])
+        }
+        linkFailed(refusedAsStandby: refused)
     }
 
     private func engineOutput(_ action: WorkerEngine.Action) {

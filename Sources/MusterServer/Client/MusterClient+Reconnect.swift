@@ -15,7 +15,8 @@ extension MusterClient {
     }
 
     /// Connects, and while the failure is transient (``isTransient(_:)``) dials again with backoff
-    /// (0.5 s doubling to 5 s) until `deadline`: for a coordinator that is restarting.
+    /// (0.5 s doubling to 5 s; to 1 s while a standby answers `not_leader`: the lead is moving and
+    /// will be taken within seconds) until `deadline`: for a coordinator that is restarting.
     public static func connect(
         _ options: Options, logger: Logger, retryingUntil deadline: ContinuousClock.Instant
     ) async throws(MusterClientError) -> MusterClient {
@@ -26,7 +27,7 @@ extension MusterClient {
             } catch {
                 guard isTransient(error), ContinuousClock.now + delay < deadline else { throw error }
                 try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+                delay = min(delay * 2, error.code == .notLeader ? .seconds(1) : .seconds(5))
             }
         }
     }
