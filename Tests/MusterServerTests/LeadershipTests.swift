@@ -106,6 +106,14 @@ struct ElectedCoordinator {
         #expect(named.seconds("ha.lease_seconds") == 3)
     }
 
+    @Test func serveExitsTwoNamingHaAdvertise() async throws {
+        let serve = try MusterProcess([
+            "serve", "--listen", "0.0.0.0:7460", "--set", "auth.token=t", "--set", "store.url=postgres://muster@127.0.0.1:1/muster",
+        ])
+        #expect(try await serve.waitForExit() == 2)
+        #expect(serve.standardError.contains("ha.advertise"), "\(serve.standardError)")
+    }
+
     @Test func multipleCoordinatorAddressesParseInOrder() throws {
         let options = MusterClient.Options(coordinator: "ws://a:7460, wss://b:7461,c:7462")
         #expect(try options.webSocketURLs() == ["ws://a:7460", "wss://b:7461", "ws://c:7462"])
