@@ -9,27 +9,16 @@ import Testing
 /// on a database of their own), with memory job stores: what the daemon does with the election's
 /// reports, apart from the store (TwoCoordinatorTests run the whole thing as processes).
 @Suite(.serialized) struct ElectionTakeoverTests {
-    struct Node {
-        let daemon: Daemon
-        let election: PostgresLeaderElection
-        let port: Int
-        var url: String { "ws://127.0.0.1:\(port)" }
-        var base: String { "http://127.0.0.1:\(port)" }
+    typealias Node = ElectedCoordinator<PostgresLeaderElection>
 
-        /// A coordinator named `name` on a free port, elected through `database` (or through `via`).
-        static func start(_ name: String, database: URLComponents, via forwarderPort: Int? = nil) async throws -> Node {
-            let port = try TestDatabase.freePort()
-            let overrides = [("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", "[]")]
-                .map { (source: "test", key: $0.0, value: $0.1) }
-            let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
-            var url = database
-            if let forwarderPort { url.port = forwarderPort }
-            let election = PostgresLeaderElection(url: url.string!, name: name, address: "ws://127.0.0.1:\(port)", lease: .seconds(3))
-            let daemon = try Daemon(
-                configuration: config, logger: TestCoordinator.quietLogger, audit: TestCoordinator.quietLogger, election: election)
-            try await daemon.start()
-            return Node(daemon: daemon, election: election, port: port)
-        }
+    /// A coordinator named `name` on a free port (its address must be known to its election),
+    /// elected through `database`, or through a forwarder to it on `via`.
+    func start(_ name: String, database: URLComponents, via forwarderPort: Int? = nil) async throws -> Node {
+        let port = try TestDatabase.freePort()
+        var url = database
+        if let forwarderPort { url.port = forwarderPort }
+        let election = PostgresLeaderElection(url: url.string!, name: name, address: "ws://127.0.0.1:\(port)", lease: .seconds(3))
+        return try await Node.start(name: name, port: port, backends: "[]", election: election)
     }
 
     func waitUntil(_ what: String, within bound: Duration = .seconds(30), _ condition: () async -> Bool) async throws {
@@ -48,9 +37,9 @@ import Testing
 
     @Test func aLeaderStoppedGracefullyHandsOverAtOnceAndAgentsFollow() async throws {
         let database = try TestDatabase.fresh()
-        let east = try await Node.start("east", database: database)
+        let east = try await start("east", database: database)
         try await waitUntil("east to lead") { await east.daemon.leads }
-        let west = try await Node.start("west", database: database)
+        let west = try await start("west", database: database)
         let standby = try await HTTP.waitFor("\(west.base)/readyz", "west to name east") { $0.json["leader"] != nil }
         #expect(standby.status == 503)
         #expect((standby.json["leader"] as? [String: Any])?["name"] as? String == "east")
@@ -79,9 +68,9 @@ import Testing
         let database = try TestDatabase.fresh()
         let forwarder = try TCPForwarder(port: database.port!)
         defer { forwarder.close() }
-        let east = try await Node.start("east", database: database, via: forwarder.port)
+        let east = try await start("east", database: database, via: forwarder.port)
         try await waitUntil("east to lead") { await east.daemon.leads }
-        let west = try await Node.start("west", database: database)
+        let west = try await start("west", database: database)
         _ = try await HTTP.waitFor("\(west.base)/readyz", "west to name east") { $0.json["leader"] != nil }
 
         forwarder.cut()

@@ -39,28 +39,26 @@ final class HandElection: LeaderElection, @unchecked Sendable {
     }
 }
 
-/// A coordinator with a hand election (README "Running two coordinators"), in-process, memory store.
-struct ElectedCoordinator {
+/// A coordinator with an election of the test's choosing (README "Running two coordinators"),
+/// in-process, memory store: a hand election here, a real PostgreSQL lease in ElectionTakeoverTests.
+struct ElectedCoordinator<Election: LeaderElection> {
     let daemon: Daemon
-    let election: HandElection
+    let election: Election
     let port: Int
     var url: String { "ws://127.0.0.1:\(port)" }
     var base: String { "http://127.0.0.1:\(port)" }
 
-    static func start(name: String) async throws -> ElectedCoordinator {
-        let overrides = [
-            ("listen", "127.0.0.1:0"), ("store.url", "memory:"), ("ha.name", name),
-            (
-                "backends",
-                #"[{"name": "sim-\#(name)", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#
-            ),
-        ].map { (source: "test", key: $0.0, value: $0.1) }
+    /// `port` 0: the kernel's pick. `backends`: one simulated image backend of its own by default.
+    static func start(name: String, port: Int = 0, backends: String? = nil, election: Election) async throws -> ElectedCoordinator {
+        let backends = backends
+            ?? #"[{"name": "sim-\#(name)", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#
+        let overrides = [("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", backends)]
+            .map { (source: "test", key: $0.0, value: $0.1) }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
-        let election = HandElection()
         let daemon = try Daemon(
             configuration: config, logger: TestCoordinator.quietLogger, audit: TestCoordinator.quietLogger, election: election)
-        let port = try await daemon.start()
-        return ElectedCoordinator(daemon: daemon, election: election, port: port)
+        let bound = try await daemon.start()
+        return ElectedCoordinator(daemon: daemon, election: election, port: bound)
     }
 
     func info(name: String, token: Int64) -> LeaderInfo { LeaderInfo(name: name, address: url, token: token) }
@@ -69,6 +67,12 @@ struct ElectedCoordinator {
         var options = MusterClient.Options(coordinator: coordinator ?? url, name: "tester")
         options.connectTimeout = .seconds(30)
         return options
+    }
+}
+
+extension ElectedCoordinator where Election == HandElection {
+    static func start(name: String) async throws -> ElectedCoordinator {
+        try await start(name: name, election: HandElection())
     }
 }
 
