@@ -116,7 +116,7 @@ extension Daemon {
         } else {
             // The store of this term: it commits under the term's token, and a commit after a
             // newer term began is refused (fenced).
-            let store = configuration.storeURL.makeStore()
+            let store = configuration.storeURL.makeStore(fencingToken: token)
             store.onCommit { [weak self] commit in self?.storeReported(commit) }
             self.store = store
             openStore()
@@ -125,9 +125,9 @@ extension Daemon {
 
     /// The election a configuration asks for: with a postgres store, one through its database.
     static func election(for configuration: Configuration) -> (any LeaderElection)? {
-        guard configuration.electsLeader, let address = configuration.haAdvertise else { return nil }
+        guard case .postgres(let url) = configuration.storeURL, let address = configuration.haAdvertise else { return nil }
         return PostgresLeaderElection(
-            url: configuration.string("store.url"), name: configuration.haName, address: address,
+            url: url, name: configuration.haName, address: address,
             lease: .milliseconds(Int64((configuration.seconds("ha.lease_seconds") * 1000).rounded())))
     }
 

@@ -126,6 +126,8 @@ public actor Daemon {
         switch configuration.storeURL {
         case .memory: self.store = nil
         case .sqlite(let path): self.store = SQLiteJobStore(path: path)
+        // Shared by two coordinators: made at takeover, with the term's fencing token (Daemon+Leadership).
+        case .postgres: self.store = nil
         }
         var policy = Self.policy(from: configuration)
         policy.persistChanges = configuration.storeURL != .memory

@@ -1,17 +1,29 @@
-/// Where the daemon keeps its jobs: `memory:` (nowhere) or `sqlite:///absolute/path` (also
-/// `sqlite:relative/path`, relative to the working directory). Paths are taken literally: no
-/// percent-decoding, no `~` expansion.
+/// Where the daemon keeps its jobs: `memory:` (nowhere), `sqlite:///absolute/path` (also
+/// `sqlite:relative/path`, relative to the working directory; paths are taken literally: no
+/// percent-decoding, no `~` expansion), or `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (also
+/// `postgresql://`; query parameters such as `?sslmode=require` go to libpq as they are).
 public enum StoreURL: Hashable, Sendable, CustomStringConvertible {
     case memory
     case sqlite(path: String)
+    /// The URL as written (libpq parses it, percent-decoding included).
+    case postgres(url: String)
 
     public init(parsing text: String) throws(StoreURLError) {
         if text == "memory:" || text == "memory" {
             self = .memory
             return
         }
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            if let problem = PostgresURL.problem(text) {
+                throw StoreURLError("store \(PostgresURL.redacted(text).debugDescription): \(problem)")
+            }
+            self = .postgres(url: text)
+            return
+        }
         guard text.hasPrefix("sqlite:") else {
-            throw StoreURLError("unknown store \(text.debugDescription): use memory: or sqlite:///absolute/path")
+            throw StoreURLError(
+                "unknown store \(text.debugDescription): use memory:, sqlite:///absolute/path or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+            )
         }
         let rest = text.dropFirst("sqlite:".count)
         let path: Substring
@@ -45,19 +57,24 @@ public enum StoreURL: Hashable, Sendable, CustomStringConvertible {
         return "\(trimmingSlashes(home))/.local/state/muster/muster.sqlite"
     }
 
-    /// A new, unopened store for this URL.
-    public func makeStore(retryInterval: Duration = .seconds(1)) -> any JobStore {
+    /// A new, unopened store for this URL. `fencingToken`: the token of the leader's term
+    /// (`Leadership.leader(token:)`) under which a PostgreSQL store commits; nil: no fencing (a
+    /// single coordinator). The other stores have no fencing and ignore it.
+    public func makeStore(retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil) -> any JobStore {
         switch self {
         case .memory: MemoryJobStore()
         case .sqlite(let path): SQLiteJobStore(path: path, retryInterval: retryInterval)
+        case .postgres(let url): PostgresJobStore(url: url, retryInterval: retryInterval, fencingToken: fencingToken)
         }
     }
 
-    /// `memory:` or `sqlite:///abs/path` (`sqlite:relative/path`).
+    /// `memory:`, `sqlite:///abs/path` (`sqlite:relative/path`), or the postgres URL with its
+    /// password replaced by `***` (this text is logged).
     public var description: String {
         switch self {
         case .memory: "memory:"
         case .sqlite(let path): path.hasPrefix("/") ? "sqlite://\(path)" : "sqlite:\(path)"
+        case .postgres(let url): PostgresURL.redacted(url)
         }
     }
 

@@ -12,10 +12,11 @@ import Testing
             firstJob: JobID(firstJob), submittedAt: .zero)
     }
 
-    @Test func manyAppendsFromOneThreadShareFewCommitsAndDurableOnlyGrows() throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+    @Test(arguments: StoreKind.allCases)
+    func manyAppendsFromOneThreadShareFewCommitsAndDurableOnlyGrows(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store()
         let log = CommitLog()
         store.onCommit { log.record($0) }
         _ = try store.open()
@@ -41,7 +42,7 @@ import Testing
         #expect(stats.lastFailure == nil)
         store.close()
 
-        let reopened = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let reopened = place.store()
         let snapshot = try reopened.open()
         reopened.close()
         // The last binding of job k is change n = 19_000 + (k - 1).
@@ -88,11 +89,11 @@ import Testing
         first.close()
     }
 
-    @Test func closeWritesWhatIsQueuedAndIsIdempotent() throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        let path = dir.file("muster.sqlite")
-        let store = SQLiteJobStore(path: path)
+    @Test(arguments: StoreKind.allCases)
+    func closeWritesWhatIsQueuedAndIsIdempotent(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store()
         let log = CommitLog()
         store.onCommit { log.record($0) }
         // Appended before open(): written after it.
@@ -106,20 +107,23 @@ import Testing
         #expect(log.durable.last == last)
         store.close()
         #expect(store.statistics.durable == last)
-        // close() checkpointed and truncated the log.
-        #expect(fileSizeOf(path + "-wal") == 0)
+        if kind == .sqlite {
+            // close() checkpointed and truncated the log.
+            #expect(fileSizeOf(place.location + "-wal") == 0)
+        }
 
-        let reopened = SQLiteJobStore(path: path)
+        let reopened = place.store()
         let snapshot = try reopened.open()
         reopened.close()
         #expect(snapshot.batches.count == 5000 && snapshot.jobs.count == 5000)
         #expect(snapshot.backends == [StoredBackend(id: BackendID(1), name: "early", incarnation: Incarnation(1))])
     }
 
-    @Test func closingFromManyThreadsAtOnceIsSafe() async throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+    @Test(arguments: StoreKind.allCases)
+    func closingFromManyThreadsAtOnceIsSafe(kind: StoreKind) async throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store()
         _ = try store.open()
         for n in 0..<1000 {
             _ = store.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n + 1), count: 1)))
@@ -130,14 +134,15 @@ import Testing
         #expect(store.statistics.pending == 0)
     }
 
-    @Test func aStoreObjectOpensOnce() throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+    @Test(arguments: StoreKind.allCases)
+    func aStoreObjectOpensOnce(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store()
         _ = try store.open()
         #expect(throws: StoreFailure.self) { try store.open() }
         store.close()
-        let closed = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let closed = place.store()
         closed.close()
         #expect(throws: StoreFailure.self) { try closed.open() }
     }
@@ -175,13 +180,13 @@ import Testing
         #expect(after < 256 * 1024, "the database file kept \(after) bytes after every row was evicted (peak \(peak))")
     }
 
-    /// Large stores are read by two threads (each a part of the jobs): every job comes back once,
-    /// in order, with its own state.
-    @Test func aLargeStoreReadsBackWhole() throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        let path = dir.file("muster.sqlite")
-        let store = SQLiteJobStore(path: path)
+    /// Large stores are read in parts (SQLite: by two threads; PostgreSQL: in several FETCHes of a
+    /// cursor): every job comes back once, in order, with its own state.
+    @Test(arguments: StoreKind.allCases)
+    func aLargeStoreReadsBackWhole(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store()
         let log = CommitLog()
         store.onCommit { log.record($0) }
         _ = try store.open()
@@ -195,7 +200,7 @@ import Testing
         log.waitDurable(through: last)
         store.close()
 
-        let reopened = SQLiteJobStore(path: path)
+        let reopened = place.store()
         let snapshot = try reopened.open()
         reopened.close()
         #expect(snapshot.batches.map(\.id.rawValue) == Array(1...60))

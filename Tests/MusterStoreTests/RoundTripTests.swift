@@ -15,7 +15,8 @@ import Testing
         // Jobs 4, 5, 6.
         .batchAccepted(
             StoredBatch(
-                id: BatchID(2), key: nil, owner: "alice ✓", entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 3)],
+                id: BatchID(2), key: nil, owner: "alice ✓",
+                entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 3)],
                 firstJob: JobID(4), submittedAt: CoreInstant(nanoseconds: UInt64.max - 1))),
         .jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(epochLease + 1), attempt: 1),
         .jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1),
@@ -56,13 +57,13 @@ import Testing
         .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(2)),
     ]
 
-    @Test func everyKindOfChangeSurvivesAReopenAndTheEpochGrowsByOnePerOpen() throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        // The parent directories do not exist yet: the store creates them.
-        let path = dir.file("state/muster/muster.sqlite")
+    @Test(arguments: StoreKind.allCases)
+    func everyKindOfChangeSurvivesAReopenAndTheEpochGrowsByOnePerOpen(kind: StoreKind) throws {
+        // SQLite: the parent directories do not exist yet: the store creates them.
+        guard let place = try StorePlace(kind, file: "state/muster/muster.sqlite") else { return }
+        defer { place.remove() }
 
-        let first = SQLiteJobStore(path: path)
+        let first = place.store()
         let log = CommitLog()
         first.onCommit { log.record($0) }
         let empty = try first.open()
@@ -77,7 +78,7 @@ import Testing
         for change in Self.changes { expected.apply(change) }
         expected.epoch = 2
 
-        let second = SQLiteJobStore(path: path)
+        let second = place.store()
         let snapshot = try second.open()
         second.close()
         #expect(snapshot.batches == expected.batches)
@@ -104,7 +105,7 @@ import Testing
         #expect(snapshot.backends.map(\.name) == ["local-image", "gpu-box"])
         #expect(snapshot.backends.map(\.incarnation) == [Incarnation(2), Incarnation(1_700_000_000_500)])
 
-        let third = SQLiteJobStore(path: path)
+        let third = place.store()
         let again = try third.open()
         third.close()
         #expect(again.epoch == 3)
@@ -112,9 +113,10 @@ import Testing
         #expect(again == expected)
     }
 
-    @Test func paramsAreKeptByteForByteEvenWhenTheyAreNotJSON() throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
+    @Test(arguments: StoreKind.allCases)
+    func paramsAreKeptByteForByteEvenWhenTheyAreNotJSON(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
         let texts = [
             "{}", "null", "  {\"a\" : [ 1 , 2 ] }  ", "\"just a string\"", "-0.5e-7", "[[[[[[[[[[[]]]]]]]]]]]",
             // Not one JSON value: stored as a string instead, read back the same.
@@ -125,12 +127,12 @@ import Testing
             id: BatchID(1), key: nil,
             entries: texts.map { BatchEntry(spec: JobSpec(kind: "k", params: RawJSON(unchecked: $0))) },
             firstJob: JobID(1), submittedAt: .zero)
-        let store = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let store = place.store()
         _ = try store.open()
         _ = store.append(.batchAccepted(batch))
         store.close()
 
-        let reopened = SQLiteJobStore(path: dir.file("muster.sqlite"))
+        let reopened = place.store()
         let snapshot = try reopened.open()
         reopened.close()
         #expect(snapshot.batches.first?.entries.map(\.spec.params.text) == texts)
@@ -139,16 +141,15 @@ import Testing
 
     /// Thousands of random changes, committed in many groups, match the reference model; a second
     /// round on the reopened store too.
-    @Test(arguments: [1 as UInt64, 2, 3])
-    func randomChangesMatchTheReference(seed: UInt64) throws {
-        let dir = try TempDir()
-        defer { dir.remove() }
-        let path = dir.file("muster.sqlite")
+    @Test(arguments: StoreKind.allCases, [1 as UInt64, 2, 3])
+    func randomChangesMatchTheReference(kind: StoreKind, seed: UInt64) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
         var random = RandomChanges(seed: seed)
         var expected = StoreSnapshot()
 
         for round in 1...2 {
-            let store = SQLiteJobStore(path: path)
+            let store = place.store()
             let log = CommitLog()
             store.onCommit { log.record($0) }
             let opened = try store.open()
@@ -163,7 +164,7 @@ import Testing
             store.close()
             #expect(store.statistics.pending == 0)
         }
-        let store = SQLiteJobStore(path: path)
+        let store = place.store()
         let final = try store.open()
         store.close()
         expected.epoch = 3

@@ -12,8 +12,35 @@ import Testing
         #expect(try StoreURL(parsing: "sqlite:///with space/100%.sqlite") == .sqlite(path: "/with space/100%.sqlite"))
     }
 
+    @Test func parsesPostgresURLsAndKeepsTheirParametersForLibpq() throws {
+        for text in [
+            "postgres://muster:s3cret@db.example:5432/muster", "postgresql://muster@10.0.0.5/jobs?sslmode=require",
+            "postgres://localhost/muster", "postgres:///muster?host=/run/postgresql",
+        ] {
+            #expect(try StoreURL(parsing: text) == .postgres(url: text))
+        }
+    }
+
+    @Test func aPostgresURLDescribesItselfWithoutItsPassword() throws {
+        let url = try StoreURL(parsing: "postgres://muster:s3cret@db.example:5432/muster?sslmode=require")
+        #expect(url.description == "postgres://muster:***@db.example:5432/muster?sslmode=require")
+        let inQuery = try StoreURL(
+            parsing: "postgresql://db.example/muster?user=muster&password=s3cret&sslmode=require")
+        #expect(inQuery.description == "postgresql://db.example/muster?user=muster&password=***&sslmode=require")
+        #expect(
+            try StoreURL(parsing: "postgres://muster@db.example/muster").description
+                == "postgres://muster@db.example/muster")
+        // A URL libpq cannot parse is refused, and the message does not show the password either.
+        let error = #expect(throws: StoreURLError.self) {
+            try StoreURL(parsing: "postgres://muster:s3cret@db.example:5432/muster?nosuchoption=1")
+        }
+        #expect(error?.message.contains("nosuchoption") == true)
+        #expect(error?.message.contains("s3cret") == false)
+    }
+
     @Test(arguments: [
-        "", "postgres://localhost/muster", "sqlite:", "sqlite://", "sqlite://host/muster.sqlite",
+        "", "postgres://[::1/muster", "postgres://h/db?sslmode=x&bogus=1", "mysql://localhost/muster", "sqlite:",
+        "sqlite://", "sqlite://host/muster.sqlite",
         "sqlite:///var/lib/muster/", "file:///x.sqlite", "memory:x",
     ])
     func refusesWhatItCannotUse(_ text: String) {
@@ -45,5 +72,7 @@ import Testing
         #expect(StoreURL.memory.makeStore() is MemoryJobStore)
         let store = StoreURL.sqlite(path: "/var/lib/muster/x.sqlite").makeStore()
         #expect((store as? SQLiteJobStore)?.path == "/var/lib/muster/x.sqlite")
+        let postgres = StoreURL.postgres(url: "postgres://muster:pw@db/muster").makeStore(fencingToken: 7)
+        #expect((postgres as? PostgresJobStore)?.target == "postgres://muster:***@db/muster")
     }
 }

@@ -138,8 +138,10 @@ public struct ConfigKey: Sendable {
                 + "at most this long; then it ends canceled anyway. 0: end at once."),
         ConfigKey(
             name: "store.url", kind: .string, defaultValue: .string(""),
-            help: "Job store: sqlite:///PATH (SQLite, WAL, one fsync per group commit) or memory: (jobs do not "
-                + "survive a restart). Empty: sqlite under $XDG_STATE_HOME/muster (~/.local/state/muster)."),
+            help: "Job store: sqlite:///PATH (SQLite, WAL, one fsync per group commit), "
+                + "postgres://USER:PASSWORD@HOST:PORT/DATABASE (PostgreSQL through libpq; query parameters such as "
+                + "sslmode go to libpq) or memory: (jobs do not survive a restart). Empty: sqlite under "
+                + "$XDG_STATE_HOME/muster (~/.local/state/muster)."),
         ConfigKey(
             name: "ha.name", kind: .string, defaultValue: .string(""),
             help: "With a postgres store (two coordinators on one database): this coordinator's node name, unique in the pair. Empty: the host name."),

@@ -91,27 +91,4 @@ enum SQLiteSchema {
         FROM jobs WHERE id < ?1 ORDER BY id
         """
     static let selectBackends = "SELECT id, name, incarnation FROM backends ORDER BY id"
-
-    /// The stored job states. The snapshot has only queued, bound and final states: `gated` is
-    /// stored as queued and `running` as bound.
-    static func stateCode(_ state: JobState) -> Int64 {
-        switch state {
-        case .queued, .gated: 0
-        case .bound, .running: 1
-        case .completed: 2
-        case .failed: 3
-        case .canceled: 4
-        }
-    }
-
-    static func state(_ code: Int64) -> JobState? {
-        switch code {
-        case 0: .queued
-        case 1: .bound
-        case 2: .completed
-        case 3: .failed
-        case 4: .canceled
-        default: nil
-        }
-    }
 }

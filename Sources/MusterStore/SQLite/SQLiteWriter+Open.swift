@@ -182,19 +182,11 @@ extension SQLiteWriter {
         let batches = try Statement(connection, SQLiteSchema.selectBatches, persistent: false)
         while try batches.step() {
             let id = batches.uint64(0)
-            guard let bytes = batches.bytes(5) else {
-                throw StoreFailure(.corrupt, "batch \(id) has no entries (\(path))")
-            }
-            let entries: [BatchEntry]
-            do throws(JSONCursor.Failure) {
-                entries = try EntriesJSON.decode(bytes)
-            } catch {
-                throw StoreFailure(
-                    .corrupt, "batch \(id): its entries do not read: \(error.reason) at byte \(error.offset) (\(path))")
-            }
+            let entries = try StoreRows.entries(batches.bytes(5), batch: id, where: path)
             out.append(
                 StoredBatch(
-                    id: BatchID(id), key: batches.string(1), owner: batches.string(6), entries: entries, firstJob: JobID(batches.uint64(2)),
+                    id: BatchID(id), key: batches.string(1), owner: batches.string(6), entries: entries,
+                    firstJob: JobID(batches.uint64(2)),
                     submittedAt: CoreInstant(nanoseconds: batches.uint64(4))))
         }
         return out
@@ -217,22 +209,12 @@ extension SQLiteWriter {
         let jobs = try Statement(connection, sql, persistent: false)
         if let bound = from ?? below { jobs.bind(1, bound) }
         while try jobs.step() {
-            let id = jobs.uint64(0)
-            guard let state = SQLiteSchema.state(jobs.int64(2)) else {
-                throw StoreFailure(.corrupt, "job \(id) has an unknown state \(jobs.int64(2)) (\(path))")
-            }
-            var failure: JobFailure?
-            if let code = jobs.string(9) {
-                failure = JobFailure(code: ErrorCode(code), message: jobs.string(10) ?? "")
-            }
             out.append(
-                StoredJob(
-                    id: JobID(id), batch: BatchID(jobs.uint64(1)), state: state,
-                    backend: jobs.optionalInt64(3).map(BackendID.init(_:)),
-                    lease: jobs.optionalInt64(4).map { Lease(UInt64(bitPattern: $0)) },
-                    attempt: Int(jobs.int64(5)), lostAttempts: Int(jobs.int64(6)),
-                    result: jobs.string(8).map(RawJSON.init(unchecked:)), failure: failure,
-                    endedAt: jobs.optionalInt64(7).map { CoreInstant(nanoseconds: UInt64(bitPattern: $0)) }))
+                try StoreRows.job(
+                    id: jobs.uint64(0), batch: jobs.uint64(1), stateCode: jobs.int64(2), backend: jobs.optionalInt64(3),
+                    lease: jobs.optionalInt64(4), attempt: jobs.int64(5), lost: jobs.int64(6),
+                    endedAt: jobs.optionalInt64(7), result: jobs.string(8), errorCode: jobs.string(9),
+                    errorMessage: jobs.string(10), where: path))
         }
         return out
     }

@@ -103,7 +103,7 @@ final class SQLiteDatabase {
         var deleted = false
         do throws(StoreFailure) {
             try begin.run()
-            let skip = Self.superseded(changes)
+            let skip = StoreRows.superseded(changes)
             for (i, change) in changes.enumerated() where !skip[i] {
                 jobsDelta += try apply(change.change, deleted: &deleted)
             }
@@ -116,35 +116,6 @@ final class SQLiteDatabase {
             throw error
         }
         return jobsDelta
-    }
-
-    /// The changes of a group that a later change of the same group overwrites completely, so
-    /// writing them is wasted work: a binding followed by another binding, a requeue or the end
-    /// of the same job; a requeue followed by another requeue or the end; anything about a job
-    /// the group then evicts. Under load most jobs are bound and end within one group commit, so
-    /// this saves about one row update in three. The result is what applying all of them gives.
-    static func superseded(_ changes: [SequencedChange]) -> [Bool] {
-        var skip = [Bool](repeating: false, count: changes.count)
-        guard changes.count > 1 else { return skip }
-        // What a later change does to each job: 1 ends it or requeues it (overwrites a binding
-        // and a requeue), 2 binds it (overwrites a binding only), 3 evicts it (overwrites all).
-        var later: [UInt64: UInt8] = [:]
-        later.reserveCapacity(changes.count)
-        for i in changes.indices.reversed() {
-            switch changes[i].change {
-            case .jobBound(let job, _, _, _):
-                if later[job.rawValue] != nil { skip[i] = true } else { later[job.rawValue] = 2 }
-            case .jobRequeued(let job, _, _):
-                if let l = later[job.rawValue], l != 2 { skip[i] = true } else { later[job.rawValue] = 1 }
-            case .jobEnded(let job):
-                if later[job.id.rawValue] == 3 { skip[i] = true } else { later[job.id.rawValue] = 1 }
-            case .evicted(let jobs, _):
-                for job in jobs { later[job.rawValue] = 3 }
-            case .batchAccepted, .backendRegistered:
-                break
-            }
-        }
-        return skip
     }
 
     /// Applies one change inside the open transaction; returns the job rows gained or lost.
@@ -184,7 +155,7 @@ final class SQLiteDatabase {
 
         case .jobEnded(let job):
             endJob.bind(1, job.id.rawValue)
-            endJob.bind(2, SQLiteSchema.stateCode(job.state))
+            endJob.bind(2, StoreRows.stateCode(job.state))
             endJob.bind(3, job.backend?.rawValue)
             endJob.bind(4, job.lease?.rawValue)
             endJob.bind(5, job.attempt)

@@ -112,3 +112,128 @@ extension Leadership {
     var leaderInfo: LeaderInfo? { if case .standby(let l) = self { l } else { nil } }
     var isLeader: Bool { token != nil }
 }
+
+/// The stores the contract tests run against.
+enum StoreKind: String, CaseIterable, Sendable {
+    case sqlite, postgres
+}
+
+/// Where a test keeps its store: a file in a temporary directory, or a fresh PostgreSQL database.
+/// Every `store()` is a new store object on the same data.
+final class StorePlace {
+    let kind: StoreKind
+    /// The file's path, or the database's URL.
+    let location: String
+    private let dir: TempDir?
+
+    /// Nil (with an issue recorded) when PostgreSQL is not there.
+    init?(_ kind: StoreKind, file: String = "muster.sqlite", sourceLocation: SourceLocation = #_sourceLocation) throws {
+        self.kind = kind
+        switch kind {
+        case .sqlite:
+            let dir = try TempDir()
+            self.dir = dir
+            location = dir.file(file)
+        case .postgres:
+            guard let url = TestPostgres.freshDatabase(sourceLocation: sourceLocation) else { return nil }
+            dir = nil
+            location = url
+        }
+    }
+
+    func store(retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil) -> any JobStore {
+        switch kind {
+        case .sqlite: SQLiteJobStore(path: location, retryInterval: retryInterval)
+        case .postgres: PostgresJobStore(url: location, retryInterval: retryInterval, fencingToken: fencingToken)
+        }
+    }
+
+    func remove() {
+        dir?.remove()
+        if kind == .postgres, let server = ProcessInfo.processInfo.environment["MUSTER_TEST_POSTGRES_URL"] {
+            let name = location[location.index(after: location.lastIndex(of: "/")!)...]
+            _ = run(["psql", "-X", "-q", "-d", server, "-c", "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"])
+        }
+    }
+}
+
+/// A PostgreSQL server of one test's own (Scripts/with-postgres, held open until `shutdown`), for
+/// tests that stop and start it while the shared one serves the other tests.
+final class PrivatePostgres {
+    private let process = Process()
+    private let input = Pipe()
+    /// A superuser's URL to its `postgres` database.
+    let url: String
+    private let control: String
+
+    init?(sourceLocation: SourceLocation = #_sourceLocation) {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        process.executableURL = root.appendingPathComponent("Scripts/with-postgres")
+        process.arguments = [
+            "sh", "-c",
+            #"printf '%s\n%s\n' "$MUSTER_TEST_POSTGRES_URL" "$MUSTER_TEST_POSTGRES_CTL"; exec cat >/dev/null"#,
+        ]
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        do {
+            try process.run()
+        } catch {
+            Issue.record("cannot run Scripts/with-postgres: \(error)", sourceLocation: sourceLocation)
+            return nil
+        }
+        var text = ""
+        while text.filter({ $0 == "\n" }).count < 2 {
+            let data = output.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        let lines = text.split(separator: "\n").map(String.init)
+        guard lines.count >= 2 else {
+            Issue.record("Scripts/with-postgres did not start a server: \(text)", sourceLocation: sourceLocation)
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+            return nil
+        }
+        url = lines[0]
+        control = lines[1]
+    }
+
+    /// `pg_ctl stop` (fast: clients are disconnected) or `pg_ctl start`; true when it worked.
+    ///
+    /// Not through Foundation's Process: the server pg_ctl starts would inherit the descriptor
+    /// Process watches for the child's exit (and the pipe that holds Scripts/with-postgres open),
+    /// so the wait would last as long as the server. posix_spawn, then waitpid; the shell closes
+    /// every descriptor above stderr before it runs pg_ctl.
+    @discardableResult
+    func ctl(_ action: String, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let script =
+            #"for fd in /proc/self/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; "#
+            + "exec \(control) \(action)"
+        let arguments: [String] = ["/bin/bash", "-c", script]
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid = pid_t()
+        guard posix_spawn(&pid, "/bin/bash", &actions, nil, argv, environ) == 0 else {
+            Issue.record("cannot spawn pg_ctl \(action)", sourceLocation: sourceLocation)
+            return false
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let ok = status == 0
+        if !ok { Issue.record("pg_ctl \(action) failed (status \(status))", sourceLocation: sourceLocation) }
+        return ok
+    }
+
+    func shutdown() {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
+}
