@@ -47,8 +47,7 @@ final class GroupCommit: @unchecked Sendable {
     private var opening = false
 
     init(retryInterval: Duration) {
-        let (s, attos) = retryInterval.components
-        retryNanoseconds = UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, attos / 1_000_000_000))
+        retryNanoseconds = nanoseconds(retryInterval)
     }
 
     func append(_ change: StoreChange) -> UInt64 {
@@ -69,8 +68,28 @@ final class GroupCommit: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// `JobStore.open()` on this group commit: claims the one opening, runs `opener` (which opens
+    /// the storage and reads it) and starts the writer on the sink it returns. `place` names the
+    /// store in the message when it was already opened or closed. After a failure the store may
+    /// be opened again (say once a read-only file system is writable again), or closed.
+    func open(
+        _ place: String, _ opener: () throws(StoreFailure) -> (any CommitSink, StoreSnapshot)
+    ) throws(StoreFailure) -> StoreSnapshot {
+        guard claimOpen() else {
+            throw StoreFailure(.cannotOpen, "this store object was already opened or closed (\(place))")
+        }
+        do throws(StoreFailure) {
+            let (sink, snapshot) = try opener()
+            start(sink, jobsStored: snapshot.jobs.count)
+            return snapshot
+        } catch {
+            openFailed()
+            throw error
+        }
+    }
+
     /// Claims the right to open; false when the store was already opened or closed.
-    func claimOpen() -> Bool {
+    private func claimOpen() -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard state == .idle, !opening else { return false }
@@ -78,16 +97,15 @@ final class GroupCommit: @unchecked Sendable {
         return true
     }
 
-    /// Gives up an open that failed: the store may be opened again (say once a read-only file
-    /// system is writable again), or closed.
-    func openFailed() {
+    /// Gives up an open that failed.
+    private func openFailed() {
         lock.lock()
         opening = false
         lock.unlock()
     }
 
     /// Starts the writer with the opened sink. The sink now belongs to the writer thread.
-    func start(_ sink: any CommitSink, jobsStored: Int) {
+    private func start(_ sink: any CommitSink, jobsStored: Int) {
         let owned = SinkHandover(sink)
         lock.lock()
         opening = false

@@ -12,11 +12,7 @@ public final class MemoryJobStore: JobStore {
 
     /// An empty snapshot with epoch 1.
     public func open() throws(StoreFailure) -> StoreSnapshot {
-        guard group.claimOpen() else {
-            throw StoreFailure(.cannotOpen, "this store object was already opened or closed (memory:)")
-        }
-        group.start(DiscardingSink(), jobsStored: 0)
-        return StoreSnapshot(epoch: 1)
+        try group.open("memory:") { (DiscardingSink(), StoreSnapshot(epoch: 1)) }
     }
 
     public func append(_ change: StoreChange) -> UInt64 { group.append(change) }

@@ -43,17 +43,8 @@ public final class PostgresJobStore: JobStore {
     deinit { group.close() }
 
     public func open() throws(StoreFailure) -> StoreSnapshot {
-        guard group.claimOpen() else {
-            throw StoreFailure(.cannotOpen, "this store object was already opened or closed (\(target))")
-        }
-        do throws(StoreFailure) {
-            let (writer, snapshot) = try PostgresWriter.open(
-                url: url, target: target, fencingToken: fencingToken, sizes: sizes)
-            group.start(writer, jobsStored: snapshot.jobs.count)
-            return snapshot
-        } catch {
-            group.openFailed()
-            throw error
+        try group.open(target) { () throws(StoreFailure) in
+            try PostgresWriter.open(url: url, target: target, fencingToken: fencingToken, sizes: sizes)
         }
     }
 

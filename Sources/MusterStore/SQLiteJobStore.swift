@@ -41,17 +41,9 @@ public final class SQLiteJobStore: JobStore {
     deinit { group.close() }
 
     public func open() throws(StoreFailure) -> StoreSnapshot {
-        guard group.claimOpen() else {
-            throw StoreFailure(.cannotOpen, "this store object was already opened or closed (\(path))")
-        }
-        do throws(StoreFailure) {
-            let (writer, snapshot) = try SQLiteWriter.open(
+        try group.open(path) { () throws(StoreFailure) in
+            try SQLiteWriter.open(
                 path: path, busyTimeout: busyTimeout, compactionThresholdPages: compactionThresholdPages)
-            group.start(writer, jobsStored: snapshot.jobs.count)
-            return snapshot
-        } catch {
-            group.openFailed()
-            throw error
         }
     }
 

@@ -7,21 +7,15 @@ import Testing
 @Suite struct LeaderElectionTests {
     @Test func oneLeadsTheOtherSeesItAndTakesOverAtOnceWhenItStops() throws {
         guard let url = TestPostgres.freshDatabase() else { return }
-        let a = PostgresLeaderElection(url: url, name: "a", address: "ws://10.0.0.1:7460", lease: .milliseconds(1500))
-        let b = PostgresLeaderElection(url: url, name: "b", address: "ws://10.0.0.2:7460", lease: .milliseconds(1500))
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let logA = LeadershipLog()
-        let logB = LeadershipLog()
-        a.start { logA.record($0) }
-        guard let first = logA.wait("a leads", until: \.isLeader), let tokenA = first.token else { return }
+        let a = Candidate(url: url, name: "a", lease: .milliseconds(1500))
+        let b = Candidate(url: url, name: "b", lease: .milliseconds(1500))
+        let (logA, logB) = (a.log, b.log)
+        guard let tokenA = a.lead() else { return }
         #expect(a.current == .leader(token: tokenA))
 
-        b.start { logB.record($0) }
-        let seen = logB.wait("b sees a as the leader") { $0.leaderInfo != nil }
-        #expect(seen == .standby(leader: LeaderInfo(name: "a", address: "ws://10.0.0.1:7460", token: tokenA)))
+        b.start()
+        let seen = logB.first("b sees a as the leader") { $0.leaderInfo != nil }
+        #expect(seen == .standby(leader: LeaderInfo(name: "a", address: "ws://a:7460", token: tokenA)))
         // Renewals keep the term: several renew intervals later a still leads under the same token.
         Thread.sleep(forTimeInterval: 1.2)
         #expect(a.current == .leader(token: tokenA))
@@ -33,7 +27,7 @@ import Testing
         #expect(logA.all.last == .standby(leader: nil), "a reports it stopped leading: \(logA.all)")
         #expect(a.current == .standby(leader: nil))
         // Released, not expired: b leads at its next look (a renew interval), not after a lease.
-        guard let next = logB.wait("b leads after a stopped", after: before, until: \.isLeader) else { return }
+        guard let next = logB.first("b leads after a stopped", after: before, where: \.isLeader) else { return }
         #expect(next.token! == tokenA + 1, "one new term, one token more")
         #expect(TestPostgres.sql(url, "SELECT name, token FROM muster_leader") == "b|\(tokenA + 1)")
     }
@@ -55,26 +49,18 @@ import Testing
             TestPostgres.sql(url, "DROP ROLE \(roleA)")
             TestPostgres.sql(url, "DROP ROLE \(roleB)")
         }
-        let a = PostgresLeaderElection(
-            url: TestPostgres.url(url, user: roleA, password: "pw"), name: "a", address: "ws://a:7460")
-        let b = PostgresLeaderElection(
-            url: TestPostgres.url(url, user: roleB, password: "pw"), name: "b", address: "ws://b:7460")
-        let logA = LeadershipLog()
-        let logB = LeadershipLog()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        a.start { logA.record($0) }
-        guard let tokenA = logA.wait("a leads", until: \.isLeader)?.token else { return }
-        b.start { logB.record($0) }
-        logB.wait("b sees a") { $0.leaderInfo?.name == "a" }
+        let a = Candidate(url: TestPostgres.url(url, user: roleA, password: "pw"), name: "a")
+        let b = Candidate(url: TestPostgres.url(url, user: roleB, password: "pw"), name: "b")
+        let (logA, logB) = (a.log, b.log)
+        guard let tokenA = a.lead() else { return }
+        b.start()
+        logB.first("b sees a") { $0.leaderInfo?.name == "a" }
 
         let reportsA = logA.count
         TestPostgres.sql(url, "ALTER ROLE \(roleA) NOLOGIN")
         TestPostgres.sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '\(roleA)'")
-        logA.wait("a gives up", after: reportsA) { $0 == .standby(leader: nil) }
-        guard let tokenB = logB.wait("b takes over", until: \.isLeader)?.token else { return }
+        logA.first("a gives up", after: reportsA) { $0 == .standby(leader: nil) }
+        guard let tokenB = logB.first("b takes over", where: \.isLeader)?.token else { return }
         #expect(tokenB > tokenA)
         let aStopped = logA.instant { $0 == .standby(leader: nil) }
         let bStarted = logB.instant(of: \.isLeader)
@@ -83,7 +69,7 @@ import Testing
         // a can reach the database again: it finds b and stays a standby.
         let reportsAfter = logA.count
         TestPostgres.sql(url, "ALTER ROLE \(roleA) LOGIN")
-        logA.wait("a sees b", after: reportsAfter) { $0.leaderInfo?.name == "b" }
+        logA.first("a sees b", after: reportsAfter) { $0.leaderInfo?.name == "b" }
         #expect(logA.all.dropFirst(reportsAfter).allSatisfy { !$0.isLeader })
         #expect(b.current == .leader(token: tokenB))
     }
@@ -110,7 +96,7 @@ import Testing
         let log = LeadershipLog()
         election.start { log.record($0) }
         // The first outcome is reported even though it equals the initial value.
-        log.wait("a first report") { _ in true }
+        log.first("a first report") { _ in true }
         Thread.sleep(forTimeInterval: 0.5)
         election.stop()
         #expect(log.all == [.standby(leader: nil)])

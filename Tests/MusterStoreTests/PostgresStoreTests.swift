@@ -18,16 +18,9 @@ import Testing
     /// nothing of it written; the new leader's store sees what the old one wrote before.
     @Test func aStoreOfAnEndedTermIsFencedOnceAndForGood() throws {
         guard let url = TestPostgres.freshDatabase() else { return }
-        let a = PostgresLeaderElection(url: url, name: "a", address: "ws://a:7460", lease: .milliseconds(1500))
-        let b = PostgresLeaderElection(url: url, name: "b", address: "ws://b:7460", lease: .milliseconds(1500))
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let logA = LeadershipLog()
-        let logB = LeadershipLog()
-        a.start { logA.record($0) }
-        guard let tokenA = logA.wait("a leads", until: \.isLeader)?.token else { return }
+        let a = Candidate(url: url, name: "a", lease: .milliseconds(1500))
+        let b = Candidate(url: url, name: "b", lease: .milliseconds(1500))
+        guard let tokenA = a.lead() else { return }
 
         let old = PostgresJobStore(url: url, retryInterval: .milliseconds(20), fencingToken: tokenA)
         let log = CommitLog()
@@ -38,9 +31,9 @@ import Testing
         expected.apply(change)
         log.waitDurable(through: old.append(change))
 
-        b.start { logB.record($0) }
+        b.start()
         a.stop()
-        guard let tokenB = logB.wait("b leads", until: \.isLeader)?.token else { return }
+        guard let tokenB = b.log.first("b leads", where: \.isLeader)?.token else { return }
         #expect(tokenB > tokenA)
 
         let refused = old.append(.batchAccepted(Self.batch(2, firstJob: 3)))
@@ -74,16 +67,9 @@ import Testing
     @Test func aReadOnlyDatabaseIsReportedAndRecoveredFrom() throws {
         guard let url = TestPostgres.freshDatabase(), let server = TestPostgres.serverURL() else { return }
         let database = String(url[url.index(after: url.lastIndex(of: "/")!)...])
-        let store = PostgresJobStore(url: url, retryInterval: .milliseconds(50))
-        let log = CommitLog()
-        store.onCommit { log.record($0) }
-        _ = try store.open()
-        var expected = StoreSnapshot()
-        func append(_ change: StoreChange) -> UInt64 {
-            expected.apply(change)
-            return store.append(change)
-        }
-        log.waitDurable(through: append(.batchAccepted(Self.batch(1, firstJob: 1))))
+        let under = try StoreUnderTest(PostgresJobStore(url: url, retryInterval: .milliseconds(50)))
+        let (store, log) = (under.store, under.log)
+        log.waitDurable(through: under.append(.batchAccepted(Self.batch(1, firstJob: 1))))
 
         // From the server's own database: sessions of this one can no longer undo it.
         TestPostgres.sql(server, "ALTER DATABASE \(database) SET default_transaction_read_only = on")
@@ -92,9 +78,9 @@ import Testing
             server,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'muster-store' AND datname = '\(database)'"
         )
-        let failing = append(.batchAccepted(Self.batch(2, firstJob: 3)))
+        let failing = under.append(.batchAccepted(Self.batch(2, firstJob: 3)))
         log.waitFailure(.readOnly)
-        let last = append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1))
+        let last = under.append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1))
         log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
         #expect(log.durable.allSatisfy { $0 < failing })
         #expect(log.failures.last?.kind == .readOnly)
@@ -103,12 +89,7 @@ import Testing
 
         TestPostgres.sql(server, "ALTER DATABASE \(database) RESET default_transaction_read_only")
         log.waitDurable(through: last)
-        store.close()
-        let reopened = PostgresJobStore(url: url)
-        let snapshot = try reopened.open()
-        reopened.close()
-        expected.epoch = 2
-        #expect(snapshot == expected)
+        try under.closeAndCheck(PostgresJobStore(url: url), epoch: 2)
     }
 
     /// The server stops under a running store: commits fail `io` while it is down and go through
@@ -116,23 +97,16 @@ import Testing
     @Test func theStoreSurvivesARestartOfTheServer() throws {
         guard let server = PrivatePostgres() else { return }
         defer { server.shutdown() }
-        let store = PostgresJobStore(url: server.url, retryInterval: .milliseconds(50))
-        let log = CommitLog()
-        store.onCommit { log.record($0) }
-        _ = try store.open()
-        var expected = StoreSnapshot()
-        func append(_ change: StoreChange) -> UInt64 {
-            expected.apply(change)
-            return store.append(change)
-        }
-        log.waitDurable(through: append(.batchAccepted(Self.batch(1, firstJob: 1))))
+        let under = try StoreUnderTest(PostgresJobStore(url: server.url, retryInterval: .milliseconds(50)))
+        let (store, log) = (under.store, under.log)
+        log.waitDurable(through: under.append(.batchAccepted(Self.batch(1, firstJob: 1))))
 
         guard server.ctl("stop") else { return }
-        let failing = append(.batchAccepted(Self.batch(2, firstJob: 3)))
+        let failing = under.append(.batchAccepted(Self.batch(2, firstJob: 3)))
         log.waitFailure(.io)
         var last: UInt64 = 0
         for n in 1...20 {
-            last = append(
+            last = under.append(
                 .jobBound(job: JobID(UInt64(n % 4 + 1)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n))
         }
         log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
@@ -142,12 +116,7 @@ import Testing
         guard server.ctl("start") else { return }
         log.waitDurable(through: last)
         #expect(store.statistics.lastFailure == nil)
-        store.close()
-        let reopened = PostgresJobStore(url: server.url)
-        let snapshot = try reopened.open()
-        reopened.close()
-        expected.epoch = 2
-        #expect(snapshot == expected)
+        try under.closeAndCheck(PostgresJobStore(url: server.url), epoch: 2)
     }
 
     @Test func aWrongPasswordOrAMissingDatabaseCannotOpen() throws {
@@ -208,25 +177,21 @@ import Testing
     /// died): a new store object reads it while the first still runs.
     @Test func everythingReportedDurableIsThereWithoutAClose() throws {
         guard let url = TestPostgres.freshDatabase() else { return }
-        let first = PostgresJobStore(url: url)
-        let log = CommitLog()
-        first.onCommit { log.record($0) }
-        _ = try first.open()
-        var expected = StoreSnapshot()
+        let under = try StoreUnderTest(PostgresJobStore(url: url))
         var last: UInt64 = 0
         for n in 0..<50 {
-            let change = StoreChange.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n * 3 + 1), count: 3))
-            expected.apply(change)
-            last = first.append(change)
+            last = under.append(.batchAccepted(Self.batch(UInt64(n + 1), firstJob: UInt64(n * 3 + 1), count: 3)))
         }
-        log.waitDurable(through: last)
-        #expect(first.statistics.bytesOnDisk > 0)
-        #expect(first.statistics.jobsStored == 150)
+        under.log.waitDurable(through: last)
+        #expect(under.store.statistics.bytesOnDisk > 0)
+        #expect(under.store.statistics.jobsStored == 150)
+        // Read while the first store still runs.
         let second = PostgresJobStore(url: url)
         let snapshot = try second.open()
         second.close()
-        first.close()
-        expected.epoch = 2
-        #expect(snapshot == expected)
+        var want = under.expected
+        want.epoch = 2
+        #expect(snapshot == want)
+        under.store.close()
     }
 }

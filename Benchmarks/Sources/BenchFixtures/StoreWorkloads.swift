@@ -3,7 +3,7 @@ import MusterCore
 import MusterProtocol
 import MusterStore
 
-/// Workloads that measure the SQLite store through its public API, for `muster-bench store` (and
+/// Workloads that measure the job stores (SQLite, PostgreSQL) through their public API, for `muster-bench store` (and
 /// BenchFixturesTests, which keep them working). They print nothing and assert nothing; they
 /// return what they measured.
 public enum StoreBenchmark {
@@ -33,7 +33,14 @@ public enum StoreBenchmark {
     /// batch accepted, bound, completed with a short result, and evicted `retained` jobs later
     /// (so the store holds about `retained` jobs). Returns once every change is durable.
     public static func groupCommit(path: String, jobs: Int, retained: Int = 10_000) throws(StoreFailure) -> Throughput {
-        let store = SQLiteJobStore(path: path)
+        try groupCommit(jobs: jobs, retained: retained) { SQLiteJobStore(path: path) }
+    }
+
+    /// `groupCommit` on the store `makeStore` makes (a new, empty one).
+    public static func groupCommit(
+        jobs: Int, retained: Int = 10_000, store makeStore: () -> any JobStore
+    ) throws(StoreFailure) -> Throughput {
+        let store = makeStore()
         let waiter = DurableWaiter()
         store.onCommit { waiter.record($0) }
         _ = try store.open()
@@ -61,6 +68,9 @@ public enum StoreBenchmark {
         }
         try waiter.wait(through: last)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        // Closed first: the sizes as the store leaves them (PostgreSQL measures them at most once
+        // a second while it runs, and once more as it closes).
+        store.close()
         let stats = store.statistics
         return Throughput(
             jobs: jobs, changes: Int(last), seconds: seconds, commits: stats.commits, bytesOnDisk: stats.bytesOnDisk,
@@ -93,7 +103,14 @@ public enum StoreBenchmark {
     public static func openTime(
         path: String, jobs: Int, unfinished: Int, batchSize: Int = 10
     ) throws(StoreFailure) -> OpenTime {
-        let builder = SQLiteJobStore(path: path)
+        try openTime(jobs: jobs, unfinished: unfinished, batchSize: batchSize) { SQLiteJobStore(path: path) }
+    }
+
+    /// `openTime` on the stores `makeStore` makes (each a new object on the same, first empty, data).
+    public static func openTime(
+        jobs: Int, unfinished: Int, batchSize: Int = 10, store makeStore: () -> any JobStore
+    ) throws(StoreFailure) -> OpenTime {
+        let builder = makeStore()
         let waiter = DurableWaiter()
         builder.onCommit { waiter.record($0) }
         _ = try builder.open()
@@ -144,7 +161,7 @@ public enum StoreBenchmark {
         builder.close()
         let built = DispatchTime.now().uptimeNanoseconds
 
-        let store = SQLiteJobStore(path: path)
+        let store = makeStore()
         let snapshot = try store.open()
         let opened = DispatchTime.now().uptimeNanoseconds
         let bytes = store.statistics.bytesOnDisk

@@ -106,6 +106,9 @@ final class PostgresConnection {
                 status = PQconnectPoll(conn)
             }
             PQsetnonblocking(conn, 1)
+            // Notices (say "relation already exists, skipping") are not failures; libpq would
+            // print them on stderr.
+            PQsetNoticeProcessor(conn, { _, _ in }, nil)
             try run(
                 "SET statement_timeout = \(options.statementTimeoutMilliseconds); SET synchronous_commit = on; SET lock_timeout = \(options.statementTimeoutMilliseconds)",
                 until: deadline)

@@ -268,10 +268,3 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
         FROM (SELECT 1) AS one LEFT JOIN muster_leader AS l ON l.id = 1
         """
 }
-
-/// A duration in nanoseconds (negative: 0).
-func nanoseconds(_ d: Duration) -> UInt64 {
-    let (s, attos) = d.components
-    guard s >= 0, attos >= 0 else { return 0 }
-    return UInt64(s) * 1_000_000_000 + UInt64(attos / 1_000_000_000)
-}

@@ -265,6 +265,8 @@ final class PostgresWriter: CommitSink {
     }
 
     func finish() {
+        // The sizes as the store leaves them, for `statistics` after close().
+        if let connection, !connection.broken { measureSizes(connection) }
         connection = nil
     }
 }

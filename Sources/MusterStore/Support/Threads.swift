@@ -61,6 +61,13 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
+/// A duration in nanoseconds (negative: 0).
+func nanoseconds(_ d: Duration) -> UInt64 {
+    let (s, attos) = d.components
+    guard s >= 0, attos >= 0 else { return 0 }
+    return UInt64(s) * 1_000_000_000 + UInt64(attos / 1_000_000_000)
+}
+
 /// The store's writer thread, started once and joined once.
 final class WriterThread: @unchecked Sendable {
     // @unchecked Sendable: `tid` is written in `start`, which the store calls once, before any

@@ -53,57 +53,21 @@ enum TestPostgres {
     }
 }
 
-/// Collects an election's reports (on its threads), each with the monotonic instant it came.
-final class LeadershipLog: @unchecked Sendable {
-    // @unchecked Sendable: `events` is read and written with `condition` locked.
-    private let condition = NSCondition()
-    private var events: [(Leadership, UInt64)] = []
-
-    func record(_ leadership: Leadership) {
-        condition.lock()
-        events.append((leadership, DispatchTime.now().uptimeNanoseconds))
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    var all: [Leadership] {
-        condition.lock()
-        defer { condition.unlock() }
-        return events.map(\.0)
-    }
-
-    /// When the first report matching `predicate` came (monotonic nanoseconds).
-    func instant(of predicate: (Leadership) -> Bool) -> UInt64? {
-        condition.lock()
-        defer { condition.unlock() }
-        return events.first { predicate($0.0) }?.1
-    }
-
-    /// Waits until a report matches; returns it, or nil after recording an issue.
+/// An election's reports.
+final class LeadershipLog: ReportLog<Leadership>, @unchecked Sendable {
+    /// Waits for a report after the first `count` that matches; returns it, or nil after
+    /// recording an issue.
     @discardableResult
-    func wait(
+    func first(
         _ what: String, after count: Int = 0, timeout: TimeInterval = 30,
-        sourceLocation: SourceLocation = #_sourceLocation, until predicate: (Leadership) -> Bool
+        sourceLocation: SourceLocation = #_sourceLocation, where predicate: (Leadership) -> Bool
     ) -> Leadership? {
-        let deadline = Date(timeIntervalSinceNow: timeout)
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            if let hit = events.dropFirst(count).first(where: { predicate($0.0) }) { return hit.0 }
-            guard Date() < deadline else {
-                Issue.record(
-                    "timed out after \(timeout) s waiting for \(what); reports: \(events.map(\.0))",
-                    sourceLocation: sourceLocation)
-                return nil
-            }
-            _ = condition.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.05)))
+        var hit: Leadership?
+        let found = wait(what, timeout: timeout, sourceLocation: sourceLocation) { events in
+            hit = events.dropFirst(count).first(where: predicate)
+            return hit != nil
         }
-    }
-
-    var count: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return events.count
+        return found ? hit : nil
     }
 }
 
@@ -235,5 +199,28 @@ final class PrivatePostgres {
     func shutdown() {
         try? input.fileHandleForWriting.close()
         process.waitUntilExit()
+    }
+}
+
+/// A candidate of a test election (address `ws://NAME:7460`) and what it reported. It stops
+/// campaigning when it goes away.
+final class Candidate {
+    let election: PostgresLeaderElection
+    let log = LeadershipLog()
+
+    init(url: String, name: String, lease: Duration = .seconds(3)) {
+        election = PostgresLeaderElection(url: url, name: name, address: "ws://\(name):7460", lease: lease)
+    }
+
+    deinit { election.stop() }
+
+    func start() { election.start { [log] in log.record($0) } }
+    func stop() { election.stop() }
+    var current: Leadership { election.current }
+
+    /// Starts campaigning and waits until it leads; returns its token (nil: an issue is recorded).
+    func lead(sourceLocation: SourceLocation = #_sourceLocation) -> Int64? {
+        start()
+        return log.first("\(election.name) leads", sourceLocation: sourceLocation, where: \.isLeader)?.token
     }
 }

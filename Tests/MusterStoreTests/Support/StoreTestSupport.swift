@@ -18,27 +18,38 @@ struct TempDir {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// Collects a store's commit reports (on the store's thread) and lets a test wait for one.
-final class CommitLog: @unchecked Sendable {
+/// Collects reports made on other threads (a store's commits, an election's changes), each with
+/// the monotonic instant it came, and lets a test wait for them.
+class ReportLog<Event: Sendable>: @unchecked Sendable {
     // @unchecked Sendable: `events` is read and written with `condition` locked.
     private let condition = NSCondition()
-    private var events: [StoreCommit] = []
+    private var events: [(event: Event, at: UInt64)] = []
 
-    func record(_ commit: StoreCommit) {
+    func record(_ event: Event) {
         condition.lock()
-        events.append(commit)
+        events.append((event, DispatchTime.now().uptimeNanoseconds))
         condition.broadcast()
         condition.unlock()
     }
 
-    var all: [StoreCommit] {
+    var all: [Event] {
         condition.lock()
         defer { condition.unlock() }
-        return events
+        return events.map(\.event)
     }
 
-    var durable: [UInt64] { all.compactMap { if case .durable(let t) = $0 { t } else { nil } } }
-    var failures: [StoreFailure] { all.compactMap { if case .failed(let f) = $0 { f } else { nil } } }
+    var count: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return events.count
+    }
+
+    /// When the first report matching `predicate` came (monotonic nanoseconds).
+    func instant(of predicate: (Event) -> Bool) -> UInt64? {
+        condition.lock()
+        defer { condition.unlock() }
+        return events.first { predicate($0.event) }?.at
+    }
 
     /// Waits until `predicate` holds for the reports so far (checked on every report, and every
     /// 10 ms for predicates that look elsewhere, e.g. at statistics); records an issue after
@@ -46,15 +57,15 @@ final class CommitLog: @unchecked Sendable {
     @discardableResult
     func wait(
         _ what: String, timeout: TimeInterval = 30, sourceLocation: SourceLocation = #_sourceLocation,
-        until predicate: ([StoreCommit]) -> Bool
+        until predicate: ([Event]) -> Bool
     ) -> Bool {
         let deadline = Date(timeIntervalSinceNow: timeout)
         condition.lock()
         defer { condition.unlock() }
-        while !predicate(events) {
+        while !predicate(events.map(\.event)) {
             guard Date() < deadline else {
                 Issue.record(
-                    "timed out after \(timeout) s waiting for \(what); reports: \(events)",
+                    "timed out after \(timeout) s waiting for \(what); reports: \(events.map(\.event))",
                     sourceLocation: sourceLocation)
                 return false
             }
@@ -62,6 +73,12 @@ final class CommitLog: @unchecked Sendable {
         }
         return true
     }
+}
+
+/// A store's commit reports.
+final class CommitLog: ReportLog<StoreCommit>, @unchecked Sendable {
+    var durable: [UInt64] { all.compactMap { if case .durable(let t) = $0 { t } else { nil } } }
+    var failures: [StoreFailure] { all.compactMap { if case .failed(let f) = $0 { f } else { nil } } }
 
     @discardableResult
     func waitDurable(through seq: UInt64, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
@@ -240,5 +257,38 @@ enum Samples {
                 ),
             ],
             firstJob: JobID(firstJob), submittedAt: CoreInstant(nanoseconds: 1_234_567_890_123))
+    }
+}
+
+/// A store under test beside the reference of what it must hold: every change goes to both.
+final class StoreUnderTest {
+    let store: any JobStore
+    let log = CommitLog()
+    private(set) var expected = StoreSnapshot()
+
+    /// Sets the commit handler and opens the store.
+    init(_ store: any JobStore) throws {
+        self.store = store
+        store.onCommit { [log] in log.record($0) }
+        _ = try store.open()
+    }
+
+    @discardableResult
+    func append(_ change: StoreChange) -> UInt64 {
+        expected.apply(change)
+        return store.append(change)
+    }
+
+    /// Closes the store, opens `reopened` (a new object on the same data) and checks it holds
+    /// exactly the reference, under `epoch`.
+    func closeAndCheck(_ reopened: any JobStore, epoch: UInt64, sourceLocation: SourceLocation = #_sourceLocation)
+        throws
+    {
+        store.close()
+        let snapshot = try reopened.open()
+        reopened.close()
+        var want = expected
+        want.epoch = epoch
+        #expect(snapshot == want, sourceLocation: sourceLocation)
     }
 }
