@@ -49,14 +49,17 @@ struct ElectedCoordinator<Election: LeaderElection> {
     var base: String { "http://127.0.0.1:\(port)" }
 
     /// `port` 0: the kernel's pick. `backends`: one simulated image backend of its own by default.
-    static func start(name: String, port: Int = 0, backends: String? = nil, election: Election) async throws -> ElectedCoordinator {
+    static func start(
+        name: String, port: Int = 0, backends: String? = nil, election: Election, logger: Logger? = nil
+    ) async throws -> ElectedCoordinator {
         let backends = backends
             ?? #"[{"name": "sim-\#(name)", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#
         let overrides = [("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", backends)]
             .map { (source: "test", key: $0.0, value: $0.1) }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
         let daemon = try Daemon(
-            configuration: config, logger: TestCoordinator.quietLogger, audit: TestCoordinator.quietLogger, election: election)
+            configuration: config, logger: logger ?? TestCoordinator.quietLogger, audit: TestCoordinator.quietLogger,
+            election: election)
         let bound = try await daemon.start()
         return ElectedCoordinator(daemon: daemon, election: election, port: bound)
     }
