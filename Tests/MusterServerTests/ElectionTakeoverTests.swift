@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import MusterProtocol
 import MusterServer
 import MusterStore
@@ -10,39 +9,17 @@ import Testing
 /// on a database of their own), with memory job stores: what the daemon does with the election's
 /// reports, apart from the store (TwoCoordinatorTests run the whole thing as processes).
 @Suite(.serialized) struct ElectionTakeoverTests {
-    static let lostTheLead = "lost the lead: routing stopped; stopping so a supervisor starts this coordinator again as a standby"
 
     typealias Node = ElectedCoordinator<PostgresLeaderElection>
 
-    /// Log messages with the instant each was logged: when a daemon acted on its election.
-    final class Timeline: Sendable {
-        private let entries = Locked<[(message: String, at: ContinuousClock.Instant)]>([])
-        func first(_ message: String) -> ContinuousClock.Instant? { entries.withLock { $0.first { $0.message == message }?.at } }
-        var logger: Logger {
-            Logger(label: "muster.test") { _ in Handler(timeline: self) }
-        }
-        fileprivate func append(_ message: String) { entries.withLock { $0.append((message, .now)) } }
-
-        struct Handler: LogHandler {
-            let timeline: Timeline
-            var metadata: Logger.Metadata = [:]
-            var logLevel: Logger.Level = .notice
-            subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-                get { metadata[key] }
-                set { metadata[key] = newValue }
-            }
-            func log(event: LogEvent) { timeline.append(event.message.description) }
-        }
-    }
-
     /// A coordinator named `name` on a free port (its address must be known to its election),
     /// elected through `database`, or through a forwarder to it on `via`.
-    func start(_ name: String, database: URLComponents, via forwarderPort: Int? = nil, timeline: Timeline? = nil) async throws -> Node {
+    func start(_ name: String, database: URLComponents, via forwarderPort: Int? = nil) async throws -> Node {
         let port = try TestDatabase.freePort()
         var url = database
         if let forwarderPort { url.port = forwarderPort }
         let election = PostgresLeaderElection(url: url.string!, name: name, address: "ws://127.0.0.1:\(port)", lease: .seconds(3))
-        return try await Node.start(name: name, port: port, backends: "[]", election: election, logger: timeline?.logger)
+        return try await Node.start(name: name, port: port, backends: "[]", election: election)
     }
 
     func waitUntil(_ what: String, within bound: Duration = .seconds(30), _ condition: () async -> Bool) async throws {
@@ -85,29 +62,6 @@ import Testing
         try await waitUntil("the agent on west") { await backendUp("gpu-1", at: west) }
         #expect(await east.daemon.lostLeadership == nil)
         await agent.stop()
-        await west.daemon.shutdown()
-    }
-
-    @Test func aLeaderCutOffFromTheDatabaseStopsLeadingBeforeTheStandbyLeads() async throws {
-        let database = try TestDatabase.fresh()
-        let forwarder = try TCPForwarder(port: database.port!)
-        defer { forwarder.close() }
-        let eastTimeline = Timeline(), westTimeline = Timeline()
-        let east = try await start("east", database: database, via: forwarder.port, timeline: eastTimeline)
-        try await waitUntil("east to lead") { await east.daemon.leads }
-        let west = try await start("west", database: database, timeline: westTimeline)
-        _ = try await HTTP.waitFor("\(west.base)/readyz", "west to name east") { $0.json["leader"] != nil }
-
-        forwarder.cut()
-        let cutAt = ContinuousClock.now
-        try await waitUntil("west to lead") { await west.daemon.leads }
-        // When each daemon acted on its election: east stopped routing before west began to.
-        let stopped = try #require(eastTimeline.first(Self.lostTheLead), "east never stopped leading")
-        let leading = try #require(westTimeline.first("leading: taking over the job store"))
-        print("cut off: east stopped leading \(stopped - cutAt) after the cut, west led \(leading - cutAt) after it")
-        #expect(stopped < leading, "west led while east still did")
-        #expect(await east.daemon.lostLeadership != nil)
-        try await within(.seconds(30), "east to stop") { await east.daemon.waitUntilStopped() }
         await west.daemon.shutdown()
     }
 }
