@@ -36,6 +36,10 @@ extension ErrorCode {
     /// A source address has as many links open as it may (`links.max_per_address`): the error,
     /// then close 4009.
     public static let tooManyLinks = ErrorCode("too_many_links")
+    /// This coordinator is a standby of a pair sharing one database; `details` names the leader
+    /// (`{"leader": {"name", "address"}}`, absent while none is known). HTTP 503; a link's `hello`
+    /// so refused closes with 4010.
+    public static let notLeader = ErrorCode("not_leader")
 
     /// Every code the protocol defines, in the order of the spec's table.
     public static let defined: [ErrorCode] = [
@@ -43,7 +47,8 @@ extension ErrorCode {
         .noCommonVersion, .wrongRole, .notRegistered, .unexpectedMessage, .staleIncarnation, .helloTimeout, .staleLease,
         .unknownJob, .unknownBatch, .unknownBackend, .unknownModel, .batchKeyConflict, .noEligibleBackend,
         .attemptsExhausted, .jobFailed, .jobTimeout, .backendLost, .backendRestarted, .modelLoadFailed, .canceled, .notFound,
-        .methodNotAllowed, .quotaExceeded, .rateLimited, .tooManyLinks, .shuttingDown, .storeUnavailable, .internalError,
+        .methodNotAllowed, .quotaExceeded, .rateLimited, .tooManyLinks, .shuttingDown, .storeUnavailable, .notLeader,
+        .internalError,
     ]
 
     /// The HTTP status an error with this code is answered with. Unknown codes map to 500.
@@ -61,7 +66,7 @@ extension ErrorCode {
             422
         case .quotaExceeded, .rateLimited, .tooManyLinks: 429
         case .modelLoadFailed: 502
-        case .shuttingDown, .storeUnavailable: 503
+        case .shuttingDown, .storeUnavailable, .notLeader: 503
         default: 500
         }
     }

@@ -119,4 +119,6 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let rateLimited = CloseCode(4008)
     /// The link's source address holds as many links as the coordinator allows (after `too_many_links`).
     public static let tooManyLinks = CloseCode(4009)
+    /// This coordinator is a standby: the `not_leader` error before it names the leader to dial.
+    public static let notLeader = CloseCode(4010)
 }

@@ -60,7 +60,7 @@ extension Daemon {
     }
 
     func backendText(_ id: ConnectionID, _ text: String) {
-        guard let link = backendLinks[id], withinRate(id, backendSide: true) else { return }
+        guard let link = backendLinks[id], role != .deposed, withinRate(id, backendSide: true) else { return }
         let message: BackendToCoordinator
         do {
             message = try BackendToCoordinator.decode(text, limits: limits)
@@ -100,6 +100,7 @@ extension Daemon {
             transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
             return
         }
+        if refuseUnlessLeading(id, backendSide: true, requestID: hello.id) { return }
         if store != nil, !storeOpened {
             // Ids and bindings come from the store: no backend is linked before it is open.
             refuse(

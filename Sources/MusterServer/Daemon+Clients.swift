@@ -79,7 +79,8 @@ extension Daemon {
     }
 
     func clientText(_ id: ConnectionID, _ text: String) {
-        guard var session = clients[id], withinRate(id, backendSide: false) else { return }
+        // A deposed leader has closed its links; what they still deliver is not acted on.
+        guard var session = clients[id], role != .deposed, withinRate(id, backendSide: false) else { return }
         let message: ClientToCoordinator
         do {
             message = try ClientToCoordinator.decode(text, limits: limits)
@@ -102,6 +103,8 @@ extension Daemon {
                 transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
                 return
             }
+            // A standby sends every client to the leader, before any credential is looked at.
+            if refuseUnlessLeading(id, backendSide: false, requestID: hello.id) { return }
             guard let principal = auth.client(token: hello.token, certificate: session.certificate) else {
                 refuse(
                     id, backendSide: false, code: .badCredentials, message: "the token is missing or not accepted"
@@ -185,6 +188,7 @@ extension Daemon {
             }
             owner = scope
         }
+        if let refusal = leaderRefusal { throw refusal }
         if stopping { throw RequestError(.shuttingDown, "the coordinator is stopping and takes no new work") }
         if let refusal = storeRefusal { throw refusal }
         let entries = request.jobs.map { j in

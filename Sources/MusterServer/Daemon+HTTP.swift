@@ -187,6 +187,8 @@ extension Daemon {
     /// hands the body who presented it. Other routes run as `anonymous`.
     private func guarded(_ request: HTTPRequest, _ body: (Principal) -> HTTPResponse) -> HTTPResponse {
         let needsToken = request.path.hasPrefix("/v1/") || (request.path == "/metrics" && !configuration.bool("auth.metrics_open"))
+        // A standby answers no client API request: the client goes to the leader.
+        if request.path.hasPrefix("/v1/"), let refusal = leaderRefusal { return errorResponse(refusal) }
         guard needsToken else { return body(.anonymous) }
         let header = request.headers["authorization"] ?? ""
         let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
@@ -249,6 +251,7 @@ extension Daemon {
             metrics.gauge("muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? ""]).record(j.seconds)
         }
         metrics.gauge("muster_ready").record(wireReadiness().ready ? 1 : 0)
+        refreshLeadershipGauges()
         if let store {
             let s = store.statistics
             metrics.gauge("muster_store_available").record(storeRefusal == nil ? 1 : 0)

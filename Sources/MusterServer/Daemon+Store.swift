@@ -56,7 +56,7 @@ extension Daemon {
     /// Opens the store and takes over what it holds. Before that succeeds the daemon serves only
     /// probes and metrics: submissions are refused and backends are not linked.
     func openStore() {
-        guard let store, !storeOpened, !stopping else { return }
+        guard let store, !storeOpened, !stopping, isLeading else { return }
         let started = ContinuousClock.now
         do {
             let snapshot = try store.open()
@@ -83,6 +83,10 @@ extension Daemon {
             startLocalBackends()
             dialRemoteBackends()
         } catch {
+            if error.kind == .fenced {
+                depose("the job store refused this coordinator's term as fenced: \(error)")
+                return
+            }
             if storeFailure == nil {
                 logger.error(
                     "job store unavailable: accepting no work until it opens",
@@ -151,6 +155,11 @@ extension Daemon {
         let stats = store.statistics
         if stats.durable > storeDurable { storeDurable = stats.durable }
         if let failure = stats.lastFailure {
+            if failure.kind == .fenced {
+                // A newer term leads: nothing of this one may be acknowledged or routed.
+                depose("the job store refused a commit as fenced: \(failure)")
+                return
+            }
             if storeFailure == nil {
                 logger.error(
                     "job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged",

@@ -53,6 +53,12 @@ extension Daemon {
 
     func wireReadiness() -> Wire.Readiness {
         let r = core.readiness
+        if !isLeading {
+            // A standby (or a deposed leader) is never ready: what to dial is the leader.
+            return Wire.Readiness(
+                ready: false, reasons: stopping ? ["standby", "shutting_down"] : ["standby"], readyBackends: 0, heldJobs: 0,
+                waiting: [], leader: knownLeader)
+        }
         var reasons: [String] = []
         if stopping { reasons.append("shutting_down") }
         let storeDown = storeRefusal != nil

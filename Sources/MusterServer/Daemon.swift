@@ -70,8 +70,9 @@ public actor Daemon {
     var localInbox = Deque<(BackendID, BackendToCoordinator)>()
     var pumping = false
 
-    // The job store (nil with `store.url = memory:`) and the durability barrier (Daemon+Store).
-    nonisolated let store: (any JobStore)?
+    // The job store (nil with `store.url = memory:`, and on a standby until it takes the lead:
+    // the store of a term is made with its fencing token) and the durability barrier (Daemon+Store).
+    var store: (any JobStore)?
     var storeOpened = false
     var storeFailure: StoreFailure?
     /// Sequence number of the last change appended, and of the last one the store made durable.
@@ -80,6 +81,15 @@ public actor Daemon {
     /// Per client link, messages waiting for the store (Daemon+Store).
     var heldOutput: [ConnectionID: HeldQueue] = [:]
     var heldResponses = Deque<(barrier: UInt64, request: HTTPRequestID, response: HTTPResponse)>()
+
+    // Leadership among coordinators on one database (Daemon+Leadership). Without an election
+    // (SQLite, memory) the daemon leads from the start.
+    nonisolated let election: (any LeaderElection)?
+    var role: Role
+    /// The fencing token of the term this daemon leads (nil without an election).
+    var leaderTerm: Int64?
+    /// Why the daemon stopped leading, once it has: it then stops (`muster serve` exits 75).
+    public internal(set) var lostLeadership: String?
 
     var coreTimer: (id: TimerID, at: CoreInstant)?
     var listener: Listener?
@@ -90,9 +100,12 @@ public actor Daemon {
     let heartbeatMs: UInt64
 
     /// Creates the transport (its loop thread starts now); `start()` listens and brings up backends.
-    /// `audit` defaults to the process's `muster.audit` logger.
+    /// `audit` defaults to the process's `muster.audit` logger. `election`: the leader election
+    /// among coordinators sharing the store (with a postgres store one is made from the
+    /// configuration when none is given); the daemon then starts as a standby.
     public init(
-        configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics(), audit: Logger? = nil
+        configuration: Configuration, logger: Logger, metrics: ServerMetrics = ServerMetrics(), audit: Logger? = nil,
+        election: (any LeaderElection)? = nil
     ) throws {
         self.configuration = configuration
         self.logger = logger
@@ -113,7 +126,8 @@ public actor Daemon {
         switch configuration.storeURL {
         case .memory: self.store = nil
         case .sqlite(let path): self.store = SQLiteJobStore(path: path)
-        case .postgres: self.store = configuration.storeURL.makeStore()
+        // Shared by two coordinators: made at takeover, with the term's fencing token (Daemon+Leadership).
+        case .postgres: self.store = nil
         }
         var policy = Self.policy(from: configuration)
         policy.persistChanges = configuration.storeURL != .memory
@@ -130,6 +144,10 @@ public actor Daemon {
         self.maxLinksPerAddress = configuration.int("links.max_per_address")
         self.maxMessagesPerSecond = configuration.int("links.max_messages_per_second")
         self.handshakeTimeout = t.handshakeTimeout
+        let election = election ?? Self.election(for: configuration)
+        self.election = election
+        self.role = election == nil ? .leader : .standby(nil)
+        if election != nil { self.store = nil }
     }
 
     /// `heartbeat_ms` for `links.keepalive_seconds`: half of it, at least 500 ms.
@@ -203,8 +221,12 @@ public actor Daemon {
                 "auth.clients": auth.clientSideOpen ? "open" : "token", "auth.backends": auth.backendSideOpen ? "open" : "token",
                 "auth.credentials": "\(auth.credentials.count)",
             ])
-        if let store {
-            store.onCommit { [weak self] commit in self?.storeReported(commit) }
+        if let store { store.onCommit { [weak self] commit in self?.storeReported(commit) } }
+        if let election {
+            // A standby until the election says otherwise; the store opens on taking over.
+            logger.notice("standing by for leadership", metadata: ["ha.name": "\(configuration.haName)"])
+            election.start { [weak self] _ in self?.leadershipReported() }
+        } else if store != nil {
             // Local backends start and remote ones are dialled once the store is open.
             openStore()
         } else {
@@ -235,8 +257,11 @@ public actor Daemon {
         }
         beginShutdown()
         await transport.shutdown()
-        // What is appended is written before the process ends.
-        store?.close()
+        // What is appended is written before the process ends; a coordinator that lost its lease
+        // writes nothing more (its store would refuse it, or hang on a database it cannot reach).
+        if lostLeadership == nil { store?.close() }
+        // Give the lease up only now, with everything written: the standby takes over at once.
+        election?.stop()
         stopped = true
         logger.info("stopped")
         let waiters = stopWaiters
@@ -276,6 +301,7 @@ public actor Daemon {
 
     /// Feeds one event to the core and performs what follows.
     func feed(_ event: CoreEvent) {
+        guard isLeading else { return }
         perform(core.handle(event, at: now))
         pump()
     }
@@ -284,6 +310,8 @@ public actor Daemon {
     /// `afterPersisting` runs once the event's changes are appended to the store and before any
     /// other action: what it sends to a client waits for those changes, and comes first.
     func perform(_ actions: [CoreAction], afterPersisting: () -> Void = {}) {
+        // A coordinator that stopped leading routes nothing more, whatever the core decided.
+        guard isLeading else { return }
         if store != nil {
             // Every change of this event goes to the store first, so whatever a client is told
             // below waits for all of them (Daemon+Store).
@@ -296,7 +324,7 @@ public actor Daemon {
 
     /// Feeds what local backends said back into the core until nothing is left.
     func pump() {
-        guard !pumping else { return }
+        guard !pumping, isLeading else { return }
         pumping = true
         defer { pumping = false }
         while let (id, message) = localInbox.popFirst() {

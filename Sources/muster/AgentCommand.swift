@@ -17,7 +17,10 @@ struct AgentCommand: AsyncParsableCommand {
             stdin, the result JSON read from stdout. A lost link is redialled with backoff; the agent \
             keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM drains: the agent \
             announces `draining`, finishes its jobs, says goodbye and exits 0. A refused hello (bad \
-            token, no common version, replaced) exits 1.
+            token, no common version, replaced) exits 1. With two coordinators on one database give \
+            both (--coordinator ws://a:7460,ws://b:7460): they are dialled in turn, a standby's \
+            not_leader sends the agent to the leader it names, and when the leader moves the agent \
+            registers there with its jobs (README: Running two coordinators).
 
             With --comfyui URL the jobs run on that ComfyUI server (ComfyUI workflows, see \
             `muster submit --workflow`): the agent announces `loading` until the server's \
@@ -26,7 +29,7 @@ struct AgentCommand: AsyncParsableCommand {
             features on top; --slots is how many prompts run at once (ComfyUI runs one).
             """)
 
-    @Option(help: "Coordinator URL to dial, e.g. ws://127.0.0.1:7460.")
+    @Option(help: "Coordinator URL to dial, e.g. ws://127.0.0.1:7460; several separated by commas (two coordinators on one database).")
     var coordinator: String?
 
     @Option(help: "Listen on HOST:PORT and wait to be dialled instead of dialling.")
@@ -108,8 +111,12 @@ struct AgentCommand: AsyncParsableCommand {
         guard (coordinator == nil) != (listen == nil) else {
             throw ValidationError("give exactly one of --coordinator URL and --listen HOST:PORT")
         }
-        if let coordinator, !(coordinator.hasPrefix("ws://") || coordinator.hasPrefix("wss://")) {
-            throw ValidationError("--coordinator must be a ws:// or wss:// URL, got '\(coordinator)'")
+        if let coordinator {
+            let urls = Agent.coordinatorAddresses(coordinator)
+            if urls.isEmpty { throw ValidationError("--coordinator names no URL") }
+            for url in urls where !(url.hasPrefix("ws://") || url.hasPrefix("wss://")) {
+                throw ValidationError("--coordinator must be ws:// or wss:// URLs separated by commas, got '\(url)'")
+            }
         }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
         // Protected mode, as for `muster serve`: whoever dials an open agent gets its GPU.

@@ -9,8 +9,10 @@ import MusterTransport
 struct ClientOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped).",
-            valueName: "URL"))
+            "Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped). "
+                + "Two coordinators on one database: both, separated by a comma (ws://a:7460,ws://b:7460); "
+                + "they are tried in order and a standby's not_leader is followed to the leader.",
+            valueName: "URLS"))
     var coordinator = "ws://127.0.0.1:7460"
 
     @Option(help: "The coordinator's client token (its auth.token), if it requires one.")
@@ -33,7 +35,7 @@ struct ClientOptions: ParsableArguments {
             throw ValidationError("--timeout must lie in 0...86400 seconds, got \(timeout)")
         }
         do {
-            _ = try MusterClient.Options(coordinator: coordinator).webSocketURL()
+            _ = try MusterClient.Options(coordinator: coordinator).webSocketURLs()
         } catch {
             throw ValidationError("--coordinator: \(error.message)")
         }

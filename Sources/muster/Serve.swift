@@ -26,7 +26,11 @@ struct Serve: AsyncParsableCommand {
             (README: Security). SIGHUP reloads the credentials and the TLS certificate, key and \
             client CA without dropping links; links whose credential was revoked close with 4001. Limits per \
             peer (links.max_per_address, links.max_messages_per_second, \
-            jobs.max_in_flight_per_owner) are off until set.
+            jobs.max_in_flight_per_owner) are off until set. \
+            Two coordinators on one PostgreSQL store (store.url=postgres://...) elect a leader; the \
+            other stands by and sends agents and clients to it (not_leader). A leader that loses \
+            its lease stops routing and exits with status 75: start it again (a supervisor with \
+            Restart=always) and it stands by (README: Running two coordinators).
             """)
 
     @OptionGroup var options: ConfigOptions
@@ -36,6 +40,9 @@ struct Serve: AsyncParsableCommand {
 
     @Flag(help: "Print the configuration reference (Markdown) and exit.")
     var configReference = false
+
+    /// The exit status of a leader that lost its lease (EX_TEMPFAIL): restart it as a standby.
+    static let deposedExitStatus: Int32 = 75
 
     func run() async throws {
         if configReference {
@@ -78,6 +85,10 @@ struct Serve: AsyncParsableCommand {
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
+        }
+        if await daemon.lostLeadership != nil {
+            // Deposed: a supervisor starts this coordinator again, and it stands by.
+            throw ExitCode(Serve.deposedExitStatus)
         }
     }
 }

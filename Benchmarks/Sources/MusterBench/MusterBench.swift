@@ -14,7 +14,7 @@ struct MusterBench: AsyncParsableCommand {
             start `muster serve` and `muster agent` from \(MusterBinary.variable) (Scripts/bench and \
             Scripts/soak set it to the release build of the project root).
             """,
-        subcommands: MusterBench.all.map(\.command) + [BenchE2EBackends.self, BenchSoak.self]
+        subcommands: MusterBench.all.map(\.command) + [BenchE2EBackends.self, BenchSoak.self, BenchTakeover.self]
     )
 
     /// Every benchmark, in the order `Scripts/bench` runs them.

@@ -417,13 +417,19 @@ extension Wire {
         public var heldJobs: Int
         /// One entry per distinct need the gate holds jobs for.
         public var waiting: [GateWait]
+        /// On a standby (reason `standby`): the coordinator that leads, when one is known.
+        public var leader: CoordinatorRef?
 
-        public init(ready: Bool, reasons: [String], readyBackends: Int, heldJobs: Int, waiting: [GateWait]) {
+        public init(
+            ready: Bool, reasons: [String], readyBackends: Int, heldJobs: Int, waiting: [GateWait],
+            leader: CoordinatorRef? = nil
+        ) {
             self.ready = ready
             self.reasons = reasons
             self.readyBackends = readyBackends
             self.heldJobs = heldJobs
             self.waiting = waiting
+            self.leader = leader
         }
 
         static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
@@ -431,7 +437,7 @@ extension Wire {
                 ready: try o.required("ready"), reasons: try o.names("reasons", .code, maxCount: 16),
                 readyBackends: try o.int("ready_backends", in: 0...Int64(Int32.max)),
                 heldJobs: try o.int("held_jobs", in: 0...Int64(Int32.max)),
-                waiting: try o.list("waiting", maxCount: ProtocolLimits.maxListLength))
+                waiting: try o.list("waiting", maxCount: ProtocolLimits.maxListLength), leader: try o.optional("leader"))
         }
 
         func encodeMembers(_ w: inout JSONWriter) {
@@ -440,12 +446,63 @@ extension Wire {
             w.member("ready_backends", readyBackends)
             w.member("held_jobs", heldJobs)
             w.member("waiting", waiting)
+            w.member("leader", leader)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
             -> Self
         { try decodeBody(bytes, limits: limits) }
         public func encode() -> [UInt8] { encodeBody() }
+    }
+
+    /// A coordinator of a pair sharing one database, as a standby names its leader (readiness,
+    /// and `details.leader` of the `not_leader` error): its node name and the URL to dial.
+    public struct CoordinatorRef: Hashable, Sendable, WireObject {
+        public var name: String
+        /// `ws://HOST:PORT` or `wss://HOST:PORT` (its `ha.advertise`).
+        public var address: String
+
+        public init(name: String, address: String) {
+            self.name = name
+            self.address = address
+        }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(name: try o.string("name", .key), address: try o.string("address", .key))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) {
+            w.member("name", name)
+            w.member("address", address)
+        }
+    }
+
+    /// `details` of a `not_leader` error: the leader to dial instead, when one is known.
+    public struct NotLeader: Hashable, Sendable, WireBody {
+        public var leader: CoordinatorRef?
+
+        public init(leader: CoordinatorRef?) { self.leader = leader }
+
+        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
+            Self(leader: try o.optional("leader"))
+        }
+
+        func encodeMembers(_ w: inout JSONWriter) { w.member("leader", leader) }
+
+        public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
+            -> Self
+        { try decodeBody(bytes, limits: limits) }
+        public func encode() -> [UInt8] { encodeBody() }
+
+        /// As an error's `details`.
+        public var details: RawJSON { RawJSON(unchecked: String(decoding: encode(), as: UTF8.self)) }
+
+        /// The leader named by an error's `details`, if it names one.
+        public static func leader(in details: RawJSON?) -> CoordinatorRef? {
+            guard let details else { return nil }
+            let bytes = Array(details.text.utf8)
+            return bytes.withUnsafeBufferPointer { try? decode($0, limits: .default) }?.leader
+        }
     }
 
     /// Jobs not yet final, by state, and queued jobs by priority.

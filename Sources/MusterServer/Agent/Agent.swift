@@ -6,7 +6,8 @@ import MusterTransport
 
 /// How `muster agent` runs.
 public struct AgentOptions: Sendable {
-    /// Dial this coordinator (`ws://` or `wss://`) ...
+    /// Dial this coordinator (`ws://` or `wss://`; several separated by commas: two coordinators
+    /// on one database, dialled in turn, and a standby's `not_leader` followed to the leader) ...
     public var coordinator: String?
     /// ... or listen here and wait to be dialled.
     public var listen: HostPort?
@@ -54,6 +55,20 @@ public actor Agent {
     var stopWaiters: [CheckedContinuation<Void, Never>] = []
     /// Why the agent stopped, when it was not asked to.
     public private(set) var failure: String?
+    /// The coordinators to dial (`options.coordinator` split at commas), the one dialled now, the
+    /// leader a standby named (dialled next), and the failures since the last `welcome`.
+    var addresses: [String] = []
+    var addressIndex = 0
+    var redirect: String?
+    var failuresSinceWelcome = 0
+    /// Dialled links given up to dial another address: their close is not a loss to report.
+    var abandoned: Set<ConnectionID> = []
+    var redialTimer: TimerID?
+    var dialedURL: String?
+    /// The address whose link last failed (dropped or not reachable), until a `welcome`.
+    var unreachable: String?
+    /// The last `not_leader` came on the current link: its close is a refusal, not a failure.
+    var refusedAsStandby = false
 
     public init(options: AgentOptions, logger: Logger) throws {
         self.options = options
@@ -103,23 +118,93 @@ public actor Agent {
             logger.info("agent listening", metadata: ["listen.port": "\(listener.port)"])
             return listener.port
         }
-        guard let url = options.coordinator else { return nil }
+        guard let coordinator = options.coordinator else { return nil }
+        addresses = Self.coordinatorAddresses(coordinator)
+        try dial(addresses[0])
+        return nil
+    }
+
+    /// `ws://a:7460,ws://b:7460` as a list, blanks dropped.
+    public static func coordinatorAddresses(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// The coordinator address dialled now (nil in listen mode).
+    var currentAddress: String? { dialedURL }
+
+    private func dial(_ url: String) throws {
         var target = DialConfiguration(url: url, subprotocol: Subprotocol.backend)
         if options.caFile != nil || options.allowSelfSigned || options.certificateFile != nil {
             target.tls = ClientTLS(
                 caFile: options.caFile, allowSelfSigned: options.allowSelfSigned,
                 certificateFile: options.certificateFile, privateKeyFile: options.privateKeyFile)
         }
+        let handler = linkHandler()
         dialedLink = try transport.assumeIsolated { try $0.dial(target, handler: handler) }
+        dialedURL = url
         logger.info("agent dialling", metadata: ["url": "\(url)"])
-        return nil
     }
+
+    /// The dialled link failed (refused, dropped, or a standby's `not_leader`). With one address
+    /// and no leader named, the transport dials it again with its backoff. Otherwise the link is
+    /// given up and the next address (the named leader first, unless it is the one that just could
+    /// not be reached: a standby names the old leader until its lease runs out) is dialled after
+    /// the same backoff, counted in rounds of the whole list. A standby's refusal is an answer, not
+    /// a failure: it does not lengthen the backoff.
+    private func linkFailed(refusedAsStandby: Bool = false) {
+        guard !stopped, !draining, failure == nil, let current = dialedLink else { return }
+        if !refusedAsStandby {
+            failuresSinceWelcome += 1
+            unreachable = dialedURL
+        }
+        if redirect != nil, redirect == unreachable { redirect = nil }
+        guard addresses.count > 1 || redirect != nil else { return }
+        dialedLink = nil
+        abandoned.insert(current)
+        transport.assumeIsolated { $0.close(current, code: .normal, reason: "dialling another coordinator") }
+        let next: String
+        if let redirect {
+            next = redirect
+            self.redirect = nil
+            if let i = addresses.firstIndex(of: next) { addressIndex = i }
+        } else {
+            addressIndex = (addressIndex + 1) % addresses.count
+            next = addresses[addressIndex]
+        }
+        let delays = Self.redialDelays
+        let round = max(0, failuresSinceWelcome - 1) / max(1, addresses.count)
+        let delay = delays[min(round, delays.count - 1)]
+        redialTimer = transport.assumeIsolated { t in
+            t.schedule(after: delay) { [weak self] _ in
+                self?.assumeIsolated { a in
+                    a.redialTimer = nil
+                    guard !a.stopped, a.failure == nil else { return }
+                    do {
+                        try a.dial(next)
+                    } catch {
+                        a.logger.error("cannot dial the coordinator", metadata: ["url": "\(next)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transport's backoff (Protocol/README.md: 0.5 s doubling), capped lower: with several
+    /// coordinators a round of the list must not wait long once the leader moved.
+    static let redialDelays: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4)]
 
     nonisolated func linkHandler() -> WebSocketHandler {
         WebSocketHandler(
             opened: { [weak self] _, info in self?.assumeIsolated { $0.opened(info) } },
             text: { [weak self] _, id, text in self?.assumeIsolated { $0.text(id, text) } },
-            closed: { [weak self] _, event in self?.assumeIsolated { $0.closed(event) } })
+            closed: { [weak self] _, event in self?.assumeIsolated { $0.closed(event) } },
+            dialFailed: { [weak self] _, id, reason in
+                self?.assumeIsolated { a in
+                    guard id == a.dialedLink else { return }
+                    a.logger.info("cannot reach the coordinator", metadata: ["reason": "\(reason)"])
+                    a.linkFailed()
+                }
+            })
     }
 
     private func opened(_ info: ConnectionInfo) {
@@ -144,13 +229,27 @@ public actor Agent {
             return
         }
         switch message {
+        case .error(let e) where e.code == .notLeader:
+            // A standby (or a leader that lost its lease): dial the leader it names next.
+            let leader = Wire.NotLeader.leader(in: e.details)
+            logger.notice("the coordinator is not the leader", metadata: ["leader": "\(leader?.address ?? "unknown")"])
+            redirect = leader?.address
+            refusedAsStandby = true
         case .error(let e):
             logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
             if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code) {
                 failure = "\(e.code): \(e.message)"
             }
         case .welcome(let w):
+            failuresSinceWelcome = 0
+            unreachable = nil
             logger.info("registered", metadata: ["backend.id": "\(w.backend)", "bindings": "\(w.bindings.count)"])
+            driver?.receive(message)
+        case .assign(let a):
+            // Which coordinator sent the work (two coordinators: the leader of the moment).
+            logger.debug(
+                "job assigned",
+                metadata: ["job": "\(a.job)", "lease": "\(a.lease)", "coordinator": "\(currentAddress ?? "listen")"])
             driver?.receive(message)
         case .goodbye(let g):
             logger.info("coordinator said goodbye", metadata: ["reason": "\(g.reason)"])
@@ -160,10 +259,14 @@ public actor Agent {
     }
 
     private func closed(_ event: CloseEvent) {
-        guard event.id == link || event.id == dialedLink else { return }
+        guard event.id == link || event.id == dialedLink || abandoned.contains(event.id) else { return }
         if event.id == link {
             link = nil
             driver?.linkDown()
+        }
+        if abandoned.contains(event.id) {
+            if !event.willReconnect { abandoned.remove(event.id) }
+            return
         }
         let fatalCodes: Set<UInt16> = [4001, 4002, 4003, 4005, 4007]
         if fatalCodes.contains(event.code.rawValue) || failure != nil {
@@ -173,8 +276,13 @@ public actor Agent {
             return
         }
         if stopped || (draining && event.code == .normal) { return }
-        logger.warning(
-            "link to coordinator lost", metadata: ["close.code": "\(event.code.rawValue)", "reconnecting": "\(event.willReconnect)"])
+        let refused = refusedAsStandby
+        refusedAsStandby = false
+        if !refused {
+            logger.warning(
+                "link to coordinator lost", metadata: ["close.code": "\(event.code.rawValue)", "reconnecting": "\(event.willReconnect)"])
+        }
+        linkFailed(refusedAsStandby: refused)
     }
 
     private func engineOutput(_ action: WorkerEngine.Action) {
@@ -239,6 +347,7 @@ public actor Agent {
     private func halt() {
         comfyRunner?.stop()
         driver?.stop()
+        if let redialTimer { transport.assumeIsolated { $0.cancel(redialTimer) } }
         let links = [link, dialedLink].compactMap { $0 }
         transport.assumeIsolated { t in
             for l in links { t.close(l, code: .normal, reason: "agent stopping") }

@@ -6,6 +6,9 @@ extension MusterClient {
     /// Where and how a ``MusterClient`` connects.
     public struct Options: Sendable {
         /// `ws://HOST:PORT` or `wss://...`; `http(s)://` and a bare `HOST:PORT` are accepted too.
+        /// Several, separated by commas (`ws://a:7460,ws://b:7460`: two coordinators on one
+        /// database): they are dialled in order until one takes the link, and a standby's
+        /// `not_leader` is followed to the leader it names.
         public var coordinator: String
         /// Names the client in the coordinator's logs; the default `owner` of its jobs.
         /// Must match `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
@@ -35,8 +38,19 @@ extension MusterClient {
             self.token = token
         }
 
-        /// The `ws://` or `wss://` URL to dial for `coordinator`.
-        public func webSocketURL() throws(MusterClientError) -> String {
+        /// The `ws://` or `wss://` URLs to dial for `coordinator`, in order.
+        public func webSocketURLs() throws(MusterClientError) -> [String] {
+            let parts = coordinator.split(separator: ",", omittingEmptySubsequences: false)
+            var urls: [String] = []
+            for part in parts { urls.append(try Self.webSocketURL(String(part))) }
+            return urls
+        }
+
+        /// The first URL of ``webSocketURLs()``.
+        public func webSocketURL() throws(MusterClientError) -> String { try webSocketURLs()[0] }
+
+        /// The `ws://` or `wss://` URL to dial for one coordinator address.
+        public static func webSocketURL(_ coordinator: String) throws(MusterClientError) -> String {
             let text = coordinator.trimmingCharacters(in: .whitespaces)
             let mapped: String
             if text.hasPrefix("ws://") || text.hasPrefix("wss://") {

@@ -4,14 +4,19 @@ import MusterProtocol
 
 extension MusterClient {
     /// True for failures a new link may cure: the link dropped, the coordinator could not be
-    /// reached or did not answer in time, it is stopping, or its job store cannot write yet. Not a
-    /// refusal (bad credentials, no common version) and not an error about the request itself.
+    /// reached or did not answer in time, it is stopping, its job store cannot write yet, or it is
+    /// a standby (`not_leader`: the leader moves). Not a refusal (bad credentials, no common
+    /// version) and not an error about the request itself.
     public static func isTransient(_ error: MusterClientError) -> Bool {
-        [MusterClientError.linkClosed, MusterClientError.connectionFailed, MusterClientError.timeout, ErrorCode.shuttingDown, ErrorCode.storeUnavailable].contains(error.code)
+        [
+            MusterClientError.linkClosed, MusterClientError.connectionFailed, MusterClientError.timeout, ErrorCode.shuttingDown,
+            ErrorCode.storeUnavailable, ErrorCode.notLeader,
+        ].contains(error.code)
     }
 
     /// Connects, and while the failure is transient (``isTransient(_:)``) dials again with backoff
-    /// (0.5 s doubling to 5 s) until `deadline`: for a coordinator that is restarting.
+    /// (0.5 s doubling to 5 s; to 1 s while a standby answers `not_leader`: the lead is moving and
+    /// will be taken within seconds) until `deadline`: for a coordinator that is restarting.
     public static func connect(
         _ options: Options, logger: Logger, retryingUntil deadline: ContinuousClock.Instant
     ) async throws(MusterClientError) -> MusterClient {
@@ -22,7 +27,7 @@ extension MusterClient {
             } catch {
                 guard isTransient(error), ContinuousClock.now + delay < deadline else { throw error }
                 try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+                delay = min(delay * 2, error.code == .notLeader ? .seconds(1) : .seconds(5))
             }
         }
     }

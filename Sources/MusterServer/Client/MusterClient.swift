@@ -42,7 +42,8 @@ public actor MusterClient {
     public var pendingRequests: Int { pending.count }
 
     nonisolated let options: Options
-    nonisolated let url: String
+    /// The coordinator URL this client is linked to (with several, the one that took the link).
+    public nonisolated let url: String
     nonisolated let logger: Logger
     private nonisolated let ownsTransport: Bool
     private nonisolated let limits: ProtocolLimits
@@ -83,10 +84,47 @@ public actor MusterClient {
     /// the coordinator cannot be reached, or ``MusterClientError/timeout`` after
     /// ``Options/connectTimeout``. With `transport`, the link shares that loop and ``close()``
     /// leaves it running; otherwise the client starts its own and shuts it down on ``close()``.
+    ///
+    /// With several coordinators (``Options/coordinator`` separated by commas) each is dialled in
+    /// turn while the failure is transient; a standby's `not_leader` that names the leader sends
+    /// the next dial there. The last failure is thrown when none took the link.
     public static func connect(
         _ options: Options, logger: Logger, transport: Transport? = nil
     ) async throws(MusterClientError) -> MusterClient {
-        let url = try options.webSocketURL()
+        let urls = try options.webSocketURLs()
+        var queue = urls[...]
+        var redirects = 0
+        var last: MusterClientError?
+        var refused: MusterClientError?
+        while let url = queue.popFirst() {
+            do {
+                return try await connect(options, url: url, logger: logger, transport: transport)
+            } catch {
+                guard urls.count > 1 || redirects > 0 || error.code == .notLeader, isTransient(error) else { throw error }
+                last = error
+                if error.code == .notLeader, refused == nil { refused = error }
+                // Follow a standby to the leader it names, a bounded number of times (two
+                // standbys naming each other while the lease moves must not loop).
+                if error.code == .notLeader, redirects < 2 * urls.count,
+                    let leader = Wire.NotLeader.leader(in: error.details), leader.address != url,
+                    let next = try? Options.webSocketURL(leader.address)
+                {
+                    redirects += 1
+                    logger.debug("following the leader", metadata: ["from": "\(url)", "to": "\(next)"])
+                    queue.insert(next, at: queue.startIndex)
+                }
+            }
+        }
+        // A standby's refusal says most (where the leader is); what the leader's dial met is added.
+        guard var error = refused else { throw last! }
+        if let last, last != error { error.message += "; then \(last.message)" }
+        throw error
+    }
+
+    /// Dials one coordinator URL, sends `hello` and waits for `welcome`.
+    static func connect(
+        _ options: Options, url: String, logger: Logger, transport: Transport?
+    ) async throws(MusterClientError) -> MusterClient {
         let t: Transport
         if let transport {
             t = transport
@@ -288,7 +326,7 @@ public actor MusterClient {
         case .error(let e):
             if phase == .connecting {
                 // The refusals that close the link: report them with the close code that follows.
-                if [.badCredentials, .noCommonVersion, .wrongRole].contains(e.code) {
+                if [.badCredentials, .noCommonVersion, .wrongRole, .notLeader].contains(e.code) {
                     handshakeError = e
                 } else {
                     failHandshake(refusal(e, closeCode: nil))
@@ -354,6 +392,7 @@ public actor MusterClient {
         case 4003: Wire.ErrorMessage(code: .wrongRole, message: "wrong role for this subprotocol")
         case 4007: Wire.ErrorMessage(code: .forbidden, message: "the credential may not open this link")
         case 4009: Wire.ErrorMessage(code: .tooManyLinks, message: "too many links from this address")
+        case 4010: Wire.ErrorMessage(code: .notLeader, message: "this coordinator is a standby")
         default: nil
         }
     }

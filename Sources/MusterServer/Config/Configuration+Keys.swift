@@ -143,6 +143,17 @@ public struct ConfigKey: Sendable {
                 + "sslmode go to libpq) or memory: (jobs do not survive a restart). Empty: sqlite under "
                 + "$XDG_STATE_HOME/muster (~/.local/state/muster)."),
         ConfigKey(
+            name: "ha.name", kind: .string, defaultValue: .string(""),
+            help: "With a postgres store (two coordinators on one database): this coordinator's node name, unique in the pair. Empty: the host name."),
+        ConfigKey(
+            name: "ha.advertise", kind: .string, defaultValue: .string(""),
+            help: "With a postgres store: the URL agents and clients dial to reach this coordinator (ws://HOST:PORT or wss://), "
+                + "which a standby names as the leader. Empty: from listen, which must then be neither a wildcard address nor port 0."),
+        ConfigKey(
+            name: "ha.lease_seconds", kind: .seconds(1...60), defaultValue: .double(3),
+            help: "With a postgres store: the leader's lease. A leader that cannot renew stops routing before it expires; "
+                + "a standby takes over within about this long plus its renewal interval after the leader dies."),
+        ConfigKey(
             name: "dashboard.highlight_features", kind: .featureList, defaultValue: .string("frameinterps,video"),
             help: "Features the dashboard highlights on backends and held jobs (comma-separated)."),
     ]

@@ -148,6 +148,7 @@ extension Configuration {
             let key = ["auth.token_file", "tls.cert", "tls.key", "tls.client_ca"].first { string($0) == path }!
             throw ConfigError(source: source, key: key, reason: "cannot read '\(path)'")
         }
+        try validateHA(source: source)
         let store = string("store.url")
         if !store.isEmpty {
             do {

@@ -9,6 +9,8 @@ final class RawBackendPeer: Sendable {
     private struct State {
         var link: ConnectionID?
         var open = false
+        /// The close code of the link, once it closed.
+        var closeCode: UInt16?
         var received: [CoordinatorToBackend] = []
         /// Messages before this index were consumed by `next`.
         var cursor = 0
@@ -28,7 +30,8 @@ final class RawBackendPeer: Sendable {
                 text: { [weak self] _, _, text in
                     guard let m = try? CoordinatorToBackend.decode(text) else { return }
                     self?.change { $0.received.append(m) }
-                }))
+                },
+                closed: { [weak self] _, event in self?.change { $0.closeCode = event.code.rawValue } }))
         state.withLock { $0.link = id }
         try await wait("the link to open") { s in s.open ? () : nil }
     }
@@ -73,6 +76,11 @@ final class RawBackendPeer: Sendable {
             }
             return nil
         }
+    }
+
+    /// Waits for the coordinator to close the link; its close code.
+    func closed() async throws -> UInt16 {
+        try await wait("the link to close") { $0.closeCode }
     }
 
     func close() async {

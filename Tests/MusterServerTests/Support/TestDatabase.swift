@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+
+/// A database of its own on the PostgreSQL server Scripts/test runs the suite beside
+/// (Scripts/with-postgres: `MUSTER_TEST_POSTGRES_URL`). Without it the test fails, never skips.
+enum TestDatabase {
+    /// A new, empty database; its URL.
+    static func fresh() throws -> URLComponents {
+        guard let text = ProcessInfo.processInfo.environment["MUSTER_TEST_POSTGRES_URL"], var url = URLComponents(string: text),
+            let host = url.host, let port = url.port
+        else {
+            throw MusterProcess.Failure(
+                description: "MUSTER_TEST_POSTGRES_URL is not set: run the tests through Scripts/with-postgres (Scripts/test does)")
+        }
+        let name = "muster_ha_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
+        let createdb = Process()
+        createdb.executableURL = URL(fileURLWithPath: "/usr/bin/createdb")
+        createdb.arguments = ["-h", host, "-p", "\(port)"] + (url.user.map { ["-U", $0] } ?? []) + [name]
+        var env = ProcessInfo.processInfo.environment
+        if let password = url.password { env["PGPASSWORD"] = password }
+        createdb.environment = env
+        try createdb.run()
+        createdb.waitUntilExit()
+        guard createdb.terminationStatus == 0 else {
+            throw MusterProcess.Failure(description: "createdb \(name) exited \(createdb.terminationStatus)")
+        }
+        url.path = "/\(name)"
+        return url
+    }
+
+    /// A port nothing listens on now (the kernel's pick, released): a coordinator that names its
+    /// own address to the other must know it before it starts, so it cannot take port 0.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { throw MusterProcess.Failure(description: "no free port") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
