@@ -29,8 +29,17 @@ extension Daemon {
         case deposed
     }
 
-    /// True while this daemon routes (always, without an election).
-    var isLeading: Bool { role == .leader }
+    /// True while this daemon routes (always, without an election). Asks the election itself,
+    /// not only the last report that reached this loop: a report travels through a task, which a
+    /// busy machine may run seconds late, while the election gives the lead up a third of a lease
+    /// before the database could hand it on. So routing stops the moment the election gives up.
+    var isLeading: Bool {
+        guard role == .leader else { return false }
+        guard let election else { return true }
+        if case .leader(let token) = election.current, token == leaderTerm { return true }
+        leadershipChanged()
+        return role == .leader
+    }
 
     /// True while this daemon leads (always, without an election): false on a standby and once
     /// it lost the lead.
