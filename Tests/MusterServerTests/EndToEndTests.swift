@@ -42,17 +42,18 @@ import Testing
     }
 
     @Test func warmUpCaseSpreadsAVideoBatchAcrossTheLocalAndTheLateRemoteBackend() async throws {
-        // The remote announces 5 s after it starts: long enough that the submission and the
+        // The remote announces 10 s after it starts: long enough that the submission and the
         // readiness probe below land while it is still loading even when the whole suite loads
-        // the machine (3 s was not), and before the local backend's first job (8 s) ends.
-        let job = TimeScale.seconds(8)
+        // the machine (3 s was not, 5 s failed once), and before the local backend's first job
+        // (16 s) ends.
+        let job = TimeScale.seconds(16)
         let (serve, port) = try await coordinator(
             backends(#"[{"name": "local-gpu", "kind": "simulated", "features": ["video", "frameinterps"], "job_seconds": {"default": \#(job)}}]"#)
                 + ["--set", "gate.window_seconds=\(TimeScale.seconds(60))"])
         // The remote backend links at once but announces its features only after a while, like a
         // real one loading its models: the issue's 40 s of loading against 60 s jobs, scaled down.
         let remote = try await agent(
-            port: port, name: "gpu-box", features: "video,frameinterps", announceAfter: "\(TimeScale.seconds(5))s",
+            port: port, name: "gpu-box", features: "video,frameinterps", announceAfter: "\(TimeScale.seconds(10))s",
             jobSeconds: "\(job)s")
         let submitted = try await HTTP.post(
             "http://127.0.0.1:\(port)/v1/batches", #"{"owner": "e2e", "jobs": [{"kind": "video", "needs": ["video", "frameinterps"], "count": 4}]}"#)

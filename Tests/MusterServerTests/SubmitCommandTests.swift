@@ -189,11 +189,12 @@ import Testing
     }
 
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
-        // `late` loads for 20 s before it announces video; the gate holds the job for it meanwhile.
-        // (2, 5 and 10 s were too short when the whole suite loads the machine: the submitting process could
-        // start after `late` had announced, and nothing was held.)
+        // `late` loads for 60 s before it announces video; the gate holds the job for it meanwhile.
+        // (2, 5, 10 and 20 s were too short when the whole suite loads the machine: the coordinator's
+        // start and the submitting process's took up to 38 s together beside the PostgreSQL tests,
+        // so `late` had announced before the submission and nothing was held.)
         let late =
-            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(20)), "#
+            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(60)), "#
             + #""job_seconds": {"default": 0.05}}]"#
         let (server, url) = try await serve(backends: late)
         let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])
