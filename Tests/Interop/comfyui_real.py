@@ -492,6 +492,12 @@ def prompts_of(url, job_id, before=()):
             if len(e) > 3 and (e[3] or {}).get("muster_job") == job_id and e[1] not in before]
 
 
+def running_on(url, job_id):
+    """Whether ComfyUI at `url` is running a prompt of this Muster job now."""
+    q = get_json(f"{url}/queue")[1]
+    return any(len(e) > 3 and (e[3] or {}).get("muster_job") == job_id for e in q["queue_running"])
+
+
 def ws_drop(pa):
     """A third coordinator dials ComfyUI A through the proxy; its /ws is closed while a prompt
     runs. Twice: reconnected at once (the prompt is followed on the new socket), and kept closed
@@ -512,7 +518,11 @@ def ws_drop(pa):
         what = "kept closed until the prompt ended" if blocked else "reopened at once"
         before = set(get_json(f"{A}/history")[1])
         j = accepted_jobs(submit(pe, wf, 1))[0]
-        running = wait_for("the prompt running on A", lambda: job(pe, j)["state"] == "running", 60)
+        # Running as ComfyUI sees it (its queue) or as Muster does: when the previous round's /ws
+        # is still being reopened, ComfyUI's execution_start may never reach the coordinator, and a
+        # 4 s prompt can end before Muster's state says running (seen once in CI).
+        running = wait_for("the prompt running on A",
+                           lambda: job(pe, j)["state"] == "running" or running_on(A, j), 60)
         opened = proxy.ws_opened
         proxy.block_ws = blocked
         dropped = proxy.drop_ws()
