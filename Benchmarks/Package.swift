@@ -46,6 +46,8 @@ let package = Package(
                 .product(name: "MusterStore", package: "muster"),
                 .product(name: "MusterTransport", package: "muster"),
                 .product(name: "MusterServer", package: "muster"),
+                .product(name: "MusterClient", package: "muster"),
+                .product(name: "MusterBackends", package: "muster"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

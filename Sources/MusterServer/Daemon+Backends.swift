@@ -266,16 +266,6 @@ extension Daemon {
     }
 }
 
-/// Compares secrets in time that depends only on their lengths, not on where they differ.
-func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-    let x = Array(a.utf8), y = Array(b.utf8)
-    var diff = UInt8(truncatingIfNeeded: x.count ^ y.count)
-    for i in 0..<max(x.count, y.count) {
-        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
-    }
-    return diff == 0
-}
-
 extension BackendToCoordinator {
     /// The request `id` of a message that carries one, echoed by an `error` about it.
     var requestID: String? {

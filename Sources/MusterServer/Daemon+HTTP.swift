@@ -1,5 +1,6 @@
 import Foundation
 import MusterCore
+import MusterDashboard
 import MusterProtocol
 import MusterTransport
 

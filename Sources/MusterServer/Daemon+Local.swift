@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MusterBackends
 import MusterCore
 import MusterProtocol
 import MusterTransport
@@ -41,9 +42,9 @@ extension Daemon {
             idsByName[config.name] = id
             namesByID[id] = config.name
             let engine = WorkerEngine(
-                spec: spec, incarnation: incarnation, epochMs: originMs, seed: UInt64(index + 1), at: Daemon.instant(since: origin))
+                spec: spec, incarnation: incarnation, epochMs: originMs, seed: UInt64(index + 1), at: CoreInstant.elapsed(since: origin))
             locals[id] = WorkerDriver(
-                engine: engine, transport: transport, limits: limits, clock: { Daemon.instant(since: origin) },
+                engine: engine, transport: transport, limits: limits, clock: { CoreInstant.elapsed(since: origin) },
                 output: { [weak self] action in
                     self?.assumeIsolated { d in
                         switch action {

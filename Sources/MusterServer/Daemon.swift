@@ -1,6 +1,7 @@
 import DequeModule
 import Foundation
 import Logging
+import MusterBackends
 import MusterCore
 import MusterProtocol
 import MusterStore
@@ -26,7 +27,7 @@ public actor Daemon {
     nonisolated let audit: Logger
     public nonisolated let metrics: ServerMetrics
     /// The software version reported in `welcome`, `/healthz` and logs.
-    public static let version = "0.1.0"
+    public static let version = MusterVersion.current
 
     var core: MusterCore.Coordinator
     let origin: ContinuousClock.Instant
@@ -178,14 +179,9 @@ public actor Daemon {
     /// The core's clock: wall-clock nanoseconds since the Unix epoch when the daemon started,
     /// advanced by the monotonic clock (instants a store kept stay meaningful after a restart).
     var now: CoreInstant {
-        CoreInstant(nanoseconds: originMs &* 1_000_000 &+ Self.instant(since: origin).nanoseconds)
+        CoreInstant(nanoseconds: originMs &* 1_000_000 &+ CoreInstant.elapsed(since: origin).nanoseconds)
     }
 
-    static func instant(since origin: ContinuousClock.Instant) -> CoreInstant {
-        let d = ContinuousClock.now - origin
-        let (s, atto) = d.components
-        return CoreInstant(nanoseconds: UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto) / 1_000_000_000))
-    }
 
     /// Wall-clock milliseconds of a core instant.
     func ms(_ t: CoreInstant) -> UInt64 { t.nanoseconds / 1_000_000 }

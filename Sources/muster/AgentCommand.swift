@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MusterBackends
 import MusterProtocol
 import MusterServer
+import MusterTransport
 import ServiceLifecycle
 
 /// `muster agent`: a real remote backend, simulated or running a command per job.

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MusterClient
 import MusterProtocol
-import MusterServer
 import MusterTransport
 
 /// The options of the commands that talk to a running coordinator as a client.

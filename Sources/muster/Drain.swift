@@ -1,6 +1,6 @@
 import ArgumentParser
+import MusterClient
 import MusterProtocol
-import MusterServer
 
 /// `muster drain ID`: stop sending a backend new jobs and let it finish what it runs.
 struct Drain: AsyncParsableCommand {

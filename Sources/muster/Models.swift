@@ -1,6 +1,6 @@
 import ArgumentParser
+import MusterClient
 import MusterProtocol
-import MusterServer
 
 /// `muster models`: commands about models on the backends.
 struct Models: AsyncParsableCommand {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
+import MusterClient
 import MusterProtocol
-import MusterServer
 
 /// `muster status`: the coordinator's backends, queue and readiness.
 struct Status: AsyncParsableCommand {

@@ -1,6 +1,6 @@
 import Foundation
+import MusterClient
 import MusterProtocol
-import MusterServer
 
 /// How `muster submit --wait` shows a batch: a redrawn block of one line per job on a terminal,
 /// one line per event into a pipe or file, or the raw job events as JSON lines.

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MusterClient
 import MusterProtocol
-import MusterServer
 
 /// `muster submit`: submits one batch and, with `--wait`, follows it to the end.
 struct Submit: AsyncParsableCommand {

@@ -1,4 +1,5 @@
 import Logging
+@testable import MusterClient
 import MusterProtocol
 import MusterServer
 import MusterTransport

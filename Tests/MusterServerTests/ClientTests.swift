@@ -1,3 +1,4 @@
+@testable import MusterClient
 import MusterProtocol
 import MusterServer
 import MusterTransport

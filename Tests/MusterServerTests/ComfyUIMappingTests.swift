@@ -1,8 +1,9 @@
 import Foundation
+@testable import MusterBackends
 import MusterProtocol
+@testable import MusterServer
 import Testing
 
-@testable import MusterServer
 
 /// The ComfyUI mapping on messages recorded from a real ComfyUI 0.3.64 (Fixtures/ComfyUI).
 @Suite struct ComfyUIMappingTests {

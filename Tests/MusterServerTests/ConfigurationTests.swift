@@ -1,5 +1,6 @@
 import Foundation
 import MusterServer
+import MusterTransport
 import Testing
 
 @Suite struct ConfigurationTests {

@@ -1,4 +1,5 @@
 import Foundation
+@testable import MusterClient
 import MusterProtocol
 import MusterServer
 import Testing

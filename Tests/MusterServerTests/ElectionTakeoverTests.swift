@@ -1,4 +1,5 @@
 import Foundation
+@testable import MusterBackends
 import MusterProtocol
 import MusterServer
 import MusterStore

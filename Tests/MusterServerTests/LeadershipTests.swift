@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+@testable import MusterBackends
+@testable import MusterClient
 import MusterProtocol
 import MusterServer
 import MusterStore

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+@testable import MusterBackends
 import MusterProtocol
 import Testing
 

@@ -1,3 +1,4 @@
+@testable import MusterBackends
 import MusterCore
 import MusterProtocol
 import MusterServer

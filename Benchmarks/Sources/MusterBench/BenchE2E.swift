@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Histogram
 import Logging
+import MusterClient
 import MusterProtocol
 import MusterServer
 import MusterTransport

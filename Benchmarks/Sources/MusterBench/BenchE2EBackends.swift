@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MusterBackends
 import MusterCore
 import MusterProtocol
 import MusterServer

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MusterClient
 import MusterProtocol
 import MusterServer
 import MusterTransport

@@ -1,4 +1,5 @@
 import Foundation
+import MusterProtocol
 
 /// What a credential may do (README "Security").
 public enum Role: String, Sendable, CaseIterable, Equatable {

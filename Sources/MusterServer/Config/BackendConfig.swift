@@ -1,5 +1,7 @@
 import Foundation
+import MusterBackends
 import MusterProtocol
+import MusterTransport
 
 /// A backend declared in the configuration: a local pseudo-backend inside the coordinator
 /// (`simulated` or `exec`, negative ids -1, -2, ... in declaration order) or a remote backend the

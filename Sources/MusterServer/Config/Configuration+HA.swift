@@ -1,5 +1,6 @@
 import Foundation
 import MusterStore
+import MusterTransport
 
 // Two coordinators on one database (README "Running two coordinators"): the keys `ha.*`.
 extension Configuration {

@@ -1,4 +1,5 @@
 import Foundation
+import MusterTransport
 
 /// One scalar configuration key: its dotted name, type, default and help text. The table
 /// `ConfigKey.all` is the single source for parsing, environment names, `--print-config` and docs.

@@ -1,5 +1,6 @@
 import Foundation
 import MusterStore
+import MusterTransport
 
 extension Configuration {
     /// Builds the effective configuration from its sources, later ones winning:

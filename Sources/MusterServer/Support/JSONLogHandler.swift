@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MusterProtocol
 
 /// Writes one JSON object per log line to standard error: `ts`, `level`, `label`, `msg`, then the
 /// metadata keys (dotted names such as `backend.id` kept as they are). For `--log-format json`.
@@ -59,22 +60,4 @@ public struct JSONLogHandler: LogHandler {
             format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
             parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
     }
-}
-
-/// Appends `s` as a JSON string literal, escaping quotes, backslashes and control characters.
-func appendJSONString(_ s: String, to out: inout String) {
-    out.append("\"")
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out.append("\\\"")
-        case "\\": out.append("\\\\")
-        case "\n": out.append("\\n")
-        case "\r": out.append("\\r")
-        case "\t": out.append("\\t")
-        case _ where scalar.value < 0x20:
-            out.append(String(format: "\\u%04x", scalar.value))
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    out.append("\"")
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+@testable import MusterBackends
 import MusterCore
 import MusterProtocol
 import MusterServer

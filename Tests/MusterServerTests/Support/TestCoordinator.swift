@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+@testable import MusterClient
 import MusterProtocol
 import MusterServer
 

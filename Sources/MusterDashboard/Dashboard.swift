@@ -7,15 +7,20 @@ import MusterTransport
 /// `hello`, subscribes to every job, asks for `status` every second, and sends `cancel`,
 /// `load_model` and `drain` when an operator clicks. Data needs the client token when one is
 /// configured; the page itself does not.
-enum Dashboard {
+package enum Dashboard {
     /// What the coordinator tells the page about itself, rendered into the page as a JSON data
     /// block (`<script type="application/json" id="muster-settings">`): not executed, so the
     /// Content-Security-Policy stays `script-src 'self'`.
-    struct Settings: Sendable, Equatable {
+    package struct Settings: Sendable, Equatable {
         /// Features shown highlighted on backends and held jobs (`dashboard.highlight_features`).
         var highlightFeatures: [String]
         /// The warm-up gate's window (`gate.window_seconds`), for the countdown bar.
         var gateWindowMs: Int64
+
+        package init(highlightFeatures: [String], gateWindowMs: Int64) {
+            self.highlightFeatures = highlightFeatures
+            self.gateWindowMs = gateWindowMs
+        }
 
         /// Feature names are checked against the feature grammar (`a-z 0-9 _ . -`) when the
         /// configuration loads, so they need no escaping and cannot close the block.
@@ -25,10 +30,10 @@ enum Dashboard {
         }
     }
 
-    static let settingsMarker = "<!-- muster:settings -->"
+    package static let settingsMarker = "<!-- muster:settings -->"
 
     /// Path and asset for every route the dashboard adds; the page carries `settings`.
-    static func assets(settings: Settings) -> [(path: String, contentType: String, body: [UInt8])] {
+    package static func assets(settings: Settings) -> [(path: String, contentType: String, body: [UInt8])] {
         [
             ("/", "text/html; charset=utf-8", page(settings: settings)),
             ("/dashboard.css", "text/css; charset=utf-8", PackageResources.dashboard_css),
@@ -37,7 +42,7 @@ enum Dashboard {
     }
 
     /// The page with the settings block in place of its marker.
-    static func page(settings: Settings) -> [UInt8] {
+    package static func page(settings: Settings) -> [UInt8] {
         let html = String(decoding: PackageResources.dashboard_html, as: UTF8.self)
         let block = "<script type=\"application/json\" id=\"muster-settings\">\(settings.json)</script>"
         precondition(html.contains(settingsMarker), "dashboard.html lost its settings marker")
@@ -45,11 +50,11 @@ enum Dashboard {
     }
 
     /// Only this origin: the page may load its own two assets and talk to its own coordinator.
-    static let contentSecurityPolicy =
+    package static let contentSecurityPolicy =
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         + "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-    static func response(contentType: String, body: [UInt8]) -> HTTPResponse {
+    package static func response(contentType: String, body: [UInt8]) -> HTTPResponse {
         HTTPResponse(
             status: 200, contentType: contentType,
             headers: [

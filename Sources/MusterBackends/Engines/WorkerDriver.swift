@@ -11,7 +11,7 @@ import MusterTransport
 /// that came from outside the owner's own calls (a timer, an exec process ending), so the owner can
 /// process what `output` queued; calls the owner makes itself (`receive`, `drain`) never trigger it,
 /// which keeps the owner from being re-entered in the middle of its own work.
-final class WorkerDriver: @unchecked Sendable {
+package final class WorkerDriver: @unchecked Sendable {
     // @unchecked Sendable: every stored property is read and written only on the transport's loop
     // thread; each entry point checks that with `precondition(onLoop)`. Exec completions arrive on
     // helper threads and are moved onto the loop before they touch anything.
@@ -31,9 +31,9 @@ final class WorkerDriver: @unchecked Sendable {
     }
     private var stopped = false
     /// Performs the `.run`, `.stop` and `.loadModel` actions of an external runner (ComfyUI).
-    var externalRunner: ((WorkerEngine.Action) -> Void)?
+    package var externalRunner: ((WorkerEngine.Action) -> Void)?
 
-    init(
+    package init(
         engine: WorkerEngine, transport: Transport, limits: ProtocolLimits, clock: @escaping @Sendable () -> CoreInstant,
         output: @escaping (WorkerEngine.Action) -> Void, settled: @escaping () -> Void = {}
     ) {
@@ -48,25 +48,25 @@ final class WorkerDriver: @unchecked Sendable {
     private var onLoop: Bool { transport.executor.isOnLoopThread }
 
     /// A message from the coordinator.
-    func receive(_ message: CoordinatorToBackend) {
+    package func receive(_ message: CoordinatorToBackend) {
         precondition(onLoop)
         perform(engine.receive(message, at: clock()))
     }
 
     /// Stop taking work; `.drained` follows once every job is done and reported.
-    func drain() {
+    package func drain() {
         precondition(onLoop)
         perform(engine.drain())
     }
 
-    func linkDown() {
+    package func linkDown() {
         precondition(onLoop)
         engine.linkDown()
     }
 
     /// An external runner's report (server started a job, progress, outcome, capabilities):
     /// applies it to the engine and performs what follows.
-    func external(_ report: (inout WorkerEngine, CoreInstant) -> [WorkerEngine.Action]) {
+    package func external(_ report: (inout WorkerEngine, CoreInstant) -> [WorkerEngine.Action]) {
         precondition(onLoop)
         guard !stopped else { return }
         perform(report(&engine, clock()))
@@ -74,7 +74,7 @@ final class WorkerDriver: @unchecked Sendable {
     }
 
     /// Kills every exec process and stops the timer (shutdown).
-    func stop() {
+    package func stop() {
         precondition(onLoop)
         stopped = true
         for process in execs.values { process.cancel() }

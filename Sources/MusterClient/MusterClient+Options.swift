@@ -22,7 +22,7 @@ extension MusterClient {
         /// Certificate checks for `wss://`; nil verifies against the system store.
         public var tls: ClientTLS?
         /// Sent in `hello` as `software`.
-        public var software: String? = "muster/\(Daemon.version)"
+        public var software: String? = "muster/\(MusterVersion.current)"
         /// Largest message accepted from the coordinator. Generous: a `status_report` of a large
         /// fleet may pass the 1 MiB the coordinator accepts from clients.
         public var maxMessageBytes = 16 << 20

@@ -8,7 +8,7 @@ import MusterTransport
 /// the engine's jobs to `/prompt`, follows them on `/ws`, reads results from `/history`, deletes
 /// or interrupts prompts the coordinator takes back, and tells the engine what the server can do
 /// (`/object_info`, `/system_stats`). Everything runs on the transport's loop.
-final class ComfyUIRunner: @unchecked Sendable {
+package final class ComfyUIRunner: @unchecked Sendable {
     // @unchecked Sendable: every stored property is read and written only on the transport's loop
     // thread (HTTP completions, WebSocket callbacks and timers all run there); entry points check
     // it with `precondition(onLoop)`.
@@ -74,7 +74,7 @@ final class ComfyUIRunner: @unchecked Sendable {
     private var reconcileDue = false
     private var reconciling = false
 
-    init(settings: ComfyUISettings, name: String, transport: Transport, logger: Logger) {
+    package init(settings: ComfyUISettings, name: String, transport: Transport, logger: Logger) {
         self.settings = settings
         self.name = name
         self.transport = transport
@@ -86,7 +86,7 @@ final class ComfyUIRunner: @unchecked Sendable {
     private var onLoop: Bool { transport.executor.isOnLoopThread }
 
     /// Dials `/ws` (kept up with backoff by the transport) and starts probing the server.
-    func start(driver: WorkerDriver) {
+    package func start(driver: WorkerDriver) {
         precondition(onLoop)
         self.driver = driver
         driver.externalRunner = { [weak self] action in self?.perform(action) }
@@ -110,7 +110,7 @@ final class ComfyUIRunner: @unchecked Sendable {
         }
     }
 
-    func stop() {
+    package func stop() {
         precondition(onLoop)
         stopped = true
         transport.assumeIsolated { t in

@@ -85,7 +85,7 @@ public actor Agent {
     @discardableResult
     public func start() throws -> Int? {
         let origin = self.origin
-        let clock: @Sendable () -> CoreInstant = { Daemon.instant(since: origin) }
+        let clock: @Sendable () -> CoreInstant = { CoreInstant.elapsed(since: origin) }
         let engine = WorkerEngine(spec: options.spec, incarnation: incarnation, epochMs: incarnation.rawValue, seed: incarnation.rawValue, at: clock())
         driver = WorkerDriver(
             engine: engine, transport: transport, limits: .default, clock: clock,
@@ -215,7 +215,7 @@ public actor Agent {
         }
         link = info.id
         guard let driver else { return }
-        send(driver.engine.hello(token: options.token, software: "muster-agent/\(Daemon.version)"))
+        send(driver.engine.hello(token: options.token, software: "muster-agent/\(MusterVersion.current)"))
         logger.info("linked to coordinator", metadata: ["link.id": "\(info.id)", "peer": "\(info.peer)"])
     }
 

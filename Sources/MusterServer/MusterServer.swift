@@ -1,3 +1,0 @@
-import MusterCore
-import MusterProtocol
-import MusterTransport
