@@ -13,6 +13,8 @@ STEPS_JSON is a list of steps, run in order:
   {"submit": "<CSS selector of a form>"}  (requestSubmit, so the page's handler runs)
   {"dom": true}                           adds document.documentElement.outerHTML to the output
   {"screenshot": "<file.png>"}            the whole page
+  {"touch": "<file>"}                     creates the file: tells the test driving this script
+                                          that the steps before it are done
 Prints one JSON object: {"ok": true, "dom": [...], "problems": [...]} or {"ok": false, "error": "...", ...};
 "problems" lists what the page got wrong meanwhile: uncaught exceptions and errors the browser logged
 (a blocked resource, a Content-Security-Policy violation).
@@ -158,6 +160,8 @@ async def run(url, steps, size, timeout):
                     selector = json.dumps(step["submit"])
                     if not await page.evaluate(f"(() => {{ const e = document.querySelector({selector}); if (!e) return false; e.requestSubmit(); return true; }})()"):
                         raise RuntimeError(f"no form at {step['submit']}")
+                elif "touch" in step:
+                    open(step["touch"], "w").close()
                 elif "dom" in step:
                     out["dom"].append(await page.evaluate("document.documentElement.outerHTML"))
                 elif "screenshot" in step:

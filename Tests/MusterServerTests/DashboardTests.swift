@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
+import MusterStore
 import Testing
 
 /// The dashboard in a real browser against a real `muster serve`: headless Chromium, driven over
@@ -226,6 +227,39 @@ import Testing
         #expect(page.problems.isEmpty, "the page reported: \(page.problems)")
         #expect(!dom.contains(token), "the token never lands in the page")
         #expect(try await serve.stop() == 0)
+    }
+
+    /// A standby's page says it stands by, names the leader and links to its dashboard; when the
+    /// standby takes over, the same page goes live without a reload.
+    @Test func aStandbysPageNamesTheLeaderAndGoesLiveWhenItLeads() async throws {
+        try requireChromium()
+        let standby = try await ElectedCoordinator.start(name: "east")
+        standby.election.report(.standby(leader: LeaderInfo(name: "west", address: "ws://10.0.0.9:7460", token: 4)))
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("muster-standby-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: marker) }
+        let steps: [[String: String]] = [
+            ["wait": "document.body.dataset.link === 'standby'"],
+            ["wait": "document.getElementById('link-pill').textContent === 'standby · leader west'"],
+            ["wait": "document.getElementById('leader-link')?.href === 'http://10.0.0.9:7460/'"],
+            ["touch": marker],
+            ["wait": "document.body.dataset.link === 'live' && document.body.dataset.status === 'received'"],
+            ["wait": "!document.getElementById('leader-link')"],
+            ["dom": "true"],
+        ]
+        let url = standby.base + "/"
+        let browsing = Task { try await self.browse(url, steps) }
+        // The page has shown the standby view: now this coordinator leads.
+        try await within(.seconds(150), "the page shows the standby view") {
+            while !FileManager.default.fileExists(atPath: marker) {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        standby.election.report(.leader(token: 5))
+        let result = try await browsing.value
+        #expect(result.ok, "\(result.error ?? "")")
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.dom.first?.contains("sim-east") == true, "the leader's page lists its backends")
+        await standby.daemon.shutdown()
     }
 }
 

@@ -20,6 +20,9 @@
     pending: new Map(), nextRequest: 1, statusInFlight: false,
     offset: null, retryMs: 500, retryTimer: null,
     token: sessionStorage.getItem("muster.token") || "", authRefused: false, refusal: "",
+    // A standby's `not_leader` answer to hello (Protocol/README.md, error codes): the leader it
+    // names, or null while none is known.
+    standby: false, leader: null,
     // What the link's credential allows (welcome.role, Protocol/README.md 5.1); older
     // coordinators do not say, and allow everything.
     role: "all",
@@ -76,6 +79,7 @@
     }
     S.ws = ws;
     S.authRefused = false;
+    S.standby = false;
     setLink("connecting", "connecting", "warn");
     ws.onopen = () => {
       ws.send(JSON.stringify({
@@ -94,6 +98,14 @@
       for (const p of S.pending.values()) p.reject({ code: "link_closed", message: "the link closed" });
       S.pending.clear();
       S.statusInFlight = false;
+      if (ev.code === 4010 || S.standby) {
+        // A standby coordinator (README "Running two coordinators"): say which one leads and
+        // link to its dashboard; keep asking here too, since this one may take over.
+        showStandby();
+        S.retryMs = 2000;
+        retry();
+        return;
+      }
       if (ev.code === 4001 || ev.code === 4007 || S.authRefused) {
         setLink("auth", "token required", "bad");
         askForToken(S.token !== "", ev.code === 4007 ? "This token belongs to a backend: it cannot open the dashboard." : "");
@@ -102,6 +114,27 @@
       setLink("down", "disconnected, retrying", "bad");
       retry();
     };
+  }
+
+  function showStandby() {
+    const leader = S.leader;
+    setLink("standby", leader ? `standby · leader ${leader.name}` : "standby · no leader yet", "warn");
+    const meta = el("coordinator");
+    meta.textContent = `standby coordinator · ${location.host}`;
+    const url = leader && dashboardURL(leader.address);
+    if (url) {
+      const a = document.createElement("a");
+      a.id = "leader-link";
+      a.href = url;
+      a.textContent = `open the leader's dashboard (${leader.name})`;
+      meta.append(" · ", a);
+    }
+  }
+
+  // ws://HOST:PORT (or wss://) of a coordinator -> its dashboard's http(s)://HOST:PORT/.
+  function dashboardURL(address) {
+    const m = /^(wss?):\/\/([^/]+)/.exec(address || "");
+    return m ? `${m[1] === "wss" ? "https" : "http"}://${m[2]}/` : null;
   }
 
   function retry() {
@@ -145,6 +178,11 @@
         return;
       case "error":
         if (msg.code === "bad_credentials" || (msg.code === "forbidden" && msg.id === "hello")) S.authRefused = true;
+        if (msg.code === "not_leader") {
+          S.standby = true;
+          S.leader = (msg.details && msg.details.leader) || null;
+          return;
+        }
         if (msg.id && S.pending.has(msg.id)) {
           S.pending.get(msg.id).reject(msg);
           S.pending.delete(msg.id);
