@@ -59,8 +59,16 @@ struct BenchE2E: AsyncParsableCommand {
     var bound: Double = 180
     @Flag(help: "Skip the Redis reference.")
     var noRedis = false
-    @Option(help: "Job stores for throughput (each a row): sqlite (the default, durable), memory.")
-    var stores = "sqlite,memory"
+    @Option(
+        help:
+            "Job stores for throughput (each a row): sqlite (the default, durable), memory, postgres (a new database on the server of --postgres; skipped without one)."
+    )
+    var stores = "sqlite,memory,postgres"
+    @Option(
+        help:
+            "A PostgreSQL superuser's URL (postgres://USER:PASSWORD@HOST:PORT/DB) for the postgres store. Default: $MUSTER_TEST_POSTGRES_URL, which Scripts/bench e2e sets by starting a throw-away server."
+    )
+    var postgres: String?
 
     struct Row {
         var name: String
@@ -92,11 +100,15 @@ struct BenchE2E: AsyncParsableCommand {
         var rows: [Row] = []
         var measuredRate: Double?
         let storeKinds = stores.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !storeKinds.isEmpty, Set(storeKinds).isSubset(of: ["sqlite", "memory"]) else {
-            throw ValidationError("--stores: pick from sqlite, memory")
+        guard !storeKinds.isEmpty, Set(storeKinds).isSubset(of: ["sqlite", "memory", "postgres"]) else {
+            throw ValidationError("--stores: pick from sqlite, memory, postgres")
         }
         if wanted.contains("throughput") {
             for kind in storeKinds {
+                if kind == "postgres", postgresServer == nil {
+                    rows.append(Row(name: "throughput postgres", rate: "skipped", note: "store postgres: no server (--postgres URL, or run through Scripts/bench e2e)"))
+                    continue
+                }
                 let row = try await throughput(store: kind)
                 // Latency is offered at half the durable (first) rate.
                 if measuredRate == nil { measuredRate = Double(row.rate.filter(\.isNumber)) }
@@ -118,7 +130,7 @@ struct BenchE2E: AsyncParsableCommand {
 
         print("e2e (loopback; coordinator, backends and clients in separate processes; release build; \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         let header = [
-            padded("scenario", 14), padded("rate", 24), padded("submit->bind p50/p90/p99/p99.9", 34),
+            padded("scenario", 20), padded("rate", 24), padded("submit->bind p50/p90/p99/p99.9", 34),
             padded("submit->completed p50/p90/p99/p99.9", 38), padded("coord CPU", 11), padded("coord RSS", 11),
             padded("msgs/s (x raw)", 24), "notes",
         ]
@@ -127,7 +139,7 @@ struct BenchE2E: AsyncParsableCommand {
             let messages = r.messages.map { "\(formatCount($0)) (\(String(format: "%.2f", $0 / max(raw, 1))))" } ?? "-"
             print(
                 [
-                    padded(r.name, 14), padded(r.rate, 24), padded(r.bind, 34), padded(r.complete, 38), padded(r.cpu, 11),
+                    padded(r.name, 20), padded(r.rate, 24), padded(r.bind, 34), padded(r.complete, 38), padded(r.cpu, 11),
                     padded(r.rss, 11), padded(messages, 24), r.note,
                 ].joined())
         }
@@ -140,12 +152,20 @@ struct BenchE2E: AsyncParsableCommand {
     struct Coordinator {
         var child: E2EChild
         var url: String
+        /// Its `store.url`, kept for a restart.
+        var storeURL: String
         /// The temporary directory of its SQLite store, removed when it stops.
         var storeDirectory: String? = nil
     }
 
+    /// The PostgreSQL server of the postgres store, if any.
+    var postgresServer: String? {
+        postgres ?? ProcessInfo.processInfo.environment["MUSTER_TEST_POSTGRES_URL"]
+    }
+
     /// `muster serve` on a free loopback port with no configured backends, once it takes clients.
-    /// `store`: `sqlite` (a new file in a temporary directory, removed afterwards) or `memory`.
+    /// `store`: `sqlite` (a new file in a temporary directory, removed afterwards), `memory`, or
+    /// `postgres` (a new database on ``postgresServer``, left to the throw-away server).
     /// `restarting`: start again on that coordinator's port and store (after it was killed).
     func startCoordinator(_ settings: [String] = [], store: String = "sqlite", restarting: Coordinator? = nil) async throws
         -> Coordinator
@@ -153,9 +173,12 @@ struct BenchE2E: AsyncParsableCommand {
         let port = try restarting.flatMap { Int($0.url.split(separator: ":").last ?? "") } ?? freeLoopbackPort()
         var args = ["serve", "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--set", "backends=[]"]
         var storeURL = "memory:", storeDirectory: String?
-        if let dir = restarting?.storeDirectory {
-            storeURL = "sqlite://\(dir)/muster.sqlite"
-            storeDirectory = dir
+        if let restarting {
+            storeURL = restarting.storeURL
+            storeDirectory = restarting.storeDirectory
+        } else if store == "postgres" {
+            guard let server = postgresServer else { throw ValidationError("store postgres: no server (--postgres URL)") }
+            storeURL = try BenchStore.createDatabase(server, "muster_e2e_\(UUID().uuidString.prefix(8).lowercased())")
         } else if store != "memory" {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-bench-\(UUID().uuidString)").path
             storeURL = "sqlite://\(dir)/muster.sqlite"
@@ -169,7 +192,7 @@ struct BenchE2E: AsyncParsableCommand {
             // Poll until it listens: the child has no other way to say so at log level error.
             if let probe = try? await MusterClient.connect(.init(coordinator: url, name: "probe"), logger: quiet) {
                 await probe.close()
-                return Coordinator(child: child, url: url, storeDirectory: storeDirectory)
+                return Coordinator(child: child, url: url, storeURL: storeURL, storeDirectory: storeDirectory)
             }
             if ContinuousClock.now > deadline || !child.process.isRunning {
                 child.signal(SIGKILL)

@@ -92,7 +92,7 @@ struct BenchStore: AsyncParsableCommand {
     }
 
     /// Creates a database with psql; returns its URL.
-    private static func createDatabase(_ server: String, _ name: String) throws -> String {
+    static func createDatabase(_ server: String, _ name: String) throws -> String {
         let result = psql(server, "CREATE DATABASE \(name)")
         guard result.status == 0 else { throw ValidationError("cannot create database \(name): \(result.output)") }
         let schemeEnd = server.range(of: "://")!.upperBound
