@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MusterCore
 import MusterStore
+import MusterTransport
 
 // The typed configuration: one struct per section of the key table, decoded once from the merged
 // sources (`Configuration.load`). The decode is the only place that looks a key up by its name; it
