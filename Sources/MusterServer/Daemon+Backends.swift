@@ -158,7 +158,7 @@ extension Daemon {
         let welcome = CoordinatorToBackend.Welcome(
             id: hello.id, backend: backend, coordinator: Self.version,
             heartbeatMs: heartbeatMs,
-            syncMs: UInt64(configuration.seconds("links.sync_interval_seconds") * 1000),
+            syncMs: UInt64(configuration.settings.links.syncInterval.configMilliseconds),
             maxMessageBytes: limits.maxMessageBytes, known: heldVersion,
             bindings: core.bindings(of: backend).map { Wire.Binding(job: $0.job, lease: $0.lease) })
         send(CoordinatorToBackend.welcome(welcome).encode(), to: id)

@@ -23,8 +23,8 @@ extension Daemon {
             }
         }
         let settings = Dashboard.Settings(
-            highlightFeatures: configuration.features("dashboard.highlight_features"),
-            gateWindowMs: Int64((configuration.seconds("gate.window_seconds") * 1000).rounded()))
+            highlightFeatures: configuration.settings.dashboard.highlightFeatures,
+            gateWindowMs: configuration.settings.gate.window.configMilliseconds)
         for asset in Dashboard.assets(settings: settings) {
             let response = Dashboard.response(contentType: asset.contentType, body: asset.body)
             routes.add(.get, asset.path) { _, _ in .respond(response) }
@@ -41,7 +41,7 @@ extension Daemon {
         route(.get, "/openapi.json") { _, _, _ in openAPI }
         route(.get, "/metrics") { d, _, principal in
             // Guarded (with `auth.metrics_open = false`) for the views that see everything.
-            if !d.configuration.bool("auth.metrics_open"), !principal.seesAll {
+            if !d.configuration.settings.auth.metricsOpen, !principal.seesAll {
                 return d.errorResponse(d.forbidden(principal, "read metrics"))
             }
             d.refreshGauges()
@@ -187,7 +187,7 @@ extension Daemon {
     /// Checks the bearer token on `/v1/` routes (and `/metrics` unless `auth.metrics_open`) and
     /// hands the body who presented it. Other routes run as `anonymous`.
     private func guarded(_ request: HTTPRequest, _ body: (Principal) -> HTTPResponse) -> HTTPResponse {
-        let needsToken = request.path.hasPrefix("/v1/") || (request.path == "/metrics" && !configuration.bool("auth.metrics_open"))
+        let needsToken = request.path.hasPrefix("/v1/") || (request.path == "/metrics" && !configuration.settings.auth.metricsOpen)
         // A standby answers no client API request: the client goes to the leader.
         if request.path.hasPrefix("/v1/"), let refusal = leaderRefusal { return errorResponse(refusal) }
         guard needsToken else { return body(.anonymous) }

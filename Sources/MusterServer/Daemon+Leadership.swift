@@ -119,13 +119,13 @@ extension Daemon {
         leaderTerm = token
         metrics.counter("muster_leader_terms_total").increment()
         logger.notice("leading: taking over the job store", metadata: ["ha.name": "\(configuration.haName)", "leader.term": "\(token)"])
-        if configuration.storeURL == .memory {
+        if configuration.settings.store.url == .memory {
             startLocalBackends()
             dialRemoteBackends()
         } else {
             // The store of this term: it commits under the term's token, and a commit after a
             // newer term began is refused (fenced).
-            let store = configuration.storeURL.makeStore(fencingToken: token)
+            let store = configuration.settings.store.url.makeStore(fencingToken: token)
             store.onCommit { [weak self] commit in self?.storeReported(commit) }
             self.store = store
             openStore()
@@ -134,10 +134,10 @@ extension Daemon {
 
     /// The election a configuration asks for: with a postgres store, one through its database.
     static func election(for configuration: Configuration) -> (any LeaderElection)? {
-        guard case .postgres(let url) = configuration.storeURL, let address = configuration.haAdvertise else { return nil }
+        guard case .postgres(let url) = configuration.settings.store.url, let address = configuration.haAdvertise else { return nil }
         return PostgresLeaderElection(
             url: url, name: configuration.haName, address: address,
-            lease: .milliseconds(Int64((configuration.seconds("ha.lease_seconds") * 1000).rounded())))
+            lease: configuration.settings.ha.lease)
     }
 
     /// Stops leading at once: no action of the core goes out from here on (`isLeading`), links

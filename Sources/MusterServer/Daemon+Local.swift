@@ -70,7 +70,7 @@ extension Daemon {
                 at: now))
             let welcome = CoordinatorToBackend.Welcome(
                 backend: id, coordinator: Self.version, heartbeatMs: 0,
-                syncMs: UInt64(configuration.seconds("links.sync_interval_seconds") * 1000),
+                syncMs: UInt64(configuration.settings.links.syncInterval.configMilliseconds),
                 known: core.backend(id)?.version, bindings: [])
             logger.info(
                 "local backend started",

@@ -50,7 +50,7 @@ extension Daemon {
                 "shared_token": "\(auth.shared != nil)", "links.revoked": "\(revoked)",
             ])
         var certificate = false
-        if configuration.tlsCertificate != nil, let listener {
+        if configuration.settings.tls.cert != nil, let listener {
             // A Result, not a throwing closure: the 6.3 compiler crashes on a typed throw through assumeIsolated.
             let loaded: Result<Void, TransportError> = transport.assumeIsolated { t in
                 do throws(TransportError) {
@@ -71,7 +71,7 @@ extension Daemon {
                 "certificate reloaded",
                 metadata: [
                     "audit.action": "reload_certificate", "audit.by": "SIGHUP",
-                    "tls.client_ca": "\(configuration.tlsClientCA != nil)",
+                    "tls.client_ca": "\(configuration.settings.tls.clientCA != nil)",
                 ])
         }
         return ReloadOutcome(revokedLinks: revoked, certificateReloaded: certificate)

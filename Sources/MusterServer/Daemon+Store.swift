@@ -75,7 +75,7 @@ extension Daemon {
             logger.notice(
                 "job store opened",
                 metadata: [
-                    "store.url": "\(configuration.storeURLDescription)", "store.epoch": "\(snapshot.epoch)",
+                    "store.url": "\(configuration.settings.store.url)", "store.epoch": "\(snapshot.epoch)",
                     "jobs.stored": "\(snapshot.jobs.count)", "jobs.unfinished": "\(unfinished)",
                     "batches": "\(snapshot.batches.count)",
                     "took_ms": "\((ContinuousClock.now - started).nanosecondsClamped / 1_000_000)",
@@ -90,7 +90,7 @@ extension Daemon {
             if storeFailure == nil {
                 logger.error(
                     "job store unavailable: accepting no work until it opens",
-                    metadata: ["store.url": "\(configuration.storeURLDescription)", "error": "\(error)"])
+                    metadata: ["store.url": "\(configuration.settings.store.url)", "error": "\(error)"])
             }
             storeFailure = error
             metrics.counter("muster_store_failures_total", ["kind": error.kind.rawValue]).increment()

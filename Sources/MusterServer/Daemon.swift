@@ -112,38 +112,39 @@ public actor Daemon {
         self.logger = logger
         self.audit = audit ?? Logger(label: "muster.audit")
         self.metrics = metrics
+        let settings = configuration.settings
         var t = TransportConfiguration()
-        t.maxMessageBytes = configuration.int("links.max_message_bytes")
-        t.outboundHighWaterBytes = configuration.int("links.outbound_high_water_bytes")
+        t.maxMessageBytes = settings.links.maxMessageBytes
+        t.outboundHighWaterBytes = settings.links.outboundHighWaterBytes
         // Protocol/README.md section 2: ping after `heartbeat_ms` of silence (half the keepalive,
         // at least 500 ms), drop a link silent for two intervals.
-        let heartbeat = Self.heartbeatMs(keepaliveSeconds: configuration.seconds("links.keepalive_seconds"))
+        let heartbeat = Self.heartbeatMs(keepalive: settings.links.keepalive)
         t.keepalivePingAfter = .milliseconds(Int64(heartbeat))
         t.keepaliveHangUpAfter = .milliseconds(Int64(2 * heartbeat))
         self.heartbeatMs = heartbeat
-        t.handshakeTimeout = .milliseconds(Int64(configuration.seconds("links.handshake_timeout_seconds") * 1000))
-        t.maxPendingHandshakesPerAddress = configuration.int("links.max_pending_handshakes_per_address")
+        t.handshakeTimeout = settings.links.handshakeTimeout
+        t.maxPendingHandshakesPerAddress = settings.links.maxPendingHandshakesPerAddress
         self.transport = try Transport(configuration: t, logger: logger)
-        switch configuration.storeURL {
+        switch settings.store.url {
         case .memory: self.store = nil
         case .sqlite(let path): self.store = SQLiteJobStore(path: path)
         // Shared by two coordinators: made at takeover, with the term's fencing token (Daemon+Leadership).
         case .postgres: self.store = nil
         }
         var policy = Self.policy(from: configuration)
-        policy.persistChanges = configuration.storeURL != .memory
+        policy.persistChanges = settings.store.url != .memory
         self.core = MusterCore.Coordinator(policy: policy)
         self.origin = .now
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         self.originMs = UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000)
         var limits = ProtocolLimits.default
-        limits.maxMessageBytes = configuration.int("links.max_message_bytes")
+        limits.maxMessageBytes = settings.links.maxMessageBytes
         self.limits = limits
         self.auth = try configuration.authenticator()
-        self.ownerQuota = configuration.int("jobs.max_in_flight_per_owner")
-        self.maxLinksPerAddress = configuration.int("links.max_per_address")
-        self.maxMessagesPerSecond = configuration.int("links.max_messages_per_second")
+        self.ownerQuota = settings.jobs.maxInFlightPerOwner
+        self.maxLinksPerAddress = settings.links.maxPerAddress
+        self.maxMessagesPerSecond = settings.links.maxMessagesPerSecond
         self.handshakeTimeout = t.handshakeTimeout
         let election = election ?? Self.election(for: configuration)
         self.election = election
@@ -152,27 +153,28 @@ public actor Daemon {
     }
 
     /// `heartbeat_ms` for `links.keepalive_seconds`: half of it, at least 500 ms.
-    static func heartbeatMs(keepaliveSeconds: Double) -> UInt64 {
-        UInt64(max(500, (keepaliveSeconds * 500).rounded()))
+    static func heartbeatMs(keepalive: Duration) -> UInt64 {
+        UInt64(max(500, (Double(keepalive.configMilliseconds) / 2).rounded()))
     }
 
     static func policy(from c: Configuration) -> CorePolicy {
+        let s = c.settings
         var p = CorePolicy()
-        p.gateWindow = .milliseconds(Int64(c.seconds("gate.window_seconds") * 1000))
-        p.overqueue = c.int("routing.overqueue")
-        p.workStealing = c.bool("routing.work_stealing")
-        p.inhibitAfterFailure = .milliseconds(Int64(c.seconds("routing.inhibit_after_failure_seconds") * 1000))
-        p.maxAttempts = c.int("routing.max_attempts")
-        p.keepQueuedWhenNoEligible = c.string("routing.no_eligible_backend") == "queue"
-        p.suspectGrace = .milliseconds(Int64(c.seconds("links.suspect_grace_seconds") * 1000))
-        p.syncInterval = .milliseconds(Int64(c.seconds("links.sync_interval_seconds") * 1000))
-        p.finishedJobLimit = c.int("jobs.retain_finished")
-        p.routing = c.string("routing.rule") == "least_loaded" ? .leastLoaded : .expectedCompletion
-        p.jobDurationPriors = c.secondsByKind("routing.job_seconds").mapValues { .milliseconds(Int64(($0 * 1000).rounded())) }
-        p.defaultJobDuration = .milliseconds(Int64(c.seconds("routing.default_job_seconds") * 1000))
-        p.defaultModelLoadTime = .milliseconds(Int64(c.seconds("routing.model_load_seconds") * 1000))
-        p.maxWaitForBetterBackend = .milliseconds(Int64(c.seconds("routing.max_wait_for_better_seconds") * 1000))
-        p.cancelGrace = .milliseconds(Int64(c.seconds("jobs.cancel_grace_seconds") * 1000))
+        p.gateWindow = s.gate.window
+        p.overqueue = s.routing.overqueue
+        p.workStealing = s.routing.workStealing
+        p.inhibitAfterFailure = s.routing.inhibitAfterFailure
+        p.maxAttempts = s.routing.maxAttempts
+        p.keepQueuedWhenNoEligible = s.routing.noEligibleBackend == .queue
+        p.suspectGrace = s.links.suspectGrace
+        p.syncInterval = s.links.syncInterval
+        p.finishedJobLimit = s.jobs.retainFinished
+        p.routing = s.routing.rule
+        p.jobDurationPriors = s.routing.jobDurations
+        p.defaultJobDuration = s.routing.defaultJobDuration
+        p.defaultModelLoadTime = s.routing.modelLoadDuration
+        p.maxWaitForBetterBackend = s.routing.maxWaitForBetter
+        p.cancelGrace = s.jobs.cancelGrace
         return p
     }
 
@@ -193,25 +195,25 @@ public actor Daemon {
     @discardableResult
     public func start() throws -> Int {
         var server = ServerConfiguration()
-        server.host = configuration.listen.host
-        server.port = configuration.listen.port
-        server.maxRequestBodyBytes = configuration.int("http.max_body_bytes")
+        server.host = configuration.settings.listen.host
+        server.port = configuration.settings.listen.port
+        server.maxRequestBodyBytes = configuration.settings.http.maxBodyBytes
         server.subprotocols = [
             (Subprotocol.backend, backendHandler()),
             (Subprotocol.client, clientHandler()),
         ]
         server.http = httpRoutes()
-        if let cert = configuration.tlsCertificate, let key = configuration.tlsKey {
+        let tls = configuration.settings.tls
+        if let cert = tls.cert, let key = tls.key {
             server.tls = ServerTLS(
-                certificateFile: cert, privateKeyFile: key, clientCAFile: configuration.tlsClientCA,
-                requireClientCertificate: configuration.tlsClientCA != nil)
+                certificateFile: cert, privateKeyFile: key, clientCAFile: tls.clientCA, requireClientCertificate: tls.clientCA != nil)
         }
         let listener = try transport.assumeIsolated { try $0.listen(server) }
         self.listener = listener
         logger.info(
             "muster serving",
             metadata: [
-                "listen.host": "\(configuration.listen.host)", "listen.port": "\(listener.port)",
+                "listen.host": "\(configuration.settings.listen.host)", "listen.port": "\(listener.port)",
                 "version": "\(Self.version)", "backends.local": "\(configuration.backends.filter(\.isLocal).count)",
                 "backends.remote": "\(configuration.backends.filter { !$0.isLocal }.count)",
                 "auth.clients": auth.clientSideOpen ? "open" : "token", "auth.backends": auth.backendSideOpen ? "open" : "token",

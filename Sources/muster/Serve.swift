@@ -59,12 +59,12 @@ struct Serve: AsyncParsableCommand {
             print(config.printable())
             return
         }
-        LogBootstrap.bootstrap(format: config.logFormat, level: config.logLevel)
+        LogBootstrap.bootstrap(format: config.settings.log.format.rawValue, level: config.settings.log.level.rawValue)
         let logger = Logger(label: "muster")
         if config.isOpenBeyondLoopback {
             logger.warning(
                 "protected mode is off (auth.allow_anonymous): anyone who can reach this address may submit, cancel, drain and register backends",
-                metadata: ["listen": "\(config.listen)"])
+                metadata: ["listen": "\(config.settings.listen)"])
         }
         signal(SIGPIPE, SIG_IGN)
         let daemon: Daemon

@@ -22,21 +22,21 @@ import Testing
 
     @Test func embeddedDefaultServesLocallyWithAnImageAndAVideoBackend() throws {
         let config = try Configuration.load(file: nil, environment: [:])
-        #expect(config.listen == HostPort(host: "127.0.0.1", port: 7460))
+        #expect(config.settings.listen == HostPort(host: "127.0.0.1", port: 7460))
         #expect(config.backends.count == 2)
         #expect(config.backends.allSatisfy { $0.isLocal })
         #expect(config.backends.contains { $0.features.contains("video") && $0.features.contains("frameinterps") })
         #expect(config.backends.contains { !$0.features.contains("video") })
-        #expect(config.seconds("gate.window_seconds") == 60)
-        #expect(config.int("routing.overqueue") == 1)
+        #expect(config.settings.gate.window == .seconds(60))
+        #expect(config.settings.routing.overqueue == 1)
     }
 
     @Test func featureListsTakeAnArrayOrCommasAndRefuseBadNames() throws {
-        #expect(try Configuration.load(file: nil, environment: [:]).features("dashboard.highlight_features") == ["frameinterps", "video"])
+        #expect(try Configuration.load(file: nil, environment: [:]).settings.dashboard.highlightFeatures == ["frameinterps", "video"])
         let file = try write(#"{"dashboard": {"highlight_features": ["video", "image", "video"]}}"#)
-        #expect(try Configuration.load(file: file, environment: [:]).features("dashboard.highlight_features") == ["image", "video"])
+        #expect(try Configuration.load(file: file, environment: [:]).settings.dashboard.highlightFeatures == ["image", "video"])
         let env = try Configuration.load(file: nil, environment: ["MUSTER_DASHBOARD_HIGHLIGHT_FEATURES": "b, a"])
-        #expect(env.features("dashboard.highlight_features") == ["a", "b"])
+        #expect(env.settings.dashboard.highlightFeatures == ["a", "b"])
         let bad = loadError(set: [("dashboard.highlight_features", "video,Frame Interp")])
         #expect(bad?.key == "dashboard.highlight_features")
         #expect(bad?.description.contains("'Frame Interp' is not a feature name") == true, "\(String(describing: bad))")
@@ -46,15 +46,15 @@ import Testing
 
     @Test func routingPriorsTakeAnObjectOrPairsAndNameTheBadKey() throws {
         let config = try Configuration.load(file: nil, environment: [:])
-        #expect(config.secondsByKind("routing.job_seconds").isEmpty)
-        #expect(config.string("routing.rule") == "expected_completion")
-        #expect(config.seconds("routing.model_load_seconds") == 20)
+        #expect(config.settings.routing.jobDurations.isEmpty)
+        #expect(config.settings.routing.rule == .expectedCompletion)
+        #expect(config.settings.routing.modelLoadDuration == .seconds(20))
         let file = try write(#"{"routing": {"job_seconds": {"video": "40s", "image": 6}, "rule": "least_loaded"}}"#)
         let fromFile = try Configuration.load(file: file, environment: [:])
-        #expect(fromFile.secondsByKind("routing.job_seconds") == ["image": 6, "video": 40])
-        #expect(fromFile.string("routing.rule") == "least_loaded")
+        #expect(fromFile.settings.routing.jobDurations == ["image": .seconds(6), "video": .seconds(40)])
+        #expect(fromFile.settings.routing.rule == .leastLoaded)
         let env = try Configuration.load(file: nil, environment: ["MUSTER_ROUTING_JOB_SECONDS": "image=1.5, video=2m"])
-        #expect(env.secondsByKind("routing.job_seconds") == ["image": 1.5, "video": 120])
+        #expect(env.settings.routing.jobDurations == ["image": .milliseconds(1500), "video": .seconds(120)])
         for bad in ["image", "image=-3", "image=soon", "=4"] {
             let error = loadError(set: [("routing.job_seconds", bad)])
             #expect(error?.key == "routing.job_seconds", "\(bad)")
@@ -99,9 +99,9 @@ import Testing
         let config = try Configuration.load(
             file: file, environment: ["MUSTER_GATE_WINDOW_SECONDS": "45s", "MUSTER_ROUTING_OVERQUEUE": "3"],
             overrides: [("flag --set", "routing.overqueue", "4")])
-        #expect(config.listen == HostPort(host: "0.0.0.0", port: 9000))
-        #expect(config.seconds("gate.window_seconds") == 45)
-        #expect(config.int("routing.overqueue") == 4)
+        #expect(config.settings.listen == HostPort(host: "0.0.0.0", port: 9000))
+        #expect(config.settings.gate.window == .seconds(45))
+        #expect(config.settings.routing.overqueue == 4)
     }
 
     @Test func unknownKeyNamesFileKeyAndSuggestion() throws {

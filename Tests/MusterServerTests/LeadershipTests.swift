@@ -112,7 +112,7 @@ extension ElectedCoordinator where Election == HandElection {
             overrides: [("test", "listen", "10.1.2.3:7460"), ("test", "auth.token", "t"), ("test", "ha.name", "east")])
         #expect(named.haAdvertise == "ws://10.1.2.3:7460")
         #expect(named.haName == "east")
-        #expect(named.seconds("ha.lease_seconds") == 3)
+        #expect(named.settings.ha.lease == .seconds(3))
     }
 
     @Test func serveExitsTwoNamingHaAdvertise() async throws {

@@ -8,14 +8,13 @@ extension Configuration {
     /// others stand by: a postgres store. With SQLite or memory there is one coordinator, always
     /// the leader.
     public var electsLeader: Bool {
-        let url = string("store.url")
-        return url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")
+        if case .postgres = settings.store.url { return true }
+        return false
     }
 
     /// `ha.name`, else the host name.
     public var haName: String {
-        let name = string("ha.name")
-        if !name.isEmpty { return name }
+        if let name = settings.ha.name { return name }
         let host = ProcessInfo.processInfo.hostName
         return host.isEmpty ? "muster" : host
     }
@@ -23,16 +22,14 @@ extension Configuration {
     /// `ha.advertise`, else the URL of `listen` (nil when `listen` cannot be dialled from
     /// elsewhere: a wildcard address or port 0).
     public var haAdvertise: String? {
-        let advertise = string("ha.advertise")
-        if !advertise.isEmpty { return advertise }
-        let l = listen
+        if let advertise = settings.ha.advertise { return advertise }
+        let l = settings.listen
         guard l.port != 0, !["0.0.0.0", "::", "*", ""].contains(l.host) else { return nil }
-        return "\(tlsCertificate == nil ? "ws" : "wss")://\(l)"
+        return "\(settings.tls.cert == nil ? "ws" : "wss")://\(l)"
     }
 
     func validateHA(source: String) throws(ConfigError) {
-        let advertise = string("ha.advertise")
-        if !advertise.isEmpty {
+        if let advertise = settings.ha.advertise {
             let scheme = advertise.hasPrefix("ws://") ? 5 : advertise.hasPrefix("wss://") ? 6 : 0
             let authority = advertise.dropFirst(scheme).prefix { $0 != "/" && $0 != "?" }
             guard scheme > 0, !authority.isEmpty, !advertise.contains(","), advertise.utf8.count <= 128 else {
@@ -41,14 +38,13 @@ extension Configuration {
                     reason: "'\(advertise)' is not a coordinator URL; expected ws://HOST:PORT or wss://HOST:PORT (at most 128 characters)")
             }
         }
-        let name = string("ha.name")
-        if !name.isEmpty, name.utf8.count > 128 || name.contains(where: { $0.isNewline || $0 == "," }) {
+        if let name = settings.ha.name, name.utf8.count > 128 || name.contains(where: { $0.isNewline || $0 == "," }) {
             throw ConfigError(source: source, key: "ha.name", reason: "expected a node name of at most 128 characters")
         }
         if electsLeader, haAdvertise == nil {
             throw ConfigError(
                 source: source, key: "ha.advertise",
-                reason: "listen \(listen) is not an address agents and clients can dial, and with a postgres store a standby "
+                reason: "listen \(settings.listen) is not an address agents and clients can dial, and with a postgres store a standby "
                     + "names the leader by it; set ha.advertise to this coordinator's ws://HOST:PORT")
         }
     }

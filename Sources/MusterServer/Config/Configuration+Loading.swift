@@ -7,12 +7,14 @@ extension Configuration {
     /// embedded defaults < `file` < `environment` (`MUSTER_*`) < `overrides` (`--set KEY=VALUE`
     /// and dedicated flags, in order). Backends come from the file or `backends` overrides; when no
     /// source declares any, the embedded default's two local simulated backends are used.
+    /// The merged values are then decoded once into `settings` and checked across keys; any
+    /// failure is a `ConfigError` naming the key.
     public static func load(
         file: String?,
         environment: [String: String] = ProcessInfo.processInfo.environment,
         overrides: [(source: String, key: String, value: String)] = []
     ) throws(ConfigError) -> Configuration {
-        var config = Configuration.embeddedDefault
+        var layers = Layers()
         var backendsDeclared = false
 
         if let file {
@@ -29,26 +31,29 @@ extension Configuration {
             guard let object = root as? [String: Any] else {
                 throw ConfigError(source: source, key: "", reason: "expected a JSON object at the top level")
             }
-            try config.apply(
+            try layers.apply(
                 object: object, prefix: "", source: source, environment: environment, backendsDeclared: &backendsDeclared)
         }
 
         for key in ConfigKey.all {
             if let text = environment[key.environmentName] {
-                try config.set(key.name, text: text, source: "environment \(key.environmentName)", environment: environment)
+                try layers.set(key.name, text: text, source: "environment \(key.environmentName)", environment: environment)
             }
         }
         for (name, source) in Self.structuredKeys {
             if let text = environment[source] {
-                try config.set(name, text: text, source: "environment \(source)", environment: environment)
+                try layers.set(name, text: text, source: "environment \(source)", environment: environment)
                 if name == "backends" { backendsDeclared = true }
             }
         }
         for o in overrides {
-            try config.set(o.key, text: o.value, source: o.source, environment: environment)
+            try layers.set(o.key, text: o.value, source: o.source, environment: environment)
             if o.key == "backends" { backendsDeclared = true }
         }
-        if !backendsDeclared { config.backends = BackendConfig.embeddedDefault }
+        if !backendsDeclared { layers.backends = BackendConfig.embeddedDefault }
+        let config = Configuration(
+            settings: try Settings(decoding: layers.values), values: layers.values, backends: layers.backends,
+            backendTokens: layers.backendTokens, credentials: layers.credentials)
         try config.validate()
         return config
     }
@@ -59,61 +64,67 @@ extension Configuration {
         ("auth.credentials", "MUSTER_AUTH_CREDENTIALS"),
     ]
 
-    private mutating func apply(
-        object: [String: Any], prefix: String, source: String, environment: [String: String],
-        backendsDeclared: inout Bool
-    ) throws(ConfigError) {
-        for (k, v) in object.sorted(by: { $0.key < $1.key }) {
-            let name = prefix.isEmpty ? k : "\(prefix).\(k)"
-            if name == "backends" {
-                backendsDeclared = true
-                backends = try parseBackends(v, source: source).get()
-            } else if name == "auth.backend_tokens" {
-                backendTokens = try parseTokens(v, source: source)
-            } else if name == "auth.credentials" {
-                credentials = try Self.parseCredentials(v, source: source, environment: environment)
-            } else if let key = ConfigKey.byName[name] {
-                switch key.parse(json: v) {
-                case .success(let value): values[name] = value
-                case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
+    /// The sources merged so far, later ones overwriting: embedded defaults first.
+    private struct Layers {
+        var values: [String: ConfigValue] = Dictionary(uniqueKeysWithValues: ConfigKey.all.map { ($0.name, $0.defaultValue) })
+        var backends: [BackendConfig] = []
+        var backendTokens: [String: String] = [:]
+        var credentials: [Credential] = []
+
+        mutating func apply(
+            object: [String: Any], prefix: String, source: String, environment: [String: String],
+            backendsDeclared: inout Bool
+        ) throws(ConfigError) {
+            for (k, v) in object.sorted(by: { $0.key < $1.key }) {
+                let name = prefix.isEmpty ? k : "\(prefix).\(k)"
+                if name == "backends" {
+                    backendsDeclared = true
+                    backends = try parseBackends(v, source: source).get()
+                } else if name == "auth.backend_tokens" {
+                    backendTokens = try Configuration.parseTokens(v, source: source)
+                } else if name == "auth.credentials" {
+                    credentials = try Configuration.parseCredentials(v, source: source, environment: environment)
+                } else if let key = ConfigKey.byName[name] {
+                    switch key.parse(json: v) {
+                    case .success(let value): values[name] = value
+                    case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
+                    }
+                } else if let sub = v as? [String: Any], ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") }) {
+                    try apply(
+                        object: sub, prefix: name, source: source, environment: environment, backendsDeclared: &backendsDeclared)
+                } else {
+                    throw ConfigError(source: source, key: name, reason: "unknown key\(Configuration.suggestion(for: name))")
                 }
-            } else if let sub = v as? [String: Any], ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") }) {
-                try apply(
-                    object: sub, prefix: name, source: source, environment: environment, backendsDeclared: &backendsDeclared)
-            } else {
-                throw ConfigError(source: source, key: name, reason: "unknown key\(Self.suggestion(for: name))")
+            }
+        }
+
+        /// Sets one key from text, as given in the environment or on the command line.
+        mutating func set(_ name: String, text: String, source: String, environment: [String: String]) throws(ConfigError) {
+            if Configuration.structuredKeys.contains(where: { $0.0 == name }) {
+                let json: Any
+                do {
+                    json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
+                } catch {
+                    throw ConfigError(source: source, key: name, reason: "expected JSON: \(error.localizedDescription)")
+                }
+                switch name {
+                case "backends": backends = try parseBackends(json, source: source).get()
+                case "auth.backend_tokens": backendTokens = try Configuration.parseTokens(json, source: source)
+                default: credentials = try Configuration.parseCredentials(json, source: source, environment: environment)
+                }
+                return
+            }
+            guard let key = ConfigKey.byName[name] else {
+                throw ConfigError(source: source, key: name, reason: "unknown key\(Configuration.suggestion(for: name))")
+            }
+            switch key.parse(text: text) {
+            case .success(let value): values[name] = value
+            case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
             }
         }
     }
 
-    /// Sets one key from text, as given in the environment or on the command line.
-    private mutating func set(
-        _ name: String, text: String, source: String, environment: [String: String]
-    ) throws(ConfigError) {
-        if Self.structuredKeys.contains(where: { $0.0 == name }) {
-            let json: Any
-            do {
-                json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
-            } catch {
-                throw ConfigError(source: source, key: name, reason: "expected JSON: \(error.localizedDescription)")
-            }
-            switch name {
-            case "backends": backends = try parseBackends(json, source: source).get()
-            case "auth.backend_tokens": backendTokens = try parseTokens(json, source: source)
-            default: credentials = try Self.parseCredentials(json, source: source, environment: environment)
-            }
-            return
-        }
-        guard let key = ConfigKey.byName[name] else {
-            throw ConfigError(source: source, key: name, reason: "unknown key\(Self.suggestion(for: name))")
-        }
-        switch key.parse(text: text) {
-        case .success(let value): values[name] = value
-        case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
-        }
-    }
-
-    private func parseTokens(_ json: Any, source: String) throws(ConfigError) -> [String: String] {
+    private static func parseTokens(_ json: Any, source: String) throws(ConfigError) -> [String: String] {
         guard let o = json as? [String: Any] else {
             throw ConfigError(source: source, key: "auth.backend_tokens", reason: "expected an object of backend name to token")
         }
@@ -130,40 +141,33 @@ extension Configuration {
     /// Checks that hold across keys.
     private func validate() throws(ConfigError) {
         let source = "configuration"
-        if (tlsCertificate == nil) != (tlsKey == nil) {
-            throw ConfigError(source: source, key: tlsCertificate == nil ? "tls.cert" : "tls.key", reason: "tls.cert and tls.key go together")
+        let tls = settings.tls, auth = settings.auth
+        if (tls.cert == nil) != (tls.key == nil) {
+            throw ConfigError(source: source, key: tls.cert == nil ? "tls.cert" : "tls.key", reason: "tls.cert and tls.key go together")
         }
-        if tlsClientCA != nil, tlsCertificate == nil {
+        if tls.clientCA != nil, tls.cert == nil {
             throw ConfigError(source: source, key: "tls.client_ca", reason: "client certificates need tls.cert and tls.key")
         }
-        if tlsClientCA == nil, let bound = credentials.first(where: { $0.certificateName != nil }) {
+        if tls.clientCA == nil, let bound = credentials.first(where: { $0.certificateName != nil }) {
             throw ConfigError(
                 source: source, key: "auth.credentials",
                 reason: "credential \(bound.name) is bound to a client certificate (certificate_cn) but tls.client_ca is not set, "
                     + "so no client certificate is asked for; set tls.client_ca or give it a token_file")
         }
-        if sharedToken != nil, tokenFile != nil {
+        if auth.token != nil, auth.tokenFile != nil {
             throw ConfigError(source: source, key: "auth.token_file", reason: "give auth.token or auth.token_file, not both")
         }
-        for path in [tokenFile, tlsCertificate, tlsKey, tlsClientCA].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
-            let key = ["auth.token_file", "tls.cert", "tls.key", "tls.client_ca"].first { string($0) == path }!
+        let files = [("auth.token_file", auth.tokenFile), ("tls.cert", tls.cert), ("tls.key", tls.key), ("tls.client_ca", tls.clientCA)]
+        for case (let key, let path?) in files where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigError(source: source, key: key, reason: "cannot read '\(path)'")
         }
         try validateHA(source: source)
-        let store = string("store.url")
-        if !store.isEmpty {
-            do {
-                _ = try StoreURL(parsing: store)
-            } catch {
-                throw ConfigError(source: source, key: "store.url", reason: "\(error)")
-            }
-        }
-        if let open = openSideBeyondLoopback, !bool("auth.allow_anonymous") {
+        if let open = openSideBeyondLoopback, !auth.allowAnonymous {
             let what = open == "client"
                 ? "submit, cancel and drain" : open == "backend" ? "register as a backend" : "submit, cancel, drain and register as a backend"
             throw ConfigError(
                 source: source, key: "auth.token",
-                reason: "listen \(listen) is reachable beyond this machine and no \(open == "both" ? "" : open + " ")credentials are configured, "
+                reason: "listen \(settings.listen) is reachable beyond this machine and no \(open == "both" ? "" : open + " ")credentials are configured, "
                     + "so anyone who reaches the port could \(what); set auth.token or auth.token_file (every role), "
                     + "auth.credentials with \(open == "backend" ? "a backend" : open == "client" ? "a client, operator or read" : "backend and client")"
                     + " credential (or tls.client_ca for client certificates), listen on 127.0.0.1, or accept that with "
@@ -177,8 +181,8 @@ extension Configuration {
 
     /// "client", "backend" or "both": what protected mode refuses; nil when it does not.
     private var openSideBeyondLoopback: String? {
-        guard !listen.isLoopback, tlsClientCA == nil else { return nil }
-        let shared = sharedToken != nil || tokenFile != nil
+        guard !settings.listen.isLoopback, settings.tls.clientCA == nil else { return nil }
+        let shared = settings.auth.token != nil || settings.auth.tokenFile != nil
         let auth = Authenticator(shared: shared ? "" : nil, credentials: allCredentials)
         switch (auth.clientSideOpen, auth.backendSideOpen) {
         case (true, true): return "both"
@@ -201,7 +205,7 @@ extension Configuration {
     }
 
     /// " (did you mean gate.window_seconds?)" for a near miss.
-    private static func suggestion(for name: String) -> String {
+    fileprivate static func suggestion(for name: String) -> String {
         let candidates = ConfigKey.all.map(\.name) + structuredKeys.map(\.0)
         let best = candidates.map { ($0, editDistance($0, name)) }.min { $0.1 < $1.1 }
         guard let best, best.1 <= max(2, name.count / 4) else { return "" }
@@ -212,7 +216,7 @@ extension Configuration {
     public func printable() -> String {
         var root: [String: Any] = [:]
         for key in ConfigKey.all {
-            var value = values[key.name]!.jsonFragment
+            var value = (values[key.name] ?? key.defaultValue).jsonFragment
             if key.kind == .secret, let s = value as? String, !s.isEmpty { value = "<redacted>" }
             let parts = key.name.split(separator: ".").map(String.init)
             if parts.count == 1 {
@@ -237,8 +241,8 @@ extension Configuration {
 
     /// The shared token: `auth.token`, or the first line of `auth.token_file`.
     public func resolvedSharedToken() throws(ConfigError) -> String? {
-        if let sharedToken { return sharedToken }
-        guard let tokenFile else { return nil }
+        if let token = settings.auth.token { return token }
+        guard let tokenFile = settings.auth.tokenFile else { return nil }
         return try Self.readTokenFile(tokenFile, source: "configuration", key: "auth.token_file")
     }
 }
