@@ -101,16 +101,11 @@ extension Transport {
         case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
             if let link = link(of: wsi) {
                 let why = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "unknown"
-                logger.debug(
-                    "link dial failed",
-                    metadata: ["link.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
-                counters.dialFailures += 1
-                linkClosed(link, wsi)
-                link.handler.dialFailed?(self, link.id, why)
+                dialFailed(link, wsi, why)
             }
             return 0
         case LWS_CALLBACK_CLIENT_CLOSED:
-            if let link = link(of: wsi) { linkClosed(link, wsi) }
+            if let link = link(of: wsi) { clientClosed(link, wsi) }
             return 0
 
         // Plain HTTP.
@@ -172,6 +167,28 @@ extension Transport {
         return pending.at
     }
 
+    /// A dial that ended before its WebSocket handshake completed: logged, counted and told to
+    /// the handler (`dialFailed`); the link dials again unless its owner closes it.
+    private func dialFailed(_ link: Link, _ wsi: OpaquePointer, _ why: String) {
+        logger.debug(
+            "link dial failed", metadata: ["link.id": "\(link.id)", "url": "\(link.dial?.url ?? "")", "error": "\(why)"])
+        counters.dialFailures += 1
+        linkClosed(link, wsi)
+        link.handler.dialFailed?(self, link.id, why)
+    }
+
+    /// A client link's connection ended. Before the WebSocket handshake completed, lws does not
+    /// always say `CLIENT_CONNECTION_ERROR`: a TLS peer that refuses the client's certificate
+    /// after the client finished its side of a TLS 1.3 handshake closes a connection lws already
+    /// counts as connected. That is a failed dial too, not a silent redial.
+    private func clientClosed(_ link: Link, _ wsi: OpaquePointer) {
+        if link.wsi == wsi, !link.open, !link.closedByUser, !shuttingDown {
+            dialFailed(link, wsi, "the connection closed before the WebSocket handshake completed")
+        } else {
+            linkClosed(link, wsi)
+        }
+    }
+
     private func wsiDestroyed(_ wsi: OpaquePointer) {
         let k = key(wsi)
         if let accepted = handshakeEnded(k) {
@@ -184,7 +201,9 @@ extension Transport {
         if let link = link(of: wsi) {
             lws_set_opaque_user_data(wsi, nil)
             if link.wsi == wsi {
-                if link.open || link.isClient {
+                if link.isClient {
+                    clientClosed(link, wsi)
+                } else if link.open {
                     linkClosed(link, wsi)
                 } else {
                     // A server handshake that never completed.

@@ -22,7 +22,7 @@ import Testing
             for await event in client.events {
                 print("job \(event.job): \(event.event), \(event.state)")
                 if let waiting = event.waiting { print("  the warm-up gate holds it for \(waiting.features)") }
-                if event.event == .completed {
+                if event.state == .completed {
                     kept = event.job
                     canceled = try await client.cancel(.batch(accepted.batch))
                     break

@@ -418,3 +418,56 @@ extension Transport {
         bytes.withUnsafeBytes { _ = send(utf8: $0, to: id) }
     }
 }
+
+/// A peer that takes the TCP connection, reads the client's upgrade request and closes without
+/// answering: the dial fails (`dialFailed`), it does not vanish into a silent redial.
+@Suite struct DialClosedBeforeHandshakeTests {
+    /// Listens on 127.0.0.1:0; accepts `count` connections, each read up to the end of its
+    /// request head and closed. Returns the port.
+    static func closingListener(count: Int) throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EIO) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(fd, p, len) == 0 && listen(fd, 8) == 0 && getsockname(fd, p, &len) == 0
+            }
+        }
+        guard bound else {
+            close(fd)
+            throw POSIXError(.EADDRINUSE)
+        }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let thread = Thread {
+            for _ in 0..<count {
+                let c = accept(fd, nil, nil)
+                guard c >= 0 else { break }
+                var head: [UInt8] = []
+                var buf = [UInt8](repeating: 0, count: 4096)
+                while !head.suffix(4).elementsEqual(Array("\r\n\r\n".utf8)) {
+                    let n = recv(c, &buf, buf.count, 0)
+                    if n <= 0 { break }
+                    head += buf[0..<n]
+                }
+                close(c)
+            }
+            close(fd)
+        }
+        thread.start()
+        return port
+    }
+
+    @Test func aPeerThatClosesBeforeAnsweringTheUpgradeFailsTheDial() async throws {
+        let port = try Self.closingListener(count: 1)
+        let t = try makeTransport { $0.reconnectDelays = [.seconds(60)] }
+        let client = Recorder<WSEvent>()
+        _ = try await t.dial(DialConfiguration(url: "ws://127.0.0.1:\(port)/"), handler: client.handler())
+        #expect(await client.waitDialFailed())
+        #expect(await t.counters.dialFailures == 1)
+        await t.shutdown()
+    }
+}
