@@ -14,8 +14,8 @@ struct AgentCommand: AsyncParsableCommand {
         abstract: "Run a remote backend that links to a coordinator.",
         discussion: """
             The agent dials the coordinator (--coordinator) or listens to be dialled (--listen), says \
-            hello, announces `loading`, and after --announce-after its features, models and slots as \
-            `ready`. Jobs are simulated (--job-seconds) or run by --exec: the assign message as JSON on \
+            hello, announces `loading`, and after --announce-after (or on SIGUSR1, whichever comes \
+            first) its features, models and slots as `ready`. Jobs are simulated (--job-seconds) or run by --exec: the assign message as JSON on \
             stdin, the result JSON read from stdout. A lost link is redialled with backoff; the agent \
             keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM drains: the agent \
             announces `draining`, finishes its jobs, says goodbye and exits 0. A refused hello (bad \
@@ -58,7 +58,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Jobs run at once.")
     var slots: Int = 1
 
-    @Option(help: "Time spent loading before announcing ready, e.g. 40s.")
+    @Option(help: "Time spent loading before announcing ready, e.g. 40s. SIGUSR1 ends it early.")
     var announceAfter: String = "0s"
 
     @Option(help: "Simulated job time: one duration (5s) or per kind (video=8s,image=2s,default=4s).")

@@ -43,19 +43,15 @@ import Testing
     }
 
     @Test func warmUpCaseSpreadsAVideoBatchAcrossTheLocalAndTheLateRemoteBackend() async throws {
-        // The remote announces 10 s after it starts: long enough that the submission and the
-        // readiness probe below land while it is still loading even when the whole suite loads
-        // the machine (3 s was not, 5 s failed once), and before the local backend's first job
-        // (16 s) ends.
-        let job = TimeScale.seconds(16)
+        // The remote links at once but stays loading (like a real one loading its models) until
+        // the test has seen the gate hold the batch for it and sends it SIGUSR1; the local
+        // backend's first job (8 s) is still running then.
+        let job = TimeScale.seconds(8)
         let (serve, port) = try await coordinator(
             backends(#"[{"name": "local-gpu", "kind": "simulated", "features": ["video", "frameinterps"], "job_seconds": {"default": \#(job)}}]"#)
-                + ["--set", "gate.window_seconds=\(TimeScale.seconds(60))"])
-        // The remote backend links at once but announces its features only after a while, like a
-        // real one loading its models: the issue's 40 s of loading against 60 s jobs, scaled down.
+                + ["--set", "gate.window_seconds=\(TimeScale.seconds(600))"])
         let remote = try await agent(
-            port: port, name: "gpu-box", features: "video,frameinterps", announceAfter: "\(TimeScale.seconds(10))s",
-            jobSeconds: "\(job)s")
+            port: port, name: "gpu-box", features: "video,frameinterps", announceAfter: "3600s", jobSeconds: "\(job)s")
         let submitted = try await HTTP.post(
             "http://127.0.0.1:\(port)/v1/batches", #"{"owner": "e2e", "jobs": [{"kind": "video", "needs": ["video", "frameinterps"], "count": 4}]}"#)
         #expect(submitted.status == 201)
@@ -65,6 +61,7 @@ import Testing
         let waiting = (held.json["waiting"] as? [[String: Any]])?.first
         let waitingFor = (waiting?["backends"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
         #expect(waitingFor == ["gpu-box"])
+        remote.send(signal: SIGUSR1)
 
         let jobs = try await finishedBatch(port: port)
         #expect(jobs.allSatisfy { $0.state == "completed" })

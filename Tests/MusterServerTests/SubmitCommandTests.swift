@@ -190,19 +190,31 @@ import Testing
     }
 
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
-        // `late` loads for 60 s before it announces video; the gate holds the job for it meanwhile.
-        // (2, 5, 10 and 20 s were too short when the whole suite loads the machine: the coordinator's
-        // start and the submitting process's took up to 38 s together beside the PostgreSQL tests,
-        // so `late` had announced before the submission and nothing was held.)
-        let late =
-            #"[{"name": "late", "kind": "simulated", "features": ["video"], "startup_delay_seconds": \#(TimeScale.seconds(60)), "#
-            + #""job_seconds": {"default": 0.05}}]"#
-        let (server, url) = try await serve(backends: late)
-        let result = try await run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])
+        // `late` stays loading until the test sends it SIGUSR1, once the gate holds the job for it:
+        // no race with a loaded machine's process start-up.
+        let (server, url) = try await serve(backends: "[]")
+        let late = try MusterProcess([
+            "agent", "--coordinator", url, "--name", "late", "--features", "video", "--announce-after", "3600s",
+            "--job-seconds", "50ms", "--log-format", "json", "--log-level", "debug",
+        ])
+        try await late.waitForLog("registered")
+        async let submitted = run(["submit", "--coordinator", url, "--kind", "video", "--needs", "video", "--wait"])
+        let readyz = url.replacingOccurrences(of: "ws://", with: "http://") + "/readyz"
+        try await within(.seconds(120), "the gate holds the job for late") {
+            while true {
+                let r = try await HTTP.get(readyz)
+                let waiting = (r.json["waiting"] as? [[String: Any]])?.first?["backends"] as? [[String: Any]]
+                if waiting?.contains(where: { $0["name"] as? String == "late" }) == true { return }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        late.send(signal: SIGUSR1)
+        let result = try await submitted
         #expect(result.status == 0, "\(result.errors)")
-        #expect(result.output.contains("completed on late (-1)"), "\(result.output)")
-        #expect(result.output.contains("waited for [video]: late (-1) loading"), "\(result.output)")
+        #expect(result.output.contains("completed on late (1)"), "\(result.output)")
+        #expect(result.output.contains("waited for [video]: late (1) loading"), "\(result.output)")
         #expect(result.output.contains("released: announced"), "\(result.output)")
+        #expect(try await late.stop() == 0)
         #expect(try await server.stop() == 0)
     }
 

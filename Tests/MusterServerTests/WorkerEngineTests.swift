@@ -41,6 +41,21 @@ import Testing
         #expect(ready.features == ["frameinterps", "video"])
     }
 
+    @Test func finishLoadingEndsTheStartupDelayOnce() {
+        let spec = WorkerSpec(name: "gpu", features: ["video"], startupDelay: .seconds(3600))
+        var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        let now = sent(e.finishLoading(at: .seconds(2)))
+        guard case .capabilities(let ready)? = now.first, now.count == 1 else {
+            Issue.record("expected one ready snapshot, got \(now)")
+            return
+        }
+        #expect(ready.state == .ready && ready.version.revision == 2)
+        #expect(e.nextDeadline != .seconds(3600), "the delay's deadline is gone")
+        #expect(sent(e.finishLoading(at: .seconds(3))).isEmpty, "a second request changes nothing")
+        #expect(sent(e.tick(at: .seconds(3600))).isEmpty, "nor does the old deadline")
+    }
+
     @Test func runsAtMostSlotsJobsFIFOAndReportsUnderTheLease() {
         var e = WorkerEngine(spec: WorkerSpec(name: "gpu", slots: 1, jobDurations: ["video": .seconds(60)]), incarnation: inc, epochMs: 0, at: .zero)
         _ = e.receive(welcome(e), at: .zero)

@@ -304,6 +304,14 @@ public actor Agent {
         transport.assumeIsolated { t in bytes.withUnsafeBytes { _ = t.send(utf8: $0, to: link) } }
     }
 
+    /// SIGUSR1: a simulated backend still in its start-up delay (`--announce-after`) finishes
+    /// loading now and announces `ready`; lets a script or a test decide when loading ends.
+    public func finishLoading() {
+        guard let driver, !stopped else { return }
+        logger.notice("loading finished on request")
+        driver.external { engine, now in engine.finishLoading(at: now) }
+    }
+
     /// SIGTERM: announce `draining`, finish the jobs, say goodbye and stop (bounded by the drain timeout).
     public func drain() {
         guard !draining, !stopped else { return }

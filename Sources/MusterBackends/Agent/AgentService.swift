@@ -1,10 +1,12 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// An agent as a `Service`: `run()` links (or listens to be dialled) and works until graceful
 /// shutdown, which drains it: announce `draining`, finish the jobs it has, say `goodbye`, stop.
-/// A drain that takes longer than `bound` ends the process with status 1.
+/// A drain that takes longer than `bound` ends the process with status 1. SIGUSR1 ends a simulated
+/// start-up delay (`Agent.finishLoading`).
 public struct AgentService: Service {
     public let agent: Agent
     public let logger: Logger
@@ -17,9 +19,17 @@ public struct AgentService: Service {
     }
 
     public func run() async throws {
+        // Trapped before the agent links: a SIGUSR1 right after "registered" must not kill it.
+        let usr1 = await UnixSignalsSequence(trapping: .sigusr1)
         try await withGracefulShutdownHandler {
             _ = try await agent.start()
-            await agent.waitUntilStopped()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { [agent] in
+                    for await _ in usr1 { await agent.finishLoading() }
+                }
+                await agent.waitUntilStopped()
+                group.cancelAll()
+            }
         } onGracefulShutdown: { [agent, logger, bound] in
             logger.notice("graceful shutdown requested: draining")
             exitIfNotDone(within: bound, logger: logger)

@@ -246,6 +246,14 @@ public struct WorkerEngine: Sendable {
         return next
     }
 
+    /// Ends a simulated start-up delay now (`muster agent` on SIGUSR1): the engine announces
+    /// `ready` as if its loading had just finished. Nothing happens once it has.
+    public mutating func finishLoading(at now: CoreInstant) -> [Action] {
+        guard readyAt != nil else { return [] }
+        readyAt = now
+        return tick(at: now)
+    }
+
     public mutating func tick(at now: CoreInstant) -> [Action] {
         var out: [Action] = []
         if let readyAt, readyAt <= now {
