@@ -29,8 +29,23 @@ struct ClientOptions: ParsableArguments {
             "CA bundle (PEM) to verify a wss:// coordinator against, instead of the system store.", valueName: "FILE"))
     var tlsCa: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "PEM client certificate for a wss:// coordinator that requires one (its tls.client_ca; the "
+                + "certificate_cn credential it matches says the role); with --key-file.", valueName: "FILE"))
+    var certFile: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --cert-file.", valueName: "FILE"))
+    var keyFile: String?
+
     func validate() throws {
         if token != nil, tokenFile != nil { throw ValidationError("give --token or --token-file, not both") }
+        guard (certFile == nil) == (keyFile == nil) else { throw ValidationError("--cert-file and --key-file go together") }
+        for (flag, path) in [("--cert-file", certFile), ("--key-file", keyFile)] {
+            if let path, !FileManager.default.isReadableFile(atPath: path) {
+                throw ValidationError("\(flag): cannot read '\(path)'")
+            }
+        }
         guard timeout > 0, timeout <= 86_400 else {
             throw ValidationError("--timeout must lie in 0...86400 seconds, got \(timeout)")
         }
@@ -61,7 +76,9 @@ struct ClientOptions: ParsableArguments {
         options.token = try? resolvedToken()
         options.connectTimeout = .milliseconds(Int64(timeout * 1000))
         options.requestTimeout = .milliseconds(Int64(timeout * 1000))
-        if let tlsCa { options.tls = ClientTLS(caFile: tlsCa) }
+        if tlsCa != nil || certFile != nil {
+            options.tls = ClientTLS(caFile: tlsCa, certificateFile: certFile, privateKeyFile: keyFile)
+        }
         return options
     }
 

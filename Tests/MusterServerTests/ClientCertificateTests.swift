@@ -321,4 +321,36 @@ import Testing
         #expect(try await agent.stop() == 0)
         #expect(try await serve.stop() == 0)
     }
+
+    /// The client commands present a certificate with --cert-file/--key-file; the credential whose
+    /// certificate_cn it carries decides what they may do.
+    @Test func clientCommandsPresentTheirCertificate() async throws {
+        let pki = try PKI()
+        defer { pki.remove() }
+        try pki.ca("ca-one")
+        let viewer = try pki.client("viewer", subject: "/CN=viewer.example", ca: "ca-one")
+        let alice = try pki.client("alice", subject: "/CN=alice.example", ca: "ca-one")
+        let (serve, port) = try await serve(
+            pki, clientCA: pki.path("ca-one.pem"),
+            credentials: #"[{"name": "viewer", "role": "read", "certificate_cn": "viewer.example"}, "#
+                + #"{"name": "alice", "role": "client", "certificate_cn": "alice.example"}]"#)
+        let cli = SubmitCommandTests()
+        func tls(_ c: ClientTLS) -> [String] {
+            ["--coordinator", "wss://127.0.0.1:\(port)", "--tls-ca", pki.serverCert, "--cert-file", c.certificateFile!,
+             "--key-file", c.privateKeyFile!]
+        }
+        let status = try await cli.run(["status", "--json"] + tls(viewer))
+        #expect(status.status == 0, "\(status.errors)")
+        #expect(status.output.contains(#""type":"status_report""#), "\(status.output)")
+        let refused = try await cli.run(["submit", "--kind", "image"] + tls(viewer))
+        #expect(refused.status == 1 && refused.errors.contains("forbidden"), "\(refused.errors)")
+        let submitted = try await cli.run(["submit", "--kind", "image", "--json"] + tls(alice))
+        #expect(submitted.status == 0, "\(submitted.errors)")
+        #expect(submitted.output.contains(#""batch":1"#), "\(submitted.output)")
+        let anonymous = try await cli.run(["status", "--coordinator", "wss://127.0.0.1:\(port)", "--tls-ca", pki.serverCert])
+        #expect(anonymous.status == 1, "no certificate and no token: \(anonymous.output)")
+        let half = try await cli.run(["status", "--cert-file", alice.certificateFile!])
+        #expect(half.status == 64 && half.errors.contains("--cert-file and --key-file go together"), "\(half.errors)")
+        #expect(try await serve.stop() == 0)
+    }
 }
