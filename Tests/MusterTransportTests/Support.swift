@@ -127,6 +127,27 @@ extension Recorder where Event == WSEvent {
     }
 }
 
+/// A listening TCP socket on 127.0.0.1 with a port the kernel picked; the caller owns `fd`.
+func loopbackListener(backlog: Int32 = 16) throws -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EIO) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+            bind(fd, p, len) == 0 && listen(fd, backlog) == 0 && getsockname(fd, p, &len) == 0
+        }
+    }
+    guard ok else {
+        close(fd)
+        throw POSIXError(.EADDRINUSE)
+    }
+    return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+}
+
 /// A blocking TCP socket to 127.0.0.1 for tests that must misbehave (never read, never finish a
 /// handshake) or speak raw HTTP. Every read has a receive timeout, so a bug fails, not hangs.
 final class RawSocket {

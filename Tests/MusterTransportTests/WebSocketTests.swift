@@ -425,23 +425,7 @@ extension Transport {
     /// Listens on 127.0.0.1:0; accepts `count` connections, each read up to the end of its
     /// request head and closed. Returns the port.
     static func closingListener(count: Int) throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(.EIO) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
-                bind(fd, p, len) == 0 && listen(fd, 8) == 0 && getsockname(fd, p, &len) == 0
-            }
-        }
-        guard bound else {
-            close(fd)
-            throw POSIXError(.EADDRINUSE)
-        }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let (fd, port) = try loopbackListener(backlog: 8)
         let thread = Thread {
             for _ in 0..<count {
                 let c = accept(fd, nil, nil)
