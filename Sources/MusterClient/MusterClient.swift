@@ -264,7 +264,10 @@ public actor MusterClient {
         failHandshake(
             MusterClientError(
                 code: MusterClientError.connectionFailed,
-                message: "cannot connect to \(url): \(reason); is a coordinator listening there?"))
+                message: "cannot connect to \(url): \(reason); "
+                    + (url.hasPrefix("wss://")
+                        ? "is a coordinator listening there, and does it accept this client's certificate (or require one: --cert-file/--key-file)?"
+                        : "is a coordinator listening there?")))
     }
 
     private func finishHandshake(_ result: Result<CoordinatorToClient.Welcome, MusterClientError>) {
