@@ -101,6 +101,9 @@
       if (ev.code === 4010 || S.standby) {
         // A standby coordinator (README "Running two coordinators"): say which one leads and
         // link to its dashboard; keep asking here too, since this one may take over.
+        // What the page showed came from this coordinator while it led: no longer current.
+        S.report = null;
+        render();
         showStandby();
         S.retryMs = 2000;
         retry();
@@ -355,7 +358,13 @@
     el("count-failed").parentElement.classList.toggle("bad", counts.failed > 0);
     el("count-canceled").textContent = counts.canceled;
     const r = S.report;
-    if (!r) return;
+    if (!r) {
+      for (const id of ["count-ready", "count-running", "count-queued", "count-gated"]) el(id).textContent = "–";
+      const pill = el("ready-pill");
+      pill.textContent = "readiness unknown";
+      pill.dataset.tone = "muted";
+      return;
+    }
     el("count-ready").textContent = `${r.readiness.ready_backends} / ${r.backends.length}`;
     el("count-running").textContent = r.queue.running;
     el("count-queued").textContent = r.queue.queued + r.queue.bound;
