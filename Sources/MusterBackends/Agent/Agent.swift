@@ -304,12 +304,17 @@ public actor Agent {
         transport.assumeIsolated { t in bytes.withUnsafeBytes { _ = t.send(utf8: $0, to: link) } }
     }
 
-    /// SIGUSR1: a simulated backend still in its start-up delay (`--announce-after`) finishes
-    /// loading now and announces `ready`; lets a script or a test decide when loading ends.
+    /// SIGUSR1: a simulated or exec backend still in its start-up delay (`--announce-after`)
+    /// finishes loading now and announces `ready`; lets a script or a test decide when loading
+    /// ends. Nothing happens once it is ready, while it drains, or with `--comfyui` (the server
+    /// says when it has loaded).
     public func finishLoading() {
         guard let driver, !stopped else { return }
-        logger.notice("loading finished on request")
-        driver.external { engine, now in engine.finishLoading(at: now) }
+        driver.external { [logger] engine, now in
+            let actions = engine.finishLoading(at: now)
+            logger.notice(actions.isEmpty ? "SIGUSR1: not loading, nothing to do" : "SIGUSR1: loading finished on request")
+            return actions
+        }
     }
 
     /// SIGTERM: announce `draining`, finish the jobs, say goodbye and stop (bounded by the drain timeout).
