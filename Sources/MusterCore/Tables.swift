@@ -191,12 +191,11 @@ struct SpeedIndex {
     }
 
     mutating func remove(_ id: BackendID, speed: Double) {
-        guard var set = members[speed], set.remove(id) != nil else { return }
-        if set.isEmpty {
+        // In place: a copy taken out of the dictionary would copy the whole set to change it.
+        guard members[speed]?.remove(id) != nil else { return }
+        if members[speed]?.isEmpty == true {
             members[speed] = nil
             speeds.removeAll { $0 == speed }
-        } else {
-            members[speed] = set
         }
     }
 

@@ -184,7 +184,6 @@ public actor Daemon {
         CoreInstant(nanoseconds: originMs &* 1_000_000 &+ CoreInstant.elapsed(since: origin).nanoseconds)
     }
 
-
     /// Wall-clock milliseconds of a core instant.
     func ms(_ t: CoreInstant) -> UInt64 { t.nanoseconds / 1_000_000 }
 
