@@ -126,6 +126,13 @@ extension Coordinator {
         for model in snapshot.modelsLoaded {
             if let asked = b.loadRequested.removeValue(forKey: model) {
                 b.modelReadyAt[model] = now
+                // Its jobs waiting for the load can work from now on.
+                let landed = modelID(model)
+                for (k, job) in b.jobs.enumerated() where b.jobReadyAt[k] > now.seconds {
+                    if let j = jobs.index(job), classes[jobs[slot: j].classIndex].modelID == landed {
+                        b.jobReadyAt[k] = now.seconds
+                    }
+                }
                 b.loadSeconds = Estimates.blend(b.loadSeconds, (now - asked).secondsValue, policy.estimateSmoothing)
                 let m = Int(modelID(model))
                 estimates.loadSeconds[m] = Estimates.blend(
@@ -191,6 +198,7 @@ extension Coordinator {
         }
         free.remove(id)
         stealable.remove(id)
+        loadingModels.remove(id)
         dirty.remove(id)
         backends.remove(id)
     }

@@ -333,7 +333,8 @@ extension Coordinator {
                 let mine = vb.jobs.count * p.slots, theirs = p.inFlight * vb.slots
                 if mine < theirs || (mine == theirs && v > p.victim) { continue }
             }
-            for job in vb.jobs.reversed() where jobs[job].state == .bound && jobs[job].cancelRequestedAt == nil {
+            for job in vb.jobs.reversed()
+            where jobs[job].state == .bound && jobs[job].cancelRequestedAt == nil && jobs[job].movedAt != now {
                 let j = jobs[job]
                 guard classes[j.classIndex].capable.contains(thief) else { continue }
                 let m = classes[j.classIndex].modelID
@@ -356,6 +357,11 @@ extension Coordinator {
     /// then bind it to `thief` under a new lease.
     mutating func moveStolen(_ job: JobID, from victim: BackendID, to thief: BackendID) {
         let lease = jobs[job].lease!
+        jobs[job].movesAtThatInstant = jobs[job].movedAt == now ? jobs[job].movesAtThatInstant + 1 : 1
+        jobs[job].movedAt = now
+        if jobs[job].state == .running, let started = jobs[job].history.last?.startedAt, started < now {
+            jobs[job].movedWhileRunning = true
+        }
         out.append(.revoke(job: job, backend: victim, lease: lease))
         unbind(job, outcome: .revoked)
         counters.stolen += 1

@@ -111,7 +111,8 @@ extension Coordinator {
         var ends = [Double](repeating: t, count: n)
         var used = 0
         for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
-            var end = backends.records[bi].jobStartedAt[k] + seconds(k)
+            // A job that started while its model loads works once the load is over.
+            var end = max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k]) + seconds(k)
             if end < t { end = t + (t - end) }
             ends[k] = end
             if used < slots {
@@ -150,7 +151,9 @@ extension Coordinator {
             }
             var used = 0
             for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
-                var end = backends.records[bi].jobStartedAt[k] + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+                var end =
+                    max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k])
+                    + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
                 if end < t { end = t + (t - end) }
                 if used < slots {
                     slotEnds[used] = end
@@ -267,16 +270,17 @@ extension Coordinator {
             var floors: [(estimate: Int32, seconds: Double)] = []
             let t = now.seconds
             for k in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[k] >= 0 {
-                let elapsed = t - backends.records[vi].jobStartedAt[k]
+                // Work time: a job waiting for its model to load has not overrun.
+                let elapsed = t - max(backends.records[vi].jobStartedAt[k], backends.records[vi].jobReadyAt[k])
                 if elapsed > expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k])) {
                     floors.append((backends.records[vi].jobEstimate[k], elapsed * backends.records[vi].speed))
                 }
             }
             let ends = expectedSchedule(vi, floors: floors).ends
             for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
-                guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil else {
-                    continue
-                }
+                guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil,
+                    jobs[slot: j].movedAt != now
+                else { continue }
                 let c = jobs[slot: j].classIndex
                 guard classes[c].capable.contains(thief) else { continue }
                 let e = jobs[slot: j].estimateIndex
@@ -297,9 +301,70 @@ extension Coordinator {
                 pick = (gain, v, job)
             }
         }
+        if pick == nil, backends.records[ti].jobs.count < backends.records[ti].slots {
+            pick = runningToMove(into: ti, thief)
+        }
         guard let pick else { return false }
         moveStolen(pick.job, from: pick.victim, to: thief)
         return true
+    }
+
+    /// A running job that the backend at `ti`, with a running slot free, would finish from scratch
+    /// sooner than the backend running it is expected to finish it, by more than a quarter of the
+    /// job there (the work done so far is lost): a job placed on a slow backend, or one waiting
+    /// for a long model load, before a faster or loaded backend was known. Only backends slower
+    /// than the thief (speed index of each class it can run) and backends loading a model for a
+    /// started job are looked at; a job moves this way at most once.
+    mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
+        let t = now.seconds
+        let speed = backends.records[ti].speed
+        var seen = BackendSet()
+        var pick: (gain: Double, victim: BackendID, job: JobID)?
+        func consider(_ v: BackendID) {
+            guard v != thief, !seen.contains(v), let vi = backends.index(v) else { return }
+            seen.insert(v)
+            var loading = false
+            // Unstarted jobs on a backend with a running slot free start there now: one waiting
+            // for a model load is looked at like a running one (no work lost: the usual 5%).
+            let startsNow = backends.records[vi].running < backends.records[vi].slots
+            for (k, job) in backends.records[vi].jobs.enumerated() {
+                let startedAt = backends.records[vi].jobStartedAt[k]
+                let readyAt = backends.records[vi].jobReadyAt[k]
+                if readyAt > t { loading = true }
+                guard startedAt >= 0 || (startsNow && readyAt > t), let j = jobs.index(job), jobs[slot: j].cancelRequestedAt == nil,
+                    jobs[slot: j].movable(at: now)
+                else { continue }
+                let running = jobs[slot: j].state == .running
+                // A job moved after running a while is not moved again once it ran here too.
+                guard running ? !jobs[slot: j].movedWhileRunning || startedAt >= t : jobs[slot: j].state == .bound
+                else { continue }
+                let c = jobs[slot: j].classIndex
+                guard classes[c].capable.contains(thief) else { continue }
+                let e = jobs[slot: j].estimateIndex
+                let workFrom = max(running ? startedAt : t, readyAt)
+                var end = workFrom + expectedSeconds(vi, e)
+                var p = expectedSeconds(ti, e)
+                if end < t {
+                    end = t + (t - end)
+                    // Unmeasured, the overrun says the class takes at least that long, here too.
+                    if estimates.jobSeconds[e] == nil {
+                        p = max(p, (t - workFrom) * backends.records[vi].speed / speed)
+                    }
+                }
+                let gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
+                guard gain > (running ? 0.25 : 0.05) * p + 1e-9 else { continue }
+                if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {
+                    continue
+                }
+                pick = (gain, v, job)
+            }
+            if !loading { loadingModels.remove(v) }
+        }
+        for v in loadingModels { consider(v) }
+        for c in backends.records[ti].classes {
+            for v in classes[c].bySpeed.slower(than: speed) { consider(v) }
+        }
+        return pick
     }
 }
 

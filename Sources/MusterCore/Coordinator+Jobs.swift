@@ -166,6 +166,7 @@ extension Coordinator {
         backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
         backends[backend].jobReadyAt.append(readyAt)
         backends[backend].jobStartedAt.append(-1)
+        if readyAt > now.seconds { loadingModels.insert(backend) }
         adjustModelInFlight(backend, 1)
         if fromQueue { wakeDecliners(c) }
         if let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
@@ -229,7 +230,9 @@ extension Coordinator {
         jobs[id].history[last].startedAt = now
         jobs[id].history[last].outcome = .running
         backends[backend].running += 1
-        if let k = backends[backend].jobs.firstIndex(of: id) { backends[backend].jobStartedAt[k] = now.seconds }
+        if let k = backends[backend].jobs.firstIndex(of: id) {
+            backends[backend].jobStartedAt[k] = now.seconds
+        }
         emit(jobs[id], .started)
         refreshLoad(backend)
     }

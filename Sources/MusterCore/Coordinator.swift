@@ -77,6 +77,8 @@ public struct Coordinator: Sendable {
     var free = BackendSet()
     /// Backends whose running slots are busy and that hold bound jobs they have not started.
     var stealable = BackendSet()
+    /// Backends that started a job while its model loads (pruned when looked at).
+    var loadingModels = BackendSet()
     var readyCount = 0
     var timers = Heap<Timer>()
     /// Finished jobs in the order they ended, with when (so eviction reads no cold record).

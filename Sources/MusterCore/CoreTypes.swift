@@ -405,6 +405,18 @@ public struct JobRecord: Hashable, Sendable {
     var enqueuedAt: CoreInstant
     /// Since when free backends leave this job to one expected to finish it sooner (bounded).
     var declinedSince: CoreInstant?
+    /// When work stealing last moved it, and how many times at that instant: an unstarted job
+    /// moves at most once per instant and a job waiting for a model or running at most three
+    /// times, so estimates that disagree can never bounce it between backends forever within one
+    /// event.
+    var movedAt: CoreInstant?
+    var movesAtThatInstant: UInt8 = 0
+    /// Moved once after it had run for a while: such a move happens at most once (the work it
+    /// loses is paid for by the expected gain only once).
+    var movedWhileRunning = false
+
+    /// Whether work stealing may move it again at `now`.
+    func movable(at now: CoreInstant) -> Bool { movedAt != now || movesAtThatInstant < 3 }
 }
 
 /// A batch as the core sees it.

@@ -199,6 +199,11 @@ struct SpeedIndex {
         }
     }
 
+    /// The members strictly slower than `speed`, slowest first (in no set order within a speed).
+    func slower(than speed: Double) -> some Sequence<BackendID> {
+        speeds.reversed().lazy.prefix { $0 < speed }.flatMap { self.members[$0]! }
+    }
+
     /// The members strictly faster than `speed`, fastest first (in no set order within a speed).
     func faster(than speed: Double) -> some Sequence<BackendID> {
         speeds.lazy.prefix { $0 > speed }.flatMap { self.members[$0]! }

@@ -39,8 +39,10 @@ import Testing
         }
     }
 
-    /// The speed of a backend nobody configured is learned from its measured jobs: after one job
-    /// each, the slow backend is left alone while the fast one can finish sooner.
+    /// The speed of a backend nobody configured is learned from its measured jobs: once the fast
+    /// one has finished a job (10 s against a 30 s prior: speed 3), the job still running on the
+    /// slow one (expected to end at 30) moves there (ends at 20), and the second batch goes to the
+    /// fast one whole.
     @Test func learnedSpeedsSteerTheSecondBatch() {
         let s = Scenario(
             policy: Self.policy(.expectedCompletion),
@@ -53,9 +55,14 @@ import Testing
                 .init(at: 40, entries: [BatchEntry(spec: Self.video, count: 2)]),
             ])
         let r = ScenarioRunner.run(s)
-        // First batch: one each (nothing known). Second: both on the fast one, done at 60.
-        #expect(r.jobsPerBackend == [BackendID(-1): 1, BackendID(1): 3])
+        // First batch: one each (nothing known), then the slow one's moves. Second: both on the
+        // fast one, done at 60.
+        #expect(r.jobsPerBackend == [BackendID(-1): 0, BackendID(1): 4])
         #expect(r.makespan == 60)
+        let revoked = r.events { $0.job == JobID(1) && $0.kind == .revoked }
+        #expect(revoked.map(\.backend) == [BackendID(-1)])
+        #expect(revoked.first?.at == .seconds(10))
+        #expect(r.completions.values.allSatisfy { $0 == 1 })
         #expect(r.coordinator.estimates(for: BackendID(1))?.speed == 3)
         #expect(r.coordinator.estimates(for: BackendID(-1))?.speed == 1)
     }
@@ -75,8 +82,8 @@ import Testing
                 Scenario.Backend(id: BackendID(3), name: "late", announceAfter: nil, features: ["video"]),
             ],
             submissions: [
-                .init(at: 0, entries: [BatchEntry(spec: Self.video)]),
-                .init(at: 1, entries: [BatchEntry(spec: Self.video)]),
+                .init(at: 0, entries: [BatchEntry(spec: ExpectedCompletionTests.video)]),
+                .init(at: 1, entries: [BatchEntry(spec: ExpectedCompletionTests.video)]),
             ], horizon: 200)
         let r = ScenarioRunner.run(s)
         let second = JobID(2)
@@ -104,9 +111,9 @@ import Testing
                 Scenario.Backend(id: BackendID(2), features: ["video"], defaultJobSeconds: 30, speed: 1),
             ],
             submissions: [
-                .init(at: 0, entries: [BatchEntry(spec: Self.video)]),
-                .init(at: 1, entries: [BatchEntry(spec: Self.video)]),
-                .init(at: 2, entries: [BatchEntry(spec: Self.video)]),
+                .init(at: 0, entries: [BatchEntry(spec: ExpectedCompletionTests.video)]),
+                .init(at: 1, entries: [BatchEntry(spec: ExpectedCompletionTests.video)]),
+                .init(at: 2, entries: [BatchEntry(spec: ExpectedCompletionTests.video)]),
             ])
         let r = ScenarioRunner.run(s)
         #expect(r.completions.count == 3)
@@ -199,5 +206,89 @@ import Testing
         let r = ScenarioRunner.run(s)
         #expect(r.jobsPerBackend[BackendID(1)] == 1)
         #expect(r.makespan == 8.75)
+    }
+
+}
+
+/// Work stealing of running jobs: a job placed before a faster or loaded backend was known moves
+/// when that backend would finish it from scratch sooner by more than a quarter of the job.
+@Suite struct RunningJobMoveTests {
+    /// A job that started on a backend still loading its model (45 s) moves to a backend that
+    /// announces later with the model loaded: there it ends at 15 instead of 55.
+    @Test func aJobWaitingForItsModelMovesToABackendThatHasItLoaded() {
+        var policy = ExpectedCompletionTests.policy(.expectedCompletion)
+        policy.jobDurationPriors["image"] = .seconds(10)
+        let image = JobSpec(kind: "image", model: "sdxl")
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(-1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 45, speed: 1,
+                    loadPrior: 45),
+                Scenario.Backend(
+                    id: BackendID(1), announceAfter: 5, modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"],
+                    defaultJobSeconds: 10, loadSeconds: 45, speed: 1, loadPrior: 45),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: image)])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        #expect(r.makespan == 15)
+        #expect(r.completions[JobID(1)] == 1)
+        let revoked = r.events { $0.kind == .revoked }
+        #expect(revoked.map(\.backend) == [BackendID(-1)])
+        #expect(revoked.first?.at == .seconds(5))
+    }
+
+    /// A running job is not moved for a gain of a quarter of the job or less (the work done is
+    /// lost and estimates are estimates), and never twice.
+    @Test func aRunningJobMovesOnlyForALargeGainAndOnlyOnce() {
+        func run(fastSeconds: Double, third: Bool = false) -> ScenarioReport {
+            var backends = [
+                Scenario.Backend(id: BackendID(-1), features: ["video"], defaultJobSeconds: 30, speed: 1),
+                Scenario.Backend(
+                    id: BackendID(1), announceAfter: 10, features: ["video"], defaultJobSeconds: fastSeconds,
+                    speed: 30 / fastSeconds),
+            ]
+            if third {
+                backends.append(
+                    Scenario.Backend(id: BackendID(2), announceAfter: 12, features: ["video"], defaultJobSeconds: 1, speed: 30))
+            }
+            var policy = ExpectedCompletionTests.policy(.expectedCompletion)
+            policy.gateWindow = .zero
+            return ScenarioRunner.run(
+                Scenario(policy: policy, backends: backends, submissions: [.init(entries: [BatchEntry(spec: ExpectedCompletionTests.video)])]))
+        }
+        // At 10 the job has 20 s left on -1. A backend doing it in 15 s ends at 25: a gain of 5 s,
+        // a third of the job there, so it moves. One doing it in 17 s gains 3 s (under 4.25): stays.
+        #expect(run(fastSeconds: 15).ranOn[JobID(1)] == BackendID(1))
+        #expect(run(fastSeconds: 15).makespan == 25)
+        #expect(run(fastSeconds: 17).ranOn[JobID(1)] == BackendID(-1))
+        #expect(run(fastSeconds: 17).makespan == 30)
+        // Moved once to backend 1 at 10; backend 2 (1 s a job) announcing at 12 would gain more,
+        // but the job does not move again.
+        let r = run(fastSeconds: 15, third: true)
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        #expect(r.events { $0.kind == .revoked }.count == 1)
+        #expect(r.completions[JobID(1)] == 1)
+    }
+
+    /// While its class was never measured, a job running past its estimate says the class is
+    /// longer than thought on every backend: it does not move to an equally fast backend on the
+    /// strength of the old estimate.
+    @Test func anOverrunWithoutMeasurementsDoesNotMoveARunningJob() {
+        var policy = CorePolicy()
+        policy.gateWindow = .zero
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                // Both 40 s a video job; nothing measured (the default estimate is 10 s).
+                Scenario.Backend(id: BackendID(1), features: ["video"], defaultJobSeconds: 40, speed: 1),
+                Scenario.Backend(id: BackendID(2), announceAfter: 30, features: ["video"], defaultJobSeconds: 40, speed: 1),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: ExpectedCompletionTests.video)])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        #expect(r.makespan == 40)
+        #expect(r.events { $0.kind == .revoked }.isEmpty)
     }
 }

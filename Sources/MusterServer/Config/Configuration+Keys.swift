@@ -71,7 +71,7 @@ public struct ConfigKey: Sendable {
             help: "Jobs a backend may hold waiting beyond its running slots."),
         ConfigKey(
             name: "routing.work_stealing", kind: .bool, defaultValue: .bool(true),
-            help: "Revoke a bound, unstarted job from a busy backend when an eligible one goes idle."),
+            help: "Revoke a bound job from a busy backend when an eligible one with a free slot would finish it sooner (a running job: once, for a gain over a quarter of the job)."),
         ConfigKey(
             name: "routing.inhibit_after_failure_seconds", kind: .seconds(0...3_600), defaultValue: .double(5),
             help: "How long a backend gets no new work after a job failed on it."),
