@@ -199,6 +199,7 @@ extension Coordinator {
         free.remove(id)
         stealable.remove(id)
         loadingModels.remove(id)
+        if let b = backends.get(id), b.inFleetBySpeed { fleetBySpeed.remove(id, speed: b.speed) }
         dirty.remove(id)
         backends.remove(id)
     }

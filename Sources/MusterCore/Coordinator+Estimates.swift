@@ -24,6 +24,11 @@ extension Coordinator {
                 classes[c].bySpeed.insert(r.id, speed: speed)
             }
         }
+        if !r.inFleetBySpeed || speed != r.speed {
+            if r.inFleetBySpeed { fleetBySpeed.remove(r.id, speed: r.speed) }
+            fleetBySpeed.insert(r.id, speed: speed)
+            backends[r.id].inFleetBySpeed = true
+        }
         backends[r.id].speed = speed
         let counts = r.counted
         if r.speedCounted == counts && (!counts || r.countedSpeed == speed) { return }
@@ -313,8 +318,9 @@ extension Coordinator {
     /// sooner than the backend running it is expected to finish it, by more than a quarter of the
     /// job there (the work done so far is lost): a job placed on a slow backend, or one waiting
     /// for a long model load, before a faster or loaded backend was known. Only backends slower
-    /// than the thief (speed index of each class it can run) and backends loading a model for a
-    /// started job are looked at; a job moves this way at most once.
+    /// than the thief and backends loading a model for a
+    /// started job are looked at (the fleet's speed index: no scan of faster backends); a job
+    /// moves this way at most once.
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed
@@ -361,9 +367,7 @@ extension Coordinator {
             if !loading { loadingModels.remove(v) }
         }
         for v in loadingModels { consider(v) }
-        for c in backends.records[ti].classes {
-            for v in classes[c].bySpeed.slower(than: speed) { consider(v) }
-        }
+        for v in fleetBySpeed.slower(than: speed) { consider(v) }
         return pick
     }
 }

@@ -79,6 +79,8 @@ public struct Coordinator: Sendable {
     var stealable = BackendSet()
     /// Backends that started a job while its model loads (pruned when looked at).
     var loadingModels = BackendSet()
+    /// Every announced backend by speed: the victims a free backend may move a running job from.
+    var fleetBySpeed = SpeedIndex()
     var readyCount = 0
     var timers = Heap<Timer>()
     /// Finished jobs in the order they ended, with when (so eviction reads no cold record).
@@ -442,6 +444,8 @@ struct Backend {
     /// The `routingEpoch` at which this free backend last found nothing to take or steal.
     var idleEpoch: UInt64 = .max
     var inStealable = false
+    /// Member of `Coordinator.fleetBySpeed` (under `speed`).
+    var inFleetBySpeed = false
     var countedSlots = 0
     /// Whether `countedSpeed` is in `speedCounts`.
     var speedCounted = false
