@@ -30,7 +30,8 @@ public struct CorePolicy: Sendable, Hashable {
     public var defaultJobDuration: Duration = .seconds(10)
     /// Weight of the newest sample in the moving averages of load and job times.
     public var estimateSmoothing: Double = 0.3
-    /// Let an idle backend take a job bound to a busy one that has not started it.
+    /// Let a free backend take a job bound to another that it would finish sooner: one not started,
+    /// or (once) a running one, for a gain over a quarter of the job.
     public var workStealing: Bool = true
     /// How a job's backend is chosen (README "Routing and the warm-up gate").
     public var routing: RoutingRule = .expectedCompletion
