@@ -107,6 +107,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(name: "", token: "", versions: [], incarnation: Incarnation(0), slots: 0) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.role(.backend)
@@ -131,6 +132,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -153,6 +155,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0), fraction: 0) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -176,6 +179,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0), result: .null) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -203,6 +207,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             Self(job: JobID(0), lease: Lease(0), code: ErrorCode(""), message: "", retryable: false)
         }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -232,6 +237,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(model: "", ok: false) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.string("model", &model, .model)
@@ -353,6 +359,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(backend: BackendID(1), coordinator: "", heartbeatMs: 0, syncMs: 0) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("backend", &backend)
@@ -379,6 +386,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(version: .blank, applied: false) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.inline(&version)
             try c.required("applied", &applied)
@@ -394,6 +402,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(known: nil) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.optional("known", &known)
         }
@@ -429,6 +438,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0), batch: BatchID(0), attempt: 1, kind: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -453,6 +463,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -472,6 +483,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -490,6 +502,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(model: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.string("model", &model, .model)
@@ -512,6 +525,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0), about: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -527,6 +541,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
 
         static var blank: Self { Self(reason: nil) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("reason", &reason, .message)
         }

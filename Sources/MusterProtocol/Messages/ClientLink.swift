@@ -78,6 +78,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(name: "", token: "", versions: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.role(.client)
@@ -100,6 +101,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(batch: .blank) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.inline(&batch)
@@ -119,6 +121,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(batch: nil) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.optional("batch", &batch)
@@ -144,6 +147,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(target: .job(JobID(0))) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             var job: JobID?
             var batch: BatchID?
@@ -173,6 +177,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(id: nil) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
         }
@@ -191,6 +196,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(backend: BackendID(1)) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("backend", &backend)
@@ -295,6 +301,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(coordinator: "", heartbeatMs: 0) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.int("version", &version, in: 1...1000)
@@ -318,6 +325,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(batch: nil) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.optional("batch", &batch)
@@ -336,6 +344,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(jobs: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("jobs", &jobs)
@@ -355,6 +364,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(backend: BackendID(1)) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("backend", &backend)
@@ -384,6 +394,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
 
         static var blank: Self { Self(readiness: .blank, backends: [], queue: .blank) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("readiness", &readiness)
@@ -450,6 +461,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             Self(job: JobID(0), batch: BatchID(0), event: .queued, state: .queued, attempt: 0, atMs: 0)
         }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("batch", &batch)

@@ -20,6 +20,7 @@ extension Wire {
 
         static var blank: Self { Self(jobs: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("batch_key", &batchKey, .key)
             try c.string("owner", &owner, .key)
@@ -91,6 +92,7 @@ extension Wire {
 
         static var blank: Self { Self(blankKind: ()) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("kind", &kind, .feature)
             try c.names("needs", &needs, .feature, maxCount: ProtocolLimits.maxNeeds, optional: true)
@@ -132,6 +134,7 @@ extension Wire {
 
         static var blank: Self { Self(batch: BatchID(0), jobs: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("batch", &batch)
@@ -161,6 +164,7 @@ extension Wire {
 
         static var blank: Self { Self(model: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.string("model", &model, .model)
@@ -188,6 +192,7 @@ extension Wire {
 
         static var blank: Self { Self(model: "", backends: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.string("model", &model, .model)
@@ -256,6 +261,7 @@ extension Wire {
                 capacity: 0, registeredMs: 0)
         }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("id", &id)
             try c.string("name", &name, .name)
@@ -283,6 +289,7 @@ extension Wire {
 
         static var blank: Self { Self(backends: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.list("backends", &backends, maxCount: ProtocolLimits.maxListLength, optional: false)
         }
@@ -308,6 +315,7 @@ extension Wire {
 
         static var blank: Self { Self(id: BackendID(1), name: "", reason: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("id", &id)
             try c.string("name", &name, .name)
@@ -339,6 +347,7 @@ extension Wire {
 
         static var blank: Self { Self(features: [], backends: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.names("features", &features, .feature, maxCount: ProtocolLimits.maxNeeds, optional: false)
             try c.string("model", &model, .model)
@@ -374,6 +383,7 @@ extension Wire {
 
         static var blank: Self { Self(ready: false, reasons: [], readyBackends: 0, heldJobs: 0, waiting: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("ready", &ready)
             try c.names("reasons", &reasons, .code, maxCount: 16, optional: false)
@@ -403,6 +413,7 @@ extension Wire {
 
         static var blank: Self { Self(name: "", address: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("name", &name, .key)
             try c.string("address", &address, .key)
@@ -417,6 +428,7 @@ extension Wire {
 
         static var blank: Self { Self(leader: nil) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.optional("leader", &leader)
         }
@@ -465,6 +477,7 @@ extension Wire {
 
             static var blank: Self { Self(priority: 0, jobs: 0) }
 
+            @inline(__always)
             mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
                 try c.int("priority", &priority, in: ProtocolLimits.priorityRange64)
                 try c.int("jobs", &jobs, in: 0...Int64(Int32.max))
@@ -473,6 +486,7 @@ extension Wire {
 
         static var blank: Self { Self(queued: 0, gated: 0, bound: 0, running: 0, byPriority: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.int("queued", &queued, in: 0...Int64(Int32.max))
             try c.int("gated", &gated, in: 0...Int64(Int32.max))
@@ -505,6 +519,7 @@ extension Wire {
 
         static var blank: Self { Self(attempt: 1, backend: BackendID(1), outcome: .bound, boundMs: 0) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.int("attempt", &attempt, in: 1...1000)
             try c.required("backend", &backend)
@@ -557,6 +572,7 @@ extension Wire {
             Self(job: JobID(0), batch: BatchID(0), state: .queued, spec: JobSpec(kind: ""), attempt: 0, createdMs: 0)
         }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("batch", &batch)
@@ -610,6 +626,7 @@ extension Wire {
 
         static var blank: Self { Self(batch: BatchID(0), createdMs: 0, done: false, jobs: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("batch", &batch)
             try c.string("batch_key", &batchKey, .key)
@@ -639,6 +656,7 @@ extension Wire {
 
         static var blank: Self { Self(job: JobID(0), state: .queued, canceled: false) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("state", &state)
@@ -666,6 +684,7 @@ extension Wire {
 
         static var blank: Self { Self(version: "", uptimeMs: 0) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("status", &status, .code)
             try c.string("version", &version, .key)
@@ -700,6 +719,7 @@ extension Wire {
 
         static var blank: Self { Self(speed: 0, speedSource: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("speed", &speed)
             try c.string("speed_source", &speedSource, .code)
@@ -725,6 +745,7 @@ extension Wire {
 
         static var blank: Self { Self(kind: "", seconds: 0, measured: false) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("kind", &kind, .feature)
             try c.string("model", &model, .model)

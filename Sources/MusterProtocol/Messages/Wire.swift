@@ -22,6 +22,7 @@ extension Wire {
 
         static var blank: Self { Self(code: ErrorCode(""), message: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("code", &code)
             try c.string("message", &message, .message)
@@ -55,6 +56,7 @@ extension Wire {
 
         static var blank: Self { Self(code: ErrorCode(""), message: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.required("code", &code)
@@ -81,6 +83,7 @@ extension Wire {
 
         static var blank: Self { Self(reason: "") }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("reason", &reason, .code)
             try c.string("message", &message, .message)
@@ -131,6 +134,7 @@ extension Wire {
 
             static var blank: Self { Self(backend: BackendID(1), name: "", reasons: []) }
 
+            @inline(__always)
             mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
                 try c.required("backend", &backend)
                 try c.string("name", &name, .name)
@@ -144,6 +148,7 @@ extension Wire {
 
         static var blank: Self { Self(missingFeatures: [], refusals: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.names(
                 "missing_features", &missingFeatures, .feature, maxCount: ProtocolLimits.maxNeeds, optional: false)
@@ -168,6 +173,7 @@ extension Wire {
 
         static var blank: Self { Self(supported: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("supported", &supported)
         }
@@ -188,6 +194,7 @@ extension Wire {
 
         static var blank: Self { Self(history: []) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.list("history", &history, maxCount: 1000, optional: false)
         }
@@ -207,6 +214,7 @@ extension Wire {
 extension CapabilityVersion: WireMembers {
     static var blank: Self { Self(incarnation: Incarnation(0), revision: 1) }
 
+    @inline(__always)
     mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
         try c.required("incarnation", &incarnation)
         try c.required("revision", &revision)
@@ -226,6 +234,7 @@ extension Wire {
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
+        @inline(__always)
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.required("job", &job)
             try c.required("lease", &lease)
@@ -243,6 +252,7 @@ extension CapabilitySnapshot: WireMessage, WireMembers {
             speed: nil, nodes: [], devices: [])
     }
 
+    @inline(__always)
     mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
         try c.required("incarnation", &version.incarnation)
         try c.required("revision", &version.revision)
@@ -298,6 +308,7 @@ extension CapabilitySnapshot: WireMessage, WireMembers {
 extension DeviceTelemetry: WireMembers {
     static var blank: Self { Self(name: "", type: "", vramTotal: 0, vramFree: 0) }
 
+    @inline(__always)
     mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
         try c.string("name", &name, .key)
         try c.string("type", &type, .key)
