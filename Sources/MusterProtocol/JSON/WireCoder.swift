@@ -28,7 +28,8 @@ enum RawLimit {
 }
 
 /// What `members(_:)` is written against: one method per kind of member. Decoding reads `value`
-/// from the object and stores it; encoding writes it; the schema walk records it.
+/// from the object and stores it; encoding writes it; the schema walk records it. Only the decoder
+/// may assign `value`: `WireMembers.encodeMembers` hands `members(_:)` the message in place.
 protocol WireCoder: ~Copyable {
     /// A member that must be present.
     mutating func required<T: WireValue>(_ key: StaticString, _ value: inout T) throws(ProtocolError)
