@@ -62,6 +62,8 @@ public struct ProtocolLimits: Hashable, Sendable {
     public static let maxVersions = 16
     /// Priorities lie in this range; higher runs first.
     public static let priorityRange = -1000...1000
+    /// `priorityRange` as the decoders check it.
+    static let priorityRange64 = Int64(priorityRange.lowerBound)...Int64(priorityRange.upperBound)
     /// Most backends and jobs listed in one answer (status, backends, batch).
     public static let maxListLength = 100_000
 }

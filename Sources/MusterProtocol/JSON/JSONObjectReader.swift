@@ -391,7 +391,10 @@ extension Int64: JSONValueDecodable, JSONValueEncodable {
     func encodeJSON(_ w: inout JSONWriter) { w.int(self) }
 }
 
-extension Int: JSONValueEncodable {
+extension Int: JSONValueDecodable, JSONValueEncodable {
+    static func decodeJSON(_ doc: JSONDocument, _ i: Int) throws(ProtocolError) -> Int {
+        Int(try Int64.decodeJSON(doc, i))
+    }
     func encodeJSON(_ w: inout JSONWriter) { w.int(Int64(self)) }
 }
 

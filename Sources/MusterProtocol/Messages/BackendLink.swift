@@ -77,7 +77,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
     }
 
     /// `hello` on the backend link: who the backend is and what it speaks.
-    public struct Hello: Hashable, Sendable, WireMessage {
+    public struct Hello: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "hello"
         public var id: String?
         /// Stable across restarts; the coordinator keys the backend id on it.
@@ -105,30 +105,23 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.software = software
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let id = try o.optionalString("id", .key)
-            try PeerRole.expect(.backend, in: &o)
-            return Self(
-                id: id, name: try o.string("name", .name), token: try o.string("token", .token),
-                versions: try PeerRole.versions(&o), incarnation: try o.required("incarnation"),
-                slots: try o.int("slots", in: 0...Int64(ProtocolLimits.maxSlots)),
-                software: try o.optionalString("software", .key))
-        }
+        static var blank: Self { Self(name: "", token: "", versions: [], incarnation: Incarnation(0), slots: 0) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("role", PeerRole.backend.rawValue)
-            w.member("name", name)
-            w.member("token", token)
-            w.member("versions", versions)
-            w.member("incarnation", incarnation)
-            w.member("slots", slots)
-            w.member("software", software)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.role(.backend)
+            try c.string("name", &name, .name)
+            try c.string("token", &token, .token)
+            try c.versions(&versions)
+            try c.required("incarnation", &incarnation)
+            try c.int("slots", &slots, in: 0...Int64(ProtocolLimits.maxSlots))
+            try c.string("software", &software, .key)
         }
     }
 
     /// The backend began running the job.
-    public struct Started: Hashable, Sendable, WireMessage {
+    public struct Started: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "started"
         public var job: JobID
         public var lease: Lease
@@ -137,18 +130,17 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.lease = lease
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(job: try o.required("job"), lease: try o.required("lease"))
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
         }
     }
 
     /// How far the job is: `fraction` in 0...1.
-    public struct Progress: Hashable, Sendable, WireMessage {
+    public struct Progress: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "progress"
         public var job: JobID
         public var lease: Lease
@@ -161,24 +153,20 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.message = message
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let job: JobID = try o.required("job")
-            let lease: Lease = try o.required("lease")
-            let fraction: Double = try o.required("fraction")
-            guard fraction >= 0 && fraction <= 1 else { throw .invalid("fraction", "must lie in 0...1") }
-            return Self(job: job, lease: lease, fraction: fraction, message: try o.optionalString("message", .message))
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0), fraction: 0) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
-            w.member("fraction", fraction)
-            w.member("message", message)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
+            try c.required("fraction", &fraction)
+            try c.check("fraction", fraction >= 0 && fraction <= 1, "must lie in 0...1")
+            try c.string("message", &message, .message)
         }
     }
 
     /// The job finished; `result` is opaque JSON (at most `maxResultBytes`).
-    public struct Completed: Hashable, Sendable, WireMessage {
+    public struct Completed: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "completed"
         public var job: JobID
         public var lease: Lease
@@ -189,24 +177,18 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.result = result
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let job: JobID = try o.required("job")
-            let lease: Lease = try o.required("lease")
-            guard let result = try o.raw("result", object: false, maxBytes: o.doc.limits.maxResultBytes) else {
-                throw .invalid("result", "required member is missing")
-            }
-            return Self(job: job, lease: lease, result: result)
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0), result: .null) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
-            w.member("result", result)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
+            try c.raw("result", &result, object: false, limit: .result, absent: nil, writesAbsent: true)
         }
     }
 
     /// The job failed. `retryable` lets the coordinator requeue it on another backend.
-    public struct Failed: Hashable, Sendable, WireMessage {
+    public struct Failed: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "failed"
         public var job: JobID
         public var lease: Lease
@@ -221,23 +203,22 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.retryable = retryable
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                job: try o.required("job"), lease: try o.required("lease"), code: try o.required("code"),
-                message: try o.string("message", .message), retryable: try o.required("retryable"))
+        static var blank: Self {
+            Self(job: JobID(0), lease: Lease(0), code: ErrorCode(""), message: "", retryable: false)
         }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
-            w.member("code", code)
-            w.member("message", message)
-            w.member("retryable", retryable)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
+            try c.required("code", &code)
+            try c.string("message", &message, .message)
+            try c.required("retryable", &retryable)
         }
     }
 
     /// The answer to `load_model`: loaded (`ok`), or why not.
-    public struct LoadModelResult: Hashable, Sendable, WireMessage {
+    public struct LoadModelResult: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "load_model_result"
         public var id: String?
         public var model: String
@@ -254,18 +235,15 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.error = error
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), model: try o.string("model", .model), ok: try o.required("ok"),
-                durationMs: try o.optional("duration_ms"), error: try o.optional("error"))
-        }
+        static var blank: Self { Self(model: "", ok: false) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("model", model)
-            w.member("ok", ok)
-            w.member("duration_ms", durationMs)
-            w.member("error", error)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.string("model", &model, .model)
+            try c.required("ok", &ok)
+            try c.optional("duration_ms", &durationMs)
+            try c.optional("error", &error)
         }
     }
 }
@@ -345,7 +323,7 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
     }
 
     /// The answer to a backend's `hello`: its id and the link's timing.
-    public struct Welcome: Hashable, Sendable, WireMessage {
+    public struct Welcome: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "welcome"
         public var id: String?
         /// Positive, stable per backend name.
@@ -379,30 +357,24 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.bindings = bindings
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), backend: try o.required("backend"),
-                version: try o.int("version", in: 1...1000), coordinator: try o.string("coordinator", .key),
-                heartbeatMs: try o.required("heartbeat_ms"), syncMs: try o.required("sync_ms"),
-                maxMessageBytes: try o.int("max_message_bytes", in: 1024...Int64(Int32.max)),
-                known: try o.optional("known"), bindings: try o.list("bindings", maxCount: 100_000))
-        }
+        static var blank: Self { Self(backend: BackendID(1), coordinator: "", heartbeatMs: 0, syncMs: 0) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("backend", backend)
-            w.member("version", version)
-            w.member("coordinator", coordinator)
-            w.member("heartbeat_ms", heartbeatMs)
-            w.member("sync_ms", syncMs)
-            w.member("max_message_bytes", maxMessageBytes)
-            w.member("known", known)
-            w.member("bindings", bindings)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("backend", &backend)
+            try c.int("version", &version, in: 1...1000)
+            try c.string("coordinator", &coordinator, .key)
+            try c.required("heartbeat_ms", &heartbeatMs)
+            try c.required("sync_ms", &syncMs)
+            try c.int("max_message_bytes", &maxMessageBytes, in: 1024...Int64(Int32.max))
+            try c.optional("known", &known)
+            try c.list("bindings", &bindings, maxCount: 100_000, optional: false)
         }
     }
 
     /// The version the coordinator holds after an announcement, and whether that announcement changed it.
-    public struct CapabilitiesAck: Hashable, Sendable, WireMessage {
+    public struct CapabilitiesAck: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "capabilities_ack"
         public var version: CapabilityVersion
         /// False when the announcement was stale or a duplicate.
@@ -412,32 +384,32 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.applied = applied
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(version: try .decode(&o), applied: try o.required("applied"))
-        }
+        static var blank: Self { Self(version: .blank, applied: false) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            version.encodeMembers(&w)
-            w.member("applied", applied)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.inline(&version)
+            try c.required("applied", &applied)
         }
     }
 
     /// Anti-entropy: the version the coordinator holds (nil: none). A backend whose own version
     /// differs answers with `capabilities`.
-    public struct Sync: Hashable, Sendable, WireMessage {
+    public struct Sync: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "sync"
         public var known: CapabilityVersion?
         public init(known: CapabilityVersion?) { self.known = known }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(known: try o.optional("known"))
-        }
+        static var blank: Self { Self(known: nil) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("known", known) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.optional("known", &known)
+        }
     }
 
     /// Run this job under this lease.
-    public struct Assign: Hashable, Sendable, WireMessage {
+    public struct Assign: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "assign"
         public var job: JobID
         public var lease: Lease
@@ -464,36 +436,23 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.params = params
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let job: JobID = try o.required("job")
-            let lease: Lease = try o.required("lease")
-            let batch: BatchID = try o.required("batch")
-            let attempt = try o.int("attempt", in: 1...1000)
-            let kind = try o.string("kind", .feature)
-            let needs = try o.names("needs", .feature, maxCount: ProtocolLimits.maxNeeds)
-            let model = try o.optionalString("model", .model)
-            guard let params = try o.raw("params", object: true, maxBytes: o.doc.limits.maxParamsBytes) else {
-                throw .invalid("params", "required member is missing")
-            }
-            return Self(
-                job: job, lease: lease, batch: batch, attempt: attempt, kind: kind, needs: needs, model: model,
-                params: params)
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0), batch: BatchID(0), attempt: 1, kind: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
-            w.member("batch", batch)
-            w.member("attempt", attempt)
-            w.member("kind", kind)
-            w.member("needs", needs)
-            w.member("model", model)
-            w.member("params", params)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
+            try c.required("batch", &batch)
+            try c.int("attempt", &attempt, in: 1...1000)
+            try c.string("kind", &kind, .feature)
+            try c.names("needs", &needs, .feature, maxCount: ProtocolLimits.maxNeeds, optional: false)
+            try c.string("model", &model, .model)
+            try c.raw("params", &params, object: true, limit: .params, absent: nil, writesAbsent: true)
         }
     }
 
     /// Stop the job (it was canceled); report nothing more under this lease.
-    public struct Cancel: Hashable, Sendable, WireMessage {
+    public struct Cancel: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "cancel"
         public var job: JobID
         public var lease: Lease
@@ -502,19 +461,18 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.lease = lease
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(job: try o.required("job"), lease: try o.required("lease"))
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
         }
     }
 
     /// Give the job back (work stealing): the lease is dead from now on; drop the job if it has
     /// not started, stop it if it has.
-    public struct Revoke: Hashable, Sendable, WireMessage {
+    public struct Revoke: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "revoke"
         public var job: JobID
         public var lease: Lease
@@ -523,18 +481,17 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.lease = lease
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(job: try o.required("job"), lease: try o.required("lease"))
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
         }
     }
 
     /// Load this model now; answer with `load_model_result` and announce the new `models.loaded`.
-    public struct LoadModel: Hashable, Sendable, WireMessage {
+    public struct LoadModel: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "load_model"
         public var id: String?
         public var model: String
@@ -543,19 +500,18 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.model = model
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), model: try o.string("model", .model))
-        }
+        static var blank: Self { Self(model: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("model", model)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.string("model", &model, .model)
         }
     }
 
     /// The answer to a job message naming a lease that is not the job's current one. It changed
     /// nothing; the backend stops any work under that lease.
-    public struct StaleLease: Hashable, Sendable, WireMessage {
+    public struct StaleLease: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "stale_lease"
         public var job: JobID
         public var lease: Lease
@@ -567,28 +523,28 @@ public enum CoordinatorToBackend: Hashable, Sendable, ProtocolDecodable, Protoco
             self.about = about
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(job: try o.required("job"), lease: try o.required("lease"), about: try o.string("about", .code))
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0), about: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
-            w.member("about", about)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
+            try c.string("about", &about, .code)
         }
     }
 
     /// Finish the jobs you have, expect no new ones; announce `draining`.
-    public struct Drain: Hashable, Sendable, WireMessage {
+    public struct Drain: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "drain"
         public var reason: String?
         public init(reason: String? = nil) { self.reason = reason }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(reason: try o.optionalString("reason", .message))
-        }
+        static var blank: Self { Self(reason: nil) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("reason", reason) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("reason", &reason, .message)
+        }
     }
 }
 

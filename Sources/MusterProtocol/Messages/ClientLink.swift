@@ -55,7 +55,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
     }
 
     /// `hello` on the client link.
-    public struct Hello: Hashable, Sendable, WireMessage {
+    public struct Hello: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "hello"
         public var id: String?
         /// Names the client in logs; the default `owner` of its jobs.
@@ -76,26 +76,21 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             self.software = software
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let id = try o.optionalString("id", .key)
-            try PeerRole.expect(.client, in: &o)
-            return Self(
-                id: id, name: try o.string("name", .name), token: try o.string("token", .token),
-                versions: try PeerRole.versions(&o), software: try o.optionalString("software", .key))
-        }
+        static var blank: Self { Self(name: "", token: "", versions: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("role", PeerRole.client.rawValue)
-            w.member("name", name)
-            w.member("token", token)
-            w.member("versions", versions)
-            w.member("software", software)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.role(.client)
+            try c.string("name", &name, .name)
+            try c.string("token", &token, .token)
+            try c.versions(&versions)
+            try c.string("software", &software, .key)
         }
     }
 
     /// Submit a batch. Same members as the body of `POST /v1/batches`, plus `id`.
-    public struct Submit: Hashable, Sendable, WireMessage {
+    public struct Submit: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "submit"
         public var id: String?
         public var batch: Wire.BatchRequest
@@ -104,19 +99,18 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             self.batch = batch
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), batch: try .decode(&o))
-        }
+        static var blank: Self { Self(batch: .blank) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            batch.encodeMembers(&w)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.inline(&batch)
         }
     }
 
     /// Follow the jobs of one batch (or, without `batch`, every job). The coordinator answers
     /// `subscribed`, then sends each job's current state as a `job` event, then every change.
-    public struct Subscribe: Hashable, Sendable, WireMessage {
+    public struct Subscribe: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "subscribe"
         public var id: String?
         public var batch: BatchID?
@@ -125,18 +119,17 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             self.batch = batch
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), batch: try o.optional("batch"))
-        }
+        static var blank: Self { Self(batch: nil) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("batch", batch)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.optional("batch", &batch)
         }
     }
 
     /// Cancel one job or every job of a batch: exactly one of `job` and `batch`.
-    public struct Cancel: Hashable, Sendable, WireMessage {
+    public struct Cancel: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "cancel"
         public var id: String?
         public var target: Target
@@ -152,43 +145,47 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             self.target = target
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let id = try o.optionalString("id", .key)
-            let job: JobID? = try o.optional("job")
-            let batch: BatchID? = try o.optional("batch")
-            switch (job, batch) {
-            case (let job?, nil): return Self(id: id, target: .job(job))
-            case (nil, let batch?): return Self(id: id, target: .batch(batch))
-            case (nil, nil): throw .invalid("", "one of 'job' and 'batch' is required")
-            case (_?, _?): throw .invalid("", "give either 'job' or 'batch', not both")
-            }
-        }
+        static var blank: Self { Self(target: .job(JobID(0))) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            var job: JobID?
+            var batch: BatchID?
             switch target {
-            case .job(let job): w.member("job", job)
-            case .batch(let batch): w.member("batch", batch)
+            case .job(let j): job = j
+            case .batch(let b): batch = b
+            }
+            try c.string("id", &id, .key)
+            try c.optional("job", &job)
+            try c.optional("batch", &batch)
+            try c.decoded { _ throws(ProtocolError) in
+                switch (job, batch) {
+                case (let job?, nil): target = .job(job)
+                case (nil, let batch?): target = .batch(batch)
+                case (nil, nil): throw .invalid("", "one of 'job' and 'batch' is required")
+                case (_?, _?): throw .invalid("", "give either 'job' or 'batch', not both")
+                }
             }
         }
     }
 
     /// Ask for a `status_report`.
-    public struct Status: Hashable, Sendable, WireMessage {
+    public struct Status: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "status"
         public var id: String?
         public init(id: String? = nil) { self.id = id }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key))
-        }
+        static var blank: Self { Self(id: nil) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("id", id) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+        }
     }
 
     /// Drain one backend: it gets no new jobs, finishes those it has, then (a remote one) says
     /// `goodbye` and closes. Answered by `draining`.
-    public struct Drain: Hashable, Sendable, WireMessage {
+    public struct Drain: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "drain"
         public var id: String?
         public var backend: BackendID
@@ -197,13 +194,12 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             self.backend = backend
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), backend: try o.required("backend"))
-        }
+        static var blank: Self { Self(backend: BackendID(1)) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("backend", backend)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("backend", &backend)
         }
     }
 }
@@ -278,7 +274,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
     }
 
     /// The answer to a client's `hello`.
-    public struct Welcome: Hashable, Sendable, WireMessage {
+    public struct Welcome: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "welcome"
         public var id: String?
         public var version: Int
@@ -303,27 +299,22 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.owner = owner
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), version: try o.int("version", in: 1...1000),
-                coordinator: try o.string("coordinator", .key), heartbeatMs: try o.required("heartbeat_ms"),
-                maxMessageBytes: try o.int("max_message_bytes", in: 1024...Int64(Int32.max)),
-                role: try o.optionalString("role", .key), owner: try o.optionalString("owner", .key))
-        }
+        static var blank: Self { Self(coordinator: "", heartbeatMs: 0) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("version", version)
-            w.member("coordinator", coordinator)
-            w.member("heartbeat_ms", heartbeatMs)
-            w.member("max_message_bytes", maxMessageBytes)
-            w.member("role", role)
-            w.member("owner", owner)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.int("version", &version, in: 1...1000)
+            try c.string("coordinator", &coordinator, .key)
+            try c.required("heartbeat_ms", &heartbeatMs)
+            try c.int("max_message_bytes", &maxMessageBytes, in: 1024...Int64(Int32.max))
+            try c.string("role", &role, .key)
+            try c.string("owner", &owner, .key)
         }
     }
 
     /// The answer to `subscribe`.
-    public struct Subscribed: Hashable, Sendable, WireMessage {
+    public struct Subscribed: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "subscribed"
         public var id: String?
         public var batch: BatchID?
@@ -332,18 +323,17 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.batch = batch
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), batch: try o.optional("batch"))
-        }
+        static var blank: Self { Self(batch: nil) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("batch", batch)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.optional("batch", &batch)
         }
     }
 
     /// The answer to `cancel`: the jobs that were canceled by it (already final ones are not listed).
-    public struct Canceled: Hashable, Sendable, WireMessage {
+    public struct Canceled: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "canceled"
         public var id: String?
         public var jobs: [JobID]
@@ -352,19 +342,18 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.jobs = jobs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), jobs: try o.required("jobs"))
-        }
+        static var blank: Self { Self(jobs: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("jobs", jobs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("jobs", &jobs)
         }
     }
 
     /// The answer to `drain`: the backend takes no new jobs from now on. Also the body of
     /// `POST /v1/backends/{id}/drain` (HTTP 202).
-    public struct Draining: Hashable, Sendable, WireMessage, WireBody {
+    public struct Draining: Hashable, Sendable, WireMessage, WireBody, WireMembers {
         static let wireType: StaticString = "draining"
         public var id: String?
         public var backend: BackendID
@@ -373,13 +362,12 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.backend = backend
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.optionalString("id", .key), backend: try o.required("backend"))
-        }
+        static var blank: Self { Self(backend: BackendID(1)) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("backend", backend)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("backend", &backend)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -389,7 +377,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
     }
 
     /// The answer to `status`: readiness, backends, queue.
-    public struct StatusReport: Hashable, Sendable, WireMessage {
+    public struct StatusReport: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "status_report"
         public var id: String?
         public var readiness: Wire.Readiness
@@ -404,23 +392,19 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.queue = queue
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), readiness: try o.required("readiness"),
-                backends: try o.list("backends", maxCount: ProtocolLimits.maxListLength),
-                queue: try o.required("queue"))
-        }
+        static var blank: Self { Self(readiness: .blank, backends: [], queue: .blank) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("readiness", readiness)
-            w.member("backends", backends)
-            w.member("queue", queue)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("readiness", &readiness)
+            try c.list("backends", &backends, maxCount: ProtocolLimits.maxListLength, optional: false)
+            try c.required("queue", &queue)
         }
     }
 
     /// One transition of one job. `event` says what happened, `state` is the state after it.
-    public struct JobEvent: Hashable, Sendable, WireMessage {
+    public struct JobEvent: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "job"
         public var job: JobID
         public var batch: BatchID
@@ -473,42 +457,29 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.runnerUpExpectedMs = runnerUpExpectedMs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let job: JobID = try o.required("job")
-            let batch: BatchID = try o.required("batch")
-            let event: JobEventKind = try o.required("event")
-            let state: JobState = try o.required("state")
-            let attempt = try o.int("attempt", in: 0...1000)
-            let atMs: UInt64 = try o.required("at_ms")
-            let backend: BackendID? = try o.optional("backend")
-            let progress: Double? = try o.optional("progress")
-            if let progress, !(0...1).contains(progress) { throw .invalid("progress", "must lie in 0...1") }
-            return Self(
-                job: job, batch: batch, event: event, state: state, attempt: attempt, atMs: atMs, backend: backend,
-                progress: progress, message: try o.optionalString("message", .message),
-                result: try o.raw("result", object: false, maxBytes: o.doc.limits.maxResultBytes),
-                error: try o.optional("error"), waiting: try o.optional("waiting"),
-                cause: try o.optional("cause"), expectedMs: try o.optional("expected_ms"),
-                runnerUp: try o.optional("runner_up"), runnerUpExpectedMs: try o.optional("runner_up_expected_ms"))
+        static var blank: Self {
+            Self(job: JobID(0), batch: BatchID(0), event: .queued, state: .queued, attempt: 0, atMs: 0)
         }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("batch", batch)
-            w.member("event", event)
-            w.member("state", state)
-            w.member("attempt", attempt)
-            w.member("at_ms", atMs)
-            w.member("backend", backend)
-            w.member("progress", progress)
-            w.member("message", message)
-            w.member("result", result)
-            w.member("error", error)
-            w.member("waiting", waiting)
-            w.member("cause", cause)
-            w.member("expected_ms", expectedMs)
-            w.member("runner_up", runnerUp)
-            w.member("runner_up_expected_ms", runnerUpExpectedMs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("batch", &batch)
+            try c.required("event", &event)
+            try c.required("state", &state)
+            try c.int("attempt", &attempt, in: 0...1000)
+            try c.required("at_ms", &atMs)
+            try c.optional("backend", &backend)
+            try c.optional("progress", &progress)
+            try c.check("progress", progress.map { (0...1).contains($0) } ?? true, "must lie in 0...1")
+            try c.string("message", &message, .message)
+            try c.raw("result", &result, object: false, limit: .result)
+            try c.optional("error", &error)
+            try c.optional("waiting", &waiting)
+            try c.optional("cause", &cause)
+            try c.optional("expected_ms", &expectedMs)
+            try c.optional("runner_up", &runnerUp)
+            try c.optional("runner_up_expected_ms", &runnerUpExpectedMs)
         }
     }
 }

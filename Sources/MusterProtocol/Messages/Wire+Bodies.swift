@@ -2,7 +2,7 @@
 
 extension Wire {
     /// A batch to submit: the body of `POST /v1/batches` and the members of `submit`.
-    public struct BatchRequest: Hashable, Sendable, WireBody {
+    public struct BatchRequest: Hashable, Sendable, WireBody, WireMembers {
         /// Chosen by the client; a retry with the same key returns the original batch.
         public var batchKey: String?
         /// Default owner of the entries that name none.
@@ -18,22 +18,20 @@ extension Wire {
         /// The number of jobs this batch makes.
         public var jobCount: Int { jobs.reduce(0) { $0 + $1.count } }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let key = try o.optionalString("batch_key", .key)
-            let owner = try o.optionalString("owner", .key)
-            let jobs: [JobRequest] = try o.list("jobs", maxCount: ProtocolLimits.maxBatchEntries)
-            if jobs.isEmpty { throw .invalid("jobs", "a batch needs at least one job") }
-            let total = jobs.reduce(0) { $0 + $1.count }
-            if total > o.doc.limits.maxBatchJobs {
-                throw .limit("jobs", "\(total) jobs exceed the limit of \(o.doc.limits.maxBatchJobs) per batch")
-            }
-            return Self(batchKey: key, owner: owner, jobs: jobs)
-        }
+        static var blank: Self { Self(jobs: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("batch_key", batchKey)
-            w.member("owner", owner)
-            w.member("jobs", jobs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("batch_key", &batchKey, .key)
+            try c.string("owner", &owner, .key)
+            try c.list("jobs", &jobs, maxCount: ProtocolLimits.maxBatchEntries, optional: false)
+            try c.decoded { o throws(ProtocolError) in
+                if jobs.isEmpty { throw .invalid("jobs", "a batch needs at least one job") }
+                let total = jobs.reduce(0) { $0 + $1.count }
+                if total > o.doc.limits.maxBatchJobs {
+                    throw .limit("jobs", "\(total) jobs exceed the limit of \(o.doc.limits.maxBatchJobs) per batch")
+                }
+            }
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -43,7 +41,7 @@ extension Wire {
     }
 
     /// One entry of a batch: `count` jobs with the same spec.
-    public struct JobRequest: Hashable, Sendable, WireObject {
+    public struct JobRequest: Hashable, Sendable, WireMembers {
         public var kind: String
         public var needs: [String]
         public var model: String?
@@ -75,6 +73,16 @@ extension Wire {
             }
         }
 
+        /// The blank value the decoder fills in (no workflow to look for).
+        private init(blankKind: Void) {
+            kind = ""
+            needs = []
+            params = .emptyObject
+            count = 1
+            priority = 0
+            nodes = []
+        }
+
         /// The spec of each job; `defaultOwner` applies when neither entry nor batch names one.
         public func spec(batchOwner: String?, defaultOwner: String) -> JobSpec {
             JobSpec(
@@ -82,14 +90,17 @@ extension Wire {
                 owner: owner ?? batchOwner ?? defaultOwner, nodes: nodes)
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let range = Int64(ProtocolLimits.priorityRange.lowerBound)...Int64(ProtocolLimits.priorityRange.upperBound)
-            let kind = try o.string("kind", .feature)
-            let needs = try o.names("needs", .feature, maxCount: ProtocolLimits.maxNeeds, required: false)
-            let model = try o.optionalString("model", .model)
-            let params = try o.raw("params", object: true, maxBytes: o.doc.limits.maxParamsBytes) ?? .emptyObject
-            var nodes: [String] = []
-            if let p = o.find("params") {
+        static var blank: Self { Self(blankKind: ()) }
+
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("kind", &kind, .feature)
+            try c.names("needs", &needs, .feature, maxCount: ProtocolLimits.maxNeeds, optional: true)
+            try c.string("model", &model, .model)
+            try c.raw("params", &params, object: true, limit: .params, absent: .emptyObject, writesAbsent: false)
+            try c.decoded { o throws(ProtocolError) in
+                // `nodes` is derived from `params.workflow` (section 11), not a member on the wire.
+                guard let p = o.find("params") else { return }
                 do throws(ProtocolError) {
                     nodes = try WorkflowParams.nodeClasses(o.doc, params: p)
                 } catch {
@@ -98,27 +109,14 @@ extension Wire {
                     throw e
                 }
             }
-            return Self(
-                kind: kind, needs: needs, model: model, params: params,
-                count: try o.optionalInt("count", in: 1...Int64(ProtocolLimits.maxCount)) ?? 1,
-                priority: try o.optionalInt("priority", in: range) ?? 0,
-                owner: try o.optionalString("owner", .key), nodes: nodes)
-        }
-
-        /// Members at their default value are left out: the canonical form is the shortest.
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("kind", kind)
-            if !needs.isEmpty { w.member("needs", needs) }
-            w.member("model", model)
-            if params != .emptyObject { w.member("params", params) }
-            if count != 1 { w.member("count", count) }
-            if priority != 0 { w.member("priority", priority) }
-            w.member("owner", owner)
+            try c.int("count", &count, default: 1, in: 1...Int64(ProtocolLimits.maxCount))
+            try c.int("priority", &priority, default: 0, in: ProtocolLimits.priorityRange64)
+            try c.string("owner", &owner, .key)
         }
     }
 
     /// The answer to a submitted batch (`accepted`; `POST /v1/batches` 201, or 200 when duplicate).
-    public struct Accepted: Hashable, Sendable, WireMessage, WireBody {
+    public struct Accepted: Hashable, Sendable, WireMessage, WireBody, WireMembers {
         static let wireType: StaticString = "accepted"
         public var id: String?
         public var batch: BatchID
@@ -134,17 +132,14 @@ extension Wire {
             self.duplicate = duplicate
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), batch: try o.required("batch"), jobs: try o.required("jobs"),
-                duplicate: try o.required("duplicate"))
-        }
+        static var blank: Self { Self(batch: BatchID(0), jobs: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("batch", batch)
-            w.member("jobs", jobs)
-            w.member("duplicate", duplicate)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("batch", &batch)
+            try c.required("jobs", &jobs)
+            try c.required("duplicate", &duplicate)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -155,7 +150,7 @@ extension Wire {
 
     /// Load a model now (`load_model` on the client link; `POST /v1/models/load`): on one backend,
     /// or on every eligible one and on every one that joins later.
-    public struct LoadModelRequest: Hashable, Sendable, WireMessage, WireBody {
+    public struct LoadModelRequest: Hashable, Sendable, WireMessage, WireBody, WireMembers {
         static let wireType: StaticString = "load_model"
         public var id: String?
         public var model: String
@@ -167,16 +162,13 @@ extension Wire {
             self.backend = backend
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), model: try o.string("model", .model),
-                backend: try o.optional("backend"))
-        }
+        static var blank: Self { Self(model: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("model", model)
-            w.member("backend", backend)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.string("model", &model, .model)
+            try c.optional("backend", &backend)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -186,7 +178,7 @@ extension Wire {
     }
 
     /// The answer to a load-model command: the backends told to load it now (HTTP 202).
-    public struct ModelsLoading: Hashable, Sendable, WireMessage, WireBody {
+    public struct ModelsLoading: Hashable, Sendable, WireMessage, WireBody, WireMembers {
         static let wireType: StaticString = "models_loading"
         public var id: String?
         public var model: String
@@ -198,16 +190,13 @@ extension Wire {
             self.backends = backends
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), model: try o.string("model", .model),
-                backends: try o.required("backends"))
-        }
+        static var blank: Self { Self(model: "", backends: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("model", model)
-            w.member("backends", backends)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.string("model", &model, .model)
+            try c.required("backends", &backends)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -225,7 +214,7 @@ extension Wire {
     }
 
     /// One backend as `GET /v1/backends` and `status_report` show it.
-    public struct BackendInfo: Hashable, Sendable, WireObject {
+    public struct BackendInfo: Hashable, Sendable, WireMembers {
         public var id: BackendID
         public var name: String
         public var local: Bool
@@ -266,78 +255,44 @@ extension Wire {
             self.estimates = estimates
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let id: BackendID = try o.required("id")
-            let name = try o.string("name", .name)
-            let local: Bool = try o.required("local")
-            let link: LinkState = try o.required("link")
-            var capabilities: CapabilitySnapshot?
-            if let node = o.find("capabilities") {
-                do throws(ProtocolError) {
-                    capabilities = try CapabilitySnapshot.decodeJSON(o.doc, node)
-                } catch {
-                    var e = error
-                    e.prepend(key: "capabilities")
-                    throw e
-                }
-            }
-            let load: Load = try o.required("load")
-            return Self(
-                id: id, name: name, local: local, link: link, capabilities: capabilities, inFlight: load.inFlight,
-                running: load.running, capacity: load.capacity, registeredMs: try o.required("registered_ms"),
-                firstAnnouncedMs: try o.optional("first_announced_ms"), lastSeenMs: try o.optional("last_seen_ms"),
-                inhibitedUntilMs: try o.optional("inhibited_until_ms"), estimates: try o.optional("estimates"))
+        static var blank: Self {
+            Self(
+                id: BackendID(1), name: "", local: false, link: .down, capabilities: nil, inFlight: 0, running: 0,
+                capacity: 0, registeredMs: 0)
         }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("name", name)
-            w.member("local", local)
-            w.member("link", link)
-            if let capabilities {
-                w.key("capabilities")
-                w.append(UInt8(ascii: "{"))
-                capabilities.encodeMembers(&w)
-                w.append(UInt8(ascii: "}"))
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("id", &id)
+            try c.string("name", &name, .name)
+            try c.required("local", &local)
+            try c.required("link", &link)
+            try c.optional("capabilities", &capabilities)
+            try c.object("load") { c throws(ProtocolError) in
+                try c.int("in_flight", &inFlight, in: 0...Int64(Int32.max))
+                try c.int("running", &running, in: 0...Int64(Int32.max))
+                try c.int("capacity", &capacity, in: 0...Int64(Int32.max))
             }
-            w.member("load", Load(inFlight: inFlight, running: running, capacity: capacity))
-            w.member("registered_ms", registeredMs)
-            w.member("first_announced_ms", firstAnnouncedMs)
-            w.member("last_seen_ms", lastSeenMs)
-            w.member("inhibited_until_ms", inhibitedUntilMs)
-            w.member("estimates", estimates)
+            try c.required("registered_ms", &registeredMs)
+            try c.optional("first_announced_ms", &firstAnnouncedMs)
+            try c.optional("last_seen_ms", &lastSeenMs)
+            try c.optional("inhibited_until_ms", &inhibitedUntilMs)
+            try c.optional("estimates", &estimates)
         }
 
-        struct Load: WireObject {
-            var inFlight: Int
-            var running: Int
-            var capacity: Int
-
-            static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-                Self(
-                    inFlight: try o.int("in_flight", in: 0...Int64(Int32.max)),
-                    running: try o.int("running", in: 0...Int64(Int32.max)),
-                    capacity: try o.int("capacity", in: 0...Int64(Int32.max)))
-            }
-
-            func encodeMembers(_ w: inout JSONWriter) {
-                w.member("in_flight", inFlight)
-                w.member("running", running)
-                w.member("capacity", capacity)
-            }
-        }
     }
 
     /// `GET /v1/backends`.
-    public struct BackendList: Hashable, Sendable, WireBody {
+    public struct BackendList: Hashable, Sendable, WireBody, WireMembers {
         public var backends: [BackendInfo]
         public init(backends: [BackendInfo]) { self.backends = backends }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(backends: try o.list("backends", maxCount: ProtocolLimits.maxListLength))
-        }
+        static var blank: Self { Self(backends: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("backends", backends) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.list("backends", &backends, maxCount: ProtocolLimits.maxListLength, optional: false)
+        }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
             -> Self
@@ -346,7 +301,7 @@ extension Wire {
     }
 
     /// A backend the warm-up gate waits for.
-    public struct WaitingBackend: Hashable, Sendable, WireObject {
+    public struct WaitingBackend: Hashable, Sendable, WireMembers {
         public var id: BackendID
         public var name: String
         /// Open set: `not_connected`, `not_announced`, `starting`, `loading`.
@@ -358,20 +313,19 @@ extension Wire {
             self.reason = reason
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(id: try o.required("id"), name: try o.string("name", .name), reason: try o.string("reason", .code))
-        }
+        static var blank: Self { Self(id: BackendID(1), name: "", reason: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("name", name)
-            w.member("reason", reason)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("id", &id)
+            try c.string("name", &name, .name)
+            try c.string("reason", &reason, .code)
         }
     }
 
     /// Why jobs are held by the warm-up gate: the features (and model) they need and the backends
     /// that might turn out eligible but have not announced yet.
-    public struct GateWait: Hashable, Sendable, WireObject {
+    public struct GateWait: Hashable, Sendable, WireMembers {
         public var features: [String]
         public var model: String?
         public var backends: [WaitingBackend]
@@ -391,25 +345,20 @@ extension Wire {
             self.jobs = jobs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                features: try o.names("features", .feature, maxCount: ProtocolLimits.maxNeeds),
-                model: try o.optionalString("model", .model),
-                backends: try o.list("backends", maxCount: ProtocolLimits.maxListLength),
-                untilMs: try o.optional("until_ms"), jobs: try o.optionalInt("jobs", in: 0...Int64(Int32.max)))
-        }
+        static var blank: Self { Self(features: [], backends: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("features", features)
-            w.member("model", model)
-            w.member("backends", backends)
-            w.member("until_ms", untilMs)
-            w.member("jobs", jobs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.names("features", &features, .feature, maxCount: ProtocolLimits.maxNeeds, optional: false)
+            try c.string("model", &model, .model)
+            try c.list("backends", &backends, maxCount: ProtocolLimits.maxListLength, optional: false)
+            try c.optional("until_ms", &untilMs)
+            try c.int("jobs", &jobs, in: 0...Int64(Int32.max))
         }
     }
 
     /// `GET /readyz` (200 when ready, 503 otherwise) and the `readiness` of `status_report`.
-    public struct Readiness: Hashable, Sendable, WireBody {
+    public struct Readiness: Hashable, Sendable, WireBody, WireMembers {
         public var ready: Bool
         /// Open set, empty when ready: `no_ready_backend`, `jobs_held`, `shutting_down`.
         public var reasons: [String]
@@ -432,21 +381,16 @@ extension Wire {
             self.leader = leader
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                ready: try o.required("ready"), reasons: try o.names("reasons", .code, maxCount: 16),
-                readyBackends: try o.int("ready_backends", in: 0...Int64(Int32.max)),
-                heldJobs: try o.int("held_jobs", in: 0...Int64(Int32.max)),
-                waiting: try o.list("waiting", maxCount: ProtocolLimits.maxListLength), leader: try o.optional("leader"))
-        }
+        static var blank: Self { Self(ready: false, reasons: [], readyBackends: 0, heldJobs: 0, waiting: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("ready", ready)
-            w.member("reasons", reasons)
-            w.member("ready_backends", readyBackends)
-            w.member("held_jobs", heldJobs)
-            w.member("waiting", waiting)
-            w.member("leader", leader)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("ready", &ready)
+            try c.names("reasons", &reasons, .code, maxCount: 16, optional: false)
+            try c.int("ready_backends", &readyBackends, in: 0...Int64(Int32.max))
+            try c.int("held_jobs", &heldJobs, in: 0...Int64(Int32.max))
+            try c.list("waiting", &waiting, maxCount: ProtocolLimits.maxListLength, optional: false)
+            try c.optional("leader", &leader)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -457,7 +401,7 @@ extension Wire {
 
     /// A coordinator of a pair sharing one database, as a standby names its leader (readiness,
     /// and `details.leader` of the `not_leader` error): its node name and the URL to dial.
-    public struct CoordinatorRef: Hashable, Sendable, WireObject {
+    public struct CoordinatorRef: Hashable, Sendable, WireMembers {
         public var name: String
         /// `ws://HOST:PORT` or `wss://HOST:PORT` (its `ha.advertise`).
         public var address: String
@@ -467,27 +411,27 @@ extension Wire {
             self.address = address
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(name: try o.string("name", .key), address: try o.string("address", .key))
-        }
+        static var blank: Self { Self(name: "", address: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("name", name)
-            w.member("address", address)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("name", &name, .key)
+            try c.string("address", &address, .key)
         }
     }
 
     /// `details` of a `not_leader` error: the leader to dial instead, when one is known.
-    public struct NotLeader: Hashable, Sendable, WireBody {
+    public struct NotLeader: Hashable, Sendable, WireBody, WireMembers {
         public var leader: CoordinatorRef?
 
         public init(leader: CoordinatorRef?) { self.leader = leader }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(leader: try o.optional("leader"))
-        }
+        static var blank: Self { Self(leader: nil) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("leader", leader) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.optional("leader", &leader)
+        }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
             -> Self
@@ -506,7 +450,7 @@ extension Wire {
     }
 
     /// Jobs not yet final, by state, and queued jobs by priority.
-    public struct QueueSummary: Hashable, Sendable, WireObject {
+    public struct QueueSummary: Hashable, Sendable, WireMembers {
         public var queued: Int
         public var gated: Int
         public var bound: Int
@@ -523,7 +467,7 @@ extension Wire {
         }
 
         /// How many jobs wait at one priority.
-        public struct PriorityDepth: Hashable, Sendable, WireObject {
+        public struct PriorityDepth: Hashable, Sendable, WireMembers {
             public var priority: Int
             public var jobs: Int
             public init(priority: Int, jobs: Int) {
@@ -531,38 +475,29 @@ extension Wire {
                 self.jobs = jobs
             }
 
-            static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-                let range =
-                    Int64(ProtocolLimits.priorityRange.lowerBound)...Int64(ProtocolLimits.priorityRange.upperBound)
-                return Self(
-                    priority: try o.int("priority", in: range), jobs: try o.int("jobs", in: 0...Int64(Int32.max)))
-            }
+            static var blank: Self { Self(priority: 0, jobs: 0) }
 
-            func encodeMembers(_ w: inout JSONWriter) {
-                w.member("priority", priority)
-                w.member("jobs", jobs)
+            @inline(__always)
+            mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+                try c.int("priority", &priority, in: ProtocolLimits.priorityRange64)
+                try c.int("jobs", &jobs, in: 0...Int64(Int32.max))
             }
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let count: ClosedRange<Int64> = 0...Int64(Int32.max)
-            return Self(
-                queued: try o.int("queued", in: count), gated: try o.int("gated", in: count),
-                bound: try o.int("bound", in: count), running: try o.int("running", in: count),
-                byPriority: try o.list("by_priority", maxCount: ProtocolLimits.priorityRange.count))
-        }
+        static var blank: Self { Self(queued: 0, gated: 0, bound: 0, running: 0, byPriority: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("queued", queued)
-            w.member("gated", gated)
-            w.member("bound", bound)
-            w.member("running", running)
-            w.member("by_priority", byPriority)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.int("queued", &queued, in: 0...Int64(Int32.max))
+            try c.int("gated", &gated, in: 0...Int64(Int32.max))
+            try c.int("bound", &bound, in: 0...Int64(Int32.max))
+            try c.int("running", &running, in: 0...Int64(Int32.max))
+            try c.list("by_priority", &byPriority, maxCount: ProtocolLimits.priorityRange.count, optional: false)
         }
     }
 
     /// One attempt of a job, in its history.
-    public struct AttemptRecord: Hashable, Sendable, WireObject {
+    public struct AttemptRecord: Hashable, Sendable, WireMembers {
         public var attempt: Int
         public var backend: BackendID
         public var outcome: AttemptOutcome
@@ -582,25 +517,21 @@ extension Wire {
             self.endedMs = endedMs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                attempt: try o.int("attempt", in: 1...1000), backend: try o.required("backend"),
-                outcome: try o.required("outcome"), error: try o.optional("error"),
-                boundMs: try o.required("bound_ms"), endedMs: try o.optional("ended_ms"))
-        }
+        static var blank: Self { Self(attempt: 1, backend: BackendID(1), outcome: .bound, boundMs: 0) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("attempt", attempt)
-            w.member("backend", backend)
-            w.member("outcome", outcome)
-            w.member("error", error)
-            w.member("bound_ms", boundMs)
-            w.member("ended_ms", endedMs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.int("attempt", &attempt, in: 1...1000)
+            try c.required("backend", &backend)
+            try c.required("outcome", &outcome)
+            try c.optional("error", &error)
+            try c.required("bound_ms", &boundMs)
+            try c.optional("ended_ms", &endedMs)
         }
     }
 
     /// `GET /v1/jobs/{id}`: everything about one job.
-    public struct JobInfo: Hashable, Sendable, WireBody {
+    public struct JobInfo: Hashable, Sendable, WireBody, WireMembers {
         public var job: JobID
         public var batch: BatchID
         public var state: JobState
@@ -637,48 +568,37 @@ extension Wire {
             self.history = history
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let job: JobID = try o.required("job")
-            let batch: BatchID = try o.required("batch")
-            let state: JobState = try o.required("state")
-            let range = Int64(ProtocolLimits.priorityRange.lowerBound)...Int64(ProtocolLimits.priorityRange.upperBound)
-            let spec = JobSpec(
-                kind: try o.string("kind", .feature),
-                needs: try o.names("needs", .feature, maxCount: ProtocolLimits.maxNeeds),
-                model: try o.optionalString("model", .model),
-                params: try o.raw("params", object: true, maxBytes: o.doc.limits.maxParamsBytes) ?? .emptyObject,
-                priority: try o.int("priority", in: range), owner: try o.string("owner", .key))
-            let progress: Double? = try o.optional("progress")
-            if let progress, !(0...1).contains(progress) { throw .invalid("progress", "must lie in 0...1") }
-            return Self(
-                job: job, batch: batch, state: state, spec: spec, attempt: try o.int("attempt", in: 0...1000),
-                backend: try o.optional("backend"), progress: progress,
-                result: try o.raw("result", object: false, maxBytes: o.doc.limits.maxResultBytes),
-                error: try o.optional("error"), waiting: try o.optional("waiting"),
-                createdMs: try o.required("created_ms"), startedMs: try o.optional("started_ms"),
-                finishedMs: try o.optional("finished_ms"), history: try o.list("history", maxCount: 1000))
+        static var blank: Self {
+            Self(job: JobID(0), batch: BatchID(0), state: .queued, spec: JobSpec(kind: ""), attempt: 0, createdMs: 0)
         }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("batch", batch)
-            w.member("state", state)
-            w.member("kind", spec.kind)
-            w.member("needs", spec.needs)
-            w.member("model", spec.model)
-            w.member("params", spec.params)
-            w.member("priority", spec.priority)
-            w.member("owner", spec.owner)
-            w.member("attempt", attempt)
-            w.member("backend", backend)
-            w.member("progress", progress)
-            w.member("result", result)
-            w.member("error", error)
-            w.member("waiting", waiting)
-            w.member("created_ms", createdMs)
-            w.member("started_ms", startedMs)
-            w.member("finished_ms", finishedMs)
-            w.member("history", history)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("batch", &batch)
+            try c.required("state", &state)
+            try c.string("kind", &spec.kind, .feature)
+            try c.names("needs", &spec.needs, .feature, maxCount: ProtocolLimits.maxNeeds, optional: false)
+            try c.string("model", &spec.model, .model)
+            try c.raw("params", &spec.params, object: true, limit: .params, absent: .emptyObject, writesAbsent: true)
+            try c.int("priority", &spec.priority, in: ProtocolLimits.priorityRange64)
+            try c.string("owner", &spec.owner, .key)
+            try c.decoded { _ throws(ProtocolError) in
+                spec = JobSpec(
+                    kind: spec.kind, needs: spec.needs, model: spec.model, params: spec.params, priority: spec.priority,
+                    owner: spec.owner)
+            }
+            try c.int("attempt", &attempt, in: 0...1000)
+            try c.optional("backend", &backend)
+            try c.optional("progress", &progress)
+            try c.check("progress", progress.map { (0...1).contains($0) } ?? true, "must lie in 0...1")
+            try c.raw("result", &result, object: false, limit: .result)
+            try c.optional("error", &error)
+            try c.optional("waiting", &waiting)
+            try c.required("created_ms", &createdMs)
+            try c.optional("started_ms", &startedMs)
+            try c.optional("finished_ms", &finishedMs)
+            try c.list("history", &history, maxCount: 1000, optional: false)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -688,7 +608,7 @@ extension Wire {
     }
 
     /// `GET /v1/batches/{id}`.
-    public struct BatchInfo: Hashable, Sendable, WireBody {
+    public struct BatchInfo: Hashable, Sendable, WireBody, WireMembers {
         public var batch: BatchID
         public var batchKey: String?
         public var createdMs: UInt64
@@ -704,19 +624,15 @@ extension Wire {
             self.jobs = jobs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                batch: try o.required("batch"), batchKey: try o.optionalString("batch_key", .key),
-                createdMs: try o.required("created_ms"), done: try o.required("done"),
-                jobs: try o.list("jobs", maxCount: ProtocolLimits.maxListLength))
-        }
+        static var blank: Self { Self(batch: BatchID(0), createdMs: 0, done: false, jobs: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("batch", batch)
-            w.member("batch_key", batchKey)
-            w.member("created_ms", createdMs)
-            w.member("done", done)
-            w.member("jobs", jobs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("batch", &batch)
+            try c.string("batch_key", &batchKey, .key)
+            try c.required("created_ms", &createdMs)
+            try c.required("done", &done)
+            try c.list("jobs", &jobs, maxCount: ProtocolLimits.maxListLength, optional: false)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -727,7 +643,7 @@ extension Wire {
 
     /// `DELETE /v1/jobs/{id}`: the job's state after the request; `canceled` is false when it was
     /// already final (the request is idempotent).
-    public struct CancelResult: Hashable, Sendable, WireBody {
+    public struct CancelResult: Hashable, Sendable, WireBody, WireMembers {
         public var job: JobID
         public var state: JobState
         public var canceled: Bool
@@ -738,14 +654,13 @@ extension Wire {
             self.canceled = canceled
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(job: try o.required("job"), state: try o.required("state"), canceled: try o.required("canceled"))
-        }
+        static var blank: Self { Self(job: JobID(0), state: .queued, canceled: false) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("state", state)
-            w.member("canceled", canceled)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("state", &state)
+            try c.required("canceled", &canceled)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -755,7 +670,7 @@ extension Wire {
     }
 
     /// `GET /healthz`: the process serves.
-    public struct Health: Hashable, Sendable, WireBody {
+    public struct Health: Hashable, Sendable, WireBody, WireMembers {
         /// Always `ok`.
         public var status: String
         public var version: String
@@ -767,17 +682,13 @@ extension Wire {
             self.uptimeMs = uptimeMs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let status = try o.string("status", .code)
-            var h = Self(version: try o.string("version", .key), uptimeMs: try o.required("uptime_ms"))
-            h.status = status
-            return h
-        }
+        static var blank: Self { Self(version: "", uptimeMs: 0) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("status", status)
-            w.member("version", version)
-            w.member("uptime_ms", uptimeMs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("status", &status, .code)
+            try c.string("version", &version, .key)
+            try c.required("uptime_ms", &uptimeMs)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -790,7 +701,7 @@ extension Wire {
 extension Wire {
     /// What the coordinator's router expects of one backend: its speed and, per job class, the
     /// expected seconds of one job there.
-    public struct Estimates: Hashable, Sendable, WireObject {
+    public struct Estimates: Hashable, Sendable, WireMembers {
         /// Relative to 1.0 (2.0: the same job in half the time).
         public var speed: Double
         /// `measured`, `configured`, `announced` or `assumed` (nothing known: 1.0).
@@ -806,23 +717,19 @@ extension Wire {
             self.jobs = jobs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                speed: try o.required("speed"), speedSource: try o.string("speed_source", .code),
-                modelLoadSeconds: try o.optional("model_load_seconds"),
-                jobs: try o.list("jobs", maxCount: ProtocolLimits.maxListLength))
-        }
+        static var blank: Self { Self(speed: 0, speedSource: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("speed", speed)
-            w.member("speed_source", speedSource)
-            w.member("model_load_seconds", modelLoadSeconds)
-            w.member("jobs", jobs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("speed", &speed)
+            try c.string("speed_source", &speedSource, .code)
+            try c.optional("model_load_seconds", &modelLoadSeconds)
+            try c.list("jobs", &jobs, maxCount: ProtocolLimits.maxListLength, optional: false)
         }
     }
 
     /// Expected seconds of one job of a class (kind and model) on one backend.
-    public struct JobEstimate: Hashable, Sendable, WireObject {
+    public struct JobEstimate: Hashable, Sendable, WireMembers {
         public var kind: String
         public var model: String?
         public var seconds: Double
@@ -836,17 +743,14 @@ extension Wire {
             self.measured = measured
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                kind: try o.string("kind", .feature), model: try o.optionalString("model", .model),
-                seconds: try o.required("seconds"), measured: try o.required("measured"))
-        }
+        static var blank: Self { Self(kind: "", seconds: 0, measured: false) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("kind", kind)
-            w.member("model", model)
-            w.member("seconds", seconds)
-            w.member("measured", measured)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("kind", &kind, .feature)
+            try c.string("model", &model, .model)
+            try c.required("seconds", &seconds)
+            try c.required("measured", &measured)
         }
     }
 }

@@ -7,7 +7,7 @@ public enum Wire {}
 
 extension Wire {
     /// The one error shape: `{code, message, details}`. HTTP error bodies are exactly this object.
-    public struct ErrorBody: Hashable, Sendable, WireBody {
+    public struct ErrorBody: Hashable, Sendable, WireBody, WireMembers {
         public var code: ErrorCode
         /// For people: what was wrong, where, and what to do.
         public var message: String
@@ -20,16 +20,13 @@ extension Wire {
             self.details = details
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                code: try o.required("code"), message: try o.string("message", .message),
-                details: try o.raw("details", object: true, maxBytes: o.doc.limits.maxMessageBytes))
-        }
+        static var blank: Self { Self(code: ErrorCode(""), message: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("code", code)
-            w.member("message", message)
-            w.member("details", details)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("code", &code)
+            try c.string("message", &message, .message)
+            try c.raw("details", &details, object: true, limit: .message)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
@@ -40,7 +37,7 @@ extension Wire {
 
     /// The `error` message (both subprotocols, both directions): the error shape plus the `id` of
     /// the request it answers, if any.
-    public struct ErrorMessage: Hashable, Sendable, WireMessage {
+    public struct ErrorMessage: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "error"
         public var id: String?
         public var code: ErrorCode
@@ -57,24 +54,20 @@ extension Wire {
         /// The error without the request id.
         public var body: ErrorBody { ErrorBody(code: code, message: message, details: details) }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                id: try o.optionalString("id", .key), code: try o.required("code"),
-                message: try o.string("message", .message),
-                details: try o.raw("details", object: true, maxBytes: o.doc.limits.maxMessageBytes))
-        }
+        static var blank: Self { Self(code: ErrorCode(""), message: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("id", id)
-            w.member("code", code)
-            w.member("message", message)
-            w.member("details", details)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("id", &id, .key)
+            try c.required("code", &code)
+            try c.string("message", &message, .message)
+            try c.raw("details", &details, object: true, limit: .message)
         }
     }
 
     /// `goodbye` (both subprotocols, both directions): the sender is about to close the link on
     /// purpose. The close code follows (1001 for shutdown or restart, 1000 otherwise).
-    public struct Goodbye: Hashable, Sendable, WireMessage {
+    public struct Goodbye: Hashable, Sendable, WireMessage, WireMembers {
         static let wireType: StaticString = "goodbye"
         /// Open set: `shutdown`, `restart`, `drained`, `replaced`.
         public var reason: String
@@ -88,22 +81,19 @@ extension Wire {
             self.reconnectAfterMs = reconnectAfterMs
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                reason: try o.string("reason", .code), message: try o.optionalString("message", .message),
-                reconnectAfterMs: try o.optional("reconnect_after_ms"))
-        }
+        static var blank: Self { Self(reason: "") }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("reason", reason)
-            w.member("message", message)
-            w.member("reconnect_after_ms", reconnectAfterMs)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.string("reason", &reason, .code)
+            try c.string("message", &message, .message)
+            try c.optional("reconnect_after_ms", &reconnectAfterMs)
         }
     }
 
     /// `details` of `no_eligible_backend`: what the job needs that nobody offers, and per backend
     /// considered, why it was refused.
-    public struct NoEligibleBackend: Hashable, Sendable, WireObject {
+    public struct NoEligibleBackend: Hashable, Sendable, WireMembers {
         /// Needed features that no ready backend announces.
         public var missingFeatures: [String]
         /// The job's model, when no ready backend offers it.
@@ -120,7 +110,7 @@ extension Wire {
         }
 
         /// Why one backend was not eligible.
-        public struct Refusal: Hashable, Sendable, WireObject {
+        public struct Refusal: Hashable, Sendable, WireMembers {
             public var backend: BackendID
             public var name: String
             /// Open set: `link_down`, `link_suspect`, `not_announced`, `starting`, `loading`,
@@ -142,38 +132,29 @@ extension Wire {
                 self.missingNodes = missingNodes
             }
 
-            static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-                Self(
-                    backend: try o.required("backend"), name: try o.string("name", .name),
-                    reasons: try o.names("reasons", .code, maxCount: 16),
-                    missingFeatures: try o.names(
-                        "missing_features", .feature, maxCount: ProtocolLimits.maxNeeds, required: false),
-                    missingNodes: try o.names(
-                        "missing_nodes", .nodeClass, maxCount: ProtocolLimits.maxNodes, required: false))
-            }
+            static var blank: Self { Self(backend: BackendID(1), name: "", reasons: []) }
 
-            func encodeMembers(_ w: inout JSONWriter) {
-                w.member("backend", backend)
-                w.member("name", name)
-                w.member("reasons", reasons)
-                if !missingFeatures.isEmpty { w.member("missing_features", missingFeatures) }
-                if !missingNodes.isEmpty { w.member("missing_nodes", missingNodes) }
+            @inline(__always)
+            mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+                try c.required("backend", &backend)
+                try c.string("name", &name, .name)
+                try c.names("reasons", &reasons, .code, maxCount: 16, optional: false)
+                try c.names(
+                    "missing_features", &missingFeatures, .feature, maxCount: ProtocolLimits.maxNeeds, optional: true)
+                try c.names(
+                    "missing_nodes", &missingNodes, .nodeClass, maxCount: ProtocolLimits.maxNodes, optional: true)
             }
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                missingFeatures: try o.names("missing_features", .feature, maxCount: ProtocolLimits.maxNeeds),
-                missingModel: try o.optionalString("missing_model", .model),
-                missingNodes: try o.names("missing_nodes", .nodeClass, maxCount: ProtocolLimits.maxNodes, required: false),
-                refusals: try o.list("refusals", maxCount: ProtocolLimits.maxListLength))
-        }
+        static var blank: Self { Self(missingFeatures: [], refusals: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("missing_features", missingFeatures)
-            w.member("missing_model", missingModel)
-            if !missingNodes.isEmpty { w.member("missing_nodes", missingNodes) }
-            w.member("refusals", refusals)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.names(
+                "missing_features", &missingFeatures, .feature, maxCount: ProtocolLimits.maxNeeds, optional: false)
+            try c.string("missing_model", &missingModel, .model)
+            try c.names("missing_nodes", &missingNodes, .nodeClass, maxCount: ProtocolLimits.maxNodes, optional: true)
+            try c.list("refusals", &refusals, maxCount: ProtocolLimits.maxListLength, optional: false)
         }
 
         /// As the `details` of an error.
@@ -186,16 +167,16 @@ extension Wire {
     }
 
     /// `details` of `no_common_version`: the versions the coordinator speaks.
-    public struct NoCommonVersion: Hashable, Sendable, WireObject {
+    public struct NoCommonVersion: Hashable, Sendable, WireMembers {
         public var supported: [Int]
         public init(supported: [Int]) { self.supported = supported }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            let list: [Int64] = try o.required("supported")
-            return Self(supported: list.map { Int($0) })
-        }
+        static var blank: Self { Self(supported: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("supported", supported) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("supported", &supported)
+        }
 
         /// As the `details` of an error.
         public var details: RawJSON { RawJSON(encoding: self) }
@@ -207,15 +188,16 @@ extension Wire {
     }
 
     /// `details` of `attempts_exhausted`: every attempt of the job, as `job_info.history` lists them.
-    public struct AttemptsExhausted: Hashable, Sendable, WireObject {
+    public struct AttemptsExhausted: Hashable, Sendable, WireMembers {
         public var history: [AttemptRecord]
         public init(history: [AttemptRecord]) { self.history = history }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(history: try o.list("history", maxCount: 1000))
-        }
+        static var blank: Self { Self(history: []) }
 
-        func encodeMembers(_ w: inout JSONWriter) { w.member("history", history) }
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.list("history", &history, maxCount: 1000, optional: false)
+        }
 
         /// As the `details` of an error.
         public var details: RawJSON { RawJSON(encoding: self) }
@@ -229,40 +211,20 @@ extension Wire {
 
 // MARK: - Versions and models
 
-extension CapabilityVersion: WireObject {
-    static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-        let incarnation: Incarnation = try o.required("incarnation")
-        let revision: UInt64 = try o.required("revision")
-        guard revision >= 1 else { throw .invalid("revision", "must be at least 1") }
-        return Self(incarnation: incarnation, revision: revision)
-    }
+extension CapabilityVersion: WireMembers {
+    static var blank: Self { Self(incarnation: Incarnation(0), revision: 1) }
 
-    func encodeMembers(_ w: inout JSONWriter) {
-        w.member("incarnation", incarnation)
-        w.member("revision", revision)
+    @inline(__always)
+    mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+        try c.required("incarnation", &incarnation)
+        try c.required("revision", &revision)
+        try c.check("revision", revision >= 1, "must be at least 1")
     }
 }
 
 extension Wire {
-    /// `models` of a snapshot: what the backend can load and what it holds loaded now.
-    struct Models: WireObject {
-        var available: [String]
-        var loaded: [String]
-
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(
-                available: try o.names("available", .model, maxCount: ProtocolLimits.maxModels),
-                loaded: try o.names("loaded", .model, maxCount: ProtocolLimits.maxModels))
-        }
-
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("available", available)
-            w.member("loaded", loaded)
-        }
-    }
-
     /// A binding the coordinator holds: job and lease.
-    public struct Binding: Hashable, Sendable, WireObject {
+    public struct Binding: Hashable, Sendable, WireMembers {
         public var job: JobID
         public var lease: Lease
         public init(job: JobID, lease: Lease) {
@@ -270,41 +232,54 @@ extension Wire {
             self.lease = lease
         }
 
-        static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-            Self(job: try o.required("job"), lease: try o.required("lease"))
-        }
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0)) }
 
-        func encodeMembers(_ w: inout JSONWriter) {
-            w.member("job", job)
-            w.member("lease", lease)
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
         }
     }
 }
 
 /// `capabilities` payload: the snapshot's members after `type`.
-extension CapabilitySnapshot: WireMessage {
+extension CapabilitySnapshot: WireMessage, WireMembers {
     static let wireType: StaticString = "capabilities"
 
-    static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-        let incarnation: Incarnation = try o.required("incarnation")
-        let revision: UInt64 = try o.required("revision")
-        guard revision >= 1 else { throw .invalid("revision", "must be at least 1 (the first snapshot of an incarnation is 1)") }
-        let state: BackendState = try o.required("state")
-        let features = try o.names("features", .feature, maxCount: ProtocolLimits.maxFeatures)
-        let models: Wire.Models = try o.required("models")
-        let slots = try o.int("slots", in: 0...Int64(ProtocolLimits.maxSlots))
-        let speed: Double? = try o.optional("speed")
-        if let speed, !(speed > 0 && speed <= ProtocolLimits.maxSpeed) {
-            throw .invalid("speed", "must be a number above 0 and at most \(Int(ProtocolLimits.maxSpeed))")
+    static var blank: Self {
+        Self(
+            wireVersion: .blank, state: .starting, features: [], modelsAvailable: [], modelsLoaded: [], slots: 0,
+            speed: nil, nodes: [], devices: [])
+    }
+
+    @inline(__always)
+    mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+        try c.required("incarnation", &version.incarnation)
+        try c.required("revision", &version.revision)
+        try c.check(
+            "revision", version.revision >= 1, "must be at least 1 (the first snapshot of an incarnation is 1)")
+        try c.required("state", &state)
+        try c.names("features", &features, .feature, maxCount: ProtocolLimits.maxFeatures, optional: false)
+        try c.object("models") { c throws(ProtocolError) in
+            try c.names("available", &modelsAvailable, .model, maxCount: ProtocolLimits.maxModels, optional: false)
+            try c.names("loaded", &modelsLoaded, .model, maxCount: ProtocolLimits.maxModels, optional: false)
         }
-        let nodes = try o.names("nodes", .nodeClass, maxCount: ProtocolLimits.maxNodes, required: false)
-        let devices: [DeviceTelemetry] = try o.list("devices", maxCount: ProtocolLimits.maxDevices, required: false)
-        var s = Self(
-            wireVersion: CapabilityVersion(incarnation: incarnation, revision: revision), state: state,
-            features: features, modelsAvailable: models.available, modelsLoaded: models.loaded, slots: slots,
-            speed: speed, nodes: nodes, devices: devices)
-        s.message = try o.optionalString("message", .message)
-        return s
+        try c.int("slots", &slots, in: 0...Int64(ProtocolLimits.maxSlots))
+        try c.optional("speed", &speed)
+        try c.check(
+            "speed", speed.map { $0 > 0 && $0 <= ProtocolLimits.maxSpeed } ?? true,
+            "must be a number above 0 and at most \(Int(ProtocolLimits.maxSpeed))")
+        try c.names("nodes", &nodes, .nodeClass, maxCount: ProtocolLimits.maxNodes, optional: true)
+        try c.list("devices", &devices, maxCount: ProtocolLimits.maxDevices, optional: true)
+        try c.string("message", &message, .message)
+        try c.decoded { _ throws(ProtocolError) in
+            // The lists arrive sorted as a rule; the initialiser sorts them when they do not.
+            let message = self.message
+            self = Self(
+                wireVersion: version, state: state, features: features, modelsAvailable: modelsAvailable,
+                modelsLoaded: modelsLoaded, slots: slots, speed: speed, nodes: nodes, devices: devices)
+            self.message = message
+        }
     }
 
     /// The public initialiser's normalisation (sorted, distinct) without its cost when the lists
@@ -328,31 +303,16 @@ extension CapabilitySnapshot: WireMessage {
         self.devices = devices
     }
 
-    func encodeMembers(_ w: inout JSONWriter) {
-        w.member("incarnation", version.incarnation)
-        w.member("revision", version.revision)
-        w.member("state", state)
-        w.member("features", features)
-        w.member("models", Wire.Models(available: modelsAvailable, loaded: modelsLoaded))
-        w.member("slots", slots)
-        if let speed { w.member("speed", speed) }
-        if !nodes.isEmpty { w.member("nodes", nodes) }
-        if !devices.isEmpty { w.member("devices", devices) }
-        w.member("message", message)
-    }
 }
 
-extension DeviceTelemetry: WireObject {
-    static func decode(_ o: inout JSONObjectReader) throws(ProtocolError) -> Self {
-        Self(
-            name: try o.string("name", .key), type: try o.string("type", .key),
-            vramTotal: try o.required("vram_total"), vramFree: try o.required("vram_free"))
-    }
+extension DeviceTelemetry: WireMembers {
+    static var blank: Self { Self(name: "", type: "", vramTotal: 0, vramFree: 0) }
 
-    func encodeMembers(_ w: inout JSONWriter) {
-        w.member("name", name)
-        w.member("type", type)
-        w.member("vram_total", vramTotal)
-        w.member("vram_free", vramFree)
+    @inline(__always)
+    mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+        try c.string("name", &name, .key)
+        try c.string("type", &type, .key)
+        try c.required("vram_total", &vramTotal)
+        try c.required("vram_free", &vramFree)
     }
 }
