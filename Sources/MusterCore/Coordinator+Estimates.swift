@@ -245,6 +245,44 @@ extension Coordinator {
         return false
     }
 
+    /// A job of a class never measured started: when it reaches its expected end and still runs,
+    /// the class's prior was too low (`overrunDue`).
+    mutating func watchOverrun(_ id: JobID, _ backend: BackendID, _ k: Int) {
+        guard policy.routing == .expectedCompletion, let bi = backends.index(backend), let lease = jobs[id].lease else {
+            return
+        }
+        let e = jobs[id].estimateIndex
+        guard estimates.jobSeconds[e] == nil else { return }
+        let from = max(now.seconds, backends.records[bi].jobReadyAt[k])
+        schedule(.seconds(max(from + 1.1 * expectedSeconds(bi, e), now.seconds + 0.001)), .overrun(id, lease))
+    }
+
+    /// A running job of a class never measured ran past its expected duration: the class takes
+    /// at least that long, so its prior becomes half as long again as the work seen so far (the
+    /// same estimate for every backend, scaled by speed), and the job is watched again at its new
+    /// expected end. Free backends that can run the class look again (a job placed on the
+    /// strength of the old prior may now be moved).
+    mutating func overrunDue(_ id: JobID, _ lease: Lease) {
+        guard let j = jobs.index(id), jobs[slot: j].lease == lease, jobs[slot: j].state == .running,
+            let backend = jobs[slot: j].backend, let bi = backends.index(backend),
+            let k = backends.records[bi].jobs.firstIndex(of: id)
+        else { return }
+        let e = jobs[slot: j].estimateIndex
+        guard estimates.jobSeconds[e] == nil else { return }
+        let from = max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k])
+        let worked = now.seconds - from
+        guard worked > 0 else { return }
+        let floor = worked * backends.records[bi].speed * 1.5
+        if floor > estimates.priorSeconds[e] {
+            estimates.priorSeconds[e] = floor
+            routingEpoch &+= 1
+            wake(jobs[slot: j].classIndex)
+        }
+        // Strictly later: a timer due now would fire again within this tick.
+        let end = max(from + 1.1 * expectedSeconds(bi, e), now.seconds + 0.001)
+        schedule(.seconds(end), .overrun(id, lease))
+    }
+
     /// The wait bound of a class passed: every free backend that can run it looks again.
     mutating func routeWaitDue(_ c: Int, _ at: CoreInstant) {
         guard c < classes.count else { return }

@@ -232,6 +232,7 @@ extension Coordinator {
         backends[backend].running += 1
         if let k = backends[backend].jobs.firstIndex(of: id) {
             backends[backend].jobStartedAt[k] = now.seconds
+            watchOverrun(id, backend, k)
         }
         emit(jobs[id], .started)
         refreshLoad(backend)

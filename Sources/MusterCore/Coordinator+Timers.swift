@@ -11,6 +11,7 @@ extension Coordinator {
             case .retention: retentionDue()
             case .routeWait(let c): routeWaitDue(c, t.at)
             case .cancelGrace(let job): cancelGraceDue(job)
+            case .overrun(let job, let lease): overrunDue(job, lease)
             }
         }
     }

@@ -370,6 +370,8 @@ struct Timer: Comparable {
         case routeWait(Int)
         /// The cancel grace of a canceling job.
         case cancelGrace(JobID)
+        /// A running job of a class never measured reaches its expected end.
+        case overrun(JobID, Lease)
     }
     var at: CoreInstant
     var seq: UInt64

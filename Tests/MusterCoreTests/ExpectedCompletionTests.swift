@@ -97,9 +97,10 @@ import Testing
         }
     }
 
-    /// Waiting for a better backend is bounded: when the fast backend's job runs far past its
-    /// estimate, the slow idle one takes the waiting job once `maxWaitForBetterBackend` passed.
-    @Test func waitingForAFasterBackendIsBounded() {
+    /// A job left for a faster backend does not wait behind that backend's overrun: when the fast
+    /// backend's job runs far past its estimate, the class's estimate rises and the slow idle
+    /// backend takes the waiting job (at the latest once `maxWaitForBetterBackend` passed).
+    @Test func waitingForAFasterBackendEndsWhenItsJobOverruns() {
         var policy = ExpectedCompletionTests.policy(.expectedCompletion)
         policy.maxWaitForBetterBackend = .seconds(20)
         policy.workStealing = false
@@ -118,14 +119,16 @@ import Testing
         let r = ScenarioRunner.run(s)
         #expect(r.completions.count == 3)
         // Job 2 went to the fast backend's overqueue slot (expected 10 s + 10 s beats 30 s); job 3
-        // was left for it (expected to start there at 20). At 21 the wait bound of job 2's class
-        // fires a re-check: the fast backend's first job has overrun its estimate by 11 s, so it
-        // is no longer expected to free a slot within job 3's bound (22) and the slow one takes it.
+        // was left for it (expected to start there at 20, within its 20 s bound). At 11 the fast
+        // backend's first job has run a tenth past its 10 s: the class (never measured) is now
+        // expected to take 1.5 x 11 x 3 = 49.5 s at speed 1, so the fast backend is no longer
+        // expected to start job 3 within its bound (22) and the slow one takes it at 11, not 22.
         #expect(r.ranOn[JobID(3)] == BackendID(2))
-        #expect(r.startedAt[JobID(3)] == 21)
-        // Its binding names the runner-up: the fast backend, expected to finish it 1 s later.
+        #expect(r.startedAt[JobID(3)] == 11)
+        // Its binding names the runner-up: the fast backend, which would finish it at 49.5 (its
+        // two jobs expected to end at 16.5 and 33), 38.5 s from now, but start it only at 33.
         let bound = r.events { $0.job == JobID(3) && $0.kind == .bound }
-        #expect(bound.first?.placement == Placement(expectedSeconds: 30, runnerUp: BackendID(1), runnerUpSeconds: 31))
+        #expect(bound.first?.placement == Placement(expectedSeconds: 49.5, runnerUp: BackendID(1), runnerUpSeconds: 38.5))
     }
 }
 
@@ -290,5 +293,39 @@ import Testing
         #expect(r.ranOn[JobID(1)] == BackendID(1))
         #expect(r.makespan == 40)
         #expect(r.events { $0.kind == .revoked }.isEmpty)
+    }
+}
+
+/// A class never measured that runs past its prior: the prior rises for every backend.
+@Suite struct OverrunPriorTests {
+    /// The default prior is 10 s. A video job started at 0 still runs at 11 (a tenth past its
+    /// expected end): the class is now expected to take 1.5 x 11 = 16.5 s, and at 16.5 x 1.1 =
+    /// 18.15 s, still running, 1.5 x 18.15 = 27.225 s. Its completion replaces the prior by the
+    /// measurement; a class with a job ending on time keeps its prior.
+    @Test func anOverrunRaisesTheClassPriorUntilItIsMeasured() {
+        var h = Harness { $0.gateWindow = .zero }
+        h.ready(1, features: ["video"])
+        let job = h.submit(JobSpec(kind: "video", needs: ["video"]))[0]
+        let lease = h.lease(job)
+        h.send(.jobStarted(job, backend: BackendID(1), lease: lease))
+        func videoSeconds() -> Double? { h.core.jobClassEstimates.first { $0.kind == "video" }?.seconds }
+        h.advance(to: 10.9)
+        #expect(videoSeconds() == 10)
+        h.advance(to: 11)
+        #expect(videoSeconds() == 16.5)
+        h.advance(to: 18)
+        #expect(videoSeconds() == 16.5)
+        h.advance(to: 18.15)
+        #expect(abs((videoSeconds() ?? 0) - 27.225) < 1e-9)
+        h.clock = .seconds(30)
+        h.send(.jobCompleted(job, backend: BackendID(1), lease: lease, result: .emptyObject))
+        #expect(videoSeconds() == 30)
+        #expect(h.core.jobClassEstimates.first { $0.kind == "video" }?.measured == true)
+        // An image ending on time changes nothing before its measurement.
+        let image = h.submit(JobSpec(kind: "image"))[0]
+        let imageLease = h.lease(image)
+        h.send(.jobStarted(image, backend: BackendID(1), lease: imageLease))
+        h.advance(to: 40)
+        #expect(h.core.jobClassEstimates.first { $0.kind == "image" }?.seconds == 10)
     }
 }
