@@ -30,7 +30,7 @@ extension Daemon {
             routes.add(.get, asset.path) { _, _ in .respond(response) }
         }
         route(.get, "/healthz") { d, _, _ in
-            let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).components.seconds)) * 1000
+            let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).configMilliseconds))
             return d.json(200, Wire.Health(version: Self.version, uptimeMs: uptime))
         }
         route(.get, "/readyz") { d, _, _ in

@@ -148,6 +148,11 @@ import Testing
 
         let health = try await HTTP.get("http://127.0.0.1:\(port)/healthz")
         #expect(health.status == 200)
+        // uptime_ms counts milliseconds, not whole seconds times 1000: two reads that are both
+        // whole seconds would be a one-in-a-million coincidence.
+        let uptimes = [health.json["uptime_ms"] as? Int ?? -1, try await HTTP.get("http://127.0.0.1:\(port)/healthz").json["uptime_ms"] as? Int ?? -1]
+        #expect(uptimes[0] > 0 && uptimes[1] >= uptimes[0], "uptime_ms \(uptimes)")
+        #expect(uptimes.contains { $0 % 1000 != 0 }, "uptime_ms \(uptimes) has whole-second resolution")
         let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
         #expect(metrics.contains(#"muster_protocol_errors_total{code="bad_credentials"} 1"#))
         #expect(metrics.contains(#"muster_protocol_errors_total{code="malformed_json"} 1"#))
