@@ -70,6 +70,13 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// Jobs assigned while a canceled prompt is still stopping: posted once every cancel is
     /// confirmed, so a new prompt never lands on a server still busy with an interrupted one.
     private var held: [CoordinatorToBackend.Assign] = []
+    /// How a prompt ended (or began) on /ws before the answer to its `POST /prompt` told this
+    /// runner its id: a quick prompt can run to its end on the server before that answer is
+    /// read. Replayed once the id is known (`posted`); the oldest are forgotten beyond
+    /// `earlyLimit` (the server's prompts of other clients land here too).
+    private var early: [String: [ComfyUIMapping.Event]] = [:]
+    private var earlyOrder: [String] = []
+    private static let earlyLimit = 256
     /// /ws dropped: once it is open again, every prompt is looked up by id (`reconcilePrompts`).
     private var reconcileDue = false
     private var reconciling = false
@@ -167,6 +174,10 @@ package final class ComfyUIRunner: @unchecked Sendable {
                     cancelOnServer(id)
                 }
                 logger.debug("prompt queued", metadata: ["job.id": "\(job)", "prompt.id": "\(id)"])
+                if let seen = early.removeValue(forKey: id) {
+                    earlyOrder.removeAll { $0 == id }
+                    for event in seen { handle(event) }
+                }
             } catch {
                 finish(job, lease, .failed(code: ErrorCode("comfyui_error"), message: error.description, retryable: true))
             }
@@ -357,6 +368,27 @@ package final class ComfyUIRunner: @unchecked Sendable {
 
     private func wsText(_ text: String) {
         guard let event = ComfyUIMapping.event(text) else { return }
+        switch event {
+        case .executionStart(let id), .success(let id), .error(let id, _), .interrupted(let id, _, _):
+            if byPromptID[id] == nil {
+                keepEarly(id, event)
+                return
+            }
+        default: break
+        }
+        handle(event)
+    }
+
+    /// Keeps the start or end of a prompt whose id is not known yet (see `early`).
+    private func keepEarly(_ id: String, _ event: ComfyUIMapping.Event) {
+        if early[id] == nil {
+            earlyOrder.append(id)
+            if earlyOrder.count > Self.earlyLimit { early[earlyOrder.removeFirst()] = nil }
+        }
+        early[id, default: []].append(event)
+    }
+
+    private func handle(_ event: ComfyUIMapping.Event) {
         switch event {
         case .status: return
         case .executionStart(let id):
