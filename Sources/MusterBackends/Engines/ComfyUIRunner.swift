@@ -62,6 +62,14 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// after the new socket registered it), so their end may never arrive on /ws.
     private var followed: Set<String> = []
     private var followTimer: TimerID?
+    /// When /ws last said anything, and the timer that looks prompts up by id when it has been
+    /// quiet for `quietLimit` while prompts are in flight: a socket that stays open but stopped
+    /// delivering (seen once in CI: a prompt's start and end never came) must not leave a job
+    /// bound forever.
+    private var lastWsMessage = ContinuousClock.now
+    private var quietTimer: TimerID?
+    private var quietLogged = false
+    private static let quietLimit: Duration = .seconds(5)
     private var stopped = false
     private var probing = false
     /// What the server said last, to announce again after a restart of the incarnation.
@@ -125,6 +133,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
             if let lostTimer { t.cancel(lostTimer) }
             if let telemetryTimer { t.cancel(telemetryTimer) }
             if let followTimer { t.cancel(followTimer) }
+            if let quietTimer { t.cancel(quietTimer) }
             if let ws { t.close(ws, code: .normal, reason: "stopping") }
         }
     }
@@ -174,6 +183,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
                     cancelOnServer(id)
                 }
                 logger.debug("prompt queued", metadata: ["job.id": "\(job)", "prompt.id": "\(id)"])
+                watchQuiet()
                 if let seen = early.removeValue(forKey: id) {
                     earlyOrder.removeAll { $0 == id }
                     for event in seen { handle(event) }
@@ -367,6 +377,8 @@ package final class ComfyUIRunner: @unchecked Sendable {
     }
 
     private func wsText(_ text: String) {
+        lastWsMessage = .now
+        quietLogged = false
         guard let event = ComfyUIMapping.event(text) else { return }
         switch event {
         case .executionStart(let id), .success(let id), .error(let id, _), .interrupted(let id, _, _):
@@ -709,6 +721,25 @@ package final class ComfyUIRunner: @unchecked Sendable {
             }
             self.follow(inFlight)
             self.lookUpEnded(gone, last: last)
+        }
+    }
+
+    /// While prompts are in flight, every `quietLimit`: when /ws said nothing for that long, look
+    /// them up by id as after a drop (`reconcilePrompts`).
+    private func watchQuiet() {
+        guard quietTimer == nil, !stopped else { return }
+        quietTimer = schedule(after: Self.quietLimit) { r in
+            r.quietTimer = nil
+            guard r.prompts.values.contains(where: { $0.id != nil }) else { return }
+            if r.wsOpen, ContinuousClock.now - r.lastWsMessage >= Self.quietLimit {
+                if !r.quietLogged {
+                    // Once per quiet stretch: a long step without progress is quiet too.
+                    r.quietLogged = true
+                    r.logger.info("ComfyUI WebSocket quiet with prompts in flight: looking them up by id")
+                }
+                r.reconcilePrompts()
+            }
+            r.watchQuiet()
         }
     }
 
