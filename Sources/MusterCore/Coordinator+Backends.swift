@@ -134,7 +134,7 @@ extension Coordinator {
                     }
                 }
                 b.loadSeconds = Estimates.blend(b.loadSeconds, (now - asked).secondsValue, policy.estimateSmoothing)
-                let m = Int(modelID(model))
+                let m = Int(landed)
                 estimates.loadSeconds[m] = Estimates.blend(
                     estimates.loadSeconds[m], (now - asked).secondsValue, policy.estimateSmoothing)
             }

@@ -253,8 +253,13 @@ extension Coordinator {
         }
         let e = jobs[id].estimateIndex
         guard estimates.jobSeconds[e] == nil else { return }
-        let from = max(now.seconds, backends.records[bi].jobReadyAt[k])
-        schedule(.seconds(max(from + 1.1 * expectedSeconds(bi, e), now.seconds + 0.001)), .overrun(id, lease))
+        scheduleOverrun(id, lease, bi, e, workFrom: max(now.seconds, backends.records[bi].jobReadyAt[k]))
+    }
+
+    /// Watches a running job at a tenth past its expected end (a job ending on time is not an
+    /// overrun), strictly later than now (a timer due now would fire again within this tick).
+    mutating func scheduleOverrun(_ id: JobID, _ lease: Lease, _ bi: Int, _ e: Int, workFrom: Double) {
+        schedule(.seconds(max(workFrom + 1.1 * expectedSeconds(bi, e), now.seconds + 0.001)), .overrun(id, lease))
     }
 
     /// A running job of a class never measured ran past its expected duration: the class takes
@@ -278,9 +283,7 @@ extension Coordinator {
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
         }
-        // Strictly later: a timer due now would fire again within this tick.
-        let end = max(from + 1.1 * expectedSeconds(bi, e), now.seconds + 0.001)
-        schedule(.seconds(end), .overrun(id, lease))
+        scheduleOverrun(id, lease, bi, e, workFrom: from)
     }
 
     /// The wait bound of a class passed: every free backend that can run it looks again.
@@ -356,9 +359,8 @@ extension Coordinator {
     /// sooner than the backend running it is expected to finish it, by more than a quarter of the
     /// job there (the work done so far is lost): a job placed on a slow backend, or one waiting
     /// for a long model load, before a faster or loaded backend was known. Only backends slower
-    /// than the thief and backends loading a model for a
-    /// started job are looked at (the fleet's speed index: no scan of faster backends); a job
-    /// moves this way at most once.
+    /// than the thief (the fleet's speed index: no scan of faster ones) and backends with a job
+    /// waiting for a model load are looked at; a job moves this way at most once.
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed

@@ -77,7 +77,7 @@ public struct Coordinator: Sendable {
     var free = BackendSet()
     /// Backends whose running slots are busy and that hold bound jobs they have not started.
     var stealable = BackendSet()
-    /// Backends that started a job while its model loads (pruned when looked at).
+    /// Backends holding a job bound while its model loads (pruned when looked at).
     var loadingModels = BackendSet()
     /// Every announced backend by speed: the victims a free backend may move a running job from.
     var fleetBySpeed = SpeedIndex()
