@@ -97,7 +97,8 @@ import Testing
     }
 
     @Test func agentsReconnectAndReannounceAfterTheCoordinatorRestarts() async throws {
-        var (serve, port) = try await coordinator(backends("[]"))
+        // Restarted on the same port: one outside the ephemeral range (TestDatabase.freePort).
+        var (serve, port) = try await coordinator(backends("[]"), port: try TestDatabase.freePort())
         let remote = try await agent(port: port, name: "survivor", features: "video")
         try await readyBackends(port: port, count: 1)
         #expect(try await serve.stop(signal: SIGKILL) != 0)

@@ -68,7 +68,8 @@ import Testing
         let settings = e2e.backends("[]") + [
             "--set", "store.url=sqlite://\(store)", "--set", "links.suspect_grace_seconds=30",
         ]
-        var (serve, port) = try await e2e.coordinator(settings)
+        // A port outside the ephemeral range: the restarts bind it again (TestDatabase.freePort).
+        var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
         let a = try await e2e.agent(port: port, name: "keeps-a", features: "video", jobSeconds: "300ms")
         let b = try await e2e.agent(port: port, name: "keeps-b", features: "video", jobSeconds: "300ms")
         try await e2e.readyBackends(port: port, count: 2)
@@ -112,7 +113,8 @@ import Testing
     }
 
     @Test func aCoordinatorWithoutAStoreLosesItsJobsOnARestartAndAgentsCarryOn() async throws {
-        var (serve, port) = try await e2e.coordinator(e2e.backends("[]") + ["--set", "store.url=memory:"])
+        var (serve, port) = try await e2e.coordinator(
+            e2e.backends("[]") + ["--set", "store.url=memory:"], port: try TestDatabase.freePort())
         let a = try await e2e.agent(port: port, name: "steady-a", features: "video", jobSeconds: "5s")
         let b = try await e2e.agent(port: port, name: "steady-b", features: "video", jobSeconds: "5s")
         try await e2e.readyBackends(port: port, count: 2)

@@ -28,19 +28,30 @@ enum TestDatabase {
         return url
     }
 
-    /// A port nothing listens on now (the kernel's pick, released): a coordinator that names its
-    /// own address to the other must know it before it starts, so it cannot take port 0.
+    /// A port nothing listens on now, for a coordinator that must know its port before it starts
+    /// (it names its own address to another) or that restarts on the same one.
+    ///
+    /// Below the kernel's ephemeral range, not port 0's pick: that range is where outgoing
+    /// connections take their local port, and while a coordinator is down between restarts one
+    /// of the many connections other tests open could take its port.
     static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let low = range.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+        for _ in 0..<200 {
+            let candidate = Int.random(in: 10000..<max(low, 10001))
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_port = UInt16(candidate).bigEndian
+            let bound = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            if bound { return candidate }
         }
-        guard ok else { throw MusterProcess.Failure(description: "no free port") }
-        return Int(UInt16(bigEndian: addr.sin_port))
+        throw MusterProcess.Failure(description: "no free port below the ephemeral range")
     }
 }

@@ -129,6 +129,8 @@ final class PrivatePostgres {
     /// A superuser's URL to its `postgres` database.
     let url: String
     private let control: String
+    /// The server's log, quoted when pg_ctl fails.
+    private let log: String
 
     init?(sourceLocation: SourceLocation = #_sourceLocation) {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -136,7 +138,7 @@ final class PrivatePostgres {
         process.executableURL = root.appendingPathComponent("Scripts/with-postgres")
         process.arguments = [
             "sh", "-c",
-            #"printf '%s\n%s\n' "$MUSTER_TEST_POSTGRES_URL" "$MUSTER_TEST_POSTGRES_CTL"; exec cat >/dev/null"#,
+            #"printf '%s\n%s\n%s\n' "$MUSTER_TEST_POSTGRES_URL" "$MUSTER_TEST_POSTGRES_CTL" "$MUSTER_TEST_POSTGRES_LOG"; exec cat >/dev/null"#,
         ]
         let output = Pipe()
         process.standardInput = input
@@ -148,13 +150,13 @@ final class PrivatePostgres {
             return nil
         }
         var text = ""
-        while text.filter({ $0 == "\n" }).count < 2 {
+        while text.filter({ $0 == "\n" }).count < 3 {
             let data = output.fileHandleForReading.availableData
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
         }
         let lines = text.split(separator: "\n").map(String.init)
-        guard lines.count >= 2 else {
+        guard lines.count >= 3 else {
             Issue.record("Scripts/with-postgres did not start a server: \(text)", sourceLocation: sourceLocation)
             try? input.fileHandleForWriting.close()
             process.waitUntilExit()
@@ -162,6 +164,7 @@ final class PrivatePostgres {
         }
         url = lines[0]
         control = lines[1]
+        log = lines[2]
     }
 
     /// `pg_ctl stop` (fast: clients are disconnected) or `pg_ctl start`; true when it worked.
@@ -192,7 +195,11 @@ final class PrivatePostgres {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let ok = status == 0
-        if !ok { Issue.record("pg_ctl \(action) failed (status \(status))", sourceLocation: sourceLocation) }
+        if !ok {
+            let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(15)
+                .joined(separator: "\n") ?? "(no log)"
+            Issue.record("pg_ctl \(action) failed (status \(status)); the server's log ends:\n\(tail)", sourceLocation: sourceLocation)
+        }
         return ok
     }
 
