@@ -44,6 +44,12 @@ package final class ComfyUIRunner: @unchecked Sendable {
     let clientID = UUID().uuidString.lowercased()
     private var ws: ConnectionID?
     private var wsOpen = false
+    /// The link's last attempt failed or it closed: it waits out the transport's backoff, and a
+    /// probe that finds HTTP answering may dial at once. While an attempt is in flight it is left
+    /// alone: closing it and dialling again with the same client id can leave the new socket
+    /// without ComfyUI's client-id mapping (the old socket's end removes it), so no prompt
+    /// messages would reach it.
+    private var wsBackingOff = false
     private var serverUp = false
     private var prompts: [JobID: Prompt] = [:]
     private var byPromptID: [String: JobID] = [:]
@@ -114,6 +120,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
     private func dialWebSocket() {
         let old = ws
         ws = nil
+        wsBackingOff = false
         do {
             ws = try transport.assumeIsolated { t in
                 if let old { t.close(old, code: .normal, reason: "redial") }
@@ -348,6 +355,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
 
     private func wsOpened() {
         wsOpen = true
+        wsBackingOff = false
         logger.info("ComfyUI WebSocket open")
         probe()
     }
@@ -357,6 +365,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// that is gone (`serverLost`) from one that only dropped the socket; in both cases the
     /// prompts are looked up by id once /ws is open again (`reconcilePrompts`).
     private func wsClosed(_ event: CloseEvent) {
+        wsBackingOff = true
         guard wsOpen else { return }
         wsOpen = false
         guard !stopped else { return }
@@ -371,6 +380,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// are given up if it does not come back): a /ws that fails while HTTP answers keeps the
     /// backend `loading` and its prompts followed, and is dialled again on the next probe.
     private func wsDialFailed(_ reason: String) {
+        wsBackingOff = true
         guard !stopped else { return }
         if serverUp { report(.loading, message: "\(settings.url)/ws does not answer: \(reason)") }
         scheduleProbe()
@@ -554,7 +564,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
             guard self.wsOpen else {
                 // Jobs report through /ws: not ready until it is open (wsOpened probes again).
                 self.report(.loading, message: "\(self.settings.url) answers; waiting for its WebSocket /ws")
-                self.dialWebSocket()
+                if self.wsBackingOff { self.dialWebSocket() }
                 self.scheduleProbe()
                 return
             }
