@@ -8,6 +8,14 @@ import MusterProtocol
 // backend's speed is learned from its measured jobs against the class estimates once it has
 // some, before that its configured speed, else the speed it announces, else 1.0.
 extension Coordinator {
+    /// The shortest measured duration (seconds) that moves a backend's learned speed. A duration
+    /// is measured between the coordinator's receipt of `started` and of `completed`, so link and
+    /// event-loop delays of a few milliseconds each way are part of it: below this they are a
+    /// large share of the sample, and identical backends would be learned as tens of percent
+    /// apart (every decision then compares with the whole class instead of taking the job at
+    /// the fastest speed). Shorter jobs still feed the class's duration estimate.
+    static let shortestSpeedSample = 0.05
+
     /// Speeds are kept to 1% so that backends measured alike compare equal (and tie-break).
     static func quantised(_ speed: Double) -> Double {
         guard speed.isFinite, speed > 0 else { return 1 }
@@ -65,8 +73,8 @@ extension Coordinator {
         }
         let measured = others ? estimates.jobSeconds[e] : nil
         let reference = measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
-        // Durations below a millisecond say nothing about speed (and would divide by ~0).
-        if x >= 0.001, let reference {
+        // Short durations say nothing about speed: see `shortestSpeedSample`.
+        if x >= Self.shortestSpeedSample, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
             speed = min(1000, max(0.01, learned))
             backends[backend].learnedSpeed = speed

@@ -162,6 +162,35 @@ import Testing
         #expect(h.core.estimates(for: BackendID(2))?.speedSource == .measured, "measured against backend 1's samples")
     }
 
+    /// Jobs of a few milliseconds move no speed (link and loop delays are most of such a sample):
+    /// two identical backends stay at one speed however their short jobs happen to measure, so
+    /// each decision takes the job at the fastest speed without comparing; a job of seconds does
+    /// move the speed.
+    @Test mutating func millisecondJobsMoveNoSpeed() throws {
+        var h = Harness { $0.routing = .expectedCompletion }
+        h.ready(1, features: ["image"])
+        h.ready(2, features: ["image"])
+        for (n, seconds) in [0.004, 0.011, 0.002, 0.015].enumerated() {
+            let jobs = h.submit(image, count: 2)
+            let onFirst = try #require(jobs.first { h.backend($0) == BackendID(1) }, "round \(n)")
+            let onSecond = try #require(jobs.first { h.backend($0) == BackendID(2) }, "round \(n)")
+            run(&h, onFirst, for: seconds)
+            run(&h, onSecond, for: seconds * 3)
+        }
+        #expect(h.core.estimates(for: BackendID(1))?.speed == 1)
+        #expect(h.core.estimates(for: BackendID(2))?.speed == 1)
+        #expect(h.core.estimates(for: BackendID(2))?.speedSource != .measured)
+
+        let jobs = h.submit(image, count: 2)
+        let onSecond = try #require(jobs.first { h.backend($0) == BackendID(2) })
+        let onFirst = try #require(jobs.first { h.backend($0) == BackendID(1) })
+        run(&h, onFirst, for: 1)
+        run(&h, onSecond, for: 3)
+        let second = try #require(h.core.estimates(for: BackendID(2)))
+        #expect(second.speedSource == .measured)
+        #expect(second.speed < 1)
+    }
+
     /// A backend's configured load time is its prior before it has loaded anything: an sdxl job
     /// goes to the backend that loads it in 5 s, not to one that needs 45 s, although both are
     /// equally fast and the fleet has measured no load.
