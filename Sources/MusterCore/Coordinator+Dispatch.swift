@@ -206,15 +206,16 @@ extension Coordinator {
     mutating func pickJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
         guard policy.routing == .expectedCompletion else { return bestJob(for: id, runningFree: runningFree) }
         let bi = backends.index(id)!
-        // No backend is faster: with the model loaded (or none needed) nothing finishes sooner
-        // than here (the candidate order already gave less loaded backends their turn). A model
+        // No backend is faster (by more than `nearFastest` allows): with the model loaded (or none
+        // needed) nothing finishes sooner than here (the candidate order already gave less loaded
+        // backends their turn). A model
         // it must load is decided by the aggregate model rule in `bestJob`, except that it
         // compares like any other backend (the loaded ones at their own speeds) for a job that a
         // slower backend already left to faster ones (so the two rules never each leave it to
         // the other), and for a model no capable backend has loaded while its own load time is
         // known (another may load it sooner). This keeps a uniform fleet's decisions free of
         // comparisons.
-        let fastest = backends.records[bi].speed >= maxSpeed
+        let fastest = backends.records[bi].speed >= maxSpeed * Self.nearFastest
         let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].configuredLoadSeconds != nil
         var skip: [Int] = []
         while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: fastest) {
@@ -230,6 +231,12 @@ extension Coordinator {
         }
         return nil
     }
+
+    /// A backend this close to the fastest ready speed (as a fraction of it) counts as the fastest
+    /// in `pickJob`: measured speeds of identical GPUs differ by a percent or two (the timing of
+    /// each job varies), and without the margin every backend but one would compare each job with
+    /// the whole class. A job so taken finishes at most about 5% later than on the fastest.
+    static let nearFastest = 0.95
 
     /// Work stealing under the routing rule in force.
     mutating func stealInto(_ id: BackendID, runningFree: Bool) -> Bool {

@@ -191,6 +191,29 @@ import Testing
         #expect(second.speed < 1)
     }
 
+    /// A backend within 5% of the fastest speed takes a job without comparing: here the one 2%
+    /// faster frees 0.05 s after the job arrives and would finish it 0.14 s sooner, yet the job
+    /// starts at once on the other (identical GPUs measure that far apart; waiting for a
+    /// percent or two is not worth a comparison with the whole class on every binding).
+    @Test func aBackendWithinFivePercentOfTheFastestTakesTheJob() {
+        var policy = ExpectedCompletionTests.policy(.expectedCompletion)
+        policy.jobDurationPriors["image"] = .seconds(10)
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(id: BackendID(-1), defaultJobSeconds: 10, speed: 1),
+                Scenario.Backend(id: BackendID(1), defaultJobSeconds: 10 / 1.02, speed: 1.02),
+            ],
+            submissions: [
+                .init(at: 0, entries: [BatchEntry(spec: image)]),
+                .init(at: 9.75, entries: [BatchEntry(spec: image)]),
+            ])
+        let r = ScenarioRunner.run(s)
+        #expect(r.jobsPerBackend[BackendID(1)] == 1, "the faster one took the first job")
+        #expect(r.jobsPerBackend[BackendID(-1)] == 1, "the second started at once on the other")
+        #expect(abs(r.makespan - 19.75) < 1e-6, "\(r.makespan)")
+    }
+
     /// A backend's configured load time is its prior before it has loaded anything: an sdxl job
     /// goes to the backend that loads it in 5 s, not to one that needs 45 s, although both are
     /// equally fast and the fleet has measured no load.
