@@ -89,6 +89,17 @@ final class WirePeer: Sendable {
         _ = await transport.send(text: json, to: id)
     }
 
+    /// Queues every message in one turn of the transport's loop, so they leave together (one
+    /// write) as from a client that sends a burst.
+    func sendAll(_ messages: [String]) async {
+        guard let id = wait(sync: { $0.link }) else { return }
+        await Self.queue(messages, to: id, on: transport)
+    }
+
+    private static func queue(_ messages: [String], to id: ConnectionID, on transport: isolated Transport) {
+        for m in messages { _ = transport.send(text: m, to: id) }
+    }
+
     private func wait<T>(sync pick: (State) -> T) -> T {
         box.lock.withLock { pick(box.state) }
     }
