@@ -208,13 +208,12 @@ extension Coordinator {
         let bi = backends.index(id)!
         // No backend is faster (by more than `nearFastest` allows): with the model loaded (or none
         // needed) nothing finishes sooner than here (the candidate order already gave less loaded
-        // backends their turn). A model
-        // it must load is decided by the aggregate model rule in `bestJob`, except that it
-        // compares like any other backend (the loaded ones at their own speeds) for a job that a
-        // slower backend already left to faster ones (so the two rules never each leave it to
-        // the other), and for a model no capable backend has loaded while its own load time is
-        // known (another may load it sooner). This keeps a uniform fleet's decisions free of
-        // comparisons.
+        // backends their turn). A model it must load is decided by the aggregate model rule in
+        // `bestJob`, except that it compares like any other backend (the loaded ones at their own
+        // speeds) for a job that a slower backend already left to faster ones (so the two rules
+        // never each leave it to the other), and for a model no capable backend has loaded while
+        // its own load time is known (another may load it sooner). This keeps a uniform fleet's
+        // decisions free of comparisons.
         let fastest = backends.records[bi].speed >= maxSpeed * Self.nearFastest
         let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].configuredLoadSeconds != nil
         var skip: [Int] = []

@@ -36,7 +36,7 @@ enum TestDatabase {
     /// of the many connections other tests open could take its port.
     static func freePort() throws -> Int {
         let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
-        let low = range.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+        let low = range.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } ?? 32768
         for _ in 0..<200 {
             let candidate = Int.random(in: 10000..<max(low, 10001))
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

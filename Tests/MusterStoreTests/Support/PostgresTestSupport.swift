@@ -198,7 +198,9 @@ final class PrivatePostgres {
         if !ok {
             let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(15)
                 .joined(separator: "\n") ?? "(no log)"
-            Issue.record("pg_ctl \(action) failed (status \(status)); the server's log ends:\n\(tail)", sourceLocation: sourceLocation)
+            Issue.record(
+                "pg_ctl \(action) failed (status \(status)); the server's log ends:\n\(tail)",
+                sourceLocation: sourceLocation)
         }
         return ok
     }
