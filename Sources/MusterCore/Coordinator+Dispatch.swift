@@ -319,7 +319,7 @@ extension Coordinator {
         let jobSeconds =
             leastLoaded
             ? estimates.jobSeconds[estimate] ?? defaultJobSeconds
-            : (estimates.jobSeconds[estimate] ?? estimates.priorSeconds[estimate]) / maxSpeed
+            : estimates.seconds(estimate) / maxSpeed
         let loadSeconds =
             leastLoaded ? estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds : expectedLoadSeconds(bi, model)
         let backlog = load.inFlight + queuedByModel[Int(model)]

@@ -22,10 +22,16 @@ extension Coordinator {
         return min(1000, max(0.01, (speed * 100).rounded() / 100))
     }
 
+    /// Whether nothing configured, announced, measured or projected the speed of the backend at `bi`.
+    func speedAssumed(_ bi: Int) -> Bool {
+        let r = backends.records[bi]
+        return r.learnedSpeed == nil && r.configuredSpeed == nil && r.snapshot?.speed == nil && r.projectedSpeed == nil
+    }
+
     /// Recomputes a backend's speed and keeps `speedCounts`/`maxSpeed` in step with it.
     mutating func recountSpeed(_ bi: Int) {
         let r = backends.records[bi]
-        let speed = Self.quantised(r.learnedSpeed ?? r.configuredSpeed ?? r.snapshot?.speed ?? 1)
+        let speed = Self.quantised(r.learnedSpeed ?? r.configuredSpeed ?? r.snapshot?.speed ?? r.projectedSpeed ?? 1)
         if speed != r.speed {
             for c in r.classes {
                 classes[c].bySpeed.remove(r.id, speed: r.speed)
@@ -81,11 +87,12 @@ extension Coordinator {
             recountSpeed(bi)
         }
         estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)
+        estimates.measuredKind(e, x * speed, alpha)
     }
 
     /// Expected seconds of a job of estimate class `e` on the backend at record index `bi`.
     func expectedSeconds(_ bi: Int, _ e: Int) -> Double {
-        (estimates.jobSeconds[e] ?? estimates.priorSeconds[e]) / backends.records[bi].speed
+        estimates.seconds(e) / backends.records[bi].speed
     }
 
     /// Expected seconds for the backend at `bi` to load model `m` (interned id): its own measured
@@ -123,9 +130,12 @@ extension Coordinator {
         var slotEnds = [Double](repeating: t, count: slots)
         var ends = [Double](repeating: t, count: n)
         var used = 0
+        let projected = backends.records[bi].projectedEnds
         for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
             // A job that started while its model loads works once the load is over.
-            var end = max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k]) + seconds(k)
+            var end =
+                projected[backends.records[bi].jobs[k]]
+                ?? max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k]) + seconds(k)
             if end < t { end = t + (t - end) }
             ends[k] = end
             if used < slots {
@@ -163,10 +173,16 @@ extension Coordinator {
                 return i
             }
             var used = 0
+            let projections = !backends.records[bi].projectedEnds.isEmpty
             for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
-                var end =
-                    max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k])
-                    + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+                var end: Double
+                if projections, let p = backends.records[bi].projectedEnds[backends.records[bi].jobs[k]] {
+                    end = p
+                } else {
+                    end =
+                        max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k])
+                        + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+                }
                 if end < t { end = t + (t - end) }
                 if used < slots {
                     slotEnds[used] = end
@@ -286,12 +302,68 @@ extension Coordinator {
         let worked = now.seconds - from
         guard worked > 0 else { return }
         let floor = worked * backends.records[bi].speed * 1.5
-        if floor > estimates.priorSeconds[e] {
-            estimates.priorSeconds[e] = floor
+        if floor > estimates.seconds(e) {
+            estimates.project(e, floor, by: backend, 1)
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
         }
         scheduleOverrun(id, lease, bi, e, workFrom: from)
+    }
+
+    /// The least fraction of a job's work whose progress report is projected to its whole
+    /// duration (`projectFromProgress`): below it, startup work says little about the rest.
+    static let projectionFraction = 0.1
+
+    /// A running job reported (`timed`) that `fraction` of its work is done. From
+    /// `projectionFraction` on, its progress projects when it ends (work so far ÷ fraction, from
+    /// when it started or its model was announced loaded): the backend's expected schedule uses
+    /// that end instead of the class's estimate, so a job running slower or faster than
+    /// estimated (an unmeasured speed, a class longer than its prior) shows before it ends.
+    /// Each job's first projection also teaches: a backend whose speed nothing configured,
+    /// announced or measured learns it (`projectedSpeed`) against what other backends showed for
+    /// the class (`Estimates.reference`); otherwise, for a class never measured, the projection
+    /// at speed 1.0 is averaged into the class's projected duration. When an end or an estimate
+    /// moved by more than a fifth, free backends that can run the class look again (work
+    /// stealing may move a job placed on the strength of the old estimate). While the model is
+    /// still loading as far as the coordinator knows, nothing is projected. The completed job's
+    /// measured duration replaces all of this.
+    mutating func projectFromProgress(_ id: JobID, _ backend: BackendID, _ fraction: Double) {
+        guard policy.routing == .expectedCompletion, fraction >= Self.projectionFraction, fraction < 1,
+            let j = jobs.index(id), let bi = backends.index(backend),
+            let k = backends.records[bi].jobs.firstIndex(of: id)
+        else { return }
+        let t = now.seconds
+        let readyAt = backends.records[bi].jobReadyAt[k]
+        guard readyAt <= t else { return }
+        let workFrom = max(backends.records[bi].jobStartedAt[k], readyAt)
+        let worked = t - workFrom
+        guard worked > 0 else { return }
+        let total = worked / fraction
+        let previous =
+            backends.records[bi].projectedEnds[id].map { $0 - workFrom } ?? expectedSeconds(bi, jobs[slot: j].estimateIndex)
+        backends[backend].projectedEnds[id] = workFrom + total
+        var changed = abs(total - previous) > 0.2 * previous
+        let e = jobs[slot: j].estimateIndex
+        if !jobs[slot: j].projected {
+            jobs[id].projected = true
+            let r = backends.records[bi]
+            let speedKnown = r.learnedSpeed != nil || r.configuredSpeed != nil || r.snapshot?.speed != nil
+            if !speedKnown, let reference = estimates.reference(e, excluding: backend) {
+                // Its first jobs show this backend's speed against the others'.
+                let before = r.speed
+                backends[backend].projectedSpeed = Estimates.blend(
+                    r.projectedSpeed, reference / total, policy.estimateSmoothing)
+                recountSpeed(bi)
+                if backends.records[bi].speed != before { changed = true }
+            } else if estimates.jobSeconds[e] == nil {
+                let expected = estimates.seconds(e)
+                estimates.project(e, total * r.speed, by: backend, policy.estimateSmoothing)
+                if abs(estimates.seconds(e) - expected) > 0.2 * expected { changed = true }
+            }
+        }
+        guard changed else { return }
+        routingEpoch &+= 1
+        wake(jobs[slot: j].classIndex)
     }
 
     /// The wait bound of a class passed: every free backend that can run it looks again.
@@ -372,11 +444,13 @@ extension Coordinator {
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed
+        let thiefAssumed = speedAssumed(ti)
         var seen = BackendSet()
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         func consider(_ v: BackendID) {
             guard v != thief, !seen.contains(v), let vi = backends.index(v) else { return }
             seen.insert(v)
+            let victimAssumed = speedAssumed(vi)
             var loading = false
             // Unstarted jobs on a backend with a running slot free start there now: one waiting
             // for a model load is looked at like a running one (no work lost: the usual 5%).
@@ -395,8 +469,12 @@ extension Coordinator {
                 let c = jobs[slot: j].classIndex
                 guard classes[c].capable.contains(thief) else { continue }
                 let e = jobs[slot: j].estimateIndex
+                // Work is thrown away only on evidence: when nothing says how fast the backend
+                // running it is (its speed assumed, the class known only from its own jobs), a
+                // thief whose speed was measured against other backends is not comparable to it.
+                if running, victimAssumed, !thiefAssumed, estimates.reference(e, excluding: v) == nil { continue }
                 let workFrom = max(running ? startedAt : t, readyAt)
-                var end = workFrom + expectedSeconds(vi, e)
+                var end = backends.records[vi].projectedEnds[job] ?? workFrom + expectedSeconds(vi, e)
                 var p = expectedSeconds(ti, e)
                 if end < t {
                     end = t + (t - end)
@@ -430,6 +508,8 @@ public struct BackendEstimates: Hashable, Sendable {
         case announced
         /// Learned from its measured jobs against the fleet's estimates.
         case measured
+        /// Before any of its jobs ended: from their progress against what other backends did.
+        case projected
         /// Nothing known yet: 1.0.
         case assumed
     }
@@ -459,7 +539,10 @@ extension Coordinator {
         let r = backends.records[bi]
         let source: BackendEstimates.SpeedSource =
             r.learnedSpeed != nil
-            ? .measured : r.configuredSpeed != nil ? .configured : r.snapshot?.speed != nil ? .announced : .assumed
+            ? .measured
+            : r.configuredSpeed != nil
+                ? .configured
+                : r.snapshot?.speed != nil ? .announced : r.projectedSpeed != nil ? .projected : .assumed
         var list: [JobClassEstimate] = []
         for (e, key) in estimates.classKeys.enumerated() {
             list.append(
@@ -478,7 +561,7 @@ extension Coordinator {
     public var jobClassEstimates: [JobClassEstimate] {
         estimates.classKeys.enumerated().map { e, key in
             JobClassEstimate(
-                kind: key.kind, model: key.model, seconds: estimates.jobSeconds[e] ?? estimates.priorSeconds[e],
+                kind: key.kind, model: key.model, seconds: estimates.seconds(e),
                 measured: estimates.jobSeconds[e] != nil)
         }.sorted { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
     }

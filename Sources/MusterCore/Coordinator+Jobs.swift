@@ -190,6 +190,7 @@ extension Coordinator {
             backends[backend].jobEstimate.remove(at: i)
             backends[backend].jobReadyAt.remove(at: i)
             backends[backend].jobStartedAt.remove(at: i)
+            if !backends.records[bi].projectedEnds.isEmpty { backends[backend].projectedEnds[id] = nil }
             if wasRunning { backends[backend].running -= 1 }
             adjustModelInFlight(backend, -1)
             refreshLoad(backend)
@@ -238,12 +239,15 @@ extension Coordinator {
         refreshLoad(backend)
     }
 
-    mutating func progress(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?) {
+    mutating func progress(
+        _ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?, timed: Bool
+    ) {
         guard current(id, backend, lease, about: "progress") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }
         markStarted(id, backend)  // progress implies started
         jobs[id].progress = min(1, max(0, fraction))
         jobs[id].progressMessage = message
+        if timed { projectFromProgress(id, backend, jobs[id].progress) }
         emit(jobs[id], .progress(jobs[id].progress, message: message))
     }
 

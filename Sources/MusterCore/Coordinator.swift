@@ -121,8 +121,8 @@ public struct Coordinator: Sendable {
         case .linkLost(let id): linkLost(id)
         case .linkRestored(let id): linkRestored(id)
         case .jobStarted(let job, let backend, let lease): started(job, backend, lease)
-        case .jobProgress(let job, let backend, let lease, let fraction, let message):
-            progress(job, backend, lease, fraction, message)
+        case .jobProgress(let job, let backend, let lease, let fraction, let message, let timed):
+            progress(job, backend, lease, fraction, message, timed: timed)
         case .jobCompleted(let job, let backend, let lease, let result): completed(job, backend, lease, result)
         case .jobFailed(let job, let backend, let lease, let code, let message, let retryable):
             failedOnBackend(job, backend, lease, JobFailure(code: code, message: message), retryable: retryable)
@@ -406,11 +406,17 @@ struct Backend {
     var jobEstimate: [Int32] = []
     var jobReadyAt: [Double] = []
     var jobStartedAt: [Double] = []
+    /// When its running jobs' progress says they end (`projectFromProgress`); empty unless its
+    /// jobs report `timed` progress, so the hot paths pay one test.
+    var projectedEnds: [JobID: Double] = [:]
     /// Speed relative to 1.0 from the configuration, and as learned from this backend's measured
     /// jobs against the fleet's estimates (nil until one was measured); the announced one is in
     /// `snapshot`.
     var configuredSpeed: Double?
     var learnedSpeed: Double?
+    /// Before any of its jobs was measured and when nothing configured or announced its speed:
+    /// the speed its jobs' progress showed against what other backends did (`projectFromProgress`).
+    var projectedSpeed: Double?
     /// The speed its estimates use (quantised to 1%, so equal backends compare equal).
     var speed = 1.0
     /// The speed counted in `speedCounts` while `counted`.
@@ -478,6 +484,20 @@ struct Estimates {
     /// earlier ones (a cold first run, say) say nothing about its speed relative to others.
     var soleMeasurer: [BackendID?] = []
     var measuredByMany: [Bool] = []
+    /// Before the class is measured: how long its running jobs showed it takes (their progress,
+    /// or an overrun of the estimate), at speed 1.0. Beats the prior.
+    var projectedSeconds: [Double?] = []
+    /// Like `soleMeasurer`/`measuredByMany`, for the projections.
+    var soleProjector: [BackendID?] = []
+    var projectedByMany: [Bool] = []
+    /// The kind of each class (an index into `kindSeconds`).
+    var kindOf: [Int] = []
+    var kinds: [String: Int] = [:]
+    /// Per kind: what its classes measured (a moving average over every model), else what
+    /// their jobs projected. A class never measured nor projected whose kind has no configured
+    /// prior expects this (a model changes a kind's duration less than not knowing the kind).
+    var kindSeconds: [Double?] = []
+    var kindMeasured: [Bool] = []
     var classKeys: [ClassEstimateKey] = []
     /// By model id.
     var loadSeconds: [Double?] = []
@@ -495,9 +515,72 @@ struct Estimates {
         priorConfigured.append(prior != nil)
         soleMeasurer.append(nil)
         measuredByMany.append(false)
+        projectedSeconds.append(nil)
+        soleProjector.append(nil)
+        projectedByMany.append(false)
+        let k: Int
+        if let known = kinds[kind] {
+            k = known
+        } else {
+            k = kindSeconds.count
+            kinds[kind] = k
+            kindSeconds.append(nil)
+            kindMeasured.append(false)
+        }
+        kindOf.append(k)
         classKeys.append(key)
         keys[key] = jobSeconds.count - 1
         return jobSeconds.count - 1
+    }
+
+    /// Expected seconds of a job of class `e` at speed 1.0: measured, else projected by its
+    /// running jobs, else the kind's configured prior, else what other classes of the kind
+    /// measured or projected, else the default.
+    func seconds(_ e: Int) -> Double {
+        if let measured = jobSeconds[e] { return measured }
+        if let projected = projectedSeconds[e] { return projected }
+        if !priorConfigured[e], let kind = kindSeconds[kindOf[e]] { return kind }
+        return priorSeconds[e]
+    }
+
+    /// A measured duration (at speed 1.0) of a class: the kind's estimate follows.
+    mutating func measuredKind(_ e: Int, _ seconds: Double, _ alpha: Double) {
+        let k = kindOf[e]
+        kindSeconds[k] = kindMeasured[k] ? Self.blend(kindSeconds[k], seconds, alpha) : seconds
+        kindMeasured[k] = true
+    }
+
+    /// A class's jobs showed it takes `seconds` (at speed 1.0) before any was measured.
+    mutating func projected(_ e: Int, _ seconds: Double) {
+        projectedSeconds[e] = seconds
+        if !kindMeasured[kindOf[e]] { kindSeconds[kindOf[e]] = seconds }
+    }
+
+    /// What other backends than `backend` showed a job of class `e` takes at speed 1.0: their
+    /// measurements, else the configured prior, else their projections. A backend's speed is
+    /// learned against this, never against its own samples alone.
+    func reference(_ e: Int, excluding backend: BackendID) -> Double? {
+        if let measured = jobSeconds[e] {
+            return measuredByMany[e] || soleMeasurer[e] != backend ? measured : nil
+        }
+        if priorConfigured[e] { return priorSeconds[e] }
+        if let projected = projectedSeconds[e], projectedByMany[e] || soleProjector[e] != backend {
+            return projected
+        }
+        return nil
+    }
+
+    /// A job of class `e` on `backend` is projected to take `seconds` at speed 1.0: the first
+    /// projection replaces the class's estimate, later ones are averaged in (`alpha` 1: the
+    /// newest replaces it, as an overrun's floor does).
+    mutating func project(_ e: Int, _ seconds: Double, by backend: BackendID, _ alpha: Double) {
+        if soleProjector[e] == nil, !projectedByMany[e] {
+            soleProjector[e] = backend
+        } else if soleProjector[e] != backend {
+            projectedByMany[e] = true
+            soleProjector[e] = nil
+        }
+        projected(e, Self.blend(projectedSeconds[e], seconds, alpha))
     }
 
     static func blend(_ old: Double?, _ sample: Double, _ alpha: Double) -> Double {

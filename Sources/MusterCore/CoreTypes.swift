@@ -342,7 +342,8 @@ public enum CoreEvent: Hashable, Sendable {
     // Reports from the backend a job is bound to. Any other backend or lease: stale, ignored.
     case jobStarted(JobID, backend: BackendID, lease: Lease)
     /// `fraction` in 0...1; `message` the backend's text, if any.
-    case jobProgress(JobID, backend: BackendID, lease: Lease, fraction: Double, message: String? = nil)
+    /// `timed`: the fraction grows in proportion to the job's work time (it projects the job's end).
+    case jobProgress(JobID, backend: BackendID, lease: Lease, fraction: Double, message: String? = nil, timed: Bool = false)
     case jobCompleted(JobID, backend: BackendID, lease: Lease, result: RawJSON)
     /// `retryable`: the job may succeed elsewhere (requeued while attempts remain).
     case jobFailed(JobID, backend: BackendID, lease: Lease, code: ErrorCode, message: String, retryable: Bool)
@@ -414,6 +415,8 @@ public struct JobRecord: Hashable, Sendable {
     /// Moved once after it had run for a while: such a move happens at most once (the work it
     /// loses is paid for by the expected gain only once).
     var movedWhileRunning = false
+    /// Its progress already told the coordinator how long it takes (`projectFromProgress`).
+    var projected = false
 
     /// Whether work stealing may move it again at `now`.
     func movable(at now: CoreInstant) -> Bool { movedAt != now || movesAtThatInstant < 3 }

@@ -36,13 +36,16 @@ public struct Scenario: Sendable {
         public var speed: Double?
         /// The model load time the coordinator is told (configured prior); nil: it must measure.
         public var loadPrior: Double?
+        /// A running job reports `progress` (the fraction of its work done) this often, from when
+        /// its work begins (after its model loaded), as `muster agent` does; nil: never.
+        public var progressEvery: Double?
 
         public init(
             id: BackendID, name: String? = nil, slots: Int = 1, priority: Int = 0, expected: Bool = false,
             registerAt: Double = 0, announceAfter: Double? = 0, features: [String] = [],
             modelsAvailable: [String] = [], modelsLoaded: [String] = [], jobSeconds: [String: Double] = [:],
             defaultJobSeconds: Double = 10, loadSeconds: Double = 20, linkDownAt: Double? = nil,
-            linkUpAt: Double? = nil, speed: Double? = nil, loadPrior: Double? = nil
+            linkUpAt: Double? = nil, speed: Double? = nil, loadPrior: Double? = nil, progressEvery: Double? = nil
         ) {
             self.id = id
             self.name = name ?? "backend\(id)"
@@ -61,6 +64,7 @@ public struct Scenario: Sendable {
             self.linkUpAt = linkUpAt
             self.speed = speed
             self.loadPrior = loadPrior
+            self.progressEvery = progressEvery
         }
 
         func seconds(for kind: String) -> Double { jobSeconds[kind] ?? defaultJobSeconds }
@@ -141,6 +145,7 @@ struct Simulation {
         case linkDown(Int)
         case linkUp(Int)
         case finish(Int, JobID, Lease)
+        case progress(Int, JobID, Lease)
         case loaded(Int, String)
     }
     struct Event: Comparable {
@@ -164,7 +169,8 @@ struct Simulation {
         var loaded: Set<String>
         var loading: [String: Double] = [:]
         var waiting: [Task] = []
-        var running: [JobID: (lease: Lease, started: Double)] = [:]
+        /// Running jobs: when each started (its slot), and when its work begins and ends.
+        var running: [JobID: (lease: Lease, started: Double, begin: Double, end: Double)] = [:]
         var held: [CoreEvent] = []
         var busy = 0.0
         var completed = 0
@@ -290,6 +296,11 @@ struct Simulation {
             state[i].busy += now - r.started
             report(i, .jobCompleted(job, backend: backends[i].id, lease: lease, result: .emptyObject))
             startNext(i)
+        case .progress(let i, let job, let lease):
+            guard let r = state[i].running[job], r.lease == lease, r.end > r.begin else { return }
+            let fraction = min(0.99, (now - r.begin) / (r.end - r.begin))
+            report(i, .jobProgress(job, backend: backends[i].id, lease: lease, fraction: fraction, timed: true))
+            if let every = backends[i].progressEvery, now + every < r.end { push(now + every, .progress(i, job, lease)) }
         case .loaded(let i, let model):
             state[i].loading[model] = nil
             state[i].loaded.insert(model)
@@ -386,10 +397,13 @@ struct Simulation {
             var begin = now
             if let m = task.spec.model { begin = startLoad(i, m) }
             let end = begin + backends[i].seconds(for: task.spec.kind)
-            state[i].running[task.job] = (task.lease, now)
+            state[i].running[task.job] = (task.lease, now, begin, end)
             startedAt[task.job] = now
             report(i, .jobStarted(task.job, backend: backends[i].id, lease: task.lease))
             push(end, .finish(i, task.job, task.lease))
+            if let every = backends[i].progressEvery, begin + every < end {
+                push(begin + every, .progress(i, task.job, task.lease))
+            }
         }
     }
 

@@ -180,7 +180,10 @@ extension Daemon {
         case .started(let m):
             feed(.jobStarted(m.job, backend: backend, lease: m.lease))
         case .progress(let m):
-            feed(.jobProgress(m.job, backend: backend, lease: m.lease, fraction: m.fraction, message: m.message))
+            feed(
+                .jobProgress(
+                    m.job, backend: backend, lease: m.lease, fraction: m.fraction, message: m.message,
+                    timed: m.timed ?? false))
         case .completed(let m):
             feed(.jobCompleted(m.job, backend: backend, lease: m.lease, result: m.result))
         case .failed(let m):

@@ -50,7 +50,7 @@ import Testing
             let backend: BackendID, lease: Lease
             switch event {
             case .jobStarted(_, let b, let l): (about, backend, lease) = ("started", b, l)
-            case .jobProgress(_, let b, let l, _, _): (about, backend, lease) = ("progress", b, l)
+            case .jobProgress(_, let b, let l, _, _, _): (about, backend, lease) = ("progress", b, l)
             case .jobCompleted(_, let b, let l, _): (about, backend, lease) = ("completed", b, l)
             case .jobFailed(_, let b, let l, _, _, _): (about, backend, lease) = ("failed", b, l)
             default: continue

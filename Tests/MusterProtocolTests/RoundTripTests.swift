@@ -73,7 +73,8 @@ struct MessageGenerator {
         case 1: .capabilities(snapshot())
         case 2: .started(.init(job: JobID(u64()), lease: Lease(u64())))
         case 3:
-            .progress(.init(job: JobID(u64()), lease: Lease(u64()), fraction: fraction(), message: maybe { $0.text() }))
+            .progress(.init(job: JobID(u64()), lease: Lease(u64()), fraction: fraction(), message: maybe { $0.text() },
+                    timed: maybe { $0.bool() }))
         case 4: .completed(.init(job: JobID(u64()), lease: Lease(u64()), result: raw(object: false)))
         case 5:
             .failed(

@@ -70,6 +70,7 @@ import Testing
         }
         #expect(p.lease == Lease(10))
         #expect(p.fraction > 0 && p.fraction < 1)
+        #expect(p.timed == true, "simulated work advances evenly")
         let done = sent(e.tick(at: .seconds(60)))
         guard case .completed(let c)? = done.first else {
             Issue.record("expected completion, got \(done)")

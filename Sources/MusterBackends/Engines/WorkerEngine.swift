@@ -297,7 +297,8 @@ public struct WorkerEngine: Sendable {
                 let fraction = total > 0 ? min(0.99, Double((now - start).milliseconds) / total) : 0
                 job.nextProgress = now + spec.progressInterval
                 jobs[id] = job
-                if welcomed { out.append(.send(.progress(.init(job: id, lease: lease, fraction: fraction)))) }
+                // Simulated work advances evenly: the fraction is the share of its time.
+                if welcomed { out.append(.send(.progress(.init(job: id, lease: lease, fraction: fraction, timed: true)))) }
             }
         }
         startQueued(at: now, out: &out)

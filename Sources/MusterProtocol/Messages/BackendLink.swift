@@ -146,11 +146,15 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
         public var lease: Lease
         public var fraction: Double
         public var message: String?
-        public init(job: JobID, lease: Lease, fraction: Double, message: String? = nil) {
+        /// `true`: `fraction` grows in proportion to the job's work time, so the coordinator may
+        /// project the job's end from it (Protocol/README.md 6.4). Absent: it may not.
+        public var timed: Bool?
+        public init(job: JobID, lease: Lease, fraction: Double, message: String? = nil, timed: Bool? = nil) {
             self.job = job
             self.lease = lease
             self.fraction = fraction
             self.message = message
+            self.timed = timed
         }
 
         static var blank: Self { Self(job: JobID(0), lease: Lease(0), fraction: 0) }
@@ -162,6 +166,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             try c.required("fraction", &fraction)
             try c.check("fraction", fraction >= 0 && fraction <= 1, "must lie in 0...1")
             try c.string("message", &message, .message)
+            try c.optional("timed", &timed)
         }
     }
 
