@@ -121,6 +121,36 @@ import Testing
         await coordinator.stop()
     }
 
+    /// A running job's `timed` progress (the simulated engine's) reaches the core through the
+    /// daemon: a backend whose speed nothing configured learns it before its first job ends.
+    /// Its job takes 20 s against the kind's configured 200 s: two seconds in (a tenth done), it
+    /// shows speed 10 (to the link's timing), `projected`.
+    @Test func progressProjectsASpeedThatShowsInTheBackendsEstimates() async throws {
+        let coordinator = try await TestCoordinator.start(
+            backends: #"[{"name": "gpu", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 20}}]"#,
+            settings: [("routing.job_seconds", "image=200")])
+        let client = try await coordinator.connect()
+        let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image")]))
+        let shown = try await within(.seconds(60), "a projected speed") { () async throws -> (String, Double?) in
+            while true {
+                if let list = try? await HTTP.get("http://127.0.0.1:\(coordinator.port)/v1/backends"),
+                    let backends = list.json["backends"] as? [[String: Any]],
+                    let e = backends.first(where: { $0["name"] as? String == "gpu" })?["estimates"] as? [String: Any],
+                    let source = e["speed_source"] as? String, source != "assumed"
+                {
+                    return (source, e["speed"] as? Double)
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        #expect(shown.0 == "projected")
+        // The coordinator times the work from its receipt of `started`: a few milliseconds apart.
+        #expect(shown.1.map { abs($0 - 10) < 0.5 } == true, "speed \(String(describing: shown.1))")
+        _ = try await client.cancel(.batch(accepted.batch))
+        await client.close()
+        await coordinator.stop()
+    }
+
     @Test func loadModelNamesTheBackendsToldAndRefusesUnknownOnes() async throws {
         let coordinator = try await TestCoordinator.start()
         let client = try await coordinator.connect()
