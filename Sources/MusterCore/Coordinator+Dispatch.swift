@@ -216,18 +216,26 @@ extension Coordinator {
         // decisions free of comparisons.
         let fastest = backends.records[bi].speed >= maxSpeed * Self.nearFastest
         let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].configuredLoadSeconds != nil
-        var skip: [Int] = []
-        while let (c, entry) = bestJob(for: id, runningFree: runningFree, skip: skip, affinity: fastest) {
+        func takes(_ c: Int, _ entry: QueueEntry) -> Bool {
             if fastest {
                 let m = classes[c].modelID
                 let compare =
                     m >= 0 && !backends.records[bi].loadedIDs.contains(m)
                     && (classes[c].loadedCapable == 0 ? knowsItsLoads : jobs[entry.job].declinedSince != nil)
-                if !compare { return (c, entry) }
+                if !compare { return true }
             }
-            if admits(bi, id, c, entry) { return (c, entry) }
-            skip.append(c)
+            return admits(bi, id, c, entry)
         }
+        guard let (c, entry) = bestJob(for: id, runningFree: runningFree, affinity: fastest) else { return nil }
+        if takes(c, entry) { return (c, entry) }
+        // Left to others: the backend's other classes in the same order (best head first), their
+        // heads gathered once. Leaving a class changes no other class's head or eligibility.
+        var rest: [(c: Int, head: QueueEntry)] = []
+        for other in backends.records[bi].classes where other != c {
+            if let head = eligibleHead(other, bi, runningFree: runningFree, affinity: fastest) { rest.append((other, head)) }
+        }
+        rest.sort { $0.head < $1.head }
+        for (other, head) in rest where takes(other, head) { return (other, head) }
         return nil
     }
 
@@ -247,33 +255,38 @@ extension Coordinator {
 
     /// The best queued job this backend may take now, or nil. `affinity`: skip classes whose model
     /// this backend would have to load when that does not pay off (aggregate rule).
-    mutating func bestJob(
-        for id: BackendID, runningFree: Bool, skip: [Int] = [], affinity: Bool = true
-    ) -> (Int, QueueEntry)? {
+    mutating func bestJob(for id: BackendID, runningFree: Bool, affinity: Bool = true) -> (Int, QueueEntry)? {
         let bi = backends.index(id)!
-        let eligible = backends.records[bi].classes
         var best: (Int, QueueEntry)?
-        for c in eligible {
-            var head = heads[c]
-            if head.isEmpty { continue }
-            if !runningFree && classHeld(c) { continue }  // held jobs never wait in an overqueue slot
-            if !skip.isEmpty && skip.contains(c) { continue }
-            if classes[c].dead > 0 {
-                guard let clean = cleanHead(c) else { continue }
-                head = clean
-            }
+        for c in backends.records[bi].classes {
+            if let current = best, !(heads[c] < current.1) { continue }
+            guard let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity) else { continue }
             if let current = best, !(head < current.1) { continue }
-            let m = classes[c].modelID
-            if affinity, m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
-                !loadPaysOff(bi, estimate: Int(head.estimate), model: m),
-                // A job a backend with the model left to faster ones is not left again here.
-                jobs[head.job].declinedSince == nil
-            {
-                continue
-            }
             best = (c, head)
         }
         return best
+    }
+
+    /// The head of class `c` if the backend at `bi` may take it now: none while the class is
+    /// held and only an overqueue slot is free; none when it would have to load the class's
+    /// model and that does not pay off (`affinity`, the aggregate rule).
+    mutating func eligibleHead(_ c: Int, _ bi: Int, runningFree: Bool, affinity: Bool) -> QueueEntry? {
+        var head = heads[c]
+        if head.isEmpty { return nil }
+        if !runningFree && classHeld(c) { return nil }  // held jobs never wait in an overqueue slot
+        if classes[c].dead > 0 {
+            guard let clean = cleanHead(c) else { return nil }
+            head = clean
+        }
+        let m = classes[c].modelID
+        if affinity, m >= 0, classes[c].loadedCapable > 0, !backends.records[bi].loadedIDs.contains(m),
+            !loadPaysOff(bi, estimate: Int(head.estimate), model: m),
+            // A job a backend with the model left to faster ones is not left again here.
+            jobs[head.job].declinedSince == nil
+        {
+            return nil
+        }
+        return head
     }
 
     /// The head of a class queue, dropping entries of jobs that left the queue without being popped.

@@ -219,42 +219,67 @@ extension Coordinator {
         let latestStart = deadline.seconds
         var capacity = 0
         var second: (backend: BackendID, at: Double)?
-        // Free backends this one would leave the job to: woken if it does (they may have passed
-        // over the job before this one declined it: see `pickJob`). Once the verdict is known,
-        // the rest of the set is looked at only for them, so the wakes do not depend on the
-        // set's iteration order.
-        var wake: [BackendID] = []
-        func consider(_ t: BackendID) {
-            guard t != id, let ti = backends.index(t), backends.records[ti].routable(now) else { return }
-            let counting = capacity < need
-            if !counting && !backends.records[ti].inFree { return }
-            let theirs = expectedCompletion(ti, c, e)
-            if counting, let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else if counting {
-                second = (t, theirs)
-            }
+        // Whether a backend finishes the job sooner than this one, within the wait bound (a
+        // backend not expected to start it by then does not count), and how many of the class's
+        // jobs it finishes before this one would.
+        func sooner(_ ti: Int, _ theirs: Double) -> Int? {
             guard theirs < mine - margin || (mustLoad && theirs <= mine + margin && modelReady(ti, c) == nil) else {
-                return
+                return nil
             }
             let p = max(expectedSeconds(ti, e), 1e-3)
-            // A backend not expected to start it within the wait bound does not count.
-            guard theirs - p <= latestStart else { return }
+            guard theirs - p <= latestStart else { return nil }
+            return 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down)))
+        }
+        // Free backends this one would leave the job to: woken if it does (they may have passed
+        // over the job before this one declined it: see `pickJob`).
+        var wake: [BackendID] = []
+        func count(_ t: BackendID) {
+            guard t != id, let ti = backends.index(t), backends.records[ti].routable(now) else { return }
+            let theirs = expectedCompletion(ti, c, e)
+            if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
+            guard let jobs = sooner(ti, theirs) else { return }
             if backends.records[ti].inFree { wake.append(t) }
-            if counting { capacity += 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down))) }
+            capacity += jobs
         }
         // With a slot open now and no model to load, only a faster backend can finish the job
         // sooner: look at those alone (the class's speed index), so the decision does not grow
         // with the fleet. A busy backend (the overqueue slot) or one that must load the model
         // compares with every capable backend: availability, load times and loads under way
-        // differ per backend.
-        if !mustLoad && backends.records[bi].jobs.count < backends.records[bi].slots {
-            for t in classes[c].bySpeed.faster(than: backends.records[bi].speed) { consider(t) }
+        // differ per backend. Counting stops once the class's waiting jobs are covered.
+        let fasterOnly = !mustLoad && backends.records[bi].jobs.count < backends.records[bi].slots
+        let speed = backends.records[bi].speed
+        if fasterOnly {
+            for t in classes[c].bySpeed.faster(than: speed) {
+                if capacity >= need { break }
+                count(t)
+            }
         } else {
-            for t in classes[c].capable { consider(t) }
+            for t in classes[c].capable {
+                if capacity >= need { break }
+                count(t)
+            }
         }
         if capacity < need {
             // Every backend that could finish sooner was counted.
             runnerUp = second.map { (entry.job, $0.backend, $0.at) }
             return true
+        }
+        // Left to others: every free backend of the compared set that finishes sooner looks
+        // again, whether or not counting reached it (so the wakes do not depend on the set's
+        // order), found from the free backends when they are fewer.
+        func wakeIfSooner(_ t: BackendID) {
+            guard t != id, let ti = backends.index(t), backends.records[ti].inFree, backends.records[ti].routable(now),
+                !fasterOnly || backends.records[ti].speed > speed, !wake.contains(t),
+                sooner(ti, expectedCompletion(ti, c, e)) != nil
+            else { return }
+            wake.append(t)
+        }
+        if free.count <= classes[c].capable.count {
+            for t in free where classes[c].capable.contains(t) { wakeIfSooner(t) }
+        } else if fasterOnly {
+            for t in classes[c].bySpeed.faster(than: speed) { wakeIfSooner(t) }
+        } else {
+            for t in classes[c].capable { wakeIfSooner(t) }
         }
         for t in wake { dirty.insert(t) }
         if jobs[entry.job].declinedSince == nil {
