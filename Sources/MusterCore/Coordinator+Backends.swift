@@ -124,7 +124,7 @@ extension Coordinator {
             out.append(.observe(.propagation(id, now - b.registeredAt)))
         }
         for model in snapshot.modelsLoaded {
-            if let asked = b.loadRequested.removeValue(forKey: model) {
+            if let requested = modelIDs[model], let asked = b.loadRequested.removeValue(forKey: requested) {
                 b.modelReadyAt[model] = now
                 // Its jobs waiting for the load can work from now on.
                 let landed = modelID(model)
@@ -238,10 +238,11 @@ extension Coordinator {
 
     mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool) {
         guard let i = backends.index(id) else { return }
-        if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[model] != nil) {
+        let m = modelID(model)
+        if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[m] != nil) {
             return
         }
-        backends[id].loadRequested[model] = now
+        backends[id].loadRequested[m] = now
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))
     }

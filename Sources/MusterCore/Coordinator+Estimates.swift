@@ -106,8 +106,8 @@ extension Coordinator {
     /// (core seconds) or later while the model is (or would be) loading; nil when it is loaded.
     func modelReady(_ bi: Int, _ c: Int) -> Double? {
         let m = classes[c].modelID
-        guard m >= 0, !backends.records[bi].loadedIDs.contains(m), let name = classes[c].model else { return nil }
-        let asked = backends.records[bi].loadRequested[name] ?? now
+        guard m >= 0, !backends.records[bi].loadedIDs.contains(m) else { return nil }
+        let asked = backends.records[bi].loadRequested[m] ?? now
         return asked.seconds + expectedLoadSeconds(bi, m)
     }
 

@@ -435,8 +435,8 @@ struct Backend {
     var classes: [Int] = []
     /// The subset of `classes` whose model this backend has loaded.
     var loadedClasses: [Int] = []
-    /// Models this backend was asked to load, and when (to measure load times).
-    var loadRequested: [String: CoreInstant] = [:]
+    /// Models this backend was asked to load (interned ids), and when (to measure load times).
+    var loadRequested: [Int32: CoreInstant] = [:]
     var nextSync: CoreInstant?
     /// Whether this backend currently counts as ready (for readiness and model load totals).
     var counted = false
