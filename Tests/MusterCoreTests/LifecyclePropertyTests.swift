@@ -52,7 +52,10 @@ import Testing
                             .jobFailed(
                                 job, backend: backend, lease: lease, code: .jobFailed, message: "x",
                                 retryable: n % 8 < 4))
-                    default: h.send(.jobProgress(job, backend: backend, lease: lease, fraction: 0.5))
+                    default:
+                        // Timed progress projects ends, class durations and speeds along the way.
+                        let fraction = Double(n % 10 + 1) / 10
+                        h.send(.jobProgress(job, backend: backend, lease: lease, fraction: fraction, timed: n % 8 < 4))
                     }
                 case 7: h.send(.linkLost(BackendID(b)))
                 case 8:
