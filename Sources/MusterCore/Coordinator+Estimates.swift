@@ -22,16 +22,21 @@ extension Coordinator {
         return min(1000, max(0.01, (speed * 100).rounded() / 100))
     }
 
-    /// Whether nothing configured, announced, measured or projected the speed of the backend at `bi`.
-    func speedAssumed(_ bi: Int) -> Bool {
+    /// The speed of the backend at `bi` before quantising, and where it comes from, in order of
+    /// precedence: measured, configured, announced, projected from progress, else assumed 1.0.
+    func speedSource(_ bi: Int) -> (speed: Double, source: BackendEstimates.SpeedSource) {
         let r = backends.records[bi]
-        return r.learnedSpeed == nil && r.configuredSpeed == nil && r.snapshot?.speed == nil && r.projectedSpeed == nil
+        if let s = r.learnedSpeed { return (s, .measured) }
+        if let s = r.configuredSpeed { return (s, .configured) }
+        if let s = r.snapshot?.speed { return (s, .announced) }
+        if let s = r.projectedSpeed { return (s, .projected) }
+        return (1, .assumed)
     }
 
     /// Recomputes a backend's speed and keeps `speedCounts`/`maxSpeed` in step with it.
     mutating func recountSpeed(_ bi: Int) {
         let r = backends.records[bi]
-        let speed = Self.quantised(r.learnedSpeed ?? r.configuredSpeed ?? r.snapshot?.speed ?? r.projectedSpeed ?? 1)
+        let speed = Self.quantised(speedSource(bi).speed)
         if speed != r.speed {
             for c in r.classes {
                 classes[c].bySpeed.remove(r.id, speed: r.speed)
@@ -130,12 +135,8 @@ extension Coordinator {
         var slotEnds = [Double](repeating: t, count: slots)
         var ends = [Double](repeating: t, count: n)
         var used = 0
-        let projected = backends.records[bi].projectedEnds
         for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
-            // A job that started while its model loads works once the load is over.
-            var end =
-                projected[backends.records[bi].jobs[k]]
-                ?? max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k]) + seconds(k)
+            var end = startedJobEnd(bi, k) { seconds(k) }
             if end < t { end = t + (t - end) }
             ends[k] = end
             if used < slots {
@@ -152,6 +153,19 @@ extension Coordinator {
             ends[k] = end
         }
         return (ends, slotEnds.min() ?? t)
+    }
+
+    /// When the started job at position `k` of the backend at `bi` is expected to end: when its
+    /// progress says (`projectFromProgress`), else `seconds` of work after it started or its
+    /// model was loaded (a job that started while its model loads works once the load is over).
+    @inline(__always)
+    func startedJobEnd(_ bi: Int, _ k: Int, seconds: () -> Double) -> Double {
+        if !backends.records[bi].projectedEnds.isEmpty,
+            let end = backends.records[bi].projectedEnds[backends.records[bi].jobs[k]]
+        {
+            return end
+        }
+        return max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k]) + seconds()
     }
 
     /// When a job of class `c` (estimate `e`) would finish on the backend at `bi` if bound now.
@@ -173,16 +187,8 @@ extension Coordinator {
                 return i
             }
             var used = 0
-            let projections = !backends.records[bi].projectedEnds.isEmpty
             for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
-                var end: Double
-                if projections, let p = backends.records[bi].projectedEnds[backends.records[bi].jobs[k]] {
-                    end = p
-                } else {
-                    end =
-                        max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k])
-                        + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
-                }
+                var end = startedJobEnd(bi, k) { expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k])) }
                 if end < t { end = t + (t - end) }
                 if used < slots {
                     slotEnds[used] = end
@@ -372,8 +378,8 @@ extension Coordinator {
         if !jobs[slot: j].projected {
             jobs[id].projected = true
             let r = backends.records[bi]
-            let speedKnown = r.learnedSpeed != nil || r.configuredSpeed != nil || r.snapshot?.speed != nil
-            if !speedKnown, let reference = estimates.reference(e, excluding: backend) {
+            let source = speedSource(bi).source
+            if source == .projected || source == .assumed, let reference = estimates.reference(e, excluding: backend) {
                 // Its first jobs show this backend's speed against the others'.
                 let before = r.speed
                 backends[backend].projectedSpeed = Estimates.blend(
@@ -469,13 +475,13 @@ extension Coordinator {
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed
-        let thiefAssumed = speedAssumed(ti)
+        let thiefAssumed = speedSource(ti).source == .assumed
         var seen = BackendSet()
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         func consider(_ v: BackendID) {
             guard v != thief, !seen.contains(v), let vi = backends.index(v) else { return }
             seen.insert(v)
-            let victimAssumed = speedAssumed(vi)
+            let victimAssumed = speedSource(vi).source == .assumed
             var loading = false
             // Unstarted jobs on a backend with a running slot free start there now: one waiting
             // for a model load is looked at like a running one (no work lost: the usual 5%).
@@ -499,7 +505,7 @@ extension Coordinator {
                 // thief whose speed was measured against other backends is not comparable to it.
                 if running, victimAssumed, !thiefAssumed, estimates.reference(e, excluding: v) == nil { continue }
                 let workFrom = max(running ? startedAt : t, readyAt)
-                var end = backends.records[vi].projectedEnds[job] ?? workFrom + expectedSeconds(vi, e)
+                var end = running ? startedJobEnd(vi, k) { expectedSeconds(vi, e) } : workFrom + expectedSeconds(vi, e)
                 var p = expectedSeconds(ti, e)
                 if end < t {
                     end = t + (t - end)
@@ -562,12 +568,7 @@ extension Coordinator {
     public func estimates(for backend: BackendID) -> BackendEstimates? {
         guard let bi = backends.index(backend) else { return nil }
         let r = backends.records[bi]
-        let source: BackendEstimates.SpeedSource =
-            r.learnedSpeed != nil
-            ? .measured
-            : r.configuredSpeed != nil
-                ? .configured
-                : r.snapshot?.speed != nil ? .announced : r.projectedSpeed != nil ? .projected : .assumed
+        let source = speedSource(bi).source
         var list: [JobClassEstimate] = []
         for (e, key) in estimates.classKeys.enumerated() {
             list.append(

@@ -550,12 +550,6 @@ struct Estimates {
         kindMeasured[k] = true
     }
 
-    /// A class's jobs showed it takes `seconds` (at speed 1.0) before any was measured.
-    mutating func projected(_ e: Int, _ seconds: Double) {
-        projectedSeconds[e] = seconds
-        if !kindMeasured[kindOf[e]] { kindSeconds[kindOf[e]] = seconds }
-    }
-
     /// What other backends than `backend` showed a job of class `e` takes at speed 1.0: their
     /// measurements, else the configured prior, else their projections. A backend's speed is
     /// learned against this, never against its own samples alone.
@@ -580,7 +574,10 @@ struct Estimates {
             projectedByMany[e] = true
             soleProjector[e] = nil
         }
-        projected(e, Self.blend(projectedSeconds[e], seconds, alpha))
+        let projected = Self.blend(projectedSeconds[e], seconds, alpha)
+        projectedSeconds[e] = projected
+        // Until the kind is measured, its other classes expect what this one projects.
+        if !kindMeasured[kindOf[e]] { kindSeconds[kindOf[e]] = projected }
     }
 
     static func blend(_ old: Double?, _ sample: Double, _ alpha: Double) -> Double {
