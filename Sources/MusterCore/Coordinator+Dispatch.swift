@@ -176,7 +176,12 @@ extension Coordinator {
                 }
                 let runningFree = e.inFlight < e.slots
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
-                    let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
+                    var target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
+                    var (c, entry) = (c, entry)
+                    if target == e.id, let fill = backfill(e.id, loadingFor: c, runningFree: runningFree) {
+                        (c, entry) = fill
+                        target = e.id
+                    }
                     classes[c].queue.removeMin()
                     heads[c] = classes[c].queue.min ?? .empty
                     bind(entry.job, to: target, fromQueue: true)
@@ -236,6 +241,33 @@ extension Coordinator {
         }
         rest.sort { $0.head < $1.head }
         for (other, head) in rest where takes(other, head) { return (other, head) }
+        return nil
+    }
+
+    /// Backfilling a model load: the backend must load the model of class `c` before it can run
+    /// the job it should take. The load starts now, and meanwhile the free slot takes another job
+    /// that needs no load there and is expected to end before the model is ready (so the job
+    /// waiting for the model starts no later), if the expected-completion rule admits it here.
+    /// The job waiting for the model is bound once nothing more fits. Best job first (priority,
+    /// owner round, FIFO).
+    mutating func backfill(_ id: BackendID, loadingFor c: Int, runningFree: Bool) -> (Int, QueueEntry)? {
+        guard policy.routing == .expectedCompletion, let model = classes[c].model, let bi = backends.index(id),
+            modelReady(bi, c) != nil
+        else { return nil }
+        requestLoad(id, model, force: false)
+        guard let ready = modelReady(bi, c) else { return nil }
+        let from = availableAt(bi)
+        var fits: [(c: Int, head: QueueEntry)] = []
+        for other in backends.records[bi].classes where other != c {
+            let m = classes[other].modelID
+            guard m < 0 || backends.records[bi].loadedIDs.contains(m),
+                let head = eligibleHead(other, bi, runningFree: runningFree, affinity: false),
+                from + expectedSeconds(bi, Int(head.estimate)) <= ready + 1e-9
+            else { continue }
+            fits.append((other, head))
+        }
+        fits.sort { $0.head < $1.head }
+        for (other, head) in fits where admits(bi, id, other, head) { return (other, head) }
         return nil
     }
 

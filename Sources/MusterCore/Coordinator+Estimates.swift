@@ -83,7 +83,9 @@ extension Coordinator {
             estimates.soleMeasurer[e] = nil
         }
         let measured = others ? estimates.jobSeconds[e] : nil
-        let reference = measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
+        let reference =
+            measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
+            ?? estimates.kindReference(e, excluding: backend)
         // Short durations say nothing about speed: see `shortestSpeedSample`.
         if x >= Self.shortestSpeedSample, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
@@ -92,7 +94,7 @@ extension Coordinator {
             recountSpeed(bi)
         }
         estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)
-        estimates.measuredKind(e, x * speed, alpha)
+        estimates.measuredKind(e, x * speed, alpha, by: backend)
     }
 
     /// Expected seconds of a job of estimate class `e` on the backend at record index `bi`.
@@ -501,7 +503,7 @@ extension Coordinator {
                 guard classes[c].capable.contains(thief) else { continue }
                 let e = jobs[slot: j].estimateIndex
                 // Work is thrown away only on evidence: when nothing says how fast the backend
-                // running it is (its speed assumed, the class known only from its own jobs), a
+                // running it is (its speed assumed, the class and kind known only from its own jobs), a
                 // thief whose speed was measured against other backends is not comparable to it.
                 if running, victimAssumed, !thiefAssumed, estimates.reference(e, excluding: v) == nil { continue }
                 let workFrom = max(running ? startedAt : t, readyAt)

@@ -498,6 +498,9 @@ struct Estimates {
     /// prior expects this (a model changes a kind's duration less than not knowing the kind).
     var kindSeconds: [Double?] = []
     var kindMeasured: [Bool] = []
+    /// Like `soleMeasurer`/`measuredByMany`, for what `kindSeconds` was made of.
+    var kindSole: [BackendID?] = []
+    var kindByMany: [Bool] = []
     var classKeys: [ClassEstimateKey] = []
     /// By model id.
     var loadSeconds: [Double?] = []
@@ -526,6 +529,8 @@ struct Estimates {
             kinds[kind] = k
             kindSeconds.append(nil)
             kindMeasured.append(false)
+            kindSole.append(nil)
+            kindByMany.append(false)
         }
         kindOf.append(k)
         classKeys.append(key)
@@ -544,15 +549,17 @@ struct Estimates {
     }
 
     /// A measured duration (at speed 1.0) of a class: the kind's estimate follows.
-    mutating func measuredKind(_ e: Int, _ seconds: Double, _ alpha: Double) {
+    mutating func measuredKind(_ e: Int, _ seconds: Double, _ alpha: Double, by backend: BackendID) {
         let k = kindOf[e]
+        noteKindSource(k, backend)
         kindSeconds[k] = kindMeasured[k] ? Self.blend(kindSeconds[k], seconds, alpha) : seconds
         kindMeasured[k] = true
     }
 
     /// What other backends than `backend` showed a job of class `e` takes at speed 1.0: their
-    /// measurements, else the configured prior, else their projections. A backend's speed is
-    /// learned against this, never against its own samples alone.
+    /// measurements, else the configured prior, else their projections, else what they showed
+    /// for the kind (`kindReference`). A backend's speed is learned against this, never against
+    /// its own samples alone.
     func reference(_ e: Int, excluding backend: BackendID) -> Double? {
         if let measured = jobSeconds[e] {
             return measuredByMany[e] || soleMeasurer[e] != backend ? measured : nil
@@ -561,7 +568,24 @@ struct Estimates {
         if let projected = projectedSeconds[e], projectedByMany[e] || soleProjector[e] != backend {
             return projected
         }
-        return nil
+        return kindReference(e, excluding: backend)
+    }
+
+    /// What other backends than `backend` showed the kind of class `e` takes at speed 1.0 (its
+    /// other models): the reference of a class nothing else says anything about.
+    func kindReference(_ e: Int, excluding backend: BackendID) -> Double? {
+        let k = kindOf[e]
+        guard let kind = kindSeconds[k], kindByMany[k] || kindSole[k] != backend else { return nil }
+        return kind
+    }
+
+    mutating func noteKindSource(_ k: Int, _ backend: BackendID) {
+        if kindSole[k] == nil, !kindByMany[k] {
+            kindSole[k] = backend
+        } else if kindSole[k] != backend {
+            kindByMany[k] = true
+            kindSole[k] = nil
+        }
     }
 
     /// A job of class `e` on `backend` is projected to take `seconds` at speed 1.0: the first
@@ -577,7 +601,10 @@ struct Estimates {
         let projected = Self.blend(projectedSeconds[e], seconds, alpha)
         projectedSeconds[e] = projected
         // Until the kind is measured, its other classes expect what this one projects.
-        if !kindMeasured[kindOf[e]] { kindSeconds[kindOf[e]] = projected }
+        if !kindMeasured[kindOf[e]] {
+            kindSeconds[kindOf[e]] = projected
+            noteKindSource(kindOf[e], backend)
+        }
     }
 
     static func blend(_ old: Double?, _ sample: Double, _ alpha: Double) -> Double {

@@ -238,6 +238,34 @@ import Testing
         #expect(r.coordinator.estimates(for: BackendID(-1))?.modelLoadSeconds == 45)
     }
 
+    /// Backfilling a model load: one backend, one slot (and the waiting one), an sdxl image
+    /// first in the batch that needs a 15 s load, then two images without a model (2 s each).
+    /// The load is asked for at once and both plain images run while it loads (they end by 4 s,
+    /// before the model is ready), so the sdxl image starts its work at 15 s and ends at 17 s:
+    /// the optimum. Binding it first would have held the slot through the load: 21 s.
+    @Test func plainJobsRunWhileTheModelLoads() {
+        var policy = ExpectedCompletionTests.policy(.expectedCompletion)
+        policy.jobDurationPriors["image"] = .seconds(2)
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(1), modelsAvailable: ["sdxl"], defaultJobSeconds: 2, loadSeconds: 15, speed: 1,
+                    loadPrior: 15)
+            ],
+            submissions: [
+                .init(entries: [
+                    BatchEntry(spec: JobSpec(kind: "image", model: "sdxl")), BatchEntry(spec: JobSpec(kind: "image"), count: 2),
+                ])
+            ])
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1, JobID(3): 1])
+        #expect(r.makespan == 17)
+        #expect(r.startedAt[JobID(2)] == 0 && r.startedAt[JobID(3)] == 2)
+        let loads = r.trace.filter { if case .loadModel = $0.action { true } else { false } }
+        #expect(loads.map(\.at) == [0])
+    }
+
     /// The fastest backend that would have to load a model compares expected completion times
     /// like any other, so a job does not sit out the wait bound while slower backends that have
     /// the model loaded each leave it to the fast one and the fast one leaves it to them.

@@ -138,4 +138,30 @@ import Testing
         #expect(revoked == configured)
         #expect(h.backend(v) == (configured ? BackendID(2) : BackendID(3)))
     }
+
+    /// A class nothing else ran is compared through its kind. Backend 1 measured a plain image
+    /// (2 s); backend 2, the only one with sdxl, then runs the first sdxl image, 6 s. Its first
+    /// report (a sixth done) teaches its speed against what backend 1 showed for images (a
+    /// third) instead of pricing sdxl images at 6 s for everyone; the job's end then measures the
+    /// same speed. With progress off, the measurement alone teaches it.
+    @Test(arguments: [1.0, nil] as [Double?])
+    func aClassNoOtherBackendRanIsComparedThroughItsKind(progressEvery: Double?) {
+        let s = Scenario(
+            backends: [
+                Scenario.Backend(id: BackendID(1), defaultJobSeconds: 2, progressEvery: progressEvery),
+                Scenario.Backend(
+                    id: BackendID(2), modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"], defaultJobSeconds: 6,
+                    progressEvery: progressEvery),
+            ],
+            submissions: [
+                .init(at: 0, entries: [BatchEntry(spec: Self.image)]),
+                .init(at: 3, entries: [BatchEntry(spec: Self.sdxlImage)]),
+            ])
+        let r = ScenarioRunner.run(s)
+        #expect(r.ranOn == [JobID(1): BackendID(1), JobID(2): BackendID(2)])
+        let slow = r.coordinator.estimates(for: BackendID(2))
+        #expect(slow?.speedSource == .measured)
+        #expect(abs((slow?.speed ?? 0) - 1.0 / 3) < 0.01)
+        #expect(abs((r.coordinator.jobClassEstimates.first { $0.model == "sdxl" }?.seconds ?? 0) - 2) < 0.05)
+    }
 }

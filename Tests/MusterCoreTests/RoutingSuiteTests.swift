@@ -104,8 +104,8 @@ import Testing
         #expect(ect.mean <= summaries["expectedCompletion without progress"]!.mean)
         // Guards against regressions: today's figures with a little room (README's table).
         let warm = RoutingSuite.Summary(cases: ect.cases.filter { $0.knowledge == .full })
-        #expect(warm.mean <= 1.06, "expected completion knowing everything: mean \(warm.mean)")
-        #expect(ect.mean <= 1.13, "expected completion: mean \(ect.mean)")
+        #expect(warm.mean <= 1.05, "expected completion knowing everything: mean \(warm.mean)")
+        #expect(ect.mean <= 1.11, "expected completion: mean \(ect.mean)")
     }
 
     func fmt(_ x: Double) -> String {

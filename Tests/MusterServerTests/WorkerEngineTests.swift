@@ -170,6 +170,25 @@ import Testing
         #expect(loaded.contains(.loadModelResult(.init(id: "lm1", model: "sdxl", ok: true, durationMs: 8000))))
     }
 
+    /// The coordinator asks for a load ahead of the job that needs it (backfilling, README
+    /// "Placement by expected completion time") and meanwhile runs another job in the slot: the
+    /// job that needs the model waits for the rest of that load (8 s in, at 8 s), not a load of
+    /// its own from when it starts (at 13 s).
+    @Test func aJobWaitsForTheLoadAlreadyUnderWayNotANewOne() {
+        let spec = WorkerSpec(name: "gpu", models: ["sdxl"], slots: 1, jobDurations: ["image": .seconds(5)], modelLoadTime: .seconds(8))
+        var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        _ = e.receive(.loadModel(.init(id: "lm1", model: "sdxl")), at: .zero)
+        _ = e.receive(assign(1, lease: 10, kind: "image"), at: .zero)
+        _ = e.receive(assign(2, lease: 11, kind: "image", model: "sdxl"), at: .zero)
+        let five = sent(e.tick(at: .seconds(5)))
+        #expect(five.contains(.started(.init(job: JobID(2), lease: Lease(11)))))
+        #expect(e.nextDeadline == .seconds(8), "the load under way ends at 8 s")
+        _ = e.tick(at: .seconds(8))
+        let done = sent(e.tick(at: .seconds(13)))
+        #expect(done.contains { if case .completed(let c) = $0 { c.job == JobID(2) } else { false } })
+    }
+
     @Test func execJobsHandTheAssignToTheRunnerAndValidateItsOutput() {
         var e = WorkerEngine(spec: WorkerSpec(name: "x", runner: .exec(command: ["cat"], timeout: .seconds(5))), incarnation: inc, epochMs: 0, at: .zero)
         _ = e.receive(welcome(e), at: .zero)

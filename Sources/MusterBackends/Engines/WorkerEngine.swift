@@ -472,7 +472,8 @@ public struct WorkerEngine: Sendable {
             job.startedAt = now
             if welcomed { out.append(.send(.started(.init(job: id, lease: job.assign.lease)))) }
             if let model = job.assign.model, !loadedModels.contains(model), case .simulated = spec.runner {
-                job.loadingModelUntil = now + spec.modelLoadTime
+                // A load the coordinator asked for ahead (`load_model`) is waited for, not redone.
+                job.loadingModelUntil = modelLoads[model].map(\.until) ?? now + spec.modelLoadTime
                 jobs[id] = job
                 continue
             }
