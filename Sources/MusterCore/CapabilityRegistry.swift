@@ -54,6 +54,13 @@ public struct CapabilityRegistry: Hashable, Sendable {
         }
         if a.modelsLoaded != b.modelsLoaded { return a.modelsLoaded.lexicographicallyPrecedes(b.modelsLoaded) }
         if (a.speed ?? 0) != (b.speed ?? 0) { return (a.speed ?? 0) < (b.speed ?? 0) }
+        if a.jobSeconds != b.jobSeconds {
+            return a.jobSeconds.map { "\($0.kind)\u{0}\($0.seconds)" }.lexicographicallyPrecedes(
+                b.jobSeconds.map { "\($0.kind)\u{0}\($0.seconds)" })
+        }
+        if (a.modelLoadSeconds ?? -1) != (b.modelLoadSeconds ?? -1) {
+            return (a.modelLoadSeconds ?? -1) < (b.modelLoadSeconds ?? -1)
+        }
         if a.nodes != b.nodes { return a.nodes.lexicographicallyPrecedes(b.nodes) }
         if a.message != b.message { return (a.message ?? "") < (b.message ?? "") }
         return a.devices.map(deviceKey).lexicographicallyPrecedes(b.devices.map(deviceKey))

@@ -141,6 +141,7 @@ extension Coordinator {
         }
         b.snapshot = snapshot
         backends.put(b)
+        announceKindSeconds(id, snapshot.jobSeconds)
         if restarted { requeueAll(on: id, .backendRestarted) }
         refresh(id, reindex: true)
         if snapshot.state == .ready { requestPinned(id) }
@@ -202,6 +203,30 @@ extension Coordinator {
         if let b = backends.get(id), b.inFleetBySpeed { fleetBySpeed.remove(id, speed: b.speed) }
         dirty.remove(id)
         backends.remove(id)
+    }
+
+    /// A backend's `job_seconds`. The first backend to announce a kind sets the kind's
+    /// announced duration at speed 1.0 (its seconds times its speed: configured, else announced,
+    /// else 1.0), which later announcements do not move; a backend without a configured or
+    /// announced speed gets the speed its durations show against those (`durationSpeed`, the
+    /// mean over its kinds), so backends that only announce durations compare as they said.
+    mutating func announceKindSeconds(_ id: BackendID, _ list: [KindSeconds]) {
+        guard let bi = backends.index(id) else { return }
+        let explicit = backends.records[bi].configuredSpeed ?? backends.records[bi].snapshot?.speed
+        var ratios = 0.0
+        for entry in list {
+            let k = estimates.kindIndex(entry.kind)
+            if estimates.announcedKind[k] == nil {
+                estimates.announcedKind[k] = entry.seconds * (explicit ?? 1)
+                routingEpoch &+= 1
+            }
+            ratios += estimates.announcedKind[k]! / entry.seconds
+        }
+        let derived = explicit == nil && !list.isEmpty ? ratios / Double(list.count) : nil
+        if backends.records[bi].durationSpeed != derived {
+            backends[id].durationSpeed = derived
+            recountSpeed(bi)
+        }
     }
 
     mutating func requeueAll(on id: BackendID, _ cause: RequeueCause) {

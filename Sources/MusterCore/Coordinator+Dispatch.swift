@@ -220,7 +220,7 @@ extension Coordinator {
         // its own load time is known (another may load it sooner). This keeps a uniform fleet's
         // decisions free of comparisons.
         let fastest = backends.records[bi].speed >= maxSpeed * Self.nearFastest
-        let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].configuredLoadSeconds != nil
+        let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].loadPrior != nil
         func takes(_ c: Int, _ entry: QueueEntry) -> Bool {
             if fastest {
                 let m = classes[c].modelID

@@ -23,12 +23,14 @@ extension Coordinator {
     }
 
     /// The speed of the backend at `bi` before quantising, and where it comes from, in order of
-    /// precedence: measured, configured, announced, projected from progress, else assumed 1.0.
+    /// precedence: measured, configured, announced (its `speed`, else what its `job_seconds`
+    /// show), projected from progress, else assumed 1.0.
     func speedSource(_ bi: Int) -> (speed: Double, source: BackendEstimates.SpeedSource) {
         let r = backends.records[bi]
         if let s = r.learnedSpeed { return (s, .measured) }
         if let s = r.configuredSpeed { return (s, .configured) }
         if let s = r.snapshot?.speed { return (s, .announced) }
+        if let s = r.durationSpeed { return (s, .announced) }
         if let s = r.projectedSpeed { return (s, .projected) }
         return (1, .assumed)
     }
@@ -85,7 +87,7 @@ extension Coordinator {
         let measured = others ? estimates.jobSeconds[e] : nil
         let reference =
             measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
-            ?? estimates.kindReference(e, excluding: backend)
+            ?? estimates.announcedKind[estimates.kindOf[e]] ?? estimates.kindReference(e, excluding: backend)
         // Short durations say nothing about speed: see `shortestSpeedSample`.
         if x >= Self.shortestSpeedSample, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
@@ -103,9 +105,10 @@ extension Coordinator {
     }
 
     /// Expected seconds for the backend at `bi` to load model `m` (interned id): its own measured
-    /// loads, else its configured load time, else the fleet's loads of that model, else the default.
+    /// loads, else its configured or announced load time, else the fleet's loads of that model, else
+    /// the default.
     func expectedLoadSeconds(_ bi: Int, _ m: Int32) -> Double {
-        backends.records[bi].loadSeconds ?? backends.records[bi].configuredLoadSeconds ?? estimates.loadSeconds[Int(m)]
+        backends.records[bi].loadSeconds ?? backends.records[bi].loadPrior ?? estimates.loadSeconds[Int(m)]
             ?? defaultLoadSeconds
     }
 
@@ -580,7 +583,7 @@ extension Coordinator {
         }
         list.sort { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
         return BackendEstimates(
-            speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds ?? r.configuredLoadSeconds, jobs: list)
+            speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds ?? r.loadPrior, jobs: list)
     }
 }
 

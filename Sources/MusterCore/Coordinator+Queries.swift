@@ -22,7 +22,8 @@ extension Coordinator {
             inFlight: b.jobs.count, running: b.running, draining: b.drainRequested || b.snapshot?.state == .draining,
             inhibitedUntil: b.inhibitedUntil > now ? b.inhibitedUntil : nil, lastSeen: b.lastSeen,
             registeredAt: b.registeredAt, firstAnnouncedAt: b.firstAnnouncedAt, nodes: b.snapshot?.nodes ?? [],
-            devices: b.snapshot?.devices ?? [], message: b.snapshot?.message, announcedSpeed: b.snapshot?.speed)
+            devices: b.snapshot?.devices ?? [], message: b.snapshot?.message, announcedSpeed: b.snapshot?.speed,
+            announcedJobSeconds: b.snapshot?.jobSeconds ?? [], announcedModelLoadSeconds: b.snapshot?.modelLoadSeconds)
     }
 
     /// Every backend, by id.

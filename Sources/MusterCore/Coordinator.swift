@@ -428,6 +428,11 @@ struct Backend {
     var loadSeconds: Double?
     /// Configured model load time (seconds), used until `loadSeconds` is measured.
     var configuredLoadSeconds: Double?
+    /// The speed its announced `job_seconds` show against the kinds' announced durations, when
+    /// it has no configured or announced speed.
+    var durationSpeed: Double?
+    /// Its load time before it measured one: configured, else announced (`model_load_seconds`).
+    var loadPrior: Double? { configuredLoadSeconds ?? snapshot?.modelLoadSeconds }
     var running = 0
     var drainRequested = false
     var inhibitedUntil = CoreInstant.zero
@@ -498,6 +503,9 @@ struct Estimates {
     /// prior expects this (a model changes a kind's duration less than not knowing the kind).
     var kindSeconds: [Double?] = []
     var kindMeasured: [Bool] = []
+    /// Per kind: what the first backend announcing it said a job takes (`job_seconds`), at
+    /// speed 1.0 (`Coordinator.announceKindSeconds`).
+    var announcedKind: [Double?] = []
     /// Like `soleMeasurer`/`measuredByMany`, for what `kindSeconds` was made of.
     var kindSole: [BackendID?] = []
     var kindByMany: [Bool] = []
@@ -521,31 +529,38 @@ struct Estimates {
         projectedSeconds.append(nil)
         soleProjector.append(nil)
         projectedByMany.append(false)
-        let k: Int
-        if let known = kinds[kind] {
-            k = known
-        } else {
-            k = kindSeconds.count
-            kinds[kind] = k
-            kindSeconds.append(nil)
-            kindMeasured.append(false)
-            kindSole.append(nil)
-            kindByMany.append(false)
-        }
+        let k = kindIndex(kind)
         kindOf.append(k)
         classKeys.append(key)
         keys[key] = jobSeconds.count - 1
         return jobSeconds.count - 1
     }
 
+    /// The index of a kind in `kindSeconds`, `announcedKind` and the rest, added when new.
+    mutating func kindIndex(_ kind: String) -> Int {
+        if let known = kinds[kind] { return known }
+        let k = kindSeconds.count
+        kinds[kind] = k
+        kindSeconds.append(nil)
+        kindMeasured.append(false)
+        kindSole.append(nil)
+        kindByMany.append(false)
+        announcedKind.append(nil)
+        return k
+    }
+
     /// Expected seconds of a job of class `e` at speed 1.0: measured, else projected by its
     /// running jobs, else the kind's configured prior, else what other classes of the kind
-    /// measured or projected, else the default.
+    /// measured, else what backends announced for the kind, else what other classes of the kind
+    /// projected, else the default.
     func seconds(_ e: Int) -> Double {
         if let measured = jobSeconds[e] { return measured }
         if let projected = projectedSeconds[e] { return projected }
-        if !priorConfigured[e], let kind = kindSeconds[kindOf[e]] { return kind }
-        return priorSeconds[e]
+        if priorConfigured[e] { return priorSeconds[e] }
+        let k = kindOf[e]
+        if kindMeasured[k], let kind = kindSeconds[k] { return kind }
+        if let announced = announcedKind[k] { return announced }
+        return kindSeconds[k] ?? priorSeconds[e]
     }
 
     /// A measured duration (at speed 1.0) of a class: the kind's estimate follows.
@@ -565,6 +580,7 @@ struct Estimates {
             return measuredByMany[e] || soleMeasurer[e] != backend ? measured : nil
         }
         if priorConfigured[e] { return priorSeconds[e] }
+        if let announced = announcedKind[kindOf[e]] { return announced }
         if let projected = projectedSeconds[e], projectedByMany[e] || soleProjector[e] != backend {
             return projected
         }

@@ -471,6 +471,9 @@ public struct BackendInfo: Hashable, Sendable {
     public var message: String?
     /// The `speed` of its snapshot, if it announced one.
     public var announcedSpeed: Double? = nil
+    /// The `job_seconds` and `model_load_seconds` of its snapshot, if it announced them.
+    public var announcedJobSeconds: [KindSeconds] = []
+    public var announcedModelLoadSeconds: Double? = nil
 }
 
 /// Running totals for metrics.

@@ -39,13 +39,17 @@ public struct Scenario: Sendable {
         /// A running job reports `progress` (the fraction of its work done) this often, from when
         /// its work begins (after its model loaded), as `muster agent` does; nil: never.
         public var progressEvery: Double?
+        /// It announces its job durations per kind (`job_seconds`) and its model load time
+        /// (`model_load_seconds`), as `muster agent` does.
+        public var announcesDurations = false
 
         public init(
             id: BackendID, name: String? = nil, slots: Int = 1, priority: Int = 0, expected: Bool = false,
             registerAt: Double = 0, announceAfter: Double? = 0, features: [String] = [],
             modelsAvailable: [String] = [], modelsLoaded: [String] = [], jobSeconds: [String: Double] = [:],
             defaultJobSeconds: Double = 10, loadSeconds: Double = 20, linkDownAt: Double? = nil,
-            linkUpAt: Double? = nil, speed: Double? = nil, loadPrior: Double? = nil, progressEvery: Double? = nil
+            linkUpAt: Double? = nil, speed: Double? = nil, loadPrior: Double? = nil, progressEvery: Double? = nil,
+            announcesDurations: Bool = false
         ) {
             self.id = id
             self.name = name ?? "backend\(id)"
@@ -65,6 +69,7 @@ public struct Scenario: Sendable {
             self.speed = speed
             self.loadPrior = loadPrior
             self.progressEvery = progressEvery
+            self.announcesDurations = announcesDurations
         }
 
         func seconds(for kind: String) -> Double { jobSeconds[kind] ?? defaultJobSeconds }
@@ -321,7 +326,9 @@ struct Simulation {
         let snapshot = CapabilitySnapshot(
             version: CapabilityVersion(incarnation: Incarnation(1), revision: s.revision), state: s.state,
             features: ready ? c.features : [], modelsAvailable: ready ? c.modelsAvailable : [],
-            modelsLoaded: ready ? Array(s.loaded) : [], slots: c.slots)
+            modelsLoaded: ready ? Array(s.loaded) : [], slots: c.slots,
+            jobSeconds: c.announcesDurations ? c.jobSeconds.map { KindSeconds(kind: $0.key, seconds: $0.value) } : [],
+            modelLoadSeconds: c.announcesDurations ? c.loadSeconds : nil)
         report(i, .capabilities(c.id, snapshot))
     }
 

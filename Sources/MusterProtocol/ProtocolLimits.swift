@@ -58,6 +58,8 @@ public struct ProtocolLimits: Hashable, Sendable {
     public static let maxSlots = 1024
     /// Largest `speed` a capability snapshot may announce (relative to 1.0).
     public static let maxSpeed = 1000.0
+    /// The largest `job_seconds` and `model_load_seconds` a backend may announce (a day).
+    public static let maxAnnouncedSeconds = 86_400.0
     /// Most protocol versions listed in `hello`.
     public static let maxVersions = 16
     /// Priorities lie in this range; higher runs first.

@@ -92,6 +92,12 @@ public struct CapabilitySnapshot: Hashable, Sendable {
     /// How fast the backend runs jobs relative to 1.0 (2.0: in half the time), a prior for the
     /// coordinator's estimates; nil when it does not say.
     public var speed: Double?
+    /// How long a job of each kind takes on this backend, as far as it knows (its own
+    /// configuration): the coordinator's prior for this backend until its jobs are measured.
+    /// Sorted by kind, one entry per kind; empty when it does not say.
+    public var jobSeconds: [KindSeconds]
+    /// How long this backend takes to load a model, as far as it knows; nil when it does not say.
+    public var modelLoadSeconds: Double?
     /// Node classes the backend can run (a ComfyUI's `/object_info` keys); empty for backends that
     /// do not run node graphs. Jobs whose workflow uses a class run only where it is listed.
     public var nodes: [String]
@@ -103,7 +109,8 @@ public struct CapabilitySnapshot: Hashable, Sendable {
     public init(
         version: CapabilityVersion, state: BackendState, features: [String],
         modelsAvailable: [String], modelsLoaded: [String], slots: Int, speed: Double? = nil, nodes: [String] = [],
-        devices: [DeviceTelemetry] = [], message: String? = nil
+        devices: [DeviceTelemetry] = [], message: String? = nil, jobSeconds: [KindSeconds] = [],
+        modelLoadSeconds: Double? = nil
     ) {
         self.message = message
         self.version = version
@@ -115,6 +122,26 @@ public struct CapabilitySnapshot: Hashable, Sendable {
         self.speed = speed
         self.nodes = Array(Set(nodes)).sorted()
         self.devices = devices
+        self.jobSeconds = KindSeconds.normalised(jobSeconds)
+        self.modelLoadSeconds = modelLoadSeconds
+    }
+}
+
+/// How long a job of one kind takes on a backend (`job_seconds` of `capabilities`).
+public struct KindSeconds: Hashable, Sendable {
+    public var kind: String
+    public var seconds: Double
+
+    public init(kind: String, seconds: Double) {
+        self.kind = kind
+        self.seconds = seconds
+    }
+
+    /// Sorted by kind, the first of each kind kept.
+    static func normalised(_ list: [KindSeconds]) -> [KindSeconds] {
+        if list.count < 2 { return list }
+        var seen = Set<String>()
+        return list.filter { seen.insert($0.kind).inserted }.sorted { $0.kind < $1.kind }
     }
 }
 

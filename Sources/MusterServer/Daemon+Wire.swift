@@ -9,7 +9,8 @@ extension Daemon {
             snapshot = CapabilitySnapshot(
                 version: version, state: state, features: b.features, modelsAvailable: b.modelsAvailable,
                 modelsLoaded: b.modelsLoaded, slots: b.slots, speed: b.announcedSpeed, nodes: b.nodes,
-                devices: b.devices, message: b.message)
+                devices: b.devices, message: b.message, jobSeconds: b.announcedJobSeconds,
+                modelLoadSeconds: b.announcedModelLoadSeconds)
         }
         return Wire.BackendInfo(
             id: b.id, name: b.name, local: b.isLocal, link: b.link.wire, capabilities: snapshot,

@@ -61,7 +61,11 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Time spent loading before announcing ready, e.g. 40s. SIGUSR1 ends it early.")
     var announceAfter: String = "0s"
 
-    @Option(help: "Simulated job time: one duration (5s) or per kind (video=8s,image=2s,default=4s).")
+    @Option(
+        help: """
+            Simulated job time: one duration (5s) or per kind (video=8s,image=2s,default=4s). Each kind's \
+            (not default's, divided by --speed) is announced to the coordinator as its job_seconds.
+            """)
     var jobSeconds: String = "5s"
 
     @Option(
@@ -71,7 +75,7 @@ struct AgentCommand: AsyncParsableCommand {
             """)
     var speed: Double?
 
-    @Option(help: "Simulated time to load a model on request.")
+    @Option(help: "Simulated time to load a model on request; announced to the coordinator as model_load_seconds.")
     var modelLoadSeconds: String = "5s"
 
     @Option(help: "Fraction of simulated jobs that fail (retryable), 0 to 1.")

@@ -238,6 +238,33 @@ import Testing
         #expect(r.coordinator.estimates(for: BackendID(-1))?.modelLoadSeconds == 45)
     }
 
+    /// Backends that announce how long their jobs take (`job_seconds`, as `muster agent` does)
+    /// and nothing else: backend 1 takes 40 s a video and 8 s an image, backend 2 a quarter of
+    /// that. Backend 1 announced first, so its durations are the kinds' at speed 1.0, and backend
+    /// 2's show speed 4: the video goes to backend 2 and the image to backend 1 (10 s). Without
+    /// the announcements both look alike and the video lands on backend 1 (40 s).
+    @Test(arguments: [(true, 10.0), (false, 40.0)])
+    func announcedDurationsPriceKindsAndSpeeds(announced: Bool, makespan: Double) {
+        let s = Scenario(
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(1), jobSeconds: ["image": 8, "video": 40], announcesDurations: announced),
+                Scenario.Backend(
+                    id: BackendID(2), jobSeconds: ["image": 2, "video": 10], announcesDurations: announced),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: JobSpec(kind: "video")), BatchEntry(spec: JobSpec(kind: "image"))])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        #expect(r.makespan == makespan)
+        if announced {
+            #expect(r.ranOn == [JobID(1): BackendID(2), JobID(2): BackendID(1)])
+            let bound = r.events { $0.job == JobID(1) && $0.kind == .bound }
+            #expect(bound.first?.placement?.expectedSeconds == 10)
+            #expect(r.coordinator.estimates(for: BackendID(2))?.speed == 4)
+            #expect(r.coordinator.estimates(for: BackendID(2))?.speedSource == .measured)
+        }
+    }
+
     /// Backfilling a model load: one backend, one slot (and the waiting one), an sdxl image
     /// first in the batch that needs a 15 s load, then two images without a model (2 s each).
     /// The load is asked for at once and both plain images run while it loads (they end by 4 s,

@@ -189,6 +189,21 @@ import Testing
         #expect(done.contains { if case .completed(let c) = $0 { c.job == JobID(2) } else { false } })
     }
 
+    /// Simulated work announces how long it takes per kind (at its speed, not `default`) and
+    /// how long it loads a model; an exec runner knows neither and announces neither.
+    @Test func simulatedWorkAnnouncesItsDurations() {
+        let spec = WorkerSpec(
+            name: "gpu", jobDurations: ["video": .seconds(40), "image": .seconds(6), "default": .seconds(4)],
+            modelLoadTime: .seconds(15), speed: 2)
+        let e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        #expect(e.snapshot.jobSeconds == [KindSeconds(kind: "image", seconds: 3), KindSeconds(kind: "video", seconds: 20)])
+        #expect(e.snapshot.modelLoadSeconds == 15)
+        let exec = WorkerEngine(
+            spec: WorkerSpec(name: "x", runner: .exec(command: ["true"], timeout: .seconds(5))), incarnation: inc,
+            epochMs: 0, at: .zero)
+        #expect(exec.snapshot.jobSeconds.isEmpty && exec.snapshot.modelLoadSeconds == nil)
+    }
+
     @Test func execJobsHandTheAssignToTheRunnerAndValidateItsOutput() {
         var e = WorkerEngine(spec: WorkerSpec(name: "x", runner: .exec(command: ["cat"], timeout: .seconds(5))), incarnation: inc, epochMs: 0, at: .zero)
         _ = e.receive(welcome(e), at: .zero)

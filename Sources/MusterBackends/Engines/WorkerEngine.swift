@@ -174,7 +174,18 @@ public struct WorkerEngine: Sendable {
         CapabilitySnapshot(
             version: version, state: state, features: features, modelsAvailable: models,
             modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed, nodes: nodes, devices: devices,
-            message: stateMessage)
+            message: stateMessage, jobSeconds: announcedJobSeconds,
+            modelLoadSeconds: spec.runner == .simulated ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
+    }
+
+    /// Simulated work knows how long it takes: each kind it was given a duration for (not
+    /// `default`), at this backend's speed. Real runners announce nothing.
+    private var announcedJobSeconds: [KindSeconds] {
+        guard spec.runner == .simulated else { return [] }
+        return spec.jobDurations.keys.filter { $0 != "default" }.sorted().compactMap { kind in
+            let seconds = Double(spec.duration(kind: kind).milliseconds) / 1000
+            return seconds > 0 && seconds <= ProtocolLimits.maxAnnouncedSeconds ? KindSeconds(kind: kind, seconds: seconds) : nil
+        }
     }
 
     public var version: CapabilityVersion { CapabilityVersion(incarnation: incarnation, revision: revision) }

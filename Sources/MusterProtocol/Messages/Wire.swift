@@ -249,7 +249,7 @@ extension CapabilitySnapshot: WireMessage, WireMembers {
     static var blank: Self {
         Self(
             wireVersion: .blank, state: .starting, features: [], modelsAvailable: [], modelsLoaded: [], slots: 0,
-            speed: nil, nodes: [], devices: [])
+            speed: nil, nodes: [], devices: [], jobSeconds: [], modelLoadSeconds: nil)
     }
 
     @inline(__always)
@@ -269,15 +269,25 @@ extension CapabilitySnapshot: WireMessage, WireMembers {
         try c.check(
             "speed", speed.map { $0 > 0 && $0 <= ProtocolLimits.maxSpeed } ?? true,
             "must be a number above 0 and at most \(Int(ProtocolLimits.maxSpeed))")
+        try c.list("job_seconds", &jobSeconds, maxCount: ProtocolLimits.maxFeatures, optional: true)
+        try c.optional("model_load_seconds", &modelLoadSeconds)
+        try c.check(
+            "model_load_seconds", modelLoadSeconds.map { $0 >= 0 && $0 <= ProtocolLimits.maxAnnouncedSeconds } ?? true,
+            "must be a number from 0 to \(Int(ProtocolLimits.maxAnnouncedSeconds))")
         try c.names("nodes", &nodes, .nodeClass, maxCount: ProtocolLimits.maxNodes, optional: true)
         try c.list("devices", &devices, maxCount: ProtocolLimits.maxDevices, optional: true)
         try c.string("message", &message, .message)
         try c.decoded { _ throws(ProtocolError) in
+            var kinds = Set<String>()
+            for k in jobSeconds where !kinds.insert(k.kind).inserted {
+                throw .invalid("job_seconds", "names kind \(k.kind) twice")
+            }
             // The lists arrive sorted as a rule; the initialiser sorts them when they do not.
             let message = self.message
             self = Self(
                 wireVersion: version, state: state, features: features, modelsAvailable: modelsAvailable,
-                modelsLoaded: modelsLoaded, slots: slots, speed: speed, nodes: nodes, devices: devices)
+                modelsLoaded: modelsLoaded, slots: slots, speed: speed, nodes: nodes, devices: devices,
+                jobSeconds: jobSeconds, modelLoadSeconds: modelLoadSeconds)
             self.message = message
         }
     }
@@ -286,7 +296,8 @@ extension CapabilitySnapshot: WireMessage, WireMembers {
     /// arrive sorted, as they usually do; the decoder has already rejected repeats.
     init(
         wireVersion: CapabilityVersion, state: BackendState, features: [String], modelsAvailable: [String],
-        modelsLoaded: [String], slots: Int, speed: Double?, nodes: [String], devices: [DeviceTelemetry]
+        modelsLoaded: [String], slots: Int, speed: Double?, nodes: [String], devices: [DeviceTelemetry],
+        jobSeconds: [KindSeconds], modelLoadSeconds: Double?
     ) {
         func normalised(_ list: [String]) -> [String] {
             for i in list.indices.dropFirst() where !(list[i - 1] < list[i]) { return list.sorted() }
@@ -301,8 +312,23 @@ extension CapabilitySnapshot: WireMessage, WireMembers {
         self.speed = speed
         self.nodes = normalised(nodes)
         self.devices = devices
+        self.jobSeconds = KindSeconds.normalised(jobSeconds)
+        self.modelLoadSeconds = modelLoadSeconds
     }
 
+}
+
+extension KindSeconds: WireMembers {
+    static var blank: Self { Self(kind: "", seconds: 0) }
+
+    @inline(__always)
+    mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+        try c.string("kind", &kind, .feature)
+        try c.required("seconds", &seconds)
+        try c.check(
+            "seconds", seconds > 0 && seconds <= ProtocolLimits.maxAnnouncedSeconds,
+            "must be a number above 0 and at most \(Int(ProtocolLimits.maxAnnouncedSeconds))")
+    }
 }
 
 extension DeviceTelemetry: WireMembers {
