@@ -214,6 +214,7 @@ extension Coordinator {
         guard let bi = backends.index(id) else { return }
         let explicit = backends.records[bi].configuredSpeed ?? backends.records[bi].snapshot?.speed
         var ratios = 0.0
+        let list = list.filter { $0.seconds.isFinite && $0.seconds > 0 }
         for entry in list {
             let k = estimates.kindIndex(entry.kind)
             if estimates.announcedKind[k] == nil {
