@@ -49,7 +49,9 @@ public enum RoutingSuite {
 
     /// The scenario of one seed, routed with `rule`. Running jobs report `progress` every second
     /// (as `muster agent` does) unless `progress` is false.
-    public static func scenario(seed: UInt64, rule: RoutingRule = .expectedCompletion, progress: Bool = true) -> Scenario {
+    public static func scenario(
+        seed: UInt64, rule: RoutingRule = .expectedCompletion, progress: Bool = true, announced: Bool = false
+    ) -> Scenario {
         var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ 17)
         func pick<T>(_ xs: [T]) -> T { xs[Int(rng.next() % UInt64(xs.count))] }
         func chance(_ p: Double) -> Bool { Double(rng.next() % 1_000_000) / 1_000_000 < p }
@@ -80,7 +82,8 @@ public enum RoutingSuite {
                     features: features, modelsAvailable: available, modelsLoaded: loaded,
                     jobSeconds: ["image": imageBase / speed, "video": videoBase / speed],
                     defaultJobSeconds: imageBase / speed, loadSeconds: load, speed: knowledge == .none ? nil : speed,
-                    loadPrior: knowledge == .none ? nil : load, progressEvery: progress ? 1 : nil))
+                    loadPrior: knowledge == .none ? nil : load, progressEvery: progress ? 1 : nil,
+                    announcesDurations: announced))
         }
         if !backends.contains(where: { $0.features.contains("video") }) {
             backends[Int(rng.next() % UInt64(count))].features.append("video")
@@ -120,11 +123,12 @@ public enum RoutingSuite {
 
     /// Runs seeds `seeds` under `rule`; optima are computed once per seed and may be passed in.
     public static func run(
-        seeds: Range<UInt64>, rule: RoutingRule, progress: Bool = true, optima: [UInt64: ExactOptimum.Result]? = nil
+        seeds: Range<UInt64>, rule: RoutingRule, progress: Bool = true, announced: Bool = false,
+        optima: [UInt64: ExactOptimum.Result]? = nil
     ) -> Summary {
         var summary = Summary(cases: [])
         for seed in seeds {
-            let s = scenario(seed: seed, rule: rule, progress: progress)
+            let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced)
             let optimum = optima?[seed] ?? ExactOptimum.solve(s)
             let r = ScenarioRunner.run(s)
             let jobs = s.submissions.reduce(0) { $0 + $1.entries.reduce(0) { $0 + $1.count } }

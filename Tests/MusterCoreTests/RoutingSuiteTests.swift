@@ -66,11 +66,13 @@ import Testing
         var lines: [String] = []
         var summaries: [String: RoutingSuite.Summary] = [:]
         let runs = [
-            ("leastLoaded", RoutingRule.leastLoaded, true), ("expectedCompletion", .expectedCompletion, true),
-            ("expectedCompletion without progress", .expectedCompletion, false),
+            ("leastLoaded", RoutingRule.leastLoaded, true, false), ("expectedCompletion", .expectedCompletion, true, false),
+            ("expectedCompletion without progress", .expectedCompletion, false, false),
+            ("expectedCompletion, backends announce durations", .expectedCompletion, true, true),
         ]
-        for (name, rule, progress) in runs {
-            let summary = RoutingSuite.run(seeds: Self.seeds, rule: rule, progress: progress, optima: optima)
+        for (name, rule, progress, announced) in runs {
+            let summary = RoutingSuite.run(
+                seeds: Self.seeds, rule: rule, progress: progress, announced: announced, optima: optima)
             summaries[name] = summary
             #expect(summary.allCompleted, "\(name): incomplete seeds \(summary.incomplete)")
             for c in summary.cases {
@@ -102,6 +104,11 @@ import Testing
         #expect(ect.mean <= old.mean)
         // What running jobs' progress tells the coordinator pays off on average.
         #expect(ect.mean <= summaries["expectedCompletion without progress"]!.mean)
+        // Backends that say how long their jobs take (`job_seconds`, as `muster agent` does) are
+        // placed better than ones the coordinator must measure.
+        let announced = summaries["expectedCompletion, backends announce durations"]!
+        #expect(announced.mean <= ect.mean)
+        #expect(announced.mean <= 1.065, "backends announce durations: mean \(announced.mean)")
         // Guards against regressions: today's figures with a little room (README's table).
         let warm = RoutingSuite.Summary(cases: ect.cases.filter { $0.knowledge == .full })
         #expect(warm.mean <= 1.05, "expected completion knowing everything: mean \(warm.mean)")
