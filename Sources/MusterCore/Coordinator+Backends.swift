@@ -24,6 +24,7 @@ extension Coordinator {
         b.helloSlots = r.slots
         b.configuredSpeed = r.speed.flatMap { $0.isFinite && $0 > 0 ? $0 : nil }
         b.configuredLoadSeconds = r.modelLoadSeconds.flatMap { $0.isFinite && $0 >= 0 ? $0 : nil }
+        b.loadPrior = b.configuredLoadSeconds ?? b.snapshot?.modelLoadSeconds
         b.lastSeen = now
         if let known = b.incarnation, r.incarnation == known {
             let wasUp = b.link == .up
@@ -140,6 +141,7 @@ extension Coordinator {
             }
         }
         b.snapshot = snapshot
+        b.loadPrior = b.configuredLoadSeconds ?? snapshot.modelLoadSeconds
         backends.put(b)
         announceKindSeconds(id, snapshot.jobSeconds)
         if restarted { requeueAll(on: id, .backendRestarted) }

@@ -233,15 +233,24 @@ extension Coordinator {
         }
         guard let (c, entry) = bestJob(for: id, runningFree: runningFree, affinity: fastest) else { return nil }
         if takes(c, entry) { return (c, entry) }
-        // Left to others: the backend's other classes in the same order (best head first), their
-        // heads gathered once. Leaving a class changes no other class's head or eligibility.
-        var rest: [(c: Int, head: QueueEntry)] = []
-        for other in backends.records[bi].classes where other != c {
-            if let head = eligibleHead(other, bi, runningFree: runningFree, affinity: fastest) { rest.append((other, head)) }
+        // Left to others: the backend's other classes in the same order (best head first).
+        // Leaving a class changes no other class's head or eligibility.
+        for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: fastest)
+        where takes(other, head) {
+            return (other, head)
         }
-        rest.sort { $0.head < $1.head }
-        for (other, head) in rest where takes(other, head) { return (other, head) }
         return nil
+    }
+
+    /// The eligible heads of the backend's classes other than `c`, gathered once, best first
+    /// (priority, owner round, FIFO).
+    mutating func otherHeads(_ bi: Int, except c: Int, runningFree: Bool, affinity: Bool) -> [(c: Int, head: QueueEntry)] {
+        var heads: [(c: Int, head: QueueEntry)] = []
+        for other in backends.records[bi].classes where other != c {
+            if let head = eligibleHead(other, bi, runningFree: runningFree, affinity: affinity) { heads.append((other, head)) }
+        }
+        heads.sort { $0.head < $1.head }
+        return heads
     }
 
     /// Backfilling a model load: the backend must load the model of class `c` before it can run
@@ -251,23 +260,19 @@ extension Coordinator {
     /// The job waiting for the model is bound once nothing more fits. Best job first (priority,
     /// owner round, FIFO).
     mutating func backfill(_ id: BackendID, loadingFor c: Int, runningFree: Bool) -> (Int, QueueEntry)? {
-        guard policy.routing == .expectedCompletion, let model = classes[c].model, let bi = backends.index(id),
-            modelReady(bi, c) != nil
+        // Most jobs need no model or have it loaded: decided before anything is looked up.
+        guard policy.routing == .expectedCompletion, classes[c].modelID >= 0, let bi = backends.index(id),
+            modelReady(bi, c) != nil, let model = classes[c].model
         else { return nil }
         requestLoad(id, model, force: false)
         guard let ready = modelReady(bi, c) else { return nil }
         let from = availableAt(bi)
-        var fits: [(c: Int, head: QueueEntry)] = []
-        for other in backends.records[bi].classes where other != c {
-            let m = classes[other].modelID
-            guard m < 0 || backends.records[bi].loadedIDs.contains(m),
-                let head = eligibleHead(other, bi, runningFree: runningFree, affinity: false),
-                from + expectedSeconds(bi, Int(head.estimate)) <= ready + 1e-9
-            else { continue }
-            fits.append((other, head))
+        for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
+        where modelReady(bi, other) == nil && from + expectedSeconds(bi, Int(head.estimate)) <= ready + 1e-9
+            && admits(bi, id, other, head)
+        {
+            return (other, head)
         }
-        fits.sort { $0.head < $1.head }
-        for (other, head) in fits where admits(bi, id, other, head) { return (other, head) }
         return nil
     }
 

@@ -77,13 +77,8 @@ extension Coordinator {
         // A speed is learned against what other backends measured (or a configured prior), never
         // against this backend's own earlier samples alone: a slow cold first run followed by fast
         // ones would otherwise make it look many times faster than backends not yet measured.
-        let others = estimates.measuredByMany[e] || (estimates.soleMeasurer[e].map { $0 != backend } ?? false)
-        if estimates.soleMeasurer[e] == nil, !estimates.measuredByMany[e] {
-            estimates.soleMeasurer[e] = backend
-        } else if others {
-            estimates.measuredByMany[e] = true
-            estimates.soleMeasurer[e] = nil
-        }
+        let others = estimates.measuredBy[e].include(otherThan: backend)
+        estimates.measuredBy[e].note(backend)
         let measured = others ? estimates.jobSeconds[e] : nil
         let reference =
             measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)

@@ -431,8 +431,9 @@ struct Backend {
     /// The speed its announced `job_seconds` show against the kinds' announced durations, when
     /// it has no configured or announced speed.
     var durationSpeed: Double?
-    /// Its load time before it measured one: configured, else announced (`model_load_seconds`).
-    var loadPrior: Double? { configuredLoadSeconds ?? snapshot?.modelLoadSeconds }
+    /// Its load time before it measured one: configured, else announced (`model_load_seconds`,
+    /// kept with each snapshot so that routing does not reach into the snapshot).
+    var loadPrior: Double?
     var running = 0
     var drainRequested = false
     var inhibitedUntil = CoreInstant.zero
@@ -484,17 +485,14 @@ struct Estimates {
     var priorSeconds: [Double] = []
     /// Whether `priorSeconds` was configured (then it is a reference for learning speeds).
     var priorConfigured: [Bool] = []
-    /// The backend whose samples the class's measurements come from, while only one has measured
-    /// it (nil before any, or once a second backend has): a backend's samples against its own
+    /// Which backends the class's measurements come from: a backend's samples against its own
     /// earlier ones (a cold first run, say) say nothing about its speed relative to others.
-    var soleMeasurer: [BackendID?] = []
-    var measuredByMany: [Bool] = []
+    var measuredBy: [Sources] = []
     /// Before the class is measured: how long its running jobs showed it takes (their progress,
     /// or an overrun of the estimate), at speed 1.0. Beats the prior.
     var projectedSeconds: [Double?] = []
-    /// Like `soleMeasurer`/`measuredByMany`, for the projections.
-    var soleProjector: [BackendID?] = []
-    var projectedByMany: [Bool] = []
+    /// Like `measuredBy`, for the projections.
+    var projectedBy: [Sources] = []
     /// The kind of each class (an index into `kindSeconds`).
     var kindOf: [Int] = []
     var kinds: [String: Int] = [:]
@@ -506,9 +504,8 @@ struct Estimates {
     /// Per kind: what the first backend announcing it said a job takes (`job_seconds`), at
     /// speed 1.0 (`Coordinator.announceKindSeconds`).
     var announcedKind: [Double?] = []
-    /// Like `soleMeasurer`/`measuredByMany`, for what `kindSeconds` was made of.
-    var kindSole: [BackendID?] = []
-    var kindByMany: [Bool] = []
+    /// Like `measuredBy`, for what `kindSeconds` was made of.
+    var kindBy: [Sources] = []
     var classKeys: [ClassEstimateKey] = []
     /// By model id.
     var loadSeconds: [Double?] = []
@@ -524,11 +521,9 @@ struct Estimates {
         jobSeconds.append(nil)
         priorSeconds.append(prior ?? fallback)
         priorConfigured.append(prior != nil)
-        soleMeasurer.append(nil)
-        measuredByMany.append(false)
+        measuredBy.append(Sources())
         projectedSeconds.append(nil)
-        soleProjector.append(nil)
-        projectedByMany.append(false)
+        projectedBy.append(Sources())
         let k = kindIndex(kind)
         kindOf.append(k)
         classKeys.append(key)
@@ -543,8 +538,7 @@ struct Estimates {
         kinds[kind] = k
         kindSeconds.append(nil)
         kindMeasured.append(false)
-        kindSole.append(nil)
-        kindByMany.append(false)
+        kindBy.append(Sources())
         announcedKind.append(nil)
         return k
     }
@@ -566,7 +560,7 @@ struct Estimates {
     /// A measured duration (at speed 1.0) of a class: the kind's estimate follows.
     mutating func measuredKind(_ e: Int, _ seconds: Double, _ alpha: Double, by backend: BackendID) {
         let k = kindOf[e]
-        noteKindSource(k, backend)
+        kindBy[k].note(backend)
         kindSeconds[k] = kindMeasured[k] ? Self.blend(kindSeconds[k], seconds, alpha) : seconds
         kindMeasured[k] = true
     }
@@ -577,11 +571,11 @@ struct Estimates {
     /// its own samples alone.
     func reference(_ e: Int, excluding backend: BackendID) -> Double? {
         if let measured = jobSeconds[e] {
-            return measuredByMany[e] || soleMeasurer[e] != backend ? measured : nil
+            return measuredBy[e].include(otherThan: backend) ? measured : nil
         }
         if priorConfigured[e] { return priorSeconds[e] }
         if let announced = announcedKind[kindOf[e]] { return announced }
-        if let projected = projectedSeconds[e], projectedByMany[e] || soleProjector[e] != backend {
+        if let projected = projectedSeconds[e], projectedBy[e].include(otherThan: backend) {
             return projected
         }
         return kindReference(e, excluding: backend)
@@ -591,35 +585,39 @@ struct Estimates {
     /// other models): the reference of a class nothing else says anything about.
     func kindReference(_ e: Int, excluding backend: BackendID) -> Double? {
         let k = kindOf[e]
-        guard let kind = kindSeconds[k], kindByMany[k] || kindSole[k] != backend else { return nil }
+        guard let kind = kindSeconds[k], kindBy[k].include(otherThan: backend) else { return nil }
         return kind
     }
 
-    mutating func noteKindSource(_ k: Int, _ backend: BackendID) {
-        if kindSole[k] == nil, !kindByMany[k] {
-            kindSole[k] = backend
-        } else if kindSole[k] != backend {
-            kindByMany[k] = true
-            kindSole[k] = nil
+    /// The backends some samples came from: one (`sole`) until a second one adds some, then many.
+    struct Sources {
+        var sole: BackendID?
+        var many = false
+
+        mutating func note(_ backend: BackendID) {
+            if sole == nil, !many {
+                sole = backend
+            } else if sole != backend {
+                many = true
+                sole = nil
+            }
         }
+
+        /// Whether a backend other than `backend` contributed.
+        func include(otherThan backend: BackendID) -> Bool { many || (sole.map { $0 != backend } ?? false) }
     }
 
     /// A job of class `e` on `backend` is projected to take `seconds` at speed 1.0: the first
     /// projection replaces the class's estimate, later ones are averaged in (`alpha` 1: the
     /// newest replaces it, as an overrun's floor does).
     mutating func project(_ e: Int, _ seconds: Double, by backend: BackendID, _ alpha: Double) {
-        if soleProjector[e] == nil, !projectedByMany[e] {
-            soleProjector[e] = backend
-        } else if soleProjector[e] != backend {
-            projectedByMany[e] = true
-            soleProjector[e] = nil
-        }
+        projectedBy[e].note(backend)
         let projected = Self.blend(projectedSeconds[e], seconds, alpha)
         projectedSeconds[e] = projected
         // Until the kind is measured, its other classes expect what this one projects.
         if !kindMeasured[kindOf[e]] {
             kindSeconds[kindOf[e]] = projected
-            noteKindSource(kindOf[e], backend)
+            kindBy[kindOf[e]].note(backend)
         }
     }
 
