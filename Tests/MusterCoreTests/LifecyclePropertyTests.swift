@@ -1,4 +1,4 @@
-import MusterCore
+@testable import MusterCore
 import MusterProtocol
 import PropertyBased
 import Testing
@@ -89,10 +89,16 @@ import Testing
                 for case .assign(let job, _, _, let backend, let lease, _) in h.last {
                     leases.append((job, backend, lease))
                 }
-                // Late binding never leaves a usable slot idle while a job it could take waits.
-                let waiting = submitted.compactMap { h.core.job($0) }.filter {
-                    $0.state == .queued || $0.state == .gated
-                }
+                // Late binding never leaves a usable slot idle while a job it could take waits,
+                // except the jobs of a class that the expected-completion rule left to backends
+                // expected to finish them sooner (its head declined, the others counted with it),
+                // and only until `maxWaitForBetterBackend` has passed since.
+                let queued = submitted.compactMap { h.core.job($0) }.filter { $0.state == .queued || $0.state == .gated }
+                let leftToFaster = Set(
+                    queued.filter { j in
+                        j.declinedSince.map { h.clock < $0 + h.core.policy.maxWaitForBetterBackend } ?? false
+                    }.map(\.classIndex))
+                let waiting = queued.filter { !leftToFaster.contains($0.classIndex) }
                 for info in h.core.backendList
                 where info.link == .up && info.announced == .ready && !info.draining && info.inhibitedUntil == nil {
                     let runningFree = info.inFlight < info.slots
