@@ -155,7 +155,7 @@ extension Coordinator {
     // MARK: - Dispatch
 
     /// Binds queued jobs to backends with free slots: the least loaded backend first, each taking
-    /// its best job (priority, owner round, FIFO), one job at a time so load stays level.
+    /// its best job (priority, owner round, queue order), one job at a time so load stays level.
     mutating func dispatch() {
         while !dirty.isEmpty {
             var heap = Heap<Candidate>()
@@ -206,7 +206,7 @@ extension Coordinator {
             priority: backends.records[i].priority, id: id)
     }
 
-    /// The job a free backend takes now, if any: its best job (priority, owner round, FIFO) of a
+    /// The job a free backend takes now, if any: its best job (priority, owner round, queue order) of a
     /// class whose waiting jobs are not all expected to finish sooner elsewhere.
     mutating func pickJob(for id: BackendID, runningFree: Bool) -> (Int, QueueEntry)? {
         guard policy.routing == .expectedCompletion else { return bestJob(for: id, runningFree: runningFree) }
@@ -243,7 +243,7 @@ extension Coordinator {
     }
 
     /// The eligible heads of the backend's classes other than `c`, gathered once, best first
-    /// (priority, owner round, FIFO).
+    /// (priority, owner round, queue order).
     mutating func otherHeads(_ bi: Int, except c: Int, runningFree: Bool, affinity: Bool) -> [(c: Int, head: QueueEntry)] {
         var heads: [(c: Int, head: QueueEntry)] = []
         for other in backends.records[bi].classes where other != c {
@@ -258,7 +258,7 @@ extension Coordinator {
     /// that needs no load there and is expected to end before the model is ready (so the job
     /// waiting for the model starts no later), if the expected-completion rule admits it here.
     /// The job waiting for the model is bound once nothing more fits. Best job first (priority,
-    /// owner round, FIFO).
+    /// owner round, queue order).
     mutating func backfill(_ id: BackendID, loadingFor c: Int, runningFree: Bool) -> (Int, QueueEntry)? {
         // Most jobs need no model or have it loaded: decided before anything is looked up.
         guard policy.routing == .expectedCompletion, classes[c].modelID >= 0, let bi = backends.index(id),

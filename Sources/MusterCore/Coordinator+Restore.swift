@@ -5,7 +5,8 @@ extension Coordinator {
     /// a crash or a restart. Call it once, first, on a coordinator that has no jobs yet.
     ///
     /// - Batches come back with their keys (an idempotent retry still gets the first receipt).
-    /// - Queued jobs queue again in their original order (job id) and priority.
+    /// - Queued jobs queue again in their original order and priority: batch by batch, and within
+    ///   a batch in `queueOrder` (longest expected first under expected completion).
     /// - Jobs stored as bound stay bound to their backend under their lease: the backend is kept
     ///   as `suspect` with the incarnation it had, for the suspect grace. A backend that comes back
     ///   with that incarnation (it kept running) gets its jobs back in `welcome.bindings`; one
@@ -41,8 +42,11 @@ extension Coordinator {
             ids.reserveCapacity(batch.jobCount)
             var next = batch.firstJob.rawValue
             var live = 0
-            for entry in batch.entries {
-                let (c, e) = indexes(for: entry.spec)
+            // The batch's unfinished jobs, with their entry and their stored binding if any.
+            var unfinished: [(id: JobID, entry: Int, bound: (BackendID, Lease)?)] = []
+            let classOf = batch.entries.map { indexes(for: $0.spec) }
+            for (i, entry) in batch.entries.enumerated() {
+                let (c, e) = classOf[i]
                 for _ in 0..<entry.count {
                     let id = JobID(next)
                     next += 1
@@ -70,16 +74,30 @@ extension Coordinator {
                         ended.append((id, record.endedAt!))
                         continue
                     }
-                    record.round = assignRound(owner: entry.spec.owner, priority: entry.spec.priority)
-                    record.seq = takeSeq()
                     jobs.insert(record)
-                    if (s.state == .bound || s.state == .running), let backend = s.backend, let lease = s.lease,
-                        let incarnation = stored[backend]?.incarnation ?? backends.get(backend)?.incarnation
-                    {
-                        adopt(id, on: backend, lease: lease, name: stored[backend]?.name, incarnation: incarnation)
-                    } else {
-                        requeue.append(id)
-                    }
+                    let bound = s.state == .bound || s.state == .running
+                    unfinished.append((id, i, bound ? s.backend.flatMap { b in s.lease.map { (b, $0) } } : nil))
+                }
+            }
+            // The queue order they had: the batch's rounds and sequence numbers follow
+            // `queueOrder`, as when it was submitted.
+            var byEntry = [[Int]](repeating: [], count: unfinished.isEmpty ? 0 : batch.entries.count)
+            for (k, u) in unfinished.enumerated() { byEntry[u.entry].append(k) }
+            for i in unfinished.isEmpty ? [] : queueOrder(classOf) {
+                let spec = batch.entries[i].spec
+                for k in byEntry[i] {
+                    let id = unfinished[k].id
+                    jobs[id].round = assignRound(owner: spec.owner, priority: spec.priority)
+                    jobs[id].seq = takeSeq()
+                }
+            }
+            for u in unfinished {
+                if let (backend, lease) = u.bound,
+                    let incarnation = stored[backend]?.incarnation ?? backends.get(backend)?.incarnation
+                {
+                    adopt(u.id, on: backend, lease: lease, name: stored[backend]?.name, incarnation: incarnation)
+                } else {
+                    requeue.append(u.id)
                 }
             }
             nextJobID = max(nextJobID, next)
@@ -90,7 +108,7 @@ extension Coordinator {
                 entries: batch.key == nil ? [] : batch.entries)
             if let key = batch.key { batchKeys[key] = batch.id }
         }
-        // Queued again in id order: the order (and, within a priority, the rounds) they had.
+        // Queued again batch by batch, each in its queue order (rounds and sequence numbers above).
         // No `queued` event: the jobs are not new, and nobody listens yet.
         for id in requeue { enqueue(id, event: nil) }
         ended.sort { ($0.endedAt, $0.job) < ($1.endedAt, $1.job) }

@@ -146,8 +146,8 @@ public enum RoutingSuite {
     }
 
     /// One seed's fleet, jobs and placements under `rule`, for explaining a case.
-    public static func describe(seed: UInt64, rule: RoutingRule) -> String {
-        let s = scenario(seed: seed, rule: rule)
+    public static func describe(seed: UInt64, rule: RoutingRule, announced: Bool = false) -> String {
+        let s = scenario(seed: seed, rule: rule, announced: announced)
         let r = ScenarioRunner.run(s)
         let optimum = ExactOptimum.solve(s)
         var lines = ["seed \(seed) (knows \(Knowledge(seed: seed).rawValue)), \(rule.rawValue): makespan \(r.makespan) s, optimum \(optimum.end) s"]
@@ -164,6 +164,7 @@ public enum RoutingSuite {
         }
         var n = 0
         for sub in s.submissions {
+            lines.append("  batch at \(sub.at)")
             for entry in sub.entries {
                 for _ in 0..<entry.count {
                     n += 1

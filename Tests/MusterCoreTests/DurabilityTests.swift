@@ -124,6 +124,25 @@ import Testing
         #expect(order == [high[0], low[0], low[1], fresh[0]])
     }
 
+    /// A batch queued longest first (a video listed after two images) comes back in that order.
+    @Test func aBatchComesBackLongestFirst() throws {
+        let priors: (inout CorePolicy) -> Void = { $0.jobDurationPriors = ["image": .seconds(5), "video": .seconds(30)] }
+        var d = Durable(priors)
+        d.h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        let (receipt, actions) = try! d.h.core.submit(
+            key: nil, entries: [BatchEntry(spec: image, count: 2), BatchEntry(spec: JobSpec(kind: "video"))], at: d.h.clock)
+        d.h.record(actions)
+        d.commit()
+        var n = d.restarted(epoch: 2, priors)
+        n.ready(1, slots: 1)
+        try #require(n.core.job(receipt.jobs[2])?.state == .bound)
+        for job in [receipt.jobs[2], receipt.jobs[0]] {
+            n.send(.jobCompleted(job, backend: BackendID(1), lease: n.lease(job), result: .null))
+        }
+        let order = n.all.compactMap { if case .assign(let j, _, _, _, _, _) = $0 { j } else { nil } }
+        #expect(order == [receipt.jobs[2], receipt.jobs[0], receipt.jobs[1]])
+    }
+
     @Test func aBackendThatKeptRunningGetsItsJobsBackUnderTheSameLease() throws {
         var d = Durable()
         d.h.ready(1, incarnation: 7)

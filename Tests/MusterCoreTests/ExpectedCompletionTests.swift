@@ -293,6 +293,33 @@ import Testing
         #expect(loads.map(\.at) == [0])
     }
 
+    /// Longest first within a batch: two images (5 s) listed before a video (30 s), two backends
+    /// of one slot. The video starts at once on one backend and the images run one after the
+    /// other on the other: done at 30 s. In list order (the old rule) the images take both
+    /// backends and the video starts at 5 s: 35 s. The receipt lists the jobs as submitted.
+    @Test(arguments: [RoutingRule.expectedCompletion, .leastLoaded])
+    func theLongestJobOfABatchStartsFirst(rule: RoutingRule) throws {
+        var policy = ExpectedCompletionTests.policy(rule)
+        policy.jobDurationPriors["image"] = .seconds(5)
+        let backends = [
+            Scenario.Backend(id: BackendID(1), features: ["video"], jobSeconds: ["image": 5, "video": 30], speed: 1),
+            Scenario.Backend(id: BackendID(2), features: ["video"], jobSeconds: ["image": 5, "video": 30], speed: 1),
+        ]
+        let entries = [BatchEntry(spec: JobSpec(kind: "image"), count: 2), BatchEntry(spec: ExpectedCompletionTests.video)]
+        let r = ScenarioRunner.run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: entries)]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1, JobID(3): 1])
+        if rule == .expectedCompletion {
+            #expect(r.startedAt[JobID(3)] == 0)
+            #expect(r.makespan == 30)
+        } else {
+            #expect(r.startedAt[JobID(3)] == 5)
+            #expect(r.makespan == 35)
+        }
+        var core = Coordinator(policy: policy)
+        let (receipt, _) = try core.submit(key: nil, entries: entries, at: .zero)
+        #expect(receipt.jobs == [JobID(1), JobID(2), JobID(3)])
+    }
+
     /// The fastest backend that would have to load a model compares expected completion times
     /// like any other, so a job does not sit out the wait bound while slower backends that have
     /// the model loaded each leave it to the fast one and the fast one leaves it to them.

@@ -108,11 +108,12 @@ import Testing
         // placed better than ones the coordinator must measure.
         let announced = summaries["expectedCompletion, backends announce durations"]!
         #expect(announced.mean <= ect.mean)
-        #expect(announced.mean <= 1.065, "backends announce durations: mean \(announced.mean)")
+        // The target for the mean (1.05), met by what `muster agent` announces.
+        #expect(announced.mean <= 1.04, "backends announce durations: mean \(announced.mean)")
         // Guards against regressions: today's figures with a little room (README's table).
         let warm = RoutingSuite.Summary(cases: ect.cases.filter { $0.knowledge == .full })
-        #expect(warm.mean <= 1.05, "expected completion knowing everything: mean \(warm.mean)")
-        #expect(ect.mean <= 1.11, "expected completion: mean \(ect.mean)")
+        #expect(warm.mean <= 1.03, "expected completion knowing everything: mean \(warm.mean)")
+        #expect(ect.mean <= 1.09, "expected completion: mean \(ect.mean)")
     }
 
     func fmt(_ x: Double) -> String {
