@@ -311,6 +311,27 @@ async def work_stealing(t):
     check_history(t, await d.job_info(j9), [(1, s.backend_id, "revoked", ANY), (2, f.backend_id, "completed", None)])
 
 
+@scenario("7.1 within a batch, the longest jobs first")
+async def longest_first(t):
+    d = await t.daemon({"routing.overqueue": 0})
+    b = await d.backend("gpu")
+    await b.hello(slots=1)
+    await b.announce("ready", ["video"], slots=1, extra={
+        "job_seconds": [{"kind": "image", "seconds": 5}, {"kind": "video", "seconds": 30}]})
+    cl = await d.subscribed_client()
+    jobs = (await submit(cl, [{"kind": "image", "count": 2}, {"kind": "video", "needs": ["video"]}]))["jobs"]
+    t.check(jobs == sorted(jobs), "7.1", "accepted.jobs %s: spec says list order" % jobs)
+    order = []
+    for k in range(len(jobs)):
+        a = await b.assigned("assign %d" % (k + 1))
+        order.append(a["job"])
+        await b.report("started", a["job"], a["lease"])
+        await b.report("completed", a["job"], a["lease"])
+        await event(cl, a["job"], "completed")
+    t.check(order == [jobs[2], jobs[0], jobs[1]], "7.1 longest first",
+            "assign order %s; spec: the video %s (30 s) first, then the images (5 s) in list order" % (order, jobs[2]))
+
+
 @scenario("9.5 reconnect in grace, same incarnation")
 async def reconnect_same_incarnation(t):
     d = await t.daemon()  # grace 600 s: the reconnect is always within it

@@ -700,16 +700,17 @@ class Peer:
         self.welcome = w
         return w
 
-    def snapshot(self, state, features=(), models=(), loaded=(), slots=1, revision=None, incarnation=None):
-        return {"type": "capabilities", "incarnation": incarnation or self.incarnation,
-                "revision": revision if revision is not None else self.revision, "state": state,
-                "features": sorted(features), "models": {"available": sorted(models), "loaded": sorted(loaded)},
-                "slots": slots}
+    def snapshot(self, state, features=(), models=(), loaded=(), slots=1, revision=None, incarnation=None, extra=None):
+        return dict({"type": "capabilities", "incarnation": incarnation or self.incarnation,
+                     "revision": revision if revision is not None else self.revision, "state": state,
+                     "features": sorted(features), "models": {"available": sorted(models), "loaded": sorted(loaded)},
+                     "slots": slots}, **(extra or {}))
 
-    async def announce(self, state, features=(), models=(), loaded=(), slots=1):
-        """Sends the next revision and checks its ack: applied, carrying that version."""
+    async def announce(self, state, features=(), models=(), loaded=(), slots=1, extra=None):
+        """Sends the next revision and checks its ack: applied, carrying that version. `extra`:
+        optional members (`speed`, `job_seconds`, ...)."""
         self.revision += 1
-        await self.send(self.snapshot(state, features, models, loaded, slots))
+        await self.send(self.snapshot(state, features, models, loaded, slots, extra=extra))
         ack = await self.expect("capabilities_ack", "capabilities_ack of revision %d" % self.revision)
         self.ctx.check((ack.get("incarnation"), ack.get("revision"), ack.get("applied"))
                        == (self.incarnation, self.revision, True), "6.3 rule 1",
