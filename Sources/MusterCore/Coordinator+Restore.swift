@@ -81,14 +81,22 @@ extension Coordinator {
             }
             // The queue order they had: the batch's rounds and sequence numbers follow
             // `queueOrder`, as when it was submitted.
-            var byEntry = [[Int]](repeating: [], count: unfinished.isEmpty ? 0 : batch.entries.count)
-            for (k, u) in unfinished.enumerated() { byEntry[u.entry].append(k) }
-            for i in unfinished.isEmpty ? [] : queueOrder(classOf) {
-                let spec = batch.entries[i].spec
-                for k in byEntry[i] {
-                    let id = unfinished[k].id
-                    jobs[id].round = assignRound(owner: spec.owner, priority: spec.priority)
-                    jobs[id].seq = takeSeq()
+            if let reordered = unfinished.isEmpty ? nil : queueOrder(classOf) {
+                var byEntry = [[Int]](repeating: [], count: batch.entries.count)
+                for (k, u) in unfinished.enumerated() { byEntry[u.entry].append(k) }
+                for i in reordered {
+                    let spec = batch.entries[i].spec
+                    for k in byEntry[i] {
+                        let id = unfinished[k].id
+                        jobs[id].round = assignRound(owner: spec.owner, priority: spec.priority)
+                        jobs[id].seq = takeSeq()
+                    }
+                }
+            } else {
+                for u in unfinished {
+                    let spec = batch.entries[u.entry].spec
+                    jobs[u.id].round = assignRound(owner: spec.owner, priority: spec.priority)
+                    jobs[u.id].seq = takeSeq()
                 }
             }
             for u in unfinished {

@@ -168,33 +168,40 @@ public struct Coordinator: Sendable {
         var ids: [JobID] = []
         ids.reserveCapacity(entries.reduce(0) { $0 + $1.count })
         let classOf = entries.map { indexes(for: $0.spec) }
-        // Job ids follow the entries; the queue order (rounds and sequence numbers) follows
-        // `queueOrder`: the longest expected jobs of the batch first.
-        var first = [Int](repeating: 0, count: entries.count)
-        var total = 0
-        for (i, entry) in entries.enumerated() {
-            first[i] = total
-            total += entry.count
-        }
-        var order = [(round: UInt64, seq: UInt64)](repeating: (0, 0), count: total)
-        for i in queueOrder(classOf) {
-            let spec = entries[i].spec
-            for k in 0..<entries[i].count {
-                order[first[i] + k] = (assignRound(owner: spec.owner, priority: spec.priority), takeSeq())
+        // Job ids follow the entries; rounds and sequence numbers follow `queueOrder` (the
+        // longest expected jobs of the batch first), taken here when it is not the list order.
+        var order: [(round: UInt64, seq: UInt64)] = []
+        if let reordered = queueOrder(classOf) {
+            var first = [Int](repeating: 0, count: entries.count)
+            var total = 0
+            for (i, entry) in entries.enumerated() {
+                first[i] = total
+                total += entry.count
+            }
+            order = Array(repeating: (0, 0), count: total)
+            for i in reordered {
+                let spec = entries[i].spec
+                for k in 0..<entries[i].count {
+                    order[first[i] + k] = (assignRound(owner: spec.owner, priority: spec.priority), takeSeq())
+                }
             }
         }
         for (i, entry) in entries.enumerated() {
             let (c, e) = classOf[i]
-            for k in 0..<entry.count {
+            for _ in 0..<entry.count {
                 let id = JobID(nextJobID)
+                let (round, seq) =
+                    order.isEmpty
+                    ? (assignRound(owner: entry.spec.owner, priority: entry.spec.priority), takeSeq())
+                    : order[ids.count]
                 nextJobID += 1
                 ids.append(id)
                 jobs.insert(
                     JobRecord(
                         id: id, batch: batch, spec: entry.spec, state: .queued, backend: nil, lease: nil,
                         attempt: 0, progress: 0, progressMessage: nil, history: [], result: nil, failure: nil, waitReason: nil,
-                        submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: order[first[i] + k].round,
-                        seq: order[first[i] + k].seq, enqueuedAt: now))
+                        submittedAt: now, endedAt: nil, classIndex: c, estimateIndex: e, round: round, seq: seq,
+                        enqueuedAt: now))
                 counters.submitted += 1
                 enqueue(id, event: .queued)
             }
@@ -299,26 +306,26 @@ public struct Coordinator: Sendable {
     }
 
     /// The order in which a batch's entries join the queue (their rounds and sequence numbers;
-    /// job ids keep the list order). Under expected completion: the jobs expected to take
-    /// longest first (their duration at speed 1.0, plus the model load when no capable backend
-    /// has the model loaded), then those fewer ready backends can run, then list order. Longest
-    /// first shortens the batch's makespan (a long job started last ends last), and the most
-    /// constrained first keeps the backends only it can use for it. Under least loaded: list
-    /// order. `indexes`: each entry's class and estimate (`indexes(for:)`).
-    func queueOrder(_ indexes: [(jobClass: Int, estimate: Int)]) -> [Int] {
-        let order = Array(indexes.indices)
-        guard policy.routing == .expectedCompletion, indexes.count > 1 else { return order }
+    /// job ids keep the list order), or nil for list order. Under expected completion: the jobs
+    /// expected to take longest first (their duration at speed 1.0, plus the model load when no
+    /// capable backend has the model loaded), then those fewer ready backends can run, then list
+    /// order. Longest first shortens the batch's makespan (a long job started last ends last),
+    /// and the most constrained first keeps the backends only it can use for it. Under least
+    /// loaded: list order. `indexes`: each entry's class and estimate (`indexes(for:)`).
+    func queueOrder(_ indexes: [(jobClass: Int, estimate: Int)]) -> [Int]? {
+        guard policy.routing == .expectedCompletion, indexes.count > 1 else { return nil }
         let seconds = indexes.map { (c, e) in
             let m = classes[c].modelID
             let load =
                 m >= 0 && classes[c].loadedCapable == 0 ? estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds : 0
             return estimates.seconds(e) + load
         }
-        return order.sorted {
+        let order = indexes.indices.sorted {
             if seconds[$0] != seconds[$1] { return seconds[$0] > seconds[$1] }
             let a = classes[indexes[$0].jobClass].capable.count, b = classes[indexes[$1].jobClass].capable.count
             return a != b ? a < b : $0 < $1
         }
+        return order.elementsEqual(indexes.indices) ? nil : order
     }
 
     mutating func modelID(_ name: String) -> Int32 {
