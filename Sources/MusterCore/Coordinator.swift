@@ -320,9 +320,14 @@ public struct Coordinator: Sendable {
                 m >= 0 && classes[c].loadedCapable == 0 ? estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds : 0
             return estimates.seconds(e) + load
         }
+        // How many ready backends can run a class without loading anything first: those with
+        // its model loaded, when any has it; else every capable one.
+        func options(_ c: Int) -> Int {
+            classes[c].modelID >= 0 && classes[c].loadedCapable > 0 ? classes[c].loadedCapable : classes[c].capable.count
+        }
         let order = indexes.indices.sorted {
             if seconds[$0] != seconds[$1] { return seconds[$0] > seconds[$1] }
-            let a = classes[indexes[$0].jobClass].capable.count, b = classes[indexes[$1].jobClass].capable.count
+            let a = options(indexes[$0].jobClass), b = options(indexes[$1].jobClass)
             return a != b ? a < b : $0 < $1
         }
         return order.elementsEqual(indexes.indices) ? nil : order
