@@ -295,12 +295,20 @@ extension Coordinator {
     mutating func bestJob(for id: BackendID, runningFree: Bool, affinity: Bool = true) -> (Int, QueueEntry)? {
         let bi = backends.index(id)!
         var best: (Int, QueueEntry)?
+        // The best held head, when only an overqueue slot is free: a held job never waits there,
+        // and no job it outranks takes the slot from it (it takes the next running slot instead).
+        var held = QueueEntry.empty
         for c in backends.records[bi].classes {
             if let current = best, !(heads[c] < current.1) { continue }
+            if !runningFree && policy.routing == .expectedCompletion && classHeld(c) {
+                if let head = cleanHead(c), head < held { held = head }
+                continue
+            }
             guard let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity) else { continue }
             if let current = best, !(head < current.1) { continue }
             best = (c, head)
         }
+        if let current = best, held < current.1 { return nil }
         return best
     }
 

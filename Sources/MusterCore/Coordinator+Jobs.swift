@@ -117,7 +117,15 @@ extension Coordinator {
         if !popped { classes[c].dead += 1 }
         queuedByPriority[PriorityKey(jobs[id].spec.priority), default: 0] -= 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] -= 1 }
-        if jobs[id].state == .gated { unhold(id) }  // gated exactly when held
+        if jobs[id].state == .gated {  // gated exactly when held
+            unhold(id)
+            if !popped {
+                // A held job kept the overqueue slots of its class's backends from the jobs it
+                // outranks (`bestJob`): they may take them now.
+                routingEpoch &+= 1
+                wake(c)
+            }
+        }
     }
 
     /// Binds a job to a backend under a fresh lease and sends it there.

@@ -50,6 +50,38 @@ import Testing
         #expect(readinessChanges(h.last).last?.ready == true)
     }
 
+    /// A held video keeps the overqueue slot from an image submitted after it (expected
+    /// completion): the image would run first there. The video takes the running slot when it
+    /// frees, then the image the overqueue slot. Under least loaded the image parks at once.
+    @Test(arguments: [RoutingRule.expectedCompletion, .leastLoaded])
+    func aHeldJobKeepsTheOverqueueSlotFromLaterJobs(rule: RoutingRule) {
+        var h = Harness { $0.routing = rule }
+        h.ready(-1, features: ["video", "frameinterps"])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        let first = h.submit(JobSpec(kind: "image"))[0]
+        let held = h.submit(video)[0]
+        let later = h.submit(JobSpec(kind: "image"))[0]
+        #expect(h.state(first) == .bound && h.state(held) == .gated)
+        if rule == .expectedCompletion {
+            #expect(h.state(later) == .queued)
+            h.send(.jobCompleted(first, backend: BackendID(-1), lease: h.lease(first), result: .null))
+            let order = h.last.compactMap { if case .assign(let j, _, _, _, _, _) = $0 { j } else { nil } }
+            #expect(order == [held, later])
+            #expect(h.events(held, in: h.last).first == .released(.idleBackend))
+        } else {
+            #expect(h.state(later) == .bound)
+        }
+        // A held job that leaves the queue (here canceled) gives the slot back at once.
+        var c = Harness()
+        c.ready(-1, features: ["video", "frameinterps"])
+        c.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "remote", incarnation: Incarnation(1))))
+        _ = c.submit(JobSpec(kind: "image"))
+        let canceled = c.submit(video)[0]
+        let image = c.submit(JobSpec(kind: "image"))[0]
+        c.record(try! c.core.cancelJob(canceled, at: c.clock))
+        #expect(c.state(image) == .bound)
+    }
+
     @Test func loadingAnnouncementKeepsTheBackendUnknown() {
         var h = Harness()
         h.ready(-1, features: ["video", "frameinterps"])

@@ -103,8 +103,15 @@ import Testing
                 where info.link == .up && info.announced == .ready && !info.draining && info.inhibitedUntil == nil {
                     let runningFree = info.inFlight < info.slots
                     let anyFree = info.inFlight < info.slots + h.core.policy.overqueue
+                    // A held job takes only a running slot, and keeps an overqueue slot empty of
+                    // the jobs it outranks (priority, owner round, queue order) until one frees.
+                    let heldHere = waiting.filter { $0.state == .gated && Set($0.spec.needs).isSubset(of: info.features) }
+                    func outranked(_ j: JobRecord) -> Bool {
+                        heldHere.contains { ($0.spec.priority, -Int($0.round), -Int($0.seq)) > (j.spec.priority, -Int(j.round), -Int(j.seq)) }
+                    }
                     let idleWith = waiting.filter { j in
-                        Set(j.spec.needs).isSubset(of: info.features) && (j.state == .gated ? runningFree : anyFree)
+                        Set(j.spec.needs).isSubset(of: info.features)
+                            && (j.state == .gated ? runningFree : runningFree || (anyFree && !outranked(j)))
                     }
                     #expect(idleWith.isEmpty, "backend \(info.id) has room while \(idleWith.map(\.id)) wait")
                 }

@@ -109,11 +109,13 @@ import Testing
         let announced = summaries["expectedCompletion, backends announce durations"]!
         #expect(announced.mean <= ect.mean)
         // The target for the mean (1.05), met by what `muster agent` announces.
-        #expect(announced.mean <= 1.04, "backends announce durations: mean \(announced.mean)")
+        #expect(announced.mean <= 1.035, "backends announce durations: mean \(announced.mean)")
         // Guards against regressions: today's figures with a little room (README's table).
         let warm = RoutingSuite.Summary(cases: ect.cases.filter { $0.knowledge == .full })
         #expect(warm.mean <= 1.03, "expected completion knowing everything: mean \(warm.mean)")
-        #expect(ect.mean <= 1.09, "expected completion: mean \(ect.mean)")
+        // The worst-case target (1.25), met knowing everything.
+        #expect((warm.worst?.ratio ?? 1) <= 1.25, "expected completion knowing everything: worst \(String(describing: warm.worst))")
+        #expect(ect.mean <= 1.08, "expected completion: mean \(ect.mean)")
     }
 
     func fmt(_ x: Double) -> String {
