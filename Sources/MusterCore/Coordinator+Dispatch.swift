@@ -243,11 +243,14 @@ extension Coordinator {
     }
 
     /// The eligible heads of the backend's classes other than `c`, gathered once, best first
-    /// (priority, owner round, queue order).
+    /// (priority, owner round, queue order), without those a held job outranks (`heldBar`).
     mutating func otherHeads(_ bi: Int, except c: Int, runningFree: Bool, affinity: Bool) -> [(c: Int, head: QueueEntry)] {
         var heads: [(c: Int, head: QueueEntry)] = []
+        let bar = heldBar(bi, runningFree: runningFree)
         for other in backends.records[bi].classes where other != c {
-            if let head = eligibleHead(other, bi, runningFree: runningFree, affinity: affinity) { heads.append((other, head)) }
+            if let head = eligibleHead(other, bi, runningFree: runningFree, affinity: affinity), head < bar {
+                heads.append((other, head))
+            }
         }
         heads.sort { $0.head < $1.head }
         return heads
@@ -295,21 +298,27 @@ extension Coordinator {
     mutating func bestJob(for id: BackendID, runningFree: Bool, affinity: Bool = true) -> (Int, QueueEntry)? {
         let bi = backends.index(id)!
         var best: (Int, QueueEntry)?
-        // The best held head, when only an overqueue slot is free: a held job never waits there,
-        // and no job it outranks takes the slot from it (it takes the next running slot instead).
-        var held = QueueEntry.empty
         for c in backends.records[bi].classes {
             if let current = best, !(heads[c] < current.1) { continue }
-            if !runningFree && policy.routing == .expectedCompletion && classHeld(c) {
-                if let head = cleanHead(c), head < held { held = head }
-                continue
-            }
             guard let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity) else { continue }
             if let current = best, !(head < current.1) { continue }
             best = (c, head)
         }
-        if let current = best, held < current.1 { return nil }
+        if let current = best, !(current.1 < heldBar(bi, runningFree: runningFree)) { return nil }
         return best
+    }
+
+    /// When only an overqueue slot of the backend at `bi` is free (expected completion, gate
+    /// closed): the best head of its held classes. A held job never waits in an overqueue slot,
+    /// and no job it outranks takes the slot from it: it takes the next running slot instead.
+    /// `.empty` (outranking nothing) otherwise.
+    mutating func heldBar(_ bi: Int, runningFree: Bool) -> QueueEntry {
+        guard !runningFree, policy.routing == .expectedCompletion, gateClosed else { return .empty }
+        var bar = QueueEntry.empty
+        for c in backends.records[bi].classes where heads[c] < bar && classHeld(c) {
+            if let head = cleanHead(c), head < bar { bar = head }
+        }
+        return bar
     }
 
     /// The head of class `c` if the backend at `bi` may take it now: none while the class is
