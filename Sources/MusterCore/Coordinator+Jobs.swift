@@ -121,7 +121,7 @@ extension Coordinator {
             unhold(id)
             if !popped {
                 // A held job kept the overqueue slots of its class's backends from the jobs it
-                // outranks (`bestJob`): they may take them now.
+                // outranks (`heldBar`): they may take them now.
                 routingEpoch &+= 1
                 wake(c)
             }

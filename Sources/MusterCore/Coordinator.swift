@@ -305,13 +305,14 @@ public struct Coordinator: Sendable {
         return (c, e)
     }
 
-    /// The order in which a batch's entries join the queue (their rounds and sequence numbers;
-    /// job ids keep the list order), or nil for list order. Under expected completion: the jobs
+    /// The order in which a batch's entries join the queue (their rounds and sequence numbers; job
+    /// ids keep the list order), or nil for list order. Under expected completion: the jobs
     /// expected to take longest first (their duration at speed 1.0, plus the model load when no
-    /// capable backend has the model loaded), then those fewer ready backends can run, then list
-    /// order. Longest first shortens the batch's makespan (a long job started last ends last),
-    /// and the most constrained first keeps the backends only it can use for it. Under least
-    /// loaded: list order. `indexes`: each entry's class and estimate (`indexes(for:)`).
+    /// capable backend has the model loaded), then those fewer ready backends can run without
+    /// loading a model first, then list order. Longest first shortens the batch's makespan (a long
+    /// job started last ends last), and the most constrained first keeps the backends only it can
+    /// use for it. Under least loaded: list order. `indexes`: each entry's class and estimate
+    /// (`indexes(for:)`).
     func queueOrder(_ indexes: [(jobClass: Int, estimate: Int)]) -> [Int]? {
         guard policy.routing == .expectedCompletion, indexes.count > 1 else { return nil }
         let seconds = indexes.map { (c, e) in
