@@ -388,7 +388,7 @@ extension Coordinator {
             ? estimates.jobSeconds[estimate] ?? defaultJobSeconds
             : estimates.seconds(estimate) / maxSpeed
         let loadSeconds =
-            leastLoaded ? estimates.loadSeconds[Int(model)] ?? defaultLoadSeconds : expectedLoadSeconds(bi, model)
+            leastLoaded ? fleetLoadSeconds(model) : expectedLoadSeconds(bi, model)
         let backlog = load.inFlight + queuedByModel[Int(model)]
         let rounds = (backlog + load.slots - 1) / load.slots
         return loadSeconds * policy.affinityMargin + jobSeconds < Double(rounds) * jobSeconds
@@ -414,7 +414,7 @@ extension Coordinator {
                 if m >= 0, !t.loadedIDs.contains(m), policy.modelAffinity {
                     // Stolen work waits at least one job on the victim; loading must beat that.
                     let jobSeconds = estimates.jobSeconds[j.estimateIndex] ?? defaultJobSeconds
-                    let loadSeconds = estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds
+                    let loadSeconds = fleetLoadSeconds(m)
                     guard loadSeconds * policy.affinityMargin < jobSeconds else { continue }
                 }
                 pick = (v, job, vb.jobs.count, vb.slots)

@@ -103,9 +103,12 @@ extension Coordinator {
     /// loads, else its configured or announced load time, else the fleet's loads of that model, else
     /// the default.
     func expectedLoadSeconds(_ bi: Int, _ m: Int32) -> Double {
-        backends.records[bi].loadSeconds ?? backends.records[bi].loadPrior ?? estimates.loadSeconds[Int(m)]
-            ?? defaultLoadSeconds
+        backends.records[bi].loadSeconds ?? backends.records[bi].loadPrior ?? fleetLoadSeconds(m)
     }
+
+    /// Expected seconds to load model `m` on no backend in particular: the fleet's loads of it,
+    /// else the default.
+    func fleetLoadSeconds(_ m: Int32) -> Double { estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds }
 
     /// When a job of class `c` could start on the backend at `bi` as far as its model goes: now
     /// (core seconds) or later while the model is (or would be) loading; nil when it is loaded.

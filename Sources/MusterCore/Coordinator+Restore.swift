@@ -81,23 +81,17 @@ extension Coordinator {
             }
             // The queue order they had: the batch's rounds and sequence numbers follow
             // `queueOrder`, as when it was submitted.
+            func queue(_ k: Int) {
+                let (id, spec) = (unfinished[k].id, batch.entries[unfinished[k].entry].spec)
+                jobs[id].round = assignRound(owner: spec.owner, priority: spec.priority)
+                jobs[id].seq = takeSeq()
+            }
             if let reordered = unfinished.isEmpty ? nil : queueOrder(classOf) {
                 var byEntry = [[Int]](repeating: [], count: batch.entries.count)
                 for (k, u) in unfinished.enumerated() { byEntry[u.entry].append(k) }
-                for i in reordered {
-                    let spec = batch.entries[i].spec
-                    for k in byEntry[i] {
-                        let id = unfinished[k].id
-                        jobs[id].round = assignRound(owner: spec.owner, priority: spec.priority)
-                        jobs[id].seq = takeSeq()
-                    }
-                }
+                for i in reordered { byEntry[i].forEach(queue) }
             } else {
-                for u in unfinished {
-                    let spec = batch.entries[u.entry].spec
-                    jobs[u.id].round = assignRound(owner: spec.owner, priority: spec.priority)
-                    jobs[u.id].seq = takeSeq()
-                }
+                unfinished.indices.forEach(queue)
             }
             for u in unfinished {
                 if let (backend, lease) = u.bound,

@@ -317,9 +317,7 @@ public struct Coordinator: Sendable {
         guard policy.routing == .expectedCompletion, indexes.count > 1 else { return nil }
         let seconds = indexes.map { (c, e) in
             let m = classes[c].modelID
-            let load =
-                m >= 0 && classes[c].loadedCapable == 0 ? estimates.loadSeconds[Int(m)] ?? defaultLoadSeconds : 0
-            return estimates.seconds(e) + load
+            return estimates.seconds(e) + (m >= 0 && classes[c].loadedCapable == 0 ? fleetLoadSeconds(m) : 0)
         }
         // How many ready backends can run a class without loading anything first: those with
         // its model loaded, when any has it; else every capable one.
