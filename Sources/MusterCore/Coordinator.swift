@@ -309,7 +309,8 @@ public struct Coordinator: Sendable {
     /// ids keep the list order), or nil for list order. Under expected completion: the jobs
     /// expected to take longest first (their duration at speed 1.0, plus the model load when no
     /// capable backend has the model loaded), then those fewer ready backends can run without
-    /// loading a model first, then list order. Longest first shortens the batch's makespan (a long
+    /// loading a model first, then those that name a model before those that name none, then list
+    /// order. Longest first shortens the batch's makespan (a long
     /// job started last ends last), and the most constrained first keeps the backends only it can
     /// use for it. Under least loaded: list order. `indexes`: each entry's class and estimate
     /// (`indexes(for:)`).
@@ -327,7 +328,11 @@ public struct Coordinator: Sendable {
         let order = indexes.indices.sorted {
             if seconds[$0] != seconds[$1] { return seconds[$0] > seconds[$1] }
             let a = options(indexes[$0].jobClass), b = options(indexes[$1].jobClass)
-            return a != b ? a < b : $0 < $1
+            if a != b { return a < b }
+            // A job naming no model runs on every backend with its features, whatever is loaded
+            // there, now and on backends not yet announced: it has at least the options.
+            let ma = classes[indexes[$0].jobClass].modelID >= 0, mb = classes[indexes[$1].jobClass].modelID >= 0
+            return ma != mb ? ma : $0 < $1
         }
         return order.elementsEqual(indexes.indices) ? nil : order
     }

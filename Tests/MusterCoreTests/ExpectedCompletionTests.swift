@@ -320,6 +320,29 @@ import Testing
         #expect(receipt.jobs == [JobID(1), JobID(2), JobID(3)])
     }
 
+    /// Two videos of one length, each runnable now on the only ready video backend (sdxl loaded):
+    /// the one naming sdxl is queued first, so it takes that backend; the one naming no model waits
+    /// and runs on a backend that registers later with only flux (done at 40 s). In list order the
+    /// model-free video would take the backend and the sdxl one would run after it (60 s).
+    @Test func aJobNamingAModelQueuesBeforeOneNamingNoneOfTheSameLength() {
+        let policy = ExpectedCompletionTests.policy(.expectedCompletion)
+        let sdxlVideo = JobSpec(kind: "video", needs: ["video"], model: "sdxl")
+        let backends = [
+            Scenario.Backend(
+                id: BackendID(-1), features: ["video"], modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"],
+                jobSeconds: ["video": 30], speed: 1),
+            Scenario.Backend(
+                id: BackendID(1), registerAt: 10, features: ["video"], modelsAvailable: ["flux"],
+                modelsLoaded: ["flux"], jobSeconds: ["video": 30], speed: 1),
+        ]
+        let entries = [BatchEntry(spec: ExpectedCompletionTests.video), BatchEntry(spec: sdxlVideo)]
+        let r = ScenarioRunner.run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: entries)]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        #expect(r.ranOn[JobID(2)] == BackendID(-1))
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        #expect(r.makespan == 40)
+    }
+
     /// The fastest backend that would have to load a model compares expected completion times
     /// like any other, so a job does not sit out the wait bound while slower backends that have
     /// the model loaded each leave it to the fast one and the fast one leaves it to them.
