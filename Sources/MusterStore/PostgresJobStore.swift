@@ -33,11 +33,14 @@ public final class PostgresJobStore: JobStore {
     ///   - url: `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (or any libpq connection string).
     ///   - retryInterval: The pause between attempts after a failed commit.
     ///   - fencingToken: The token of the leader's term this store writes under; nil: no fencing.
-    public init(url: String, retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil) {
+    ///   - commitInterval: The least time from one commit's start to the next (`GroupCommit`).
+    public init(
+        url: String, retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil, commitInterval: Duration = .zero
+    ) {
         self.url = url
         self.target = PostgresURL.redacted(url)
         self.fencingToken = fencingToken
-        self.group = GroupCommit(retryInterval: retryInterval)
+        self.group = GroupCommit(retryInterval: retryInterval, commitInterval: commitInterval)
     }
 
     deinit { group.close() }

@@ -28,12 +28,13 @@ public final class SQLiteJobStore: JobStore {
     ///   - busyTimeout: How long a statement waits for a lock another process holds on the file.
     ///   - compactionThresholdPages: Free pages (4 KiB each) tolerated before commits that evict
     ///     rows compact the file.
+    ///   - commitInterval: The least time from one commit's start to the next (`GroupCommit`).
     public init(
         path: String, retryInterval: Duration = .seconds(1), busyTimeout: Duration = .seconds(5),
-        compactionThresholdPages: Int = 2048
+        compactionThresholdPages: Int = 2048, commitInterval: Duration = .zero
     ) {
         self.path = path
-        self.group = GroupCommit(retryInterval: retryInterval)
+        self.group = GroupCommit(retryInterval: retryInterval, commitInterval: commitInterval)
         self.busyTimeout = busyTimeout
         self.compactionThresholdPages = compactionThresholdPages
     }

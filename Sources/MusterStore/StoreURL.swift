@@ -59,12 +59,17 @@ public enum StoreURL: Hashable, Sendable, CustomStringConvertible {
 
     /// A new, unopened store for this URL. `fencingToken`: the token of the leader's term
     /// (`Leadership.leader(token:)`) under which a PostgreSQL store commits; nil: no fencing (a
-    /// single coordinator). The other stores have no fencing and ignore it.
-    public func makeStore(retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil) -> any JobStore {
+    /// single coordinator). The other stores have no fencing and ignore it. `commitInterval`: the
+    /// least time from one commit's start to the next (`store.commit_interval_seconds`).
+    public func makeStore(
+        retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil, commitInterval: Duration = .zero
+    ) -> any JobStore {
         switch self {
         case .memory: MemoryJobStore()
-        case .sqlite(let path): SQLiteJobStore(path: path, retryInterval: retryInterval)
-        case .postgres(let url): PostgresJobStore(url: url, retryInterval: retryInterval, fencingToken: fencingToken)
+        case .sqlite(let path): SQLiteJobStore(path: path, retryInterval: retryInterval, commitInterval: commitInterval)
+        case .postgres(let url):
+            PostgresJobStore(
+                url: url, retryInterval: retryInterval, fencingToken: fencingToken, commitInterval: commitInterval)
         }
     }
 

@@ -50,6 +50,40 @@ import Testing
         #expect(snapshot.jobs.allSatisfy { $0.state == .bound && $0.attempt == 19_000 + Int($0.id.rawValue) - 1 })
     }
 
+    /// Pacing (`commitInterval`): the first change after an idle spell is committed alone; changes
+    /// appended while the next commit may not start yet share one commit, however they arrive.
+    /// A close does not wait out the interval. (The interval is long, so that the test thread
+    /// appending its changes one by one always finishes inside it.)
+    @Test(arguments: StoreKind.allCases)
+    func changesAppendedWithinTheCommitIntervalShareOneCommit(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store(commitInterval: .seconds(1))
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        let first = store.append(.batchAccepted(Self.batch(1, firstJob: 1, count: 100)))
+        log.waitDurable(through: first)
+        #expect(store.statistics.commits == 1)
+        var last: UInt64 = 0
+        for n in 1...100 {
+            last = store.append(.jobBound(job: JobID(UInt64(n)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: 1))
+            Thread.sleep(forTimeInterval: 0.0005)
+        }
+        log.waitDurable(through: last)
+        let stats = store.statistics
+        #expect(stats.commits == 2, "the changes of one interval took \(stats.commits - 1) commits")
+        #expect(stats.lastCommitChanges == 100)
+        #expect(log.durable == [first, last])
+        let closing = store.append(.jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1))
+        store.close()
+        #expect(store.statistics.durable == closing)
+        let reopened = place.store()
+        let snapshot = try reopened.open()
+        reopened.close()
+        #expect(snapshot.jobs.filter { $0.state == .bound }.count == 99)
+    }
+
     /// No clean shutdown: the files as the running store leaves them (its log not checkpointed),
     /// copied as a crash would leave them, hold everything reported durable. The file itself is
     /// the running store's alone: a second store object cannot open it.

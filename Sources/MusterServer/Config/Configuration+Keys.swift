@@ -144,6 +144,11 @@ public struct ConfigKey: Sendable {
                 + "sslmode go to libpq) or memory: (jobs do not survive a restart). Empty: sqlite under "
                 + "$XDG_STATE_HOME/muster (~/.local/state/muster)."),
         ConfigKey(
+            name: "store.commit_interval_seconds", kind: .seconds(0...1), defaultValue: .double(0.004),
+            help: "Least time from the start of one group commit to the next: under load the changes of that time "
+                + "share one transaction and one sync; after an idle spell a change is committed at once. "
+                + "0: commit as soon as the last commit ended."),
+        ConfigKey(
             name: "ha.name", kind: .string, defaultValue: .string(""),
             help: "With a postgres store (two coordinators on one database): this coordinator's node name, unique in the pair. Empty: the host name."),
         ConfigKey(

@@ -139,6 +139,8 @@ extension Configuration {
     public struct Store: Sendable, Equatable {
         /// `store.url`; empty: SQLite at the default path of this user.
         public var url: StoreURL
+        /// `store.commit_interval_seconds`.
+        public var commitInterval: Duration
     }
 
     /// `ha.*`.
@@ -200,7 +202,8 @@ extension Configuration.Settings {
             maxInFlightPerOwner: try d.int("jobs.max_in_flight_per_owner"),
             retainFinished: try d.int("jobs.retain_finished"),
             cancelGrace: try d.duration("jobs.cancel_grace_seconds"))
-        store = Configuration.Store(url: try d.storeURL("store.url"))
+        store = Configuration.Store(
+            url: try d.storeURL("store.url"), commitInterval: try d.duration("store.commit_interval_seconds"))
         ha = Configuration.HA(
             name: try d.optionalString("ha.name"), advertise: try d.optionalString("ha.advertise"),
             lease: try d.duration("ha.lease_seconds"))

@@ -105,10 +105,14 @@ final class StorePlace {
         }
     }
 
-    func store(retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil) -> any JobStore {
+    func store(retryInterval: Duration = .seconds(1), fencingToken: Int64? = nil, commitInterval: Duration = .zero)
+        -> any JobStore
+    {
         switch kind {
-        case .sqlite: SQLiteJobStore(path: location, retryInterval: retryInterval)
-        case .postgres: PostgresJobStore(url: location, retryInterval: retryInterval, fencingToken: fencingToken)
+        case .sqlite: SQLiteJobStore(path: location, retryInterval: retryInterval, commitInterval: commitInterval)
+        case .postgres:
+            PostgresJobStore(
+                url: location, retryInterval: retryInterval, fencingToken: fencingToken, commitInterval: commitInterval)
         }
     }
 
