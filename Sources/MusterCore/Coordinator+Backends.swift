@@ -120,6 +120,13 @@ extension Coordinator {
             b.loadRequested = [:]
         }
         if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
+        if snapshot.state == .ready && b.snapshot?.state != .ready && policy.routing == .expectedCompletion
+            && policy.gateSettle > .zero && gateClosed && !held.isEmpty && settleUntil < now + policy.gateSettle
+        {
+            // Held jobs are placed once backends announcing at nearly this moment are known too.
+            settleUntil = now + policy.gateSettle
+            schedule(settleUntil, .settled)
+        }
         if snapshot.state == .ready && !b.propagated {
             b.propagated = true
             out.append(.observe(.propagation(id, now - b.registeredAt)))

@@ -157,6 +157,9 @@ extension Coordinator {
     /// Binds queued jobs to backends with free slots: the least loaded backend first, each taking
     /// its best job (priority, owner round, queue order), one job at a time so load stays level.
     mutating func dispatch() {
+        // A backend announced `ready` a moment ago while jobs were held: nothing is bound until
+        // the pause ends (the `settled` timer looks at every free backend again).
+        if settleUntil > now && gateClosed { return }
         while !dirty.isEmpty {
             var heap = Heap<Candidate>()
             swap(&heap, &scratch)  // reuse the drained heap's storage

@@ -12,6 +12,11 @@ extension Coordinator {
             case .routeWait(let c): routeWaitDue(c, t.at)
             case .cancelGrace(let job): cancelGraceDue(job)
             case .overrun(let job, let lease): overrunDue(job, lease)
+            case .settled:
+                guard t.at == settleUntil else { break }  // a later pause replaced it
+                // Every free backend looks again, whether or not something changed meanwhile.
+                routingEpoch &+= 1
+                for id in free { dirty.insert(id) }
             }
         }
     }

@@ -72,6 +72,8 @@ public struct Coordinator: Sendable {
     var announcing: BackendID?
     var gateWasClosed = false
     var held: Set<JobID> = []
+    /// No job is bound before this instant while the gate is closed (`CorePolicy.gateSettle`).
+    var settleUntil = CoreInstant.zero
     var heldFeatures: [String: Int] = [:]
     /// Routable backends with a free in-flight slot.
     var free = BackendSet()
@@ -426,6 +428,9 @@ struct Timer: Comparable {
         case cancelGrace(JobID)
         /// A running job of a class never measured reaches its expected end.
         case overrun(JobID, Lease)
+        /// The pause after a backend announced `ready` while jobs were held ended
+        /// (`CorePolicy.gateSettle`).
+        case settled
     }
     var at: CoreInstant
     var seq: UInt64

@@ -3,6 +3,11 @@ public struct CorePolicy: Sendable, Hashable {
     /// How long the warm-up gate waits for a backend that registered but has not announced
     /// (counted from its registration). `.zero` turns the gate off.
     public var gateWindow: Duration = .seconds(60)
+    /// Under expected completion, while the gate is closed and jobs are held: after a backend
+    /// announces `ready`, no job is bound for this long, so that backends announcing at nearly the
+    /// same moment are all known when the held jobs are placed (else the first to announce takes
+    /// them). `.zero`: no pause.
+    public var gateSettle: Duration = .milliseconds(100)
     /// Jobs a backend may hold beyond its running slots (queued on the backend).
     public var overqueue: Int = 1
     /// How long a backend whose link dropped keeps its jobs before they are requeued.

@@ -161,6 +161,7 @@ public actor Daemon {
         let s = c.settings
         var p = CorePolicy()
         p.gateWindow = s.gate.window
+        p.gateSettle = s.gate.settle
         p.overqueue = s.routing.overqueue
         p.workStealing = s.routing.workStealing
         p.inhibitAfterFailure = s.routing.inhibitAfterFailure

@@ -97,6 +97,42 @@ import Testing
         }
     }
 
+    /// Two backends announce `ready` at the same moment while a `flux` video and an `sdxl` video
+    /// are held (a third backend keeps the gate closed). Both have `sdxl` loaded and load `flux`
+    /// in 30 s; backend 2 runs videos twice as fast. After the pause (`gateSettle`) both are
+    /// known: backend 2 loads `flux` for the first video (running the `sdxl` one meanwhile, 30 s),
+    /// done at 70.1 s. Without the pause the first to announce, backend 1, takes the `flux` video
+    /// (done at 100 s).
+    @Test(arguments: [Duration.milliseconds(100), .zero])
+    func backendsAnnouncingTogetherAreComparedForAHeldJob(settle: Duration) {
+        var policy = Self.policy(.expectedCompletion)
+        policy.gateSettle = settle
+        let flux = JobSpec(kind: "video", needs: ["video"], model: "flux")
+        let sdxl = JobSpec(kind: "video", needs: ["video"], model: "sdxl")
+        func backend(_ id: Int64, video: Double, speed: Double) -> Scenario.Backend {
+            Scenario.Backend(
+                id: BackendID(id), announceAfter: 10, features: ["video"], modelsAvailable: ["flux", "sdxl"],
+                modelsLoaded: ["sdxl"], jobSeconds: ["video": video], loadSeconds: 30, speed: speed, loadPrior: 30)
+        }
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                backend(1, video: 60, speed: 0.5), backend(2, video: 30, speed: 1),
+                Scenario.Backend(id: BackendID(3), name: "late", announceAfter: nil, features: ["video"]),
+            ],
+            submissions: [.init(at: 0, entries: [BatchEntry(spec: flux), BatchEntry(spec: sdxl)])], horizon: 300)
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        if settle > .zero {
+            #expect(r.ranOn[JobID(1)] == BackendID(2))
+            #expect(abs(r.makespan - 70.1) < 1e-6)
+            #expect(r.events { $0.kind == .bound }.allSatisfy { $0.at >= .seconds(10.1) })
+        } else {
+            #expect(r.ranOn[JobID(1)] == BackendID(1))
+            #expect(r.makespan == 100)
+        }
+    }
+
     /// A job left for a faster backend does not wait behind that backend's overrun: when the fast
     /// backend's job runs far past its estimate, the class's estimate rises and the slow idle
     /// backend takes the waiting job (at the latest once `maxWaitForBetterBackend` passed).

@@ -92,7 +92,9 @@ import Testing
                 // Late binding never leaves a usable slot idle while a job it could take waits,
                 // except the jobs of a class that the expected-completion rule left to backends
                 // expected to finish them sooner (its head declined, the others counted with it),
-                // and only until `maxWaitForBetterBackend` has passed since.
+                // and only until `maxWaitForBetterBackend` has passed since; and nothing is bound
+                // during the pause after a backend announced `ready` while jobs were held.
+                let settling = h.core.settleUntil > h.clock && h.core.gateClosed
                 let queued = submitted.compactMap { h.core.job($0) }.filter { $0.state == .queued || $0.state == .gated }
                 let leftToFaster = Set(
                     queued.filter { j in
@@ -100,7 +102,7 @@ import Testing
                     }.map(\.classIndex))
                 let waiting = queued.filter { !leftToFaster.contains($0.classIndex) }
                 for info in h.core.backendList
-                where info.link == .up && info.announced == .ready && !info.draining && info.inhibitedUntil == nil {
+                where !settling && info.link == .up && info.announced == .ready && !info.draining && info.inhibitedUntil == nil {
                     let runningFree = info.inFlight < info.slots
                     let anyFree = info.inFlight < info.slots + h.core.policy.overqueue
                     // A held job takes only a running slot, and keeps an overqueue slot empty of

@@ -67,6 +67,11 @@ public struct ConfigKey: Sendable {
             name: "gate.window_seconds", kind: .seconds(0...86_400), defaultValue: .double(60),
             help: "Longest a capability-bound job waits for a registered backend to announce. 0 turns the gate off."),
         ConfigKey(
+            name: "gate.settle_seconds", kind: .seconds(0...10), defaultValue: .double(0.1),
+            help: "With routing.rule expected_completion, while jobs are held: after a backend announces ready, "
+                + "nothing is bound for this long, so that backends announcing at nearly the same moment are all "
+                + "known when held jobs are placed. 0: no pause."),
+        ConfigKey(
             name: "routing.overqueue", kind: .int(0...64), defaultValue: .int(1),
             help: "Jobs a backend may hold waiting beyond its running slots."),
         ConfigKey(

@@ -66,6 +66,8 @@ extension Configuration {
     public struct Gate: Sendable, Equatable {
         /// `gate.window_seconds`.
         public var window: Duration
+        /// `gate.settle_seconds`.
+        public var settle: Duration
     }
 
     /// `routing.*`.
@@ -175,7 +177,8 @@ extension Configuration.Settings {
         log = Configuration.Log(
             level: try d.choice("log.level") { Logger.Level(rawValue: $0) },
             format: try d.choice("log.format") { Configuration.LogFormat(rawValue: $0) })
-        gate = Configuration.Gate(window: try d.duration("gate.window_seconds"))
+        gate = Configuration.Gate(
+            window: try d.duration("gate.window_seconds"), settle: try d.duration("gate.settle_seconds"))
         routing = Configuration.Routing(
             overqueue: try d.int("routing.overqueue"),
             workStealing: try d.bool("routing.work_stealing"),
