@@ -120,14 +120,16 @@ extension Coordinator {
             b.loadRequested = [:]
         }
         if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
-        if snapshot.state == .ready && b.snapshot?.state != .ready && policy.routing == .expectedCompletion
-            && policy.gateSettle > .zero && gateClosed && !held.isEmpty && settleUntil < now + policy.gateSettle
-        {
-            // Held jobs are placed once backends announcing at nearly this moment are known too.
-            settleUntil = now + policy.gateSettle
-            schedule(settleUntil, .settled)
-        }
         if snapshot.state == .ready && !b.propagated {
+            if policy.routing == .expectedCompletion && policy.gateSettle > .zero && gateClosed && !held.isEmpty
+                && settleUntil < now + policy.gateSettle
+            {
+                // Held jobs are placed once backends announcing at nearly this moment are known
+                // too. Only a backend's first `ready` (per incarnation) pauses: one that flaps
+                // between `loading` and `ready` cannot hold up binding.
+                settleUntil = now + policy.gateSettle
+                schedule(settleUntil, .settled)
+            }
             b.propagated = true
             out.append(.observe(.propagation(id, now - b.registeredAt)))
         }

@@ -50,6 +50,40 @@ import Testing
         #expect(readinessChanges(h.last).last?.ready == true)
     }
 
+    /// The pause after a `ready` announcement while jobs are held (`gateSettle`): the held job is
+    /// bound when the pause ends, not at the announcement. Only a backend's first `ready` pauses:
+    /// one that goes `loading` and `ready` again binds at once. An announcement that opens the
+    /// gate binds at once too.
+    @Test func aReadyAnnouncementPausesBindingOnceWhileJobsAreHeld() {
+        var h = Harness { $0.gateSettle = .milliseconds(100) }
+        for id: Int64 in [1, 2] {
+            h.send(.backendRegistered(BackendRegistration(id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1))))
+        }
+        let jobs = h.submit(video, count: 3)
+        #expect(jobs.allSatisfy { h.state($0) == .gated })
+        h.clock = .seconds(10)
+        h.announce(1, .ready, features: ["video", "frameinterps"], revision: 1)
+        #expect(h.assigned.isEmpty)
+        h.advance(to: 10.05)
+        #expect(h.assigned.isEmpty)
+        h.advance(to: 10.1)
+        #expect(h.assigned.map(\.job) == [jobs[0]])
+        #expect(h.events(jobs[0], in: h.last) == [.released(.idleBackend), .bound])
+
+        // Backend 1 goes `loading` and `ready` again once its job is done: no second pause.
+        h.clock = .seconds(20)
+        h.announce(1, .loading, features: ["video", "frameinterps"], revision: 2)
+        h.send(.jobCompleted(jobs[0], backend: BackendID(1), lease: h.lease(jobs[0]), result: .null))
+        h.announce(1, .ready, features: ["video", "frameinterps"], revision: 3)
+        #expect(h.assigned.map(\.job) == [jobs[1]])
+
+        // Backend 2's first `ready` opens the gate: no pause.
+        h.clock = .seconds(30)
+        h.announce(2, .ready, features: ["video", "frameinterps"], revision: 1)
+        #expect(h.assigned.map(\.job) == [jobs[2]])
+        #expect(h.events(jobs[2], in: h.last) == [.released(.announced), .bound])
+    }
+
     /// A held video keeps the overqueue slot from an image submitted after it (expected
     /// completion): the image would run first there. The video takes the running slot when it
     /// frees, then the image the overqueue slot. Under least loaded the image parks at once.

@@ -68,7 +68,7 @@ public struct ConfigKey: Sendable {
             help: "Longest a capability-bound job waits for a registered backend to announce. 0 turns the gate off."),
         ConfigKey(
             name: "gate.settle_seconds", kind: .seconds(0...10), defaultValue: .double(0.1),
-            help: "With routing.rule expected_completion, while jobs are held: after a backend announces ready, "
+            help: "With routing.rule expected_completion, while jobs are held: after a backend first announces ready, "
                 + "nothing is bound for this long, so that backends announcing at nearly the same moment are all "
                 + "known when held jobs are placed. 0: no pause."),
         ConfigKey(
