@@ -4,9 +4,9 @@ public struct CorePolicy: Sendable, Hashable {
     /// (counted from its registration). `.zero` turns the gate off.
     public var gateWindow: Duration = .seconds(60)
     /// Under expected completion, while the gate is closed and jobs are held: after a backend
-    /// announces `ready` for the first time in its incarnation, no job is bound for this long, so that backends announcing at nearly the
-    /// same moment are all known when the held jobs are placed (else the first to announce takes
-    /// them). `.zero`: no pause.
+    /// announces `ready` for the first time in its incarnation, no job is bound for this long, so
+    /// that backends announcing at nearly the same moment are all known when the held jobs are
+    /// placed (else the first to announce takes them). `.zero`: no pause.
     public var gateSettle: Duration = .milliseconds(100)
     /// Jobs a backend may hold beyond its running slots (queued on the backend).
     public var overqueue: Int = 1
