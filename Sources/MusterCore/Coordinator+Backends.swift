@@ -122,11 +122,12 @@ extension Coordinator {
         if b.firstAnnouncedAt == nil { b.firstAnnouncedAt = now }
         if snapshot.state == .ready && !b.propagated {
             if policy.routing == .expectedCompletion && policy.gateSettle > .zero && gateClosed && !held.isEmpty
-                && settleUntil < now + policy.gateSettle
+                && settleUntil <= now
             {
                 // Held jobs are placed once backends announcing at nearly this moment are known
-                // too. Only a backend's first `ready` (per incarnation) pauses: one that flaps
-                // between `loading` and `ready` cannot hold up binding.
+                // too. Only a backend's first `ready` (per incarnation) pauses, and a `ready`
+                // during a pause does not extend it: binding resumes at least every `gateSettle`,
+                // however often backends announce or restart.
                 settleUntil = now + policy.gateSettle
                 schedule(settleUntil, .settled)
             }

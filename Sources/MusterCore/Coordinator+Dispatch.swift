@@ -18,6 +18,9 @@ extension Coordinator {
         }
         let opened = gateWasClosed && !closed
         let justClosed = closed && !gateWasClosed
+        // The gate opening ends a pause after a `ready` (a gate that closes again later starts
+        // none until the next first `ready`).
+        if opened { settleUntil = .zero }
         if opened || justClosed || !classesToCheck.isEmpty {
             reviewGate(opened: opened, justClosed: justClosed)
         }

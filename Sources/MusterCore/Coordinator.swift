@@ -312,10 +312,9 @@ public struct Coordinator: Sendable {
     /// expected to take longest first (their duration at speed 1.0, plus the model load when no
     /// capable backend has the model loaded), then those fewer ready backends can run without
     /// loading a model first, then those that name a model before those that name none, then list
-    /// order. Longest first shortens the batch's makespan (a long
-    /// job started last ends last), and the most constrained first keeps the backends only it can
-    /// use for it. Under least loaded: list order. `indexes`: each entry's class and estimate
-    /// (`indexes(for:)`).
+    /// order. Longest first shortens the batch's makespan (a long job started last ends last),
+    /// and the most constrained first keeps the backends only it can use for it. Under least
+    /// loaded: list order. `indexes`: each entry's class and estimate (`indexes(for:)`).
     func queueOrder(_ indexes: [(jobClass: Int, estimate: Int)]) -> [Int]? {
         guard policy.routing == .expectedCompletion, indexes.count > 1 else { return nil }
         let seconds = indexes.map { (c, e) in

@@ -84,6 +84,41 @@ import Testing
         #expect(h.events(jobs[2], in: h.last) == [.released(.announced), .bound])
     }
 
+    /// A first `ready` during a pause does not extend it; and the announcement that opens the gate
+    /// leaves no pause behind, so a gate that closes again a moment later (a new backend
+    /// registers) binds a held job to an idle slot at once.
+    @Test func aPauseIsNotExtendedAndTheGateOpeningEndsIt() {
+        let features = ["video", "frameinterps"]
+        var h = Harness { $0.gateSettle = .milliseconds(100) }
+        for id: Int64 in [1, 2, 3] {
+            h.send(.backendRegistered(BackendRegistration(id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1))))
+        }
+        let first = h.submit(video, count: 3)
+        h.clock = .seconds(10)
+        h.announce(1, .ready, features: features, revision: 1)  // pauses until 10.1
+        h.clock = .seconds(10.05)
+        h.announce(2, .ready, features: features, revision: 1)  // does not extend it
+        #expect(h.assigned.isEmpty)
+        h.advance(to: 10.1)
+        #expect(Set(h.assigned.map(\.backend)) == [BackendID(1), BackendID(2)])
+
+        // Backend 3's first `ready` opens the gate while the third job is held, and leaves no pause
+        // behind.
+        h.clock = .seconds(20)
+        h.announce(3, .ready, features: features, revision: 1)
+        #expect(h.assigned.map(\.job) == [first[2]])
+        h.clock = .seconds(20.01)
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(4), name: "b4", incarnation: Incarnation(1))))
+        h.send(.jobCompleted(first[0], backend: h.backend(first[0]), lease: h.lease(first[0]), result: .null))
+        h.clock = .seconds(20.02)
+        let next = h.submit(video)
+        // Held (backend 4 is unknown), and at once on the idle slot the completed job left.
+        let kinds = h.events(next[0], in: h.last)
+        #expect(kinds.count == 4 && kinds.suffix(2) == [.released(.idleBackend), .bound])
+        #expect(kinds.contains { if case .gated = $0 { true } else { false } })
+        #expect(first.dropFirst().allSatisfy { h.state($0) == .bound })
+    }
+
     /// A held video keeps the overqueue slot from an image submitted after it (expected
     /// completion): the image would run first there. The video takes the running slot when it
     /// frees, then the image the overqueue slot. Under least loaded the image parks at once.
