@@ -332,6 +332,33 @@ async def longest_first(t):
             "assign order %s; spec: the video %s (30 s) first, then the images (5 s) in list order" % (order, jobs[2]))
 
 
+@scenario("7.2 backends announcing together are compared for a held job")
+async def announce_together(t):
+    # The gate on (the harness turns it off), and a long pause, so that the two announcements
+    # below always fall within it, however slow the machine; the default is 0.1 s.
+    d = await t.daemon({"gate.window_seconds": "600", "gate.settle_seconds": "2"})
+    slow, fast, late = [await d.backend(name) for name in ("slow", "fast", "late")]
+    for b in (slow, fast, late):
+        await b.hello()  # registered, not announced: the gate is closed ("late" never announces)
+    cl = await d.subscribed_client()
+    (j,) = (await submit(cl, [{"kind": "video", "needs": ["video"]}]))["jobs"]
+    await event(cl, j, "gated")
+    await slow.announce("ready", ["video"], extra={"speed": 1})
+    await fast.announce("ready", ["video"], extra={"speed": 3})
+    a = await fast.assigned("assign on the faster backend, which announced second")
+    t.check(a["job"] == j, "7.2 order", "assign %s; spec: job %s" % (short([a]), j))
+    early = [m for m in await slow.barrier() if m.get("type") == "assign"]
+    t.check(not early, "7.2 order",
+            "the slower backend, first to announce, got %s; spec: no job is bound during the pause "
+            "after a first ready while jobs are held, so both backends are compared" % short(early))
+    r = await event(cl, j, "released")
+    t.check(r.get("cause") == "idle_backend" and r.get("backend") == fast.backend_id, "7.2 released",
+            "released %s; spec: cause idle_backend, backend %s" % (r, fast.backend_id))
+    await fast.report("started", j, a["lease"])
+    await fast.report("completed", j, a["lease"])
+    await event(cl, j, "completed", backend=fast.backend_id)
+
+
 @scenario("9.5 reconnect in grace, same incarnation")
 async def reconnect_same_incarnation(t):
     d = await t.daemon()  # grace 600 s: the reconnect is always within it

@@ -10,7 +10,7 @@ import Testing
     /// The scenarios of conformance.py (`--list`), each named after the diagram or rule it checks.
     static let scenarios = [
         "registration", "sync_and_anti_entropy", "gate_announced", "gate_window_elapsed", "backend_lost_requeue",
-        "work_stealing", "longest_first", "reconnect_same_incarnation", "reconnect_new_incarnation", "coordinator_restart", "failure_retryable",
+        "work_stealing", "longest_first", "announce_together", "reconnect_same_incarnation", "reconnect_new_incarnation", "coordinator_restart", "failure_retryable",
         "failure_not_retryable", "attempts_exhausted", "cancel_states", "cancel_keeps_slot", "cancel_batch", "drain", "bad_token_4001",
         "forbidden_4007", "limits_per_peer",
         "no_common_version_4002", "wrong_role_4003", "hello_timeout_4004", "replaced_4005", "stale_incarnation_1008",
