@@ -125,8 +125,7 @@ extension Daemon {
         } else {
             // The store of this term: it commits under the term's token, and a commit after a
             // newer term began is refused (fenced).
-            let store = configuration.settings.store.url.makeStore(
-                fencingToken: token, commitInterval: configuration.settings.store.commitInterval)
+            let store = configuration.settings.store.makeStore(fencingToken: token)
             store.onCommit { [weak self] commit in self?.storeReported(commit) }
             self.store = store
             openStore()

@@ -127,7 +127,7 @@ public actor Daemon {
         self.transport = try Transport(configuration: t, logger: logger)
         switch settings.store.url {
         case .memory: self.store = nil
-        case .sqlite(let path): self.store = SQLiteJobStore(path: path, commitInterval: settings.store.commitInterval)
+        case .sqlite: self.store = settings.store.makeStore()
         // Shared by two coordinators: made at takeover, with the term's fencing token (Daemon+Leadership).
         case .postgres: self.store = nil
         }

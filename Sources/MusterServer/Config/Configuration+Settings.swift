@@ -143,6 +143,11 @@ extension Configuration {
         public var url: StoreURL
         /// `store.commit_interval_seconds`.
         public var commitInterval: Duration
+
+        /// A new, unopened store for `url` with these settings (`StoreURL.makeStore`).
+        func makeStore(fencingToken: Int64? = nil) -> any JobStore {
+            url.makeStore(fencingToken: fencingToken, commitInterval: commitInterval)
+        }
     }
 
     /// `ha.*`.
