@@ -137,9 +137,11 @@ extension Coordinator {
         for model in snapshot.modelsLoaded {
             if let requested = modelIDs[model], let asked = b.loadRequested.removeValue(forKey: requested) {
                 b.modelReadyAt[model] = now
-                // Its jobs waiting for the load can work from now on.
+                // Its jobs waiting for the load can work from now on, also when the load took
+                // longer than expected (their work did not start at the expected end: progress
+                // is projected from now).
                 let landed = modelID(model)
-                for (k, job) in b.jobs.enumerated() where b.jobReadyAt[k] > now.seconds {
+                for (k, job) in b.jobs.enumerated() where b.jobReadyAt[k] >= asked.seconds && b.jobReadyAt[k] != now.seconds {
                     if let j = jobs.index(job), classes[jobs[slot: j].classIndex].modelID == landed {
                         b.jobReadyAt[k] = now.seconds
                     }

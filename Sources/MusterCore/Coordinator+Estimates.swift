@@ -112,12 +112,31 @@ extension Coordinator {
 
     /// When a job of class `c` could start on the backend at `bi` as far as its model goes: now
     /// (core seconds) or later while the model is (or would be) loading; nil when it is loaded.
+    /// A load running past its expected end is expected to take as long again as it overran.
     func modelReady(_ bi: Int, _ c: Int) -> Double? {
         let m = classes[c].modelID
         guard m >= 0, !backends.records[bi].loadedIDs.contains(m) else { return nil }
         let asked = backends.records[bi].loadRequested[m] ?? now
-        return asked.seconds + expectedLoadSeconds(bi, m)
+        return Self.overrun(asked.seconds + expectedLoadSeconds(bi, m), now.seconds)
     }
+
+    /// When the `k`-th job bound to the backend at `bi` can work as far as its model goes: when
+    /// the load it waits for is expected to end (as long again as it overran, while it runs past
+    /// that), or when the model was announced loaded.
+    func jobReady(_ bi: Int, _ k: Int) -> Double {
+        let r = backends.records[bi].jobReadyAt[k]
+        let t = now.seconds
+        // Most jobs wait for no load, and most backends load nothing.
+        guard r > 0, r < t, !backends.records[bi].loadRequested.isEmpty,
+            let j = jobs.index(backends.records[bi].jobs[k]),
+            let asked = backends.records[bi].loadRequested[classes[jobs[slot: j].classIndex].modelID],
+            r >= asked.seconds
+        else { return r }
+        return Self.overrun(r, t)
+    }
+
+    /// An expected end `end` seen at `t`: past it, as long again as it overran.
+    static func overrun(_ end: Double, _ t: Double) -> Double { end < t ? t + (t - end) : end }
 
     /// The expected end (core seconds) of every job bound to the backend at `bi`, in the order of
     /// its `jobs`, and when a slot would be free for one more. Running jobs end after their
@@ -151,7 +170,7 @@ extension Coordinator {
         }
         for k in 0..<n where backends.records[bi].jobStartedAt[k] < 0 {
             let i = slotEnds.indices.min { slotEnds[$0] < slotEnds[$1] }!
-            let end = max(slotEnds[i], backends.records[bi].jobReadyAt[k]) + seconds(k)
+            let end = max(slotEnds[i], jobReady(bi, k)) + seconds(k)
             slotEnds[i] = end
             ends[k] = end
         }
@@ -168,7 +187,7 @@ extension Coordinator {
         {
             return end
         }
-        return max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k]) + seconds()
+        return max(backends.records[bi].jobStartedAt[k], jobReady(bi, k)) + seconds()
     }
 
     /// When a job of class `c` (estimate `e`) would finish on the backend at `bi` if bound now.
@@ -204,7 +223,7 @@ extension Coordinator {
             for k in 0..<n where backends.records[bi].jobStartedAt[k] < 0 {
                 let i = earliest()
                 slotEnds[i] =
-                    max(slotEnds[i], backends.records[bi].jobReadyAt[k])
+                    max(slotEnds[i], jobReady(bi, k))
                     + expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
             }
             return slotEnds[earliest()]
@@ -311,7 +330,7 @@ extension Coordinator {
         }
         let e = jobs[id].estimateIndex
         guard estimates.jobSeconds[e] == nil else { return }
-        scheduleOverrun(id, lease, bi, e, workFrom: max(now.seconds, backends.records[bi].jobReadyAt[k]))
+        scheduleOverrun(id, lease, bi, e, workFrom: max(now.seconds, jobReady(bi, k)))
     }
 
     /// Watches a running job at a tenth past its expected end (a job ending on time is not an
@@ -332,9 +351,13 @@ extension Coordinator {
         else { return }
         let e = jobs[slot: j].estimateIndex
         guard estimates.jobSeconds[e] == nil else { return }
-        let from = max(backends.records[bi].jobStartedAt[k], backends.records[bi].jobReadyAt[k])
+        let from = max(backends.records[bi].jobStartedAt[k], jobReady(bi, k))
         let worked = now.seconds - from
-        guard worked > 0 else { return }
+        guard worked > 0 else {
+            // Its model load runs past its expected end: look again once the work could have run.
+            scheduleOverrun(id, lease, bi, e, workFrom: from)
+            return
+        }
         let floor = worked * backends.records[bi].speed * 1.5
         if floor > estimates.seconds(e) {
             estimates.project(e, floor, by: backend, 1)
@@ -367,7 +390,7 @@ extension Coordinator {
             let k = backends.records[bi].jobs.firstIndex(of: id)
         else { return }
         let t = now.seconds
-        let readyAt = backends.records[bi].jobReadyAt[k]
+        let readyAt = jobReady(bi, k)
         guard readyAt <= t else { return }
         let workFrom = max(backends.records[bi].jobStartedAt[k], readyAt)
         let worked = t - workFrom
@@ -431,7 +454,7 @@ extension Coordinator {
             let t = now.seconds
             for k in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[k] >= 0 {
                 // Work time: a job waiting for its model to load has not overrun.
-                let elapsed = t - max(backends.records[vi].jobStartedAt[k], backends.records[vi].jobReadyAt[k])
+                let elapsed = t - max(backends.records[vi].jobStartedAt[k], jobReady(vi, k))
                 if elapsed > expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k])) {
                     floors.append((backends.records[vi].jobEstimate[k], elapsed * backends.records[vi].speed))
                 }
@@ -491,7 +514,7 @@ extension Coordinator {
             let startsNow = backends.records[vi].running < backends.records[vi].slots
             for (k, job) in backends.records[vi].jobs.enumerated() {
                 let startedAt = backends.records[vi].jobStartedAt[k]
-                let readyAt = backends.records[vi].jobReadyAt[k]
+                let readyAt = jobReady(vi, k)
                 if readyAt > t { loading = true }
                 guard startedAt >= 0 || (startsNow && readyAt > t), let j = jobs.index(job), jobs[slot: j].cancelRequestedAt == nil,
                     jobs[slot: j].movable(at: now)

@@ -435,6 +435,70 @@ import Testing
         #expect(revoked.first?.at == .seconds(5))
     }
 
+    /// A load that takes longer than expected: the job waiting for it starts its work when the
+    /// model is announced loaded, not at the load's expected end, and its progress is projected
+    /// from then. Nothing is known beforehand (the default load estimate is 20 s). Backends 1 and
+    /// 3 announce at 10 (the gate holds the videos until then, plus the 0.1 s pause); backend 3
+    /// loads `flux` for 30 s, to 40.1, and runs the `flux` video in 30 s, to 70.1; backend 1 runs
+    /// the `sdxl` video in 60 s, to 70.1. At 45 backend 2 announces with `flux` loaded (speed
+    /// assumed 1.0; it would take 60 s). Worked from the load's expected end (30.1), the first
+    /// tenth of the `flux` video took 13 s (an end at 160): it moved there and ended at 105.
+    @Test func aJobWaitingForASlowLoadWorksFromWhenTheModelLanded() {
+        let policy = CorePolicy()
+        let flux = JobSpec(kind: "video", needs: ["video"], model: "flux")
+        let sdxl = JobSpec(kind: "video", needs: ["video"], model: "sdxl")
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(1), announceAfter: 10, features: ["video"], modelsAvailable: ["flux", "sdxl"],
+                    modelsLoaded: ["sdxl"], jobSeconds: ["video": 60], loadSeconds: 30, progressEvery: 1),
+                Scenario.Backend(
+                    id: BackendID(2), announceAfter: 45, features: ["video"], modelsAvailable: ["flux"],
+                    modelsLoaded: ["flux"], jobSeconds: ["video": 60], progressEvery: 1),
+                Scenario.Backend(
+                    id: BackendID(3), announceAfter: 10, features: ["video"], modelsAvailable: ["flux", "sdxl"],
+                    modelsLoaded: ["sdxl"], jobSeconds: ["video": 30], loadSeconds: 30, progressEvery: 1),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: flux), BatchEntry(spec: sdxl)])])
+        let r = ScenarioRunner.run(s)
+        #expect(r.ranOn[JobID(1)] == BackendID(3))
+        #expect(r.ranOn[JobID(2)] == BackendID(1))
+        #expect(abs(r.makespan - 70.1) < 1e-9)
+        #expect(r.events { $0.kind == .revoked }.isEmpty)
+        #expect(r.completions[JobID(1)] == 1)
+    }
+
+    /// A load running past its expected end is expected to take as long again as it overran.
+    /// Backend 1 loads `flux` for a `flux` image at 0 (expected: the default 20 s load, then
+    /// 10 s); the load takes 45 s. Backend 2, with `flux` loaded, announces at 10 and runs a
+    /// 30 s video, to 40. At 40 the load has overrun by 20 s, so it is expected to end at 60
+    /// and the image at 70: backend 2 takes the image and ends it at 50. Taken as ended at its
+    /// expected 20, the load made the image look due at 50 there too (30, as long again as it
+    /// overran), and it stayed, to end at 55.
+    @Test func aJobWaitingForAnOverrunningLoadMovesToALoadedBackend() {
+        var policy = CorePolicy()
+        policy.jobDurationPriors = ["video": .seconds(30), "image": .seconds(10)]
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(id: BackendID(1), modelsAvailable: ["flux"], defaultJobSeconds: 10, loadSeconds: 45),
+                Scenario.Backend(
+                    id: BackendID(2), announceAfter: 10, features: ["video"], modelsAvailable: ["flux"],
+                    modelsLoaded: ["flux"], jobSeconds: ["video": 30], defaultJobSeconds: 10),
+            ],
+            submissions: [
+                .init(entries: [
+                    BatchEntry(spec: ExpectedCompletionTests.video), BatchEntry(spec: JobSpec(kind: "image", model: "flux")),
+                ])
+            ])
+        let r = ScenarioRunner.run(s)
+        #expect(r.ranOn[JobID(2)] == BackendID(2))
+        #expect(r.makespan == 50)
+        #expect(r.events { $0.kind == .revoked }.map(\.at) == [.seconds(40)])
+        #expect(r.completions[JobID(2)] == 1)
+    }
+
     /// A running job is not moved for a gain of a quarter of the job or less (the work done is
     /// lost and estimates are estimates), and never twice.
     @Test func aRunningJobMovesOnlyForALargeGainAndOnlyOnce() {
