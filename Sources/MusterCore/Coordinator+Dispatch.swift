@@ -131,10 +131,22 @@ extension Coordinator {
         if let m = c.model { wanted.append("model \(m)") }
         if !c.nodes.isEmpty { wanted.append("node classes \(c.nodes.joined(separator: ", "))") }
         let what = wanted.isEmpty ? "a ready backend" : wanted.joined(separator: " and ")
-        let detail =
-            refusals.isEmpty
-            ? "no backends are registered"
-            : refusals.map { "\($0.backend) (\($0.name)): \($0.reason)" }.joined(separator: "; ")
+        let head = "no backend can run this job: it needs \(what); "
+        var detail = refusals.isEmpty ? "no backends are registered" : ""
+        // The message is protocol text (at most `ProtocolLimits.maxTextLength` characters); a
+        // large fleet's refusals are named until it is full, and all are in `refusals`.
+        let budget = ProtocolLimits.maxTextLength - head.unicodeScalars.count - 48
+        var used = 0
+        for (i, r) in refusals.enumerated() {
+            let part = (i == 0 ? "" : "; ") + "\(r.backend) (\(r.name)): \(r.reason)"
+            let n = part.unicodeScalars.count
+            if used + n > budget {
+                detail += "; and \(refusals.count - i) more (see refusals)"
+                break
+            }
+            detail += part
+            used += n
+        }
         // What no ready backend offers, as it stands now (the details never change afterwards).
         var readyFeatures = Set<String>()
         var readyModels = Set<String>()
@@ -145,7 +157,7 @@ extension Coordinator {
             readyNodes.formUnion(b.nodes)
         }
         let failure = JobFailure(
-            code: .noEligibleBackend, message: "no backend can run this job: it needs \(what); \(detail)",
+            code: .noEligibleBackend, message: Self.clampText(head + detail),
             refusals: refusals, missingFeatures: c.needs.filter { !readyFeatures.contains($0) },
             missingModel: c.model.flatMap { readyModels.contains($0) ? nil : $0 },
             missingNodes: c.nodes.filter { !readyNodes.contains($0) })
@@ -153,6 +165,16 @@ extension Coordinator {
         jobs[id].waitReason = nil
         jobs[id].failure = failure
         end(id, .failed, .failed(failure))
+    }
+
+    /// `text` cut to the protocol's text limit (`ProtocolLimits.maxTextLength` characters),
+    /// ending in "…" when cut.
+    static func clampText(_ text: String) -> String {
+        let max = ProtocolLimits.maxTextLength
+        guard text.unicodeScalars.count > max else { return text }
+        var scalars = String.UnicodeScalarView()
+        scalars.append(contentsOf: text.unicodeScalars.prefix(max - 1))
+        return String(scalars) + "…"
     }
 
     // MARK: - Dispatch

@@ -1,4 +1,4 @@
-import MusterCore
+@testable import MusterCore
 import MusterProtocol
 import Testing
 
@@ -139,6 +139,24 @@ import Testing
         // A backend that announces video later does not rewrite what the failure said.
         h.ready(2, features: ["video"], models: ["wan"])
         #expect(h.core.job(job)?.failure == failure)
+    }
+
+    /// The failure's `message` is protocol text (at most 4,096 characters): a fleet of 300
+    /// backends is named until it is full, and `refusals` lists every one.
+    @Test func aLargeFleetsRefusalsFitTheMessageLimit() {
+        var h = Harness()
+        for id in 1...300 { h.ready(Int64(id), features: ["image"]) }
+        let job = h.submit(JobSpec(kind: "video", needs: ["video"]))[0]
+        guard case .failed(let failure) = jobEvents(h, job, in: h.last).last?.kind else {
+            Issue.record("not failed")
+            return
+        }
+        #expect(failure.code == .noEligibleBackend)
+        #expect(failure.message.unicodeScalars.count <= ProtocolLimits.maxTextLength)
+        #expect(failure.message.hasPrefix("no backend can run this job: it needs features video; 1 (b1): "))
+        #expect(failure.message.hasSuffix("more (see refusals)"))
+        #expect(failure.refusals.count == 300)
+        #expect(Coordinator.clampText(String(repeating: "é", count: 5000)).unicodeScalars.count == ProtocolLimits.maxTextLength)
     }
 
     @Test func batchKeyConflictAndRetentionAreTheCores() throws {
