@@ -117,7 +117,7 @@ extension Daemon {
             return .respond(response)
         }
         return respondToClient(request, guarded(request) { principal in
-            guard let raw = UInt64(parts[3]) else {
+            guard let raw = pathID(parts[3], as: UInt64.self) else {
                 return errorResponse(RequestError(.invalidMessage, "'\(parts[3])' is not an id (a decimal integer)"))
             }
             switch (parts[2], request.method) {
@@ -172,7 +172,7 @@ extension Daemon {
             return response
         }
         return guarded(request) { principal in
-            guard let raw = Int64(id), raw != 0 else {
+            guard let raw = pathID(id, as: Int64.self), raw != 0 else {
                 return errorResponse(RequestError(.invalidMessage, "'\(id)' is not a backend id (a non-zero decimal integer)"))
             }
             do throws(RequestError) {
@@ -280,4 +280,14 @@ extension Daemon {
             metrics.gauge("muster_link_closes", ["code": "\(code)"]).record(count)
         }
     }
+}
+
+/// An id in a path: a decimal integer written as JSON writes one (digits, a `-` only where the
+/// type is signed, no `+`, no leading zeros), within the type's range; nil otherwise.
+func pathID<T: FixedWidthInteger>(_ text: Substring, as: T.Type) -> T? {
+    let digits = T.isSigned && text.hasPrefix("-") ? text.dropFirst() : text
+    guard let first = digits.first, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+        first != "0" || digits.count == 1
+    else { return nil }
+    return T(text)
 }

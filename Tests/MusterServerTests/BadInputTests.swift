@@ -302,6 +302,12 @@ import Testing
         _ = try await refused("GET", "\(rig.base)/v1/nothing", status: 404, code: "not_found")
         _ = try await refused("GET", "\(rig.base)/nothing", status: 404, code: "not_found")
         _ = try await refused("GET", "\(rig.base)/v1/jobs/abc", status: 400, code: "invalid_message")
+        // An id is written as JSON writes an integer: no sign, no leading zeros, no fraction.
+        for id in ["+1", "01", "-1", "1.0", "1e0", "18446744073709551616"] {
+            _ = try await refused("GET", "\(rig.base)/v1/jobs/\(id)", status: 400, code: "invalid_message")
+        }
+        _ = try await refused("POST", "\(rig.base)/v1/backends/+1/drain", status: 400, code: "invalid_message")
+        _ = try await refused("POST", "\(rig.base)/v1/backends/-01/drain", status: 400, code: "invalid_message")
         _ = try await refused("GET", "\(rig.base)/v1/jobs/99999", status: 404, code: "unknown_job")
         // Unknown members are ignored over HTTP too.
         let extra = try await rig.counting("unknown members", [:]) {
