@@ -163,6 +163,13 @@ extension Daemon {
             case .drain(let m):
                 try drain(m.backend, by: session.principal)
                 sendToClient(CoordinatorToClient.draining(.init(id: m.id, backend: m.backend)).encode(), to: id)
+            case .error(let e):
+                // Common to both links (Protocol 10): logged, never answered.
+                logger.warning(
+                    "client reported an error",
+                    metadata: ["link.id": "\(id)", "client.name": "\(session.name ?? "")", "code": "\(e.code)", "message": "\(e.message)"])
+            case .goodbye(let g):
+                logger.debug("client said goodbye", metadata: ["link.id": "\(id)", "reason": "\(g.reason)"])
             }
         } catch {
             metrics.counter("muster_request_errors_total", ["code": error.code.rawValue]).increment()
@@ -408,6 +415,7 @@ extension ClientToCoordinator {
         case .status(let m): m.id
         case .loadModel(let m): m.id
         case .drain(let m): m.id
+        case .error, .goodbye: nil
         }
     }
 }

@@ -946,6 +946,14 @@ async def framing_errors(t):
     e = await c.expect(lambda m: m.get("type") == "error" and m.get("code") == "limit_exceeded", "the nesting limit")
     t.check(e.get("id") == "deep1", "decision 5 id echo", "nesting-depth limit_exceeded id %r, the message's id deep1 came first" % e.get("id"))
     await c.request({"type": "status"}, "status_report")  # the link stays up
+    # error and goodbye are common to both links in both directions (section 10): not answered.
+    seen = len(c.received)
+    await c.send(json.dumps({"type": "error", "code": "invalid_message", "message": "could not read an event"}))
+    await c.send(json.dumps({"type": "goodbye", "reason": "restart"}))
+    r = await c.request({"type": "status"}, "status_report", rid="after-common")
+    answered = [m for m in c.received[seen:] if m.get("type") == "error"]
+    t.check(r.get("type") == "status_report" and not answered, "10 common messages on the client link",
+            "error and goodbye from a client are taken without an answer; got %s, then %s" % (answered, r))
     await c.send(json.dumps({"type": "status", "id": "big", "pad": "x" * 8000}))
     t.check(await c.expect_close("close 1009") == 1009, "2 oversize", "oversize: %r" % c.closed)
     c2 = await d.client()
@@ -1036,6 +1044,8 @@ async def http_api(t):
         ("GET", "/v1/batches/424242", None, "unknown_batch", 404),
         ("GET", "/v1/jobs/424242", None, "unknown_job", 404),
         ("GET", "/v1/jobs/abc", None, "invalid_message", 400),
+        ("GET", "/v1/jobs/+1", None, "invalid_message", 400),
+        ("GET", "/v1/jobs/01", None, "invalid_message", 400),
         ("DELETE", "/v1/jobs/424242", None, "unknown_job", 404),
         ("GET", "/v1/nothing", None, "not_found", 404),
         ("PUT", "/v1/jobs/1", None, "method_not_allowed", 405),

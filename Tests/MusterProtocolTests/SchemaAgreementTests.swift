@@ -357,6 +357,8 @@ struct SchemaFiles {
         Entry(ClientToCoordinator.Status.self, "client/status.json"),
         Entry(Wire.LoadModelRequest.self, "client/load_model.json"),
         Entry(ClientToCoordinator.Drain.self, "client/drain.json"),
+        Entry(Wire.ErrorMessage.self, "common/error.json"),
+        Entry(Wire.Goodbye.self, "common/goodbye.json"),
     ]
 
     static let clientOut: [Entry] = [

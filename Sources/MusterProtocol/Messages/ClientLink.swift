@@ -9,6 +9,10 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
     case status(Status)
     case loadModel(Wire.LoadModelRequest)
     case drain(Drain)
+    /// Common to both links in both directions (Protocol 10): a client reporting a problem, or
+    /// saying why it closes.
+    case error(Wire.ErrorMessage)
+    case goodbye(Wire.Goodbye)
 
     /// The wire `type`.
     public var type: String {
@@ -20,10 +24,14 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         case .status: "status"
         case .loadModel: "load_model"
         case .drain: "drain"
+        case .error: "error"
+        case .goodbye: "goodbye"
         }
     }
 
-    static let types: [StaticString] = ["hello", "submit", "subscribe", "cancel", "status", "load_model", "drain"]
+    static let types: [StaticString] = [
+        "hello", "submit", "subscribe", "cancel", "status", "load_model", "drain", "error", "goodbye",
+    ]
 
     public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
         -> Self
@@ -37,6 +45,8 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             case "status": .status(try .decode(&o))
             case "load_model": .loadModel(try .decode(&o))
             case "drain": .drain(try .decode(&o))
+            case "error": .error(try .decode(&o))
+            case "goodbye": .goodbye(try .decode(&o))
             default: throw Envelope.unknownType(type, known: types)
             }
         }
@@ -51,6 +61,8 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         case .status(let m): m.encodeMessage()
         case .loadModel(let m): m.encodeMessage()
         case .drain(let m): m.encodeMessage()
+        case .error(let m): m.encodeMessage()
+        case .goodbye(let m): m.encodeMessage()
         }
     }
 
