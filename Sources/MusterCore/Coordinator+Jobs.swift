@@ -321,8 +321,8 @@ extension Coordinator {
             }
             let failure = JobFailure(
                 code: .attemptsExhausted,
-                message: "gave up after \(j.lostAttempts) attempts (max \(policy.maxAttempts)); "
-                    + tried.joined(separator: "; "),
+                message: Self.clampText(
+                    "gave up after \(j.lostAttempts) attempts (max \(policy.maxAttempts)); " + tried.joined(separator: "; ")),
                 attempts: j.history)
             jobs[id].failure = failure
             end(id, .failed, .failed(failure))
