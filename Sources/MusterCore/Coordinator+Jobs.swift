@@ -40,10 +40,15 @@ extension Coordinator {
         let c = classes.count
         var jobClass = JobClass(needs: spec.needs, model: spec.model, nodes: spec.nodes)
         if let m = spec.model { jobClass.modelID = modelID(m) }
-        for b in backends.records where b.capable && matches(b, jobClass) {
-            jobClass.capable.insert(b.id)
-            jobClass.bySpeed.insert(b.id, speed: b.speed)
-            if jobClass.modelID >= 0 && b.loadedIDs.contains(jobClass.modelID) { jobClass.loadedCapable += 1 }
+        // By index: a copy of each record (arrays, sets, dictionaries) would retain and release
+        // every one of its buffers, for each backend of the fleet.
+        for i in backends.records.indices where backends.records[i].capable && matches(backends.records[i], jobClass) {
+            let id = backends.records[i].id
+            jobClass.capable.insert(id)
+            jobClass.bySpeed.insert(id, speed: backends.records[i].speed)
+            if jobClass.modelID >= 0 && backends.records[i].loadedIDs.contains(jobClass.modelID) {
+                jobClass.loadedCapable += 1
+            }
         }
         for id in jobClass.capable {
             backends[id].classes.append(c)
