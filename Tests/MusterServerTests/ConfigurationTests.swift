@@ -149,6 +149,11 @@ import Testing
         #expect(!config.backends[1].isLocal)
         #expect(!config.printable().contains("s3cret"))
         #expect(config.printable().contains("<redacted>"))
+        // A PostgreSQL URL's password is shown as the log shows it.
+        let postgres = try Configuration.load(
+            file: nil, environment: ["MUSTER_STORE_URL": "postgres://muster:pg-s3cret@db:5432/muster"])
+        #expect(!postgres.printable().contains("pg-s3cret"))
+        #expect(postgres.printable().contains(#"muster:***@db:5432"#))
 
         let unknownField = try #require(loadError(file: try write(#"{"backends": [{"name": "a", "kind": "simulated", "slot": 1}]}"#)))
         #expect(unknownField.key == "backends[0].slot")

@@ -218,6 +218,8 @@ extension Configuration {
         for key in ConfigKey.all {
             var value = (values[key.name] ?? key.defaultValue).jsonFragment
             if key.kind == .secret, let s = value as? String, !s.isEmpty { value = "<redacted>" }
+            // A PostgreSQL URL may carry a password: shown as the log shows it (`***`).
+            if key.name == "store.url", let s = value as? String, let url = try? StoreURL(parsing: s) { value = url.description }
             let parts = key.name.split(separator: ".").map(String.init)
             if parts.count == 1 {
                 root[parts[0]] = value
