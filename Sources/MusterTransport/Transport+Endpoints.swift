@@ -32,7 +32,10 @@ extension Transport {
         }
         var info = lws_context_creation_info()
         info.port = Int32(server.port)
-        info.iface = server.host == "0.0.0.0" || server.host.isEmpty ? nil : keepCString(server.host)
+        // lws takes an interface name or an address; `localhost` is neither, so it is the
+        // loopback address it names (as the protected-mode check counts it).
+        let host = server.host.lowercased() == "localhost" ? "127.0.0.1" : server.host
+        info.iface = host == "0.0.0.0" || host.isEmpty ? nil : keepCString(host)
         info.protocols = UnsafePointer(protocols)
         info.vhost_name = keepCString("muster-listen-\(state.index)")
         info.options = clws_listener_options(

@@ -41,6 +41,20 @@ struct WebSocketTests {
         await t.shutdown()
     }
 
+    /// `localhost` is not an interface or an address to libwebsockets: it listens on 127.0.0.1.
+    @Test func listeningOnLocalhostIsLoopback() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let client = Recorder<WSEvent>()
+        let port = try await echoServer(t, server) { $0.host = "localhost" }
+        let link = try await t.dial(
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/v1/ws", subprotocol: "muster.client.v1"), handler: client.handler())
+        #expect(await client.waitOpened())
+        #expect(await t.send(text: "hi", to: link) == .queued)
+        #expect(await client.waitText("hi"))
+        await t.shutdown()
+    }
+
     @Test func serverSeesPathQueryAndHeaders() async throws {
         let t = try makeTransport()
         let seen = Recorder<ConnectionInfo>()
