@@ -17,8 +17,9 @@ struct AgentCommand: AsyncParsableCommand {
             hello, announces `loading`, and after --announce-after (or on SIGUSR1, whichever comes \
             first) its features, models and slots as `ready`. Jobs are simulated (--job-seconds) or run by --exec: the assign message as JSON on \
             stdin, the result JSON read from stdout. A lost link is redialled with backoff; the agent \
-            keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM drains: the agent \
-            announces `draining`, finishes its jobs, says goodbye and exits 0. A refused hello (bad \
+            keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM (or SIGINT) drains: \
+            the agent announces `draining`, finishes its jobs however long they take, says goodbye and \
+            exits 0 (exits 1 if --drain-timeout passes first). A refused hello (bad \
             token, no common version, replaced) exits 1. With two coordinators on one database give \
             both (--coordinator ws://a:7460,ws://b:7460): they are dialled in turn, a standby's \
             not_leader sends the agent to the leader it names, and when the leader moves the agent \
@@ -87,6 +88,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Kill an --exec job running longer than this.")
     var execTimeout: String = "600s"
 
+    @Option(help: "On SIGTERM/SIGINT, exit with status 1 if the drain (finishing the jobs it has) takes longer than this, e.g. 90s; 0 waits for the jobs however long they take.")
+    var drainTimeout: String = "0"
+
     @Option(help: ArgumentHelp("Run the jobs on this ComfyUI server, e.g. http://127.0.0.1:8188.", valueName: "URL"))
     var comfyui: String?
 
@@ -150,6 +154,7 @@ struct AgentCommand: AsyncParsableCommand {
         _ = try durations(jobSeconds)
         _ = try duration(modelLoadSeconds, "--model-load-seconds")
         _ = try duration(execTimeout, "--exec-timeout")
+        _ = try drainBound()
         if let comfyui {
             guard (comfyui.hasPrefix("http://") || comfyui.hasPrefix("https://")) && comfyui.count > 8 else {
                 throw ValidationError("--comfyui must be an http:// or https:// URL, got '\(comfyui)'")
@@ -200,7 +205,8 @@ struct AgentCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         do {
-            try await ServiceGroup.muster(AgentService(agent: agent, logger: logger), logger: logger).run()
+            try await ServiceGroup.muster(
+                AgentService(agent: agent, logger: logger, shutdownBound: try drainBound()), logger: logger).run()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
@@ -229,6 +235,13 @@ struct AgentCommand: AsyncParsableCommand {
 
     private func list(_ s: String) -> [String] {
         s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// `--drain-timeout`: nil for 0 (no bound).
+    private func drainBound() throws -> Duration? {
+        if drainTimeout == "0" { return nil }
+        let d = try duration(drainTimeout, "--drain-timeout")
+        return d > .zero ? d : nil
     }
 
     private func duration(_ text: String, _ flag: String) throws -> Duration {

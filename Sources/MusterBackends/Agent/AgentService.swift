@@ -5,14 +5,14 @@ import UnixSignals
 
 /// An agent as a `Service`: `run()` links (or listens to be dialled) and works until graceful
 /// shutdown, which drains it: announce `draining`, finish the jobs it has, say `goodbye`, stop.
-/// A drain that takes longer than `bound` ends the process with status 1. SIGUSR1 ends a simulated
-/// start-up delay (`Agent.finishLoading`).
+/// A drain that takes longer than `bound` (when given) ends the process with status 1. SIGUSR1
+/// ends a simulated start-up delay (`Agent.finishLoading`).
 public struct AgentService: Service {
     public let agent: Agent
     public let logger: Logger
-    public let bound: Duration
+    public let bound: Duration?
 
-    public init(agent: Agent, logger: Logger, shutdownBound bound: Duration = .seconds(15)) {
+    public init(agent: Agent, logger: Logger, shutdownBound bound: Duration? = nil) {
         self.agent = agent
         self.logger = logger
         self.bound = bound
@@ -32,7 +32,7 @@ public struct AgentService: Service {
             }
         } onGracefulShutdown: { [agent, logger, bound] in
             logger.notice("graceful shutdown requested: draining")
-            exitIfNotDone(within: bound, logger: logger)
+            if let bound { exitIfNotDone(within: bound, logger: logger) }
             Task { await agent.drain() }
         }
     }
