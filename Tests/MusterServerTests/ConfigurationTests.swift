@@ -55,7 +55,10 @@ import Testing
         #expect(fromFile.settings.routing.rule == .leastLoaded)
         let env = try Configuration.load(file: nil, environment: ["MUSTER_ROUTING_JOB_SECONDS": "image=1.5, video=2m"])
         #expect(env.settings.routing.jobDurations == ["image": .milliseconds(1500), "video": .seconds(120)])
-        for bad in ["image", "image=-3", "image=soon", "=4"] {
+        // The JSON object of a file works from the environment (and --set) too.
+        let object = try Configuration.load(file: nil, environment: ["MUSTER_ROUTING_JOB_SECONDS": #"{"image": 6, "video": "40s"}"#])
+        #expect(object.settings.routing.jobDurations == ["image": .seconds(6), "video": .seconds(40)])
+        for bad in ["image", "image=-3", "image=soon", "=4", #"{"image": "soon"}"#, "{image"] {
             let error = loadError(set: [("routing.job_seconds", bad)])
             #expect(error?.key == "routing.job_seconds", "\(bad)")
         }

@@ -200,6 +200,13 @@ public struct ConfigKey: Sendable {
             let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             return featureList(items)
         case .secondsByKind:
+            // A JSON object, as in a file, is taken from the environment and --set too.
+            if text.trimmingCharacters(in: .whitespaces).hasPrefix("{") {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+                    return .failure("expected a JSON object of job kind to seconds, got '\(text)'")
+                }
+                return secondsByKind(o.map { ($0.key, $0.value) })
+            }
             var pairs: [(String, Any)] = []
             for item in text.split(separator: ",") {
                 let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
