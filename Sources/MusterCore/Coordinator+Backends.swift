@@ -141,7 +141,7 @@ extension Coordinator {
                 // longer than expected (their work did not start at the expected end: progress
                 // is projected from now).
                 let landed = modelID(model)
-                for (k, job) in b.jobs.enumerated() where b.jobReadyAt[k] >= asked.seconds && b.jobReadyAt[k] != now.seconds {
+                for (k, job) in b.jobs.enumerated() where b.jobReadyAt[k] > 0 && b.jobReadyAt[k] >= asked.seconds && b.jobReadyAt[k] != now.seconds {
                     if let j = jobs.index(job), classes[jobs[slot: j].classIndex].modelID == landed {
                         b.jobReadyAt[k] = now.seconds
                     }
