@@ -43,10 +43,10 @@ import Testing
             // The bound passes while the job still runs: the agent gives up with status 1 (its
             // job's process holds the test's pipes until it is let go).
             _ = try await agent.waitForLog("shutdown did not finish in time: exiting")
-            FileManager.default.createFile(atPath: go, contents: nil)
+            _ = FileManager.default.createFile(atPath: go, contents: nil)
             #expect(try await agent.waitForExit() == 1)
         } else {
-            FileManager.default.createFile(atPath: go, contents: nil)
+            _ = FileManager.default.createFile(atPath: go, contents: nil)
             #expect(try await agent.waitForExit() == 0)
             let ended = try await HTTP.get("\(base)/v1/jobs/\(job)")
             #expect(ended.json["state"] as? String == "completed", "\(ended.text)")
