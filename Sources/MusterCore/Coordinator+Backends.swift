@@ -137,6 +137,8 @@ extension Coordinator {
         for model in snapshot.modelsLoaded {
             if let requested = modelIDs[model], let asked = b.loadRequested.removeValue(forKey: requested) {
                 b.modelReadyAt[model] = now
+                // A backend left idle may now take (or steal) a job that waited for this model.
+                routingEpoch &+= 1
                 // Its jobs waiting for the load can work from now on, also when the load took
                 // longer than expected (their work did not start at the expected end: progress
                 // is projected from now).

@@ -215,6 +215,7 @@ extension Coordinator {
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
                 } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
+                    hedgeLoad(e.id)
                     backends[e.id].idleEpoch = routingEpoch
                     dirty.remove(e.id)
                     continue
@@ -305,6 +306,44 @@ extension Coordinator {
             return (other, head)
         }
         return nil
+    }
+
+    /// Hedging a model load: a backend left idle (nothing to take or steal) starts loading the
+    /// model that a job bound elsewhere waits for, when it offers the model and could run the job
+    /// no later by the estimates. Load times are guesses until measured (the default, or a load
+    /// running past its expected end); if this load lands first, the job moves here (work
+    /// stealing: a job waiting for a load is moved like a running one). Each job is hedged at
+    /// most `hedgeLoads` times; the best gain first, then the lowest job id.
+    mutating func hedgeLoad(_ id: BackendID) {
+        guard policy.routing == .expectedCompletion, policy.hedgeLoads > 0, policy.workStealing, !loadingModels.isEmpty,
+            let ti = backends.index(id), backends.records[ti].jobs.isEmpty
+        else { return }
+        let t = now.seconds
+        var pick: (gain: Double, job: JobID, model: String)?
+        for v in loadingModels where v != id {
+            guard let vi = backends.index(v) else { continue }
+            for (k, job) in backends.records[vi].jobs.enumerated() {
+                let readyAt = jobReady(vi, k)
+                guard readyAt > t, let j = jobs.index(job), Int(jobs[slot: j].hedges) < policy.hedgeLoads,
+                    jobs[slot: j].cancelRequestedAt == nil
+                else { continue }
+                let c = jobs[slot: j].classIndex
+                let m = classes[c].modelID
+                guard m >= 0, let model = classes[c].model, classes[c].capable.contains(id),
+                    !backends.records[ti].loadedIDs.contains(m), backends.records[ti].loadRequested[m] == nil
+                else { continue }
+                let e = Int(backends.records[vi].jobEstimate[k])
+                let theirs = readyAt + expectedSeconds(vi, e)
+                let mine = (modelReady(ti, c) ?? t) + expectedSeconds(ti, e)
+                let gain = theirs - mine
+                guard gain >= -1e-9 else { continue }
+                if let best = pick, (gain, -Int(job.rawValue)) <= (best.gain, -Int(best.job.rawValue)) { continue }
+                pick = (gain, job, model)
+            }
+        }
+        guard let pick else { return }
+        jobs[pick.job].hedges += 1
+        requestLoad(id, pick.model, force: false)
     }
 
     /// A backend this close to the fastest ready speed (as a fraction of it) counts as the fastest
@@ -461,7 +500,7 @@ extension Coordinator {
         jobs[job].movesAtThatInstant = jobs[job].movedAt == now ? jobs[job].movesAtThatInstant + 1 : 1
         jobs[job].movedAt = now
         if jobs[job].state == .running, let started = jobs[job].history.last?.startedAt, started < now {
-            jobs[job].movedWhileRunning = true
+            jobs[job].movedWhileRunning += 1
         }
         out.append(.revoke(job: job, backend: victim, lease: lease))
         unbind(job, outcome: .revoked)

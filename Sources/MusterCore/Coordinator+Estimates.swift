@@ -117,7 +117,24 @@ extension Coordinator {
         let m = classes[c].modelID
         guard m >= 0, !backends.records[bi].loadedIDs.contains(m) else { return nil }
         let asked = backends.records[bi].loadRequested[m] ?? now
-        return Self.overrun(asked.seconds + expectedLoadSeconds(bi, m), now.seconds)
+        return loadEnd(bi, asked: asked.seconds, end: asked.seconds + expectedLoadSeconds(bi, m))
+    }
+
+    /// How many times a job may be moved after it ran a while (`runningToMove`): the second
+    /// move corrects a first one made on a guess (a backend whose speed was assumed turned out
+    /// slow too); each needs a gain over a quarter of the job, so a job never bounces for long.
+    static let runningMoves: UInt8 = 2
+
+    /// The expected end of a load asked at `asked` and first expected to end at `end`: past that,
+    /// as long again as it overran. While the backend's load time is a guess (none of its loads
+    /// measured, none configured or announced), a load is expected to run at least as long
+    /// again as it ran so far: a guess says less the longer the load runs.
+    func loadEnd(_ bi: Int, asked: Double, end: Double) -> Double {
+        let t = now.seconds
+        if t > asked, backends.records[bi].loadSeconds == nil, backends.records[bi].loadPrior == nil {
+            return max(Self.overrun(end, t), 2 * t - asked)
+        }
+        return Self.overrun(end, t)
     }
 
     /// When the `k`-th job bound to the backend at `bi` can work as far as its model goes: when
@@ -127,12 +144,13 @@ extension Coordinator {
         let r = backends.records[bi].jobReadyAt[k]
         let t = now.seconds
         // Most jobs wait for no load, and most backends load nothing.
-        guard r > 0, r < t, !backends.records[bi].loadRequested.isEmpty,
+        guard r > 0, r < t || backends.records[bi].loadSeconds == nil && backends.records[bi].loadPrior == nil,
+            !backends.records[bi].loadRequested.isEmpty,
             let j = jobs.index(backends.records[bi].jobs[k]),
             let asked = backends.records[bi].loadRequested[classes[jobs[slot: j].classIndex].modelID],
             r >= asked.seconds
         else { return r }
-        return Self.overrun(r, t)
+        return loadEnd(bi, asked: asked.seconds, end: r)
     }
 
     /// An expected end `end` seen at `t`: past it, as long again as it overran.
@@ -497,7 +515,7 @@ extension Coordinator {
     /// job there (the work done so far is lost): a job placed on a slow backend, or one waiting
     /// for a long model load, before a faster or loaded backend was known. Only backends slower
     /// than the thief (the fleet's speed index: no scan of faster ones) and backends with a job
-    /// waiting for a model load are looked at; a job moves this way at most once.
+    /// waiting for a model load are looked at; a job moves this way at most `runningMoves` times.
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed
@@ -520,8 +538,8 @@ extension Coordinator {
                     jobs[slot: j].movable(at: now)
                 else { continue }
                 let running = jobs[slot: j].state == .running
-                // A job moved after running a while is not moved again once it ran here too.
-                guard running ? !jobs[slot: j].movedWhileRunning || startedAt >= t : jobs[slot: j].state == .bound
+                // A job moved after running a while moves so again at most `runningMoves` times in all.
+                guard running ? jobs[slot: j].movedWhileRunning < Self.runningMoves || startedAt >= t : jobs[slot: j].state == .bound
                 else { continue }
                 let c = jobs[slot: j].classIndex
                 guard classes[c].capable.contains(thief) else { continue }

@@ -38,6 +38,11 @@ public struct CorePolicy: Sendable, Hashable {
     /// Let a free backend take a job bound to another that it would finish sooner: one not started,
     /// or (once) a running one, for a gain over a quarter of the job.
     public var workStealing: Bool = true
+    /// Under expected completion: how many idle backends may be asked to load the model a bound
+    /// job waits for on another backend, when they could run it no later by the estimates (a
+    /// load time is a guess until measured). The job moves to whichever is ready first
+    /// (`workStealing`). `0`: never.
+    public var hedgeLoads: Int = 2
     /// How a job's backend is chosen (README "Routing and the warm-up gate").
     public var routing: RoutingRule = .expectedCompletion
     /// Longest a queued job may be left waiting for a faster backend while a slower one could take

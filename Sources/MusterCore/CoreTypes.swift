@@ -412,9 +412,12 @@ public struct JobRecord: Hashable, Sendable {
     /// event.
     var movedAt: CoreInstant?
     var movesAtThatInstant: UInt8 = 0
-    /// Moved once after it had run for a while: such a move happens at most once (the work it
-    /// loses is paid for by the expected gain only once).
-    var movedWhileRunning = false
+    /// Idle backends asked to load its model while it waited for a load elsewhere
+    /// (`hedgeLoad`), at most `CorePolicy.hedgeLoads`.
+    var hedges: UInt8 = 0
+    /// Moves after it had run for a while: at most `Coordinator.runningMoves` (the work each
+    /// loses is paid for by an expected gain over a quarter of the job).
+    var movedWhileRunning: UInt8 = 0
     /// Its progress already told the coordinator how long it takes (`projectFromProgress`).
     var projected = false
 

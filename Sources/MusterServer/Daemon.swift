@@ -175,6 +175,7 @@ public actor Daemon {
         p.defaultJobDuration = s.routing.defaultJobDuration
         p.defaultModelLoadTime = s.routing.modelLoadDuration
         p.maxWaitForBetterBackend = s.routing.maxWaitForBetter
+        p.hedgeLoads = s.routing.hedgeLoads
         p.cancelGrace = s.jobs.cancelGrace
         return p
     }

@@ -115,7 +115,8 @@ import Testing
         #expect(warm.mean <= 1.03, "expected completion knowing everything: mean \(warm.mean)")
         // The worst-case target (1.25), met knowing everything.
         #expect((warm.worst?.ratio ?? 1) <= 1.25, "expected completion knowing everything: worst \(String(describing: warm.worst))")
-        #expect(ect.mean <= 1.08, "expected completion: mean \(ect.mean)")
+        // The target for the mean (1.05), over every row of knowledge.
+        #expect(ect.mean <= 1.05, "expected completion: mean \(ect.mean)")
     }
 
     func fmt(_ x: Double) -> String {

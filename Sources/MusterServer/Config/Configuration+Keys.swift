@@ -76,7 +76,7 @@ public struct ConfigKey: Sendable {
             help: "Jobs a backend may hold waiting beyond its running slots."),
         ConfigKey(
             name: "routing.work_stealing", kind: .bool, defaultValue: .bool(true),
-            help: "Revoke a bound job from a busy backend when an eligible one with a free slot would finish it sooner (a running job: once, for a gain over a quarter of the job)."),
+            help: "Revoke a bound job from a busy backend when an eligible one with a free slot would finish it sooner (a running job: at most twice, each for a gain over a quarter of the job)."),
         ConfigKey(
             name: "routing.inhibit_after_failure_seconds", kind: .seconds(0...3_600), defaultValue: .double(5),
             help: "How long a backend gets no new work after a job failed on it."),
@@ -102,6 +102,9 @@ public struct ConfigKey: Sendable {
         ConfigKey(
             name: "routing.max_wait_for_better_seconds", kind: .seconds(0...86_400), defaultValue: .double(30),
             help: "Longest a job is left waiting for a faster backend while a slower free one could take it now."),
+        ConfigKey(
+            name: "routing.hedge_loads", kind: .int(0...16), defaultValue: .int(2),
+            help: "With routing.rule expected_completion: how many idle backends may load the model a job waits for on another backend (while load times are guesses); the job moves to whichever is ready first. 0: never."),
         ConfigKey(
             name: "links.suspect_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(10),
             help: "A backend whose link dropped keeps its jobs this long before they are requeued."),

@@ -92,6 +92,8 @@ extension Configuration {
         public var modelLoadDuration: Duration
         /// `routing.max_wait_for_better_seconds`.
         public var maxWaitForBetter: Duration
+        /// `routing.hedge_loads`.
+        public var hedgeLoads: Int
     }
 
     /// `routing.no_eligible_backend`: what happens, once the gate is open, to a job no backend can run.
@@ -194,7 +196,8 @@ extension Configuration.Settings {
             jobDurations: try d.durationsByKind("routing.job_seconds"),
             defaultJobDuration: try d.duration("routing.default_job_seconds"),
             modelLoadDuration: try d.duration("routing.model_load_seconds"),
-            maxWaitForBetter: try d.duration("routing.max_wait_for_better_seconds"))
+            maxWaitForBetter: try d.duration("routing.max_wait_for_better_seconds"),
+            hedgeLoads: try d.int("routing.hedge_loads"))
         links = Configuration.Links(
             suspectGrace: try d.duration("links.suspect_grace_seconds"),
             syncInterval: try d.duration("links.sync_interval_seconds"),
