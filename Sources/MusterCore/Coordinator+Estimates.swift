@@ -144,7 +144,8 @@ extension Coordinator {
         let r = backends.records[bi].jobReadyAt[k]
         let t = now.seconds
         // Most jobs wait for no load, and most backends load nothing.
-        guard r > 0, r < t || backends.records[bi].loadSeconds == nil && backends.records[bi].loadPrior == nil,
+        // A guessed load (`loadEnd`) ends no later than `2t - asked` <= `2t`: before `r/2`, `r`.
+        guard r > 0, r < t || 2 * t > r && backends.records[bi].loadSeconds == nil && backends.records[bi].loadPrior == nil,
             !backends.records[bi].loadRequested.isEmpty,
             let j = jobs.index(backends.records[bi].jobs[k]),
             let asked = backends.records[bi].loadRequested[classes[jobs[slot: j].classIndex].modelID],
