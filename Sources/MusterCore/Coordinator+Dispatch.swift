@@ -215,6 +215,7 @@ extension Coordinator {
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
                 } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
+                    if !runningFree { prefetchUnderBar(e.id) }
                     hedgeLoad(e.id)
                     backends[e.id].idleEpoch = routingEpoch
                     dirty.remove(e.id)
@@ -306,6 +307,35 @@ extension Coordinator {
             return (other, head)
         }
         return nil
+    }
+
+    /// Loading ahead of a job the held bar keeps out: while a held job keeps the backend's
+    /// overqueue slot from the jobs it outranks (`heldBar`), the best of those jobs that needs a
+    /// model this backend must load, and that no capable backend is expected to finish sooner,
+    /// has the load started now (`load_model`), so that when a running slot frees the model is
+    /// loaded or on its way. The job itself stays queued.
+    mutating func prefetchUnderBar(_ id: BackendID) {
+        guard policy.routing == .expectedCompletion, gateClosed, let bi = backends.index(id) else { return }
+        let bar = heldBar(bi, runningFree: false)
+        if bar.isEmpty { return }
+        var best: (c: Int, head: QueueEntry)?
+        for c in backends.records[bi].classes where classes[c].modelID >= 0 && !heads[c].isEmpty && !classHeld(c) {
+            let m = classes[c].modelID
+            guard !backends.records[bi].loadedIDs.contains(m), backends.records[bi].loadRequested[m] == nil,
+                let head = cleanHead(c), !(head < bar)
+            else { continue }
+            if let b = best, !(head < b.head) { continue }
+            best = (c, head)
+        }
+        guard let (c, head) = best, let model = classes[c].model else { return }
+        let e = Int(head.estimate)
+        let mine = expectedCompletion(bi, c, e)
+        let margin = 1e-9 * max(1, mine)
+        for t in classes[c].capable where t != id {
+            guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
+            if expectedCompletion(ti, c, e) < mine - margin { return }
+        }
+        requestLoad(id, model, force: false)
     }
 
     /// Hedging a model load: a backend left idle (nothing to take or steal) starts loading the

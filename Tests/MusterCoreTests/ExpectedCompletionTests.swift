@@ -657,3 +657,41 @@ import Testing
         #expect(r.completions[JobID(1)] == 1)
     }
 }
+
+/// A held job keeps a backend's overqueue slot from the jobs it outranks; the load such a job
+/// needs starts anyway.
+@Suite struct PrefetchUnderBarTests {
+    /// Backend 1 (speed 2) runs one of two held `flux` videos from 0 to 10; the other waits for
+    /// backend 2, which announces at 10. The `sdxl` image ranks below the held video (5 s at speed
+    /// 1.0 plus the fleet's 14 s load, against the video's 20 s), so it may not take backend 1's overqueue
+    /// slot. Backend 1 is where it would end first, so `sdxl` loads there from 0: the image runs
+    /// 14-16.5 and everything ends at 20. Loading from 10, when the image was bound, it ended at
+    /// 26.5.
+    @Test func theLoadOfAJobKeptOutOfAnOverqueueSlotStartsAtOnce() {
+        var policy = CorePolicy()
+        policy.jobDurationPriors = ["video": .seconds(20), "image": .seconds(5)]
+        policy.defaultModelLoadTime = .seconds(14)
+        let flux = JobSpec(kind: "video", needs: ["video"], model: "flux")
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), features: ["video"], modelsAvailable: ["flux", "sdxl"], modelsLoaded: ["flux"],
+                        jobSeconds: ["video": 10, "image": 2.5], loadSeconds: 14, speed: 2, loadPrior: 14),
+                    Scenario.Backend(
+                        id: BackendID(2), announceAfter: 10, features: ["video"], modelsAvailable: ["flux"],
+                        modelsLoaded: ["flux"], jobSeconds: ["video": 10, "image": 2.5], speed: 2),
+                ],
+                submissions: [
+                    .init(entries: [BatchEntry(spec: flux, count: 2), BatchEntry(spec: JobSpec(kind: "image", model: "sdxl"))])
+                ]))
+        let loads = r.trace.compactMap { step -> Double? in
+            if case .loadModel(BackendID(1), "sdxl") = step.action { step.at } else { nil }
+        }
+        #expect(loads == [0])
+        #expect(r.ranOn[JobID(3)] == BackendID(1))
+        #expect(r.makespan == 20)
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+}
