@@ -274,11 +274,11 @@ extension Coordinator {
     mutating func requestPinned(_ id: BackendID) {
         guard !pinnedModels.isEmpty, let b = backends.get(id), b.link == .up, b.announcedReady else { return }
         for model in pinnedModels.sorted() where b.available.contains(model) && !b.loaded.contains(model) {
-            requestLoad(id, model, force: false)
+            requestLoad(id, model, force: false, .client)
         }
     }
 
-    mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool) {
+    mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool, _ reason: LoadReason) {
         guard let i = backends.index(id) else { return }
         let m = modelID(model)
         if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[m] != nil) {
@@ -287,6 +287,7 @@ extension Coordinator {
         backends[id].loadRequested[m] = now
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))
+        out.append(.observe(.modelLoadRequested(id, model: model, reason)))
     }
 
     mutating func scheduleGateWindow(_ id: BackendID) {

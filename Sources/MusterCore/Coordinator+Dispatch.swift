@@ -297,7 +297,7 @@ extension Coordinator {
         guard policy.routing == .expectedCompletion, classes[c].modelID >= 0, let bi = backends.index(id),
             modelReady(bi, c) != nil, let model = classes[c].model
         else { return nil }
-        requestLoad(id, model, force: false)
+        requestLoad(id, model, force: false, .job)
         guard let ready = modelReady(bi, c) else { return nil }
         let from = availableAt(bi)
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
@@ -335,7 +335,7 @@ extension Coordinator {
             guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
             if expectedCompletion(ti, c, e) < mine - margin { return }
         }
-        requestLoad(id, model, force: false)
+        requestLoad(id, model, force: false, .ahead)
     }
 
     /// Hedging a model load: a backend left idle (nothing to take or steal) starts loading the
@@ -373,7 +373,7 @@ extension Coordinator {
         }
         guard let pick else { return }
         jobs[pick.job].hedges += 1
-        requestLoad(id, pick.model, force: false)
+        requestLoad(id, pick.model, force: false, .hedge)
     }
 
     /// A backend this close to the fastest ready speed (as a fraction of it) counts as the fastest

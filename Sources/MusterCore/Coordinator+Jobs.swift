@@ -184,7 +184,7 @@ extension Coordinator {
         if fromQueue { wakeDecliners(c) }
         if let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
-            requestLoad(backend, m, force: false)
+            requestLoad(backend, m, force: false, .job)
         }
         counters.bound += 1
         if policy.persistChanges { out.append(.persist(.jobBound(job: id, backend: backend, lease: lease, attempt: attempt))) }

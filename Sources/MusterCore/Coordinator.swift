@@ -247,7 +247,7 @@ public struct Coordinator: Sendable {
                 throw CoreError(.noEligibleBackend, "backend \(backend) (\(b.name)) does not have model \(model)")
             }
             begin(now)
-            requestLoad(backend, model, force: true)
+            requestLoad(backend, model, force: true, .client)
             return finish()
         }
         begin(now)

@@ -285,6 +285,21 @@ public enum Observation: Hashable, Sendable {
     case jobDuration(JobID, BackendID, Duration)
     /// A job canceled on its backend ended `canceled`: how the backend's slot was given back.
     case cancelSettled(JobID, BackendID, CancelSettlement)
+    /// The coordinator sent `load_model` to a backend, and why.
+    case modelLoadRequested(BackendID, model: String, LoadReason)
+}
+
+/// Why the coordinator asked a backend to load a model; the raw values label metrics.
+public enum LoadReason: String, Hashable, Sendable, CaseIterable {
+    /// The job the backend takes next needs it: the load starts before the job is bound, and
+    /// other jobs may fill the slot while it loads (backfilling).
+    case job
+    /// An idle backend loads what a job bound elsewhere waits for (`routing.hedge_loads`).
+    case hedge
+    /// Ahead of a queued job that a held job keeps out of the backend's overqueue slot.
+    case ahead
+    /// A client's `load_model`, or a model it pinned that a backend announced later.
+    case client
 }
 
 /// How a job canceled on its backend ended; the raw values label metrics.

@@ -386,6 +386,8 @@ extension Daemon {
             metrics.counter("muster_jobs_requeued_total", ["cause": cause.rawValue]).increment()
         case .jobDuration(_, _, let d):
             metrics.jobDuration.recordNanoseconds(d.nanosecondsClamped)
+        case .modelLoadRequested(_, _, let reason):
+            metrics.counter("muster_model_loads_requested_total", ["reason": reason.rawValue]).increment()
         case .cancelSettled(let job, let b, let how):
             metrics.counter("muster_cancels_settled_total", ["how": how.rawValue]).increment()
             if how == .graceExpired {

@@ -623,6 +623,10 @@ import Testing
             if case .loadModel(let b, "sdxl") = step.action { (step.at, b) } else { nil }
         }
         #expect(loads.map(\.1) == [BackendID(-1), BackendID(1)])
+        let reasons = r.trace.compactMap { step -> LoadReason? in
+            if case .observe(.modelLoadRequested(_, "sdxl", let reason)) = step.action { reason } else { nil }
+        }
+        #expect(reasons == [.job, .hedge])
         #expect(loads.allSatisfy { $0.0 == 0 })
         #expect(r.ranOn[JobID(1)] == BackendID(1))
         #expect(r.makespan == 15)
@@ -690,6 +694,7 @@ import Testing
             if case .loadModel(BackendID(1), "sdxl") = step.action { step.at } else { nil }
         }
         #expect(loads == [0])
+        #expect(r.trace.contains { $0.action == .observe(.modelLoadRequested(BackendID(1), model: "sdxl", .ahead)) })
         #expect(r.ranOn[JobID(3)] == BackendID(1))
         #expect(r.makespan == 20)
         #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })

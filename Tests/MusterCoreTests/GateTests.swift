@@ -295,14 +295,22 @@ import Testing
         h.ready(2, models: ["flux"], loaded: ["flux"])
         h.ready(3, models: ["sdxl"])
         let actions = try h.core.loadModelNow("flux", at: h.clock)
-        #expect(actions == [.loadModel(backend: BackendID(1), model: "flux")])
+        #expect(
+            actions == [
+                .loadModel(backend: BackendID(1), model: "flux"),
+                .observe(.modelLoadRequested(BackendID(1), model: "flux", .client)),
+            ])
         #expect(h.core.rememberedModels == ["flux"])
         // A backend that joins later with the model available loads it too.
         h.ready(4, models: ["flux"])
         #expect(h.last.contains(.loadModel(backend: BackendID(4), model: "flux")))
         // One backend: asked even if a load was requested before; unknown ones are errors.
         let one = try h.core.loadModelNow("flux", backend: BackendID(1), at: h.clock)
-        #expect(one == [.loadModel(backend: BackendID(1), model: "flux")])
+        #expect(
+            one == [
+                .loadModel(backend: BackendID(1), model: "flux"),
+                .observe(.modelLoadRequested(BackendID(1), model: "flux", .client)),
+            ])
         #expect(throws: CoreError.self) { _ = try h.core.loadModelNow("flux", backend: BackendID(3), at: h.clock) }
         #expect(throws: CoreError.self) { _ = try h.core.loadModelNow("flux", backend: BackendID(99), at: h.clock) }
     }

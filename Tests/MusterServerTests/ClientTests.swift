@@ -172,6 +172,9 @@ import Testing
             try await client.loadModel("m1", backend: BackendID(42))
         }
         #expect(unknownBackend?.code == .unknownBackend)
+        // Both loads the coordinator sent are counted as a client's.
+        let metrics = try await MetricsText.fetch(port: coordinator.port)
+        #expect(metrics[MetricsText.series("muster_model_loads_requested_total", "reason", "client")] == 2)
         await client.close()
         await coordinator.stop()
     }
