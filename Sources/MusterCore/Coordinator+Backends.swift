@@ -290,6 +290,15 @@ extension Coordinator {
         out.append(.observe(.modelLoadRequested(id, model: model, reason)))
     }
 
+    /// A load the backend reported failed is no longer under way: routing stops waiting for it,
+    /// and the model may be requested there again.
+    mutating func loadFailed(_ id: BackendID, _ model: String) {
+        guard let m = modelIDs[model], let i = backends.index(id), backends.records[i].loadRequested[m] != nil else { return }
+        backends[id].loadRequested[m] = nil
+        routingEpoch &+= 1
+        refreshLoad(id)
+    }
+
     mutating func scheduleGateWindow(_ id: BackendID) {
         guard policy.gateWindow > .zero, let b = backends.get(id) else { return }
         schedule(b.registeredAt + policy.gateWindow, .gateWindow(id))

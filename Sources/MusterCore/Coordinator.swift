@@ -128,6 +128,7 @@ public struct Coordinator: Sendable {
         case .jobCompleted(let job, let backend, let lease, let result): completed(job, backend, lease, result)
         case .jobFailed(let job, let backend, let lease, let code, let message, let retryable):
             failedOnBackend(job, backend, lease, JobFailure(code: code, message: message), retryable: retryable)
+        case .modelLoadFailed(let id, let model): loadFailed(id, model)
         case .drain(let id): drain(id)
         case .backendRemoved(let id): remove(id)
         case .tick: fireTimers()

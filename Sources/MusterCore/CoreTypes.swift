@@ -362,6 +362,9 @@ public enum CoreEvent: Hashable, Sendable {
     case jobCompleted(JobID, backend: BackendID, lease: Lease, result: RawJSON)
     /// `retryable`: the job may succeed elsewhere (requeued while attempts remain).
     case jobFailed(JobID, backend: BackendID, lease: Lease, code: ErrorCode, message: String, retryable: Bool)
+    /// The backend could not load a model it was asked to (`load_model_result` with `ok: false`):
+    /// no load of it is under way there any more, and it may be asked again.
+    case modelLoadFailed(BackendID, model: String)
     /// Finish what it has, take nothing new.
     case drain(BackendID)
     case backendRemoved(BackendID)

@@ -193,6 +193,7 @@ extension Daemon {
                 logger.info("model loaded", metadata: ["backend.id": "\(backend)", "model": "\(r.model)", "duration_ms": "\(r.durationMs ?? 0)"])
             } else {
                 logger.warning("model load failed", metadata: ["backend.id": "\(backend)", "model": "\(r.model)", "error": "\(r.error?.message ?? "")"])
+                feed(.modelLoadFailed(backend, model: r.model))
             }
         case .error(let e):
             logger.warning("backend reported an error", metadata: ["backend.id": "\(backend)", "code": "\(e.code)", "message": "\(e.message)"])

@@ -315,6 +315,21 @@ import Testing
         #expect(throws: CoreError.self) { _ = try h.core.loadModelNow("flux", backend: BackendID(99), at: h.clock) }
     }
 
+    @Test func aFailedLoadMayBeRequestedAgain() throws {
+        var h = Harness()
+        h.ready(1, models: ["flux"])
+        let first = try h.core.loadModelNow("flux", at: h.clock)
+        #expect(first.contains(.loadModel(backend: BackendID(1), model: "flux")))
+        // Still loading: asking again for every backend sends nothing.
+        #expect(!(try h.core.loadModelNow("flux", at: h.clock)).contains(.loadModel(backend: BackendID(1), model: "flux")))
+        h.send(.modelLoadFailed(BackendID(1), model: "flux"))
+        #expect(try h.core.loadModelNow("flux", at: h.clock).contains(.loadModel(backend: BackendID(1), model: "flux")))
+        // A failure for a load never asked, or of an unknown model, changes nothing.
+        h.send(.modelLoadFailed(BackendID(1), model: "sdxl"))
+        h.send(.modelLoadFailed(BackendID(9), model: "flux"))
+        #expect(h.last.isEmpty)
+    }
+
     @Test func modelTieBreakPrefersTheBackendWithTheModelLoaded() {
         var h = Harness()
         h.ready(1, models: ["m"])
