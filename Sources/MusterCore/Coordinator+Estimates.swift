@@ -131,10 +131,16 @@ extension Coordinator {
     /// again as it ran so far: a guess says less the longer the load runs.
     func loadEnd(_ bi: Int, asked: Double, end: Double) -> Double {
         let t = now.seconds
-        if t > asked, backends.records[bi].loadSeconds == nil, backends.records[bi].loadPrior == nil {
+        if t > asked, loadTimeGuessed(bi) {
             return max(Self.overrun(end, t), 2 * t - asked)
         }
         return Self.overrun(end, t)
+    }
+
+    /// Whether the backend's load time is a guess: none of its loads measured, none configured or
+    /// announced.
+    func loadTimeGuessed(_ bi: Int) -> Bool {
+        backends.records[bi].loadSeconds == nil && backends.records[bi].loadPrior == nil
     }
 
     /// When the `k`-th job bound to the backend at `bi` can work as far as its model goes: when
@@ -145,7 +151,7 @@ extension Coordinator {
         let t = now.seconds
         // Most jobs wait for no load, and most backends load nothing.
         // A guessed load (`loadEnd`) ends no later than `2t - asked` <= `2t`: before `r/2`, `r`.
-        guard r > 0, r < t || 2 * t > r && backends.records[bi].loadSeconds == nil && backends.records[bi].loadPrior == nil,
+        guard r > 0, r < t || 2 * t > r && loadTimeGuessed(bi),
             !backends.records[bi].loadRequested.isEmpty,
             let j = jobs.index(backends.records[bi].jobs[k]),
             let asked = backends.records[bi].loadRequested[classes[jobs[slot: j].classIndex].modelID],

@@ -36,7 +36,8 @@ public struct CorePolicy: Sendable, Hashable {
     /// Weight of the newest sample in the moving averages of load and job times.
     public var estimateSmoothing: Double = 0.3
     /// Let a free backend take a job bound to another that it would finish sooner: one not started,
-    /// or (once) a running one, for a gain over a quarter of the job.
+    /// or a running one (at most `Coordinator.runningMoves` times), for a gain over a quarter of
+    /// the job.
     public var workStealing: Bool = true
     /// Under expected completion: how many idle backends may be asked to load the model a bound
     /// job waits for on another backend, when they could run it no later by the estimates (a
