@@ -206,7 +206,23 @@ extension Coordinator {
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
                     var target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     var (c, entry) = (c, entry)
-                    if target == e.id, let fill = backfill(e.id, loadingFor: c, runningFree: runningFree) {
+                    if target == e.id, !runningFree, waitsPastSlot(e.id, c, entry) {
+                        // The job stays queued (its load starts if it would finish first here);
+                        // the slot takes a job that can start when a running slot frees, or
+                        // stays free.
+                        guard let other = overqueueInstead(e.id, of: c) else {
+                            if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
+                                hedgeLoad(e.id)
+                                backends[e.id].idleEpoch = routingEpoch
+                                dirty.remove(e.id)
+                                continue
+                            }
+                            dirty.remove(e.id)
+                            if free.contains(e.id) { heap.insert(candidate(e.id)) }
+                            continue
+                        }
+                        (c, entry) = other
+                    } else if target == e.id, let fill = backfill(e.id, loadingFor: c, runningFree: runningFree) {
                         (c, entry) = fill
                         target = e.id
                     }
@@ -305,6 +321,48 @@ extension Coordinator {
             && admits(bi, id, other, head)
         {
             return (other, head)
+        }
+        return nil
+    }
+
+    /// Late binding across a model load: only an overqueue slot of the backend is free, and the
+    /// job of class `c` it would take needs a model the backend is not expected to have loaded
+    /// when its next running slot frees. Bound now, the job would hold that running slot while
+    /// the load runs; left queued, the slot may run other work meanwhile (a job the gate releases
+    /// onto it, or one that needs no load) and the job is bound when its model lands, here or
+    /// wherever it would finish sooner by then. The load starts now if the job is expected to
+    /// finish first here (`admits`).
+    mutating func waitsPastSlot(_ id: BackendID, _ c: Int, _ entry: QueueEntry) -> Bool {
+        guard policy.routing == .expectedCompletion, classes[c].modelID >= 0, let bi = backends.index(id),
+            let ready = modelReady(bi, c), ready > availableAt(bi) + 1e-9
+        else { return false }
+        loadIfFirst(bi, id, c, entry)
+        return true
+    }
+
+    /// Starts the load of class `c`'s model on the backend if its head `entry` is expected to
+    /// finish first there.
+    mutating func loadIfFirst(_ bi: Int, _ id: BackendID, _ c: Int, _ entry: QueueEntry) {
+        guard let model = classes[c].model, backends.records[bi].loadRequested[classes[c].modelID] == nil,
+            admits(bi, id, c, entry)
+        else { return }
+        requestLoad(id, model, force: false, .job)
+    }
+
+    /// What an overqueue slot takes instead of a job that waits past it for a load
+    /// (`waitsPastSlot`): the best other job that can start when the running slot frees (no
+    /// model to load, or one loaded by then) and that the expected-completion rule admits here.
+    /// Jobs passed over that wait past the slot for a load have it started as `waitsPastSlot`
+    /// does.
+    mutating func overqueueInstead(_ id: BackendID, of c: Int) -> (Int, QueueEntry)? {
+        guard let bi = backends.index(id) else { return nil }
+        let from = availableAt(bi)
+        for (other, head) in otherHeads(bi, except: c, runningFree: false, affinity: true) {
+            if let ready = modelReady(bi, other), ready > from + 1e-9 {
+                loadIfFirst(bi, id, other, head)
+            } else if admits(bi, id, other, head) {
+                return (other, head)
+            }
         }
         return nil
     }

@@ -700,3 +700,39 @@ import Testing
         #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
     }
 }
+
+@Suite struct LateBindingAcrossLoadsTests {
+    /// Backend 1 (speed 1) runs images in 1.5 s and videos in 20 s and must load `sdxl` (15 s);
+    /// backend 2 has registered but announces only at 30, so the video is held. The plain image
+    /// runs 0-1.5. The `sdxl` image is not bound into the overqueue slot behind it: its model is
+    /// not expected before 15, and bound it would hold the slot from 1.5 while the load runs. Its
+    /// load starts at 0, the backend goes idle at 1.5, the gate releases the video onto it
+    /// (1.5-21.5), and the `sdxl` image follows (21.5-23). Bound at 0, it ran 1.5-16.5 and the
+    /// video 16.5-36.5.
+    @Test func aJobWaitingForItsLoadLeavesTheOverqueueSlotFree() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), features: ["video"], modelsAvailable: ["flux", "sdxl"],
+                        jobSeconds: ["image": 1.5, "video": 20], loadSeconds: 15, speed: 1, loadPrior: 15),
+                    Scenario.Backend(
+                        id: BackendID(2), announceAfter: 30, features: ["video"], modelsAvailable: ["flux", "sdxl"],
+                        jobSeconds: ["image": 1.5, "video": 20], loadSeconds: 30, speed: 1, loadPrior: 30),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "image", model: "sdxl")), BatchEntry(spec: JobSpec(kind: "image")),
+                        BatchEntry(spec: RoutingSuiteTests.video),
+                    ])
+                ]))
+        let loads = r.trace.compactMap { step -> Double? in
+            if case .loadModel(BackendID(1), "sdxl") = step.action { step.at } else { nil }
+        }
+        #expect(loads == [0])
+        #expect(r.startedAt[JobID(3)] == 1.5)
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        #expect(r.makespan == 23)
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+}
