@@ -320,19 +320,27 @@ extension Coordinator {
         // Left to others: every free backend of the compared set that finishes sooner looks
         // again, whether or not counting reached it (so the wakes do not depend on the set's
         // order), found from the free backends when they are fewer.
-        func wakeIfSooner(_ t: BackendID) {
+        // The free candidates are gathered first and compared after: a nested function calling
+        // `expectedCompletion`, called from these loops, copied the whole coordinator (every
+        // buffer retained) on each call.
+        var looked: [Int] = []
+        func look(_ t: BackendID) {
             guard t != id, let ti = backends.index(t), backends.records[ti].inFree, backends.records[ti].routable(now),
-                !fasterOnly || backends.records[ti].speed > speed, !wake.contains(t),
-                sooner(ti, expectedCompletion(ti, c, e)) != nil
+                !fasterOnly || backends.records[ti].speed > speed
             else { return }
-            wake.append(t)
+            looked.append(ti)
         }
         if free.count <= classes[c].capable.count {
-            for t in free where classes[c].capable.contains(t) { wakeIfSooner(t) }
+            for t in free where classes[c].capable.contains(t) { look(t) }
         } else if fasterOnly {
-            for t in classes[c].bySpeed.faster(than: speed) { wakeIfSooner(t) }
+            for t in classes[c].bySpeed.faster(than: speed) { look(t) }
         } else {
-            for t in classes[c].capable { wakeIfSooner(t) }
+            for t in classes[c].capable { look(t) }
+        }
+        for ti in looked {
+            let t = backends.records[ti].id
+            guard !wake.contains(t), sooner(ti, expectedCompletion(ti, c, e)) != nil else { continue }
+            wake.append(t)
         }
         for t in wake { dirty.insert(t) }
         if jobs[entry.job].declinedSince == nil {

@@ -163,11 +163,14 @@ extension Coordinator {
             servedRound[PriorityKey(priority)] = round
         }
         let c = jobs[id].classIndex
+        let e = jobs[id].estimateIndex
         let bi = backends.index(backend)!
         let readyAt = modelReady(bi, c) ?? 0
         var placement: Placement?
         if policy.routing == .expectedCompletion {
-            let ect = expectedCompletion(bi, c, jobs[id].estimateIndex) - now.seconds
+            // `e` read before the call: reading the job table among the arguments made the
+            // compiler copy the whole coordinator (every buffer retained) for each binding.
+            let ect = expectedCompletion(bi, c, e) - now.seconds
             placement = Placement(expectedSeconds: ect)
             if let r = runnerUp, r.job == id, r.backend != backend {
                 placement?.runnerUp = r.backend

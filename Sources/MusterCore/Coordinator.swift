@@ -324,16 +324,19 @@ public struct Coordinator: Sendable {
         }
         // How many ready backends can run a class without loading anything first: those with
         // its model loaded, when any has it; else every capable one.
-        func options(_ c: Int) -> Int {
+        let options = indexes.map { (c, _) in
             classes[c].modelID >= 0 && classes[c].loadedCapable > 0 ? classes[c].loadedCapable : classes[c].capable.count
         }
+        let namesModel = indexes.map { (c, _) in classes[c].modelID >= 0 }
+        // The comparison reads only these arrays: one that reads `self` copies the whole
+        // coordinator (every buffer retained) at each comparison.
         let order = indexes.indices.sorted {
             if seconds[$0] != seconds[$1] { return seconds[$0] > seconds[$1] }
-            let a = options(indexes[$0].jobClass), b = options(indexes[$1].jobClass)
+            let a = options[$0], b = options[$1]
             if a != b { return a < b }
             // A job naming no model runs on every backend with its features, whatever is loaded
             // there, now and on backends not yet announced: it has at least the options.
-            let ma = classes[indexes[$0].jobClass].modelID >= 0, mb = classes[indexes[$1].jobClass].modelID >= 0
+            let ma = namesModel[$0], mb = namesModel[$1]
             return ma != mb ? ma : $0 < $1
         }
         return order.elementsEqual(indexes.indices) ? nil : order
