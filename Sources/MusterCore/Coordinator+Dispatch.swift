@@ -203,29 +203,21 @@ extension Coordinator {
                     continue
                 }
                 let runningFree = e.inFlight < e.slots
+                var choice: (c: Int, entry: QueueEntry, target: BackendID)?
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
-                    var target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
-                    var (c, entry) = (c, entry)
+                    let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     if target == e.id, !runningFree, waitsPastSlot(e.id, c, entry) {
                         // The job stays queued (its load starts if it would finish first here);
                         // the slot takes a job that can start when a running slot frees, or
                         // stays free.
-                        guard let other = overqueueInstead(e.id, of: c) else {
-                            if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
-                                hedgeLoad(e.id)
-                                backends[e.id].idleEpoch = routingEpoch
-                                dirty.remove(e.id)
-                                continue
-                            }
-                            dirty.remove(e.id)
-                            if free.contains(e.id) { heap.insert(candidate(e.id)) }
-                            continue
-                        }
-                        (c, entry) = other
+                        choice = overqueueInstead(e.id, of: c).map { ($0.0, $0.1, e.id) }
                     } else if target == e.id, let fill = backfill(e.id, loadingFor: c, runningFree: runningFree) {
-                        (c, entry) = fill
-                        target = e.id
+                        choice = (fill.0, fill.1, e.id)
+                    } else {
+                        choice = (c, entry, target)
                     }
+                }
+                if let (c, entry, target) = choice {
                     classes[c].queue.removeMin()
                     heads[c] = classes[c].queue.min ?? .empty
                     bind(entry.job, to: target, fromQueue: true)
