@@ -206,10 +206,11 @@ extension Coordinator {
                 var choice: (c: Int, entry: QueueEntry, target: BackendID)?
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
-                    if target == e.id, !runningFree, waitsPastSlot(e.id, c, entry) {
+                    if target == e.id, !runningFree, waitsPastSlot(e.id, c) {
                         // The job stays queued (its load starts if it would finish first here);
                         // the slot takes a job that can start when a running slot frees, or
                         // stays free.
+                        loadIfFirst(e.id, c, entry)
                         choice = overqueueInstead(e.id, of: c).map { ($0.0, $0.1, e.id) }
                     } else if target == e.id, let fill = backfill(e.id, loadingFor: c, runningFree: runningFree) {
                         choice = (fill.0, fill.1, e.id)
@@ -322,21 +323,20 @@ extension Coordinator {
     /// when its next running slot frees. Bound now, the job would hold that running slot while
     /// the load runs; left queued, the slot may run other work meanwhile (a job the gate releases
     /// onto it, or one that needs no load) and the job is bound when its model lands, here or
-    /// wherever it would finish sooner by then. The load starts now if the job is expected to
-    /// finish first here (`admits`).
-    mutating func waitsPastSlot(_ id: BackendID, _ c: Int, _ entry: QueueEntry) -> Bool {
+    /// wherever it would finish sooner by then (`dispatch` starts the load now if the job is
+    /// expected to finish first here: `loadIfFirst`).
+    func waitsPastSlot(_ id: BackendID, _ c: Int) -> Bool {
         guard policy.routing == .expectedCompletion, classes[c].modelID >= 0, let bi = backends.index(id),
-            let ready = modelReady(bi, c), ready > availableAt(bi) + 1e-9
+            let ready = modelReady(bi, c)
         else { return false }
-        loadIfFirst(bi, id, c, entry)
-        return true
+        return ready > availableAt(bi) + 1e-9
     }
 
     /// Starts the load of class `c`'s model on the backend if its head `entry` is expected to
-    /// finish first there.
-    mutating func loadIfFirst(_ bi: Int, _ id: BackendID, _ c: Int, _ entry: QueueEntry) {
-        guard let model = classes[c].model, backends.records[bi].loadRequested[classes[c].modelID] == nil,
-            admits(bi, id, c, entry)
+    /// finish first there (`admits`, which leaves the job to the others otherwise).
+    mutating func loadIfFirst(_ id: BackendID, _ c: Int, _ entry: QueueEntry) {
+        guard let model = classes[c].model, let bi = backends.index(id),
+            backends.records[bi].loadRequested[classes[c].modelID] == nil, admits(bi, id, c, entry)
         else { return }
         requestLoad(id, model, force: false, .job)
     }
@@ -344,14 +344,13 @@ extension Coordinator {
     /// What an overqueue slot takes instead of a job that waits past it for a load
     /// (`waitsPastSlot`): the best other job that can start when the running slot frees (no
     /// model to load, or one loaded by then) and that the expected-completion rule admits here.
-    /// Jobs passed over that wait past the slot for a load have it started as `waitsPastSlot`
-    /// does.
+    /// Jobs passed over that wait past the slot for a load have it started (`loadIfFirst`).
     mutating func overqueueInstead(_ id: BackendID, of c: Int) -> (Int, QueueEntry)? {
         guard let bi = backends.index(id) else { return nil }
         let from = availableAt(bi)
         for (other, head) in otherHeads(bi, except: c, runningFree: false, affinity: true) {
             if let ready = modelReady(bi, other), ready > from + 1e-9 {
-                loadIfFirst(bi, id, other, head)
+                loadIfFirst(id, other, head)
             } else if admits(bi, id, other, head) {
                 return (other, head)
             }
