@@ -250,7 +250,9 @@ import Testing
     @Test func aClientThatNeverReadsIsClosedAtItsHighWaterMarkAndOthersCarryOn() async throws {
         let (serve, port) = try await e2e.coordinator(
             e2e.backends(#"[{"name": "fast", "kind": "simulated", "features": ["image"], "slots": 16, "job_seconds": {"default": 0.001}}]"#)
-                + ["--set", "links.outbound_high_water_bytes=1048576"])
+                // It never answers a ping either: on a loaded machine the keepalive would drop it
+                // before its queue reaches the mark.
+                + ["--set", "links.outbound_high_water_bytes=1048576", "--set", "links.keepalive_seconds=3600"])
         let slow = try SilentClient(port: port)
         try slow.send(ClientToCoordinator.hello(.init(name: "slow", token: "none")).encode())
         try slow.send(ClientToCoordinator.subscribe(.init(id: "s1", batch: nil)).encode())
