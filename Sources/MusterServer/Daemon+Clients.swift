@@ -341,7 +341,7 @@ extension Daemon {
     func publish(_ event: JobEvent) {
         switch event.kind {
         case .completed, .failed, .canceled:
-            metrics.counter("muster_jobs_finished_total", ["outcome": event.state.rawValue]).increment()
+            metrics.jobFinished(event.state.rawValue)
             if ownerQuota > 0 { jobLeftFlight(batch: event.batch) }
         case .gated:
             metrics.counter("muster_jobs_gated_total").increment()

@@ -152,7 +152,7 @@ extension Daemon {
 
     func storeCommitted() {
         guard let store else { return }
-        let stats = store.statistics
+        let stats = store.counters
         if stats.durable > storeDurable { storeDurable = stats.durable }
         if let failure = stats.lastFailure {
             if failure.kind == .fenced {

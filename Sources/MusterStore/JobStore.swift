@@ -23,6 +23,9 @@ public protocol JobStore: AnyObject, Sendable {
     func close()
     /// Counters and sizes; readable from any thread.
     var statistics: StoreStatistics { get }
+    /// The counters without `bytesOnDisk` (0 here): no file-system call, for the daemon's
+    /// per-commit path. Readable from any thread.
+    var counters: StoreStatistics { get }
 }
 
 /// Why a store could not open or write: a kind to act on and a message for people that names the

@@ -22,6 +22,8 @@ public final class MemoryJobStore: JobStore {
     public func close() { group.close() }
 
     public var statistics: StoreStatistics { group.statistics }
+
+    public var counters: StoreStatistics { group.statistics }
 }
 
 private final class DiscardingSink: CommitSink {

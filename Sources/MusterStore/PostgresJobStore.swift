@@ -57,6 +57,8 @@ public final class PostgresJobStore: JobStore {
 
     public func close() { group.close() }
 
+    public var counters: StoreStatistics { group.statistics }
+
     public var statistics: StoreStatistics {
         var s = group.statistics
         s.bytesOnDisk = sizes.value

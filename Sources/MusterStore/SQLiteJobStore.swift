@@ -54,6 +54,8 @@ public final class SQLiteJobStore: JobStore {
 
     public func close() { group.close() }
 
+    public var counters: StoreStatistics { group.statistics }
+
     public var statistics: StoreStatistics {
         var s = group.statistics
         s.bytesOnDisk = fileSize(path) + fileSize(path + "-wal") + fileSize(path + "-shm")

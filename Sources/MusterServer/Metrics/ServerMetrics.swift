@@ -16,6 +16,7 @@ public final class ServerMetrics: @unchecked Sendable {
 
     private var gauges: [String: CoreMetrics.Gauge] = [:]
     private var counters: [String: CoreMetrics.Counter] = [:]
+    private var finished: [String: CoreMetrics.Counter] = [:]
 
     public let bindLatency: CoreMetrics.Timer
     public let jobDuration: CoreMetrics.Timer
@@ -61,6 +62,15 @@ public final class ServerMetrics: @unchecked Sendable {
         let c = CoreMetrics.Counter(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
         counters[key] = c
         return c
+    }
+
+    /// `muster_jobs_finished_total{outcome}`, counted once per job: its handles are kept by
+    /// outcome, so counting builds no label key.
+    public func jobFinished(_ outcome: String) {
+        if let c = finished[outcome] { return c.increment() }
+        let c = counter("muster_jobs_finished_total", ["outcome": outcome])
+        finished[outcome] = c
+        c.increment()
     }
 
     /// Sets every gauge `name{label=value}` from `counts`; values seen before but absent now go to 0,
