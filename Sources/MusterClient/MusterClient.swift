@@ -160,9 +160,11 @@ public actor MusterClient {
     }
 
     /// Follows one batch (or, with nil, every job): each job's current state arrives on
-    /// ``events`` as a `snapshot`, then every transition. Subscriptions add up.
-    public func subscribe(batch: BatchID?) async throws(MusterClientError) {
-        let answer = try await request { .subscribe(.init(id: $0, batch: batch)) }
+    /// ``events`` as a `snapshot`, then every transition. `only` names the events to receive
+    /// (e.g. `[.snapshot, .completed, .failed, .canceled]` for each job's end alone); empty: all
+    /// of them. Subscriptions add up.
+    public func subscribe(batch: BatchID?, only: [JobEventKind] = []) async throws(MusterClientError) {
+        let answer = try await request { .subscribe(.init(id: $0, batch: batch, events: only.map(\.rawValue))) }
         guard case .subscribed = answer else { throw unexpected(answer, wanted: "subscribed") }
     }
 

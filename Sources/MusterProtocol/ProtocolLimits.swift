@@ -32,6 +32,8 @@ public struct ProtocolLimits: Hashable, Sendable {
     public static let maxFeatures = 256
     /// Most features a job may need.
     public static let maxNeeds = 32
+    /// Most event names one `subscribe` may list.
+    public static let maxEvents = 32
     /// Longest model name, in characters.
     public static let maxModelLength = 256
     /// Most models in one list of a snapshot (`available` or `loaded`).

@@ -14,7 +14,6 @@ struct ClientSession {
     /// The common name of the client certificate the peer presented (mTLS), checked with the token.
     var certificate: String?
     var helloTimer: TimerID?
-    var subscribedAll = false
     var batches: Set<BatchID> = []
 }
 
@@ -67,13 +66,13 @@ extension Daemon {
         guard let session = clients.removeValue(forKey: id) else { return }
         dropHeld(for: id)
         if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
-        subscribersAll.remove(id)
+        subscribersAll[id] = nil
         if let owner = session.principal.ownerScope {
-            subscribersByOwner[owner]?.remove(id)
+            subscribersByOwner[owner]?[id] = nil
             if subscribersByOwner[owner]?.isEmpty == true { subscribersByOwner[owner] = nil }
         }
         for batch in session.batches {
-            subscribersByBatch[batch]?.remove(id)
+            subscribersByBatch[batch]?[id] = nil
             if subscribersByBatch[batch]?.isEmpty == true { subscribersByBatch[batch] = nil }
         }
     }
@@ -147,7 +146,7 @@ extension Daemon {
                 }
                 pump()
             case .subscribe(let m):
-                try subscribe(id, batch: m.batch, by: session.principal, requestID: m.id)
+                try subscribe(id, batch: m.batch, events: EventFilter(names: m.events), by: session.principal, requestID: m.id)
             case .cancel(let m):
                 let canceled = try cancel(m.target, by: session.principal)
                 sendToClient(CoordinatorToClient.canceled(.init(id: m.id, jobs: canceled)).encode(), to: id)
@@ -220,25 +219,28 @@ extension Daemon {
         logger.info("batch accepted", metadata: ["batch.id": "\(receipt.batch)", "jobs": "\(receipt.jobs.count)", "owner": "\(owner)"])
     }
 
-    func subscribe(_ id: ConnectionID, batch: BatchID?, by principal: Principal, requestID: String?) throws(RequestError) {
+    /// Subscribes a link to a batch or to every job it may see, for the `events` given; a second
+    /// subscription of the same scope adds its events to the first one's.
+    func subscribe(_ id: ConnectionID, batch: BatchID?, events: EventFilter, by principal: Principal, requestID: String?)
+        throws(RequestError)
+    {
         var scope: [JobID]
         if let batch {
             guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
             try requireAccess(principal, owner: record.owner, cancel: false, "batch \(batch)")
             clients[id]?.batches.insert(batch)
-            subscribersByBatch[batch, default: []].insert(id)
+            subscribersByBatch[batch, default: [:]][id, default: []].formUnion(events)
             scope = record.jobs
         } else if let owner = principal.ownerScope {
             // Every job of its own owner, and nothing else.
-            clients[id]?.subscribedAll = true
-            subscribersByOwner[owner, default: []].insert(id)
+            subscribersByOwner[owner, default: [:]][id, default: []].formUnion(events)
             scope = core.jobIDs.filter { job in core.job(job).flatMap { core.batch($0.batch)?.owner } == owner }
         } else {
-            clients[id]?.subscribedAll = true
-            subscribersAll.insert(id)
+            subscribersAll[id, default: []].formUnion(events)
             scope = core.jobIDs
         }
         sendToClient(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
+        guard events.contains(.snapshot) else { return }
         for job in scope {
             guard let record = core.job(job) else { continue }
             sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id, batch: record.batch)
@@ -352,13 +354,26 @@ extension Daemon {
         // Client credentials following "everything" see their own owner's batches only.
         let ownerSubscribers = subscribersByOwner.isEmpty ? nil : core.batch(event.batch).flatMap { subscribersByOwner[$0.owner] }
         guard !subscribersAll.isEmpty || batchSubscribers != nil || ownerSubscribers != nil else { return }
-        let bytes = CoordinatorToClient.job(wireEvent(event)).encode()
-        // A final event waits until the job's end is durable; the others need not.
+        let bit = EventFilter(event.kind)
+        // Encoded once, for the first link that follows this event; a final event waits until the
+        // job's end is durable, the others need not.
+        var bytes: [UInt8]?
         let durable = event.state.isFinal
-        for id in subscribersAll { sendToClient(bytes, to: id, durable: durable, batch: event.batch) }
-        for id in ownerSubscribers ?? [] { sendToClient(bytes, to: id, durable: durable, batch: event.batch) }
-        for id in batchSubscribers ?? [] where !subscribersAll.contains(id) && ownerSubscribers?.contains(id) != true {
-            sendToClient(bytes, to: id, durable: durable, batch: event.batch)
+        func deliver(_ id: ConnectionID) {
+            if bytes == nil { bytes = CoordinatorToClient.job(wireEvent(event)).encode() }
+            sendToClient(bytes!, to: id, durable: durable, batch: event.batch)
+        }
+        // A link is in at most one of `subscribersAll` and the owner's (its credential decides),
+        // and may follow the batch too: either subscription's events reach it, once.
+        for (id, events) in subscribersAll where events.contains(bit) || batchSubscribers?[id]?.contains(bit) == true {
+            deliver(id)
+        }
+        for (id, events) in ownerSubscribers ?? [:] where events.contains(bit) || batchSubscribers?[id]?.contains(bit) == true {
+            deliver(id)
+        }
+        for (id, events) in batchSubscribers ?? [:]
+        where events.contains(bit) && subscribersAll[id] == nil && ownerSubscribers?[id] == nil {
+            deliver(id)
         }
     }
 

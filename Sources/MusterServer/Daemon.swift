@@ -57,10 +57,11 @@ public actor Daemon {
     var namesByID: [BackendID: String] = [:]
     var nextRemoteID: Int64 = 1
     var clients: [ConnectionID: ClientSession] = [:]
-    var subscribersAll: Set<ConnectionID> = []
+    /// Client links subscribed to every job, and the events each follows (`subscribe.events`).
+    var subscribersAll: [ConnectionID: EventFilter] = [:]
     /// Links of client credentials subscribed to everything: by owner, they see that owner's only.
-    var subscribersByOwner: [String: Set<ConnectionID>] = [:]
-    var subscribersByBatch: [BatchID: Set<ConnectionID>] = [:]
+    var subscribersByOwner: [String: [ConnectionID: EventFilter]] = [:]
+    var subscribersByBatch: [BatchID: [ConnectionID: EventFilter]] = [:]
     var dialed: [ConnectionID: BackendConfig] = [:]
 
     // Local pseudo-backends.

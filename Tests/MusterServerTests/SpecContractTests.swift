@@ -181,6 +181,67 @@ import Testing
         await c.stop()
     }
 
+    @Test func aSubscriptionSendsTheEventsItNamesOnceEach() async throws {
+        let c = try await TestCoordinator.start(backends: "[]")
+        let (b, _) = try await backend(c, "gpu-e", incarnation: 3)
+        await b.send(capabilities(3, 1, "ready"))
+        _ = try await b.next(type: "capabilities_ack")
+        let a = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await a.send(clientHello())
+        _ = try await a.next(type: "welcome")
+        await a.send(#"{"type":"subscribe","id":"s1","events":["bound","completed","no_such_event"]}"#)
+        _ = try await a.next(type: "subscribed")
+
+        // Runs one job on the raw backend: assign, started, completed.
+        func run() async throws -> Int {
+            let assign = try await b.next(type: "assign")
+            let job = try #require(assign["job"] as? Int), lease = try #require(assign["lease"] as? Int)
+            await b.send(#"{"type":"started","job":\#(job),"lease":\#(lease)}"#)
+            await b.send(#"{"type":"completed","job":\#(job),"lease":\#(lease),"result":{}}"#)
+            return job
+        }
+        func events(_ peer: WirePeer, job: Int) -> [String] {
+            peer.all { $0["type"] as? String == "job" && $0["job"] as? Int == job }.map { $0["event"] as? String ?? "?" }
+        }
+        await a.send(#"{"type":"submit","id":"r1","jobs":[{"kind":"video","needs":["video"]}]}"#)
+        let first = try await run()
+        _ = try await a.next(type: "job")
+        let end = try await a.next(type: "job")
+        #expect(end["event"] as? String == "completed")
+        #expect(events(a, job: first) == ["bound", "completed"], "no queued, no started")
+
+        // The same link follows the next batch for `started` too: each event once.
+        await a.send(#"{"type":"submit","id":"r2","jobs":[{"kind":"video","needs":["video"]}]}"#)
+        let accepted = try await a.next(type: "accepted")
+        let batch = try #require(accepted["batch"] as? Int)
+        await a.send(#"{"type":"subscribe","id":"s2","batch":\#(batch),"events":["started"]}"#)
+        _ = try await a.next(type: "subscribed")
+        let second = try await run()
+        while try await a.next(type: "job")["event"] as? String != "completed" {}
+        #expect(events(a, job: second) == ["bound", "started", "completed"])
+
+        // Snapshots only when named; a second subscription of a scope adds its names.
+        let late = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await late.send(clientHello(id: "c2"))
+        _ = try await late.next(type: "welcome")
+        await late.send(#"{"type":"subscribe","id":"s3","batch":\#(batch),"events":["completed"]}"#)
+        _ = try await late.next(type: "subscribed")
+        await late.send(#"{"type":"subscribe","id":"s4","batch":\#(batch),"events":["snapshot"]}"#)
+        _ = try await late.next(type: "subscribed")
+        await late.send(#"{"type":"status","id":"q"}"#)
+        _ = try await late.next(type: "status_report")
+        let seen = late.all { $0["type"] as? String == "job" }
+        #expect(seen.map { "\($0["event"] ?? "?") \($0["state"] ?? "?")" } == ["snapshot completed"], "\(seen)")
+
+        // A repeated name is an invalid message.
+        await late.send(#"{"type":"subscribe","id":"s5","events":["bound","bound"]}"#)
+        let invalid = try await late.next(type: "error")
+        #expect(invalid["code"] as? String == "invalid_message" && invalid["id"] as? String == "s5", "\(invalid)")
+
+        for peer in [a, late, b] { await peer.close() }
+        await c.stop()
+    }
+
     @Test func anUpgradeOfferingNoKnownSubprotocolGetsHTTP400() async throws {
         let c = try await TestCoordinator.start(backends: "[]")
         for offer in ["muster.worker.v7", nil] {

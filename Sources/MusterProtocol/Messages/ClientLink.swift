@@ -126,9 +126,12 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         static let wireType: StaticString = "subscribe"
         public var id: String?
         public var batch: BatchID?
-        public init(id: String? = nil, batch: BatchID? = nil) {
+        /// The `job` events to send (their `event` names, `snapshot` included); empty: every one.
+        public var events: [String]
+        public init(id: String? = nil, batch: BatchID? = nil, events: [String] = []) {
             self.id = id
             self.batch = batch
+            self.events = events
         }
 
         static var blank: Self { Self(batch: nil) }
@@ -137,6 +140,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.optional("batch", &batch)
+            try c.names("events", &events, .code, maxCount: ProtocolLimits.maxEvents, optional: true)
         }
     }
 
