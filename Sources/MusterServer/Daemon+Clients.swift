@@ -354,7 +354,7 @@ extension Daemon {
         // Client credentials following "everything" see their own owner's batches only.
         let ownerSubscribers = subscribersByOwner.isEmpty ? nil : core.batch(event.batch).flatMap { subscribersByOwner[$0.owner] }
         guard !subscribersAll.isEmpty || batchSubscribers != nil || ownerSubscribers != nil else { return }
-        let bit = EventFilter(event.kind)
+        let bit = EventFilter(Self.wireKind(event.kind))
         // Encoded once, for the first link that follows this event; a final event waits until the
         // job's end is durable, the others need not.
         var bytes: [UInt8]?
@@ -365,12 +365,11 @@ extension Daemon {
         }
         // A link is in at most one of `subscribersAll` and the owner's (its credential decides),
         // and may follow the batch too: either subscription's events reach it, once.
-        for (id, events) in subscribersAll where events.contains(bit) || batchSubscribers?[id]?.contains(bit) == true {
-            deliver(id)
+        func follows(_ id: ConnectionID, _ events: EventFilter) -> Bool {
+            events.contains(bit) || batchSubscribers?[id]?.contains(bit) == true
         }
-        for (id, events) in ownerSubscribers ?? [:] where events.contains(bit) || batchSubscribers?[id]?.contains(bit) == true {
-            deliver(id)
-        }
+        for (id, events) in subscribersAll where follows(id, events) { deliver(id) }
+        for (id, events) in ownerSubscribers ?? [:] where follows(id, events) { deliver(id) }
         for (id, events) in batchSubscribers ?? [:]
         where events.contains(bit) && subscribersAll[id] == nil && ownerSubscribers?[id] == nil {
             deliver(id)

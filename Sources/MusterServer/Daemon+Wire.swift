@@ -117,42 +117,51 @@ extension Daemon {
             startedMs: j.history.last?.startedAt.map(ms), finishedMs: j.endedAt.map(ms), history: j.history.map(wireAttempt))
     }
 
+    /// The `event` name a core event is sent under.
+    static func wireKind(_ kind: JobEvent.Kind) -> JobEventKind {
+        switch kind {
+        case .queued: .queued
+        case .gated: .gated
+        case .released: .released
+        case .bound: .bound
+        case .started: .started
+        case .progress: .progress
+        case .requeued: .requeued
+        case .revoked: .revoked
+        case .completed: .completed
+        case .failed: .failed
+        case .canceling: .canceling
+        case .canceled: .canceled
+        }
+    }
+
     /// The client `job` event for a core event: a mapping, every fact comes from the core.
     func wireEvent(_ e: JobEvent) -> CoordinatorToClient.JobEvent {
         var w = CoordinatorToClient.JobEvent(
-            job: e.job, batch: e.batch, event: .queued, state: e.state, attempt: e.attempt, atMs: ms(e.at), backend: e.backend)
+            job: e.job, batch: e.batch, event: Self.wireKind(e.kind), state: e.state, attempt: e.attempt, atMs: ms(e.at),
+            backend: e.backend)
         switch e.kind {
-        case .queued: w.event = .queued
         case .gated(let reason):
-            w.event = .gated
             w.waiting = wireWait(reason)
         case .released(let cause):
-            w.event = .released
             w.cause = cause
         case .bound:
-            w.event = .bound
             if let p = e.placement {
                 w.expectedMs = UInt64(max(0, p.expectedSeconds * 1000).rounded())
                 w.runnerUp = p.runnerUp
                 w.runnerUpExpectedMs = p.runnerUpSeconds.map { UInt64(max(0, $0 * 1000).rounded()) }
             }
-        case .started: w.event = .started
         case .progress(let fraction, let message):
-            w.event = .progress
             w.progress = fraction
             w.message = message
         case .requeued(_, let error):
-            w.event = .requeued
             w.error = wireError(error)
-        case .revoked: w.event = .revoked
         case .completed(let result):
-            w.event = .completed
             w.result = result
         case .failed(let failure):
-            w.event = .failed
             w.error = wireError(failure)
-        case .canceling: w.event = .canceling
-        case .canceled: w.event = .canceled
+        case .queued, .started, .revoked, .canceling, .canceled:
+            break
         }
         return w
     }

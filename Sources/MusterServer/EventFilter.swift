@@ -1,4 +1,3 @@
-import MusterCore
 import MusterProtocol
 
 /// The `job` events one subscription delivers (`subscribe.events`, Protocol/README.md 7.2): a bit
@@ -7,32 +6,20 @@ import MusterProtocol
 struct EventFilter: OptionSet, Hashable, Sendable {
     var rawValue: UInt16
 
-    static let snapshot = EventFilter(rawValue: 1 << 0)
-    static let queued = EventFilter(rawValue: 1 << 1)
-    static let gated = EventFilter(rawValue: 1 << 2)
-    static let released = EventFilter(rawValue: 1 << 3)
-    static let bound = EventFilter(rawValue: 1 << 4)
-    static let revoked = EventFilter(rawValue: 1 << 5)
-    static let started = EventFilter(rawValue: 1 << 6)
-    static let progress = EventFilter(rawValue: 1 << 7)
-    static let requeued = EventFilter(rawValue: 1 << 8)
-    static let completed = EventFilter(rawValue: 1 << 9)
-    static let failed = EventFilter(rawValue: 1 << 10)
-    static let canceling = EventFilter(rawValue: 1 << 11)
-    static let canceled = EventFilter(rawValue: 1 << 12)
+    /// Every event the coordinator sends; an event's bit is its place here.
+    private static let sent: [JobEventKind] = [
+        .snapshot, .queued, .gated, .released, .bound, .revoked, .started, .progress, .requeued, .completed,
+        .failed, .canceling, .canceled,
+    ]
+    private static let bits = Dictionary(uniqueKeysWithValues: sent.enumerated().map { ($1, UInt16(1) << $0) })
+
+    static let snapshot = EventFilter(.snapshot)
     static let every = EventFilter(rawValue: .max)
 
-    private static let byName: [String: EventFilter] = [
-        JobEventKind.snapshot.rawValue: .snapshot, JobEventKind.queued.rawValue: .queued,
-        JobEventKind.gated.rawValue: .gated, JobEventKind.released.rawValue: .released,
-        JobEventKind.bound.rawValue: .bound, JobEventKind.revoked.rawValue: .revoked,
-        JobEventKind.started.rawValue: .started, JobEventKind.progress.rawValue: .progress,
-        JobEventKind.requeued.rawValue: .requeued, JobEventKind.completed.rawValue: .completed,
-        JobEventKind.failed.rawValue: .failed, JobEventKind.canceling.rawValue: .canceling,
-        JobEventKind.canceled.rawValue: .canceled,
-    ]
-
     init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    /// The bit of one event; none for an event the coordinator never sends.
+    init(_ kind: JobEventKind) { rawValue = Self.bits[kind] ?? 0 }
 
     /// `subscribe.events`: empty (or absent) means every event.
     init(names: [String]) {
@@ -40,24 +27,6 @@ struct EventFilter: OptionSet, Hashable, Sendable {
             self = .every
             return
         }
-        self = names.reduce(into: EventFilter()) { $0.formUnion(Self.byName[$1] ?? []) }
-    }
-
-    /// The bit of the event a core event is sent as.
-    init(_ kind: JobEvent.Kind) {
-        switch kind {
-        case .queued: self = .queued
-        case .gated: self = .gated
-        case .released: self = .released
-        case .bound: self = .bound
-        case .started: self = .started
-        case .progress: self = .progress
-        case .requeued: self = .requeued
-        case .revoked: self = .revoked
-        case .completed: self = .completed
-        case .failed: self = .failed
-        case .canceling: self = .canceling
-        case .canceled: self = .canceled
-        }
+        self = names.reduce(into: EventFilter()) { $0.formUnion(EventFilter(JobEventKind($1))) }
     }
 }
