@@ -14,29 +14,23 @@ import Testing
         var serverCert: String { path("server.pem") }
         var serverKey: String { path("server.key") }
 
-        init() throws {
+        init() async throws {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-mtls-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try SecurityTests().selfSigned("muster-server", cert: serverCert, key: serverKey)
+            try await SecurityTests().selfSigned("muster-server", cert: serverCert, key: serverKey)
         }
 
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
         func remove() { try? FileManager.default.removeItem(at: dir) }
 
-        func openssl(_ arguments: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            p.arguments = arguments
-            p.standardError = FileHandle.nullDevice
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            try #require(p.terminationStatus == 0, "openssl \(arguments.joined(separator: " "))")
+        func openssl(_ arguments: [String]) async throws {
+            let r = try await runChild("/usr/bin/openssl", arguments)
+            try #require(r.status == 0, "openssl \(arguments.joined(separator: " ")): \(String(decoding: r.errors, as: UTF8.self))")
         }
 
         /// A CA `name`: `name.pem` and `name.key`.
-        func ca(_ name: String) throws {
-            try openssl([
+        func ca(_ name: String) async throws {
+            try await openssl([
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
                 "-subj", "/CN=\(name)", "-addext", "basicConstraints=critical,CA:TRUE",
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", path("\(name).key"), "-out",
@@ -46,12 +40,12 @@ import Testing
 
         /// A client certificate with subject `subject` signed by CA `ca`: returns the TLS settings
         /// that present it (and trust the server's self-signed certificate).
-        func client(_ file: String, subject: String, ca: String) throws -> ClientTLS {
-            try openssl([
+        func client(_ file: String, subject: String, ca: String) async throws -> ClientTLS {
+            try await openssl([
                 "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
                 "-keyout", path("\(file).key"), "-out", path("\(file).csr"),
             ])
-            try openssl([
+            try await openssl([
                 "x509", "-req", "-in", path("\(file).csr"), "-CA", path("\(ca).pem"), "-CAkey", path("\(ca).key"),
                 "-set_serial", "\(UInt32.random(in: 1...UInt32.max))", "-days", "1", "-out", path("\(file).pem"),
             ])
@@ -95,10 +89,8 @@ import Testing
 
     /// An HTTPS request presenting `tls`'s client certificate (Python's ssl, a client apart from
     /// ours): the status code.
-    func https(_ method: String, _ url: String, tls: ClientTLS, body: String? = nil) throws -> Int {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments =
+    func https(_ method: String, _ url: String, tls: ClientTLS, body: String? = nil) async throws -> Int {
+        let arguments =
             [
                 "-c",
                 """
@@ -114,24 +106,20 @@ import Testing
                 """,
                 tls.caFile!, tls.certificateFile!, tls.privateKeyFile!, method, url,
             ] + (body.map { [$0] } ?? [])
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return try #require(Int(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let r = try await runChild("/usr/bin/python3", arguments)
+        return try #require(Int(r.text.trimmingCharacters(in: .whitespacesAndNewlines)), "\(String(decoding: r.errors, as: UTF8.self))")
     }
 
     @Test func aClientCertificateNamesItsCredentialAndItsRole() async throws {
-        let pki = try PKI()
+        let pki = try await PKI()
         defer { pki.remove() }
-        try pki.ca("ca-one")
-        let viewer = try pki.client("viewer", subject: "/CN=viewer.example", ca: "ca-one")
-        let ops = try pki.client("ops", subject: "/CN=ops.example", ca: "ca-one")
-        let gpu = try pki.client("gpu", subject: "/CN=gpu-a", ca: "ca-one")
+        try await pki.ca("ca-one")
+        let viewer = try await pki.client("viewer", subject: "/CN=viewer.example", ca: "ca-one")
+        let ops = try await pki.client("ops", subject: "/CN=ops.example", ca: "ca-one")
+        let gpu = try await pki.client("gpu", subject: "/CN=gpu-a", ca: "ca-one")
         // The CN must be the whole, only CN: "viewer.example" followed by another RDN still names viewer.
-        let viewerInOrg = try pki.client("viewer-org", subject: "/CN=viewer.example/O=Example", ca: "ca-one")
-        let stranger = try pki.client("stranger", subject: "/CN=stranger.example", ca: "ca-one")
+        let viewerInOrg = try await pki.client("viewer-org", subject: "/CN=viewer.example/O=Example", ca: "ca-one")
+        let stranger = try await pki.client("stranger", subject: "/CN=stranger.example", ca: "ca-one")
         let aliceToken = "alice-\(UUID().uuidString)"
         let credentials = """
             [{"name": "viewer", "role": "read", "certificate_cn": "viewer.example"},
@@ -160,9 +148,9 @@ import Testing
 
         // The same over HTTPS: the certificate is the credential when no bearer token is sent.
         let base = "https://127.0.0.1:\(port)"
-        #expect(try https("GET", "\(base)/v1/backends", tls: viewer) == 200)
-        #expect(try https("POST", "\(base)/v1/batches", tls: viewer, body: #"{"jobs": [{"kind": "image"}]}"#) == 403)
-        #expect(try https("POST", "\(base)/v1/backends/-1/drain", tls: viewer) == 403)
+        #expect(try await https("GET", "\(base)/v1/backends", tls: viewer) == 200)
+        #expect(try await https("POST", "\(base)/v1/batches", tls: viewer, body: #"{"jobs": [{"kind": "image"}]}"#) == 403)
+        #expect(try await https("POST", "\(base)/v1/backends/-1/drain", tls: viewer) == 403)
 
         // An operator certificate drains.
         let (opsLink, opsWelcome) = try await hello(port: port, tls: ops)
@@ -193,7 +181,7 @@ import Testing
         #expect(bad["code"] as? String == "bad_credentials", "\(bad)")
         #expect(try await nobody.closed() == 4001)
         await nobody.close()
-        #expect(try https("GET", "\(base)/v1/backends", tls: stranger) == 401)
+        #expect(try await https("GET", "\(base)/v1/backends", tls: stranger) == 401)
 
         // A token, when one is given, wins over the certificate: the operator's certificate with
         // alice's token is alice, a client.
@@ -211,12 +199,12 @@ import Testing
     }
 
     @Test func sighupReloadsTheClientCAForNewConnections() async throws {
-        let pki = try PKI()
+        let pki = try await PKI()
         defer { pki.remove() }
-        try pki.ca("ca-one")
-        try pki.ca("ca-two")
-        let oldViewer = try pki.client("viewer-one", subject: "/CN=viewer.example", ca: "ca-one")
-        let newViewer = try pki.client("viewer-two", subject: "/CN=viewer.example", ca: "ca-two")
+        try await pki.ca("ca-one")
+        try await pki.ca("ca-two")
+        let oldViewer = try await pki.client("viewer-one", subject: "/CN=viewer.example", ca: "ca-one")
+        let newViewer = try await pki.client("viewer-two", subject: "/CN=viewer.example", ca: "ca-two")
         let clientCA = pki.path("client-ca.pem")
         try FileManager.default.copyItem(atPath: pki.path("ca-one.pem"), toPath: clientCA)
         let (serve, port) = try await serve(
@@ -253,8 +241,8 @@ import Testing
         await kept.close()
         #expect(try await serve.stop() == 0)
     }
-    @Test func certificateCredentialsAreCheckedWhenTheConfigurationLoads() throws {
-        let pki = try PKI()
+    @Test func certificateCredentialsAreCheckedWhenTheConfigurationLoads() async throws {
+        let pki = try await PKI()
         defer { pki.remove() }
         func load(_ json: String, clientCA: Bool = true, env: [String: String] = [:]) -> ConfigError? {
             var overrides = [("listen", "127.0.0.1:0"), ("auth.credentials", json)]
@@ -298,10 +286,10 @@ import Testing
         #expect(printed.contains(#""certificate_cn" : "gpu-a""#), "\(printed)")
     }
     @Test func anAgentPresentsItsCertificateAndRegistersUnderItsName() async throws {
-        let pki = try PKI()
+        let pki = try await PKI()
         defer { pki.remove() }
-        try pki.ca("ca-one")
-        let gpu = try pki.client("gpu", subject: "/CN=gpu-a.example", ca: "ca-one")
+        try await pki.ca("ca-one")
+        let gpu = try await pki.client("gpu", subject: "/CN=gpu-a.example", ca: "ca-one")
         let (serve, port) = try await serve(
             pki, clientCA: pki.path("ca-one.pem"),
             credentials: #"[{"name": "gpu-a", "role": "backend", "certificate_cn": "gpu-a.example"}]"#)
@@ -325,11 +313,11 @@ import Testing
     /// The client commands present a certificate with --cert-file/--key-file; the credential whose
     /// certificate_cn it carries decides what they may do.
     @Test func clientCommandsPresentTheirCertificate() async throws {
-        let pki = try PKI()
+        let pki = try await PKI()
         defer { pki.remove() }
-        try pki.ca("ca-one")
-        let viewer = try pki.client("viewer", subject: "/CN=viewer.example", ca: "ca-one")
-        let alice = try pki.client("alice", subject: "/CN=alice.example", ca: "ca-one")
+        try await pki.ca("ca-one")
+        let viewer = try await pki.client("viewer", subject: "/CN=viewer.example", ca: "ca-one")
+        let alice = try await pki.client("alice", subject: "/CN=alice.example", ca: "ca-one")
         let (serve, port) = try await serve(
             pki, clientCA: pki.path("ca-one.pem"),
             credentials: #"[{"name": "viewer", "role": "read", "certificate_cn": "viewer.example"}, "#

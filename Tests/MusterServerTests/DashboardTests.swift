@@ -31,16 +31,8 @@ import Testing
 
     /// Runs the browser script with `steps` (see its usage) against `url`.
     func browse(_ url: String, _ steps: [[String: String]], timeout: Int = 120) async throws -> Browse {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         let stepsJSON = String(decoding: try JSONSerialization.data(withJSONObject: steps), as: UTF8.self)
-        p.arguments = [Self.script, url, stepsJSON, "--timeout", "\(timeout)"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        p.waitUntilExit()
+        let data = try await runChild("/usr/bin/python3", [Self.script, url, stepsJSON, "--timeout", "\(timeout)"]).output
         let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
         return Browse(
             ok: json["ok"] as? Bool ?? false,

@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func aLeaderStoppedGracefullyHandsOverAtOnceAndAgentsFollow() async throws {
-        let database = try TestDatabase.fresh()
+        let database = try await TestDatabase.fresh()
         let east = try await start("east", database: database)
         try await waitUntil("east to lead") { await east.daemon.leads }
         let west = try await start("west", database: database)

@@ -128,37 +128,30 @@ import Testing
     }
 
     /// Runs tests/Interop/backend_link.py CASE against the coordinator.
-    func python(port: Int, token: String, _ testCase: String) throws -> [String: Any] {
+    func python(port: Int, token: String, _ testCase: String) async throws -> [String: Any] {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Interop/backend_link.py").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [script, "\(port)", token, testCase]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any]) ?? ["exit": Int(p.terminationStatus), "output": String(decoding: data, as: UTF8.self)]
+        let r = try await runChild("/usr/bin/python3", [script, "\(port)", token, testCase])
+        return ((try? JSONSerialization.jsonObject(with: r.output)) as? [String: Any]) ?? ["exit": Int(r.status), "output": r.text]
     }
 
     @Test func badInputOnTheBackendLinkGetsItsDocumentedAnswerAndTheDaemonCarriesOn() async throws {
         let (serve, port) = try await coordinator(["--set", "auth.token=s3cret"])
-        let badToken = try python(port: port, token: "s3cret", "bad_token")
+        let badToken = try await python(port: port, token: "s3cret", "bad_token")
         #expect(badToken["error"] as? String == "bad_credentials")
         #expect(badToken["close"] as? Int == 4001)
-        let wrongRole = try python(port: port, token: "s3cret", "client_on_backend_link")
+        let wrongRole = try await python(port: port, token: "s3cret", "client_on_backend_link")
         #expect(wrongRole["error"] as? String == "wrong_role")
         #expect(wrongRole["close"] as? Int == 4003)
-        let malformed = try python(port: port, token: "s3cret", "malformed_hello")
+        let malformed = try await python(port: port, token: "s3cret", "malformed_hello")
         #expect(malformed["error"] as? String == "malformed_json", "\(malformed)")
         #expect(malformed["close"] as? Int == 1008, "a hello that cannot be read ends the link: \(malformed)")
-        let early = try python(port: port, token: "s3cret", "report_before_hello")
+        let early = try await python(port: port, token: "s3cret", "report_before_hello")
         #expect(early["error"] as? String == "not_registered")
         #expect(early["close"] as? Int == 1008)
-        let oversize = try python(port: port, token: "s3cret", "oversize")
+        let oversize = try await python(port: port, token: "s3cret", "oversize")
         #expect(oversize["close"] as? Int == 1009)
-        let unknown = try python(port: port, token: "s3cret", "unknown_type")
+        let unknown = try await python(port: port, token: "s3cret", "unknown_type")
         #expect(unknown["error"] as? String == "unknown_type")
         #expect(unknown["id"] as? String == "t1")
         #expect(unknown["after"] as? String == "capabilities_ack", "the link stays up after an unknown type")
@@ -238,17 +231,14 @@ import Testing
     @Test func tlsCoordinatorTakesAgentsOverWSS() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        openssl.arguments = [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.appendingPathComponent("key.pem").path,
-            "-out", dir.appendingPathComponent("cert.pem").path,
-        ]
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        openssl.waitUntilExit()
-        #expect(openssl.terminationStatus == 0)
+        let openssl = try await runChild(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.appendingPathComponent("key.pem").path,
+                "-out", dir.appendingPathComponent("cert.pem").path,
+            ])
+        #expect(openssl.status == 0)
         let cert = dir.appendingPathComponent("cert.pem").path
         let (serve, port) = try await coordinator(["--tls-cert", cert, "--tls-key", dir.appendingPathComponent("key.pem").path] + backends("[]"))
         let agent = try MusterProcess([
@@ -275,21 +265,13 @@ import Testing
             "CipherString = DEFAULT:@SECLEVEL=0", "",
         ]
         try weakConfig.joined(separator: "\n").write(toFile: weak, atomically: true, encoding: .utf8)
-        func openssl(_ arguments: [String]) throws -> (status: Int32, output: String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            p.arguments = arguments
-            p.environment = ProcessInfo.processInfo.environment.merging(["OPENSSL_CONF": weak]) { $1 }
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = out
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        func openssl(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+            let r = try await runChild(
+                "/usr/bin/openssl", arguments,
+                environment: ProcessInfo.processInfo.environment.merging(["OPENSSL_CONF": weak]) { $1 })
+            return (r.status, r.text + String(decoding: r.errors, as: UTF8.self))
         }
-        let made = try openssl([
+        let made = try await openssl([
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
         ])
@@ -299,14 +281,14 @@ import Testing
             environment: ["OPENSSL_CONF": weak])
         let line = try await serve.waitForLog("muster serving")
         let port = try #require(Int(line["listen.port"] as? String ?? ""))
-        func handshake(_ version: String) throws -> (status: Int32, output: String) {
-            try openssl(["s_client", "-connect", "127.0.0.1:\(port)", version, "-cipher", "DEFAULT:@SECLEVEL=0", "-brief"])
+        func handshake(_ version: String) async throws -> (status: Int32, output: String) {
+            try await openssl(["s_client", "-connect", "127.0.0.1:\(port)", version, "-cipher", "DEFAULT:@SECLEVEL=0", "-brief"])
         }
-        let old = try handshake("-tls1_1")
+        let old = try await handshake("-tls1_1")
         #expect(old.status != 0, "a TLS 1.1 handshake succeeded: \(old.output)")
         #expect(!old.output.contains("Protocol version: TLSv1.1"), "\(old.output)")
         for version in ["-tls1_2", "-tls1_3"] {
-            let r = try handshake(version)
+            let r = try await handshake(version)
             #expect(r.status == 0 && r.output.contains("CONNECTION ESTABLISHED"), "\(version): \(r.output)")
         }
         #expect(try await serve.stop() == 0)

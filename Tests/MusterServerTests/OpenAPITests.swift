@@ -13,17 +13,9 @@ import Testing
 
     /// The committed bundle is what Scripts/openapi makes from Protocol/openapi.yaml and the
     /// schemas now: editing either without regenerating fails here.
-    @Test func theCommittedBundleIsFresh() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [Self.root.appendingPathComponent("Scripts/openapi").path, "--check"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "Scripts/openapi --check:\n\(output)")
+    @Test func theCommittedBundleIsFresh() async throws {
+        let r = try await runChild("/usr/bin/python3", [Self.root.appendingPathComponent("Scripts/openapi").path, "--check"])
+        #expect(r.status == 0, "Scripts/openapi --check:\n\(r.text)\(String(decoding: r.errors, as: UTF8.self))")
     }
 
     /// A coordinator with its embedded default, listening on a free loopback port.

@@ -298,45 +298,37 @@ import Testing
     }
 
     /// A self-signed certificate for 127.0.0.1 with `name` as its common name, written to `cert`/`key`.
-    func selfSigned(_ name: String, cert: String, key: String) throws {
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        openssl.arguments = [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=\(name)",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
-        ]
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        openssl.waitUntilExit()
-        try #require(openssl.terminationStatus == 0)
+    func selfSigned(_ name: String, cert: String, key: String) async throws {
+        let openssl = try await runChild(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=\(name)",
+                "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
+            ])
+        try #require(openssl.status == 0, "\(String(decoding: openssl.errors, as: UTF8.self))")
     }
 
     /// The subject of the certificate the server at `port` presents now, by a new TLS connection.
-    func presentedSubject(port: Int) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [
-            "-c",
-            "import ssl,sys; pem=ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))); "
-                + "import subprocess; print(subprocess.run(['openssl','x509','-noout','-subject'], input=pem.encode(), capture_output=True).stdout.decode())",
-            "\(port)",
-        ]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+    func presentedSubject(port: Int) async throws -> String {
+        try await runChild(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import ssl,sys; pem=ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))); "
+                    + "import subprocess; print(subprocess.run(['openssl','x509','-noout','-subject'], input=pem.encode(), capture_output=True).stdout.decode())",
+                "\(port)",
+            ]
+        ).text
     }
 
     @Test func sighupReloadsTheTLSCertificateForNewConnectionsAndKeepsOpenLinks() async throws {
         let creds = try Credentials()
         defer { creds.remove() }
         let cert = creds.dir.appendingPathComponent("cert.pem").path, key = creds.dir.appendingPathComponent("key.pem").path
-        try selfSigned("first-cert", cert: cert, key: key)
+        try await selfSigned("first-cert", cert: cert, key: key)
         let (serve, port) = try await serve(
             creds, store: creds.dir.appendingPathComponent("muster.sqlite").path, ["--tls-cert", cert, "--tls-key", key])
-        #expect(try presentedSubject(port: port).contains("first-cert"))
+        #expect(try await presentedSubject(port: port).contains("first-cert"))
         // An agent linked over wss:// before the reload stays linked through it.
         let agent = try MusterProcess([
             "agent", "--coordinator", "wss://127.0.0.1:\(port)", "--token", creds.tokens["gpu-1"]!, "--name", "gpu-1",
@@ -344,14 +336,14 @@ import Testing
         ])
         try await agent.waitForLog("registered")
 
-        try selfSigned("second-cert", cert: cert, key: key)
+        try await selfSigned("second-cert", cert: cert, key: key)
         try await hangUp(serve, expecting: "TLS certificate reloaded")
-        #expect(try presentedSubject(port: port).contains("second-cert"))
+        #expect(try await presentedSubject(port: port).contains("second-cert"))
 
         // A key that does not match the certificate is refused; the second one stays in use.
-        try selfSigned("third-cert", cert: creds.dir.appendingPathComponent("other.pem").path, key: key)
+        try await selfSigned("third-cert", cert: creds.dir.appendingPathComponent("other.pem").path, key: key)
         try await hangUp(serve, expecting: "TLS certificate reload refused: the old one stays in use")
-        #expect(try presentedSubject(port: port).contains("second-cert"))
+        #expect(try await presentedSubject(port: port).contains("second-cert"))
         #expect(agent.countLogs("linked to coordinator") == 1 && agent.countLogs("registered") == 1, "the agent's link stayed up")
         #expect(try await agent.stop() == 0)
         #expect(try await serve.stop() == 0)
@@ -366,14 +358,7 @@ import Testing
             creds, store: creds.dir.appendingPathComponent("muster.sqlite").path, ["--set", "links.max_per_address=3"])
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Interop/links_from_address.py").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [script, "\(port)", "127.0.0.2", "6", creds.tokens["viewer"]!]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        p.waitUntilExit()
+        let data = try await runChild("/usr/bin/python3", [script, "\(port)", "127.0.0.2", "6", creds.tokens["viewer"]!]).output
         let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
         let links = report["links"] as? [[String: Any]] ?? []
         #expect(links.count == 6)
@@ -400,14 +385,7 @@ import Testing
             ["--set", "links.max_pending_handshakes_per_address=4", "--set", "links.handshake_timeout_seconds=60"])
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Interop/pending_handshakes.py").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [script, "\(port)", "127.0.0.2", "10"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        p.waitUntilExit()
+        let data = try await runChild("/usr/bin/python3", [script, "\(port)", "127.0.0.2", "10"]).output
         let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
         #expect(report["held"] as? Int == 4 && report["closed"] as? Int == 6, "\(report)")
         #expect(report["other_address_status"] as? Int == 200, "\(report)")

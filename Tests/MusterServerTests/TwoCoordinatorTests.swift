@@ -68,7 +68,7 @@ import Testing
     }
 
     @Test func theStandbyTakesOverWhenTheLeaderIsKilledUnderLoad() async throws {
-        let store = try TestDatabase.fresh()
+        let store = try await TestDatabase.fresh()
         let (portA, portB) = (try TestDatabase.freePort(), try TestDatabase.freePort())
         let both = "ws://127.0.0.1:\(portA),ws://127.0.0.1:\(portB)"
         let a = try coordinator("a", port: portA, store: store)
@@ -112,7 +112,7 @@ import Testing
     }
 
     @Test func aLeaderCutOffFromTheDatabaseStopsRoutingBeforeTheStandbyLeads() async throws {
-        let store = try TestDatabase.fresh()
+        let store = try await TestDatabase.fresh()
         let forwarder = try TCPForwarder(port: store.port!)
         defer { forwarder.close() }
         var viaForwarder = store

@@ -12,11 +12,11 @@ final class JobLedger: Sendable {
         var accepted: Set<JobID> = []
         var finals: [JobID: [CoordinatorToClient.JobEvent]] = [:]
         var streamEnded = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
     }
     /// The state behind a reference, so the follower task can hold it before `self` exists.
     private final class Box: Sendable {
         let state = Locked(State())
+        let changed = ChangeSignal()
     }
     private let box = Box()
     let client: MusterClient
@@ -30,26 +30,22 @@ final class JobLedger: Sendable {
         follower = Task {
             for await e in client.events {
                 guard e.state.isFinal, e.event != .snapshot else { continue }
-                Self.change(box.state) { $0.finals[e.job, default: []].append(e) }
+                Self.change(box) { $0.finals[e.job, default: []].append(e) }
             }
-            Self.change(box.state) { $0.streamEnded = true }
+            Self.change(box) { $0.streamEnded = true }
         }
     }
 
-    private static func change(_ state: borrowing Locked<State>, _ body: (inout State) -> Void) {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            body(&s)
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for w in waiters { w.resume() }
+    private static func change(_ box: Box, _ body: (inout State) -> Void) {
+        box.state.withLock { body(&$0) }
+        box.changed.notify()
     }
 
     /// Submits through `via` (default: the ledger's own client) and records the accepted jobs.
     @discardableResult
     func submit(_ request: Wire.BatchRequest, via: MusterClient? = nil) async throws -> Wire.Accepted {
         let accepted = try await (via ?? client).submit(request)
-        Self.change(box.state) { $0.accepted.formUnion(accepted.jobs) }
+        Self.change(box) { $0.accepted.formUnion(accepted.jobs) }
         return accepted
     }
 
@@ -67,13 +63,7 @@ final class JobLedger: Sendable {
             if ended || ContinuousClock.now > deadline {
                 throw BoundExceeded(what: "a final event for every accepted job (\(missing) missing\(ended ? ", the client link ended" : ""))")
             }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await withCheckedContinuation { c in self.box.state.withLock { $0.waiters.append(c) } } }
-                group.addTask { try? await Task.sleep(for: .milliseconds(200)) }
-                await group.next()
-                group.cancelAll()
-                Self.change(self.box.state) { _ in }
-            }
+            await box.changed.wait(atMost: .milliseconds(200))
         }
     }
 

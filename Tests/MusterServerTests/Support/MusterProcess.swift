@@ -12,7 +12,7 @@ final class MusterProcess: Sendable {
     let arguments: [String]
     private let lines = Locked<[String]>([])
     private let stdoutText = Locked<String>("")
-    private let changed = Locked<[CheckedContinuation<Void, Never>]>([])
+    private let changed = ChangeSignal()
     /// Pipes (stderr, stdout) read to end of file: after exit, the output is complete only then.
     private let pipesEnded = Locked(0)
     private let exitSeenAt = Locked<ContinuousClock.Instant?>(nil)
@@ -106,13 +106,7 @@ final class MusterProcess: Sendable {
         DispatchQueue.global().async { process.waitUntilExit() }
     }
 
-    private func wake() {
-        let waiting = changed.withLock { w -> [CheckedContinuation<Void, Never>] in
-            defer { w.removeAll() }
-            return w
-        }
-        for c in waiting { c.resume() }
-    }
+    private func wake() { changed.notify() }
 
     /// Every log line so far, parsed.
     var logEvents: [[String: Any]] {
@@ -138,15 +132,7 @@ final class MusterProcess: Sendable {
                 throw Failure(description: "muster exited (\(process.terminationStatus)) before \(what):\n\(standardError.suffix(4000))")
             }
             // Wake on new output, or re-check at least every 100 ms.
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    await withCheckedContinuation { c in self.changed.withLock { $0.append(c) } }
-                }
-                group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
-                await group.next()
-                group.cancelAll()
-                self.wake()
-            }
+            await changed.wait(atMost: .milliseconds(100))
         }
     }
 

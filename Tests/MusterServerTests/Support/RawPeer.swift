@@ -14,10 +14,10 @@ final class RawBackendPeer: Sendable {
         var received: [CoordinatorToBackend] = []
         /// Messages before this index were consumed by `next`.
         var cursor = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
     }
     let transport: Transport
     private let state = Locked(State())
+    private let changed = ChangeSignal()
 
     init(url: String) async throws {
         var config = TransportConfiguration()
@@ -37,12 +37,8 @@ final class RawBackendPeer: Sendable {
     }
 
     private func change(_ body: (inout State) -> Void) {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            body(&s)
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for w in waiters { w.resume() }
+        state.withLock { body(&$0) }
+        changed.notify()
     }
 
     /// Waits until `pick` returns a value, re-checking on every change (bounded against hangs).
@@ -51,13 +47,7 @@ final class RawBackendPeer: Sendable {
         while true {
             if let v = state.withLock({ pick(&$0) }) { return v }
             if ContinuousClock.now > deadline { throw BoundExceeded(what: what) }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await withCheckedContinuation { c in self.state.withLock { $0.waiters.append(c) } } }
-                group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
-                await group.next()
-                group.cancelAll()
-                self.change { _ in }
-            }
+            await changed.wait(atMost: .milliseconds(100))
         }
     }
 

@@ -3,6 +3,7 @@ import Logging
 @testable import MusterClient
 import MusterProtocol
 import MusterServer
+import MusterTransport
 
 /// An in-process coordinator on 127.0.0.1, port picked by the kernel, with fast simulated backends.
 struct TestCoordinator {
@@ -49,21 +50,27 @@ struct TestCoordinator {
 }
 
 /// Runs `body`, failing if it has not finished within `bound`: a guard against hangs, not a
-/// timing assertion.
+/// timing assertion. It returns at the bound even when `body` ignores cancellation (a task group
+/// would wait for such a child and hang with it); `body` is then cancelled and left behind.
 func within<T: Sendable>(
     _ bound: Duration = .seconds(60), _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: bound)
-            return nil
+    let pending = Locked<CheckedContinuation<T, any Error>?>(nil)
+    let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+        pending.withLock { c in
+            defer { c = nil }
+            return c
+        }?.resume(with: result)
+    }
+    return try await withCheckedThrowingContinuation { c in
+        pending.withLock { $0 = c }
+        let work = Task {
+            do { finish(.success(try await body())) } catch { finish(.failure(error)) }
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw BoundExceeded(what: what)
+        DispatchQueue.global().asyncAfter(deadline: .now() + bound.dispatchInterval) {
+            work.cancel()
+            finish(.failure(BoundExceeded(what: what)))
         }
-        return value
     }
 }
 

@@ -5,7 +5,7 @@ import Testing
 /// (Scripts/with-postgres: `MUSTER_TEST_POSTGRES_URL`). Without it the test fails, never skips.
 enum TestDatabase {
     /// A new, empty database; its URL.
-    static func fresh() throws -> URLComponents {
+    static func fresh() async throws -> URLComponents {
         guard let text = ProcessInfo.processInfo.environment["MUSTER_TEST_POSTGRES_URL"], var url = URLComponents(string: text),
             let host = url.host, let port = url.port
         else {
@@ -13,16 +13,13 @@ enum TestDatabase {
                 description: "MUSTER_TEST_POSTGRES_URL is not set: run the tests through Scripts/with-postgres (Scripts/test does)")
         }
         let name = "muster_ha_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased())"
-        let createdb = Process()
-        createdb.executableURL = URL(fileURLWithPath: "/usr/bin/createdb")
-        createdb.arguments = ["-h", host, "-p", "\(port)"] + (url.user.map { ["-U", $0] } ?? []) + [name]
         var env = ProcessInfo.processInfo.environment
         if let password = url.password { env["PGPASSWORD"] = password }
-        createdb.environment = env
-        try createdb.run()
-        createdb.waitUntilExit()
-        guard createdb.terminationStatus == 0 else {
-            throw MusterProcess.Failure(description: "createdb \(name) exited \(createdb.terminationStatus)")
+        let createdb = try await runChild(
+            "/usr/bin/createdb", ["-h", host, "-p", "\(port)"] + (url.user.map { ["-U", $0] } ?? []) + [name], environment: env)
+        guard createdb.status == 0 else {
+            throw MusterProcess.Failure(
+                description: "createdb \(name) exited \(createdb.status): \(String(decoding: createdb.errors, as: UTF8.self))")
         }
         url.path = "/\(name)"
         return url

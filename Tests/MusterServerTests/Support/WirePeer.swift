@@ -13,7 +13,6 @@ final class WirePeer: Sendable {
         var close: UInt16?
         var dialFailure: String?
         var cursor = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
     }
     let transport: Transport
     // @unchecked: `[String: Any]` is not Sendable; every access goes through the lock.
@@ -22,6 +21,7 @@ final class WirePeer: Sendable {
         var state = State()
     }
     private let box = Box()
+    private let changed = ChangeSignal()
 
     /// A dial that failed before the link opened (TLS refused, connection refused).
     struct DialFailed: Error, CustomStringConvertible {
@@ -59,12 +59,8 @@ final class WirePeer: Sendable {
     }
 
     private func change(_ body: (inout State) -> Void) {
-        let waiters = box.lock.withLock {
-            body(&box.state)
-            defer { box.state.waiters = [] }
-            return box.state.waiters
-        }
-        for w in waiters { w.resume() }
+        box.lock.withLock { body(&box.state) }
+        changed.notify()
     }
 
     private func wait<T>(_ what: String, _ pick: (inout State) -> T?) async throws -> T {
@@ -72,15 +68,7 @@ final class WirePeer: Sendable {
         while true {
             if let v = box.lock.withLock({ pick(&box.state) }) { return v }
             if ContinuousClock.now > deadline { throw BoundExceeded(what: what) }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    await withCheckedContinuation { c in self.box.lock.withLock { self.box.state.waiters.append(c) } }
-                }
-                group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
-                await group.next()
-                group.cancelAll()
-                self.change { _ in }
-            }
+            await changed.wait(atMost: .milliseconds(100))
         }
     }
 
