@@ -225,6 +225,8 @@ final class CrashLedger: Sendable {
         var live: [JobID: Int] = [:]
         var snapshotFinal: Set<JobID> = []
         var waiter: CheckedContinuation<Void, Never>?
+        /// The wait's bound passed: a waiter that registers only now must not wait.
+        var expired = false
         var allFinal: Bool { accepted.allSatisfy { live[$0] != nil || snapshotFinal.contains($0) } }
     }
     private let state = Locked(State())
@@ -247,6 +249,7 @@ final class CrashLedger: Sendable {
         let timeout = Task {
             try await Task.sleep(for: bound)
             let w = self.state.withLock { s -> CheckedContinuation<Void, Never>? in
+                s.expired = true
                 defer { s.waiter = nil }
                 return s.waiter
             }
@@ -254,7 +257,7 @@ final class CrashLedger: Sendable {
         }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { s -> Bool in
-                if s.allFinal { return true }
+                if s.allFinal || s.expired { return true }
                 s.waiter = c
                 return false
             }

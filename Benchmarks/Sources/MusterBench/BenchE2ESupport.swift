@@ -99,14 +99,10 @@ final class E2EChild: @unchecked Sendable {
                 throw ValidationError(
                     "\(label): \(ended ? "ended" : "gave up after \(bound)") before printing '\(prefix)'; stderr:\n\(err.suffix(2000))")
             }
-            // Woken by new output; re-checked at least every 200 ms for the bound.
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await withCheckedContinuation { c in self.state.withLock { $0.waiters.append(c) } } }
-                group.addTask { try? await Task.sleep(for: .milliseconds(200)) }
-                await group.next()
-                group.cancelAll()
-                self.wake { _ in }
-            }
+            // Re-checked every 50 ms. Not a continuation raced against a sleeper in a task group:
+            // when the sleeper won before the other child registered, the group waited for
+            // output that a silent child never wrote.
+            try? await Task.sleep(for: .milliseconds(50))
         }
     }
 
@@ -277,6 +273,8 @@ final class JobTracker: Sendable {
         var uniqueFinals = 0
         var target = Int.max
         var waiter: CheckedContinuation<Void, Never>?
+        /// The wait's bound passed: a waiter that registers only now must not wait.
+        var expired = false
     }
     private let state = Locked(State())
     let window: JobWindow?
@@ -322,7 +320,7 @@ final class JobTracker: Sendable {
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                     let done = self.state.withLock { s -> Bool in
-                        if s.uniqueFinals >= count { return true }
+                        if s.uniqueFinals >= count || s.expired { return true }
                         s.target = count
                         s.waiter = c
                         return false
@@ -339,6 +337,7 @@ final class JobTracker: Sendable {
             if !first {
                 // Unblock the waiter so the group can end.
                 let w = self.state.withLock { s -> CheckedContinuation<Void, Never>? in
+                    s.expired = true
                     defer { s.waiter = nil }
                     return s.waiter
                 }
