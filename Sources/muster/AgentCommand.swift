@@ -213,8 +213,9 @@ struct AgentCommand: AsyncParsableCommand {
         }
         if let failure = await agent.failure {
             FileHandle.standardError.write(Data("muster agent: \(failure)\n".utf8))
-            throw ExitCode(1)
+            ProcessEnd.now(1)
         }
+        ProcessEnd.now(0)
     }
 
     /// `--feature-map` as feature -> node classes.

@@ -86,9 +86,7 @@ struct Serve: AsyncParsableCommand {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        if await daemon.lostLeadership != nil {
-            // Deposed: a supervisor starts this coordinator again, and it stands by.
-            throw ExitCode(Serve.deposedExitStatus)
-        }
+        // Deposed: a supervisor starts this coordinator again, and it stands by.
+        ProcessEnd.now(await daemon.lostLeadership != nil ? Serve.deposedExitStatus : 0)
     }
 }
