@@ -119,8 +119,15 @@ final class StorePlace {
     func remove() {
         dir?.remove()
         if kind == .postgres, let server = ProcessInfo.processInfo.environment["MUSTER_TEST_POSTGRES_URL"] {
-            let name = location[location.index(after: location.lastIndex(of: "/")!)...]
-            _ = run(["psql", "-X", "-q", "-d", server, "-c", "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"])
+            let name = String(location[location.index(after: location.lastIndex(of: "/")!)...])
+            // Not waited for: DROP DATABASE waits until every backend of the server has absorbed
+            // its barrier, and the election test that freezes a backend with SIGSTOP holds it for
+            // up to 30 s. Two tests waiting here held both threads of the test pool, and the
+            // frozen backend's test, which needs one to send SIGCONT, never ran again. The
+            // throw-away server (Scripts/with-postgres) goes away with everything left in it.
+            Thread.detachNewThread {
+                _ = run(["psql", "-X", "-q", "-d", server, "-c", "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"])
+            }
         }
     }
 }
