@@ -8,7 +8,8 @@ struct ChildResult: Sendable {
     var text: String { String(decoding: output, as: UTF8.self) }
 }
 
-/// Runs `executable` to its end on a thread of its own, never on the cooperative pool.
+/// Runs `executable` to its end on a thread of its own, never on the cooperative pool; with
+/// `bound`, it is terminated (SIGTERM) if still running after that long.
 ///
 /// A test that waited for a child (python, openssl, chromium) on the pool held one of its threads
 /// for the child's whole run; on a 2-core machine two such waits stopped every other test in the
@@ -16,7 +17,7 @@ struct ChildResult: Sendable {
 /// Output goes through temporary files, not pipes: a child writing more than a pipe holds to the
 /// stream read second cannot block the one read first.
 func runChild(
-    _ executable: String, _ arguments: [String], environment: [String: String]? = nil
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil, bound: Duration? = nil
 ) async throws -> ChildResult {
     try await offPool {
         let dir = FileManager.default.temporaryDirectory
@@ -37,6 +38,11 @@ func runChild(
         p.standardError = errHandle
         p.standardInput = FileHandle.nullDevice
         try p.run()
+        if let bound {
+            DispatchQueue.global().asyncAfter(deadline: .now() + bound.dispatchInterval) {
+                if p.isRunning { p.terminate() }
+            }
+        }
         p.waitUntilExit()
         try outHandle.close()
         try errHandle.close()

@@ -45,27 +45,13 @@ func runInteropScript(_ name: String, _ arguments: [String], bound: Duration = .
     return ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any]) ?? fallback
 }
 
-/// Runs a Python script with Debian's python3 on a thread of its own, so a slow script never
-/// blocks the test's executor; it is killed after `bound`. Returns its standard output and status.
+/// Runs a Python script with Debian's python3 off the test pool (`runChild`); it is terminated
+/// after `bound`. Returns its standard output and status; what it wrote to standard error is
+/// passed on to the test's own.
 func runPython(_ script: String, _ arguments: [String], bound: Duration) async throws -> (output: Data, status: Int32) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-    p.arguments = [script] + arguments
-    let out = Pipe()
-    p.standardOutput = out
-    try p.run()
-    let killer = Task {
-        try await Task.sleep(for: bound)
-        if p.isRunning { p.terminate() }
-    }
-    defer { killer.cancel() }
-    return await withCheckedContinuation { c in
-        Thread.detachNewThread {
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            c.resume(returning: (data, p.terminationStatus))
-        }
-    }
+    let r = try await runChild("/usr/bin/python3", [script] + arguments, bound: bound)
+    FileHandle.standardError.write(r.errors)
+    return (r.output, r.status)
 }
 
 /// Raises this process's soft limit on open files towards `wanted` (children inherit it) and
