@@ -266,7 +266,12 @@ extension Coordinator {
                 let compare =
                     m >= 0 && !backends.records[bi].loadedIDs.contains(m)
                     && (classes[c].loadedCapable == 0 ? knowsItsLoads : jobs[entry.job].declinedSince != nil)
-                if !compare { return true }
+                // A backend holding a model other queued jobs need compares too while other
+                // backends are free (at most `tieScanLimit`): an equally fast one may take this job
+                // and leave the model to them (`admits`).
+                if !compare && !(free.count > 1 && free.count <= Self.tieScanLimit && keepsModel(bi, for: c)) {
+                    return true
+                }
             }
             return admits(bi, id, c, entry)
         }

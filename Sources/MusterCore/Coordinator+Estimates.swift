@@ -267,6 +267,9 @@ extension Coordinator {
         let mine = expectedCompletion(bi, c, e)
         // When this backend must load the model, a backend that has it loaded wins a tie.
         let mustLoad = modelReady(bi, c) != nil
+        // When this backend holds a model that other queued jobs need and this job does not, a
+        // backend that holds none such wins a tie: the model stays free for the jobs that need it.
+        let keeps = keepsModel(bi, for: c)
         let need = classes[c].queued
         let margin = 1e-9 * max(1, mine)
         let latestStart = deadline.seconds
@@ -276,7 +279,11 @@ extension Coordinator {
         // backend not expected to start it by then does not count), and how many of the class's
         // jobs it finishes before this one would.
         func sooner(_ ti: Int, _ theirs: Double) -> Int? {
-            guard theirs < mine - margin || (mustLoad && theirs <= mine + margin && modelReady(ti, c) == nil) else {
+            guard
+                theirs < mine - margin
+                    || (theirs <= mine + margin
+                        && ((mustLoad && modelReady(ti, c) == nil) || (keeps && !keepsModel(ti, for: c))))
+            else {
                 return nil
             }
             let p = max(expectedSeconds(ti, e), 1e-3)
@@ -301,10 +308,18 @@ extension Coordinator {
         // differ per backend. Counting stops once the class's waiting jobs are covered.
         let fasterOnly = !mustLoad && backends.records[bi].jobs.count < backends.records[bi].slots
         let speed = backends.records[bi].speed
+        // Ties for a backend that keeps a model: only free backends as fast can tie here, looked
+        // up among the free ones while they are few (a saturated fleet frees one slot at a time).
+        let ties = keeps && fasterOnly && free.count > 1 && free.count <= Self.tieScanLimit
         if fasterOnly {
             for t in classes[c].bySpeed.faster(than: speed) {
                 if capacity >= need { break }
                 count(t)
+            }
+            if ties {
+                for t in free where capacity < need && classes[c].capable.contains(t) {
+                    if let ti = backends.index(t), backends.records[ti].speed == speed { count(t) }
+                }
             }
         } else {
             for t in classes[c].capable {
@@ -326,7 +341,7 @@ extension Coordinator {
         var looked: [Int] = []
         func look(_ t: BackendID) {
             guard t != id, let ti = backends.index(t), backends.records[ti].inFree, backends.records[ti].routable(now),
-                !fasterOnly || backends.records[ti].speed > speed
+                !fasterOnly || backends.records[ti].speed > speed || (ties && backends.records[ti].speed == speed)
             else { return }
             looked.append(ti)
         }
@@ -334,6 +349,7 @@ extension Coordinator {
             for t in free where classes[c].capable.contains(t) { look(t) }
         } else if fasterOnly {
             for t in classes[c].bySpeed.faster(than: speed) { look(t) }
+            if ties { for t in free where classes[c].capable.contains(t) { look(t) } }
         } else {
             for t in classes[c].capable { look(t) }
         }
@@ -351,6 +367,20 @@ extension Coordinator {
         if classes[c].waitTimerAt.map({ $0 > deadline }) ?? true {
             classes[c].waitTimerAt = deadline
             schedule(deadline, .routeWait(c))
+        }
+        return false
+    }
+
+    /// How many free backends a backend that keeps a model looks through for an equally fast one
+    /// that does not (`admits`): beyond it, ties go by the usual order.
+    static let tieScanLimit = 64
+
+    /// Whether backend `bi` has loaded a model that queued jobs name and jobs of class `c` do not
+    /// (`queuedByModel`: a count per model, no scan of the queue).
+    func keepsModel(_ bi: Int, for c: Int) -> Bool {
+        let m = classes[c].modelID
+        for loaded in backends.records[bi].loadedIDs where loaded != m && queuedByModel[Int(loaded)] > 0 {
+            return true
         }
         return false
     }

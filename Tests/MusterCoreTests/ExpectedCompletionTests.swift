@@ -735,4 +735,33 @@ import Testing
         #expect(r.makespan == 23)
         #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
     }
+
+    /// Two idle backends finish the video at the same time. Local first would give it to -1, the
+    /// only one with `flux` loaded, and the two `flux` images would wait 10 s behind it. A backend
+    /// that holds a model other queued jobs need leaves a tie to one that holds none such: the
+    /// video runs on 2 while -1 runs the images (seed 61 of the routing suite, announcing
+    /// durations: 1.5 to 1.0).
+    @Test func aTieGoesToTheBackendWhoseLoadedModelNoQueuedJobNeeds() {
+        var policy = CorePolicy()
+        policy.jobDurationPriors = ["video": .seconds(10), "image": .seconds(5)]
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(-1), features: ["video"], modelsAvailable: ["flux"], modelsLoaded: ["flux"],
+                        jobSeconds: ["image": 5, "video": 10], speed: 1),
+                    Scenario.Backend(
+                        id: BackendID(2), features: ["video"], jobSeconds: ["image": 5, "video": 10], speed: 1),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: ExpectedCompletionTests.video), BatchEntry(spec: JobSpec(kind: "image", model: "flux"), count: 2),
+                    ])
+                ]))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(1)] == BackendID(2))
+        #expect(r.ranOn[JobID(2)] == BackendID(-1) && r.ranOn[JobID(3)] == BackendID(-1))
+        #expect(r.makespan == 10)
+    }
 }
