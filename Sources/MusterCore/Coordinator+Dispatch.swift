@@ -275,6 +275,7 @@ extension Coordinator {
             }
             return admits(bi, id, c, entry)
         }
+        declined = nil
         guard let (c, entry) = bestJob(for: id, runningFree: runningFree, affinity: fastest) else { return nil }
         if takes(c, entry) { return (c, entry) }
         // Left to others: the backend's other classes in the same order (best head first).

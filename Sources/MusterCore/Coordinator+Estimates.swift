@@ -359,6 +359,7 @@ extension Coordinator {
             wake.append(t)
         }
         for t in wake { dirty.insert(t) }
+        if declined == nil, let s = second { declined = (id, entry.job, s.backend, s.at) }
         if jobs[entry.job].declinedSince == nil {
             jobs[entry.job].declinedSince = now
             routingEpoch &+= 1
@@ -550,9 +551,52 @@ extension Coordinator {
         if pick == nil, backends.records[ti].jobs.count < backends.records[ti].slots {
             pick = runningToMove(into: ti, thief)
         }
+        if pick == nil, backends.records[ti].jobs.count < backends.records[ti].slots {
+            pick = displace(into: ti, thief)
+        }
         guard let pick else { return false }
         moveStolen(pick.job, from: pick.victim, to: thief)
         return true
+    }
+
+    /// Making room for a job this free backend left to another: the thief declined queued job J
+    /// this turn because J finishes first on backend B (`declined`), behind a job K bound there
+    /// and not started. When the thief finishes K before J would finish on B, K moves to the
+    /// thief and J may take its place on B: J ends about K's duration sooner, K no later than J
+    /// would have, so the later of the two ends sooner. K moves only for a job of its own owner
+    /// at its priority or above, or for one of a higher priority, so another owner's turn is never
+    /// given away, and only when both durations are known (measured, configured or announced:
+    /// guessed ones would trade a sure start for a guess). This is what lets a long job of a
+    /// batch accepted later overtake a short one of an earlier batch that another backend runs
+    /// almost as soon (longest first across batches).
+    mutating func displace(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
+        guard let d = declined, d.by == thief, let jj = jobs.index(d.job), jobs[slot: jj].state == .queued,
+            let vi = backends.index(d.toward), backends.records[vi].routable(now),
+            estimates.known(jobs[slot: jj].estimateIndex)
+        else { return nil }
+        let owner = jobs[slot: jj].spec.owner, priority = jobs[slot: jj].spec.priority
+        let pj = expectedSeconds(vi, jobs[slot: jj].estimateIndex)
+        let available = availableAt(ti)
+        var pick: (gain: Double, victim: BackendID, job: JobID)?
+        for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
+            guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil,
+                jobs[slot: j].movedAt != now,
+                jobs[slot: j].spec.priority < priority
+                    || (jobs[slot: j].spec.priority == priority && jobs[slot: j].spec.owner == owner)
+            else { continue }
+            let c = jobs[slot: j].classIndex
+            let e = jobs[slot: j].estimateIndex
+            guard classes[c].capable.contains(thief), estimates.known(e) else { continue }
+            let room = expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k]))
+            let mine = max(available, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
+            // J gains K's duration on B; K must end on the thief before J would have on B.
+            guard room > 0.05 * pj + 1e-9, mine < d.at - 0.05 * pj - 1e-9 else { continue }
+            let gain = d.at - max(mine, d.at - room)
+            if let best = pick, (gain, job.rawValue) <= (best.gain, best.job.rawValue) { continue }
+            pick = (gain, d.toward, job)
+        }
+        if pick != nil { declined = nil }
+        return pick
     }
 
     /// A running job that the backend at `ti`, with a running slot free, would finish from scratch

@@ -101,6 +101,9 @@ public struct Coordinator: Sendable {
     var scratch = Heap<Candidate>()
     /// The runner-up of the last comparison (`admits`), for the explanation of the next binding.
     var runnerUp: (job: JobID, backend: BackendID, at: Double)?
+    /// The first job a free backend left to others in its current turn (`admits`), and the
+    /// backend where that job is expected to finish first: `displace` may make room for it there.
+    var declined: (by: BackendID, job: JobID, toward: BackendID, at: Double)?
 
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {
@@ -617,6 +620,13 @@ struct Estimates {
         if kindMeasured[k], let kind = kindSeconds[k] { return kind }
         if let announced = announcedKind[k] { return announced }
         return kindSeconds[k] ?? priorSeconds[e]
+    }
+
+    /// Whether the class's duration is known rather than guessed: measured, configured, or
+    /// measured or announced for its kind.
+    func known(_ e: Int) -> Bool {
+        let k = kindOf[e]
+        return jobSeconds[e] != nil || priorConfigured[e] || kindMeasured[k] || announcedKind[k] != nil
     }
 
     /// A measured duration (at speed 1.0) of a class: the kind's estimate follows.
