@@ -269,9 +269,7 @@ extension Coordinator {
                 // A backend holding a model other queued jobs need compares too while other
                 // backends are free (at most `tieScanLimit`): an equally fast one may take this job
                 // and leave the model to them (`admits`).
-                if !compare && !(free.count > 1 && free.count <= Self.tieScanLimit && keepsModel(bi, for: c)) {
-                    return true
-                }
+                if !compare && !(keepsModel(bi, for: c) && freeTiePeer(bi, for: c)) { return true }
             }
             return admits(bi, id, c, entry)
         }

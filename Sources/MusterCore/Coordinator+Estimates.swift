@@ -310,7 +310,7 @@ extension Coordinator {
         let speed = backends.records[bi].speed
         // Ties for a backend that keeps a model: only free backends as fast can tie here, looked
         // up among the free ones while they are few (a saturated fleet frees one slot at a time).
-        let ties = keeps && fasterOnly && free.count > 1 && free.count <= Self.tieScanLimit
+        let ties = keeps && fasterOnly && freeTiePeer(bi, for: c)
         if fasterOnly {
             for t in classes[c].bySpeed.faster(than: speed) {
                 if capacity >= need { break }
@@ -374,7 +374,19 @@ extension Coordinator {
 
     /// How many free backends a backend that keeps a model looks through for an equally fast one
     /// that does not (`admits`): beyond it, ties go by the usual order.
-    static let tieScanLimit = 64
+    static let tieScanLimit = 8
+
+    /// Whether another free backend as fast as `bi` can run class `c` and keeps no model (so it
+    /// may win a tie with `bi`, which keeps one): looked for among the free backends while there
+    /// are at most `tieScanLimit`, without computing a completion time.
+    func freeTiePeer(_ bi: Int, for c: Int) -> Bool {
+        guard free.count > 1, free.count <= Self.tieScanLimit else { return false }
+        let id = backends.records[bi].id, speed = backends.records[bi].speed
+        for t in free where t != id && classes[c].capable.contains(t) {
+            if let ti = backends.index(t), backends.records[ti].speed == speed, !keepsModel(ti, for: c) { return true }
+        }
+        return false
+    }
 
     /// Whether backend `bi` has loaded a model that queued jobs name and jobs of class `c` do not
     /// (`queuedByModel`: a count per model, no scan of the queue).
@@ -562,8 +574,8 @@ extension Coordinator {
     /// Making room for a job this free backend left to another: the thief declined queued job J
     /// this turn because J finishes first on backend B (`declined`), behind a job K bound there
     /// and not started. When the thief finishes K before J would finish on B, K moves to the
-    /// thief and J may take its place on B: J ends about K's duration sooner, K no later than J
-    /// would have, so the later of the two ends sooner. K moves only for a job of its own owner
+    /// thief and J may take its place on B: J, the longer of the two on B, ends about K's
+    /// duration sooner, K no later than J would have, so the later of the two ends sooner. K moves only for a job of its own owner
     /// at its priority or above, or for one of a higher priority, so another owner's turn is never
     /// given away, and only when both durations are known (measured, configured or announced:
     /// guessed ones would trade a sure start for a guess). This is what lets a long job of a
@@ -589,8 +601,9 @@ extension Coordinator {
             guard classes[c].capable.contains(thief), estimates.known(e) else { continue }
             let room = expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k]))
             let mine = max(available, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
-            // J gains K's duration on B; K must end on the thief before J would have on B.
-            guard room > 0.05 * pj + 1e-9, mine < d.at - 0.05 * pj - 1e-9 else { continue }
+            // J, the longer, gains K's duration on B; K must end on the thief before J would
+            // have on B.
+            guard room > 0.05 * pj + 1e-9, pj > 1.05 * room + 1e-9, mine < d.at - 0.05 * pj - 1e-9 else { continue }
             let gain = d.at - max(mine, d.at - room)
             if let best = pick, (gain, job.rawValue) <= (best.gain, best.job.rawValue) { continue }
             pick = (gain, d.toward, job)
