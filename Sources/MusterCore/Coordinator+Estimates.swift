@@ -561,10 +561,7 @@ extension Coordinator {
             }
         }
         if pick == nil, backends.records[ti].jobs.count < backends.records[ti].slots {
-            pick = runningToMove(into: ti, thief)
-        }
-        if pick == nil, backends.records[ti].jobs.count < backends.records[ti].slots {
-            pick = displace(into: ti, thief)
+            pick = runningToMove(into: ti, thief) ?? displace(into: ti, thief)
         }
         guard let pick else { return false }
         moveStolen(pick.job, from: pick.victim, to: thief)
@@ -575,12 +572,12 @@ extension Coordinator {
     /// this turn because J finishes first on backend B (`declined`), behind a job K bound there
     /// and not started. When the thief finishes K before J would finish on B, K moves to the
     /// thief and J may take its place on B: J, the longer of the two on B, ends about K's
-    /// duration sooner, K no later than J would have, so the later of the two ends sooner. K moves only for a job of its own owner
-    /// at its priority or above, or for one of a higher priority, so another owner's turn is never
-    /// given away, and only when both durations are known (measured, configured or announced:
-    /// guessed ones would trade a sure start for a guess). This is what lets a long job of a
-    /// batch accepted later overtake a short one of an earlier batch that another backend runs
-    /// almost as soon (longest first across batches).
+    /// duration sooner, K no later than J would have, so the later of the two ends sooner. K
+    /// moves only for a job of its own owner at its priority or above, or for one of a higher
+    /// priority, so another owner's turn is never given away, and only when both durations are
+    /// known (measured, configured or announced: guessed ones would trade a sure start for a
+    /// guess). This is what lets a long job of a batch accepted later overtake a short one of an
+    /// earlier batch that another backend runs almost as soon (longest first across batches).
     mutating func displace(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         guard let d = declined, d.by == thief, let jj = jobs.index(d.job), jobs[slot: jj].state == .queued,
             let vi = backends.index(d.toward), backends.records[vi].routable(now),
@@ -599,7 +596,7 @@ extension Coordinator {
             let c = jobs[slot: j].classIndex
             let e = jobs[slot: j].estimateIndex
             guard classes[c].capable.contains(thief), estimates.known(e) else { continue }
-            let room = expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k]))
+            let room = expectedSeconds(vi, e)
             let mine = max(available, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
             // J, the longer, gains K's duration on B; K must end on the thief before J would
             // have on B.
