@@ -17,8 +17,18 @@ struct BenchStore: AsyncParsableCommand {
             "The job stores (SQLite, and PostgreSQL when a server is given): group-commit throughput, and restart time with a large store."
     )
 
-    @Option(help: "Jobs through the group-commit run (4 changes each: accepted, bound, ended, evicted).")
+    @Option(help: "Jobs through the group-commit run (each bound, ended and evicted; batches accepted).")
     var commitJobs = 200_000
+    @Option(
+        help:
+            "Jobs per batch in the group-commit run: 1 (4 changes per job), or e.g. 100 as `muster-bench e2e` submits them (jobs evicted one by one)."
+    )
+    var commitBatch = 1
+    @Option(
+        help:
+            "Jobs appended per wait for durability in the group-commit run (0: never wait, commits swallow whole job lives); e.g. 50, about what `muster serve` commits every 4 ms at 12,500 jobs/s."
+    )
+    var commitStep = 0
     @Option(help: "Jobs in the store for the restart run.")
     var jobs = 1_000_000
     @Option(help: "Of those, unfinished (half bound, half queued).")
@@ -62,7 +72,8 @@ struct BenchStore: AsyncParsableCommand {
     private func measure(
         commitStore: () -> any JobStore, restartStore: () -> any JobStore
     ) throws {
-        let commit = try StoreBenchmark.groupCommit(jobs: commitJobs, store: commitStore)
+        let commit = try StoreBenchmark.groupCommit(
+            jobs: commitJobs, batchSize: commitBatch, step: commitStep, store: commitStore)
         print(commit.description)
         let open = try StoreBenchmark.openTime(jobs: jobs, unfinished: unfinished, store: restartStore)
         print(open.description)

@@ -19,6 +19,18 @@ import Testing
         #expect(result.jobsStored == min(10_000, jobs / 2))
     }
 
+    @Test func groupCommitWorkloadInBatches() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let (jobs, retained) = (2_050, 1_000)
+        let result = try StoreBenchmark.groupCommit(
+            path: dir.file("bench.sqlite"), jobs: jobs, batchSize: 100, retained: retained)
+        print(result)
+        // 21 batches accepted, each job bound and ended, all but the last `retained` evicted.
+        #expect(result.changes == 21 + 2 * jobs + (jobs - retained))
+        #expect(result.jobsStored == retained)
+    }
+
     @Test func openWorkload() throws {
         let dir = try TempDir()
         defer { dir.remove() }
