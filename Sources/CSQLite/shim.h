@@ -20,4 +20,13 @@ static inline int csqlite_bind_text_transient(sqlite3_stmt *stmt, int index, con
     return sqlite3_bind_text(stmt, index, text, length, SQLITE_TRANSIENT);
 }
 
+/// sqlite3_config is variadic, which Swift cannot call. Turns off SQLite's memory statistics
+/// (SQLITE_CONFIG_MEMSTATUS, on by default): with them on, every allocation SQLite makes takes a
+/// process-wide mutex to count it, and the store never reads the counts. Must run before the
+/// library initializes (before the first connection opens); afterwards it returns SQLITE_MISUSE
+/// and changes nothing.
+static inline int csqlite_disable_memory_statistics(void) {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 #endif

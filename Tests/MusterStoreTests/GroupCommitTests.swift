@@ -89,6 +89,40 @@ import Testing
         #expect(snapshot.jobs.filter { $0.state == .bound }.count == 99)
     }
 
+    /// Evictions of one commit, in any order and with gaps between their ids, remove exactly
+    /// those jobs (the SQLite writer deletes them in runs of consecutive ids as the commit ends),
+    /// and the count of stored jobs follows.
+    @Test(arguments: StoreKind.allCases)
+    func evictionsOfOneCommitRemoveExactlyTheirJobs(kind: StoreKind) throws {
+        guard let place = try StorePlace(kind) else { return }
+        defer { place.remove() }
+        let store = place.store(commitInterval: .seconds(3600))
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        let first = store.append(.batchAccepted(Self.batch(1, firstJob: 1, count: 12)))
+        log.waitDurable(through: first)
+        var last: UInt64 = 0
+        for n in 1...12 {
+            last = store.append(
+                .jobEnded(StoredJob(id: JobID(UInt64(n)), batch: BatchID(1), state: .completed, result: .null)))
+        }
+        // Runs 2-4, 7 and 9-10, in changes out of order, one of them twice.
+        for jobs in [[9], [3, 2], [10, 4], [7], [3]] {
+            last = store.append(.evicted(jobs: jobs.map { JobID(UInt64($0)) }, batches: []))
+        }
+        store.close()
+        let stats = store.statistics
+        #expect(stats.commits == 2)
+        #expect(stats.durable == last)
+        #expect(stats.jobsStored == 6)
+        let reopened = place.store()
+        let snapshot = try reopened.open()
+        reopened.close()
+        #expect(snapshot.jobs.map(\.id.rawValue) == [1, 5, 6, 8, 11, 12])
+        #expect(snapshot.jobs.allSatisfy { $0.state == .completed })
+    }
+
     /// No clean shutdown: the files as the running store leaves them (its log not checkpointed),
     /// copied as a crash would leave them, hold everything reported durable. The file itself is
     /// the running store's alone: a second store object cannot open it.

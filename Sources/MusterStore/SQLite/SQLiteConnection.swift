@@ -15,8 +15,14 @@ final class SQLiteConnection {
     /// is an I/O failure of a running store (`io`).
     var opening = true
 
+    /// Configures the library once per process, before its first connection: no memory
+    /// statistics (`csqlite_disable_memory_statistics`). Nothing else in the process uses SQLite;
+    /// if something initialized it first, the call changes nothing and the store works the same.
+    private static let libraryConfigured: Void = { _ = csqlite_disable_memory_statistics() }()
+
     /// Opens the file read-write (creating it when `create` and it is missing) or read-only.
     init(path: String, create: Bool = true, readOnly: Bool = false) throws(StoreFailure) {
+        Self.libraryConfigured
         var db: OpaquePointer?
         let flags =
             SQLITE_OPEN_NOMUTEX

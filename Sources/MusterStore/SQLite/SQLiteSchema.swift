@@ -64,7 +64,9 @@ enum SQLiteSchema {
         UPDATE jobs SET state = ?2, backend = ?3, lease = ?4, attempt = ?5, lost = ?6, ended_at = ?7, result = ?8,
             error_code = ?9, error_message = ?10 WHERE id = ?1
         """
-    static let deleteJob = "DELETE FROM jobs WHERE id = ?1"
+    /// The jobs of one run of consecutive ids (the writer keeps a run on one side of the sign bit,
+    /// since the ids' bit patterns compare as signed integers).
+    static let deleteJobs = "DELETE FROM jobs WHERE id BETWEEN ?1 AND ?2"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
     static let upsertBackend = "INSERT OR REPLACE INTO backends (id, name, incarnation) VALUES (?1, ?2, ?3)"
 

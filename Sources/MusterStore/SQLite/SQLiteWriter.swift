@@ -76,7 +76,7 @@ final class SQLiteDatabase {
     private let bindJob: Statement
     private let requeueJob: Statement
     private let endJob: Statement
-    private let deleteJob: Statement
+    private let deleteJobs: Statement
     private let deleteBatch: Statement
     private let upsertBackend: Statement
     private let freelistCount: Statement
@@ -91,22 +91,27 @@ final class SQLiteDatabase {
         bindJob = try Statement(connection, SQLiteSchema.bindJob)
         requeueJob = try Statement(connection, SQLiteSchema.requeueJob)
         endJob = try Statement(connection, SQLiteSchema.endJob)
-        deleteJob = try Statement(connection, SQLiteSchema.deleteJob)
+        deleteJobs = try Statement(connection, SQLiteSchema.deleteJobs)
         deleteBatch = try Statement(connection, SQLiteSchema.deleteBatch)
         upsertBackend = try Statement(connection, SQLiteSchema.upsertBackend)
         freelistCount = try Statement(connection, "PRAGMA freelist_count")
     }
 
+    /// Evicted jobs of the commit in progress, deleted together as it ends (`deleteEvicted`).
+    private var evicted: [UInt64] = []
+
     /// Writes `changes` in one transaction; returns the job rows gained (negative: lost).
     func commit(_ changes: [SequencedChange], compactionThresholdPages: Int64) throws(StoreFailure) -> Int {
         var jobsDelta = 0
         var deleted = false
+        evicted.removeAll(keepingCapacity: true)
         do throws(StoreFailure) {
             try begin.run()
             let skip = StoreRows.superseded(changes)
             for (i, change) in changes.enumerated() where !skip[i] {
                 jobsDelta += try apply(change.change, deleted: &deleted)
             }
+            jobsDelta -= try deleteEvicted()
             if deleted { try compact(threshold: compactionThresholdPages) }
             try commitTransaction.run()
         } catch {
@@ -168,18 +173,15 @@ final class SQLiteDatabase {
             return 0
 
         case .evicted(let jobs, let batches):
-            var removed = 0
-            for job in jobs {
-                deleteJob.bind(1, job.rawValue)
-                try deleteJob.run()
-                removed += connection.changes
-            }
+            // The rows go as the commit ends, in runs of consecutive ids: retention evicts one job
+            // per job that ends, oldest first, so a commit's evictions are mostly one run.
+            for job in jobs { evicted.append(job.rawValue) }
             for batch in batches {
                 deleteBatch.bind(1, batch.rawValue)
                 try deleteBatch.run()
             }
             deleted = deleted || !jobs.isEmpty || !batches.isEmpty
-            return -removed
+            return 0
 
         case .backendRegistered(let id, let name, let incarnation):
             upsertBackend.bind(1, id.rawValue)
@@ -188,6 +190,32 @@ final class SQLiteDatabase {
             try upsertBackend.run()
             return 0
         }
+    }
+
+    /// Deletes the rows of the jobs evicted in this commit, a statement per run of consecutive
+    /// ids; returns how many rows went. Deferring them to the end of the transaction changes
+    /// nothing: an evicted job is final and gone from the core, so no later change of the same
+    /// commit can concern it.
+    private func deleteEvicted() throws(StoreFailure) -> Int {
+        guard !evicted.isEmpty else { return 0 }
+        evicted.sort()
+        var removed = 0
+        var i = 0
+        while i < evicted.count {
+            var j = i
+            // A run stays on one side of the sign bit: SQLite compares the stored bit patterns as
+            // signed integers.
+            let side = evicted[i] >> 63
+            while j + 1 < evicted.count && evicted[j + 1] &- evicted[j] <= 1 && evicted[j + 1] >> 63 == side {
+                j += 1
+            }
+            deleteJobs.bind(1, evicted[i])
+            deleteJobs.bind(2, evicted[j])
+            try deleteJobs.run()
+            removed += connection.changes
+            i = j + 1
+        }
+        return removed
     }
 
     /// Gives free pages back to the file system once there are more than the threshold, inside
