@@ -12,6 +12,21 @@ import Testing
             firstJob: JobID(firstJob), submittedAt: .zero)
     }
 
+    /// A store whose commits are an hour apart, opened, with batch 1 (jobs 1 ... `firstBatchJobs`)
+    /// durable in its first commit: what is appended next waits for a close to be committed, all
+    /// in one commit.
+    static func openPaced(
+        _ place: StorePlace, firstBatchJobs: Int
+    ) throws -> (store: any JobStore, log: CommitLog, first: UInt64) {
+        let store = place.store(commitInterval: .seconds(3600))
+        let log = CommitLog()
+        store.onCommit { log.record($0) }
+        _ = try store.open()
+        let first = store.append(.batchAccepted(batch(1, firstJob: 1, count: firstBatchJobs)))
+        log.waitDurable(through: first)
+        return (store, log, first)
+    }
+
     @Test(arguments: StoreKind.allCases)
     func manyAppendsFromOneThreadShareFewCommitsAndDurableOnlyGrows(kind: StoreKind) throws {
         guard let place = try StorePlace(kind) else { return }
@@ -58,12 +73,7 @@ import Testing
     func changesAppendedWithinTheCommitIntervalShareOneCommit(kind: StoreKind) throws {
         guard let place = try StorePlace(kind) else { return }
         defer { place.remove() }
-        let store = place.store(commitInterval: .seconds(3600))
-        let log = CommitLog()
-        store.onCommit { log.record($0) }
-        _ = try store.open()
-        let first = store.append(.batchAccepted(Self.batch(1, firstJob: 1, count: 100)))
-        log.waitDurable(through: first)
+        let (store, log, first) = try Self.openPaced(place, firstBatchJobs: 100)
         #expect(store.statistics.commits == 1)
         var last: UInt64 = 0
         for n in 1...100 {
@@ -96,12 +106,7 @@ import Testing
     func evictionsOfOneCommitRemoveExactlyTheirJobs(kind: StoreKind) throws {
         guard let place = try StorePlace(kind) else { return }
         defer { place.remove() }
-        let store = place.store(commitInterval: .seconds(3600))
-        let log = CommitLog()
-        store.onCommit { log.record($0) }
-        _ = try store.open()
-        let first = store.append(.batchAccepted(Self.batch(1, firstJob: 1, count: 12)))
-        log.waitDurable(through: first)
+        let (store, _, _) = try Self.openPaced(place, firstBatchJobs: 12)
         var last: UInt64 = 0
         for n in 1...12 {
             last = store.append(
