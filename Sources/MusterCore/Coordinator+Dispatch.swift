@@ -266,10 +266,11 @@ extension Coordinator {
                 let compare =
                     m >= 0 && !backends.records[bi].loadedIDs.contains(m)
                     && (classes[c].loadedCapable == 0 ? knowsItsLoads : jobs[entry.job].declinedSince != nil)
-                // A backend holding a model other queued jobs need compares too while other
-                // backends are free (at most `tieScanLimit`): an equally fast one may take this job
-                // and leave the model to them (`admits`).
-                if !compare && !(keepsModel(bi, for: c) && freeTiePeer(bi, for: c)) { return true }
+                // A backend holding back what other queued jobs need (a model they name, or it
+                // alone can run them) compares too while other backends are free (at most
+                // `tieScanLimit`): an equally fast one may take this job and leave it to them
+                // (`admits`).
+                if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c)) { return true }
             }
             return admits(bi, id, c, entry)
         }

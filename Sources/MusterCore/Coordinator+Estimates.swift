@@ -267,9 +267,10 @@ extension Coordinator {
         let mine = expectedCompletion(bi, c, e)
         // When this backend must load the model, a backend that has it loaded wins a tie.
         let mustLoad = modelReady(bi, c) != nil
-        // When this backend holds a model that other queued jobs need and this job does not, a
-        // backend that holds none such wins a tie: the model stays free for the jobs that need it.
-        let keeps = keepsModel(bi, for: c)
+        // When this backend holds back what other queued jobs need and this job does not (a
+        // loaded model they name, or it alone can run them), a backend that holds back nothing
+        // wins a tie: this one stays free for the jobs that need it.
+        let holds = reserves(bi, for: c)
         let need = classes[c].queued
         let margin = 1e-9 * max(1, mine)
         let latestStart = deadline.seconds
@@ -282,7 +283,7 @@ extension Coordinator {
             guard
                 theirs < mine - margin
                     || (theirs <= mine + margin
-                        && ((mustLoad && modelReady(ti, c) == nil) || (keeps && !keepsModel(ti, for: c))))
+                        && ((mustLoad && modelReady(ti, c) == nil) || (holds && !reserves(ti, for: c))))
             else {
                 return nil
             }
@@ -308,9 +309,10 @@ extension Coordinator {
         // differ per backend. Counting stops once the class's waiting jobs are covered.
         let fasterOnly = !mustLoad && backends.records[bi].jobs.count < backends.records[bi].slots
         let speed = backends.records[bi].speed
-        // Ties for a backend that keeps a model: only free backends as fast can tie here, looked
-        // up among the free ones while they are few (a saturated fleet frees one slot at a time).
-        let ties = keeps && fasterOnly && freeTiePeer(bi, for: c)
+        // Ties for a backend that holds something back: only free backends as fast can tie here,
+        // looked up among the free ones while they are few (a saturated fleet frees one slot at a
+        // time).
+        let ties = holds && fasterOnly && freeTiePeer(bi, for: c)
         if fasterOnly {
             for t in classes[c].bySpeed.faster(than: speed) {
                 if capacity >= need { break }
@@ -372,18 +374,33 @@ extension Coordinator {
         return false
     }
 
-    /// How many free backends a backend that keeps a model looks through for an equally fast one
-    /// that does not (`admits`): beyond it, ties go by the usual order.
+    /// How many free backends a backend that holds something back (`reserves`) looks through for
+    /// an equally fast one that does not (`admits`): beyond it, ties go by the usual order.
     static let tieScanLimit = 8
 
-    /// Whether another free backend as fast as `bi` can run class `c` and keeps no model (so it
-    /// may win a tie with `bi`, which keeps one): looked for among the free backends while there
-    /// are at most `tieScanLimit`, without computing a completion time.
+    /// Whether another free backend as fast as `bi` can run class `c` and holds nothing back (so
+    /// it may win a tie with `bi`, which does: `reserves`): looked for among the free backends
+    /// while there are at most `tieScanLimit`, without computing a completion time.
     func freeTiePeer(_ bi: Int, for c: Int) -> Bool {
         guard free.count > 1, free.count <= Self.tieScanLimit else { return false }
         let id = backends.records[bi].id, speed = backends.records[bi].speed
         for t in free where t != id && classes[c].capable.contains(t) {
-            if let ti = backends.index(t), backends.records[ti].speed == speed, !keepsModel(ti, for: c) { return true }
+            if let ti = backends.index(t), backends.records[ti].speed == speed, !reserves(ti, for: c) { return true }
+        }
+        return false
+    }
+
+    /// Whether backend `bi` holds back something that other queued jobs need and jobs of class
+    /// `c` do not, so that an equally fast backend holding nothing back should win a tie for
+    /// them: a loaded model they name (`keepsModel`), or, while 2 to `tieScanLimit` backends are
+    /// free (only then can a free peer tie), being the only backend able to run a class that
+    /// has queued jobs (the backend's own classes, not the queue, are looked through).
+    func reserves(_ bi: Int, for c: Int) -> Bool {
+        if keepsModel(bi, for: c) { return true }
+        guard free.count > 1, free.count <= Self.tieScanLimit else { return false }
+        for other in backends.records[bi].classes
+        where other != c && classes[other].queued > 0 && classes[other].capable.count == 1 {
+            return true
         }
         return false
     }

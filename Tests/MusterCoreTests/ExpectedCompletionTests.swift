@@ -765,6 +765,33 @@ import Testing
         #expect(r.makespan == 10)
     }
 
+    /// Two idle backends nothing is known about (so they tie) for a video. -2, first in the
+    /// candidate order, is the only one that offers `sdxl`, which the batch's image needs: it
+    /// leaves the video to -1 and loads `sdxl` for the image, and both end at 10. Taking the
+    /// video, it would have run the image after it: 15 (seed 228 of the routing suite, knowing
+    /// nothing: 1.71 to 1.0).
+    @Test func aTieGoesToTheBackendThatIsNotTheOnlyOneAQueuedJobCanRunOn() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(-1), features: ["video"], modelsAvailable: ["flux"], modelsLoaded: ["flux"],
+                        jobSeconds: ["image": 5, "video": 10], loadSeconds: 5),
+                    Scenario.Backend(
+                        id: BackendID(-2), features: ["video"], modelsAvailable: ["flux", "sdxl"], modelsLoaded: ["flux"],
+                        jobSeconds: ["image": 5, "video": 10], loadSeconds: 5),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: ExpectedCompletionTests.video), BatchEntry(spec: JobSpec(kind: "image", model: "sdxl")),
+                    ])
+                ]))
+        #expect(r.completions.count == 2 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(1)] == BackendID(-1))
+        #expect(r.ranOn[JobID(2)] == BackendID(-2))
+        #expect(r.makespan == 10)
+    }
+
     /// Two batches of one owner at t=0. The first places its video and `sdxl` image on backend 1
     /// (two slots) and its plain image in 1's overqueue slot (ends at 8, against 10 on the slow
     /// backend 2). The second batch's video finishes first on 1 too, but behind that image: 18.
