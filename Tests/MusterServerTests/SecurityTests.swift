@@ -44,6 +44,9 @@ import Testing
             [
                 "serve", "--listen", "127.0.0.1:0", "--log-level", "debug", "--set", "auth.credentials=\(creds.json)",
                 "--set", "store.url=sqlite://\(store)",
+                // These tests open raw links and say `hello` themselves; a sanitized suite on two
+                // busy cores once took longer than the default 10 s to send it.
+                "--set", "links.handshake_timeout_seconds=60",
             ] + e2e.backends(#"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 600}}]"#)
                 + extra,
             environment: ["CAROL_TOKEN": creds.tokens["carol"]!])
