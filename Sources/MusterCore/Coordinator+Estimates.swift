@@ -378,11 +378,15 @@ extension Coordinator {
     /// an equally fast one that does not (`admits`): beyond it, ties go by the usual order.
     static let tieScanLimit = 8
 
+    /// Whether a free backend could tie with another one and be looked for: 2 to `tieScanLimit`
+    /// backends are free.
+    var fewFree: Bool { free.count > 1 && free.count <= Self.tieScanLimit }
+
     /// Whether another free backend as fast as `bi` can run class `c` and holds nothing back (so
     /// it may win a tie with `bi`, which does: `reserves`): looked for among the free backends
     /// while there are at most `tieScanLimit`, without computing a completion time.
     func freeTiePeer(_ bi: Int, for c: Int) -> Bool {
-        guard free.count > 1, free.count <= Self.tieScanLimit else { return false }
+        guard fewFree else { return false }
         let id = backends.records[bi].id, speed = backends.records[bi].speed
         for t in free where t != id && classes[c].capable.contains(t) {
             if let ti = backends.index(t), backends.records[ti].speed == speed, !reserves(ti, for: c) { return true }
@@ -397,7 +401,7 @@ extension Coordinator {
     /// has queued jobs (the backend's own classes, not the queue, are looked through).
     func reserves(_ bi: Int, for c: Int) -> Bool {
         if keepsModel(bi, for: c) { return true }
-        guard free.count > 1, free.count <= Self.tieScanLimit else { return false }
+        guard fewFree else { return false }
         for other in backends.records[bi].classes
         where other != c && classes[other].queued > 0 && classes[other].capable.count == 1 {
             return true

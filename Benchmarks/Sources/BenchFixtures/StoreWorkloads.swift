@@ -67,7 +67,7 @@ public enum StoreBenchmark {
         let spec = JobSpec(kind: "image", params: RawJSON(unchecked: #"{"prompt":"a lighthouse at dusk","steps":20}"#))
         let size = UInt64(max(1, batchSize))
         let total = UInt64(max(1, jobs))
-        let cpuBefore = processCPUSeconds()
+        let cpuBefore = ProcStats.cpuSeconds(getpid())
         let started = DispatchTime.now().uptimeNanoseconds
         var last: UInt64 = 0
         // Job n is in batch (n - 1) / size + 1, whose first job is that batch's (b - 1) * size + 1.
@@ -101,19 +101,11 @@ public enum StoreBenchmark {
         // Closed first: the sizes as the store leaves them (PostgreSQL measures them at most once
         // a second while it runs, and once more as it closes).
         store.close()
-        let cpu = processCPUSeconds() - cpuBefore
+        let cpu = ProcStats.cpuSeconds(getpid()) - cpuBefore
         let stats = store.statistics
         return Throughput(
             jobs: jobs, batchSize: Int(size), step: max(0, step), changes: Int(last), seconds: seconds, cpuSeconds: cpu,
             commits: stats.commits, bytesOnDisk: stats.bytesOnDisk, jobsStored: stats.jobsStored)
-    }
-
-    /// User and system CPU time of this process so far.
-    static func processCPUSeconds() -> Double {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     /// What `openTime` measured.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BenchFixtures
 import Foundation
 import MusterClient
 import MusterProtocol
