@@ -19,6 +19,8 @@ extension Coordinator {
                 id: r.id, name: r.name, priority: r.priority, link: .expected, incarnation: nil,
                 helloSlots: r.slots, registeredAt: now)
         if let known = b.incarnation, r.incarnation < known { return }  // a dead process's late hello
+        // `welcome.bindings` lists no backup run: the backend stops it as stale (Protocol 6.6).
+        stopBackup(on: r.id, revoke: false)
         b.name = r.name
         b.priority = r.priority
         b.helloSlots = r.slots
@@ -200,6 +202,7 @@ extension Coordinator {
     mutating func drain(_ id: BackendID) {
         guard backends.contains(id) else { return }
         backends[id].drainRequested = true
+        stopBackup(on: id, revoke: true)
         refresh(id, reindex: true)
     }
 
@@ -248,6 +251,7 @@ extension Coordinator {
 
     mutating func requeueAll(on id: BackendID, _ cause: RequeueCause) {
         guard let b = backends.get(id) else { return }
+        stopBackup(on: id, revoke: false)  // its leases died with the link or incarnation
         let error: JobFailure
         switch cause {
         case .backendRestarted:

@@ -226,6 +226,7 @@ extension Coordinator {
                 } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
                     if !runningFree { prefetchUnderBar(e.id) }
                     hedgeLoad(e.id)
+                    if runningFree { startBackup(e.id) }
                     backends[e.id].idleEpoch = routingEpoch
                     dirty.remove(e.id)
                     continue

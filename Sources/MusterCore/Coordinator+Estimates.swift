@@ -456,8 +456,11 @@ extension Coordinator {
             return
         }
         let floor = worked * backends.records[bi].speed * 1.5
-        if floor > estimates.seconds(e) {
-            estimates.project(e, floor, by: backend, 1)
+        // Running past its expected end: a straggler, which idle backends may run a backup of.
+        let newStraggler = stragglers.insert(id).inserted
+        let raise = floor > estimates.seconds(e)
+        if raise { estimates.project(e, floor, by: backend, 1) }
+        if raise || newStraggler {
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
         }
@@ -497,6 +500,8 @@ extension Coordinator {
             backends.records[bi].projectedEnds[id].map { $0 - workFrom } ?? expectedSeconds(bi, jobs[slot: j].estimateIndex)
         backends[backend].projectedEnds[id] = workFrom + total
         var changed = abs(total - previous) > 0.2 * previous
+        // A new straggler: idle backends look again (they may run a backup of it).
+        if total > Self.straggler * jobs[slot: j].expectedAtStart, stragglers.insert(id).inserted { changed = true }
         let e = jobs[slot: j].estimateIndex
         if !jobs[slot: j].projected {
             jobs[id].projected = true

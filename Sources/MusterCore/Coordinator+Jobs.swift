@@ -133,9 +133,16 @@ extension Coordinator {
         }
     }
 
-    /// Binds a job to a backend under a fresh lease and sends it there.
-    mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool) {
+    /// Binds a job to a backend under a fresh lease and sends it there; or, with `backup`, makes
+    /// a backup run that completed first the binding (under its lease, already there).
+    mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool, backup: BackupRun? = nil) {
         routingEpoch &+= 1
+        if !backupOn.isEmpty, backupOn[backend] != nil,
+            backends[backend].jobs.count + 2 > backends[backend].slots
+        {
+            // A backup gives way to a job bound where it runs.
+            stopBackup(on: backend, revoke: true)
+        }
         if fromQueue {
             if jobs[id].state == .gated {
                 unhold(id)
@@ -145,8 +152,13 @@ extension Coordinator {
             }
             dequeued(id, popped: true)
         }
-        let lease = Lease(nextLease)
-        nextLease += 1
+        let lease: Lease
+        if let backup {
+            lease = backup.lease
+        } else {
+            lease = Lease(nextLease)
+            nextLease += 1
+        }
         jobs[id].state = .bound
         jobs[id].backend = backend
         jobs[id].lease = lease
@@ -154,7 +166,8 @@ extension Coordinator {
         jobs[id].attempt += 1
         let attempt = jobs[id].attempt
         jobs[id].history.append(
-            AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: now, outcome: .bound))
+            AttemptRecord(
+                attempt: attempt, backend: backend, lease: lease, boundAt: backup?.boundAt ?? now, outcome: .bound))
         let priority = jobs[id].spec.priority
         let round = jobs[id].round
         if let i = servedRound.index(forKey: PriorityKey(priority)) {
@@ -167,7 +180,7 @@ extension Coordinator {
         let bi = backends.index(backend)!
         let readyAt = modelReady(bi, c) ?? 0
         var placement: Placement?
-        if policy.routing == .expectedCompletion {
+        if policy.routing == .expectedCompletion, backup == nil {
             // `e` read before the call: reading the job table among the arguments made the
             // compiler copy the whole coordinator (every buffer retained) for each binding.
             let ect = expectedCompletion(bi, c, e) - now.seconds
@@ -185,15 +198,18 @@ extension Coordinator {
         if readyAt > now.seconds { loadingModels.insert(backend) }
         adjustModelInFlight(backend, 1)
         if fromQueue { wakeDecliners(c) }
-        if let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
+        if backup == nil, let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
             requestLoad(backend, m, force: false, .job)
         }
         counters.bound += 1
         if policy.persistChanges { out.append(.persist(.jobBound(job: id, backend: backend, lease: lease, attempt: attempt))) }
-        out.append(.assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
+        if backup == nil {
+            out.append(
+                .assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
+        }
         emit(jobs[id], .bound, placement: placement)
-        out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt)))
+        if backup == nil { out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt))) }
         refreshLoad(backend)
     }
 
@@ -217,6 +233,8 @@ extension Coordinator {
             jobs[id].history[last].outcome = outcome
             jobs[id].history[last].error = error
         }
+        if !backups.isEmpty { revokeBackups(of: id) }
+        if !stragglers.isEmpty { stragglers.remove(id) }
     }
 
     /// True when the report names the job's current binding; otherwise it is counted as stale and
@@ -235,6 +253,7 @@ extension Coordinator {
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
+        if !backups.isEmpty, backupReport(id, backend, lease, .started) { return }
         guard current(id, backend, lease, about: "started") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }  // stopping: nothing new to tell
         markStarted(id, backend)
@@ -247,8 +266,9 @@ extension Coordinator {
         jobs[id].history[last].startedAt = now
         jobs[id].history[last].outcome = .running
         backends[backend].running += 1
-        if let k = backends[backend].jobs.firstIndex(of: id) {
+        if let bi = backends.index(backend), let k = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobStartedAt[k] = now.seconds
+            jobs[id].expectedAtStart = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
             watchOverrun(id, backend, k)
         }
         emit(jobs[id], .started)
@@ -258,6 +278,7 @@ extension Coordinator {
     mutating func progress(
         _ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?, timed: Bool
     ) {
+        if !backups.isEmpty, backupReport(id, backend, lease, .started) { return }
         guard current(id, backend, lease, about: "progress") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }
         markStarted(id, backend)  // progress implies started
@@ -268,6 +289,7 @@ extension Coordinator {
     }
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
+        if !backups.isEmpty, backupReport(id, backend, lease, .completed) { return }
         guard current(id, backend, lease, about: "completed") else { return }
         if jobs[id].cancelRequestedAt != nil {
             // It finished before it saw the cancel: the client's cancel still decides the end.
@@ -295,6 +317,7 @@ extension Coordinator {
     mutating func failedOnBackend(
         _ id: JobID, _ backend: BackendID, _ lease: Lease, _ failure: JobFailure, retryable: Bool
     ) {
+        if !backups.isEmpty, backupReport(id, backend, lease, .failed) { return }
         guard current(id, backend, lease, about: "failed") else { return }
         if jobs[id].cancelRequestedAt != nil {
             settleCancel(id, failure.code == .canceled ? .confirmed : .raced)
@@ -377,6 +400,7 @@ extension Coordinator {
     /// `welcome.bindings`, stops it as stale: the job ends exactly once.
     mutating func beginCanceling(_ id: JobID) {
         jobs[id].cancelRequestedAt = now
+        if !backups.isEmpty { revokeBackups(of: id) }
         if policy.persistChanges { out.append(.persist(.jobEnded(storedEnd(id, .canceled)))) }
         emit(jobs[id], .canceling)
         schedule(now + policy.cancelGrace, .cancelGrace(id))

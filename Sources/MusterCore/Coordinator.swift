@@ -79,6 +79,12 @@ public struct Coordinator: Sendable {
     var free = BackendSet()
     /// Backends whose running slots are busy and that hold bound jobs they have not started.
     var stealable = BackendSet()
+    /// Backup runs per job (`Coordinator+Backups.swift`), and the job each backend runs a backup of.
+    var backups: [JobID: [BackupRun]] = [:]
+    var backupOn: [BackendID: JobID] = [:]
+    /// Running jobs whose progress or overrun showed them longer than expected when they started:
+    /// the jobs backup runs look at (pruned when looked at).
+    var stragglers = Set<JobID>()
     /// Backends holding a job bound while its model loads (pruned when looked at).
     var loadingModels = BackendSet()
     /// Every announced backend by speed: the victims a free backend may move a running job from.

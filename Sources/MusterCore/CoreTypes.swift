@@ -280,6 +280,9 @@ public enum Observation: Hashable, Sendable {
     /// `staleLease`).
     case staleReport(JobID, BackendID, Lease)
     case stolen(JobID, from: BackendID, to: BackendID)
+    /// A backup run of a job on a backend started, won (it completed first and became the job's
+    /// binding) or stopped (revoked, failed or its backend lost).
+    case backup(JobID, BackendID, BackupOutcome)
     case requeued(JobID, RequeueCause)
     /// Time from start to completion on a backend.
     case jobDuration(JobID, BackendID, Duration)
@@ -387,6 +390,11 @@ public struct AttemptRecord: Hashable, Sendable {
     public var error: JobFailure?
 }
 
+/// What became of a backup run (`Observation.backup`).
+public enum BackupOutcome: String, Hashable, Sendable {
+    case started, won, stopped
+}
+
 /// A job as the core sees it.
 public struct JobRecord: Hashable, Sendable {
     public internal(set) var id: JobID
@@ -433,6 +441,12 @@ public struct JobRecord: Hashable, Sendable {
     /// Idle backends asked to load its model while it waited for a load elsewhere
     /// (`hedgeLoad`), at most `CorePolicy.hedgeLoads`.
     var hedges: UInt8 = 0
+    /// Backup runs started for it (`Coordinator+Backups.swift`), at most `CorePolicy.backupRuns`
+    /// over its life: a backend that fails or loses its copy does not get another one.
+    var backupsStarted: UInt8 = 0
+    /// Its expected duration on its backend when it started there (seconds; 0 before): a job
+    /// expected to run well past it is a straggler, which backup runs look for.
+    var expectedAtStart = 0.0
     /// Moves after it had run for a while: at most `Coordinator.runningMoves` (the work each
     /// loses is paid for by an expected gain over a quarter of the job).
     var movedWhileRunning: UInt8 = 0
@@ -514,4 +528,7 @@ public struct CoreCounters: Hashable, Sendable {
     public var announcementConflicts = 0
     public var staleReports = 0
     public var modelLoadsRequested = 0
+    /// Backup runs started, and those that completed before the job's own binding.
+    public var backupsStarted = 0
+    public var backupsWon = 0
 }

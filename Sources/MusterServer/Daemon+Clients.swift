@@ -396,6 +396,8 @@ extension Daemon {
             metrics.counter("muster_stale_reports_total").increment()
         case .stolen:
             metrics.counter("muster_jobs_stolen_total").increment()
+        case .backup(_, _, let outcome):
+            metrics.counter("muster_backup_runs_total", ["result": outcome.rawValue]).increment()
         case .requeued(_, let cause):
             metrics.counter("muster_jobs_requeued_total", ["cause": cause.rawValue]).increment()
         case .jobDuration(_, _, let d):

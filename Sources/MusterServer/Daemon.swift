@@ -177,6 +177,7 @@ public actor Daemon {
         p.defaultModelLoadTime = s.routing.modelLoadDuration
         p.maxWaitForBetterBackend = s.routing.maxWaitForBetter
         p.hedgeLoads = s.routing.hedgeLoads
+        p.backupRuns = s.routing.backupRuns
         p.cancelGrace = s.jobs.cancelGrace
         return p
     }

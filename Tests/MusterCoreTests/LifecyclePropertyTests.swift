@@ -8,6 +8,26 @@ import Testing
 @Suite struct LifecyclePropertyTests {
     @Test func jobsEndExactlyOnceAndLoadsStayWithinSlots() async {
         await propertyCheck(count: 60, input: Gen.int(in: 0...Int(Int32.max)).array(of: 1...120)) { script in
+            Self.storm(script, stragglers: false)
+        }
+    }
+
+    /// The same storm where every backend is ready from the start, a first job turns out a
+    /// straggler at once (two idle backends run backups of it), and every progress report is
+    /// `timed`, small (a tenth to a fifth done) and 3 s after the previous event: reports,
+    /// cancels, link losses and restarts come under the backups' leases and on their backends too.
+    @Test func backupRunsKeepEveryJobEndingOnce() async {
+        var started = 0
+        await propertyCheck(count: 60, input: Gen.int(in: 0...Int(Int32.max)).array(of: 1...120)) { script in
+            started += Self.storm(script, stragglers: true)
+        }
+        #expect(started > 0, "the storms started backup runs")
+    }
+
+    /// Plays one storm; returns how many backup runs it started.
+    @discardableResult
+    static func storm(_ script: [Int], stragglers: Bool) -> Int {
+        do {
             var h = Harness {
                 $0.suspectGrace = .seconds(3)
                 $0.inhibitAfterFailure = .seconds(1)
@@ -29,6 +49,22 @@ import Testing
                     .backendRegistered(
                         BackendRegistration(
                             id: BackendID(id), name: "b\(id)", incarnation: Incarnation(1), slots: Int(id))))
+                if stragglers { announce(&h, id, .ready) }
+            }
+            if stragglers {
+                // A job that turns out a straggler at 2 s (a tenth done, 10 s expected): the
+                // idle backends run backups of it, so the storm finds their leases.
+                submitted += h.submit(JobSpec(kind: "image", owner: "o0"))
+                for case .assign(let job, _, _, let backend, let lease, _) in h.last {
+                    leases.append((job, backend, lease))
+                    h.send(.jobStarted(job, backend: backend, lease: lease))
+                    t = 2
+                    h.clock = .seconds(t)
+                    h.send(.jobProgress(job, backend: backend, lease: lease, fraction: 0.1, timed: true))
+                }
+                for case .assign(let job, _, _, let backend, let lease, _) in h.last {
+                    leases.append((job, backend, lease))
+                }
             }
             for n in script {
                 let b = Int64(n % 3 + 1)
@@ -54,8 +90,14 @@ import Testing
                                 retryable: n % 8 < 4))
                     default:
                         // Timed progress projects ends, class durations and speeds along the way.
-                        let fraction = Double(n % 10 + 1) / 10
-                        h.send(.jobProgress(job, backend: backend, lease: lease, fraction: fraction, timed: n % 8 < 4))
+                        let fraction = stragglers ? 0.1 + Double(n % 3) / 20 : Double(n % 10 + 1) / 10
+                        if stragglers {
+                            // Some work time first, so that a tenth done shows a long job.
+                            t += 3
+                            h.advance(to: t)
+                        }
+                        let timed = stragglers || n % 8 < 4
+                        h.send(.jobProgress(job, backend: backend, lease: lease, fraction: fraction, timed: timed))
                     }
                 case 7: h.send(.linkLost(BackendID(b)))
                 case 8:
@@ -135,11 +177,22 @@ import Testing
                     return (s == .bound || s == .running) && h.core.job($0)?.backend == info.id
                 }
                 #expect(info.inFlight == here.count)
-                #expect(info.inFlight <= info.slots + h.core.policy.overqueue)
+                // A backup run counts on its backend too (the router does not see it).
+                let backup = h.core.backupOn[info.id] != nil ? 1 : 0
+                #expect(info.inFlight + backup <= info.slots + h.core.policy.overqueue)
                 #expect(info.running <= info.inFlight)
             }
+            // Backups are of live bindings elsewhere, one per backend, and the two tables agree.
+            for (backend, job) in h.core.backupOn {
+                let record = h.core.job(job)
+                #expect(record?.state == .bound || record?.state == .running)
+                #expect(record?.backend != backend && record?.cancelRequestedAt == nil)
+                #expect(h.core.backups[job]?.filter { $0.backend == backend }.count == 1)
+            }
+            #expect(h.core.backups.values.reduce(0) { $0 + $1.count } == h.core.backupOn.count)
             // Held jobs are exactly the gated ones.
             #expect(h.core.heldJobs == submitted.filter { h.core.job($0)?.state == .gated })
+            return h.core.counters.backupsStarted
         }
     }
 }

@@ -137,9 +137,12 @@ import Testing
 
     @Test func theButtonsCancelAJobLoadAModelAndDrainBackends() async throws {
         try requireChromium()
+        // No backup runs: a minute into the 600 s job its progress shows it slow, and the idle
+        // agent would run a copy and complete it before the page cancels it on a slow machine.
         let (serve, port) = try await coordinator([
             "--set",
             #"backends=[{"name": "slow", "kind": "simulated", "features": ["image"], "models": ["m1"], "job_seconds": {"default": 600}, "model_load_seconds": 0.1}]"#,
+            "--set", "routing.backup_runs=0",
         ])
         let remote = try await agent(port: port, name: "gpu-a", features: "video")
         try await HTTP.waitFor("http://127.0.0.1:\(port)/readyz", "ready") { $0.status == 200 }

@@ -94,6 +94,8 @@ extension Configuration {
         public var maxWaitForBetter: Duration
         /// `routing.hedge_loads`.
         public var hedgeLoads: Int
+        /// `routing.backup_runs`.
+        public var backupRuns: Int
     }
 
     /// `routing.no_eligible_backend`: what happens, once the gate is open, to a job no backend can run.
@@ -197,7 +199,8 @@ extension Configuration.Settings {
             defaultJobDuration: try d.duration("routing.default_job_seconds"),
             modelLoadDuration: try d.duration("routing.model_load_seconds"),
             maxWaitForBetter: try d.duration("routing.max_wait_for_better_seconds"),
-            hedgeLoads: try d.int("routing.hedge_loads"))
+            hedgeLoads: try d.int("routing.hedge_loads"),
+            backupRuns: try d.int("routing.backup_runs"))
         links = Configuration.Links(
             suspectGrace: try d.duration("links.suspect_grace_seconds"),
             syncInterval: try d.duration("links.sync_interval_seconds"),

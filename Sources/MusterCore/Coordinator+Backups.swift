@@ -1,0 +1,175 @@
+import MusterProtocol
+
+/// Backup runs: an idle backend whose speed nothing has told the coordinator yet runs a copy of a
+/// job that runs elsewhere, when it would finish first if it were `backupSpeedup` times as fast as
+/// assumed. The first copy to complete is the job's completion; the others are revoked. A backup
+/// is invisible to routing (the backend still counts as free) and gives way to any job bound
+/// there. It measures an unknown backend at no cost in time: the backend would have idled.
+///
+/// Why: with nothing measured, backends that look alike are placed as if they were equal, and a
+/// job that lands on the slowest of them is not moved, since nothing says another one is faster
+/// (moving throws work away; see `runningToMove`). A backup throws nothing away.
+struct BackupRun: Hashable, Sendable {
+    var backend: BackendID
+    var lease: Lease
+    var boundAt: CoreInstant
+    /// When the backend reported it started (`started` or `progress`).
+    var startedAt: CoreInstant?
+}
+
+extension Coordinator {
+    /// How much faster than assumed an unmeasured backend must be for its backup to win.
+    static let backupSpeedup = 2.0
+    /// A running job expected to take this many times what was expected when it started is a
+    /// straggler; only stragglers get backups.
+    static let straggler = 1.25
+
+    /// The backup run of `id` on `backend` under `lease`, if there is one (its index).
+    @inline(__always)
+    func backupIndex(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Int? {
+        guard !backups.isEmpty, let list = backups[id] else { return nil }
+        return list.firstIndex { $0.backend == backend && $0.lease == lease }
+    }
+
+    /// Called for a free backend that found nothing to take, steal or load: starts a backup of
+    /// the job it could most likely finish first, if any. Only a backend with a running slot free,
+    /// nothing bound and no model load in flight, whose speed is still assumed, with the job's
+    /// model loaded; at most `CorePolicy.backupRuns` backups per job over its life and one per
+    /// backend. The jobs looked at are the stragglers (`stragglers`: running jobs whose progress
+    /// or overrun showed them long; no scan of the fleet), on backends at most `backupSpeedup`
+    /// times as fast.
+    mutating func startBackup(_ id: BackendID) {
+        guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
+            !stragglers.isEmpty, backupOn[id] == nil, let ti = backends.index(id),
+            backends.records[ti].jobs.isEmpty, backends.records[ti].loadRequested.isEmpty,
+            backends.records[ti].link == .up, speedSource(ti).source == .assumed
+        else { return }
+        let t = now.seconds
+        let bar = backends.records[ti].speed * Self.backupSpeedup + 1e-9
+        var pick: (end: Double, job: JobID)?
+        var gone: [JobID] = []
+        for job in stragglers {
+            guard let j = jobs.index(job), jobs[slot: j].state == .running, let v = jobs[slot: j].backend,
+                let vi = backends.index(v), let k = backends.records[vi].jobs.firstIndex(of: job),
+                jobs[slot: j].cancelRequestedAt == nil, Int(jobs[slot: j].backupsStarted) < policy.backupRuns
+            else {
+                gone.append(job)
+                continue
+            }
+            let c = jobs[slot: j].classIndex
+            guard v != id, backends.records[vi].speed < bar, classes[c].capable.contains(id) else { continue }
+            let m = classes[c].modelID
+            if m >= 0, !backends.records[ti].loadedIDs.contains(m) { continue }
+            let startedAt = backends.records[vi].jobStartedAt[k]
+            guard startedAt >= 0, jobs[slot: j].expectedAtStart > 0 else { continue }
+            let e = jobs[slot: j].estimateIndex
+            // Its expected end there (its progress, else its estimate; past that, as long again
+            // as it overran), as in the backend's expected schedule.
+            let end = Self.overrun(startedJobEnd(vi, k) { expectedSeconds(vi, e) }, t)
+            // A straggler: expected to run well past what was expected when it started.
+            let workFrom = max(startedAt, jobReady(vi, k))
+            guard end - workFrom > Self.straggler * jobs[slot: j].expectedAtStart else { continue }
+            // It could win only if this backend were `backupSpeedup` times as fast as assumed.
+            guard t + expectedSeconds(ti, e) / Self.backupSpeedup < end - 1e-9 else { continue }
+            if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
+            pick = (end, job)
+        }
+        for job in gone { stragglers.remove(job) }
+        guard let pick else { return }
+        let job = pick.job
+        let lease = Lease(nextLease)
+        nextLease += 1
+        backups[job, default: []].append(BackupRun(backend: id, lease: lease, boundAt: now))
+        backupOn[id] = job
+        jobs[job].backupsStarted += 1
+        counters.backupsStarted += 1
+        // The attempt a backup would be if it won: the next one.
+        out.append(
+            .assign(
+                job: job, batch: jobs[job].batch, spec: jobs[job].spec, backend: id, lease: lease,
+                attempt: jobs[job].attempt + 1))
+        out.append(.observe(.backup(job, id, .started)))
+    }
+
+    /// A report under a backup's lease: `started` and `progress` note when it started; `failed`
+    /// ends the backup alone (the job still runs where it is bound); `completed` makes the backup
+    /// the job's binding (`promoteBackup`), after which the report is handled as the job's own.
+    /// Returns whether the report is done with.
+    mutating func backupReport(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ kind: BackupReport) -> Bool {
+        guard let k = backupIndex(id, backend, lease) else { return false }
+        backends[backend].lastSeen = now
+        switch kind {
+        case .started:
+            if backups[id]![k].startedAt == nil { backups[id]![k].startedAt = now }
+            return true
+        case .failed:
+            removeBackup(id, at: k)
+            out.append(.observe(.backup(id, backend, .stopped)))
+            return true
+        case .completed:
+            promoteBackup(id, at: k)
+            return false
+        }
+    }
+
+    enum BackupReport { case started, failed, completed }
+
+    /// The backup at `k` finished first: the job's lease where it is bound is revoked (a `revoked`
+    /// event naming that backend) and the backup becomes the job's binding, started when it did,
+    /// so that its duration measures its backend. Its other backups are revoked with the old
+    /// binding (`unbind`).
+    mutating func promoteBackup(_ id: JobID, at k: Int) {
+        let run = backups[id]![k]
+        removeBackup(id, at: k)
+        counters.backupsWon += 1
+        out.append(.observe(.backup(id, run.backend, .won)))
+        if let victim = jobs[id].backend, let lease = jobs[id].lease {
+            out.append(.revoke(job: id, backend: victim, lease: lease))
+            unbind(id, outcome: .revoked)
+            emit(jobs[id], .revoked, backend: victim)
+        }
+        jobs[id].state = .queued
+        jobs[id].backend = nil
+        jobs[id].lease = nil
+        bind(id, to: run.backend, fromQueue: false, backup: run)
+        markStarted(id, run.backend)
+        let started = run.startedAt ?? run.boundAt
+        jobs[id].history[jobs[id].history.count - 1].startedAt = started
+        if let i = backends[run.backend].jobs.firstIndex(of: id) {
+            backends[run.backend].jobStartedAt[i] = started.seconds
+        }
+    }
+
+    /// Forgets the backup at `k` of job `id` (no message: the caller decides) and lets its backend
+    /// look for work again.
+    mutating func removeBackup(_ id: JobID, at k: Int) {
+        let run = backups[id]!.remove(at: k)
+        if backups[id]!.isEmpty { backups[id] = nil }
+        backupOn[run.backend] = nil
+        if backends.contains(run.backend) {
+            backends[run.backend].idleEpoch = .max
+            if free.contains(run.backend) { dirty.insert(run.backend) }
+        }
+    }
+
+    /// Revokes every backup of job `id` (it ended, moved or lost its binding).
+    mutating func revokeBackups(of id: JobID) {
+        guard let list = backups[id] else { return }
+        for run in list.reversed() {
+            out.append(.revoke(job: id, backend: run.backend, lease: run.lease))
+            out.append(.observe(.backup(id, run.backend, .stopped)))
+            removeBackup(id, at: backups[id]!.count - 1)
+        }
+    }
+
+    /// The backup running on `backend` stops: revoked when `revoke` (a job is bound there, or it
+    /// drains), else dropped silently (its leases died with its link or incarnation).
+    mutating func stopBackup(on backend: BackendID, revoke: Bool) {
+        guard let job = backupOn[backend], let k = backups[job]?.firstIndex(where: { $0.backend == backend }) else {
+            return
+        }
+        if revoke { out.append(.revoke(job: job, backend: backend, lease: backups[job]![k].lease)) }
+        out.append(.observe(.backup(job, backend, .stopped)))
+        removeBackup(job, at: k)
+    }
+}

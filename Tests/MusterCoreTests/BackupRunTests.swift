@@ -1,0 +1,178 @@
+import MusterProtocol
+import Testing
+
+@testable import MusterCore
+
+/// Backup runs (`Coordinator+Backups.swift`): an idle backend of unknown speed runs a copy of a
+/// job bound elsewhere; the first copy to complete is the job's only completion.
+@Suite struct BackupRunTests {
+    static let video = JobSpec(kind: "video")
+
+    /// Two ready backends of unknown speed and one job: it is bound to backend 1 and starts; backend
+    /// 2 stays idle, as nothing says the job is slow. At 2 s its `timed` progress (a tenth done)
+    /// projects 20 s, twice the 10 s expected when it started: a straggler, which backend 2 would
+    /// finish first if it were twice as fast as assumed (20 s ÷ 2 from 2 s, before 20 s). Backend 2
+    /// runs a copy under its own lease, announced as the next attempt.
+    static func oneJobTwoBackends() -> (Harness, JobID, Lease, Lease) {
+        var h = Harness()
+        h.ready(1)
+        h.ready(2)
+        let job = h.submit(Self.video)[0]
+        #expect(h.assigned.map(\.backend) == [BackendID(1)])
+        let primary = h.assigned[0].lease
+        h.send(.jobStarted(job, backend: BackendID(1), lease: primary))
+        h.clock = .seconds(1)
+        h.send(.jobProgress(job, backend: BackendID(1), lease: primary, fraction: 0.05, timed: true))
+        #expect(h.assigned.isEmpty)
+        h.clock = .seconds(2)
+        h.send(.jobProgress(job, backend: BackendID(1), lease: primary, fraction: 0.1, timed: true))
+        #expect(h.assigned.map(\.backend) == [BackendID(2)] && h.assigned.map(\.job) == [job])
+        let attempts = h.last.compactMap { if case .assign(_, _, _, _, _, let a) = $0 { a } else { nil } }
+        #expect(attempts == [2])
+        let backup = h.assigned[0].lease
+        #expect(h.backend(job) == BackendID(1) && h.lease(job) == primary)
+        #expect(h.core.counters.backupsStarted == 1)
+        h.send(.jobStarted(job, backend: BackendID(2), lease: backup))
+        // A backup's reports are not stale, and tell clients nothing.
+        #expect(h.last.isEmpty)
+        h.send(.jobProgress(job, backend: BackendID(2), lease: backup, fraction: 0.5, timed: true))
+        #expect(h.last.isEmpty)
+        return (h, job, primary, backup)
+    }
+
+    @Test func theBackupThatCompletesFirstIsTheJobsCompletion() {
+        var (h, job, primary, backup) = Self.oneJobTwoBackends()
+        h.clock = .seconds(7)
+        h.send(.jobCompleted(job, backend: BackendID(2), lease: backup, result: .emptyObject))
+        #expect(h.last.contains(.revoke(job: job, backend: BackendID(1), lease: primary)))
+        let kinds = h.events(job, in: h.last).map { "\($0)" }
+        #expect(kinds.count == 4)
+        #expect(kinds.first?.hasPrefix("revoked") == true && kinds.last?.hasPrefix("completed") == true)
+        let j = h.core.job(job)!
+        #expect(j.state == .completed && j.backend == BackendID(2) && j.lease == backup && j.attempt == 2)
+        #expect(j.history.map(\.outcome) == [.revoked, .completed])
+        // It worked from 2 s, not from when it won: its duration measures backend 2.
+        #expect(j.history.last?.startedAt == .seconds(2) && j.history.last?.boundAt == .seconds(2))
+        #expect(h.core.counters.backupsWon == 1 && h.core.counters.completed == 1)
+        // The revoked copy's late report is stale and ends nothing.
+        h.send(.jobCompleted(job, backend: BackendID(1), lease: primary, result: .emptyObject))
+        #expect(h.last.contains(.staleLease(job: job, backend: BackendID(1), lease: primary, about: "completed")))
+        #expect(h.events(job).filter { if case .completed = $0 { true } else { false } }.count == 1)
+    }
+
+    @Test func whenTheBoundCopyCompletesFirstTheBackupIsRevoked() {
+        var (h, job, primary, backup) = Self.oneJobTwoBackends()
+        h.clock = .seconds(7)
+        h.send(.jobCompleted(job, backend: BackendID(1), lease: primary, result: .emptyObject))
+        #expect(h.last.contains(.revoke(job: job, backend: BackendID(2), lease: backup)))
+        #expect(h.core.job(job)?.state == .completed && h.core.job(job)?.backend == BackendID(1))
+        h.send(.jobCompleted(job, backend: BackendID(2), lease: backup, result: .emptyObject))
+        #expect(h.last.contains(.staleLease(job: job, backend: BackendID(2), lease: backup, about: "completed")))
+        #expect(h.core.counters.completed == 1 && h.core.counters.backupsWon == 0)
+    }
+
+    /// A backup gives way to any job bound on its backend: it is revoked before the assign.
+    @Test func aBackupGivesWayToAJobBoundOnItsBackend() {
+        var (h, job, primary, backup) = Self.oneJobTwoBackends()
+        h.clock = .seconds(3)
+        let second = h.submit(Self.video)[0]
+        let revoke = h.last.firstIndex(of: .revoke(job: job, backend: BackendID(2), lease: backup))
+        let assign = h.last.firstIndex {
+            if case .assign(second, _, _, BackendID(2), _, _) = $0 { true } else { false }
+        }
+        #expect(revoke != nil && assign != nil && revoke! < assign!)
+        #expect(h.backend(job) == BackendID(1) && h.lease(job) == primary)
+        h.send(.jobCompleted(second, backend: BackendID(2), lease: h.lease(second), result: .emptyObject))
+        // Idle again, backend 2 runs the first job's second (and last) copy.
+        #expect(h.assigned.map(\.job) == [job] && h.assigned.map(\.backend) == [BackendID(2)])
+        let again = h.assigned[0].lease
+        h.send(.jobCompleted(job, backend: BackendID(1), lease: primary, result: .emptyObject))
+        #expect(h.last.contains(.revoke(job: job, backend: BackendID(2), lease: again)))
+        #expect(h.core.counters.completed == 2 && h.core.counters.backupsStarted == 2)
+    }
+
+    /// A backup that fails ends alone: the job still runs where it is bound, and its backend is
+    /// not given another copy of it (the cap counts every backup the job had).
+    @Test func aFailedBackupEndsAlone() {
+        var (h, job, primary, backup) = Self.oneJobTwoBackends()
+        h.clock = .seconds(3)
+        h.send(
+            .jobFailed(job, backend: BackendID(2), lease: backup, code: .jobFailed, message: "oom", retryable: false))
+        #expect(h.events(job, in: h.last).isEmpty)
+        #expect(h.state(job) == .running && h.lease(job) == primary)
+        #expect(h.core.counters.failed == 0)
+        // Its second copy (the cap is 2 per job); after that none.
+        #expect(h.assigned.map(\.backend) == [BackendID(2)])
+        h.send(
+            .jobFailed(
+                job, backend: BackendID(2), lease: h.assigned[0].lease, code: .jobFailed, message: "oom",
+                retryable: false))
+        #expect(h.assigned.isEmpty)
+        #expect(h.core.counters.backupsStarted == 2 && h.state(job) == .running)
+    }
+
+    @Test func cancelingTheJobRevokesItsBackups() {
+        var (h, job, primary, backup) = Self.oneJobTwoBackends()
+        h.record(try! h.core.cancelJob(job, at: .seconds(3)))
+        #expect(h.last.contains(.cancel(job: job, backend: BackendID(1), lease: primary)))
+        #expect(h.last.contains(.revoke(job: job, backend: BackendID(2), lease: backup)))
+    }
+
+    /// A backup's backend whose link stays down past the grace loses it without a message (its
+    /// leases died); the job runs on.
+    @Test func aBackupDiesWithItsBackendsLink() {
+        var (h, job, primary, _) = Self.oneJobTwoBackends()
+        h.send(.linkLost(BackendID(2)))
+        h.advance(to: 13)
+        #expect(!h.last.contains { if case .revoke = $0 { true } else { false } })
+        #expect(h.lease(job) == primary)
+        h.send(.jobCompleted(job, backend: BackendID(1), lease: primary, result: .emptyObject))
+        #expect(h.core.counters.completed == 1)
+    }
+
+    /// A backend that registers again is sent `welcome.bindings` without its backup, and stops
+    /// it as stale: the coordinator forgets the backup too, and the backend may take another.
+    @Test func aBackupIsForgottenWhenItsBackendRegistersAgain() {
+        var (h, job, primary, _) = Self.oneJobTwoBackends()
+        h.send(.linkLost(BackendID(2)))
+        h.send(
+            .backendRegistered(BackendRegistration(id: BackendID(2), name: "b2", incarnation: Incarnation(1), slots: 1))
+        )
+        #expect(h.core.bindings(of: BackendID(2)).isEmpty)
+        #expect(!h.all.contains { if case .revoke = $0 { true } else { false } })
+        // Free of its backup, backend 2 runs the job's second copy.
+        #expect(h.assigned.map(\.job) == [job] && h.assigned.map(\.backend) == [BackendID(2)])
+        #expect(h.lease(job) == primary && h.core.counters.backupsStarted == 2)
+    }
+
+    /// Nothing known: the video lands on backend 1 (the lower id of two that look alike), which
+    /// takes 40 s; at 4 s its progress (a tenth done) shows it a straggler, and backend 2 runs a
+    /// copy that ends at 4 + 13.3 s. Without progress nothing says the job is slow rather than
+    /// long, and it takes 40 s, as with backups off. Backends whose speeds are configured get no
+    /// backups: the video goes to the fast one at once.
+    @Test(
+        arguments: [
+            (2, false, 1.0, 4 + 40.0 / 3), (2, false, nil, 40), (2, true, 1.0, 40.0 / 3), (0, false, 1.0, 40),
+        ] as [(Int, Bool, Double?, Double)])
+    func anUnknownFastBackendWinsItsBackup(runs: Int, speedsKnown: Bool, progressEvery: Double?, makespan: Double) {
+        var s = Scenario(
+            backends: [
+                Scenario.Backend(
+                    id: BackendID(1), defaultJobSeconds: 40, speed: speedsKnown ? 1 : nil, progressEvery: progressEvery),
+                Scenario.Backend(
+                    id: BackendID(2), defaultJobSeconds: 40.0 / 3, speed: speedsKnown ? 3 : nil,
+                    progressEvery: progressEvery),
+            ],
+            submissions: [.init(entries: [BatchEntry(spec: Self.video)])])
+        s.policy.backupRuns = runs
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions == [JobID(1): 1])
+        #expect(abs(r.makespan - makespan) < 1e-9)
+        #expect(r.ranOn[JobID(1)] == (makespan < 40 ? BackendID(2) : BackendID(1)))
+        #expect(r.coordinator.counters.backupsWon == (makespan > 14 && makespan < 40 ? 1 : 0))
+        // Backend 2's duration was measured from when its copy started.
+        if r.coordinator.counters.backupsWon == 1 {
+            #expect(r.coordinator.estimates(for: BackendID(2))?.speedSource == .measured)
+        }
+    }
+}
