@@ -347,6 +347,33 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// Backup runs through real processes: an image job runs on the only agent, which takes 20 s
+    /// for it; a second agent (1 s a job, its speed unknown, as the first's) joins. Two seconds
+    /// in, the job's `timed` progress (a tenth done) shows it a straggler, and the idle agent runs
+    /// a copy, which completes first: the job completes once, on the second agent, and the first
+    /// is told to stop (`revoke`). Nothing asserts a duration.
+    @Test func aStragglerCompletesOnABackupRunOnAnIdleAgent() async throws {
+        let (serve, port) = try await coordinator(backends("[]"))
+        let slow = try await agent(port: port, name: "slow", features: "image", jobSeconds: "20s")
+        try await readyBackends(port: port, count: 1)
+        let submitted = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "image"}]}"#)
+        let job = try #require((submitted.json["jobs"] as? [Int])?.first)
+        try await slow.waitForLog("job assigned")
+        let fast = try await agent(port: port, name: "fast", features: "image", jobSeconds: "1s")
+        let done = try await finishedBatch(port: port)
+        #expect(done.map(\.state) == ["completed"] && done.first?.backend == 2, "\(done)")
+        let info = try await HTTP.get("http://127.0.0.1:\(port)/v1/jobs/\(job)").json
+        let history = info["history"] as? [[String: Any]] ?? []
+        #expect(history.map { $0["backend"] as? Int } == [1, 2], "\(info)")
+        #expect(history.map { $0["outcome"] as? String } == ["revoked", "completed"], "\(info)")
+        let metrics = try await MetricsText.fetch(port: port)
+        #expect(metrics[#"muster_backup_runs_total{result="started"}"#] == 1)
+        #expect(metrics[#"muster_backup_runs_total{result="won"}"#] == 1)
+        try await fast.stop()
+        try await slow.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func aJobNoBackendCanRunFailsNamingWhatIsMissingAndWhy() async throws {
         // Gate off: nothing is loading, so the job fails at once instead of waiting.
         let (serve, port) = try await coordinator(["--set", "gate.window_seconds=0"])
