@@ -3,8 +3,8 @@ import MusterProtocol
 /// Backup runs: an idle backend whose speed nothing has told the coordinator yet runs a copy of a
 /// job that runs elsewhere, when it would finish first if it were `backupSpeedup` times as fast as
 /// assumed. The first copy to complete is the job's completion; the others are revoked. A backup
-/// is invisible to routing (the backend still counts as free) and gives way to any job bound
-/// there. It measures an unknown backend at no cost in time: the backend would have idled.
+/// is invisible to routing (the backend still counts as free) and gives way to a job bound there
+/// that needs its slot. It measures an unknown backend at no cost in time: the backend would have idled.
 ///
 /// Why: with nothing measured, backends that look alike are placed as if they were equal, and a
 /// job that lands on the slowest of them is not moved, since nothing says another one is faster
@@ -132,12 +132,13 @@ extension Coordinator {
         jobs[id].backend = nil
         jobs[id].lease = nil
         bind(id, to: run.backend, fromQueue: false, backup: run)
-        markStarted(id, run.backend)
-        let started = run.startedAt ?? run.boundAt
-        jobs[id].history[jobs[id].history.count - 1].startedAt = started
-        if let i = backends[run.backend].jobs.firstIndex(of: id) {
-            backends[run.backend].jobStartedAt[i] = started.seconds
-        }
+        markStarted(id, run.backend, at: run.startedAt ?? run.boundAt)
+    }
+
+    /// Notes a running job shown to take longer than expected when it started; true when it is
+    /// new (idle backends should look again). Nothing is kept with backup runs off.
+    mutating func noteStraggler(_ id: JobID) -> Bool {
+        policy.backupRuns > 0 && stragglers.insert(id).inserted
     }
 
     /// Forgets the backup at `k` of job `id` (no message: the caller decides) and lets its backend

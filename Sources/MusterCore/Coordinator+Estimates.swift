@@ -457,7 +457,7 @@ extension Coordinator {
         }
         let floor = worked * backends.records[bi].speed * 1.5
         // Running past its expected end: a straggler, which idle backends may run a backup of.
-        let newStraggler = stragglers.insert(id).inserted
+        let newStraggler = noteStraggler(id)
         let raise = floor > estimates.seconds(e)
         if raise { estimates.project(e, floor, by: backend, 1) }
         if raise || newStraggler {
@@ -501,7 +501,7 @@ extension Coordinator {
         backends[backend].projectedEnds[id] = workFrom + total
         var changed = abs(total - previous) > 0.2 * previous
         // A new straggler: idle backends look again (they may run a backup of it).
-        if total > Self.straggler * jobs[slot: j].expectedAtStart, stragglers.insert(id).inserted { changed = true }
+        if total > Self.straggler * jobs[slot: j].expectedAtStart, noteStraggler(id) { changed = true }
         let e = jobs[slot: j].estimateIndex
         if !jobs[slot: j].projected {
             jobs[id].projected = true

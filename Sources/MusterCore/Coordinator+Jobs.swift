@@ -259,15 +259,17 @@ extension Coordinator {
         markStarted(id, backend)
     }
 
-    mutating func markStarted(_ id: JobID, _ backend: BackendID) {
+    /// `at`: when it started, if before now (a backup run that won started when it did).
+    mutating func markStarted(_ id: JobID, _ backend: BackendID, at start: CoreInstant? = nil) {
         guard jobs[id].state == .bound else { return }
+        let start = start ?? now
         jobs[id].state = .running
         let last = jobs[id].history.count - 1
-        jobs[id].history[last].startedAt = now
+        jobs[id].history[last].startedAt = start
         jobs[id].history[last].outcome = .running
         backends[backend].running += 1
         if let bi = backends.index(backend), let k = backends.records[bi].jobs.firstIndex(of: id) {
-            backends[backend].jobStartedAt[k] = now.seconds
+            backends[backend].jobStartedAt[k] = start.seconds
             jobs[id].expectedAtStart = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
             watchOverrun(id, backend, k)
         }

@@ -47,8 +47,8 @@ public struct CorePolicy: Sendable, Hashable {
     /// Under expected completion: how many idle backends whose speed is not known yet may run a
     /// copy of a job that runs elsewhere, when they would finish it first if they were twice as
     /// fast as assumed (`Coordinator+Backups.swift`). The first copy to complete is the job's
-    /// completion; the others are revoked, and a copy gives way to any job bound on its backend.
-    /// `0`: never.
+    /// completion; the others are revoked, and a copy gives way to a job bound on its backend that
+    /// needs its slot. `0`: never.
     public var backupRuns: Int = 2
     /// How a job's backend is chosen (README "Routing and the warm-up gate").
     public var routing: RoutingRule = .expectedCompletion

@@ -442,7 +442,7 @@ public struct JobRecord: Hashable, Sendable {
     /// (`hedgeLoad`), at most `CorePolicy.hedgeLoads`.
     var hedges: UInt8 = 0
     /// Backup runs started for it (`Coordinator+Backups.swift`), at most `CorePolicy.backupRuns`
-    /// over its life: a backend that fails or loses its copy does not get another one.
+    /// over its life, whatever became of them (failed, revoked, lost with their backend).
     var backupsStarted: UInt8 = 0
     /// Its expected duration on its backend when it started there (seconds; 0 before): a job
     /// expected to run well past it is a straggler, which backup runs look for.
