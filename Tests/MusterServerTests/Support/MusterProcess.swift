@@ -53,11 +53,9 @@ final class MusterProcess: Sendable {
             process.standardInput = FileHandle.nullDevice
         }
         let partial = Locked<String>("")
-        err.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
+        readToEnd(err.fileHandleForReading) { [weak self] data in
             guard let self else { return }
             if data.isEmpty {
-                handle.readabilityHandler = nil
                 let last = partial.withLock { buffer in
                     defer { buffer = "" }
                     return buffer
@@ -81,11 +79,9 @@ final class MusterProcess: Sendable {
                 self.wake()
             }
         }
-        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
+        readToEnd(out.fileHandleForReading) { [weak self] data in
             guard let self else { return }
             if data.isEmpty {
-                handle.readabilityHandler = nil
                 self.pipesEnded.withLock { $0 += 1 }
                 self.wake()
                 return
@@ -174,8 +170,7 @@ final class MusterProcess: Sendable {
     }
 
     /// Exited, and both pipes read to end of file, or 5 s have passed since the exit was first
-    /// seen: Foundation's readability handler now and then never reports the end of a pipe that
-    /// carried nothing, and a child holding a pipe open must not hang the test either.
+    /// seen: a child of its own still holding a pipe open must not hang the test.
     var exitedWithAllOutput: Bool {
         guard !process.isRunning else { return false }
         if pipesEnded.withLock({ $0 }) == 2 { return true }
@@ -185,5 +180,32 @@ final class MusterProcess: Sendable {
             return at!
         }
         return now - seen > .seconds(5)
+    }
+}
+
+/// Reads `handle` to its end on a thread of its own with blocking `read`s, handing each chunk to
+/// `chunk` and then an empty one at end of file; the thread keeps the handle (and so the
+/// descriptor) until then.
+///
+/// Not `readabilityHandler`: its dispatch read source is cancelled asynchronously, and a pipe
+/// closed while that cancellation is still in flight leaves libdispatch's epoll loop with a
+/// dangling registration for a descriptor number the next pipe reuses, a use after free that
+/// crashed the whole test process now and then (SIGSEGV in `_dispatch_event_loop_drain`).
+func readToEnd(_ handle: FileHandle, _ chunk: @escaping @Sendable (Data) -> Void) {
+    Thread.detachNewThread {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let fd = handle.fileDescriptor
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                chunk(Data(buffer[0..<n]))
+            } else if n < 0, errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        try? handle.close()
+        chunk(Data())
     }
 }
