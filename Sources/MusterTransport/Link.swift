@@ -158,6 +158,14 @@ final class HTTPExchange {
     var response: HTTPResponse?
     var closeAfter = false
     var rejected = false
+    /// A rejected request's body is read and thrown away after the answer (a lingering close):
+    /// closing with unread input makes the kernel reset the connection, and a client still
+    /// sending would see a broken pipe instead of the 413.
+    var draining = false
+    /// Bytes of a rejected body thrown away so far.
+    var drained = 0
+    /// lws reported the end of the body.
+    var bodyComplete = false
     /// Handed to the routes already. lws reports the end of a body even when `Content-Length: 0`
     /// said there is none (and the request went to the routes at once), so without this a POST
     /// with an empty body ran twice.

@@ -50,7 +50,11 @@ extension Transport {
 
     func httpBody(_ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         guard let exchange = httpExchanges[key(wsi)], let (listener, _) = listener(of: wsi) else { return -1 }
-        if exchange.rejected { return 0 }
+        if exchange.rejected {
+            exchange.drained += len
+            // A body far past the limit is not worth reading: close (a reset) instead.
+            return exchange.drained > Self.drainLimit(listener.configuration.maxRequestBodyBytes) ? -1 : 0
+        }
         if exchange.request.body.count + len > listener.configuration.maxRequestBodyBytes {
             reject413(exchange, wsi, listener.configuration.maxRequestBodyBytes)
             return 0
@@ -63,17 +67,31 @@ extension Transport {
 
     func httpBodyComplete(_ wsi: OpaquePointer) -> Int32 {
         guard let exchange = httpExchanges[key(wsi)], let (listener, _) = listener(of: wsi) else { return -1 }
-        if exchange.rejected { return 0 }
+        exchange.bodyComplete = true
+        if exchange.rejected {
+            // Answered already: every byte is read, so the close is a clean one. Not yet: the
+            // answer is written and the connection closed when it is writable.
+            return exchange.draining ? -1 : 0
+        }
         dispatch(exchange, wsi, listener)
         return 0
     }
+
+    /// How much of a rejected body is read and thrown away before the connection is closed:
+    /// enough for a client that sent a little too much to read its 413 (see `draining`).
+    static func drainLimit(_ maxRequestBodyBytes: Int) -> Int { max(maxRequestBodyBytes, 1 << 20) * 16 }
+
+    /// How long a rejected body may take to arrive after the answer before the connection is closed.
+    static let drainSeconds: Int32 = 10
 
     private func reject413(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ limit: Int) {
         exchange.rejected = true
         exchange.closeAfter = true
         exchange.request.body = []
         let message = "request body larger than \(limit) bytes"
-        exchange.response = listener(of: wsi)?.0.configuration.http.errorResponse(413, message) ?? .error(413, message)
+        var response = listener(of: wsi)?.0.configuration.http.errorResponse(413, message) ?? .error(413, message)
+        response.headers.append(("connection", "close"))
+        exchange.response = response
         lws_callback_on_writable(wsi)
     }
 
@@ -116,6 +134,18 @@ extension Transport {
 
     func httpWritable(_ wsi: OpaquePointer) -> Int32 {
         guard let exchange = httpExchanges[key(wsi)], let response = exchange.response else { return 0 }
+        if exchange.rejected, !exchange.bodyComplete,
+            let (listener, _) = listener(of: wsi),
+            exchange.expectedBody <= Self.drainLimit(listener.configuration.maxRequestBodyBytes)
+        {
+            // A lingering close: answer now, then read the rest of the body (bounded in bytes
+            // and time) and close when it has all arrived.
+            exchange.response = nil
+            exchange.draining = true
+            guard writeResponse(response, wsi) else { return -1 }
+            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, Self.drainSeconds)
+            return 0
+        }
         httpExchanges.removeValue(forKey: key(wsi))
         guard writeResponse(response, wsi) else { return -1 }
         if exchange.closeAfter { return -1 }

@@ -53,7 +53,8 @@ public struct ServerConfiguration: Sendable {
     public var defaultWebSocket: WebSocketHandler?
     /// Plain HTTP routes on the same port.
     public var http = HTTPRoutes()
-    /// A request body larger than this is answered 413 and the connection closed.
+    /// A request body larger than this is answered 413 and the connection closed once the rest of
+    /// the body (up to 16 times this or 16 MiB, whichever is more) has been read and thrown away.
     public var maxRequestBodyBytes = 1 << 20
     /// Extra request headers (lower-case names) handed to WebSocket handlers and HTTP handlers.
     public var capturedHeaders: [String] = []

@@ -75,6 +75,38 @@ struct HTTPTests {
         await t.shutdown()
     }
 
+    @Test func aBodyPastTheLimitIsReadToItsEndAfterThe413() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let (head, sent, rest) = try await blocking { () -> (String, Bool, (bytes: [UInt8], eof: Bool)) in
+            let s = try RawSocket(port: port)
+            let body = [UInt8](repeating: UInt8(ascii: "x"), count: 4 << 20)
+            s.write("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\n\r\n")
+            // The answer comes before the body is sent. A server that closed the connection now,
+            // with input unread, would reset it while the body is on its way.
+            let head = s.read(until: "}}")
+            let sent = s.writeAll(body)
+            return (head, sent, s.readToEnd())
+        }
+        #expect(head.hasPrefix("HTTP/1.1 413"), "\(head)")
+        #expect(head.lowercased().contains("connection: close"), "\(head)")
+        #expect(sent, "the body was cut off by a reset")
+        // Closed once the whole body arrived, cleanly.
+        #expect(rest.eof && rest.bytes.isEmpty)
+        // A body far past what is worth reading: answered, then closed at once.
+        let far = try await blocking { () -> (String, Bool) in
+            let s = try RawSocket(port: port)
+            s.write("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+            return (s.read(until: "}}"), s.readToEnd().eof)
+        }
+        #expect(far.0.hasPrefix("HTTP/1.1 413"), "\(far.0)")
+        #expect(far.1)
+        // And the server serves on.
+        let ok = try await blocking { try httpRequest(port: port, "GET", "/healthz") }
+        #expect(ok.status == 200)
+        await t.shutdown()
+    }
+
     @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
         let t = try makeTransport()
         let port = try await server(t)

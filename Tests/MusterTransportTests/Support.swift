@@ -204,6 +204,18 @@ final class RawSocket {
         }
     }
 
+    /// Sends all of `bytes`; false when the connection failed first (reset, broken pipe).
+    func writeAll(_ bytes: [UInt8]) -> Bool {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { return false }
+            off += n
+        }
+        return true
+    }
+
     /// recv, retried when a signal (SIGCHLD from a test's child process) interrupts it.
     private func receive(_ buf: inout [UInt8]) -> Int {
         while true {
