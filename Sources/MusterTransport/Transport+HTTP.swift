@@ -35,9 +35,18 @@ extension Transport {
             id: id, method: method, path: path, query: header(wsi, WSI_TOKEN_HTTP_URI_ARGS) ?? "",
             headers: capturedHeaders(wsi, listener.configuration.capturedHeaders), body: [], peer: peerAddress(wsi),
             peerCertificateName: peerCertificateName(wsi))
-        let length = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH).flatMap { Int($0.trimmingSpaces) } ?? 0
+        let declared = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH)
+        let length = declared.flatMap { Int($0.trimmingSpaces) } ?? 0
         let exchange = HTTPExchange(request: request, expectedBody: length)
         exchange.wsi = wsi
+        if declared == nil, header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) == nil,
+            [HTTPMethod.post, .put, .patch].contains(method)
+        {
+            // No length and no chunks: the body is empty (RFC 9112 6.3), but lws 4.1 waits for
+            // one until its 10 s timeout, answering nothing more on the connection meanwhile.
+            // Answered at once and closed instead.
+            exchange.closeAfter = true
+        }
         httpExchanges[key(wsi)] = exchange
         if length > listener.configuration.maxRequestBodyBytes {
             reject413(exchange, wsi, listener.configuration.maxRequestBodyBytes)
@@ -89,9 +98,7 @@ extension Transport {
         exchange.closeAfter = true
         exchange.request.body = []
         let message = "request body larger than \(limit) bytes"
-        var response = listener(of: wsi)?.0.configuration.http.errorResponse(413, message) ?? .error(413, message)
-        response.headers.append(("connection", "close"))
-        exchange.response = response
+        exchange.response = listener(of: wsi)?.0.configuration.http.errorResponse(413, message) ?? .error(413, message)
         lws_callback_on_writable(wsi)
     }
 
@@ -133,7 +140,10 @@ extension Transport {
     }
 
     func httpWritable(_ wsi: OpaquePointer) -> Int32 {
-        guard let exchange = httpExchanges[key(wsi)], let response = exchange.response else { return 0 }
+        guard let exchange = httpExchanges[key(wsi)], var response = exchange.response else { return 0 }
+        if exchange.closeAfter, !response.headers.contains(where: { $0.name.lowercased() == "connection" }) {
+            response.headers.append(("connection", "close"))
+        }
         if exchange.rejected, !exchange.bodyComplete,
             let (listener, _) = listener(of: wsi),
             exchange.expectedBody <= Self.drainLimit(listener.configuration.maxRequestBodyBytes)

@@ -107,6 +107,26 @@ struct HTTPTests {
         await t.shutdown()
     }
 
+    @Test func aPostWithoutALengthIsAnsweredAndClosed() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let (text, eof) = try await blocking { () -> (String, Bool) in
+            // A bound against hangs: lws 4.1 alone held such a connection until its 10 s timeout.
+            let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
+            // No Content-Length and no chunks: an empty body (RFC 9112 6.3), then a second request.
+            s.write("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = s.readToEnd()
+            return (String(decoding: r.bytes, as: UTF8.self), r.eof)
+        }
+        #expect(text.hasPrefix("HTTP/1.1 201"), "\(text)")
+        #expect(text.hasSuffix("{\"received\":0,\"query\":\"\"}"), "\(text)")
+        // The connection is closed after the answer, and says so; the pipelined GET is not
+        // answered on it (a client sends it again on a new connection).
+        #expect(text.lowercased().contains("connection: close"), "\(text)")
+        #expect(eof)
+        await t.shutdown()
+    }
+
     @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
         let t = try makeTransport()
         let port = try await server(t)
