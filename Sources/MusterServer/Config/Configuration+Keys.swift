@@ -137,7 +137,7 @@ public struct ConfigKey: Sendable {
             help: "Messages one link may send per second (bursts up to one second's worth); more: rate_limited, then close 4008. 0: no limit."),
         ConfigKey(
             name: "http.max_body_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
-            help: "Largest HTTP request body accepted; larger ones get 413."),
+            help: "Largest HTTP request body accepted; larger ones get 413 and the connection closes (after the rest of the body, up to 16 times this or 16 MiB, whichever is more, is read and thrown away, so the client reads the 413 instead of a reset)."),
         ConfigKey(
             name: "jobs.max_in_flight_per_owner", kind: .int(0...10_000_000), defaultValue: .int(0),
             help: "Unfinished jobs one owner may have; a submit that would pass it is refused with 429 quota_exceeded. 0: no limit."),
