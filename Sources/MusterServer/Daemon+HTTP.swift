@@ -79,7 +79,7 @@ extension Daemon {
                 return d.errorResponse(error)
             }
         }
-        // The errors the transport answers by itself (404, 405, 413), in the error shape and
+        // The errors the transport answers by itself (404, 405, 411, 413), in the error shape and
         // counted like every other HTTP error. The transport calls this on the loop.
         routes.errorResponse = { [weak self] status, message in
             let code: ErrorCode
@@ -87,6 +87,7 @@ extension Daemon {
             case 400: code = .invalidMessage  // an upgrade offering no known subprotocol
             case 404: code = .notFound
             case 405: code = .methodNotAllowed
+            case 411: code = .invalidMessage  // a body without Content-Length (chunked)
             case 413: code = .messageTooLarge
             default: code = .internalError
             }

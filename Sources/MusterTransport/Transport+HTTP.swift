@@ -39,9 +39,18 @@ extension Transport {
         let length = declared.flatMap { Int($0.trimmingSpaces) } ?? 0
         let exchange = HTTPExchange(request: request, expectedBody: length)
         exchange.wsi = wsi
-        if declared == nil, header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) == nil,
-            [HTTPMethod.post, .put, .patch].contains(method)
-        {
+        if header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) != nil {
+            // lws 4.1 does not decode a chunked request body: it would reach the route empty and
+            // the chunks be read as the next request. Refused (411) and the connection closed.
+            // Answered here, synchronously: lws closes such a connection itself once this returns.
+            httpExchanges.removeValue(forKey: key(wsi))
+            let message = "a request body needs Content-Length; Transfer-Encoding is not supported"
+            var response = listener.configuration.http.errorResponse(411, message)
+            response.headers.append(("connection", "close"))
+            _ = writeResponse(response, wsi)
+            return -1
+        }
+        if declared == nil, [HTTPMethod.post, .put, .patch].contains(method) {
             // No length and no chunks: the body is empty (RFC 9112 6.3), but lws 4.1 waits for
             // one until its 10 s timeout, answering nothing more on the connection meanwhile.
             // Answered at once and closed instead.
@@ -95,6 +104,7 @@ extension Transport {
 
     private func reject413(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ limit: Int) {
         exchange.rejected = true
+        exchange.lingers = true
         exchange.closeAfter = true
         exchange.request.body = []
         let message = "request body larger than \(limit) bytes"
@@ -144,7 +154,7 @@ extension Transport {
         if exchange.closeAfter, !response.headers.contains(where: { $0.name.lowercased() == "connection" }) {
             response.headers.append(("connection", "close"))
         }
-        if exchange.rejected, !exchange.bodyComplete,
+        if exchange.rejected, exchange.lingers, !exchange.bodyComplete,
             let (listener, _) = listener(of: wsi),
             exchange.expectedBody <= Self.drainLimit(listener.configuration.maxRequestBodyBytes)
         {

@@ -127,6 +127,26 @@ struct HTTPTests {
         await t.shutdown()
     }
 
+    @Test func aChunkedBodyIsRefusedWith411AndClosed() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let (text, eof) = try await blocking { () -> (String, Bool) in
+            let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
+            s.write(
+                "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + "5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
+            let r = s.readToEnd()
+            return (String(decoding: r.bytes, as: UTF8.self), r.eof)
+        }
+        // Not handed to the route as an empty body: refused, in the error shape, and closed.
+        #expect(text.hasPrefix("HTTP/1.1 411"), "\(text)")
+        #expect(text.contains("{\"error\":{\"status\":411"), "\(text)")
+        #expect(text.lowercased().contains("connection: close"), "\(text)")
+        #expect(!text.contains("received"), "\(text)")
+        #expect(eof)
+        await t.shutdown()
+    }
+
     @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
         let t = try makeTransport()
         let port = try await server(t)
