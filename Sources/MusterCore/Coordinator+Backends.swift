@@ -177,6 +177,19 @@ extension Coordinator {
         refresh(id, reindex: true)
     }
 
+    /// The backend said `goodbye` and its link closed: down without the suspect grace, its
+    /// bound jobs requeued now (a drained backend has none left).
+    mutating func backendLeft(_ id: BackendID) {
+        guard var b = backends.get(id), b.link == .up || b.link == .suspect else { return }
+        b.link = .down
+        b.suspectUntil = nil
+        b.nextSync = nil
+        backends.put(b)
+        for job in b.jobs where jobs[job].cancelRequestedAt != nil { settleCancel(job, .linkLost) }
+        requeueAll(on: id, .linkLost)
+        refresh(id, reindex: true)
+    }
+
     mutating func linkRestored(_ id: BackendID) {
         guard var b = backends.get(id), b.link == .suspect || b.link == .down else { return }
         b.link = .up
@@ -465,7 +478,7 @@ extension Coordinator {
                 backend: b.id, name: b.name, reason: reason, reasons: tokens, missingFeatures: missing, missingNodes: nodes)
         }
         switch b.link {
-        case .expected: return refuse("never connected", ["not_connected"])
+        case .expected: return refuse("not connected since the coordinator started", ["not_connected"])
         case .down: return refuse("link down", ["link_down"])
         case .suspect: return refuse("link suspect", ["link_suspect"])
         case .up: break

@@ -130,6 +130,7 @@ public struct Coordinator: Sendable {
         case .backendRegistered(let registration): register(registration)
         case .capabilities(let id, let snapshot): announce(id, snapshot)
         case .linkLost(let id): linkLost(id)
+        case .backendLeft(let id): backendLeft(id)
         case .linkRestored(let id): linkRestored(id)
         case .jobStarted(let job, let backend, let lease): started(job, backend, lease)
         case .jobProgress(let job, let backend, let lease, let fraction, let message, let timed):

@@ -355,6 +355,9 @@ public enum CoreEvent: Hashable, Sendable {
     case capabilities(BackendID, CapabilitySnapshot)
     /// The link dropped: the backend becomes suspect for the grace period.
     case linkLost(BackendID)
+    /// The link closed after the backend's own `goodbye`: it is not coming back on this
+    /// incarnation, so it is down at once (no grace) and its bound jobs are requeued now.
+    case backendLeft(BackendID)
     /// The link came back with the same incarnation.
     case linkRestored(BackendID)
     // Reports from the backend a job is bound to. Any other backend or lease: stale, ignored.

@@ -18,6 +18,8 @@ struct BackendLink {
     var token: String? = nil
     /// The common name of the client certificate the peer presented (mTLS), checked with the token.
     var certificate: String? = nil
+    /// The backend said `goodbye` on this link: its close is deliberate (`backendLeft`).
+    var saidGoodbye = false
 }
 
 extension Daemon {
@@ -199,6 +201,7 @@ extension Daemon {
             logger.warning("backend reported an error", metadata: ["backend.id": "\(backend)", "code": "\(e.code)", "message": "\(e.message)"])
         case .goodbye(let g):
             logger.info("backend said goodbye", metadata: ["backend.id": "\(backend)", "reason": "\(g.reason)"])
+            if let connection { backendLinks[connection]?.saidGoodbye = true }
             if g.reason == "drained" { feed(.drain(backend)) }
         case .hello:
             break
@@ -217,7 +220,7 @@ extension Daemon {
                 "backend.id": "\(backend)", "link.id": "\(event.id)", "close.code": "\(event.code.rawValue)",
                 "close.reason": "\(event.reason)", "reconnecting": "\(event.willReconnect)",
             ])
-        if !stopping { feed(.linkLost(backend)) }
+        if !stopping { feed(link.saidGoodbye ? .backendLeft(backend) : .linkLost(backend)) }
     }
 
     /// Dials every `remote` backend of the configuration; the gate waits for them from now on.

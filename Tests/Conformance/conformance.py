@@ -681,8 +681,9 @@ async def drain(t):
                                                           for x in body.get("backends", [])), "local -1 announcing draining")
     await d.http("POST", "/v1/backends/-1/drain", schema="http/draining.json", expect=202)
     await d.http("POST", "/v1/backends/777/drain", expect=404)
-    s = (await d.backends())
-    t.check(s.get("leaving", {}).get("link") in ("down", "suspect", None), "7.3 drain", "after goodbye: %s" % s.get("leaving"))
+    # Its goodbye made the close deliberate: down at once, without the suspect grace (6.5).
+    await d.wait_http("/v1/backends", lambda s, body: any(x.get("name") == "leaving" and x.get("link") == "down"
+                                                          for x in body.get("backends", [])), "leaving down after its goodbye")
 
 
 # ---------------------------------------------------------------------------------------------

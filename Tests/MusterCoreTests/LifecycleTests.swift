@@ -219,6 +219,31 @@ import Testing
         #expect(h.core.job(jobs[0])?.attempt == 1)
     }
 
+    /// A backend that said `goodbye` before its link closed is not coming back on this
+    /// incarnation: no grace, it is down at once and its jobs move now.
+    @Test func aBackendThatLeftIsDownAtOnceAndItsJobsMove() {
+        var h = Harness()
+        h.ready(1)
+        h.ready(2)
+        let jobs = h.submit(image, count: 2)
+        #expect(jobs.map { h.backend($0) } == [BackendID(1), BackendID(2)])
+        h.clock = .seconds(1)
+        h.send(.backendLeft(BackendID(1)))
+        #expect(h.core.backend(BackendID(1))?.link == .down)
+        guard case .requeued(.linkLost, _)? = h.events(jobs[0], in: h.last).first else {
+            Issue.record("expected requeued, got \(h.events(jobs[0], in: h.last))")
+            return
+        }
+        // Requeued at once and bound again (backend 2's overqueue slot), with a new attempt.
+        #expect(h.backend(jobs[0]) == BackendID(2) && h.core.job(jobs[0])?.attempt == 2)
+        // No suspect timer is left behind, and a later lost link changes nothing.
+        h.send(.linkLost(BackendID(1)))
+        #expect(h.core.backend(BackendID(1))?.link == .down)
+        // It may still come back (a new link, here the same incarnation): up again.
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        #expect(h.core.backend(BackendID(1))?.link == .up)
+    }
+
     @Test func linkRestoredWithinGraceResumes() {
         var h = Harness()
         h.ready(1)
