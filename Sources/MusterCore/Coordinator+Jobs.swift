@@ -203,7 +203,12 @@ extension Coordinator {
             requestLoad(backend, m, force: false, .job)
         }
         counters.bound += 1
-        if policy.persistChanges { out.append(.persist(.jobBound(job: id, backend: backend, lease: lease, attempt: attempt))) }
+        if policy.persistChanges {
+            out.append(
+                .persist(
+                    .jobBound(
+                        job: id, backend: backend, lease: lease, attempt: attempt, at: jobs[id].history.last?.boundAt ?? now)))
+        }
         if backup == nil {
             out.append(
                 .assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
@@ -363,7 +368,10 @@ extension Coordinator {
         }
         counters.requeued += 1
         if policy.persistChanges {
-            out.append(.persist(.jobRequeued(job: id, attempt: jobs[id].attempt, lostAttempts: jobs[id].lostAttempts)))
+            out.append(
+                .persist(
+                    .jobRequeued(
+                        job: id, attempt: jobs[id].attempt, lostAttempts: jobs[id].lostAttempts, history: jobs[id].history)))
         }
         out.append(.observe(.requeued(id, cause)))
         enqueue(id, event: .requeued(cause, error: error), from: backend)
@@ -429,7 +437,7 @@ extension Coordinator {
         return StoredJob(
             id: id, batch: j.batch, state: state, backend: j.backend, lease: j.lease, attempt: j.attempt,
             lostAttempts: j.lostAttempts, result: j.result,
-            failure: j.failure.map { JobFailure(code: $0.code, message: $0.message) }, endedAt: now)
+            failure: j.failure.map { JobFailure(code: $0.code, message: $0.message) }, endedAt: now, history: j.history)
     }
 
     /// The single place where a job reaches a final state.

@@ -43,7 +43,7 @@ extension Coordinator {
             var next = batch.firstJob.rawValue
             var live = 0
             // The batch's unfinished jobs, with their entry and their stored binding if any.
-            var unfinished: [(id: JobID, entry: Int, bound: (BackendID, Lease)?)] = []
+            var unfinished: [(id: JobID, entry: Int, bound: (BackendID, Lease)?, boundAt: CoreInstant?)] = []
             let classOf = batch.entries.map { indexes(for: $0.spec) }
             for (i, entry) in batch.entries.enumerated() {
                 let (c, e) = classOf[i]
@@ -58,7 +58,7 @@ extension Coordinator {
                     live += 1
                     var record = JobRecord(
                         id: id, batch: batch.id, spec: entry.spec, state: .queued, backend: nil, lease: nil,
-                        attempt: s.attempt, progress: 0, progressMessage: nil, history: [], result: nil, failure: nil,
+                        attempt: s.attempt, progress: 0, progressMessage: nil, history: s.history, result: nil, failure: nil,
                         waitReason: nil, submittedAt: batch.submittedAt, endedAt: nil, classIndex: c, estimateIndex: e,
                         round: 0, seq: 0, enqueuedAt: now)
                     record.lostAttempts = s.lostAttempts
@@ -68,6 +68,7 @@ extension Coordinator {
                         record.lease = s.lease
                         record.result = s.result
                         record.failure = s.failure
+                        if s.failure?.code == .attemptsExhausted { record.failure?.attempts = s.history }
                         record.progress = s.state == .completed ? 1 : 0
                         record.endedAt = s.endedAt ?? now
                         jobs.insert(record)
@@ -76,7 +77,7 @@ extension Coordinator {
                     }
                     jobs.insert(record)
                     let bound = s.state == .bound || s.state == .running
-                    unfinished.append((id, i, bound ? s.backend.flatMap { b in s.lease.map { (b, $0) } } : nil))
+                    unfinished.append((id, i, bound ? s.backend.flatMap { b in s.lease.map { (b, $0) } } : nil, s.boundAt))
                 }
             }
             // The queue order they had: the batch's rounds and sequence numbers follow
@@ -97,7 +98,9 @@ extension Coordinator {
                 if let (backend, lease) = u.bound,
                     let incarnation = stored[backend]?.incarnation ?? backends.get(backend)?.incarnation
                 {
-                    adopt(u.id, on: backend, lease: lease, name: stored[backend]?.name, incarnation: incarnation)
+                    adopt(
+                        u.id, on: backend, lease: lease, since: u.boundAt ?? now, name: stored[backend]?.name,
+                        incarnation: incarnation)
                 } else {
                     requeue.append(u.id)
                 }
@@ -122,7 +125,9 @@ extension Coordinator {
 
     /// Binds a restored job to the backend it was bound to when the store last wrote it. The
     /// backend is created `suspect` with its stored incarnation when the core does not know it.
-    private mutating func adopt(_ id: JobID, on backend: BackendID, lease: Lease, name: String?, incarnation: Incarnation) {
+    private mutating func adopt(
+        _ id: JobID, on backend: BackendID, lease: Lease, since boundAt: CoreInstant, name: String?, incarnation: Incarnation
+    ) {
         if backends.get(backend)?.link == .expected {
             // Known from the store and not linked yet: it holds jobs, so it is suspect, not expected.
             backends[backend].incarnation = incarnation
@@ -148,9 +153,9 @@ extension Coordinator {
         jobs[id].state = .bound
         jobs[id].backend = backend
         jobs[id].lease = lease
-        jobs[id].history = [
-            AttemptRecord(attempt: jobs[id].attempt, backend: backend, lease: lease, boundAt: now, outcome: .bound)
-        ]
+        // The attempts that ended before, and the current one as it was bound.
+        jobs[id].history.append(
+            AttemptRecord(attempt: jobs[id].attempt, backend: backend, lease: lease, boundAt: boundAt, outcome: .bound))
         backends[backend].jobs.append(id)
         backends[backend].jobEstimate.append(Int32(jobs[id].estimateIndex))
         backends[backend].jobReadyAt.append(0)

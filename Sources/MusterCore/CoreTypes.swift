@@ -391,6 +391,20 @@ public struct AttemptRecord: Hashable, Sendable {
     public var outcome: AttemptOutcome
     /// Why it ended, when it ended with an error (`failed`, `requeued`).
     public var error: JobFailure?
+
+    public init(
+        attempt: Int, backend: BackendID, lease: Lease, boundAt: CoreInstant, startedAt: CoreInstant? = nil,
+        endedAt: CoreInstant? = nil, outcome: AttemptOutcome, error: JobFailure? = nil
+    ) {
+        self.attempt = attempt
+        self.backend = backend
+        self.lease = lease
+        self.boundAt = boundAt
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.outcome = outcome
+        self.error = error
+    }
 }
 
 /// What became of a backup run (`Observation.backup`).

@@ -14,11 +14,12 @@ public enum StoreChange: Hashable, Sendable {
     /// A new batch: its jobs are `batch.firstJob ..< batch.firstJob + batch.jobCount`, entry by
     /// entry (each entry `count` jobs), all queued with attempt 0.
     case batchAccepted(StoredBatch)
-    /// A job bound to a backend: attempt `attempt` under `lease`.
-    case jobBound(job: JobID, backend: BackendID, lease: Lease, attempt: Int)
+    /// A job bound to a backend: attempt `attempt` under `lease`, since `at`.
+    case jobBound(job: JobID, backend: BackendID, lease: Lease, attempt: Int, at: CoreInstant = .zero)
     /// A job back in the queue (requeued or revoked); `lostAttempts` counts the attempts that
-    /// ended without the job's fault (bounded by the policy's `maxAttempts`).
-    case jobRequeued(job: JobID, attempt: Int, lostAttempts: Int)
+    /// ended without the job's fault (bounded by the policy's `maxAttempts`); `history` is every
+    /// attempt so far, all ended.
+    case jobRequeued(job: JobID, attempt: Int, lostAttempts: Int, history: [AttemptRecord] = [])
     /// A job reached its final state (`completed` with `result`, `failed` with `failure`,
     /// `canceled`). Written before the final event is published.
     case jobEnded(StoredJob)
@@ -70,11 +71,19 @@ public struct StoredJob: Hashable, Sendable {
     /// With `failed`: the code and message (structured details are not kept).
     public var failure: JobFailure?
     public var endedAt: CoreInstant?
+    /// Its attempts: every ended one, and for a final job its last one too (as `job_info.history`
+    /// shows them). A bound job's current attempt is not in it: `boundAt` says when it began.
+    public var history: [AttemptRecord]
+    /// When a bound job's current binding was made.
+    public var boundAt: CoreInstant?
 
     public init(
         id: JobID, batch: BatchID, state: JobState, backend: BackendID? = nil, lease: Lease? = nil, attempt: Int = 0,
-        lostAttempts: Int = 0, result: RawJSON? = nil, failure: JobFailure? = nil, endedAt: CoreInstant? = nil
+        lostAttempts: Int = 0, result: RawJSON? = nil, failure: JobFailure? = nil, endedAt: CoreInstant? = nil,
+        history: [AttemptRecord] = [], boundAt: CoreInstant? = nil
     ) {
+        self.history = history
+        self.boundAt = boundAt
         self.id = id
         self.batch = batch
         self.state = state
@@ -139,17 +148,20 @@ public struct StoreImage: Hashable, Sendable {
                 jobs[JobID(id)] = StoredJob(id: JobID(id), batch: b.id, state: .queued)
                 id += 1
             }
-        case .jobBound(let job, let backend, let lease, let attempt):
+        case .jobBound(let job, let backend, let lease, let attempt, let at):
             jobs[job]?.state = .bound
             jobs[job]?.backend = backend
             jobs[job]?.lease = lease
             jobs[job]?.attempt = attempt
-        case .jobRequeued(let job, let attempt, let lost):
+            jobs[job]?.boundAt = at
+        case .jobRequeued(let job, let attempt, let lost, let history):
             jobs[job]?.state = .queued
             jobs[job]?.backend = nil
             jobs[job]?.lease = nil
             jobs[job]?.attempt = attempt
             jobs[job]?.lostAttempts = lost
+            jobs[job]?.history = history
+            jobs[job]?.boundAt = nil
         case .jobEnded(let j):
             if jobs[j.id] != nil { jobs[j.id] = j }
         case .evicted(let gone, let goneBatches):

@@ -444,7 +444,7 @@ struct JSONCursor {
 extension UnsafeBufferPointer<UInt8> {
     /// True when the bytes are exactly the ASCII `word`.
     @inline(__always)
-    fileprivate func equals(_ word: StaticString) -> Bool {
+    func equals(_ word: StaticString) -> Bool {
         guard count == word.utf8CodeUnitCount, let base = baseAddress else {
             return count == 0 && word.utf8CodeUnitCount == 0
         }

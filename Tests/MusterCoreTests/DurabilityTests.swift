@@ -167,6 +167,61 @@ import Testing
         #expect(n.lease(next).rawValue > 2 << 32)
     }
 
+    /// `job_info.history` and `attempts_exhausted`'s attempts read the same after a restart: every
+    /// attempt with its backend, outcome, error and times, and a job still bound keeps the time
+    /// its binding was made.
+    @Test func attemptHistoriesAndBindingTimesSurviveARestart() throws {
+        var d = Durable { $0.maxAttempts = 2 }
+        for b in 1...4 { d.h.ready(Int64(b)) }
+        let jobs = d.h.submit(image, count: 3)
+        // Job 0: requeued once (backend 1 failed it, retryable), then completed on its second try.
+        d.h.clock = .seconds(1)
+        d.h.send(.jobStarted(jobs[0], backend: d.h.backend(jobs[0]), lease: d.h.lease(jobs[0])))
+        d.h.clock = .seconds(2)
+        d.h.send(
+            .jobFailed(
+                jobs[0], backend: d.h.backend(jobs[0]), lease: d.h.lease(jobs[0]), code: ErrorCode("oom"),
+                message: "out of \"memory\"", retryable: true))
+        d.h.clock = .seconds(3)
+        d.h.send(.jobStarted(jobs[0], backend: d.h.backend(jobs[0]), lease: d.h.lease(jobs[0])))
+        d.h.clock = .seconds(4)
+        d.h.send(.jobCompleted(jobs[0], backend: d.h.backend(jobs[0]), lease: d.h.lease(jobs[0]), result: .null))
+        // Job 1: fails retryably until its attempts run out.
+        while d.h.core.job(jobs[1])?.state.isFinal == false, d.h.core.job(jobs[1])?.backend != nil {
+            d.h.clock = .seconds(d.h.clock.seconds + 1)
+            d.h.send(
+                .jobFailed(
+                    jobs[1], backend: d.h.backend(jobs[1]), lease: d.h.lease(jobs[1]), code: ErrorCode("oom"),
+                    message: "again", retryable: true))
+        }
+        #expect(d.h.core.job(jobs[1])?.failure?.code == .attemptsExhausted)
+        // Job 2: still bound when the coordinator stops.
+        let boundAt = try #require(d.h.core.job(jobs[2])?.history.last?.boundAt)
+        d.commit()
+        let before = jobs.map { d.h.core.job($0)! }
+        #expect(before[0].history.count == 2 && before[0].history.last?.outcome == .completed)
+        let n = d.restarted(epoch: 2, after: 30)
+        for (k, job) in jobs.enumerated() {
+            let after = try #require(n.core.job(job))
+            #expect(after.history.map(\.attempt) == before[k].history.map(\.attempt), "job \(job)")
+            #expect(after.history.map(\.backend) == before[k].history.map(\.backend), "job \(job)")
+            #expect(after.history.map(\.outcome) == before[k].history.map(\.outcome), "job \(job)")
+            #expect(after.history.map(\.boundAt) == before[k].history.map(\.boundAt), "job \(job)")
+            #expect(after.history.map(\.endedAt) == before[k].history.map(\.endedAt), "job \(job)")
+            #expect(after.history.map(\.error?.code) == before[k].history.map(\.error?.code), "job \(job)")
+            #expect(after.history.map(\.error?.message) == before[k].history.map(\.error?.message), "job \(job)")
+        }
+        // Finished attempts keep when they started (job_info.started_ms).
+        #expect(n.core.job(jobs[0])?.history.last?.startedAt == .seconds(3))
+        #expect(n.core.job(jobs[0])?.history.first?.error?.message == "out of \"memory\"")
+        // attempts_exhausted lists them again.
+        #expect(n.core.job(jobs[1])?.failure?.attempts.map(\.attempt) == before[1].history.map(\.attempt))
+        #expect(n.core.job(jobs[1])?.failure?.attempts.isEmpty == false)
+        // The bound job's attempt began when it was bound, not at the restart.
+        #expect(n.core.job(jobs[2])?.history.map(\.boundAt) == [boundAt])
+        #expect(n.core.job(jobs[2])?.state == .bound)
+    }
+
     @Test func aBackendThatRestartedLosesItsLeasesAtOnce() {
         var d = Durable()
         d.h.ready(1, incarnation: 7)

@@ -215,17 +215,27 @@ import Testing
         #expect(snapshot.epoch == 5)
         #expect(snapshot.batches.map(\.owner) == ["ana"])
         #expect(snapshot.jobs.map(\.id) == [JobID(1)])
-        // Written after the migration: the new column holds the owner.
+        // The job written before the migration has no history (NULL): read as empty.
+        #expect(snapshot.jobs.first?.history == [] && snapshot.jobs.first?.boundAt == nil)
+        // Written after the migration: the new columns hold the owner, the history and the binding's time.
         _ = store.append(
             .batchAccepted(
                 StoredBatch(
                     id: BatchID(2), key: nil, owner: "bob", entries: [BatchEntry(spec: JobSpec(kind: "image"))],
                     firstJob: JobID(2), submittedAt: .zero)))
+        let lost = AttemptRecord(
+            attempt: 1, backend: BackendID(3), lease: Lease(7), boundAt: .seconds(1), startedAt: .seconds(2),
+            endedAt: .seconds(3), outcome: .requeued, error: JobFailure(code: .backendLost, message: "link \"lost\""))
+        _ = store.append(.jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1, history: [lost]))
+        _ = store.append(.jobBound(job: JobID(1), backend: BackendID(-1), lease: Lease(8), attempt: 2, at: .seconds(4)))
         store.close()
         let again = SQLiteJobStore(path: path)
-        #expect(try again.open().batches.map(\.owner) == ["ana", "bob"])
+        let reopened = try again.open()
+        #expect(reopened.batches.map(\.owner) == ["ana", "bob"])
+        #expect(reopened.jobs.first?.history == [lost])
+        #expect(reopened.jobs.first?.boundAt == .seconds(4) && reopened.jobs.first?.attempt == 2)
         again.close()
-        #expect(run(["sqlite3", path, "PRAGMA user_version"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+        #expect(run(["sqlite3", path, "PRAGMA user_version"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "3")
     }
 
     @Test func anotherApplicationsDatabaseIsRefused() throws {

@@ -6,6 +6,13 @@ import Testing
 /// What goes in comes back: every kind of change, written, closed, read by a new store object.
 @Suite struct RoundTripTests {
     static let epochLease: UInt64 = 1 << 32
+    static let onceCompleted = AttemptRecord(
+        attempt: 1, backend: BackendID(-1), lease: Lease(epochLease + 5), boundAt: .seconds(20), startedAt: .seconds(21),
+        endedAt: .seconds(30), outcome: .completed)
+    /// An attempt that ended without the job's fault, with an error whose message needs escaping.
+    static let lostAttempt = AttemptRecord(
+        attempt: 1, backend: BackendID(1), lease: Lease(epochLease + 1), boundAt: .seconds(11), startedAt: nil,
+        endedAt: .seconds(13), outcome: .requeued, error: JobFailure(code: .backendLost, message: "link \"lost\"\n✓"))
 
     static let changes: [StoreChange] = [
         .backendRegistered(id: BackendID(1), name: "gpu-box", incarnation: Incarnation(1_700_000_000_000)),
@@ -18,15 +25,21 @@ import Testing
                 id: BatchID(2), key: nil, owner: "alice ✓",
                 entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 3)],
                 firstJob: JobID(4), submittedAt: CoreInstant(nanoseconds: UInt64.max - 1))),
-        .jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(epochLease + 1), attempt: 1),
-        .jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1),
-        .jobBound(job: JobID(1), backend: BackendID(-1), lease: Lease(epochLease + 2), attempt: 2),
+        .jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(epochLease + 1), attempt: 1, at: .seconds(11)),
+        .jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1, history: [lostAttempt]),
+        .jobBound(job: JobID(1), backend: BackendID(-1), lease: Lease(epochLease + 2), attempt: 2, at: .seconds(14)),
         .jobEnded(
             StoredJob(
                 id: JobID(1), batch: BatchID(1), state: .completed, backend: BackendID(-1),
                 lease: Lease(epochLease + 2), attempt: 2, lostAttempts: 1,
                 result: RawJSON(unchecked: #"{"images":["out/ünï \"1\".png"]}"#),
-                endedAt: CoreInstant(nanoseconds: 99_000_000_000))),
+                endedAt: CoreInstant(nanoseconds: 99_000_000_000),
+                history: [
+                    lostAttempt,
+                    AttemptRecord(
+                        attempt: 2, backend: BackendID(-1), lease: Lease(epochLease + 2), boundAt: .seconds(14),
+                        startedAt: .seconds(15), endedAt: CoreInstant(nanoseconds: 99_000_000_000), outcome: .completed),
+                ])),
         .jobBound(job: JobID(2), backend: BackendID(1), lease: Lease(epochLease + 3), attempt: 1),
         .jobEnded(
             StoredJob(
@@ -42,6 +55,19 @@ import Testing
         // A running job is stored as bound, a gated one as queued.
         .jobEnded(StoredJob(id: JobID(4), batch: BatchID(2), state: .running, backend: BackendID(1), attempt: 1)),
         .jobEnded(StoredJob(id: JobID(6), batch: BatchID(2), state: .gated)),
+        // Job 8 in batch 4, left bound: its binding's time comes back.
+        .batchAccepted(
+            StoredBatch(
+                id: BatchID(4), key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 2)],
+                firstJob: JobID(8), submittedAt: .zero)),
+        .jobBound(
+            job: JobID(8), backend: BackendID(-1), lease: Lease(epochLease + 4), attempt: 1,
+            at: CoreInstant(nanoseconds: UInt64.max - 5)),
+        // Job 9 ran once and completed: its attempt is stored as two instants, no history text.
+        .jobEnded(
+            StoredJob(
+                id: JobID(9), batch: BatchID(4), state: .completed, backend: BackendID(-1), lease: Lease(epochLease + 5),
+                attempt: 1, result: .null, endedAt: .seconds(30), history: [onceCompleted])),
         .jobEnded(StoredJob(id: JobID(5), batch: BatchID(2), state: .completed, result: .null)),
         .evicted(jobs: [JobID(5)], batches: []),
         // Job 7 in batch 3: evicted with its batch.
@@ -87,7 +113,7 @@ import Testing
         #expect(snapshot == expected)
 
         // Spot checks against the reference model itself.
-        #expect(snapshot.batches.map(\.id) == [BatchID(1), BatchID(2)])
+        #expect(snapshot.batches.map(\.id) == [BatchID(1), BatchID(2), BatchID(4)])
         #expect(snapshot.batches[0].entries[0].spec.params.text == Samples.tricky)
         #expect(snapshot.batches[0].entries[1].spec.params.text == " [1, 2]\n")
         #expect(snapshot.batches[0].entries[0].spec.owner == "ana\u{0001}\tö")
@@ -96,8 +122,13 @@ import Testing
         // The batch's owner is its own, not its entries'.
         #expect(snapshot.batches[1].owner == "alice ✓")
         #expect(snapshot.batches[0].owner == "ana\u{0001}\tö")
-        #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6])
-        #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued])
+        #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6, 8, 9])
+        #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued, .bound, .completed])
+        #expect(snapshot.jobs[6].history == [Self.onceCompleted] && snapshot.jobs[6].boundAt == nil)
+        // Attempt histories and the time of a binding.
+        #expect(snapshot.jobs[0].history.map(\.outcome) == [.requeued, .completed])
+        #expect(snapshot.jobs[0].history.first == Self.lostAttempt && snapshot.jobs[0].boundAt == nil)
+        #expect(snapshot.jobs[5].boundAt == CoreInstant(nanoseconds: UInt64.max - 5) && snapshot.jobs[5].history == [])
         #expect(snapshot.jobs[0].lostAttempts == 1 && snapshot.jobs[0].lease == Lease(Self.epochLease + 2))
         #expect(
             snapshot.jobs[1].failure

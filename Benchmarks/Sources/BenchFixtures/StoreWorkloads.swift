@@ -82,13 +82,18 @@ public enum StoreBenchmark {
                     submittedAt: CoreInstant(nanoseconds: n))
                 _ = store.append(.batchAccepted(batch))
             }
-            _ = store.append(.jobBound(job: job, backend: BackendID(1), lease: Lease(n), attempt: 1))
+            _ = store.append(
+                .jobBound(job: job, backend: BackendID(1), lease: Lease(n), attempt: 1, at: CoreInstant(nanoseconds: n)))
+            // As the core writes an end: with the job's one attempt.
+            let attempt = AttemptRecord(
+                attempt: 1, backend: BackendID(1), lease: Lease(n), boundAt: CoreInstant(nanoseconds: n),
+                startedAt: CoreInstant(nanoseconds: n), endedAt: CoreInstant(nanoseconds: n), outcome: .completed)
             last = store.append(
                 .jobEnded(
                     StoredJob(
                         id: job, batch: BatchID(b), state: .completed, backend: BackendID(1), lease: Lease(n),
                         attempt: 1, result: RawJSON(unchecked: #"{"images":["out/\#(n).png"]}"#),
-                        endedAt: CoreInstant(nanoseconds: n))))
+                        endedAt: CoreInstant(nanoseconds: n), history: [attempt])))
             if n > UInt64(retained) {
                 let old = n - UInt64(retained)
                 let batchGone = old % size == 0 || old == total
@@ -167,20 +172,26 @@ public enum StoreBenchmark {
             batches += 1
             for n in first..<(first + count) {
                 let job = JobID(n)
+                let backend = BackendID(Int64(n % 4) + 1)
                 if n <= finished || n % 2 == 0 {
                     last = builder.append(
-                        .jobBound(job: job, backend: BackendID(Int64(n % 4) + 1), lease: Lease(n), attempt: 1))
+                        .jobBound(job: job, backend: backend, lease: Lease(n), attempt: 1, at: CoreInstant(nanoseconds: n)))
                 }
                 guard n <= finished else { continue }
                 let failed = n % 10 == 0
+                // As the core writes an end: with the job's one attempt (a failed one with its error).
+                let failure = JobFailure(code: .jobFailed, message: "CUDA out of memory")
+                let attempt = AttemptRecord(
+                    attempt: 1, backend: backend, lease: Lease(n), boundAt: CoreInstant(nanoseconds: n),
+                    startedAt: CoreInstant(nanoseconds: n), endedAt: CoreInstant(nanoseconds: n),
+                    outcome: failed ? .failed : .completed, error: failed ? failure : nil)
                 last = builder.append(
                     .jobEnded(
                         StoredJob(
                             id: job, batch: batchID, state: failed ? .failed : .completed,
                             backend: BackendID(Int64(n % 4) + 1), lease: Lease(n), attempt: 1,
                             result: failed ? nil : RawJSON(unchecked: #"{"images":["out/ComfyUI_\#(n)_.png"]}"#),
-                            failure: failed ? JobFailure(code: .jobFailed, message: "CUDA out of memory") : nil,
-                            endedAt: CoreInstant(nanoseconds: n))))
+                            failure: failed ? failure : nil, endedAt: CoreInstant(nanoseconds: n), history: [attempt])))
             }
             first += count
         }

@@ -8,7 +8,7 @@
 /// store reads to fence commits. Integers that are `UInt64` in Swift are stored as their bit
 /// pattern in `bigint`; texts that may hold any byte (keys, owners, results, messages) as `bytea`.
 enum PostgresSchema {
-    static let version: Int64 = 1
+    static let version: Int64 = 2
     /// The key of the advisory lock migrations hold ("MSTR").
     static let migrationLock: Int64 = 0x4D53_5452
 
@@ -66,7 +66,13 @@ enum PostgresSchema {
                     coalesce(held::text, 'none'), expected USING ERRCODE = 'MU001';
             END IF;
         END $$;
+        """,
+        // Version 2: jobs gained their attempt history and the time of their current binding.
         """
+        ALTER TABLE muster_jobs ADD COLUMN bound_at bigint;
+        ALTER TABLE muster_jobs ADD COLUMN started_at bigint;
+        ALTER TABLE muster_jobs ADD COLUMN history bytea;
+        """,
     ]
 
     /// Creates or migrates the schema; refuses a newer one. Blocks on the advisory lock while
@@ -123,24 +129,29 @@ enum PostgresSchema {
             INSERT INTO muster_jobs (id, batch, state, attempt, lost)
             SELECT g, $2, 0, 0, 0 FROM generate_series($1, $1 + $3 - 1) AS g
             ON CONFLICT (id) DO UPDATE SET batch = EXCLUDED.batch, state = 0, attempt = 0, lost = 0, backend = NULL,
-                lease = NULL, ended_at = NULL, result = NULL, error_code = NULL, error_message = NULL
+                lease = NULL, ended_at = NULL, result = NULL, error_code = NULL, error_message = NULL, bound_at = NULL,
+                started_at = NULL, history = NULL
             """, [int8, int8, int8]
         ),
         (
-            "bind_job", "UPDATE muster_jobs SET state = 1, backend = $2, lease = $3, attempt = $4 WHERE id = $1",
-            [int8, int8, int8, int8]
+            "bind_job",
+            "UPDATE muster_jobs SET state = 1, backend = $2, lease = $3, attempt = $4, bound_at = $5 WHERE id = $1",
+            [int8, int8, int8, int8, int8]
         ),
         (
             "requeue_job",
-            "UPDATE muster_jobs SET state = 0, backend = NULL, lease = NULL, attempt = $2, lost = $3 WHERE id = $1",
-            [int8, int8, int8]
+            """
+            UPDATE muster_jobs SET state = 0, backend = NULL, lease = NULL, attempt = $2, lost = $3, bound_at = NULL,
+                started_at = NULL, history = $4 WHERE id = $1
+            """, [int8, int8, int8, bytea]
         ),
         (
             "end_job",
             """
             UPDATE muster_jobs SET state = $2, backend = $3, lease = $4, attempt = $5, lost = $6, ended_at = $7,
-                result = $8, error_code = $9, error_message = $10 WHERE id = $1
-            """, [int8, int8, int8, int8, int8, int8, int8, bytea, bytea, bytea]
+                result = $8, error_code = $9, error_message = $10, bound_at = $11, started_at = $12, history = $13
+                WHERE id = $1
+            """, [int8, int8, int8, int8, int8, int8, int8, bytea, bytea, bytea, int8, int8, bytea]
         ),
         ("delete_job", "DELETE FROM muster_jobs WHERE id = $1", [int8]),
         ("delete_batch", "DELETE FROM muster_batches WHERE id = $1", [int8]),
@@ -165,7 +176,8 @@ enum PostgresSchema {
         "SELECT id, key, first_job, job_count, submitted_at, entries, owner FROM muster_batches ORDER BY id"
     static let declareJobs = """
         DECLARE muster_jobs_cursor NO SCROLL CURSOR FOR
-        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
+            bound_at, started_at, history
         FROM muster_jobs ORDER BY id
         """
     static let selectBackends = "SELECT id, name, incarnation FROM muster_backends ORDER BY id"

@@ -132,7 +132,8 @@ final class PostgresWriter: CommitSink {
                         backend: rows.optionalInt64(row, 3), lease: rows.optionalInt64(row, 4),
                         attempt: rows.int64(row, 5), lost: rows.int64(row, 6), endedAt: rows.optionalInt64(row, 7),
                         result: rows.string(row, 8), errorCode: rows.string(row, 9), errorMessage: rows.string(row, 10),
-                        where: connection.target))
+                        boundAt: rows.optionalInt64(row, 11), startedAt: rows.optionalInt64(row, 12),
+                        history: rows.bytes(row, 13), where: connection.target))
             }
         }
         try connection.run("CLOSE muster_jobs_cursor", until: deadline())
@@ -210,23 +211,28 @@ final class PostgresWriter: CommitSink {
                     ]))
             return max(0, batch.jobCount)
 
-        case .jobBound(let job, let backend, let lease, let attempt):
+        case .jobBound(let job, let backend, let lease, let attempt, let at):
             calls.append(
                 .init(
                     statement: "bind_job",
                     params: [
                         .int(job.rawValue), .int64(backend.rawValue), .int(lease.rawValue), .int64(Int64(attempt)),
+                        .int(at.nanoseconds),
                     ]))
             return 0
 
-        case .jobRequeued(let job, let attempt, let lostAttempts):
+        case .jobRequeued(let job, let attempt, let lostAttempts, let history):
             calls.append(
                 .init(
                     statement: "requeue_job",
-                    params: [.int(job.rawValue), .int64(Int64(attempt)), .int64(Int64(lostAttempts))]))
+                    params: [
+                        .int(job.rawValue), .int64(Int64(attempt)), .int64(Int64(lostAttempts)),
+                        .bytes(HistoryJSON.encode(history)),
+                    ]))
             return 0
 
         case .jobEnded(let job):
+            let (boundAt, startedAt, history) = StoreRows.finalHistory(job)
             calls.append(
                 .init(
                     statement: "end_job",
@@ -235,6 +241,7 @@ final class PostgresWriter: CommitSink {
                         job.backend.map { .int64($0.rawValue) } ?? .null, .int(job.lease?.rawValue),
                         .int64(Int64(job.attempt)), .int64(Int64(job.lostAttempts)), .int(job.endedAt?.nanoseconds),
                         .text(job.result?.text), .text(job.failure?.code.rawValue), .text(job.failure?.message),
+                        .int(boundAt), .int(startedAt), history.map { .bytes($0) } ?? .null,
                     ]))
             return 0
 

@@ -10,7 +10,7 @@ import MusterProtocol
 enum SQLiteSchema {
     /// The version this build writes; a store with a larger one is refused (written by a newer
     /// Muster), a smaller one is migrated.
-    static let version: Int64 = 2
+    static let version: Int64 = 3
     /// "MSTR".
     static let applicationID: Int64 = 0x4D53_5452
 
@@ -40,7 +40,10 @@ enum SQLiteSchema {
             ended_at INTEGER,
             result TEXT,
             error_code TEXT,
-            error_message TEXT
+            error_message TEXT,
+            bound_at INTEGER,
+            started_at INTEGER,
+            history TEXT
         );
         CREATE TABLE backends (
             id INTEGER PRIMARY KEY,
@@ -57,12 +60,15 @@ enum SQLiteSchema {
     static let insertBatch =
         "INSERT OR REPLACE INTO batches (id, key, first_job, job_count, submitted_at, entries, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     static let insertJob = "INSERT OR REPLACE INTO jobs (id, batch, state, attempt, lost) VALUES (?1, ?2, 0, 0, 0)"
-    static let bindJob = "UPDATE jobs SET state = 1, backend = ?2, lease = ?3, attempt = ?4 WHERE id = ?1"
-    static let requeueJob =
-        "UPDATE jobs SET state = 0, backend = NULL, lease = NULL, attempt = ?2, lost = ?3 WHERE id = ?1"
+    static let bindJob =
+        "UPDATE jobs SET state = 1, backend = ?2, lease = ?3, attempt = ?4, bound_at = ?5 WHERE id = ?1"
+    static let requeueJob = """
+        UPDATE jobs SET state = 0, backend = NULL, lease = NULL, attempt = ?2, lost = ?3, bound_at = NULL,
+            started_at = NULL, history = ?4 WHERE id = ?1
+        """
     static let endJob = """
         UPDATE jobs SET state = ?2, backend = ?3, lease = ?4, attempt = ?5, lost = ?6, ended_at = ?7, result = ?8,
-            error_code = ?9, error_message = ?10 WHERE id = ?1
+            error_code = ?9, error_message = ?10, bound_at = ?11, started_at = ?12, history = ?13 WHERE id = ?1
         """
     /// The jobs of one run of consecutive ids (the writer keeps a run on one side of the sign bit,
     /// since the ids' bit patterns compare as signed integers).
@@ -80,16 +86,28 @@ enum SQLiteSchema {
         ALTER TABLE batches ADD COLUMN owner TEXT;
         PRAGMA user_version = 2;
         """
+    /// Version 2 to 3: jobs gained their attempt history and binding times (`StoreRows.job`,
+    /// `finalHistory`). Rows written before have none (NULL): their history reads as empty, as it
+    /// did then.
+    static let migrateToVersion3 = """
+        ALTER TABLE jobs ADD COLUMN bound_at INTEGER;
+        ALTER TABLE jobs ADD COLUMN started_at INTEGER;
+        ALTER TABLE jobs ADD COLUMN history TEXT;
+        PRAGMA user_version = 3;
+        """
     static let selectJobs = """
-        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
+            bound_at, started_at, history
         FROM jobs ORDER BY id
         """
     static let selectJobsFrom = """
-        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
+            bound_at, started_at, history
         FROM jobs WHERE id >= ?1 ORDER BY id
         """
     static let selectJobsBelow = """
-        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message
+        SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
+            bound_at, started_at, history
         FROM jobs WHERE id < ?1 ORDER BY id
         """
     static let selectBackends = "SELECT id, name, incarnation FROM backends ORDER BY id"

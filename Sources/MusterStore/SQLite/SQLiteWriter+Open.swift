@@ -55,6 +55,7 @@ extension SQLiteWriter {
                     if version == 0 { try connection.execute(SQLiteSchema.create) }
                     // Migrations from older schema versions, one step per version.
                     if version == 1 { try connection.execute(SQLiteSchema.migrateToVersion2) }
+                    if version >= 1, version <= 2 { try connection.execute(SQLiteSchema.migrateToVersion3) }
                 }
             }
             var snapshot = StoreSnapshot()
@@ -214,7 +215,8 @@ extension SQLiteWriter {
                     id: jobs.uint64(0), batch: jobs.uint64(1), stateCode: jobs.int64(2), backend: jobs.optionalInt64(3),
                     lease: jobs.optionalInt64(4), attempt: jobs.int64(5), lost: jobs.int64(6),
                     endedAt: jobs.optionalInt64(7), result: jobs.string(8), errorCode: jobs.string(9),
-                    errorMessage: jobs.string(10), where: path))
+                    errorMessage: jobs.string(10), boundAt: jobs.optionalInt64(11), startedAt: jobs.optionalInt64(12),
+                    history: jobs.bytes(13), where: path))
         }
         return out
     }

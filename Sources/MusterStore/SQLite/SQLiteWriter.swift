@@ -143,18 +143,20 @@ final class SQLiteDatabase {
             }
             return count
 
-        case .jobBound(let job, let backend, let lease, let attempt):
+        case .jobBound(let job, let backend, let lease, let attempt, let at):
             bindJob.bind(1, job.rawValue)
             bindJob.bind(2, backend.rawValue)
             bindJob.bind(3, lease.rawValue)
             bindJob.bind(4, attempt)
+            bindJob.bind(5, at.nanoseconds)
             try bindJob.run()
             return 0
 
-        case .jobRequeued(let job, let attempt, let lostAttempts):
+        case .jobRequeued(let job, let attempt, let lostAttempts, let history):
             requeueJob.bind(1, job.rawValue)
             requeueJob.bind(2, attempt)
             requeueJob.bind(3, lostAttempts)
+            try requeueJob.bind(4, utf8: HistoryJSON.encode(history))
             try requeueJob.run()
             return 0
 
@@ -169,6 +171,10 @@ final class SQLiteDatabase {
             try endJob.bind(8, job.result?.text)
             try endJob.bind(9, job.failure?.code.rawValue)
             try endJob.bind(10, job.failure?.message)
+            let (boundAt, startedAt, history) = StoreRows.finalHistory(job)
+            endJob.bind(11, boundAt)
+            endJob.bind(12, startedAt)
+            if let history { try endJob.bind(13, utf8: history) } else { endJob.bindNull(13) }
             try endJob.run()
             return 0
 

@@ -142,20 +142,23 @@ extension StoreSnapshot {
             jobs.removeAll { ids.contains($0.id) }
             jobs += ids.map { StoredJob(id: $0, batch: batch.id, state: .queued) }
             jobs.sort { $0.id < $1.id }
-        case .jobBound(let job, let backend, let lease, let attempt):
+        case .jobBound(let job, let backend, let lease, let attempt, let at):
             update(job) {
                 $0.state = .bound
                 $0.backend = backend
                 $0.lease = lease
                 $0.attempt = attempt
+                $0.boundAt = at
             }
-        case .jobRequeued(let job, let attempt, let lostAttempts):
+        case .jobRequeued(let job, let attempt, let lostAttempts, let history):
             update(job) {
                 $0.state = .queued
                 $0.backend = nil
                 $0.lease = nil
                 $0.attempt = attempt
                 $0.lostAttempts = lostAttempts
+                $0.boundAt = nil
+                $0.history = history
             }
         case .jobEnded(let ended):
             update(ended.id) {
