@@ -146,7 +146,35 @@ extension Transport {
             : "the upgrade offers \(offered.joined(separator: ", ")); this server speaks \(known.joined(separator: ", "))"
         let response = listener.configuration.http.errorResponse(400, message)
         // Written here, synchronously: returning > 0 tells lws the answer is already sent.
-        return writeResponse(response, wsi) ? 1 : -1
+        return writeWholeResponse(response, wsi) ? 1 : -1
+    }
+
+    /// Writes `response` as raw HTTP/1.1 bytes, head and body in one write, with `Connection:
+    /// close`. For an upgrade refused before lws parsed the request as plain HTTP: lws's header
+    /// helpers would then write an `HTTP/1.0` status line, since it has not recorded the version.
+    private func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer) -> Bool {
+        var head = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n"
+        head += "content-type: \(response.contentType)\r\ncontent-length: \(response.body.count)\r\n"
+        for h in response.headers where h.name.lowercased() != "connection" { head += "\(h.name.lowercased()): \(h.value)\r\n" }
+        head += "connection: close\r\n\r\n"
+        var bytes = [UInt8](repeating: 0, count: lwsPre) + Array(head.utf8) + response.body
+        let n = bytes.count - lwsPre
+        let w = bytes.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + lwsPre, n, LWS_WRITE_HTTP_HEADERS) }
+        if w < 0 { return false }
+        counters.bytesOut += response.body.count
+        return true
+    }
+
+    /// The reason phrase of the statuses the transport writes itself.
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 400: "Bad Request"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 411: "Length Required"
+        case 413: "Request Entity Too Large"
+        default: "Error"
+        }
     }
 
     func httpWritable(_ wsi: OpaquePointer) -> Int32 {
