@@ -3,7 +3,17 @@ import MusterProtocol
 // Read-only views for the server: probes, status, metrics.
 extension Coordinator {
     /// A job by id (finished jobs are kept within the retention bounds).
-    public func job(_ id: JobID) -> JobRecord? { jobs.get(id) }
+    public func job(_ id: JobID) -> JobRecord? {
+        guard var j = jobs.get(id) else { return nil }
+        if let only = j.onlyAttempt, j.history.isEmpty, let backend = j.backend, let lease = j.lease {
+            j.history = [
+                AttemptRecord(
+                    attempt: j.attempt, backend: backend, lease: lease, boundAt: only.boundAt, startedAt: only.startedAt,
+                    endedAt: j.endedAt, outcome: .completed)
+            ]
+        }
+        return j
+    }
 
     /// A batch by id.
     public func batch(_ id: BatchID) -> BatchRecord? { batches[id] }

@@ -69,6 +69,10 @@ extension Coordinator {
                         record.result = s.result
                         record.failure = s.failure
                         if s.failure?.code == .attemptsExhausted { record.failure?.attempts = s.history }
+                        // Ran once and completed: its attempt is made when a query asks for it.
+                        if s.history.isEmpty, s.state == .completed, s.backend != nil, s.lease != nil, let b = s.boundAt {
+                            record.onlyAttempt = OnlyAttempt(boundAt: b, startedAt: s.startedAt)
+                        }
                         record.progress = s.state == .completed ? 1 : 0
                         record.endedAt = s.endedAt ?? now
                         jobs.insert(record)

@@ -407,6 +407,12 @@ public struct AttemptRecord: Hashable, Sendable {
     }
 }
 
+/// The one attempt of a restored job that ran once and completed (`JobRecord.onlyAttempt`).
+struct OnlyAttempt: Hashable, Sendable {
+    var boundAt: CoreInstant
+    var startedAt: CoreInstant?
+}
+
 /// What became of a backup run (`Observation.backup`).
 public enum BackupOutcome: String, Hashable, Sendable {
     case started, won, stopped
@@ -440,6 +446,9 @@ public struct JobRecord: Hashable, Sendable {
 
     /// Attempts that ended without the job's fault (requeued): bounded by `maxAttempts`.
     var lostAttempts = 0
+    /// A restored job that ran once and completed: its attempt, which `Coordinator.job(_:)`
+    /// makes into `history` when asked (the store keeps it as two instants; see `StoredJob`).
+    var onlyAttempt: OnlyAttempt? = nil
 
     // Routing bookkeeping.
     var classIndex: Int

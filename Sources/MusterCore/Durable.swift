@@ -72,18 +72,32 @@ public struct StoredJob: Hashable, Sendable {
     public var failure: JobFailure?
     public var endedAt: CoreInstant?
     /// Its attempts: every ended one, and for a final job its last one too (as `job_info.history`
-    /// shows them). A bound job's current attempt is not in it: `boundAt` says when it began.
+    /// shows them); `attempts` reads them whole. A bound job's current attempt is not in it:
+    /// `boundAt` says when it began. A job that ran once and completed keeps that attempt as
+    /// `boundAt` and `startedAt` alone (its backend, lease, attempt and end are the job's own):
+    /// most finished jobs, so a store of a million of them writes and reads no attempt records.
     public var history: [AttemptRecord]
-    /// When a bound job's current binding was made.
+    /// When a bound job's current binding was made; for a job that ran once and completed, when
+    /// its binding was made (`history` then empty).
     public var boundAt: CoreInstant?
+    /// For a job that ran once and completed (`history` empty): when it started, if known.
+    public var startedAt: CoreInstant?
 
     public init(
         id: JobID, batch: BatchID, state: JobState, backend: BackendID? = nil, lease: Lease? = nil, attempt: Int = 0,
         lostAttempts: Int = 0, result: RawJSON? = nil, failure: JobFailure? = nil, endedAt: CoreInstant? = nil,
-        history: [AttemptRecord] = [], boundAt: CoreInstant? = nil
+        history: [AttemptRecord] = [], boundAt: CoreInstant? = nil, startedAt: CoreInstant? = nil
     ) {
         self.history = history
         self.boundAt = boundAt
+        self.startedAt = startedAt
+        if state == .completed, history.count == 1, let a = history.first, a.outcome == .completed, a.error == nil,
+            a.attempt == attempt, a.backend == backend, a.lease == lease, a.endedAt == endedAt
+        {
+            self.history = []
+            self.boundAt = a.boundAt
+            self.startedAt = a.startedAt
+        }
         self.id = id
         self.batch = batch
         self.state = state
@@ -94,6 +108,16 @@ public struct StoredJob: Hashable, Sendable {
         self.result = result
         self.failure = failure
         self.endedAt = endedAt
+    }
+
+    /// Every attempt, the one kept as `boundAt` and `startedAt` included.
+    public var attempts: [AttemptRecord] {
+        guard history.isEmpty, state == .completed, let boundAt, let backend, let lease else { return history }
+        return [
+            AttemptRecord(
+                attempt: attempt, backend: backend, lease: lease, boundAt: boundAt, startedAt: startedAt, endedAt: endedAt,
+                outcome: .completed)
+        ]
     }
 }
 
@@ -162,6 +186,7 @@ public struct StoreImage: Hashable, Sendable {
             jobs[job]?.lostAttempts = lost
             jobs[job]?.history = history
             jobs[job]?.boundAt = nil
+            jobs[job]?.startedAt = nil
         case .jobEnded(let j):
             if jobs[j.id] != nil { jobs[j.id] = j }
         case .evicted(let gone, let goneBatches):

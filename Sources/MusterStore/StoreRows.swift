@@ -56,19 +56,11 @@ enum StoreRows {
         return skip
     }
 
-    /// How a final job's history is written: most jobs ran once and completed, and that attempt
-    /// is the row's own backend, lease, attempt and end, so it is stored as two instants (bound,
-    /// started) with no history text, and read back by `job`. Any other history is stored whole
-    /// (`HistoryJSON`). Saves about a hundred bytes per finished job on disk and a JSON decode
-    /// per job at restart.
+    /// How a final job's attempts are written: the compact form of one that ran once and
+    /// completed (`StoredJob.boundAt`, `startedAt`; no history text), else the whole history as
+    /// `HistoryJSON` (none when empty).
     static func finalHistory(_ job: StoredJob) -> (boundAt: UInt64?, startedAt: UInt64?, json: [UInt8]?) {
-        if job.state == .completed, job.history.count == 1, let a = job.history.first, a.outcome == .completed,
-            a.error == nil, a.attempt == job.attempt, a.backend == job.backend, a.lease == job.lease,
-            a.endedAt == job.endedAt
-        {
-            return (a.boundAt.nanoseconds, a.startedAt?.nanoseconds, nil)
-        }
-        return (nil, nil, job.history.isEmpty ? nil : HistoryJSON.encode(job.history))
+        (job.boundAt?.nanoseconds, job.startedAt?.nanoseconds, job.history.isEmpty ? nil : HistoryJSON.encode(job.history))
     }
 
     /// A batch's entries as stored (`EntriesJSON`); `where` names the store in the message.
@@ -105,21 +97,12 @@ enum StoreRows {
             }
         }
         func instant(_ v: Int64) -> CoreInstant { CoreInstant(nanoseconds: UInt64(bitPattern: v)) }
-        // A final row with a binding time and no history text: its one completed attempt
-        // (`finalHistory`).
-        if state.isFinal, attempts.isEmpty, let boundAt, let backend, let lease {
-            attempts = [
-                AttemptRecord(
-                    attempt: Int(attempt), backend: BackendID(backend), lease: Lease(UInt64(bitPattern: lease)),
-                    boundAt: instant(boundAt), startedAt: startedAt.map(instant), endedAt: endedAt.map(instant),
-                    outcome: .completed)
-            ]
-        }
         return StoredJob(
             id: JobID(id), batch: BatchID(batch), state: state, backend: backend.map(BackendID.init(_:)),
             lease: lease.map { Lease(UInt64(bitPattern: $0)) }, attempt: Int(attempt), lostAttempts: Int(lost),
             result: result.map(RawJSON.init(unchecked:)),
             failure: errorCode.map { JobFailure(code: ErrorCode($0), message: errorMessage ?? "") },
-            endedAt: endedAt.map(instant), history: attempts, boundAt: state.isFinal ? nil : boundAt.map(instant))
+            endedAt: endedAt.map(instant), history: attempts, boundAt: boundAt.map(instant),
+            startedAt: state.isFinal ? startedAt.map(instant) : nil)
     }
 }

@@ -173,7 +173,12 @@ import Testing
     @Test func attemptHistoriesAndBindingTimesSurviveARestart() throws {
         var d = Durable { $0.maxAttempts = 2 }
         for b in 1...4 { d.h.ready(Int64(b)) }
-        let jobs = d.h.submit(image, count: 3)
+        let jobs = d.h.submit(image, count: 4)
+        // Job 3: ran once and completed (the store keeps that attempt as two instants).
+        d.h.clock = .seconds(0.5)
+        d.h.send(.jobStarted(jobs[3], backend: d.h.backend(jobs[3]), lease: d.h.lease(jobs[3])))
+        d.h.clock = .seconds(0.75)
+        d.h.send(.jobCompleted(jobs[3], backend: d.h.backend(jobs[3]), lease: d.h.lease(jobs[3]), result: .null))
         // Job 0: requeued once (backend 1 failed it, retryable), then completed on its second try.
         d.h.clock = .seconds(1)
         d.h.send(.jobStarted(jobs[0], backend: d.h.backend(jobs[0]), lease: d.h.lease(jobs[0])))
@@ -213,6 +218,9 @@ import Testing
         }
         // Finished attempts keep when they started (job_info.started_ms).
         #expect(n.core.job(jobs[0])?.history.last?.startedAt == .seconds(3))
+        #expect(n.core.job(jobs[3])?.history.map(\.startedAt) == [.seconds(0.5)])
+        #expect(n.core.job(jobs[3])?.history.map(\.lease) == before[3].history.map(\.lease))
+        #expect(d.image.jobs[jobs[3]]?.history == [] && d.image.jobs[jobs[3]]?.attempts.count == 1)
         #expect(n.core.job(jobs[0])?.history.first?.error?.message == "out of \"memory\"")
         // attempts_exhausted lists them again.
         #expect(n.core.job(jobs[1])?.failure?.attempts.map(\.attempt) == before[1].history.map(\.attempt))

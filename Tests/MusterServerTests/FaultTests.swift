@@ -100,6 +100,10 @@ import Testing
             }
             #expect(r.json["state"] as? String == "completed", "job \(job): \(r.text)")
             attempts[r.json["attempt"] as? Int ?? 0, default: 0] += 1
+            // Its attempts read the same whichever life it ended in (the store keeps them).
+            let history = r.json["history"] as? [[String: Any]] ?? []
+            #expect(history.count == r.json["attempt"] as? Int, "job \(job): \(r.text)")
+            #expect(history.last?["outcome"] as? String == "completed" && r.json["started_ms"] != nil, "job \(job): \(r.text)")
         }
         #expect(attempts.keys.allSatisfy { $0 >= 1 }, "\(attempts)")
         #expect((attempts[1] ?? 0) >= accepted.count * 9 / 10, "most jobs ran once: \(attempts)")

@@ -124,7 +124,8 @@ import Testing
         #expect(snapshot.batches[0].owner == "ana\u{0001}\tö")
         #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6, 8, 9])
         #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued, .bound, .completed])
-        #expect(snapshot.jobs[6].history == [Self.onceCompleted] && snapshot.jobs[6].boundAt == nil)
+        #expect(snapshot.jobs[6].attempts == [Self.onceCompleted] && snapshot.jobs[6].history == [])
+        #expect(snapshot.jobs[6].boundAt == .seconds(20) && snapshot.jobs[6].startedAt == .seconds(21))
         // Attempt histories and the time of a binding.
         #expect(snapshot.jobs[0].history.map(\.outcome) == [.requeued, .completed])
         #expect(snapshot.jobs[0].history.first == Self.lostAttempt && snapshot.jobs[0].boundAt == nil)

@@ -158,6 +158,7 @@ extension StoreSnapshot {
                 $0.attempt = attempt
                 $0.lostAttempts = lostAttempts
                 $0.boundAt = nil
+                $0.startedAt = nil
                 $0.history = history
             }
         case .jobEnded(let ended):
