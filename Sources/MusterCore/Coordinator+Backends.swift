@@ -180,14 +180,9 @@ extension Coordinator {
     /// The backend said `goodbye` and its link closed: down without the suspect grace, its
     /// bound jobs requeued now (a drained backend has none left).
     mutating func backendLeft(_ id: BackendID) {
-        guard var b = backends.get(id), b.link == .up || b.link == .suspect else { return }
-        b.link = .down
-        b.suspectUntil = nil
-        b.nextSync = nil
-        backends.put(b)
+        guard let b = backends.get(id), b.link == .up || b.link == .suspect else { return }
         for job in b.jobs where jobs[job].cancelRequestedAt != nil { settleCancel(job, .linkLost) }
-        requeueAll(on: id, .linkLost)
-        refresh(id, reindex: true)
+        markDown(id)
     }
 
     mutating func linkRestored(_ id: BackendID) {
@@ -203,11 +198,15 @@ extension Coordinator {
     }
 
     mutating func suspectExpired(_ id: BackendID) {
-        guard var b = backends.get(id), b.link == .suspect, let until = b.suspectUntil, until <= now else { return }
-        b.link = .down
-        b.suspectUntil = nil
-        b.nextSync = nil
-        backends.put(b)
+        guard let b = backends.get(id), b.link == .suspect, let until = b.suspectUntil, until <= now else { return }
+        markDown(id)
+    }
+
+    /// The backend is down: no timers left for it, its bound jobs requeued.
+    private mutating func markDown(_ id: BackendID) {
+        backends[id].link = .down
+        backends[id].suspectUntil = nil
+        backends[id].nextSync = nil
         requeueAll(on: id, .linkLost)
         refresh(id, reindex: true)
     }

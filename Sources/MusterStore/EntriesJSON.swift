@@ -58,15 +58,7 @@ enum EntriesJSON {
 
     /// Decodes what `encode` wrote; the error says what is wrong and at which byte.
     static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(JSONCursor.Failure) -> [BatchEntry] {
-        var c = JSONCursor(bytes)
-        var entries: [BatchEntry] = []
-        try c.expect(UInt8(ascii: "["))
-        if c.consume(UInt8(ascii: "]")) { return try c.end(entries) }
-        repeat {
-            entries.append(try decodeEntry(&c))
-        } while c.consume(UInt8(ascii: ","))
-        try c.expect(UInt8(ascii: "]"))
-        return try c.end(entries)
+        try JSONCursor.array(bytes, decodeEntry)
     }
 
     private static func decodeEntry(_ c: inout JSONCursor) throws(JSONCursor.Failure) -> BatchEntry {
@@ -216,6 +208,21 @@ struct JSONCursor {
     }
 
     /// The whole input is read (trailing whitespace allowed).
+    /// A document that is one array, each element read by `element`.
+    static func array<T>(
+        _ bytes: UnsafeBufferPointer<UInt8>, _ element: (inout JSONCursor) throws(Failure) -> T
+    ) throws(Failure) -> [T] {
+        var c = JSONCursor(bytes)
+        var out: [T] = []
+        try c.expect(UInt8(ascii: "["))
+        if c.consume(UInt8(ascii: "]")) { return try c.end(out) }
+        repeat {
+            out.append(try element(&c))
+        } while c.consume(UInt8(ascii: ","))
+        try c.expect(UInt8(ascii: "]"))
+        return try c.end(out)
+    }
+
     func end<T>(_ value: T) throws(Failure) -> T {
         var c = self
         c.skipSpace()

@@ -50,15 +50,7 @@ enum HistoryJSON {
 
     /// Decodes what `encode` wrote; the error says what is wrong and at which byte.
     static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(JSONCursor.Failure) -> [AttemptRecord] {
-        var c = JSONCursor(bytes)
-        var out: [AttemptRecord] = []
-        try c.expect(UInt8(ascii: "["))
-        if c.consume(UInt8(ascii: "]")) { return try c.end(out) }
-        repeat {
-            out.append(try decodeAttempt(&c))
-        } while c.consume(UInt8(ascii: ","))
-        try c.expect(UInt8(ascii: "]"))
-        return try c.end(out)
+        try JSONCursor.array(bytes, decodeAttempt)
     }
 
     private static func decodeAttempt(_ c: inout JSONCursor) throws(JSONCursor.Failure) -> AttemptRecord {

@@ -94,6 +94,7 @@ import Testing
         // Every accepted job ends exactly once, each on its first attempt unless its binding was
         // not yet written when the coordinator died (then it runs again, its first run dropped).
         var attempts: [Int: Int] = [:]
+        var startedUnknown = 0
         for job in accepted {
             let r = try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/jobs/\(job)", "job \(job) final", timeout: .seconds(120)) {
                 ["completed", "failed", "canceled"].contains($0.json["state"] as? String ?? "")
@@ -103,10 +104,13 @@ import Testing
             // Its attempts read the same whichever life it ended in (the store keeps them).
             let history = r.json["history"] as? [[String: Any]] ?? []
             #expect(history.count == r.json["attempt"] as? Int, "job \(job): \(r.text)")
-            #expect(history.last?["outcome"] as? String == "completed" && r.json["started_ms"] != nil, "job \(job): \(r.text)")
+            #expect(history.last?["outcome"] as? String == "completed" && history.last?["bound_ms"] != nil, "job \(job): \(r.text)")
+            // When it started is not stored while it runs: unknown for a job running across a crash.
+            if r.json["started_ms"] == nil { startedUnknown += 1 }
         }
         #expect(attempts.keys.allSatisfy { $0 >= 1 }, "\(attempts)")
         #expect((attempts[1] ?? 0) >= accepted.count * 9 / 10, "most jobs ran once: \(attempts)")
+        #expect(startedUnknown <= accepted.count / 10, "\(startedUnknown) jobs without started_ms")
         // The agents kept what they ran across the restarts: some welcome listed bindings.
         let kept = [a, b].flatMap { $0.logEvents.filter { $0["msg"] as? String == "registered" } }
             .compactMap { Int($0["bindings"] as? String ?? "") }.filter { $0 > 0 }
