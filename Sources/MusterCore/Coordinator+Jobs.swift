@@ -165,9 +165,8 @@ extension Coordinator {
         jobs[id].waitReason = nil
         jobs[id].attempt += 1
         let attempt = jobs[id].attempt
-        jobs[id].history.append(
-            AttemptRecord(
-                attempt: attempt, backend: backend, lease: lease, boundAt: backup?.boundAt ?? now, outcome: .bound))
+        let boundAt = backup?.boundAt ?? now
+        jobs[id].history.append(AttemptRecord(attempt: attempt, backend: backend, lease: lease, boundAt: boundAt, outcome: .bound))
         let priority = jobs[id].spec.priority
         let round = jobs[id].round
         if let i = servedRound.index(forKey: PriorityKey(priority)) {
@@ -207,7 +206,7 @@ extension Coordinator {
             out.append(
                 .persist(
                     .jobBound(
-                        job: id, backend: backend, lease: lease, attempt: attempt, at: jobs[id].history.last?.boundAt ?? now)))
+                        job: id, backend: backend, lease: lease, attempt: attempt, at: boundAt)))
         }
         if backup == nil {
             out.append(

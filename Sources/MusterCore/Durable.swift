@@ -15,11 +15,11 @@ public enum StoreChange: Hashable, Sendable {
     /// entry (each entry `count` jobs), all queued with attempt 0.
     case batchAccepted(StoredBatch)
     /// A job bound to a backend: attempt `attempt` under `lease`, since `at`.
-    case jobBound(job: JobID, backend: BackendID, lease: Lease, attempt: Int, at: CoreInstant = .zero)
+    case jobBound(job: JobID, backend: BackendID, lease: Lease, attempt: Int, at: CoreInstant)
     /// A job back in the queue (requeued or revoked); `lostAttempts` counts the attempts that
     /// ended without the job's fault (bounded by the policy's `maxAttempts`); `history` is every
     /// attempt so far, all ended.
-    case jobRequeued(job: JobID, attempt: Int, lostAttempts: Int, history: [AttemptRecord] = [])
+    case jobRequeued(job: JobID, attempt: Int, lostAttempts: Int, history: [AttemptRecord])
     /// A job reached its final state (`completed` with `result`, `failed` with `failure`,
     /// `canceled`). Written before the final event is published.
     case jobEnded(StoredJob)

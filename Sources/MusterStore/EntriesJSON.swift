@@ -71,36 +71,28 @@ enum EntriesJSON {
         var nodes: [String] = []
         var count: Int?
         let start = c.at
-        try c.expect(UInt8(ascii: "{"))
-        if !c.consume(UInt8(ascii: "}")) {
-            repeat {
-                // Member names are compared as bytes: a batch is decoded on every open, and most of
-                // its time went into making and comparing Strings for the names.
-                let key = try c.memberName()
-                try c.expect(UInt8(ascii: ":"))
-                if key.equals("kind") {
-                    kind = try c.string()
-                } else if key.equals("needs") {
-                    needs = try c.strings()
-                } else if key.equals("model") {
-                    if !c.literal("null") { model = try c.string() }
-                } else if key.equals("params") {
-                    params = try c.rawValue()
-                } else if key.equals("params_text") {
-                    params = try c.string()
-                } else if key.equals("priority") {
-                    priority = try c.integer()
-                } else if key.equals("owner") {
-                    owner = try c.string()
-                } else if key.equals("nodes") {
-                    nodes = try c.strings()
-                } else if key.equals("count") {
-                    count = try c.integer()
-                } else {
-                    try c.skipValue()
-                }
-            } while c.consume(UInt8(ascii: ","))
-            try c.expect(UInt8(ascii: "}"))
+        try c.members { c, key throws(JSONCursor.Failure) in
+            if key.equals("kind") {
+                kind = try c.string()
+            } else if key.equals("needs") {
+                needs = try c.strings()
+            } else if key.equals("model") {
+                if !c.literal("null") { model = try c.string() }
+            } else if key.equals("params") {
+                params = try c.rawValue()
+            } else if key.equals("params_text") {
+                params = try c.string()
+            } else if key.equals("priority") {
+                priority = try c.integer()
+            } else if key.equals("owner") {
+                owner = try c.string()
+            } else if key.equals("nodes") {
+                nodes = try c.strings()
+            } else if key.equals("count") {
+                count = try c.integer()
+            } else {
+                try c.skipValue()
+            }
         }
         guard let kind, let owner, let params, let count else {
             throw JSONCursor.Failure(offset: start, reason: "an entry lacks kind, owner, params or count")
@@ -221,6 +213,22 @@ struct JSONCursor {
         } while c.consume(UInt8(ascii: ","))
         try c.expect(UInt8(ascii: "]"))
         return try c.end(out)
+    }
+
+    /// An object, each member's value read by `member` (the cursor after the `:`, and the name as
+    /// bytes: a batch is decoded on every open, and making and comparing Strings for the names
+    /// took most of its time).
+    mutating func members(
+        _ member: (inout JSONCursor, UnsafeBufferPointer<UInt8>) throws(Failure) -> Void
+    ) throws(Failure) {
+        try expect(UInt8(ascii: "{"))
+        if consume(UInt8(ascii: "}")) { return }
+        repeat {
+            let key = try memberName()
+            try expect(UInt8(ascii: ":"))
+            try member(&self, key)
+        } while consume(UInt8(ascii: ","))
+        try expect(UInt8(ascii: "}"))
     }
 
     func end<T>(_ value: T) throws(Failure) -> T {

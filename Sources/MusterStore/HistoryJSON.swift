@@ -64,34 +64,28 @@ enum HistoryJSON {
         var code: String?
         var message = ""
         let start = c.at
-        try c.expect(UInt8(ascii: "{"))
-        if !c.consume(UInt8(ascii: "}")) {
-            repeat {
-                let key = try c.memberName()
-                try c.expect(UInt8(ascii: ":"))
-                if key.equals("a") {
-                    attempt = try c.integer()
-                } else if key.equals("b") {
-                    backend = try c.integer()
-                } else if key.equals("l") {
-                    lease = try c.integer()
-                } else if key.equals("bd") {
-                    bound = try c.integer()
-                } else if key.equals("st") {
-                    started = try c.integer()
-                } else if key.equals("en") {
-                    ended = try c.integer()
-                } else if key.equals("o") {
-                    outcome = try c.string()
-                } else if key.equals("ec") {
-                    code = try c.string()
-                } else if key.equals("em") {
-                    message = try c.string()
-                } else {
-                    try c.skipValue()
-                }
-            } while c.consume(UInt8(ascii: ","))
-            try c.expect(UInt8(ascii: "}"))
+        try c.members { c, key throws(JSONCursor.Failure) in
+            if key.equals("a") {
+                attempt = try c.integer()
+            } else if key.equals("b") {
+                backend = try c.integer()
+            } else if key.equals("l") {
+                lease = try c.integer()
+            } else if key.equals("bd") {
+                bound = try c.integer()
+            } else if key.equals("st") {
+                started = try c.integer()
+            } else if key.equals("en") {
+                ended = try c.integer()
+            } else if key.equals("o") {
+                outcome = try c.string()
+            } else if key.equals("ec") {
+                code = try c.string()
+            } else if key.equals("em") {
+                message = try c.string()
+            } else {
+                try c.skipValue()
+            }
         }
         guard let attempt, let backend, let lease, let bound, let outcome else {
             throw JSONCursor.Failure(offset: start, reason: "an attempt lacks a, b, l, bd or o")

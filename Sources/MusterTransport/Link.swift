@@ -157,13 +157,12 @@ final class HTTPExchange {
     var expectedBody: Int
     var response: HTTPResponse?
     var closeAfter = false
+    /// Refused for its size (413): its body is drained, not kept.
     var rejected = false
     /// A rejected request's body is read and thrown away after the answer (a lingering close):
     /// closing with unread input makes the kernel reset the connection, and a client still
     /// sending would see a broken pipe instead of the 413.
     var draining = false
-    /// A rejected body to be read to its end after the answer (a 413; not a body lws cannot frame).
-    var lingers = false
     /// Bytes of a rejected body thrown away so far.
     var drained = 0
     /// lws reported the end of the body.

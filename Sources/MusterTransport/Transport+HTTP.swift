@@ -35,21 +35,18 @@ extension Transport {
             id: id, method: method, path: path, query: header(wsi, WSI_TOKEN_HTTP_URI_ARGS) ?? "",
             headers: capturedHeaders(wsi, listener.configuration.capturedHeaders), body: [], peer: peerAddress(wsi),
             peerCertificateName: peerCertificateName(wsi))
+        if header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) != nil {
+            // lws 4.1 does not decode a chunked request body: it would reach the route empty and
+            // the chunks be read as the next request. Refused (411) and the connection closed,
+            // answered here, synchronously: lws closes the connection once this returns.
+            let message = "a request body needs Content-Length; Transfer-Encoding is not supported"
+            _ = writeWholeResponse(listener.configuration.http.errorResponse(411, message), wsi)
+            return -1
+        }
         let declared = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH)
         let length = declared.flatMap { Int($0.trimmingSpaces) } ?? 0
         let exchange = HTTPExchange(request: request, expectedBody: length)
         exchange.wsi = wsi
-        if header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) != nil {
-            // lws 4.1 does not decode a chunked request body: it would reach the route empty and
-            // the chunks be read as the next request. Refused (411) and the connection closed.
-            // Answered here, synchronously: lws closes such a connection itself once this returns.
-            httpExchanges.removeValue(forKey: key(wsi))
-            let message = "a request body needs Content-Length; Transfer-Encoding is not supported"
-            var response = listener.configuration.http.errorResponse(411, message)
-            response.headers.append(("connection", "close"))
-            _ = writeResponse(response, wsi)
-            return -1
-        }
         if declared == nil, [HTTPMethod.post, .put, .patch].contains(method) {
             // No length and no chunks: the body is empty (RFC 9112 6.3), but lws 4.1 waits for
             // one until its 10 s timeout, answering nothing more on the connection meanwhile.
@@ -104,7 +101,6 @@ extension Transport {
 
     private func reject413(_ exchange: HTTPExchange, _ wsi: OpaquePointer, _ limit: Int) {
         exchange.rejected = true
-        exchange.lingers = true
         exchange.closeAfter = true
         exchange.request.body = []
         let message = "request body larger than \(limit) bytes"
@@ -150,8 +146,9 @@ extension Transport {
     }
 
     /// Writes `response` as raw HTTP/1.1 bytes, head and body in one write, with `Connection:
-    /// close`. For an upgrade refused before lws parsed the request as plain HTTP: lws's header
-    /// helpers would then write an `HTTP/1.0` status line, since it has not recorded the version.
+    /// close`, for an answer after which the caller has lws close the connection at once. An
+    /// upgrade is refused before lws parsed the request as plain HTTP: lws's header helpers would
+    /// then write an `HTTP/1.0` status line, since it has not recorded the version.
     private func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n"
         head += "content-type: \(response.contentType)\r\ncontent-length: \(response.body.count)\r\n"
@@ -182,7 +179,7 @@ extension Transport {
         if exchange.closeAfter, !response.headers.contains(where: { $0.name.lowercased() == "connection" }) {
             response.headers.append(("connection", "close"))
         }
-        if exchange.rejected, exchange.lingers, !exchange.bodyComplete,
+        if exchange.rejected, !exchange.bodyComplete,
             let (listener, _) = listener(of: wsi),
             exchange.expectedBody <= Self.drainLimit(listener.configuration.maxRequestBodyBytes)
         {

@@ -193,13 +193,19 @@ import Testing
         #expect(h.core.backend(BackendID(1))?.announced == .ready)
     }
 
-    @Test func suspectGraceThenRequeue() {
+    /// Backends 1 and 2, a job bound to each, and the clock at 1 s.
+    func oneJobOnEachOfTwoBackends() -> (Harness, [JobID]) {
         var h = Harness()
         h.ready(1)
         h.ready(2)
         let jobs = h.submit(image, count: 2)
         #expect(jobs.map { h.backend($0) } == [BackendID(1), BackendID(2)])
         h.clock = .seconds(1)
+        return (h, jobs)
+    }
+
+    @Test func suspectGraceThenRequeue() {
+        var (h, jobs) = oneJobOnEachOfTwoBackends()
         h.send(.linkLost(BackendID(1)))
         #expect(h.core.backend(BackendID(1))?.link == .suspect)
         // Suspect: keeps its job, gets nothing new.
@@ -222,12 +228,7 @@ import Testing
     /// A backend that said `goodbye` before its link closed is not coming back on this
     /// incarnation: no grace, it is down at once and its jobs move now.
     @Test func aBackendThatLeftIsDownAtOnceAndItsJobsMove() {
-        var h = Harness()
-        h.ready(1)
-        h.ready(2)
-        let jobs = h.submit(image, count: 2)
-        #expect(jobs.map { h.backend($0) } == [BackendID(1), BackendID(2)])
-        h.clock = .seconds(1)
+        var (h, jobs) = oneJobOnEachOfTwoBackends()
         h.send(.backendLeft(BackendID(1)))
         #expect(h.core.backend(BackendID(1))?.link == .down)
         guard case .requeued(.linkLost, _)? = h.events(jobs[0], in: h.last).first else {

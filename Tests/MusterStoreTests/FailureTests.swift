@@ -37,7 +37,7 @@ import Testing
         let failing = append(.batchAccepted(Self.batch(2, firstJob: 3, params: Self.bulky)))
         log.waitFailure(.diskFull)
         // Appended while failing: kept behind the failed change, in order.
-        var last = append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1))
+        var last = append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1, at: .zero))
         last = append(.jobEnded(StoredJob(id: JobID(3), batch: BatchID(2), state: .completed, result: .emptyObject)))
         log.wait("a few more failed attempts") { _ in store.statistics.failedCommits >= 3 }
 

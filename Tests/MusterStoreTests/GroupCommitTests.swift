@@ -39,7 +39,7 @@ import Testing
         var seqs: [UInt64] = [store.append(.batchAccepted(Self.batch(1, firstJob: 1, count: 1000)))]
         for n in 0..<20_000 {
             let job = JobID(UInt64(n % 1000) + 1)
-            seqs.append(store.append(.jobBound(job: job, backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n)))
+            seqs.append(store.append(.jobBound(job: job, backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n, at: .zero)))
         }
         #expect(seqs == Array(1...20_001))
         log.waitDurable(through: 20_001)
@@ -77,10 +77,10 @@ import Testing
         #expect(store.statistics.commits == 1)
         var last: UInt64 = 0
         for n in 1...100 {
-            last = store.append(.jobBound(job: JobID(UInt64(n)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: 1))
+            last = store.append(.jobBound(job: JobID(UInt64(n)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: 1, at: .zero))
             Thread.sleep(forTimeInterval: 0.0005)
         }
-        last = store.append(.jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1))
+        last = store.append(.jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1, history: []))
         #expect(store.statistics.durable == first, "a change was committed before the interval ended")
         let closed = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
@@ -273,7 +273,7 @@ import Testing
         }
         var last: UInt64 = 0
         for id in stride(from: 7 as UInt64, through: 60_000, by: 7) {
-            last = store.append(.jobBound(job: JobID(id), backend: BackendID(2), lease: Lease(id), attempt: 1))
+            last = store.append(.jobBound(job: JobID(id), backend: BackendID(2), lease: Lease(id), attempt: 1, at: .zero))
         }
         log.waitDurable(through: last)
         store.close()

@@ -38,7 +38,7 @@ import Testing
 
         let refused = old.append(.batchAccepted(Self.batch(2, firstJob: 3)))
         await log.waitFailure(.fenced)
-        _ = old.append(.jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(9), attempt: 1))
+        _ = old.append(.jobBound(job: JobID(1), backend: BackendID(1), lease: Lease(9), attempt: 1, at: .zero))
         await log.wait("several refused attempts") { _ in old.statistics.failedCommits >= 4 }
         #expect(log.failures.count == 1, "fenced is reported once: \(log.failures)")
         #expect(log.failures.first?.kind == .fenced)
@@ -80,7 +80,7 @@ import Testing
         )
         let failing = under.append(.batchAccepted(Self.batch(2, firstJob: 3)))
         await log.waitFailure(.readOnly)
-        let last = under.append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1))
+        let last = under.append(.jobBound(job: JobID(3), backend: BackendID(1), lease: Lease(1), attempt: 1, at: .zero))
         await log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
         #expect(log.durable.allSatisfy { $0 < failing })
         #expect(log.failures.last?.kind == .readOnly)
@@ -107,7 +107,7 @@ import Testing
         var last: UInt64 = 0
         for n in 1...20 {
             last = under.append(
-                .jobBound(job: JobID(UInt64(n % 4 + 1)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n))
+                .jobBound(job: JobID(UInt64(n % 4 + 1)), backend: BackendID(1), lease: Lease(UInt64(n)), attempt: n, at: .zero))
         }
         await log.wait("a few more attempts") { _ in store.statistics.failedCommits >= 3 }
         #expect(log.durable.allSatisfy { $0 < failing })

@@ -40,7 +40,7 @@ import Testing
                         attempt: 2, backend: BackendID(-1), lease: Lease(epochLease + 2), boundAt: .seconds(14),
                         startedAt: .seconds(15), endedAt: CoreInstant(nanoseconds: 99_000_000_000), outcome: .completed),
                 ])),
-        .jobBound(job: JobID(2), backend: BackendID(1), lease: Lease(epochLease + 3), attempt: 1),
+        .jobBound(job: JobID(2), backend: BackendID(1), lease: Lease(epochLease + 3), attempt: 1, at: .zero),
         .jobEnded(
             StoredJob(
                 id: JobID(2), batch: BatchID(1), state: .failed, backend: BackendID(1), lease: Lease(epochLease + 3),
@@ -252,11 +252,12 @@ struct RandomChanges {
             nextLease += 1
             return .jobBound(
                 job: live.randomElement(using: &rng)!.id, backend: BackendID(Int64.random(in: -3...5, using: &rng)),
-                lease: Lease(nextLease), attempt: Int.random(in: 1...5, using: &rng))
+                lease: Lease(nextLease), attempt: Int.random(in: 1...5, using: &rng),
+                at: CoreInstant(nanoseconds: UInt64.random(in: 0...UInt64.max, using: &rng)))
         case 40..<50:
             return .jobRequeued(
                 job: live.randomElement(using: &rng)!.id, attempt: Int.random(in: 0...5, using: &rng),
-                lostAttempts: Int.random(in: 0...3, using: &rng))
+                lostAttempts: Int.random(in: 0...3, using: &rng), history: [])
         case 50..<75:
             let job = live.randomElement(using: &rng)!
             let state = [JobState.completed, .failed, .canceled, .running, .gated].randomElement(using: &rng)!
