@@ -187,6 +187,10 @@ extension Coordinator {
 
     mutating func linkRestored(_ id: BackendID) {
         guard var b = backends.get(id), b.link == .suspect || b.link == .down else { return }
+        if b.link == .down, policy.persistChanges, let incarnation = b.incarnation {
+            // Up again under the same incarnation: stored as up before anything is bound to it.
+            out.append(.persist(.backendRegistered(id: id, name: b.name, incarnation: incarnation)))
+        }
         b.link = .up
         b.suspectUntil = nil
         b.lastSeen = now
@@ -202,13 +206,27 @@ extension Coordinator {
         markDown(id)
     }
 
-    /// The backend is down: no timers left for it, its bound jobs requeued.
+    /// The backend is down: no timers left for it, its bound jobs requeued, and stored as down
+    /// after them (a restart lists it down and does not hold the gate for it).
     private mutating func markDown(_ id: BackendID) {
         backends[id].link = .down
         backends[id].suspectUntil = nil
         backends[id].nextSync = nil
         requeueAll(on: id, .linkLost)
+        if policy.persistChanges { out.append(.persist(.backendDown(id: id))) }
         refresh(id, reindex: true)
+    }
+
+    /// A backend the store last knew as down: listed down, with the incarnation it had, so a
+    /// reconnect under that incarnation brings it up and a new one counts as a restart. No gate
+    /// window: it held no announcement back before the restart either.
+    mutating func restoreDown(_ stored: StoredBackend) {
+        guard !backends.contains(stored.id) else { return }
+        backends.put(
+            Backend(
+                id: stored.id, name: stored.name, priority: 0, link: .down, incarnation: stored.incarnation,
+                helloSlots: 1, registeredAt: now))
+        refresh(stored.id, reindex: true)
     }
 
     mutating func drain(_ id: BackendID) {

@@ -31,8 +31,9 @@ extension Coordinator {
 
         // Remote backends known before are expected back: the warm-up gate waits for them (its
         // window counted from now) instead of failing restored jobs that only they could run.
+        // One whose link was down is listed down: the gate did not wait for it before either.
         for b in snapshot.backends where !b.id.isLocal && !backends.contains(b.id) {
-            expect(b.id, name: b.name)
+            if b.down { restoreDown(b) } else { expect(b.id, name: b.name) }
         }
         var ended: [(job: JobID, endedAt: CoreInstant)] = []
         ended.reserveCapacity(snapshot.jobs.count)
@@ -132,6 +133,13 @@ extension Coordinator {
     private mutating func adopt(
         _ id: JobID, on backend: BackendID, lease: Lease, since boundAt: CoreInstant, name: String?, incarnation: Incarnation
     ) {
+        if backends.get(backend)?.link == .down {
+            // Not from changes stored in order (a backend's jobs are requeued before it is
+            // stored down, and it is stored up again before anything else is bound to it): a
+            // binding its backend has dropped by now, so the job queues again.
+            enqueue(id, event: nil)
+            return
+        }
         if backends.get(backend)?.link == .expected {
             // Known from the store and not linked yet: it holds jobs, so it is suspect, not expected.
             backends[backend].incarnation = incarnation

@@ -5,11 +5,11 @@ import MusterProtocol
 /// holds exactly what `Coordinator.restore` needs after a crash or a restart.
 ///
 /// What is kept is what a restarted coordinator must know to lose nothing and run nothing twice:
-/// each batch with its entries and key, each job's state, binding (backend, lease, attempt), its
-/// result or failure, and the incarnation of every backend that holds jobs. Not kept: `started`
-/// and `progress` (a backend that still runs a job says `started` again after `welcome`),
-/// capability snapshots (backends announce again), attempt histories before the restart (the
-/// attempt number is kept), and estimates.
+/// each batch with its entries and key, each job's state, binding (backend, lease, attempt, bound
+/// time), its ended attempts, its result or failure, and every backend's name, incarnation and
+/// whether its link was down. Not kept: `started` and `progress` of a job still running (a
+/// backend that still runs a job says `started` again after `welcome`), capability snapshots
+/// (backends announce again), and estimates.
 public enum StoreChange: Hashable, Sendable {
     /// A new batch: its jobs are `batch.firstJob ..< batch.firstJob + batch.jobCount`, entry by
     /// entry (each entry `count` jobs), all queued with attempt 0.
@@ -28,6 +28,11 @@ public enum StoreChange: Hashable, Sendable {
     /// A backend registered with a new incarnation (or for the first time): keeps the name to id
     /// map stable across restarts and tells a reconnecting backend from a restarted one.
     case backendRegistered(id: BackendID, name: String, incarnation: Incarnation)
+    /// The backend's link went down: it said `goodbye`, or its link stayed lost for longer than
+    /// the suspect grace (its bound jobs were requeued just before). After a restart it is listed
+    /// `down` and the warm-up gate does not wait for it, as before the restart; its next
+    /// `backendRegistered` (or a reconnect under the stored incarnation) brings it back up.
+    case backendDown(id: BackendID)
 }
 
 /// A batch as stored.
@@ -121,16 +126,19 @@ public struct StoredJob: Hashable, Sendable {
     }
 }
 
-/// A backend as stored: its id, name and the incarnation of its last registration.
+/// A backend as stored: its id, name, the incarnation of its last registration, and whether its
+/// link was down when the store last heard of it.
 public struct StoredBackend: Hashable, Sendable {
     public var id: BackendID
     public var name: String
     public var incarnation: Incarnation
+    public var down: Bool
 
-    public init(id: BackendID, name: String, incarnation: Incarnation) {
+    public init(id: BackendID, name: String, incarnation: Incarnation, down: Bool = false) {
         self.id = id
         self.name = name
         self.incarnation = incarnation
+        self.down = down
     }
 }
 
@@ -195,6 +203,8 @@ public struct StoreImage: Hashable, Sendable {
         case .backendRegistered(let id, let name, let incarnation):
             for (other, b) in backends where b.name == name && other != id { backends[other] = nil }
             backends[id] = StoredBackend(id: id, name: name, incarnation: incarnation)
+        case .backendDown(let id):
+            backends[id]?.down = true
         }
     }
 

@@ -230,6 +230,55 @@ import Testing
         #expect(n.core.job(jobs[2])?.state == .bound)
     }
 
+    /// A backend whose link was down when the coordinator stopped (it said `goodbye`, or was lost
+    /// for longer than the grace) is listed down after the restart and the gate does not wait for
+    /// it, as before; one that is up is expected. A down backend that reconnects under its
+    /// incarnation is stored up again before anything is bound to it.
+    @Test func aBackendThatWasDownComesBackDownAndTheGateDoesNotWaitForIt() throws {
+        let video = JobSpec(kind: "video", needs: ["video"])
+        var d = Durable { $0.suspectGrace = .seconds(10) }
+        d.h.ready(1, features: ["video"])
+        d.h.ready(2, features: ["video"])
+        d.h.ready(3, features: ["video"])
+        let job = d.h.submit(image)[0]
+        let holder = d.h.backend(job).rawValue
+        let others = [1, 2, 3].filter { $0 != holder }
+        // The holder is lost for longer than the grace: its job is requeued first, then it is stored down.
+        let lost = d.h.send(.linkLost(BackendID(holder)))
+        #expect(persisted(lost).isEmpty)
+        d.h.advance(to: d.h.clock.seconds + 11)
+        let changes = persisted(d.h.last)
+        let requeued = changes.firstIndex { if case .jobRequeued(job, _, _, _) = $0 { true } else { false } }
+        let down = changes.firstIndex(of: .backendDown(id: BackendID(holder)))
+        #expect(requeued != nil && down != nil && requeued! < down!)
+        // Bound again elsewhere at once; it completes there.
+        let second = d.h.backend(job)
+        d.h.send(.jobCompleted(job, backend: second, lease: d.h.lease(job), result: .null))
+        // Another says goodbye: down at once.
+        d.h.send(.backendLeft(BackendID(others[0])))
+        #expect(persisted(d.h.last).last == .backendDown(id: BackendID(others[0])))
+        d.commit()
+        #expect(d.image.snapshot(epoch: 1).backends.map(\.down) == [1, 2, 3].map { $0 != others[1] })
+
+        var n = d.restarted(epoch: 2) { $0.suspectGrace = .seconds(10) }
+        #expect(n.core.backend(BackendID(holder))?.link == .down)
+        #expect(n.core.backend(BackendID(others[0]))?.link == .down)
+        #expect(n.core.backend(BackendID(others[1]))?.link == .expected)
+        #expect(n.core.readiness.waitingBackends == [BackendID(others[1])])
+        // Once the up one announces, nothing is held back for the two that were down.
+        n.ready(Int64(others[1]), features: ["video"])
+        #expect(n.core.readiness.waitingBackends == [])
+        let later = n.submit(video)[0]
+        #expect(n.state(later) == .bound && n.backend(later) == BackendID(others[1]))
+
+        // A down one reconnecting under its stored incarnation is up, and stored up first.
+        n.send(.backendRegistered(BackendRegistration(id: BackendID(holder), name: "b\(holder)", incarnation: Incarnation(1))))
+        #expect(n.core.backend(BackendID(holder))?.link == .up)
+        #expect(
+            persisted(n.last).first
+                == .backendRegistered(id: BackendID(holder), name: "b\(holder)", incarnation: Incarnation(1)))
+    }
+
     @Test func aBackendThatRestartedLosesItsLeasesAtOnce() {
         var d = Durable()
         d.h.ready(1, incarnation: 7)

@@ -120,6 +120,48 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// A backend that said `goodbye` before the coordinator restarted is not waited for after
+    /// it: the store kept its link down, so the gate holds no video job for it (with a 600 s
+    /// window, a gated job would stay gated for the whole test).
+    @Test func aBackendThatLeftBeforeARestartIsNotWaitedForAfterIt() async throws {
+        let store = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-left-\(UUID().uuidString)/muster.sqlite").path
+        let settings = e2e.backends("[]") + ["--set", "store.url=sqlite://\(store)", "--set", "gate.window_seconds=600"]
+        var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
+        let stays = try await e2e.agent(port: port, name: "stays", features: "video", jobSeconds: "1s")
+        let leaves = try await e2e.agent(port: port, name: "leaves", features: "video", jobSeconds: "1s")
+        try await e2e.readyBackends(port: port, count: 2)
+        #expect(try await leaves.stop() == 0)  // drains, says goodbye
+        try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/backends", "the leaving agent down") { r in
+            let list = r.json["backends"] as? [[String: Any]] ?? []
+            return list.contains { $0["name"] as? String == "leaves" && $0["link"] as? String == "down" }
+        }
+        #expect(try await serve.stop() == 0)
+        (serve, _) = try await e2e.coordinator(settings, port: port)
+        try await stays.waitUntil("re-registration") { p in
+            p.logEvents.filter { $0["msg"] as? String == "registered" }.count >= 2
+        }
+        try await e2e.readyBackends(port: port, count: 1)
+        // Still listed (by its stored id and name), down.
+        let listed = try await HTTP.get("http://127.0.0.1:\(port)/v1/backends")
+        let backends = listed.json["backends"] as? [[String: Any]] ?? []
+        #expect(backends.map { $0["name"] as? String } == ["stays", "leaves"], "\(listed.text)")
+        #expect(backends.map { $0["link"] as? String } == ["up", "down"], "\(listed.text)")
+        // Two video jobs on one ready backend of one slot: neither is held for the one that left.
+        let submitted = try await HTTP.post(
+            "http://127.0.0.1:\(port)/v1/batches", #"{"owner": "e2e", "jobs": [{"kind": "video", "needs": ["video"], "count": 2}]}"#)
+        #expect(submitted.status == 201, "\(submitted.text)")
+        let ready = try await HTTP.get("http://127.0.0.1:\(port)/readyz")
+        #expect(ready.status == 200, "nothing held for the backend that left: \(ready.text)")
+        let batch = try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/batches/\(submitted.json["batch"] as? Int ?? 0)", "batch done") {
+            $0.json["done"] as? Bool == true
+        }
+        let jobs = batch.json["jobs"] as? [[String: Any]] ?? []
+        #expect(jobs.map { $0["state"] as? String } == ["completed", "completed"], "\(batch.text)")
+        try await stays.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func aCoordinatorWithoutAStoreLosesItsJobsOnARestartAndAgentsCarryOn() async throws {
         var (serve, port) = try await e2e.coordinator(
             e2e.backends("[]") + ["--set", "store.url=memory:"], port: try TestDatabase.freePort())

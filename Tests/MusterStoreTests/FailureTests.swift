@@ -205,6 +205,7 @@ import Testing
             INSERT INTO batches VALUES (1, 'k', 1, 1, 5,
                 '[{"kind":"image","needs":[],"params":{},"priority":0,"owner":"ana","nodes":[],"count":1}]');
             INSERT INTO jobs (id, batch, state, attempt, lost) VALUES (1, 1, 0, 0, 0);
+            INSERT INTO backends VALUES (1, 'gpu-box', 9);
             PRAGMA application_id = 1297306706;
             PRAGMA user_version = 1;
             """
@@ -217,6 +218,8 @@ import Testing
         #expect(snapshot.jobs.map(\.id) == [JobID(1)])
         // The job written before the migration has no history (NULL): read as empty.
         #expect(snapshot.jobs.first?.history == [] && snapshot.jobs.first?.boundAt == nil)
+        // A backend written before its link state was: read as up.
+        #expect(snapshot.backends == [StoredBackend(id: BackendID(1), name: "gpu-box", incarnation: Incarnation(9))])
         // Written after the migration: the new columns hold the owner, the history and the binding's time.
         _ = store.append(
             .batchAccepted(
@@ -228,14 +231,16 @@ import Testing
             endedAt: .seconds(3), outcome: .requeued, error: JobFailure(code: .backendLost, message: "link \"lost\""))
         _ = store.append(.jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1, history: [lost]))
         _ = store.append(.jobBound(job: JobID(1), backend: BackendID(-1), lease: Lease(8), attempt: 2, at: .seconds(4)))
+        _ = store.append(.backendDown(id: BackendID(1)))
         store.close()
         let again = SQLiteJobStore(path: path)
         let reopened = try again.open()
         #expect(reopened.batches.map(\.owner) == ["ana", "bob"])
         #expect(reopened.jobs.first?.history == [lost])
         #expect(reopened.jobs.first?.boundAt == .seconds(4) && reopened.jobs.first?.attempt == 2)
+        #expect(reopened.backends.map(\.down) == [true])
         again.close()
-        #expect(run(["sqlite3", path, "PRAGMA user_version"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "3")
+        #expect(run(["sqlite3", path, "PRAGMA user_version"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "4")
     }
 
     @Test func anotherApplicationsDatabaseIsRefused() throws {

@@ -81,6 +81,11 @@ import Testing
         .backendRegistered(id: BackendID(2), name: "gpu-box", incarnation: Incarnation(1_700_000_000_500)),
         // A new incarnation of the same backend.
         .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(2)),
+        // Backend 3 went down and stays down; local-image went down and registered again (up).
+        .backendRegistered(id: BackendID(3), name: "gone-box", incarnation: Incarnation(5)),
+        .backendDown(id: BackendID(3)),
+        .backendDown(id: BackendID(-1)),
+        .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(3)),
     ]
 
     @Test(arguments: StoreKind.allCases)
@@ -134,8 +139,9 @@ import Testing
         #expect(
             snapshot.jobs[1].failure
                 == JobFailure(code: .attemptsExhausted, message: "gave up after 3 attempts:\n\"backend_lost\""))
-        #expect(snapshot.backends.map(\.name) == ["local-image", "gpu-box"])
-        #expect(snapshot.backends.map(\.incarnation) == [Incarnation(2), Incarnation(1_700_000_000_500)])
+        #expect(snapshot.backends.map(\.name) == ["local-image", "gpu-box", "gone-box"])
+        #expect(snapshot.backends.map(\.incarnation) == [Incarnation(3), Incarnation(1_700_000_000_500), Incarnation(5)])
+        #expect(snapshot.backends.map(\.down) == [false, false, true])
 
         let third = place.store()
         let again = try third.open()
@@ -280,6 +286,9 @@ struct RandomChanges {
             let kept = Set(live.lazy.filter { !gone.contains($0.id) }.map(\.batch))
             let empty = state.batches.filter { !kept.contains($0.id) }
             return .evicted(jobs: jobs, batches: empty.map(\.id))
+        case 90..<94:
+            // Also ids that are not stored: the change is then a no-op, as in every store.
+            return .backendDown(id: BackendID(Int64.random(in: -3...5, using: &rng)))
         default:
             return .backendRegistered(
                 id: BackendID(Int64.random(in: -3...5, using: &rng)),

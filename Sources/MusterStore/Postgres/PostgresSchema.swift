@@ -8,7 +8,7 @@
 /// store reads to fence commits. Integers that are `UInt64` in Swift are stored as their bit
 /// pattern in `bigint`; texts that may hold any byte (keys, owners, results, messages) as `bytea`.
 enum PostgresSchema {
-    static let version: Int64 = 2
+    static let version: Int64 = 3
     /// The key of the advisory lock migrations hold ("MSTR").
     static let migrationLock: Int64 = 0x4D53_5452
 
@@ -72,6 +72,10 @@ enum PostgresSchema {
         ALTER TABLE muster_jobs ADD COLUMN bound_at bigint;
         ALTER TABLE muster_jobs ADD COLUMN started_at bigint;
         ALTER TABLE muster_jobs ADD COLUMN history bytea;
+        """,
+        // Version 3: backends gained whether their link was down (rows before read as up).
+        """
+        ALTER TABLE muster_backends ADD COLUMN down smallint NOT NULL DEFAULT 0;
         """,
     ]
 
@@ -159,10 +163,11 @@ enum PostgresSchema {
         (
             "upsert_backend",
             """
-            INSERT INTO muster_backends (id, name, incarnation) VALUES ($1, $2, $3)
-            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, incarnation = EXCLUDED.incarnation
+            INSERT INTO muster_backends (id, name, incarnation, down) VALUES ($1, $2, $3, 0)
+            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, incarnation = EXCLUDED.incarnation, down = 0
             """, [int8, bytea, int8]
         ),
+        ("backend_down", "UPDATE muster_backends SET down = 1 WHERE id = $1", [int8]),
         (
             "sizes",
             """
@@ -180,5 +185,5 @@ enum PostgresSchema {
             bound_at, started_at, history
         FROM muster_jobs ORDER BY id
         """
-    static let selectBackends = "SELECT id, name, incarnation FROM muster_backends ORDER BY id"
+    static let selectBackends = "SELECT id, name, incarnation, down FROM muster_backends ORDER BY id"
 }

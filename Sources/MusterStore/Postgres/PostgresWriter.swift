@@ -87,7 +87,7 @@ final class PostgresWriter: CommitSink {
                     snapshot.backends.append(
                         StoredBackend(
                             id: BackendID(backends.int64(row, 0)), name: backends.string(row, 1) ?? "",
-                            incarnation: Incarnation(backends.uint64(row, 2))))
+                            incarnation: Incarnation(backends.uint64(row, 2)), down: backends.int64(row, 3) != 0))
                 }
             }
             try connection.run("COMMIT", until: deadline())
@@ -259,6 +259,10 @@ final class PostgresWriter: CommitSink {
             calls.append(
                 .init(
                     statement: "upsert_backend", params: [.int64(id.rawValue), nameValue, .int(incarnation.rawValue)]))
+            return 0
+
+        case .backendDown(let id):
+            calls.append(.init(statement: "backend_down", params: [.int64(id.rawValue)]))
             return 0
         }
     }

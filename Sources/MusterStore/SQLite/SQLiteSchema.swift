@@ -10,7 +10,7 @@ import MusterProtocol
 enum SQLiteSchema {
     /// The version this build writes; a store with a larger one is refused (written by a newer
     /// Muster), a smaller one is migrated.
-    static let version: Int64 = 3
+    static let version: Int64 = 4
     /// "MSTR".
     static let applicationID: Int64 = 0x4D53_5452
 
@@ -48,7 +48,8 @@ enum SQLiteSchema {
         CREATE TABLE backends (
             id INTEGER PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
-            incarnation INTEGER NOT NULL
+            incarnation INTEGER NOT NULL,
+            down INTEGER NOT NULL DEFAULT 0
         );
         PRAGMA application_id = \(applicationID);
         PRAGMA user_version = \(version);
@@ -74,7 +75,9 @@ enum SQLiteSchema {
     /// since the ids' bit patterns compare as signed integers).
     static let deleteJobs = "DELETE FROM jobs WHERE id BETWEEN ?1 AND ?2"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
+    /// A registration stores the backend up (`down` back to its default, 0).
     static let upsertBackend = "INSERT OR REPLACE INTO backends (id, name, incarnation) VALUES (?1, ?2, ?3)"
+    static let backendDown = "UPDATE backends SET down = 1 WHERE id = ?1"
 
     // Reads, in id order (the rowid order: no sort).
     static let selectBatches =
@@ -95,6 +98,12 @@ enum SQLiteSchema {
         ALTER TABLE jobs ADD COLUMN history TEXT;
         PRAGMA user_version = 3;
         """
+    /// Version 3 to 4: backends gained whether their link was down. Rows written before read as
+    /// up, which is what a restart assumed of every backend then.
+    static let migrateToVersion4 = """
+        ALTER TABLE backends ADD COLUMN down INTEGER NOT NULL DEFAULT 0;
+        PRAGMA user_version = 4;
+        """
     static let selectJobs = """
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
             bound_at, started_at, history
@@ -110,5 +119,5 @@ enum SQLiteSchema {
             bound_at, started_at, history
         FROM jobs WHERE id < ?1 ORDER BY id
         """
-    static let selectBackends = "SELECT id, name, incarnation FROM backends ORDER BY id"
+    static let selectBackends = "SELECT id, name, incarnation, down FROM backends ORDER BY id"
 }

@@ -56,6 +56,7 @@ extension SQLiteWriter {
                     // Migrations from older schema versions, one step per version.
                     if version == 1 { try connection.execute(SQLiteSchema.migrateToVersion2) }
                     if version >= 1, version <= 2 { try connection.execute(SQLiteSchema.migrateToVersion3) }
+                    if version >= 1, version <= 3 { try connection.execute(SQLiteSchema.migrateToVersion4) }
                 }
             }
             var snapshot = StoreSnapshot()
@@ -169,7 +170,7 @@ extension SQLiteWriter {
             snapshot.backends.append(
                 StoredBackend(
                     id: BackendID(backends.int64(0)), name: backends.string(1) ?? "",
-                    incarnation: Incarnation(backends.uint64(2))))
+                    incarnation: Incarnation(backends.uint64(2)), down: backends.int64(3) != 0))
         }
         return snapshot
     }

@@ -79,6 +79,7 @@ final class SQLiteDatabase {
     private let deleteJobs: Statement
     private let deleteBatch: Statement
     private let upsertBackend: Statement
+    private let backendDown: Statement
     private let freelistCount: Statement
 
     init(_ connection: SQLiteConnection) throws(StoreFailure) {
@@ -94,6 +95,7 @@ final class SQLiteDatabase {
         deleteJobs = try Statement(connection, SQLiteSchema.deleteJobs)
         deleteBatch = try Statement(connection, SQLiteSchema.deleteBatch)
         upsertBackend = try Statement(connection, SQLiteSchema.upsertBackend)
+        backendDown = try Statement(connection, SQLiteSchema.backendDown)
         freelistCount = try Statement(connection, "PRAGMA freelist_count")
     }
 
@@ -194,6 +196,11 @@ final class SQLiteDatabase {
             try upsertBackend.bind(2, name)
             upsertBackend.bind(3, incarnation.rawValue)
             try upsertBackend.run()
+            return 0
+
+        case .backendDown(let id):
+            backendDown.bind(1, id.rawValue)
+            try backendDown.run()
             return 0
         }
     }

@@ -183,6 +183,8 @@ extension StoreSnapshot {
             backends.removeAll { $0.id == id || $0.name == name }
             backends.append(StoredBackend(id: id, name: name, incarnation: incarnation))
             backends.sort { $0.id < $1.id }
+        case .backendDown(let id):
+            if let i = backends.firstIndex(where: { $0.id == id }) { backends[i].down = true }
         }
     }
 
