@@ -430,13 +430,15 @@ extension Coordinator {
         settleCancel(id, .graceExpired)
     }
 
-    /// A job's end as the store keeps it.
+    /// A job's end as the store keeps it. An `attempts_exhausted` failure's attempts are the
+    /// job's history, kept once.
     func storedEnd(_ id: JobID, _ state: JobState) -> StoredJob {
         let j = jobs[id]
+        var failure = j.failure
+        failure?.attempts = []
         return StoredJob(
             id: id, batch: j.batch, state: state, backend: j.backend, lease: j.lease, attempt: j.attempt,
-            lostAttempts: j.lostAttempts, result: j.result,
-            failure: j.failure.map { JobFailure(code: $0.code, message: $0.message) }, endedAt: now, history: j.history)
+            lostAttempts: j.lostAttempts, result: j.result, failure: failure, endedAt: now, history: j.history)
     }
 
     /// The single place where a job reaches a final state.

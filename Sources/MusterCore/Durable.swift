@@ -73,7 +73,7 @@ public struct StoredJob: Hashable, Sendable {
     public var attempt: Int
     public var lostAttempts: Int
     public var result: RawJSON?
-    /// With `failed`: the code and message (structured details are not kept).
+    /// With `failed`: the code, message and details, but no `attempts` (they are `history`).
     public var failure: JobFailure?
     public var endedAt: CoreInstant?
     /// Its attempts: every ended one, and for a final job its last one too (as `job_info.history`

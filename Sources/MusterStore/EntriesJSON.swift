@@ -142,7 +142,7 @@ enum EntriesJSON {
         w.append(UInt8(ascii: "\""))
     }
 
-    private static func appendStrings(_ strings: [String], to w: inout [UInt8]) {
+    static func appendStrings(_ strings: [String], to w: inout [UInt8]) {
         w.append(UInt8(ascii: "["))
         for (n, s) in strings.enumerated() {
             if n > 0 { w.append(UInt8(ascii: ",")) }
@@ -205,14 +205,20 @@ struct JSONCursor {
         _ bytes: UnsafeBufferPointer<UInt8>, _ element: (inout JSONCursor) throws(Failure) -> T
     ) throws(Failure) -> [T] {
         var c = JSONCursor(bytes)
-        var out: [T] = []
-        try c.expect(UInt8(ascii: "["))
-        if c.consume(UInt8(ascii: "]")) { return try c.end(out) }
-        repeat {
-            out.append(try element(&c))
-        } while c.consume(UInt8(ascii: ","))
-        try c.expect(UInt8(ascii: "]"))
+        let out = try c.elements(element)
         return try c.end(out)
+    }
+
+    /// An array, each element read by `element`.
+    mutating func elements<T>(_ element: (inout JSONCursor) throws(Failure) -> T) throws(Failure) -> [T] {
+        var out: [T] = []
+        try expect(UInt8(ascii: "["))
+        if consume(UInt8(ascii: "]")) { return out }
+        repeat {
+            out.append(try element(&self))
+        } while consume(UInt8(ascii: ","))
+        try expect(UInt8(ascii: "]"))
+        return out
     }
 
     /// An object, each member's value read by `member` (the cursor after the `:`, and the name as
@@ -268,14 +274,7 @@ struct JSONCursor {
     }
 
     mutating func strings() throws(Failure) -> [String] {
-        try expect(UInt8(ascii: "["))
-        var out: [String] = []
-        if consume(UInt8(ascii: "]")) { return out }
-        repeat {
-            out.append(try string())
-        } while consume(UInt8(ascii: ","))
-        try expect(UInt8(ascii: "]"))
-        return out
+        try elements { c throws(Failure) in try c.string() }
     }
 
     mutating func string() throws(Failure) -> String {

@@ -81,7 +81,8 @@ enum StoreRows {
     static func job(
         id: UInt64, batch: UInt64, stateCode: Int64, backend: Int64?, lease: Int64?, attempt: Int64, lost: Int64,
         endedAt: Int64?, result: String?, errorCode: String?, errorMessage: String?, boundAt: Int64? = nil,
-        startedAt: Int64? = nil, history: UnsafeBufferPointer<UInt8>? = nil, where place: String
+        startedAt: Int64? = nil, history: UnsafeBufferPointer<UInt8>? = nil,
+        details: UnsafeBufferPointer<UInt8>? = nil, where place: String
     ) throws(StoreFailure) -> StoredJob {
         guard let state = state(stateCode) else {
             throw StoreFailure(.corrupt, "job \(id) has an unknown state \(stateCode) (\(place))")
@@ -96,12 +97,22 @@ enum StoreRows {
                     .corrupt, "job \(id): its history does not read: \(error.reason) at byte \(error.offset) (\(place))")
             }
         }
+        var failure = errorCode.map { JobFailure(code: ErrorCode($0), message: errorMessage ?? "") }
+        if let details, details.count > 0, failure != nil {
+            do throws(JSONCursor.Failure) {
+                try DetailsJSON.decode(details, into: &failure!)
+            } catch {
+                throw StoreFailure(
+                    .corrupt,
+                    "job \(id): its error's details do not read: \(error.reason) at byte \(error.offset) (\(place))")
+            }
+        }
         func instant(_ v: Int64) -> CoreInstant { CoreInstant(nanoseconds: UInt64(bitPattern: v)) }
         return StoredJob(
             id: JobID(id), batch: BatchID(batch), state: state, backend: backend.map(BackendID.init(_:)),
             lease: lease.map { Lease(UInt64(bitPattern: $0)) }, attempt: Int(attempt), lostAttempts: Int(lost),
             result: result.map(RawJSON.init(unchecked:)),
-            failure: errorCode.map { JobFailure(code: ErrorCode($0), message: errorMessage ?? "") },
+            failure: failure,
             endedAt: endedAt.map(instant), history: attempts, boundAt: boundAt.map(instant),
             startedAt: state.isFinal ? startedAt.map(instant) : nil)
     }

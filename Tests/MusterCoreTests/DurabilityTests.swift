@@ -279,6 +279,19 @@ import Testing
                 == .backendRegistered(id: BackendID(holder), name: "b\(holder)", incarnation: Incarnation(1)))
     }
 
+    /// A `no_eligible_backend` failure reads the same after a restart: refusals and what was
+    /// missing are stored with its code and message.
+    @Test func aFailuresDetailsSurviveARestart() throws {
+        var d = Durable()
+        d.h.ready(1, features: ["image"])
+        let job = d.h.submit(JobSpec(kind: "video", needs: ["video"], model: "wan"))[0]
+        let failure = try #require(d.h.core.job(job)?.failure)
+        #expect(failure.code == .noEligibleBackend && failure.refusals.count == 1 && failure.missingModel == "wan")
+        d.commit()
+        let n = d.restarted(epoch: 2)
+        #expect(n.core.job(job)?.failure == failure)
+    }
+
     @Test func aBackendThatRestartedLosesItsLeasesAtOnce() {
         var d = Durable()
         d.h.ready(1, incarnation: 7)

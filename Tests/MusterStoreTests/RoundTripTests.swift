@@ -14,6 +14,18 @@ import Testing
         attempt: 1, backend: BackendID(1), lease: Lease(epochLease + 1), boundAt: .seconds(11), startedAt: nil,
         endedAt: .seconds(13), outcome: .requeued, error: JobFailure(code: .backendLost, message: "link \"lost\"\n✓"))
 
+    static let noEligible = JobFailure(
+        code: .noEligibleBackend, message: "no ready backend has \"frameinterps\"",
+        refusals: [
+            BackendRefusal(backend: BackendID(2), name: "gpu-box ✓", reason: "announced loading", reasons: ["loading"]),
+            BackendRefusal(
+                backend: BackendID(-1), name: "local", reason: "missing features frameinterps, node RIFE VFI",
+                reasons: ["missing_features", "missing_nodes"], missingFeatures: ["frameinterps"],
+                missingNodes: ["RIFE VFI"]),
+            BackendRefusal(backend: BackendID(7), name: "gone", reason: "link down\n\"x\""),
+        ],
+        missingFeatures: ["frameinterps"], missingModel: "wan-2.1 ✓", missingNodes: ["RIFE VFI"])
+
     static let changes: [StoreChange] = [
         .backendRegistered(id: BackendID(1), name: "gpu-box", incarnation: Incarnation(1_700_000_000_000)),
         .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(1)),
@@ -52,6 +64,15 @@ import Testing
                 endedAt: CoreInstant(nanoseconds: 100_000_000_000))),
         .jobEnded(
             StoredJob(id: JobID(3), batch: BatchID(1), state: .canceled, endedAt: CoreInstant(nanoseconds: 7))),
+        // Job 10 in batch 5: failed with every detail of a `no_eligible_backend`.
+        .batchAccepted(
+            StoredBatch(
+                id: BatchID(5), key: nil, entries: [BatchEntry(spec: JobSpec(kind: "video"))], firstJob: JobID(10),
+                submittedAt: .zero)),
+        .jobEnded(
+            StoredJob(
+                id: JobID(10), batch: BatchID(5), state: .failed,
+                failure: noEligible, endedAt: CoreInstant(nanoseconds: 8))),
         // A running job is stored as bound, a gated one as queued.
         .jobEnded(StoredJob(id: JobID(4), batch: BatchID(2), state: .running, backend: BackendID(1), attempt: 1)),
         .jobEnded(StoredJob(id: JobID(6), batch: BatchID(2), state: .gated)),
@@ -118,7 +139,7 @@ import Testing
         #expect(snapshot == expected)
 
         // Spot checks against the reference model itself.
-        #expect(snapshot.batches.map(\.id) == [BatchID(1), BatchID(2), BatchID(4)])
+        #expect(snapshot.batches.map(\.id) == [BatchID(1), BatchID(2), BatchID(4), BatchID(5)])
         #expect(snapshot.batches[0].entries[0].spec.params.text == Samples.tricky)
         #expect(snapshot.batches[0].entries[1].spec.params.text == " [1, 2]\n")
         #expect(snapshot.batches[0].entries[0].spec.owner == "ana\u{0001}\tö")
@@ -127,8 +148,10 @@ import Testing
         // The batch's owner is its own, not its entries'.
         #expect(snapshot.batches[1].owner == "alice ✓")
         #expect(snapshot.batches[0].owner == "ana\u{0001}\tö")
-        #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6, 8, 9])
-        #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued, .bound, .completed])
+        #expect(snapshot.jobs.map(\.id.rawValue) == [1, 2, 3, 4, 6, 8, 9, 10])
+        #expect(snapshot.jobs.map(\.state) == [.completed, .failed, .canceled, .bound, .queued, .bound, .completed, .failed])
+        // A failure's details come back whole.
+        #expect(snapshot.jobs[7].failure == Self.noEligible)
         #expect(snapshot.jobs[6].attempts == [Self.onceCompleted] && snapshot.jobs[6].history == [])
         #expect(snapshot.jobs[6].boundAt == .seconds(20) && snapshot.jobs[6].startedAt == .seconds(21))
         // Attempt histories and the time of a binding.
@@ -136,9 +159,9 @@ import Testing
         #expect(snapshot.jobs[0].history.first == Self.lostAttempt && snapshot.jobs[0].boundAt == nil)
         #expect(snapshot.jobs[5].boundAt == CoreInstant(nanoseconds: UInt64.max - 5) && snapshot.jobs[5].history == [])
         #expect(snapshot.jobs[0].lostAttempts == 1 && snapshot.jobs[0].lease == Lease(Self.epochLease + 2))
-        #expect(
-            snapshot.jobs[1].failure
-                == JobFailure(code: .attemptsExhausted, message: "gave up after 3 attempts:\n\"backend_lost\""))
+        #expect(snapshot.jobs[1].failure?.code == .attemptsExhausted)
+        #expect(snapshot.jobs[1].failure?.message == "gave up after 3 attempts:\n\"backend_lost\"")
+        #expect(snapshot.jobs[1].failure?.missingFeatures == ["video"])
         #expect(snapshot.backends.map(\.name) == ["local-image", "gpu-box", "gone-box"])
         #expect(snapshot.backends.map(\.incarnation) == [Incarnation(3), Incarnation(1_700_000_000_500), Incarnation(5)])
         #expect(snapshot.backends.map(\.down) == [false, false, true])
@@ -274,7 +297,15 @@ struct RandomChanges {
                     lease: Bool.random(using: &rng) ? nil : Lease(UInt64.random(in: 0...UInt64.max, using: &rng)),
                     attempt: Int.random(in: 0...5, using: &rng), lostAttempts: Int.random(in: 0...3, using: &rng),
                     result: state == .completed ? RawJSON(unchecked: Self.params.randomElement(using: &rng)!) : nil,
-                    failure: state == .failed ? JobFailure(code: ErrorCode(text()), message: text()) : nil,
+                    failure: state == .failed
+                        ? (Bool.random(using: &rng)
+                            ? JobFailure(code: ErrorCode(text()), message: text())
+                            : JobFailure(
+                                code: .noEligibleBackend, message: text(),
+                                refusals: [BackendRefusal(backend: BackendID(1), name: text(), reason: text(), reasons: [text()])],
+                                missingFeatures: Bool.random(using: &rng) ? [] : [text(), text()],
+                                missingModel: Bool.random(using: &rng) ? nil : text()))
+                        : nil,
                     endedAt: Bool.random(using: &rng)
                         ? nil : CoreInstant(nanoseconds: UInt64.random(in: 0...1 << 62, using: &rng))))
         case 75..<90:

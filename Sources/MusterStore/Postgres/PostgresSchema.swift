@@ -73,9 +73,11 @@ enum PostgresSchema {
         ALTER TABLE muster_jobs ADD COLUMN started_at bigint;
         ALTER TABLE muster_jobs ADD COLUMN history bytea;
         """,
-        // Version 3: backends gained whether their link was down (rows before read as up).
+        // Version 3: backends gained whether their link was down (rows before read as up), failed
+        // jobs their error's details (`DetailsJSON`; rows before have none).
         """
         ALTER TABLE muster_backends ADD COLUMN down smallint NOT NULL DEFAULT 0;
+        ALTER TABLE muster_jobs ADD COLUMN error_details bytea;
         """,
     ]
 
@@ -134,7 +136,7 @@ enum PostgresSchema {
             SELECT g, $2, 0, 0, 0 FROM generate_series($1, $1 + $3 - 1) AS g
             ON CONFLICT (id) DO UPDATE SET batch = EXCLUDED.batch, state = 0, attempt = 0, lost = 0, backend = NULL,
                 lease = NULL, ended_at = NULL, result = NULL, error_code = NULL, error_message = NULL, bound_at = NULL,
-                started_at = NULL, history = NULL
+                started_at = NULL, history = NULL, error_details = NULL
             """, [int8, int8, int8]
         ),
         (
@@ -153,9 +155,9 @@ enum PostgresSchema {
             "end_job",
             """
             UPDATE muster_jobs SET state = $2, backend = $3, lease = $4, attempt = $5, lost = $6, ended_at = $7,
-                result = $8, error_code = $9, error_message = $10, bound_at = $11, started_at = $12, history = $13
-                WHERE id = $1
-            """, [int8, int8, int8, int8, int8, int8, int8, bytea, bytea, bytea, int8, int8, bytea]
+                result = $8, error_code = $9, error_message = $10, bound_at = $11, started_at = $12, history = $13,
+                error_details = $14 WHERE id = $1
+            """, [int8, int8, int8, int8, int8, int8, int8, bytea, bytea, bytea, int8, int8, bytea, bytea]
         ),
         ("delete_job", "DELETE FROM muster_jobs WHERE id = $1", [int8]),
         ("delete_batch", "DELETE FROM muster_batches WHERE id = $1", [int8]),
@@ -182,7 +184,7 @@ enum PostgresSchema {
     static let declareJobs = """
         DECLARE muster_jobs_cursor NO SCROLL CURSOR FOR
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
-            bound_at, started_at, history
+            bound_at, started_at, history, error_details
         FROM muster_jobs ORDER BY id
         """
     static let selectBackends = "SELECT id, name, incarnation, down FROM muster_backends ORDER BY id"

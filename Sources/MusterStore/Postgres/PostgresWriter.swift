@@ -133,7 +133,7 @@ final class PostgresWriter: CommitSink {
                         attempt: rows.int64(row, 5), lost: rows.int64(row, 6), endedAt: rows.optionalInt64(row, 7),
                         result: rows.string(row, 8), errorCode: rows.string(row, 9), errorMessage: rows.string(row, 10),
                         boundAt: rows.optionalInt64(row, 11), startedAt: rows.optionalInt64(row, 12),
-                        history: rows.bytes(row, 13), where: connection.target))
+                        history: rows.bytes(row, 13), details: rows.bytes(row, 14), where: connection.target))
             }
         }
         try connection.run("CLOSE muster_jobs_cursor", until: deadline())
@@ -242,6 +242,7 @@ final class PostgresWriter: CommitSink {
                         .int64(Int64(job.attempt)), .int64(Int64(job.lostAttempts)), .int(job.endedAt?.nanoseconds),
                         .text(job.result?.text), .text(job.failure?.code.rawValue), .text(job.failure?.message),
                         .int(boundAt), .int(startedAt), history.map { .bytes($0) } ?? .null,
+                        job.failure.flatMap(DetailsJSON.encode).map { .bytes($0) } ?? .null,
                     ]))
             return 0
 

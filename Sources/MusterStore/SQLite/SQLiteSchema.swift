@@ -43,7 +43,8 @@ enum SQLiteSchema {
             error_message TEXT,
             bound_at INTEGER,
             started_at INTEGER,
-            history TEXT
+            history TEXT,
+            error_details TEXT
         );
         CREATE TABLE backends (
             id INTEGER PRIMARY KEY,
@@ -69,7 +70,8 @@ enum SQLiteSchema {
         """
     static let endJob = """
         UPDATE jobs SET state = ?2, backend = ?3, lease = ?4, attempt = ?5, lost = ?6, ended_at = ?7, result = ?8,
-            error_code = ?9, error_message = ?10, bound_at = ?11, started_at = ?12, history = ?13 WHERE id = ?1
+            error_code = ?9, error_message = ?10, bound_at = ?11, started_at = ?12, history = ?13, error_details = ?14
+            WHERE id = ?1
         """
     /// The jobs of one run of consecutive ids (the writer keeps a run on one side of the sign bit,
     /// since the ids' bit patterns compare as signed integers).
@@ -98,25 +100,27 @@ enum SQLiteSchema {
         ALTER TABLE jobs ADD COLUMN history TEXT;
         PRAGMA user_version = 3;
         """
-    /// Version 3 to 4: backends gained whether their link was down. Rows written before read as
-    /// up, which is what a restart assumed of every backend then.
+    /// Version 3 to 4: backends gained whether their link was down, failed jobs their error's
+    /// details (`DetailsJSON`). Rows written before read as up, and without details, which is
+    /// what a restart made of them then.
     static let migrateToVersion4 = """
         ALTER TABLE backends ADD COLUMN down INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN error_details TEXT;
         PRAGMA user_version = 4;
         """
     static let selectJobs = """
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
-            bound_at, started_at, history
+            bound_at, started_at, history, error_details
         FROM jobs ORDER BY id
         """
     static let selectJobsFrom = """
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
-            bound_at, started_at, history
+            bound_at, started_at, history, error_details
         FROM jobs WHERE id >= ?1 ORDER BY id
         """
     static let selectJobsBelow = """
         SELECT id, batch, state, backend, lease, attempt, lost, ended_at, result, error_code, error_message,
-            bound_at, started_at, history
+            bound_at, started_at, history, error_details
         FROM jobs WHERE id < ?1 ORDER BY id
         """
     static let selectBackends = "SELECT id, name, incarnation, down FROM backends ORDER BY id"

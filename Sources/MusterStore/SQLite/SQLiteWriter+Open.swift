@@ -217,7 +217,7 @@ extension SQLiteWriter {
                     lease: jobs.optionalInt64(4), attempt: jobs.int64(5), lost: jobs.int64(6),
                     endedAt: jobs.optionalInt64(7), result: jobs.string(8), errorCode: jobs.string(9),
                     errorMessage: jobs.string(10), boundAt: jobs.optionalInt64(11), startedAt: jobs.optionalInt64(12),
-                    history: jobs.bytes(13), where: path))
+                    history: jobs.bytes(13), details: jobs.bytes(14), where: path))
         }
         return out
     }

@@ -177,6 +177,11 @@ final class SQLiteDatabase {
             endJob.bind(11, boundAt)
             endJob.bind(12, startedAt)
             if let history { try endJob.bind(13, utf8: history) } else { endJob.bindNull(13) }
+            if let details = job.failure.flatMap(DetailsJSON.encode) {
+                try endJob.bind(14, utf8: details)
+            } else {
+                endJob.bindNull(14)
+            }
             try endJob.run()
             return 0
 

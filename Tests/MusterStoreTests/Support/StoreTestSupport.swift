@@ -172,7 +172,8 @@ extension StoreSnapshot {
                     case .running: .bound
                     default: ended.state
                     }
-                $0.failure = ended.failure.map { JobFailure(code: $0.code, message: $0.message) }
+                // An `attempts_exhausted` failure's attempts are the job's history, not stored twice.
+                $0.failure?.attempts = []
             }
         case .evicted(let gone, let goneBatches):
             let goneJobs = Set(gone)
