@@ -263,8 +263,9 @@ extension Coordinator {
         markStarted(id, backend)
     }
 
-    /// `at`: when it started, if before now (a backup run that won started when it did).
-    mutating func markStarted(_ id: JobID, _ backend: BackendID, at start: CoreInstant? = nil) {
+    /// `at`: when it started, if before now (a backup run that won started when it did, a job
+    /// restored as started). `restored`: the store holds the start already and no client listens.
+    mutating func markStarted(_ id: JobID, _ backend: BackendID, at start: CoreInstant? = nil, restored: Bool = false) {
         guard jobs[id].state == .bound else { return }
         let start = start ?? now
         jobs[id].state = .running
@@ -277,7 +278,10 @@ extension Coordinator {
             jobs[id].expectedAtStart = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
             watchOverrun(id, backend, k)
         }
-        emit(jobs[id], .started)
+        if !restored {
+            if policy.persistChanges { out.append(.persist(.jobStarted(job: id, at: start))) }
+            emit(jobs[id], .started)
+        }
         refreshLoad(backend)
     }
 

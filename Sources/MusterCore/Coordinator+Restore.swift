@@ -7,7 +7,8 @@ extension Coordinator {
     /// - Batches come back with their keys (an idempotent retry still gets the first receipt).
     /// - Queued jobs queue again in their original order and priority: batch by batch, and within
     ///   a batch in `queueOrder` (longest expected first under expected completion).
-    /// - Jobs stored as bound stay bound to their backend under their lease: the backend is kept
+    /// - Jobs stored as bound stay bound to their backend under their lease (`running` since
+    ///   their stored start, when the store has one): the backend is kept
     ///   as `suspect` with the incarnation it had, for the suspect grace. A backend that comes back
     ///   with that incarnation (it kept running) gets its jobs back in `welcome.bindings`; one
     ///   that comes back with a new incarnation, or not within the grace, has its jobs requeued
@@ -44,7 +45,8 @@ extension Coordinator {
             var next = batch.firstJob.rawValue
             var live = 0
             // The batch's unfinished jobs, with their entry and their stored binding if any.
-            var unfinished: [(id: JobID, entry: Int, bound: (BackendID, Lease)?, boundAt: CoreInstant?)] = []
+            var unfinished:
+                [(id: JobID, entry: Int, bound: (BackendID, Lease)?, boundAt: CoreInstant?, startedAt: CoreInstant?)] = []
             let classOf = batch.entries.map { indexes(for: $0.spec) }
             for (i, entry) in batch.entries.enumerated() {
                 let (c, e) = classOf[i]
@@ -82,7 +84,8 @@ extension Coordinator {
                     }
                     jobs.insert(record)
                     let bound = s.state == .bound || s.state == .running
-                    unfinished.append((id, i, bound ? s.backend.flatMap { b in s.lease.map { (b, $0) } } : nil, s.boundAt))
+                    unfinished.append(
+                        (id, i, bound ? s.backend.flatMap { b in s.lease.map { (b, $0) } } : nil, s.boundAt, s.startedAt))
                 }
             }
             // The queue order they had: the batch's rounds and sequence numbers follow
@@ -104,8 +107,8 @@ extension Coordinator {
                     let incarnation = stored[backend]?.incarnation ?? backends.get(backend)?.incarnation
                 {
                     adopt(
-                        u.id, on: backend, lease: lease, since: u.boundAt ?? now, name: stored[backend]?.name,
-                        incarnation: incarnation)
+                        u.id, on: backend, lease: lease, since: u.boundAt ?? now, startedAt: u.startedAt,
+                        name: stored[backend]?.name, incarnation: incarnation)
                 } else {
                     requeue.append(u.id)
                 }
@@ -131,7 +134,8 @@ extension Coordinator {
     /// Binds a restored job to the backend it was bound to when the store last wrote it. The
     /// backend is created `suspect` with its stored incarnation when the core does not know it.
     private mutating func adopt(
-        _ id: JobID, on backend: BackendID, lease: Lease, since boundAt: CoreInstant, name: String?, incarnation: Incarnation
+        _ id: JobID, on backend: BackendID, lease: Lease, since boundAt: CoreInstant, startedAt: CoreInstant?,
+        name: String?, incarnation: Incarnation
     ) {
         if backends.get(backend)?.link == .down {
             // Not from changes stored in order (a backend's jobs are requeued before it is
@@ -174,5 +178,7 @@ extension Coordinator {
         backends[backend].jobStartedAt.append(-1)
         adjustModelInFlight(backend, 1)
         refreshLoad(backend)
+        // Stored as started: running again, since then (its backend need not say `started` again).
+        if let startedAt { markStarted(id, backend, at: startedAt, restored: true) }
     }
 }

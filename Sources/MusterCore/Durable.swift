@@ -7,15 +7,17 @@ import MusterProtocol
 /// What is kept is what a restarted coordinator must know to lose nothing and run nothing twice:
 /// each batch with its entries and key, each job's state, binding (backend, lease, attempt, bound
 /// time), its ended attempts, its result or failure, and every backend's name, incarnation and
-/// whether its link was down. Not kept: `started` and `progress` of a job still running (a
-/// backend that still runs a job says `started` again after `welcome`), capability snapshots
-/// (backends announce again), and estimates.
+/// whether its link was down, and when a job still running started. Not kept: `progress`,
+/// capability snapshots (backends announce again), and estimates.
 public enum StoreChange: Hashable, Sendable {
     /// A new batch: its jobs are `batch.firstJob ..< batch.firstJob + batch.jobCount`, entry by
     /// entry (each entry `count` jobs), all queued with attempt 0.
     case batchAccepted(StoredBatch)
     /// A job bound to a backend: attempt `attempt` under `lease`, since `at`.
     case jobBound(job: JobID, backend: BackendID, lease: Lease, attempt: Int, at: CoreInstant)
+    /// A bound job started (its backend said `started`, or `progress`), at `at`: after a restart
+    /// it is running, its start known. Overwritten by the job's next binding, requeue or end.
+    case jobStarted(job: JobID, at: CoreInstant)
     /// A job back in the queue (requeued or revoked); `lostAttempts` counts the attempts that
     /// ended without the job's fault (bounded by the policy's `maxAttempts`); `history` is every
     /// attempt so far, all ended.
@@ -85,6 +87,7 @@ public struct StoredJob: Hashable, Sendable {
     /// When a bound job's current binding was made; for a job that ran once and completed, when
     /// its binding was made (`history` then empty).
     public var boundAt: CoreInstant?
+    /// For a bound job: when its current attempt started, if the store heard of it (`jobStarted`).
     /// For a job that ran once and completed (`history` empty): when it started, if known.
     public var startedAt: CoreInstant?
 
@@ -186,6 +189,9 @@ public struct StoreImage: Hashable, Sendable {
             jobs[job]?.lease = lease
             jobs[job]?.attempt = attempt
             jobs[job]?.boundAt = at
+            jobs[job]?.startedAt = nil
+        case .jobStarted(let job, let at):
+            if jobs[job]?.state == .bound { jobs[job]?.startedAt = at }
         case .jobRequeued(let job, let attempt, let lost, let history):
             jobs[job]?.state = .queued
             jobs[job]?.backend = nil

@@ -43,6 +43,10 @@ enum StoreRows {
             switch changes[i].change {
             case .jobBound(let job, _, _, _, _):
                 if later[job.rawValue] != nil { skip[i] = true } else { later[job.rawValue] = 2 }
+            case .jobStarted(let job, _):
+                // Only sets the start of the binding before it: a later change of the job writes
+                // over it, and it writes over nothing.
+                if later[job.rawValue] != nil { skip[i] = true }
             case .jobRequeued(let job, _, _, _):
                 if let l = later[job.rawValue], l != 2 { skip[i] = true } else { later[job.rawValue] = 1 }
             case .jobEnded(let job):
@@ -114,6 +118,6 @@ enum StoreRows {
             result: result.map(RawJSON.init(unchecked:)),
             failure: failure,
             endedAt: endedAt.map(instant), history: attempts, boundAt: boundAt.map(instant),
-            startedAt: state.isFinal ? startedAt.map(instant) : nil)
+            startedAt: state == .queued ? nil : startedAt.map(instant))
     }
 }

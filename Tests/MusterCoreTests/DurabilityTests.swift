@@ -151,7 +151,7 @@ import Testing
         d.h.send(.jobStarted(job, backend: BackendID(1), lease: lease))
         d.commit()
         var n = d.restarted(epoch: 2)
-        #expect(n.core.job(job)?.state == .bound)
+        #expect(n.core.job(job)?.state == .running)  // it had started
         #expect(n.core.bindings(of: BackendID(1)).map(\.job) == [job])
         #expect(n.core.backend(BackendID(1))?.link == .suspect)
         // The same process registers again: it keeps the job, its report under the old lease counts.
@@ -228,6 +228,35 @@ import Testing
         // The bound job's attempt began when it was bound, not at the restart.
         #expect(n.core.job(jobs[2])?.history.map(\.boundAt) == [boundAt])
         #expect(n.core.job(jobs[2])?.state == .bound)
+    }
+
+    /// A job running when the coordinator stops comes back running, since when it started: its
+    /// backend need not say `started` again, and when it completes its attempt and duration count
+    /// from that start.
+    @Test func aRunningJobComesBackRunningSinceItsStart() throws {
+        var d = Durable()
+        d.h.ready(1, incarnation: 7)
+        let job = d.h.submit(image)[0]
+        let lease = d.h.lease(job)
+        d.h.clock = .seconds(2)
+        d.h.send(.jobStarted(job, backend: BackendID(1), lease: lease))
+        #expect(persisted(d.h.last) == [.jobStarted(job: job, at: .seconds(2))])
+        // Said again (or implied by progress): stored once.
+        d.h.send(.jobProgress(job, backend: BackendID(1), lease: lease, fraction: 0.5, message: nil))
+        #expect(persisted(d.h.last).isEmpty)
+        d.commit()
+        var n = d.restarted(epoch: 2, after: 8)
+        #expect(n.state(job) == .running)
+        #expect(n.core.job(job)?.history.last?.startedAt == .seconds(2))
+        #expect(n.core.backend(BackendID(1))?.running == 1)
+        // Restoring persisted nothing and told no one.
+        #expect(persisted(n.all).isEmpty && n.events(job, in: n.all).isEmpty)
+        n.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(7))))
+        n.clock = .seconds(20)
+        n.send(.jobCompleted(job, backend: BackendID(1), lease: lease, result: .null))
+        #expect(n.state(job) == .completed)
+        #expect(n.core.job(job)?.history.map(\.startedAt) == [.seconds(2)])
+        #expect(n.core.backend(BackendID(1))?.running == 0)
     }
 
     /// A backend whose link was down when the coordinator stopped (it said `goodbye`, or was lost

@@ -105,12 +105,14 @@ import Testing
             let history = r.json["history"] as? [[String: Any]] ?? []
             #expect(history.count == r.json["attempt"] as? Int, "job \(job): \(r.text)")
             #expect(history.last?["outcome"] as? String == "completed" && history.last?["bound_ms"] != nil, "job \(job): \(r.text)")
-            // When it started is not stored while it runs: unknown for a job running across a crash.
+            // When it started is stored while it runs; unknown only if a crash came before that.
             if r.json["started_ms"] == nil { startedUnknown += 1 }
         }
         #expect(attempts.keys.allSatisfy { $0 >= 1 }, "\(attempts)")
         #expect((attempts[1] ?? 0) >= accepted.count * 9 / 10, "most jobs ran once: \(attempts)")
-        #expect(startedUnknown <= accepted.count / 10, "\(startedUnknown) jobs without started_ms")
+        // At most a few per crash: one whose start the store had not written yet (3 of 300 in a
+        // run before; 11 of 300 when starts were not stored at all).
+        #expect(startedUnknown <= 9, "\(startedUnknown) jobs without started_ms")
         // The agents kept what they ran across the restarts: some welcome listed bindings.
         let kept = [a, b].flatMap { $0.logEvents.filter { $0["msg"] as? String == "registered" } }
             .compactMap { Int($0["bindings"] as? String ?? "") }.filter { $0 > 0 }

@@ -84,6 +84,9 @@ import Testing
         .jobBound(
             job: JobID(8), backend: BackendID(-1), lease: Lease(epochLease + 4), attempt: 1,
             at: CoreInstant(nanoseconds: UInt64.max - 5)),
+        // Job 8 started: its start comes back with its binding. A start of a queued job (6) is not kept.
+        .jobStarted(job: JobID(8), at: CoreInstant(nanoseconds: UInt64.max - 4)),
+        .jobStarted(job: JobID(6), at: .seconds(3)),
         // Job 9 ran once and completed: its attempt is stored as two instants, no history text.
         .jobEnded(
             StoredJob(
@@ -158,6 +161,8 @@ import Testing
         #expect(snapshot.jobs[0].history.map(\.outcome) == [.requeued, .completed])
         #expect(snapshot.jobs[0].history.first == Self.lostAttempt && snapshot.jobs[0].boundAt == nil)
         #expect(snapshot.jobs[5].boundAt == CoreInstant(nanoseconds: UInt64.max - 5) && snapshot.jobs[5].history == [])
+        #expect(snapshot.jobs[5].startedAt == CoreInstant(nanoseconds: UInt64.max - 4))
+        #expect(snapshot.jobs[4].startedAt == nil)
         #expect(snapshot.jobs[0].lostAttempts == 1 && snapshot.jobs[0].lease == Lease(Self.epochLease + 2))
         #expect(snapshot.jobs[1].failure?.code == .attemptsExhausted)
         #expect(snapshot.jobs[1].failure?.message == "gave up after 3 attempts:\n\"backend_lost\"")
@@ -283,7 +288,11 @@ struct RandomChanges {
                 job: live.randomElement(using: &rng)!.id, backend: BackendID(Int64.random(in: -3...5, using: &rng)),
                 lease: Lease(nextLease), attempt: Int.random(in: 1...5, using: &rng),
                 at: CoreInstant(nanoseconds: UInt64.random(in: 0...UInt64.max, using: &rng)))
-        case 40..<50:
+        case 40..<45:
+            return .jobStarted(
+                job: live.randomElement(using: &rng)!.id,
+                at: CoreInstant(nanoseconds: UInt64.random(in: 0...UInt64.max, using: &rng)))
+        case 45..<50:
             return .jobRequeued(
                 job: live.randomElement(using: &rng)!.id, attempt: Int.random(in: 0...5, using: &rng),
                 lostAttempts: Int.random(in: 0...3, using: &rng), history: [])

@@ -141,9 +141,12 @@ enum PostgresSchema {
         ),
         (
             "bind_job",
-            "UPDATE muster_jobs SET state = 1, backend = $2, lease = $3, attempt = $4, bound_at = $5 WHERE id = $1",
-            [int8, int8, int8, int8, int8]
+            """
+            UPDATE muster_jobs SET state = 1, backend = $2, lease = $3, attempt = $4, bound_at = $5, started_at = NULL
+                WHERE id = $1
+            """, [int8, int8, int8, int8, int8]
         ),
+        ("start_job", "UPDATE muster_jobs SET started_at = $2 WHERE id = $1 AND state = 1", [int8, int8]),
         (
             "requeue_job",
             """

@@ -221,6 +221,10 @@ final class PostgresWriter: CommitSink {
                     ]))
             return 0
 
+        case .jobStarted(let job, let at):
+            calls.append(.init(statement: "start_job", params: [.int(job.rawValue), .int(at.nanoseconds)]))
+            return 0
+
         case .jobRequeued(let job, let attempt, let lostAttempts, let history):
             calls.append(
                 .init(

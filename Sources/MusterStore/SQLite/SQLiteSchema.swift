@@ -63,7 +63,8 @@ enum SQLiteSchema {
         "INSERT OR REPLACE INTO batches (id, key, first_job, job_count, submitted_at, entries, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     static let insertJob = "INSERT OR REPLACE INTO jobs (id, batch, state, attempt, lost) VALUES (?1, ?2, 0, 0, 0)"
     static let bindJob =
-        "UPDATE jobs SET state = 1, backend = ?2, lease = ?3, attempt = ?4, bound_at = ?5 WHERE id = ?1"
+        "UPDATE jobs SET state = 1, backend = ?2, lease = ?3, attempt = ?4, bound_at = ?5, started_at = NULL WHERE id = ?1"
+    static let startJob = "UPDATE jobs SET started_at = ?2 WHERE id = ?1 AND state = 1"
     static let requeueJob = """
         UPDATE jobs SET state = 0, backend = NULL, lease = NULL, attempt = ?2, lost = ?3, bound_at = NULL,
             started_at = NULL, history = ?4 WHERE id = ?1

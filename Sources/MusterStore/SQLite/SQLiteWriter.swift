@@ -75,6 +75,7 @@ final class SQLiteDatabase {
     private let insertJob: Statement
     private let bindJob: Statement
     private let requeueJob: Statement
+    private let startJob: Statement
     private let endJob: Statement
     private let deleteJobs: Statement
     private let deleteBatch: Statement
@@ -91,6 +92,7 @@ final class SQLiteDatabase {
         insertJob = try Statement(connection, SQLiteSchema.insertJob)
         bindJob = try Statement(connection, SQLiteSchema.bindJob)
         requeueJob = try Statement(connection, SQLiteSchema.requeueJob)
+        startJob = try Statement(connection, SQLiteSchema.startJob)
         endJob = try Statement(connection, SQLiteSchema.endJob)
         deleteJobs = try Statement(connection, SQLiteSchema.deleteJobs)
         deleteBatch = try Statement(connection, SQLiteSchema.deleteBatch)
@@ -152,6 +154,12 @@ final class SQLiteDatabase {
             bindJob.bind(4, attempt)
             bindJob.bind(5, at.nanoseconds)
             try bindJob.run()
+            return 0
+
+        case .jobStarted(let job, let at):
+            startJob.bind(1, job.rawValue)
+            startJob.bind(2, at.nanoseconds)
+            try startJob.run()
             return 0
 
         case .jobRequeued(let job, let attempt, let lostAttempts, let history):

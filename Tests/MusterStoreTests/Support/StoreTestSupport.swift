@@ -149,7 +149,10 @@ extension StoreSnapshot {
                 $0.lease = lease
                 $0.attempt = attempt
                 $0.boundAt = at
+                $0.startedAt = nil
             }
+        case .jobStarted(let job, let at):
+            update(job) { if $0.state == .bound { $0.startedAt = at } }
         case .jobRequeued(let job, let attempt, let lostAttempts, let history):
             update(job) {
                 $0.state = .queued
