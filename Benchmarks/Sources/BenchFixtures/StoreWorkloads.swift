@@ -38,9 +38,9 @@ public enum StoreBenchmark {
     }
 
     /// One thread appends the lives of `jobs` jobs as fast as it can: batches of `batchSize` jobs
-    /// accepted; each job bound, completed with a short result, and evicted `retained` jobs later,
+    /// accepted; each job bound, started, completed with a short result, and evicted `retained` jobs later,
     /// its batch with its last job, as the core's retention does (so the store holds about
-    /// `retained` jobs). With batches of one, 4 changes per job. Returns once every change is
+    /// `retained` jobs). With batches of one, 5 changes per job. Returns once every change is
     /// durable.
     ///
     /// `step` > 0: after every `step` jobs the thread waits until what it appended is durable, so
@@ -84,6 +84,7 @@ public enum StoreBenchmark {
             }
             _ = store.append(
                 .jobBound(job: job, backend: BackendID(1), lease: Lease(n), attempt: 1, at: CoreInstant(nanoseconds: n)))
+            _ = store.append(.jobStarted(job: job, at: CoreInstant(nanoseconds: n)))
             // As the core writes an end: with the job's one attempt.
             let attempt = AttemptRecord(
                 attempt: 1, backend: BackendID(1), lease: Lease(n), boundAt: CoreInstant(nanoseconds: n),
@@ -135,7 +136,8 @@ public enum StoreBenchmark {
 
     /// Writes `jobs` jobs in batches of `batchSize` through a store (all but the last `unfinished`
     /// completed with a result, one in ten of those failed instead; of the unfinished ones half
-    /// bound, half queued), closes it, then times `open()` of a new store object on the file.
+    /// bound, half of those started, half queued), closes it, then times `open()` of a new store
+    /// object on the file.
     public static func openTime(
         path: String, jobs: Int, unfinished: Int, batchSize: Int = 10
     ) throws(StoreFailure) -> OpenTime {
@@ -177,6 +179,8 @@ public enum StoreBenchmark {
                     last = builder.append(
                         .jobBound(job: job, backend: backend, lease: Lease(n), attempt: 1, at: CoreInstant(nanoseconds: n)))
                 }
+                // Every finished job started; of the bound ones, half.
+                if n <= finished || n % 4 == 0 { last = builder.append(.jobStarted(job: job, at: CoreInstant(nanoseconds: n))) }
                 guard n <= finished else { continue }
                 let failed = n % 10 == 0
                 // As the core writes an end: with the job's one attempt (a failed one with its error).

@@ -21,7 +21,7 @@ struct BenchStore: AsyncParsableCommand {
     var commitJobs = 200_000
     @Option(
         help:
-            "Jobs per batch in the group-commit run: 1 (4 changes per job), or e.g. 100 as `muster-bench e2e` submits them (jobs evicted one by one)."
+            "Jobs per batch in the group-commit run: 1 (5 changes per job), or e.g. 100 as `muster-bench e2e` submits them (jobs evicted one by one)."
     )
     var commitBatch = 1
     @Option(

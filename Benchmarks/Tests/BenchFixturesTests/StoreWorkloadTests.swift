@@ -15,7 +15,7 @@ import Testing
             path: dir.file("bench.sqlite"), jobs: jobs, retained: min(10_000, jobs / 2))
         print(result)
         #expect(result.jobs == jobs)
-        #expect(result.changes == 4 * jobs - min(10_000, jobs / 2))
+        #expect(result.changes == 5 * jobs - min(10_000, jobs / 2))
         #expect(result.jobsStored == min(10_000, jobs / 2))
     }
 
@@ -26,8 +26,8 @@ import Testing
         let result = try StoreBenchmark.groupCommit(
             path: dir.file("bench.sqlite"), jobs: jobs, batchSize: 100, retained: retained)
         print(result)
-        // 21 batches accepted, each job bound and ended, all but the last `retained` evicted.
-        #expect(result.changes == 21 + 2 * jobs + (jobs - retained))
+        // 21 batches accepted, each job bound, started and ended, all but the last `retained` evicted.
+        #expect(result.changes == 21 + 3 * jobs + (jobs - retained))
         #expect(result.jobsStored == retained)
     }
 
