@@ -4,7 +4,17 @@ import MusterProtocol
 // keep routing decisions away from full scans.
 extension Coordinator {
     mutating func expect(_ id: BackendID, name: String) {
-        guard !backends.contains(id) else { return }
+        if let b = backends.get(id) {
+            // Restored as down, and configured: the coordinator dials it now, so the gate waits
+            // for it as for every configured backend. It counts as new when it registers.
+            guard b.link == .down, b.jobs.isEmpty, b.snapshot == nil else { return }
+            backends[id].link = .expected
+            backends[id].incarnation = nil
+            backends[id].registeredAt = now
+            scheduleGateWindow(id)
+            refresh(id, reindex: true)
+            return
+        }
         backends.put(
             Backend(
                 id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))

@@ -321,6 +321,26 @@ import Testing
         #expect(n.core.job(job)?.failure == failure)
     }
 
+    /// A backend stored as down that the configuration names (the coordinator dials it at start)
+    /// is expected like every configured backend: the gate waits for it, and it registers as new.
+    @Test func aConfiguredBackendStoredDownIsExpectedWhenDialled() {
+        var d = Durable()
+        d.h.ready(1, features: ["video"], incarnation: 4)
+        d.h.send(.backendLeft(BackendID(1)))
+        d.commit()
+        var n = d.restarted(epoch: 2)
+        #expect(n.core.backend(BackendID(1))?.link == .down && n.core.readiness.waitingBackends.isEmpty)
+        n.send(.backendExpected(BackendID(1), name: "b1"))
+        #expect(n.core.backend(BackendID(1))?.link == .expected)
+        #expect(n.core.readiness.waitingBackends == [BackendID(1)])
+        // It comes back under the incarnation it had: up, stored up.
+        n.ready(1, features: ["video"], incarnation: 4)
+        #expect(n.core.backend(BackendID(1))?.link == .up)
+        #expect(n.core.readiness.waitingBackends.isEmpty)
+        #expect(
+            persisted(n.all).contains(.backendRegistered(id: BackendID(1), name: "b1", incarnation: Incarnation(4))))
+    }
+
     @Test func aBackendThatRestartedLosesItsLeasesAtOnce() {
         var d = Durable()
         d.h.ready(1, incarnation: 7)
