@@ -94,7 +94,7 @@ struct BenchStore: AsyncParsableCommand {
         let t2 = ContinuousClock.now
         store.close()
         let states = core.jobsByState
-        let routable = (states[.queued] ?? 0) + (states[.gated] ?? 0) + (states[.bound] ?? 0)
+        let routable = (states[.queued] ?? 0) + (states[.gated] ?? 0) + (states[.bound] ?? 0) + (states[.running] ?? 0)
 
         print(
             "restart: open \(String(format: "%.2f", (t1 - t0).secondsDouble)) s + core restore "
