@@ -243,7 +243,7 @@ extension Daemon {
         guard events.contains(.snapshot) else { return }
         for job in scope {
             guard let record = core.job(job) else { continue }
-            sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id, batch: record.batch)
+            sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id, batch: record.batch, job: job)
         }
     }
 
@@ -361,7 +361,7 @@ extension Daemon {
         let durable = event.state.isFinal
         func deliver(_ id: ConnectionID) {
             if bytes == nil { bytes = CoordinatorToClient.job(wireEvent(event)).encode() }
-            sendToClient(bytes!, to: id, durable: durable, batch: event.batch)
+            sendToClient(bytes!, to: id, durable: durable, batch: event.batch, job: event.job)
         }
         // A link is in at most one of `subscribersAll` and the owner's (its credential decides),
         // and may follow the batch too: either subscription's events reach it, once.

@@ -9,21 +9,36 @@ import MusterTransport
 /// What waits on one client link for the store, in the order it must go out.
 struct HeldQueue {
     /// `barrier`: the change that must be durable first (0: none, it only keeps its place);
-    /// `batch`: the batch the message is about, if any.
-    var items = Deque<(barrier: UInt64, batch: BatchID?, bytes: [UInt8])>()
-    /// How many held items concern each batch, and how many concern no batch (an answer such as
-    /// `subscribed`, which everything after it must follow).
+    /// `batch`: the batch the message is about, if any; `job`: the job, if it is about one job.
+    var items = Deque<(barrier: UInt64, batch: BatchID?, job: JobID?, bytes: [UInt8])>()
+    /// How many held items concern each job; each batch as a whole (an `accepted`, which every
+    /// event of the batch must follow); and no batch (an answer such as `subscribed`, which
+    /// everything after it must follow).
+    var jobs: [JobID: Int] = [:]
     var batches: [BatchID: Int] = [:]
     var unbatched = 0
 
-    mutating func append(_ barrier: UInt64, _ batch: BatchID?, _ bytes: [UInt8]) {
-        items.append((barrier, batch, bytes))
-        if let batch { batches[batch, default: 0] += 1 } else { unbatched += 1 }
+    mutating func append(_ barrier: UInt64, _ batch: BatchID?, _ job: JobID?, _ bytes: [UInt8]) {
+        items.append((barrier, batch, job, bytes))
+        if let job {
+            jobs[job, default: 0] += 1
+        } else if let batch {
+            batches[batch, default: 0] += 1
+        } else {
+            unbatched += 1
+        }
     }
 
-    /// Whether a message about `batch` that needs no durability may go ahead of what is held.
-    func mayBypass(_ batch: BatchID?) -> Bool {
-        unbatched == 0 && batch.map { batches[$0] == nil } ?? true
+    /// Whether a message about `job` of `batch` that needs no durability may go ahead of what is
+    /// held: nothing held about that job, its batch as a whole, or no batch. Another job's end
+    /// waiting for the disk does not hold it back (Protocol/README.md 7.2 orders each job's
+    /// events, and a batch's events after its `accepted`, nothing across jobs).
+    func mayBypass(_ batch: BatchID?, _ job: JobID?) -> Bool {
+        guard unbatched == 0 else { return false }
+        guard let batch else { return true }
+        // About a batch as a whole (no such message needs no durability today): after everything.
+        guard let job else { return items.isEmpty }
+        return batches[batch] == nil && jobs[job] == nil
     }
 
     /// Removes and returns the items whose barrier is durable, from the front.
@@ -31,7 +46,9 @@ struct HeldQueue {
         var out: [[UInt8]] = []
         while let first = items.first, first.barrier <= durable {
             items.removeFirst()
-            if let batch = first.batch {
+            if let job = first.job {
+                if let n = jobs[job], n > 1 { jobs[job] = n - 1 } else { jobs[job] = nil }
+            } else if let batch = first.batch {
                 if let n = batches[batch], n > 1 { batches[batch] = n - 1 } else { batches[batch] = nil }
             } else {
                 unbatched -= 1
@@ -112,23 +129,25 @@ extension Daemon {
     /// Sends to a client. `durable`: the message tells of something a crash must not take back
     /// (an `accepted`, a final job event, an answer that reads job state), so it waits until
     /// every change appended so far is durable. Other messages (a job `bound`, `started`,
-    /// `progress`...) go at once, unless something about their `batch` is held for this link:
-    /// a job's events keep their order, and a submitter gets `accepted` before any event of its
-    /// batch (Protocol/README.md 7.2), while one job's end waiting for the disk does not hold
-    /// back another job's binding.
-    func sendToClient(_ bytes: [UInt8], to connection: ConnectionID, durable: Bool = true, batch: BatchID? = nil) {
+    /// `progress`...) go at once, unless something about their `job` (or their `batch` as a
+    /// whole) is held for this link: a job's events keep their order, and a submitter gets
+    /// `accepted` before any event of its batch (Protocol/README.md 7.2), while one job's end
+    /// waiting for the disk does not hold back another job's binding, even in the same batch.
+    func sendToClient(
+        _ bytes: [UInt8], to connection: ConnectionID, durable: Bool = true, batch: BatchID? = nil, job: JobID? = nil
+    ) {
         if heldOutput.isEmpty && !(durable && behindStore) {
             // The common case, and the only one without a store: nothing held anywhere.
             send(bytes, to: connection)
         } else if let i = heldOutput.index(forKey: connection) {
-            if !durable, heldOutput.values[i].mayBypass(batch) {
+            if !durable, heldOutput.values[i].mayBypass(batch, job) {
                 send(bytes, to: connection)
             } else {
-                heldOutput.values[i].append(durable ? storeAppended : 0, batch, bytes)
+                heldOutput.values[i].append(durable ? storeAppended : 0, batch, job, bytes)
             }
         } else if durable && behindStore {
             var queue = HeldQueue()
-            queue.append(storeAppended, batch, bytes)
+            queue.append(storeAppended, batch, job, bytes)
             heldOutput[connection] = queue
         } else {
             send(bytes, to: connection)
