@@ -36,7 +36,8 @@ struct HeldQueue {
     func mayBypass(_ batch: BatchID?, _ job: JobID?) -> Bool {
         guard unbatched == 0 else { return false }
         guard let batch else { return true }
-        // About a batch as a whole (no such message needs no durability today): after everything.
+        // About a batch as a whole (today every such message is durable, so this is a guard):
+        // it goes after everything held.
         guard let job else { return items.isEmpty }
         return batches[batch] == nil && jobs[job] == nil
     }

@@ -70,8 +70,11 @@ enum DetailsJSON {
         return w
     }
 
-    /// Reads what `encode` wrote into `failure`'s details; the error says what is wrong and where.
-    static func decode(_ bytes: UnsafeBufferPointer<UInt8>, into failure: inout JobFailure) throws(JSONCursor.Failure) {
+    /// `failure` with the details `encode` wrote; the error says what is wrong and where.
+    static func decode(_ bytes: UnsafeBufferPointer<UInt8>, into failure: JobFailure) throws(JSONCursor.Failure)
+        -> JobFailure
+    {
+        var failure = failure
         var c = JSONCursor(bytes)
         try c.members { c, key throws(JSONCursor.Failure) in
             if key.equals("mf") {
@@ -86,13 +89,12 @@ enum DetailsJSON {
                 try c.skipValue()
             }
         }
-        _ = try c.end(())
+        return try c.end(failure)
     }
 
     private static func decodeRefusal(_ c: inout JSONCursor) throws(JSONCursor.Failure) -> BackendRefusal {
         var backend: Int?
         var name: String?
-        var reason = ""
         var refusal = BackendRefusal(backend: BackendID(0), name: "", reason: "")
         let start = c.at
         try c.members { c, key throws(JSONCursor.Failure) in
@@ -101,7 +103,7 @@ enum DetailsJSON {
             } else if key.equals("n") {
                 name = try c.string()
             } else if key.equals("y") {
-                reason = try c.string()
+                refusal.reason = try c.string()
             } else if key.equals("rs") {
                 refusal.reasons = try c.strings()
             } else if key.equals("mf") {
@@ -115,7 +117,6 @@ enum DetailsJSON {
         guard let backend, let name else { throw JSONCursor.Failure(offset: start, reason: "a refusal lacks b or n") }
         refusal.backend = BackendID(Int64(backend))
         refusal.name = name
-        refusal.reason = reason
         return refusal
     }
 }

@@ -73,20 +73,29 @@ enum StoreRows {
         -> [BatchEntry]
     {
         guard let bytes else { throw StoreFailure(.corrupt, "batch \(id) has no entries (\(place))") }
+        return try decoded("batch \(id): its entries", place) { () throws(JSONCursor.Failure) in
+            try EntriesJSON.decode(bytes)
+        }
+    }
+
+    /// What `decode` reads from a stored JSON text; a text that does not read makes the store
+    /// corrupt, the message naming `what` (e.g. "job 7: its history"), the byte and the store.
+    private static func decoded<T>(
+        _ what: @autoclosure () -> String, _ place: String, _ decode: () throws(JSONCursor.Failure) -> T
+    ) throws(StoreFailure) -> T {
         do throws(JSONCursor.Failure) {
-            return try EntriesJSON.decode(bytes)
+            return try decode()
         } catch {
-            throw StoreFailure(
-                .corrupt, "batch \(id): its entries do not read: \(error.reason) at byte \(error.offset) (\(place))")
+            throw StoreFailure(.corrupt, "\(what()) cannot be read: \(error.reason) at byte \(error.offset) (\(place))")
         }
     }
 
     /// A job row as the snapshot has it.
     static func job(
         id: UInt64, batch: UInt64, stateCode: Int64, backend: Int64?, lease: Int64?, attempt: Int64, lost: Int64,
-        endedAt: Int64?, result: String?, errorCode: String?, errorMessage: String?, boundAt: Int64? = nil,
-        startedAt: Int64? = nil, history: UnsafeBufferPointer<UInt8>? = nil,
-        details: UnsafeBufferPointer<UInt8>? = nil, where place: String
+        endedAt: Int64?, result: String?, errorCode: String?, errorMessage: String?, boundAt: Int64?,
+        startedAt: Int64?, history: UnsafeBufferPointer<UInt8>?, details: UnsafeBufferPointer<UInt8>?,
+        where place: String
     ) throws(StoreFailure) -> StoredJob {
         guard let state = state(stateCode) else {
             throw StoreFailure(.corrupt, "job \(id) has an unknown state \(stateCode) (\(place))")
@@ -94,21 +103,14 @@ enum StoreRows {
         var attempts: [AttemptRecord] = []
         // Rows written before the schema kept histories have none (NULL): read as empty.
         if let history, history.count > 0 {
-            do throws(JSONCursor.Failure) {
-                attempts = try HistoryJSON.decode(history)
-            } catch {
-                throw StoreFailure(
-                    .corrupt, "job \(id): its history does not read: \(error.reason) at byte \(error.offset) (\(place))")
+            attempts = try decoded("job \(id): its history", place) { () throws(JSONCursor.Failure) in
+                try HistoryJSON.decode(history)
             }
         }
         var failure = errorCode.map { JobFailure(code: ErrorCode($0), message: errorMessage ?? "") }
-        if let details, details.count > 0, failure != nil {
-            do throws(JSONCursor.Failure) {
-                try DetailsJSON.decode(details, into: &failure!)
-            } catch {
-                throw StoreFailure(
-                    .corrupt,
-                    "job \(id): its error's details do not read: \(error.reason) at byte \(error.offset) (\(place))")
+        if let details, details.count > 0, let bare = failure {
+            failure = try decoded("job \(id): its error's details", place) { () throws(JSONCursor.Failure) in
+                try DetailsJSON.decode(details, into: bare)
             }
         }
         func instant(_ v: Int64) -> CoreInstant { CoreInstant(nanoseconds: UInt64(bitPattern: v)) }

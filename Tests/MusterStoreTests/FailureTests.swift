@@ -177,6 +177,27 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(garbage))
     }
 
+    /// A stored JSON text that does not read (entries, history, a failure's details) makes the
+    /// store corrupt, and the message says which row and column, and at which byte.
+    @Test(arguments: [
+        ("UPDATE batches SET entries = '[{' WHERE id = 1", "batch 1: its entries cannot be read"),
+        ("UPDATE jobs SET history = '[1]' WHERE id = 1", "job 1: its history cannot be read"),
+        (
+            "UPDATE jobs SET error_code = 'no_eligible_backend', error_details = '{\"r\":[{}]}' WHERE id = 1",
+            "job 1: its error's details cannot be read"
+        ),
+    ])
+    func aStoredTextThatDoesNotReadIsCorrupt(update: String, message: String) throws {
+        let path = try closedStore()
+        defer { try? FileManager.default.removeItem(atPath: parentOf(path)) }
+        let patched = run(["sqlite3", path, update])
+        #expect(patched.status == 0, "\(patched.output)")
+        let failure = #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() }
+        #expect(failure?.kind == .corrupt)
+        #expect(failure?.message.contains(message) == true, "\(failure?.message ?? "")")
+        #expect(failure?.message.contains(path) == true)
+    }
+
     @Test func aStoreOfANewerSchemaIsRefused() throws {
         let path = try closedStore()
         defer { try? FileManager.default.removeItem(atPath: parentOf(path)) }
