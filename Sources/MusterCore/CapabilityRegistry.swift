@@ -31,6 +31,13 @@ public struct CapabilityRegistry: Hashable, Sendable {
         return .applied(previous: nil)
     }
 
+    /// Drops a backend's entry: the backend is gone (forgotten after being down), and an id is
+    /// never given to another backend while the coordinator runs. Outside the semilattice: a
+    /// replica that still holds the entry keeps it until it forgets the backend too.
+    public mutating func forget(_ backend: BackendID) {
+        entries[backend] = nil
+    }
+
     /// The join of two registries: per backend, the greater announcement.
     public func merged(with other: CapabilityRegistry) -> CapabilityRegistry {
         var result = self

@@ -3,10 +3,14 @@ import MusterProtocol
 // Backend lifecycle: registration, announcements, links, draining, removal, and the indexes that
 // keep routing decisions away from full scans.
 extension Coordinator {
-    mutating func expect(_ id: BackendID, name: String) {
+    /// A backend the coordinator waits for: `configured` when the configuration names it (the
+    /// coordinator dials it; never forgotten), else one known from the store that had its link up
+    /// when the coordinator stopped (forgotten if it stays away for `CorePolicy.forgetDownAfter`).
+    mutating func expect(_ id: BackendID, name: String, configured: Bool) {
         if let b = backends.get(id) {
             // Restored as down, and configured: the coordinator dials it now, so the gate waits
             // for it as for every configured backend. It counts as new when it registers.
+            if configured { backends[id].configured = true }
             guard b.link == .down, b.jobs.isEmpty, b.snapshot == nil else { return }
             backends[id].link = .expected
             backends[id].incarnation = nil
@@ -15,9 +19,11 @@ extension Coordinator {
             refresh(id, reindex: true)
             return
         }
-        backends.put(
-            Backend(
-                id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now))
+        var b = Backend(
+            id: id, name: name, priority: 0, link: .expected, incarnation: nil, helloSlots: 1, registeredAt: now)
+        b.configured = configured
+        backends.put(b)
+        if !configured { scheduleForget(id) }
         scheduleGateWindow(id)
         refresh(id, reindex: true)
     }
@@ -51,6 +57,7 @@ extension Coordinator {
         }
         b.link = .up
         b.suspectUntil = nil
+        b.downSince = nil
         b.registeredAt = now
         b.firstAnnouncedAt = nil
         b.propagated = false
@@ -203,6 +210,7 @@ extension Coordinator {
         }
         b.link = .up
         b.suspectUntil = nil
+        b.downSince = nil
         b.lastSeen = now
         backends.put(b)
         // Whatever changed while the link was down comes back with the answer.
@@ -224,7 +232,29 @@ extension Coordinator {
         backends[id].nextSync = nil
         requeueAll(on: id, .linkLost)
         if policy.persistChanges { out.append(.persist(.backendDown(id: id))) }
+        scheduleForget(id)
         refresh(id, reindex: true)
+    }
+
+    /// Down (or expected and not connected) from now: forgotten after `CorePolicy.forgetDownAfter`
+    /// unless it links again before. Neither a configured backend nor a local one.
+    mutating func scheduleForget(_ id: BackendID) {
+        backends[id].downSince = now
+        guard policy.forgetDownAfter > .zero, !id.isLocal, !backends[id].configured else { return }
+        schedule(now + policy.forgetDownAfter, .forget(id))
+    }
+
+    /// A backend down for `CorePolicy.forgetDownAfter`: gone from the listing, the indexes and
+    /// the registry; the store deletes it, and the shell frees its name (`forgetBackend`). A
+    /// backend of that name that links later is a new one, with a new id.
+    mutating func forgetDue(_ id: BackendID) {
+        guard let b = backends.get(id), b.link == .down || b.link == .expected, b.jobs.isEmpty, !b.configured,
+            let since = b.downSince, since + policy.forgetDownAfter <= now
+        else { return }
+        remove(id)
+        registry.forget(id)
+        if policy.persistChanges { out.append(.persist(.backendForgotten(id: id))) }
+        out.append(.forgetBackend(id, name: b.name))
     }
 
     /// A backend the store last knew as down: listed down, with the incarnation it had, so a
@@ -236,6 +266,7 @@ extension Coordinator {
             Backend(
                 id: stored.id, name: stored.name, priority: 0, link: .down, incarnation: stored.incarnation,
                 helloSlots: 1, registeredAt: now))
+        scheduleForget(stored.id)
         refresh(stored.id, reindex: true)
     }
 

@@ -34,7 +34,7 @@ extension Coordinator {
         // window counted from now) instead of failing restored jobs that only they could run.
         // One whose link was down is listed down: the gate did not wait for it before either.
         for b in snapshot.backends where !b.id.isLocal && !backends.contains(b.id) {
-            if b.down { restoreDown(b) } else { expect(b.id, name: b.name) }
+            if b.down { restoreDown(b) } else { expect(b.id, name: b.name, configured: false) }
         }
         var ended: [(job: JobID, endedAt: CoreInstant)] = []
         ended.reserveCapacity(snapshot.jobs.count)
@@ -149,6 +149,7 @@ extension Coordinator {
             backends[backend].incarnation = incarnation
             backends[backend].link = .suspect
             backends[backend].suspectUntil = now + policy.suspectGrace
+            backends[backend].downSince = nil
             schedule(now + policy.suspectGrace, .suspect(backend))
             refresh(backend, reindex: true)
         }

@@ -6,6 +6,7 @@ extension Coordinator {
             switch t.kind {
             case .gateWindow(let id): refreshUnknown(id)
             case .suspect(let id): suspectExpired(id)
+            case .forget(let id): forgetDue(id)
             case .sync(let id): syncDue(id, t.at)
             case .inhibit(let id): refreshLoad(id)
             case .retention: retentionDue()

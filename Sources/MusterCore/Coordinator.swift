@@ -126,7 +126,7 @@ public struct Coordinator: Sendable {
     public mutating func handle(_ event: CoreEvent, at now: CoreInstant) -> [CoreAction] {
         begin(now)
         switch event {
-        case .backendExpected(let id, let name): expect(id, name: name)
+        case .backendExpected(let id, let name): expect(id, name: name, configured: true)
         case .backendRegistered(let registration): register(registration)
         case .capabilities(let id, let snapshot): announce(id, snapshot)
         case .linkLost(let id): linkLost(id)
@@ -432,6 +432,8 @@ struct Timer: Comparable {
     enum Kind {
         case gateWindow(BackendID)
         case suspect(BackendID)
+        /// A down backend reaches `CorePolicy.forgetDownAfter` (if it stayed down since).
+        case forget(BackendID)
         case sync(BackendID)
         case inhibit(BackendID)
         case retention
@@ -510,6 +512,11 @@ struct Backend {
     var drainRequested = false
     var inhibitedUntil = CoreInstant.zero
     var suspectUntil: CoreInstant?
+    /// Since when its link is down (or expected after a restart without connecting), for
+    /// `CorePolicy.forgetDownAfter`; nil while up or suspect.
+    var downSince: CoreInstant?
+    /// Named by the configuration (`backendExpected`): never forgotten.
+    var configured = false
     var classes: [Int] = []
     /// The subset of `classes` whose model this backend has loaded.
     var loadedClasses: [Int] = []

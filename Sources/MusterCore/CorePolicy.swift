@@ -12,6 +12,10 @@ public struct CorePolicy: Sendable, Hashable {
     public var overqueue: Int = 1
     /// How long a backend whose link dropped keeps its jobs before they are requeued.
     public var suspectGrace: Duration = .seconds(10)
+    /// A remote backend whose link has been down this long is forgotten: gone from the listing,
+    /// the indexes and the store, its name free to map to a new id. Never one the configuration
+    /// names (`backendExpected`) nor a local one. `.zero`: never.
+    public var forgetDownAfter: Duration = .seconds(86_400)
     /// Anti-entropy: how often each backend is asked for its current capabilities.
     public var syncInterval: Duration = .seconds(15)
     /// A job canceled while bound or running keeps its backend slot until the backend confirms it

@@ -341,6 +341,10 @@ public enum CoreAction: Hashable, Sendable {
     /// publishes no job event and sends no answer that follows a `.persist` to clients before the
     /// store says the change is durable; work sent to backends need not wait.
     case persist(StoreChange)
+    /// The backend was down for `CorePolicy.forgetDownAfter` and is gone from the core: the shell
+    /// frees its name (a later `hello` of that name is a new backend, with a new id) and drops
+    /// what it keeps per backend (metrics series).
+    case forgetBackend(BackendID, name: String)
     case readinessChanged(Readiness)
     case observe(Observation)
 }

@@ -35,6 +35,9 @@ public enum StoreChange: Hashable, Sendable {
     /// `down` and the warm-up gate does not wait for it, as before the restart; its next
     /// `backendRegistered` (or a reconnect under the stored incarnation) brings it back up.
     case backendDown(id: BackendID)
+    /// The backend stayed down for `CorePolicy.forgetDownAfter`: the store deletes it, and a
+    /// restart neither lists it nor waits for it.
+    case backendForgotten(id: BackendID)
 }
 
 /// A batch as stored.
@@ -211,6 +214,8 @@ public struct StoreImage: Hashable, Sendable {
             backends[id] = StoredBackend(id: id, name: name, incarnation: incarnation)
         case .backendDown(let id):
             backends[id]?.down = true
+        case .backendForgotten(let id):
+            backends[id] = nil
         }
     }
 

@@ -381,7 +381,7 @@ struct Simulation {
                     open -= 1
                 default: break
                 }
-            case .ackCapabilities, .readinessChanged, .observe, .persist:
+            case .ackCapabilities, .readinessChanged, .observe, .persist, .forgetBackend:
                 break
             }
         }

@@ -30,7 +30,9 @@ extension Daemon {
             closed: { [weak self] _, event in self?.assumeIsolated { $0.backendClosed(event) } })
     }
 
-    /// The id a backend name maps to, stable for the life of the coordinator.
+    /// The id a backend name maps to: stable for the life of the coordinator, and across restarts
+    /// with a job store, until the backend is forgotten (down for `links.forget_down_seconds`).
+    /// Ids are never reused: a name that comes back after that gets a new one.
     func backendID(forName name: String) -> BackendID {
         if let id = idsByName[name] { return id }
         let id = BackendID(nextRemoteID)
@@ -38,6 +40,21 @@ extension Daemon {
         idsByName[name] = id
         namesByID[id] = name
         return id
+    }
+
+    /// The core forgot a backend that stayed down: its name is free (a later `hello` of it is a
+    /// new backend) and its per-backend metrics series go.
+    func forgetBackend(_ id: BackendID, name: String) {
+        if idsByName[name] == id { idsByName[name] = nil }
+        namesByID[id] = nil
+        metrics.removeSeries(label: "backend", value: name)
+        metrics.counter("muster_backends_forgotten_total").increment()
+        logger.notice(
+            "backend forgotten: down for longer than links.forget_down_seconds",
+            metadata: [
+                "backend.id": "\(id)", "backend.name": "\(name)",
+                "links.forget_down_seconds": "\(configuration.settings.links.forgetDown)",
+            ])
     }
 
     func backendOpened(_ info: ConnectionInfo) {

@@ -80,11 +80,17 @@ extension Daemon {
             let snapshot = try store.open()
             storeOpened = true
             storeFailure = nil
-            // Backend ids stay what they were: a reconnecting agent is known by its name.
+            // Backend ids stay what they were: a reconnecting agent is known by its name. Ids
+            // are never reused: past every stored backend's, and every id a stored job names
+            // (its backend may have been forgotten since).
             for b in snapshot.backends where !b.id.isLocal {
                 idsByName[b.name] = b.id
                 namesByID[b.id] = b.name
                 nextRemoteID = max(nextRemoteID, b.id.rawValue + 1)
+            }
+            for j in snapshot.jobs {
+                if let b = j.backend { nextRemoteID = max(nextRemoteID, b.rawValue + 1) }
+                for a in j.history { nextRemoteID = max(nextRemoteID, a.backend.rawValue + 1) }
             }
             if ownerQuota > 0 { countInFlight(snapshot) }
             perform(core.restore(snapshot, at: now))

@@ -169,6 +169,7 @@ public actor Daemon {
         p.maxAttempts = s.routing.maxAttempts
         p.keepQueuedWhenNoEligible = s.routing.noEligibleBackend == .queue
         p.suspectGrace = s.links.suspectGrace
+        p.forgetDownAfter = s.links.forgetDown
         p.syncInterval = s.links.syncInterval
         p.finishedJobLimit = s.jobs.retainFinished
         p.routing = s.routing.rule
@@ -357,6 +358,8 @@ public actor Daemon {
             publish(event)
         case .persist:
             break  // appended before the other actions
+        case .forgetBackend(let id, let name):
+            forgetBackend(id, name: name)
         case .readinessChanged(let r):
             logger.info(
                 r.ready ? "ready" : "not ready",

@@ -53,7 +53,7 @@ enum StoreRows {
                 if later[job.id.rawValue] == 3 { skip[i] = true } else { later[job.id.rawValue] = 1 }
             case .evicted(let jobs, _):
                 for job in jobs { later[job.rawValue] = 3 }
-            case .batchAccepted, .backendRegistered, .backendDown:
+            case .batchAccepted, .backendRegistered, .backendDown, .backendForgotten:
                 break
             }
         }

@@ -32,6 +32,8 @@ import Testing
                 $0.suspectGrace = .seconds(3)
                 $0.inhibitAfterFailure = .seconds(1)
                 $0.gateWindow = .seconds(20)
+                // Lost backends are forgotten within a storm (a later hello brings one back as new).
+                $0.forgetDownAfter = .seconds(8)
             }
             var incarnations: [Int64: UInt64] = [1: 1, 2: 1, 3: 1]
             var revisions: [Int64: UInt64] = [1: 0, 2: 0, 3: 0]

@@ -127,6 +127,48 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// A backend that left and stayed away for `links.forget_down_seconds` is gone from
+    /// `/v1/backends`, `/metrics` and the store (a restart does not list it); its name comes back
+    /// as a new backend, under an id no stored job names.
+    @Test func aBackendDownForTheForgetWindowIsForgottenAndItsNameComesBackNew() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-forget-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let settings = backends("[]") + [
+            "--set", "links.forget_down_seconds=1", "--set", "store.url=sqlite://\(dir.path)/muster.sqlite",
+        ]
+        var (serve, port) = try await coordinator(settings, port: try TestDatabase.freePort())
+        let names = { () async throws -> [String: Int] in
+            let list = try await HTTP.get("http://127.0.0.1:\(port)/v1/backends").json["backends"] as? [[String: Any]] ?? []
+            return Dictionary(list.map { ($0["name"] as? String ?? "", $0["id"] as? Int ?? 0) }, uniquingKeysWith: { a, _ in a })
+        }
+        var churner = try await agent(port: port, name: "churner", features: "video", jobSeconds: "100ms")
+        try await readyBackends(port: port, count: 1)
+        #expect(try await names() == ["churner": 1])
+        _ = try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"]}]}"#)
+        #expect(try await finishedBatch(port: port).map(\.backend) == [1])
+        #expect(try await HTTP.get("http://127.0.0.1:\(port)/metrics").text.contains(#"backend="churner""#))
+        #expect(try await churner.stop() == 0)  // goodbye: down at once
+        try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/backends", "churner forgotten") { r in
+            (r.json["backends"] as? [[String: Any]])?.isEmpty == true
+        }
+        let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
+        #expect(!metrics.contains(#"backend="churner""#))
+        #expect(MetricsText(metrics)["muster_backends_forgotten_total"] == 1)
+        #expect(try await serve.stop() == 0)
+
+        // The store forgot it too. The name registers as a new backend: id 1 is not given again,
+        // since the finished job still names it.
+        (serve, _) = try await coordinator(settings, port: port)
+        #expect(try await names().isEmpty)
+        #expect(try await finishedBatch(port: port).map(\.backend) == [1])
+        churner = try await agent(port: port, name: "churner", features: "video")
+        try await readyBackends(port: port, count: 1)
+        #expect(try await names() == ["churner": 2])
+        try await churner.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
     /// Runs tests/Interop/backend_link.py CASE against the coordinator.
     func python(port: Int, token: String, _ testCase: String) async throws -> [String: Any] {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -110,6 +110,10 @@ import Testing
         .backendDown(id: BackendID(3)),
         .backendDown(id: BackendID(-1)),
         .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(3)),
+        // Backend 4 stayed down long enough to be forgotten: its row goes.
+        .backendRegistered(id: BackendID(4), name: "forgotten-box", incarnation: Incarnation(6)),
+        .backendDown(id: BackendID(4)),
+        .backendForgotten(id: BackendID(4)),
     ]
 
     @Test(arguments: StoreKind.allCases)
@@ -326,9 +330,11 @@ struct RandomChanges {
             let kept = Set(live.lazy.filter { !gone.contains($0.id) }.map(\.batch))
             let empty = state.batches.filter { !kept.contains($0.id) }
             return .evicted(jobs: jobs, batches: empty.map(\.id))
-        case 90..<94:
+        case 90..<93:
             // Also ids that are not stored: the change is then a no-op, as in every store.
             return .backendDown(id: BackendID(Int64.random(in: -3...5, using: &rng)))
+        case 93..<94:
+            return .backendForgotten(id: BackendID(Int64.random(in: -3...5, using: &rng)))
         default:
             return .backendRegistered(
                 id: BackendID(Int64.random(in: -3...5, using: &rng)),

@@ -112,6 +112,9 @@ public struct ConfigKey: Sendable {
             name: "links.suspect_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(10),
             help: "A backend whose link dropped keeps its jobs this long before they are requeued."),
         ConfigKey(
+            name: "links.forget_down_seconds", kind: .seconds(0...31_536_000), defaultValue: .double(86_400),
+            help: "A remote backend whose link has been down this long is forgotten: gone from /v1/backends, /metrics and the job store; a later hello of its name gets a new id. Never one that `backends` names. 0: never."),
+        ConfigKey(
             name: "links.sync_interval_seconds", kind: .seconds(0.1...3_600), defaultValue: .double(15),
             help: "Anti-entropy: how often each backend is asked whether its capabilities changed."),
         ConfigKey(

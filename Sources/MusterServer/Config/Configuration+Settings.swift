@@ -107,6 +107,8 @@ extension Configuration {
     public struct Links: Sendable, Equatable {
         /// `links.suspect_grace_seconds`.
         public var suspectGrace: Duration
+        /// `links.forget_down_seconds`; `.zero`: never.
+        public var forgetDown: Duration
         /// `links.sync_interval_seconds`.
         public var syncInterval: Duration
         /// `links.keepalive_seconds`.
@@ -203,6 +205,7 @@ extension Configuration.Settings {
             backupRuns: try d.int("routing.backup_runs"))
         links = Configuration.Links(
             suspectGrace: try d.duration("links.suspect_grace_seconds"),
+            forgetDown: try d.duration("links.forget_down_seconds"),
             syncInterval: try d.duration("links.sync_interval_seconds"),
             keepalive: try d.duration("links.keepalive_seconds"),
             handshakeTimeout: try d.duration("links.handshake_timeout_seconds"),

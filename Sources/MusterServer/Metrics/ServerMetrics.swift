@@ -86,6 +86,19 @@ public final class ServerMetrics: @unchecked Sendable {
         }
     }
 
+    /// Drops every gauge with `label=value` among its labels (a backend forgotten): the series
+    /// leaves the exposition, so label values that come and go do not pile up.
+    public func removeSeries(label: String, value: String) {
+        let needle = label + "=" + value
+        for (key, g) in gauges {
+            guard let open = key.firstIndex(of: "{") else { continue }
+            let labels = key[key.index(after: open)..<key.index(before: key.endIndex)].split(separator: ",")
+            guard labels.contains(where: { $0 == needle }) else { continue }
+            g.destroy()
+            gauges[key] = nil
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     public func render() -> String {
         registry.emitToString()

@@ -173,6 +173,7 @@ enum PostgresSchema {
             """, [int8, bytea, int8]
         ),
         ("backend_down", "UPDATE muster_backends SET down = 1 WHERE id = $1", [int8]),
+        ("forget_backend", "DELETE FROM muster_backends WHERE id = $1", [int8]),
         (
             "sizes",
             """

@@ -269,6 +269,10 @@ final class PostgresWriter: CommitSink {
         case .backendDown(let id):
             calls.append(.init(statement: "backend_down", params: [.int64(id.rawValue)]))
             return 0
+
+        case .backendForgotten(let id):
+            calls.append(.init(statement: "forget_backend", params: [.int64(id.rawValue)]))
+            return 0
         }
     }
 

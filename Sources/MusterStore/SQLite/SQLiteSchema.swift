@@ -81,6 +81,7 @@ enum SQLiteSchema {
     /// A registration stores the backend up (`down` back to its default, 0).
     static let upsertBackend = "INSERT OR REPLACE INTO backends (id, name, incarnation) VALUES (?1, ?2, ?3)"
     static let backendDown = "UPDATE backends SET down = 1 WHERE id = ?1"
+    static let forgetBackend = "DELETE FROM backends WHERE id = ?1"
 
     // Reads, in id order (the rowid order: no sort).
     static let selectBatches =

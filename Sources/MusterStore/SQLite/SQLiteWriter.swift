@@ -81,6 +81,7 @@ final class SQLiteDatabase {
     private let deleteBatch: Statement
     private let upsertBackend: Statement
     private let backendDown: Statement
+    private let forgetBackend: Statement
     private let freelistCount: Statement
 
     init(_ connection: SQLiteConnection) throws(StoreFailure) {
@@ -98,6 +99,7 @@ final class SQLiteDatabase {
         deleteBatch = try Statement(connection, SQLiteSchema.deleteBatch)
         upsertBackend = try Statement(connection, SQLiteSchema.upsertBackend)
         backendDown = try Statement(connection, SQLiteSchema.backendDown)
+        forgetBackend = try Statement(connection, SQLiteSchema.forgetBackend)
         freelistCount = try Statement(connection, "PRAGMA freelist_count")
     }
 
@@ -214,6 +216,11 @@ final class SQLiteDatabase {
         case .backendDown(let id):
             backendDown.bind(1, id.rawValue)
             try backendDown.run()
+            return 0
+
+        case .backendForgotten(let id):
+            forgetBackend.bind(1, id.rawValue)
+            try forgetBackend.run()
             return 0
         }
     }

@@ -189,6 +189,8 @@ extension StoreSnapshot {
             backends.sort { $0.id < $1.id }
         case .backendDown(let id):
             if let i = backends.firstIndex(where: { $0.id == id }) { backends[i].down = true }
+        case .backendForgotten(let id):
+            backends.removeAll { $0.id == id }
         }
     }
 
