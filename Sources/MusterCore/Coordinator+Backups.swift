@@ -128,7 +128,7 @@ extension Coordinator {
             unbind(id, outcome: .revoked)
             emit(jobs[id], .revoked, backend: victim)
         }
-        jobs[id].state = .queued
+        jobs.setState(id, .queued)
         jobs[id].backend = nil
         jobs[id].lease = nil
         bind(id, to: run.backend, fromQueue: false, backup: run)

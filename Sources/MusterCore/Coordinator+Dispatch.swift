@@ -82,13 +82,12 @@ extension Coordinator {
     }
 
     mutating func hold(_ id: JobID) {
-        var j = jobs[id]
-        let c = classes[j.classIndex]
+        let c = classes[jobs[id].classIndex]
         let reason = WaitReason(
             features: c.needs, model: c.model, backends: unknown.sorted(), noReadyBackend: c.capable.isEmpty)
-        j.state = .gated
-        j.waitReason = reason
-        jobs[id] = j
+        jobs.setState(id, .gated)
+        jobs[id].waitReason = reason
+        let j = jobs[id]
         held.insert(id)
         for f in c.needs { heldFeatures[f, default: 0] += 1 }
         readinessDirty = true
@@ -106,7 +105,7 @@ extension Coordinator {
 
     mutating func release(_ id: JobID, _ cause: ReleaseCause) {
         unhold(id)
-        jobs[id].state = .queued
+        jobs.setState(id, .queued)
         jobs[id].waitReason = nil
         emit(jobs[id], .released(cause), backend: cause == .announced ? announcing ?? gateOpener : nil)
         wake(jobs[id].classIndex)
@@ -590,7 +589,7 @@ extension Coordinator {
         out.append(.revoke(job: job, backend: victim, lease: lease))
         unbind(job, outcome: .revoked)
         counters.stolen += 1
-        jobs[job].state = .queued
+        jobs.setState(job, .queued)
         jobs[job].backend = nil
         jobs[job].lease = nil
         emit(jobs[job], .revoked, backend: victim)

@@ -82,7 +82,7 @@ extension Coordinator {
     /// take it. `from`: the backend a requeued job was lost on.
     mutating func enqueue(_ id: JobID, event: JobEvent.Kind?, from: BackendID? = nil) {
         // Field by field: the record is modified in place, never copied.
-        jobs[id].state = .queued
+        jobs.setState(id, .queued)
         jobs[id].backend = nil
         jobs[id].lease = nil
         jobs[id].progress = 0
@@ -146,7 +146,7 @@ extension Coordinator {
         if fromQueue {
             if jobs[id].state == .gated {
                 unhold(id)
-                jobs[id].state = .queued
+                jobs.setState(id, .queued)
                 jobs[id].waitReason = nil
                 emit(jobs[id], .released(.idleBackend), backend: backend)
             }
@@ -159,7 +159,7 @@ extension Coordinator {
             lease = Lease(nextLease)
             nextLease += 1
         }
-        jobs[id].state = .bound
+        jobs.setState(id, .bound)
         jobs[id].backend = backend
         jobs[id].lease = lease
         jobs[id].waitReason = nil
@@ -268,7 +268,7 @@ extension Coordinator {
     mutating func markStarted(_ id: JobID, _ backend: BackendID, at start: CoreInstant? = nil, restored: Bool = false) {
         guard jobs[id].state == .bound else { return }
         let start = start ?? now
-        jobs[id].state = .running
+        jobs.setState(id, .running)
         let last = jobs[id].history.count - 1
         jobs[id].history[last].startedAt = start
         jobs[id].history[last].outcome = .running
@@ -448,7 +448,7 @@ extension Coordinator {
     /// The single place where a job reaches a final state.
     mutating func end(_ id: JobID, _ state: JobState, _ kind: JobEvent.Kind) {
         precondition(state.isFinal && !jobs[id].state.isFinal, "job \(id) would end twice")
-        jobs[id].state = state
+        jobs.setState(id, state)
         jobs[id].endedAt = now
         switch state {
         case .completed: counters.completed += 1

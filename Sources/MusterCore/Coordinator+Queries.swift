@@ -75,7 +75,9 @@ extension Coordinator {
     /// Jobs currently in each state (finished ones within the retention bounds).
     public var jobsByState: [JobState: Int] {
         var counts: [JobState: Int] = [:]
-        for j in jobs.all { counts[j.state, default: 0] += 1 }
+        for state in JobState.allCases where jobs.stateCounts[state.slot] > 0 {
+            counts[state] = jobs.stateCounts[state.slot]
+        }
         return counts
     }
 

@@ -167,7 +167,7 @@ extension Coordinator {
             enqueue(id, event: nil)
             return
         }
-        jobs[id].state = .bound
+        jobs.setState(id, .bound)
         jobs[id].backend = backend
         jobs[id].lease = lease
         // The attempts that ended before, and the current one as it was bound.

@@ -14,6 +14,9 @@ struct JobTable {
     private var storage: [JobRecord?] = []
     private var vacant: [Int32] = []
     private(set) var count = 0
+    /// How many jobs are in each state (by `JobState.slot`), kept as records come, change and go,
+    /// so that counting them (`/metrics`, `status`, `/readyz`) does not walk every job.
+    private(set) var stateCounts = [Int](repeating: 0, count: JobState.allCases.count)
 
     func index(_ id: JobID) -> Int? {
         guard id.rawValue >= base else { return nil }
@@ -32,6 +35,18 @@ struct JobTable {
         // under Swift 6.3.1 at -Onone).
         get { storage[index(id)!]! }
         _modify { yield &storage[index(id)!]! }
+    }
+
+    /// Moves a job to `state`, keeping `stateCounts`: every change of a job's state goes through
+    /// here (not through the subscript, which would have to compare states on every access of
+    /// the hot path; measured, that doubled the core's decision time).
+    mutating func setState(_ id: JobID, _ state: JobState) {
+        let i = index(id)!
+        let before = storage[i]!.state
+        guard before != state else { return }
+        storage[i]!.state = state
+        stateCounts[before.slot] -= 1
+        stateCounts[state.slot] += 1
     }
 
     /// The record in a slot returned by `index`, read in place.
@@ -66,6 +81,7 @@ struct JobTable {
         }
         slots.append(slot)
         count += 1
+        stateCounts[record.state.slot] += 1
     }
 
     mutating func remove(_ id: JobID) -> JobRecord? {
@@ -74,12 +90,29 @@ struct JobTable {
         swap(&removed, &storage[i])  // moved out, not copied
         vacant.append(Int32(i))
         count -= 1
+        stateCounts[removed!.state.slot] -= 1
         slots[Int(id.rawValue - base)] = -1
         while let first = slots.first, first < 0 {
             slots.removeFirst()
             base += 1
         }
         return removed
+    }
+}
+
+extension JobState {
+    /// Its position in `allCases`, for per-state arrays.
+    @inline(__always)
+    var slot: Int {
+        switch self {
+        case .queued: 0
+        case .gated: 1
+        case .bound: 2
+        case .running: 3
+        case .completed: 4
+        case .failed: 5
+        case .canceled: 6
+        }
     }
 }
 

@@ -107,6 +107,7 @@ import Testing
         var n = d.restarted(epoch: 2)
         // Backend 1 is expected back: the gate holds them again.
         #expect(n.core.job(low[0])?.state == .gated)
+        #expect(n.core.jobsByState == [.gated: 3])
         #expect(n.core.backend(BackendID(1))?.link == .expected)
         #expect(n.core.batch(BatchID(1))?.jobs == low)
         // The same key and entries: the first receipt, nothing new.

@@ -194,6 +194,10 @@ import Testing
             #expect(h.core.backups.values.reduce(0) { $0 + $1.count } == h.core.backupOn.count)
             // Held jobs are exactly the gated ones.
             #expect(h.core.heldJobs == submitted.filter { h.core.job($0)?.state == .gated })
+            // The per-state counts kept as jobs change agree with a walk over every job.
+            var walked: [JobState: Int] = [:]
+            for job in h.core.jobIDs { walked[h.core.job(job)!.state, default: 0] += 1 }
+            #expect(h.core.jobsByState == walked)
             return h.core.counters.backupsStarted
         }
     }
