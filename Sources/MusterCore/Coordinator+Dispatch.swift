@@ -89,6 +89,7 @@ extension Coordinator {
         jobs[id].waitReason = reason
         let j = jobs[id]
         held.insert(id)
+        heldPerClass[j.classIndex, default: 0] += 1
         for f in c.needs { heldFeatures[f, default: 0] += 1 }
         readinessDirty = true
         emit(j, .gated(reason))
@@ -96,7 +97,9 @@ extension Coordinator {
 
     mutating func unhold(_ id: JobID) {
         guard held.remove(id) != nil else { return }
-        for f in classes[jobs[id].classIndex].needs {
+        let c = jobs[id].classIndex
+        if let n = heldPerClass[c], n > 1 { heldPerClass[c] = n - 1 } else { heldPerClass[c] = nil }
+        for f in classes[c].needs {
             heldFeatures[f, default: 0] -= 1
             if heldFeatures[f] == 0 { heldFeatures[f] = nil }
         }

@@ -47,21 +47,23 @@ extension Coordinator {
             waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: ready ? [] : unknown.sorted())
     }
 
-    /// The held jobs grouped by the features they need, ordered by features: what `readiness`
-    /// waits for, one entry per distinct need.
+    /// The held jobs grouped by what they need (features and model), ordered by features then
+    /// model: what `readiness` waits for, one entry per distinct need. Read from per-class
+    /// counts, so a probe costs the number of held classes, not of held jobs. Every held job
+    /// waits for the same backends (`unknown`).
     public var heldByNeed: [HeldNeed] {
-        var groups: [[String]: HeldNeed] = [:]
-        var backends: [[String]: Set<BackendID>] = [:]
-        for id in held.sorted() {
-            guard let w = jobs.get(id)?.waitReason else { continue }
-            groups[w.features, default: HeldNeed(features: w.features, model: w.model, backends: [], jobs: 0)].jobs += 1
-            backends[w.features, default: []].formUnion(w.backends)
+        guard !held.isEmpty else { return [] }
+        struct Need: Hashable {
+            var features: [String]
+            var model: String?
         }
-        return groups.sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { key, need in
-            var need = need
-            need.backends = backends[key, default: []].sorted()
-            return need
-        }
+        var groups: [Need: Int] = [:]
+        for (c, n) in heldPerClass { groups[Need(features: classes[c].needs, model: classes[c].model), default: 0] += n }
+        let waitingFor = unknown.sorted()
+        return groups.sorted { a, b in
+            a.key.features != b.key.features
+                ? a.key.features.lexicographicallyPrecedes(b.key.features) : (a.key.model ?? "") < (b.key.model ?? "")
+        }.map { HeldNeed(features: $0.key.features, model: $0.key.model, backends: waitingFor, jobs: $0.value) }
     }
 
     /// Jobs waiting for a backend (queued or gated) per job priority.

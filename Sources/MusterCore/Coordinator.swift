@@ -75,6 +75,8 @@ public struct Coordinator: Sendable {
     /// No job is bound before this instant while the gate is closed (`CorePolicy.gateSettle`).
     var settleUntil = CoreInstant.zero
     var heldFeatures: [String: Int] = [:]
+    /// Held jobs per job class (`heldByNeed` reads them without walking the held jobs).
+    var heldPerClass: [Int: Int] = [:]
     /// Routable backends with a free in-flight slot.
     var free = BackendSet()
     /// Backends whose running slots are busy and that hold bound jobs they have not started.

@@ -249,10 +249,11 @@ public struct Readiness: Hashable, Sendable {
     public var waitingBackends: [BackendID]
 }
 
-/// Jobs the gate holds for one need (the same features); `Wire.GateWait` shows it with backend names.
+/// Jobs the gate holds for one need (the same features and model); `Wire.GateWait` shows it with
+/// backend names.
 public struct HeldNeed: Hashable, Sendable {
     public var features: [String]
-    /// The model of the first held job with these features, if any.
+    /// The model these jobs need, if any.
     public var model: String?
     /// Every backend the gate waits for on behalf of these jobs, by id.
     public var backends: [BackendID]

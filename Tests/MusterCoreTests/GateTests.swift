@@ -35,6 +35,19 @@ import Testing
             ])
         #expect(h.core.job(jobs[1])?.waitReason?.backends == [BackendID(5)])
         #expect(h.core.job(jobs[1])?.waitReason?.noReadyBackend == false)
+        // Another model is another need; the same features and model add up. The counts are kept
+        // as jobs are held and released, so the probe does not walk the held jobs.
+        let wan = h.submit(JobSpec(kind: "video", needs: ["video", "frameinterps"], model: "wan"), count: 2)
+        #expect(
+            h.core.heldByNeed == [
+                HeldNeed(features: ["frameinterps", "video"], model: nil, backends: [BackendID(5)], jobs: 2),
+                HeldNeed(features: ["frameinterps", "video"], model: "wan", backends: [BackendID(5)], jobs: 2),
+            ])
+        for job in wan { h.record(try! h.core.cancelJob(job, at: h.clock)) }
+        #expect(
+            h.core.heldByNeed == [
+                HeldNeed(features: ["frameinterps", "video"], model: nil, backends: [BackendID(5)], jobs: 2)
+            ])
 
         // The local backend finishing its job takes the next held one at once (idle running slot).
         h.send(.jobCompleted(jobs[0], backend: BackendID(-1), lease: h.lease(jobs[0]), result: .null))

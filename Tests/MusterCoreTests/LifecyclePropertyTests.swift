@@ -198,6 +198,14 @@ import Testing
             var walked: [JobState: Int] = [:]
             for job in h.core.jobIDs { walked[h.core.job(job)!.state, default: 0] += 1 }
             #expect(h.core.jobsByState == walked)
+            // So do the held jobs per need.
+            var needs: [HeldNeed: Int] = [:]
+            for job in h.core.heldJobs {
+                let w = h.core.job(job)!.waitReason!
+                needs[HeldNeed(features: w.features, model: w.model, backends: h.core.readiness.waitingBackends, jobs: 0), default: 0] += 1
+            }
+            #expect(
+                Set(h.core.heldByNeed) == Set(needs.map { var n = $0.key; n.jobs = $0.value; return n }))
             return h.core.counters.backupsStarted
         }
     }
