@@ -37,12 +37,9 @@ extension Coordinator {
         }
         dispatch()
         if unknownChanged {
-            // Jobs still held keep an accurate list of the backends they wait for.
+            // What every held job waits for (`job(_:)` shows it): kept once, not per held job.
             unknownChanged = false
-            if !held.isEmpty {
-                let waitingFor = unknown.sorted()
-                for id in held { jobs[id].waitReason?.backends = waitingFor }
-            }
+            unknownSorted = unknown.sorted()
         }
         pending.removeAll(keepingCapacity: true)
         classesToCheck.removeAll(keepingCapacity: true)
@@ -84,7 +81,8 @@ extension Coordinator {
     mutating func hold(_ id: JobID) {
         let c = classes[jobs[id].classIndex]
         let reason = WaitReason(
-            features: c.needs, model: c.model, backends: unknown.sorted(), noReadyBackend: c.capable.isEmpty)
+            features: c.needs, model: c.model, backends: unknownChanged ? unknown.sorted() : unknownSorted,
+            noReadyBackend: c.capable.isEmpty)
         jobs.setState(id, .gated)
         jobs[id].waitReason = reason
         let j = jobs[id]

@@ -5,6 +5,9 @@ extension Coordinator {
     /// A job by id (finished jobs are kept within the retention bounds).
     public func job(_ id: JobID) -> JobRecord? {
         guard var j = jobs.get(id) else { return nil }
+        // A held job waits for the backends the gate waits for now (its record keeps those of
+        // when it was held, which its `gated` event showed).
+        if j.state == .gated, j.waitReason != nil { j.waitReason!.backends = unknownSorted }
         if let only = j.onlyAttempt, j.history.isEmpty, let backend = j.backend, let lease = j.lease {
             j.history = [
                 AttemptRecord(
@@ -44,7 +47,7 @@ extension Coordinator {
         let ready = readyCount > 0 && held.isEmpty
         return Readiness(
             ready: ready, readyBackends: readyCount, heldJobs: held.count,
-            waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: ready ? [] : unknown.sorted())
+            waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: ready ? [] : unknownSorted)
     }
 
     /// The held jobs grouped by what they need (features and model), ordered by features then
@@ -59,11 +62,10 @@ extension Coordinator {
         }
         var groups: [Need: Int] = [:]
         for (c, n) in heldPerClass { groups[Need(features: classes[c].needs, model: classes[c].model), default: 0] += n }
-        let waitingFor = unknown.sorted()
         return groups.sorted { a, b in
             a.key.features != b.key.features
                 ? a.key.features.lexicographicallyPrecedes(b.key.features) : (a.key.model ?? "") < (b.key.model ?? "")
-        }.map { HeldNeed(features: $0.key.features, model: $0.key.model, backends: waitingFor, jobs: $0.value) }
+        }.map { HeldNeed(features: $0.key.features, model: $0.key.model, backends: unknownSorted, jobs: $0.value) }
     }
 
     /// Jobs waiting for a backend (queued or gated) per job priority.

@@ -105,6 +105,8 @@ public struct Coordinator: Sendable {
     var classesToCheck: Set<Int> = []
     var readinessDirty = false
     var unknownChanged = false
+    /// `unknown`, sorted, as of the end of the last event: the backends every held job waits for.
+    var unknownSorted: [BackendID] = []
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
     /// The runner-up of the last comparison (`admits`), for the explanation of the next binding.
