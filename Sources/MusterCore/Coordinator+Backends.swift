@@ -240,17 +240,32 @@ extension Coordinator {
     /// unless it links again before. Neither a configured backend nor a local one.
     mutating func scheduleForget(_ id: BackendID) {
         backends[id].downSince = now
-        guard policy.forgetDownAfter > .zero, !id.isLocal, !backends[id].configured else { return }
-        schedule(now + policy.forgetDownAfter, .forget(id))
+        armForget(id, at: now + policy.forgetDownAfter)
+    }
+
+    /// At most one pending `.forget` per backend: a backend that flaps does not pile up timers
+    /// for the whole window; the one pending looks again when it fires (`forgetDue`).
+    private mutating func armForget(_ id: BackendID, at deadline: CoreInstant) {
+        guard policy.forgetDownAfter > .zero, !id.isLocal, !backends[id].configured, !backends[id].forgetArmed
+        else { return }
+        backends[id].forgetArmed = true
+        schedule(deadline, .forget(id))
     }
 
     /// A backend down for `CorePolicy.forgetDownAfter`: gone from the listing, the indexes and
     /// the registry; the store deletes it, and the shell frees its name (`forgetBackend`). A
     /// backend of that name that links later is a new one, with a new id.
     mutating func forgetDue(_ id: BackendID) {
+        guard backends.contains(id) else { return }
+        backends[id].forgetArmed = false
         guard let b = backends.get(id), b.link == .down || b.link == .expected, b.jobs.isEmpty, !b.configured,
-            let since = b.downSince, since + policy.forgetDownAfter <= now
-        else { return }
+            let since = b.downSince
+        else { return }  // up (or suspect) again: its next fall arms a new timer
+        guard since + policy.forgetDownAfter <= now else {
+            // It came back and fell again since this timer was armed: wait for the later fall's end.
+            armForget(id, at: since + policy.forgetDownAfter)
+            return
+        }
         remove(id)
         registry.forget(id)
         if policy.persistChanges { out.append(.persist(.backendForgotten(id: id))) }

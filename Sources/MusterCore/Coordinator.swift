@@ -521,6 +521,8 @@ struct Backend {
     var downSince: CoreInstant?
     /// Named by the configuration (`backendExpected`): never forgotten.
     var configured = false
+    /// A `.forget` timer is pending for it: one at a time, however often it falls.
+    var forgetArmed = false
     var classes: [Int] = []
     /// The subset of `classes` whose model this backend has loaded.
     var loadedClasses: [Int] = []

@@ -32,7 +32,8 @@ extension Daemon {
 
     /// The id a backend name maps to: stable for the life of the coordinator, and across restarts
     /// with a job store, until the backend is forgotten (down for `links.forget_down_seconds`).
-    /// Ids are never reused: a name that comes back after that gets a new one.
+    /// A name that comes back after that gets a new id: never one given while this coordinator
+    /// runs, nor one a job it restored names.
     func backendID(forName name: String) -> BackendID {
         if let id = idsByName[name] { return id }
         let id = BackendID(nextRemoteID)

@@ -80,9 +80,10 @@ extension Daemon {
             let snapshot = try store.open()
             storeOpened = true
             storeFailure = nil
-            // Backend ids stay what they were: a reconnecting agent is known by its name. Ids
-            // are never reused: past every stored backend's, and every id a stored job names
-            // (its backend may have been forgotten since).
+            // Backend ids stay what they were: a reconnecting agent is known by its name. New ids
+            // start past every stored backend's and every id a stored job names (its backend, its
+            // attempts, the refusals of a `no_eligible_backend`), so an id a job still shows is
+            // never given to another backend, even one forgotten since.
             for b in snapshot.backends where !b.id.isLocal {
                 idsByName[b.name] = b.id
                 namesByID[b.id] = b.name
@@ -91,6 +92,7 @@ extension Daemon {
             for j in snapshot.jobs {
                 if let b = j.backend { nextRemoteID = max(nextRemoteID, b.rawValue + 1) }
                 for a in j.history { nextRemoteID = max(nextRemoteID, a.backend.rawValue + 1) }
+                for r in j.failure?.refusals ?? [] { nextRemoteID = max(nextRemoteID, r.backend.rawValue + 1) }
             }
             if ownerQuota > 0 { countInFlight(snapshot) }
             perform(core.restore(snapshot, at: now))

@@ -67,6 +67,25 @@ import Testing
         #expect(persisted(h.all).isEmpty)
     }
 
+    /// A backend that flaps keeps one pending timer, which looks again when it fires: it is
+    /// forgotten a window after its last fall, not after its first.
+    @Test func aFlappingBackendIsForgottenAWindowAfterItsLastFall() {
+        var h = Harness { $0.forgetDownAfter = .seconds(100) }
+        h.ready(1)
+        for i in 0..<50 {
+            h.clock = .seconds(Double(i) * 4)
+            h.send(.backendLeft(BackendID(1)))
+            h.clock = .seconds(Double(i) * 4 + 2)
+            h.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        }
+        h.clock = .seconds(200)
+        h.send(.backendLeft(BackendID(1)))  // the last fall
+        h.advance(to: 299)
+        #expect(forgotten(h.all).isEmpty)
+        h.advance(to: 300)
+        #expect(forgotten(h.all) == [BackendID(1)])
+    }
+
     @Test func aConfiguredBackendIsNeverForgottenNorOneWhenTheWindowIsZero() {
         var h = Harness { $0.forgetDownAfter = .seconds(100) }
         h.send(.backendExpected(BackendID(1), name: "b1"))
