@@ -256,10 +256,9 @@ extension Coordinator {
     /// the registry; the store deletes it, and the shell frees its name (`forgetBackend`). A
     /// backend of that name that links later is a new one, with a new id.
     mutating func forgetDue(_ id: BackendID) {
-        guard backends.contains(id) else { return }
+        guard let b = backends.get(id) else { return }
         backends[id].forgetArmed = false
-        guard let b = backends.get(id), b.link == .down || b.link == .expected, b.jobs.isEmpty, !b.configured,
-            let since = b.downSince
+        guard b.link == .down || b.link == .expected, b.jobs.isEmpty, !b.configured, let since = b.downSince
         else { return }  // up (or suspect) again: its next fall arms a new timer
         guard since + policy.forgetDownAfter <= now else {
             // It came back and fell again since this timer was armed: wait for the later fall's end.
@@ -298,10 +297,7 @@ extension Coordinator {
         backends[id].link = .down
         backends[id].drainRequested = true
         refresh(id, reindex: true)
-        if unknown.remove(id) != nil {
-            readinessDirty = true
-            unknownChanged = true
-        }
+        dropUnknown(id)
         free.remove(id)
         stealable.remove(id)
         loadingModels.remove(id)
@@ -483,6 +479,16 @@ extension Coordinator {
         refreshLoad(id)
     }
 
+    /// Takes a backend out of the set the gate waits for, and out of `unknownSorted`; false when
+    /// it was not in it.
+    @discardableResult
+    mutating func dropUnknown(_ id: BackendID) -> Bool {
+        guard unknown.remove(id) != nil else { return false }
+        if let i = unknownSorted.firstIndex(of: id) { unknownSorted.remove(at: i) }
+        readinessDirty = true
+        return true
+    }
+
     /// Gate membership: unannounced, link not down, window still open.
     mutating func refreshUnknown(_ id: BackendID) {
         guard let i = backends.index(id) else { return }
@@ -492,12 +498,10 @@ extension Coordinator {
             && now < backends.records[i].registeredAt + policy.gateWindow
         if isUnknown {
             if unknown.insert(id).inserted {
+                unknownSorted.insert(id, at: unknownSorted.firstIndex { $0 > id } ?? unknownSorted.endIndex)
                 readinessDirty = true
-                unknownChanged = true
             }
-        } else if unknown.remove(id) != nil {
-            readinessDirty = true
-            unknownChanged = true
+        } else if dropUnknown(id) {
             lastGateOpenCause = unannounced ? .windowElapsed : .announced
             if !unannounced { gateOpener = id }
         }

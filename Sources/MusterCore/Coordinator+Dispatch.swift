@@ -36,11 +36,6 @@ extension Coordinator {
             hold(id)
         }
         dispatch()
-        if unknownChanged {
-            // What every held job waits for (`job(_:)` shows it): kept once, not per held job.
-            unknownChanged = false
-            unknownSorted = unknown.sorted()
-        }
         pending.removeAll(keepingCapacity: true)
         classesToCheck.removeAll(keepingCapacity: true)
         if readinessDirty {
@@ -81,8 +76,7 @@ extension Coordinator {
     mutating func hold(_ id: JobID) {
         let c = classes[jobs[id].classIndex]
         let reason = WaitReason(
-            features: c.needs, model: c.model, backends: unknownChanged ? unknown.sorted() : unknownSorted,
-            noReadyBackend: c.capable.isEmpty)
+            features: c.needs, model: c.model, backends: unknownSorted, noReadyBackend: c.capable.isEmpty)
         jobs.setState(id, .gated)
         jobs[id].waitReason = reason
         let j = jobs[id]

@@ -65,6 +65,8 @@ public struct Coordinator: Sendable {
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.
     var unknown = BackendSet()
+    /// `unknown` in id order, kept with it: what every held job waits for (`job(_:)`, `readiness`).
+    var unknownSorted: [BackendID] = []
     var lastGateOpenCause: ReleaseCause = .announced
     /// The last backend whose announcement took it out of `unknown` (named by `released` events).
     var gateOpener: BackendID?
@@ -104,9 +106,6 @@ public struct Coordinator: Sendable {
     var pending: [JobID] = []
     var classesToCheck: Set<Int> = []
     var readinessDirty = false
-    var unknownChanged = false
-    /// `unknown`, sorted, as of the end of the last event: the backends every held job waits for.
-    var unknownSorted: [BackendID] = []
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
     /// The runner-up of the last comparison (`admits`), for the explanation of the next binding.
