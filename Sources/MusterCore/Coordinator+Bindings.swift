@@ -12,5 +12,13 @@ extension Coordinator {
     }
 
     /// Every job the core still knows (finished ones within the retention bounds), by id.
-    public var jobIDs: [JobID] { jobs.all.map(\.id).sorted() }
+    public var jobIDs: [JobID] { jobs.ids }
+
+    /// The smallest id at or above `id` of a job the core still knows, if any: walks the jobs in
+    /// id order a step at a time (a snapshot sent in chunks) without listing them all.
+    public func firstJobID(atLeast id: JobID) -> JobID? { jobs.firstID(atLeast: id) }
+
+    /// The largest id given to a job so far that the core may still know (nil when it knows none):
+    /// every job submitted later has a larger id.
+    public var lastJobID: JobID? { jobs.lastID }
 }

@@ -63,8 +63,26 @@ struct JobTable {
         return storage[i]!.state
     }
 
-    /// Every record, in no particular order.
-    var all: [JobRecord] { storage.compactMap { $0 } }
+    /// Every job id, ascending, without copying a record.
+    var ids: [JobID] {
+        var out: [JobID] = []
+        out.reserveCapacity(count)
+        for (offset, slot) in slots.enumerated() where slot >= 0 { out.append(JobID(base + UInt64(offset))) }
+        return out
+    }
+
+    /// The smallest id at or above `id` that has a record.
+    func firstID(atLeast id: JobID) -> JobID? {
+        var offset = id.rawValue < base ? 0 : Int(clamping: id.rawValue - base)
+        while offset < slots.count {
+            if slots[offset] >= 0 { return JobID(base + UInt64(offset)) }
+            offset += 1
+        }
+        return nil
+    }
+
+    /// The largest id the table has a place for (its record may be gone).
+    var lastID: JobID? { slots.isEmpty ? nil : JobID(base + UInt64(slots.count - 1)) }
 
     /// Adds a job whose id is larger than every id added before.
     mutating func insert(_ record: JobRecord) {

@@ -41,7 +41,8 @@ extension Daemon {
         WebSocketHandler(
             opened: { [weak self] _, info in self?.assumeIsolated { $0.clientOpened(info) } },
             text: { [weak self] _, id, text in self?.assumeIsolated { $0.clientText(id, text) } },
-            closed: { [weak self] _, event in self?.assumeIsolated { $0.clientClosed(event.id) } })
+            closed: { [weak self] _, event in self?.assumeIsolated { $0.clientClosed(event.id) } },
+            drained: { [weak self] _, id in self?.assumeIsolated { $0.pumpSnapshots(id) } })
     }
 
     func clientOpened(_ info: ConnectionInfo) {
@@ -65,6 +66,7 @@ extension Daemon {
         linkGone(id)
         guard let session = clients.removeValue(forKey: id) else { return }
         dropHeld(for: id)
+        snapshotStreams[id] = nil
         if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
         subscribersAll[id] = nil
         if let owner = session.principal.ownerScope {
@@ -224,27 +226,23 @@ extension Daemon {
     func subscribe(_ id: ConnectionID, batch: BatchID?, events: EventFilter, by principal: Principal, requestID: String?)
         throws(RequestError)
     {
-        var scope: [JobID]
+        var record: BatchRecord?
         if let batch {
-            guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
-            try requireAccess(principal, owner: record.owner, cancel: false, "batch \(batch)")
+            guard let found = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
+            try requireAccess(principal, owner: found.owner, cancel: false, "batch \(batch)")
             clients[id]?.batches.insert(batch)
             subscribersByBatch[batch, default: [:]][id, default: []].formUnion(events)
-            scope = record.jobs
+            record = found
         } else if let owner = principal.ownerScope {
             // Every job of its own owner, and nothing else.
             subscribersByOwner[owner, default: [:]][id, default: []].formUnion(events)
-            scope = core.jobIDs.filter { job in core.job(job).flatMap { core.batch($0.batch)?.owner } == owner }
         } else {
             subscribersAll[id, default: []].formUnion(events)
-            scope = core.jobIDs
         }
         sendToClient(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
         guard events.contains(.snapshot) else { return }
-        for job in scope {
-            guard let record = core.job(job) else { continue }
-            sendToClient(CoordinatorToClient.job(snapshotEvent(record)).encode(), to: id, batch: record.batch, job: job)
-        }
+        // Sent as the link drains (Daemon+Snapshots), a chunk now.
+        startSnapshots(id, batch: record, owner: principal.ownerScope)
     }
 
     /// Cancels a job or a batch; returns the jobs this request canceled: ended `canceled` now, or
@@ -360,6 +358,8 @@ extension Daemon {
         var bytes: [UInt8]?
         let durable = event.state.isFinal
         func deliver(_ id: ConnectionID) {
+            // A link still owed this job's snapshot gets it now, in place of the event.
+            if !snapshotStreams.isEmpty, sendOwedSnapshot(event, to: id) { return }
             if bytes == nil { bytes = CoordinatorToClient.job(wireEvent(event)).encode() }
             sendToClient(bytes!, to: id, durable: durable, batch: event.batch, job: event.job)
         }

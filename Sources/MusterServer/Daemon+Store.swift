@@ -11,6 +11,8 @@ struct HeldQueue {
     /// `barrier`: the change that must be durable first (0: none, it only keeps its place);
     /// `batch`: the batch the message is about, if any; `job`: the job, if it is about one job.
     var items = Deque<(barrier: UInt64, batch: BatchID?, job: JobID?, bytes: [UInt8])>()
+    /// The bytes of `items`.
+    private(set) var bytes = 0
     /// How many held items concern each job; each batch as a whole (an `accepted`, which every
     /// event of the batch must follow); and no batch (an answer such as `subscribed`, which
     /// everything after it must follow).
@@ -20,6 +22,7 @@ struct HeldQueue {
 
     mutating func append(_ barrier: UInt64, _ batch: BatchID?, _ job: JobID?, _ bytes: [UInt8]) {
         items.append((barrier, batch, job, bytes))
+        self.bytes += bytes.count
         if let job {
             jobs[job, default: 0] += 1
         } else if let batch {
@@ -47,6 +50,7 @@ struct HeldQueue {
         var out: [[UInt8]] = []
         while let first = items.first, first.barrier <= durable {
             items.removeFirst()
+            bytes -= first.bytes.count
             if let job = first.job {
                 if let n = jobs[job], n > 1 { jobs[job] = n - 1 } else { jobs[job] = nil }
             } else if let batch = first.batch {
@@ -206,12 +210,16 @@ extension Daemon {
     func releaseHeld() {
         if !heldOutput.isEmpty {
             var emptied: [ConnectionID] = []
+            var streaming: [ConnectionID] = []
             for connection in Array(heldOutput.keys) {
                 let ready = heldOutput[connection]!.release(durable: storeDurable)
                 for bytes in ready { send(bytes, to: connection) }
                 if heldOutput[connection]!.items.isEmpty { emptied.append(connection) }
+                if !ready.isEmpty, snapshotStreams[connection] != nil { streaming.append(connection) }
             }
             for c in emptied { heldOutput[c] = nil }
+            // Their held snapshots made room: the rest of what they owe follows.
+            for c in streaming { pumpSnapshots(c) }
         }
         while let first = heldResponses.first, first.barrier <= storeDurable {
             heldResponses.removeFirst()

@@ -62,6 +62,11 @@ public actor Daemon {
     /// Links of client credentials subscribed to everything: by owner, they see that owner's only.
     var subscribersByOwner: [String: [ConnectionID: EventFilter]] = [:]
     var subscribersByBatch: [BatchID: [ConnectionID: EventFilter]] = [:]
+    /// Per client link, the `snapshot` events its subscriptions still owe it (Daemon+Snapshots).
+    var snapshotStreams: [ConnectionID: [SnapshotStream]] = [:]
+    /// Bytes queued and held for a link below which it gets more owed snapshots: a quarter of
+    /// the high-water mark, so the live events that come meanwhile have room.
+    let snapshotLowWater: Int
     var dialed: [ConnectionID: BackendConfig] = [:]
 
     // Local pseudo-backends.
@@ -117,6 +122,7 @@ public actor Daemon {
         var t = TransportConfiguration()
         t.maxMessageBytes = settings.links.maxMessageBytes
         t.outboundHighWaterBytes = settings.links.outboundHighWaterBytes
+        self.snapshotLowWater = settings.links.outboundHighWaterBytes / 4
         // Protocol/README.md section 2: ping after `heartbeat_ms` of silence (half the keepalive,
         // at least 500 ms), drop a link silent for two intervals.
         let heartbeat = Self.heartbeatMs(keepalive: settings.links.keepalive)

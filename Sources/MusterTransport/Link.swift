@@ -26,6 +26,8 @@ final class Link {
     // Send side: frames with LWS_PRE headroom, and their payload bytes.
     var queue = Deque<OutFrame>()
     var queuedBytes = 0
+    /// Call the handler's `drained` once `queuedBytes` is at or below this (`notifyWhenDrained`).
+    var drainMark: Int?
 
     // Keepalive (Transport+Keepalive.swift).
     /// Coarse monotonic nanoseconds when anything (a chunk of a message, a PONG) last arrived,

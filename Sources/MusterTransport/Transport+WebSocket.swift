@@ -51,6 +51,18 @@ extension Transport {
     /// Payload bytes queued (not yet handed to the kernel) for a connection.
     public func queuedBytes(for id: ConnectionID) -> Int? { connections[id]?.queuedBytes }
 
+    /// Asks for one ``WebSocketHandler/drained`` call once at most `bytes` of payload are queued
+    /// for the connection, checked each time the socket takes a write (right away at the next
+    /// writable callback when the queue is that short already). For a sender that produces a
+    /// long stream (say a snapshot of many jobs) in chunks, so the queue stays under the
+    /// high-water mark and a slow reader is paced, not closed. A later call replaces the mark;
+    /// nothing happens for a connection that is unknown or closing.
+    public func notifyWhenDrained(_ id: ConnectionID, atOrBelow bytes: Int) {
+        guard let link = connections[id], link.pendingClose == nil, !link.closedByUser else { return }
+        link.drainMark = max(0, bytes)
+        if link.open, let wsi = link.wsi { lws_callback_on_writable(wsi) }
+    }
+
     /// True when the connection or link exists and its WebSocket is open.
     public func isOpen(_ id: ConnectionID) -> Bool { connections[id]?.open ?? false }
 
@@ -106,6 +118,7 @@ extension Transport {
         if link.pingDue, lws_partial_buffered(wsi) == 0, !writeKeepalivePing(link, wsi) { return -1 }
         if link.queue.count > 1, lws_partial_buffered(wsi) == 0 {
             if writeCoalesced(link, wsi) < 0 { return -1 }
+            notifyIfDrained(link)
             if !link.queue.isEmpty || link.pendingClose != nil || link.pingDue { lws_callback_on_writable(wsi) }
             return 0
         }
@@ -125,8 +138,17 @@ extension Transport {
             batchBytes += n
             if lws_partial_buffered(wsi) != 0 { break }
         }
+        notifyIfDrained(link)
         if !link.queue.isEmpty || link.pendingClose != nil || link.pingDue { lws_callback_on_writable(wsi) }
         return 0
+    }
+
+    /// Tells the handler once that the link's queue is down to the mark asked for with
+    /// ``notifyWhenDrained(_:atOrBelow:)``. What the handler sends from there is queued as usual.
+    private func notifyIfDrained(_ link: Link) {
+        guard let mark = link.drainMark, link.queuedBytes <= mark, link.pendingClose == nil else { return }
+        link.drainMark = nil
+        link.handler.drained?(self, link.id)
     }
 
     /// Several queued messages: frames them here and hands lws one buffer, so the kernel sees

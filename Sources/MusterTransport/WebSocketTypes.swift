@@ -77,6 +77,9 @@ public struct WebSocketHandler: Sendable {
     /// Client links only: one dial attempt failed (refused, TLS verification, handshake); the
     /// text is lws' reason. The link stays and dials again after its backoff.
     public var dialFailed: (@Sendable (isolated Transport, ConnectionID, String) -> Void)?
+    /// Called once after ``Transport/notifyWhenDrained(_:atOrBelow:)`` when the connection's
+    /// queue has drained to the mark.
+    public var drained: (@Sendable (isolated Transport, ConnectionID) -> Void)?
 
     public init(
         shouldAccept: (@Sendable (isolated Transport, ConnectionInfo) -> Bool)? = nil,
@@ -84,7 +87,8 @@ public struct WebSocketHandler: Sendable {
         text: @escaping @Sendable (isolated Transport, ConnectionID, String) -> Void,
         binary: (@Sendable (isolated Transport, ConnectionID, [UInt8]) -> Void)? = nil,
         closed: @escaping @Sendable (isolated Transport, CloseEvent) -> Void = { _, _ in },
-        dialFailed: (@Sendable (isolated Transport, ConnectionID, String) -> Void)? = nil
+        dialFailed: (@Sendable (isolated Transport, ConnectionID, String) -> Void)? = nil,
+        drained: (@Sendable (isolated Transport, ConnectionID) -> Void)? = nil
     ) {
         self.shouldAccept = shouldAccept
         self.opened = opened
@@ -92,6 +96,7 @@ public struct WebSocketHandler: Sendable {
         self.binary = binary
         self.closed = closed
         self.dialFailed = dialFailed
+        self.drained = drained
     }
 }
 

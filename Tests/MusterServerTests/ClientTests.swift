@@ -125,12 +125,13 @@ import Testing
 
     /// A running job's `timed` progress (the simulated engine's) reaches the core through the
     /// daemon: a backend whose speed nothing configured learns it before its first job ends.
-    /// Its job takes 20 s against the kind's configured 200 s: two seconds in (a tenth done), it
-    /// shows speed 10 (to the link's timing), `projected`.
+    /// Its job takes 60 s against the kind's configured 600 s: a tenth done (6 s in), it
+    /// shows speed 10 (to the link's timing), `projected`. (With a 20 s job, a loaded machine
+    /// polled late enough to see the job ended and its speed `measured`.)
     @Test func progressProjectsASpeedThatShowsInTheBackendsEstimates() async throws {
         let coordinator = try await TestCoordinator.start(
-            backends: #"[{"name": "gpu", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 20}}]"#,
-            settings: [("routing.job_seconds", "image=200")])
+            backends: #"[{"name": "gpu", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 60}}]"#,
+            settings: [("routing.job_seconds", "image=600")])
         let client = try await coordinator.connect()
         let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image")]))
         let shown = try await within(.seconds(60), "a projected speed") { () async throws -> (String, Double?) in

@@ -242,6 +242,69 @@ import Testing
         await c.stop()
     }
 
+    @Test func aLargeSnapshotIsPacedToTheReaderAndEachJobStillEndsOnce() async throws {
+        // 4,000 finished jobs: their snapshots (about 600 KB) are 40 times the high-water mark,
+        // which closed the link as a slow peer when they were all queued at once.
+        let c = try await TestCoordinator.start(
+            backends: #"[{"name": "local", "kind": "simulated", "slots": 64, "job_seconds": {"default": 0}}]"#,
+            settings: [("links.outbound_high_water_bytes", "16384"), ("jobs.retain_finished", "10000")])
+        let base = "http://127.0.0.1:\(c.port)"
+        let images = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [\#(Array(repeating: #"{"kind": "image", "count": 1000}"#, count: 4).joined(separator: ","))]}"#)
+        #expect(images.status == 201, "\(images.json)")
+        try await HTTP.waitFor("\(base)/v1/batches/1", "batch 1 done") { $0.json["done"] as? Bool == true }
+        // Then 20 videos, bound to the one backend with `video` (ids above every image's), so
+        // their snapshots come last, and they end while the snapshots are on their way.
+        let (b, _) = try await backend(c, "gpu-s", incarnation: 2)
+        await b.send(capabilities(2, 1, "ready", features: ["video"]).replacingOccurrences(of: #""slots":1"#, with: #""slots":20"#))
+        _ = try await b.next(type: "capabilities_ack")
+        let videos = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 20}]}"#)
+        let videoIDs = try #require(videos.json["jobs"] as? [Int])
+        var leases: [Int: Int] = [:]
+        while leases.count < 20 {
+            let assign = try await b.next(type: "assign")
+            leases[try #require(assign["job"] as? Int)] = try #require(assign["lease"] as? Int)
+        }
+
+        let watcher = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await watcher.send(clientHello())
+        _ = try await watcher.next(type: "welcome")
+        await watcher.send(#"{"type":"subscribe","id":"all"}"#)
+        _ = try await watcher.next(type: "subscribed")
+        await b.sendAll(videoIDs.map { #"{"type":"completed","job":\#($0),"lease":\#(leases[$0]!),"result":{}}"# })
+
+        // Every job's snapshot arrives, and every video's end: its `completed`, or a snapshot
+        // that says completed.
+        func isEnd(_ m: [String: Any]) -> Bool {
+            m["event"] as? String == "completed" || (m["event"] as? String == "snapshot" && m["state"] as? String == "completed")
+        }
+        var seen: [[String: Any]] = []
+        while true {
+            seen = watcher.all { $0["type"] as? String == "job" }
+            let snapshots = Set(seen.filter { $0["event"] as? String == "snapshot" }.compactMap { $0["job"] as? Int })
+            let ended = Set(seen.filter(isEnd).compactMap { $0["job"] as? Int })
+            if snapshots.count == 4020 && Set(videoIDs).isSubset(of: ended) { break }
+            _ = try await watcher.next(type: "job")
+        }
+        #expect(try await HTTP.get("\(base)/healthz").status == 200)
+        var firstEvent: [Int: String] = [:]
+        var snapshots: [Int: Int] = [:]
+        var ends: [Int: Int] = [:]
+        for m in seen {
+            let job = m["job"] as? Int ?? 0
+            if firstEvent[job] == nil { firstEvent[job] = m["event"] as? String }
+            if m["event"] as? String == "snapshot" { snapshots[job, default: 0] += 1 }
+            if isEnd(m) { ends[job, default: 0] += 1 }
+        }
+        #expect(firstEvent.count == 4020 && firstEvent.values.allSatisfy { $0 == "snapshot" }, "a job's snapshot comes first")
+        #expect(snapshots.values.allSatisfy { $0 == 1 }, "one snapshot per job")
+        #expect(videoIDs.allSatisfy { ends[$0] == 1 }, "each video ends once on the link: \(videoIDs.map { ends[$0] ?? 0 })")
+        let early = seen.filter { m in m["event"] as? String == "snapshot" && m["state"] as? String == "completed" && videoIDs.contains(m["job"] as? Int ?? 0) }
+        print("snapshot stream: \(early.count) of 20 videos got a snapshot in place of their completed")
+
+        for peer in [watcher, b] { await peer.close() }
+        await c.stop()
+    }
+
     @Test func anUpgradeOfferingNoKnownSubprotocolGetsHTTP400() async throws {
         let c = try await TestCoordinator.start(backends: "[]")
         for offer in ["muster.worker.v7", nil] {

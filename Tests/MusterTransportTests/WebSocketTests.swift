@@ -270,6 +270,46 @@ struct WebSocketTests {
         await t.shutdown()
     }
 
+    @Test func drainedIsCalledOnceWhenTheQueueIsDownToTheMark() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        // The bytes still queued at each `drained` call.
+        let drained = Recorder<Int>()
+        var base = server.handler()
+        base.drained = { t, id in drained.append(t.queuedBytes(for: id) ?? -1) }
+        var s = ServerConfiguration()
+        s.subprotocols = [("muster.client.v1", base)]
+        let config = s
+        let port = try await t.listen(config).port
+        let client = Recorder<WSEvent>()
+        _ = try await t.dial(
+            DialConfiguration(url: "ws://127.0.0.1:\(port)/", subprotocol: "muster.client.v1"), handler: client.handler())
+        #expect(await client.waitOpened())
+        #expect(await server.waitOpened())
+        let id = try #require(server.openedIDs().first)
+        let chunk = String(repeating: "d", count: 4096)
+        // 300 messages queued in one turn of the loop, then the mark: called once, with nothing queued.
+        func queueThenMark(_ t: isolated Transport) -> [SendResult] {
+            let r = (0..<300).map { _ in t.send(text: chunk, to: id) }
+            t.notifyWhenDrained(id, atOrBelow: 0)
+            return r
+        }
+        let results = await queueThenMark(t)
+        #expect(results.allSatisfy { $0 == .queued })
+        #expect(await drained.wait { $0.count == 1 })
+        #expect(drained.events == [0])
+        #expect(await client.wait { $0.filter { if case .text = $0 { true } else { false } }.count == 300 })
+        // Asked again with the queue empty: called at the next writable callback, once.
+        await t.notifyWhenDrained(id, atOrBelow: 0)
+        #expect(await drained.wait { $0.count == 2 })
+        // Unknown connections are ignored.
+        await t.notifyWhenDrained(ConnectionID(rawValue: 999_999), atOrBelow: 0)
+        await t.send(text: "last", to: id)
+        #expect(await client.waitText("last"))
+        #expect(drained.events == [0, 0])
+        await t.shutdown()
+    }
+
     @Test func stalledHandshakeIsDropped() async throws {
         let t = try makeTransport { $0.handshakeTimeout = .seconds(1) }
         var s = ServerConfiguration()
