@@ -48,6 +48,7 @@ extension Coordinator {
             let wasUp = b.link == .up
             backends.put(b)
             if wasUp { refresh(r.id, reindex: true) } else { linkRestored(r.id) }
+            claim(r.holding, on: r.id)
             return
         }
         let restarted = b.incarnation != nil
@@ -75,6 +76,35 @@ extension Coordinator {
         scheduleSync(r.id)
         refresh(r.id, reindex: true)
         requestPinned(r.id)
+        // Known from the store without an incarnation (it held no stored binding): it may still
+        // run a job whose binding the store never got.
+        if !restarted { claim(r.holding, on: r.id) }
+    }
+
+    /// After a restart, binds to `backend` the queued jobs it says it holds from before: those
+    /// whose binding was sent but never stored (Protocol/README.md 6.5), so the work it has done
+    /// is kept. A claim counts only for a lease issued before the restore (`claimBelow`; ones
+    /// issued since are known and larger) and the attempt right after the job's last stored one
+    /// (an older attempt was requeued or revoked, and the store knew it); the job must be queued
+    /// or held by the gate, so it never takes a job bound elsewhere or ended. Each claimed job is
+    /// `bound` (after `released`, `claimed`, when the gate held it) without an `assign`.
+    mutating func claim(_ held: [Wire.HeldJob], on backend: BackendID) {
+        guard claimBelow > 0, !held.isEmpty, backends.get(backend)?.link == .up else { return }
+        for h in held.sorted(by: { $0.job < $1.job }) where h.lease.rawValue < claimBelow {
+            guard let j = jobs.get(h.job), j.state == .queued || j.state == .gated, j.attempt + 1 == h.attempt else {
+                continue
+            }
+            let wasHeld = j.state == .gated
+            dequeued(h.job, popped: false)
+            if wasHeld {
+                jobs.setState(h.job, .queued)
+                jobs[h.job].waitReason = nil
+                emit(jobs[h.job], .released(.claimed), backend: backend)
+            }
+            bind(h.job, to: backend, fromQueue: false, claimed: h.lease)
+            counters.claimed += 1
+            out.append(.observe(.claimed(h.job, backend)))
+        }
     }
 
     mutating func announce(_ id: BackendID, _ snapshot: CapabilitySnapshot) {

@@ -134,8 +134,9 @@ extension Coordinator {
     }
 
     /// Binds a job to a backend under a fresh lease and sends it there; or, with `backup`, makes
-    /// a backup run that completed first the binding (under its lease, already there).
-    mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool, backup: BackupRun? = nil) {
+    /// a backup run that completed first the binding (under its lease, already there); or, with
+    /// `claimed`, binds it under the lease its backend already runs it with (`claim`).
+    mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool, backup: BackupRun? = nil, claimed: Lease? = nil) {
         routingEpoch &+= 1
         if !backupOn.isEmpty, backupOn[backend] != nil,
             backends[backend].jobs.count + 2 > backends[backend].slots
@@ -155,6 +156,8 @@ extension Coordinator {
         let lease: Lease
         if let backup {
             lease = backup.lease
+        } else if let claimed {
+            lease = claimed
         } else {
             lease = Lease(nextLease)
             nextLease += 1
@@ -179,7 +182,9 @@ extension Coordinator {
         let bi = backends.index(backend)!
         let readyAt = modelReady(bi, c) ?? 0
         var placement: Placement?
-        if policy.routing == .expectedCompletion, backup == nil {
+        // A binding already there (a backup that won, a claim) was not a placement decision.
+        let placed = backup == nil && claimed == nil
+        if policy.routing == .expectedCompletion, placed {
             // `e` read before the call: reading the job table among the arguments made the
             // compiler copy the whole coordinator (every buffer retained) for each binding.
             let ect = expectedCompletion(bi, c, e) - now.seconds
@@ -197,7 +202,7 @@ extension Coordinator {
         if readyAt > now.seconds { loadingModels.insert(backend) }
         adjustModelInFlight(backend, 1)
         if fromQueue { wakeDecliners(c) }
-        if backup == nil, let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
+        if placed, let m = classes[c].model, !backends[backend].loadedIDs.contains(classes[c].modelID) {
             // Tell the backend to start loading now; the affinity rule decided it pays off.
             requestLoad(backend, m, force: false, .job)
         }
@@ -208,12 +213,12 @@ extension Coordinator {
                     .jobBound(
                         job: id, backend: backend, lease: lease, attempt: attempt, at: boundAt)))
         }
-        if backup == nil {
+        if placed {
             out.append(
                 .assign(job: id, batch: jobs[id].batch, spec: jobs[id].spec, backend: backend, lease: lease, attempt: attempt))
         }
         emit(jobs[id], .bound, placement: placement)
-        if backup == nil { out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt))) }
+        if placed { out.append(.observe(.bindLatency(id, now - jobs[id].enqueuedAt))) }
         refreshLoad(backend)
     }
 

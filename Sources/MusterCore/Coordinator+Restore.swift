@@ -25,6 +25,7 @@ extension Coordinator {
         var maxLease = snapshot.epoch << 32
         for j in snapshot.jobs { if let l = j.lease { maxLease = max(maxLease, l.rawValue) } }
         nextLease = max(nextLease, maxLease + 1)
+        claimBelow = nextLease
         // Jobs and batches both come in ascending id order, and a batch's jobs are consecutive
         // ids: one walk over the jobs instead of a lookup table of a million entries.
         var cursor = 0

@@ -61,6 +61,9 @@ public struct Coordinator: Sendable {
     var nextJobID: UInt64 = 1
     var nextBatchID: UInt64 = 1
     var nextLease: UInt64 = 1
+    /// Leases below this were issued before the last restore: a backend may claim a queued job
+    /// it holds under one (`claim`). 0 until a restore: nothing to claim.
+    var claimBelow: UInt64 = 0
     var nextSeq: UInt64 = 1
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.

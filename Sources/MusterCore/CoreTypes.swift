@@ -39,10 +39,13 @@ public struct BackendRegistration: Hashable, Sendable {
     /// until it has loaded one (before that the fleet's measured loads of the model, else
     /// `CorePolicy.defaultModelLoadTime`, are used).
     public var modelLoadSeconds: Double?
+    /// The jobs the backend process says it holds (`hello.jobs`): after a restart, one whose
+    /// binding the store never got is bound to it again under its lease (`Coordinator.claim`).
+    public var holding: [Wire.HeldJob]
 
     public init(
         id: BackendID, name: String, incarnation: Incarnation, slots: Int = 1, priority: Int = 0, speed: Double? = nil,
-        modelLoadSeconds: Double? = nil
+        modelLoadSeconds: Double? = nil, holding: [Wire.HeldJob] = []
     ) {
         self.id = id
         self.name = name
@@ -51,6 +54,7 @@ public struct BackendRegistration: Hashable, Sendable {
         self.priority = priority
         self.speed = speed
         self.modelLoadSeconds = modelLoadSeconds
+        self.holding = holding
     }
 }
 
@@ -281,6 +285,8 @@ public enum Observation: Hashable, Sendable {
     /// `staleLease`).
     case staleReport(JobID, BackendID, Lease)
     case stolen(JobID, from: BackendID, to: BackendID)
+    /// After a restart, a backend claimed a queued job it still runs (`hello.jobs`).
+    case claimed(JobID, BackendID)
     /// A backup run of a job on a backend started, won (it completed first and became the job's
     /// binding) or stopped (revoked, failed or its backend lost).
     case backup(JobID, BackendID, BackupOutcome)
@@ -562,4 +568,6 @@ public struct CoreCounters: Hashable, Sendable {
     /// Backup runs started, and those that completed before the job's own binding.
     public var backupsStarted = 0
     public var backupsWon = 0
+    /// Jobs a backend claimed back at `hello` after a restart (`Coordinator.claim`).
+    public var claimed = 0
 }

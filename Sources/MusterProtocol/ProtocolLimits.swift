@@ -58,6 +58,8 @@ public struct ProtocolLimits: Hashable, Sendable {
     public static let maxCount = 1000
     /// Most slots a backend may announce.
     public static let maxSlots = 1024
+    /// Most entries in a backend `hello`'s `jobs` (the jobs it holds from earlier links).
+    public static let maxHeldJobs = 10_000
     /// Largest `speed` a capability snapshot may announce (relative to 1.0).
     public static let maxSpeed = 1000.0
     /// The largest `job_seconds` and `model_load_seconds` a backend may announce (a day).

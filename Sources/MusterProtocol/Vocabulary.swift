@@ -254,6 +254,9 @@ public struct ReleaseCause: RawRepresentable, Hashable, Sendable, CustomStringCo
     public static let idleBackend = ReleaseCause("idle_backend")
     /// The gate was turned off while the job was held.
     public static let gateDisabled = ReleaseCause("gate_disabled")
+    /// After a coordinator restart, the backend that still runs the job claimed it in its
+    /// `hello` (the event names that backend; `bound` follows).
+    public static let claimed = ReleaseCause("claimed")
 }
 
 /// A machine-readable error code, shared by protocol errors, job failures and HTTP errors.

@@ -170,7 +170,7 @@ extension Daemon {
         let actions = core.handle(
             .backendRegistered(BackendRegistration(
                 id: backend, name: name, incarnation: hello.incarnation, slots: hello.slots, priority: configured?.priority ?? 0,
-                speed: configured?.speed, modelLoadSeconds: configured?.expectedLoadSeconds)),
+                speed: configured?.speed, modelLoadSeconds: configured?.expectedLoadSeconds, holding: hello.jobs)),
             at: now)
         // The snapshot of this incarnation, if any: after a newer incarnation's hello the old one
         // no longer counts, so `known` is omitted until the first announcement.

@@ -396,6 +396,11 @@ extension Daemon {
             metrics.counter("muster_stale_reports_total").increment()
         case .stolen:
             metrics.counter("muster_jobs_stolen_total").increment()
+        case .claimed(let job, let b):
+            metrics.counter("muster_jobs_claimed_total").increment()
+            logger.info(
+                "a backend claimed a job it ran before the restart (its binding was never stored)",
+                metadata: ["job.id": "\(job)", "backend.id": "\(b)"])
         case .backup(_, _, let outcome):
             metrics.counter("muster_backup_runs_total", ["result": outcome.rawValue]).increment()
         case .requeued(_, let cause):

@@ -17,7 +17,8 @@ struct AgentCommand: AsyncParsableCommand {
             hello, announces `loading`, and after --announce-after (or on SIGUSR1, whichever comes \
             first) its features, models and slots as `ready`. Jobs are simulated (--job-seconds) or run by --exec: the assign message as JSON on \
             stdin, the result JSON read from stdout. A lost link is redialled with backoff; the agent \
-            keeps the same incarnation, so the coordinator resumes its jobs. SIGTERM (or SIGINT) drains: \
+            keeps the same incarnation and lists the jobs it holds in its hello, so the coordinator \
+            resumes its jobs, even after a crash that kept a binding from its store. SIGTERM (or SIGINT) drains: \
             the agent announces `draining`, finishes its jobs however long they take, says goodbye and \
             exits 0 (exits 1 if --drain-timeout passes first). A refused hello (bad \
             token, no common version, replaced) exits 1. With two coordinators on one database give \

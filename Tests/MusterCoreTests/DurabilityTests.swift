@@ -342,6 +342,102 @@ import Testing
             persisted(n.all).contains(.backendRegistered(id: BackendID(1), name: "b1", incarnation: Incarnation(4))))
     }
 
+    /// A crash between sending an `assign` and storing the binding: after the restart the job is
+    /// queued, and the backend that still runs it claims it in its `hello` (Protocol 6.5). The
+    /// claim holds for exactly that job, lease and attempt, and only for a queued job.
+    @Test func aBindingTheStoreNeverGotIsClaimedBackByTheBackendThatRunsIt() throws {
+        var d = Durable()
+        d.h.ready(1, features: ["video"], slots: 3, incarnation: 7)
+        let video = JobSpec(kind: "video", needs: ["video"])
+        let jobs = d.h.submit(video, count: 3)
+        let leases = jobs.map { d.h.lease($0) }
+        // The store got the batch and the backend, not the bindings.
+        for action in d.h.all {
+            guard case .persist(let change) = action else { continue }
+            if case .jobBound = change { continue }
+            d.image.apply(change)
+        }
+        var n = d.restarted(epoch: 2)
+        // Queued again, and held by the gate for backend 1, expected back.
+        #expect(jobs.allSatisfy { n.state($0) == .gated })
+        let claims = [
+            Wire.HeldJob(job: jobs[0], lease: leases[0], attempt: 1),
+            // The wrong attempt: not the one after the stored attempt 0.
+            Wire.HeldJob(job: jobs[1], lease: leases[1], attempt: 2),
+            // A lease this life would issue (at or above epoch 2 << 32): never one of its own.
+            Wire.HeldJob(job: jobs[2], lease: Lease(2 << 32 | 5), attempt: 1),
+        ]
+        let actions = n.send(
+            .backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(7), holding: claims)))
+        #expect(n.state(jobs[0]) == .bound && n.backend(jobs[0]) == BackendID(1) && n.lease(jobs[0]) == leases[0])
+        #expect(n.core.job(jobs[0])?.attempt == 1)
+        #expect(n.events(jobs[0], in: actions) == [.released(.claimed), .bound])
+        #expect(persisted(actions).contains(.jobBound(job: jobs[0], backend: BackendID(1), lease: leases[0], attempt: 1, at: n.clock)))
+        #expect(!actions.contains { if case .assign(jobs[0], _, _, _, _, _) = $0 { true } else { false } }, "it runs there already")
+        #expect(n.core.bindings(of: BackendID(1)).map(\.job) == [jobs[0]])
+        #expect(n.core.counters.claimed == 1)
+        #expect(n.state(jobs[1]) == .gated && n.state(jobs[2]) == .gated)
+        // Its report under the claimed lease counts; the others run again under new leases.
+        n.send(.jobCompleted(jobs[0], backend: BackendID(1), lease: leases[0], result: .null))
+        #expect(n.state(jobs[0]) == .completed)
+        n.announce(1, .ready, features: ["video"], slots: 3, incarnation: 7, revision: 2)
+        #expect(n.state(jobs[1]) == .bound && n.lease(jobs[1]).rawValue > 2 << 32)
+        // A claim once the job is bound elsewhere (or again) is ignored.
+        n.send(
+            .backendRegistered(
+                BackendRegistration(
+                    id: BackendID(1), name: "b1", incarnation: Incarnation(7),
+                    holding: [Wire.HeldJob(job: jobs[1], lease: leases[1], attempt: 1)])))
+        #expect(n.lease(jobs[1]).rawValue > 2 << 32 && n.core.counters.claimed == 1)
+    }
+
+    /// The same with a backend the store has a binding for (restored suspect under its
+    /// incarnation): its stored job comes back as it was, the unstored one is claimed.
+    @Test func aBackendWithStoredBindingsClaimsTheOneTheStoreNeverGot() throws {
+        var d = Durable()
+        d.h.ready(1, slots: 2, incarnation: 7)
+        let stored = d.h.submit(image)[0]
+        d.commit()
+        let unstored = d.h.submit(image)[0]
+        let leases = (d.h.lease(stored), d.h.lease(unstored))
+        #expect(d.h.backend(unstored) == BackendID(1))
+        // Its batch reached the store, its binding did not.
+        for action in d.h.all[d.applied...] {
+            guard case .persist(let change) = action else { continue }
+            if case .jobBound = change { continue }
+            d.image.apply(change)
+        }
+        var n = d.restarted(epoch: 2)
+        // The gate holds the unstored one while its backend has not announced.
+        #expect(n.state(stored) == .bound && n.state(unstored) == .gated)
+        #expect(n.core.backend(BackendID(1))?.link == .suspect)
+        n.send(
+            .backendRegistered(
+                BackendRegistration(
+                    id: BackendID(1), name: "b1", incarnation: Incarnation(7), slots: 2,
+                    holding: [
+                        Wire.HeldJob(job: stored, lease: leases.0, attempt: 1),
+                        Wire.HeldJob(job: unstored, lease: leases.1, attempt: 1),
+                    ])))
+        #expect(n.core.bindings(of: BackendID(1)).map(\.lease) == [leases.0, leases.1])
+        #expect(n.events(unstored, in: n.last) == [.released(.claimed), .bound])
+        #expect(n.core.counters.claimed == 1)
+    }
+
+    @Test func withoutARestartNothingIsClaimed() {
+        var h = Harness()
+        h.ready(2)
+        // One runs, one waits in the overqueue slot, the third in the queue.
+        let job = h.submit(image, count: 3)[2]
+        #expect(h.state(job) == .queued)
+        h.send(
+            .backendRegistered(
+                BackendRegistration(
+                    id: BackendID(1), name: "b1", incarnation: Incarnation(1),
+                    holding: [Wire.HeldJob(job: job, lease: Lease(1), attempt: 1)])))
+        #expect(h.state(job) == .queued && h.core.counters.claimed == 0)
+    }
+
     @Test func aBackendThatRestartedLosesItsLeasesAtOnce() {
         var d = Durable()
         d.h.ready(1, incarnation: 7)
@@ -460,9 +556,24 @@ import Testing
         let durableEnds = Set(d.image.jobs.values.filter { $0.state.isFinal }.map(\.id))
         for job in durableEnds { ended[job, default: 0] += 1 }
         let stored = Set(d.image.jobs.keys)
+        // What backend 1 runs when the coordinator dies: it lists them in its next hello.
+        let held = d.h.core.bindings(of: BackendID(1)).map { b in
+            Wire.HeldJob(job: b.job, lease: b.lease, attempt: d.h.core.job(b.job)!.attempt)
+        }
         // Restart; backend 1 kept running (same incarnation), backend 2 restarted.
         var n = d.restarted(epoch: 2)
-        n.ready(1, incarnation: 1, revision: 2)
+        n.send(
+            .backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1), holding: held)))
+        // It keeps each job the store has bound to it under that lease, and claims each one the
+        // store has queued with the attempt before: nothing else.
+        for h in held {
+            guard let s = d.image.jobs[h.job], !s.state.isFinal else { continue }
+            let storedThere = (s.state == .bound || s.state == .running) && s.backend == BackendID(1) && s.lease == h.lease
+            let claimable = s.state == .queued && s.attempt + 1 == h.attempt
+            let kept = n.core.job(h.job).map { $0.backend == BackendID(1) && $0.lease == h.lease } ?? false
+            #expect(kept == (storedThere || claimable), "job \(h.job): stored \(s.state) attempt \(s.attempt), held \(h)")
+        }
+        n.announce(1, .ready, incarnation: 1, revision: 2)
         n.ready(2, incarnation: 2)
         for _ in 0..<200 {
             var progressed = false

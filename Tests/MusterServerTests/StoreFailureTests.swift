@@ -100,6 +100,46 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// A binding sent to an agent that the store never took (the disk was full), then a crash:
+    /// after the restart the job is queued again, and the agent, still running it, claims it back
+    /// in its `hello` (Protocol 6.5). It keeps running there and ends once, on its first attempt.
+    @Test func aBindingTheDiskNeverTookIsClaimedBackByItsAgentAfterACrash() async throws {
+        let fs = try Tmpfs(size: "4m")
+        defer { fs.unmount() }
+        let settings = ["--set", "store.url=sqlite://\(fs.path)/muster.sqlite", "--set", "backends=[]"]
+        // A port outside the ephemeral range: the restart binds it again (TestDatabase.freePort).
+        var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
+        let base = "http://127.0.0.1:\(port)"
+        // Linked and loading: the gate holds the video for it until it announces (SIGUSR1).
+        let keeper = try await e2e.agent(port: port, name: "keeper", features: "video", announceAfter: "3600s", jobSeconds: "3s")
+        let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"]}]}"#)
+        #expect(submitted.status == 201, "the batch is on disk: \(submitted.text)")
+        let job = try #require((submitted.json["jobs"] as? [Int])?.first)
+        try fs.fill()
+        keeper.send(signal: SIGUSR1)
+        try await serve.waitForLog("job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged")
+        try await HTTP.waitFor("\(base)/v1/jobs/\(job)", "job \(job) running on keeper") { $0.json["state"] as? String == "running" }
+        #expect(try await serve.stop(signal: SIGKILL) != 0)
+        try fs.unfill()
+
+        (serve, _) = try await e2e.coordinator(settings, port: port)
+        try await keeper.waitUntil("re-registration") { p in
+            p.logEvents.filter { $0["msg"] as? String == "registered" }.count >= 2
+        }
+        let registered = keeper.logEvents.filter { $0["msg"] as? String == "registered" }
+        #expect(registered.last?["bindings"] as? String == "1", "welcome lists the claimed job: \(registered)")
+        let done = try await HTTP.waitFor("\(base)/v1/jobs/\(job)", "job \(job) final") {
+            ["completed", "failed", "canceled"].contains($0.json["state"] as? String ?? "")
+        }
+        #expect(done.json["state"] as? String == "completed" && done.json["attempt"] as? Int == 1, "\(done.text)")
+        #expect((done.json["history"] as? [[String: Any]])?.count == 1, "\(done.text)")
+        let metrics = try await HTTP.get("\(base)/metrics").text
+        #expect(metrics.contains("muster_jobs_claimed_total 1"), "the claim is counted")
+        try await serve.waitForLog("a backend claimed a job it ran before the restart (its binding was never stored)")
+        #expect(try await keeper.stop() == 0)
+        #expect(try await serve.stop() == 0)
+    }
+
     /// A store that cannot be opened at startup (its file system is read-only): the coordinator
     /// serves probes, refuses work and backends, retries, and takes over once it opens.
     @Test func aStoreThatCannotOpenIsRetriedAndNothingIsAcceptedMeanwhile() async throws {

@@ -164,9 +164,14 @@ public struct WorkerEngine: Sendable {
 
     // MARK: - Link
 
-    /// The `hello` to send when a link opens.
+    /// The `hello` to send when a link opens, listing the jobs held from earlier links (so a
+    /// coordinator that restarted before it stored one of these bindings takes it back).
     public func hello(token: String, software: String) -> BackendToCoordinator {
-        .hello(.init(name: spec.name, token: token, incarnation: incarnation, slots: spec.slots, software: software))
+        let held = jobs.values.map { Wire.HeldJob(job: $0.assign.job, lease: $0.assign.lease, attempt: $0.assign.attempt) }
+        return .hello(
+            .init(
+                name: spec.name, token: token, incarnation: incarnation, slots: spec.slots, software: software,
+                jobs: held.sorted { $0.job < $1.job }))
     }
 
     /// The current full snapshot.

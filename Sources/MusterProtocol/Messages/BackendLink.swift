@@ -91,10 +91,13 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
         public var slots: Int
         /// Free text, e.g. `muster-agent/0.1.0`.
         public var software: String?
+        /// The jobs this process holds from links before this one (Protocol/README.md 6.2): a
+        /// coordinator that restarted before it wrote one of these bindings takes it back.
+        public var jobs: [Wire.HeldJob]
 
         public init(
             id: String? = nil, name: String, token: String, versions: [Int] = Subprotocol.supportedVersions,
-            incarnation: Incarnation, slots: Int, software: String? = nil
+            incarnation: Incarnation, slots: Int, software: String? = nil, jobs: [Wire.HeldJob] = []
         ) {
             self.id = id
             self.name = name
@@ -103,6 +106,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             self.incarnation = incarnation
             self.slots = slots
             self.software = software
+            self.jobs = jobs
         }
 
         static var blank: Self { Self(name: "", token: "", versions: [], incarnation: Incarnation(0), slots: 0) }
@@ -117,6 +121,7 @@ public enum BackendToCoordinator: Hashable, Sendable, ProtocolDecodable, Protoco
             try c.required("incarnation", &incarnation)
             try c.int("slots", &slots, in: 0...Int64(ProtocolLimits.maxSlots))
             try c.string("software", &software, .key)
+            try c.list("jobs", &jobs, maxCount: ProtocolLimits.maxHeldJobs, optional: true)
         }
     }
 

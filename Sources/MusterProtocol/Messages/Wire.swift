@@ -240,6 +240,29 @@ extension Wire {
             try c.required("lease", &lease)
         }
     }
+
+    /// A job a backend holds as it says `hello` (`hello.jobs`): assigned to it under `lease` as
+    /// attempt `attempt`, running, waiting for a slot, or ended with its final message not yet
+    /// delivered.
+    public struct HeldJob: Hashable, Sendable, WireMembers {
+        public var job: JobID
+        public var lease: Lease
+        public var attempt: Int
+        public init(job: JobID, lease: Lease, attempt: Int) {
+            self.job = job
+            self.lease = lease
+            self.attempt = attempt
+        }
+
+        static var blank: Self { Self(job: JobID(0), lease: Lease(0), attempt: 1) }
+
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("job", &job)
+            try c.required("lease", &lease)
+            try c.int("attempt", &attempt, in: 1...1000)
+        }
+    }
 }
 
 /// `capabilities` payload: the snapshot's members after `type`.
