@@ -261,7 +261,7 @@ extension Coordinator {
         backends[id].suspectUntil = nil
         backends[id].nextSync = nil
         requeueAll(on: id, .linkLost)
-        if policy.persistChanges { out.append(.persist(.backendDown(id: id))) }
+        if policy.persistChanges { out.append(.persist(.backendDown(id: id, at: now))) }
         scheduleForget(id)
         refresh(id, reindex: true)
     }
@@ -310,7 +310,13 @@ extension Coordinator {
             Backend(
                 id: stored.id, name: stored.name, priority: 0, link: .down, incarnation: stored.incarnation,
                 helloSlots: 1, registeredAt: now))
-        scheduleForget(stored.id)
+        if let fell = stored.downAt, fell <= now {
+            // Forgotten a window after its fall, not after this restart.
+            backends[stored.id].downSince = fell
+            armForget(stored.id, at: fell + policy.forgetDownAfter)
+        } else {
+            scheduleForget(stored.id)
+        }
         refresh(stored.id, reindex: true)
     }
 

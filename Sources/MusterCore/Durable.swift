@@ -33,8 +33,10 @@ public enum StoreChange: Hashable, Sendable {
     /// The backend's link went down: it said `goodbye`, or its link stayed lost for longer than
     /// the suspect grace (its bound jobs were requeued just before). After a restart it is listed
     /// `down` and the warm-up gate does not wait for it, as before the restart; its next
-    /// `backendRegistered` (or a reconnect under the stored incarnation) brings it back up.
-    case backendDown(id: BackendID)
+    /// `backendRegistered` (or a reconnect under the stored incarnation) brings it back up. `at`:
+    /// when it fell, so the window after which it is forgotten (`CorePolicy.forgetDownAfter`)
+    /// keeps counting from the fall across restarts.
+    case backendDown(id: BackendID, at: CoreInstant)
     /// The backend stayed down for `CorePolicy.forgetDownAfter`: the store deletes it, and a
     /// restart neither lists it nor waits for it.
     case backendForgotten(id: BackendID)
@@ -139,12 +141,16 @@ public struct StoredBackend: Hashable, Sendable {
     public var name: String
     public var incarnation: Incarnation
     public var down: Bool
+    /// When its link went down, when the store knows it (a store written before it kept the time
+    /// has none: the window then counts from the restart).
+    public var downAt: CoreInstant?
 
-    public init(id: BackendID, name: String, incarnation: Incarnation, down: Bool = false) {
+    public init(id: BackendID, name: String, incarnation: Incarnation, down: Bool = false, downAt: CoreInstant? = nil) {
         self.id = id
         self.name = name
         self.incarnation = incarnation
         self.down = down
+        self.downAt = down ? downAt : nil
     }
 }
 
@@ -212,8 +218,9 @@ public struct StoreImage: Hashable, Sendable {
         case .backendRegistered(let id, let name, let incarnation):
             for (other, b) in backends where b.name == name && other != id { backends[other] = nil }
             backends[id] = StoredBackend(id: id, name: name, incarnation: incarnation)
-        case .backendDown(let id):
+        case .backendDown(let id, let at):
             backends[id]?.down = true
+            backends[id]?.downAt = at
         case .backendForgotten(let id):
             backends[id] = nil
         }

@@ -16,6 +16,16 @@ enum StoreRows {
         }
     }
 
+    /// A backend's `down` column: 0 up; else down, holding when it fell (nanoseconds since the
+    /// epoch, `StoreChange.backendDown`), or 1 when it fell at a time not kept (rows written
+    /// before the time was).
+    static func downCode(_ at: CoreInstant) -> Int64 { max(2, Int64(clamping: at.nanoseconds)) }
+
+    /// The backend a `down` column describes: (down, when it fell if known).
+    static func down(_ code: Int64) -> (Bool, CoreInstant?) {
+        (code != 0, code > 1 ? CoreInstant(nanoseconds: UInt64(code)) : nil)
+    }
+
     static func state(_ code: Int64) -> JobState? {
         switch code {
         case 0: .queued

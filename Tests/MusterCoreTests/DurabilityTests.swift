@@ -279,14 +279,14 @@ import Testing
         d.h.advance(to: d.h.clock.seconds + 11)
         let changes = persisted(d.h.last)
         let requeued = changes.firstIndex { if case .jobRequeued(job, _, _, _) = $0 { true } else { false } }
-        let down = changes.firstIndex(of: .backendDown(id: BackendID(holder)))
+        let down = changes.firstIndex(of: .backendDown(id: BackendID(holder), at: d.h.clock))
         #expect(requeued != nil && down != nil && requeued! < down!)
         // Bound again elsewhere at once; it completes there.
         let second = d.h.backend(job)
         d.h.send(.jobCompleted(job, backend: second, lease: d.h.lease(job), result: .null))
         // Another says goodbye: down at once.
         d.h.send(.backendLeft(BackendID(others[0])))
-        #expect(persisted(d.h.last).last == .backendDown(id: BackendID(others[0])))
+        #expect(persisted(d.h.last).last == .backendDown(id: BackendID(others[0]), at: d.h.clock))
         d.commit()
         #expect(d.image.snapshot(epoch: 1).backends.map(\.down) == [1, 2, 3].map { $0 != others[1] })
 

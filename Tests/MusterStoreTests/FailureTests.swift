@@ -252,7 +252,7 @@ import Testing
             endedAt: .seconds(3), outcome: .requeued, error: JobFailure(code: .backendLost, message: "link \"lost\""))
         _ = store.append(.jobRequeued(job: JobID(1), attempt: 1, lostAttempts: 1, history: [lost]))
         _ = store.append(.jobBound(job: JobID(1), backend: BackendID(-1), lease: Lease(8), attempt: 2, at: .seconds(4)))
-        _ = store.append(.backendDown(id: BackendID(1)))
+        _ = store.append(.backendDown(id: BackendID(1), at: .seconds(5)))
         store.close()
         let again = SQLiteJobStore(path: path)
         let reopened = try again.open()

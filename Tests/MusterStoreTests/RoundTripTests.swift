@@ -107,12 +107,12 @@ import Testing
         .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(2)),
         // Backend 3 went down and stays down; local-image went down and registered again (up).
         .backendRegistered(id: BackendID(3), name: "gone-box", incarnation: Incarnation(5)),
-        .backendDown(id: BackendID(3)),
-        .backendDown(id: BackendID(-1)),
+        .backendDown(id: BackendID(3), at: .seconds(1_700_000_100)),
+        .backendDown(id: BackendID(-1), at: .seconds(1_700_000_200)),
         .backendRegistered(id: BackendID(-1), name: "local-image", incarnation: Incarnation(3)),
         // Backend 4 stayed down long enough to be forgotten: its row goes.
         .backendRegistered(id: BackendID(4), name: "forgotten-box", incarnation: Incarnation(6)),
-        .backendDown(id: BackendID(4)),
+        .backendDown(id: BackendID(4), at: .seconds(1_700_000_300)),
         .backendForgotten(id: BackendID(4)),
     ]
 
@@ -332,7 +332,8 @@ struct RandomChanges {
             return .evicted(jobs: jobs, batches: empty.map(\.id))
         case 90..<93:
             // Also ids that are not stored: the change is then a no-op, as in every store.
-            return .backendDown(id: BackendID(Int64.random(in: -3...5, using: &rng)))
+            return .backendDown(
+                id: BackendID(Int64.random(in: -3...5, using: &rng)), at: .seconds(Double(Int.random(in: 1...2_000_000_000, using: &rng))))
         case 93..<94:
             return .backendForgotten(id: BackendID(Int64.random(in: -3...5, using: &rng)))
         default:

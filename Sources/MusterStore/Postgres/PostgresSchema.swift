@@ -8,7 +8,7 @@
 /// store reads to fence commits. Integers that are `UInt64` in Swift are stored as their bit
 /// pattern in `bigint`; texts that may hold any byte (keys, owners, results, messages) as `bytea`.
 enum PostgresSchema {
-    static let version: Int64 = 3
+    static let version: Int64 = 4
     /// The key of the advisory lock migrations hold ("MSTR").
     static let migrationLock: Int64 = 0x4D53_5452
 
@@ -78,6 +78,11 @@ enum PostgresSchema {
         """
         ALTER TABLE muster_backends ADD COLUMN down smallint NOT NULL DEFAULT 0;
         ALTER TABLE muster_jobs ADD COLUMN error_details bytea;
+        """,
+        // Version 4: `down` holds when the link went down (`StoreRows.downCode`: nanoseconds since
+        // the epoch; 1 in rows before, a fall at a time not kept).
+        """
+        ALTER TABLE muster_backends ALTER COLUMN down TYPE bigint;
         """,
     ]
 
@@ -172,7 +177,7 @@ enum PostgresSchema {
             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, incarnation = EXCLUDED.incarnation, down = 0
             """, [int8, bytea, int8]
         ),
-        ("backend_down", "UPDATE muster_backends SET down = 1 WHERE id = $1", [int8]),
+        ("backend_down", "UPDATE muster_backends SET down = $2 WHERE id = $1", [int8, int8]),
         ("forget_backend", "DELETE FROM muster_backends WHERE id = $1", [int8]),
         (
             "sizes",

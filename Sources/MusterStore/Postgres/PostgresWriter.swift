@@ -84,10 +84,11 @@ final class PostgresWriter: CommitSink {
             snapshot.jobs = try readJobs(connection)
             if let backends = try connection.query(PostgresSchema.selectBackends, until: deadline()) {
                 for row in 0..<backends.rows {
+                    let (down, downAt) = StoreRows.down(backends.int64(row, 3))
                     snapshot.backends.append(
                         StoredBackend(
                             id: BackendID(backends.int64(row, 0)), name: backends.string(row, 1) ?? "",
-                            incarnation: Incarnation(backends.uint64(row, 2)), down: backends.int64(row, 3) != 0))
+                            incarnation: Incarnation(backends.uint64(row, 2)), down: down, downAt: downAt))
                 }
             }
             try connection.run("COMMIT", until: deadline())
@@ -266,8 +267,8 @@ final class PostgresWriter: CommitSink {
                     statement: "upsert_backend", params: [.int64(id.rawValue), nameValue, .int(incarnation.rawValue)]))
             return 0
 
-        case .backendDown(let id):
-            calls.append(.init(statement: "backend_down", params: [.int64(id.rawValue)]))
+        case .backendDown(let id, let at):
+            calls.append(.init(statement: "backend_down", params: [.int64(id.rawValue), .int64(StoreRows.downCode(at))]))
             return 0
 
         case .backendForgotten(let id):

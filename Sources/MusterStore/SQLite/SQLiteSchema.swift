@@ -80,7 +80,8 @@ enum SQLiteSchema {
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
     /// A registration stores the backend up (`down` back to its default, 0).
     static let upsertBackend = "INSERT OR REPLACE INTO backends (id, name, incarnation) VALUES (?1, ?2, ?3)"
-    static let backendDown = "UPDATE backends SET down = 1 WHERE id = ?1"
+    /// `down` holds when the link went down (`StoreRows.downCode`; 1 in rows written before).
+    static let backendDown = "UPDATE backends SET down = ?2 WHERE id = ?1"
     static let forgetBackend = "DELETE FROM backends WHERE id = ?1"
 
     // Reads, in id order (the rowid order: no sort).

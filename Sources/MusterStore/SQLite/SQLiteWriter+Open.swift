@@ -167,10 +167,11 @@ extension SQLiteWriter {
         }
         let backends = try Statement(connection, SQLiteSchema.selectBackends, persistent: false)
         while try backends.step() {
+            let (down, downAt) = StoreRows.down(backends.int64(3))
             snapshot.backends.append(
                 StoredBackend(
                     id: BackendID(backends.int64(0)), name: backends.string(1) ?? "",
-                    incarnation: Incarnation(backends.uint64(2)), down: backends.int64(3) != 0))
+                    incarnation: Incarnation(backends.uint64(2)), down: down, downAt: downAt))
         }
         return snapshot
     }

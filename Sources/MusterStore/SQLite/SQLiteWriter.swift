@@ -213,8 +213,9 @@ final class SQLiteDatabase {
             try upsertBackend.run()
             return 0
 
-        case .backendDown(let id):
+        case .backendDown(let id, let at):
             backendDown.bind(1, id.rawValue)
+            backendDown.bind(2, StoreRows.downCode(at))
             try backendDown.run()
             return 0
 

@@ -187,8 +187,11 @@ extension StoreSnapshot {
             backends.removeAll { $0.id == id || $0.name == name }
             backends.append(StoredBackend(id: id, name: name, incarnation: incarnation))
             backends.sort { $0.id < $1.id }
-        case .backendDown(let id):
-            if let i = backends.firstIndex(where: { $0.id == id }) { backends[i].down = true }
+        case .backendDown(let id, let at):
+            if let i = backends.firstIndex(where: { $0.id == id }) {
+                backends[i].down = true
+                backends[i].downAt = at
+            }
         case .backendForgotten(let id):
             backends.removeAll { $0.id == id }
         }
