@@ -49,6 +49,7 @@ extension Coordinator {
             backends.put(b)
             if wasUp { refresh(r.id, reindex: true) } else { linkRestored(r.id) }
             claim(r.holding, on: r.id)
+            reclaimArrived(r.id)
             return
         }
         let restarted = b.incarnation != nil
@@ -79,6 +80,22 @@ extension Coordinator {
         // Known from the store without an incarnation (it held no stored binding): it may still
         // run a job whose binding the store never got.
         if !restarted { claim(r.holding, on: r.id) }
+        reclaimArrived(r.id)
+    }
+
+    /// A backend the pause after a restore waits for registered again or went down: the pause
+    /// ends when it was the last one.
+    mutating func reclaimArrived(_ id: BackendID) {
+        guard !reclaimAwaited.isEmpty, reclaimAwaited.remove(id) != nil, reclaimAwaited.isEmpty else { return }
+        endReclaim()
+    }
+
+    /// Binding resumes: every free backend looks at the queue again.
+    mutating func endReclaim() {
+        reclaimUntil = .zero
+        reclaimAwaited = []
+        routingEpoch &+= 1
+        for id in free { dirty.insert(id) }
     }
 
     /// After a restart, binds to `backend` the queued jobs it says it holds from before: those
@@ -262,6 +279,7 @@ extension Coordinator {
         backends[id].nextSync = nil
         requeueAll(on: id, .linkLost)
         if policy.persistChanges { out.append(.persist(.backendDown(id: id, at: now))) }
+        reclaimArrived(id)
         scheduleForget(id)
         refresh(id, reindex: true)
     }

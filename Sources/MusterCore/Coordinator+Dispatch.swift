@@ -176,6 +176,8 @@ extension Coordinator {
     /// Binds queued jobs to backends with free slots: the least loaded backend first, each taking
     /// its best job (priority, owner round, queue order), one job at a time so load stays level.
     mutating func dispatch() {
+        // Just restored: backends that were up may still claim their jobs (`reclaimUntil`).
+        if reclaimUntil > now { return }
         // A backend announced `ready` a moment ago while jobs were held: nothing is bound until
         // the pause ends (the `settled` timer looks at every free backend again).
         if settleUntil > now && gateClosed { return }

@@ -125,6 +125,14 @@ extension Coordinator {
         // Queued again batch by batch, each in its queue order (rounds and sequence numbers above).
         // No `queued` event: the jobs are not new, and nobody listens yet.
         for id in requeue { enqueue(id, event: nil) }
+        // A queued job may be one whose binding was sent and never stored: its backend, if it was
+        // up, gets the chance to claim it before anything is bound (`claim`).
+        let awaited = backends.records.filter { !$0.id.isLocal && ($0.link == .expected || $0.link == .suspect) }.map(\.id)
+        if policy.reclaimWindow > .zero, !requeue.isEmpty, !awaited.isEmpty {
+            reclaimAwaited = Set(awaited)
+            reclaimUntil = now + policy.reclaimWindow
+            schedule(reclaimUntil, .reclaimed)
+        }
         ended.sort { ($0.endedAt, $0.job) < ($1.endedAt, $1.job) }
         for e in ended { finished.append(e) }
         if let first = finished.first { schedule(first.endedAt + policy.finishedJobRetention, .retention) }

@@ -13,6 +13,9 @@ extension Coordinator {
             case .routeWait(let c): routeWaitDue(c, t.at)
             case .cancelGrace(let job): cancelGraceDue(job)
             case .overrun(let job, let lease): overrunDue(job, lease)
+            case .reclaimed:
+                guard t.at == reclaimUntil else { break }  // ended early: every backend came back
+                endReclaim()
             case .settled:
                 guard t.at == settleUntil else { break }  // a later pause replaced it
                 // Every free backend looks again, whether or not something changed meanwhile.

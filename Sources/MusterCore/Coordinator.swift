@@ -79,6 +79,11 @@ public struct Coordinator: Sendable {
     var held: Set<JobID> = []
     /// No job is bound before this instant while the gate is closed (`CorePolicy.gateSettle`).
     var settleUntil = CoreInstant.zero
+    /// After a restore, nothing is bound before this instant unless every backend in
+    /// `reclaimAwaited` (remote, up when the coordinator stopped) registered again first
+    /// (`CorePolicy.reclaimWindow`).
+    var reclaimUntil = CoreInstant.zero
+    var reclaimAwaited: Set<BackendID> = []
     var heldFeatures: [String: Int] = [:]
     /// Held jobs per job class (`heldByNeed` reads them without walking the held jobs).
     var heldPerClass: [Int: Int] = [:]
@@ -452,6 +457,9 @@ struct Timer: Comparable {
         /// The pause after a backend announced `ready` while jobs were held ended
         /// (`CorePolicy.gateSettle`).
         case settled
+        /// The pause after a restore for backends to claim their jobs ended
+        /// (`CorePolicy.reclaimWindow`).
+        case reclaimed
     }
     var at: CoreInstant
     var seq: UInt64

@@ -12,6 +12,11 @@ public struct CorePolicy: Sendable, Hashable {
     public var overqueue: Int = 1
     /// How long a backend whose link dropped keeps its jobs before they are requeued.
     public var suspectGrace: Duration = .seconds(10)
+    /// After a restore that brought back queued jobs: at most this long, nothing is bound while
+    /// the remote backends that were up come back, so one still running a job whose binding the
+    /// store never got claims it (`Coordinator.claim`) before another backend takes the job. Ends
+    /// once every one of them has registered again or is down. `.zero`: no pause.
+    public var reclaimWindow: Duration = .seconds(5)
     /// A remote backend whose link has been down this long is forgotten: gone from the listing,
     /// the indexes and the store, its name free to map to a new id. Never one the configuration
     /// names (`backendExpected`) nor a local one. `.zero`: never.

@@ -176,6 +176,7 @@ public actor Daemon {
         p.keepQueuedWhenNoEligible = s.routing.noEligibleBackend == .queue
         p.suspectGrace = s.links.suspectGrace
         p.forgetDownAfter = s.links.forgetDown
+        p.reclaimWindow = s.links.reclaim
         p.syncInterval = s.links.syncInterval
         p.finishedJobLimit = s.jobs.retainFinished
         p.routing = s.routing.rule

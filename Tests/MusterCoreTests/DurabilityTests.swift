@@ -424,6 +424,58 @@ import Testing
         #expect(n.core.counters.claimed == 1)
     }
 
+    /// After a restart that brought back queued jobs, nothing is bound while backends that were
+    /// up may still claim theirs: until each registered again (or went down), at most the window.
+    @Test func afterARestartNothingIsBoundUntilTheBackendsThatWereUpCameBack() throws {
+        var d = Durable()
+        d.h.ready(1, incarnation: 7)
+        d.h.ready(2, incarnation: 3)
+        let jobs = d.h.submit(image, count: 2)
+        let holders = jobs.map { d.h.backend($0) }
+        let leases = jobs.map { d.h.lease($0) }
+        for action in d.h.all {
+            guard case .persist(let change) = action else { continue }
+            if case .jobBound = change { continue }
+            d.image.apply(change)
+        }
+        var n = d.restarted(epoch: 2) { $0.reclaimWindow = .seconds(5) }
+        let start = n.clock.seconds
+        func waiting(_ job: JobID) -> Bool { n.state(job) == .queued || n.state(job) == .gated }
+        #expect(jobs.allSatisfy(waiting))
+        // A new backend, idle: it takes nothing yet.
+        n.ready(9, slots: 2)
+        #expect(jobs.allSatisfy(waiting))
+        // The first holder comes back and claims its job; the other job still waits.
+        n.send(
+            .backendRegistered(
+                BackendRegistration(
+                    id: holders[0], name: "b\(holders[0])", incarnation: Incarnation(holders[0] == BackendID(1) ? 7 : 3),
+                    holding: [Wire.HeldJob(job: jobs[0], lease: leases[0], attempt: 1)])))
+        #expect(n.state(jobs[0]) == .bound && n.lease(jobs[0]) == leases[0])
+        #expect(waiting(jobs[1]))
+        n.advance(to: start + 4.9)
+        #expect(waiting(jobs[1]))
+        // The other never comes back: the window ends, and the job is bound elsewhere.
+        n.advance(to: start + 5)
+        #expect(n.state(jobs[1]) == .bound && n.backend(jobs[1]) != holders[1])
+    }
+
+    @Test func thePauseAfterARestartEndsOnceEveryBackendThatWasUpCameBack() throws {
+        var d = Durable()
+        d.h.ready(1, incarnation: 7)
+        let job = d.h.submit(image, count: 3)[2]  // one runs, one waits on the backend, this one queued
+        #expect(d.h.state(job) == .queued)
+        d.commit()
+        var n = d.restarted(epoch: 2) { $0.reclaimWindow = .seconds(5) }
+        n.ready(9)
+        #expect(n.core.job(job)?.backend == nil, "queued again, and nothing is bound yet")
+        // Backend 1 registers again with nothing to claim: the pause ends at once.
+        n.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(7))))
+        // (after the gate's short pause that follows backend 9's first `ready`, not after 5 s)
+        n.advance(to: n.clock.seconds + 0.2)
+        #expect(n.core.job(job)?.backend == BackendID(9), "bound right away, not after the window")
+    }
+
     @Test func withoutARestartNothingIsClaimed() {
         var h = Harness()
         h.ready(2)

@@ -140,6 +140,42 @@ import Testing
         #expect(f.job == JobID(3) && f.code == .unknownJob && f.retryable)
     }
 
+    /// An end sent on a live link that the coordinator did not keep (it restarted before storing
+    /// it): the next hello still lists the job, and a welcome that binds it again gets the same
+    /// final message, not `unknown_job` (which would run the job again). After that welcome the
+    /// engine forgets what it sent.
+    @Test func aSentEndGoesAgainWhenTheNextWelcomeStillBindsTheJob() {
+        var e = WorkerEngine(spec: WorkerSpec(name: "gpu", slots: 2, jobDurations: ["default": .seconds(5)]), incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        _ = e.receive(assign(1, lease: 10), at: .zero)
+        _ = e.receive(assign(2, lease: 11), at: .zero)
+        let ended = sent(e.tick(at: .seconds(5)))
+        #expect(ended.filter { if case .completed = $0 { true } else { false } }.count == 2, "\(ended)")
+        e.linkDown()
+        guard case .hello(let hello) = e.hello(token: "", software: "test") else {
+            Issue.record("no hello")
+            return
+        }
+        #expect(hello.jobs == [Wire.HeldJob(job: JobID(1), lease: Lease(10), attempt: 1), Wire.HeldJob(job: JobID(2), lease: Lease(11), attempt: 1)])
+        // The restarted coordinator still binds job 1 (its end was not stored); job 2's was.
+        let after = sent(e.receive(welcome(e, bindings: [.init(job: JobID(1), lease: Lease(10))], known: e.version), at: .seconds(6)))
+        #expect(after.count == 1, "\(after)")
+        guard case .completed(let c)? = after.first else {
+            Issue.record("expected the completion again, got \(after)")
+            return
+        }
+        #expect(c.job == JobID(1) && c.lease == Lease(10))
+        guard case .hello(let next) = e.hello(token: "", software: "test") else { return }
+        #expect(next.jobs.isEmpty, "forgotten after the welcome")
+        // A binding it neither holds nor kept an end of: unknown_job.
+        let other = sent(e.receive(welcome(e, bindings: [.init(job: JobID(2), lease: Lease(99))], known: e.version), at: .seconds(7)))
+        guard case .failed(let f)? = other.first else {
+            Issue.record("expected unknown_job, got \(other)")
+            return
+        }
+        #expect(f.code == .unknownJob)
+    }
+
     @Test func syncIsAnsweredOnlyWhenVersionsDiffer() {
         var e = WorkerEngine(spec: WorkerSpec(name: "gpu"), incarnation: inc, epochMs: 0, at: .zero)
         _ = e.receive(welcome(e), at: .zero)

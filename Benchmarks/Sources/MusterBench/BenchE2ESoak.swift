@@ -135,7 +135,12 @@ struct BenchSoak: AsyncParsableCommand {
     /// final event over all lives (a job that ended while no watcher was linked shows up final in
     /// the next life's snapshot).
     private func crashPhase(_ e2e: BenchE2E) async throws {
-        let settings = ["links.suspect_grace_seconds=30", "gate.window_seconds=5", "links.keepalive_seconds=2"]
+        // Commits every 100 ms (not 4): each crash then catches bindings sent and not yet stored,
+        // which the backends running them must claim back after the restart.
+        let settings = [
+            "links.suspect_grace_seconds=30", "gate.window_seconds=5", "links.keepalive_seconds=2",
+            "store.commit_interval_seconds=0.1",
+        ]
         var coordinator = try await e2e.startCoordinator(settings)
         let url = coordinator.url
         func agent(_ name: String) throws -> E2EChild {
@@ -163,13 +168,34 @@ struct BenchSoak: AsyncParsableCommand {
             }
         }
         var batches = 0
+        // Bindings the store had not written when a coordinator died, claimed back after the restart
+        // by the backend still running the job (`muster_jobs_claimed_total`, read before each kill).
+        var claimed = 0
+        // Requeues by cause, over all lives (`muster_jobs_requeued_total`).
+        var requeued: [String: Int] = [:]
+        func claimedSoFar() async -> Int {
+            let port = url.split(separator: ":").last.map(String.init) ?? ""
+            let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics", timeout: .seconds(10))
+            guard case .success(let r) = await transport.request(request), r.status == 200 else { return 0 }
+            let text = String(decoding: r.body, as: UTF8.self)
+            var found = 0
+            for line in text.split(separator: "\n") {
+                let value = Double(line.split(separator: " ").last ?? "").map { Int($0) } ?? 0
+                if line.hasPrefix("muster_jobs_claimed_total ") { found = value }
+                if line.hasPrefix("muster_jobs_requeued_total{cause=\""), let cause = line.split(separator: "\"").dropFirst().first {
+                    requeued[String(cause), default: 0] += value
+                }
+            }
+            return found
+        }
         for life in 0...crashes {
             let watcher = try await connect("crash-watcher-\(life)", watch: true)
             try await watcher.subscribe(batch: nil)
             guard life < crashes else {
                 let done = await ledger.waitAllFinal(within: .seconds(180))
+                claimed += await claimedSoFar()
                 await watcher.close()
-                try report(ledger, done: done)
+                try report(ledger, done: done, claimed: claimed, requeued: requeued)
                 break
             }
             let submitter = try await connect("crash-submitter-\(life)", watch: false)
@@ -181,6 +207,7 @@ struct BenchSoak: AsyncParsableCommand {
                 if let a = try? await submitter.submit(request) { ledger.accepted(a.jobs) }
                 try await Task.sleep(for: .milliseconds(50))
             }
+            if life > 0 { claimed += await claimedSoFar() }
             coordinator.child.signal(SIGKILL)
             _ = await coordinator.child.waitExit()
             await submitter.close()
@@ -196,11 +223,15 @@ struct BenchSoak: AsyncParsableCommand {
         await e2e.stop(coordinator)
     }
 
-    private func report(_ ledger: CrashLedger, done: Bool) throws {
+    private func report(_ ledger: CrashLedger, done: Bool, claimed: Int, requeued: [String: Int]) throws {
         let (accepted, live, snapshot, broken) = ledger.check()
         print(
             "soak: \(crashes) coordinator crash-restarts (SIGKILL) under load: \(accepted) jobs accepted, \(live) final "
                 + "events seen live, \(snapshot) ended while no watcher was linked (seen final in the next snapshot)")
+        print(
+            "soak: after the restarts, \(claimed) jobs claimed back by the backend still running them (their binding "
+                + "was not stored yet); requeued: "
+                + (requeued.isEmpty ? "none" : requeued.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
         try verdict(
             finished: done, broken: broken, across: " across crashes",
             holds: "every accepted job ended exactly once, never a second final event")

@@ -126,6 +126,13 @@ public struct WorkerEngine: Sendable {
     /// Assigned jobs, by job id: queued (not started), running, or finished with a final message
     /// not yet delivered.
     var jobs: [JobID: Job] = [:]
+    /// Final messages sent since the last `welcome`, the newest `keptFinals` of them: a
+    /// coordinator that restarts before it stored such an end lists the job in its next
+    /// `welcome` (or takes it back through `hello.jobs`), and the message goes again instead of
+    /// the job running again (Protocol/README.md 6.6).
+    var sentFinals: [JobID: (lease: Lease, attempt: Int, message: BackendToCoordinator)] = [:]
+    var sentOrder = Deque<JobID>()
+    static let keptFinals = 1024
     var queue = Deque<JobID>()
     var running = 0
     var readyAt: CoreInstant?
@@ -167,7 +174,8 @@ public struct WorkerEngine: Sendable {
     /// The `hello` to send when a link opens, listing the jobs held from earlier links (so a
     /// coordinator that restarted before it stored one of these bindings takes it back).
     public func hello(token: String, software: String) -> BackendToCoordinator {
-        let held = jobs.values.map { Wire.HeldJob(job: $0.assign.job, lease: $0.assign.lease, attempt: $0.assign.attempt) }
+        var held = jobs.values.map { Wire.HeldJob(job: $0.assign.job, lease: $0.assign.lease, attempt: $0.assign.attempt) }
+        for (id, f) in sentFinals where jobs[id] == nil { held.append(Wire.HeldJob(job: id, lease: f.lease, attempt: f.attempt)) }
         return .hello(
             .init(
                 name: spec.name, token: token, incarnation: incarnation, slots: spec.slots, software: software,
@@ -520,12 +528,19 @@ public struct WorkerEngine: Sendable {
         if welcomed {
             jobs[id] = nil
             out.append(.send(message))
+            keepSent(id, job.assign, message)
         } else {
             job.final = message
             job.endsAt = nil
             job.nextProgress = nil
             jobs[id] = job
         }
+    }
+
+    /// Keeps a final message sent on the link until the next `welcome` (at most `keptFinals`).
+    private mutating func keepSent(_ id: JobID, _ assign: CoordinatorToBackend.Assign, _ message: BackendToCoordinator) {
+        if sentFinals.updateValue((assign.lease, assign.attempt, message), forKey: id) == nil { sentOrder.append(id) }
+        while sentOrder.count > Self.keptFinals, let oldest = sentOrder.popFirst() { sentFinals[oldest] = nil }
     }
 
     /// Drops a job the coordinator no longer wants under `lease` (cancel, revoke, stale lease).
@@ -594,9 +609,18 @@ public struct WorkerEngine: Sendable {
             }
         }
         for b in bindings.sorted(by: { $0.job < $1.job }) where !held.contains(b.job) {
+            if let sent = sentFinals[b.job], sent.lease == b.lease {
+                // Ended and said so, but the coordinator did not keep the end (it restarted before
+                // storing it, or the message was lost with the link): say it again.
+                out.append(.send(sent.message))
+                continue
+            }
             out.append(.send(.failed(.init(job: b.job, lease: b.lease, code: .unknownJob,
                 message: "\(spec.name) does not hold this job (its assign was lost)", retryable: true))))
         }
+        // Every end the coordinator still wanted went again; it has the others.
+        sentFinals.removeAll()
+        sentOrder.removeAll()
     }
 
     // MARK: - Capabilities

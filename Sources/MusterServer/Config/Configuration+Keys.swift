@@ -115,6 +115,9 @@ public struct ConfigKey: Sendable {
             name: "links.forget_down_seconds", kind: .seconds(0...31_536_000), defaultValue: .double(86_400),
             help: "A remote backend whose link has been down this long is forgotten: gone from /v1/backends, /metrics and the job store; a later hello of its name gets a new id. Never one that `backends` names. 0: never."),
         ConfigKey(
+            name: "links.reclaim_seconds", kind: .seconds(0...600), defaultValue: .double(5),
+            help: "After a restart that brought back queued jobs: at most this long, nothing is bound while the remote backends that were up link again, so one still running a job whose binding was never stored claims it (hello.jobs) before another backend takes it. Ends once all of them registered or are down. 0: no pause."),
+        ConfigKey(
             name: "links.sync_interval_seconds", kind: .seconds(0.1...3_600), defaultValue: .double(15),
             help: "Anti-entropy: how often each backend is asked whether its capabilities changed."),
         ConfigKey(

@@ -109,6 +109,8 @@ extension Configuration {
         public var suspectGrace: Duration
         /// `links.forget_down_seconds`; `.zero`: never.
         public var forgetDown: Duration
+        /// `links.reclaim_seconds`; `.zero`: no pause.
+        public var reclaim: Duration
         /// `links.sync_interval_seconds`.
         public var syncInterval: Duration
         /// `links.keepalive_seconds`.
@@ -206,6 +208,7 @@ extension Configuration.Settings {
         links = Configuration.Links(
             suspectGrace: try d.duration("links.suspect_grace_seconds"),
             forgetDown: try d.duration("links.forget_down_seconds"),
+            reclaim: try d.duration("links.reclaim_seconds"),
             syncInterval: try d.duration("links.sync_interval_seconds"),
             keepalive: try d.duration("links.keepalive_seconds"),
             handshakeTimeout: try d.duration("links.handshake_timeout_seconds"),
