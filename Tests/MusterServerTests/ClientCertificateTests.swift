@@ -158,9 +158,13 @@ import Testing
         await opsLink.send(#"{"type": "drain", "id": "d1", "backend": -1}"#)
         #expect(try await opsLink.next(type: "draining")["id"] as? String == "d1")
         await opsLink.close()
-        let audit = serve.logEvents.filter {
-            $0["label"] as? String == "muster.audit" && $0["audit.action"] as? String == "drain"
+        // The audit line reaches the test through the process's stderr, which may come after the
+        // answer on the link: wait for it.
+        @Sendable func drainAudits(_ p: MusterProcess) -> [[String: Any]] {
+            p.logEvents.filter { $0["label"] as? String == "muster.audit" && $0["audit.action"] as? String == "drain" }
         }
+        try await serve.waitUntil("the drain's audit line") { !drainAudits($0).isEmpty }
+        let audit = drainAudits(serve)
         #expect(audit.first?["audit.by"] as? String == "ops", "\(audit)")
 
         // A backend certificate registers under its own name only.
