@@ -111,13 +111,8 @@ extension Coordinator {
             guard let j = jobs.get(h.job), j.state == .queued || j.state == .gated, j.attempt + 1 == h.attempt else {
                 continue
             }
-            let wasHeld = j.state == .gated
-            dequeued(h.job, popped: false)
-            if wasHeld {
-                jobs.setState(h.job, .queued)
-                jobs[h.job].waitReason = nil
-                emit(jobs[h.job], .released(.claimed), backend: backend)
-            }
+            dequeued(h.job, popped: false)  // (a held job: out of the gate, its class woken)
+            if j.state == .gated { leaveGate(h.job, .claimed, backend: backend) }
             bind(h.job, to: backend, fromQueue: false, claimed: h.lease)
             counters.claimed += 1
             out.append(.observe(.claimed(h.job, backend)))
@@ -352,6 +347,7 @@ extension Coordinator {
         backends[id].drainRequested = true
         refresh(id, reindex: true)
         dropUnknown(id)
+        reclaimArrived(id)  // removed from the configuration during the pause after a restore
         free.remove(id)
         stealable.remove(id)
         loadingModels.remove(id)

@@ -99,11 +99,17 @@ extension Coordinator {
     }
 
     mutating func release(_ id: JobID, _ cause: ReleaseCause) {
+        leaveGate(id, cause, backend: cause == .announced ? announcing ?? gateOpener : nil)
+        wake(jobs[id].classIndex)
+    }
+
+    /// A held job is queued again: `released` with `cause`, naming `backend` when one is the
+    /// reason (the one whose announcement opened the gate, the idle one, the one that claimed it).
+    mutating func leaveGate(_ id: JobID, _ cause: ReleaseCause, backend: BackendID?) {
         unhold(id)
         jobs.setState(id, .queued)
         jobs[id].waitReason = nil
-        emit(jobs[id], .released(cause), backend: cause == .announced ? announcing ?? gateOpener : nil)
-        wake(jobs[id].classIndex)
+        emit(jobs[id], .released(cause), backend: backend)
     }
 
     /// Fails a queued job that no backend can run, naming what is missing and why each backend

@@ -145,12 +145,7 @@ extension Coordinator {
             stopBackup(on: backend, revoke: true)
         }
         if fromQueue {
-            if jobs[id].state == .gated {
-                unhold(id)
-                jobs.setState(id, .queued)
-                jobs[id].waitReason = nil
-                emit(jobs[id], .released(.idleBackend), backend: backend)
-            }
+            if jobs[id].state == .gated { leaveGate(id, .idleBackend, backend: backend) }
             dequeued(id, popped: true)
         }
         let lease: Lease

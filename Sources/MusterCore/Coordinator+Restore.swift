@@ -127,8 +127,10 @@ extension Coordinator {
         for id in requeue { enqueue(id, event: nil) }
         // A queued job may be one whose binding was sent and never stored: its backend, if it was
         // up, gets the chance to claim it before anything is bound (`claim`).
-        let awaited = backends.records.filter { !$0.id.isLocal && ($0.link == .expected || $0.link == .suspect) }.map(\.id)
-        if policy.reclaimWindow > .zero, !requeue.isEmpty, !awaited.isEmpty {
+        let awaited =
+            policy.reclaimWindow > .zero && !requeue.isEmpty
+            ? backends.records.filter { !$0.id.isLocal && ($0.link == .expected || $0.link == .suspect) }.map(\.id) : []
+        if !awaited.isEmpty {
             reclaimAwaited = Set(awaited)
             reclaimUntil = now + policy.reclaimWindow
             schedule(reclaimUntil, .reclaimed)
