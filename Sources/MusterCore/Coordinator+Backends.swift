@@ -86,14 +86,16 @@ extension Coordinator {
     /// A backend the pause after a restore waits for registered again or went down: the pause
     /// ends when it was the last one.
     mutating func reclaimArrived(_ id: BackendID) {
-        guard !reclaimAwaited.isEmpty, reclaimAwaited.remove(id) != nil, reclaimAwaited.isEmpty else { return }
-        endReclaim()
+        guard !reclaimAwaited.isEmpty, reclaimAwaited.remove(id) != nil else { return }
+        readinessDirty = true
+        if reclaimAwaited.isEmpty { endReclaim() }
     }
 
     /// Binding resumes: every free backend looks at the queue again.
     mutating func endReclaim() {
         reclaimUntil = .zero
         reclaimAwaited = []
+        readinessDirty = true
         routingEpoch &+= 1
         for id in free { dirty.insert(id) }
     }

@@ -44,10 +44,11 @@ extension Coordinator {
 
     /// Ready when a backend is ready and no job is held; otherwise what the coordinator waits for.
     public var readiness: Readiness {
-        let ready = readyCount > 0 && held.isEmpty
+        let reclaim = reclaimAwaited.isEmpty ? nil : Readiness.Reclaim(until: reclaimUntil, backends: reclaimAwaited.sorted())
+        let gateOpen = readyCount > 0 && held.isEmpty
         return Readiness(
-            ready: ready, readyBackends: readyCount, heldJobs: held.count,
-            waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: ready ? [] : unknownSorted)
+            ready: gateOpen && reclaim == nil, readyBackends: readyCount, heldJobs: held.count,
+            waitingFeatures: heldFeatures.keys.sorted(), waitingBackends: gateOpen ? [] : unknownSorted, reclaim: reclaim)
     }
 
     /// The held jobs grouped by what they need (features and model), ordered by features then

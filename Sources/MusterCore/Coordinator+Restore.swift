@@ -134,6 +134,7 @@ extension Coordinator {
             reclaimAwaited = Set(awaited)
             reclaimUntil = now + policy.reclaimWindow
             schedule(reclaimUntil, .reclaimed)
+            readinessDirty = true
         }
         ended.sort { ($0.endedAt, $0.job) < ($1.endedAt, $1.job) }
         for e in ended { finished.append(e) }

@@ -243,7 +243,8 @@ public struct Placement: Hashable, Sendable {
 /// Not `Wire.Readiness`: the wire adds the shell's own reasons (`shutting_down`, `store_unavailable`)
 /// and wall-clock deadlines; this is the gate's part, compared to announce `readinessChanged`.
 public struct Readiness: Hashable, Sendable {
-    /// At least one backend is ready and no job is held by the gate.
+    /// At least one backend is ready, no job is held by the gate, and no pause after a restore
+    /// keeps the queue back.
     public var ready: Bool
     public var readyBackends: Int
     public var heldJobs: Int
@@ -251,6 +252,14 @@ public struct Readiness: Hashable, Sendable {
     public var waitingFeatures: [String]
     /// Backends the gate waits for (registered or expected, not announced, window open).
     public var waitingBackends: [BackendID]
+    /// While the pause after a restore binds nothing (`CorePolicy.reclaimWindow`): when it ends
+    /// at the latest, and the backends it still waits for, by id.
+    public var reclaim: Reclaim?
+
+    public struct Reclaim: Hashable, Sendable {
+        public var until: CoreInstant
+        public var backends: [BackendID]
+    }
 }
 
 /// Jobs the gate holds for one need (the same features and model); `Wire.GateWait` shows it with

@@ -37,8 +37,10 @@ extension Daemon {
         case (_, nil): reason = "not_announced"
         default: reason = "not_announced"
         }
-        return Wire.WaitingBackend(id: id, name: info?.name ?? namesByID[id] ?? "\(id)", reason: reason)
+        return Wire.WaitingBackend(id: id, name: backendName(id), reason: reason)
     }
+
+    func backendName(_ id: BackendID) -> String { core.backend(id)?.name ?? namesByID[id] ?? "\(id)" }
 
     /// When the gate stops waiting for these backends at the latest.
     func gateUntilMs(_ backends: [BackendID]) -> UInt64? {
@@ -66,14 +68,19 @@ extension Daemon {
         if storeDown { reasons.append("store_unavailable") }
         if r.readyBackends == 0 { reasons.append("no_ready_backend") }
         if r.heldJobs > 0 { reasons.append("jobs_held") }
+        if r.reclaim != nil { reasons.append("reclaiming") }
         let waiting = r.heldJobs == 0 ? [] : core.heldByNeed.map {
             Wire.GateWait(
                 features: $0.features, model: $0.model, backends: $0.backends.map(waitingBackend),
                 untilMs: gateUntilMs($0.backends), jobs: $0.jobs)
         }
+        let reclaim = r.reclaim.map { p in
+            Wire.Reclaim(
+                untilMs: ms(p.until), backends: p.backends.map { Wire.WaitingBackend(id: $0, name: backendName($0), reason: "not_connected") })
+        }
         return Wire.Readiness(
             ready: r.ready && !stopping && !storeDown, reasons: reasons, readyBackends: r.readyBackends, heldJobs: r.heldJobs,
-            waiting: waiting)
+            waiting: waiting, reclaim: reclaim)
     }
 
     func wireQueue() -> Wire.QueueSummary {

@@ -374,6 +374,7 @@ public actor Daemon {
                     "ready.backends": "\(r.readyBackends)", "gate.held_jobs": "\(r.heldJobs)",
                     "gate.features": "\(r.waitingFeatures.joined(separator: ","))",
                     "gate.backends": "\(r.waitingBackends.map(\.description).joined(separator: ","))",
+                    "reclaim.backends": "\(r.reclaim?.backends.map(\.description).joined(separator: ",") ?? "")",
                 ])
         case .observe(let o):
             observe(o)

@@ -52,6 +52,11 @@ struct Status: AsyncParsableCommand {
             }
             lines.append(line)
         }
+        if let reclaim = r.readiness.reclaim {
+            let awaited = reclaim.backends.map { "\($0.name) (\($0.id))" }.joined(separator: ", ")
+            let left = Format.duration(ms: reclaim.untilMs > nowMs ? reclaim.untilMs - nowMs : 0)
+            lines.append("  binding nothing until these backends link again after the restart: \(awaited), at most \(left) more")
+        }
         lines.append("")
         if r.backends.isEmpty {
             lines.append("backends: none")

@@ -440,11 +440,15 @@ import Testing
         }
         var n = d.restarted(epoch: 2) { $0.reclaimWindow = .seconds(5) }
         let start = n.clock.seconds
+        let restartedAt = n.clock
         func waiting(_ job: JobID) -> Bool { n.state(job) == .queued || n.state(job) == .gated }
         #expect(jobs.allSatisfy(waiting))
-        // A new backend, idle: it takes nothing yet.
+        // A new backend, idle: it takes nothing yet, and readiness says why.
         n.ready(9, slots: 2)
         #expect(jobs.allSatisfy(waiting))
+        let paused = n.core.readiness
+        #expect(!paused.ready && paused.readyBackends == 1)
+        #expect(paused.reclaim?.backends == holders.sorted() && paused.reclaim?.until == restartedAt + .seconds(5))
         // The first holder comes back and claims its job; the other job still waits.
         n.send(
             .backendRegistered(
@@ -453,11 +457,15 @@ import Testing
                     holding: [Wire.HeldJob(job: jobs[0], lease: leases[0], attempt: 1)])))
         #expect(n.state(jobs[0]) == .bound && n.lease(jobs[0]) == leases[0])
         #expect(waiting(jobs[1]))
+        #expect(n.core.readiness.reclaim?.backends == [holders[1]])
         n.advance(to: start + 4.9)
         #expect(waiting(jobs[1]))
         // The other never comes back: the window ends, and the job is bound elsewhere.
+        n.all.removeAll()
         n.advance(to: start + 5)
         #expect(n.state(jobs[1]) == .bound && n.backend(jobs[1]) != holders[1])
+        #expect(n.core.readiness.reclaim == nil && n.core.readiness.ready)
+        #expect(n.all.contains { if case .readinessChanged(let r) = $0 { r.ready && r.reclaim == nil } else { false } })
     }
 
     @Test func thePauseAfterARestartEndsOnceEveryBackendThatWasUpCameBack() throws {

@@ -122,6 +122,59 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// After a crash, the restarted coordinator binds nothing until the agent that was running
+    /// jobs links again, and `/readyz` says so (reason `reclaiming`, the agent named) until then.
+    @Test func aRestartWaitsForTheAgentThatWasUpAndReadyzSaysSo() async throws {
+        let store = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-reclaim-\(UUID().uuidString)/muster.sqlite").path
+        // A long pause: only the agent's return can end it within the test.
+        let settings = e2e.backends("[]") + [
+            "--set", "store.url=sqlite://\(store)", "--set", "links.reclaim_seconds=600",
+            "--set", "links.suspect_grace_seconds=600",
+        ]
+        var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
+        let base = "http://127.0.0.1:\(port)"
+        let agent = try await e2e.agent(port: port, name: "returns", features: "video", jobSeconds: "2s")
+        try await e2e.readyBackends(port: port, count: 1)
+        // One runs, one waits in the agent's overqueue slot, the third in the queue.
+        let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 3}]}"#)
+        #expect(submitted.status == 201, "\(submitted.text)")
+        let jobs = try #require(submitted.json["jobs"] as? [Int])
+        try await HTTP.waitFor("\(base)/v1/jobs/\(jobs[0])", "the first job running") { $0.json["state"] as? String == "running" }
+        kill(agent.process.processIdentifier, SIGSTOP)
+        #expect(try await serve.stop(signal: SIGKILL) != 0)
+        (serve, _) = try await e2e.coordinator(settings, port: port)
+
+        let paused = try await HTTP.get("\(base)/readyz")
+        #expect(paused.status == 503, "\(paused.text)")
+        #expect((paused.json["reasons"] as? [String])?.contains("reclaiming") == true, "\(paused.text)")
+        let reclaim = paused.json["reclaim"] as? [String: Any]
+        let awaited = reclaim?["backends"] as? [[String: Any]]
+        #expect(awaited?.map { $0["name"] as? String } == ["returns"], "\(paused.text)")
+        #expect(awaited?.first?["reason"] as? String == "not_connected", "\(paused.text)")
+        let nowMs = Date().timeIntervalSince1970 * 1000
+        let until = try #require(reclaim?["until_ms"] as? Double, "\(paused.text)")
+        #expect(until > nowMs + 500_000 && until <= nowMs + 600_000, "the pause ends 600 s after the restart at the latest")
+        let status = try await SubmitCommandTests().run(["status", "--coordinator", "ws://127.0.0.1:\(port)"])
+        #expect(status.output.hasPrefix("coordinator: not ready (") && status.output.contains("reclaiming)"), "\(status.output)")
+        #expect(
+            status.output.contains("binding nothing until these backends link again after the restart: returns ("),
+            "\(status.output)")
+        let queued = try await HTTP.get("\(base)/v1/jobs/\(jobs[2])")
+        #expect(["queued", "gated"].contains(queued.json["state"] as? String ?? ""), "nothing is bound yet: \(queued.text)")
+
+        kill(agent.process.processIdentifier, SIGCONT)
+        let ready = try await HTTP.waitFor("\(base)/readyz", "ready once the agent is back", timeout: .seconds(60)) { $0.status == 200 }
+        #expect(ready.json["reclaim"] == nil && (ready.json["reasons"] as? [String]) == [], "\(ready.text)")
+        let batch = try await HTTP.waitFor("\(base)/v1/batches/\(submitted.json["batch"] as? Int ?? 0)", "batch done", timeout: .seconds(60)) {
+            $0.json["done"] as? Bool == true
+        }
+        let states = (batch.json["jobs"] as? [[String: Any]] ?? []).map { $0["state"] as? String }
+        #expect(states == ["completed", "completed", "completed"], "\(batch.text)")
+        try await agent.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
     /// A backend that said `goodbye` before the coordinator restarted is not waited for after
     /// it: the store kept its link down, so the gate holds no video job for it (with a 600 s
     /// window, a gated job would stay gated for the whole test).

@@ -357,10 +357,33 @@ extension Wire {
         }
     }
 
+    /// In readiness reports, while the pause after a restore binds nothing: when it ends at the
+    /// latest, and the remote backends it still waits for (they were up when the coordinator
+    /// stopped and have not linked again; `reason` `not_connected`).
+    public struct Reclaim: Hashable, Sendable, WireMembers {
+        /// When the pause ends at the latest (ms since the Unix epoch).
+        public var untilMs: UInt64
+        public var backends: [WaitingBackend]
+
+        public init(untilMs: UInt64, backends: [WaitingBackend]) {
+            self.untilMs = untilMs
+            self.backends = backends
+        }
+
+        static var blank: Self { Self(untilMs: 0, backends: []) }
+
+        @inline(__always)
+        mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+            try c.required("until_ms", &untilMs)
+            try c.list("backends", &backends, maxCount: ProtocolLimits.maxListLength, optional: false)
+        }
+    }
+
     /// `GET /readyz` (200 when ready, 503 otherwise) and the `readiness` of `status_report`.
     public struct Readiness: Hashable, Sendable, WireBody, WireMembers {
         public var ready: Bool
-        /// Open set, empty when ready: `no_ready_backend`, `jobs_held`, `shutting_down`.
+        /// Open set, empty when ready: `no_ready_backend`, `jobs_held`, `reclaiming`, `shutting_down`,
+        /// `store_unavailable`, `standby`.
         public var reasons: [String]
         public var readyBackends: Int
         public var heldJobs: Int
@@ -368,10 +391,12 @@ extension Wire {
         public var waiting: [GateWait]
         /// On a standby (reason `standby`): the coordinator that leads, when one is known.
         public var leader: CoordinatorRef?
+        /// With reason `reclaiming`: the pause after a restore, and whom it waits for.
+        public var reclaim: Reclaim?
 
         public init(
             ready: Bool, reasons: [String], readyBackends: Int, heldJobs: Int, waiting: [GateWait],
-            leader: CoordinatorRef? = nil
+            leader: CoordinatorRef? = nil, reclaim: Reclaim? = nil
         ) {
             self.ready = ready
             self.reasons = reasons
@@ -379,6 +404,7 @@ extension Wire {
             self.heldJobs = heldJobs
             self.waiting = waiting
             self.leader = leader
+            self.reclaim = reclaim
         }
 
         static var blank: Self { Self(ready: false, reasons: [], readyBackends: 0, heldJobs: 0, waiting: []) }
@@ -391,6 +417,7 @@ extension Wire {
             try c.int("held_jobs", &heldJobs, in: 0...Int64(Int32.max))
             try c.list("waiting", &waiting, maxCount: ProtocolLimits.maxListLength, optional: false)
             try c.optional("leader", &leader)
+            try c.optional("reclaim", &reclaim)
         }
 
         public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: ProtocolLimits) throws(ProtocolError)
