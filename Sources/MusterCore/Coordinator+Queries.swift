@@ -18,6 +18,20 @@ extension Coordinator {
         return j
     }
 
+    /// The jobs of `batch` that have ended and are kept: how and when each ended.
+    public func endedJobs(of batch: BatchRecord) -> [(job: JobID, state: JobState, at: CoreInstant)] {
+        batch.jobs.compactMap { job in jobs.ended(job).map { (job, $0.state, $0.at) } }
+    }
+
+    /// Calls `body` with the ended jobs the retention keeps (how and when each ended, and its
+    /// batch), the most recently ended first, while it returns true.
+    public func forEachEndedJob(newestFirst body: (JobID, _ state: JobState, _ at: CoreInstant, _ batch: BatchID) -> Bool) {
+        for e in finished.reversed() {
+            guard let ended = jobs.ended(e.job) else { continue }
+            if !body(e.job, ended.state, ended.at, ended.batch) { return }
+        }
+    }
+
     /// A batch by id.
     public func batch(_ id: BatchID) -> BatchRecord? { batches[id] }
 

@@ -63,6 +63,13 @@ struct JobTable {
         return storage[i]!.state
     }
 
+    /// How and when a job ended, and its batch, if it exists and has ended, without copying its
+    /// record.
+    func ended(_ id: JobID) -> (state: JobState, at: CoreInstant, batch: BatchID)? {
+        guard let i = index(id), storage[i]!.state.isFinal else { return nil }
+        return (storage[i]!.state, storage[i]!.endedAt ?? .zero, storage[i]!.batch)
+    }
+
     /// Every job id, ascending, without copying a record.
     var ids: [JobID] {
         var out: [JobID] = []

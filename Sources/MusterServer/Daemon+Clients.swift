@@ -148,7 +148,9 @@ extension Daemon {
                 }
                 pump()
             case .subscribe(let m):
-                try subscribe(id, batch: m.batch, events: EventFilter(names: m.events), by: session.principal, requestID: m.id)
+                try subscribe(
+                    id, batch: m.batch, events: EventFilter(names: m.events), finishedSnapshots: m.finishedSnapshots,
+                    by: session.principal, requestID: m.id)
             case .cancel(let m):
                 let canceled = try cancel(m.target, by: session.principal)
                 sendToClient(CoordinatorToClient.canceled(.init(id: m.id, jobs: canceled)).encode(), to: id)
@@ -223,9 +225,10 @@ extension Daemon {
 
     /// Subscribes a link to a batch or to every job it may see, for the `events` given; a second
     /// subscription of the same scope adds its events to the first one's.
-    func subscribe(_ id: ConnectionID, batch: BatchID?, events: EventFilter, by principal: Principal, requestID: String?)
-        throws(RequestError)
-    {
+    func subscribe(
+        _ id: ConnectionID, batch: BatchID?, events: EventFilter, finishedSnapshots: Int? = nil, by principal: Principal,
+        requestID: String?
+    ) throws(RequestError) {
         var record: BatchRecord?
         if let batch {
             guard let found = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
@@ -239,10 +242,12 @@ extension Daemon {
         } else {
             subscribersAll[id, default: []].formUnion(events)
         }
-        sendToClient(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch)).encode(), to: id)
-        guard events.contains(.snapshot) else { return }
+        let snapshots = events.contains(.snapshot)
+        let finished = snapshots ? finishedSnapshots.map { selectFinished(limit: $0, batch: record, owner: principal.ownerScope) } : nil
+        sendToClient(CoordinatorToClient.subscribed(.init(id: requestID, batch: batch, omitted: finished?.omitted)).encode(), to: id)
+        guard snapshots else { return }
         // Sent as the link drains (Daemon+Snapshots), a chunk now.
-        startSnapshots(id, batch: record, owner: principal.ownerScope)
+        startSnapshots(id, batch: record, owner: principal.ownerScope, finished: finished)
     }
 
     /// Cancels a job or a batch; returns the jobs this request canceled: ended `canceled` now, or

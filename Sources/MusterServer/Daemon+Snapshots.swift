@@ -21,10 +21,19 @@ struct SnapshotStream {
     let owner: String?
     /// Jobs past `next` whose snapshot went out early, with an event.
     var sentEarly: Set<JobID> = []
+    /// With `subscribe.finished_snapshots`: which of the jobs that had ended get a snapshot.
+    var finished: FinishedSelection?
 
     /// Whether the snapshot of `job` (of `batch`, whose owner `owner` gives) is still owed.
     func owes(_ job: JobID, batch jobBatch: BatchID, owner jobOwner: () -> String?) -> Bool {
         job >= next && job <= last && !sentEarly.contains(job) && covers(jobBatch, owner: jobOwner)
+    }
+
+    /// Whether the walk passes `job` by: it had ended when the subscription came and is not one
+    /// of the most recently ended that `finished_snapshots` keeps.
+    func passes(_ job: JobID, ended: CoreInstant?) -> Bool {
+        guard let finished, let ended, ended <= finished.before else { return false }
+        return !finished.kept.contains(job)
     }
 
     /// Whether a job of `jobBatch` (whose owner `jobOwner` gives) is in the subscription's scope.
@@ -35,13 +44,72 @@ struct SnapshotStream {
     }
 }
 
+/// The jobs in a subscription's scope that had ended when it came and still get a snapshot (the
+/// `finished_snapshots` most recently ended), and how the others ended (`subscribed.omitted`).
+struct FinishedSelection {
+    /// When the subscription came: a job that ended later gets its snapshot (or its end) anyway.
+    let before: CoreInstant
+    var kept: Set<JobID> = []
+    var omitted = CoordinatorToClient.Subscribed.Ended()
+
+    init(before: CoreInstant) { self.before = before }
+
+    mutating func omit(_ state: JobState) {
+        switch state {
+        case .completed: omitted.completed += 1
+        case .failed: omitted.failed += 1
+        case .canceled: omitted.canceled += 1
+        default: break
+        }
+    }
+}
+
 extension Daemon {
-    /// Most jobs walked (snapshots encoded) in one turn of the loop before other links get theirs.
+    /// Most snapshots encoded in one turn of the loop before other links get theirs.
     static let snapshotChunk = 1024
+    /// Most jobs walked in one turn, counting those passed by (`finished_snapshots`).
+    static let snapshotWalk = 16 * snapshotChunk
+
+    /// Picks the `limit` most recently ended jobs of a new subscription's scope (one batch, one
+    /// owner, or every job) to get a snapshot, and counts the others by how they ended.
+    func selectFinished(limit: Int, batch: BatchRecord?, owner: String?) -> FinishedSelection {
+        var selection = FinishedSelection(before: now)
+        if let batch {
+            // At most a batch's size: sort its ended jobs.
+            let ended = core.endedJobs(of: batch).sorted { ($0.at, $0.job) > ($1.at, $1.job) }
+            for (k, e) in ended.enumerated() {
+                if k < limit { selection.kept.insert(e.job) } else { selection.omit(e.state) }
+            }
+        } else if let owner {
+            var owners: [BatchID: Bool] = [:]
+            core.forEachEndedJob { job, state, _, batch in
+                let mine = owners[batch] ?? { let m = core.batch(batch)?.owner == owner; owners[batch] = m; return m }()
+                guard mine else { return true }
+                if selection.kept.count < limit { selection.kept.insert(job) } else { selection.omit(state) }
+                return true
+            }
+        } else {
+            // Every job: the newest `limit`, and the rest counted from the per-state totals.
+            let totals = core.jobsByState
+            selection.omitted = .init(completed: totals[.completed] ?? 0, failed: totals[.failed] ?? 0, canceled: totals[.canceled] ?? 0)
+            core.forEachEndedJob { job, state, _, _ in
+                guard selection.kept.count < limit else { return false }
+                selection.kept.insert(job)
+                switch state {
+                case .completed: selection.omitted.completed -= 1
+                case .failed: selection.omitted.failed -= 1
+                case .canceled: selection.omitted.canceled -= 1
+                default: break
+                }
+                return true
+            }
+        }
+        return selection
+    }
 
     /// Starts sending the snapshots of a new subscription (`scope`: one batch, one owner, or every
     /// job) and sends the first chunk at once (all of them, for a small scope).
-    func startSnapshots(_ id: ConnectionID, batch: BatchRecord?, owner: String?) {
+    func startSnapshots(_ id: ConnectionID, batch: BatchRecord?, owner: String?, finished: FinishedSelection?) {
         let first: JobID
         let last: JobID
         if let batch {
@@ -52,7 +120,7 @@ extension Daemon {
             (first, last) = (JobID(0), hi)
         }
         snapshotStreams[id, default: []].append(
-            SnapshotStream(next: first, last: last, batch: batch?.id, owner: batch == nil ? owner : nil))
+            SnapshotStream(next: first, last: last, batch: batch?.id, owner: batch == nil ? owner : nil, finished: finished))
         pumpSnapshots(id)
     }
 
@@ -61,14 +129,20 @@ extension Daemon {
     func pumpSnapshots(_ id: ConnectionID) {
         guard var streams = snapshotStreams[id] else { return }
         var budget = Self.snapshotChunk
+        var walk = Self.snapshotWalk
         var room = snapshotLowWater - outboundBytes(id)
-        while !streams.isEmpty, budget > 0, room > 0 {
+        while !streams.isEmpty, budget > 0, walk > 0, room > 0 {
             var stream = streams[0]
-            guard let job = core.firstJobID(atLeast: stream.next), job <= stream.last else {
-                streams.removeFirst()
+            var next = stream.next
+            let found = core.nextJobID(from: &next, through: stream.last, steps: &walk) { job, ended in
+                stream.finished != nil && stream.passes(job, ended: ended)
+            }
+            stream.next = next
+            guard let job = found else {
+                // Done, or walked as far as this turn goes (on from `next` next time).
+                if next > stream.last || next.rawValue == 0 { streams.removeFirst() } else { streams[0] = stream }
                 continue
             }
-            stream.next = JobID(job.rawValue + 1)
             budget -= 1
             if stream.sentEarly.remove(job) == nil, let record = core.job(job),
                 stream.covers(record.batch, owner: { core.batch(record.batch)?.owner })
@@ -84,10 +158,10 @@ extension Daemon {
         snapshotStreams[id] = streams.isEmpty ? nil : streams
         guard !streams.isEmpty else { return }
         let queued = transport.assumeIsolated { $0.queuedBytes(for: id) } ?? 0
-        if queued > 0 || budget == 0 {
+        if queued > 0 || budget == 0 || walk == 0 {
             // The socket drains what is queued (or, at the end of a chunk, lets other links go
             // first): go on from there.
-            let mark = budget == 0 ? snapshotLowWater : snapshotLowWater / 2
+            let mark = budget == 0 || walk == 0 ? snapshotLowWater : snapshotLowWater / 2
             transport.assumeIsolated { $0.notifyWhenDrained(id, atOrBelow: mark) }
         }
         // Else the room went to messages held for the store: `releaseHeld` goes on.

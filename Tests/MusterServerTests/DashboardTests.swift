@@ -135,6 +135,41 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// The page asks for the snapshots of the 400 jobs that ended last (`finished_snapshots`)
+    /// and adds the coordinator's count of the others: the counts cover every job it keeps.
+    @Test func theCountsCoverEveryKeptJobWhileOnlyTheLatestAreSent() async throws {
+        try requireChromium()
+        let (serve, port) = try await coordinator([
+            "--set", #"backends=[{"name": "local", "kind": "simulated", "slots": 64, "job_seconds": {"default": 0}}]"#,
+        ])
+        let base = "http://127.0.0.1:\(port)"
+        let images = try await HTTP.post("\(base)/v1/batches", #"{"owner": "e2e", "jobs": [{"kind": "image", "count": 900}]}"#)
+        #expect(images.status == 201)
+        // Nothing can run these: they fail at once, before the last images end.
+        let failing = try await HTTP.post("\(base)/v1/batches", #"{"owner": "e2e", "jobs": [{"kind": "video", "needs": ["nowhere"], "count": 3}]}"#)
+        #expect(failing.status == 201)
+        for batch in [1, 2] {
+            try await HTTP.waitFor("\(base)/v1/batches/\(batch)", "batch \(batch) done") { $0.json["done"] as? Bool == true }
+        }
+        let page = try await browse(
+            "http://127.0.0.1:\(port)/",
+            [
+                [
+                    "wait": """
+                    document.body.dataset.status === 'received'
+                    && document.getElementById('count-completed').textContent === '900'
+                    && document.getElementById('count-failed').textContent === '3'
+                    """
+                ],
+                ["dom": "true"],
+            ])
+        let dom = try #require(page.dom.last, "no page: \(page.error ?? "")")
+        #expect(page.ok, "\(page.error ?? ""):\n\(dom.suffix(3000))")
+        #expect(page.problems.isEmpty, "the page reported: \(page.problems)")
+        #expect(dom.contains(#"id="count-canceled">0<"#), "nothing canceled")
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func theButtonsCancelAJobLoadAModelAndDrainBackends() async throws {
         try requireChromium()
         // No backup runs: a minute into the 600 s job its progress shows it slow, and the idle

@@ -305,6 +305,72 @@ import Testing
         await c.stop()
     }
 
+    /// `finished_snapshots`: of the jobs that had ended, only the most recently ended get a
+    /// snapshot; `subscribed.omitted` counts the others; unfinished jobs all get theirs.
+    @Test func finishedSnapshotsKeepsTheMostRecentlyEndedAndCountsTheRest() async throws {
+        let c = try await TestCoordinator.start(
+            backends: #"[{"name": "local", "kind": "simulated", "slots": 64, "job_seconds": {"default": 0}}]"#)
+        let base = "http://127.0.0.1:\(c.port)"
+        let old = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image", "count": 300}]}"#)
+        let oldBatch = try #require(old.json["batch"] as? Int)
+        try await HTTP.waitFor("\(base)/v1/batches/\(oldBatch)", "old images done") { $0.json["done"] as? Bool == true }
+        // Nothing has `nowhere`: these fail at once.
+        let failing = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["nowhere"], "count": 5}]}"#)
+        let failingIDs = try #require(failing.json["jobs"] as? [Int])
+        try await HTTP.waitFor("\(base)/v1/batches/\(failing.json["batch"] as? Int ?? 0)", "failed") { $0.json["done"] as? Bool == true }
+        let recent = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image", "count": 50}]}"#)
+        let recentIDs = try #require(recent.json["jobs"] as? [Int])
+        try await HTTP.waitFor("\(base)/v1/batches/\(recent.json["batch"] as? Int ?? 0)", "recent done") { $0.json["done"] as? Bool == true }
+        // Two videos that stay unfinished until the backend says so.
+        let (b, _) = try await backend(c, "gpu-f", incarnation: 3)
+        await b.send(capabilities(3, 1, "ready", features: ["video"]).replacingOccurrences(of: #""slots":1"#, with: #""slots":2"#))
+        _ = try await b.next(type: "capabilities_ack")
+        let videos = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 2}]}"#)
+        let videoIDs = try #require(videos.json["jobs"] as? [Int])
+        var leases: [Int: Int] = [:]
+        while leases.count < 2 {
+            let assign = try await b.next(type: "assign")
+            leases[try #require(assign["job"] as? Int)] = try #require(assign["lease"] as? Int)
+        }
+
+        let watcher = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await watcher.send(clientHello())
+        _ = try await watcher.next(type: "welcome")
+        await watcher.send(#"{"type":"subscribe","id":"recent","finished_snapshots":60}"#)
+        let subscribed = try await watcher.next(type: "subscribed")
+        let omitted = subscribed["omitted"] as? [String: Any]
+        #expect(omitted?["completed"] as? Int == 295 && omitted?["failed"] as? Int == 0 && omitted?["canceled"] as? Int == 0, "\(subscribed)")
+        var snapshots: [[String: Any]] = []
+        while snapshots.count < 62 { snapshots.append(try await watcher.next(type: "job")) }
+        let ids = snapshots.compactMap { $0["job"] as? Int }
+        #expect(snapshots.allSatisfy { $0["event"] as? String == "snapshot" })
+        #expect(ids == ids.sorted() && Set(ids).count == 62, "one snapshot per job, in id order")
+        #expect(Set(recentIDs + failingIDs + videoIDs).isSubset(of: Set(ids)), "the most recently ended, and every unfinished job")
+        #expect(ids.filter { $0 <= 300 }.count == 5, "the 5 images of the first batch that ended last")
+        // The videos end: once each, as events.
+        await b.sendAll(videoIDs.map { #"{"type":"completed","job":\#($0),"lease":\#(leases[$0]!),"result":{}}"# })
+        let ends = [try await watcher.next(type: "job"), try await watcher.next(type: "job")]
+        #expect(Set(ends.compactMap { $0["job"] as? Int }) == Set(videoIDs) && ends.allSatisfy { $0["event"] as? String == "completed" })
+
+        // One batch, none of its ended jobs: no snapshot at all.
+        await watcher.send(#"{"type":"subscribe","id":"none","batch":\#(oldBatch),"finished_snapshots":0}"#)
+        let none = try await watcher.next(type: "subscribed")
+        #expect((none["omitted"] as? [String: Any])?["completed"] as? Int == 300, "\(none)")
+        // Without snapshots, nothing is omitted: no count.
+        await watcher.send(#"{"type":"subscribe","id":"ends","finished_snapshots":5,"events":["completed"]}"#)
+        let ends2 = try await watcher.next(type: "subscribed")
+        #expect(ends2["omitted"] == nil, "\(ends2)")
+        await watcher.send(#"{"type":"subscribe","id":"bad","finished_snapshots":-1}"#)
+        let invalid = try await watcher.next(type: "error")
+        #expect(invalid["code"] as? String == "invalid_message" && invalid["id"] as? String == "bad", "\(invalid)")
+        await watcher.send(#"{"type":"status","id":"q"}"#)
+        _ = try await watcher.next(type: "status_report")
+        #expect(watcher.all { $0["type"] as? String == "job" }.count == 64, "no snapshot after a subscription with 0")
+
+        for peer in [watcher, b] { await peer.close() }
+        await c.stop()
+    }
+
     @Test func anUpgradeOfferingNoKnownSubprotocolGetsHTTP400() async throws {
         let c = try await TestCoordinator.start(backends: "[]")
         for offer in ["muster.worker.v7", nil] {

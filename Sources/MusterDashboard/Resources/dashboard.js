@@ -166,11 +166,15 @@
         el("coordinator").textContent = `coordinator ${msg.coordinator} · ${location.host}`
           + (S.role === "all" ? "" : ` · ${S.role}${msg.owner ? ` ${msg.owner}` : ""}`);
         applyRole();
-        // The subscription resends every job's state: start counting afresh, and fetch
-        // again the batches that could not be fetched before.
+        // The subscription resends the state of every job not yet ended and of the MAX_JOBS
+        // that ended last, and counts the other ended ones (`omitted`): start counting afresh
+        // from those, and fetch again the batches that could not be fetched before.
         S.counts = { completed: 0, failed: 0, canceled: 0 };
         for (const [batch, status] of S.batches) if (status !== "done") S.batches.delete(batch);
-        request({ type: "subscribe" }).catch((e) => toast(`subscribe failed: ${e.message}`, true));
+        request({ type: "subscribe", finished_snapshots: MAX_JOBS }).then((r) => {
+          for (const k of Object.keys(S.counts)) S.counts[k] += (r.omitted && r.omitted[k]) || 0;
+          scheduleRender();
+        }, (e) => toast(`subscribe failed: ${e.message}`, true));
         pollStatus();
         return;
       case "job":
@@ -249,8 +253,8 @@
         if (e.progress != null) j.progress = e.progress;
         break;
     }
-    // A job ends once, and a subscription reports an ended job once (as its snapshot), so
-    // counting these needs no bookkeeping per job. Each subscription starts from zero.
+    // A job ends once, and a subscription reports an ended job once (as its snapshot) or
+    // counts it in `omitted`, so counting these needs no bookkeeping per job.
     if (FINAL.has(e.state) && (e.event === "snapshot" || e.event === e.state)) S.counts[e.state] += 1;
     wantBatch(e.batch);
     prune();
@@ -311,8 +315,9 @@
     scheduleRender();
   }
 
+  // Once a quarter over the bound (not at every event: it sorts), back to it.
   function prune() {
-    if (S.jobs.size <= MAX_JOBS) return;
+    if (S.jobs.size <= MAX_JOBS + MAX_JOBS / 4) return;
     const finished = [...S.jobs.values()].filter((j) => FINAL.has(j.state)).sort((a, b) => (a.endedMs ?? 0) - (b.endedMs ?? 0));
     for (const j of finished.slice(0, S.jobs.size - MAX_JOBS)) S.jobs.delete(j.id);
   }

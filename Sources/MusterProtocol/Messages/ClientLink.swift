@@ -128,10 +128,14 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
         public var batch: BatchID?
         /// The `job` events to send (their `event` names, `snapshot` included); empty: every one.
         public var events: [String]
-        public init(id: String? = nil, batch: BatchID? = nil, events: [String] = []) {
+        /// Of the jobs in scope that had already ended, only this many get a snapshot: those that
+        /// ended last (nil: every one). The others are counted in `subscribed.omitted`.
+        public var finishedSnapshots: Int?
+        public init(id: String? = nil, batch: BatchID? = nil, events: [String] = [], finishedSnapshots: Int? = nil) {
             self.id = id
             self.batch = batch
             self.events = events
+            self.finishedSnapshots = finishedSnapshots
         }
 
         static var blank: Self { Self(batch: nil) }
@@ -141,6 +145,7 @@ public enum ClientToCoordinator: Hashable, Sendable, ProtocolDecodable, Protocol
             try c.string("id", &id, .key)
             try c.optional("batch", &batch)
             try c.names("events", &events, .code, maxCount: ProtocolLimits.maxEvents, optional: true)
+            try c.int("finished_snapshots", &finishedSnapshots, in: 0...Int64(Int32.max))
         }
     }
 
@@ -334,9 +339,13 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         static let wireType: StaticString = "subscribed"
         public var id: String?
         public var batch: BatchID?
-        public init(id: String? = nil, batch: BatchID? = nil) {
+        /// With `subscribe.finished_snapshots`: the jobs in scope that had ended and get no
+        /// snapshot, by how they ended.
+        public var omitted: Ended?
+        public init(id: String? = nil, batch: BatchID? = nil, omitted: Ended? = nil) {
             self.id = id
             self.batch = batch
+            self.omitted = omitted
         }
 
         static var blank: Self { Self(batch: nil) }
@@ -345,6 +354,29 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("id", &id, .key)
             try c.optional("batch", &batch)
+            try c.optional("omitted", &omitted)
+        }
+
+        /// Jobs counted by how they ended.
+        public struct Ended: Hashable, Sendable, WireMembers {
+            public var completed: Int
+            public var failed: Int
+            public var canceled: Int
+
+            public init(completed: Int = 0, failed: Int = 0, canceled: Int = 0) {
+                self.completed = completed
+                self.failed = failed
+                self.canceled = canceled
+            }
+
+            static var blank: Self { Self() }
+
+            @inline(__always)
+            mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
+                try c.int("completed", &completed, in: 0...Int64(Int32.max))
+                try c.int("failed", &failed, in: 0...Int64(Int32.max))
+                try c.int("canceled", &canceled, in: 0...Int64(Int32.max))
+            }
         }
     }
 
