@@ -334,7 +334,8 @@ extension Coordinator {
             return
         }
         unbind(id, outcome: retryable ? .requeued : .failed, error: failure)
-        if policy.inhibitAfterFailure > .zero {
+        // `unknown_job`: the assign was lost with a link (Protocol 6.6), no sign of a bad backend.
+        if policy.inhibitAfterFailure > .zero, failure.code != .unknownJob {
             let until = now + policy.inhibitAfterFailure
             backends[backend].inhibitedUntil = until
             schedule(until, .inhibit(backend))

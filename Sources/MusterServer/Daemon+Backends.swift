@@ -175,12 +175,17 @@ extension Daemon {
         // The snapshot of this incarnation, if any: after a newer incarnation's hello the old one
         // no longer counts, so `known` is omitted until the first announcement.
         let heldVersion = core.backend(backend)?.version
+        // Jobs bound by this very registration get their `assign` right after `welcome`: listed
+        // there too, a backend following Protocol 6.6 would answer `unknown_job` for each (it does
+        // not hold them yet), and each would lose an attempt.
+        var assigned: Set<JobID> = []
+        for case .assign(let job, _, _, let to, _, _) in actions where to == backend { assigned.insert(job) }
         let welcome = CoordinatorToBackend.Welcome(
             id: hello.id, backend: backend, coordinator: Self.version,
             heartbeatMs: heartbeatMs,
             syncMs: UInt64(configuration.settings.links.syncInterval.configMilliseconds),
             maxMessageBytes: limits.maxMessageBytes, known: heldVersion,
-            bindings: core.bindings(of: backend).map { Wire.Binding(job: $0.job, lease: $0.lease) })
+            bindings: core.bindings(of: backend).filter { !assigned.contains($0.job) }.map { Wire.Binding(job: $0.job, lease: $0.lease) })
         send(CoordinatorToBackend.welcome(welcome).encode(), to: id)
         logger.info(
             known == nil ? "backend registered" : "backend re-registered",

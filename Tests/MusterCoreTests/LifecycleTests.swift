@@ -145,6 +145,20 @@ import Testing
         #expect(record.failure!.message.contains("attempt 2 on backend 1"))
     }
 
+    /// `unknown_job` says an assign was lost with a link (Protocol 6.6): the job is requeued, the
+    /// backend is not held back.
+    @Test func anUnknownJobAnswerRequeuesWithoutInhibitingTheBackend() {
+        var h = Harness()
+        h.ready(1)
+        let job = h.submit(image)[0]
+        h.send(
+            .jobFailed(
+                job, backend: BackendID(1), lease: h.lease(job), code: .unknownJob, message: "does not hold this job",
+                retryable: true))
+        #expect(h.core.backend(BackendID(1))?.inhibitedUntil == nil)
+        #expect(h.state(job) == .bound && h.backend(job) == BackendID(1) && h.core.job(job)?.attempt == 2, "bound again at once")
+    }
+
     @Test func nonRetryableFailureEndsTheJobAndInhibitsTheBackend() {
         var h = Harness()
         h.ready(1)

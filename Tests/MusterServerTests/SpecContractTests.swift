@@ -371,6 +371,36 @@ import Testing
         await c.stop()
     }
 
+    /// A backend that links again (same incarnation) while a job waits for it: the job is bound
+    /// as it registers, and its `assign` follows `welcome`. `welcome.bindings` does not list it,
+    /// or a backend following 6.6 would answer `unknown_job` (it does not hold it yet) and the job
+    /// would lose an attempt.
+    @Test func aJobBoundAsTheBackendRegistersComesAsAnAssignNotAsABinding() async throws {
+        let c = try await TestCoordinator.start(backends: "[]", settings: [("links.suspect_grace_seconds", "600")])
+        let base = "http://127.0.0.1:\(c.port)"
+        let (first, _) = try await backend(c, "gpu-w", incarnation: 5)
+        await first.send(capabilities(5, 1, "ready"))
+        _ = try await first.next(type: "capabilities_ack")
+        await first.close()
+        try await HTTP.waitFor("\(base)/v1/backends", "gpu-w suspect") { r in
+            (r.json["backends"] as? [[String: Any]])?.first?["link"] as? String == "suspect"
+        }
+        let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"]}]}"#)
+        let job = try #require((submitted.json["jobs"] as? [Int])?.first)
+        let waiting = try await HTTP.get("\(base)/v1/jobs/\(job)")
+        #expect(["queued", "gated"].contains(waiting.json["state"] as? String ?? ""), "\(waiting.text)")
+
+        let (again, welcome) = try await backend(c, "gpu-w", incarnation: 5)
+        #expect((welcome["bindings"] as? [Any])?.isEmpty ?? true, "\(welcome)")
+        let assign = try await again.next(type: "assign")
+        #expect(assign["job"] as? Int == job && assign["attempt"] as? Int == 1, "\(assign)")
+        await again.send(#"{"type":"completed","job":\#(job),"lease":\#(assign["lease"] as? Int ?? 0),"result":{}}"#)
+        let done = try await HTTP.waitFor("\(base)/v1/jobs/\(job)", "job done") { $0.json["state"] as? String == "completed" }
+        #expect(done.json["attempt"] as? Int == 1, "no attempt lost: \(done.text)")
+        await again.close()
+        await c.stop()
+    }
+
     @Test func anUpgradeOfferingNoKnownSubprotocolGetsHTTP400() async throws {
         let c = try await TestCoordinator.start(backends: "[]")
         for offer in ["muster.worker.v7", nil] {

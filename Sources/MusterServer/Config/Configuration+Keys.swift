@@ -79,7 +79,7 @@ public struct ConfigKey: Sendable {
             help: "Revoke a bound job from a busy backend when an eligible one with a free slot would finish it sooner (a running job: at most twice, each for a gain over a quarter of the job)."),
         ConfigKey(
             name: "routing.inhibit_after_failure_seconds", kind: .seconds(0...3_600), defaultValue: .double(5),
-            help: "How long a backend gets no new work after a job failed on it."),
+            help: "How long a backend gets no new work after a job failed on it (not after `unknown_job`: an assign lost with a link)."),
         ConfigKey(
             name: "routing.max_attempts", kind: .int(1...100), defaultValue: .int(3),
             help: "Attempts per job (a lost backend or retryable failure costs one) before it fails."),
