@@ -64,6 +64,8 @@ public actor Daemon {
     var subscribersByBatch: [BatchID: [ConnectionID: EventFilter]] = [:]
     /// Per client link, the `snapshot` events its subscriptions still owe it (Daemon+Snapshots).
     var snapshotStreams: [ConnectionID: [SnapshotStream]] = [:]
+    /// `load_model` requests sent to backends so far: each gets its own `id` (`lm-N`).
+    var loadRequests: UInt64 = 0
     /// Bytes queued and held for a link below which it gets more owed snapshots: a quarter of
     /// the high-water mark, so the live events that come meanwhile have room.
     let snapshotLowWater: Int
@@ -354,7 +356,9 @@ public actor Daemon {
         case .revoke(let job, let backend, let lease):
             deliver(.revoke(.init(job: job, lease: lease)), to: backend)
         case .loadModel(let backend, let model):
-            deliver(.loadModel(.init(id: "lm-\(backend)-\(model)", model: model)), to: backend)
+            // A number of its own per request: the model's name could pass the id's 128 characters.
+            loadRequests &+= 1
+            deliver(.loadModel(.init(id: "lm-\(loadRequests)", model: model)), to: backend)
         case .sync(let backend, let held):
             deliver(.sync(.init(known: held)), to: backend)
         case .ackCapabilities(let backend, let version, let applied):

@@ -8,7 +8,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "JSON configuration file (see README: Configuration).")
     var config: String?
 
-    @Option(name: .long, help: "HOST:PORT to listen on (key listen; port 0 picks a free port).")
+    @Option(name: .long, help: "HOST:PORT to listen on (key listen; port 0 picks a free port, named in the `muster serving` log line).")
     var listen: String?
 
     @Option(name: .long, help: "File whose first line is the shared token (key auth.token_file).")

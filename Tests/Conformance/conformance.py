@@ -1012,6 +1012,11 @@ async def client_requests(t):
     lm = await b.expect("load_model", "load_model sent to the backend")
     t.check(lm.get("model") == "sdxl" and isinstance(lm.get("id"), str), "6.4 load_model", "%s" % lm)
     await b.send({"type": "load_model_result", "id": lm["id"], "model": "sdxl", "ok": True, "duration_ms": 10})
+    # Asked again (the backend has not announced it loaded): a new request, with an id of its own.
+    await c.request({"type": "load_model", "model": "sdxl", "backend": b.backend_id}, "models_loading")
+    again = await b.expect("load_model", "a second load_model sent to the backend")
+    t.check(again.get("id") != lm.get("id"), "6.4 load_model", "ids %r and %r" % (lm.get("id"), again.get("id")))
+    await b.send({"type": "load_model_result", "id": again["id"], "model": "sdxl", "ok": True, "duration_ms": 10})
     e = await c.request({"type": "load_model", "model": "nope"}, "error")
     t.check(e.get("code") == "unknown_model", "7.3 load_model", "%s" % e)
     e = await c.request({"type": "load_model", "model": "sdxl", "backend": 31337}, "error")
