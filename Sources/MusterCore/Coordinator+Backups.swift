@@ -24,6 +24,18 @@ extension Coordinator {
     /// straggler; only stragglers get backups.
     static let straggler = 1.25
 
+    /// When the earliest of the backup runs of `job` (estimate `e`) is expected to end, if it
+    /// has any: its work from when it started (or was bound) at its backend's speed; past that,
+    /// as long again as it overran.
+    func backupEnd(_ job: JobID, _ e: Int) -> Double? {
+        guard !backups.isEmpty, let list = backups[job] else { return nil }
+        let t = now.seconds
+        return list.compactMap { run -> Double? in
+            guard let bi = backends.index(run.backend) else { return nil }
+            return Self.overrun((run.startedAt ?? run.boundAt).seconds + expectedSeconds(bi, e), t)
+        }.min()
+    }
+
     /// The backup run of `id` on `backend` under `lease`, if there is one (its index).
     @inline(__always)
     func backupIndex(_ id: JobID, _ backend: BackendID, _ lease: Lease) -> Int? {

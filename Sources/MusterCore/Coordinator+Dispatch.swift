@@ -397,7 +397,8 @@ extension Coordinator {
 
     /// Hedging a model load: a backend left idle (nothing to take or steal) starts loading the
     /// model that a job bound elsewhere waits for, when it offers the model and could run the job
-    /// no later by the estimates. Load times are guesses until measured (the default, or a load
+    /// no later by the estimates, counting its own load as nothing while its load time is a
+    /// guess (idle, it loses nothing by finding out; RoutingSuite seed 66). Load times are guesses until measured (the default, or a load
     /// running past its expected end); if this load lands first, the job moves here (work
     /// stealing: a job waiting for a load is moved like a running one). Each job is hedged at
     /// most `hedgeLoads` times; the best gain first, then the lowest job id.
@@ -421,7 +422,8 @@ extension Coordinator {
                 else { continue }
                 let e = Int(backends.records[vi].jobEstimate[k])
                 let theirs = readyAt + expectedSeconds(vi, e)
-                let mine = (modelReady(ti, c) ?? t) + expectedSeconds(ti, e)
+                // Its own load time a guess: idle, it has nothing to lose by finding out.
+                let mine = (loadTimeGuessed(ti) ? t : (modelReady(ti, c) ?? t)) + expectedSeconds(ti, e)
                 let gain = theirs - mine
                 guard gain >= -1e-9 else { continue }
                 if let best = pick, (gain, -Int(job.rawValue)) <= (best.gain, -Int(best.job.rawValue)) { continue }

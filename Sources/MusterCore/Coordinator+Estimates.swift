@@ -683,6 +683,8 @@ extension Coordinator {
                         p = max(p, (t - workFrom) * backends.records[vi].speed / speed)
                     }
                 }
+                // A backup that is expected to finish the job sooner is where it ends.
+                if running, let backup = backupEnd(job, e) { end = min(end, backup) }
                 let gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
                 guard gain > (running ? 0.25 : 0.05) * p + 1e-9 else { continue }
                 if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {

@@ -175,4 +175,21 @@ import Testing
             #expect(r.coordinator.estimates(for: BackendID(2))?.speedSource == .measured)
         }
     }
+
+    /// RoutingSuite seed 210 (nothing known): a plain image runs on a slow backend (5), with
+    /// backups on backends 6 and 2; the one on 2 started at 5 and, at backend 2's speed, ends at
+    /// 10. When backend 4 frees at 8.75 (the image would take 3.75 s there, to 12.5), moving the
+    /// job would throw the backup away: the backup is where the job is expected to end, so it
+    /// stays, and completes at 10 on backend 2.
+    @Test func aBackupExpectedToFinishFirstKeepsTheJobFromMovingElsewhere() {
+        let s = RoutingSuite.scenario(seed: 210, rule: .expectedCompletion)
+        let r = ScenarioRunner.run(s)
+        let job = JobID(2)
+        #expect(r.ranOn[job] == BackendID(2), "the backup on backend 2 completed it")
+        #expect(r.completions[job] == 1)
+        let bindingsTo4 = r.trace.filter { if case .assign(job, _, _, BackendID(4), _, _) = $0.action { true } else { false } }
+        #expect(bindingsTo4.isEmpty, "not moved to backend 4 at 8.75")
+        #expect(r.makespan == 10)
+    }
 }
+

@@ -636,6 +636,28 @@ import Testing
         #expect(none.makespan == 55)
     }
 
+    /// Backend -1 loads `sdxl` for the image from 0 (it takes 45 s; the default guess is 20 s).
+    /// Backend 1 announces at 10, idle, with `sdxl` available and no load of its own measured:
+    /// by the guesses its load would end at 30, after -1's at 20, yet it has nothing else to do,
+    /// so it hedges at once. Its load lands at 15 and the image moves there (ends 25); without
+    /// the hedge at 10 the image waited for -1's load far longer.
+    @Test func anIdleBackendWhoseLoadTimeIsAGuessHedgesAtOnce() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(id: BackendID(-1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 45),
+                    Scenario.Backend(id: BackendID(1), registerAt: 10, modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 5),
+                ],
+                submissions: [.init(entries: [BatchEntry(spec: Self.sdxlImage)])]))
+        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, "sdxl", .hedge)) = step.action { (step.at, b) } else { nil }
+        }
+        #expect(hedges.count == 1 && hedges.first?.0 == 10 && hedges.first?.1 == BackendID(1), "\(hedges)")
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        #expect(r.makespan == 25)
+        #expect(r.completions[JobID(1)] == 1)
+    }
+
     /// Backend -1 loads `sdxl` for the image from 0; its load time is a guess (the default 20 s),
     /// the load takes 45 s. Backend 1, configured at speed 0.6 (the image takes 16.7 s there),
     /// announces at 15 with `sdxl` loaded. Trusting the guess, the image would work on -1 from
