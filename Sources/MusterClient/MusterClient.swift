@@ -162,10 +162,18 @@ public actor MusterClient {
     /// Follows one batch (or, with nil, every job): each job's current state arrives on
     /// ``events`` as a `snapshot`, then every transition. `only` names the events to receive
     /// (e.g. `[.snapshot, .completed, .failed, .canceled]` for each job's end alone); empty: all
-    /// of them. Subscriptions add up.
-    public func subscribe(batch: BatchID?, only: [JobEventKind] = []) async throws(MusterClientError) {
-        let answer = try await request { .subscribe(.init(id: $0, batch: batch, events: only.map(\.rawValue))) }
-        guard case .subscribed = answer else { throw unexpected(answer, wanted: "subscribed") }
+    /// of them. `finishedSnapshots` limits the snapshots of jobs that had already ended to that
+    /// many, those that ended last; the answer then counts the others by how they ended
+    /// (Protocol/README.md 7.2), else nil. Subscriptions add up.
+    @discardableResult
+    public func subscribe(
+        batch: BatchID?, only: [JobEventKind] = [], finishedSnapshots: Int? = nil
+    ) async throws(MusterClientError) -> CoordinatorToClient.Subscribed.Ended? {
+        let answer = try await request {
+            .subscribe(.init(id: $0, batch: batch, events: only.map(\.rawValue), finishedSnapshots: finishedSnapshots))
+        }
+        guard case .subscribed(let subscribed) = answer else { throw unexpected(answer, wanted: "subscribed") }
+        return subscribed.omitted
     }
 
     /// Cancels a job or every job of a batch; returns the jobs this request canceled (already

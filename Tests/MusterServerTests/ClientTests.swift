@@ -26,6 +26,21 @@ import Testing
         await coordinator.stop()
     }
 
+    @Test func finishedSnapshotsReturnsHowManyEndedJobsWereLeftOut() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let client = try await coordinator.connect()
+        try await client.subscribe(batch: nil)
+        let accepted = try await client.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 5)]))
+        _ = try await within(.seconds(60), "5 jobs final") { await client.follow(accepted) }
+        let late = try await coordinator.connect()
+        let omitted = try await late.subscribe(batch: nil, finishedSnapshots: 2)
+        #expect(omitted == CoordinatorToClient.Subscribed.Ended(completed: 3), "\(String(describing: omitted))")
+        #expect(try await late.subscribe(batch: accepted.batch) == nil, "nothing left out without a limit")
+        await late.close()
+        await client.close()
+        await coordinator.stop()
+    }
+
     @Test func onEventTakesTheEventsOnTheLoopThreadInsteadOfTheStream() async throws {
         let coordinator = try await TestCoordinator.start()
         let finals = AsyncStream.makeStream(of: JobID.self)
