@@ -29,6 +29,34 @@ import Testing
         return (peer, try await peer.next(type: "welcome"))
     }
 
+    /// A backend with `video` and `count` slots, and a batch of `count` videos bound to it (their
+    /// ids, and each one's lease): they stay unfinished until the test reports them.
+    func videosHeldBy(_ c: TestCoordinator, _ name: String, incarnation: Int, count: Int) async throws
+        -> (WirePeer, [Int], [Int: Int])
+    {
+        let (b, _) = try await backend(c, name, incarnation: incarnation)
+        await b.send(
+            capabilities(incarnation, 1, "ready", features: ["video"]).replacingOccurrences(of: #""slots":1"#, with: #""slots":\#(count)"#))
+        _ = try await b.next(type: "capabilities_ack")
+        let videos = try await HTTP.post(
+            "http://127.0.0.1:\(c.port)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": \#(count)}]}"#)
+        let ids = try #require(videos.json["jobs"] as? [Int])
+        var leases: [Int: Int] = [:]
+        while leases.count < count {
+            let assign = try await b.next(type: "assign")
+            leases[try #require(assign["job"] as? Int)] = try #require(assign["lease"] as? Int)
+        }
+        return (b, ids, leases)
+    }
+
+    /// A client link past its `welcome`.
+    func welcomedClient(_ c: TestCoordinator) async throws -> WirePeer {
+        let peer = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
+        await peer.send(clientHello())
+        _ = try await peer.next(type: "welcome")
+        return peer
+    }
+
     @Test func everyAnnouncementGetsExactlyOneAck() async throws {
         let c = try await TestCoordinator.start(backends: "[]")
         let (b, welcome) = try await backend(c, "gpu-a", incarnation: 5)
@@ -254,20 +282,8 @@ import Testing
         try await HTTP.waitFor("\(base)/v1/batches/1", "batch 1 done") { $0.json["done"] as? Bool == true }
         // Then 20 videos, bound to the one backend with `video` (ids above every image's), so
         // their snapshots come last, and they end while the snapshots are on their way.
-        let (b, _) = try await backend(c, "gpu-s", incarnation: 2)
-        await b.send(capabilities(2, 1, "ready", features: ["video"]).replacingOccurrences(of: #""slots":1"#, with: #""slots":20"#))
-        _ = try await b.next(type: "capabilities_ack")
-        let videos = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 20}]}"#)
-        let videoIDs = try #require(videos.json["jobs"] as? [Int])
-        var leases: [Int: Int] = [:]
-        while leases.count < 20 {
-            let assign = try await b.next(type: "assign")
-            leases[try #require(assign["job"] as? Int)] = try #require(assign["lease"] as? Int)
-        }
-
-        let watcher = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
-        await watcher.send(clientHello())
-        _ = try await watcher.next(type: "welcome")
+        let (b, videoIDs, leases) = try await videosHeldBy(c, "gpu-s", incarnation: 2, count: 20)
+        let watcher = try await welcomedClient(c)
         await watcher.send(#"{"type":"subscribe","id":"all"}"#)
         _ = try await watcher.next(type: "subscribed")
         await b.sendAll(videoIDs.map { #"{"type":"completed","job":\#($0),"lease":\#(leases[$0]!),"result":{}}"# })
@@ -322,20 +338,8 @@ import Testing
         let recentIDs = try #require(recent.json["jobs"] as? [Int])
         try await HTTP.waitFor("\(base)/v1/batches/\(recent.json["batch"] as? Int ?? 0)", "recent done") { $0.json["done"] as? Bool == true }
         // Two videos that stay unfinished until the backend says so.
-        let (b, _) = try await backend(c, "gpu-f", incarnation: 3)
-        await b.send(capabilities(3, 1, "ready", features: ["video"]).replacingOccurrences(of: #""slots":1"#, with: #""slots":2"#))
-        _ = try await b.next(type: "capabilities_ack")
-        let videos = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 2}]}"#)
-        let videoIDs = try #require(videos.json["jobs"] as? [Int])
-        var leases: [Int: Int] = [:]
-        while leases.count < 2 {
-            let assign = try await b.next(type: "assign")
-            leases[try #require(assign["job"] as? Int)] = try #require(assign["lease"] as? Int)
-        }
-
-        let watcher = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
-        await watcher.send(clientHello())
-        _ = try await watcher.next(type: "welcome")
+        let (b, videoIDs, leases) = try await videosHeldBy(c, "gpu-f", incarnation: 3, count: 2)
+        let watcher = try await welcomedClient(c)
         await watcher.send(#"{"type":"subscribe","id":"recent","finished_snapshots":60}"#)
         let subscribed = try await watcher.next(type: "subscribed")
         let omitted = subscribed["omitted"] as? [String: Any]
