@@ -150,10 +150,16 @@ extension Daemon {
         let backend = backendID(forName: name)
         let known = core.backend(backend)
         if let incarnation = known?.incarnation, hello.incarnation < incarnation {
-            refuse(
-                id, backendSide: true, code: .staleIncarnation,
-                message: "backend \(name) is registered with a newer incarnation \(incarnation); use a new incarnation",
-                close: 1008, requestID: hello.id)
+            // Known (linked, suspect or down) under a newer incarnation: `details` names it, so a
+            // backend whose clock went backwards across a restart can take a larger one.
+            metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.staleIncarnation.rawValue]).increment()
+            sendError(
+                Wire.ErrorMessage(
+                    id: hello.id, code: .staleIncarnation,
+                    message: "backend \(name) is registered with a newer incarnation \(incarnation); use a new incarnation",
+                    details: RawJSON(unchecked: #"{"incarnation":\#(incarnation.rawValue)}"#)),
+                to: id, backendSide: true)
+            transport.assumeIsolated { $0.close(id, code: CloseCode(1008), reason: ErrorCode.staleIncarnation.rawValue) }
             return
         }
         if let old = linkOf[backend], old != id {

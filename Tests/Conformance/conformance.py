@@ -844,7 +844,9 @@ async def stale_incarnation_1008(t):
     d = await t.daemon()
     cur = await d.ready_backend("phoenix", ["video"])
     old = await d.backend("phoenix", incarnation=cur.incarnation - 5000)
-    await refused(t, old, old.hello_message(id="h-old"), "stale_incarnation", 1008, rid="h-old")
+    e = await refused(t, old, old.hello_message(id="h-old"), "stale_incarnation", 1008, rid="h-old")
+    t.check(e.get("details") == {"incarnation": cur.incarnation}, "5 stale_incarnation",
+            "details %s, the incarnation known %d" % (e.get("details"), cur.incarnation))
     cur.revision += 1
     await cur.send(cur.snapshot("ready", ["video", "image"]))
     ack = await cur.expect("capabilities_ack", "the current link still answered")

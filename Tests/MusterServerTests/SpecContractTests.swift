@@ -114,7 +114,22 @@ import Testing
         await stale.send(hello("gpu-c", incarnation: 9, id: "h9"))
         let staleError = try await stale.next(type: "error")
         #expect(staleError["code"] as? String == "stale_incarnation" && staleError["id"] as? String == "h9")
+        #expect((staleError["details"] as? [String: Any])?["incarnation"] as? Int == 10, "\(staleError)")
         #expect(try await stale.closed() == 1008)
+        // Not linked any more, still known: refused the same (6.2), so a backend whose clock
+        // went backwards learns the incarnation to pass.
+        let (gone, _) = try await backend(c, "gpu-g", incarnation: 20)
+        await gone.send(#"{"type":"goodbye","reason":"shutdown"}"#)
+        await gone.close()
+        try await HTTP.waitFor("http://127.0.0.1:\(c.port)/v1/backends", "gpu-g down") { r in
+            (r.json["backends"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "gpu-g" && $0["link"] as? String == "down" }
+        }
+        let behind = try await WirePeer(port: c.port, subprotocol: Self.backendV1)
+        await behind.send(hello("gpu-g", incarnation: 19, id: "h19"))
+        let behindError = try await behind.next(type: "error")
+        #expect(behindError["code"] as? String == "stale_incarnation", "\(behindError)")
+        #expect((behindError["details"] as? [String: Any])?["incarnation"] as? Int == 20, "\(behindError)")
+        #expect(try await behind.closed() == 1008)
 
         // A newer link with the same name replaces the old one: goodbye, no error, then 4005.
         let (replacement, _) = try await backend(c, "gpu-c", incarnation: 10)
