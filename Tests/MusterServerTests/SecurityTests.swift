@@ -194,6 +194,39 @@ import Testing
         #expect(try await second.stop() == 0)
     }
 
+    /// A `client` credential's subscription to every job covers its own owner's jobs only, and
+    /// so do `finished_snapshots` and `omitted`.
+    @Test func finishedSnapshotsOfAClientCoverItsOwnJobsOnly() async throws {
+        let creds = try Credentials()
+        defer { creds.remove() }
+        let (serve, port) = try await serve(creds, store: creds.dir.appendingPathComponent("muster.sqlite").path)
+        let base = "http://127.0.0.1:\(port)"
+        var ended: [String: [Int]] = [:]
+        for (owner, count) in [("alice", 3), ("bob", 2)] {
+            let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "image", "count": \#(count)}]}"#, headers: creds.bearer(owner))
+            let jobs = try #require(submitted.json["jobs"] as? [Int])
+            for job in jobs { _ = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(job)", headers: creds.bearer(owner)) }
+            for job in jobs {
+                try await HTTP.waitFor("\(base)/v1/jobs/\(job)", "job \(job) canceled", headers: creds.bearer(owner)) {
+                    $0.json["state"] as? String == "canceled"
+                }
+            }
+            ended[owner] = jobs
+        }
+        let (alice, welcome) = try await hello(port: port, backend: false, name: "alice", token: creds.tokens["alice"]!)
+        #expect(welcome["type"] as? String == "welcome", "\(welcome)")
+        await alice.send(#"{"type": "subscribe", "id": "s", "finished_snapshots": 1}"#)
+        let subscribed = try await alice.next(type: "subscribed")
+        #expect(subscribed["omitted"] as? [String: Int] == ["completed": 0, "failed": 0, "canceled": 2], "\(subscribed)")
+        let snapshot = try await alice.next(type: "job")
+        #expect(snapshot["job"] as? Int == ended["alice"]?.last && snapshot["event"] as? String == "snapshot", "\(snapshot)")
+        await alice.send(#"{"type": "status", "id": "q"}"#)
+        _ = try await alice.next(type: "status_report")
+        #expect(alice.all { $0["type"] as? String == "job" }.count == 1, "one snapshot, none of bob's")
+        await alice.close()
+        #expect(try await serve.stop() == 0)
+    }
+
     @Test func metricsCanNeedAToken() async throws {
         let creds = try Credentials()
         defer { creds.remove() }

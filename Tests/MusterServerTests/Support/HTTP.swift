@@ -35,10 +35,13 @@ enum HTTP {
 
     /// Polls `url` until `condition` holds on its response (bounded generously against hangs).
     @discardableResult
-    static func waitFor(_ url: String, _ what: String, timeout: Duration = .seconds(60), _ condition: (Response) -> Bool) async throws -> Response {
+    static func waitFor(
+        _ url: String, _ what: String, timeout: Duration = .seconds(60), headers: [String: String] = [:],
+        _ condition: (Response) -> Bool
+    ) async throws -> Response {
         let deadline = ContinuousClock.now + timeout
         while true {
-            if let r = try? await get(url), condition(r) { return r }
+            if let r = try? await get(url, headers: headers), condition(r) { return r }
             if ContinuousClock.now > deadline { throw MusterProcess.Failure(description: "timed out waiting for \(what) at \(url)") }
             try await Task.sleep(for: .milliseconds(50))
         }
