@@ -398,10 +398,11 @@ extension Coordinator {
     /// Hedging a model load: a backend left idle (nothing to take or steal) starts loading the
     /// model that a job bound elsewhere waits for, when it offers the model and could run the job
     /// no later by the estimates, counting its own load as nothing while its load time is a
-    /// guess (idle, it loses nothing by finding out; RoutingSuite seed 66). Load times are guesses until measured (the default, or a load
-    /// running past its expected end); if this load lands first, the job moves here (work
-    /// stealing: a job waiting for a load is moved like a running one). Each job is hedged at
-    /// most `hedgeLoads` times; the best gain first, then the lowest job id.
+    /// guess (idle, it loses nothing by finding out; RoutingSuite seed 66). Load times are
+    /// guesses until measured (the default, or a load running past its expected end); if this
+    /// load lands first, the job moves here (work stealing: a job waiting for a load is moved
+    /// like a running one). Each job is hedged at most `hedgeLoads` times; the best gain first,
+    /// then the lowest job id.
     mutating func hedgeLoad(_ id: BackendID) {
         guard policy.routing == .expectedCompletion, policy.hedgeLoads > 0, policy.workStealing, !loadingModels.isEmpty,
             let ti = backends.index(id), backends.records[ti].jobs.isEmpty

@@ -114,10 +114,9 @@ extension Daemon {
 
     private func register(_ hello: BackendToCoordinator.Hello, on id: ConnectionID, peer: String, certificate: String?) {
         guard hello.versions.contains(1) else {
-            metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.noCommonVersion.rawValue]).increment()
-            let details = RawJSON(unchecked: #"{"supported":[1]}"#)
-            sendError(Wire.ErrorMessage(id: hello.id, code: .noCommonVersion, message: "this coordinator speaks protocol version 1 only", details: details), to: id, backendSide: true)
-            transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
+            refuse(
+                id, backendSide: true, code: .noCommonVersion, message: "this coordinator speaks protocol version 1 only",
+                close: 4002, requestID: hello.id, details: RawJSON(unchecked: #"{"supported":[1]}"#))
             return
         }
         if refuseUnlessLeading(id, backendSide: true, requestID: hello.id) { return }
@@ -152,14 +151,10 @@ extension Daemon {
         if let incarnation = known?.incarnation, hello.incarnation < incarnation {
             // Known (linked, suspect or down) under a newer incarnation: `details` names it, so a
             // backend whose clock went backwards across a restart can take a larger one.
-            metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.staleIncarnation.rawValue]).increment()
-            sendError(
-                Wire.ErrorMessage(
-                    id: hello.id, code: .staleIncarnation,
-                    message: "backend \(name) is registered with a newer incarnation \(incarnation); use a new incarnation",
-                    details: RawJSON(unchecked: #"{"incarnation":\#(incarnation.rawValue)}"#)),
-                to: id, backendSide: true)
-            transport.assumeIsolated { $0.close(id, code: CloseCode(1008), reason: ErrorCode.staleIncarnation.rawValue) }
+            refuse(
+                id, backendSide: true, code: .staleIncarnation,
+                message: "backend \(name) is registered with a newer incarnation \(incarnation); use a new incarnation",
+                close: 1008, requestID: hello.id, details: RawJSON(unchecked: #"{"incarnation":\#(incarnation.rawValue)}"#))
             return
         }
         if let old = linkOf[backend], old != id {
@@ -287,12 +282,14 @@ extension Daemon {
         }
     }
 
-    /// Sends an `error` with `code` (echoing `requestID`), then closes the link with `close`.
+    /// Sends an `error` with `code` (echoing `requestID`, with `details` if any), then closes the
+    /// link with `close`.
     func refuse(
-        _ id: ConnectionID, backendSide: Bool, code: ErrorCode, message: String, close: UInt16, requestID: String? = nil
+        _ id: ConnectionID, backendSide: Bool, code: ErrorCode, message: String, close: UInt16, requestID: String? = nil,
+        details: RawJSON? = nil
     ) {
         metrics.counter("muster_protocol_errors_total", ["code": code.rawValue]).increment()
-        sendError(Wire.ErrorMessage(id: requestID, code: code, message: message), to: id, backendSide: backendSide)
+        sendError(Wire.ErrorMessage(id: requestID, code: code, message: message, details: details), to: id, backendSide: backendSide)
         transport.assumeIsolated { $0.close(id, code: CloseCode(close), reason: code.rawValue) }
     }
 

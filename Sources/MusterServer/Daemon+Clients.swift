@@ -99,9 +99,9 @@ extension Daemon {
             if let timer = session.helloTimer { transport.assumeIsolated { $0.cancel(timer) } }
             session.helloTimer = nil
             guard hello.versions.contains(1) else {
-                metrics.counter("muster_protocol_errors_total", ["code": ErrorCode.noCommonVersion.rawValue]).increment()
-                sendError(Wire.ErrorMessage(id: hello.id, code: .noCommonVersion, message: "this coordinator speaks protocol version 1 only", details: RawJSON(unchecked: #"{"supported":[1]}"#)), to: id, backendSide: false)
-                transport.assumeIsolated { $0.close(id, code: CloseCode(4002), reason: "no common version") }
+                refuse(
+                    id, backendSide: false, code: .noCommonVersion, message: "this coordinator speaks protocol version 1 only",
+                    close: 4002, requestID: hello.id, details: RawJSON(unchecked: #"{"supported":[1]}"#))
                 return
             }
             // A standby sends every client to the leader, before any credential is looked at.

@@ -54,11 +54,12 @@ struct FinishedSelection {
 
     init(before: CoreInstant) { self.before = before }
 
-    mutating func omit(_ state: JobState) {
+    /// Counts a job that ended `state` among the omitted (`by` -1: takes it back out).
+    mutating func omit(_ state: JobState, by n: Int = 1) {
         switch state {
-        case .completed: omitted.completed += 1
-        case .failed: omitted.failed += 1
-        case .canceled: omitted.canceled += 1
+        case .completed: omitted.completed += n
+        case .failed: omitted.failed += n
+        case .canceled: omitted.canceled += n
         default: break
         }
     }
@@ -95,12 +96,7 @@ extension Daemon {
             core.forEachEndedJob { job, state, _, _ in
                 guard selection.kept.count < limit else { return false }
                 selection.kept.insert(job)
-                switch state {
-                case .completed: selection.omitted.completed -= 1
-                case .failed: selection.omitted.failed -= 1
-                case .canceled: selection.omitted.canceled -= 1
-                default: break
-                }
+                selection.omit(state, by: -1)
                 return true
             }
         }
@@ -134,9 +130,7 @@ extension Daemon {
         while !streams.isEmpty, budget > 0, walk > 0, room > 0 {
             var stream = streams[0]
             var next = stream.next
-            let found = core.nextJobID(from: &next, through: stream.last, steps: &walk) { job, ended in
-                stream.finished != nil && stream.passes(job, ended: ended)
-            }
+            let found = core.nextJobID(from: &next, through: stream.last, steps: &walk) { stream.passes($0, ended: $1) }
             stream.next = next
             guard let job = found else {
                 // Done, or walked as far as this turn goes (on from `next` next time).
