@@ -76,6 +76,7 @@ struct BenchE2E: AsyncParsableCommand {
     struct Row {
         var name: String
         var rate = "-"
+        var assign = "-"
         var bind = "-"
         var complete = "-"
         var cpu = "-"
@@ -133,7 +134,8 @@ struct BenchE2E: AsyncParsableCommand {
 
         print("e2e (loopback; coordinator, backends and clients in separate processes; release build; \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         let header = [
-            padded("scenario", 20), padded("rate", 24), padded("submit->bind p50/p90/p99/p99.9", 34),
+            padded("scenario", 20), padded("rate", 24), padded("submit->assign p50/p90/p99/p99.9", 34),
+            padded("submit->bound p50/p90/p99/p99.9", 34),
             padded("submit->completed p50/p90/p99/p99.9", 38), padded("coord CPU", 11), padded("coord RSS", 11),
             padded("msgs/s (x raw)", 24), "notes",
         ]
@@ -142,7 +144,7 @@ struct BenchE2E: AsyncParsableCommand {
             let messages = r.messages.map { "\(formatCount($0)) (\(String(format: "%.2f", $0 / max(raw, 1))))" } ?? "-"
             print(
                 [
-                    padded(r.name, 20), padded(r.rate, 24), padded(r.bind, 34), padded(r.complete, 38), padded(r.cpu, 11),
+                    padded(r.name, 20), padded(r.rate, 24), padded(r.assign, 34), padded(r.bind, 34), padded(r.complete, 38), padded(r.cpu, 11),
                     padded(r.rss, 11), padded(messages, 24), r.note,
                 ].joined())
         }
@@ -237,9 +239,11 @@ struct BenchE2E: AsyncParsableCommand {
         return l
     }
 
-    /// Submitting clients plus one watcher subscribed to every job, all on one transport.
+    /// Submitting clients on one transport, and one watcher subscribed to every job on another:
+    /// two loop threads, so decoding the watcher's events does not delay the submitters' writes.
     struct Clients {
         var transport: Transport
+        var watcherTransport: Transport
         var watcher: MusterClient
         var submitters: [MusterClient]
         var tracker: JobTracker
@@ -248,12 +252,13 @@ struct BenchE2E: AsyncParsableCommand {
             for c in submitters { await c.close() }
             await watcher.close()
             await transport.shutdown()
+            await watcherTransport.shutdown()
         }
 
         var messages: Int {
             get async {
-                let c = await transport.counters
-                return c.messagesIn + c.messagesOut
+                let c = await transport.counters, w = await watcherTransport.counters
+                return c.messagesIn + c.messagesOut + w.messagesIn + w.messagesOut
             }
         }
     }
@@ -264,12 +269,13 @@ struct BenchE2E: AsyncParsableCommand {
         config.outboundHighWaterBytes = 256 << 20
         config.shutdownGrace = .seconds(1)
         let transport = try Transport(configuration: config, logger: quiet)
+        let watcherTransport = try Transport(configuration: config, logger: quiet)
         var options = MusterClient.Options(coordinator: url, name: "e2e-watcher")
         options.requestTimeout = .seconds(120)
         let tracker = JobTracker(window: window)
         // Events are timed on the loop thread as they are decoded, not after a hop to a consumer task.
         options.onEvent = { tracker.record($0, at: .now) }
-        let watcher = try await MusterClient.connect(options, logger: quiet, transport: transport)
+        let watcher = try await MusterClient.connect(options, logger: quiet, transport: watcherTransport)
         // The events the latencies are read from; the others would cost the coordinator and
         // this process work that no caller of a production coordinator asks for.
         try await watcher.subscribe(batch: nil, only: watchAll ? [] : [.bound, .completed, .failed, .canceled])
@@ -279,7 +285,8 @@ struct BenchE2E: AsyncParsableCommand {
             options.name = "e2e-client-\(i)"
             submitters.append(try await MusterClient.connect(options, logger: quiet, transport: transport))
         }
-        return Clients(transport: transport, watcher: watcher, submitters: submitters, tracker: tracker)
+        return Clients(
+            transport: transport, watcherTransport: watcherTransport, watcher: watcher, submitters: submitters, tracker: tracker)
     }
 
     func request(_ n: Int, needs: [String] = ["image"]) -> Wire.BatchRequest {
@@ -342,9 +349,12 @@ struct BenchE2E: AsyncParsableCommand {
     /// Paced submissions at `rate` jobs/s in small batches.
     func latency(rate: Double, store: String) async throws -> Row {
         let coordinator = try await startCoordinator(["gate.window_seconds=0"], store: store)
-        let fleet = try await startBackends(coordinator.url, ["--count", "\(backends)"])
+        let assignLog = NSTemporaryDirectory() + "muster-bench-assigns-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: assignLog) }
+        let fleet = try await startBackends(coordinator.url, ["--count", "\(backends)", "--assign-log", assignLog])
         let clients = try await connectClients(coordinator.url, count: clients, window: nil)
         let pid = coordinator.child.pid
+        let sentAt = Locked([BatchID: UInt64]())
         let cpu0 = ProcStats.cpuSeconds(pid), messages0 = await clients.messages, t0 = ContinuousClock.now
         let others0 = (ProcStats.cpuSeconds(fleet.pid), ProcStats.cpuSeconds(getpid()))
         let tracker = clients.tracker
@@ -358,9 +368,10 @@ struct BenchE2E: AsyncParsableCommand {
                 try? await Task.sleep(until: t0 + interval * i, clock: .continuous)
                 let client = submitters[i % submitters.count]
                 group.addTask {
-                    let sent = ContinuousClock.now
+                    let sent = ContinuousClock.now, sentNanos = monotonicNanos()
                     if let accepted = try? await client.submit(self.request(size)) {
                         tracker.submitted(accepted.batch, at: sent)
+                        sentAt.withLock { $0[accepted.batch] = sentNanos }
                     }
                 }
             }
@@ -376,6 +387,7 @@ struct BenchE2E: AsyncParsableCommand {
         await stop(coordinator)
         let s = tracker.summary()
         var row = Row(name: "latency \(store)")
+        row.assign = assignLatencies(assignLog, sent: sentAt.withLock { $0 }).text
         row.rate = "\(formatCount(Double(s.finals) / ((s.last ?? t1) - t0).secondsDouble)) jobs/s"
         row.bind = s.bind.text
         row.complete = s.complete.text
@@ -385,6 +397,21 @@ struct BenchE2E: AsyncParsableCommand {
         row.note = "offered \(formatCount(rate)) jobs/s in batches of \(size), \(backends) backends; \(others)"
             + invariant(s, expected: total, finished: finished)
         return row
+    }
+
+    /// From each batch's submit to the first `assign` of each of its jobs at the backends'
+    /// process (`e2e-backends --assign-log`): when the job reached a backend.
+    func assignLatencies(_ path: String, sent: [BatchID: UInt64]) -> Percentiles {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return Percentiles() }
+        var seen = Set<UInt64>(), histogram = e2eHistogram()
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count == 3, let job = UInt64(f[0]), let batch = UInt64(f[1]), let at = UInt64(f[2]),
+                let submitted = sent[BatchID(batch)], seen.insert(job).inserted
+            else { continue }
+            _ = histogram.record(at > submitted ? (at - submitted) / 1000 : 0)
+        }
+        return Percentiles(histogram)
     }
 
     /// Many idle backend links held with keepalive, then one batch routed across them.

@@ -57,6 +57,8 @@ struct BenchE2EBackends: AsyncParsableCommand {
     var keepaliveSeconds: Double = 10
     @Option(help: "Gate: assigns to wait for before reporting.")
     var expectAssigns = 0
+    @Option(help: "Write 'JOB BATCH NANOS' per first assign of a job (CLOCK_MONOTONIC) to this file at the end.")
+    var assignLog: String?
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
@@ -98,7 +100,13 @@ struct BenchE2EBackends: AsyncParsableCommand {
             emit("gate " + samples.map { String($0) }.joined(separator: ","))
             await input.waitForEnd()
         }
-        let (counters, completed) = await transport.onLoopValue { t in (t.counters, fleet.completed) }
+        let (counters, completed, assigns) = await transport.onLoopValue { t in (t.counters, fleet.completed, fleet.assignTimes) }
+        if let path = assignLog {
+            var text = ""
+            text.reserveCapacity(assigns.count * 24)
+            for a in assigns { text += "\(a.job) \(a.batch) \(a.nanos)\n" }
+            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        }
         emit("stats \(counters.messagesIn) \(counters.messagesOut) \(completed)")
         await transport.shutdown()
     }
@@ -145,6 +153,8 @@ final class SimFleet: @unchecked Sendable {
     var gateStart: ContinuousClock.Instant?
     var gateSamples: [Int] = []
     var gateWaiter: CheckedContinuation<[Int], Never>?
+    /// With `--assign-log`: when each assign arrived (a job again after a requeue too).
+    var assignTimes: [(job: JobID, batch: BatchID, nanos: UInt64)] = []
     var random = SystemRandomNumberGenerator()
 
     init(command: BenchE2EBackends, transport: Transport) {
@@ -227,7 +237,8 @@ final class SimFleet: @unchecked Sendable {
                 announce(i, t)
                 return
             }
-        case .assign:
+        case .assign(let assign):
+            if command.assignLog != nil { assignTimes.append((assign.job, assign.batch, monotonicNanos())) }
             if let start = gateStart {
                 gateSamples.append(Int((ContinuousClock.now - start).nanosecondsInt / 1000))
                 if gateSamples.count == command.expectAssigns, let w = gateWaiter {

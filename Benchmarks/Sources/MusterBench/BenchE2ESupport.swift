@@ -176,6 +176,13 @@ struct Percentiles {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: one time line for the bench and its child processes.
+func monotonicNanos() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
 func e2eHistogram() -> Histogram<UInt64> {
     Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
 }
