@@ -9,6 +9,10 @@ import MusterProtocol
 /// Why: with nothing measured, backends that look alike are placed as if they were equal, and a
 /// job that lands on the slowest of them is not moved, since nothing says another one is faster
 /// (moving throws work away; see `runningToMove`). A backup throws nothing away.
+///
+/// A backend that must load the job's model first loads it (`LoadReason.backup`) and looks again
+/// once it is loaded (RoutingSuite seed 189: a `flux` video on a local backend four times slower
+/// than the idle ones, which had no `flux` loaded).
 struct BackupRun: Hashable, Sendable {
     var backend: BackendID
     var lease: Lease
@@ -45,9 +49,11 @@ extension Coordinator {
 
     /// Called for a free backend that found nothing to take, steal or load: starts a backup of
     /// the job it could most likely finish first, if any. Only a backend with a running slot free,
-    /// nothing bound and no model load in flight, whose speed is still assumed, with the job's
-    /// model loaded; at most `CorePolicy.backupRuns` backups per job over its life and one per
-    /// backend. The jobs looked at are the stragglers (`stragglers`: running jobs whose progress
+    /// nothing bound and no model load in flight, whose speed is still assumed; at most
+    /// `CorePolicy.backupRuns` backups per job over its life and one per backend. When the job's
+    /// model is not loaded here, the backend loads it instead (counted in the job's
+    /// `CorePolicy.hedgeLoads`; its load time counts as nothing while it is a guess) and the
+    /// backup starts when the backend, free again once the load lands, looks again. The jobs looked at are the stragglers (`stragglers`: running jobs whose progress
     /// or overrun showed them long; no scan of the fleet), on backends at most `backupSpeedup`
     /// times as fast.
     mutating func startBackup(_ id: BackendID) {
@@ -58,7 +64,7 @@ extension Coordinator {
         else { return }
         let t = now.seconds
         let bar = backends.records[ti].speed * Self.backupSpeedup + 1e-9
-        var pick: (end: Double, job: JobID)?
+        var pick: (end: Double, job: JobID, load: String?)?
         var gone: [JobID] = []
         for job in stragglers {
             guard let j = jobs.index(job), jobs[slot: j].state == .running, let v = jobs[slot: j].backend,
@@ -71,7 +77,13 @@ extension Coordinator {
             let c = jobs[slot: j].classIndex
             guard v != id, backends.records[vi].speed < bar, classes[c].capable.contains(id) else { continue }
             let m = classes[c].modelID
-            if m >= 0, !backends.records[ti].loadedIDs.contains(m) { continue }
+            // A model this backend must load first: while its load time is a guess the load counts
+            // as nothing (idle, it loses nothing by finding out, as in `hedgeLoad`).
+            var load: (model: String, seconds: Double)?
+            if m >= 0, !backends.records[ti].loadedIDs.contains(m) {
+                guard Int(jobs[slot: j].hedges) < policy.hedgeLoads, let model = classes[c].model else { continue }
+                load = (model, loadTimeGuessed(ti) ? 0 : expectedLoadSeconds(ti, m))
+            }
             let startedAt = backends.records[vi].jobStartedAt[k]
             guard startedAt >= 0, jobs[slot: j].expectedAtStart > 0 else { continue }
             let e = jobs[slot: j].estimateIndex
@@ -82,13 +94,19 @@ extension Coordinator {
             let workFrom = max(startedAt, jobReady(vi, k))
             guard end - workFrom > Self.straggler * jobs[slot: j].expectedAtStart else { continue }
             // It could win only if this backend were `backupSpeedup` times as fast as assumed.
-            guard t + expectedSeconds(ti, e) / Self.backupSpeedup < end - 1e-9 else { continue }
+            guard t + (load?.seconds ?? 0) + expectedSeconds(ti, e) / Self.backupSpeedup < end - 1e-9 else { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
-            pick = (end, job)
+            pick = (end, job, load?.model)
         }
         for job in gone { stragglers.remove(job) }
         guard let pick else { return }
         let job = pick.job
+        if let model = pick.load {
+            // The backup starts once the model is loaded (the backend is free then and looks again).
+            jobs[job].hedges += 1
+            requestLoad(id, model, force: false, .backup)
+            return
+        }
         let lease = Lease(nextLease)
         nextLease += 1
         backups[job, default: []].append(BackupRun(backend: id, lease: lease, boundAt: now))

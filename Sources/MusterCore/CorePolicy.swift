@@ -51,7 +51,8 @@ public struct CorePolicy: Sendable, Hashable {
     /// Under expected completion: how many idle backends may be asked to load the model a bound
     /// job waits for on another backend, when they could run it no later by the estimates (a
     /// load time is a guess until measured). The job moves to whichever is ready first
-    /// (`workStealing`). `0`: never.
+    /// (`workStealing`). A load for a backup run of a job (`backupRuns`) counts toward it too.
+    /// `0`: never.
     public var hedgeLoads: Int = 2
     /// Under expected completion: how many idle backends whose speed is not known yet may run a
     /// copy of a job that runs elsewhere, when they would finish it first if they were twice as
