@@ -130,6 +130,12 @@ extension Coordinator {
                 routingEpoch &+= 1
                 wake(c)
             }
+        } else if !popped, jobs[id].declinedSince != nil {
+            // The free backends left this job to faster ones (`admits`); the job after it has not
+            // been looked at: they decide on it now, so that it is taken or declined (its wait for
+            // a better backend bounded from now) instead of waiting unmarked for the class's timer.
+            routingEpoch &+= 1
+            wake(c)
         }
     }
 

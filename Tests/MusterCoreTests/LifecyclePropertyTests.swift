@@ -24,6 +24,16 @@ import Testing
         #expect(started > 0, "the storms started backup runs")
     }
 
+    /// A storm the random inputs found: a backup wins and its backend is measured 20 times as fast
+    /// as assumed, so the two idle backends leave the next batch's head to it (`admits`: the
+    /// head's wait for a better backend starts); that head is canceled while queued. The job after
+    /// it was never looked at, so it waited with two backends idle and no wait bound started
+    /// until the class's timer fired. Now canceling a declined job makes the free backends decide
+    /// on the next one at once.
+    @Test func aCanceledDeclinedJobLeavesTheNextOneDecidedOn() {
+        Self.storm([436325842, 1042431225, 1199387933, 1454939198, 2011171463, 1854345270], stragglers: true)
+    }
+
     /// Plays one storm; returns how many backup runs it started.
     @discardableResult
     static func storm(_ script: [Int], stragglers: Bool) -> Int {
