@@ -24,6 +24,12 @@ struct BackupRun: Hashable, Sendable {
 extension Coordinator {
     /// How much faster than assumed an unmeasured backend must be for its backup to win.
     static let backupSpeedup = 2.0
+    /// The same for a straggler known only by its overrun (no `timed` progress, as on ComfyUI):
+    /// such a job is expected to run half as long again as it ran (`overrunDue`), so a copy on a
+    /// backend assumed as fast would need more than three times its assumed speed to win, and
+    /// at `backupSpeedup` no such straggler would ever get a backup (RoutingSuite without
+    /// progress, seed 222: 2.14 to 1.47).
+    static let overrunBackupSpeedup = 4.0
     /// A running job expected to take this many times what was expected when it started is a
     /// straggler; only stragglers get backups.
     static let straggler = 1.25
@@ -93,8 +99,10 @@ extension Coordinator {
             // A straggler: expected to run well past what was expected when it started.
             let workFrom = max(startedAt, jobReady(vi, k))
             guard end - workFrom > Self.straggler * jobs[slot: j].expectedAtStart else { continue }
-            // It could win only if this backend were `backupSpeedup` times as fast as assumed.
-            guard t + (load?.seconds ?? 0) + expectedSeconds(ti, e) / Self.backupSpeedup < end - 1e-9 else { continue }
+            // It could win only if this backend were `backupSpeedup` times as fast as assumed
+            // (`overrunBackupSpeedup` when no progress projects the job's end).
+            let speedup = backends.records[vi].projectedEnds[job] == nil ? Self.overrunBackupSpeedup : Self.backupSpeedup
+            guard t + (load?.seconds ?? 0) + expectedSeconds(ti, e) / speedup < end - 1e-9 else { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
             pick = (end, job, load?.model)
         }

@@ -147,12 +147,16 @@ import Testing
 
     /// Nothing known: the video lands on backend 1 (the lower id of two that look alike), which
     /// takes 40 s; at 4 s its progress (a tenth done) shows it a straggler, and backend 2 runs a
-    /// copy that ends at 4 + 13.3 s. Without progress nothing says the job is slow rather than
-    /// long, and it takes 40 s, as with backups off. Backends whose speeds are configured get no
-    /// backups: the video goes to the fast one at once.
+    /// copy that ends at 4 + 13.3 s. Without progress (as from ComfyUI) the job is known slow only
+    /// by running past its expected 10 s, and is then expected to run half as long again as it
+    /// ran: a copy on backend 2, assumed as fast, would need over three times that speed to win,
+    /// so at the usual bar (twice) it never got one and the job took 40 s. At four times it gets
+    /// one when it first overruns (11 s), ending at 11 + 13.3 s (`overrunBackupSpeedup`). With
+    /// backups off it takes 40 s. Backends whose speeds are configured get no backups: the video
+    /// goes to the fast one at once.
     @Test(
         arguments: [
-            (2, false, 1.0, 4 + 40.0 / 3), (2, false, nil, 40), (2, true, 1.0, 40.0 / 3), (0, false, 1.0, 40),
+            (2, false, 1.0, 4 + 40.0 / 3), (2, false, nil, 11 + 40.0 / 3), (2, true, 1.0, 40.0 / 3), (0, false, 1.0, 40),
         ] as [(Int, Bool, Double?, Double)])
     func anUnknownFastBackendWinsItsBackup(runs: Int, speedsKnown: Bool, progressEvery: Double?, makespan: Double) {
         var s = Scenario(
