@@ -173,6 +173,9 @@ final class HTTPExchange {
     /// said there is none (and the request went to the routes at once), so without this a POST
     /// with an empty body ran twice.
     var dispatched = false
+    /// Times lws reported the end of the body again while the answer was not ready (see
+    /// `Transport.httpBodyComplete`).
+    var completionRepeats = 0
     /// The connection carrying it (cleared when lws destroys it).
     var wsi: OpaquePointer?
 

@@ -82,6 +82,9 @@ extension Transport {
 
     func httpBodyComplete(_ wsi: OpaquePointer) -> Int32 {
         guard let exchange = httpExchanges[key(wsi)], let (listener, _) = listener(of: wsi) else { return -1 }
+        if exchange.bodyComplete, exchange.dispatched, !exchange.rejected {
+            return repeatedBodyCompletion(exchange, wsi)
+        }
         exchange.bodyComplete = true
         if exchange.rejected {
             // Answered already: every byte is read, so the close is a clean one. Not yet: the
@@ -91,6 +94,30 @@ extension Transport {
         dispatch(exchange, wsi, listener)
         return 0
     }
+
+    /// lws 4.1 reports the end of a body again on every pass of its loop when another request
+    /// was pipelined behind it (already in lws's input buffer): it feeds that buffer back while
+    /// still in this request's body state, consumes nothing, and never gets to the connection's
+    /// writable callback. The loop spun at full CPU and the answer was never written. So the
+    /// answer is written here, as soon as it is ready (an answer the routes give later arrives
+    /// on a later pass), and the connection closed after it. An answer still missing after
+    /// `maxCompletionRepeats` passes closes the connection.
+    private func repeatedBodyCompletion(_ exchange: HTTPExchange, _ wsi: OpaquePointer) -> Int32 {
+        guard let response = exchange.response else {
+            exchange.completionRepeats += 1
+            return exchange.completionRepeats > Self.maxCompletionRepeats ? -1 : 0
+        }
+        httpExchanges.removeValue(forKey: key(wsi))
+        // lws cannot go on to the pipelined request from here (completing the transaction left
+        // it spinning the same way): the answer says `Connection: close` and the connection
+        // closes. A client that pipelines retries what was not answered (RFC 9112 9.3.2).
+        _ = writeWholeResponse(response, wsi)
+        return -1
+    }
+
+    /// Loop passes a pipelined request waits behind an answer not yet given (see
+    /// `repeatedBodyCompletion`): about a second on an idle loop.
+    static let maxCompletionRepeats = 200_000
 
     /// How much of a rejected body is read and thrown away before the connection is closed:
     /// enough for a client that sent a little too much to read its 413 (see `draining`).
@@ -165,11 +192,19 @@ extension Transport {
     /// The reason phrase of the statuses the transport writes itself.
     static func reason(_ status: Int) -> String {
         switch status {
+        case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
         case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
         case 411: "Length Required"
+        case 409: "Conflict"
         case 413: "Request Entity Too Large"
+        case 429: "Too Many Requests"
+        case 503: "Service Unavailable"
         default: "Error"
         }
     }
