@@ -147,6 +147,17 @@ extension Daemon {
             }
         }
         let backend = backendID(forName: name)
+        if backend.isLocal {
+            // A remote backend under a local backend's name would take over its id: the local
+            // backend's jobs requeued as if it restarted, and its slot lost to the remote one.
+            logger.warning(
+                "backend refused: the name is a local backend's", metadata: ["backend.name": "\(name)", "link.id": "\(id)", "peer": "\(peer)"])
+            refuse(
+                id, backendSide: true, code: .forbidden,
+                message: "\(name) is the name of a local backend of this coordinator (id \(backend)); choose another name",
+                close: 4007, requestID: hello.id)
+            return
+        }
         let known = core.backend(backend)
         if let incarnation = known?.incarnation, hello.incarnation < incarnation {
             // Known (linked, suspect or down) under a newer incarnation: `details` names it, so a

@@ -84,6 +84,29 @@ import Testing
         await c.stop()
     }
 
+    /// A remote `hello` under a local backend's name took over its id (-1): the local backend's
+    /// running job was requeued as if it restarted, and the name kept pointing at a link that was
+    /// gone. It is refused (`forbidden`, close 4007), and the local backend runs on.
+    @Test func aRemoteBackendCannotTakeALocalBackendsName() async throws {
+        let c = try await TestCoordinator.start(
+            backends: #"[{"name": "local-gpu", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 600}}]"#)
+        let job = try await HTTP.post(
+            "http://127.0.0.1:\(c.port)/v1/batches", #"{"jobs":[{"kind":"image","count":1}]}"#)
+        let jobID = ((job.json["jobs"] as? [Any])?.first as? Int) ?? -1
+        try await HTTP.waitFor("http://127.0.0.1:\(c.port)/v1/jobs/\(jobID)", "running on -1") { r in
+            r.json["state"] as? String == "running" && r.json["backend"] as? Int == -1
+        }
+        let impostor = try await WirePeer(port: c.port, subprotocol: Self.backendV1)
+        await impostor.send(hello("local-gpu", incarnation: 99, id: "h1"))
+        let refused = try await impostor.next(type: "error")
+        #expect(refused["code"] as? String == "forbidden" && refused["id"] as? String == "h1", "\(refused)")
+        #expect(try await impostor.closed() == 4007)
+        let after = try await HTTP.get("http://127.0.0.1:\(c.port)/v1/jobs/\(jobID)")
+        #expect(after.json["state"] as? String == "running" && after.json["backend"] as? Int == -1, "\(after.json)")
+        #expect(after.json["attempt"] as? Int == 1)
+        await c.stop()
+    }
+
     @Test func errorsEchoTheRequestIDAndCloseAsTheSpecSays() async throws {
         let c = try await TestCoordinator.start(
             backends: "[]", settings: [("links.handshake_timeout_seconds", "120")])
