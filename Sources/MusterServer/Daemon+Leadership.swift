@@ -91,6 +91,18 @@ extension Daemon {
 
     func leadershipChanged() {
         guard let election, !stopping else { return }
+        let failure = election.failure
+        if failure != electionFailure {
+            // Once per failure streak (and when its reason changes), and once when it ends.
+            if let failure {
+                logger.error(
+                    "the leader election cannot reach the job store's database: this coordinator cannot lead until it does",
+                    metadata: ["error": "\(failure)", "store.url": "\(configuration.settings.store.url)"])
+            } else {
+                logger.notice("the leader election reaches the job store's database again")
+            }
+            electionFailure = failure
+        }
         let now = election.current
         switch (role, now) {
         case (.standby, .leader(let token)):

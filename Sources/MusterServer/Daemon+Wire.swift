@@ -58,9 +58,12 @@ extension Daemon {
         let r = core.readiness
         if !isLeading {
             // A standby (or a deposed leader) is never ready: what to dial is the leader.
+            // One whose election cannot reach the database says so: it cannot lead either.
+            var reasons = ["standby"]
+            if electionFailure != nil { reasons.append("store_unavailable") }
+            if stopping { reasons.append("shutting_down") }
             return Wire.Readiness(
-                ready: false, reasons: stopping ? ["standby", "shutting_down"] : ["standby"], readyBackends: 0, heldJobs: 0,
-                waiting: [], leader: knownLeader)
+                ready: false, reasons: reasons, readyBackends: 0, heldJobs: 0, waiting: [], leader: knownLeader)
         }
         var reasons: [String] = []
         if stopping { reasons.append("shutting_down") }

@@ -99,6 +99,8 @@ public actor Daemon {
     var leaderTerm: Int64?
     /// Why the daemon stopped leading, once it has: it then stops (`muster serve` exits 75).
     public internal(set) var lostLeadership: String?
+    /// Why the election cannot reach the database, while it cannot (`LeaderElection.failure`).
+    var electionFailure: String?
 
     var coreTimer: (id: TimerID, at: CoreInstant)?
     var listener: Listener?

@@ -46,4 +46,11 @@ public protocol LeaderElection: AnyObject, Sendable {
     func stop()
     /// The latest outcome; readable from any thread.
     var current: Leadership { get }
+    /// Why the last attempt to take part failed (the database did not answer, refused the login,
+    /// ...); nil once an attempt succeeds. A change is reported like one of `current`.
+    var failure: String? { get }
+}
+
+extension LeaderElection {
+    public var failure: String? { nil }
 }

@@ -144,6 +144,9 @@ import Testing
         // The first outcome is reported even though it equals the initial value.
         await log.first("a first report") { _ in true }
         try await Task.sleep(for: .milliseconds(500))
+        // Why it cannot take part, for the log and /readyz (the same failure is not reported again).
+        let failure = election.failure
+        #expect(failure?.contains("port \(port)") == true, "\(String(describing: failure))")
         election.stop()
         #expect(log.all == [.standby(leader: nil)])
         #expect(election.current == .standby(leader: nil))

@@ -16,6 +16,7 @@ import Testing
         for text in [
             "postgres://muster:s3cret@db.example:5432/muster", "postgresql://muster@10.0.0.5/jobs?sslmode=require",
             "postgres://localhost/muster", "postgres:///muster?host=/run/postgresql",
+            "postgres://a:5432,b:5433/muster",
         ] {
             #expect(try StoreURL(parsing: text) == .postgres(url: text))
         }
@@ -40,6 +41,8 @@ import Testing
 
     @Test(arguments: [
         "", "postgres://[::1/muster", "postgres://h/db?sslmode=x&bogus=1", "mysql://localhost/muster", "sqlite:",
+        // libpq parses any port text and fails only when it connects.
+        "postgres://u:pw@127.0.0.1:notaport/db", "postgres://h:0/db", "postgres://h:65536/db", "postgres://h/db?port=x",
         "sqlite://", "sqlite://host/muster.sqlite",
         "sqlite:///var/lib/muster/", "file:///x.sqlite", "memory:x",
     ])

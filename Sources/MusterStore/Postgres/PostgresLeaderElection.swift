@@ -36,6 +36,7 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
     private var stopped = false
     private var joined = false
     private var state = Leadership.standby(leader: nil)
+    private var lastFailure: String?
     private var reported = false
     private var handler: (@Sendable (Leadership) -> Void)?
     /// The token of the term this candidate leads, and when it must give it up (monotonic ns).
@@ -68,6 +69,12 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
         return state
     }
 
+    public var failure: String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return lastFailure
+    }
+
     public func start(_ onChange: @escaping @Sendable (Leadership) -> Void) {
         lock.lock()
         precondition(!started, "LeaderElection.start: once per object")
@@ -97,15 +104,21 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
 
     // MARK: - Reporting
 
-    /// Changes `state` with `notify` held and reports it when it changed (or was never reported).
-    private func change(_ body: (inout Leadership, inout Int64?) -> Void) {
+    /// Changes `state` (and, from a campaign's outcome, `lastFailure` to `failure`: `.some(nil)`
+    /// clears it) with `notify` held and reports it when either changed (or was never reported).
+    private func change(failure: String?? = .none, _ body: (inout Leadership, inout Int64?) -> Void) {
         notify.lock()
         defer { notify.unlock() }
         lock.lock()
         let before = state
         body(&state, &term)
         let after = state
-        let report = after != before || !reported
+        var failureChanged = false
+        if case .some(let failure) = failure {
+            failureChanged = lastFailure != failure
+            lastFailure = failure
+        }
+        let report = after != before || failureChanged || !reported
         reported = true
         let handler = self.handler
         lock.unlock()
@@ -145,7 +158,8 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
     private enum Outcome {
         case holds(token: Int64)
         case other(LeaderInfo?)
-        case failed
+        /// The database did not answer or refused: why, for the log and `/readyz`.
+        case failed(String)
     }
 
     private func campaign() {
@@ -166,7 +180,7 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
             let sentAt = monotonicNanoseconds()
             // A leader's statement must end before it has to give up anyway; a standby's within a lease.
             let deadline = sentAt + (held != nil ? leaseNanos - marginNanos : leaseNanos)
-            var outcome = Outcome.failed
+            var outcome = Outcome.failed("no answer")
             do throws(PostgresError) {
                 if connection == nil || connection?.broken == true {
                     connection = nil
@@ -201,6 +215,7 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
                 }
             } catch {
                 connection = nil
+                outcome = .failed(PostgresURL.redacted(error.message))
             }
             apply(outcome, held: held, sentAt: sentAt)
 
@@ -228,7 +243,9 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
     }
 
     private func apply(_ outcome: Outcome, held: Int64?, sentAt: UInt64) {
-        change { state, term in
+        var failure: String?
+        if case .failed(let why) = outcome { failure = why }
+        change(failure: .some(failure)) { state, term in
             switch outcome {
             case .holds(let token):
                 if held != nil && term == nil {

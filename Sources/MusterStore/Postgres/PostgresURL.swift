@@ -18,7 +18,20 @@ enum PostgresURL {
             while text.last?.isWhitespace == true { text.removeLast() }
             return redacted(text)
         }
-        PQconninfoFree(options)
+        defer { PQconninfoFree(options) }
+        // libpq takes any port text here and fails only when it connects ("invalid integer value").
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if String(cString: keyword) == "port", let value = option.pointee.val {
+                let ports = String(cString: value)
+                for port in ports.split(separator: ",", omittingEmptySubsequences: false) where !port.isEmpty {
+                    guard let n = Int(port), (1...65535).contains(n) else {
+                        return "port \(String(port).debugDescription) is not a number from 1 to 65535"
+                    }
+                }
+            }
+            option += 1
+        }
         return nil
     }
 
