@@ -21,7 +21,7 @@ struct AgentCommand: AsyncParsableCommand {
             resumes its jobs, even after a crash that kept a binding from its store. SIGTERM (or SIGINT) drains: \
             the agent announces `draining`, finishes its jobs however long they take, says goodbye and \
             exits 0 (exits 1 if --drain-timeout passes first). A refused hello (bad \
-            token, no common version, replaced) exits 1. With two coordinators on one database give \
+            token, no common version, replaced, a name or value the coordinator does not accept) exits 1. With two coordinators on one database give \
             both (--coordinator ws://a:7460,ws://b:7460): they are dialled in turn, a standby's \
             not_leader sends the agent to the leader it names, and when the leader moves the agent \
             registers there with its jobs (README: Running two coordinators).
@@ -135,6 +135,14 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError(
                 "--listen \(listen) is reachable beyond this machine and no --token or --token-file is set, so anyone who "
                     + "reaches it could send jobs; set a token, listen on 127.0.0.1, or pass --allow-anonymous")
+        }
+        guard ProtocolLimits.isValidName(name) else {
+            throw ValidationError("--name must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$, got '\(name)'")
+        }
+        for model in list(models)
+        where model.count > ProtocolLimits.maxModelLength || model.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw ValidationError(
+                "--models: '\(model.prefix(40))…' is not a model name (at most \(ProtocolLimits.maxModelLength) characters, no control characters)")
         }
         guard (1...1024).contains(slots) else { throw ValidationError("--slots must be 1...1024") }
         if let speed, !(speed > 0 && speed <= ProtocolLimits.maxSpeed) {

@@ -53,4 +53,23 @@ import Testing
         }
         #expect(try await serve.stop() == 0)
     }
+
+    /// A name the protocol does not allow is refused before dialling (exit 64, naming the flag),
+    /// and a hello the coordinator refuses for good (here: a local backend's name) ends the agent
+    /// with exit 1 instead of a redial every half second.
+    @Test func anAgentWithANameItCannotUseStops() async throws {
+        let cli = SubmitCommandTests()
+        let bad = try await cli.run(["agent", "--coordinator", "ws://127.0.0.1:1", "--name", "bad name"])
+        #expect(bad.status == 64 && bad.errors.contains("--name"), "\(bad.errors)")
+        let serve = try MusterProcess([
+            "serve", "--listen", "127.0.0.1:0", "--set", "store.url=memory:",
+            "--set", #"backends=[{"name": "local-gpu", "kind": "simulated", "features": ["image"]}]"#,
+        ])
+        let line = try await serve.waitForLog("muster serving")
+        let port = try #require(Int(line["listen.port"] as? String ?? ""))
+        let taken = try await cli.run(["agent", "--coordinator", "ws://127.0.0.1:\(port)", "--name", "local-gpu"])
+        #expect(taken.status == 1, "\(taken.errors)")
+        #expect(taken.errors.contains("forbidden") || taken.output.contains("forbidden"), "\(taken.errors)")
+        #expect(try await serve.stop() == 0)
+    }
 }

@@ -36,7 +36,8 @@ public struct AgentOptions: Sendable {
 /// A remote backend: one `WorkerEngine` behind a `muster.backend.v1` link. It dials the
 /// coordinator (or waits to be dialled), says `hello`, announces `loading` and then its
 /// capabilities, runs jobs, and on a lost link keeps running and reconnects with the same
-/// incarnation. A refusal (bad token, no common version, wrong role, replaced) stops it.
+/// incarnation. A refusal (bad token, no common version, wrong role, replaced, an `invalid_message`
+/// answering its `hello`) stops it.
 public actor Agent {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { transport.unownedExecutor }
     public nonisolated let transport: Transport
@@ -69,6 +70,8 @@ public actor Agent {
     var unreachable: String?
     /// The last `not_leader` came on the current link: its close is a refusal, not a failure.
     var refusedAsStandby = false
+    /// The current link was welcomed (an `invalid_message` before that refuses the hello itself).
+    var welcomedOnLink = false
 
     public init(options: AgentOptions, logger: Logger) throws {
         self.options = options
@@ -237,10 +240,14 @@ public actor Agent {
             refusedAsStandby = true
         case .error(let e):
             logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
-            if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code) {
+            if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code)
+                || (e.code == .invalidMessage && !welcomedOnLink)
+            {
+                // The same hello would be refused again: redialling would not help.
                 failure = "\(e.code): \(e.message)"
             }
         case .welcome(let w):
+            welcomedOnLink = true
             failuresSinceWelcome = 0
             unreachable = nil
             logger.info("registered", metadata: ["backend.id": "\(w.backend)", "bindings": "\(w.bindings.count)"])
@@ -260,6 +267,7 @@ public actor Agent {
 
     private func closed(_ event: CloseEvent) {
         guard event.id == link || event.id == dialedLink || abandoned.contains(event.id) else { return }
+        if event.id == link || event.id == dialedLink { welcomedOnLink = false }
         if event.id == link {
             link = nil
             driver?.linkDown()

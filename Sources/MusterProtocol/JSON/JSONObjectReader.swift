@@ -539,3 +539,11 @@ extension JSONWriter {
         value.encodeJSON(&self)
     }
 }
+
+extension ProtocolLimits {
+    /// Whether `s` is a valid backend or client name (`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`): what a
+    /// command checks before it says `hello` with it.
+    public static func isValidName(_ s: String) -> Bool {
+        (try? Grammar.name.check(s, path: "name")) != nil
+    }
+}
