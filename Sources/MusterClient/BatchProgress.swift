@@ -18,6 +18,9 @@ public struct BatchProgress: Sendable {
         public var firstSeenMs: UInt64?
         public var startedMs: UInt64?
         public var endedMs: UInt64?
+        /// `at_ms` of the first event of the current attempt that showed it running (a snapshot or
+        /// a `progress` when its `started` was missed, say across a coordinator restart).
+        public var runningSeenMs: UInt64?
         /// What the warm-up gate held it for, each distinct wait once, in order.
         public var waits: [Wire.GateWait] = []
         /// Why the gate let it go (`announced`, `window_elapsed`, `idle_backend`, ...).
@@ -38,10 +41,12 @@ public struct BatchProgress: Sendable {
             return end >= start ? end - start : 0
         }
 
-        /// Milliseconds from the first event seen to the end: a lower bound on the run time of a
-        /// job that was already running when the client started following it.
+        /// Milliseconds from the first event that showed the current attempt running to the end:
+        /// a lower bound on the run time of a job whose `started` was not seen (it was already
+        /// running when the client started following it, or it started while the client was
+        /// reconnecting).
         public var followedMs: UInt64? {
-            guard let end = endedMs, let start = firstSeenMs else { return nil }
+            guard let end = endedMs, let start = runningSeenMs else { return nil }
             return end >= start ? end - start : 0
         }
     }
@@ -71,8 +76,15 @@ public struct BatchProgress: Sendable {
             if e.state.isFinal, e.event != .snapshot { job.finalEvents += 1 }
             return true
         }
+        if e.attempt > job.attempt {
+            // A new attempt: what was seen of an earlier one's start says nothing of this one
+            // (its `requeued` may have been missed while the client reconnected).
+            job.startedMs = nil
+            job.runningSeenMs = nil
+        }
         job.state = e.state
         job.attempt = max(job.attempt, e.attempt)
+        if e.state == .running, job.runningSeenMs == nil { job.runningSeenMs = e.atMs }
         if let backend = e.backend { job.backend = backend }
         if let waiting = e.waiting, !job.waits.contains(waiting) { job.waits.append(waiting) }
         switch e.event {
@@ -88,6 +100,7 @@ public struct BatchProgress: Sendable {
             if let error = e.error { job.requeues.append(error) }
             job.progress = nil
             job.startedMs = nil
+            job.runningSeenMs = nil
         case .revoked, .queued:
             job.progress = nil
         default:

@@ -332,4 +332,26 @@ import Testing
         #expect(p.jobs[JobID(1)]?.durationMs == nil)
         #expect(p.jobs[JobID(1)]?.followedMs == 300)
     }
+
+    /// Across a coordinator restart the client may miss a job's `requeued`: it saw attempt 1 start
+    /// at 1000 and then, after redialling, a snapshot of attempt 2 running at 5000. Attempt 1's
+    /// start said the job ran 6 s (an outside check saw "ran 4.06 s" for a 2 s job); attempt 2
+    /// ran at least 2 s, from the snapshot. A job seen queued first and never seen running gives
+    /// no lower bound either (it was counted from the first event, queue wait included).
+    @Test func aNewAttemptForgetsTheStartOfTheOneBefore() {
+        var p = BatchProgress(batch: BatchID(7), jobs: [JobID(1), JobID(2)])
+        p.apply(event(1, .bound, .bound, at: 900, backend: 3))
+        p.apply(event(1, .started, .running, at: 1000, backend: 3))
+        var snapshot = event(1, .snapshot, .running, at: 5000, backend: 4)
+        snapshot.attempt = 2
+        p.apply(snapshot)
+        var completed = event(1, .completed, .completed, at: 7000, backend: 4)
+        completed.attempt = 2
+        p.apply(completed)
+        #expect(p.jobs[JobID(1)]?.durationMs == nil)
+        #expect(p.jobs[JobID(1)]?.followedMs == 2000)
+        p.apply(event(2, .queued, .queued, at: 100))
+        p.apply(event(2, .completed, .completed, at: 9000, backend: 3))
+        #expect(p.jobs[JobID(2)]?.durationMs == nil && p.jobs[JobID(2)]?.followedMs == nil)
+    }
 }
