@@ -6,6 +6,8 @@ import MusterProtocol
 struct Drain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drain a backend: no new jobs, the jobs it has run to the end.",
+        // One id (the argument takes what is not an option, so that `-1` is an id, not a flag).
+        usage: "muster drain <ID> [<options>]",
         discussion: """
             A remote backend is told to drain, announces draining, and once its jobs are done says \
             goodbye and closes its link (a drained agent exits 0); it comes back by linking again. A \

@@ -75,7 +75,10 @@ struct Submit: AsyncParsableCommand {
     @Flag(help: "Follow the jobs until every one is final, then summarise.")
     var wait = false
 
-    @Flag(help: "Print JSON lines: the accepted answer, or with --wait every job event and a final summary.")
+    @Flag(
+        help:
+            "Print JSON lines: the accepted answer (as the HTTP API's body: batch, jobs, duplicate), or with --wait every job event and a final summary."
+    )
     var json = false
 
     @Option(
