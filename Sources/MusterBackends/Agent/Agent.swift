@@ -217,7 +217,12 @@ public actor Agent {
             driver?.linkDown()
         }
         link = info.id
+        welcomedOnLink = false
         guard let driver else { return }
+        // A new link starts unwelcomed, whatever came before: after a stop (SIGSTOP, a suspended
+        // VM) the redial could open before the old link's close was handled, and a progress
+        // report then went out ahead of the hello (`not_registered`, close 1008).
+        if driver.engine.welcomed { driver.linkDown() }
         send(driver.engine.hello(token: options.token, software: "muster-agent/\(MusterVersion.current)"))
         logger.info("linked to coordinator", metadata: ["link.id": "\(info.id)", "peer": "\(info.peer)"])
     }
