@@ -122,8 +122,12 @@ extension Daemon {
                     "job store unavailable: accepting no work until it opens",
                     metadata: ["store.url": "\(configuration.settings.store.url)", "error": "\(error)"])
             }
+            // Once per streak (and when its kind changes), as for a commit that fails: the open
+            // is retried every 2 s.
+            if storeFailure?.kind != error.kind {
+                metrics.counter("muster_store_failures_total", ["kind": error.kind.rawValue]).increment()
+            }
             storeFailure = error
-            metrics.counter("muster_store_failures_total", ["kind": error.kind.rawValue]).increment()
             transport.assumeIsolated { t in
                 _ = t.schedule(after: .seconds(2)) { [weak self] _ in self?.assumeIsolated { $0.openStore() } }
             }
@@ -196,6 +200,8 @@ extension Daemon {
                 logger.error(
                     "job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged",
                     metadata: ["error": "\(failure)", "store.pending": "\(stats.appended - stats.durable)"])
+            }
+            if storeFailure?.kind != failure.kind {
                 metrics.counter("muster_store_failures_total", ["kind": failure.kind.rawValue]).increment()
             }
             storeFailure = failure
