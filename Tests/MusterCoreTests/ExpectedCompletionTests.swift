@@ -330,6 +330,30 @@ import Testing
         #expect(loads.map(\.at) == [0])
     }
 
+    /// A backfill may run a little past the model's readiness: one backend that loads `flux` in
+    /// 0.64 s and runs any image in 0.725 s (it announces both), two plain images and two `flux`
+    /// ones (first: their load counts in longest first). A plain image ends 0.085 s after `flux`
+    /// is ready, a quarter of the 0.64 s it keeps the slot from idling at most; it runs during the
+    /// load: 4 x 0.725 = 2.9 s. Ending strictly before readiness left the slot idle through the load
+    /// (3.54 s, an outside scheduling check on the real daemon).
+    @Test func aBackfillMayEndALittleAfterTheModelIsReady() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), modelsAvailable: ["flux"], jobSeconds: ["image": 0.725], loadSeconds: 0.64,
+                        announcesDurations: true)
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "image"), count: 2), BatchEntry(spec: JobSpec(kind: "image", model: "flux"), count: 2),
+                    ])
+                ]))
+        #expect(r.completions.count == 4 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.startedAt[JobID(1)] == 0, "a plain image runs during the load")
+        #expect(abs(r.makespan - 2.9) < 1e-9, "\(r.makespan)")
+    }
+
     /// Longest first within a batch: two images (5 s) listed before a video (30 s), two backends
     /// of one slot. The video starts at once on one backend and the images run one after the
     /// other on the other: done at 30 s. In list order (the old rule) the images take both
