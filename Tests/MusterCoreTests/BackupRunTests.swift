@@ -205,20 +205,15 @@ import Testing
     /// (RoutingSuite seed 189 knowing nothing: 1.33 to 1.17).
     @Test func aBackupLoadsTheStragglersModelFirst() {
         func run(hedges: Int) -> ScenarioReport {
-            var policy = CorePolicy()
-            policy.hedgeLoads = hedges
-            return ScenarioRunner.run(
-                Scenario(
-                    policy: policy,
-                    backends: [
-                        Scenario.Backend(
-                            id: BackendID(-1), modelsAvailable: ["flux"], modelsLoaded: ["flux"], defaultJobSeconds: 40,
-                            progressEvery: 1),
-                        Scenario.Backend(
-                            id: BackendID(1), registerAt: 10, modelsAvailable: ["flux"], defaultJobSeconds: 20, loadSeconds: 5,
-                            progressEvery: 1),
-                    ],
-                    submissions: [.init(entries: [BatchEntry(spec: JobSpec(kind: "video", model: "flux"))])]))
+            ScenarioRunner.oneJob(
+                JobSpec(kind: "video", model: "flux"),
+                on: [
+                    Scenario.Backend(
+                        id: BackendID(-1), modelsAvailable: ["flux"], modelsLoaded: ["flux"], defaultJobSeconds: 40, progressEvery: 1),
+                    Scenario.Backend(
+                        id: BackendID(1), registerAt: 10, modelsAvailable: ["flux"], defaultJobSeconds: 20, loadSeconds: 5,
+                        progressEvery: 1),
+                ], hedgeLoads: hedges)
         }
         let r = run(hedges: 2)
         let loads = r.trace.compactMap { step -> (Double, BackendID, LoadReason)? in

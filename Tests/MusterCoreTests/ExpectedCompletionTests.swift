@@ -632,16 +632,12 @@ import Testing
     /// moves there, to end at 15 instead of 55. With `hedgeLoads = 0` it stays.
     @Test func anIdleBackendHedgesTheLoadAJobWaitsFor() {
         func run(hedges: Int) -> ScenarioReport {
-            var policy = CorePolicy()
-            policy.hedgeLoads = hedges
-            return ScenarioRunner.run(
-                Scenario(
-                    policy: policy,
-                    backends: [
-                        Scenario.Backend(id: BackendID(-1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 45),
-                        Scenario.Backend(id: BackendID(1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 5),
-                    ],
-                    submissions: [.init(entries: [BatchEntry(spec: Self.sdxlImage)])]))
+            ScenarioRunner.oneJob(
+                Self.sdxlImage,
+                on: [
+                    Scenario.Backend(id: BackendID(-1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 45),
+                    Scenario.Backend(id: BackendID(1), modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 5),
+                ], hedgeLoads: hedges)
         }
         let r = run(hedges: 2)
         let loads = r.trace.compactMap { step -> (Double, BackendID)? in

@@ -77,3 +77,13 @@ struct Harness {
         (actions ?? all).compactMap { if case .jobEvent(let e) = $0, e.job == job { e.kind } else { nil } }
     }
 }
+
+extension ScenarioRunner {
+    /// One job of `spec` on `backends` with `CorePolicy.hedgeLoads` set: the tests of hedged loads
+    /// and of backups that load their model.
+    static func oneJob(_ spec: JobSpec, on backends: [Scenario.Backend], hedgeLoads: Int) -> ScenarioReport {
+        var policy = CorePolicy()
+        policy.hedgeLoads = hedgeLoads
+        return run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: [BatchEntry(spec: spec)])]))
+    }
+}
