@@ -331,7 +331,7 @@ extension Coordinator {
         }
         if capacity < need {
             // Every backend that could finish sooner was counted.
-            runnerUp = second.map { (entry.job, $0.backend, $0.at) }
+            runnerUp = second.map { (entry.job, id, $0.backend, $0.at, now) }
             return true
         }
         // Left to others: every free backend of the compared set that finishes sooner looks

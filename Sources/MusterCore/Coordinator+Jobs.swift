@@ -190,7 +190,7 @@ extension Coordinator {
             // compiler copy the whole coordinator (every buffer retained) for each binding.
             let ect = expectedCompletion(bi, c, e) - now.seconds
             placement = Placement(expectedSeconds: ect)
-            if let r = runnerUp, r.job == id, r.backend != backend {
+            if let r = runnerUp, r.job == id, r.by == backend, r.decidedAt == now, r.backend != backend {
                 placement?.runnerUp = r.backend
                 placement?.runnerUpSeconds = r.at - now.seconds
             }

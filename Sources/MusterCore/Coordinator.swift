@@ -116,8 +116,12 @@ public struct Coordinator: Sendable {
     var readinessDirty = false
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
-    /// The runner-up of the last comparison (`admits`), for the explanation of the next binding.
-    var runnerUp: (job: JobID, backend: BackendID, at: Double)?
+    /// The runner-up of the last comparison (`admits`), for the explanation of the binding it
+    /// decided: used only when that job is bound to the backend that decided (`by`) at the same
+    /// instant. An admission that bound nothing (the load started for a job that waits past the
+    /// slot, `loadIfFirst`) left it behind, and a later binding of the job by another path
+    /// reported it, stale: a runner-up "sooner" than the choice (an outside scheduling check).
+    var runnerUp: (job: JobID, by: BackendID, backend: BackendID, at: Double, decidedAt: CoreInstant)?
     /// The first job a free backend left to others in its current turn (`admits`), and the
     /// backend where that job is expected to finish first: `displace` may make room for it there.
     var declined: (by: BackendID, job: JobID, toward: BackendID, at: Double)?
