@@ -193,7 +193,7 @@ extension Daemon {
         if request.path.hasPrefix("/v1/"), let refusal = leaderRefusal { return errorResponse(refusal) }
         guard needsToken else { return body(.anonymous) }
         let header = request.headers["authorization"] ?? ""
-        let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+        let presented = Authorization.bearerToken(header) ?? ""
         guard let principal = auth.client(token: presented, certificate: request.peerCertificateName) else {
             // errorResponse counts it in muster_http_errors_total.
             var response = errorResponse(RequestError(.badCredentials, "send Authorization: Bearer <token>"))

@@ -136,3 +136,15 @@ func jsonString(_ s: String) -> String {
     }
     return out + "\""
 }
+
+/// The `Authorization` request header.
+public enum Authorization {
+    /// The token of `Bearer TOKEN`; nil for another scheme or none. The scheme is matched
+    /// without regard to case (RFC 9110 11.1: `bearer` is `Bearer`), and spaces after it are
+    /// skipped.
+    public static func bearerToken(_ header: String) -> String? {
+        let scheme = header.prefix { $0 != " " }
+        guard scheme.lowercased() == "bearer" else { return nil }
+        return String(header.dropFirst(scheme.count).drop { $0 == " " })
+    }
+}

@@ -56,6 +56,9 @@ import Testing
         let refused = try await HTTP.get("\(base)/v1/backends")
         #expect(refused.status == 401 && refused.json["code"] as? String == "bad_credentials", "\(refused.text)")
         #expect(try await HTTP.get("\(base)/v1/backends", headers: ["Authorization": "Bearer s3cret"]).status == 200)
+        // The scheme is case-insensitive (RFC 9110 11.1); another scheme is no token.
+        #expect(try await HTTP.get("\(base)/v1/backends", headers: ["Authorization": "bearer s3cret"]).status == 200)
+        #expect(try await HTTP.get("\(base)/v1/backends", headers: ["Authorization": "Basic s3cret"]).status == 401)
         #expect(try await serve.stop() == 0)
     }
 

@@ -114,7 +114,7 @@ public actor Agent {
             var backend = handler
             backend.shouldAccept = { _, info in
                 // A coordinator dialling us must present our token (Protocol/README.md 6.1).
-                token.isEmpty || constantTimeEqual(info.headers["authorization"] ?? "", "Bearer \(token)")
+                token.isEmpty || constantTimeEqual(Authorization.bearerToken(info.headers["authorization"] ?? "") ?? "", token)
             }
             server.subprotocols = [(Subprotocol.backend, backend)]
             let listener = try transport.assumeIsolated { try $0.listen(server) }
