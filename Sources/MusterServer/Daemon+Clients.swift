@@ -214,6 +214,13 @@ extension Daemon {
             logSubmit(receipt, owner: owner)
             return (Wire.Accepted(batch: receipt.batch, jobs: receipt.jobs, duplicate: receipt.duplicate), actions)
         } catch {
+            if error.code == .batchKeyConflict, let scope = principal.ownerScope, let key = request.batchKey,
+                let held = core.batch(forKey: key), held.owner != scope
+            {
+                // Another owner's batch holds the key: a credential scoped to its own owner may
+                // not read that batch, so the answer does not name it.
+                throw RequestError(.batchKeyConflict, "batch_key '\(key)' is taken by another owner's batch; use a new key")
+            }
             throw RequestError(error)
         }
     }

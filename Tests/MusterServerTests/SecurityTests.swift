@@ -125,6 +125,16 @@ import Testing
         #expect(asOther.status == 403, "a client submits as its own owner only: \(asOther.text)")
         #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("bob")).status == 403)
         #expect(try await HTTP.get("\(base)/v1/batches/\(batch)", headers: creds.bearer("bob")).status == 403)
+        // A batch_key alice's batch holds: bob gets the conflict, not the batch's id; alice does.
+        let keyed = #"{"batch_key": "alices-key", "jobs": [{"kind": "image"}]}"#
+        let alicesKeyed = try await HTTP.post("\(base)/v1/batches", keyed, headers: creds.bearer("alice"))
+        let keyedBatch = try #require(alicesKeyed.json["batch"] as? Int)
+        let bobReuses = try await HTTP.post("\(base)/v1/batches", keyed, headers: creds.bearer("bob"))
+        #expect(bobReuses.status == 409 && bobReuses.json["code"] as? String == "batch_key_conflict", "\(bobReuses.text)")
+        #expect(bobReuses.json["details"] == nil && !bobReuses.text.contains("(\(keyedBatch))"), "\(bobReuses.text)")
+        let aliceConflicts = try await HTTP.post(
+            "\(base)/v1/batches", #"{"batch_key": "alices-key", "jobs": [{"kind": "video"}]}"#, headers: creds.bearer("alice"))
+        #expect((aliceConflicts.json["details"] as? [String: Any])?["batch"] as? Int == keyedBatch, "\(aliceConflicts.text)")
         let bobCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("bob"))
         #expect(bobCancels.status == 403 && bobCancels.json["code"] as? String == "forbidden", "\(bobCancels.text)")
         #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("alice")).json["state"] as? String != "canceled")
