@@ -59,9 +59,9 @@ extension Coordinator {
     /// `CorePolicy.backupRuns` backups per job over its life and one per backend. When the job's
     /// model is not loaded here, the backend loads it instead (counted in the job's
     /// `CorePolicy.hedgeLoads`; its load time counts as nothing while it is a guess) and the
-    /// backup starts when the backend, free again once the load lands, looks again. The jobs looked at are the stragglers (`stragglers`: running jobs whose progress
-    /// or overrun showed them long; no scan of the fleet), on backends at most `backupSpeedup`
-    /// times as fast.
+    /// backup starts when the backend, free again once the load lands, looks again. The jobs
+    /// looked at are the stragglers (`stragglers`: running jobs whose progress or overrun showed
+    /// them long; no scan of the fleet), on backends at most `backupSpeedup` times as fast.
     mutating func startBackup(_ id: BackendID) {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
             !stragglers.isEmpty, backupOn[id] == nil, let ti = backends.index(id),

@@ -303,12 +303,18 @@ extension Coordinator {
         return heads
     }
 
+    /// How far past the model's readiness a backfill may run, as a fraction of the idle time it
+    /// fills (`backfill`): a quarter moves no scenario of the routing suite; a half or the whole
+    /// moved some up and some down.
+    static let backfillOverrun = 0.25
+
     /// Backfilling a model load: the backend must load the model of class `c` before it can run
     /// the job it should take. The load starts now, and meanwhile the free slot takes another job
     /// that needs no load there, if the expected-completion rule admits it here (no backend
     /// finishes it sooner, so it would otherwise wait for this one) and it is expected to run
-    /// past the model's readiness by no more than the idle time it fills: the job waiting for the
-    /// model then starts at most that much later, and the slot did not sit through the load.
+    /// past the model's readiness by no more than `backfillOverrun` of the idle time it fills: the
+    /// job waiting for the model then starts at most that much later, and the slot did not sit
+    /// through the load.
     /// (Ending strictly before the model was ready left a slot idle through a 0.64 s load to spare
     /// its job 0.085 s: an outside scheduling check on the real daemon.) The job waiting for the
     /// model is bound once nothing more fits. Best job first (priority, owner round, queue order).
@@ -321,7 +327,8 @@ extension Coordinator {
         guard let ready = modelReady(bi, c) else { return nil }
         let from = availableAt(bi)
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
-        where modelReady(bi, other) == nil && from + expectedSeconds(bi, Int(head.estimate)) <= ready + 0.25 * (ready - from) + 1e-9
+        where modelReady(bi, other) == nil
+            && from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9
             && admits(bi, id, other, head)
         {
             return (other, head)

@@ -139,8 +139,7 @@ struct AgentCommand: AsyncParsableCommand {
         guard ProtocolLimits.isValidName(name) else {
             throw ValidationError("--name must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$, got '\(name)'")
         }
-        for model in list(models)
-        where model.count > ProtocolLimits.maxModelLength || model.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+        for model in list(models) where !Grammar.isLabel(model, max: ProtocolLimits.maxModelLength) {
             throw ValidationError(
                 "--models: '\(model.prefix(40))…' is not a model name (at most \(ProtocolLimits.maxModelLength) characters, no control characters)")
         }
@@ -156,7 +155,7 @@ struct AgentCommand: AsyncParsableCommand {
                 throw ValidationError("\(flag): cannot read '\(path)'")
             }
         }
-        for f in list(features) where f.first.map({ !$0.isLowercase }) ?? true || f.contains(where: { !($0.isLowercase || $0.isNumber || "_.-".contains($0)) }) {
+        for f in list(features) where !Grammar.isFeature(f) {
             throw ValidationError("--features: '\(f)' is not a feature name (a-z, 0-9, _ . -; starts with a letter)")
         }
         _ = try duration(announceAfter, "--announce-after")

@@ -70,8 +70,6 @@ public actor Agent {
     var unreachable: String?
     /// The last `not_leader` came on the current link: its close is a refusal, not a failure.
     var refusedAsStandby = false
-    /// The current link was welcomed (an `invalid_message` before that refuses the hello itself).
-    var welcomedOnLink = false
 
     public init(options: AgentOptions, logger: Logger) throws {
         self.options = options
@@ -217,7 +215,6 @@ public actor Agent {
             driver?.linkDown()
         }
         link = info.id
-        welcomedOnLink = false
         guard let driver else { return }
         // A new link starts unwelcomed, whatever came before: after a stop (SIGSTOP, a suspended
         // VM) the redial could open before the old link's close was handled, and a progress
@@ -246,13 +243,13 @@ public actor Agent {
         case .error(let e):
             logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
             if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code)
-                || (e.code == .invalidMessage && !welcomedOnLink)
+                || (e.code == .invalidMessage && driver?.engine.welcomed != true)
             {
-                // The same hello would be refused again: redialling would not help.
+                // The same hello would be refused again: redialling would not help (an
+                // `invalid_message` before the engine was welcomed on this link answers the hello).
                 failure = "\(e.code): \(e.message)"
             }
         case .welcome(let w):
-            welcomedOnLink = true
             failuresSinceWelcome = 0
             unreachable = nil
             logger.info("registered", metadata: ["backend.id": "\(w.backend)", "bindings": "\(w.bindings.count)"])
@@ -272,7 +269,6 @@ public actor Agent {
 
     private func closed(_ event: CloseEvent) {
         guard event.id == link || event.id == dialedLink || abandoned.contains(event.id) else { return }
-        if event.id == link || event.id == dialedLink { welcomedOnLink = false }
         if event.id == link {
             link = nil
             driver?.linkDown()
