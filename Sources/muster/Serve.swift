@@ -56,6 +56,13 @@ struct Serve: AsyncParsableCommand {
             ConfigExit.exit(error)
         }
         if printConfig {
+            // The token file is read when serving starts; read it here too, so that what
+            // --print-config accepts, serve accepts.
+            do {
+                _ = try config.resolvedSharedToken()
+            } catch {
+                ConfigExit.exit(ConfigExit(message: error.description))
+            }
             print(config.printable())
             return
         }

@@ -116,6 +116,36 @@ import Testing
         #expect(error.reason.contains("gate.window_seconds"))
     }
 
+    /// Foundation keeps the last of two members with one name; the loader names the key instead,
+    /// at any depth, in the file and in JSON given to `--set` or the environment.
+    @Test func aKeyGivenTwiceIsRefused() throws {
+        let twice = try #require(loadError(file: try write(#"{"routing": {"overqueue": 1, "overqueue": 2}}"#)))
+        #expect(twice.key == "routing.overqueue")
+        #expect(twice.reason.contains("twice"))
+        let inBackend = try #require(
+            loadError(file: try write(#"{"backends": [{"name": "a", "kind": "simulated"}, {"name": "b", "name": "c", "kind": "simulated"}]}"#)))
+        #expect(inBackend.key == "backends[1].name")
+        let inSet = try #require(loadError(set: [("auth.backend_tokens", #"{"gpu": "x", "gpu": "y"}"#)]))
+        #expect(inSet.key == "auth.backend_tokens.gpu")
+        let inEnvironment = try #require(loadError(env: ["MUSTER_BACKENDS": #"[{"name": "a", "kind": "simulated", "kind": "exec"}]"#]))
+        #expect(inEnvironment.key == "backends[0].kind")
+        let kinds = try #require(loadError(set: [("routing.job_seconds", #"{"image": 1, "image": 2}"#)]))
+        #expect(kinds.key == "routing.job_seconds")
+        #expect(kinds.reason.contains("'image' is given twice"))
+    }
+
+    /// Job kinds follow the protocol's name grammar: a capitalised kind would never match a job.
+    @Test func jobSecondsKindsFollowTheNameGrammar() throws {
+        let routing = try #require(loadError(set: [("routing.job_seconds", "Image=3")]))
+        #expect(routing.key == "routing.job_seconds")
+        #expect(routing.reason.contains("'Image' is not a job kind"))
+        let backend = try #require(
+            loadError(file: try write(#"{"backends": [{"name": "a", "kind": "simulated", "job_seconds": {"Video": 3}}]}"#)))
+        #expect(backend.key == "backends[0].job_seconds.Video")
+        #expect(try Configuration.load(file: nil, environment: [:], overrides: [("flag --set", "routing.job_seconds", "image=3,video.hd=40")])
+            .settings.routing.jobDurations["video.hd"] == .seconds(40))
+    }
+
     @Test func wrongTypeAndBadValueAreRefused() throws {
         let typeError = try #require(loadError(file: try write(#"{"routing": {"overqueue": "two"}}"#)))
         #expect(typeError.key == "routing.overqueue")

@@ -150,6 +150,20 @@ import Testing
         #expect(try await server.stop() == 0)
     }
 
+    /// `--print-config` makes the checks `serve` makes, the token file included, and exits 2
+    /// naming the key where `serve` would.
+    @Test func printConfigRefusesWhatServeRefuses() async throws {
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("muster-empty-\(UUID().uuidString)").path
+        try "".write(toFile: empty, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: empty) }
+        let printed = try await run(["serve", "--print-config", "--token-file", empty])
+        #expect(printed.status == 2 && printed.errors.contains("auth.token_file"), "\(printed.errors)")
+        let served = try await run(["serve", "--listen", "127.0.0.1:0", "--token-file", empty])
+        #expect(served.status == 2 && served.errors.contains("auth.token_file"), "\(served.errors)")
+        let fine = try await run(["serve", "--print-config"])
+        #expect(fine.status == 0 && fine.output.contains(#""listen""#), "\(fine.errors)")
+    }
+
     @Test func submitWorkflowNeedsItsNodeClasses() async throws {
         let (server, url) = try await serve()
         let wf = try workflowFile(#"{"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"class_type": "RIFE VFI", "inputs": {}}}"#)

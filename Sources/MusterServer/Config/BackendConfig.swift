@@ -304,6 +304,10 @@ struct ObjectReader {
         guard let o = v as? [String: Any] else { throw error(key, "expected an object of job kind to seconds, got \(jsonTypeName(v))") }
         var out: [String: Double] = [:]
         for (kind, value) in o {
+            // A job's kind follows the protocol's name grammar; "Video" would never match one.
+            guard isValidFeature(kind) else {
+                throw error("\(key).\(kind)", "is not a job kind (a-z, 0-9, _ . -; starts with a letter; at most 64)")
+            }
             out[kind] = try Self.seconds(value, error: { error("\(key).\(kind)", $0) })
         }
         return out

@@ -1,4 +1,5 @@
 import Foundation
+import MusterProtocol
 import MusterTransport
 
 /// One scalar configuration key: its dotted name, type, default and help text. The table
@@ -217,6 +218,7 @@ public struct ConfigKey: Sendable {
                 guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
                     return .failure("expected a JSON object of job kind to seconds, got '\(text)'")
                 }
+                if let twice = DuplicateMembers.first(in: Array(text.utf8)) { return .failure("'\(twice)' is given twice") }
                 return secondsByKind(o.map { ($0.key, $0.value) })
             }
             var pairs: [(String, Any)] = []
@@ -275,8 +277,8 @@ public struct ConfigKey: Sendable {
     private func secondsByKind(_ pairs: [(String, Any)]) -> Result<ConfigValue, InvalidValue> {
         var out: [String: Double] = [:]
         for (kind, value) in pairs {
-            guard !kind.isEmpty, kind.utf8.count <= 64, !kind.contains(","), !kind.contains("=") else {
-                return .failure("'\(kind)' is not a job kind")
+            guard isValidFeature(kind) else {
+                return .failure("'\(kind)' is not a job kind (a-z, 0-9, _ . -; starts with a letter; at most 64)")
             }
             let seconds: Result<Double, InvalidValue>
             if let text = value as? String {

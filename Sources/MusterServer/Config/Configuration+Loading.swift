@@ -1,4 +1,5 @@
 import Foundation
+import MusterProtocol
 import MusterStore
 import MusterTransport
 
@@ -30,6 +31,11 @@ extension Configuration {
             }
             guard let object = root as? [String: Any] else {
                 throw ConfigError(source: source, key: "", reason: "expected a JSON object at the top level")
+            }
+            // Foundation keeps the last of two members with one name; a file that says a key twice
+            // is a mistake to point at, not to guess about.
+            if let twice = DuplicateMembers.first(in: [UInt8](data)) {
+                throw ConfigError(source: source, key: twice, reason: "is given twice")
             }
             try layers.apply(
                 object: object, prefix: "", source: source, environment: environment, backendsDeclared: &backendsDeclared)
@@ -106,6 +112,9 @@ extension Configuration {
                     json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
                 } catch {
                     throw ConfigError(source: source, key: name, reason: "expected JSON: \(error.localizedDescription)")
+                }
+                if let twice = DuplicateMembers.first(in: Array(text.utf8)) {
+                    throw ConfigError(source: source, key: twice.hasPrefix("[") ? name + twice : "\(name).\(twice)", reason: "is given twice")
                 }
                 switch name {
                 case "backends": backends = try parseBackends(json, source: source).get()

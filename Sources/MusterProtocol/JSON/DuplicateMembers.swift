@@ -1,0 +1,45 @@
+// Finds an object member named twice anywhere in a JSON text. The wire decoders reject such
+// objects as they read them; a configuration file is read with Foundation, which keeps the last
+// value silently, so the loader asks this first.
+
+public enum DuplicateMembers {
+    /// The path of the first member named a second time, as `routing.policy` or
+    /// `backends[1].name`, or nil when there is none or `bytes` is not JSON (the caller's own
+    /// parser reports that).
+    public static func first(in bytes: [UInt8], maxDepth: Int = 64) -> String? {
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let nodes = try? JSONParser.parse(buffer, maxDepth: maxDepth) else { return nil }
+            return nodes.withUnsafeBufferPointer { nodeBuffer in
+                let doc = JSONDocument(bytes: buffer, nodes: nodeBuffer, limits: .default)
+                return find(doc, 0, path: "")
+            }
+        }
+    }
+
+    private static func find(_ doc: JSONDocument, _ node: Int, path: String) -> String? {
+        let end = Int(doc.nodes[node].next)
+        switch doc.nodes[node].kind {
+        case .object:
+            var seen = Set<String>()
+            var key = node + 1
+            while key < end {
+                let name = doc.string(key)
+                let member = path.isEmpty ? name : "\(path).\(name)"
+                if !seen.insert(name).inserted { return member }
+                if let found = find(doc, key + 1, path: member) { return found }
+                key = Int(doc.nodes[key + 1].next)
+            }
+        case .array:
+            var element = node + 1
+            var index = 0
+            while element < end {
+                if let found = find(doc, element, path: "\(path)[\(index)]") { return found }
+                element = Int(doc.nodes[element].next)
+                index += 1
+            }
+        default:
+            break
+        }
+        return nil
+    }
+}
