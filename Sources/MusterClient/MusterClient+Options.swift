@@ -49,6 +49,9 @@ extension MusterClient {
         /// The first URL of ``webSocketURLs()``.
         public func webSocketURL() throws(MusterClientError) -> String { try webSocketURLs()[0] }
 
+        /// The coordinator's port when an address names none and has no scheme (`listen`'s default).
+        public static let defaultPort = 7460
+
         /// The `ws://` or `wss://` URL to dial for one coordinator address.
         public static func webSocketURL(_ coordinator: String) throws(MusterClientError) -> String {
             let text = coordinator.trimmingCharacters(in: .whitespaces)
@@ -60,7 +63,11 @@ extension MusterClient {
             } else if text.hasPrefix("https://") {
                 mapped = "wss://" + text.dropFirst("https://".count)
             } else if !text.contains("://"), !text.isEmpty {
-                mapped = "ws://" + text
+                // A bare HOST or HOST:PORT; a bare host means the coordinator's port, not the URL's 80.
+                let authority = text.prefix { $0 != "/" && $0 != "?" }
+                let afterHost = authority.hasPrefix("[") ? authority.drop { $0 != "]" } : authority[...]
+                let port = afterHost.contains(":") ? "" : ":\(defaultPort)"
+                mapped = "ws://" + authority + port + text.dropFirst(authority.count)
             } else {
                 throw MusterClientError(
                     code: MusterClientError.invalidURL,

@@ -9,7 +9,7 @@ import MusterTransport
 struct ClientOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped). "
+            "Coordinator to talk to: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped; a bare HOST means port 7460). "
                 + "Two coordinators on one database: both, separated by a comma (ws://a:7460,ws://b:7460); "
                 + "they are tried in order and a standby's not_leader is followed to the leader.",
             valueName: "URLS"))

@@ -263,6 +263,11 @@ import Testing
         #expect(try mapped("http://127.0.0.1:7460") == "ws://127.0.0.1:7460")
         #expect(try mapped("https://muster.example") == "wss://muster.example")
         #expect(try mapped("127.0.0.1:7460") == "ws://127.0.0.1:7460")
+        // A bare host means the coordinator's port, as `listen` does, not the URL's 80.
+        #expect(try mapped("127.0.0.1") == "ws://127.0.0.1:7460")
+        #expect(try mapped("muster.example/") == "ws://muster.example:7460/")
+        #expect(try mapped("[::1]") == "ws://[::1]:7460")
+        #expect(try mapped("[::1]:9000") == "ws://[::1]:9000")
         for bad in ["ftp://host:1", "http://", ""] {
             let error = #expect(throws: MusterClientError.self) { try mapped(bad) }
             #expect(error?.code == MusterClientError.invalidURL, "\(bad)")
