@@ -235,14 +235,18 @@ public actor Daemon {
                 "auth.credentials": "\(auth.credentials.count)",
             ])
         if let store { store.onCommit { [weak self] commit in self?.storeReported(commit) } }
+        // Every coordinator reports its terms; one without an election leads one term, its run.
+        let terms = metrics.counter("muster_leader_terms_total")
         if let election {
             // A standby until the election says otherwise; the store opens on taking over.
             logger.notice("standing by for leadership", metadata: ["ha.name": "\(configuration.haName)"])
             election.start { [weak self] _ in self?.leadershipReported() }
         } else if store != nil {
+            terms.increment()
             // Local backends start and remote ones are dialled once the store is open.
             openStore()
         } else {
+            terms.increment()
             startLocalBackends()
             dialRemoteBackends()
         }

@@ -208,6 +208,9 @@ import Testing
         let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics").text
         #expect(metrics.contains(#"muster_protocol_errors_total{code="bad_credentials"} 1"#))
         #expect(metrics.contains(#"muster_protocol_errors_total{code="malformed_json"} 1"#))
+        // A single coordinator leads, one term: its run.
+        #expect(MetricsText(metrics)["muster_leader_terms_total"] == 1)
+        #expect(metrics.contains(#"muster_role{role="leader"} 1"#))
         #expect(try await serve.stop() == 0)
     }
 
