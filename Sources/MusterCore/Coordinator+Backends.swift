@@ -409,9 +409,10 @@ extension Coordinator {
         }
     }
 
-    mutating func requestPinned(_ id: BackendID) {
+    mutating func requestPinned(_ id: BackendID, only: String? = nil) {
         guard !pinnedModels.isEmpty, let b = backends.get(id), b.link == .up, b.announcedReady else { return }
-        for model in pinnedModels.sorted() where b.available.contains(model) && !b.loaded.contains(model) {
+        for model in pinnedModels.sorted()
+        where (only == nil || model == only) && b.available.contains(model) && !b.loaded.contains(model) {
             requestLoad(id, model, force: false, .client)
         }
     }

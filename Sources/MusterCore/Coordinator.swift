@@ -278,7 +278,9 @@ public struct Coordinator: Sendable {
         }
         begin(now)
         pinnedModels.insert(model)
-        for id in backends.ids.sorted() { requestPinned(id) }
+        // This model only: a request for one model is not the moment to ask again for another
+        // remembered one (a backend whose load of it failed would be sent that one instead).
+        for id in backends.ids.sorted() { requestPinned(id, only: model) }
         return finish()
     }
 

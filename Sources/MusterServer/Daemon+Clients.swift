@@ -318,7 +318,7 @@ extension Daemon {
             throw RequestError(error)
         }
         let told = actions.compactMap { action -> BackendID? in
-            if case .loadModel(let b, _) = action { return b }
+            if case .loadModel(let b, let m) = action, m == model { return b }
             return nil
         }
         audited(

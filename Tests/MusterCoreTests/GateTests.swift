@@ -343,6 +343,26 @@ import Testing
         #expect(h.last.isEmpty)
     }
 
+    /// Asking for one model sends that model only: a backend whose load of an earlier remembered
+    /// model failed is not sent that one again in its place (an outside check saw `models_loading`
+    /// for m2 name a backend that does not offer m2, sent m1).
+    @Test func loadModelNowSendsTheModelAskedForOnly() throws {
+        var h = Harness()
+        h.ready(1, models: ["m1", "m2"])
+        h.ready(2, models: ["m1"])
+        let first = try h.core.loadModelNow("m1", at: h.clock)
+        #expect(first.filter { if case .loadModel = $0 { true } else { false } }.count == 2)
+        h.send(.modelLoadFailed(BackendID(2), model: "m1"))
+        let second = try h.core.loadModelNow("m2", at: h.clock)
+        #expect(
+            second == [
+                .loadModel(backend: BackendID(1), model: "m2"),
+                .observe(.modelLoadRequested(BackendID(1), model: "m2", .client)),
+            ])
+        // Asked again for m1 itself, the backend whose load failed is asked again.
+        #expect(try h.core.loadModelNow("m1", at: h.clock).contains(.loadModel(backend: BackendID(2), model: "m1")))
+    }
+
     @Test func modelTieBreakPrefersTheBackendWithTheModelLoaded() {
         var h = Harness()
         h.ready(1, models: ["m"])
