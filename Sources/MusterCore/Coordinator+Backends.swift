@@ -243,7 +243,7 @@ extension Coordinator {
     mutating func backendLeft(_ id: BackendID) {
         guard let b = backends.get(id), b.link == .up || b.link == .suspect else { return }
         for job in b.jobs where jobs[job].cancelRequestedAt != nil { settleCancel(job, .linkLost) }
-        markDown(id)
+        markDown(id, saidGoodbye: true)
     }
 
     mutating func linkRestored(_ id: BackendID) {
@@ -270,11 +270,11 @@ extension Coordinator {
 
     /// The backend is down: no timers left for it, its bound jobs requeued, and stored as down
     /// after them (a restart lists it down and does not hold the gate for it).
-    private mutating func markDown(_ id: BackendID) {
+    private mutating func markDown(_ id: BackendID, saidGoodbye: Bool = false) {
         backends[id].link = .down
         backends[id].suspectUntil = nil
         backends[id].nextSync = nil
-        requeueAll(on: id, .linkLost)
+        requeueAll(on: id, .linkLost, saidGoodbye: saidGoodbye)
         if policy.persistChanges { out.append(.persist(.backendDown(id: id, at: now))) }
         reclaimArrived(id)
         scheduleForget(id)
@@ -383,7 +383,7 @@ extension Coordinator {
         }
     }
 
-    mutating func requeueAll(on id: BackendID, _ cause: RequeueCause) {
+    mutating func requeueAll(on id: BackendID, _ cause: RequeueCause, saidGoodbye: Bool = false) {
         guard let b = backends.get(id) else { return }
         stopBackup(on: id, revoke: false)  // its leases died with the link or incarnation
         let error: JobFailure
@@ -394,6 +394,8 @@ extension Coordinator {
                 message: "backend \(id) (\(b.name)) restarted with a new incarnation: its leases died")
         case .backendRemoved:
             error = JobFailure(code: .backendLost, message: "backend \(id) (\(b.name)) was removed")
+        case .linkLost where saidGoodbye:
+            error = JobFailure(code: .backendLost, message: "backend \(id) (\(b.name)) said goodbye and its link closed")
         case .linkLost, .backendFailed:
             error = JobFailure(
                 code: .backendLost,

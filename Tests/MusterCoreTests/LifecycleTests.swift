@@ -234,7 +234,7 @@ import Testing
             Issue.record("expected requeued, got \(h.events(jobs[0], in: h.last))")
             return
         }
-        #expect(error.code == .backendLost)
+        #expect(error.code == .backendLost && error.message.contains("grace"), "\(error.message)")
         // Backend 2 is full (slots 1 + overqueue 1): the job waits, attempt 1 ended.
         #expect(h.core.job(jobs[0])?.attempt == 1)
     }
@@ -245,10 +245,12 @@ import Testing
         var (h, jobs) = oneJobOnEachOfTwoBackends()
         h.send(.backendLeft(BackendID(1)))
         #expect(h.core.backend(BackendID(1))?.link == .down)
-        guard case .requeued(.linkLost, _)? = h.events(jobs[0], in: h.last).first else {
+        guard case .requeued(.linkLost, let error)? = h.events(jobs[0], in: h.last).first else {
             Issue.record("expected requeued, got \(h.events(jobs[0], in: h.last))")
             return
         }
+        // The message says what happened: no grace applied.
+        #expect(error.code == .backendLost && error.message.contains("said goodbye"), "\(error.message)")
         // Requeued at once and bound again (backend 2's overqueue slot), with a new attempt.
         #expect(h.backend(jobs[0]) == BackendID(2) && h.core.job(jobs[0])?.attempt == 2)
         // No suspect timer is left behind, and a later lost link changes nothing.
