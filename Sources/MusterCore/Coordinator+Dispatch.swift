@@ -273,7 +273,14 @@ extension Coordinator {
                 // alone can run them) compares too while other backends are free (at most
                 // `tieScanLimit`): an equally fast one may take this job and leave it to them
                 // (`admits`).
-                if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c)) { return true }
+                // Only its overqueue slot free, it is not the soonest by speed alone: another free
+                // backend whose running slot frees sooner may finish the job first (looked for
+                // among the free backends while they are few, as for ties), and then it compares.
+                if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c))
+                    && (runningFree || !freeSoonerPeer(bi, for: c, entry))
+                {
+                    return true
+                }
             }
             return admits(bi, id, c, entry)
         }

@@ -394,6 +394,26 @@ extension Coordinator {
         return false
     }
 
+    /// Whether another free backend that may take the head of class `c` now would finish it
+    /// sooner than `bi`, whose running slots are all busy: looked for among the free backends
+    /// while 2 to `tieScanLimit` are free (a saturated fleet frees one slot at a time and pays
+    /// nothing). A peer with only its overqueue slot free may not take a job a held one
+    /// outranks (`heldBar`), so it does not count then.
+    mutating func freeSoonerPeer(_ bi: Int, for c: Int, _ entry: QueueEntry) -> Bool {
+        guard fewFree else { return false }
+        let id = backends.records[bi].id, e = Int(entry.estimate)
+        var peers: [Int] = []
+        for t in free where t != id && classes[c].capable.contains(t) {
+            guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
+            let runningFree = backends.records[ti].jobs.count < backends.records[ti].slots
+            if runningFree || entry < heldBar(ti, runningFree: false) { peers.append(ti) }
+        }
+        guard !peers.isEmpty else { return false }
+        let mine = expectedCompletion(bi, c, e)
+        let margin = 1e-9 * max(1, mine)
+        return peers.contains { expectedCompletion($0, c, e) < mine - margin }
+    }
+
     /// Whether backend `bi` holds back something that other queued jobs need and jobs of class
     /// `c` do not, so that an equally fast backend holding nothing back should win a tie for
     /// them: a loaded model they name (`keepsModel`), or, while 2 to `tieScanLimit` backends are

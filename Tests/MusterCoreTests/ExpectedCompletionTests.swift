@@ -43,6 +43,38 @@ import Testing
     /// one has finished a job (10 s against a 30 s prior: speed 3), the job still running on the
     /// slow one (expected to end at 30) moves there (ends at 20), and the second batch goes to the
     /// fast one whole.
+    /// The fastest backend, with only its overqueue slot free, does not take a job a free peer
+    /// finishes sooner (its running slot frees first): the outside suite's seed 45. Backend 15
+    /// (2.5x) and 14 (2x) run videos; the image arriving at 1.11 waits for the held video's
+    /// release at 1.136 (14's and 15's overqueue slots are kept for it); then 15 takes that
+    /// video and would have taken the image behind it (ends 2.776), though 14 frees at 1.42
+    /// (ends 2.05). It was stolen twice, to 11 and then to 14; now it is bound to 14 once.
+    @Test func theFastestBackendLeavesItsOverqueueSlotToAFreePeerThatFinishesSooner() {
+        let video = JobSpec(kind: "video", needs: ["video"])
+        func b(_ id: Int64, _ speed: Double, ready: Double, video: Bool) -> Scenario.Backend {
+            Scenario.Backend(
+                id: BackendID(id), expected: true, announceAfter: ready, features: video ? ["video", "image"] : ["image"],
+                jobSeconds: ["image": 1.26 / speed, "video": 2.84 / speed], defaultJobSeconds: 1.26 / speed,
+                progressEvery: 0.25, announcesDurations: true)
+        }
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    b(10, 2, ready: 2.0, video: true), b(11, 1, ready: 0, video: false), b(12, 1, ready: 2.2, video: false),
+                    b(13, 2, ready: 2.6, video: false), b(14, 2, ready: 0, video: true), b(15, 2.5, ready: 0, video: true),
+                ],
+                submissions: [
+                    .init(at: 0, entries: [BatchEntry(spec: video, count: 3), BatchEntry(spec: JobSpec(kind: "image"))]),
+                    .init(at: 1.11, entries: [BatchEntry(spec: JobSpec(kind: "image"))]),
+                ]))
+        let assigns = r.trace.compactMap { step -> BackendID? in
+            if case .assign(let job, _, _, let backend, _, _) = step.action, job == JobID(5) { backend } else { nil }
+        }
+        #expect(assigns == [BackendID(14)])
+        #expect(r.makespan == r.optimum)
+        #expect(r.completions.count == 5 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+
     @Test func learnedSpeedsSteerTheSecondBatch() {
         let s = Scenario(
             policy: Self.policy(.expectedCompletion),
