@@ -54,6 +54,9 @@ extension Coordinator {
         }
         let restarted = b.incarnation != nil
         b.incarnation = r.incarnation
+        // Draining is one-way for a process: a new one (an agent drained and started again, under
+        // its name) comes back by linking (Protocol 7.3).
+        b.drainRequested = false
         if policy.persistChanges {
             out.append(.persist(.backendRegistered(id: r.id, name: r.name, incarnation: r.incarnation)))
         }

@@ -306,6 +306,23 @@ import Testing
         #expect(h.core.backend(BackendID(1))?.draining == true)
     }
 
+    /// A drained backend that says goodbye and starts again (a new incarnation, under its name:
+    /// `muster agent` stopped with Ctrl-C and run again) takes work again (Protocol 7.3: it comes
+    /// back by linking again). The same process linking again stays drained.
+    @Test func aDrainedBackendStartedAgainTakesWork() {
+        var h = Harness()
+        h.ready(1)
+        h.send(.drain(BackendID(1)))
+        h.send(.linkLost(BackendID(1)))
+        h.ready(1)
+        #expect(h.core.backend(BackendID(1))?.draining == true)
+        h.send(.backendLeft(BackendID(1)))
+        h.ready(1, incarnation: 2)
+        #expect(h.core.backend(BackendID(1))?.draining == false)
+        let next = h.submit(image)[0]
+        #expect(h.backend(next) == BackendID(1))
+    }
+
     @Test func submitIsIdempotentPerKeyAndValidated() throws {
         var h = Harness()
         h.ready(1)
