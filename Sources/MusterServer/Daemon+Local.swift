@@ -33,14 +33,25 @@ extension Daemon {
     /// Registers every local backend of the configuration (ids -1, -2, ... in order) and lets it
     /// announce, exactly as a remote backend would after its `welcome`. Each runs on a
     /// `WorkerDriver`; its messages reach the core without JSON, through `localInbox`.
+    ///
+    /// A local ComfyUI backend that held jobs when the coordinator stopped (the store restored
+    /// its bindings) keeps its incarnation and its ComfyUI client id: its server may still queue
+    /// or run those prompts, or have finished them. It registers once the server was asked
+    /// (`resumeLocal`), so no prompt runs twice.
     func startLocalBackends() {
-        let incarnation = Incarnation(originMs)
+        let fresh = Incarnation(originMs)
         let origin = self.origin
         for (index, config) in configuration.backends.filter(\.isLocal).enumerated() {
             guard let spec = WorkerSpec(config) else { continue }
             let id = BackendID(Int64(-(index + 1)))
             idsByName[config.name] = id
             namesByID[id] = config.name
+            var incarnation = fresh
+            var resumes = false
+            if case .comfyui = config.kind, let known = core.backend(id), known.name == config.name, let stored = known.incarnation {
+                incarnation = stored
+                resumes = true
+            }
             let engine = WorkerEngine(
                 spec: spec, incarnation: incarnation, epochMs: originMs, seed: UInt64(index + 1), at: CoreInstant.elapsed(since: origin))
             locals[id] = WorkerDriver(
@@ -58,28 +69,93 @@ extension Daemon {
             if case .comfyui(let c) = config.kind, let driver = locals[id] {
                 let settings = ComfyUISettings(
                     url: c.url, featureMap: ComfyUIFeatureMap.defaults.merging(c.featureMap), extraFeatures: config.features)
-                let runner = ComfyUIRunner(settings: settings, name: config.name, transport: transport, logger: logger)
+                let runner = ComfyUIRunner(
+                    settings: settings, name: config.name, transport: transport, logger: logger,
+                    clientID: ComfyUIRunner.clientID(name: config.name, incarnation: incarnation))
                 comfyRunners[id] = runner
                 runner.start(driver: driver)
+                if resumes {
+                    logger.info(
+                        "local backend held jobs when the coordinator stopped: asking its ComfyUI for their prompts",
+                        metadata: ["backend.id": "\(id)", "bindings": "\(core.bindings(of: id).count)"])
+                    runner.findPrompts { [weak self] found in
+                        self?.assumeIsolated { $0.resumeLocal(id, config: config, spec: spec, incarnation: incarnation, found: found) }
+                    }
+                    continue
+                }
             }
-            perform(core.handle(
-                .backendRegistered(
-                    BackendRegistration(
-                        id: id, name: config.name, incarnation: incarnation, slots: spec.slots, priority: config.priority,
-                        speed: config.speed, modelLoadSeconds: config.expectedLoadSeconds)),
-                at: now))
-            let welcome = CoordinatorToBackend.Welcome(
-                backend: id, coordinator: Self.version, heartbeatMs: 0,
-                syncMs: UInt64(configuration.settings.links.syncInterval.configMilliseconds),
-                known: core.backend(id)?.version, bindings: [])
-            logger.info(
-                "local backend started",
-                metadata: [
-                    "backend.id": "\(id)", "backend.name": "\(config.name)", "features": "\(spec.features.joined(separator: ","))",
-                    "models": "\(spec.models.joined(separator: ","))", "slots": "\(spec.slots)",
-                ])
-            locals[id]?.receive(.welcome(welcome))
-            pump()
+            registerLocal(id, config: config, spec: spec, incarnation: incarnation)
         }
+    }
+
+    /// Registers local backend `id` with the core and welcomes it; `adopt` runs between the two,
+    /// with the registration's actions performed (the jobs bound to it are known then).
+    private func registerLocal(
+        _ id: BackendID, config: BackendConfig, spec: WorkerSpec, incarnation: Incarnation, holding: [Wire.HeldJob] = [],
+        adopt: () -> Void = {}
+    ) {
+        perform(core.handle(
+            .backendRegistered(
+                BackendRegistration(
+                    id: id, name: config.name, incarnation: incarnation, slots: spec.slots, priority: config.priority,
+                    speed: config.speed, modelLoadSeconds: config.expectedLoadSeconds, holding: holding)),
+            at: now))
+        adopt()
+        let welcome = CoordinatorToBackend.Welcome(
+            backend: id, coordinator: Self.version, heartbeatMs: 0,
+            syncMs: UInt64(configuration.settings.links.syncInterval.configMilliseconds),
+            known: core.backend(id)?.version, bindings: core.bindings(of: id).map { Wire.Binding(job: $0.job, lease: $0.lease) })
+        logger.info(
+            "local backend started",
+            metadata: [
+                "backend.id": "\(id)", "backend.name": "\(config.name)", "features": "\(spec.features.joined(separator: ","))",
+                "models": "\(spec.models.joined(separator: ","))", "slots": "\(spec.slots)",
+                "bindings": "\(welcome.bindings.count)",
+            ])
+        locals[id]?.receive(.welcome(welcome))
+        pump()
+    }
+
+    /// A local ComfyUI backend after a restart of the coordinator, once its server said which of
+    /// its prompts it still queues, runs or lists as ended (`found`; nil: it did not answer).
+    /// Prompts of jobs still bound to it under the same lease are taken back: the engine holds
+    /// those jobs again and the runner follows the prompts (or reads how they ended). A prompt
+    /// whose binding was sent but not stored is claimed as `muster agent` claims it in its
+    /// `hello` (Durable jobs). Every other binding is answered `unknown_job` and requeued, and
+    /// every other prompt of ours is deleted from the server so it does not run beside the
+    /// job's next attempt.
+    private func resumeLocal(
+        _ id: BackendID, config: BackendConfig, spec: WorkerSpec, incarnation: Incarnation,
+        found: [ComfyUIMapping.PostedPrompt]?
+    ) {
+        guard !stopping, let driver = locals[id], let runner = comfyRunners[id] else { return }
+        if found == nil {
+            logger.warning(
+                "the ComfyUI of a local backend did not answer: the jobs it held run again",
+                metadata: ["backend.id": "\(id)", "backend.name": "\(config.name)"])
+        }
+        let prompts = found ?? []
+        let stored = Dictionary(core.bindings(of: id).map { ($0.job, $0.lease) }, uniquingKeysWith: { a, _ in a })
+        let holding = prompts.filter { stored[$0.job] == $0.lease || core.job($0.job)?.state == .queued }
+            .map { Wire.HeldJob(job: $0.job, lease: $0.lease, attempt: $0.attempt) }
+        var adopted: [(assign: CoordinatorToBackend.Assign, prompt: String)] = []
+        registerLocal(id, config: config, spec: spec, incarnation: incarnation, holding: holding) {
+            let bound = Dictionary(core.bindings(of: id).map { ($0.job, $0.lease) }, uniquingKeysWith: { a, _ in a })
+            for p in prompts {
+                guard bound[p.job] == p.lease, let job = core.job(p.job), !adopted.contains(where: { $0.assign.job == p.job }) else {
+                    if p.queued { runner.dropOnServer(p.id) }
+                    continue
+                }
+                let a = CoordinatorToBackend.Assign(
+                    job: p.job, lease: p.lease, batch: job.batch, attempt: job.attempt, kind: job.spec.kind, needs: job.spec.needs,
+                    model: job.spec.model, params: job.spec.params)
+                driver.external { e, _ in
+                    e.adopt(a)
+                    return []
+                }
+                adopted.append((a, p.id))
+            }
+        }
+        runner.adopt(adopted)
     }
 }

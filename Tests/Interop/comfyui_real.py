@@ -384,6 +384,9 @@ def main():
     # --- /ws closed mid-prompt while the server stays up ---------------------------------------------
     ws_drop(pa)
 
+    # --- the coordinator killed and restarted under its own ComfyUI backend -------------------------
+    coordinator_restart(pa)
+
     # --- the coordinator-dialled kind -------------------------------------------------------------
     garbage = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
     threading.Thread(target=garbage.serve_forever, daemon=True).start()
@@ -539,6 +542,42 @@ def ws_drop(pa):
               f"dropped {dropped}, reopened {proxy.ws_opened - opened}; {json.dumps(info.get('history'))}; "
               f"prompts {prompts_of(A, j, before)}")
     stop("coordinator-3")
+
+
+def coordinator_restart(pa):
+    """A coordinator with a local ComfyUI backend (kind comfyui) on A and its default SQLite store
+    is stopped, once with SIGKILL and once with SIGTERM, while one prompt runs on A and another
+    waits in A's queue, and started again on the same store: it takes both prompts back instead of
+    posting them again, so each job completes on its first attempt, from one prompt."""
+    A = f"http://127.0.0.1:{pa}"
+    pf = free_port()
+    args = ["serve", "--listen", f"127.0.0.1:{pf}", "--set",
+            "backends=" + json.dumps([{"name": "local-a", "kind": "comfyui", "url": A}])]
+    g = workflow("slow.json")
+    g["2"]["inputs"].update({"steps": 20, "step_seconds": 0.25})
+    wf = write_workflow("restart.json", g)
+    start_muster("coordinator-4", *args)
+    if not wait_for("local-a ready", lambda: backend_state(pf, "local-a") == "ready", 120):
+        check("a coordinator-dialled ComfyUI gets ready", False)
+        return
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        how = "killed (SIGKILL)" if sig == signal.SIGKILL else "stopped (SIGTERM)"
+        before = set(get_json(f"{A}/history")[1])
+        jobs = accepted_jobs(submit(pf, wf, 2))
+        both = wait_for("one prompt running on A and one waiting",
+                        lambda: running_on(A, jobs[0]) and any(len(prompts_of(A, j, before)) == 1 for j in jobs[1:]), 60)
+        stop("coordinator-4", sig)
+        start_muster("coordinator-4", *args)
+        done = wait_for(f"both jobs after the coordinator was {how}",
+                        lambda: all(job(pf, j).get("state") == "completed" for j in jobs), 180, 1)
+        infos = [job(pf, j) for j in jobs]
+        prompts = [prompts_of(A, j, before) for j in jobs]
+        check(f"a coordinator {how} and started again takes its ComfyUI's prompts back: each job completes "
+              "on its first attempt, from one prompt",
+              both is not None and done is not None and all(len(i.get("history", [])) == 1 for i in infos)
+              and all(len(p) == 1 for p in prompts),
+              f"{[(i.get('job'), i.get('state'), i.get('history')) for i in infos]}; prompts {prompts}")
+    stop("coordinator-4")
 
 
 def pct(values, p):

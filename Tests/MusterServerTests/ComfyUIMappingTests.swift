@@ -121,6 +121,29 @@ import Testing
         #expect(unknown == "ComfyUI refused the workflow: Cannot execute because node NoSuchNode does not exist. (Node ID '#1')")
     }
 
+    /// After a coordinator restart, a local ComfyUI backend finds its prompts by client id, with
+    /// the job, lease and attempt its prompt body carries, in the queue (running or pending) and
+    /// in the history; another client's prompts and prompts without a lease are left out.
+    @Test func postedPromptsAreFoundByClientIDWithTheirLease() throws {
+        let (body, _) = try ComfyUIMapping.promptBody(
+            params: RawJSON(unchecked: #"{"workflow": {"1": {"class_type": "EmptyImage", "inputs": {}}}}"#), job: JobID(7),
+            clientID: "muster-61-5", lease: Lease(42), attempt: 2)
+        let extra = try #require((try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])?["extra_data"] as? [String: Any])
+        #expect(extra["muster_lease"] as? Int == 42 && extra["muster_attempt"] as? Int == 2 && extra["muster_job"] as? Int == 7)
+        let graph = #"{"1": {"class_type": "EmptyImage", "inputs": {}}}"#
+        func entry(_ n: Int, _ id: String, client: String, job: Int, lease: Int?) -> String {
+            let l = lease.map { #", "muster_lease": \#($0), "muster_attempt": 1"# } ?? ""
+            return #"[\#(n), "\#(id)", \#(graph), {"client_id": "\#(client)", "muster_job": \#(job)\#(l)}, ["1"]]"#
+        }
+        let queue = #"{"queue_running": [\#(entry(3, "p-run", client: "me", job: 7, lease: 42))], "queue_pending": [\#(entry(4, "p-wait", client: "me", job: 8, lease: 43)), \#(entry(5, "p-other", client: "them", job: 9, lease: 44))]}"#
+        let history = #"{"p-done": {"prompt": \#(entry(1, "p-done", client: "me", job: 6, lease: 41)), "outputs": {}, "status": {"status_str": "success"}}, "p-old": {"prompt": \#(entry(0, "p-old", client: "me", job: 5, lease: nil)), "outputs": {}}}"#
+        let found = ComfyUIMapping.postedPrompts(queue: Array(queue.utf8), history: Array(history.utf8)) { $0 == "me" }
+        #expect(found.map(\.id) == ["p-done", "p-run", "p-wait"])
+        #expect(found.map(\.queued) == [false, true, true])
+        #expect(found.map(\.lease) == [Lease(41), Lease(42), Lease(43)])
+        #expect(ComfyUIRunner.clientID(name: "ab", incarnation: Incarnation(5)) == "muster-6162-5")
+    }
+
     @Test func promptBodySetsSeedsAndInputsPerJob() throws {
         let params = RawJSON(unchecked: #"{"workflow": {"3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 20, "model": ["4", 0]}}, "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat"}}}, "inputs": {"6.text": "a lighthouse"}}"#)
         func graph(_ job: UInt64, _ p: RawJSON = params) throws -> [String: Any] {

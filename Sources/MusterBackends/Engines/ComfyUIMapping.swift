@@ -320,6 +320,46 @@ public enum ComfyUIMapping {
         return History(succeeded: succeeded, outputs: outputs, error: error, interrupted: interrupted)
     }
 
+    /// A prompt of a job that a backend posted, as the server lists it: queued, running, or
+    /// ended (in its history).
+    public struct PostedPrompt: Sendable, Equatable {
+        public var id: String
+        public var job: JobID
+        public var lease: Lease
+        public var attempt: Int
+        /// Still queued or running (listed by `/queue`), not ended.
+        public var queued: Bool
+    }
+
+    /// The prompts in a `GET /queue` answer and a `GET /history` answer that were posted with
+    /// a client id for which `mine` holds and carry a job, lease and attempt in `extra_data`
+    /// (`promptBody`). A queue entry and a history entry are `[number, prompt_id, graph,
+    /// extra_data, outputs]` (ComfyUI keeps `client_id` in `extra_data`).
+    public static func postedPrompts(queue: [UInt8], history: [UInt8], mine: (String) -> Bool) -> [PostedPrompt] {
+        func prompt(_ entry: Any?, queued: Bool) -> PostedPrompt? {
+            guard let e = entry as? [Any], e.count > 3, let id = e[1] as? String, let extra = e[3] as? [String: Any],
+                let client = extra["client_id"] as? String, mine(client),
+                let job = (extra["muster_job"] as? NSNumber)?.uint64Value, let lease = (extra["muster_lease"] as? NSNumber)?.uint64Value,
+                let attempt = (extra["muster_attempt"] as? NSNumber)?.intValue
+            else { return nil }
+            return PostedPrompt(id: id, job: JobID(job), lease: Lease(lease), attempt: attempt, queued: queued)
+        }
+        var out: [PostedPrompt] = []
+        if let q = try? JSONSerialization.jsonObject(with: Data(queue)) as? [String: Any] {
+            for key in ["queue_running", "queue_pending"] {
+                for entry in q[key] as? [Any] ?? [] { if let p = prompt(entry, queued: true) { out.append(p) } }
+            }
+        }
+        if let h = try? JSONSerialization.jsonObject(with: Data(history)) as? [String: Any] {
+            for (_, value) in h {
+                if let p = prompt((value as? [String: Any])?["prompt"], queued: false), !out.contains(where: { $0.id == p.id }) {
+                    out.append(p)
+                }
+            }
+        }
+        return out.sorted { ($0.job, $0.lease.rawValue) < ($1.job, $1.lease.rawValue) }
+    }
+
     /// Where a prompt is in the server's queue (`GET /queue`).
     public enum QueuePlace: Sendable, Equatable {
         case running, pending
@@ -401,9 +441,9 @@ extension ComfyUIMapping {
     /// input set to the job's seed, then `params.inputs` (`"NODE.INPUT": value`) applied, sent
     /// with this link's `client_id` and the job id in `extra_data.muster_job`. Also returns the
     /// number of nodes (for progress).
-    public static func promptBody(params: RawJSON, job: JobID, clientID: String) throws(ComfyUIFormatError)
-        -> (body: [UInt8], nodes: Int)
-    {
+    public static func promptBody(
+        params: RawJSON, job: JobID, clientID: String, lease: Lease? = nil, attempt: Int? = nil
+    ) throws(ComfyUIFormatError) -> (body: [UInt8], nodes: Int) {
         guard let p = try? JSONSerialization.jsonObject(with: Data(params.text.utf8)) as? [String: Any],
             var graph = p["workflow"] as? [String: Any], !graph.isEmpty
         else {
@@ -431,9 +471,12 @@ extension ComfyUIMapping {
             node["inputs"] = inputs
             graph[id] = node
         }
-        let body: [String: Any] = [
-            "prompt": graph, "client_id": clientID, "extra_data": ["muster_job": NSNumber(value: job.rawValue)],
-        ]
+        // The lease and attempt let a coordinator that restarted under this backend find the
+        // prompt again and take it back instead of posting it twice (`ourPrompts`).
+        var extra: [String: Any] = ["muster_job": NSNumber(value: job.rawValue)]
+        if let lease { extra["muster_lease"] = NSNumber(value: lease.rawValue) }
+        if let attempt { extra["muster_attempt"] = NSNumber(value: attempt) }
+        let body: [String: Any] = ["prompt": graph, "client_id": clientID, "extra_data": extra]
         guard let data = try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys]) else {
             throw ComfyUIFormatError("the workflow could not be written as JSON")
         }

@@ -40,8 +40,11 @@ package final class ComfyUIRunner: @unchecked Sendable {
     let logger: Logger
     let name: String
     weak var driver: WorkerDriver?
-    /// One ComfyUI client id per link: messages about our prompts come only to our socket.
-    let clientID = UUID().uuidString.lowercased()
+    /// One ComfyUI client id per link: messages about our prompts come only to our socket. A
+    /// local backend of the coordinator derives it from its name and incarnation
+    /// (`clientID(name:incarnation:)`), so that after a restart of the coordinator under the
+    /// same incarnation its prompts are found again and their messages reach the new socket.
+    let clientID: String
     private var ws: ConnectionID?
     private var wsOpen = false
     /// The link's last attempt failed or it closed: it waits out the transport's backoff, and a
@@ -95,9 +98,10 @@ package final class ComfyUIRunner: @unchecked Sendable {
     private var reconcileDue = false
     private var reconciling = false
 
-    package init(settings: ComfyUISettings, name: String, transport: Transport, logger: Logger) {
+    package init(settings: ComfyUISettings, name: String, transport: Transport, logger: Logger, clientID: String? = nil) {
         self.settings = settings
         self.name = name
+        self.clientID = clientID ?? UUID().uuidString.lowercased()
         self.transport = transport
         var l = logger
         l[metadataKey: "comfyui.url"] = "\(settings.url)"
@@ -160,7 +164,8 @@ package final class ComfyUIRunner: @unchecked Sendable {
     private func post(_ a: CoordinatorToBackend.Assign) {
         let built: (body: [UInt8], nodes: Int)
         do {
-            built = try ComfyUIMapping.promptBody(params: a.params, job: a.job, clientID: clientID)
+            built = try ComfyUIMapping.promptBody(
+                params: a.params, job: a.job, clientID: clientID, lease: a.lease, attempt: a.attempt)
         } catch {
             finish(a.job, a.lease, .failed(code: ComfyUIMapping.badParams, message: error.description, retryable: false))
             return
@@ -292,6 +297,70 @@ package final class ComfyUIRunner: @unchecked Sendable {
         let waiting = held
         held = []
         for a in waiting { post(a) }
+    }
+
+    // MARK: - Taking prompts back after a coordinator restart
+
+    /// The client id of a local backend named `name` in incarnation `incarnation`: the same
+    /// after a restart of the coordinator that keeps the incarnation.
+    package static func clientID(name: String, incarnation: Incarnation) -> String {
+        "muster-" + name.utf8.map { String($0, radix: 16) }.joined() + "-\(incarnation.rawValue)"
+    }
+
+    /// The prompts this backend's client id posted that the server still queues or runs, or
+    /// lists among its last `historyItems` ended ones, asked `tries` times a second apart while
+    /// the server does not answer; nil when it never did.
+    package func findPrompts(tries: Int = 3, _ done: @escaping ([ComfyUIMapping.PostedPrompt]?) -> Void) {
+        precondition(onLoop)
+        let again: () -> Void = { [weak self] in
+            guard let self else { return }
+            if tries > 1 {
+                self.schedule(after: .seconds(1)) { $0.findPrompts(tries: tries - 1, done) }
+            } else {
+                done(nil)
+            }
+        }
+        send(.get, "/queue", body: []) { [weak self] q in
+            guard let self else { return }
+            guard case .success(let queue) = q, queue.status == 200 else { return again() }
+            self.send(.get, "/history?max_items=\(Self.historyItems)", body: []) { [weak self] h in
+                guard let self else { return }
+                guard case .success(let history) = h, history.status == 200 else { return again() }
+                let mine = self.clientID
+                done(ComfyUIMapping.postedPrompts(queue: queue.body, history: history.body) { $0 == mine })
+            }
+        }
+    }
+
+    /// How many of the server's last ended prompts `findPrompts` reads.
+    static let historyItems = 256
+
+    /// Follows prompts found by `findPrompts` as if this process had posted them: the engine
+    /// holds their jobs under the same leases (`WorkerEngine.adopt`). One still queued or
+    /// running is followed; one that ended is read from `/history` and reported.
+    package func adopt(_ found: [(assign: CoordinatorToBackend.Assign, prompt: String)]) {
+        precondition(onLoop)
+        guard !found.isEmpty else { return }
+        for (a, id) in found {
+            let (classes, models) = Self.graphFacts(a.params)
+            var p = Prompt(
+                job: a.job, lease: a.lease, progress: ComfyUIMapping.Progress(total: max(1, classes.count)), classes: classes,
+                models: models)
+            p.id = id
+            prompts[a.job] = p
+            byPromptID[id] = a.job
+        }
+        logger.info("took back prompts the server still had", metadata: ["jobs": "\(found.map(\.assign.job).sorted())"])
+        watchQuiet()
+        reconcilePrompts()
+    }
+
+    /// Deletes a prompt found on the server that no job here holds any longer (its job was
+    /// requeued): it must not run on beside the job's next attempt.
+    package func dropOnServer(_ prompt: String) {
+        precondition(onLoop)
+        logger.info("deleting a prompt whose job moved on", metadata: ["prompt.id": "\(prompt)"])
+        cancelOnServer(prompt)
     }
 
     /// Makes the server load a checkpoint now: a four-node workflow that loads it, decodes an

@@ -376,6 +376,15 @@ public struct WorkerEngine: Sendable {
         return welcomed ? [.send(.started(.init(job: id, lease: lease)))] : []
     }
 
+    /// A job its server still holds from before this process started (a local ComfyUI backend
+    /// after the coordinator restarted under the same incarnation): held as if assigned, under
+    /// its lease, without running it again; the runner reports its start and end. The next
+    /// `welcome` keeps it if it lists the binding, and drops it otherwise.
+    public mutating func adopt(_ a: CoordinatorToBackend.Assign) {
+        guard spec.runner == .external, jobs[a.job] == nil else { return }
+        jobs[a.job] = Job(assign: a)
+    }
+
     /// The server confirmed that a job canceled by the coordinator stopped (its prompt was
     /// interrupted or deleted from the queue): the cancel is confirmed with `failed` `canceled`.
     public mutating func externalStopped(job id: JobID, lease: Lease, at now: CoreInstant) -> [Action] {
