@@ -32,6 +32,27 @@ extension MusterClient {
         }
     }
 
+    /// Dials and subscribes to `batch` again until `deadline`, while what fails is transient: a
+    /// coordinator that restarted answers `store_unavailable` to the subscription until its job
+    /// store has opened (it may be retrying), and then knows the batch again.
+    static func resubscribe(
+        batch: BatchID, options: Options, logger: Logger, until deadline: ContinuousClock.Instant
+    ) async throws(MusterClientError) -> MusterClient {
+        var delay = Duration.milliseconds(500)
+        while true {
+            let next = try await connect(options, logger: logger, retryingUntil: deadline)
+            do {
+                try await next.subscribe(batch: batch)
+                return next
+            } catch {
+                await next.close()
+                guard isTransient(error), ContinuousClock.now + delay < deadline else { throw error }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
     /// Follows one batch until every job is final, riding through lost links: when the link
     /// drops (a coordinator restarting on its job store), it dials again with `options` until
     /// `reconnectFor` has passed, subscribes to the batch again and folds the snapshot in.
@@ -69,8 +90,7 @@ extension MusterClient {
             onReconnect(error)
             let next: MusterClient
             do {
-                next = try await connect(options, logger: logger, retryingUntil: .now + reconnectFor)
-                try await next.subscribe(batch: batch)
+                next = try await resubscribe(batch: batch, options: options, logger: logger, until: .now + reconnectFor)
             } catch {
                 await own?.close()
                 throw error

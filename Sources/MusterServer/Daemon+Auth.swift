@@ -20,14 +20,14 @@ extension Daemon {
     /// The owner of the batch a job belongs to, or `unknown_job`.
     func ownerOf(job: JobID) throws(RequestError) -> String {
         guard let record = core.job(job) else {
-            throw RequestError(.unknownJob, "no job \(job) (finished jobs are kept only for a while)")
+            throw notFound(.unknownJob, "no job \(job) (finished jobs are kept only for a while)")
         }
         return core.batch(record.batch)?.owner ?? record.spec.owner
     }
 
     /// The owner of a batch, or `unknown_batch`.
     func ownerOf(batch: BatchID) throws(RequestError) -> String {
-        guard let record = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
+        guard let record = core.batch(batch) else { throw notFound(.unknownBatch, "no batch \(batch)") }
         return record.owner
     }
 

@@ -238,7 +238,7 @@ extension Daemon {
     ) throws(RequestError) {
         var record: BatchRecord?
         if let batch {
-            guard let found = core.batch(batch) else { throw RequestError(.unknownBatch, "no batch \(batch)") }
+            guard let found = core.batch(batch) else { throw notFound(.unknownBatch, "no batch \(batch)") }
             try requireAccess(principal, owner: found.owner, cancel: false, "batch \(batch)")
             clients[id]?.batches.insert(batch)
             subscribersByBatch[batch, default: [:]][id, default: []].formUnion(events)

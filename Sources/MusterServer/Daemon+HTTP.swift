@@ -123,7 +123,7 @@ extension Daemon {
             }
             switch (parts[2], request.method) {
             case ("batches", _):
-                guard let batch = core.batch(BatchID(raw)) else { return errorResponse(RequestError(.unknownBatch, "no batch \(raw)")) }
+                guard let batch = core.batch(BatchID(raw)) else { return errorResponse(notFound(.unknownBatch, "no batch \(raw)")) }
                 do throws(RequestError) {
                     try requireAccess(principal, owner: batch.owner, cancel: false, "batch \(raw)")
                 } catch {
@@ -136,7 +136,7 @@ extension Daemon {
                 return json(200, info)
             case ("jobs", .get):
                 guard let job = core.job(JobID(raw)) else {
-                    return errorResponse(RequestError(.unknownJob, "no job \(raw) (finished jobs are kept only for a while)"))
+                    return errorResponse(notFound(.unknownJob, "no job \(raw) (finished jobs are kept only for a while)"))
                 }
                 do throws(RequestError) {
                     try requireAccess(principal, owner: try ownerOf(job: job.id), cancel: false, "job \(raw)")
@@ -146,7 +146,7 @@ extension Daemon {
                 return json(200, wireJob(job))
             default:
                 let id = JobID(raw)
-                guard let before = core.job(id) else { return errorResponse(RequestError(.unknownJob, "no job \(raw)")) }
+                guard let before = core.job(id) else { return errorResponse(notFound(.unknownJob, "no job \(raw)")) }
                 do throws(RequestError) {
                     try requireAccess(principal, owner: try ownerOf(job: id), cancel: true, "job \(raw)")
                 } catch {

@@ -256,6 +256,14 @@ extension Daemon {
         return nil
     }
 
+    /// A lookup that found no such batch or job, as the client should hear it: until the store
+    /// has opened (after a restart it may be retrying), the coordinator does not know what it
+    /// holds yet, so `store_unavailable` (retry later), not `unknown_batch` or `unknown_job`.
+    func notFound(_ code: ErrorCode, _ message: String) -> RequestError {
+        if store != nil, !storeOpened, let refusal = storeRefusal { return refusal }
+        return RequestError(code, message)
+    }
+
     /// Changes appended but not yet written beyond which new submissions wait (bounded memory).
     static let maxUnwrittenChanges: UInt64 = 1_000_000
 }

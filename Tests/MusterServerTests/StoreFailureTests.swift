@@ -140,6 +140,42 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// `muster submit --wait` rides through a restart whose store opens late: the coordinator is
+    /// killed, its file system turns read-only, and it starts again and retries the store. Until
+    /// the store opens the batch is not known yet (`store_unavailable`, not `unknown_batch`), so
+    /// the client keeps resubscribing, and once the store opens it prints one final line per job.
+    @Test func submitWaitRidesThroughARestartWhoseStoreOpensLate() async throws {
+        let fs = try Tmpfs(size: "8m")
+        defer { fs.unmount() }
+        let slow = [
+            "--set", "store.url=sqlite://\(fs.path)/muster.sqlite",
+            "--set", #"backends=[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 1}}]"#,
+        ]
+        var (serve, port) = try await e2e.coordinator(slow)
+        let submit = try MusterProcess([
+            "submit", "--coordinator", "ws://127.0.0.1:\(port)", "--kind", "image", "--count", "3", "--wait",
+            "--reconnect-seconds", "120",
+        ])
+        try await submit.waitUntil("the first job completed") { $0.standardOutput.contains("job 1  completed") }
+        #expect(try await serve.stop(signal: SIGKILL) != 0)
+        try fs.remount("ro")
+        (serve, _) = try await e2e.coordinator(slow, port: port)
+        try await serve.waitForLog("job store unavailable: accepting no work until it opens")
+        let lookup = try await HTTP.get("http://127.0.0.1:\(port)/v1/batches/1")
+        #expect(lookup.status == 503 && lookup.json["code"] as? String == "store_unavailable", "\(lookup.text)")
+        try fs.remount("rw")
+        let status = try await submit.waitForExit(timeout: .seconds(120))
+        let out = submit.standardOutput
+        #expect(status == 0, "\(out)\n\(submit.standardError)")
+        for job in 1...3 {
+            let finals = out.split(separator: "\n").filter {
+                $0.hasPrefix("job \(job)  completed") || $0.hasPrefix("job \(job)  snapshot  completed")
+            }
+            #expect(finals.count == 1, "job \(job): \(finals.count) final lines in\n\(out)")
+        }
+        #expect(try await serve.stop() == 0)
+    }
+
     /// A store that cannot be opened at startup (its file system is read-only): the coordinator
     /// serves probes, refuses work and backends, retries, and takes over once it opens.
     @Test func aStoreThatCannotOpenIsRetriedAndNothingIsAcceptedMeanwhile() async throws {
@@ -154,6 +190,12 @@ import Testing
         #expect(refused.status == 503 && refused.json["code"] as? String == "store_unavailable", "\(refused.text)")
         let ready = try await HTTP.get("\(base)/readyz")
         #expect((ready.json["reasons"] as? [String])?.contains("store_unavailable") == true, "\(ready.text)")
+        // Nothing is known until the store opens: a batch or job asked for is not "unknown" but
+        // not known yet, so a client following it after a restart retries instead of giving up.
+        for path in ["batches/1", "jobs/1"] {
+            let lookup = try await HTTP.get("\(base)/v1/\(path)")
+            #expect(lookup.status == 503 && lookup.json["code"] as? String == "store_unavailable", "\(path): \(lookup.text)")
+        }
         // An agent's hello is refused for now (close 1013); it keeps redialling.
         let agent = try await e2e.agent(port: port, name: "patient", features: "image", waitForRegistration: false)
         try await serve.waitForLog("job store unavailable: accepting no work until it opens")
