@@ -391,10 +391,11 @@ def main():
     garbage = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
     threading.Thread(target=garbage.serve_forever, daemon=True).start()
     G = f"http://127.0.0.1:{garbage.server_address[1]}"
-    start_muster("coordinator-2", "serve", "--listen", f"127.0.0.1:{pd}", "--set",
+    start_muster("coordinator-2", "serve", "--listen", f"127.0.0.1:{pd}", "--set", "gate.window_seconds=20", "--set",
                  "backends=" + json.dumps([{"name": "dialled-b", "kind": "comfyui", "url": B},
                                            {"name": "nowhere", "kind": "comfyui", "url": "http://127.0.0.1:1"},
                                            {"name": "garbage", "kind": "comfyui", "url": G}]))
+    c2_started = time.time()
     wait_for("dialled-b ready", lambda: backend_state(pd, "dialled-b") == "ready", 120)
     d = backends(pd)
     check("a comfyui entry in backends is dialled by the coordinator",
@@ -410,6 +411,24 @@ def main():
     finals = [e for e in events(p) if e["state"] == "completed"]
     check("the coordinator-dialled ComfyUI runs jobs", len(finals) == 2 and all(e["backend"] == d["dialled-b"]["id"] for e in finals),
           p.stdout[-800:])
+
+    # An idle ComfyUI that goes away for good: after 5 s its backend is a new incarnation, so the
+    # warm-up gate waits for it again and a job only it can run is held, not failed at once. First
+    # every first window of this coordinator's backends passes (20 s), "nowhere" and "garbage"
+    # included, so only the new incarnation can hold the job.
+    time.sleep(max(0.0, c2_started + 22 - time.time()))
+    before = backends(pd)["dialled-b"]["capabilities"]["incarnation"]
+    stop("comfy-b", signal.SIGKILL)
+    renewed = wait_for("dialled-b a new incarnation", lambda: (backends(pd)["dialled-b"].get("capabilities") or {})
+                       .get("incarnation", before) > before, 60)
+    held = accepted_jobs(submit(pd, core, 1))[0]
+    time.sleep(1)
+    state = job(pd, held)["state"]
+    check("an idle ComfyUI gone for 5 s makes its backend a new incarnation, and a job only it can run is held",
+          renewed is not None and state == "gated", f"state {state}; {json.dumps(job(pd, held))[:600]}")
+    start_comfyui("comfy-b", pb, "--disable-all-custom-nodes")
+    # Whether it still runs depends on B starting within the 20 s window; only the hold is checked.
+    wait_for("the held job to end", lambda: job(pd, held)["state"] in ("completed", "failed"), 60, 1)
 
 
 class Proxy:

@@ -728,7 +728,11 @@ package final class ComfyUIRunner: @unchecked Sendable {
         serverUp = false
         report(.loading, message: reason)
         if wasUp { logger.warning("ComfyUI lost", metadata: ["reason": "\(reason)"]) }
-        if lostTimer == nil, !prompts.isEmpty {
+        // With prompts in flight, or idle after it was up: a server away that long restarted, or
+        // is gone. The new incarnation requeues what it held and makes the warm-up gate wait for
+        // this backend again, its window counted anew (an idle backend's first window passed
+        // long ago: jobs only it can run would fail at once while it loads).
+        if lostTimer == nil, wasUp || !prompts.isEmpty {
             lostTimer = schedule(after: settings.lostAfter) { r in
                 r.lostTimer = nil
                 guard !r.serverUp else { return }
@@ -742,11 +746,16 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// coordinator requeues every job this backend held.
     private func giveBackJobs(_ why: String) {
         let loads = prompts.values.compactMap(\.loadsModel)
+        let heldJobs = !prompts.isEmpty || !held.isEmpty
         prompts = [:]
         byPromptID = [:]
         held = []
         lastPromptID = nil
-        logger.warning("ComfyUI lost its prompts: new incarnation, jobs requeued by the coordinator", metadata: ["reason": "\(why)"])
+        logger.warning(
+            !heldJobs
+                ? "ComfyUI gone: new incarnation, the warm-up gate waits for it again"
+                : "ComfyUI lost its prompts: new incarnation, jobs requeued by the coordinator",
+            metadata: ["reason": "\(why)"])
         driver?.external { e, now in
             var out: [WorkerEngine.Action] = []
             for model in loads { out += e.externalModelLoaded(model, ok: false, message: why, at: now) }
