@@ -33,7 +33,9 @@ enum Format {
 
     /// What the gate held a job for: `[frameinterps, video] (model m): gpu-box (2) loading`.
     static func wait(_ w: Wire.GateWait, _ names: BackendNames) -> String {
-        var s = "[\(w.features.joined(separator: ", "))]"
+        // A job that needs no feature (a workflow waiting for node classes) waits for what the
+        // backends will announce; "[]" said nothing.
+        var s = w.features.isEmpty ? "announcements" : "[\(w.features.joined(separator: ", "))]"
         if let model = w.model { s += " (model \(model))" }
         if !w.backends.isEmpty {
             s += ": " + w.backends.map { "\($0.name) (\($0.id)) \($0.reason)" }.joined(separator: ", ")

@@ -111,16 +111,22 @@ struct ClientOptions: ParsableArguments {
         }
     }
 
-    /// The login name when it is a valid client name (it becomes the default owner of jobs),
-    /// else `muster-cli`.
+    /// The login name when it is a valid client name (it becomes the default owner of jobs):
+    /// `USER`, else `LOGNAME`, else the user database's name for this process's user (a shell
+    /// started by a service or `sudo -i` may set neither), else `muster-cli`.
     static var clientName: String {
-        let user = ProcessInfo.processInfo.environment["USER"] ?? ""
-        let valid =
+        func valid(_ user: String) -> Bool {
             !user.isEmpty && user.utf8.count <= 64 && user.first != "." && user.first != "-" && user.first != "_"
-            && user.utf8.allSatisfy {
-                $0.isASCIIAlnum || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
-            }
-        return valid ? user : "muster-cli"
+                && user.utf8.allSatisfy {
+                    $0.isASCIIAlnum || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+                }
+        }
+        let environment = ProcessInfo.processInfo.environment
+        var candidates = [environment["USER"], environment["LOGNAME"]].compactMap { $0 }.filter { !$0.isEmpty }
+        if candidates.isEmpty, let entry = getpwuid(getuid()), let name = entry.pointee.pw_name {
+            candidates.append(String(cString: name))
+        }
+        return candidates.first.flatMap { valid($0) ? $0 : nil } ?? "muster-cli"
     }
 }
 

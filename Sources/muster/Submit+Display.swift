@@ -105,7 +105,9 @@ struct SubmitDisplay {
             bar = String(repeating: " ", count: 27)
         }
         var tail = job.attempt > 0 ? "attempt \(job.attempt)" : ""
-        if job.state == .gated, let w = job.waits.last { tail = "waiting for \(w.features.joined(separator: ", "))" }
+        if job.state == .gated, let w = job.waits.last {
+            tail = "waiting for " + (w.features.isEmpty ? "announcements" : w.features.joined(separator: ", "))
+        }
         if let e = job.error { tail += (tail.isEmpty ? "" : "  ") + "\(e.code)" }
         return ["job \(job.id)", state, backend, bar, tail]
     }

@@ -63,7 +63,7 @@ struct Submit: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Priority, -1000...1000; higher runs first.")
     var priority = 0
 
-    @Option(help: "Owner of the jobs (fairness is round-robin between owners); default: the login name.")
+    @Option(help: "Owner of the jobs (fairness is round-robin between owners); default: the login name (USER, LOGNAME or the user database), else muster-cli.")
     var owner: String?
 
     @Option(help: ArgumentHelp("Job parameters: a JSON object, handed to the backend as is.", valueName: "JSON"))
