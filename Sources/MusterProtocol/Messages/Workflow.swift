@@ -17,9 +17,11 @@ public enum WorkflowParams {
             return []
         }
         let classes = try graphClasses(doc, graph)
-        if o.find("seed") != nil {
-            let seed: UInt64 = try o.required("seed")
-            if seed > maxSeed { throw .invalid("seed", "must be at most \(maxSeed)") }
+        if let node = o.find("seed") {
+            // One message for every seed out of range: negative, fractional and too large alike.
+            guard doc.nodes[node].kind == .number, let seed = doc.uint64(node), seed <= maxSeed else {
+                throw .invalid("seed", "expected an integer from 0 to \(maxSeed)")
+            }
         }
         if let inputs = o.find("inputs") {
             try checkInputs(doc, inputs, graph: graph)
