@@ -514,6 +514,15 @@ def prompts_of(url, job_id, before=()):
             if len(e) > 3 and (e[3] or {}).get("muster_job") == job_id and e[1] not in before]
 
 
+def prompt_number(url, job_id, before=()):
+    """ComfyUI's number (its queue order) of the prompt of this Muster job, or None."""
+    hist = get_json(f"{url}/history")[1]
+    q = get_json(f"{url}/queue")[1]
+    entries = [e.get("prompt", []) for e in hist.values()] + q["queue_running"] + q["queue_pending"]
+    found = [e[0] for e in entries if len(e) > 3 and (e[3] or {}).get("muster_job") == job_id and e[1] not in before]
+    return found[0] if len(found) == 1 else None
+
+
 def running_on(url, job_id):
     """Whether ComfyUI at `url` is running a prompt of this Muster job now."""
     q = get_json(f"{url}/queue")[1]
@@ -585,6 +594,12 @@ def coordinator_restart(pa):
         jobs = accepted_jobs(submit(pf, wf, 2))
         both = wait_for("one prompt running on A and one waiting",
                         lambda: running_on(A, jobs[0]) and any(len(prompts_of(A, j, before)) == 1 for j in jobs[1:]), 60)
+        if sig == signal.SIGKILL:
+            # Bound at the same moment, posted one after the other: ComfyUI numbers them in the
+            # order they were bound, so they run in that order.
+            numbers = [prompt_number(A, j, before) for j in jobs]
+            check("jobs bound together reach ComfyUI in the order they were bound",
+                  None not in numbers and numbers == sorted(numbers), f"prompt numbers {numbers} for jobs {jobs}")
         stop("coordinator-4", sig)
         start_muster("coordinator-4", *args)
         done = wait_for(f"both jobs after the coordinator was {how}",

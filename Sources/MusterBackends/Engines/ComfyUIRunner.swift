@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import Logging
 import MusterCore
@@ -87,6 +88,9 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// Jobs assigned while a canceled prompt is still stopping: posted once every cancel is
     /// confirmed, so a new prompt never lands on a server still busy with an interrupted one.
     private var held: [CoordinatorToBackend.Assign] = []
+    /// Prompts built and waiting for the `POST /prompt` before them to be answered (`postNext`).
+    private var postQueue = Deque<(job: JobID, lease: Lease, body: [UInt8])>()
+    private var posting = false
     /// How a prompt ended (or began) on /ws before the answer to its `POST /prompt` told this
     /// runner its id: a quick prompt can run to its end on the server before that answer is
     /// read. Replayed once the id is known (`posted`); the oldest are forgotten beyond
@@ -171,12 +175,37 @@ package final class ComfyUIRunner: @unchecked Sendable {
             return
         }
         let (classes, models) = Self.graphFacts(a.params)
-        var p = Prompt(
+        let p = Prompt(
             job: a.job, lease: a.lease, progress: ComfyUIMapping.Progress(total: built.nodes), classes: classes, models: models)
-        p.postedMs = Self.wallClockMs()
         prompts[a.job] = p
-        send(.post, "/prompt", body: built.body) { [weak self] result in
-            self?.posted(a.job, a.lease, result)
+        postQueue.append((a.job, a.lease, built.body))
+        postNext()
+    }
+
+    /// Sends the next `POST /prompt` once the previous one was answered: ComfyUI numbers prompts
+    /// as they arrive, and two POSTs in flight at once may arrive in either order, so jobs bound
+    /// together (a gate release, a requeue) would run out of the order they were bound in.
+    private func postNext() {
+        guard !posting, !postQueue.isEmpty else { return }
+        let (job, lease, body) = postQueue.removeFirst()
+        guard var p = prompts[job], p.lease == lease else { return postNext() }  // taken back meanwhile
+        if p.canceling || p.stopRequested {
+            // Taken back before it was sent: nothing to delete on the server.
+            prompts[job] = nil
+            if p.canceling {
+                driver?.external { e, now in e.externalStopped(job: job, lease: lease, at: now) }
+                postHeld()
+            }
+            return postNext()
+        }
+        posting = true
+        p.postedMs = Self.wallClockMs()
+        prompts[job] = p
+        send(.post, "/prompt", body: body) { [weak self] result in
+            guard let self else { return }
+            self.posting = false
+            self.posted(job, lease, result)
+            self.postNext()
         }
     }
 
