@@ -224,7 +224,13 @@ extension Coordinator {
         b.loadPrior = b.configuredLoadSeconds ?? snapshot.modelLoadSeconds
         backends.put(b)
         announceKindSeconds(id, snapshot.jobSeconds)
-        if restarted { requeueAll(on: id, .backendRestarted) }
+        if restarted {
+            requeueAll(on: id, .backendRestarted)
+            // A new process (a ComfyUI that restarted or went away) is waited for again from
+            // now, and no longer than the window: without the timer a backend that announces
+            // nothing more would keep the gate closed for good.
+            scheduleGateWindow(id)
+        }
         refresh(id, reindex: true)
         if snapshot.state == .ready { requestPinned(id) }
     }

@@ -343,6 +343,23 @@ import Testing
         #expect(h.last.isEmpty)
     }
 
+    /// A backend whose new incarnation comes on its open link (a ComfyUI that restarted or went
+    /// away) is waited for again, and only for a window: when it announces nothing more, a job
+    /// only it can run is held, then fails when that window ends, instead of being held forever.
+    @Test func aNewIncarnationOnAnOpenLinkIsWaitedForOneWindow() {
+        var h = Harness()
+        h.ready(1, features: ["x"])
+        h.advance(to: 100)
+        h.announce(1, .loading, features: [], incarnation: 2, revision: 1)
+        let job = h.submit(JobSpec(kind: "image", needs: ["x"]))[0]
+        #expect(h.state(job) == .gated)
+        h.advance(to: 159)
+        #expect(h.state(job) == .gated)
+        h.advance(to: 160)
+        #expect(h.state(job) == .failed)
+        #expect(h.core.job(job)?.failure?.code == .noEligibleBackend)
+    }
+
     /// Asking for one model sends that model only: a backend whose load of an earlier remembered
     /// model failed is not sent that one again in its place (an outside check saw `models_loading`
     /// for m2 name a backend that does not offer m2, sent m1).
