@@ -275,11 +275,11 @@ extension Coordinator {
                 // (`admits`).
                 // Only its overqueue slot free, it is not the soonest by speed alone: another free
                 // backend whose running slot frees sooner may finish the job first (looked for
-                // among the free backends while they are few, as for ties), and then it compares.
-                if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c))
-                    && (runningFree || !freeSoonerPeer(bi, for: c, entry))
-                {
-                    return true
+                // among the free backends while they are few, as for ties), and then it leaves
+                // the job to that one.
+                if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c)) {
+                    guard !runningFree, let peer = freeSoonerPeer(bi, for: c, entry) else { return true }
+                    return !leaveToFreePeer(id, c, entry, peer)
                 }
             }
             return admits(bi, id, c, entry)

@@ -361,7 +361,17 @@ extension Coordinator {
             wake.append(t)
         }
         for t in wake { dirty.insert(t) }
-        if declined == nil, let s = second { declined = (id, entry.job, s.backend, s.at) }
+        decline(id, c, entry, deadline: deadline, runnerUp: second)
+        return false
+    }
+
+    /// Backend `id` leaves the head of class `c` to backends expected to finish it sooner: the
+    /// job's wait is bounded from the first time a free backend left it (`deadline`), the class
+    /// is looked at again when one of its jobs is bound elsewhere or the bound passes.
+    mutating func decline(
+        _ id: BackendID, _ c: Int, _ entry: QueueEntry, deadline: CoreInstant, runnerUp: (backend: BackendID, at: Double)?
+    ) {
+        if declined == nil, let s = runnerUp { declined = (id, entry.job, s.backend, s.at) }
         if jobs[entry.job].declinedSince == nil {
             jobs[entry.job].declinedSince = now
             routingEpoch &+= 1
@@ -371,7 +381,18 @@ extension Coordinator {
             classes[c].waitTimerAt = deadline
             schedule(deadline, .routeWait(c))
         }
-        return false
+    }
+
+    /// The fastest backend with only its overqueue slot free leaves the head of class `c` to a
+    /// free peer that finishes it sooner (`freeSoonerPeer`), which is told to look again; no
+    /// comparison with the rest of the fleet (that backend is as fast as any: only a running slot
+    /// that frees sooner beats it, and those are the free peers). Within the wait bound only.
+    mutating func leaveToFreePeer(_ id: BackendID, _ c: Int, _ entry: QueueEntry, _ peer: (backend: BackendID, at: Double)) -> Bool {
+        let deadline = (jobs[entry.job].declinedSince ?? now) + policy.maxWaitForBetterBackend
+        if deadline <= now { return false }
+        dirty.insert(peer.backend)
+        decline(id, c, entry, deadline: deadline, runnerUp: peer)
+        return true
     }
 
     /// How many free backends a backend that holds something back (`reserves`) looks through for
@@ -399,8 +420,8 @@ extension Coordinator {
     /// while 2 to `tieScanLimit` are free (a saturated fleet frees one slot at a time and pays
     /// nothing). A peer with only its overqueue slot free may not take a job a held one
     /// outranks (`heldBar`), so it does not count then.
-    mutating func freeSoonerPeer(_ bi: Int, for c: Int, _ entry: QueueEntry) -> Bool {
-        guard fewFree else { return false }
+    mutating func freeSoonerPeer(_ bi: Int, for c: Int, _ entry: QueueEntry) -> (backend: BackendID, at: Double)? {
+        guard fewFree else { return nil }
         let id = backends.records[bi].id, e = Int(entry.estimate)
         var peers: [Int] = []
         for t in free where t != id && classes[c].capable.contains(t) {
@@ -408,10 +429,18 @@ extension Coordinator {
             let runningFree = backends.records[ti].jobs.count < backends.records[ti].slots
             if runningFree || entry < heldBar(ti, runningFree: false) { peers.append(ti) }
         }
-        guard !peers.isEmpty else { return false }
+        guard !peers.isEmpty else { return nil }
         let mine = expectedCompletion(bi, c, e)
         let margin = 1e-9 * max(1, mine)
-        return peers.contains { expectedCompletion($0, c, e) < mine - margin }
+        // The soonest, ties to the lower id: the order of the free set does not decide.
+        var best: (backend: BackendID, at: Double)?
+        for ti in peers {
+            let theirs = expectedCompletion(ti, c, e), t = backends.records[ti].id
+            guard theirs < mine - margin else { continue }
+            if let b = best, (b.at, b.backend.rawValue) <= (theirs, t.rawValue) { continue }
+            best = (t, theirs)
+        }
+        return best
     }
 
     /// Whether backend `bi` holds back something that other queued jobs need and jobs of class
