@@ -35,9 +35,9 @@ extension Daemon {
     /// `WorkerDriver`; its messages reach the core without JSON, through `localInbox`.
     ///
     /// A local ComfyUI backend that held jobs when the coordinator stopped (the store restored
-    /// its bindings) keeps its incarnation and its ComfyUI client id: its server may still queue
-    /// or run those prompts, or have finished them. It registers once the server was asked
-    /// (`resumeLocal`), so no prompt runs twice.
+    /// its bindings) keeps its incarnation: its server may still queue or run those prompts, or
+    /// have finished them. It registers once the server was asked for the prompts of its name
+    /// (`resumeLocal`), so a prompt it takes back is not posted again.
     func startLocalBackends() {
         let fresh = Incarnation(originMs)
         let origin = self.origin
@@ -78,7 +78,11 @@ extension Daemon {
                     logger.info(
                         "local backend held jobs when the coordinator stopped: asking its ComfyUI for their prompts",
                         metadata: ["backend.id": "\(id)", "bindings": "\(core.bindings(of: id).count)"])
-                    runner.findPrompts { [weak self] found in
+                    // Asked within half the suspect grace, so the restored bindings are still
+                    // there to take back when the answer comes.
+                    let grace = configuration.settings.links.suspectGrace
+                    let deadline = ContinuousClock.now + min(grace / 2, .seconds(5))
+                    runner.findPrompts(until: deadline) { [weak self] found in
                         self?.assumeIsolated { $0.resumeLocal(id, config: config, spec: spec, incarnation: incarnation, found: found) }
                     }
                     continue
@@ -129,14 +133,29 @@ extension Daemon {
         found: [ComfyUIMapping.PostedPrompt]?
     ) {
         guard !stopping, let driver = locals[id], let runner = comfyRunners[id] else { return }
+        if driver.incarnation != incarnation {
+            // The server went away during the lookup and the backend is a new process already:
+            // what it held is requeued, and what the server still has of it is not taken back.
+            logger.warning(
+                "the ComfyUI of a local backend went away while asked for its prompts: the jobs it held run again",
+                metadata: ["backend.id": "\(id)", "backend.name": "\(config.name)"])
+            registerLocal(id, config: config, spec: spec, incarnation: driver.incarnation)
+            for p in found ?? [] where p.queued { runner.dropOnServer(p.id) }
+            return
+        }
         if found == nil {
             logger.warning(
-                "the ComfyUI of a local backend did not answer: the jobs it held run again",
+                "the ComfyUI of a local backend did not answer: the jobs it held run again, and its earlier prompts are deleted once it answers",
                 metadata: ["backend.id": "\(id)", "backend.name": "\(config.name)"])
+            runner.sweepOrphansWhenUp()
         }
         let prompts = found ?? []
         let stored = Dictionary(core.bindings(of: id).map { ($0.job, $0.lease) }, uniquingKeysWith: { a, _ in a })
-        let holding = prompts.filter { stored[$0.job] == $0.lease || core.job($0.job)?.state == .queued }
+        // A job whose binding was sent and not stored came back queued, or gated while this
+        // backend has not announced: the core's claim decides (attempt, lease from before).
+        let holding = prompts.filter { p in
+            stored[p.job] == p.lease || core.job(p.job).map { $0.state == .queued || $0.state == .gated } == true
+        }
             .map { Wire.HeldJob(job: $0.job, lease: $0.lease, attempt: $0.attempt) }
         var adopted: [(assign: CoordinatorToBackend.Assign, prompt: String)] = []
         registerLocal(id, config: config, spec: spec, incarnation: incarnation, holding: holding) {

@@ -39,10 +39,6 @@ import Testing
         }
     }
 
-    /// The speed of a backend nobody configured is learned from its measured jobs: once the fast
-    /// one has finished a job (10 s against a 30 s prior: speed 3), the job still running on the
-    /// slow one (expected to end at 30) moves there (ends at 20), and the second batch goes to the
-    /// fast one whole.
     /// The fastest backend, with only its overqueue slot free, does not take a job a free peer
     /// finishes sooner (its running slot frees first): the outside suite's seed 45. Backend 15
     /// (2.5x) and 14 (2x) run videos; the image arriving at 1.11 waits for the held video's
@@ -75,6 +71,10 @@ import Testing
         #expect(r.completions.count == 5 && r.completions.values.allSatisfy { $0 == 1 })
     }
 
+    /// The speed of a backend nobody configured is learned from its measured jobs: once the fast
+    /// one has finished a job (10 s against a 30 s prior: speed 3), the job still running on the
+    /// slow one (expected to end at 30) moves there (ends at 20), and the second batch goes to the
+    /// fast one whole.
     @Test func learnedSpeedsSteerTheSecondBatch() {
         let s = Scenario(
             policy: Self.policy(.expectedCompletion),

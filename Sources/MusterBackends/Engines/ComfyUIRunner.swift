@@ -333,30 +333,41 @@ package final class ComfyUIRunner: @unchecked Sendable {
     /// The client id of a local backend named `name` in incarnation `incarnation`: the same
     /// after a restart of the coordinator that keeps the incarnation.
     package static func clientID(name: String, incarnation: Incarnation) -> String {
-        "muster-" + name.utf8.map { String($0, radix: 16) }.joined() + "-\(incarnation.rawValue)"
+        clientIDPrefix(name: name) + "\(incarnation.rawValue)"
     }
 
-    /// The prompts this backend's client id posted that the server still queues or runs, or
-    /// lists among its last `historyItems` ended ones, asked `tries` times a second apart while
-    /// the server does not answer; nil when it never did.
-    package func findPrompts(tries: Int = 3, _ done: @escaping ([ComfyUIMapping.PostedPrompt]?) -> Void) {
+    /// What every client id of a local backend named `name` starts with, whatever its
+    /// incarnation: the backend may have taken newer incarnations since it posted a prompt.
+    package static func clientIDPrefix(name: String) -> String {
+        "muster-" + name.utf8.map { String($0, radix: 16) }.joined() + "-"
+    }
+
+    /// The prompts a local backend named like this one posted (any incarnation: the job and
+    /// lease they carry say which binding they belong to) that the server still queues or runs,
+    /// or lists among its last `historyItems` ended ones. Asked again a second later while the
+    /// server does not answer, until `deadline`; nil when it never did.
+    package func findPrompts(until deadline: ContinuousClock.Instant, _ done: @escaping ([ComfyUIMapping.PostedPrompt]?) -> Void) {
         precondition(onLoop)
         let again: () -> Void = { [weak self] in
             guard let self else { return }
-            if tries > 1 {
-                self.schedule(after: .seconds(1)) { $0.findPrompts(tries: tries - 1, done) }
+            if ContinuousClock.now + .seconds(1) < deadline {
+                self.schedule(after: .seconds(1)) { $0.findPrompts(until: deadline, done) }
             } else {
                 done(nil)
             }
         }
-        send(.get, "/queue", body: []) { [weak self] q in
+        let left = deadline - ContinuousClock.now
+        guard left > .zero else { return done(nil) }
+        send(.get, "/queue", body: [], timeout: left) { [weak self] q in
             guard let self else { return }
             guard case .success(let queue) = q, queue.status == 200 else { return again() }
-            self.send(.get, "/history?max_items=\(Self.historyItems)", body: []) { [weak self] h in
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return done(nil) }
+            self.send(.get, "/history?max_items=\(Self.historyItems)", body: [], timeout: left) { [weak self] h in
                 guard let self else { return }
                 guard case .success(let history) = h, history.status == 200 else { return again() }
-                let mine = self.clientID
-                done(ComfyUIMapping.postedPrompts(queue: queue.body, history: history.body) { $0 == mine })
+                let prefix = Self.clientIDPrefix(name: self.name)
+                done(ComfyUIMapping.postedPrompts(queue: queue.body, history: history.body) { $0.hasPrefix(prefix) })
             }
         }
     }
@@ -382,6 +393,32 @@ package final class ComfyUIRunner: @unchecked Sendable {
         logger.info("took back prompts the server still had", metadata: ["jobs": "\(found.map(\.assign.job).sorted())"])
         watchQuiet()
         reconcilePrompts()
+    }
+
+    /// Set when the prompts posted before a coordinator restart could not be looked up: once
+    /// the server answers, every prompt of this backend's name still queued or running that no
+    /// job here holds is deleted (`sweepOrphans`), so it does not run beside the job's next
+    /// attempt.
+    private var sweepDue = false
+
+    package func sweepOrphansWhenUp() {
+        precondition(onLoop)
+        sweepDue = true
+        if serverUp { sweepOrphans() }
+    }
+
+    private func sweepOrphans() {
+        sweepDue = false
+        findPrompts(until: .now + .seconds(10)) { [weak self] found in
+            guard let self else { return }
+            guard let found else {
+                self.sweepDue = true  // the next probe that finds the server up tries again
+                return
+            }
+            for p in found where p.queued && self.prompts[p.job].map({ $0.lease != p.lease }) ?? true {
+                self.dropOnServer(p.id)
+            }
+        }
     }
 
     /// Deletes a prompt found on the server that no job here holds any longer (its job was
@@ -592,7 +629,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
         }
         if h.succeeded {
             let result = ComfyUIMapping.result(
-                prompt: id, backend: name, baseURL: settings.url, outputs: h.outputs, postedMs: p.postedMs)
+                prompt: id, backend: name, baseURL: settings.url, outputs: h.outputs, postedMs: p.postedMs > 0 ? p.postedMs : nil)
             let models = p.models
             driver?.external { e, now in
                 var out = e.execFinished(job: p.job, lease: p.lease, result: .output(result.text), at: now)
@@ -683,6 +720,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
                 self.reconcileDue = false
                 self.reconcilePrompts()
             }
+            if self.sweepDue { self.sweepOrphans() }
             self.driver?.external { e, _ in
                 e.serverCapabilities(
                     state: .ready, features: Array(features), nodes: info.classes, models: info.models,

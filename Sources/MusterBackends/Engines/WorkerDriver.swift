@@ -33,6 +33,9 @@ package final class WorkerDriver: @unchecked Sendable {
     /// Performs the `.run`, `.stop` and `.loadModel` actions of an external runner (ComfyUI).
     package var externalRunner: ((WorkerEngine.Action) -> Void)?
 
+    /// The engine's incarnation now (a runner may have made it take a newer one).
+    package var incarnation: Incarnation { engine.incarnation }
+
     package init(
         engine: WorkerEngine, transport: Transport, limits: ProtocolLimits, clock: @escaping @Sendable () -> CoreInstant,
         output: @escaping (WorkerEngine.Action) -> Void, settled: @escaping () -> Void = {}
