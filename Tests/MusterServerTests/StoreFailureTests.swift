@@ -164,15 +164,7 @@ import Testing
         let lookup = try await HTTP.get("http://127.0.0.1:\(port)/v1/batches/1")
         #expect(lookup.status == 503 && lookup.json["code"] as? String == "store_unavailable", "\(lookup.text)")
         try fs.remount("rw")
-        let status = try await submit.waitForExit(timeout: .seconds(120))
-        let out = submit.standardOutput
-        #expect(status == 0, "\(out)\n\(submit.standardError)")
-        for job in 1...3 {
-            let finals = out.split(separator: "\n").filter {
-                $0.hasPrefix("job \(job)  completed") || $0.hasPrefix("job \(job)  snapshot  completed")
-            }
-            #expect(finals.count == 1, "job \(job): \(finals.count) final lines in\n\(out)")
-        }
+        try await SubmitCommandTests.expectOneCompletedLinePerJob(submit, jobs: 1...3)
         #expect(try await serve.stop() == 0)
     }
 

@@ -189,18 +189,26 @@ import Testing
         try await submit.waitUntil("the first job completed") { $0.standardOutput.contains("job 1  completed") }
         #expect(try await server.stop(signal: SIGKILL) != 0)
         (server, _) = try await serve(backends: slow, settings: settings, port: port)
+        let out = try await Self.expectOneCompletedLinePerJob(submit, jobs: 1...4)
+        #expect(out.contains("batch 1: 4 completed"), "\(out)")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// Waits for `muster submit --wait` to exit 0 and checks it printed exactly one `completed`
+    /// line per job: live, or from the snapshot after a reconnect when the job ended while the
+    /// link was down. Returns its output.
+    @discardableResult
+    static func expectOneCompletedLinePerJob(_ submit: MusterProcess, jobs: ClosedRange<Int>) async throws -> String {
         let status = try await submit.waitForExit(timeout: .seconds(120))
         let out = submit.standardOutput
-        #expect(status == 0, "\(out)")
-        for job in 1...4 {
-            // Live, or from the snapshot after the reconnect when it ended while the link was down.
+        #expect(status == 0, "\(out)\n\(submit.standardError)")
+        for job in jobs {
             let finals = out.split(separator: "\n").filter {
                 $0.hasPrefix("job \(job)  completed") || $0.hasPrefix("job \(job)  snapshot  completed")
             }
             #expect(finals.count == 1, "job \(job): \(finals.count) final lines in\n\(out)")
         }
-        #expect(out.contains("batch 1: 4 completed"), "\(out)")
-        #expect(try await server.stop() == 0)
+        return out
     }
 
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
