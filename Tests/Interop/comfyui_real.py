@@ -386,6 +386,7 @@ def main():
 
     # --- the coordinator killed and restarted under its own ComfyUI backend -------------------------
     coordinator_restart(pa)
+    coordinator_restart_unanswered(pa)
 
     # --- the coordinator-dialled kind -------------------------------------------------------------
     garbage = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
@@ -447,6 +448,7 @@ class Proxy:
         self.ws = []
         self.ws_opened = 0
         self.block_ws = False
+        self.block_all = False
         threading.Thread(target=self.accept, daemon=True).start()
 
     def accept(self):
@@ -458,6 +460,9 @@ class Proxy:
             threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
     def serve(self, c):
+        if self.block_all:  # the server is unreachable: every connection is closed at once
+            c.close()
+            return
         try:
             first = c.recv(65536)
             is_ws = first.startswith(b"GET /ws")
@@ -612,6 +617,46 @@ def coordinator_restart(pa):
               and all(len(p) == 1 for p in prompts),
               f"{[(i.get('job'), i.get('state'), i.get('history')) for i in infos]}; prompts {prompts}")
     stop("coordinator-4")
+
+
+def coordinator_restart_unanswered(pa):
+    """As `coordinator_restart`, but the ComfyUI does not answer when the coordinator comes back
+    (a proxy closes every connection for 8 s): the prompts cannot be looked up, so the jobs run
+    again, and once the server answers the first prompts are deleted (the running one
+    interrupted): each job completes once, from one successful prompt."""
+    A = f"http://127.0.0.1:{pa}"
+    proxy = Proxy(pa)
+    pg = free_port()
+    args = ["serve", "--listen", f"127.0.0.1:{pg}", "--set", "gate.window_seconds=120", "--set",
+            "backends=" + json.dumps([{"name": "proxied-local", "kind": "comfyui", "url": f"http://127.0.0.1:{proxy.port}"}])]
+    g = workflow("slow.json")
+    g["2"]["inputs"].update({"steps": 80, "step_seconds": 0.25})
+    wf = write_workflow("unanswered.json", g)
+    start_muster("coordinator-5", *args)
+    if not wait_for("proxied-local ready", lambda: backend_state(pg, "proxied-local") == "ready", 120):
+        check("a ComfyUI behind a proxy gets ready", False)
+        return
+    before = set(get_json(f"{A}/history")[1])
+    jobs = accepted_jobs(submit(pg, wf, 2))
+    running = wait_for("the first prompt running on A", lambda: running_on(A, jobs[0]), 60)
+    stop("coordinator-5", signal.SIGKILL)
+    proxy.block_all = True
+    start_muster("coordinator-5", *args)
+    time.sleep(8)
+    proxy.block_all = False
+    done = wait_for("both jobs after the unanswered restart",
+                    lambda: all(job(pg, j).get("state") == "completed" for j in jobs), 240, 1)
+
+    def successes(j):
+        hist = get_json(f"{A}/history")[1]
+        return [k for k, v in hist.items() if k not in before and len(v.get("prompt", [])) > 3
+                and (v["prompt"][3] or {}).get("muster_job") == j and v.get("status", {}).get("status_str") == "success"]
+    counts = [len(successes(j)) for j in jobs]
+    check("a coordinator restarted while its ComfyUI does not answer: the jobs run again and their first "
+          "prompts are deleted once it answers (each job completes once, from one successful prompt)",
+          running is not None and done is not None and counts == [1, 1] and not comfy_queue(pa)[0] and not comfy_queue(pa)[1],
+          f"successful prompts per job {counts}; {[(job(pg, j).get('state'), job(pg, j).get('history')) for j in jobs]}")
+    stop("coordinator-5")
 
 
 def pct(values, p):
