@@ -165,9 +165,7 @@ extension Daemon {
                     if p.queued { runner.dropOnServer(p.id) }
                     continue
                 }
-                let a = CoordinatorToBackend.Assign(
-                    job: p.job, lease: p.lease, batch: job.batch, attempt: job.attempt, kind: job.spec.kind, needs: job.spec.needs,
-                    model: job.spec.model, params: job.spec.params)
+                let a = Self.assign(p.job, batch: job.batch, spec: job.spec, lease: p.lease, attempt: job.attempt)
                 driver.external { e, _ in
                     e.adopt(a)
                     return []

@@ -353,10 +353,7 @@ public actor Daemon {
     private func perform(_ action: CoreAction) {
         switch action {
         case .assign(let job, let batch, let spec, let backend, let lease, let attempt):
-            let assign = CoordinatorToBackend.Assign(
-                job: job, lease: lease, batch: batch, attempt: attempt, kind: spec.kind, needs: spec.needs,
-                model: spec.model, params: spec.params)
-            deliver(.assign(assign), to: backend)
+            deliver(.assign(Self.assign(job, batch: batch, spec: spec, lease: lease, attempt: attempt)), to: backend)
         case .cancel(let job, let backend, let lease):
             deliver(.cancel(.init(job: job, lease: lease)), to: backend)
         case .revoke(let job, let backend, let lease):
@@ -427,5 +424,15 @@ public actor Daemon {
             }
         }
         coreTimer = (id, next)
+    }
+}
+
+extension Daemon {
+    /// The `assign` message for a job bound under `lease`: what a backend is sent, and what a
+    /// local ComfyUI backend holds again for a prompt it takes back after a restart.
+    static func assign(_ job: JobID, batch: BatchID, spec: JobSpec, lease: Lease, attempt: Int) -> CoordinatorToBackend.Assign {
+        CoordinatorToBackend.Assign(
+            job: job, lease: lease, batch: batch, attempt: attempt, kind: spec.kind, needs: spec.needs, model: spec.model,
+            params: spec.params)
     }
 }

@@ -32,8 +32,9 @@ package final class ComfyUIRunner: @unchecked Sendable {
         var canceling = false
         /// Set when this prompt loads a model for `load_model` rather than running a job.
         var loadsModel: String?
-        /// Wall-clock ms when the prompt was posted (in the result, for latency measurements).
-        var postedMs: UInt64 = 0
+        /// Wall-clock ms when the prompt was posted (in the result, for latency measurements); nil
+        /// for a prompt taken back after a coordinator restart.
+        var postedMs: UInt64?
     }
 
     let settings: ComfyUISettings
@@ -629,7 +630,7 @@ package final class ComfyUIRunner: @unchecked Sendable {
         }
         if h.succeeded {
             let result = ComfyUIMapping.result(
-                prompt: id, backend: name, baseURL: settings.url, outputs: h.outputs, postedMs: p.postedMs > 0 ? p.postedMs : nil)
+                prompt: id, backend: name, baseURL: settings.url, outputs: h.outputs, postedMs: p.postedMs)
             let models = p.models
             driver?.external { e, now in
                 var out = e.execFinished(job: p.job, lease: p.lease, result: .output(result.text), at: now)
