@@ -132,6 +132,20 @@ import Testing
         let kinds = try #require(loadError(set: [("routing.job_seconds", #"{"image": 1, "image": 2}"#)]))
         #expect(kinds.key == "routing.job_seconds")
         #expect(kinds.reason.contains("'image' is given twice"))
+        let pairs = try #require(loadError(set: [("routing.job_seconds", "video=1,image=2,video=3")]))
+        #expect(pairs.key == "routing.job_seconds")
+        #expect(pairs.reason.contains("'video' is given twice"))
+        // A dotted name and its nested form name the same key.
+        let spelled = try #require(loadError(file: try write(#"{"gate.window_seconds": 5, "gate": {"window_seconds": 6}}"#)))
+        #expect(spelled.key == "gate.window_seconds")
+        #expect(spelled.reason.contains("twice"))
+        let tokens = try #require(
+            loadError(file: try write(#"{"auth": {"backend_tokens": {"a": "x"}}, "auth.backend_tokens": {"b": "y"}}"#)))
+        #expect(tokens.key == "auth.backend_tokens")
+        let both = try Configuration.load(
+            file: try write(#"{"gate": {"window_seconds": 6}, "routing.overqueue": 2}"#), environment: [:])
+        #expect(both.settings.gate.window == .seconds(6))
+        #expect(both.settings.routing.overqueue == 2)
     }
 
     /// Job kinds follow the protocol's name grammar: a capitalised kind would never match a job.

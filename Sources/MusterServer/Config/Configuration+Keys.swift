@@ -225,6 +225,7 @@ public struct ConfigKey: Sendable {
             for item in text.split(separator: ",") {
                 let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
                 guard parts.count == 2 else { return .failure("expected KIND=SECONDS pairs separated by commas, got '\(item)'") }
+                if pairs.contains(where: { $0.0 == parts[0] }) { return .failure("'\(parts[0])' is given twice") }
                 pairs.append((parts[0], parts[1]))
             }
             return secondsByKind(pairs)

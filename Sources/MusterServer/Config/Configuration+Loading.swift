@@ -37,8 +37,10 @@ extension Configuration {
             if let twice = DuplicateMembers.first(in: [UInt8](data)) {
                 throw ConfigError(source: source, key: twice, reason: "is given twice")
             }
+            var seen = Set<String>()
             try layers.apply(
-                object: object, prefix: "", source: source, environment: environment, backendsDeclared: &backendsDeclared)
+                object: object, prefix: "", source: source, environment: environment, backendsDeclared: &backendsDeclared,
+                seen: &seen)
         }
 
         for key in ConfigKey.all {
@@ -79,10 +81,16 @@ extension Configuration {
 
         mutating func apply(
             object: [String: Any], prefix: String, source: String, environment: [String: String],
-            backendsDeclared: inout Bool
+            backendsDeclared: inout Bool, seen: inout Set<String>
         ) throws(ConfigError) {
             for (k, v) in object.sorted(by: { $0.key < $1.key }) {
                 let name = prefix.isEmpty ? k : "\(prefix).\(k)"
+                // `"gate.window_seconds"` and `"gate": {"window_seconds"}` name one key.
+                let nested = ConfigKey.byName[name] == nil && v is [String: Any]
+                    && ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") })
+                if !nested, !seen.insert(name).inserted {
+                    throw ConfigError(source: source, key: name, reason: "is given twice")
+                }
                 if name == "backends" {
                     backendsDeclared = true
                     backends = try parseBackends(v, source: source).get()
@@ -97,7 +105,8 @@ extension Configuration {
                     }
                 } else if let sub = v as? [String: Any], ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") }) {
                     try apply(
-                        object: sub, prefix: name, source: source, environment: environment, backendsDeclared: &backendsDeclared)
+                        object: sub, prefix: name, source: source, environment: environment, backendsDeclared: &backendsDeclared,
+                        seen: &seen)
                 } else {
                     throw ConfigError(source: source, key: name, reason: "unknown key\(Configuration.suggestion(for: name))")
                 }
