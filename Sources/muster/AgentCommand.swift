@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MusterBackends
+import MusterClient
 import MusterProtocol
 import MusterServer
 import MusterTransport
@@ -33,7 +34,8 @@ struct AgentCommand: AsyncParsableCommand {
             features on top; --slots is how many prompts run at once (ComfyUI runs one).
             """)
 
-    @Option(help: "Coordinator URL to dial, e.g. ws://127.0.0.1:7460; several separated by commas (two coordinators on one database).")
+    @Option(
+        help: "Coordinator to dial: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are mapped; a bare HOST means port 7460); several separated by commas (two coordinators on one database).")
     var coordinator: String?
 
     @Option(help: "Listen on HOST:PORT and wait to be dialled instead of dialling.")
@@ -125,8 +127,12 @@ struct AgentCommand: AsyncParsableCommand {
         if let coordinator {
             let urls = Agent.coordinatorAddresses(coordinator)
             if urls.isEmpty { throw ValidationError("--coordinator names no URL") }
-            for url in urls where !(url.hasPrefix("ws://") || url.hasPrefix("wss://")) {
-                throw ValidationError("--coordinator must be ws:// or wss:// URLs separated by commas, got '\(url)'")
+            for url in urls {
+                do throws(MusterClientError) {
+                    _ = try MusterClient.Options.webSocketURL(url)
+                } catch {
+                    throw ValidationError("--coordinator: \(error.message)")
+                }
             }
         }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
@@ -195,7 +201,11 @@ struct AgentCommand: AsyncParsableCommand {
             startupDelay: try duration(announceAfter, "--announce-after"), jobDurations: try durations(jobSeconds),
             modelLoadTime: try duration(modelLoadSeconds, "--model-load-seconds"), failureRate: failureRate,
             speed: speed)
-        var options = AgentOptions(coordinator: coordinator, listen: listen.flatMap(HostPort.init), token: resolvedToken, spec: spec)
+        // The client commands' forms: http(s):// mapped, a bare HOST on port 7460 (validated above).
+        let dialled = coordinator.map { text in
+            Agent.coordinatorAddresses(text).compactMap { try? MusterClient.Options.webSocketURL($0) }.joined(separator: ",")
+        }
+        var options = AgentOptions(coordinator: dialled, listen: listen.flatMap(HostPort.init), token: resolvedToken, spec: spec)
         options.caFile = caFile
         options.allowSelfSigned = allowSelfSigned
         options.certificateFile = certFile

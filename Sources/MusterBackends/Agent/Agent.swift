@@ -70,6 +70,10 @@ public actor Agent {
     var unreachable: String?
     /// The last `not_leader` came on the current link: its close is a refusal, not a failure.
     var refusedAsStandby = false
+    /// The coordinator answered `hello` with `store_unavailable` (its store is not open yet) and
+    /// closes with 1013, which libwebsockets 4.1's client reports as 1002: the link is redialled
+    /// and the log says why instead of naming a protocol error.
+    var refusedForNow = false
 
     public init(options: AgentOptions, logger: Logger) throws {
         self.options = options
@@ -240,6 +244,9 @@ public actor Agent {
             logger.notice("the coordinator is not the leader", metadata: ["leader": "\(leader?.address ?? "unknown")"])
             redirect = leader?.address
             refusedAsStandby = true
+        case .error(let e) where e.code == .storeUnavailable && driver?.engine.welcomed != true:
+            logger.notice("the coordinator cannot link backends yet; dialling again", metadata: ["message": "\(e.message)"])
+            refusedForNow = true
         case .error(let e):
             logger.error("coordinator refused", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
             if [ErrorCode.badCredentials, .noCommonVersion, .wrongRole, .staleIncarnation].contains(e.code)
@@ -287,7 +294,9 @@ public actor Agent {
         if stopped || (draining && event.code == .normal) { return }
         let refused = refusedAsStandby
         refusedAsStandby = false
-        if !refused {
+        if refusedForNow {
+            refusedForNow = false
+        } else if !refused {
             logger.warning(
                 "link to coordinator lost", metadata: ["close.code": "\(event.code.rawValue)", "reconnecting": "\(event.willReconnect)"])
         }
