@@ -36,7 +36,7 @@ struct Submit: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A ComfyUI workflow in API format to run (params.workflow).", valueName: "FILE"))
     var workflow: String?
 
-    @Option(help: "With --workflow: the seed of the first job; the next jobs get the next seeds.")
+    @Option(parsing: .unconditional, help: "With --workflow: the seed of the first job (0 to 2^64-1); the next jobs get the next seeds.")
     var seed: UInt64?
 
     @Option(help: ArgumentHelp(
