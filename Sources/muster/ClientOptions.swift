@@ -83,8 +83,10 @@ struct ClientOptions: ParsableArguments {
     }
 
     /// Connects, runs `body`, and closes. Errors (the coordinator's or the link's) are printed as
-    /// `muster: <code>: <message>` and end the command with status 1.
-    func withClient<T>(_ body: (MusterClient) async throws -> T) async throws -> T {
+    /// `muster: <code>: <message>` and end the command with status 1. With `retrying`, a
+    /// transient failure to connect (refused, `store_unavailable`, `shutting_down`, `not_leader`:
+    /// a coordinator restarting) is retried with backoff for up to `--timeout`.
+    func withClient<T>(retrying: Bool = false, _ body: (MusterClient) async throws -> T) async throws -> T {
         LogBootstrap.bootstrapForClient()
         do {
             _ = try resolvedToken()
@@ -94,7 +96,12 @@ struct ClientOptions: ParsableArguments {
         let options = clientOptions()
         let client: MusterClient
         do {
-            client = try await MusterClient.connect(options, logger: Logger(label: "muster.client"))
+            if retrying {
+                let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+                client = try await MusterClient.connect(options, logger: Logger(label: "muster.client"), retryingUntil: deadline)
+            } else {
+                client = try await MusterClient.connect(options, logger: Logger(label: "muster.client"))
+            }
         } catch {
             ClientExit.fail(error)
         }

@@ -72,7 +72,7 @@ struct Submit: AsyncParsableCommand {
     @Option(help: "Idempotency key: a retry with the same key and content gets the original batch back.")
     var batchKey: String?
 
-    @Flag(help: "Follow the jobs until every one is final, then summarise.")
+    @Flag(help: "Follow the jobs until every one is final, then summarise; rides through a coordinator restart (the first dial retried for up to --timeout, a lost link redialled for --reconnect-seconds).")
     var wait = false
 
     @Flag(
@@ -231,7 +231,8 @@ struct Submit: AsyncParsableCommand {
             // A key of its own makes a resubmission after a lost answer idempotent.
             request.batchKey = "muster-submit-\(UUID().uuidString.lowercased())"
         }
-        let allCompleted = try await client.withClient { c -> Bool in
+        // A waiting submitter rides through a restart from its first dial on, as it does later.
+        let allCompleted = try await client.withClient(retrying: wait && reconnectSeconds > 0) { c -> Bool in
             let accepted = try await submit(request, on: c)
             guard wait else {
                 printAccepted(accepted)

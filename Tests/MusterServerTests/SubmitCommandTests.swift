@@ -194,6 +194,24 @@ import Testing
         #expect(try await server.stop() == 0)
     }
 
+    /// A waiting submitter started while its coordinator is down (restarting) keeps dialling for
+    /// up to `--timeout`; without `--wait` the refusal ends it at once.
+    @Test func submitWaitRetriesItsFirstDialWhileTheCoordinatorIsDown() async throws {
+        var (server, url) = try await serve()
+        let port = try #require(Int(url.split(separator: ":").last ?? ""))
+        #expect(try await server.stop() == 0)
+        let refused = try await run(["submit", "--coordinator", url, "--kind", "image"])
+        #expect(refused.status == 1)
+        #expect(refused.errors.contains("connection_failed"), "\(refused.errors)")
+        let submit = try MusterProcess(["submit", "--coordinator", url, "--kind", "image", "--count", "2", "--wait", "--timeout", "120"])
+        // It has dialled and been refused at least once before the coordinator comes back.
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(!submit.exitedWithAllOutput, "\(submit.standardError)")
+        (server, _) = try await serve(port: port)
+        try await Self.expectOneCompletedLinePerJob(submit, jobs: 1...2)
+        #expect(try await server.stop() == 0)
+    }
+
     /// Waits for `muster submit --wait` to exit 0 and checks it printed exactly one `completed`
     /// line per job: live, or from the snapshot after a reconnect when the job ended while the
     /// link was down. Returns its output.
