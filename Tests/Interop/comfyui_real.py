@@ -577,22 +577,35 @@ def ws_drop(pa):
     stop("coordinator-3")
 
 
+def serve_local_comfyui(proc, backend, url, steps, wf_name, settings=()):
+    """Starts `muster serve` as `proc` with one local ComfyUI backend (kind comfyui) at `url` and
+    writes a slow workflow of `steps` steps of 0.25 s. Returns (port, serve arguments, workflow
+    path) once the backend is ready, or None."""
+    port = free_port()
+    args = ["serve", "--listen", f"127.0.0.1:{port}"]
+    for setting in settings:
+        args += ["--set", setting]
+    args += ["--set", "backends=" + json.dumps([{"name": backend, "kind": "comfyui", "url": url}])]
+    g = workflow("slow.json")
+    g["2"]["inputs"].update({"steps": steps, "step_seconds": 0.25})
+    wf = write_workflow(wf_name, g)
+    start_muster(proc, *args)
+    if not wait_for(f"{backend} ready", lambda: backend_state(port, backend) == "ready", 120):
+        return None
+    return port, args, wf
+
+
 def coordinator_restart(pa):
     """A coordinator with a local ComfyUI backend (kind comfyui) on A and its default SQLite store
     is stopped, once with SIGKILL and once with SIGTERM, while one prompt runs on A and another
     waits in A's queue, and started again on the same store: it takes both prompts back instead of
     posting them again, so each job completes on its first attempt, from one prompt."""
     A = f"http://127.0.0.1:{pa}"
-    pf = free_port()
-    args = ["serve", "--listen", f"127.0.0.1:{pf}", "--set",
-            "backends=" + json.dumps([{"name": "local-a", "kind": "comfyui", "url": A}])]
-    g = workflow("slow.json")
-    g["2"]["inputs"].update({"steps": 20, "step_seconds": 0.25})
-    wf = write_workflow("restart.json", g)
-    start_muster("coordinator-4", *args)
-    if not wait_for("local-a ready", lambda: backend_state(pf, "local-a") == "ready", 120):
+    started = serve_local_comfyui("coordinator-4", "local-a", A, steps=20, wf_name="restart.json")
+    if started is None:
         check("a coordinator-dialled ComfyUI gets ready", False)
         return
+    pf, args, wf = started
     for sig in (signal.SIGKILL, signal.SIGTERM):
         how = "killed (SIGKILL)" if sig == signal.SIGKILL else "stopped (SIGTERM)"
         before = set(get_json(f"{A}/history")[1])
@@ -626,16 +639,12 @@ def coordinator_restart_unanswered(pa):
     interrupted): each job completes once, from one successful prompt."""
     A = f"http://127.0.0.1:{pa}"
     proxy = Proxy(pa)
-    pg = free_port()
-    args = ["serve", "--listen", f"127.0.0.1:{pg}", "--set", "gate.window_seconds=120", "--set",
-            "backends=" + json.dumps([{"name": "proxied-local", "kind": "comfyui", "url": f"http://127.0.0.1:{proxy.port}"}])]
-    g = workflow("slow.json")
-    g["2"]["inputs"].update({"steps": 80, "step_seconds": 0.25})
-    wf = write_workflow("unanswered.json", g)
-    start_muster("coordinator-5", *args)
-    if not wait_for("proxied-local ready", lambda: backend_state(pg, "proxied-local") == "ready", 120):
+    started = serve_local_comfyui("coordinator-5", "proxied-local", f"http://127.0.0.1:{proxy.port}", steps=80,
+                                  wf_name="unanswered.json", settings=["gate.window_seconds=120"])
+    if started is None:
         check("a ComfyUI behind a proxy gets ready", False)
         return
+    pg, args, wf = started
     before = set(get_json(f"{A}/history")[1])
     jobs = accepted_jobs(submit(pg, wf, 2))
     running = wait_for("the first prompt running on A", lambda: running_on(A, jobs[0]), 60)
