@@ -171,11 +171,18 @@ extension Daemon {
         }
     }
 
-    /// An HTTP response of the client API. A request that changed something (a submission, a
-    /// cancel, a drain) is answered once everything appended so far is durable; reads and errors
-    /// (a refusal asserts nothing) are answered at once, so they work while the store is down.
+    /// An HTTP response of the client API about jobs: a submission, a cancel, a drain, and the
+    /// reads of a batch or a job. It is answered once everything appended so far is durable, so a
+    /// read never shows a batch or a job's end that a crash could take back. Errors (a refusal
+    /// asserts nothing) are answered at once. While the store cannot write, a read that would
+    /// wait is answered `store_unavailable` (503) instead of hanging until the store recovers.
     func respondToClient(_ request: HTTPRequest, _ response: HTTPResponse) -> HTTPOutcome {
-        guard behindStore, request.method != .get, response.status < 400 else { return .respond(response) }
+        guard behindStore, response.status < 400 else { return .respond(response) }
+        if request.method == .get || request.method == .head, let failure = storeFailure {
+            return .respond(errorResponse(RequestError(
+                .storeUnavailable,
+                "the job store cannot write (\(failure.kind.rawValue)), so what this would show may not be durable yet; retry later")))
+        }
         heldResponses.append((storeAppended, request.id, response))
         return .deferred
     }

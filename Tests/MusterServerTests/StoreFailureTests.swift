@@ -86,6 +86,11 @@ import Testing
         #expect((ready.json["reasons"] as? [String])?.contains("store_unavailable") == true, "\(ready.text)")
         let metrics = try await HTTP.get("\(base)/metrics").text
         #expect(metrics.contains("muster_store_available 0"), "the gauge says so")
+        // Nothing shows the unwritten batch, nor the first batch's state, while it waits for the disk.
+        for path in ["batches/1", "batches/2", "jobs/1", "jobs/4"] {
+            let read = try await HTTP.get("\(base)/v1/\(path)")
+            #expect(read.status == 503 && read.json["code"] as? String == "store_unavailable", "\(path): \(read.text)")
+        }
         // Space again: the held batch is written and answered, new work is accepted.
         try fs.unfill()
         let answered = try await pending.value
@@ -118,7 +123,12 @@ import Testing
         try fs.fill()
         keeper.send(signal: SIGUSR1)
         try await serve.waitForLog("job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged")
-        try await HTTP.waitFor("\(base)/v1/jobs/\(job)", "job \(job) running on keeper") { $0.json["state"] as? String == "running" }
+        // The job's own read would wait for the disk (503 meanwhile); the live gauge does not.
+        try await HTTP.waitFor("\(base)/metrics", "job \(job) running on keeper") {
+            $0.text.contains(#"muster_jobs{state="running"} 1"#)
+        }
+        let read = try await HTTP.get("\(base)/v1/jobs/\(job)")
+        #expect(read.status == 503 && read.json["code"] as? String == "store_unavailable", "\(read.text)")
         #expect(try await serve.stop(signal: SIGKILL) != 0)
         try fs.unfill()
 
