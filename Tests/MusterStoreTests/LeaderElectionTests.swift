@@ -32,6 +32,32 @@ import Testing
         #expect(TestPostgres.sql(url, "SELECT name, token FROM muster_leader") == "b|\(tokenA + 1)")
     }
 
+    /// A coordinator restarted at once after a crash finds the lease of its previous process
+    /// (its own name and address) still running: it names no leader until that lease is gone,
+    /// rather than itself, which would send clients straight back to it.
+    @Test func aLeaseUnderItsOwnNameIsNotNamedAsTheLeader() async throws {
+        guard let url = TestPostgres.freshDatabase() else { return }
+        let before = Candidate(url: url, name: "a", lease: .milliseconds(1500))
+        guard let token = await before.lead() else { return }
+        let after = Candidate(url: url, name: "a", lease: .milliseconds(1500))
+        let other = Candidate(url: url, name: "b", lease: .milliseconds(1500))
+        after.start()
+        other.start()
+        await other.log.first("b sees a") { $0.leaderInfo?.name == "a" }
+        // Two more of b's looks (a third of the lease apart), by which the restarted a has looked too.
+        try await Task.sleep(for: .milliseconds(1100))
+        #expect(before.current == .leader(token: token))
+        #expect(after.log.all.allSatisfy { $0 == .standby(leader: nil) }, "names no leader: \(after.log.all)")
+        #expect(after.current == .standby(leader: nil))
+        before.stop()
+        var next: Int64?
+        for _ in 0..<3000 where next == nil {
+            next = (after.log.all + other.log.all).compactMap(\.token).first { $0 > token }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(next != nil, "a new term once the first process let go: \(after.log.all), \(other.log.all)")
+    }
+
     /// The leader loses its database (its connections are terminated and its role may no longer
     /// log in) while the database serves the other: the leader gives up before the standby takes
     /// over, and once it can connect again it finds the new leader and stays a standby.

@@ -258,7 +258,11 @@ public final class PostgresLeaderElection: LeaderElection, @unchecked Sendable {
                 state = .leader(token: token)
             case .other(let leader):
                 term = nil
-                state = .standby(leader: leader)
+                // A lease under this coordinator's own name and address is the one its previous
+                // process held before it crashed: until it expires no leader is known, and
+                // naming itself would send clients straight back here.
+                let own = leader.map { $0.name == name && $0.address == address } ?? false
+                state = .standby(leader: own ? nil : leader)
             case .failed:
                 // A leader keeps its term until the timer says otherwise; a standby knows no leader.
                 if term == nil { state = .standby(leader: nil) }
