@@ -188,6 +188,10 @@ extension Daemon {
     /// Checks the bearer token on `/v1/` routes (and `/metrics` unless `auth.metrics_open`) and
     /// hands the body who presented it. Other routes run as `anonymous`.
     private func guarded(_ request: HTTPRequest, _ body: (Principal) -> HTTPResponse) -> HTTPResponse {
+        let reads = [HTTPMethod.get, .head, .options].contains(request.method)
+        if let refusal = browserGuard.refusal(origin: request.headers["origin"], host: request.headers["host"], changes: !reads) {
+            return errorResponse(RequestError(.forbidden, refusal))
+        }
         let needsToken = request.path.hasPrefix("/v1/") || (request.path == "/metrics" && !configuration.settings.auth.metricsOpen)
         // A standby answers no client API request: the client goes to the leader.
         if request.path.hasPrefix("/v1/"), let refusal = leaderRefusal { return errorResponse(refusal) }

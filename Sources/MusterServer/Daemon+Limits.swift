@@ -62,7 +62,25 @@ struct Allowance {
 extension Daemon {
     /// A link was accepted from `peer`: counted, or refused with `too_many_links` and 4009 when
     /// its address holds `links.max_per_address` already. Returns false when refused.
+    /// What keeps browsers' pages out (`BrowserGuard`), with the credentials in force.
+    var browserGuard: BrowserGuard {
+        let settings = configuration.settings
+        return BrowserGuard(
+            allowedOrigins: settings.auth.allowedOrigins,
+            loopbackHostsOnly: settings.listen.isLoopback && settings.tls.clientCA == nil
+                && (auth.clientSideOpen || auth.backendSideOpen),
+            listenHost: settings.listen.host.lowercased())
+    }
+
     func admitLink(_ info: ConnectionInfo, backendSide: Bool) -> Bool {
+        if dialed[info.id] == nil,
+            let refusal = browserGuard.refusal(origin: info.headers["origin"], host: info.headers["host"], changes: true)
+        {
+            metrics.counter("muster_links_refused_total", ["reason": "cross_origin"]).increment()
+            logger.notice("link refused: a browser page", metadata: ["peer": "\(info.peer)", "origin": "\(info.headers["origin"] ?? "")"])
+            refuse(info.id, backendSide: backendSide, code: .forbidden, message: refusal, close: 4007)
+            return false
+        }
         guard maxLinksPerAddress > 0, dialed[info.id] == nil else { return true }
         let have = linksByAddress[info.peer] ?? 0
         guard have < maxLinksPerAddress else {

@@ -8,6 +8,7 @@ Cases starting with b_ use muster.backend.v1, c_ muster.client.v1; see CASES at 
 Every wait is bounded so that a silent coordinator fails the case instead of hanging it.
 """
 import asyncio
+import http.client
 import json
 import socket
 import sys
@@ -235,6 +236,38 @@ async def storm():
     return {"outcomes": outcomes, "healthz": health, "links_open": links_open, "answered": alive}
 
 
+async def browser_pages():
+    """A web page in the operator's browser: a WebSocket from another origin, on either side, and a
+    cross-origin POST are refused (forbidden: close 4007, HTTP 403), and so is a request that
+    addresses the coordinator by a name that is not loopback's (DNS rebinding). A page of the
+    coordinator's own origin links as usual."""
+    out = {}
+    for side, subprotocol in (("backend", BACKEND), ("client", CLIENT)):
+        ws = await websockets.connect(URL, subprotocols=[subprotocol], origin="https://evil.example",
+                                      open_timeout=WAIT, close_timeout=WAIT, ping_interval=None)
+        m = await next_of(ws, "error")
+        out[side] = {"error": m["code"], "close": await close_code(ws)}
+    ws = await websockets.connect(URL, subprotocols=[CLIENT], origin=f"http://127.0.0.1:{PORT}",
+                                  open_timeout=WAIT, close_timeout=WAIT, ping_interval=None)
+    await ws.send(client_hello(name="own-page"))
+    out["own_origin"] = (await next_of(ws, "welcome", "error"))["type"]
+    await ws.close()
+
+    def request(method, path, headers, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=WAIT)
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return {"status": r.status, "code": json.loads(data).get("code")}
+
+    out["cross_origin_post"] = request(
+        "POST", "/v1/batches", {"Origin": "https://evil.example", "Content-Type": "text/plain"},
+        '{"jobs": [{"kind": "image"}]}')
+    out["rebinding_get"] = request("GET", "/v1/backends", {"Host": f"evil.example:{PORT}"})
+    return out
+
+
 CASES = {
     # --- muster.backend.v1, registered link ---
     "b_malformed": lambda: backend_error_then_alive('{"type": "progress", "job": 1,'),
@@ -278,6 +311,7 @@ CASES = {
     "c_backend_hello": lambda: closed_after(CLIENT, text(backend_hello("gpu-box")), registered=False),
     # --- connections ---
     "stalled_handshake": stalled_handshake,
+    "browser_pages": browser_pages,
     "storm": storm,
 }
 

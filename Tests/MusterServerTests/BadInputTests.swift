@@ -137,6 +137,8 @@ import Testing
         try await rig.healthy("bad input on muster.client.v1")
         try await http(rig)
         try await rig.healthy("bad HTTP requests")
+        try await browserPages(rig)
+        try await rig.healthy("browser pages")
         try await stalledHandshakes(rig)
         try await rig.healthy("stalled handshakes")
         try await storm(rig, links: min(2000, Int(files) - 300))
@@ -320,6 +322,25 @@ import Testing
 
     /// Half an upgrade request then silence: dropped after the handshake timeout and counted. A
     /// WebSocket that never says hello: `hello_timeout`, close 4004, on both subprotocols.
+    /// Web pages in the operator's browser (README "Security", browsers): refused, with the error
+    /// shape, while programs that send no `Origin` go on.
+    func browserPages(_ rig: Rig) async throws {
+        typealias T = BadInputTests
+        let r = try await rig.python(
+            "browser_pages",
+            [T.protocolError("forbidden"): 2, T.closes(4007): 2, T.httpError("forbidden"): 2, T.closes(1000): 1])
+        for side in ["backend", "client"] {
+            let answer = r[side] as? [String: Any]
+            #expect(answer?["error"] as? String == "forbidden", "\(side): \(r)")
+            #expect(answer?["close"] as? Int == 4007, "\(side): \(r)")
+        }
+        #expect(r["own_origin"] as? String == "welcome", "\(r)")
+        for request in ["cross_origin_post", "rebinding_get"] {
+            let answer = r[request] as? [String: Any]
+            #expect(answer?["status"] as? Int == 403 && answer?["code"] as? String == "forbidden", "\(request): \(r)")
+        }
+    }
+
     func stalledHandshakes(_ rig: Rig) async throws {
         typealias T = BadInputTests
         let r = try await rig.python(

@@ -50,6 +50,9 @@ public struct ConfigKey: Sendable {
             name: "auth.metrics_open", kind: .bool, defaultValue: .bool(true),
             help: "Serve GET /metrics without a token. false: it needs the shared token or a read or operator credential."),
         ConfigKey(
+            name: "auth.allowed_origins", kind: .string, defaultValue: .string(""),
+            help: "Web origins (https://host[:port], separated by commas) besides the coordinator's own whose pages may open WebSockets and send POST or DELETE requests to it; browsers from any other origin are refused (403, close 4007)."),
+        ConfigKey(
             name: "tls.cert", kind: .path, defaultValue: .string(""),
             help: "PEM certificate chain: serve wss:// and https:// (needs tls.key)."),
         ConfigKey(

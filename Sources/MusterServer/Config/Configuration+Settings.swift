@@ -37,6 +37,8 @@ extension Configuration {
         public var allowAnonymous: Bool
         /// `auth.metrics_open`.
         public var metricsOpen: Bool
+        /// `auth.allowed_origins`, normalized (BrowserGuard).
+        public var allowedOrigins: Set<String> = []
     }
 
     /// `tls.*`; each nil when empty.
@@ -184,6 +186,11 @@ extension Configuration.Settings {
         auth = Configuration.Auth(
             token: try d.optionalString("auth.token"), tokenFile: try d.optionalString("auth.token_file"),
             allowAnonymous: try d.bool("auth.allow_anonymous"), metricsOpen: try d.bool("auth.metrics_open"))
+        switch BrowserGuard.origins(try d.string("auth.allowed_origins")) {
+        case .success(let origins): auth.allowedOrigins = origins
+        case .failure(let bad):
+            throw d.fail("auth.allowed_origins", "'\(bad.text)' is not an origin: expected http://HOST[:PORT] or https://HOST[:PORT]")
+        }
         tls = Configuration.TLS(
             cert: try d.optionalString("tls.cert"), key: try d.optionalString("tls.key"),
             clientCA: try d.optionalString("tls.client_ca"))
@@ -244,7 +251,7 @@ private struct SettingsDecoder {
     let values: [String: ConfigValue]
     let source = "configuration"
 
-    private func fail(_ name: String, _ reason: String) -> ConfigError {
+    func fail(_ name: String, _ reason: String) -> ConfigError {
         ConfigError(source: source, key: name, reason: reason)
     }
 
