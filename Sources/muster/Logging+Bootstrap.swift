@@ -8,7 +8,8 @@ enum LogBootstrap {
         let level = Logger.Level(rawValue: level) ?? .info
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
-                format == "json" ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+                format == "json"
+                ? JSONLogHandler(label: label) : EscapingLogHandler(StreamLogHandler.standardError(label: label))
             handler.logLevel = level
             return handler
         }
