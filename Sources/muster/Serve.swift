@@ -59,7 +59,7 @@ struct Serve: AsyncParsableCommand {
             // The token file is read when serving starts; read it here too, so that what
             // --print-config accepts, serve accepts.
             do {
-                _ = try config.resolvedSharedToken()
+                try config.checkTokens()
             } catch {
                 ConfigExit.exit(ConfigExit(message: error.description))
             }

@@ -148,6 +148,29 @@ import Testing
         #expect(both.settings.routing.overqueue == 2)
     }
 
+    /// A token names one credential, wherever it is given, and follows the protocol's grammar.
+    @Test func everyTokenIsItsOwnAndCouldBePresented() throws {
+        func tokenError(_ set: [(String, String)]) throws -> ConfigError? {
+            let config = try Configuration.load(file: nil, environment: [:], overrides: set.map { ("flag --set", $0.0, $0.1) })
+            do {
+                try config.checkTokens()
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let shared = try #require(try tokenError([("auth.token", "same"), ("auth.backend_tokens", #"{"b": "same"}"#)]))
+        #expect(shared.key == "auth.backend_tokens.b")
+        #expect(shared.reason.contains("the shared token and backend credential b have the same token"), "\(shared)")
+        let pair = try #require(try tokenError([("auth.backend_tokens", #"{"c": "dup", "d": "dup"}"#)]))
+        #expect(pair.key == "auth.backend_tokens.d" && pair.reason.contains("same token"), "\(pair)")
+        let control = try #require(try tokenError([("auth.backend_tokens", #"{"c": "a\u0007b"}"#)]))
+        #expect(control.key == "auth.backend_tokens.c" && control.reason.contains("control characters"), "\(control)")
+        #expect(try tokenError([("auth.token", "one"), ("auth.backend_tokens", #"{"c": "two", "d": "three"}"#)]) == nil)
+        let name = try #require(loadError(set: [("auth.backend_tokens", #"{"bad name": "x"}"#)]))
+        #expect(name.key == "auth.backend_tokens.bad name" && name.reason.contains("not a backend name"), "\(name)")
+    }
+
     /// Job kinds follow the protocol's name grammar: a capitalised kind would never match a job.
     @Test func jobSecondsKindsFollowTheNameGrammar() throws {
         let routing = try #require(loadError(set: [("routing.job_seconds", "Image=3")]))

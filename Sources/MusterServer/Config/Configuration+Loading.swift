@@ -148,6 +148,11 @@ extension Configuration {
         }
         var out: [String: String] = [:]
         for (name, token) in o {
+            guard ProtocolLimits.isValidName(name) else {
+                throw ConfigError(
+                    source: source, key: "auth.backend_tokens.\(name)",
+                    reason: "'\(name)' is not a backend name (^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$): no backend could register under it")
+            }
             guard let t = token as? String, !t.isEmpty else {
                 throw ConfigError(source: source, key: "auth.backend_tokens.\(name)", reason: "expected a non-empty string")
             }
@@ -218,8 +223,39 @@ extension Configuration {
     }
 
     /// Checks tokens: the shared token read (from its file) now, and every credential.
+    /// Every token follows the protocol's grammar (1 to 1,024 characters, no control characters:
+    /// another could never be presented in a `hello`), and no two are the same: the shared token
+    /// and every credential's, `auth.backend_tokens` included (a token names one credential).
+    public func checkTokens() throws(ConfigError) {
+        _ = try authenticator()
+    }
+
+    /// The checker of every token, after the checks of `checkTokens` (which `--print-config`
+    /// makes too, so that what it accepts `serve` accepts).
     func authenticator() throws(ConfigError) -> Authenticator {
-        Authenticator(shared: try resolvedSharedToken(), credentials: allCredentials)
+        let shared = try resolvedSharedToken()
+        let credentials = allCredentials
+        var named: [(String, String, String)] = []  // (who, key, token)
+        if let shared { named.append(("the shared token", settings.auth.token != nil ? "auth.token" : "auth.token_file", shared)) }
+        for c in credentials {
+            guard let token = c.token else { continue }
+            let key = c.origin == "auth.backend_tokens" ? "auth.backend_tokens.\(c.name)" : "auth.credentials"
+            named.append(("\(c.role.rawValue) credential \(c.name)", key, token))
+        }
+        for (who, key, token) in named
+        where token.unicodeScalars.count > 1024 || token.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw ConfigError(
+                source: "configuration", key: key,
+                reason: "the token of \(who) has control characters or more than 1,024 characters: no hello could present it")
+        }
+        for (i, a) in named.enumerated() {
+            for b in named[(i + 1)...] where constantTimeEqual(a.2, b.2) {
+                throw ConfigError(
+                    source: "configuration", key: b.1,
+                    reason: "\(a.0) and \(b.0) have the same token; give each its own")
+            }
+        }
+        return Authenticator(shared: shared, credentials: credentials)
     }
 
     /// " (did you mean gate.window_seconds?)" for a near miss.
