@@ -44,6 +44,14 @@ extension Transport {
             return -1
         }
         let declared = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH)
+        if let declared, !Self.isContentLength(declared) {
+            // lws 4.1 reads an unparsable length ("abc", "-5") as 0, and two headers, or "27, 27",
+            // as the first: the body would be parsed as the next request (smuggled past this
+            // one's checks). Refused (400) and the connection closed (RFC 9112 6.3).
+            let message = "Content-Length '\(declared)' is not one length in decimal digits"
+            _ = writeWholeResponse(listener.configuration.http.errorResponse(400, message), wsi)
+            return -1
+        }
         let length = declared.flatMap { Int($0.trimmingSpaces) } ?? 0
         let exchange = HTTPExchange(request: request, expectedBody: length)
         exchange.wsi = wsi
@@ -189,6 +197,13 @@ extension Transport {
         return true
     }
 
+    /// One `Content-Length`: 1 to 18 decimal digits, spaces around them allowed. lws joins
+    /// repeated headers with commas, so two of them fail too.
+    static func isContentLength(_ text: String) -> Bool {
+        let digits = text.trimmingSpaces
+        return !digits.isEmpty && digits.utf8.count <= 18 && digits.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+    }
+
     /// The reason phrase of the statuses the transport writes itself.
     static func reason(_ status: Int) -> String {
         switch status {
@@ -211,6 +226,12 @@ extension Transport {
 
     func httpWritable(_ wsi: OpaquePointer) -> Int32 {
         guard let exchange = httpExchanges[key(wsi)], var response = exchange.response else { return 0 }
+        let headOnly = exchange.request.method == .head
+        if headOnly {
+            // The head alone (RFC 9110 9.3.2), its content-length that of the body not sent; the
+            // connection then closes, as lws would otherwise wait to send that body.
+            exchange.closeAfter = true
+        }
         if exchange.closeAfter, !response.headers.contains(where: { $0.name.lowercased() == "connection" }) {
             response.headers.append(("connection", "close"))
         }
@@ -222,18 +243,19 @@ extension Transport {
             // and time) and close when it has all arrived.
             exchange.response = nil
             exchange.draining = true
-            guard writeResponse(response, wsi) else { return -1 }
+            guard writeResponse(response, wsi, headOnly: headOnly) else { return -1 }
             lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, Self.drainSeconds)
             return 0
         }
         httpExchanges.removeValue(forKey: key(wsi))
-        guard writeResponse(response, wsi) else { return -1 }
+        guard writeResponse(response, wsi, headOnly: headOnly) else { return -1 }
         if exchange.closeAfter { return -1 }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }
 
-    /// Writes a whole response (head and body); false when the connection failed.
-    private func writeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer) -> Bool {
+    /// Writes a whole response (head and body; `headOnly`: the head, for `HEAD`); false when the
+    /// connection failed.
+    private func writeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer, headOnly: Bool = false) -> Bool {
         let names = response.headers.map { strdup($0.name.lowercased() + ":") }
         let values = response.headers.map { strdup($0.value) }
         defer {
@@ -255,7 +277,7 @@ extension Transport {
             }
         }
         if rc != 0 { return false }
-        if !response.body.isEmpty {
+        if !response.body.isEmpty, !headOnly {
             var body = [UInt8](repeating: 0, count: lwsPre) + response.body
             let n = response.body.count
             let w = body.withUnsafeMutableBufferPointer {

@@ -147,6 +147,46 @@ struct HTTPTests {
         await t.shutdown()
     }
 
+    /// A Content-Length lws would read as another one (unparsable: 0; repeated: the first) would
+    /// leave the body to be parsed as the next request: refused (400) and closed instead.
+    @Test func aContentLengthThatIsNotOneLengthIsRefusedAndClosed() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        for lengths in [["abc"], ["-5"], ["27, 27"], ["0", "27"]] {
+            let (text, eof) = try await blocking { () -> (String, Bool) in
+                let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
+                let headers = lengths.map { "Content-Length: \($0)\r\n" }.joined()
+                s.write("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n\(headers)\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                let r = s.readToEnd()
+                return (String(decoding: r.bytes, as: UTF8.self), r.eof)
+            }
+            #expect(text.hasPrefix("HTTP/1.1 400"), "\(lengths): \(text)")
+            #expect(text.components(separatedBy: "HTTP/1.1").count == 2, "nothing smuggled behind it: \(text)")
+            #expect(!text.contains("received"), "\(text)")
+            #expect(eof)
+        }
+        await t.shutdown()
+    }
+
+    /// A HEAD is answered with the head alone (its Content-Length that of the body not sent), and
+    /// the connection closes, so the next answer cannot be mistaken for part of it.
+    @Test func aHeadIsAnsweredWithoutABodyAndClosed() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let (text, eof) = try await blocking { () -> (String, Bool) in
+            let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
+            s.write("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = s.readToEnd()
+            return (String(decoding: r.bytes, as: UTF8.self), r.eof)
+        }
+        #expect(text.hasPrefix("HTTP/1.1 405"), "\(text)")
+        #expect(text.hasSuffix("\r\n\r\n"), "no body: \(text)")
+        #expect(!text.lowercased().contains("content-length: 0\r"), "the length of the body a GET would get: \(text)")
+        #expect(text.lowercased().contains("connection: close"), "\(text)")
+        #expect(eof)
+        await t.shutdown()
+    }
+
     @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
         let t = try makeTransport()
         let port = try await server(t)
