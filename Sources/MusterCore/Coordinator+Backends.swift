@@ -280,6 +280,7 @@ extension Coordinator {
     /// The backend is down: no timers left for it, its bound jobs requeued, and stored as down
     /// after them (a restart lists it down and does not hold the gate for it).
     private mutating func markDown(_ id: BackendID, saidGoodbye: Bool = false) {
+        backends[id].lostWhileUnannounced = !saidGoodbye && backends[id].unannounced
         backends[id].link = .down
         backends[id].suspectUntil = nil
         backends[id].nextSync = nil
@@ -553,20 +554,22 @@ extension Coordinator {
         return true
     }
 
-    /// Gate membership: unannounced, link not down, window still open.
+    /// Gate membership: unannounced, window still open, and its link up, suspect, or lost
+    /// without `goodbye` (a backend that crashed while loading may be restarting; one that said
+    /// goodbye is not coming back).
     mutating func refreshUnknown(_ id: BackendID) {
         guard let i = backends.index(id) else { return }
         let unannounced = backends.records[i].unannounced
-        let isUnknown =
-            unannounced && backends.records[i].link != .down && policy.gateWindow > .zero
-            && now < backends.records[i].registeredAt + policy.gateWindow
+        let left = backends.records[i].link == .down && !backends.records[i].lostWhileUnannounced
+        let windowOpen = now < backends.records[i].registeredAt + policy.gateWindow
+        let isUnknown = unannounced && !left && policy.gateWindow > .zero && windowOpen
         if isUnknown {
             if unknown.insert(id).inserted {
                 unknownSorted.insert(id, at: unknownSorted.firstIndex { $0 > id } ?? unknownSorted.endIndex)
                 readinessDirty = true
             }
         } else if dropUnknown(id) {
-            lastGateOpenCause = unannounced ? .windowElapsed : .announced
+            lastGateOpenCause = !unannounced ? .announced : windowOpen && left ? .backendLeft : .windowElapsed
             if !unannounced { gateOpener = id }
         }
     }

@@ -535,6 +535,9 @@ struct Backend {
     /// Since when its link is down (or expected after a restart without connecting), for
     /// `CorePolicy.forgetDownAfter`; nil while up or suspect.
     var downSince: CoreInstant?
+    /// Its link was lost (no `goodbye`) before it announced: it may be restarting, so the gate
+    /// still waits for it until its window ends. Cleared when it links again.
+    var lostWhileUnannounced = false
     /// Named by the configuration (`backendExpected`): never forgotten.
     var configured = false
     /// A `.forget` timer is pending for it: one at a time, however often it falls.

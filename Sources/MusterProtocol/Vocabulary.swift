@@ -249,6 +249,8 @@ public struct ReleaseCause: RawRepresentable, Hashable, Sendable, CustomStringCo
     public static let announced = ReleaseCause("announced")
     /// The gate window of the last backend it waited for ended.
     public static let windowElapsed = ReleaseCause("window_elapsed")
+    /// The last backend it waited for said `goodbye` before it announced.
+    public static let backendLeft = ReleaseCause("backend_left")
     /// An eligible backend had an idle running slot, which a held job may always take (the event
     /// names that backend).
     public static let idleBackend = ReleaseCause("idle_backend")

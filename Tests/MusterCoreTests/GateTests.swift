@@ -205,6 +205,46 @@ import Testing
         #expect(h.state(jobs[2]) == .queued)  // the local backend has one running, one waiting now
     }
 
+    /// A backend whose link is lost while it loads may be restarting: the gate waits for it until
+    /// its window ends, and the held job runs there when it comes back; not back by then, the job
+    /// is released (`window_elapsed`) and fails. One that said goodbye is not waited for
+    /// (`backend_left`).
+    @Test func aBackendLostWhileLoadingIsWaitedForUntilItsWindowEnds() {
+        func loadingThenLost() -> (Harness, JobID) {
+            var h = Harness { $0.gateWindow = .seconds(60) }
+            h.ready(-1, features: ["image"])
+            h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "gpu", incarnation: Incarnation(1))))
+            h.announce(5, .loading, features: ["video"], revision: 1)
+            let job = h.submit(JobSpec(kind: "video", needs: ["video"]), count: 1)[0]
+            #expect(h.state(job) == .gated)
+            h.send(.linkLost(BackendID(5)))
+            h.advance(to: 20)  // past the suspect grace
+            #expect(h.core.backend(BackendID(5))?.link == .down)
+            #expect(h.state(job) == .gated, "still waited for")
+            #expect(h.core.readiness.waitingBackends == [BackendID(5)])
+            return (h, job)
+        }
+        var (back, job) = loadingThenLost()
+        back.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "gpu", incarnation: Incarnation(2))))
+        back.announce(5, .ready, features: ["video"], incarnation: 2, revision: 1)
+        #expect(back.core.job(job)?.backend == BackendID(5))
+
+        var (gone, lost) = loadingThenLost()
+        gone.advance(to: 59)
+        #expect(gone.state(lost) == .gated)
+        gone.advance(to: 60)
+        #expect(gone.events(lost, in: gone.last).first == .released(.windowElapsed))
+        #expect(gone.core.job(lost)?.failure?.code == .noEligibleBackend)
+
+        var h = Harness { $0.gateWindow = .seconds(60) }
+        h.ready(-1, features: ["image"])
+        h.send(.backendRegistered(BackendRegistration(id: BackendID(5), name: "gpu", incarnation: Incarnation(1))))
+        let held = h.submit(JobSpec(kind: "video", needs: ["video"]), count: 1)[0]
+        h.send(.backendLeft(BackendID(5)))
+        #expect(h.events(held, in: h.last).first == .released(.backendLeft))
+        #expect(h.core.job(held)?.failure?.code == .noEligibleBackend)
+    }
+
     @Test func expectedBackendsCountAsUnknown() {
         var h = Harness()
         h.send(.backendExpected(BackendID(8), name: "gpu-box"))

@@ -473,7 +473,7 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         public var error: Wire.ErrorBody?
         /// With `gated`: what the job waits for.
         public var waiting: Wire.GateWait?
-        /// With `released`: open set `announced`, `window_elapsed`, `idle_backend`, `gate_disabled`.
+        /// With `released`: open set `announced`, `window_elapsed`, `backend_left`, `idle_backend`, `claimed`, `gate_disabled`.
         public var cause: ReleaseCause?
         /// With `bound`: milliseconds from the binding until the job is expected to complete on
         /// `backend`, and the backend expected to finish it soonest after that one, with its time.
