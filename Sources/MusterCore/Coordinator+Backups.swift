@@ -161,14 +161,16 @@ extension Coordinator {
         removeBackup(id, at: k)
         counters.backupsWon += 1
         out.append(.observe(.backup(id, run.backend, .won)))
-        if let victim = jobs[id].backend, let lease = jobs[id].lease {
+        let victim = jobs[id].backend
+        if let victim, let lease = jobs[id].lease {
             out.append(.revoke(job: id, backend: victim, lease: lease))
             unbind(id, outcome: .revoked)
-            emit(jobs[id], .revoked, backend: victim)
         }
         jobs.setState(id, .queued)
         jobs[id].backend = nil
         jobs[id].lease = nil
+        // As for work stealing: `revoked` says `queued` (Protocol 7.2), then `bound` follows.
+        if let victim { emit(jobs[id], .revoked, backend: victim) }
         bind(id, to: run.backend, fromQueue: false, backup: run)
         markStarted(id, run.backend, at: run.startedAt ?? run.boundAt)
     }

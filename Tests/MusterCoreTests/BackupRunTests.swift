@@ -48,6 +48,9 @@ import Testing
         let kinds = h.events(job, in: h.last).map { "\($0)" }
         #expect(kinds.count == 4)
         #expect(kinds.first?.hasPrefix("revoked") == true && kinds.last?.hasPrefix("completed") == true)
+        // As for work stealing, `revoked` says the job is queued again (Protocol 7.2).
+        let states = h.last.compactMap { if case .jobEvent(let e) = $0, e.job == job { e.state } else { nil } }
+        #expect(states == [.queued, .bound, .running, .completed], "\(states)")
         let j = h.core.job(job)!
         #expect(j.state == .completed && j.backend == BackendID(2) && j.lease == backup && j.attempt == 2)
         #expect(j.history.map(\.outcome) == [.revoked, .completed])
