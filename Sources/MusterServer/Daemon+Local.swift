@@ -15,7 +15,9 @@ extension WorkerSpec {
                 name: config.name, features: config.features, models: config.models, slots: config.slots,
                 runner: .simulated, startupDelay: seconds(s.startupDelaySeconds),
                 jobDurations: s.jobSeconds.mapValues(seconds), modelLoadTime: seconds(s.modelLoadSeconds),
-                failureRate: s.failureRate)
+                failureRate: s.failureRate,
+                // As `muster agent --speed`: the durations are at speed 1.0, jobs take them divided by it.
+                speed: config.speed)
         case .exec(let e):
             self.init(
                 name: config.name, features: config.features, models: config.models, slots: config.slots,
