@@ -686,7 +686,7 @@ extension Coordinator {
 
     /// A running job that the backend at `ti`, with a running slot free, would finish from scratch
     /// sooner than the backend running it is expected to finish it, by more than a quarter of the
-    /// job there (the work done so far is lost): a job placed on a slow backend, or one waiting
+    /// job's duration on the backend at `ti` (the work done so far is lost): a job placed on a slow backend, or one waiting
     /// for a long model load, before a faster or loaded backend was known. Only backends slower
     /// than the thief (the fleet's speed index: no scan of faster ones) and backends with a job
     /// waiting for a model load are looked at; a job moves this way at most `runningMoves` times.
