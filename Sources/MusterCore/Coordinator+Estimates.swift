@@ -595,6 +595,9 @@ extension Coordinator {
         guard let ti = backends.index(thief) else { return false }
         let available = availableAt(ti)
         var pick: (gain: Double, victim: BackendID, job: JobID)?
+        // When to look again: a bound job not worth taking now, behind a running job that is
+        // expected to end then (and that will have overrun if it still runs).
+        var relook = Double.infinity
         for v in stealable where v != thief {
             guard let vi = backends.index(v), backends.records[vi].running >= backends.records[vi].slots else {
                 continue
@@ -628,7 +631,12 @@ extension Coordinator {
                 }
                 let mine = max(available, modelReady(ti, c) ?? 0) + p
                 let gain = ends[k] - mine
-                guard gain > 0.05 * p + 1e-9 else { continue }
+                guard gain > 0.05 * p + 1e-9 else {
+                    for r in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[r] >= 0 {
+                        relook = min(relook, ends[r] + 0.1 * p)
+                    }
+                    continue
+                }
                 if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {
                     continue
                 }
@@ -638,9 +646,22 @@ extension Coordinator {
         if pick == nil, backends.records[ti].jobs.count < backends.records[ti].slots {
             pick = runningToMove(into: ti, thief) ?? displace(into: ti, thief)
         }
-        guard let pick else { return false }
+        guard let pick else {
+            if relook.isFinite { scheduleRelook(thief, at: relook) }
+            return false
+        }
         moveStolen(pick.job, from: pick.victim, to: thief)
         return true
+    }
+
+    /// Arms the backend's `relook` timer for `seconds` (core time), unless one is due sooner.
+    /// Nothing else would make an idle backend look again while a job merely overruns on a
+    /// backend that sends no progress: an exec or ComfyUI backend slower than assumed.
+    mutating func scheduleRelook(_ id: BackendID, at seconds: Double) {
+        let at = CoreInstant.seconds(max(seconds, now.seconds + 0.001))
+        if let pending = backends[id].relookAt, pending <= at { return }
+        backends[id].relookAt = at
+        schedule(at, .relook(id))
     }
 
     /// Making room for a job this free backend left to another: the thief declined queued job J

@@ -13,6 +13,13 @@ extension Coordinator {
             case .routeWait(let c): routeWaitDue(c, t.at)
             case .cancelGrace(let job): cancelGraceDue(job)
             case .overrun(let job, let lease): overrunDue(job, lease)
+            case .relook(let id):
+                guard backends.get(id)?.relookAt == t.at else { break }  // replaced by a sooner one
+                backends[id].relookAt = nil
+                if free.contains(id) {
+                    routingEpoch &+= 1
+                    dirty.insert(id)
+                }
             case .reclaimed:
                 guard t.at == reclaimUntil else { break }  // ended early: every backend came back
                 endReclaim()

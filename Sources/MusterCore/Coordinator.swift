@@ -460,6 +460,10 @@ struct Timer: Comparable {
         case cancelGrace(JobID)
         /// A running job of a class never measured reaches its expected end.
         case overrun(JobID, Lease)
+        /// A free backend found a bound job it would not yet finish sooner than the backend
+        /// holding it, behind a running job there: it looks again once that job is expected to
+        /// end (if it still runs then, it overran, and the job may be worth taking).
+        case relook(BackendID)
         /// The pause after a backend announced `ready` while jobs were held ended
         /// (`CorePolicy.gateSettle`).
         case settled
@@ -535,6 +539,8 @@ struct Backend {
     /// Since when its link is down (or expected after a restart without connecting), for
     /// `CorePolicy.forgetDownAfter`; nil while up or suspect.
     var downSince: CoreInstant?
+    /// The pending `relook` timer's instant, if any (one at a time).
+    var relookAt: CoreInstant?
     /// Its link was lost (no `goodbye`) before it announced: it may be restarting, so the gate
     /// still waits for it until its window ends. Cleared when it links again.
     var lostWhileUnannounced = false

@@ -909,3 +909,28 @@ import Testing
         }
     }
 }
+
+/// A free backend looks again at a job bound behind one that overruns on a backend sending no
+/// progress (an exec or ComfyUI backend slower than assumed): nothing else would wake it.
+@Suite struct RelookTests {
+    @Test func anIdleFastBackendTakesAJobBoundBehindAnOverrunningOne() {
+        var h = Harness()
+        h.ready(-1, features: ["image"])
+        h.ready(2, features: ["image"])
+        let jobs = h.submit(JobSpec(kind: "image"), count: 3)
+        let onLocal = jobs.filter { h.backend($0) == BackendID(-1) }
+        let onRemote = jobs.filter { h.backend($0) == BackendID(2) }
+        #expect(onLocal.count == 2 && onRemote.count == 1, "local first, one in its overqueue slot")
+        for job in [onLocal[0], onRemote[0]] {
+            h.send(.jobStarted(job, backend: h.backend(job), lease: h.lease(job)))
+        }
+        // The remote backend runs an image in 0.4 s; the local one, no faster as far as anything
+        // says, has run its own for as long and sends no progress.
+        h.advance(to: 0.4)
+        h.send(.jobCompleted(onRemote[0], backend: BackendID(2), lease: h.lease(onRemote[0]), result: .emptyObject))
+        #expect(h.backend(onLocal[1]) == BackendID(-1), "not worth moving yet: both would end it at 0.8 s")
+        h.advance(to: 0.6)
+        #expect(h.backend(onLocal[1]) == BackendID(2), "the local image overran: the waiting one moved to the idle backend")
+        #expect(h.events(onLocal[1]).contains(.revoked))
+    }
+}
