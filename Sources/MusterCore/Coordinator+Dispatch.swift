@@ -112,13 +112,22 @@ extension Coordinator {
         emit(jobs[id], .released(cause), backend: backend)
     }
 
+    /// How many backends a `no_eligible_backend` failure lists in `refusals`.
+    static let maxRefusals = 16
+
     /// Fails a queued job that no backend can run, naming what is missing and why each backend
-    /// was refused.
+    /// was refused (the first `maxRefusals` of them).
     mutating func failNoEligible(_ id: JobID) {
         let j = jobs[id]
         let c = classes[j.classIndex]
         var refusals: [BackendRefusal] = []
-        for bid in backends.ids.sorted() {
+        // Linked backends first, then those down or never connected; at most `maxRefusals`,
+        // so a fleet that kept many names (a day of them) cannot make every failure huge.
+        let ids = backends.ids.sorted()
+        let ordered = ids.filter { backends[$0].link == .up || backends[$0].link == .suspect }
+            + ids.filter { backends[$0].link != .up && backends[$0].link != .suspect }
+        let considered = ordered.count
+        for bid in ordered.prefix(Self.maxRefusals) {
             let b = backends[bid]
             refusals.append(
                 refusalDetail(b, c)
@@ -134,18 +143,22 @@ extension Coordinator {
         let head = "no backend can run this job: it needs \(what); "
         var detail = refusals.isEmpty ? "no backends are registered" : ""
         // The message is protocol text (at most `ProtocolLimits.maxTextLength` characters); a
-        // large fleet's refusals are named until it is full, and all are in `refusals`.
-        let budget = ProtocolLimits.maxTextLength - head.unicodeScalars.count - 48
+        // large fleet's refusals are named until it is full; `refusals` has the first
+        // `maxRefusals`, and the message counts the backends considered beyond them.
+        let budget = ProtocolLimits.maxTextLength - head.unicodeScalars.count - 64
         var used = 0
         for (i, r) in refusals.enumerated() {
             let part = (i == 0 ? "" : "; ") + "\(r.backend) (\(r.name)): \(r.reason)"
             let n = part.unicodeScalars.count
             if used + n > budget {
-                detail += "; and \(refusals.count - i) more (see refusals)"
+                detail += "; and \(considered - i) more (\(refusals.count - i) in refusals)"
                 break
             }
             detail += part
             used += n
+        }
+        if considered > refusals.count, !detail.contains(" more (") {
+            detail += "; and \(considered - refusals.count) more backends not listed"
         }
         // What no ready backend offers, as it stands now (the details never change afterwards).
         var readyFeatures = Set<String>()

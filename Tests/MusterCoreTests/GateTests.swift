@@ -275,6 +275,23 @@ import Testing
             ])
     }
 
+    /// A coordinator that kept many names (down backends are kept a day) lists at most 16
+    /// refusals, linked backends first, and counts the rest in the message.
+    @Test func aFailureListsAtMostSixteenRefusalsLinkedBackendsFirst() {
+        var h = Harness { $0.gateWindow = .zero }
+        for id in 1...20 {
+            h.send(.backendRegistered(BackendRegistration(id: BackendID(Int64(id)), name: "gone-\(id)", incarnation: Incarnation(1))))
+            h.send(.backendLeft(BackendID(Int64(id))))
+        }
+        h.ready(30, features: ["image"])
+        let job = h.submit(video)[0]
+        let failure = h.core.job(job)!.failure!
+        #expect(failure.code == .noEligibleBackend)
+        #expect(failure.refusals.count == 16)
+        #expect(failure.refusals.first?.backend == BackendID(30), "the linked backend first")
+        #expect(failure.message.hasSuffix("; and 5 more backends not listed") || failure.message.contains("and 5 more"), "\(failure.message)")
+    }
+
     @Test func imageJobsAreNotHeldWhileSomeBackendLoads() {
         var h = Harness()
         h.ready(1)
