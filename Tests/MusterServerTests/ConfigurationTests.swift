@@ -107,6 +107,18 @@ import Testing
         #expect(config.settings.routing.overqueue == 4)
     }
 
+    /// The file follows JSON's grammar strictly, as the wire does, and a refusal says where.
+    @Test func aFileThatIsNotStrictJSONIsRefusedSayingWhere() throws {
+        let comma = try #require(loadError(file: try write(#"{"gate": {"window_seconds": 5,}}"#)))
+        #expect(comma.key == "" && comma.reason.contains("unexpected '}' at offset"), "\(comma)")
+        let comment = try #require(loadError(file: try write("/* a comment */ {}")))
+        #expect(comment.reason.contains("unexpected '/' at offset 0"), "\(comment)")
+        let empty = try #require(loadError(file: try write("")))
+        #expect(empty.reason.contains("end of input"), "\(empty)")
+        let section = try #require(loadError(file: try write(#"{"gate": 5}"#)))
+        #expect(section.key == "gate" && section.reason.contains("is a section"), "\(section)")
+    }
+
     @Test func unknownKeyNamesFileKeyAndSuggestion() throws {
         let file = try write(#"{"gate": {"window_secs": 30}}"#)
         let error = try #require(loadError(file: file))

@@ -43,3 +43,23 @@ public enum DuplicateMembers {
         return nil
     }
 }
+
+/// The wire's JSON grammar (RFC 8259, strictly: no comments, no trailing commas, no leading
+/// zeros) for texts read elsewhere, such as a configuration file, whose parser (Foundation's) is
+/// more lenient and explains less.
+public enum JSONSyntax {
+    /// Why `bytes` is not one JSON text, with the offset of the first byte that breaks it; nil
+    /// when it is one.
+    public static func error(in bytes: [UInt8], maxDepth: Int = 64) -> String? {
+        bytes.withUnsafeBufferPointer { buffer -> String? in
+            do {
+                _ = try JSONParser.parse(buffer, maxDepth: maxDepth)
+                return nil
+            } catch let error as ProtocolError {
+                return error.reason
+            } catch {
+                return "\(error)"
+            }
+        }
+    }
+}

@@ -23,11 +23,17 @@ extension Configuration {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw ConfigError(source: source, key: "", reason: "cannot be read (does it exist?)")
             }
+            // The wire's grammar first: Foundation takes trailing commas silently and says little
+            // of what it refuses.
+            if let why = JSONSyntax.error(in: [UInt8](data)) {
+                throw ConfigError(source: source, key: "", reason: "is not valid JSON: \(why)")
+            }
             let root: Any
             do {
                 root = try JSONSerialization.jsonObject(with: data, options: [])
             } catch {
-                throw ConfigError(source: source, key: "", reason: "is not valid JSON: \(error.localizedDescription)")
+                // The grammar held: what is left is a number no double holds (1e400).
+                throw ConfigError(source: source, key: "", reason: "is not valid JSON: a number out of range? (\(error.localizedDescription))")
             }
             guard let object = root as? [String: Any] else {
                 throw ConfigError(source: source, key: "", reason: "expected a JSON object at the top level")
@@ -107,6 +113,10 @@ extension Configuration {
                     try apply(
                         object: sub, prefix: name, source: source, environment: environment, backendsDeclared: &backendsDeclared,
                         seen: &seen)
+                } else if ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") }) {
+                    throw ConfigError(
+                        source: source, key: name,
+                        reason: "is a section: expected an object of its keys (e.g. {\"\(name)\": {\"\(Configuration.firstKey(in: name))\": ...}}), got \(jsonTypeName(v))")
                 } else {
                     throw ConfigError(source: source, key: name, reason: "unknown key\(Configuration.suggestion(for: name))")
                 }
@@ -256,6 +266,12 @@ extension Configuration {
             }
         }
         return Authenticator(shared: shared, credentials: credentials)
+    }
+
+    /// The first key of a section, without the section: `window_seconds` for `gate`.
+    fileprivate static func firstKey(in section: String) -> String {
+        let full = ConfigKey.all.first { $0.name.hasPrefix(section + ".") }?.name ?? section
+        return String(full.dropFirst(section.count + 1).split(separator: ".").first ?? "")
     }
 
     /// " (did you mean gate.window_seconds?)" for a near miss.
