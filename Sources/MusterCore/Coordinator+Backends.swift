@@ -47,7 +47,16 @@ extension Coordinator {
         if let known = b.incarnation, r.incarnation == known {
             let wasUp = b.link == .up
             backends.put(b)
-            if wasUp { refresh(r.id, reindex: true) } else { linkRestored(r.id) }
+            if wasUp {
+                // A new link of the same process replaced one that still looked up: as for any
+                // link kept, `sync` follows the welcome (Protocol 6.3), since the old link may
+                // have lost an announcement.
+                out.append(.sync(backend: r.id, held: b.snapshot?.version))
+                scheduleSync(r.id)
+                refresh(r.id, reindex: true)
+            } else {
+                linkRestored(r.id)
+            }
             claim(r.holding, on: r.id)
             reclaimArrived(r.id)
             return

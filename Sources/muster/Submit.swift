@@ -269,7 +269,10 @@ struct Submit: AsyncParsableCommand {
 
     private func printAccepted(_ accepted: Wire.Accepted) {
         if json {
-            print(String(decoding: accepted.encode(), as: UTF8.self))
+            // As `POST /v1/batches` gives it: without the WebSocket request's `id`.
+            var body = accepted
+            body.id = nil
+            print(String(decoding: body.encode(), as: UTF8.self))
             return
         }
         let note = accepted.duplicate ? " (duplicate: this batch_key was submitted before; nothing new was queued)" : ""

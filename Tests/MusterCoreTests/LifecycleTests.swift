@@ -281,6 +281,21 @@ import Testing
         #expect(h.state(job) == .completed)
     }
 
+    /// A new link of the same process that replaces one still up (4005 on the old one) gets a
+    /// `sync` after its welcome too, and keeps its job.
+    @Test func aReplacingLinkOfTheSameIncarnationIsSynced() {
+        var h = Harness()
+        h.ready(1)
+        let job = h.submit(image)[0]
+        let lease = h.lease(job)
+        let replaced = h.send(
+            .backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(1))))
+        #expect(
+            replaced.contains(
+                .sync(backend: BackendID(1), held: CapabilityVersion(incarnation: Incarnation(1), revision: 1))))
+        #expect(h.state(job) == .bound && h.lease(job) == lease)
+    }
+
     @Test func removedBackendRequeuesItsJobs() {
         var h = Harness()
         h.ready(1)

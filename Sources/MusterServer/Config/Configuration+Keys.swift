@@ -132,7 +132,7 @@ public struct ConfigKey: Sendable {
             help: "A connection must finish its WebSocket upgrade within this time, then say hello within it (else close 4004)."),
         ConfigKey(
             name: "links.max_message_bytes", kind: .int(1_024...(64 << 20)), defaultValue: .int(1 << 20),
-            help: "Largest WebSocket message accepted; larger ones close the link with 1009."),
+            help: "Largest WebSocket message accepted (larger ones close the link with 1009); an HTTP request body over it is refused too (413 message_too_large), as is one over http.max_body_bytes."),
         ConfigKey(
             name: "links.outbound_high_water_bytes", kind: .int(4_096...(1 << 30)), defaultValue: .int(8 << 20),
             help: "Bytes queued to one slow peer before its link is closed with 1008."),
