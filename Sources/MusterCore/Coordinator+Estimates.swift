@@ -632,8 +632,12 @@ extension Coordinator {
                 let mine = max(available, modelReady(ti, c) ?? 0) + p
                 let gain = ends[k] - mine
                 guard gain > 0.05 * p + 1e-9 else {
-                    for r in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[r] >= 0 {
-                        relook = min(relook, ends[r] + 0.1 * p)
+                    // Jobs shorter than timing noise are not worth a timer (a fleet of them
+                    // would look again every few milliseconds).
+                    if p >= Self.relookMinimum {
+                        for r in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[r] >= 0 {
+                            relook = min(relook, ends[r] + 0.1 * p)
+                        }
                     }
                     continue
                 }
@@ -654,11 +658,15 @@ extension Coordinator {
         return true
     }
 
+    /// The shortest job worth a `relook`, and the least time before one: durations under it are
+    /// timing noise (as for speeds, `Estimates`).
+    static let relookMinimum = 0.05
+
     /// Arms the backend's `relook` timer for `seconds` (core time), unless one is due sooner.
     /// Nothing else would make an idle backend look again while a job merely overruns on a
     /// backend that sends no progress: an exec or ComfyUI backend slower than assumed.
     mutating func scheduleRelook(_ id: BackendID, at seconds: Double) {
-        let at = CoreInstant.seconds(max(seconds, now.seconds + 0.001))
+        let at = CoreInstant.seconds(max(seconds, now.seconds + Self.relookMinimum))
         if let pending = backends[id].relookAt, pending <= at { return }
         backends[id].relookAt = at
         schedule(at, .relook(id))

@@ -47,6 +47,7 @@ import Testing
             switch key.name {
             case "store.url": return "memory:"
             case "ha.advertise": return "ws://10.0.0.1:7460"
+            case "auth.allowed_origins": return "https://ui.example"
             default: return "east"
             }
         default:
