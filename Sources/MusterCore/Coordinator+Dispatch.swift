@@ -147,17 +147,19 @@ extension Coordinator {
         // `maxRefusals`, and the message counts the backends considered beyond them.
         let budget = ProtocolLimits.maxTextLength - head.unicodeScalars.count - 64
         var used = 0
+        var counted = false
         for (i, r) in refusals.enumerated() {
             let part = (i == 0 ? "" : "; ") + "\(r.backend) (\(r.name)): \(r.reason)"
             let n = part.unicodeScalars.count
             if used + n > budget {
                 detail += "; and \(considered - i) more (\(refusals.count - i) in refusals)"
+                counted = true
                 break
             }
             detail += part
             used += n
         }
-        if considered > refusals.count, !detail.contains(" more (") {
+        if considered > refusals.count, !counted {
             detail += "; and \(considered - refusals.count) more backends not listed"
         }
         // What no ready backend offers, as it stands now (the details never change afterwards).

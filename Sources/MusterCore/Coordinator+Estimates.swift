@@ -665,10 +665,14 @@ extension Coordinator {
     /// Arms the backend's `relook` timer for `seconds` (core time), unless one is due sooner.
     /// Nothing else would make an idle backend look again while a job merely overruns on a
     /// backend that sends no progress: an exec or ComfyUI backend slower than assumed.
+    /// A backend that keeps finding nothing waits twice as long each time (a job that overruns
+    /// for an hour costs a dozen looks, not one every few seconds); binding a job resets it.
     mutating func scheduleRelook(_ id: BackendID, at seconds: Double) {
-        let at = CoreInstant.seconds(max(seconds, now.seconds + Self.relookMinimum))
+        let delay = max(seconds - now.seconds, Self.relookMinimum, 2 * backends[id].relookDelay)
+        let at = CoreInstant.seconds(now.seconds + delay)
         if let pending = backends[id].relookAt, pending <= at { return }
         backends[id].relookAt = at
+        backends[id].relookArmed = delay
         schedule(at, .relook(id))
     }
 

@@ -144,6 +144,7 @@ extension Coordinator {
     /// `claimed`, binds it under the lease its backend already runs it with (`claim`).
     mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool, backup: BackupRun? = nil, claimed: Lease? = nil) {
         routingEpoch &+= 1
+        if backends[backend].relookDelay != 0 { backends[backend].relookDelay = 0 }
         if !backupOn.isEmpty, backupOn[backend] != nil,
             backends[backend].jobs.count + 2 > backends[backend].slots
         {

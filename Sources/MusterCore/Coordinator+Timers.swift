@@ -16,6 +16,7 @@ extension Coordinator {
             case .relook(let id):
                 guard backends.get(id)?.relookAt == t.at else { break }  // replaced by a sooner one
                 backends[id].relookAt = nil
+                backends[id].relookDelay = backends[id].relookArmed
                 if free.contains(id) {
                     routingEpoch &+= 1
                     dirty.insert(id)

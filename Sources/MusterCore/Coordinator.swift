@@ -539,8 +539,12 @@ struct Backend {
     /// Since when its link is down (or expected after a restart without connecting), for
     /// `CorePolicy.forgetDownAfter`; nil while up or suspect.
     var downSince: CoreInstant?
-    /// The pending `relook` timer's instant, if any (one at a time).
+    /// The pending `relook` timer's instant, if any (one at a time), the delay it was armed
+    /// with, and the delay of the last one that fired: each look again that finds nothing
+    /// doubles the next one, until the backend gets a job.
     var relookAt: CoreInstant?
+    var relookArmed = 0.0
+    var relookDelay = 0.0
     /// Its link was lost (no `goodbye`) before it announced: it may be restarting, so the gate
     /// still waits for it until its window ends. Cleared when it links again.
     var lostWhileUnannounced = false

@@ -177,14 +177,36 @@ extension Daemon {
     /// asserts nothing) are answered at once. While the store cannot write, a read that would
     /// wait is answered `store_unavailable` (503) instead of hanging until the store recovers.
     func respondToClient(_ request: HTTPRequest, _ response: HTTPResponse) -> HTTPOutcome {
-        guard behindStore, response.status < 400 else { return .respond(response) }
-        if request.method == .get || request.method == .head, let failure = storeFailure {
-            return .respond(errorResponse(RequestError(
-                .storeUnavailable,
-                "the job store cannot write (\(failure.kind.rawValue)), so what this would show may not be durable yet; retry later")))
-        }
-        heldResponses.append((storeAppended, request.id, response))
+        let read = request.method == .get || request.method == .head
+        // The live views (`/v1/backends`) show no job's state: never held.
+        let aboutJobs = request.path.hasPrefix("/v1/batches/") || request.path.hasPrefix("/v1/jobs/")
+        guard behindStore, response.status < 400, !read || aboutJobs else { return .respond(response) }
+        if read, storeFailure != nil { return .respond(unwrittenRead()) }
+        heldResponses.append((storeAppended, request.id, response, read))
         return .deferred
+    }
+
+    /// The answer to a read of a batch or a job while the store cannot write.
+    func unwrittenRead() -> HTTPResponse {
+        errorResponse(RequestError(
+            .storeUnavailable,
+            "the job store cannot write (\(storeFailure?.kind.rawValue ?? "failed")), so what this would show may not be durable yet; retry later"))
+    }
+
+    /// The store just failed: reads held for it are answered `store_unavailable` now rather than
+    /// when it recovers (a cancel or a drain still waits: what it did is not written yet).
+    func answerHeldReads() {
+        guard heldResponses.contains(where: \.read) else { return }
+        var kept = Deque<(barrier: UInt64, request: HTTPRequestID, response: HTTPResponse, read: Bool)>()
+        for held in heldResponses {
+            if held.read {
+                let answer = unwrittenRead()
+                _ = transport.assumeIsolated { $0.respond(to: held.request, with: answer) }
+            } else {
+                kept.append(held)
+            }
+        }
+        heldResponses = kept
     }
 
     /// The store's thread reports a commit; the daemon reads the store's own figures (so reports
@@ -212,6 +234,7 @@ extension Daemon {
                 metrics.counter("muster_store_failures_total", ["kind": failure.kind.rawValue]).increment()
             }
             storeFailure = failure
+            answerHeldReads()
         } else if let failure = storeFailure, storeOpened {
             logger.notice("job store writes again", metadata: ["error.was": "\(failure)"])
             storeFailure = nil

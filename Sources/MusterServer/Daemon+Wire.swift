@@ -32,6 +32,7 @@ extension Daemon {
         let reason: String
         switch (info?.link, info?.announced) {
         case (.expected?, _), (nil, _): reason = "not_connected"
+        case (.down?, _): reason = "link_down"  // lost while loading: it may be restarting
         case (_, .starting?): reason = "starting"
         case (_, .loading?): reason = "loading"
         case (_, nil): reason = "not_announced"

@@ -89,7 +89,7 @@ public actor Daemon {
     var storeDurable: UInt64 = 0
     /// Per client link, messages waiting for the store (Daemon+Store).
     var heldOutput: [ConnectionID: HeldQueue] = [:]
-    var heldResponses = Deque<(barrier: UInt64, request: HTTPRequestID, response: HTTPResponse)>()
+    var heldResponses = Deque<(barrier: UInt64, request: HTTPRequestID, response: HTTPResponse, read: Bool)>()
 
     // Leadership among coordinators on one database (Daemon+Leadership). Without an election
     // (SQLite, memory) the daemon leads from the start.

@@ -173,7 +173,9 @@ extension Transport {
         info.ssl_connection = flags
         info.address = UnsafePointer(dial.cHost)
         info.host = UnsafePointer(dial.cHost)
-        info.origin = UnsafePointer(dial.cHost)
+        // No `Origin`: it is what browsers send, and a coordinator refuses foreign origins (lws
+        // would write `http://HOST`, without the port and whatever the scheme).
+        info.origin = nil
         info.path = UnsafePointer(dial.cPath)
         info.alpn = UnsafePointer(dial.cALPN)
         info.protocol = dial.cProtocol.map { UnsafePointer($0) }

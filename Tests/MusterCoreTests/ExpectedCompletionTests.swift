@@ -933,4 +933,26 @@ import Testing
         #expect(h.backend(onLocal[1]) == BackendID(2), "the local image overran: the waiting one moved to the idle backend")
         #expect(h.events(onLocal[1]).contains(.revoked))
     }
+
+    /// Jobs of a class never measured run for an hour on two backends, one holding a bound job
+    /// behind its own: the other, with its waiting slot free, would never finish that job sooner
+    /// (the overrun raises the class's estimate on both), and looks again less and less often
+    /// (each look that finds nothing at least doubles the wait): 13 to 20 timers in the hour,
+    /// every kind counted, where one look every 50 ms would be 72,000.
+    @Test func lookingAgainBacksOffWhileNothingIsWorthTaking() {
+        var h = Harness { $0.syncInterval = .seconds(100_000) }
+        h.ready(1, features: ["image"])
+        h.ready(2, features: ["image"])
+        let jobs = h.submit(JobSpec(kind: "image"), count: 3)
+        for job in jobs where h.core.backend(h.backend(job))?.running == 0 {
+            h.send(.jobStarted(job, backend: h.backend(job), lease: h.lease(job)))
+        }
+        var fired = 0
+        while let next = h.core.nextDeadline, next <= .seconds(3600) {
+            h.advance(to: next.seconds)
+            fired += 1
+        }
+        #expect(fired < 40, "\(fired) timers in an hour")
+        #expect(jobs.allSatisfy { h.state($0) != .queued })
+    }
 }

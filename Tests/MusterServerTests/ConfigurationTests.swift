@@ -115,6 +115,8 @@ import Testing
         #expect(comment.reason.contains("unexpected '/' at offset 0"), "\(comment)")
         let empty = try #require(loadError(file: try write("")))
         #expect(empty.reason.contains("end of input"), "\(empty)")
+        let bom = try Configuration.load(file: try write("\u{FEFF}" + #"{"gate": {"window_seconds": 7}}"#), environment: [:])
+        #expect(bom.settings.gate.window == .seconds(7), "a byte order mark is not part of the text")
         let section = try #require(loadError(file: try write(#"{"gate": 5}"#)))
         #expect(section.key == "gate" && section.reason.contains("is a section"), "\(section)")
     }

@@ -91,6 +91,8 @@ import Testing
             let read = try await HTTP.get("\(base)/v1/\(path)")
             #expect(read.status == 503 && read.json["code"] as? String == "store_unavailable", "\(path): \(read.text)")
         }
+        // The live view is answered at once.
+        #expect(try await HTTP.get("\(base)/v1/backends").status == 200)
         // Space again: the held batch is written and answered, new work is accepted.
         try fs.unfill()
         let answered = try await pending.value

@@ -31,7 +31,7 @@ struct BrowserGuard: Sendable {
         let host = host.map { Self.withoutDefaultPort($0.lowercased()) }
         if loopbackHostsOnly, let host, !host.isEmpty {
             let name = Self.hostName(of: host)
-            let allowed = Self.isLoopbackName(name) || name == listenHost
+            let allowed = Self.isLoopbackName(name) || name == listenHost || name == "[\(listenHost)]"
                 || allowedOrigins.contains { Self.hostName(of: Self.authority(of: $0)) == name }
             if !allowed {
                 return "Host '\(host)' is not a loopback name: a coordinator on loopback without client credentials "
@@ -87,11 +87,13 @@ struct BrowserGuard: Sendable {
         return host
     }
 
-    /// `host[:port]` or `[v6][:port]` without the port.
+    /// `host[:port]` or `[v6][:port]` without the port; an unbracketed IPv6 literal (`::1`, as
+    /// some clients write `Host`) bracketed.
     static func hostName(of authority: String) -> String {
         if authority.hasPrefix("["), let end = authority.firstIndex(of: "]") {
             return String(authority[...end])
         }
+        if authority.filter({ $0 == ":" }).count >= 2 { return "[\(authority)]" }
         return String(authority.prefix { $0 != ":" })
     }
 

@@ -25,12 +25,15 @@ extension Configuration {
             }
             // The wire's grammar first: Foundation takes trailing commas silently and says little
             // of what it refuses.
-            if let why = JSONSyntax.error(in: [UInt8](data)) {
+            // A UTF-8 byte order mark, as some editors write, is not part of the text.
+            var text = [UInt8](data)
+            if text.starts(with: [0xEF, 0xBB, 0xBF]) { text.removeFirst(3) }
+            if let why = JSONSyntax.error(in: text) {
                 throw ConfigError(source: source, key: "", reason: "is not valid JSON: \(why)")
             }
             let root: Any
             do {
-                root = try JSONSerialization.jsonObject(with: data, options: [])
+                root = try JSONSerialization.jsonObject(with: Data(text), options: [])
             } catch {
                 // The grammar held: what is left is a number no double holds (1e400).
                 throw ConfigError(source: source, key: "", reason: "is not valid JSON: a number out of range? (\(error.localizedDescription))")
@@ -40,7 +43,7 @@ extension Configuration {
             }
             // Foundation keeps the last of two members with one name; a file that says a key twice
             // is a mistake to point at, not to guess about.
-            if let twice = DuplicateMembers.first(in: [UInt8](data)) {
+            if let twice = DuplicateMembers.first(in: text) {
                 throw ConfigError(source: source, key: twice, reason: "is given twice")
             }
             var seen = Set<String>()
