@@ -229,7 +229,7 @@ struct AgentCommand: AsyncParsableCommand {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        if let failure = await agent.failure {
+        if let failure = agent.stoppedBecause.withLock({ $0 }) {
             FileHandle.standardError.write(Data("muster agent: \(failure)\n".utf8))
             ProcessEnd.now(1)
         }

@@ -55,7 +55,12 @@ public actor Agent {
     var finished = false
     var stopWaiters: [CheckedContinuation<Void, Never>] = []
     /// Why the agent stopped, when it was not asked to.
-    public private(set) var failure: String?
+    public private(set) var failure: String? {
+        didSet { stoppedBecause.withLock { $0 = failure } }
+    }
+    /// `failure`, readable without the agent's executor: the event loop that runs it has ended
+    /// by the time the process asks why it stopped.
+    public nonisolated let stoppedBecause = Locked<String?>(nil)
     /// The coordinators to dial (`options.coordinator` split at commas), the one dialled now, the
     /// leader a standby named (dialled next), and the failures since the last `welcome`.
     var addresses: [String] = []
