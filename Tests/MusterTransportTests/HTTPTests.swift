@@ -107,17 +107,24 @@ struct HTTPTests {
         await t.shutdown()
     }
 
-    @Test func aPostWithoutALengthIsAnsweredAndClosed() async throws {
-        let t = try makeTransport()
-        let port = try await server(t)
-        let (text, eof) = try await blocking { () -> (String, Bool) in
-            // A bound against hangs: lws 4.1 alone held such a connection until its 10 s timeout.
+    /// Writes `request` on a new connection and reads until the server closes it (within 5 s of
+    /// quiet): what came back, and whether it was closed.
+    func rawExchange(_ port: Int, _ request: String) async throws -> (String, Bool) {
+        try await blocking { () -> (String, Bool) in
             let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
-            // No Content-Length and no chunks: an empty body (RFC 9112 6.3), then a second request.
-            s.write("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write(request)
             let r = s.readToEnd()
             return (String(decoding: r.bytes, as: UTF8.self), r.eof)
         }
+    }
+
+    @Test func aPostWithoutALengthIsAnsweredAndClosed() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        // No Content-Length and no chunks: an empty body (RFC 9112 6.3), then a second request.
+        // (The bound against hangs: lws 4.1 alone held such a connection until its 10 s timeout.)
+        let (text, eof) = try await rawExchange(
+            port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(text.hasPrefix("HTTP/1.1 201"), "\(text)")
         #expect(text.hasSuffix("{\"received\":0,\"query\":\"\"}"), "\(text)")
         // The connection is closed after the answer, and says so; the pipelined GET is not
@@ -130,14 +137,10 @@ struct HTTPTests {
     @Test func aChunkedBodyIsRefusedWith411AndClosed() async throws {
         let t = try makeTransport()
         let port = try await server(t)
-        let (text, eof) = try await blocking { () -> (String, Bool) in
-            let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
-            s.write(
-                "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    + "5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
-            let r = s.readToEnd()
-            return (String(decoding: r.bytes, as: UTF8.self), r.eof)
-        }
+        let (text, eof) = try await rawExchange(
+            port,
+            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + "5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
         // Not handed to the route as an empty body: refused, in the error shape, and closed.
         #expect(text.hasPrefix("HTTP/1.1 411"), "\(text)")
         #expect(text.contains("{\"error\":{\"status\":411"), "\(text)")
@@ -153,13 +156,9 @@ struct HTTPTests {
         let t = try makeTransport()
         let port = try await server(t)
         for lengths in [["abc"], ["-5"], ["27, 27"], ["0", "27"]] {
-            let (text, eof) = try await blocking { () -> (String, Bool) in
-                let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
-                let headers = lengths.map { "Content-Length: \($0)\r\n" }.joined()
-                s.write("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n\(headers)\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                let r = s.readToEnd()
-                return (String(decoding: r.bytes, as: UTF8.self), r.eof)
-            }
+            let headers = lengths.map { "Content-Length: \($0)\r\n" }.joined()
+            let (text, eof) = try await rawExchange(
+                port, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n\(headers)\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             #expect(text.hasPrefix("HTTP/1.1 400"), "\(lengths): \(text)")
             #expect(text.components(separatedBy: "HTTP/1.1").count == 2, "nothing smuggled behind it: \(text)")
             #expect(!text.contains("received"), "\(text)")
@@ -173,12 +172,8 @@ struct HTTPTests {
     @Test func aHeadIsAnsweredWithoutABodyAndClosed() async throws {
         let t = try makeTransport()
         let port = try await server(t)
-        let (text, eof) = try await blocking { () -> (String, Bool) in
-            let s = try RawSocket(port: port, receiveTimeout: .seconds(5))
-            s.write("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            let r = s.readToEnd()
-            return (String(decoding: r.bytes, as: UTF8.self), r.eof)
-        }
+        let (text, eof) = try await rawExchange(
+            port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(text.hasPrefix("HTTP/1.1 405"), "\(text)")
         #expect(text.hasSuffix("\r\n\r\n"), "no body: \(text)")
         #expect(!text.lowercased().contains("content-length: 0\r"), "the length of the body a GET would get: \(text)")
