@@ -136,6 +136,9 @@ struct AgentCommand: AsyncParsableCommand {
             }
         }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT, got '\(listen)'") }
+        if let listen, let hp = HostPort(listen), hp.host.contains(":") {
+            throw ValidationError("--listen: IPv6 addresses are not supported (the listener is IPv4), got '\(listen)'")
+        }
         // Protected mode, as for `muster serve`: whoever dials an open agent gets its GPU.
         if let listen, let hp = HostPort(listen), !hp.isLoopback, token == nil, tokenFile == nil, !allowAnonymous {
             throw ValidationError(

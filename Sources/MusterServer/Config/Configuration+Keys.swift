@@ -36,7 +36,7 @@ public struct ConfigKey: Sendable {
     public static let all: [ConfigKey] = [
         ConfigKey(
             name: "listen", kind: .hostPort, defaultValue: .hostPort(HostPort(host: "127.0.0.1", port: 7460)),
-            help: "Address for WebSocket links, the HTTP API and probes (port 0 picks a free port; the `muster serving` log line names it in `listen.port`)."),
+            help: "Address for WebSocket links, the HTTP API and probes: an IPv4 address or a name (port 0 picks a free port; the `muster serving` log line names it in `listen.port`)."),
         ConfigKey(
             name: "auth.token", kind: .secret, defaultValue: .string(""),
             help: "Shared token: every role (backend, client, operator, read). Empty with no token file and no auth.credentials: no authentication."),

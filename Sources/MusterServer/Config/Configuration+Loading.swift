@@ -197,6 +197,13 @@ extension Configuration {
         for case (let key, let path?) in files where !FileManager.default.isReadableFile(atPath: path) {
             throw ConfigError(source: source, key: key, reason: "cannot read '\(path)'")
         }
+        // The listener is IPv4 (lws is asked for no IPv6 socket): `[::1]` would quietly listen
+        // on 127.0.0.1 and `[::]` not on IPv6 at all.
+        if settings.listen.host.contains(":") {
+            throw ConfigError(
+                source: source, key: "listen",
+                reason: "IPv6 addresses are not supported (the listener is IPv4): use 127.0.0.1, 0.0.0.0 or an IPv4 address of this machine")
+        }
         try validateHA(source: source)
         if let open = openSideBeyondLoopback, !auth.allowAnonymous {
             let what = open == "client"
