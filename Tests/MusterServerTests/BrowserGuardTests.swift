@@ -35,9 +35,7 @@ import Testing
         #expect(open.refusal(origin: nil, host: "1270.0.0.1:7460", changes: true) != nil)
         #expect(open.refusal(origin: nil, host: "::1", changes: true) == nil, "an unbracketed IPv6 literal")
         #expect(open.refusal(origin: nil, host: "[::1]:7460", changes: true) == nil)
-        let v6 = BrowserGuard(allowedOrigins: [], loopbackHostsOnly: true, listenHost: "fd00::5")
-        #expect(v6.refusal(origin: nil, host: "fd00::5", changes: true) == nil)
-        #expect(v6.refusal(origin: nil, host: "[fd00::5]:7460", changes: true) == nil)
+
         // With credentials, or beyond loopback, any name may address it.
         let guarded = BrowserGuard(allowedOrigins: [], loopbackHostsOnly: false, listenHost: "0.0.0.0")
         #expect(guarded.refusal(origin: nil, host: "gpu-box.lan:7460", changes: true) == nil)

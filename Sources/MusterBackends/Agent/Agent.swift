@@ -55,11 +55,13 @@ public actor Agent {
     var finished = false
     var stopWaiters: [CheckedContinuation<Void, Never>] = []
     /// Why the agent stopped, when it was not asked to.
+    /// Kept behind a lock (`stoppedBecause`): the process reads it once the event loop that
+    /// runs this actor has ended.
     public private(set) var failure: String? {
-        didSet { stoppedBecause.withLock { $0 = failure } }
+        get { stoppedBecause.withLock { $0 } }
+        set { stoppedBecause.withLock { $0 = newValue } }
     }
-    /// `failure`, readable without the agent's executor: the event loop that runs it has ended
-    /// by the time the process asks why it stopped.
+    /// `failure`, readable without the agent's executor.
     public nonisolated let stoppedBecause = Locked<String?>(nil)
     /// The coordinators to dial (`options.coordinator` split at commas), the one dialled now, the
     /// leader a standby named (dialled next), and the failures since the last `welcome`.

@@ -42,24 +42,28 @@ public enum DuplicateMembers {
         }
         return nil
     }
-}
 
-/// The wire's JSON grammar (RFC 8259, strictly: no comments, no trailing commas, no leading
-/// zeros) for texts read elsewhere, such as a configuration file, whose parser (Foundation's) is
-/// more lenient and explains less.
-public enum JSONSyntax {
-    /// Why `bytes` is not one JSON text, with the offset of the first byte that breaks it; nil
-    /// when it is one.
-    public static func error(in bytes: [UInt8], maxDepth: Int = 64) -> String? {
-        bytes.withUnsafeBufferPointer { buffer -> String? in
-            do {
-                _ = try JSONParser.parse(buffer, maxDepth: maxDepth)
-                return nil
-            } catch let error as ProtocolError {
-                return error.reason
+    /// What is wrong with a JSON text read elsewhere than the wire, such as a configuration file
+    /// (Foundation's parser is more lenient and explains less), from one parse: it breaks the
+    /// wire's grammar (RFC 8259, strictly: no comments, no trailing commas, no leading zeros;
+    /// the reason gives the offset), or names a member twice (its path); nil when neither.
+    public static func problem(in bytes: [UInt8], maxDepth: Int = 64) -> Problem? {
+        bytes.withUnsafeBufferPointer { buffer -> Problem? in
+            let nodes: [JSONNode]
+            do throws(ProtocolError) {
+                nodes = try JSONParser.parse(buffer, maxDepth: maxDepth)
             } catch {
-                return "\(error)"
+                return .syntax(error.reason)
+            }
+            return nodes.withUnsafeBufferPointer { nodeBuffer in
+                let doc = JSONDocument(bytes: buffer, nodes: nodeBuffer, limits: .default)
+                return find(doc, 0, path: "").map(Problem.twice)
             }
         }
+    }
+
+    public enum Problem: Equatable, Sendable {
+        case syntax(String)
+        case twice(String)
     }
 }

@@ -31,7 +31,7 @@ struct BrowserGuard: Sendable {
         let host = host.map { Self.withoutDefaultPort($0.lowercased()) }
         if loopbackHostsOnly, let host, !host.isEmpty {
             let name = Self.hostName(of: host)
-            let allowed = Self.isLoopbackName(name) || name == listenHost || name == "[\(listenHost)]"
+            let allowed = Self.isLoopbackName(name) || name == listenHost
                 || allowedOrigins.contains { Self.hostName(of: Self.authority(of: $0)) == name }
             if !allowed {
                 return "Host '\(host)' is not a loopback name: a coordinator on loopback without client credentials "
@@ -97,9 +97,10 @@ struct BrowserGuard: Sendable {
         return String(authority.prefix { $0 != ":" })
     }
 
+    /// `HostPort.isLoopback`'s names (`localhost`, 127.0.0.0/8, `::1`), bracketed or not, and
+    /// the `.localhost` names browsers resolve to loopback themselves.
     static func isLoopbackName(_ name: String) -> Bool {
-        if name == "localhost" || name.hasSuffix(".localhost") || name == "[::1]" { return true }
-        let octets = name.split(separator: ".", omittingEmptySubsequences: false)
-        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+        let bare = name.hasPrefix("[") && name.hasSuffix("]") ? String(name.dropFirst().dropLast()) : name
+        return name.hasSuffix(".localhost") || HostPort(host: bare, port: 0).isLoopback
     }
 }

@@ -23,12 +23,14 @@ extension Configuration {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw ConfigError(source: source, key: "", reason: "cannot be read (does it exist?)")
             }
-            // The wire's grammar first: Foundation takes trailing commas silently and says little
-            // of what it refuses.
             // A UTF-8 byte order mark, as some editors write, is not part of the text.
             var text = [UInt8](data)
             if text.starts(with: [0xEF, 0xBB, 0xBF]) { text.removeFirst(3) }
-            if let why = JSONSyntax.error(in: text) {
+            // The wire's grammar first (Foundation takes trailing commas silently and says little
+            // of what it refuses), and in the same parse a key given twice (Foundation keeps the
+            // last of two members with one name; a file that says a key twice is a mistake).
+            let problem = DuplicateMembers.problem(in: text)
+            if case .syntax(let why) = problem {
                 throw ConfigError(source: source, key: "", reason: "is not valid JSON: \(why)")
             }
             let root: Any
@@ -41,9 +43,7 @@ extension Configuration {
             guard let object = root as? [String: Any] else {
                 throw ConfigError(source: source, key: "", reason: "expected a JSON object at the top level")
             }
-            // Foundation keeps the last of two members with one name; a file that says a key twice
-            // is a mistake to point at, not to guess about.
-            if let twice = DuplicateMembers.first(in: text) {
+            if case .twice(let twice) = problem {
                 throw ConfigError(source: source, key: twice, reason: "is given twice")
             }
             var seen = Set<String>()
