@@ -119,7 +119,7 @@ extension Transport {
         // lws cannot go on to the pipelined request from here (completing the transaction left
         // it spinning the same way): the answer says `Connection: close` and the connection
         // closes. A client that pipelines retries what was not answered (RFC 9112 9.3.2).
-        _ = writeWholeResponse(response, wsi)
+        _ = writeWholeResponse(response, wsi, headOnly: exchange.request.method == .head)
         return -1
     }
 
@@ -183,17 +183,18 @@ extension Transport {
     /// Writes `response` as raw HTTP/1.1 bytes, head and body in one write, with `Connection:
     /// close`, for an answer after which the caller has lws close the connection at once. An
     /// upgrade is refused before lws parsed the request as plain HTTP: lws's header helpers would
-    /// then write an `HTTP/1.0` status line, since it has not recorded the version.
-    private func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer) -> Bool {
+    /// then write an `HTTP/1.0` status line, since it has not recorded the version. `headOnly`:
+    /// the head alone, for `HEAD` (its content-length that of the body not sent).
+    private func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer, headOnly: Bool = false) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n"
         head += "content-type: \(response.contentType)\r\ncontent-length: \(response.body.count)\r\n"
         for h in response.headers where h.name.lowercased() != "connection" { head += "\(h.name.lowercased()): \(h.value)\r\n" }
         head += "connection: close\r\n\r\n"
-        var bytes = [UInt8](repeating: 0, count: lwsPre) + Array(head.utf8) + response.body
+        var bytes = [UInt8](repeating: 0, count: lwsPre) + Array(head.utf8) + (headOnly ? [] : response.body)
         let n = bytes.count - lwsPre
         let w = bytes.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + lwsPre, n, LWS_WRITE_HTTP_HEADERS) }
         if w < 0 { return false }
-        counters.bytesOut += response.body.count
+        if !headOnly { counters.bytesOut += response.body.count }
         return true
     }
 

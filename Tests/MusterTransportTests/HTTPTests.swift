@@ -168,12 +168,16 @@ struct HTTPTests {
     }
 
     /// A HEAD is answered with the head alone (its Content-Length that of the body not sent), and
-    /// the connection closes, so the next answer cannot be mistaken for part of it.
-    @Test func aHeadIsAnsweredWithoutABodyAndClosed() async throws {
+    /// the connection closes, so the next answer cannot be mistaken for part of it. Also when the
+    /// HEAD carries a body and a request is pipelined behind it (lws 4.1 then reports the body's
+    /// end again and again, and the answer is written from there).
+    @Test(arguments: ["", "Content-Length: 2\r\n"])
+    func aHeadIsAnsweredWithoutABodyAndClosed(length: String) async throws {
         let t = try makeTransport()
         let port = try await server(t)
+        let body = length.isEmpty ? "" : "{}"
         let (text, eof) = try await rawExchange(
-            port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\(length)\r\n\(body)GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(text.hasPrefix("HTTP/1.1 405"), "\(text)")
         #expect(text.hasSuffix("\r\n\r\n"), "no body: \(text)")
         #expect(!text.lowercased().contains("content-length: 0\r"), "the length of the body a GET would get: \(text)")
