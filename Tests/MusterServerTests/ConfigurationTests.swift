@@ -126,6 +126,11 @@ import Testing
         #expect(bom.settings.gate.window == .seconds(7), "a byte order mark is not part of the text")
         let section = try #require(loadError(file: try write(#"{"gate": 5}"#)))
         #expect(section.key == "gate" && section.reason.contains("is a section"), "\(section)")
+        // JSON given to --set or the environment is held to the same grammar.
+        let inSet = try #require(loadError(set: [("backends", #"[{"name": "a", "kind": "simulated",}]"#)]))
+        #expect(inSet.key == "backends" && inSet.reason.contains("unexpected '}' at offset"), "\(inSet)")
+        let inEnvironment = try #require(loadError(env: ["MUSTER_ROUTING_JOB_SECONDS": #"{"image": 01}"#]))
+        #expect(inEnvironment.key == "routing.job_seconds" && inEnvironment.reason.contains("offset"), "\(inEnvironment)")
     }
 
     @Test func unknownKeyNamesFileKeyAndSuggestion() throws {

@@ -1,21 +1,11 @@
-// Finds an object member named twice anywhere in a JSON text. The wire decoders reject such
-// objects as they read them; a configuration file is read with Foundation, which keeps the last
-// value silently, so the loader asks this first.
+// Checks a JSON text read elsewhere than the wire against the wire's grammar and finds an object
+// member named twice anywhere in it. The wire decoders reject such objects as they read them;
+// configuration is read with Foundation, which keeps the last value silently, so the loader asks
+// this first.
 
 public enum DuplicateMembers {
-    /// The path of the first member named a second time, as `routing.policy` or
-    /// `backends[1].name`, or nil when there is none or `bytes` is not JSON (the caller's own
-    /// parser reports that).
-    public static func first(in bytes: [UInt8], maxDepth: Int = 64) -> String? {
-        bytes.withUnsafeBufferPointer { buffer in
-            guard let nodes = try? JSONParser.parse(buffer, maxDepth: maxDepth) else { return nil }
-            return nodes.withUnsafeBufferPointer { nodeBuffer in
-                let doc = JSONDocument(bytes: buffer, nodes: nodeBuffer, limits: .default)
-                return find(doc, 0, path: "")
-            }
-        }
-    }
-
+    /// The path of the first member named a second time below `node`, as `routing.policy` or
+    /// `backends[1].name`, or nil when there is none.
     private static func find(_ doc: JSONDocument, _ node: Int, path: String) -> String? {
         let end = Int(doc.nodes[node].next)
         switch doc.nodes[node].kind {

@@ -218,10 +218,14 @@ public struct ConfigKey: Sendable {
         case .secondsByKind:
             // A JSON object, as in a file, is taken from the environment and --set too.
             if text.trimmingCharacters(in: .whitespaces).hasPrefix("{") {
+                let problem = DuplicateMembers.problem(in: Array(text.utf8))
+                if case .syntax(let why) = problem {
+                    return .failure("expected a JSON object of job kind to seconds: \(why)")
+                }
                 guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
                     return .failure("expected a JSON object of job kind to seconds, got '\(text)'")
                 }
-                if let twice = DuplicateMembers.first(in: Array(text.utf8)) { return .failure("'\(twice)' is given twice") }
+                if case .twice(let twice) = problem { return .failure("'\(twice)' is given twice") }
                 return secondsByKind(o.map { ($0.key, $0.value) })
             }
             var pairs: [(String, Any)] = []

@@ -129,13 +129,18 @@ extension Configuration {
         /// Sets one key from text, as given in the environment or on the command line.
         mutating func set(_ name: String, text: String, source: String, environment: [String: String]) throws(ConfigError) {
             if Configuration.structuredKeys.contains(where: { $0.0 == name }) {
+                // The grammar a file is held to (strict JSON, no key twice), checked in one parse.
+                let problem = DuplicateMembers.problem(in: Array(text.utf8))
+                if case .syntax(let why) = problem {
+                    throw ConfigError(source: source, key: name, reason: "expected JSON: \(why)")
+                }
                 let json: Any
                 do {
                     json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
                 } catch {
                     throw ConfigError(source: source, key: name, reason: "expected JSON: \(error.localizedDescription)")
                 }
-                if let twice = DuplicateMembers.first(in: Array(text.utf8)) {
+                if case .twice(let twice) = problem {
                     throw ConfigError(source: source, key: twice.hasPrefix("[") ? name + twice : "\(name).\(twice)", reason: "is given twice")
                 }
                 switch name {
