@@ -79,7 +79,7 @@ extension Daemon {
                 return d.errorResponse(error)
             }
         }
-        // The errors the transport answers by itself (404, 405, 411, 413), in the error shape and
+        // The errors the transport answers by itself (400, 404, 405, 411, 413, 426), in the error shape and
         // counted like every other HTTP error. The transport calls this on the loop.
         routes.errorResponse = { [weak self] status, message in
             let code: ErrorCode
@@ -89,6 +89,7 @@ extension Daemon {
             case 405: code = .methodNotAllowed
             case 411: code = .invalidMessage  // a body without Content-Length (chunked)
             case 413: code = .messageTooLarge
+            case 426: code = .invalidMessage  // an upgrade asking for a WebSocket version other than 13
             default: code = .internalError
             }
             self?.assumeIsolated { $0.metrics.counter("muster_http_errors_total", ["code": code.rawValue]).increment() }

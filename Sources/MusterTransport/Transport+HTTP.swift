@@ -164,6 +164,15 @@ extension Transport {
         guard let (listener, _) = listener(of: wsi) else { return 0 }
         let upgrade = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? ""
         guard upgrade.lowercased() == "websocket" else { return 0 }
+        // RFC 6455 4.4: version 13 is the protocol; lws 4.1 also takes the drafts' 7 and 8.
+        if let version = header(wsi, WSI_TOKEN_VERSION), version.trimmingSpaces != "13" {
+            handshakeEnded(key(wsi))
+            counters.upgradesRefused += 1
+            var response = listener.configuration.http.errorResponse(
+                426, "the upgrade asks for WebSocket version \(version); this server speaks version 13 (RFC 6455)")
+            response.headers.append(("sec-websocket-version", "13"))
+            return writeWholeResponse(response, wsi) ? 1 : -1
+        }
         let offered = (header(wsi, WSI_TOKEN_PROTOCOL) ?? "").split(separator: ",").map { String($0).trimmingSpaces }
             .filter { !$0.isEmpty }
         let known = listener.configuration.subprotocols.map(\.name)
@@ -219,6 +228,7 @@ extension Transport {
         case 409: "Conflict"
         case 411: "Length Required"
         case 413: "Request Entity Too Large"
+        case 426: "Upgrade Required"
         case 429: "Too Many Requests"
         case 503: "Service Unavailable"
         default: "Error"

@@ -368,6 +368,28 @@ struct WebSocketTests {
         await t.shutdown()
     }
 
+    /// RFC 6455 4.4: an upgrade asking for another version than 13 (lws 4.1 alone accepted the
+    /// drafts' 7 and 8) is answered 426 naming the version spoken, and nothing opens.
+    @Test func upgradeAskingForAnotherWebSocketVersionGets426() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server)
+        for version in ["8", "7", "14"] {
+            let socket = try RawSocket(port: port)
+            var request = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: \(version)\r\n"
+            request += "Sec-WebSocket-Protocol: muster.client.v1\r\n\r\n"
+            socket.write(request)
+            let response = socket.read(until: "}")
+            #expect(response.hasPrefix("HTTP/1.1 426 Upgrade Required\r\n"), "version \(version): \(response)")
+            #expect(response.lowercased().contains("sec-websocket-version: 13\r\n"), "version \(version): \(response)")
+            #expect(response.lowercased().contains("connection: close"), "version \(version): \(response)")
+        }
+        #expect(server.openedIDs().isEmpty)
+        #expect(await t.counters.upgradesRefused == 3)
+        await t.shutdown()
+    }
+
     @Test func upgradeOfferingSeveralSubprotocolsGetsTheFirstKnownOne() async throws {
         let t = try makeTransport()
         let server = Recorder<WSEvent>()
