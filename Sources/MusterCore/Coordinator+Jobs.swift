@@ -443,14 +443,21 @@ extension Coordinator {
     }
 
     /// A job's end as the store keeps it. An `attempts_exhausted` failure's attempts are the
-    /// job's history, kept once.
+    /// job's history, kept once. A job canceled while its backend still runs it (written when
+    /// the cancel begins) has its open attempt closed as `canceled` now: a coordinator restarted
+    /// before the backend confirms shows the attempt ended, as it would have been.
     func storedEnd(_ id: JobID, _ state: JobState) -> StoredJob {
         let j = jobs[id]
         var failure = j.failure
         failure?.attempts = []
+        var history = j.history
+        if let last = history.indices.last, history[last].endedAt == nil {
+            history[last].endedAt = now
+            history[last].outcome = .canceled
+        }
         return StoredJob(
             id: id, batch: j.batch, state: state, backend: j.backend, lease: j.lease, attempt: j.attempt,
-            lostAttempts: j.lostAttempts, result: j.result, failure: failure, endedAt: now, history: j.history)
+            lostAttempts: j.lostAttempts, result: j.result, failure: failure, endedAt: now, history: history)
     }
 
     /// The single place where a job reaches a final state.

@@ -549,6 +549,9 @@ import Testing
         // Crash before the backend confirmed: the job comes back canceled, not bound.
         var n = d.restarted(epoch: 2)
         #expect(n.core.job(job)?.state == .canceled)
+        // Its attempt is closed as canceled, when the cancel began (not left running).
+        let attempt = try #require(n.core.job(job)?.history.last)
+        #expect(attempt.outcome == .canceled && attempt.endedAt == end.endedAt, "\(attempt)")
         // The backend kept running and registers again: the job is not among its bindings, so it
         // stops it as stale; its confirmation is answered stale and ends nothing.
         n.send(.backendRegistered(BackendRegistration(id: BackendID(1), name: "b1", incarnation: Incarnation(7))))
