@@ -17,7 +17,8 @@ struct AgentCommand: AsyncParsableCommand {
             The agent dials the coordinator (--coordinator) or listens to be dialled (--listen), says \
             hello, announces `loading`, and after --announce-after (or on SIGUSR1, whichever comes \
             first) its features, models and slots as `ready`. Jobs are simulated (--job-seconds) or run by --exec: the assign message as JSON on \
-            stdin, the result JSON read from stdout. A lost link is redialled with backoff; the agent \
+            stdin, the result JSON read from stdout. Models are simulated either way: a job naming a model not \
+            loaded yet waits --model-load-seconds for it before it runs. A lost link is redialled with backoff; the agent \
             keeps the same incarnation and lists the jobs it holds in its hello, so the coordinator \
             resumes its jobs, even after a crash that kept a binding from its store. SIGTERM (or SIGINT) drains: \
             the agent announces `draining`, finishes its jobs however long they take, says goodbye and \
@@ -79,7 +80,7 @@ struct AgentCommand: AsyncParsableCommand {
             """)
     var speed: Double?
 
-    @Option(help: "Simulated time to load a model on request; announced to the coordinator as model_load_seconds.")
+    @Option(help: "Simulated time to load a model (on request, or before a job that names it; also with --exec); announced to the coordinator as model_load_seconds.")
     var modelLoadSeconds: String = "5s"
 
     @Option(help: "Fraction of simulated jobs that fail (retryable), 0 to 1.")

@@ -226,7 +226,8 @@ import Testing
     }
 
     /// Simulated work announces how long it takes per kind (at its speed, not `default`) and
-    /// how long it loads a model; an exec runner knows neither and announces neither.
+    /// how long it loads a model; an exec runner does not know how long its command takes, but
+    /// its models load as the agent simulates them, so it announces the load time.
     @Test func simulatedWorkAnnouncesItsDurations() {
         let spec = WorkerSpec(
             name: "gpu", jobDurations: ["video": .seconds(40), "image": .seconds(6), "default": .seconds(4)],
@@ -235,9 +236,24 @@ import Testing
         #expect(e.snapshot.jobSeconds == [KindSeconds(kind: "image", seconds: 3), KindSeconds(kind: "video", seconds: 20)])
         #expect(e.snapshot.modelLoadSeconds == 15)
         let exec = WorkerEngine(
-            spec: WorkerSpec(name: "x", runner: .exec(command: ["true"], timeout: .seconds(5))), incarnation: inc,
-            epochMs: 0, at: .zero)
-        #expect(exec.snapshot.jobSeconds.isEmpty && exec.snapshot.modelLoadSeconds == nil)
+            spec: WorkerSpec(name: "x", runner: .exec(command: ["true"], timeout: .seconds(5)), modelLoadTime: .seconds(3)),
+            incarnation: inc, epochMs: 0, at: .zero)
+        #expect(exec.snapshot.jobSeconds.isEmpty && exec.snapshot.modelLoadSeconds == 3)
+    }
+
+    /// Protocol 6.4: a job needing a model still loading waits for that load; with --exec too, the
+    /// command runs once the (simulated) load is over, and the model is then announced loaded.
+    @Test func anExecJobWaitsForItsModelToLoadBeforeTheCommandRuns() {
+        let spec = WorkerSpec(
+            name: "x", models: ["wan"], runner: .exec(command: ["cat"], timeout: .seconds(60)), modelLoadTime: .seconds(3))
+        var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        _ = e.receive(welcome(e), at: .zero)
+        let bound = e.receive(assign(1, lease: 10, kind: "image", model: "wan"), at: .zero)
+        #expect(!bound.contains { if case .startExec = $0 { true } else { false } }, "not before the load: \(bound)")
+        #expect(e.nextDeadline == .seconds(3))
+        let loaded = e.tick(at: .seconds(3))
+        #expect(loaded.contains { if case .startExec(JobID(1), Lease(10), _) = $0 { true } else { false } }, "\(loaded)")
+        #expect(e.snapshot.modelsLoaded.contains("wan"))
     }
 
     @Test func execJobsHandTheAssignToTheRunnerAndValidateItsOutput() {

@@ -188,7 +188,7 @@ public struct WorkerEngine: Sendable {
             version: version, state: state, features: features, modelsAvailable: models,
             modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed, nodes: nodes, devices: devices,
             message: stateMessage, jobSeconds: announcedJobSeconds,
-            modelLoadSeconds: spec.runner == .simulated ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
+            modelLoadSeconds: spec.runner != .external ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
     }
 
     /// Simulated work knows how long it takes: each kind it was given a duration for (not
@@ -504,8 +504,9 @@ public struct WorkerEngine: Sendable {
             running += 1
             job.startedAt = now
             if welcomed { out.append(.send(.started(.init(job: id, lease: job.assign.lease)))) }
-            if let model = job.assign.model, !loadedModels.contains(model), case .simulated = spec.runner {
-                // A load the coordinator asked for ahead (`load_model`) is waited for, not redone.
+            if let model = job.assign.model, !loadedModels.contains(model), spec.runner != .external {
+                // The agent's own (simulated) load, before the work or the command runs. A load
+                // the coordinator asked for ahead (`load_model`) is waited for, not redone.
                 job.loadingModelUntil = modelLoads[model].map(\.until) ?? now + spec.modelLoadTime
                 jobs[id] = job
                 continue
