@@ -194,7 +194,7 @@ extension Transport {
     /// upgrade is refused before lws parsed the request as plain HTTP: lws's header helpers would
     /// then write an `HTTP/1.0` status line, since it has not recorded the version. `headOnly`:
     /// the head alone, for `HEAD` (its content-length that of the body not sent).
-    private func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer, headOnly: Bool = false) -> Bool {
+    func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer, headOnly: Bool = false) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n"
         head += "content-type: \(response.contentType)\r\ncontent-length: \(response.body.count)\r\n"
         for h in response.headers where h.name.lowercased() != "connection" { head += "\(h.name.lowercased()): \(h.value)\r\n" }

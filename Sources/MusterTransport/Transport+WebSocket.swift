@@ -314,7 +314,12 @@ extension Transport {
             headers: capturedHeaders(wsi, listener.configuration.capturedHeaders),
             isClient: false,
             peerCertificateName: peerCertificateName(wsi))
-        if let accept = handler.shouldAccept, !accept(self, info) { return 1 }
+        if let refuse = handler.refuseUpgrade, let response = refuse(self, info) {
+            counters.upgradesRefused += 1
+            // Written here, before lws answers 101; lws then closes the connection.
+            _ = writeWholeResponse(response, wsi)
+            return 1
+        }
         let link = Link(id: id, handler: handler, info: info, dial: nil)
         link.wsi = wsi
         connections[id] = link

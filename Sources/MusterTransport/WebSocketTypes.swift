@@ -66,8 +66,9 @@ public struct CloseEvent: Sendable {
 /// ``Transport/send(text:to:)`` directly and enter an actor sharing the loop's executor with
 /// `assumeIsolated`.
 public struct WebSocketHandler: Sendable {
-    /// Server side only: called during the handshake; return false to refuse (HTTP 403).
-    public var shouldAccept: (@Sendable (isolated Transport, ConnectionInfo) -> Bool)?
+    /// Server side only: called during the handshake; nil accepts the upgrade, a response
+    /// refuses it (written as the answer, with `Connection: close`; nothing opens).
+    public var refuseUpgrade: (@Sendable (isolated Transport, ConnectionInfo) -> HTTPResponse?)?
     public var opened: @Sendable (isolated Transport, ConnectionInfo) -> Void
     /// A complete, reassembled, UTF-8 validated text message.
     public var text: @Sendable (isolated Transport, ConnectionID, String) -> Void
@@ -82,7 +83,7 @@ public struct WebSocketHandler: Sendable {
     public var drained: (@Sendable (isolated Transport, ConnectionID) -> Void)?
 
     public init(
-        shouldAccept: (@Sendable (isolated Transport, ConnectionInfo) -> Bool)? = nil,
+        refuseUpgrade: (@Sendable (isolated Transport, ConnectionInfo) -> HTTPResponse?)? = nil,
         opened: @escaping @Sendable (isolated Transport, ConnectionInfo) -> Void = { _, _ in },
         text: @escaping @Sendable (isolated Transport, ConnectionID, String) -> Void,
         binary: (@Sendable (isolated Transport, ConnectionID, [UInt8]) -> Void)? = nil,
@@ -90,7 +91,7 @@ public struct WebSocketHandler: Sendable {
         dialFailed: (@Sendable (isolated Transport, ConnectionID, String) -> Void)? = nil,
         drained: (@Sendable (isolated Transport, ConnectionID) -> Void)? = nil
     ) {
-        self.shouldAccept = shouldAccept
+        self.refuseUpgrade = refuseUpgrade
         self.opened = opened
         self.text = text
         self.binary = binary

@@ -346,6 +346,17 @@ import Testing
         ])
         let line = try await agent.waitForLog("agent listening")
         let agentPort = try #require(Int(line["listen.port"] as? String ?? ""))
+        // Protocol 6.1: an upgrade without the agent's token, or with another, is refused 401.
+        for authorization in [nil, "Bearer wrong"] {
+            var headers = [
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "muster.backend.v1",
+            ]
+            headers["Authorization"] = authorization
+            let refused = try await HTTP.get("http://127.0.0.1:\(agentPort)/v1/ws", headers: headers)
+            #expect(refused.status == 401, "\(authorization ?? "no token"): \(refused.status) \(refused.text)")
+            #expect(refused.json["code"] as? String == "bad_credentials", "\(refused.text)")
+        }
         let (serve, port) = try await coordinator(backends(
             #"[{"name": "dialled", "kind": "remote", "url": "ws://127.0.0.1:\#(agentPort)", "token": "dial-secret"}]"#))
         try await readyBackends(port: port, count: 1)

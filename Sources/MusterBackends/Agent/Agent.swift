@@ -121,9 +121,16 @@ public actor Agent {
             server.port = listen.port
             let token = options.token
             var backend = handler
-            backend.shouldAccept = { _, info in
-                // A coordinator dialling us must present our token (Protocol/README.md 6.1).
-                token.isEmpty || constantTimeEqual(Authorization.bearerToken(info.headers["authorization"] ?? "") ?? "", token)
+            backend.refuseUpgrade = { _, info in
+                // A coordinator dialling us must present our token (Protocol/README.md 6.1: 401).
+                if token.isEmpty || constantTimeEqual(Authorization.bearerToken(info.headers["authorization"] ?? "") ?? "", token) {
+                    return nil
+                }
+                let message = info.headers["authorization"] == nil
+                    ? "this backend needs its token: Authorization: Bearer <token>" : "the token presented is not this backend's"
+                var refusal = HTTPResponse(status: 401, body: Wire.ErrorBody(code: .badCredentials, message: message).encode())
+                refusal.headers.append(("www-authenticate", "Bearer"))
+                return refusal
             }
             server.subprotocols = [(Subprotocol.backend, backend)]
             let listener = try transport.assumeIsolated { try $0.listen(server) }
