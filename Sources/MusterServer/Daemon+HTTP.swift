@@ -27,7 +27,9 @@ extension Daemon {
             gateWindowMs: configuration.settings.gate.window.configMilliseconds)
         for asset in Dashboard.assets(settings: settings) {
             let response = Dashboard.response(contentType: asset.contentType, body: asset.body)
-            routes.add(.get, asset.path) { _, _ in .respond(response) }
+            // Guarded as every route is: a page under a rebound name (`Host: evil.example`) must
+            // not load the dashboard, which then talks to this coordinator.
+            route(.get, asset.path) { _, _, _ in response }
         }
         route(.get, "/healthz") { d, _, _ in
             let uptime = UInt64(max(0, (ContinuousClock.now - d.origin).configMilliseconds))

@@ -265,6 +265,8 @@ async def browser_pages():
         "POST", "/v1/batches", {"Origin": "https://evil.example", "Content-Type": "text/plain"},
         '{"jobs": [{"kind": "image"}]}')
     out["rebinding_get"] = request("GET", "/v1/backends", {"Host": f"evil.example:{PORT}"})
+    # The dashboard's page too: loaded under a rebound name it would talk to this coordinator.
+    out["rebinding_dashboard"] = request("GET", "/", {"Host": f"evil.example:{PORT}"})
     return out
 
 

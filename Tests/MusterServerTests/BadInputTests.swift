@@ -328,14 +328,14 @@ import Testing
         typealias T = BadInputTests
         let r = try await rig.python(
             "browser_pages",
-            [T.protocolError("forbidden"): 2, T.closes(4007): 2, T.httpError("forbidden"): 2, T.closes(1000): 1])
+            [T.protocolError("forbidden"): 2, T.closes(4007): 2, T.httpError("forbidden"): 3, T.closes(1000): 1])
         for side in ["backend", "client"] {
             let answer = r[side] as? [String: Any]
             #expect(answer?["error"] as? String == "forbidden", "\(side): \(r)")
             #expect(answer?["close"] as? Int == 4007, "\(side): \(r)")
         }
         #expect(r["own_origin"] as? String == "welcome", "\(r)")
-        for request in ["cross_origin_post", "rebinding_get"] {
+        for request in ["cross_origin_post", "rebinding_get", "rebinding_dashboard"] {
             let answer = r[request] as? [String: Any]
             #expect(answer?["status"] as? Int == 403 && answer?["code"] as? String == "forbidden", "\(request): \(r)")
         }
