@@ -21,7 +21,8 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("File whose first line is the client token.", valueName: "FILE"))
     var tokenFile: String?
 
-    @Option(help: ArgumentHelp("Seconds to wait for the connection and for each answer.", valueName: "SECONDS"))
+    // Unconditional: `--timeout -1` reaches the range check instead of reading as a flag.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Seconds to wait for the connection and for each answer (more than 0, at most 86400).", valueName: "SECONDS"))
     var timeout: Double = 30
 
     @Option(
@@ -47,7 +48,7 @@ struct ClientOptions: ParsableArguments {
             }
         }
         guard timeout > 0, timeout <= 86_400 else {
-            throw ValidationError("--timeout must lie in 0...86400 seconds, got \(timeout)")
+            throw ValidationError("--timeout must be more than 0 and at most 86400 seconds, got \(timeout)")
         }
         do {
             _ = try MusterClient.Options(coordinator: coordinator).webSocketURLs()

@@ -36,7 +36,7 @@ struct Submit: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A ComfyUI workflow in API format to run (params.workflow).", valueName: "FILE"))
     var workflow: String?
 
-    @Option(parsing: .unconditional, help: "With --workflow: the seed of the first job (0 to 2^64-1); the next jobs get the next seeds.")
+    @Option(parsing: .unconditional, help: "With --workflow: the seed of the first job; the next jobs get the next seeds (each at most 2^53-1).")
     var seed: UInt64?
 
     @Option(help: ArgumentHelp(
@@ -88,9 +88,12 @@ struct Submit: AsyncParsableCommand {
     var reconnectSeconds: Double = 300
 
     /// `--needs`, split on commas, sorted, without repeats.
-    var neededFeatures: [String] {
-        Array(Set(needs.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) })).sorted()
+    /// The names given to --needs, in order (repeats and empty names kept: `validate` refuses them).
+    var neededNames: [String] {
+        needs.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingCharacters(in: .whitespaces) }
     }
+
+    var neededFeatures: [String] { Array(Set(neededNames)).sorted() }
 
     func validate() throws {
         guard kindOption != nil || workflow != nil else { throw ValidationError("give --kind KIND or --workflow FILE") }
@@ -109,9 +112,22 @@ struct Submit: AsyncParsableCommand {
         guard (1...ProtocolLimits.maxCount).contains(count) else {
             throw ValidationError("--count must lie in 1...\(ProtocolLimits.maxCount), got \(count)")
         }
-        for feature in neededFeatures where !Grammar.isFeature(feature) {
-            throw ValidationError(
-                "--needs: '\(feature)' is not a feature name: lowercase a-z 0-9 _ . -, starting with a letter")
+        var seen = Set<String>()
+        for feature in neededNames {
+            guard Grammar.isFeature(feature) else {
+                throw ValidationError(
+                    "--needs: '\(feature)' is not a feature name: lowercase a-z 0-9 _ . -, starting with a letter")
+            }
+            // As the wire refuses a feature named twice in `needs`.
+            guard seen.insert(feature).inserted else { throw ValidationError("--needs names '\(feature)' twice") }
+        }
+        if let seed {
+            let last = seed.addingReportingOverflow(UInt64(max(count, 1) - 1))
+            guard !last.overflow, last.partialValue <= WorkflowParams.maxSeed else {
+                throw ValidationError(
+                    "--seed \(seed) with --count \(count): the jobs' seeds run to \(seed)+\(max(count, 1) - 1), past "
+                        + "\(WorkflowParams.maxSeed) (2^53-1), the largest seed")
+            }
         }
         guard neededFeatures.count <= ProtocolLimits.maxNeeds else {
             throw ValidationError("--needs names \(neededFeatures.count) features; at most \(ProtocolLimits.maxNeeds)")

@@ -356,4 +356,24 @@ import Testing
         #expect(result.status != 0)
         #expect(result.errors.contains("--params"), "\(result.errors)")
     }
+
+    /// Bad options are refused before any dial (exit 64), saying which and why: what the wire
+    /// would refuse (a feature named twice, a seed past 2^53-1 for one of the jobs) and a
+    /// timeout out of range, negative ones included.
+    @Test func badOptionsAreRefusedNamingTheOption() async throws {
+        let workflow = try workflowFile(#"{"1": {"class_type": "EmptyImage", "inputs": {"seed": 1}}}"#)
+        let cases: [([String], String)] = [
+            (["submit", "--kind", "video", "--needs", "video,video"], "--needs names 'video' twice"),
+            (["submit", "--kind", "video", "--needs", "video,,frameinterps"], "--needs: '' is not a feature name"),
+            (["submit", "--workflow", workflow, "--seed", "9007199254740991", "--count", "2"], "past 9007199254740991"),
+            (["status", "--timeout", "0"], "--timeout must be more than 0"),
+            (["status", "--timeout", "-1"], "--timeout must be more than 0"),
+        ]
+        for (arguments, message) in cases {
+            let r = try await run(arguments)
+            #expect(r.status == 64 && r.errors.contains(message), "\(arguments): \(r.status) \(r.errors)")
+        }
+        let last = try await run(["submit", "--workflow", workflow, "--seed", "9007199254740990", "--count", "2", "--coordinator", "ws://127.0.0.1:1", "--timeout", "0.2"])
+        #expect(!last.errors.contains("--seed"), "the last two seeds fit: \(last.errors)")
+    }
 }
