@@ -54,11 +54,13 @@ extension Coordinator {
                 for _ in 0..<entry.count {
                     let id = JobID(next)
                     next += 1
+                    // The batch's receipt lists every job it made, as before the restart (a
+                    // retry under its key gets the first receipt whole).
+                    ids.append(id)
                     // A job the store no longer has (evicted) is not brought back.
                     while cursor < snapshot.jobs.count, snapshot.jobs[cursor].id < id { cursor += 1 }
                     guard cursor < snapshot.jobs.count, snapshot.jobs[cursor].id == id else { continue }
                     let s = snapshot.jobs[cursor]
-                    ids.append(id)
                     live += 1
                     var record = JobRecord(
                         id: id, batch: batch.id, spec: entry.spec, state: .queued, backend: nil, lease: nil,

@@ -582,6 +582,23 @@ import Testing
         #expect(persisted(n.all).contains(.evicted(jobs: jobs, batches: [BatchID(1)])))
     }
 
+    /// A retry under a batch's key after a restart gets the first receipt whole, even once
+    /// retention dropped some of the batch's jobs (their ids are still the batch's).
+    @Test func aKeyedRetryAfterARestartGetsTheWholeReceiptWhenSomeJobsWereEvicted() throws {
+        var d = Durable { $0.finishedJobLimit = 2 }
+        d.h.ready(1, slots: 4)
+        let jobs = d.h.submit(image, count: 4, key: "k")
+        for job in jobs.prefix(3) {
+            d.h.send(.jobCompleted(job, backend: BackendID(1), lease: d.h.lease(job), result: RawJSON(unchecked: "{}")))
+        }
+        #expect(d.h.core.job(jobs[0]) == nil, "evicted")
+        d.commit()
+        var n = d.restarted(epoch: 2) { $0.finishedJobLimit = 2 }
+        #expect(n.core.job(jobs[0]) == nil && n.core.job(jobs[3]) != nil)
+        let (receipt, _) = try n.core.submit(key: "k", entries: [BatchEntry(spec: image, count: 4)], at: n.clock)
+        #expect(receipt.duplicate && receipt.jobs == jobs, "\(receipt.jobs)")
+    }
+
     /// A crash at any point: the jobs of every stored batch end exactly once over both lives,
     /// counting only final events whose end was stored before the crash.
     @Test(arguments: 0..<40) func aCrashAnywhereLosesNoStoredJobAndEndsNoneTwice(seed: Int) throws {
