@@ -143,6 +143,59 @@ import Testing
         #expect(snapshot.jobs.count == 2)
     }
 
+    /// A store file the coordinator may not write (mode 0444) fails `read_only`; once its mode
+    /// is fixed the same store opens (the failed attempt left no read-only `-shm` index behind
+    /// that would keep failing). As root, the store runs with the file system ids of `nobody`.
+    @Test func aReadOnlyFileOpensOnceItsModeIsFixed() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("muster.sqlite")
+        let first = SQLiteJobStore(path: path)
+        _ = try first.open()
+        _ = first.append(.batchAccepted(Self.batch(1, firstJob: 1)))
+        first.close()
+        #expect(!FileManager.default.fileExists(atPath: path + "-shm"), "a clean close leaves the file alone")
+        chmod(dir.path, 0o777)
+        chmod(path, 0o444)
+        let store = SQLiteJobStore(path: path)
+        let failure = Self.asNobody { #expect(throws: StoreFailure.self) { try store.open() } }
+        #expect(failure?.kind == .readOnly, "\(String(describing: failure))")
+        #expect(!FileManager.default.fileExists(atPath: path + "-shm"))
+        chmod(path, 0o666)
+        let snapshot = try Self.asNobody { try store.open() }
+        store.close()
+        #expect(snapshot.epoch == 2 && snapshot.jobs.count == 2)
+    }
+
+    /// A store file that cannot be created says the directory is not writable (SQLite's own
+    /// message named the read-only retry's "No such file or directory").
+    @Test func aFileInADirectoryThatIsNotWritableSaysSo() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        chmod(dir.path, 0o555)
+        let path = dir.file("muster.sqlite")
+        let failure = Self.asNobody { #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() } }
+        #expect(failure?.kind == .cannotOpen)
+        #expect(failure?.message.contains("the directory \(dir.path) is not writable") == true, "\(String(describing: failure))")
+    }
+
+    /// Runs `body` on this thread with the file system ids of `nobody` when root (permissions do
+    /// not hold for root), as is otherwise.
+    static func asNobody<T>(_ body: () throws -> T) rethrows -> T {
+        guard geteuid() == 0 else { return try body() }
+        // glibc's setfsuid/setfsgid (per thread), which the Glibc module does not export.
+        typealias SetID = @convention(c) (UInt32) -> Int32
+        let setfsuid = unsafeBitCast(dlsym(dlopen(nil, RTLD_NOW), "setfsuid"), to: SetID.self)
+        let setfsgid = unsafeBitCast(dlsym(dlopen(nil, RTLD_NOW), "setfsgid"), to: SetID.self)
+        _ = setfsgid(65534)
+        _ = setfsuid(65534)
+        defer {
+            _ = setfsuid(0)
+            _ = setfsgid(0)
+        }
+        return try body()
+    }
+
     @Test func aDirectoryWhereTheFileShouldBeCannotBeOpened() throws {
         let dir = try TempDir()
         defer { dir.remove() }

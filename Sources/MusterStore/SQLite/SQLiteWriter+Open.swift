@@ -14,6 +14,8 @@ extension SQLiteWriter {
     static func open(
         path: String, busyTimeout: Duration, compactionThresholdPages: Int
     ) throws(StoreFailure) -> (SQLiteWriter, StoreSnapshot) {
+        // The side files an attempt that fails may leave behind (see `removeLeftovers`).
+        let hadSideFiles = (shm: exists(path + "-shm"), wal: exists(path + "-wal"))
         do throws(StoreFailure) {
             try prepareLocation(path)
             let connection = try SQLiteConnection(path: path)
@@ -75,8 +77,38 @@ extension SQLiteWriter {
                 compactionThresholdPages: compactionThresholdPages)
             return (writer, snapshot)
         } catch {
-            throw explainReadOnly(error, path: path)
+            if error.kind == .readOnly { removeLeftovers(path, hadSideFiles) }
+            throw explainCannotCreate(explainReadOnly(error, path: path), path: path)
         }
+    }
+
+    /// A read-only database file: SQLite created the `-shm` index (and maybe an empty `-wal`)
+    /// with the file's read-only mode before the write failed, and once the file is made writable
+    /// the next open would fail on that index. What this attempt created is removed (the
+    /// connection is closed by then); side files that were there before are never touched.
+    private static func removeLeftovers(_ path: String, _ had: (shm: Bool, wal: Bool)) {
+        if !had.shm { unlink(path + "-shm") }
+        var st = stat()
+        if !had.wal, stat(path + "-wal", &st) == 0, st.st_size == 0 { unlink(path + "-wal") }
+    }
+
+    /// A file that could not be created says so, instead of SQLite's last errno (the read-only
+    /// retry's "No such file or directory").
+    private static func explainCannotCreate(_ failure: StoreFailure, path: String) -> StoreFailure {
+        let directory = parentDirectory(path)
+        guard failure.kind == .cannotOpen, !exists(path), isDirectory(directory) else { return failure }
+        // Try what SQLite tried (access(2) would answer for the real user id, not this process's).
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL, 0o644)
+        let code = errno
+        if fd >= 0 {
+            close(fd)
+            unlink(path)
+            return failure
+        }
+        guard code == EACCES || code == EPERM else { return failure }
+        return StoreFailure(
+            .cannotOpen,
+            "cannot create \(path): the directory \(directory) is not writable by this process (\(failure.message))")
     }
 
     /// Takes the file for this store alone, for as long as its connection is open: a second
@@ -263,6 +295,11 @@ func parentDirectory(_ path: String) -> String {
     guard let slash = path.lastIndex(of: "/") else { return "." }
     let parent = String(path[..<slash])
     return parent.isEmpty ? "/" : parent
+}
+
+func exists(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0
 }
 
 func isDirectory(_ path: String) -> Bool {
