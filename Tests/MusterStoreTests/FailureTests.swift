@@ -122,10 +122,7 @@ import Testing
         guard let fs = Tmpfs.mount(kibibytes: 1024) else { return }
         defer { fs.unmount() }
         let path = fs.file("muster.sqlite")
-        let first = SQLiteJobStore(path: path)
-        _ = try first.open()
-        _ = first.append(.batchAccepted(Self.batch(1, firstJob: 1)))
-        first.close()
+        try Self.storeOneBatch(at: path)
 
         let ro = fs.remount(readOnly: true)
         try #require(ro.status == 0, "remount,ro: \(ro.output)")
@@ -150,10 +147,7 @@ import Testing
         let dir = try TempDir()
         defer { dir.remove() }
         let path = dir.file("muster.sqlite")
-        let first = SQLiteJobStore(path: path)
-        _ = try first.open()
-        _ = first.append(.batchAccepted(Self.batch(1, firstJob: 1)))
-        first.close()
+        try Self.storeOneBatch(at: path)
         #expect(!FileManager.default.fileExists(atPath: path + "-shm"), "a clean close leaves the file alone")
         chmod(dir.path, 0o777)
         chmod(path, 0o444)
@@ -177,6 +171,14 @@ import Testing
         let failure = Self.asNobody { #expect(throws: StoreFailure.self) { try SQLiteJobStore(path: path).open() } }
         #expect(failure?.kind == .cannotOpen)
         #expect(failure?.message.contains("the directory \(dir.path) is not writable") == true, "\(String(describing: failure))")
+    }
+
+    /// A store at `path` holding batch 1 (two jobs), closed.
+    static func storeOneBatch(at path: String) throws {
+        let store = SQLiteJobStore(path: path)
+        _ = try store.open()
+        _ = store.append(.batchAccepted(batch(1, firstJob: 1)))
+        store.close()
     }
 
     /// Runs `body` on this thread with the file system ids of `nobody` when root (permissions do
