@@ -163,10 +163,11 @@ extension Coordinator {
             detail += "; and \(considered - refusals.count) more backends not listed"
         }
         // What no ready backend offers, as it stands now (the details never change afterwards).
+        // A backend told to drain is not ready, whatever it announces.
         var readyFeatures = Set<String>()
         var readyModels = Set<String>()
         var readyNodes = Set<String>()
-        for b in backends.records where b.link == .up && b.announcedReady {
+        for b in backends.records where b.link == .up && b.announcedReady && !b.drainRequested {
             readyFeatures.formUnion(b.features)
             readyModels.formUnion(b.available)
             readyNodes.formUnion(b.nodes)

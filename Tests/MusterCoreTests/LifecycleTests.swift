@@ -338,6 +338,17 @@ import Testing
         #expect(h.backend(next) == BackendID(1))
     }
 
+    /// A drained backend is not ready, whatever it announces: a job only it could run fails
+    /// naming the features no ready backend offers (Protocol 5, `missing_features`).
+    @Test func aJobOnlyADrainedBackendCouldRunFailsNamingWhatNoReadyBackendOffers() {
+        var h = Harness()
+        h.ready(1, features: ["video"])
+        h.send(.drain(BackendID(1)))
+        let job = h.submit(JobSpec(kind: "video", needs: ["video"]))[0]
+        #expect(h.state(job) == .failed)
+        #expect(h.core.job(job)?.failure?.missingFeatures == ["video"])
+    }
+
     @Test func submitIsIdempotentPerKeyAndValidated() throws {
         var h = Harness()
         h.ready(1)
