@@ -260,6 +260,7 @@ extension Daemon {
     /// Cancels a job or a batch; returns the jobs this request canceled: ended `canceled` now, or
     /// `canceling` on their backend (they end `canceled` when it confirms).
     func cancel(_ target: ClientToCoordinator.Cancel.Target, by principal: Principal) throws(RequestError) -> [JobID] {
+        try requireMayCancel(principal)
         let owner: String
         switch target {
         case .job(let job): owner = try ownerOf(job: job)

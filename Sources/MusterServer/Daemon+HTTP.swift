@@ -149,6 +149,7 @@ extension Daemon {
                 return json(200, wireJob(job))
             default:
                 let id = JobID(raw)
+                do throws(RequestError) { try requireMayCancel(principal) } catch { return errorResponse(error) }
                 guard let before = core.job(id) else { return errorResponse(notFound(.unknownJob, "no job \(raw)")) }
                 do throws(RequestError) {
                     try requireAccess(principal, owner: try ownerOf(job: id), cancel: true, "job \(raw)")

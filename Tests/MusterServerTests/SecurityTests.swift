@@ -140,6 +140,9 @@ import Testing
         #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("alice")).json["state"] as? String != "canceled")
         let viewerCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("viewer"))
         #expect(viewerCancels.status == 403)
+        // A role that may cancel nothing needs no record to be refused: 403 before 404 (Protocol 8).
+        let viewerCancelsNothing = try await HTTP.request("DELETE", "\(base)/v1/jobs/99999", headers: creds.bearer("viewer"))
+        #expect(viewerCancelsNothing.status == 403, "\(viewerCancelsNothing.text)")
         #expect(try await HTTP.get("\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("viewer")).json["owner"] as? String == "alice")
         let aliceCancels = try await HTTP.request("DELETE", "\(base)/v1/jobs/\(jobs[0])", headers: creds.bearer("alice"))
         #expect(aliceCancels.json["canceled"] as? Bool == true, "\(aliceCancels.text)")
