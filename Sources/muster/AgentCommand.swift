@@ -204,7 +204,7 @@ struct AgentCommand: AsyncParsableCommand {
             name: name, features: list(features), models: list(models), slots: slots, runner: runner,
             startupDelay: try duration(announceAfter, "--announce-after"), jobDurations: try durations(jobSeconds),
             modelLoadTime: try duration(modelLoadSeconds, "--model-load-seconds"), failureRate: failureRate,
-            speed: speed)
+            speed: speed, simulatesModelLoads: runner != .external)
         // The client commands' forms: http(s):// mapped, a bare HOST on port 7460 (validated above).
         let dialled = coordinator.map { text in
             Agent.coordinatorAddresses(text).compactMap { try? MusterClient.Options.webSocketURL($0) }.joined(separator: ",")

@@ -236,16 +236,24 @@ import Testing
         #expect(e.snapshot.jobSeconds == [KindSeconds(kind: "image", seconds: 3), KindSeconds(kind: "video", seconds: 20)])
         #expect(e.snapshot.modelLoadSeconds == 15)
         let exec = WorkerEngine(
-            spec: WorkerSpec(name: "x", runner: .exec(command: ["true"], timeout: .seconds(5)), modelLoadTime: .seconds(3)),
+            spec: WorkerSpec(
+                name: "x", runner: .exec(command: ["true"], timeout: .seconds(5)), modelLoadTime: .seconds(3),
+                simulatesModelLoads: true),
             incarnation: inc, epochMs: 0, at: .zero)
         #expect(exec.snapshot.jobSeconds.isEmpty && exec.snapshot.modelLoadSeconds == 3)
+        // A coordinator's own exec backend simulates no load and announces none.
+        let local = WorkerEngine(
+            spec: WorkerSpec(name: "y", runner: .exec(command: ["true"], timeout: .seconds(5))), incarnation: inc, epochMs: 0, at: .zero)
+        #expect(local.snapshot.modelLoadSeconds == nil)
     }
 
-    /// Protocol 6.4: a job needing a model still loading waits for that load; with --exec too, the
-    /// command runs once the (simulated) load is over, and the model is then announced loaded.
+    /// Protocol 6.4: a job needing a model still loading waits for that load; with `muster agent
+    /// --exec` too, the command runs once the (simulated) load is over, and the model is then
+    /// announced loaded.
     @Test func anExecJobWaitsForItsModelToLoadBeforeTheCommandRuns() {
         let spec = WorkerSpec(
-            name: "x", models: ["wan"], runner: .exec(command: ["cat"], timeout: .seconds(60)), modelLoadTime: .seconds(3))
+            name: "x", models: ["wan"], runner: .exec(command: ["cat"], timeout: .seconds(60)), modelLoadTime: .seconds(3),
+            simulatesModelLoads: true)
         var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
         _ = e.receive(welcome(e), at: .zero)
         let bound = e.receive(assign(1, lease: 10, kind: "image", model: "wan"), at: .zero)

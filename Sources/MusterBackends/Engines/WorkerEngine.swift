@@ -33,13 +33,19 @@ public struct WorkerSpec: Sendable, Equatable {
     /// Announced in the capabilities (relative to 1.0); simulated jobs take their duration divided
     /// by it.
     public var speed: Double?
+    /// Whether a job naming a model not loaded yet waits `modelLoadTime` for a simulated load
+    /// before its work begins, and that time is announced (`model_load_seconds`): simulated work,
+    /// and `muster agent --exec`, which simulates its models. A coordinator's own `exec` backend
+    /// runs its command at once and announces nothing.
+    public var simulatesModelLoads: Bool
 
     public init(
         name: String, features: [String] = [], models: [String] = [], slots: Int = 1, runner: Runner = .simulated,
         startupDelay: Duration = .zero, jobDurations: [String: Duration] = ["default": .seconds(2)],
         modelLoadTime: Duration = .seconds(5), failureRate: Double = 0, progressInterval: Duration = .seconds(1),
-        speed: Double? = nil
+        speed: Double? = nil, simulatesModelLoads: Bool? = nil
     ) {
+        self.simulatesModelLoads = simulatesModelLoads ?? (runner == .simulated)
         self.name = name
         self.features = features
         self.models = models
@@ -188,7 +194,7 @@ public struct WorkerEngine: Sendable {
             version: version, state: state, features: features, modelsAvailable: models,
             modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed, nodes: nodes, devices: devices,
             message: stateMessage, jobSeconds: announcedJobSeconds,
-            modelLoadSeconds: spec.runner != .external ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
+            modelLoadSeconds: spec.simulatesModelLoads ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
     }
 
     /// Simulated work knows how long it takes: each kind it was given a duration for (not
@@ -504,7 +510,7 @@ public struct WorkerEngine: Sendable {
             running += 1
             job.startedAt = now
             if welcomed { out.append(.send(.started(.init(job: id, lease: job.assign.lease)))) }
-            if let model = job.assign.model, !loadedModels.contains(model), spec.runner != .external {
+            if let model = job.assign.model, !loadedModels.contains(model), spec.simulatesModelLoads {
                 // The agent's own (simulated) load, before the work or the command runs. A load
                 // the coordinator asked for ahead (`load_model`) is waited for, not redone.
                 job.loadingModelUntil = modelLoads[model].map(\.until) ?? now + spec.modelLoadTime

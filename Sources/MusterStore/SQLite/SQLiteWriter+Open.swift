@@ -87,9 +87,11 @@ extension SQLiteWriter {
     /// the next open would fail on that index. What this attempt created is removed (the
     /// connection is closed by then); side files that were there before are never touched.
     private static func removeLeftovers(_ path: String, _ had: (shm: Bool, wal: Bool)) {
-        if !had.shm { unlink(path + "-shm") }
+        // Only a side file no one can write: one another process opened meanwhile and uses is
+        // writable (a read-only one is of use to no one, and makes every later open fail).
         var st = stat()
-        if !had.wal, stat(path + "-wal", &st) == 0, st.st_size == 0 { unlink(path + "-wal") }
+        if !had.shm, stat(path + "-shm", &st) == 0, st.st_mode & 0o222 == 0 { unlink(path + "-shm") }
+        if !had.wal, stat(path + "-wal", &st) == 0, st.st_size == 0, st.st_mode & 0o222 == 0 { unlink(path + "-wal") }
     }
 
     /// A file that could not be created says so, instead of SQLite's last errno (the read-only
@@ -97,12 +99,14 @@ extension SQLiteWriter {
     private static func explainCannotCreate(_ failure: StoreFailure, path: String) -> StoreFailure {
         let directory = parentDirectory(path)
         guard failure.kind == .cannotOpen, !exists(path), isDirectory(directory) else { return failure }
-        // Try what SQLite tried (access(2) would answer for the real user id, not this process's).
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL, 0o644)
+        // Create a probe of our own beside it (never the store's own name, which another
+        // coordinator starting now could open): access(2) would answer for the real user id.
+        var template = Array("\(directory)/.muster-probe-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         let code = errno
         if fd >= 0 {
             close(fd)
-            unlink(path)
+            template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
             return failure
         }
         guard code == EACCES || code == EPERM else { return failure }
