@@ -69,7 +69,7 @@ extension Daemon {
             allowedOrigins: settings.auth.allowedOrigins,
             loopbackHostsOnly: settings.listen.isLoopback && settings.tls.clientCA == nil
                 && (auth.clientSideOpen || auth.backendSideOpen),
-            listenHost: settings.listen.host.lowercased(), scheme: settings.tls.cert != nil ? "https" : "http")
+            listenHost: settings.listen.host.lowercased())
     }
 
     func admitLink(_ info: ConnectionInfo, backendSide: Bool) -> Bool {

@@ -12,8 +12,9 @@ import MusterTransport
 ///
 /// - A WebSocket upgrade, or an HTTP request that changes something (any method but `GET`,
 ///   `HEAD`, `OPTIONS`), that carries an `Origin` is refused unless that origin is the
-///   coordinator's own (its scheme is the coordinator's, `https` with TLS, and its host and port
-///   are the request's `Host`) or is listed in `auth.allowed_origins`.
+///   coordinator's own (its host and port are the request's `Host`, whatever its scheme: one
+///   port serves one scheme, and behind a proxy that terminates TLS the page's `https` origin is
+///   the coordinator's own) or is listed in `auth.allowed_origins`.
 /// - While the coordinator listens on loopback with no client credentials, a request whose `Host`
 ///   is not a loopback name (`localhost`, `*.localhost`, `127.x.y.z`, `[::1]`, the listen host)
 ///   or the host of an allowed origin is refused: that is a rebinding page.
@@ -24,8 +25,6 @@ struct BrowserGuard: Sendable {
     var loopbackHostsOnly: Bool
     /// The listen address's host, lower-cased.
     var listenHost: String
-    /// `https` when the coordinator serves TLS, else `http`: the scheme of its own origin.
-    var scheme = "http"
 
     /// Why the request is refused, or nil. `changes`: an HTTP request that is not a read, or a
     /// WebSocket upgrade.
@@ -45,8 +44,12 @@ struct BrowserGuard: Sendable {
         guard changes, let origin, !origin.isEmpty else { return nil }
         let normalized = Self.normalizedOrigin(origin)
         if let normalized, allowedOrigins.contains(normalized) { return nil }
-        // The Host as sent: its port is a default one only for the coordinator's own scheme.
-        if let normalized, let sent = rawHost, normalized == Self.normalizedOrigin("\(scheme)://\(sent)") { return nil }
+        // The Host as sent, its port a default one only for the origin's own scheme.
+        if let normalized, let sent = rawHost, let scheme = normalized.split(separator: ":").first,
+            normalized == Self.normalizedOrigin("\(scheme)://\(sent)")
+        {
+            return nil
+        }
         return "a page from Origin '\(origin)' may not use this coordinator (its Host is '\(host ?? "")'): "
             + "browsers are refused cross-origin requests and WebSockets; list the origin in auth.allowed_origins"
     }
