@@ -163,11 +163,11 @@ extension Coordinator {
             detail += "; and \(considered - refusals.count) more backends not listed"
         }
         // What no ready backend offers, as it stands now (the details never change afterwards).
-        // A backend told to drain is not ready, whatever it announces.
+        // A backend told to drain is not ready, whatever it announces (`takesWork`).
         var readyFeatures = Set<String>()
         var readyModels = Set<String>()
         var readyNodes = Set<String>()
-        for b in backends.records where b.link == .up && b.announcedReady && !b.drainRequested {
+        for b in backends.records where b.takesWork {
             readyFeatures.formUnion(b.features)
             readyModels.formUnion(b.available)
             readyNodes.formUnion(b.nodes)

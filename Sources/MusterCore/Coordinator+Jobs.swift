@@ -451,7 +451,7 @@ extension Coordinator {
         var failure = j.failure
         failure?.attempts = []
         var history = j.history
-        if let last = history.indices.last, history[last].endedAt == nil {
+        if state == .canceled, j.cancelRequestedAt != nil, let last = history.indices.last, history[last].endedAt == nil {
             history[last].endedAt = now
             history[last].outcome = .canceled
         }

@@ -165,11 +165,13 @@ extension Transport {
         let upgrade = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? ""
         guard upgrade.lowercased() == "websocket" else { return 0 }
         // RFC 6455 4.4: version 13 is the protocol; lws 4.1 also takes the drafts' 7 and 8.
-        if let version = header(wsi, WSI_TOKEN_VERSION), version.trimmingSpaces != "13" {
+        let version = header(wsi, WSI_TOKEN_VERSION)?.trimmingSpaces ?? ""
+        if version != "13" {
             handshakeEnded(key(wsi))
             counters.upgradesRefused += 1
+            let asked = version.isEmpty ? "gives no WebSocket version" : "asks for WebSocket version \(version)"
             var response = listener.configuration.http.errorResponse(
-                426, "the upgrade asks for WebSocket version \(version); this server speaks version 13 (RFC 6455)")
+                426, "the upgrade \(asked); this server speaks version 13 (RFC 6455)")
             response.headers.append(("sec-websocket-version", "13"))
             return writeWholeResponse(response, wsi) ? 1 : -1
         }

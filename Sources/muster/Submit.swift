@@ -87,12 +87,12 @@ struct Submit: AsyncParsableCommand {
             valueName: "SECONDS"))
     var reconnectSeconds: Double = 300
 
-    /// `--needs`, split on commas, sorted, without repeats.
     /// The names given to --needs, in order (repeats and empty names kept: `validate` refuses them).
     var neededNames: [String] {
         needs.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
+    /// `--needs`, split on commas, sorted, without repeats.
     var neededFeatures: [String] { Array(Set(neededNames)).sorted() }
 
     func validate() throws {

@@ -374,19 +374,43 @@ struct WebSocketTests {
         let t = try makeTransport()
         let server = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
-        for version in ["8", "7", "14"] {
+        for version in ["8", "7", "14", nil] {
             let socket = try RawSocket(port: port)
             var request = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: \(version)\r\n"
+            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            if let version { request += "Sec-WebSocket-Version: \(version)\r\n" }
             request += "Sec-WebSocket-Protocol: muster.client.v1\r\n\r\n"
             socket.write(request)
             let response = socket.read(until: "}")
-            #expect(response.hasPrefix("HTTP/1.1 426 Upgrade Required\r\n"), "version \(version): \(response)")
-            #expect(response.lowercased().contains("sec-websocket-version: 13\r\n"), "version \(version): \(response)")
-            #expect(response.lowercased().contains("connection: close"), "version \(version): \(response)")
+            let v = version ?? "none"
+            #expect(response.hasPrefix("HTTP/1.1 426 Upgrade Required\r\n"), "version \(v): \(response)")
+            #expect(response.lowercased().contains("sec-websocket-version: 13\r\n"), "version \(v): \(response)")
+            #expect(response.lowercased().contains("connection: close"), "version \(v): \(response)")
         }
         #expect(server.openedIDs().isEmpty)
-        #expect(await t.counters.upgradesRefused == 3)
+        #expect(await t.counters.upgradesRefused == 4)
+        await t.shutdown()
+    }
+
+    /// A handler's `refuseUpgrade` answer is written as the handshake's answer, with
+    /// `Connection: close`; nothing opens and the refusal is counted.
+    @Test func aRefusedUpgradeGetsTheHandlersAnswer() async throws {
+        let t = try makeTransport()
+        let server = Recorder<WSEvent>()
+        let port = try await echoServer(t, server) { s in
+            s.subprotocols[0].1.refuseUpgrade = { _, info in
+                info.headers["authorization"] == "Bearer right"
+                    ? nil : HTTPResponse(status: 401, body: Array(#"{"code":"bad_credentials"}"#.utf8))
+            }
+        }
+        let socket = try RawSocket(port: port)
+        let head = socket.webSocketHandshake(path: "/v1/ws", subprotocol: "muster.client.v1")
+        #expect(head.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), "\(head)")
+        #expect(head.lowercased().contains("connection: close"), "\(head)")
+        let answer = head.contains("}") ? head : head + socket.read(until: "}")
+        #expect(answer.contains(#"{"code":"bad_credentials"}"#), "\(answer)")
+        #expect(server.openedIDs().isEmpty)
+        #expect(await t.counters.upgradesRefused == 1)
         await t.shutdown()
     }
 
