@@ -218,14 +218,15 @@ public struct ConfigKey: Sendable {
         case .secondsByKind:
             // A JSON object, as in a file, is taken from the environment and --set too.
             if text.trimmingCharacters(in: .whitespaces).hasPrefix("{") {
-                let problem = DuplicateMembers.problem(in: Array(text.utf8))
-                if case .syntax(let why) = problem {
-                    return .failure("expected a JSON object of job kind to seconds: \(why)")
+                let read: (value: Any, twice: String?)
+                switch Configuration.strictJSON(Array(text.utf8)) {
+                case .success(let r): read = r
+                case .failure(let failure): return .failure("expected a JSON object of job kind to seconds: \(failure.reason)")
                 }
-                guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+                guard let o = read.value as? [String: Any] else {
                     return .failure("expected a JSON object of job kind to seconds, got '\(text)'")
                 }
-                if case .twice(let twice) = problem { return .failure("'\(twice)' is given twice") }
+                if let twice = read.twice { return .failure("'\(twice)' is given twice") }
                 return secondsByKind(o.map { ($0.key, $0.value) })
             }
             var pairs: [(String, Any)] = []

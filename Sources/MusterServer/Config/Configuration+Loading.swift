@@ -26,26 +26,15 @@ extension Configuration {
             // A UTF-8 byte order mark, as some editors write, is not part of the text.
             var text = [UInt8](data)
             if text.starts(with: [0xEF, 0xBB, 0xBF]) { text.removeFirst(3) }
-            // The wire's grammar first (Foundation takes trailing commas silently and says little
-            // of what it refuses), and in the same parse a key given twice (Foundation keeps the
-            // last of two members with one name; a file that says a key twice is a mistake).
-            let problem = DuplicateMembers.problem(in: text)
-            if case .syntax(let why) = problem {
-                throw ConfigError(source: source, key: "", reason: "is not valid JSON: \(why)")
-            }
-            let root: Any
-            do {
-                root = try JSONSerialization.jsonObject(with: Data(text), options: [])
-            } catch {
-                // The grammar held: what is left is a number no double holds (1e400).
-                throw ConfigError(source: source, key: "", reason: "is not valid JSON: a number out of range? (\(error.localizedDescription))")
+            let (root, twice): (Any, String?)
+            switch Configuration.strictJSON(text) {
+            case .success(let read): (root, twice) = read
+            case .failure(let failure): throw ConfigError(source: source, key: "", reason: "is not valid JSON: \(failure.reason)")
             }
             guard let object = root as? [String: Any] else {
                 throw ConfigError(source: source, key: "", reason: "expected a JSON object at the top level")
             }
-            if case .twice(let twice) = problem {
-                throw ConfigError(source: source, key: twice, reason: "is given twice")
-            }
+            if let twice { throw ConfigError(source: source, key: twice, reason: "is given twice") }
             var seen = Set<String>()
             try layers.apply(
                 object: object, prefix: "", source: source, environment: environment, backendsDeclared: &backendsDeclared,
@@ -129,18 +118,13 @@ extension Configuration {
         /// Sets one key from text, as given in the environment or on the command line.
         mutating func set(_ name: String, text: String, source: String, environment: [String: String]) throws(ConfigError) {
             if Configuration.structuredKeys.contains(where: { $0.0 == name }) {
-                // The grammar a file is held to (strict JSON, no key twice), checked in one parse.
-                let problem = DuplicateMembers.problem(in: Array(text.utf8))
-                if case .syntax(let why) = problem {
-                    throw ConfigError(source: source, key: name, reason: "expected JSON: \(why)")
+                // The grammar a file is held to (strict JSON, no key twice).
+                let (json, twice): (Any, String?)
+                switch Configuration.strictJSON(Array(text.utf8)) {
+                case .success(let read): (json, twice) = read
+                case .failure(let failure): throw ConfigError(source: source, key: name, reason: "expected JSON: \(failure.reason)")
                 }
-                let json: Any
-                do {
-                    json = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
-                } catch {
-                    throw ConfigError(source: source, key: name, reason: "expected JSON: \(error.localizedDescription)")
-                }
-                if case .twice(let twice) = problem {
+                if let twice {
                     throw ConfigError(source: source, key: twice.hasPrefix("[") ? name + twice : "\(name).\(twice)", reason: "is given twice")
                 }
                 switch name {
@@ -287,6 +271,25 @@ extension Configuration {
     fileprivate static func firstKey(in section: String) -> String {
         let full = ConfigKey.all.first { $0.name.hasPrefix(section + ".") }?.name ?? section
         return String(full.dropFirst(section.count + 1).split(separator: ".").first ?? "")
+    }
+
+    /// Reads JSON given in configuration (a file, `--set`, the environment): the wire's grammar
+    /// first (Foundation takes trailing commas silently and says little of what it refuses), and
+    /// in the same parse a member given twice (Foundation keeps the last of two; a configuration
+    /// that says a key twice is a mistake), which the caller names as it sees fit.
+    static func strictJSON(_ text: [UInt8]) -> Result<(value: Any, twice: String?), StrictJSONFailure> {
+        let problem = DuplicateMembers.problem(in: text)
+        if case .syntax(let why) = problem { return .failure(StrictJSONFailure(reason: why)) }
+        guard let value = try? JSONSerialization.jsonObject(with: Data(text), options: []) else {
+            // The grammar held: what is left is a number no double holds (1e400).
+            return .failure(StrictJSONFailure(reason: "a number out of range"))
+        }
+        if case .twice(let twice) = problem { return .success((value, twice)) }
+        return .success((value, nil))
+    }
+
+    struct StrictJSONFailure: Error {
+        var reason: String
     }
 
     /// " (did you mean gate.window_seconds?)" for a near miss.
