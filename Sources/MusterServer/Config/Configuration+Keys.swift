@@ -48,7 +48,7 @@ public struct ConfigKey: Sendable {
             help: "Start even when listening beyond loopback with clients or backends needing no token and no client certificates (protected mode off)."),
         ConfigKey(
             name: "auth.metrics_open", kind: .bool, defaultValue: .bool(true),
-            help: "Serve GET /metrics without a token. false: it needs the shared token or a read or operator credential."),
+            help: "Serve GET /metrics without a token. false: it needs the shared token or a read or operator credential (with no client-side credential at all it stays open, as the whole client side is)."),
         ConfigKey(
             name: "auth.allowed_origins", kind: .string, defaultValue: .string(""),
             help: "Web origins (https://host[:port], separated by commas) besides the coordinator's own whose pages may open WebSockets and send POST or DELETE requests to it; browsers from any other origin are refused (403, close 4007)."),
