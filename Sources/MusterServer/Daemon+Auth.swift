@@ -31,13 +31,13 @@ extension Daemon {
         return record.owner
     }
 
-    /// Refuses looking at (or canceling) another owner's batch.
     /// Refuses a role that may cancel nothing at all before the record is looked for (Protocol
     /// 8: only a check that needs the record comes after 404).
     func requireMayCancel(_ p: Principal) throws(RequestError) {
         if p.ownerScope == nil, !p.canOperate { throw forbidden(p, "cancel jobs") }
     }
 
+    /// Refuses looking at (or canceling) another owner's batch.
     func requireAccess(_ p: Principal, owner: String, cancel: Bool, _ what: @autoclosure () -> String) throws(RequestError) {
         guard p.may(access: owner, cancel: cancel) else {
             if let scope = p.ownerScope {

@@ -167,27 +167,30 @@ extension Transport {
         // RFC 6455 4.4: version 13 is the protocol; lws 4.1 also takes the drafts' 7 and 8.
         let version = header(wsi, WSI_TOKEN_VERSION)?.trimmingSpaces ?? ""
         if version != "13" {
-            handshakeEnded(key(wsi))
-            counters.upgradesRefused += 1
             let asked = version.isEmpty ? "gives no WebSocket version" : "asks for WebSocket version \(version)"
             var response = listener.configuration.http.errorResponse(
                 426, "the upgrade \(asked); this server speaks version 13 (RFC 6455)")
             response.headers.append(("sec-websocket-version", "13"))
-            return writeWholeResponse(response, wsi) ? 1 : -1
+            return refuseUpgrade(response, wsi)
         }
         let offered = (header(wsi, WSI_TOKEN_PROTOCOL) ?? "").split(separator: ",").map { String($0).trimmingSpaces }
             .filter { !$0.isEmpty }
         let known = listener.configuration.subprotocols.map(\.name)
         if offered.isEmpty && listener.configuration.defaultWebSocket != nil { return 0 }
         if offered.contains(where: known.contains) { return 0 }
-        handshakeEnded(key(wsi))
-        counters.upgradesRefused += 1
         let message =
             offered.isEmpty
             ? "the upgrade offers no subprotocol; offer one of \(known.joined(separator: ", ")) in Sec-WebSocket-Protocol"
             : "the upgrade offers \(offered.joined(separator: ", ")); this server speaks \(known.joined(separator: ", "))"
-        let response = listener.configuration.http.errorResponse(400, message)
-        // Written here, synchronously: returning > 0 tells lws the answer is already sent.
+        return refuseUpgrade(listener.configuration.http.errorResponse(400, message), wsi)
+    }
+
+    /// Refuses a WebSocket upgrade with `response`, counted, written here synchronously (during
+    /// the upgrade's callbacks, before lws answers 101); the value for lws: > 0 says the answer
+    /// is sent and the connection closes, -1 that it could not be written.
+    func refuseUpgrade(_ response: HTTPResponse, _ wsi: OpaquePointer) -> Int32 {
+        handshakeEnded(key(wsi))
+        counters.upgradesRefused += 1
         return writeWholeResponse(response, wsi) ? 1 : -1
     }
 
@@ -196,7 +199,7 @@ extension Transport {
     /// upgrade is refused before lws parsed the request as plain HTTP: lws's header helpers would
     /// then write an `HTTP/1.0` status line, since it has not recorded the version. `headOnly`:
     /// the head alone, for `HEAD` (its content-length that of the body not sent).
-    func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer, headOnly: Bool = false) -> Bool {
+    private func writeWholeResponse(_ response: HTTPResponse, _ wsi: OpaquePointer, headOnly: Bool = false) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n"
         head += "content-type: \(response.contentType)\r\ncontent-length: \(response.body.count)\r\n"
         for h in response.headers where h.name.lowercased() != "connection" { head += "\(h.name.lowercased()): \(h.value)\r\n" }

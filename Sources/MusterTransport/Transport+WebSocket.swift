@@ -314,12 +314,8 @@ extension Transport {
             headers: capturedHeaders(wsi, listener.configuration.capturedHeaders),
             isClient: false,
             peerCertificateName: peerCertificateName(wsi))
-        if let refuse = handler.refuseUpgrade, let response = refuse(self, info) {
-            counters.upgradesRefused += 1
-            // Written here, before lws answers 101; lws then closes the connection.
-            _ = writeWholeResponse(response, wsi)
-            return 1
-        }
+        // Refused: any value but 0 makes lws close the connection after the answer.
+        if let refuse = handler.refuseUpgrade, let response = refuse(self, info) { return refuseUpgrade(response, wsi) }
         let link = Link(id: id, handler: handler, info: info, dial: nil)
         link.wsi = wsi
         connections[id] = link

@@ -92,8 +92,8 @@ struct Submit: AsyncParsableCommand {
         needs.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
-    /// `--needs`, split on commas, sorted, without repeats.
-    var neededFeatures: [String] { Array(Set(neededNames)).sorted() }
+    /// `--needs`, split on commas, sorted (`validate` refused repeats).
+    var neededFeatures: [String] { neededNames.sorted() }
 
     func validate() throws {
         guard kindOption != nil || workflow != nil else { throw ValidationError("give --kind KIND or --workflow FILE") }
@@ -122,10 +122,11 @@ struct Submit: AsyncParsableCommand {
             guard seen.insert(feature).inserted else { throw ValidationError("--needs names '\(feature)' twice") }
         }
         if let seed {
-            let last = seed.addingReportingOverflow(UInt64(max(count, 1) - 1))
+            // `count` is at least 1 (checked above).
+            let last = seed.addingReportingOverflow(UInt64(count - 1))
             guard !last.overflow, last.partialValue <= WorkflowParams.maxSeed else {
                 throw ValidationError(
-                    "--seed \(seed) with --count \(count): the jobs' seeds run to \(seed)+\(max(count, 1) - 1), past "
+                    "--seed \(seed) with --count \(count): the jobs' seeds run to \(seed)+\(count - 1), past "
                         + "\(WorkflowParams.maxSeed) (2^53-1), the largest seed")
             }
         }

@@ -255,13 +255,25 @@ final class RawSocket {
         return String(decoding: all, as: UTF8.self)
     }
 
-    /// Sends a WebSocket upgrade and reads the 101 response head.
-    func webSocketHandshake(path: String = "/", subprotocol: String? = nil) -> String {
+    /// Sends a WebSocket upgrade (`version` nil: no `Sec-WebSocket-Version` header).
+    func writeUpgrade(path: String, subprotocol: String?, version: String? = "13") {
         var req = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        req += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        req += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        if let version { req += "Sec-WebSocket-Version: \(version)\r\n" }
         if let subprotocol { req += "Sec-WebSocket-Protocol: \(subprotocol)\r\n" }
         write(req + "\r\n")
+    }
+
+    /// Sends a WebSocket upgrade and reads the 101 response head.
+    func webSocketHandshake(path: String = "/", subprotocol: String? = nil) -> String {
+        writeUpgrade(path: path, subprotocol: subprotocol)
         return read(until: "\r\n\r\n")
+    }
+
+    /// Sends a WebSocket upgrade the server refuses and reads its answer, head and JSON body.
+    func refusedUpgrade(path: String = "/v1/ws", subprotocol: String?, version: String? = "13") -> String {
+        writeUpgrade(path: path, subprotocol: subprotocol, version: version)
+        return read(until: "}")
     }
 
     /// One masked client frame.

@@ -352,12 +352,7 @@ struct WebSocketTests {
             }
         }
         for offer in ["muster.unknown.v9", nil, "a, b"] {
-            let socket = try RawSocket(port: port)
-            var request = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            if let offer { request += "Sec-WebSocket-Protocol: \(offer)\r\n" }
-            socket.write(request + "\r\n")
-            let response = socket.read(until: "}")
+            let response = try RawSocket(port: port).refusedUpgrade(subprotocol: offer)
             // HTTP/1.1 like every other answer (lws alone wrote HTTP/1.0 here), closing the connection.
             #expect(response.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "offer \(offer ?? "none"): \(response)")
             #expect(response.lowercased().contains("connection: close"), "offer \(offer ?? "none"): \(response)")
@@ -375,13 +370,7 @@ struct WebSocketTests {
         let server = Recorder<WSEvent>()
         let port = try await echoServer(t, server)
         for version in ["8", "7", "14", nil] {
-            let socket = try RawSocket(port: port)
-            var request = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            if let version { request += "Sec-WebSocket-Version: \(version)\r\n" }
-            request += "Sec-WebSocket-Protocol: muster.client.v1\r\n\r\n"
-            socket.write(request)
-            let response = socket.read(until: "}")
+            let response = try RawSocket(port: port).refusedUpgrade(subprotocol: "muster.client.v1", version: version)
             let v = version ?? "none"
             #expect(response.hasPrefix("HTTP/1.1 426 Upgrade Required\r\n"), "version \(v): \(response)")
             #expect(response.lowercased().contains("sec-websocket-version: 13\r\n"), "version \(v): \(response)")
@@ -403,11 +392,9 @@ struct WebSocketTests {
                     ? nil : HTTPResponse(status: 401, body: Array(#"{"code":"bad_credentials"}"#.utf8))
             }
         }
-        let socket = try RawSocket(port: port)
-        let head = socket.webSocketHandshake(path: "/v1/ws", subprotocol: "muster.client.v1")
-        #expect(head.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), "\(head)")
-        #expect(head.lowercased().contains("connection: close"), "\(head)")
-        let answer = head.contains("}") ? head : head + socket.read(until: "}")
+        let answer = try RawSocket(port: port).refusedUpgrade(subprotocol: "muster.client.v1")
+        #expect(answer.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), "\(answer)")
+        #expect(answer.lowercased().contains("connection: close"), "\(answer)")
         #expect(answer.contains(#"{"code":"bad_credentials"}"#), "\(answer)")
         #expect(server.openedIDs().isEmpty)
         #expect(await t.counters.upgradesRefused == 1)
