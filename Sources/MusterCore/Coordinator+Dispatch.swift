@@ -220,6 +220,12 @@ extension Coordinator {
                     heap.insert(fresh)
                     continue
                 }
+                if !backupOn.isEmpty, backupOn[e.id] != nil, queuedFor(e.id), promoteAhead(e.id) {
+                    // Its backup became the binding (the backend the job ran on looks too).
+                    dirty.remove(e.id)
+                    if free.contains(e.id) { heap.insert(candidate(e.id)) }
+                    continue
+                }
                 let runningFree = e.inFlight < e.slots
                 var choice: (c: Int, entry: QueueEntry, target: BackendID)?
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
@@ -254,6 +260,12 @@ extension Coordinator {
             }
             scratch = heap
         }
+    }
+
+    /// Whether jobs wait in a queue the backend can take from.
+    func queuedFor(_ id: BackendID) -> Bool {
+        guard let bi = backends.index(id) else { return false }
+        return backends.records[bi].classes.contains { classes[$0].queued > 0 }
     }
 
     func candidate(_ id: BackendID) -> Candidate {
@@ -352,7 +364,7 @@ extension Coordinator {
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
             && from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9
-            && admits(bi, id, other, head)
+            && admits(bi, id, other, head, backfilling: true)
         {
             return (other, head)
         }
@@ -495,8 +507,42 @@ extension Coordinator {
             best = (c, head)
         }
         if let current = best, !(current.1 < heldBar(bi, runningFree: runningFree)) { return nil }
+        if let current = best, policy.routing == .expectedCompletion, backends.records[bi].classes.count > 1 {
+            return longestOfBatch(current, bi, runningFree: runningFree, affinity: affinity)
+        }
         return best
     }
+
+    /// A batch's jobs join the queue longest first by what was expected when it was accepted
+    /// (`queueOrder`); a class shown since to take much longer (`longerBy`) goes first now, when
+    /// both durations are shown (`Estimates.shown`: measured, configured, announced, or shown by
+    /// progress or an overrun; a guess says nothing about which is longer). Of the backend's other heads, the one of the
+    /// same batch and priority expected to take longest, if any is, replaces `best`. The owner
+    /// still takes one turn (fairness between owners is unchanged). (RoutingSuite seed 214: a
+    /// video queued behind an image of its batch, both guessed alike, took the fast backend's
+    /// slot after the image and ended 3.75 s later than it could have.)
+    mutating func longestOfBatch(_ best: (Int, QueueEntry), _ bi: Int, runningFree: Bool, affinity: Bool) -> (Int, QueueEntry) {
+        guard estimates.shown(Int(best.1.estimate)) else { return best }
+        let batch = jobs[best.1.job].batch
+        var pick = best
+        var longest = estimates.seconds(Int(best.1.estimate))
+        for c in backends.records[bi].classes where c != best.0 {
+            let h = heads[c]
+            guard !h.isEmpty, h.negPriority == best.1.negPriority,
+                estimates.seconds(Int(h.estimate)) > Self.longerBy * longest, estimates.shown(Int(h.estimate)),
+                jobs.state(h.job) != nil,
+                jobs[h.job].batch == batch, let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity),
+                head == h
+            else { continue }
+            pick = (c, head)
+            longest = estimates.seconds(Int(h.estimate))
+        }
+        return pick
+    }
+
+    /// How much longer a job of a batch must be shown to take than the one ahead of it to go
+    /// first (`longestOfBatch`).
+    static let longerBy = 1.25
 
     /// When only an overqueue slot of the backend at `bi` is free (expected completion, gate
     /// closed): the best head of its held classes. A held job never waits in an overqueue slot,

@@ -259,7 +259,13 @@ extension Coordinator {
     /// class `c`): take it, unless the class's waiting jobs are all expected to finish sooner on
     /// other backends (counting how many each of those finishes before this one would). Declining
     /// is bounded: a job queued for `maxWaitForBetterBackend` is taken by the next free backend.
-    mutating func admits(_ bi: Int, _ id: BackendID, _ c: Int, _ entry: QueueEntry) -> Bool {
+    /// `backfilling`: the job would fill this backend's slot while it loads a model for another
+    /// job (`backfill`); a backend that finishes it as soon wins the tie when both speeds are
+    /// known (not assumed), since a filler that overruns its estimate delays the job waiting for
+    /// the model, and elsewhere it delays nothing. (Between assumed speeds a tie says nothing:
+    /// yielding then made cold fleets of the routing suite worse.)
+    mutating func admits(_ bi: Int, _ id: BackendID, _ c: Int, _ entry: QueueEntry, backfilling: Bool = false) -> Bool {
+        let backfilling = backfilling && speedSource(bi).source != .assumed
         let e = Int(entry.estimate)
         let since = jobs[entry.job].declinedSince ?? now
         let deadline = since + policy.maxWaitForBetterBackend
@@ -283,7 +289,8 @@ extension Coordinator {
             guard
                 theirs < mine - margin
                     || (theirs <= mine + margin
-                        && ((mustLoad && modelReady(ti, c) == nil) || (holds && !reserves(ti, for: c))))
+                        && ((mustLoad && modelReady(ti, c) == nil) || (holds && !reserves(ti, for: c))
+                            || (backfilling && speedSource(ti).source != .assumed)))
             else {
                 return nil
             }
@@ -312,7 +319,7 @@ extension Coordinator {
         // Ties for a backend that holds something back: only free backends as fast can tie here,
         // looked up among the free ones while they are few (a saturated fleet frees one slot at a
         // time).
-        let ties = holds && fasterOnly && freeTiePeer(bi, for: c)
+        let ties = (holds || backfilling) && fasterOnly && freeTiePeer(bi, for: c, any: backfilling)
         if fasterOnly {
             for t in classes[c].bySpeed.faster(than: speed) {
                 if capacity >= need { break }
@@ -405,12 +412,13 @@ extension Coordinator {
 
     /// Whether another free backend as fast as `bi` can run class `c` and holds nothing back (so
     /// it may win a tie with `bi`, which does: `reserves`): looked for among the free backends
-    /// while there are at most `tieScanLimit`, without computing a completion time.
-    func freeTiePeer(_ bi: Int, for c: Int) -> Bool {
+    /// while there are at most `tieScanLimit`, without computing a completion time. `any`: one
+    /// that holds something back counts too (a backfill yields to any peer as fast).
+    func freeTiePeer(_ bi: Int, for c: Int, any: Bool = false) -> Bool {
         guard fewFree else { return false }
         let id = backends.records[bi].id, speed = backends.records[bi].speed
         for t in free where t != id && classes[c].capable.contains(t) {
-            if let ti = backends.index(t), backends.records[ti].speed == speed, !reserves(ti, for: c) { return true }
+            if let ti = backends.index(t), backends.records[ti].speed == speed, any || !reserves(ti, for: c) { return true }
         }
         return false
     }
@@ -689,7 +697,7 @@ extension Coordinator {
     mutating func displace(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         guard let d = declined, d.by == thief, let jj = jobs.index(d.job), jobs[slot: jj].state == .queued,
             let vi = backends.index(d.toward), backends.records[vi].routable(now),
-            estimates.known(jobs[slot: jj].estimateIndex)
+            estimates.shown(jobs[slot: jj].estimateIndex)
         else { return nil }
         let owner = jobs[slot: jj].spec.owner, priority = jobs[slot: jj].spec.priority
         let pj = expectedSeconds(vi, jobs[slot: jj].estimateIndex)
@@ -703,7 +711,7 @@ extension Coordinator {
             else { continue }
             let c = jobs[slot: j].classIndex
             let e = jobs[slot: j].estimateIndex
-            guard classes[c].capable.contains(thief), estimates.known(e) else { continue }
+            guard classes[c].capable.contains(thief), estimates.shown(e) else { continue }
             let room = expectedSeconds(vi, e)
             let mine = max(available, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
             // J, the longer, gains K's duration on B; K must end on the thief before J would

@@ -678,6 +678,10 @@ struct Estimates {
         return jobSeconds[e] != nil || priorConfigured[e] || kindMeasured[k] || announcedKind[k] != nil
     }
 
+    /// Whether the class's duration is known (`known`) or was shown by progress or an overrun
+    /// of its running jobs (`projectedSeconds`): not a guess.
+    func shown(_ e: Int) -> Bool { projectedSeconds[e] != nil || known(e) }
+
     /// A measured duration (at speed 1.0) of a class: the kind's estimate follows.
     mutating func measuredKind(_ e: Int, _ seconds: Double, _ alpha: Double, by backend: BackendID) {
         let k = kindOf[e]

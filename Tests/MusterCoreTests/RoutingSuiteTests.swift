@@ -119,10 +119,66 @@ import Testing
         #expect((warm.worst?.ratio ?? 1) <= 1.25, "expected completion knowing everything: worst \(String(describing: warm.worst))")
         // The target for the mean (1.05), over every row of knowledge.
         #expect(ect.mean <= 1.05, "expected completion: mean \(ect.mean)")
+        // The worst-case target (1.25), over every row of knowledge: cold, knowing the
+        // hardware only, and warm.
+        #expect((ect.worst?.ratio ?? 1) <= 1.25 + 1e-9, "expected completion: worst \(String(describing: ect.worst))")
     }
 
     func fmt(_ x: Double) -> String {
         let r = (x * 1000).rounded() / 1000
         return String(r)
+    }
+}
+
+/// The suite's former worst cases knowing the hardware (speeds and load times) but not how long
+/// a kind takes, each reaching its optimum or close by the rule named.
+@Suite struct RoutingSuiteWorstCaseTests {
+    static func observations(_ r: ScenarioReport) -> [(at: Double, Observation)] {
+        r.trace.compactMap { if case .observe(let o) = $0.action { ($0.at, o) } else { nil } }
+    }
+
+    /// Seed 223: a plain video and a `flux` video, two video backends equally fast (-2 and 2) and
+    /// neither with `flux` loaded (-2 loads it in 5 s, 2 in 30 s). The `flux` video takes -2 and
+    /// its load starts; the plain video, guessed shorter than the load, would have filled -2's
+    /// slot meanwhile (a backfill), ran 10 s and held the `flux` video back 5 s. A backfill now
+    /// yields a tie to a backend of known speed that finishes the job as soon: backend 2 runs it.
+    @Test func aBackfillYieldsATieToABackendThatFinishesAsSoon() {
+        let s = RoutingSuite.scenario(seed: 223)
+        let r = ScenarioRunner.run(s)
+        #expect(r.ranOn[JobID(1)] == BackendID(2) && r.ranOn[JobID(2)] == BackendID(-2))
+        #expect(abs(r.makespan - ExactOptimum.solve(s).end) < 1e-6, "makespan \(r.makespan)")
+    }
+
+    /// Seed 49: the video is released onto backend 2 (speed 3) while backend 3 (speed 4) runs an
+    /// image; at 2 s its progress shows it takes 13.3 s there. Backend 3, idle and of known speed,
+    /// runs a backup expected to end at 12 s. When an image arrives at 5 s, the backup would have
+    /// given way to it; expected to win, it becomes the binding instead (`won` at 5 s), and the
+    /// image runs on backend 2.
+    @Test func aBackupOfKnownSpeedExpectedToWinBecomesTheBinding() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 49))
+        let backups = Self.observations(r).compactMap { (at, o) -> (Double, BackendID, BackupOutcome)? in
+            if case .backup(JobID(2), let b, let outcome) = o { (at, b, outcome) } else { nil }
+        }
+        #expect(backups.map(\.1) == [BackendID(3), BackendID(3)] && backups.map(\.2) == [.started, .won])
+        #expect(backups.last.map { abs($0.0 - 5) < 1e-9 } == true)
+        #expect(r.ranOn[JobID(2)] == BackendID(3) && r.ranOn[JobID(3)] == BackendID(2))
+        #expect(abs(r.makespan - 12) < 1e-6, "makespan \(r.makespan)")
+    }
+
+    /// Seed 214: two batches of a video and images; backend 1 (speed 4, two slots) runs the first
+    /// video and an image, with another image bound behind them. At 1 s the video's progress shows
+    /// videos take 10 s there: the second video would end at 17.5 s behind the bound image. The
+    /// image moves to backend 2 (`displace`, now that the video's length was shown by progress),
+    /// and the second video goes ahead of its batch's image, shown much shorter
+    /// (`longestOfBatch`): both videos end by 13.75 s, the optimum.
+    @Test func aLongJobShownByProgressDisplacesAndGoesFirst() {
+        let s = RoutingSuite.scenario(seed: 214)
+        let r = ScenarioRunner.run(s)
+        let stolen = Self.observations(r).compactMap { (at, o) -> JobID? in
+            if case .stolen(let job, BackendID(1), BackendID(2)) = o, abs(at - 1) < 1e-9 { job } else { nil }
+        }
+        #expect(stolen == [JobID(1)])
+        #expect(r.ranOn[JobID(5)] == BackendID(1) && r.startedAt[JobID(5)].map { abs($0 - 3.75) < 1e-9 } == true)
+        #expect(abs(r.makespan - ExactOptimum.solve(s).end) < 1e-6, "makespan \(r.makespan)")
     }
 }
