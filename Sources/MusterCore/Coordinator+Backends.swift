@@ -392,6 +392,7 @@ extension Coordinator {
             if estimates.announcedKind[k] == nil {
                 estimates.announcedKind[k] = entry.seconds * (explicit ?? 1)
                 routingEpoch &+= 1
+                shownAt = nextSeq
             }
             ratios += estimates.announcedKind[k]! / entry.seconds
         }

@@ -507,7 +507,9 @@ extension Coordinator {
             best = (c, head)
         }
         if let current = best, !(current.1 < heldBar(bi, runningFree: runningFree)) { return nil }
-        if let current = best, policy.routing == .expectedCompletion, backends.records[bi].classes.count > 1 {
+        if let current = best, current.1.seq < shownAt, policy.routing == .expectedCompletion,
+            backends.records[bi].classes.count > 1
+        {
             return longestOfBatch(current, bi, runningFree: runningFree, affinity: affinity)
         }
         return best
@@ -517,7 +519,9 @@ extension Coordinator {
     /// (`queueOrder`); a class shown since to take much longer (`longerBy`) goes first now, when
     /// both durations are shown (`Estimates.shown`: measured, configured, announced, or shown by
     /// progress or an overrun; a guess says nothing about which is longer). Of the backend's other heads, the one of the
-    /// same batch and priority expected to take longest, if any is, replaces `best`. The owner
+    /// same batch and priority expected to take longest, if any is, replaces `best`. Only for a
+    /// `best` queued before a class's duration was last shown for the first time (`shownAt`):
+    /// one queued after was ordered knowing it. The owner
     /// still takes one turn (fairness between owners is unchanged). (RoutingSuite seed 214: a
     /// video queued behind an image of its batch, both guessed alike, took the fast backend's
     /// slot after the image and ended 3.75 s later than it could have.)
@@ -528,7 +532,7 @@ extension Coordinator {
         var longest = estimates.seconds(Int(best.1.estimate))
         for c in backends.records[bi].classes where c != best.0 {
             let h = heads[c]
-            guard !h.isEmpty, h.negPriority == best.1.negPriority,
+            guard h.negPriority == best.1.negPriority, h.estimate != best.1.estimate, !h.isEmpty,
                 estimates.seconds(Int(h.estimate)) > Self.longerBy * longest, estimates.shown(Int(h.estimate)),
                 jobs.state(h.job) != nil,
                 jobs[h.job].batch == batch, let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity),

@@ -90,6 +90,7 @@ extension Coordinator {
             backends[backend].learnedSpeed = speed
             recountSpeed(bi)
         }
+        if estimates.jobSeconds[e] == nil { shownAt = nextSeq }
         estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)
         estimates.measuredKind(e, x * speed, alpha, by: backend)
     }
@@ -516,7 +517,10 @@ extension Coordinator {
         // Running past its expected end: a straggler, which idle backends may run a backup of.
         let newStraggler = noteStraggler(id)
         let raise = floor > estimates.seconds(e)
-        if raise { estimates.project(e, floor, by: backend, 1) }
+        if raise {
+            if estimates.projectedSeconds[e] == nil { shownAt = nextSeq }
+            estimates.project(e, floor, by: backend, 1)
+        }
         if raise || newStraggler {
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
@@ -573,6 +577,7 @@ extension Coordinator {
                 if backends.records[bi].speed != before { changed = true }
             } else if estimates.jobSeconds[e] == nil {
                 let expected = estimates.seconds(e)
+                if estimates.projectedSeconds[e] == nil { shownAt = nextSeq }
                 estimates.project(e, total * r.speed, by: backend, policy.estimateSmoothing)
                 if abs(estimates.seconds(e) - expected) > 0.2 * expected { changed = true }
             }

@@ -65,6 +65,10 @@ public struct Coordinator: Sendable {
     /// it holds under one (`claim`). 0 until a restore: nothing to claim.
     var claimBelow: UInt64 = 0
     var nextSeq: UInt64 = 1
+    /// `nextSeq` when a class's duration was last shown for the first time (measured, announced
+    /// for its kind, or projected): queue entries with a lower `seq` were ordered before that
+    /// (`longestOfBatch` looks at them again; later ones were ordered knowing it).
+    var shownAt: UInt64 = 0
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.
     var unknown = BackendSet()
