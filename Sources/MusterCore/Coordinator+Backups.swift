@@ -1,10 +1,13 @@
 import MusterProtocol
 
-/// Backup runs: an idle backend whose speed nothing has told the coordinator yet runs a copy of a
-/// job that runs elsewhere, when it would finish first if it were `backupSpeedup` times as fast as
-/// assumed. The first copy to complete is the job's completion; the others are revoked. A backup
-/// is invisible to routing (the backend still counts as free) and gives way to a job bound there
-/// that needs its slot. It measures an unknown backend at no cost in time: the backend would have idled.
+/// Backup runs: an idle backend runs a copy of a job that runs elsewhere, when it would finish
+/// first if it were `backupSpeedup` times as fast as assumed (its speed nothing has told the
+/// coordinator yet), or at its known speed (the job's own length scaled by the two speeds). The
+/// first copy to complete is the job's completion; the others are revoked. A backup is invisible
+/// to routing (the backend still counts as free) and gives way to a job bound there that needs its
+/// slot, unless it has started on a backend of known speed and is expected to finish first: then
+/// it becomes the binding (`promoteAhead`). It measures an unknown backend at no cost in time: the
+/// backend would have idled.
 ///
 /// Why: with nothing measured, backends that look alike are placed as if they were equal, and a
 /// job that lands on the slowest of them is not moved, since nothing says another one is faster
@@ -19,6 +22,8 @@ struct BackupRun: Hashable, Sendable {
     var boundAt: CoreInstant
     /// When the backend reported it started (`started` or `progress`).
     var startedAt: CoreInstant?
+    /// The last fraction it reported done (`progress`).
+    var progress: Double = 0
 }
 
 extension Coordinator {
@@ -55,13 +60,15 @@ extension Coordinator {
 
     /// Called for a free backend that found nothing to take, steal or load: starts a backup of
     /// the job it could most likely finish first, if any. Only a backend with a running slot free,
-    /// nothing bound and no model load in flight, whose speed is still assumed; at most
+    /// nothing bound and no model load in flight; at most
     /// `CorePolicy.backupRuns` backups per job over its life and one per backend. When the job's
     /// model is not loaded here, the backend loads it instead (counted in the job's
     /// `CorePolicy.hedgeLoads`; its load time counts as nothing while it is a guess) and the
     /// backup starts when the backend, free again once the load lands, looks again. The jobs
     /// looked at are the stragglers (`stragglers`: running jobs whose progress or overrun showed
-    /// them long; no scan of the fleet), on backends at most `backupSpeedup` times as fast.
+    /// them long; no scan of the fleet). A backend of assumed speed takes jobs on backends at most
+    /// `backupSpeedup` times as fast; one of known speed only jobs on slower backends, that it is
+    /// expected to finish first at its speed (`copySeconds`).
     mutating func startBackup(_ id: BackendID) {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
             !stragglers.isEmpty, backupOn[id] == nil, let ti = backends.index(id),
@@ -72,7 +79,8 @@ extension Coordinator {
         // A backend whose speed is known (measured, configured, announced or projected) runs a
         // backup only where it is expected to win at that speed.
         let assumed = speedSource(ti).source == .assumed
-        let bar = backends.records[ti].speed * (assumed ? Self.backupSpeedup : 1) + 1e-9
+        let speed = backends.records[ti].speed
+        let bar = assumed ? speed * Self.backupSpeedup + 1e-9 : speed
         var pick: (end: Double, job: JobID, load: String?)?
         var gone: [JobID] = []
         for job in stragglers {
@@ -106,7 +114,8 @@ extension Coordinator {
             // (`overrunBackupSpeedup` when no progress projects the job's end).
             let speedup =
                 !assumed ? 1 : backends.records[vi].projectedEnds[job] == nil ? Self.overrunBackupSpeedup : Self.backupSpeedup
-            guard t + (load?.seconds ?? 0) + expectedSeconds(ti, e) / speedup < end - 1e-9 else { continue }
+            let copy = assumed ? expectedSeconds(ti, e) / speedup : copySeconds(vi, ti, workFrom: workFrom, end: end)
+            guard t + (load?.seconds ?? 0) + copy < end - 1e-9 else { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
             pick = (end, job, load?.model)
         }
@@ -141,8 +150,9 @@ extension Coordinator {
         guard let k = backupIndex(id, backend, lease) else { return false }
         backends[backend].lastSeen = now
         switch kind {
-        case .started:
+        case .started(let fraction):
             if backups[id]![k].startedAt == nil { backups[id]![k].startedAt = now }
+            if let fraction { backups[id]![k].progress = min(1, max(0, fraction)) }
             return true
         case .failed:
             removeBackup(id, at: k)
@@ -154,7 +164,8 @@ extension Coordinator {
         }
     }
 
-    enum BackupReport { case started, failed, completed }
+    /// `started` for `progress` too, with its fraction.
+    enum BackupReport { case started(Double?), failed, completed }
 
     /// The backup at `k` finished first: the job's lease where it is bound is revoked (a `revoked`
     /// event naming that backend) and the backup becomes the job's binding, started when it did,
@@ -177,30 +188,45 @@ extension Coordinator {
         if let victim { emit(jobs[id], .revoked, backend: victim) }
         bind(id, to: run.backend, fromQueue: false, backup: run)
         markStarted(id, run.backend, at: run.startedAt ?? run.boundAt)
+        // What the copy reported, not what the revoked run did.
+        jobs[id].progress = run.progress
+        jobs[id].progressMessage = nil
     }
 
-    /// A free backend running a backup is about to take a queued job. When its speed is known
-    /// (not assumed) and the backup is expected to finish before the job where it is bound, the
-    /// backup becomes the binding now (`promoteBackup`: the other run is revoked and its backend
-    /// looks for work, the queued job among it) and true is returned. Otherwise the backup gives
-    /// way to the queued job as before (`bind`). (RoutingSuite seed 49: a video released onto a
-    /// backend a third slower than the one that freed 1.5 s later; the backup there was expected
-    /// to win by 1.3 s, then an image arrived and took its slot.)
-    mutating func promoteAhead(_ id: BackendID) -> Bool {
+    /// How long a copy on the backend at `ti` (speed known) is expected to take of a job that
+    /// works on the backend at `vi` from `workFrom` and is expected to end at `end` there: the
+    /// job's own length there at the ratio of the two speeds. Not the class's estimate: a job
+    /// shown long by its progress is more often a long job than one on a slow backend.
+    func copySeconds(_ vi: Int, _ ti: Int, workFrom: Double, end: Double) -> Double {
+        max(0, end - workFrom) * backends.records[vi].speed / backends.records[ti].speed
+    }
+
+    /// A job is about to be bound to a backend where a backup runs, and the backup would give way
+    /// (`bind`). When the backup started (the backend said so) on a backend of known speed, faster
+    /// than the one the job is bound to, and is expected to finish first there (the job's own
+    /// length at the ratio of the speeds: `copySeconds`), the backup becomes the binding instead
+    /// (`promoteBackup`: the other run is revoked; counted as a move of a running job) and the
+    /// backend the job ran on is returned, to look for work (the queued job among it). Otherwise
+    /// nil, and the backup gives way. (RoutingSuite seed 49: a video released onto a backend a
+    /// third slower than the one that freed 1.5 s later; the backup there was expected to win by
+    /// 1.3 s, then an image arrived and took its slot.)
+    mutating func promoteAhead(_ id: BackendID) -> BackendID? {
         guard let job = backupOn[id], let ti = backends.index(id), speedSource(ti).source != .assumed,
-            let k = backups[job]?.firstIndex(where: { $0.backend == id }), let j = jobs.index(job),
-            jobs[slot: j].state == .running, jobs[slot: j].cancelRequestedAt == nil, let v = jobs[slot: j].backend,
-            let vi = backends.index(v),
-            let vk = backends.records[vi].jobs.firstIndex(of: job)
-        else { return false }
+            let k = backups[job]?.firstIndex(where: { $0.backend == id }), let startedAt = backups[job]![k].startedAt,
+            let j = jobs.index(job), jobs[slot: j].state == .running, jobs[slot: j].cancelRequestedAt == nil,
+            jobs[slot: j].movedWhileRunning < Self.runningMoves, let v = jobs[slot: j].backend,
+            let vi = backends.index(v), backends.records[vi].speed < backends.records[ti].speed,
+            let vk = backends.records[vi].jobs.firstIndex(of: job), backends.records[vi].jobStartedAt[vk] >= 0
+        else { return nil }
         let e = jobs[slot: j].estimateIndex
-        let run = backups[job]![k]
         let t = now.seconds
-        let mine = Self.overrun((run.startedAt ?? run.boundAt).seconds + expectedSeconds(ti, e), t)
+        let workFrom = max(backends.records[vi].jobStartedAt[vk], jobReady(vi, vk))
         let theirs = Self.overrun(startedJobEnd(vi, vk) { expectedSeconds(vi, e) }, t)
-        guard mine < theirs - 1e-9 * max(1, theirs) else { return false }
+        let mine = Self.overrun(startedAt.seconds + copySeconds(vi, ti, workFrom: workFrom, end: theirs), t)
+        guard mine < theirs - 1e-9 * max(1, theirs) else { return nil }
+        jobs[job].movedWhileRunning += 1
         promoteBackup(job, at: k)
-        return true
+        return v
     }
 
     /// Notes a running job shown to take longer than expected when it started; true when it is

@@ -220,14 +220,11 @@ extension Coordinator {
                     heap.insert(fresh)
                     continue
                 }
-                if !backupOn.isEmpty, backupOn[e.id] != nil, queuedFor(e.id), promoteAhead(e.id) {
-                    // Its backup became the binding (the backend the job ran on looks too).
-                    dirty.remove(e.id)
-                    if free.contains(e.id) { heap.insert(candidate(e.id)) }
-                    continue
-                }
                 let runningFree = e.inFlight < e.slots
                 var choice: (c: Int, entry: QueueEntry, target: BackendID)?
+                // Whether the choice is the job `pickJob` returned (not a backfill or another
+                // job for the overqueue slot).
+                var picked = false
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     if target == e.id, !runningFree, waitsPastSlot(e.id, c) {
@@ -240,11 +237,29 @@ extension Coordinator {
                         choice = (fill.0, fill.1, e.id)
                     } else {
                         choice = (c, entry, target)
+                        picked = true
                     }
+                }
+                if let (_, _, target) = choice, target == e.id, !backupOn.isEmpty, backupOn[e.id] != nil,
+                    backends[e.id].jobs.count + 2 > backends[e.id].slots, let victim = promoteAhead(e.id)
+                {
+                    // The backup that would give way became the binding instead: this backend
+                    // and the one the job ran on look again, now.
+                    dirty.remove(e.id)
+                    if free.contains(e.id) { heap.insert(candidate(e.id)) }
+                    if free.contains(victim) {
+                        dirty.remove(victim)
+                        heap.insert(candidate(victim))
+                    }
+                    continue
                 }
                 if let (c, entry, target) = choice {
                     classes[c].queue.removeMin()
                     heads[c] = classes[c].queue.min ?? .empty
+                    if picked, let swap = longerFirst, swap.taken == entry {
+                        takePlace(swap.c, passed: swap.passed, taken: swap.taken)
+                    }
+                    longerFirst = nil
                     bind(entry.job, to: target, fromQueue: true)
                     dirty.remove(target)
                 } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
@@ -260,12 +275,6 @@ extension Coordinator {
             }
             scratch = heap
         }
-    }
-
-    /// Whether jobs wait in a queue the backend can take from.
-    func queuedFor(_ id: BackendID) -> Bool {
-        guard let bi = backends.index(id) else { return false }
-        return backends.records[bi].classes.contains { classes[$0].queued > 0 }
     }
 
     func candidate(_ id: BackendID) -> Candidate {
@@ -499,6 +508,7 @@ extension Coordinator {
     /// this backend would have to load when that does not pay off (aggregate rule).
     mutating func bestJob(for id: BackendID, runningFree: Bool, affinity: Bool = true) -> (Int, QueueEntry)? {
         let bi = backends.index(id)!
+        longerFirst = nil
         var best: (Int, QueueEntry)?
         for c in backends.records[bi].classes {
             if let current = best, !(heads[c] < current.1) { continue }
@@ -506,42 +516,65 @@ extension Coordinator {
             if let current = best, !(head < current.1) { continue }
             best = (c, head)
         }
-        if let current = best, !(current.1 < heldBar(bi, runningFree: runningFree)) { return nil }
-        if let current = best, current.1.seq < shownAt, policy.routing == .expectedCompletion,
-            backends.records[bi].classes.count > 1
-        {
-            return longestOfBatch(current, bi, runningFree: runningFree, affinity: affinity)
+        guard let current = best else { return nil }
+        let bar = heldBar(bi, runningFree: runningFree)
+        if !(current.1 < bar) { return nil }
+        if current.1.seq < shownAt, policy.routing == .expectedCompletion, backends.records[bi].classes.count > 1 {
+            return longestOfBatch(current, bi, runningFree: runningFree, affinity: affinity, bar: bar)
         }
         return best
     }
 
     /// A batch's jobs join the queue longest first by what was expected when it was accepted
-    /// (`queueOrder`); a class shown since to take much longer (`longerBy`) goes first now, when
-    /// both durations are shown (`Estimates.shown`: measured, configured, announced, or shown by
-    /// progress or an overrun; a guess says nothing about which is longer). Of the backend's other heads, the one of the
-    /// same batch and priority expected to take longest, if any is, replaces `best`. Only for a
-    /// `best` queued before a class's duration was last shown for the first time (`shownAt`):
-    /// one queued after was ordered knowing it. The owner
-    /// still takes one turn (fairness between owners is unchanged). (RoutingSuite seed 214: a
-    /// video queued behind an image of its batch, both guessed alike, took the fast backend's
-    /// slot after the image and ended 3.75 s later than it could have.)
-    mutating func longestOfBatch(_ best: (Int, QueueEntry), _ bi: Int, runningFree: Bool, affinity: Bool) -> (Int, QueueEntry) {
+    /// (`queueOrder`). Of the backend's other heads, those of the same batch and priority shown
+    /// since to take over `longerBy` times as long as `best` (at speed 1.0; both durations shown,
+    /// `Estimates.shown`: measured, configured, announced, or shown by progress or an overrun, as
+    /// a guess says nothing about which is longer) that the backend may take (eligible, not
+    /// outranked by a held job: `bar`): the longest of them is taken instead (ties: the first in
+    /// queue order), in `best`'s place. `longerFirst` notes the exchange, made when the job is
+    /// bound (`takePlace`): it takes `best`'s round and sequence, `best` its own, so the owner
+    /// takes one turn as before and no other owner's job is passed. Only for a `best` queued
+    /// before a class's duration was last shown for the first time (`shownAt`): one queued after
+    /// was ordered knowing it. (RoutingSuite seed 214: a video queued behind an image of its
+    /// batch, both guessed alike, took the fast backend's slot after the image and ended 3.75 s
+    /// later than it could have.)
+    mutating func longestOfBatch(
+        _ best: (Int, QueueEntry), _ bi: Int, runningFree: Bool, affinity: Bool, bar: QueueEntry
+    ) -> (Int, QueueEntry) {
         guard estimates.shown(Int(best.1.estimate)) else { return best }
         let batch = jobs[best.1.job].batch
-        var pick = best
-        var longest = estimates.seconds(Int(best.1.estimate))
+        let floor = Self.longerBy * estimates.seconds(Int(best.1.estimate))
+        var pick: (c: Int, head: QueueEntry, seconds: Double)?
         for c in backends.records[bi].classes where c != best.0 {
             let h = heads[c]
-            guard h.negPriority == best.1.negPriority, h.estimate != best.1.estimate, !h.isEmpty,
-                estimates.seconds(Int(h.estimate)) > Self.longerBy * longest, estimates.shown(Int(h.estimate)),
-                jobs.state(h.job) != nil,
-                jobs[h.job].batch == batch, let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity),
-                head == h
+            guard h.negPriority == best.1.negPriority, h.estimate != best.1.estimate, !h.isEmpty, h < bar else { continue }
+            let seconds = estimates.seconds(Int(h.estimate))
+            guard seconds > floor, estimates.shown(Int(h.estimate)) else { continue }
+            if let p = pick, seconds < p.seconds || (seconds == p.seconds && !(h < p.head)) { continue }
+            guard jobs.state(h.job) != nil, jobs[h.job].batch == batch,
+                let head = eligibleHead(c, bi, runningFree: runningFree, affinity: affinity), head == h
             else { continue }
-            pick = (c, head)
-            longest = estimates.seconds(Int(h.estimate))
+            pick = (c, head, seconds)
         }
-        return pick
+        guard let pick else { return best }
+        longerFirst = (best.0, best.1, pick.head)
+        return (pick.c, pick.head)
+    }
+
+    /// A job taken ahead of its batch's `passed` (`longestOfBatch`) is bound: it takes `passed`'s
+    /// round and sequence, and `passed` (still the head of its class) takes its own.
+    mutating func takePlace(_ c: Int, passed: QueueEntry, taken: QueueEntry) {
+        guard classes[c].queue.min == passed else { return }
+        classes[c].queue.removeMin()
+        var moved = passed
+        moved.round = taken.round
+        moved.seq = taken.seq
+        classes[c].queue.insert(moved)
+        heads[c] = classes[c].queue.min ?? .empty
+        jobs[passed.job].round = taken.round
+        jobs[passed.job].seq = taken.seq
+        jobs[taken.job].round = passed.round
+        jobs[taken.job].seq = passed.seq
     }
 
     /// How much longer a job of a batch must be shown to take than the one ahead of it to go

@@ -264,7 +264,7 @@ extension Coordinator {
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        if !backups.isEmpty, backupReport(id, backend, lease, .started) { return }
+        if !backups.isEmpty, backupReport(id, backend, lease, .started(nil)) { return }
         guard current(id, backend, lease, about: "started") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }  // stopping: nothing new to tell
         markStarted(id, backend)
@@ -295,7 +295,7 @@ extension Coordinator {
     mutating func progress(
         _ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?, timed: Bool
     ) {
-        if !backups.isEmpty, backupReport(id, backend, lease, .started) { return }
+        if !backups.isEmpty, backupReport(id, backend, lease, .started(fraction)) { return }
         guard current(id, backend, lease, about: "progress") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }
         markStarted(id, backend)  // progress implies started

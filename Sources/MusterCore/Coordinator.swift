@@ -69,6 +69,9 @@ public struct Coordinator: Sendable {
     /// for its kind, or projected): queue entries with a lower `seq` were ordered before that
     /// (`longestOfBatch` looks at them again; later ones were ordered knowing it).
     var shownAt: UInt64 = 0
+    /// The head `passed` of class `c` that `longestOfBatch` passed over for `taken`, a longer job
+    /// of its batch, until that one is bound (`takePlace`) or another pick is made.
+    var longerFirst: (c: Int, passed: QueueEntry, taken: QueueEntry)?
 
     /// Backends the gate waits for: not announced for their incarnation, window still open.
     var unknown = BackendSet()

@@ -54,11 +54,12 @@ public struct CorePolicy: Sendable, Hashable {
     /// (`workStealing`). A load for a backup run of a job (`backupRuns`) counts toward it too.
     /// `0`: never.
     public var hedgeLoads: Int = 2
-    /// Under expected completion: how many idle backends whose speed is not known yet may run a
-    /// copy of a job that runs elsewhere, when they would finish it first if they were twice as
-    /// fast as assumed (`Coordinator+Backups.swift`). The first copy to complete is the job's
-    /// completion; the others are revoked, and a copy gives way to a job bound on its backend that
-    /// needs its slot. `0`: never.
+    /// Under expected completion: how many idle backends may run a copy of a job that runs
+    /// elsewhere, when they would finish it first if they were twice as fast as assumed (speed not
+    /// known yet) or at their known speed (`Coordinator+Backups.swift`). The first copy to
+    /// complete is the job's completion; the others are revoked, and a copy gives way to a job
+    /// bound on its backend that needs its slot, unless it started on a faster backend of known
+    /// speed and is expected to finish first (then it becomes the binding). `0`: never.
     public var backupRuns: Int = 2
     /// How a job's backend is chosen (README "Routing and the warm-up gate").
     public var routing: RoutingRule = .expectedCompletion
