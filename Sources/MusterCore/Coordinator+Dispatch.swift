@@ -235,6 +235,12 @@ extension Coordinator {
                         choice = overqueueInstead(e.id, of: c).map { ($0.0, $0.1, e.id) }
                     } else if target == e.id, let fill = backfill(e.id, loadingFor: c, runningFree: runningFree) {
                         choice = (fill.0, fill.1, e.id)
+                    } else if target == e.id, runningFree, policy.workStealing, backfillBySteal(e.id, loadingFor: c) {
+                        // A job bound elsewhere fills the slot while the model loads; the job
+                        // waiting for the model stays queued.
+                        dirty.remove(e.id)
+                        if free.contains(e.id) { heap.insert(candidate(e.id)) }
+                        continue
                     } else {
                         choice = (c, entry, target)
                         picked = true
@@ -378,6 +384,52 @@ extension Coordinator {
             return (other, head)
         }
         return nil
+    }
+
+    /// Backfilling a load with a job bound elsewhere: `backfill` found no queued job to run in the
+    /// free running slot while the model of class `c` loads (the load is under way), so the slot
+    /// takes a job bound to another backend and not started there, that needs no load here, fits
+    /// the load's idle time as a backfill does (`backfillOverrun`), and is expected to end here
+    /// sooner than there (by more than 5% of its duration here): it moves (`moveStolen`), and the
+    /// job waiting for the model stays queued and is bound when a slot frees. Of such jobs, the
+    /// one that gains most (then the lowest backend id, then the lowest job id). Otherwise false:
+    /// the job waiting for the model is bound and holds the slot through the load, and work
+    /// stealing could later put a job behind it (an outside check on the real daemon: a plain
+    /// image moved from an overqueue slot to wait 5 s behind a job loading its model, where it
+    /// could have run during the load, 1.43).
+    mutating func backfillBySteal(_ id: BackendID, loadingFor c: Int) -> Bool {
+        guard policy.routing == .expectedCompletion, !stealable.isEmpty, classes[c].modelID >= 0,
+            let bi = backends.index(id), let ready = modelReady(bi, c)
+        else { return false }
+        let from = availableAt(bi)
+        guard ready > from + 1e-9 else { return false }
+        let limit = ready + Self.backfillOverrun * (ready - from) + 1e-9
+        var pick: (gain: Double, victim: BackendID, job: JobID)?
+        for v in stealable where v != id {
+            guard let vi = backends.index(v) else { continue }
+            var ends: [Double]?
+            for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
+                guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil,
+                    jobs[slot: j].movedAt != now
+                else { continue }
+                let jc = jobs[slot: j].classIndex
+                guard classes[jc].capable.contains(id), modelReady(bi, jc) == nil else { continue }
+                let p = expectedSeconds(bi, jobs[slot: j].estimateIndex)
+                guard from + p <= limit else { continue }
+                if ends == nil { ends = expectedSchedule(vi).ends }
+                let gain = ends![k] - (from + p)
+                guard gain > 0.05 * p + 1e-9 else { continue }
+                if let best = pick,
+                    (gain, -v.rawValue, -Int64(job.rawValue)) <= (best.gain, -best.victim.rawValue, -Int64(best.job.rawValue))
+                {
+                    continue
+                }
+                pick = (gain, v, job)
+            }
+        }
+        guard let pick else { return false }
+        moveStolen(pick.job, from: pick.victim, to: id)
+        return true
     }
 
     /// Late binding across a model load: only an overqueue slot of the backend is free, and the

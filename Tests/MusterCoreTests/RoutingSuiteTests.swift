@@ -182,3 +182,35 @@ import Testing
         #expect(abs(r.makespan - ExactOptimum.solve(s).end) < 1e-6, "makespan \(r.makespan)")
     }
 }
+
+/// Cases an outside check found on the real daemon with `muster agent` processes.
+@Suite struct OutsideRoutingCaseTests {
+    /// Backend 1 (speed 1, `video`) runs a video (7 s) with a plain image (3 s) bound behind it;
+    /// backend 2 (speed 1.5, `video`, `flux` available, loads in 3 s) announces at 0.7 s and takes
+    /// the `flux` image held for it. Nothing queued can fill its slot while `flux` loads, so the
+    /// plain image moves there and runs during the load (0.7 to 2.7 s), and the `flux` image is
+    /// bound after it: both end by 5.7 s, the video at 7 s. (It was bound at once and held the slot
+    /// through the load; work stealing then put the plain image behind it, ending at 7.7 s, and a
+    /// later image behind the video: 1.43 on the real daemon.)
+    @Test func aJobBoundElsewhereFillsTheSlotWhileAModelLoads() {
+        var policy = CorePolicy()
+        policy.routing = .expectedCompletion
+        let b1 = Scenario.Backend(
+            id: BackendID(1), features: ["video"], jobSeconds: ["image": 3, "video": 7], defaultJobSeconds: 3,
+            speed: 1, announcesDurations: true)
+        let b2 = Scenario.Backend(
+            id: BackendID(2), announceAfter: 0.7, features: ["video"], modelsAvailable: ["flux"],
+            jobSeconds: ["image": 2, "video": 7 / 1.5], defaultJobSeconds: 2, loadSeconds: 3, speed: 1.5, loadPrior: 3,
+            announcesDurations: true)
+        let batch = [
+            BatchEntry(spec: JobSpec(kind: "image", model: "flux")), BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])),
+            BatchEntry(spec: JobSpec(kind: "image")),
+        ]
+        let r = ScenarioRunner.run(
+            Scenario(policy: policy, backends: [b1, b2], submissions: [.init(at: 0, entries: batch)], horizon: 100))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(3)] == BackendID(2) && r.startedAt[JobID(3)].map { abs($0 - 0.7) < 1e-6 } == true)
+        #expect(r.ranOn[JobID(1)] == BackendID(2) && r.ranOn[JobID(2)] == BackendID(1))
+        #expect(abs(r.makespan - 7) < 1e-6, "makespan \(r.makespan)")
+    }
+}
