@@ -386,6 +386,11 @@ extension Coordinator {
         return nil
     }
 
+    /// The most backends holding jobs bound and not started that `backfillBySteal` looks through
+    /// (it compares each of their jobs): beyond it, a decision would grow with the fleet, and a
+    /// large fleet's queue usually has a job to fill the slot.
+    static let backfillStealScan = 16
+
     /// Backfilling a load with a job bound elsewhere: `backfill` found no queued job to run in the
     /// free running slot while the model of class `c` loads (the load is under way), so the slot
     /// takes a job bound to another backend and not started there, that needs no load here, fits
@@ -398,7 +403,8 @@ extension Coordinator {
     /// image moved from an overqueue slot to wait 5 s behind a job loading its model, where it
     /// could have run during the load, 1.43).
     mutating func backfillBySteal(_ id: BackendID, loadingFor c: Int) -> Bool {
-        guard policy.routing == .expectedCompletion, !stealable.isEmpty, classes[c].modelID >= 0,
+        guard policy.routing == .expectedCompletion, !stealable.isEmpty, stealable.count <= Self.backfillStealScan,
+            classes[c].modelID >= 0,
             let bi = backends.index(id), let ready = modelReady(bi, c)
         else { return false }
         let from = availableAt(bi)
