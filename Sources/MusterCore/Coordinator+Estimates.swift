@@ -88,7 +88,19 @@ extension Coordinator {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
             speed = min(1000, max(0.01, learned))
             backends[backend].learnedSpeed = speed
+            let before = backends.records[bi].speed
             recountSpeed(bi)
+            // Moved by more than a fifth: the jobs still on this backend end at other times than
+            // expected, and free backends that can run them look again (one may now take a job
+            // running here, or run a backup of it). (An outside check: a video on a backend
+            // measured four times slower than an idle one stayed there 3 s, until a third
+            // backend announced.)
+            if abs(backends.records[bi].speed - before) > 0.2 * before, !backends.records[bi].jobs.isEmpty {
+                routingEpoch &+= 1
+                for job in backends.records[bi].jobs {
+                    if let j = jobs.index(job) { wake(jobs[slot: j].classIndex) }
+                }
+            }
         }
         if estimates.jobSeconds[e] == nil { shownAt = nextSeq }
         estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)

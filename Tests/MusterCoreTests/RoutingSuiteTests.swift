@@ -213,4 +213,47 @@ import Testing
         #expect(r.ranOn[JobID(1)] == BackendID(2) && r.ranOn[JobID(2)] == BackendID(1))
         #expect(abs(r.makespan - 7) < 1e-6, "makespan \(r.makespan)")
     }
+
+    /// Nothing announced (no speeds, no durations, no progress: `muster agent --exec`). A video
+    /// is released onto backend 2, four times slower than backend 1, which announces a moment
+    /// later and then runs two images. At 3 s backend 2's first image measures it four times
+    /// slower than backend 1 (whose images set the reference): the video there is now expected to
+    /// take 40 s, and backend 1, idle, takes it at once (4.75 s). (Nothing made the idle backend
+    /// look again: the video stayed until a third backend announced at 5.97 s and took it, 9.47 s;
+    /// 3.16 against the optimum on the real daemon.)
+    @Test func aSpeedMeasuredMuchSlowerMakesIdleBackendsLookAgain() {
+        var policy = CorePolicy()
+        policy.routing = .expectedCompletion
+        func backend(
+            _ id: Int64, _ speed: Double, slots: Int, after: Double, features: [String], models: [String], loaded: [String],
+            load: Double
+        ) -> Scenario.Backend {
+            Scenario.Backend(
+                id: BackendID(id), slots: slots, announceAfter: after, features: features, modelsAvailable: models,
+                modelsLoaded: loaded, jobSeconds: ["image": 3 / speed, "video": 7 / speed], defaultJobSeconds: 3 / speed,
+                loadSeconds: load, loadPrior: load)
+        }
+        let backends = [
+            backend(1, 4, slots: 2, after: 0.97, features: ["video"], models: ["flux", "sdxl"], loaded: [], load: 3),
+            backend(2, 1, slots: 2, after: 0, features: ["video"], models: ["sdxl"], loaded: ["sdxl"], load: 4),
+            backend(3, 2, slots: 1, after: 5.97, features: ["video"], models: ["flux"], loaded: [], load: 4),
+            backend(4, 1.5, slots: 1, after: 0, features: [], models: ["sdxl"], loaded: ["sdxl"], load: 1),
+            backend(5, 2, slots: 1, after: 0, features: [], models: ["flux", "sdxl"], loaded: ["flux"], load: 2),
+        ]
+        let image = BatchEntry(spec: JobSpec(kind: "image"))
+        let submissions: [Scenario.Submission] = [
+            .init(at: 0, entries: [image, image]),
+            .init(
+                at: 0.8,
+                entries: [BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image", model: "flux"))]),
+            .init(at: 1.1, entries: [image, image]),
+        ]
+        let r = ScenarioRunner.run(Scenario(policy: policy, backends: backends, submissions: submissions, horizon: 100))
+        #expect(r.completions.count == 6 && r.completions.values.allSatisfy { $0 == 1 })
+        let moves = r.trace.compactMap { (at, a) -> (Double, BackendID, BackendID)? in
+            if case .observe(.stolen(JobID(3), let from, let to)) = a { (at, from, to) } else { nil }
+        }
+        #expect(moves.count == 1 && moves.first.map { abs($0.0 - 3) < 1e-6 && $0.1 == BackendID(2) && $0.2 == BackendID(1) } == true)
+        #expect(abs(r.makespan - 4.75) < 1e-6, "makespan \(r.makespan)")
+    }
 }
