@@ -109,22 +109,21 @@ import Testing
         #expect(h.lease(job) == primary && h.backend(img) == BackendID(2) && h.core.counters.backupsWon == 0)
     }
 
-    /// Owner `a`'s batch queues an `sdxl` image (configured 10 s) ahead of a video (guessed 10 s);
-    /// owner `b`'s job comes after. Progress then shows videos take 20 s. When a slot frees, `a`'s
-    /// video goes first in its image's place; the next slot goes to `b`, whose turn came before
-    /// `a`'s second job, and only then to `a`'s image.
-    @Test func aLongerJobTakenAheadOfItsBatchKeepsTheOtherOwnersTurn() {
-        var h = Harness { $0.jobDurationPriors = ["image": .seconds(10)] }
-        h.ready(1, features: ["x"], models: ["sdxl"], loaded: ["sdxl"], slots: 2)
+    /// Backend 1 (two slots, `feature`, `sdxl` loaded) runs owner `o`'s video `v` and job `w`,
+    /// with `x` bound in its overqueue slot; then owner `a` submits an `sdxl` image and a video
+    /// (`ra`: in that order, guessed alike, the image first since it names a model).
+    static func busyBackendAndBatchOfA(
+        _ h: inout Harness, feature: String
+    ) -> (v: JobID, w: JobID, x: JobID, ra: SubmitReceipt) {
+        h.ready(1, features: [feature], models: ["sdxl"], loaded: ["sdxl"], slots: 2)
         var fill: [JobID] = []
         for kind in ["video", "other", "other2"] {
             var spec = JobSpec(kind: kind)
             spec.owner = "o"
             fill.append(h.submit(spec)[0])
         }
-        let (v, w, x) = (fill[0], fill[1], fill[2])
-        h.send(.jobStarted(v, backend: BackendID(1), lease: h.lease(v)))
-        h.send(.jobStarted(w, backend: BackendID(1), lease: h.lease(w)))
+        h.send(.jobStarted(fill[0], backend: BackendID(1), lease: h.lease(fill[0])))
+        h.send(.jobStarted(fill[1], backend: BackendID(1), lease: h.lease(fill[1])))
         h.clock = .seconds(0.5)
         var ai = JobSpec(kind: "image", model: "sdxl")
         ai.owner = "a"
@@ -132,13 +131,32 @@ import Testing
         av.owner = "a"
         let (ra, actions) = try! h.core.submit(key: nil, entries: [BatchEntry(spec: ai), BatchEntry(spec: av)], at: h.clock)
         h.record(actions)
-        var bj = JobSpec(kind: "image", needs: ["x"])
-        bj.owner = "b"
-        let b = h.submit(bj)[0]
+        return (fill[0], fill[1], fill[2], ra)
+    }
+
+    /// `busyBackendAndBatchOfA`, then `otherOwner` submits an image needing `feature`; at 2 s the
+    /// running video's progress shows videos take 20 s, and at 3 s `w` completes (a slot frees).
+    static func videosShownLonger(
+        _ h: inout Harness, feature: String, otherOwner: String
+    ) -> (x: JobID, ra: SubmitReceipt, other: JobID) {
+        let (v, w, x, ra) = busyBackendAndBatchOfA(&h, feature: feature)
+        var spec = JobSpec(kind: "image", needs: [feature])
+        spec.owner = otherOwner
+        let other = h.submit(spec)[0]
         h.clock = .seconds(2)
         h.send(.jobProgress(v, backend: BackendID(1), lease: h.lease(v), fraction: 0.1, timed: true))
         h.clock = .seconds(3)
         h.send(.jobCompleted(w, backend: BackendID(1), lease: h.lease(w), result: .emptyObject))
+        return (x, ra, other)
+    }
+
+    /// Owner `a`'s batch queues an `sdxl` image (configured 10 s) ahead of a video (guessed 10 s);
+    /// owner `b`'s job comes after. Progress then shows videos take 20 s. When a slot frees, `a`'s
+    /// video goes first in its image's place; the next slot goes to `b`, whose turn came before
+    /// `a`'s second job, and only then to `a`'s image.
+    @Test func aLongerJobTakenAheadOfItsBatchKeepsTheOtherOwnersTurn() {
+        var h = Harness { $0.jobDurationPriors = ["image": .seconds(10)] }
+        let (x, ra, b) = Self.videosShownLonger(&h, feature: "x", otherOwner: "b")
         #expect(h.assigned.map(\.job) == [ra.jobs[1]], "a's video first: \(h.assigned)")
         h.send(.jobStarted(x, backend: BackendID(1), lease: h.lease(x)))
         h.clock = .seconds(4)
@@ -156,31 +174,7 @@ import Testing
             $0.gateSettle = .zero
         }
         h.send(.backendRegistered(BackendRegistration(id: BackendID(3), name: "b3", incarnation: Incarnation(1), slots: 1)))
-        h.ready(1, features: ["f"], models: ["sdxl"], loaded: ["sdxl"], slots: 2)
-        var fill: [JobID] = []
-        for kind in ["video", "other", "other2"] {
-            var spec = JobSpec(kind: kind)
-            spec.owner = "o"
-            fill.append(h.submit(spec)[0])
-        }
-        let (v, w, x) = (fill[0], fill[1], fill[2])
-        h.send(.jobStarted(v, backend: BackendID(1), lease: h.lease(v)))
-        h.send(.jobStarted(w, backend: BackendID(1), lease: h.lease(w)))
-        h.clock = .seconds(0.5)
-        var ai = JobSpec(kind: "image", model: "sdxl")
-        ai.owner = "a"
-        var av = JobSpec(kind: "video")
-        av.owner = "a"
-        let (ra, actions) = try! h.core.submit(key: nil, entries: [BatchEntry(spec: ai), BatchEntry(spec: av)], at: h.clock)
-        h.record(actions)
-        var g = JobSpec(kind: "image", needs: ["f"])
-        g.owner = "g"
-        let gj = h.submit(g)[0]
-        #expect(h.state(gj) == .gated)
-        h.clock = .seconds(2)
-        h.send(.jobProgress(v, backend: BackendID(1), lease: h.lease(v), fraction: 0.1, timed: true))
-        h.clock = .seconds(3)
-        h.send(.jobCompleted(w, backend: BackendID(1), lease: h.lease(w), result: .emptyObject))
+        let (x, ra, gj) = Self.videosShownLonger(&h, feature: "f", otherOwner: "g")
         #expect(h.assigned.map(\.job) == [ra.jobs[0]], "a's image, not its video: \(h.assigned)")
         h.send(.jobStarted(x, backend: BackendID(1), lease: h.lease(x)))
         #expect(h.state(ra.jobs[1]) == .queued && h.state(gj) == .gated)
