@@ -193,6 +193,13 @@ extension Coordinator {
         jobs[id].progressMessage = nil
     }
 
+    /// Whether a backup runs on `backend` and one more job bound there would leave it no running
+    /// slot (on a one-slot backend, any job): it gives way then (`bind`), unless it becomes the
+    /// binding first (`promoteAhead`, from `dispatch`).
+    func backupGivesWay(on backend: BackendID) -> Bool {
+        !backupOn.isEmpty && backupOn[backend] != nil && backends[backend].jobs.count + 2 > backends[backend].slots
+    }
+
     /// How long a copy on the backend at `ti` (speed known) is expected to take of a job that
     /// works on the backend at `vi` from `workFrom` and is expected to end at `end` there: the
     /// job's own length there at the ratio of the two speeds. Not the class's estimate: a job

@@ -246,9 +246,7 @@ extension Coordinator {
                         picked = true
                     }
                 }
-                if let (_, _, target) = choice, target == e.id, !backupOn.isEmpty, backupOn[e.id] != nil,
-                    backends[e.id].jobs.count + 2 > backends[e.id].slots, let victim = promoteAhead(e.id)
-                {
+                if let (_, _, target) = choice, target == e.id, backupGivesWay(on: e.id), let victim = promoteAhead(e.id) {
                     // The backup that would give way became the binding instead: this backend
                     // and the one the job ran on look again, now.
                     dirty.remove(e.id)

@@ -145,9 +145,7 @@ extension Coordinator {
     mutating func bind(_ id: JobID, to backend: BackendID, fromQueue: Bool, backup: BackupRun? = nil, claimed: Lease? = nil) {
         routingEpoch &+= 1
         if backends[backend].relookDelay != 0 { backends[backend].relookDelay = 0 }
-        if !backupOn.isEmpty, backupOn[backend] != nil,
-            backends[backend].jobs.count + 2 > backends[backend].slots
-        {
+        if backupGivesWay(on: backend) {
             // A backup gives way to a job bound where it runs.
             stopBackup(on: backend, revoke: true)
         }
