@@ -376,7 +376,8 @@ extension Coordinator {
         let from = availableAt(bi)
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
-            && from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9
+            && (!estimates.shown(Int(head.estimate))
+                || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9)
             && admits(bi, id, other, head, backfilling: true)
         {
             return (other, head)

@@ -362,6 +362,32 @@ import Testing
         #expect(loads.map(\.at) == [0])
     }
 
+    /// Backfilling with jobs of unknown length: nothing announced or configured but the load
+    /// time (3 s, as `muster agent` announces it). A `flux` image and two plain images, each
+    /// 1 s, expected at the 10 s default. The plain images fill the slot while `flux` loads (a
+    /// guess of 10 s is no evidence that they run past the load, and an idle slot is a sure loss)
+    /// and the `flux` image runs at 3 s: 4 s. Held to the guess, the `flux` image took the slot
+    /// through its load and the images followed: 6 s (the outside check on the real daemon, cold
+    /// seed 20).
+    @Test func jobsOfUnknownLengthFillTheSlotWhileAModelLoads() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), modelsAvailable: ["flux"], defaultJobSeconds: 1, loadSeconds: 3, loadPrior: 3)
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "image", model: "flux")), BatchEntry(spec: JobSpec(kind: "image"), count: 2),
+                    ])
+                ]))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.startedAt[JobID(2)] == 0 && r.startedAt[JobID(3)] == 1)
+        #expect(r.makespan == 4, "\(r.makespan)")
+        let loads = r.trace.filter { if case .loadModel = $0.action { true } else { false } }
+        #expect(loads.map(\.at) == [0])
+    }
+
     /// A backfill may run a little past the model's readiness: one backend that loads `flux` in
     /// 0.64 s and runs any image in 0.725 s (it announces both), two plain images and two `flux`
     /// ones (first: their load counts in longest first). A plain image ends 0.085 s after `flux`
