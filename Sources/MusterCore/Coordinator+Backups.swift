@@ -159,9 +159,40 @@ extension Coordinator {
             out.append(.observe(.backup(id, backend, .stopped)))
             return true
         case .completed:
+            outran = outranSample(id)
             promoteBackup(id, at: k)
             return false
         }
+    }
+
+    /// The run a winning backup outran: its backend, class and how long it worked (from when it
+    /// started or its model landed) without finishing. `completed` hands it to `learnOutrun`
+    /// once the winner's own duration is learned, so the winner is its reference.
+    func outranSample(_ id: JobID) -> (backend: BackendID, estimate: Int, seconds: Double)? {
+        guard policy.routing == .expectedCompletion, let v = jobs[id].backend, let vi = backends.index(v),
+            let k = backends.records[vi].jobs.firstIndex(of: id), backends.records[vi].jobStartedAt[k] >= 0
+        else { return nil }
+        return (v, jobs[id].estimateIndex, now.seconds - max(backends.records[vi].jobStartedAt[k], jobReady(vi, k)))
+    }
+
+    /// A running job leaves backend `v` (a backup outran it, or it moves to a faster backend)
+    /// after working there `worked` seconds without finishing, longer than was expected of it
+    /// there: `v` takes at least that long for the class. On a backend whose speed nothing
+    /// configured, announced or measured (assumed, or projected from progress), and when
+    /// another backend measured the class (the reference), that time is learned as a measured
+    /// duration (`learn`): `v` is then measured at least that slow, never slower than it is.
+    /// Work shorter than expected says nothing (the job may have been about to finish). Without
+    /// it, a backend whose job left it stayed unmeasured, and a video running there stayed
+    /// although the backend was four times slower than an idle one
+    /// (`aSpeedMeasuredMuchSlowerMakesIdleBackendsLookAgain`).
+    mutating func learnOutrun(_ v: BackendID, _ e: Int, worked: Double) {
+        guard policy.routing == .expectedCompletion, let vi = backends.index(v), worked >= Self.shortestSpeedSample,
+            estimates.jobSeconds[e] != nil, estimates.measuredBy[e].include(otherThan: v),
+            worked > expectedSeconds(vi, e)
+        else { return }
+        let source = speedSource(vi).source
+        guard source == .assumed || source == .projected else { return }
+        learn(v, estimate: e, seconds: worked)
     }
 
     /// `started` for `progress` too, with its fraction.

@@ -764,6 +764,8 @@ extension Coordinator {
         jobs[job].movedAt = now
         if jobs[job].state == .running, let started = jobs[job].history.last?.startedAt, started < now {
             jobs[job].movedWhileRunning += 1
+            // The run it leaves may show its backend slower than thought.
+            if let left = outranSample(job) { learnOutrun(left.backend, left.estimate, worked: left.seconds) }
         }
         out.append(.revoke(job: job, backend: victim, lease: lease))
         unbind(job, outcome: .revoked)

@@ -102,9 +102,11 @@ extension Coordinator {
                 }
             }
         }
-        if estimates.jobSeconds[e] == nil { shownAt = nextSeq }
+        let first = estimates.jobSeconds[e] == nil
+        if first { shownAt = nextSeq }
         estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)
         estimates.measuredKind(e, x * speed, alpha, by: backend)
+        if first { rebaseGuessed(e) }
     }
 
     /// Expected seconds of a job of estimate class `e` on the backend at record index `bi`.
@@ -489,15 +491,48 @@ extension Coordinator {
         return false
     }
 
-    /// A job of a class never measured started: when it reaches its expected end and still runs,
-    /// the class's prior was too low (`overrunDue`).
+    /// A job started: when it reaches its expected end and still runs, it overran (`overrunDue`).
+    /// Watched when that end is a guess: its class was never measured (the prior may be too
+    /// low), or its backend's speed is assumed (nothing configured, announced, measured or
+    /// projected it: the backend may be slower than thought). Jobs shorter than
+    /// `shortestSpeedSample` are not watched (their timing is noise).
     mutating func watchOverrun(_ id: JobID, _ backend: BackendID, _ k: Int) {
         guard policy.routing == .expectedCompletion, let bi = backends.index(backend), let lease = jobs[id].lease else {
             return
         }
         let e = jobs[id].estimateIndex
-        guard estimates.jobSeconds[e] == nil else { return }
+        if estimates.jobSeconds[e] == nil {
+            var list = guessedRunning[e, default: []]
+            // Pruned of ended jobs at 64, 128, 256... entries (amortised: a class never measured
+            // may run many jobs that fail or are canceled).
+            if list.count >= 64, list.count & (list.count - 1) == 0 {
+                list.removeAll { jobs.index($0).map { jobs[slot: $0].state != .running } ?? true }
+            }
+            list.append(id)
+            guessedRunning[e] = list
+        } else if policy.backupRuns == 0 || speedSource(bi).source != .assumed
+            || expectedSeconds(bi, e) < Self.shortestSpeedSample
+        {
+            return
+        }
         scheduleOverrun(id, lease, bi, e, workFrom: max(now.seconds, jobReady(bi, k)))
+    }
+
+    /// Class `e` was just measured for the first time: its jobs that started under a guess expect
+    /// what it is now known to take on their backends (their straggler test, `expectedAtStart`,
+    /// re-based), and are watched for an overrun of that. A job that started under a prior of 10 s
+    /// on a backend four times slower than the one that just measured the class at 1.5 s runs
+    /// 6 s: it is a straggler, which an idle backend may run a backup of.
+    mutating func rebaseGuessed(_ e: Int) {
+        guard !guessedRunning.isEmpty, let list = guessedRunning.removeValue(forKey: e) else { return }
+        for id in list {
+            guard let j = jobs.index(id), jobs[slot: j].state == .running, jobs[slot: j].estimateIndex == e,
+                let lease = jobs[slot: j].lease, let backend = jobs[slot: j].backend, let bi = backends.index(backend),
+                let k = backends.records[bi].jobs.firstIndex(of: id)
+            else { continue }
+            jobs[id].expectedAtStart = expectedSeconds(bi, e)
+            scheduleOverrun(id, lease, bi, e, workFrom: max(backends.records[bi].jobStartedAt[k], jobReady(bi, k)))
+        }
     }
 
     /// Watches a running job at a tenth past its expected end (a job ending on time is not an
@@ -517,12 +552,26 @@ extension Coordinator {
             let k = backends.records[bi].jobs.firstIndex(of: id)
         else { return }
         let e = jobs[slot: j].estimateIndex
-        guard estimates.jobSeconds[e] == nil else { return }
         let from = max(backends.records[bi].jobStartedAt[k], jobReady(bi, k))
         let worked = now.seconds - from
         guard worked > 0 else {
             // Its model load runs past its expected end: look again once the work could have run.
             scheduleOverrun(id, lease, bi, e, workFrom: from)
+            return
+        }
+        guard estimates.jobSeconds[e] == nil else {
+            // A measured class: this backend is slower than thought (or the job long in itself).
+            // A straggler once it runs past what was expected of it; idle backends that can run
+            // it look again now and as it runs on (half as long again each time), since a backup
+            // pays once the job has overrun by more than the copy would take.
+            guard worked > expectedSeconds(bi, e) else {
+                scheduleOverrun(id, lease, bi, e, workFrom: from)
+                return
+            }
+            _ = noteStraggler(id)
+            routingEpoch &+= 1
+            wake(jobs[slot: j].classIndex)
+            schedule(.seconds(from + 1.5 * worked), .overrun(id, lease))
             return
         }
         let floor = worked * backends.records[bi].speed * 1.5

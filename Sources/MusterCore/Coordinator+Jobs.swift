@@ -305,6 +305,9 @@ extension Coordinator {
 
     mutating func completed(_ id: JobID, _ backend: BackendID, _ lease: Lease, _ result: RawJSON) {
         if !backups.isEmpty, backupReport(id, backend, lease, .completed) { return }
+        // A backup that won: the run it outran may teach its backend's speed (`learnOutrun`).
+        let loser = outran
+        outran = nil
         guard current(id, backend, lease, about: "completed") else { return }
         if jobs[id].cancelRequestedAt != nil {
             // It finished before it saw the cancel: the client's cancel still decides the end.
@@ -321,6 +324,7 @@ extension Coordinator {
                 from = loadedAt
             }
             learn(backend, estimate: jobs[id].estimateIndex, seconds: (now - from).secondsValue)
+            if let loser { learnOutrun(loser.backend, loser.estimate, worked: loser.seconds) }
             out.append(.observe(.jobDuration(id, backend, took)))
         }
         unbind(id, outcome: .completed)

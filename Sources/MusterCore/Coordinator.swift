@@ -104,6 +104,12 @@ public struct Coordinator: Sendable {
     /// Running jobs whose progress or overrun showed them longer than expected when they started:
     /// the jobs backup runs look at (pruned when looked at).
     var stragglers = Set<JobID>()
+    /// Per estimate class never measured: its jobs that started meanwhile (their overrun watched
+    /// against a guess), so that the class's first measurement re-bases what is expected of them
+    /// (`rebaseGuessed`). Dropped at that measurement; ended jobs are pruned as the list grows.
+    var guessedRunning: [Int: [JobID]] = [:]
+    /// Set by a backup's `completed` for `completed` to learn after the winner (`outranSample`).
+    var outran: (backend: BackendID, estimate: Int, seconds: Double)?
     /// Backends holding a job bound while its model loads (pruned when looked at).
     var loadingModels = BackendSet()
     /// Every announced backend by speed: the victims a free backend may move a running job from.

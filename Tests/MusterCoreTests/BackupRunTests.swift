@@ -235,4 +235,42 @@ import Testing
         #expect(none.ranOn[JobID(1)] == BackendID(-1))
         #expect(none.makespan == 40)
     }
+
+    /// No progress, nothing announced (`muster agent --exec`). Backend -1 measures the image at
+    /// 1 s; backend 2 (four times slower, nothing says so) announces later and takes the second
+    /// of two images at 2 s, expected there to take 1 s as well. Its run is watched, since its
+    /// backend's speed is assumed: at 3.1 s it overran, a straggler; at 3.65 s it has overrun by
+    /// more than a copy on -1 would take (if -1 were four times as fast as assumed), and -1, idle
+    /// since 3 s, runs a backup, which wins at 4.65 s. The run it outran measures backend 2.
+    /// Unwatched (backups off), the image ran on 2 until 6 s.
+    @Test(arguments: [2, 0])
+    func aJobOnABackendOfAssumedSpeedIsWatchedForAnOverrun(backupRuns: Int) {
+        var policy = CorePolicy()
+        policy.routing = .expectedCompletion
+        policy.backupRuns = backupRuns
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(id: BackendID(-1), jobSeconds: ["image": 1]),
+                    Scenario.Backend(id: BackendID(2), registerAt: 1.5, jobSeconds: ["image": 4]),
+                ],
+                submissions: [
+                    .init(entries: [BatchEntry(spec: JobSpec(kind: "image"))]),
+                    .init(at: 2, entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 2)]),
+                ]))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        guard backupRuns > 0 else {
+            #expect(r.ranOn[JobID(3)] == BackendID(2) && r.makespan == 6)
+            return
+        }
+        let started = r.trace.compactMap { step -> Double? in
+            if case .observe(.backup(JobID(3), BackendID(-1), .started)) = step.action { step.at } else { nil }
+        }
+        #expect(started.count == 1 && abs(started[0] - 3.65) < 1e-9, "\(started)")
+        #expect(r.ranOn[JobID(3)] == BackendID(-1))
+        #expect(abs(r.makespan - 4.65) < 1e-9, "makespan \(r.makespan)")
+        let two = r.coordinator.estimates(for: BackendID(2))
+        #expect(two?.speedSource == .measured && abs((two?.speed ?? 0) - 0.38) < 0.01, "\(String(describing: two))")
+    }
 }
