@@ -92,7 +92,11 @@ extension Coordinator {
                 continue
             }
             let c = jobs[slot: j].classIndex
-            guard v != id, backends.records[vi].speed < bar, classes[c].capable.contains(id) else { continue }
+            // A victim whose own speed is assumed: a straggler there shows it slower than
+            // thought, so a backend of known speed may copy the job whatever the assumed speed
+            // says (pricing the copy by the class, below).
+            let victimAssumed = !assumed && speedSource(vi).source == .assumed
+            guard v != id, backends.records[vi].speed < bar || victimAssumed, classes[c].capable.contains(id) else { continue }
             let m = classes[c].modelID
             // A model this backend must load first: while its load time is a guess the load counts
             // as nothing (idle, it loses nothing by finding out, as in `hedgeLoad`).
@@ -114,7 +118,10 @@ extension Coordinator {
             // (`overrunBackupSpeedup` when no progress projects the job's end).
             let speedup =
                 !assumed ? 1 : backends.records[vi].projectedEnds[job] == nil ? Self.overrunBackupSpeedup : Self.backupSpeedup
-            let copy = assumed ? expectedSeconds(ti, e) / speedup : copySeconds(vi, ti, workFrom: workFrom, end: end)
+            let copy =
+                assumed
+                ? expectedSeconds(ti, e) / speedup
+                : victimAssumed ? expectedSeconds(ti, e) : copySeconds(vi, ti, workFrom: workFrom, end: end)
             guard t + (load?.seconds ?? 0) + copy < end - 1e-9 else { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
             pick = (end, job, load?.model)

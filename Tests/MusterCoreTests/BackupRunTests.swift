@@ -273,4 +273,46 @@ import Testing
         let two = r.coordinator.estimates(for: BackendID(2))
         #expect(two?.speedSource == .measured && abs((two?.speed ?? 0) - 0.38) < 0.01, "\(String(describing: two))")
     }
+
+    /// Nothing announced, no progress: backend 2 (four times slower than 1, nothing says so)
+    /// runs an image from 0 s and, from 0.8 s, a video. Backend 1 announces at 0.96 s and runs
+    /// two images, 0.75 s each; with backend 4's image those measure 1's speed at 2.05 s. The
+    /// image on 2 is a straggler by then (it started under the default 10 s; the class's first
+    /// measurement re-based it to 0.75 s). Its backend's speed is assumed, so 1, of known speed,
+    /// copies it, priced by the class (0.75 s), though 2 is assumed as fast as 1: the backup wins
+    /// at 2.8 s. The run it outran measures 2 at least 3.7 times slower, and the video moves to
+    /// 1 at once: 4.55 s. Before, the image ran on 2 to 3 s and the video moved then: 4.75 s.
+    @Test func aBackendOfKnownSpeedCopiesAStragglerOnABackendOfAssumedSpeed() {
+        var policy = CorePolicy()
+        policy.routing = .expectedCompletion
+        let image = JobSpec(kind: "image")
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), slots: 2, announceAfter: 0.96, features: ["video"],
+                        jobSeconds: ["image": 0.75, "video": 1.75]),
+                    Scenario.Backend(id: BackendID(2), slots: 2, features: ["video"], jobSeconds: ["image": 3, "video": 7]),
+                    Scenario.Backend(id: BackendID(4), jobSeconds: ["image": 2, "video": 4.67]),
+                    Scenario.Backend(id: BackendID(5), jobSeconds: ["image": 1.5, "video": 3.5]),
+                ],
+                submissions: [
+                    .init(entries: [BatchEntry(spec: image, count: 2)]),
+                    .init(at: 0.8, entries: [BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: image)]),
+                    .init(at: 1.1, entries: [BatchEntry(spec: image)]),
+                    .init(at: 1.3, entries: [BatchEntry(spec: image)]),
+                ]))
+        #expect(r.completions.count == 6 && r.completions.values.allSatisfy { $0 == 1 })
+        let first = r.trace.first { step in
+            if case .observe(.backup(JobID(1), BackendID(1), .started)) = step.action { true } else { false }
+        }
+        #expect(first.map { abs($0.at - 2.05) < 1e-9 } == true, "\(String(describing: first?.at))")
+        let moves = r.trace.compactMap { step -> Double? in
+            if case .observe(.stolen(JobID(3), BackendID(2), BackendID(1))) = step.action { step.at } else { nil }
+        }
+        #expect(moves.count == 1 && abs(moves[0] - 2.8) < 1e-9, "\(moves)")
+        #expect(r.ranOn[JobID(1)] == BackendID(1) && r.ranOn[JobID(3)] == BackendID(1))
+        #expect(abs(r.makespan - 4.55) < 1e-9, "makespan \(r.makespan)")
+    }
 }
