@@ -756,6 +756,16 @@ extension Coordinator {
         return true
     }
 
+    /// A job's binding was revoked and it is bound again at once (moved, or a backup won): the
+    /// revoked attempt is stored with the job's other ended ones before the new binding, so a
+    /// crash before the job ends keeps it (`/v1/jobs/{id}` lists every attempt in either life).
+    mutating func persistRevoked(_ id: JobID) {
+        guard policy.persistChanges else { return }
+        out.append(
+            .persist(
+                .jobRequeued(job: id, attempt: jobs[id].attempt, lostAttempts: jobs[id].lostAttempts, history: jobs[id].history)))
+    }
+
     /// Work stealing's one move: revoke the job's lease on `victim` (a `revoked` event naming it),
     /// then bind it to `thief` under a new lease.
     mutating func moveStolen(_ job: JobID, from victim: BackendID, to thief: BackendID) {
@@ -773,6 +783,7 @@ extension Coordinator {
         jobs.setState(job, .queued)
         jobs[job].backend = nil
         jobs[job].lease = nil
+        persistRevoked(job)
         emit(jobs[job], .revoked, backend: victim)
         out.append(.observe(.stolen(job, from: victim, to: thief)))
         bind(job, to: thief, fromQueue: false)

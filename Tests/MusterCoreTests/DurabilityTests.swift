@@ -231,6 +231,28 @@ import Testing
         #expect(n.core.job(jobs[2])?.state == .bound)
     }
 
+    /// A job that moved (work stealing) keeps its revoked attempt across a restart: the move
+    /// stores it before the new binding. Before, the store got only the new binding, and a job
+    /// that then completed after a crash listed attempt 2 alone (a fault test on the real daemon).
+    @Test func aMovedJobKeepsItsRevokedAttemptAcrossARestart() throws {
+        var d = Durable()
+        d.h.ready(1)
+        let jobs = d.h.submit(image, count: 2)
+        #expect(jobs.map { d.h.backend($0) } == [BackendID(1), BackendID(1)])
+        d.h.send(.jobStarted(jobs[0], backend: BackendID(1), lease: d.h.lease(jobs[0])))
+        d.h.clock = .seconds(1)
+        d.h.ready(2)
+        #expect(d.h.backend(jobs[1]) == BackendID(2))
+        let before = try #require(d.h.core.job(jobs[1]))
+        #expect(before.history.map(\.outcome) == [.revoked, .bound] && before.attempt == 2)
+        d.commit()
+        let n = d.restarted(epoch: 2)
+        let after = try #require(n.core.job(jobs[1]))
+        #expect(after.attempt == 2 && after.state == .bound)
+        #expect(after.history.map(\.attempt) == [1, 2] && after.history.first?.outcome == .revoked, "\(after.history)")
+        #expect(after.history.map(\.backend) == [BackendID(1), BackendID(2)])
+    }
+
     /// A job running when the coordinator stops comes back running, since when it started: its
     /// backend need not say `started` again, and when it completes its attempt and duration count
     /// from that start.
