@@ -95,8 +95,9 @@ extension Coordinator {
             // A victim whose own speed is assumed: a straggler there shows it slower than
             // thought, so a backend of known speed may copy the job whatever the assumed speed
             // says (pricing the copy by the class, below).
-            let victimAssumed = !assumed && speedSource(vi).source == .assumed
-            guard v != id, backends.records[vi].speed < bar || victimAssumed, classes[c].capable.contains(id) else { continue }
+            let slower = backends.records[vi].speed < bar
+            let victimAssumed = !assumed && !slower && speedSource(vi).source == .assumed
+            guard v != id, slower || victimAssumed, classes[c].capable.contains(id) else { continue }
             let m = classes[c].modelID
             // A model this backend must load first: while its load time is a guess the load counts
             // as nothing (idle, it loses nothing by finding out, as in `hedgeLoad`).
@@ -118,10 +119,14 @@ extension Coordinator {
             // (`overrunBackupSpeedup` when no progress projects the job's end).
             let speedup =
                 !assumed ? 1 : backends.records[vi].projectedEnds[job] == nil ? Self.overrunBackupSpeedup : Self.backupSpeedup
+            // A victim in only by its assumed speed, its end not projected by progress: the copy
+            // takes the class's estimate here. Otherwise the job's own length scaled by the
+            // speeds (`copySeconds`: a job its progress shows long is long in itself).
+            let byClass = victimAssumed && backends.records[vi].projectedEnds[job] == nil
             let copy =
                 assumed
                 ? expectedSeconds(ti, e) / speedup
-                : victimAssumed ? expectedSeconds(ti, e) : copySeconds(vi, ti, workFrom: workFrom, end: end)
+                : byClass ? expectedSeconds(ti, e) : copySeconds(vi, ti, workFrom: workFrom, end: end)
             guard t + (load?.seconds ?? 0) + copy < end - 1e-9 else { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
             pick = (end, job, load?.model)
@@ -271,6 +276,8 @@ extension Coordinator {
         let mine = Self.overrun(startedAt.seconds + copySeconds(vi, ti, workFrom: workFrom, end: theirs), t)
         guard mine < theirs - 1e-9 * max(1, theirs) else { return nil }
         jobs[job].movedWhileRunning += 1
+        // The run it replaces may show its backend slower than thought, as for a move.
+        learnOutrun(v, e, worked: t - workFrom)
         promoteBackup(job, at: k)
         return v
     }

@@ -374,9 +374,15 @@ extension Coordinator {
         requestLoad(id, model, force: false, .job)
         guard let ready = modelReady(bi, c) else { return nil }
         let from = availableAt(bi)
+        // A job whose length is only a guess fits a running slot free now while the model loads:
+        // idle time for sure. Not an overqueue slot, which frees when a running job ends: a guess
+        // there may fill nothing and only delay the job waiting for the model (a plain video in
+        // the overqueue slot of a backend whose running job outlasted the load held three `sdxl`
+        // jobs back 4 s: an outside check, cold seed 71).
+        let idle = runningFree && ready > from + 1e-9
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
-            && (!estimates.shown(Int(head.estimate))
+            && ((idle && !estimates.shown(Int(head.estimate)))
                 || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9)
             && admits(bi, id, other, head, backfilling: true)
         {
@@ -420,7 +426,8 @@ extension Coordinator {
                 let jc = jobs[slot: j].classIndex
                 guard classes[jc].capable.contains(id), modelReady(bi, jc) == nil else { continue }
                 let p = expectedSeconds(bi, jobs[slot: j].estimateIndex)
-                guard from + p <= limit else { continue }
+                // A length that is only a guess fits, as for a queued filler (`backfill`).
+                guard from + p <= limit || !estimates.shown(jobs[slot: j].estimateIndex) else { continue }
                 if ends == nil { ends = expectedSchedule(vi).ends }
                 let gain = ends![k] - (from + p)
                 guard gain > 0.05 * p + 1e-9 else { continue }

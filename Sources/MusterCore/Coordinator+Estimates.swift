@@ -502,14 +502,15 @@ extension Coordinator {
         }
         let e = jobs[id].estimateIndex
         if estimates.jobSeconds[e] == nil {
-            var list = guessedRunning[e, default: []]
-            // Pruned of ended jobs at 64, 128, 256... entries (amortised: a class never measured
-            // may run many jobs that fail or are canceled).
-            if list.count >= 64, list.count & (list.count - 1) == 0 {
-                list.removeAll { jobs.index($0).map { jobs[slot: $0].state != .running } ?? true }
+            var guessed = guessedRunning.removeValue(forKey: e) ?? GuessedRunning()
+            // Pruned of ended jobs when it doubled since the last pruning (amortised: a class never
+            // measured may run many jobs that fail or are canceled).
+            if guessed.jobs.count >= guessed.pruneAt {
+                guessed.jobs.removeAll { jobs.index($0).map { jobs[slot: $0].state != .running } ?? true }
+                guessed.pruneAt = max(64, 2 * guessed.jobs.count)
             }
-            list.append(id)
-            guessedRunning[e] = list
+            guessed.jobs.append(id)
+            guessedRunning[e] = guessed
         } else if policy.backupRuns == 0 || speedSource(bi).source != .assumed
             || expectedSeconds(bi, e) < Self.shortestSpeedSample
         {
@@ -523,14 +524,20 @@ extension Coordinator {
     /// re-based), and are watched for an overrun of that. A job that started under a prior of 10 s
     /// on a backend four times slower than the one that just measured the class at 1.5 s runs
     /// 6 s: it is a straggler, which an idle backend may run a backup of.
+    /// Jobs shorter than `shortestSpeedSample` are re-based but not watched (their timing is noise).
     mutating func rebaseGuessed(_ e: Int) {
-        guard !guessedRunning.isEmpty, let list = guessedRunning.removeValue(forKey: e) else { return }
-        for id in list {
+        guard !guessedRunning.isEmpty, let guessed = guessedRunning.removeValue(forKey: e) else { return }
+        for id in guessed.jobs {
             guard let j = jobs.index(id), jobs[slot: j].state == .running, jobs[slot: j].estimateIndex == e,
                 let lease = jobs[slot: j].lease, let backend = jobs[slot: j].backend, let bi = backends.index(backend),
                 let k = backends.records[bi].jobs.firstIndex(of: id)
             else { continue }
-            jobs[id].expectedAtStart = expectedSeconds(bi, e)
+            let expected = expectedSeconds(bi, e)
+            jobs[id].expectedAtStart = expected
+            if expected < Self.shortestSpeedSample {
+                jobs[id].overrunWatch = 0
+                continue
+            }
             scheduleOverrun(id, lease, bi, e, workFrom: max(backends.records[bi].jobStartedAt[k], jobReady(bi, k)))
         }
     }
@@ -538,7 +545,15 @@ extension Coordinator {
     /// Watches a running job at a tenth past its expected end (a job ending on time is not an
     /// overrun), strictly later than now (a timer due now would fire again within this tick).
     mutating func scheduleOverrun(_ id: JobID, _ lease: Lease, _ bi: Int, _ e: Int, workFrom: Double) {
-        schedule(.seconds(max(workFrom + 1.1 * expectedSeconds(bi, e), now.seconds + 0.001)), .overrun(id, lease))
+        armOverrun(id, lease, at: workFrom + 1.1 * expectedSeconds(bi, e))
+    }
+
+    /// The job's one overrun watch, due at `at` (strictly later than now): an earlier timer for it
+    /// is superseded (`overrunDue` ignores a timer that fires before the watch is due).
+    mutating func armOverrun(_ id: JobID, _ lease: Lease, at: Double) {
+        let due = max(at, now.seconds + 0.001)
+        jobs[id].overrunWatch = due
+        schedule(.seconds(due), .overrun(id, lease))
     }
 
     /// A running job of a class never measured ran past its expected duration: the class takes
@@ -548,6 +563,7 @@ extension Coordinator {
     /// strength of the old prior may now be moved).
     mutating func overrunDue(_ id: JobID, _ lease: Lease) {
         guard let j = jobs.index(id), jobs[slot: j].lease == lease, jobs[slot: j].state == .running,
+            jobs[slot: j].overrunWatch > 0, now.seconds >= jobs[slot: j].overrunWatch - 1e-9,
             let backend = jobs[slot: j].backend, let bi = backends.index(backend),
             let k = backends.records[bi].jobs.firstIndex(of: id)
         else { return }
@@ -564,14 +580,19 @@ extension Coordinator {
             // A straggler once it runs past what was expected of it; idle backends that can run
             // it look again now and as it runs on (half as long again each time), since a backup
             // pays once the job has overrun by more than the copy would take.
-            guard worked > expectedSeconds(bi, e) else {
+            let expected = expectedSeconds(bi, e)
+            guard expected >= Self.shortestSpeedSample else {
+                jobs[id].overrunWatch = 0
+                return
+            }
+            guard worked > expected else {
                 scheduleOverrun(id, lease, bi, e, workFrom: from)
                 return
             }
             _ = noteStraggler(id)
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
-            schedule(.seconds(from + 1.5 * worked), .overrun(id, lease))
+            armOverrun(id, lease, at: from + 1.5 * worked)
             return
         }
         let floor = worked * backends.records[bi].speed * 1.5
@@ -918,4 +939,12 @@ extension Coordinator {
                 measured: estimates.jobSeconds[e] != nil)
         }.sorted { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
     }
+}
+
+/// The jobs of one estimate class never measured that started meanwhile
+/// (`Coordinator.guessedRunning`); ended ones are pruned when the list doubled since the last
+/// pruning.
+struct GuessedRunning {
+    var jobs: [JobID] = []
+    var pruneAt = 64
 }

@@ -107,7 +107,7 @@ public struct Coordinator: Sendable {
     /// Per estimate class never measured: its jobs that started meanwhile (their overrun watched
     /// against a guess), so that the class's first measurement re-bases what is expected of them
     /// (`rebaseGuessed`). Dropped at that measurement; ended jobs are pruned as the list grows.
-    var guessedRunning: [Int: [JobID]] = [:]
+    var guessedRunning: [Int: GuessedRunning] = [:]
     /// Set by a backup's `completed` for `completed` to learn after the winner (`outranSample`).
     var outran: (backend: BackendID, estimate: Int, seconds: Double)?
     /// Backends holding a job bound while its model loads (pruned when looked at).

@@ -496,6 +496,9 @@ public struct JobRecord: Hashable, Sendable {
     /// Its expected duration on its backend when it started there (seconds; 0 before): a job
     /// expected to run well past it is a straggler, which backup runs look for.
     var expectedAtStart = 0.0
+    /// When its overrun watch is due (core seconds; 0: none): a timer for it that fires earlier
+    /// was superseded (`scheduleOverrun`) and does nothing.
+    var overrunWatch = 0.0
     /// Moves after it had run for a while: at most `Coordinator.runningMoves` (the work each
     /// loses is paid for by an expected gain over a quarter of the job).
     var movedWhileRunning: UInt8 = 0

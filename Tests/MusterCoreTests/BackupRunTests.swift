@@ -315,4 +315,24 @@ import Testing
         #expect(r.ranOn[JobID(1)] == BackendID(1) && r.ranOn[JobID(3)] == BackendID(1))
         #expect(abs(r.makespan - 4.55) < 1e-9, "makespan \(r.makespan)")
     }
+
+    /// A class first measured at 20 ms re-bases the job of it that started meanwhile on backend
+    /// 2, but does not watch it: timing under 50 ms is noise, and no backup is run of it.
+    @Test func aJobOfAClassMeasuredUnderFiftyMillisecondsIsNotWatched() {
+        var policy = CorePolicy()
+        policy.routing = .expectedCompletion
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(id: BackendID(-1), jobSeconds: ["image": 0.02]),
+                    Scenario.Backend(id: BackendID(2), jobSeconds: ["image": 1]),
+                ],
+                submissions: [.init(entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 2)])]))
+        #expect(r.completions.count == 2 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(1)] == BackendID(-1) && r.ranOn[JobID(2)] == BackendID(2))
+        let backups = r.trace.filter { if case .observe(.backup) = $0.action { true } else { false } }
+        #expect(backups.isEmpty)
+        #expect(r.coordinator.job(JobID(2))?.history.count == 1)
+    }
 }

@@ -364,11 +364,11 @@ import Testing
 
     /// Backfilling with jobs of unknown length: nothing announced or configured but the load
     /// time (3 s, as `muster agent` announces it). A `flux` image and two plain images, each
-    /// 1 s, expected at the 10 s default. The plain images fill the slot while `flux` loads (a
-    /// guess of 10 s is no evidence that they run past the load, and an idle slot is a sure loss)
-    /// and the `flux` image runs at 3 s: 4 s. Held to the guess, the `flux` image took the slot
-    /// through its load and the images followed: 6 s (the outside check on the real daemon, cold
-    /// seed 20).
+    /// 1 s, expected at the 10 s default. A plain image fills the free running slot while `flux`
+    /// loads (a guess of 10 s is no evidence that it runs past the load, and an idle slot is a
+    /// sure loss); the overqueue slot takes the `flux` image, which runs at 3 s, and the other
+    /// image follows: 5 s. Held to the guess, the `flux` image took the slot through its load
+    /// and the images followed: 6 s (the outside check on the real daemon, cold seed 20).
     @Test func jobsOfUnknownLengthFillTheSlotWhileAModelLoads() {
         let r = ScenarioRunner.run(
             Scenario(
@@ -382,10 +382,32 @@ import Testing
                     ])
                 ]))
         #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
-        #expect(r.startedAt[JobID(2)] == 0 && r.startedAt[JobID(3)] == 1)
-        #expect(r.makespan == 4, "\(r.makespan)")
+        #expect(r.startedAt[JobID(2)] == 0 && r.startedAt[JobID(1)] == 1 && r.startedAt[JobID(3)] == 4, "\(r.startedAt)")
+        #expect(r.makespan == 5, "\(r.makespan)")
         let loads = r.trace.filter { if case .loadModel = $0.action { true } else { false } }
         #expect(loads.map(\.at) == [0])
+    }
+
+    /// No idle time, no guessed filler: one backend runs a plain video (8 s) when a `flux` image
+    /// and a plain image come in at 1 s. `flux` loads in 1 s, before the running slot frees, so
+    /// the plain image would fill nothing: the `flux` image takes the overqueue slot and runs
+    /// first when the video ends, the plain image after it.
+    @Test func aGuessedFillerNeedsIdleTimeToFill() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), modelsAvailable: ["flux"], jobSeconds: ["video": 8, "image": 1], loadSeconds: 1,
+                        loadPrior: 1)
+                ],
+                submissions: [
+                    .init(entries: [BatchEntry(spec: JobSpec(kind: "video"))]),
+                    .init(at: 1, entries: [
+                        BatchEntry(spec: JobSpec(kind: "image", model: "flux")), BatchEntry(spec: JobSpec(kind: "image")),
+                    ]),
+                ]))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.startedAt[JobID(2)] == 8 && r.startedAt[JobID(3)] == 9, "\(r.startedAt)")
     }
 
     /// A backfill may run a little past the model's readiness: one backend that loads `flux` in
