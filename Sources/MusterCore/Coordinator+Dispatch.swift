@@ -382,13 +382,33 @@ extension Coordinator {
         let idle = runningFree && ready > from + 1e-9
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
-            && ((idle && !estimates.shown(Int(head.estimate)))
+            && ((idle && !estimates.shown(Int(head.estimate)) && !freeRunningPeer(bi, for: other))
                 || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9)
             && admits(bi, id, other, head, backfilling: true)
         {
             return (other, head)
         }
         return nil
+    }
+
+    /// Whether another free backend with a running slot free can run class `c` now: a guessed
+    /// filler leaves the job to it (looked for while 2 to `tieScanLimit` backends are free; with
+    /// more, one is assumed to exist). With nothing known the two look alike, and the filler
+    /// would keep the job from an idle backend for as long as it runs (an outside check, cold
+    /// seed 59: a plain image filled a slow backend's `sdxl` load while a fast one idled, and the
+    /// `sdxl` image waited 5 s on a third; 1.0 to 1.43).
+    func freeRunningPeer(_ bi: Int, for c: Int) -> Bool {
+        guard free.count > 1 else { return false }
+        guard fewFree else { return true }
+        let id = backends.records[bi].id
+        for t in free where t != id && classes[c].capable.contains(t) {
+            if let ti = backends.index(t), backends.records[ti].routable(now),
+                backends.records[ti].jobs.count < backends.records[ti].slots
+            {
+                return true
+            }
+        }
+        return false
     }
 
     /// The most backends holding jobs bound and not started that `backfillBySteal` looks through

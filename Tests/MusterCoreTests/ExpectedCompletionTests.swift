@@ -410,6 +410,32 @@ import Testing
         #expect(r.startedAt[JobID(2)] == 8 && r.startedAt[JobID(3)] == 9, "\(r.startedAt)")
     }
 
+    /// A guessed filler leaves the job to an idle backend. Nothing known; backend 1 has `sdxl`
+    /// loaded, backend 2 must load it (2 s), backend 3 (twice as fast) has none. Two `sdxl`
+    /// images and a plain one: 1 and 2 take the `sdxl` images (2 from 2 s: 7 s) and 3 the plain
+    /// one, instead of 2 filling its load with the plain image for 5 s while 3 idled and the
+    /// second `sdxl` image waited behind the first on 1: 10 s (an outside check on the real
+    /// daemon, cold seed 59: 1.43).
+    @Test func aGuessedFillerLeavesTheJobToAnIdleBackend() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"], defaultJobSeconds: 5, loadSeconds: 1,
+                        loadPrior: 1),
+                    Scenario.Backend(id: BackendID(2), modelsAvailable: ["sdxl"], defaultJobSeconds: 5, loadSeconds: 2, loadPrior: 2),
+                    Scenario.Backend(id: BackendID(3), defaultJobSeconds: 2.5),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "image", model: "sdxl"), count: 2), BatchEntry(spec: JobSpec(kind: "image")),
+                    ])
+                ]))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(3)] == BackendID(3), "\(r.ranOn)")
+        #expect(r.makespan == 7, "\(r.makespan)")
+    }
+
     /// A backfill may run a little past the model's readiness: one backend that loads `flux` in
     /// 0.64 s and runs any image in 0.725 s (it announces both), two plain images and two `flux`
     /// ones (first: their load counts in longest first). A plain image ends 0.085 s after `flux`
