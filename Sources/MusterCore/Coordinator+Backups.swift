@@ -227,7 +227,7 @@ extension Coordinator {
         jobs.setState(id, .queued)
         jobs[id].backend = nil
         jobs[id].lease = nil
-        if victim != nil { persistRevoked(id) }
+        if victim != nil { persistRequeued(id) }
         // As for work stealing: `revoked` says `queued` (Protocol 7.2), then `bound` follows.
         if let victim { emit(jobs[id], .revoked, backend: victim) }
         bind(id, to: run.backend, fromQueue: false, backup: run)

@@ -783,10 +783,10 @@ extension Coordinator {
         return true
     }
 
-    /// A job's binding was revoked and it is bound again at once (moved, or a backup won): the
-    /// revoked attempt is stored with the job's other ended ones before the new binding, so a
-    /// crash before the job ends keeps it (`/v1/jobs/{id}` lists every attempt in either life).
-    mutating func persistRevoked(_ id: JobID) {
+    /// A job back in the queue, its ended attempts with it: requeued, or revoked and about to be
+    /// bound again at once (moved, or a backup won), so that a crash before the job ends keeps the
+    /// revoked attempt (`/v1/jobs/{id}` lists every attempt in either life).
+    mutating func persistRequeued(_ id: JobID) {
         guard policy.persistChanges else { return }
         out.append(
             .persist(
@@ -810,7 +810,7 @@ extension Coordinator {
         jobs.setState(job, .queued)
         jobs[job].backend = nil
         jobs[job].lease = nil
-        persistRevoked(job)
+        persistRequeued(job)
         emit(jobs[job], .revoked, backend: victim)
         out.append(.observe(.stolen(job, from: victim, to: thief)))
         bind(job, to: thief, fromQueue: false)

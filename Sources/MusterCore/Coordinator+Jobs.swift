@@ -380,12 +380,7 @@ extension Coordinator {
             return
         }
         counters.requeued += 1
-        if policy.persistChanges {
-            out.append(
-                .persist(
-                    .jobRequeued(
-                        job: id, attempt: jobs[id].attempt, lostAttempts: jobs[id].lostAttempts, history: jobs[id].history)))
-        }
+        persistRequeued(id)
         out.append(.observe(.requeued(id, cause)))
         enqueue(id, event: .requeued(cause, error: error), from: backend)
     }
