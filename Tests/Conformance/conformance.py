@@ -16,7 +16,6 @@ exits 1 when any failed.
 import argparse
 import asyncio
 import json
-import tempfile
 import os
 import re
 import signal
@@ -437,7 +436,7 @@ async def reconnect_new_incarnation(t):
 @scenario("6.5 coordinator restart: durable jobs, bindings kept")
 async def coordinator_restart(t):
     # One job store for both lives of the coordinator (README "Durable jobs").
-    store = tempfile.mkdtemp(prefix="muster-conformance-restart-")
+    store = harness.scratch("restart-")
     settings = {"store.url": "sqlite://%s/muster.sqlite" % store, "links.suspect_grace_seconds": "120"}
     d = await t.daemon(settings)
     b = await d.ready_backend("gpu-box-2", ["video"])
@@ -724,7 +723,7 @@ async def bad_token_4001(t):
 
 @scenario("5.1 credentials and roles, close 4007 forbidden")
 async def forbidden_4007(t):
-    folder = tempfile.mkdtemp(prefix="muster-conformance-creds-")
+    folder = harness.scratch("creds-")
     creds = []
     for name, role in (("alice", "client"), ("bob", "client"), ("viewer", "read"), ("gpu-1", "backend")):
         path = os.path.join(folder, name)

@@ -10,12 +10,14 @@ goes on, so one run names every difference. A scenario stops early only when it 
 (`Ctx.require`, or a message that never came within the generous bound `WAIT`).
 """
 import asyncio
+import atexit
 import base64
 import http.client
 import json
 import os
 import tempfile
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -23,6 +25,15 @@ import time
 
 import jsonschema
 import websockets
+
+# Every job store and file a scenario writes lives under one folder, removed when the run ends.
+SCRATCH = tempfile.mkdtemp(prefix="muster-conformance-")
+atexit.register(shutil.rmtree, SCRATCH, True)
+
+
+def scratch(prefix):
+    """A fresh folder for one scenario's files, inside SCRATCH."""
+    return tempfile.mkdtemp(prefix=prefix, dir=SCRATCH)
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SCHEMAS = os.path.join(ROOT, "Protocol", "schemas")
@@ -257,6 +268,7 @@ def terminate_started(*_):
             proc.kill()
         except ProcessLookupError:
             pass
+    shutil.rmtree(SCRATCH, True)
     os._exit(2)
 
 
@@ -278,7 +290,7 @@ class Daemon:
         env = dict(os.environ, SWIFT_BACKTRACE="enable=no")
         # Each scenario starts from an empty job store of its own (README "Durable jobs").
         if "store.url" not in self.settings:
-            state = tempfile.mkdtemp(prefix="muster-conformance-")
+            state = scratch("store-")
             env["MUSTER_STORE_URL"] = "sqlite://%s/muster.sqlite" % state
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,

@@ -276,6 +276,7 @@ import Testing
     @Test func tlsCoordinatorTakesAgentsOverWSS() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
         let openssl = try await runChild(
             "/usr/bin/openssl",
             [

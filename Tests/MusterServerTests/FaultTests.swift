@@ -65,6 +65,7 @@ import Testing
     @Test func aCoordinatorKilledRepeatedlyUnderLoadLosesNoJobAndRunsNoneTwice() async throws {
         let store = FileManager.default.temporaryDirectory
             .appendingPathComponent("muster-crash-\(UUID().uuidString)/muster.sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: (store as NSString).deletingLastPathComponent) }
         let settings = e2e.backends("[]") + [
             "--set", "store.url=sqlite://\(store)", "--set", "links.suspect_grace_seconds=30",
         ]
@@ -127,6 +128,7 @@ import Testing
     @Test func aRestartWaitsForTheAgentThatWasUpAndReadyzSaysSo() async throws {
         let store = FileManager.default.temporaryDirectory
             .appendingPathComponent("muster-reclaim-\(UUID().uuidString)/muster.sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: (store as NSString).deletingLastPathComponent) }
         // A long pause: only the agent's return can end it within the test.
         let settings = e2e.backends("[]") + [
             "--set", "store.url=sqlite://\(store)", "--set", "links.reclaim_seconds=600",
@@ -181,6 +183,7 @@ import Testing
     @Test func aBackendThatLeftBeforeARestartIsNotWaitedForAfterIt() async throws {
         let store = FileManager.default.temporaryDirectory
             .appendingPathComponent("muster-left-\(UUID().uuidString)/muster.sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: (store as NSString).deletingLastPathComponent) }
         let settings = e2e.backends("[]") + ["--set", "store.url=sqlite://\(store)", "--set", "gate.window_seconds=600"]
         var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
         let stays = try await e2e.agent(port: port, name: "stays", features: "video", jobSeconds: "1s")

@@ -179,6 +179,7 @@ import Testing
     @Test func submitWaitRidesThroughACoordinatorRestart() async throws {
         let store = FileManager.default.temporaryDirectory
             .appendingPathComponent("muster-ride-\(UUID().uuidString)/muster.sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: (store as NSString).deletingLastPathComponent) }
         let slow = #"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 1}}]"#
         let settings = ["store.url=sqlite://\(store)"]
         var (server, url) = try await serve(backends: slow, settings: settings)

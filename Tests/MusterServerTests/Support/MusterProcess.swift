@@ -16,6 +16,9 @@ final class MusterProcess: Sendable {
     /// Pipes (stderr, stdout) read to end of file: after exit, the output is complete only then.
     private let pipesEnded = Locked(0)
     private let exitSeenAt = Locked<ContinuousClock.Instant?>(nil)
+    /// The state directory made for this process alone (none when the test passed its own
+    /// `XDG_STATE_HOME`): removed once the process has exited.
+    private let ownState: URL?
 
     /// The `muster` executable built next to the test bundle (`swift build --build-tests` builds it).
     static var executable: URL {
@@ -37,8 +40,10 @@ final class MusterProcess: Sendable {
         env["MUSTER_LOG_FORMAT"] = env["MUSTER_LOG_FORMAT"] ?? "json"
         env["SWIFT_BACKTRACE"] = "enable=no"
         // A store of its own per process (the default sqlite path is under XDG_STATE_HOME).
-        env["XDG_STATE_HOME"] = FileManager.default.temporaryDirectory
-            .appendingPathComponent("muster-test-state-\(UUID().uuidString)").path
+        let state = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-test-state-\(UUID().uuidString)")
+        env["XDG_STATE_HOME"] = state.path
+        ownState = environment["XDG_STATE_HOME"] == nil ? state : nil
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let err = Pipe(), out = Pipe()
@@ -98,8 +103,11 @@ final class MusterProcess: Sendable {
         if process.isRunning { process.terminate() }
         // Foundation frees a Process (and its pipes) only once `waitUntilExit` has run; a process
         // that was merely seen to end leaks, as a reduced program shows under LeakSanitizer.
-        let process = self.process
-        DispatchQueue.global().async { process.waitUntilExit() }
+        let process = self.process, ownState = self.ownState
+        DispatchQueue.global().async {
+            process.waitUntilExit()
+            if let ownState { try? FileManager.default.removeItem(at: ownState) }
+        }
     }
 
     private func wake() { changed.notify() }

@@ -9,6 +9,8 @@ import MusterTransport
 struct TestCoordinator {
     let daemon: Daemon
     let port: Int
+    /// The folder of the store made for this coordinator, removed when it stops.
+    var scratch: URL?
 
     static let quietLogger = Logger(label: "muster.test") { _ in SwiftLogNoOpLogHandler() }
 
@@ -24,15 +26,15 @@ struct TestCoordinator {
         -> TestCoordinator
     {
         // A fresh SQLite store of its own (the default engine), unless the test names one.
-        let store = FileManager.default.temporaryDirectory
-            .appendingPathComponent("muster-test-\(UUID().uuidString)/muster.sqlite").path
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("muster-test-\(UUID().uuidString)")
+        let store = scratch.appendingPathComponent("muster.sqlite").path
         let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends), ("store.url", "sqlite://\(store)")] + settings).map {
             (source: "test", key: $0.0, value: $0.1)
         }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
         let daemon = try Daemon(configuration: config, logger: quietLogger, audit: quietLogger)
         let port = try await daemon.start()
-        return TestCoordinator(daemon: daemon, port: port)
+        return TestCoordinator(daemon: daemon, port: port, scratch: scratch)
     }
 
     var url: String { "ws://127.0.0.1:\(port)" }
@@ -46,6 +48,7 @@ struct TestCoordinator {
 
     func stop() async {
         await daemon.shutdown()
+        if let scratch { try? FileManager.default.removeItem(at: scratch) }
     }
 }
 
