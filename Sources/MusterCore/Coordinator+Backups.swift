@@ -24,6 +24,8 @@ struct BackupRun: Hashable, Sendable {
     var startedAt: CoreInstant?
     /// The last fraction it reported done (`progress`).
     var progress: Double = 0
+    /// That fraction was `timed` (work, not steps): it projects when the copy ends (`backupEnd`).
+    var timed = false
 }
 
 extension Coordinator {
@@ -40,13 +42,18 @@ extension Coordinator {
     static let straggler = 1.25
 
     /// When the earliest of the backup runs of `job` (estimate `e`) is expected to end, if it
-    /// has any: its work from when it started (or was bound) at its backend's speed; past that,
-    /// as long again as it overran.
+    /// has any: its work from when it started (or was bound) at its backend's speed, or, once
+    /// its `timed` progress reached `projectionFraction`, what that progress projects (a copy on
+    /// a backend slower than assumed shows it as the job's own run does); past that, as long
+    /// again as it overran.
     func backupEnd(_ job: JobID, _ e: Int) -> Double? {
         guard !backups.isEmpty, let list = backups[job] else { return nil }
         let t = now.seconds
         return list.compactMap { run -> Double? in
             guard let bi = backends.index(run.backend) else { return nil }
+            if run.timed, let began = run.startedAt?.seconds, run.progress >= Self.projectionFraction, run.progress < 1 {
+                return Self.overrun(began + (t - began) / run.progress, t)
+            }
             return Self.overrun((run.startedAt ?? run.boundAt).seconds + expectedSeconds(bi, e), t)
         }.min()
     }
@@ -68,17 +75,21 @@ extension Coordinator {
     /// looked at are the stragglers (`stragglers`: running jobs whose progress or overrun showed
     /// them long; no scan of the fleet). A backend of assumed speed takes jobs on backends at most
     /// `backupSpeedup` times as fast; one of known speed only jobs on slower backends, that it is
-    /// expected to finish first at its speed (`copySeconds`).
+    /// expected to finish first at its speed (`copySeconds`). With no straggler to copy, a backend
+    /// of assumed speed may copy another running job (`speculativeBackup`), when
+    /// `CorePolicy.speculativeBackups` is on.
     mutating func startBackup(_ id: BackendID) {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
-            !stragglers.isEmpty, backupOn[id] == nil, let ti = backends.index(id),
+            !stragglers.isEmpty || policy.speculativeBackups, backupOn[id] == nil, let ti = backends.index(id),
             backends.records[ti].jobs.isEmpty, backends.records[ti].loadRequested.isEmpty,
             backends.records[ti].link == .up
         else { return }
-        let t = now.seconds
         // A backend whose speed is known (measured, configured, announced or projected) runs a
         // backup only where it is expected to win at that speed.
         let assumed = speedSource(ti).source == .assumed
+        let speculate = assumed && policy.speculativeBackups
+        guard !stragglers.isEmpty || speculate else { return }
+        let t = now.seconds
         let speed = backends.records[ti].speed
         let bar = assumed ? speed * Self.backupSpeedup + 1e-9 : speed
         var pick: (end: Double, job: JobID, load: String?)?
@@ -132,6 +143,9 @@ extension Coordinator {
             pick = (end, job, load?.model)
         }
         for job in gone { stragglers.remove(job) }
+        if pick == nil, speculate, let job = speculativeBackup(ti, id, bar: bar) {
+            pick = (0, job, nil)
+        }
         guard let pick else { return }
         let job = pick.job
         if let model = pick.load {
@@ -154,6 +168,49 @@ extension Coordinator {
         out.append(.observe(.backup(job, id, .started)))
     }
 
+    /// How much faster than assumed an idle backend must be for a speculative backup to win.
+    static let speculativeSpeedup = 4.0
+    /// How many busy backends a speculative backup looks through.
+    static let speculativeScan = 16
+
+    /// A backend of assumed speed that found nothing to run, steal, load or back up: it copies
+    /// the running job (no straggler needed) that it would finish first if it were
+    /// `speculativeSpeedup` times as fast as assumed, the one expected to end last. As MapReduce
+    /// does at the end of a phase: the backend would idle otherwise, and nothing but measuring
+    /// tells how fast it is (cold fleet seed 8: a 4x backend measured only on videos idled while
+    /// an image ran on one four times slower, measured only on images). Only jobs it can start
+    /// now (no model to load), with no backup yet, expected to take at least
+    /// `shortestSpeedSample`, on the `speculativeScan` slowest busy backends slower than
+    /// `bar` (`fleetBySpeed`: no scan of the fleet). From then on it is an ordinary backup: one
+    /// that wins measures its backend, and the run it outran teaches too (`learnOutrun`).
+    func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double) -> JobID? {
+        let t = now.seconds
+        var looked = 0
+        var pick: (end: Double, job: JobID)?
+        for v in fleetBySpeed.slower(than: bar) {
+            guard v != id, let vi = backends.index(v), backends.records[vi].running > 0 else { continue }
+            looked += 1
+            if looked > Self.speculativeScan { break }
+            for (k, job) in backends.records[vi].jobs.enumerated() {
+                guard backends.records[vi].jobStartedAt[k] >= 0, backups[job] == nil, let j = jobs.index(job),
+                    jobs[slot: j].state == .running, jobs[slot: j].cancelRequestedAt == nil,
+                    Int(jobs[slot: j].backupsStarted) < policy.backupRuns
+                else { continue }
+                let c = jobs[slot: j].classIndex
+                let m = classes[c].modelID
+                guard classes[c].capable.contains(id), m < 0 || backends.records[ti].loadedIDs.contains(m) else { continue }
+                let e = jobs[slot: j].estimateIndex
+                let there = expectedSeconds(vi, e)
+                guard there >= Self.shortestSpeedSample else { continue }
+                let end = Self.overrun(startedJobEnd(vi, k) { there }, t)
+                guard t + expectedSeconds(ti, e) / Self.speculativeSpeedup < end - 1e-9 else { continue }
+                if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
+                pick = (end, job)
+            }
+        }
+        return pick?.job
+    }
+
     /// A report under a backup's lease: `started` and `progress` note when it started; `failed`
     /// ends the backup alone (the job still runs where it is bound); `completed` makes the backup
     /// the job's binding (`promoteBackup`), after which the report is handled as the job's own.
@@ -162,9 +219,12 @@ extension Coordinator {
         guard let k = backupIndex(id, backend, lease) else { return false }
         backends[backend].lastSeen = now
         switch kind {
-        case .started(let fraction):
+        case .started(let fraction, let timed):
             if backups[id]![k].startedAt == nil { backups[id]![k].startedAt = now }
-            if let fraction { backups[id]![k].progress = min(1, max(0, fraction)) }
+            if let fraction {
+                backups[id]![k].progress = min(1, max(0, fraction))
+                backups[id]![k].timed = timed
+            }
             return true
         case .failed:
             removeBackup(id, at: k)
@@ -207,8 +267,8 @@ extension Coordinator {
         learn(v, estimate: e, seconds: worked)
     }
 
-    /// `started` for `progress` too, with its fraction.
-    enum BackupReport { case started(Double?), failed, completed }
+    /// `started` for `progress` too, with its fraction and whether it is `timed`.
+    enum BackupReport { case started(Double?, timed: Bool), failed, completed }
 
     /// The backup at `k` finished first: the job's lease where it is bound is revoked (a `revoked`
     /// event naming that backend) and the backup becomes the job's binding, started when it did,

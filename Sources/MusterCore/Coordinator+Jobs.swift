@@ -262,7 +262,7 @@ extension Coordinator {
     }
 
     mutating func started(_ id: JobID, _ backend: BackendID, _ lease: Lease) {
-        if !backups.isEmpty, backupReport(id, backend, lease, .started(nil)) { return }
+        if !backups.isEmpty, backupReport(id, backend, lease, .started(nil, timed: false)) { return }
         guard current(id, backend, lease, about: "started") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }  // stopping: nothing new to tell
         markStarted(id, backend)
@@ -293,7 +293,7 @@ extension Coordinator {
     mutating func progress(
         _ id: JobID, _ backend: BackendID, _ lease: Lease, _ fraction: Double, _ message: String?, timed: Bool
     ) {
-        if !backups.isEmpty, backupReport(id, backend, lease, .started(fraction)) { return }
+        if !backups.isEmpty, backupReport(id, backend, lease, .started(fraction, timed: timed)) { return }
         guard current(id, backend, lease, about: "progress") else { return }
         guard jobs[id].cancelRequestedAt == nil else { return }
         markStarted(id, backend)  // progress implies started

@@ -48,9 +48,11 @@ public enum RoutingSuite {
     }
 
     /// The scenario of one seed, routed with `rule`. Running jobs report `progress` every second
-    /// (as `muster agent` does) unless `progress` is false.
+    /// (as `muster agent` does) unless `progress` is false; `speculative` turns on speculative
+    /// backups (`CorePolicy.speculativeBackups`).
     public static func scenario(
-        seed: UInt64, rule: RoutingRule = .expectedCompletion, progress: Bool = true, announced: Bool = false
+        seed: UInt64, rule: RoutingRule = .expectedCompletion, progress: Bool = true, announced: Bool = false,
+        speculative: Bool = false
     ) -> Scenario {
         var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ 17)
         func pick<T>(_ xs: [T]) -> T { xs[Int(rng.next() % UInt64(xs.count))] }
@@ -114,6 +116,7 @@ public enum RoutingSuite {
         }
         var policy = CorePolicy()
         policy.routing = rule
+        policy.speculativeBackups = speculative
         if knowledge == .full {
             policy.jobDurationPriors = ["image": .seconds(imageBase), "video": .seconds(videoBase)]
             policy.defaultModelLoadTime = .milliseconds(Int64(loadSum / Double(count) * 1000))
@@ -124,11 +127,11 @@ public enum RoutingSuite {
     /// Runs seeds `seeds` under `rule`; optima are computed once per seed and may be passed in.
     public static func run(
         seeds: Range<UInt64>, rule: RoutingRule, progress: Bool = true, announced: Bool = false,
-        optima: [UInt64: ExactOptimum.Result]? = nil
+        speculative: Bool = false, optima: [UInt64: ExactOptimum.Result]? = nil
     ) -> Summary {
         var summary = Summary(cases: [])
         for seed in seeds {
-            let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced)
+            let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced, speculative: speculative)
             let optimum = optima?[seed] ?? ExactOptimum.solve(s)
             let r = ScenarioRunner.run(s)
             let jobs = s.submissions.reduce(0) { $0 + $1.entries.reduce(0) { $0 + $1.count } }

@@ -190,6 +190,7 @@ public actor Daemon {
         p.maxWaitForBetterBackend = s.routing.maxWaitForBetter
         p.hedgeLoads = s.routing.hedgeLoads
         p.backupRuns = s.routing.backupRuns
+        p.speculativeBackups = s.routing.speculativeBackups
         p.cancelGrace = s.jobs.cancelGrace
         return p
     }

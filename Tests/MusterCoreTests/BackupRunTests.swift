@@ -335,4 +335,64 @@ import Testing
         #expect(backups.isEmpty)
         #expect(r.coordinator.job(JobID(2))?.history.count == 1)
     }
+
+    /// Nothing announced or measured. The video can run only on backend 2 and the image goes to
+    /// backend 1, idle; both are expected to take the 10 s default. Backend 2 ends the video at
+    /// 2 s and, with nothing else to do and its speed still assumed, copies the image: at four
+    /// times its assumed speed it would finish it first (2 + 10 ÷ 4 before 10), though the image
+    /// is no straggler (it ran 2 s of an expected 10). The copy takes 1 s and wins at 3 s; the
+    /// image on backend 1 would have ended at 4 s. With `speculativeBackups` off, backend 2 idles.
+    @Test(arguments: [true, false])
+    func anIdleBackendOfAssumedSpeedCopiesARunningJob(speculative: Bool) {
+        var policy = CorePolicy()
+        policy.speculativeBackups = speculative
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(id: BackendID(1), jobSeconds: ["image": 4]),
+                    Scenario.Backend(id: BackendID(2), features: ["video"], jobSeconds: ["image": 1, "video": 2]),
+                ],
+                submissions: [
+                    .init(entries: [BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image"))])
+                ]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        let backups = r.trace.compactMap { step -> (Double, BackupOutcome)? in
+            if case .observe(.backup(JobID(2), BackendID(2), let outcome)) = step.action { (step.at, outcome) } else { nil }
+        }
+        if speculative {
+            #expect(backups.map(\.0) == [2, 3] && backups.map(\.1) == [.started, .won], "\(backups)")
+            #expect(r.ranOn[JobID(2)] == BackendID(2) && r.makespan == 3)
+        } else {
+            #expect(backups.isEmpty && r.ranOn[JobID(2)] == BackendID(1) && r.makespan == 4)
+        }
+    }
+
+    /// Two images on three backends that announce nothing, with `timed` progress, and speculative
+    /// backups on. Backend 3, idle, copies the image on backend 1. Backend 2 ends its image at 4 s, which
+    /// measures the class at 4 s: backend 3's copy, at its assumed speed, would then end at 4 s
+    /// too, but its progress (a third done at 4 s) projects 12 s, as backend 1's does; so the
+    /// image moves to backend 2, idle, and ends at 8 s. Priced at its assumed speed, the copy
+    /// looked about to finish, nothing moved, and the image ran on backend 1 to 12 s.
+    @Test func aBackupsProgressShowsWhenItEnds() {
+        let image = JobSpec(kind: "image")
+        var policy = CorePolicy()
+        policy.speculativeBackups = true
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(id: BackendID(1), jobSeconds: ["image": 12], progressEvery: 0.5),
+                    Scenario.Backend(id: BackendID(2), jobSeconds: ["image": 4], progressEvery: 0.5),
+                    Scenario.Backend(id: BackendID(3), jobSeconds: ["image": 12], progressEvery: 0.5),
+                ],
+                submissions: [.init(entries: [BatchEntry(spec: image, count: 2)])]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        let started = r.trace.contains { if case .observe(.backup(JobID(1), BackendID(3), .started)) = $0.action { true } else { false } }
+        let moves = r.trace.compactMap { step -> Double? in
+            if case .observe(.stolen(JobID(1), BackendID(1), BackendID(2))) = step.action { step.at } else { nil }
+        }
+        #expect(started && moves == [4], "\(moves)")
+        #expect(r.ranOn[JobID(1)] == BackendID(2) && r.makespan == 8)
+    }
 }

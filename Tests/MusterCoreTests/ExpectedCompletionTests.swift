@@ -312,6 +312,8 @@ import Testing
     /// 2's show speed 4: the video goes to backend 2 and the image to backend 1 (10 s). Without
     /// the announcements both look alike and the video lands on backend 1 (40 s there); once it
     /// runs past its expected 10 s, backend 2 runs a backup of it that completes it at 21 s.
+    /// (With speculative backups, backend 2 copies it once idle at 2 s: 12 s;
+    /// `anIdleBackendOfAssumedSpeedCopiesARunningJob`.)
     @Test(arguments: [(true, 10.0), (false, 21.0)])
     func announcedDurationsPriceKindsAndSpeeds(announced: Bool, makespan: Double) {
         let s = Scenario(

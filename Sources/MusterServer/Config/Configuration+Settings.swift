@@ -98,6 +98,8 @@ extension Configuration {
         public var hedgeLoads: Int
         /// `routing.backup_runs`.
         public var backupRuns: Int
+        /// `routing.speculative_backups`.
+        public var speculativeBackups: Bool
     }
 
     /// `routing.no_eligible_backend`: what happens, once the gate is open, to a job no backend can run.
@@ -211,7 +213,8 @@ extension Configuration.Settings {
             modelLoadDuration: try d.duration("routing.model_load_seconds"),
             maxWaitForBetter: try d.duration("routing.max_wait_for_better_seconds"),
             hedgeLoads: try d.int("routing.hedge_loads"),
-            backupRuns: try d.int("routing.backup_runs"))
+            backupRuns: try d.int("routing.backup_runs"),
+            speculativeBackups: try d.bool("routing.speculative_backups"))
         links = Configuration.Links(
             suspectGrace: try d.duration("links.suspect_grace_seconds"),
             forgetDown: try d.duration("links.forget_down_seconds"),
