@@ -24,8 +24,13 @@ struct BackupRun: Hashable, Sendable {
     var startedAt: CoreInstant?
     /// The last fraction it reported done (`progress`).
     var progress: Double = 0
-    /// That fraction was `timed` (work, not steps): it projects when the copy ends (`backupEnd`).
-    var timed = false
+    /// When its last `timed` progress, from `projectionFraction` on, projects it to end (work so
+    /// far ÷ fraction, fixed when the report came, as for the bound run's `projectedEnds`).
+    var projectedEnd: Double?
+    /// Started with no straggler to copy (`speculativeBackup`): when it gives way to a job bound
+    /// on its backend (or its backend drains or is lost), it does not count toward the job's
+    /// `backupRuns` (`stopBackup`).
+    var speculative = false
 }
 
 extension Coordinator {
@@ -43,18 +48,16 @@ extension Coordinator {
 
     /// When the earliest of the backup runs of `job` (estimate `e`) is expected to end, if it
     /// has any: its work from when it started (or was bound) at its backend's speed, or, once
-    /// its `timed` progress reached `projectionFraction`, what that progress projects (a copy on
-    /// a backend slower than assumed shows it as the job's own run does); past that, as long
+    /// its `timed` progress reached `projectionFraction`, the end that progress projected (a copy
+    /// on a backend slower than assumed shows it as the job's own run does); past that, as long
     /// again as it overran.
     func backupEnd(_ job: JobID, _ e: Int) -> Double? {
         guard !backups.isEmpty, let list = backups[job] else { return nil }
         let t = now.seconds
         return list.compactMap { run -> Double? in
             guard let bi = backends.index(run.backend) else { return nil }
-            if run.timed, let began = run.startedAt?.seconds, run.progress >= Self.projectionFraction, run.progress < 1 {
-                return Self.overrun(began + (t - began) / run.progress, t)
-            }
-            return Self.overrun((run.startedAt ?? run.boundAt).seconds + expectedSeconds(bi, e), t)
+            let end = run.projectedEnd ?? (run.startedAt ?? run.boundAt).seconds + expectedSeconds(bi, e)
+            return Self.overrun(end, t)
         }.min()
     }
 
@@ -143,8 +146,10 @@ extension Coordinator {
             pick = (end, job, load?.model)
         }
         for job in gone { stragglers.remove(job) }
+        var speculative = false
         if pick == nil, speculate, let job = speculativeBackup(ti, id, bar: bar) {
             pick = (0, job, nil)
+            speculative = true
         }
         guard let pick else { return }
         let job = pick.job
@@ -156,7 +161,7 @@ extension Coordinator {
         }
         let lease = Lease(nextLease)
         nextLease += 1
-        backups[job, default: []].append(BackupRun(backend: id, lease: lease, boundAt: now))
+        backups[job, default: []].append(BackupRun(backend: id, lease: lease, boundAt: now, speculative: speculative))
         backupOn[id] = job
         jobs[job].backupsStarted += 1
         counters.backupsStarted += 1
@@ -170,8 +175,6 @@ extension Coordinator {
 
     /// How much faster than assumed an idle backend must be for a speculative backup to win.
     static let speculativeSpeedup = 4.0
-    /// How many busy backends a speculative backup looks through.
-    static let speculativeScan = 16
 
     /// A backend of assumed speed that found nothing to run, steal, load or back up: it copies
     /// the running job (no straggler needed) that it would finish first if it were
@@ -180,17 +183,16 @@ extension Coordinator {
     /// tells how fast it is (cold fleet seed 8: a 4x backend measured only on videos idled while
     /// an image ran on one four times slower, measured only on images). Only jobs it can start
     /// now (no model to load), with no backup yet, expected to take at least
-    /// `shortestSpeedSample`, on the `speculativeScan` slowest busy backends slower than
-    /// `bar` (`fleetBySpeed`: no scan of the fleet). From then on it is an ordinary backup: one
-    /// that wins measures its backend, and the run it outran teaches too (`learnOutrun`).
+    /// `shortestSpeedSample`, on backends slower than `bar` (`fleetBySpeed`, as `runningToMove`
+    /// looks: the slower part of the fleet, when this backend has nothing else to do). The pick
+    /// is by a total order, so the set's order does not matter. From then on it is an ordinary
+    /// backup (counted toward the job's `backupRuns`): one that wins measures its backend, and
+    /// the run it outran teaches too (`learnOutrun`).
     func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double) -> JobID? {
         let t = now.seconds
-        var looked = 0
         var pick: (end: Double, job: JobID)?
         for v in fleetBySpeed.slower(than: bar) {
             guard v != id, let vi = backends.index(v), backends.records[vi].running > 0 else { continue }
-            looked += 1
-            if looked > Self.speculativeScan { break }
             for (k, job) in backends.records[vi].jobs.enumerated() {
                 guard backends.records[vi].jobStartedAt[k] >= 0, backups[job] == nil, let j = jobs.index(job),
                     jobs[slot: j].state == .running, jobs[slot: j].cancelRequestedAt == nil,
@@ -222,8 +224,14 @@ extension Coordinator {
         case .started(let fraction, let timed):
             if backups[id]![k].startedAt == nil { backups[id]![k].startedAt = now }
             if let fraction {
-                backups[id]![k].progress = min(1, max(0, fraction))
-                backups[id]![k].timed = timed
+                let done = min(1, max(0, fraction))
+                backups[id]![k].progress = done
+                // Projected as the bound run's `timed` progress is (`projectFromProgress`); an
+                // untimed report (steps, not work) leaves the last projection as it was.
+                let began = backups[id]![k].startedAt!.seconds, worked = now.seconds - began
+                if timed, done >= Self.projectionFraction, done < 1, worked > 0 {
+                    backups[id]![k].projectedEnd = began + worked / done
+                }
             }
             return true
         case .failed:
@@ -295,6 +303,7 @@ extension Coordinator {
         // What the copy reported, not what the revoked run did.
         jobs[id].progress = run.progress
         jobs[id].progressMessage = nil
+        if let end = run.projectedEnd { backends[run.backend].projectedEnds[id] = end }
     }
 
     /// Whether a backup runs on `backend` and one more job bound there would leave it no running
@@ -371,11 +380,15 @@ extension Coordinator {
     }
 
     /// The backup running on `backend` stops: revoked when `revoke` (a job is bound there, or it
-    /// drains), else dropped silently (its leases died with its link or incarnation).
+    /// drains), else dropped silently (its leases died with its link or incarnation). A
+    /// speculative one stopped so is not counted toward the job's `backupRuns`: copies made
+    /// whenever a backend idled a moment left none for the straggler the job later proved to be
+    /// (routing suite seed 210 without progress: 1.51 to 1.84 before this).
     mutating func stopBackup(on backend: BackendID, revoke: Bool) {
         guard let job = backupOn[backend], let k = backups[job]?.firstIndex(where: { $0.backend == backend }) else {
             return
         }
+        if backups[job]![k].speculative, jobs.contains(job), jobs[job].backupsStarted > 0 { jobs[job].backupsStarted -= 1 }
         if revoke { out.append(.revoke(job: job, backend: backend, lease: backups[job]![k].lease)) }
         out.append(.observe(.backup(job, backend, .stopped)))
         removeBackup(job, at: k)

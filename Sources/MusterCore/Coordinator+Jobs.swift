@@ -288,6 +288,25 @@ extension Coordinator {
             emit(jobs[id], .started)
         }
         refreshLoad(backend)
+        if policy.speculativeBackups, policy.backupRuns > 0, !free.isEmpty { lookToCopy(jobs[id].classIndex) }
+    }
+
+    /// A job of class `c` started: it is what a speculative backup copies, so the free backends
+    /// of assumed speed with no backup running that can run it look again (one idle since before
+    /// it started found nothing to copy then). Only those: a wider wake would have every free
+    /// backend weigh stealing and moving again at each start, which changed placements in fleets
+    /// of known speeds (routing suite seed 26 knowing everything: 1.25 to 1.26).
+    mutating func lookToCopy(_ c: Int) {
+        func look(_ b: BackendID) {
+            guard backupOn[b] == nil, let bi = backends.index(b), speedSource(bi).source == .assumed else { return }
+            backends[b].idleEpoch = .max
+            dirty.insert(b)
+        }
+        if free.count <= classes[c].capable.count {
+            for b in free where classes[c].capable.contains(b) { look(b) }
+        } else {
+            for b in classes[c].capable where free.contains(b) { look(b) }
+        }
     }
 
     mutating func progress(

@@ -368,6 +368,46 @@ import Testing
         }
     }
 
+    /// Speculative backups on, one image, two idle backends that announce nothing. The image is
+    /// bound to backend 1 while backend 2 looks too, before the image started: nothing runs to
+    /// copy yet. Its start makes backend 2 look again, and it copies the image at once (1 s
+    /// there against 4 s on backend 1). Without that look, backend 2 idled and the image ended at
+    /// 4 s.
+    @Test func aBackendIdleBeforeAJobStartedCopiesItOnceItStarts() {
+        var policy = CorePolicy()
+        policy.speculativeBackups = true
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: policy,
+                backends: [
+                    Scenario.Backend(id: BackendID(1), jobSeconds: ["image": 4]),
+                    Scenario.Backend(id: BackendID(2), jobSeconds: ["image": 1]),
+                ],
+                submissions: [.init(entries: [BatchEntry(spec: JobSpec(kind: "image"))])]))
+        #expect(r.completions == [JobID(1): 1])
+        let backups = r.trace.compactMap { step -> (Double, BackupOutcome)? in
+            if case .observe(.backup(JobID(1), BackendID(2), let outcome)) = step.action { (step.at, outcome) } else { nil }
+        }
+        #expect(backups.map(\.0) == [0, 1] && backups.map(\.1) == [.started, .won], "\(backups)")
+        #expect(r.ranOn[JobID(1)] == BackendID(2) && r.makespan == 1)
+    }
+
+    /// Routing suite seed 210 without progress, with speculative backups: at 0 s local -1 (three
+    /// times slower than backend 2) takes an image, and backends 2 and 5 copy it as they idle;
+    /// backend 2's copy gives way at once to an image of the second batch. Backend 2 measures
+    /// images at 5 s, and at 8.25 s copies the image again (a straggler now), winning at 13.25 s.
+    /// Had the copy that gave way counted toward the job's two `backupRuns`, none would be left:
+    /// the image ran on -1 until backend 4 took it at 12.38 s, 16.13 s.
+    @Test func aSpeculativeBackupThatGivesWayLeavesTheJobItsBackups() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 210, progress: false, speculative: true))
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        let gaveWay = r.trace.contains { step in
+            if case .observe(.backup(JobID(2), BackendID(2), .stopped)) = step.action { step.at == 0 } else { false }
+        }
+        #expect(gaveWay)
+        #expect(abs(r.makespan - 13.25) < 1e-9, "makespan \(r.makespan)")
+    }
+
     /// Two images on three backends that announce nothing, with `timed` progress, and speculative
     /// backups on. Backend 3, idle, copies the image on backend 1. Backend 2 ends its image at 4 s, which
     /// measures the class at 4 s: backend 3's copy, at its assumed speed, would then end at 4 s
