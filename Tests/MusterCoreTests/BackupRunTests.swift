@@ -336,6 +336,20 @@ import Testing
         #expect(r.coordinator.job(JobID(2))?.history.count == 1)
     }
 
+    /// The default policy, with speculative backups on or off.
+    static func policy(speculative: Bool) -> CorePolicy {
+        var policy = CorePolicy()
+        policy.speculativeBackups = speculative
+        return policy
+    }
+
+    /// When the backup runs of `job` on `backend` started, won or stopped, in order.
+    static func backupSteps(_ r: ScenarioReport, _ job: JobID, on backend: BackendID) -> [(Double, BackupOutcome)] {
+        r.trace.compactMap { step -> (Double, BackupOutcome)? in
+            if case .observe(.backup(job, backend, let outcome)) = step.action { (step.at, outcome) } else { nil }
+        }
+    }
+
     /// Nothing announced or measured. The video can run only on backend 2 and the image goes to
     /// backend 1, idle; both are expected to take the 10 s default. Backend 2 ends the video at
     /// 2 s and, with nothing else to do and its speed still assumed, copies the image: at four
@@ -344,11 +358,9 @@ import Testing
     /// image on backend 1 would have ended at 4 s. With `speculativeBackups` off, backend 2 idles.
     @Test(arguments: [true, false])
     func anIdleBackendOfAssumedSpeedCopiesARunningJob(speculative: Bool) {
-        var policy = CorePolicy()
-        policy.speculativeBackups = speculative
         let r = ScenarioRunner.run(
             Scenario(
-                policy: policy,
+                policy: Self.policy(speculative: speculative),
                 backends: [
                     Scenario.Backend(id: BackendID(1), jobSeconds: ["image": 4]),
                     Scenario.Backend(id: BackendID(2), features: ["video"], jobSeconds: ["image": 1, "video": 2]),
@@ -357,9 +369,7 @@ import Testing
                     .init(entries: [BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image"))])
                 ]))
         #expect(r.completions == [JobID(1): 1, JobID(2): 1])
-        let backups = r.trace.compactMap { step -> (Double, BackupOutcome)? in
-            if case .observe(.backup(JobID(2), BackendID(2), let outcome)) = step.action { (step.at, outcome) } else { nil }
-        }
+        let backups = Self.backupSteps(r, JobID(2), on: BackendID(2))
         if speculative {
             #expect(backups.map(\.0) == [2, 3] && backups.map(\.1) == [.started, .won], "\(backups)")
             #expect(r.ranOn[JobID(2)] == BackendID(2) && r.makespan == 3)
@@ -374,20 +384,16 @@ import Testing
     /// there against 4 s on backend 1). Without that look, backend 2 idled and the image ended at
     /// 4 s.
     @Test func aBackendIdleBeforeAJobStartedCopiesItOnceItStarts() {
-        var policy = CorePolicy()
-        policy.speculativeBackups = true
         let r = ScenarioRunner.run(
             Scenario(
-                policy: policy,
+                policy: Self.policy(speculative: true),
                 backends: [
                     Scenario.Backend(id: BackendID(1), jobSeconds: ["image": 4]),
                     Scenario.Backend(id: BackendID(2), jobSeconds: ["image": 1]),
                 ],
                 submissions: [.init(entries: [BatchEntry(spec: JobSpec(kind: "image"))])]))
         #expect(r.completions == [JobID(1): 1])
-        let backups = r.trace.compactMap { step -> (Double, BackupOutcome)? in
-            if case .observe(.backup(JobID(1), BackendID(2), let outcome)) = step.action { (step.at, outcome) } else { nil }
-        }
+        let backups = Self.backupSteps(r, JobID(1), on: BackendID(2))
         #expect(backups.map(\.0) == [0, 1] && backups.map(\.1) == [.started, .won], "\(backups)")
         #expect(r.ranOn[JobID(1)] == BackendID(2) && r.makespan == 1)
     }
@@ -409,18 +415,16 @@ import Testing
     }
 
     /// Two images on three backends that announce nothing, with `timed` progress, and speculative
-    /// backups on. Backend 3, idle, copies the image on backend 1. Backend 2 ends its image at 4 s, which
-    /// measures the class at 4 s: backend 3's copy, at its assumed speed, would then end at 4 s
+    /// backups on. Backend 3, idle, copies the image on backend 1. Backend 2 ends its image at 4 s,
+    /// which measures the class at 4 s: backend 3's copy, at its assumed speed, would then end at 4 s
     /// too, but its progress (a third done at 4 s) projects 12 s, as backend 1's does; so the
     /// image moves to backend 2, idle, and ends at 8 s. Priced at its assumed speed, the copy
     /// looked about to finish, nothing moved, and the image ran on backend 1 to 12 s.
     @Test func aBackupsProgressShowsWhenItEnds() {
         let image = JobSpec(kind: "image")
-        var policy = CorePolicy()
-        policy.speculativeBackups = true
         let r = ScenarioRunner.run(
             Scenario(
-                policy: policy,
+                policy: Self.policy(speculative: true),
                 backends: [
                     Scenario.Backend(id: BackendID(1), jobSeconds: ["image": 12], progressEvery: 0.5),
                     Scenario.Backend(id: BackendID(2), jobSeconds: ["image": 4], progressEvery: 0.5),
