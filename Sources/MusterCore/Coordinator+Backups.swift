@@ -98,9 +98,8 @@ extension Coordinator {
         var pick: (end: Double, job: JobID, load: String?)?
         var gone: [JobID] = []
         for job in stragglers {
-            guard let j = jobs.index(job), jobs[slot: j].state == .running, let v = jobs[slot: j].backend,
-                let vi = backends.index(v), let k = backends.records[vi].jobs.firstIndex(of: job),
-                jobs[slot: j].cancelRequestedAt == nil, Int(jobs[slot: j].backupsStarted) < policy.backupRuns
+            guard let j = jobs.index(job), mayCopy(j), let v = jobs[slot: j].backend,
+                let vi = backends.index(v), let k = backends.records[vi].jobs.firstIndex(of: job)
             else {
                 gone.append(job)
                 continue
@@ -173,6 +172,13 @@ extension Coordinator {
         out.append(.observe(.backup(job, id, .started)))
     }
 
+    /// Whether the job at slot `j` may get one more backup: it runs, no cancel is under way, and it
+    /// has backups left (`CorePolicy.backupRuns`).
+    func mayCopy(_ j: Int) -> Bool {
+        jobs[slot: j].state == .running && jobs[slot: j].cancelRequestedAt == nil
+            && Int(jobs[slot: j].backupsStarted) < policy.backupRuns
+    }
+
     /// How much faster than assumed an idle backend must be for a speculative backup to win.
     static let speculativeSpeedup = 4.0
 
@@ -194,9 +200,7 @@ extension Coordinator {
         for v in fleetBySpeed.slower(than: bar) {
             guard v != id, let vi = backends.index(v), backends.records[vi].running > 0 else { continue }
             for (k, job) in backends.records[vi].jobs.enumerated() {
-                guard backends.records[vi].jobStartedAt[k] >= 0, backups[job] == nil, let j = jobs.index(job),
-                    jobs[slot: j].state == .running, jobs[slot: j].cancelRequestedAt == nil,
-                    Int(jobs[slot: j].backupsStarted) < policy.backupRuns
+                guard backends.records[vi].jobStartedAt[k] >= 0, backups[job] == nil, let j = jobs.index(job), mayCopy(j)
                 else { continue }
                 let c = jobs[slot: j].classIndex
                 let m = classes[c].modelID

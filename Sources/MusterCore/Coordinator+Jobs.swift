@@ -105,12 +105,21 @@ extension Coordinator {
         wake(c)
     }
 
-    /// Marks the free backends capable of class `c` for the next dispatch round.
-    mutating func wake(_ c: Int) {
+    /// Marks the free backends capable of class `c` for the next dispatch round. `toCopy`: only
+    /// those a speculative backup could run on (speed assumed, no backup running), and they look
+    /// even when nothing changed since they last found nothing (`idleEpoch`).
+    mutating func wake(_ c: Int, toCopy: Bool = false) {
+        func look(_ b: BackendID) {
+            if toCopy {
+                guard backupOn[b] == nil, let bi = backends.index(b), speedSource(bi).source == .assumed else { return }
+                backends[b].idleEpoch = .max
+            }
+            dirty.insert(b)
+        }
         if free.count <= classes[c].capable.count {
-            for b in free where classes[c].capable.contains(b) { dirty.insert(b) }
+            for b in free where classes[c].capable.contains(b) { look(b) }
         } else {
-            for b in classes[c].capable where free.contains(b) { dirty.insert(b) }
+            for b in classes[c].capable where free.contains(b) { look(b) }
         }
     }
 
@@ -288,25 +297,12 @@ extension Coordinator {
             emit(jobs[id], .started)
         }
         refreshLoad(backend)
-        if policy.speculativeBackups, policy.backupRuns > 0, !free.isEmpty { lookToCopy(jobs[id].classIndex) }
-    }
-
-    /// A job of class `c` started: it is what a speculative backup copies, so the free backends
-    /// of assumed speed with no backup running that can run it look again (one idle since before
-    /// it started found nothing to copy then). Only those: a wider wake would have every free
-    /// backend weigh stealing and moving again at each start, which changed placements in fleets
-    /// of known speeds (routing suite seed 26 knowing everything: 1.25 to 1.26).
-    mutating func lookToCopy(_ c: Int) {
-        func look(_ b: BackendID) {
-            guard backupOn[b] == nil, let bi = backends.index(b), speedSource(bi).source == .assumed else { return }
-            backends[b].idleEpoch = .max
-            dirty.insert(b)
-        }
-        if free.count <= classes[c].capable.count {
-            for b in free where classes[c].capable.contains(b) { look(b) }
-        } else {
-            for b in classes[c].capable where free.contains(b) { look(b) }
-        }
+        // A running job is what a speculative backup copies: the free backends that could copy it
+        // look again (one idle since before it started found nothing to copy then). Only those: a
+        // wider wake would have every free backend weigh stealing and moving again at each start,
+        // which changed placements in fleets of known speeds (routing suite seed 26 knowing
+        // everything: 1.25 to 1.26).
+        if policy.speculativeBackups, policy.backupRuns > 0, !free.isEmpty { wake(jobs[id].classIndex, toCopy: true) }
     }
 
     mutating func progress(
