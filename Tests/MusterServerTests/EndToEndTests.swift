@@ -127,6 +127,22 @@ import Testing
         #expect(try await serve.stop() == 0)
     }
 
+    /// A second agent registering the same name replaces the first (Protocol 4005): the first
+    /// exits 1 and says so once, with the code the coordinator closed its link with; its own
+    /// closing of the link as it stops is not a second refusal.
+    @Test func anAgentReplacedByANewerOneOfTheSameNameExitsOnceWith4005() async throws {
+        let (serve, port) = try await coordinator(backends("[]"))
+        let first = try await agent(port: port, name: "twin", features: "video")
+        let second = try await agent(port: port, name: "twin", features: "video")
+        #expect(try await first.waitForExit() == 1)
+        let refusals = first.logEvents.filter { $0["msg"] as? String == "stopping: the coordinator refused this agent" }
+        #expect(refusals.count == 1, "\(refusals)")
+        #expect(refusals.first?["close.code"] as? String == "4005", "\(refusals)")
+        #expect(second.process.isRunning)
+        try await second.stop()
+        #expect(try await serve.stop() == 0)
+    }
+
     /// A backend that left and stayed away for `links.forget_down_seconds` is gone from
     /// `/v1/backends`, `/metrics` and the store (a restart does not list it); its name comes back
     /// as a new backend, under an id no stored job names.

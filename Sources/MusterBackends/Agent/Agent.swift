@@ -52,6 +52,9 @@ public actor Agent {
     var dialedLink: ConnectionID?
     var draining = false
     var stopped = false
+    /// Set as the agent decides to stop (a refusal, or `stop()`): close events after it are its
+    /// own links closing.
+    private var stopping = false
     var finished = false
     var stopWaiters: [CheckedContinuation<Void, Never>] = []
     /// Why the agent stopped, when it was not asked to.
@@ -298,10 +301,14 @@ public actor Agent {
             if !event.willReconnect { abandoned.remove(event.id) }
             return
         }
+        // Stopping (a refusal seen, a drain, a signal): this is the agent closing its own links,
+        // code 1000, not a second word from the coordinator.
+        if stopping { return }
         let fatalCodes: Set<UInt16> = [4001, 4002, 4003, 4005, 4007]
         if fatalCodes.contains(event.code.rawValue) || failure != nil {
             failure = failure ?? "the coordinator closed the link with \(event.code.rawValue) \(event.reason)"
             logger.error("stopping: the coordinator refused this agent", metadata: ["close.code": "\(event.code.rawValue)", "reason": "\(failure ?? "")"])
+            stopping = true
             Task { await self.stop() }
             return
         }
@@ -380,6 +387,7 @@ public actor Agent {
             return
         }
         stopped = true
+        stopping = true
         halt()
         await transport.shutdown()
         finished = true
