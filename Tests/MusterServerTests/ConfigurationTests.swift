@@ -290,6 +290,33 @@ import Testing
         #expect(both.key == "auth.token_file")
     }
 
+    /// A rule across keys names the source of the key that brought the conflict in (the one
+    /// that was set), as a bad value does: not just "configuration".
+    @Test func crossKeyErrorsNameTheSourceOfTheKeyThatWasSet() throws {
+        let file = try write(#"{"tls": {"cert": "/dev/null"}}"#)
+        #expect(loadError(file: file)?.source == "file \(file)")
+        let env = try #require(loadError(env: ["MUSTER_TLS_KEY": "/dev/null"]))
+        #expect(env.key == "tls.cert" && env.source == "environment MUSTER_TLS_KEY", "\(env)")
+        // The environment set the token, --set the token file: the token file is named.
+        let both = try #require(
+            Result { () throws(ConfigError) in
+                try Configuration.load(
+                    file: nil, environment: ["MUSTER_AUTH_TOKEN": "a"], overrides: [("flag --token-file", "auth.token_file", "/dev/null")])
+            }.failure)
+        #expect(both.source == "flag --token-file", "\(both)")
+        let open = try #require(loadError(file: try write(#"{"listen": "0.0.0.0:7460"}"#)))
+        #expect(open.key == "auth.token" && open.source.hasPrefix("file "), "\(open)")
+        let v6 = try #require(loadError(env: ["MUSTER_LISTEN": "[::1]:7460"]))
+        #expect(v6.source == "environment MUSTER_LISTEN", "\(v6)")
+        let unreadable = try #require(loadError(set: [("tls.client_ca", "/nonexistent/ca.pem"), ("tls.cert", "/dev/null"), ("tls.key", "/dev/null")]))
+        #expect(unreadable.key == "tls.client_ca" && unreadable.source == "flag --set", "\(unreadable)")
+        // Tokens are checked after the load: a duplicate names where the second came from.
+        let config = try Configuration.load(
+            file: try write(#"{"auth": {"token": "same"}}"#), environment: ["MUSTER_AUTH_BACKEND_TOKENS": #"{"b": "same"}"#])
+        let dup = try #require(Result { () throws(ConfigError) in try config.checkTokens() }.failure)
+        #expect(dup.key == "auth.backend_tokens.b" && dup.source == "environment MUSTER_AUTH_BACKEND_TOKENS", "\(dup)")
+    }
+
     @Test func tokenFileFirstLineIsTheToken() throws {
         let path = try write("  tok3n  \nsecond line\n")
         let config = try Configuration.load(file: nil, environment: ["MUSTER_AUTH_TOKEN_FILE": path])
@@ -302,5 +329,13 @@ import Testing
         #expect(names.contains("MUSTER_GATE_WINDOW_SECONDS"))
         #expect(names.contains("MUSTER_LINKS_MAX_MESSAGE_BYTES"))
         #expect(Set(names).count == names.count)
+    }
+}
+
+extension Result {
+    /// The error, or nil when it succeeded.
+    fileprivate var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
     }
 }

@@ -28,22 +28,22 @@ extension Configuration {
         return "\(settings.tls.cert == nil ? "ws" : "wss")://\(l)"
     }
 
-    func validateHA(source: String) throws(ConfigError) {
+    func validateHA() throws(ConfigError) {
         if let advertise = settings.ha.advertise {
             let scheme = advertise.hasPrefix("ws://") ? 5 : advertise.hasPrefix("wss://") ? 6 : 0
             let authority = advertise.dropFirst(scheme).prefix { $0 != "/" && $0 != "?" }
             guard scheme > 0, !authority.isEmpty, !advertise.contains(","), advertise.utf8.count <= 128 else {
                 throw ConfigError(
-                    source: source, key: "ha.advertise",
+                    source: origins.of("ha.advertise"), key: "ha.advertise",
                     reason: "'\(advertise)' is not a coordinator URL; expected ws://HOST:PORT or wss://HOST:PORT (at most 128 characters)")
             }
         }
         if let name = settings.ha.name, name.utf8.count > 128 || name.contains(where: { $0.isNewline || $0 == "," }) {
-            throw ConfigError(source: source, key: "ha.name", reason: "expected a node name of at most 128 characters")
+            throw ConfigError(source: origins.of("ha.name"), key: "ha.name", reason: "expected a node name of at most 128 characters")
         }
         if electsLeader, haAdvertise == nil {
             throw ConfigError(
-                source: source, key: "ha.advertise",
+                source: origins.of("store.url", "listen"), key: "ha.advertise",
                 reason: "listen \(settings.listen) is not an address agents and clients can dial, and with a postgres store a standby "
                     + "names the leader by it; set ha.advertise to this coordinator's ws://HOST:PORT")
         }

@@ -58,8 +58,9 @@ extension Configuration {
         }
         if !backendsDeclared { layers.backends = BackendConfig.embeddedDefault }
         let config = Configuration(
-            settings: try Settings(decoding: layers.values), values: layers.values, backends: layers.backends,
-            backendTokens: layers.backendTokens, credentials: layers.credentials)
+            settings: try Settings(decoding: layers.values, origins: layers.origins), values: layers.values,
+            backends: layers.backends, backendTokens: layers.backendTokens, credentials: layers.credentials,
+            origins: layers.origins)
         try config.validate()
         return config
     }
@@ -76,6 +77,7 @@ extension Configuration {
         var backends: [BackendConfig] = []
         var backendTokens: [String: String] = [:]
         var credentials: [Credential] = []
+        var origins = ConfigOrigins()
 
         mutating func apply(
             object: [String: Any], prefix: String, source: String, environment: [String: String],
@@ -92,13 +94,18 @@ extension Configuration {
                 if name == "backends" {
                     backendsDeclared = true
                     backends = try parseBackends(v, source: source).get()
+                    origins.record(name, source)
                 } else if name == "auth.backend_tokens" {
                     backendTokens = try Configuration.parseTokens(v, source: source)
+                    origins.record(name, source)
                 } else if name == "auth.credentials" {
                     credentials = try Configuration.parseCredentials(v, source: source, environment: environment)
+                    origins.record(name, source)
                 } else if let key = ConfigKey.byName[name] {
                     switch key.parse(json: v) {
-                    case .success(let value): values[name] = value
+                    case .success(let value):
+                        values[name] = value
+                        origins.record(name, source)
                     case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
                     }
                 } else if let sub = v as? [String: Any], ConfigKey.all.contains(where: { $0.name.hasPrefix(name + ".") }) {
@@ -132,13 +139,16 @@ extension Configuration {
                 case "auth.backend_tokens": backendTokens = try Configuration.parseTokens(json, source: source)
                 default: credentials = try Configuration.parseCredentials(json, source: source, environment: environment)
                 }
+                origins.record(name, source)
                 return
             }
             guard let key = ConfigKey.byName[name] else {
                 throw ConfigError(source: source, key: name, reason: "unknown key\(Configuration.suggestion(for: name))")
             }
             switch key.parse(text: text) {
-            case .success(let value): values[name] = value
+            case .success(let value):
+                values[name] = value
+                origins.record(name, source)
             case .failure(let reason): throw ConfigError(source: source, key: name, reason: reason.description)
             }
         }
@@ -165,40 +175,45 @@ extension Configuration {
 
     /// Checks that hold across keys.
     private func validate() throws(ConfigError) {
-        let source = "configuration"
+        // Each error names the source of the key that brought the conflict in.
         let tls = settings.tls, auth = settings.auth
         if (tls.cert == nil) != (tls.key == nil) {
-            throw ConfigError(source: source, key: tls.cert == nil ? "tls.cert" : "tls.key", reason: "tls.cert and tls.key go together")
+            throw ConfigError(
+                source: origins.of("tls.cert", "tls.key"), key: tls.cert == nil ? "tls.cert" : "tls.key",
+                reason: "tls.cert and tls.key go together")
         }
         if tls.clientCA != nil, tls.cert == nil {
-            throw ConfigError(source: source, key: "tls.client_ca", reason: "client certificates need tls.cert and tls.key")
+            throw ConfigError(
+                source: origins.of("tls.client_ca"), key: "tls.client_ca", reason: "client certificates need tls.cert and tls.key")
         }
         if tls.clientCA == nil, let bound = credentials.first(where: { $0.certificateName != nil }) {
             throw ConfigError(
-                source: source, key: "auth.credentials",
+                source: origins.of("auth.credentials"), key: "auth.credentials",
                 reason: "credential \(bound.name) is bound to a client certificate (certificate_cn) but tls.client_ca is not set, "
                     + "so no client certificate is asked for; set tls.client_ca or give it a token_file")
         }
         if auth.token != nil, auth.tokenFile != nil {
-            throw ConfigError(source: source, key: "auth.token_file", reason: "give auth.token or auth.token_file, not both")
+            throw ConfigError(
+                source: origins.of("auth.token_file"), key: "auth.token_file", reason: "give auth.token or auth.token_file, not both")
         }
         let files = [("auth.token_file", auth.tokenFile), ("tls.cert", tls.cert), ("tls.key", tls.key), ("tls.client_ca", tls.clientCA)]
         for case (let key, let path?) in files where !FileManager.default.isReadableFile(atPath: path) {
-            throw ConfigError(source: source, key: key, reason: "cannot read '\(path)'")
+            throw ConfigError(source: origins.of(key), key: key, reason: "cannot read '\(path)'")
         }
         // The listener is IPv4 (lws is asked for no IPv6 socket): `[::1]` would quietly listen
         // on 127.0.0.1 and `[::]` not on IPv6 at all.
         if settings.listen.host.contains(":") {
             throw ConfigError(
-                source: source, key: "listen",
+                source: origins.of("listen"), key: "listen",
                 reason: "IPv6 addresses are not supported (the listener is IPv4): use 127.0.0.1, 0.0.0.0 or an IPv4 address of this machine")
         }
-        try validateHA(source: source)
+        try validateHA()
         if let open = openSideBeyondLoopback, !auth.allowAnonymous {
             let what = open == "client"
                 ? "submit, cancel and drain" : open == "backend" ? "register as a backend" : "submit, cancel, drain and register as a backend"
+            // Named for the listen address that opened it: no credential key was set.
             throw ConfigError(
-                source: source, key: "auth.token",
+                source: origins.of("listen"), key: "auth.token",
                 reason: "listen \(settings.listen) is reachable beyond this machine and no \(open == "both" ? "" : open + " ")credentials are configured, "
                     + "so anyone who reaches the port could \(what); set auth.token or auth.token_file (every role), "
                     + "auth.credentials with \(open == "backend" ? "a backend" : open == "client" ? "a client, operator or read" : "backend and client")"
@@ -254,13 +269,13 @@ extension Configuration {
         for (who, key, token) in named
         where token.unicodeScalars.count > 1024 || token.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw ConfigError(
-                source: "configuration", key: key,
+                source: origins.of(key), key: key,
                 reason: "the token of \(who) has control characters or more than 1,024 characters: no hello could present it")
         }
         for (i, a) in named.enumerated() {
             for b in named[(i + 1)...] where constantTimeEqual(a.2, b.2) {
                 throw ConfigError(
-                    source: "configuration", key: b.1,
+                    source: origins.of(b.1), key: b.1,
                     reason: "\(a.0) and \(b.0) have the same token; give each its own")
             }
         }
@@ -333,7 +348,7 @@ extension Configuration {
     public func resolvedSharedToken() throws(ConfigError) -> String? {
         if let token = settings.auth.token { return token }
         guard let tokenFile = settings.auth.tokenFile else { return nil }
-        return try Self.readTokenFile(tokenFile, source: "configuration", key: "auth.token_file")
+        return try Self.readTokenFile(tokenFile, source: origins.of("auth.token_file"), key: "auth.token_file")
     }
 }
 

@@ -182,8 +182,8 @@ extension Configuration {
 extension Configuration.Settings {
     /// Decodes the merged values (every key of `ConfigKey.all`, each already parsed and range
     /// checked by its kind) into typed fields. Throws naming the key whose value does not decode.
-    init(decoding values: [String: ConfigValue]) throws(ConfigError) {
-        let d = SettingsDecoder(values: values)
+    init(decoding values: [String: ConfigValue], origins: ConfigOrigins = ConfigOrigins()) throws(ConfigError) {
+        let d = SettingsDecoder(values: values, origins: origins)
         listen = try d.hostPort("listen")
         auth = Configuration.Auth(
             token: try d.optionalString("auth.token"), tokenFile: try d.optionalString("auth.token_file"),
@@ -252,10 +252,10 @@ extension Configuration {
 /// or a value of another shape is a bug in the decode, reported like a bad value: naming the key.
 private struct SettingsDecoder {
     let values: [String: ConfigValue]
-    let source = "configuration"
+    let origins: ConfigOrigins
 
     func fail(_ name: String, _ reason: String) -> ConfigError {
-        ConfigError(source: source, key: name, reason: reason)
+        ConfigError(source: origins.of(name), key: name, reason: reason)
     }
 
     private func value(_ name: String) throws(ConfigError) -> (ConfigKey, ConfigValue) {

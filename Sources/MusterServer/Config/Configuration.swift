@@ -19,6 +19,35 @@ public struct Configuration: Sendable, Equatable {
     public internal(set) var backendTokens: [String: String]
     /// `auth.credentials`: tokens scoped to roles, read from files or the environment at load.
     public internal(set) var credentials: [Credential] = []
+    /// Which source set each key, for errors found after the merge (rules across keys).
+    var origins = ConfigOrigins()
+}
+
+/// Which source last set each key: `file muster.json`, `environment MUSTER_TLS_CERT`,
+/// `flag --set`, ... An error found after the sources were merged (a rule across keys, a token
+/// check) names the source of the key that brought the conflict in, not just "configuration".
+/// Where a value came from does not make two configurations differ, so it takes no part in `==`.
+struct ConfigOrigins: Sendable, Equatable {
+    private var byKey: [String: String] = [:]
+
+    mutating func record(_ key: String, _ source: String) { byKey[key] = source }
+
+    /// The source of the first of `keys` (or of the section holding it: `auth.backend_tokens`
+    /// for `auth.backend_tokens.gpu-1`) that a source set; "configuration" when none was set,
+    /// as when every one has its embedded default.
+    func of(_ keys: String...) -> String {
+        for key in keys {
+            var name = Substring(key)
+            while true {
+                if let source = byKey[String(name)] { return source }
+                guard let cut = name.lastIndex(where: { $0 == "." || $0 == "[" }) else { break }
+                name = name[..<cut]
+            }
+        }
+        return "configuration"
+    }
+
+    static func == (_: ConfigOrigins, _: ConfigOrigins) -> Bool { true }
 }
 
 /// One resolved configuration value.
