@@ -14,7 +14,8 @@ public struct BatchProgress: Sendable {
         /// 0...1 while running, from `progress` events.
         public var progress: Double?
         public var progressMessage: String?
-        /// `at_ms` (coordinator clock) of the first event seen, of `started`, and of the final event.
+        /// `at_ms` (coordinator clock) of the first event seen, of `started` (or a snapshot's
+        /// `started_ms`, for a job that started before it was followed), and of the final event.
         public var firstSeenMs: UInt64?
         public var startedMs: UInt64?
         public var endedMs: UInt64?
@@ -91,6 +92,10 @@ public struct BatchProgress: Sendable {
         case .started:
             job.startedMs = e.atMs
             job.progress = 0
+        case .snapshot:
+            // A job that started before it was followed: its snapshot says when.
+            if let started = e.startedMs { job.startedMs = started }
+            if e.state == .running, let p = e.progress { job.progress = p }
         case .progress:
             job.progress = e.progress ?? job.progress
             job.progressMessage = e.message ?? job.progressMessage
@@ -108,7 +113,8 @@ public struct BatchProgress: Sendable {
         }
         if e.state.isFinal {
             job.finalEvents += 1
-            job.endedMs = e.atMs
+            // A snapshot's `at_ms` is when it was taken; `finished_ms` when the job ended.
+            job.endedMs = e.event == .snapshot ? (e.finishedMs ?? e.atMs) : e.atMs
             job.error = e.error
             job.result = e.result
             if e.state == .completed { job.progress = 1 }

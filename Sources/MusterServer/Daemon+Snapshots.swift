@@ -188,7 +188,8 @@ extension Daemon {
         let holds = e.state == .bound || e.state == .running || e.state.isFinal
         var w = CoordinatorToClient.JobEvent(
             job: e.job, batch: e.batch, event: .snapshot, state: e.state, attempt: e.attempt, atMs: ms(e.at),
-            backend: holds ? e.backend : nil)
+            backend: holds ? e.backend : nil, startedMs: startedMs(core.job(e.job), attempt: e.attempt, state: e.state),
+            finishedMs: e.state.isFinal ? ms(e.at) : nil)
         switch e.kind {
         case .gated(let reason): w.waiting = wireWait(reason)
         case .progress(let fraction, let message):

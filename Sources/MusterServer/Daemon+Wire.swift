@@ -183,6 +183,14 @@ extension Daemon {
             job: j.id, batch: j.batch, event: .snapshot, state: j.state, attempt: j.attempt,
             atMs: ms(now), backend: j.backend, progress: j.state == .running ? j.progress : nil,
             message: j.state == .running ? j.progressMessage : nil, result: j.result,
-            error: j.failure.map(wireError), waiting: j.waitReason.map(wireWait))
+            error: j.failure.map(wireError), waiting: j.waitReason.map(wireWait),
+            startedMs: startedMs(j, attempt: j.attempt, state: j.state), finishedMs: j.state.isFinal ? j.endedAt.map(ms) : nil)
+    }
+
+    /// A snapshot's `started_ms`: when attempt `attempt` of the job started, for a job running or
+    /// ended in that state; nil before a start, and for a job that never started.
+    func startedMs(_ j: JobRecord?, attempt: Int, state: JobState) -> UInt64? {
+        guard state == .running || state.isFinal, let j else { return nil }
+        return j.history.last { $0.attempt == attempt }?.startedAt.map(ms)
     }
 }

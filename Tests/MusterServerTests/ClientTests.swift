@@ -83,6 +83,27 @@ import Testing
         await coordinator.stop()
     }
 
+    /// A job's snapshot carries when its attempt started (`started_ms`): the `started` event a
+    /// late subscriber missed. A second link that followed from the start saw that event.
+    @Test func aSnapshotOfAStartedJobSaysWhenItStarted() async throws {
+        let coordinator = try await TestCoordinator.start()
+        let early = try await coordinator.connect()
+        try await early.subscribe(batch: nil)
+        let accepted = try await early.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "image", count: 2)]))
+        let seen = try await within(.seconds(60), "2 jobs final") { await early.follow(accepted) }
+        let late = try await coordinator.connect()
+        try await late.subscribe(batch: accepted.batch)
+        let after = try await within(.seconds(60), "2 snapshots") { await late.follow(accepted) }
+        for job in seen.orderedJobs {
+            let started = try #require(job.startedMs, "job \(job.id): its started event was seen")
+            #expect(after.jobs[job.id]?.startedMs == started, "job \(job.id)")
+            #expect(after.jobs[job.id]?.durationMs == job.durationMs, "job \(job.id)")
+        }
+        await early.close()
+        await late.close()
+        await coordinator.stop()
+    }
+
     @Test func cancelEndsTheJobsOfABatch() async throws {
         let slow = #"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 600}}]"#
         let coordinator = try await TestCoordinator.start(backends: slow)
@@ -328,6 +349,23 @@ import Testing
         p.apply(event(1, .failed, .failed, at: 3))
         #expect(p.jobs[JobID(1)]?.finalEvents == 2)
         #expect(p.jobs[JobID(1)]?.state == .completed)
+    }
+
+    /// A snapshot that says when the job started (`started_ms`, Protocol 7.2) gives the whole run
+    /// time of a job whose `started` was missed, running or already ended.
+    @Test func aSnapshotsStartGivesTheRunTimeOfAJobFollowedLate() {
+        var p = BatchProgress(batch: BatchID(7), jobs: [JobID(1), JobID(2)])
+        var running = event(1, .snapshot, .running, at: 100, backend: -1)
+        running.startedMs = 40
+        p.apply(running)
+        p.apply(event(1, .completed, .completed, at: 400, backend: -1))
+        #expect(p.jobs[JobID(1)]?.durationMs == 360)
+        // A final job's snapshot is taken after it ended: `finished_ms` says when it did.
+        var ended = event(2, .snapshot, .completed, at: 900, backend: -1)
+        ended.startedMs = 700
+        ended.finishedMs = 850
+        p.apply(ended)
+        #expect(p.jobs[JobID(2)]?.durationMs == 150)
     }
 
     @Test func aJobFollowedFromARunningSnapshotHasOnlyALowerBoundOnItsRunTime() {

@@ -275,6 +275,9 @@ import Testing
             lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any])
         #expect(summary["type"] as? String == "summary")
         #expect(summary["completed"] as? Int == 2)
+        // Each job's run time, whether its `started` came as an event or in its snapshot.
+        let jobs = summary["jobs"] as? [[String: Any]] ?? []
+        #expect(jobs.count == 2 && jobs.allSatisfy { $0["duration_ms"] is Int }, "\(summary)")
         #expect(try await server.stop() == 0)
     }
 

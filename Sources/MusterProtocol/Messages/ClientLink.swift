@@ -480,12 +480,18 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
         public var expectedMs: UInt64?
         public var runnerUp: BackendID?
         public var runnerUpExpectedMs: UInt64?
+        /// With `snapshot`, when the job's current attempt started (it is running, or it ended
+        /// after starting): the job event a subscriber may have missed.
+        public var startedMs: UInt64?
+        /// With `snapshot` of a final job: when it ended (`at_ms` is when the snapshot was taken).
+        public var finishedMs: UInt64?
 
         public init(
             job: JobID, batch: BatchID, event: JobEventKind, state: JobState, attempt: Int, atMs: UInt64,
             backend: BackendID? = nil, progress: Double? = nil, message: String? = nil, result: RawJSON? = nil,
             error: Wire.ErrorBody? = nil, waiting: Wire.GateWait? = nil, cause: ReleaseCause? = nil,
-            expectedMs: UInt64? = nil, runnerUp: BackendID? = nil, runnerUpExpectedMs: UInt64? = nil
+            expectedMs: UInt64? = nil, runnerUp: BackendID? = nil, runnerUpExpectedMs: UInt64? = nil,
+            startedMs: UInt64? = nil, finishedMs: UInt64? = nil
         ) {
             self.job = job
             self.batch = batch
@@ -503,6 +509,8 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             self.expectedMs = expectedMs
             self.runnerUp = runnerUp
             self.runnerUpExpectedMs = runnerUpExpectedMs
+            self.startedMs = startedMs
+            self.finishedMs = finishedMs
         }
 
         static var blank: Self {
@@ -528,6 +536,8 @@ public enum CoordinatorToClient: Hashable, Sendable, ProtocolDecodable, Protocol
             try c.optional("expected_ms", &expectedMs)
             try c.optional("runner_up", &runnerUp)
             try c.optional("runner_up_expected_ms", &runnerUpExpectedMs)
+            try c.optional("started_ms", &startedMs)
+            try c.optional("finished_ms", &finishedMs)
         }
     }
 }
