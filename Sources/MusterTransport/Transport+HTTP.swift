@@ -219,24 +219,38 @@ extension Transport {
         return !digits.isEmpty && digits.utf8.count <= 18 && digits.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
     }
 
-    /// The reason phrase of the statuses the transport writes itself.
+    /// The reason phrase of a status (RFC 9110 section 15), for every status line the transport
+    /// writes: lws leaves it empty for the statuses it does not know (201, 422, 429, ...).
     static func reason(_ status: Int) -> String {
         switch status {
         case 200: "OK"
         case 201: "Created"
         case 202: "Accepted"
+        case 204: "No Content"
+        case 304: "Not Modified"
         case 400: "Bad Request"
         case 401: "Unauthorized"
         case 403: "Forbidden"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
+        case 406: "Not Acceptable"
+        case 408: "Request Timeout"
         case 409: "Conflict"
+        case 410: "Gone"
         case 411: "Length Required"
-        case 413: "Request Entity Too Large"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 415: "Unsupported Media Type"
+        case 422: "Unprocessable Content"
         case 426: "Upgrade Required"
         case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
         case 503: "Service Unavailable"
-        default: "Error"
+        case 504: "Gateway Timeout"
+        default: status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error"
         }
     }
 
@@ -287,7 +301,7 @@ extension Transport {
             cNames.withUnsafeBufferPointer { np in
                 cValues.withUnsafeBufferPointer { vp in
                     clws_write_http_head(
-                        wsi, buf.baseAddress, buf.count, UInt32(status), response.contentType,
+                        wsi, buf.baseAddress, buf.count, UInt32(status), Self.reason(status), response.contentType,
                         UInt64(response.body.count), np.baseAddress, vp.baseAddress, Int32(response.headers.count))
                 }
             }

@@ -19,6 +19,9 @@ struct HTTPTests {
             return .deferred
         }
         s.http.fallback = { _, req in
+            if req.path.hasPrefix("/status/"), let code = Int(req.path.dropFirst("/status/".count)) {
+                return .respond(.json(code, "{}"))
+            }
             guard req.path.hasPrefix("/v1/jobs/") else { return nil }
             let id = req.path.dropFirst("/v1/jobs/".count)
             guard req.method == .delete else {
@@ -50,6 +53,24 @@ struct HTTPTests {
         #expect(results[2].body == "{\"canceled\":\"42\"}")
         #expect(results[3].status == 200)
         #expect(results[3].body == "{\"deferred\":true}")
+        await t.shutdown()
+    }
+
+    /// Every status line has its reason phrase, also for the statuses lws has none for (it wrote
+    /// "HTTP/1.1 429 " with nothing after the code).
+    @Test func everyStatusLineHasItsReasonPhrase() async throws {
+        let t = try makeTransport()
+        let port = try await server(t)
+        let expected = [
+            200: "OK", 201: "Created", 404: "Not Found", 408: "Request Timeout", 409: "Conflict",
+            422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+            503: "Service Unavailable",
+        ]
+        for (code, reason) in expected.sorted(by: { $0.key < $1.key }) {
+            let (text, _) = try await rawExchange(port, "GET /status/\(code) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(text.hasPrefix("HTTP/1.1 \(code) \(reason)\r\n"), "\(text)")
+            #expect(text.hasSuffix("\r\n\r\n{}"), "\(text)")
+        }
         await t.shutdown()
     }
 
