@@ -150,7 +150,10 @@ import Testing
         }
 
         for c in clients {
-            #expect(try await c.waitForExit(timeout: .seconds(180)) == 0, "\(c.standardOutput.suffix(400))")
+            // On failure, what b said about leading (a client hangs when no coordinator leads).
+            #expect(
+                try await c.waitForExit(timeout: .seconds(180)) == 0,
+                "\(c.standardOutput.suffix(400))\nb: \(b.standardError.split(separator: "\n").filter { $0.contains("lead") }.suffix(6).joined(separator: "\n"))")
             #expect(Followed(c.standardOutput).violations.isEmpty)
         }
 
