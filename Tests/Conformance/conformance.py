@@ -1029,6 +1029,33 @@ async def client_requests(t):
             "unanswered: %s" % [i for i in c.sent_ids if i not in c.answers])
 
 
+@scenario("7.2 a late subscriber's snapshots say when each job started and ended")
+async def snapshot_times(t):
+    d = await t.daemon()
+    b = await d.ready_backend("gpu", ["image"], slots=2)
+    early = await d.subscribed_client("early")
+    ja, jb = (await submit(early, [{"kind": "image", "count": 2}]))["jobs"]
+    aa, ab = await b.assigned("job a"), await b.assigned("job b")
+    await b.report("started", ja, aa["lease"])
+    await b.report("started", jb, ab["lease"])
+    started_a, started_b = await event(early, ja, "started"), await event(early, jb, "started")
+    await b.report("completed", jb, ab["lease"])
+    completed_b = await event(early, jb, "completed")
+    late = await d.client("late")
+    await late.hello()
+    await late.request({"type": "subscribe", "batch": started_a["batch"]}, "subscribed")
+    sa = await late.expect(lambda m: m.get("type") == "job" and m.get("job") == ja and m.get("event") == "snapshot", "snapshot of a")
+    sb = await late.expect(lambda m: m.get("type") == "job" and m.get("job") == jb and m.get("event") == "snapshot", "snapshot of b")
+    t.check(sa.get("state") == "running" and sa.get("started_ms") == started_a["at_ms"] and "finished_ms" not in sa,
+            "7.2 snapshot started_ms", "running job's snapshot %s; its started event at %s" % (sa, started_a["at_ms"]))
+    t.check(sb.get("state") == "completed" and sb.get("started_ms") == started_b["at_ms"]
+            and sb.get("finished_ms") == completed_b["at_ms"],
+            "7.2 snapshot finished_ms", "ended job's snapshot %s; started at %s, completed at %s"
+            % (sb, started_b["at_ms"], completed_b["at_ms"]))
+    await b.report("completed", ja, aa["lease"])
+    await event(late, ja, "completed")
+
+
 @scenario("8 HTTP API routes and error shapes")
 async def http_api(t):
     d = await t.daemon({"http.max_body_bytes": "2048", "routing.no_eligible_backend": "queue"})

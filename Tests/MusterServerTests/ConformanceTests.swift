@@ -15,7 +15,7 @@ import Testing
         "forbidden_4007", "limits_per_peer",
         "no_common_version_4002", "wrong_role_4003", "hello_timeout_4004", "replaced_4005", "stale_incarnation_1008",
         "message_before_hello_1008", "second_hello_1008", "invalid_hello_1008", "subprotocol_negotiation",
-        "framing_errors", "client_requests", "http_api", "readyz", "heartbeat", "shutdown_goodbye", "opaque_values",
+        "framing_errors", "client_requests", "snapshot_times", "http_api", "readyz", "heartbeat", "shutdown_goodbye", "opaque_values",
         "readme_names",
     ]
 
