@@ -187,10 +187,17 @@ extension Daemon {
             startedMs: startedMs(j, attempt: j.attempt, state: j.state), finishedMs: j.state.isFinal ? j.endedAt.map(ms) : nil)
     }
 
-    /// A snapshot's `started_ms`: when attempt `attempt` of the job started, for a job running or
-    /// ended in that state; nil before a start, and for a job that never started.
+    /// A snapshot's `started_ms`: when attempt `attempt` of the job started, for a job running on
+    /// it or ended by it; nil before a start, for a job that never started, and for one that ended
+    /// in the queue after that attempt was requeued or revoked (its start is not this end's).
     func startedMs(_ j: JobRecord?, attempt: Int, state: JobState) -> UInt64? {
-        guard state == .running || state.isFinal, let j else { return nil }
-        return j.history.last { $0.attempt == attempt }?.startedAt.map(ms)
+        j.flatMap { Self.snapshotStart(of: $0.history, attempt: attempt, state: state) }.map(ms)
+    }
+
+    /// The start `startedMs` reports, from a job's attempts.
+    static func snapshotStart(of history: [AttemptRecord], attempt: Int, state: JobState) -> CoreInstant? {
+        guard state == .running || state.isFinal, let a = history.last(where: { $0.attempt == attempt }) else { return nil }
+        let current = state == .running ? a.endedAt == nil : a.outcome != .requeued && a.outcome != .revoked
+        return current ? a.startedAt : nil
     }
 }

@@ -219,8 +219,10 @@ extension Transport {
         return !digits.isEmpty && digits.utf8.count <= 18 && digits.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
     }
 
-    /// The reason phrase of a status (RFC 9110 section 15), for every status line the transport
-    /// writes: lws leaves it empty for the statuses it does not know (201, 422, 429, ...).
+    /// The reason phrase of a status, the same on both paths that write a status line: lws' own
+    /// phrases for the statuses it knows (400-417, 500-505: "Request Entity Too Large" for 413),
+    /// RFC 9110's for those it leaves empty (201, 422, 429, ...), which the transport fills in.
+    /// Empty for any other (a status line may have none).
     static func reason(_ status: Int) -> String {
         switch status {
         case 200: "OK"
@@ -238,8 +240,8 @@ extension Transport {
         case 409: "Conflict"
         case 410: "Gone"
         case 411: "Length Required"
-        case 413: "Content Too Large"
-        case 414: "URI Too Long"
+        case 413: "Request Entity Too Large"
+        case 414: "Request URI too Long"
         case 415: "Unsupported Media Type"
         case 422: "Unprocessable Content"
         case 426: "Upgrade Required"
@@ -250,7 +252,7 @@ extension Transport {
         case 502: "Bad Gateway"
         case 503: "Service Unavailable"
         case 504: "Gateway Timeout"
-        default: status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error"
+        default: ""
         }
     }
 

@@ -297,6 +297,10 @@ import Testing
         #expect(loadError(file: file)?.source == "file \(file)")
         let env = try #require(loadError(env: ["MUSTER_TLS_KEY": "/dev/null"]))
         #expect(env.key == "tls.cert" && env.source == "environment MUSTER_TLS_KEY", "\(env)")
+        // A later source that clears a key (empty: not set) is the one named.
+        let cleared = try #require(
+            loadError(file: try write(#"{"tls": {"cert": "/dev/null", "key": "/dev/null"}}"#), env: ["MUSTER_TLS_KEY": ""]))
+        #expect(cleared.key == "tls.key" && cleared.source == "environment MUSTER_TLS_KEY", "\(cleared)")
         // The environment set the token, --set the token file: the token file is named.
         let both = try #require(
             Result { () throws(ConfigError) in

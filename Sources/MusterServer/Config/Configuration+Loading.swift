@@ -179,12 +179,14 @@ extension Configuration {
         let tls = settings.tls, auth = settings.auth
         if (tls.cert == nil) != (tls.key == nil) {
             throw ConfigError(
-                source: origins.of("tls.cert", "tls.key"), key: tls.cert == nil ? "tls.cert" : "tls.key",
+                source: origins.of(tls.cert == nil ? "tls.cert" : "tls.key", tls.cert == nil ? "tls.key" : "tls.cert"),
+                key: tls.cert == nil ? "tls.cert" : "tls.key",
                 reason: "tls.cert and tls.key go together")
         }
         if tls.clientCA != nil, tls.cert == nil {
             throw ConfigError(
-                source: origins.of("tls.client_ca"), key: "tls.client_ca", reason: "client certificates need tls.cert and tls.key")
+                source: origins.of("tls.cert", "tls.client_ca"), key: "tls.client_ca",
+                reason: "client certificates need tls.cert and tls.key")
         }
         if tls.clientCA == nil, let bound = credentials.first(where: { $0.certificateName != nil }) {
             throw ConfigError(

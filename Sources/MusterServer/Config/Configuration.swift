@@ -33,8 +33,9 @@ struct ConfigOrigins: Sendable, Equatable {
     mutating func record(_ key: String, _ source: String) { byKey[key] = source }
 
     /// The source of the first of `keys` (or of the section holding it: `auth.backend_tokens`
-    /// for `auth.backend_tokens.gpu-1`) that a source set; "configuration" when none was set,
-    /// as when every one has its embedded default.
+    /// for `auth.backend_tokens.gpu-1`) that a source set, an empty value included (a key a
+    /// later source cleared is named before the one left set); "configuration" when none was
+    /// set, as when every one has its embedded default.
     func of(_ keys: String...) -> String {
         for key in keys {
             var name = Substring(key)
