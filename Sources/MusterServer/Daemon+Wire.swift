@@ -125,7 +125,8 @@ extension Daemon {
             job: j.id, batch: j.batch, state: j.state, spec: j.spec, attempt: j.attempt,
             backend: j.backend, progress: j.state == .running ? j.progress : nil, result: j.result,
             error: j.failure.map(wireError), waiting: j.waitReason.map(wireWait), createdMs: ms(j.submittedAt),
-            startedMs: j.history.last?.startedAt.map(ms), finishedMs: j.endedAt.map(ms), history: j.history.map(wireAttempt))
+            startedMs: startedMs(j, attempt: j.attempt, state: j.state), finishedMs: j.endedAt.map(ms),
+            history: j.history.map(wireAttempt))
     }
 
     /// The `event` name a core event is sent under.
