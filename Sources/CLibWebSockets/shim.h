@@ -75,19 +75,21 @@ static inline int clws_append_header(struct lws *wsi, void *in, size_t len, cons
 /// Writes a complete HTTP response head (status, content type and length, extra header lines
 /// already formatted as "name: value\r\n") into `buf` past LWS_PRE and sends it. The
 /// `unsigned char **` cursor API of lws is awkward from Swift, so the cursor lives here.
-/// lws 4.1 knows the reason phrase of 200, 304 and most of 400-417 and 500-511 only: for 201, 422
-/// or 429 it writes "HTTP/1.1 429 " with none. Puts `reason` there when lws left it empty (an
-/// HTTP/1 status line of "HTTP/1.x NNN " then CRLF, at `start`); 1 when it does not fit.
-static inline int clws_fill_reason(unsigned char *start, unsigned char **p, unsigned char *end,
-                                   const char *reason) {
-    size_t len = reason ? strlen(reason) : 0;
-    if (len == 0 || *p - start < 15 || memcmp(start, "HTTP/1.", 7) != 0) return 0;
-    unsigned char *gap = start + 13; /* after "HTTP/1.1 NNN " */
-    if (start[12] != ' ' || gap[0] != '\r') return 0;
-    if (*p + len > end) return 1;
-    memmove(gap + len, gap, (size_t)(*p - gap));
-    memcpy(gap, reason, len);
-    *p += len;
+/// Puts `reason` in place of the reason phrase lws wrote in the HTTP/1 status line at `start`
+/// ("HTTP/1.x NNN <phrase>" then CRLF). lws 4.1 has phrases for a few statuses only and writes
+/// "HTTP/1.1 429 " with none for the rest; this way every status line carries the transport's
+/// phrase, as the responses it writes whole do. 1 when it does not fit.
+static inline int clws_set_reason(unsigned char *start, unsigned char **p, unsigned char *end,
+                                  const char *reason) {
+    if (*p - start < 15 || memcmp(start, "HTTP/1.", 7) != 0 || start[12] != ' ') return 0;
+    unsigned char *from = start + 13, *to = from; /* the phrase: from "HTTP/1.1 NNN " to CRLF */
+    while (to + 1 < *p && !(to[0] == '\r' && to[1] == '\n')) to++;
+    if (to + 1 >= *p) return 0;
+    size_t len = strlen(reason), old = (size_t)(to - from);
+    if (len > old && *p + (len - old) > end) return 1;
+    memmove(from + len, to, (size_t)(*p - to));
+    memcpy(from, reason, len);
+    *p = *p - old + len;
     return 0;
 }
 
@@ -100,7 +102,7 @@ static inline int clws_write_http_head(struct lws *wsi, unsigned char *buf, size
     if (lws_add_http_common_headers(wsi, status, content_type, (lws_filepos_t)content_len, &p,
                                     end))
         return 1;
-    if (clws_fill_reason(start, &p, end, reason)) return 1;
+    if (clws_set_reason(start, &p, end, reason)) return 1;
     for (int i = 0; i < count; i++) {
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)names[i],
                                         (const unsigned char *)values[i],

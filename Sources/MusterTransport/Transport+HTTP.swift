@@ -219,10 +219,9 @@ extension Transport {
         return !digits.isEmpty && digits.utf8.count <= 18 && digits.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
     }
 
-    /// The reason phrase of a status, the same on both paths that write a status line: lws' own
-    /// phrases for the statuses it knows (400-417, 500-505: "Request Entity Too Large" for 413),
-    /// RFC 9110's for those it leaves empty (201, 422, 429, ...), which the transport fills in.
-    /// Empty for any other (a status line may have none).
+    /// The reason phrase of a status (RFC 9110 section 15), on every status line the transport
+    /// writes: whole responses, and those lws writes, whose phrase it replaces (lws 4.1 has none
+    /// for 201, 422, 429, ...). Empty for any other (a status line may have none).
     static func reason(_ status: Int) -> String {
         switch status {
         case 200: "OK"
@@ -240,8 +239,8 @@ extension Transport {
         case 409: "Conflict"
         case 410: "Gone"
         case 411: "Length Required"
-        case 413: "Request Entity Too Large"
-        case 414: "Request URI too Long"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
         case 415: "Unsupported Media Type"
         case 422: "Unprocessable Content"
         case 426: "Upgrade Required"

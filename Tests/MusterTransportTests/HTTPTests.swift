@@ -56,15 +56,16 @@ struct HTTPTests {
         await t.shutdown()
     }
 
-    /// Every status line has its reason phrase, also for the statuses lws has none for (it wrote
-    /// "HTTP/1.1 429 " with nothing after the code).
+    /// Every status line has the transport's reason phrase, also for the statuses lws has none
+    /// for (it wrote "HTTP/1.1 429 " with nothing after the code), and the same as a response
+    /// written whole (413 below); a status with no phrase keeps an empty one.
     @Test func everyStatusLineHasItsReasonPhrase() async throws {
         let t = try makeTransport()
         let port = try await server(t)
         let expected = [
-            200: "OK", 201: "Created", 404: "Not Found", 408: "Request Timeout", 409: "Conflict",
+            200: "OK", 201: "Created", 404: "Not Found", 408: "Request Timeout", 409: "Conflict", 413: "Content Too Large",
             422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Unavailable",
+            503: "Service Unavailable", 599: "",
         ]
         for (code, reason) in expected.sorted(by: { $0.key < $1.key }) {
             let (text, _) = try await rawExchange(port, "GET /status/\(code) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
