@@ -862,8 +862,18 @@ extension Coordinator {
                 }
                 // A backup that is expected to finish the job sooner is where it ends.
                 if running, let backup = backupEnd(job, e) { end = min(end, backup) }
-                let gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
+                var gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
                 guard gain > (running ? 0.25 : 0.05) * p + 1e-9 else { continue }
+                if running, !estimates.shown(e), t > workFrom {
+                    // How long the class takes is a guess, and its scale alone would decide
+                    // whether the work done so far is worth throwing away. The move must also
+                    // pay off if the job takes twice what it ran (as likely to end before that
+                    // as after): only on a backend this much faster than the one running it.
+                    let elapsed = t - workFrom
+                    let fromScratch = 2 * elapsed * backends.records[vi].speed / speed
+                    gain = min(gain, elapsed - fromScratch)
+                    guard gain > 0.25 * fromScratch + 1e-9 else { continue }
+                }
                 if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {
                     continue
                 }

@@ -694,6 +694,39 @@ import Testing
         #expect(r.makespan == 40)
         #expect(r.events { $0.kind == .revoked }.isEmpty)
     }
+
+    /// While its class's duration is a guess, a running job moves only to a backend at least
+    /// 2.5 times as fast: the move must also pay off if the job takes twice what it ran so far.
+    /// Backend 1 (speed 0.25) runs a video from 0; nothing was measured, so the video is guessed
+    /// at the default 10 s at speed 1.0: 40 s there, 25 s on backend 2 (speed 0.4), which
+    /// announces at 4. By the guess alone, 36 s left against 25 from scratch; in truth the video
+    /// takes 2 s at speed 1.0: 4 s left on backend 1 against 5 from scratch, so it stays and
+    /// ends at 8 (moved, 9). On backend 3 (speed 0.75, 2.67 s) it moves and ends at 6.67.
+    @Test func aJobOfAGuessedClassMovesOnlyToAMuchFasterBackend() {
+        func run(thiefSpeed: Double) -> ScenarioReport {
+            var policy = CorePolicy()
+            policy.gateWindow = .zero
+            return ScenarioRunner.run(
+                Scenario(
+                    policy: policy,
+                    backends: [
+                        Scenario.Backend(id: BackendID(1), features: ["video"], jobSeconds: ["video": 8], speed: 0.25),
+                        Scenario.Backend(
+                            id: BackendID(2), announceAfter: 4, features: ["video"], jobSeconds: ["video": 2 / thiefSpeed],
+                            speed: thiefSpeed),
+                    ],
+                    submissions: [.init(entries: [BatchEntry(spec: ExpectedCompletionTests.video)])]))
+        }
+        let slower = run(thiefSpeed: 0.4)
+        #expect(slower.ranOn[JobID(1)] == BackendID(1))
+        #expect(slower.events { $0.kind == .revoked }.isEmpty)
+        #expect(slower.makespan == 8)
+        let faster = run(thiefSpeed: 0.75)
+        #expect(faster.ranOn[JobID(1)] == BackendID(2))
+        #expect(faster.events { $0.kind == .revoked }.map(\.at) == [.seconds(4)])
+        #expect(abs(faster.makespan - (4 + 2 / 0.75)) < 1e-9)
+        #expect(faster.completions[JobID(1)] == 1)
+    }
 }
 
 /// A class never measured that runs past its prior: the prior rises for every backend.
