@@ -818,6 +818,8 @@ extension Coordinator {
     /// for a long model load, before a faster or loaded backend was known. Only backends slower
     /// than the thief (the fleet's speed index: no scan of faster ones) and backends with a job
     /// waiting for a model load are looked at; a job moves this way at most `runningMoves` times.
+    /// While the job's class is a guess, the move must also pay off if the job takes twice what
+    /// it ran (the guess's scale alone would otherwise decide).
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed

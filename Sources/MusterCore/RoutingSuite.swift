@@ -149,8 +149,8 @@ public enum RoutingSuite {
     }
 
     /// One seed's fleet, jobs and placements under `rule`, for explaining a case.
-    public static func describe(seed: UInt64, rule: RoutingRule, announced: Bool = false) -> String {
-        let s = scenario(seed: seed, rule: rule, announced: announced)
+    public static func describe(seed: UInt64, rule: RoutingRule, progress: Bool = true, announced: Bool = false) -> String {
+        let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced)
         let r = ScenarioRunner.run(s)
         let optimum = ExactOptimum.solve(s)
         var lines = ["seed \(seed) (knows \(Knowledge(seed: seed).rawValue)), \(rule.rawValue): makespan \(r.makespan) s, optimum \(optimum.end) s"]
