@@ -819,7 +819,8 @@ extension Coordinator {
     /// than the thief (the fleet's speed index: no scan of faster ones) and backends with a job
     /// waiting for a model load are looked at; a job moves this way at most `runningMoves` times.
     /// While the job's class is a guess, the move must also pay off if the job takes twice what
-    /// it ran (the guess's scale alone would otherwise decide).
+    /// it ran (the guess's scale alone would otherwise decide): only to a backend more than 2.5
+    /// times as fast.
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
         let t = now.seconds
         let speed = backends.records[ti].speed
@@ -864,18 +865,16 @@ extension Coordinator {
                 }
                 // A backup that is expected to finish the job sooner is where it ends.
                 if running, let backup = backupEnd(job, e) { end = min(end, backup) }
-                var gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
+                let gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
                 guard gain > (running ? 0.25 : 0.05) * p + 1e-9 else { continue }
-                if running, !estimates.shown(e), t > workFrom {
-                    // How long the class takes is a guess, and its scale alone would decide
-                    // whether the work done so far is worth throwing away. The move must also
-                    // pay off if the job takes twice what it ran (as likely to end before that
-                    // as after): only on a backend this much faster than the one running it.
-                    let elapsed = t - workFrom
-                    let fromScratch = 2 * elapsed * backends.records[vi].speed / speed
-                    gain = min(gain, elapsed - fromScratch)
-                    guard gain > 0.25 * fromScratch + 1e-9 else { continue }
-                }
+                // How long the class takes is a guess, and its scale alone would decide whether
+                // the work done so far is worth throwing away. The move must also pay off if the
+                // job takes twice what it ran (as likely to end before that as after): counting
+                // the work alone, t + elapsed against t + 2 * elapsed * victim / thief, with the
+                // quarter's margin, that is a backend more than 2.5 times as fast. (The model
+                // load it would wait for is priced above, with the guess: a job that just
+                // started has run too little to weigh a load against.)
+                if running, !estimates.shown(e), t > workFrom, !(backends.records[vi].speed * 2.5 < speed) { continue }
                 if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {
                     continue
                 }
