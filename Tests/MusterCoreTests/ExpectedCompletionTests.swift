@@ -695,7 +695,7 @@ import Testing
         #expect(r.events { $0.kind == .revoked }.isEmpty)
     }
 
-    /// While its class's duration is a guess, a running job moves only to a backend at least
+    /// While its class's duration is a guess, a running job moves only to a backend more than
     /// 2.5 times as fast: the move must also pay off if the job takes twice what it ran so far.
     /// Backend 1 (speed 0.25) runs a video from 0; nothing was measured, so the video is guessed
     /// at the default 10 s at speed 1.0: 40 s there, 25 s on backend 2 (speed 0.4), which

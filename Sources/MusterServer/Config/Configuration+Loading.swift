@@ -178,10 +178,9 @@ extension Configuration {
         // Each error names the source of the key that brought the conflict in.
         let tls = settings.tls, auth = settings.auth
         if (tls.cert == nil) != (tls.key == nil) {
-            throw ConfigError(
-                source: origins.of(tls.cert == nil ? "tls.cert" : "tls.key", tls.cert == nil ? "tls.key" : "tls.cert"),
-                key: tls.cert == nil ? "tls.cert" : "tls.key",
-                reason: "tls.cert and tls.key go together")
+            // The one missing: cleared by a later source, it is named before the one left set.
+            let (missing, set) = tls.cert == nil ? ("tls.cert", "tls.key") : ("tls.key", "tls.cert")
+            throw ConfigError(source: origins.of(missing, set), key: missing, reason: "tls.cert and tls.key go together")
         }
         if tls.clientCA != nil, tls.cert == nil {
             throw ConfigError(
