@@ -11,7 +11,7 @@ import MusterProtocol
 struct JobTable {
     private var base: UInt64 = 1
     private var slots = Deque<Int32>()
-    private var storage: [JobRecord?] = []
+    private var storage = Chunks<JobRecord?>()
     private var vacant: [Int32] = []
     private(set) var count = 0
     /// How many jobs are in each state (by `JobState.slot`), kept as records come, change and go,
@@ -101,8 +101,7 @@ struct JobTable {
             slot = reused
             storage[Int(slot)] = record
         } else {
-            slot = Int32(storage.count)
-            storage.append(record)
+            slot = Int32(storage.append(record))
         }
         slots.append(slot)
         count += 1
@@ -122,6 +121,35 @@ struct JobTable {
             base += 1
         }
         return removed
+    }
+}
+
+/// An array that grows by whole chunks: appending never moves what it holds. A plain array
+/// doubles and copies everything when it is full; the job table keeps up to
+/// `jobs.retain_finished` records (100,000 by default) of about 500 bytes, and copying 50 MB of
+/// them (with the page faults of the new block) held the loop thread for tens of milliseconds
+/// while the coordinator filled up, which was the tail of `muster-bench e2e --scenarios latency`.
+struct Chunks<Element> {
+    private static var shift: Int { 10 }
+    private static var mask: Int { (1 << shift) - 1 }
+    private var chunks: [[Element]] = []
+    private(set) var count = 0
+
+    subscript(i: Int) -> Element {
+        get { chunks[i &>> Self.shift][i & Self.mask] }
+        _modify { yield &chunks[i &>> Self.shift][i & Self.mask] }
+    }
+
+    /// Adds an element at the end and returns its index.
+    mutating func append(_ element: Element) -> Int {
+        if count & Self.mask == 0 {
+            var chunk: [Element] = []
+            chunk.reserveCapacity(1 << Self.shift)
+            chunks.append(chunk)
+        }
+        chunks[chunks.count - 1].append(element)
+        count += 1
+        return count - 1
     }
 }
 
@@ -267,3 +295,5 @@ struct SpeedIndex {
         speeds.lazy.prefix { $0 > speed }.flatMap { self.members[$0]! }
     }
 }
+
+extension Chunks: Sendable where Element: Sendable {}
