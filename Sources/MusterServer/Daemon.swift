@@ -226,6 +226,8 @@ public actor Daemon {
         }
         let listener = try transport.assumeIsolated { try $0.listen(server) }
         self.listener = listener
+        let passes = metrics.loopPassCPU
+        transport.assumeIsolated { $0.onServicePass = { passes.recordNanoseconds($0) } }
         logger.info(
             "muster serving",
             metadata: [

@@ -82,6 +82,10 @@ public actor Transport {
     var pingFrame: UnsafeMutablePointer<UInt8>?
     /// C memory that must outlive the context (protocol arrays, strings, retry tables).
     var cAllocations: [UnsafeMutableRawPointer] = []
+    /// Called on the loop thread after every service pass (one `poll` and the callbacks and
+    /// queued jobs it led to) with the CPU time the pass used, in nanoseconds. A message that
+    /// arrives during a pass waits for its end, so a long pass delays everyone.
+    public var onServicePass: (@Sendable (Int64) -> Void)?
 
     /// Creates the lws context on a new thread and starts its loop. Throws when lws cannot create
     /// the context (for example OpenSSL initialisation failed).
@@ -101,6 +105,10 @@ public actor Transport {
 
     /// Number of WebSocket connections and client links currently known (open or reconnecting).
     public var connectionCount: Int { connections.count }
+
+    func servicePassEnded(cpuNanoseconds: Int64) {
+        onServicePass?(cpuNanoseconds)
+    }
 
     // MARK: - Loop thread
 
@@ -123,9 +131,16 @@ public actor Transport {
             return
         }
         executor.started(context: ctx)
+        // One CPU clock read per pass: a pass's CPU time is the difference to the previous read
+        // (the loop does nothing else between them, and the wait in `poll` costs no CPU).
+        var passBegan = threadCPUNanoseconds()
         while !executor.stopRequested {
             _ = lws_service(ctx, 0)
             executor.drain()
+            let now = threadCPUNanoseconds()
+            let cpu = now - passBegan
+            passBegan = now
+            assumeIsolated { $0.servicePassEnded(cpuNanoseconds: cpu) }
         }
         assumeIsolated { $0.destroyContext() }
         executor.finished()

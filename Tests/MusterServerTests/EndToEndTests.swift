@@ -227,6 +227,9 @@ import Testing
         // A single coordinator leads, one term: its run.
         #expect(MetricsText(metrics)["muster_leader_terms_total"] == 1)
         #expect(metrics.contains(#"muster_role{role="leader"} 1"#))
+        // Every pass of the event loop is timed: this test's links and requests made many.
+        #expect(MetricsText(metrics)["muster_loop_pass_cpu_seconds_count"] >= 10)
+        #expect(metrics.contains(#"muster_loop_pass_cpu_seconds_bucket{le="0.001"}"#))
         #expect(try await serve.stop() == 0)
     }
 

@@ -21,6 +21,8 @@ public final class ServerMetrics: @unchecked Sendable {
     public let bindLatency: CoreMetrics.Timer
     public let jobDuration: CoreMetrics.Timer
     public let capabilityPropagation: CoreMetrics.Timer
+    /// CPU time of each pass of the event loop (`muster_loop_pass_cpu_seconds`).
+    public let loopPassCPU: CoreMetrics.Timer
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -38,12 +40,14 @@ public final class ServerMetrics: @unchecked Sendable {
             "muster_bind_latency_seconds": fast,
             "muster_job_duration_seconds": slow,
             "muster_capability_propagation_seconds": slow,
+            "muster_loop_pass_cpu_seconds": fast,
         ]
         self.factory = factory
         bindLatency = CoreMetrics.Timer(label: "muster_bind_latency_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
         jobDuration = CoreMetrics.Timer(label: "muster_job_duration_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
         capabilityPropagation = Timer(
             label: "muster_capability_propagation_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
+        loopPassCPU = Timer(label: "muster_loop_pass_cpu_seconds", dimensions: [], preferredDisplayUnit: .seconds, factory: factory)
     }
 
     /// A gauge, created on first use: `gauge("muster_jobs", ["state": "queued"])`.
