@@ -126,8 +126,8 @@ struct JobTable {
 
 /// An array that grows by whole chunks: appending never moves what it holds. A plain array
 /// doubles and copies everything when it is full; the job table keeps up to
-/// `jobs.retain_finished` records (100,000 by default) of about 500 bytes, and copying 50 MB of
-/// them (with the page faults of the new block) held the loop thread for tens of milliseconds
+/// `jobs.retain_finished` records (100,000 by default) of about 500 bytes, and copying 16-32 MB
+/// of them (with the page faults of the new block) held the loop thread for tens of milliseconds
 /// while the coordinator filled up, which was the tail of `muster-bench e2e --scenarios latency`.
 struct Chunks<Element> {
     private static var shift: Int { 10 }

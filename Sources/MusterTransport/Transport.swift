@@ -84,8 +84,13 @@ public actor Transport {
     var cAllocations: [UnsafeMutableRawPointer] = []
     /// Called on the loop thread after every service pass (one `poll` and the callbacks and
     /// queued jobs it led to) with the CPU time the pass used, in nanoseconds. A message that
-    /// arrives during a pass waits for its end, so a long pass delays everyone.
-    public var onServicePass: (@Sendable (Int64) -> Void)?
+    /// arrives during a pass waits for its end, so a long pass delays everyone. Without it the
+    /// loop reads no clock.
+    public var onServicePass: (@Sendable (Int64) -> Void)? {
+        didSet { timesPasses.store(onServicePass != nil, ordering: .relaxed) }
+    }
+    /// Whether `onServicePass` is set, readable by the loop without entering the actor.
+    private nonisolated let timesPasses = Atomic<Bool>(false)
 
     /// Creates the lws context on a new thread and starts its loop. Throws when lws cannot create
     /// the context (for example OpenSSL initialisation failed).
@@ -105,10 +110,6 @@ public actor Transport {
 
     /// Number of WebSocket connections and client links currently known (open or reconnecting).
     public var connectionCount: Int { connections.count }
-
-    func servicePassEnded(cpuNanoseconds: Int64) {
-        onServicePass?(cpuNanoseconds)
-    }
 
     // MARK: - Loop thread
 
@@ -131,16 +132,20 @@ public actor Transport {
             return
         }
         executor.started(context: ctx)
-        // One CPU clock read per pass: a pass's CPU time is the difference to the previous read
-        // (the loop does nothing else between them, and the wait in `poll` costs no CPU).
-        var passBegan = threadCPUNanoseconds()
+        // While passes are timed, one CPU clock read per pass: a pass's CPU time is the
+        // difference to the previous read (the loop does nothing else between them, and the wait
+        // in `poll` costs no CPU). The first pass after timing starts only sets the baseline.
+        var passBegan: Int64?
         while !executor.stopRequested {
             _ = lws_service(ctx, 0)
             executor.drain()
+            guard timesPasses.load(ordering: .relaxed) else {
+                passBegan = nil
+                continue
+            }
             let now = threadCPUNanoseconds()
-            let cpu = now - passBegan
+            if let began = passBegan { assumeIsolated { $0.onServicePass?(now - began) } }
             passBegan = now
-            assumeIsolated { $0.servicePassEnded(cpuNanoseconds: cpu) }
         }
         assumeIsolated { $0.destroyContext() }
         executor.finished()
