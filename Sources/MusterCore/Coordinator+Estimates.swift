@@ -688,7 +688,9 @@ extension Coordinator {
     /// backend holding it (by more than 5% of the job), if any.
     mutating func stealSooner(into thief: BackendID) -> Bool {
         guard let ti = backends.index(thief) else { return false }
-        let available = availableAt(ti)
+        // Computed once a bound job could move here: with every victim's jobs started or out of
+        // reach (a saturated fleet of short jobs), a free backend pays nothing for looking.
+        var availableMemo: Double?
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         // When to look again: a bound job not worth taking now, behind a running job that is
         // expected to end then (and that will have overrun if it still runs).
@@ -724,6 +726,8 @@ extension Coordinator {
                         p = max(p, f.seconds / backends.records[ti].speed)
                     }
                 }
+                let available = availableMemo ?? availableAt(ti)
+                availableMemo = available
                 let mine = max(available, modelReady(ti, c) ?? 0) + p
                 let gain = ends[k] - mine
                 guard gain > 0.05 * p + 1e-9 else {
@@ -822,8 +826,10 @@ extension Coordinator {
     /// it ran (the guess's scale alone would otherwise decide): only to a backend more than 2.5
     /// times as fast.
     mutating func runningToMove(into ti: Int, _ thief: BackendID) -> (gain: Double, victim: BackendID, job: JobID)? {
-        let t = now.seconds
         let speed = backends.records[ti].speed
+        // Most free backends have no one to look at: no load under way, none slower.
+        if loadingModels.isEmpty && !fleetBySpeed.hasSlower(than: speed) { return nil }
+        let t = now.seconds
         let thiefAssumed = speedSource(ti).source == .assumed
         var seen = BackendSet()
         var pick: (gain: Double, victim: BackendID, job: JobID)?

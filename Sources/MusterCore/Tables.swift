@@ -285,6 +285,9 @@ struct SpeedIndex {
         }
     }
 
+    /// Whether any member is strictly slower than `speed`.
+    func hasSlower(than speed: Double) -> Bool { speeds.last.map { $0 < speed } ?? false }
+
     /// The members strictly slower than `speed`, slowest first (in no set order within a speed).
     func slower(than speed: Double) -> some Sequence<BackendID> {
         speeds.reversed().lazy.prefix { $0 < speed }.flatMap { self.members[$0]! }
