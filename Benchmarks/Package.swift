@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+        // The product's own dependency (no extra build): a heap for `FleetRun`'s events.
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
     ],
     targets: [
         // Workloads shared by the micro benchmarks and the harness: the hot messages, a fleet for
@@ -28,6 +30,7 @@ let package = Package(
                 .product(name: "MusterProtocol", package: "muster"),
                 .product(name: "MusterCore", package: "muster"),
                 .product(name: "MusterStore", package: "muster"),
+                .product(name: "HeapModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),

@@ -203,6 +203,7 @@ extension Coordinator {
         // A backend announced `ready` a moment ago while jobs were held: nothing is bound until
         // the pause ends (the `settled` timer looks at every free backend again).
         if settleUntil > now && gateClosed { return }
+        compareBudget = policy.compareLimit
         while !dirty.isEmpty {
             var heap = Heap<Candidate>()
             swap(&heap, &scratch)  // reuse the drained heap's storage
@@ -279,7 +280,17 @@ extension Coordinator {
             }
             scratch = heap
         }
+        compareBudget = .max
     }
+
+    // `CorePolicy.compareLimit` bounds the comparisons with other backends that the decisions
+    // after one event may make in all (`admits`: a backend that would finish a job sooner;
+    // `stealSooner`: a bound job to take). A fleet of tens of backends never reaches it. In a
+    // fleet of hundreds where each backend serves a hundred classes, a backend that leaves
+    // classes to others compares each with all of its capable backends in turn, and each backend
+    // it leaves one to looks again and compares too (Performance, "Jobs that take time"). Past
+    // it, a backend takes the best job it can run without comparing (as under the rule before
+    // expected completion), and looks at no more bound jobs to take.
 
     func candidate(_ id: BackendID) -> Candidate {
         let i = backends.index(id)!

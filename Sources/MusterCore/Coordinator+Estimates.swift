@@ -285,6 +285,11 @@ extension Coordinator {
         let since = jobs[entry.job].declinedSince ?? now
         let deadline = since + policy.maxWaitForBetterBackend
         if deadline <= now { return true }
+        // The decision compared with as many backends as it may (`compareLimit`): taken.
+        if compareBudget <= 0 {
+            runnerUp = nil
+            return true
+        }
         let mine = expectedCompletion(bi, c, e)
         // When this backend must load the model, a backend that has it loaded wins a tie.
         let mustLoad = modelReady(bi, c) != nil
@@ -318,6 +323,7 @@ extension Coordinator {
         var wake: [BackendID] = []
         func count(_ t: BackendID) {
             guard t != id, let ti = backends.index(t), backends.records[ti].routable(now) else { return }
+            compareBudget -= 1
             let theirs = expectedCompletion(ti, c, e)
             if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
             guard let jobs = sooner(ti, theirs) else { return }
@@ -377,6 +383,7 @@ extension Coordinator {
         } else {
             for t in classes[c].capable { look(t) }
         }
+        compareBudget -= looked.count
         for ti in looked {
             let t = backends.records[ti].id
             guard !wake.contains(t), sooner(ti, expectedCompletion(ti, c, e)) != nil else { continue }
@@ -699,6 +706,8 @@ extension Coordinator {
             guard let vi = backends.index(v), backends.records[vi].running >= backends.records[vi].slots else {
                 continue
             }
+            if compareBudget <= 0 { break }
+            compareBudget -= 1
             // A running job past its expected duration shows that its class takes at least that
             // long (the estimate may be a prior): both sides of the comparison count with it.
             var floors: [(estimate: Int32, seconds: Double)] = []

@@ -135,6 +135,9 @@ public struct Coordinator: Sendable {
     /// slot, `loadIfFirst`) left it behind, and a later binding of the job by another path
     /// reported it, stale: a runner-up "sooner" than the choice (an outside scheduling check).
     var runnerUp: (job: JobID, by: BackendID, backend: BackendID, at: Double, decidedAt: CoreInstant)?
+    /// Comparisons with other backends the decisions of this `dispatch` may still make (`admits`,
+    /// `stealSooner`): `CorePolicy.compareLimit` when it starts, unbounded outside it.
+    var compareBudget = Int.max
     /// The first job a free backend left to others in its current turn (`admits`), and the
     /// backend where that job is expected to finish first: `displace` may make room for it there.
     var declined: (by: BackendID, job: JobID, toward: BackendID, at: Double)?

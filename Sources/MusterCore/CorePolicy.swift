@@ -70,6 +70,10 @@ public struct CorePolicy: Sendable, Hashable {
     /// Longest a queued job may be left waiting for a faster backend while a slower one could take
     /// it now (counted from when it was queued), so that wrong estimates cannot starve it.
     public var maxWaitForBetterBackend: Duration = .seconds(30)
+    /// How many comparisons with other backends the decisions that follow one event may make in
+    /// all, under expected completion (`Coordinator.compareLimit`'s note): past it, a backend takes
+    /// the best job it can run without comparing. `Int.max`: no bound.
+    public var compareLimit = 2048
     /// Expected seconds of a job of each kind on a backend of speed 1.0, before any job of that
     /// kind (and model) was measured; other kinds use `defaultJobDuration`.
     public var jobDurationPriors: [String: Duration] = [:]

@@ -31,11 +31,25 @@ struct BenchCore: ParsableCommand {
     @Option(help: "Backend speeds, comma-separated, given to the backends in turn (e.g. 1,1.5,2,3: a mixed fleet).")
     var speeds = "1"
 
+    @Option(
+        help: ArgumentHelp(
+            "Seconds a job takes at speed 1.0 in the steady state; 0: a random bound job ends one microsecond after the last event.",
+            discussion:
+                "With a duration, the clock follows the jobs: each backend runs its bound jobs in order on its slots, a job takes this long divided by its backend's speed, and the steady state ends whichever job is due first (as a fleet of real GPUs would)."
+        ))
+    var jobSeconds = 0.0
+
+    @Option(help: "Comparisons with other backends the decisions after one event may make (CorePolicy.compareLimit); 0: no bound.")
+    var compareLimit = CorePolicy().compareLimit
+
     var speedList: [Double] { speeds.split(separator: ",").compactMap { Double($0.filter { $0 != " " }) } }
 
     func validate() throws {
         guard !speedList.isEmpty, speedList.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw ValidationError("--speeds \(speeds): expected positive numbers, comma-separated")
+        }
+        guard jobSeconds >= 0, jobSeconds.isFinite else {
+            throw ValidationError("--job-seconds \(jobSeconds): expected a number of seconds, 0 or more")
         }
         guard RoutingRule(rawValue: routing) != nil else {
             throw ValidationError(
@@ -47,9 +61,12 @@ struct BenchCore: ParsableCommand {
         let sizes = backends.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
         var policy = CorePolicy()
         policy.routing = RoutingRule(rawValue: routing) ?? .expectedCompletion
+        policy.compareLimit = compareLimit > 0 ? compareLimit : .max
         print(
             "core: \(queued) queued jobs over 20 feature sets and 50 models; one decision = a completion that frees a slot"
                 + "; routing \(policy.routing.rawValue); speeds \(speedList.map { "\($0)" }.joined(separator: ","))"
+                + (jobSeconds > 0 ? "; jobs take \(jobSeconds) s at speed 1.0" : "")
+                + (policy.routing == .expectedCompletion ? "; compare limit \(compareLimit > 0 ? "\(compareLimit)" : "none")" : "")
         )
         print(
             "| backends | bindings/CPU-s (burst) | bindings/CPU-s (full cycle) | decision p50 | p99 | p99.9 | bytes/queued job |"
@@ -58,11 +75,15 @@ struct BenchCore: ParsableCommand {
             "|---------:|-----------------------:|----------------------------:|-------------:|----:|------:|-----------------:|"
         )
         for n in sizes {
-            let r = Self.measure(backends: n, queued: queued, decisions: decisions, policy: policy, speeds: speedList)
+            let r = Self.measure(
+                backends: n, queued: queued, decisions: decisions, policy: policy, speeds: speedList, jobSeconds: jobSeconds)
             print(
                 "| \(n) | \(Int(r.burstBindingsPerSecond)) | \(Int(r.cycleBindingsPerSecond)) | \(Self.micros(r.p50)) "
                     + "| \(Self.micros(r.p99)) | \(Self.micros(r.p999)) | \(r.bytesPerJob) |"
             )
+            if let t = r.timed {
+                print(String(format: "  (%d backends: %.1f%% of slots running on average; the decisions spanned %.1f simulated seconds)", n, t.busy * 100, t.seconds))
+            }
         }
     }
 
@@ -81,6 +102,9 @@ struct BenchCore: ParsableCommand {
         var p99: UInt64
         var p999: UInt64
         var bytesPerJob: Int
+        /// With `--job-seconds`: the mean share of the fleet's slots running a job after each
+        /// decision, and the simulated seconds the decisions spanned.
+        var timed: (busy: Double, seconds: Double)?
     }
 
     /// Resident bytes of the process (second field of `/proc/self/statm`, in pages). Glibc's
@@ -99,7 +123,8 @@ struct BenchCore: ParsableCommand {
     }
 
     static func measure(
-        backends n: Int, queued: Int, decisions: Int, policy: CorePolicy = CorePolicy(), speeds: [Double] = [1]
+        backends n: Int, queued: Int, decisions: Int, policy: CorePolicy = CorePolicy(), speeds: [Double] = [1],
+        jobSeconds: Double = 0
     ) -> Result {
         var fleet = CoreFleet(backends: n, policy: policy, speeds: speeds)
         func tick() -> CoreInstant { fleet.tick() }
@@ -117,10 +142,12 @@ struct BenchCore: ParsableCommand {
         }
         let before = residentBytes()
         var submitted = 0
+        var filled: [CoreAction] = []
         while submitted < queued {
             let entries = (0..<100).map { _ in BatchEntry(spec: randomSpec()) }
             let actions = try! fleet.submit(entries)
             _ = collect(actions)
+            filled += actions
             submitted += entries.count
         }
         let bytesPerJob = (residentBytes() - before) / max(1, queued)
@@ -135,7 +162,42 @@ struct BenchCore: ParsableCommand {
         // machines are shared, and a preempted chunk says nothing about the core.
         var cycleRates: [Double] = []
         var chunkCPU = 0.0
-        for step in 0..<decisions {
+        // The timed steady state: the fleet runs its bound jobs, and the next to end is due first.
+        var busySum = 0.0, busyCount = 0
+        let clockStart = fleet.clock
+        var sim = jobSeconds > 0 ? FleetRun(fleet: fleet, jobSeconds: jobSeconds, speeds: speeds) : nil
+        if sim != nil {
+            sim!.perform(filled, at: fleet.clock)
+            bound.removeAll()
+        }
+        for step in 0..<decisions where sim != nil {
+            if step % 1000 == 0 {
+                let cpu = threadCPUSeconds()
+                if step > 0 {
+                    cycleRates.append(Double(bindings + decisionBindings) / (cpu - chunkCPU))
+                }
+                (decisionBindings, bindings, chunkCPU) = (0, 0, cpu)
+            }
+            guard
+                let end = sim!.endNext(
+                    in: &fleet,
+                    measure: { decide in
+                        let start = timer.now
+                        let actions = decide()
+                        let d = (timer.now - start).components
+                        _ = histogram.record(UInt64(d.seconds) * 1_000_000_000 + UInt64(d.attoseconds / 1_000_000_000))
+                        return actions
+                    })
+            else { break }
+            decisionBindings += end.bindings
+            let spec = randomSpec()
+            bindings += sim!.submit([BatchEntry(spec: spec)], in: &fleet)
+            busySum += Double(sim!.running) / Double(max(1, sim!.slots))
+            busyCount += 1
+        }
+        if let sim { bound = sim.bound }
+        let timed = (busy: busyCount > 0 ? busySum / Double(busyCount) : 0, seconds: fleet.clock.seconds - clockStart.seconds)
+        for step in 0..<decisions where jobSeconds == 0 {
             guard !bound.isEmpty else { break }
             if step % 1000 == 0 {
                 let cpu = threadCPUSeconds()
@@ -196,6 +258,6 @@ struct BenchCore: ParsableCommand {
         return Result(
             burstBindingsPerSecond: median(burstRates), cycleBindingsPerSecond: median(cycleRates),
             p50: histogram.valueAtPercentile(50), p99: histogram.valueAtPercentile(99),
-            p999: histogram.valueAtPercentile(99.9), bytesPerJob: bytesPerJob)
+            p999: histogram.valueAtPercentile(99.9), bytesPerJob: bytesPerJob, timed: jobSeconds > 0 ? timed : nil)
     }
 }
