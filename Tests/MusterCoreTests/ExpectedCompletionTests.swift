@@ -39,6 +39,29 @@ import Testing
         }
     }
 
+    /// `compareLimit` bounds the comparisons after one event. Three videos arrive a second apart,
+    /// each 10 s on the fast backend and 30 s on the slow one. After comparing, the free slow
+    /// backend leaves the second (expected at 20 s on the fast one, 31 s here) and the third
+    /// (30 s, 32 s) to the fast one; with no comparison left, it takes the second without asking
+    /// (as under the old rule).
+    @Test(arguments: [2048, 0])
+    func comparisonsPastTheLimitAreNotMade(limit: Int) {
+        var policy = Self.policy(.expectedCompletion)
+        policy.compareLimit = limit
+        policy.workStealing = false
+        let s = Scenario(
+            policy: policy,
+            backends: [
+                Scenario.Backend(id: BackendID(1), features: ["video"], defaultJobSeconds: 10, speed: 3),
+                Scenario.Backend(id: BackendID(2), features: ["video"], defaultJobSeconds: 30, speed: 1),
+            ],
+            submissions: (0..<3).map { .init(at: Double($0), entries: [BatchEntry(spec: Self.video)]) })
+        let r = ScenarioRunner.run(s)
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(2)] == (limit > 0 ? BackendID(1) : BackendID(2)))
+        #expect(r.ranOn[JobID(3)] == BackendID(1))
+    }
+
     /// The fastest backend, with only its overqueue slot free, does not take a job a free peer
     /// finishes sooner (its running slot frees first): the outside suite's seed 45. Backend 15
     /// (2.5x) and 14 (2x) run videos; the image arriving at 1.11 waits for the held video's
