@@ -42,6 +42,10 @@ public struct FleetRun {
     var ends = Heap<Run>()
     /// The run each job has now (a revoked or replaced lease is stale).
     var current: [JobID: (BackendID, Lease)] = [:]
+    /// Model loads started: all of them, and those the core asked for (`load_model`) rather than
+    /// a job that started without its model.
+    public private(set) var loadsStarted = 0
+    public private(set) var loadsAsked = 0
     /// Jobs running now, and the fleet's slots.
     public private(set) var running = 0
     public let slots: Int
@@ -73,6 +77,7 @@ public struct FleetRun {
         if let at = backends[id]!.loading[model] { return at }
         let at = now + .seconds(loadSeconds)
         backends[id]!.loading[model] = at
+        loadsStarted += 1
         loads.insert(Load(at: at, backend: id, model: model))
         return at
     }
@@ -184,7 +189,9 @@ public struct FleetRun {
                 backends[backend]!.waiting.removeAll { $0.job == job && $0.lease == lease }
                 if let (b, l) = current[job], b == backend, l == lease { current[job] = nil }
             case .loadModel(let backend, let model):
+                let before = loadsStarted
                 _ = modelReady(backend, model, at: now)
+                loadsAsked += loadsStarted - before
             default:
                 break
             }

@@ -82,7 +82,11 @@ struct BenchCore: ParsableCommand {
                     + "| \(Self.micros(r.p99)) | \(Self.micros(r.p999)) | \(r.bytesPerJob) |"
             )
             if let t = r.timed {
-                print(String(format: "  (%d backends: %.1f%% of slots running on average; the decisions spanned %.1f simulated seconds)", n, t.busy * 100, t.seconds))
+                print(
+                    String(
+                        format: "  (%d backends: %.1f%% of slots running on average; the decisions spanned %.1f simulated seconds;"
+                            + " %d model loads, %d of them asked by the core ahead of a job)",
+                        n, t.busy * 100, t.seconds, t.loads, t.asked))
             }
         }
     }
@@ -104,7 +108,7 @@ struct BenchCore: ParsableCommand {
         var bytesPerJob: Int
         /// With `--job-seconds`: the mean share of the fleet's slots running a job after each
         /// decision, and the simulated seconds the decisions spanned.
-        var timed: (busy: Double, seconds: Double)?
+        var timed: (busy: Double, seconds: Double, loads: Int, asked: Int)?
     }
 
     /// Resident bytes of the process (second field of `/proc/self/statm`, in pages). Glibc's
@@ -196,7 +200,11 @@ struct BenchCore: ParsableCommand {
             busyCount += 1
         }
         if let sim { bound = sim.bound }
-        let timed = (busy: busyCount > 0 ? busySum / Double(busyCount) : 0, seconds: fleet.clock.seconds - clockStart.seconds)
+        let loads = (sim?.loadsStarted ?? 0, sim?.loadsAsked ?? 0)
+        let timed = (
+            busy: busyCount > 0 ? busySum / Double(busyCount) : 0, seconds: fleet.clock.seconds - clockStart.seconds,
+            loads: loads.0, asked: loads.1
+        )
         for step in 0..<decisions where jobSeconds == 0 {
             guard !bound.isEmpty else { break }
             if step % 1000 == 0 {
