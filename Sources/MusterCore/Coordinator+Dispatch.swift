@@ -283,15 +283,6 @@ extension Coordinator {
         compareBudget = .max
     }
 
-    // `CorePolicy.compareLimit` bounds the comparisons with other backends that the decisions
-    // after one event may make in all (`admits`: a backend that would finish a job sooner;
-    // `stealSooner`: a bound job to take). A fleet of tens of backends never reaches it. In a
-    // fleet of hundreds where each backend serves a hundred classes, a backend that leaves
-    // classes to others compares each with all of its capable backends in turn, and each backend
-    // it leaves one to looks again and compares too (Performance, "Jobs that take time"). Past
-    // it, a backend takes the best job it can run without comparing (as under the rule before
-    // expected completion), and looks at no more bound jobs to take.
-
     func candidate(_ id: BackendID) -> Candidate {
         let i = backends.index(id)!
         return Candidate(

@@ -323,7 +323,6 @@ extension Coordinator {
         var wake: [BackendID] = []
         func count(_ t: BackendID) {
             guard t != id, let ti = backends.index(t), backends.records[ti].routable(now) else { return }
-            compareBudget -= 1
             let theirs = expectedCompletion(ti, c, e)
             if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
             guard let jobs = sooner(ti, theirs) else { return }
@@ -341,6 +340,10 @@ extension Coordinator {
         // looked up among the free ones while they are few (a saturated fleet frees one slot at a
         // time).
         let ties = (holds || backfilling) && fasterOnly && freeTiePeer(bi, for: c, any: backfilling)
+        // The bound on comparisons is charged what the loops below may look at, not what they
+        // did: counting stops at a point that depends on the set's order, and what a later
+        // decision may still compare must not (decisions stay deterministic).
+        compareBudget -= fasterOnly ? classes[c].bySpeed.count(fasterThan: speed) : classes[c].capable.count
         if fasterOnly {
             for t in classes[c].bySpeed.faster(than: speed) {
                 if capacity >= need { break }
@@ -702,12 +705,14 @@ extension Coordinator {
         // When to look again: a bound job not worth taking now, behind a running job that is
         // expected to end then (and that will have overrun if it still runs).
         var relook = Double.infinity
-        for v in stealable where v != thief {
+        // Past the bound on comparisons, no bound job is looked at; within it, all of them (a
+        // loop cut short would depend on the set's order).
+        let victims = compareBudget > 0 ? stealable : BackendSet()
+        compareBudget -= victims.count
+        for v in victims where v != thief {
             guard let vi = backends.index(v), backends.records[vi].running >= backends.records[vi].slots else {
                 continue
             }
-            if compareBudget <= 0 { break }
-            compareBudget -= 1
             // A running job past its expected duration shows that its class takes at least that
             // long (the estimate may be a prior): both sides of the comparison count with it.
             var floors: [(estimate: Int32, seconds: Double)] = []

@@ -70,9 +70,15 @@ public struct CorePolicy: Sendable, Hashable {
     /// Longest a queued job may be left waiting for a faster backend while a slower one could take
     /// it now (counted from when it was queued), so that wrong estimates cannot starve it.
     public var maxWaitForBetterBackend: Duration = .seconds(30)
-    /// How many comparisons with other backends the decisions that follow one event may make in
-    /// all, under expected completion (`Coordinator.compareLimit`'s note): past it, a backend takes
-    /// the best job it can run without comparing. `Int.max`: no bound.
+    /// How many comparisons with other backends the decisions after one event (one `dispatch`)
+    /// may make in all, under expected completion (`admits`: a backend that would finish a job
+    /// sooner; `stealSooner`: a bound job to take). A fleet of tens of backends never reaches it.
+    /// In a fleet of hundreds where each backend serves a hundred classes, a backend that leaves
+    /// classes to others compares each with all of its capable backends in turn, and each backend
+    /// it leaves one to looks again and compares too (README, Performance, "Jobs that take
+    /// time"). Past it, a backend takes the best job it can run without comparing (as under the
+    /// rule before expected completion) and looks at no more bound jobs to take. `Int.max`: no
+    /// bound.
     public var compareLimit = 2048
     /// Expected seconds of a job of each kind on a backend of speed 1.0, before any job of that
     /// kind (and model) was measured; other kinds use `defaultJobDuration`.

@@ -285,6 +285,11 @@ struct SpeedIndex {
         }
     }
 
+    /// How many members are strictly faster than `speed`.
+    func count(fasterThan speed: Double) -> Int {
+        speeds.lazy.prefix { $0 > speed }.reduce(0) { $0 + self.members[$1]!.count }
+    }
+
     /// Whether any member is strictly slower than `speed`.
     func hasSlower(than speed: Double) -> Bool { speeds.last.map { $0 < speed } ?? false }
 

@@ -32,9 +32,13 @@ public struct CoreFleet {
     /// Each backend's last announcement, for workloads that announce again.
     public private(set) var announced: [BackendID: CapabilitySnapshot] = [:]
 
+    /// Each backend's configured speed, taken in turn; a single speed configures none (a uniform fleet).
+    public let speeds: [Double]
+
     /// `speeds`: each backend's configured speed, taken in turn (`[1]`: a uniform fleet).
     public init(backends n: Int, policy: CorePolicy = CorePolicy(), seed: UInt64 = 42, speeds: [Double] = [1]) {
         core = Coordinator(policy: policy)
+        self.speeds = speeds
         rng = SplitMix64(seed: seed)
         specs = (0..<1000).map { k in
             JobSpec(
@@ -50,7 +54,7 @@ public struct CoreFleet {
                 .backendRegistered(
                     BackendRegistration(
                         id: id, name: "gpu\(i)", incarnation: Incarnation(1), slots: slots,
-                        speed: speeds.count > 1 ? speeds[i % speeds.count] : nil)),
+                        speed: speed(of: id))),
                 at: tick())
             let has = Self.features.filter { _ in rng.next() % 10 < 7 }
             var available: [String] = []
@@ -64,6 +68,11 @@ public struct CoreFleet {
             announced[id] = snapshot
             _ = core.handle(.capabilities(id, snapshot), at: tick())
         }
+    }
+
+    /// The speed configured for backend `id`: nil in a uniform fleet.
+    public func speed(of id: BackendID) -> Double? {
+        speeds.count > 1 ? speeds[Int(id.rawValue) % speeds.count] : nil
     }
 
     /// The clock one microsecond on.

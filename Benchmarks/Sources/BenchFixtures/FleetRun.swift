@@ -50,13 +50,12 @@ public struct FleetRun {
     public private(set) var running = 0
     public let slots: Int
 
-    public init(fleet: CoreFleet, jobSeconds: Double, loadSeconds: Double = 5, speeds: [Double]) {
+    /// Each backend runs at the speed the fleet configured for it (1.0 in a uniform fleet).
+    public init(fleet: CoreFleet, jobSeconds: Double, loadSeconds: Double = 5) {
         slots = fleet.slots
         self.loadSeconds = loadSeconds
         for (id, snapshot) in fleet.announced {
-            let i = Int(id.rawValue)
-            let speed = speeds.count > 1 ? speeds[i % speeds.count] : speeds.first ?? 1
-            backends[id] = Backend(slots: snapshot.slots, seconds: jobSeconds / speed, snapshot: snapshot)
+            backends[id] = Backend(slots: snapshot.slots, seconds: jobSeconds / (fleet.speed(of: id) ?? 1), snapshot: snapshot)
         }
     }
 

@@ -107,7 +107,8 @@ struct BenchCore: ParsableCommand {
         var p999: UInt64
         var bytesPerJob: Int
         /// With `--job-seconds`: the mean share of the fleet's slots running a job after each
-        /// decision, and the simulated seconds the decisions spanned.
+        /// decision, the simulated seconds the decisions spanned, and `FleetRun`'s model loads
+        /// (all, and those the core asked for ahead of a job).
         var timed: (busy: Double, seconds: Double, loads: Int, asked: Int)?
     }
 
@@ -151,30 +152,37 @@ struct BenchCore: ParsableCommand {
             let entries = (0..<100).map { _ in BatchEntry(spec: randomSpec()) }
             let actions = try! fleet.submit(entries)
             _ = collect(actions)
-            filled += actions
+            if jobSeconds > 0 { filled += actions }
             submitted += entries.count
         }
         let bytesPerJob = (residentBytes() - before) / max(1, queued)
 
-        // Steady state: a random bound job completes, its backend takes the next job, and a new job
-        // keeps the queue at its depth.
+        // Steady state, one decision per step: a bound job completes (untimed, a random one a
+        // microsecond on; timed, `FleetRun`'s job due first), its backend takes the next job, and a
+        // new job keeps the queue at its depth.
         var histogram = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         let timer = ContinuousClock()
+        func decision(_ decide: () -> [CoreAction]) -> [CoreAction] {
+            let start = timer.now
+            let actions = decide()
+            let d = (timer.now - start).components
+            _ = histogram.record(UInt64(d.seconds) * 1_000_000_000 + UInt64(d.attoseconds / 1_000_000_000))
+            return actions
+        }
         var bindings = 0
         var decisionBindings = 0
         // Rates are taken per chunk of 1,000 decisions and the median chunk is reported: the
         // machines are shared, and a preempted chunk says nothing about the core.
         var cycleRates: [Double] = []
         var chunkCPU = 0.0
-        // The timed steady state: the fleet runs its bound jobs, and the next to end is due first.
-        var busySum = 0.0, busyCount = 0
-        let clockStart = fleet.clock
-        var sim = jobSeconds > 0 ? FleetRun(fleet: fleet, jobSeconds: jobSeconds, speeds: speeds) : nil
+        var sim = jobSeconds > 0 ? FleetRun(fleet: fleet, jobSeconds: jobSeconds) : nil
         if sim != nil {
             sim!.perform(filled, at: fleet.clock)
             bound.removeAll()
         }
-        for step in 0..<decisions where sim != nil {
+        let clockStart = fleet.clock
+        var busySum = 0.0, steps = 0
+        for step in 0..<decisions {
             if step % 1000 == 0 {
                 let cpu = threadCPUSeconds()
                 if step > 0 {
@@ -182,53 +190,33 @@ struct BenchCore: ParsableCommand {
                 }
                 (decisionBindings, bindings, chunkCPU) = (0, 0, cpu)
             }
-            guard
-                let end = sim!.endNext(
-                    in: &fleet,
-                    measure: { decide in
-                        let start = timer.now
-                        let actions = decide()
-                        let d = (timer.now - start).components
-                        _ = histogram.record(UInt64(d.seconds) * 1_000_000_000 + UInt64(d.attoseconds / 1_000_000_000))
-                        return actions
-                    })
-            else { break }
-            decisionBindings += end.bindings
-            let spec = randomSpec()
-            bindings += sim!.submit([BatchEntry(spec: spec)], in: &fleet)
-            busySum += Double(sim!.running) / Double(max(1, sim!.slots))
-            busyCount += 1
+            if sim != nil {
+                guard let end = sim!.endNext(in: &fleet, measure: decision) else { break }
+                decisionBindings += end.bindings
+                let spec = randomSpec()
+                bindings += sim!.submit([BatchEntry(spec: spec)], in: &fleet)
+                busySum += Double(sim!.running) / Double(max(1, sim!.slots))
+            } else {
+                guard !bound.isEmpty else { break }
+                let pick = Int(fleet.rng.next() % UInt64(bound.count))
+                let (job, backend, lease) = bound[pick]
+                bound.swapAt(pick, bound.count - 1)
+                bound.removeLast()
+                let spec = randomSpec()
+                _ = fleet.handle(.jobStarted(job, backend: backend, lease: lease))
+                let actions = decision { fleet.handle(.jobCompleted(job, backend: backend, lease: lease, result: .null)) }
+                decisionBindings += collect(actions)
+                bindings += collect(try! fleet.submit([BatchEntry(spec: spec)]))
+            }
+            steps += 1
+        }
+        let timed = sim.map {
+            (
+                busy: steps > 0 ? busySum / Double(steps) : 0, seconds: fleet.clock.seconds - clockStart.seconds,
+                loads: $0.loadsStarted, asked: $0.loadsAsked
+            )
         }
         if let sim { bound = sim.bound }
-        let loads = (sim?.loadsStarted ?? 0, sim?.loadsAsked ?? 0)
-        let timed = (
-            busy: busyCount > 0 ? busySum / Double(busyCount) : 0, seconds: fleet.clock.seconds - clockStart.seconds,
-            loads: loads.0, asked: loads.1
-        )
-        for step in 0..<decisions where jobSeconds == 0 {
-            guard !bound.isEmpty else { break }
-            if step % 1000 == 0 {
-                let cpu = threadCPUSeconds()
-                if step > 0 {
-                    cycleRates.append(Double(bindings + decisionBindings) / (cpu - chunkCPU))
-                }
-                (decisionBindings, bindings, chunkCPU) = (0, 0, cpu)
-            }
-            let pick = Int(fleet.rng.next() % UInt64(bound.count))
-            let (job, backend, lease) = bound[pick]
-            bound.swapAt(pick, bound.count - 1)
-            bound.removeLast()
-            let spec = randomSpec()
-            _ = fleet.handle(.jobStarted(job, backend: backend, lease: lease))
-            let decisionStart = timer.now
-            let actions = fleet.handle(.jobCompleted(job, backend: backend, lease: lease, result: .null))
-            let decisionEnd = timer.now
-            let more = try! fleet.submit([BatchEntry(spec: spec)])
-            decisionBindings += collect(actions)
-            bindings += collect(more)
-            let d = (decisionEnd - decisionStart).components
-            _ = histogram.record(UInt64(d.seconds) * 1_000_000_000 + UInt64(d.attoseconds / 1_000_000_000))
-        }
         // Burst: every backend fails one job at the same instant (so it is inhibited for 5 s) and
         // finishes the rest; the queue is topped up; then one tick frees the whole fleet and the
         // router fills every slot in a single call. This is the router alone, without the
@@ -266,6 +254,6 @@ struct BenchCore: ParsableCommand {
         return Result(
             burstBindingsPerSecond: median(burstRates), cycleBindingsPerSecond: median(cycleRates),
             p50: histogram.valueAtPercentile(50), p99: histogram.valueAtPercentile(99),
-            p999: histogram.valueAtPercentile(99.9), bytesPerJob: bytesPerJob, timed: jobSeconds > 0 ? timed : nil)
+            p999: histogram.valueAtPercentile(99.9), bytesPerJob: bytesPerJob, timed: timed)
     }
 }

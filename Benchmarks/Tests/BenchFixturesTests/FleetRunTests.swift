@@ -8,7 +8,7 @@ import Testing
 @Suite struct FleetRunTests {
     @Test func aTimedFleetRunsItsQueueAtItsSpeeds() {
         var fleet = CoreFleet(backends: 40, speeds: [1, 2])
-        var run = FleetRun(fleet: fleet, jobSeconds: 10, speeds: [1, 2])
+        var run = FleetRun(fleet: fleet, jobSeconds: 10)
         for _ in 0..<8 {
             let entries = (0..<100).map { _ in BatchEntry(spec: fleet.randomSpec()) }
             _ = run.submit(entries, in: &fleet)
