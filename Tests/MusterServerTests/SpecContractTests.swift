@@ -108,8 +108,7 @@ import Testing
     }
 
     @Test func errorsEchoTheRequestIDAndCloseAsTheSpecSays() async throws {
-        let c = try await TestCoordinator.start(
-            backends: "[]", settings: [("links.handshake_timeout_seconds", "120")])
+        let c = try await TestCoordinator.start(backends: "[]")
         // A request before hello.
         let early = try await WirePeer(port: c.port, subprotocol: Self.clientV1)
         await early.send(#"{"type":"status","id":"early"}"#)

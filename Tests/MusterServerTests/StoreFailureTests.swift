@@ -75,8 +75,9 @@ import Testing
         #expect(first.status == 201)
         _ = try await e2e.finishedBatch(port: port, batch: 1)
         try fs.fill()
-        // This batch cannot be written: its answer waits, it is not acknowledged.
-        let pending = Task { try await HTTP.post("\(base)/v1/batches", batch) }
+        // This batch cannot be written: its answer waits, it is not acknowledged, until the test
+        // frees space (after its checks, which a loaded machine may stretch past 30 s).
+        let pending = Task { try await HTTP.post("\(base)/v1/batches", batch, timeout: 600) }
         try await serve.waitForLog("job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged")
         let refused = try await HTTP.post("\(base)/v1/batches", batch)
         #expect(refused.status == 503)

@@ -12,10 +12,14 @@ enum HTTP {
         var text: String { String(decoding: body, as: UTF8.self) }
     }
 
-    static func request(_ method: String, _ url: String, body: String? = nil, headers: [String: String] = [:]) async throws -> Response {
+    /// `timeout`: longest wait for the answer (a request the coordinator holds on purpose, say
+    /// until its disk has space again, waits for the test that holds it).
+    static func request(
+        _ method: String, _ url: String, body: String? = nil, headers: [String: String] = [:], timeout: TimeInterval = 30
+    ) async throws -> Response {
         var request = URLRequest(url: URL(string: url)!)
         request.httpMethod = method
-        request.timeoutInterval = 30
+        request.timeoutInterval = timeout
         if let body {
             request.httpBody = Data(body.utf8)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -29,8 +33,8 @@ enum HTTP {
         try await request("GET", url, headers: headers)
     }
 
-    static func post(_ url: String, _ body: String, headers: [String: String] = [:]) async throws -> Response {
-        try await request("POST", url, body: body, headers: headers)
+    static func post(_ url: String, _ body: String, headers: [String: String] = [:], timeout: TimeInterval = 30) async throws -> Response {
+        try await request("POST", url, body: body, headers: headers, timeout: timeout)
     }
 
     /// Polls `url` until `condition` holds on its response (bounded generously against hangs).

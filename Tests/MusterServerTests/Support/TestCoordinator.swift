@@ -28,7 +28,12 @@ struct TestCoordinator {
         // A fresh SQLite store of its own (the default engine), unless the test names one.
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("muster-test-\(UUID().uuidString)")
         let store = scratch.appendingPathComponent("muster.sqlite").path
-        let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends), ("store.url", "sqlite://\(store)")] + settings).map {
+        // Tests open raw links and say `hello` themselves, from a test process whose few
+        // cooperative threads other tests may hold for tens of seconds on two busy cores (a CI run
+        // once took 30 s to send one): the handshake timeout stays far above that unless the test
+        // names its own.
+        let generous = settings.contains { $0.0 == "links.handshake_timeout_seconds" } ? [] : [("links.handshake_timeout_seconds", "120")]
+        let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends), ("store.url", "sqlite://\(store)")] + generous + settings).map {
             (source: "test", key: $0.0, value: $0.1)
         }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
