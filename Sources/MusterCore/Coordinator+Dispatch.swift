@@ -207,9 +207,18 @@ extension Coordinator {
         while !dirty.isEmpty {
             var heap = Heap<Candidate>()
             swap(&heap, &scratch)  // reuse the drained heap's storage
+            // In candidate order, not the dirty set's: its order follows the order backends were
+            // woken in (some from hashed per-class sets), and the heap's layout decides what
+            // `loadedPeer` looks at. Sorted, the same candidates make the same heap.
+            var woken: [Candidate] = []
+            swap(&woken, &scratchCandidates)
             for id in dirty where free.contains(id) && backends[id].idleEpoch != routingEpoch {
-                heap.insert(candidate(id))
+                woken.append(candidate(id))
             }
+            if woken.count > 1 { woken.sort() }
+            for c in woken { heap.insert(c) }
+            woken.removeAll(keepingCapacity: true)
+            scratchCandidates = woken
             dirty.removeAll(keepingCapacity: true)
             // A binding emits about four actions; growing the buffer by doubling would copy it
             // (and fault in fresh pages) several times during a burst.

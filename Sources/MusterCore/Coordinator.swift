@@ -129,6 +129,8 @@ public struct Coordinator: Sendable {
     var readinessDirty = false
     /// Reused between dispatch rounds to avoid an allocation per event.
     var scratch = Heap<Candidate>()
+    /// The woken backends' candidates of a dispatch round, sorted before they enter the heap.
+    var scratchCandidates: [Candidate] = []
     /// The runner-up of the last comparison (`admits`), for the explanation of the binding it
     /// decided: used only when that job is bound to the backend that decided (`by`) at the same
     /// instant. An admission that bound nothing (the load started for a job that waits past the
@@ -430,7 +432,7 @@ struct JobClass {
     /// The wait-bound timer already armed for this class, if any.
     var waitTimerAt: CoreInstant?
     /// Backends announced ready with these features and the model, link not down, not draining.
-    var capable = BackendSet()
+    var capable = BackendMembership()
     /// `capable` by speed (each member under its current `speed`).
     var bySpeed = SpeedIndex()
 }

@@ -237,21 +237,64 @@ struct BackendTable {
     }
 }
 
-/// A set of backend ids hashed with `BackendKey` (the router updates several per decision).
+/// A set of backend ids hashed with `BackendKey` (the router updates several per decision), kept
+/// as a dense array with each member's place in it: iteration follows the array, so it depends only
+/// on the operations made, never on hash seeds or addresses. For the fleet-wide sets the router
+/// walks (free, dirty, stealable): a core fed the same events makes the same decisions in every
+/// process. (A `Set`'s order changes from run to run and from instance to instance; the order
+/// the dirty set handed free backends to the dispatch heap once decided which of two equally
+/// loaded backends took a job.)
 struct BackendSet: Sequence {
+    private var members: [BackendID] = []
+    private var places: [BackendKey: Int] = [:]
+
+    var isEmpty: Bool { members.isEmpty }
+    var count: Int { members.count }
+    func contains(_ id: BackendID) -> Bool { places[BackendKey(id)] != nil }
+    @discardableResult
+    mutating func insert(_ id: BackendID) -> (inserted: Bool, memberAfterInsert: BackendID) {
+        let key = BackendKey(id)
+        guard places[key] == nil else { return (false, id) }
+        places[key] = members.count
+        members.append(id)
+        return (true, id)
+    }
+    /// Removes `id`; the last member takes its place.
+    @discardableResult
+    mutating func remove(_ id: BackendID) -> BackendID? {
+        guard let i = places.removeValue(forKey: BackendKey(id)) else { return nil }
+        let last = members.count - 1
+        if i != last {
+            members[i] = members[last]
+            places[BackendKey(members[i])] = i
+        }
+        members.removeLast()
+        return id
+    }
+    mutating func removeAll(keepingCapacity: Bool) {
+        members.removeAll(keepingCapacity: keepingCapacity)
+        places.removeAll(keepingCapacity: keepingCapacity)
+    }
+    func sorted() -> [BackendID] { members.sorted() }
+
+    func makeIterator() -> IndexingIterator<[BackendID]> { members.makeIterator() }
+}
+
+/// A set of backend ids in a hashed `Set` (8 bytes a member): for the per-class sets, one per
+/// job class and feature set, where the dense `BackendSet` would cost about twice the memory
+/// (10,000 backends, 1,000 classes). Its order varies between processes and instances: a loop
+/// over it may only compute what no order changes (sums, any/all, minima with ties broken by id),
+/// which the determinism tests check.
+struct BackendMembership: Sequence {
     private var keys = Set<BackendKey>()
 
     var isEmpty: Bool { keys.isEmpty }
     var count: Int { keys.count }
     func contains(_ id: BackendID) -> Bool { keys.contains(BackendKey(id)) }
     @discardableResult
-    mutating func insert(_ id: BackendID) -> (inserted: Bool, memberAfterInsert: BackendID) {
-        let (inserted, _) = keys.insert(BackendKey(id))
-        return (inserted, id)
-    }
+    mutating func insert(_ id: BackendID) -> Bool { keys.insert(BackendKey(id)).inserted }
     @discardableResult
     mutating func remove(_ id: BackendID) -> BackendID? { keys.remove(BackendKey(id)).map { _ in id } }
-    mutating func removeAll(keepingCapacity: Bool) { keys.removeAll(keepingCapacity: keepingCapacity) }
     func sorted() -> [BackendID] { keys.map { BackendID($0.raw) }.sorted() }
 
     func makeIterator() -> some IteratorProtocol<BackendID> {
@@ -266,14 +309,14 @@ struct BackendSet: Sequence {
 struct SpeedIndex {
     /// The distinct speeds of the members, descending.
     private(set) var speeds: [Double] = []
-    private var members: [Double: BackendSet] = [:]
+    private var members: [Double: BackendMembership] = [:]
 
     mutating func insert(_ id: BackendID, speed: Double) {
         if members[speed] == nil {
             let i = speeds.firstIndex { $0 < speed } ?? speeds.endIndex
             speeds.insert(speed, at: i)
         }
-        members[speed, default: BackendSet()].insert(id)
+        members[speed, default: BackendMembership()].insert(id)
     }
 
     mutating func remove(_ id: BackendID, speed: Double) {

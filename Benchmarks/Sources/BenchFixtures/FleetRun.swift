@@ -49,6 +49,8 @@ public struct FleetRun {
     /// Jobs running now, and the fleet's slots.
     public private(set) var running = 0
     public let slots: Int
+    /// Every action the core returned, with the time, when not nil (the determinism test).
+    public var record: [String]?
 
     /// Each backend runs at the speed the fleet configured for it (1.0 in a uniform fleet).
     public init(fleet: CoreFleet, jobSeconds: Double, loadSeconds: Double = 5) {
@@ -174,6 +176,7 @@ public struct FleetRun {
     public mutating func perform(_ actions: [CoreAction], at now: CoreInstant) -> Int {
         var assigned = 0
         var touched: [BackendID] = []
+        if record != nil { record!.append(contentsOf: actions.map { "\(now.nanoseconds) \($0)" }) }
         for action in actions {
             switch action {
             case .assign(let job, _, let spec, let backend, let lease, _):

@@ -36,4 +36,38 @@ import Testing
         let fast = byBackend.filter { $0.key.rawValue % 2 == 1 }.values.reduce(0, +)
         #expect(fast > 200 - fast)
     }
+
+    /// The core decides the same way whatever the order of its hashed sets, which changes from
+    /// one `Set` instance to the next: two coordinators fed the same events return the same
+    /// actions, under either rule, with comparisons bounded and not. (A set's order once decided
+    /// which of two equally loaded backends took a job: the dispatch heap was filled in the
+    /// order of the dirty set.)
+    @Test(arguments: [
+        (RoutingRule.expectedCompletion, 2048), (.expectedCompletion, 0), (.expectedCompletion, 40),
+        (.leastLoaded, 2048),
+    ])
+    func aFleetFedTheSameEventsDecidesTheSame(routing: RoutingRule, compareLimit: Int) {
+        func actions() -> [String] {
+            var policy = CorePolicy()
+            policy.routing = routing
+            policy.compareLimit = compareLimit == 0 ? .max : compareLimit
+            var fleet = CoreFleet(backends: 60, policy: policy, speeds: [1, 1.5, 2, 3])
+            var run = FleetRun(fleet: fleet, jobSeconds: 10)
+            run.record = []
+            for _ in 0..<12 {
+                let entries = (0..<100).map { _ in BatchEntry(spec: fleet.randomSpec()) }
+                _ = run.submit(entries, in: &fleet)
+            }
+            for _ in 0..<600 {
+                guard run.endNext(in: &fleet, measure: { $0() }) != nil else { break }
+                let spec = fleet.randomSpec()
+                _ = run.submit([BatchEntry(spec: spec)], in: &fleet)
+            }
+            return run.record ?? []
+        }
+        let first = actions(), second = actions()
+        #expect(first.count > 5_000)
+        let diverged = first.indices.first { !second.indices.contains($0) || first[$0] != second[$0] }
+        #expect(first.count == second.count && diverged == nil, "first difference at action \(diverged ?? -1): \(diverged.map { first[$0] } ?? "") | \(diverged.flatMap { second.indices.contains($0) ? second[$0] : nil } ?? "none")")
+    }
 }
