@@ -491,6 +491,7 @@ extension Coordinator {
     mutating func refresh(_ id: BackendID, reindex: Bool) {
         guard var b = backends.get(id) else { return }
         if reindex {
+            let (features, available, nodes) = (b.features, b.available, b.nodes)
             b.features = Set(b.snapshot?.features ?? [])
             b.available = Set(b.snapshot?.modelsAvailable ?? [])
             b.loaded = Set(b.snapshot?.modelsLoaded ?? [])
@@ -499,23 +500,33 @@ extension Coordinator {
             b.loadedIDs = b.loaded.map { modelID($0) }.sorted()
             b.cachedSlots = max(1, b.snapshot?.slots ?? b.helloSlots)
             b.takesWork = b.link == .up && b.announcedReady && !b.drainRequested
-            var member: [Int] = []
-            if b.capable {
-                for c in classes.indices where matches(b, classes[c]) { member.append(c) }
+            // Membership changes only with what decides it; a model load landing (the common
+            // announcement) keeps it, and then no class is looked at.
+            if b.capable != b.indexedCapable || b.features != features || b.available != available || b.nodes != nodes {
+                var member: [Int] = []
+                if b.capable {
+                    // Through the buffer: `classes[c]` as an argument copied each class (its
+                    // queue, sets and arrays retained and released), the bulk of an announcement.
+                    classes.withUnsafeBufferPointer { all in
+                        for c in all.indices where Self.matches(b, all[c]) { member.append(c) }
+                    }
+                }
+                let old = Set(b.classes)
+                let new = Set(member)
+                for c in old.subtracting(new) {
+                    classes[c].capable.remove(id)
+                    classes[c].bySpeed.remove(id, speed: b.speed)
+                    classesToCheck.insert(c)
+                }
+                for c in new.subtracting(old) {
+                    classes[c].capable.insert(id)
+                    classes[c].bySpeed.insert(id, speed: b.speed)
+                    classesToCheck.insert(c)
+                }
+                b.classes = member
+                b.indexedCapable = b.capable
             }
-            let old = Set(b.classes)
-            let new = Set(member)
-            for c in old.subtracting(new) {
-                classes[c].capable.remove(id)
-                classes[c].bySpeed.remove(id, speed: b.speed)
-                classesToCheck.insert(c)
-            }
-            for c in new.subtracting(old) {
-                classes[c].capable.insert(id)
-                classes[c].bySpeed.insert(id, speed: b.speed)
-                classesToCheck.insert(c)
-            }
-            b.classes = member
+            let member = b.classes
             // Capable backends that have each class's model loaded (the affinity rule must never
             // refuse the only way a job can run).
             let loadedNow = member.filter { classes[$0].modelID >= 0 && b.loadedIDs.contains(classes[$0].modelID) }
@@ -610,7 +621,7 @@ extension Coordinator {
         }
     }
 
-    func matches(_ b: borrowing Backend, _ c: borrowing JobClass) -> Bool {
+    static func matches(_ b: borrowing Backend, _ c: borrowing JobClass) -> Bool {
         if let model = c.model, !b.available.contains(model) { return false }
         for f in c.needs where !b.features.contains(f) { return false }
         for n in c.nodes where !b.nodes.contains(n) { return false }

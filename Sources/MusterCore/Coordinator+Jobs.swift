@@ -42,12 +42,14 @@ extension Coordinator {
         if let m = spec.model { jobClass.modelID = modelID(m) }
         // By index: a copy of each record (arrays, sets, dictionaries) would retain and release
         // every one of its buffers, for each backend of the fleet.
-        for i in backends.records.indices where backends.records[i].capable && matches(backends.records[i], jobClass) {
-            let id = backends.records[i].id
-            jobClass.capable.insert(id)
-            jobClass.bySpeed.insert(id, speed: backends.records[i].speed)
-            if jobClass.modelID >= 0 && backends.records[i].loadedIDs.contains(jobClass.modelID) {
-                jobClass.loadedCapable += 1
+        backends.records.withUnsafeBufferPointer { records in
+            for i in records.indices where records[i].capable && Self.matches(records[i], jobClass) {
+                let id = records[i].id
+                jobClass.capable.insert(id)
+                jobClass.bySpeed.insert(id, speed: records[i].speed)
+                if jobClass.modelID >= 0 && records[i].loadedIDs.contains(jobClass.modelID) {
+                    jobClass.loadedCapable += 1
+                }
             }
         }
         for id in jobClass.capable {

@@ -571,6 +571,11 @@ struct Backend {
     /// A `.forget` timer is pending for it: one at a time, however often it falls.
     var forgetArmed = false
     var classes: [Int] = []
+    /// Whether `classes` was last computed for a backend that could take work (`capable`): with
+    /// that, `features`, `available` and `nodes` it decides the membership, so an announcement
+    /// that changes none of them (a model loaded, slots, state between loading and ready while
+    /// not capable) keeps it without looking at every class.
+    var indexedCapable = false
     /// The subset of `classes` whose model this backend has loaded.
     var loadedClasses: [Int] = []
     /// Models this backend was asked to load (interned ids), and when (to measure load times).
