@@ -44,11 +44,15 @@ import Testing
             let value = try await body()
             let deadline = ContinuousClock.now + .seconds(20)
             var delta: [String: Double] = [:]
+            // Read once more after the deadline: a test process that stalled through the wait
+            // judges what the coordinator counted, not a reading taken before the stall.
+            var last = false
             repeat {
+                last = ContinuousClock.now >= deadline
                 delta = try await MetricsText.fetch(port: port).delta(since: before, families: BadInputTests.watched)
                 if delta == expected { break }
                 try await Task.sleep(for: .milliseconds(50))
-            } while ContinuousClock.now < deadline
+            } while !last
             #expect(delta == expected, "\(what): metrics moved by \(delta), expected \(expected)", sourceLocation: sourceLocation)
             return value
         }

@@ -136,10 +136,13 @@ import Testing
         ]
         var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
         let base = "http://127.0.0.1:\(port)"
-        let agent = try await e2e.agent(port: port, name: "returns", features: "video", jobSeconds: "2s")
+        // The first job runs 30 s: until the crash, however long the test takes to get there (its
+        // process may stall on a loaded machine), the third stays queued.
+        let agent = try await e2e.agent(port: port, name: "returns", features: "video", jobSeconds: "first=30s,default=2s")
         try await e2e.readyBackends(port: port, count: 1)
         // One runs, one waits in the agent's overqueue slot, the third in the queue.
-        let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"], "count": 3}]}"#)
+        let submitted = try await HTTP.post(
+            "\(base)/v1/batches", #"{"jobs": [{"kind": "first", "needs": ["video"]}, {"kind": "video", "needs": ["video"], "count": 2}]}"#)
         #expect(submitted.status == 201, "\(submitted.text)")
         let jobs = try #require(submitted.json["jobs"] as? [Int])
         try await HTTP.waitFor("\(base)/v1/jobs/\(jobs[0])", "the first job running") { $0.json["state"] as? String == "running" }
@@ -166,9 +169,9 @@ import Testing
         #expect(["queued", "gated"].contains(queued.json["state"] as? String ?? ""), "nothing is bound yet: \(queued.text)")
 
         kill(agent.process.processIdentifier, SIGCONT)
-        let ready = try await HTTP.waitFor("\(base)/readyz", "ready once the agent is back", timeout: .seconds(60)) { $0.status == 200 }
+        let ready = try await HTTP.waitFor("\(base)/readyz", "ready once the agent is back", timeout: .seconds(120)) { $0.status == 200 }
         #expect(ready.json["reclaim"] == nil && (ready.json["reasons"] as? [String]) == [], "\(ready.text)")
-        let batch = try await HTTP.waitFor("\(base)/v1/batches/\(submitted.json["batch"] as? Int ?? 0)", "batch done", timeout: .seconds(60)) {
+        let batch = try await HTTP.waitFor("\(base)/v1/batches/\(submitted.json["batch"] as? Int ?? 0)", "batch done", timeout: .seconds(120)) {
             $0.json["done"] as? Bool == true
         }
         let states = (batch.json["jobs"] as? [[String: Any]] ?? []).map { $0["state"] as? String }
@@ -223,12 +226,14 @@ import Testing
     @Test func aCoordinatorWithoutAStoreLosesItsJobsOnARestartAndAgentsCarryOn() async throws {
         var (serve, port) = try await e2e.coordinator(
             e2e.backends("[]") + ["--set", "store.url=memory:"], port: try TestDatabase.freePort())
-        let a = try await e2e.agent(port: port, name: "steady-a", features: "video", jobSeconds: "5s")
-        let b = try await e2e.agent(port: port, name: "steady-b", features: "video", jobSeconds: "5s")
+        // The jobs to lose run until the crash however long the test takes to get there (its
+        // process may stall on a loaded machine); the agents drop them when told they hold nothing.
+        let a = try await e2e.agent(port: port, name: "steady-a", features: "video", jobSeconds: "lost=600s,default=5s")
+        let b = try await e2e.agent(port: port, name: "steady-b", features: "video", jobSeconds: "lost=600s,default=5s")
         try await e2e.readyBackends(port: port, count: 2)
         let before = try await client(port: port, name: "before")
         try await before.subscribe(batch: nil)
-        let lost = try await before.submit(jobs(2))
+        let lost = try await before.submit(Wire.BatchRequest(jobs: [Wire.JobRequest(kind: "lost", needs: ["video"], count: 2)]))
         for job in lost.jobs {
             try await HTTP.waitFor("http://127.0.0.1:\(port)/v1/jobs/\(job)", "job \(job) running") { $0.json["state"] as? String == "running" }
         }
@@ -299,7 +304,7 @@ import Testing
     }
 
     @Test func aResultUnderAStaleLeaseIsAnsweredStaleLeaseAndChangesNothing() async throws {
-        let (serve, port) = try await e2e.coordinator(e2e.backends("[]") + ["--set", "links.suspect_grace_seconds=30"])
+        let (serve, port) = try await e2e.coordinator(e2e.backends("[]") + ["--set", "links.suspect_grace_seconds=600"])
         let url = "ws://127.0.0.1:\(port)"
         let ledger = try await JobLedger(try await client(port: port))
 

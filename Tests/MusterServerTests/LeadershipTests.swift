@@ -56,7 +56,11 @@ struct ElectedCoordinator<Election: LeaderElection> {
     ) async throws -> ElectedCoordinator {
         let backends = backends
             ?? #"[{"name": "sim-\#(name)", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#
-        let overrides = [("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", backends)]
+        // Raw links say `hello` from the test process (see `TestCoordinator`).
+        let overrides = [
+            ("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", backends),
+            ("links.handshake_timeout_seconds", "120"),
+        ]
             .map { (source: "test", key: $0.0, value: $0.1) }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)
         let daemon = try Daemon(
@@ -211,7 +215,7 @@ extension ElectedCoordinator where Election == HandElection {
 
         // The lease passes to west: east closes its links with not_leader and stops.
         east.election.report(.standby(leader: LeaderInfo(name: "west", address: "ws://10.0.0.9:7460", token: 8)))
-        try await within(.seconds(30), "east to stop") { await east.daemon.waitUntilStopped() }
+        try await within(.seconds(120), "east to stop") { await east.daemon.waitUntilStopped() }
         #expect(await east.daemon.lostLeadership != nil)
         for await _ in client.events {}  // ends when the link closes
         let closed = await client.closeError

@@ -179,8 +179,12 @@ import Testing
     @Test func jobEventsAndHistoryCarryWhatTheSpecPromises() async throws {
         // The local backend is busy for a long time with the first job; the raw backend is
         // registered but has not announced, so the gate holds the second.
+        // Nothing expires while the test reads (its process may stall on a loaded machine): the
+        // gate waits for gpu-d, and gpu-d, inhibited after its failure, does not steal the job
+        // back from local before the history is read.
         let c = try await TestCoordinator.start(
-            backends: #"[{"name": "local", "kind": "simulated", "features": ["frameinterps", "video"], "job_seconds": {"default": 600}}]"#)
+            backends: #"[{"name": "local", "kind": "simulated", "features": ["frameinterps", "video"], "job_seconds": {"default": 600}}]"#,
+            settings: [("gate.window_seconds", "600"), ("routing.inhibit_after_failure_seconds", "600")])
         let (b, welcome) = try await backend(c, "gpu-d", incarnation: 7)
         let remoteID = try #require(welcome["backend"] as? Int)
         let client = try await WirePeer(port: c.port, subprotocol: Self.clientV1)

@@ -114,12 +114,15 @@ import Testing
     @Test func aBindingTheDiskNeverTookIsClaimedBackByItsAgentAfterACrash() async throws {
         let fs = try Tmpfs(size: "4m")
         defer { fs.unmount() }
-        let settings = ["--set", "store.url=sqlite://\(fs.path)/muster.sqlite", "--set", "backends=[]"]
+        let settings = [
+            "--set", "store.url=sqlite://\(fs.path)/muster.sqlite", "--set", "backends=[]", "--set", "gate.window_seconds=600",
+        ]
         // A port outside the ephemeral range: the restart binds it again (TestDatabase.freePort).
         var (serve, port) = try await e2e.coordinator(settings, port: try TestDatabase.freePort())
         let base = "http://127.0.0.1:\(port)"
-        // Linked and loading: the gate holds the video for it until it announces (SIGUSR1).
-        let keeper = try await e2e.agent(port: port, name: "keeper", features: "video", announceAfter: "3600s", jobSeconds: "3s")
+        // Linked and loading: the gate holds the video for it until it announces (SIGUSR1). Its
+        // job runs past the crash and the restart however slow the test process is to get there.
+        let keeper = try await e2e.agent(port: port, name: "keeper", features: "video", announceAfter: "3600s", jobSeconds: "20s")
         let submitted = try await HTTP.post("\(base)/v1/batches", #"{"jobs": [{"kind": "video", "needs": ["video"]}]}"#)
         #expect(submitted.status == 201, "the batch is on disk: \(submitted.text)")
         let job = try #require((submitted.json["jobs"] as? [Int])?.first)

@@ -232,8 +232,9 @@ import Testing
 
     @Test func submitWaitSaysWhatAHeldJobWaitedFor() async throws {
         // `late` stays loading until the test sends it SIGUSR1, once the gate holds the job for it:
-        // no race with a loaded machine's process start-up.
-        let (server, url) = try await serve(backends: "[]")
+        // no race with a loaded machine's process start-up (nor with the gate's window, far above
+        // what a stalled test process may take to send it).
+        let (server, url) = try await serve(backends: "[]", settings: ["gate.window_seconds=600"])
         let late = try MusterProcess([
             "agent", "--coordinator", url, "--name", "late", "--features", "video", "--announce-after", "3600s",
             "--job-seconds", "50ms", "--log-format", "json", "--log-level", "debug",

@@ -246,7 +246,13 @@ struct WebSocketTests {
     }
 
     @Test func slowReaderIsClosedWith1008() async throws {
-        let t = try makeTransport { $0.outboundHighWaterBytes = 1 << 20 }
+        // The raw peer never answers pings: keepalive must not drop it before the queue fills,
+        // however slowly the test process gets to send.
+        let t = try makeTransport {
+            $0.outboundHighWaterBytes = 1 << 20
+            $0.keepalivePingAfter = .seconds(600)
+            $0.keepaliveHangUpAfter = .seconds(1200)
+        }
         let server = Recorder<WSEvent>()
         let port = try await echoServer(t, server) { $0.defaultWebSocket = server.handler() }
         let socket = try RawSocket(port: port, receiveBuffer: 4096)
