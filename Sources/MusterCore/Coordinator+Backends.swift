@@ -515,12 +515,12 @@ extension Coordinator {
                 let new = Set(member)
                 for c in old.subtracting(new) {
                     classes[c].capable.remove(id)
-                    classes[c].bySpeed.remove(id, speed: b.speed)
+                    classes[c].bySpeed.remove(id, band: b.band)
                     classesToCheck.insert(c)
                 }
                 for c in new.subtracting(old) {
                     classes[c].capable.insert(id)
-                    classes[c].bySpeed.insert(id, speed: b.speed)
+                    classes[c].bySpeed.insert(id, band: b.band)
                     classesToCheck.insert(c)
                 }
                 b.classes = member

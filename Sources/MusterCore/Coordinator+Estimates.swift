@@ -39,11 +39,14 @@ extension Coordinator {
     mutating func recountSpeed(_ bi: Int) {
         let r = backends.records[bi]
         let speed = Self.quantised(speedSource(bi).speed)
-        if speed != r.speed {
+        // The classes' indexes move it only when it leaves its band (most learned changes do not).
+        let band = SpeedBand.next(speed, current: r.band)
+        if band != r.band {
             for c in r.classes {
-                classes[c].bySpeed.remove(r.id, speed: r.speed)
-                classes[c].bySpeed.insert(r.id, speed: speed)
+                classes[c].bySpeed.remove(r.id, band: r.band)
+                classes[c].bySpeed.insert(r.id, band: band)
             }
+            backends[r.id].band = band
         }
         if !r.inFleetBySpeed || speed != r.speed {
             if r.inFleetBySpeed { fleetBySpeed.remove(r.id, speed: r.speed) }
@@ -321,8 +324,9 @@ extension Coordinator {
         // Free backends this one would leave the job to: woken if it does (they may have passed
         // over the job before this one declined it: see `pickJob`).
         var wake: [BackendID] = []
-        func count(_ t: BackendID) {
-            guard t != id, let ti = backends.index(t), backends.records[ti].routable(now) else { return }
+        func count(_ t: BackendID, fasterThan floor: Double = 0) {
+            guard t != id, let ti = backends.index(t), backends.records[ti].speed > floor, backends.records[ti].routable(now)
+            else { return }
             let theirs = expectedCompletion(ti, c, e)
             if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
             guard let jobs = sooner(ti, theirs) else { return }
@@ -343,11 +347,26 @@ extension Coordinator {
         // The bound on comparisons is charged what the loops below may look at, not what they
         // did: counting stops at a point that depends on the set's order, and what a later
         // decision may still compare must not (decisions stay deterministic).
-        compareBudget -= fasterOnly ? classes[c].bySpeed.count(fasterThan: speed) : classes[c].capable.count
         if fasterOnly {
-            for t in classes[c].bySpeed.faster(than: speed) {
+            // The faster backends, counted exactly (in the bands around this speed, by their
+            // speeds): the charge is the set the loop compares with.
+            for b in classes[c].bySpeed.bands(mayExceed: speed) {
+                let members = classes[c].bySpeed.members(of: b)
+                if SpeedBand.allExceed(b, speed) {
+                    compareBudget -= members.count
+                } else {
+                    for t in members where backends.index(t).map({ backends.records[$0].speed > speed }) == true {
+                        compareBudget -= 1
+                    }
+                }
+            }
+        } else {
+            compareBudget -= classes[c].capable.count
+        }
+        if fasterOnly {
+            for t in classes[c].bySpeed.candidates(fasterThan: speed) {
                 if capacity >= need { break }
-                count(t)
+                count(t, fasterThan: speed)
             }
             if ties {
                 for t in free where capacity < need && classes[c].capable.contains(t) {
@@ -381,7 +400,7 @@ extension Coordinator {
         if free.count <= classes[c].capable.count {
             for t in free where classes[c].capable.contains(t) { look(t) }
         } else if fasterOnly {
-            for t in classes[c].bySpeed.faster(than: speed) { look(t) }
+            for t in classes[c].bySpeed.candidates(fasterThan: speed) { look(t) }
             if ties { for t in free where classes[c].capable.contains(t) { look(t) } }
         } else {
             for t in classes[c].capable { look(t) }

@@ -46,7 +46,7 @@ extension Coordinator {
             for i in records.indices where records[i].capable && Self.matches(records[i], jobClass) {
                 let id = records[i].id
                 jobClass.capable.insert(id)
-                jobClass.bySpeed.insert(id, speed: records[i].speed)
+                jobClass.bySpeed.insert(id, band: records[i].band)
                 if jobClass.modelID >= 0 && records[i].loadedIDs.contains(jobClass.modelID) {
                     jobClass.loadedCapable += 1
                 }

@@ -434,7 +434,7 @@ struct JobClass {
     /// Backends announced ready with these features and the model, link not down, not draining.
     var capable = BackendMembership()
     /// `capable` by speed (each member under its current `speed`).
-    var bySpeed = SpeedIndex()
+    var bySpeed = BandIndex()
 }
 
 struct QueueEntry: Comparable {
@@ -535,6 +535,8 @@ struct Backend {
     var projectedSpeed: Double?
     /// The speed its estimates use (quantised to 1%, so equal backends compare equal).
     var speed = 1.0
+    /// The band it is filed under in its classes' `bySpeed` (`SpeedBand.next`; 1.0's band).
+    var band = 0
     /// The speed counted in `speedCounts` while `counted`.
     var countedSpeed = 1.0
     /// When each model this backend was asked to load became loaded (to measure durations

@@ -328,11 +328,6 @@ struct SpeedIndex {
         }
     }
 
-    /// How many members are strictly faster than `speed`.
-    func count(fasterThan speed: Double) -> Int {
-        speeds.lazy.prefix { $0 > speed }.reduce(0) { $0 + self.members[$1]!.count }
-    }
-
     /// Whether any member is strictly slower than `speed`.
     func hasSlower(than speed: Double) -> Bool { speeds.last.map { $0 < speed } ?? false }
 
@@ -344,6 +339,98 @@ struct SpeedIndex {
     /// The members strictly faster than `speed`, fastest first (in no set order within a speed).
     func faster(than speed: Double) -> some Sequence<BackendID> {
         speeds.lazy.prefix { $0 > speed }.flatMap { self.members[$0]! }
+    }
+}
+
+/// A class's capable backends grouped by speed band (10% wide, on a log scale), fastest band
+/// first, for the comparisons of a slower backend with the faster ones (`admits`): the decision
+/// costs the faster backends of the class, not the fleet. A learned speed moves by a little
+/// after most measured jobs; an index keyed by the exact speed moved the backend in every class
+/// it serves each time (a third of a 60-backend fleet's CPU). A backend keeps its band until its
+/// speed leaves it by more than `margin` (`SpeedBand.next`), so the members of band `b` have speeds
+/// in `[lower(b) / margin, upper(b) * margin)`, and `candidates(fasterThan:)` is a superset that the
+/// caller narrows by the exact speed.
+struct BandIndex {
+    /// The bands that have members, descending.
+    private(set) var bands: [Int] = []
+    private var members: [Int: BackendMembership] = [:]
+
+    mutating func insert(_ id: BackendID, band: Int) {
+        if members[band] == nil {
+            let i = bands.firstIndex { $0 < band } ?? bands.endIndex
+            bands.insert(band, at: i)
+        }
+        members[band, default: BackendMembership()].insert(id)
+    }
+
+    mutating func remove(_ id: BackendID, band: Int) {
+        // In place: a copy taken out of the dictionary would copy the whole set to change it.
+        guard members[band]?.remove(id) != nil else { return }
+        if members[band]?.isEmpty == true {
+            members[band] = nil
+            bands.removeAll { $0 == band }
+        }
+    }
+
+    /// The bands whose members may be faster than `speed`, fastest first.
+    func bands(mayExceed speed: Double) -> some Sequence<Int> { bands.lazy.prefix { SpeedBand.mayExceed($0, speed) } }
+
+    /// The members filed under band `b`.
+    func members(of b: Int) -> BackendMembership { members[b] ?? BackendMembership() }
+
+    /// Every member whose speed may exceed `speed` (all those that do, and some that do not, in
+    /// the bands around it): fastest band first, in no set order within a band.
+    func candidates(fasterThan speed: Double) -> some Sequence<BackendID> {
+        bands.lazy.prefix { SpeedBand.mayExceed($0, speed) }.flatMap { self.members[$0]! }
+    }
+}
+
+/// Speed bands of `BandIndex`: band `b` holds speeds from 1.1^b up to 1.1^(b+1), widened by
+/// `margin` either way for a backend already in it. Speeds are kept within 0.01-1000 (`learn`,
+/// the configuration), bands -49 to 72; the bounds are a table (repeated products, no libm).
+enum SpeedBand {
+    static let margin = 1.02
+    static let first = -50
+    /// `bounds[i]` = 1.1^(first + i).
+    static let bounds: [Double] = {
+        // From 1.0 outward, so that 1.0 (the assumed speed) is a bound exactly.
+        var below: [Double] = []
+        var v = 1.0
+        for _ in 0 ..< -first {
+            v /= 1.1
+            below.append(v)
+        }
+        var above: [Double] = [1.0]
+        v = 1.0
+        for _ in 0..<75 {
+            v *= 1.1
+            above.append(v)
+        }
+        return below.reversed() + above
+    }()
+
+    static func lower(_ b: Int) -> Double { bounds[min(max(b - first, 0), bounds.count - 1)] }
+
+    /// Whether a member of band `b` may be faster than `speed`.
+    static func mayExceed(_ b: Int, _ speed: Double) -> Bool { lower(b + 1) * margin > speed }
+
+    /// Whether every member of band `b` is faster than `speed`.
+    static func allExceed(_ b: Int, _ speed: Double) -> Bool { lower(b) / margin > speed }
+
+    /// The band of `speed`: the last whose lower bound is at most it.
+    static func of(_ speed: Double) -> Int {
+        var lo = 0, hi = bounds.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if bounds[mid] <= speed { lo = mid + 1 } else { hi = mid }
+        }
+        return max(lo - 1, 0) + first
+    }
+
+    /// The band for `speed`, keeping `current` while the speed is within it (widened by `margin`).
+    static func next(_ speed: Double, current: Int?) -> Int {
+        if let b = current, speed >= lower(b) / margin, speed < lower(b + 1) * margin { return b }
+        return of(speed)
     }
 }
 
