@@ -622,9 +622,18 @@ extension Coordinator {
     }
 
     static func matches(_ b: borrowing Backend, _ c: borrowing JobClass) -> Bool {
-        if let model = c.model, !b.available.contains(model) { return false }
-        for f in c.needs where !b.features.contains(f) { return false }
-        for n in c.nodes where !b.nodes.contains(n) { return false }
+        matches(features: b.features, available: b.available, nodes: b.nodes, needs: c.needs, model: c.model, nodeClasses: c.nodes)
+    }
+
+    /// Whether a backend offering `features`, `available` models and `nodes` can run a class
+    /// that needs `needs`, `model` and `nodeClasses`.
+    static func matches(
+        features: borrowing Set<String>, available: borrowing Set<String>, nodes: borrowing Set<String>,
+        needs: [String], model: String?, nodeClasses: [String]
+    ) -> Bool {
+        if let model, !available.contains(model) { return false }
+        for f in needs where !features.contains(f) { return false }
+        for n in nodeClasses where !nodes.contains(n) { return false }
         return true
     }
 

@@ -40,17 +40,27 @@ extension Coordinator {
         let c = classes.count
         var jobClass = JobClass(needs: spec.needs, model: spec.model, nodes: spec.nodes)
         if let m = spec.model { jobClass.modelID = modelID(m) }
-        // By index: a copy of each record (arrays, sets, dictionaries) would retain and release
-        // every one of its buffers, for each backend of the fleet.
+        // Through pointers to the records, field by field: a record as an argument, or its
+        // computed `capable`, was copied (every array and set of it retained and released) for
+        // each backend of the fleet, and so was the class captured by the loop.
+        let (needs, model, nodes, m) = (jobClass.needs, jobClass.model, jobClass.nodes, jobClass.modelID)
+        var found: [(id: BackendID, band: Int, loaded: Bool)] = []
         backends.records.withUnsafeBufferPointer { records in
-            for i in records.indices where records[i].capable && Self.matches(records[i], jobClass) {
-                let id = records[i].id
-                jobClass.capable.insert(id)
-                jobClass.bySpeed.insert(id, band: records[i].band)
-                if jobClass.modelID >= 0 && records[i].loadedIDs.contains(jobClass.modelID) {
-                    jobClass.loadedCapable += 1
-                }
+            guard let base = records.baseAddress else { return }
+            for i in records.indices {
+                let r = base + i
+                guard Backend.capable(r.pointee.announcedReady, r.pointee.link, r.pointee.drainRequested),
+                    Self.matches(
+                        features: r.pointee.features, available: r.pointee.available, nodes: r.pointee.nodes,
+                        needs: needs, model: model, nodeClasses: nodes)
+                else { continue }
+                found.append((r.pointee.id, r.pointee.band, m >= 0 && r.pointee.loadedIDs.contains(m)))
             }
+        }
+        for f in found {
+            jobClass.capable.insert(f.id)
+            jobClass.bySpeed.insert(f.id, band: f.band)
+            if f.loaded { jobClass.loadedCapable += 1 }
         }
         for id in jobClass.capable {
             backends[id].classes.append(c)

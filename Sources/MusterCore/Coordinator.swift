@@ -606,7 +606,12 @@ struct Backend {
     var isLocal: Bool { id.isLocal }
     var slots: Int { cachedSlots }
     var announcedReady: Bool { snapshot?.state == .ready }
-    var capable: Bool { announcedReady && (link == .up || link == .suspect) && !drainRequested }
+    var capable: Bool { Self.capable(announcedReady, link, drainRequested) }
+
+    /// `capable` from its three fields (read one by one where copying the record would cost).
+    static func capable(_ announcedReady: Bool, _ link: LinkState, _ drainRequested: Bool) -> Bool {
+        announcedReady && (link == .up || link == .suspect) && !drainRequested
+    }
     func routable(_ now: CoreInstant) -> Bool { takesWork && inhibitedUntil <= now }
     /// Unknown for capability purposes: no final announcement for this incarnation yet.
     var unannounced: Bool {
