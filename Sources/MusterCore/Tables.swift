@@ -302,44 +302,65 @@ struct BackendMembership: Sequence {
     }
 }
 
-/// A class's capable backends grouped by speed, fastest first: a backend slower than the fastest
-/// compares a job only with the backends faster than itself (an equal or slower backend that is
-/// not free cannot finish a job sooner than a free one that has its model), so the decision costs
-/// the faster backends of the class, not the fleet.
-struct SpeedIndex {
-    /// The distinct speeds of the members, descending.
-    private(set) var speeds: [Double] = []
-    private var members: [Double: BackendMembership] = [:]
+/// Backends grouped under ordered keys (a speed, a speed band), the greatest key first; each
+/// group a hashed `BackendMembership`.
+struct GroupedMembers<Key: Hashable & Comparable> {
+    /// The keys that have members, descending.
+    private(set) var keys: [Key] = []
+    private var groups: [Key: BackendMembership] = [:]
 
-    mutating func insert(_ id: BackendID, speed: Double) {
-        if members[speed] == nil {
-            let i = speeds.firstIndex { $0 < speed } ?? speeds.endIndex
-            speeds.insert(speed, at: i)
+    mutating func insert(_ id: BackendID, under key: Key) {
+        if groups[key] == nil {
+            let i = keys.firstIndex { $0 < key } ?? keys.endIndex
+            keys.insert(key, at: i)
         }
-        members[speed, default: BackendMembership()].insert(id)
+        groups[key, default: BackendMembership()].insert(id)
     }
 
-    mutating func remove(_ id: BackendID, speed: Double) {
+    mutating func remove(_ id: BackendID, under key: Key) {
         // In place: a copy taken out of the dictionary would copy the whole set to change it.
-        guard members[speed]?.remove(id) != nil else { return }
-        if members[speed]?.isEmpty == true {
-            members[speed] = nil
-            speeds.removeAll { $0 == speed }
+        guard groups[key]?.remove(id) != nil else { return }
+        if groups[key]?.isEmpty == true {
+            groups[key] = nil
+            keys.removeAll { $0 == key }
         }
     }
+
+    /// The members filed under `key`.
+    func members(of key: Key) -> BackendMembership { groups[key] ?? BackendMembership() }
+
+    /// The members under the greatest keys, as long as `take` holds for the key: greatest first.
+    func leading(while take: @escaping (Key) -> Bool) -> some Sequence<BackendID> {
+        keys.lazy.prefix(while: take).flatMap { self.groups[$0]! }
+    }
+
+    /// The members under the least keys, as long as `take` holds for the key: least first.
+    func trailing(while take: @escaping (Key) -> Bool) -> some Sequence<BackendID> {
+        keys.reversed().lazy.prefix(while: take).flatMap { self.groups[$0]! }
+    }
+}
+
+extension GroupedMembers: Sendable where Key: Sendable {}
+
+/// The fleet's backends grouped by speed, fastest first (work stealing looks at the slower ones,
+/// and backups at those slower than a bar).
+struct SpeedIndex {
+    private var groups = GroupedMembers<Double>()
+
+    /// The distinct speeds of the members, descending.
+    var speeds: [Double] { groups.keys }
+
+    mutating func insert(_ id: BackendID, speed: Double) { groups.insert(id, under: speed) }
+    mutating func remove(_ id: BackendID, speed: Double) { groups.remove(id, under: speed) }
 
     /// Whether any member is strictly slower than `speed`.
-    func hasSlower(than speed: Double) -> Bool { speeds.last.map { $0 < speed } ?? false }
+    func hasSlower(than speed: Double) -> Bool { groups.keys.last.map { $0 < speed } ?? false }
 
     /// The members strictly slower than `speed`, slowest first (in no set order within a speed).
-    func slower(than speed: Double) -> some Sequence<BackendID> {
-        speeds.reversed().lazy.prefix { $0 < speed }.flatMap { self.members[$0]! }
-    }
+    func slower(than speed: Double) -> some Sequence<BackendID> { groups.trailing { $0 < speed } }
 
     /// The members strictly faster than `speed`, fastest first (in no set order within a speed).
-    func faster(than speed: Double) -> some Sequence<BackendID> {
-        speeds.lazy.prefix { $0 > speed }.flatMap { self.members[$0]! }
-    }
+    func faster(than speed: Double) -> some Sequence<BackendID> { groups.leading { $0 > speed } }
 }
 
 /// A class's capable backends grouped by speed band (10% wide, on a log scale), fastest band
@@ -351,37 +372,24 @@ struct SpeedIndex {
 /// in `[lower(b) / margin, upper(b) * margin)`, and `candidates(fasterThan:)` is a superset that the
 /// caller narrows by the exact speed.
 struct BandIndex {
+    private var groups = GroupedMembers<Int>()
+
     /// The bands that have members, descending.
-    private(set) var bands: [Int] = []
-    private var members: [Int: BackendMembership] = [:]
+    var bands: [Int] { groups.keys }
 
-    mutating func insert(_ id: BackendID, band: Int) {
-        if members[band] == nil {
-            let i = bands.firstIndex { $0 < band } ?? bands.endIndex
-            bands.insert(band, at: i)
-        }
-        members[band, default: BackendMembership()].insert(id)
-    }
-
-    mutating func remove(_ id: BackendID, band: Int) {
-        // In place: a copy taken out of the dictionary would copy the whole set to change it.
-        guard members[band]?.remove(id) != nil else { return }
-        if members[band]?.isEmpty == true {
-            members[band] = nil
-            bands.removeAll { $0 == band }
-        }
-    }
+    mutating func insert(_ id: BackendID, band: Int) { groups.insert(id, under: band) }
+    mutating func remove(_ id: BackendID, band: Int) { groups.remove(id, under: band) }
 
     /// The bands whose members may be faster than `speed`, fastest first.
-    func bands(mayExceed speed: Double) -> some Sequence<Int> { bands.lazy.prefix { SpeedBand.mayExceed($0, speed) } }
+    func bands(mayExceed speed: Double) -> some Sequence<Int> { groups.keys.lazy.prefix { SpeedBand.mayExceed($0, speed) } }
 
     /// The members filed under band `b`.
-    func members(of b: Int) -> BackendMembership { members[b] ?? BackendMembership() }
+    func members(of b: Int) -> BackendMembership { groups.members(of: b) }
 
     /// Every member whose speed may exceed `speed` (all those that do, and some that do not, in
     /// the bands around it): fastest band first, in no set order within a band.
     func candidates(fasterThan speed: Double) -> some Sequence<BackendID> {
-        bands.lazy.prefix { SpeedBand.mayExceed($0, speed) }.flatMap { self.members[$0]! }
+        groups.leading { SpeedBand.mayExceed($0, speed) }
     }
 }
 
