@@ -864,7 +864,9 @@ extension Coordinator {
         if loadingModels.isEmpty && !fleetBySpeed.hasSlower(than: speed) { return nil }
         let t = now.seconds
         let thiefAssumed = speedSource(ti).source == .assumed
-        var seen = BackendSet()
+        // Membership only: the hashed set, not the ordered one (a dictionary and an array to grow
+        // on every free backend's look).
+        var seen = BackendMembership()
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         func consider(_ v: BackendID) {
             guard v != thief, !seen.contains(v), let vi = backends.index(v) else { return }

@@ -358,9 +358,6 @@ struct SpeedIndex {
 
     /// The members strictly slower than `speed`, slowest first (in no set order within a speed).
     func slower(than speed: Double) -> some Sequence<BackendID> { groups.trailing { $0 < speed } }
-
-    /// The members strictly faster than `speed`, fastest first (in no set order within a speed).
-    func faster(than speed: Double) -> some Sequence<BackendID> { groups.leading { $0 > speed } }
 }
 
 /// A class's capable backends grouped by speed band (10% wide, on a log scale), fastest band

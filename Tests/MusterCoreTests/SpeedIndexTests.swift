@@ -2,35 +2,37 @@
 import MusterProtocol
 import Testing
 
-/// The per-class speed index the expected-completion rule reads (`Coordinator.admits`).
+/// The fleet's speed index (work stealing, backups) and the per-class band index the
+/// expected-completion rule reads (`Coordinator.admits`).
 @Suite struct SpeedIndexTests {
-    @Test func fasterListsStrictlyFasterMembersFastestFirst() {
+    @Test func slowerListsStrictlySlowerMembersSlowestFirst() {
         var index = SpeedIndex()
         index.insert(BackendID(1), speed: 1)
         index.insert(BackendID(2), speed: 3)
         index.insert(BackendID(3), speed: 2)
-        index.insert(BackendID(4), speed: 3)
+        index.insert(BackendID(4), speed: 1)
         #expect(index.speeds == [3, 2, 1])
-        #expect(Set(index.faster(than: 2)) == [BackendID(2), BackendID(4)])
-        #expect(Array(index.faster(than: 1)).suffix(1) == [BackendID(3)], "speed 2 after speed 3")
-        #expect(Array(index.faster(than: 3)).isEmpty)
+        #expect(Set(index.slower(than: 2)) == [BackendID(1), BackendID(4)])
+        #expect(Array(index.slower(than: 3)).suffix(1) == [BackendID(3)], "speed 2 after speed 1")
+        #expect(Array(index.slower(than: 1)).isEmpty)
+        #expect(index.hasSlower(than: 1.5) && !index.hasSlower(than: 1))
     }
 
     @Test func removingTheLastMemberOfASpeedDropsTheSpeed() {
         var index = SpeedIndex()
-        index.insert(BackendID(1), speed: 2)
-        index.insert(BackendID(2), speed: 2)
-        index.insert(BackendID(3), speed: 1)
-        index.remove(BackendID(1), speed: 2)
+        index.insert(BackendID(1), speed: 1)
+        index.insert(BackendID(2), speed: 1)
+        index.insert(BackendID(3), speed: 2)
+        index.remove(BackendID(1), speed: 1)
         #expect(index.speeds == [2, 1])
-        #expect(Array(index.faster(than: 1)) == [BackendID(2)])
-        index.remove(BackendID(2), speed: 2)
-        #expect(index.speeds == [1])
-        #expect(Array(index.faster(than: 0.5)) == [BackendID(3)])
+        #expect(Array(index.slower(than: 2)) == [BackendID(2)])
+        index.remove(BackendID(2), speed: 1)
+        #expect(index.speeds == [2])
+        #expect(Array(index.slower(than: 3)) == [BackendID(3)])
         // Removing what is not there (another speed, or already gone) changes nothing.
-        index.remove(BackendID(3), speed: 2)
-        index.remove(BackendID(2), speed: 2)
-        #expect(index.speeds == [1])
+        index.remove(BackendID(3), speed: 1)
+        index.remove(BackendID(2), speed: 1)
+        #expect(index.speeds == [2])
     }
 
     /// The per-class band index: speeds drift (learned after every measured job) and a backend

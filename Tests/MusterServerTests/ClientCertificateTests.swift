@@ -62,7 +62,7 @@ import Testing
                 "serve", "--listen", "127.0.0.1:0", "--log-level", "debug", "--tls-cert", pki.serverCert, "--tls-key",
                 pki.serverKey, "--set", "tls.client_ca=\(clientCA)", "--set", "auth.credentials=\(credentials)",
                 // These tests say `hello` themselves on raw links (see `TestCoordinator`).
-                "--set", "links.handshake_timeout_seconds=120",
+                "--set", "links.handshake_timeout_seconds=\(TestCoordinator.handshakeTimeoutSeconds)",
             ]
                 + EndToEndTests().backends(
                     #"[{"name": "slow", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 600}}]"#),

@@ -14,7 +14,7 @@ import Testing
     func coordinator(_ extra: [String] = [], port: Int = 0) async throws -> (MusterProcess, Int) {
         let generous =
             extra.contains { $0.hasPrefix("links.handshake_timeout_seconds=") }
-            ? [] : ["--set", "links.handshake_timeout_seconds=120"]
+            ? [] : ["--set", "links.handshake_timeout_seconds=\(TestCoordinator.handshakeTimeoutSeconds)"]
         let p = try MusterProcess(["serve", "--listen", "127.0.0.1:\(port)", "--log-level", "debug"] + generous + extra)
         let line = try await p.waitForLog("muster serving")
         let bound = try #require(Int(line["listen.port"] as? String ?? ""))

@@ -59,7 +59,7 @@ struct ElectedCoordinator<Election: LeaderElection> {
         // Raw links say `hello` from the test process (see `TestCoordinator`).
         let overrides = [
             ("listen", "127.0.0.1:\(port)"), ("store.url", "memory:"), ("ha.name", name), ("backends", backends),
-            ("links.handshake_timeout_seconds", "120"),
+            ("links.handshake_timeout_seconds", TestCoordinator.handshakeTimeoutSeconds),
         ]
             .map { (source: "test", key: $0.0, value: $0.1) }
         let config = try Configuration.load(file: nil, environment: [:], overrides: overrides)

@@ -62,11 +62,9 @@ import Testing
     }
 
     /// Milliseconds between two log lines' `ts` (RFC 3339 with milliseconds).
-    func millisecondsBetween(_ a: [String: Any], _ b: [String: Any]) -> Double? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        guard let x = (a["ts"] as? String).flatMap(f.date), let y = (b["ts"] as? String).flatMap(f.date) else { return nil }
-        return y.timeIntervalSince(x) * 1000
+    func millisecondsBetween(_ a: [String: Any], _ b: [String: Any]) -> Int? {
+        guard let x = EndToEndTests.epochMilliseconds(a), let y = EndToEndTests.epochMilliseconds(b) else { return nil }
+        return y - x
     }
 
     @Test func theStandbyTakesOverWhenTheLeaderIsKilledUnderLoad() async throws {

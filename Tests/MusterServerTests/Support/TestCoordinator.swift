@@ -14,6 +14,10 @@ struct TestCoordinator {
 
     static let quietLogger = Logger(label: "muster.test") { _ in SwiftLogNoOpLogHandler() }
 
+    /// `links.handshake_timeout_seconds` for coordinators that tests say `hello` to on raw links:
+    /// far above what a test process starved on two busy cores takes (a CI run once took 30 s).
+    static let handshakeTimeoutSeconds = "120"
+
     /// Two simulated backends by default: `sim-image` (image) and `sim-video` (video,
     /// frameinterps, image; model `m1`), each job 50 ms.
     static let defaultBackends = """
@@ -32,7 +36,9 @@ struct TestCoordinator {
         // cooperative threads other tests may hold for tens of seconds on two busy cores (a CI run
         // once took 30 s to send one): the handshake timeout stays far above that unless the test
         // names its own.
-        let generous = settings.contains { $0.0 == "links.handshake_timeout_seconds" } ? [] : [("links.handshake_timeout_seconds", "120")]
+        let generous =
+            settings.contains { $0.0 == "links.handshake_timeout_seconds" }
+            ? [] : [("links.handshake_timeout_seconds", Self.handshakeTimeoutSeconds)]
         let overrides = ([("listen", "127.0.0.1:0"), ("backends", backends), ("store.url", "sqlite://\(store)")] + generous + settings).map {
             (source: "test", key: $0.0, value: $0.1)
         }
