@@ -140,7 +140,7 @@ extension Coordinator {
                 assumed
                 ? expectedSeconds(ti, e) / speedup
                 : byClass ? expectedSeconds(ti, e) : copySeconds(vi, ti, workFrom: workFrom, end: end)
-            guard t + (load?.seconds ?? 0) + copy < end - 1e-9 else { continue }
+            guard t + (load?.seconds ?? 0) + copy < end - Self.timeEpsilon else { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
             pick = (end, job, load?.model)
         }
@@ -209,7 +209,7 @@ extension Coordinator {
                 let there = expectedSeconds(vi, e)
                 guard there >= Self.shortestSpeedSample else { continue }
                 let end = Self.overrun(startedJobEnd(vi, k) { there }, t)
-                guard t + expectedSeconds(ti, e) / Self.speculativeSpeedup < end - 1e-9 else { continue }
+                guard t + expectedSeconds(ti, e) / Self.speculativeSpeedup < end - Self.timeEpsilon else { continue }
                 if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
                 pick = (end, job)
             }
@@ -347,7 +347,7 @@ extension Coordinator {
         let workFrom = max(backends.records[vi].jobStartedAt[vk], jobReady(vi, vk))
         let theirs = Self.overrun(startedJobEnd(vi, vk) { expectedSeconds(vi, e) }, t)
         let mine = Self.overrun(startedAt.seconds + copySeconds(vi, ti, workFrom: workFrom, end: theirs), t)
-        guard mine < theirs - 1e-9 * max(1, theirs) else { return nil }
+        guard mine < theirs - Self.timeEpsilon else { return nil }
         jobs[job].movedWhileRunning += 1
         // The run it replaces may show its backend slower than thought, as for a move.
         learnOutrun(v, e, worked: t - workFrom)

@@ -390,11 +390,11 @@ extension Coordinator {
         // there may fill nothing and only delay the job waiting for the model (a plain video in
         // the overqueue slot of a backend whose running job outlasted the load held three `sdxl`
         // jobs back 4 s: an outside check, cold seed 71).
-        let idle = runningFree && ready > from + 1e-9
+        let idle = runningFree && ready > from + Self.timeEpsilon
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
             && ((idle && !estimates.shown(Int(head.estimate)) && !freeRunningPeer(bi, for: other))
-                || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + 1e-9)
+                || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon)
             && admits(bi, id, other, head, backfilling: true)
         {
             return (other, head)
@@ -444,8 +444,8 @@ extension Coordinator {
             let bi = backends.index(id), let ready = modelReady(bi, c)
         else { return false }
         let from = availableAt(bi)
-        guard ready > from + 1e-9 else { return false }
-        let limit = ready + Self.backfillOverrun * (ready - from) + 1e-9
+        guard ready > from + Self.timeEpsilon else { return false }
+        let limit = ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         for v in stealable where v != id {
             guard let vi = backends.index(v) else { continue }
@@ -461,7 +461,7 @@ extension Coordinator {
                 guard from + p <= limit || !estimates.shown(jobs[slot: j].estimateIndex) else { continue }
                 if ends == nil { ends = expectedSchedule(vi).ends }
                 let gain = ends![k] - (from + p)
-                guard gain > 0.05 * p + 1e-9 else { continue }
+                guard gain > 0.05 * p + Self.timeEpsilon else { continue }
                 if let best = pick,
                     (gain, -v.rawValue, -Int64(job.rawValue)) <= (best.gain, -best.victim.rawValue, -Int64(best.job.rawValue))
                 {
@@ -486,7 +486,7 @@ extension Coordinator {
         guard policy.routing == .expectedCompletion, classes[c].modelID >= 0, let bi = backends.index(id),
             let ready = modelReady(bi, c)
         else { return false }
-        return ready > availableAt(bi) + 1e-9
+        return ready > availableAt(bi) + Self.timeEpsilon
     }
 
     /// Starts the load of class `c`'s model on the backend if its head `entry` is expected to
@@ -506,7 +506,7 @@ extension Coordinator {
         guard let bi = backends.index(id) else { return nil }
         let from = availableAt(bi)
         for (other, head) in otherHeads(bi, except: c, runningFree: false, affinity: true) {
-            if let ready = modelReady(bi, other), ready > from + 1e-9 {
+            if let ready = modelReady(bi, other), ready > from + Self.timeEpsilon {
                 loadIfFirst(id, other, head)
             } else if admits(bi, id, other, head) {
                 return (other, head)
@@ -536,7 +536,7 @@ extension Coordinator {
         guard let (c, head) = best, let model = classes[c].model else { return }
         let e = Int(head.estimate)
         let mine = expectedCompletion(bi, c, e)
-        let margin = 1e-9 * max(1, mine)
+        let margin = Self.timeEpsilon
         for t in classes[c].capable where t != id {
             guard let ti = backends.index(t), backends.records[ti].routable(now) else { continue }
             if expectedCompletion(ti, c, e) < mine - margin { return }
@@ -575,7 +575,7 @@ extension Coordinator {
                 // Its own load time a guess: idle, it has nothing to lose by finding out.
                 let mine = (loadTimeGuessed(ti) ? t : (modelReady(ti, c) ?? t)) + expectedSeconds(ti, e)
                 let gain = theirs - mine
-                guard gain >= -1e-9 else { continue }
+                guard gain >= -Self.timeEpsilon else { continue }
                 if let best = pick, (gain, -Int(job.rawValue)) <= (best.gain, -Int(best.job.rawValue)) { continue }
                 pick = (gain, job, model)
             }

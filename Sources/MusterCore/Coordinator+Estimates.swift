@@ -16,6 +16,15 @@ extension Coordinator {
     /// the fastest speed). Shorter jobs still feed the class's duration estimate.
     static let shortestSpeedSample = 0.05
 
+    /// Two expected times closer than this (seconds) are equal: ties, and the tolerance of every
+    /// comparison of times. Absolute, not relative to the times compared: `muster serve` gives the
+    /// core wall-clock time, about 1.8e9 s, where a `Double` keeps about 0.24 µs and a sum of a
+    /// few such times is off by a few of those. A margin relative to the times (1e-9 of them, as
+    /// it was) was 1.8 s there: a backend expected to finish a job up to 1.8 s sooner did not
+    /// count as sooner, and the daemon decided unlike the simulations, played from zero
+    /// (`RoutingSuiteTests.theClockOriginDoesNotChangeADecision`).
+    static let timeEpsilon = 1e-5
+
     /// Speeds are kept to 1% so that backends measured alike compare equal (and tie-break).
     static func quantised(_ speed: Double) -> Double {
         guard speed.isFinite, speed > 0 else { return 1 }
@@ -301,7 +310,7 @@ extension Coordinator {
         // wins a tie: this one stays free for the jobs that need it.
         let holds = reserves(bi, for: c)
         let need = classes[c].queued
-        let margin = 1e-9 * max(1, mine)
+        let margin = Self.timeEpsilon
         let latestStart = deadline.seconds
         var capacity = 0
         var second: (backend: BackendID, at: Double)?
@@ -319,7 +328,7 @@ extension Coordinator {
             }
             let p = max(expectedSeconds(ti, e), 1e-3)
             guard theirs - p <= latestStart else { return nil }
-            return 1 + Int(min(Double(need), ((mine - theirs) / p).rounded(.down)))
+            return 1 + Int(min(Double(need), ((mine - theirs + Self.timeEpsilon) / p).rounded(.down)))
         }
         // Free backends this one would leave the job to: woken if it does (they may have passed
         // over the job before this one declined it: see `pickJob`).
@@ -483,7 +492,7 @@ extension Coordinator {
         }
         guard !peers.isEmpty else { return nil }
         let mine = expectedCompletion(bi, c, e)
-        let margin = 1e-9 * max(1, mine)
+        let margin = Self.timeEpsilon
         // The soonest, ties to the lower id: the order of the free set does not decide.
         var best: (backend: BackendID, at: Double)?
         for ti in peers {
@@ -592,7 +601,7 @@ extension Coordinator {
     /// strength of the old prior may now be moved).
     mutating func overrunDue(_ id: JobID, _ lease: Lease) {
         guard let j = jobs.index(id), jobs[slot: j].lease == lease, jobs[slot: j].state == .running,
-            jobs[slot: j].overrunWatch > 0, now.seconds >= jobs[slot: j].overrunWatch - 1e-9,
+            jobs[slot: j].overrunWatch > 0, now.seconds >= jobs[slot: j].overrunWatch - Self.timeEpsilon,
             let backend = jobs[slot: j].backend, let bi = backends.index(backend),
             let k = backends.records[bi].jobs.firstIndex(of: id)
         else { return }
@@ -763,7 +772,7 @@ extension Coordinator {
                 availableMemo = available
                 let mine = max(available, modelReady(ti, c) ?? 0) + p
                 let gain = ends[k] - mine
-                guard gain > 0.05 * p + 1e-9 else {
+                guard gain > 0.05 * p + Self.timeEpsilon else {
                     // Jobs shorter than timing noise are not worth a timer (a fleet of them
                     // would look again every few milliseconds).
                     if p >= Self.relookMinimum {
@@ -840,7 +849,9 @@ extension Coordinator {
             let mine = max(available, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
             // J, the longer, gains K's duration on B; K must end on the thief before J would
             // have on B.
-            guard room > 0.05 * pj + 1e-9, pj > 1.05 * room + 1e-9, mine < d.at - 0.05 * pj - 1e-9 else { continue }
+            guard room > 0.05 * pj + Self.timeEpsilon, pj > 1.05 * room + Self.timeEpsilon,
+                mine < d.at - 0.05 * pj - Self.timeEpsilon
+            else { continue }
             let gain = d.at - max(mine, d.at - room)
             if let best = pick, (gain, job.rawValue) <= (best.gain, best.job.rawValue) { continue }
             pick = (gain, d.toward, job)
@@ -907,7 +918,7 @@ extension Coordinator {
                 // A backup that is expected to finish the job sooner is where it ends.
                 if running, let backup = backupEnd(job, e) { end = min(end, backup) }
                 let gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
-                guard gain > (running ? 0.25 : 0.05) * p + 1e-9 else { continue }
+                guard gain > (running ? 0.25 : 0.05) * p + Self.timeEpsilon else { continue }
                 // How long the class takes is a guess, and its scale alone would decide whether
                 // the work done so far is worth throwing away. The move must also pay off if the
                 // job takes twice what it ran (as likely to end before that as after): counting

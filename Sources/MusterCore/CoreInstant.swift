@@ -1,5 +1,7 @@
 /// A point on the core's monotonic clock: nanoseconds since an origin the caller picks
-/// (process start in the server, zero in tests). The core never reads a clock itself.
+/// (1970 in the server: wall-clock time when it started, advanced by the monotonic clock; zero
+/// in most tests). The core never reads a clock itself, and decides the same whatever the origin
+/// (`Coordinator.timeEpsilon`).
 public struct CoreInstant: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var nanoseconds: UInt64
     public init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }

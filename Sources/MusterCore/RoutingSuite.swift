@@ -127,11 +127,12 @@ public enum RoutingSuite {
     /// Runs seeds `seeds` under `rule`; optima are computed once per seed and may be passed in.
     public static func run(
         seeds: Range<UInt64>, rule: RoutingRule, progress: Bool = true, announced: Bool = false,
-        speculative: Bool = false, optima: [UInt64: ExactOptimum.Result]? = nil
+        speculative: Bool = false, optima: [UInt64: ExactOptimum.Result]? = nil, clockOrigin: UInt64 = 0
     ) -> Summary {
         var summary = Summary(cases: [])
         for seed in seeds {
-            let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced, speculative: speculative)
+            var s = scenario(seed: seed, rule: rule, progress: progress, announced: announced, speculative: speculative)
+            s.clockOrigin = clockOrigin
             let optimum = optima?[seed] ?? ExactOptimum.solve(s)
             let r = ScenarioRunner.run(s)
             let jobs = s.submissions.reduce(0) { $0 + $1.entries.reduce(0) { $0 + $1.count } }

@@ -92,6 +92,11 @@ public struct Scenario: Sendable {
     public var submissions: [Submission]
     /// The simulation stops here even if jobs remain (seconds).
     public var horizon: Double
+    /// Where the core's clock starts: the simulation's second 0 is this many nanoseconds after
+    /// the clock's origin. `muster serve` gives the core wall-clock time (nanoseconds since
+    /// 1970), so its times are about 1.8e9 s, where a `Double` keeps about 0.24 µs: a scenario
+    /// played there must decide as it does from zero.
+    public var clockOrigin: UInt64 = 0
 
     public init(
         policy: CorePolicy = CorePolicy(), backends: [Backend], submissions: [Submission], horizon: Double = 86_400
@@ -226,7 +231,7 @@ struct Simulation {
     mutating func run() {
         while now <= scenario.horizon {
             let nextEvent = events.min?.at
-            let deadline = core.nextDeadline?.seconds
+            let deadline = core.nextDeadline.map { Double(Int64(bitPattern: $0.nanoseconds &- scenario.clockOrigin)) / 1e9 }
             let busy = open > 0 || pendingSubmissions
             guard busy else { break }
             if let deadline, deadline <= (nextEvent ?? .infinity) {
@@ -240,8 +245,11 @@ struct Simulation {
         }
     }
 
+    /// The core's instant for the simulation's `now`.
+    var instant: CoreInstant { CoreInstant(nanoseconds: scenario.clockOrigin &+ UInt64((now * 1e9).rounded())) }
+
     mutating func feed(_ event: CoreEvent) {
-        perform(core.handle(event, at: .seconds(now)))
+        perform(core.handle(event, at: instant))
     }
 
     mutating func step(_ kind: Kind) {
@@ -268,7 +276,7 @@ struct Simulation {
             announce(i)
         case .submit(let i):
             let s = scenario.submissions[i]
-            if let (receipt, actions) = try? core.submit(key: s.key, entries: s.entries, at: .seconds(now)) {
+            if let (receipt, actions) = try? core.submit(key: s.key, entries: s.entries, at: instant) {
                 var n = 0
                 for entry in s.entries {
                     for _ in 0..<entry.count where !receipt.duplicate {
