@@ -111,6 +111,7 @@ extension Coordinator {
         if entry < heads[c] { heads[c] = entry }
         classes[c].queued += 1
         queuedByPriority[PriorityKey(priority), default: 0] += 1
+        queuedTotal += 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
         if let event { emit(jobs[id], event, backend: from) }
         pending.append(id)
@@ -142,6 +143,7 @@ extension Coordinator {
         classes[c].queued -= 1
         if !popped { classes[c].dead += 1 }
         queuedByPriority[PriorityKey(jobs[id].spec.priority), default: 0] -= 1
+        queuedTotal -= 1
         if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] -= 1 }
         if jobs[id].state == .gated {  // gated exactly when held
             unhold(id)

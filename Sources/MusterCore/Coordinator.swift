@@ -52,6 +52,8 @@ public struct Coordinator: Sendable {
     var ownerRoundsPruneAt = 1024
     var servedRound: [PriorityKey: UInt64] = [:]
     var queuedByPriority: [PriorityKey: Int] = [:]
+    /// Jobs in the queue (all classes).
+    var queuedTotal = 0
     /// Models are interned: the per-model totals below are arrays indexed by model id.
     var modelIDs: [String: Int32] = [:]
     var queuedByModel: [Int] = []

@@ -311,7 +311,8 @@ public enum Observation: Hashable, Sendable {
 /// Why the coordinator asked a backend to load a model; the raw values label metrics.
 public enum LoadReason: String, Hashable, Sendable, CaseIterable {
     /// The job the backend takes next needs it: the load starts before the job is bound, and
-    /// other jobs may fill the slot while it loads (backfilling).
+    /// other jobs may fill the slot while it loads (backfilling). Or a job another backend left
+    /// to it, expected to finish there first, needs it (`loadForDeclined`).
     case job
     /// An idle backend loads what a job bound elsewhere waits for (`routing.hedge_loads`).
     case hedge
