@@ -314,9 +314,13 @@ extension Coordinator {
         let latestStart = deadline.seconds
         var capacity = 0
         var second: (backend: BackendID, at: Double)?
-        // The soonest of the backends that finish the job sooner: if it must load the model, the
-        // load starts now (`loadForDeclined`).
-        var soonest: (at: Double, bi: Int)?
+        // A job with a model while the queue holds no more jobs than there are free backends (no
+        // backlog competes with it for the backend it is left to): the soonest of the backends
+        // that finish it sooner starts the load if it must (`loadForDeclined`), and counting goes
+        // on past the waiting jobs to find that backend whatever the set's order (the bound was
+        // charged for it).
+        let loadsAhead = classes[c].modelID >= 0 && queuedTotal <= free.count
+        var soonest: (at: Double, backend: BackendID)?
         // Whether a backend finishes the job sooner than this one, within the wait bound (a
         // backend not expected to start it by then does not count), and how many of the class's
         // jobs it finishes before this one would.
@@ -342,8 +346,8 @@ extension Coordinator {
             let theirs = expectedCompletion(ti, c, e)
             if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
             guard let jobs = sooner(ti, theirs) else { return }
-            if soonest.map({ (theirs, t.rawValue) < ($0.at, backends.records[$0.bi].id.rawValue) }) ?? true {
-                soonest = (theirs, ti)
+            if loadsAhead, soonest.map({ (theirs, t.rawValue) < ($0.at, $0.backend.rawValue) }) ?? true {
+                soonest = (theirs, t)
             }
             if backends.records[ti].inFree { wake.append(t) }
             capacity += jobs
@@ -378,11 +382,6 @@ extension Coordinator {
         } else {
             compareBudget -= classes[c].capable.count
         }
-        // A job with a model while the queue holds no more jobs than there are free backends (no
-        // backlog competes with it for the backend it is left to): counting goes on past the
-        // waiting jobs to find the soonest backend whatever the set's order, and that one starts
-        // the load if it must (`loadForDeclined`). The bound was charged for it.
-        let loadsAhead = classes[c].modelID >= 0 && queuedTotal <= free.count
         let until = loadsAhead ? Int.max : need
         if fasterOnly {
             for t in classes[c].bySpeed.candidates(fasterThan: speed) {
@@ -433,23 +432,22 @@ extension Coordinator {
             wake.append(t)
         }
         for t in wake { dirty.insert(t) }
-        if loadsAhead, let s = soonest { loadForDeclined(s.bi, c) }
+        if let s = soonest { loadForDeclined(s.backend, c) }
         decline(id, c, entry, deadline: deadline, runnerUp: second)
         return false
     }
 
-    /// A job left to the backend at `bi` (the soonest of those expected to finish it sooner than
+    /// A job left to backend `id` (the soonest of those expected to finish it sooner than
     /// the backend that declined it) that must load the job's model there, and would have it
     /// later than a slot: the load starts now. The completion time that won was reckoned with the
     /// load asked now; unasked, it would start only when that backend has a slot free and looks
     /// itself, and the job would finish later than reckoned (an outside check on the real daemon,
     /// cold seed 58: a `sdxl` image left to a fast backend with both slots taken had its 4 s load
     /// asked a second later, when the slower backend had become the sooner and took it).
-    mutating func loadForDeclined(_ bi: Int, _ c: Int) {
-        guard let model = classes[c].model, backends.records[bi].loadRequested[classes[c].modelID] == nil,
-            let ready = modelReady(bi, c), ready > availableAt(bi) + Self.timeEpsilon
-        else { return }
-        requestLoad(backends.records[bi].id, model, force: false, .job)
+    /// (`requestLoad` sends nothing when the model is loaded or a load of it was asked.)
+    mutating func loadForDeclined(_ id: BackendID, _ c: Int) {
+        guard let model = classes[c].model, waitsPastSlot(id, c) else { return }
+        requestLoad(id, model, force: false, .job)
     }
 
     /// Backend `id` leaves the head of class `c` to backends expected to finish it sooner: the
