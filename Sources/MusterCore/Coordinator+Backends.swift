@@ -426,6 +426,7 @@ extension Coordinator {
                 settleCancel(job, .linkLost)  // canceled by a client: never run again
                 continue
             }
+            if adoptBackup(job, cause, error: error, from: id) { continue }
             unbind(job, outcome: .requeued, error: error)
             requeueOrFail(job, cause, error: error, from: id)
         }

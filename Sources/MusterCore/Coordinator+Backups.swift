@@ -310,6 +310,51 @@ extension Coordinator {
         if let end = run.projectedEnd { backends[run.backend].projectedEnds[id] = end }
     }
 
+    /// Job `id` lost its binding on `backend` through no fault of its own (`requeueAll`: link down
+    /// past the grace, a restart, removal) while a backup of it runs on a backend whose link is
+    /// up. Rather than revoke that copy and queue the job again, throwing its work away, the job
+    /// is requeued as always (its lost attempt closed with `error`, a `requeued` event, counted
+    /// toward `CorePolicy.maxAttempts`) and at once bound to the backup's backend under the
+    /// backup's lease (`bound`, then `started` when the backup had started): the copy that
+    /// started first, else the first one. Its other backups are revoked. False, and nothing done,
+    /// when there is no such backup or the lost attempts are used up (`requeueOrFail` fails the
+    /// job then). (With speculative backups on, a backend that registers while a job runs
+    /// elsewhere often runs a copy of it; the protocol conformance suite's "backend lost" case
+    /// then saw the copy revoked and the job assigned there again under a new lease.)
+    mutating func adoptBackup(_ id: JobID, _ cause: RequeueCause, error: JobFailure, from backend: BackendID) -> Bool {
+        guard !backups.isEmpty, let list = backups[id], let j = jobs.index(id),
+            jobs[slot: j].lostAttempts + 1 < policy.maxAttempts
+        else { return false }
+        var best: (k: Int, started: Double, bound: Double)?
+        for (k, run) in list.enumerated() where backends.get(run.backend)?.link == .up {
+            let key = (run.startedAt?.seconds ?? .infinity, run.boundAt.seconds)
+            if let b = best, (b.started, b.bound) <= key { continue }
+            best = (k, key.0, key.1)
+        }
+        guard let k = best?.k else { return false }
+        let run = list[k]
+        removeBackup(id, at: k)
+        unbind(id, outcome: .requeued, error: error)
+        jobs[id].lostAttempts += 1
+        counters.requeued += 1
+        jobs.setState(id, .queued)
+        jobs[id].backend = nil
+        jobs[id].lease = nil
+        jobs[id].progress = 0
+        jobs[id].progressMessage = nil
+        persistRequeued(id)
+        out.append(.observe(.requeued(id, cause)))
+        emit(jobs[id], .requeued(cause, error: error), backend: backend)
+        counters.backupsWon += 1
+        out.append(.observe(.backup(id, run.backend, .won)))
+        bind(id, to: run.backend, fromQueue: false, backup: run)
+        if let started = run.startedAt { markStarted(id, run.backend, at: started) }
+        // What the copy reported, as for a backup that wins.
+        jobs[id].progress = run.progress
+        if let end = run.projectedEnd { backends[run.backend].projectedEnds[id] = end }
+        return true
+    }
+
     /// Whether a backup runs on `backend` and one more job bound there would leave it no running
     /// slot (on a one-slot backend, any job): it gives way then (`bind`), unless it becomes the
     /// binding first (`promoteAhead`, from `dispatch`).

@@ -121,6 +121,33 @@ import Testing
         #expect(h.last.contains(.revoke(job: job, backend: BackendID(2), lease: backup)))
     }
 
+    /// The job's own backend is lost (link down past the grace) while its backup runs: the job is
+    /// requeued as always, then bound at once to the backup's backend under the backup's lease,
+    /// started when the backup started. Nothing is revoked or assigned again: the copy's work
+    /// goes on, and its completion is the job's only one.
+    @Test func aBackupTakesOverWhenTheJobsBackendIsLost() {
+        var (h, job, _, backup) = Self.oneJobTwoBackends()
+        h.send(.linkLost(BackendID(1)))
+        h.advance(to: 13)
+        #expect(h.state(job) == .running && h.backend(job) == BackendID(2) && h.lease(job) == backup)
+        let kinds = h.events(job, in: h.last)
+        #expect(kinds.count == 3)
+        if kinds.count == 3 {
+            #expect(kinds[1] == .bound && kinds[2] == .started)
+            if case .requeued(.linkLost, let error) = kinds[0] { #expect(error.code == .backendLost) } else {
+                Issue.record("first event \(kinds[0])")
+            }
+        }
+        #expect(h.assigned.isEmpty && !h.last.contains { if case .revoke = $0 { true } else { false } })
+        #expect(h.core.job(job)?.attempt == 2)
+        h.send(.jobCompleted(job, backend: BackendID(2), lease: backup, result: .emptyObject))
+        #expect(h.core.counters.completed == 1 && h.state(job) == .completed)
+        let history = h.core.job(job)!.history
+        #expect(history.map(\.backend) == [BackendID(1), BackendID(2)])
+        #expect(history.map(\.outcome) == [.requeued, .completed])
+        #expect(history[0].error?.code == .backendLost && history[1].lease == backup)
+    }
+
     /// A backup's backend whose link stays down past the grace loses it without a message (its
     /// leases died); the job runs on.
     @Test func aBackupDiesWithItsBackendsLink() {
