@@ -78,9 +78,8 @@ extension Coordinator {
     /// looked at are the stragglers (`stragglers`: running jobs whose progress or overrun showed
     /// them long; no scan of the fleet). A backend of assumed speed takes jobs on backends at most
     /// `backupSpeedup` times as fast; one of known speed only jobs on slower backends, that it is
-    /// expected to finish first at its speed (`copySeconds`). With no straggler to copy, a backend
-    /// of assumed speed may copy another running job (`speculativeBackup`), when
-    /// `CorePolicy.speculativeBackups` is on.
+    /// expected to finish first at its speed (`copySeconds`). With no straggler to copy, it may
+    /// copy another running job (`speculativeBackup`), when `CorePolicy.speculativeBackups` is on.
     mutating func startBackup(_ id: BackendID) {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
             !stragglers.isEmpty || policy.speculativeBackups, backupOn[id] == nil, let ti = backends.index(id),
@@ -90,7 +89,7 @@ extension Coordinator {
         // A backend whose speed is known (measured, configured, announced or projected) runs a
         // backup only where it is expected to win at that speed.
         let assumed = speedSource(ti).source == .assumed
-        let speculate = assumed && policy.speculativeBackups
+        let speculate = policy.speculativeBackups
         guard !stragglers.isEmpty || speculate else { return }
         let t = now.seconds
         let speed = backends.records[ti].speed
@@ -146,7 +145,9 @@ extension Coordinator {
         }
         for job in gone { stragglers.remove(job) }
         var speculative = false
-        if pick == nil, speculate, let job = speculativeBackup(ti, id, bar: bar) {
+        if pick == nil, speculate,
+            let job = speculativeBackup(ti, id, bar: assumed ? bar : speed * Self.nearFastest, assumed: assumed)
+        {
             pick = (0, job, nil)
             speculative = true
         }
@@ -184,7 +185,11 @@ extension Coordinator {
 
     /// A backend of assumed speed that found nothing to run, steal, load or back up: it copies
     /// the running job (no straggler needed) that it would finish first if it were
-    /// `speculativeSpeedup` times as fast as assumed, the one expected to end last. As MapReduce
+    /// `speculativeSpeedup` times as fast as assumed, the one expected to end last. A backend of
+    /// known speed (`assumed` false; `bar` 0.95 of its speed) copies one it is expected to finish
+    /// first at that speed: the job's own length there at the ratio of the speeds
+    /// (`copySeconds`), as for a straggler (small-fleet seed 99: the fastest backend, measured on
+    /// an image, idled while a video its progress showed to need 8 s ran on one never measured). As MapReduce
     /// does at the end of a phase: the backend would idle otherwise, and nothing but measuring
     /// tells how fast it is (cold fleet seed 8: a 4x backend measured only on videos idled while
     /// an image ran on one four times slower, measured only on images). Only jobs it can start
@@ -194,7 +199,7 @@ extension Coordinator {
     /// is by a total order, so the set's order does not matter. From then on it is an ordinary
     /// backup (counted toward the job's `backupRuns`): one that wins measures its backend, and
     /// the run it outran teaches too (`learnOutrun`).
-    func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double) -> JobID? {
+    func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double, assumed: Bool) -> JobID? {
         let t = now.seconds
         var pick: (end: Double, job: JobID)?
         for v in fleetBySpeed.slower(than: bar) {
@@ -209,7 +214,14 @@ extension Coordinator {
                 let there = expectedSeconds(vi, e)
                 guard there >= Self.shortestSpeedSample else { continue }
                 let end = Self.overrun(startedJobEnd(vi, k) { there }, t)
-                guard t + expectedSeconds(ti, e) / Self.speculativeSpeedup < end - Self.timeEpsilon else { continue }
+                let copy: Double
+                if assumed {
+                    copy = expectedSeconds(ti, e) / Self.speculativeSpeedup
+                } else {
+                    let workFrom = max(backends.records[vi].jobStartedAt[k], jobReady(vi, k))
+                    copy = copySeconds(vi, ti, workFrom: workFrom, end: end)
+                }
+                guard t + copy < end - Self.timeEpsilon else { continue }
                 if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
                 pick = (end, job)
             }

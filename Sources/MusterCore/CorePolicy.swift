@@ -61,10 +61,11 @@ public struct CorePolicy: Sendable, Hashable {
     /// bound on its backend that needs its slot, unless it started on a faster backend of known
     /// speed and is expected to finish first (then it becomes the binding). `0`: never.
     public var backupRuns: Int = 2
-    /// With `backupRuns` above 0: an idle backend of assumed speed with nothing else to do may
-    /// also copy a running job that is no straggler, when four times its assumed speed would
-    /// finish it first (`Coordinator.speculativeBackup`). Off (the default): stragglers only.
-    public var speculativeBackups = false
+    /// With `backupRuns` above 0: an idle backend with nothing else to do may also copy a running
+    /// job that is no straggler, when four times its assumed speed would finish it first, or, its
+    /// speed known, when that speed would (`Coordinator.speculativeBackup`). On by default
+    /// (README "Backup runs"); off: stragglers only.
+    public var speculativeBackups = true
     /// How a job's backend is chosen (README "Routing and the warm-up gate").
     public var routing: RoutingRule = .expectedCompletion
     /// Longest a queued job may be left waiting for a faster backend while a slower one could take

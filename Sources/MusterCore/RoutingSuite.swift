@@ -22,6 +22,17 @@ public enum RoutingSuite {
         init(seed: UInt64) { self = [.none, .speeds, .full][Int(seed % 3)] }
     }
 
+    /// Which scenarios: the suite's own, or small fleets with short jobs and loads.
+    public enum Family: String, Sendable, CaseIterable {
+        /// 2-8 backends, loads of 5-45 s, images of 3-15 s and videos of 20-60 s at speed 1.
+        case standard
+        /// What a check on the real daemon plays in seconds of wall clock: 2-5 backends, loads
+        /// of 1-4 s, ready delays of up to 6 s, images of 1.5-3 s and videos of 4-8 s at speed 1
+        /// (0.375-8 s at speeds 1-4x), batches over the first 6 s. A progress report every second
+        /// is a large part of such a job, and a load is as long as one.
+        case small
+    }
+
     /// One scenario's outcome.
     public struct Case: Sendable {
         public var seed: UInt64
@@ -48,19 +59,20 @@ public enum RoutingSuite {
     }
 
     /// The scenario of one seed, routed with `rule`. Running jobs report `progress` every second
-    /// (as `muster agent` does) unless `progress` is false; `speculative` turns on speculative
-    /// backups (`CorePolicy.speculativeBackups`).
+    /// (as `muster agent` does) unless `progress` is false; `speculative` is
+    /// `CorePolicy.speculativeBackups` (on, as by default, unless false).
     public static func scenario(
         seed: UInt64, rule: RoutingRule = .expectedCompletion, progress: Bool = true, announced: Bool = false,
-        speculative: Bool = false
+        speculative: Bool = true, family: Family = .standard
     ) -> Scenario {
+        let small = family == .small
         var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ 17)
         func pick<T>(_ xs: [T]) -> T { xs[Int(rng.next() % UInt64(xs.count))] }
         func chance(_ p: Double) -> Bool { Double(rng.next() % 1_000_000) / 1_000_000 < p }
         let knowledge = Knowledge(seed: seed)
-        let imageBase = pick([3.0, 6, 10, 15])
-        let videoBase = pick([20.0, 40, 60])
-        let count = 2 + Int(rng.next() % 7)
+        let imageBase = small ? pick([1.5, 2, 3]) : pick([3.0, 6, 10, 15])
+        let videoBase = small ? pick([4.0, 6, 8]) : pick([20.0, 40, 60])
+        let count = small ? 2 + Int(rng.next() % 4) : 2 + Int(rng.next() % 7)
         let locals = Int(rng.next() % 3)
         var backends: [Scenario.Backend] = []
         var loadSum = 0.0
@@ -76,11 +88,12 @@ public enum RoutingSuite {
                 available.append(m)
                 if chance(0.4) { loaded.append(m) }
             }
-            let load = pick([5.0, 15, 30, 45])
+            let load = small ? pick([1.0, 2, 3, 4]) : pick([5.0, 15, 30, 45])
             loadSum += load
             backends.append(
                 Scenario.Backend(
-                    id: id, slots: chance(0.2) ? 2 : 1, announceAfter: local ? 0 : pick([0.0, 0, 0, 10, 30, 45]),
+                    id: id, slots: chance(0.2) ? 2 : 1,
+                    announceAfter: local ? 0 : small ? pick([0.0, 0, 0, 1, 3, 6]) : pick([0.0, 0, 0, 10, 30, 45]),
                     features: features, modelsAvailable: available, modelsLoaded: loaded,
                     jobSeconds: ["image": imageBase / speed, "video": videoBase / speed],
                     defaultJobSeconds: imageBase / speed, loadSeconds: load, speed: knowledge == .none ? nil : speed,
@@ -112,7 +125,7 @@ public enum RoutingSuite {
             }
             submissions.append(Scenario.Submission(at: at, entries: entries))
             jobsLeft -= n
-            at += pick([0.0, 5, 15, 30])
+            at += small ? pick([0.0, 1, 3, 6]) : pick([0.0, 5, 15, 30])
         }
         var policy = CorePolicy()
         policy.routing = rule
@@ -127,11 +140,13 @@ public enum RoutingSuite {
     /// Runs seeds `seeds` under `rule`; optima are computed once per seed and may be passed in.
     public static func run(
         seeds: Range<UInt64>, rule: RoutingRule, progress: Bool = true, announced: Bool = false,
-        speculative: Bool = false, optima: [UInt64: ExactOptimum.Result]? = nil, clockOrigin: UInt64 = 0
+        speculative: Bool = true, family: Family = .standard, optima: [UInt64: ExactOptimum.Result]? = nil,
+        clockOrigin: UInt64 = 0
     ) -> Summary {
         var summary = Summary(cases: [])
         for seed in seeds {
-            var s = scenario(seed: seed, rule: rule, progress: progress, announced: announced, speculative: speculative)
+            var s = scenario(
+                seed: seed, rule: rule, progress: progress, announced: announced, speculative: speculative, family: family)
             s.clockOrigin = clockOrigin
             let optimum = optima?[seed] ?? ExactOptimum.solve(s)
             let r = ScenarioRunner.run(s)
@@ -150,8 +165,10 @@ public enum RoutingSuite {
     }
 
     /// One seed's fleet, jobs and placements under `rule`, for explaining a case.
-    public static func describe(seed: UInt64, rule: RoutingRule, progress: Bool = true, announced: Bool = false) -> String {
-        let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced)
+    public static func describe(
+        seed: UInt64, rule: RoutingRule, progress: Bool = true, announced: Bool = false, family: Family = .standard
+    ) -> String {
+        let s = scenario(seed: seed, rule: rule, progress: progress, announced: announced, family: family)
         let r = ScenarioRunner.run(s)
         let optimum = ExactOptimum.solve(s)
         var lines = ["seed \(seed) (knows \(Knowledge(seed: seed).rawValue)), \(rule.rawValue): makespan \(r.makespan) s, optimum \(optimum.end) s"]

@@ -183,7 +183,8 @@ import Testing
     /// so at the usual bar (twice) it never got one and the job took 40 s. At four times it gets
     /// one when it first overruns (11 s), ending at 11 + 13.3 s (`overrunBackupSpeedup`). With
     /// backups off it takes 40 s. Backends whose speeds are configured get no backups: the video
-    /// goes to the fast one at once.
+    /// goes to the fast one at once. Stragglers only: with speculative backups (the default),
+    /// idle backend 2 copies the job as it starts (`anIdleBackendOfAssumedSpeedCopiesARunningJob`).
     @Test(
         arguments: [
             (2, false, 1.0, 4 + 40.0 / 3), (2, false, nil, 11 + 40.0 / 3), (2, true, 1.0, 40.0 / 3), (0, false, 1.0, 40),
@@ -199,6 +200,7 @@ import Testing
             ],
             submissions: [.init(entries: [BatchEntry(spec: Self.video)])])
         s.policy.backupRuns = runs
+        s.policy.speculativeBackups = false
         let r = ScenarioRunner.run(s)
         #expect(r.completions == [JobID(1): 1])
         #expect(abs(r.makespan - makespan) < 1e-9)

@@ -334,12 +334,12 @@ import Testing
     /// that. Backend 1 announced first, so its durations are the kinds' at speed 1.0, and backend
     /// 2's show speed 4: the video goes to backend 2 and the image to backend 1 (10 s). Without
     /// the announcements both look alike and the video lands on backend 1 (40 s there); once it
-    /// runs past its expected 10 s, backend 2 runs a backup of it that completes it at 21 s.
-    /// (With speculative backups, backend 2 copies it once idle at 2 s: 12 s;
-    /// `anIdleBackendOfAssumedSpeedCopiesARunningJob`.)
-    @Test(arguments: [(true, 10.0), (false, 21.0)])
-    func announcedDurationsPriceKindsAndSpeeds(announced: Bool, makespan: Double) {
-        let s = Scenario(
+    /// runs past its expected 10 s, backend 2 runs a backup of it that completes it at 21 s
+    /// with stragglers only; with speculative backups (the default), backend 2 copies it once
+    /// idle at 2 s: 12 s (`anIdleBackendOfAssumedSpeedCopiesARunningJob`).
+    @Test(arguments: [(true, true, 10.0), (false, true, 12.0), (false, false, 21.0)])
+    func announcedDurationsPriceKindsAndSpeeds(announced: Bool, speculative: Bool, makespan: Double) {
+        var s = Scenario(
             backends: [
                 Scenario.Backend(
                     id: BackendID(1), jobSeconds: ["image": 8, "video": 40], announcesDurations: announced),
@@ -347,6 +347,7 @@ import Testing
                     id: BackendID(2), jobSeconds: ["image": 2, "video": 10], announcesDurations: announced),
             ],
             submissions: [.init(entries: [BatchEntry(spec: JobSpec(kind: "video")), BatchEntry(spec: JobSpec(kind: "image"))])])
+        s.policy.speculativeBackups = speculative
         let r = ScenarioRunner.run(s)
         #expect(r.completions == [JobID(1): 1, JobID(2): 1])
         #expect(r.makespan == makespan)
@@ -656,9 +657,10 @@ import Testing
     }
 
     /// A running job is not moved for a gain of a quarter of the job or less (the work done is
-    /// lost and estimates are estimates), and at most twice (`Coordinator.runningMoves`).
+    /// lost and estimates are estimates), and at most twice (`Coordinator.runningMoves`). The
+    /// moves alone: speculative backups off, but for the last case.
     @Test func aRunningJobMovesOnlyForALargeGainAndAtMostTwice() {
-        func run(fastSeconds: Double, more: Int = 0) -> ScenarioReport {
+        func run(fastSeconds: Double, more: Int = 0, speculative: Bool = false) -> ScenarioReport {
             var backends = [
                 Scenario.Backend(id: BackendID(-1), features: ["video"], defaultJobSeconds: 30, speed: 1),
                 Scenario.Backend(
@@ -675,6 +677,7 @@ import Testing
             }
             var policy = ExpectedCompletionTests.policy(.expectedCompletion)
             policy.gateWindow = .zero
+            policy.speculativeBackups = speculative
             return ScenarioRunner.run(
                 Scenario(policy: policy, backends: backends, submissions: [.init(entries: [BatchEntry(spec: ExpectedCompletionTests.video)])]))
         }
@@ -696,6 +699,11 @@ import Testing
         #expect(r.ranOn[JobID(1)] == BackendID(2))
         #expect(r.events { $0.kind == .revoked }.count == 2)
         #expect(r.completions[JobID(1)] == 1)
+        // A copy throws no work away: with speculative backups, backend 1 (17 s a job, known)
+        // copies the job it would not take, when it announces at 10, and its copy wins at 27.
+        let copied = run(fastSeconds: 17, speculative: true)
+        #expect(copied.ranOn[JobID(1)] == BackendID(1) && copied.makespan == 27)
+        #expect(copied.completions[JobID(1)] == 1)
     }
 
     /// While its class was never measured, a job running past its estimate says the class is

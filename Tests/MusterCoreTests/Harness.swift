@@ -8,8 +8,12 @@ struct Harness {
     var last: [CoreAction] = []
     var all: [CoreAction] = []
 
+    /// The default policy, except that speculative backups (on by default) are off unless
+    /// `configure` turns them on: most tests drive one mechanism at a time, and an idle backend
+    /// copying whatever runs would add its actions to every step.
     init(_ configure: (inout CorePolicy) -> Void = { _ in }) {
         var policy = CorePolicy()
+        policy.speculativeBackups = false
         configure(&policy)
         core = Coordinator(policy: policy)
     }
@@ -83,6 +87,7 @@ extension ScenarioRunner {
     /// and of backups that load their model.
     static func oneJob(_ spec: JobSpec, on backends: [Scenario.Backend], hedgeLoads: Int) -> ScenarioReport {
         var policy = CorePolicy()
+        policy.speculativeBackups = false
         policy.hedgeLoads = hedgeLoads
         return run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: [BatchEntry(spec: spec)])]))
     }

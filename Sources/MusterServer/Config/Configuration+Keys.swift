@@ -113,8 +113,8 @@ public struct ConfigKey: Sendable {
             name: "routing.backup_runs", kind: .int(0...16), defaultValue: .int(2),
             help: "With routing.rule expected_completion: how many idle backends may run a copy of a job running elsewhere (when twice their assumed speed, or their known speed, would finish it first); the first copy to complete wins, the others are revoked. 0: never."),
         ConfigKey(
-            name: "routing.speculative_backups", kind: .bool, defaultValue: .bool(false),
-            help: "With routing.backup_runs above 0: true lets an idle backend whose speed is still assumed, with nothing else to do, also copy a running job that is not a straggler, when four times its assumed speed would finish it first (it measures the backend, at the cost of an idle GPU's power and an interrupt when the copy loses). false: only stragglers are copied."),
+            name: "routing.speculative_backups", kind: .bool, defaultValue: .bool(true),
+            help: "With routing.backup_runs above 0: true lets an idle backend with nothing else to do also copy a running job that is not a straggler: a backend whose speed is still assumed when four times that speed would finish it first (it measures the backend), one whose speed is known when at that speed it would finish first a job running on a backend slower than 0.95 of it. A copy costs an idle GPU's power and an interrupt when it loses. false: only stragglers are copied."),
         ConfigKey(
             name: "links.suspect_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(10),
             help: "A backend whose link dropped keeps its jobs this long before they are requeued."),
