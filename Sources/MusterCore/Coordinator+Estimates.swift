@@ -309,6 +309,10 @@ extension Coordinator {
         // loaded model they name, or it alone can run them), a backend that holds back nothing
         // wins a tie: this one stays free for the jobs that need it.
         let holds = reserves(bi, for: c)
+        // When this backend alone can run other queued jobs, taking this one delays them by its
+        // length here: a backend that is not the only one for anything and finishes this job no
+        // later than that counts as sooner.
+        let soleSlack = soleFor(bi, besides: c) ? expectedSeconds(bi, Int(entry.estimate)) : 0
         let need = classes[c].queued
         let margin = Self.timeEpsilon
         let latestStart = deadline.seconds
@@ -327,6 +331,7 @@ extension Coordinator {
         func sooner(_ ti: Int, _ theirs: Double) -> Int? {
             guard
                 theirs < mine - margin
+                    || (soleSlack > 0 && theirs < mine + soleSlack - margin && !soleFor(ti, besides: c))
                     || (theirs <= mine + margin
                         && ((mustLoad && modelReady(ti, c) == nil) || (holds && !reserves(ti, for: c))
                             || (backfilling && speedSource(ti).source != .assumed)))
@@ -335,7 +340,7 @@ extension Coordinator {
             }
             let p = max(expectedSeconds(ti, e), 1e-3)
             guard theirs - p <= latestStart else { return nil }
-            return 1 + Int(min(Double(need), ((mine - theirs + Self.timeEpsilon) / p).rounded(.down)))
+            return 1 + Int(min(Double(need), max(0, ((mine - theirs + Self.timeEpsilon) / p).rounded(.down))))
         }
         // Free backends this one would leave the job to: woken if it does (they may have passed
         // over the job before this one declined it: see `pickJob`).
@@ -537,6 +542,16 @@ extension Coordinator {
     func reserves(_ bi: Int, for c: Int) -> Bool {
         if keepsModel(bi, for: c) { return true }
         guard fewFree else { return false }
+        for other in backends.records[bi].classes
+        where other != c && classes[other].queued > 0 && classes[other].capable.count == 1 {
+            return true
+        }
+        return false
+    }
+
+    /// Whether backend `bi` is the only backend able to run a class other than `c` that has
+    /// queued jobs.
+    func soleFor(_ bi: Int, besides c: Int) -> Bool {
         for other in backends.records[bi].classes
         where other != c && classes[other].queued > 0 && classes[other].capable.count == 1 {
             return true

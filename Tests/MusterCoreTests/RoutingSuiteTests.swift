@@ -266,6 +266,33 @@ import Testing
         #expect(abs(r.makespan - 7) < 1e-6, "makespan \(r.makespan)")
     }
 
+    /// A backend that alone can run queued jobs leaves a job that another finishes not much
+    /// later. Backend 1 (image 0.5 s, no `video`, loads `flux` in 3 s) and backend 2 (image 2 s,
+    /// video 6 s, the only `video` backend, loads `flux` in 1 s), durations announced. A `flux`
+    /// image, then a video: backend 2 would end the image first (1 + 2 = 3 s against 3.5 s), but
+    /// the video it alone can run would wait those 3 s behind it (9 s). The image is left to
+    /// backend 1 (3.5 s) and the video starts at once (6 s, the optimum). (Small-fleet seed 195
+    /// announcing durations: 1.5 to 1.0.)
+    @Test func aBackendThatAloneCanRunQueuedJobsLeavesAJobAnotherFinishesSoonEnough() {
+        var policy = CorePolicy()
+        policy.routing = .expectedCompletion
+        let b1 = Scenario.Backend(
+            id: BackendID(1), modelsAvailable: ["flux"], jobSeconds: ["image": 0.5, "video": 1.5],
+            defaultJobSeconds: 0.5, loadSeconds: 3, loadPrior: 3, announcesDurations: true)
+        let b2 = Scenario.Backend(
+            id: BackendID(2), features: ["video"], modelsAvailable: ["flux"], jobSeconds: ["image": 2, "video": 6],
+            defaultJobSeconds: 2, loadSeconds: 1, loadPrior: 1, announcesDurations: true)
+        let batch = [
+            BatchEntry(spec: JobSpec(kind: "image", model: "flux")), BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])),
+        ]
+        let r = ScenarioRunner.run(
+            Scenario(policy: policy, backends: [b1, b2], submissions: [.init(at: 0, entries: batch)], horizon: 100))
+        #expect(r.completions.count == 2 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(1)] == BackendID(1) && r.ranOn[JobID(2)] == BackendID(2))
+        #expect(r.startedAt[JobID(2)] == 0)
+        #expect(abs(r.makespan - 6) < 1e-6, "makespan \(r.makespan)")
+    }
+
     /// A job left to a busy backend that must load its model has the load started when it is
     /// left there. Cold (nothing announced but load times; progress every second): backend 1
     /// (3 s per image, `sdxl` loads in 1.5 s) is ready at once, backend 2 (1 s per image, loads
