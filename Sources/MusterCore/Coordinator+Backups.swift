@@ -89,8 +89,6 @@ extension Coordinator {
         // A backend whose speed is known (measured, configured, announced or projected) runs a
         // backup only where it is expected to win at that speed.
         let assumed = speedSource(ti).source == .assumed
-        let speculate = policy.speculativeBackups
-        guard !stragglers.isEmpty || speculate else { return }
         let t = now.seconds
         let speed = backends.records[ti].speed
         let bar = assumed ? speed * Self.backupSpeedup + 1e-9 : speed
@@ -145,7 +143,7 @@ extension Coordinator {
         }
         for job in gone { stragglers.remove(job) }
         var speculative = false
-        if pick == nil, speculate,
+        if pick == nil, policy.speculativeBackups,
             let job = speculativeBackup(ti, id, bar: assumed ? bar : speed * Self.nearFastest, assumed: assumed)
         {
             pick = (0, job, nil)
@@ -314,9 +312,15 @@ extension Coordinator {
         if victim != nil { persistRequeued(id) }
         // As for work stealing: `revoked` says `queued` (Protocol 7.2), then `bound` follows.
         if let victim { emit(jobs[id], .revoked, backend: victim) }
+        bindBackup(id, run, startedAt: run.startedAt ?? run.boundAt)
+    }
+
+    /// Binds job `id` (queued, its old binding closed) to the backend of backup `run` under the
+    /// backup's lease, started at `startedAt` (nil: not yet), with what the copy reported (its
+    /// progress and projected end), not what the old run did.
+    mutating func bindBackup(_ id: JobID, _ run: BackupRun, startedAt: CoreInstant?) {
         bind(id, to: run.backend, fromQueue: false, backup: run)
-        markStarted(id, run.backend, at: run.startedAt ?? run.boundAt)
-        // What the copy reported, not what the revoked run did.
+        if let startedAt { markStarted(id, run.backend, at: startedAt) }
         jobs[id].progress = run.progress
         jobs[id].progressMessage = nil
         if let end = run.projectedEnd { backends[run.backend].projectedEnds[id] = end }
@@ -359,11 +363,7 @@ extension Coordinator {
         emit(jobs[id], .requeued(cause, error: error), backend: backend)
         counters.backupsWon += 1
         out.append(.observe(.backup(id, run.backend, .won)))
-        bind(id, to: run.backend, fromQueue: false, backup: run)
-        if let started = run.startedAt { markStarted(id, run.backend, at: started) }
-        // What the copy reported, as for a backup that wins.
-        jobs[id].progress = run.progress
-        if let end = run.projectedEnd { backends[run.backend].projectedEnds[id] = end }
+        bindBackup(id, run, startedAt: run.startedAt)
         return true
     }
 

@@ -311,8 +311,10 @@ extension Coordinator {
         let holds = reserves(bi, for: c)
         // When this backend alone can run other queued jobs, taking this one delays them by its
         // length here: a backend that is not the only one for anything and finishes this job no
-        // later than that counts as sooner.
-        let soleSlack = soleFor(bi, besides: c) ? expectedSeconds(bi, Int(entry.estimate)) : 0
+        // later than that counts as sooner. Whether it is (a look through its classes) is found
+        // out only for a backend that finishes within that slack and no sooner.
+        let slack = expectedSeconds(bi, e)
+        var soleHere: Bool?
         let need = classes[c].queued
         let margin = Self.timeEpsilon
         let latestStart = deadline.seconds
@@ -328,10 +330,16 @@ extension Coordinator {
         // Whether a backend finishes the job sooner than this one, within the wait bound (a
         // backend not expected to start it by then does not count), and how many of the class's
         // jobs it finishes before this one would.
+        func isSoleHere() -> Bool {
+            if let soleHere { return soleHere }
+            let sole = soleFor(bi, besides: c)
+            soleHere = sole
+            return sole
+        }
         func sooner(_ ti: Int, _ theirs: Double) -> Int? {
             guard
                 theirs < mine - margin
-                    || (soleSlack > 0 && theirs < mine + soleSlack - margin && !soleFor(ti, besides: c))
+                    || (theirs < mine + slack - margin && isSoleHere() && !soleFor(ti, besides: c))
                     || (theirs <= mine + margin
                         && ((mustLoad && modelReady(ti, c) == nil) || (holds && !reserves(ti, for: c))
                             || (backfilling && speedSource(ti).source != .assumed)))
@@ -541,12 +549,7 @@ extension Coordinator {
     /// has queued jobs (the backend's own classes, not the queue, are looked through).
     func reserves(_ bi: Int, for c: Int) -> Bool {
         if keepsModel(bi, for: c) { return true }
-        guard fewFree else { return false }
-        for other in backends.records[bi].classes
-        where other != c && classes[other].queued > 0 && classes[other].capable.count == 1 {
-            return true
-        }
-        return false
+        return fewFree && soleFor(bi, besides: c)
     }
 
     /// Whether backend `bi` is the only backend able to run a class other than `c` that has

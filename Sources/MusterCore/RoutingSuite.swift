@@ -60,10 +60,10 @@ public enum RoutingSuite {
 
     /// The scenario of one seed, routed with `rule`. Running jobs report `progress` every second
     /// (as `muster agent` does) unless `progress` is false; `speculative` is
-    /// `CorePolicy.speculativeBackups` (on, as by default, unless false).
+    /// `CorePolicy.speculativeBackups` (the default policy's unless given).
     public static func scenario(
         seed: UInt64, rule: RoutingRule = .expectedCompletion, progress: Bool = true, announced: Bool = false,
-        speculative: Bool = true, family: Family = .standard
+        speculative: Bool = CorePolicy().speculativeBackups, family: Family = .standard
     ) -> Scenario {
         let small = family == .small
         var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ 17)
@@ -140,8 +140,8 @@ public enum RoutingSuite {
     /// Runs seeds `seeds` under `rule`; optima are computed once per seed and may be passed in.
     public static func run(
         seeds: Range<UInt64>, rule: RoutingRule, progress: Bool = true, announced: Bool = false,
-        speculative: Bool = true, family: Family = .standard, optima: [UInt64: ExactOptimum.Result]? = nil,
-        clockOrigin: UInt64 = 0
+        speculative: Bool = CorePolicy().speculativeBackups, family: Family = .standard,
+        optima: [UInt64: ExactOptimum.Result]? = nil, clockOrigin: UInt64 = 0
     ) -> Summary {
         var summary = Summary(cases: [])
         for seed in seeds {
