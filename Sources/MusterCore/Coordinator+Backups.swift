@@ -82,7 +82,8 @@ extension Coordinator {
     /// copy another running job (`speculativeBackup`), when `CorePolicy.speculativeBackups` is on.
     mutating func startBackup(_ id: BackendID) {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
-            !stragglers.isEmpty || policy.speculativeBackups, backupOn[id] == nil, let ti = backends.index(id),
+            !stragglers.isEmpty || (policy.speculativeBackups && !copyable.isEmpty), backupOn[id] == nil,
+            let ti = backends.index(id),
             backends.records[ti].jobs.isEmpty, backends.records[ti].loadRequested.isEmpty,
             backends.records[ti].link == .up
         else { return }
@@ -192,37 +193,36 @@ extension Coordinator {
     /// tells how fast it is (cold fleet seed 8: a 4x backend measured only on videos idled while
     /// an image ran on one four times slower, measured only on images). Only jobs it can start
     /// now (no model to load), with no backup yet, expected to take at least
-    /// `shortestSpeedSample`, on backends slower than `bar` (`fleetBySpeed`, as `runningToMove`
-    /// looks: the slower part of the fleet, when this backend has nothing else to do). The pick
+    /// `shortestSpeedSample` (`copyable`), on backends slower than `bar`. The pick
     /// is by a total order, so the set's order does not matter. From then on it is an ordinary
     /// backup (counted toward the job's `backupRuns`): one that wins measures its backend, and
     /// the run it outran teaches too (`learnOutrun`).
     func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double, assumed: Bool) -> JobID? {
         let t = now.seconds
         var pick: (end: Double, job: JobID)?
-        for v in fleetBySpeed.slower(than: bar) {
-            guard v != id, let vi = backends.index(v), backends.records[vi].running > 0 else { continue }
-            for (k, job) in backends.records[vi].jobs.enumerated() {
-                guard backends.records[vi].jobStartedAt[k] >= 0, backups[job] == nil, let j = jobs.index(job), mayCopy(j)
-                else { continue }
-                let c = jobs[slot: j].classIndex
-                let m = classes[c].modelID
-                guard classes[c].capable.contains(id), m < 0 || backends.records[ti].loadedIDs.contains(m) else { continue }
-                let e = jobs[slot: j].estimateIndex
-                let there = expectedSeconds(vi, e)
-                guard there >= Self.shortestSpeedSample else { continue }
-                let end = Self.overrun(startedJobEnd(vi, k) { there }, t)
-                let copy: Double
-                if assumed {
-                    copy = expectedSeconds(ti, e) / Self.speculativeSpeedup
-                } else {
-                    let workFrom = max(backends.records[vi].jobStartedAt[k], jobReady(vi, k))
-                    copy = copySeconds(vi, ti, workFrom: workFrom, end: end)
-                }
-                guard t + copy < end - Self.timeEpsilon else { continue }
-                if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
-                pick = (end, job)
+        for job in copyable where backups[job] == nil {
+            guard let j = jobs.index(job), mayCopy(j), let v = jobs[slot: j].backend, v != id,
+                let vi = backends.index(v), backends.records[vi].speed < bar,
+                let k = backends.records[vi].jobs.firstIndex(of: job),
+                backends.records[vi].jobStartedAt[k] >= 0
+            else { continue }
+            let c = jobs[slot: j].classIndex
+            let m = classes[c].modelID
+            guard classes[c].capable.contains(id), m < 0 || backends.records[ti].loadedIDs.contains(m) else { continue }
+            let e = jobs[slot: j].estimateIndex
+            let there = expectedSeconds(vi, e)
+            guard there >= Self.shortestSpeedSample else { continue }
+            let end = Self.overrun(startedJobEnd(vi, k) { there }, t)
+            let copy: Double
+            if assumed {
+                copy = expectedSeconds(ti, e) / Self.speculativeSpeedup
+            } else {
+                let workFrom = max(backends.records[vi].jobStartedAt[k], jobReady(vi, k))
+                copy = copySeconds(vi, ti, workFrom: workFrom, end: end)
             }
+            guard t + copy < end - Self.timeEpsilon else { continue }
+            if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
+            pick = (end, job)
         }
         return pick?.job
     }

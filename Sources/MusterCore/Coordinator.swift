@@ -106,6 +106,10 @@ public struct Coordinator: Sendable {
     /// Running jobs whose progress or overrun showed them longer than expected when they started:
     /// the jobs backup runs look at (pruned when looked at).
     var stragglers = Set<JobID>()
+    /// Running jobs a speculative backup may copy (`speculativeBackup`): those expected, when they
+    /// started, to take at least `shortestSpeedSample` (dropped when unbound). A free backend looks
+    /// at these, not at the fleet: with short jobs there are none.
+    var copyable = Set<JobID>()
     /// Per estimate class never measured: its jobs that started meanwhile (their overrun watched
     /// against a guess), so that the class's first measurement re-bases what is expected of them
     /// (`rebaseGuessed`). Dropped at that measurement; ended jobs are pruned as the list grows.
