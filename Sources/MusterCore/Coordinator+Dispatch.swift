@@ -407,14 +407,20 @@ extension Coordinator {
     /// more, one is assumed to exist). With nothing known the two look alike, and the filler
     /// would keep the job from an idle backend for as long as it runs (an outside check, cold
     /// seed 59: a plain image filled a slow backend's `sdxl` load while a fast one idled, and the
-    /// `sdxl` image waited 5 s on a third; 1.0 to 1.43).
+    /// `sdxl` image waited 5 s on a third; 1.0 to 1.43). A peer known to be slower (both speeds
+    /// known, its under `nearFastest` of this one's) does not count: the job would end later
+    /// there (small-family seed 223 knowing speeds: an `sdxl` image waited behind a `flux` load on
+    /// the fast backend that had `sdxl` loaded while a 2.7x slower one idled, 1.4 to 1.2).
     func freeRunningPeer(_ bi: Int, for c: Int) -> Bool {
         guard free.count > 1 else { return false }
         guard fewFree else { return true }
         let id = backends.records[bi].id
+        let known = speedSource(bi).source != .assumed
+        let speed = backends.records[bi].speed
         for t in free where t != id && classes[c].capable.contains(t) {
             if let ti = backends.index(t), backends.records[ti].routable(now),
-                backends.records[ti].jobs.count < backends.records[ti].slots
+                backends.records[ti].jobs.count < backends.records[ti].slots,
+                !(known && speedSource(ti).source != .assumed && backends.records[ti].speed < speed * Self.nearFastest)
             {
                 return true
             }

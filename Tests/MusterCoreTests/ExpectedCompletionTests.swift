@@ -462,6 +462,35 @@ import Testing
         #expect(r.makespan == 7, "\(r.makespan)")
     }
 
+    /// A guessed filler still runs during a load when the idle backend that could take it is known
+    /// to be slower. Speeds configured, durations guessed: backend 1 (speed 2) has `sdxl` loaded and
+    /// runs videos, backend 2 (speed 0.75) has `flux`. A `flux` video and an `sdxl` image: backend 1
+    /// loads `flux` (1 s) for the video and runs the image meanwhile (0.5 s); the video ends at
+    /// 2.5 s. Counted as a peer, backend 2 kept the image from filling the load: the video held the
+    /// slot through its load and the image ran after it, at 3 s (routing suite, small family, seed
+    /// 223 knowing speeds: 1.4 to 1.2; seed 112: 1.5 to 1.125).
+    @Test func aGuessedFillerRunsDuringALoadWhenTheIdlePeerIsKnownSlower() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), features: ["video"], modelsAvailable: ["flux", "sdxl"], modelsLoaded: ["sdxl"],
+                        jobSeconds: ["image": 0.5, "video": 1.5], loadSeconds: 1, speed: 2, loadPrior: 1),
+                    Scenario.Backend(
+                        id: BackendID(2), modelsAvailable: ["flux", "sdxl"], modelsLoaded: ["flux"],
+                        jobSeconds: ["image": 4.0 / 3, "video": 4], loadSeconds: 2, speed: 0.75, loadPrior: 2),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"], model: "flux")),
+                        BatchEntry(spec: JobSpec(kind: "image", model: "sdxl")),
+                    ])
+                ]))
+        #expect(r.completions.count == 2 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(2)] == BackendID(1) && r.startedAt[JobID(2)] == 0, "\(r.ranOn) \(r.startedAt)")
+        #expect(r.makespan == 2.5, "\(r.makespan)")
+    }
+
     /// A backfill may run a little past the model's readiness: one backend that loads `flux` in
     /// 0.64 s and runs any image in 0.725 s (it announces both), two plain images and two `flux`
     /// ones (first: their load counts in longest first). A plain image ends 0.085 s after `flux`
