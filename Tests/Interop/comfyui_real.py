@@ -320,8 +320,15 @@ def main():
     p = submit(pc, core, 12, wait=True)
     finals = [e for e in events(p) if e["state"] == "completed"]
     used = {e["backend"] for e in finals}
-    check("a batch of core.json jobs spreads over both", len(finals) == 12 and used == {ids["comfy-a"], ids["comfy-b"]},
-          f"{len(finals)} completed on {used}")
+    spread = len(finals) == 12 and used == {ids["comfy-a"], ids["comfy-b"]}
+    why = ""
+    if not spread:
+        # Why each job went where it did, and what the coordinator expected of each backend.
+        bound = [(e.get("job"), e.get("backend"), e.get("expected_ms"), e.get("runner_up"), e.get("runner_up_expected_ms"))
+                 for e in events(p) if e["event"] == "bound"]
+        est = {n: (b.get("estimates"), b.get("load")) for n, b in backends(pc).items()}
+        why = f"; bound (job, backend, expected_ms, runner_up, its ms): {bound}; backends: {json.dumps(est)[:3000]}"
+    check("a batch of core.json jobs spreads over both", spread, f"{len(finals)} completed on {used}{why}")
 
     # --- failures ---------------------------------------------------------------------------------
     p = submit(pc, slow, 1, "--inputs-json", '{"2.fail_at_step": 2}', wait=True)
