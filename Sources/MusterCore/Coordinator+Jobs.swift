@@ -302,12 +302,14 @@ extension Coordinator {
         jobs[id].history[last].startedAt = start
         jobs[id].history[last].outcome = .running
         backends[backend].running += 1
+        var worthCopying = false
         if let bi = backends.index(backend), let k = backends.records[bi].jobs.firstIndex(of: id) {
             backends[backend].jobStartedAt[k] = start.seconds
-            jobs[id].expectedAtStart = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+            let expected = expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k]))
+            jobs[id].expectedAtStart = expected
             watchOverrun(id, backend, k)
+            worthCopying = expected >= Self.shortestSpeedSample
         }
-        let worthCopying = jobs[id].expectedAtStart >= Self.shortestSpeedSample
         if worthCopying { copyable.insert(id) }
         if !restored {
             if policy.persistChanges { out.append(.persist(.jobStarted(job: id, at: start))) }
