@@ -92,9 +92,14 @@ extension Coordinator {
         let others = estimates.measuredBy[e].include(otherThan: backend)
         estimates.measuredBy[e].note(backend)
         let measured = others ? estimates.jobSeconds[e] : nil
+        // Another class of the kind is a reference for another model, not for another workflow:
+        // a graph that runs other nodes says nothing of this one's length (a backend that ran
+        // only `slow.json` was measured against `core.json` and taken for 250 times slower).
+        let workflow = !estimates.classKeys[e].nodes.isEmpty
         let reference =
             measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
-            ?? estimates.announcedKind[estimates.kindOf[e]] ?? estimates.kindReference(e, excluding: backend)
+            ?? estimates.announcedKind[estimates.kindOf[e]]
+            ?? (workflow ? nil : estimates.kindReference(e, excluding: backend))
         // Short durations say nothing about speed: see `shortestSpeedSample`.
         if x >= Self.shortestSpeedSample, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
@@ -1012,6 +1017,8 @@ public struct BackendEstimates: Hashable, Sendable {
 public struct JobClassEstimate: Hashable, Sendable {
     public var kind: String
     public var model: String?
+    /// A workflow's node classes, sorted (empty for jobs without one): part of the class.
+    public var nodes: [String]
     public var seconds: Double
     /// Whether jobs of this class were measured (on any backend); otherwise a prior.
     public var measured: Bool
@@ -1027,10 +1034,10 @@ extension Coordinator {
         for (e, key) in estimates.classKeys.enumerated() {
             list.append(
                 JobClassEstimate(
-                    kind: key.kind, model: key.model, seconds: expectedSeconds(bi, e),
+                    kind: key.kind, model: key.model, nodes: key.nodes, seconds: expectedSeconds(bi, e),
                     measured: estimates.jobSeconds[e] != nil))
         }
-        list.sort { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
+        list.sort(by: JobClassEstimate.inOrder)
         return BackendEstimates(
             speed: r.speed, speedSource: source, modelLoadSeconds: r.loadSeconds ?? r.loadPrior, jobs: list)
     }
@@ -1041,9 +1048,37 @@ extension Coordinator {
     public var jobClassEstimates: [JobClassEstimate] {
         estimates.classKeys.enumerated().map { e, key in
             JobClassEstimate(
-                kind: key.kind, model: key.model, seconds: estimates.seconds(e),
+                kind: key.kind, model: key.model, nodes: key.nodes, seconds: estimates.seconds(e),
                 measured: estimates.jobSeconds[e] != nil)
-        }.sorted { ($0.kind, $0.model ?? "") < ($1.kind, $1.model ?? "") }
+        }.sorted(by: JobClassEstimate.inOrder)
+    }
+}
+
+extension JobClassEstimate {
+    /// By kind, then model, then node classes.
+    static func inOrder(_ a: Self, _ b: Self) -> Bool {
+        if a.kind != b.kind { return a.kind < b.kind }
+        if a.model != b.model { return (a.model ?? "") < (b.model ?? "") }
+        return a.nodes.lexicographicallyPrecedes(b.nodes)
+    }
+
+    /// A short name of the class's node classes for a metric label: the FNV-1a 64-bit hash of
+    /// them joined by newlines, in 16 hex digits; empty for a class without a workflow.
+    public var nodesFingerprint: String {
+        guard !nodes.isEmpty else { return "" }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for (i, name) in nodes.enumerated() {
+            if i > 0 {
+                h ^= 0x0a
+                h = h &* 0x100_0000_01b3
+            }
+            for byte in name.utf8 {
+                h ^= UInt64(byte)
+                h = h &* 0x100_0000_01b3
+            }
+        }
+        let hex = String(h, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }
 

@@ -354,7 +354,7 @@ public struct Coordinator: Sendable {
     mutating func indexes(for spec: JobSpec) -> (jobClass: Int, estimate: Int) {
         let c = classFor(spec)
         let e = estimates.index(
-            kind: spec.kind, model: spec.model, prior: policy.jobDurationPriors[spec.kind]?.secondsValue,
+            kind: spec.kind, model: spec.model, nodes: spec.nodes, prior: policy.jobDurationPriors[spec.kind]?.secondsValue,
             fallback: defaultJobSeconds)
         return (c, e)
     }
@@ -660,13 +660,18 @@ struct Estimates {
     /// By model id.
     var loadSeconds: [Double?] = []
 
+    /// A duration class: the kind, the model and, for a workflow, its node classes (sorted). Two
+    /// workflows of one kind that run different nodes take different times: in one class, a
+    /// backend that ran only a slow graph was measured 25 times slower than one that ran only a
+    /// fast one, and was left idle (`Scripts/test-comfyui`: `slow.json` and `core.json`).
     struct ClassEstimateKey: Hashable {
         var kind: String
         var model: String?
+        var nodes: [String] = []
     }
 
-    mutating func index(kind: String, model: String?, prior: Double?, fallback: Double) -> Int {
-        let key = ClassEstimateKey(kind: kind, model: model)
+    mutating func index(kind: String, model: String?, nodes: [String] = [], prior: Double?, fallback: Double) -> Int {
+        let key = ClassEstimateKey(kind: kind, model: model, nodes: nodes)
         if let i = keys[key] { return i }
         jobSeconds.append(nil)
         priorSeconds.append(prior ?? fallback)

@@ -258,7 +258,9 @@ extension Daemon {
             if let e = core.estimates(for: b.id) { metrics.gauge("muster_backend_speed", ["backend": b.name]).record(e.speed) }
         }
         for j in core.jobClassEstimates {
-            metrics.gauge("muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? ""]).record(j.seconds)
+            metrics.gauge(
+                "muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? "", "nodes": j.nodesFingerprint]
+            ).record(j.seconds)
         }
         metrics.gauge("muster_ready").record(wireReadiness().ready ? 1 : 0)
         refreshLeadershipGauges()

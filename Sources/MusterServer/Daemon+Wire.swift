@@ -21,7 +21,8 @@ extension Daemon {
                 Wire.Estimates(
                     speed: e.speed, speedSource: e.speedSource.rawValue, modelLoadSeconds: e.modelLoadSeconds,
                     jobs: e.jobs.map {
-                        Wire.JobEstimate(kind: $0.kind, model: $0.model, seconds: $0.seconds, measured: $0.measured)
+                        Wire.JobEstimate(
+                            kind: $0.kind, model: $0.model, nodes: $0.nodes, seconds: $0.seconds, measured: $0.measured)
                     })
             })
     }

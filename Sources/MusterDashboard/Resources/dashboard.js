@@ -402,7 +402,9 @@
     const secs = (x) => (x >= 10 ? x.toFixed(0) : x.toFixed(1)) + " s";
     const speed = `speed ${e.speed}× <span class="sub">(${esc(e.speed_source)})</span>`;
     const load = e.model_load_seconds != null ? ` · load ${secs(e.model_load_seconds)}` : "";
-    const jobs = (e.jobs || []).map((j) => `${esc(j.kind)}${j.model ? "/" + esc(j.model) : ""} ${secs(j.seconds)}${j.measured ? "" : "*"}`).join(" · ");
+    // A workflow's class is also its node classes: their count here, the list on hover.
+    const nodes = (j) => (j.nodes && j.nodes.length ? ` <span title="${esc(j.nodes.join(", "))}">[${j.nodes.length} nodes]</span>` : "");
+    const jobs = (e.jobs || []).map((j) => `${esc(j.kind)}${j.model ? "/" + esc(j.model) : ""}${nodes(j)} ${secs(j.seconds)}${j.measured ? "" : "*"}`).join(" · ");
     return `<div class="sub estimates" title="expected seconds per job class here; * not measured yet (a prior)">${speed}${load}${jobs ? " · " + jobs : ""}</div>`;
   }
 

@@ -755,17 +755,21 @@ extension Wire {
         }
     }
 
-    /// Expected seconds of one job of a class (kind and model) on one backend.
+    /// Expected seconds of one job of a class (kind, model and a workflow's node classes) on one
+    /// backend.
     public struct JobEstimate: Hashable, Sendable, WireMembers {
         public var kind: String
         public var model: String?
+        /// A workflow's node classes, sorted; empty (omitted) for jobs without one.
+        public var nodes: [String]
         public var seconds: Double
         /// Whether jobs of the class were measured (on any backend); otherwise a prior.
         public var measured: Bool
 
-        public init(kind: String, model: String? = nil, seconds: Double, measured: Bool) {
+        public init(kind: String, model: String? = nil, nodes: [String] = [], seconds: Double, measured: Bool) {
             self.kind = kind
             self.model = model
+            self.nodes = nodes
             self.seconds = seconds
             self.measured = measured
         }
@@ -776,6 +780,7 @@ extension Wire {
         mutating func members<C: WireCoder & ~Copyable>(_ c: inout C) throws(ProtocolError) {
             try c.string("kind", &kind, .feature)
             try c.string("model", &model, .model)
+            try c.names("nodes", &nodes, .nodeClass, maxCount: ProtocolLimits.maxNodes, optional: true)
             try c.required("seconds", &seconds)
             try c.required("measured", &measured)
         }
