@@ -94,7 +94,7 @@ extension Coordinator {
         let measured = others ? estimates.jobSeconds[e] : nil
         // Another class of the kind is a reference for another model, not for another workflow:
         // a graph that runs other nodes says nothing of this one's length (a backend that ran
-        // only `slow.json` was measured against `core.json` and taken for 250 times slower).
+        // only `slow.json` was measured against `core.json` and taken for 25 times slower).
         let workflow = !estimates.classKeys[e].nodes.isEmpty
         let reference =
             measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
