@@ -92,14 +92,9 @@ extension Coordinator {
         let others = estimates.measuredBy[e].include(otherThan: backend)
         estimates.measuredBy[e].note(backend)
         let measured = others ? estimates.jobSeconds[e] : nil
-        // Another class of the kind is a reference for another model, not for another workflow:
-        // a graph that runs other nodes says nothing of this one's length (a backend that ran
-        // only `slow.json` was measured against `core.json` and taken for 25 times slower).
-        let workflow = !estimates.classKeys[e].nodes.isEmpty
         let reference =
             measured ?? (estimates.priorConfigured[e] ? estimates.priorSeconds[e] : nil)
-            ?? estimates.announcedKind[estimates.kindOf[e]]
-            ?? (workflow ? nil : estimates.kindReference(e, excluding: backend))
+            ?? estimates.announcedKind[estimates.kindOf[e]] ?? estimates.kindReference(e, excluding: backend)
         // Short durations say nothing about speed: see `shortestSpeedSample`.
         if x >= Self.shortestSpeedSample, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
@@ -1060,25 +1055,6 @@ extension JobClassEstimate {
         if a.kind != b.kind { return a.kind < b.kind }
         if a.model != b.model { return (a.model ?? "") < (b.model ?? "") }
         return a.nodes.lexicographicallyPrecedes(b.nodes)
-    }
-
-    /// A short name of the class's node classes for a metric label: the FNV-1a 64-bit hash of
-    /// them joined by newlines, in 16 hex digits; empty for a class without a workflow.
-    public var nodesFingerprint: String {
-        guard !nodes.isEmpty else { return "" }
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for (i, name) in nodes.enumerated() {
-            if i > 0 {
-                h ^= 0x0a
-                h = h &* 0x100_0000_01b3
-            }
-            for byte in name.utf8 {
-                h ^= UInt64(byte)
-                h = h &* 0x100_0000_01b3
-            }
-        }
-        let hex = String(h, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }
 

@@ -748,8 +748,12 @@ struct Estimates {
     }
 
     /// What other backends than `backend` showed the kind of class `e` takes at speed 1.0 (its
-    /// other models): the reference of a class nothing else says anything about.
+    /// other models): the reference of a class nothing else says anything about. None for a
+    /// workflow's class: a graph that runs other nodes says nothing of this one's length (a
+    /// backend that ran only `slow.json` was measured against `core.json` and taken for 25 times
+    /// slower).
     func kindReference(_ e: Int, excluding backend: BackendID) -> Double? {
+        guard classKeys[e].nodes.isEmpty else { return nil }
         let k = kindOf[e]
         guard let kind = kindSeconds[k], kindBy[k].include(otherThan: backend) else { return nil }
         return kind

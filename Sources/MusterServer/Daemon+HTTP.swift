@@ -259,7 +259,7 @@ extension Daemon {
         }
         for j in core.jobClassEstimates {
             metrics.gauge(
-                "muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? "", "nodes": j.nodesFingerprint]
+                "muster_expected_job_seconds", ["kind": j.kind, "model": j.model ?? "", "nodes": Self.fingerprint(j.nodes)]
             ).record(j.seconds)
         }
         metrics.gauge("muster_ready").record(wireReadiness().ready ? 1 : 0)
@@ -301,4 +301,20 @@ func pathID<T: FixedWidthInteger>(_ text: Substring, as: T.Type) -> T? {
         first != "0" || digits.count == 1
     else { return nil }
     return T(text)
+}
+
+extension Daemon {
+    /// A short name of a job class's node classes for a metric label (`nodes` of
+    /// `muster_expected_job_seconds`): the FNV-1a 64-bit hash of them joined by newlines, in 16
+    /// hex digits; empty for a class without a workflow.
+    static func fingerprint(_ nodes: [String]) -> String {
+        guard !nodes.isEmpty else { return "" }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in nodes.joined(separator: "\n").utf8 {
+            h ^= UInt64(byte)
+            h = h &* 0x100_0000_01b3
+        }
+        let hex = String(h, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
 }
