@@ -184,7 +184,12 @@ extension Coordinator {
 
     /// A backend of assumed speed that found nothing to run, steal, load or back up: it copies
     /// the running job (no straggler needed) that it would finish first if it were
-    /// `speculativeSpeedup` times as fast as assumed, the one expected to end last. A backend of
+    /// `speculativeSpeedup` times as fast as assumed, the one with the most time left to its
+    /// expected end: time left that the job's own progress projects counts whole, time left only
+    /// an estimate gives is divided by `straggler` (the class's estimate on a backend that ran
+    /// none of it is another backend's, of a speed that may differ; small-fleet seed 207: a video
+    /// estimated to end at 8.67 s on a backend measured fast was copied instead of one whose
+    /// progress showed it ending at 8 s on a slow one). A backend of
     /// known speed (`assumed` false; `bar` 0.95 of its speed) copies one it is expected to finish
     /// first at that speed: the job's own length there at the ratio of the speeds
     /// (`copySeconds`), as for a straggler (small-fleet seed 99: the fastest backend, measured on
@@ -199,7 +204,7 @@ extension Coordinator {
     /// the run it outran teaches too (`learnOutrun`).
     func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double, assumed: Bool) -> JobID? {
         let t = now.seconds
-        var pick: (end: Double, job: JobID)?
+        var pick: (left: Double, job: JobID)?
         for job in copyable where backups[job] == nil {
             guard let j = jobs.index(job), mayCopy(j), let v = jobs[slot: j].backend, v != id,
                 let vi = backends.index(v), backends.records[vi].speed < bar,
@@ -221,8 +226,9 @@ extension Coordinator {
                 copy = copySeconds(vi, ti, workFrom: workFrom, end: end)
             }
             guard t + copy < end - Self.timeEpsilon else { continue }
-            if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
-            pick = (end, job)
+            let left = backends.records[vi].projectedEnds[job] != nil ? end - t : (end - t) / Self.straggler
+            if let best = pick, (left, -Int64(job.rawValue)) <= (best.left, -Int64(best.job.rawValue)) { continue }
+            pick = (left, job)
         }
         return pick?.job
     }

@@ -407,6 +407,39 @@ import Testing
         }
     }
 
+    /// Cold, progress every second. Backend 2 (video 8 s) runs video 1 from 0 s; backend 3 (video
+    /// 8/3 s) runs the image, which measures it, then video 3 from 0.67 s. Backend 1 (as fast as 3)
+    /// registers at 1.25 s with nothing to do. Video 1's progress shows it ending at 8 s; video 3's
+    /// end, 8.67 s, is only the video class's estimate (backend 2's projection) at backend 3. The
+    /// copy goes to video 1: time left that its progress projects (6.75 s) counts whole, time left
+    /// that only an estimate gives (7.42 s) is divided by `straggler`. It wins at 3.92 s. (Copying
+    /// video 3 by its later end, as before, gained nothing: it ended at 3.33 s on backend 3, and
+    /// video 1 moved there and ended at 6 s. Small-fleet cold seed 207: 1.64 to 1.0.)
+    @Test func aCopyGoesToTheJobItsProgressShowsLongOverOneOnlyEstimatedSo() {
+        let fast = ["image": 2.0 / 3, "video": 8.0 / 3]
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: Self.policy(speculative: true),
+                backends: [
+                    Scenario.Backend(id: BackendID(1), registerAt: 1.25, features: ["video"], jobSeconds: fast, progressEvery: 1),
+                    Scenario.Backend(
+                        id: BackendID(2), features: ["video"], jobSeconds: ["image": 2, "video": 8], progressEvery: 1),
+                    Scenario.Backend(id: BackendID(3), features: ["video"], jobSeconds: fast, progressEvery: 1),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image")),
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])),
+                    ])
+                ]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1, JobID(3): 1])
+        #expect(r.startedAt[JobID(3)].map { abs($0 - 2.0 / 3) < 1e-9 } == true && r.ranOn[JobID(3)] == BackendID(3))
+        let backups = Self.backupSteps(r, JobID(1), on: BackendID(1))
+        #expect(backups.map(\.1) == [.started, .won] && abs(backups[0].0 - 1.25) < 1e-9, "\(backups)")
+        #expect(Self.backupSteps(r, JobID(3), on: BackendID(1)).isEmpty)
+        #expect(r.ranOn[JobID(1)] == BackendID(1) && abs(r.makespan - (1.25 + 8.0 / 3)) < 1e-9, "makespan \(r.makespan)")
+    }
+
     /// Speculative backups on, one image, two idle backends that announce nothing. The image is
     /// bound to backend 1 while backend 2 looks too, before the image started: nothing runs to
     /// copy yet. Its start makes backend 2 look again, and it copies the image at once (1 s
