@@ -210,7 +210,7 @@ extension Coordinator {
             out.append(.observe(.propagation(id, now - b.registeredAt)))
         }
         for model in snapshot.modelsLoaded {
-            if let requested = modelIDs[model], let asked = b.loadRequested.removeValue(forKey: requested) {
+            if let requested = modelIDs[model], let asked = b.loadRequested.removeValue(forKey: requested)?.at {
                 b.modelReadyAt[model] = now
                 // A backend left idle may now take (or steal) a job that waited for this model.
                 routingEpoch &+= 1
@@ -446,7 +446,7 @@ extension Coordinator {
         if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[m] != nil) {
             return
         }
-        backends[id].loadRequested[m] = now
+        backends[id].loadRequested[m] = LoadRequest(at: now, reason: reason)
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))
         out.append(.observe(.modelLoadRequested(id, model: model, reason)))

@@ -70,7 +70,10 @@ extension Coordinator {
 
     /// Called for a free backend that found nothing to take, steal or load: starts a backup of
     /// the job it could most likely finish first, if any. Only a backend with a running slot free,
-    /// nothing bound and no model load in flight; at most
+    /// nothing bound and no load in flight that was asked to run a job bound elsewhere (a hedge, a
+    /// backup's model: `LoadRequest.forAnother`). A load for a job it would take next does not stop
+    /// it: other jobs fill such a load (backfilling), and the backup gives way to that job (small
+    /// fleet seed 135: the job it loaded for moved away, and the copy waited for the load); at most
     /// `CorePolicy.backupRuns` backups per job over its life and one per backend. When the job's
     /// model is not loaded here, the backend loads it instead (counted in the job's
     /// `CorePolicy.hedgeLoads`; its load time counts as nothing while it is a guess) and the
@@ -84,7 +87,7 @@ extension Coordinator {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
             !stragglers.isEmpty || (policy.speculativeBackups && !copyable.isEmpty), backupOn[id] == nil,
             let ti = backends.index(id),
-            backends.records[ti].jobs.isEmpty, backends.records[ti].loadRequested.isEmpty,
+            backends.records[ti].jobs.isEmpty, !backends.records[ti].loadRequested.values.contains(where: \.forAnother),
             backends.records[ti].link == .up
         else { return }
         // A backend whose speed is known (measured, configured, announced or projected) runs a
@@ -114,7 +117,10 @@ extension Coordinator {
             // as nothing (idle, it loses nothing by finding out, as in `hedgeLoad`).
             var load: (model: String, seconds: Double)?
             if m >= 0, !backends.records[ti].loadedIDs.contains(m) {
-                guard Int(jobs[slot: j].hedges) < policy.hedgeLoads, let model = classes[c].model else { continue }
+                // One load at a time: with another in flight, the copy waits.
+                guard Int(jobs[slot: j].hedges) < policy.hedgeLoads, backends.records[ti].loadRequested.isEmpty,
+                    let model = classes[c].model
+                else { continue }
                 load = (model, assumed && loadTimeGuessed(ti) ? 0 : expectedLoadSeconds(ti, m))
             }
             let startedAt = backends.records[vi].jobStartedAt[k]

@@ -143,7 +143,7 @@ extension Coordinator {
     func modelReady(_ bi: Int, _ c: Int) -> Double? {
         let m = classes[c].modelID
         guard m >= 0, !backends.records[bi].loadedIDs.contains(m) else { return nil }
-        let asked = backends.records[bi].loadRequested[m] ?? now
+        let asked = backends.records[bi].loadRequested[m]?.at ?? now
         return loadEnd(bi, asked: asked.seconds, end: asked.seconds + expectedLoadSeconds(bi, m))
     }
 
@@ -181,7 +181,7 @@ extension Coordinator {
         guard r > 0, r < t || 2 * t > r && loadTimeGuessed(bi),
             !backends.records[bi].loadRequested.isEmpty,
             let j = jobs.index(backends.records[bi].jobs[k]),
-            let asked = backends.records[bi].loadRequested[classes[jobs[slot: j].classIndex].modelID],
+            let asked = backends.records[bi].loadRequested[classes[jobs[slot: j].classIndex].modelID]?.at,
             r >= asked.seconds
         else { return r }
         return loadEnd(bi, asked: asked.seconds, end: r)

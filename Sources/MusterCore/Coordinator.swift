@@ -502,6 +502,16 @@ struct Timer: Comparable {
     static func == (a: Timer, b: Timer) -> Bool { a.at == b.at && a.seq == b.seq }
 }
 
+/// A model load a backend was asked for: when (its load time is measured from then) and why.
+struct LoadRequest: Sendable {
+    var at: CoreInstant
+    var reason: LoadReason
+
+    /// Asked for a job that runs or waits on another backend (a hedge or a backup's model): the
+    /// backend is to take that job once loaded.
+    var forAnother: Bool { reason == .hedge || reason == .backup }
+}
+
 struct Backend {
     var id: BackendID
     var name: String
@@ -586,8 +596,8 @@ struct Backend {
     var indexedCapable = false
     /// The subset of `classes` whose model this backend has loaded.
     var loadedClasses: [Int] = []
-    /// Models this backend was asked to load (interned ids), and when (to measure load times).
-    var loadRequested: [Int32: CoreInstant] = [:]
+    /// Models this backend was asked to load (interned ids), when (to measure load times) and why.
+    var loadRequested: [Int32: LoadRequest] = [:]
     var nextSync: CoreInstant?
     /// Whether this backend currently counts as ready (for readiness and model load totals).
     var counted = false

@@ -440,6 +440,73 @@ import Testing
         #expect(r.ranOn[JobID(1)] == BackendID(1) && abs(r.makespan - (1.25 + 8.0 / 3)) < 1e-9, "makespan \(r.makespan)")
     }
 
+    /// Nothing announced or measured. Backend -1 (fast) runs the two plain images, then takes the
+    /// `flux` image and starts loading `flux` (4 s, till 4 s); the video runs on backend 2, its
+    /// progress showing 8 s. At 3 s backend 1 announces with `flux` loaded and the `flux` image
+    /// moves there. Backend -1 is free, its load still in flight for a job no longer bound to it:
+    /// it copies the video at once (ends at 7 s, against 8 s on backend 2), as other jobs fill a
+    /// load (backfilling). Before, a backend with any load in flight copied nothing, and the copy
+    /// started only when `flux` landed at 4 s and tied at 8 s (small-fleet cold seed 135: 1.78
+    /// to 1.56). A load asked to run a job bound elsewhere (a hedge, a backup's model) still keeps
+    /// copies off: that backend is to take that job once loaded.
+    @Test func aBackendLoadingAModelForAJobThatLeftItCopiesMeanwhile() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: Self.policy(speculative: true),
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(-1), features: ["video"], modelsAvailable: ["flux"],
+                        jobSeconds: ["image": 0.75, "video": 4], loadSeconds: 4, progressEvery: 1),
+                    Scenario.Backend(
+                        id: BackendID(1), registerAt: 3, modelsAvailable: ["flux"], modelsLoaded: ["flux"],
+                        jobSeconds: ["image": 1.5, "video": 8], progressEvery: 1),
+                    Scenario.Backend(
+                        id: BackendID(2), features: ["video"], jobSeconds: ["image": 1.5, "video": 8], progressEvery: 1),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "image", model: "flux")), BatchEntry(spec: JobSpec(kind: "image")),
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image")),
+                    ])
+                ]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1, JobID(3): 1, JobID(4): 1])
+        #expect(r.ranOn[JobID(1)] == BackendID(1))
+        let backups = Self.backupSteps(r, JobID(3), on: BackendID(-1))
+        #expect(backups.map(\.1) == [.started, .won] && backups.first?.0 == 3, "\(backups)")
+        #expect(r.ranOn[JobID(3)] == BackendID(-1) && r.makespan == 7, "makespan \(r.makespan)")
+    }
+
+    /// A load asked as a hedge keeps copies off its backend. Backend 2 runs the plain video and
+    /// loads `sdxl` (4 s) for the `sdxl` video bound beside it. Backend 1 (4 times as fast)
+    /// announces at 3 s and hedges that load (1 s); it copies the `sdxl` video once `sdxl` lands
+    /// at 4 s and wins at 6 s, when the plain video ends too. Had it copied the plain video at
+    /// 3 s, during its load (small-fleet cold seed 12, tried: 1.0 to 1.17), that copy would have
+    /// won at 5 s, the `sdxl` video would have moved to it only then, and ended at 7 s.
+    @Test func aBackendHedgingALoadCopiesNothingElseMeanwhile() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: Self.policy(speculative: true),
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), slots: 2, registerAt: 3, features: ["video"], modelsAvailable: ["sdxl"],
+                        jobSeconds: ["video": 2], loadSeconds: 1, progressEvery: 1),
+                    Scenario.Backend(
+                        id: BackendID(2), slots: 2, features: ["video"], modelsAvailable: ["sdxl"], jobSeconds: ["video": 6],
+                        loadSeconds: 4, progressEvery: 1),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"], model: "sdxl")),
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])),
+                    ])
+                ]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        #expect(Self.backupSteps(r, JobID(2), on: BackendID(1)).isEmpty)
+        let backups = Self.backupSteps(r, JobID(1), on: BackendID(1))
+        #expect(backups.map(\.0) == [4, 6] && backups.map(\.1) == [.started, .won], "\(backups)")
+        #expect(r.makespan == 6, "makespan \(r.makespan)")
+    }
+
     /// Speculative backups on, one image, two idle backends that announce nothing. The image is
     /// bound to backend 1 while backend 2 looks too, before the image started: nothing runs to
     /// copy yet. Its start makes backend 2 look again, and it copies the image at once (1 s
