@@ -115,10 +115,12 @@ extension Coordinator {
             }
         }
         let first = estimates.jobSeconds[e] == nil
+        let kindFirst = !estimates.kindMeasured[estimates.kindOf[e]]
         if first { shownAt = nextSeq }
         estimates.jobSeconds[e] = Estimates.blend(estimates.jobSeconds[e], x * speed, alpha)
         estimates.measuredKind(e, x * speed, alpha, by: backend)
         if first { rebaseGuessed(e) }
+        if kindFirst { rebaseKind(of: e) }
     }
 
     /// Expected seconds of a job of estimate class `e` on the backend at record index `bi`.
@@ -606,8 +608,10 @@ extension Coordinator {
     /// on a backend four times slower than the one that just measured the class at 1.5 s runs
     /// 6 s: it is a straggler, which an idle backend may run a backup of.
     /// Jobs shorter than `shortestSpeedSample` are re-based but not watched (their timing is noise).
-    mutating func rebaseGuessed(_ e: Int) {
-        guard !guessedRunning.isEmpty, let guessed = guessedRunning.removeValue(forKey: e) else { return }
+    /// With `keep`, the jobs stay listed as running under a guess (`rebaseKind`).
+    mutating func rebaseGuessed(_ e: Int, keep: Bool = false) {
+        guard !guessedRunning.isEmpty, let guessed = keep ? guessedRunning[e] : guessedRunning.removeValue(forKey: e)
+        else { return }
         for id in guessed.jobs {
             guard let j = jobs.index(id), jobs[slot: j].state == .running, jobs[slot: j].estimateIndex == e,
                 let lease = jobs[slot: j].lease, let backend = jobs[slot: j].backend, let bi = backends.index(backend),
@@ -621,6 +625,26 @@ extension Coordinator {
             }
             scheduleOverrun(id, lease, bi, e, workFrom: max(backends.records[bi].jobStartedAt[k], jobReady(bi, k)))
         }
+    }
+
+    /// The kind of class `e` was just measured for the first time: the running jobs of its other
+    /// classes that nothing measured, projected or configured now expect what the kind measured
+    /// (`Estimates.seconds`), not the default, and are re-based and watched for an overrun of
+    /// that, as in `rebaseGuessed` (they stay guessed: their own class is still unmeasured).
+    /// Small-fleet seed 207 without progress: a `flux` video started at 0 s under the 10 s default
+    /// on a backend three times slower than one left idle; a plain video measured the kind at
+    /// 2.67 s at 3.33 s, but the `flux` video's watch stayed at 11 s, and it ran to 8 s uncopied.
+    mutating func rebaseKind(of e: Int) {
+        guard !guessedRunning.isEmpty else { return }
+        let k = estimates.kindOf[e]
+        var classes: [Int] = []
+        for other in guessedRunning.keys
+        where other != e && estimates.kindOf[other] == k && estimates.jobSeconds[other] == nil
+            && estimates.projectedSeconds[other] == nil && !estimates.priorConfigured[other]
+        {
+            classes.append(other)
+        }
+        for other in classes.sorted() { rebaseGuessed(other, keep: true) }
     }
 
     /// Watches a running job at a tenth past its expected end (a job ending on time is not an

@@ -476,6 +476,40 @@ import Testing
         #expect(r.ranOn[JobID(3)] == BackendID(-1) && r.makespan == 7, "makespan \(r.makespan)")
     }
 
+    /// Speculative backups off, no progress. The `flux` video starts at 0 s on backend 2, the only
+    /// ready one with `flux`, under the 10 s default; the plain video runs on backend 3. At
+    /// 2.67 s the plain video measures the `video` kind, which the `flux` class, still unmeasured,
+    /// now expects too: its job is re-based and watched at 1.1 x 2.67 s (`rebaseKind`). Then it
+    /// has overrun, and backend 1, idle since 1 s, copies it and wins at 5.6 s. Before, its watch
+    /// stayed at 11 s and it ran to 8 s on backend 2 (small-fleet seed 207 without progress:
+    /// 2.18 to 1.64).
+    @Test func measuringAKindRebasesTheRunningJobsOfItsOtherClasses() {
+        let fast = ["video": 8.0 / 3]
+        let r = ScenarioRunner.run(
+            Scenario(
+                policy: Self.policy(speculative: false),
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), registerAt: 1, features: ["video"], modelsAvailable: ["flux"],
+                        modelsLoaded: ["flux"], jobSeconds: fast),
+                    Scenario.Backend(
+                        id: BackendID(2), features: ["video"], modelsAvailable: ["flux"], modelsLoaded: ["flux"],
+                        jobSeconds: ["video": 8]),
+                    Scenario.Backend(id: BackendID(3), features: ["video"], jobSeconds: fast),
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"], model: "flux")),
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])),
+                    ])
+                ]))
+        #expect(r.completions == [JobID(1): 1, JobID(2): 1])
+        #expect(r.ranOn[JobID(2)] == BackendID(3))
+        let backups = Self.backupSteps(r, JobID(1), on: BackendID(1))
+        #expect(backups.map(\.1) == [.started, .won] && backups.first.map { abs($0.0 - 1.1 * 8 / 3) < 1e-3 } == true, "\(backups)")
+        #expect(r.ranOn[JobID(1)] == BackendID(1) && abs(r.makespan - (1.1 + 1) * 8 / 3) < 1e-3, "makespan \(r.makespan)")
+    }
+
     /// A load asked as a hedge keeps copies off its backend. Backend 2 runs the plain video and
     /// loads `sdxl` (4 s) for the `sdxl` video bound beside it. Backend 1 (4 times as fast)
     /// announces at 3 s and hedges that load (1 s); it copies the `sdxl` video once `sdxl` lands
