@@ -83,7 +83,9 @@ extension Coordinator {
     /// `backupSpeedup` times as fast; one of known speed only jobs on slower backends, that it is
     /// expected to finish first at its speed (`copySeconds`). With no straggler to copy, it may
     /// copy another running job (`speculativeBackup`), when `CorePolicy.speculativeBackups` is on.
-    mutating func startBackup(_ id: BackendID) {
+    /// With `fitBefore` (a copy through a model load, `copiesThroughLoad`), only a copy that needs
+    /// no load and, at a known speed, is expected to end by then.
+    mutating func startBackup(_ id: BackendID, fitBefore: Double? = nil) {
         guard policy.routing == .expectedCompletion, policy.backupRuns > 0, policy.workStealing,
             !stragglers.isEmpty || (policy.speculativeBackups && !copyable.isEmpty), backupOn[id] == nil,
             let ti = backends.index(id),
@@ -145,13 +147,14 @@ extension Coordinator {
                 ? expectedSeconds(ti, e) / speedup
                 : byClass ? expectedSeconds(ti, e) : copySeconds(vi, ti, workFrom: workFrom, end: end)
             guard t + (load?.seconds ?? 0) + copy < end - Self.timeEpsilon else { continue }
+            if let fitBefore, load != nil || !assumed && t + copy > fitBefore { continue }
             if let best = pick, (end, -Int64(job.rawValue)) <= (best.end, -Int64(best.job.rawValue)) { continue }
             pick = (end, job, load?.model)
         }
         for job in gone { stragglers.remove(job) }
         var speculative = false
         if pick == nil, policy.speculativeBackups,
-            let job = speculativeBackup(ti, id, bar: assumed ? bar : speed * Self.nearFastest, assumed: assumed)
+            let job = speculativeBackup(ti, id, bar: assumed ? bar : speed * Self.nearFastest, assumed: assumed, fitBefore: fitBefore)
         {
             pick = (0, job, nil)
             speculative = true
@@ -207,8 +210,8 @@ extension Coordinator {
     /// `shortestSpeedSample` (`copyable`), on backends slower than `bar`. The pick
     /// is by a total order, so the set's order does not matter. From then on it is an ordinary
     /// backup (counted toward the job's `backupRuns`): one that wins measures its backend, and
-    /// the run it outran teaches too (`learnOutrun`).
-    func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double, assumed: Bool) -> JobID? {
+    /// the run it outran teaches too (`learnOutrun`). `fitBefore` as for `startBackup`.
+    func speculativeBackup(_ ti: Int, _ id: BackendID, bar: Double, assumed: Bool, fitBefore: Double? = nil) -> JobID? {
         let t = now.seconds
         var pick: (left: Double, job: JobID)?
         for job in copyable where backups[job] == nil {
@@ -232,6 +235,7 @@ extension Coordinator {
                 copy = copySeconds(vi, ti, workFrom: workFrom, end: end)
             }
             guard t + copy < end - Self.timeEpsilon else { continue }
+            if let fitBefore, !assumed && t + copy > fitBefore { continue }
             let left = backends.records[vi].projectedEnds[job] != nil ? end - t : (end - t) / Self.straggler
             if let best = pick, (left, -Int64(job.rawValue)) <= (best.left, -Int64(best.job.rawValue)) { continue }
             pick = (left, job)

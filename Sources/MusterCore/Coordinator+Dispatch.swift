@@ -251,6 +251,12 @@ extension Coordinator {
                         dirty.remove(e.id)
                         if free.contains(e.id) { heap.insert(candidate(e.id)) }
                         continue
+                    } else if target == e.id, runningFree, copiesThroughLoad(e.id, c) {
+                        // A copy of a running job fills the load instead; the job waiting for
+                        // the model stays queued, and is bound when the model lands.
+                        backends[e.id].idleEpoch = routingEpoch
+                        dirty.remove(e.id)
+                        continue
                     } else {
                         choice = (c, entry, target)
                         picked = true
@@ -589,6 +595,32 @@ extension Coordinator {
         guard let pick else { return }
         jobs[pick.job].hedges += 1
         requestLoad(id, pick.model, force: false, .hedge)
+    }
+
+    /// Backfilling a load with a backup run: the job of class `c` that a one-slot backend should
+    /// take must wait for its model, and neither a queued job (`backfill`) nor one bound elsewhere
+    /// (`backfillBySteal`) fills the slot meanwhile. Bound now, it would hold the slot idle until
+    /// the model lands. Instead the backend runs a backup of a running job (`startBackup`), one
+    /// that fits the load's idle time as a backfill does (`backfillOverrun`; a copy whose length
+    /// is a guess, on a backend of assumed speed, fits whatever it is guessed at; none that needs
+    /// a model loaded), and the job stays queued: another backend may take it meanwhile, and here
+    /// it is bound once the model is loaded, when the backup gives way or, expected to finish
+    /// first, becomes the binding (`promoteAhead`). True while such a backup runs and the model
+    /// is still loading. Small-fleet cold seed 135: the local backend held its slot idle 1.5 s to
+    /// 3 s for a `flux` image that then moved to a backend with `flux` loaded, while a video it
+    /// could copy ran on a backend twice as slow (1.56 to 1.22). Only one slot: with more, the
+    /// job takes one and the others stay free for what comes.
+    mutating func copiesThroughLoad(_ id: BackendID, _ c: Int) -> Bool {
+        // Most jobs need no model load, and most of the time nothing could be copied.
+        guard classes[c].modelID >= 0, policy.routing == .expectedCompletion, policy.backupRuns > 0,
+            !stragglers.isEmpty || (policy.speculativeBackups && !copyable.isEmpty) || !backupOn.isEmpty,
+            let bi = backends.index(id), backends.records[bi].jobs.isEmpty, backends.records[bi].slots == 1,
+            let ready = modelReady(bi, c), ready > now.seconds + Self.timeEpsilon
+        else { return false }
+        if backupOn[id] != nil { return true }
+        let t = now.seconds
+        startBackup(id, fitBefore: ready + Self.backfillOverrun * (ready - t) + Self.timeEpsilon)
+        return backupOn[id] != nil
     }
 
     /// A backend this close to the fastest ready speed (as a fraction of it) counts as the fastest
