@@ -637,14 +637,15 @@ extension Coordinator {
     mutating func rebaseKind(of e: Int) {
         guard !guessedRunning.isEmpty else { return }
         let k = estimates.kindOf[e]
-        var classes: [Int] = []
+        var siblings: [Int] = []
         for other in guessedRunning.keys
         where other != e && estimates.kindOf[other] == k && estimates.jobSeconds[other] == nil
             && estimates.projectedSeconds[other] == nil && !estimates.priorConfigured[other]
         {
-            classes.append(other)
+            siblings.append(other)
         }
-        for other in classes.sorted() { rebaseGuessed(other, keep: true) }
+        // In class order, not the dictionary's: the watches' timers are then armed alike each run.
+        for other in siblings.sorted() { rebaseGuessed(other, keep: true) }
     }
 
     /// Watches a running job at a tenth past its expected end (a job ending on time is not an
