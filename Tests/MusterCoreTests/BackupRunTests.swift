@@ -440,22 +440,16 @@ import Testing
         #expect(r.ranOn[JobID(1)] == BackendID(1) && abs(r.makespan - (1.25 + 8.0 / 3)) < 1e-9, "makespan \(r.makespan)")
     }
 
-    /// Nothing announced or measured. Backend -1 (fast) runs the two plain images, then takes the
-    /// `flux` image and starts loading `flux` (4 s, till 4 s); the video runs on backend 2, its
-    /// progress showing 8 s. At 3 s backend 1 announces with `flux` loaded and the `flux` image
-    /// moves there. Backend -1 is free, its load still in flight for a job no longer bound to it:
-    /// it copies the video at once (ends at 7 s, against 8 s on backend 2), as other jobs fill a
-    /// load (backfilling). Before, a backend with any load in flight copied nothing, and the copy
-    /// started only when `flux` landed at 4 s and tied at 8 s (small-fleet cold seed 135: 1.78
-    /// to 1.56). A load asked to run a job bound elsewhere (a hedge, a backup's model) still keeps
-    /// copies off: that backend is to take that job once loaded.
-    @Test func aBackendLoadingAModelForAJobThatLeftItCopiesMeanwhile() {
-        let r = ScenarioRunner.run(
+    /// Small-fleet cold seed 135: backend -1 (fast) takes the two plain images, then the `flux`
+    /// image, loading `flux` for it (4 s); the video runs on backend 2, twice as slow, its
+    /// progress showing 8 s; backend 1 announces at 3 s with `flux` loaded.
+    static func loadLeftFleet(slots: Int) -> ScenarioReport {
+        ScenarioRunner.run(
             Scenario(
                 policy: Self.policy(speculative: true),
                 backends: [
                     Scenario.Backend(
-                        id: BackendID(-1), slots: 2, features: ["video"], modelsAvailable: ["flux"],
+                        id: BackendID(-1), slots: slots, features: ["video"], modelsAvailable: ["flux"],
                         jobSeconds: ["image": 0.75, "video": 4], loadSeconds: 4, progressEvery: 1),
                     Scenario.Backend(
                         id: BackendID(1), registerAt: 3, modelsAvailable: ["flux"], modelsLoaded: ["flux"],
@@ -469,6 +463,18 @@ import Testing
                         BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image")),
                     ])
                 ]))
+    }
+
+    /// `loadLeftFleet` with two slots on backend -1 (so that a one-slot backend's copy through a
+    /// load, below, does not apply): the `flux` image is bound there at 1.5 s to wait for its
+    /// load, and moves to backend 1 at 3 s. Backend -1 is free, its load still in flight for a job
+    /// no longer bound to it: it copies the video at once (ends at 7 s, against 8 s on backend 2),
+    /// as other jobs fill a load (backfilling). Before, a backend with any load in flight copied
+    /// nothing, and the copy started only when `flux` landed at 4 s and tied at 8 s (seed 135:
+    /// 1.78 to 1.56). A load asked to run a job bound elsewhere (a hedge, a backup's model) still
+    /// keeps copies off: that backend is to take that job once loaded.
+    @Test func aBackendLoadingAModelForAJobThatLeftItCopiesMeanwhile() {
+        let r = Self.loadLeftFleet(slots: 2)
         #expect(r.completions == [JobID(1): 1, JobID(2): 1, JobID(3): 1, JobID(4): 1])
         #expect(r.ranOn[JobID(1)] == BackendID(1))
         let backups = Self.backupSteps(r, JobID(3), on: BackendID(-1))
@@ -476,31 +482,13 @@ import Testing
         #expect(r.ranOn[JobID(3)] == BackendID(-1) && r.makespan == 7, "makespan \(r.makespan)")
     }
 
-    /// The same fleet with backend -1 of one slot: at 1.5 s, when it would take the `flux` image
-    /// and hold its slot idle until `flux` lands at 4 s, it copies the video instead (a guess at
-    /// its assumed speed, which fits a load's idle time as a backfill does) and the `flux` image
-    /// stays queued. Backend 1 takes the image at 3 s; the copy wins at 5.5 s. (Small-fleet cold
-    /// seed 135: 1.56 to 1.22.)
+    /// `loadLeftFleet` as seed 135 has it, backend -1 with one slot: at 1.5 s, when it would take
+    /// the `flux` image and hold its slot idle until `flux` lands at 4 s, it copies the video
+    /// instead (a guess at its assumed speed, which fits a load's idle time as a backfill does)
+    /// and the `flux` image stays queued. Backend 1 takes the image at 3 s; the copy wins at 5.5 s
+    /// (seed 135: 1.56 to 1.22).
     @Test func aOneSlotBackendCopiesThroughTheLoadOfTheJobItWouldTake() {
-        let r = ScenarioRunner.run(
-            Scenario(
-                policy: Self.policy(speculative: true),
-                backends: [
-                    Scenario.Backend(
-                        id: BackendID(-1), features: ["video"], modelsAvailable: ["flux"],
-                        jobSeconds: ["image": 0.75, "video": 4], loadSeconds: 4, progressEvery: 1),
-                    Scenario.Backend(
-                        id: BackendID(1), registerAt: 3, modelsAvailable: ["flux"], modelsLoaded: ["flux"],
-                        jobSeconds: ["image": 1.5, "video": 8], progressEvery: 1),
-                    Scenario.Backend(
-                        id: BackendID(2), features: ["video"], jobSeconds: ["image": 1.5, "video": 8], progressEvery: 1),
-                ],
-                submissions: [
-                    .init(entries: [
-                        BatchEntry(spec: JobSpec(kind: "image", model: "flux")), BatchEntry(spec: JobSpec(kind: "image")),
-                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])), BatchEntry(spec: JobSpec(kind: "image")),
-                    ])
-                ]))
+        let r = Self.loadLeftFleet(slots: 1)
         #expect(r.completions == [JobID(1): 1, JobID(2): 1, JobID(3): 1, JobID(4): 1])
         #expect(r.ranOn[JobID(1)] == BackendID(1) && r.startedAt[JobID(1)] == 3)
         let backups = Self.backupSteps(r, JobID(3), on: BackendID(-1))
