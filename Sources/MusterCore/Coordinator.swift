@@ -363,8 +363,10 @@ public struct Coordinator: Sendable {
     /// ids keep the list order), or nil for list order. Under expected completion: the jobs
     /// expected to take longest first (their duration at speed 1.0, plus the model load when no
     /// capable backend has the model loaded), then those fewer ready backends can run without
-    /// loading a model first, then those that name a model before those that name none, then list
-    /// order. Longest first shortens the batch's makespan (a long job started last ends last),
+    /// loading a model first, then those fewer ready backends can run at all (small-fleet seed 15:
+    /// a `flux` image went before a video on the only backend with `video`, which alone had `flux`
+    /// loaded, though others could load it), then those that name a model before those that name
+    /// none, then list order. Longest first shortens the batch's makespan (a long job started last ends last),
     /// and the most constrained first keeps the backends only it can use for it. Under least
     /// loaded: list order. `indexes`: each entry's class and estimate (`indexes(for:)`).
     func queueOrder(_ indexes: [(jobClass: Int, estimate: Int)]) -> [Int]? {
@@ -378,6 +380,7 @@ public struct Coordinator: Sendable {
         let options = indexes.map { (c, _) in
             classes[c].modelID >= 0 && classes[c].loadedCapable > 0 ? classes[c].loadedCapable : classes[c].capable.count
         }
+        let capable = indexes.map { (c, _) in classes[c].capable.count }
         let namesModel = indexes.map { (c, _) in classes[c].modelID >= 0 }
         // The comparison reads only these arrays: one that reads `self` copies the whole
         // coordinator (every buffer retained) at each comparison.
@@ -385,6 +388,7 @@ public struct Coordinator: Sendable {
             if seconds[$0] != seconds[$1] { return seconds[$0] > seconds[$1] }
             let a = options[$0], b = options[$1]
             if a != b { return a < b }
+            if capable[$0] != capable[$1] { return capable[$0] < capable[$1] }
             // A job naming no model runs on every backend with its features, whatever is loaded
             // there, now and on backends not yet announced: it has at least the options.
             let ma = namesModel[$0], mb = namesModel[$1]

@@ -565,6 +565,21 @@ import Testing
         #expect(r.makespan == 40)
     }
 
+    /// Small-fleet seed 15, nothing known: backend 1 is the only one with `video` (and has `flux`
+    /// loaded); backend 3 can run a `flux` image after a load, backend 2 (`flux` loaded) announces
+    /// at 6 s. The second batch holds a video (job 4) and a `flux` image (job 5), both guessed at
+    /// the 10 s default and runnable without a load only on backend 1. The video, which only
+    /// backend 1 can run at all, is queued first, so backend 1 runs the four videos back to back
+    /// and the image goes to backend 2: 16 s, the optimum. Queued model first (the tie-break after
+    /// this one), the image went ahead of the video on backend 1 and the last video ended at
+    /// 17.33 s.
+    @Test func aJobFewerBackendsCanRunAtAllQueuesFirstAmongEqualOptions() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 15, speculative: true, family: .small))
+        #expect(r.completions.count == 8 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.ranOn[JobID(5)] == BackendID(2))
+        #expect(r.makespan == 16, "\(r.makespan)")
+    }
+
     /// The fastest backend that would have to load a model compares expected completion times
     /// like any other, so a job does not sit out the wait bound while slower backends that have
     /// the model loaded each leave it to the fast one and the fast one leaves it to them.
