@@ -634,6 +634,11 @@ extension Coordinator {
     /// Small-fleet seed 207 without progress: a `flux` video started at 0 s under the 10 s default
     /// on a backend three times slower than one left idle; a plain video measured the kind at
     /// 2.67 s at 3.33 s, but the `flux` video's watch stayed at 11 s, and it ran to 8 s uncopied.
+    /// Not a workflow's class: a graph that runs other nodes says nothing of this one's length
+    /// (as for `Estimates.kindReference`). With it, `Scripts/test-comfyui` failed once: 0.3 s
+    /// core graphs measured the `workflow` kind while a 300 s graph ran on ComfyUI A, and a core
+    /// job bound behind that graph on A was not moved to idle B (of the changes then, only this
+    /// rule touched that run; the exact path was not traced).
     mutating func rebaseKind(of e: Int) {
         guard !guessedRunning.isEmpty else { return }
         let k = estimates.kindOf[e]
@@ -641,6 +646,7 @@ extension Coordinator {
         for other in guessedRunning.keys
         where other != e && estimates.kindOf[other] == k && estimates.jobSeconds[other] == nil
             && estimates.projectedSeconds[other] == nil && !estimates.priorConfigured[other]
+            && estimates.classKeys[other].nodes.isEmpty
         {
             siblings.append(other)
         }
