@@ -6,8 +6,9 @@
 /// eligible backend (features, model available or loaded) for that backend's duration of its
 /// kind, never before it was submitted; a model that is not loaded is loaded once per backend,
 /// taking that backend's load time, starting no earlier than the backend is ready and the first
-/// job sent there for it was submitted (a coordinator cannot load for a job it has not seen), and
-/// while it loads the slots may run other jobs. Links that drop are not modelled.
+/// job that needs it was submitted (a coordinator cannot load for a job it has not seen, but may
+/// load for one that then runs elsewhere, ahead of later jobs that run here: a hedge), and while
+/// it loads the slots may run other jobs. Links that drop are not modelled.
 ///
 /// Jobs are placed in submission order; each placement tries every backend and, of its slots, the
 /// distinct ones (all empty slots of a backend are the same). Once the set of jobs on a slot is
@@ -54,6 +55,8 @@ public enum ExactOptimum {
         var jobs: [Job] = []
         var ready: [Double] = []
         var loadSeconds: [Double] = []
+        /// Per model: when the first job that needs it was submitted.
+        var firstNeeded: [Double] = []
         /// Per backend, per model: when the model is loaded (nil: not yet).
         var loadedAt: [[Double?]] = []
         var slots: [Slot] = []
@@ -105,6 +108,8 @@ public enum ExactOptimum {
                     for _ in 0..<entry.count { jobs.append(job) }
                 }
             }
+            firstNeeded = [Double](repeating: .infinity, count: models.count)
+            for job in jobs where job.model >= 0 { firstNeeded[job.model] = min(firstNeeded[job.model], job.arrival) }
             suffixBound = [Double](repeating: 0, count: jobs.count + 1)
             for i in stride(from: jobs.count - 1, through: 0, by: -1) {
                 var earliest = Double.infinity
@@ -151,7 +156,7 @@ public enum ExactOptimum {
                     if let at = loadedAt[b][job.model] {
                         release = max(release, at)
                     } else {
-                        release += loadSeconds[b]
+                        release = max(release, max(ready[b], firstNeeded[job.model]) + loadSeconds[b])
                         loads = true
                     }
                 }
