@@ -284,8 +284,9 @@ extension Coordinator {
                     dirty.remove(target)
                 } else if !(policy.workStealing && stealInto(e.id, runningFree: runningFree)) {
                     if !runningFree { prefetchUnderBar(e.id) }
-                    hedgeLoad(e.id)
+                    hedgeLoad(e.id, behind: false)
                     if runningFree { startBackup(e.id) }
+                    hedgeLoad(e.id, behind: true)
                     backends[e.id].idleEpoch = routingEpoch
                     dirty.remove(e.id)
                     continue
@@ -564,37 +565,66 @@ extension Coordinator {
     /// load lands first, the job moves here (work stealing: a job waiting for a load is moved
     /// like a running one). Each job is hedged at most `hedgeLoads` times; the best gain first,
     /// then the lowest job id.
-    mutating func hedgeLoad(_ id: BackendID) {
-        guard policy.routing == .expectedCompletion, policy.hedgeLoads > 0, policy.workStealing, !loadingModels.isEmpty,
+    ///
+    /// `behind: false` hedges jobs waiting for a load elsewhere, before the backend looks for a
+    /// backup run; `behind: true`, after it found none, jobs waiting behind others on a backend
+    /// whose slots are all running (at most `backfillStealScan` such backends looked at).
+    /// Small-fleet cold seed 612: two `sdxl` images queued behind each other on the one backend
+    /// with `sdxl` loaded, three times slower than two idle backends that offered `sdxl` with a
+    /// guessed load time (2.25 to 1.25). Such a hedge does not keep the backend from copying
+    /// (`LoadRequest.forAnother`): the job may start where it is before the load lands.
+    mutating func hedgeLoad(_ id: BackendID, behind: Bool) {
+        guard policy.routing == .expectedCompletion, policy.hedgeLoads > 0, policy.workStealing,
+            behind ? !stealable.isEmpty && backupOn[id] == nil : !loadingModels.isEmpty,
             let ti = backends.index(id), backends.records[ti].jobs.isEmpty
         else { return }
         let t = now.seconds
         var pick: (gain: Double, job: JobID, model: String)?
-        for v in loadingModels where v != id {
+        // The job at `k` of the backend at `vi`, expected to end `theirs` there, worth a load here?
+        func consider(_ vi: Int, _ k: Int, theirs: () -> Double) {
+            let job = backends.records[vi].jobs[k]
+            guard let j = jobs.index(job), Int(jobs[slot: j].hedges) < policy.hedgeLoads,
+                jobs[slot: j].cancelRequestedAt == nil
+            else { return }
+            let c = jobs[slot: j].classIndex
+            let m = classes[c].modelID
+            guard m >= 0, let model = classes[c].model, classes[c].capable.contains(id),
+                !backends.records[ti].loadedIDs.contains(m), backends.records[ti].loadRequested[m] == nil
+            else { return }
+            let e = Int(backends.records[vi].jobEstimate[k])
+            // Its own load time a guess: idle, it has nothing to lose by finding out.
+            let mine = (loadTimeGuessed(ti) ? t : (modelReady(ti, c) ?? t)) + expectedSeconds(ti, e)
+            let gain = theirs() - mine
+            guard gain >= -Self.timeEpsilon else { return }
+            if let best = pick, (gain, -Int(job.rawValue)) <= (best.gain, -Int(best.job.rawValue)) { return }
+            pick = (gain, job, model)
+        }
+        for v in loadingModels where v != id && !behind {
             guard let vi = backends.index(v) else { continue }
-            for (k, job) in backends.records[vi].jobs.enumerated() {
+            for k in backends.records[vi].jobs.indices {
                 let readyAt = jobReady(vi, k)
-                guard readyAt > t, let j = jobs.index(job), Int(jobs[slot: j].hedges) < policy.hedgeLoads,
-                    jobs[slot: j].cancelRequestedAt == nil
-                else { continue }
-                let c = jobs[slot: j].classIndex
-                let m = classes[c].modelID
-                guard m >= 0, let model = classes[c].model, classes[c].capable.contains(id),
-                    !backends.records[ti].loadedIDs.contains(m), backends.records[ti].loadRequested[m] == nil
-                else { continue }
-                let e = Int(backends.records[vi].jobEstimate[k])
-                let theirs = readyAt + expectedSeconds(vi, e)
-                // Its own load time a guess: idle, it has nothing to lose by finding out.
-                let mine = (loadTimeGuessed(ti) ? t : (modelReady(ti, c) ?? t)) + expectedSeconds(ti, e)
-                let gain = theirs - mine
-                guard gain >= -Self.timeEpsilon else { continue }
-                if let best = pick, (gain, -Int(job.rawValue)) <= (best.gain, -Int(best.job.rawValue)) { continue }
-                pick = (gain, job, model)
+                guard readyAt > t else { continue }
+                consider(vi, k) { readyAt + expectedSeconds(vi, Int(backends.records[vi].jobEstimate[k])) }
+            }
+        }
+        // A job waiting behind others, on a backend whose slots are all running: bounded like a
+        // backfill's look at them (`backfillStealScan`).
+        if behind, stealable.count <= Self.backfillStealScan {
+            for v in stealable where v != id && !loadingModels.contains(v) {
+                guard let vi = backends.index(v) else { continue }
+                var ends: [Double]?
+                for k in backends.records[vi].jobs.indices where backends.records[vi].jobStartedAt[k] < 0 {
+                    consider(vi, k) {
+                        if ends == nil { ends = expectedSchedule(vi).ends }
+                        return ends![k]
+                    }
+                }
             }
         }
         guard let pick else { return }
         jobs[pick.job].hedges += 1
         requestLoad(id, pick.model, force: false, .hedge)
+        if behind, let m = modelIDs[pick.model] { backends[id].loadRequested[m]?.behind = true }
     }
 
     /// Backfilling a load with a backup run: the job of class `c` that a one-slot backend should

@@ -510,10 +510,13 @@ struct Timer: Comparable {
 struct LoadRequest: Sendable {
     var at: CoreInstant
     var reason: LoadReason
+    /// A hedge for a job waiting behind others (`hedgeLoad(_:behind:)`), not for a load.
+    var behind = false
 
-    /// Asked for a job that runs or waits on another backend (a hedge or a backup's model): the
-    /// backend is to take that job once loaded.
-    var forAnother: Bool { reason == .hedge || reason == .backup }
+    /// Asked for a job that runs or waits for its model on another backend (a hedge for a load,
+    /// or a backup's model): the backend is to take that job once loaded. A hedge for a job
+    /// behind others may never pay (the job may start first), and copies do not wait for it.
+    var forAnother: Bool { (reason == .hedge && !behind) || reason == .backup }
 }
 
 struct Backend {

@@ -48,9 +48,9 @@ public struct CorePolicy: Sendable, Hashable {
     /// or a running one (at most `Coordinator.runningMoves` times), for a gain over a quarter of
     /// the job.
     public var workStealing: Bool = true
-    /// Under expected completion: how many idle backends may be asked to load the model a bound
-    /// job waits for on another backend, when they could run it no later by the estimates (a
-    /// load time is a guess until measured). The job moves to whichever is ready first
+    /// Under expected completion: how many idle backends may be asked to load the model of a job
+    /// bound to another backend while it waits there (for its model, or behind other jobs), when
+    /// they could run it no later by the estimates (a load time is a guess until measured). The job moves to whichever is ready first
     /// (`workStealing`). A load for a backup run of a job (`backupRuns`) counts toward it too.
     /// `0`: never.
     public var hedgeLoads: Int = 2

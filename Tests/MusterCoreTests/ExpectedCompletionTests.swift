@@ -895,6 +895,55 @@ import Testing
         #expect(r.completions[JobID(1)] == 1)
     }
 
+    /// Two `sdxl` images, nothing measured. Backend 4 has `sdxl` loaded and takes 3 s an image;
+    /// backend 3 must load it (2 s; a guess of 20 s) and takes 1 s. Both images go to 4 (the
+    /// second to its overqueue slot, expected to end at 20 s, against 30 s on 3 with the load).
+    /// Backend 3, idle, hedges the load for the image waiting behind the running one, counting
+    /// its own load as nothing while it is a guess: the load lands at 2 s, the image moves and
+    /// ends at 3 s, with the first. Without the hedge, it ran on 4 from 3 s to 6 s (small-fleet
+    /// seed 612: 2.25 to 1.25).
+    @Test func anIdleBackendHedgesTheLoadForAJobWaitingBehindAnother() {
+        func run(hedges: Int) -> ScenarioReport {
+            var policy = CorePolicy()
+            policy.hedgeLoads = hedges
+            return ScenarioRunner.run(
+                Scenario(
+                    policy: policy,
+                    backends: [
+                        Scenario.Backend(
+                            id: BackendID(4), modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"], defaultJobSeconds: 3),
+                        Scenario.Backend(id: BackendID(3), modelsAvailable: ["sdxl"], defaultJobSeconds: 1, loadSeconds: 2),
+                    ],
+                    submissions: [.init(entries: [BatchEntry(spec: Self.sdxlImage), BatchEntry(spec: Self.sdxlImage)])]))
+        }
+        let r = run(hedges: 2)
+        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, "sdxl", .hedge)) = step.action { (step.at, b) } else { nil }
+        }
+        #expect(hedges.count == 1 && hedges.first?.0 == 0 && hedges.first?.1 == BackendID(3), "\(hedges)")
+        #expect(r.ranOn[JobID(1)] == BackendID(4) && r.ranOn[JobID(2)] == BackendID(3))
+        #expect(r.makespan == 3)
+        #expect(r.completions[JobID(1)] == 1 && r.completions[JobID(2)] == 1)
+        #expect(run(hedges: 0).makespan == 6)
+    }
+
+    /// Small-fleet seed 651, nothing known: backend 3 (two slots, no model loaded, loads take 4 s)
+    /// ends its image at 0.75 s and hedges `sdxl` for the image waiting behind a video on backend
+    /// 2. A hedge for a job behind others is not one for a load another backend waits on, so it
+    /// does not keep the backend from copying meanwhile: at 1 s it copies the plain image running
+    /// on backend 1 (2 s there), and the copy wins at 1.75 s, the optimum. Had the hedge stopped
+    /// copies, the image ended on backend 1 at 2 s.
+    @Test func aHedgeForAJobWaitingBehindAnotherLeavesTheBackendFreeToCopy() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 651, speculative: true, family: .small))
+        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, "sdxl", .hedge)) = step.action { (step.at, b) } else { nil }
+        }
+        #expect(hedges.first.map { $0 == (0.75, BackendID(3)) } == true, "\(hedges)")
+        #expect(r.ranOn[JobID(2)] == BackendID(3))
+        #expect(r.makespan == 1.75, "\(r.makespan)")
+        #expect(r.completions.count == 4 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+
     /// Backend -1 loads `sdxl` for the image from 0; its load time is a guess (the default 20 s),
     /// the load takes 45 s. Backend 1, configured at speed 0.6 (the image takes 16.7 s there),
     /// announces at 15 with `sdxl` loaded. Trusting the guess, the image would work on -1 from

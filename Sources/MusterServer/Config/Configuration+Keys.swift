@@ -108,7 +108,7 @@ public struct ConfigKey: Sendable {
             help: "Longest a job is left waiting for a faster backend while a slower free one could take it now."),
         ConfigKey(
             name: "routing.hedge_loads", kind: .int(0...16), defaultValue: .int(2),
-            help: "With routing.rule expected_completion: how many idle backends may load the model a job waits for on another backend (while load times are guesses), or the model of a job running elsewhere that they are to run a backup of; the job moves to whichever is ready first. 0: never."),
+            help: "With routing.rule expected_completion: how many idle backends may load the model a job bound to another backend needs while it waits there, for its model or behind other jobs (while load times are guesses), or the model of a job running elsewhere that they are to run a backup of; the job moves to whichever is ready first. 0: never."),
         ConfigKey(
             name: "routing.backup_runs", kind: .int(0...16), defaultValue: .int(2),
             help: "With routing.rule expected_completion: how many idle backends may run a copy of a job running elsewhere (when twice their assumed speed, or their known speed, would finish it first); the first copy to complete wins, the others are revoked. 0: never."),
