@@ -235,6 +235,7 @@ extension Coordinator {
                 // Whether the choice is the job `pickJob` returned (not a backfill or another
                 // job for the overqueue slot).
                 var picked = false
+                declinedHedges.removeAll(keepingCapacity: true)
                 if let (c, entry) = pickJob(for: e.id, runningFree: runningFree) {
                     let target = loadedPeer(for: c, instead: e, in: heap) ?? e.id
                     if target == e.id, !runningFree, waitsPastSlot(e.id, c) {
@@ -287,6 +288,7 @@ extension Coordinator {
                     hedgeLoad(e.id, behind: false)
                     if runningFree { startBackup(e.id) }
                     hedgeLoad(e.id, behind: true)
+                    hedgeDeclinedLoad(e.id)
                     backends[e.id].idleEpoch = routingEpoch
                     dirty.remove(e.id)
                     continue
@@ -774,6 +776,7 @@ extension Coordinator {
             // A job a backend with the model left to faster ones is not left again here.
             jobs[head.job].declinedSince == nil
         {
+            if runningFree { noteDeclinedHedge(bi, c, head) }
             return nil
         }
         return head

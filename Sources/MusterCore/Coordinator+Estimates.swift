@@ -448,9 +448,67 @@ extension Coordinator {
         }
         for t in wake { dirty.insert(t) }
         if let s = soonest { loadForDeclined(s.backend, c) }
+        if mustLoad { noteDeclinedHedge(bi, c, entry) }
         decline(id, c, entry, deadline: deadline, runnerUp: second)
         return false
     }
+
+    /// Noting a queued job this idle backend leaves to others (`admits`), or passes over for a
+    /// backend that has its model loaded (`eligibleHead`), while it would have to load the model
+    /// and its load time is a guess (none of its loads measured, configured or announced): if the
+    /// backend then finds nothing to take, steal or copy, it may hedge the load
+    /// (`hedgeDeclinedLoad`). A few per look, the first ones (best heads first).
+    mutating func noteDeclinedHedge(_ bi: Int, _ c: Int, _ entry: QueueEntry) {
+        guard policy.hedgeLoads > 0, policy.workStealing, policy.routing == .expectedCompletion,
+            declinedHedges.count < Self.declinedHedgeNotes, classes[c].modelID >= 0,
+            backends.records[bi].jobs.isEmpty, loadTimeGuessed(bi),
+            backends.records[bi].loadRequested[classes[c].modelID] == nil
+        else { return }
+        declinedHedges.append((c, entry))
+    }
+
+    static let declinedHedgeNotes = 4
+
+    /// Hedging the load of a queued job this backend left to others (`noteDeclinedHedge`), now
+    /// that it found nothing to take, steal or copy: counting its own load as nothing (idle, it
+    /// loses nothing by finding out, as in `hedgeLoad`), it would finish the job before any other
+    /// backend is expected to (compared while the job's class has at most
+    /// `declinedHedgeScan` capable backends). The load starts (`hedge`, toward the job's
+    /// `hedgeLoads`; it does not keep the backend from copying, as the job may be bound elsewhere
+    /// first); the job stays queued and goes wherever it finishes first, here once the model has
+    /// landed. Of the noted jobs, the one that gains most. Small-fleet cold seed 639: a held
+    /// `flux` video waited 4 s for a backend three times slower than two idle ones that offered
+    /// `flux` (2 s loads, guessed at 20 s), and ran there to 8 s.
+    mutating func hedgeDeclinedLoad(_ id: BackendID) {
+        guard !declinedHedges.isEmpty else { return }
+        let notes = declinedHedges
+        declinedHedges.removeAll(keepingCapacity: true)
+        guard backupOn[id] == nil, let bi = backends.index(id), backends.records[bi].jobs.isEmpty else { return }
+        let t = now.seconds
+        var pick: (gain: Double, job: JobID, c: Int)?
+        for (c, entry) in notes {
+            let m = classes[c].modelID
+            guard classes[c].capable.count <= Self.declinedHedgeScan, backends.records[bi].loadRequested[m] == nil,
+                let j = jobs.index(entry.job), jobs[slot: j].state == .queued || jobs[slot: j].state == .gated,
+                Int(jobs[slot: j].hedges) < policy.hedgeLoads
+            else { continue }
+            let e = Int(entry.estimate)
+            var theirs = Double.infinity
+            for other in classes[c].capable where other != id {
+                guard let oi = backends.index(other), backends.records[oi].routable(now) else { continue }
+                theirs = min(theirs, expectedCompletion(oi, c, e))
+            }
+            let gain = theirs - (t + expectedSeconds(bi, e))
+            guard gain > Self.timeEpsilon, pick.map({ gain > $0.gain }) ?? true else { continue }
+            pick = (gain, entry.job, c)
+        }
+        guard let pick, let model = classes[pick.c].model else { return }
+        jobs[pick.job].hedges += 1
+        requestLoad(id, model, force: false, .hedge)
+        backends[id].loadRequested[classes[pick.c].modelID]?.behind = true
+    }
+
+    static let declinedHedgeScan = 64
 
     /// A job left to backend `id` (the soonest of those expected to finish it sooner than
     /// the backend that declined it) that must load the job's model there, and would have it

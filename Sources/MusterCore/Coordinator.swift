@@ -149,6 +149,9 @@ public struct Coordinator: Sendable {
     /// The first job a free backend left to others in its current turn (`admits`), and the
     /// backend where that job is expected to finish first: `displace` may make room for it there.
     var declined: (by: BackendID, job: JobID, toward: BackendID, at: Double)?
+    /// Queued jobs the backend being looked at left to others, whose model it may load as a
+    /// hedge if it finds nothing else to do (`noteDeclinedHedge`).
+    var declinedHedges: [(c: Int, entry: QueueEntry)] = []
 
     /// A coordinator with no backends and no jobs.
     public init(policy: CorePolicy = CorePolicy()) {

@@ -314,7 +314,7 @@ public enum LoadReason: String, Hashable, Sendable, CaseIterable {
     /// other jobs may fill the slot while it loads (backfilling). Or a job another backend left
     /// to it, expected to finish there first, needs it (`loadForDeclined`).
     case job
-    /// An idle backend loads what a job bound elsewhere waits for (`routing.hedge_loads`).
+    /// An idle backend loads what a job bound elsewhere, or queued, waits for (`routing.hedge_loads`).
     case hedge
     /// An idle backend whose speed is assumed loads the model of a straggler running elsewhere,
     /// to run a backup of it once loaded (`routing.backup_runs`; counts toward `hedge_loads`).

@@ -944,6 +944,62 @@ import Testing
         #expect(r.completions.count == 4 && r.completions.values.allSatisfy { $0 == 1 })
     }
 
+    /// Two `flux` videos, nothing measured, held by the gate for backend 4 (it announces at 6 s
+    /// without `flux`). Backend 2 has `flux` loaded and takes 4 s a video; backend 5 offers `flux`
+    /// (a 2 s load, guessed at 20 s) and takes 1.33 s. The first video goes to 2. Backend 5
+    /// passes over the second (a load that pays off for one job less than the backlog, by the
+    /// guesses), finds nothing else to do, and hedges the load for it, counting it as nothing: the
+    /// load lands at 2 s and the video runs there to 3.33 s. Without the hedge it waited for
+    /// backend 2 and ran there to 8 s (small-fleet seed 639: 2.0 to 1.17).
+    @Test func anIdleBackendHedgesTheLoadOfAQueuedJobItPassesOver() {
+        let video = JobSpec(kind: "video", needs: ["video"], model: "flux")
+        func run(hedges: Int) -> ScenarioReport {
+            var policy = CorePolicy()
+            policy.hedgeLoads = hedges
+            return ScenarioRunner.run(
+                Scenario(
+                    policy: policy,
+                    backends: [
+                        Scenario.Backend(
+                            id: BackendID(2), features: ["video"], modelsAvailable: ["flux"], modelsLoaded: ["flux"],
+                            jobSeconds: ["video": 4], progressEvery: 1),
+                        Scenario.Backend(
+                            id: BackendID(5), features: ["video"], modelsAvailable: ["flux"], jobSeconds: ["video": 4.0 / 3],
+                            loadSeconds: 2, progressEvery: 1),
+                        Scenario.Backend(
+                            id: BackendID(4), announceAfter: 6, features: ["video"], modelsAvailable: ["sdxl"],
+                            modelsLoaded: ["sdxl"], jobSeconds: ["video": 4.0 / 3], progressEvery: 1),
+                    ],
+                    submissions: [.init(entries: [BatchEntry(spec: video, count: 2)])]))
+        }
+        let r = run(hedges: 2)
+        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, "flux", .hedge)) = step.action { (step.at, b) } else { nil }
+        }
+        #expect(hedges.count == 1 && hedges.first?.0 == 0 && hedges.first?.1 == BackendID(5), "\(hedges)")
+        #expect(r.ranOn[JobID(1)] == BackendID(2) && r.ranOn[JobID(2)] == BackendID(5))
+        #expect(r.makespan == 4)
+        #expect(r.completions[JobID(1)] == 1 && r.completions[JobID(2)] == 1)
+        #expect(run(hedges: 0).makespan == 8)
+    }
+
+    /// Small-fleet seed 639, nothing known: a held `flux` video (job 7) waits for backend 2, the
+    /// only ready one with `flux` loaded, where a video takes 4 s. Backend 5, three times faster,
+    /// offers `flux` (a 2 s load, guessed at 20 s), is idle from 2.67 s, and leaves the video to
+    /// backend 2 by the estimates (`admits`); with nothing else to do it hedges the load, which
+    /// lands at 4.67 s, and the video, started on 2 at 4 s, moves there and ends at 6 s. Without
+    /// the hedge it ran on 2 to 8 s.
+    @Test func anIdleBackendHedgesTheLoadOfAQueuedJobItLeavesToAnother() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 639, speculative: true, family: .small))
+        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, "flux", .hedge)) = step.action { (step.at, b) } else { nil }
+        }
+        #expect(hedges.first.map { abs($0.0 - 8.0 / 3) < 1e-9 && $0.1 == BackendID(5) } == true, "\(hedges)")
+        #expect(r.ranOn[JobID(7)] == BackendID(5))
+        #expect(abs(r.makespan - 6) < 1e-9, "\(r.makespan)")
+        #expect(r.completions.count == 8 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+
     /// Backend -1 loads `sdxl` for the image from 0; its load time is a guess (the default 20 s),
     /// the load takes 45 s. Backend 1, configured at speed 0.6 (the image takes 16.7 s there),
     /// announces at 15 with `sdxl` loaded. Trusting the guess, the image would work on -1 from
