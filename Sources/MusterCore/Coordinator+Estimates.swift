@@ -1051,14 +1051,22 @@ extension Coordinator {
                 if running, let backup = backupEnd(job, e) { end = min(end, backup) }
                 let gain = end - (max(t, modelReady(ti, c) ?? 0) + p)
                 guard gain > (running ? 0.25 : 0.05) * p + Self.timeEpsilon else { continue }
-                // How long the class takes is a guess, and its scale alone would decide whether
-                // the work done so far is worth throwing away. The move must also pay off if the
-                // job takes twice what it ran (as likely to end before that as after): counting
-                // the work alone, t + elapsed against t + 2 * elapsed * victim / thief, with the
-                // quarter's margin, that is a backend more than 2.5 times as fast. (The model
-                // load it would wait for is priced above, with the guess: a job that just
-                // started has run too little to weigh a load against.)
-                if running, !estimates.shown(e), t > workFrom, !(backends.records[vi].speed * 2.5 < speed) { continue }
+                // How long the class takes is a guess (nothing measured, configured, announced or
+                // projected for it, nor for its kind by another backend than the victim), and its
+                // scale alone would decide whether the work done so far is worth throwing away.
+                // The move must also pay off if the job takes twice what it ran (as likely to end
+                // before that as after): counting the work alone, t + elapsed against
+                // t + 2 * elapsed * victim / thief, with the quarter's margin, that is a backend
+                // more than 2.5 times as fast. (The model load it would wait for is priced above,
+                // with the guess: a job that just started has run too little to weigh a load
+                // against.) Standard seed 513 of 960: a plain video ran on a backend projected
+                // twice as slow as the one whose `sdxl` video had shown the kind's length, and
+                // stayed there to 30 s (2.0); it now moves at 3 s (1.2).
+                if running, !estimates.shown(e), estimates.kindReference(e, excluding: v) == nil, t > workFrom,
+                    !(backends.records[vi].speed * 2.5 < speed)
+                {
+                    continue
+                }
                 if let best = pick, (gain, v.rawValue, job.rawValue) <= (best.gain, best.victim.rawValue, best.job.rawValue) {
                     continue
                 }

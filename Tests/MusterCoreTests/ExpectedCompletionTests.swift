@@ -802,6 +802,20 @@ import Testing
         #expect(abs(faster.makespan - (4 + 2 / 0.75)) < 1e-9)
         #expect(faster.completions[JobID(1)] == 1)
     }
+
+    /// Routing-suite seed 513 (standard family, nothing known): a plain video runs from 0 on
+    /// backend 1, an `sdxl` video on local -1, which also ends an image at 0.75 s and then has a
+    /// slot free. At 1.5 s the `sdxl` video's progress shows the `video` kind's length (15 s on
+    /// -1); at 3 s the plain video's shows backend 1 twice as slow (30 s). The plain video's class
+    /// was never measured or projected itself, but its kind was, on -1: not a guess, so it moves
+    /// to -1 without -1 being 2.5 times as fast, and ends at 18 s, not 30 s.
+    @Test func aJobWhoseKindAnotherBackendShowedMovesWithoutTheGuessMargin() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 513))
+        #expect(r.ranOn[JobID(1)] == BackendID(-1))
+        #expect(r.events { $0.kind == .revoked && $0.job == JobID(1) }.map(\.at) == [.seconds(3)])
+        #expect(r.makespan == 18, "\(r.makespan)")
+        #expect(r.completions.count == 3 && r.completions.values.allSatisfy { $0 == 1 })
+    }
 }
 
 /// A class never measured that runs past its prior: the prior rises for every backend.
