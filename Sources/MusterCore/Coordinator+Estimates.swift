@@ -99,9 +99,11 @@ extension Coordinator {
         if x >= Self.shortestSpeedSample, let reference {
             let learned = Estimates.blend(backends.records[bi].learnedSpeed, reference / x, alpha)
             speed = min(1000, max(0.01, learned))
+            let wasAssumed = speedSource(bi).source == .assumed
             backends[backend].learnedSpeed = speed
             let before = backends.records[bi].speed
             recountSpeed(bi)
+            if wasAssumed { rescaleSoleSamples(of: backend, by: backends.records[bi].speed / before) }
             // Moved by more than a fifth: the jobs still on this backend end at other times than
             // expected, and free backends that can run them look again (one may now take a job
             // running here, or run a backup of it). (An outside check: a video on a backend
@@ -121,6 +123,32 @@ extension Coordinator {
         estimates.measuredKind(e, x * speed, alpha, by: backend)
         if first { rebaseGuessed(e) }
         if kindFirst { rebaseKind(of: e) }
+    }
+
+    /// A backend's speed was just learned for the first time, `ratio` times the speed it was
+    /// assumed to have. What only it measured or projected so far (a class, a kind) was counted
+    /// at the assumed speed: those durations at speed 1.0 are rescaled by `ratio`, so that they
+    /// and the speeds learned against them later agree with the speeds learned against the
+    /// reference it was just measured by. Small-fleet seed 795: backend 1 measured images at
+    /// 0.5 s while assumed at speed 1.0, then learned speed 4.0 against a video another backend
+    /// projected; backend 2, learning its speed against those images, came out at 0.75 instead
+    /// of 3.0, slower than the backend four times slower than backend 1 and running a video, so it
+    /// did not move that video (4 s against 2.5 s).
+    mutating func rescaleSoleSamples(of backend: BackendID, by ratio: Double) {
+        guard ratio.isFinite, ratio > 0, abs(ratio - 1) > 1e-9 else { return }
+        for e in estimates.jobSeconds.indices {
+            if let measured = estimates.jobSeconds[e], estimates.measuredBy[e].soleSource == backend {
+                estimates.jobSeconds[e] = measured * ratio
+            }
+            if let projected = estimates.projectedSeconds[e], estimates.projectedBy[e].soleSource == backend {
+                estimates.projectedSeconds[e] = projected * ratio
+            }
+        }
+        for k in estimates.kindSeconds.indices {
+            if let kind = estimates.kindSeconds[k], estimates.kindBy[k].soleSource == backend {
+                estimates.kindSeconds[k] = kind * ratio
+            }
+        }
     }
 
     /// Expected seconds of a job of estimate class `e` on the backend at record index `bi`.

@@ -793,6 +793,9 @@ struct Estimates {
             }
         }
 
+        /// The one backend that contributed, if only one did.
+        var soleSource: BackendID? { many ? nil : sole }
+
         /// Whether a backend other than `backend` contributed.
         func include(otherThan backend: BackendID) -> Bool { many || (sole.map { $0 != backend } ?? false) }
     }

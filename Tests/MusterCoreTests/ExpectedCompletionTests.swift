@@ -803,6 +803,20 @@ import Testing
         #expect(faster.completions[JobID(1)] == 1)
     }
 
+    /// Small-fleet seed 795, nothing known: backend 1 measures images at 0.5 s while its speed is
+    /// still assumed (1.0); at 1.5 s a `flux` video it ran shows it four times as fast as backend
+    /// 3, whose plain video projected the kind at 4 s. The images it alone measured are rescaled
+    /// with it (2 s at speed 1.0), so speeds learned against them later agree with the videos'
+    /// (backend 2 at 0.67 s an image came out at 0.75, slower than backend 3). The plain video
+    /// moves off backend 3 at 2 s, to backend 1, and ends at 3 s; before, it ran there to 4 s.
+    @Test func aBackendsFirstLearnedSpeedRescalesWhatItAloneMeasured() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 795, speculative: true, family: .small))
+        #expect(r.ranOn[JobID(6)] == BackendID(1))
+        #expect(r.events { $0.kind == .revoked && $0.job == JobID(6) }.map(\.at) == [.seconds(2)])
+        #expect(abs(r.makespan - 3) < 1e-9, "\(r.makespan)")
+        #expect(r.completions.count == 6 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+
     /// Routing-suite seed 513 (standard family, nothing known): a plain video runs from 0 on
     /// backend 1, an `sdxl` video on local -1, which also ends an image at 0.75 s and then has a
     /// slot free. At 1.5 s the `sdxl` video's progress shows the `video` kind's length (15 s on
