@@ -803,6 +803,24 @@ import Testing
         #expect(faster.completions[JobID(1)] == 1)
     }
 
+    /// Small-fleet seed 161, knowing everything: local -1, the only video backend, runs a video
+    /// and two images of the first batch, then takes a plain image of a batch at 3 s into its
+    /// overqueue slot; a video arrives at 4 s. Backend 1 announces at 6 s, two slots, images only:
+    /// it cannot run the video, which waits on -1 behind the image. Backend 1 takes that image
+    /// (it ends at 9 s there, before the video would on -1), the video starts on -1 at 6 s, and
+    /// the makespan is the optimum, 12 s; before, the image ran first on -1 and the last video
+    /// ended at 13.5 s.
+    @Test func aFreeBackendMakesRoomForAJobItCannotRun() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 161, speculative: true, family: .small))
+        let stolen = r.trace.compactMap { step -> (Double, JobID, BackendID)? in
+            if case .observe(.stolen(let job, _, let to)) = step.action { (step.at, job, to) } else { nil }
+        }
+        #expect(stolen.contains { $0 == (6, JobID(5), BackendID(1)) }, "\(stolen)")
+        #expect(r.ranOn[JobID(6)] == BackendID(-1))
+        #expect(r.makespan == 12, "\(r.makespan)")
+        #expect(r.completions.count == 7 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+
     /// Small-fleet seed 795, nothing known: backend 1 measures images at 0.5 s while its speed is
     /// still assumed (1.0); at 1.5 s a `flux` video it ran shows it four times as fast as backend
     /// 3, whose plain video projected the kind at 4 s. The images it alone measured are rescaled
