@@ -997,14 +997,7 @@ extension Coordinator {
         let available = availableAt(ti)
         var pick: (gain: Double, victim: BackendID, job: JobID)?
         for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
-            guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil,
-                jobs[slot: j].movedAt != now,
-                jobs[slot: j].spec.priority < priority
-                    || (jobs[slot: j].spec.priority == priority && jobs[slot: j].spec.owner == owner)
-            else { continue }
-            let c = jobs[slot: j].classIndex
-            let e = jobs[slot: j].estimateIndex
-            guard classes[c].capable.contains(thief), estimates.shown(e) else { continue }
+            guard let (c, e) = displaceable(job, to: thief, owner: owner, priority: priority) else { continue }
             let room = expectedSeconds(vi, e)
             let mine = max(available, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
             // J, the longer, gains K's duration on B; K must end on the thief before J would
@@ -1056,16 +1049,8 @@ extension Coordinator {
             let pj = expectedSeconds(vi, ej)
             let schedule = expectedSchedule(vi)
             let jEnd = max(schedule.available, modelReady(vi, cj) ?? 0) + pj
-            for (k, job) in backends.records[vi].jobs.enumerated()
-            where backends.records[vi].jobStartedAt[k] < 0 {
-                guard let j = jobs.index(job), jobs[slot: j].state == .bound,
-                    jobs[slot: j].cancelRequestedAt == nil, jobs[slot: j].movedAt != now,
-                    jobs[slot: j].spec.priority < priority
-                        || (jobs[slot: j].spec.priority == priority && jobs[slot: j].spec.owner == owner)
-                else { continue }
-                let c = jobs[slot: j].classIndex
-                let e = jobs[slot: j].estimateIndex
-                guard classes[c].capable.contains(thief), estimates.shown(e) else { continue }
+            for (k, job) in backends.records[vi].jobs.enumerated() where backends.records[vi].jobStartedAt[k] < 0 {
+                guard let (c, e) = displaceable(job, to: thief, owner: owner, priority: priority) else { continue }
                 let room = expectedSeconds(vi, e)
                 if available == nil { available = availableAt(ti) }
                 let mine = max(available!, modelReady(ti, c) ?? 0) + expectedSeconds(ti, e)
@@ -1087,6 +1072,23 @@ extension Coordinator {
     }
 
     static let makeRoomClasses = 64
+
+    /// A bound, unstarted job that may move to `thief` to make room for a longer job of `owner` at
+    /// `priority` (`displace`, `makeRoom`): not canceled nor moved this instant, of that owner at
+    /// that priority or above it, or of a lower priority (another owner's turn is never given
+    /// away), its class runnable on the thief and its duration shown, not guessed. Its class and
+    /// estimate.
+    func displaceable(_ job: JobID, to thief: BackendID, owner: String, priority: Int) -> (c: Int, e: Int)? {
+        guard let j = jobs.index(job), jobs[slot: j].state == .bound, jobs[slot: j].cancelRequestedAt == nil,
+            jobs[slot: j].movedAt != now,
+            jobs[slot: j].spec.priority < priority
+                || (jobs[slot: j].spec.priority == priority && jobs[slot: j].spec.owner == owner)
+        else { return nil }
+        let c = jobs[slot: j].classIndex
+        let e = jobs[slot: j].estimateIndex
+        guard classes[c].capable.contains(thief), estimates.shown(e) else { return nil }
+        return (c, e)
+    }
 
     /// Whether a routable backend other than `besides` that can run class `c` is expected to finish
     /// a job of estimate `e` before `at` (looked for while the class has at most

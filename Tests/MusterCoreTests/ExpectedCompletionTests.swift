@@ -887,6 +887,13 @@ import Testing
 /// Model loads whose length is a guess: idle backends hedge them, and a guess says less the
 /// longer the load runs.
 @Suite struct GuessedLoadTests {
+    /// When and where hedged loads of `model` were asked.
+    static func hedges(_ r: ScenarioReport, _ model: String) -> [(Double, BackendID)] {
+        r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, let m, .hedge)) = step.action, m == model { (step.at, b) } else { nil }
+        }
+    }
+
     static let sdxlImage = JobSpec(kind: "image", model: "sdxl")
 
     /// Nothing known: both backends look alike and the local one takes the `sdxl` image, to load
@@ -932,9 +939,7 @@ import Testing
                     Scenario.Backend(id: BackendID(1), registerAt: 10, modelsAvailable: ["sdxl"], defaultJobSeconds: 10, loadSeconds: 5),
                 ],
                 submissions: [.init(entries: [BatchEntry(spec: Self.sdxlImage)])]))
-        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, "sdxl", .hedge)) = step.action { (step.at, b) } else { nil }
-        }
+        let hedges = Self.hedges(r, "sdxl")
         #expect(hedges.count == 1 && hedges.first?.0 == 10 && hedges.first?.1 == BackendID(1), "\(hedges)")
         #expect(r.ranOn[JobID(1)] == BackendID(1))
         #expect(r.makespan == 25)
@@ -949,28 +954,13 @@ import Testing
     /// ends at 3 s, with the first. Without the hedge, it ran on 4 from 3 s to 6 s (small-fleet
     /// seed 612: 2.25 to 1.25).
     @Test func anIdleBackendHedgesTheLoadForAJobWaitingBehindAnother() {
-        func run(hedges: Int) -> ScenarioReport {
-            var policy = CorePolicy()
-            policy.hedgeLoads = hedges
-            return ScenarioRunner.run(
-                Scenario(
-                    policy: policy,
-                    backends: [
-                        Scenario.Backend(
-                            id: BackendID(4), modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"], defaultJobSeconds: 3),
-                        Scenario.Backend(id: BackendID(3), modelsAvailable: ["sdxl"], defaultJobSeconds: 1, loadSeconds: 2),
-                    ],
-                    submissions: [.init(entries: [BatchEntry(spec: Self.sdxlImage), BatchEntry(spec: Self.sdxlImage)])]))
-        }
-        let r = run(hedges: 2)
-        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, "sdxl", .hedge)) = step.action { (step.at, b) } else { nil }
-        }
-        #expect(hedges.count == 1 && hedges.first?.0 == 0 && hedges.first?.1 == BackendID(3), "\(hedges)")
-        #expect(r.ranOn[JobID(1)] == BackendID(4) && r.ranOn[JobID(2)] == BackendID(3))
-        #expect(r.makespan == 3)
-        #expect(r.completions[JobID(1)] == 1 && r.completions[JobID(2)] == 1)
-        #expect(run(hedges: 0).makespan == 6)
+        let backends = [
+            Scenario.Backend(id: BackendID(4), modelsAvailable: ["sdxl"], modelsLoaded: ["sdxl"], defaultJobSeconds: 3),
+            Scenario.Backend(id: BackendID(3), modelsAvailable: ["sdxl"], defaultJobSeconds: 1, loadSeconds: 2),
+        ]
+        Self.expectOneHedge(
+            on: backends, [BatchEntry(spec: Self.sdxlImage), BatchEntry(spec: Self.sdxlImage)], "sdxl", by: BackendID(3),
+            firstOn: BackendID(4), makespan: 3, unhedged: 6)
     }
 
     /// Small-fleet seed 651, nothing known: backend 3 (two slots, no model loaded, loads take 4 s)
@@ -981,9 +971,7 @@ import Testing
     /// copies, the image ended on backend 1 at 2 s.
     @Test func aHedgeForAJobWaitingBehindAnotherLeavesTheBackendFreeToCopy() {
         let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 651, speculative: true, family: .small))
-        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, "sdxl", .hedge)) = step.action { (step.at, b) } else { nil }
-        }
+        let hedges = Self.hedges(r, "sdxl")
         #expect(hedges.first.map { $0 == (0.75, BackendID(3)) } == true, "\(hedges)")
         #expect(r.ranOn[JobID(2)] == BackendID(3))
         #expect(r.makespan == 1.75, "\(r.makespan)")
@@ -998,35 +986,41 @@ import Testing
     /// load lands at 2 s and the video runs there to 3.33 s. Without the hedge it waited for
     /// backend 2 and ran there to 8 s (small-fleet seed 639: 2.0 to 1.17).
     @Test func anIdleBackendHedgesTheLoadOfAQueuedJobItPassesOver() {
+        let backends = [
+            Scenario.Backend(
+                id: BackendID(2), features: ["video"], modelsAvailable: ["flux"], modelsLoaded: ["flux"],
+                jobSeconds: ["video": 4], progressEvery: 1),
+            Scenario.Backend(
+                id: BackendID(5), features: ["video"], modelsAvailable: ["flux"], jobSeconds: ["video": 4.0 / 3],
+                loadSeconds: 2, progressEvery: 1),
+            Scenario.Backend(
+                id: BackendID(4), announceAfter: 6, features: ["video"], modelsAvailable: ["sdxl"],
+                modelsLoaded: ["sdxl"], jobSeconds: ["video": 4.0 / 3], progressEvery: 1),
+        ]
         let video = JobSpec(kind: "video", needs: ["video"], model: "flux")
+        Self.expectOneHedge(
+            on: backends, [BatchEntry(spec: video, count: 2)], "flux", by: BackendID(5), firstOn: BackendID(2),
+            makespan: 4, unhedged: 8)
+    }
+
+    /// Two jobs on `backends`: one hedged load of `model` at 0 s, by `hedger`, where the second
+    /// job runs, the first on `first`; `makespan`, and `unhedged` with `hedgeLoads` 0.
+    static func expectOneHedge(
+        on backends: [Scenario.Backend], _ entries: [BatchEntry], _ model: String, by hedger: BackendID,
+        firstOn first: BackendID, makespan: Double, unhedged: Double
+    ) {
         func run(hedges: Int) -> ScenarioReport {
             var policy = CorePolicy()
             policy.hedgeLoads = hedges
-            return ScenarioRunner.run(
-                Scenario(
-                    policy: policy,
-                    backends: [
-                        Scenario.Backend(
-                            id: BackendID(2), features: ["video"], modelsAvailable: ["flux"], modelsLoaded: ["flux"],
-                            jobSeconds: ["video": 4], progressEvery: 1),
-                        Scenario.Backend(
-                            id: BackendID(5), features: ["video"], modelsAvailable: ["flux"], jobSeconds: ["video": 4.0 / 3],
-                            loadSeconds: 2, progressEvery: 1),
-                        Scenario.Backend(
-                            id: BackendID(4), announceAfter: 6, features: ["video"], modelsAvailable: ["sdxl"],
-                            modelsLoaded: ["sdxl"], jobSeconds: ["video": 4.0 / 3], progressEvery: 1),
-                    ],
-                    submissions: [.init(entries: [BatchEntry(spec: video, count: 2)])]))
+            return ScenarioRunner.run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: entries)]))
         }
         let r = run(hedges: 2)
-        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, "flux", .hedge)) = step.action { (step.at, b) } else { nil }
-        }
-        #expect(hedges.count == 1 && hedges.first?.0 == 0 && hedges.first?.1 == BackendID(5), "\(hedges)")
-        #expect(r.ranOn[JobID(1)] == BackendID(2) && r.ranOn[JobID(2)] == BackendID(5))
-        #expect(r.makespan == 4)
+        let hedges = Self.hedges(r, model)
+        #expect(hedges.count == 1 && hedges.first?.0 == 0 && hedges.first?.1 == hedger, "\(hedges)")
+        #expect(r.ranOn[JobID(1)] == first && r.ranOn[JobID(2)] == hedger)
+        #expect(r.makespan == makespan)
         #expect(r.completions[JobID(1)] == 1 && r.completions[JobID(2)] == 1)
-        #expect(run(hedges: 0).makespan == 8)
+        #expect(run(hedges: 0).makespan == unhedged)
     }
 
     /// Small-fleet seed 639, nothing known: a held `flux` video (job 7) waits for backend 2, the
@@ -1037,9 +1031,7 @@ import Testing
     /// the hedge it ran on 2 to 8 s.
     @Test func anIdleBackendHedgesTheLoadOfAQueuedJobItLeavesToAnother() {
         let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 639, speculative: true, family: .small))
-        let hedges = r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, "flux", .hedge)) = step.action { (step.at, b) } else { nil }
-        }
+        let hedges = Self.hedges(r, "flux")
         #expect(hedges.first.map { abs($0.0 - 8.0 / 3) < 1e-9 && $0.1 == BackendID(5) } == true, "\(hedges)")
         #expect(r.ranOn[JobID(7)] == BackendID(5))
         #expect(abs(r.makespan - 6) < 1e-9, "\(r.makespan)")
