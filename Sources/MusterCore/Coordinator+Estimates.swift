@@ -131,9 +131,9 @@ extension Coordinator {
     /// and the speeds learned against them later agree with the speeds learned against the
     /// reference it was just measured by. Small-fleet seed 795: backend 1 measured images at
     /// 0.5 s while assumed at speed 1.0, then learned speed 4.0 against a video another backend
-    /// projected; backend 2, learning its speed against those images, came out at 0.75 instead
-    /// of 3.0, slower than the backend four times slower than backend 1 and running a video, so it
-    /// did not move that video (4 s against 2.5 s).
+    /// projected; backend 2, learning its speed against those unscaled images, came out at 0.75,
+    /// slower than the backend four times slower than backend 1, which ran a video that was
+    /// then not moved (4 s against 2.5 s).
     mutating func rescaleSoleSamples(of backend: BackendID, by ratio: Double) {
         guard ratio.isFinite, ratio > 0, abs(ratio - 1) > 1e-9 else { return }
         for e in estimates.jobSeconds.indices {
