@@ -540,14 +540,20 @@ extension Coordinator {
 
     /// A job left to backend `id` (the soonest of those expected to finish it sooner than
     /// the backend that declined it) that must load the job's model there, and would have it
-    /// later than a slot: the load starts now. The completion time that won was reckoned with the
-    /// load asked now; unasked, it would start only when that backend has a slot free and looks
-    /// itself, and the job would finish later than reckoned (an outside check on the real daemon,
-    /// cold seed 58: a `sdxl` image left to a fast backend with both slots taken had its 4 s load
-    /// asked a second later, when the slower backend had become the sooner and took it).
+    /// later than a slot, or is held by the gate (a held job never waits in an overqueue slot,
+    /// where its binding would start the load; small-fleet seed 499: an `sdxl` video held for
+    /// a backend yet to announce had its 1 s load asked when it was bound, a second after it
+    /// was left to the backend, 1.5; now 1.0): the load starts now. The completion time that
+    /// won was reckoned with the load asked now; unasked, it would start only when that backend
+    /// has a slot free and looks itself, and the job would finish later than reckoned (an
+    /// outside check on the real daemon, cold seed 58: a `sdxl` image left to a fast backend
+    /// with both slots taken had its 4 s load asked a second later, when the slower backend had
+    /// become the sooner and took it).
     /// (`requestLoad` sends nothing when the model is loaded or a load of it was asked.)
     mutating func loadForDeclined(_ id: BackendID, _ c: Int) {
-        guard let model = classes[c].model, waitsPastSlot(id, c) else { return }
+        guard let model = classes[c].model,
+            waitsPastSlot(id, c) || (classHeld(c) && backends.index(id).map { modelReady($0, c) != nil } == true)
+        else { return }
         requestLoad(id, model, force: false, .job)
     }
 

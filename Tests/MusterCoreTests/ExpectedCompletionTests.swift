@@ -821,6 +821,23 @@ import Testing
         #expect(r.completions.count == 7 && r.completions.values.allSatisfy { $0 == 1 })
     }
 
+    /// Small-fleet seed 499, knowing speeds: an `sdxl` video, held by the gate for a backend that
+    /// announces at 3 s, is left by idle backends to backend 5, four times as fast, which runs a
+    /// plain video and must load `sdxl` (1 s). A held job never waits in an overqueue slot, so no
+    /// binding would start that load: it starts when the job is left to backend 5, at 0 s, beside
+    /// the plain video, and the `sdxl` video runs from 1 s to 2 s, the optimum. Before, the load
+    /// started when the video was bound at 1 s (3 s).
+    @Test func aHeldJobLeftToABusyBackendHasItsModelLoadedThereAtOnce() {
+        let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 499, speculative: true, family: .small))
+        let loads = r.trace.compactMap { step -> (Double, BackendID)? in
+            if case .observe(.modelLoadRequested(let b, "sdxl", .job)) = step.action { (step.at, b) } else { nil }
+        }
+        #expect(loads.first.map { $0 == (0, BackendID(5)) } == true, "\(loads)")
+        #expect(r.ranOn[JobID(3)] == BackendID(5) && r.startedAt[JobID(3)] == 1)
+        #expect(r.makespan == 2, "\(r.makespan)")
+        #expect(r.completions.count == 4 && r.completions.values.allSatisfy { $0 == 1 })
+    }
+
     /// Small-fleet seed 795, nothing known: backend 1 measures images at 0.5 s while its speed is
     /// still assumed (1.0); at 1.5 s a `flux` video it ran shows it four times as fast as backend
     /// 3, whose plain video projected the kind at 4 s. The images it alone measured are rescaled
