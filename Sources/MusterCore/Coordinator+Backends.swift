@@ -440,13 +440,13 @@ extension Coordinator {
         }
     }
 
-    mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool, _ reason: LoadReason) {
+    mutating func requestLoad(_ id: BackendID, _ model: String, force: Bool, _ reason: LoadReason, behind: Bool = false) {
         guard let i = backends.index(id) else { return }
         let m = modelID(model)
         if !force && (backends.records[i].loaded.contains(model) || backends.records[i].loadRequested[m] != nil) {
             return
         }
-        backends[id].loadRequested[m] = LoadRequest(at: now, reason: reason)
+        backends[id].loadRequested[m] = LoadRequest(at: now, reason: reason, behind: behind)
         counters.modelLoadsRequested += 1
         out.append(.loadModel(backend: id, model: model))
         out.append(.observe(.modelLoadRequested(id, model: model, reason)))

@@ -625,8 +625,7 @@ extension Coordinator {
         }
         guard let pick else { return }
         jobs[pick.job].hedges += 1
-        requestLoad(id, pick.model, force: false, .hedge)
-        if behind, let m = modelIDs[pick.model] { backends[id].loadRequested[m]?.behind = true }
+        requestLoad(id, pick.model, force: false, .hedge, behind: behind)
     }
 
     /// Backfilling a load with a backup run: the job of class `c` that a one-slot backend should

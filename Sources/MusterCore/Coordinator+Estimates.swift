@@ -500,8 +500,7 @@ extension Coordinator {
     /// Hedging the load of a queued job this backend left to others (`noteDeclinedHedge`), now
     /// that it found nothing to take, steal or copy: counting its own load as nothing (idle, it
     /// loses nothing by finding out, as in `hedgeLoad`), it would finish the job before any other
-    /// backend is expected to (compared while the job's class has at most
-    /// `declinedHedgeScan` capable backends). The load starts (`hedge`, toward the job's
+    /// backend is expected to (`soonestElsewhere`). The load starts (`hedge`, toward the job's
     /// `hedgeLoads`; it does not keep the backend from copying, as the job may be bound elsewhere
     /// first); the job stays queued and goes wherever it finishes first, here once the model has
     /// landed. Of the noted jobs, the one that gains most. Small-fleet cold seed 639: a held
@@ -516,27 +515,19 @@ extension Coordinator {
         var pick: (gain: Double, job: JobID, c: Int)?
         for (c, entry) in notes {
             let m = classes[c].modelID
-            guard classes[c].capable.count <= Self.declinedHedgeScan, backends.records[bi].loadRequested[m] == nil,
-                let j = jobs.index(entry.job), jobs[slot: j].state == .queued || jobs[slot: j].state == .gated,
-                Int(jobs[slot: j].hedges) < policy.hedgeLoads
-            else { continue }
             let e = Int(entry.estimate)
-            var theirs = Double.infinity
-            for other in classes[c].capable where other != id {
-                guard let oi = backends.index(other), backends.records[oi].routable(now) else { continue }
-                theirs = min(theirs, expectedCompletion(oi, c, e))
-            }
+            guard backends.records[bi].loadRequested[m] == nil,
+                let j = jobs.index(entry.job), jobs[slot: j].state == .queued || jobs[slot: j].state == .gated,
+                Int(jobs[slot: j].hedges) < policy.hedgeLoads, let theirs = soonestElsewhere(c, e, besides: id)
+            else { continue }
             let gain = theirs - (t + expectedSeconds(bi, e))
             guard gain > Self.timeEpsilon, pick.map({ gain > $0.gain }) ?? true else { continue }
             pick = (gain, entry.job, c)
         }
         guard let pick, let model = classes[pick.c].model else { return }
         jobs[pick.job].hedges += 1
-        requestLoad(id, model, force: false, .hedge)
-        backends[id].loadRequested[classes[pick.c].modelID]?.behind = true
+        requestLoad(id, model, force: false, .hedge, behind: true)
     }
-
-    static let declinedHedgeScan = 64
 
     /// A job left to backend `id` (the soonest of those expected to finish it sooner than
     /// the backend that declined it) that must load the job's model there, and would have it
@@ -551,9 +542,7 @@ extension Coordinator {
     /// become the sooner and took it).
     /// (`requestLoad` sends nothing when the model is loaded or a load of it was asked.)
     mutating func loadForDeclined(_ id: BackendID, _ c: Int) {
-        guard let model = classes[c].model,
-            waitsPastSlot(id, c) || (classHeld(c) && backends.index(id).map { modelReady($0, c) != nil } == true)
-        else { return }
+        guard let model = classes[c].model, waitsPastSlot(id, c) || classHeld(c) else { return }
         requestLoad(id, model, force: false, .job)
     }
 
@@ -1097,16 +1086,27 @@ extension Coordinator {
     }
 
     /// Whether a routable backend other than `besides` that can run class `c` is expected to finish
-    /// a job of estimate `e` before `at` (looked for while the class has at most
-    /// `makeRoomClasses` capable backends; with more, true).
+    /// a job of estimate `e` before `at` (true when that is not looked for: `soonestElsewhere`).
     func finishesSooner(_ c: Int, _ e: Int, than at: Double, besides: BackendID) -> Bool {
-        guard classes[c].capable.count <= Self.makeRoomClasses else { return true }
+        guard let soonest = soonestElsewhere(c, e, besides: besides) else { return true }
+        return soonest < at - Self.timeEpsilon
+    }
+
+    /// The soonest a routable backend other than `besides` that can run class `c` is expected to
+    /// finish a job of estimate `e` (infinity: none). Looked for while the class has at most
+    /// `capableScan` capable backends; with more, nil (the idle looks that ask, `makeRoom` and
+    /// `hedgeDeclinedLoad`, then do nothing).
+    func soonestElsewhere(_ c: Int, _ e: Int, besides: BackendID) -> Double? {
+        guard classes[c].capable.count <= Self.capableScan else { return nil }
+        var soonest = Double.infinity
         for b in classes[c].capable where b != besides {
             guard let bi = backends.index(b), backends.records[bi].routable(now) else { continue }
-            if expectedCompletion(bi, c, e) < at - Self.timeEpsilon { return true }
+            soonest = min(soonest, expectedCompletion(bi, c, e))
         }
-        return false
+        return soonest
     }
+
+    static let capableScan = 64
 
     /// A running job that the backend at `ti`, with a running slot free, would finish from scratch
     /// sooner than the backend running it is expected to finish it, by more than a quarter of the

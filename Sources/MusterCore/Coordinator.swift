@@ -513,7 +513,8 @@ struct Timer: Comparable {
 struct LoadRequest: Sendable {
     var at: CoreInstant
     var reason: LoadReason
-    /// A hedge for a job waiting behind others (`hedgeLoad(_:behind:)`), not for a load.
+    /// A hedge for a job waiting behind others or in the queue (`hedgeLoad(_:behind:)`,
+    /// `hedgeDeclinedLoad`), not for a load another backend waits on.
     var behind = false
 
     /// Asked for a job that runs or waits for its model on another backend (a hedge for a load,
