@@ -112,7 +112,10 @@ extension Coordinator {
         classes[c].queued += 1
         queuedByPriority[PriorityKey(priority), default: 0] += 1
         queuedTotal += 1
-        if classes[c].modelID >= 0 { queuedByModel[Int(classes[c].modelID)] += 1 }
+        if classes[c].modelID >= 0 {
+            queuedByModel[Int(classes[c].modelID)] += 1
+            if policy.prefetchModels { noteNeeded(c) }
+        }
         if let event { emit(jobs[id], event, backend: from) }
         pending.append(id)
         wake(c)

@@ -56,6 +56,9 @@ public struct Coordinator: Sendable {
     var queuedTotal = 0
     /// Models are interned: the per-model totals below are arrays indexed by model id.
     var modelIDs: [String: Int32] = [:]
+    /// The models queued jobs needed, most recent first (at most `recentModelsKept`), for
+    /// `prefetchModel`.
+    var recentModels: [(id: Int32, name: String)] = []
     var queuedByModel: [Int] = []
     var modelLoad: [ModelLoad] = []
     var pinnedModels: Set<String> = []
@@ -607,6 +610,8 @@ struct Backend {
     var indexedCapable = false
     /// The subset of `classes` whose model this backend has loaded.
     var loadedClasses: [Int] = []
+    /// Models this backend was asked to prefetch (interned ids): each at most once.
+    var prefetched: [Int32] = []
     /// Models this backend was asked to load (interned ids), when (to measure load times) and why.
     var loadRequested: [Int32: LoadRequest] = [:]
     var nextSync: CoreInstant?

@@ -66,6 +66,11 @@ public struct CorePolicy: Sendable, Hashable {
     /// speed known, when that speed would (`Coordinator.speculativeBackup`). On by default
     /// (README "Backup runs"); off: stragglers only.
     public var speculativeBackups = true
+    /// Under expected completion: an idle backend with no model loaded and none loading loads the
+    /// model that queued jobs needed most recently among those it offers, once per model
+    /// (`Coordinator.prefetchModel`): with nothing loaded it evicts nothing, and the next job
+    /// needing that model there does not wait for the load (README "Prefetching a model").
+    public var prefetchModels = true
     /// How a job's backend is chosen (README "Routing and the warm-up gate").
     public var routing: RoutingRule = .expectedCompletion
     /// Longest a queued job may be left waiting for a faster backend while a slower one could take

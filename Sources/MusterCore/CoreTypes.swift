@@ -319,6 +319,9 @@ public enum LoadReason: String, Hashable, Sendable, CaseIterable {
     /// An idle backend whose speed is assumed loads the model of a straggler running elsewhere,
     /// to run a backup of it once loaded (`routing.backup_runs`; counts toward `hedge_loads`).
     case backup
+    /// An idle backend with no model loaded loads the model queued jobs needed most recently
+    /// (`routing.prefetch_models`).
+    case prefetch
     /// Ahead of a queued job that a held job keeps out of the backend's overqueue slot.
     case ahead
     /// A client's `load_model`, or a model it pinned that a backend announced later.

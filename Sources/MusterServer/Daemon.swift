@@ -191,6 +191,7 @@ public actor Daemon {
         p.hedgeLoads = s.routing.hedgeLoads
         p.backupRuns = s.routing.backupRuns
         p.speculativeBackups = s.routing.speculativeBackups
+        p.prefetchModels = s.routing.prefetchModels
         p.cancelGrace = s.jobs.cancelGrace
         return p
     }

@@ -1029,6 +1029,8 @@ import Testing
         func run(hedges: Int) -> ScenarioReport {
             var policy = CorePolicy()
             policy.hedgeLoads = hedges
+            // Hedges alone: an idle backend with nothing loaded would prefetch the model too.
+            policy.prefetchModels = false
             return ScenarioRunner.run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: entries)]))
         }
         let r = run(hedges: 2)

@@ -88,6 +88,8 @@ extension ScenarioRunner {
     static func oneJob(_ spec: JobSpec, on backends: [Scenario.Backend], hedgeLoads: Int) -> ScenarioReport {
         var policy = CorePolicy()
         policy.speculativeBackups = false
+        // One job: a prefetch would be a hedge by another name.
+        policy.prefetchModels = false
         policy.hedgeLoads = hedgeLoads
         return run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: [BatchEntry(spec: spec)])]))
     }

@@ -305,6 +305,8 @@ import Testing
     @Test func aJobLeftToABusyBackendHasItsModelLoadStartedThere() {
         var policy = CorePolicy()
         policy.routing = .expectedCompletion
+        // Backend 2 would prefetch `sdxl` when it announces, idle with nothing loaded.
+        policy.prefetchModels = false
         let sdxl = JobSpec(kind: "image", model: "sdxl")
         let image = JobSpec(kind: "image")
         let r = ScenarioRunner.run(

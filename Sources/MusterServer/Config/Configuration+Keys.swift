@@ -116,6 +116,9 @@ public struct ConfigKey: Sendable {
             name: "routing.speculative_backups", kind: .bool, defaultValue: .bool(true),
             help: "With routing.backup_runs above 0: true lets an idle backend with nothing else to do also copy a running job that is not a straggler: a backend whose speed is still assumed when four times that speed would finish it first (it measures the backend), one whose speed is known when at that speed it would finish first a job running on a backend slower than 0.95 of it. A copy costs an idle GPU's power and an interrupt when it loses. false: only stragglers are copied."),
         ConfigKey(
+            name: "routing.prefetch_models", kind: .bool, defaultValue: .bool(true),
+            help: "With routing.rule expected_completion: true lets an idle backend with no model loaded and none loading load the model that queued jobs needed most recently among those it offers (each model once per backend), so the next job needing it there does not wait for the load; it evicts nothing. false: models load only for jobs."),
+        ConfigKey(
             name: "links.suspect_grace_seconds", kind: .seconds(0...3_600), defaultValue: .double(10),
             help: "A backend whose link dropped keeps its jobs this long before they are requeued."),
         ConfigKey(

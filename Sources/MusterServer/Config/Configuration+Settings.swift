@@ -100,6 +100,8 @@ extension Configuration {
         public var backupRuns: Int
         /// `routing.speculative_backups`.
         public var speculativeBackups: Bool
+        /// `routing.prefetch_models`.
+        public var prefetchModels: Bool
     }
 
     /// `routing.no_eligible_backend`: what happens, once the gate is open, to a job no backend can run.
@@ -214,7 +216,8 @@ extension Configuration.Settings {
             maxWaitForBetter: try d.duration("routing.max_wait_for_better_seconds"),
             hedgeLoads: try d.int("routing.hedge_loads"),
             backupRuns: try d.int("routing.backup_runs"),
-            speculativeBackups: try d.bool("routing.speculative_backups"))
+            speculativeBackups: try d.bool("routing.speculative_backups"),
+            prefetchModels: try d.bool("routing.prefetch_models"))
         links = Configuration.Links(
             suspectGrace: try d.duration("links.suspect_grace_seconds"),
             forgetDown: try d.duration("links.forget_down_seconds"),
