@@ -629,19 +629,6 @@ extension Coordinator {
         requestLoad(id, pick.model, force: false, .hedge, behind: behind)
     }
 
-    /// Backfilling a load with a backup run: the job of class `c` that a one-slot backend should
-    /// take must wait for its model, and neither a queued job (`backfill`) nor one bound elsewhere
-    /// (`backfillBySteal`) fills the slot meanwhile. Bound now, it would hold the slot idle until
-    /// the model lands. Instead the backend runs a backup of a running job (`startBackup`), one
-    /// that fits the load's idle time as a backfill does (`backfillOverrun`; a copy whose length
-    /// is a guess, on a backend of assumed speed, fits whatever it is guessed at; none that needs
-    /// a model loaded), and the job stays queued: another backend may take it meanwhile, and here
-    /// it is bound once the model is loaded, when the backup gives way or, expected to finish
-    /// first, becomes the binding (`promoteAhead`). True while such a backup runs and the model
-    /// is still loading. Small-fleet cold seed 135: the local backend held its slot idle 1.5 s to
-    /// 3 s for a `flux` image that then moved to a backend with `flux` loaded, while a video it
-    /// could copy ran on a backend twice as slow (1.56 to 1.22). Only one slot: with more, the
-    /// job takes one and the others stay free for what comes.
     /// How many of the models queued jobs needed most recently `prefetchModel` chooses from.
     static let recentModelsKept = 8
 
@@ -682,6 +669,19 @@ extension Coordinator {
         }
     }
 
+    /// Backfilling a load with a backup run: the job of class `c` that a one-slot backend should
+    /// take must wait for its model, and neither a queued job (`backfill`) nor one bound elsewhere
+    /// (`backfillBySteal`) fills the slot meanwhile. Bound now, it would hold the slot idle until
+    /// the model lands. Instead the backend runs a backup of a running job (`startBackup`), one
+    /// that fits the load's idle time as a backfill does (`backfillOverrun`; a copy whose length
+    /// is a guess, on a backend of assumed speed, fits whatever it is guessed at; none that needs
+    /// a model loaded), and the job stays queued: another backend may take it meanwhile, and here
+    /// it is bound once the model is loaded, when the backup gives way or, expected to finish
+    /// first, becomes the binding (`promoteAhead`). True while such a backup runs and the model
+    /// is still loading. Small-fleet cold seed 135: the local backend held its slot idle 1.5 s to
+    /// 3 s for a `flux` image that then moved to a backend with `flux` loaded, while a video it
+    /// could copy ran on a backend twice as slow (1.56 to 1.22). Only one slot: with more, the
+    /// job takes one and the others stay free for what comes.
     mutating func copiesThroughLoad(_ id: BackendID, _ c: Int) -> Bool {
         // Most jobs need no model load, and most of the time nothing could be copied.
         guard classes[c].modelID >= 0, policy.routing == .expectedCompletion, policy.backupRuns > 0,
