@@ -48,4 +48,32 @@ import Testing
         #expect(without.ranOn[JobID(2)] == BackendID(2))
         #expect(without.makespan == 12)
     }
+
+    /// A prefetch is asked once per model and backend: after the backend reports the load failed
+    /// (`load_model_result` with `ok: false`), idle again, it does not ask for it again, where an
+    /// idle backend would otherwise ask at every look.
+    @Test func aPrefetchThatFailedIsNotAskedAgain() {
+        var h = Harness()
+        h.ready(1, models: ["sdxl"], loaded: ["sdxl"])
+        h.ready(2, models: ["sdxl"])
+        let job = h.submit(JobSpec(kind: "image", model: "sdxl"))[0]
+        #expect(h.backend(job) == BackendID(1))
+        let prefetches = h.all.compactMap { a -> BackendID? in
+            if case .observe(.modelLoadRequested(let b, "sdxl", .prefetch)) = a { b } else { nil }
+        }
+        #expect(prefetches == [BackendID(2)])
+        #expect(h.all.contains { if case .loadModel(BackendID(2), "sdxl") = $0 { true } else { false } })
+        h.send(.modelLoadFailed(BackendID(2), model: "sdxl"))
+        // Backend 2 runs a plain image and, idle again, looks again: no second prefetch.
+        h.advance(to: 1)
+        let plain = h.submit(JobSpec(kind: "image"))[0]
+        #expect(h.backend(plain) == BackendID(2))
+        h.send(.jobStarted(plain, backend: BackendID(2), lease: h.lease(plain)))
+        h.advance(to: 2)
+        h.send(.jobCompleted(plain, backend: BackendID(2), lease: h.lease(plain), result: .emptyObject))
+        #expect(h.state(plain) == .completed)
+        h.advance(to: 3)
+        let loads = h.all.filter { if case .loadModel(BackendID(2), _) = $0 { true } else { false } }
+        #expect(loads.count == 1, "\(loads)")
+    }
 }
