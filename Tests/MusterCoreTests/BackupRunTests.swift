@@ -248,9 +248,7 @@ import Testing
                 ], hedgeLoads: hedges)
         }
         let r = run(hedges: 2)
-        let loads = r.trace.compactMap { step -> (Double, BackendID, LoadReason)? in
-            if case .observe(.modelLoadRequested(let b, "flux", let reason)) = step.action { (step.at, b, reason) } else { nil }
-        }
+        let loads = r.loadRequests("flux")
         #expect(loads.count == 1 && loads.first?.0 == 10 && loads.first?.1 == BackendID(1) && loads.first?.2 == .backup, "\(loads)")
         let backups = r.trace.compactMap { step -> Double? in
             if case .observe(.backup(JobID(1), BackendID(1), .started)) = step.action { step.at } else { nil }

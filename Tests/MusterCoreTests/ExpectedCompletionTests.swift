@@ -829,9 +829,7 @@ import Testing
     /// started when the video was bound at 1 s (3 s).
     @Test func aHeldJobLeftToABusyBackendHasItsModelLoadedThereAtOnce() {
         let r = ScenarioRunner.run(RoutingSuite.scenario(seed: 499, speculative: true, family: .small))
-        let loads = r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, "sdxl", .job)) = step.action { (step.at, b) } else { nil }
-        }
+        let loads = r.loadRequests("sdxl").filter { $0.reason == .job }.map { ($0.at, $0.backend) }
         #expect(loads.first.map { $0 == (0, BackendID(5)) } == true, "\(loads)")
         #expect(r.ranOn[JobID(3)] == BackendID(5) && r.startedAt[JobID(3)] == 1)
         #expect(r.makespan == 2, "\(r.makespan)")
@@ -906,9 +904,7 @@ import Testing
 @Suite struct GuessedLoadTests {
     /// When and where hedged loads of `model` were asked.
     static func hedges(_ r: ScenarioReport, _ model: String) -> [(Double, BackendID)] {
-        r.trace.compactMap { step -> (Double, BackendID)? in
-            if case .observe(.modelLoadRequested(let b, let m, .hedge)) = step.action, m == model { (step.at, b) } else { nil }
-        }
+        r.loadRequests(model).filter { $0.reason == .hedge }.map { ($0.at, $0.backend) }
     }
 
     static let sdxlImage = JobSpec(kind: "image", model: "sdxl")
@@ -930,9 +926,7 @@ import Testing
             if case .loadModel(let b, "sdxl") = step.action { (step.at, b) } else { nil }
         }
         #expect(loads.map(\.1) == [BackendID(-1), BackendID(1)])
-        let reasons = r.trace.compactMap { step -> LoadReason? in
-            if case .observe(.modelLoadRequested(_, "sdxl", let reason)) = step.action { reason } else { nil }
-        }
+        let reasons = r.loadRequests("sdxl").map(\.reason)
         #expect(reasons == [.job, .hedge])
         #expect(loads.allSatisfy { $0.0 == 0 })
         #expect(r.ranOn[JobID(1)] == BackendID(1))

@@ -94,3 +94,16 @@ extension ScenarioRunner {
         return run(Scenario(policy: policy, backends: backends, submissions: [.init(entries: [BatchEntry(spec: spec)])]))
     }
 }
+
+extension ScenarioReport {
+    /// The loads of `model` the core asked for during the run, in order: when, where and why.
+    func loadRequests(_ model: String) -> [(at: Double, backend: BackendID, reason: LoadReason)] {
+        trace.compactMap { step in
+            if case .observe(.modelLoadRequested(let b, let m, let reason)) = step.action, m == model {
+                (step.at, b, reason)
+            } else {
+                nil
+            }
+        }
+    }
+}

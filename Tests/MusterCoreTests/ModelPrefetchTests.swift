@@ -37,9 +37,7 @@ import Testing
                     ], horizon: 100))
         }
         let r = run(prefetch: true)
-        let loads = r.trace.compactMap { step -> (Double, BackendID, LoadReason)? in
-            if case .observe(.modelLoadRequested(let b, "sdxl", let reason)) = step.action { (step.at, b, reason) } else { nil }
-        }
+        let loads = r.loadRequests("sdxl")
         #expect(loads.count == 1 && loads.first?.0 == 0 && loads.first?.1 == BackendID(2) && loads.first?.2 == .prefetch, "\(loads)")
         #expect(r.ranOn[JobID(1)] == BackendID(1) && r.ranOn[JobID(2)] == BackendID(2))
         #expect(r.completions.count == 2 && r.completions.values.allSatisfy { $0 == 1 })
