@@ -240,7 +240,10 @@ extension Coordinator {
         var ends = [Double](repeating: t, count: n)
         var used = 0
         for k in 0..<n where backends.records[bi].jobStartedAt[k] >= 0 {
-            var end = startedJobEnd(bi, k) { seconds(k) }
+            // A started job's own floor is its elapsed time: it would end now, and the jobs
+            // behind it would look free to start however long it overruns. Its end follows the
+            // overrun rule on today's estimate, as in `availableAt`.
+            var end = startedJobEnd(bi, k) { expectedSeconds(bi, Int(backends.records[bi].jobEstimate[k])) }
             if end < t { end = t + (t - end) }
             ends[k] = end
             if used < slots {
@@ -785,6 +788,7 @@ extension Coordinator {
             _ = noteStraggler(id)
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
+            wakeBehind(bi)
             armOverrun(id, lease, at: from + 1.5 * worked)
             return
         }
@@ -799,8 +803,19 @@ extension Coordinator {
         if raise || newStraggler {
             routingEpoch &+= 1
             wake(jobs[slot: j].classIndex)
+            wakeBehind(bi)
         }
         scheduleOverrun(id, lease, bi, e, workFrom: from)
+    }
+
+    /// A job overran on the backend at `bi`: free backends that could take a job bound there and
+    /// not started look again (`stealSooner`), not only those that can run the overrunning one.
+    /// A backend that cannot run it would otherwise never learn that the jobs behind it now start
+    /// later (a job shorter than `relookMinimum` arms no `relook`).
+    mutating func wakeBehind(_ bi: Int) {
+        for (k, job) in backends.records[bi].jobs.enumerated() where backends.records[bi].jobStartedAt[k] < 0 {
+            if let j = jobs.index(job) { wake(jobs[slot: j].classIndex) }
+        }
     }
 
     /// The least fraction of a job's work whose progress report is projected to its whole

@@ -1274,6 +1274,49 @@ import Testing
         #expect(h.events(onLocal[1]).contains(.revoked))
     }
 
+    /// A short job bound behind a long one that sends no progress moves to a backend that idles
+    /// and cannot run the long one (the ComfyUI test: `core.json` jobs behind a 300 s prompt on
+    /// A, and B, without A's custom node, idle). Before, the victim's own running job counted as
+    /// known to take as long as it had run, so past its expected end it seemed to end at once
+    /// and the short job to start there now; and nothing woke the idle backend again: the
+    /// overrun woke only backends that can run the long job, and a job this short arms no
+    /// `relook`. The short job stayed there for the whole 300 s. Now a backend idle after the
+    /// expected end (10.11 s) takes it at once; one idle right at it (10 s), when neither
+    /// backend would finish it sooner, takes it when the overrun is seen (11 s), since the
+    /// overrun wakes backends that could take the jobs bound behind it.
+    @Test(arguments: [10.0, 10.11])
+    func anIdleBackendTakesAShortJobBoundBehindAnOverrunningOneItCannotRun(idleAt: Double) {
+        var h = Harness { $0.speculativeBackups = true }
+        h.ready(1, features: ["image", "video"])
+        h.ready(2, features: ["image"])
+        let long = h.submit(JobSpec(kind: "video", needs: ["video"]))[0]
+        #expect(h.backend(long) == BackendID(1))
+        h.send(.jobStarted(long, backend: BackendID(1), lease: h.lease(long)))
+        // Due at 10 s (the default estimate): at 9.8 s backend 1 frees sooner than backend 2
+        // would after two images of 10 s.
+        h.advance(to: 9.8)
+        let images = h.submit(JobSpec(kind: "image"), count: 3)
+        let behind = images.filter { h.backend($0) == BackendID(1) }
+        let onTwo = images.filter { h.backend($0) == BackendID(2) }
+        #expect(behind.count == 1 && onTwo.count == 2, "one in backend 1's waiting slot")
+        // Backend 2 runs its two in 10 ms each.
+        h.advance(to: idleAt - 0.02)
+        h.send(.jobStarted(onTwo[0], backend: BackendID(2), lease: h.lease(onTwo[0])))
+        h.advance(to: idleAt - 0.01)
+        h.send(.jobCompleted(onTwo[0], backend: BackendID(2), lease: h.lease(onTwo[0]), result: .emptyObject))
+        h.send(.jobStarted(onTwo[1], backend: BackendID(2), lease: h.lease(onTwo[1])))
+        h.advance(to: idleAt)
+        h.send(.jobCompleted(onTwo[1], backend: BackendID(2), lease: h.lease(onTwo[1]), result: .emptyObject))
+        if idleAt > 10 {
+            #expect(h.backend(behind[0]) == BackendID(2), "the long job overran: the image moved at once")
+        } else {
+            #expect(h.backend(behind[0]) == BackendID(1), "both would start it now")
+            h.advance(to: 11)
+        }
+        #expect(h.backend(behind[0]) == BackendID(2), "the long job overran: the image moved to the idle backend")
+        #expect(h.events(behind[0]).contains(.revoked))
+    }
+
     /// Jobs of a class never measured run for an hour on two backends, one holding a bound job
     /// behind its own: the other, with its waiting slot free, would never finish that job sooner
     /// (the overrun raises the class's estimate on both), and looks again less and less often
