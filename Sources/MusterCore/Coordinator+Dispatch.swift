@@ -401,15 +401,31 @@ extension Coordinator {
         // the overqueue slot of a backend whose running job outlasted the load held three `sdxl`
         // jobs back 4 s: an outside check, cold seed 71).
         let idle = runningFree && ready > from + Self.timeEpsilon
+        // A job already on the backend ends as the model lands or a little after, as a filler
+        // may (one bound a moment ago, on a backend with more than one slot): its slot is the one
+        // the job waiting for the model takes, without idling, so this free slot is no idle time
+        // of the load and takes the best other job, as any free slot would. (One ending sooner
+        // leaves its slot idle until the model lands: that time is still to fill.) Else a later short job passes an earlier long one (an outside check on the
+        // real daemon, warm seed 29: two images of a later batch filled both slots of a backend
+        // loading `flux` for 1 s, and the videos of the earlier one, which only it ran, waited).
+        let covered =
+            runningFree
+            && jobEnds(bi, from: max(ready, from + Self.timeEpsilon), by: ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon)
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
-            && ((idle && !estimates.shown(Int(head.estimate)) && !freeRunningPeer(bi, for: other))
+            && (covered || (idle && !estimates.shown(Int(head.estimate)) && !freeRunningPeer(bi, for: other))
                 || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon)
             && admits(bi, id, other, head, backfilling: true)
         {
             return (other, head)
         }
         return nil
+    }
+
+    /// Whether a job bound to the backend at `bi` (started or not) is expected to end from
+    /// `start` to `limit`.
+    func jobEnds(_ bi: Int, from start: Double, by limit: Double) -> Bool {
+        !backends.records[bi].jobs.isEmpty && expectedSchedule(bi).ends.contains { $0 >= start - Self.timeEpsilon && $0 <= limit }
     }
 
     /// Whether another free backend with a running slot free can run class `c` now: a guessed

@@ -515,6 +515,34 @@ import Testing
         #expect(abs(r.makespan - 2.9) < 1e-9, "\(r.makespan)")
     }
 
+    /// Only the slot the job waiting for its model will take is filled out of turn. One backend
+    /// of two slots, durations announced, ready at 0.5 s: by then a `flux` image (1 s load) and a
+    /// 3 s video wait in one batch, two 1.25 s images in a later one. The first slot takes an
+    /// image that ends as `flux` lands (the `flux` image's slot); the second takes the video,
+    /// next in line, as any free slot would: done at 4.25 s. Before, the second image filled the
+    /// second slot too, both ran ahead of the earlier batch's video, and the video started at
+    /// 1.75 s: 4.75 s (an outside check on the real daemon, warm seed 29).
+    @Test func aSecondFreeSlotTakesTheNextJobInLineWhileAModelLoads() {
+        let r = ScenarioRunner.run(
+            Scenario(
+                backends: [
+                    Scenario.Backend(
+                        id: BackendID(1), slots: 2, announceAfter: 0.5, features: ["video"], modelsAvailable: ["flux"],
+                        jobSeconds: ["image": 1.25, "video": 3], loadSeconds: 1, announcesDurations: true)
+                ],
+                submissions: [
+                    .init(entries: [
+                        BatchEntry(spec: JobSpec(kind: "image", model: "flux")),
+                        BatchEntry(spec: JobSpec(kind: "video", needs: ["video"])),
+                    ]),
+                    .init(entries: [BatchEntry(spec: JobSpec(kind: "image"), count: 2)]),
+                ]))
+        #expect(r.completions.count == 4 && r.completions.values.allSatisfy { $0 == 1 })
+        #expect(r.startedAt[JobID(2)] == 0.5, "the video runs during the load: \(r.startedAt)")
+        #expect(r.startedAt[JobID(3)] == 0.5 && r.startedAt[JobID(1)] == 1.75, "\(r.startedAt)")
+        #expect(abs(r.makespan - 4.25) < 1e-9, "\(r.makespan)")
+    }
+
     /// Longest first within a batch: two images (5 s) listed before a video (30 s), two backends
     /// of one slot. The video starts at once on one backend and the images run one after the
     /// other on the other: done at 30 s. In list order (the old rule) the images take both
