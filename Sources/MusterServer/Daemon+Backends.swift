@@ -249,12 +249,17 @@ extension Daemon {
         if case .awaitingHello(let timer?) = link.phase { transport.assumeIsolated { $0.cancel(timer) } }
         guard case .registered(let backend) = link.phase, linkOf[backend] == event.id else { return }
         linkOf[backend] = nil
-        logger.warning(
-            "backend link lost",
-            metadata: [
-                "backend.id": "\(backend)", "link.id": "\(event.id)", "close.code": "\(event.code.rawValue)",
-                "close.reason": "\(event.reason)", "reconnecting": "\(event.willReconnect)",
-            ])
+        let metadata: Logger.Metadata = [
+            "backend.id": "\(backend)", "link.id": "\(event.id)", "close.code": "\(event.code.rawValue)",
+            "close.reason": "\(event.reason)", "reconnecting": "\(event.willReconnect)",
+        ]
+        // A close after the backend's `goodbye`, or one this coordinator's shutdown made, is the
+        // ending both sides agreed to: nothing for an operator to look into.
+        if link.saidGoodbye || stopping {
+            logger.info("backend link closed", metadata: metadata)
+        } else {
+            logger.warning("backend link lost", metadata: metadata)
+        }
         if !stopping { feed(link.saidGoodbye ? .backendLeft(backend) : .linkLost(backend)) }
     }
 
