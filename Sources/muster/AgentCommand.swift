@@ -83,6 +83,13 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Simulated time to load a model (on request, or before a job that names it; also with --exec); announced to the coordinator as model_load_seconds.")
     var modelLoadSeconds: String = "5s"
 
+    @Flag(
+        help: """
+            Announce neither --speed nor the --job-seconds and --model-load-seconds: the coordinator \
+            learns them from the jobs it runs, as for a real backend (the simulated work takes as long).
+            """)
+    var cold = false
+
     @Option(help: "Fraction of simulated jobs that fail (retryable), 0 to 1.")
     var failureRate: Double = 0
 
@@ -200,11 +207,12 @@ struct AgentCommand: AsyncParsableCommand {
         }
         var runner: WorkerSpec.Runner = exec.map { .exec(command: ["/bin/sh", "-c", $0], timeout: (try? duration(execTimeout, "")) ?? .seconds(600)) } ?? .simulated
         if comfyui != nil { runner = .external }
-        let spec = WorkerSpec(
+        var spec = WorkerSpec(
             name: name, features: list(features), models: list(models), slots: slots, runner: runner,
             startupDelay: try duration(announceAfter, "--announce-after"), jobDurations: try durations(jobSeconds),
             modelLoadTime: try duration(modelLoadSeconds, "--model-load-seconds"), failureRate: failureRate,
             speed: speed, simulatesModelLoads: runner != .external)
+        spec.announcesEstimates = !cold
         // The client commands' forms: http(s):// mapped, a bare HOST on port 7460 (validated above).
         let dialled = coordinator.map { text in
             Agent.coordinatorAddresses(text).compactMap { try? MusterClient.Options.webSocketURL($0) }.joined(separator: ",")

@@ -247,6 +247,25 @@ import Testing
         #expect(local.snapshot.modelLoadSeconds == nil)
     }
 
+    /// `muster agent --cold`: the same simulated work, announced as nothing (no speed, no
+    /// durations, no load time), so the coordinator must learn them as from a real backend.
+    @Test func aColdWorkerAnnouncesNoEstimatesAndWorksAsLong() {
+        var spec = WorkerSpec(
+            name: "gpu", models: ["sdxl"], jobDurations: ["image": .seconds(6), "default": .seconds(4)],
+            modelLoadTime: .seconds(15), speed: 2)
+        spec.announcesEstimates = false
+        var e = WorkerEngine(spec: spec, incarnation: inc, epochMs: 0, at: .zero)
+        #expect(e.snapshot.speed == nil && e.snapshot.jobSeconds.isEmpty && e.snapshot.modelLoadSeconds == nil)
+        _ = e.receive(welcome(e), at: .zero)
+        let started = sent(e.receive(assign(1, lease: 10, kind: "image"), at: .zero))
+        #expect(started.contains(.started(.init(job: JobID(1), lease: Lease(10)))))
+        var completedAt: CoreInstant?
+        while completedAt == nil, let next = e.nextDeadline, next <= .seconds(10) {
+            if sent(e.tick(at: next)).contains(where: { if case .completed = $0 { true } else { false } }) { completedAt = next }
+        }
+        #expect(completedAt == .seconds(3), "the image takes 6 s at speed 2, announced or not")
+    }
+
     /// Protocol 6.4: a job needing a model still loading waits for that load; with `muster agent
     /// --exec` too, the command runs once the (simulated) load is over, and the model is then
     /// announced loaded.

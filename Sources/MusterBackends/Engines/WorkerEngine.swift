@@ -38,6 +38,10 @@ public struct WorkerSpec: Sendable, Equatable {
     /// and `muster agent --exec`, which simulates its models. A coordinator's own `exec` backend
     /// runs its command at once and announces nothing.
     public var simulatesModelLoads: Bool
+    /// Whether the capabilities announce `speed`, the simulated durations (`job_seconds`) and the
+    /// simulated load time (`model_load_seconds`). Off (`muster agent --cold`), the coordinator
+    /// learns them by running jobs, as it must for a real backend; the work takes as long.
+    public var announcesEstimates = true
 
     public init(
         name: String, features: [String] = [], models: [String] = [], slots: Int = 1, runner: Runner = .simulated,
@@ -192,15 +196,15 @@ public struct WorkerEngine: Sendable {
     public var snapshot: CapabilitySnapshot {
         CapabilitySnapshot(
             version: version, state: state, features: features, modelsAvailable: models,
-            modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.speed, nodes: nodes, devices: devices,
-            message: stateMessage, jobSeconds: announcedJobSeconds,
-            modelLoadSeconds: spec.simulatesModelLoads ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
+            modelsLoaded: Array(loadedModels), slots: spec.slots, speed: spec.announcesEstimates ? spec.speed : nil, nodes: nodes,
+            devices: devices, message: stateMessage, jobSeconds: announcedJobSeconds,
+            modelLoadSeconds: spec.simulatesModelLoads && spec.announcesEstimates ? Double(spec.modelLoadTime.milliseconds) / 1000 : nil)
     }
 
     /// Simulated work knows how long it takes: each kind it was given a duration for (not
     /// `default`), at this backend's speed. Real runners announce nothing.
     private var announcedJobSeconds: [KindSeconds] {
-        guard spec.runner == .simulated else { return [] }
+        guard spec.runner == .simulated, spec.announcesEstimates else { return [] }
         return spec.jobDurations.keys.filter { $0 != "default" }.sorted().compactMap { kind in
             let seconds = Double(spec.duration(kind: kind).milliseconds) / 1000
             return seconds > 0 && seconds <= ProtocolLimits.maxAnnouncedSeconds ? KindSeconds(kind: kind, seconds: seconds) : nil
