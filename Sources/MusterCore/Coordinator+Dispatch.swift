@@ -404,10 +404,11 @@ extension Coordinator {
         // A job already on the backend ends as the model lands or a little after, as a filler
         // may (one bound a moment ago, on a backend with more than one slot): its slot is the one
         // the job waiting for the model takes, without idling, so this free slot is no idle time
-        // of the load and takes the best other job, as any free slot would. (One ending sooner
-        // leaves its slot idle until the model lands: that time is still to fill.) Else a later short job passes an earlier long one (an outside check on the
-        // real daemon, warm seed 29: two images of a later batch filled both slots of a backend
-        // loading `flux` for 1 s, and the videos of the earlier one, which only it ran, waited).
+        // of the load and takes the best other job, as any free slot would. Else a later short
+        // job passes an earlier long one (an outside check on the real daemon, warm seed 29: two
+        // images of a later batch filled both slots of a backend loading `flux` for 1 s, and the
+        // videos of the earlier batch, which only it ran, waited). A job ending sooner leaves its
+        // slot idle until the model lands: that time is still to fill.
         let covered =
             runningFree
             && jobEnds(bi, from: max(ready, from + Self.timeEpsilon), by: ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon)

@@ -224,7 +224,8 @@ extension Coordinator {
     /// its `jobs`, and when a slot would be free for one more. Running jobs end after their
     /// expected duration; one already past it is expected to run as long again as it overran
     /// (estimates were too low). Bound jobs take the earliest free slot in binding order.
-    /// `floors`: durations at speed 1.0 that jobs of an estimate class are known to exceed.
+    /// `floors`: durations at speed 1.0 that jobs of an estimate class are known to exceed,
+    /// for the jobs not started (a started job's own end follows the overrun rule instead).
     func expectedSchedule(_ bi: Int, floors: [(estimate: Int32, seconds: Double)] = []) -> (ends: [Double], available: Double) {
         let t = now.seconds
         let n = backends.records[bi].jobs.count
