@@ -401,6 +401,9 @@ extension Coordinator {
         // the overqueue slot of a backend whose running job outlasted the load held three `sdxl`
         // jobs back 4 s: an outside check, cold seed 71).
         let idle = runningFree && ready > from + Self.timeEpsilon
+        // How late a filler may end: past the model's readiness by `backfillOverrun` of the idle
+        // time it fills.
+        let limit = ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon
         // A job already on the backend ends as the model lands or a little after, as a filler
         // may (one bound a moment ago, on a backend with more than one slot): its slot is the one
         // the job waiting for the model takes, without idling, so this free slot is no idle time
@@ -409,13 +412,11 @@ extension Coordinator {
         // images of a later batch filled both slots of a backend loading `flux` for 1 s, and the
         // videos of the earlier batch, which only it ran, waited). A job ending sooner leaves its
         // slot idle until the model lands: that time is still to fill.
-        let covered =
-            runningFree
-            && jobEnds(bi, from: max(ready, from + Self.timeEpsilon), by: ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon)
+        let covered = runningFree && jobEnds(bi, from: max(ready, from + Self.timeEpsilon), by: limit)
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: false)
         where modelReady(bi, other) == nil
             && (covered || (idle && !estimates.shown(Int(head.estimate)) && !freeRunningPeer(bi, for: other))
-                || from + expectedSeconds(bi, Int(head.estimate)) <= ready + Self.backfillOverrun * (ready - from) + Self.timeEpsilon)
+                || from + expectedSeconds(bi, Int(head.estimate)) <= limit)
             && admits(bi, id, other, head, backfilling: true)
         {
             return (other, head)
