@@ -53,8 +53,8 @@ extension Coordinator {
             announcedJobSeconds: b.snapshot?.jobSeconds ?? [], announcedModelLoadSeconds: b.snapshot?.modelLoadSeconds)
     }
 
-    /// Every backend, by id.
-    public var backendList: [BackendInfo] { backends.ids.sorted().compactMap { backend($0) } }
+    /// Every backend, local ones first (`BackendID.listedBefore`).
+    public var backendList: [BackendInfo] { backends.ids.sorted(by: BackendID.listedBefore).compactMap { backend($0) } }
 
     /// Ready when a backend is ready and no job is held; otherwise what the coordinator waits for.
     public var readiness: Readiness {

@@ -12,6 +12,13 @@ public struct BackendID: RawRepresentable, Hashable, Comparable, Sendable, Custo
     public var isLocal: Bool { rawValue < 0 }
     public static func < (a: BackendID, b: BackendID) -> Bool { a.rawValue < b.rawValue }
     public var description: String { String(rawValue) }
+    /// The order backends are listed in (`status_report`, `GET /v1/backends`, `muster status`):
+    /// local pseudo-backends first, -1, -2, ... (the order of the `backends` entries), then
+    /// remote ones by ascending id.
+    public static func listedBefore(_ a: BackendID, _ b: BackendID) -> Bool {
+        if a.isLocal != b.isLocal { return a.isLocal }
+        return a.isLocal ? a.rawValue > b.rawValue : a.rawValue < b.rawValue
+    }
 }
 
 /// Identifies a job; assigned by the coordinator, unique for the coordinator's lifetime.

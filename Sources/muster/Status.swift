@@ -62,11 +62,8 @@ struct Status: AsyncParsableCommand {
             lines.append("backends: none")
         } else {
             lines.append("backends:")
-            // Local pseudo-backends first (-1, -2, ...), then remote ones by id.
-            let ordered = r.backends.sorted { a, b in
-                if a.id.isLocal != b.id.isLocal { return a.id.isLocal }
-                return a.id.isLocal ? a.id > b.id : a.id < b.id
-            }
+            // A coordinator lists them in this order already; an older one did not.
+            let ordered = r.backends.sorted { BackendID.listedBefore($0.id, $1.id) }
             var rows = [["ID", "NAME", "LINK", "STATE", "FEATURES", "MODELS", "LOAD", "LAST SEEN"]]
             for b in ordered {
                 let caps = b.capabilities

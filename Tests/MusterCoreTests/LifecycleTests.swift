@@ -421,4 +421,12 @@ import Testing
                 key: nil, entries: [BatchEntry(spec: JobSpec(kind: "image", needs: ["c"]))], at: h.clock)
         }
     }
+
+    /// `status_report` and `GET /v1/backends` list local backends first, -1, -2, ..., then remote
+    /// ones by ascending id, as `muster status` shows them.
+    @Test func backendsAreListedLocalOnesFirst() {
+        var h = Harness()
+        for id: Int64 in [3, -2, 1, -1, -3] { h.ready(id) }
+        #expect(h.core.backendList.map(\.id.rawValue) == [-1, -2, -3, 1, 3])
+    }
 }
