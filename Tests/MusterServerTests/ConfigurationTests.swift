@@ -223,6 +223,24 @@ import Testing
         let notJSON = try write("{not json")
         #expect(loadError(file: notJSON) != nil)
         #expect(loadError(file: "/nonexistent/muster.json")?.reason.contains("cannot be read") == true)
+        // A JSON value of the wrong kind is named as such, not as JSON that failed to parse.
+        for key in ["backends", "auth.backend_tokens", "auth.credentials"] {
+            let wrongKind = try #require(loadError(set: [(key, "5")]))
+            #expect(wrongKind.key == key)
+            #expect(wrongKind.reason.contains("expected an"), "\(wrongKind.reason)")
+        }
+        #expect(loadError(set: [("backends", "1e400")])?.reason.contains("out of range") == true)
+    }
+
+    /// Durations are used to the nearest millisecond, and the value kept is the value used.
+    @Test func durationsAreKeptToTheMillisecond() throws {
+        let window = try Configuration.load(file: nil, environment: [:], overrides: [("flag --set", "gate.window_seconds", "0.0004")])
+        #expect(window.settings.gate.window == .zero)
+        let rounded = try Configuration.load(file: nil, environment: ["MUSTER_GATE_WINDOW_SECONDS": "1.23456"])
+        #expect(rounded.settings.gate.window == .milliseconds(1235))
+        #expect(rounded.printable().contains("\"window_seconds\" : 1.235"))
+        let tooShort = try #require(loadError(set: [("routing.default_job_seconds", "0.0004")]))
+        #expect(tooShort.reason.contains("to the millisecond"))
     }
 
     @Test func backendsAreParsedStrictly() throws {

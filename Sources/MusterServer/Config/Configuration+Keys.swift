@@ -323,9 +323,13 @@ public struct ConfigKey: Sendable {
         range.contains(i) ? .success(.int(i)) : .failure("\(i) is out of range \(range.lowerBound)...\(range.upperBound)")
     }
 
-    private func check(seconds s: Double, _ range: ClosedRange<Double>) -> Result<ConfigValue, InvalidValue> {
+    /// Durations are used to the nearest millisecond: the value kept (and shown by
+    /// `--print-config`) is the one used, so `0.0004` is 0 (for a window: off).
+    private func check(seconds given: Double, _ range: ClosedRange<Double>) -> Result<ConfigValue, InvalidValue> {
+        let s = given.isFinite && abs(given) < 1e12 ? (given * 1000).rounded() / 1000 : given
         guard s.isFinite, range.contains(s) else {
-            return .failure("\(s) is out of range \(ConfigValue.double(range.lowerBound))...\(ConfigValue.double(range.upperBound)) seconds")
+            let shown = s == given ? "\(s)" : "\(given) (\(ConfigValue.double(s)) to the millisecond)"
+            return .failure("\(shown) is out of range \(ConfigValue.double(range.lowerBound))...\(ConfigValue.double(range.upperBound)) seconds")
         }
         return .success(.double(s))
     }

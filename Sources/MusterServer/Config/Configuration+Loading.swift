@@ -296,7 +296,7 @@ extension Configuration {
     static func strictJSON(_ text: [UInt8]) -> Result<(value: Any, twice: String?), StrictJSONFailure> {
         let problem = DuplicateMembers.problem(in: text)
         if case .syntax(let why) = problem { return .failure(StrictJSONFailure(reason: why)) }
-        guard let value = try? JSONSerialization.jsonObject(with: Data(text), options: []) else {
+        guard let value = try? JSONSerialization.jsonObject(with: Data(text), options: [.fragmentsAllowed]) else {
             // The grammar held: what is left is a number no double holds (1e400).
             return .failure(StrictJSONFailure(reason: "a number out of range"))
         }
