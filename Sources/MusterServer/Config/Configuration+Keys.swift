@@ -388,7 +388,11 @@ extension ConfigKey {
             case .string(let s) where s.isEmpty: def = "(none)"
             default: def = "`\(key.defaultValue)`"
             }
-            out += "| `\(key.name)` | `\(key.environmentName)` | \(def) | \(key.help) |\n"
+            var meaning = key.help
+            if case .choice(let options) = key.kind {
+                meaning += " One of " + options.map { "`\($0)`" }.joined(separator: ", ") + "."
+            }
+            out += "| `\(key.name)` | `\(key.environmentName)` | \(def) | \(meaning) |\n"
         }
         out += "| `backends` | `MUSTER_BACKENDS` | two local simulated | Array of backends (JSON), see below. |\n"
         out += "| `auth.backend_tokens` | `MUSTER_AUTH_BACKEND_TOKENS` | (none) | Object of backend name to the token that backend must present (JSON): backend credentials with inline tokens. |\n"
