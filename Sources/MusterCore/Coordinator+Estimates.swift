@@ -348,57 +348,21 @@ extension Coordinator {
         // later than that counts as sooner. Whether it is (a look through its classes) is found
         // out only for a backend that finishes within that slack and no sooner.
         let slack = expectedSeconds(bi, e)
-        var soleHere: Bool?
         let need = classes[c].queued
-        let margin = Self.timeEpsilon
         let latestStart = deadline.seconds
-        var capacity = 0
-        var second: (backend: BackendID, at: Double)?
         // A job with a model while the queue holds no more jobs than there are free backends (no
         // backlog competes with it for the backend it is left to): the soonest of the backends
         // that finish it sooner starts the load if it must (`loadForDeclined`), and counting goes
         // on past the waiting jobs to find that backend whatever the set's order (the bound was
         // charged for it).
         let loadsAhead = classes[c].modelID >= 0 && queuedTotal <= free.count
-        var soonest: (at: Double, backend: BackendID)?
-        // Whether a backend finishes the job sooner than this one, within the wait bound (a
-        // backend not expected to start it by then does not count), and how many of the class's
-        // jobs it finishes before this one would.
-        func isSoleHere() -> Bool {
-            if let soleHere { return soleHere }
-            let sole = soleFor(bi, besides: c)
-            soleHere = sole
-            return sole
-        }
-        func sooner(_ ti: Int, _ theirs: Double) -> Int? {
-            guard
-                theirs < mine - margin
-                    || (theirs < mine + slack - margin && isSoleHere() && !soleFor(ti, besides: c))
-                    || (theirs <= mine + margin
-                        && ((mustLoad && modelReady(ti, c) == nil) || (holds && !reserves(ti, for: c))
-                            || (backfilling && speedSource(ti).source != .assumed)))
-            else {
-                return nil
-            }
-            let p = max(expectedSeconds(ti, e), 1e-3)
-            guard theirs - p <= latestStart else { return nil }
-            return 1 + Int(min(Double(need), max(0, ((mine - theirs + Self.timeEpsilon) / p).rounded(.down))))
-        }
-        // Free backends this one would leave the job to: woken if it does (they may have passed
-        // over the job before this one declined it: see `pickJob`).
-        var wake: [BackendID] = []
-        func count(_ t: BackendID, fasterThan floor: Double = 0) {
-            guard t != id, let ti = backends.index(t), backends.records[ti].speed > floor, backends.records[ti].routable(now)
-            else { return }
-            let theirs = expectedCompletion(ti, c, e)
-            if let s = second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { second = (t, theirs) }
-            guard let jobs = sooner(ti, theirs) else { return }
-            if loadsAhead, soonest.map({ (theirs, t.rawValue) < ($0.at, $0.backend.rawValue) }) ?? true {
-                soonest = (theirs, t)
-            }
-            if backends.records[ti].inFree { wake.append(t) }
-            capacity += jobs
-        }
+        // Whether a backend finishes the job sooner than this one, within the wait bound, and how
+        // many of the class's jobs it finishes before this one would (`admitsSooner`); the free
+        // backends this one would leave the job to, woken if it does (they may have passed over
+        // the job before this one declined it: see `pickJob`).
+        var tally = AdmitTally(
+            bi: bi, id: id, c: c, e: e, mine: mine, slack: slack, latestStart: latestStart, need: need,
+            mustLoad: mustLoad, holds: holds, backfilling: backfilling, loadsAhead: loadsAhead)
         // With a slot open now and no model to load, only a faster backend can finish the job
         // sooner: look at those alone (the class's speed index), so the decision does not grow
         // with the fleet. A busy backend (the overqueue slot) or one that must load the model
@@ -432,23 +396,23 @@ extension Coordinator {
         let until = loadsAhead ? Int.max : need
         if fasterOnly {
             for t in classes[c].bySpeed.candidates(fasterThan: speed) {
-                if capacity >= until { break }
-                count(t, fasterThan: speed)
+                if tally.capacity >= until { break }
+                admitsCount(&tally, t, fasterThan: speed)
             }
             if ties {
-                for t in free where capacity < until && classes[c].capable.contains(t) {
-                    if let ti = backends.index(t), backends.records[ti].speed == speed { count(t) }
+                for t in free where tally.capacity < until && classes[c].capable.contains(t) {
+                    if let ti = backends.index(t), backends.records[ti].speed == speed { admitsCount(&tally, t) }
                 }
             }
         } else {
             for t in classes[c].capable {
-                if capacity >= until { break }
-                count(t)
+                if tally.capacity >= until { break }
+                admitsCount(&tally, t)
             }
         }
-        if capacity < need {
+        if tally.capacity < need {
             // Every backend that could finish sooner was counted.
-            runnerUp = second.map { (entry.job, id, $0.backend, $0.at, now) }
+            runnerUp = tally.second.map { (entry.job, id, $0.backend, $0.at, now) }
             return true
         }
         // Left to others: every free backend of the compared set that finishes sooner looks
@@ -475,14 +439,57 @@ extension Coordinator {
         compareBudget -= looked.count
         for ti in looked {
             let t = backends.records[ti].id
-            guard !wake.contains(t), sooner(ti, expectedCompletion(ti, c, e)) != nil else { continue }
-            wake.append(t)
+            guard !tally.wake.contains(t), admitsSooner(&tally, ti, expectedCompletion(ti, c, e)) != nil else { continue }
+            tally.wake.append(t)
         }
-        for t in wake { dirty.insert(t) }
-        if let s = soonest { loadForDeclined(s.backend, c) }
+        for t in tally.wake { dirty.insert(t) }
+        if let s = tally.soonest { loadForDeclined(s.backend, c) }
         if mustLoad { noteDeclinedHedge(bi, c, entry) }
-        decline(id, c, entry, deadline: deadline, runnerUp: second)
+        decline(id, c, entry, deadline: deadline, runnerUp: tally.second)
         return false
+    }
+
+    /// Whether backend `ti`, expected to finish the job at `theirs`, finishes it sooner than the
+    /// backend `admits` decides for, within the wait bound (a backend not expected to start it by
+    /// then does not count), and if so how many of the class's jobs it finishes before that one
+    /// would.
+    mutating func admitsSooner(_ tally: inout AdmitTally, _ ti: Int, _ theirs: Double) -> Int? {
+        let margin = Self.timeEpsilon
+        guard
+            theirs < tally.mine - margin
+                || (theirs < tally.mine + tally.slack - margin && admitsSoleHere(&tally) && !soleFor(ti, besides: tally.c))
+                || (theirs <= tally.mine + margin
+                    && ((tally.mustLoad && modelReady(ti, tally.c) == nil) || (tally.holds && !reserves(ti, for: tally.c))
+                        || (tally.backfilling && speedSource(ti).source != .assumed)))
+        else {
+            return nil
+        }
+        let p = max(expectedSeconds(ti, tally.e), 1e-3)
+        guard theirs - p <= tally.latestStart else { return nil }
+        return 1 + Int(min(Double(tally.need), max(0, ((tally.mine - theirs + Self.timeEpsilon) / p).rounded(.down))))
+    }
+
+    /// Whether the deciding backend alone can run other queued jobs (`soleFor`), found out once.
+    mutating func admitsSoleHere(_ tally: inout AdmitTally) -> Bool {
+        if let sole = tally.soleHere { return sole }
+        let sole = soleFor(tally.bi, besides: tally.c)
+        tally.soleHere = sole
+        return sole
+    }
+
+    /// Counts backend `t` (faster than `floor`) if it finishes the job sooner (`admitsSooner`),
+    /// noting the runner-up, the soonest of them and the free ones to wake.
+    mutating func admitsCount(_ tally: inout AdmitTally, _ t: BackendID, fasterThan floor: Double = 0) {
+        guard t != tally.id, let ti = backends.index(t), backends.records[ti].speed > floor, backends.records[ti].routable(now)
+        else { return }
+        let theirs = expectedCompletion(ti, tally.c, tally.e)
+        if let s = tally.second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { tally.second = (t, theirs) }
+        guard let jobs = admitsSooner(&tally, ti, theirs) else { return }
+        if tally.loadsAhead, tally.soonest.map({ (theirs, t.rawValue) < ($0.at, $0.backend.rawValue) }) ?? true {
+            tally.soonest = (theirs, t)
+        }
+        if backends.records[ti].inFree { tally.wake.append(t) }
+        tally.capacity += jobs
     }
 
     /// Noting a queued job this idle backend leaves to others (`admits`), or passes over for a
@@ -1293,4 +1300,30 @@ extension JobClassEstimate {
 struct GuessedRunning {
     var jobs: [JobID] = []
     var pruneAt = 64
+}
+
+/// What `admits` keeps while it counts the backends that would finish a job sooner: methods
+/// (`admitsCount`, `admitsSooner`) take it, rather than nested functions capturing `self`, which
+/// copy the whole coordinator to call its helpers.
+struct AdmitTally {
+    let bi: Int
+    let id: BackendID
+    let c: Int
+    let e: Int
+    /// When the deciding backend is expected to finish the job.
+    let mine: Double
+    /// The job's length there: how much later another backend may finish it and still count
+    /// as sooner when the deciding backend alone can run other queued jobs.
+    let slack: Double
+    let latestStart: Double
+    let need: Int
+    let mustLoad: Bool
+    let holds: Bool
+    let backfilling: Bool
+    let loadsAhead: Bool
+    var soleHere: Bool? = nil
+    var capacity = 0
+    var second: (backend: BackendID, at: Double)? = nil
+    var soonest: (at: Double, backend: BackendID)? = nil
+    var wake: [BackendID] = []
 }

@@ -19,6 +19,13 @@ import MusterProtocol
 public struct Coordinator: Sendable {
     /// The knobs this coordinator runs with.
     public let policy: CorePolicy
+    /// Makes `Coordinator` address-only (an existential's size is not known to the compiler), so
+    /// that a non-mutating method called from a mutating one is handed `self`'s address. A
+    /// loadable struct of this size (about 1.4 KB) was copied onto the stack for every such call:
+    /// dozens per routing decision. A nested function that captures `self` and calls its helpers
+    /// still copies it, now in full (every buffer retained): on hot paths, prefer a mutating
+    /// method that takes what it needs (`admitsCount`, `AdmitTally`).
+    private let passedByAddress: any Sendable = ()
     // Policy durations converted once: Duration arithmetic divides 128-bit attoseconds.
     let retentionNanos: UInt64
     let defaultJobSeconds: Double
