@@ -325,37 +325,44 @@ extension Coordinator {
         // decisions free of comparisons.
         let fastest = backends.records[bi].speed >= maxSpeed * Self.nearFastest
         let knowsItsLoads = backends.records[bi].loadSeconds != nil || backends.records[bi].loadPrior != nil
-        func takes(_ c: Int, _ entry: QueueEntry) -> Bool {
-            if fastest {
-                let m = classes[c].modelID
-                let compare =
-                    m >= 0 && !backends.records[bi].loadedIDs.contains(m)
-                    && (classes[c].loadedCapable == 0 ? knowsItsLoads : jobs[entry.job].declinedSince != nil)
-                // A backend holding back what other queued jobs need (a model they name, or it
-                // alone can run them) compares too while other backends are free (at most
-                // `tieScanLimit`): an equally fast one may take this job and leave it to them
-                // (`admits`).
-                // Only its overqueue slot free, it is not the soonest by speed alone: another free
-                // backend whose running slot frees sooner may finish the job first (looked for
-                // among the free backends while they are few, as for ties), and then it leaves
-                // the job to that one.
-                if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c)) {
-                    guard !runningFree, let peer = freeSoonerPeer(bi, for: c, entry) else { return true }
-                    return !leaveToFreePeer(id, c, entry, peer)
-                }
-            }
-            return admits(bi, id, c, entry)
-        }
         declined = nil
         guard let (c, entry) = bestJob(for: id, runningFree: runningFree, affinity: fastest) else { return nil }
-        if takes(c, entry) { return (c, entry) }
+        if takes(bi, id, c, entry, fastest: fastest, knowsItsLoads: knowsItsLoads, runningFree: runningFree) {
+            return (c, entry)
+        }
         // Left to others: the backend's other classes in the same order (best head first).
         // Leaving a class changes no other class's head or eligibility.
         for (other, head) in otherHeads(bi, except: c, runningFree: runningFree, affinity: fastest)
-        where takes(other, head) {
+        where takes(bi, id, other, head, fastest: fastest, knowsItsLoads: knowsItsLoads, runningFree: runningFree) {
             return (other, head)
         }
         return nil
+    }
+
+    /// Whether backend `id` (index `bi`) takes job `entry` of class `c` (`pickJob`): a method, not
+    /// a nested function, as one that captures `self` copies the whole coordinator per call.
+    mutating func takes(
+        _ bi: Int, _ id: BackendID, _ c: Int, _ entry: QueueEntry, fastest: Bool, knowsItsLoads: Bool, runningFree: Bool
+    ) -> Bool {
+        if fastest {
+            let m = classes[c].modelID
+            let compare =
+                m >= 0 && !backends.records[bi].loadedIDs.contains(m)
+                && (classes[c].loadedCapable == 0 ? knowsItsLoads : jobs[entry.job].declinedSince != nil)
+            // A backend holding back what other queued jobs need (a model they name, or it
+            // alone can run them) compares too while other backends are free (at most
+            // `tieScanLimit`): an equally fast one may take this job and leave it to them
+            // (`admits`).
+            // Only its overqueue slot free, it is not the soonest by speed alone: another free
+            // backend whose running slot frees sooner may finish the job first (looked for
+            // among the free backends while they are few, as for ties), and then it leaves
+            // the job to that one.
+            if !compare && !(reserves(bi, for: c) && freeTiePeer(bi, for: c)) {
+                guard !runningFree, let peer = freeSoonerPeer(bi, for: c, entry) else { return true }
+                return !leaveToFreePeer(id, c, entry, peer)
+            }
+        }
+        return admits(bi, id, c, entry)
     }
 
     /// The eligible heads of the backend's classes other than `c`, gathered once, best first

@@ -439,7 +439,9 @@ extension Coordinator {
         compareBudget -= looked.count
         for ti in looked {
             let t = backends.records[ti].id
-            guard !tally.wake.contains(t), admitsSooner(&tally, ti, expectedCompletion(ti, c, e)) != nil else { continue }
+            guard !tally.wake.contains(t), admitsSooner(&tally, ti, expectedCompletion(ti, c, e)) != nil else {
+                continue
+            }
             tally.wake.append(t)
         }
         for t in tally.wake { dirty.insert(t) }
@@ -457,9 +459,11 @@ extension Coordinator {
         let margin = Self.timeEpsilon
         guard
             theirs < tally.mine - margin
-                || (theirs < tally.mine + tally.slack - margin && admitsSoleHere(&tally) && !soleFor(ti, besides: tally.c))
+                || (theirs < tally.mine + tally.slack - margin && admitsSoleHere(&tally)
+                    && !soleFor(ti, besides: tally.c))
                 || (theirs <= tally.mine + margin
-                    && ((tally.mustLoad && modelReady(ti, tally.c) == nil) || (tally.holds && !reserves(ti, for: tally.c))
+                    && ((tally.mustLoad && modelReady(ti, tally.c) == nil)
+                        || (tally.holds && !reserves(ti, for: tally.c))
                         || (tally.backfilling && speedSource(ti).source != .assumed)))
         else {
             return nil
@@ -480,10 +484,13 @@ extension Coordinator {
     /// Counts backend `t` (faster than `floor`) if it finishes the job sooner (`admitsSooner`),
     /// noting the runner-up, the soonest of them and the free ones to wake.
     mutating func admitsCount(_ tally: inout AdmitTally, _ t: BackendID, fasterThan floor: Double = 0) {
-        guard t != tally.id, let ti = backends.index(t), backends.records[ti].speed > floor, backends.records[ti].routable(now)
+        guard t != tally.id, let ti = backends.index(t), backends.records[ti].speed > floor,
+            backends.records[ti].routable(now)
         else { return }
         let theirs = expectedCompletion(ti, tally.c, tally.e)
-        if let s = tally.second, (s.at, s.backend.rawValue) <= (theirs, t.rawValue) {} else { tally.second = (t, theirs) }
+        if tally.second.map({ ($0.at, $0.backend.rawValue) <= (theirs, t.rawValue) }) != true {
+            tally.second = (t, theirs)
+        }
         guard let jobs = admitsSooner(&tally, ti, theirs) else { return }
         if tally.loadsAhead, tally.soonest.map({ (theirs, t.rawValue) < ($0.at, $0.backend.rawValue) }) ?? true {
             tally.soonest = (theirs, t)
