@@ -70,7 +70,13 @@ extension MusterClient {
         do {
             try await client.subscribe(batch: batch)
         } catch {
-            throw error
+            // The link was lost before the subscription (the coordinator died after `accepted`):
+            // dial again as for a link lost later.
+            guard isTransient(error), reconnectFor > .zero else { throw error }
+            onReconnect(error)
+            let next = try await resubscribe(batch: batch, options: options, logger: logger, until: .now + reconnectFor)
+            own = next
+            client = next
         }
         while true {
             for await event in client.events {

@@ -250,21 +250,33 @@ struct Submit: AsyncParsableCommand {
         }
         // A waiting submitter rides through a restart from its first dial on, as it does later.
         let allCompleted = try await client.withClient(retrying: wait && reconnectSeconds > 0) { c -> Bool in
-            let accepted = try await submit(request, on: c)
+            // `redialled`: the link the batch was accepted on when the first one was lost first.
+            let (accepted, redialled) = try await submit(request, on: c)
             guard wait else {
                 printAccepted(accepted)
+                await redialled?.close()
                 return true
             }
-            return try await follow(accepted, on: c)
+            do {
+                let completed = try await follow(accepted, on: redialled ?? c)
+                await redialled?.close()
+                return completed
+            } catch {
+                await redialled?.close()
+                throw error
+            }
         }
         if !allCompleted { throw ExitCode(1) }
     }
 
     /// Submits; with --wait, a link lost before the answer is redialled and the batch (its key
-    /// makes that idempotent) submitted again on the new link.
-    private func submit(_ request: Wire.BatchRequest, on c: MusterClient) async throws -> Wire.Accepted {
+    /// makes that idempotent) submitted again on the new link, which is returned to follow the
+    /// batch on (the caller closes it).
+    private func submit(
+        _ request: Wire.BatchRequest, on c: MusterClient
+    ) async throws -> (Wire.Accepted, redialled: MusterClient?) {
         do {
-            return try await c.submit(request)
+            return (try await c.submit(request), nil)
         } catch {
             guard wait, reconnectSeconds > 0, MusterClient.isTransient(error), request.batchKey != nil else { throw error }
             let deadline = ContinuousClock.now + .milliseconds(Int64(reconnectSeconds * 1000))
@@ -272,9 +284,7 @@ struct Submit: AsyncParsableCommand {
                 let next = try await MusterClient.connect(
                     client.clientOptions(), logger: Logger(label: "muster.client"), retryingUntil: deadline)
                 do {
-                    let accepted = try await next.submit(request)
-                    await next.close()
-                    return accepted
+                    return (try await next.submit(request), next)
                 } catch {
                     await next.close()
                     guard MusterClient.isTransient(error), ContinuousClock.now < deadline else { throw error }
@@ -303,7 +313,9 @@ struct Submit: AsyncParsableCommand {
     /// is subscribed again and its snapshot fills in what happened meanwhile. Each job's final
     /// line is printed once, whatever the coordinator resends.
     private func follow(_ accepted: Wire.Accepted, on c: MusterClient) async throws -> Bool {
-        var names = BackendNames(try await c.status().backends)
+        // Names for the display; a link lost meanwhile is redialled by the follow below, and the
+        // names then come from the events alone.
+        var names = BackendNames((try? await c.status().backends) ?? [])
         let mode: SubmitDisplay.Mode = json ? .json : (isatty(STDOUT_FILENO) != 0 ? .terminal : .lines)
         var display = SubmitDisplay(mode: mode, batch: accepted.batch, jobs: accepted.jobs)
         display.start(BatchProgress(batch: accepted.batch, jobs: accepted.jobs))

@@ -59,11 +59,12 @@ import Testing
 
     let batch = #"{"jobs": [{"kind": "image", "count": 3}]}"#
 
-    func serve(_ fs: Tmpfs) async throws -> (MusterProcess, Int) {
-        try await e2e.coordinator([
-            "--set", "store.url=sqlite://\(fs.path)/muster.sqlite",
-            "--set", #"backends=[{"name": "quick", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#,
-        ])
+    func serve(_ fs: Tmpfs, port: Int = 0) async throws -> (MusterProcess, Int) {
+        try await e2e.coordinator(
+            [
+                "--set", "store.url=sqlite://\(fs.path)/muster.sqlite",
+                "--set", #"backends=[{"name": "quick", "kind": "simulated", "features": ["image"], "job_seconds": {"default": 0.05}}]"#,
+            ], port: port)
     }
 
     @Test func aFullDiskRefusesNewWorkAcknowledgesNothingUnwrittenAndRecovers() async throws {
@@ -182,6 +183,35 @@ import Testing
         try fs.remount("rw")
         try await SubmitCommandTests.expectOneCompletedLinePerJob(submit, jobs: 1...3)
         #expect(try await serve.stop() == 0)
+    }
+
+    /// `muster submit --wait` whose `accepted` never came: the batch could not be written (the
+    /// disk was full) when the coordinator was killed. The submitter dials the restarted one,
+    /// submits again under its own batch key (the first submission was never acknowledged, so it
+    /// is a new batch), follows it on that new link and prints one final line per job. It used
+    /// to follow on the dead link and exit 1 (`link_closed`) while the batch ran unfollowed.
+    @Test func submitWaitWhoseAnswerWasLostSubmitsAgainAndFollowsTheNewLink() async throws {
+        let fs = try Tmpfs(size: "2m")
+        defer { fs.unmount() }
+        var (server, port) = try await serve(fs)
+        #expect(try await HTTP.post("http://127.0.0.1:\(port)/v1/batches", batch).status == 201)
+        _ = try await e2e.finishedBatch(port: port, batch: 1)
+        try fs.fill()
+        let submit = try MusterProcess([
+            "submit", "--coordinator", "ws://127.0.0.1:\(port)", "--kind", "image", "--count", "3", "--wait",
+            "--reconnect-seconds", "120",
+        ])
+        try await server.waitForLog("job store cannot write: accepting no new work until it can; nothing unwritten is acknowledged")
+        #expect(try await server.stop(signal: SIGKILL) != 0)
+        try fs.unfill()
+        (server, _) = try await serve(fs, port: port)
+        let status = try await submit.waitForExit(timeout: .seconds(120))
+        let out = submit.standardOutput
+        #expect(status == 0, "\(out)\n\(submit.standardError)")
+        let finals = out.split(separator: "\n").filter { $0.hasPrefix("job ") && $0.contains("  completed") }
+        #expect(finals.count == 3, "\(out)")
+        #expect(out.contains(": 3 completed"), "\(out)")
+        #expect(try await server.stop() == 0)
     }
 
     /// A store that cannot be opened at startup (its file system is read-only): the coordinator
