@@ -250,7 +250,8 @@ struct Submit: AsyncParsableCommand {
         }
         // A waiting submitter rides through a restart from its first dial on, as it does later.
         let allCompleted = try await client.withClient(retrying: wait && reconnectSeconds > 0) { c -> Bool in
-            // `redialled`: the link the batch was accepted on when the first one was lost first.
+            // `redialled`: the link the batch was submitted again on, when the first one was lost
+            // before its answer; the batch is followed there.
             let (accepted, redialled) = try await submit(request, on: c)
             guard wait else {
                 printAccepted(accepted)
