@@ -67,28 +67,30 @@ extension MusterClient {
         var client = first
         var own: MusterClient?
         var progress = BatchProgress(batch: batch, jobs: jobs)
+        // A link lost before the first subscription (the coordinator died after `accepted`) is
+        // dialled again like one lost later.
+        var lost: MusterClientError?
         do {
             try await client.subscribe(batch: batch)
         } catch {
-            // The link was lost before the subscription (the coordinator died after `accepted`):
-            // dial again as for a link lost later.
-            guard isTransient(error), reconnectFor > .zero else { throw error }
-            onReconnect(error)
-            let next = try await resubscribe(batch: batch, options: options, logger: logger, until: .now + reconnectFor)
-            own = next
-            client = next
+            lost = error
         }
         while true {
-            for await event in client.events {
-                let wasFinal = progress.isFinal(event.job)
-                guard progress.apply(event) else { continue }
-                onEvent(event, progress, !wasFinal && event.state.isFinal)
+            if lost == nil {
+                for await event in client.events {
+                    let wasFinal = progress.isFinal(event.job)
+                    guard progress.apply(event) else { continue }
+                    onEvent(event, progress, !wasFinal && event.state.isFinal)
+                    if progress.isDone { break }
+                }
                 if progress.isDone { break }
             }
-            if progress.isDone { break }
             let error =
-                await client.closeError
-                ?? MusterClientError(code: MusterClientError.linkClosed, message: "the job events ended early")
+                if let lost { lost } else {
+                    await client.closeError
+                        ?? MusterClientError(code: MusterClientError.linkClosed, message: "the job events ended early")
+                }
+            lost = nil
             guard isTransient(error), reconnectFor > .zero else {
                 await own?.close()
                 throw error

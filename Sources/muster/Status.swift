@@ -62,10 +62,8 @@ struct Status: AsyncParsableCommand {
             lines.append("backends: none")
         } else {
             lines.append("backends:")
-            // A coordinator lists them in this order already; an older one did not.
-            let ordered = r.backends.sorted { BackendID.listedBefore($0.id, $1.id) }
             var rows = [["ID", "NAME", "LINK", "STATE", "FEATURES", "MODELS", "LOAD", "LAST SEEN"]]
-            for b in ordered {
+            for b in r.backends {
                 let caps = b.capabilities
                 let models =
                     (caps?.modelsAvailable ?? []).map { m in caps?.modelsLoaded.contains(m) == true ? "\(m)*" : m }
@@ -85,7 +83,7 @@ struct Status: AsyncParsableCommand {
             }
             lines += Format.table(rows, indent: "  ")
             // Devices and why a backend is not ready (ComfyUI backends report both).
-            for b in ordered {
+            for b in r.backends {
                 guard let caps = b.capabilities else { continue }
                 for d in caps.devices {
                     lines.append("  \(b.name): device \(d.name) (\(d.type)), \(gib(d.vramFree)) of \(gib(d.vramTotal)) GiB free")
